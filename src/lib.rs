@@ -1,0 +1,2 @@
+//! placeholder
+pub mod cli { pub fn main() -> i32 { 0 } }
