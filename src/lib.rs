@@ -1,2 +1,6 @@
 //! placeholder
-pub mod cli { pub fn main() -> i32 { 0 } }
+pub mod cli {
+    pub fn main() -> i32 {
+        0
+    }
+}

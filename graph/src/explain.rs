@@ -1,0 +1,301 @@
+//! `why`: compare the last two builds of a target and explain every step that ran.
+//!
+//! Each step of the newest build gets a typed status:
+//!
+//! | status       | meaning                                                                  |
+//! |--------------|--------------------------------------------------------------------------|
+//! | `root`       | its key changed because one of its *own* inputs changed (listed)        |
+//! | `propagated` | its key changed only because an upstream step's output changed          |
+//! | `cutoff`     | an upstream step re-ran, but produced the same output, so this one didn't |
+//! | `new`        | not in the previous build                                                 |
+//! | `removed`    | in the previous build, not in this one                                    |
+//! | `miss`       | same key as before, but it ran anyway (evicted, corrupt, forced)        |
+//!
+//! Steps whose key did not change and that were served from the cache are `unchanged` and
+//! only counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use w4b_cache::{Digest, PreimageEntry};
+
+use crate::cache::{Cache, MissReason};
+use crate::exec::StepStatus;
+use crate::history::{BuildEntry, StepEntry, TargetHistory};
+
+pub const WHY_SCHEMA: &str = "w4b.why/1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhyStatus {
+    Root,
+    Propagated,
+    Cutoff,
+    New,
+    Removed,
+    Miss,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub component: String,
+    pub name: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub location: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WhyStep {
+    pub label: String,
+    pub kind: String,
+    pub status: WhyStatus,
+    /// Whether it ran in the newest build.
+    pub ran: bool,
+    /// For steps that re-ran: did their output change? (`false` means it cut the rebuild off.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_changed: Option<bool>,
+    pub changes: Vec<Change>,
+    /// For `propagated` and `cutoff`: the upstream steps that changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub because_of: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miss: Option<MissReason>,
+    /// Set when the previous record needed for a diff is no longer in the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WhySummary {
+    pub steps: usize,
+    pub ran: usize,
+    pub cached: usize,
+    pub root: usize,
+    pub propagated: usize,
+    pub cutoff: usize,
+    pub new: usize,
+    pub removed: usize,
+    pub miss: usize,
+    pub unchanged: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Why {
+    pub schema: &'static str,
+    pub target: String,
+    /// False when there is no earlier build to compare with.
+    pub compared: bool,
+    pub summary: WhySummary,
+    /// Root causes first, then propagated, cutoff, new, removed, miss; unchanged omitted.
+    pub steps: Vec<WhyStep>,
+}
+
+/// Explains the newest build in `history` against the one before it.
+pub fn explain(cache: &dyn Cache, history: &TargetHistory) -> Why {
+    let Some(cur) = history.builds.first() else {
+        return Why {
+            schema: WHY_SCHEMA,
+            target: history.target.clone(),
+            compared: false,
+            summary: WhySummary::default(),
+            steps: Vec::new(),
+        };
+    };
+    let prev = history.builds.get(1);
+    explain_pair(cache, &history.target, prev, cur)
+}
+
+fn preimage_of(cache: &dyn Cache, key: &Digest) -> Option<Vec<PreimageEntry>> {
+    cache
+        .records(key)
+        .ok()?
+        .into_iter()
+        .next()
+        .map(|r| r.preimage)
+}
+
+pub fn explain_pair(
+    cache: &dyn Cache,
+    target: &str,
+    prev: Option<&BuildEntry>,
+    cur: &BuildEntry,
+) -> Why {
+    let prev_by_name: BTreeMap<&str, &StepEntry> = prev
+        .map(|p| p.steps.iter().map(|s| (s.name.as_str(), s)).collect())
+        .unwrap_or_default();
+    let cur_by_name: BTreeMap<&str, &StepEntry> =
+        cur.steps.iter().map(|s| (s.name.as_str(), s)).collect();
+    // Steps whose key changed in this build (they re-ran or were fetched under a new key).
+    let changed: BTreeSet<&str> = cur
+        .steps
+        .iter()
+        .filter(|s| {
+            prev_by_name
+                .get(s.name.as_str())
+                .is_some_and(|p| p.key != s.key)
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    let output_changed: BTreeSet<&str> = cur
+        .steps
+        .iter()
+        .filter(|s| {
+            prev_by_name
+                .get(s.name.as_str())
+                .is_some_and(|p| p.outputs != s.outputs)
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+
+    let mut steps = Vec::new();
+    let mut summary = WhySummary {
+        steps: cur.steps.len(),
+        ..WhySummary::default()
+    };
+    for s in &cur.steps {
+        match s.status {
+            StepStatus::Ran => summary.ran += 1,
+            StepStatus::Cached => summary.cached += 1,
+            _ => {}
+        }
+        let ran = s.status == StepStatus::Ran;
+        let mut step = WhyStep {
+            label: s.name.clone(),
+            kind: s.kind.clone(),
+            status: WhyStatus::Unchanged,
+            ran,
+            output_changed: None,
+            changes: Vec::new(),
+            because_of: Vec::new(),
+            miss: None,
+            note: None,
+        };
+        let Some(p) = prev_by_name.get(s.name.as_str()) else {
+            if prev.is_some() {
+                step.status = WhyStatus::New;
+            } else if ran {
+                step.status = WhyStatus::Miss;
+                step.miss = s.miss.clone();
+            }
+            if step.status != WhyStatus::Unchanged {
+                steps.push(step);
+            }
+            continue;
+        };
+        let upstream_changed: Vec<String> = s
+            .deps
+            .iter()
+            .filter(|d| changed.contains(d.as_str()))
+            .cloned()
+            .collect();
+        if p.key == s.key {
+            if ran {
+                step.status = WhyStatus::Miss;
+                step.miss = s.miss.clone();
+            } else if !upstream_changed.is_empty() {
+                step.status = WhyStatus::Cutoff;
+                step.because_of = upstream_changed;
+            }
+        } else {
+            step.output_changed = Some(output_changed.contains(s.name.as_str()));
+            let old = preimage_of(cache, &p.key);
+            let new = preimage_of(cache, &s.key);
+            match (old, new) {
+                (Some(old), Some(new)) => {
+                    let changes = diff(&old, &new);
+                    let own = changes.iter().any(|c| c.component != "upstream");
+                    step.status = if own {
+                        WhyStatus::Root
+                    } else {
+                        WhyStatus::Propagated
+                    };
+                    step.changes = changes;
+                }
+                _ => {
+                    step.status = if upstream_changed.is_empty() {
+                        WhyStatus::Root
+                    } else {
+                        WhyStatus::Propagated
+                    };
+                    step.note = Some(
+                        "the record of one of the two builds is no longer in the cache; changes cannot be listed"
+                            .into(),
+                    );
+                }
+            }
+            if step.status == WhyStatus::Propagated {
+                step.because_of = upstream_changed;
+            }
+        }
+        if step.status != WhyStatus::Unchanged {
+            steps.push(step);
+        } else {
+            summary.unchanged += 1;
+        }
+    }
+    if let Some(prev) = prev {
+        for p in &prev.steps {
+            if !cur_by_name.contains_key(p.name.as_str()) {
+                steps.push(WhyStep {
+                    label: p.name.clone(),
+                    kind: p.kind.clone(),
+                    status: WhyStatus::Removed,
+                    ran: false,
+                    output_changed: None,
+                    changes: Vec::new(),
+                    because_of: Vec::new(),
+                    miss: None,
+                    note: None,
+                });
+            }
+        }
+    }
+    // Stable: by status (root causes first), then graph order (already the push order).
+    steps.sort_by_key(|s| s.status);
+    for s in &steps {
+        match s.status {
+            WhyStatus::Root => summary.root += 1,
+            WhyStatus::Propagated => summary.propagated += 1,
+            WhyStatus::Cutoff => summary.cutoff += 1,
+            WhyStatus::New => summary.new += 1,
+            WhyStatus::Removed => summary.removed += 1,
+            WhyStatus::Miss => summary.miss += 1,
+            WhyStatus::Unchanged => {}
+        }
+    }
+    Why {
+        schema: WHY_SCHEMA,
+        target: target.to_string(),
+        compared: prev.is_some(),
+        summary,
+        steps,
+    }
+}
+
+/// Component-by-component difference; own inputs first, upstream last.
+pub fn diff(old: &[PreimageEntry], new: &[PreimageEntry]) -> Vec<Change> {
+    let key = |e: &PreimageEntry| (e.component.clone(), e.name.clone());
+    let o: BTreeMap<_, _> = old.iter().map(|e| (key(e), e)).collect();
+    let n: BTreeMap<_, _> = new.iter().map(|e| (key(e), e)).collect();
+    let mut out = Vec::new();
+    let names: BTreeSet<_> = o.keys().chain(n.keys()).cloned().collect();
+    for k in names {
+        let (a, b) = (o.get(&k), n.get(&k));
+        if a.map(|e| &e.value) == b.map(|e| &e.value) {
+            continue;
+        }
+        out.push(Change {
+            component: k.0.clone(),
+            name: k.1.clone(),
+            old: a.map(|e| e.value.clone()),
+            new: b.map(|e| e.value.clone()),
+            location: b
+                .and_then(|e| e.location.clone())
+                .or_else(|| a.and_then(|e| e.location.clone())),
+        });
+    }
+    out.sort_by_key(|c| c.component == "upstream");
+    out
+}

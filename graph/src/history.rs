@@ -1,0 +1,106 @@
+//! Build history: for each target, the steps of its last few builds (name, key, status,
+//! outputs). `w4b why` compares the newest two; the records they point at hold the full
+//! preimages.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use w4b_cache::Digest;
+
+use crate::cache::{Cache, CacheResult, MissReason};
+use crate::exec::{BuildReport, StepStatus};
+use crate::graph::{Graph, NodeId};
+
+pub const HISTORY_SCHEMA: &str = "w4b.history/1";
+/// How many builds per target are kept.
+pub const KEEP: usize = 4;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepEntry {
+    pub name: String,
+    pub kind: String,
+    pub key: Digest,
+    pub status: StepStatus,
+    pub outputs: BTreeMap<String, Digest>,
+    pub deps: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miss: Option<MissReason>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildEntry {
+    /// Steps in topological order.
+    pub steps: Vec<StepEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHistory {
+    pub schema: String,
+    pub target: String,
+    /// Newest first.
+    pub builds: Vec<BuildEntry>,
+}
+
+fn meta_name(target: &str) -> String {
+    let d = blake3::derive_key("w4b 2026-11-26 history name v1", target.as_bytes());
+    format!("history-{}", &hex::encode(d)[..32])
+}
+
+pub fn load(cache: &dyn Cache, target: &str) -> CacheResult<Option<TargetHistory>> {
+    let Some(bytes) = cache.read_meta(&meta_name(target))? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice::<TargetHistory>(&bytes) {
+        Ok(h) if h.schema == HISTORY_SCHEMA && h.target == target => Ok(Some(h)),
+        // An unreadable history is no history: `why` then says there is nothing to compare.
+        _ => Ok(None),
+    }
+}
+
+/// Appends this build of `target` (whose final steps are `roots`) to its history, if every
+/// step it needs completed.
+pub fn record(
+    cache: &dyn Cache,
+    graph: &Graph,
+    report: &BuildReport,
+    target: &str,
+    roots: &[NodeId],
+) -> CacheResult<bool> {
+    let mut steps = Vec::new();
+    for id in graph.closure(roots) {
+        let Some(r) = report.results.get(&id) else {
+            return Ok(false);
+        };
+        let (Some(key), StepStatus::Ran | StepStatus::Cached) = (r.key, r.status) else {
+            return Ok(false);
+        };
+        let node = graph.node(id);
+        steps.push(StepEntry {
+            name: node.name.clone(),
+            kind: r.kind.clone(),
+            key,
+            status: r.status,
+            outputs: r
+                .outputs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.digest))
+                .collect(),
+            deps: node
+                .deps
+                .iter()
+                .map(|d| graph.node(*d).name.clone())
+                .collect(),
+            miss: r.miss.clone(),
+        });
+    }
+    let mut history = load(cache, target)?.unwrap_or_else(|| TargetHistory {
+        schema: HISTORY_SCHEMA.into(),
+        target: target.into(),
+        builds: Vec::new(),
+    });
+    history.builds.insert(0, BuildEntry { steps });
+    history.builds.truncate(KEEP);
+    let bytes = serde_json::to_vec_pretty(&history)?;
+    cache.write_meta(&meta_name(target), &bytes)?;
+    Ok(true)
+}
