@@ -1,0 +1,159 @@
+//! Command-line arguments (clap) and the process entry point. Argument definitions only:
+//! each subcommand's behaviour lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "w4b",
+    version,
+    about = "Build reproducible Raspberry Pi images for W4B hives from a graph of cached steps",
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Workspace root (the directory holding `w4b.yaml`); found by walking up by default.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Local cache directory [default: the XDG cache dir, `~/.cache/w4b`].
+    #[arg(long, global = true, env = "W4B_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Shared cache directory (NFS, mounted bucket): read through, published to after success.
+    #[arg(long, global = true, env = "W4B_REMOTE_CACHE", value_name = "DIR")]
+    pub remote_cache: Option<PathBuf>,
+    /// Only read from the remote cache, never publish to it.
+    #[arg(long, global = true)]
+    pub remote_read_only: bool,
+    /// Set a definition value: `--set epoch=1700000000`, `--set output.level=3`.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// `human` (progress on stderr) or `json` (one JSON event per line on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
+    pub message_format: MessageFormat,
+    /// Print only errors and the summary.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessageFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build targets: `w4b build //hives:north`, `w4b build //hives/...`.
+    Build(BuildArgs),
+    /// Explain why the last build of a target ran what it ran.
+    Why(WhyArgs),
+    /// Print the step graph of targets.
+    Graph(GraphArgs),
+    /// List targets and their kinds.
+    Ls(LsArgs),
+    /// Inspect and maintain the cache.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Labels or patterns: `//images:demo`, `:demo`, `//hives/...`.
+    #[arg(required = true, value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Parallel steps [default: number of cores].
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Where outputs go [default: `out/` in the workspace].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Run every step even when a cached result exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Keep building independent steps after a failure.
+    #[arg(long, short)]
+    pub keep_going: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[arg(long, value_enum, default_value_t = WhyFormat::Text)]
+    pub format: WhyFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WhyFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[arg(required = true, value_name = "LABEL")]
+    pub labels: Vec<String>,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// A label pattern [default: `//...`].
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Entries, sizes and non-determinism evidence of the local (and remote) cache.
+    Stats,
+    /// Delete records not used within `--max-age` and what only they referenced.
+    Gc {
+        /// Keep at most this much: `20G`, `500M`.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Drop records unused for longer than this: `30d`, `12h`.
+        #[arg(long, value_name = "AGE")]
+        max_age: Option<String>,
+        /// Collect the remote directory instead of the local one (age-based, safe with
+        /// concurrent builds).
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Re-hash every blob and check every record; corrupt entries are quarantined.
+    Verify {
+        #[arg(long)]
+        remote: bool,
+    },
+}
+
+/// Parses arguments, runs the command, maps errors to exit codes (0 ok, 1 failure,
+/// 2 usage; clap exits with 2 on its own).
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    commands::run(cli)
+}

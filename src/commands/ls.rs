@@ -1,0 +1,15 @@
+//! `w4b ls [PATTERN]`: targets and their kinds, one per line, sorted.
+
+use super::App;
+use crate::cli::LsArgs;
+
+pub fn run(app: &App, args: &LsArgs) -> miette::Result<i32> {
+    let ws = app.workspace()?;
+    let pattern = args.pattern.as_deref().unwrap_or("//...");
+    let targets = ws.list(pattern)?;
+    let width = targets.iter().map(|(l, _)| l.to_string().len()).max().unwrap_or(0);
+    for (label, kind) in targets {
+        println!("{:width$}  {kind}", label.to_string());
+    }
+    Ok(0)
+}

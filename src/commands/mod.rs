@@ -1,0 +1,167 @@
+//! One file per subcommand, plus [`App`]: the context every command shares (arguments,
+//! environment, workspace, store) and the single place where errors become exit codes.
+
+pub mod build;
+pub mod cache;
+pub mod graph;
+pub mod ls;
+pub mod why;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use w4b_cache::Producer;
+use w4b_graph::StepError;
+
+use crate::cli::{Cli, Command, Global, MessageFormat};
+use crate::compile::{self, Plan};
+use crate::defs::{Label, Workspace};
+use crate::store::AppStore;
+use crate::ui::Style;
+
+/// What every command gets: parsed arguments, a snapshot of the environment (the only
+/// place w4b reads it), and how to talk to the user.
+pub struct App {
+    pub global: Global,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub style: Style,
+}
+
+pub fn run(cli: Cli) -> i32 {
+    #[allow(clippy::disallowed_methods)] // The application's one snapshot of the environment.
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let no_color = env.contains_key("NO_COLOR");
+    let style = Style::detect(cli.global.message_format == MessageFormat::Json, cli.global.quiet, no_color);
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(style.color)
+                .unicode(style.color)
+                .terminal_links(false)
+                .width(100)
+                .build(),
+        )
+    }));
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let app = App {
+        global: cli.global,
+        env,
+        cwd,
+        style,
+    };
+    let result = match &cli.command {
+        Command::Build(a) => build::run(&app, a),
+        Command::Why(a) => why::run(&app, a),
+        Command::Graph(a) => graph::run(&app, a),
+        Command::Ls(a) => ls::run(&app, a),
+        Command::Cache(a) => cache::run(&app, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            1
+        }
+    }
+}
+
+/// A failed step as a diagnostic that names the step.
+pub fn step_error(step: &str, error: StepError) -> miette::Report {
+    match error {
+        StepError::Diagnostic(d) => miette::Report::new_boxed(d).wrap_err(format!("step `{step}` failed")),
+        StepError::Failed { message, help } => match help {
+            Some(h) => miette::miette!(code = "w4b::build::step_failed", help = h, "step `{step}` failed: {message}"),
+            None => miette::miette!(code = "w4b::build::step_failed", "step `{step}` failed: {message}"),
+        },
+        other => miette::miette!(code = "w4b::build::step_failed", "step `{step}` failed: {other}"),
+    }
+}
+
+impl App {
+    pub fn workspace(&self) -> miette::Result<Workspace> {
+        Ok(Workspace::discover(&self.cwd, self.global.workspace.as_deref())?)
+    }
+
+    /// The package of the current directory, for relative labels (`:demo`).
+    fn current_package(&self, ws: &Workspace) -> Option<String> {
+        ws.package_of(&self.cwd)
+    }
+
+    pub fn resolve(&self, ws: &Workspace, patterns: &[String]) -> miette::Result<Vec<Label>> {
+        let pkg = self.current_package(ws);
+        let mut out = Vec::new();
+        for p in patterns {
+            for l in ws.expand(p, pkg.as_deref())? {
+                if !out.contains(&l) {
+                    out.push(l);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn resolve_one(&self, ws: &Workspace, pattern: &str) -> miette::Result<Label> {
+        let mut v = self.resolve(ws, &[pattern.to_string()])?;
+        if v.len() != 1 {
+            return Err(miette::miette!(
+                code = "w4b::label::not_one",
+                help = "name a single target, e.g. `//images:demo`",
+                "`{pattern}` matches {} targets",
+                v.len()
+            ));
+        }
+        Ok(v.remove(0))
+    }
+
+    pub fn store(&self, ws: &Workspace) -> miette::Result<Arc<AppStore>> {
+        self.store_for(Some(ws))
+    }
+
+    /// Cache directory: `--cache-dir`/`W4B_CACHE_DIR` > `w4b.yaml cache.dir` > XDG.
+    /// Remote: `--remote-cache`/`W4B_REMOTE_CACHE` > `w4b.yaml cache.remote`.
+    pub fn store_for(&self, ws: Option<&Workspace>) -> miette::Result<Arc<AppStore>> {
+        let settings = ws.map(|w| w.settings().cache.clone()).unwrap_or_default();
+        let local = self
+            .global
+            .cache_dir
+            .clone()
+            .or_else(|| settings.dir.as_ref().map(|d| ws.map(|w| w.root().join(d)).unwrap_or_else(|| d.into())))
+            .or_else(|| self.env.get("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("w4b")))
+            .or_else(|| self.env.get("HOME").map(|h| PathBuf::from(h).join(".cache/w4b")))
+            .unwrap_or_else(|| std::env::temp_dir().join("w4b-cache"));
+        let remote = self
+            .global
+            .remote_cache
+            .clone()
+            .or_else(|| settings.remote.as_ref().map(PathBuf::from));
+        let read_only = self.global.remote_read_only || settings.remote_read_only.unwrap_or(false);
+        Ok(Arc::new(AppStore::open(&local, remote.as_deref(), read_only)?))
+    }
+
+    pub fn compile(&self, ws: &Workspace, store: &Arc<AppStore>, patterns: &[String]) -> miette::Result<Plan> {
+        let labels = self.resolve(ws, patterns)?;
+        compile::compile(ws, store, &labels, &self.env, &self.global.set)
+    }
+
+    pub fn producer(&self) -> Producer {
+        Producer {
+            tool: format!("w4b {}", env!("CARGO_PKG_VERSION")),
+            host: self.env.get("HOSTNAME").cloned(),
+        }
+    }
+
+    pub fn out_dir(&self, ws: &Workspace, explicit: Option<&Path>) -> PathBuf {
+        match explicit {
+            Some(p) if p.is_absolute() => p.to_path_buf(),
+            Some(p) => self.cwd.join(p),
+            None => ws.root().join("out"),
+        }
+    }
+
+    /// A path relative to the current directory when it is below it.
+    pub fn display_path(&self, p: &Path) -> String {
+        p.strip_prefix(&self.cwd).unwrap_or(p).display().to_string()
+    }
+}

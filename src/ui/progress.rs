@@ -1,0 +1,146 @@
+//! Observers of build events: bars on a terminal, lines in logs, JSON for tools.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use w4b_graph::exec::{Event, Observer, StepStatus};
+
+use super::{duration_ms, Style};
+
+/// Writes each event as one JSON line on stdout.
+pub struct JsonLines;
+
+impl Observer for JsonLines {
+    fn event(&self, event: &Event<'_>) {
+        if let Ok(line) = serde_json::to_string(event) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+/// Plain lines on stderr, one per step that ran or failed; cached steps are counted only.
+pub struct Lines {
+    pub quiet: bool,
+}
+
+impl Observer for Lines {
+    fn event(&self, event: &Event<'_>) {
+        if self.quiet {
+            if let Event::StepFailed { step, error, .. } = event {
+                eprintln!("failed  {step}: {error}");
+            }
+            return;
+        }
+        match event {
+            Event::StepStarted { step, kind, .. } => eprintln!("running {step} ({kind})"),
+            Event::StepFinished {
+                step,
+                status: StepStatus::Ran,
+                duration_ms: ms,
+                ..
+            } => eprintln!("ran     {step} in {}", duration_ms(*ms)),
+            Event::StepFailed { step, error, .. } => eprintln!("failed  {step}: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// Progress bars: one spinner or byte bar per running step, under a total bar.
+pub struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    running: Mutex<BTreeMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new() -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let total = multi.add(ProgressBar::new(0));
+        total.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} steps {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        total.set_prefix("building");
+        Bars {
+            multi,
+            total,
+            running: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Ok(mut r) = self.running.lock() {
+            for (_, bar) in std::mem::take(&mut *r) {
+                bar.finish_and_clear();
+            }
+        }
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Bars::new()
+    }
+}
+
+impl Observer for Bars {
+    fn event(&self, event: &Event<'_>) {
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        match event {
+            Event::Planned { steps } => self.total.set_length(*steps as u64),
+            Event::StepStarted { step, kind, .. } => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(step.to_string());
+                bar.set_message(format!("({kind})"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                running.insert(step.to_string(), bar);
+            }
+            Event::StepProgress { step, done, total } => {
+                if let Some(bar) = running.get(*step) {
+                    if let Some(t) = total {
+                        if bar.length() != Some(*t) {
+                            bar.set_length(*t);
+                            bar.set_style(
+                                ProgressStyle::with_template(
+                                    "  {prefix:.bold} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                                )
+                                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                .progress_chars("=> "),
+                            );
+                        }
+                    }
+                    bar.set_position(*done);
+                }
+            }
+            Event::StepFinished { step, status, duration_ms: ms, .. } => {
+                if let Some(bar) = running.remove(*step) {
+                    bar.finish_and_clear();
+                }
+                if *status == StepStatus::Ran {
+                    let _ = self.multi.println(format!("     ran {step} in {}", duration_ms(*ms)));
+                }
+                self.total.inc(1);
+            }
+            Event::StepFailed { step, error, .. } => {
+                if let Some(bar) = running.remove(*step) {
+                    bar.finish_and_clear();
+                }
+                let _ = self.multi.println(format!("  failed {step}: {error}"));
+                self.total.inc(1);
+            }
+        }
+    }
+}
