@@ -230,8 +230,12 @@ fn list_failures(failures: &[SourceFailure]) -> String {
     let lines: Vec<String> = failures
         .iter()
         .map(|f| {
-            let tries = if f.attempts == 1 { "attempt" } else { "attempts" };
-            format!("  - `{}`: {} ({} {tries})", f.url, f.error, f.attempts)
+            let tries = if f.attempts == 1 {
+                "attempt"
+            } else {
+                "attempts"
+            };
+            format!("  - `{}` ({} {tries}): {}", f.url, f.attempts, f.error)
         })
         .collect();
     lines.join("\n")
@@ -492,7 +496,10 @@ impl Fetcher {
     ///
     /// `partial` may hold the beginning of the same file from an interrupted run; it is
     /// resumed. On success it holds exactly the verified bytes. On a sha256 mismatch it is
-    /// deleted. On any other failure it is left for a later resume.
+    /// deleted. On any other failure it is left for a later resume (or removed if empty).
+    ///
+    /// The caller owns `partial`: its directory must exist, and no other fetch may use the
+    /// same path at the same time (name it after the sha256 and hold the store's lock).
     pub fn fetch_to(
         &self,
         req: &FetchRequest<'_>,
@@ -571,8 +578,8 @@ impl Fetcher {
         loop {
             attempt += 1;
             let result = match source {
-                Source::Http(parsed) => self.attempt_http(req, parsed, partial, progress),
-                Source::File(path) => attempt_file(req, path, partial, progress),
+                Source::Http(parsed) => self.attempt_http(req, url, parsed, partial, progress),
+                Source::File(path) => attempt_file(req, url, path, partial, progress),
             };
             match result {
                 Ok((sha256, blake3, size)) => {
@@ -620,6 +627,7 @@ impl Fetcher {
     fn attempt_http(
         &self,
         req: &FetchRequest<'_>,
+        label: &str,
         url: &Url,
         path: &Path,
         progress: &dyn FetchProgress,
@@ -697,7 +705,7 @@ impl Fetcher {
             s => return Err(AttemptError::GiveUp(format!("HTTP {s}"))),
         };
         let resumed_from = hashers.size;
-        progress.started(url.as_str(), total);
+        progress.started(label, total);
         if resumed_from > 0 {
             progress.advanced(resumed_from);
         }
@@ -760,7 +768,11 @@ fn copy_body(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(AttemptError::Retry {
-                    error: format!("the connection broke after {} bytes: {}", hashers.size, chain(&e)),
+                    error: format!(
+                        "the connection broke after {} bytes: {}",
+                        hashers.size,
+                        chain(&e)
+                    ),
                     retry_after: None,
                 });
             }
@@ -775,6 +787,7 @@ fn copy_body(
 /// this always starts from 0 rather than resuming.
 fn attempt_file(
     req: &FetchRequest<'_>,
+    label: &str,
     source: &Path,
     path: &Path,
     progress: &dyn FetchProgress,
@@ -784,10 +797,7 @@ fn attempt_file(
     let total = input.metadata().ok().map(|m| m.len());
     let mut partial = Partial::open(path).map_err(AttemptError::Local)?;
     partial.truncate().map_err(AttemptError::Local)?;
-    let url = Url::from_file_path(source)
-        .map(String::from)
-        .unwrap_or_else(|()| source.display().to_string());
-    progress.started(&url, total);
+    progress.started(label, total);
     let mut hashers = Hashers::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -988,7 +998,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&hex::encode(declared)) && text.contains(&hex::encode(sha(&body))));
         let help = miette::Diagnostic::help(&err).unwrap().to_string();
-        assert!(help.contains(&url) && help.contains("defs/bases/test.yaml"), "{help}");
+        assert!(
+            help.contains(&url) && help.contains("defs/bases/test.yaml"),
+            "{help}"
+        );
         assert_eq!(
             miette::Diagnostic::code(&err).unwrap().to_string(),
             "w4b::fetch::digest_mismatch"
@@ -1102,6 +1115,31 @@ mod tests {
         assert_outcome(&outcome, &body);
         let ranges: Vec<_> = server.requests().into_iter().map(|r| r.range).collect();
         assert_eq!(ranges, vec![None, Some("bytes=100000-".to_owned())]);
+    }
+
+    #[test]
+    fn longer_stale_partial_and_a_server_ignoring_range_leave_exactly_the_file() {
+        let server = TestServer::start();
+        let body = content("short", 10_000);
+        server.serve_with(
+            "/short.img",
+            body.clone(),
+            Faults {
+                ignore_range: true,
+                ..Faults::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("short.partial");
+        std::fs::write(&partial, content("longer", 50_000)).unwrap();
+        let url = server.url("/short.img");
+
+        let outcome = fetcher()
+            .fetch_to(&request(&url, sha(&body)), &partial, &NoProgress)
+            .unwrap();
+
+        // The digest covers what was hashed; this checks no stale tail survives on disk.
+        assert_outcome(&outcome, &body);
     }
 
     #[test]
@@ -1262,16 +1300,17 @@ mod tests {
             ..request(&origin, [1; 32])
         };
 
-        let err = fetcher()
-            .fetch_to(&req, &partial, &NoProgress)
-            .unwrap_err();
+        let err = fetcher().fetch_to(&req, &partial, &NoProgress).unwrap_err();
 
         let FetchError::Unavailable { url, failures } = &err else {
             panic!("expected unavailable, got {err:?}");
         };
         assert_eq!(url, &origin);
         let tried: Vec<_> = failures.iter().map(|f| f.url.as_str()).collect();
-        assert_eq!(tried, vec![refused.as_str(), missing.as_str(), origin.as_str()]);
+        assert_eq!(
+            tried,
+            vec![refused.as_str(), missing.as_str(), origin.as_str()]
+        );
         // Connection refused and 503 are retried once; a missing local file is not.
         let attempts: Vec<_> = failures.iter().map(|f| f.attempts).collect();
         assert_eq!(attempts, vec![2, 1, 2]);
@@ -1280,7 +1319,10 @@ mod tests {
             assert!(text.contains(source.as_str()), "{text}");
         }
         let help = miette::Diagnostic::help(&err).unwrap().to_string();
-        assert!(help.contains("mirrors:") && help.contains("file://"), "{help}");
+        assert!(
+            help.contains("mirrors:") && help.contains("file://"),
+            "{help}"
+        );
         assert_eq!(
             miette::Diagnostic::code(&err).unwrap().to_string(),
             "w4b::fetch::unavailable"
@@ -1318,7 +1360,11 @@ mod tests {
         let FetchError::Unavailable { failures, .. } = &err else {
             panic!("expected unavailable, got {err:?}");
         };
-        assert!(failures[0].error.contains("timed out"), "{}", failures[0].error);
+        assert!(
+            failures[0].error.contains("timed out"),
+            "{}",
+            failures[0].error
+        );
     }
 
     #[test]
@@ -1326,7 +1372,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let partial = dir.path().join("p");
         let err = fetcher()
-            .fetch_to(&request("ftp://example.org/x.img", [0; 32]), &partial, &NoProgress)
+            .fetch_to(
+                &request("ftp://example.org/x.img", [0; 32]),
+                &partial,
+                &NoProgress,
+            )
             .unwrap_err();
         assert!(
             matches!(&err, FetchError::UnsupportedScheme { scheme, .. } if scheme == "ftp"),
@@ -1368,18 +1418,28 @@ mod tests {
         ];
         assert_eq!(
             sources("https://a.org/images/x.img", &mirrors),
-            vec!["file:///srv/x.img", "http://m2/x.img", "https://a.org/images/x.img"]
+            vec![
+                "file:///srv/x.img",
+                "http://m2/x.img",
+                "https://a.org/images/x.img"
+            ]
         );
         assert_eq!(
             sources("https://a.org/other", &mirrors),
             vec!["http://m1/other", "https://a.org/other"]
         );
-        assert_eq!(sources("https://c.org/y", &mirrors), vec!["https://c.org/y"]);
+        assert_eq!(
+            sources("https://c.org/y", &mirrors),
+            vec!["https://c.org/y"]
+        );
         let identity = vec![(
             "https://a.org/".to_owned(),
             vec!["https://a.org/".to_owned()],
         )];
-        assert_eq!(sources("https://a.org/z", &identity), vec!["https://a.org/z"]);
+        assert_eq!(
+            sources("https://a.org/z", &identity),
+            vec!["https://a.org/z"]
+        );
     }
 
     #[test]
@@ -1387,13 +1447,19 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(retry_delay(ms(100), None, ms(1000)), ms(100));
         assert_eq!(retry_delay(ms(100), Some(ms(300)), ms(1000)), ms(300));
-        assert_eq!(retry_delay(ms(100), Some(Duration::from_secs(120)), ms(1000)), ms(1000));
+        assert_eq!(
+            retry_delay(ms(100), Some(Duration::from_secs(120)), ms(1000)),
+            ms(1000)
+        );
         assert_eq!(retry_delay(ms(5000), None, ms(1000)), ms(1000));
     }
 
     #[test]
     fn content_range_parsing() {
-        assert_eq!(parse_content_range("bytes 10-99/100"), Some((10, Some(100))));
+        assert_eq!(
+            parse_content_range("bytes 10-99/100"),
+            Some((10, Some(100)))
+        );
         assert_eq!(parse_content_range("bytes 10-99/*"), Some((10, None)));
         assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(parse_content_range("bytes 9-1/100"), None);

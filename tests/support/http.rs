@@ -101,7 +101,9 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panicking connection thread must not hide the requests from the test's assertions.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl TestServer {
