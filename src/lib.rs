@@ -1,6 +1,23 @@
-//! placeholder
-pub mod cli {
-    pub fn main() -> i32 {
-        0
-    }
-}
+//! w4b builds Raspberry Pi disk images for the W4B beehive network from YAML definitions.
+//!
+//! Architecture (see `docs/architecture.md`):
+//! - [`defs`] reads the workspace: labels, YAML with spans, `extends`, overrides, typed targets.
+//! - [`compile`] turns targets into a graph of steps ([`w4b_graph`]), each step a kind in
+//!   [`steps`] (fetch, layer, overlay, tar, …) with a key built from its typed inputs.
+//! - [`tree`] is the content-addressed filesystem tree those steps exchange; [`formats`]
+//!   reads and writes on-disk formats (tar today) as pure bytes-in, bytes-out code.
+//! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
+//!   [`inputs`] hashes input files with a stat cache.
+//! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
+//!   progress and diagnostics. Only they print or read the environment.
+
+pub mod cli;
+pub mod commands;
+pub mod compile;
+pub mod defs;
+pub mod formats;
+pub mod inputs;
+pub mod steps;
+pub mod store;
+pub mod tree;
+pub mod ui;
