@@ -81,6 +81,9 @@ pub struct BuildOptions {
     pub force: bool,
     /// Keep running independent steps after a failure.
     pub keep_going: bool,
+    /// Run these steps even if cached (used to repair an output found corrupt after a
+    /// hit, e.g. while exporting it).
+    pub force_nodes: BTreeMap<NodeId, MissReason>,
     pub producer: Producer,
 }
 
@@ -413,28 +416,31 @@ impl Engine<'_> {
             match result {
                 Ok(r) => return Ok(r),
                 Err(StepError::InputUnavailable(digest)) if attempts <= 3 && depth < 16 => {
-                    // Find the producer of the unavailable blob, re-run it, retry.
-                    let producer = node
+                    // Re-run the producer of the unavailable blob, then retry. A blob that is
+                    // no direct output (a file inside a tree, say) may come from anywhere
+                    // upstream: re-run every ancestor, in order.
+                    let direct = node
                         .deps
                         .iter()
                         .enumerate()
-                        .find(|(i, _)| inputs[*i].values().any(|o| o.digest == digest));
-                    let Some((_, &dep)) = producer else {
-                        return Err(fail(Some(key), StepError::InputUnavailable(digest)));
-                    };
-                    let repaired = self.process_inner(
-                        dep,
-                        state,
-                        cv,
-                        own,
-                        Some(MissReason::Repair { digest }),
-                        depth + 1,
-                    );
-                    match repaired {
-                        Ok(r) => {
-                            lock(state).results.insert(dep, r);
+                        .find(|(i, _)| inputs[*i].values().any(|o| o.digest == digest))
+                        .map(|(_, d)| vec![*d]);
+                    let to_repair = direct.unwrap_or_else(|| self.graph.closure(&node.deps));
+                    for dep in to_repair {
+                        let repaired = self.process_inner(
+                            dep,
+                            state,
+                            cv,
+                            own,
+                            Some(MissReason::Repair { digest }),
+                            depth + 1,
+                        );
+                        match repaired {
+                            Ok(r) => {
+                                lock(state).results.insert(dep, r);
+                            }
+                            Err((_, f)) => return Err(fail(Some(key), f.error)),
                         }
-                        Err((_, f)) => return Err(fail(Some(key), f.error)),
                     }
                 }
                 Err(e) => return Err(fail(Some(key), e)),
@@ -454,6 +460,8 @@ impl Engine<'_> {
         let kind = node.step.kind();
         let miss = if let Some(reason) = forced {
             reason
+        } else if let Some(reason) = self.options.force_nodes.get(&id) {
+            reason.clone()
         } else if self.options.force {
             MissReason::Forced
         } else {

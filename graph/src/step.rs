@@ -49,7 +49,7 @@ pub struct RunContext<'a> {
     pub inputs: &'a [Outputs],
     pub cache: &'a dyn Cache,
     pub cancel: &'a AtomicBool,
-    pub progress: &'a dyn Fn(u64, Option<u64>),
+    pub progress: &'a (dyn Fn(u64, Option<u64>) + Sync),
 }
 
 impl RunContext<'_> {

@@ -172,6 +172,7 @@ fn opts() -> BuildOptions {
         jobs: 4,
         force: false,
         keep_going: false,
+        force_nodes: Default::default(),
         producer: Producer {
             tool: "test".into(),
             host: None,

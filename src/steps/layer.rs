@@ -1,0 +1,237 @@
+//! `layer`: renders a layer's file operations into a changeset (inline content, host
+//! files and trees, templates, symlinks, directories, removals, appends, downloads).
+//!
+//! Key components, per file entry `i` (all after defaults are applied, so writing a default
+//! explicitly changes nothing): `files[i].op`, `files[i].path`, `files[i].mode`,
+//! `files[i].owner`, the operation's value (`content`, `append`, `symlink`), and for host
+//! inputs the *digest* of the source tree or template (`input files[i].source`), never
+//! its path. Templates add the `config` and `target` they are rendered with; the epoch is
+//! keyed because every entry's mtime is the epoch.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use w4b_cache::OutputRef;
+use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
+
+use super::tree_error;
+use crate::store::AppStore;
+use crate::tree::import::{import_dir, import_file, ImportOptions};
+use crate::tree::layer::{Changeset, Op};
+use crate::tree::{Entry, Kind, TreePath};
+
+/// One resolved file operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    Content(String),
+    /// A host file or directory (absolute path, resolved against the definition).
+    Source(PathBuf),
+    Template(PathBuf),
+    Symlink(String),
+    Dir,
+    Remove,
+    Append(String),
+    /// Content from the `n`-th upstream input (a `fetch` step), with its declared sha256.
+    Fetch { input: usize, sha256: String },
+}
+
+impl FileOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileOp::Content(_) => "content",
+            FileOp::Source(_) => "source",
+            FileOp::Template(_) => "template",
+            FileOp::Symlink(_) => "symlink",
+            FileOp::Dir => "dir",
+            FileOp::Remove => "remove",
+            FileOp::Append(_) => "append",
+            FileOp::Fetch { .. } => "fetch",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerFile {
+    pub path: TreePath,
+    pub op: FileOp,
+    /// `None`: the default for the operation (0644 files, 0755 dirs, exec bit from a
+    /// source file).
+    pub mode: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct LayerStep {
+    pub store: Arc<AppStore>,
+    pub files: Vec<LayerFile>,
+    /// Workspace-relative locations of each key path (`files[0].content` → `defs/…:3:5`).
+    pub locations: BTreeMap<String, String>,
+    pub epoch: i64,
+    pub epoch_location: Option<String>,
+    /// Template context: the image's `config` and its label; `None` when no template.
+    pub template_context: Option<(serde_json::Value, String)>,
+    /// Workspace-relative display names of host inputs, for error messages.
+    pub display: BTreeMap<usize, String>,
+}
+
+fn mode_str(m: u32) -> String {
+    format!("{m:04o}")
+}
+
+impl LayerStep {
+    fn loc(&self, key: &str) -> Option<String> {
+        self.locations.get(key).cloned().or_else(|| {
+            // Defaults have no location of their own: point at the entry.
+            let entry = key.rsplit_once('.').map(|(e, _)| e).unwrap_or(key);
+            self.locations.get(entry).cloned()
+        })
+    }
+
+    fn default_mode(&self, op: &FileOp) -> Option<u32> {
+        match op {
+            FileOp::Dir => Some(0o755),
+            FileOp::Symlink(_) => Some(0o777),
+            FileOp::Remove => None,
+            FileOp::Source(_) => None, // from the host's execute bit
+            _ => Some(0o644),
+        }
+    }
+
+    fn render(&self, i: usize, path: &std::path::Path) -> Result<Vec<u8>, StepError> {
+        let shown = self.display.get(&i).cloned().unwrap_or_else(|| path.display().to_string());
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StepError::msg(format!("cannot read template `{shown}`: {e}")))?;
+        let (config, target) = self.template_context.clone().unwrap_or((serde_json::Value::Null, String::new()));
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        let ctx = minijinja::context! {
+            config => minijinja::Value::from_serialize(&config),
+            target => minijinja::context! { label => target.clone(), name => target.rsplit(':').next().unwrap_or("") },
+            epoch => self.epoch,
+        };
+        env.render_str(&text, ctx).map(String::into_bytes).map_err(|e| {
+            let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+            StepError::Failed {
+                message: format!("template `{shown}{line}`: {e}"),
+                help: Some(
+                    "templates see `config` (the image's `config:` map), `target.label`, `target.name` and `epoch`"
+                        .into(),
+                ),
+            }
+        })
+    }
+}
+
+impl Step for LayerStep {
+    fn kind(&self) -> &'static str {
+        "layer"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        let mut c =
+            vec![Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string()).at(self.epoch_location.clone())];
+        for (i, f) in self.files.iter().enumerate() {
+            let k = |s: &str| format!("files[{i}].{s}");
+            c.push(Component::param(k("op"), f.op.name()).at(self.loc(&format!("files[{i}]"))));
+            c.push(Component::param(k("path"), f.path.to_string()).at(self.loc(&k("path"))));
+            if !matches!(f.op, FileOp::Remove) {
+                let mode = f.mode.or(self.default_mode(&f.op)).map(mode_str).unwrap_or_else(|| "from-source".into());
+                c.push(Component::param(k("mode"), mode).at(self.loc(&k("mode"))));
+                c.push(Component::param(k("owner"), format!("{}:{}", f.uid, f.gid)).at(self.loc(&k("owner"))));
+            }
+            match &f.op {
+                FileOp::Content(s) => c.push(Component::param(k("content"), s).at(self.loc(&k("content")))),
+                FileOp::Append(s) => c.push(Component::param(k("append"), s).at(self.loc(&k("append")))),
+                FileOp::Symlink(s) => c.push(Component::param(k("symlink"), s).at(self.loc(&k("symlink")))),
+                FileOp::Source(p) => {
+                    let d = self.store.stats.tree(p).map_err(StepError::diag)?;
+                    c.push(Component::input(k("source"), &d).at(self.loc(&k("source"))));
+                }
+                FileOp::Template(p) => {
+                    let d = self.store.stats.file(p).map_err(StepError::diag)?;
+                    c.push(Component::input(k("template"), &d).at(self.loc(&k("template"))));
+                }
+                FileOp::Fetch { sha256, .. } => {
+                    c.push(Component::param(k("fetch.sha256"), sha256).at(self.loc(&k("fetch.sha256"))))
+                }
+                FileOp::Dir | FileOp::Remove => {}
+            }
+        }
+        if let Some((config, target)) = &self.template_context {
+            c.push(Component::param("config", serde_json::to_string(config).unwrap_or_default()).at(self.loc("config")));
+            c.push(Component::param("target", target));
+        }
+        Ok(c)
+    }
+
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        let blobs = self.store.as_ref();
+        let mut ops = Vec::with_capacity(self.files.len());
+        for (i, f) in self.files.iter().enumerate() {
+            cx.check_cancel()?;
+            let own = |mut e: Entry| {
+                e.uid = f.uid;
+                e.gid = f.gid;
+                e.mtime = self.epoch;
+                e
+            };
+            let mode = f.mode.or(self.default_mode(&f.op)).unwrap_or(0o644);
+            let put = |entry| Op::Put { path: f.path.clone(), entry };
+            let op = match &f.op {
+                FileOp::Content(s) => {
+                    let d = crate::tree::Blobs::put(blobs, s.as_bytes()).map_err(tree_error)?;
+                    put(own(Entry::file(d, s.len() as u64, mode)))
+                }
+                FileOp::Template(p) => {
+                    let bytes = self.render(i, p)?;
+                    let d = crate::tree::Blobs::put(blobs, &bytes).map_err(tree_error)?;
+                    put(own(Entry::file(d, bytes.len() as u64, mode)))
+                }
+                FileOp::Source(p) => {
+                    let opts = ImportOptions {
+                        uid: f.uid,
+                        gid: f.gid,
+                        // `mode` sets the files' mode; directories of a source tree are 0755.
+                        file_mode: f.mode,
+                        dir_mode: 0o755,
+                        mtime: self.epoch,
+                    };
+                    let meta = std::fs::metadata(p).map_err(|e| {
+                        StepError::msg(format!(
+                            "cannot read source `{}`: {e}",
+                            self.display.get(&i).cloned().unwrap_or_else(|| p.display().to_string())
+                        ))
+                    })?;
+                    if meta.is_dir() {
+                        let root = import_dir(blobs, p, &opts).map_err(tree_error)?;
+                        Op::PutTree { path: f.path.clone(), root }
+                    } else {
+                        put(import_file(blobs, p, &opts).map_err(tree_error)?)
+                    }
+                }
+                FileOp::Symlink(t) => put(own(Entry::symlink(t.clone()))),
+                FileOp::Dir => put(own(Entry::dir(mode))),
+                FileOp::Remove => Op::Remove { path: f.path.clone() },
+                FileOp::Append(s) => {
+                    let d = crate::tree::Blobs::put(blobs, s.as_bytes()).map_err(tree_error)?;
+                    Op::Append { path: f.path.clone(), digest: d, mode, uid: f.uid, gid: f.gid }
+                }
+                FileOp::Fetch { input, .. } => {
+                    let o = cx.input(*input, "file")?;
+                    put(own(Entry::new(Kind::File { digest: o.digest, size: o.size }, mode)))
+                }
+            };
+            ops.push(op);
+        }
+        let set = Changeset::new(ops);
+        let digest = set.store(blobs).map_err(tree_error)?;
+        let mut out = Outputs::new();
+        out.insert("changeset".into(), OutputRef { digest, size: 0 });
+        Ok(out)
+    }
+}

@@ -1,0 +1,263 @@
+//! The application's view of the content-addressed store: `w4b_cache::Store` (a local
+//! directory, optionally backed by a shared remote one) adapted to what the engine
+//! ([`w4b_graph::Cache`]) and the trees ([`crate::tree::Blobs`]) need, plus the stat cache
+//! of input files that lives beside it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use w4b_cache::{BlobRefs, CacheError, Digest, GcPolicy, Lease, Record, Store, StoreDir};
+use w4b_graph::{CacheResult, Lookup, MissReason};
+
+use crate::inputs::StatCache;
+use crate::tree::{Blobs, TreeError};
+
+/// Tree listings and changesets name other blobs: GC and remote upload follow them.
+pub struct TreeRefs;
+
+impl BlobRefs for TreeRefs {
+    fn magic(&self) -> &[u8] {
+        crate::tree::REFS_MAGIC
+    }
+    fn refs(&self, blob: &[u8]) -> Vec<Digest> {
+        crate::tree::blob_refs(blob)
+    }
+}
+
+pub struct AppStore {
+    store: Store,
+    pub stats: StatCache,
+}
+
+const STATCACHE: &str = "statcache";
+
+impl AppStore {
+    pub fn open(local: &Path, remote: Option<&Path>, remote_read_only: bool) -> Result<AppStore, CacheError> {
+        let local = StoreDir::open(local)?;
+        let remote = match remote {
+            None => None,
+            Some(r) if remote_read_only => Some(StoreDir::open_shared_read_only(r)?),
+            Some(r) => Some(StoreDir::open_shared(r)?),
+        };
+        let stats = StatCache::from_bytes(local.read_meta(STATCACHE)?.as_deref());
+        Ok(AppStore {
+            store: Store::new(local, remote),
+            stats,
+        })
+    }
+
+    pub fn inner(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn local(&self) -> &StoreDir {
+        self.store.local()
+    }
+
+    /// Held by builds: local GC waits until no build runs.
+    pub fn lease(&self) -> Result<Lease, CacheError> {
+        self.store.local().lease()
+    }
+
+    /// A scratch path in the store's own filesystem (for downloads being resumed).
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        self.store.local().root().join("v1").join("tmp").join(name)
+    }
+
+    /// Persists the stat cache. "Now" is read from the filesystem (the ctime of the file
+    /// just written), never from the wall clock, and only to judge racy entries.
+    pub fn save_statcache(&self) {
+        let probe = self.scratch_path("statcache-clock");
+        if std::fs::write(&probe, b"").is_err() {
+            return;
+        }
+        let now_ns = std::fs::metadata(&probe)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+            })
+            .unwrap_or(0);
+        let _ = std::fs::remove_file(&probe);
+        let _ = self.store.local().write_meta(STATCACHE, &self.stats.to_bytes(now_ns));
+    }
+
+    /// Copies an output into place atomically, verifying it on the way.
+    pub fn export(&self, digest: &Digest, dest: &Path) -> miette::Result<()> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                miette::miette!(code = "w4b::out::create", "cannot create `{}`: {e}", parent.display())
+            })?;
+        }
+        self.store.copy_to(digest, dest)?;
+        Ok(())
+    }
+
+    pub fn dirs(&self) -> Vec<(&'static str, &StoreDir)> {
+        let mut v = vec![("local", self.store.local())];
+        if let Some(r) = self.store.remote() {
+            v.push(("remote", r));
+        }
+        v
+    }
+
+    fn dir(&self, remote: bool) -> miette::Result<&StoreDir> {
+        if remote {
+            self.store.remote().ok_or_else(|| {
+                miette::miette!(
+                    code = "w4b::cache::no_remote",
+                    help = "pass `--remote-cache DIR`, set `W4B_REMOTE_CACHE`, or `cache: {{remote: DIR}}` in `w4b.yaml`",
+                    "no remote cache is configured"
+                )
+            })
+        } else {
+            Ok(self.store.local())
+        }
+    }
+
+    pub fn gc(&self, remote: bool, max_bytes: Option<u64>, max_age: Option<Duration>) -> miette::Result<String> {
+        let dir = self.dir(remote)?;
+        #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
+        let now = SystemTime::now();
+        let mut policy = GcPolicy::new(now);
+        policy.max_bytes = max_bytes;
+        policy.max_age = max_age;
+        if !remote {
+            // Locally a lease protects running builds; a short grace only covers
+            // interrupted writes of processes that died.
+            policy.grace = Duration::from_secs(15 * 60);
+        }
+        let r = dir.gc(&policy, &TreeRefs)?;
+        Ok(format!(
+            "removed {} record(s), {} blob(s), {} temp file(s): {} freed; kept {} record(s), {} blob(s), {}",
+            r.records_removed,
+            r.blobs_removed,
+            r.tmp_removed,
+            crate::ui::bytes(r.bytes_freed),
+            r.records_kept,
+            r.blobs_kept,
+            crate::ui::bytes(r.bytes_kept)
+        ))
+    }
+
+    pub fn verify(&self, remote: bool) -> miette::Result<(bool, String)> {
+        let dir = self.dir(remote)?;
+        let r = dir.verify(&TreeRefs)?;
+        let mut lines = vec![format!(
+            "checked {} blob(s) ({}), {} record(s)",
+            r.blobs_checked,
+            crate::ui::bytes(r.bytes_checked),
+            r.records_checked
+        )];
+        for d in &r.corrupt_blobs {
+            lines.push(format!("corrupt blob `{d}` (quarantined; the next build that needs it rebuilds it)"));
+        }
+        for p in &r.invalid_records {
+            lines.push(format!("unreadable record `{}` (quarantined)", p.display()));
+        }
+        for d in &r.incomplete_listings {
+            lines.push(format!("listing `{d}` names blobs that are missing"));
+        }
+        for (k, d) in &r.dangling_records {
+            lines.push(format!("record for key `{k}` names missing output `{d}`"));
+        }
+        for k in &r.divergent_keys {
+            lines.push(format!(
+                "key `{k}` has records with different outputs: the step is not deterministic"
+            ));
+        }
+        let ok = r.corrupt_blobs.is_empty()
+            && r.invalid_records.is_empty()
+            && r.incomplete_listings.is_empty()
+            && r.dangling_records.is_empty()
+            && r.divergent_keys.is_empty();
+        lines.push(if ok { "ok".into() } else { "problems found".into() });
+        Ok((ok, lines.join("\n")))
+    }
+
+    fn present(&self, d: &Digest) -> bool {
+        self.store.local().contains(d) || self.store.remote().is_some_and(|r| r.contains(d))
+    }
+}
+
+fn boxed(e: CacheError) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+impl w4b_graph::Cache for AppStore {
+    fn lookup(&self, key: &Digest) -> CacheResult<Lookup> {
+        let records = self.store.lookup(key).map_err(boxed)?;
+        let mut reason = MissReason::NoRecord;
+        for r in records {
+            match r.outputs.iter().find(|(_, o)| !self.present(&o.digest)) {
+                None => {
+                    #[allow(clippy::disallowed_methods)] // LRU stamp for GC only.
+                    let _ = self.store.touch_record(&r, SystemTime::now());
+                    return Ok(Lookup::Hit(r));
+                }
+                Some((name, o)) => {
+                    reason = MissReason::OutputMissing {
+                        output: name.clone(),
+                        digest: o.digest,
+                    }
+                }
+            }
+        }
+        Ok(Lookup::Miss(reason))
+    }
+
+    fn publish(&self, record: &Record, shareable: bool) -> CacheResult<()> {
+        if shareable {
+            self.store.publish(record, &TreeRefs).map_err(boxed)?;
+        } else {
+            self.store.local().put_record(record).map_err(boxed)?;
+        }
+        Ok(())
+    }
+
+    fn records(&self, key: &Digest) -> CacheResult<Vec<Record>> {
+        self.store.local().records(key).map_err(boxed)
+    }
+
+    fn put(&self, bytes: &[u8]) -> CacheResult<Digest> {
+        self.store.local().put_bytes(bytes).map_err(boxed)
+    }
+
+    fn get(&self, digest: &Digest) -> CacheResult<Vec<u8>> {
+        self.store.read(digest).map_err(boxed)
+    }
+
+    fn read_meta(&self, name: &str) -> CacheResult<Option<Vec<u8>>> {
+        self.store.local().read_meta(name).map_err(boxed)
+    }
+
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> CacheResult<()> {
+        self.store.local().write_meta(name, bytes).map_err(boxed)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn tree_err(e: CacheError) -> TreeError {
+    TreeError::from_store(e)
+}
+
+impl Blobs for AppStore {
+    fn put(&self, bytes: &[u8]) -> Result<Digest, TreeError> {
+        self.store.local().put_bytes(bytes).map_err(tree_err)
+    }
+
+    fn put_file(&self, path: &Path) -> Result<(Digest, u64), TreeError> {
+        self.store.local().put_file(path).map_err(tree_err)
+    }
+
+    fn get(&self, d: &Digest) -> Result<Vec<u8>, TreeError> {
+        self.store.read(d).map_err(tree_err)
+    }
+
+    fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>, TreeError> {
+        Ok(Box::new(self.store.reader(d).map_err(tree_err)?))
+    }
+}
