@@ -1,0 +1,149 @@
+//! The command line as a user meets it: `ls`, `graph`, downloads, errors and exit codes.
+
+#[path = "../support/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+use sha2::Digest as _;
+
+use crate::env::{tar_listing, TestEnv};
+use crate::fixture::{demo, steps};
+
+#[test]
+fn ls_lists_targets_with_kinds() {
+    let env = demo();
+    let out = env.run(&["ls"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("//images:demo") && lines[0].ends_with("image"), "{text}");
+    assert!(lines[1].starts_with("//layers:extra") && lines[1].ends_with("layer"), "{text}");
+    assert!(lines[2].starts_with("//layers:motd") && lines[2].ends_with("layer"), "{text}");
+    let out = env.run(&["ls", "//layers/..."]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn graph_formats() {
+    let env = demo();
+    let dot = env.run(&["graph", "//images:demo"]);
+    assert!(dot.status.success(), "{}", String::from_utf8_lossy(&dot.stderr));
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert!(dot.starts_with("digraph w4b {"), "{dot}");
+    assert!(dot.contains("//images:demo#rootfs"), "{dot}");
+    let mermaid = env.run(&["graph", "//images:demo", "--format", "mermaid"]);
+    assert!(String::from_utf8_lossy(&mermaid.stdout).starts_with("flowchart LR"));
+    let json = env.run(&["graph", "//images:demo", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["schema"], "w4b.graph/1");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 5);
+    // rootfs has three inputs: base, motd, extra.
+    let rootfs = v["nodes"].as_array().unwrap().iter().position(|n| n["name"] == "//images:demo#rootfs").unwrap();
+    let inputs = v["edges"].as_array().unwrap().iter().filter(|e| e["to"] == rootfs).count();
+    assert_eq!(inputs, 3);
+}
+
+#[test]
+fn workspace_is_found_from_a_subdirectory_and_relative_labels_work() {
+    let env = demo();
+    let out = env.command().current_dir(env.path("defs/images")).args(["build", ":demo"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.path("out/demo.tar.zst").exists());
+}
+
+#[test]
+fn unknown_key_is_a_located_diagnostic_with_a_suggestion() {
+    let env = demo();
+    env.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("mode: \"0644\"", "mdoe: \"0644\""));
+    let out = env.run(&["build", "//images:demo"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mdoe"), "{err}");
+    assert!(err.contains("defs/layers/motd.yaml:3"), "{err}");
+    assert!(err.contains("mode"), "{err}");
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let env = demo();
+    let out = env.run(&["build"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn missing_target_is_an_error() {
+    let env = demo();
+    let out = env.run(&["build", "//images:nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("//images:nope"), "{err}");
+}
+
+#[test]
+fn path_escape_in_a_layer_is_rejected_and_nothing_is_lost() {
+    let env = demo();
+    assert!(env.build(&["//images:demo"]).ok());
+    let good = env.read("out/demo.tar.zst");
+    env.write("defs/layers/extra.yaml", "kind: layer\nfiles:\n  - {path: /etc/../../x, content: \"x\"}\n");
+    let out = env.run(&["build", "//images:demo"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("defs/layers/extra.yaml:3"), "{err}");
+    assert_eq!(env.read("out/demo.tar.zst"), good, "earlier output must stay intact");
+}
+
+fn fetch_env(server: &http::TestServer, sha: &str) -> TestEnv {
+    let env = TestEnv::new();
+    env.write(
+        "defs/layers/dl.yaml",
+        &format!(
+            "kind: layer\nfiles:\n  - {{path: /opt/blob.bin, fetch: {{url: \"{}\", sha256: \"{sha}\"}}}}\n",
+            server.url("/blob.bin")
+        ),
+    );
+    env.write(
+        "defs/images/dl.yaml",
+        "kind: image\nbase: scratch\nlayers: [//layers:dl]\nepoch: 1700000000\noutput: {format: tar}\n",
+    );
+    env
+}
+
+#[test]
+fn fetch_downloads_verifies_and_is_keyed_by_digest() {
+    let server = http::TestServer::start();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    server.serve("/blob.bin", body.clone());
+    let sha = hex::encode(sha2::Sha256::digest(&body));
+    let env = fetch_env(&server, &sha);
+    let b = env.build(&["//images:dl"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().iter().any(|s| s.contains("fetch")), "{:?}", b.ran());
+    assert!(tar_listing(&env.path("out/dl.tar.zst")).contains("200000"));
+    // Moving the file to another URL changes no key.
+    server.serve("/moved.bin", body.clone());
+    let yaml = String::from_utf8(env.read("defs/layers/dl.yaml")).unwrap().replace("/blob.bin\"", "/moved.bin\"");
+    env.write("defs/layers/dl.yaml", &yaml);
+    let b = env.build(&["//images:dl"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran(), steps(&[]));
+}
+
+#[test]
+fn wrong_digest_fails_and_caches_nothing() {
+    let server = http::TestServer::start();
+    server.serve("/blob.bin", b"not what you expected".to_vec());
+    let env = fetch_env(&server, &"0".repeat(64));
+    let b = env.build(&["//images:dl"]);
+    assert!(!b.ok());
+    assert_eq!(b.output.status.code(), Some(1));
+    let err = b.stderr();
+    assert!(err.contains("sha256"), "{err}");
+    assert_eq!(b.finished()["failed"], 1);
+    // Nothing was recorded for the fetch: the next build tries again.
+    let b = env.build(&["//images:dl"]);
+    assert!(!b.ok());
+    assert!(b.events.iter().any(|e| e["event"] == "step-started" && e["kind"] == "fetch"));
+}

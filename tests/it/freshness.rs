@@ -1,0 +1,273 @@
+//! Freshness, in cargo's manner: build; rebuild (nothing runs); change one input (exactly
+//! the expected steps run, and `why` names the change).
+
+use serde_json::Value;
+
+use crate::env::tar_listing;
+use crate::fixture::{demo, steps, ALL_STEPS};
+
+fn root_changes(why: &Value) -> Vec<(String, String, String)> {
+    why["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "root")
+        .flat_map(|s| {
+            let label = s["label"].as_str().unwrap().to_string();
+            s["changes"].as_array().unwrap().iter().filter(|c| c["component"] != "upstream").map(move |c| {
+                (
+                    label.clone(),
+                    c["name"].as_str().unwrap().to_string(),
+                    c["location"].as_str().unwrap_or("").to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn first_build_runs_everything_and_writes_the_archive() {
+    let env = demo();
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran(), steps(&ALL_STEPS));
+    assert_eq!(b.finished()["event"], "finished");
+    assert_eq!(b.finished()["steps"], 5);
+    assert_eq!(b.finished()["ran"], 5);
+    assert_eq!(b.finished()["cached"], 0);
+    assert_eq!(b.finished()["failed"], 0);
+    let listing = tar_listing(&env.path("out/demo.tar.zst"));
+    for needle in [
+        "./etc/motd",
+        "./opt/app/bin/app",
+        "./etc/app.conf",
+        "./usr/bin/app-link -> /opt/app/bin/app",
+        "./var/lib/app/",
+        "./etc/profile",
+        "./etc/extra",
+    ] {
+        assert!(listing.contains(needle), "{needle} missing from\n{listing}");
+    }
+    assert!(listing.contains("drwxr-x--- 1000/1000"), "{listing}");
+    assert!(listing.contains("-rwxr-xr-x 0/0"), "{listing}");
+    assert!(!listing.contains("./etc/issue"), "{listing}");
+}
+
+#[test]
+fn rebuild_runs_nothing() {
+    let env = demo();
+    assert!(env.build(&["//images:demo"]).ok());
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran(), Vec::<String>::new());
+    assert_eq!(b.cached(), steps(&ALL_STEPS));
+    let why = env.why("//images:demo");
+    assert_eq!(why["schema"], "w4b.why/1");
+    assert_eq!(why["steps"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn human_summary_line() {
+    let env = demo();
+    let out = env.run(&["build", "//images:demo"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("5 steps: 5 ran, 0 cached"), "{err}");
+    let out = env.run(&["build", "//images:demo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("5 steps: 0 ran, 5 cached"), "{err}");
+}
+
+/// Builds, applies `change`, rebuilds: returns (steps that ran, why).
+fn change(edit: impl FnOnce(&crate::env::TestEnv)) -> (Vec<String>, Value, crate::env::TestEnv) {
+    let env = demo();
+    let first = env.build(&["//images:demo"]);
+    assert!(first.ok(), "{}", first.stderr());
+    edit(&env);
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    let why = env.why("//images:demo");
+    (b.ran(), why, env)
+}
+
+const MOTD_CHAIN: [&str; 3] = ["//images:demo#motd", "//images:demo#rootfs", "//images:demo#tar"];
+
+#[test]
+fn inline_content_change() {
+    let (ran, why, _) = change(|e| {
+        e.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("hello\\n", "hello world\\n"));
+    });
+    assert_eq!(ran, steps(&MOTD_CHAIN));
+    let roots = root_changes(&why);
+    assert_eq!(roots.len(), 1, "{why:#}");
+    assert_eq!(roots[0].0, "//images:demo#motd");
+    assert_eq!(roots[0].1, "files[0].content");
+    assert!(roots[0].2.starts_with("defs/layers/motd.yaml:3:"), "{}", roots[0].2);
+    let c = &why["steps"][0]["changes"][0];
+    assert_eq!(c["old"], "hello\n");
+    assert_eq!(c["new"], "hello world\n");
+    assert_eq!(why["steps"][1]["status"], "propagated");
+    assert_eq!(why["steps"][2]["status"], "propagated");
+}
+
+#[test]
+fn source_file_change() {
+    let (ran, why, _) = change(|e| {
+        e.write("defs/layers/files/app/README", "read me twice\n");
+    });
+    assert_eq!(ran, steps(&MOTD_CHAIN));
+    let roots = root_changes(&why);
+    assert_eq!(roots.len(), 1, "{why:#}");
+    assert_eq!(roots[0].1, "files[1].source");
+    assert!(roots[0].2.starts_with("defs/layers/motd.yaml:4:"), "{}", roots[0].2);
+}
+
+#[test]
+fn template_change() {
+    let (ran, why, _) = change(|e| {
+        e.write("defs/layers/files/app.conf.j2", "greeting={{ config.greeting }}!\n");
+    });
+    assert_eq!(ran, steps(&MOTD_CHAIN));
+    assert_eq!(root_changes(&why)[0].1, "files[2].template");
+}
+
+#[test]
+fn template_config_change() {
+    let (ran, why, env) = change(|e| {
+        e.write("defs/images/demo.yaml", &crate::fixture::DEMO.replace("greeting: hi", "greeting: ho"));
+    });
+    assert_eq!(ran, steps(&MOTD_CHAIN));
+    let roots = root_changes(&why);
+    assert_eq!(roots[0].1, "config");
+    assert!(tar_listing(&env.path("out/demo.tar.zst")).contains("./etc/app.conf"));
+}
+
+#[test]
+fn mode_change() {
+    let (ran, why, _) = change(|e| {
+        e.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("mode: \"0750\"", "mode: \"0700\""));
+    });
+    assert_eq!(ran, steps(&MOTD_CHAIN));
+    let roots = root_changes(&why);
+    assert_eq!(roots[0].1, "files[4].mode");
+    assert!(roots[0].2.starts_with("defs/layers/motd.yaml:7:"), "{}", roots[0].2);
+}
+
+#[test]
+fn layer_order_change() {
+    let (ran, why, _) = change(|e| {
+        e.write(
+            "defs/images/demo.yaml",
+            &crate::fixture::DEMO.replace("[//layers:motd, //layers:extra]", "[//layers:extra, //layers:motd]"),
+        );
+    });
+    assert_eq!(ran, steps(&["//images:demo#rootfs", "//images:demo#tar"]));
+    let roots = root_changes(&why);
+    assert_eq!(roots[0].0, "//images:demo#rootfs");
+    assert_eq!(roots[0].1, "layers");
+    assert!(roots[0].2.starts_with("defs/images/demo.yaml:3:"), "{}", roots[0].2);
+}
+
+#[test]
+fn epoch_change() {
+    let (ran, why, _) = change(|e| {
+        e.write("defs/images/demo.yaml", &crate::fixture::DEMO.replace("1700000000", "1700000001"));
+    });
+    assert_eq!(
+        ran,
+        steps(&["//images:demo#extra", "//images:demo#motd", "//images:demo#rootfs", "//images:demo#tar"])
+    );
+    let roots = root_changes(&why);
+    assert!(roots.iter().all(|r| r.1 == "epoch"), "{roots:?}");
+    assert!(roots.iter().all(|r| r.2.starts_with("defs/images/demo.yaml:4:")), "{roots:?}");
+}
+
+#[test]
+fn extends_parent_change() {
+    let env = demo();
+    env.write("defs/images/parent.yaml", "kind: image\nbase: scratch\noutput: {format: tar, level: 3}\n");
+    env.write(
+        "defs/images/demo.yaml",
+        &format!("extends: //images:parent\n{}", crate::fixture::DEMO.replace("output: {format: tar}\n", "")),
+    );
+    assert!(env.build(&["//images:demo"]).ok());
+    env.write("defs/images/parent.yaml", "kind: image\nbase: scratch\noutput: {format: tar, level: 5}\n");
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran(), steps(&["//images:demo#tar"]));
+    let why = env.why("//images:demo");
+    let roots = root_changes(&why);
+    assert_eq!(roots[0].1, "output.level");
+    assert!(roots[0].2.starts_with("defs/images/parent.yaml:3:"), "{}", roots[0].2);
+}
+
+#[test]
+fn comments_and_key_order_change_nothing() {
+    let (ran, why, _) = change(|e| {
+        e.write(
+            "defs/images/demo.yaml",
+            "# a comment\nconfig: {greeting: hi}   # trailing\noutput:\n  format: tar\nepoch: 1700000000\n\nlayers:\n  - //layers:motd\n  - //layers:extra\nbase: scratch\nkind: image\n",
+        );
+        e.write(
+            "defs/layers/motd.yaml",
+            &crate::fixture::MOTD.replace("{path: /etc/motd, content: \"hello\\n\", mode: \"0644\"}", "{mode: \"644\", content: \"hello\\n\", path: /etc/motd}   # moved"),
+        );
+    });
+    assert_eq!(ran, Vec::<String>::new());
+    assert_eq!(why["steps"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn identical_upstream_output_cuts_off() {
+    // A template edit that renders the same bytes re-runs the layer only.
+    let (ran, why, _) = change(|e| {
+        e.write("defs/layers/files/app.conf.j2", "greeting={{ config.greeting | trim }}\n");
+    });
+    assert_eq!(ran, steps(&["//images:demo#motd"]));
+    let motd = why["steps"].as_array().unwrap().iter().find(|s| s["label"] == "//images:demo#motd").unwrap();
+    assert_eq!(motd["status"], "root");
+    assert_eq!(motd["output_changed"], false);
+    let rootfs = why["steps"].as_array().unwrap().iter().find(|s| s["label"] == "//images:demo#rootfs").unwrap();
+    assert_eq!(rootfs["status"], "cutoff");
+    assert_eq!(why["summary"]["cutoff"], 1);
+}
+
+#[test]
+fn set_and_env_overrides_are_keyed_and_located() {
+    let env = demo();
+    assert!(env.build(&["//images:demo"]).ok());
+    let b = env.build(&["//images:demo", "--set", "output.level=4"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran(), steps(&["//images:demo#tar"]));
+    let why = env.why("//images:demo");
+    let roots = root_changes(&why);
+    assert_eq!(roots[0].1, "output.level");
+    assert!(roots[0].2.contains("--set"), "{}", roots[0].2);
+}
+
+#[test]
+fn why_text_names_the_change() {
+    let (_, _, env) = change(|e| {
+        e.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("hello\\n", "bonjour\\n"));
+    });
+    let out = env.run(&["why", "//images:demo"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("root cause  //images:demo#motd"), "{text}");
+    assert!(text.contains("files[0].content: `hello\\n` → `bonjour\\n`"), "{text}");
+    assert!(text.contains("at defs/layers/motd.yaml:3:"), "{text}");
+    assert!(text.contains("//images:demo#tar"), "{text}");
+}
+
+#[test]
+fn shared_layer_runs_once_across_images() {
+    let env = demo();
+    env.write("defs/images/other.yaml", &crate::fixture::DEMO.replace("layers: [//layers:motd, //layers:extra]", "layers: [//layers:extra]"));
+    let b = env.build(&["//images/..."]);
+    assert!(b.ok(), "{}", b.stderr());
+    // `extra` renders the same in both images: one step, named after the first image.
+    let extra: Vec<_> = b.ran().into_iter().filter(|s| s.ends_with("#extra")).collect();
+    assert_eq!(extra, vec!["//images:demo#extra".to_string()]);
+    assert!(env.path("out/demo.tar.zst").exists());
+    assert!(env.path("out/other.tar.zst").exists());
+}

@@ -1,0 +1,10 @@
+//! The integration test binary: the real `w4b` binary against temporary workspaces,
+//! caches and a local HTTP server (127.0.0.1 only).
+
+mod env;
+mod fixture;
+
+mod cache;
+mod cli;
+mod freshness;
+mod robustness;

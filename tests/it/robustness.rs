@@ -1,0 +1,193 @@
+//! Concurrency, corruption and crashes: the cache stays consistent and outputs correct.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use crate::fixture::{demo, steps, ALL_STEPS};
+
+fn blobs(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    let root = cache.join("v1/blobs");
+    for d in std::fs::read_dir(&root).unwrap() {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            v.push(f.unwrap().path());
+        }
+    }
+    v.sort();
+    v
+}
+
+fn flip_byte(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    // Blobs are read-only in the store; a disk error does not ask for permission.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn flipped_byte_in_the_output_blob_is_detected_and_rebuilt() {
+    let env = demo();
+    let first = env.build(&["//images:demo"]);
+    assert!(first.ok());
+    let good = env.read("out/demo.tar.zst");
+    let digest = blake3::hash(&good).to_hex().to_string();
+    let blob = env.cache.join("v1/blobs").join(&digest[..2]).join(&digest);
+    flip_byte(&blob);
+    std::fs::remove_file(env.path("out/demo.tar.zst")).unwrap();
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran(), steps(&["//images:demo#tar"]));
+    assert_eq!(env.read("out/demo.tar.zst"), good);
+    let why = env.why("//images:demo");
+    assert_eq!(why["steps"][0]["status"], "miss", "{why:#}");
+}
+
+#[test]
+fn flipped_byte_in_an_input_blob_is_repaired_when_read() {
+    let env = demo();
+    assert!(env.build(&["//images:demo"]).ok());
+    let good = env.read("out/demo.tar.zst");
+    // Corrupt every small blob that holds the motd text, then force the archive to be
+    // re-made (new level): the tar step reads the corrupt blob and the engine repairs it.
+    let mut hit = 0;
+    for b in blobs(&env.cache) {
+        if std::fs::read(&b).unwrap() == b"hello\n" {
+            flip_byte(&b);
+            hit += 1;
+        }
+    }
+    assert_eq!(hit, 1);
+    let b = env.build(&["//images:demo", "--set", "output.level=4"]);
+    assert!(b.ok(), "{}", b.stderr());
+    // And back: the original archive is bit-identical to the first build.
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(env.read("out/demo.tar.zst"), good);
+}
+
+#[test]
+fn two_concurrent_builds_share_local_and_remote_caches() {
+    let env = demo();
+    let remote = env.root.path().join("remote");
+    let spawn = || {
+        env.command()
+            .args(["build", "--message-format", "json", "//images:demo", "--remote-cache"])
+            .arg(&remote)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let out = env.read("out/demo.tar.zst");
+    // A third build from a fresh local cache is served entirely by the remote.
+    let mut env2 = crate::env::TestEnv::new();
+    env2.cache = env.root.path().join("cache2");
+    std::fs::remove_dir_all(&env2.ws).unwrap();
+    copy_dir(&env.ws, &env2.ws);
+    std::fs::remove_dir_all(env2.ws.join("out")).unwrap();
+    let c = env2.build(&["//images:demo", "--remote-cache", remote.to_str().unwrap()]);
+    assert!(c.ok(), "{}", c.stderr());
+    assert_eq!(c.ran(), Vec::<String>::new());
+    assert_eq!(c.cached(), steps(&ALL_STEPS));
+    assert_eq!(env2.read("out/demo.tar.zst"), out);
+}
+
+#[test]
+fn read_only_remote_is_never_written() {
+    let env = demo();
+    let remote = env.root.path().join("remote");
+    let r = remote.to_str().unwrap();
+    assert!(env.build(&["//images:demo", "--remote-cache", r]).ok());
+    let count = || walk_count(&remote);
+    let before = count();
+    env.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("hello\\n", "changed\\n"));
+    let b = env.build(&["//images:demo", "--remote-cache", r, "--remote-read-only"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran().len(), 3);
+    assert_eq!(count(), before, "a read-only remote received entries");
+}
+
+fn walk_count(p: &std::path::Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            n += 1;
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                n += walk_count(&e.path());
+            }
+        }
+    }
+    n
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            copy_dir(&e.path(), &t);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &t).unwrap();
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn kill_9_mid_build_leaves_a_consistent_cache() {
+    let env = demo();
+    // A big, poorly compressible source so the archive step takes a while.
+    let mut data = vec![0u8; 48 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(env.path("defs/layers/files/app/big.bin"), &data).unwrap();
+    let mut child = env
+        .command()
+        .args(["build", "--message-format", "json", "//images:demo", "--set", "output.level=19"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.contains("\"step-started\"") && line.contains("#tar") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+
+    let b = env.build(&["//images:demo", "--set", "output.level=19"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().contains(&"//images:demo#tar".to_string()));
+    let after_kill = env.read("out/demo.tar.zst");
+
+    // The same build in a fresh cache gives the same bytes.
+    let mut fresh = crate::env::TestEnv::new();
+    fresh.cache = env.root.path().join("fresh-cache");
+    fresh.ws = env.ws.clone();
+    let b = fresh.build(&["//images:demo", "--set", "output.level=19", "--out", "out-fresh"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(fresh.read("out-fresh/demo.tar.zst"), after_kill);
+    let verify = env.run(&["cache", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
