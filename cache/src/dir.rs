@@ -1,0 +1,487 @@
+//! One store directory, local or shared: layout, atomic publish, verified reads.
+//!
+//! Every entry is written to `v1/tmp/`, fsynced, then published with `link(2)` to its
+//! final name: create-if-absent, atomic on local filesystems and on NFS (where
+//! rename-without-replace is not). `EEXIST` means someone published the same name first,
+//! and names are content digests, so it is success. Nothing is ever overwritten or
+//! appended, so a reader sees a whole entry or none, whatever process dies when.
+//! Reads hash what they return; a mismatch moves the entry to `v1/corrupt/` and reports a
+//! miss, so the next publish of that content repairs the store.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tempfile::NamedTempFile;
+
+use crate::blob::{BlobWriter, VerifyingReader};
+use crate::error::{io_err, CacheError};
+use crate::record::{Parsed, Record};
+use crate::Digest;
+
+const SUBDIRS: [&str; 5] = ["blobs", "records", "meta", "tmp", "corrupt"];
+
+/// A store directory. Cheap to clone; holds no open files.
+#[derive(Clone, Debug)]
+pub struct StoreDir {
+    root: PathBuf,
+    v1: PathBuf,
+    /// Shared between hosts (NFS): no locks, GC relies on the grace period alone.
+    shared: bool,
+    read_only: bool,
+}
+
+/// Held by a build for as long as it may still read or write the store; local GC
+/// cannot start while any lease exists. Released on drop.
+#[derive(Debug)]
+pub struct Lease {
+    _lock: Option<File>,
+}
+
+/// A file found while walking the store.
+pub(crate) struct Entry {
+    pub digest: Digest,
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+impl StoreDir {
+    /// Opens (creating if needed) a store private to this host.
+    pub fn open(root: &Path) -> Result<StoreDir, CacheError> {
+        StoreDir::create(root, false)
+    }
+
+    /// Opens (creating if needed) a directory shared between hosts, e.g. over NFS.
+    pub fn open_shared(root: &Path) -> Result<StoreDir, CacheError> {
+        StoreDir::create(root, true)
+    }
+
+    /// Opens an existing shared directory that this process must never write to.
+    pub fn open_shared_read_only(root: &Path) -> Result<StoreDir, CacheError> {
+        let dir = StoreDir::at(root, true, true);
+        if !dir.v1.is_dir() {
+            return Err(CacheError::NotAStore { root: root.to_owned() });
+        }
+        Ok(dir)
+    }
+
+    fn at(root: &Path, shared: bool, read_only: bool) -> StoreDir {
+        StoreDir {
+            root: root.to_owned(),
+            v1: root.join("v1"),
+            shared,
+            read_only,
+        }
+    }
+
+    fn create(root: &Path, shared: bool) -> Result<StoreDir, CacheError> {
+        let dir = StoreDir::at(root, shared, false);
+        for sub in SUBDIRS {
+            let p = dir.v1.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create directory", p))?;
+        }
+        let lock = dir.v1.join("lock");
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(io_err("create", lock))?;
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub(crate) fn sub(&self, name: &str) -> PathBuf {
+        self.v1.join(name)
+    }
+
+    pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_hex();
+        self.v1.join("blobs").join(&hex[..2]).join(hex)
+    }
+
+    fn record_dir(&self, key: &Digest) -> PathBuf {
+        let hex = key.to_hex();
+        self.v1.join("records").join(&hex[..2]).join(hex)
+    }
+
+    fn record_path(&self, r: &Record) -> PathBuf {
+        self.record_dir(&r.key).join(format!("{}.json", r.outputs_digest()))
+    }
+
+    pub(crate) fn writable(&self) -> Result<(), CacheError> {
+        match self.read_only {
+            true => Err(CacheError::ReadOnly { root: self.root.clone() }),
+            false => Ok(()),
+        }
+    }
+
+    /// A new temp file in `v1/tmp/`, read-only for everyone once published.
+    pub(crate) fn tmp_file(&self) -> Result<NamedTempFile, CacheError> {
+        self.writable()?;
+        let tmp = self.sub("tmp");
+        tempfile::Builder::new()
+            .prefix("w4b-")
+            .permissions(fs::Permissions::from_mode(0o444))
+            .tempfile_in(&tmp)
+            .map_err(io_err("create a temp file in", tmp))
+    }
+
+    /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.
+    pub(crate) fn publish(&self, tmp: NamedTempFile, dest: &Path) -> Result<(), CacheError> {
+        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
+        let parent = dest.parent().unwrap_or(&self.v1);
+        // GC removes emptied record directories; if it does so between our mkdir and our
+        // link, the link fails with ENOENT, and trying again is correct.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+            match fs::hard_link(tmp.path(), dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => continue,
+                // Filesystems without hard links (some FUSE bucket mounts) get
+                // check-then-rename: a race there replaces an entry with identical
+                // content, which readers cannot tell from the original.
+                Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
+                    if dest.exists() {
+                        return Ok(());
+                    }
+                    return tmp.persist(dest).map(drop).map_err(|e| io_err("publish", dest)(e.error));
+                }
+                Err(e) => return Err(io_err("publish", dest)(e)),
+            }
+        }
+    }
+
+    /// Moves a bad entry to `v1/corrupt/<evidence>` unless the directory is read-only or
+    /// the path no longer names the file we found bad (someone already repaired it).
+    /// Best effort: if the move fails the entry is simply found bad again next time.
+    pub(crate) fn quarantine(&self, path: &Path, evidence: &str, seen: Option<&File>) -> PathBuf {
+        let dest = self.sub("corrupt").join(evidence);
+        if self.read_only {
+            return path.to_owned();
+        }
+        if let Some(file) = seen {
+            let same = match (file.metadata(), fs::symlink_metadata(path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if !same {
+                return dest;
+            }
+        }
+        let _ = fs::rename(path, &dest);
+        dest
+    }
+
+    // ---- blobs ----
+
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
+        let d = Digest::of(bytes);
+        if self.contains(&d) {
+            return Ok(d);
+        }
+        let mut w = self.writer()?;
+        w.write_all(bytes).map_err(io_err("write", self.sub("tmp")))?;
+        Ok(w.commit()?.0)
+    }
+
+    /// A writer that streams to a temp file while hashing; `commit` publishes it.
+    pub fn writer(&self) -> Result<BlobWriter, CacheError> {
+        Ok(BlobWriter::new(self.clone(), self.tmp_file()?))
+    }
+
+    /// Copies and hashes `path` in one pass.
+    pub fn put_file(&self, path: &Path) -> Result<(Digest, u64), CacheError> {
+        let mut src = File::open(path).map_err(io_err("open", path))?;
+        let mut w = self.writer()?;
+        io::copy(&mut src, &mut w).map_err(io_err("copy into the store", path))?;
+        w.commit()
+    }
+
+    /// Stores what `from` yields as `expected`, verifying while copying; on a mismatch
+    /// nothing is published and the error is [`CacheError::Mismatch`].
+    pub fn import_blob(&self, expected: &Digest, from: &mut dyn Read) -> Result<u64, CacheError> {
+        let path = self.blob_path(expected);
+        if let Ok(m) = fs::metadata(&path) {
+            return Ok(m.len());
+        }
+        let mut w = self.writer()?;
+        if let Err(e) = io::copy(from, &mut w) {
+            return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("import", path)(e)));
+        }
+        Ok(w.commit_expecting(Some(expected))?.1)
+    }
+
+    /// Whether the blob exists; says nothing about its bytes.
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub(crate) fn open_raw(&self, d: &Digest) -> Result<File, CacheError> {
+        let path = self.blob_path(d);
+        File::open(&path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => CacheError::Missing {
+                digest: *d,
+                root: self.root.clone(),
+            },
+            _ => io_err("open", path)(e),
+        })
+    }
+
+    /// The blob's bytes, verified.
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
+        let mut file = self.open_raw(d)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err("read", self.blob_path(d)))?;
+        let actual = Digest::of(&bytes);
+        if actual != *d {
+            return Err(self.corrupt_blob(d, actual, &file));
+        }
+        Ok(bytes)
+    }
+
+    pub(crate) fn corrupt_blob(&self, expected: &Digest, actual: Digest, seen: &File) -> CacheError {
+        let evidence = self.quarantine(&self.blob_path(expected), &format!("{expected}.{actual}"), Some(seen));
+        CacheError::Corrupt {
+            expected: *expected,
+            actual,
+            evidence,
+        }
+    }
+
+    /// A streaming reader that verifies at end of file; see [`VerifyingReader`].
+    pub fn reader(&self, d: &Digest) -> Result<VerifyingReader, CacheError> {
+        Ok(VerifyingReader::new(self.clone(), *d, self.open_raw(d)?))
+    }
+
+    /// Writes the blob to `dest` through a temp file beside it, renamed into place only
+    /// once the bytes are verified.
+    pub fn copy_to(&self, d: &Digest, dest: &Path) -> Result<(), CacheError> {
+        let mut src = self.reader(d)?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".w4b-")
+            .permissions(fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(io_err("create a temp file in", dir))?;
+        if let Err(e) = io::copy(&mut src, &mut tmp) {
+            return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("copy to", dest)(e)));
+        }
+        tmp.persist(dest).map(drop).map_err(|e| io_err("replace", dest)(e.error))
+    }
+
+    // ---- records ----
+
+    /// Stores `r` unless a record with the same key and outputs exists. Every output blob
+    /// must already be in this directory.
+    pub fn put_record(&self, r: &Record) -> Result<(), CacheError> {
+        for (name, out) in &r.outputs {
+            if !self.contains(&out.digest) {
+                return Err(CacheError::IncompleteRecord {
+                    key: r.key,
+                    output: name.clone(),
+                    digest: out.digest,
+                });
+            }
+        }
+        self.write_record(r)
+    }
+
+    /// [`put_record`](Self::put_record) without the output check: for records copied
+    /// from a remote, whose blobs are fetched on first read.
+    pub(crate) fn write_record(&self, r: &Record) -> Result<(), CacheError> {
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(&r.to_json()).map_err(io_err("write", tmp.path()))?;
+        self.publish(tmp, &self.record_path(r))
+    }
+
+    /// Every valid record for `key`, sorted by outputs digest. Invalid files are
+    /// quarantined and skipped; records of another schema are skipped.
+    pub fn records(&self, key: &Digest) -> Result<Vec<Record>, CacheError> {
+        let dir = self.record_dir(key);
+        let mut names = Vec::new();
+        match fs::read_dir(&dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", dir)(e)),
+            Ok(entries) => {
+                for e in entries {
+                    names.push(e.map_err(io_err("list", &dir))?.file_name());
+                }
+            }
+        }
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let path = dir.join(&name);
+            let name = name.to_string_lossy();
+            let digest = name.strip_suffix(".json").and_then(|n| n.parse::<Digest>().ok());
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("read", path)(e)),
+            };
+            let parsed = match digest {
+                Some(d) => Record::parse(&bytes, key, &d),
+                None => Parsed::Invalid,
+            };
+            match parsed {
+                Parsed::Valid(r) => out.push(*r),
+                Parsed::Foreign => {}
+                Parsed::Invalid => {
+                    self.quarantine(&path, &format!("{key}-{name}.{}", Digest::of(&bytes)), None);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks `r` as used at `now`, for GC's least-recently-used order. A no-op on a
+    /// read-only directory.
+    pub fn touch_record(&self, r: &Record, now: SystemTime) -> Result<(), CacheError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let path = self.record_path(r);
+        let file = File::open(&path).map_err(io_err("open", &path))?;
+        file.set_modified(now).map_err(io_err("touch", path))
+    }
+
+    // ---- meta ----
+
+    fn meta_path(&self, name: &str) -> Result<PathBuf, CacheError> {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+            return Err(CacheError::MetaName { name: name.to_owned() });
+        }
+        Ok(self.sub("meta").join(name))
+    }
+
+    /// Replaces `meta/<name>` atomically (temp file + rename).
+    pub fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
+        let path = self.meta_path(name)?;
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
+        tmp.persist(&path).map(drop).map_err(|e| io_err("replace", path)(e.error))
+    }
+
+    pub fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let path = self.meta_path(name)?;
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", path)(e)),
+        }
+    }
+
+    // ---- locking ----
+
+    /// Takes the shared build lock (waiting while a GC runs). Shared directories have no
+    /// reliable locks; their lease is empty and GC relies on the grace period.
+    pub fn lease(&self) -> Result<Lease, CacheError> {
+        if self.shared {
+            return Ok(Lease { _lock: None });
+        }
+        let lock = self.lock_file()?;
+        lock.lock_shared().map_err(io_err("lock", self.sub("lock")))?;
+        Ok(Lease { _lock: Some(lock) })
+    }
+
+    pub(crate) fn lock_file(&self) -> Result<File, CacheError> {
+        let path = self.sub("lock");
+        File::open(&path).map_err(io_err("open", path))
+    }
+
+    // ---- walking ----
+
+    /// Files two levels below `v1/<top>/` (`<shard>/<name>`), sorted, with their stat.
+    fn walk2(&self, top: &str) -> Result<Vec<(PathBuf, fs::Metadata)>, CacheError> {
+        let mut out = Vec::new();
+        for shard in sorted_dir(&self.sub(top))? {
+            if !shard.is_dir() {
+                continue;
+            }
+            for path in sorted_dir(&shard)? {
+                if let Ok(m) = fs::symlink_metadata(&path) {
+                    out.push((path, m));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every file under `blobs/` named by a digest.
+    pub(crate) fn blob_entries(&self) -> Result<Vec<Entry>, CacheError> {
+        let mut out = Vec::new();
+        for (path, m) in self.walk2("blobs")? {
+            let digest = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
+            if let (Some(digest), true) = (digest, m.is_file()) {
+                out.push(Entry {
+                    digest,
+                    path,
+                    size: m.len(),
+                    mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every record file, as (key, entry named by outputs digest if the name parses).
+    pub(crate) fn record_entries(&self) -> Result<Vec<(Digest, Entry)>, CacheError> {
+        let mut out = Vec::new();
+        for (key_dir, _) in self.walk2("records")? {
+            let Some(key) = key_dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            for path in sorted_dir(&key_dir)? {
+                let Ok(m) = fs::symlink_metadata(&path) else { continue };
+                let name = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json"));
+                out.push((
+                    key,
+                    Entry {
+                        digest: name.and_then(|n| n.parse().ok()).unwrap_or(Digest([0; 32])),
+                        path,
+                        size: m.len(),
+                        mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Entries of `dir` in name order; a missing directory is empty (GC may remove it).
+pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        out.push(e.map_err(io_err("list", dir))?.path());
+    }
+    out.sort();
+    Ok(out)
+}

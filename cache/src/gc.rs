@@ -1,0 +1,206 @@
+//! Garbage collection: records are the roots, blobs live while a kept record reaches them.
+//!
+//! GC must never delete what a running build may still need. In a local directory builds
+//! hold a shared [`Lease`](crate::Lease) and GC takes the exclusive lock without waiting,
+//! failing with [`CacheError::Busy`]. A shared directory has no reliable locks, so there
+//! nothing younger than the grace period (by mtime) is deleted: a build's uploads are
+//! fresh until it publishes the record that makes them reachable. The clock is the
+//! caller's `now`; file times come from the filesystem.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, TryLockError};
+use std::io::ErrorKind;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::dir::StoreDir;
+use crate::error::{io_err, CacheError};
+use crate::record::{Parsed, Record};
+use crate::refs::BlobRefs;
+use crate::Digest;
+
+#[derive(Clone, Debug)]
+pub struct GcPolicy {
+    /// Evict least recently used records until the store holds at most this much.
+    pub max_bytes: Option<u64>,
+    /// Delete records not used (see [`StoreDir::touch_record`]) for this long.
+    pub max_age: Option<Duration>,
+    /// Nothing younger than this is ever deleted.
+    pub grace: Duration,
+    pub now: SystemTime,
+}
+
+impl GcPolicy {
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// Only unreachable blobs and temp files older than a day are removed.
+    pub fn new(now: SystemTime) -> GcPolicy {
+        GcPolicy {
+            max_bytes: None,
+            max_age: None,
+            grace: GcPolicy::DEFAULT_GRACE,
+            now,
+        }
+    }
+
+    fn age(&self, mtime: SystemTime) -> Duration {
+        self.now.duration_since(mtime).unwrap_or(Duration::ZERO)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub records_removed: u64,
+    pub records_kept: u64,
+    pub blobs_removed: u64,
+    pub blobs_kept: u64,
+    pub bytes_freed: u64,
+    pub bytes_kept: u64,
+    pub tmp_removed: u64,
+}
+
+/// Just enough of any record schema to find its roots, so GC keeps the outputs of
+/// records written by a newer w4b sharing the directory.
+#[derive(Deserialize)]
+struct RootsProbe {
+    outputs: BTreeMap<String, OutputProbe>,
+}
+
+#[derive(Deserialize)]
+struct OutputProbe {
+    digest: Digest,
+}
+
+struct Root {
+    path: std::path::PathBuf,
+    size: u64,
+    mtime: SystemTime,
+    outputs: Vec<Digest>,
+}
+
+impl StoreDir {
+    pub fn gc(&self, policy: &GcPolicy, refs: &dyn BlobRefs) -> Result<GcReport, CacheError> {
+        self.writable()?;
+        let _lock = match self.is_shared() {
+            true => None,
+            false => {
+                let lock = self.lock_file()?;
+                match lock.try_lock() {
+                    Ok(()) => Some(lock),
+                    Err(TryLockError::WouldBlock) => return Err(CacheError::Busy { root: self.root().to_owned() }),
+                    Err(TryLockError::Error(e)) => return Err(io_err("lock", self.sub("lock"))(e)),
+                }
+            }
+        };
+        let mut rep = GcReport::default();
+        let old = |mtime| policy.age(mtime) > policy.grace;
+
+        let mut roots = Vec::new();
+        for (key, e) in self.record_entries()? {
+            let Ok(bytes) = fs::read(&e.path) else { continue };
+            let outputs = match Record::parse(&bytes, &key, &e.digest) {
+                Parsed::Valid(r) => r.outputs.values().map(|o| o.digest).collect(),
+                Parsed::Foreign => serde_json::from_slice::<RootsProbe>(&bytes)
+                    .map(|p| p.outputs.values().map(|o| o.digest).collect())
+                    .unwrap_or_default(),
+                Parsed::Invalid => {
+                    self.quarantine(&e.path, &format!("{key}-invalid.{}", Digest::of(&bytes)), None);
+                    continue;
+                }
+            };
+            roots.push(Root {
+                path: e.path,
+                size: e.size,
+                mtime: e.mtime,
+                outputs,
+            });
+        }
+        // Least recently used first; the path breaks ties so runs are reproducible.
+        roots.sort_by(|a, b| (a.mtime, &a.path).cmp(&(b.mtime, &b.path)));
+        let mut evict = vec![false; roots.len()];
+        if let Some(max_age) = policy.max_age {
+            for (i, r) in roots.iter().enumerate() {
+                evict[i] = old(r.mtime) && policy.age(r.mtime) > max_age;
+            }
+        }
+
+        let blobs = self.blob_entries()?;
+        let mut memo = BTreeMap::new();
+        let mut closures = Vec::with_capacity(roots.len());
+        for r in &roots {
+            closures.push(self.closure(r.outputs.iter().copied(), refs, &mut memo)?);
+        }
+        if let Some(max_bytes) = policy.max_bytes {
+            let size: BTreeMap<Digest, (u64, bool)> = blobs.iter().map(|b| (b.digest, (b.size, old(b.mtime)))).collect();
+            let mut count = BTreeMap::<Digest, u64>::new();
+            for (c, _) in closures.iter().zip(&evict).filter(|(_, e)| !**e) {
+                for d in c {
+                    *count.entry(*d).or_default() += 1;
+                }
+            }
+            // What would remain: kept records, blobs they reach, and young blobs.
+            let mut total: u64 = roots.iter().zip(&evict).filter(|(_, e)| !**e).map(|(r, _)| r.size).sum();
+            total += blobs.iter().filter(|b| count.contains_key(&b.digest) || !old(b.mtime)).map(|b| b.size).sum::<u64>();
+            for i in 0..roots.len() {
+                if total <= max_bytes {
+                    break;
+                }
+                if evict[i] || !old(roots[i].mtime) {
+                    continue;
+                }
+                evict[i] = true;
+                total = total.saturating_sub(roots[i].size);
+                for d in &closures[i] {
+                    let n = count.entry(*d).or_default();
+                    *n = n.saturating_sub(1);
+                    if let (0, Some((bytes, true))) = (*n, size.get(d)) {
+                        total = total.saturating_sub(*bytes);
+                    }
+                }
+            }
+        }
+
+        let mut reachable = BTreeSet::new();
+        for (i, r) in roots.iter().enumerate() {
+            if !evict[i] {
+                rep.records_kept += 1;
+                reachable.extend(closures[i].iter().copied());
+                continue;
+            }
+            if remove(&r.path)? {
+                rep.records_removed += 1;
+            }
+            // Keep the index from growing with empty key directories; fails harmlessly
+            // if another record is still there (publish retries if we win a race).
+            if let Some(key_dir) = r.path.parent() {
+                let _ = fs::remove_dir(key_dir);
+            }
+        }
+        for b in blobs {
+            if reachable.contains(&b.digest) || !old(b.mtime) {
+                rep.blobs_kept += 1;
+                rep.bytes_kept += b.size;
+            } else if remove(&b.path)? {
+                rep.blobs_removed += 1;
+                rep.bytes_freed += b.size;
+            }
+        }
+        for path in crate::dir::sorted_dir(&self.sub("tmp"))? {
+            let Ok(m) = fs::symlink_metadata(&path) else { continue };
+            if m.is_file() && old(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) && remove(&path)? {
+                rep.tmp_removed += 1;
+            }
+        }
+        Ok(rep)
+    }
+}
+
+/// Removes a file; `false` if someone else already did.
+fn remove(path: &std::path::Path) -> Result<bool, CacheError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
