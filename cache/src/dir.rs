@@ -63,7 +63,9 @@ impl StoreDir {
     pub fn open_shared_read_only(root: &Path) -> Result<StoreDir, CacheError> {
         let dir = StoreDir::at(root, true, true);
         if !dir.v1.is_dir() {
-            return Err(CacheError::NotAStore { root: root.to_owned() });
+            return Err(CacheError::NotAStore {
+                root: root.to_owned(),
+            });
         }
         Ok(dir)
     }
@@ -119,13 +121,16 @@ impl StoreDir {
         self.v1.join("records").join(&hex[..2]).join(hex)
     }
 
-    fn record_path(&self, r: &Record) -> PathBuf {
-        self.record_dir(&r.key).join(format!("{}.json", r.outputs_digest()))
+    pub(crate) fn record_path(&self, r: &Record) -> PathBuf {
+        self.record_dir(&r.key)
+            .join(format!("{}.json", r.outputs_digest()))
     }
 
     pub(crate) fn writable(&self) -> Result<(), CacheError> {
         match self.read_only {
-            true => Err(CacheError::ReadOnly { root: self.root.clone() }),
+            true => Err(CacheError::ReadOnly {
+                root: self.root.clone(),
+            }),
             false => Ok(()),
         }
     }
@@ -143,7 +148,9 @@ impl StoreDir {
 
     /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.
     pub(crate) fn publish(&self, tmp: NamedTempFile, dest: &Path) -> Result<(), CacheError> {
-        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("sync", tmp.path()))?;
         let parent = dest.parent().unwrap_or(&self.v1);
         // GC removes emptied record directories; if it does so between our mkdir and our
         // link, the link fails with ENOENT, and trying again is correct.
@@ -158,11 +165,19 @@ impl StoreDir {
                 // Filesystems without hard links (some FUSE bucket mounts) get
                 // check-then-rename: a race there replaces an entry with identical
                 // content, which readers cannot tell from the original.
-                Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Unsupported | ErrorKind::PermissionDenied
+                    ) =>
+                {
                     if dest.exists() {
                         return Ok(());
                     }
-                    return tmp.persist(dest).map(drop).map_err(|e| io_err("publish", dest)(e.error));
+                    return tmp
+                        .persist(dest)
+                        .map(drop)
+                        .map_err(|e| io_err("publish", dest)(e.error));
                 }
                 Err(e) => return Err(io_err("publish", dest)(e)),
             }
@@ -198,7 +213,8 @@ impl StoreDir {
             return Ok(d);
         }
         let mut w = self.writer()?;
-        w.write_all(bytes).map_err(io_err("write", self.sub("tmp")))?;
+        w.write_all(bytes)
+            .map_err(io_err("write", self.sub("tmp")))?;
         Ok(w.commit()?.0)
     }
 
@@ -224,7 +240,9 @@ impl StoreDir {
         }
         let mut w = self.writer()?;
         if let Err(e) = io::copy(from, &mut w) {
-            return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("import", path)(e)));
+            return Err(
+                crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("import", path)(e))
+            );
         }
         Ok(w.commit_expecting(Some(expected))?.1)
     }
@@ -249,7 +267,8 @@ impl StoreDir {
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
         let mut file = self.open_raw(d)?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err("read", self.blob_path(d)))?;
+        file.read_to_end(&mut bytes)
+            .map_err(io_err("read", self.blob_path(d)))?;
         let actual = Digest::of(&bytes);
         if actual != *d {
             return Err(self.corrupt_blob(d, actual, &file));
@@ -257,8 +276,17 @@ impl StoreDir {
         Ok(bytes)
     }
 
-    pub(crate) fn corrupt_blob(&self, expected: &Digest, actual: Digest, seen: &File) -> CacheError {
-        let evidence = self.quarantine(&self.blob_path(expected), &format!("{expected}.{actual}"), Some(seen));
+    pub(crate) fn corrupt_blob(
+        &self,
+        expected: &Digest,
+        actual: Digest,
+        seen: &File,
+    ) -> CacheError {
+        let evidence = self.quarantine(
+            &self.blob_path(expected),
+            &format!("{expected}.{actual}"),
+            Some(seen),
+        );
         CacheError::Corrupt {
             expected: *expected,
             actual,
@@ -285,9 +313,13 @@ impl StoreDir {
             .tempfile_in(dir)
             .map_err(io_err("create a temp file in", dir))?;
         if let Err(e) = io::copy(&mut src, &mut tmp) {
-            return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("copy to", dest)(e)));
+            return Err(
+                crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("copy to", dest)(e))
+            );
         }
-        tmp.persist(dest).map(drop).map_err(|e| io_err("replace", dest)(e.error))
+        tmp.persist(dest)
+            .map(drop)
+            .map_err(|e| io_err("replace", dest)(e.error))
     }
 
     // ---- records ----
@@ -311,7 +343,8 @@ impl StoreDir {
     /// from a remote, whose blobs are fetched on first read.
     pub(crate) fn write_record(&self, r: &Record) -> Result<(), CacheError> {
         let mut tmp = self.tmp_file()?;
-        tmp.write_all(&r.to_json()).map_err(io_err("write", tmp.path()))?;
+        tmp.write_all(&r.to_json())
+            .map_err(io_err("write", tmp.path()))?;
         self.publish(tmp, &self.record_path(r))
     }
 
@@ -334,7 +367,9 @@ impl StoreDir {
         for name in names {
             let path = dir.join(&name);
             let name = name.to_string_lossy();
-            let digest = name.strip_suffix(".json").and_then(|n| n.parse::<Digest>().ok());
+            let digest = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<Digest>().ok());
             let bytes = match fs::read(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -370,7 +405,9 @@ impl StoreDir {
 
     fn meta_path(&self, name: &str) -> Result<PathBuf, CacheError> {
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-            return Err(CacheError::MetaName { name: name.to_owned() });
+            return Err(CacheError::MetaName {
+                name: name.to_owned(),
+            });
         }
         Ok(self.sub("meta").join(name))
     }
@@ -380,8 +417,12 @@ impl StoreDir {
         let path = self.meta_path(name)?;
         let mut tmp = self.tmp_file()?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
-        tmp.persist(&path).map(drop).map_err(|e| io_err("replace", path)(e.error))
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("sync", tmp.path()))?;
+        tmp.persist(&path)
+            .map(drop)
+            .map_err(|e| io_err("replace", path)(e.error))
     }
 
     pub fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, CacheError> {
@@ -402,7 +443,8 @@ impl StoreDir {
             return Ok(Lease { _lock: None });
         }
         let lock = self.lock_file()?;
-        lock.lock_shared().map_err(io_err("lock", self.sub("lock")))?;
+        lock.lock_shared()
+            .map_err(io_err("lock", self.sub("lock")))?;
         Ok(Lease { _lock: Some(lock) })
     }
 
@@ -433,7 +475,10 @@ impl StoreDir {
     pub(crate) fn blob_entries(&self) -> Result<Vec<Entry>, CacheError> {
         let mut out = Vec::new();
         for (path, m) in self.walk2("blobs")? {
-            let digest = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
+            let digest = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok());
             if let (Some(digest), true) = (digest, m.is_file()) {
                 out.push(Entry {
                     digest,
@@ -450,12 +495,21 @@ impl StoreDir {
     pub(crate) fn record_entries(&self) -> Result<Vec<(Digest, Entry)>, CacheError> {
         let mut out = Vec::new();
         for (key_dir, _) in self.walk2("records")? {
-            let Some(key) = key_dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) else {
+            let Some(key) = key_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+            else {
                 continue;
             };
             for path in sorted_dir(&key_dir)? {
-                let Ok(m) = fs::symlink_metadata(&path) else { continue };
-                let name = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json"));
+                let Ok(m) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".json"));
                 out.push((
                     key,
                     Entry {
@@ -484,4 +538,357 @@ pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::record::tests::record;
+    use crate::refs::NoRefs;
+    use proptest::prelude::*;
+
+    pub(crate) fn store() -> (tempfile::TempDir, StoreDir) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = StoreDir::open(t.path()).unwrap();
+        (t, dir)
+    }
+
+    /// Simulates bit rot: flips one byte of a published (read-only) file in place.
+    pub(crate) fn flip_byte(path: &Path) {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut bytes = fs::read(path).unwrap();
+        bytes[0] ^= 0x20;
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn corrupt_count(dir: &StoreDir) -> usize {
+        sorted_dir(&dir.sub("corrupt")).unwrap().len()
+    }
+
+    #[test]
+    fn blob_round_trips() {
+        let (t, dir) = store();
+        let d = dir.put_bytes(b"hello").unwrap();
+        assert_eq!(d, Digest::of(b"hello"));
+        assert_eq!(dir.read(&d).unwrap(), b"hello");
+        assert!(dir.contains(&d));
+
+        let mut w = dir.writer().unwrap();
+        w.write_all(&vec![3u8; 1 << 20]).unwrap();
+        w.write_all(b"tail").unwrap();
+        let (big, size) = w.commit().unwrap();
+        assert_eq!(size, (1 << 20) + 4);
+        assert_eq!(dir.read(&big).unwrap().len() as u64, size);
+        let mut streamed = Vec::new();
+        dir.reader(&big)
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert_eq!(Digest::of(&streamed), big);
+
+        let src = t.path().join("src");
+        fs::write(&src, b"file bytes").unwrap();
+        assert_eq!(dir.put_file(&src).unwrap(), (Digest::of(b"file bytes"), 10));
+        let dest = t.path().join("out/copy");
+        fs::create_dir(t.path().join("out")).unwrap();
+        dir.copy_to(&d, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"hello");
+
+        let e = Digest::of(b"import");
+        assert_eq!(dir.import_blob(&e, &mut &b"import"[..]).unwrap(), 6);
+        assert!(matches!(
+            dir.import_blob(&Digest::of(b"x"), &mut &b"not x"[..]),
+            Err(CacheError::Mismatch { .. })
+        ));
+        assert!(!dir.contains(&Digest::of(b"x")));
+        assert!(!dir.contains(&Digest::of(b"not x")));
+        assert!(matches!(
+            dir.read(&Digest::of(b"absent")),
+            Err(CacheError::Missing { .. })
+        ));
+        assert_eq!(
+            dir.stats().unwrap().tmp_files,
+            0,
+            "temp files are cleaned up"
+        );
+    }
+
+    #[test]
+    fn flipped_byte_is_a_quarantined_miss_that_republish_repairs() {
+        let (t, dir) = store();
+        let d = dir.put_bytes(b"precious bytes").unwrap();
+
+        flip_byte(&dir.blob_path(&d));
+        assert!(matches!(dir.read(&d), Err(CacheError::Corrupt { .. })));
+        assert!(!dir.contains(&d));
+        assert_eq!(corrupt_count(&dir), 1);
+        dir.put_bytes(b"precious bytes").unwrap();
+        assert_eq!(dir.read(&d).unwrap(), b"precious bytes");
+
+        flip_byte(&dir.blob_path(&d));
+        let mut r = dir.reader(&d).unwrap();
+        let err = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(matches!(
+            crate::blob::unwrap_corrupt(err),
+            Ok(CacheError::Corrupt { .. })
+        ));
+        assert!(!dir.contains(&d));
+        dir.put_bytes(b"precious bytes").unwrap();
+
+        flip_byte(&dir.blob_path(&d));
+        let dest = t.path().join("dest");
+        fs::write(&dest, b"old").unwrap();
+        assert!(matches!(
+            dir.copy_to(&d, &dest),
+            Err(CacheError::Corrupt { .. })
+        ));
+        assert_eq!(fs::read(&dest).unwrap(), b"old", "dest untouched");
+        assert!(!dir.contains(&d));
+        assert_eq!(
+            sorted_dir(t.path()).unwrap().len(),
+            2,
+            "no temp file left beside dest"
+        );
+    }
+
+    #[test]
+    fn records_dedupe_diverge_and_survive_garbage() {
+        let (_t, dir) = store();
+        let a = dir.put_bytes(b"a").unwrap();
+        let b = dir.put_bytes(b"b").unwrap();
+        let r1 = record("k", &[("out", a, 1)]);
+        let r2 = record("k", &[("out", b, 1)]);
+        let missing = record("k", &[("out", Digest::of(b"nope"), 4)]);
+        assert!(matches!(
+            dir.put_record(&missing),
+            Err(CacheError::IncompleteRecord { .. })
+        ));
+        assert!(dir.records(&r1.key).unwrap().is_empty());
+
+        dir.put_record(&r1).unwrap();
+        let mut again = r1.clone();
+        again.duration_ms = 7;
+        dir.put_record(&again).unwrap();
+        assert_eq!(
+            dir.records(&r1.key).unwrap(),
+            vec![r1.clone()],
+            "first writer wins"
+        );
+        dir.put_record(&r2).unwrap();
+        let mut both = vec![r1.clone(), r2.clone()];
+        both.sort_by_key(|r| r.outputs_digest());
+        assert_eq!(dir.records(&r1.key).unwrap(), both);
+        assert_eq!(dir.stats().unwrap().divergent_keys, vec![r1.key]);
+
+        let bad = dir
+            .record_dir(&r1.key)
+            .join(format!("{}.json", Digest::of(b"zz")));
+        fs::write(&bad, b"{not json").unwrap();
+        assert_eq!(dir.records(&r1.key).unwrap(), both);
+        assert!(!bad.exists());
+        assert_eq!(corrupt_count(&dir), 1);
+    }
+
+    #[test]
+    fn meta_replaces_atomically_and_rejects_paths() {
+        let (_t, dir) = store();
+        assert_eq!(dir.read_meta("state").unwrap(), None);
+        dir.write_meta("state", b"one").unwrap();
+        dir.write_meta("state", b"two").unwrap();
+        assert_eq!(
+            dir.read_meta("state").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                dir.write_meta(bad, b""),
+                Err(CacheError::MetaName { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn read_only_directory_is_never_written() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            StoreDir::open_shared_read_only(t.path()),
+            Err(CacheError::NotAStore { .. })
+        ));
+        let rw = StoreDir::open_shared(t.path()).unwrap();
+        let d = rw.put_bytes(b"shared").unwrap();
+        let ro = StoreDir::open_shared_read_only(t.path()).unwrap();
+        assert!(matches!(
+            ro.put_bytes(b"x"),
+            Err(CacheError::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            ro.write_meta("m", b"x"),
+            Err(CacheError::ReadOnly { .. })
+        ));
+        flip_byte(&rw.blob_path(&d));
+        assert!(matches!(ro.read(&d), Err(CacheError::Corrupt { .. })));
+        assert!(
+            rw.blob_path(&d).exists(),
+            "a read-only reader does not quarantine"
+        );
+    }
+
+    /// The blobs and records one writer publishes in the concurrency tests: a shared
+    /// part every writer publishes and a part only writer `id` does.
+    fn publish_batch(dir: &StoreDir, id: usize) {
+        for i in 0..40 {
+            for content in [format!("shared {i}"), format!("own {id} {i}")] {
+                let d = dir
+                    .put_bytes(content.repeat(i * 50 + 1).as_bytes())
+                    .unwrap();
+                let r = record(&format!("key {}", i % 10), &[("out", d, 0)]);
+                dir.put_record(&r).unwrap();
+            }
+        }
+    }
+
+    fn assert_sound(dir: &StoreDir, writers: usize) {
+        let rep = dir.verify(&NoRefs).unwrap();
+        assert!(
+            rep.corrupt_blobs.is_empty() && rep.invalid_records.is_empty(),
+            "{rep:?}"
+        );
+        assert!(rep.dangling_records.is_empty(), "{rep:?}");
+        assert_eq!(rep.blobs_checked, 40 * (writers as u64 + 1));
+        assert_eq!(dir.stats().unwrap().tmp_files, 0);
+        for i in 0..40 {
+            let d = Digest::of(format!("shared {i}").repeat(i * 50 + 1).as_bytes());
+            assert!(dir.read(&d).is_ok());
+        }
+    }
+
+    #[test]
+    fn eight_threads_publish_into_one_directory() {
+        let (_t, dir) = store();
+        std::thread::scope(|s| {
+            for id in 0..8 {
+                let dir = &dir;
+                s.spawn(move || publish_batch(dir, id));
+            }
+        });
+        assert_sound(&dir, 8);
+    }
+
+    /// Runs this test binary again, as the named child test, on `root`.
+    fn spawn_child(test: &str, root: &Path, id: usize) -> std::process::Child {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env("W4B_CACHE_TEST_ROOT", root)
+            .env("W4B_CACHE_TEST_ID", id.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn child_env() -> Option<(StoreDir, usize)> {
+        let root = std::env::var_os("W4B_CACHE_TEST_ROOT")?;
+        let id = std::env::var("W4B_CACHE_TEST_ID").ok()?.parse().ok()?;
+        Some((StoreDir::open_shared(Path::new(&root)).unwrap(), id))
+    }
+
+    /// Child half of `two_processes_publish_into_one_directory`; passes trivially when run
+    /// directly.
+    #[test]
+    fn child_publisher() {
+        if let Some((dir, id)) = child_env() {
+            publish_batch(&dir, id);
+        }
+    }
+
+    /// Child half of `sigkill_leaves_only_temp_garbage`: publishes until killed.
+    #[test]
+    fn child_endless_publisher() {
+        if let Some((dir, _)) = child_env() {
+            for i in 0u64.. {
+                let d = dir.put_bytes(&i.to_le_bytes().repeat(4096)).unwrap();
+                dir.put_record(&record(&i.to_string(), &[("o", d, 0)]))
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn two_processes_publish_into_one_directory() {
+        let (_t, dir) = store();
+        let mut kids: Vec<_> = (0..2)
+            .map(|id| spawn_child("dir::tests::child_publisher", dir.root(), id))
+            .collect();
+        publish_batch(&dir, 2);
+        for k in &mut kids {
+            assert!(k.wait().unwrap().success());
+        }
+        assert_sound(&dir, 3);
+    }
+
+    #[test]
+    fn sigkill_leaves_only_temp_garbage() {
+        let (_t, dir) = store();
+        let mut kid = spawn_child("dir::tests::child_endless_publisher", dir.root(), 0);
+        while dir.stats().unwrap().records < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        kid.kill().unwrap();
+        kid.wait().unwrap();
+        let rep = dir.verify(&NoRefs).unwrap();
+        assert!(
+            rep.corrupt_blobs.is_empty() && rep.invalid_records.is_empty(),
+            "{rep:?}"
+        );
+        assert!(rep.dangling_records.is_empty());
+    }
+
+    #[test]
+    fn crash_before_publish_leaves_tmp_garbage_that_gc_cleans() {
+        let (_t, dir) = store();
+        let mut w = dir.writer().unwrap();
+        w.write_all(b"never published").unwrap();
+        w.flush().unwrap();
+        // What SIGKILL does: no destructor runs.
+        std::mem::forget(w);
+        let stats = dir.stats().unwrap();
+        assert_eq!((stats.tmp_files, stats.blobs), (1, 0));
+        assert!(!dir.contains(&Digest::of(b"never published")));
+        assert!(dir.verify(&NoRefs).unwrap().blobs_checked == 0);
+
+        let now = SystemTime::now();
+        let young = dir.gc(&crate::GcPolicy::new(now), &NoRefs).unwrap();
+        assert_eq!(young.tmp_removed, 0, "younger than the grace period");
+        let later = now + crate::GcPolicy::DEFAULT_GRACE * 2;
+        assert_eq!(
+            dir.gc(&crate::GcPolicy::new(later), &NoRefs)
+                .unwrap()
+                .tmp_removed,
+            1
+        );
+        assert_eq!(dir.stats().unwrap().tmp_files, 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn put_read_identity(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let (_t, dir) = store();
+            let d = dir.put_bytes(&bytes).unwrap();
+            prop_assert_eq!(dir.read(&d).unwrap(), bytes);
+        }
+
+        #[test]
+        fn garbage_record_files_never_panic(garbage in proptest::collection::vec(any::<u8>(), 0..512), json in "\\{\"schema\":\"w4b.record/1\".{0,80}\\}") {
+            let (_t, dir) = store();
+            let key = Digest::of(b"k");
+            fs::create_dir_all(dir.record_dir(&key)).unwrap();
+            fs::write(dir.record_dir(&key).join(format!("{}.json", Digest::of(&garbage))), &garbage).unwrap();
+            fs::write(dir.record_dir(&key).join("junk"), json.as_bytes()).unwrap();
+            prop_assert!(dir.records(&key).unwrap().is_empty());
+            dir.verify(&NoRefs).unwrap();
+            dir.gc(&crate::GcPolicy::new(SystemTime::UNIX_EPOCH), &NoRefs).unwrap();
+        }
+    }
 }

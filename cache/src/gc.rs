@@ -88,7 +88,11 @@ impl StoreDir {
                 let lock = self.lock_file()?;
                 match lock.try_lock() {
                     Ok(()) => Some(lock),
-                    Err(TryLockError::WouldBlock) => return Err(CacheError::Busy { root: self.root().to_owned() }),
+                    Err(TryLockError::WouldBlock) => {
+                        return Err(CacheError::Busy {
+                            root: self.root().to_owned(),
+                        })
+                    }
                     Err(TryLockError::Error(e)) => return Err(io_err("lock", self.sub("lock"))(e)),
                 }
             }
@@ -98,14 +102,20 @@ impl StoreDir {
 
         let mut roots = Vec::new();
         for (key, e) in self.record_entries()? {
-            let Ok(bytes) = fs::read(&e.path) else { continue };
+            let Ok(bytes) = fs::read(&e.path) else {
+                continue;
+            };
             let outputs = match Record::parse(&bytes, &key, &e.digest) {
                 Parsed::Valid(r) => r.outputs.values().map(|o| o.digest).collect(),
                 Parsed::Foreign => serde_json::from_slice::<RootsProbe>(&bytes)
                     .map(|p| p.outputs.values().map(|o| o.digest).collect())
                     .unwrap_or_default(),
                 Parsed::Invalid => {
-                    self.quarantine(&e.path, &format!("{key}-invalid.{}", Digest::of(&bytes)), None);
+                    self.quarantine(
+                        &e.path,
+                        &format!("{key}-invalid.{}", Digest::of(&bytes)),
+                        None,
+                    );
                     continue;
                 }
             };
@@ -132,7 +142,10 @@ impl StoreDir {
             closures.push(self.closure(r.outputs.iter().copied(), refs, &mut memo)?);
         }
         if let Some(max_bytes) = policy.max_bytes {
-            let size: BTreeMap<Digest, (u64, bool)> = blobs.iter().map(|b| (b.digest, (b.size, old(b.mtime)))).collect();
+            let size: BTreeMap<Digest, (u64, bool)> = blobs
+                .iter()
+                .map(|b| (b.digest, (b.size, old(b.mtime))))
+                .collect();
             let mut count = BTreeMap::<Digest, u64>::new();
             for (c, _) in closures.iter().zip(&evict).filter(|(_, e)| !**e) {
                 for d in c {
@@ -140,8 +153,17 @@ impl StoreDir {
                 }
             }
             // What would remain: kept records, blobs they reach, and young blobs.
-            let mut total: u64 = roots.iter().zip(&evict).filter(|(_, e)| !**e).map(|(r, _)| r.size).sum();
-            total += blobs.iter().filter(|b| count.contains_key(&b.digest) || !old(b.mtime)).map(|b| b.size).sum::<u64>();
+            let mut total: u64 = roots
+                .iter()
+                .zip(&evict)
+                .filter(|(_, e)| !**e)
+                .map(|(r, _)| r.size)
+                .sum();
+            total += blobs
+                .iter()
+                .filter(|b| count.contains_key(&b.digest) || !old(b.mtime))
+                .map(|b| b.size)
+                .sum::<u64>();
             for i in 0..roots.len() {
                 if total <= max_bytes {
                     break;
@@ -187,8 +209,11 @@ impl StoreDir {
             }
         }
         for path in crate::dir::sorted_dir(&self.sub("tmp"))? {
-            let Ok(m) = fs::symlink_metadata(&path) else { continue };
-            if m.is_file() && old(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) && remove(&path)? {
+            let Ok(m) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if m.is_file() && old(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) && remove(&path)?
+            {
                 rep.tmp_removed += 1;
             }
         }
@@ -202,5 +227,110 @@ fn remove(path: &std::path::Path) -> Result<bool, CacheError> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dir::tests::store;
+    use crate::record::tests::record;
+    use crate::refs::tests::{listing, ListRefs};
+    use crate::NoRefs;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn unreachable_blobs_go_reachable_ones_stay() {
+        let (_t, dir) = store();
+        let leaf = dir.put_bytes(b"leaf").unwrap();
+        let inner = dir.put_bytes(&listing(&[leaf])).unwrap();
+        let top = dir.put_bytes(&listing(&[inner])).unwrap();
+        let orphan = dir.put_bytes(b"orphan").unwrap();
+        dir.put_record(&record("k", &[("tree", top, 0)])).unwrap();
+        let now = SystemTime::now();
+
+        let young = dir.gc(&GcPolicy::new(now), &ListRefs).unwrap();
+        assert_eq!(
+            (young.blobs_removed, young.blobs_kept),
+            (0, 4),
+            "grace protects young blobs"
+        );
+
+        let later = GcPolicy::new(now + 2 * DAY);
+        let rep = dir.gc(&later, &ListRefs).unwrap();
+        assert_eq!(
+            (rep.blobs_removed, rep.blobs_kept, rep.records_kept),
+            (1, 3, 1)
+        );
+        assert!(!dir.contains(&orphan));
+        assert!([leaf, inner, top].iter().all(|d| dir.contains(d)));
+
+        // Without the hook the listing's children are unreachable.
+        assert_eq!(dir.gc(&later, &NoRefs).unwrap().blobs_removed, 2);
+        assert!(dir.contains(&top) && !dir.contains(&leaf));
+    }
+
+    #[test]
+    fn a_lease_blocks_local_gc_but_not_shared_gc() {
+        let (_t, dir) = store();
+        let policy = GcPolicy::new(SystemTime::now());
+        let lease = dir.lease().unwrap();
+        assert!(matches!(
+            dir.gc(&policy, &NoRefs),
+            Err(CacheError::Busy { .. })
+        ));
+        let second = dir.lease().unwrap();
+        drop((lease, second));
+        dir.gc(&policy, &NoRefs).unwrap();
+
+        let shared = StoreDir::open_shared(dir.root()).unwrap();
+        let _lease = shared.lease().unwrap();
+        let _local_lease = dir.lease().unwrap();
+        let orphan = shared.put_bytes(b"fresh upload").unwrap();
+        shared.gc(&policy, &NoRefs).unwrap();
+        assert!(shared.contains(&orphan), "younger than grace");
+        shared
+            .gc(&GcPolicy::new(SystemTime::now() + 2 * DAY), &NoRefs)
+            .unwrap();
+        assert!(!shared.contains(&orphan));
+    }
+
+    #[test]
+    fn records_expire_by_age_then_by_lru_size() {
+        let (_t, dir) = store();
+        let t0 = SystemTime::now();
+        let mut recs = Vec::new();
+        for (i, age_days) in [(0u8, 90u64), (1, 20), (2, 10), (3, 5)] {
+            let d = dir.put_bytes(&[i; 100_000]).unwrap();
+            let r = record(&i.to_string(), &[("o", d, 100_000)]);
+            dir.put_record(&r).unwrap();
+            dir.touch_record(&r, t0 + DAY * 100 - DAY * age_days as u32)
+                .unwrap();
+            recs.push((r, d));
+        }
+        let policy = GcPolicy {
+            max_bytes: Some(250_000),
+            max_age: Some(DAY * 30),
+            ..GcPolicy::new(t0 + DAY * 100)
+        };
+        let rep = dir.gc(&policy, &NoRefs).unwrap();
+        assert_eq!(
+            (rep.records_removed, rep.records_kept, rep.blobs_removed),
+            (2, 2, 2)
+        );
+        let kept: Vec<bool> = recs
+            .iter()
+            .map(|(r, d)| !dir.records(&r.key).unwrap().is_empty() && dir.contains(d))
+            .collect();
+        assert_eq!(
+            kept,
+            [false, false, true, true],
+            "expired first, then least recently used"
+        );
+        assert!(
+            !dir.record_path(&recs[0].0).parent().unwrap().exists(),
+            "empty key dir removed"
+        );
     }
 }

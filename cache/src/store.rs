@@ -80,9 +80,15 @@ impl Store {
     }
 
     /// Runs `f` on the local directory; on a miss, fetches `d` and runs it again.
-    fn read_through<T>(&self, d: &Digest, f: impl Fn(&StoreDir) -> Result<T, CacheError>) -> Result<T, CacheError> {
+    fn read_through<T>(
+        &self,
+        d: &Digest,
+        f: impl Fn(&StoreDir) -> Result<T, CacheError>,
+    ) -> Result<T, CacheError> {
         match f(&self.local) {
-            Err(CacheError::Missing { .. } | CacheError::Corrupt { .. }) if self.remote.is_some() => {
+            Err(CacheError::Missing { .. } | CacheError::Corrupt { .. })
+                if self.remote.is_some() =>
+            {
                 self.fetch(d)?;
                 f(&self.local)
             }
@@ -138,5 +144,126 @@ impl Store {
         up.bytes += remote.import_blob(d, &mut self.local.reader(d)?)?;
         up.blobs += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dir::tests::flip_byte;
+    use crate::record::tests::record;
+    use crate::refs::tests::{listing, ListRefs};
+    use std::collections::BTreeMap;
+
+    fn dirs() -> (tempfile::TempDir, StoreDir, StoreDir) {
+        let t = tempfile::tempdir().unwrap();
+        let local = StoreDir::open(&t.path().join("local")).unwrap();
+        let remote = StoreDir::open_shared(&t.path().join("remote")).unwrap();
+        (t, local, remote)
+    }
+
+    /// Every file under `root` with its bytes.
+    fn snapshot(root: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(crate::dir::sorted_dir(&p).unwrap());
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn publish_uploads_closure_then_reader_reads_through() {
+        let (t, local, remote) = dirs();
+        let writer = Store::new(local, Some(remote.clone()));
+        let leaf = writer.local().put_bytes(b"leaf").unwrap();
+        let tree = writer.local().put_bytes(&listing(&[leaf])).unwrap();
+        let r = record("k", &[("tree", tree, 36)]);
+        let up = writer.publish(&r, &ListRefs).unwrap();
+        assert_eq!(
+            up,
+            Uploaded {
+                blobs: 2,
+                bytes: 4 + 36
+            }
+        );
+        assert_eq!(remote.records(&r.key).unwrap(), vec![r.clone()]);
+        assert_eq!(writer.publish(&r, &ListRefs).unwrap(), Uploaded::default());
+
+        let reader = Store::new(
+            StoreDir::open(&t.path().join("other")).unwrap(),
+            Some(remote.clone()),
+        );
+        assert!(!reader.local().contains(&leaf));
+        assert_eq!(reader.lookup(&r.key).unwrap(), vec![r.clone()]);
+        assert_eq!(
+            reader.local().records(&r.key).unwrap(),
+            vec![r.clone()],
+            "copied locally"
+        );
+        assert_eq!(reader.read(&leaf).unwrap(), b"leaf");
+        assert!(reader.local().contains(&leaf));
+
+        // A corrupt local copy is repaired from the remote.
+        flip_byte(&reader.local().blob_path(&leaf));
+        assert_eq!(reader.read(&leaf).unwrap(), b"leaf");
+        let dest = t.path().join("tree.bin");
+        reader.copy_to(&tree, &dest).unwrap();
+        assert_eq!(Digest::of(&std::fs::read(dest).unwrap()), tree);
+
+        // A corrupt remote copy is a quarantined miss, never wrong bytes.
+        let third = Store::new(
+            StoreDir::open(&t.path().join("third")).unwrap(),
+            Some(remote.clone()),
+        );
+        flip_byte(&remote.blob_path(&leaf));
+        assert!(matches!(third.read(&leaf), Err(CacheError::Corrupt { .. })));
+        assert!(!remote.contains(&leaf) && !third.local().contains(&leaf));
+        // Verify drops the now-incomplete listing; republishing repairs the remote.
+        assert_eq!(
+            remote.verify(&ListRefs).unwrap().incomplete_listings,
+            vec![tree]
+        );
+        assert_eq!(writer.publish(&r, &ListRefs).unwrap().blobs, 2);
+        assert_eq!(third.read(&leaf).unwrap(), b"leaf");
+    }
+
+    #[test]
+    fn read_only_remote_is_read_never_written() {
+        let (_t, local, remote) = dirs();
+        let shared = remote.put_bytes(b"from ci").unwrap();
+        let before = snapshot(remote.root());
+        let store = Store::new(
+            local,
+            Some(StoreDir::open_shared_read_only(remote.root()).unwrap()),
+        );
+        assert_eq!(store.read(&shared).unwrap(), b"from ci");
+        let mine = store.local().put_bytes(b"from a pull request").unwrap();
+        let r = record("pr", &[("o", mine, 19)]);
+        assert_eq!(store.publish(&r, &ListRefs).unwrap(), Uploaded::default());
+        assert_eq!(store.local().records(&r.key).unwrap(), vec![r]);
+        assert_eq!(snapshot(remote.root()), before);
+    }
+
+    #[test]
+    fn publish_refuses_outputs_that_are_nowhere() {
+        let (_t, local, remote) = dirs();
+        let store = Store::new(local, Some(remote.clone()));
+        let child = Digest::of(b"never stored");
+        let tree = store.local().put_bytes(&listing(&[child])).unwrap();
+        let r = record("k", &[("tree", tree, 36)]);
+        assert!(matches!(
+            store.publish(&r, &ListRefs),
+            Err(CacheError::Missing { .. })
+        ));
+        assert!(
+            remote.records(&r.key).unwrap().is_empty(),
+            "no record without its blobs"
+        );
+        assert!(!remote.contains(&tree));
     }
 }

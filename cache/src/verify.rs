@@ -60,7 +60,11 @@ impl StoreDir {
             *per_key.entry(key).or_default() += 1;
         }
         s.keys = per_key.len() as u64;
-        s.divergent_keys = per_key.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect();
+        s.divergent_keys = per_key
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k)
+            .collect();
         for path in crate::dir::sorted_dir(&self.sub("tmp"))? {
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 s.tmp_files += 1;
@@ -105,7 +109,9 @@ impl StoreDir {
         loop {
             let broken: Vec<Digest> = listings
                 .iter()
-                .filter(|(d, kids)| complete.contains(*d) && kids.iter().any(|k| !complete.contains(k)))
+                .filter(|(d, kids)| {
+                    complete.contains(*d) && kids.iter().any(|k| !complete.contains(k))
+                })
                 .map(|(d, _)| *d)
                 .collect();
             if broken.is_empty() {
@@ -138,14 +144,89 @@ impl StoreDir {
                 }
                 Parsed::Foreign => {}
                 Parsed::Invalid => {
-                    let name = entry.path.file_name().map(|n| n.to_string_lossy().into_owned());
-                    let evidence = format!("{key}-{}.{}", name.unwrap_or_default(), Digest::of(&bytes));
+                    let name = entry
+                        .path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned());
+                    let evidence =
+                        format!("{key}-{}.{}", name.unwrap_or_default(), Digest::of(&bytes));
                     self.quarantine(&entry.path, &evidence, None);
                     rep.invalid_records.push(entry.path);
                 }
             }
         }
-        rep.divergent_keys = per_key.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect();
+        rep.divergent_keys = per_key
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k)
+            .collect();
         Ok(rep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dir::tests::{flip_byte, store};
+    use crate::record::tests::record;
+    use crate::refs::tests::{listing, ListRefs};
+
+    #[test]
+    fn verify_finds_corrupt_dangling_incomplete_and_divergent() {
+        for shared in [false, true] {
+            let t = tempfile::tempdir().unwrap();
+            let dir = match shared {
+                true => StoreDir::open_shared(t.path()).unwrap(),
+                false => StoreDir::open(t.path()).unwrap(),
+            };
+            let good = dir.put_bytes(b"good").unwrap();
+            let rot = dir.put_bytes(b"rot").unwrap();
+            let lost = dir.put_bytes(b"lost").unwrap();
+            let tree = dir.put_bytes(&listing(&[good, lost])).unwrap();
+            let a = record("a", &[("o", good, 4)]);
+            let b = record("a", &[("o", rot, 3)]);
+            let c = record("c", &[("tree", tree, 0)]);
+            for r in [&a, &b, &c] {
+                dir.put_record(r).unwrap();
+            }
+            flip_byte(&dir.blob_path(&rot));
+            std::fs::remove_file(dir.blob_path(&lost)).unwrap();
+
+            let rep = dir.verify(&ListRefs).unwrap();
+            assert_eq!(rep.blobs_checked, 3);
+            assert_eq!(rep.corrupt_blobs, vec![rot]);
+            assert_eq!(rep.incomplete_listings, vec![tree]);
+            let mut dangling = vec![(b.key, b.outputs_digest()), (c.key, c.outputs_digest())];
+            dangling.sort();
+            assert_eq!(rep.dangling_records, dangling);
+            assert_eq!(rep.divergent_keys, vec![a.key]);
+            assert!(!dir.contains(&rot));
+            assert_eq!(
+                dir.contains(&tree),
+                !shared,
+                "only shared directories drop incomplete listings"
+            );
+            let stats = dir.stats().unwrap();
+            assert_eq!(stats.corrupt_entries, 1 + shared as u64);
+            assert_eq!((stats.records, stats.keys), (3, 2));
+        }
+    }
+
+    #[test]
+    fn clean_store_verifies_clean() {
+        let (_t, dir) = store();
+        let d = dir.put_bytes(b"x").unwrap();
+        dir.put_record(&record("k", &[("o", d, 1)])).unwrap();
+        let rep = dir.verify(&ListRefs).unwrap();
+        assert_eq!((rep.blobs_checked, rep.records_checked), (1, 1));
+        assert_eq!(
+            rep,
+            VerifyReport {
+                blobs_checked: 1,
+                bytes_checked: 1,
+                records_checked: 1,
+                ..Default::default()
+            }
+        );
     }
 }
