@@ -42,10 +42,25 @@ pub struct Lease {
 
 /// A file found while walking the store.
 pub(crate) struct Entry {
+    /// The blob's digest, or the key a record is filed under.
     pub digest: Digest,
     pub path: PathBuf,
     pub size: u64,
     pub mtime: SystemTime,
+}
+
+impl Entry {
+    fn new(digest: Digest, path: PathBuf, m: &fs::Metadata) -> Entry {
+        // An mtime the filesystem cannot report counts as ancient: GC may then remove an
+        // unreachable entry, never a reachable one.
+        let mtime = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        Entry {
+            digest,
+            path,
+            size: m.len(),
+            mtime,
+        }
+    }
 }
 
 impl StoreDir {
@@ -351,43 +366,38 @@ impl StoreDir {
     /// Every valid record for `key`, sorted by outputs digest. Invalid files are
     /// quarantined and skipped; records of another schema are skipped.
     pub fn records(&self, key: &Digest) -> Result<Vec<Record>, CacheError> {
-        let dir = self.record_dir(key);
-        let mut names = Vec::new();
-        match fs::read_dir(&dir) {
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", dir)(e)),
-            Ok(entries) => {
-                for e in entries {
-                    names.push(e.map_err(io_err("list", &dir))?.file_name());
-                }
-            }
-        }
-        names.sort();
         let mut out = Vec::new();
-        for name in names {
-            let path = dir.join(&name);
-            let name = name.to_string_lossy();
-            let digest = name
-                .strip_suffix(".json")
-                .and_then(|n| n.parse::<Digest>().ok());
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("read", path)(e)),
-            };
-            let parsed = match digest {
-                Some(d) => Record::parse(&bytes, key, &d),
-                None => Parsed::Invalid,
-            };
-            match parsed {
-                Parsed::Valid(r) => out.push(*r),
-                Parsed::Foreign => {}
-                Parsed::Invalid => {
-                    self.quarantine(&path, &format!("{key}-{name}.{}", Digest::of(&bytes)), None);
-                }
+        for path in sorted_dir(&self.record_dir(key))? {
+            if let Some((Parsed::Valid(r), _)) = self.load_record(key, &path)? {
+                out.push(*r);
             }
         }
         Ok(out)
+    }
+
+    /// Reads and checks the record file at `path` (filed under `key`); an invalid one is
+    /// quarantined. `None` if it vanished meanwhile.
+    pub(crate) fn load_record(
+        &self,
+        key: &Digest,
+        path: &Path,
+    ) -> Result<Option<(Parsed, Vec<u8>)>, CacheError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        let parsed = match name.strip_suffix(".json").map(str::parse) {
+            Some(Ok(outputs)) => Record::parse(&bytes, key, &outputs),
+            _ => Parsed::Invalid,
+        };
+        if let Parsed::Invalid = parsed {
+            let evidence = format!("{key}-{name}.{}", Digest::of(&bytes));
+            self.quarantine(path, &evidence, None);
+        }
+        Ok(Some((parsed, bytes)))
     }
 
     /// Marks `r` as used at `now`, for GC's least-recently-used order. A no-op on a
@@ -480,45 +490,24 @@ impl StoreDir {
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.parse().ok());
             if let (Some(digest), true) = (digest, m.is_file()) {
-                out.push(Entry {
-                    digest,
-                    path,
-                    size: m.len(),
-                    mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                });
+                out.push(Entry::new(digest, path, &m));
             }
         }
         Ok(out)
     }
 
-    /// Every record file, as (key, entry named by outputs digest if the name parses).
-    pub(crate) fn record_entries(&self) -> Result<Vec<(Digest, Entry)>, CacheError> {
+    /// Every record file, as an entry whose digest is the key it is filed under.
+    pub(crate) fn record_entries(&self) -> Result<Vec<Entry>, CacheError> {
         let mut out = Vec::new();
         for (key_dir, _) in self.walk2("records")? {
-            let Some(key) = key_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse().ok())
-            else {
+            let name = key_dir.file_name().and_then(|n| n.to_str());
+            let Some(key) = name.and_then(|n| n.parse().ok()) else {
                 continue;
             };
             for path in sorted_dir(&key_dir)? {
-                let Ok(m) = fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".json"));
-                out.push((
-                    key,
-                    Entry {
-                        digest: name.and_then(|n| n.parse().ok()).unwrap_or(Digest([0; 32])),
-                        path,
-                        size: m.len(),
-                        mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    },
-                ));
+                if let Ok(m) = fs::symlink_metadata(&path) {
+                    out.push(Entry::new(key, path, &m));
+                }
             }
         }
         Ok(out)

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::dir::StoreDir;
 use crate::error::{io_err, CacheError};
-use crate::record::{Parsed, Record};
+use crate::record::Parsed;
 use crate::refs::BlobRefs;
 use crate::Digest;
 
@@ -101,23 +101,13 @@ impl StoreDir {
         let old = |mtime| policy.age(mtime) > policy.grace;
 
         let mut roots = Vec::new();
-        for (key, e) in self.record_entries()? {
-            let Ok(bytes) = fs::read(&e.path) else {
-                continue;
-            };
-            let outputs = match Record::parse(&bytes, &key, &e.digest) {
-                Parsed::Valid(r) => r.outputs.values().map(|o| o.digest).collect(),
-                Parsed::Foreign => serde_json::from_slice::<RootsProbe>(&bytes)
+        for e in self.record_entries()? {
+            let outputs = match self.load_record(&e.digest, &e.path)? {
+                Some((Parsed::Valid(r), _)) => r.outputs.values().map(|o| o.digest).collect(),
+                Some((Parsed::Foreign, bytes)) => serde_json::from_slice::<RootsProbe>(&bytes)
                     .map(|p| p.outputs.values().map(|o| o.digest).collect())
                     .unwrap_or_default(),
-                Parsed::Invalid => {
-                    self.quarantine(
-                        &e.path,
-                        &format!("{key}-invalid.{}", Digest::of(&bytes)),
-                        None,
-                    );
-                    continue;
-                }
+                Some((Parsed::Invalid, _)) | None => continue,
             };
             roots.push(Root {
                 path: e.path,

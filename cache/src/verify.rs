@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use crate::dir::StoreDir;
 use crate::error::CacheError;
-use crate::record::{Parsed, Record};
+use crate::record::Parsed;
 use crate::refs::BlobRefs;
 use crate::Digest;
 
@@ -55,9 +55,9 @@ impl StoreDir {
             s.blob_bytes += b.size;
         }
         let mut per_key = BTreeMap::<Digest, u64>::new();
-        for (key, _) in self.record_entries()? {
+        for e in self.record_entries()? {
             s.records += 1;
-            *per_key.entry(key).or_default() += 1;
+            *per_key.entry(e.digest).or_default() += 1;
         }
         s.keys = per_key.len() as u64;
         s.divergent_keys = per_key
@@ -128,31 +128,17 @@ impl StoreDir {
         rep.incomplete_listings.sort();
 
         let mut per_key = BTreeMap::<Digest, u64>::new();
-        for (key, entry) in self.record_entries()? {
+        for e in self.record_entries()? {
             rep.records_checked += 1;
-            let bytes = match std::fs::read(&entry.path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(crate::error::io_err("read", entry.path)(e)),
-            };
-            match Record::parse(&bytes, &key, &entry.digest) {
-                Parsed::Valid(r) => {
-                    *per_key.entry(key).or_default() += 1;
+            match self.load_record(&e.digest, &e.path)? {
+                Some((Parsed::Valid(r), _)) => {
+                    *per_key.entry(r.key).or_default() += 1;
                     if r.outputs.values().any(|o| !complete.contains(&o.digest)) {
-                        rep.dangling_records.push((key, entry.digest));
+                        rep.dangling_records.push((r.key, r.outputs_digest()));
                     }
                 }
-                Parsed::Foreign => {}
-                Parsed::Invalid => {
-                    let name = entry
-                        .path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned());
-                    let evidence =
-                        format!("{key}-{}.{}", name.unwrap_or_default(), Digest::of(&bytes));
-                    self.quarantine(&entry.path, &evidence, None);
-                    rep.invalid_records.push(entry.path);
-                }
+                Some((Parsed::Invalid, _)) => rep.invalid_records.push(e.path),
+                Some((Parsed::Foreign, _)) | None => {}
             }
         }
         rep.divergent_keys = per_key
