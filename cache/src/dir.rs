@@ -499,7 +499,10 @@ impl StoreDir {
     /// Every record file, as an entry whose digest is the key it is filed under.
     pub(crate) fn record_entries(&self) -> Result<Vec<Entry>, CacheError> {
         let mut out = Vec::new();
-        for (key_dir, _) in self.walk2("records")? {
+        for (key_dir, m) in self.walk2("records")? {
+            if !m.is_dir() {
+                continue;
+            }
             let name = key_dir.file_name().and_then(|n| n.to_str());
             let Some(key) = name.and_then(|n| n.parse().ok()) else {
                 continue;

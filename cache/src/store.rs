@@ -59,8 +59,14 @@ impl Store {
         Ok(found)
     }
 
-    /// Marks a record used as a hit (GC evicts least recently used records first).
+    /// Marks a record used as a hit (GC evicts least recently used records first), here
+    /// and in a writable remote, whose GC would otherwise see only upload times.
     pub fn touch_record(&self, r: &Record, now: SystemTime) -> Result<(), CacheError> {
+        if let Some(remote) = &self.remote {
+            // Best effort: the remote copy may be gone or owned by another CI user, and a
+            // stale use time only makes GC evict that record a little early.
+            let _ = remote.touch_record(r, now);
+        }
         self.local.touch_record(r, now)
     }
 
@@ -207,6 +213,12 @@ mod tests {
         );
         assert_eq!(reader.read(&leaf).unwrap(), b"leaf");
         assert!(reader.local().contains(&leaf));
+        let used = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 31);
+        reader.touch_record(&r, used).unwrap();
+        for dir in [reader.local(), &remote] {
+            let m = std::fs::metadata(dir.record_path(&r)).unwrap();
+            assert_eq!(m.modified().unwrap(), used);
+        }
 
         // A corrupt local copy is repaired from the remote.
         flip_byte(&reader.local().blob_path(&leaf));
