@@ -1,7 +1,46 @@
-//! w4b-cache: the content-addressed store.
+//! w4b-cache: the content-addressed store behind every w4b build.
+//!
+//! It knows blobs (immutable bytes named by their BLAKE3 [`Digest`]) and step
+//! [`Record`]s (a step key, its preimage, its outputs). Nothing about images, YAML or
+//! terminals. The layout, identical for the local cache and a shared remote directory:
+//!
+//! ```text
+//! <root>/v1/blobs/<2 hex>/<64 hex digest>                          blob bytes
+//! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.json     step records
+//! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
+//! <root>/v1/tmp/             temp files, same filesystem, for atomic publish
+//! <root>/v1/corrupt/         quarantined entries, kept as evidence
+//! <root>/v1/lock             shared by builds, exclusive for local GC
+//! ```
+//!
+//! - [`StoreDir`] is one directory: write to `tmp/`, fsync, publish by hard link
+//!   (create-if-absent, also on NFS); never overwrite, never append; verify every read.
+//! - [`Store`] layers a local directory over an optional remote one: read-through with
+//!   verification, and publish that uploads blobs before the record.
+//! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,
+//!   so GC and upload follow them.
+//! - `stats`, `verify` and `gc` on [`StoreDir`] back `w4b cache stats|verify|gc`.
+//!
+//! `docs/cache-format.md` describes the format for other implementations.
 
+#![forbid(unsafe_code)]
+
+mod blob;
 mod digest;
+mod dir;
+mod error;
+mod gc;
 mod record;
+mod refs;
+mod store;
+mod verify;
 
+pub use blob::{BlobWriter, VerifyingReader};
 pub use digest::{Digest, ParseDigestError};
+pub use dir::{Lease, StoreDir};
+pub use error::CacheError;
+pub use gc::{GcPolicy, GcReport};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RECORD_SCHEMA};
+pub use refs::{BlobRefs, NoRefs};
+pub use store::{Store, Uploaded};
+pub use verify::{Stats, VerifyReport};

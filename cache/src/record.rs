@@ -1,4 +1,10 @@
-//! Step records: what a step was keyed on and what it produced.
+//! Step records: what a step was given and what it produced.
+//!
+//! A record is the unit a cache lookup returns and `why` diffs. The store treats the
+//! preimage as opaque text; it only relies on `key` (the directory) and `outputs` (the
+//! file name, see [`Record::outputs_digest`]). Naming the file after the outputs, not the
+//! whole record, is what lets identical results dedupe while different results for one
+//! key sit side by side as evidence of non-determinism.
 
 use std::collections::BTreeMap;
 
@@ -6,12 +12,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::Digest;
 
+/// The `schema` value this crate writes and reads.
 pub const RECORD_SCHEMA: &str = "w4b.record/1";
+
+/// `blake3::derive_key` context for [`Record::outputs_digest`]. Changing the encoding
+/// means a new context string, never a silent change.
+const OUTPUTS_CONTEXT: &str = "w4b-cache record outputs v1";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub schema: String,
     pub key: Digest,
+    /// Stable step name, e.g. `//images:demo#tar`.
     pub step: String,
     pub kind: String,
     pub preimage: Vec<PreimageEntry>,
@@ -20,6 +32,7 @@ pub struct Record {
     pub producer: Producer,
 }
 
+/// One named component of a step key's preimage; opaque to the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreimageEntry {
     pub component: String,
@@ -37,7 +50,165 @@ pub struct OutputRef {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Producer {
+    /// e.g. `w4b 0.1.0`.
     pub tool: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+/// What a record file turned out to hold.
+pub(crate) enum Parsed {
+    Valid(Box<Record>),
+    /// Well-formed, but another schema (a newer w4b sharing the directory): skip, keep.
+    Foreign,
+    /// Not a record, or not the record its path claims: quarantine.
+    Invalid,
+}
+
+impl Record {
+    /// An empty record for `key`; fill in preimage, outputs and duration.
+    pub fn new(
+        key: Digest,
+        step: impl Into<String>,
+        kind: impl Into<String>,
+        producer: Producer,
+    ) -> Record {
+        Record {
+            schema: RECORD_SCHEMA.to_owned(),
+            key,
+            step: step.into(),
+            kind: kind.into(),
+            preimage: Vec::new(),
+            outputs: BTreeMap::new(),
+            duration_ms: 0,
+            producer,
+        }
+    }
+
+    /// BLAKE3 (derive-key [`OUTPUTS_CONTEXT`]) over the outputs in name order, each as
+    /// `u64le(name length) ‖ name ‖ digest (32 bytes) ‖ u64le(size)`; the record's file name.
+    pub fn outputs_digest(&self) -> Digest {
+        let mut h = blake3::Hasher::new_derive_key(OUTPUTS_CONTEXT);
+        for (name, out) in &self.outputs {
+            h.update(&(name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update(out.digest.as_bytes());
+            h.update(&out.size.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// Pretty JSON with a trailing newline; field order is the struct's, maps are sorted.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain structs and string-keyed maps into memory cannot fail.
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Checks that `bytes` is a record of this schema for `key` whose outputs hash to
+    /// `name` (the file name's digest).
+    pub(crate) fn parse(bytes: &[u8], key: &Digest, name: &Digest) -> Parsed {
+        #[derive(Deserialize)]
+        struct Probe {
+            schema: String,
+        }
+        match serde_json::from_slice::<Probe>(bytes) {
+            Ok(p) if p.schema != RECORD_SCHEMA => return Parsed::Foreign,
+            Ok(_) => {}
+            Err(_) => return Parsed::Invalid,
+        }
+        match serde_json::from_slice::<Record>(bytes) {
+            Ok(r) if r.key == *key && r.outputs_digest() == *name => Parsed::Valid(Box::new(r)),
+            _ => Parsed::Invalid,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn record(key: &str, outputs: &[(&str, Digest, u64)]) -> Record {
+        let mut r = Record::new(
+            Digest::of(key.as_bytes()),
+            format!("//t:{key}#step"),
+            "test",
+            Producer {
+                tool: "w4b-cache tests".into(),
+                host: None,
+            },
+        );
+        r.preimage.push(PreimageEntry {
+            component: "param".into(),
+            name: "key".into(),
+            value: key.into(),
+            location: Some("t.yaml:1:1".into()),
+        });
+        for (name, digest, size) in outputs {
+            r.outputs.insert(
+                (*name).into(),
+                OutputRef {
+                    digest: *digest,
+                    size: *size,
+                },
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn json_round_trip_and_name_check() {
+        let r = record("a", &[("out", Digest::of(b"x"), 1)]);
+        let bytes = r.to_json();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        // Field order is part of the format.
+        let order: Vec<usize> = [
+            "\"schema\"",
+            "\"key\"",
+            "\"step\"",
+            "\"outputs\"",
+            "\"producer\"",
+        ]
+        .iter()
+        .map(|f| text.find(f).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let name = r.outputs_digest();
+        assert!(matches!(Record::parse(&bytes, &r.key, &name), Parsed::Valid(p) if *p == r));
+        assert!(matches!(
+            Record::parse(&bytes, &Digest::of(b"other"), &name),
+            Parsed::Invalid
+        ));
+        assert!(matches!(
+            Record::parse(&bytes, &r.key, &Digest::of(b"n")),
+            Parsed::Invalid
+        ));
+        assert!(matches!(
+            Record::parse(b"{\"schema\":\"w4b.record/9\"}", &r.key, &name),
+            Parsed::Foreign
+        ));
+        assert!(matches!(
+            Record::parse(b"\x00garbage", &r.key, &name),
+            Parsed::Invalid
+        ));
+    }
+
+    #[test]
+    fn outputs_digest_depends_on_outputs_only() {
+        let a = record("a", &[("out", Digest::of(b"x"), 1)]);
+        let mut b = a.clone();
+        b.duration_ms = 99;
+        b.step = "//other".into();
+        assert_eq!(a.outputs_digest(), b.outputs_digest());
+        let c = record("a", &[("out", Digest::of(b"x"), 2)]);
+        let d = record("a", &[("out2", Digest::of(b"x"), 1)]);
+        assert_ne!(a.outputs_digest(), c.outputs_digest());
+        assert_ne!(a.outputs_digest(), d.outputs_digest());
+        // Pinned so the file-name encoding cannot drift silently.
+        assert_eq!(
+            a.outputs_digest().to_hex(),
+            "1f2abba426ace24df998e35cf5b5ad57a06b958b0aaafd6ac968cb318fe70995"
+        );
+    }
 }

@@ -1,0 +1,886 @@
+//! One store directory, local or shared: layout, atomic publish, verified reads.
+//!
+//! Every entry is written to `v1/tmp/`, fsynced, then published with `link(2)` to its
+//! final name: create-if-absent, atomic on local filesystems and on NFS (where
+//! rename-without-replace is not). `EEXIST` means someone published the same name first,
+//! and names are content digests, so it is success. Nothing is ever overwritten or
+//! appended, so a reader sees a whole entry or none, whatever process dies when.
+//! Reads hash what they return; a mismatch moves the entry to `v1/corrupt/` and reports a
+//! miss, so the next publish of that content repairs the store.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tempfile::NamedTempFile;
+
+use crate::blob::{BlobWriter, VerifyingReader};
+use crate::error::{io_err, CacheError};
+use crate::record::{Parsed, Record};
+use crate::Digest;
+
+const SUBDIRS: [&str; 5] = ["blobs", "records", "meta", "tmp", "corrupt"];
+
+/// A store directory. Cheap to clone; holds no open files.
+#[derive(Clone, Debug)]
+pub struct StoreDir {
+    root: PathBuf,
+    v1: PathBuf,
+    /// Shared between hosts (NFS): no locks, GC relies on the grace period alone.
+    shared: bool,
+    read_only: bool,
+}
+
+/// Held by a build for as long as it may still read or write the store; local GC
+/// cannot start while any lease exists. Released on drop.
+#[derive(Debug)]
+pub struct Lease {
+    _lock: Option<File>,
+}
+
+/// A file found while walking the store.
+pub(crate) struct Entry {
+    /// The blob's digest, or the key a record is filed under.
+    pub digest: Digest,
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+impl Entry {
+    fn new(digest: Digest, path: PathBuf, m: &fs::Metadata) -> Entry {
+        // An mtime the filesystem cannot report counts as ancient: GC may then remove an
+        // unreachable entry, never a reachable one.
+        let mtime = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        Entry {
+            digest,
+            path,
+            size: m.len(),
+            mtime,
+        }
+    }
+}
+
+impl StoreDir {
+    /// Opens (creating if needed) a store private to this host.
+    pub fn open(root: &Path) -> Result<StoreDir, CacheError> {
+        StoreDir::create(root, false)
+    }
+
+    /// Opens (creating if needed) a directory shared between hosts, e.g. over NFS.
+    pub fn open_shared(root: &Path) -> Result<StoreDir, CacheError> {
+        StoreDir::create(root, true)
+    }
+
+    /// Opens an existing shared directory that this process must never write to.
+    pub fn open_shared_read_only(root: &Path) -> Result<StoreDir, CacheError> {
+        let dir = StoreDir::at(root, true, true);
+        if !dir.v1.is_dir() {
+            return Err(CacheError::NotAStore {
+                root: root.to_owned(),
+            });
+        }
+        Ok(dir)
+    }
+
+    fn at(root: &Path, shared: bool, read_only: bool) -> StoreDir {
+        StoreDir {
+            root: root.to_owned(),
+            v1: root.join("v1"),
+            shared,
+            read_only,
+        }
+    }
+
+    fn create(root: &Path, shared: bool) -> Result<StoreDir, CacheError> {
+        let dir = StoreDir::at(root, shared, false);
+        for sub in SUBDIRS {
+            let p = dir.v1.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create directory", p))?;
+        }
+        let lock = dir.v1.join("lock");
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(io_err("create", lock))?;
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub(crate) fn sub(&self, name: &str) -> PathBuf {
+        self.v1.join(name)
+    }
+
+    pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_hex();
+        self.v1.join("blobs").join(&hex[..2]).join(hex)
+    }
+
+    fn record_dir(&self, key: &Digest) -> PathBuf {
+        let hex = key.to_hex();
+        self.v1.join("records").join(&hex[..2]).join(hex)
+    }
+
+    pub(crate) fn record_path(&self, r: &Record) -> PathBuf {
+        self.record_dir(&r.key)
+            .join(format!("{}.json", r.outputs_digest()))
+    }
+
+    pub(crate) fn writable(&self) -> Result<(), CacheError> {
+        match self.read_only {
+            true => Err(CacheError::ReadOnly {
+                root: self.root.clone(),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// A new temp file in `v1/tmp/`, read-only for everyone once published.
+    pub(crate) fn tmp_file(&self) -> Result<NamedTempFile, CacheError> {
+        self.writable()?;
+        let tmp = self.sub("tmp");
+        tempfile::Builder::new()
+            .prefix("w4b-")
+            .permissions(fs::Permissions::from_mode(0o444))
+            .tempfile_in(&tmp)
+            .map_err(io_err("create a temp file in", tmp))
+    }
+
+    /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.
+    pub(crate) fn publish(&self, tmp: NamedTempFile, dest: &Path) -> Result<(), CacheError> {
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("sync", tmp.path()))?;
+        let parent = dest.parent().unwrap_or(&self.v1);
+        // GC removes emptied record directories; if it does so between our mkdir and our
+        // link, the link fails with ENOENT, and trying again is correct.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+            match fs::hard_link(tmp.path(), dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => continue,
+                // Filesystems without hard links (some FUSE bucket mounts) get
+                // check-then-rename: a race there replaces an entry with identical
+                // content, which readers cannot tell from the original.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Unsupported | ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    if dest.exists() {
+                        return Ok(());
+                    }
+                    return tmp
+                        .persist(dest)
+                        .map(drop)
+                        .map_err(|e| io_err("publish", dest)(e.error));
+                }
+                Err(e) => return Err(io_err("publish", dest)(e)),
+            }
+        }
+    }
+
+    /// Moves a bad entry to `v1/corrupt/<evidence>` unless the directory is read-only or
+    /// the path no longer names the file we found bad (someone already repaired it).
+    /// Best effort: if the move fails the entry is simply found bad again next time.
+    pub(crate) fn quarantine(&self, path: &Path, evidence: &str, seen: Option<&File>) -> PathBuf {
+        let dest = self.sub("corrupt").join(evidence);
+        if self.read_only {
+            return path.to_owned();
+        }
+        if let Some(file) = seen {
+            let same = match (file.metadata(), fs::symlink_metadata(path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if !same {
+                return dest;
+            }
+        }
+        let _ = fs::rename(path, &dest);
+        dest
+    }
+
+    // ---- blobs ----
+
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
+        let d = Digest::of(bytes);
+        if self.contains(&d) {
+            return Ok(d);
+        }
+        let mut w = self.writer()?;
+        w.write_all(bytes)
+            .map_err(io_err("write", self.sub("tmp")))?;
+        Ok(w.commit()?.0)
+    }
+
+    /// A writer that streams to a temp file while hashing; `commit` publishes it.
+    pub fn writer(&self) -> Result<BlobWriter, CacheError> {
+        Ok(BlobWriter::new(self.clone(), self.tmp_file()?))
+    }
+
+    /// Copies and hashes `path` in one pass.
+    pub fn put_file(&self, path: &Path) -> Result<(Digest, u64), CacheError> {
+        let mut src = File::open(path).map_err(io_err("open", path))?;
+        let mut w = self.writer()?;
+        io::copy(&mut src, &mut w).map_err(io_err("copy into the store", path))?;
+        w.commit()
+    }
+
+    /// Stores what `from` yields as `expected`, verifying while copying; on a mismatch
+    /// nothing is published and the error is [`CacheError::Mismatch`].
+    pub fn import_blob(&self, expected: &Digest, from: &mut dyn Read) -> Result<u64, CacheError> {
+        let path = self.blob_path(expected);
+        if let Ok(m) = fs::metadata(&path) {
+            return Ok(m.len());
+        }
+        let mut w = self.writer()?;
+        if let Err(e) = io::copy(from, &mut w) {
+            return Err(
+                crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("import", path)(e))
+            );
+        }
+        Ok(w.commit_expecting(Some(expected))?.1)
+    }
+
+    /// Whether the blob exists; says nothing about its bytes.
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub(crate) fn open_raw(&self, d: &Digest) -> Result<File, CacheError> {
+        let path = self.blob_path(d);
+        File::open(&path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => CacheError::Missing {
+                digest: *d,
+                root: self.root.clone(),
+            },
+            _ => io_err("open", path)(e),
+        })
+    }
+
+    /// The blob's bytes, verified.
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
+        let mut file = self.open_raw(d)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(io_err("read", self.blob_path(d)))?;
+        let actual = Digest::of(&bytes);
+        if actual != *d {
+            return Err(self.corrupt_blob(d, actual, &file));
+        }
+        Ok(bytes)
+    }
+
+    pub(crate) fn corrupt_blob(
+        &self,
+        expected: &Digest,
+        actual: Digest,
+        seen: &File,
+    ) -> CacheError {
+        let evidence = self.quarantine(
+            &self.blob_path(expected),
+            &format!("{expected}.{actual}"),
+            Some(seen),
+        );
+        CacheError::Corrupt {
+            expected: *expected,
+            actual,
+            evidence,
+        }
+    }
+
+    /// A streaming reader that verifies at end of file; see [`VerifyingReader`].
+    pub fn reader(&self, d: &Digest) -> Result<VerifyingReader, CacheError> {
+        Ok(VerifyingReader::new(self.clone(), *d, self.open_raw(d)?))
+    }
+
+    /// Writes the blob to `dest` through a temp file beside it, renamed into place only
+    /// once the bytes are verified.
+    pub fn copy_to(&self, d: &Digest, dest: &Path) -> Result<(), CacheError> {
+        let mut src = self.reader(d)?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".w4b-")
+            .permissions(fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(io_err("create a temp file in", dir))?;
+        if let Err(e) = io::copy(&mut src, &mut tmp) {
+            return Err(
+                crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("copy to", dest)(e))
+            );
+        }
+        tmp.persist(dest)
+            .map(drop)
+            .map_err(|e| io_err("replace", dest)(e.error))
+    }
+
+    // ---- records ----
+
+    /// Stores `r` unless a record with the same key and outputs exists. Every output blob
+    /// must already be in this directory.
+    pub fn put_record(&self, r: &Record) -> Result<(), CacheError> {
+        for (name, out) in &r.outputs {
+            if !self.contains(&out.digest) {
+                return Err(CacheError::IncompleteRecord {
+                    key: r.key,
+                    output: name.clone(),
+                    digest: out.digest,
+                });
+            }
+        }
+        self.write_record(r)
+    }
+
+    /// [`put_record`](Self::put_record) without the output check: for records copied
+    /// from a remote, whose blobs are fetched on first read.
+    pub(crate) fn write_record(&self, r: &Record) -> Result<(), CacheError> {
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(&r.to_json())
+            .map_err(io_err("write", tmp.path()))?;
+        self.publish(tmp, &self.record_path(r))
+    }
+
+    /// Every valid record for `key`, sorted by outputs digest. Invalid files are
+    /// quarantined and skipped; records of another schema are skipped.
+    pub fn records(&self, key: &Digest) -> Result<Vec<Record>, CacheError> {
+        let mut out = Vec::new();
+        for path in sorted_dir(&self.record_dir(key))? {
+            if let Some((Parsed::Valid(r), _)) = self.load_record(key, &path)? {
+                out.push(*r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and checks the record file at `path` (filed under `key`); an invalid one is
+    /// quarantined. `None` if it vanished meanwhile.
+    pub(crate) fn load_record(
+        &self,
+        key: &Digest,
+        path: &Path,
+    ) -> Result<Option<(Parsed, Vec<u8>)>, CacheError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        let parsed = match name.strip_suffix(".json").map(str::parse) {
+            Some(Ok(outputs)) => Record::parse(&bytes, key, &outputs),
+            _ => Parsed::Invalid,
+        };
+        if let Parsed::Invalid = parsed {
+            let evidence = format!("{key}-{name}.{}", Digest::of(&bytes));
+            self.quarantine(path, &evidence, None);
+        }
+        Ok(Some((parsed, bytes)))
+    }
+
+    /// Marks `r` as used at `now`, for GC's least-recently-used order. A no-op on a
+    /// read-only directory.
+    pub fn touch_record(&self, r: &Record, now: SystemTime) -> Result<(), CacheError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let path = self.record_path(r);
+        let file = File::open(&path).map_err(io_err("open", &path))?;
+        file.set_modified(now).map_err(io_err("touch", path))
+    }
+
+    // ---- meta ----
+
+    fn meta_path(&self, name: &str) -> Result<PathBuf, CacheError> {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+            return Err(CacheError::MetaName {
+                name: name.to_owned(),
+            });
+        }
+        Ok(self.sub("meta").join(name))
+    }
+
+    /// Replaces `meta/<name>` atomically (temp file + rename).
+    pub fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
+        let path = self.meta_path(name)?;
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("sync", tmp.path()))?;
+        tmp.persist(&path)
+            .map(drop)
+            .map_err(|e| io_err("replace", path)(e.error))
+    }
+
+    pub fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let path = self.meta_path(name)?;
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", path)(e)),
+        }
+    }
+
+    // ---- locking ----
+
+    /// Takes the shared build lock (waiting while a GC runs). Shared directories have no
+    /// reliable locks; their lease is empty and GC relies on the grace period.
+    pub fn lease(&self) -> Result<Lease, CacheError> {
+        if self.shared {
+            return Ok(Lease { _lock: None });
+        }
+        let lock = self.lock_file()?;
+        lock.lock_shared()
+            .map_err(io_err("lock", self.sub("lock")))?;
+        Ok(Lease { _lock: Some(lock) })
+    }
+
+    pub(crate) fn lock_file(&self) -> Result<File, CacheError> {
+        let path = self.sub("lock");
+        File::open(&path).map_err(io_err("open", path))
+    }
+
+    // ---- walking ----
+
+    /// Files two levels below `v1/<top>/` (`<shard>/<name>`), sorted, with their stat.
+    fn walk2(&self, top: &str) -> Result<Vec<(PathBuf, fs::Metadata)>, CacheError> {
+        let mut out = Vec::new();
+        for shard in sorted_dir(&self.sub(top))? {
+            if !shard.is_dir() {
+                continue;
+            }
+            for path in sorted_dir(&shard)? {
+                if let Ok(m) = fs::symlink_metadata(&path) {
+                    out.push((path, m));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every file under `blobs/` named by a digest.
+    pub(crate) fn blob_entries(&self) -> Result<Vec<Entry>, CacheError> {
+        let mut out = Vec::new();
+        for (path, m) in self.walk2("blobs")? {
+            let digest = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok());
+            if let (Some(digest), true) = (digest, m.is_file()) {
+                out.push(Entry::new(digest, path, &m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every record file, as an entry whose digest is the key it is filed under.
+    pub(crate) fn record_entries(&self) -> Result<Vec<Entry>, CacheError> {
+        let mut out = Vec::new();
+        for (key_dir, m) in self.walk2("records")? {
+            if !m.is_dir() {
+                continue;
+            }
+            let name = key_dir.file_name().and_then(|n| n.to_str());
+            let Some(key) = name.and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            for path in sorted_dir(&key_dir)? {
+                if let Ok(m) = fs::symlink_metadata(&path) {
+                    out.push(Entry::new(key, path, &m));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Entries of `dir` in name order; a missing directory is empty (GC may remove it).
+pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        out.push(e.map_err(io_err("list", dir))?.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::record::tests::record;
+    use crate::refs::NoRefs;
+    use proptest::prelude::*;
+
+    pub(crate) fn store() -> (tempfile::TempDir, StoreDir) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = StoreDir::open(t.path()).unwrap();
+        (t, dir)
+    }
+
+    /// Simulates bit rot: flips one byte of a published (read-only) file in place.
+    pub(crate) fn flip_byte(path: &Path) {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut bytes = fs::read(path).unwrap();
+        bytes[0] ^= 0x20;
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn corrupt_count(dir: &StoreDir) -> usize {
+        sorted_dir(&dir.sub("corrupt")).unwrap().len()
+    }
+
+    #[test]
+    fn blob_round_trips() {
+        let (t, dir) = store();
+        let d = dir.put_bytes(b"hello").unwrap();
+        assert_eq!(d, Digest::of(b"hello"));
+        assert_eq!(dir.read(&d).unwrap(), b"hello");
+        assert!(dir.contains(&d));
+
+        let mut w = dir.writer().unwrap();
+        w.write_all(&vec![3u8; 1 << 20]).unwrap();
+        w.write_all(b"tail").unwrap();
+        let (big, size) = w.commit().unwrap();
+        assert_eq!(size, (1 << 20) + 4);
+        assert_eq!(dir.read(&big).unwrap().len() as u64, size);
+        let mut streamed = Vec::new();
+        dir.reader(&big)
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert_eq!(Digest::of(&streamed), big);
+
+        let src = t.path().join("src");
+        fs::write(&src, b"file bytes").unwrap();
+        assert_eq!(dir.put_file(&src).unwrap(), (Digest::of(b"file bytes"), 10));
+        let dest = t.path().join("out/copy");
+        fs::create_dir(t.path().join("out")).unwrap();
+        dir.copy_to(&d, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"hello");
+
+        let e = Digest::of(b"import");
+        assert_eq!(dir.import_blob(&e, &mut &b"import"[..]).unwrap(), 6);
+        assert!(matches!(
+            dir.import_blob(&Digest::of(b"x"), &mut &b"not x"[..]),
+            Err(CacheError::Mismatch { .. })
+        ));
+        assert!(!dir.contains(&Digest::of(b"x")));
+        assert!(!dir.contains(&Digest::of(b"not x")));
+        assert!(matches!(
+            dir.read(&Digest::of(b"absent")),
+            Err(CacheError::Missing { .. })
+        ));
+        assert_eq!(
+            dir.stats().unwrap().tmp_files,
+            0,
+            "temp files are cleaned up"
+        );
+    }
+
+    #[test]
+    fn flipped_byte_is_a_quarantined_miss_that_republish_repairs() {
+        let (t, dir) = store();
+        let d = dir.put_bytes(b"precious bytes").unwrap();
+
+        flip_byte(&dir.blob_path(&d));
+        assert!(matches!(dir.read(&d), Err(CacheError::Corrupt { .. })));
+        assert!(!dir.contains(&d));
+        assert_eq!(corrupt_count(&dir), 1);
+        dir.put_bytes(b"precious bytes").unwrap();
+        assert_eq!(dir.read(&d).unwrap(), b"precious bytes");
+
+        flip_byte(&dir.blob_path(&d));
+        let mut r = dir.reader(&d).unwrap();
+        let err = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(matches!(
+            crate::blob::unwrap_corrupt(err),
+            Ok(CacheError::Corrupt { .. })
+        ));
+        assert!(!dir.contains(&d));
+        dir.put_bytes(b"precious bytes").unwrap();
+
+        flip_byte(&dir.blob_path(&d));
+        let dest = t.path().join("dest");
+        fs::write(&dest, b"old").unwrap();
+        assert!(matches!(
+            dir.copy_to(&d, &dest),
+            Err(CacheError::Corrupt { .. })
+        ));
+        assert_eq!(fs::read(&dest).unwrap(), b"old", "dest untouched");
+        assert!(!dir.contains(&d));
+        assert_eq!(
+            sorted_dir(t.path()).unwrap().len(),
+            2,
+            "no temp file left beside dest"
+        );
+    }
+
+    #[test]
+    fn records_dedupe_diverge_and_survive_garbage() {
+        let (_t, dir) = store();
+        let a = dir.put_bytes(b"a").unwrap();
+        let b = dir.put_bytes(b"b").unwrap();
+        let r1 = record("k", &[("out", a, 1)]);
+        let r2 = record("k", &[("out", b, 1)]);
+        let missing = record("k", &[("out", Digest::of(b"nope"), 4)]);
+        assert!(matches!(
+            dir.put_record(&missing),
+            Err(CacheError::IncompleteRecord { .. })
+        ));
+        assert!(dir.records(&r1.key).unwrap().is_empty());
+
+        dir.put_record(&r1).unwrap();
+        let mut again = r1.clone();
+        again.duration_ms = 7;
+        dir.put_record(&again).unwrap();
+        assert_eq!(
+            dir.records(&r1.key).unwrap(),
+            vec![r1.clone()],
+            "first writer wins"
+        );
+        dir.put_record(&r2).unwrap();
+        let mut both = vec![r1.clone(), r2.clone()];
+        both.sort_by_key(|r| r.outputs_digest());
+        assert_eq!(dir.records(&r1.key).unwrap(), both);
+        assert_eq!(dir.stats().unwrap().divergent_keys, vec![r1.key]);
+
+        let bad = dir
+            .record_dir(&r1.key)
+            .join(format!("{}.json", Digest::of(b"zz")));
+        fs::write(&bad, b"{not json").unwrap();
+        assert_eq!(dir.records(&r1.key).unwrap(), both);
+        assert!(!bad.exists());
+        assert_eq!(corrupt_count(&dir), 1);
+    }
+
+    #[test]
+    fn meta_replaces_atomically_and_rejects_paths() {
+        let (_t, dir) = store();
+        assert_eq!(dir.read_meta("state").unwrap(), None);
+        dir.write_meta("state", b"one").unwrap();
+        dir.write_meta("state", b"two").unwrap();
+        assert_eq!(
+            dir.read_meta("state").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                dir.write_meta(bad, b""),
+                Err(CacheError::MetaName { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn read_only_directory_is_never_written() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            StoreDir::open_shared_read_only(t.path()),
+            Err(CacheError::NotAStore { .. })
+        ));
+        let rw = StoreDir::open_shared(t.path()).unwrap();
+        let d = rw.put_bytes(b"shared").unwrap();
+        let ro = StoreDir::open_shared_read_only(t.path()).unwrap();
+        assert!(matches!(
+            ro.put_bytes(b"x"),
+            Err(CacheError::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            ro.write_meta("m", b"x"),
+            Err(CacheError::ReadOnly { .. })
+        ));
+        flip_byte(&rw.blob_path(&d));
+        assert!(matches!(ro.read(&d), Err(CacheError::Corrupt { .. })));
+        assert!(
+            rw.blob_path(&d).exists(),
+            "a read-only reader does not quarantine"
+        );
+    }
+
+    /// The blobs and records one writer publishes in the concurrency tests: a shared
+    /// part every writer publishes and a part only writer `id` does.
+    fn publish_batch(dir: &StoreDir, id: usize) {
+        for i in 0..40 {
+            for content in [format!("shared {i}"), format!("own {id} {i}")] {
+                let d = dir
+                    .put_bytes(content.repeat(i * 50 + 1).as_bytes())
+                    .unwrap();
+                let r = record(&format!("key {}", i % 10), &[("out", d, 0)]);
+                dir.put_record(&r).unwrap();
+            }
+        }
+    }
+
+    fn assert_sound(dir: &StoreDir, writers: usize) {
+        let rep = dir.verify(&NoRefs).unwrap();
+        assert!(
+            rep.corrupt_blobs.is_empty() && rep.invalid_records.is_empty(),
+            "{rep:?}"
+        );
+        assert!(rep.dangling_records.is_empty(), "{rep:?}");
+        assert_eq!(rep.blobs_checked, 40 * (writers as u64 + 1));
+        assert_eq!(dir.stats().unwrap().tmp_files, 0);
+        for i in 0..40 {
+            let d = Digest::of(format!("shared {i}").repeat(i * 50 + 1).as_bytes());
+            assert!(dir.read(&d).is_ok());
+        }
+    }
+
+    #[test]
+    fn eight_threads_publish_into_one_directory() {
+        let (_t, dir) = store();
+        std::thread::scope(|s| {
+            for id in 0..8 {
+                let dir = &dir;
+                s.spawn(move || publish_batch(dir, id));
+            }
+        });
+        assert_sound(&dir, 8);
+    }
+
+    /// Runs this test binary again, as the named child test, on `root`.
+    fn spawn_child(test: &str, root: &Path, id: usize) -> std::process::Child {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env("W4B_CACHE_TEST_ROOT", root)
+            .env("W4B_CACHE_TEST_ID", id.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn child_env() -> Option<(StoreDir, usize)> {
+        let root = std::env::var_os("W4B_CACHE_TEST_ROOT")?;
+        let id = std::env::var("W4B_CACHE_TEST_ID").ok()?.parse().ok()?;
+        Some((StoreDir::open_shared(Path::new(&root)).unwrap(), id))
+    }
+
+    /// Child half of `two_processes_publish_into_one_directory`; passes trivially when run
+    /// directly.
+    #[test]
+    fn child_publisher() {
+        if let Some((dir, id)) = child_env() {
+            publish_batch(&dir, id);
+        }
+    }
+
+    /// Child half of `sigkill_leaves_only_temp_garbage`: publishes until killed.
+    #[test]
+    fn child_endless_publisher() {
+        if let Some((dir, _)) = child_env() {
+            for i in 0u64.. {
+                let d = dir.put_bytes(&i.to_le_bytes().repeat(4096)).unwrap();
+                dir.put_record(&record(&i.to_string(), &[("o", d, 0)]))
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn two_processes_publish_into_one_directory() {
+        let (_t, dir) = store();
+        let mut kids: Vec<_> = (0..2)
+            .map(|id| spawn_child("dir::tests::child_publisher", dir.root(), id))
+            .collect();
+        publish_batch(&dir, 2);
+        for k in &mut kids {
+            assert!(k.wait().unwrap().success());
+        }
+        assert_sound(&dir, 3);
+    }
+
+    #[test]
+    fn sigkill_leaves_only_temp_garbage() {
+        let (_t, dir) = store();
+        let mut kid = spawn_child("dir::tests::child_endless_publisher", dir.root(), 0);
+        while dir.stats().unwrap().records < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        kid.kill().unwrap();
+        kid.wait().unwrap();
+        let rep = dir.verify(&NoRefs).unwrap();
+        assert!(
+            rep.corrupt_blobs.is_empty() && rep.invalid_records.is_empty(),
+            "{rep:?}"
+        );
+        assert!(rep.dangling_records.is_empty());
+    }
+
+    #[test]
+    fn crash_before_publish_leaves_tmp_garbage_that_gc_cleans() {
+        let (_t, dir) = store();
+        let mut w = dir.writer().unwrap();
+        w.write_all(b"never published").unwrap();
+        w.flush().unwrap();
+        // What SIGKILL does: no destructor runs.
+        std::mem::forget(w);
+        let stats = dir.stats().unwrap();
+        assert_eq!((stats.tmp_files, stats.blobs), (1, 0));
+        assert!(!dir.contains(&Digest::of(b"never published")));
+        assert!(dir.verify(&NoRefs).unwrap().blobs_checked == 0);
+
+        let now = SystemTime::now();
+        let young = dir.gc(&crate::GcPolicy::new(now), &NoRefs).unwrap();
+        assert_eq!(young.tmp_removed, 0, "younger than the grace period");
+        let later = now + crate::GcPolicy::DEFAULT_GRACE * 2;
+        assert_eq!(
+            dir.gc(&crate::GcPolicy::new(later), &NoRefs)
+                .unwrap()
+                .tmp_removed,
+            1
+        );
+        assert_eq!(dir.stats().unwrap().tmp_files, 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn put_read_identity(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let (_t, dir) = store();
+            let d = dir.put_bytes(&bytes).unwrap();
+            prop_assert_eq!(dir.read(&d).unwrap(), bytes);
+        }
+
+        #[test]
+        fn garbage_record_files_never_panic(garbage in proptest::collection::vec(any::<u8>(), 0..512), json in "\\{\"schema\":\"w4b.record/1\".{0,80}\\}") {
+            let (_t, dir) = store();
+            let key = Digest::of(b"k");
+            fs::create_dir_all(dir.record_dir(&key)).unwrap();
+            fs::write(dir.record_dir(&key).join(format!("{}.json", Digest::of(&garbage))), &garbage).unwrap();
+            fs::write(dir.record_dir(&key).join("junk"), json.as_bytes()).unwrap();
+            prop_assert!(dir.records(&key).unwrap().is_empty());
+            dir.verify(&NoRefs).unwrap();
+            dir.gc(&crate::GcPolicy::new(SystemTime::UNIX_EPOCH), &NoRefs).unwrap();
+        }
+    }
+}

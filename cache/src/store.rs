@@ -1,0 +1,281 @@
+//! The store a build uses: a local directory, optionally backed by a shared remote one.
+//!
+//! Reads go local first and fall back to the remote, importing (and verifying) what they
+//! fetch, so a corrupt or evicted local entry is repaired transparently. Publishing
+//! writes the local record, then uploads the outputs with everything their listings
+//! reference, children before parents, and the record last: a remote reader that finds a
+//! record finds its blobs. Steps whose outputs derive from secrets must not be published
+//! here; write them with `store.local().put_record` instead.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::blob::VerifyingReader;
+use crate::dir::StoreDir;
+use crate::error::CacheError;
+use crate::record::Record;
+use crate::refs::BlobRefs;
+use crate::Digest;
+
+pub struct Store {
+    local: StoreDir,
+    remote: Option<StoreDir>,
+}
+
+/// What [`Store::publish`] sent to the remote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+impl Store {
+    /// `remote` is typically [`StoreDir::open_shared`] or, for untrusted builds,
+    /// [`StoreDir::open_shared_read_only`].
+    pub fn new(local: StoreDir, remote: Option<StoreDir>) -> Store {
+        Store { local, remote }
+    }
+
+    pub fn local(&self) -> &StoreDir {
+        &self.local
+    }
+
+    pub fn remote(&self) -> Option<&StoreDir> {
+        self.remote.as_ref()
+    }
+
+    /// Records for `key`: the local ones, or else the remote ones, copied into the local
+    /// directory (their blobs are fetched when first read).
+    pub fn lookup(&self, key: &Digest) -> Result<Vec<Record>, CacheError> {
+        let local = self.local.records(key)?;
+        let Some(remote) = self.remote.as_ref().filter(|_| local.is_empty()) else {
+            return Ok(local);
+        };
+        let found = remote.records(key)?;
+        for r in &found {
+            self.local.write_record(r)?;
+        }
+        Ok(found)
+    }
+
+    /// Marks a record used as a hit (GC evicts least recently used records first), here
+    /// and in a writable remote, whose GC would otherwise see only upload times.
+    pub fn touch_record(&self, r: &Record, now: SystemTime) -> Result<(), CacheError> {
+        if let Some(remote) = &self.remote {
+            // Best effort: the remote copy may be gone or owned by another CI user, and a
+            // stale use time only makes GC evict that record a little early.
+            let _ = remote.touch_record(r, now);
+        }
+        self.local.touch_record(r, now)
+    }
+
+    /// Imports blob `d` from the remote into the local directory, verified.
+    pub fn fetch(&self, d: &Digest) -> Result<u64, CacheError> {
+        let Some(remote) = &self.remote else {
+            return Err(CacheError::Missing {
+                digest: *d,
+                root: self.local.root().to_owned(),
+            });
+        };
+        let mut file = remote.open_raw(d)?;
+        match self.local.import_blob(d, &mut file) {
+            Err(CacheError::Mismatch { actual, .. }) => Err(remote.corrupt_blob(d, actual, &file)),
+            other => other,
+        }
+    }
+
+    /// Runs `f` on the local directory; on a miss, fetches `d` and runs it again.
+    fn read_through<T>(
+        &self,
+        d: &Digest,
+        f: impl Fn(&StoreDir) -> Result<T, CacheError>,
+    ) -> Result<T, CacheError> {
+        match f(&self.local) {
+            Err(CacheError::Missing { .. } | CacheError::Corrupt { .. })
+                if self.remote.is_some() =>
+            {
+                self.fetch(d)?;
+                f(&self.local)
+            }
+            other => other,
+        }
+    }
+
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
+        self.read_through(d, |dir| dir.read(d))
+    }
+
+    /// Streaming read; corruption surfaces at end of file (see [`VerifyingReader`]).
+    pub fn reader(&self, d: &Digest) -> Result<VerifyingReader, CacheError> {
+        self.read_through(d, |dir| dir.reader(d))
+    }
+
+    pub fn copy_to(&self, d: &Digest, dest: &Path) -> Result<(), CacheError> {
+        self.read_through(d, |dir| dir.copy_to(d, dest))
+    }
+
+    /// Stores `r` locally, then (unless the remote is absent or read-only) uploads its
+    /// outputs' closure and the record. Returns what was uploaded.
+    pub fn publish(&self, r: &Record, refs: &dyn BlobRefs) -> Result<Uploaded, CacheError> {
+        self.local.put_record(r)?;
+        let mut up = Uploaded::default();
+        let Some(remote) = self.remote.as_ref().filter(|d| !d.is_read_only()) else {
+            return Ok(up);
+        };
+        let mut seen = BTreeSet::new();
+        for out in r.outputs.values() {
+            self.upload(remote, &out.digest, refs, &mut seen, &mut up)?;
+        }
+        remote.put_record(r)?;
+        Ok(up)
+    }
+
+    /// Uploads `d` after its children. A blob already in the remote is taken to have its
+    /// children there too (they were uploaded first); `verify` repairs it when not.
+    fn upload(
+        &self,
+        remote: &StoreDir,
+        d: &Digest,
+        refs: &dyn BlobRefs,
+        seen: &mut BTreeSet<Digest>,
+        up: &mut Uploaded,
+    ) -> Result<(), CacheError> {
+        if !seen.insert(*d) || remote.contains(d) {
+            return Ok(());
+        }
+        for child in self.local.children(d, refs)? {
+            self.upload(remote, &child, refs, seen, up)?;
+        }
+        up.bytes += remote.import_blob(d, &mut self.local.reader(d)?)?;
+        up.blobs += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dir::tests::flip_byte;
+    use crate::record::tests::record;
+    use crate::refs::tests::{listing, ListRefs};
+    use std::collections::BTreeMap;
+
+    fn dirs() -> (tempfile::TempDir, StoreDir, StoreDir) {
+        let t = tempfile::tempdir().unwrap();
+        let local = StoreDir::open(&t.path().join("local")).unwrap();
+        let remote = StoreDir::open_shared(&t.path().join("remote")).unwrap();
+        (t, local, remote)
+    }
+
+    /// Every file under `root` with its bytes.
+    fn snapshot(root: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(crate::dir::sorted_dir(&p).unwrap());
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn publish_uploads_closure_then_reader_reads_through() {
+        let (t, local, remote) = dirs();
+        let writer = Store::new(local, Some(remote.clone()));
+        let leaf = writer.local().put_bytes(b"leaf").unwrap();
+        let tree = writer.local().put_bytes(&listing(&[leaf])).unwrap();
+        let r = record("k", &[("tree", tree, 36)]);
+        let up = writer.publish(&r, &ListRefs).unwrap();
+        assert_eq!(
+            up,
+            Uploaded {
+                blobs: 2,
+                bytes: 4 + 36
+            }
+        );
+        assert_eq!(remote.records(&r.key).unwrap(), vec![r.clone()]);
+        assert_eq!(writer.publish(&r, &ListRefs).unwrap(), Uploaded::default());
+
+        let reader = Store::new(
+            StoreDir::open(&t.path().join("other")).unwrap(),
+            Some(remote.clone()),
+        );
+        assert!(!reader.local().contains(&leaf));
+        assert_eq!(reader.lookup(&r.key).unwrap(), vec![r.clone()]);
+        assert_eq!(
+            reader.local().records(&r.key).unwrap(),
+            vec![r.clone()],
+            "copied locally"
+        );
+        assert_eq!(reader.read(&leaf).unwrap(), b"leaf");
+        assert!(reader.local().contains(&leaf));
+        let used = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 31);
+        reader.touch_record(&r, used).unwrap();
+        for dir in [reader.local(), &remote] {
+            let m = std::fs::metadata(dir.record_path(&r)).unwrap();
+            assert_eq!(m.modified().unwrap(), used);
+        }
+
+        // A corrupt local copy is repaired from the remote.
+        flip_byte(&reader.local().blob_path(&leaf));
+        assert_eq!(reader.read(&leaf).unwrap(), b"leaf");
+        let dest = t.path().join("tree.bin");
+        reader.copy_to(&tree, &dest).unwrap();
+        assert_eq!(Digest::of(&std::fs::read(dest).unwrap()), tree);
+
+        // A corrupt remote copy is a quarantined miss, never wrong bytes.
+        let third = Store::new(
+            StoreDir::open(&t.path().join("third")).unwrap(),
+            Some(remote.clone()),
+        );
+        flip_byte(&remote.blob_path(&leaf));
+        assert!(matches!(third.read(&leaf), Err(CacheError::Corrupt { .. })));
+        assert!(!remote.contains(&leaf) && !third.local().contains(&leaf));
+        // Verify drops the now-incomplete listing; republishing repairs the remote.
+        assert_eq!(
+            remote.verify(&ListRefs).unwrap().incomplete_listings,
+            vec![tree]
+        );
+        assert_eq!(writer.publish(&r, &ListRefs).unwrap().blobs, 2);
+        assert_eq!(third.read(&leaf).unwrap(), b"leaf");
+    }
+
+    #[test]
+    fn read_only_remote_is_read_never_written() {
+        let (_t, local, remote) = dirs();
+        let shared = remote.put_bytes(b"from ci").unwrap();
+        let before = snapshot(remote.root());
+        let store = Store::new(
+            local,
+            Some(StoreDir::open_shared_read_only(remote.root()).unwrap()),
+        );
+        assert_eq!(store.read(&shared).unwrap(), b"from ci");
+        let mine = store.local().put_bytes(b"from a pull request").unwrap();
+        let r = record("pr", &[("o", mine, 19)]);
+        assert_eq!(store.publish(&r, &ListRefs).unwrap(), Uploaded::default());
+        assert_eq!(store.local().records(&r.key).unwrap(), vec![r]);
+        assert_eq!(snapshot(remote.root()), before);
+    }
+
+    #[test]
+    fn publish_refuses_outputs_that_are_nowhere() {
+        let (_t, local, remote) = dirs();
+        let store = Store::new(local, Some(remote.clone()));
+        let child = Digest::of(b"never stored");
+        let tree = store.local().put_bytes(&listing(&[child])).unwrap();
+        let r = record("k", &[("tree", tree, 36)]);
+        assert!(matches!(
+            store.publish(&r, &ListRefs),
+            Err(CacheError::Missing { .. })
+        ));
+        assert!(
+            remote.records(&r.key).unwrap().is_empty(),
+            "no record without its blobs"
+        );
+        assert!(!remote.contains(&tree));
+    }
+}
