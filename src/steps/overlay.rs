@@ -13,6 +13,10 @@ use crate::tree::layer::{apply, Changeset};
 /// Input 0 is the base (`tree`), inputs 1.. are layers (`changeset`), in order.
 pub struct OverlayStep {
     pub store: Arc<AppStore>,
+    /// The layers' labels in order. Keyed so that reordering is a root cause `why` can
+    /// point at, not just "inputs changed".
+    pub layers: String,
+    pub layers_location: Option<String>,
 }
 
 impl Step for OverlayStep {
@@ -23,8 +27,7 @@ impl Step for OverlayStep {
         1
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        // The order of layers is the order of the upstream components (`in1`, `in2`, …).
-        Ok(Vec::new())
+        Ok(vec![Component::param("layers", &self.layers).at(self.layers_location.clone())])
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let blobs = self.store.as_ref();
