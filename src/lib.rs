@@ -1,2 +1,4 @@
 //! placeholder
 pub mod cli { pub fn main() -> i32 { 0 } }
+pub mod formats;
+pub mod tree;
