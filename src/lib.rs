@@ -1,4 +1,8 @@
 //! placeholder
-pub mod cli { pub fn main() -> i32 { 0 } }
+pub mod cli {
+    pub fn main() -> i32 {
+        0
+    }
+}
 pub mod formats;
 pub mod tree;

@@ -4,4 +4,6 @@
 //! own small types over `std::io` traits and takes times, sizes and IDs as explicit inputs,
 //! so the same inputs always produce the same bytes; `src/tree/` adapts trees to them.
 
+#![forbid(unsafe_code)]
+
 pub mod tar;

@@ -116,7 +116,9 @@ pub enum TarError {
         reason: &'static str,
     },
 
-    #[error("content of tar member `{path}` ended after {actual} bytes, but its size is {expected}")]
+    #[error(
+        "content of tar member `{path}` ended after {actual} bytes, but its size is {expected}"
+    )]
     #[diagnostic(
         code(w4b::tar::content_too_short),
         help("the stored blob does not match the tree entry; run `w4b cache verify`")
@@ -279,14 +281,18 @@ fn validate(entry: &TarEntry) -> Result<(), TarError> {
                 return Err(invalid("link target", "it contains a NUL byte"));
             }
         }
+        // ustar's 7 octal digits hold 21 bits; Linux uses 12-bit majors and 20-bit
+        // minors, so a larger number is a mistake, not something to encode.
+        TarKind::CharDev | TarKind::BlockDev
+            if entry.dev_major >= 1 << 21 || entry.dev_minor >= 1 << 21 =>
+        {
+            return Err(invalid("device number", "it does not fit 21 bits"));
+        }
         _ => {}
     }
     for name in entry.xattrs.keys() {
         if name.is_empty() || name.contains('\0') || name.contains('=') {
-            return Err(invalid(
-                "xattr name",
-                "it is empty or contains NUL or `=`",
-            ));
+            return Err(invalid("xattr name", "it is empty or contains NUL or `=`"));
         }
     }
     Ok(())
@@ -377,7 +383,7 @@ impl Header<'_> {
         h[157..157 + self.linkname.len()].copy_from_slice(self.linkname); // linkname[100]
         h[257..263].copy_from_slice(b"ustar\0"); // magic[6]
         h[263..265].copy_from_slice(b"00"); // version[2]
-        // uname[32] and gname[32] stay empty: numeric owners only.
+                                            // uname[32] and gname[32] stay empty: numeric owners only.
         if let Some((major, minor)) = self.dev {
             octal(&mut h[329..337], u64::from(major)); // devmajor[8]
             octal(&mut h[337..345], u64::from(minor)); // devminor[8]
@@ -487,7 +493,10 @@ mod tests {
             seen[0].2,
             vec![("security.capability".to_owned(), vec![1, 0, 0, 2, 0xff])]
         );
-        assert_eq!(seen[1].3.as_deref(), Some(&*format!("/{}", "t".repeat(120))));
+        assert_eq!(
+            seen[1].3.as_deref(),
+            Some(&*format!("/{}", "t".repeat(120)))
+        );
         assert!(bytes.windows(12).any(|w| w == b"uid=4194304\n"));
     }
 
@@ -527,10 +536,22 @@ mod tests {
         let e = TarEntry::new("./l", TarKind::Symlink);
         assert!(matches!(
             w.append(&e, &mut io::empty()),
-            Err(TarError::InvalidEntry { field: "link target", .. })
+            Err(TarError::InvalidEntry {
+                field: "link target",
+                ..
+            })
         ));
         let e = file("./a\0b", b"");
         assert!(w.append(&e, &mut io::empty()).is_err());
+        let mut e = TarEntry::new("./dev", TarKind::BlockDev);
+        e.dev_minor = 1 << 21;
+        assert!(matches!(
+            w.append(&e, &mut io::empty()),
+            Err(TarError::InvalidEntry {
+                field: "device number",
+                ..
+            })
+        ));
     }
 
     #[test]

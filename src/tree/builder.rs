@@ -73,7 +73,10 @@ impl TreeBuilder {
         if !root_entry.is_dir() {
             return Err(TreeError::InvalidEntry {
                 path: "/".into(),
-                reason: format!("the root must be a directory, not a {}", root_entry.kind.name()),
+                reason: format!(
+                    "the root must be a directory, not a {}",
+                    root_entry.kind.name()
+                ),
             });
         }
         let mut root = Node {
@@ -92,12 +95,22 @@ impl TreeBuilder {
                     entry: Entry::default_dir(),
                     children: BTreeMap::new(),
                 });
-                if !child.entry.is_dir() {
-                    return Err(TreeError::NotADirectory {
-                        path: path.to_string(),
-                        parent: path.prefix(depth + 1).to_string(),
-                        kind: child.entry.kind.name(),
-                    });
+                match &child.entry.kind {
+                    Kind::Dir { .. } => {}
+                    Kind::Symlink { target } => {
+                        return Err(TreeError::ThroughSymlink {
+                            path: path.to_string(),
+                            symlink: path.prefix(depth + 1).to_string(),
+                            target: target.clone(),
+                        })
+                    }
+                    other => {
+                        return Err(TreeError::NotADirectory {
+                            path: path.to_string(),
+                            parent: path.prefix(depth + 1).to_string(),
+                            kind: other.name(),
+                        })
+                    }
                 }
                 node = child;
             }
@@ -268,10 +281,18 @@ mod tests {
         let etc = lookup(&blobs, root, &p("/etc")).unwrap().unwrap();
         assert_eq!(etc.mtime, 7);
         let host = lookup(&blobs, root, &p("/etc/hostname")).unwrap().unwrap();
-        assert_eq!(host.kind, Kind::File { digest: Digest::of(b"hello\n"), size: 6 });
+        assert_eq!(
+            host.kind,
+            Kind::File {
+                digest: Digest::of(b"hello\n"),
+                size: 6
+            }
+        );
         assert!(lookup(&blobs, root, &p("/etc/nope")).unwrap().is_none());
         // Lookups never go through files or symlinks.
-        assert!(lookup(&blobs, root, &p("/etc/hostname/x")).unwrap().is_none());
+        assert!(lookup(&blobs, root, &p("/etc/hostname/x"))
+            .unwrap()
+            .is_none());
         assert!(lookup(&blobs, root, &p("/etc/alt/x")).unwrap().is_none());
     }
 
@@ -292,14 +313,14 @@ mod tests {
         let blobs = MemBlobs::new();
         let base = sample_entries(&blobs);
         let reference = build(&blobs, &base);
-        let edits: Vec<Box<dyn Fn(&mut Entry)>> = vec![
-            Box::new(|e| e.mode = 0o600),
-            Box::new(|e| e.uid = 1),
-            Box::new(|e| e.gid = 1),
-            Box::new(|e| e.mtime = 1),
-            Box::new(|e| {
+        let edits: [fn(&mut Entry); 5] = [
+            |e| e.mode = 0o600,
+            |e| e.uid = 1,
+            |e| e.gid = 1,
+            |e| e.mtime = 1,
+            |e| {
                 e.xattrs.insert("user.x".into(), b"1".to_vec());
-            }),
+            },
         ];
         let mut seen = BTreeSet::from([reference]);
         for edit in edits {
@@ -311,8 +332,17 @@ mod tests {
             }
         }
         let mut entries = base.clone();
-        entries.push((TreePath::root(), Entry { mtime: 5, ..Entry::default_dir() }));
-        assert!(seen.insert(build(&blobs, &entries)), "root metadata not hashed");
+        entries.push((
+            TreePath::root(),
+            Entry {
+                mtime: 5,
+                ..Entry::default_dir()
+            },
+        ));
+        assert!(
+            seen.insert(build(&blobs, &entries)),
+            "root metadata not hashed"
+        );
     }
 
     #[test]
@@ -325,18 +355,29 @@ mod tests {
             Err(TreeError::DuplicatePath { .. })
         ));
         let mut b = TreeBuilder::new();
-        b.insert(p("/f"), Entry::file(Digest::of(b""), 0, 0o644)).unwrap();
+        b.insert(p("/f"), Entry::file(Digest::of(b""), 0, 0o644))
+            .unwrap();
         b.insert(p("/f/x"), Entry::dir(0o755)).unwrap();
         assert!(matches!(
             b.finish(&blobs),
             Err(TreeError::NotADirectory { parent, .. }) if parent == "/f"
         ));
         let mut b = TreeBuilder::new();
+        b.insert(p("/opt"), Entry::symlink("/etc")).unwrap();
+        b.insert(p("/opt/passwd"), Entry::dir(0o755)).unwrap();
+        assert!(matches!(
+            b.finish(&blobs),
+            Err(TreeError::ThroughSymlink { symlink, .. }) if symlink == "/opt"
+        ));
+        let mut b = TreeBuilder::new();
         b.insert(TreePath::root(), Entry::symlink("x")).unwrap();
         assert!(b.finish(&blobs).is_err());
         let mut b = TreeBuilder::new();
         b.insert(p("/x"), Entry::new(Kind::Fifo, 0o100644)).unwrap();
-        assert!(matches!(b.finish(&blobs), Err(TreeError::InvalidEntry { .. })));
+        assert!(matches!(
+            b.finish(&blobs),
+            Err(TreeError::InvalidEntry { .. })
+        ));
     }
 
     #[test]
@@ -362,19 +403,33 @@ mod tests {
         let t = Tree::open(&blobs, one);
         assert_eq!(t.lookup(&p("/a/link")).unwrap().unwrap(), file);
         let l = t.lookup(&p("/z/file")).unwrap().unwrap();
-        assert_eq!(l.kind, Kind::HardLink { target: p("/a/link") });
+        assert_eq!(
+            l.kind,
+            Kind::HardLink {
+                target: p("/a/link")
+            }
+        );
         assert_eq!((l.mode, l.uid), (0o755, 3));
 
         let mut b = TreeBuilder::new();
         b.insert(p("/l"), link("/missing")).unwrap();
-        assert!(matches!(b.finish(&blobs), Err(TreeError::BadHardLink { .. })));
+        assert!(matches!(
+            b.finish(&blobs),
+            Err(TreeError::BadHardLink { .. })
+        ));
         let mut b = TreeBuilder::new();
         b.insert(p("/l1"), link("/l2")).unwrap();
         b.insert(p("/l2"), link("/l1")).unwrap();
-        assert!(matches!(b.finish(&blobs), Err(TreeError::BadHardLink { .. })));
+        assert!(matches!(
+            b.finish(&blobs),
+            Err(TreeError::BadHardLink { .. })
+        ));
         let mut b = TreeBuilder::new();
         b.insert(p("/d"), Entry::dir(0o755)).unwrap();
         b.insert(p("/l"), link("/d")).unwrap();
-        assert!(matches!(b.finish(&blobs), Err(TreeError::BadHardLink { .. })));
+        assert!(matches!(
+            b.finish(&blobs),
+            Err(TreeError::BadHardLink { .. })
+        ));
     }
 }

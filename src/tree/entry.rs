@@ -15,15 +15,30 @@ use super::{TreeError, TreePath};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A regular file: content blob and its length.
-    File { digest: Digest, size: u64 },
+    File {
+        digest: Digest,
+        size: u64,
+    },
     /// A directory: the digest of its child listing (a [`DIR_MAGIC`](super::DIR_MAGIC) blob).
-    Dir { digest: Digest },
+    Dir {
+        digest: Digest,
+    },
     /// A symbolic link. The target is data: recorded as-is and never followed.
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// Another name for the regular file at `target` (same inode when extracted).
-    HardLink { target: TreePath },
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    HardLink {
+        target: TreePath,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -123,13 +138,12 @@ impl Entry {
 
     /// Checks the invariants the directory encoding relies on.
     pub fn validate(&self, path: &TreePath) -> Result<(), TreeError> {
-        entry_problem(self)
-            .map_or(Ok(()), |reason| {
-                Err(TreeError::InvalidEntry {
-                    path: path.to_string(),
-                    reason,
-                })
+        entry_problem(self).map_or(Ok(()), |reason| {
+            Err(TreeError::InvalidEntry {
+                path: path.to_string(),
+                reason,
             })
+        })
     }
 }
 

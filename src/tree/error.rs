@@ -48,7 +48,9 @@ pub enum TreeError {
         reason: String,
     },
 
-    #[error("blob `{digest}` is a {what} of format version {version}, which this w4b does not support")]
+    #[error(
+        "blob `{digest}` is a {what} of format version {version}, which this w4b does not support"
+    )]
     #[diagnostic(
         code(w4b::tree::unsupported_version),
         help("the cache was written by a newer w4b; upgrade w4b or use another cache directory")

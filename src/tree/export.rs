@@ -17,7 +17,12 @@ use super::{walk, Blobs, Entry, Kind, TreeError, TreePath};
 
 /// Writes the tree `root` as a tar archive to `out`, mtimes clamped to `epoch`; returns
 /// the sink. On error the output is incomplete and must be discarded.
-pub fn export_tar<W: Write>(blobs: &dyn Blobs, root: Digest, epoch: u64, out: W) -> Result<W, TreeError> {
+pub fn export_tar<W: Write>(
+    blobs: &dyn Blobs,
+    root: Digest,
+    epoch: u64,
+    out: W,
+) -> Result<W, TreeError> {
     let mut tar = TarWriter::new(out, epoch);
     let mut files: BTreeSet<TreePath> = BTreeSet::new();
     for item in walk(blobs, root) {
@@ -58,7 +63,9 @@ pub fn export_tar_zst<W: Write>(
     out: W,
 ) -> Result<W, TreeError> {
     let mut encoder = zstd::stream::Encoder::new(out, level).map_err(TreeError::Compress)?;
-    encoder.include_checksum(true).map_err(TreeError::Compress)?;
+    encoder
+        .include_checksum(true)
+        .map_err(TreeError::Compress)?;
     let encoder = export_tar(blobs, root, epoch, encoder)?;
     encoder.finish().map_err(TreeError::Compress)
 }
@@ -121,29 +128,70 @@ mod tests {
         let put = |bytes: &[u8]| blobs.put(bytes).unwrap();
         let mut b = TreeBuilder::new();
         let mut ins = |path: &str, entry: Entry| b.insert(p(path), entry).unwrap();
-        ins("/", Entry { mtime: 1_600_000_000, ..Entry::dir(0o755) });
-        ins("/etc/hostname", Entry { mtime: 2_000_000_000, ..Entry::file(put(b"north\n"), 6, 0o644) });
+        ins(
+            "/",
+            Entry {
+                mtime: 1_600_000_000,
+                ..Entry::dir(0o755)
+            },
+        );
+        ins(
+            "/etc/hostname",
+            Entry {
+                mtime: 2_000_000_000,
+                ..Entry::file(put(b"north\n"), 6, 0o644)
+            },
+        );
         let mut secret = Entry::file(put(b"wg-key\n"), 7, 0o600);
         secret.uid = 1000;
         secret.gid = 1001;
         ins("/etc/wireguard/wg0.key", secret);
         let mut ping = Entry::file(put(b"\x7fELF ping"), 9, 0o4755);
-        ping.xattrs.insert("security.capability".into(), vec![1, 0, 0, 2, 0, 0x20, 0, 0]);
+        ping.xattrs.insert(
+            "security.capability".into(),
+            vec![1, 0, 0, 2, 0, 0x20, 0, 0],
+        );
         ping.mtime = 1_500_000_000;
         ins("/usr/bin/ping", ping);
-        ins("/usr/bin/ping6", Entry::new(Kind::HardLink { target: p("/usr/bin/ping") }, 0o4755));
+        ins(
+            "/usr/bin/ping6",
+            Entry::new(
+                Kind::HardLink {
+                    target: p("/usr/bin/ping"),
+                },
+                0o4755,
+            ),
+        );
         ins("/usr/bin/sh", Entry::symlink("dash"));
         ins("/tmp", Entry::dir(0o1777));
         let long = format!("/usr/share/{}/{}", "d".repeat(90), "f".repeat(60));
         ins(&long, Entry::file(put(b""), 0, 0o644));
-        ins("/usr/share/zoneinfo/Europe/Zürich", Entry::file(put(b"tz"), 2, 0o644));
+        ins(
+            "/usr/share/zoneinfo/Europe/Zürich",
+            Entry::file(put(b"tz"), 2, 0o644),
+        );
         ins("/run/fifo", Entry::new(Kind::Fifo, 0o600));
         ins("/run/sock", Entry::new(Kind::Socket, 0o600));
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        ins("/var/big.bin", Entry::file(put(&big), big.len() as u64, 0o644));
+        ins(
+            "/var/big.bin",
+            Entry::file(put(&big), big.len() as u64, 0o644),
+        );
         if with_devices {
-            ins("/dev/null", Entry::new(Kind::CharDev { major: 1, minor: 3 }, 0o666));
-            ins("/dev/mmcblk0", Entry::new(Kind::BlockDev { major: 179, minor: 0 }, 0o660));
+            ins(
+                "/dev/null",
+                Entry::new(Kind::CharDev { major: 1, minor: 3 }, 0o666),
+            );
+            ins(
+                "/dev/mmcblk0",
+                Entry::new(
+                    Kind::BlockDev {
+                        major: 179,
+                        minor: 0,
+                    },
+                    0o660,
+                ),
+            );
         }
         b.finish(blobs).unwrap()
     }
@@ -186,7 +234,14 @@ mod tests {
         }
         assert_eq!(back, b.finish(&blobs).unwrap());
         // A tree that tar can carry exactly round-trips to the same root digest.
-        assert_eq!(import_tar(&blobs, &export_tar(&blobs, back, EPOCH, Vec::new()).unwrap()[..]).unwrap(), back);
+        assert_eq!(
+            import_tar(
+                &blobs,
+                &export_tar(&blobs, back, EPOCH, Vec::new()).unwrap()[..]
+            )
+            .unwrap(),
+            back
+        );
     }
 
     #[test]
@@ -198,8 +253,14 @@ mod tests {
         assert_eq!(tar, export_tar(&blobs, root, EPOCH, Vec::new()).unwrap());
         // Pinned: any change to the tree encoding, the tar rules or the vendored zstd
         // (zstd-sys is locked in Cargo.lock) shows up here first.
-        assert_eq!(Digest::of(&tar).to_hex(), "5c8118fb290a18e15453d89d24fb34525a7489e59a914ceacec7e8f649f9dfd0");
-        assert_eq!(Digest::of(&zst).to_hex(), "b2d41a497c013b1167820595026cc836e64ba48db6b026171e7f601ccbeae774");
+        assert_eq!(
+            Digest::of(&tar).to_hex(),
+            "5c8118fb290a18e15453d89d24fb34525a7489e59a914ceacec7e8f649f9dfd0"
+        );
+        assert_eq!(
+            Digest::of(&zst).to_hex(),
+            "b2d41a497c013b1167820595026cc836e64ba48db6b026171e7f601ccbeae774"
+        );
     }
 
     #[test]
@@ -245,7 +306,10 @@ mod tests {
             "hrwsr-xr-x 0/0 0 2017-07-14 02:40:00 ./usr/bin/ping6 link to ./usr/bin/ping".into(),
             "lrwxrwxrwx 0/0 0 1970-01-01 00:00:00 ./usr/bin/sh -> dash".into(),
             "drwxr-xr-x 0/0 0 1970-01-01 00:00:00 ./usr/share/".into(),
-            format!("drwxr-xr-x 0/0 0 1970-01-01 00:00:00 ./usr/share/{}/", "d".repeat(90)),
+            format!(
+                "drwxr-xr-x 0/0 0 1970-01-01 00:00:00 ./usr/share/{}/",
+                "d".repeat(90)
+            ),
             format!("-rw-r--r-- 0/0 0 1970-01-01 00:00:00 {long}"),
             "drwxr-xr-x 0/0 0 1970-01-01 00:00:00 ./usr/share/zoneinfo/".into(),
             "drwxr-xr-x 0/0 0 1970-01-01 00:00:00 ./usr/share/zoneinfo/Europe/".into(),
@@ -281,7 +345,11 @@ mod tests {
             eprintln!("skipping: `zstd` is not installed for GNU tar --zstd");
             return;
         }
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         for item in walk(&blobs, root) {
             let (path, entry) = item.unwrap();
@@ -293,14 +361,19 @@ mod tests {
             let meta = std::fs::symlink_metadata(&host).unwrap();
             match &entry.kind {
                 Kind::File { digest, .. } => {
-                    assert_eq!(std::fs::read(&host).unwrap(), blobs.get(digest).unwrap(), "{path}");
+                    assert_eq!(
+                        std::fs::read(&host).unwrap(),
+                        blobs.get(digest).unwrap(),
+                        "{path}"
+                    );
                 }
                 Kind::Symlink { target } => {
                     assert_eq!(std::fs::read_link(&host).unwrap(), Path::new(target));
                     continue;
                 }
                 Kind::HardLink { target } => {
-                    let target_meta = std::fs::metadata(dest.join(target.components().join("/"))).unwrap();
+                    let target_meta =
+                        std::fs::metadata(dest.join(target.components().join("/"))).unwrap();
                     assert_eq!(meta.ino(), target_meta.ino(), "{path} is not a hard link");
                     assert_eq!(meta.nlink(), 2);
                 }

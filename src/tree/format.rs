@@ -32,6 +32,9 @@
 //! A tree is named by the digest of its root blob, so the root directory's own mode,
 //! owner, mtime and xattrs are part of the tree's identity like every other directory's.
 
+// Decoding runs over untrusted bytes: no unchecked arithmetic (STYLE, disk formats).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::BTreeMap;
 
 use w4b_cache::Digest;
@@ -246,13 +249,15 @@ impl<'a> Dec<'a> {
     /// Checks the magic; a known family with another version byte is "unsupported",
     /// anything else "corrupt".
     pub(super) fn magic(&mut self, magic: &[u8]) -> Result<(), TreeError> {
-        let (family, version) = magic.split_at(magic.len() - 1);
         if self.bytes.starts_with(magic) {
             self.pos = magic.len();
             return Ok(());
         }
+        let Some((&version, family)) = magic.split_last() else {
+            return Err(self.corrupt_at(0, "wrong magic".into()));
+        };
         match self.bytes.get(family.len()) {
-            Some(&v) if self.bytes.starts_with(family) && v != version[0] => {
+            Some(&v) if self.bytes.starts_with(family) && v != version => {
                 Err(TreeError::UnsupportedVersion {
                     digest: self.digest,
                     what: self.what,
@@ -268,7 +273,9 @@ impl<'a> Dec<'a> {
             .pos
             .checked_add(n)
             .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| self.corrupt_at(self.pos, format!("truncated: {n} more bytes expected")))?;
+            .ok_or_else(|| {
+                self.corrupt_at(self.pos, format!("truncated: {n} more bytes expected"))
+            })?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -320,7 +327,9 @@ impl<'a> Dec<'a> {
             2 => Kind::Dir {
                 digest: self.digest()?,
             },
-            3 => Kind::Symlink { target: self.str()? },
+            3 => Kind::Symlink {
+                target: self.str()?,
+            },
             4 => Kind::HardLink {
                 target: self.path()?,
             },
@@ -346,8 +355,13 @@ impl<'a> Dec<'a> {
         for _ in 0..count {
             let name_at = self.pos;
             let name = self.str()?;
-            if last.as_ref().is_some_and(|l| l.as_bytes() >= name.as_bytes()) {
-                return Err(self.corrupt_at(name_at, "xattr names are not strictly ascending".into()));
+            if last
+                .as_ref()
+                .is_some_and(|l| l.as_bytes() >= name.as_bytes())
+            {
+                return Err(
+                    self.corrupt_at(name_at, "xattr names are not strictly ascending".into())
+                );
             }
             let value = self.blob()?.to_vec();
             last = Some(name.clone());
@@ -398,8 +412,14 @@ mod tests {
                 0o755,
             ),
         );
-        m.insert("null".into(), Entry::new(Kind::CharDev { major: 1, minor: 3 }, 0o666));
-        m.insert("sda".into(), Entry::new(Kind::BlockDev { major: 8, minor: 0 }, 0o660));
+        m.insert(
+            "null".into(),
+            Entry::new(Kind::CharDev { major: 1, minor: 3 }, 0o666),
+        );
+        m.insert(
+            "sda".into(),
+            Entry::new(Kind::BlockDev { major: 8, minor: 0 }, 0o660),
+        );
         m.insert("p".into(), Entry::new(Kind::Fifo, 0o600));
         m.insert("s".into(), Entry::new(Kind::Socket, 0o600));
         m

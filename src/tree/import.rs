@@ -15,7 +15,9 @@ use rayon::prelude::*;
 use w4b_cache::Digest;
 
 use super::path::name_problem;
-use super::{store_dir, store_root, Blobs, Entry, Kind, TreeBuilder, TreeError, TreePath, MAX_DEPTH};
+use super::{
+    store_dir, store_root, Blobs, Entry, Kind, TreeBuilder, TreeError, TreePath, MAX_DEPTH,
+};
 
 /// Archive members larger than this are buffered in a temporary file, not memory.
 const SPOOL_THRESHOLD: u64 = 16 << 20;
@@ -76,7 +78,11 @@ impl ImportOptions {
 /// Symlinks inside are kept as symlinks with their targets as-is (never followed). Host
 /// hard links become independent files. Fifos, sockets and devices are rejected.
 /// File contents are hashed in parallel; the result does not depend on scheduling.
-pub fn import_dir(blobs: &dyn Blobs, host_dir: &Path, opts: &ImportOptions) -> Result<Digest, TreeError> {
+pub fn import_dir(
+    blobs: &dyn Blobs,
+    host_dir: &Path,
+    opts: &ImportOptions,
+) -> Result<Digest, TreeError> {
     opts.check()?;
     let meta = fs::metadata(host_dir).map_err(io_error("cannot read", host_dir))?;
     if !meta.is_dir() {
@@ -93,7 +99,11 @@ pub fn import_dir(blobs: &dyn Blobs, host_dir: &Path, opts: &ImportOptions) -> R
 
 /// Imports one host file (followed if it is a symlink) as a regular-file entry, with the
 /// mode rule and owner of [`import_dir`] and mtime 0.
-pub fn import_file(blobs: &dyn Blobs, host_file: &Path, opts: &ImportOptions) -> Result<Entry, TreeError> {
+pub fn import_file(
+    blobs: &dyn Blobs,
+    host_file: &Path,
+    opts: &ImportOptions,
+) -> Result<Entry, TreeError> {
     opts.check()?;
     let meta = fs::metadata(host_file).map_err(io_error("cannot read", host_file))?;
     if !meta.is_file() {
@@ -105,12 +115,22 @@ pub fn import_file(blobs: &dyn Blobs, host_file: &Path, opts: &ImportOptions) ->
     file_entry(blobs, host_file, meta.permissions().mode(), opts)
 }
 
-fn file_entry(blobs: &dyn Blobs, path: &Path, host_mode: u32, opts: &ImportOptions) -> Result<Entry, TreeError> {
+fn file_entry(
+    blobs: &dyn Blobs,
+    path: &Path,
+    host_mode: u32,
+    opts: &ImportOptions,
+) -> Result<Entry, TreeError> {
     let (digest, size) = blobs.put_file(path)?;
     Ok(opts.owned(Entry::file(digest, size, opts.file_mode(host_mode))))
 }
 
-fn import_listing(blobs: &dyn Blobs, dir: &Path, opts: &ImportOptions, depth: usize) -> Result<Digest, TreeError> {
+fn import_listing(
+    blobs: &dyn Blobs,
+    dir: &Path,
+    opts: &ImportOptions,
+    depth: usize,
+) -> Result<Digest, TreeError> {
     if depth >= MAX_DEPTH {
         return Err(TreeError::InvalidPath {
             path: dir.display().to_string(),
@@ -145,7 +165,12 @@ fn import_listing(blobs: &dyn Blobs, dir: &Path, opts: &ImportOptions, depth: us
     store_dir(blobs, &listing)
 }
 
-fn import_child(blobs: &dyn Blobs, path: &Path, opts: &ImportOptions, depth: usize) -> Result<Entry, TreeError> {
+fn import_child(
+    blobs: &dyn Blobs,
+    path: &Path,
+    opts: &ImportOptions,
+    depth: usize,
+) -> Result<Entry, TreeError> {
     let meta = fs::symlink_metadata(path).map_err(io_error("cannot read", path))?;
     let kind = meta.file_type();
     if kind.is_file() {
@@ -158,7 +183,9 @@ fn import_child(blobs: &dyn Blobs, path: &Path, opts: &ImportOptions, depth: usi
             .map_err(io_error("cannot read symlink", path))?
             .into_os_string()
             .into_string()
-            .map_err(|_| TreeError::NonUtf8 { path: path.to_owned() })?;
+            .map_err(|_| TreeError::NonUtf8 {
+                path: path.to_owned(),
+            })?;
         Ok(opts.owned(Entry::symlink(target)))
     } else {
         Err(TreeError::UnsupportedHostFile {
@@ -217,7 +244,8 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
         if kind == tar::EntryType::XGlobalHeader {
             continue;
         }
-        let text = std::str::from_utf8(&raw_name).map_err(|_| bad("the name is not UTF-8".into()))?;
+        let text =
+            std::str::from_utf8(&raw_name).map_err(|_| bad("the name is not UTF-8".into()))?;
         let path = member_path(text).map_err(|reason| bad(reason.into()))?;
 
         let header = member.header();
@@ -230,7 +258,9 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
         if let Some(records) = member.pax_extensions().map_err(TreeError::TarRead)? {
             for record in records {
                 let record = record.map_err(TreeError::TarRead)?;
-                let key = record.key().map_err(|_| bad("a pax key is not UTF-8".into()))?;
+                let key = record
+                    .key()
+                    .map_err(|_| bad("a pax key is not UTF-8".into()))?;
                 let number = || {
                     record
                         .value()
@@ -257,12 +287,17 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
             let target = member
                 .link_name_bytes()
                 .ok_or_else(|| bad("the link target is missing".into()))?;
-            String::from_utf8(target.into_owned()).map_err(|_| bad("the link target is not UTF-8".into()))
+            String::from_utf8(target.into_owned())
+                .map_err(|_| bad("the link target is not UTF-8".into()))
         };
         let device = |member: &tar::Entry<'_, _>| -> Result<(u32, u32), TreeError> {
             let h = member.header();
-            let major = h.device_major().map_err(|e| bad(format!("bad devmajor: {e}")))?;
-            let minor = h.device_minor().map_err(|e| bad(format!("bad devminor: {e}")))?;
+            let major = h
+                .device_major()
+                .map_err(|e| bad(format!("bad devmajor: {e}")))?;
+            let minor = h
+                .device_minor()
+                .map_err(|e| bad(format!("bad devminor: {e}")))?;
             Ok((major.unwrap_or(0), minor.unwrap_or(0)))
         };
         let kind = match kind {
@@ -281,8 +316,12 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
             },
             tar::EntryType::Link => {
                 let target = link_target(&member)?;
-                let target = member_path(&target)
-                    .map_err(|reason| bad(format!("hard link target `{}`: {reason}", target.escape_debug())))?;
+                let target = member_path(&target).map_err(|reason| {
+                    bad(format!(
+                        "hard link target `{}`: {reason}",
+                        target.escape_debug()
+                    ))
+                })?;
                 Kind::HardLink { target }
             }
             tar::EntryType::Char => {
@@ -389,8 +428,16 @@ mod tests {
         let blobs = MemBlobs::new();
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        populate(a.path(), 0o022, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
-        populate(b.path(), 0o077, SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000));
+        populate(
+            a.path(),
+            0o022,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+        );
+        populate(
+            b.path(),
+            0o077,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
+        );
         let opts = ImportOptions::default();
         let ra = import_dir(&blobs, a.path(), &opts).unwrap();
         let rb = import_dir(&blobs, b.path(), &opts).unwrap();
@@ -416,14 +463,28 @@ mod tests {
                 "/usr/bin/tool 755 0:0 0",
             ]
         );
-        let alt = crate::tree::lookup(&blobs, ra, &"/etc/alt".parse().unwrap()).unwrap().unwrap();
-        assert_eq!(alt.kind, Kind::Symlink { target: "../usr/bin/tool".into() });
+        let alt = crate::tree::lookup(&blobs, ra, &"/etc/alt".parse().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            alt.kind,
+            Kind::Symlink {
+                target: "../usr/bin/tool".into()
+            }
+        );
 
         // Options change the result.
-        let owned = ImportOptions { uid: 1000, gid: 1000, file_mode: Some(0o600), dir_mode: 0o700 };
+        let owned = ImportOptions {
+            uid: 1000,
+            gid: 1000,
+            file_mode: Some(0o600),
+            dir_mode: 0o700,
+        };
         let rc = import_dir(&blobs, a.path(), &owned).unwrap();
         assert_ne!(rc, ra);
-        let host = crate::tree::lookup(&blobs, rc, &"/etc/hostname".parse().unwrap()).unwrap().unwrap();
+        let host = crate::tree::lookup(&blobs, rc, &"/etc/hostname".parse().unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!((host.mode, host.uid, host.gid), (0o600, 1000, 1000));
         // Content changes the result.
         fs::write(a.path().join("etc/hostname"), b"south\n").unwrap();
@@ -442,9 +503,17 @@ mod tests {
             "{err:?}"
         );
         assert!(import_file(&blobs, &sock, &ImportOptions::default()).is_err());
-        let bad = ImportOptions { dir_mode: 0o40755, ..ImportOptions::default() };
+        let bad = ImportOptions {
+            dir_mode: 0o40755,
+            ..ImportOptions::default()
+        };
         assert!(import_dir(&blobs, dir.path(), &bad).is_err());
-        assert!(import_dir(&blobs, &dir.path().join("missing"), &ImportOptions::default()).is_err());
+        assert!(import_dir(
+            &blobs,
+            &dir.path().join("missing"),
+            &ImportOptions::default()
+        )
+        .is_err());
     }
 
     #[test]
@@ -457,7 +526,12 @@ mod tests {
         let e = import_file(&blobs, &f, &ImportOptions::default()).unwrap();
         assert_eq!(e, Entry::file(Digest::of(b"abc"), 3, 0o755));
         fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(import_file(&blobs, &f, &ImportOptions::default()).unwrap().mode, 0o644);
+        assert_eq!(
+            import_file(&blobs, &f, &ImportOptions::default())
+                .unwrap()
+                .mode,
+            0o644
+        );
     }
 
     #[test]
@@ -512,19 +586,37 @@ mod tests {
         let blobs = MemBlobs::new();
         for (members, why) in [
             (vec![("../escape", b'0', &b"x"[..], "")], "escape the tree"),
-            (vec![("a/../../escape", b'0', &b"x"[..], "")], "escape the tree"),
             (
-                vec![("ok", b'0', &b"x"[..], ""), ("link", b'1', &b""[..], "../ok")],
+                vec![("a/../../escape", b'0', &b"x"[..], "")],
+                "escape the tree",
+            ),
+            (
+                vec![
+                    ("ok", b'0', &b"x"[..], ""),
+                    ("link", b'1', &b""[..], "../ok"),
+                ],
                 "escape the tree",
             ),
             (
                 vec![("f", b'0', &b"x"[..], ""), ("f/below", b'0', &b"x"[..], "")],
                 "needs `/f` to be a directory",
             ),
-            (vec![("./", b'0', &b"x"[..], "")], "root must be a directory"),
-            (vec![("sparse", b'S', &b""[..], "")], "reading the tar archive"),
-            (vec![("unknown", b'Z', &b""[..], "")], "unsupported member type"),
-            (vec![("dangling", b'1', &b""[..], "nothing")], "does not exist"),
+            (
+                vec![("./", b'0', &b"x"[..], "")],
+                "root must be a directory",
+            ),
+            (
+                vec![("sparse", b'S', &b""[..], "")],
+                "reading the tar archive",
+            ),
+            (
+                vec![("unknown", b'Z', &b""[..], "")],
+                "unsupported member type",
+            ),
+            (
+                vec![("dangling", b'1', &b""[..], "nothing")],
+                "does not exist",
+            ),
         ] {
             let bytes = raw_tar(&members);
             let err = import_tar(&blobs, &bytes[..]).expect_err("accepted");

@@ -251,7 +251,10 @@ impl Node {
     }
 
     /// The children of this directory, reading its listing on first use.
-    fn children_mut(&mut self, blobs: &dyn Blobs) -> Result<&mut BTreeMap<String, Node>, TreeError> {
+    fn children_mut(
+        &mut self,
+        blobs: &dyn Blobs,
+    ) -> Result<&mut BTreeMap<String, Node>, TreeError> {
         if self.children.is_none() {
             let mut map = BTreeMap::new();
             if let Some(listing) = self.entry.dir_digest() {
@@ -473,8 +476,8 @@ fn concat(blobs: &dyn Blobs, parts: &[Digest], first_len: u64) -> Result<(Digest
         let digest = blobs.put(&bytes)?;
         return Ok((digest, bytes.len() as u64));
     }
-    let mut spool =
-        tempfile::NamedTempFile::new().map_err(|e| spool_error("cannot create temporary file", e))?;
+    let mut spool = tempfile::NamedTempFile::new()
+        .map_err(|e| spool_error("cannot create temporary file", e))?;
     for part in parts {
         io::copy(&mut blobs.open(part)?, spool.as_file_mut())
             .map_err(|e| spool_error("cannot write temporary file", e))?;
@@ -511,7 +514,10 @@ mod tests {
                 let (path, entry) = r.unwrap();
                 let what = match &entry.kind {
                     Kind::File { digest, .. } => {
-                        format!("file {}", String::from_utf8(blobs.get(digest).unwrap()).unwrap())
+                        format!(
+                            "file {}",
+                            String::from_utf8(blobs.get(digest).unwrap()).unwrap()
+                        )
                     }
                     Kind::Dir { .. } => "dir".into(),
                     Kind::Symlink { target } => format!("-> {target}"),
@@ -525,10 +531,13 @@ mod tests {
     /// `/etc/hostname`, `/etc/ssh/sshd_config`, `/opt -> /etc`, `/usr/bin/sh`.
     fn base(blobs: &dyn Blobs) -> Digest {
         let mut b = TreeBuilder::new();
-        b.insert(p("/etc/hostname"), file(blobs, b"old", 0o644)).unwrap();
-        b.insert(p("/etc/ssh/sshd_config"), file(blobs, b"cfg", 0o600)).unwrap();
+        b.insert(p("/etc/hostname"), file(blobs, b"old", 0o644))
+            .unwrap();
+        b.insert(p("/etc/ssh/sshd_config"), file(blobs, b"cfg", 0o600))
+            .unwrap();
         b.insert(p("/opt"), Entry::symlink("/etc")).unwrap();
-        b.insert(p("/usr/bin/sh"), file(blobs, b"elf", 0o755)).unwrap();
+        b.insert(p("/usr/bin/sh"), file(blobs, b"elf", 0o755))
+            .unwrap();
         b.finish(blobs).unwrap()
     }
 
@@ -584,12 +593,19 @@ mod tests {
         assert_eq!(apply(&blobs, root, &[]).unwrap(), root);
         // Putting an identical entry is a no-op too.
         let same = lookup(&blobs, root, &p("/usr/bin/sh")).unwrap().unwrap();
-        let ops = vec![Op::Put { path: p("/usr/bin/sh"), entry: same }];
+        let ops = vec![Op::Put {
+            path: p("/usr/bin/sh"),
+            entry: same,
+        }];
         assert_eq!(run(&blobs, root, ops).unwrap(), root);
         // Removing a missing path is fine and changes nothing.
         let ops = vec![
-            Op::Remove { path: p("/nope/deeper") },
-            Op::Remove { path: p("/etc/hostname/below-a-file") },
+            Op::Remove {
+                path: p("/nope/deeper"),
+            },
+            Op::Remove {
+                path: p("/etc/hostname/below-a-file"),
+            },
         ];
         assert_eq!(run(&blobs, root, ops).unwrap(), root);
     }
@@ -625,16 +641,33 @@ mod tests {
         let root = base(&blobs);
         // An upper tree with /etc/ssh/extra and new metadata for /etc/ssh.
         let mut b = TreeBuilder::new();
-        b.insert(p("/ssh"), Entry { uid: 5, ..Entry::dir(0o750) }).unwrap();
-        b.insert(p("/ssh/extra"), file(&blobs, b"x", 0o644)).unwrap();
+        b.insert(
+            p("/ssh"),
+            Entry {
+                uid: 5,
+                ..Entry::dir(0o750)
+            },
+        )
+        .unwrap();
+        b.insert(p("/ssh/extra"), file(&blobs, b"x", 0o644))
+            .unwrap();
         b.insert(p("/motd"), file(&blobs, b"hi", 0o644)).unwrap();
         let upper = b.finish(&blobs).unwrap();
         let new = run(
             &blobs,
             root,
             vec![
-                Op::PutTree { path: p("/etc"), root: upper },
-                Op::Put { path: TreePath::root(), entry: Entry { mtime: 9, ..Entry::dir(0o755) } },
+                Op::PutTree {
+                    path: p("/etc"),
+                    root: upper,
+                },
+                Op::Put {
+                    path: TreePath::root(),
+                    entry: Entry {
+                        mtime: 9,
+                        ..Entry::dir(0o755)
+                    },
+                },
             ],
         )
         .unwrap();
@@ -653,21 +686,50 @@ mod tests {
         assert_eq!(ssh.uid, 5);
         assert_eq!(Tree::open(&blobs, new).root_entry().unwrap().mtime, 9);
         // A whole tree can also replace a file.
-        let new = run(&blobs, root, vec![Op::PutTree { path: p("/etc/hostname"), root: upper }]).unwrap();
-        assert!(lookup(&blobs, new, &p("/etc/hostname/ssh/extra")).unwrap().is_some());
+        let new = run(
+            &blobs,
+            root,
+            vec![Op::PutTree {
+                path: p("/etc/hostname"),
+                root: upper,
+            }],
+        )
+        .unwrap();
+        assert!(lookup(&blobs, new, &p("/etc/hostname/ssh/extra"))
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn remove_is_a_recursive_whiteout() {
         let blobs = MemBlobs::new();
         let root = base(&blobs);
-        let new = run(&blobs, root, vec![Op::Remove { path: p("/etc") }, Op::Remove { path: p("/opt") }]).unwrap();
+        let new = run(
+            &blobs,
+            root,
+            vec![
+                Op::Remove { path: p("/etc") },
+                Op::Remove { path: p("/opt") },
+            ],
+        )
+        .unwrap();
         assert_eq!(
             listing(&blobs, new),
-            ["/ 755 dir", "/usr 755 dir", "/usr/bin 755 dir", "/usr/bin/sh 755 file elf"]
+            [
+                "/ 755 dir",
+                "/usr 755 dir",
+                "/usr/bin 755 dir",
+                "/usr/bin/sh 755 file elf"
+            ]
         );
         assert!(matches!(
-            run(&blobs, root, vec![Op::Remove { path: TreePath::root() }]),
+            run(
+                &blobs,
+                root,
+                vec![Op::Remove {
+                    path: TreePath::root()
+                }]
+            ),
             Err(TreeError::Root { .. })
         ));
         // Order matters: a later put after a removal recreates the path.
@@ -676,7 +738,10 @@ mod tests {
             root,
             vec![
                 Op::Remove { path: p("/etc") },
-                Op::Put { path: p("/etc/hostname"), entry: file(&blobs, b"n", 0o644) },
+                Op::Put {
+                    path: p("/etc/hostname"),
+                    entry: file(&blobs, b"n", 0o644),
+                },
             ],
         )
         .unwrap();
@@ -689,16 +754,45 @@ mod tests {
         let blobs = MemBlobs::new();
         let root = base(&blobs);
         let more = blobs.put(b"+more").unwrap();
-        let append = |path: &str| Op::Append { path: p(path), digest: more, mode: 0o640, uid: 1, gid: 2 };
-        let new = run(&blobs, root, vec![append("/etc/hostname"), append("/etc/new/file")]).unwrap();
+        let append = |path: &str| Op::Append {
+            path: p(path),
+            digest: more,
+            mode: 0o640,
+            uid: 1,
+            gid: 2,
+        };
+        let new = run(
+            &blobs,
+            root,
+            vec![append("/etc/hostname"), append("/etc/new/file")],
+        )
+        .unwrap();
         let l = listing(&blobs, new);
-        assert!(l.contains(&"/etc/hostname 644 file old+more".to_string()), "{l:#?}");
-        assert!(l.contains(&"/etc/new/file 640 file +more".to_string()), "{l:#?}");
+        assert!(
+            l.contains(&"/etc/hostname 644 file old+more".to_string()),
+            "{l:#?}"
+        );
+        assert!(
+            l.contains(&"/etc/new/file 640 file +more".to_string()),
+            "{l:#?}"
+        );
         let created = lookup(&blobs, new, &p("/etc/new/file")).unwrap().unwrap();
         assert_eq!((created.uid, created.gid), (1, 2));
-        assert_eq!(created.kind, Kind::File { digest: more, size: 5 });
+        assert_eq!(
+            created.kind,
+            Kind::File {
+                digest: more,
+                size: 5
+            }
+        );
         let extended = lookup(&blobs, new, &p("/etc/hostname")).unwrap().unwrap();
-        assert_eq!(extended.kind, Kind::File { digest: Digest::of(b"old+more"), size: 8 });
+        assert_eq!(
+            extended.kind,
+            Kind::File {
+                digest: Digest::of(b"old+more"),
+                size: 8
+            }
+        );
         assert_eq!(extended.uid, 0, "extending keeps the lower owner");
 
         for bad in ["/etc", "/opt"] {
@@ -714,14 +808,31 @@ mod tests {
         let blobs = MemBlobs::new();
         let root = base(&blobs);
         let ops = [
-            Op::Put { path: p("/opt/x"), entry: file(&blobs, b"x", 0o644) },
-            Op::Append { path: p("/opt/x"), digest: Digest::of(b""), mode: 0o644, uid: 0, gid: 0 },
-            Op::Remove { path: p("/opt/hostname") },
-            Op::PutTree { path: p("/opt/sub/dir"), root },
+            Op::Put {
+                path: p("/opt/x"),
+                entry: file(&blobs, b"x", 0o644),
+            },
+            Op::Append {
+                path: p("/opt/x"),
+                digest: Digest::of(b""),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+            Op::Remove {
+                path: p("/opt/hostname"),
+            },
+            Op::PutTree {
+                path: p("/opt/sub/dir"),
+                root,
+            },
         ];
         for op in ops {
             let err = run(&blobs, root, vec![op]).unwrap_err();
-            let TreeError::ThroughSymlink { symlink, target, .. } = &err else {
+            let TreeError::ThroughSymlink {
+                symlink, target, ..
+            } = &err
+            else {
                 panic!("wrong error {err:?}");
             };
             assert_eq!((symlink.as_str(), target.as_str()), ("/opt", "/etc"));
@@ -729,27 +840,57 @@ mod tests {
             assert!(text.contains("`/opt`") && text.contains("`/etc`"), "{text}");
         }
         // Replacing the symlink itself is fine.
-        let new = run(&blobs, root, vec![Op::Put { path: p("/opt"), entry: Entry::dir(0o755) }]).unwrap();
+        let new = run(
+            &blobs,
+            root,
+            vec![Op::Put {
+                path: p("/opt"),
+                entry: Entry::dir(0o755),
+            }],
+        )
+        .unwrap();
         assert!(lookup(&blobs, new, &p("/opt")).unwrap().unwrap().is_dir());
         // Writing below a regular file is an error, not a silent replacement.
         assert!(matches!(
-            run(&blobs, root, vec![Op::Put { path: p("/etc/hostname/x"), entry: Entry::dir(0o755) }]),
+            run(
+                &blobs,
+                root,
+                vec![Op::Put {
+                    path: p("/etc/hostname/x"),
+                    entry: Entry::dir(0o755)
+                }]
+            ),
             Err(TreeError::NotADirectory { .. })
         ));
     }
 
     #[test]
     fn unsafe_paths_never_reach_a_changeset() {
-        for bad in ["/etc/../shadow", "/../x", "etc/passwd", "/a/./b", "/a//b", "/a\0"] {
-            assert!(matches!(TreePath::parse(bad), Err(TreeError::InvalidPath { .. })), "{bad}");
+        for bad in [
+            "/etc/../shadow",
+            "/../x",
+            "etc/passwd",
+            "/a/./b",
+            "/a//b",
+            "/a\0",
+        ] {
+            assert!(
+                matches!(TreePath::parse(bad), Err(TreeError::InvalidPath { .. })),
+                "{bad}"
+            );
         }
         // A changeset blob carrying `..` is corrupt, not applied.
         let blobs = MemBlobs::new();
         let good = Changeset::new(vec![Op::Remove { path: p("/ab") }]).encode();
-        let bad = String::from_utf8_lossy(&good).replace("/ab", "/..").into_bytes();
+        let bad = String::from_utf8_lossy(&good)
+            .replace("/ab", "/..")
+            .into_bytes();
         assert_eq!(bad.len(), good.len());
         let d = blobs.put(&bad).unwrap();
-        assert!(matches!(Changeset::load(&blobs, &d), Err(TreeError::Corrupt { .. })));
+        assert!(matches!(
+            Changeset::load(&blobs, &d),
+            Err(TreeError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -759,11 +900,25 @@ mod tests {
         let mut e = file(&blobs, b"x", 0o644);
         e.mode = 0o100644;
         assert!(matches!(
-            run(&blobs, root, vec![Op::Put { path: p("/x"), entry: e }]),
+            run(
+                &blobs,
+                root,
+                vec![Op::Put {
+                    path: p("/x"),
+                    entry: e
+                }]
+            ),
             Err(TreeError::InvalidEntry { .. })
         ));
         assert!(matches!(
-            run(&blobs, root, vec![Op::Put { path: TreePath::root(), entry: Entry::symlink("x") }]),
+            run(
+                &blobs,
+                root,
+                vec![Op::Put {
+                    path: TreePath::root(),
+                    entry: Entry::symlink("x")
+                }]
+            ),
             Err(TreeError::Root { .. })
         ));
     }
@@ -772,9 +927,15 @@ mod tests {
     fn changesets_apply_in_order_and_round_trip() {
         let blobs = MemBlobs::new();
         let root = base(&blobs);
-        let first = Changeset::new(vec![Op::Put { path: p("/f"), entry: file(&blobs, b"1", 0o644) }]);
+        let first = Changeset::new(vec![Op::Put {
+            path: p("/f"),
+            entry: file(&blobs, b"1", 0o644),
+        }]);
         let mut second = Changeset::default();
-        second.push(Op::Put { path: p("/f"), entry: file(&blobs, b"2", 0o644) });
+        second.push(Op::Put {
+            path: p("/f"),
+            entry: file(&blobs, b"2", 0o644),
+        });
         second.push(Op::Append {
             path: p("/f"),
             digest: blobs.put(b"3").unwrap(),
@@ -782,12 +943,23 @@ mod tests {
             uid: 0,
             gid: 0,
         });
-        second.push(Op::PutTree { path: p("/t"), root });
+        second.push(Op::PutTree {
+            path: p("/t"),
+            root,
+        });
         second.push(Op::Remove { path: p("/t/usr") });
         let new = apply(&blobs, root, &[first.clone(), second.clone()]).unwrap();
         let f = lookup(&blobs, new, &p("/f")).unwrap().unwrap();
-        assert_eq!(f.kind, Kind::File { digest: Digest::of(b"23"), size: 2 });
-        assert!(lookup(&blobs, new, &p("/t/etc/hostname")).unwrap().is_some());
+        assert_eq!(
+            f.kind,
+            Kind::File {
+                digest: Digest::of(b"23"),
+                size: 2
+            }
+        );
+        assert!(lookup(&blobs, new, &p("/t/etc/hostname"))
+            .unwrap()
+            .is_some());
         assert!(lookup(&blobs, new, &p("/t/usr")).unwrap().is_none());
 
         for cs in [first, second] {
@@ -804,10 +976,16 @@ mod tests {
     #[test]
     fn changeset_encoding_is_pinned() {
         let cs = Changeset::new(vec![
-            Op::Put { path: p("/a"), entry: Entry::symlink("b") },
+            Op::Put {
+                path: p("/a"),
+                entry: Entry::symlink("b"),
+            },
             Op::Remove { path: p("/c") },
         ]);
-        assert_eq!(Digest::of(&cs.encode()).to_hex(), "b2eca3aaef99a2c92d01e7dbc3f710c2b7f09154f4b477c7d2986828ef002681");
+        assert_eq!(
+            Digest::of(&cs.encode()).to_hex(),
+            "b2eca3aaef99a2c92d01e7dbc3f710c2b7f09154f4b477c7d2986828ef002681"
+        );
     }
 
     #[test]
@@ -836,12 +1014,16 @@ mod tests {
         assert_eq!(blobs.reads(), 5, "reads");
         // Those four listings and the new root blob.
         assert_eq!(blobs.writes(), 5, "writes");
-        assert!(lookup(&blobs.inner, new, &p("/usr/share/d042/new")).unwrap().is_some());
+        assert!(lookup(&blobs.inner, new, &p("/usr/share/d042/new"))
+            .unwrap()
+            .is_some());
         assert_eq!(walk(&blobs.inner, new).count(), 1 + 2 + 100 + 10_000 + 1);
 
         // A whiteout of a whole subtree does not read inside it.
         blobs.reset();
-        let layer = Changeset::new(vec![Op::Remove { path: p("/usr/share/d007") }]);
+        let layer = Changeset::new(vec![Op::Remove {
+            path: p("/usr/share/d007"),
+        }]);
         apply(&blobs, root, &[layer]).unwrap();
         assert_eq!(blobs.reads(), 4, "reads");
     }

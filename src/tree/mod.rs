@@ -13,6 +13,8 @@
 //! order ([`walk`], [`lookup`]) and written out as normalised tar ([`export`]). Storage is
 //! abstracted by [`Blobs`], so this module does not depend on the cache's store API.
 
+#![forbid(unsafe_code)]
+
 mod blobs;
 mod builder;
 mod entry;

@@ -181,7 +181,15 @@ mod tests {
         assert_eq!(p.parent().unwrap().to_string(), "/etc/ssh");
         assert_eq!(p.name(), Some("sshd_config"));
         for bad in [
-            "", "etc", "/etc/", "//etc", "/etc/../x", "/./etc", "/..", "/a\0b", "/a//b",
+            "",
+            "etc",
+            "/etc/",
+            "//etc",
+            "/etc/../x",
+            "/./etc",
+            "/..",
+            "/a\0b",
+            "/a//b",
         ] {
             assert!(
                 matches!(TreePath::parse(bad), Err(TreeError::InvalidPath { .. })),

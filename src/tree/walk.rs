@@ -73,7 +73,11 @@ impl Iterator for Walk<'_> {
 
 /// The entry at `path` in the tree `root`, or `None`. Symlinks are never followed: a
 /// path through a symlink or a file does not exist.
-pub fn lookup(blobs: &dyn Blobs, root: Digest, path: &TreePath) -> Result<Option<Entry>, TreeError> {
+pub fn lookup(
+    blobs: &dyn Blobs,
+    root: Digest,
+    path: &TreePath,
+) -> Result<Option<Entry>, TreeError> {
     let mut entry = load_root(blobs, &root)?;
     for name in path.components() {
         let Some(listing) = entry.dir_digest() else {
