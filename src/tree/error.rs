@@ -27,6 +27,12 @@ pub enum TreeError {
     )]
     BlobCorrupt { digest: Digest },
 
+    /// A [`Blobs`](super::Blobs) implementation's own failure (the cache store's
+    /// error, wrapped by its adapter).
+    #[error("the blob store failed")]
+    #[diagnostic(code(w4b::tree::store))]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     #[error("{what} `{}`", path.display())]
     #[diagnostic(code(w4b::tree::io))]
     Io {

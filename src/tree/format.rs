@@ -498,4 +498,32 @@ mod tests {
         let not_dir = encode_root(&Entry::new(Kind::Fifo, 0o644));
         assert!(decode_root(Digest::of(&not_dir), &not_dir).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let d = Digest::of(&bytes);
+            let _ = decode_dir(d, &bytes);
+            let _ = decode_root(d, &bytes);
+            let _ = crate::tree::layer::Changeset::decode(d, &bytes);
+            let _ = dir_refs(&bytes);
+        }
+
+        #[test]
+        fn mutated_listings_never_panic(
+            edits in proptest::collection::vec((0usize..1024, proptest::prelude::any::<u8>()), 1..8),
+        ) {
+            let mut blob = encode_dir(&sample());
+            for (at, byte) in edits {
+                let at = at % blob.len();
+                blob[at] = byte;
+            }
+            let d = Digest::of(&blob);
+            if let Ok(children) = decode_dir(d, &blob) {
+                // Whatever decodes must be canonical: it re-encodes to the same bytes.
+                let map: BTreeMap<String, Entry> = children.into_iter().collect();
+                proptest::prop_assert_eq!(encode_dir(&map), blob);
+            }
+        }
+    }
 }

@@ -91,3 +91,28 @@ pub fn lookup(
     }
     Ok(Some(entry))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{MemBlobs, TreeBuilder};
+
+    #[test]
+    fn a_corrupt_listing_ends_the_walk_with_an_error() {
+        let blobs = MemBlobs::new();
+        let mut b = TreeBuilder::new();
+        b.insert("/a/b".parse().unwrap(), Entry::dir(0o755))
+            .unwrap();
+        b.insert("/c".parse().unwrap(), Entry::dir(0o755)).unwrap();
+        let root = b.finish(&blobs).unwrap();
+        let a = lookup(&blobs, root, &"/a".parse().unwrap())
+            .unwrap()
+            .unwrap();
+        let listing = a.dir_digest().unwrap();
+        blobs.corrupt(&listing, b"w4b-dir\x01garbage".to_vec());
+        let items: Vec<_> = walk(&blobs, root).collect();
+        assert_eq!(items.len(), 2, "`/`, then the error; nothing after");
+        assert!(matches!(items[1], Err(TreeError::BlobCorrupt { .. })));
+        assert!(lookup(&blobs, root, &"/a/b".parse().unwrap()).is_err());
+    }
+}
