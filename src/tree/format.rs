@@ -390,6 +390,7 @@ impl<'a> Dec<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // tests index their own fixtures
 mod tests {
     use super::*;
 
