@@ -1,0 +1,9 @@
+//! On-disk and archive formats, written and read in-process: bytes in, bytes out.
+//!
+//! Nothing here depends on another w4b module. Each format exchanges entries through its
+//! own small types over `std::io` traits and takes times, sizes and IDs as explicit inputs,
+//! so the same inputs always produce the same bytes; `src/tree/` adapts trees to them.
+
+#![forbid(unsafe_code)]
+
+pub mod tar;
