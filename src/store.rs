@@ -241,7 +241,11 @@ impl w4b_graph::Cache for AppStore {
 }
 
 fn tree_err(e: CacheError) -> TreeError {
-    TreeError::from_store(e)
+    match e {
+        CacheError::Missing { digest, .. } => TreeError::BlobMissing { digest },
+        CacheError::Corrupt { expected, .. } => TreeError::BlobCorrupt { digest: expected },
+        other => TreeError::Store(Box::new(other)),
+    }
 }
 
 impl Blobs for AppStore {

@@ -33,6 +33,8 @@ pub struct ImportOptions {
     pub file_mode: Option<u32>,
     /// Mode of every directory, the top one included.
     pub dir_mode: u32,
+    /// Modification time of every entry (the target's epoch).
+    pub mtime: i64,
 }
 
 impl Default for ImportOptions {
@@ -42,6 +44,7 @@ impl Default for ImportOptions {
             gid: 0,
             file_mode: None,
             dir_mode: 0o755,
+            mtime: 0,
         }
     }
 }
@@ -66,6 +69,7 @@ impl ImportOptions {
     fn owned(&self, mut entry: Entry) -> Entry {
         entry.uid = self.uid;
         entry.gid = self.gid;
+        entry.mtime = self.mtime;
         entry
     }
 }
@@ -74,7 +78,7 @@ impl ImportOptions {
 /// returns the tree digest, whose root carries `opts.dir_mode` and owner.
 ///
 /// The result depends only on names, contents, execute bits and symlink targets: modes
-/// come from `opts`, owners from `opts`, every mtime is 0, children are sorted by name.
+/// come from `opts`, owners from `opts`, every mtime is `opts.mtime`, children are sorted by name.
 /// Symlinks inside are kept as symlinks with their targets as-is (never followed). Host
 /// hard links become independent files. Fifos, sockets and devices are rejected.
 /// File contents are hashed in parallel; the result does not depend on scheduling.
@@ -98,7 +102,7 @@ pub fn import_dir(
 }
 
 /// Imports one host file (followed if it is a symlink) as a regular-file entry, with the
-/// mode rule and owner of [`import_dir`] and mtime 0.
+/// mode rule, owner and mtime of [`import_dir`].
 pub fn import_file(
     blobs: &dyn Blobs,
     host_file: &Path,
@@ -479,6 +483,7 @@ mod tests {
             gid: 1000,
             file_mode: Some(0o600),
             dir_mode: 0o700,
+            mtime: 0,
         };
         let rc = import_dir(&blobs, a.path(), &owned).unwrap();
         assert_ne!(rc, ra);

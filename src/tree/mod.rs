@@ -31,6 +31,15 @@ pub use builder::TreeBuilder;
 pub use entry::{Entry, Kind};
 pub use error::TreeError;
 pub use format::{dir_refs, DIR_MAGIC, ROOT_MAGIC};
+
+/// The prefix shared by every blob kind that names other blobs (listings, roots,
+/// changesets): the store's GC and upload follow only blobs that start with it.
+pub const REFS_MAGIC: &[u8] = b"w4b-";
+
+/// The digests a listing, root or changeset blob names (empty for file contents).
+pub fn blob_refs(blob: &[u8]) -> Vec<w4b_cache::Digest> {
+    dir_refs(blob)
+}
 pub use path::{TreePath, MAX_DEPTH};
 pub use walk::{lookup, walk, Walk};
 
