@@ -1,3 +1,7 @@
 //! placeholder
-pub mod cli { pub fn main() -> i32 { 0 } }
+pub mod cli {
+    pub fn main() -> i32 {
+        0
+    }
+}
 pub mod defs;

@@ -88,10 +88,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a value with a source span")
             }
-            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                let span = SPAN_SLOT.with(|slot| slot.borrow_mut().take()).ok_or_else(|| {
-                    de::Error::custom("`Spanned` can only be read from w4b definitions")
-                })?;
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                let span = SPAN_SLOT
+                    .with(|slot| slot.borrow_mut().take())
+                    .ok_or_else(|| {
+                        de::Error::custom("`Spanned` can only be read from w4b definitions")
+                    })?;
                 Ok(Spanned {
                     value: T::deserialize(d)?,
                     span,
@@ -184,14 +189,17 @@ impl DeError {
                 format!("expected one of {}", suggest::backticked(expected)),
                 Some(suggest::help_for(&variant, expected, "values")),
             ),
-            DeErrorKind::InvalidType { found, expected } => DefsErrorKind::InvalidType {
-                src: span.src(),
-                span: span.ss(),
-                expected,
-                found,
-                help: None,
+            DeErrorKind::InvalidType { found, expected } => {
+                let expected = humanise_expected(&expected);
+                DefsErrorKind::InvalidType {
+                    src: span.src(),
+                    span: span.ss(),
+                    help: Some(type_help(&expected)),
+                    expected,
+                    found,
+                }
+                .into()
             }
-            .into(),
             DeErrorKind::MissingField(field) => DefsErrorKind::MissingKey {
                 src: span.src(),
                 span: span.ss(),
@@ -244,6 +252,36 @@ impl de::Error for DeError {
     }
     fn missing_field(field: &'static str) -> DeError {
         DeError::new(DeErrorKind::MissingField(field))
+    }
+}
+
+/// serde's Rust-flavoured expectations (`u64`, `a sequence`, `struct RawFile`) in YAML words.
+fn humanise_expected(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "i128" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" => "`true` or `false`".into(),
+        "a sequence" => "a list".into(),
+        other if other.starts_with("struct ") || other == "a map" => "a map".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// A `help:` line saying how to write a value of the expected type.
+fn type_help(expected: &str) -> String {
+    if expected == "a list" {
+        "write a list: `[a, b]`, or one `- item` per line".into()
+    } else if expected == "a map" {
+        "write a map: `{key: value}`, or one `key: value` per line".into()
+    } else if expected.contains("whole number") || expected == "a number" {
+        "write the number without quotes".into()
+    } else if expected.contains("true") {
+        "write `true` or `false` without quotes".into()
+    } else if expected.contains("string") {
+        "write text; quote it (`\"…\"`) if it could be read as something else".into()
+    } else {
+        format!("write {expected} here; `docs/defs.md` lists every key and its type")
     }
 }
 
@@ -468,7 +506,10 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
             return Err(self.invalid(&visitor));
         };
         // Reject unknown keys here, with the key's own span, before serde sees them.
-        if let Some(unknown) = entries.iter().find(|e| !fields.contains(&e.key.name.as_str())) {
+        if let Some(unknown) = entries
+            .iter()
+            .find(|e| !fields.contains(&e.key.name.as_str()))
+        {
             return Err(DeError::new(DeErrorKind::UnknownKey {
                 key: unknown.key.name.clone(),
                 expected: fields,
@@ -547,7 +588,10 @@ struct MapAccess<'de> {
 impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let Some(entry) = self.entries.next() else {
             return Ok(None);
         };
@@ -589,7 +633,9 @@ impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
         seed: V,
     ) -> Result<(V::Value, VariantAccess<'de>), DeError> {
         let name = de::value::BorrowedStrDeserializer::<DeError>::new(self.variant);
-        let variant = seed.deserialize(name).map_err(|e| e.at(self.variant_span))?;
+        let variant = seed
+            .deserialize(name)
+            .map_err(|e| e.at(self.variant_span))?;
         Ok((
             variant,
             VariantAccess {
@@ -701,7 +747,9 @@ mod tests {
         let v = doc("path: /x\nmdoe: '0644'\n");
         let err = from_value::<Entry>(&v).unwrap_err();
         match err.kind() {
-            DefsErrorKind::UnknownKey { key, help, span, .. } => {
+            DefsErrorKind::UnknownKey {
+                key, help, span, ..
+            } => {
                 assert_eq!(key, "mdoe");
                 assert_eq!(help, "did you mean `mode`?");
                 assert_eq!(span.offset(), 9);
@@ -723,23 +771,33 @@ mod tests {
         }
         let v = doc("path: /x\ntags: [a, [b]]\n");
         let err = from_value::<Entry>(&v).unwrap_err();
-        let DefsErrorKind::InvalidType { span, .. } = err.kind() else { panic!("{err:?}") };
+        let DefsErrorKind::InvalidType { span, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
         assert_eq!(span.offset(), 19);
         let v = doc("path: /x\nsize: '12'\n");
-        assert!(from_value::<Entry>(&v).is_err(), "a quoted number is a string");
+        assert!(
+            from_value::<Entry>(&v).is_err(),
+            "a quoted number is a string"
+        );
     }
 
     #[test]
     fn missing_fields_point_at_the_map() {
         let v = doc("mode: '0644'\n");
         let err = from_value::<Entry>(&v).unwrap_err();
-        let DefsErrorKind::MissingKey { field, .. } = err.kind() else { panic!("{err:?}") };
+        let DefsErrorKind::MissingKey { field, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
         assert_eq!(field, "path");
     }
 
     #[test]
     fn struct_fields_reports_the_accepted_keys() {
-        assert_eq!(struct_fields::<Entry>(), ["path", "mode", "size", "tags", "extra"]);
+        assert_eq!(
+            struct_fields::<Entry>(),
+            ["path", "mode", "size", "tags", "extra"]
+        );
     }
 
     #[test]

@@ -98,7 +98,10 @@ pub enum DefsErrorKind {
     NoWorkspace { start: String },
 
     #[error("invalid YAML: {message}")]
-    #[diagnostic(code(w4b::defs::yaml_syntax))]
+    #[diagnostic(
+        code(w4b::defs::yaml_syntax),
+        help("check indentation, quotes and brackets at and just before this point; quote values that contain `: ` or start with `[`, `{{`, `*`, `&`, `!`, `%` or `@`")
+    )]
     Syntax {
         #[source_code]
         src: Src,
@@ -266,7 +269,9 @@ pub enum DefsErrorKind {
     #[error("`extends` forms a cycle: {cycle}")]
     #[diagnostic(
         code(w4b::defs::extends_cycle),
-        help("a target cannot inherit from itself, directly or through others; remove one `extends`")
+        help(
+            "a target cannot inherit from itself, directly or through others; remove one `extends`"
+        )
     )]
     ExtendsCycle {
         #[source_code]
@@ -276,7 +281,7 @@ pub enum DefsErrorKind {
         cycle: String,
     },
 
-    #[error("`{label}` is a `{kind}` and cannot extend `{parent}`, which is a `{parent_kind}`")]
+    #[error("`{label}` (kind `{kind}`) cannot extend `{parent}` (kind `{parent_kind}`)")]
     #[diagnostic(
         code(w4b::defs::extends_kind),
         help("a target can only extend a target of the same kind")
@@ -284,7 +289,7 @@ pub enum DefsErrorKind {
     ExtendsKind {
         #[source_code]
         src: Src,
-        #[label("a `{parent_kind}`")]
+        #[label("kind `{parent_kind}`")]
         span: SourceSpan,
         label: String,
         kind: String,

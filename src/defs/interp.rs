@@ -42,9 +42,9 @@ pub fn substitute(
     while let Some(dollar) = rest.find('$') {
         out.push_str(&rest[..dollar]);
         let after = &rest[dollar..];
-        if after.starts_with("$${") {
+        if let Some(escaped) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = escaped;
             consumed += dollar + 3;
             continue;
         }
@@ -55,7 +55,14 @@ pub fn substitute(
             continue;
         }
         let Some(close) = after.find('}') else {
-            return Err(bad(span, text, plain, consumed + dollar, text.len(), "`${` is never closed"));
+            return Err(bad(
+                span,
+                text,
+                plain,
+                consumed + dollar,
+                text.len(),
+                "`${` is never closed",
+            ));
         };
         let inner = &after[2..close];
         let (name, default) = match inner.split_once(":-") {
@@ -78,7 +85,11 @@ pub fn substitute(
                 &format!("`{name}` is not a variable name"),
             ));
         }
-        match (env.get(name).filter(|v| !(v.is_empty() && default.is_some())), default) {
+        match (
+            env.get(name)
+                .filter(|v| !(v.is_empty() && default.is_some())),
+            default,
+        ) {
             (Some(value), _) => out.push_str(value),
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
@@ -153,7 +164,12 @@ mod tests {
     }
 
     fn run(text: &str) -> Result<String, DefsError> {
-        let file = SourceFile::new(Origin::File { path: "t.yaml".into() }, format!("v: {text}\n"));
+        let file = SourceFile::new(
+            Origin::File {
+                path: "t.yaml".into(),
+            },
+            format!("v: {text}\n"),
+        );
         let mut v = yaml::parse(&file)?;
         interpolate(&mut v, &env())?;
         Ok(v.get("v").unwrap().value.as_scalar().unwrap().text.clone())
@@ -175,7 +191,9 @@ mod tests {
     fn unset_variables_point_at_the_reference() {
         let err = run("'a ${MISSING} b'").unwrap_err();
         match err.kind() {
-            DefsErrorKind::MissingVar { var, span, help, .. } => {
+            DefsErrorKind::MissingVar {
+                var, span, help, ..
+            } => {
                 assert_eq!(var, "MISSING");
                 // `v: 'a ` is 6 bytes.
                 assert_eq!((span.offset(), span.len()), (6, 10));
@@ -194,7 +212,12 @@ mod tests {
 
     #[test]
     fn keys_are_never_substituted() {
-        let file = SourceFile::new(Origin::File { path: "t.yaml".into() }, "${HOST}: 1\n");
+        let file = SourceFile::new(
+            Origin::File {
+                path: "t.yaml".into(),
+            },
+            "${HOST}: 1\n",
+        );
         let mut v = yaml::parse(&file).unwrap();
         interpolate(&mut v, &env()).unwrap();
         assert!(v.get("${HOST}").is_some());

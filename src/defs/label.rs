@@ -32,7 +32,9 @@ pub struct StepLabel {
 pub enum Pattern {
     Target(Label),
     /// `//pkg/...` (`package` is `""` for `//...`).
-    Recursive { package: String },
+    Recursive {
+        package: String,
+    },
 }
 
 /// Why a label text is not a label; rendered with or without a source span.
@@ -274,11 +276,20 @@ mod tests {
 
     #[test]
     fn absolute_relative_and_short_forms() {
-        assert_eq!(Label::parse("//hives:north", None).unwrap(), l("hives", "north"));
+        assert_eq!(
+            Label::parse("//hives:north", None).unwrap(),
+            l("hives", "north")
+        );
         assert_eq!(Label::parse("//a/b:c", None).unwrap(), l("a/b", "c"));
         assert_eq!(Label::parse("//:top", None).unwrap(), l("", "top"));
-        assert_eq!(Label::parse("//images/demo", None).unwrap(), l("images/demo", "demo"));
-        assert_eq!(Label::parse(":motd", Some("layers")).unwrap(), l("layers", "motd"));
+        assert_eq!(
+            Label::parse("//images/demo", None).unwrap(),
+            l("images/demo", "demo")
+        );
+        assert_eq!(
+            Label::parse(":motd", Some("layers")).unwrap(),
+            l("layers", "motd")
+        );
         assert_eq!(l("hives", "north").to_string(), "//hives:north");
         assert_eq!(l("", "top").file_name(), "top.yaml");
         assert_eq!(l("a/b", "c").file_name(), "a/b/c.yaml");
@@ -320,10 +331,7 @@ mod tests {
                 package: "hives".into()
             }
         );
-        assert_eq!(
-            Pattern::parse("//...", None).unwrap().to_string(),
-            "//..."
-        );
+        assert_eq!(Pattern::parse("//...", None).unwrap().to_string(), "//...");
         assert_eq!(
             Pattern::parse("//a:b", None).unwrap(),
             Pattern::Target(l("a", "b"))

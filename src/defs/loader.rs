@@ -97,11 +97,19 @@ impl Loader {
 
     /// Loads a target named in a definition (such as an image's layer), checking its kind;
     /// errors point at the reference.
-    pub fn load_expecting(&self, label: &Spanned<Label>, kind: Kind) -> Result<LoadedTarget, DefsError> {
+    pub fn load_expecting(
+        &self,
+        label: &Spanned<Label>,
+        kind: Kind,
+    ) -> Result<LoadedTarget, DefsError> {
         let loaded = self.load_referenced(&label.value, Some(&label.span))?;
         if loaded.kind() != kind {
             return Err(label.span.invalid_value(
-                format!("`{}` is a `{}`, but a `{kind}` is needed here", label.value, loaded.kind()),
+                format!(
+                    "`{}` has kind `{}`, but a `{kind}` is needed here",
+                    label.value,
+                    loaded.kind()
+                ),
                 format!("not a `{kind}`"),
                 None,
             ));
@@ -172,7 +180,12 @@ impl Loader {
 
     /// Reads `label`'s file and everything it extends, merged; `stack` holds the labels being
     /// resolved, outermost first, to detect cycles.
-    fn resolve(&self, label: &Label, stack: &mut Vec<Label>, at: Option<&Span>) -> Result<Resolved, DefsError> {
+    fn resolve(
+        &self,
+        label: &Label,
+        stack: &mut Vec<Label>,
+        at: Option<&Span>,
+    ) -> Result<Resolved, DefsError> {
         let parsed = self.read(label, at)?;
         let mut doc = parsed.value.clone();
         if doc.is_null() {
@@ -206,7 +219,8 @@ impl Loader {
                         .into())
                     }
                 };
-                let parent = Label::parse(&text, Some(&label.package)).map_err(|e| e.into_defs(Some(&span)))?;
+                let parent = Label::parse(&text, Some(&label.package))
+                    .map_err(|e| e.into_defs(Some(&span)))?;
                 if let Some(start) = stack.iter().position(|l| *l == parent) {
                     let cycle = stack[start..]
                         .iter()
@@ -224,8 +238,13 @@ impl Loader {
                 stack.push(parent.clone());
                 let resolved = self.resolve(&parent, stack, Some(&span))?;
                 stack.pop();
-                let kind_text = |v: &Value| v.get("kind").and_then(|e| e.value.as_scalar()).map(|s| s.text.clone());
-                if let (Some(kind), Some(parent_kind)) = (kind_text(&doc), kind_text(&resolved.doc)) {
+                let kind_text = |v: &Value| {
+                    v.get("kind")
+                        .and_then(|e| e.value.as_scalar())
+                        .map(|s| s.text.clone())
+                };
+                if let (Some(kind), Some(parent_kind)) = (kind_text(&doc), kind_text(&resolved.doc))
+                {
                     if kind != parent_kind {
                         return Err(DefsErrorKind::ExtendsKind {
                             src: span.src(),
@@ -260,7 +279,12 @@ impl Loader {
         let bytes = workspace::read(&path, &shown)?;
         let digest = Digest::of(&bytes);
         let text = workspace::into_text(bytes, &shown)?;
-        let file = SourceFile::new(Origin::File { path: shown.clone() }, text);
+        let file = SourceFile::new(
+            Origin::File {
+                path: shown.clone(),
+            },
+            text,
+        );
         let mut value = yaml::parse(&file)?;
         interp::interpolate(&mut value, &self.env)?;
         let parsed = Arc::new(ParsedFile { value, digest });
@@ -275,17 +299,23 @@ impl Loader {
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
-                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(str::to_owned))
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_suffix(".yaml")
+                            .map(str::to_owned)
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        let help = suggest::did_you_mean(&label.name, siblings.iter().map(String::as_str)).map(|near| {
-            let near = Label {
-                package: label.package.clone(),
-                name: near.to_owned(),
-            };
-            format!("did you mean `{near}`?")
-        });
+        let help =
+            suggest::did_you_mean(&label.name, siblings.iter().map(String::as_str)).map(|near| {
+                let near = Label {
+                    package: label.package.clone(),
+                    name: near.to_owned(),
+                };
+                format!("did you mean `{near}`?")
+            });
         DefsErrorKind::TargetNotFound {
             src: at.map(Span::src),
             span: at.map(Span::ss),
@@ -340,7 +370,11 @@ fn record_locations(value: &Value, path: &str, out: &mut BTreeMap<String, Locati
         Node::Map(entries) if !entries.is_empty() => {
             for entry in entries {
                 let key = path_key(&entry.key.name);
-                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
                 record_locations(&entry.value, &child, out);
             }
         }
@@ -357,7 +391,11 @@ fn record_locations(value: &Value, path: &str, out: &mut BTreeMap<String, Locati
 
 /// A key as it appears in a location path: bare when it is a simple word, quoted otherwise.
 fn path_key(name: &str) -> String {
-    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')) {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    {
         name.to_owned()
     } else {
         format!("{name:?}")
@@ -402,7 +440,10 @@ description: "optional text"
     }
 
     fn loader(dir: &tempfile::TempDir, env: &[(&str, &str)], sets: &[&str]) -> Loader {
-        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         let ws = Workspace::open(dir.path(), &env).unwrap();
         let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
         Loader::new(ws, env, &sets).unwrap()
@@ -421,37 +462,72 @@ description: "optional text"
 
     #[test]
     fn the_documented_spellings_load() {
-        let dir = workspace(&[("w4b.yaml", ""), ("defs/layers/motd.yaml", MOTD), ("defs/images/demo.yaml", DEMO)]);
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/layers/motd.yaml", MOTD),
+            ("defs/images/demo.yaml", DEMO),
+        ]);
         let l = loader(&dir, &[], &[]);
         let motd = l.load(&label("//layers:motd")).unwrap();
-        let Target::Layer(layer) = &motd.target else { panic!() };
+        let Target::Layer(layer) = &motd.target else {
+            panic!()
+        };
         let ops: Vec<&FileOp> = layer.files.iter().map(|f| &f.op).collect();
         assert_eq!(
             ops,
             [
-                &FileOp::Content { content: "hello\n".into(), mode: Mode(0o644) },
-                &FileOp::Source { source: WsPathT::join("defs/layers", "files/app").unwrap(), mode: None },
-                &FileOp::Template { template: WsPathT::join("defs/layers", "files/app.conf.j2").unwrap(), mode: Mode(0o644) },
-                &FileOp::Symlink { target: "/opt/app/bin/app".into() },
+                &FileOp::Content {
+                    content: "hello\n".into(),
+                    mode: Mode(0o644)
+                },
+                &FileOp::Source {
+                    source: WsPathT::join("defs/layers", "files/app").unwrap(),
+                    mode: None
+                },
+                &FileOp::Template {
+                    template: WsPathT::join("defs/layers", "files/app.conf.j2").unwrap(),
+                    mode: Mode(0o644)
+                },
+                &FileOp::Symlink {
+                    target: "/opt/app/bin/app".into()
+                },
                 &FileOp::Dir { mode: Mode(0o750) },
                 &FileOp::Remove,
-                &FileOp::Append { content: "export A=1\n".into() },
+                &FileOp::Append {
+                    content: "export A=1\n".into()
+                },
                 &FileOp::Fetch {
                     url: "http://127.0.0.1:8000/blob.bin".into(),
-                    sha256: "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789".into(),
+                    sha256: "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+                        .into(),
                     mode: Mode(0o644)
                 },
             ]
         );
-        assert_eq!(layer.files[4].owner, Owner { uid: 1000, gid: 1000 });
+        assert_eq!(
+            layer.files[4].owner,
+            Owner {
+                uid: 1000,
+                gid: 1000
+            }
+        );
         assert_eq!(layer.files[0].owner, Owner::default());
         assert_eq!(motd.dir, dir.path().join("defs/layers"));
 
         let demo = l.load(&label("//images:demo")).unwrap();
         let img = image(&demo);
-        assert_eq!(img.layers.iter().map(|l| l.value.clone()).collect::<Vec<_>>(), [label("//layers:motd")]);
+        assert_eq!(
+            img.layers
+                .iter()
+                .map(|l| l.value.clone())
+                .collect::<Vec<_>>(),
+            [label("//layers:motd")]
+        );
         assert_eq!(img.epoch, Some(1_700_000_000));
-        assert_eq!((img.output.format, img.output.compression, img.output.level), (Format::Tar, Compression::Zstd, 19));
+        assert_eq!(
+            (img.output.format, img.output.compression, img.output.level),
+            (Format::Tar, Compression::Zstd, 19)
+        );
         assert_eq!(img.config["n"], crate::defs::ConfigValue::Int(3));
         assert_eq!(demo.files.len(), 1);
         assert_eq!(demo.files[0].0, "defs/images/demo.yaml");
@@ -459,14 +535,22 @@ description: "optional text"
         let layer_ref = &img.layers[0];
         let loaded = l.load_expecting(layer_ref, Kind::Layer).unwrap();
         assert_eq!(loaded.label, label("//layers:motd"));
-        assert!(l.load_expecting(&Spanned::new(label("//images:demo"), layer_ref.span.clone()), Kind::Layer).is_err());
+        assert!(l
+            .load_expecting(
+                &Spanned::new(label("//images:demo"), layer_ref.span.clone()),
+                Kind::Layer
+            )
+            .is_err());
     }
 
     use crate::defs::target::WsPath as WsPathT;
 
     #[test]
     fn defaults_fill_what_is_not_written() {
-        let dir = workspace(&[("w4b.yaml", ""), ("defs/images/min.yaml", "kind: image\nbase: scratch\n")]);
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/images/min.yaml", "kind: image\nbase: scratch\n"),
+        ]);
         let t = loader(&dir, &[], &[]).load(&label("//images:min")).unwrap();
         let img = image(&t);
         assert_eq!(img.epoch, None);
@@ -496,15 +580,34 @@ layers:
 base: "scratch"
 kind: image
 "#;
-        let dir = workspace(&[("w4b.yaml", ""), ("defs/images/a.yaml", DEMO), ("defs/images/b.yaml", reordered)]);
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/images/a.yaml", DEMO),
+            ("defs/images/b.yaml", reordered),
+        ]);
         let l = loader(&dir, &[], &[]);
         let a = l.load(&label("//images:a")).unwrap();
         let b = l.load(&label("//images:b")).unwrap();
         assert_eq!(a.target, b.target);
-        assert_eq!(serde_json::to_string(&a.target).unwrap(), serde_json::to_string(&b.target).unwrap());
-        let dir2 = workspace(&[("w4b.yaml", ""), ("defs/layers/motd.yaml", MOTD), ("defs/layers/m2.yaml", &MOTD.replace("# defs/layers/motd.yaml\n", "\n\n# moved\n").replace(", mode: \"0644\"", ""))]);
+        assert_eq!(
+            serde_json::to_string(&a.target).unwrap(),
+            serde_json::to_string(&b.target).unwrap()
+        );
+        let dir2 = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/layers/motd.yaml", MOTD),
+            (
+                "defs/layers/m2.yaml",
+                &MOTD
+                    .replace("# defs/layers/motd.yaml\n", "\n\n# moved\n")
+                    .replace(", mode: \"0644\"", ""),
+            ),
+        ]);
         let l2 = loader(&dir2, &[], &[]);
-        assert_eq!(l2.load(&label("//layers:motd")).unwrap().target, l2.load(&label("//layers:m2")).unwrap().target);
+        assert_eq!(
+            l2.load(&label("//layers:motd")).unwrap().target,
+            l2.load(&label("//layers:m2")).unwrap().target
+        );
     }
 
     #[test]
@@ -519,10 +622,21 @@ kind: image
         let t = l.load(&label("//hives:north")).unwrap();
         let img = image(&t);
         // `:one` was written in //images, so it resolves there even when inherited.
-        assert_eq!(img.layers.iter().map(|l| l.value.to_string()).collect::<Vec<_>>(), ["//images:one", "//layers:two"]);
+        assert_eq!(
+            img.layers
+                .iter()
+                .map(|l| l.value.to_string())
+                .collect::<Vec<_>>(),
+            ["//images:one", "//layers:two"]
+        );
         assert_eq!(img.output.level, 5);
         assert_eq!(img.epoch, Some(1_600_000_000));
-        let loc = |k: &str| t.locations.get(k).map(ToString::to_string).unwrap_or_else(|| panic!("no location for {k}: {:?}", t.locations.keys()));
+        let loc = |k: &str| {
+            t.locations
+                .get(k)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| panic!("no location for {k}: {:?}", t.locations.keys()))
+        };
         assert_eq!(loc("kind"), "defs/images/base.yaml:1:7");
         assert_eq!(loc("layers[0]"), "defs/images/base.yaml:3:10");
         assert_eq!(loc("layers[1]"), "defs/hives/north.yaml:2:11");
@@ -532,16 +646,32 @@ kind: image
         assert_eq!(loc("config.\"a.b\""), "defs/hives/north.yaml:3:36");
         assert_eq!(loc("epoch"), "w4b.yaml:1:8");
         let files: Vec<&str> = t.files.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(files, ["defs/hives/north.yaml", "defs/images/base.yaml", "w4b.yaml"]);
-        assert_eq!(l.list(&Pattern::parse("//...", None).unwrap()).unwrap().iter().map(|(l, k)| format!("{l} {k}")).collect::<Vec<_>>(),
-            ["//hives:north image", "//images:base image", "//images:one layer"]);
+        assert_eq!(
+            files,
+            ["defs/hives/north.yaml", "defs/images/base.yaml", "w4b.yaml"]
+        );
+        assert_eq!(
+            l.list(&Pattern::parse("//...", None).unwrap())
+                .unwrap()
+                .iter()
+                .map(|(l, k)| format!("{l} {k}"))
+                .collect::<Vec<_>>(),
+            [
+                "//hives:north image",
+                "//images:base image",
+                "//images:one layer"
+            ]
+        );
     }
 
     #[test]
     fn precedence_is_default_parent_file_env_cli() {
         let files = [
             ("w4b.yaml", "epoch: 1\n"),
-            ("defs/images/base.yaml", "kind: image\nbase: scratch\nepoch: 2\n"),
+            (
+                "defs/images/base.yaml",
+                "kind: image\nbase: scratch\nepoch: 2\n",
+            ),
             ("defs/images/child.yaml", "extends: :base\nepoch: 3\n"),
             ("defs/images/bare.yaml", "kind: image\nbase: scratch\n"),
         ];
@@ -550,46 +680,107 @@ kind: image
             let t = loader(&dir, env, sets).load(&label(target)).unwrap();
             (image(&t).epoch, t.locations["epoch"].to_string())
         };
-        assert_eq!(epoch(&[], &[], "//images:bare"), (Some(1), "w4b.yaml:1:8".into()));
-        assert_eq!(epoch(&[], &[], "//images:base"), (Some(2), "defs/images/base.yaml:3:8".into()));
-        assert_eq!(epoch(&[], &[], "//images:child"), (Some(3), "defs/images/child.yaml:2:8".into()));
-        assert_eq!(epoch(&[("W4B_EPOCH", "4")], &[], "//images:child"), (Some(4), "env W4B_EPOCH".into()));
-        assert_eq!(epoch(&[("W4B_EPOCH", "4")], &["epoch=5"], "//images:child"), (Some(5), "--set epoch=5".into()));
-        assert_eq!(epoch(&[("W4B_EPOCH", "4")], &["epoch=5", "epoch=6"], "//images:bare"), (Some(6), "--set epoch=6".into()));
+        assert_eq!(
+            epoch(&[], &[], "//images:bare"),
+            (Some(1), "w4b.yaml:1:8".into())
+        );
+        assert_eq!(
+            epoch(&[], &[], "//images:base"),
+            (Some(2), "defs/images/base.yaml:3:8".into())
+        );
+        assert_eq!(
+            epoch(&[], &[], "//images:child"),
+            (Some(3), "defs/images/child.yaml:2:8".into())
+        );
+        assert_eq!(
+            epoch(&[("W4B_EPOCH", "4")], &[], "//images:child"),
+            (Some(4), "env W4B_EPOCH".into())
+        );
+        assert_eq!(
+            epoch(&[("W4B_EPOCH", "4")], &["epoch=5"], "//images:child"),
+            (Some(5), "--set epoch=5".into())
+        );
+        assert_eq!(
+            epoch(
+                &[("W4B_EPOCH", "4")],
+                &["epoch=5", "epoch=6"],
+                "//images:bare"
+            ),
+            (Some(6), "--set epoch=6".into())
+        );
     }
 
     #[test]
     fn overrides_reach_the_typed_value_and_are_validated() {
-        let dir = workspace(&[("w4b.yaml", ""), ("defs/images/demo.yaml", DEMO), ("defs/layers/motd.yaml", MOTD)]);
-        let t = loader(&dir, &[], &["output.compression=none", "output.level=", "layers[1]=//layers:x", "config.any=changed"]).load(&label("//images:demo")).unwrap();
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/images/demo.yaml", DEMO),
+            ("defs/layers/motd.yaml", MOTD),
+        ]);
+        let t = loader(
+            &dir,
+            &[],
+            &[
+                "output.compression=none",
+                "output.level=",
+                "layers[1]=//layers:x",
+                "config.any=changed",
+            ],
+        )
+        .load(&label("//images:demo"))
+        .unwrap();
         let img = image(&t);
         assert_eq!(img.output.compression, Compression::None);
         assert_eq!(img.layers.len(), 2);
-        assert_eq!(img.config["any"], crate::defs::ConfigValue::String("changed".into()));
+        assert_eq!(
+            img.config["any"],
+            crate::defs::ConfigValue::String("changed".into())
+        );
         // A layer has no `epoch`: W4B_EPOCH leaves it alone.
-        assert!(loader(&dir, &[("W4B_EPOCH", "1")], &[]).load(&label("//layers:motd")).is_ok());
-        let err = loader(&dir, &[], &["output.fromat=tar"]).load(&label("//images:demo")).unwrap_err();
-        let DefsErrorKind::UnknownKey { help, .. } = err.kind() else { panic!("{err:?}") };
+        assert!(loader(&dir, &[("W4B_EPOCH", "1")], &[])
+            .load(&label("//layers:motd"))
+            .is_ok());
+        let err = loader(&dir, &[], &["output.fromat=tar"])
+            .load(&label("//images:demo"))
+            .unwrap_err();
+        let DefsErrorKind::UnknownKey { help, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
         assert_eq!(help, "did you mean `format`?");
     }
 
     #[test]
     fn env_substitution_uses_the_injected_map_only() {
-        let dir = workspace(&[("w4b.yaml", ""), ("defs/images/e.yaml", "kind: image\nbase: scratch\nepoch: ${EPOCH}\ndescription: \"${DESC:-none}\"\n")]);
-        let t = loader(&dir, &[("EPOCH", "42")], &[]).load(&label("//images:e")).unwrap();
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            (
+                "defs/images/e.yaml",
+                "kind: image\nbase: scratch\nepoch: ${EPOCH}\ndescription: \"${DESC:-none}\"\n",
+            ),
+        ]);
+        let t = loader(&dir, &[("EPOCH", "42")], &[])
+            .load(&label("//images:e"))
+            .unwrap();
         assert_eq!(image(&t).epoch, Some(42));
         assert_eq!(image(&t).description.as_deref(), Some("none"));
         let env = BTreeMap::new();
         let ws = Workspace::open(dir.path(), &env).unwrap();
-        let err = Loader::new(ws, env, &[]).unwrap().load(&label("//images:e")).unwrap_err();
+        let err = Loader::new(ws, env, &[])
+            .unwrap()
+            .load(&label("//images:e"))
+            .unwrap_err();
         assert!(matches!(err.kind(), DefsErrorKind::MissingVar { .. }));
     }
 
     #[test]
     fn missing_targets_suggest_a_sibling() {
         let dir = workspace(&[("w4b.yaml", ""), ("defs/layers/motd.yaml", MOTD)]);
-        let err = loader(&dir, &[], &[]).load(&label("//layers:mtod")).unwrap_err();
-        let DefsErrorKind::TargetNotFound { help, path, .. } = err.kind() else { panic!("{err:?}") };
+        let err = loader(&dir, &[], &[])
+            .load(&label("//layers:mtod"))
+            .unwrap_err();
+        let DefsErrorKind::TargetNotFound { help, path, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
         assert_eq!(path, "defs/layers/mtod.yaml");
         assert_eq!(help.as_deref(), Some("did you mean `//layers:motd`?"));
     }

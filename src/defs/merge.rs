@@ -61,8 +61,16 @@ fn merge_entry(merged: &mut Vec<Entry>, entry: Entry) -> Result<(), DefsError> {
                     span: entry.value.span,
                 }
             }
-            (Node::Seq(_), _) => return Err(bad_append(&entry.key, &name, "this value is not a list")),
-            _ => return Err(bad_append(&entry.key, &name, "the inherited value is not a list")),
+            (Node::Seq(_), _) => {
+                return Err(bad_append(&entry.key, &name, "this value is not a list"))
+            }
+            _ => {
+                return Err(bad_append(
+                    &entry.key,
+                    &name,
+                    "the inherited value is not a list",
+                ))
+            }
         }
     } else if matches!(old.value.node, Node::Map(_)) && matches!(entry.value.node, Node::Map(_)) {
         merge(old.value, entry.value)?
@@ -159,9 +167,15 @@ mod tests {
         assert_eq!(texts(&m.get("layers").unwrap().value), ["c"]);
         let output = &m.get("output").unwrap().value;
         assert_eq!(scalar(&output.get("format").unwrap().value), "tar");
-        assert_eq!(output.get("format").unwrap().value.span.file.path(), Some("base.yaml"));
+        assert_eq!(
+            output.get("format").unwrap().value.span.file.path(),
+            Some("base.yaml")
+        );
         assert_eq!(scalar(&output.get("level").unwrap().value), "19");
-        assert_eq!(output.get("level").unwrap().value.span.file.path(), Some("child.yaml"));
+        assert_eq!(
+            output.get("level").unwrap().value.span.file.path(),
+            Some("child.yaml")
+        );
         let x = &m.get("config").unwrap().value.get("x").unwrap().value;
         assert_eq!(scalar(&x.get("y").unwrap().value), "1");
         assert_eq!(scalar(&x.get("z").unwrap().value), "3");
@@ -194,7 +208,10 @@ mod tests {
         ];
         for (base, child) in cases {
             let err = merge(doc("b.yaml", base), doc("c.yaml", child)).unwrap_err();
-            assert!(matches!(err.kind(), DefsErrorKind::BadAppend { .. }), "{child}");
+            assert!(
+                matches!(err.kind(), DefsErrorKind::BadAppend { .. }),
+                "{child}"
+            );
         }
     }
 }

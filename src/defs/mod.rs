@@ -28,6 +28,9 @@ pub mod target;
 pub mod workspace;
 pub mod yaml;
 
+#[cfg(test)]
+mod corpus;
+
 pub use de::Spanned;
 pub use error::{DefsError, DefsErrorKind};
 pub use label::{Label, LabelError, Pattern, StepLabel};

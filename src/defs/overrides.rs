@@ -162,7 +162,12 @@ fn parse_value(file: &Arc<SourceFile>, offset: usize) -> Result<Value, DefsError
 }
 
 fn parse_set(arg: &str, known_keys: &[&str]) -> Result<Override, DefsError> {
-    let file = SourceFile::new(Origin::Cli { arg: arg.to_owned() }, arg);
+    let file = SourceFile::new(
+        Origin::Cli {
+            arg: arg.to_owned(),
+        },
+        arg,
+    );
     let whole = Span {
         file: Arc::clone(&file),
         start: 0,
@@ -171,7 +176,12 @@ fn parse_set(arg: &str, known_keys: &[&str]) -> Result<Override, DefsError> {
         col: 1,
     };
     let Some(eq) = arg.find('=') else {
-        return Err(bad(&whole, "no `=` in `--set` argument", "expected `key=value`", SET_HELP));
+        return Err(bad(
+            &whole,
+            "no `=` in `--set` argument",
+            "expected `key=value`",
+            SET_HELP,
+        ));
     };
     let path = parse_path(&file, &arg[..eq])?;
     if let Some(Segment::Key(first)) = path.first() {
@@ -225,10 +235,20 @@ fn parse_path(file: &Arc<SourceFile>, path: &str) -> Result<Vec<Segment>, DefsEr
         while pos < bytes.len() && bytes[pos] == b'[' {
             let open = pos;
             let Some(close) = path[open..].find(']').map(|i| open + i) else {
-                return Err(bad(&span(open, path.len()), "invalid key path", "`[` is never closed", SET_HELP));
+                return Err(bad(
+                    &span(open, path.len()),
+                    "invalid key path",
+                    "`[` is never closed",
+                    SET_HELP,
+                ));
             };
             let Ok(index) = path[open + 1..close].parse::<usize>() else {
-                return Err(bad(&span(open, close + 1), "invalid key path", "expected a list index", SET_HELP));
+                return Err(bad(
+                    &span(open, close + 1),
+                    "invalid key path",
+                    "expected a list index",
+                    SET_HELP,
+                ));
             };
             segments.push(Segment::Index(index, span(open, close + 1)));
             pos = close + 1;
@@ -237,7 +257,12 @@ fn parse_path(file: &Arc<SourceFile>, path: &str) -> Result<Vec<Segment>, DefsEr
             return Ok(segments);
         }
         if bytes[pos] != b'.' {
-            return Err(bad(&span(pos, pos + 1), "invalid key path", "expected `.` or `[`", SET_HELP));
+            return Err(bad(
+                &span(pos, pos + 1),
+                "invalid key path",
+                "expected `.` or `[`",
+                SET_HELP,
+            ));
         }
         pos += 1;
     }
@@ -308,11 +333,20 @@ mod tests {
     const KEYS: &[&str] = &["epoch", "output", "layers", "config", "files"];
 
     fn doc(text: &str) -> Value {
-        yaml::parse(&SourceFile::new(Origin::File { path: "t.yaml".into() }, text)).unwrap()
+        yaml::parse(&SourceFile::new(
+            Origin::File {
+                path: "t.yaml".into(),
+            },
+            text,
+        ))
+        .unwrap()
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn text_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -327,16 +361,31 @@ mod tests {
     fn cli_beats_env_beats_file() {
         let mut d = doc("epoch: 1\noutput: {format: tar}\n");
         let o = Overrides::new(
-            &env(&[("W4B_EPOCH", "2"), ("W4B_OUTPUT_FORMAT", "tar"), ("UNRELATED", "x")]),
+            &env(&[
+                ("W4B_EPOCH", "2"),
+                ("W4B_OUTPUT_FORMAT", "tar"),
+                ("UNRELATED", "x"),
+            ]),
             &["epoch=3".to_owned()],
             KEYS,
         )
         .unwrap();
         o.apply(&mut d, KEYS).unwrap();
         assert_eq!(text_at(&d, &["epoch"]), "3");
-        assert_eq!(d.get("epoch").unwrap().value.span.location().to_string(), "--set epoch=3");
         assert_eq!(
-            d.get("output").unwrap().value.get("format").unwrap().value.span.location().to_string(),
+            d.get("epoch").unwrap().value.span.location().to_string(),
+            "--set epoch=3"
+        );
+        assert_eq!(
+            d.get("output")
+                .unwrap()
+                .value
+                .get("format")
+                .unwrap()
+                .value
+                .span
+                .location()
+                .to_string(),
             "env W4B_OUTPUT_FORMAT"
         );
         let o = Overrides::new(&env(&[("W4B_EPOCH", "2")]), &[], KEYS).unwrap();
@@ -358,8 +407,13 @@ mod tests {
             .unwrap()
             .apply(&mut d, KEYS)
             .unwrap();
-        let Node::Seq(items) = &d.get("layers").unwrap().value.node else { panic!() };
-        let layers: Vec<_> = items.iter().map(|i| i.as_scalar().unwrap().text.as_str()).collect();
+        let Node::Seq(items) = &d.get("layers").unwrap().value.node else {
+            panic!()
+        };
+        let layers: Vec<_> = items
+            .iter()
+            .map(|i| i.as_scalar().unwrap().text.as_str())
+            .collect();
         assert_eq!(layers, ["//a:b", "//x:y", "//x:z"]);
         assert_eq!(text_at(&d, &["config", "site", "name"]), "north");
         assert_eq!(text_at(&d, &["output", "level"]), "3");
@@ -385,12 +439,16 @@ mod tests {
         ] {
             let err = Overrides::new(&e, &[arg.to_owned()], KEYS).unwrap_err();
             match err.kind() {
-                DefsErrorKind::BadOverride { label: l, .. } => assert!(l.contains(label), "{arg}: {l}"),
+                DefsErrorKind::BadOverride { label: l, .. } => {
+                    assert!(l.contains(label), "{arg}: {l}")
+                }
                 other => panic!("{arg}: {other:?}"),
             }
         }
         let err = Overrides::new(&e, &["epoc=1".to_owned()], KEYS).unwrap_err();
-        let DefsErrorKind::BadOverride { help, .. } = err.kind() else { panic!() };
+        let DefsErrorKind::BadOverride { help, .. } = err.kind() else {
+            panic!()
+        };
         assert_eq!(help, "did you mean `epoch`?");
         let mut d = doc("epoch: 1\nlayers: []\n");
         let o = Overrides::new(&e, &["epoch.x=1".to_owned()], KEYS).unwrap();

@@ -162,11 +162,13 @@ impl Workspace {
             mirrors.insert(prefix, list);
         }
         let absolute = |p: Option<String>| p.map(|p| root.join(p));
-        let cache = raw.cache.map_or_else(CacheConfig::default, |c| CacheConfig {
-            dir: absolute(c.dir),
-            remote: absolute(c.remote),
-            remote_read_only: c.remote_read_only,
-        });
+        let cache = raw
+            .cache
+            .map_or_else(CacheConfig::default, |c| CacheConfig {
+                dir: absolute(c.dir),
+                remote: absolute(c.remote),
+                remote_read_only: c.remote_read_only,
+            });
         let epoch_entry = doc.get("epoch").filter(|e| !e.value.is_null()).cloned();
         Ok(Workspace {
             root: root.to_path_buf(),
@@ -256,7 +258,10 @@ fn walk(dir: &Path, package: &str, labels: &mut Vec<Label>) -> Result<(), DefsEr
             path: shown.clone(),
             source,
         })?;
-        names.push((entry.file_name().to_string_lossy().into_owned(), file_type.is_dir()));
+        names.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            file_type.is_dir(),
+        ));
     }
     names.sort();
     for (name, is_dir) in names {
@@ -336,7 +341,10 @@ mod tests {
         let w = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
         let c = w.config();
         assert_eq!(c.defs, "my-defs");
-        assert_eq!(c.cache.dir.as_deref(), Some(dir.path().join(".cache").as_path()));
+        assert_eq!(
+            c.cache.dir.as_deref(),
+            Some(dir.path().join(".cache").as_path())
+        );
         assert_eq!(c.cache.remote.as_deref(), Some(Path::new("/mnt/w4b-cache")));
         assert!(c.cache.remote_read_only);
         assert_eq!(c.mirrors["https://downloads.example.org/"].len(), 2);
@@ -347,7 +355,9 @@ mod tests {
     fn config_typos_are_diagnosed() {
         let dir = ws(&[("w4b.yaml", "cache: {remote_readonly: true}\n")]);
         let err = Workspace::open(dir.path(), &BTreeMap::new()).unwrap_err();
-        let DefsErrorKind::UnknownKey { help, .. } = err.kind() else { panic!("{err:?}") };
+        let DefsErrorKind::UnknownKey { help, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
         assert_eq!(help, "did you mean `remote_read_only`?");
         let dir = ws(&[("w4b.yaml", "defs: ../elsewhere\n")]);
         assert!(Workspace::open(dir.path(), &BTreeMap::new()).is_err());
@@ -376,12 +386,22 @@ mod tests {
                 .map(ToString::to_string)
                 .collect()
         };
-        assert_eq!(names("//layers/..."), ["//layers:base", "//layers:motd", "//layers/net:wifi"]);
+        assert_eq!(
+            names("//layers/..."),
+            ["//layers:base", "//layers:motd", "//layers/net:wifi"]
+        );
         assert_eq!(
             names("//..."),
-            ["//:top", "//layers:base", "//layers:motd", "//layers/net:wifi"]
+            [
+                "//:top",
+                "//layers:base",
+                "//layers:motd",
+                "//layers/net:wifi"
+            ]
         );
-        let err = w.expand(&Pattern::parse("//nothing/...", None).unwrap()).unwrap_err();
+        let err = w
+            .expand(&Pattern::parse("//nothing/...", None).unwrap())
+            .unwrap_err();
         assert!(matches!(err.kind(), DefsErrorKind::NoMatch { .. }));
     }
 }

@@ -368,15 +368,18 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let empty = self.positions.span(
-            &self.file,
-            &Marker::new(0, 1, 0),
-            &Marker::new(0, 1, 0),
-        );
+        let empty = self
+            .positions
+            .span(&self.file, &Marker::new(0, 1, 0), &Marker::new(0, 1, 0));
         Ok(root.unwrap_or_else(|| Value::empty_map(empty)))
     }
 
-    fn check_tag(&self, tag: Option<&Cow<'_, Tag>>, at: &Span, scalar: bool) -> Result<bool, DefsError> {
+    fn check_tag(
+        &self,
+        tag: Option<&Cow<'_, Tag>>,
+        at: &Span,
+        scalar: bool,
+    ) -> Result<bool, DefsError> {
         let Some(tag) = tag else { return Ok(false) };
         if scalar && tag.is_yaml_core_schema() && tag.suffix == "str" {
             return Ok(true);
@@ -388,7 +391,12 @@ impl<'a> Builder<'a> {
         ))
     }
 
-    fn node(&mut self, event: Event<'a>, raw: saphyr_parser::Span, depth: usize) -> Result<Value, DefsError> {
+    fn node(
+        &mut self,
+        event: Event<'a>,
+        raw: saphyr_parser::Span,
+        depth: usize,
+    ) -> Result<Value, DefsError> {
         let at = self.span(&raw);
         if depth > MAX_DEPTH {
             return Err(self.unsupported(
@@ -419,13 +427,23 @@ impl<'a> Builder<'a> {
                     let (event, raw) = self.next()?;
                     if event == Event::SequenceEnd {
                         let close = self.span(&raw);
-                        end = if close.end > close.start { close } else { items.last().map_or(end, |v: &Value| v.span.clone()) };
+                        end = if close.end > close.start {
+                            close
+                        } else {
+                            items.last().map_or(end, |v: &Value| v.span.clone())
+                        };
                         break;
                     }
                     items.push(self.node(event, raw, depth + 1)?);
                 }
                 let span = join(&at, &end);
-                (Value { node: Node::Seq(items), span }, anchor)
+                (
+                    Value {
+                        node: Node::Seq(items),
+                        span,
+                    },
+                    anchor,
+                )
             }
             Event::MappingStart(anchor, tag) => {
                 self.check_tag(tag.as_ref(), &at, false)?;
@@ -435,7 +453,11 @@ impl<'a> Builder<'a> {
                     let (event, raw) = self.next()?;
                     if event == Event::MappingEnd {
                         let close = self.span(&raw);
-                        end = if close.end > close.start { close } else { entries.last().map_or(end, |e| e.value.span.clone()) };
+                        end = if close.end > close.start {
+                            close
+                        } else {
+                            entries.last().map_or(end, |e| e.value.span.clone())
+                        };
                         break;
                     }
                     let key_span = self.span(&raw);
@@ -472,7 +494,13 @@ impl<'a> Builder<'a> {
                     });
                 }
                 let span = join(&at, &end);
-                (Value { node: Node::Map(entries), span }, anchor)
+                (
+                    Value {
+                        node: Node::Map(entries),
+                        span,
+                    },
+                    anchor,
+                )
             }
             _ => return Err(self.unsupported(&at, "unexpected YAML event", None)),
         };
@@ -513,7 +541,9 @@ mod tests {
     fn spans_are_byte_offsets_with_one_based_lines_and_columns() {
         let v = parse_str("# c\nkind: layer\nfiles:\n  - {path: /é, mode: 0644}\n").unwrap();
         let files = &v.get("files").unwrap().value;
-        let Node::Seq(items) = &files.node else { panic!("not a seq") };
+        let Node::Seq(items) = &files.node else {
+            panic!("not a seq")
+        };
         let entry = &items[0];
         assert_eq!(entry.span.snippet(), "{path: /é, mode: 0644}");
         let mode = entry.get("mode").unwrap();
@@ -527,7 +557,8 @@ mod tests {
 
     #[test]
     fn plain_scalars_resolve_by_the_core_schema_and_quoted_ones_stay_strings() {
-        let v = parse_str("a: 0644\nb: '0644'\nc: ~\nd:\ne: true\nf: 1.5e3\ng: 0x1F\nh: 1.2.3\n").unwrap();
+        let v = parse_str("a: 0644\nb: '0644'\nc: ~\nd:\ne: true\nf: 1.5e3\ng: 0x1F\nh: 1.2.3\n")
+            .unwrap();
         let r = |k: &str| v.get(k).unwrap().value.as_scalar().unwrap().clone();
         assert_eq!(r("a").resolve(), Resolved::Int(644));
         assert_eq!(r("a").text, "0644");
@@ -544,7 +575,9 @@ mod tests {
     fn duplicate_keys_point_at_the_second_key() {
         let err = parse_str("a: 1\nb: 2\na: 3\n").unwrap_err();
         match err.kind() {
-            DefsErrorKind::DuplicateKey { span, first, key, .. } => {
+            DefsErrorKind::DuplicateKey {
+                span, first, key, ..
+            } => {
                 assert_eq!(key, "a");
                 assert_eq!(span.offset(), 10);
                 assert_eq!(first.offset(), 0);
@@ -556,15 +589,28 @@ mod tests {
     #[test]
     fn empty_files_are_empty_maps_and_aliases_are_copied() {
         assert_eq!(parse_str("").unwrap().as_map().map(<[Entry]>::len), Some(0));
-        assert_eq!(parse_str("# only a comment\n").unwrap().as_map().map(<[Entry]>::len), Some(0));
+        assert_eq!(
+            parse_str("# only a comment\n")
+                .unwrap()
+                .as_map()
+                .map(<[Entry]>::len),
+            Some(0)
+        );
         let v = parse_str("x: &a [1, 2]\ny: *a\n").unwrap();
-        let Node::Seq(items) = &v.get("y").unwrap().value.node else { panic!() };
+        let Node::Seq(items) = &v.get("y").unwrap().value.node else {
+            panic!()
+        };
         assert_eq!(items.len(), 2);
     }
 
     #[test]
     fn unsupported_constructs_are_rejected() {
-        for bad in ["a: 1\n---\nb: 2\n", "a: !custom 1\n", "? [1]\n: 2\n", "a: [1,\n"] {
+        for bad in [
+            "a: 1\n---\nb: 2\n",
+            "a: !custom 1\n",
+            "? [1]\n: 2\n",
+            "a: [1,\n",
+        ] {
             assert!(parse_str(bad).is_err(), "{bad:?} was accepted");
         }
         let deep = "[".repeat(200) + &"]".repeat(200);
@@ -573,7 +619,12 @@ mod tests {
 
     #[test]
     fn parse_at_offsets_spans_into_the_whole_text() {
-        let f = SourceFile::new(Origin::Cli { arg: "layers=[a, b]".into() }, "layers=[a, b]");
+        let f = SourceFile::new(
+            Origin::Cli {
+                arg: "layers=[a, b]".into(),
+            },
+            "layers=[a, b]",
+        );
         let v = parse_at(&f, 7).unwrap();
         let Node::Seq(items) = &v.node else { panic!() };
         assert_eq!(items[1].span.snippet(), "b");
