@@ -417,6 +417,19 @@ mod tests {
         assert_eq!(layers, ["//a:b", "//x:y", "//x:z"]);
         assert_eq!(text_at(&d, &["config", "site", "name"]), "north");
         assert_eq!(text_at(&d, &["output", "level"]), "3");
+        let mut d = doc("layers: []\n");
+        Overrides::new(
+            &BTreeMap::new(),
+            &["layers=[//layers:a, //layers:b]".to_owned()],
+            KEYS,
+        )
+        .unwrap()
+        .apply(&mut d, KEYS)
+        .unwrap();
+        let Node::Seq(items) = &d.get("layers").unwrap().value.node else {
+            panic!()
+        };
+        assert_eq!(items[1].as_scalar().unwrap().text, "//layers:b");
     }
 
     #[test]

@@ -630,4 +630,21 @@ mod tests {
         assert_eq!(items[1].span.snippet(), "b");
         assert_eq!(items[1].span.col, 12);
     }
+
+    proptest::proptest! {
+        // Errors are fine, panics are bugs: arbitrary text, and text built from YAML's
+        // punctuation, must parse or fail cleanly, and whatever parses must type-check or
+        // fail cleanly too.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_str(&text);
+        }
+
+        #[test]
+        fn yaml_shaped_text_never_panics(text in "[a-z0-9:{}\\[\\], \n\"'#&*!|>-]{0,120}") {
+            if let Ok(v) = parse_str(&text) {
+                let _ = crate::defs::de::from_value::<std::collections::BTreeMap<String, crate::defs::ConfigValue>>(&v);
+            }
+        }
+    }
 }
