@@ -12,7 +12,7 @@ use std::sync::Arc;
 use w4b_graph::graph::identity;
 use w4b_graph::{Graph, NodeId, Step};
 
-use crate::defs::{self, Label, LoadedTarget, Target, Workspace};
+use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, FetchStep, Fetcher};
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
 use crate::steps::overlay::OverlayStep;
@@ -101,9 +101,10 @@ impl Compiler<'_> {
         Ok(f)
     }
 
-    fn image(&mut self, loader: &mut defs::Loader, t: &LoadedTarget, image: &defs::Image) -> miette::Result<PlannedTarget> {
+    fn image(&mut self, loader: &Loader, t: &LoadedTarget, image: &defs::Image) -> miette::Result<PlannedTarget> {
         let label = t.label.to_string();
-        let epoch = image.epoch.or(self.ws.settings().epoch).ok_or_else(|| CompileError::NoEpoch { label: label.clone() })?;
+        let epoch = image.epoch.ok_or_else(|| CompileError::NoEpoch { label: label.clone() })?;
+        let epoch = i64::try_from(epoch).map_err(|_| CompileError::NoEpoch { label: label.clone() })?;
         let epoch_loc = loc(t, "epoch");
         let step_name = |s: &str| format!("{label}#{s}");
 
@@ -118,14 +119,15 @@ impl Compiler<'_> {
         let mut layer_labels = Vec::new();
         let mut names_used: BTreeMap<String, usize> = BTreeMap::new();
         for l in &image.layers {
-            *names_used.entry(l.name.clone()).or_default() += 1;
+            *names_used.entry(l.value.name.clone()).or_default() += 1;
         }
-        for (i, l) in image.layers.iter().enumerate() {
+        for (i, spanned) in image.layers.iter().enumerate() {
+            let l = &spanned.value;
             let at = loc(t, &format!("layers[{i}]")).unwrap_or_default();
             if layer_labels.contains(&l.to_string()) {
                 return Err(CompileError::DuplicateLayer { image: label.clone(), layer: l.to_string(), at }.into());
             }
-            let lt = loader.load(l)?;
+            let lt = loader.load_expecting(spanned, Kind::Layer)?;
             let Target::Layer(layer) = &lt.target else {
                 return Err(CompileError::NotALayer {
                     image: label.clone(),
@@ -155,18 +157,22 @@ impl Compiler<'_> {
         });
         let rootfs = self.add(step_name("rootfs"), layer_labels.join(",").as_bytes(), overlay, deps);
 
-        let (out_name, node) = match image.output.format {
-            defs::OutputFormat::Tar => {
-                let level = image.output.level;
+        let out_name = image.output.file_name(&t.label.name);
+        let node = match image.output.format {
+            defs::Format::Tar => {
+                let level = match image.output.compression {
+                    defs::Compression::Zstd => Some(image.output.level),
+                    defs::Compression::None => None,
+                };
                 let step = Arc::new(TarStep {
                     store: self.store.clone(),
                     epoch,
                     epoch_location: epoch_loc.clone(),
                     level,
-                    level_location: loc(t, "output.level"),
+                    level_location: loc(t, "output.level").or_else(|| loc(t, "output.compression")),
                 });
-                let def = format!("tar epoch={epoch} level={level}");
-                (format!("{}.tar.zst", t.label.name), self.add(step_name("tar"), def.as_bytes(), step, vec![rootfs]))
+                let def = format!("tar epoch={epoch} level={level:?}");
+                self.add(step_name("tar"), def.as_bytes(), step, vec![rootfs])
             }
         };
         Ok(PlannedTarget {
@@ -191,51 +197,53 @@ impl Compiler<'_> {
         let mut deps = Vec::new();
         let mut display = BTreeMap::new();
         let mut has_template = false;
-        for (i, f) in layer.files.iter().enumerate() {
-            let path = TreePath::parse(&f.path).map_err(|e| {
+        for (i, entry) in layer.files.iter().enumerate() {
+            let f = &entry.value;
+            let path = TreePath::parse(f.path.as_str()).map_err(|e| {
                 miette::miette!(
                     code = "w4b::defs::bad_path",
                     "{e} (at {})",
                     loc(lt, &format!("files[{i}].path")).unwrap_or_default()
                 )
             })?;
-            let op = match &f.op {
-                defs::FileOp::Content(s) => FileOp::Content(s.clone()),
-                defs::FileOp::Source(p) => {
-                    display.insert(i, self.ws.display(&lt.dir.join(p)));
-                    FileOp::Source(lt.dir.join(p))
+            let host = |p: &defs::WsPath| self.ws.root().join(p.as_str());
+            let (op, mode) = match &f.op {
+                defs::FileOp::Content { content, mode } => (FileOp::Content(content.clone()), Some(mode.0)),
+                defs::FileOp::Source { source, mode } => {
+                    display.insert(i, source.to_string());
+                    (FileOp::Source(host(source)), mode.map(|m| m.0))
                 }
-                defs::FileOp::Template(p) => {
+                defs::FileOp::Template { template, mode } => {
                     has_template = true;
-                    display.insert(i, self.ws.display(&lt.dir.join(p)));
-                    FileOp::Template(lt.dir.join(p))
+                    display.insert(i, template.to_string());
+                    (FileOp::Template(host(template)), Some(mode.0))
                 }
-                defs::FileOp::Symlink(s) => FileOp::Symlink(s.clone()),
-                defs::FileOp::Dir => FileOp::Dir,
-                defs::FileOp::Remove => FileOp::Remove,
-                defs::FileOp::Append(s) => FileOp::Append(s.clone()),
-                defs::FileOp::Fetch(spec) => {
-                    let sha256 = crate::steps::fetch::parse_sha256(&spec.sha256).map_err(|e| miette::Report::new(e))?;
-                    let declared_in = loc(lt, &format!("files[{i}].fetch.sha256")).unwrap_or_else(|| lt.label.to_string());
+                defs::FileOp::Symlink { target } => (FileOp::Symlink(target.clone()), None),
+                defs::FileOp::Dir { mode } => (FileOp::Dir, Some(mode.0)),
+                defs::FileOp::Remove => (FileOp::Remove, None),
+                defs::FileOp::Append { content } => (FileOp::Append(content.clone()), None),
+                defs::FileOp::Fetch { url, sha256, mode } => {
+                    let sha = crate::steps::fetch::parse_sha256(sha256).map_err(miette::Report::new)?;
+                    let declared_in = loc(lt, &format!("files[{i}].fetch.sha256"))
+                        .or_else(|| loc(lt, &format!("files[{i}].sha256")))
+                        .unwrap_or_else(|| lt.label.to_string());
+                    let mirrors: Vec<(String, Vec<String>)> =
+                        self.ws.config().mirrors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                     let step = Arc::new(FetchStep {
                         store: self.store.clone(),
                         fetcher: self.fetcher()?,
-                        url: spec.url.clone(),
-                        sha256,
-                        mirrors: self.ws.settings().mirrors_list(),
+                        url: url.clone(),
+                        sha256: sha,
+                        mirrors,
                         declared_in,
                     });
-                    let node = self.add(
-                        format!("{}#fetch:{}", lt.label, f.path),
-                        spec.sha256.to_ascii_lowercase().as_bytes(),
-                        step,
-                        vec![],
-                    );
+                    let hex = hex::encode(sha);
+                    let node = self.add(format!("{}#fetch:{}", lt.label, f.path), hex.as_bytes(), step, vec![]);
                     deps.push(node);
-                    FileOp::Fetch { input: deps.len() - 1, sha256: spec.sha256.to_ascii_lowercase() }
+                    (FileOp::Fetch { input: deps.len() - 1, sha256: hex }, Some(mode.0))
                 }
             };
-            files.push(LayerFile { path, op, mode: f.mode, uid: f.uid, gid: f.gid });
+            files.push(LayerFile { path, op, mode, uid: f.owner.uid, gid: f.owner.gid });
         }
         let mut locations: BTreeMap<String, String> =
             lt.locations.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
@@ -244,7 +252,8 @@ impl Compiler<'_> {
             locations.insert("config".into(), l.to_string());
         }
         let image_label = img.label.to_string();
-        let template_context = has_template.then(|| (image.config.clone(), image_label.clone()));
+        let config = serde_json::to_value(&image.config).unwrap_or(serde_json::Value::Null);
+        let template_context = has_template.then(|| (config, image_label.clone()));
         // Identity: the layer's typed definition, what its templates see, and the epoch.
         let mut def = format!("{:?}|epoch={epoch}", files);
         if let Some((c, t)) = &template_context {
@@ -277,7 +286,7 @@ pub fn compile(
     env: &BTreeMap<String, String>,
     sets: &[String],
 ) -> miette::Result<Plan> {
-    let mut loader = ws.loader(env, sets)?;
+    let loader = Loader::new(ws.clone(), env.clone(), sets)?;
     let mut c = Compiler { ws, store, graph: Graph::new(), fetcher: None };
     let mut targets = Vec::new();
     for label in labels {
@@ -285,7 +294,7 @@ pub fn compile(
         match &t.target {
             Target::Image(image) => {
                 let image = image.clone();
-                targets.push(c.image(&mut loader, &t, &image)?);
+                targets.push(c.image(&loader, &t, &image)?);
             }
             other => {
                 return Err(CompileError::NotBuildable { label: label.to_string(), kind: other.kind().to_string() }.into())

@@ -52,10 +52,10 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
                 println!("{name} cache `{}`", dir.root().display());
                 println!("  blobs    {:>8}  {}", s.blobs, bytes(s.blob_bytes));
                 println!("  records  {:>8}", s.records);
-                if s.divergent_keys > 0 {
+                if !s.divergent_keys.is_empty() {
                     println!(
                         "  warning: {} key(s) have records with different outputs: a step is not deterministic (see `w4b cache verify`)",
-                        s.divergent_keys
+                        s.divergent_keys.len()
                     );
                 }
                 if s.tmp_files > 0 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use w4b_graph::exec::{Event, Observer, StepStatus};
 
-use super::{duration_ms, Style};
+use super::duration_ms;
 
 /// Writes each event as one JSON line on stdout.
 pub struct JsonLines;
