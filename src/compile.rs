@@ -153,7 +153,7 @@ impl Compiler<'_> {
         let overlay = Arc::new(OverlayStep {
             store: self.store.clone(),
             layers: layer_labels.join(","),
-            layers_location: loc(t, "layers"),
+            layers_location: loc(t, "layers").or_else(|| loc(t, "layers[0]")),
         });
         let rootfs = self.add(step_name("rootfs"), layer_labels.join(",").as_bytes(), overlay, deps);
 
