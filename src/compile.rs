@@ -45,7 +45,9 @@ pub enum CompileError {
     #[error("`{label}` is a {kind} target; only images can be built")]
     #[diagnostic(
         code(w4b::compile::not_buildable),
-        help("build an image that uses it, e.g. `w4b build //images/...`; `w4b ls` shows every target's kind")
+        help(
+            "build an image that uses it, e.g. `w4b build //images/...`; `w4b ls` shows every target's kind"
+        )
     )]
     NotBuildable { label: String, kind: String },
 
@@ -57,11 +59,21 @@ pub enum CompileError {
     NoEpoch { label: String },
 
     #[error("layer `{layer}` appears twice in `{image}`")]
-    #[diagnostic(code(w4b::compile::duplicate_layer), help("list each layer once; order matters"))]
-    DuplicateLayer { image: String, layer: String, at: String },
+    #[diagnostic(
+        code(w4b::compile::duplicate_layer),
+        help("list each layer once; order matters")
+    )]
+    DuplicateLayer {
+        image: String,
+        layer: String,
+        at: String,
+    },
 
     #[error("`{layer}` (used by `{image}` at {at}) is a {kind} target, not a layer")]
-    #[diagnostic(code(w4b::compile::not_a_layer), help("`layers:` lists labels of `kind: layer` targets"))]
+    #[diagnostic(
+        code(w4b::compile::not_a_layer),
+        help("`layers:` lists labels of `kind: layer` targets")
+    )]
     NotALayer {
         image: String,
         layer: String,
@@ -101,16 +113,25 @@ impl Compiler<'_> {
         Ok(f)
     }
 
-    fn image(&mut self, loader: &Loader, t: &LoadedTarget, image: &defs::Image) -> miette::Result<PlannedTarget> {
+    fn image(
+        &mut self,
+        loader: &Loader,
+        t: &LoadedTarget,
+        image: &defs::Image,
+    ) -> miette::Result<PlannedTarget> {
         let label = t.label.to_string();
-        let epoch = image.epoch.ok_or_else(|| CompileError::NoEpoch { label: label.clone() })?;
+        let epoch = image
+            .epoch
+            .ok_or_else(|| CompileError::NoEpoch { label: label.clone() })?;
         let epoch = i64::try_from(epoch).map_err(|_| CompileError::NoEpoch { label: label.clone() })?;
         let epoch_loc = loc(t, "epoch");
         let step_name = |s: &str| format!("{label}#{s}");
 
         let base = match &image.base {
             defs::Base::Scratch => {
-                let step = Arc::new(ScratchStep { store: self.store.clone() });
+                let step = Arc::new(ScratchStep {
+                    store: self.store.clone(),
+                });
                 self.add(step_name("base"), b"scratch", step, vec![])
             }
         };
@@ -125,7 +146,12 @@ impl Compiler<'_> {
             let l = &spanned.value;
             let at = loc(t, &format!("layers[{i}]")).unwrap_or_default();
             if layer_labels.contains(&l.to_string()) {
-                return Err(CompileError::DuplicateLayer { image: label.clone(), layer: l.to_string(), at }.into());
+                return Err(CompileError::DuplicateLayer {
+                    image: label.clone(),
+                    layer: l.to_string(),
+                    at,
+                }
+                .into());
             }
             let lt = loader.load_expecting(spanned, Kind::Layer)?;
             let Target::Layer(layer) = &lt.target else {
@@ -155,7 +181,12 @@ impl Compiler<'_> {
             layers: layer_labels.join(","),
             layers_location: loc(t, "layers").or_else(|| loc(t, "layers[0]")),
         });
-        let rootfs = self.add(step_name("rootfs"), layer_labels.join(",").as_bytes(), overlay, deps);
+        let rootfs = self.add(
+            step_name("rootfs"),
+            layer_labels.join(",").as_bytes(),
+            overlay,
+            deps,
+        );
 
         let out_name = image.output.file_name(&t.label.name);
         let node = match image.output.format {
@@ -178,7 +209,11 @@ impl Compiler<'_> {
         Ok(PlannedTarget {
             label: t.label.clone(),
             roots: vec![node],
-            exports: vec![Export { node, output: "archive".into(), file_name: out_name }],
+            exports: vec![Export {
+                node,
+                output: "archive".into(),
+                file_name: out_name,
+            }],
         })
     }
 
@@ -227,8 +262,13 @@ impl Compiler<'_> {
                     let declared_in = loc(lt, &format!("files[{i}].fetch.sha256"))
                         .or_else(|| loc(lt, &format!("files[{i}].sha256")))
                         .unwrap_or_else(|| lt.label.to_string());
-                    let mirrors: Vec<(String, Vec<String>)> =
-                        self.ws.config().mirrors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let mirrors: Vec<(String, Vec<String>)> = self
+                        .ws
+                        .config()
+                        .mirrors
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
                     let step = Arc::new(FetchStep {
                         store: self.store.clone(),
                         fetcher: self.fetcher()?,
@@ -238,17 +278,41 @@ impl Compiler<'_> {
                         declared_in,
                     });
                     let hex = hex::encode(sha);
-                    let node = self.add(format!("{}#fetch:{}", lt.label, f.path), hex.as_bytes(), step, vec![]);
+                    let node = self.add(
+                        format!("{}#fetch:{}", lt.label, f.path),
+                        hex.as_bytes(),
+                        step,
+                        vec![],
+                    );
                     deps.push(node);
-                    (FileOp::Fetch { input: deps.len() - 1, sha256: hex }, Some(mode.0))
+                    (
+                        FileOp::Fetch {
+                            input: deps.len() - 1,
+                            sha256: hex,
+                        },
+                        Some(mode.0),
+                    )
                 }
             };
-            files.push(LayerFile { path, op, mode, uid: f.owner.uid, gid: f.owner.gid });
+            files.push(LayerFile {
+                path,
+                op,
+                mode,
+                uid: f.owner.uid,
+                gid: f.owner.gid,
+            });
         }
-        let mut locations: BTreeMap<String, String> =
-            lt.locations.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let mut locations: BTreeMap<String, String> = lt
+            .locations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
         // Templates see the image's `config`: point at its first value there.
-        if let Some((_, l)) = img.locations.iter().find(|(k, _)| *k == "config" || k.starts_with("config.")) {
+        if let Some((_, l)) = img
+            .locations
+            .iter()
+            .find(|(k, _)| *k == "config" || k.starts_with("config."))
+        {
             locations.insert("config".into(), l.to_string());
         }
         let image_label = img.label.to_string();
@@ -275,7 +339,6 @@ impl Compiler<'_> {
         });
         Ok(self.add(name.to_string(), def.as_bytes(), step, deps))
     }
-
 }
 
 /// Loads every label and compiles the buildable ones into one graph.
@@ -287,7 +350,12 @@ pub fn compile(
     sets: &[String],
 ) -> miette::Result<Plan> {
     let loader = Loader::new(ws.clone(), env.clone(), sets)?;
-    let mut c = Compiler { ws, store, graph: Graph::new(), fetcher: None };
+    let mut c = Compiler {
+        ws,
+        store,
+        graph: Graph::new(),
+        fetcher: None,
+    };
     let mut targets = Vec::new();
     for label in labels {
         let t = loader.load(label)?;
@@ -297,9 +365,16 @@ pub fn compile(
                 targets.push(c.image(&loader, &t, &image)?);
             }
             other => {
-                return Err(CompileError::NotBuildable { label: label.to_string(), kind: other.kind().to_string() }.into())
+                return Err(CompileError::NotBuildable {
+                    label: label.to_string(),
+                    kind: other.kind().to_string(),
+                }
+                .into())
             }
         }
     }
-    Ok(Plan { graph: c.graph, targets })
+    Ok(Plan {
+        graph: c.graph,
+        targets,
+    })
 }

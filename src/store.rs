@@ -79,7 +79,10 @@ impl AppStore {
             })
             .unwrap_or(0);
         let _ = std::fs::remove_file(&probe);
-        let _ = self.store.local().write_meta(STATCACHE, &self.stats.to_bytes(now_ns));
+        let _ = self
+            .store
+            .local()
+            .write_meta(STATCACHE, &self.stats.to_bytes(now_ns));
     }
 
     /// Copies an output into place atomically, verifying it on the way. Skips the copy
@@ -123,7 +126,12 @@ impl AppStore {
         }
     }
 
-    pub fn gc(&self, remote: bool, max_bytes: Option<u64>, max_age: Option<Duration>) -> miette::Result<String> {
+    pub fn gc(
+        &self,
+        remote: bool,
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> miette::Result<String> {
         let dir = self.dir(remote)?;
         #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
         let now = SystemTime::now();
@@ -158,7 +166,9 @@ impl AppStore {
             r.records_checked
         )];
         for d in &r.corrupt_blobs {
-            lines.push(format!("corrupt blob `{d}` (quarantined; the next build that needs it rebuilds it)"));
+            lines.push(format!(
+                "corrupt blob `{d}` (quarantined; the next build that needs it rebuilds it)"
+            ));
         }
         for p in &r.invalid_records {
             lines.push(format!("unreadable record `{}` (quarantined)", p.display()));

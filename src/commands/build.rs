@@ -21,18 +21,25 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     let store = app.store(&ws)?;
     let _lease = store.lease()?;
     let plan = app.compile(&ws, &store, &args.labels)?;
-    let roots: Vec<_> = plan.targets.iter().flat_map(|t| t.roots.iter().copied()).collect();
+    let roots: Vec<_> = plan
+        .targets
+        .iter()
+        .flat_map(|t| t.roots.iter().copied())
+        .collect();
 
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C asks running steps to stop; nothing incomplete is ever recorded. A second
     // Ctrl-C terminates at once (the store is crash-safe).
-    let _ = signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGINT, 130, cancel.clone());
+    let _ =
+        signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGINT, 130, cancel.clone());
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
 
     let bars = (!app.style.json && app.style.tty && !app.style.quiet).then(Bars::new);
     let json = JsonLines;
-    let lines = Lines { quiet: app.style.quiet };
+    let lines = Lines {
+        quiet: app.style.quiet,
+    };
     let observer: &dyn Observer = if app.style.json {
         &json
     } else if let Some(b) = &bars {
@@ -97,8 +104,14 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
                 .is_some_and(|x| matches!(x.status, StepStatus::Ran | StepStatus::Cached))
         });
         if complete {
-            history::record(store.as_ref(), &plan.graph, &report, &t.label.to_string(), &t.roots)
-                .map_err(|e| miette::miette!("recording the build history failed: {e}"))?;
+            history::record(
+                store.as_ref(),
+                &plan.graph,
+                &report,
+                &t.label.to_string(),
+                &t.roots,
+            )
+            .map_err(|e| miette::miette!("recording the build history failed: {e}"))?;
         }
     }
 
@@ -151,7 +164,12 @@ struct Exported {
 }
 
 /// Copies every complete target's outputs into `out_dir`, atomically and verified.
-fn export(store: &AppStore, plan: &Plan, report: &BuildReport, out_dir: &std::path::Path) -> miette::Result<Exported> {
+fn export(
+    store: &AppStore,
+    plan: &Plan,
+    report: &BuildReport,
+    out_dir: &std::path::Path,
+) -> miette::Result<Exported> {
     let mut ex = Exported {
         files: Vec::new(),
         repair: BTreeMap::new(),

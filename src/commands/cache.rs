@@ -59,21 +59,34 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
                     );
                 }
                 if s.tmp_files > 0 {
-                    println!("  tmp      {:>8}  leftovers of interrupted writes (removed by `w4b cache gc`)", s.tmp_files);
+                    println!(
+                        "  tmp      {:>8}  leftovers of interrupted writes (removed by `w4b cache gc`)",
+                        s.tmp_files
+                    );
                 }
             }
             Ok(0)
         }
-        CacheCommand::Gc { max_size, max_age, remote } => {
+        CacheCommand::Gc {
+            max_size,
+            max_age,
+            remote,
+        } => {
             let max_bytes = match max_size {
                 Some(s) => Some(parse_size(s).ok_or_else(|| {
-                    miette::miette!(help = "use a number with an optional unit: `500M`, `20G`", "`{s}` is not a size")
+                    miette::miette!(
+                        help = "use a number with an optional unit: `500M`, `20G`",
+                        "`{s}` is not a size"
+                    )
                 })?),
                 None => None,
             };
             let max_age = match max_age {
                 Some(s) => Some(parse_age(s).ok_or_else(|| {
-                    miette::miette!(help = "use a number with a unit: `30d`, `12h`, `45m`", "`{s}` is not an age")
+                    miette::miette!(
+                        help = "use a number with a unit: `30d`, `12h`, `45m`",
+                        "`{s}` is not an age"
+                    )
                 })?),
                 None => None,
             };
@@ -100,7 +113,10 @@ mod tests {
         assert_eq!(parse_size("20GiB"), Some(20 << 30));
         assert_eq!(parse_size("1024"), Some(1024));
         assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_age("30d"), Some(std::time::Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            parse_age("30d"),
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
         assert_eq!(parse_age("12h"), Some(std::time::Duration::from_secs(12 * 3_600)));
         assert_eq!(parse_age("12"), None);
         assert_eq!(parse_age(""), None);

@@ -8,7 +8,11 @@ pub fn run(app: &App, args: &LsArgs) -> miette::Result<i32> {
     let pattern = app.pattern(&ws, args.pattern.as_deref().unwrap_or("//..."))?;
     let loader = crate::defs::Loader::new(ws.clone(), app.env.clone(), &app.global.set)?;
     let targets = loader.list(&pattern)?;
-    let width = targets.iter().map(|(l, _)| l.to_string().len()).max().unwrap_or(0);
+    let width = targets
+        .iter()
+        .map(|(l, _)| l.to_string().len())
+        .max()
+        .unwrap_or(0);
     for (label, kind) in targets {
         println!("{:width$}  {kind}", label.to_string());
     }

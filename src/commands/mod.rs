@@ -33,7 +33,11 @@ pub fn run(cli: Cli) -> i32 {
     #[allow(clippy::disallowed_methods)] // The application's one snapshot of the environment.
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let no_color = env.contains_key("NO_COLOR");
-    let style = Style::detect(cli.global.message_format == MessageFormat::Json, cli.global.quiet, no_color);
+    let style = Style::detect(
+        cli.global.message_format == MessageFormat::Json,
+        cli.global.quiet,
+        no_color,
+    );
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(
             miette::MietteHandlerOpts::new()
@@ -72,8 +76,15 @@ pub fn step_error(step: &str, error: StepError) -> miette::Report {
     match error {
         StepError::Diagnostic(d) => miette::Report::new_boxed(d).wrap_err(format!("step `{step}` failed")),
         StepError::Failed { message, help } => match help {
-            Some(h) => miette::miette!(code = "w4b::build::step_failed", help = h, "step `{step}` failed: {message}"),
-            None => miette::miette!(code = "w4b::build::step_failed", "step `{step}` failed: {message}"),
+            Some(h) => miette::miette!(
+                code = "w4b::build::step_failed",
+                help = h,
+                "step `{step}` failed: {message}"
+            ),
+            None => miette::miette!(
+                code = "w4b::build::step_failed",
+                "step `{step}` failed: {message}"
+            ),
         },
         other => miette::miette!(code = "w4b::build::step_failed", "step `{step}` failed: {other}"),
     }
@@ -140,8 +151,17 @@ impl App {
             .global
             .cache_dir
             .clone()
-            .or_else(|| settings.dir.as_ref().map(|d| ws.map(|w| w.root().join(d)).unwrap_or_else(|| d.clone())))
-            .or_else(|| self.env.get("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("w4b")))
+            .or_else(|| {
+                settings
+                    .dir
+                    .as_ref()
+                    .map(|d| ws.map(|w| w.root().join(d)).unwrap_or_else(|| d.clone()))
+            })
+            .or_else(|| {
+                self.env
+                    .get("XDG_CACHE_HOME")
+                    .map(|x| PathBuf::from(x).join("w4b"))
+            })
             .or_else(|| self.env.get("HOME").map(|h| PathBuf::from(h).join(".cache/w4b")))
             .unwrap_or_else(|| std::env::temp_dir().join("w4b-cache"));
         let remote = self
@@ -153,7 +173,12 @@ impl App {
         Ok(Arc::new(AppStore::open(&local, remote.as_deref(), read_only)?))
     }
 
-    pub fn compile(&self, ws: &Workspace, store: &Arc<AppStore>, patterns: &[String]) -> miette::Result<Plan> {
+    pub fn compile(
+        &self,
+        ws: &Workspace,
+        store: &Arc<AppStore>,
+        patterns: &[String],
+    ) -> miette::Result<Plan> {
         let labels = self.resolve(ws, patterns)?;
         compile::compile(ws, store, &labels, &self.env, &self.global.set)
     }

@@ -83,14 +83,11 @@ fn every_bad_definition_is_diagnosed_with_location_and_help() {
             Err(err) => err,
         };
         let rendered = render(&err);
-        assert!(
-            rendered.contains("w4b::defs::"),
-            "{name}: no code in\n{rendered}"
-        );
+        assert!(rendered.contains("w4b::defs::"), "{name}: no code in\n{rendered}");
         assert!(rendered.contains("help:"), "{name}: no help in\n{rendered}");
-        let has_location = rendered.lines().any(|l| {
-            l.contains("─[") && l.trim_end().ends_with(']') && l.matches(':').count() >= 2
-        });
+        let has_location = rendered
+            .lines()
+            .any(|l| l.contains("─[") && l.trim_end().ends_with(']') && l.matches(':').count() >= 2);
         assert!(has_location, "{name}: no file:line:col in\n{rendered}");
         insta::assert_snapshot!(name, rendered);
     }

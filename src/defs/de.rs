@@ -88,15 +88,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a value with a source span")
             }
-            fn visit_newtype_struct<D: Deserializer<'de>>(
-                self,
-                d: D,
-            ) -> Result<Self::Value, D::Error> {
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
                 let span = SPAN_SLOT
                     .with(|slot| slot.borrow_mut().take())
-                    .ok_or_else(|| {
-                        de::Error::custom("`Spanned` can only be read from w4b definitions")
-                    })?;
+                    .ok_or_else(|| de::Error::custom("`Spanned` can only be read from w4b definitions"))?;
                 Ok(Spanned {
                     value: T::deserialize(d)?,
                     span,
@@ -358,9 +353,7 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
                 Resolved::Float(f) => visitor.visit_f64(f),
                 Resolved::Str(_) => visitor.visit_borrowed_str(&s.text),
             },
-            Node::Seq(items) => visitor.visit_seq(SeqAccess {
-                items: items.iter(),
-            }),
+            Node::Seq(items) => visitor.visit_seq(SeqAccess { items: items.iter() }),
             Node::Map(entries) => visitor.visit_map(MapAccess {
                 entries: entries.iter(),
                 pending: None,
@@ -451,16 +444,12 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
         _: &'static str,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        visitor
-            .visit_newtype_struct(self)
-            .map_err(|e| e.at(self.span()))
+        visitor.visit_newtype_struct(self).map_err(|e| e.at(self.span()))
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.value.node {
-            Node::Seq(items) => visitor.visit_seq(SeqAccess {
-                items: items.iter(),
-            }),
+            Node::Seq(items) => visitor.visit_seq(SeqAccess { items: items.iter() }),
             _ => Err(self.invalid(&visitor)),
         }
         .map_err(|e| e.at(self.span()))
@@ -506,10 +495,7 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
             return Err(self.invalid(&visitor));
         };
         // Reject unknown keys here, with the key's own span, before serde sees them.
-        if let Some(unknown) = entries
-            .iter()
-            .find(|e| !fields.contains(&e.key.name.as_str()))
-        {
+        if let Some(unknown) = entries.iter().find(|e| !fields.contains(&e.key.name.as_str())) {
             return Err(DeError::new(DeErrorKind::UnknownKey {
                 key: unknown.key.name.clone(),
                 expected: fields,
@@ -562,10 +548,7 @@ struct SeqAccess<'de> {
 impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             Some(value) => seed
                 .deserialize(ValueDeserializer { value })
@@ -588,18 +571,13 @@ struct MapAccess<'de> {
 impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         let Some(entry) = self.entries.next() else {
             return Ok(None);
         };
         self.pending = Some(entry);
         let key = de::value::BorrowedStrDeserializer::<DeError>::new(entry.key.name.as_str());
-        seed.deserialize(key)
-            .map(Some)
-            .map_err(|e| e.at(&entry.key.span))
+        seed.deserialize(key).map(Some).map_err(|e| e.at(&entry.key.span))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
@@ -607,10 +585,8 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
             .pending
             .take()
             .ok_or_else(|| de::Error::custom("map value requested before its key"))?;
-        seed.deserialize(ValueDeserializer {
-            value: &entry.value,
-        })
-        .map_err(|e| e.at(&entry.value.span))
+        seed.deserialize(ValueDeserializer { value: &entry.value })
+            .map_err(|e| e.at(&entry.value.span))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -633,9 +609,7 @@ impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
         seed: V,
     ) -> Result<(V::Value, VariantAccess<'de>), DeError> {
         let name = de::value::BorrowedStrDeserializer::<DeError>::new(self.variant);
-        let variant = seed
-            .deserialize(name)
-            .map_err(|e| e.at(self.variant_span))?;
+        let variant = seed.deserialize(name).map_err(|e| e.at(self.variant_span))?;
         Ok((
             variant,
             VariantAccess {
@@ -747,9 +721,7 @@ mod tests {
         let v = doc("path: /x\nmdoe: '0644'\n");
         let err = from_value::<Entry>(&v).unwrap_err();
         match err.kind() {
-            DefsErrorKind::UnknownKey {
-                key, help, span, ..
-            } => {
+            DefsErrorKind::UnknownKey { key, help, span, .. } => {
                 assert_eq!(key, "mdoe");
                 assert_eq!(help, "did you mean `mode`?");
                 assert_eq!(span.offset(), 9);
@@ -776,10 +748,7 @@ mod tests {
         };
         assert_eq!(span.offset(), 19);
         let v = doc("path: /x\nsize: '12'\n");
-        assert!(
-            from_value::<Entry>(&v).is_err(),
-            "a quoted number is a string"
-        );
+        assert!(from_value::<Entry>(&v).is_err(), "a quoted number is a string");
     }
 
     #[test]

@@ -269,9 +269,7 @@ pub enum DefsErrorKind {
     #[error("`extends` forms a cycle: {cycle}")]
     #[diagnostic(
         code(w4b::defs::extends_cycle),
-        help(
-            "a target cannot inherit from itself, directly or through others; remove one `extends`"
-        )
+        help("a target cannot inherit from itself, directly or through others; remove one `extends`")
     )]
     ExtendsCycle {
         #[source_code]
@@ -409,12 +407,7 @@ impl Span {
         .into()
     }
 
-    pub(crate) fn bad_path(
-        &self,
-        path: &str,
-        reason: impl Into<String>,
-        help: Option<String>,
-    ) -> DefsError {
+    pub(crate) fn bad_path(&self, path: &str, reason: impl Into<String>, help: Option<String>) -> DefsError {
         DefsErrorKind::BadPath {
             src: self.src(),
             span: self.ss(),

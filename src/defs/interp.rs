@@ -86,8 +86,7 @@ pub fn substitute(
             ));
         }
         match (
-            env.get(name)
-                .filter(|v| !(v.is_empty() && default.is_some())),
+            env.get(name).filter(|v| !(v.is_empty() && default.is_some())),
             default,
         ) {
             (Some(value), _) => out.push_str(value),
@@ -191,9 +190,7 @@ mod tests {
     fn unset_variables_point_at_the_reference() {
         let err = run("'a ${MISSING} b'").unwrap_err();
         match err.kind() {
-            DefsErrorKind::MissingVar {
-                var, span, help, ..
-            } => {
+            DefsErrorKind::MissingVar { var, span, help, .. } => {
                 assert_eq!(var, "MISSING");
                 // `v: 'a ` is 6 bytes.
                 assert_eq!((span.offset(), span.len()), (6, 10));

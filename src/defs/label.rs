@@ -123,10 +123,7 @@ impl Label {
     /// file it was written in, `:name`.
     pub fn parse(text: &str, current_package: Option<&str>) -> Result<Label, LabelError> {
         if text.contains('#') {
-            return Err(LabelError::new(
-                text,
-                "a step name (`#…`) is not allowed here",
-            ));
+            return Err(LabelError::new(text, "a step name (`#…`) is not allowed here"));
         }
         if text.ends_with("...") {
             return Err(LabelError::new(
@@ -276,10 +273,7 @@ mod tests {
 
     #[test]
     fn absolute_relative_and_short_forms() {
-        assert_eq!(
-            Label::parse("//hives:north", None).unwrap(),
-            l("hives", "north")
-        );
+        assert_eq!(Label::parse("//hives:north", None).unwrap(), l("hives", "north"));
         assert_eq!(Label::parse("//a/b:c", None).unwrap(), l("a/b", "c"));
         assert_eq!(Label::parse("//:top", None).unwrap(), l("", "top"));
         assert_eq!(

@@ -97,11 +97,7 @@ impl Loader {
 
     /// Loads a target named in a definition (such as an image's layer), checking its kind;
     /// errors point at the reference.
-    pub fn load_expecting(
-        &self,
-        label: &Spanned<Label>,
-        kind: Kind,
-    ) -> Result<LoadedTarget, DefsError> {
+    pub fn load_expecting(&self, label: &Spanned<Label>, kind: Kind) -> Result<LoadedTarget, DefsError> {
         let loaded = self.load_referenced(&label.value, Some(&label.span))?;
         if loaded.kind() != kind {
             return Err(label.span.invalid_value(
@@ -219,8 +215,8 @@ impl Loader {
                         .into())
                     }
                 };
-                let parent = Label::parse(&text, Some(&label.package))
-                    .map_err(|e| e.into_defs(Some(&span)))?;
+                let parent =
+                    Label::parse(&text, Some(&label.package)).map_err(|e| e.into_defs(Some(&span)))?;
                 if let Some(start) = stack.iter().position(|l| *l == parent) {
                     let cycle = stack[start..]
                         .iter()
@@ -243,8 +239,7 @@ impl Loader {
                         .and_then(|e| e.value.as_scalar())
                         .map(|s| s.text.clone())
                 };
-                if let (Some(kind), Some(parent_kind)) = (kind_text(&doc), kind_text(&resolved.doc))
-                {
+                if let (Some(kind), Some(parent_kind)) = (kind_text(&doc), kind_text(&resolved.doc)) {
                     if kind != parent_kind {
                         return Err(DefsErrorKind::ExtendsKind {
                             src: span.src(),
@@ -279,12 +274,7 @@ impl Loader {
         let bytes = workspace::read(&path, &shown)?;
         let digest = Digest::of(&bytes);
         let text = workspace::into_text(bytes, &shown)?;
-        let file = SourceFile::new(
-            Origin::File {
-                path: shown.clone(),
-            },
-            text,
-        );
+        let file = SourceFile::new(Origin::File { path: shown.clone() }, text);
         let mut value = yaml::parse(&file)?;
         interp::interpolate(&mut value, &self.env)?;
         let parsed = Arc::new(ParsedFile { value, digest });
@@ -299,23 +289,17 @@ impl Loader {
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_str()?
-                            .strip_suffix(".yaml")
-                            .map(str::to_owned)
-                    })
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(str::to_owned))
                     .collect()
             })
             .unwrap_or_default();
-        let help =
-            suggest::did_you_mean(&label.name, siblings.iter().map(String::as_str)).map(|near| {
-                let near = Label {
-                    package: label.package.clone(),
-                    name: near.to_owned(),
-                };
-                format!("did you mean `{near}`?")
-            });
+        let help = suggest::did_you_mean(&label.name, siblings.iter().map(String::as_str)).map(|near| {
+            let near = Label {
+                package: label.package.clone(),
+                name: near.to_owned(),
+            };
+            format!("did you mean `{near}`?")
+        });
         DefsErrorKind::TargetNotFound {
             src: at.map(Span::src),
             span: at.map(Span::ss),
@@ -440,10 +424,7 @@ description: "optional text"
     }
 
     fn loader(dir: &tempfile::TempDir, env: &[(&str, &str)], sets: &[&str]) -> Loader {
-        let env: BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         let ws = Workspace::open(dir.path(), &env).unwrap();
         let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
         Loader::new(ws, env, &sets).unwrap()
@@ -498,29 +479,19 @@ description: "optional text"
                 },
                 &FileOp::Fetch {
                     url: "http://127.0.0.1:8000/blob.bin".into(),
-                    sha256: "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
-                        .into(),
+                    sha256: "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789".into(),
                     mode: Mode(0o644)
                 },
             ]
         );
-        assert_eq!(
-            layer.files[4].owner,
-            Owner {
-                uid: 1000,
-                gid: 1000
-            }
-        );
+        assert_eq!(layer.files[4].owner, Owner { uid: 1000, gid: 1000 });
         assert_eq!(layer.files[0].owner, Owner::default());
         assert_eq!(motd.dir, dir.path().join("defs/layers"));
 
         let demo = l.load(&label("//images:demo")).unwrap();
         let img = image(&demo);
         assert_eq!(
-            img.layers
-                .iter()
-                .map(|l| l.value.clone())
-                .collect::<Vec<_>>(),
+            img.layers.iter().map(|l| l.value.clone()).collect::<Vec<_>>(),
             [label("//layers:motd")]
         );
         assert_eq!(img.epoch, Some(1_700_000_000));
@@ -623,10 +594,7 @@ kind: image
         let img = image(&t);
         // `:one` was written in //images, so it resolves there even when inherited.
         assert_eq!(
-            img.layers
-                .iter()
-                .map(|l| l.value.to_string())
-                .collect::<Vec<_>>(),
+            img.layers.iter().map(|l| l.value.to_string()).collect::<Vec<_>>(),
             ["//images:one", "//layers:two"]
         );
         assert_eq!(img.output.level, 5);
@@ -656,11 +624,7 @@ kind: image
                 .iter()
                 .map(|(l, k)| format!("{l} {k}"))
                 .collect::<Vec<_>>(),
-            [
-                "//hives:north image",
-                "//images:base image",
-                "//images:one layer"
-            ]
+            ["//hives:north image", "//images:base image", "//images:one layer"]
         );
     }
 
@@ -668,10 +632,7 @@ kind: image
     fn precedence_is_default_parent_file_env_cli() {
         let files = [
             ("w4b.yaml", "epoch: 1\n"),
-            (
-                "defs/images/base.yaml",
-                "kind: image\nbase: scratch\nepoch: 2\n",
-            ),
+            ("defs/images/base.yaml", "kind: image\nbase: scratch\nepoch: 2\n"),
             ("defs/images/child.yaml", "extends: :base\nepoch: 3\n"),
             ("defs/images/bare.yaml", "kind: image\nbase: scratch\n"),
         ];
@@ -680,10 +641,7 @@ kind: image
             let t = loader(&dir, env, sets).load(&label(target)).unwrap();
             (image(&t).epoch, t.locations["epoch"].to_string())
         };
-        assert_eq!(
-            epoch(&[], &[], "//images:bare"),
-            (Some(1), "w4b.yaml:1:8".into())
-        );
+        assert_eq!(epoch(&[], &[], "//images:bare"), (Some(1), "w4b.yaml:1:8".into()));
         assert_eq!(
             epoch(&[], &[], "//images:base"),
             (Some(2), "defs/images/base.yaml:3:8".into())
@@ -701,11 +659,7 @@ kind: image
             (Some(5), "--set epoch=5".into())
         );
         assert_eq!(
-            epoch(
-                &[("W4B_EPOCH", "4")],
-                &["epoch=5", "epoch=6"],
-                "//images:bare"
-            ),
+            epoch(&[("W4B_EPOCH", "4")], &["epoch=5", "epoch=6"], "//images:bare"),
             (Some(6), "--set epoch=6".into())
         );
     }
@@ -775,9 +729,7 @@ kind: image
     #[test]
     fn missing_targets_suggest_a_sibling() {
         let dir = workspace(&[("w4b.yaml", ""), ("defs/layers/motd.yaml", MOTD)]);
-        let err = loader(&dir, &[], &[])
-            .load(&label("//layers:mtod"))
-            .unwrap_err();
+        let err = loader(&dir, &[], &[]).load(&label("//layers:mtod")).unwrap_err();
         let DefsErrorKind::TargetNotFound { help, path, .. } = err.kind() else {
             panic!("{err:?}")
         };

@@ -61,16 +61,8 @@ fn merge_entry(merged: &mut Vec<Entry>, entry: Entry) -> Result<(), DefsError> {
                     span: entry.value.span,
                 }
             }
-            (Node::Seq(_), _) => {
-                return Err(bad_append(&entry.key, &name, "this value is not a list"))
-            }
-            _ => {
-                return Err(bad_append(
-                    &entry.key,
-                    &name,
-                    "the inherited value is not a list",
-                ))
-            }
+            (Node::Seq(_), _) => return Err(bad_append(&entry.key, &name, "this value is not a list")),
+            _ => return Err(bad_append(&entry.key, &name, "the inherited value is not a list")),
         }
     } else if matches!(old.value.node, Node::Map(_)) && matches!(entry.value.node, Node::Map(_)) {
         merge(old.value, entry.value)?
@@ -208,10 +200,7 @@ mod tests {
         ];
         for (base, child) in cases {
             let err = merge(doc("b.yaml", base), doc("c.yaml", child)).unwrap_err();
-            assert!(
-                matches!(err.kind(), DefsErrorKind::BadAppend { .. }),
-                "{child}"
-            );
+            assert!(matches!(err.kind(), DefsErrorKind::BadAppend { .. }), "{child}");
         }
     }
 }

@@ -162,12 +162,7 @@ fn parse_value(file: &Arc<SourceFile>, offset: usize) -> Result<Value, DefsError
 }
 
 fn parse_set(arg: &str, known_keys: &[&str]) -> Result<Override, DefsError> {
-    let file = SourceFile::new(
-        Origin::Cli {
-            arg: arg.to_owned(),
-        },
-        arg,
-    );
+    let file = SourceFile::new(Origin::Cli { arg: arg.to_owned() }, arg);
     let whole = Span {
         file: Arc::clone(&file),
         start: 0,

@@ -52,8 +52,7 @@ impl Kind {
 
     /// Every top-level key of any kind, for checking `--set` paths.
     pub fn all_keys() -> Vec<&'static str> {
-        let mut keys: Vec<&'static str> =
-            Kind::ALL.iter().flat_map(|k| k.keys()).copied().collect();
+        let mut keys: Vec<&'static str> = Kind::ALL.iter().flat_map(|k| k.keys()).copied().collect();
         keys.sort_unstable();
         keys.dedup();
         keys
@@ -187,11 +186,7 @@ pub enum FileOp {
     /// Appends text to an existing file, or creates it (mode 0644) if absent.
     Append { content: String },
     /// A file downloaded from `url` and verified against `sha256` before use.
-    Fetch {
-        url: String,
-        sha256: String,
-        mode: Mode,
-    },
+    Fetch { url: String, sha256: String, mode: Mode },
 }
 
 impl FileOp {
@@ -251,10 +246,7 @@ impl WsPath {
     /// `relative` joined onto the workspace-relative directory `dir`, normalised; `None` if
     /// it would leave the workspace.
     pub fn join(dir: &str, relative: &str) -> Option<WsPath> {
-        let mut parts: Vec<&str> = dir
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect();
+        let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
         for part in relative.split('/') {
             match part {
                 "" | "." => {}
@@ -662,27 +654,23 @@ fn convert_file(raw: Spanned<RawFile>, ctx: &Context<'_>) -> Result<Spanned<File
             .into()
         })?,
     };
-    let not_with =
-        |key: &str, value: &Option<Spanned<String>>, why: &str| -> Result<(), DefsError> {
-            match value {
-                Some(value) => Err(value.span.invalid_value(
-                    format!("`{key}` cannot be used with `{op_name}`"),
-                    why.to_owned(),
-                    Some(format!("remove `{key}`")),
-                )),
-                None => Ok(()),
-            }
-        };
+    let not_with = |key: &str, value: &Option<Spanned<String>>, why: &str| -> Result<(), DefsError> {
+        match value {
+            Some(value) => Err(value.span.invalid_value(
+                format!("`{key}` cannot be used with `{op_name}`"),
+                why.to_owned(),
+                Some(format!("remove `{key}`")),
+            )),
+            None => Ok(()),
+        }
+    };
     let ws_path = |text: &Spanned<String>| -> Result<WsPath, DefsError> {
         let value = text.value.as_str();
         if value.is_empty() || value.starts_with('/') || value.contains('\0') {
             return Err(text.span.bad_path(
                 value,
                 "must be relative to the definition file",
-                Some(
-                    "write a path relative to the YAML file's directory, such as `files/app.conf`"
-                        .into(),
-                ),
+                Some("write a path relative to the YAML file's directory, such as `files/app.conf`".into()),
             ));
         }
         let (_, dir) = ctx.origin_of(&text.span);
@@ -730,9 +718,7 @@ fn convert_file(raw: Spanned<RawFile>, ctx: &Context<'_>) -> Result<Spanned<File
                 None,
             ));
         }
-        FileOp::Symlink {
-            target: target.value,
-        }
+        FileOp::Symlink { target: target.value }
     } else if let Some(dir) = &raw.dir {
         flag(dir, "dir")?;
         FileOp::Dir {
@@ -806,20 +792,8 @@ mod tests {
 
     #[test]
     fn owners() {
-        assert_eq!(
-            Owner::parse("1000:100"),
-            Some(Owner {
-                uid: 1000,
-                gid: 100
-            })
-        );
-        assert_eq!(
-            Owner::parse("1000"),
-            Some(Owner {
-                uid: 1000,
-                gid: 1000
-            })
-        );
+        assert_eq!(Owner::parse("1000:100"), Some(Owner { uid: 1000, gid: 100 }));
+        assert_eq!(Owner::parse("1000"), Some(Owner { uid: 1000, gid: 1000 }));
         for bad in ["", "root", "1:", ":1", "-1", "1:2:3", "99999999999"] {
             assert_eq!(Owner::parse(bad), None, "{bad}");
         }
@@ -849,9 +823,7 @@ mod tests {
             "defs/layers/files/app"
         );
         assert_eq!(
-            WsPath::join("defs/layers", "../shared/./x")
-                .unwrap()
-                .as_str(),
+            WsPath::join("defs/layers", "../shared/./x").unwrap().as_str(),
             "defs/shared/x"
         );
         assert!(WsPath::join("defs/layers", "../../../etc/passwd").is_none());

@@ -162,13 +162,11 @@ impl Workspace {
             mirrors.insert(prefix, list);
         }
         let absolute = |p: Option<String>| p.map(|p| root.join(p));
-        let cache = raw
-            .cache
-            .map_or_else(CacheConfig::default, |c| CacheConfig {
-                dir: absolute(c.dir),
-                remote: absolute(c.remote),
-                remote_read_only: c.remote_read_only,
-            });
+        let cache = raw.cache.map_or_else(CacheConfig::default, |c| CacheConfig {
+            dir: absolute(c.dir),
+            remote: absolute(c.remote),
+            remote_read_only: c.remote_read_only,
+        });
         let epoch_entry = doc.get("epoch").filter(|e| !e.value.is_null()).cloned();
         Ok(Workspace {
             root: root.to_path_buf(),
@@ -341,10 +339,7 @@ mod tests {
         let w = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
         let c = w.config();
         assert_eq!(c.defs, "my-defs");
-        assert_eq!(
-            c.cache.dir.as_deref(),
-            Some(dir.path().join(".cache").as_path())
-        );
+        assert_eq!(c.cache.dir.as_deref(), Some(dir.path().join(".cache").as_path()));
         assert_eq!(c.cache.remote.as_deref(), Some(Path::new("/mnt/w4b-cache")));
         assert!(c.cache.remote_read_only);
         assert_eq!(c.mirrors["https://downloads.example.org/"].len(), 2);
@@ -392,12 +387,7 @@ mod tests {
         );
         assert_eq!(
             names("//..."),
-            [
-                "//:top",
-                "//layers:base",
-                "//layers:motd",
-                "//layers/net:wifi"
-            ]
+            ["//:top", "//layers:base", "//layers:motd", "//layers/net:wifi"]
         );
         let err = w
             .expand(&Pattern::parse("//nothing/...", None).unwrap())

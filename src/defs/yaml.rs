@@ -87,9 +87,7 @@ impl Scalar {
             "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
             "true" | "True" | "TRUE" => return Resolved::Bool(true),
             "false" | "False" | "FALSE" => return Resolved::Bool(false),
-            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-                return Resolved::Float(f64::INFINITY)
-            }
+            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Resolved::Float(f64::INFINITY),
             "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
             ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
             _ => {}
@@ -374,12 +372,7 @@ impl<'a> Builder<'a> {
         Ok(root.unwrap_or_else(|| Value::empty_map(empty)))
     }
 
-    fn check_tag(
-        &self,
-        tag: Option<&Cow<'_, Tag>>,
-        at: &Span,
-        scalar: bool,
-    ) -> Result<bool, DefsError> {
+    fn check_tag(&self, tag: Option<&Cow<'_, Tag>>, at: &Span, scalar: bool) -> Result<bool, DefsError> {
         let Some(tag) = tag else { return Ok(false) };
         if scalar && tag.is_yaml_core_schema() && tag.suffix == "str" {
             return Ok(true);
@@ -391,19 +384,10 @@ impl<'a> Builder<'a> {
         ))
     }
 
-    fn node(
-        &mut self,
-        event: Event<'a>,
-        raw: saphyr_parser::Span,
-        depth: usize,
-    ) -> Result<Value, DefsError> {
+    fn node(&mut self, event: Event<'a>, raw: saphyr_parser::Span, depth: usize) -> Result<Value, DefsError> {
         let at = self.span(&raw);
         if depth > MAX_DEPTH {
-            return Err(self.unsupported(
-                &at,
-                &format!("nesting deeper than {MAX_DEPTH} levels"),
-                None,
-            ));
+            return Err(self.unsupported(&at, &format!("nesting deeper than {MAX_DEPTH} levels"), None));
         }
         let (value, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
@@ -466,13 +450,7 @@ impl<'a> Builder<'a> {
                             self.check_tag(tag.as_ref(), &key_span, true)?;
                             text.into_owned()
                         }
-                        _ => {
-                            return Err(self.unsupported(
-                                &key_span,
-                                "map keys must be plain strings",
-                                None,
-                            ))
-                        }
+                        _ => return Err(self.unsupported(&key_span, "map keys must be plain strings", None)),
                     };
                     if let Some(first) = entries.iter().find(|e| e.key.name == name) {
                         return Err(DefsErrorKind::DuplicateKey {
@@ -486,10 +464,7 @@ impl<'a> Builder<'a> {
                     let (event, raw) = self.next()?;
                     let value = self.node(event, raw, depth + 1)?;
                     entries.push(Entry {
-                        key: Key {
-                            name,
-                            span: key_span,
-                        },
+                        key: Key { name, span: key_span },
                         value,
                     });
                 }
@@ -557,8 +532,7 @@ mod tests {
 
     #[test]
     fn plain_scalars_resolve_by_the_core_schema_and_quoted_ones_stay_strings() {
-        let v = parse_str("a: 0644\nb: '0644'\nc: ~\nd:\ne: true\nf: 1.5e3\ng: 0x1F\nh: 1.2.3\n")
-            .unwrap();
+        let v = parse_str("a: 0644\nb: '0644'\nc: ~\nd:\ne: true\nf: 1.5e3\ng: 0x1F\nh: 1.2.3\n").unwrap();
         let r = |k: &str| v.get(k).unwrap().value.as_scalar().unwrap().clone();
         assert_eq!(r("a").resolve(), Resolved::Int(644));
         assert_eq!(r("a").text, "0644");
@@ -575,9 +549,7 @@ mod tests {
     fn duplicate_keys_point_at_the_second_key() {
         let err = parse_str("a: 1\nb: 2\na: 3\n").unwrap_err();
         match err.kind() {
-            DefsErrorKind::DuplicateKey {
-                span, first, key, ..
-            } => {
+            DefsErrorKind::DuplicateKey { span, first, key, .. } => {
                 assert_eq!(key, "a");
                 assert_eq!(span.offset(), 10);
                 assert_eq!(first.offset(), 0);
@@ -605,12 +577,7 @@ mod tests {
 
     #[test]
     fn unsupported_constructs_are_rejected() {
-        for bad in [
-            "a: 1\n---\nb: 2\n",
-            "a: !custom 1\n",
-            "? [1]\n: 2\n",
-            "a: [1,\n",
-        ] {
+        for bad in ["a: 1\n---\nb: 2\n", "a: !custom 1\n", "? [1]\n: 2\n", "a: [1,\n"] {
             assert!(parse_str(bad).is_err(), "{bad:?} was accepted");
         }
         let deep = "[".repeat(200) + &"]".repeat(200);

@@ -23,7 +23,9 @@ use crate::tree::TreeError;
 /// the engine repairs by re-running whatever produced it.
 pub fn tree_error(e: TreeError) -> StepError {
     match e {
-        TreeError::BlobMissing { digest } | TreeError::BlobCorrupt { digest } => StepError::InputUnavailable(digest),
+        TreeError::BlobMissing { digest } | TreeError::BlobCorrupt { digest } => {
+            StepError::InputUnavailable(digest)
+        }
         other => match unavailable_blob(&other) {
             Some(digest) => StepError::InputUnavailable(digest),
             None => StepError::diag(other),
@@ -43,7 +45,9 @@ pub fn unavailable_blob(e: &(dyn std::error::Error + 'static)) -> Option<w4b_cac
                 _ => {}
             }
         }
-        if let Some(TreeError::BlobMissing { digest } | TreeError::BlobCorrupt { digest }) = err.downcast_ref::<TreeError>() {
+        if let Some(TreeError::BlobMissing { digest } | TreeError::BlobCorrupt { digest }) =
+            err.downcast_ref::<TreeError>()
+        {
             return Some(*digest);
         }
         if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {

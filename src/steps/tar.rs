@@ -32,7 +32,10 @@ impl<W: Write> Write for Counting<'_, W> {
         let k = self.inner.write(buf)?;
         self.n += k as u64;
         if self.cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted",
+            ));
         }
         self.cx.progress(self.n, None);
         Ok(k)
@@ -51,7 +54,8 @@ impl Step for TarStep {
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string()).at(self.epoch_location.clone()),
+            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
+                .at(self.epoch_location.clone()),
             match self.level {
                 Some(l) => Component::param("output.level", l.to_string()).at(self.level_location.clone()),
                 None => Component::param("output.compression", "none").at(self.level_location.clone()),
@@ -65,7 +69,11 @@ impl Step for TarStep {
             .local()
             .writer()
             .map_err(|e| StepError::msg(format!("cannot write to the cache: {e}")))?;
-        let counting = Counting { inner: writer, n: 0, cx };
+        let counting = Counting {
+            inner: writer,
+            n: 0,
+            cx,
+        };
         let epoch = u64::try_from(self.epoch).unwrap_or(0);
         let blobs = self.store.as_ref();
         let counting = match self.level {
@@ -73,12 +81,12 @@ impl Step for TarStep {
             None => export_tar(blobs, tree.digest, epoch, counting),
         }
         .map_err(|e| {
-                if cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                    StepError::Cancelled
-                } else {
-                    tree_error(e)
-                }
-            })?;
+            if cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                StepError::Cancelled
+            } else {
+                tree_error(e)
+            }
+        })?;
         let (digest, size) = counting
             .inner
             .commit()

@@ -125,12 +125,19 @@ impl Observer for Bars {
                     bar.set_position(*done);
                 }
             }
-            Event::StepFinished { step, status, duration_ms: ms, .. } => {
+            Event::StepFinished {
+                step,
+                status,
+                duration_ms: ms,
+                ..
+            } => {
                 if let Some(bar) = running.remove(*step) {
                     bar.finish_and_clear();
                 }
                 if *status == StepStatus::Ran {
-                    let _ = self.multi.println(format!("     ran {step} in {}", duration_ms(*ms)));
+                    let _ = self
+                        .multi
+                        .println(format!("     ran {step} in {}", duration_ms(*ms)));
                 }
                 self.total.inc(1);
             }
