@@ -1,5 +1,6 @@
 //! `scratch`: the empty tree, the base of images that start from nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
@@ -7,7 +8,7 @@ use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step
 
 use super::tree_error;
 use crate::store::AppStore;
-use crate::tree::{store_root, Entry};
+use crate::tree::{store_dir, store_root, Entry, Kind};
 
 pub struct ScratchStep {
     pub store: Arc<AppStore>,
@@ -32,9 +33,11 @@ impl Step for ScratchStep {
         .at(self.epoch_location.clone())])
     }
     fn run(&self, _: &RunContext<'_>) -> Result<Outputs, StepError> {
+        // The empty listing must be in the store too: the root names it.
+        let listing = store_dir(self.store.as_ref(), &BTreeMap::new()).map_err(tree_error)?;
         let root = Entry {
             mtime: self.epoch,
-            ..Entry::default_dir()
+            ..Entry::new(Kind::Dir { digest: listing }, 0o755)
         };
         let digest = store_root(self.store.as_ref(), &root).map_err(tree_error)?;
         let mut out = Outputs::new();
