@@ -347,16 +347,24 @@ impl Engine<'_> {
         let node = self.graph.node(id);
         let kind = node.step.kind();
         let fail = |key: Option<Digest>, error: StepError| {
-            self.observer.event(&Event::StepFailed {
-                step: &node.name,
-                kind,
-                error: render_error(&error),
-            });
+            // An interrupted step did not fail: it is reported as not run.
+            let cancelled = matches!(error, StepError::Cancelled);
+            if !cancelled {
+                self.observer.event(&Event::StepFailed {
+                    step: &node.name,
+                    kind,
+                    error: render_error(&error),
+                });
+            }
             Box::new((
                 StepResult {
                     name: node.name.clone(),
                     kind: kind.to_string(),
-                    status: StepStatus::Failed,
+                    status: if cancelled {
+                        StepStatus::Skipped
+                    } else {
+                        StepStatus::Failed
+                    },
                     key,
                     outputs: Outputs::new(),
                     miss: None,

@@ -18,7 +18,9 @@ pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
     let Some(h) = history::load(store.as_ref(), &target).map_err(|e| miette::miette!("{e}"))? else {
         return Err(miette::miette!(
             code = "w4b::why::no_history",
-            help = format!("run `w4b build {target}` first; `why` explains the last build against the one before"),
+            help = format!(
+                "run `w4b build {target}` first; `why` explains the last build against the one before"
+            ),
             "`{target}` has not been built with this cache"
         ));
     };

@@ -10,6 +10,7 @@ use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step
 use super::tree_error;
 use crate::store::AppStore;
 use crate::tree::export::{export_tar, export_tar_zst};
+use crate::tree::{Blobs, TreeError};
 
 pub struct TarStep {
     pub store: Arc<AppStore>,
@@ -29,19 +30,57 @@ struct Counting<'a, W: Write> {
 
 impl<W: Write> Write for Counting<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Checked before writing, and not `ErrorKind::Interrupted`: writers retry those
+        // (zstd's would write the same buffer again and again).
+        if self.cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("the build was interrupted"));
+        }
         let k = self.inner.write(buf)?;
         self.n += k as u64;
-        if self.cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "interrupted",
-            ));
-        }
         self.cx.progress(self.n, None);
         Ok(k)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// The store, with every content stream checking for Ctrl-C between reads, so an
+/// interrupted archive stops within one read, not one compressed block.
+struct Cancellable<'a> {
+    store: &'a AppStore,
+    cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+struct CancellableRead<'a, R> {
+    inner: R,
+    cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+impl<R: std::io::Read> std::io::Read for CancellableRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("the build was interrupted"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl Blobs for Cancellable<'_> {
+    fn put(&self, bytes: &[u8]) -> Result<w4b_cache::Digest, TreeError> {
+        self.store.put(bytes)
+    }
+    fn put_file(&self, path: &std::path::Path) -> Result<(w4b_cache::Digest, u64), TreeError> {
+        self.store.put_file(path)
+    }
+    fn get(&self, d: &w4b_cache::Digest) -> Result<Vec<u8>, TreeError> {
+        self.store.get(d)
+    }
+    fn open(&self, d: &w4b_cache::Digest) -> Result<Box<dyn std::io::Read + '_>, TreeError> {
+        Ok(Box::new(CancellableRead {
+            inner: self.store.open(d)?,
+            cancel: self.cancel,
+        }))
     }
 }
 
@@ -75,7 +114,10 @@ impl Step for TarStep {
             cx,
         };
         let epoch = u64::try_from(self.epoch).unwrap_or(0);
-        let blobs = self.store.as_ref();
+        let blobs = &Cancellable {
+            store: self.store.as_ref(),
+            cancel: cx.cancel,
+        };
         let counting = match self.level {
             Some(level) => export_tar_zst(blobs, tree.digest, epoch, level, counting),
             None => export_tar(blobs, tree.digest, epoch, counting),

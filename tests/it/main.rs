@@ -6,5 +6,6 @@ mod fixture;
 
 mod cache;
 mod cli;
+mod determinism;
 mod freshness;
 mod robustness;

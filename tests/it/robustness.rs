@@ -158,7 +158,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn kill_9_mid_build_leaves_a_consistent_cache() {
     let env = demo();
     // A big, poorly compressible source so the archive step takes a while.
-    let mut data = vec![0u8; 48 << 20];
+    let mut data = vec![0u8; 16 << 20];
     let mut x: u64 = 0x9e3779b97f4a7c15;
     for b in data.iter_mut() {
         x ^= x << 13;
@@ -210,4 +210,63 @@ fn kill_9_mid_build_leaves_a_consistent_cache() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_records_nothing_half_done() {
+    let env = demo();
+    let mut data = vec![0u8; 16 << 20];
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(env.path("defs/layers/files/app/big.bin"), &data).unwrap();
+    let mut child = env
+        .command()
+        .args([
+            "build",
+            "--message-format",
+            "json",
+            "//images:demo",
+            "--set",
+            "output.level=19",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("\"step-started\"") && line.contains("#tar") {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The archive step was interrupted: it is not recorded as finished, nor cached.
+    assert!(
+        !rest
+            .iter()
+            .any(|l| l.contains("step-finished") && l.contains("#tar")),
+        "{rest:?}"
+    );
+    let b = env.build(&["//images:demo", "--set", "output.level=19"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.ran(), steps(&["//images:demo#tar"]));
 }
