@@ -12,7 +12,7 @@ use std::sync::Arc;
 use w4b_graph::graph::identity;
 use w4b_graph::{Graph, NodeId, Step};
 
-use crate::defs::{self, Label, LoadedTarget, Target, Workspace};
+use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, FetchStep, Fetcher};
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
 use crate::steps::overlay::OverlayStep;
@@ -45,7 +45,9 @@ pub enum CompileError {
     #[error("`{label}` is a {kind} target; only images can be built")]
     #[diagnostic(
         code(w4b::compile::not_buildable),
-        help("build an image that uses it, e.g. `w4b build //images/...`; `w4b ls` shows every target's kind")
+        help(
+            "build an image that uses it, e.g. `w4b build //images/...`; `w4b ls` shows every target's kind"
+        )
     )]
     NotBuildable { label: String, kind: String },
 
@@ -57,11 +59,21 @@ pub enum CompileError {
     NoEpoch { label: String },
 
     #[error("layer `{layer}` appears twice in `{image}`")]
-    #[diagnostic(code(w4b::compile::duplicate_layer), help("list each layer once; order matters"))]
-    DuplicateLayer { image: String, layer: String, at: String },
+    #[diagnostic(
+        code(w4b::compile::duplicate_layer),
+        help("list each layer once; order matters")
+    )]
+    DuplicateLayer {
+        image: String,
+        layer: String,
+        at: String,
+    },
 
     #[error("`{layer}` (used by `{image}` at {at}) is a {kind} target, not a layer")]
-    #[diagnostic(code(w4b::compile::not_a_layer), help("`layers:` lists labels of `kind: layer` targets"))]
+    #[diagnostic(
+        code(w4b::compile::not_a_layer),
+        help("`layers:` lists labels of `kind: layer` targets")
+    )]
     NotALayer {
         image: String,
         layer: String,
@@ -101,15 +113,25 @@ impl Compiler<'_> {
         Ok(f)
     }
 
-    fn image(&mut self, loader: &mut defs::Loader, t: &LoadedTarget, image: &defs::Image) -> miette::Result<PlannedTarget> {
+    fn image(
+        &mut self,
+        loader: &Loader,
+        t: &LoadedTarget,
+        image: &defs::Image,
+    ) -> miette::Result<PlannedTarget> {
         let label = t.label.to_string();
-        let epoch = image.epoch.or(self.ws.settings().epoch).ok_or_else(|| CompileError::NoEpoch { label: label.clone() })?;
+        let epoch = image
+            .epoch
+            .ok_or_else(|| CompileError::NoEpoch { label: label.clone() })?;
+        let epoch = i64::try_from(epoch).map_err(|_| CompileError::NoEpoch { label: label.clone() })?;
         let epoch_loc = loc(t, "epoch");
         let step_name = |s: &str| format!("{label}#{s}");
 
         let base = match &image.base {
             defs::Base::Scratch => {
-                let step = Arc::new(ScratchStep { store: self.store.clone() });
+                let step = Arc::new(ScratchStep {
+                    store: self.store.clone(),
+                });
                 self.add(step_name("base"), b"scratch", step, vec![])
             }
         };
@@ -118,14 +140,20 @@ impl Compiler<'_> {
         let mut layer_labels = Vec::new();
         let mut names_used: BTreeMap<String, usize> = BTreeMap::new();
         for l in &image.layers {
-            *names_used.entry(l.name.clone()).or_default() += 1;
+            *names_used.entry(l.value.name.clone()).or_default() += 1;
         }
-        for (i, l) in image.layers.iter().enumerate() {
+        for (i, spanned) in image.layers.iter().enumerate() {
+            let l = &spanned.value;
             let at = loc(t, &format!("layers[{i}]")).unwrap_or_default();
             if layer_labels.contains(&l.to_string()) {
-                return Err(CompileError::DuplicateLayer { image: label.clone(), layer: l.to_string(), at }.into());
+                return Err(CompileError::DuplicateLayer {
+                    image: label.clone(),
+                    layer: l.to_string(),
+                    at,
+                }
+                .into());
             }
-            let lt = loader.load(l)?;
+            let lt = loader.load_expecting(spanned, Kind::Layer)?;
             let Target::Layer(layer) = &lt.target else {
                 return Err(CompileError::NotALayer {
                     image: label.clone(),
@@ -151,28 +179,41 @@ impl Compiler<'_> {
         let overlay = Arc::new(OverlayStep {
             store: self.store.clone(),
             layers: layer_labels.join(","),
-            layers_location: loc(t, "layers"),
+            layers_location: loc(t, "layers").or_else(|| loc(t, "layers[0]")),
         });
-        let rootfs = self.add(step_name("rootfs"), layer_labels.join(",").as_bytes(), overlay, deps);
+        let rootfs = self.add(
+            step_name("rootfs"),
+            layer_labels.join(",").as_bytes(),
+            overlay,
+            deps,
+        );
 
-        let (out_name, node) = match image.output.format {
-            defs::OutputFormat::Tar => {
-                let level = image.output.level;
+        let out_name = image.output.file_name(&t.label.name);
+        let node = match image.output.format {
+            defs::Format::Tar => {
+                let level = match image.output.compression {
+                    defs::Compression::Zstd => Some(image.output.level),
+                    defs::Compression::None => None,
+                };
                 let step = Arc::new(TarStep {
                     store: self.store.clone(),
                     epoch,
                     epoch_location: epoch_loc.clone(),
                     level,
-                    level_location: loc(t, "output.level"),
+                    level_location: loc(t, "output.level").or_else(|| loc(t, "output.compression")),
                 });
-                let def = format!("tar epoch={epoch} level={level}");
-                (format!("{}.tar.zst", t.label.name), self.add(step_name("tar"), def.as_bytes(), step, vec![rootfs]))
+                let def = format!("tar epoch={epoch} level={level:?}");
+                self.add(step_name("tar"), def.as_bytes(), step, vec![rootfs])
             }
         };
         Ok(PlannedTarget {
             label: t.label.clone(),
             roots: vec![node],
-            exports: vec![Export { node, output: "archive".into(), file_name: out_name }],
+            exports: vec![Export {
+                node,
+                output: "archive".into(),
+                file_name: out_name,
+            }],
         })
     }
 
@@ -191,60 +232,92 @@ impl Compiler<'_> {
         let mut deps = Vec::new();
         let mut display = BTreeMap::new();
         let mut has_template = false;
-        for (i, f) in layer.files.iter().enumerate() {
-            let path = TreePath::parse(&f.path).map_err(|e| {
+        for (i, entry) in layer.files.iter().enumerate() {
+            let f = &entry.value;
+            let path = TreePath::parse(f.path.as_str()).map_err(|e| {
                 miette::miette!(
                     code = "w4b::defs::bad_path",
                     "{e} (at {})",
                     loc(lt, &format!("files[{i}].path")).unwrap_or_default()
                 )
             })?;
-            let op = match &f.op {
-                defs::FileOp::Content(s) => FileOp::Content(s.clone()),
-                defs::FileOp::Source(p) => {
-                    display.insert(i, self.ws.display(&lt.dir.join(p)));
-                    FileOp::Source(lt.dir.join(p))
+            let host = |p: &defs::WsPath| self.ws.root().join(p.as_str());
+            let (op, mode) = match &f.op {
+                defs::FileOp::Content { content, mode } => (FileOp::Content(content.clone()), Some(mode.0)),
+                defs::FileOp::Source { source, mode } => {
+                    display.insert(i, source.to_string());
+                    (FileOp::Source(host(source)), mode.map(|m| m.0))
                 }
-                defs::FileOp::Template(p) => {
+                defs::FileOp::Template { template, mode } => {
                     has_template = true;
-                    display.insert(i, self.ws.display(&lt.dir.join(p)));
-                    FileOp::Template(lt.dir.join(p))
+                    display.insert(i, template.to_string());
+                    (FileOp::Template(host(template)), Some(mode.0))
                 }
-                defs::FileOp::Symlink(s) => FileOp::Symlink(s.clone()),
-                defs::FileOp::Dir => FileOp::Dir,
-                defs::FileOp::Remove => FileOp::Remove,
-                defs::FileOp::Append(s) => FileOp::Append(s.clone()),
-                defs::FileOp::Fetch(spec) => {
-                    let sha256 = crate::steps::fetch::parse_sha256(&spec.sha256).map_err(|e| miette::Report::new(e))?;
-                    let declared_in = loc(lt, &format!("files[{i}].fetch.sha256")).unwrap_or_else(|| lt.label.to_string());
+                defs::FileOp::Symlink { target } => (FileOp::Symlink(target.clone()), None),
+                defs::FileOp::Dir { mode } => (FileOp::Dir, Some(mode.0)),
+                defs::FileOp::Remove => (FileOp::Remove, None),
+                defs::FileOp::Append { content } => (FileOp::Append(content.clone()), None),
+                defs::FileOp::Fetch { url, sha256, mode } => {
+                    let sha = crate::steps::fetch::parse_sha256(sha256).map_err(miette::Report::new)?;
+                    let declared_in = loc(lt, &format!("files[{i}].fetch.sha256"))
+                        .or_else(|| loc(lt, &format!("files[{i}].sha256")))
+                        .unwrap_or_else(|| lt.label.to_string());
+                    let mirrors: Vec<(String, Vec<String>)> = self
+                        .ws
+                        .config()
+                        .mirrors
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
                     let step = Arc::new(FetchStep {
                         store: self.store.clone(),
                         fetcher: self.fetcher()?,
-                        url: spec.url.clone(),
-                        sha256,
-                        mirrors: self.ws.settings().mirrors_list(),
+                        url: url.clone(),
+                        sha256: sha,
+                        mirrors,
                         declared_in,
                     });
+                    let hex = hex::encode(sha);
                     let node = self.add(
                         format!("{}#fetch:{}", lt.label, f.path),
-                        spec.sha256.to_ascii_lowercase().as_bytes(),
+                        hex.as_bytes(),
                         step,
                         vec![],
                     );
                     deps.push(node);
-                    FileOp::Fetch { input: deps.len() - 1, sha256: spec.sha256.to_ascii_lowercase() }
+                    (
+                        FileOp::Fetch {
+                            input: deps.len() - 1,
+                            sha256: hex,
+                        },
+                        Some(mode.0),
+                    )
                 }
             };
-            files.push(LayerFile { path, op, mode: f.mode, uid: f.uid, gid: f.gid });
+            files.push(LayerFile {
+                path,
+                op,
+                mode,
+                uid: f.owner.uid,
+                gid: f.owner.gid,
+            });
         }
-        let mut locations: BTreeMap<String, String> =
-            lt.locations.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let mut locations: BTreeMap<String, String> = lt
+            .locations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
         // Templates see the image's `config`: point at its first value there.
-        if let Some((_, l)) = img.locations.iter().find(|(k, _)| *k == "config" || k.starts_with("config.")) {
+        if let Some((_, l)) = img
+            .locations
+            .iter()
+            .find(|(k, _)| *k == "config" || k.starts_with("config."))
+        {
             locations.insert("config".into(), l.to_string());
         }
         let image_label = img.label.to_string();
-        let template_context = has_template.then(|| (image.config.clone(), image_label.clone()));
+        let config = serde_json::to_value(&image.config).unwrap_or(serde_json::Value::Null);
+        let template_context = has_template.then(|| (config, image_label.clone()));
         // Identity: the layer's typed definition, what its templates see, and the epoch.
         let mut def = format!("{:?}|epoch={epoch}", files);
         if let Some((c, t)) = &template_context {
@@ -266,7 +339,6 @@ impl Compiler<'_> {
         });
         Ok(self.add(name.to_string(), def.as_bytes(), step, deps))
     }
-
 }
 
 /// Loads every label and compiles the buildable ones into one graph.
@@ -277,20 +349,32 @@ pub fn compile(
     env: &BTreeMap<String, String>,
     sets: &[String],
 ) -> miette::Result<Plan> {
-    let mut loader = ws.loader(env, sets)?;
-    let mut c = Compiler { ws, store, graph: Graph::new(), fetcher: None };
+    let loader = Loader::new(ws.clone(), env.clone(), sets)?;
+    let mut c = Compiler {
+        ws,
+        store,
+        graph: Graph::new(),
+        fetcher: None,
+    };
     let mut targets = Vec::new();
     for label in labels {
         let t = loader.load(label)?;
         match &t.target {
             Target::Image(image) => {
                 let image = image.clone();
-                targets.push(c.image(&mut loader, &t, &image)?);
+                targets.push(c.image(&loader, &t, &image)?);
             }
             other => {
-                return Err(CompileError::NotBuildable { label: label.to_string(), kind: other.kind().to_string() }.into())
+                return Err(CompileError::NotBuildable {
+                    label: label.to_string(),
+                    kind: other.kind().to_string(),
+                }
+                .into())
             }
         }
     }
-    Ok(Plan { graph: c.graph, targets })
+    Ok(Plan {
+        graph: c.graph,
+        targets,
+    })
 }

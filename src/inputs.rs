@@ -204,7 +204,12 @@ mod tests {
         fs::write(&f, b"hello").unwrap();
         // Pretend the file is old so it is not racy.
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-        fs::File::options().write(true).open(&f).unwrap().set_modified(old).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let c = StatCache::default();
         let d = c.file(&f).unwrap();
         assert_eq!(d, Digest::of(b"hello"));

@@ -79,18 +79,29 @@ impl AppStore {
             })
             .unwrap_or(0);
         let _ = std::fs::remove_file(&probe);
-        let _ = self.store.local().write_meta(STATCACHE, &self.stats.to_bytes(now_ns));
+        let _ = self
+            .store
+            .local()
+            .write_meta(STATCACHE, &self.stats.to_bytes(now_ns));
     }
 
-    /// Copies an output into place atomically, verifying it on the way.
-    pub fn export(&self, digest: &Digest, dest: &Path) -> miette::Result<()> {
+    /// Copies an output into place atomically, verifying it on the way. Skips the copy
+    /// when `dest` already holds exactly these bytes.
+    pub fn export(&self, digest: &Digest, dest: &Path) -> Result<(), CacheError> {
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                miette::miette!(code = "w4b::out::create", "cannot create `{}`: {e}", parent.display())
+            std::fs::create_dir_all(parent).map_err(|source| CacheError::Io {
+                action: "create the output directory",
+                path: parent.to_path_buf(),
+                source,
             })?;
         }
-        self.store.copy_to(digest, dest)?;
-        Ok(())
+        if let Ok(mut f) = std::fs::File::open(dest) {
+            let mut h = blake3::Hasher::new();
+            if std::io::copy(&mut f, &mut h).is_ok() && Digest::from(h.finalize()) == *digest {
+                return Ok(());
+            }
+        }
+        self.store.copy_to(digest, dest)
     }
 
     pub fn dirs(&self) -> Vec<(&'static str, &StoreDir)> {
@@ -115,7 +126,12 @@ impl AppStore {
         }
     }
 
-    pub fn gc(&self, remote: bool, max_bytes: Option<u64>, max_age: Option<Duration>) -> miette::Result<String> {
+    pub fn gc(
+        &self,
+        remote: bool,
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> miette::Result<String> {
         let dir = self.dir(remote)?;
         #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
         let now = SystemTime::now();
@@ -150,7 +166,9 @@ impl AppStore {
             r.records_checked
         )];
         for d in &r.corrupt_blobs {
-            lines.push(format!("corrupt blob `{d}` (quarantined; the next build that needs it rebuilds it)"));
+            lines.push(format!(
+                "corrupt blob `{d}` (quarantined; the next build that needs it rebuilds it)"
+            ));
         }
         for p in &r.invalid_records {
             lines.push(format!("unreadable record `{}` (quarantined)", p.display()));

@@ -37,10 +37,7 @@ impl BlobWriter {
         self.commit_expecting(None)
     }
 
-    pub(crate) fn commit_expecting(
-        self,
-        expected: Option<&Digest>,
-    ) -> Result<(Digest, u64), CacheError> {
+    pub(crate) fn commit_expecting(self, expected: Option<&Digest>) -> Result<(Digest, u64), CacheError> {
         let digest: Digest = self.hasher.finalize().into();
         if let Some(e) = expected.filter(|e| **e != digest) {
             return Err(CacheError::Mismatch {

@@ -81,6 +81,7 @@ impl<'de> serde::Deserialize<'de> for Digest {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 mod tests {
     use super::*;
 

@@ -163,9 +163,7 @@ impl StoreDir {
 
     /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.
     pub(crate) fn publish(&self, tmp: NamedTempFile, dest: &Path) -> Result<(), CacheError> {
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err("sync", tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
         let parent = dest.parent().unwrap_or(&self.v1);
         // GC removes emptied record directories; if it does so between our mkdir and our
         // link, the link fails with ENOENT, and trying again is correct.
@@ -180,12 +178,7 @@ impl StoreDir {
                 // Filesystems without hard links (some FUSE bucket mounts) get
                 // check-then-rename: a race there replaces an entry with identical
                 // content, which readers cannot tell from the original.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Unsupported | ErrorKind::PermissionDenied
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
                     if dest.exists() {
                         return Ok(());
                     }
@@ -228,8 +221,7 @@ impl StoreDir {
             return Ok(d);
         }
         let mut w = self.writer()?;
-        w.write_all(bytes)
-            .map_err(io_err("write", self.sub("tmp")))?;
+        w.write_all(bytes).map_err(io_err("write", self.sub("tmp")))?;
         Ok(w.commit()?.0)
     }
 
@@ -255,9 +247,7 @@ impl StoreDir {
         }
         let mut w = self.writer()?;
         if let Err(e) = io::copy(from, &mut w) {
-            return Err(
-                crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("import", path)(e))
-            );
+            return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("import", path)(e)));
         }
         Ok(w.commit_expecting(Some(expected))?.1)
     }
@@ -291,12 +281,7 @@ impl StoreDir {
         Ok(bytes)
     }
 
-    pub(crate) fn corrupt_blob(
-        &self,
-        expected: &Digest,
-        actual: Digest,
-        seen: &File,
-    ) -> CacheError {
+    pub(crate) fn corrupt_blob(&self, expected: &Digest, actual: Digest, seen: &File) -> CacheError {
         let evidence = self.quarantine(
             &self.blob_path(expected),
             &format!("{expected}.{actual}"),
@@ -328,9 +313,7 @@ impl StoreDir {
             .tempfile_in(dir)
             .map_err(io_err("create a temp file in", dir))?;
         if let Err(e) = io::copy(&mut src, &mut tmp) {
-            return Err(
-                crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("copy to", dest)(e))
-            );
+            return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("copy to", dest)(e)));
         }
         tmp.persist(dest)
             .map(drop)
@@ -358,8 +341,7 @@ impl StoreDir {
     /// from a remote, whose blobs are fetched on first read.
     pub(crate) fn write_record(&self, r: &Record) -> Result<(), CacheError> {
         let mut tmp = self.tmp_file()?;
-        tmp.write_all(&r.to_json())
-            .map_err(io_err("write", tmp.path()))?;
+        tmp.write_all(&r.to_json()).map_err(io_err("write", tmp.path()))?;
         self.publish(tmp, &self.record_path(r))
     }
 
@@ -427,9 +409,7 @@ impl StoreDir {
         let path = self.meta_path(name)?;
         let mut tmp = self.tmp_file()?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err("sync", tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
         tmp.persist(&path)
             .map(drop)
             .map_err(|e| io_err("replace", path)(e.error))
@@ -453,8 +433,7 @@ impl StoreDir {
             return Ok(Lease { _lock: None });
         }
         let lock = self.lock_file()?;
-        lock.lock_shared()
-            .map_err(io_err("lock", self.sub("lock")))?;
+        lock.lock_shared().map_err(io_err("lock", self.sub("lock")))?;
         Ok(Lease { _lock: Some(lock) })
     }
 
@@ -533,6 +512,7 @@ pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 pub(crate) mod tests {
     use super::*;
     use crate::record::tests::record;
@@ -572,10 +552,7 @@ pub(crate) mod tests {
         assert_eq!(size, (1 << 20) + 4);
         assert_eq!(dir.read(&big).unwrap().len() as u64, size);
         let mut streamed = Vec::new();
-        dir.reader(&big)
-            .unwrap()
-            .read_to_end(&mut streamed)
-            .unwrap();
+        dir.reader(&big).unwrap().read_to_end(&mut streamed).unwrap();
         assert_eq!(Digest::of(&streamed), big);
 
         let src = t.path().join("src");
@@ -598,11 +575,7 @@ pub(crate) mod tests {
             dir.read(&Digest::of(b"absent")),
             Err(CacheError::Missing { .. })
         ));
-        assert_eq!(
-            dir.stats().unwrap().tmp_files,
-            0,
-            "temp files are cleaned up"
-        );
+        assert_eq!(dir.stats().unwrap().tmp_files, 0, "temp files are cleaned up");
     }
 
     #[test]
@@ -631,10 +604,7 @@ pub(crate) mod tests {
         flip_byte(&dir.blob_path(&d));
         let dest = t.path().join("dest");
         fs::write(&dest, b"old").unwrap();
-        assert!(matches!(
-            dir.copy_to(&d, &dest),
-            Err(CacheError::Corrupt { .. })
-        ));
+        assert!(matches!(dir.copy_to(&d, &dest), Err(CacheError::Corrupt { .. })));
         assert_eq!(fs::read(&dest).unwrap(), b"old", "dest untouched");
         assert!(!dir.contains(&d));
         assert_eq!(
@@ -688,10 +658,7 @@ pub(crate) mod tests {
         assert_eq!(dir.read_meta("state").unwrap(), None);
         dir.write_meta("state", b"one").unwrap();
         dir.write_meta("state", b"two").unwrap();
-        assert_eq!(
-            dir.read_meta("state").unwrap().as_deref(),
-            Some(&b"two"[..])
-        );
+        assert_eq!(dir.read_meta("state").unwrap().as_deref(), Some(&b"two"[..]));
         for bad in ["", ".", "..", "a/b"] {
             assert!(matches!(
                 dir.write_meta(bad, b""),
@@ -710,10 +677,7 @@ pub(crate) mod tests {
         let rw = StoreDir::open_shared(t.path()).unwrap();
         let d = rw.put_bytes(b"shared").unwrap();
         let ro = StoreDir::open_shared_read_only(t.path()).unwrap();
-        assert!(matches!(
-            ro.put_bytes(b"x"),
-            Err(CacheError::ReadOnly { .. })
-        ));
+        assert!(matches!(ro.put_bytes(b"x"), Err(CacheError::ReadOnly { .. })));
         assert!(matches!(
             ro.write_meta("m", b"x"),
             Err(CacheError::ReadOnly { .. })
@@ -731,9 +695,7 @@ pub(crate) mod tests {
     fn publish_batch(dir: &StoreDir, id: usize) {
         for i in 0..40 {
             for content in [format!("shared {i}"), format!("own {id} {i}")] {
-                let d = dir
-                    .put_bytes(content.repeat(i * 50 + 1).as_bytes())
-                    .unwrap();
+                let d = dir.put_bytes(content.repeat(i * 50 + 1).as_bytes()).unwrap();
                 let r = record(&format!("key {}", i % 10), &[("out", d, 0)]);
                 dir.put_record(&r).unwrap();
             }
@@ -799,8 +761,7 @@ pub(crate) mod tests {
         if let Some((dir, _)) = child_env() {
             for i in 0u64.. {
                 let d = dir.put_bytes(&i.to_le_bytes().repeat(4096)).unwrap();
-                dir.put_record(&record(&i.to_string(), &[("o", d, 0)]))
-                    .unwrap();
+                dir.put_record(&record(&i.to_string(), &[("o", d, 0)])).unwrap();
             }
         }
     }
@@ -853,9 +814,7 @@ pub(crate) mod tests {
         assert_eq!(young.tmp_removed, 0, "younger than the grace period");
         let later = now + crate::GcPolicy::DEFAULT_GRACE * 2;
         assert_eq!(
-            dir.gc(&crate::GcPolicy::new(later), &NoRefs)
-                .unwrap()
-                .tmp_removed,
+            dir.gc(&crate::GcPolicy::new(later), &NoRefs).unwrap().tmp_removed,
             1
         );
         assert_eq!(dir.stats().unwrap().tmp_files, 0);

@@ -40,9 +40,7 @@ pub enum CacheError {
     #[diagnostic(code(w4b::cache::mismatch))]
     Mismatch { expected: Digest, actual: Digest },
 
-    #[error(
-        "record for key `{key}` names output `{output}` = `{digest}`, which is not in the store"
-    )]
+    #[error("record for key `{key}` names output `{output}` = `{digest}`, which is not in the store")]
     #[diagnostic(
         code(w4b::cache::incomplete_record),
         help("store every output blob before the record that names it")
@@ -67,9 +65,7 @@ pub enum CacheError {
     #[error("`{}` is not a w4b cache directory (no `v1/` inside)", root.display())]
     #[diagnostic(
         code(w4b::cache::not_a_store),
-        help(
-            "check that the remote cache is mounted, or open it writable once to create the layout"
-        )
+        help("check that the remote cache is mounted, or open it writable once to create the layout")
     )]
     NotAStore { root: PathBuf },
 
@@ -82,14 +78,7 @@ pub enum CacheError {
 }
 
 /// Shorthand for mapping an `io::Error` to [`CacheError::Io`].
-pub(crate) fn io_err(
-    action: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(io::Error) -> CacheError {
+pub(crate) fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CacheError {
     let path = path.into();
-    move |source| CacheError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| CacheError::Io { action, path, source }
 }

@@ -132,10 +132,8 @@ impl StoreDir {
             closures.push(self.closure(r.outputs.iter().copied(), refs, &mut memo)?);
         }
         if let Some(max_bytes) = policy.max_bytes {
-            let size: BTreeMap<Digest, (u64, bool)> = blobs
-                .iter()
-                .map(|b| (b.digest, (b.size, old(b.mtime))))
-                .collect();
+            let size: BTreeMap<Digest, (u64, bool)> =
+                blobs.iter().map(|b| (b.digest, (b.size, old(b.mtime)))).collect();
             let mut count = BTreeMap::<Digest, u64>::new();
             for (c, _) in closures.iter().zip(&evict).filter(|(_, e)| !**e) {
                 for d in c {
@@ -202,8 +200,7 @@ impl StoreDir {
             let Ok(m) = fs::symlink_metadata(&path) else {
                 continue;
             };
-            if m.is_file() && old(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) && remove(&path)?
-            {
+            if m.is_file() && old(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) && remove(&path)? {
                 rep.tmp_removed += 1;
             }
         }
@@ -221,6 +218,7 @@ fn remove(path: &std::path::Path) -> Result<bool, CacheError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 mod tests {
     use super::*;
     use crate::dir::tests::store;
@@ -249,10 +247,7 @@ mod tests {
 
         let later = GcPolicy::new(now + 2 * DAY);
         let rep = dir.gc(&later, &ListRefs).unwrap();
-        assert_eq!(
-            (rep.blobs_removed, rep.blobs_kept, rep.records_kept),
-            (1, 3, 1)
-        );
+        assert_eq!((rep.blobs_removed, rep.blobs_kept, rep.records_kept), (1, 3, 1));
         assert!(!dir.contains(&orphan));
         assert!([leaf, inner, top].iter().all(|d| dir.contains(d)));
 
@@ -266,10 +261,7 @@ mod tests {
         let (_t, dir) = store();
         let policy = GcPolicy::new(SystemTime::now());
         let lease = dir.lease().unwrap();
-        assert!(matches!(
-            dir.gc(&policy, &NoRefs),
-            Err(CacheError::Busy { .. })
-        ));
+        assert!(matches!(dir.gc(&policy, &NoRefs), Err(CacheError::Busy { .. })));
         let second = dir.lease().unwrap();
         drop((lease, second));
         dir.gc(&policy, &NoRefs).unwrap();

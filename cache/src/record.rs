@@ -67,12 +67,7 @@ pub(crate) enum Parsed {
 
 impl Record {
     /// An empty record for `key`; fill in preimage, outputs and duration.
-    pub fn new(
-        key: Digest,
-        step: impl Into<String>,
-        kind: impl Into<String>,
-        producer: Producer,
-    ) -> Record {
+    pub fn new(key: Digest, step: impl Into<String>, kind: impl Into<String>, producer: Producer) -> Record {
         Record {
             schema: RECORD_SCHEMA.to_owned(),
             key,
@@ -126,6 +121,7 @@ impl Record {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 pub(crate) mod tests {
     use super::*;
 
@@ -163,16 +159,10 @@ pub(crate) mod tests {
         let bytes = r.to_json();
         let text = String::from_utf8(bytes.clone()).unwrap();
         // Field order is part of the format.
-        let order: Vec<usize> = [
-            "\"schema\"",
-            "\"key\"",
-            "\"step\"",
-            "\"outputs\"",
-            "\"producer\"",
-        ]
-        .iter()
-        .map(|f| text.find(f).unwrap())
-        .collect();
+        let order: Vec<usize> = ["\"schema\"", "\"key\"", "\"step\"", "\"outputs\"", "\"producer\""]
+            .iter()
+            .map(|f| text.find(f).unwrap())
+            .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
         let name = r.outputs_digest();
         assert!(matches!(Record::parse(&bytes, &r.key, &name), Parsed::Valid(p) if *p == r));

@@ -37,11 +37,7 @@ impl BlobRefs for NoRefs {
 impl StoreDir {
     /// The digests `d` references; empty for leaves. Reads only the magic's length
     /// unless the blob is a listing, which is then read whole and verified.
-    pub(crate) fn children(
-        &self,
-        d: &Digest,
-        refs: &dyn BlobRefs,
-    ) -> Result<Vec<Digest>, CacheError> {
+    pub(crate) fn children(&self, d: &Digest, refs: &dyn BlobRefs) -> Result<Vec<Digest>, CacheError> {
         let magic = refs.magic();
         if magic.is_empty() {
             return Ok(Vec::new());
@@ -90,6 +86,7 @@ impl StoreDir {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 pub(crate) mod tests {
     use super::*;
 
@@ -123,9 +120,7 @@ pub(crate) mod tests {
         let leaf = dir.put_bytes(b"leaf").unwrap();
         // A leaf whose bytes look like digests must not be followed.
         let fake = dir.put_bytes(&[7u8; 64]).unwrap();
-        let inner = dir
-            .put_bytes(&listing(&[leaf, Digest::of(b"absent")]))
-            .unwrap();
+        let inner = dir.put_bytes(&listing(&[leaf, Digest::of(b"absent")])).unwrap();
         let top = dir.put_bytes(&listing(&[inner, fake])).unwrap();
         let got = dir.closure([top], &ListRefs, &mut BTreeMap::new()).unwrap();
         assert_eq!(got, BTreeSet::from([top, inner, leaf, fake]));

@@ -92,9 +92,7 @@ impl Store {
         f: impl Fn(&StoreDir) -> Result<T, CacheError>,
     ) -> Result<T, CacheError> {
         match f(&self.local) {
-            Err(CacheError::Missing { .. } | CacheError::Corrupt { .. })
-                if self.remote.is_some() =>
-            {
+            Err(CacheError::Missing { .. } | CacheError::Corrupt { .. }) if self.remote.is_some() => {
                 self.fetch(d)?;
                 f(&self.local)
             }
@@ -154,6 +152,7 @@ impl Store {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 mod tests {
     use super::*;
     use crate::dir::tests::flip_byte;
@@ -236,10 +235,7 @@ mod tests {
         assert!(matches!(third.read(&leaf), Err(CacheError::Corrupt { .. })));
         assert!(!remote.contains(&leaf) && !third.local().contains(&leaf));
         // Verify drops the now-incomplete listing; republishing repairs the remote.
-        assert_eq!(
-            remote.verify(&ListRefs).unwrap().incomplete_listings,
-            vec![tree]
-        );
+        assert_eq!(remote.verify(&ListRefs).unwrap().incomplete_listings, vec![tree]);
         assert_eq!(writer.publish(&r, &ListRefs).unwrap().blobs, 2);
         assert_eq!(third.read(&leaf).unwrap(), b"leaf");
     }

@@ -109,9 +109,7 @@ impl StoreDir {
         loop {
             let broken: Vec<Digest> = listings
                 .iter()
-                .filter(|(d, kids)| {
-                    complete.contains(*d) && kids.iter().any(|k| !complete.contains(k))
-                })
+                .filter(|(d, kids)| complete.contains(*d) && kids.iter().any(|k| !complete.contains(k)))
                 .map(|(d, _)| *d)
                 .collect();
             if broken.is_empty() {
@@ -151,6 +149,7 @@ impl StoreDir {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 mod tests {
     use super::*;
     use crate::dir::tests::{flip_byte, store};

@@ -181,13 +181,7 @@ impl Engine<'_> {
         let mut waiting = BTreeMap::new();
         let mut ready = VecDeque::new();
         for &id in &order {
-            let n = self
-                .graph
-                .node(id)
-                .deps
-                .iter()
-                .collect::<BTreeSet<_>>()
-                .len();
+            let n = self.graph.node(id).deps.iter().collect::<BTreeSet<_>>().len();
             if n == 0 {
                 ready.push_back(id);
             } else {
@@ -281,7 +275,8 @@ impl Engine<'_> {
                         }
                     }
                 }
-                Err((result, failure)) => {
+                Err(boxed) => {
+                    let (result, failure) = *boxed;
                     st.results.insert(id, result);
                     if !matches!(failure.error, StepError::Cancelled) {
                         st.failures.push(failure);
@@ -301,30 +296,16 @@ impl Engine<'_> {
             .node(id)
             .deps
             .iter()
-            .map(|d| {
-                st.results
-                    .get(d)
-                    .map(|r| r.outputs.clone())
-                    .unwrap_or_default()
-            })
+            .map(|d| st.results.get(d).map(|r| r.outputs.clone()).unwrap_or_default())
             .collect()
     }
 
-    fn preimage(
-        &self,
-        id: NodeId,
-        own: &[Component],
-        inputs: &[Outputs],
-    ) -> Result<Preimage, StepError> {
+    fn preimage(&self, id: NodeId, own: &[Component], inputs: &[Outputs]) -> Result<Preimage, StepError> {
         let node = self.graph.node(id);
         let mut comps = vec![
             Component::new(ComponentKind::Schema, "schema", KEY_SCHEMA.to_string()),
             Component::new(ComponentKind::Kind, "kind", node.step.kind()),
-            Component::new(
-                ComponentKind::Version,
-                "version",
-                node.step.version().to_string(),
-            ),
+            Component::new(ComponentKind::Version, "version", node.step.version().to_string()),
         ];
         comps.extend(own.iter().cloned());
         for (i, outs) in inputs.iter().enumerate() {
@@ -350,7 +331,7 @@ impl Engine<'_> {
         state: &Mutex<State>,
         cv: &Condvar,
         own: &BTreeMap<NodeId, Vec<Component>>,
-    ) -> Result<StepResult, (StepResult, Failure)> {
+    ) -> Result<StepResult, Box<(StepResult, Failure)>> {
         self.process_inner(id, state, cv, own, None, 0)
     }
 
@@ -362,7 +343,7 @@ impl Engine<'_> {
         own: &BTreeMap<NodeId, Vec<Component>>,
         forced: Option<MissReason>,
         depth: usize,
-    ) -> Result<StepResult, (StepResult, Failure)> {
+    ) -> Result<StepResult, Box<(StepResult, Failure)>> {
         let node = self.graph.node(id);
         let kind = node.step.kind();
         let fail = |key: Option<Digest>, error: StepError| {
@@ -371,7 +352,7 @@ impl Engine<'_> {
                 kind,
                 error: render_error(&error),
             });
-            (
+            Box::new((
                 StepResult {
                     name: node.name.clone(),
                     kind: kind.to_string(),
@@ -385,7 +366,7 @@ impl Engine<'_> {
                     step: node.name.clone(),
                     error,
                 },
-            )
+            ))
         };
         let empty = Vec::new();
         let own_comps = own.get(&id).unwrap_or(&empty);
@@ -394,9 +375,7 @@ impl Engine<'_> {
         loop {
             attempts += 1;
             let inputs = self.upstream(id, state);
-            let preimage = self
-                .preimage(id, own_comps, &inputs)
-                .map_err(|e| fail(None, e))?;
+            let preimage = self.preimage(id, own_comps, &inputs).map_err(|e| fail(None, e))?;
             let key = preimage.key();
 
             // Identical keys run once: wait while another worker runs this key.
@@ -439,7 +418,7 @@ impl Engine<'_> {
                             Ok(r) => {
                                 lock(state).results.insert(dep, r);
                             }
-                            Err((_, f)) => return Err(fail(Some(key), f.error)),
+                            Err(boxed) => return Err(fail(Some(key), boxed.1.error)),
                         }
                     }
                 }
@@ -538,9 +517,7 @@ impl Engine<'_> {
         };
         self.cache
             .publish(&record, node.step.shareable())
-            .map_err(|e| {
-                StepError::msg(format!("storing the result of `{}` failed: {e}", node.name))
-            })?;
+            .map_err(|e| StepError::msg(format!("storing the result of `{}` failed: {e}", node.name)))?;
         self.observer.event(&Event::StepFinished {
             step: &node.name,
             kind,

@@ -108,34 +108,19 @@ pub fn explain(cache: &dyn Cache, history: &TargetHistory) -> Why {
 }
 
 fn preimage_of(cache: &dyn Cache, key: &Digest) -> Option<Vec<PreimageEntry>> {
-    cache
-        .records(key)
-        .ok()?
-        .into_iter()
-        .next()
-        .map(|r| r.preimage)
+    cache.records(key).ok()?.into_iter().next().map(|r| r.preimage)
 }
 
-pub fn explain_pair(
-    cache: &dyn Cache,
-    target: &str,
-    prev: Option<&BuildEntry>,
-    cur: &BuildEntry,
-) -> Why {
+pub fn explain_pair(cache: &dyn Cache, target: &str, prev: Option<&BuildEntry>, cur: &BuildEntry) -> Why {
     let prev_by_name: BTreeMap<&str, &StepEntry> = prev
         .map(|p| p.steps.iter().map(|s| (s.name.as_str(), s)).collect())
         .unwrap_or_default();
-    let cur_by_name: BTreeMap<&str, &StepEntry> =
-        cur.steps.iter().map(|s| (s.name.as_str(), s)).collect();
+    let cur_by_name: BTreeMap<&str, &StepEntry> = cur.steps.iter().map(|s| (s.name.as_str(), s)).collect();
     // Steps whose key changed in this build (they re-ran or were fetched under a new key).
     let changed: BTreeSet<&str> = cur
         .steps
         .iter()
-        .filter(|s| {
-            prev_by_name
-                .get(s.name.as_str())
-                .is_some_and(|p| p.key != s.key)
-        })
+        .filter(|s| prev_by_name.get(s.name.as_str()).is_some_and(|p| p.key != s.key))
         .map(|s| s.name.as_str())
         .collect();
     let output_changed: BTreeSet<&str> = cur

@@ -80,16 +80,8 @@ pub fn record(
             kind: r.kind.clone(),
             key,
             status: r.status,
-            outputs: r
-                .outputs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.digest))
-                .collect(),
-            deps: node
-                .deps
-                .iter()
-                .map(|d| graph.node(*d).name.clone())
-                .collect(),
+            outputs: r.outputs.iter().map(|(k, v)| (k.clone(), v.digest)).collect(),
+            deps: node.deps.iter().map(|d| graph.node(*d).name.clone()).collect(),
             miss: r.miss.clone(),
         });
     }

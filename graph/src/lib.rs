@@ -21,9 +21,7 @@ pub mod render;
 pub mod step;
 
 pub use cache::{Cache, CacheResult, Lookup, MissReason};
-pub use exec::{
-    BuildOptions, BuildReport, Engine, Event, Observer, Silent, StepResult, StepStatus,
-};
+pub use exec::{BuildOptions, BuildReport, Engine, Event, Observer, Silent, StepResult, StepStatus};
 pub use graph::{Graph, Node, NodeId};
 pub use key::{Component, ComponentKind, Preimage};
 pub use step::{Outputs, PlanContext, RunContext, Step, StepError};

@@ -86,8 +86,7 @@ fn quote(s: &str) -> String {
 
 pub fn dot(graph: &Graph, roots: &[NodeId]) -> String {
     let nodes = ordered(graph, roots);
-    let mut s =
-        String::from("digraph w4b {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut s = String::from("digraph w4b {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
     for (i, &id) in nodes.iter().enumerate() {
         let n = graph.node(id);
         s.push_str(&format!(

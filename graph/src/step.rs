@@ -89,10 +89,7 @@ pub enum StepError {
     #[error("interrupted")]
     Cancelled,
     #[error("{message}")]
-    Failed {
-        message: String,
-        help: Option<String>,
-    },
+    Failed { message: String, help: Option<String> },
     #[error(transparent)]
     Diagnostic(Box<dyn miette::Diagnostic + Send + Sync + 'static>),
 }

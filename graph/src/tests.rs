@@ -47,13 +47,7 @@ impl Cache for MemCache {
         Ok(())
     }
     fn records(&self, key: &Digest) -> CacheResult<Vec<Record>> {
-        Ok(self
-            .records
-            .lock()
-            .unwrap()
-            .get(key)
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.records.lock().unwrap().get(key).cloned().unwrap_or_default())
     }
     fn put(&self, bytes: &[u8]) -> CacheResult<Digest> {
         let d = Digest::of(bytes);
@@ -70,10 +64,7 @@ impl Cache for MemCache {
         Ok(self.meta.lock().unwrap().get(name).cloned())
     }
     fn write_meta(&self, name: &str, bytes: &[u8]) -> CacheResult<()> {
-        self.meta
-            .lock()
-            .unwrap()
-            .insert(name.into(), bytes.to_vec());
+        self.meta.lock().unwrap().insert(name.into(), bytes.to_vec());
         Ok(())
     }
     fn as_any(&self) -> &dyn std::any::Any {
@@ -120,10 +111,7 @@ impl Step for Concat {
                 .map_err(|_| StepError::InputUnavailable(o.digest))?;
             bytes.extend_from_slice(&b);
         }
-        let d = cx
-            .cache
-            .put(&bytes)
-            .map_err(|e| StepError::msg(e.to_string()))?;
+        let d = cx.cache.put(&bytes).map_err(|e| StepError::msg(e.to_string()))?;
         let mut out = Outputs::new();
         out.insert(
             "out".into(),
@@ -337,10 +325,7 @@ fn corrupt_input_is_repaired_by_rerunning_producer() {
         r.results[&f.ids[1]].miss,
         Some(MissReason::Repair { .. })
     ));
-    assert_eq!(
-        r.results[&f.ids[2]].outputs,
-        first.results[&f.ids[2]].outputs
-    );
+    assert_eq!(r.results[&f.ids[2]].outputs, first.results[&f.ids[2]].outputs);
 }
 
 #[test]
@@ -355,18 +340,8 @@ fn identical_nodes_are_shared() {
             runs: runs.clone(),
         })
     };
-    let a = graph.add(
-        "//images:b#motd",
-        identity("concat", b"x", &[]),
-        mk(),
-        vec![],
-    );
-    let b = graph.add(
-        "//images:a#motd",
-        identity("concat", b"x", &[]),
-        mk(),
-        vec![],
-    );
+    let a = graph.add("//images:b#motd", identity("concat", b"x", &[]), mk(), vec![]);
+    let b = graph.add("//images:a#motd", identity("concat", b"x", &[]), mk(), vec![]);
     assert_eq!(a, b);
     assert_eq!(graph.node(a).name, "//images:a#motd");
     assert_eq!(graph.node(a).aliases, vec!["//images:b#motd".to_string()]);

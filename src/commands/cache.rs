@@ -52,28 +52,41 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
                 println!("{name} cache `{}`", dir.root().display());
                 println!("  blobs    {:>8}  {}", s.blobs, bytes(s.blob_bytes));
                 println!("  records  {:>8}", s.records);
-                if s.divergent_keys > 0 {
+                if !s.divergent_keys.is_empty() {
                     println!(
                         "  warning: {} key(s) have records with different outputs: a step is not deterministic (see `w4b cache verify`)",
-                        s.divergent_keys
+                        s.divergent_keys.len()
                     );
                 }
                 if s.tmp_files > 0 {
-                    println!("  tmp      {:>8}  leftovers of interrupted writes (removed by `w4b cache gc`)", s.tmp_files);
+                    println!(
+                        "  tmp      {:>8}  leftovers of interrupted writes (removed by `w4b cache gc`)",
+                        s.tmp_files
+                    );
                 }
             }
             Ok(0)
         }
-        CacheCommand::Gc { max_size, max_age, remote } => {
+        CacheCommand::Gc {
+            max_size,
+            max_age,
+            remote,
+        } => {
             let max_bytes = match max_size {
                 Some(s) => Some(parse_size(s).ok_or_else(|| {
-                    miette::miette!(help = "use a number with an optional unit: `500M`, `20G`", "`{s}` is not a size")
+                    miette::miette!(
+                        help = "use a number with an optional unit: `500M`, `20G`",
+                        "`{s}` is not a size"
+                    )
                 })?),
                 None => None,
             };
             let max_age = match max_age {
                 Some(s) => Some(parse_age(s).ok_or_else(|| {
-                    miette::miette!(help = "use a number with a unit: `30d`, `12h`, `45m`", "`{s}` is not an age")
+                    miette::miette!(
+                        help = "use a number with a unit: `30d`, `12h`, `45m`",
+                        "`{s}` is not an age"
+                    )
                 })?),
                 None => None,
             };
@@ -100,7 +113,10 @@ mod tests {
         assert_eq!(parse_size("20GiB"), Some(20 << 30));
         assert_eq!(parse_size("1024"), Some(1024));
         assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_age("30d"), Some(std::time::Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            parse_age("30d"),
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
         assert_eq!(parse_age("12h"), Some(std::time::Duration::from_secs(12 * 3_600)));
         assert_eq!(parse_age("12"), None);
         assert_eq!(parse_age(""), None);

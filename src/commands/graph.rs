@@ -10,7 +10,11 @@ pub fn run(app: &App, args: &GraphArgs) -> miette::Result<i32> {
     let ws = app.workspace()?;
     let store = app.store(&ws)?;
     let plan = app.compile(&ws, &store, &args.labels)?;
-    let roots: Vec<_> = plan.targets.iter().flat_map(|t| t.roots.iter().copied()).collect();
+    let roots: Vec<_> = plan
+        .targets
+        .iter()
+        .flat_map(|t| t.roots.iter().copied())
+        .collect();
     match args.format {
         GraphFormat::Dot => print!("{}", render::dot(&plan.graph, &roots)),
         GraphFormat::Mermaid => print!("{}", render::mermaid(&plan.graph, &roots)),

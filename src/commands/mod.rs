@@ -16,7 +16,7 @@ use w4b_graph::StepError;
 
 use crate::cli::{Cli, Command, Global, MessageFormat};
 use crate::compile::{self, Plan};
-use crate::defs::{Label, Workspace};
+use crate::defs::{Label, Pattern, Workspace};
 use crate::store::AppStore;
 use crate::ui::Style;
 
@@ -33,7 +33,11 @@ pub fn run(cli: Cli) -> i32 {
     #[allow(clippy::disallowed_methods)] // The application's one snapshot of the environment.
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let no_color = env.contains_key("NO_COLOR");
-    let style = Style::detect(cli.global.message_format == MessageFormat::Json, cli.global.quiet, no_color);
+    let style = Style::detect(
+        cli.global.message_format == MessageFormat::Json,
+        cli.global.quiet,
+        no_color,
+    );
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(
             miette::MietteHandlerOpts::new()
@@ -72,8 +76,15 @@ pub fn step_error(step: &str, error: StepError) -> miette::Report {
     match error {
         StepError::Diagnostic(d) => miette::Report::new_boxed(d).wrap_err(format!("step `{step}` failed")),
         StepError::Failed { message, help } => match help {
-            Some(h) => miette::miette!(code = "w4b::build::step_failed", help = h, "step `{step}` failed: {message}"),
-            None => miette::miette!(code = "w4b::build::step_failed", "step `{step}` failed: {message}"),
+            Some(h) => miette::miette!(
+                code = "w4b::build::step_failed",
+                help = h,
+                "step `{step}` failed: {message}"
+            ),
+            None => miette::miette!(
+                code = "w4b::build::step_failed",
+                "step `{step}` failed: {message}"
+            ),
         },
         other => miette::miette!(code = "w4b::build::step_failed", "step `{step}` failed: {other}"),
     }
@@ -81,19 +92,32 @@ pub fn step_error(step: &str, error: StepError) -> miette::Report {
 
 impl App {
     pub fn workspace(&self) -> miette::Result<Workspace> {
-        Ok(Workspace::discover(&self.cwd, self.global.workspace.as_deref())?)
+        Ok(match &self.global.workspace {
+            Some(root) => Workspace::open(&self.cwd.join(root), &self.env)?,
+            None => Workspace::discover(&self.cwd, &self.env)?,
+        })
     }
 
-    /// The package of the current directory, for relative labels (`:demo`).
+    /// The package of the current directory, for relative labels (`:demo`): the path of
+    /// the current directory below the defs folder.
     fn current_package(&self, ws: &Workspace) -> Option<String> {
-        ws.package_of(&self.cwd)
+        let defs = ws.defs_dir();
+        let defs = defs.canonicalize().unwrap_or(defs);
+        let cwd = self.cwd.canonicalize().unwrap_or_else(|_| self.cwd.clone());
+        let rel = cwd.strip_prefix(&defs).ok()?;
+        Some(rel.to_string_lossy().into_owned())
+    }
+
+    pub fn pattern(&self, ws: &Workspace, text: &str) -> miette::Result<Pattern> {
+        let pkg = self.current_package(ws);
+        Pattern::parse(text, pkg.as_deref()).map_err(|e| miette::Report::new(e.into_defs(None)))
     }
 
     pub fn resolve(&self, ws: &Workspace, patterns: &[String]) -> miette::Result<Vec<Label>> {
-        let pkg = self.current_package(ws);
         let mut out = Vec::new();
         for p in patterns {
-            for l in ws.expand(p, pkg.as_deref())? {
+            let pattern = self.pattern(ws, p)?;
+            for l in ws.expand(&pattern)? {
                 if !out.contains(&l) {
                     out.push(l);
                 }
@@ -122,25 +146,39 @@ impl App {
     /// Cache directory: `--cache-dir`/`W4B_CACHE_DIR` > `w4b.yaml cache.dir` > XDG.
     /// Remote: `--remote-cache`/`W4B_REMOTE_CACHE` > `w4b.yaml cache.remote`.
     pub fn store_for(&self, ws: Option<&Workspace>) -> miette::Result<Arc<AppStore>> {
-        let settings = ws.map(|w| w.settings().cache.clone()).unwrap_or_default();
+        let settings = ws.map(|w| w.config().cache.clone()).unwrap_or_default();
         let local = self
             .global
             .cache_dir
             .clone()
-            .or_else(|| settings.dir.as_ref().map(|d| ws.map(|w| w.root().join(d)).unwrap_or_else(|| d.into())))
-            .or_else(|| self.env.get("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("w4b")))
+            .or_else(|| {
+                settings
+                    .dir
+                    .as_ref()
+                    .map(|d| ws.map(|w| w.root().join(d)).unwrap_or_else(|| d.clone()))
+            })
+            .or_else(|| {
+                self.env
+                    .get("XDG_CACHE_HOME")
+                    .map(|x| PathBuf::from(x).join("w4b"))
+            })
             .or_else(|| self.env.get("HOME").map(|h| PathBuf::from(h).join(".cache/w4b")))
             .unwrap_or_else(|| std::env::temp_dir().join("w4b-cache"));
         let remote = self
             .global
             .remote_cache
             .clone()
-            .or_else(|| settings.remote.as_ref().map(PathBuf::from));
-        let read_only = self.global.remote_read_only || settings.remote_read_only.unwrap_or(false);
+            .or_else(|| settings.remote.clone());
+        let read_only = self.global.remote_read_only || settings.remote_read_only;
         Ok(Arc::new(AppStore::open(&local, remote.as_deref(), read_only)?))
     }
 
-    pub fn compile(&self, ws: &Workspace, store: &Arc<AppStore>, patterns: &[String]) -> miette::Result<Plan> {
+    pub fn compile(
+        &self,
+        ws: &Workspace,
+        store: &Arc<AppStore>,
+        patterns: &[String],
+    ) -> miette::Result<Plan> {
         let labels = self.resolve(ws, patterns)?;
         compile::compile(ws, store, &labels, &self.env, &self.global.set)
     }

@@ -98,21 +98,37 @@ pub fn render_text(why: &Why) -> String {
                     .as_ref()
                     .map(|m| m.to_string())
                     .unwrap_or_else(|| "not found in the cache".into());
-                let _ = writeln!(o, "\nre-ran      {} ({}): same key, but {reason}", step.label, step.kind);
+                let _ = writeln!(
+                    o,
+                    "\nre-ran      {} ({}): same key, but {reason}",
+                    step.label, step.kind
+                );
             }
             _ => {}
         }
     }
     let list = |status: WhyStatus| why.steps.iter().filter(move |s| s.status == status);
     if s.propagated > 0 {
-        let _ = writeln!(o, "\n{} step(s) re-ran because an input step's output changed:", s.propagated);
+        let _ = writeln!(
+            o,
+            "\n{} step(s) re-ran because an input step's output changed:",
+            s.propagated
+        );
         for st in list(WhyStatus::Propagated) {
-            let cut = if st.output_changed == Some(false) { " (output unchanged)" } else { "" };
+            let cut = if st.output_changed == Some(false) {
+                " (output unchanged)"
+            } else {
+                ""
+            };
             let _ = writeln!(o, "  {}{cut} ← {}", st.label, st.because_of.join(", "));
         }
     }
     if s.cutoff > 0 {
-        let _ = writeln!(o, "\n{} step(s) cut off: their inputs re-ran with identical output:", s.cutoff);
+        let _ = writeln!(
+            o,
+            "\n{} step(s) cut off: their inputs re-ran with identical output:",
+            s.cutoff
+        );
         for st in list(WhyStatus::Cutoff) {
             let _ = writeln!(o, "  {}", st.label);
         }

@@ -116,9 +116,7 @@ pub enum TarError {
         reason: &'static str,
     },
 
-    #[error(
-        "content of tar member `{path}` ended after {actual} bytes, but its size is {expected}"
-    )]
+    #[error("content of tar member `{path}` ended after {actual} bytes, but its size is {expected}")]
     #[diagnostic(
         code(w4b::tar::content_too_short),
         help("the stored blob does not match the tree entry; run `w4b cache verify`")
@@ -165,9 +163,7 @@ impl<W: Write> TarWriter<W> {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let name = header_text(&entry.path, "path", &mut pax);
         let link: &[u8] = match entry.kind {
-            TarKind::Symlink | TarKind::HardLink => {
-                header_text(&entry.link_target, "linkpath", &mut pax)
-            }
+            TarKind::Symlink | TarKind::HardLink => header_text(&entry.link_target, "linkpath", &mut pax),
             _ => b"",
         };
         let size_field = numeric_or_pax(size, 12, "size", &mut pax);
@@ -283,9 +279,7 @@ fn validate(entry: &TarEntry) -> Result<(), TarError> {
         }
         // ustar's 7 octal digits hold 21 bits; Linux uses 12-bit majors and 20-bit
         // minors, so a larger number is a mistake, not something to encode.
-        TarKind::CharDev | TarKind::BlockDev
-            if entry.dev_major >= 1 << 21 || entry.dev_minor >= 1 << 21 =>
-        {
+        TarKind::CharDev | TarKind::BlockDev if entry.dev_major >= 1 << 21 || entry.dev_minor >= 1 << 21 => {
             return Err(invalid("device number", "it does not fit 21 bits"));
         }
         _ => {}
@@ -493,10 +487,7 @@ mod tests {
             seen[0].2,
             vec![("security.capability".to_owned(), vec![1, 0, 0, 2, 0xff])]
         );
-        assert_eq!(
-            seen[1].3.as_deref(),
-            Some(&*format!("/{}", "t".repeat(120)))
-        );
+        assert_eq!(seen[1].3.as_deref(), Some(&*format!("/{}", "t".repeat(120))));
         assert!(bytes.windows(12).any(|w| w == b"uid=4194304\n"));
     }
 

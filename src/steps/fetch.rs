@@ -184,14 +184,18 @@ pub enum FetchError {
     #[error("`{text}` is not a sha256 digest")]
     #[diagnostic(
         code(w4b::fetch::invalid_sha256),
-        help("write the 64 hex characters the publisher gives (e.g. the `.sha256` file next to the download)")
+        help(
+            "write the 64 hex characters the publisher gives (e.g. the `.sha256` file next to the download)"
+        )
     )]
     InvalidSha256 { text: String },
 
     #[error("the sha256 of `{url}` is wrong\n  expected: {expected}\n  actual:   {actual}")]
     #[diagnostic(
         code(w4b::fetch::digest_mismatch),
-        help("the file at `{url}` changed or the sha256 in {declared_in} is wrong; the download was discarded")
+        help(
+            "the file at `{url}` changed or the sha256 in {declared_in} is wrong; the download was discarded"
+        )
     )]
     DigestMismatch {
         url: String,
@@ -230,11 +234,7 @@ fn list_failures(failures: &[SourceFailure]) -> String {
     let lines: Vec<String> = failures
         .iter()
         .map(|f| {
-            let tries = if f.attempts == 1 {
-                "attempt"
-            } else {
-                "attempts"
-            };
+            let tries = if f.attempts == 1 { "attempt" } else { "attempts" };
             format!("  - `{}` ({} {tries}): {}", f.url, f.attempts, f.error)
         })
         .collect();
@@ -431,9 +431,7 @@ impl<'p> Partial<'p> {
     }
 
     fn sync(&mut self) -> Result<(), FetchError> {
-        self.file
-            .sync_all()
-            .map_err(|source| io_error(self.path, source))
+        self.file.sync_all().map_err(|source| io_error(self.path, source))
     }
 }
 
@@ -486,9 +484,7 @@ impl Fetcher {
         if !config.system_proxy {
             builder = builder.no_proxy();
         }
-        let client = builder
-            .build()
-            .map_err(|source| FetchError::Client { source })?;
+        let client = builder.build().map_err(|source| FetchError::Client { source })?;
         Ok(Fetcher { client })
     }
 
@@ -658,9 +654,7 @@ impl Fetcher {
                     .and_then(parse_content_range);
                 match range {
                     Some((start, total)) if start == offset => {
-                        partial
-                            .hash_existing(&mut hashers)
-                            .map_err(AttemptError::Local)?;
+                        partial.hash_existing(&mut hashers).map_err(AttemptError::Local)?;
                         total.or_else(|| response.content_length().map(|n| n + offset))
                     }
                     _ if offset > 0 => {
@@ -676,9 +670,7 @@ impl Fetcher {
             }
             StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
                 // Nothing lies past our partial file: it may already be the whole file.
-                partial
-                    .hash_existing(&mut hashers)
-                    .map_err(AttemptError::Local)?;
+                partial.hash_existing(&mut hashers).map_err(AttemptError::Local)?;
                 let (sha256, blake3, size) = hashers.finish();
                 if sha256 == req.sha256 {
                     partial.sync().map_err(AttemptError::Local)?;
@@ -713,10 +705,7 @@ impl Fetcher {
         if let Some(total) = total {
             if hashers.size < total {
                 return Err(AttemptError::Retry {
-                    error: format!(
-                        "the connection closed after {} of {total} bytes",
-                        hashers.size
-                    ),
+                    error: format!("the connection closed after {} of {total} bytes", hashers.size),
                     retry_after: None,
                 });
             }
@@ -768,11 +757,7 @@ fn copy_body(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(AttemptError::Retry {
-                    error: format!(
-                        "the connection broke after {} bytes: {}",
-                        hashers.size,
-                        chain(&e)
-                    ),
+                    error: format!("the connection broke after {} bytes: {}", hashers.size, chain(&e)),
                     retry_after: None,
                 });
             }
@@ -859,10 +844,15 @@ impl w4b_graph::Step for FetchStep {
     fn version(&self) -> u32 {
         1
     }
-    fn components(&self, _: &w4b_graph::PlanContext) -> Result<Vec<w4b_graph::Component>, w4b_graph::StepError> {
-        Ok(vec![
-            w4b_graph::Component::param("sha256", hex::encode(self.sha256)).at(Some(self.declared_in.clone()))
-        ])
+    fn components(
+        &self,
+        _: &w4b_graph::PlanContext,
+    ) -> Result<Vec<w4b_graph::Component>, w4b_graph::StepError> {
+        Ok(vec![w4b_graph::Component::param(
+            "sha256",
+            hex::encode(self.sha256),
+        )
+        .at(Some(self.declared_in.clone()))])
     }
     fn run(&self, cx: &w4b_graph::RunContext<'_>) -> Result<w4b_graph::Outputs, w4b_graph::StepError> {
         let req = FetchRequest {
@@ -870,11 +860,22 @@ impl w4b_graph::Step for FetchStep {
             ..FetchRequest::new(&self.url, self.sha256, &self.declared_in)
         };
         // Named after the digest so an interrupted download resumes on the next build.
-        let partial = self.store.scratch_path(&format!("fetch-{}.part", hex::encode(self.sha256)));
-        let progress = StepProgress { cx, total: std::sync::Mutex::new((0, None)) };
-        let got = self.fetcher.fetch_to(&req, &partial, &progress).map_err(w4b_graph::StepError::diag)?;
+        let partial = self
+            .store
+            .scratch_path(&format!("fetch-{}.part", hex::encode(self.sha256)));
+        let progress = StepProgress {
+            cx,
+            total: std::sync::Mutex::new((0, None)),
+        };
+        let got = self
+            .fetcher
+            .fetch_to(&req, &partial, &progress)
+            .map_err(w4b_graph::StepError::diag)?;
         let mut file = File::open(&got.path).map_err(|e| {
-            w4b_graph::StepError::msg(format!("cannot reopen the download `{}`: {e}", got.path.display()))
+            w4b_graph::StepError::msg(format!(
+                "cannot reopen the download `{}`: {e}",
+                got.path.display()
+            ))
         })?;
         let size = self
             .store
@@ -883,7 +884,13 @@ impl w4b_graph::Step for FetchStep {
             .map_err(|e| w4b_graph::StepError::msg(format!("cannot store the download: {e}")))?;
         let _ = std::fs::remove_file(&got.path);
         let mut out = w4b_graph::Outputs::new();
-        out.insert("file".into(), w4b_cache::OutputRef { digest: got.blake3, size });
+        out.insert(
+            "file".into(),
+            w4b_cache::OutputRef {
+                digest: got.blake3,
+                size,
+            },
+        );
         Ok(out)
     }
 }
@@ -1375,10 +1382,7 @@ mod tests {
         };
         assert_eq!(url, &origin);
         let tried: Vec<_> = failures.iter().map(|f| f.url.as_str()).collect();
-        assert_eq!(
-            tried,
-            vec![refused.as_str(), missing.as_str(), origin.as_str()]
-        );
+        assert_eq!(tried, vec![refused.as_str(), missing.as_str(), origin.as_str()]);
         // Connection refused and 503 are retried once; a missing local file is not.
         let attempts: Vec<_> = failures.iter().map(|f| f.attempts).collect();
         assert_eq!(attempts, vec![2, 1, 2]);
@@ -1387,10 +1391,7 @@ mod tests {
             assert!(text.contains(source.as_str()), "{text}");
         }
         let help = miette::Diagnostic::help(&err).unwrap().to_string();
-        assert!(
-            help.contains("mirrors:") && help.contains("file://"),
-            "{help}"
-        );
+        assert!(help.contains("mirrors:") && help.contains("file://"), "{help}");
         assert_eq!(
             miette::Diagnostic::code(&err).unwrap().to_string(),
             "w4b::fetch::unavailable"
@@ -1428,11 +1429,7 @@ mod tests {
         let FetchError::Unavailable { failures, .. } = &err else {
             panic!("expected unavailable, got {err:?}");
         };
-        assert!(
-            failures[0].error.contains("timed out"),
-            "{}",
-            failures[0].error
-        );
+        assert!(failures[0].error.contains("timed out"), "{}", failures[0].error);
     }
 
     #[test]
@@ -1496,18 +1493,9 @@ mod tests {
             sources("https://a.org/other", &mirrors),
             vec!["http://m1/other", "https://a.org/other"]
         );
-        assert_eq!(
-            sources("https://c.org/y", &mirrors),
-            vec!["https://c.org/y"]
-        );
-        let identity = vec![(
-            "https://a.org/".to_owned(),
-            vec!["https://a.org/".to_owned()],
-        )];
-        assert_eq!(
-            sources("https://a.org/z", &identity),
-            vec!["https://a.org/z"]
-        );
+        assert_eq!(sources("https://c.org/y", &mirrors), vec!["https://c.org/y"]);
+        let identity = vec![("https://a.org/".to_owned(), vec!["https://a.org/".to_owned()])];
+        assert_eq!(sources("https://a.org/z", &identity), vec!["https://a.org/z"]);
     }
 
     #[test]
@@ -1524,10 +1512,7 @@ mod tests {
 
     #[test]
     fn content_range_parsing() {
-        assert_eq!(
-            parse_content_range("bytes 10-99/100"),
-            Some((10, Some(100)))
-        );
+        assert_eq!(parse_content_range("bytes 10-99/100"), Some((10, Some(100))));
         assert_eq!(parse_content_range("bytes 10-99/*"), Some((10, None)));
         assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(parse_content_range("bytes 9-1/100"), None);

@@ -33,7 +33,10 @@ pub enum FileOp {
     Remove,
     Append(String),
     /// Content from the `n`-th upstream input (a `fetch` step), with its declared sha256.
-    Fetch { input: usize, sha256: String },
+    Fetch {
+        input: usize,
+        sha256: String,
+    },
 }
 
 impl FileOp {
@@ -99,10 +102,17 @@ impl LayerStep {
     }
 
     fn render(&self, i: usize, path: &std::path::Path) -> Result<Vec<u8>, StepError> {
-        let shown = self.display.get(&i).cloned().unwrap_or_else(|| path.display().to_string());
+        let shown = self
+            .display
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| path.display().to_string());
         let text = std::fs::read_to_string(path)
             .map_err(|e| StepError::msg(format!("cannot read template `{shown}`: {e}")))?;
-        let (config, target) = self.template_context.clone().unwrap_or((serde_json::Value::Null, String::new()));
+        let (config, target) = self
+            .template_context
+            .clone()
+            .unwrap_or((serde_json::Value::Null, String::new()));
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
@@ -133,16 +143,24 @@ impl Step for LayerStep {
     }
 
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        let mut c =
-            vec![Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string()).at(self.epoch_location.clone())];
+        let mut c = vec![
+            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
+                .at(self.epoch_location.clone()),
+        ];
         for (i, f) in self.files.iter().enumerate() {
             let k = |s: &str| format!("files[{i}].{s}");
             c.push(Component::param(k("op"), f.op.name()).at(self.loc(&format!("files[{i}]"))));
             c.push(Component::param(k("path"), f.path.to_string()).at(self.loc(&k("path"))));
             if !matches!(f.op, FileOp::Remove) {
-                let mode = f.mode.or(self.default_mode(&f.op)).map(mode_str).unwrap_or_else(|| "from-source".into());
+                let mode = f
+                    .mode
+                    .or(self.default_mode(&f.op))
+                    .map(mode_str)
+                    .unwrap_or_else(|| "from-source".into());
                 c.push(Component::param(k("mode"), mode).at(self.loc(&k("mode"))));
-                c.push(Component::param(k("owner"), format!("{}:{}", f.uid, f.gid)).at(self.loc(&k("owner"))));
+                c.push(
+                    Component::param(k("owner"), format!("{}:{}", f.uid, f.gid)).at(self.loc(&k("owner"))),
+                );
             }
             match &f.op {
                 FileOp::Content(s) => c.push(Component::param(k("content"), s).at(self.loc(&k("content")))),
@@ -163,7 +181,10 @@ impl Step for LayerStep {
             }
         }
         if let Some((config, target)) = &self.template_context {
-            c.push(Component::param("config", serde_json::to_string(config).unwrap_or_default()).at(self.loc("config")));
+            c.push(
+                Component::param("config", serde_json::to_string(config).unwrap_or_default())
+                    .at(self.loc("config")),
+            );
             c.push(Component::param("target", target));
         }
         Ok(c)
@@ -181,7 +202,10 @@ impl Step for LayerStep {
                 e
             };
             let mode = f.mode.or(self.default_mode(&f.op)).unwrap_or(0o644);
-            let put = |entry| Op::Put { path: f.path.clone(), entry };
+            let put = |entry| Op::Put {
+                path: f.path.clone(),
+                entry,
+            };
             let op = match &f.op {
                 FileOp::Content(s) => {
                     let d = crate::tree::Blobs::put(blobs, s.as_bytes()).map_err(tree_error)?;
@@ -204,12 +228,18 @@ impl Step for LayerStep {
                     let meta = std::fs::metadata(p).map_err(|e| {
                         StepError::msg(format!(
                             "cannot read source `{}`: {e}",
-                            self.display.get(&i).cloned().unwrap_or_else(|| p.display().to_string())
+                            self.display
+                                .get(&i)
+                                .cloned()
+                                .unwrap_or_else(|| p.display().to_string())
                         ))
                     })?;
                     if meta.is_dir() {
                         let root = import_dir(blobs, p, &opts).map_err(tree_error)?;
-                        Op::PutTree { path: f.path.clone(), root }
+                        Op::PutTree {
+                            path: f.path.clone(),
+                            root,
+                        }
                     } else {
                         put(import_file(blobs, p, &opts).map_err(tree_error)?)
                     }
@@ -219,11 +249,23 @@ impl Step for LayerStep {
                 FileOp::Remove => Op::Remove { path: f.path.clone() },
                 FileOp::Append(s) => {
                     let d = crate::tree::Blobs::put(blobs, s.as_bytes()).map_err(tree_error)?;
-                    Op::Append { path: f.path.clone(), digest: d, mode, uid: f.uid, gid: f.gid }
+                    Op::Append {
+                        path: f.path.clone(),
+                        digest: d,
+                        mode,
+                        uid: f.uid,
+                        gid: f.gid,
+                    }
                 }
                 FileOp::Fetch { input, .. } => {
                     let o = cx.input(*input, "file")?;
-                    put(own(Entry::new(Kind::File { digest: o.digest, size: o.size }, mode)))
+                    put(own(Entry::new(
+                        Kind::File {
+                            digest: o.digest,
+                            size: o.size,
+                        },
+                        mode,
+                    )))
                 }
             };
             ops.push(op);

@@ -23,7 +23,39 @@ use crate::tree::TreeError;
 /// the engine repairs by re-running whatever produced it.
 pub fn tree_error(e: TreeError) -> StepError {
     match e {
-        TreeError::BlobMissing { digest } | TreeError::BlobCorrupt { digest } => StepError::InputUnavailable(digest),
-        other => StepError::diag(other),
+        TreeError::BlobMissing { digest } | TreeError::BlobCorrupt { digest } => {
+            StepError::InputUnavailable(digest)
+        }
+        other => match unavailable_blob(&other) {
+            Some(digest) => StepError::InputUnavailable(digest),
+            None => StepError::diag(other),
+        },
     }
+}
+
+/// Finds a missing or corrupt store blob anywhere in an error's chain — including inside
+/// `io::Error`s, which is how a streaming read reports a digest mismatch at end of file.
+pub fn unavailable_blob(e: &(dyn std::error::Error + 'static)) -> Option<w4b_cache::Digest> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref::<w4b_cache::CacheError>() {
+            match c {
+                w4b_cache::CacheError::Missing { digest, .. } => return Some(*digest),
+                w4b_cache::CacheError::Corrupt { expected, .. } => return Some(*expected),
+                _ => {}
+            }
+        }
+        if let Some(TreeError::BlobMissing { digest } | TreeError::BlobCorrupt { digest }) =
+            err.downcast_ref::<TreeError>()
+        {
+            return Some(*digest);
+        }
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(d) = unavailable_blob(inner) {
+                return Some(d);
+            }
+        }
+        cur = err.source();
+    }
+    None
 }

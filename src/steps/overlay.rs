@@ -27,7 +27,9 @@ impl Step for OverlayStep {
         1
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        Ok(vec![Component::param("layers", &self.layers).at(self.layers_location.clone())])
+        Ok(vec![
+            Component::param("layers", &self.layers).at(self.layers_location.clone())
+        ])
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let blobs = self.store.as_ref();
@@ -40,7 +42,13 @@ impl Step for OverlayStep {
         cx.check_cancel()?;
         let root = apply(blobs, base.digest, &sets).map_err(tree_error)?;
         let mut out = Outputs::new();
-        out.insert("tree".into(), OutputRef { digest: root, size: 0 });
+        out.insert(
+            "tree".into(),
+            OutputRef {
+                digest: root,
+                size: 0,
+            },
+        );
         Ok(out)
     }
 }

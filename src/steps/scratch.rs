@@ -26,7 +26,13 @@ impl Step for ScratchStep {
     fn run(&self, _: &RunContext<'_>) -> Result<Outputs, StepError> {
         let tree = Tree::empty(self.store.as_ref()).map_err(tree_error)?;
         let mut out = Outputs::new();
-        out.insert("tree".into(), OutputRef { digest: tree.root(), size: 0 });
+        out.insert(
+            "tree".into(),
+            OutputRef {
+                digest: tree.root(),
+                size: 0,
+            },
+        );
         Ok(out)
     }
 }

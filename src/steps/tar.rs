@@ -9,13 +9,14 @@ use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step
 
 use super::tree_error;
 use crate::store::AppStore;
-use crate::tree::export::export_tar_zst;
+use crate::tree::export::{export_tar, export_tar_zst};
 
 pub struct TarStep {
     pub store: Arc<AppStore>,
     pub epoch: i64,
     pub epoch_location: Option<String>,
-    pub level: i32,
+    /// zstd level, or `None` for an uncompressed archive.
+    pub level: Option<i32>,
     pub level_location: Option<String>,
 }
 
@@ -31,7 +32,10 @@ impl<W: Write> Write for Counting<'_, W> {
         let k = self.inner.write(buf)?;
         self.n += k as u64;
         if self.cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted",
+            ));
         }
         self.cx.progress(self.n, None);
         Ok(k)
@@ -50,9 +54,12 @@ impl Step for TarStep {
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string()).at(self.epoch_location.clone()),
-            Component::param("output.compression", "zstd"),
-            Component::param("output.level", self.level.to_string()).at(self.level_location.clone()),
+            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
+                .at(self.epoch_location.clone()),
+            match self.level {
+                Some(l) => Component::param("output.level", l.to_string()).at(self.level_location.clone()),
+                None => Component::param("output.compression", "none").at(self.level_location.clone()),
+            },
         ])
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
@@ -62,15 +69,24 @@ impl Step for TarStep {
             .local()
             .writer()
             .map_err(|e| StepError::msg(format!("cannot write to the cache: {e}")))?;
-        let counting = Counting { inner: writer, n: 0, cx };
-        let counting = export_tar_zst(self.store.as_ref(), tree.digest, self.epoch, self.level, counting)
-            .map_err(|e| {
-                if cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                    StepError::Cancelled
-                } else {
-                    tree_error(e)
-                }
-            })?;
+        let counting = Counting {
+            inner: writer,
+            n: 0,
+            cx,
+        };
+        let epoch = u64::try_from(self.epoch).unwrap_or(0);
+        let blobs = self.store.as_ref();
+        let counting = match self.level {
+            Some(level) => export_tar_zst(blobs, tree.digest, epoch, level, counting),
+            None => export_tar(blobs, tree.digest, epoch, counting),
+        }
+        .map_err(|e| {
+            if cx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                StepError::Cancelled
+            } else {
+                tree_error(e)
+            }
+        })?;
         let (digest, size) = counting
             .inner
             .commit()

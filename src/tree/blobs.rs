@@ -76,9 +76,7 @@ impl MemBlobs {
 impl Blobs for MemBlobs {
     fn put(&self, bytes: &[u8]) -> Result<Digest, TreeError> {
         let d = Digest::of(bytes);
-        self.map()
-            .entry(d)
-            .or_insert_with(|| Arc::new(bytes.to_vec()));
+        self.map().entry(d).or_insert_with(|| Arc::new(bytes.to_vec()));
         Ok(d)
     }
 

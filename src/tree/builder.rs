@@ -73,10 +73,7 @@ impl TreeBuilder {
         if !root_entry.is_dir() {
             return Err(TreeError::InvalidEntry {
                 path: "/".into(),
-                reason: format!(
-                    "the root must be a directory, not a {}",
-                    root_entry.kind.name()
-                ),
+                reason: format!("the root must be a directory, not a {}", root_entry.kind.name()),
             });
         }
         let mut root = Node {
@@ -257,9 +254,7 @@ mod tests {
     fn walk_is_sorted_depth_first_with_default_parents() {
         let blobs = MemBlobs::new();
         let root = build(&blobs, &sample_entries(&blobs));
-        let listed: Vec<String> = walk(&blobs, root)
-            .map(|r| r.unwrap().0.to_string())
-            .collect();
+        let listed: Vec<String> = walk(&blobs, root).map(|r| r.unwrap().0.to_string()).collect();
         assert_eq!(
             listed,
             [
@@ -290,9 +285,7 @@ mod tests {
         );
         assert!(lookup(&blobs, root, &p("/etc/nope")).unwrap().is_none());
         // Lookups never go through files or symlinks.
-        assert!(lookup(&blobs, root, &p("/etc/hostname/x"))
-            .unwrap()
-            .is_none());
+        assert!(lookup(&blobs, root, &p("/etc/hostname/x")).unwrap().is_none());
         assert!(lookup(&blobs, root, &p("/etc/alt/x")).unwrap().is_none());
     }
 
@@ -339,10 +332,7 @@ mod tests {
                 ..Entry::default_dir()
             },
         ));
-        assert!(
-            seen.insert(build(&blobs, &entries)),
-            "root metadata not hashed"
-        );
+        assert!(seen.insert(build(&blobs, &entries)), "root metadata not hashed");
     }
 
     #[test]
@@ -355,8 +345,7 @@ mod tests {
             Err(TreeError::DuplicatePath { .. })
         ));
         let mut b = TreeBuilder::new();
-        b.insert(p("/f"), Entry::file(Digest::of(b""), 0, 0o644))
-            .unwrap();
+        b.insert(p("/f"), Entry::file(Digest::of(b""), 0, 0o644)).unwrap();
         b.insert(p("/f/x"), Entry::dir(0o755)).unwrap();
         assert!(matches!(
             b.finish(&blobs),
@@ -374,10 +363,7 @@ mod tests {
         assert!(b.finish(&blobs).is_err());
         let mut b = TreeBuilder::new();
         b.insert(p("/x"), Entry::new(Kind::Fifo, 0o100644)).unwrap();
-        assert!(matches!(
-            b.finish(&blobs),
-            Err(TreeError::InvalidEntry { .. })
-        ));
+        assert!(matches!(b.finish(&blobs), Err(TreeError::InvalidEntry { .. })));
     }
 
     #[test]
@@ -403,33 +389,19 @@ mod tests {
         let t = Tree::open(&blobs, one);
         assert_eq!(t.lookup(&p("/a/link")).unwrap().unwrap(), file);
         let l = t.lookup(&p("/z/file")).unwrap().unwrap();
-        assert_eq!(
-            l.kind,
-            Kind::HardLink {
-                target: p("/a/link")
-            }
-        );
+        assert_eq!(l.kind, Kind::HardLink { target: p("/a/link") });
         assert_eq!((l.mode, l.uid), (0o755, 3));
 
         let mut b = TreeBuilder::new();
         b.insert(p("/l"), link("/missing")).unwrap();
-        assert!(matches!(
-            b.finish(&blobs),
-            Err(TreeError::BadHardLink { .. })
-        ));
+        assert!(matches!(b.finish(&blobs), Err(TreeError::BadHardLink { .. })));
         let mut b = TreeBuilder::new();
         b.insert(p("/l1"), link("/l2")).unwrap();
         b.insert(p("/l2"), link("/l1")).unwrap();
-        assert!(matches!(
-            b.finish(&blobs),
-            Err(TreeError::BadHardLink { .. })
-        ));
+        assert!(matches!(b.finish(&blobs), Err(TreeError::BadHardLink { .. })));
         let mut b = TreeBuilder::new();
         b.insert(p("/d"), Entry::dir(0o755)).unwrap();
         b.insert(p("/l"), link("/d")).unwrap();
-        assert!(matches!(
-            b.finish(&blobs),
-            Err(TreeError::BadHardLink { .. })
-        ));
+        assert!(matches!(b.finish(&blobs), Err(TreeError::BadHardLink { .. })));
     }
 }

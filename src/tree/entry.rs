@@ -130,10 +130,7 @@ impl Entry {
 
     /// This entry's metadata with another kind.
     pub fn with_kind(&self, kind: Kind) -> Entry {
-        Entry {
-            kind,
-            ..self.clone()
-        }
+        Entry { kind, ..self.clone() }
     }
 
     /// Checks the invariants the directory encoding relies on.

@@ -54,9 +54,7 @@ pub enum TreeError {
         reason: String,
     },
 
-    #[error(
-        "blob `{digest}` is a {what} of format version {version}, which this w4b does not support"
-    )]
+    #[error("blob `{digest}` is a {what} of format version {version}, which this w4b does not support")]
     #[diagnostic(
         code(w4b::tree::unsupported_version),
         help("the cache was written by a newer w4b; upgrade w4b or use another cache directory")
@@ -142,10 +140,7 @@ pub enum TreeError {
     UnsupportedHostFile { path: PathBuf, kind: &'static str },
 
     #[error("the name of `{}` is not valid UTF-8", path.display())]
-    #[diagnostic(
-        code(w4b::tree::non_utf8),
-        help("rename the file; tree paths are UTF-8")
-    )]
+    #[diagnostic(code(w4b::tree::non_utf8), help("rename the file; tree paths are UTF-8"))]
     NonUtf8 { path: PathBuf },
 
     #[error("tar member `{path}`: {reason}")]

@@ -17,12 +17,7 @@ use super::{walk, Blobs, Entry, Kind, TreeError, TreePath};
 
 /// Writes the tree `root` as a tar archive to `out`, mtimes clamped to `epoch`; returns
 /// the sink. On error the output is incomplete and must be discarded.
-pub fn export_tar<W: Write>(
-    blobs: &dyn Blobs,
-    root: Digest,
-    epoch: u64,
-    out: W,
-) -> Result<W, TreeError> {
+pub fn export_tar<W: Write>(blobs: &dyn Blobs, root: Digest, epoch: u64, out: W) -> Result<W, TreeError> {
     let mut tar = TarWriter::new(out, epoch);
     let mut files: BTreeSet<TreePath> = BTreeSet::new();
     for item in walk(blobs, root) {
@@ -63,9 +58,7 @@ pub fn export_tar_zst<W: Write>(
     out: W,
 ) -> Result<W, TreeError> {
     let mut encoder = zstd::stream::Encoder::new(out, level).map_err(TreeError::Compress)?;
-    encoder
-        .include_checksum(true)
-        .map_err(TreeError::Compress)?;
+    encoder.include_checksum(true).map_err(TreeError::Compress)?;
     let encoder = export_tar(blobs, root, epoch, encoder)?;
     encoder.finish().map_err(TreeError::Compress)
 }
@@ -111,6 +104,7 @@ fn member(path: &TreePath, entry: &Entry) -> Option<TarEntry> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // GNU tar is the oracle.
 mod tests {
     use super::*;
     use crate::tree::import::import_tar;
@@ -147,10 +141,8 @@ mod tests {
         secret.gid = 1001;
         ins("/etc/wireguard/wg0.key", secret);
         let mut ping = Entry::file(put(b"\x7fELF ping"), 9, 0o4755);
-        ping.xattrs.insert(
-            "security.capability".into(),
-            vec![1, 0, 0, 2, 0, 0x20, 0, 0],
-        );
+        ping.xattrs
+            .insert("security.capability".into(), vec![1, 0, 0, 2, 0, 0x20, 0, 0]);
         ping.mtime = 1_500_000_000;
         ins("/usr/bin/ping", ping);
         ins(
@@ -173,10 +165,7 @@ mod tests {
         ins("/run/fifo", Entry::new(Kind::Fifo, 0o600));
         ins("/run/sock", Entry::new(Kind::Socket, 0o600));
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        ins(
-            "/var/big.bin",
-            Entry::file(put(&big), big.len() as u64, 0o644),
-        );
+        ins("/var/big.bin", Entry::file(put(&big), big.len() as u64, 0o644));
         if with_devices {
             ins(
                 "/dev/null",
@@ -184,13 +173,7 @@ mod tests {
             );
             ins(
                 "/dev/mmcblk0",
-                Entry::new(
-                    Kind::BlockDev {
-                        major: 179,
-                        minor: 0,
-                    },
-                    0o660,
-                ),
+                Entry::new(Kind::BlockDev { major: 179, minor: 0 }, 0o660),
             );
         }
         b.finish(blobs).unwrap()
@@ -235,11 +218,7 @@ mod tests {
         assert_eq!(back, b.finish(&blobs).unwrap());
         // A tree that tar can carry exactly round-trips to the same root digest.
         assert_eq!(
-            import_tar(
-                &blobs,
-                &export_tar(&blobs, back, EPOCH, Vec::new()).unwrap()[..]
-            )
-            .unwrap(),
+            import_tar(&blobs, &export_tar(&blobs, back, EPOCH, Vec::new()).unwrap()[..]).unwrap(),
             back
         );
     }
@@ -345,11 +324,7 @@ mod tests {
             eprintln!("skipping: `zstd` is not installed for GNU tar --zstd");
             return;
         }
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
         for item in walk(&blobs, root) {
             let (path, entry) = item.unwrap();
@@ -372,8 +347,7 @@ mod tests {
                     continue;
                 }
                 Kind::HardLink { target } => {
-                    let target_meta =
-                        std::fs::metadata(dest.join(target.components().join("/"))).unwrap();
+                    let target_meta = std::fs::metadata(dest.join(target.components().join("/"))).unwrap();
                     assert_eq!(meta.ino(), target_meta.ino(), "{path} is not a hard link");
                     assert_eq!(meta.nlink(), 2);
                 }
@@ -436,11 +410,7 @@ mod tests {
                     continue;
                 }
             }
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let root = import_tar(&blobs, std::fs::File::open(&archive).unwrap()).unwrap();
             let file = crate::tree::lookup(&blobs, root, &p(&format!("/{long}")))
                 .unwrap()
@@ -453,13 +423,9 @@ mod tests {
                 },
                 "{format}"
             );
-            let b = crate::tree::lookup(&blobs, root, &p("/b"))
-                .unwrap()
-                .unwrap();
+            let b = crate::tree::lookup(&blobs, root, &p("/b")).unwrap().unwrap();
             assert_eq!(b.kind, Kind::HardLink { target: p("/a") }, "{format}");
-            let s = crate::tree::lookup(&blobs, root, &p("/s"))
-                .unwrap()
-                .unwrap();
+            let s = crate::tree::lookup(&blobs, root, &p("/s")).unwrap().unwrap();
             assert_eq!(s.kind, Kind::Symlink { target: "a".into() }, "{format}");
         }
     }

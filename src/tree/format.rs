@@ -273,9 +273,7 @@ impl<'a> Dec<'a> {
             .pos
             .checked_add(n)
             .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| {
-                self.corrupt_at(self.pos, format!("truncated: {n} more bytes expected"))
-            })?;
+            .ok_or_else(|| self.corrupt_at(self.pos, format!("truncated: {n} more bytes expected")))?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -327,12 +325,8 @@ impl<'a> Dec<'a> {
             2 => Kind::Dir {
                 digest: self.digest()?,
             },
-            3 => Kind::Symlink {
-                target: self.str()?,
-            },
-            4 => Kind::HardLink {
-                target: self.path()?,
-            },
+            3 => Kind::Symlink { target: self.str()? },
+            4 => Kind::HardLink { target: self.path()? },
             5 => Kind::CharDev {
                 major: self.u32()?,
                 minor: self.u32()?,
@@ -355,13 +349,8 @@ impl<'a> Dec<'a> {
         for _ in 0..count {
             let name_at = self.pos;
             let name = self.str()?;
-            if last
-                .as_ref()
-                .is_some_and(|l| l.as_bytes() >= name.as_bytes())
-            {
-                return Err(
-                    self.corrupt_at(name_at, "xattr names are not strictly ascending".into())
-                );
+            if last.as_ref().is_some_and(|l| l.as_bytes() >= name.as_bytes()) {
+                return Err(self.corrupt_at(name_at, "xattr names are not strictly ascending".into()));
             }
             let value = self.blob()?.to_vec();
             last = Some(name.clone());
@@ -465,10 +454,7 @@ mod tests {
         }
         let mut trailing = blob.clone();
         trailing.push(0);
-        assert!(matches!(
-            decode_dir(d, &trailing),
-            Err(TreeError::Corrupt { .. })
-        ));
+        assert!(matches!(decode_dir(d, &trailing), Err(TreeError::Corrupt { .. })));
         // Swap two names' order by hand: a listing out of order.
         let mut two = BTreeMap::new();
         two.insert("a".to_string(), Entry::dir(0o755));

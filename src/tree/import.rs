@@ -15,9 +15,7 @@ use rayon::prelude::*;
 use w4b_cache::Digest;
 
 use super::path::name_problem;
-use super::{
-    store_dir, store_root, Blobs, Entry, Kind, TreeBuilder, TreeError, TreePath, MAX_DEPTH,
-};
+use super::{store_dir, store_root, Blobs, Entry, Kind, TreeBuilder, TreeError, TreePath, MAX_DEPTH};
 
 /// Archive members larger than this are buffered in a temporary file, not memory.
 const SPOOL_THRESHOLD: u64 = 16 << 20;
@@ -82,11 +80,7 @@ impl ImportOptions {
 /// Symlinks inside are kept as symlinks with their targets as-is (never followed). Host
 /// hard links become independent files. Fifos, sockets and devices are rejected.
 /// File contents are hashed in parallel; the result does not depend on scheduling.
-pub fn import_dir(
-    blobs: &dyn Blobs,
-    host_dir: &Path,
-    opts: &ImportOptions,
-) -> Result<Digest, TreeError> {
+pub fn import_dir(blobs: &dyn Blobs, host_dir: &Path, opts: &ImportOptions) -> Result<Digest, TreeError> {
     opts.check()?;
     let meta = fs::metadata(host_dir).map_err(io_error("cannot read", host_dir))?;
     if !meta.is_dir() {
@@ -103,11 +97,7 @@ pub fn import_dir(
 
 /// Imports one host file (followed if it is a symlink) as a regular-file entry, with the
 /// mode rule, owner and mtime of [`import_dir`].
-pub fn import_file(
-    blobs: &dyn Blobs,
-    host_file: &Path,
-    opts: &ImportOptions,
-) -> Result<Entry, TreeError> {
+pub fn import_file(blobs: &dyn Blobs, host_file: &Path, opts: &ImportOptions) -> Result<Entry, TreeError> {
     opts.check()?;
     let meta = fs::metadata(host_file).map_err(io_error("cannot read", host_file))?;
     if !meta.is_file() {
@@ -248,8 +238,7 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
         if kind == tar::EntryType::XGlobalHeader {
             continue;
         }
-        let text =
-            std::str::from_utf8(&raw_name).map_err(|_| bad("the name is not UTF-8".into()))?;
+        let text = std::str::from_utf8(&raw_name).map_err(|_| bad("the name is not UTF-8".into()))?;
         let path = member_path(text).map_err(|reason| bad(reason.into()))?;
 
         let header = member.header();
@@ -262,9 +251,7 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
         if let Some(records) = member.pax_extensions().map_err(TreeError::TarRead)? {
             for record in records {
                 let record = record.map_err(TreeError::TarRead)?;
-                let key = record
-                    .key()
-                    .map_err(|_| bad("a pax key is not UTF-8".into()))?;
+                let key = record.key().map_err(|_| bad("a pax key is not UTF-8".into()))?;
                 let number = || {
                     record
                         .value()
@@ -291,17 +278,12 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
             let target = member
                 .link_name_bytes()
                 .ok_or_else(|| bad("the link target is missing".into()))?;
-            String::from_utf8(target.into_owned())
-                .map_err(|_| bad("the link target is not UTF-8".into()))
+            String::from_utf8(target.into_owned()).map_err(|_| bad("the link target is not UTF-8".into()))
         };
         let device = |member: &tar::Entry<'_, _>| -> Result<(u32, u32), TreeError> {
             let h = member.header();
-            let major = h
-                .device_major()
-                .map_err(|e| bad(format!("bad devmajor: {e}")))?;
-            let minor = h
-                .device_minor()
-                .map_err(|e| bad(format!("bad devminor: {e}")))?;
+            let major = h.device_major().map_err(|e| bad(format!("bad devmajor: {e}")))?;
+            let minor = h.device_minor().map_err(|e| bad(format!("bad devminor: {e}")))?;
             Ok((major.unwrap_or(0), minor.unwrap_or(0)))
         };
         let kind = match kind {
@@ -321,10 +303,7 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
             tar::EntryType::Link => {
                 let target = link_target(&member)?;
                 let target = member_path(&target).map_err(|reason| {
-                    bad(format!(
-                        "hard link target `{}`: {reason}",
-                        target.escape_debug()
-                    ))
+                    bad(format!("hard link target `{}`: {reason}", target.escape_debug()))
                 })?;
                 Kind::HardLink { target }
             }
@@ -513,12 +492,7 @@ mod tests {
             ..ImportOptions::default()
         };
         assert!(import_dir(&blobs, dir.path(), &bad).is_err());
-        assert!(import_dir(
-            &blobs,
-            &dir.path().join("missing"),
-            &ImportOptions::default()
-        )
-        .is_err());
+        assert!(import_dir(&blobs, &dir.path().join("missing"), &ImportOptions::default()).is_err());
     }
 
     #[test]
@@ -532,9 +506,7 @@ mod tests {
         assert_eq!(e, Entry::file(Digest::of(b"abc"), 3, 0o755));
         fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
-            import_file(&blobs, &f, &ImportOptions::default())
-                .unwrap()
-                .mode,
+            import_file(&blobs, &f, &ImportOptions::default()).unwrap().mode,
             0o644
         );
     }
@@ -591,37 +563,19 @@ mod tests {
         let blobs = MemBlobs::new();
         for (members, why) in [
             (vec![("../escape", b'0', &b"x"[..], "")], "escape the tree"),
+            (vec![("a/../../escape", b'0', &b"x"[..], "")], "escape the tree"),
             (
-                vec![("a/../../escape", b'0', &b"x"[..], "")],
-                "escape the tree",
-            ),
-            (
-                vec![
-                    ("ok", b'0', &b"x"[..], ""),
-                    ("link", b'1', &b""[..], "../ok"),
-                ],
+                vec![("ok", b'0', &b"x"[..], ""), ("link", b'1', &b""[..], "../ok")],
                 "escape the tree",
             ),
             (
                 vec![("f", b'0', &b"x"[..], ""), ("f/below", b'0', &b"x"[..], "")],
                 "needs `/f` to be a directory",
             ),
-            (
-                vec![("./", b'0', &b"x"[..], "")],
-                "root must be a directory",
-            ),
-            (
-                vec![("sparse", b'S', &b""[..], "")],
-                "reading the tar archive",
-            ),
-            (
-                vec![("unknown", b'Z', &b""[..], "")],
-                "unsupported member type",
-            ),
-            (
-                vec![("dangling", b'1', &b""[..], "nothing")],
-                "does not exist",
-            ),
+            (vec![("./", b'0', &b"x"[..], "")], "root must be a directory"),
+            (vec![("sparse", b'S', &b""[..], "")], "reading the tar archive"),
+            (vec![("unknown", b'Z', &b""[..], "")], "unsupported member type"),
+            (vec![("dangling", b'1', &b""[..], "nothing")], "does not exist"),
         ] {
             let bytes = raw_tar(&members);
             let err = import_tar(&blobs, &bytes[..]).expect_err("accepted");

@@ -204,11 +204,7 @@ impl Changeset {
 
 /// Overlays `changesets` in order on the tree `base_root`; returns the new tree digest.
 /// Only directories on touched paths are read and written.
-pub fn apply(
-    blobs: &dyn Blobs,
-    base_root: Digest,
-    changesets: &[Changeset],
-) -> Result<Digest, TreeError> {
+pub fn apply(blobs: &dyn Blobs, base_root: Digest, changesets: &[Changeset]) -> Result<Digest, TreeError> {
     let base = load_root(blobs, &base_root)?;
     let mut root = Node::stored(base.clone());
     for changeset in changesets {
@@ -251,10 +247,7 @@ impl Node {
     }
 
     /// The children of this directory, reading its listing on first use.
-    fn children_mut(
-        &mut self,
-        blobs: &dyn Blobs,
-    ) -> Result<&mut BTreeMap<String, Node>, TreeError> {
+    fn children_mut(&mut self, blobs: &dyn Blobs) -> Result<&mut BTreeMap<String, Node>, TreeError> {
         if self.children.is_none() {
             let mut map = BTreeMap::new();
             if let Some(listing) = self.entry.dir_digest() {
@@ -331,9 +324,7 @@ fn put(blobs: &dyn Blobs, root: &mut Node, path: &TreePath, entry: Entry) -> Res
     };
     let children = parent_for_write(blobs, root, path)?;
     match children.get_mut(name) {
-        Some(existing) if entry.is_dir() && existing.entry.is_dir() => {
-            merge_dir(blobs, existing, entry)
-        }
+        Some(existing) if entry.is_dir() && existing.entry.is_dir() => merge_dir(blobs, existing, entry),
         _ => {
             // An empty directory made by the layer may name a listing the store has
             // never seen; finishing it as a fresh directory stores that listing.
@@ -476,8 +467,8 @@ fn concat(blobs: &dyn Blobs, parts: &[Digest], first_len: u64) -> Result<(Digest
         let digest = blobs.put(&bytes)?;
         return Ok((digest, bytes.len() as u64));
     }
-    let mut spool = tempfile::NamedTempFile::new()
-        .map_err(|e| spool_error("cannot create temporary file", e))?;
+    let mut spool =
+        tempfile::NamedTempFile::new().map_err(|e| spool_error("cannot create temporary file", e))?;
     for part in parts {
         io::copy(&mut blobs.open(part)?, spool.as_file_mut())
             .map_err(|e| spool_error("cannot write temporary file", e))?;
@@ -514,10 +505,7 @@ mod tests {
                 let (path, entry) = r.unwrap();
                 let what = match &entry.kind {
                     Kind::File { digest, .. } => {
-                        format!(
-                            "file {}",
-                            String::from_utf8(blobs.get(digest).unwrap()).unwrap()
-                        )
+                        format!("file {}", String::from_utf8(blobs.get(digest).unwrap()).unwrap())
                     }
                     Kind::Dir { .. } => "dir".into(),
                     Kind::Symlink { target } => format!("-> {target}"),
@@ -531,13 +519,11 @@ mod tests {
     /// `/etc/hostname`, `/etc/ssh/sshd_config`, `/opt -> /etc`, `/usr/bin/sh`.
     fn base(blobs: &dyn Blobs) -> Digest {
         let mut b = TreeBuilder::new();
-        b.insert(p("/etc/hostname"), file(blobs, b"old", 0o644))
-            .unwrap();
+        b.insert(p("/etc/hostname"), file(blobs, b"old", 0o644)).unwrap();
         b.insert(p("/etc/ssh/sshd_config"), file(blobs, b"cfg", 0o600))
             .unwrap();
         b.insert(p("/opt"), Entry::symlink("/etc")).unwrap();
-        b.insert(p("/usr/bin/sh"), file(blobs, b"elf", 0o755))
-            .unwrap();
+        b.insert(p("/usr/bin/sh"), file(blobs, b"elf", 0o755)).unwrap();
         b.finish(blobs).unwrap()
     }
 
@@ -649,8 +635,7 @@ mod tests {
             },
         )
         .unwrap();
-        b.insert(p("/ssh/extra"), file(&blobs, b"x", 0o644))
-            .unwrap();
+        b.insert(p("/ssh/extra"), file(&blobs, b"x", 0o644)).unwrap();
         b.insert(p("/motd"), file(&blobs, b"hi", 0o644)).unwrap();
         let upper = b.finish(&blobs).unwrap();
         let new = run(
@@ -707,10 +692,7 @@ mod tests {
         let new = run(
             &blobs,
             root,
-            vec![
-                Op::Remove { path: p("/etc") },
-                Op::Remove { path: p("/opt") },
-            ],
+            vec![Op::Remove { path: p("/etc") }, Op::Remove { path: p("/opt") }],
         )
         .unwrap();
         assert_eq!(
@@ -772,10 +754,7 @@ mod tests {
             l.contains(&"/etc/hostname 644 file old+more".to_string()),
             "{l:#?}"
         );
-        assert!(
-            l.contains(&"/etc/new/file 640 file +more".to_string()),
-            "{l:#?}"
-        );
+        assert!(l.contains(&"/etc/new/file 640 file +more".to_string()), "{l:#?}");
         let created = lookup(&blobs, new, &p("/etc/new/file")).unwrap().unwrap();
         assert_eq!((created.uid, created.gid), (1, 2));
         assert_eq!(
@@ -829,10 +808,7 @@ mod tests {
         ];
         for op in ops {
             let err = run(&blobs, root, vec![op]).unwrap_err();
-            let TreeError::ThroughSymlink {
-                symlink, target, ..
-            } = &err
-            else {
+            let TreeError::ThroughSymlink { symlink, target, .. } = &err else {
                 panic!("wrong error {err:?}");
             };
             assert_eq!((symlink.as_str(), target.as_str()), ("/opt", "/etc"));
@@ -866,14 +842,7 @@ mod tests {
 
     #[test]
     fn unsafe_paths_never_reach_a_changeset() {
-        for bad in [
-            "/etc/../shadow",
-            "/../x",
-            "etc/passwd",
-            "/a/./b",
-            "/a//b",
-            "/a\0",
-        ] {
+        for bad in ["/etc/../shadow", "/../x", "etc/passwd", "/a/./b", "/a//b", "/a\0"] {
             assert!(
                 matches!(TreePath::parse(bad), Err(TreeError::InvalidPath { .. })),
                 "{bad}"
@@ -882,9 +851,7 @@ mod tests {
         // A changeset blob carrying `..` is corrupt, not applied.
         let blobs = MemBlobs::new();
         let good = Changeset::new(vec![Op::Remove { path: p("/ab") }]).encode();
-        let bad = String::from_utf8_lossy(&good)
-            .replace("/ab", "/..")
-            .into_bytes();
+        let bad = String::from_utf8_lossy(&good).replace("/ab", "/..").into_bytes();
         assert_eq!(bad.len(), good.len());
         let d = blobs.put(&bad).unwrap();
         assert!(matches!(
@@ -943,10 +910,7 @@ mod tests {
             uid: 0,
             gid: 0,
         });
-        second.push(Op::PutTree {
-            path: p("/t"),
-            root,
-        });
+        second.push(Op::PutTree { path: p("/t"), root });
         second.push(Op::Remove { path: p("/t/usr") });
         let new = apply(&blobs, root, &[first.clone(), second.clone()]).unwrap();
         let f = lookup(&blobs, new, &p("/f")).unwrap().unwrap();
@@ -957,9 +921,7 @@ mod tests {
                 size: 2
             }
         );
-        assert!(lookup(&blobs, new, &p("/t/etc/hostname"))
-            .unwrap()
-            .is_some());
+        assert!(lookup(&blobs, new, &p("/t/etc/hostname")).unwrap().is_some());
         assert!(lookup(&blobs, new, &p("/t/usr")).unwrap().is_none());
 
         for cs in [first, second] {

@@ -112,10 +112,7 @@ pub fn load_dir(blobs: &dyn Blobs, listing: &Digest) -> Result<Vec<(String, Entr
 }
 
 /// Stores a listing and returns its digest.
-pub fn store_dir(
-    blobs: &dyn Blobs,
-    children: &BTreeMap<String, Entry>,
-) -> Result<Digest, TreeError> {
+pub fn store_dir(blobs: &dyn Blobs, children: &BTreeMap<String, Entry>) -> Result<Digest, TreeError> {
     blobs.put(&format::encode_dir(children))
 }
 

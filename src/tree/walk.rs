@@ -73,11 +73,7 @@ impl Iterator for Walk<'_> {
 
 /// The entry at `path` in the tree `root`, or `None`. Symlinks are never followed: a
 /// path through a symlink or a file does not exist.
-pub fn lookup(
-    blobs: &dyn Blobs,
-    root: Digest,
-    path: &TreePath,
-) -> Result<Option<Entry>, TreeError> {
+pub fn lookup(blobs: &dyn Blobs, root: Digest, path: &TreePath) -> Result<Option<Entry>, TreeError> {
     let mut entry = load_root(blobs, &root)?;
     for name in path.components() {
         let Some(listing) = entry.dir_digest() else {
@@ -101,13 +97,10 @@ mod tests {
     fn a_corrupt_listing_ends_the_walk_with_an_error() {
         let blobs = MemBlobs::new();
         let mut b = TreeBuilder::new();
-        b.insert("/a/b".parse().unwrap(), Entry::dir(0o755))
-            .unwrap();
+        b.insert("/a/b".parse().unwrap(), Entry::dir(0o755)).unwrap();
         b.insert("/c".parse().unwrap(), Entry::dir(0o755)).unwrap();
         let root = b.finish(&blobs).unwrap();
-        let a = lookup(&blobs, root, &"/a".parse().unwrap())
-            .unwrap()
-            .unwrap();
+        let a = lookup(&blobs, root, &"/a".parse().unwrap()).unwrap().unwrap();
         let listing = a.dir_digest().unwrap();
         blobs.corrupt(&listing, b"w4b-dir\x01garbage".to_vec());
         let items: Vec<_> = walk(&blobs, root).collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use w4b_graph::exec::{Event, Observer, StepStatus};
 
-use super::{duration_ms, Style};
+use super::duration_ms;
 
 /// Writes each event as one JSON line on stdout.
 pub struct JsonLines;
@@ -125,12 +125,19 @@ impl Observer for Bars {
                     bar.set_position(*done);
                 }
             }
-            Event::StepFinished { step, status, duration_ms: ms, .. } => {
+            Event::StepFinished {
+                step,
+                status,
+                duration_ms: ms,
+                ..
+            } => {
                 if let Some(bar) = running.remove(*step) {
                     bar.finish_and_clear();
                 }
                 if *status == StepStatus::Ran {
-                    let _ = self.multi.println(format!("     ran {step} in {}", duration_ms(*ms)));
+                    let _ = self
+                        .multi
+                        .println(format!("     ran {step} in {}", duration_ms(*ms)));
                 }
                 self.total.inc(1);
             }

@@ -7,11 +7,19 @@ fn stats_gc_verify() {
     let env = demo();
     assert!(env.build(&["//images:demo"]).ok());
     let stats = env.run(&["cache", "stats"]);
-    assert!(stats.status.success(), "{}", String::from_utf8_lossy(&stats.stderr));
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
     let text = String::from_utf8_lossy(&stats.stdout);
     assert!(text.contains("records"), "{text}");
     let verify = env.run(&["cache", "verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     // GC with generous limits keeps what the last build needs: the rebuild is all cached.
     let gc = env.run(&["cache", "gc", "--max-age", "30d"]);
     assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));

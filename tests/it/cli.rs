@@ -1,7 +1,6 @@
 //! The command line as a user meets it: `ls`, `graph`, downloads, errors and exit codes.
 
 #[path = "../support/http.rs"]
-#[allow(dead_code)]
 mod http;
 
 use sha2::Digest as _;
@@ -17,9 +16,18 @@ fn ls_lists_targets_with_kinds() {
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].starts_with("//images:demo") && lines[0].ends_with("image"), "{text}");
-    assert!(lines[1].starts_with("//layers:extra") && lines[1].ends_with("layer"), "{text}");
-    assert!(lines[2].starts_with("//layers:motd") && lines[2].ends_with("layer"), "{text}");
+    assert!(
+        lines[0].starts_with("//images:demo") && lines[0].ends_with("image"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("//layers:extra") && lines[1].ends_with("layer"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("//layers:motd") && lines[2].ends_with("layer"),
+        "{text}"
+    );
     let out = env.run(&["ls", "//layers/..."]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
@@ -39,15 +47,30 @@ fn graph_formats() {
     assert_eq!(v["schema"], "w4b.graph/1");
     assert_eq!(v["nodes"].as_array().unwrap().len(), 5);
     // rootfs has three inputs: base, motd, extra.
-    let rootfs = v["nodes"].as_array().unwrap().iter().position(|n| n["name"] == "//images:demo#rootfs").unwrap();
-    let inputs = v["edges"].as_array().unwrap().iter().filter(|e| e["to"] == rootfs).count();
+    let rootfs = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n["name"] == "//images:demo#rootfs")
+        .unwrap();
+    let inputs = v["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["to"] == rootfs)
+        .count();
     assert_eq!(inputs, 3);
 }
 
 #[test]
 fn workspace_is_found_from_a_subdirectory_and_relative_labels_work() {
     let env = demo();
-    let out = env.command().current_dir(env.path("defs/images")).args(["build", ":demo"]).output().unwrap();
+    let out = env
+        .command()
+        .current_dir(env.path("defs/images"))
+        .args(["build", ":demo"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(env.path("out/demo.tar.zst").exists());
 }
@@ -55,7 +78,10 @@ fn workspace_is_found_from_a_subdirectory_and_relative_labels_work() {
 #[test]
 fn unknown_key_is_a_located_diagnostic_with_a_suggestion() {
     let env = demo();
-    env.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("mode: \"0644\"", "mdoe: \"0644\""));
+    env.write(
+        "defs/layers/motd.yaml",
+        &crate::fixture::MOTD.replace("mode: \"0644\"", "mdoe: \"0644\""),
+    );
     let out = env.run(&["build", "//images:demo"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -87,12 +113,19 @@ fn path_escape_in_a_layer_is_rejected_and_nothing_is_lost() {
     let env = demo();
     assert!(env.build(&["//images:demo"]).ok());
     let good = env.read("out/demo.tar.zst");
-    env.write("defs/layers/extra.yaml", "kind: layer\nfiles:\n  - {path: /etc/../../x, content: \"x\"}\n");
+    env.write(
+        "defs/layers/extra.yaml",
+        "kind: layer\nfiles:\n  - {path: /etc/../../x, content: \"x\"}\n",
+    );
     let out = env.run(&["build", "//images:demo"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("defs/layers/extra.yaml:3"), "{err}");
-    assert_eq!(env.read("out/demo.tar.zst"), good, "earlier output must stay intact");
+    assert_eq!(
+        env.read("out/demo.tar.zst"),
+        good,
+        "earlier output must stay intact"
+    );
 }
 
 fn fetch_env(server: &http::TestServer, sha: &str) -> TestEnv {
@@ -124,7 +157,9 @@ fn fetch_downloads_verifies_and_is_keyed_by_digest() {
     assert!(tar_listing(&env.path("out/dl.tar.zst")).contains("200000"));
     // Moving the file to another URL changes no key.
     server.serve("/moved.bin", body.clone());
-    let yaml = String::from_utf8(env.read("defs/layers/dl.yaml")).unwrap().replace("/blob.bin\"", "/moved.bin\"");
+    let yaml = String::from_utf8(env.read("defs/layers/dl.yaml"))
+        .unwrap()
+        .replace("/blob.bin\"", "/moved.bin\"");
     env.write("defs/layers/dl.yaml", &yaml);
     let b = env.build(&["//images:dl"]);
     assert!(b.ok(), "{}", b.stderr());
@@ -145,5 +180,8 @@ fn wrong_digest_fails_and_caches_nothing() {
     // Nothing was recorded for the fetch: the next build tries again.
     let b = env.build(&["//images:dl"]);
     assert!(!b.ok());
-    assert!(b.events.iter().any(|e| e["event"] == "step-started" && e["kind"] == "fetch"));
+    assert!(b
+        .events
+        .iter()
+        .any(|e| e["event"] == "step-started" && e["kind"] == "fetch"));
 }

@@ -115,7 +115,11 @@ impl TestEnv {
     /// `w4b why --format json LABEL`
     pub fn why(&self, label: &str) -> Value {
         let out = self.run(&["why", "--format", "json", label]);
-        assert!(out.status.success(), "why failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "why failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("why json")
     }
 
@@ -132,6 +136,10 @@ pub fn tar_listing(archive: &Path) -> String {
         .env("TZ", "UTC")
         .output()
         .expect("tar (install tar and zstd)");
-    assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

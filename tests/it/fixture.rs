@@ -42,7 +42,10 @@ pub fn demo() -> TestEnv {
     let app = env.write("defs/layers/files/app/bin/app", "#!/bin/sh\necho app\n");
     std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
     env.write("defs/layers/files/app/README", "read me\n");
-    env.write("defs/layers/files/app.conf.j2", "greeting={{ config.greeting }}\n");
+    env.write(
+        "defs/layers/files/app.conf.j2",
+        "greeting={{ config.greeting }}\n",
+    );
     env
 }
 

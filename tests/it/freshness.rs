@@ -14,13 +14,18 @@ fn root_changes(why: &Value) -> Vec<(String, String, String)> {
         .filter(|s| s["status"] == "root")
         .flat_map(|s| {
             let label = s["label"].as_str().unwrap().to_string();
-            s["changes"].as_array().unwrap().iter().filter(|c| c["component"] != "upstream").map(move |c| {
-                (
-                    label.clone(),
-                    c["name"].as_str().unwrap().to_string(),
-                    c["location"].as_str().unwrap_or("").to_string(),
-                )
-            })
+            s["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["component"] != "upstream")
+                .map(move |c| {
+                    (
+                        label.clone(),
+                        c["name"].as_str().unwrap().to_string(),
+                        c["location"].as_str().unwrap_or("").to_string(),
+                    )
+                })
         })
         .collect()
 }
@@ -95,14 +100,21 @@ const MOTD_CHAIN: [&str; 3] = ["//images:demo#motd", "//images:demo#rootfs", "//
 #[test]
 fn inline_content_change() {
     let (ran, why, _) = change(|e| {
-        e.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("hello\\n", "hello world\\n"));
+        e.write(
+            "defs/layers/motd.yaml",
+            &crate::fixture::MOTD.replace("hello\\n", "hello world\\n"),
+        );
     });
     assert_eq!(ran, steps(&MOTD_CHAIN));
     let roots = root_changes(&why);
     assert_eq!(roots.len(), 1, "{why:#}");
     assert_eq!(roots[0].0, "//images:demo#motd");
     assert_eq!(roots[0].1, "files[0].content");
-    assert!(roots[0].2.starts_with("defs/layers/motd.yaml:3:"), "{}", roots[0].2);
+    assert!(
+        roots[0].2.starts_with("defs/layers/motd.yaml:3:"),
+        "{}",
+        roots[0].2
+    );
     let c = &why["steps"][0]["changes"][0];
     assert_eq!(c["old"], "hello\n");
     assert_eq!(c["new"], "hello world\n");
@@ -119,13 +131,20 @@ fn source_file_change() {
     let roots = root_changes(&why);
     assert_eq!(roots.len(), 1, "{why:#}");
     assert_eq!(roots[0].1, "files[1].source");
-    assert!(roots[0].2.starts_with("defs/layers/motd.yaml:4:"), "{}", roots[0].2);
+    assert!(
+        roots[0].2.starts_with("defs/layers/motd.yaml:4:"),
+        "{}",
+        roots[0].2
+    );
 }
 
 #[test]
 fn template_change() {
     let (ran, why, _) = change(|e| {
-        e.write("defs/layers/files/app.conf.j2", "greeting={{ config.greeting }}!\n");
+        e.write(
+            "defs/layers/files/app.conf.j2",
+            "greeting={{ config.greeting }}!\n",
+        );
     });
     assert_eq!(ran, steps(&MOTD_CHAIN));
     assert_eq!(root_changes(&why)[0].1, "files[2].template");
@@ -134,7 +153,10 @@ fn template_change() {
 #[test]
 fn template_config_change() {
     let (ran, why, env) = change(|e| {
-        e.write("defs/images/demo.yaml", &crate::fixture::DEMO.replace("greeting: hi", "greeting: ho"));
+        e.write(
+            "defs/images/demo.yaml",
+            &crate::fixture::DEMO.replace("greeting: hi", "greeting: ho"),
+        );
     });
     assert_eq!(ran, steps(&MOTD_CHAIN));
     let roots = root_changes(&why);
@@ -145,12 +167,19 @@ fn template_config_change() {
 #[test]
 fn mode_change() {
     let (ran, why, _) = change(|e| {
-        e.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("mode: \"0750\"", "mode: \"0700\""));
+        e.write(
+            "defs/layers/motd.yaml",
+            &crate::fixture::MOTD.replace("mode: \"0750\"", "mode: \"0700\""),
+        );
     });
     assert_eq!(ran, steps(&MOTD_CHAIN));
     let roots = root_changes(&why);
     assert_eq!(roots[0].1, "files[4].mode");
-    assert!(roots[0].2.starts_with("defs/layers/motd.yaml:7:"), "{}", roots[0].2);
+    assert!(
+        roots[0].2.starts_with("defs/layers/motd.yaml:7:"),
+        "{}",
+        roots[0].2
+    );
 }
 
 #[test]
@@ -158,47 +187,104 @@ fn layer_order_change() {
     let (ran, why, _) = change(|e| {
         e.write(
             "defs/images/demo.yaml",
-            &crate::fixture::DEMO.replace("[//layers:motd, //layers:extra]", "[//layers:extra, //layers:motd]"),
+            &crate::fixture::DEMO.replace(
+                "[//layers:motd, //layers:extra]",
+                "[//layers:extra, //layers:motd]",
+            ),
         );
     });
-    assert_eq!(ran, steps(&["//images:demo#rootfs", "//images:demo#tar"]));
+    // The two layers touch disjoint paths: the reordered overlay gives the same tree, so
+    // the archive is cut off.
+    assert_eq!(ran, steps(&["//images:demo#rootfs"]));
     let roots = root_changes(&why);
     assert_eq!(roots[0].0, "//images:demo#rootfs");
     assert_eq!(roots[0].1, "layers");
-    assert!(roots[0].2.starts_with("defs/images/demo.yaml:3:"), "{}", roots[0].2);
+    assert!(
+        roots[0].2.starts_with("defs/images/demo.yaml:3:"),
+        "{}",
+        roots[0].2
+    );
+    assert_eq!(why["steps"][0]["output_changed"], false);
+    assert_eq!(why["steps"][1]["label"], "//images:demo#tar");
+    assert_eq!(why["steps"][1]["status"], "cutoff");
+}
+
+#[test]
+fn layer_order_change_with_overlapping_layers() {
+    let (ran, why, _) = change(|e| {
+        e.write(
+            "defs/layers/extra.yaml",
+            "kind: layer\nfiles:\n  - {path: /etc/motd, content: \"extra\\n\"}\n",
+        );
+        e.write(
+            "defs/images/demo.yaml",
+            &crate::fixture::DEMO.replace(
+                "[//layers:motd, //layers:extra]",
+                "[//layers:extra, //layers:motd]",
+            ),
+        );
+    });
+    assert!(ran.contains(&"//images:demo#tar".to_string()), "{ran:?}");
+    assert!(root_changes(&why)
+        .iter()
+        .any(|r| r.0 == "//images:demo#rootfs" && r.1 == "layers"));
 }
 
 #[test]
 fn epoch_change() {
     let (ran, why, _) = change(|e| {
-        e.write("defs/images/demo.yaml", &crate::fixture::DEMO.replace("1700000000", "1700000001"));
+        e.write(
+            "defs/images/demo.yaml",
+            &crate::fixture::DEMO.replace("1700000000", "1700000001"),
+        );
     });
     assert_eq!(
         ran,
-        steps(&["//images:demo#extra", "//images:demo#motd", "//images:demo#rootfs", "//images:demo#tar"])
+        steps(&[
+            "//images:demo#extra",
+            "//images:demo#motd",
+            "//images:demo#rootfs",
+            "//images:demo#tar"
+        ])
     );
     let roots = root_changes(&why);
     assert!(roots.iter().all(|r| r.1 == "epoch"), "{roots:?}");
-    assert!(roots.iter().all(|r| r.2.starts_with("defs/images/demo.yaml:4:")), "{roots:?}");
+    assert!(
+        roots.iter().all(|r| r.2.starts_with("defs/images/demo.yaml:4:")),
+        "{roots:?}"
+    );
 }
 
 #[test]
 fn extends_parent_change() {
     let env = demo();
-    env.write("defs/images/parent.yaml", "kind: image\nbase: scratch\noutput: {format: tar, level: 3}\n");
+    env.write(
+        "defs/images/parent.yaml",
+        "kind: image\nbase: scratch\noutput: {format: tar, level: 3}\n",
+    );
     env.write(
         "defs/images/demo.yaml",
-        &format!("extends: //images:parent\n{}", crate::fixture::DEMO.replace("output: {format: tar}\n", "")),
+        &format!(
+            "extends: //images:parent\n{}",
+            crate::fixture::DEMO.replace("output: {format: tar}\n", "")
+        ),
     );
     assert!(env.build(&["//images:demo"]).ok());
-    env.write("defs/images/parent.yaml", "kind: image\nbase: scratch\noutput: {format: tar, level: 5}\n");
+    env.write(
+        "defs/images/parent.yaml",
+        "kind: image\nbase: scratch\noutput: {format: tar, level: 5}\n",
+    );
     let b = env.build(&["//images:demo"]);
     assert!(b.ok(), "{}", b.stderr());
     assert_eq!(b.ran(), steps(&["//images:demo#tar"]));
     let why = env.why("//images:demo");
     let roots = root_changes(&why);
     assert_eq!(roots[0].1, "output.level");
-    assert!(roots[0].2.starts_with("defs/images/parent.yaml:3:"), "{}", roots[0].2);
+    assert!(
+        roots[0].2.starts_with("defs/images/parent.yaml:3:"),
+        "{}",
+        roots[0].2
+    );
 }
 
 #[test]
@@ -210,7 +296,10 @@ fn comments_and_key_order_change_nothing() {
         );
         e.write(
             "defs/layers/motd.yaml",
-            &crate::fixture::MOTD.replace("{path: /etc/motd, content: \"hello\\n\", mode: \"0644\"}", "{mode: \"644\", content: \"hello\\n\", path: /etc/motd}   # moved"),
+            &crate::fixture::MOTD.replace(
+                "{path: /etc/motd, content: \"hello\\n\", mode: \"0644\"}",
+                "{mode: \"644\", content: \"hello\\n\", path: /etc/motd}   # moved",
+            ),
         );
     });
     assert_eq!(ran, Vec::<String>::new());
@@ -221,13 +310,26 @@ fn comments_and_key_order_change_nothing() {
 fn identical_upstream_output_cuts_off() {
     // A template edit that renders the same bytes re-runs the layer only.
     let (ran, why, _) = change(|e| {
-        e.write("defs/layers/files/app.conf.j2", "greeting={{ config.greeting | trim }}\n");
+        e.write(
+            "defs/layers/files/app.conf.j2",
+            "greeting={{ config.greeting | trim }}\n",
+        );
     });
     assert_eq!(ran, steps(&["//images:demo#motd"]));
-    let motd = why["steps"].as_array().unwrap().iter().find(|s| s["label"] == "//images:demo#motd").unwrap();
+    let motd = why["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "//images:demo#motd")
+        .unwrap();
     assert_eq!(motd["status"], "root");
     assert_eq!(motd["output_changed"], false);
-    let rootfs = why["steps"].as_array().unwrap().iter().find(|s| s["label"] == "//images:demo#rootfs").unwrap();
+    let rootfs = why["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "//images:demo#rootfs")
+        .unwrap();
     assert_eq!(rootfs["status"], "cutoff");
     assert_eq!(why["summary"]["cutoff"], 1);
 }
@@ -248,13 +350,19 @@ fn set_and_env_overrides_are_keyed_and_located() {
 #[test]
 fn why_text_names_the_change() {
     let (_, _, env) = change(|e| {
-        e.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("hello\\n", "bonjour\\n"));
+        e.write(
+            "defs/layers/motd.yaml",
+            &crate::fixture::MOTD.replace("hello\\n", "bonjour\\n"),
+        );
     });
     let out = env.run(&["why", "//images:demo"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("root cause  //images:demo#motd"), "{text}");
-    assert!(text.contains("files[0].content: `hello\\n` → `bonjour\\n`"), "{text}");
+    assert!(
+        text.contains("files[0].content: `hello\\n` → `bonjour\\n`"),
+        "{text}"
+    );
     assert!(text.contains("at defs/layers/motd.yaml:3:"), "{text}");
     assert!(text.contains("//images:demo#tar"), "{text}");
 }
@@ -262,7 +370,13 @@ fn why_text_names_the_change() {
 #[test]
 fn shared_layer_runs_once_across_images() {
     let env = demo();
-    env.write("defs/images/other.yaml", &crate::fixture::DEMO.replace("layers: [//layers:motd, //layers:extra]", "layers: [//layers:extra]"));
+    env.write(
+        "defs/images/other.yaml",
+        &crate::fixture::DEMO.replace(
+            "layers: [//layers:motd, //layers:extra]",
+            "layers: [//layers:extra]",
+        ),
+    );
     let b = env.build(&["//images/..."]);
     assert!(b.ok(), "{}", b.stderr());
     // `extra` renders the same in both images: one step, named after the first image.

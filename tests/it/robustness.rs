@@ -76,7 +76,13 @@ fn two_concurrent_builds_share_local_and_remote_caches() {
     let remote = env.root.path().join("remote");
     let spawn = || {
         env.command()
-            .args(["build", "--message-format", "json", "//images:demo", "--remote-cache"])
+            .args([
+                "build",
+                "--message-format",
+                "json",
+                "//images:demo",
+                "--remote-cache",
+            ])
             .arg(&remote)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -109,7 +115,10 @@ fn read_only_remote_is_never_written() {
     assert!(env.build(&["//images:demo", "--remote-cache", r]).ok());
     let count = || walk_count(&remote);
     let before = count();
-    env.write("defs/layers/motd.yaml", &crate::fixture::MOTD.replace("hello\\n", "changed\\n"));
+    env.write(
+        "defs/layers/motd.yaml",
+        &crate::fixture::MOTD.replace("hello\\n", "changed\\n"),
+    );
     let b = env.build(&["//images:demo", "--remote-cache", r, "--remote-read-only"]);
     assert!(b.ok(), "{}", b.stderr());
     assert_eq!(b.ran().len(), 3);
@@ -160,7 +169,14 @@ fn kill_9_mid_build_leaves_a_consistent_cache() {
     std::fs::write(env.path("defs/layers/files/app/big.bin"), &data).unwrap();
     let mut child = env
         .command()
-        .args(["build", "--message-format", "json", "//images:demo", "--set", "output.level=19"])
+        .args([
+            "build",
+            "--message-format",
+            "json",
+            "//images:demo",
+            "--set",
+            "output.level=19",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -189,5 +205,9 @@ fn kill_9_mid_build_leaves_a_consistent_cache() {
     assert!(b.ok(), "{}", b.stderr());
     assert_eq!(fresh.read("out-fresh/demo.tar.zst"), after_kill);
     let verify = env.run(&["cache", "verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }

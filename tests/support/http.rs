@@ -101,9 +101,7 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panicking connection thread must not hide the requests from the test's assertions.
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl TestServer {
@@ -168,10 +166,7 @@ impl TestServer {
 
     /// The requests for one path.
     pub fn requests_for(&self, path: &str) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.path == path).collect()
     }
 }
 

@@ -1,0 +1,750 @@
+//! Loading a label into a typed target: read, substitute, follow `extends`, merge, apply
+//! defaults and overrides, record where every value came from, validate.
+//!
+//! The order of the steps is the precedence: workspace defaults < extended target < the
+//! target's file < environment overrides < `--set`. A [`Loader`] caches parsed files and
+//! loaded targets, so an image that names a layer twice, or many images extending one base,
+//! read each file once. It is `Sync`: the build engine may load from several threads.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use w4b_cache::Digest;
+
+use super::de::Spanned;
+use super::error::{DefsError, DefsErrorKind};
+use super::interp;
+use super::label::{Label, Pattern};
+use super::merge;
+use super::overrides::Overrides;
+use super::span::{Location, Origin, SourceFile, Span};
+use super::suggest;
+use super::target::{self, Context, Kind, Target};
+use super::workspace::{self, Workspace, WORKSPACE_FILE};
+use super::yaml::{self, Node, Value};
+
+/// A target ready for the build engine.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoadedTarget {
+    pub label: Label,
+    pub target: Target,
+    /// Every definition file that contributed, workspace-relative, with the BLAKE3 digest of
+    /// its bytes: the target's file, its `extends` parents, and `w4b.yaml` when it supplied
+    /// a default. Sorted by path.
+    pub files: Vec<(String, Digest)>,
+    /// Where each scalar (and each empty list or map) of the final document came from, by
+    /// key path: `epoch`, `output.level`, `files[0].content`, `config."a.b"`.
+    pub locations: BTreeMap<String, Location>,
+    /// The absolute directory of the target's file.
+    pub dir: PathBuf,
+}
+
+impl LoadedTarget {
+    pub fn kind(&self) -> Kind {
+        self.target.kind()
+    }
+}
+
+struct ParsedFile {
+    /// After `${VAR}` substitution.
+    value: Value,
+    digest: Digest,
+}
+
+/// A merged target document before typing.
+struct Resolved {
+    doc: Value,
+    files: Vec<(String, Digest)>,
+}
+
+/// Loads targets of one workspace with one environment and one set of overrides.
+pub struct Loader {
+    workspace: Workspace,
+    env: BTreeMap<String, String>,
+    overrides: Overrides,
+    files: Mutex<BTreeMap<String, Arc<ParsedFile>>>,
+    targets: Mutex<BTreeMap<Label, LoadedTarget>>,
+}
+
+impl Loader {
+    /// `env` feeds `${VAR}` substitution and the `W4B_*` overrides; `sets` are `--set`
+    /// arguments (`key.path=value`), applied after the environment in the order given.
+    pub fn new(
+        workspace: Workspace,
+        env: BTreeMap<String, String>,
+        sets: &[String],
+    ) -> Result<Loader, DefsError> {
+        let overrides = Overrides::new(&env, sets, &Kind::all_keys())?;
+        Ok(Loader {
+            workspace,
+            env,
+            overrides,
+            files: Mutex::new(BTreeMap::new()),
+            targets: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
+    }
+
+    /// Loads a target named on the command line.
+    pub fn load(&self, label: &Label) -> Result<LoadedTarget, DefsError> {
+        self.load_referenced(label, None)
+    }
+
+    /// Loads a target named in a definition (such as an image's layer), checking its kind;
+    /// errors point at the reference.
+    pub fn load_expecting(&self, label: &Spanned<Label>, kind: Kind) -> Result<LoadedTarget, DefsError> {
+        let loaded = self.load_referenced(&label.value, Some(&label.span))?;
+        if loaded.kind() != kind {
+            return Err(label.span.invalid_value(
+                format!(
+                    "`{}` has kind `{}`, but a `{kind}` is needed here",
+                    label.value,
+                    loaded.kind()
+                ),
+                format!("not a `{kind}`"),
+                None,
+            ));
+        }
+        Ok(loaded)
+    }
+
+    /// Every target a pattern names, with its kind, sorted by label (for `w4b ls`). Kinds are
+    /// read through `extends`, but targets are not otherwise validated.
+    pub fn list(&self, pattern: &Pattern) -> Result<Vec<(Label, Kind)>, DefsError> {
+        self.workspace
+            .expand(pattern)?
+            .into_iter()
+            .map(|label| {
+                let resolved = self.resolve(&label, &mut vec![label.clone()], None)?;
+                let kind = kind_of(&label, &resolved.doc)?;
+                Ok((label, kind.value))
+            })
+            .collect()
+    }
+
+    fn load_referenced(&self, label: &Label, at: Option<&Span>) -> Result<LoadedTarget, DefsError> {
+        if let Some(done) = lock(&self.targets).get(label) {
+            return Ok(done.clone());
+        }
+        let Resolved { mut doc, mut files } = self.resolve(label, &mut vec![label.clone()], at)?;
+        let kind = kind_of(label, &doc)?;
+        let kind_span = doc.remove("kind").map(|e| e.value.span);
+        let keys = kind.value.keys();
+
+        // Workspace defaults sit below everything the target's files say.
+        if let Some(epoch) = self.workspace.epoch_entry() {
+            if keys.contains(&"epoch") && doc.get("epoch").is_none() {
+                if let Node::Map(entries) = &mut doc.node {
+                    entries.push(epoch.clone());
+                    files.push((WORKSPACE_FILE.to_owned(), self.workspace.config_digest()));
+                }
+            }
+        }
+        self.overrides.apply(&mut doc, keys)?;
+
+        let mut locations = BTreeMap::new();
+        if let Some(span) = kind_span {
+            locations.insert("kind".to_owned(), span.location());
+        }
+        record_locations(&doc, "", &mut locations);
+
+        let own_file = self.workspace.target_file(label);
+        let own_dir = own_file.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let ctx = Context {
+            defs_dir: &self.workspace.config().defs,
+            package: &label.package,
+            dir: own_dir,
+        };
+        let target = target::convert(kind.value, &doc, &ctx)?;
+        files.sort();
+        files.dedup();
+        let loaded = LoadedTarget {
+            label: label.clone(),
+            target,
+            files,
+            locations,
+            dir: self.workspace.root().join(own_dir),
+        };
+        lock(&self.targets).insert(label.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Reads `label`'s file and everything it extends, merged; `stack` holds the labels being
+    /// resolved, outermost first, to detect cycles.
+    fn resolve(
+        &self,
+        label: &Label,
+        stack: &mut Vec<Label>,
+        at: Option<&Span>,
+    ) -> Result<Resolved, DefsError> {
+        let parsed = self.read(label, at)?;
+        let mut doc = parsed.value.clone();
+        if doc.is_null() {
+            doc = Value::empty_map(doc.span);
+        }
+        if !matches!(doc.node, Node::Map(_)) {
+            return Err(DefsErrorKind::InvalidType {
+                src: doc.span.src(),
+                span: doc.span.ss(),
+                expected: "a map of keys".into(),
+                found: doc.describe(),
+                help: Some("a definition file is a map such as `kind: layer`".into()),
+            }
+            .into());
+        }
+        let mut files = vec![(self.workspace.target_file(label), parsed.digest)];
+        let base = match doc.remove("extends") {
+            None => Value::empty_map(doc.span.clone()),
+            Some(extends) => {
+                let span = extends.value.span.clone();
+                let text = match extends.value.as_scalar() {
+                    Some(s) if !s.is_null() => s.text.clone(),
+                    _ => {
+                        return Err(DefsErrorKind::InvalidType {
+                            src: span.src(),
+                            span: span.ss(),
+                            expected: "a label such as `//images:base`".into(),
+                            found: extends.value.describe(),
+                            help: None,
+                        }
+                        .into())
+                    }
+                };
+                let parent =
+                    Label::parse(&text, Some(&label.package)).map_err(|e| e.into_defs(Some(&span)))?;
+                if let Some(start) = stack.iter().position(|l| *l == parent) {
+                    let cycle = stack[start..]
+                        .iter()
+                        .chain(std::iter::once(&parent))
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(" -> ");
+                    return Err(DefsErrorKind::ExtendsCycle {
+                        src: span.src(),
+                        span: span.ss(),
+                        cycle,
+                    }
+                    .into());
+                }
+                stack.push(parent.clone());
+                let resolved = self.resolve(&parent, stack, Some(&span))?;
+                stack.pop();
+                let kind_text = |v: &Value| {
+                    v.get("kind")
+                        .and_then(|e| e.value.as_scalar())
+                        .map(|s| s.text.clone())
+                };
+                if let (Some(kind), Some(parent_kind)) = (kind_text(&doc), kind_text(&resolved.doc)) {
+                    if kind != parent_kind {
+                        return Err(DefsErrorKind::ExtendsKind {
+                            src: span.src(),
+                            span: span.ss(),
+                            label: label.to_string(),
+                            kind,
+                            parent: parent.to_string(),
+                            parent_kind,
+                        }
+                        .into());
+                    }
+                }
+                files.extend(resolved.files);
+                resolved.doc
+            }
+        };
+        Ok(Resolved {
+            doc: merge::merge(base, doc)?,
+            files,
+        })
+    }
+
+    fn read(&self, label: &Label, at: Option<&Span>) -> Result<Arc<ParsedFile>, DefsError> {
+        let shown = self.workspace.target_file(label);
+        if let Some(parsed) = lock(&self.files).get(&shown) {
+            return Ok(Arc::clone(parsed));
+        }
+        let path = self.workspace.root().join(&shown);
+        if !path.is_file() {
+            return Err(self.not_found(label, &shown, at));
+        }
+        let bytes = workspace::read(&path, &shown)?;
+        let digest = Digest::of(&bytes);
+        let text = workspace::into_text(bytes, &shown)?;
+        let file = SourceFile::new(Origin::File { path: shown.clone() }, text);
+        let mut value = yaml::parse(&file)?;
+        interp::interpolate(&mut value, &self.env)?;
+        let parsed = Arc::new(ParsedFile { value, digest });
+        lock(&self.files).insert(shown, Arc::clone(&parsed));
+        Ok(parsed)
+    }
+
+    fn not_found(&self, label: &Label, shown: &str, at: Option<&Span>) -> DefsError {
+        // Suggest a sibling target with a similar name.
+        let package_dir = self.workspace.defs_dir().join(&label.package);
+        let siblings: Vec<String> = std::fs::read_dir(&package_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let help = suggest::did_you_mean(&label.name, siblings.iter().map(String::as_str)).map(|near| {
+            let near = Label {
+                package: label.package.clone(),
+                name: near.to_owned(),
+            };
+            format!("did you mean `{near}`?")
+        });
+        DefsErrorKind::TargetNotFound {
+            src: at.map(Span::src),
+            span: at.map(Span::ss),
+            label: label.to_string(),
+            path: shown.to_owned(),
+            help,
+        }
+        .into()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The caches only ever gain complete entries, so a panic elsewhere cannot leave them
+    // inconsistent; keep using them.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The `kind` of a merged document.
+fn kind_of(label: &Label, doc: &Value) -> Result<Spanned<Kind>, DefsError> {
+    let Some(entry) = doc.get("kind") else {
+        return Err(DefsErrorKind::MissingKind {
+            src: doc.span.src(),
+            span: doc.span.ss(),
+            label: label.to_string(),
+            help: format!(
+                "add `kind: <kind>` (one of {}) or `extends:` a target that has one",
+                suggest::backticked(Kind::NAMES)
+            ),
+        }
+        .into());
+    };
+    let text = entry
+        .value
+        .as_scalar()
+        .map(|s| s.text.as_str())
+        .unwrap_or_default();
+    match Kind::ALL.iter().find(|k| k.name() == text) {
+        Some(kind) => Ok(Spanned::new(*kind, entry.value.span.clone())),
+        None => Err(DefsErrorKind::UnknownKind {
+            src: entry.value.span.src(),
+            span: entry.value.span.ss(),
+            kind: text.to_owned(),
+            help: suggest::help_for(text, Kind::NAMES, "kinds"),
+        }
+        .into()),
+    }
+}
+
+/// Records the location of every leaf under `value`, keyed by its path.
+fn record_locations(value: &Value, path: &str, out: &mut BTreeMap<String, Location>) {
+    match &value.node {
+        Node::Map(entries) if !entries.is_empty() => {
+            for entry in entries {
+                let key = path_key(&entry.key.name);
+                let child = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
+                record_locations(&entry.value, &child, out);
+            }
+        }
+        Node::Seq(items) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                record_locations(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {
+            out.insert(path.to_owned(), value.span.location());
+        }
+    }
+}
+
+/// A key as it appears in a location path: bare when it is a simple word, quoted otherwise.
+fn path_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defs::target::{Compression, FileOp, Format, Mode, Owner};
+
+    const MOTD: &str = r#"# defs/layers/motd.yaml
+kind: layer
+files:
+  - {path: /etc/motd, content: "hello\n", mode: "0644"}
+  - {path: /opt/app, source: files/app}
+  - {path: /etc/app.conf, template: files/app.conf.j2}
+  - {path: /usr/bin/app-link, symlink: /opt/app/bin/app}
+  - {path: /var/lib/app, dir: true, mode: "0750", owner: "1000:1000"}
+  - {path: /etc/issue, remove: true}
+  - {path: /etc/profile, append: "export A=1\n"}
+  - {path: /opt/blob.bin, fetch: {url: "http://127.0.0.1:8000/blob.bin", sha256: "ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"}}
+"#;
+
+    const DEMO: &str = r#"kind: image
+base: scratch
+layers: [//layers:motd]
+epoch: 1700000000
+output: {format: tar, compression: zstd, level: 19}
+config: {any: free-form map, n: 3, nested: {list: [1, two]}}
+description: "optional text"
+"#;
+
+    fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    fn loader(dir: &tempfile::TempDir, env: &[(&str, &str)], sets: &[&str]) -> Loader {
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let ws = Workspace::open(dir.path(), &env).unwrap();
+        let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
+        Loader::new(ws, env, &sets).unwrap()
+    }
+
+    fn label(text: &str) -> Label {
+        Label::parse(text, None).unwrap()
+    }
+
+    fn image(t: &LoadedTarget) -> &crate::defs::Image {
+        match &t.target {
+            Target::Image(image) => image,
+            other => panic!("not an image: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_documented_spellings_load() {
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/layers/motd.yaml", MOTD),
+            ("defs/images/demo.yaml", DEMO),
+        ]);
+        let l = loader(&dir, &[], &[]);
+        let motd = l.load(&label("//layers:motd")).unwrap();
+        let Target::Layer(layer) = &motd.target else {
+            panic!()
+        };
+        let ops: Vec<&FileOp> = layer.files.iter().map(|f| &f.op).collect();
+        assert_eq!(
+            ops,
+            [
+                &FileOp::Content {
+                    content: "hello\n".into(),
+                    mode: Mode(0o644)
+                },
+                &FileOp::Source {
+                    source: WsPathT::join("defs/layers", "files/app").unwrap(),
+                    mode: None
+                },
+                &FileOp::Template {
+                    template: WsPathT::join("defs/layers", "files/app.conf.j2").unwrap(),
+                    mode: Mode(0o644)
+                },
+                &FileOp::Symlink {
+                    target: "/opt/app/bin/app".into()
+                },
+                &FileOp::Dir { mode: Mode(0o750) },
+                &FileOp::Remove,
+                &FileOp::Append {
+                    content: "export A=1\n".into()
+                },
+                &FileOp::Fetch {
+                    url: "http://127.0.0.1:8000/blob.bin".into(),
+                    sha256: "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789".into(),
+                    mode: Mode(0o644)
+                },
+            ]
+        );
+        assert_eq!(layer.files[4].owner, Owner { uid: 1000, gid: 1000 });
+        assert_eq!(layer.files[0].owner, Owner::default());
+        assert_eq!(motd.dir, dir.path().join("defs/layers"));
+
+        let demo = l.load(&label("//images:demo")).unwrap();
+        let img = image(&demo);
+        assert_eq!(
+            img.layers.iter().map(|l| l.value.clone()).collect::<Vec<_>>(),
+            [label("//layers:motd")]
+        );
+        assert_eq!(img.epoch, Some(1_700_000_000));
+        assert_eq!(
+            (img.output.format, img.output.compression, img.output.level),
+            (Format::Tar, Compression::Zstd, 19)
+        );
+        assert_eq!(img.config["n"], crate::defs::ConfigValue::Int(3));
+        assert_eq!(demo.files.len(), 1);
+        assert_eq!(demo.files[0].0, "defs/images/demo.yaml");
+        assert_eq!(demo.files[0].1, Digest::of(DEMO.as_bytes()));
+        let layer_ref = &img.layers[0];
+        let loaded = l.load_expecting(layer_ref, Kind::Layer).unwrap();
+        assert_eq!(loaded.label, label("//layers:motd"));
+        assert!(l
+            .load_expecting(
+                &Spanned::new(label("//images:demo"), layer_ref.span.clone()),
+                Kind::Layer
+            )
+            .is_err());
+    }
+
+    use crate::defs::target::WsPath as WsPathT;
+
+    #[test]
+    fn defaults_fill_what_is_not_written() {
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/images/min.yaml", "kind: image\nbase: scratch\n"),
+        ]);
+        let t = loader(&dir, &[], &[]).load(&label("//images:min")).unwrap();
+        let img = image(&t);
+        assert_eq!(img.epoch, None);
+        assert_eq!(img.output.level, crate::defs::Output::DEFAULT_ZSTD_LEVEL);
+        assert!(img.layers.is_empty() && img.config.is_empty());
+    }
+
+    #[test]
+    fn formatting_comments_and_key_order_do_not_change_the_value() {
+        let reordered = r#"
+# same image, written differently
+description: optional text
+config:
+  nested:
+    list:
+      - 1
+      - "two"
+  n: 3
+  any: 'free-form map'
+output:
+  level: 19
+  compression: zstd   # comment
+  format: tar
+epoch: 1700000000
+layers:
+  - "//layers:motd"
+base: "scratch"
+kind: image
+"#;
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/images/a.yaml", DEMO),
+            ("defs/images/b.yaml", reordered),
+        ]);
+        let l = loader(&dir, &[], &[]);
+        let a = l.load(&label("//images:a")).unwrap();
+        let b = l.load(&label("//images:b")).unwrap();
+        assert_eq!(a.target, b.target);
+        assert_eq!(
+            serde_json::to_string(&a.target).unwrap(),
+            serde_json::to_string(&b.target).unwrap()
+        );
+        let dir2 = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/layers/motd.yaml", MOTD),
+            (
+                "defs/layers/m2.yaml",
+                &MOTD
+                    .replace("# defs/layers/motd.yaml\n", "\n\n# moved\n")
+                    .replace(", mode: \"0644\"", ""),
+            ),
+        ]);
+        let l2 = loader(&dir2, &[], &[]);
+        assert_eq!(
+            l2.load(&label("//layers:motd")).unwrap().target,
+            l2.load(&label("//layers:m2")).unwrap().target
+        );
+    }
+
+    #[test]
+    fn extends_merges_appends_and_records_locations() {
+        let dir = workspace(&[
+            ("w4b.yaml", "epoch: 1600000000\n"),
+            ("defs/images/base.yaml", "kind: image\nbase: scratch\nlayers: [:one]\noutput: {level: 5}\nconfig: {site: {name: base, tz: UTC}}\n"),
+            ("defs/images/one.yaml", "kind: layer\n"),
+            ("defs/hives/north.yaml", "extends: //images:base\nlayers+: [//layers:two]\nconfig: {site: {name: north}, a.b: 1}\n"),
+        ]);
+        let l = loader(&dir, &[], &[]);
+        let t = l.load(&label("//hives:north")).unwrap();
+        let img = image(&t);
+        // `:one` was written in //images, so it resolves there even when inherited.
+        assert_eq!(
+            img.layers.iter().map(|l| l.value.to_string()).collect::<Vec<_>>(),
+            ["//images:one", "//layers:two"]
+        );
+        assert_eq!(img.output.level, 5);
+        assert_eq!(img.epoch, Some(1_600_000_000));
+        let loc = |k: &str| {
+            t.locations
+                .get(k)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| panic!("no location for {k}: {:?}", t.locations.keys()))
+        };
+        assert_eq!(loc("kind"), "defs/images/base.yaml:1:7");
+        assert_eq!(loc("layers[0]"), "defs/images/base.yaml:3:10");
+        assert_eq!(loc("layers[1]"), "defs/hives/north.yaml:2:11");
+        assert_eq!(loc("output.level"), "defs/images/base.yaml:4:17");
+        assert_eq!(loc("config.site.name"), "defs/hives/north.yaml:3:23");
+        assert_eq!(loc("config.site.tz"), "defs/images/base.yaml:5:33");
+        assert_eq!(loc("config.\"a.b\""), "defs/hives/north.yaml:3:36");
+        assert_eq!(loc("epoch"), "w4b.yaml:1:8");
+        let files: Vec<&str> = t.files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            files,
+            ["defs/hives/north.yaml", "defs/images/base.yaml", "w4b.yaml"]
+        );
+        assert_eq!(
+            l.list(&Pattern::parse("//...", None).unwrap())
+                .unwrap()
+                .iter()
+                .map(|(l, k)| format!("{l} {k}"))
+                .collect::<Vec<_>>(),
+            ["//hives:north image", "//images:base image", "//images:one layer"]
+        );
+    }
+
+    #[test]
+    fn precedence_is_default_parent_file_env_cli() {
+        let files = [
+            ("w4b.yaml", "epoch: 1\n"),
+            ("defs/images/base.yaml", "kind: image\nbase: scratch\nepoch: 2\n"),
+            ("defs/images/child.yaml", "extends: :base\nepoch: 3\n"),
+            ("defs/images/bare.yaml", "kind: image\nbase: scratch\n"),
+        ];
+        let dir = workspace(&files);
+        let epoch = |env: &[(&str, &str)], sets: &[&str], target: &str| {
+            let t = loader(&dir, env, sets).load(&label(target)).unwrap();
+            (image(&t).epoch, t.locations["epoch"].to_string())
+        };
+        assert_eq!(epoch(&[], &[], "//images:bare"), (Some(1), "w4b.yaml:1:8".into()));
+        assert_eq!(
+            epoch(&[], &[], "//images:base"),
+            (Some(2), "defs/images/base.yaml:3:8".into())
+        );
+        assert_eq!(
+            epoch(&[], &[], "//images:child"),
+            (Some(3), "defs/images/child.yaml:2:8".into())
+        );
+        assert_eq!(
+            epoch(&[("W4B_EPOCH", "4")], &[], "//images:child"),
+            (Some(4), "env W4B_EPOCH".into())
+        );
+        assert_eq!(
+            epoch(&[("W4B_EPOCH", "4")], &["epoch=5"], "//images:child"),
+            (Some(5), "--set epoch=5".into())
+        );
+        assert_eq!(
+            epoch(&[("W4B_EPOCH", "4")], &["epoch=5", "epoch=6"], "//images:bare"),
+            (Some(6), "--set epoch=6".into())
+        );
+    }
+
+    #[test]
+    fn overrides_reach_the_typed_value_and_are_validated() {
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/images/demo.yaml", DEMO),
+            ("defs/layers/motd.yaml", MOTD),
+        ]);
+        let t = loader(
+            &dir,
+            &[],
+            &[
+                "output.compression=none",
+                "output.level=",
+                "layers[1]=//layers:x",
+                "config.any=changed",
+            ],
+        )
+        .load(&label("//images:demo"))
+        .unwrap();
+        let img = image(&t);
+        assert_eq!(img.output.compression, Compression::None);
+        assert_eq!(img.layers.len(), 2);
+        assert_eq!(
+            img.config["any"],
+            crate::defs::ConfigValue::String("changed".into())
+        );
+        // A layer has no `epoch`: W4B_EPOCH leaves it alone.
+        assert!(loader(&dir, &[("W4B_EPOCH", "1")], &[])
+            .load(&label("//layers:motd"))
+            .is_ok());
+        let err = loader(&dir, &[], &["output.fromat=tar"])
+            .load(&label("//images:demo"))
+            .unwrap_err();
+        let DefsErrorKind::UnknownKey { help, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
+        assert_eq!(help, "did you mean `format`?");
+    }
+
+    #[test]
+    fn env_substitution_uses_the_injected_map_only() {
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            (
+                "defs/images/e.yaml",
+                "kind: image\nbase: scratch\nepoch: ${EPOCH}\ndescription: \"${DESC:-none}\"\n",
+            ),
+        ]);
+        let t = loader(&dir, &[("EPOCH", "42")], &[])
+            .load(&label("//images:e"))
+            .unwrap();
+        assert_eq!(image(&t).epoch, Some(42));
+        assert_eq!(image(&t).description.as_deref(), Some("none"));
+        let env = BTreeMap::new();
+        let ws = Workspace::open(dir.path(), &env).unwrap();
+        let err = Loader::new(ws, env, &[])
+            .unwrap()
+            .load(&label("//images:e"))
+            .unwrap_err();
+        assert!(matches!(err.kind(), DefsErrorKind::MissingVar { .. }));
+    }
+
+    #[test]
+    fn missing_targets_suggest_a_sibling() {
+        let dir = workspace(&[("w4b.yaml", ""), ("defs/layers/motd.yaml", MOTD)]);
+        let err = loader(&dir, &[], &[]).load(&label("//layers:mtod")).unwrap_err();
+        let DefsErrorKind::TargetNotFound { help, path, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path, "defs/layers/mtod.yaml");
+        assert_eq!(help.as_deref(), Some("did you mean `//layers:motd`?"));
+    }
+
+    #[test]
+    fn loaders_cache_and_are_shareable_between_threads() {
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<Loader>();
+        let dir = workspace(&[("w4b.yaml", ""), ("defs/layers/motd.yaml", MOTD)]);
+        let l = loader(&dir, &[], &[]);
+        let first = l.load(&label("//layers:motd")).unwrap();
+        std::fs::remove_file(dir.path().join("defs/layers/motd.yaml")).unwrap();
+        assert_eq!(l.load(&label("//layers:motd")).unwrap(), first);
+    }
+}

@@ -1,0 +1,206 @@
+//! Merging a target over the target it `extends`.
+//!
+//! Maps merge key by key, recursively; scalars and lists replace what they override, so a
+//! child never has to know how its parent spelled a list to change it. The one exception is
+//! explicit: a key written `layers+:` appends its list to the inherited `layers`. A `+` key
+//! with nothing to append to simply sets the list. Every node keeps the span of the file
+//! that wrote it, which is what lets the location table name the right file per value.
+
+use super::error::{DefsError, DefsErrorKind};
+use super::yaml::{Entry, Key, Node, Value};
+
+/// `overlay` merged over `base`. Both are maps in practice; anything else replaces.
+pub fn merge(base: Value, overlay: Value) -> Result<Value, DefsError> {
+    match (base.node, overlay.node) {
+        (Node::Map(mut merged), Node::Map(entries)) => {
+            check_append_conflicts(&entries)?;
+            for entry in entries {
+                merge_entry(&mut merged, entry)?;
+            }
+            Ok(Value {
+                node: Node::Map(merged),
+                span: overlay.span,
+            })
+        }
+        (_, node) => normalise(Value {
+            node,
+            span: overlay.span,
+        }),
+    }
+}
+
+fn merge_entry(merged: &mut Vec<Entry>, entry: Entry) -> Result<(), DefsError> {
+    let (name, append) = match entry.key.name.strip_suffix('+') {
+        Some(name) if !name.is_empty() => (name.to_owned(), true),
+        _ => (entry.key.name.clone(), false),
+    };
+    let key = Key {
+        name: name.clone(),
+        span: entry.key.span.clone(),
+    };
+    let existing = merged.iter().position(|e| e.key.name == name);
+    let Some(i) = existing else {
+        if append && !matches!(entry.value.node, Node::Seq(_)) {
+            return Err(bad_append(&entry.key, &name, "this value is not a list"));
+        }
+        merged.push(Entry {
+            key,
+            value: normalise(entry.value)?,
+        });
+        return Ok(());
+    };
+    let old = merged.remove(i);
+    let value = if append {
+        match (old.value.node, entry.value.node) {
+            (Node::Seq(mut items), Node::Seq(more)) => {
+                for item in more {
+                    items.push(normalise(item)?);
+                }
+                Value {
+                    node: Node::Seq(items),
+                    span: entry.value.span,
+                }
+            }
+            (Node::Seq(_), _) => return Err(bad_append(&entry.key, &name, "this value is not a list")),
+            _ => return Err(bad_append(&entry.key, &name, "the inherited value is not a list")),
+        }
+    } else if matches!(old.value.node, Node::Map(_)) && matches!(entry.value.node, Node::Map(_)) {
+        merge(old.value, entry.value)?
+    } else {
+        normalise(entry.value)?
+    };
+    merged.insert(i, Entry { key, value });
+    Ok(())
+}
+
+/// Resolves `+` keys in a value that has nothing to merge with.
+pub fn normalise(value: Value) -> Result<Value, DefsError> {
+    match value.node {
+        Node::Map(entries) => merge(
+            Value {
+                node: Node::Map(Vec::new()),
+                span: value.span.clone(),
+            },
+            Value {
+                node: Node::Map(entries),
+                span: value.span,
+            },
+        ),
+        Node::Seq(items) => Ok(Value {
+            node: Node::Seq(items.into_iter().map(normalise).collect::<Result<_, _>>()?),
+            span: value.span,
+        }),
+        node @ Node::Scalar(_) => Ok(Value {
+            node,
+            span: value.span,
+        }),
+    }
+}
+
+/// `layers:` and `layers+:` in one map would make the result depend on their order.
+fn check_append_conflicts(entries: &[Entry]) -> Result<(), DefsError> {
+    for entry in entries {
+        if let Some(name) = entry.key.name.strip_suffix('+') {
+            if entries.iter().any(|e| e.key.name == name) {
+                return Err(bad_append(
+                    &entry.key,
+                    name,
+                    &format!("`{name}` is also set in this map"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bad_append(key: &Key, name: &str, what: &str) -> DefsError {
+    DefsErrorKind::BadAppend {
+        src: key.span.src(),
+        span: key.span.ss(),
+        key: name.to_owned(),
+        what: what.to_owned(),
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defs::span::{Origin, SourceFile};
+    use crate::defs::yaml;
+
+    fn doc(path: &str, text: &str) -> Value {
+        yaml::parse(&SourceFile::new(Origin::File { path: path.into() }, text)).unwrap()
+    }
+
+    fn texts(v: &Value) -> Vec<String> {
+        match &v.node {
+            Node::Seq(items) => items
+                .iter()
+                .map(|i| i.as_scalar().unwrap().text.clone())
+                .collect(),
+            _ => panic!("not a list"),
+        }
+    }
+
+    #[test]
+    fn maps_merge_recursively_and_scalars_and_lists_replace() {
+        let base = doc(
+            "base.yaml",
+            "epoch: 1\nlayers: [a, b]\noutput: {format: tar, level: 3}\nconfig: {x: {y: 1, z: 2}}\n",
+        );
+        let child = doc(
+            "child.yaml",
+            "epoch: 2\nlayers: [c]\noutput: {level: 19}\nconfig: {x: {z: 3}}\n",
+        );
+        let m = merge(base, child).unwrap();
+        let scalar = |v: &Value| v.as_scalar().unwrap().text.clone();
+        assert_eq!(scalar(&m.get("epoch").unwrap().value), "2");
+        assert_eq!(texts(&m.get("layers").unwrap().value), ["c"]);
+        let output = &m.get("output").unwrap().value;
+        assert_eq!(scalar(&output.get("format").unwrap().value), "tar");
+        assert_eq!(
+            output.get("format").unwrap().value.span.file.path(),
+            Some("base.yaml")
+        );
+        assert_eq!(scalar(&output.get("level").unwrap().value), "19");
+        assert_eq!(
+            output.get("level").unwrap().value.span.file.path(),
+            Some("child.yaml")
+        );
+        let x = &m.get("config").unwrap().value.get("x").unwrap().value;
+        assert_eq!(scalar(&x.get("y").unwrap().value), "1");
+        assert_eq!(scalar(&x.get("z").unwrap().value), "3");
+    }
+
+    #[test]
+    fn plus_keys_append_to_inherited_lists() {
+        let base = doc("base.yaml", "layers: [a, b]\n");
+        let child = doc("child.yaml", "layers+: [c]\nnew+: [d]\n");
+        let m = merge(base, child).unwrap();
+        assert_eq!(texts(&m.get("layers").unwrap().value), ["a", "b", "c"]);
+        assert_eq!(texts(&m.get("new").unwrap().value), ["d"]);
+        assert!(m.get("layers+").is_none());
+    }
+
+    #[test]
+    fn plus_keys_without_a_parent_are_plain_keys() {
+        let m = normalise(doc("x.yaml", "config: {list+: [1]}\n")).unwrap();
+        let config = &m.get("config").unwrap().value;
+        assert_eq!(texts(&config.get("list").unwrap().value), ["1"]);
+    }
+
+    #[test]
+    fn bad_appends_are_errors() {
+        let cases = [
+            ("layers: a\n", "layers+: [c]\n"),
+            ("layers: [a]\n", "layers+: c\n"),
+            ("", "layers+: c\n"),
+            ("", "layers: [a]\nlayers+: [b]\n"),
+        ];
+        for (base, child) in cases {
+            let err = merge(doc("b.yaml", base), doc("c.yaml", child)).unwrap_err();
+            assert!(matches!(err.kind(), DefsErrorKind::BadAppend { .. }), "{child}");
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The workspace: the directory holding `w4b.yaml`, its settings, and the defs folder that
+//! labels resolve into.
+//!
+//! w4b finds the workspace by walking up from the current directory (like Cargo and Bazel
+//! find theirs); an explicit `--workspace` path skips the search. `w4b.yaml` may be empty:
+//! every setting has a default. It is parsed with the same strict, spanned machinery as
+//! target files, so a typo in it gets the same "did you mean" diagnostic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use w4b_cache::Digest;
+
+use super::de::{from_value, Spanned};
+use super::error::{DefsError, DefsErrorKind};
+use super::interp;
+use super::label::{Label, Pattern};
+use super::span::{Origin, SourceFile};
+use super::yaml::{self, Entry};
+
+/// The name of the workspace settings file.
+pub const WORKSPACE_FILE: &str = "w4b.yaml";
+
+/// Directories that are never searched for targets by `//pkg/...`: `files` holds data for
+/// `source:` and `template:` (which may well be YAML), hidden and `_`-prefixed ones are
+/// private.
+fn is_searched_dir(name: &str) -> bool {
+    !(name == "files" || name.starts_with('.') || name.starts_with('_'))
+}
+
+/// The settings in `w4b.yaml`, with defaults filled in and paths made absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceConfig {
+    /// The folder holding packages, relative to the workspace root (default `defs`).
+    pub defs: String,
+    pub cache: CacheConfig,
+    /// URL prefix → mirror prefixes to try, in order, before the original.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// `SOURCE_DATE_EPOCH` for images that set none.
+    pub epoch: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Local store; `None` means the default (`$W4B_CACHE_DIR` or the XDG cache dir, decided
+    /// by the application).
+    pub dir: Option<PathBuf>,
+    /// Shared remote cache directory.
+    pub remote: Option<PathBuf>,
+    /// Read from the remote cache but never publish to it.
+    pub remote_read_only: bool,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    defs: Option<Spanned<String>>,
+    cache: Option<RawCache>,
+    #[serde(default)]
+    mirrors: BTreeMap<String, Vec<Spanned<String>>>,
+    epoch: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawCache {
+    dir: Option<String>,
+    remote: Option<String>,
+    #[serde(default)]
+    remote_read_only: bool,
+}
+
+/// An opened workspace.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    root: PathBuf,
+    config: WorkspaceConfig,
+    /// `w4b.yaml`'s digest, for the definition files of targets it contributed to.
+    config_digest: Digest,
+    /// The `epoch:` entry of `w4b.yaml`, merged into images as a default with its span.
+    epoch_entry: Option<Entry>,
+}
+
+impl Workspace {
+    /// The nearest directory at or above `start` that holds a `w4b.yaml`.
+    pub fn find(start: &Path) -> Result<PathBuf, DefsError> {
+        start
+            .ancestors()
+            .find(|dir| dir.join(WORKSPACE_FILE).is_file())
+            .map(Path::to_path_buf)
+            .ok_or_else(|| {
+                DefsErrorKind::NoWorkspace {
+                    start: start.display().to_string(),
+                }
+                .into()
+            })
+    }
+
+    /// Finds the workspace above `start` and opens it.
+    pub fn discover(start: &Path, env: &BTreeMap<String, String>) -> Result<Workspace, DefsError> {
+        Workspace::open(&Workspace::find(start)?, env)
+    }
+
+    /// Opens the workspace rooted at `root`; `${VAR}` in `w4b.yaml` is substituted from `env`.
+    pub fn open(root: &Path, env: &BTreeMap<String, String>) -> Result<Workspace, DefsError> {
+        let path = root.join(WORKSPACE_FILE);
+        let bytes = read(&path, WORKSPACE_FILE)?;
+        let config_digest = Digest::of(&bytes);
+        let text = into_text(bytes, WORKSPACE_FILE)?;
+        let file = SourceFile::new(
+            Origin::File {
+                path: WORKSPACE_FILE.to_owned(),
+            },
+            text,
+        );
+        let mut doc = yaml::parse(&file)?;
+        if doc.is_null() {
+            doc = yaml::Value::empty_map(doc.span);
+        }
+        interp::interpolate(&mut doc, env)?;
+        let raw: RawConfig = from_value(&doc)?;
+        let defs = match raw.defs {
+            None => "defs".to_owned(),
+            Some(defs) => {
+                let normalised = super::target::WsPath::join("", &defs.value)
+                    .filter(|_| !defs.value.starts_with('/'))
+                    .ok_or_else(|| {
+                        defs.span.bad_path(
+                            &defs.value,
+                            "must be a folder inside the workspace",
+                            Some("write a relative path such as `defs`".into()),
+                        )
+                    })?;
+                normalised.as_str().to_owned()
+            }
+        };
+        let mut mirrors = BTreeMap::new();
+        for (prefix, targets) in raw.mirrors {
+            let key_span = doc
+                .get("mirrors")
+                .and_then(|m| m.value.get(&prefix))
+                .map(|e| e.key.span.clone())
+                .unwrap_or_else(|| doc.span.clone());
+            if !prefix.contains("://") {
+                return Err(key_span.invalid_value(
+                    format!("mirror prefix `{prefix}` is not a URL"),
+                    "not a URL",
+                    Some("map a URL prefix such as `https://downloads.example.org/` to a list of mirror prefixes".into()),
+                ));
+            }
+            let mut list = Vec::new();
+            for target in targets {
+                if !target.value.contains("://") {
+                    return Err(target.span.invalid_value(
+                        format!("mirror `{}` is not a URL", target.value),
+                        "not a URL",
+                        Some("write `file:///srv/mirror/` or `http://host/path/`".into()),
+                    ));
+                }
+                list.push(target.value);
+            }
+            mirrors.insert(prefix, list);
+        }
+        let absolute = |p: Option<String>| p.map(|p| root.join(p));
+        let cache = raw.cache.map_or_else(CacheConfig::default, |c| CacheConfig {
+            dir: absolute(c.dir),
+            remote: absolute(c.remote),
+            remote_read_only: c.remote_read_only,
+        });
+        let epoch_entry = doc.get("epoch").filter(|e| !e.value.is_null()).cloned();
+        Ok(Workspace {
+            root: root.to_path_buf(),
+            config: WorkspaceConfig {
+                defs,
+                cache,
+                mirrors,
+                epoch: raw.epoch,
+            },
+            config_digest,
+            epoch_entry,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &WorkspaceConfig {
+        &self.config
+    }
+
+    /// The absolute defs folder.
+    pub fn defs_dir(&self) -> PathBuf {
+        self.root.join(&self.config.defs)
+    }
+
+    /// The workspace-relative path of a target's file: `defs/pkg/name.yaml`.
+    pub fn target_file(&self, label: &Label) -> String {
+        format!("{}/{}", self.config.defs, label.file_name())
+    }
+
+    pub(crate) fn config_digest(&self) -> Digest {
+        self.config_digest
+    }
+
+    pub(crate) fn epoch_entry(&self) -> Option<&Entry> {
+        self.epoch_entry.as_ref()
+    }
+
+    /// The labels a pattern names, sorted. `//pkg/...` lists every `*.yaml` below
+    /// `<defs>/pkg`, skipping `files/`, hidden and `_`-prefixed directories.
+    pub fn expand(&self, pattern: &Pattern) -> Result<Vec<Label>, DefsError> {
+        let package = match pattern {
+            Pattern::Target(label) => return Ok(vec![label.clone()]),
+            Pattern::Recursive { package } => package,
+        };
+        let dir = if package.is_empty() {
+            self.defs_dir()
+        } else {
+            self.defs_dir().join(package)
+        };
+        let mut labels = Vec::new();
+        if dir.is_dir() {
+            walk(&dir, package, &mut labels)?;
+        }
+        if labels.is_empty() {
+            return Err(DefsErrorKind::NoMatch {
+                pattern: pattern.to_string(),
+                dir: format!(
+                    "{}{}{}",
+                    self.config.defs,
+                    if package.is_empty() { "" } else { "/" },
+                    package
+                ),
+            }
+            .into());
+        }
+        labels.sort();
+        Ok(labels)
+    }
+}
+
+fn walk(dir: &Path, package: &str, labels: &mut Vec<Label>) -> Result<(), DefsError> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|source| DefsErrorKind::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| DefsErrorKind::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let file_type = entry.file_type().map_err(|source| DefsErrorKind::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        names.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            file_type.is_dir(),
+        ));
+    }
+    names.sort();
+    for (name, is_dir) in names {
+        if is_dir {
+            if is_searched_dir(&name) {
+                let sub = if package.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{package}/{name}")
+                };
+                walk(&dir.join(&name), &sub, labels)?;
+            }
+        } else if let Some(stem) = name.strip_suffix(".yaml") {
+            if stem.starts_with('.') {
+                continue;
+            }
+            labels.push(Label::new(package, stem).map_err(|e| e.into_defs(None))?);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn read(path: &Path, shown: &str) -> Result<Vec<u8>, DefsError> {
+    std::fs::read(path).map_err(|source| {
+        DefsErrorKind::Io {
+            path: shown.to_owned(),
+            source,
+        }
+        .into()
+    })
+}
+
+pub(crate) fn into_text(bytes: Vec<u8>, shown: &str) -> Result<Arc<str>, DefsError> {
+    String::from_utf8(bytes).map(Arc::from).map_err(|e| {
+        DefsErrorKind::Io {
+            path: shown.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        }
+        .into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn found_by_walking_up_and_empty_config_is_all_defaults() {
+        let dir = ws(&[("w4b.yaml", ""), ("defs/a/b/.keep", "")]);
+        let deep = dir.path().join("defs/a/b");
+        assert_eq!(Workspace::find(&deep).unwrap(), dir.path());
+        let w = Workspace::discover(&deep, &BTreeMap::new()).unwrap();
+        assert_eq!(w.config().defs, "defs");
+        assert_eq!(w.config().epoch, None);
+        assert!(w.config().mirrors.is_empty());
+        let none = tempfile::tempdir().unwrap();
+        let err = Workspace::find(none.path()).unwrap_err();
+        assert!(matches!(err.kind(), DefsErrorKind::NoWorkspace { .. }));
+    }
+
+    #[test]
+    fn full_config() {
+        let dir = ws(&[(
+            "w4b.yaml",
+            "defs: my-defs\ncache: {dir: .cache, remote: /mnt/w4b-cache, remote_read_only: true}\nmirrors: {\"https://downloads.example.org/\": [\"file:///srv/mirror/\", \"http://127.0.0.1:8000/\"]}\nepoch: ${EPOCH:-1700000000}\n",
+        )]);
+        let w = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+        let c = w.config();
+        assert_eq!(c.defs, "my-defs");
+        assert_eq!(c.cache.dir.as_deref(), Some(dir.path().join(".cache").as_path()));
+        assert_eq!(c.cache.remote.as_deref(), Some(Path::new("/mnt/w4b-cache")));
+        assert!(c.cache.remote_read_only);
+        assert_eq!(c.mirrors["https://downloads.example.org/"].len(), 2);
+        assert_eq!(c.epoch, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn config_typos_are_diagnosed() {
+        let dir = ws(&[("w4b.yaml", "cache: {remote_readonly: true}\n")]);
+        let err = Workspace::open(dir.path(), &BTreeMap::new()).unwrap_err();
+        let DefsErrorKind::UnknownKey { help, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
+        assert_eq!(help, "did you mean `remote_read_only`?");
+        let dir = ws(&[("w4b.yaml", "defs: ../elsewhere\n")]);
+        assert!(Workspace::open(dir.path(), &BTreeMap::new()).is_err());
+        let dir = ws(&[("w4b.yaml", "mirrors: {\"https://a/\": [\"/srv\"]}\n")]);
+        assert!(Workspace::open(dir.path(), &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn patterns_expand_sorted_and_skip_data_folders() {
+        let dir = ws(&[
+            ("w4b.yaml", ""),
+            ("defs/top.yaml", ""),
+            ("defs/layers/motd.yaml", ""),
+            ("defs/layers/base.yaml", ""),
+            ("defs/layers/files/data.yaml", ""),
+            ("defs/layers/files/app.conf.j2", ""),
+            ("defs/layers/net/wifi.yaml", ""),
+            ("defs/layers/README.md", ""),
+            ("defs/.git/x.yaml", ""),
+        ]);
+        let w = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+        let names = |p: &str| -> Vec<String> {
+            w.expand(&Pattern::parse(p, None).unwrap())
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            names("//layers/..."),
+            ["//layers:base", "//layers:motd", "//layers/net:wifi"]
+        );
+        assert_eq!(
+            names("//..."),
+            ["//:top", "//layers:base", "//layers:motd", "//layers/net:wifi"]
+        );
+        let err = w
+            .expand(&Pattern::parse("//nothing/...", None).unwrap())
+            .unwrap_err();
+        assert!(matches!(err.kind(), DefsErrorKind::NoMatch { .. }));
+    }
+}
