@@ -14,7 +14,9 @@
 //! Target: no-op ≤ 100 ms. A miss is printed as `MISS`, never a failure: benchmarks
 //! inform, and CI does not run them.
 //!
-//! Run: `cargo bench --bench noop_rebuild [-- --runs N]`.
+//! Run: `cargo bench --bench noop_rebuild [-- --runs N] [--keep]`; `--keep` leaves the
+//! generated workspace and its warm cache on disk and prints how to rebuild it by hand
+//! (for `perf`/`strace`).
 
 #![allow(clippy::disallowed_methods)] // A bench spawns the binary and reads the clock.
 
@@ -161,6 +163,15 @@ fn main() {
         ms(noop.min())
     );
     println!();
+    if support::flag("--keep") {
+        let root = ws.keep();
+        println!(
+            "   kept: cd {} && W4B_CACHE_DIR={} w4b build //images/...",
+            root.join("ws").display(),
+            root.join("cache").display()
+        );
+        println!();
+    }
     println!(
         "RESULT noop_rebuild: {:.1} ms (ratio {ratio:.1}× baseline) target<=100ms {verdict}",
         ms(median)

@@ -146,6 +146,12 @@ impl Workspace {
         }
     }
 
+    /// Keeps the temporary directory on disk (for profiling a build by hand) and
+    /// returns its path.
+    pub fn keep(self) -> PathBuf {
+        self.root.keep()
+    }
+
     pub fn defs(&self) -> PathBuf {
         self.ws.join("defs")
     }
@@ -388,6 +394,11 @@ pub fn runs(default: usize) -> usize {
         })
         .filter(|&n: &usize| n > 0)
         .unwrap_or(default)
+}
+
+/// Whether `flag` was given on the bench's command line (after `--`).
+pub fn flag(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag)
 }
 
 /// The header every bench prints: what is measured, and on what.
