@@ -74,7 +74,7 @@ fn main() {
     assert_eq!(cold.cached, 0, "a fresh cache cannot hit");
     if cold.steps as usize != SHAPE.expected_steps() {
         println!(
-            "   note: {} steps where the shape predicts {} (steps shared or split differently)",
+            "   note: {} steps where the shape predicts {}: identical steps (the `scratch` base) are shared",
             cold.steps,
             SHAPE.expected_steps()
         );
@@ -125,7 +125,7 @@ fn main() {
             format!("{:.1}", ms(s.median())),
             format!("{:.1}", ms(s.min())),
             format!("{:.1}", ms(s.max())),
-            format!("{:.1}", s.median().as_secs_f64() / base.as_secs_f64()),
+            format!("{:.2}", s.median().as_secs_f64() / base.as_secs_f64()),
         ]);
     };
     row(&format!("no-op rebuild ({steps} steps, ran 0)"), &noop);
