@@ -131,8 +131,15 @@ impl Compiler<'_> {
             defs::Base::Scratch => {
                 let step = Arc::new(ScratchStep {
                     store: self.store.clone(),
+                    epoch,
+                    epoch_location: epoch_loc.clone(),
                 });
-                self.add(step_name("base"), b"scratch", step, vec![])
+                self.add(
+                    step_name("base"),
+                    format!("scratch epoch={epoch}").as_bytes(),
+                    step,
+                    vec![],
+                )
             }
         };
 
@@ -180,6 +187,8 @@ impl Compiler<'_> {
             store: self.store.clone(),
             layers: layer_labels.join(","),
             layers_location: loc(t, "layers").or_else(|| loc(t, "layers[0]")),
+            epoch,
+            epoch_location: epoch_loc.clone(),
         });
         let rootfs = self.add(
             step_name("rootfs"),

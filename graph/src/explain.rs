@@ -169,10 +169,17 @@ pub fn explain_pair(cache: &dyn Cache, target: &str, prev: Option<&BuildEntry>, 
             }
             continue;
         };
+        // Upstream steps that re-ran under a new key, and those whose output changed.
         let upstream_changed: Vec<String> = s
             .deps
             .iter()
             .filter(|d| changed.contains(d.as_str()))
+            .cloned()
+            .collect();
+        let upstream_output_changed: Vec<String> = s
+            .deps
+            .iter()
+            .filter(|d| output_changed.contains(d.as_str()))
             .cloned()
             .collect();
         if p.key == s.key {
@@ -211,7 +218,11 @@ pub fn explain_pair(cache: &dyn Cache, target: &str, prev: Option<&BuildEntry>, 
                 }
             }
             if step.status == WhyStatus::Propagated {
-                step.because_of = upstream_changed;
+                step.because_of = if upstream_output_changed.is_empty() {
+                    upstream_changed
+                } else {
+                    upstream_output_changed
+                };
             }
         }
         if step.status != WhyStatus::Unchanged {

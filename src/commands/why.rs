@@ -18,7 +18,7 @@ pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
     let Some(h) = history::load(store.as_ref(), &target).map_err(|e| miette::miette!("{e}"))? else {
         return Err(miette::miette!(
             code = "w4b::why::no_history",
-            help = "run `w4b build {target}` first; `why` explains the last build against the one before",
+            help = format!("run `w4b build {target}` first; `why` explains the last build against the one before"),
             "`{target}` has not been built with this cache"
         ));
     };
@@ -71,7 +71,8 @@ pub fn render_text(why: &Why) -> String {
     for step in &why.steps {
         match step.status {
             WhyStatus::Root => {
-                let _ = writeln!(o, "\nroot cause  {} ({})", step.label, step.kind);
+                let cached = if step.ran { "" } else { ", served from the cache" };
+                let _ = writeln!(o, "\nroot cause  {} ({}{cached})", step.label, step.kind);
                 for c in step.changes.iter().filter(|c| c.component != "upstream") {
                     let _ = writeln!(
                         o,

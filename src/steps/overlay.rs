@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
-use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
+use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
 
 use super::tree_error;
 use crate::store::AppStore;
@@ -17,6 +17,9 @@ pub struct OverlayStep {
     /// point at, not just "inputs changed".
     pub layers: String,
     pub layers_location: Option<String>,
+    /// The mtime of directories the layers' paths create.
+    pub epoch: i64,
+    pub epoch_location: Option<String>,
 }
 
 impl Step for OverlayStep {
@@ -28,7 +31,9 @@ impl Step for OverlayStep {
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
-            Component::param("layers", &self.layers).at(self.layers_location.clone())
+            Component::param("layers", &self.layers).at(self.layers_location.clone()),
+            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
+                .at(self.epoch_location.clone()),
         ])
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
@@ -40,7 +45,7 @@ impl Step for OverlayStep {
             sets.push(Changeset::load(blobs, &c.digest).map_err(tree_error)?);
         }
         cx.check_cancel()?;
-        let root = apply(blobs, base.digest, &sets).map_err(tree_error)?;
+        let root = apply(blobs, base.digest, &sets, self.epoch).map_err(tree_error)?;
         let mut out = Outputs::new();
         out.insert(
             "tree".into(),

@@ -1,16 +1,20 @@
 //! `scratch`: the empty tree, the base of images that start from nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
-use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
+use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
 
 use super::tree_error;
 use crate::store::AppStore;
-use crate::tree::Tree;
+use crate::tree::{store_dir, store_root, Entry, Kind};
 
 pub struct ScratchStep {
     pub store: Arc<AppStore>,
+    /// The root directory's mtime.
+    pub epoch: i64,
+    pub epoch_location: Option<String>,
 }
 
 impl Step for ScratchStep {
@@ -21,18 +25,23 @@ impl Step for ScratchStep {
         1
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        Ok(Vec::new())
+        Ok(vec![Component::new(
+            ComponentKind::Epoch,
+            "epoch",
+            self.epoch.to_string(),
+        )
+        .at(self.epoch_location.clone())])
     }
     fn run(&self, _: &RunContext<'_>) -> Result<Outputs, StepError> {
-        let tree = Tree::empty(self.store.as_ref()).map_err(tree_error)?;
+        // The empty listing must be in the store too: the root names it.
+        let listing = store_dir(self.store.as_ref(), &BTreeMap::new()).map_err(tree_error)?;
+        let root = Entry {
+            mtime: self.epoch,
+            ..Entry::new(Kind::Dir { digest: listing }, 0o755)
+        };
+        let digest = store_root(self.store.as_ref(), &root).map_err(tree_error)?;
         let mut out = Outputs::new();
-        out.insert(
-            "tree".into(),
-            OutputRef {
-                digest: tree.root(),
-                size: 0,
-            },
-        );
+        out.insert("tree".into(), OutputRef { digest, size: 0 });
         Ok(out)
     }
 }

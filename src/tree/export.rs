@@ -371,7 +371,7 @@ mod tests {
             path: p("/a"),
             entry: Entry::new(Kind::HardLink { target: p("/z") }, 0o644),
         }]);
-        let root = crate::tree::layer::apply(&blobs, base, &[layer]).unwrap();
+        let root = crate::tree::layer::apply(&blobs, base, &[layer], 0).unwrap();
         assert!(matches!(
             export_tar(&blobs, root, 0, Vec::new()),
             Err(TreeError::BadHardLink { .. })

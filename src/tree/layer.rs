@@ -10,7 +10,7 @@
 //! Semantics, chosen to match overlayfs and what a layer author expects:
 //!
 //! - **Put** places an entry. Missing parents are created as `0755 root:root` directories
-//!   with mtime 0. A non-directory replaces whatever was at the path (a whole directory
+//!   with the mtime passed to [`apply`] (the target's epoch). A non-directory replaces whatever was at the path (a whole directory
 //!   included); a directory put onto an existing directory *merges* like an overlayfs
 //!   upper directory: the new metadata wins, the lower children stay, and the put
 //!   directory's own children (if its listing is not empty) are overlaid recursively. A
@@ -22,7 +22,8 @@
 //!   path that does not exist is not an error, because one layer is applied to several
 //!   bases; removing `/` is.
 //! - **Append** extends the regular file at the path with a content blob, keeping its
-//!   metadata, or creates it (with the op's mode and owner, mtime 0) when absent.
+//!   metadata but taking the epoch as mtime, or creates it (with the op's mode and owner)
+//!   when absent.
 //!   Appending to anything but a regular file (a directory, symlink, hard link, device)
 //!   is an error: the result would be ambiguous.
 //! - Symlinks are data and are never followed: an operation whose path goes *through* a
@@ -204,12 +205,17 @@ impl Changeset {
 
 /// Overlays `changesets` in order on the tree `base_root`; returns the new tree digest.
 /// Only directories on touched paths are read and written.
-pub fn apply(blobs: &dyn Blobs, base_root: Digest, changesets: &[Changeset]) -> Result<Digest, TreeError> {
+pub fn apply(
+    blobs: &dyn Blobs,
+    base_root: Digest,
+    changesets: &[Changeset],
+    mtime: i64,
+) -> Result<Digest, TreeError> {
     let base = load_root(blobs, &base_root)?;
     let mut root = Node::stored(base.clone());
     for changeset in changesets {
         for op in &changeset.ops {
-            apply_op(blobs, &mut root, op)?;
+            apply_op(blobs, &mut root, op, mtime)?;
         }
     }
     let entry = root.finish(blobs)?;
@@ -280,15 +286,15 @@ impl Node {
     }
 }
 
-fn apply_op(blobs: &dyn Blobs, root: &mut Node, op: &Op) -> Result<(), TreeError> {
+fn apply_op(blobs: &dyn Blobs, root: &mut Node, op: &Op, mtime: i64) -> Result<(), TreeError> {
     match op {
         Op::Put { path, entry } => {
             entry.validate(path)?;
-            put(blobs, root, path, entry.clone())
+            put(blobs, root, path, entry.clone(), mtime)
         }
         Op::PutTree { path, root: tree } => {
             let entry = load_root(blobs, tree)?;
-            put(blobs, root, path, entry)
+            put(blobs, root, path, entry, mtime)
         }
         Op::Remove { path } => remove(blobs, root, path),
         Op::Append {
@@ -307,13 +313,20 @@ fn apply_op(blobs: &dyn Blobs, root: &mut Node, op: &Op) -> Result<(), TreeError
             );
             created.uid = *uid;
             created.gid = *gid;
+            created.mtime = mtime;
             created.validate(path)?;
-            append(blobs, root, path, *digest, created)
+            append(blobs, root, path, *digest, created, mtime)
         }
     }
 }
 
-fn put(blobs: &dyn Blobs, root: &mut Node, path: &TreePath, entry: Entry) -> Result<(), TreeError> {
+fn put(
+    blobs: &dyn Blobs,
+    root: &mut Node,
+    path: &TreePath,
+    entry: Entry,
+    mtime: i64,
+) -> Result<(), TreeError> {
     let Some(name) = path.name() else {
         if !entry.is_dir() {
             return Err(TreeError::Root {
@@ -322,7 +335,7 @@ fn put(blobs: &dyn Blobs, root: &mut Node, path: &TreePath, entry: Entry) -> Res
         }
         return merge_dir(blobs, root, entry);
     };
-    let children = parent_for_write(blobs, root, path)?;
+    let children = parent_for_write(blobs, root, path, mtime)?;
     match children.get_mut(name) {
         Some(existing) if entry.is_dir() && existing.entry.is_dir() => merge_dir(blobs, existing, entry),
         _ => {
@@ -368,14 +381,18 @@ fn parent_for_write<'n>(
     blobs: &dyn Blobs,
     root: &'n mut Node,
     path: &TreePath,
+    mtime: i64,
 ) -> Result<&'n mut BTreeMap<String, Node>, TreeError> {
     let parents = &path.components()[..path.components().len().saturating_sub(1)];
     let mut dir = root;
     for (depth, name) in parents.iter().enumerate() {
         let children = dir.children_mut(blobs)?;
-        let child = children
-            .entry(name.clone())
-            .or_insert_with(|| Node::new_dir(Entry::default_dir()));
+        let child = children.entry(name.clone()).or_insert_with(|| {
+            Node::new_dir(Entry {
+                mtime,
+                ..Entry::default_dir()
+            })
+        });
         check_traversable(&child.entry, path, depth)?;
         dir = child;
     }
@@ -425,11 +442,12 @@ fn append(
     path: &TreePath,
     addition: Digest,
     created: Entry,
+    mtime: i64,
 ) -> Result<(), TreeError> {
     let Some(name) = path.name() else {
         return Err(TreeError::Root { op: "append to" });
     };
-    let children = parent_for_write(blobs, root, path)?;
+    let children = parent_for_write(blobs, root, path, mtime)?;
     let entry = match children.get(name).map(|n| &n.entry) {
         None => {
             let size = blobs.get(&addition)?.len() as u64;
@@ -446,7 +464,10 @@ fn append(
                 });
             };
             let (digest, size) = concat(blobs, &[*digest, addition], *size)?;
-            lower.with_kind(Kind::File { digest, size })
+            Entry {
+                mtime,
+                ..lower.with_kind(Kind::File { digest, size })
+            }
         }
     };
     children.insert(name.to_owned(), Node::stored(entry));
@@ -528,7 +549,7 @@ mod tests {
     }
 
     fn run(blobs: &dyn Blobs, root: Digest, ops: Vec<Op>) -> Result<Digest, TreeError> {
-        apply(blobs, root, &[Changeset::new(ops)])
+        apply(blobs, root, &[Changeset::new(ops)], 0)
     }
 
     #[test]
@@ -576,7 +597,7 @@ mod tests {
     fn empty_changesets_keep_the_root() {
         let blobs = MemBlobs::new();
         let root = base(&blobs);
-        assert_eq!(apply(&blobs, root, &[]).unwrap(), root);
+        assert_eq!(apply(&blobs, root, &[], 0).unwrap(), root);
         // Putting an identical entry is a no-op too.
         let same = lookup(&blobs, root, &p("/usr/bin/sh")).unwrap().unwrap();
         let ops = vec![Op::Put {
@@ -912,7 +933,7 @@ mod tests {
         });
         second.push(Op::PutTree { path: p("/t"), root });
         second.push(Op::Remove { path: p("/t/usr") });
-        let new = apply(&blobs, root, &[first.clone(), second.clone()]).unwrap();
+        let new = apply(&blobs, root, &[first.clone(), second.clone()], 0).unwrap();
         let f = lookup(&blobs, new, &p("/f")).unwrap().unwrap();
         assert_eq!(
             f.kind,
@@ -971,7 +992,7 @@ mod tests {
             path: p("/usr/share/d042/new"),
             entry: Entry::file(content, 1, 0o644),
         }]);
-        let new = apply(&blobs, root, &[layer]).unwrap();
+        let new = apply(&blobs, root, &[layer], 0).unwrap();
         // root blob + listings of /, /usr, /usr/share, /usr/share/d042.
         assert_eq!(blobs.reads(), 5, "reads");
         // Those four listings and the new root blob.
@@ -986,7 +1007,7 @@ mod tests {
         let layer = Changeset::new(vec![Op::Remove {
             path: p("/usr/share/d007"),
         }]);
-        apply(&blobs, root, &[layer]).unwrap();
+        apply(&blobs, root, &[layer], 0).unwrap();
         assert_eq!(blobs.reads(), 4, "reads");
     }
 }
