@@ -65,9 +65,13 @@ impl AppStore {
         self.store.local().root().join("v1").join("tmp").join(name)
     }
 
-    /// Persists the stat cache. "Now" is read from the filesystem (the ctime of the file
-    /// just written), never from the wall clock, and only to judge racy entries.
+    /// Persists the stat cache when this build hashed anything. "Now" is read from the
+    /// filesystem (the ctime of the file just written), never from the wall clock, and
+    /// only to judge racy entries.
     pub fn save_statcache(&self) {
+        if !self.stats.is_dirty() {
+            return;
+        }
         let probe = self.scratch_path("statcache-clock");
         if std::fs::write(&probe, b"").is_err() {
             return;
@@ -75,14 +79,16 @@ impl AppStore {
         let now_ns = std::fs::metadata(&probe)
             .map(|m| {
                 use std::os::unix::fs::MetadataExt;
-                m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+                m.ctime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(m.ctime_nsec())
             })
             .unwrap_or(0);
         let _ = std::fs::remove_file(&probe);
         let _ = self
             .store
             .local()
-            .write_meta(STATCACHE, &self.stats.to_bytes(now_ns));
+            .write_meta_unsynced(STATCACHE, &self.stats.to_bytes(now_ns));
     }
 
     /// Copies an output into place atomically, verifying it on the way. Skips the copy
@@ -250,7 +256,8 @@ impl w4b_graph::Cache for AppStore {
     }
 
     fn write_meta(&self, name: &str, bytes: &[u8]) -> CacheResult<()> {
-        self.store.local().write_meta(name, bytes).map_err(boxed)
+        // Build history: a convenience for `why`, rewritten by every build.
+        self.store.local().write_meta_unsynced(name, bytes).map_err(boxed)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -24,6 +24,9 @@ use crate::Digest;
 const SUBDIRS: [&str; 5] = ["blobs", "records", "meta", "tmp", "corrupt"];
 
 /// A store directory. Cheap to clone; holds no open files.
+/// How stale a record's use-time may get before a hit refreshes it.
+pub const TOUCH_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 #[derive(Clone, Debug)]
 pub struct StoreDir {
     root: PathBuf,
@@ -384,11 +387,22 @@ impl StoreDir {
 
     /// Marks `r` as used at `now`, for GC's least-recently-used order. A no-op on a
     /// read-only directory.
+    /// Marks a record as used now (its mtime is the LRU clock of GC).
     pub fn touch_record(&self, r: &Record, now: SystemTime) -> Result<(), CacheError> {
         if self.read_only {
             return Ok(());
         }
         let path = self.record_path(r);
+        // LRU needs hours, not nanoseconds: a record used within the last hour is not
+        // touched again, so a no-op rebuild costs one `stat` per step, not a write.
+        if let Ok(modified) = fs::metadata(&path).and_then(|m| m.modified()) {
+            if now
+                .duration_since(modified)
+                .is_ok_and(|age| age < TOUCH_GRANULARITY)
+            {
+                return Ok(());
+            }
+        }
         let file = File::open(&path).map_err(io_err("open", &path))?;
         file.set_modified(now).map_err(io_err("touch", path))
     }
@@ -410,6 +424,19 @@ impl StoreDir {
         let mut tmp = self.tmp_file()?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
         tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
+        tmp.persist(&path)
+            .map(drop)
+            .map_err(|e| io_err("replace", path)(e.error))
+    }
+
+    /// [`write_meta`](Self::write_meta) without the `fsync`: for conveniences (build
+    /// history, the stat cache) that are rewritten on every build and may be lost in a
+    /// crash. Readers still never see a partial file (the replace is a rename), and a
+    /// file emptied by a power loss reads as unusable, which callers treat as absent.
+    pub fn write_meta_unsynced(&self, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
+        let path = self.meta_path(name)?;
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
         tmp.persist(&path)
             .map(drop)
             .map_err(|e| io_err("replace", path)(e.error))

@@ -92,7 +92,7 @@ pub fn record(
     });
     history.builds.insert(0, BuildEntry { steps });
     history.builds.truncate(KEEP);
-    let bytes = serde_json::to_vec_pretty(&history)?;
+    let bytes = serde_json::to_vec(&history)?;
     cache.write_meta(&meta_name(target), &bytes)?;
     Ok(true)
 }
