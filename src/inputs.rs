@@ -7,6 +7,7 @@
 //! could otherwise go unnoticed — git calls this "racily clean"). Paths live only in this
 //! local cache, never in keys: keys see the digest.
 
+#[allow(clippy::disallowed_types)] // See `Entries`.
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
