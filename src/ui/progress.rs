@@ -110,17 +110,19 @@ impl Observer for Bars {
             }
             Event::StepProgress { step, done, total } => {
                 if let Some(bar) = running.get(*step) {
-                    if let Some(t) = total {
-                        if bar.length() != Some(*t) {
-                            bar.set_length(*t);
-                            bar.set_style(
-                                ProgressStyle::with_template(
-                                    "  {prefix:.bold} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                                )
+                    let want = total.unwrap_or(0);
+                    if bar.length() != Some(want) {
+                        bar.set_length(want);
+                        let template = if total.is_some() {
+                            "  {prefix:.bold} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+                        } else {
+                            "{spinner} {prefix:.bold} {msg} {bytes} {bytes_per_sec} {elapsed}"
+                        };
+                        bar.set_style(
+                            ProgressStyle::with_template(template)
                                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                                 .progress_chars("=> "),
-                            );
-                        }
+                        );
                     }
                     bar.set_position(*done);
                 }
