@@ -350,6 +350,26 @@ impl Compiler<'_> {
     }
 }
 
+/// Parses the targets and the layers they name in parallel, so the sequential compile
+/// below finds them in the loader's cache (about half the time of a no-op rebuild of
+/// 1,000 definitions on two cores was parsing). Errors are ignored here: the compile meets
+/// them again, in a deterministic order.
+fn prefetch(loader: &Loader, labels: &[Label]) {
+    use rayon::prelude::*;
+    let images: Vec<LoadedTarget> = labels.par_iter().filter_map(|l| loader.load(l).ok()).collect();
+    let layers: Vec<&defs::Spanned<Label>> = images
+        .iter()
+        .filter_map(|t| match &t.target {
+            Target::Image(i) => Some(i.layers.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    layers.par_iter().for_each(|l| {
+        let _ = loader.load_expecting(l, Kind::Layer);
+    });
+}
+
 /// Loads every label and compiles the buildable ones into one graph.
 pub fn compile(
     ws: &Workspace,
@@ -359,6 +379,7 @@ pub fn compile(
     sets: &[String],
 ) -> miette::Result<Plan> {
     let loader = Loader::new(ws.clone(), env.clone(), sets)?;
+    prefetch(&loader, labels);
     let mut c = Compiler {
         ws,
         store,

@@ -12,8 +12,8 @@ use crate::exec::{BuildReport, StepStatus};
 use crate::graph::{Graph, NodeId};
 
 pub const HISTORY_SCHEMA: &str = "w4b.history/1";
-/// How many builds per target are kept.
-pub const KEEP: usize = 4;
+/// How many builds per target are kept: `why` compares the newest two.
+pub const KEEP: usize = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepEntry {
