@@ -345,6 +345,7 @@ impl Compiler<'_> {
             epoch_location,
             template_context,
             display,
+            planned: Default::default(),
         });
         Ok(self.add(name.to_string(), def.as_bytes(), step, deps))
     }

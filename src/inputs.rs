@@ -196,6 +196,12 @@ impl StatCache {
                 return Ok(*d);
             }
         }
+        // Hashed earlier in this build (a source is checked again after it is imported).
+        if let Some((s, d)) = self.new.lock().ok().and_then(|m| m.get(key).copied()) {
+            if s == stamp {
+                return Ok(d);
+            }
+        }
         let mut f = fs::File::open(path).map_err(err)?;
         let mut h = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];

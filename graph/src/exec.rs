@@ -62,6 +62,12 @@ pub enum Event<'a> {
         kind: &'a str,
         error: String,
     },
+    /// A started step found an input missing or corrupt; its producer is re-run and the
+    /// step starts again.
+    StepRetrying {
+        step: &'a str,
+        reason: String,
+    },
 }
 
 pub trait Observer: Sync {
@@ -379,7 +385,7 @@ impl Engine<'_> {
         let empty = Vec::new();
         let own_comps = own.get(&id).unwrap_or(&empty);
         let mut attempts = 0;
-        let mut forced = forced;
+        let forced = forced;
         loop {
             attempts += 1;
             let inputs = self.upstream(id, state);
@@ -394,7 +400,7 @@ impl Engine<'_> {
                 }
                 st.inflight.insert(key);
             }
-            let result = self.lookup_or_run(id, &key, &preimage, &inputs, forced.take());
+            let result = self.lookup_or_run(id, &key, &preimage, &inputs, forced.clone());
             {
                 let mut st = lock(state);
                 st.inflight.remove(&key);
@@ -405,14 +411,23 @@ impl Engine<'_> {
                 Err(StepError::InputUnavailable(digest)) if attempts <= 3 && depth < 16 => {
                     // Re-run the producer of the unavailable blob, then retry. A blob that is
                     // no direct output (a file inside a tree, say) may come from anywhere
-                    // upstream: re-run every ancestor, in order.
+                    // upstream: first re-run the direct inputs, and if that was not enough,
+                    // every ancestor, in order.
+                    self.observer.event(&Event::StepRetrying {
+                        step: &node.name,
+                        reason: format!("input blob {} is missing or corrupt", digest.short(12)),
+                    });
                     let direct = node
                         .deps
                         .iter()
                         .enumerate()
                         .find(|(i, _)| inputs[*i].values().any(|o| o.digest == digest))
                         .map(|(_, d)| vec![*d]);
-                    let to_repair = direct.unwrap_or_else(|| self.graph.closure(&node.deps));
+                    let to_repair = match direct {
+                        Some(d) => d,
+                        None if attempts == 1 => node.deps.clone(),
+                        None => self.graph.closure(&node.deps),
+                    };
                     for dep in to_repair {
                         let repaired = self.process_inner(
                             dep,
@@ -426,7 +441,18 @@ impl Engine<'_> {
                             Ok(r) => {
                                 lock(state).results.insert(dep, r);
                             }
-                            Err(boxed) => return Err(fail(Some(key), boxed.1.error)),
+                            Err(boxed) => {
+                                let (result, failure) = *boxed;
+                                let upstream = failure.step.clone();
+                                lock(state).results.insert(dep, result);
+                                return Err(fail(
+                                    Some(key),
+                                    StepError::msg(format!(
+                                        "re-running input step `{upstream}` to repair it failed: {}",
+                                        render_error(&failure.error)
+                                    )),
+                                ));
+                            }
                         }
                     }
                 }
@@ -498,7 +524,22 @@ impl Engine<'_> {
             cancel: self.cancel,
             progress: &progress,
         };
-        let outputs = node.step.run(&cx)?;
+        // A panicking step must not take the engine down with it (a worker that never
+        // returns would leave the others waiting forever).
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.step.run(&cx)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(StepError::Failed {
+                    message: format!("the step panicked: {what}"),
+                    help: Some(
+                        "this is a bug in w4b; please report it with the definitions that trigger it".into(),
+                    ),
+                })
+            })?;
         if self.cancel.load(Ordering::Relaxed) {
             // A step that may have been cut short is never recorded.
             return Err(StepError::Cancelled);

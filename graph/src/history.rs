@@ -41,6 +41,22 @@ pub struct TargetHistory {
     pub builds: Vec<BuildEntry>,
 }
 
+/// A step's name as seen from `target`: a step shared with other targets is known by
+/// several names, and the history of one target must not depend on which others were
+/// built alongside it.
+pub fn name_for(graph: &Graph, id: NodeId, target: &str) -> String {
+    let node = graph.node(id);
+    let prefix = format!("{target}#");
+    if node.name.starts_with(&prefix) {
+        return node.name.clone();
+    }
+    node.aliases
+        .iter()
+        .find(|a| a.starts_with(&prefix))
+        .cloned()
+        .unwrap_or_else(|| node.name.clone())
+}
+
 fn meta_name(target: &str) -> String {
     let d = blake3::derive_key("w4b 2026-11-26 history name v1", target.as_bytes());
     format!("history-{}", &hex::encode(d)[..32])
@@ -76,12 +92,12 @@ pub fn record(
         };
         let node = graph.node(id);
         steps.push(StepEntry {
-            name: node.name.clone(),
+            name: name_for(graph, id, target),
             kind: r.kind.clone(),
             key,
             status: r.status,
             outputs: r.outputs.iter().map(|(k, v)| (k.clone(), v.digest)).collect(),
-            deps: node.deps.iter().map(|d| graph.node(*d).name.clone()).collect(),
+            deps: node.deps.iter().map(|d| name_for(graph, *d, target)).collect(),
             miss: r.miss.clone(),
         });
     }

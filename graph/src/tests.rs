@@ -416,3 +416,70 @@ fn cancelled_build_records_nothing_new() {
     assert!(!r.ok());
     assert!(cache.records.lock().unwrap().is_empty());
 }
+
+struct Panics;
+
+impl Step for Panics {
+    fn kind(&self) -> &'static str {
+        "panics"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        Ok(vec![])
+    }
+    fn run(&self, _: &RunContext<'_>) -> Result<Outputs, StepError> {
+        panic!("boom")
+    }
+}
+
+#[test]
+fn a_panicking_step_fails_the_build_without_hanging_it() {
+    let cache = MemCache::default();
+    let mut graph = Graph::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let p = graph.add(
+        "//t:p#panics",
+        identity("panics", b"", &[]),
+        Arc::new(Panics),
+        vec![],
+    );
+    let others: Vec<_> = (0..2)
+        .map(|i| {
+            let param = format!("o{i}");
+            graph.add(
+                format!("//t:p#o{i}"),
+                identity("concat", param.as_bytes(), &[]),
+                Arc::new(Concat {
+                    param,
+                    lossy: false,
+                    fail: false,
+                    runs: runs.clone(),
+                }),
+                vec![],
+            )
+        })
+        .collect();
+    let cancel = AtomicBool::new(false);
+    let engine = Engine {
+        graph: &graph,
+        cache: &cache,
+        observer: &Silent,
+        cancel: &cancel,
+        options: opts(),
+    };
+    let mut roots = others.clone();
+    roots.push(p);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = engine.build(&roots).unwrap();
+            let _ = tx.send((r.failures.len(), r.results[&p].status));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("engine hung after a step panicked");
+        assert_eq!(got, (1, StepStatus::Failed));
+    });
+}

@@ -76,6 +76,9 @@ pub struct LayerStep {
     pub template_context: Option<(serde_json::Value, String)>,
     /// Workspace-relative display names of host inputs, for error messages.
     pub display: BTreeMap<usize, String>,
+    /// The digests of host inputs as planned (keyed); `run` checks that what it read is
+    /// the same, so a file edited during the build can never be cached under the old key.
+    pub planned: std::sync::Mutex<BTreeMap<usize, w4b_cache::Digest>>,
 }
 
 fn mode_str(m: u32) -> String {
@@ -101,6 +104,53 @@ impl LayerStep {
         }
     }
 
+    fn shown(&self, i: usize, path: &std::path::Path) -> String {
+        self.display
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| path.display().to_string())
+    }
+
+    /// A host input could not be read while planning: name it as the definition did.
+    fn unreadable(
+        &self,
+        i: usize,
+        what: &str,
+        path: &std::path::Path,
+        e: crate::inputs::InputError,
+    ) -> StepError {
+        let at = self
+            .loc(&format!("files[{i}].{what}"))
+            .map(|l| format!(" (named at {l})"))
+            .unwrap_or_default();
+        let source = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
+        StepError::Failed {
+            message: format!("cannot read {what} `{}`{at}: {source}", self.shown(i, path)),
+            help: Some(format!(
+                "`{what}:` paths are relative to the YAML file that names them"
+            )),
+        }
+    }
+
+    /// Fails when the bytes a step used differ from the ones its key was computed from.
+    fn check_unchanged(
+        &self,
+        i: usize,
+        path: &std::path::Path,
+        used: w4b_cache::Digest,
+    ) -> Result<(), StepError> {
+        let planned = self.planned.lock().ok().and_then(|m| m.get(&i).copied());
+        match planned {
+            Some(p) if p != used => Err(StepError::Failed {
+                message: format!("`{}` changed while the build was running", self.shown(i, path)),
+                help: Some("run the build again; nothing was recorded for this step".into()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn render(&self, i: usize, path: &std::path::Path) -> Result<Vec<u8>, StepError> {
         let shown = self
             .display
@@ -109,6 +159,7 @@ impl LayerStep {
             .unwrap_or_else(|| path.display().to_string());
         let text = std::fs::read_to_string(path)
             .map_err(|e| StepError::msg(format!("cannot read template `{shown}`: {e}")))?;
+        self.check_unchanged(i, path, w4b_cache::Digest::of(text.as_bytes()))?;
         let (config, target) = self
             .template_context
             .clone()
@@ -167,11 +218,25 @@ impl Step for LayerStep {
                 FileOp::Append(s) => c.push(Component::param(k("append"), s).at(self.loc(&k("append")))),
                 FileOp::Symlink(s) => c.push(Component::param(k("symlink"), s).at(self.loc(&k("symlink")))),
                 FileOp::Source(p) => {
-                    let d = self.store.stats.tree(p).map_err(StepError::diag)?;
+                    let d = self
+                        .store
+                        .stats
+                        .tree(p)
+                        .map_err(|e| self.unreadable(i, "source", p, e))?;
+                    if let Ok(mut m) = self.planned.lock() {
+                        m.insert(i, d);
+                    }
                     c.push(Component::input(k("source"), &d).at(self.loc(&k("source"))));
                 }
                 FileOp::Template(p) => {
-                    let d = self.store.stats.file(p).map_err(StepError::diag)?;
+                    let d = self
+                        .store
+                        .stats
+                        .file(p)
+                        .map_err(|e| self.unreadable(i, "template", p, e))?;
+                    if let Ok(mut m) = self.planned.lock() {
+                        m.insert(i, d);
+                    }
                     c.push(Component::input(k("template"), &d).at(self.loc(&k("template"))));
                 }
                 FileOp::Fetch { sha256, .. } => {
@@ -234,7 +299,7 @@ impl Step for LayerStep {
                                 .unwrap_or_else(|| p.display().to_string())
                         ))
                     })?;
-                    if meta.is_dir() {
+                    let op = if meta.is_dir() {
                         let root = import_dir(blobs, p, &opts).map_err(tree_error)?;
                         Op::PutTree {
                             path: f.path.clone(),
@@ -242,7 +307,12 @@ impl Step for LayerStep {
                         }
                     } else {
                         put(import_file(blobs, p, &opts).map_err(tree_error)?)
-                    }
+                    };
+                    // Checked after the import: a write during it changed the files' ctime,
+                    // so the stat cache re-hashes them and the digest differs.
+                    let now = self.store.stats.tree(p).map_err(StepError::diag)?;
+                    self.check_unchanged(i, p, now)?;
+                    op
                 }
                 FileOp::Symlink(t) => put(own(Entry::symlink(t.clone()))),
                 FileOp::Dir => put(own(Entry::dir(mode))),
@@ -275,5 +345,67 @@ impl Step for LayerStep {
         let mut out = Outputs::new();
         out.insert("changeset".into(), OutputRef { digest, size: 0 });
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    fn step(store: Arc<AppStore>, files: Vec<LayerFile>) -> LayerStep {
+        LayerStep {
+            store,
+            files,
+            locations: BTreeMap::new(),
+            epoch: 1,
+            epoch_location: None,
+            template_context: Some((serde_json::json!({"x": 1}), "//images:t".into())),
+            display: BTreeMap::new(),
+            planned: Default::default(),
+        }
+    }
+
+    fn run(step: &LayerStep) -> Result<Outputs, StepError> {
+        let cancel = AtomicBool::new(false);
+        let progress = |_: u64, _: Option<u64>| {};
+        let cx = RunContext {
+            name: "//images:t#l",
+            inputs: &[],
+            cache: step.store.as_ref(),
+            cancel: &cancel,
+            progress: &progress,
+        };
+        step.run(&cx)
+    }
+
+    #[test]
+    fn an_input_edited_between_planning_and_running_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        let tpl = dir.path().join("t.j2");
+        let src = dir.path().join("src");
+        std::fs::write(&tpl, "x={{ config.x }}\n").unwrap();
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), "one").unwrap();
+        let file = |op| LayerFile {
+            path: TreePath::parse("/etc/f").unwrap(),
+            op,
+            mode: None,
+            uid: 0,
+            gid: 0,
+        };
+        for (edit, op) in [
+            (tpl.clone(), FileOp::Template(tpl.clone())),
+            (src.join("f"), FileOp::Source(src.clone())),
+        ] {
+            let s = step(store.clone(), vec![file(op)]);
+            s.components(&PlanContext { name: "t" }).unwrap();
+            assert!(run(&s).is_ok());
+            std::fs::write(&edit, "edited while building").unwrap();
+            let err = run(&s).unwrap_err().to_string();
+            assert!(err.contains("changed while the build was running"), "{err}");
+        }
     }
 }

@@ -44,6 +44,7 @@ impl Observer for Lines {
                 ..
             } => eprintln!("ran     {step} in {}", duration_ms(*ms)),
             Event::StepFailed { step, error, .. } => eprintln!("failed  {step}: {error}"),
+            Event::StepRetrying { step, reason } => eprintln!("retry   {step}: {reason}"),
             _ => {}
         }
     }
@@ -142,6 +143,12 @@ impl Observer for Bars {
                         .println(format!("     ran {step} in {}", duration_ms(*ms)));
                 }
                 self.total.inc(1);
+            }
+            Event::StepRetrying { step, reason } => {
+                if let Some(bar) = running.remove(*step) {
+                    bar.finish_and_clear();
+                }
+                let _ = self.multi.println(format!("   retry {step}: {reason}"));
             }
             Event::StepFailed { step, error, .. } => {
                 if let Some(bar) = running.remove(*step) {

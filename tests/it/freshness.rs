@@ -378,3 +378,44 @@ fn shared_layer_runs_once_across_images() {
     assert!(env.path("out/demo.tar.zst").exists());
     assert!(env.path("out/other.tar.zst").exists());
 }
+
+#[test]
+fn symlinked_source_is_keyed_on_what_it_points_to() {
+    // Regression: the source digest hashed the link's target string, not the content,
+    // so editing the linked files was a wrong cache hit.
+    let env = demo();
+    env.write("defs/layers/files/v1/a.txt", "one\n");
+    env.write("defs/layers/files/real.txt", "hello\n");
+    std::os::unix::fs::symlink("v1", env.path("defs/layers/files/current")).unwrap();
+    std::os::unix::fs::symlink("real.txt", env.path("defs/layers/files/link.txt")).unwrap();
+    env.write(
+        "defs/layers/extra.yaml",
+        "kind: layer\nfiles:\n  - {path: /opt/cur, source: files/current}\n  - {path: /opt/link.txt, source: files/link.txt}\n",
+    );
+    assert!(env.build(&["//images:demo"]).ok());
+    env.write("defs/layers/files/v1/a.txt", "two\n");
+    let b = env.build(&["//images:demo"]);
+    assert!(
+        b.ran().contains(&"//images:demo#extra".to_string()),
+        "{:?}",
+        b.ran()
+    );
+    env.write("defs/layers/files/real.txt", "bye\n");
+    let b = env.build(&["//images:demo"]);
+    assert!(
+        b.ran().contains(&"//images:demo#extra".to_string()),
+        "{:?}",
+        b.ran()
+    );
+}
+
+#[test]
+fn a_missing_source_names_the_definition() {
+    let env = demo();
+    std::fs::remove_file(env.path("defs/layers/files/app.conf.j2")).unwrap();
+    let out = env.run(&["build", "//images:demo"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("defs/layers/files/app.conf.j2"), "{err}");
+    assert!(err.contains("defs/layers/motd.yaml:5:"), "{err}");
+}
