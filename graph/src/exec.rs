@@ -385,7 +385,6 @@ impl Engine<'_> {
         let empty = Vec::new();
         let own_comps = own.get(&id).unwrap_or(&empty);
         let mut attempts = 0;
-        let forced = forced;
         loop {
             attempts += 1;
             let inputs = self.upstream(id, state);
