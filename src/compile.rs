@@ -51,6 +51,13 @@ pub enum CompileError {
     )]
     NotBuildable { label: String, kind: String },
 
+    #[error("nothing to build: no image among {labels}")]
+    #[diagnostic(
+        code(w4b::compile::nothing_to_build),
+        help("`w4b ls` shows every target's kind; images are buildable")
+    )]
+    NothingToBuild { labels: String },
+
     #[error("`{label}` has no epoch")]
     #[diagnostic(
         code(w4b::compile::no_epoch),
@@ -376,6 +383,7 @@ pub fn compile(
     ws: &Workspace,
     store: &Arc<AppStore>,
     labels: &[Label],
+    explicit: &std::collections::BTreeSet<Label>,
     env: &BTreeMap<String, String>,
     sets: &[String],
 ) -> miette::Result<Plan> {
@@ -395,14 +403,27 @@ pub fn compile(
                 let image = image.clone();
                 targets.push(c.image(&loader, &t, &image)?);
             }
-            other => {
+            other if explicit.contains(label) => {
                 return Err(CompileError::NotBuildable {
                     label: label.to_string(),
                     kind: other.kind().to_string(),
                 }
                 .into())
             }
+            // A pattern like `//...` also matches layers: they are built as part of the
+            // images that use them.
+            _ => {}
         }
+    }
+    if targets.is_empty() {
+        return Err(CompileError::NothingToBuild {
+            labels: labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
     }
     Ok(Plan {
         graph: c.graph,

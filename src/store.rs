@@ -28,6 +28,8 @@ impl BlobRefs for TreeRefs {
 pub struct AppStore {
     store: Store,
     pub stats: StatCache,
+    /// Problems that did not fail the build (remote publication), for the summary.
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 const STATCACHE: &str = "statcache";
@@ -44,6 +46,7 @@ impl AppStore {
         Ok(AppStore {
             store: Store::new(local, remote),
             stats,
+            warnings: Default::default(),
         })
     }
 
@@ -72,7 +75,7 @@ impl AppStore {
         if !self.stats.is_dirty() {
             return;
         }
-        let probe = self.scratch_path("statcache-clock");
+        let probe = self.scratch_path(&format!("statcache-clock-{}", std::process::id()));
         if std::fs::write(&probe, b"").is_err() {
             return;
         }
@@ -231,10 +234,18 @@ impl w4b_graph::Cache for AppStore {
     }
 
     fn publish(&self, record: &Record, shareable: bool) -> CacheResult<()> {
-        if shareable {
-            self.store.publish(record, &TreeRefs).map_err(boxed)?;
-        } else {
-            self.store.local().put_record(record).map_err(boxed)?;
+        self.store.local().put_record(record).map_err(boxed)?;
+        if shareable && self.store.remote().is_some_and(|r| !r.is_read_only()) {
+            // The step succeeded and is cached locally; a flaky shared mount must not
+            // fail the build. The build reports these at the end.
+            if let Err(e) = self.store.publish(record, &TreeRefs) {
+                if let Ok(mut w) = self.warnings.lock() {
+                    w.push(format!(
+                        "publishing `{}` to the remote cache failed: {e}",
+                        record.step
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -318,6 +318,9 @@ impl StoreDir {
         if let Err(e) = io::copy(&mut src, &mut tmp) {
             return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(|e| io_err("copy to", dest)(e)));
         }
+        // Durable before it replaces the previous output: a power loss must not leave an
+        // empty file where a good image was.
+        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
         tmp.persist(dest)
             .map(drop)
             .map_err(|e| io_err("replace", dest)(e.error))

@@ -134,11 +134,11 @@ pub enum CacheCommand {
     /// Delete records not used within `--max-age` and what only they referenced.
     Gc {
         /// Keep at most this much: `20G`, `500M`.
-        #[arg(long, value_name = "SIZE")]
-        max_size: Option<String>,
+        #[arg(long, value_name = "SIZE", value_parser = crate::commands::cache::parse_size_arg)]
+        max_size: Option<u64>,
         /// Drop records unused for longer than this: `30d`, `12h`.
-        #[arg(long, value_name = "AGE")]
-        max_age: Option<String>,
+        #[arg(long, value_name = "AGE", value_parser = crate::commands::cache::parse_age_arg)]
+        max_age: Option<std::time::Duration>,
         /// Collect the remote directory instead of the local one (age-based, safe with
         /// concurrent builds).
         #[arg(long)]

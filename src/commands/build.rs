@@ -147,11 +147,30 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
         }
         eprintln!("{summary}");
     }
+    if let Ok(w) = store.warnings.lock() {
+        if let Some(first) = w.first() {
+            eprintln!("warning: {first}");
+            if w.len() > 1 {
+                eprintln!(
+                    "warning: … and {} more remote publication failure(s)",
+                    w.len() - 1
+                );
+            }
+        }
+    }
     if report.cancelled {
         eprintln!("interrupted: finished steps are cached; run the same command to continue");
         return Ok(130);
     }
-    if let Some(f) = report.failures.into_iter().next() {
+    // The first failure in graph order, whatever order the workers finished in.
+    let mut failures = report.failures;
+    failures.sort_by_key(|f| {
+        plan.graph
+            .find(&f.step)
+            .map(|id| id.index())
+            .unwrap_or(usize::MAX)
+    });
+    if let Some(f) = failures.into_iter().next() {
         return Err(super::step_error(&f.step, f.error));
     }
     Ok(0)

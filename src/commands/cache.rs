@@ -6,40 +6,48 @@ use super::App;
 use crate::cli::{CacheArgs, CacheCommand};
 use crate::ui::bytes;
 
-/// Parses `20G`, `500M`, `1024` (bytes).
+/// Parses whole numbers with an optional unit: `1024` (bytes), `500M`, `20G`, `1TiB`;
+/// K, M, G and T are powers of 1024.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (num, mul) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let unit = s[i..].to_ascii_uppercase();
-            let mul: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1 << 40,
-                _ => return None,
-            };
-            (&s[..i], mul)
-        }
-        None => (s, 1),
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mul: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return None,
     };
-    num.trim().parse::<u64>().ok()?.checked_mul(mul)
+    num.parse::<u64>().ok()?.checked_mul(mul)
 }
 
 /// Parses `30d`, `12h`, `45m`, `90s`.
 pub fn parse_age(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
+    let unit = s.chars().last()?;
+    let num = &s[..s.len() - unit.len_utf8()];
     let n: u64 = num.parse().ok()?;
     let secs = match unit {
-        "d" => n.checked_mul(86_400)?,
-        "h" => n.checked_mul(3_600)?,
-        "m" => n.checked_mul(60)?,
-        "s" => n,
+        'd' => n.checked_mul(86_400)?,
+        'h' => n.checked_mul(3_600)?,
+        'm' => n.checked_mul(60)?,
+        's' => n,
         _ => return None,
     };
     Some(std::time::Duration::from_secs(secs))
+}
+
+/// clap value parser for `--max-size` (a bad value is a usage error, exit 2).
+pub fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+        .ok_or_else(|| format!("`{s}` is not a size; use a number with an optional unit: `500M`, `20G`"))
+}
+
+/// clap value parser for `--max-age`.
+pub fn parse_age_arg(s: &str) -> Result<std::time::Duration, String> {
+    parse_age(s).ok_or_else(|| format!("`{s}` is not an age; use a number with a unit: `30d`, `12h`, `45m`"))
 }
 
 pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
@@ -72,25 +80,7 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
             max_age,
             remote,
         } => {
-            let max_bytes = match max_size {
-                Some(s) => Some(parse_size(s).ok_or_else(|| {
-                    miette::miette!(
-                        help = "use a number with an optional unit: `500M`, `20G`",
-                        "`{s}` is not a size"
-                    )
-                })?),
-                None => None,
-            };
-            let max_age = match max_age {
-                Some(s) => Some(parse_age(s).ok_or_else(|| {
-                    miette::miette!(
-                        help = "use a number with a unit: `30d`, `12h`, `45m`",
-                        "`{s}` is not an age"
-                    )
-                })?),
-                None => None,
-            };
-            let report = store.gc(*remote, max_bytes, max_age)?;
+            let report = store.gc(*remote, *max_size, *max_age)?;
             println!("{report}");
             Ok(0)
         }
@@ -120,5 +110,8 @@ mod tests {
         assert_eq!(parse_age("12h"), Some(std::time::Duration::from_secs(12 * 3_600)));
         assert_eq!(parse_age("12"), None);
         assert_eq!(parse_age(""), None);
+        assert_eq!(parse_age("3é"), None);
+        assert_eq!(parse_size("5BB"), None);
+        assert_eq!(parse_size("é"), None);
     }
 }

@@ -180,7 +180,14 @@ impl App {
         patterns: &[String],
     ) -> miette::Result<Plan> {
         let labels = self.resolve(ws, patterns)?;
-        compile::compile(ws, store, &labels, &self.env, &self.global.set)
+        // Labels named one by one must be buildable; patterns pick the buildable targets.
+        let mut explicit = std::collections::BTreeSet::new();
+        for p in patterns {
+            if let Pattern::Target(l) = self.pattern(ws, p)? {
+                explicit.insert(l);
+            }
+        }
+        compile::compile(ws, store, &labels, &explicit, &self.env, &self.global.set)
     }
 
     pub fn producer(&self) -> Producer {

@@ -24,7 +24,8 @@ pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
             "`{target}` has not been built with this cache"
         ));
     };
-    let why = explain(store.as_ref(), &h);
+    let mut why = explain(store.as_ref(), &h);
+    current_locations(app, &ws, &store, &args.label, &mut why);
     match args.format {
         WhyFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&why).into_diagnostic()?);
@@ -32,6 +33,39 @@ pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
         WhyFormat::Text => print!("{}", render_text(&why)),
     }
     Ok(0)
+}
+
+/// Records keep the locations of the build that first produced a key, which may be an
+/// older layout of the file (or another checkout). Where the definitions still compile,
+/// point at where each value is *now*.
+fn current_locations(
+    app: &App,
+    ws: &crate::defs::Workspace,
+    store: &std::sync::Arc<crate::store::AppStore>,
+    label: &str,
+    why: &mut Why,
+) {
+    let Ok(plan) = app.compile(ws, store, &[label.to_string()]) else {
+        return;
+    };
+    for step in why.steps.iter_mut().filter(|s| !s.changes.is_empty()) {
+        let Some(id) = plan.graph.find(&step.label) else {
+            continue;
+        };
+        let node = plan.graph.node(id);
+        let Ok(components) = node.step.components(&w4b_graph::PlanContext { name: &node.name }) else {
+            continue;
+        };
+        for change in &mut step.changes {
+            let now = components
+                .iter()
+                .find(|c| c.kind.as_str() == change.component && c.name == change.name)
+                .and_then(|c| c.location.clone());
+            if now.is_some() {
+                change.location = now;
+            }
+        }
+    }
 }
 
 fn short(v: &Option<String>) -> String {

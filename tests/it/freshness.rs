@@ -419,3 +419,40 @@ fn a_missing_source_names_the_definition() {
     assert!(err.contains("defs/layers/files/app.conf.j2"), "{err}");
     assert!(err.contains("defs/layers/motd.yaml:5:"), "{err}");
 }
+
+#[test]
+fn why_points_at_where_a_value_is_now() {
+    // Regression: the location came from the record of the first build with that key,
+    // so after lines moved `why` pointed at the old line.
+    let env = demo();
+    assert!(env.build(&["//images:demo"]).ok());
+    let motd = crate::fixture::MOTD;
+    env.write(
+        "defs/layers/motd.yaml",
+        &motd.replace("mode: \"0750\"", "mode: \"0700\""),
+    );
+    assert!(env.build(&["//images:demo"]).ok());
+    env.write("defs/layers/motd.yaml", &format!("# one\n# two\n# three\n{motd}"));
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok());
+    assert_eq!(b.ran(), Vec::<String>::new(), "the 0750 results are still cached");
+    let roots = root_changes(&env.why("//images:demo"));
+    assert_eq!(roots[0].1, "files[4].mode");
+    assert!(
+        roots[0].2.starts_with("defs/layers/motd.yaml:10:"),
+        "{}",
+        roots[0].2
+    );
+}
+
+#[test]
+fn history_does_not_depend_on_what_else_was_built() {
+    // Regression: a step shared with another target was recorded under the other
+    // target's name when both were built together.
+    let env = demo();
+    env.write("defs/images/alpha.yaml", "extends: //images:demo\n");
+    assert!(env.build(&["//images:demo"]).ok());
+    assert!(env.build(&["//images/..."]).ok());
+    let why = env.why("//images:demo");
+    assert_eq!(why["steps"].as_array().unwrap().len(), 0, "{why:#}");
+}
