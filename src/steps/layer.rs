@@ -173,9 +173,19 @@ impl LayerStep {
             epoch => self.epoch,
         };
         env.render_str(&text, ctx).map(String::into_bytes).map_err(|e| {
-            let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+            let (line, snippet) = match e.line() {
+                Some(l) => (
+                    format!(":{l}"),
+                    text.lines()
+                        .nth(l.saturating_sub(1))
+                        .map(|t| format!("\n    {}", t.trim()))
+                        .unwrap_or_default(),
+                ),
+                None => (String::new(), String::new()),
+            };
+            let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
             StepError::Failed {
-                message: format!("template `{shown}{line}`: {e}"),
+                message: format!("template `{shown}{line}`: {}{detail}{snippet}", e.kind()),
                 help: Some(
                     "templates see `config` (the image's `config:` map), `target.label`, `target.name` and `epoch`"
                         .into(),

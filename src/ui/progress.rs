@@ -97,7 +97,10 @@ impl Observer for Bars {
             return;
         };
         match event {
-            Event::Planned { steps } => self.total.set_length(*steps as u64),
+            Event::Planned { steps } => {
+                self.total.set_length(*steps as u64);
+                self.total.set_position(0);
+            }
             Event::StepStarted { step, kind, .. } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(
