@@ -154,12 +154,19 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-#[test]
-fn kill_9_mid_build_leaves_a_consistent_cache() {
+/// A demo workspace with a 16 MiB incompressible source and an archive at zstd level 19,
+/// so the archive step runs long enough to be interrupted; returns the running build
+/// (JSON events on a pipe) once its archive step has started.
+fn build_interrupted_mid_archive(
+    seed: u64,
+) -> (
+    crate::env::TestEnv,
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let env = demo();
-    // A big, poorly compressible source so the archive step takes a while.
     let mut data = vec![0u8; 16 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut x = seed;
     for b in data.iter_mut() {
         x ^= x << 13;
         x ^= x >> 7;
@@ -178,16 +185,22 @@ fn kill_9_mid_build_leaves_a_consistent_cache() {
             "output.level=19",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if line.contains("\"step-started\"") && line.contains("#tar") {
             break;
         }
     }
+    (env, child, lines)
+}
+
+#[test]
+fn kill_9_mid_build_leaves_a_consistent_cache() {
+    let (env, mut child, _lines) = build_interrupted_mid_archive(0x9e3779b97f4a7c15);
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
@@ -214,38 +227,7 @@ fn kill_9_mid_build_leaves_a_consistent_cache() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_records_nothing_half_done() {
-    let env = demo();
-    let mut data = vec![0u8; 16 << 20];
-    let mut x: u64 = 0x2545f4914f6cdd1d;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    std::fs::write(env.path("defs/layers/files/app/big.bin"), &data).unwrap();
-    let mut child = env
-        .command()
-        .args([
-            "build",
-            "--message-format",
-            "json",
-            "//images:demo",
-            "--set",
-            "output.level=19",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.contains("\"step-started\"") && line.contains("#tar") {
-            break;
-        }
-    }
+    let (env, child, lines) = build_interrupted_mid_archive(0x2545f4914f6cdd1d);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
