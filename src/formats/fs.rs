@@ -54,18 +54,9 @@ pub trait Contents {
 pub struct MemContents(pub BTreeMap<ContentId, Vec<u8>>);
 
 impl MemContents {
-    /// Stores `bytes` and returns its id (the first 32 bytes of a simple, stable hash:
-    /// tests only need distinct ids for distinct contents).
+    /// Stores `bytes` and returns its id (their BLAKE3).
     pub fn add(&mut self, bytes: &[u8]) -> ContentId {
-        let mut id = [0u8; 32];
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (i, b) in bytes.iter().enumerate() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-            id[i % 24] ^= (h >> 8) as u8;
-        }
-        id[24..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-        let id = ContentId(id);
+        let id = ContentId(*blake3::hash(bytes).as_bytes());
         self.0.insert(id, bytes.to_vec());
         id
     }
