@@ -148,7 +148,7 @@ pub fn render_text(why: &Why) -> String {
     if s.propagated > 0 {
         let _ = writeln!(
             o,
-            "\n{} step(s) re-ran because an input step's output changed:",
+            "\n{} step(s) changed because an input step's output changed:",
             s.propagated
         );
         for st in list(WhyStatus::Propagated) {
@@ -157,7 +157,8 @@ pub fn render_text(why: &Why) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(o, "  {}{cut} ← {}", st.label, st.because_of.join(", "));
+            let cached = if st.ran { "" } else { " (served from the cache)" };
+            let _ = writeln!(o, "  {}{cut}{cached} ← {}", st.label, st.because_of.join(", "));
         }
     }
     if s.cutoff > 0 {
