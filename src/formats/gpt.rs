@@ -70,6 +70,8 @@ pub const DEFAULT_ENTRY_COUNT: u32 = 128;
 /// Size of one entry as written.
 pub const ENTRY_SIZE: u32 = 128;
 
+const ENTRY_SIZE_U64: u64 = ENTRY_SIZE as u64;
+
 /// Largest entry array the reader accepts, in bytes (32768 entries of 128 bytes).
 pub const MAX_ENTRY_ARRAY: u64 = 4 << 20;
 
@@ -485,7 +487,9 @@ fn parse_header(sector: &[u8; 512], copy: Which, lba: u64, sectors: u64) -> Resu
         ));
     }
     let entry_size = h.size_of_partition_entry;
-    if entry_size < ENTRY_SIZE || entry_size % ENTRY_SIZE != 0 || !(entry_size / ENTRY_SIZE).is_power_of_two()
+    if entry_size < ENTRY_SIZE
+        || !entry_size.is_multiple_of(ENTRY_SIZE)
+        || !(entry_size / ENTRY_SIZE).is_power_of_two()
     {
         return Err(corrupt(
             "SizeOfPartitionEntry",
@@ -634,7 +638,7 @@ pub(crate) fn validate(table: &PartitionTable, disk_size: u64) -> Result<Range<u
             "is nil; derive it from the image's key",
         ));
     }
-    let max_entries = MAX_ENTRY_ARRAY / u64::from(ENTRY_SIZE);
+    let max_entries = MAX_ENTRY_ARRAY / ENTRY_SIZE_U64;
     if entry_count == 0 || u64::from(entry_count) > max_entries {
         return Err(PartitionError::invalid(
             "table",
@@ -1112,7 +1116,8 @@ mod tests {
 
     #[test]
     fn writer_rejects_what_it_cannot_write() {
-        let cases: Vec<(fn(&mut PartitionTable), &str)> = vec![
+        type Mutation = fn(&mut PartitionTable);
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 |t| {
                     t.kind = TableKind::Gpt {
