@@ -454,6 +454,13 @@ fn parse_header(sector: &[u8; 512], copy: Which, lba: u64, sectors: u64) -> Resu
         number_of_partition_entries: u32_le(sector, 80),
         size_of_partition_entry: u32_le(sector, 84),
     };
+    if h.alternate_lba == my_lba {
+        return Err(corrupt(
+            "AlternateLBA",
+            32,
+            format!("is {my_lba}, this header's own LBA"),
+        ));
+    }
     let usable = h.first_usable_lba..h.last_usable_lba.saturating_add(1);
     if h.first_usable_lba > h.last_usable_lba {
         return Err(corrupt(
@@ -1030,7 +1037,12 @@ mod tests {
 
     #[test]
     fn semantic_checks_name_the_field() {
-        let cases: [(usize, Vec<u8>, &str); 6] = [
+        let cases: [(usize, Vec<u8>, &str); 7] = [
+            (
+                512 + 32,
+                1u64.to_le_bytes().to_vec(),
+                "field `AlternateLBA` at byte 0x220",
+            ),
             (
                 1024 + 32,
                 20u64.to_le_bytes().to_vec(),
