@@ -7,4 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fs;
+pub mod gpt;
+pub mod mbr;
+pub mod partition;
 pub mod tar;
