@@ -8,4 +8,5 @@ mod cache;
 mod cli;
 mod determinism;
 mod freshness;
+mod kernel;
 mod robustness;
