@@ -6,5 +6,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fat;
 pub mod fs;
 pub mod tar;
