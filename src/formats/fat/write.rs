@@ -662,3 +662,192 @@ impl<'w, W: Write + Seek> Sink<'w, W> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::fat::oracle::{noise, tree};
+    use crate::formats::fat::read_fat;
+    use crate::formats::fs::MemContents;
+    use std::io::Cursor;
+
+    /// Discards everything: for tests that only look at errors and reports.
+    struct Null(u64);
+    impl Write for Null {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Seek for Null {
+        fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+            if let SeekFrom::Start(p) = pos {
+                self.0 = p;
+            }
+            Ok(self.0)
+        }
+    }
+
+    const SMALL: u64 = 34 << 20;
+
+    fn opts() -> FatOptions {
+        FatOptions::new(SMALL, 7, "BOOT")
+    }
+
+    fn write(nodes: &[Node], contents: &MemContents, opts: &FatOptions) -> Result<FatReport, FatError> {
+        write_fat32(&mut Null(0), nodes, contents, opts)
+    }
+
+    #[test]
+    fn nodes_fat_cannot_hold_are_named() {
+        for (kind, what) in [
+            (NodeKind::Symlink { target: "x".into() }, "symbolic link"),
+            (NodeKind::CharDev { major: 1, minor: 3 }, "character device"),
+            (NodeKind::BlockDev { major: 8, minor: 0 }, "block device"),
+            (NodeKind::Fifo, "FIFO"),
+            (NodeKind::Socket, "socket"),
+        ] {
+            let (mut nodes, contents) = tree(&[("/d", None, 0o755)]);
+            let mut odd = nodes[1].clone();
+            odd.path = "/d/odd".into();
+            odd.kind = kind;
+            nodes.push(odd);
+            match write(&nodes, &contents, &opts()) {
+                Err(FatError::UnsupportedNode { path, what: w }) => {
+                    assert_eq!((path.as_str(), w), ("/d/odd", what));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hard_links_become_copies() {
+        let (mut nodes, contents) = tree(&[("/a.bin", Some(noise(1, 5000)), 0o644)]);
+        let mut link = nodes[1].clone();
+        link.path = "/b.bin".into();
+        link.kind = NodeKind::HardLink { target: "/a.bin".into() };
+        nodes.push(link);
+        let mut img = Cursor::new(Vec::new());
+        let report = write_fat32(&mut img, &nodes, &contents, &opts()).unwrap();
+        // Root (1 cluster) + two copies of 5000 bytes (10 clusters each).
+        assert_eq!(report.used_clusters, 21);
+        let len = img.get_ref().len() as u64;
+        assert_eq!(len, SMALL);
+        let fs = read_fat(&mut img, 0, len).unwrap();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        fs.open("/a.bin").unwrap().read_to_end(&mut a).unwrap();
+        fs.open("/b.bin").unwrap().read_to_end(&mut b).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, noise(1, 5000));
+    }
+
+    #[test]
+    fn too_much_content_is_an_error_with_sizes() {
+        let (nodes, contents) = tree(&[("/big", Some(noise(2, 40 << 20)), 0o644)]);
+        match write(&nodes, &contents, &opts()) {
+            Err(FatError::NoSpace { needed, available, size }) => {
+                assert_eq!(size, SMALL);
+                assert!(needed > available, "{needed} {available}");
+                assert_eq!(needed, (40 << 20) + 512);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn content_must_match_the_declared_size() {
+        let (mut nodes, contents) = tree(&[("/f", Some(b"abc".to_vec()), 0o644)]);
+        let NodeKind::File { content, .. } = nodes[1].kind else { unreachable!() };
+        nodes[1].kind = NodeKind::File { size: 4, content };
+        assert!(matches!(
+            write(&nodes, &contents, &opts()),
+            Err(FatError::ContentTooShort { expected: 4, actual: 3, .. })
+        ));
+        nodes[1].kind = NodeKind::File { size: 2, content };
+        assert!(matches!(write(&nodes, &contents, &opts()), Err(FatError::ContentTooLong { expected: 2, .. })));
+    }
+
+    #[test]
+    fn bad_trees_and_names_are_rejected() {
+        let (nodes, contents) = tree(&[("/d", None, 0o755), ("/d/f", Some(vec![1]), 0o644)]);
+        // Child before parent.
+        let swapped = vec![nodes[0].clone(), nodes[2].clone(), nodes[1].clone()];
+        assert!(matches!(write(&swapped, &contents, &opts()), Err(FatError::InvalidTree { .. })));
+        // No root.
+        assert!(matches!(write(&nodes[1..], &contents, &opts()), Err(FatError::InvalidTree { .. })));
+        // A file as a parent.
+        let (mut nodes2, contents2) = tree(&[("/f", Some(vec![1]), 0o644)]);
+        let mut under = nodes2[1].clone();
+        under.path = "/f/g".into();
+        nodes2.push(under);
+        assert!(matches!(write(&nodes2, &contents2, &opts()), Err(FatError::InvalidTree { .. })));
+        for bad in ["/a:b", "/trailing.", "/q?"] {
+            let (nodes, contents) = tree(&[(bad, Some(vec![1]), 0o644)]);
+            match write(&nodes, &contents, &opts()) {
+                Err(FatError::InvalidName { path, .. }) => assert_eq!(path, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let (nodes, contents) = tree(&[]);
+        let check = |o: FatOptions, field: &str| match write(&nodes, &contents, &o) {
+            Err(FatError::InvalidOption { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{other:?}"),
+        };
+        check(FatOptions::new(SMALL + 1, 0, "X"), "size_bytes");
+        check(FatOptions::new(16 << 20, 0, "X"), "size_bytes");
+        check(FatOptions::new(SMALL, 0, "TWELVE CHARS"), "label");
+        check(FatOptions::new(SMALL, 0, "A.B"), "label");
+        check(FatOptions { sectors_per_cluster: Some(3), ..opts() }, "sectors_per_cluster");
+        // 34 MiB in 1 KiB clusters is too few clusters for FAT32.
+        check(FatOptions { sectors_per_cluster: Some(2), ..opts() }, "sectors_per_cluster");
+        check(FatOptions { oem_name: "NINE CHAR".into(), ..opts() }, "oem_name");
+    }
+
+    #[test]
+    fn label_entry_and_dot_entries() {
+        let (nodes, contents) = tree(&[("/SUB", None, 0o755), ("/SUB/INNER", None, 0o755)]);
+        let mut img = Cursor::new(Vec::new());
+        let report = write_fat32(&mut img, &nodes, &contents, &opts()).unwrap();
+        let bytes = img.into_inner();
+        let root = report.data_offset as usize;
+        assert_eq!(&bytes[root..root + 11], b"BOOT       ");
+        assert_eq!(bytes[root + 11], dir::ATTR_VOLUME_ID);
+        assert_eq!(&bytes[root + 32..root + 43], b"SUB        ");
+        // /SUB is cluster 3, /SUB/INNER cluster 4.
+        let sub = root + 512;
+        assert_eq!(&bytes[sub..sub + 11], b".          ");
+        assert_eq!(&bytes[sub + 26..sub + 28], &[3, 0]);
+        assert_eq!(&bytes[sub + 32..sub + 43], b"..         ");
+        assert_eq!(&bytes[sub + 58..sub + 60], &[0, 0], "`..` of a root child is cluster 0");
+        let inner = root + 1024;
+        assert_eq!(&bytes[inner + 58..inner + 60], &[3, 0], "`..` of /SUB/INNER is /SUB");
+        // FSInfo: 3 clusters used.
+        assert_eq!(
+            u32::from_le_bytes(bytes[512 + 488..512 + 492].try_into().unwrap()),
+            report.total_clusters - 3
+        );
+        assert_eq!(u32::from_le_bytes(bytes[512 + 492..512 + 496].try_into().unwrap()), 5);
+        // The backup boot sector equals the boot sector.
+        assert_eq!(bytes[..512], bytes[6 * 512..7 * 512]);
+    }
+
+    #[test]
+    fn empty_label_writes_no_label_entry() {
+        let (nodes, contents) = tree(&[("/A", None, 0o755)]);
+        let mut img = Cursor::new(Vec::new());
+        let report = write_fat32(&mut img, &nodes, &contents, &FatOptions::new(SMALL, 1, "")).unwrap();
+        let bytes = img.into_inner();
+        assert_eq!(&bytes[71..82], b"NO NAME    ");
+        let root = report.data_offset as usize;
+        assert_eq!(&bytes[root..root + 11], b"A          ");
+    }
+}
