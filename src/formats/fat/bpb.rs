@@ -113,8 +113,7 @@ impl Geometry {
 
     /// Offset of cluster `c` (2 ≤ c ≤ clusters + 1; callers check).
     pub(crate) fn cluster_offset(&self, c: u32) -> u64 {
-        (self.first_data_sector()
-            + u64::from(c.saturating_sub(2)) * u64::from(self.sectors_per_cluster))
+        (self.first_data_sector() + u64::from(c.saturating_sub(2)) * u64::from(self.sectors_per_cluster))
             * u64::from(self.bytes_per_sector)
     }
 
@@ -258,11 +257,7 @@ fn u32_at(s: &[u8; SECTOR], at: usize) -> u32 {
 
 /// Parses and validates the boot sector `s` found at image offset `base` of a partition
 /// of `len` bytes. Every error names the field and its image offset.
-pub(crate) fn parse_boot_sector(
-    s: &[u8; SECTOR],
-    base: u64,
-    len: u64,
-) -> Result<ParsedBoot, FatError> {
+pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result<ParsedBoot, FatError> {
     let corrupt = |at: u64, field: &'static str, reason: String| FatError::Corrupt {
         offset: base + at,
         field,
@@ -272,11 +267,18 @@ pub(crate) fn parse_boot_sector(
         return Err(corrupt(
             0,
             "BS_jmpBoot",
-            format!("{:#04x} is not a jump instruction: this is not a FAT boot sector", s[0]),
+            format!(
+                "{:#04x} is not a jump instruction: this is not a FAT boot sector",
+                s[0]
+            ),
         ));
     }
     if s[510] != 0x55 || s[511] != 0xAA {
-        return Err(corrupt(510, "signature", "the boot sector does not end in 0x55 0xAA".into()));
+        return Err(corrupt(
+            510,
+            "signature",
+            "the boot sector does not end in 0x55 0xAA".into(),
+        ));
     }
     let bytes_per_sector = u32::from(u16_at(s, 11));
     if !matches!(bytes_per_sector, 512 | 1024 | 2048 | 4096) {
@@ -288,7 +290,11 @@ pub(crate) fn parse_boot_sector(
     }
     let sectors_per_cluster = u32::from(s[13]);
     if !sectors_per_cluster.is_power_of_two() {
-        return Err(corrupt(13, "BPB_SecPerClus", format!("{sectors_per_cluster} is not a power of two")));
+        return Err(corrupt(
+            13,
+            "BPB_SecPerClus",
+            format!("{sectors_per_cluster} is not a power of two"),
+        ));
     }
     let reserved_sectors = u32::from(u16_at(s, 14));
     if reserved_sectors == 0 {
@@ -354,7 +360,11 @@ pub(crate) fn parse_boot_sector(
         FatType::Fat32
     };
     if geo.clusters == 0 {
-        return Err(corrupt(13, "BPB_SecPerClus", "the volume has no data cluster".into()));
+        return Err(corrupt(
+            13,
+            "BPB_SecPerClus",
+            "the volume has no data cluster".into(),
+        ));
     }
     let entry_bits: u64 = match geo.fat_type {
         FatType::Fat12 => 12,
@@ -366,16 +376,27 @@ pub(crate) fn parse_boot_sector(
         return Err(corrupt(
             if fat16 != 0 { 22 } else { 36 },
             "BPB_FATSz",
-            format!("a FAT of {fat_sectors} sectors cannot hold {} clusters", geo.clusters),
+            format!(
+                "a FAT of {fat_sectors} sectors cannot hold {} clusters",
+                geo.clusters
+            ),
         ));
     }
     let ext_off: usize;
     if geo.fat_type == FatType::Fat32 {
         if root_entries != 0 {
-            return Err(corrupt(17, "BPB_RootEntCnt", format!("{root_entries}, but FAT32 has no fixed root directory")));
+            return Err(corrupt(
+                17,
+                "BPB_RootEntCnt",
+                format!("{root_entries}, but FAT32 has no fixed root directory"),
+            ));
         }
         if geo.clusters > MAX_FAT32_CLUSTERS {
-            return Err(corrupt(13, "BPB_SecPerClus", format!("{} clusters are more than FAT32 can number", geo.clusters)));
+            return Err(corrupt(
+                13,
+                "BPB_SecPerClus",
+                format!("{} clusters are more than FAT32 can number", geo.clusters),
+            ));
         }
         let version = u16_at(s, 42);
         if version != 0 {
@@ -389,20 +410,40 @@ pub(crate) fn parse_boot_sector(
         if ext_flags & 0x80 != 0 {
             geo.active_fat = u32::from(ext_flags & 0x0F);
             if geo.active_fat >= num_fats {
-                return Err(corrupt(40, "BPB_ExtFlags", format!("active FAT {} of {num_fats}", geo.active_fat)));
+                return Err(corrupt(
+                    40,
+                    "BPB_ExtFlags",
+                    format!("active FAT {} of {num_fats}", geo.active_fat),
+                ));
             }
         }
         geo.root_cluster = u32_at(s, 44);
         if !geo.is_data_cluster(geo.root_cluster) {
-            return Err(corrupt(44, "BPB_RootClus", format!("cluster {} is outside 2..={}", geo.root_cluster, u64::from(geo.clusters) + 1)));
+            return Err(corrupt(
+                44,
+                "BPB_RootClus",
+                format!(
+                    "cluster {} is outside 2..={}",
+                    geo.root_cluster,
+                    u64::from(geo.clusters) + 1
+                ),
+            ));
         }
         ext_off = 64;
     } else {
         if root_entries == 0 {
-            return Err(corrupt(17, "BPB_RootEntCnt", "FAT12/FAT16 need a root directory".into()));
+            return Err(corrupt(
+                17,
+                "BPB_RootEntCnt",
+                "FAT12/FAT16 need a root directory".into(),
+            ));
         }
         if fat16 == 0 {
-            return Err(corrupt(22, "BPB_FATSz16", format!("0 on a volume of {} clusters (FAT12/FAT16)", geo.clusters)));
+            return Err(corrupt(
+                22,
+                "BPB_FATSz16",
+                format!("0 on a volume of {} clusters (FAT12/FAT16)", geo.clusters),
+            ));
         }
         ext_off = 36;
     }
@@ -485,8 +526,14 @@ mod tests {
         assert_eq!(field_of(&|_| (), len - 1), ("BPB_TotSec32", 1032));
         assert_eq!(field_of(&|s| s[44] = 1, len), ("BPB_RootClus", 1044));
         assert_eq!(field_of(&|s| s[42] = 1, len), ("BPB_FSVer", 1042));
-        assert_eq!(field_of(&|s| s[36..40].copy_from_slice(&[1, 0, 0, 0]), len), ("BPB_FATSz", 1036));
-        assert_eq!(field_of(&|s| s[36..40].copy_from_slice(&[0, 0, 1, 0]), len), ("BPB_FATSz", 1022));
+        assert_eq!(
+            field_of(&|s| s[36..40].copy_from_slice(&[1, 0, 0, 0]), len),
+            ("BPB_FATSz", 1036)
+        );
+        assert_eq!(
+            field_of(&|s| s[36..40].copy_from_slice(&[0, 0, 1, 0]), len),
+            ("BPB_FATSz", 1022)
+        );
     }
 
     #[test]

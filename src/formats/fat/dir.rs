@@ -10,7 +10,7 @@
 //! `LDIR_Type` 12 (= 0), `LDIR_Chksum` 13, `LDIR_Name2` 14..26 (6 units),
 //! `LDIR_FstClusLO` 26..28 (= 0), `LDIR_Name3` 28..32 (2 units).
 
-use super::name::{UNITS_PER_ENTRY, MAX_LONG_UNITS};
+use super::name::{MAX_LONG_UNITS, UNITS_PER_ENTRY};
 
 /// Size of one directory entry.
 pub(crate) const ENTRY: usize = 32;
@@ -165,20 +165,14 @@ impl LongNameCollector {
     /// collected; `Err` if it was complete and matching but is not valid UTF-16.
     /// Resets the collector either way.
     pub(crate) fn take(&mut self, short: &[u8; 11]) -> Result<Option<String>, &'static str> {
-        let complete = !self.parts.is_empty()
-            && self.next == 0
-            && self.chksum == super::name::checksum(short);
+        let complete =
+            !self.parts.is_empty() && self.next == 0 && self.chksum == super::name::checksum(short);
         let parts = std::mem::take(&mut self.parts);
         self.reset();
         if !complete {
             return Ok(None);
         }
-        let units: Vec<u16> = parts
-            .iter()
-            .flatten()
-            .copied()
-            .take_while(|&u| u != 0)
-            .collect();
+        let units: Vec<u16> = parts.iter().flatten().copied().take_while(|&u| u != 0).collect();
         if units.is_empty() {
             return Ok(None);
         }

@@ -72,7 +72,10 @@ pub enum FatError {
     UnsupportedNode { path: String, what: &'static str },
 
     #[error("`{path}` has a name FAT cannot store: {reason}")]
-    #[diagnostic(code(w4b::fat::invalid_name), help("rename the file in the layer that adds it"))]
+    #[diagnostic(
+        code(w4b::fat::invalid_name),
+        help("rename the file in the layer that adds it")
+    )]
     InvalidName { path: String, reason: &'static str },
 
     #[error("`{path}`: {reason}")]
@@ -83,11 +86,17 @@ pub enum FatError {
     InvalidTree { path: String, reason: String },
 
     #[error("`{path}` is {size} bytes; a FAT file holds at most 4 GiB - 1")]
-    #[diagnostic(code(w4b::fat::file_too_large), help("keep large files on the root filesystem"))]
+    #[diagnostic(
+        code(w4b::fat::file_too_large),
+        help("keep large files on the root filesystem")
+    )]
     FileTooLarge { path: String, size: u64 },
 
     #[error("directory `{path}` needs {entries} entries; a FAT directory holds at most 65536")]
-    #[diagnostic(code(w4b::fat::directory_too_large), help("split the directory (long names take 1 + ⌈length / 13⌉ entries each)"))]
+    #[diagnostic(
+        code(w4b::fat::directory_too_large),
+        help("split the directory (long names take 1 + ⌈length / 13⌉ entries each)")
+    )]
     DirectoryTooLarge { path: String, entries: u64 },
 
     #[error("FAT option `{field}`: {reason}")]
@@ -106,7 +115,11 @@ pub enum FatError {
         code(w4b::fat::content_too_short),
         help("the stored blob does not match the tree entry; run `w4b cache verify`")
     )]
-    ContentTooShort { path: String, expected: u64, actual: u64 },
+    ContentTooShort {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
 
     #[error("content of `{path}` is longer than its size {expected}")]
     #[diagnostic(
@@ -117,11 +130,19 @@ pub enum FatError {
 
     #[error("corrupt FAT filesystem: `{field}` at byte {offset}: {reason}")]
     #[diagnostic(code(w4b::fat::corrupt), help("check the image with `fsck.fat -n`"))]
-    Corrupt { offset: u64, field: &'static str, reason: String },
+    Corrupt {
+        offset: u64,
+        field: &'static str,
+        reason: String,
+    },
 
     #[error("unsupported FAT filesystem: `{field}` at byte {offset}: {reason}")]
     #[diagnostic(code(w4b::fat::unsupported))]
-    Unsupported { offset: u64, field: &'static str, reason: String },
+    Unsupported {
+        offset: u64,
+        field: &'static str,
+        reason: String,
+    },
 
     #[error("no file `{path}` in the FAT filesystem")]
     #[diagnostic(code(w4b::fat::not_found))]

@@ -42,8 +42,7 @@ pub(crate) fn exact_short(name: &str) -> Option<[u8; 11]> {
         Some(dot) => (&bytes[..dot], &bytes[dot + 1..]),
         None => (bytes, &[][..]),
     };
-    if base.is_empty() || base.len() > 8 || ext.len() > 3 || (name.contains('.') && ext.is_empty())
-    {
+    if base.is_empty() || base.len() > 8 || ext.len() > 3 || (name.contains('.') && ext.is_empty()) {
         return None;
     }
     if !base.iter().chain(ext).all(|&b| short_char_ok(b)) {
@@ -60,7 +59,10 @@ pub(crate) fn long_units(name: &str) -> Result<Vec<u16>, &'static str> {
     if name.is_empty() || name == "." || name == ".." {
         return Err("`.`, `..` and the empty name are reserved");
     }
-    if let Some(c) = name.chars().find(|c| (*c as u32) < 0x20 || LONG_FORBIDDEN.contains(c)) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| (*c as u32) < 0x20 || LONG_FORBIDDEN.contains(c))
+    {
         return Err(if (c as u32) < 0x20 {
             "control characters are not allowed"
         } else {
@@ -268,7 +270,17 @@ mod tests {
     fn long_name_rules() {
         assert!(long_units("bcm2711-rpi-4-b.dtb").is_ok());
         assert_eq!(long_units("ü").unwrap(), vec![0xFC]);
-        for bad in ["", ".", "..", "a/b", "a:b", "a\u{1}", "end.", "end ", &"x".repeat(256)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a\u{1}",
+            "end.",
+            "end ",
+            &"x".repeat(256),
+        ] {
             assert!(long_units(bad).is_err(), "{bad:?}");
         }
     }

@@ -17,14 +17,19 @@ use crate::formats::fs::{MemContents, Node, NodeKind};
 fn have(tool: &str) -> bool {
     let found = Command::new(tool).arg("--help").output().is_ok();
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "oracle `{tool}` is missing in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "oracle `{tool}` is missing in CI"
+        );
         eprintln!("skipping: oracle `{tool}` is not installed");
     }
     found
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.env("TZ", "UTC").env("MTOOLS_SKIP_CHECK", "1").env("LC_ALL", "C.UTF-8");
+    cmd.env("TZ", "UTC")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .env("LC_ALL", "C.UTF-8");
     cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
@@ -89,21 +94,37 @@ pub(super) fn tree(entries: &[(&str, Option<Vec<u8>>, u32)]) -> (Vec<Node>, MemC
 /// A tree shaped like a Raspberry Pi OS `bootfs`.
 pub(super) fn pi_bootfs() -> (Vec<Node>, MemContents) {
     let mut e: Vec<(String, Option<Vec<u8>>, u32)> = vec![
-        ("/config.txt".into(), Some(b"arm_64bit=1\ndtoverlay=vc4-kms-v3d\n".to_vec()), 0o644),
-        ("/cmdline.txt".into(), Some(b"console=serial0,115200 root=PARTUUID=1a2b3c4d-02 rootwait\n".to_vec()), 0o644),
+        (
+            "/config.txt".into(),
+            Some(b"arm_64bit=1\ndtoverlay=vc4-kms-v3d\n".to_vec()),
+            0o644,
+        ),
+        (
+            "/cmdline.txt".into(),
+            Some(b"console=serial0,115200 root=PARTUUID=1a2b3c4d-02 rootwait\n".to_vec()),
+            0o644,
+        ),
         ("/kernel8.img".into(), Some(noise(1, 6 << 20)), 0o644),
         ("/bcm2711-rpi-4-b.dtb".into(), Some(noise(2, 52_593)), 0o644),
         ("/bcm2711-rpi-400.dtb".into(), Some(noise(3, 52_000)), 0o644),
         ("/bcm2712-rpi-5-b.dtb".into(), Some(noise(4, 70_001)), 0o644),
         ("/FIXUP4.DAT".into(), Some(noise(5, 5_400)), 0o644),
         ("/START4.ELF".into(), Some(noise(6, 2_250_000)), 0o444),
-        ("/LICENCE.broadcom".into(), Some(b"Copyright (c) 2006, Broadcom Corporation.\n".to_vec()), 0o644),
+        (
+            "/LICENCE.broadcom".into(),
+            Some(b"Copyright (c) 2006, Broadcom Corporation.\n".to_vec()),
+            0o644,
+        ),
         ("/README".into(), Some(b"upper\n".to_vec()), 0o644),
         ("/readme".into(), Some(b"lower\n".to_vec()), 0o644),
         ("/ReadMe.Txt".into(), Some(b"mixed\n".to_vec()), 0o644),
         ("/empty.txt".into(), Some(Vec::new()), 0o644),
         ("/cluster.bin".into(), Some(noise(7, 4096)), 0o644),
-        ("/sparse.bin".into(), Some([vec![0u8; 100_000], noise(8, 5_000), vec![0u8; 70_000]].concat()), 0o644),
+        (
+            "/sparse.bin".into(),
+            Some([vec![0u8; 100_000], noise(8, 5_000), vec![0u8; 70_000]].concat()),
+            0o644,
+        ),
         ("/empty-dir".into(), None, 0o755),
         ("/nested".into(), None, 0o755),
         ("/nested/a".into(), None, 0o555),
@@ -114,9 +135,17 @@ pub(super) fn pi_bootfs() -> (Vec<Node>, MemContents) {
             Some(b"deep\n".to_vec()),
             0o644,
         ),
-        ("/nested/a/b/c/héllo wörld ✓.txt".into(), Some(b"unicode\n".to_vec()), 0o644),
+        (
+            "/nested/a/b/c/héllo wörld ✓.txt".into(),
+            Some(b"unicode\n".to_vec()),
+            0o644,
+        ),
         ("/nested/.hidden".into(), Some(b"dot\n".to_vec()), 0o644),
-        ("/nested/a+b=c;d.tar.gz".into(), Some(b"odd characters\n".to_vec()), 0o644),
+        (
+            "/nested/a+b=c;d.tar.gz".into(),
+            Some(b"odd characters\n".to_vec()),
+            0o644,
+        ),
         ("/overlays".into(), None, 0o755),
         ("/overlays/README".into(), Some(b"overlays\n".to_vec()), 0o644),
     ];
@@ -141,7 +170,13 @@ pub(super) fn pi_options() -> FatOptions {
     opts
 }
 
-fn write_image(dir: &Path, name: &str, nodes: &[Node], contents: &dyn crate::formats::fs::Contents, opts: &FatOptions) -> PathBuf {
+fn write_image(
+    dir: &Path,
+    name: &str,
+    nodes: &[Node],
+    contents: &dyn crate::formats::fs::Contents,
+    opts: &FatOptions,
+) -> PathBuf {
     let path = dir.join(name);
     let mut f = File::create(&path).unwrap();
     write_fat32(&mut f, nodes, contents, opts).unwrap();
@@ -225,17 +260,26 @@ fn fsck_fat_finds_nothing_to_fix() {
     let (nodes, _, img) = pi_image(dir.path());
     let out = run(Command::new("fsck.fat").arg("-n").arg("-V").arg(&img));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     // Only the banner, the verification pass notice and the summary: any warning adds lines.
     assert!(lines[0].starts_with("fsck.fat "), "{stdout}");
     let summary = lines.last().unwrap();
     // fsck.fat counts the root directory too.
     let files = nodes.len();
-    assert!(summary.ends_with(&format!(": {files} files, 18140/129022 clusters")), "{stdout}");
     assert!(
-        lines[1..lines.len() - 1].iter().all(|l| l.starts_with("Starting check/repair pass.")
-            || l.starts_with("Starting verification pass.")),
+        summary.ends_with(&format!(": {files} files, 18140/129022 clusters")),
+        "{stdout}"
+    );
+    assert!(
+        lines[1..lines.len() - 1]
+            .iter()
+            .all(|l| l.starts_with("Starting check/repair pass.")
+                || l.starts_with("Starting verification pass.")),
         "{stdout}"
     );
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -258,17 +302,30 @@ fn mtools_lists_and_copies_the_tree() {
     // Everything, at once: names, sizes and bytes.
     let copy = dir.path().join("copy");
     std::fs::create_dir(&copy).unwrap();
-    let out = run(Command::new("mcopy").args(["-s", "-n", "-i"]).arg(&img).arg("::/").arg(&copy));
+    let out = run(Command::new("mcopy")
+        .args(["-s", "-n", "-i"])
+        .arg(&img)
+        .arg("::/")
+        .arg(&copy));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for node in &nodes[1..] {
         let local = copy.join(&node.path[1..]);
         match node.kind {
             NodeKind::Dir => assert!(local.is_dir(), "{}", node.path),
-            _ => assert_eq!(std::fs::read(&local).unwrap(), content_of(&contents, node), "{}", node.path),
+            _ => assert_eq!(
+                std::fs::read(&local).unwrap(),
+                content_of(&contents, node),
+                "{}",
+                node.path
+            ),
         }
     }
     // And one file through a pipe, the way the brief's oracle does it.
-    let out = run(Command::new("mcopy").arg("-i").arg(&img).arg("::/kernel8.img").arg("-"));
+    let out = run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&img)
+        .arg("::/kernel8.img")
+        .arg("-"));
     let kernel = nodes.iter().find(|n| n.path == "/kernel8.img").unwrap();
     assert_eq!(out.stdout, content_of(&contents, kernel));
 }
@@ -335,7 +392,13 @@ fn reads_back_what_it_wrote_and_rewrites_the_same_bytes() {
     let mut read_nodes = fs.nodes().to_vec();
     read_nodes[0].mtime = nodes[0].mtime; // the root has no entry of its own
     let again = dir.path().join("again.img");
-    write_fat32(&mut File::create(&again).unwrap(), &read_nodes, &fs, &pi_options()).unwrap();
+    write_fat32(
+        &mut File::create(&again).unwrap(),
+        &read_nodes,
+        &fs,
+        &pi_options(),
+    )
+    .unwrap();
     assert_eq!(digest_file(&again), digest_file(&img));
 }
 
@@ -368,16 +431,36 @@ const GOLDEN_PI_BOOTFS: &str = "cdc0c6e5c05046a7b89475ee55826a22a226510353a2b9d6
 /// Files with their mtimes for a `mkfs.vfat` + `mcopy` fixture.
 fn fixture_source(dir: &Path) -> Vec<(String, Option<Vec<u8>>, i64)> {
     let files: Vec<(String, Option<Vec<u8>>, i64)> = vec![
-        ("/config.txt".into(), Some(b"arm_64bit=1\n".to_vec()), 1_600_000_000),
+        (
+            "/config.txt".into(),
+            Some(b"arm_64bit=1\n".to_vec()),
+            1_600_000_000,
+        ),
         ("/KERNEL8.IMG".into(), Some(noise(9, 300_000)), 1_600_000_010),
-        ("/bcm2711-rpi-4-b.dtb".into(), Some(noise(10, 50_000)), 1_600_000_020),
+        (
+            "/bcm2711-rpi-4-b.dtb".into(),
+            Some(noise(10, 50_000)),
+            1_600_000_020,
+        ),
         ("/empty".into(), None, 1_600_000_030),
         ("/empty.txt".into(), Some(Vec::new()), 1_600_000_040),
         ("/overlays".into(), None, 1_600_000_050),
-        ("/overlays/vc4-kms-v3d.dtbo".into(), Some(noise(11, 3_000)), 1_600_000_060),
-        ("/overlays/a name with spaces.dtbo".into(), Some(noise(12, 4_096)), 1_600_000_070),
+        (
+            "/overlays/vc4-kms-v3d.dtbo".into(),
+            Some(noise(11, 3_000)),
+            1_600_000_060,
+        ),
+        (
+            "/overlays/a name with spaces.dtbo".into(),
+            Some(noise(12, 4_096)),
+            1_600_000_070,
+        ),
         ("/overlays/deeper".into(), None, 1_600_000_080),
-        ("/overlays/deeper/Mixed.Case.Name.txt".into(), Some(b"m\n".to_vec()), 1_600_000_090),
+        (
+            "/overlays/deeper/Mixed.Case.Name.txt".into(),
+            Some(b"m\n".to_vec()),
+            1_600_000_090,
+        ),
     ];
     for (path, content, _) in &files {
         let local = dir.join(&path[1..]);
@@ -388,7 +471,10 @@ fn fixture_source(dir: &Path) -> Vec<(String, Option<Vec<u8>>, i64)> {
     }
     // Children before parents, so that setting a file's time does not touch the dir's.
     for (path, _, mtime) in files.iter().rev() {
-        let out = run(Command::new("touch").arg("-d").arg(format!("@{mtime}")).arg(dir.join(&path[1..])));
+        let out = run(Command::new("touch")
+            .arg("-d")
+            .arg(format!("@{mtime}"))
+            .arg(dir.join(&path[1..])));
         assert!(out.status.success());
     }
     files
@@ -404,11 +490,22 @@ fn check_fixture(fat_args: &[&str], kib: u32, fat_type: FatType) -> Option<FatIn
     std::fs::create_dir(&src).unwrap();
     let files = fixture_source(&src);
     let img = dir.path().join("fixture.img");
-    let out = run(Command::new("mkfs.vfat").arg("-C").args(fat_args).arg(&img).arg(kib.to_string()));
+    let out = run(Command::new("mkfs.vfat")
+        .arg("-C")
+        .args(fat_args)
+        .arg(&img)
+        .arg(kib.to_string()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut mcopy = Command::new("mcopy");
     mcopy.args(["-s", "-m", "-i"]).arg(&img);
-    for entry in ["config.txt", "KERNEL8.IMG", "bcm2711-rpi-4-b.dtb", "empty", "empty.txt", "overlays"] {
+    for entry in [
+        "config.txt",
+        "KERNEL8.IMG",
+        "bcm2711-rpi-4-b.dtb",
+        "empty",
+        "empty.txt",
+        "overlays",
+    ] {
         mcopy.arg(src.join(entry));
     }
     let out = run(mcopy.arg("::/"));
@@ -429,7 +526,10 @@ fn check_fixture(fat_args: &[&str], kib: u32, fat_type: FatType) -> Option<FatIn
         let node = fs.nodes().iter().find(|n| &n.path == path).unwrap();
         match content {
             Some(bytes) => {
-                assert!(matches!(node.kind, NodeKind::File { size, .. } if size == bytes.len() as u64), "{path}");
+                assert!(
+                    matches!(node.kind, NodeKind::File { size, .. } if size == bytes.len() as u64),
+                    "{path}"
+                );
                 let mut read = Vec::new();
                 fs.open(path).unwrap().read_to_end(&mut read).unwrap();
                 assert_eq!(&read, bytes, "{path}");
@@ -448,7 +548,11 @@ fn check_fixture(fat_args: &[&str], kib: u32, fat_type: FatType) -> Option<FatIn
 
 #[test]
 fn reads_a_mkfs_vfat_fat32_fixture() {
-    let Some(info) = check_fixture(&["-F", "32", "-n", "BOOTFS", "-i", "1a2b3c4d"], 65_536, FatType::Fat32) else {
+    let Some(info) = check_fixture(
+        &["-F", "32", "-n", "BOOTFS", "-i", "1a2b3c4d"],
+        65_536,
+        FatType::Fat32,
+    ) else {
         return;
     };
     assert_eq!(info.volume_id, Some(0x1A2B_3C4D));
@@ -458,10 +562,18 @@ fn reads_a_mkfs_vfat_fat32_fixture() {
 
 #[test]
 fn reads_a_mkfs_vfat_fat16_fixture() {
-    check_fixture(&["-F", "16", "-n", "BOOT16", "-i", "00c0ffee"], 16_384, FatType::Fat16);
+    check_fixture(
+        &["-F", "16", "-n", "BOOT16", "-i", "00c0ffee"],
+        16_384,
+        FatType::Fat16,
+    );
 }
 
 #[test]
 fn reads_a_mkfs_vfat_fat12_fixture() {
-    check_fixture(&["-F", "12", "-n", "BOOT12", "-i", "00c0ffee"], 2_048, FatType::Fat12);
+    check_fixture(
+        &["-F", "12", "-n", "BOOT12", "-i", "00c0ffee"],
+        2_048,
+        FatType::Fat12,
+    );
 }

@@ -79,11 +79,16 @@ pub fn read_fat<R: Read + Seek>(
     len: u64,
 ) -> Result<FatFs<'_, R>, FatError> {
     let image_len = img.seek(SeekFrom::End(0))?;
-    if partition_offset.checked_add(len).is_none_or(|end| end > image_len) {
+    if partition_offset
+        .checked_add(len)
+        .is_none_or(|end| end > image_len)
+    {
         return Err(FatError::Corrupt {
             offset: partition_offset,
             field: "partition",
-            reason: format!("{len} bytes from offset {partition_offset} extend past the {image_len}-byte image"),
+            reason: format!(
+                "{len} bytes from offset {partition_offset} extend past the {image_len}-byte image"
+            ),
         });
     }
     if len < SECTOR as u64 {
@@ -136,11 +141,7 @@ pub fn read_fat<R: Read + Seek>(
     } = walker;
 
     let trim = |b: &[u8]| String::from_utf8_lossy(b).trim_end_matches(' ').to_owned();
-    let label = label.or_else(|| {
-        boot.label
-            .filter(|l| l != b"NO NAME    ")
-            .map(|l| trim(&l))
-    });
+    let label = label.or_else(|| boot.label.filter(|l| l != b"NO NAME    ").map(|l| trim(&l)));
     let info = FatInfo {
         fat_type: geo.fat_type,
         volume_id: boot.volume_id,
@@ -191,7 +192,11 @@ fn load_fat<R: Read + Seek>(img: &mut R, base: u64, geo: &Geometry) -> Result<Ve
             FatType::Fat12 => {
                 let at = c + c / 2;
                 let pair = u16::from_le_bytes([raw[at], raw.get(at + 1).copied().unwrap_or(0)]);
-                u32::from(if c % 2 == 0 { pair & 0x0FFF } else { pair >> 4 })
+                u32::from(if c.is_multiple_of(2) {
+                    pair & 0x0FFF
+                } else {
+                    pair >> 4
+                })
             }
             FatType::Fat16 => u32::from(u16::from_le_bytes([raw[2 * c], raw[2 * c + 1]])),
             FatType::Fat32 => {
@@ -257,12 +262,7 @@ impl<R: Read + Seek> Walker<'_, R> {
     /// Follows the chain from `first` (named by the field at image offset `origin`),
     /// claiming each cluster, until end-of-chain or `limit` clusters.
     /// Returns the clusters and whether the chain ended.
-    fn chain(
-        &mut self,
-        first: u32,
-        origin: u64,
-        limit: u64,
-    ) -> Result<(Vec<u32>, bool), FatError> {
+    fn chain(&mut self, first: u32, origin: u64, limit: u64) -> Result<(Vec<u32>, bool), FatError> {
         let mut out = Vec::new();
         let (mut c, mut from, mut field) = (first, origin, "DIR_FstClusLO");
         let eoc = self.geo.fat_type.end_of_chain();
@@ -273,7 +273,13 @@ impl<R: Read + Seek> Walker<'_, R> {
                     field,
                     reason: format!(
                         "cluster {c:#x} is {} inside a chain",
-                        if c == 0 { "free" } else if c == eoc - 1 { "marked bad" } else { "out of range" }
+                        if c == 0 {
+                            "free"
+                        } else if c == eoc - 1 {
+                            "marked bad"
+                        } else {
+                            "out of range"
+                        }
                     ),
                 });
             }
@@ -322,7 +328,8 @@ impl<R: Read + Seek> Walker<'_, R> {
                 for (i, &c) in clusters.iter().enumerate() {
                     let off = self.base + self.geo.cluster_offset(c);
                     self.img.seek(SeekFrom::Start(off))?;
-                    self.img.read_exact(&mut bytes[i * cs as usize..(i + 1) * cs as usize])?;
+                    self.img
+                        .read_exact(&mut bytes[i * cs as usize..(i + 1) * cs as usize])?;
                     offsets.push(off);
                 }
                 Ok((bytes, offsets))
@@ -388,13 +395,12 @@ impl<R: Read + Seek> Walker<'_, R> {
                 Err(reason) => return Err(corrupt("LDIR_Name", reason)),
             };
             if name.contains(['/', '\0']) || name == "." || name == ".." {
-                return Err(corrupt("LDIR_Name", "a long name is `.`/`..` or contains `/` or NUL"));
+                return Err(corrupt(
+                    "LDIR_Name",
+                    "a long name is `.`/`..` or contains `/` or NUL",
+                ));
             }
-            found.push(Found {
-                name,
-                short,
-                offset,
-            });
+            found.push(Found { name, short, offset });
         }
         found.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         if let Some(pair) = found.windows(2).find(|w| w[0].name == w[1].name) {
@@ -460,7 +466,12 @@ impl<R: Read + Seek> Walker<'_, R> {
                         reason: format!("subdirectory `{child}` has no cluster"),
                     });
                 }
-                self.walk(&child, DirLoc::Chain(e.first_cluster), found.offset + 26, depth + 1)?;
+                self.walk(
+                    &child,
+                    DirLoc::Chain(e.first_cluster),
+                    found.offset + 26,
+                    depth + 1,
+                )?;
             }
         }
         Ok(())
@@ -522,7 +533,10 @@ impl<R: Read + Seek> Contents for FatFs<'_, R> {
     fn open(&self, id: &ContentId) -> io::Result<Box<dyn Read + '_>> {
         match self.by_id.get(id) {
             Some(extent) => Ok(Box::new(self.file(*extent))),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "no such file in the FAT volume")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such file in the FAT volume",
+            )),
         }
     }
 }
@@ -560,7 +574,10 @@ impl<R: Read + Seek> Read for FatFile<'_, '_, R> {
         }
         let n = want.min(avail) as usize;
         if !geo.is_data_cluster(self.cluster) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "FAT chain leaves the volume"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "FAT chain leaves the volume",
+            ));
         }
         {
             let mut img = self
@@ -568,7 +585,9 @@ impl<R: Read + Seek> Read for FatFile<'_, '_, R> {
                 .img
                 .try_borrow_mut()
                 .map_err(|_| io::Error::other("the FAT image is busy"))?;
-            img.seek(SeekFrom::Start(self.fs.base + geo.cluster_offset(self.cluster) + in_cluster))?;
+            img.seek(SeekFrom::Start(
+                self.fs.base + geo.cluster_offset(self.cluster) + in_cluster,
+            ))?;
             img.read_exact(&mut buf[..n])?;
         }
         self.pos += n as u64;
@@ -580,5 +599,210 @@ impl<R: Read + Seek> Read for FatFile<'_, '_, R> {
             self.cluster = fat.get(self.cluster as usize).copied().unwrap_or(0);
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::fat::oracle::{noise, tree};
+    use crate::formats::fat::{write_fat32, FatOptions};
+    use proptest::prelude::*;
+    use std::io::Cursor;
+    use std::sync::OnceLock;
+
+    const SIZE: u64 = 34 << 20;
+
+    /// A small valid image (directories, long names, multi-cluster files) and the offset
+    /// of its data region.
+    fn base() -> &'static (Vec<u8>, u64) {
+        static IMAGE: OnceLock<(Vec<u8>, u64)> = OnceLock::new();
+        IMAGE.get_or_init(|| {
+            let (nodes, contents) = tree(&[
+                ("/config.txt", Some(b"x=1\n".to_vec()), 0o644),
+                ("/kernel8.img", Some(noise(1, 20_000)), 0o644),
+                ("/overlays", None, 0o755),
+                ("/overlays/a-long-overlay-name.dtbo", Some(noise(2, 1500)), 0o644),
+                ("/overlays/B.DTB", Some(noise(3, 600)), 0o444),
+                ("/overlays/sub", None, 0o755),
+                ("/overlays/sub/deep.txt", Some(noise(4, 700)), 0o644),
+            ]);
+            let mut img = Cursor::new(Vec::new());
+            let report = write_fat32(&mut img, &nodes, &contents, &FatOptions::new(SIZE, 1, "T")).unwrap();
+            (img.into_inner(), report.data_offset)
+        })
+    }
+
+    /// The base image with bytes replaced, without copying 34 MiB per case.
+    struct Patched {
+        base: &'static [u8],
+        patches: BTreeMap<u64, u8>,
+        pos: u64,
+    }
+
+    impl Read for Patched {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let start = self.pos.min(self.base.len() as u64) as usize;
+            let n = buf.len().min(self.base.len() - start);
+            buf[..n].copy_from_slice(&self.base[start..start + n]);
+            for (&at, &b) in self.patches.range(start as u64..(start + n) as u64) {
+                buf[at as usize - start] = b;
+            }
+            self.pos += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl Seek for Patched {
+        fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+            let len = self.base.len() as i128;
+            let new = match pos {
+                SeekFrom::Start(p) => i128::from(p),
+                SeekFrom::End(d) => len + i128::from(d),
+                SeekFrom::Current(d) => i128::from(self.pos) + i128::from(d),
+            };
+            self.pos = u64::try_from(new).map_err(|_| io::Error::other("negative seek"))?;
+            Ok(self.pos)
+        }
+    }
+
+    /// Reads everything the image offers; errors are fine, panics and hangs are bugs.
+    fn exercise(img: &mut Patched, len: u64) -> usize {
+        match read_fat(img, 0, len) {
+            Err(_) => 0,
+            Ok(fs) => {
+                let mut total = 0;
+                let paths: Vec<String> = fs
+                    .nodes()
+                    .iter()
+                    .filter(|n| matches!(n.kind, NodeKind::File { .. }))
+                    .map(|n| n.path.clone())
+                    .collect();
+                for p in paths {
+                    let mut bytes = Vec::new();
+                    if let Ok(mut f) = fs.open(&p) {
+                        let _ = f.read_to_end(&mut bytes);
+                    }
+                    total += bytes.len();
+                }
+                total
+            }
+        }
+    }
+
+    #[test]
+    fn the_base_image_reads_back() {
+        let (bytes, _) = base();
+        let mut img = Patched {
+            base: bytes,
+            patches: BTreeMap::new(),
+            pos: 0,
+        };
+        assert_eq!(exercise(&mut img, SIZE), 4 + 20_000 + 1500 + 600 + 700);
+        let fs = read_fat(&mut img, 0, SIZE).unwrap();
+        let modes: Vec<(&str, u32)> = fs.nodes().iter().map(|n| (n.path.as_str(), n.mode)).collect();
+        assert!(modes.contains(&("/overlays/B.DTB", 0o444)));
+        assert!(modes.contains(&("/overlays", 0o755)));
+    }
+
+    #[test]
+    fn loops_and_cross_links_are_corrupt() {
+        let (bytes, _) = base();
+        let fat = 32 * 512u64;
+        // kernel8.img starts at cluster 3 (root is 2) and spans 40 clusters; point its
+        // second cluster back at the first.
+        let mut patches = BTreeMap::new();
+        for (i, b) in 3u32.to_le_bytes().iter().enumerate() {
+            patches.insert(fat + 4 * 4 + i as u64, *b);
+        }
+        let mut img = Patched {
+            base: bytes,
+            patches,
+            pos: 0,
+        };
+        let config = read_fat(&mut img, 0, SIZE);
+        match config {
+            Err(FatError::Corrupt { field, reason, .. }) => {
+                assert_eq!(field, "FAT entry");
+                assert!(reason.contains("loop"), "{reason}");
+            }
+            other => panic!("{:?}", other.map(|f| f.nodes().len())),
+        }
+        // A chain pointing past the last cluster.
+        let mut patches = BTreeMap::new();
+        for (i, b) in 0x0FFF_FFF0u32.to_le_bytes().iter().enumerate() {
+            patches.insert(fat + 4 * 4 + i as u64, *b);
+        }
+        let mut img = Patched {
+            base: bytes,
+            patches,
+            pos: 0,
+        };
+        assert!(matches!(
+            read_fat(&mut img, 0, SIZE),
+            Err(FatError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn partitions_past_the_image_are_corrupt() {
+        let (bytes, _) = base();
+        let mut img = Patched {
+            base: bytes,
+            patches: BTreeMap::new(),
+            pos: 0,
+        };
+        assert!(matches!(
+            read_fat(&mut img, 512, SIZE),
+            Err(FatError::Corrupt {
+                field: "partition",
+                ..
+            })
+        ));
+        assert!(matches!(
+            read_fat(&mut img, 0, 100),
+            Err(FatError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            read_fat(&mut img, 0, SIZE - 512),
+            Err(FatError::Corrupt {
+                field: "BPB_TotSec32",
+                ..
+            })
+        ));
+    }
+
+    fn region() -> impl Strategy<Value = u64> {
+        let (_, data) = *base();
+        prop_oneof![
+            0u64..512,                       // boot sector
+            (32 * 512u64)..(32 * 512 + 256), // start of the FAT
+            data..data + 2048,               // root directory, first files
+            data + 20_480..data + 24_576,    // the overlays directories
+            0u64..SIZE,                      // anywhere
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_images_never_panic(patches in prop::collection::btree_map(region(), any::<u8>(), 1..24)) {
+            let (bytes, _) = base();
+            let mut img = Patched { base: bytes, patches, pos: 0 };
+            exercise(&mut img, SIZE);
+        }
+
+        #[test]
+        fn random_boot_sectors_never_panic(sector in prop::collection::vec(any::<u8>(), 512), len in 0u64..SIZE) {
+            let (bytes, _) = base();
+            let mut patches: BTreeMap<u64, u8> = sector.into_iter().enumerate().map(|(i, b)| (i as u64, b)).collect();
+            // Keep the jump and signature so that the BPB checks are reached.
+            patches.insert(0, 0xEB);
+            patches.insert(510, 0x55);
+            patches.insert(511, 0xAA);
+            let mut img = Patched { base: bytes, patches, pos: 0 };
+            exercise(&mut img, len);
+        }
     }
 }

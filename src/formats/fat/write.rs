@@ -110,7 +110,11 @@ pub fn write_fat32<W: Write + Seek>(
     // used ≤ clusters < 2^28.
     let used = used as u32;
     let free = geo.clusters - used;
-    let next_free = if free == 0 { u32::MAX } else { geo.root_cluster + used };
+    let next_free = if free == 0 {
+        u32::MAX
+    } else {
+        geo.root_cluster + used
+    };
 
     let mut sink = Sink::new(out)?;
 
@@ -186,11 +190,17 @@ const ZERO_BLOCK: usize = 4096;
 /// Checks the options and derives the geometry and boot sector fields.
 fn plan_volume(opts: &FatOptions) -> Result<(Geometry, BootFields), FatError> {
     let invalid = |field, reason: String| FatError::InvalidOption { field, reason };
-    if opts.size_bytes % SECTOR as u64 != 0 {
-        return Err(invalid("size_bytes", format!("{} is not a multiple of 512", opts.size_bytes)));
+    if !opts.size_bytes.is_multiple_of(SECTOR as u64) {
+        return Err(invalid(
+            "size_bytes",
+            format!("{} is not a multiple of 512", opts.size_bytes),
+        ));
     }
     let total = u32::try_from(opts.size_bytes / SECTOR as u64).map_err(|_| {
-        invalid("size_bytes", format!("{} bytes is more than FAT32's 2 TiB", opts.size_bytes))
+        invalid(
+            "size_bytes",
+            format!("{} bytes is more than FAT32's 2 TiB", opts.size_bytes),
+        )
     })?;
     let spc = match opts.sectors_per_cluster {
         Some(n) if n.is_power_of_two() && n <= 64 => u32::from(n),
@@ -203,7 +213,10 @@ fn plan_volume(opts: &FatOptions) -> Result<(Geometry, BootFields), FatError> {
         None => bpb::default_sectors_per_cluster(total).ok_or_else(|| {
             invalid(
                 "size_bytes",
-                format!("{} bytes is too small for FAT32, which needs at least 33 MiB", opts.size_bytes),
+                format!(
+                    "{} bytes is too small for FAT32, which needs at least 33 MiB",
+                    opts.size_bytes
+                ),
             )
         })?,
     };
@@ -227,7 +240,9 @@ fn plan_volume(opts: &FatOptions) -> Result<(Geometry, BootFields), FatError> {
         const FORBIDDEN: &[u8] = b"\"*+,./:;<=>?[\\]|";
         let bytes = opts.label.as_bytes();
         if bytes.len() > 11
-            || bytes.iter().any(|b| !(0x20..0x7F).contains(b) || FORBIDDEN.contains(b))
+            || bytes
+                .iter()
+                .any(|b| !(0x20..0x7F).contains(b) || FORBIDDEN.contains(b))
             || bytes[0] == b' '
         {
             return Err(invalid(
@@ -245,7 +260,10 @@ fn plan_volume(opts: &FatOptions) -> Result<(Geometry, BootFields), FatError> {
     };
     let oem = opts.oem_name.as_bytes();
     if oem.len() > 8 || oem.iter().any(|b| !(0x20..0x7F).contains(b)) {
-        return Err(invalid("oem_name", format!("`{}` is not up to 8 printable ASCII characters", opts.oem_name)));
+        return Err(invalid(
+            "oem_name",
+            format!("`{}` is not up to 8 printable ASCII characters", opts.oem_name),
+        ));
     }
     let mut oem_name = [b' '; 8];
     oem_name[..oem.len()].copy_from_slice(oem);
@@ -306,7 +324,10 @@ impl<'a> Tree<'a> {
             .first()
             .ok_or_else(|| tree_err("/", "the node list is empty; it must start with `/`".into()))?;
         if root.path != "/" || root.kind != NodeKind::Dir {
-            return Err(tree_err(&root.path, "the first node must be the directory `/`".into()));
+            return Err(tree_err(
+                &root.path,
+                "the first node must be the directory `/`".into(),
+            ));
         }
         let mut items: Vec<Item<'a>> = Vec::with_capacity(nodes.len());
         let mut by_path: BTreeMap<&'a str, usize> = BTreeMap::new();
@@ -406,16 +427,17 @@ impl<'a> Tree<'a> {
                 let (short, long) = match exact {
                     Some(short) => (short, None),
                     None => {
-                        let short = name::generate_short(child_name, &mut used).ok_or(
-                            FatError::InvalidName {
+                        let short =
+                            name::generate_short(child_name, &mut used).ok_or(FatError::InvalidName {
                                 path: path.clone(),
                                 reason: "every `~N` short name is taken",
-                            },
-                        )?;
+                            })?;
                         (short, Some(units))
                     }
                 };
-                entries += 1 + long.as_ref().map_or(0, |u| u.len().div_ceil(name::UNITS_PER_ENTRY) as u64);
+                entries += 1 + long
+                    .as_ref()
+                    .map_or(0, |u| u.len().div_ceil(name::UNITS_PER_ENTRY) as u64);
                 children.push(Child {
                     item: *item,
                     short,
@@ -479,7 +501,8 @@ fn encode_dir(
     cs: u64,
 ) -> Vec<u8> {
     let item = &tree.items[i];
-    let mut out: Vec<u8> = Vec::with_capacity((entries * ENTRY as u64).div_ceil(cs).max(1) as usize * cs as usize);
+    let mut out: Vec<u8> =
+        Vec::with_capacity((entries * ENTRY as u64).div_ceil(cs).max(1) as usize * cs as usize);
     let mtime = item.node.mtime;
     if i == 0 {
         if fields.label != NO_LABEL {
@@ -489,7 +512,11 @@ fn encode_dir(
         let attr = attributes(item.node, dir::ATTR_DIRECTORY);
         out.extend_from_slice(&short_entry(*b".          ", attr, first_cluster[i], 0, mtime).encode());
         // `..` names the root as cluster 0 (fatgen103 §6.7).
-        let parent = if item.parent == 0 { 0 } else { first_cluster[item.parent] };
+        let parent = if item.parent == 0 {
+            0
+        } else {
+            first_cluster[item.parent]
+        };
         out.extend_from_slice(&short_entry(*b"..         ", attr, parent, 0, mtime).encode());
     }
     for child in children {
@@ -729,7 +756,9 @@ mod tests {
         let (mut nodes, contents) = tree(&[("/a.bin", Some(noise(1, 5000)), 0o644)]);
         let mut link = nodes[1].clone();
         link.path = "/b.bin".into();
-        link.kind = NodeKind::HardLink { target: "/a.bin".into() };
+        link.kind = NodeKind::HardLink {
+            target: "/a.bin".into(),
+        };
         nodes.push(link);
         let mut img = Cursor::new(Vec::new());
         let report = write_fat32(&mut img, &nodes, &contents, &opts()).unwrap();
@@ -750,7 +779,11 @@ mod tests {
     fn too_much_content_is_an_error_with_sizes() {
         let (nodes, contents) = tree(&[("/big", Some(noise(2, 40 << 20)), 0o644)]);
         match write(&nodes, &contents, &opts()) {
-            Err(FatError::NoSpace { needed, available, size }) => {
+            Err(FatError::NoSpace {
+                needed,
+                available,
+                size,
+            }) => {
                 assert_eq!(size, SMALL);
                 assert!(needed > available, "{needed} {available}");
                 assert_eq!(needed, (40 << 20) + 512);
@@ -762,14 +795,23 @@ mod tests {
     #[test]
     fn content_must_match_the_declared_size() {
         let (mut nodes, contents) = tree(&[("/f", Some(b"abc".to_vec()), 0o644)]);
-        let NodeKind::File { content, .. } = nodes[1].kind else { unreachable!() };
+        let NodeKind::File { content, .. } = nodes[1].kind else {
+            unreachable!()
+        };
         nodes[1].kind = NodeKind::File { size: 4, content };
         assert!(matches!(
             write(&nodes, &contents, &opts()),
-            Err(FatError::ContentTooShort { expected: 4, actual: 3, .. })
+            Err(FatError::ContentTooShort {
+                expected: 4,
+                actual: 3,
+                ..
+            })
         ));
         nodes[1].kind = NodeKind::File { size: 2, content };
-        assert!(matches!(write(&nodes, &contents, &opts()), Err(FatError::ContentTooLong { expected: 2, .. })));
+        assert!(matches!(
+            write(&nodes, &contents, &opts()),
+            Err(FatError::ContentTooLong { expected: 2, .. })
+        ));
     }
 
     #[test]
@@ -777,15 +819,24 @@ mod tests {
         let (nodes, contents) = tree(&[("/d", None, 0o755), ("/d/f", Some(vec![1]), 0o644)]);
         // Child before parent.
         let swapped = vec![nodes[0].clone(), nodes[2].clone(), nodes[1].clone()];
-        assert!(matches!(write(&swapped, &contents, &opts()), Err(FatError::InvalidTree { .. })));
+        assert!(matches!(
+            write(&swapped, &contents, &opts()),
+            Err(FatError::InvalidTree { .. })
+        ));
         // No root.
-        assert!(matches!(write(&nodes[1..], &contents, &opts()), Err(FatError::InvalidTree { .. })));
+        assert!(matches!(
+            write(&nodes[1..], &contents, &opts()),
+            Err(FatError::InvalidTree { .. })
+        ));
         // A file as a parent.
         let (mut nodes2, contents2) = tree(&[("/f", Some(vec![1]), 0o644)]);
         let mut under = nodes2[1].clone();
         under.path = "/f/g".into();
         nodes2.push(under);
-        assert!(matches!(write(&nodes2, &contents2, &opts()), Err(FatError::InvalidTree { .. })));
+        assert!(matches!(
+            write(&nodes2, &contents2, &opts()),
+            Err(FatError::InvalidTree { .. })
+        ));
         for bad in ["/a:b", "/trailing.", "/q?"] {
             let (nodes, contents) = tree(&[(bad, Some(vec![1]), 0o644)]);
             match write(&nodes, &contents, &opts()) {
@@ -806,10 +857,28 @@ mod tests {
         check(FatOptions::new(16 << 20, 0, "X"), "size_bytes");
         check(FatOptions::new(SMALL, 0, "TWELVE CHARS"), "label");
         check(FatOptions::new(SMALL, 0, "A.B"), "label");
-        check(FatOptions { sectors_per_cluster: Some(3), ..opts() }, "sectors_per_cluster");
+        check(
+            FatOptions {
+                sectors_per_cluster: Some(3),
+                ..opts()
+            },
+            "sectors_per_cluster",
+        );
         // 34 MiB in 1 KiB clusters is too few clusters for FAT32.
-        check(FatOptions { sectors_per_cluster: Some(2), ..opts() }, "sectors_per_cluster");
-        check(FatOptions { oem_name: "NINE CHAR".into(), ..opts() }, "oem_name");
+        check(
+            FatOptions {
+                sectors_per_cluster: Some(2),
+                ..opts()
+            },
+            "sectors_per_cluster",
+        );
+        check(
+            FatOptions {
+                oem_name: "NINE CHAR".into(),
+                ..opts()
+            },
+            "oem_name",
+        );
     }
 
     #[test]
@@ -827,15 +896,26 @@ mod tests {
         assert_eq!(&bytes[sub..sub + 11], b".          ");
         assert_eq!(&bytes[sub + 26..sub + 28], &[3, 0]);
         assert_eq!(&bytes[sub + 32..sub + 43], b"..         ");
-        assert_eq!(&bytes[sub + 58..sub + 60], &[0, 0], "`..` of a root child is cluster 0");
+        assert_eq!(
+            &bytes[sub + 58..sub + 60],
+            &[0, 0],
+            "`..` of a root child is cluster 0"
+        );
         let inner = root + 1024;
-        assert_eq!(&bytes[inner + 58..inner + 60], &[3, 0], "`..` of /SUB/INNER is /SUB");
+        assert_eq!(
+            &bytes[inner + 58..inner + 60],
+            &[3, 0],
+            "`..` of /SUB/INNER is /SUB"
+        );
         // FSInfo: 3 clusters used.
         assert_eq!(
             u32::from_le_bytes(bytes[512 + 488..512 + 492].try_into().unwrap()),
             report.total_clusters - 3
         );
-        assert_eq!(u32::from_le_bytes(bytes[512 + 492..512 + 496].try_into().unwrap()), 5);
+        assert_eq!(
+            u32::from_le_bytes(bytes[512 + 492..512 + 496].try_into().unwrap()),
+            5
+        );
         // The backup boot sector equals the boot sector.
         assert_eq!(bytes[..512], bytes[6 * 512..7 * 512]);
     }
