@@ -577,3 +577,29 @@ fn reads_a_mkfs_vfat_fat12_fixture() {
         FatType::Fat12,
     );
 }
+
+#[test]
+fn a_full_size_512_mib_bootfs_is_clean() {
+    if !have("fsck.fat") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, contents) = pi_bootfs();
+    let opts = FatOptions::new(512 << 20, 0xB007_0001, "bootfs");
+    let img = dir.path().join("bootfs.img");
+    let report = write_fat32(&mut File::create(&img).unwrap(), &nodes, &contents, &opts).unwrap();
+    // fatgen103's table: 4 KiB clusters from 260 MiB to 8 GiB.
+    assert_eq!(report.cluster_size, 4096);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 512 << 20);
+    let out = run(Command::new("fsck.fat").arg("-n").arg(&img));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let summary = format!(
+        ": {} files, {}/{} clusters",
+        nodes.len(),
+        report.used_clusters,
+        report.total_clusters
+    );
+    assert!(stdout.trim_end().ends_with(&summary), "{stdout}");
+}
