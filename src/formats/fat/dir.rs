@@ -172,7 +172,12 @@ impl LongNameCollector {
         if !complete {
             return Ok(None);
         }
-        let units: Vec<u16> = parts.iter().flatten().copied().take_while(|&u| u != 0).collect();
+        let mut units: Vec<u16> = parts.iter().flatten().copied().take_while(|&u| u != 0).collect();
+        // A name that fills its last entry exactly has no terminator; padding without a
+        // terminator is malformed but harmless, so drop it rather than keep U+FFFF.
+        while units.last() == Some(&0xFFFF) {
+            units.pop();
+        }
         if units.is_empty() {
             return Ok(None);
         }
