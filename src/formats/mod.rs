@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fat;
 pub mod fs;
 pub mod gpt;
 pub mod mbr;

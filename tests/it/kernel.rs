@@ -51,7 +51,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if let Some(mut m) = self.mount.take() {
+        if let Some(m) = self.mount.take() {
             let _ = m
                 .unmount(UnmountFlags::empty())
                 .or_else(|_| m.unmount(UnmountFlags::DETACH));
