@@ -18,5 +18,8 @@ pub mod spec;
 pub mod superblock;
 pub mod xattr;
 
+#[cfg(test)]
+mod oracle;
+
 pub use error::Ext4Error;
 pub use read::{content_id, content_inode, Ext4, FileReader, FileRef, WalkEntry};
