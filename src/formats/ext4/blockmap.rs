@@ -48,7 +48,7 @@ pub fn map_blocks(
         if start >= ctx.max_logical {
             break;
         }
-        let at = i_block_offset.saturating_add(u64::from(11 + level) * 4);
+        let at = i_block_offset.saturating_add(u64::from(level.saturating_add(11)).saturating_mul(4));
         walk.indirect(ptr, level, start, at, ctx)?;
         start = start.saturating_add(span);
     }
@@ -137,6 +137,11 @@ impl Walk {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
 

@@ -15,6 +15,12 @@
     clippy::cast_possible_truncation
 )]
 
+// Table construction runs at compile time, where overflow or a bad index fails the build.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 /// Lookup table for the reflected Castagnoli polynomial, one byte at a time.
 const CRC32C_TABLE: [u32; 256] = {
     let mut table = [0u32; 256];
@@ -36,6 +42,11 @@ const CRC32C_TABLE: [u32; 256] = {
     table
 };
 
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 /// Lookup table for the reflected CRC-16/ARC polynomial (`0xA001`), as `gdt_csum` uses.
 const CRC16_TABLE: [u16; 256] = {
     let mut table = [0u16; 256];
@@ -60,7 +71,7 @@ const CRC16_TABLE: [u16; 256] = {
 /// crc32c with the register seeded by `seed` and no final inversion (`ext4_chksum`).
 pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
     data.iter().fold(seed, |crc, &b| {
-        let idx = usize::from((crc as u8) ^ b);
+        let idx = usize::from(crc.to_le_bytes()[0] ^ b);
         CRC32C_TABLE.get(idx).copied().unwrap_or(0) ^ (crc >> 8)
     })
 }
@@ -68,7 +79,7 @@ pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
 /// crc16 (ARC, reflected) with the register seeded by `seed` (e2fsprogs `ext2fs_crc16`).
 pub fn crc16(seed: u16, data: &[u8]) -> u16 {
     data.iter().fold(seed, |crc, &b| {
-        let idx = usize::from((crc as u8) ^ b);
+        let idx = usize::from(crc.to_le_bytes()[0] ^ b);
         CRC16_TABLE.get(idx).copied().unwrap_or(0) ^ (crc >> 8)
     })
 }
@@ -184,6 +195,11 @@ pub fn bitmap(fs_seed: u32, bitmap: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
 

@@ -225,6 +225,11 @@ pub fn dx_count_offset(block: &[u8], logical: u64, block_size: u64) -> Option<us
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
     use crate::formats::ext4::spec::check_layout;

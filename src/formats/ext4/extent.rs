@@ -347,6 +347,11 @@ pub fn encode_root(extents: &[Extent]) -> Option<[u8; 60]> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
     use crate::formats::ext4::spec::check_layout;

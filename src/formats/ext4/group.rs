@@ -140,8 +140,8 @@ pub fn has_superblock(sb: &Superblock, group: u64) -> bool {
 }
 
 fn is_power_of(mut n: u64, base: u64) -> bool {
-    while n > 1 && n % base == 0 {
-        n /= base;
+    while n > 1 && n.checked_rem(base) == Some(0) {
+        n = n.checked_div(base).unwrap_or(0);
     }
     n == 1
 }
@@ -162,7 +162,7 @@ pub fn desc_location(sb: &Superblock, group: u64) -> Option<(u64, u64)> {
     let ds = u64::from(sb.desc_size());
     let per_block = sb.block_size().checked_div(ds)?;
     let index = group.checked_div(per_block)?;
-    let within = (group % per_block).checked_mul(ds)?;
+    let within = group.checked_rem(per_block)?.checked_mul(ds)?;
     let first_gdt = u64::from(sb.s_first_data_block).checked_add(1)?;
     let block = if !sb.has_incompat(incompat::META_BG) || index < u64::from(sb.s_first_meta_bg) {
         first_gdt.checked_add(index)?
@@ -175,6 +175,11 @@ pub fn desc_location(sb: &Superblock, group: u64) -> Option<(u64, u64)> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
 

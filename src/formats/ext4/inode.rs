@@ -78,6 +78,7 @@ impl Timestamp {
     }
 
     /// The `(base, extra)` pair that decodes to `self` (seconds within ±2^33 − epoch bits).
+    #[allow(clippy::cast_possible_truncation)] // truncation to the 32-bit field is the encoding
     pub fn encode(self) -> (u32, u32) {
         let rel = self.secs.wrapping_sub(i64::from(self.secs as i32));
         let epoch = ((rel >> 32) & 3) as u32;
@@ -225,6 +226,11 @@ impl Inode {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
 

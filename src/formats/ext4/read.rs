@@ -297,8 +297,8 @@ impl<R: Read + Seek> Ext4<R> {
         }
         let ipg = self.sb.s_inodes_per_group;
         let index0 = ino.saturating_sub(1);
-        let group = usize::try_from(index0 / ipg).unwrap_or(usize::MAX);
-        let within = u64::from(index0 % ipg);
+        let group = usize::try_from(index0.checked_div(ipg).unwrap_or(u32::MAX)).unwrap_or(usize::MAX);
+        let within = u64::from(index0.checked_rem(ipg).unwrap_or(0));
         let gd = self.groups.get(group).ok_or_else(|| {
             Ext4Error::corrupt(
                 S,
@@ -1039,7 +1039,7 @@ impl<R: Read + Seek> Read for FileReader<'_, R> {
                 src.len()
             }
             Data::Runs(runs) => {
-                let logical = self.pos / bs;
+                let logical = self.pos.checked_div(bs).unwrap_or(0);
                 let idx = runs.partition_point(|r| r.logical_end() <= logical);
                 let run = runs.get(idx).filter(|r| r.logical <= logical);
                 let (n, physical) = match run {
@@ -1050,7 +1050,7 @@ impl<R: Read + Seek> Read for FileReader<'_, R> {
                             .physical
                             .saturating_add(logical.saturating_sub(r.logical))
                             .saturating_mul(bs)
-                            .saturating_add(self.pos % bs);
+                            .saturating_add(self.pos.checked_rem(bs).unwrap_or(0));
                         (n, (!r.uninit).then_some(phys))
                     }
                     None => {

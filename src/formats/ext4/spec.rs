@@ -279,6 +279,7 @@ pub(crate) use on_disk;
 
 /// Checks a `FIELDS` table: every field inside `size`, none overlapping. For layout tests.
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn check_layout(name: &str, size: usize, fields: &[(&str, usize, usize)]) {
     let mut sorted: Vec<_> = fields.to_vec();
     sorted.sort_by_key(|f| f.1);

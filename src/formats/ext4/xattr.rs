@@ -242,7 +242,10 @@ pub fn acl_from_disk(disk: &[u8]) -> Option<Vec<u8>> {
 
 /// The inverse of [`acl_from_disk`], for writers. None if malformed.
 pub fn acl_to_disk(vfs: &[u8]) -> Option<Vec<u8>> {
-    if le32(vfs, 0) != POSIX_ACL_XATTR_VERSION || vfs.len() < 4 || (vfs.len() - 4) % 8 != 0 {
+    if le32(vfs, 0) != POSIX_ACL_XATTR_VERSION
+        || vfs.len() < 4
+        || !vfs.len().saturating_sub(4).is_multiple_of(8)
+    {
         return None;
     }
     let mut out = EXT4_ACL_VERSION.to_le_bytes().to_vec();
@@ -259,6 +262,11 @@ pub fn acl_to_disk(vfs: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
     use crate::formats::ext4::spec::check_layout;
