@@ -299,7 +299,13 @@ impl Superblock {
             };
             return Err(unsupported("s_feature_incompat", what));
         }
-        if self.s_blocks_per_group == 0 || u64::from(self.s_blocks_per_group) > bs.saturating_mul(8) {
+        // The block bitmap has one bit per cluster (per block without bigalloc).
+        let per_bitmap = if self.has_ro_compat(ro_compat::BIGALLOC) {
+            self.s_clusters_per_group
+        } else {
+            self.s_blocks_per_group
+        };
+        if self.s_blocks_per_group == 0 || u64::from(per_bitmap) > bs.saturating_mul(8) {
             return Err(corrupt(
                 "s_blocks_per_group",
                 format!("{} does not fit one bitmap block", self.s_blocks_per_group),
