@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ext4;
 pub mod fat;
 pub mod fs;
 pub mod gpt;
