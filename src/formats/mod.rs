@@ -6,5 +6,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ext4;
 pub mod fs;
 pub mod tar;

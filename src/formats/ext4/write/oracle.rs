@@ -1,0 +1,216 @@
+//! The reference tools judge the images: `e2fsck -fn` must be silent beyond its summary,
+//! `debugfs` must see the nodes, their attributes and their bytes, and `resize2fs` must be
+//! able to grow the result. A missing tool fails under `CI` and skips otherwise.
+
+#![allow(clippy::disallowed_methods)]
+
+use super::*;
+use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::Command;
+
+/// Contents for tests: literal bytes, or lazily generated patterns of any size.
+#[derive(Default)]
+struct TestContents {
+    map: BTreeMap<ContentId, Source>,
+}
+
+#[derive(Clone)]
+enum Source {
+    Bytes(Vec<u8>),
+    /// `size` bytes; block `i` (4 KiB) is `i`'s little-endian bytes repeated when
+    /// `i % every == 0`, else zeros.
+    Pattern { size: u64, every: u64 },
+}
+
+impl Source {
+    fn byte(&self, at: u64) -> u8 {
+        match self {
+            Source::Bytes(b) => b[at as usize],
+            Source::Pattern { every, .. } => {
+                let blk = at / 4096;
+                if blk % every == 0 {
+                    ((blk + 1) >> ((at % 8) * 8)) as u8 | 1
+                } else {
+                    0
+                }
+            }
+        }
+    }
+    fn size(&self) -> u64 {
+        match self {
+            Source::Bytes(b) => b.len() as u64,
+            Source::Pattern { size, .. } => *size,
+        }
+    }
+}
+
+struct SourceReader {
+    src: Source,
+    at: u64,
+}
+
+impl Read for SourceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.src.size() - self.at).min(buf.len() as u64) as usize;
+        match &self.src {
+            Source::Bytes(b) => buf[..n].copy_from_slice(&b[self.at as usize..self.at as usize + n]),
+            Source::Pattern { every, .. } => {
+                // Fast path: whole zero blocks are memset.
+                let mut i = 0;
+                while i < n {
+                    let at = self.at + i as u64;
+                    let blk_end = ((at / 4096 + 1) * 4096 - self.at) as usize;
+                    let end = blk_end.min(n);
+                    if (at / 4096) % every == 0 {
+                        for (k, b) in buf[i..end].iter_mut().enumerate() {
+                            *b = self.src.byte(at + k as u64);
+                        }
+                    } else {
+                        buf[i..end].fill(0);
+                    }
+                    i = end;
+                }
+            }
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Contents for TestContents {
+    fn open(&self, id: &ContentId) -> io::Result<Box<dyn Read + '_>> {
+        let src = self.map.get(id).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no content"))?;
+        Ok(Box::new(SourceReader { src: src.clone(), at: 0 }))
+    }
+}
+
+impl TestContents {
+    fn add(&mut self, src: Source) -> (ContentId, u64) {
+        let mut h = blake3::Hasher::new();
+        match &src {
+            Source::Bytes(b) => {
+                h.update(b"b");
+                h.update(b);
+            }
+            Source::Pattern { size, every } => {
+                h.update(b"p");
+                h.update(&size.to_le_bytes());
+                h.update(&every.to_le_bytes());
+            }
+        }
+        let id = ContentId(*h.finalize().as_bytes());
+        let size = src.size();
+        self.map.insert(id, src);
+        (id, size)
+    }
+}
+
+/// A tree builder in walk order (callers add parents first, children sorted).
+struct Tree {
+    nodes: Vec<Node>,
+    contents: TestContents,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let mut t = Tree { nodes: Vec::new(), contents: TestContents::default() };
+        t.push("/", NodeKind::Dir, 0o755);
+        t
+    }
+    fn push(&mut self, path: &str, kind: NodeKind, mode: u32) -> &mut Node {
+        self.nodes.push(Node {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+            xattrs: BTreeMap::new(),
+        });
+        self.nodes.last_mut().unwrap()
+    }
+    fn file(&mut self, path: &str, bytes: &[u8]) -> &mut Node {
+        let (content, size) = self.contents.add(Source::Bytes(bytes.to_vec()));
+        self.push(path, NodeKind::File { size, content }, 0o644)
+    }
+    fn pattern(&mut self, path: &str, size: u64, every: u64) -> &mut Node {
+        let (content, size) = self.contents.add(Source::Pattern { size, every });
+        self.push(path, NodeKind::File { size, content }, 0o644)
+    }
+    /// Sorts into walk order: parents first, siblings by name bytes.
+    fn sorted(mut self) -> Tree {
+        self.nodes.sort_by(|a, b| {
+            let ka: Vec<&[u8]> = a.path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes).collect();
+            let kb: Vec<&[u8]> = b.path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes).collect();
+            ka.cmp(&kb)
+        });
+        self
+    }
+}
+
+fn tool(name: &str) -> bool {
+    let found = Command::new(name).arg("-V").output().is_ok();
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "`{name}` is missing; CI installs e2fsprogs");
+        eprintln!("skipping: `{name}` is not installed");
+    }
+    found
+}
+
+fn opts(size: Size) -> Ext4Options {
+    let mut o = Ext4Options::new(size, [0x42; 16], [0x17; 16], 1_700_000_000);
+    o.label = "rootfs".into();
+    o
+}
+
+fn write_image(tree: &Tree, opts: &Ext4Options, path: &Path) -> Ext4Report {
+    let mut f = std::fs::File::create(path).unwrap();
+    let r = write_ext4(&mut f, &tree.nodes, &tree.contents, opts).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), r.image_bytes);
+    r
+}
+
+/// Runs `e2fsck -fn` and asserts it exits 0 and prints only its summary.
+fn fsck_clean(img: &Path) {
+    let out = Command::new("e2fsck").args(["-fn"]).arg(img).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected_lines = stdout
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("Pass ") || l.contains(" files (") && l.ends_with(" blocks") || l.is_empty())
+        })
+        .filter(|l| !l.starts_with("e2fsck "))
+        .count();
+    assert!(
+        out.status.success() && expected_lines == 0,
+        "e2fsck -fn {}: {}\n{stdout}\n{stderr}",
+        img.display(),
+        out.status
+    );
+}
+
+fn debugfs(img: &Path, request: &str) -> String {
+    let out = Command::new("debugfs").args(["-R", request]).arg(img).output().unwrap();
+    assert!(out.status.success(), "debugfs {request}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn smallest_tree_is_clean() {
+    if !tool("e2fsck") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let mut t = Tree::new();
+    t.file("/hello", b"hello, world\n");
+    let t = t.sorted();
+    write_image(&t, &opts(Size::Fixed(32 << 20)), &img);
+    fsck_clean(&img);
+    let cat = debugfs(&img, "cat /hello");
+    assert_eq!(cat, "hello, world\n");
+}
