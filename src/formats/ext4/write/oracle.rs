@@ -214,3 +214,115 @@ fn smallest_tree_is_clean() {
     let cat = debugfs(&img, "cat /hello");
     assert_eq!(cat, "hello, world\n");
 }
+
+/// Every kind of node, odd modes and owners, xattrs in the inode and in a block, a large
+/// directory and a multi-extent file.
+fn rich_tree() -> Tree {
+    let mut t = Tree::new();
+    t.push("/bin", NodeKind::Dir, 0o755);
+    t.push("/bin/ping", NodeKind::File { size: 0, content: ContentId([0; 32]) }, 0o4755);
+    let (content, size) = t.contents.add(Source::Bytes(b"#!/bin/sh\necho ping\n".to_vec()));
+    t.nodes.last_mut().unwrap().kind = NodeKind::File { size, content };
+    t.nodes.last_mut().unwrap().xattrs.insert(
+        "security.capability".into(),
+        vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    t.push("/dev", NodeKind::Dir, 0o755);
+    t.push("/dev/console", NodeKind::CharDev { major: 5, minor: 1 }, 0o600);
+    t.push("/dev/nvme0n1p300", NodeKind::BlockDev { major: 259, minor: 300 }, 0o660).gid = 6;
+    t.push("/dev/sda", NodeKind::BlockDev { major: 8, minor: 0 }, 0o660);
+    t.push("/etc", NodeKind::Dir, 0o755);
+    t.file("/etc/hostname", b"beehive\n");
+    t.push("/etc/localtime", NodeKind::Symlink { target: "/usr/share/zoneinfo/UTC".into() }, 0o777);
+    let long = format!("/{}", "very-long-directory-name/".repeat(8));
+    t.push("/etc/long-link", NodeKind::Symlink { target: long }, 0o777);
+    t.push("/home", NodeKind::Dir, 0o755);
+    let n = t.push("/home/pi", NodeKind::Dir, 0o750);
+    n.uid = 1000;
+    n.gid = 1000;
+    let n = t.file("/home/pi/notes.txt", b"owned by pi\n");
+    n.uid = 1000;
+    n.gid = 1000;
+    n.xattrs.insert("user.small".into(), b"1".to_vec());
+    n.xattrs.insert("user.big".into(), vec![b'x'; 3072]);
+    n.xattrs.insert("trusted.t".into(), b"trusted value".to_vec());
+    t.push("/home/pi/notes.txt.link", NodeKind::HardLink { target: "/home/pi/notes.txt".into() }, 0o644);
+    t.push("/many", NodeKind::Dir, 0o755);
+    for i in 0..10_000 {
+        t.file(&format!("/many/entry-{i:05}"), format!("{i}\n").as_bytes());
+    }
+    t.push("/run", NodeKind::Dir, 0o755);
+    t.push("/run/initctl", NodeKind::Fifo, 0o600);
+    t.push("/run/sock", NodeKind::Socket, 0o666);
+    t.push("/tmp", NodeKind::Dir, 0o1777);
+    t.push("/usr", NodeKind::Dir, 0o755);
+    t.push("/usr/empty", NodeKind::File { size: 0, content: ContentId([0; 32]) }, 0o644);
+    let (content, size) = t.contents.add(Source::Bytes(Vec::new()));
+    t.nodes.last_mut().unwrap().kind = NodeKind::File { size, content };
+    t.pattern("/usr/large", 40_000 * 4096 - 123, 997);
+    t.push("/usr/sgid", NodeKind::Dir, 0o2775).gid = 50;
+    t.sorted()
+}
+
+fn stat(img: &Path, path: &str) -> String {
+    debugfs(img, &format!("stat {path}"))
+}
+
+#[test]
+fn rich_tree_is_clean_and_reads_back() {
+    if !tool("e2fsck") || !tool("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let t = rich_tree();
+    write_image(&t, &opts(Size::Fixed(256 << 20)), &img);
+    fsck_clean(&img);
+
+    let root = debugfs(&img, "ls -l /");
+    for name in ["bin", "dev", "etc", "home", "lost+found", "many", "run", "tmp", "usr"] {
+        assert!(root.contains(&format!(" {name}")), "{name} missing from\n{root}");
+    }
+    let s = stat(&img, "/bin/ping");
+    assert!(s.contains("Mode:  04755"), "{s}");
+    let caps = debugfs(&img, "ea_list /bin/ping");
+    assert!(caps.contains("security.capability"), "{caps}");
+
+    let s = stat(&img, "/home/pi/notes.txt");
+    assert!(s.contains("User:  1000   Group:  1000"), "{s}");
+    assert!(s.contains("Links: 2"), "{s}");
+    assert!(s.contains("File ACL: ") && !s.contains("File ACL: 0"), "xattr block missing: {s}");
+    let eas = debugfs(&img, "ea_list /home/pi/notes.txt");
+    assert!(eas.contains("user.small (1) = \"1\""), "{eas}");
+    assert!(eas.contains("user.big (3072)"), "{eas}");
+    assert!(eas.contains("trusted.t (13)"), "{eas}");
+    assert_eq!(stat(&img, "/home/pi/notes.txt.link").lines().next(), s.lines().next());
+
+    assert!(stat(&img, "/dev/console").contains("Device major/minor number: 05:01"));
+    let s = stat(&img, "/dev/nvme0n1p300");
+    assert!(s.contains("Device major/minor number: 259:300"), "{s}");
+    assert!(stat(&img, "/run/initctl").contains("Type: FIFO"));
+    assert!(stat(&img, "/run/sock").contains("Type: socket"));
+    assert!(stat(&img, "/tmp").contains("Mode:  01777"));
+    assert!(stat(&img, "/usr/sgid").contains("Mode:  02775"));
+    let s = stat(&img, "/etc/localtime");
+    assert!(s.contains("Fast link dest: \"/usr/share/zoneinfo/UTC\""), "{s}");
+    let s = stat(&img, "/etc/long-link");
+    assert!(s.contains("EXTENTS"), "{s}");
+
+    assert_eq!(debugfs(&img, "cat /etc/hostname"), "beehive\n");
+    assert_eq!(debugfs(&img, "cat /many/entry-09999"), "9999\n");
+    let many = debugfs(&img, "ls /many");
+    assert_eq!(many.matches("entry-").count(), 10_000);
+
+    // The 40,000-block file spans two extents (at most 32768 blocks each) or more.
+    let s = stat(&img, "/usr/large");
+    assert!(s.contains("Size: 163839877"), "{s}");
+    let dumped = dir.path().join("large");
+    debugfs(&img, &format!("dump /usr/large {}", dumped.display()));
+    let mut expect = Vec::new();
+    SourceReader { src: Source::Pattern { size: 40_000 * 4096 - 123, every: 997 }, at: 0 }
+        .read_to_end(&mut expect)
+        .unwrap();
+    assert!(std::fs::read(&dumped).unwrap() == expect, "/usr/large differs");
+}
