@@ -17,13 +17,26 @@ pub struct ContentId(pub [u8; 32]);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
-    File { size: u64, content: ContentId },
+    File {
+        size: u64,
+        content: ContentId,
+    },
     Dir,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// Another name for the regular file at `target` (an absolute path).
-    HardLink { target: String },
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    HardLink {
+        target: String,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }

@@ -41,7 +41,7 @@
 //! kernel or `e2fsck -D` indexes them); inline data; xattrs larger than one block
 //! (`ea_inode`); holes in files; files fragmented into more than 1360 extents.
 
-mod crc32c;
+
 mod dir;
 mod inode;
 mod journal;
@@ -53,6 +53,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
 use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
 
+use super::csum;
 use dir::{ft, Entry};
 use inode::{Extent, InodeFields, EXTENTS_FL};
 use layout::{
@@ -133,7 +134,7 @@ pub struct Ext4Report {
 
 /// Why an image could not be written.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum Ext4Error {
+pub enum Ext4WriteError {
     #[error("writing the ext4 image failed")]
     #[diagnostic(code(w4b::ext4::io))]
     Io(#[from] io::Error),
@@ -291,15 +292,15 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
     Some((parent, &path[i + 1..]))
 }
 
-fn invalid(path: &str, reason: impl Into<String>) -> Ext4Error {
-    Ext4Error::InvalidNode { path: path.to_string(), reason: reason.into() }
+fn invalid(path: &str, reason: impl Into<String>) -> Ext4WriteError {
+    Ext4WriteError::InvalidNode { path: path.to_string(), reason: reason.into() }
 }
 
-fn unsupported(path: &str, what: impl Into<String>) -> Ext4Error {
-    Ext4Error::Unsupported { path: path.to_string(), what: what.into() }
+fn unsupported(path: &str, what: impl Into<String>) -> Ext4WriteError {
+    Ext4WriteError::Unsupported { path: path.to_string(), what: what.into() }
 }
 
-fn attrs_of(node: &Node) -> Result<(Vec<Xattr>, Vec<Xattr>), Ext4Error> {
+fn attrs_of(node: &Node) -> Result<(Vec<Xattr>, Vec<Xattr>), Ext4WriteError> {
     let mut attrs = Vec::new();
     for (name, value) in &node.xattrs {
         attrs.push(Xattr::from_full(name, value).map_err(|r| invalid(&node.path, r))?);
@@ -317,7 +318,7 @@ fn attrs_of(node: &Node) -> Result<(Vec<Xattr>, Vec<Xattr>), Ext4Error> {
 }
 
 /// Turns the walk-ordered nodes into inodes with directory entries and link counts.
-fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4Error> {
+fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
     let root = nodes.first().ok_or_else(|| invalid("/", "the tree is empty"))?;
     if root.path != "/" || root.kind != NodeKind::Dir {
         return Err(invalid(&root.path, "the first node must be the directory `/`"));
@@ -516,7 +517,7 @@ fn runs_to_extents(runs: &[Run]) -> Vec<Extent> {
 }
 
 /// The extents (and their leaves) for `blocks` blocks of one inode, or `None` if full.
-fn place(alloc: &mut Allocator, blocks: u64, path: &str) -> Result<Option<Placement>, Ext4Error> {
+fn place(alloc: &mut Allocator, blocks: u64, path: &str) -> Result<Option<Placement>, Ext4WriteError> {
     let Some(runs) = alloc.take(blocks) else { return Ok(None) };
     let extents = runs_to_extents(&runs);
     let leaves = inode::leaf_blocks(extents.len())
@@ -527,7 +528,7 @@ fn place(alloc: &mut Allocator, blocks: u64, path: &str) -> Result<Option<Placem
 }
 
 /// Lays out a filesystem of `blocks` blocks; `Ok(None)` when the content does not fit.
-fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<Layout>, Ext4Error> {
+fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<Layout>, Ext4WriteError> {
     let bytes = blocks * BLOCK_SIZE;
     // Like mke2fs, drop a last group too small to be worth its superblock backup.
     let last = blocks % BLOCKS_PER_GROUP;
@@ -546,10 +547,10 @@ fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<La
         Ok(g) => g,
         Err(GeometryError::TooSmall { .. }) => return Ok(None),
         Err(GeometryError::TooLarge { .. }) => {
-            return Err(Ext4Error::TooLarge { bytes, reason: "more than 2⁴⁸ blocks or 2³² inodes" })
+            return Err(Ext4WriteError::TooLarge { bytes, reason: "more than 2⁴⁸ blocks or 2³² inodes" })
         }
         Err(GeometryError::TooManyInodes { .. }) => {
-            return Err(Ext4Error::TooSmall { bytes, needed: needed_inodes, free: 0 }).or_else(|e| {
+            return Err(Ext4WriteError::TooSmall { bytes, needed: needed_inodes, free: 0 }).or_else(|e| {
                 if matches!(opts.size, Size::Fit { .. }) {
                     Ok(None)
                 } else {
@@ -597,12 +598,12 @@ fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<La
 }
 
 /// Finds the layout for the requested size.
-fn size_layout(plan: &Plan, opts: &Ext4Options) -> Result<Layout, Ext4Error> {
+fn size_layout(plan: &Plan, opts: &Ext4Options) -> Result<Layout, Ext4WriteError> {
     let content = plan.content_blocks();
     match opts.size {
         Size::Fixed(bytes) => {
             let blocks = bytes / BLOCK_SIZE;
-            lay_out(plan, opts, blocks)?.ok_or(Ext4Error::TooSmall {
+            lay_out(plan, opts, blocks)?.ok_or(Ext4WriteError::TooSmall {
                 bytes,
                 needed: content,
                 free: blocks,
@@ -624,7 +625,7 @@ fn size_layout(plan: &Plan, opts: &Ext4Options) -> Result<Layout, Ext4Error> {
                     blocks += blocks / 16 + 256;
                 }
             }
-            Err(Ext4Error::TooSmall { bytes: blocks * BLOCK_SIZE, needed: want, free: 0 })
+            Err(Ext4WriteError::TooSmall { bytes: blocks * BLOCK_SIZE, needed: want, free: 0 })
         }
     }
 }
@@ -659,15 +660,15 @@ pub fn write_ext4(
     nodes: &[Node],
     contents: &dyn Contents,
     opts: &Ext4Options,
-) -> Result<Ext4Report, Ext4Error> {
+) -> Result<Ext4Report, Ext4WriteError> {
     if opts.label.len() > 16 {
-        return Err(Ext4Error::InvalidOption { field: "label", reason: "longer than 16 bytes".into() });
+        return Err(Ext4WriteError::InvalidOption { field: "label", reason: "longer than 16 bytes".into() });
     }
     if opts.reserved_percent > 50 {
-        return Err(Ext4Error::InvalidOption { field: "reserved_percent", reason: "more than 50".into() });
+        return Err(Ext4WriteError::InvalidOption { field: "reserved_percent", reason: "more than 50".into() });
     }
     if opts.inode_ratio < 1024 || opts.inode_ratio > 64 * 1024 * 1024 {
-        return Err(Ext4Error::InvalidOption { field: "inode_ratio", reason: "outside 1024..=64 MiB".into() });
+        return Err(Ext4WriteError::InvalidOption { field: "inode_ratio", reason: "outside 1024..=64 MiB".into() });
     }
     let plan = plan(nodes, opts.epoch)?;
     let layout = size_layout(&plan, opts)?;
@@ -698,9 +699,9 @@ fn emit<W: Write + Seek>(
     nodes: &[Node],
     contents: &dyn Contents,
     opts: &Ext4Options,
-) -> Result<Ext4Report, Ext4Error> {
+) -> Result<Ext4Report, Ext4WriteError> {
     let g = &layout.geometry;
-    let seed = crc32c::update(!0, &opts.uuid);
+    let seed = csum::crc32c(!0, &opts.uuid);
     let bs = BLOCK_SIZE as usize;
 
     // Used blocks: metadata, then everything the allocator handed out.
@@ -752,8 +753,8 @@ fn emit<W: Write + Seek>(
         let meta = &g.group_meta[grp as usize];
         sink.block(meta.block_bitmap, &bb)?;
         sink.block(meta.inode_bitmap, &ib)?;
-        let bb_csum = crc32c::update(seed, &bb);
-        let ib_csum = crc32c::update(seed, &ib[..(ipg / 8) as usize]);
+        let bb_csum = csum::crc32c(seed, &bb);
+        let ib_csum = csum::crc32c(seed, &ib[..(ipg / 8) as usize]);
         let d = descriptor(grp, meta, &counts, bb_csum, ib_csum, seed);
         gdt[(grp * DESC_SIZE) as usize..((grp + 1) * DESC_SIZE) as usize].copy_from_slice(&d);
     }
@@ -881,10 +882,10 @@ fn copy_file<W: Write + Seek>(
     size: u64,
     pl: &Placement,
     path: &str,
-) -> Result<(), Ext4Error> {
+) -> Result<(), Ext4WriteError> {
     let mut reader = contents
         .open(id)
-        .map_err(|source| Ext4Error::ContentOpen { path: path.to_string(), source })?;
+        .map_err(|source| Ext4WriteError::ContentOpen { path: path.to_string(), source })?;
     let bs = BLOCK_SIZE as usize;
     let mut buf = vec![0u8; 256 * bs];
     let zero = vec![0u8; bs];
@@ -898,9 +899,9 @@ fn copy_file<W: Write + Seek>(
             let chunk = &mut buf[..(n * BLOCK_SIZE) as usize];
             chunk.fill(0);
             let got = read_full(&mut reader, &mut chunk[..want])
-                .map_err(|source| Ext4Error::ContentRead { path: path.to_string(), source })?;
+                .map_err(|source| Ext4WriteError::ContentRead { path: path.to_string(), source })?;
             if got < want {
-                return Err(Ext4Error::ContentSize {
+                return Err(Ext4WriteError::ContentSize {
                     path: path.to_string(),
                     expected: size,
                     actual: (done + got as u64).to_string(),
@@ -926,9 +927,9 @@ fn copy_file<W: Write + Seek>(
         }
     }
     let mut extra = [0u8; 1];
-    let more = read_full(&mut reader, &mut extra).map_err(|source| Ext4Error::ContentRead { path: path.to_string(), source })?;
+    let more = read_full(&mut reader, &mut extra).map_err(|source| Ext4WriteError::ContentRead { path: path.to_string(), source })?;
     if more > 0 {
-        return Err(Ext4Error::ContentSize { path: path.to_string(), expected: size, actual: "more".into() });
+        return Err(Ext4WriteError::ContentSize { path: path.to_string(), expected: size, actual: "more".into() });
     }
     Ok(())
 }
@@ -1039,7 +1040,7 @@ fn descriptor(grp: u64, m: &layout::GroupMeta, c: &GroupCounts, bb_csum: u32, ib
     w16(&mut d, 0x32, (c.itable_unused >> 16) as u16); // bg_itable_unused_hi
     w16(&mut d, 0x38, (bb_csum >> 16) as u16); // bg_block_bitmap_csum_hi
     w16(&mut d, 0x3A, (ib_csum >> 16) as u16); // bg_inode_bitmap_csum_hi
-    let crc = crc32c::update(crc32c::update(seed, &(grp as u32).to_le_bytes()), &d);
+    let crc = csum::crc32c(csum::crc32c(seed, &(grp as u32).to_le_bytes()), &d);
     w16(&mut d, 0x1E, crc as u16); // bg_checksum
     d
 }
@@ -1123,7 +1124,7 @@ fn superblock(layout: &Layout, opts: &Ext4Options, f: &SuperFields, grp: u64) ->
     w8(&mut s, 0x274, t_hi); // s_wtime_hi
     w8(&mut s, 0x276, t_hi); // s_mkfs_time_hi
     w8(&mut s, 0x277, t_hi); // s_lastcheck_hi
-    let crc = crc32c::update(!0, &s[..0x3FC]);
+    let crc = csum::crc32c(!0, &s[..0x3FC]);
     w32(&mut s, 0x3FC, crc); // s_checksum
     s
 }

@@ -13,7 +13,7 @@
 //! i.e. sorted). A record never spans blocks. Directories are linear (no `dx_root`):
 //! the kernel and `e2fsck` accept linear directories of any size.
 
-use super::crc32c;
+use crate::formats::ext4::csum;
 
 /// The size of `ext4_dir_entry_tail`.
 pub const TAIL_LEN: usize = 12;
@@ -104,7 +104,7 @@ pub fn render(
     // ext4_dir_entry_tail
     buf[room + 4..room + 6].copy_from_slice(&(TAIL_LEN as u16).to_le_bytes());
     buf[room + 7] = 0xDE;
-    let crc = crc32c::update(inode_seed, &buf[..room]);
+    let crc = csum::crc32c(inode_seed, &buf[..room]);
     buf[room + 8..room + 12].copy_from_slice(&crc.to_le_bytes());
     buf
 }

@@ -16,7 +16,7 @@
 //! holds up to 4 `ext4_extent_idx` pointing at leaf blocks of 340 extents each, which end
 //! with an `ext4_extent_tail` checksum (`crc32c(inode seed, block bytes before it)`).
 
-use super::crc32c;
+use crate::formats::ext4::csum;
 use super::layout::BLOCK_SIZE;
 
 /// `EXT4_EXTENTS_FL`.
@@ -91,7 +91,7 @@ pub fn extent_tree(extents: &[Extent], leaves: &[u64], inode_seed: u32) -> ([u8;
             leaf(&mut b[12 + 12 * j..24 + 12 * j], e);
         }
         let tail = 12 + 12 * LEAF_EXTENTS;
-        let crc = crc32c::update(inode_seed, &b[..tail]);
+        let crc = csum::crc32c(inode_seed, &b[..tail]);
         b[tail..tail + 4].copy_from_slice(&crc.to_le_bytes());
         blocks.push((at, b));
     }
@@ -100,7 +100,7 @@ pub fn extent_tree(extents: &[Extent], leaves: &[u64], inode_seed: u32) -> ([u8;
 
 /// The checksum seed of one inode (also used by its directory blocks and extent leaves).
 pub fn inode_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
-    crc32c::update(crc32c::update(fs_seed, &ino.to_le_bytes()), &generation.to_le_bytes())
+    csum::crc32c(csum::crc32c(fs_seed, &ino.to_le_bytes()), &generation.to_le_bytes())
 }
 
 /// Everything an inode records.
@@ -160,7 +160,7 @@ pub fn encode(ino: u32, f: &InodeFields, fs_seed: u32) -> [u8; 256] {
     w32(&mut b, 0x94, t_extra); // i_crtime_extra
     let n = f.ibody.len().min(256 - IBODY_AT);
     b[IBODY_AT..IBODY_AT + n].copy_from_slice(&f.ibody[..n]);
-    let crc = crc32c::update(inode_seed(fs_seed, ino, 0), &b);
+    let crc = csum::crc32c(inode_seed(fs_seed, ino, 0), &b);
     w16(&mut b, 0x7C, crc as u16); // l_i_checksum_lo
     w16(&mut b, 0x82, (crc >> 16) as u16); // i_checksum_hi
     b

@@ -69,8 +69,6 @@ pub struct Geometry {
     pub groups: u64,
     /// `s_inodes_per_group`.
     pub inodes_per_group: u64,
-    /// Blocks of one group's inode table.
-    pub inode_table_blocks: u64,
     /// Blocks of the group descriptor table.
     pub desc_blocks: u64,
     /// `s_reserved_gdt_blocks`.
@@ -149,11 +147,6 @@ impl Bitset {
         for i in start..end.min(self.len) {
             self.set(i);
         }
-    }
-
-    /// Number of set bits in `[start, end)`.
-    pub fn count(&self, start: u64, end: u64) -> u64 {
-        (start..end.min(self.len)).filter(|&i| self.get(i)).count() as u64
     }
 }
 
@@ -246,7 +239,6 @@ impl Geometry {
             blocks,
             groups,
             inodes_per_group,
-            inode_table_blocks,
             desc_blocks,
             reserved_gdt,
             group_meta,

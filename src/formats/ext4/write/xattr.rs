@@ -19,7 +19,7 @@
 //! `posix_acl_xattr` form (version 2) and are stored in ext4's compact form (version 1),
 //! as the kernel and `e2fsprogs` do.
 
-use super::crc32c;
+use crate::formats::ext4::csum;
 
 /// `EXT4_XATTR_MAGIC`.
 pub const XATTR_MAGIC: u32 = 0xEA02_0000;
@@ -177,8 +177,8 @@ pub fn encode_block(attrs: &[Xattr], block: u64, block_size: usize, csum_seed: u
         hash = (hash << 16) ^ (hash >> 16) ^ h;
     }
     buf[12..16].copy_from_slice(&hash.to_le_bytes());
-    let crc = crc32c::update(csum_seed, &block.to_le_bytes());
-    let crc = crc32c::update(crc, &buf);
+    let crc = csum::crc32c(csum_seed, &block.to_le_bytes());
+    let crc = csum::crc32c(crc, &buf);
     buf[16..20].copy_from_slice(&crc.to_le_bytes());
     buf
 }
