@@ -41,7 +41,6 @@
 //! kernel or `e2fsck -D` indexes them); inline data; xattrs larger than one block
 //! (`ea_inode`); holes in files; files fragmented into more than 1360 extents.
 
-
 mod dir;
 mod inode;
 mod journal;
@@ -70,7 +69,10 @@ pub enum Size {
     /// The smallest size (in 4 KiB steps found by search) whose free space, after the
     /// content and excluding root-reserved blocks, is at least `headroom_bytes` plus
     /// `headroom_percent` of the content's blocks.
-    Fit { headroom_bytes: u64, headroom_percent: u32 },
+    Fit {
+        headroom_bytes: u64,
+        headroom_percent: u32,
+    },
 }
 
 /// Everything besides the tree that decides the image's bytes.
@@ -180,7 +182,11 @@ pub enum Ext4WriteError {
 
     #[error("the content of `{path}` has {actual} bytes, but its node says {expected}")]
     #[diagnostic(code(w4b::ext4::content_size))]
-    ContentSize { path: String, expected: u64, actual: String },
+    ContentSize {
+        path: String,
+        expected: u64,
+        actual: String,
+    },
 }
 
 // Feature flags (superblock §"s_feature_*").
@@ -224,11 +230,21 @@ const IBODY_ROOM: usize = INODE_SIZE as usize - inode::IBODY_AT - 4;
 /// What an inode holds besides its attributes.
 #[derive(Debug)]
 enum Body {
-    File { content: ContentId, node: usize },
-    Dir { entries: Vec<Entry>, parent: u32, min_blocks: usize },
+    File {
+        content: ContentId,
+        node: usize,
+    },
+    Dir {
+        entries: Vec<Entry>,
+        parent: u32,
+        min_blocks: usize,
+    },
     FastSymlink(Vec<u8>),
     SlowSymlink(Vec<u8>),
-    Device { major: u32, minor: u32 },
+    Device {
+        major: u32,
+        minor: u32,
+    },
     Special,
 }
 
@@ -281,7 +297,11 @@ impl Plan {
     fn content_blocks(&self) -> u64 {
         self.inodes
             .iter()
-            .map(|p| p.data_blocks + p.data_blocks / (inode::MAX_EXTENT_LEN * 4) + u64::from(!p.block_attrs.is_empty()))
+            .map(|p| {
+                p.data_blocks
+                    + p.data_blocks / (inode::MAX_EXTENT_LEN * 4)
+                    + u64::from(!p.block_attrs.is_empty())
+            })
             .sum()
     }
 }
@@ -293,11 +313,17 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
 }
 
 fn invalid(path: &str, reason: impl Into<String>) -> Ext4WriteError {
-    Ext4WriteError::InvalidNode { path: path.to_string(), reason: reason.into() }
+    Ext4WriteError::InvalidNode {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn unsupported(path: &str, what: impl Into<String>) -> Ext4WriteError {
-    Ext4WriteError::Unsupported { path: path.to_string(), what: what.into() }
+    Ext4WriteError::Unsupported {
+        path: path.to_string(),
+        what: what.into(),
+    }
 }
 
 fn attrs_of(node: &Node) -> Result<(Vec<Xattr>, Vec<Xattr>), Ext4WriteError> {
@@ -333,7 +359,10 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
 
     for (i, node) in nodes.iter().enumerate() {
         if node.mode & !0o7777 != 0 {
-            return Err(invalid(&node.path, format!("mode {:#o} has bits beyond 0o7777", node.mode)));
+            return Err(invalid(
+                &node.path,
+                format!("mode {:#o} has bits beyond 0o7777", node.mode),
+            ));
         }
         let (ino, parent) = if i == 0 {
             (ROOT_INO, ROOT_INO)
@@ -341,7 +370,10 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
             let (parent_path, name) =
                 split_path(&node.path).ok_or_else(|| invalid(&node.path, "the path is not absolute"))?;
             if name.is_empty() || name == "." || name == ".." || name.len() > 255 || name.contains('\0') {
-                return Err(invalid(&node.path, "the name is empty, `.`, `..`, over 255 bytes or has a NUL"));
+                return Err(invalid(
+                    &node.path,
+                    "the name is empty, `.`, `..`, over 255 bytes or has a NUL",
+                ));
             }
             let &(parent, is_dir, _) = by_path
                 .get(parent_path)
@@ -362,11 +394,17 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
                 NodeKind::Socket => ft::SOCK,
             };
             let ino = if let NodeKind::HardLink { target } = &node.kind {
-                let &(t, _, is_file) = by_path
-                    .get(target.as_str())
-                    .ok_or_else(|| invalid(&node.path, format!("its hard-link target `{target}` does not precede it")))?;
+                let &(t, _, is_file) = by_path.get(target.as_str()).ok_or_else(|| {
+                    invalid(
+                        &node.path,
+                        format!("its hard-link target `{target}` does not precede it"),
+                    )
+                })?;
                 if !is_file {
-                    return Err(invalid(&node.path, format!("its hard-link target `{target}` is not a regular file")));
+                    return Err(invalid(
+                        &node.path,
+                        format!("its hard-link target `{target}` is not a regular file"),
+                    ));
                 }
                 // While planning, `inodes` holds `/` then 12, 13, …: inode t sits at t − 11.
                 let p = &mut inodes[t as usize - 11];
@@ -375,7 +413,13 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
                     return Err(unsupported(&node.path, "more than 65000 hard links to one file"));
                 }
                 t
-            } else if node.path == "/lost+found" && node.kind == NodeKind::Dir {
+            } else if node.path == "/lost+found" {
+                if node.kind != NodeKind::Dir {
+                    return Err(invalid(
+                        &node.path,
+                        "`/lost+found` must be a directory (e2fsck needs it)",
+                    ));
+                }
                 LOST_FOUND_INO
             } else {
                 let n = next_ino;
@@ -384,13 +428,24 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
                     .ok_or_else(|| unsupported(&node.path, "more than 2³² inodes"))?;
                 n
             };
-            entries.entry(parent).or_default().push(Entry { name: name.as_bytes().to_vec(), ino, file_type });
+            entries.entry(parent).or_default().push(Entry {
+                name: name.as_bytes().to_vec(),
+                ino,
+                file_type,
+            });
             if node.kind == NodeKind::Dir {
                 *subdirs.entry(parent).or_default() += 1;
             }
             (ino, parent)
         };
-        by_path.insert(&node.path, (ino, node.kind == NodeKind::Dir, matches!(node.kind, NodeKind::File { .. })));
+        by_path.insert(
+            &node.path,
+            (
+                ino,
+                node.kind == NodeKind::Dir,
+                matches!(node.kind, NodeKind::File { .. }),
+            ),
+        );
         if matches!(node.kind, NodeKind::HardLink { .. }) {
             continue;
         }
@@ -401,16 +456,36 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
                 if blocks > u64::from(u32::MAX) {
                     return Err(unsupported(&node.path, "a file of 16 TiB or more"));
                 }
-                (S_IFREG, *size, Body::File { content: *content, node: i }, blocks)
+                (
+                    S_IFREG,
+                    *size,
+                    Body::File {
+                        content: *content,
+                        node: i,
+                    },
+                    blocks,
+                )
             }
             NodeKind::Dir => {
                 let min_blocks = if ino == LOST_FOUND_INO { 4 } else { 1 };
-                (S_IFDIR, 0, Body::Dir { entries: Vec::new(), parent, min_blocks }, 0)
+                (
+                    S_IFDIR,
+                    0,
+                    Body::Dir {
+                        entries: Vec::new(),
+                        parent,
+                        min_blocks,
+                    },
+                    0,
+                )
             }
             NodeKind::Symlink { target } => {
                 let t = target.as_bytes().to_vec();
                 if t.is_empty() || t.len() >= BLOCK_SIZE as usize || t.contains(&0) {
-                    return Err(invalid(&node.path, "a symlink target must have 1 to 4095 bytes and no NUL"));
+                    return Err(invalid(
+                        &node.path,
+                        "a symlink target must have 1 to 4095 bytes and no NUL",
+                    ));
                 }
                 let len = t.len() as u64;
                 if t.len() < 60 {
@@ -419,15 +494,34 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
                     (S_IFLNK, len, Body::SlowSymlink(t), 1)
                 }
             }
-            NodeKind::CharDev { major, minor } => (S_IFCHR, 0, Body::Device { major: *major, minor: *minor }, 0),
-            NodeKind::BlockDev { major, minor } => (S_IFBLK, 0, Body::Device { major: *major, minor: *minor }, 0),
+            NodeKind::CharDev { major, minor } => (
+                S_IFCHR,
+                0,
+                Body::Device {
+                    major: *major,
+                    minor: *minor,
+                },
+                0,
+            ),
+            NodeKind::BlockDev { major, minor } => (
+                S_IFBLK,
+                0,
+                Body::Device {
+                    major: *major,
+                    minor: *minor,
+                },
+                0,
+            ),
             NodeKind::Fifo => (S_IFIFO, 0, Body::Special, 0),
             NodeKind::Socket => (S_IFSOCK, 0, Body::Special, 0),
             NodeKind::HardLink { .. } => continue,
         };
         if let Body::Device { major, minor } = body {
             if major > 0xFFF || minor > 0xF_FFFF {
-                return Err(invalid(&node.path, "device numbers beyond 12-bit major, 20-bit minor"));
+                return Err(invalid(
+                    &node.path,
+                    "device numbers beyond 12-bit major, 20-bit minor",
+                ));
             }
         }
         let planned = Planned {
@@ -456,7 +550,14 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
             let name = b"lost+found".to_vec();
             let root_entries = entries.entry(ROOT_INO).or_default();
             let at = root_entries.partition_point(|e| e.name < name);
-            root_entries.insert(at, Entry { name, ino: LOST_FOUND_INO, file_type: ft::DIR });
+            root_entries.insert(
+                at,
+                Entry {
+                    name,
+                    ino: LOST_FOUND_INO,
+                    file_type: ft::DIR,
+                },
+            );
             *subdirs.entry(ROOT_INO).or_default() += 1;
             Planned {
                 ino: LOST_FOUND_INO,
@@ -467,7 +568,11 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
                 time: epoch,
                 links: 1,
                 size: 0,
-                body: Body::Dir { entries: Vec::new(), parent: ROOT_INO, min_blocks: 4 },
+                body: Body::Dir {
+                    entries: Vec::new(),
+                    parent: ROOT_INO,
+                    min_blocks: 4,
+                },
                 data_blocks: 0,
                 ibody_attrs: Vec::new(),
                 block_attrs: Vec::new(),
@@ -477,7 +582,12 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
     inodes.insert(1, lost_found);
     // Directory contents, sizes and link counts.
     for p in &mut inodes {
-        if let Body::Dir { entries: e, min_blocks, .. } = &mut p.body {
+        if let Body::Dir {
+            entries: e,
+            min_blocks,
+            ..
+        } = &mut p.body
+        {
             *e = entries.remove(&p.ino).unwrap_or_default();
             let blocks = dir::pack(e, BLOCK_SIZE as usize, *min_blocks).len() as u64;
             p.data_blocks = blocks;
@@ -508,7 +618,11 @@ fn runs_to_extents(runs: &[Run]) -> Vec<Extent> {
         let mut off = 0;
         while off < r.len {
             let len = (r.len - off).min(inode::MAX_EXTENT_LEN);
-            out.push(Extent { lblk: lblk as u32, start: r.start + off, len: len as u16 });
+            out.push(Extent {
+                lblk: lblk as u32,
+                start: r.start + off,
+                len: len as u16,
+            });
             lblk += len;
             off += len;
         }
@@ -518,13 +632,25 @@ fn runs_to_extents(runs: &[Run]) -> Vec<Extent> {
 
 /// The extents (and their leaves) for `blocks` blocks of one inode, or `None` if full.
 fn place(alloc: &mut Allocator, blocks: u64, path: &str) -> Result<Option<Placement>, Ext4WriteError> {
-    let Some(runs) = alloc.take(blocks) else { return Ok(None) };
+    let Some(runs) = alloc.take(blocks) else {
+        return Ok(None);
+    };
     let extents = runs_to_extents(&runs);
-    let leaves = inode::leaf_blocks(extents.len())
-        .ok_or_else(|| unsupported(path, "more than 1360 extents (a tree deeper than one index level)"))?;
-    let Some(leaf_runs) = alloc.take(leaves as u64) else { return Ok(None) };
+    let leaves = inode::leaf_blocks(extents.len()).ok_or_else(|| {
+        unsupported(
+            path,
+            "more than 1360 extents (a tree deeper than one index level)",
+        )
+    })?;
+    let Some(leaf_runs) = alloc.take(leaves as u64) else {
+        return Ok(None);
+    };
     let leaves = leaf_runs.iter().flat_map(|r| r.start..r.start + r.len).collect();
-    Ok(Some(Placement { extents, leaves, xattr_block: None }))
+    Ok(Some(Placement {
+        extents,
+        leaves,
+        xattr_block: None,
+    }))
 }
 
 /// Lays out a filesystem of `blocks` blocks; `Ok(None)` when the content does not fit.
@@ -547,10 +673,18 @@ fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<La
         Ok(g) => g,
         Err(GeometryError::TooSmall { .. }) => return Ok(None),
         Err(GeometryError::TooLarge { .. }) => {
-            return Err(Ext4WriteError::TooLarge { bytes, reason: "more than 2⁴⁸ blocks or 2³² inodes" })
+            return Err(Ext4WriteError::TooLarge {
+                bytes,
+                reason: "more than 2⁴⁸ blocks or 2³² inodes",
+            })
         }
         Err(GeometryError::TooManyInodes { .. }) => {
-            return Err(Ext4WriteError::TooSmall { bytes, needed: needed_inodes, free: 0 }).or_else(|e| {
+            return Err(Ext4WriteError::TooSmall {
+                bytes,
+                needed: needed_inodes,
+                free: 0,
+            })
+            .or_else(|e| {
                 if matches!(opts.size, Size::Fit { .. }) {
                     Ok(None)
                 } else {
@@ -575,10 +709,14 @@ fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<La
     } else {
         None
     };
-    let Some(journal) = place(&mut alloc, u64::from(journal_blocks), "/")? else { return Ok(None) };
+    let Some(journal) = place(&mut alloc, u64::from(journal_blocks), "/")? else {
+        return Ok(None);
+    };
     let mut placements = Vec::with_capacity(plan.inodes.len());
     for p in &plan.inodes {
-        let Some(mut pl) = place(&mut alloc, p.data_blocks, &p.path)? else { return Ok(None) };
+        let Some(mut pl) = place(&mut alloc, p.data_blocks, &p.path)? else {
+            return Ok(None);
+        };
         if !p.block_attrs.is_empty() {
             let Some(r) = alloc.take(1) else { return Ok(None) };
             pl.xattr_block = Some(r[0].start);
@@ -609,7 +747,10 @@ fn size_layout(plan: &Plan, opts: &Ext4Options) -> Result<Layout, Ext4WriteError
                 free: blocks,
             })
         }
-        Size::Fit { headroom_bytes, headroom_percent } => {
+        Size::Fit {
+            headroom_bytes,
+            headroom_percent,
+        } => {
             let headroom = headroom_bytes.div_ceil(BLOCK_SIZE) + content * u64::from(headroom_percent) / 100;
             let want = content + headroom;
             // A first guess with 1/16 for metadata and reserve, then grow by the shortfall.
@@ -625,7 +766,11 @@ fn size_layout(plan: &Plan, opts: &Ext4Options) -> Result<Layout, Ext4WriteError
                     blocks += blocks / 16 + 256;
                 }
             }
-            Err(Ext4WriteError::TooSmall { bytes: blocks * BLOCK_SIZE, needed: want, free: 0 })
+            Err(Ext4WriteError::TooSmall {
+                bytes: blocks * BLOCK_SIZE,
+                needed: want,
+                free: 0,
+            })
         }
     }
 }
@@ -662,17 +807,30 @@ pub fn write_ext4(
     opts: &Ext4Options,
 ) -> Result<Ext4Report, Ext4WriteError> {
     if opts.label.len() > 16 {
-        return Err(Ext4WriteError::InvalidOption { field: "label", reason: "longer than 16 bytes".into() });
+        return Err(Ext4WriteError::InvalidOption {
+            field: "label",
+            reason: "longer than 16 bytes".into(),
+        });
     }
     if opts.reserved_percent > 50 {
-        return Err(Ext4WriteError::InvalidOption { field: "reserved_percent", reason: "more than 50".into() });
+        return Err(Ext4WriteError::InvalidOption {
+            field: "reserved_percent",
+            reason: "more than 50".into(),
+        });
     }
     if opts.inode_ratio < 1024 || opts.inode_ratio > 64 * 1024 * 1024 {
-        return Err(Ext4WriteError::InvalidOption { field: "inode_ratio", reason: "outside 1024..=64 MiB".into() });
+        return Err(Ext4WriteError::InvalidOption {
+            field: "inode_ratio",
+            reason: "outside 1024..=64 MiB".into(),
+        });
     }
     let plan = plan(nodes, opts.epoch)?;
     let layout = size_layout(&plan, opts)?;
-    let mut sink = Sink { out: BufWriter::with_capacity(1 << 20, out), pos: 0, end: 0 };
+    let mut sink = Sink {
+        out: BufWriter::with_capacity(1 << 20, out),
+        pos: 0,
+        end: 0,
+    };
     sink.out.seek(SeekFrom::Start(0))?;
     let report = emit(&mut sink, &plan, &layout, nodes, contents, opts)?;
     let image = layout.geometry.blocks * BLOCK_SIZE;
@@ -764,7 +922,11 @@ fn emit<W: Write + Seek>(
         let (ib, _) = inode::extent_tree(&layout.journal.extents, &layout.journal.leaves, 0);
         ib
     };
-    let sb = SuperFields { free_blocks: totals.0, free_inodes: totals.1, journal_iblock };
+    let sb = SuperFields {
+        free_blocks: totals.0,
+        free_inodes: totals.1,
+        journal_iblock,
+    };
     let mut block0 = vec![0u8; bs];
     block0[1024..2048].copy_from_slice(&superblock(layout, opts, &sb, 0));
     sink.block(0, &block0)?;
@@ -800,9 +962,18 @@ fn emit<W: Write + Seek>(
 
     // Journal: its superblock; the rest stays zero.
     if let Some(first) = layout.journal.extents.first() {
-        sink.block(first.start, &journal::superblock(BLOCK_SIZE as u32, layout.journal_blocks, &opts.uuid))?;
+        sink.block(
+            first.start,
+            &journal::superblock(BLOCK_SIZE as u32, layout.journal_blocks, &opts.uuid),
+        )?;
     }
-    for (at, leaf) in inode::extent_tree(&layout.journal.extents, &layout.journal.leaves, inode::inode_seed(seed, JOURNAL_INO, 0)).1 {
+    for (at, leaf) in inode::extent_tree(
+        &layout.journal.extents,
+        &layout.journal.leaves,
+        inode::inode_seed(seed, JOURNAL_INO, 0),
+    )
+    .1
+    {
         sink.block(at, &leaf)?;
     }
 
@@ -837,9 +1008,16 @@ fn emit<W: Write + Seek>(
         if let Some(at) = pl.xattr_block {
             sink.block(at, &xattr::encode_block(&p.block_attrs, at, bs, seed))?;
         }
-        let physical = pl.extents.iter().flat_map(|e| e.start..e.start + u64::from(e.len));
+        let physical = pl
+            .extents
+            .iter()
+            .flat_map(|e| e.start..e.start + u64::from(e.len));
         match &p.body {
-            Body::Dir { entries, parent, min_blocks } => {
+            Body::Dir {
+                entries,
+                parent,
+                min_blocks,
+            } => {
                 let ranges = dir::pack(entries, bs, *min_blocks);
                 for (i, (range, at)) in ranges.into_iter().zip(physical).enumerate() {
                     let dots = (i == 0).then_some((p.ino, *parent));
@@ -883,9 +1061,10 @@ fn copy_file<W: Write + Seek>(
     pl: &Placement,
     path: &str,
 ) -> Result<(), Ext4WriteError> {
-    let mut reader = contents
-        .open(id)
-        .map_err(|source| Ext4WriteError::ContentOpen { path: path.to_string(), source })?;
+    let mut reader = contents.open(id).map_err(|source| Ext4WriteError::ContentOpen {
+        path: path.to_string(),
+        source,
+    })?;
     let bs = BLOCK_SIZE as usize;
     let mut buf = vec![0u8; 256 * bs];
     let zero = vec![0u8; bs];
@@ -898,8 +1077,11 @@ fn copy_file<W: Write + Seek>(
             let want = (n * BLOCK_SIZE).min(size - done) as usize;
             let chunk = &mut buf[..(n * BLOCK_SIZE) as usize];
             chunk.fill(0);
-            let got = read_full(&mut reader, &mut chunk[..want])
-                .map_err(|source| Ext4WriteError::ContentRead { path: path.to_string(), source })?;
+            let got =
+                read_full(&mut reader, &mut chunk[..want]).map_err(|source| Ext4WriteError::ContentRead {
+                    path: path.to_string(),
+                    source,
+                })?;
             if got < want {
                 return Err(Ext4WriteError::ContentSize {
                     path: path.to_string(),
@@ -927,9 +1109,16 @@ fn copy_file<W: Write + Seek>(
         }
     }
     let mut extra = [0u8; 1];
-    let more = read_full(&mut reader, &mut extra).map_err(|source| Ext4WriteError::ContentRead { path: path.to_string(), source })?;
+    let more = read_full(&mut reader, &mut extra).map_err(|source| Ext4WriteError::ContentRead {
+        path: path.to_string(),
+        source,
+    })?;
     if more > 0 {
-        return Err(Ext4WriteError::ContentSize { path: path.to_string(), expected: size, actual: "more".into() });
+        return Err(Ext4WriteError::ContentSize {
+            path: path.to_string(),
+            expected: size,
+            actual: "more".into(),
+        });
     }
     Ok(())
 }
@@ -948,7 +1137,14 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// The 256 bytes of inode `ino`.
-fn inode_bytes(ino: u32, plan: &Plan, layout: &Layout, opts: &Ext4Options, seed: u32, resize_sectors: u64) -> [u8; 256] {
+fn inode_bytes(
+    ino: u32,
+    plan: &Plan,
+    layout: &Layout,
+    opts: &Ext4Options,
+    seed: u32,
+    resize_sectors: u64,
+) -> [u8; 256] {
     let per_block = BLOCK_SIZE / 512;
     let empty_ibody = xattr::encode_ibody(&[], INODE_SIZE as usize - inode::IBODY_AT);
     let special = |mode: u16, size: u64, sectors: u64, flags: u32, i_block: [u8; 60]| InodeFields {
@@ -978,7 +1174,13 @@ fn inode_bytes(ino: u32, plan: &Plan, layout: &Layout, opts: &Ext4Options, seed:
             let j = &layout.journal;
             let (ib, _) = inode::extent_tree(&j.extents, &j.leaves, 0);
             let blocks = u64::from(layout.journal_blocks) + j.leaves.len() as u64;
-            special(S_IFREG | 0o600, u64::from(layout.journal_blocks) * BLOCK_SIZE, blocks * per_block, EXTENTS_FL, ib)
+            special(
+                S_IFREG | 0o600,
+                u64::from(layout.journal_blocks) * BLOCK_SIZE,
+                blocks * per_block,
+                EXTENTS_FL,
+                ib,
+            )
         }
         n if n == ROOT_INO || n >= FIRST_INO => {
             let idx = Plan::index(ino);
@@ -1017,7 +1219,14 @@ fn inode_bytes(ino: u32, plan: &Plan, layout: &Layout, opts: &Ext4Options, seed:
 }
 
 /// One 64-byte group descriptor (§"Block Group Descriptors").
-fn descriptor(grp: u64, m: &layout::GroupMeta, c: &GroupCounts, bb_csum: u32, ib_csum: u32, seed: u32) -> [u8; 64] {
+fn descriptor(
+    grp: u64,
+    m: &layout::GroupMeta,
+    c: &GroupCounts,
+    bb_csum: u32,
+    ib_csum: u32,
+    seed: u32,
+) -> [u8; 64] {
     let mut d = [0u8; 64];
     let w16 = |d: &mut [u8; 64], at: usize, v: u16| d[at..at + 2].copy_from_slice(&v.to_le_bytes());
     let w32 = |d: &mut [u8; 64], at: usize, v: u32| d[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -1085,9 +1294,17 @@ fn superblock(layout: &Layout, opts: &Ext4Options, f: &SuperFields, grp: u64) ->
     let compat = COMPAT_HAS_JOURNAL
         | COMPAT_EXT_ATTR
         | COMPAT_DIR_INDEX
-        | if g.reserved_gdt > 0 { COMPAT_RESIZE_INODE } else { 0 };
+        | if g.reserved_gdt > 0 {
+            COMPAT_RESIZE_INODE
+        } else {
+            0
+        };
     w32(&mut s, 0x5C, compat);
-    w32(&mut s, 0x60, INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG);
+    w32(
+        &mut s,
+        0x60,
+        INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG,
+    );
     w32(
         &mut s,
         0x64,
@@ -1108,7 +1325,7 @@ fn superblock(layout: &Layout, opts: &Ext4Options, f: &SuperFields, grp: u64) ->
     w16(&mut s, 0xFE, DESC_SIZE as u16); // s_desc_size
     w32(&mut s, 0x100, 0x0C); // s_default_mount_opts = user_xattr | acl
     w32(&mut s, 0x108, t); // s_mkfs_time
-    // s_jnl_blocks: the journal inode's i_block, then i_size_high and i_size.
+                           // s_jnl_blocks: the journal inode's i_block, then i_size_high and i_size.
     s[0x10C..0x10C + 60].copy_from_slice(&f.journal_iblock);
     let jsize = u64::from(layout.journal_blocks) * BLOCK_SIZE;
     w32(&mut s, 0x10C + 60, (jsize >> 32) as u32);

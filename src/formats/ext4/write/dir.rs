@@ -73,12 +73,7 @@ fn put(buf: &mut [u8], at: usize, ino: u32, rec: usize, name: &[u8], file_type: 
 }
 
 /// Renders one directory block. `dots` is `Some((self, parent))` for the first block.
-pub fn render(
-    entries: &[Entry],
-    dots: Option<(u32, u32)>,
-    block_size: usize,
-    inode_seed: u32,
-) -> Vec<u8> {
+pub fn render(entries: &[Entry], dots: Option<(u32, u32)>, block_size: usize, inode_seed: u32) -> Vec<u8> {
     let room = block_size - TAIL_LEN;
     let mut buf = vec![0u8; block_size];
     // Records as (ino, name, type); the last one's rec_len stretches to the tail.
@@ -114,7 +109,11 @@ mod tests {
     use super::*;
 
     fn e(name: &str) -> Entry {
-        Entry { name: name.as_bytes().to_vec(), ino: 12, file_type: ft::REG }
+        Entry {
+            name: name.as_bytes().to_vec(),
+            ino: 12,
+            file_type: ft::REG,
+        }
     }
 
     #[test]

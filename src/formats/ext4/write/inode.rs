@@ -16,8 +16,8 @@
 //! holds up to 4 `ext4_extent_idx` pointing at leaf blocks of 340 extents each, which end
 //! with an `ext4_extent_tail` checksum (`crc32c(inode seed, block bytes before it)`).
 
-use crate::formats::ext4::csum;
 use super::layout::BLOCK_SIZE;
+use crate::formats::ext4::csum;
 
 /// `EXT4_EXTENTS_FL`.
 pub const EXTENTS_FL: u32 = 0x0008_0000;
@@ -100,7 +100,10 @@ pub fn extent_tree(extents: &[Extent], leaves: &[u64], inode_seed: u32) -> ([u8;
 
 /// The checksum seed of one inode (also used by its directory blocks and extent leaves).
 pub fn inode_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
-    csum::crc32c(csum::crc32c(fs_seed, &ino.to_le_bytes()), &generation.to_le_bytes())
+    csum::crc32c(
+        csum::crc32c(fs_seed, &ino.to_le_bytes()),
+        &generation.to_le_bytes(),
+    )
 }
 
 /// Everything an inode records.
@@ -223,6 +226,9 @@ mod tests {
     fn big_device_numbers_use_the_new_encoding() {
         let b = device_block(259, 0x12345);
         assert_eq!(&b[0..4], &[0; 4]);
-        assert_eq!(u32::from_le_bytes([b[4], b[5], b[6], b[7]]), 0x45 | (259 << 8) | (0x12300 << 12));
+        assert_eq!(
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            0x45 | (259 << 8) | (0x12300 << 12)
+        );
     }
 }

@@ -22,7 +22,10 @@ enum Source {
     Bytes(Vec<u8>),
     /// `size` bytes; block `i` (4 KiB) is `i`'s little-endian bytes repeated when
     /// `i % every == 0`, else zeros.
-    Pattern { size: u64, every: u64 },
+    Pattern {
+        size: u64,
+        every: u64,
+    },
 }
 
 impl Source {
@@ -31,7 +34,7 @@ impl Source {
             Source::Bytes(b) => b[at as usize],
             Source::Pattern { every, .. } => {
                 let blk = at / 4096;
-                if blk % every == 0 {
+                if blk.is_multiple_of(*every) {
                     ((blk + 1) >> ((at % 8) * 8)) as u8 | 1
                 } else {
                     0
@@ -64,7 +67,7 @@ impl Read for SourceReader {
                     let at = self.at + i as u64;
                     let blk_end = ((at / 4096 + 1) * 4096 - self.at) as usize;
                     let end = blk_end.min(n);
-                    if (at / 4096) % every == 0 {
+                    if (at / 4096).is_multiple_of(*every) {
                         for (k, b) in buf[i..end].iter_mut().enumerate() {
                             *b = self.src.byte(at + k as u64);
                         }
@@ -82,8 +85,14 @@ impl Read for SourceReader {
 
 impl Contents for TestContents {
     fn open(&self, id: &ContentId) -> io::Result<Box<dyn Read + '_>> {
-        let src = self.map.get(id).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no content"))?;
-        Ok(Box::new(SourceReader { src: src.clone(), at: 0 }))
+        let src = self
+            .map
+            .get(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no content"))?;
+        Ok(Box::new(SourceReader {
+            src: src.clone(),
+            at: 0,
+        }))
     }
 }
 
@@ -116,7 +125,10 @@ struct Tree {
 
 impl Tree {
     fn new() -> Tree {
-        let mut t = Tree { nodes: Vec::new(), contents: TestContents::default() };
+        let mut t = Tree {
+            nodes: Vec::new(),
+            contents: TestContents::default(),
+        };
         t.push("/", NodeKind::Dir, 0o755);
         t
     }
@@ -143,8 +155,18 @@ impl Tree {
     /// Sorts into walk order: parents first, siblings by name bytes.
     fn sorted(mut self) -> Tree {
         self.nodes.sort_by(|a, b| {
-            let ka: Vec<&[u8]> = a.path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes).collect();
-            let kb: Vec<&[u8]> = b.path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes).collect();
+            let ka: Vec<&[u8]> = a
+                .path
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::as_bytes)
+                .collect();
+            let kb: Vec<&[u8]> = b
+                .path
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::as_bytes)
+                .collect();
             ka.cmp(&kb)
         });
         self
@@ -154,7 +176,10 @@ impl Tree {
 fn tool(name: &str) -> bool {
     let found = Command::new(name).arg("-V").output().is_ok();
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "`{name}` is missing; CI installs e2fsprogs");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`{name}` is missing; CI installs e2fsprogs"
+        );
         eprintln!("skipping: `{name}` is not installed");
     }
     found
@@ -194,8 +219,16 @@ fn fsck_clean(img: &Path) {
 }
 
 fn debugfs(img: &Path, request: &str) -> String {
-    let out = Command::new("debugfs").args(["-R", request]).arg(img).output().unwrap();
-    assert!(out.status.success(), "debugfs {request}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("debugfs")
+        .args(["-R", request])
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "debugfs {request}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -220,7 +253,14 @@ fn smallest_tree_is_clean() {
 fn rich_tree() -> Tree {
     let mut t = Tree::new();
     t.push("/bin", NodeKind::Dir, 0o755);
-    t.push("/bin/ping", NodeKind::File { size: 0, content: ContentId([0; 32]) }, 0o4755);
+    t.push(
+        "/bin/ping",
+        NodeKind::File {
+            size: 0,
+            content: ContentId([0; 32]),
+        },
+        0o4755,
+    );
     let (content, size) = t.contents.add(Source::Bytes(b"#!/bin/sh\necho ping\n".to_vec()));
     t.nodes.last_mut().unwrap().kind = NodeKind::File { size, content };
     t.nodes.last_mut().unwrap().xattrs.insert(
@@ -229,11 +269,25 @@ fn rich_tree() -> Tree {
     );
     t.push("/dev", NodeKind::Dir, 0o755);
     t.push("/dev/console", NodeKind::CharDev { major: 5, minor: 1 }, 0o600);
-    t.push("/dev/nvme0n1p300", NodeKind::BlockDev { major: 259, minor: 300 }, 0o660).gid = 6;
+    t.push(
+        "/dev/nvme0n1p300",
+        NodeKind::BlockDev {
+            major: 259,
+            minor: 300,
+        },
+        0o660,
+    )
+    .gid = 6;
     t.push("/dev/sda", NodeKind::BlockDev { major: 8, minor: 0 }, 0o660);
     t.push("/etc", NodeKind::Dir, 0o755);
     t.file("/etc/hostname", b"beehive\n");
-    t.push("/etc/localtime", NodeKind::Symlink { target: "/usr/share/zoneinfo/UTC".into() }, 0o777);
+    t.push(
+        "/etc/localtime",
+        NodeKind::Symlink {
+            target: "/usr/share/zoneinfo/UTC".into(),
+        },
+        0o777,
+    );
     let long = format!("/{}", "very-long-directory-name/".repeat(8));
     t.push("/etc/long-link", NodeKind::Symlink { target: long }, 0o777);
     t.push("/home", NodeKind::Dir, 0o755);
@@ -246,7 +300,13 @@ fn rich_tree() -> Tree {
     n.xattrs.insert("user.small".into(), b"1".to_vec());
     n.xattrs.insert("user.big".into(), vec![b'x'; 3072]);
     n.xattrs.insert("trusted.t".into(), b"trusted value".to_vec());
-    t.push("/home/pi/notes.txt.link", NodeKind::HardLink { target: "/home/pi/notes.txt".into() }, 0o644);
+    t.push(
+        "/home/pi/notes.txt.link",
+        NodeKind::HardLink {
+            target: "/home/pi/notes.txt".into(),
+        },
+        0o644,
+    );
     t.push("/many", NodeKind::Dir, 0o755);
     for i in 0..10_000 {
         t.file(&format!("/many/entry-{i:05}"), format!("{i}\n").as_bytes());
@@ -256,7 +316,14 @@ fn rich_tree() -> Tree {
     t.push("/run/sock", NodeKind::Socket, 0o666);
     t.push("/tmp", NodeKind::Dir, 0o1777);
     t.push("/usr", NodeKind::Dir, 0o755);
-    t.push("/usr/empty", NodeKind::File { size: 0, content: ContentId([0; 32]) }, 0o644);
+    t.push(
+        "/usr/empty",
+        NodeKind::File {
+            size: 0,
+            content: ContentId([0; 32]),
+        },
+        0o644,
+    );
     let (content, size) = t.contents.add(Source::Bytes(Vec::new()));
     t.nodes.last_mut().unwrap().kind = NodeKind::File { size, content };
     t.pattern("/usr/large", 40_000 * 4096 - 123, 997);
@@ -280,7 +347,17 @@ fn rich_tree_is_clean_and_reads_back() {
     fsck_clean(&img);
 
     let root = debugfs(&img, "ls -l /");
-    for name in ["bin", "dev", "etc", "home", "lost+found", "many", "run", "tmp", "usr"] {
+    for name in [
+        "bin",
+        "dev",
+        "etc",
+        "home",
+        "lost+found",
+        "many",
+        "run",
+        "tmp",
+        "usr",
+    ] {
         assert!(root.contains(&format!(" {name}")), "{name} missing from\n{root}");
     }
     let s = stat(&img, "/bin/ping");
@@ -291,12 +368,18 @@ fn rich_tree_is_clean_and_reads_back() {
     let s = stat(&img, "/home/pi/notes.txt");
     assert!(s.contains("User:  1000   Group:  1000"), "{s}");
     assert!(s.contains("Links: 2"), "{s}");
-    assert!(s.contains("File ACL: ") && !s.contains("File ACL: 0"), "xattr block missing: {s}");
+    assert!(
+        s.contains("File ACL: ") && !s.contains("File ACL: 0"),
+        "xattr block missing: {s}"
+    );
     let eas = debugfs(&img, "ea_list /home/pi/notes.txt");
     assert!(eas.contains("user.small (1) = \"1\""), "{eas}");
     assert!(eas.contains("user.big (3072)"), "{eas}");
     assert!(eas.contains("trusted.t (13)"), "{eas}");
-    assert_eq!(stat(&img, "/home/pi/notes.txt.link").lines().next(), s.lines().next());
+    assert_eq!(
+        stat(&img, "/home/pi/notes.txt.link").lines().next(),
+        s.lines().next()
+    );
 
     assert!(stat(&img, "/dev/console").contains("Device major/minor number: 05:01"));
     let s = stat(&img, "/dev/nvme0n1p300");
@@ -321,9 +404,15 @@ fn rich_tree_is_clean_and_reads_back() {
     let dumped = dir.path().join("large");
     debugfs(&img, &format!("dump /usr/large {}", dumped.display()));
     let mut expect = Vec::new();
-    SourceReader { src: Source::Pattern { size: 40_000 * 4096 - 123, every: 997 }, at: 0 }
-        .read_to_end(&mut expect)
-        .unwrap();
+    SourceReader {
+        src: Source::Pattern {
+            size: 40_000 * 4096 - 123,
+            every: 997,
+        },
+        at: 0,
+    }
+    .read_to_end(&mut expect)
+    .unwrap();
     assert!(std::fs::read(&dumped).unwrap() == expect, "/usr/large differs");
 }
 
@@ -331,10 +420,18 @@ fn rich_tree_is_clean_and_reads_back() {
 fn small_tree() -> Tree {
     let mut t = Tree::new();
     t.push("/etc", NodeKind::Dir, 0o755);
-    t.file("/etc/hostname", b"beehive\n").xattrs.insert("user.k".into(), b"v".to_vec());
+    t.file("/etc/hostname", b"beehive\n")
+        .xattrs
+        .insert("user.k".into(), b"v".to_vec());
     t.push("/var", NodeKind::Dir, 0o755);
     t.pattern("/var/blob", 3 << 20, 3);
-    t.push("/var/link", NodeKind::Symlink { target: "blob".into() }, 0o777);
+    t.push(
+        "/var/link",
+        NodeKind::Symlink {
+            target: "blob".into(),
+        },
+        0o777,
+    );
     t.sorted()
 }
 
@@ -354,7 +451,10 @@ fn same_input_same_bytes() {
     let digest = blake3_file(&a);
     assert_eq!(digest, blake3_file(&b));
     // Pinned: any change to the on-disk result must be deliberate.
-    assert_eq!(digest, "ff13386a784a80004abd2a1ce9502a0ea7e43786e8a840177ce92928edc694f9");
+    assert_eq!(
+        digest,
+        "ff13386a784a80004abd2a1ce9502a0ea7e43786e8a840177ce92928edc694f9"
+    );
 }
 
 #[test]
@@ -368,9 +468,18 @@ fn resize2fs_grows_a_written_image() {
     write_image(&t, &opts(Size::Fixed(64 << 20)), &img);
     fsck_clean(&img);
     // Grow from one partial group to several, across backup-superblock groups 1 and 3.
-    std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(512 << 20).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
     let out = Command::new("resize2fs").arg("-f").arg(&img).output().unwrap();
-    assert!(out.status.success(), "resize2fs: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "resize2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fsck_clean(&img);
     let s = debugfs(&img, "stats");
     assert!(s.contains("Block count:              131072"), "{s}");
@@ -385,13 +494,25 @@ fn fit_holds_content_plus_headroom() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
     let t = small_tree();
-    let r = write_image(&t, &opts(Size::Fit { headroom_bytes: 16 << 20, headroom_percent: 10 }), &img);
+    let r = write_image(
+        &t,
+        &opts(Size::Fit {
+            headroom_bytes: 16 << 20,
+            headroom_percent: 10,
+        }),
+        &img,
+    );
     fsck_clean(&img);
     assert!((r.free_blocks - r.reserved_blocks) * 4096 >= 16 << 20, "{r:?}");
     // And not wastefully more: the journal (4 MiB) and metadata are the rest.
     assert!(r.image_bytes < 40 << 20, "{r:?}");
     // Too small a fixed size is an error naming the need.
-    let err = write_ext4(&mut std::io::Cursor::new(Vec::new()), &t.nodes, &t.contents, &opts(Size::Fixed(4 << 20)));
+    let err = write_ext4(
+        &mut std::io::Cursor::new(Vec::new()),
+        &t.nodes,
+        &t.contents,
+        &opts(Size::Fixed(4 << 20)),
+    );
     assert!(matches!(err, Err(Ext4WriteError::TooSmall { .. })), "{err:?}");
 }
 
@@ -408,7 +529,14 @@ fn file_over_4_gib() {
     let size = (4u64 << 30) + 4097;
     t.pattern("/big", size, 65536);
     let t = t.sorted();
-    let r = write_image(&t, &opts(Size::Fit { headroom_bytes: 0, headroom_percent: 0 }), &img);
+    let r = write_image(
+        &t,
+        &opts(Size::Fit {
+            headroom_bytes: 0,
+            headroom_percent: 0,
+        }),
+        &img,
+    );
     assert!(r.image_bytes > size, "{r:?}");
     fsck_clean(&img);
     let s = stat(&img, "/big");
@@ -422,7 +550,10 @@ fn file_over_4_gib() {
     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(phys * 4096)).unwrap();
     f.read_exact(&mut got).unwrap();
     let mut expect = vec![0u8; 4096];
-    let mut src = SourceReader { src: Source::Pattern { size, every: 65536 }, at: 1048576 * 4096 };
+    let mut src = SourceReader {
+        src: Source::Pattern { size, every: 65536 },
+        at: 1048576 * 4096,
+    };
     src.read_exact(&mut expect).unwrap();
     assert!(got == expect);
     // Sparse: the image occupies far less disk than its length.
@@ -431,4 +562,53 @@ fn file_over_4_gib() {
         use std::os::unix::fs::MetadataExt;
         assert!(std::fs::metadata(&img).unwrap().blocks() * 512 < 256 << 20);
     }
+}
+
+/// The sibling reader gives back what the writer was given: every node with its kind,
+/// mode, owner, time, xattrs and bytes (files by size and content).
+#[test]
+fn reader_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let t = rich_tree();
+    let r = write_image(&t, &opts(Size::Fixed(256 << 20)), &img);
+    let fs = crate::formats::ext4::Ext4::open(std::fs::File::open(&img).unwrap(), 0, r.image_bytes).unwrap();
+    let back = fs.nodes().unwrap();
+    let by_path: BTreeMap<&str, &Node> = back.iter().map(|n| (n.path.as_str(), n)).collect();
+    assert!(by_path.contains_key("/lost+found"));
+    for n in &t.nodes {
+        let b = by_path
+            .get(n.path.as_str())
+            .unwrap_or_else(|| panic!("{} not read back", n.path));
+        // A hard link is a second name of its target's inode: its own attributes are moot.
+        if !matches!(n.kind, NodeKind::HardLink { .. }) {
+            assert_eq!(
+                (b.mode, b.uid, b.gid, b.mtime),
+                (n.mode, n.uid, n.gid, n.mtime),
+                "{}",
+                n.path
+            );
+            assert_eq!(b.xattrs, n.xattrs, "{}", n.path);
+        }
+        match (&n.kind, &b.kind) {
+            (
+                NodeKind::File { size, content },
+                NodeKind::File {
+                    size: bsize,
+                    content: bc,
+                },
+            ) => {
+                assert_eq!(size, bsize, "{}", n.path);
+                if *size < 1 << 20 {
+                    let mut want = Vec::new();
+                    t.contents.open(content).unwrap().read_to_end(&mut want).unwrap();
+                    let mut got = Vec::new();
+                    fs.open(bc).unwrap().read_to_end(&mut got).unwrap();
+                    assert!(want == got, "{} content differs", n.path);
+                }
+            }
+            (a, b) => assert_eq!(a, b, "{}", n.path),
+        }
+    }
+    assert_eq!(back.len(), t.nodes.len() + 1);
 }

@@ -189,7 +189,7 @@ pub fn encode_block(attrs: &[Xattr], block: u64, block_size: usize, csum_seed: u
 fn acl_to_disk(value: &[u8]) -> Result<Vec<u8>, String> {
     let bad = || "a POSIX ACL value is not a version-2 posix_acl_xattr".to_string();
     let version = value.get(0..4).ok_or_else(bad)?;
-    if version != 2u32.to_le_bytes() || (value.len() - 4) % 8 != 0 {
+    if version != 2u32.to_le_bytes() || !(value.len() - 4).is_multiple_of(8) {
         return Err(bad());
     }
     let mut out = 1u32.to_le_bytes().to_vec();
@@ -220,7 +220,13 @@ mod tests {
     #[test]
     fn acl_is_compacted() {
         let mut v = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)] {
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 4, 1000),
+            (4, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
             v.extend_from_slice(&tag.to_le_bytes());
             v.extend_from_slice(&perm.to_le_bytes());
             v.extend_from_slice(&id.to_le_bytes());
