@@ -612,3 +612,59 @@ fn reader_round_trip() {
     }
     assert_eq!(back.len(), t.nodes.len() + 1);
 }
+
+fn write_err(t: &Tree) -> Ext4WriteError {
+    write_ext4(
+        &mut std::io::Cursor::new(Vec::new()),
+        &t.nodes,
+        &t.contents,
+        &opts(Size::Fixed(32 << 20)),
+    )
+    .expect_err("the tree is invalid")
+}
+
+#[test]
+fn invalid_trees_are_errors() {
+    let mut t = Tree::new();
+    t.file("/a/b", b"orphan");
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { ref path, .. } if path == "/a/b"));
+
+    let mut t = Tree::new();
+    t.push("/d", NodeKind::Dir, 0o755);
+    t.push("/l", NodeKind::HardLink { target: "/d".into() }, 0o644);
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { ref path, .. } if path == "/l"));
+
+    let mut t = Tree::new();
+    t.file("/x", b"").xattrs.insert("os2.name".into(), b"v".to_vec());
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { .. }));
+
+    let mut t = Tree::new();
+    t.file("/x", b"").xattrs.insert("user.huge".into(), vec![0; 5000]);
+    assert!(matches!(write_err(&t), Ext4WriteError::Unsupported { .. }));
+
+    let mut t = Tree::new();
+    t.file("/lost+found", b"not a dir");
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { .. }));
+
+    let mut t = Tree::new();
+    t.file("/x", b"");
+    t.file("/x", b"");
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { .. }));
+
+    // Content shorter than the node says.
+    let mut t = Tree::new();
+    let (content, _) = t.contents.add(Source::Bytes(b"abc".to_vec()));
+    t.push("/short", NodeKind::File { size: 10, content }, 0o644);
+    assert!(matches!(
+        write_err(&t),
+        Ext4WriteError::ContentSize { expected: 10, .. }
+    ));
+    // And longer.
+    let mut t = Tree::new();
+    let (content, _) = t.contents.add(Source::Bytes(b"abcdef".to_vec()));
+    t.push("/long", NodeKind::File { size: 2, content }, 0o644);
+    assert!(matches!(
+        write_err(&t),
+        Ext4WriteError::ContentSize { expected: 2, .. }
+    ));
+}
