@@ -53,6 +53,9 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
 
 use super::csum;
+use super::group::{GroupDesc, EXT4_BG_INODE_ZEROED};
+use super::spec::{compat, incompat, ro_compat, EXT4_SUPER_MAGIC};
+use super::superblock::Superblock;
 use dir::{ft, Entry};
 use inode::{Extent, InodeFields, EXTENTS_FL};
 use layout::{
@@ -188,22 +191,6 @@ pub enum Ext4WriteError {
         actual: String,
     },
 }
-
-// Feature flags (superblock §"s_feature_*").
-const COMPAT_HAS_JOURNAL: u32 = 0x4;
-const COMPAT_EXT_ATTR: u32 = 0x8;
-const COMPAT_RESIZE_INODE: u32 = 0x10;
-const COMPAT_DIR_INDEX: u32 = 0x20;
-const INCOMPAT_FILETYPE: u32 = 0x2;
-const INCOMPAT_EXTENTS: u32 = 0x40;
-const INCOMPAT_64BIT: u32 = 0x80;
-const INCOMPAT_FLEX_BG: u32 = 0x200;
-const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
-const RO_COMPAT_LARGE_FILE: u32 = 0x2;
-const RO_COMPAT_HUGE_FILE: u32 = 0x8;
-const RO_COMPAT_DIR_NLINK: u32 = 0x20;
-const RO_COMPAT_EXTRA_ISIZE: u32 = 0x40;
-const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 
 // Inode numbers (§"Special inodes").
 const ROOT_INO: u32 = 2;
@@ -911,8 +898,8 @@ fn emit<W: Write + Seek>(
         let meta = &g.group_meta[grp as usize];
         sink.block(meta.block_bitmap, &bb)?;
         sink.block(meta.inode_bitmap, &ib)?;
-        let bb_csum = csum::crc32c(seed, &bb);
-        let ib_csum = csum::crc32c(seed, &ib[..(ipg / 8) as usize]);
+        let bb_csum = csum::bitmap(seed, &bb);
+        let ib_csum = csum::bitmap(seed, &ib[..(ipg / 8) as usize]);
         let d = descriptor(grp, meta, &counts, bb_csum, ib_csum, seed);
         gdt[(grp * DESC_SIZE) as usize..((grp + 1) * DESC_SIZE) as usize].copy_from_slice(&d);
     }
@@ -1227,31 +1214,29 @@ fn descriptor(
     ib_csum: u32,
     seed: u32,
 ) -> [u8; 64] {
-    let mut d = [0u8; 64];
-    let w16 = |d: &mut [u8; 64], at: usize, v: u16| d[at..at + 2].copy_from_slice(&v.to_le_bytes());
-    let w32 = |d: &mut [u8; 64], at: usize, v: u32| d[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    w32(&mut d, 0x00, m.block_bitmap as u32); // bg_block_bitmap_lo
-    w32(&mut d, 0x04, m.inode_bitmap as u32); // bg_inode_bitmap_lo
-    w32(&mut d, 0x08, m.inode_table as u32); // bg_inode_table_lo
-    w16(&mut d, 0x0C, c.free_blocks as u16); // bg_free_blocks_count_lo
-    w16(&mut d, 0x0E, c.free_inodes as u16); // bg_free_inodes_count_lo
-    w16(&mut d, 0x10, c.used_dirs as u16); // bg_used_dirs_count_lo
-    w16(&mut d, 0x12, 0x4); // bg_flags = EXT4_BG_INODE_ZEROED
-    w16(&mut d, 0x18, bb_csum as u16); // bg_block_bitmap_csum_lo
-    w16(&mut d, 0x1A, ib_csum as u16); // bg_inode_bitmap_csum_lo
-    w16(&mut d, 0x1C, c.itable_unused as u16); // bg_itable_unused_lo
-    w32(&mut d, 0x20, (m.block_bitmap >> 32) as u32); // bg_block_bitmap_hi
-    w32(&mut d, 0x24, (m.inode_bitmap >> 32) as u32); // bg_inode_bitmap_hi
-    w32(&mut d, 0x28, (m.inode_table >> 32) as u32); // bg_inode_table_hi
-    w16(&mut d, 0x2C, (c.free_blocks >> 16) as u16); // bg_free_blocks_count_hi
-    w16(&mut d, 0x2E, (c.free_inodes >> 16) as u16); // bg_free_inodes_count_hi
-    w16(&mut d, 0x30, (c.used_dirs >> 16) as u16); // bg_used_dirs_count_hi
-    w16(&mut d, 0x32, (c.itable_unused >> 16) as u16); // bg_itable_unused_hi
-    w16(&mut d, 0x38, (bb_csum >> 16) as u16); // bg_block_bitmap_csum_hi
-    w16(&mut d, 0x3A, (ib_csum >> 16) as u16); // bg_inode_bitmap_csum_hi
-    let crc = csum::crc32c(csum::crc32c(seed, &(grp as u32).to_le_bytes()), &d);
-    w16(&mut d, 0x1E, crc as u16); // bg_checksum
-    d
+    let mut d = GroupDesc::zeroed();
+    d.bg_block_bitmap_lo = m.block_bitmap as u32;
+    d.bg_block_bitmap_hi = (m.block_bitmap >> 32) as u32;
+    d.bg_inode_bitmap_lo = m.inode_bitmap as u32;
+    d.bg_inode_bitmap_hi = (m.inode_bitmap >> 32) as u32;
+    d.bg_inode_table_lo = m.inode_table as u32;
+    d.bg_inode_table_hi = (m.inode_table >> 32) as u32;
+    d.bg_free_blocks_count_lo = c.free_blocks as u16;
+    d.bg_free_blocks_count_hi = (c.free_blocks >> 16) as u16;
+    d.bg_free_inodes_count_lo = c.free_inodes as u16;
+    d.bg_free_inodes_count_hi = (c.free_inodes >> 16) as u16;
+    d.bg_used_dirs_count_lo = c.used_dirs as u16;
+    d.bg_used_dirs_count_hi = (c.used_dirs >> 16) as u16;
+    // The inode table reads as zeros (the sink leaves unwritten blocks zero).
+    d.bg_flags = EXT4_BG_INODE_ZEROED;
+    d.bg_block_bitmap_csum_lo = bb_csum as u16;
+    d.bg_block_bitmap_csum_hi = (bb_csum >> 16) as u16;
+    d.bg_inode_bitmap_csum_lo = ib_csum as u16;
+    d.bg_inode_bitmap_csum_hi = (ib_csum >> 16) as u16;
+    d.bg_itable_unused_lo = c.itable_unused as u16;
+    d.bg_itable_unused_hi = (c.itable_unused >> 16) as u16;
+    d.bg_checksum = csum::group_desc_crc32c(seed, grp as u32, &d.encode());
+    d.encode()
 }
 
 /// Superblock values computed while writing.
@@ -1264,86 +1249,77 @@ struct SuperFields {
 /// The 1024-byte superblock as stored in group `grp` (§"The Super Block").
 fn superblock(layout: &Layout, opts: &Ext4Options, f: &SuperFields, grp: u64) -> [u8; 1024] {
     let g = &layout.geometry;
-    let mut s = [0u8; 1024];
-    let w8 = |s: &mut [u8; 1024], at: usize, v: u8| s[at] = v;
-    let w16 = |s: &mut [u8; 1024], at: usize, v: u16| s[at..at + 2].copy_from_slice(&v.to_le_bytes());
-    let w32 = |s: &mut [u8; 1024], at: usize, v: u32| s[at..at + 4].copy_from_slice(&v.to_le_bytes());
     let t = opts.epoch as u32;
     let t_hi = (opts.epoch >> 32) as u8;
-    w32(&mut s, 0x00, g.inodes() as u32); // s_inodes_count
-    w32(&mut s, 0x04, g.blocks as u32); // s_blocks_count_lo
-    w32(&mut s, 0x08, layout.reserved_blocks as u32); // s_r_blocks_count_lo
-    w32(&mut s, 0x0C, f.free_blocks as u32); // s_free_blocks_count_lo
-    w32(&mut s, 0x10, f.free_inodes as u32); // s_free_inodes_count
-    w32(&mut s, 0x14, 0); // s_first_data_block
-    w32(&mut s, 0x18, 2); // s_log_block_size: 1024 << 2
-    w32(&mut s, 0x1C, 2); // s_log_cluster_size
-    w32(&mut s, 0x20, BLOCKS_PER_GROUP as u32); // s_blocks_per_group
-    w32(&mut s, 0x24, BLOCKS_PER_GROUP as u32); // s_clusters_per_group
-    w32(&mut s, 0x28, g.inodes_per_group as u32); // s_inodes_per_group
-    w32(&mut s, 0x30, t); // s_wtime
-    w16(&mut s, 0x36, 0xFFFF); // s_max_mnt_count = -1
-    w16(&mut s, 0x38, 0xEF53); // s_magic
-    w16(&mut s, 0x3A, 1); // s_state = EXT4_VALID_FS
-    w16(&mut s, 0x3C, 1); // s_errors = continue
-    w32(&mut s, 0x40, t); // s_lastcheck
-    w32(&mut s, 0x4C, 1); // s_rev_level = EXT4_DYNAMIC_REV
-    w32(&mut s, 0x54, FIRST_INO); // s_first_ino
-    w16(&mut s, 0x58, INODE_SIZE as u16); // s_inode_size
-    w16(&mut s, 0x5A, grp as u16); // s_block_group_nr
-    let compat = COMPAT_HAS_JOURNAL
-        | COMPAT_EXT_ATTR
-        | COMPAT_DIR_INDEX
+    let mut s = Superblock::zeroed();
+    s.s_inodes_count = g.inodes() as u32;
+    s.s_blocks_count_lo = g.blocks as u32;
+    s.s_blocks_count_hi = (g.blocks >> 32) as u32;
+    s.s_r_blocks_count_lo = layout.reserved_blocks as u32;
+    s.s_r_blocks_count_hi = (layout.reserved_blocks >> 32) as u32;
+    s.s_free_blocks_count_lo = f.free_blocks as u32;
+    s.s_free_blocks_count_hi = (f.free_blocks >> 32) as u32;
+    s.s_free_inodes_count = f.free_inodes as u32;
+    s.s_first_data_block = 0;
+    s.s_log_block_size = 2; // 1024 << 2
+    s.s_log_cluster_size = 2;
+    s.s_blocks_per_group = BLOCKS_PER_GROUP as u32;
+    s.s_clusters_per_group = BLOCKS_PER_GROUP as u32;
+    s.s_inodes_per_group = g.inodes_per_group as u32;
+    s.s_wtime = t;
+    s.s_wtime_hi = t_hi;
+    s.s_mkfs_time = t;
+    s.s_mkfs_time_hi = t_hi;
+    s.s_lastcheck = t;
+    s.s_lastcheck_hi = t_hi;
+    s.s_max_mnt_count = 0xFFFF; // -1: no mount-count checks
+    s.s_magic = EXT4_SUPER_MAGIC;
+    s.s_state = 1; // EXT4_VALID_FS
+    s.s_errors = 1; // continue
+    s.s_rev_level = 1; // EXT4_DYNAMIC_REV
+    s.s_first_ino = FIRST_INO;
+    s.s_inode_size = INODE_SIZE as u16;
+    s.s_block_group_nr = grp as u16;
+    s.s_feature_compat = compat::HAS_JOURNAL
+        | compat::EXT_ATTR
+        | compat::DIR_INDEX
         | if g.reserved_gdt > 0 {
-            COMPAT_RESIZE_INODE
+            compat::RESIZE_INODE
         } else {
             0
         };
-    w32(&mut s, 0x5C, compat);
-    w32(
-        &mut s,
-        0x60,
-        INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG,
-    );
-    w32(
-        &mut s,
-        0x64,
-        RO_COMPAT_SPARSE_SUPER
-            | RO_COMPAT_LARGE_FILE
-            | RO_COMPAT_HUGE_FILE
-            | RO_COMPAT_DIR_NLINK
-            | RO_COMPAT_EXTRA_ISIZE
-            | RO_COMPAT_METADATA_CSUM,
-    );
-    s[0x68..0x78].copy_from_slice(&opts.uuid); // s_uuid
-    s[0x78..0x78 + opts.label.len()].copy_from_slice(opts.label.as_bytes()); // s_volume_name
-    w16(&mut s, 0xCE, g.reserved_gdt as u16); // s_reserved_gdt_blocks
-    w32(&mut s, 0xE0, JOURNAL_INO); // s_journal_inum
-    s[0xEC..0xFC].copy_from_slice(&opts.hash_seed); // s_hash_seed
-    w8(&mut s, 0xFC, 1); // s_def_hash_version = half_md4
-    w8(&mut s, 0xFD, 1); // s_jnl_backup_type = EXT3_JNL_BACKUP_BLOCKS
-    w16(&mut s, 0xFE, DESC_SIZE as u16); // s_desc_size
-    w32(&mut s, 0x100, 0x0C); // s_default_mount_opts = user_xattr | acl
-    w32(&mut s, 0x108, t); // s_mkfs_time
-                           // s_jnl_blocks: the journal inode's i_block, then i_size_high and i_size.
-    s[0x10C..0x10C + 60].copy_from_slice(&f.journal_iblock);
+    s.s_feature_incompat = incompat::FILETYPE | incompat::EXTENTS | incompat::BIT64 | incompat::FLEX_BG;
+    s.s_feature_ro_compat = ro_compat::SPARSE_SUPER
+        | ro_compat::LARGE_FILE
+        | ro_compat::HUGE_FILE
+        | ro_compat::DIR_NLINK
+        | ro_compat::EXTRA_ISIZE
+        | ro_compat::METADATA_CSUM;
+    s.s_uuid = opts.uuid;
+    s.s_volume_name[..opts.label.len()].copy_from_slice(opts.label.as_bytes());
+    s.s_reserved_gdt_blocks = g.reserved_gdt as u16;
+    s.s_journal_inum = JOURNAL_INO;
+    for (w, b) in s.s_hash_seed.iter_mut().zip(opts.hash_seed.chunks_exact(4)) {
+        *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    s.s_def_hash_version = 1; // half_md4
+    s.s_jnl_backup_type = 1; // EXT3_JNL_BACKUP_BLOCKS
+    s.s_desc_size = DESC_SIZE as u16;
+    s.s_default_mount_opts = 0x0C; // user_xattr | acl
+                                   // s_jnl_blocks: the journal inode's i_block, then i_size_high and i_size.
+    for (w, b) in s.s_jnl_blocks.iter_mut().zip(f.journal_iblock.chunks_exact(4)) {
+        *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
     let jsize = u64::from(layout.journal_blocks) * BLOCK_SIZE;
-    w32(&mut s, 0x10C + 60, (jsize >> 32) as u32);
-    w32(&mut s, 0x10C + 64, jsize as u32);
-    w32(&mut s, 0x150, (g.blocks >> 32) as u32); // s_blocks_count_hi
-    w32(&mut s, 0x154, (layout.reserved_blocks >> 32) as u32); // s_r_blocks_count_hi
-    w32(&mut s, 0x158, (f.free_blocks >> 32) as u32); // s_free_blocks_count_hi
-    w16(&mut s, 0x15C, inode::EXTRA_ISIZE as u16); // s_min_extra_isize
-    w16(&mut s, 0x15E, inode::EXTRA_ISIZE as u16); // s_want_extra_isize
-    w32(&mut s, 0x160, 0x1); // s_flags = EXT2_FLAGS_SIGNED_HASH
-    w8(&mut s, 0x174, 4); // s_log_groups_per_flex
-    w8(&mut s, 0x175, 1); // s_checksum_type = crc32c
-    w8(&mut s, 0x274, t_hi); // s_wtime_hi
-    w8(&mut s, 0x276, t_hi); // s_mkfs_time_hi
-    w8(&mut s, 0x277, t_hi); // s_lastcheck_hi
-    let crc = csum::crc32c(!0, &s[..0x3FC]);
-    w32(&mut s, 0x3FC, crc); // s_checksum
-    s
+    s.s_jnl_blocks[15] = (jsize >> 32) as u32;
+    s.s_jnl_blocks[16] = jsize as u32;
+    s.s_min_extra_isize = inode::EXTRA_ISIZE as u16;
+    s.s_want_extra_isize = inode::EXTRA_ISIZE as u16;
+    s.s_flags = 0x1; // EXT2_FLAGS_SIGNED_HASH, as mke2fs on x86
+    s.s_log_groups_per_flex = 4;
+    s.s_checksum_type = 1; // crc32c
+    s.s_checksum = csum::superblock(&s.encode());
+    s.encode()
 }
 
 #[cfg(test)]
