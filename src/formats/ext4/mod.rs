@@ -16,6 +16,7 @@ pub mod inode;
 pub mod read;
 pub mod spec;
 pub mod superblock;
+pub mod write;
 pub mod xattr;
 
 #[cfg(test)]

@@ -1,0 +1,670 @@
+//! The reference tools judge the images: `e2fsck -fn` must be silent beyond its summary,
+//! `debugfs` must see the nodes, their attributes and their bytes, and `resize2fs` must be
+//! able to grow the result. A missing tool fails under `CI` and skips otherwise.
+
+#![allow(clippy::disallowed_methods)]
+
+use super::*;
+use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::Command;
+
+/// Contents for tests: literal bytes, or lazily generated patterns of any size.
+#[derive(Default)]
+struct TestContents {
+    map: BTreeMap<ContentId, Source>,
+}
+
+#[derive(Clone)]
+enum Source {
+    Bytes(Vec<u8>),
+    /// `size` bytes; block `i` (4 KiB) is `i`'s little-endian bytes repeated when
+    /// `i % every == 0`, else zeros.
+    Pattern {
+        size: u64,
+        every: u64,
+    },
+}
+
+impl Source {
+    fn byte(&self, at: u64) -> u8 {
+        match self {
+            Source::Bytes(b) => b[at as usize],
+            Source::Pattern { every, .. } => {
+                let blk = at / 4096;
+                if blk.is_multiple_of(*every) {
+                    ((blk + 1) >> ((at % 8) * 8)) as u8 | 1
+                } else {
+                    0
+                }
+            }
+        }
+    }
+    fn size(&self) -> u64 {
+        match self {
+            Source::Bytes(b) => b.len() as u64,
+            Source::Pattern { size, .. } => *size,
+        }
+    }
+}
+
+struct SourceReader {
+    src: Source,
+    at: u64,
+}
+
+impl Read for SourceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.src.size() - self.at).min(buf.len() as u64) as usize;
+        match &self.src {
+            Source::Bytes(b) => buf[..n].copy_from_slice(&b[self.at as usize..self.at as usize + n]),
+            Source::Pattern { every, .. } => {
+                // Fast path: whole zero blocks are memset.
+                let mut i = 0;
+                while i < n {
+                    let at = self.at + i as u64;
+                    let blk_end = ((at / 4096 + 1) * 4096 - self.at) as usize;
+                    let end = blk_end.min(n);
+                    if (at / 4096).is_multiple_of(*every) {
+                        for (k, b) in buf[i..end].iter_mut().enumerate() {
+                            *b = self.src.byte(at + k as u64);
+                        }
+                    } else {
+                        buf[i..end].fill(0);
+                    }
+                    i = end;
+                }
+            }
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Contents for TestContents {
+    fn open(&self, id: &ContentId) -> io::Result<Box<dyn Read + '_>> {
+        let src = self
+            .map
+            .get(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no content"))?;
+        Ok(Box::new(SourceReader {
+            src: src.clone(),
+            at: 0,
+        }))
+    }
+}
+
+impl TestContents {
+    fn add(&mut self, src: Source) -> (ContentId, u64) {
+        let mut h = blake3::Hasher::new();
+        match &src {
+            Source::Bytes(b) => {
+                h.update(b"b");
+                h.update(b);
+            }
+            Source::Pattern { size, every } => {
+                h.update(b"p");
+                h.update(&size.to_le_bytes());
+                h.update(&every.to_le_bytes());
+            }
+        }
+        let id = ContentId(*h.finalize().as_bytes());
+        let size = src.size();
+        self.map.insert(id, src);
+        (id, size)
+    }
+}
+
+/// A tree builder in walk order (callers add parents first, children sorted).
+struct Tree {
+    nodes: Vec<Node>,
+    contents: TestContents,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let mut t = Tree {
+            nodes: Vec::new(),
+            contents: TestContents::default(),
+        };
+        t.push("/", NodeKind::Dir, 0o755);
+        t
+    }
+    fn push(&mut self, path: &str, kind: NodeKind, mode: u32) -> &mut Node {
+        self.nodes.push(Node {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+            xattrs: BTreeMap::new(),
+        });
+        self.nodes.last_mut().unwrap()
+    }
+    fn file(&mut self, path: &str, bytes: &[u8]) -> &mut Node {
+        let (content, size) = self.contents.add(Source::Bytes(bytes.to_vec()));
+        self.push(path, NodeKind::File { size, content }, 0o644)
+    }
+    fn pattern(&mut self, path: &str, size: u64, every: u64) -> &mut Node {
+        let (content, size) = self.contents.add(Source::Pattern { size, every });
+        self.push(path, NodeKind::File { size, content }, 0o644)
+    }
+    /// Sorts into walk order: parents first, siblings by name bytes.
+    fn sorted(mut self) -> Tree {
+        self.nodes.sort_by(|a, b| {
+            let ka: Vec<&[u8]> = a
+                .path
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::as_bytes)
+                .collect();
+            let kb: Vec<&[u8]> = b
+                .path
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::as_bytes)
+                .collect();
+            ka.cmp(&kb)
+        });
+        self
+    }
+}
+
+fn tool(name: &str) -> bool {
+    let found = Command::new(name).arg("-V").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`{name}` is missing; CI installs e2fsprogs"
+        );
+        eprintln!("skipping: `{name}` is not installed");
+    }
+    found
+}
+
+fn opts(size: Size) -> Ext4Options {
+    let mut o = Ext4Options::new(size, [0x42; 16], [0x17; 16], 1_700_000_000);
+    o.label = "rootfs".into();
+    o
+}
+
+fn write_image(tree: &Tree, opts: &Ext4Options, path: &Path) -> Ext4Report {
+    let mut f = std::fs::File::create(path).unwrap();
+    let r = write_ext4(&mut f, &tree.nodes, &tree.contents, opts).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), r.image_bytes);
+    r
+}
+
+/// Runs `e2fsck -fn` and asserts it exits 0 and prints only its summary.
+fn fsck_clean(img: &Path) {
+    let out = Command::new("e2fsck").args(["-fn"]).arg(img).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected_lines = stdout
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("Pass ") || l.contains(" files (") && l.ends_with(" blocks") || l.is_empty())
+        })
+        .filter(|l| !l.starts_with("e2fsck "))
+        .count();
+    assert!(
+        out.status.success() && expected_lines == 0,
+        "e2fsck -fn {}: {}\n{stdout}\n{stderr}",
+        img.display(),
+        out.status
+    );
+}
+
+fn debugfs(img: &Path, request: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", request])
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "debugfs {request}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn smallest_tree_is_clean() {
+    if !tool("e2fsck") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let mut t = Tree::new();
+    t.file("/hello", b"hello, world\n");
+    let t = t.sorted();
+    write_image(&t, &opts(Size::Fixed(32 << 20)), &img);
+    fsck_clean(&img);
+    let cat = debugfs(&img, "cat /hello");
+    assert_eq!(cat, "hello, world\n");
+}
+
+/// Every kind of node, odd modes and owners, xattrs in the inode and in a block, a large
+/// directory and a multi-extent file.
+fn rich_tree() -> Tree {
+    let mut t = Tree::new();
+    t.push("/bin", NodeKind::Dir, 0o755);
+    t.push(
+        "/bin/ping",
+        NodeKind::File {
+            size: 0,
+            content: ContentId([0; 32]),
+        },
+        0o4755,
+    );
+    let (content, size) = t.contents.add(Source::Bytes(b"#!/bin/sh\necho ping\n".to_vec()));
+    t.nodes.last_mut().unwrap().kind = NodeKind::File { size, content };
+    t.nodes.last_mut().unwrap().xattrs.insert(
+        "security.capability".into(),
+        vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    t.push("/dev", NodeKind::Dir, 0o755);
+    t.push("/dev/console", NodeKind::CharDev { major: 5, minor: 1 }, 0o600);
+    t.push(
+        "/dev/nvme0n1p300",
+        NodeKind::BlockDev {
+            major: 259,
+            minor: 300,
+        },
+        0o660,
+    )
+    .gid = 6;
+    t.push("/dev/sda", NodeKind::BlockDev { major: 8, minor: 0 }, 0o660);
+    t.push("/etc", NodeKind::Dir, 0o755);
+    t.file("/etc/hostname", b"beehive\n");
+    t.push(
+        "/etc/localtime",
+        NodeKind::Symlink {
+            target: "/usr/share/zoneinfo/UTC".into(),
+        },
+        0o777,
+    );
+    let long = format!("/{}", "very-long-directory-name/".repeat(8));
+    t.push("/etc/long-link", NodeKind::Symlink { target: long }, 0o777);
+    t.push("/home", NodeKind::Dir, 0o755);
+    let n = t.push("/home/pi", NodeKind::Dir, 0o750);
+    n.uid = 1000;
+    n.gid = 1000;
+    let n = t.file("/home/pi/notes.txt", b"owned by pi\n");
+    n.uid = 1000;
+    n.gid = 1000;
+    n.xattrs.insert("user.small".into(), b"1".to_vec());
+    n.xattrs.insert("user.big".into(), vec![b'x'; 3072]);
+    n.xattrs.insert("trusted.t".into(), b"trusted value".to_vec());
+    t.push(
+        "/home/pi/notes.txt.link",
+        NodeKind::HardLink {
+            target: "/home/pi/notes.txt".into(),
+        },
+        0o644,
+    );
+    t.push("/many", NodeKind::Dir, 0o755);
+    for i in 0..10_000 {
+        t.file(&format!("/many/entry-{i:05}"), format!("{i}\n").as_bytes());
+    }
+    t.push("/run", NodeKind::Dir, 0o755);
+    t.push("/run/initctl", NodeKind::Fifo, 0o600);
+    t.push("/run/sock", NodeKind::Socket, 0o666);
+    t.push("/tmp", NodeKind::Dir, 0o1777);
+    t.push("/usr", NodeKind::Dir, 0o755);
+    t.push(
+        "/usr/empty",
+        NodeKind::File {
+            size: 0,
+            content: ContentId([0; 32]),
+        },
+        0o644,
+    );
+    let (content, size) = t.contents.add(Source::Bytes(Vec::new()));
+    t.nodes.last_mut().unwrap().kind = NodeKind::File { size, content };
+    t.pattern("/usr/large", 40_000 * 4096 - 123, 997);
+    t.push("/usr/sgid", NodeKind::Dir, 0o2775).gid = 50;
+    t.sorted()
+}
+
+fn stat(img: &Path, path: &str) -> String {
+    debugfs(img, &format!("stat {path}"))
+}
+
+#[test]
+fn rich_tree_is_clean_and_reads_back() {
+    if !tool("e2fsck") || !tool("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let t = rich_tree();
+    write_image(&t, &opts(Size::Fixed(256 << 20)), &img);
+    fsck_clean(&img);
+
+    let root = debugfs(&img, "ls -l /");
+    for name in [
+        "bin",
+        "dev",
+        "etc",
+        "home",
+        "lost+found",
+        "many",
+        "run",
+        "tmp",
+        "usr",
+    ] {
+        assert!(root.contains(&format!(" {name}")), "{name} missing from\n{root}");
+    }
+    let s = stat(&img, "/bin/ping");
+    assert!(s.contains("Mode:  04755"), "{s}");
+    let caps = debugfs(&img, "ea_list /bin/ping");
+    assert!(caps.contains("security.capability"), "{caps}");
+
+    let s = stat(&img, "/home/pi/notes.txt");
+    assert!(s.contains("User:  1000   Group:  1000"), "{s}");
+    assert!(s.contains("Links: 2"), "{s}");
+    assert!(
+        s.contains("File ACL: ") && !s.contains("File ACL: 0"),
+        "xattr block missing: {s}"
+    );
+    let eas = debugfs(&img, "ea_list /home/pi/notes.txt");
+    assert!(eas.contains("user.small (1) = \"1\""), "{eas}");
+    assert!(eas.contains("user.big (3072)"), "{eas}");
+    assert!(eas.contains("trusted.t (13)"), "{eas}");
+    assert_eq!(
+        stat(&img, "/home/pi/notes.txt.link").lines().next(),
+        s.lines().next()
+    );
+
+    assert!(stat(&img, "/dev/console").contains("Device major/minor number: 05:01"));
+    let s = stat(&img, "/dev/nvme0n1p300");
+    assert!(s.contains("Device major/minor number: 259:300"), "{s}");
+    assert!(stat(&img, "/run/initctl").contains("Type: FIFO"));
+    assert!(stat(&img, "/run/sock").contains("Type: socket"));
+    assert!(stat(&img, "/tmp").contains("Mode:  01777"));
+    assert!(stat(&img, "/usr/sgid").contains("Mode:  02775"));
+    let s = stat(&img, "/etc/localtime");
+    assert!(s.contains("Fast link dest: \"/usr/share/zoneinfo/UTC\""), "{s}");
+    let s = stat(&img, "/etc/long-link");
+    assert!(s.contains("EXTENTS"), "{s}");
+
+    assert_eq!(debugfs(&img, "cat /etc/hostname"), "beehive\n");
+    assert_eq!(debugfs(&img, "cat /many/entry-09999"), "9999\n");
+    let many = debugfs(&img, "ls /many");
+    assert_eq!(many.matches("entry-").count(), 10_000);
+
+    // The 40,000-block file spans two extents (at most 32768 blocks each) or more.
+    let s = stat(&img, "/usr/large");
+    assert!(s.contains("Size: 163839877"), "{s}");
+    let dumped = dir.path().join("large");
+    debugfs(&img, &format!("dump /usr/large {}", dumped.display()));
+    let mut expect = Vec::new();
+    SourceReader {
+        src: Source::Pattern {
+            size: 40_000 * 4096 - 123,
+            every: 997,
+        },
+        at: 0,
+    }
+    .read_to_end(&mut expect)
+    .unwrap();
+    assert!(std::fs::read(&dumped).unwrap() == expect, "/usr/large differs");
+}
+
+/// A small tree for the size and determinism tests.
+fn small_tree() -> Tree {
+    let mut t = Tree::new();
+    t.push("/etc", NodeKind::Dir, 0o755);
+    t.file("/etc/hostname", b"beehive\n")
+        .xattrs
+        .insert("user.k".into(), b"v".to_vec());
+    t.push("/var", NodeKind::Dir, 0o755);
+    t.pattern("/var/blob", 3 << 20, 3);
+    t.push(
+        "/var/link",
+        NodeKind::Symlink {
+            target: "blob".into(),
+        },
+        0o777,
+    );
+    t.sorted()
+}
+
+fn blake3_file(path: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(&std::fs::read(path).unwrap());
+    h.finalize().to_hex().to_string()
+}
+
+#[test]
+fn same_input_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let t = small_tree();
+    write_image(&t, &opts(Size::Fixed(32 << 20)), &a);
+    write_image(&t, &opts(Size::Fixed(32 << 20)), &b);
+    let digest = blake3_file(&a);
+    assert_eq!(digest, blake3_file(&b));
+    // Pinned: any change to the on-disk result must be deliberate.
+    assert_eq!(
+        digest,
+        "ff13386a784a80004abd2a1ce9502a0ea7e43786e8a840177ce92928edc694f9"
+    );
+}
+
+#[test]
+fn resize2fs_grows_a_written_image() {
+    if !tool("e2fsck") || !tool("resize2fs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let t = small_tree();
+    write_image(&t, &opts(Size::Fixed(64 << 20)), &img);
+    fsck_clean(&img);
+    // Grow from one partial group to several, across backup-superblock groups 1 and 3.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let out = Command::new("resize2fs").arg("-f").arg(&img).output().unwrap();
+    assert!(
+        out.status.success(),
+        "resize2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fsck_clean(&img);
+    let s = debugfs(&img, "stats");
+    assert!(s.contains("Block count:              131072"), "{s}");
+    assert_eq!(debugfs(&img, "cat /etc/hostname"), "beehive\n");
+}
+
+#[test]
+fn fit_holds_content_plus_headroom() {
+    if !tool("e2fsck") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let t = small_tree();
+    let r = write_image(
+        &t,
+        &opts(Size::Fit {
+            headroom_bytes: 16 << 20,
+            headroom_percent: 10,
+        }),
+        &img,
+    );
+    fsck_clean(&img);
+    assert!((r.free_blocks - r.reserved_blocks) * 4096 >= 16 << 20, "{r:?}");
+    // And not wastefully more: the journal (4 MiB) and metadata are the rest.
+    assert!(r.image_bytes < 40 << 20, "{r:?}");
+    // Too small a fixed size is an error naming the need.
+    let err = write_ext4(
+        &mut std::io::Cursor::new(Vec::new()),
+        &t.nodes,
+        &t.contents,
+        &opts(Size::Fixed(4 << 20)),
+    );
+    assert!(matches!(err, Err(Ext4WriteError::TooSmall { .. })), "{err:?}");
+}
+
+/// A file over 4 GiB (`large_file`, `i_size_high`, 33 extents behind an index block),
+/// from a lazy source, into a sparse image.
+#[test]
+fn file_over_4_gib() {
+    if !tool("e2fsck") || !tool("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let mut t = Tree::new();
+    let size = (4u64 << 30) + 4097;
+    t.pattern("/big", size, 65536);
+    let t = t.sorted();
+    let r = write_image(
+        &t,
+        &opts(Size::Fit {
+            headroom_bytes: 0,
+            headroom_percent: 0,
+        }),
+        &img,
+    );
+    assert!(r.image_bytes > size, "{r:?}");
+    fsck_clean(&img);
+    let s = stat(&img, "/big");
+    assert!(s.contains(&format!("Size: {size}")), "{s}");
+    assert!(s.contains("(ETB0):"), "no extent leaf block: {s}");
+    // The last block has data (block 1048577 % 65536 != 0 → zero) — check a data block:
+    // logical block 65536·16 = 1048576 holds the pattern.
+    let phys: u64 = debugfs(&img, "bmap /big 1048576").trim().parse().unwrap();
+    let mut f = std::fs::File::open(&img).unwrap();
+    let mut got = vec![0u8; 4096];
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(phys * 4096)).unwrap();
+    f.read_exact(&mut got).unwrap();
+    let mut expect = vec![0u8; 4096];
+    let mut src = SourceReader {
+        src: Source::Pattern { size, every: 65536 },
+        at: 1048576 * 4096,
+    };
+    src.read_exact(&mut expect).unwrap();
+    assert!(got == expect);
+    // Sparse: the image occupies far less disk than its length.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert!(std::fs::metadata(&img).unwrap().blocks() * 512 < 256 << 20);
+    }
+}
+
+/// The sibling reader gives back what the writer was given: every node with its kind,
+/// mode, owner, time, xattrs and bytes (files by size and content).
+#[test]
+fn reader_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let t = rich_tree();
+    let r = write_image(&t, &opts(Size::Fixed(256 << 20)), &img);
+    let fs = crate::formats::ext4::Ext4::open(std::fs::File::open(&img).unwrap(), 0, r.image_bytes).unwrap();
+    let back = fs.nodes().unwrap();
+    let by_path: BTreeMap<&str, &Node> = back.iter().map(|n| (n.path.as_str(), n)).collect();
+    assert!(by_path.contains_key("/lost+found"));
+    for n in &t.nodes {
+        let b = by_path
+            .get(n.path.as_str())
+            .unwrap_or_else(|| panic!("{} not read back", n.path));
+        // A hard link is a second name of its target's inode: its own attributes are moot.
+        if !matches!(n.kind, NodeKind::HardLink { .. }) {
+            assert_eq!(
+                (b.mode, b.uid, b.gid, b.mtime),
+                (n.mode, n.uid, n.gid, n.mtime),
+                "{}",
+                n.path
+            );
+            assert_eq!(b.xattrs, n.xattrs, "{}", n.path);
+        }
+        match (&n.kind, &b.kind) {
+            (
+                NodeKind::File { size, content },
+                NodeKind::File {
+                    size: bsize,
+                    content: bc,
+                },
+            ) => {
+                assert_eq!(size, bsize, "{}", n.path);
+                if *size < 1 << 20 {
+                    let mut want = Vec::new();
+                    t.contents.open(content).unwrap().read_to_end(&mut want).unwrap();
+                    let mut got = Vec::new();
+                    fs.open(bc).unwrap().read_to_end(&mut got).unwrap();
+                    assert!(want == got, "{} content differs", n.path);
+                }
+            }
+            (a, b) => assert_eq!(a, b, "{}", n.path),
+        }
+    }
+    assert_eq!(back.len(), t.nodes.len() + 1);
+}
+
+fn write_err(t: &Tree) -> Ext4WriteError {
+    write_ext4(
+        &mut std::io::Cursor::new(Vec::new()),
+        &t.nodes,
+        &t.contents,
+        &opts(Size::Fixed(32 << 20)),
+    )
+    .expect_err("the tree is invalid")
+}
+
+#[test]
+fn invalid_trees_are_errors() {
+    let mut t = Tree::new();
+    t.file("/a/b", b"orphan");
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { ref path, .. } if path == "/a/b"));
+
+    let mut t = Tree::new();
+    t.push("/d", NodeKind::Dir, 0o755);
+    t.push("/l", NodeKind::HardLink { target: "/d".into() }, 0o644);
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { ref path, .. } if path == "/l"));
+
+    let mut t = Tree::new();
+    t.file("/x", b"").xattrs.insert("os2.name".into(), b"v".to_vec());
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { .. }));
+
+    let mut t = Tree::new();
+    t.file("/x", b"").xattrs.insert("user.huge".into(), vec![0; 5000]);
+    assert!(matches!(write_err(&t), Ext4WriteError::Unsupported { .. }));
+
+    let mut t = Tree::new();
+    t.file("/lost+found", b"not a dir");
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { .. }));
+
+    let mut t = Tree::new();
+    t.file("/x", b"");
+    t.file("/x", b"");
+    assert!(matches!(write_err(&t), Ext4WriteError::InvalidNode { .. }));
+
+    // Content shorter than the node says.
+    let mut t = Tree::new();
+    let (content, _) = t.contents.add(Source::Bytes(b"abc".to_vec()));
+    t.push("/short", NodeKind::File { size: 10, content }, 0o644);
+    assert!(matches!(
+        write_err(&t),
+        Ext4WriteError::ContentSize { expected: 10, .. }
+    ));
+    // And longer.
+    let mut t = Tree::new();
+    let (content, _) = t.contents.add(Source::Bytes(b"abcdef".to_vec()));
+    t.push("/long", NodeKind::File { size: 2, content }, 0o644);
+    assert!(matches!(
+        write_err(&t),
+        Ext4WriteError::ContentSize { expected: 2, .. }
+    ));
+}
