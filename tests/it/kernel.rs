@@ -427,3 +427,36 @@ fn the_kernel_reads_a_fat32_bootfs_we_wrote() {
     };
     assert_eq!(strip(snapshot(m.path(), &[])), strip(snapshot(&src, &[])));
 }
+
+#[test]
+fn the_kernel_reads_an_ext4_rootfs_we_wrote() {
+    use w4b::formats::ext4::write::{write_ext4, Ext4Options, Size};
+    let name = "kernel::the_kernel_reads_an_ext4_rootfs_we_wrote";
+    if !require_root(name) || !kernel_supports("ext4", name) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    rootfs_like_source(&src);
+    // A directory too big for one block, and a file with several extents' worth of data.
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("etc/entry-{i:05}")), i.to_string()).unwrap();
+    }
+    std::fs::write(
+        src.join("usr/bin/big"),
+        (0..9_000_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let (nodes, contents) = nodes_from_dir(&src);
+    let img = tmp.path().join("rootfs.img");
+    let mut f = std::fs::File::create(&img).unwrap();
+    let opts = Ext4Options::new(Size::Fixed(96 << 20), [7; 16], [9; 16], 1_700_000_000);
+    write_ext4(&mut f, &nodes, &contents, &opts).unwrap();
+    drop(f);
+    let len = std::fs::metadata(&img).unwrap().len();
+    let m = mount_ro(&img, 0, len, "ext4").expect("loop mount");
+    let seen = snapshot(m.path(), &["lost+found"]);
+    let want = snapshot(&src, &[]);
+    assert_eq!(seen, want);
+}
