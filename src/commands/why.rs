@@ -13,6 +13,8 @@ use crate::cli::{WhyArgs, WhyFormat};
 pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
     let ws = app.workspace()?;
     let label = app.resolve_one(&ws, &args.label)?;
+    // A label that names no target is that error, not "never built".
+    crate::defs::Loader::new(ws.clone(), app.env.clone(), &app.global.set)?.load(&label)?;
     let store = app.store(&ws)?;
     let target = label.to_string();
     let Some(h) = history::load(store.as_ref(), &target).map_err(|e| miette::miette!("{e}"))? else {
