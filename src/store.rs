@@ -42,7 +42,7 @@ impl AppStore {
             Some(r) if remote_read_only => Some(StoreDir::open_shared_read_only(r)?),
             Some(r) => Some(StoreDir::open_shared(r)?),
         };
-        let stats = StatCache::from_bytes(local.read_meta(STATCACHE)?.as_deref());
+        let stats = StatCache::from_bytes(local.read_meta(STATCACHE)?);
         Ok(AppStore {
             store: Store::new(local, remote),
             stats,
