@@ -300,4 +300,14 @@ impl Blobs for AppStore {
     fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>, TreeError> {
         Ok(Box::new(self.store.reader(d).map_err(tree_err)?))
     }
+
+    fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), TreeError> {
+        let mut w = self.store.local().writer().map_err(tree_err)?;
+        std::io::copy(reader, &mut w).map_err(|source| TreeError::Io {
+            what: "cannot copy into the store from",
+            path: "<stream>".into(),
+            source,
+        })?;
+        w.commit().map_err(tree_err)
+    }
 }

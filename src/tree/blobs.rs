@@ -28,6 +28,18 @@ pub trait Blobs: Sync {
     fn get(&self, d: &Digest) -> Result<Vec<u8>, TreeError>;
     /// A stream of a blob's bytes, for contents too big to hold in memory.
     fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>, TreeError>;
+    /// Stores everything `reader` yields. The default buffers it; stores that can
+    /// stream (the application's) override this so disk images never sit in memory.
+    fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), TreeError> {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(|source| TreeError::Io {
+            what: "cannot read",
+            path: "<stream>".into(),
+            source,
+        })?;
+        let len = bytes.len() as u64;
+        Ok((self.put(&bytes)?, len))
+    }
 }
 
 /// An in-memory [`Blobs`], for tests.

@@ -21,6 +21,7 @@ mod entry;
 mod error;
 pub mod export;
 pub mod format;
+pub mod fs;
 pub mod import;
 pub mod layer;
 mod path;
