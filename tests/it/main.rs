@@ -10,3 +10,4 @@ mod determinism;
 mod freshness;
 mod kernel;
 mod robustness;
+mod roundtrip;
