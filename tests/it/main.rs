@@ -8,5 +8,6 @@ mod cache;
 mod cli;
 mod determinism;
 mod freshness;
+mod inspect;
 mod kernel;
 mod robustness;
