@@ -228,10 +228,7 @@ fn inspect_shows_both_partitions_and_filesystems() {
         )
     );
     assert!(line("/bin").ends_with("/bin -> usr/bin"), "{text}");
-    assert!(
-        line("/dev/null").starts_with("crw-rw-rw- 0:0 1,3 "),
-        "{text}"
-    );
+    assert!(line("/dev/null").starts_with("crw-rw-rw- 0:0 1,3 "), "{text}");
     assert!(
         line("/etc/wireguard/wg0.key").starts_with("-rw------- 1000:1001 "),
         "{text}"
@@ -517,4 +514,91 @@ fn a_bare_filesystem_image_and_usage_errors() {
         env.run(&["inspect", "--format", "yaml", "x.img"]).status.code(),
         Some(2)
     );
+}
+
+/// The report agrees with the reference tools: `sfdisk --json` for the table, `blkid` for
+/// labels and UUIDs, `dumpe2fs -h` for the ext4 features and counts.
+#[test]
+fn inspect_agrees_with_sfdisk_blkid_and_dumpe2fs() {
+    let test = "inspect::inspect_agrees_with_sfdisk_blkid_and_dumpe2fs";
+    if !(have("sfdisk", test) && have("blkid", test) && have("dumpe2fs", test)) {
+        return;
+    }
+    let env = TestEnv::new();
+    let img = env.root.path().join("disk.img");
+    pi_disk(&img, &NORTH);
+    let v = json(&env, &img);
+
+    let out = Command::new("sfdisk").arg("--json").arg(&img).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sf: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sf = &sf["partitiontable"];
+    assert_eq!(sf["id"], format!("0x{}", v["table"]["disk_id"].as_str().unwrap()));
+    let ours = v["partitions"].as_array().unwrap();
+    let theirs = sf["partitions"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(o["start_lba"], t["start"]);
+        assert_eq!(o["size_lba"], t["size"]);
+        assert_eq!(o["type"], t["type"]);
+    }
+
+    for fs in v["filesystems"].as_array().unwrap() {
+        let offset = fs["offset"].as_u64().unwrap();
+        let out = Command::new("blkid")
+            .args(["-p", "-o", "export", "-O", &offset.to_string()])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let tags: BTreeMap<String, String> = stdout(&out)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            Some(&fs["label"].as_str().unwrap().to_string()),
+            tags.get("LABEL"),
+            "{tags:?}"
+        );
+        assert_eq!(
+            Some(&fs["uuid"].as_str().unwrap().to_string()),
+            tags.get("UUID"),
+            "{tags:?}"
+        );
+        if fs["kind"] == "fat" {
+            assert_eq!(
+                Some(&fs["variant"].as_str().unwrap().to_string()),
+                tags.get("VERSION")
+            );
+        }
+    }
+
+    let ext4 = &v["filesystems"][1];
+    let part = env.root.path().join("rootfs.img");
+    let bytes = std::fs::read(&img).unwrap();
+    let start = ext4["offset"].as_u64().unwrap() as usize;
+    let len = ext4["size"].as_u64().unwrap() as usize;
+    std::fs::write(&part, &bytes[start..start + len]).unwrap();
+    let out = Command::new("dumpe2fs").arg("-h").arg(&part).output().unwrap();
+    let text = stdout(&out);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .map(|r| r.trim_start_matches(':').trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let features: Vec<&str> = ext4["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(features.join(" "), field("Filesystem features"));
+    assert_eq!(ext4["inodes"].to_string(), field("Inode count"));
+    assert_eq!(ext4["free_inodes"].to_string(), field("Free inodes"));
+    let bs: u64 = field("Block size").parse().unwrap();
+    let free_blocks: u64 = field("Free blocks").parse().unwrap();
+    assert_eq!(ext4["free"].as_u64().unwrap(), free_blocks * bs);
 }
