@@ -358,8 +358,8 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(o, "table       {}, disk id {}", t.kind, t.disk_id);
             let _ = writeln!(
                 o,
-                "  {:>3} {:>4} {:>10} {:>10} {:>10}  {:<36} {}",
-                "#", "boot", "start", "sectors", "size", "partuuid", "type"
+                "  {:>3} {:>4} {:>10} {:>10} {:>10}  {:<36} type",
+                "#", "boot", "start", "sectors", "size", "partuuid"
             );
             for p in &r.partitions {
                 let ty = match p.type_name {
