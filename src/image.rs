@@ -81,7 +81,7 @@ impl Compression {
 
 impl fmt::Display for Compression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Compression::None => "uncompressed",
             Compression::Gzip => "gzip",
             Compression::Xz => "xz",
@@ -352,7 +352,7 @@ pub enum FsKind {
 
 impl fmt::Display for FsKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             FsKind::Ext4 => "ext4",
             FsKind::Fat => "fat",
             FsKind::Unknown => "unknown",

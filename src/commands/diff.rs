@@ -460,24 +460,34 @@ pub fn summary(r: &DiffReport) -> String {
     if r.identical {
         return format!("`{}` and `{}` are identical", r.a.path, r.b.path);
     }
-    let entries: usize = r.filesystems.iter().map(|f| f.entries.len()).sum();
-    let count = |c: Change| {
-        r.filesystems
-            .iter()
-            .flat_map(|f| &f.entries)
-            .filter(|e| e.change == c)
-            .count()
-    };
-    format!(
-        "`{}` and `{}` differ: {entries} entries ({} added, {} removed, {} changed), {} partition and {} disk difference(s)",
-        r.a.path,
-        r.b.path,
-        count(Change::Added),
-        count(Change::Removed),
-        count(Change::Changed),
-        r.partitions.len(),
-        r.disk.len()
-    )
+    let entries = || r.filesystems.iter().flat_map(|f| &f.entries);
+    let count = |c: Change| entries().filter(|e| e.change == c).count();
+    let mut parts = Vec::new();
+    let n = entries().count();
+    if n > 0 {
+        parts.push(format!(
+            "{n} {} ({} added, {} removed, {} changed)",
+            if n == 1 { "entry" } else { "entries" },
+            count(Change::Added),
+            count(Change::Removed),
+            count(Change::Changed)
+        ));
+    }
+    let fs = r
+        .filesystems
+        .iter()
+        .filter(|f| f.change != Change::Changed || !f.fields.is_empty())
+        .count();
+    for (n, one, many) in [
+        (fs, "filesystem", "filesystems"),
+        (r.partitions.len(), "partition", "partitions"),
+        (r.disk.len(), "disk field", "disk fields"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {}", if n == 1 { one } else { many }));
+        }
+    }
+    format!("`{}` and `{}` differ: {}", r.a.path, r.b.path, parts.join(", "))
 }
 
 #[cfg(test)]
