@@ -1069,4 +1069,102 @@ mod tests {
             assert!(matches!(err, ImageError::Decompress { .. }), "{name}: {err:?}");
         }
     }
+
+    /// A GPT disk: one ext4 partition at 1 MiB and an empty one.
+    fn gpt_disk() -> Vec<u8> {
+        use crate::formats::gpt::{Guid, LINUX_FILESYSTEM};
+        use crate::formats::partition::Partition;
+        let mut contents = MemContents::default();
+        let id = contents.add(b"gpt\n");
+        let list = vec![
+            node("/", NodeKind::Dir, 0o755),
+            node("/f", NodeKind::File { size: 4, content: id }, 0o644),
+        ];
+        let size = 12u64 << 20;
+        let mut t = PartitionTable::new_gpt(Guid::from_u128(0xfeed));
+        t.partitions.push(Partition::gpt(
+            1,
+            2048,
+            8 << 11,
+            LINUX_FILESYSTEM,
+            Guid::from_u128(0xbeef),
+            "root",
+        ));
+        t.partitions.push(Partition::gpt(
+            2,
+            2048 + (8 << 11),
+            2048,
+            LINUX_FILESYSTEM,
+            Guid::from_u128(0xcafe),
+            "x",
+        ));
+        let mut disk = Cursor::new(vec![0u8; size as usize]);
+        t.write(&mut disk, size).unwrap();
+        let mut w = t.open(&mut disk, 1).unwrap();
+        write_ext4(
+            &mut w,
+            &list,
+            &contents,
+            &Ext4Options::new(Size::Fixed(8 << 20), [3; 16], [4; 16], 0),
+        )
+        .unwrap();
+        disk.into_inner()
+    }
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn gpt_partitions_are_read_by_their_contents() {
+        let disk = read_disk(file_of(&gpt_disk())).unwrap();
+        let table = disk.table.as_ref().unwrap();
+        assert_eq!(
+            table.partuuid(1).as_deref(),
+            Some("00000000-0000-0000-0000-00000000beef")
+        );
+        let kinds: Vec<_> = disk.filesystems.iter().map(|f| (f.partition, f.kind)).collect();
+        // Same type GUID on both; only the first holds a filesystem.
+        assert_eq!(kinds, [(Some(1), FsKind::Ext4), (Some(2), FsKind::Unknown)]);
+        assert!(nodes(&disk, &disk.filesystems[1]).unwrap().is_empty());
+        let e = nodes(&disk, &disk.filesystems[0]).unwrap();
+        assert!(e.iter().any(|e| e.node.path == "/f"));
+    }
+
+    mod proptests {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+            /// Damaged disks (bytes changed in the tables, the superblock, the
+            /// directories) and cut-off disks give errors or reports, never panics.
+            #[test]
+            fn damaged_disks_never_panic(
+                edits in proptest::collection::vec((0usize..(2 << 20) + 64 * 1024, any::<u8>()), 1..24),
+                cut in proptest::option::of(0usize..12 << 20),
+            ) {
+                let mut bytes = gpt_disk();
+                for (at, v) in edits {
+                    // The first 2 MiB hold the GPT, then the ext4 superblock and metadata.
+                    let at = if at < 64 * 1024 { at } else { at - 64 * 1024 + (1 << 20) };
+                    if let Some(b) = bytes.get_mut(at) {
+                        *b = v;
+                    }
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut);
+                }
+                if let Ok(disk) = read_disk(file_of(&bytes)) {
+                    for fs in &disk.filesystems {
+                        let _ = nodes(&disk, fs);
+                    }
+                }
+            }
+        }
+    }
 }
