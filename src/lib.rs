@@ -5,7 +5,8 @@
 //! - [`compile`] turns targets into a graph of steps ([`w4b_graph`]), each step a kind in
 //!   [`steps`] (fetch, layer, overlay, tar, …) with a key built from its typed inputs.
 //! - [`tree`] is the content-addressed filesystem tree those steps exchange; [`formats`]
-//!   reads and writes on-disk formats (tar today) as pure bytes-in, bytes-out code.
+//!   reads and writes on-disk formats (tar today) as pure bytes-in, bytes-out code;
+//!   [`image`] opens (decompresses) disk images and reads them through those formats.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
 //!   [`inputs`] hashes input files with a stat cache.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod compile;
 pub mod defs;
 pub mod formats;
+pub mod image;
 pub mod inputs;
 pub mod steps;
 pub mod store;

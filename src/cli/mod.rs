@@ -65,6 +65,10 @@ pub enum Command {
     Ls(LsArgs),
     /// Inspect and maintain the cache.
     Cache(CacheArgs),
+    /// Show a disk image's partition table, filesystems and (with `--tree`) every entry.
+    Inspect(InspectArgs),
+    /// Compare two disk images entry by entry; exit status 0 identical, 1 different, 2 trouble.
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +153,54 @@ pub enum CacheCommand {
         #[arg(long)]
         remote: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A disk image or a bare ext4/FAT image: `.img`, `.img.xz`, `.img.zst`, `.img.gz`.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// List every entry: mode, owner, size, path, symlink target, xattr names, SHA-256.
+    #[arg(long)]
+    pub tree: bool,
+    /// `text` for people, `json` (`w4b.inspect/1`, always with every entry) for tools.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The old image.
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The new image.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// `text` (one line per difference) or `json` (`w4b.diff/1`).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Leave a field out of the comparison (repeatable).
+    #[arg(long, value_enum, value_name = "FIELD")]
+    pub ignore: Vec<DiffField>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+/// Entry fields `w4b diff --ignore` can leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum DiffField {
+    /// Modification times.
+    Mtime,
+    /// Permission bits.
+    Mode,
+    /// uid and gid.
+    Owner,
+    /// Extended attributes.
+    Xattrs,
 }
 
 /// Parses arguments, runs the command, maps errors to exit codes (0 ok, 1 failure,

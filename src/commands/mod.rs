@@ -3,7 +3,9 @@
 
 pub mod build;
 pub mod cache;
+pub mod diff;
 pub mod graph;
+pub mod inspect;
 pub mod ls;
 pub mod why;
 
@@ -61,12 +63,19 @@ pub fn run(cli: Cli) -> i32 {
         Command::Graph(a) => graph::run(&app, a),
         Command::Ls(a) => ls::run(&app, a),
         Command::Cache(a) => cache::run(&app, a),
+        Command::Inspect(a) => inspect::run(&app, a),
+        Command::Diff(a) => diff::run(&app, a),
+    };
+    // `diff` follows diff(1): 1 means "different", so its failures exit with 2.
+    let failure = match &cli.command {
+        Command::Diff(_) => 2,
+        _ => 1,
     };
     match result {
         Ok(code) => code,
         Err(report) => {
             eprintln!("{report:?}");
-            1
+            failure
         }
     }
 }

@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod determinism;
 mod freshness;
+mod inspect;
 mod kernel;
 mod robustness;
 mod roundtrip;
