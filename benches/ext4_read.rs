@@ -17,9 +17,11 @@
 //! Caches: by default every side runs **warm** — the image file is in the page cache
 //! (one untimed warm-up each), so the comparison is of the software, not the disk. The
 //! kernel side still starts each round with an empty ext4 page cache, since unmounting
-//! drops it. `--cold` drops the image file's pages before every timed run (through
-//! `/proc/sys/vm/drop_caches` when writable, else `dd iflag=nocache`, which needs no root);
-//! the bench prints which.
+//! drops it. `--cold` drops the image file's pages before every timed run, for both
+//! sides: `dd iflag=nocache` (`posix_fadvise(DONTNEED)` on the image alone, no root, and
+//! the shared machine's other caches stay warm), else `/proc/sys/vm/drop_caches`; the
+//! bench prints which. The loop device's own cache goes with it: `mount -o loop`
+//! detaches the device at `umount`.
 //!
 //! Target: w4b no slower than 1.5× the loop-mount baseline.
 //!

@@ -100,9 +100,8 @@ fn fsck(img: &Path) -> String {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
-        .unwrap_or("")
-        .trim()
-        .to_string()
+        .map(|l| l.rsplit_once(": ").map_or(l, |(_, v)| v).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `BPB_SecPerClus` (byte 13) and `BPB_FATSz32` (bytes 36..40) of an image's boot sector.

@@ -538,22 +538,25 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
     })
 }
 
-/// The page cache's copy of `path` is dropped (`posix_fadvise(DONTNEED)` through GNU
-/// `dd iflag=nocache`, which needs no root), or `/proc/sys/vm/drop_caches` when writable.
-/// Returns how, or None when neither worked.
+/// Drops the page cache's copy of `path`: `posix_fadvise(DONTNEED)` on that file alone,
+/// through GNU `dd iflag=nocache count=0` (no root needed, and the shared machine's other
+/// caches stay warm); else `/proc/sys/vm/drop_caches` (root, drops everything). Returns
+/// how, or None when neither worked.
 pub fn drop_cache(path: &Path) -> Option<&'static str> {
     // Dirty pages cannot be dropped; the writers fsync, this is for good measure.
     sync_path(path);
-    if fs::write("/proc/sys/vm/drop_caches", "3").is_ok() {
-        return Some("drop_caches");
-    }
-    let ok = Command::new("dd")
+    let targeted = Command::new("dd")
         .arg(format!("if={}", path.display()))
         .args(["iflag=nocache", "count=0", "status=none"])
         .stdin(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    ok.then_some("dd iflag=nocache (fadvise DONTNEED on the image)")
+    if targeted {
+        return Some("dd iflag=nocache (fadvise DONTNEED on the image file)");
+    }
+    fs::write("/proc/sys/vm/drop_caches", "3")
+        .is_ok()
+        .then_some("/proc/sys/vm/drop_caches")
 }
 
 /// Whether the bench runs as root (effective uid 0, from `/proc/self/status`): the
