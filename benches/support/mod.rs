@@ -1,7 +1,9 @@
 //! Shared machinery of the w4b benchmarks: a deterministic generator of synthetic
 //! workspaces, a runner for the real `w4b` binary in a pinned environment, in-process
 //! baselines (stat walks, record reads) and the small statistics and table printing every
-//! bench reports with.
+//! bench reports with. [`disk`] holds what the disk-format benches add: generated host
+//! trees, the adapter feeding them to w4b's image writers, and the external tools their
+//! baselines run.
 //!
 //! The benches run on shared 2-core machines where absolute times are noise, so every
 //! measurement here is meant to be paired with a baseline taken in the same run, in the
@@ -10,6 +12,8 @@
 
 // Each bench binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
+
+pub mod disk;
 
 use std::fmt::Write as _;
 use std::fs;
