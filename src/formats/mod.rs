@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bmap;
+pub mod compress;
 pub mod ext4;
 pub mod fat;
 pub mod fs;
