@@ -208,8 +208,14 @@ mod tests {
         let p = PublicKey::parse(&k.public().to_text()).unwrap();
         assert_eq!(p, k.public());
         assert_eq!(p.keyid().len(), 16);
-        assert!(matches!(PublicKey::parse(&k.to_text()), Err(DsseError::KeyFormat { .. })));
-        assert!(matches!(SecretKey::parse(&p.to_text()), Err(DsseError::KeyFormat { .. })));
+        assert!(matches!(
+            PublicKey::parse(&k.to_text()),
+            Err(DsseError::KeyFormat { .. })
+        ));
+        assert!(matches!(
+            SecretKey::parse(&p.to_text()),
+            Err(DsseError::KeyFormat { .. })
+        ));
         assert!(PublicKey::parse("w4b-ed25519-public-v1 AAAA").is_err());
         assert!(format!("{k:?}").starts_with("SecretKey(keyid "));
     }

@@ -20,9 +20,9 @@ pub mod verify;
 use std::collections::BTreeMap;
 
 use statement::{
-    canonical_json, BuildDefinition, Builder, DependencyDescriptor, ExternalParameters,
-    InternalParameters, Metadata, OutputDigest, Provenance, RunDetails, Statement,
-    StepAnnotations, StepDescriptor, SubjectAnnotations, SubjectDescriptor, SubjectDigest,
+    canonical_json, BuildDefinition, Builder, DependencyDescriptor, ExternalParameters, InternalParameters,
+    Metadata, OutputDigest, Provenance, RunDetails, Statement, StepAnnotations, StepDescriptor,
+    SubjectAnnotations, SubjectDescriptor, SubjectDigest,
 };
 
 /// The BLAKE3 `derive_key` context of `runDetails.metadata.invocationId`.
@@ -316,10 +316,20 @@ pub(crate) mod tests {
     #[test]
     fn invocation_id_is_recomputable_and_changes_with_content() {
         let m = Manifest::build(&sample_input(b"x")).unwrap();
-        let id = m.statement.predicate.run_details.metadata.invocation_id.clone().unwrap();
+        let id = m
+            .statement
+            .predicate
+            .run_details
+            .metadata
+            .invocation_id
+            .clone()
+            .unwrap();
         assert_eq!(invocation_id(&m.statement).unwrap(), id);
         let other = Manifest::build(&sample_input(b"y")).unwrap();
-        assert_ne!(other.statement.predicate.run_details.metadata.invocation_id, Some(id));
+        assert_ne!(
+            other.statement.predicate.run_details.metadata.invocation_id,
+            Some(id)
+        );
     }
 
     #[test]
@@ -335,7 +345,11 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(
             uris,
-            ["file:defs/images/demo.yaml", "file:w4b.yaml", "https://downloads.example.org/raspios.img.xz"]
+            [
+                "file:defs/images/demo.yaml",
+                "file:w4b.yaml",
+                "https://downloads.example.org/raspios.img.xz"
+            ]
         );
     }
 }

@@ -112,6 +112,22 @@ pub struct Verification {
 }
 
 impl Verification {
+    /// Nothing checked yet, nothing found.
+    pub fn empty() -> Verification {
+        Verification {
+            schema: "w4b.verify/1",
+            target: None,
+            epoch: None,
+            w4b_version: None,
+            signature: SignatureStatus::Unsigned,
+            subjects: 0,
+            steps: 0,
+            artifacts: Vec::new(),
+            findings: Vec::new(),
+            exit: 0,
+        }
+    }
+
     fn add(&mut self, bit: u8, code: &'static str, message: String) {
         self.exit |= bit;
         self.findings.push(Finding { bit, code, message });
@@ -120,25 +136,22 @@ impl Verification {
 
 /// Checks `document` (a bare statement or a DSSE envelope around one).
 pub fn verify(document: &[u8], artifacts: &[ArtifactDigest], key: Option<&PublicKey>) -> Verification {
-    let mut v = Verification {
-        schema: "w4b.verify/1",
-        target: None,
-        epoch: None,
-        w4b_version: None,
-        signature: SignatureStatus::Unsigned,
-        subjects: 0,
-        steps: 0,
-        artifacts: Vec::new(),
-        findings: Vec::new(),
-        exit: 0,
-    };
+    let mut v = Verification::empty();
     let value: serde_json::Value = match serde_json::from_slice(document) {
         Ok(x) => x,
         Err(e) => {
-            v.add(OTHER_ERROR, "w4b::verify::json", format!("the manifest is not JSON: {e}"));
+            v.add(
+                OTHER_ERROR,
+                "w4b::verify::json",
+                format!("the manifest is not JSON: {e}"),
+            );
             if key.is_some() {
                 v.signature = SignatureStatus::Missing;
-                v.add(BAD_SIGNATURE, "w4b::verify::signature", "no signature could be read".into());
+                v.add(
+                    BAD_SIGNATURE,
+                    "w4b::verify::signature",
+                    "no signature could be read".into(),
+                );
             }
             return v;
         }
@@ -154,7 +167,8 @@ pub fn verify(document: &[u8], artifacts: &[ArtifactDigest], key: Option<&Public
             v.add(
                 BAD_SIGNATURE,
                 "w4b::verify::unsigned",
-                "a key was given but the manifest is not signed (a bare statement, not a DSSE envelope)".into(),
+                "a key was given but the manifest is not signed (a bare statement, not a DSSE envelope)"
+                    .into(),
             );
         }
         document.to_vec()
@@ -185,8 +199,16 @@ fn open_envelope(value: serde_json::Value, key: Option<&PublicKey>, v: &mut Veri
     let env: Envelope = match serde_json::from_value(value) {
         Ok(e) => e,
         Err(e) => {
-            v.add(OTHER_ERROR, "w4b::verify::envelope", format!("not a DSSE envelope: {e}"));
-            bad_sig(v, SignatureStatus::Missing, "the envelope could not be read".into());
+            v.add(
+                OTHER_ERROR,
+                "w4b::verify::envelope",
+                format!("not a DSSE envelope: {e}"),
+            );
+            bad_sig(
+                v,
+                SignatureStatus::Missing,
+                "the envelope could not be read".into(),
+            );
             return None;
         }
     };
@@ -209,7 +231,10 @@ fn open_envelope(value: serde_json::Value, key: Option<&PublicKey>, v: &mut Veri
         v.add(
             OTHER_ERROR,
             "w4b::verify::payload_type",
-            format!("payload type `{}`, expected `{IN_TOTO_PAYLOAD_TYPE}`", env.payload_type),
+            format!(
+                "payload type `{}`, expected `{IN_TOTO_PAYLOAD_TYPE}`",
+                env.payload_type
+            ),
         );
         return None;
     }
@@ -223,7 +248,9 @@ fn open_envelope(value: serde_json::Value, key: Option<&PublicKey>, v: &mut Veri
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn check_statement(s: &Statement, v: &mut Verification) {
@@ -240,20 +267,31 @@ fn check_statement(s: &Statement, v: &mut Verification) {
         ("buildDefinition.buildType", &bd.build_type, BUILD_TYPE),
     ] {
         if got != want {
-            v.add(OTHER_ERROR, "w4b::verify::type", format!("`{field}` is `{got}`, expected `{want}`"));
+            v.add(
+                OTHER_ERROR,
+                "w4b::verify::type",
+                format!("`{field}` is `{got}`, expected `{want}`"),
+            );
         }
     }
     let mut names = BTreeSet::new();
     for sub in &s.subject {
         if !names.insert(&sub.name) {
-            v.add(OTHER_ERROR, "w4b::verify::duplicate", format!("subject `{}` appears twice", sub.name));
+            v.add(
+                OTHER_ERROR,
+                "w4b::verify::duplicate",
+                format!("subject `{}` appears twice", sub.name),
+            );
         }
         for (alg, d) in [("sha256", &sub.digest.sha256), ("blake3", &sub.digest.blake3)] {
             if !is_hex64(d) {
                 v.add(
                     OTHER_ERROR,
                     "w4b::verify::digest_format",
-                    format!("subject `{}`: {alg} `{d}` is not 64 lowercase hex digits", sub.name),
+                    format!(
+                        "subject `{}`: {alg} `{d}` is not 64 lowercase hex digits",
+                        sub.name
+                    ),
                 );
             }
         }
@@ -264,7 +302,10 @@ fn check_statement(s: &Statement, v: &mut Verification) {
                 v.add(
                     OTHER_ERROR,
                     "w4b::verify::digest_format",
-                    format!("dependency `{}`: {alg} `{d}` is not 64 lowercase hex digits", dep.uri),
+                    format!(
+                        "dependency `{}`: {alg} `{d}` is not 64 lowercase hex digits",
+                        dep.uri
+                    ),
                 );
             }
         }
@@ -273,13 +314,20 @@ fn check_statement(s: &Statement, v: &mut Verification) {
     let mut steps: BTreeMap<&str, &Vec<String>> = BTreeMap::new();
     for st in &rd.byproducts {
         if steps.insert(st.name.as_str(), &st.annotations.inputs).is_some() {
-            v.add(OTHER_ERROR, "w4b::verify::duplicate", format!("step `{}` appears twice", st.name));
+            v.add(
+                OTHER_ERROR,
+                "w4b::verify::duplicate",
+                format!("step `{}` appears twice", st.name),
+            );
         }
         if !is_hex64(&st.annotations.key) {
             v.add(
                 OTHER_ERROR,
                 "w4b::verify::key_format",
-                format!("step `{}`: key `{}` is not 64 lowercase hex digits", st.name, st.annotations.key),
+                format!(
+                    "step `{}`: key `{}` is not 64 lowercase hex digits",
+                    st.name, st.annotations.key
+                ),
             );
         }
         for (out, d) in &st.annotations.outputs {
@@ -287,7 +335,10 @@ fn check_statement(s: &Statement, v: &mut Verification) {
                 v.add(
                     OTHER_ERROR,
                     "w4b::verify::digest_format",
-                    format!("step `{}`: output `{out}` digest `{}` is not 64 lowercase hex digits", st.name, d.blake3),
+                    format!(
+                        "step `{}`: output `{out}` digest `{}` is not 64 lowercase hex digits",
+                        st.name, d.blake3
+                    ),
                 );
             }
         }
@@ -298,13 +349,20 @@ fn check_statement(s: &Statement, v: &mut Verification) {
                 v.add(
                     OTHER_ERROR,
                     "w4b::verify::dangling_input",
-                    format!("step `{}` consumes `{input}`, which is not a step of this manifest", st.name),
+                    format!(
+                        "step `{}` consumes `{input}`, which is not a step of this manifest",
+                        st.name
+                    ),
                 );
             }
         }
     }
     if let Some(step) = find_cycle(&steps) {
-        v.add(OTHER_ERROR, "w4b::verify::cycle", format!("the step graph has a cycle through `{step}`"));
+        v.add(
+            OTHER_ERROR,
+            "w4b::verify::cycle",
+            format!("the step graph has a cycle through `{step}`"),
+        );
     }
     match (&rd.metadata.invocation_id, super::invocation_id(s)) {
         (Some(got), Ok(want)) if *got == want => {}
@@ -413,7 +471,11 @@ mod tests {
     const IMAGE: &[u8] = b"disk image bytes";
 
     fn bare() -> Vec<u8> {
-        Manifest::build(&sample_input(IMAGE)).unwrap().to_json().unwrap().into_bytes()
+        Manifest::build(&sample_input(IMAGE))
+            .unwrap()
+            .to_json()
+            .unwrap()
+            .into_bytes()
     }
 
     fn signed(key: &SecretKey) -> Vec<u8> {
@@ -433,7 +495,12 @@ mod tests {
         let k = SecretKey::from_seed([3; 32]);
         let v = verify(&signed(&k), &[artifact("demo.img", IMAGE)], Some(&k.public()));
         assert_eq!(v.exit, 0, "{:?}", v.findings);
-        assert_eq!(v.signature, SignatureStatus::Valid { keyid: k.public().keyid() });
+        assert_eq!(
+            v.signature,
+            SignatureStatus::Valid {
+                keyid: k.public().keyid()
+            }
+        );
         assert_eq!(v.artifacts[0].produced_by.as_deref(), Some("//images:demo#image"));
         assert_eq!(v.target.as_deref(), Some("//images:demo"));
         assert_eq!(v.steps, 3);
@@ -469,7 +536,10 @@ mod tests {
 
         let mut t = env.clone();
         t.signatures[0].sig = t.signatures[0].sig.replacen(|c: char| c != 'A', "A", 1);
-        assert_eq!(verify(t.to_json().unwrap().as_bytes(), &[], Some(&k.public())).exit, BAD_SIGNATURE);
+        assert_eq!(
+            verify(t.to_json().unwrap().as_bytes(), &[], Some(&k.public())).exit,
+            BAD_SIGNATURE
+        );
 
         let other_key = SecretKey::from_seed([4; 32]).public();
         assert_eq!(verify(&doc, &[], Some(&other_key)).exit, BAD_SIGNATURE);
@@ -479,7 +549,12 @@ mod tests {
     fn wrong_or_unknown_artifact_sets_bit_1() {
         let v = verify(&bare(), &[artifact("demo.img", b"disk image byteZ")], None);
         assert_eq!(v.exit, DIGEST_MISMATCH);
-        assert_eq!(v.findings.len(), 2, "sha256 and blake3 differ, size does not: {:?}", v.findings);
+        assert_eq!(
+            v.findings.len(),
+            2,
+            "sha256 and blake3 differ, size does not: {:?}",
+            v.findings
+        );
         let v = verify(&bare(), &[artifact("demo.img", b"short")], None);
         assert_eq!(v.exit, DIGEST_MISMATCH);
         let v = verify(&bare(), &[artifact("other.img", IMAGE)], None);
@@ -506,15 +581,23 @@ mod tests {
         assert_eq!(v.findings[0].code, "w4b::verify::cycle");
 
         let bad_key = with_steps(|s| s[2].key = "XYZ".into());
-        assert_eq!(verify(&bad_key, &[], None).findings[0].code, "w4b::verify::key_format");
+        assert_eq!(
+            verify(&bad_key, &[], None).findings[0].code,
+            "w4b::verify::key_format"
+        );
 
         let dup = with_steps(|s| s[2].name = s[1].name.clone());
-        assert!(verify(&dup, &[], None).findings.iter().any(|f| f.code == "w4b::verify::duplicate"));
+        assert!(verify(&dup, &[], None)
+            .findings
+            .iter()
+            .any(|f| f.code == "w4b::verify::duplicate"));
     }
 
     #[test]
     fn hand_edits_break_the_invocation_id() {
-        let text = String::from_utf8(bare()).unwrap().replace(&hex_of("key-fetch"), &hex_of("other"));
+        let text = String::from_utf8(bare())
+            .unwrap()
+            .replace(&hex_of("key-fetch"), &hex_of("other"));
         let v = verify(text.as_bytes(), &[], None);
         assert_eq!(v.exit, OTHER_ERROR);
         assert_eq!(v.findings[0].code, "w4b::verify::invocation_id");
@@ -524,14 +607,20 @@ mod tests {
     fn garbage_is_bit_4_and_also_bit_2_when_a_key_is_required() {
         assert_eq!(verify(b"not json", &[], None).exit, OTHER_ERROR);
         let k = SecretKey::from_seed([3; 32]).public();
-        assert_eq!(verify(b"not json", &[], Some(&k)).exit, OTHER_ERROR | BAD_SIGNATURE);
+        assert_eq!(
+            verify(b"not json", &[], Some(&k)).exit,
+            OTHER_ERROR | BAD_SIGNATURE
+        );
         assert_eq!(verify(b"{\"_type\": 1}", &[], None).exit, OTHER_ERROR);
     }
 
     #[test]
     fn artifact_digests_are_sha256_and_blake3() {
         let a = artifact("x", b"abc");
-        assert_eq!(a.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            a.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(a.blake3, blake3::hash(b"abc").to_hex().to_string());
         assert_eq!(a.size, 3);
     }
