@@ -19,6 +19,7 @@ pub mod defs;
 pub mod formats;
 pub mod image;
 pub mod inputs;
+pub mod manifest;
 pub mod steps;
 pub mod store;
 pub mod tree;

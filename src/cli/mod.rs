@@ -69,6 +69,11 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Compare two disk images entry by entry; exit status 0 identical, 1 different, 2 trouble.
     Diff(DiffArgs),
+    /// Check a build manifest: signature, artifact digests, step graph. Exit status is a
+    /// bit mask: 1 digest mismatch, 2 bad or missing signature, 4 other error.
+    Verify(VerifyArgs),
+    /// Create an ed25519 key pair for signing manifests: `PREFIX.key` and `PREFIX.pub`.
+    Keygen(KeygenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +187,29 @@ pub struct DiffArgs {
     /// Leave a field out of the comparison (repeatable).
     #[arg(long, value_enum, value_name = "FIELD")]
     pub ignore: Vec<DiffField>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A `.manifest.json`: a bare in-toto statement or a DSSE envelope around one.
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    /// A built file to check against the subject of the same file name (repeatable).
+    #[arg(long = "artifact", value_name = "PATH")]
+    pub artifacts: Vec<PathBuf>,
+    /// A public key (`w4b keygen`'s `.pub`): the manifest must carry a signature by it.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
+    /// `text` for people, `json` (`w4b.verify/1`) for tools.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Writes `PREFIX.key` (secret, mode 0600) and `PREFIX.pub`; refuses to overwrite.
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,7 +6,9 @@ pub mod cache;
 pub mod diff;
 pub mod graph;
 pub mod inspect;
+pub mod keygen;
 pub mod ls;
+pub mod verify;
 pub mod why;
 
 use std::collections::BTreeMap;
@@ -65,10 +67,14 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cache(a) => cache::run(&app, a),
         Command::Inspect(a) => inspect::run(&app, a),
         Command::Diff(a) => diff::run(&app, a),
+        Command::Verify(a) => verify::run(&app, a),
+        Command::Keygen(a) => keygen::run(&app, a),
     };
     // `diff` follows diff(1): 1 means "different", so its failures exit with 2.
+    // `verify` exits with a bit mask, in which 4 is "other error".
     let failure = match &cli.command {
         Command::Diff(_) => 2,
+        Command::Verify(_) => 4,
         _ => 1,
     };
     match result {
