@@ -268,7 +268,10 @@ pub fn open_image(path: &Path) -> Result<OpenedImage, ImageError> {
 /// A reader of the decompressed bytes of `input`, compressed with `compression`
 /// (`None` passes it through). Shared by [`open_image`] and the `unpack` step, which
 /// decompresses straight from a store blob.
-pub fn decoder<'a, R: io::BufRead + 'a>(input: R, compression: Compression) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decoder<'a, R: io::BufRead + 'a>(
+    input: R,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         // Multi-member/multi-stream decoders: `cat a.gz b.gz` and `xz` files with several
         // streams are valid and decompress to the concatenation, as the command-line

@@ -77,7 +77,9 @@ pub enum UnpackError {
     )]
     NoExt4 { image: String, found: String },
 
-    #[error("`{image}` has more than one {kind} partition ({partitions}), so which one is meant is ambiguous")]
+    #[error(
+        "`{image}` has more than one {kind} partition ({partitions}), so which one is meant is ambiguous"
+    )]
     #[diagnostic(
         code(w4b::unpack::ambiguous),
         help("`unpack` expects exactly one FAT boot partition and one ext4 root partition, as Raspberry Pi OS images have")
@@ -222,8 +224,7 @@ impl UnpackStep {
         );
         let head = io::BufRead::fill_buf(&mut watched).map_err(|e| self.read_error(cx, input, 0, e))?;
         let compression = Compression::from_magic(head);
-        let decoded =
-            image::decoder(watched, compression).map_err(|e| self.read_error(cx, input, 0, e))?;
+        let decoded = image::decoder(watched, compression).map_err(|e| self.read_error(cx, input, 0, e))?;
         let dir = self
             .store
             .scratch_path("unpack")
@@ -355,13 +356,12 @@ impl UnpackStep {
         cx.check_cancel()?;
         let digest = result.map_err(|e| match e {
             // A file the filesystem cannot produce is damage in the image, not in the store.
-            crate::tree::TreeError::Io { path, source, .. } if unavailable_blob(&source).is_none() => {
-                self.image_error(ImageError::File {
+            crate::tree::TreeError::Io { path, source, .. } if unavailable_blob(&source).is_none() => self
+                .image_error(ImageError::File {
                     place: place.clone(),
                     path: path.display().to_string(),
                     source,
-                })
-            }
+                }),
             other => tree_error(other),
         })?;
         Ok(OutputRef { digest, size: 0 })
@@ -407,10 +407,7 @@ impl Step for UnpackStep {
             Err(e) => return Err(self.image_error(e)),
         };
         let Some(table) = &disk.table else {
-            let found = disk
-                .filesystems
-                .first()
-                .map_or(FsKind::Unknown, |f| f.kind);
+            let found = disk.filesystems.first().map_or(FsKind::Unknown, |f| f.kind);
             return Err(StepError::diag(UnpackError::NoTable {
                 image: self.image.clone(),
                 found: format!("it is a bare {found} filesystem, not a whole disk"),

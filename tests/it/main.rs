@@ -12,3 +12,4 @@ mod inspect;
 mod kernel;
 mod robustness;
 mod roundtrip;
+mod unpack;
