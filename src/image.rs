@@ -244,15 +244,7 @@ pub fn open_image(path: &Path) -> Result<OpenedImage, ImageError> {
         });
     }
     let input = io::BufReader::with_capacity(1 << 20, file);
-    let decoder: Box<dyn Read> = match by_magic {
-        // Multi-member/multi-stream decoders: `cat a.gz b.gz` and `xz` files with several
-        // streams are valid and decompress to the concatenation, as the command-line
-        // tools do. The zstd decoder reads every frame by default.
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(open_err)?),
-        Compression::None => Box::new(input),
-    };
+    let decoder = decoder(input, by_magic).map_err(open_err)?;
     let mut out = tempfile::tempfile().map_err(ImageError::Temp)?;
     let size = copy_sparse(decoder, &mut out).map_err(|e| match e {
         SparseError::Read { offset, source } => ImageError::Decompress {
@@ -270,6 +262,24 @@ pub fn open_image(path: &Path) -> Result<OpenedImage, ImageError> {
         compression: by_magic,
         stored_size,
         size,
+    })
+}
+
+/// A reader of the decompressed bytes of `input`, compressed with `compression`
+/// (`None` passes it through). Shared by [`open_image`] and the `unpack` step, which
+/// decompresses straight from a store blob.
+pub fn decoder<'a, R: io::BufRead + 'a>(
+    input: R,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        // Multi-member/multi-stream decoders: `cat a.gz b.gz` and `xz` files with several
+        // streams are valid and decompress to the concatenation, as the command-line
+        // tools do. The zstd decoder reads every frame by default.
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::None => Box::new(input),
     })
 }
 

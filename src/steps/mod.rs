@@ -8,12 +8,14 @@
 //! | `layer`   | file operations, sources, templates     | `changeset`              |
 //! | `overlay` | a base tree and changesets, in order    | `tree`                   |
 //! | `tar`     | a tree, epoch, compression level        | `archive`: `.tar.zst`    |
+//! | `unpack`  | a `fetch`ed disk image                  | `bootfs`, `rootfs`, `table` |
 
 pub mod fetch;
 pub mod layer;
 pub mod overlay;
 pub mod scratch;
 pub mod tar;
+pub mod unpack;
 
 use w4b_graph::StepError;
 

@@ -12,4 +12,5 @@ mod inspect;
 mod kernel;
 mod robustness;
 mod roundtrip;
+mod unpack;
 mod verify;

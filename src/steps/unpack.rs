@@ -1,0 +1,679 @@
+//! `unpack`: a vendor disk image (Raspberry Pi OS, as a `fetch` step downloaded it) into
+//! what the rest of the graph builds on — the boot partition's tree, the root partition's
+//! tree, and the partition table as canonical JSON.
+//!
+//! The image blob is decompressed (xz, zstd, gzip, recognised by magic, or raw) straight
+//! from the store into a sparse temporary file in the store's own filesystem: the
+//! filesystem readers need to seek, and a 4 GiB image that is mostly empty then costs only
+//! its data. Nothing holds the image in memory; file contents stream from the partition
+//! into the store one file at a time.
+//!
+//! The key is the image itself (the engine keys on the upstream digest) plus the step's
+//! version: there is nothing else to choose. Partitions are recognised by what they hold,
+//! not by their type byte, and the image must hold exactly one FAT and exactly one ext4
+//! filesystem — anything else is ambiguous about which is `/boot/firmware` and which is
+//! `/`, so it is an error that names the partitions found.
+
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use w4b_cache::OutputRef;
+use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
+
+use super::{tree_error, unavailable_blob};
+use crate::formats::ext4::Ext4;
+use crate::formats::fat::read_fat;
+use crate::formats::fs::{ContentId, Contents};
+use crate::formats::partition::{PartitionTable, TableKind};
+use crate::image::{self, copy_sparse, Compression, Disk, FsKind, FsView, ImageError, SparseError};
+use crate::store::AppStore;
+use crate::tree::{fs::from_nodes, Blobs};
+
+/// Version of the `table` JSON; bump it (and the step version) when its shape changes.
+pub const TABLE_SCHEMA: u32 = 1;
+
+pub struct UnpackStep {
+    pub store: Arc<AppStore>,
+    /// How errors name the image (its URL or the definition's name for it).
+    pub image: String,
+}
+
+/// Why an image could not be unpacked.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum UnpackError {
+    #[error("cannot read the disk image `{image}`")]
+    #[diagnostic(code(w4b::unpack::image))]
+    Image {
+        image: String,
+        #[source]
+        #[diagnostic_source]
+        source: ImageError,
+    },
+
+    #[error("`{image}` has no partition table: {found}")]
+    #[diagnostic(
+        code(w4b::unpack::no_table),
+        help("`unpack` takes a whole-disk image (MBR or GPT) with a FAT boot partition and an ext4 root partition, optionally compressed with xz, zstd or gzip")
+    )]
+    NoTable { image: String, found: String },
+
+    #[error("`{image}` has no FAT boot partition (found: {found})")]
+    #[diagnostic(
+        code(w4b::unpack::no_fat),
+        help("a Raspberry Pi image boots from a FAT partition (`bootfs`); check that the URL names a Raspberry Pi image")
+    )]
+    NoFat { image: String, found: String },
+
+    #[error("`{image}` has no ext4 root partition (found: {found})")]
+    #[diagnostic(
+        code(w4b::unpack::no_ext4),
+        help("`unpack` reads ext4 root filesystems only; check that the URL names a Raspberry Pi OS-style image")
+    )]
+    NoExt4 { image: String, found: String },
+
+    #[error(
+        "`{image}` has more than one {kind} partition ({partitions}), so which one is meant is ambiguous"
+    )]
+    #[diagnostic(
+        code(w4b::unpack::ambiguous),
+        help("`unpack` expects exactly one FAT boot partition and one ext4 root partition, as Raspberry Pi OS images have")
+    )]
+    Ambiguous {
+        image: String,
+        kind: FsKind,
+        partitions: String,
+    },
+
+    #[error("cannot write the decompressed image to `{}`", dir.display())]
+    #[diagnostic(
+        code(w4b::unpack::temp),
+        help("the image is decompressed next to the cache; make room on the cache's filesystem")
+    )]
+    Temp {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Checks for Ctrl-C between reads and reports progress through the compressed input.
+struct Watched<'a, R> {
+    inner: R,
+    cancel: &'a AtomicBool,
+    read: u64,
+    total: u64,
+    progress: &'a (dyn Fn(u64, Option<u64>) + Sync),
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the build was interrupted"));
+        }
+        let n = self.inner.read(buf)?;
+        self.read = self.read.saturating_add(n as u64);
+        (self.progress)(self.read, Some(self.total));
+        Ok(n)
+    }
+}
+
+/// A filesystem's contents, checking for Ctrl-C before each file.
+struct CancellableContents<'a> {
+    inner: &'a dyn Contents,
+    cancel: &'a AtomicBool,
+}
+
+impl Contents for CancellableContents<'_> {
+    fn open(&self, id: &ContentId) -> io::Result<Box<dyn Read + '_>> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the build was interrupted"));
+        }
+        self.inner.open(id)
+    }
+}
+
+/// The partition table as the `table` output holds it. Fields are declared in
+/// alphabetical order so the compact serialisation is canonical (sorted keys, no
+/// whitespace) without a second pass.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct TableJson {
+    /// The MBR disk signature as 8 lowercase hex digits, or the GPT disk GUID.
+    pub disk_id: String,
+    /// `mbr` or `gpt`.
+    pub kind: &'static str,
+    pub partitions: Vec<PartitionJson>,
+    pub schema: u32,
+    pub sector_size: u32,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PartitionJson {
+    pub bootable: bool,
+    /// What the partition holds, by its magic: `ext4`, `fat`, `unknown`.
+    pub filesystem: FsKind,
+    pub index: u32,
+    /// GPT partition name; absent for MBR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What Linux calls `PARTUUID` (`1a2b3c4d-02`, or the GPT partition GUID).
+    pub partuuid: Option<String>,
+    /// Sectors of [`TableJson::sector_size`] bytes.
+    pub size: u64,
+    /// First sector.
+    pub start: u64,
+    /// MBR type byte in hex (`c`, `83`) or GPT type GUID, as `sfdisk` spells them.
+    #[serde(rename = "type")]
+    pub type_id: String,
+}
+
+/// The canonical JSON of `table`, with the filesystem each partition was found to hold.
+pub fn table_json(table: &PartitionTable, filesystems: &[FsView]) -> TableJson {
+    let (kind, disk_id) = match &table.kind {
+        TableKind::Mbr { disk_signature } => ("mbr", format!("{disk_signature:08x}")),
+        TableKind::Gpt { disk_guid, .. } => ("gpt", disk_guid.to_string()),
+    };
+    let partitions = table
+        .partitions
+        .iter()
+        .map(|p| PartitionJson {
+            bootable: p.bootable,
+            filesystem: filesystems
+                .iter()
+                .find(|f| f.partition == Some(p.index))
+                .map_or(FsKind::Unknown, |f| f.kind),
+            index: p.index,
+            name: matches!(table.kind, TableKind::Gpt { .. }).then(|| p.name.clone()),
+            partuuid: table.partuuid(p.index),
+            size: p.size_lba,
+            start: p.start_lba,
+            type_id: p.partition_type.to_string(),
+        })
+        .collect();
+    TableJson {
+        disk_id,
+        kind,
+        partitions,
+        schema: TABLE_SCHEMA,
+        sector_size: table.sector_size,
+    }
+}
+
+impl UnpackStep {
+    /// Decompresses the image blob into an anonymous sparse file beside the cache.
+    fn spool(&self, cx: &RunContext<'_>, input: OutputRef) -> Result<File, StepError> {
+        let reader = self
+            .store
+            .inner()
+            .reader(&input.digest)
+            .map_err(|_| StepError::InputUnavailable(input.digest))?;
+        let mut watched = BufReader::with_capacity(
+            1 << 20,
+            Watched {
+                inner: reader,
+                cancel: cx.cancel,
+                read: 0,
+                total: input.size,
+                progress: cx.progress,
+            },
+        );
+        let head = io::BufRead::fill_buf(&mut watched).map_err(|e| self.read_error(cx, input, 0, e))?;
+        let compression = Compression::from_magic(head);
+        let decoded = image::decoder(watched, compression).map_err(|e| self.read_error(cx, input, 0, e))?;
+        let dir = self
+            .store
+            .scratch_path("unpack")
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let temp_err = |source| {
+            StepError::diag(UnpackError::Temp {
+                dir: dir.clone(),
+                source,
+            })
+        };
+        std::fs::create_dir_all(&dir).map_err(temp_err)?;
+        let mut out = tempfile::tempfile_in(&dir).map_err(temp_err)?;
+        match copy_sparse(decoded, &mut out) {
+            Ok(_) => {}
+            Err(SparseError::Write(e)) => return Err(temp_err(e)),
+            Err(SparseError::Read { offset, source }) => {
+                return Err(self.decompress_error(cx, input, compression, offset, source))
+            }
+        }
+        Ok(out)
+    }
+
+    /// A failed read of the blob: Ctrl-C, a missing or corrupt blob (the engine refetches
+    /// it), or damaged bytes.
+    fn read_error(&self, cx: &RunContext<'_>, input: OutputRef, offset: u64, e: io::Error) -> StepError {
+        self.decompress_error(cx, input, Compression::None, offset, e)
+    }
+
+    fn decompress_error(
+        &self,
+        cx: &RunContext<'_>,
+        input: OutputRef,
+        compression: Compression,
+        offset: u64,
+        source: io::Error,
+    ) -> StepError {
+        if cx.cancel.load(Ordering::Relaxed) {
+            return StepError::Cancelled;
+        }
+        if let Some(d) = unavailable_blob(&source) {
+            return StepError::InputUnavailable(d);
+        }
+        if source.kind() == io::ErrorKind::NotFound {
+            return StepError::InputUnavailable(input.digest);
+        }
+        // The store verifies a blob only at its end, and a decoder usually chokes on
+        // damaged bytes before that: read the blob through once more to tell a damaged
+        // cache entry (the engine fetches it again) from a damaged download.
+        if let Ok(mut r) = self.store.inner().reader(&input.digest) {
+            if let Err(e) = io::copy(&mut r, &mut io::sink()) {
+                if let Some(d) = unavailable_blob(&e) {
+                    return StepError::InputUnavailable(d);
+                }
+            }
+        }
+        self.image_error(ImageError::Decompress {
+            path: PathBuf::from(&self.image),
+            compression,
+            offset,
+            source,
+        })
+    }
+
+    fn image_error(&self, source: ImageError) -> StepError {
+        StepError::diag(UnpackError::Image {
+            image: self.image.clone(),
+            source,
+        })
+    }
+
+    /// The one filesystem of `kind`, or an error naming what was found.
+    fn pick<'d>(&self, disk: &'d Disk, kind: FsKind) -> Result<&'d FsView, StepError> {
+        let found: Vec<&FsView> = disk.filesystems.iter().filter(|f| f.kind == kind).collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => {
+                let found = describe(&disk.filesystems);
+                Err(StepError::diag(match kind {
+                    FsKind::Fat => UnpackError::NoFat {
+                        image: self.image.clone(),
+                        found,
+                    },
+                    _ => UnpackError::NoExt4 {
+                        image: self.image.clone(),
+                        found,
+                    },
+                }))
+            }
+            several => Err(StepError::diag(UnpackError::Ambiguous {
+                image: self.image.clone(),
+                kind,
+                partitions: several.iter().map(|f| f.place()).collect::<Vec<_>>().join(", "),
+            })),
+        }
+    }
+
+    /// Streams one filesystem into the store as a tree.
+    fn tree(&self, cx: &RunContext<'_>, disk: &Disk, fs: &FsView) -> Result<OutputRef, StepError> {
+        let place = fs.place();
+        let blobs: &dyn Blobs = self.store.as_ref();
+        let result = match fs.kind {
+            FsKind::Ext4 => {
+                let ext4 = Ext4::open(&disk.file, fs.offset, fs.len).map_err(|source| {
+                    self.image_error(ImageError::Ext4 {
+                        place: place.clone(),
+                        source,
+                    })
+                })?;
+                let nodes = ext4.nodes().map_err(|source| {
+                    self.image_error(ImageError::Ext4 {
+                        place: place.clone(),
+                        source,
+                    })
+                })?;
+                let contents = CancellableContents {
+                    inner: &ext4,
+                    cancel: cx.cancel,
+                };
+                from_nodes(blobs, &nodes, &contents)
+            }
+            // `pick` only hands out FAT and ext4 views.
+            FsKind::Fat | FsKind::Unknown => {
+                let mut r = &disk.file;
+                let fat = read_fat(&mut r, fs.offset, fs.len).map_err(|source| {
+                    self.image_error(ImageError::Fat {
+                        place: place.clone(),
+                        source,
+                    })
+                })?;
+                let contents = CancellableContents {
+                    inner: &fat,
+                    cancel: cx.cancel,
+                };
+                from_nodes(blobs, fat.nodes(), &contents)
+            }
+        };
+        cx.check_cancel()?;
+        let digest = result.map_err(|e| match e {
+            // A file the filesystem cannot produce is damage in the image, not in the store.
+            crate::tree::TreeError::Io { path, source, .. } if unavailable_blob(&source).is_none() => self
+                .image_error(ImageError::File {
+                    place: place.clone(),
+                    path: path.display().to_string(),
+                    source,
+                }),
+            other => tree_error(other),
+        })?;
+        Ok(OutputRef { digest, size: 0 })
+    }
+}
+
+/// `partition 1 (fat), partition 2 (unknown)`: what an image was found to hold.
+fn describe(filesystems: &[FsView]) -> String {
+    if filesystems.is_empty() {
+        return "no partitions".into();
+    }
+    filesystems
+        .iter()
+        .map(|f| format!("{} ({})", f.place(), f.kind))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Step for UnpackStep {
+    fn kind(&self) -> &'static str {
+        "unpack"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        // The image is the upstream `file` output, which the engine keys on already; the
+        // display name is deliberately not keyed (a renamed definition is the same image).
+        Ok(Vec::new())
+    }
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        let input = cx.input(0, "file")?;
+        let file = self.spool(cx, input)?;
+        cx.check_cancel()?;
+        let disk = match image::read_disk(file) {
+            Ok(disk) => disk,
+            Err(ImageError::Unrecognised { reason }) => {
+                return Err(StepError::diag(UnpackError::NoTable {
+                    image: self.image.clone(),
+                    found: format!("its bytes are neither a partitioned disk nor a filesystem ({reason})"),
+                }))
+            }
+            Err(e) => return Err(self.image_error(e)),
+        };
+        let Some(table) = &disk.table else {
+            let found = disk.filesystems.first().map_or(FsKind::Unknown, |f| f.kind);
+            return Err(StepError::diag(UnpackError::NoTable {
+                image: self.image.clone(),
+                found: format!("it is a bare {found} filesystem, not a whole disk"),
+            }));
+        };
+        let fat = self.pick(&disk, FsKind::Fat)?;
+        let ext4 = self.pick(&disk, FsKind::Ext4)?;
+        let json = serde_json::to_vec(&table_json(table, &disk.filesystems))
+            .map_err(|e| StepError::msg(format!("cannot serialise the partition table: {e}")))?;
+        let table_digest = Blobs::put(self.store.as_ref(), &json).map_err(tree_error)?;
+        let bootfs = self.tree(cx, &disk, fat)?;
+        let rootfs = self.tree(cx, &disk, ext4)?;
+        let mut out = Outputs::new();
+        out.insert("bootfs".into(), bootfs);
+        out.insert("rootfs".into(), rootfs);
+        out.insert(
+            "table".into(),
+            OutputRef {
+                digest: table_digest,
+                size: json.len() as u64,
+            },
+        );
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+    use crate::formats::ext4::write::{write_ext4, Ext4Options, Size};
+    use crate::formats::fat::{write_fat32, FatOptions};
+    use crate::formats::fs::{MemContents, Node, NodeKind};
+    use crate::formats::gpt::{Guid, LINUX_FILESYSTEM};
+    use crate::formats::partition::Partition;
+
+    fn node(path: &str, kind: NodeKind) -> Node {
+        Node {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    /// A small Raspberry Pi disk from the crate's own writers; `root_is_fat` puts a second
+    /// FAT filesystem where the ext4 one belongs.
+    fn disk(root_is_fat: bool) -> Vec<u8> {
+        let mut contents = MemContents::default();
+        let cfg = contents.add(b"arm_64bit=1\n");
+        let list = vec![
+            node("/", NodeKind::Dir),
+            node(
+                "/config.txt",
+                NodeKind::File {
+                    size: 12,
+                    content: cfg,
+                },
+            ),
+        ];
+        let size = 80u64 << 20;
+        let table = PartitionTable::raspberry_pi_mbr(0x1a2b3c4d, (34u64 << 20) / 512, size).unwrap();
+        let mut f = std::io::Cursor::new(vec![0u8; size as usize]);
+        table.write(&mut f, size).unwrap();
+        for index in [1, 2] {
+            let p = table.partition(index).unwrap().clone();
+            let mut w = table.open(&mut f, index).unwrap();
+            if index == 1 || root_is_fat {
+                let mut opts = FatOptions::new(p.size_lba * 512, 0x1234_abcd, "bootfs");
+                opts.hidden_sectors = p.start_lba as u32;
+                write_fat32(&mut w, &list, &contents, &opts).unwrap();
+            } else {
+                let o = Ext4Options::new(Size::Fixed(p.size_lba * 512), [7; 16], [9; 16], 1_700_000_000);
+                write_ext4(&mut w, &list, &contents, &o).unwrap();
+            }
+        }
+        f.into_inner()
+    }
+
+    fn store() -> (tempfile::TempDir, Arc<AppStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        (dir, store)
+    }
+
+    fn run(store: &Arc<AppStore>, image: &[u8], cancelled: bool) -> Result<Outputs, StepError> {
+        let digest = Blobs::put(store.as_ref(), image).unwrap();
+        let file = OutputRef {
+            digest,
+            size: image.len() as u64,
+        };
+        run_on(store, file, cancelled)
+    }
+
+    fn run_on(store: &Arc<AppStore>, file: OutputRef, cancelled: bool) -> Result<Outputs, StepError> {
+        let mut fetched = Outputs::new();
+        fetched.insert("file".into(), file);
+        let step = UnpackStep {
+            store: store.clone(),
+            image: "test.img".into(),
+        };
+        let cancel = AtomicBool::new(cancelled);
+        let progress = |_: u64, _: Option<u64>| {};
+        let inputs = [fetched];
+        let cx = RunContext {
+            name: "//bases:t#unpack",
+            inputs: &inputs,
+            cache: store.as_ref(),
+            cancel: &cancel,
+            progress: &progress,
+        };
+        step.run(&cx)
+    }
+
+    fn code(e: &StepError) -> String {
+        match e {
+            StepError::Diagnostic(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pi_disk_unpacks_and_zstd_gives_the_same_outputs() {
+        let (_dir, store) = store();
+        let raw = disk(false);
+        let out = run(&store, &raw, false).unwrap();
+        let boot = crate::tree::lookup(
+            store.as_ref(),
+            out["bootfs"].digest,
+            &crate::tree::TreePath::parse("/config.txt").unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        match boot.kind {
+            crate::tree::Kind::File { digest, .. } => {
+                assert_eq!(Blobs::get(store.as_ref(), &digest).unwrap(), b"arm_64bit=1\n")
+            }
+            other => panic!("{other:?}"),
+        }
+        let zst = zstd::stream::encode_all(&raw[..], 1).unwrap();
+        assert_eq!(run(&store, &zst, false).unwrap(), out);
+        let json = Blobs::get(store.as_ref(), &out["table"].digest).unwrap();
+        let text = String::from_utf8(json).unwrap();
+        assert!(
+            text.starts_with(r#"{"disk_id":"1a2b3c4d","kind":"mbr","partitions":[{"bootable":false,"filesystem":"fat","index":1,"partuuid":"1a2b3c4d-01","size":69632,"start":8192,"type":"c"}"#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#""type":"83"}],"schema":1,"sector_size":512}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn two_fat_partitions_are_ambiguous() {
+        let (_dir, store) = store();
+        let e = run(&store, &disk(true), false).unwrap_err();
+        assert_eq!(code(&e), "w4b::unpack::ambiguous");
+        assert!(
+            e.to_string()
+                .contains("more than one fat partition (partition 1, partition 2)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_unpack_stops() {
+        let (_dir, store) = store();
+        assert!(matches!(
+            run(&store, &disk(false), true),
+            Err(StepError::Cancelled)
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_image_blob_is_an_unavailable_input() {
+        let (dir, store) = store();
+        let raw = disk(false);
+        let digest = Blobs::put(store.as_ref(), &raw).unwrap();
+        // Damage the stored blob in place: the verifying reader notices at the end.
+        let mut damaged = 0;
+        for entry in walkdir(&dir.path().join("cache")) {
+            if std::fs::metadata(&entry).is_ok_and(|m| m.len() == raw.len() as u64) {
+                let mut f = std::fs::File::options().write(true).open(&entry).unwrap();
+                f.seek(SeekFrom::Start(1 << 20)).unwrap();
+                f.write_all(b"damage").unwrap();
+                damaged += 1;
+            }
+        }
+        assert_eq!(damaged, 1);
+        let file = OutputRef {
+            digest,
+            size: raw.len() as u64,
+        };
+        match run_on(&store, file, false) {
+            Err(StepError::InputUnavailable(d)) => assert_eq!(d, digest),
+            other => panic!("{other:?}"),
+        }
+        // Compressed: the decoder fails first, and the blob is still found to be damaged.
+        let zst = zstd::stream::encode_all(&raw[..], 1).unwrap();
+        let digest = Blobs::put(store.as_ref(), &zst).unwrap();
+        let mut damaged = 0;
+        for entry in walkdir(&dir.path().join("cache")) {
+            if std::fs::metadata(&entry).is_ok_and(|m| m.len() == zst.len() as u64) {
+                let mut f = std::fs::File::options().write(true).open(&entry).unwrap();
+                f.seek(SeekFrom::Start(zst.len() as u64 / 2)).unwrap();
+                f.write_all(&[0xff; 64]).unwrap();
+                damaged += 1;
+            }
+        }
+        assert_eq!(damaged, 1);
+        let file = OutputRef {
+            digest,
+            size: zst.len() as u64,
+        };
+        match run_on(&store, file, false) {
+            Err(StepError::InputUnavailable(d)) => assert_eq!(d, digest),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn walkdir(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn gpt_tables_carry_guids_and_names() {
+        let mut t = PartitionTable::new_gpt(Guid::from_u128(0xfeed));
+        t.partitions.push(Partition::gpt(
+            1,
+            2048,
+            4096,
+            LINUX_FILESYSTEM,
+            Guid::from_u128(0xbeef),
+            "root",
+        ));
+        let json = serde_json::to_value(table_json(&t, &[])).unwrap();
+        assert_eq!(json["kind"], "gpt");
+        assert_eq!(json["disk_id"], "00000000-0000-0000-0000-00000000feed");
+        let p = &json["partitions"][0];
+        assert_eq!(p["name"], "root");
+        assert_eq!(p["partuuid"], "00000000-0000-0000-0000-00000000beef");
+        assert_eq!(p["filesystem"], "unknown");
+    }
+}
