@@ -73,6 +73,7 @@ impl SecretKey {
     /// w4b where randomness is wanted (`w4b keygen`).
     pub fn generate() -> Result<SecretKey, DsseError> {
         let mut seed = [0u8; 32];
+        #[allow(clippy::disallowed_methods)] // A signing key must be unpredictable.
         getrandom::getrandom(&mut seed).map_err(|e| DsseError::Random(e.to_string()))?;
         Ok(SecretKey::from_seed(seed))
     }
