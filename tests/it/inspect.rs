@@ -150,10 +150,8 @@ fn json(env: &TestEnv, image: &Path) -> Value {
 
 /// Whether `tool` runs; a missing tool fails in CI and skips with a message elsewhere.
 fn have(tool: &str, test: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    // Spawning is the test: some tools (`dumpe2fs`) reject `--version` with an error.
+    let ok = Command::new(tool).arg("--version").output().is_ok();
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
