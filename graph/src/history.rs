@@ -106,7 +106,13 @@ pub fn record(
         target: target.into(),
         builds: Vec::new(),
     });
-    history.builds.insert(0, BuildEntry { steps });
+    let entry = BuildEntry { steps };
+    if history.builds.first() == Some(&entry) {
+        // A repeat of the newest build (a no-op after a no-op): `why` would say the same
+        // either way, so the file is left as it is.
+        return Ok(true);
+    }
+    history.builds.insert(0, entry);
     history.builds.truncate(KEEP);
     let bytes = serde_json::to_vec(&history)?;
     cache.write_meta(&meta_name(target), &bytes)?;
