@@ -36,7 +36,7 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
 
     let bars = (!app.style.json && app.style.tty && !app.style.quiet).then(Bars::new);
-    let json = JsonLines;
+    let json = JsonLines::new();
     let lines = Lines {
         quiet: app.style.quiet,
     };
@@ -122,6 +122,7 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     );
     let steps = report.results.len();
     if app.style.json {
+        json.flush();
         println!(
             "{}",
             serde_json::json!({"event": "finished", "steps": steps, "ran": ran, "cached": cached, "failed": failed})

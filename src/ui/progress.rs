@@ -10,14 +10,52 @@ use w4b_graph::exec::{Event, Observer, StepStatus};
 
 use super::duration_ms;
 
-/// Writes each event as one JSON line on stdout.
-pub struct JsonLines;
+/// Writes each event as one JSON line on stdout. Lines are buffered, and flushed at every
+/// event a reader may be waiting for (anything but a cache hit): a no-op rebuild of 1,000
+/// steps then costs a handful of writes instead of one per step.
+pub struct JsonLines {
+    out: Mutex<std::io::BufWriter<std::io::Stdout>>,
+}
+
+impl JsonLines {
+    pub fn new() -> JsonLines {
+        JsonLines {
+            out: Mutex::new(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+        }
+    }
+
+    /// Writes out whatever is buffered.
+    pub fn flush(&self) {
+        if let Ok(mut out) = self.out.lock() {
+            let _ = out.flush();
+        }
+    }
+}
+
+impl Default for JsonLines {
+    fn default() -> Self {
+        JsonLines::new()
+    }
+}
 
 impl Observer for JsonLines {
     fn event(&self, event: &Event<'_>) {
-        if let Ok(line) = serde_json::to_string(event) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+        let Ok(line) = serde_json::to_string(event) else {
+            return;
+        };
+        let Ok(mut out) = self.out.lock() else {
+            return;
+        };
+        let _ = writeln!(out, "{line}");
+        let cached = matches!(
+            event,
+            Event::StepFinished {
+                status: StepStatus::Cached,
+                ..
+            }
+        );
+        if !cached {
+            let _ = out.flush();
         }
     }
 }
