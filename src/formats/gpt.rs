@@ -190,34 +190,11 @@ impl FromStr for Guid {
     }
 }
 
-const CRC32_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
+const CRC32_TABLE: [u32; 256] = crate::formats::crc::reflected_table(0xEDB8_8320);
 
 /// CRC32 (IEEE, reflected) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        let i = usize::from((c as u8) ^ b);
-        c = CRC32_TABLE.get(i).copied().unwrap_or(0) ^ (c >> 8);
-    }
-    !c
+    !crate::formats::crc::update32(&CRC32_TABLE, !0, bytes)
 }
 
 /// Sectors taken by an array of `entries` 128-byte entries.

@@ -8,6 +8,7 @@
 
 pub mod bmap;
 pub mod compress;
+pub mod crc;
 pub mod ext4;
 pub mod fat;
 pub mod fs;

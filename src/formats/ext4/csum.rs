@@ -15,73 +15,22 @@
     clippy::cast_possible_truncation
 )]
 
-// Table construction runs at compile time, where overflow or a bad index fails the build.
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-/// Lookup table for the reflected Castagnoli polynomial, one byte at a time.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
+/// Lookup table for the reflected Castagnoli polynomial.
+const CRC32C_TABLE: [u32; 256] = crate::formats::crc::reflected_table(0x82F6_3B78);
 
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 /// Lookup table for the reflected CRC-16/ARC polynomial (`0xA001`), as `gdt_csum` uses.
-const CRC16_TABLE: [u16; 256] = {
-    let mut table = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u16;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
+const CRC16_TABLE: [u32; 256] = crate::formats::crc::reflected_table(0xA001);
 
 /// crc32c with the register seeded by `seed` and no final inversion (`ext4_chksum`).
 pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
-    data.iter().fold(seed, |crc, &b| {
-        let idx = usize::from(crc.to_le_bytes()[0] ^ b);
-        CRC32C_TABLE.get(idx).copied().unwrap_or(0) ^ (crc >> 8)
-    })
+    crate::formats::crc::update32(&CRC32C_TABLE, seed, data)
 }
 
 /// crc16 (ARC, reflected) with the register seeded by `seed` (e2fsprogs `ext2fs_crc16`).
 pub fn crc16(seed: u16, data: &[u8]) -> u16 {
-    data.iter().fold(seed, |crc, &b| {
-        let idx = usize::from(crc.to_le_bytes()[0] ^ b);
-        CRC16_TABLE.get(idx).copied().unwrap_or(0) ^ (crc >> 8)
-    })
+    // The table's entries fit in 16 bits, so the register never leaves them.
+    let crc = crate::formats::crc::update32(&CRC16_TABLE, u32::from(seed), data);
+    u16::try_from(crc & 0xFFFF).unwrap_or(0)
 }
 
 /// The filesystem-wide seed: `s_checksum_seed` if `metadata_csum_seed` is set, else the
