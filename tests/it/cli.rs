@@ -1,7 +1,6 @@
 //! The command line as a user meets it: `ls`, `graph`, downloads, errors and exit codes.
 
-#[path = "../support/http.rs"]
-mod http;
+use crate::http;
 
 use sha2::Digest as _;
 

@@ -13,19 +13,6 @@ use crate::fixture::demo;
 /// on purpose, and say so in the commit.
 const DEMO_TAR_ZST_BLAKE3: &str = "78d71fa0713a4ca704b54c56b2d328bb24ebd2ba1abd1016f99ef9d2d90c8a68";
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
 #[test]
 fn builds_are_identical_under_different_conditions() {
     let a = demo();
@@ -36,7 +23,7 @@ fn builds_are_identical_under_different_conditions() {
     // Another absolute path, another cache, stricter host permissions, other mtimes.
     let mut b = TestEnv::new();
     let moved = b.root.path().join("some/other/place");
-    copy_tree(&a.ws.join("defs"), &moved.join("defs"));
+    crate::env::copy_dir(&a.ws.join("defs"), &moved.join("defs"));
     std::fs::write(moved.join("w4b.yaml"), "").unwrap();
     b.ws = moved;
     for f in ["defs/layers/files/app/README", "defs/layers/files/app.conf.j2"] {

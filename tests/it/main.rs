@@ -3,6 +3,9 @@
 
 mod env;
 mod fixture;
+/// The local test HTTP server (127.0.0.1 only), shared by the download tests.
+#[path = "../support/http.rs"]
+mod http;
 
 mod cache;
 mod cli;

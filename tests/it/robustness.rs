@@ -98,7 +98,7 @@ fn two_concurrent_builds_share_local_and_remote_caches() {
     let mut env2 = crate::env::TestEnv::new();
     env2.cache = env.root.path().join("cache2");
     std::fs::remove_dir_all(&env2.ws).unwrap();
-    copy_dir(&env.ws, &env2.ws);
+    crate::env::copy_dir(&env.ws, &env2.ws);
     std::fs::remove_dir_all(env2.ws.join("out")).unwrap();
     let c = env2.build(&["//images:demo", "--remote-cache", remote.to_str().unwrap()]);
     assert!(c.ok(), "{}", c.stderr());
@@ -136,22 +136,6 @@ fn walk_count(p: &std::path::Path) -> usize {
         }
     }
     n
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            copy_dir(&e.path(), &t);
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &t).unwrap();
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 /// A demo workspace with a 16 MiB incompressible source and an archive at zstd level 19,

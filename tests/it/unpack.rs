@@ -19,10 +19,7 @@ use w4b::tree::{lookup, Blobs, Entry, Kind, TreePath};
 use w4b_cache::{Digest, OutputRef};
 use w4b_graph::{Outputs, RunContext, Step, StepError};
 
-// `cli` includes the same server privately; a second copy is simpler than widening it.
-#[allow(clippy::duplicate_mod)]
-#[path = "../support/http.rs"]
-mod http;
+use crate::http;
 
 const BOOT_OFFSET: u64 = 8192 * 512;
 const ROOT_OFFSET: u64 = (8192 + 131_072) * 512;
