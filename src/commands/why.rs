@@ -13,8 +13,17 @@ use crate::cli::{WhyArgs, WhyFormat};
 pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
     let ws = app.workspace()?;
     let label = app.resolve_one(&ws, &args.label)?;
-    // A label that names no target is that error, not "never built".
-    crate::defs::Loader::new(ws.clone(), app.env.clone(), &app.global.set)?.load(&label)?;
+    // A label that names no target is that error, not "never built". Only the file's
+    // existence is checked: `why` must still explain the last build while today's
+    // definitions do not parse.
+    let file = ws.target_file(&label);
+    if !ws.root().join(&file).is_file() {
+        return Err(miette::miette!(
+            code = "w4b::defs::target_not_found",
+            help = "`w4b ls` lists the targets",
+            "target `{label}` not found: no file `{file}`"
+        ));
+    }
     let store = app.store(&ws)?;
     let target = label.to_string();
     let Some(h) = history::load(store.as_ref(), &target).map_err(|e| miette::miette!("{e}"))? else {
