@@ -11,6 +11,7 @@
 //! | `unpack`  | a `fetch`ed disk image                  | `bootfs`, `rootfs`, `table` |
 
 pub mod fetch;
+pub mod graft;
 pub mod layer;
 pub mod overlay;
 pub mod scratch;

@@ -271,6 +271,29 @@ impl TableJson {
     }
 }
 
+/// Why a `table` blob could not be used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("the partition table `{digest}` from `unpack` cannot be read: {reason}")]
+#[diagnostic(
+    code(w4b::unpack::table),
+    help("the table was written by another w4b version; run the build again so `unpack` rewrites it")
+)]
+pub struct TableError {
+    pub digest: w4b_cache::Digest,
+    pub reason: String,
+}
+
+/// Reads and parses the `table` output of `unpack`.
+pub fn load_table(store: &AppStore, table: OutputRef) -> Result<TableJson, StepError> {
+    let bytes = Blobs::get(store, &table.digest).map_err(tree_error)?;
+    TableJson::parse(&bytes).map_err(|reason| {
+        StepError::diag(TableError {
+            digest: table.digest,
+            reason,
+        })
+    })
+}
+
 /// 16 bytes as a UUID, `8-4-4-4-12` lowercase hex.
 pub fn uuid_text(b: &[u8; 16]) -> String {
     format!(
