@@ -36,6 +36,9 @@ pub struct Global {
     /// Only read from the remote cache, never publish to it.
     #[arg(long, global = true)]
     pub remote_read_only: bool,
+    /// Ignore the remote cache, even one configured in `w4b.yaml`.
+    #[arg(long, global = true)]
+    pub no_remote: bool,
     /// Set a definition value: `--set epoch=1700000000`, `--set output.level=3`.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -93,6 +96,15 @@ pub struct BuildArgs {
     /// Keep building independent steps after a failure.
     #[arg(long, short)]
     pub keep_going: bool,
+    /// Sign each manifest with this ed25519 key (from `w4b keygen`): the manifest becomes
+    /// a DSSE envelope that `w4b verify --key PREFIX.pub` checks.
+    #[arg(long, value_name = "PREFIX.key")]
+    pub sign_key: Option<PathBuf>,
+    /// After building, build again from nothing — an empty cache, no remote, another
+    /// working directory, TZ, locale, umask and thread count — and fail with the first
+    /// step whose output differs.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -95,6 +95,15 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
         b.finish();
     }
     store.save_statcache();
+    let sign_key = match &args.sign_key {
+        None => None,
+        Some(p) => Some(read_sign_key(&app.cwd.join(p))?),
+    };
+    for t in &plan.targets {
+        if let Some(path) = write_manifest(&store, &plan, t, &report, &out_dir, sign_key.as_ref())? {
+            exported.manifests.push(path);
+        }
+    }
 
     for t in &plan.targets {
         let complete = t.roots.iter().all(|r| {
@@ -137,6 +146,9 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
                     digest.short(16)
                 );
             }
+            for m in &exported.manifests {
+                eprintln!("  manifest {}", app.display_path(m));
+            }
         }
         let mut summary = format!("{steps} steps: {ran} ran, {cached} cached");
         if failed > 0 {
@@ -164,7 +176,7 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
         return Ok(130);
     }
     // The first failure in graph order, whatever order the workers finished in.
-    let mut failures = report.failures;
+    let mut failures = std::mem::take(&mut report.failures);
     failures.sort_by_key(|f| {
         plan.graph
             .find(&f.step)
@@ -174,11 +186,232 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     if let Some(f) = failures.into_iter().next() {
         return Err(super::step_error(&f.step, f.error));
     }
+    if args.check {
+        check(app, &ws, &store, &plan, &report, jobs)?;
+    }
     Ok(0)
+}
+
+/// One side of a `--check`: each step's outputs by step name.
+type StepOutputs = BTreeMap<String, BTreeMap<String, Digest>>;
+
+/// `--check`: builds the same targets again in a child process that shares nothing with
+/// this one — an empty cache, no remote, another working directory, another TZ, locale,
+/// umask and `-j` — and compares every step's outputs with this build's, in graph order.
+fn check(
+    app: &App,
+    ws: &crate::defs::Workspace,
+    store: &AppStore,
+    plan: &Plan,
+    report: &BuildReport,
+    jobs: usize,
+) -> miette::Result<()> {
+    let io = |what: &str, e: std::io::Error| {
+        miette::miette!(code = "w4b::build::check", "--check: cannot {what}: {e}")
+    };
+    // Beside the cache: the check build needs as much room as the first one did, and the
+    // system temporary directory is often a small tmpfs.
+    let parent = store
+        .inner()
+        .local()
+        .root()
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let dir = tempfile::Builder::new()
+        .prefix("w4b-check-")
+        .tempdir_in(&parent)
+        .map_err(|e| io("create a scratch directory", e))?;
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&cwd).map_err(|e| io("create a scratch directory", e))?;
+    let exe = std::env::current_exe().map_err(|e| io("find the w4b executable", e))?;
+
+    let tz = if app.env.get("TZ").is_some_and(|t| t.contains("Chatham")) {
+        "UTC"
+    } else {
+        "Pacific/Chatham"
+    };
+    let locale = if app.env.get("LC_ALL").is_some_and(|l| l.starts_with("tr_")) {
+        "C.UTF-8"
+    } else {
+        "tr_TR.UTF-8"
+    };
+    let child_jobs = if jobs > 1 { 1 } else { 2 };
+    let umask = "0077";
+    let conditions = format!(
+        "TZ={tz}, LC_ALL={locale}, umask {umask}, -j {child_jobs}, an empty cache, no remote, working directory {}",
+        dir.path().display()
+    );
+    if !app.style.quiet && !app.style.json {
+        eprintln!("check: building again from nothing ({conditions})");
+    }
+
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "-c".into(),
+        "umask \"$1\" && cd \"$2\" && shift 2 && exec \"$@\"".into(),
+        "w4b-check".into(),
+        umask.into(),
+        cwd.clone().into(),
+        exe.into(),
+        "--workspace".into(),
+        ws.root().into(),
+        "--cache-dir".into(),
+        dir.path().join("cache").into(),
+        "--no-remote".into(),
+        "--message-format".into(),
+        "json".into(),
+    ];
+    for s in &app.global.set {
+        argv.push("--set".into());
+        argv.push(s.into());
+    }
+    argv.push("build".into());
+    argv.extend(plan.targets.iter().map(|t| t.label.to_string().into()));
+    argv.extend([
+        "--out".into(),
+        dir.path().join("out").into(),
+        "-j".into(),
+        child_jobs.to_string().into(),
+    ]);
+
+    #[allow(clippy::disallowed_methods)] // The check runs w4b itself, not a tool inside a step.
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(&argv)
+        .env("TZ", tz)
+        .env("LC_ALL", locale)
+        .env("LANG", locale)
+        .env_remove("W4B_REMOTE_CACHE")
+        .env_remove("W4B_CACHE_DIR")
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().map_err(|e| io("start the check build", e))?;
+
+    let mut theirs: StepOutputs = BTreeMap::new();
+    let mut their_failure = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match v["event"].as_str() {
+            Some("step-finished") => {
+                let outputs = v["outputs"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(|(name, r)| Some((name.clone(), r["digest"].as_str()?.parse().ok()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                theirs.insert(v["step"].as_str().unwrap_or_default().to_owned(), outputs);
+            }
+            Some("step-failed") if their_failure.is_none() => {
+                their_failure = Some((
+                    v["step"].as_str().unwrap_or_default().to_owned(),
+                    v["error"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let ours: StepOutputs = report
+        .results
+        .values()
+        .map(|r| {
+            (
+                r.name.clone(),
+                r.outputs.iter().map(|(n, o)| (n.clone(), o.digest)).collect(),
+            )
+        })
+        .collect();
+    let roots: Vec<NodeId> = plan
+        .targets
+        .iter()
+        .flat_map(|t| t.roots.iter().copied())
+        .collect();
+    let order: Vec<String> = plan
+        .graph
+        .closure(&roots)
+        .into_iter()
+        .map(|id| plan.graph.node(id).name.clone())
+        .collect();
+    match first_difference(&order, &ours, &theirs) {
+        None if out.status.success() => {
+            if !app.style.quiet && !app.style.json {
+                eprintln!("check: {} steps rebuilt, every output identical", order.len());
+            }
+            Ok(())
+        }
+        None => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let why = their_failure
+                .map(|(step, e)| format!("`{step}` failed: {e}"))
+                .unwrap_or_else(|| stderr.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+            Err(miette::miette!(
+                code = "w4b::build::check_failed",
+                help = "the same build succeeded here; something the definitions do not declare differs between the two runs (network, files outside the workspace)",
+                "--check: the second build did not finish: {why}"
+            ))
+        }
+        Some(d) => Err(miette::miette!(
+            code = "w4b::build::not_reproducible",
+            help = "everything upstream of this step was identical, so the step itself depends on something it does not declare (time, order, environment); `w4b diff` compares two images, and the check's outputs are in the scratch directory while it runs",
+            "not reproducible: {d} (the second build ran under {conditions})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_difference_is_found_in_graph_order() {
+        let d = |b: u8| Digest::of(&[b]);
+        let side = |x: u8| -> StepOutputs {
+            [
+                ("a".to_owned(), [("tree".to_owned(), d(1))].into()),
+                ("b".to_owned(), [("tree".to_owned(), d(x))].into()),
+                ("c".to_owned(), [("archive".to_owned(), d(x))].into()),
+            ]
+            .into()
+        };
+        let order = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        assert_eq!(first_difference(&order, &side(2), &side(2)), None);
+        let diff = first_difference(&order, &side(2), &side(3)).unwrap();
+        assert!(diff.starts_with("`b` output `tree`"), "{diff}");
+        let mut missing = side(2);
+        missing.get_mut("a").unwrap().clear();
+        assert!(first_difference(&order, &side(2), &missing)
+            .unwrap()
+            .contains("no output `tree`"));
+    }
+}
+
+/// The first step, in graph order, whose outputs differ between two builds.
+fn first_difference(order: &[String], ours: &StepOutputs, theirs: &StepOutputs) -> Option<String> {
+    for step in order {
+        let (Some(a), Some(b)) = (ours.get(step), theirs.get(step)) else {
+            continue;
+        };
+        for (name, da) in a {
+            match b.get(name) {
+                Some(db) if db == da => {}
+                Some(db) => {
+                    return Some(format!(
+                        "`{step}` output `{name}` is {} here and {} in the check build",
+                        da.short(16),
+                        db.short(16)
+                    ))
+                }
+                None => return Some(format!("`{step}` has no output `{name}` in the check build")),
+            }
+        }
+    }
+    None
 }
 
 struct Exported {
     files: Vec<(PathBuf, Digest, u64)>,
+    manifests: Vec<PathBuf>,
     /// Steps whose output could not be read back intact.
     repair: BTreeMap<NodeId, MissReason>,
 }
@@ -192,6 +425,7 @@ fn export(
 ) -> miette::Result<Exported> {
     let mut ex = Exported {
         files: Vec::new(),
+        manifests: Vec::new(),
         repair: BTreeMap::new(),
     };
     for t in &plan.targets {
@@ -241,4 +475,164 @@ fn merge(first: BuildReport, mut second: BuildReport) -> BuildReport {
     second.failures.extend(first.failures);
     second.cancelled |= first.cancelled;
     second
+}
+
+fn read_sign_key(path: &std::path::Path) -> miette::Result<crate::manifest::dsse::SecretKey> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        miette::miette!(
+            code = "w4b::build::sign_key",
+            help = "create a key pair with `w4b keygen PREFIX` and pass `--sign-key PREFIX.key`",
+            "cannot read the signing key `{}`: {e}",
+            path.display()
+        )
+    })?;
+    crate::manifest::dsse::SecretKey::parse(&text).map_err(|e| {
+        miette::miette!(
+            code = "w4b::build::sign_key",
+            help = "`--sign-key` takes the private half (`PREFIX.key`) written by `w4b keygen`",
+            "`{}` is not a w4b signing key: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Writes `<name>.manifest.json` for a target whose outputs were all exported: subjects
+/// from the exports, the step graph from the results, the rest from the plan. Nothing in
+/// it depends on time, paths or the machine, so an unchanged build rewrites nothing.
+fn write_manifest(
+    store: &AppStore,
+    plan: &Plan,
+    t: &crate::compile::PlannedTarget,
+    report: &BuildReport,
+    out_dir: &std::path::Path,
+    key: Option<&crate::manifest::dsse::SecretKey>,
+) -> miette::Result<Option<PathBuf>> {
+    use crate::manifest::{Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, Subject};
+    use std::io::Read;
+
+    let mut subjects = Vec::new();
+    for e in &t.exports {
+        if !e.subject {
+            continue;
+        }
+        let Some(result) = report.results.get(&e.node) else {
+            return Ok(None);
+        };
+        let Some(out) = result.outputs.get(&e.output) else {
+            return Ok(None);
+        };
+        let from_step = e
+            .sha256_output
+            .as_ref()
+            .and_then(|o| result.outputs.get(o))
+            .and_then(|line| {
+                let mut text = String::new();
+                store
+                    .inner()
+                    .reader(&line.digest)
+                    .ok()?
+                    .read_to_string(&mut text)
+                    .ok()?;
+                let hex = text.get(..64)?.to_owned();
+                hex.bytes().all(|b| b.is_ascii_hexdigit()).then_some(hex)
+            });
+        let sha256 = match from_step {
+            Some(hex) => hex,
+            None => {
+                let mut r = store.inner().reader(&out.digest).map_err(miette::Report::new)?;
+                let mut h = sha2::Sha256::default();
+                std::io::copy(&mut r, &mut h)
+                    .map_err(|err| miette::miette!("cannot read `{}` from the cache: {err}", e.file_name))?;
+                hex::encode(sha2::Digest::finalize(h))
+            }
+        };
+        subjects.push(Subject {
+            name: e.file_name.clone(),
+            sha256,
+            blake3: out.digest.to_string(),
+            size: out.size,
+        });
+    }
+    let mut steps = Vec::new();
+    for id in plan.graph.closure(&t.roots) {
+        let node = plan.graph.node(id);
+        let Some(r) = report.results.get(&id) else {
+            return Ok(None);
+        };
+        let Some(k) = r.key else {
+            return Ok(None);
+        };
+        steps.push(StepInfo {
+            name: node.name.clone(),
+            kind: node.step.kind().to_owned(),
+            key: k.to_string(),
+            outputs: r
+                .outputs
+                .iter()
+                .map(|(name, o)| (name.clone(), (o.digest.to_string(), o.size)))
+                .collect(),
+            inputs: node
+                .deps
+                .iter()
+                .map(|d| plan.graph.node(*d).name.clone())
+                .collect(),
+        });
+    }
+    let input = ManifestInput {
+        target: t.label.to_string(),
+        subjects,
+        epoch: t.manifest.epoch,
+        w4b_version: env!("CARGO_PKG_VERSION").to_owned(),
+        definitions: t
+            .manifest
+            .definitions
+            .iter()
+            .map(|(path, d)| Definition {
+                path: path.clone(),
+                blake3: d.to_string(),
+            })
+            .collect(),
+        dependencies: t
+            .manifest
+            .dependencies
+            .iter()
+            .map(|(uri, sha256, name)| ResolvedDependency {
+                uri: uri.clone(),
+                sha256: sha256.clone(),
+                name: name.clone(),
+            })
+            .collect(),
+        steps,
+        builder_id: "https://w4b.dev/builder/local".to_owned(),
+    };
+    let manifest = Manifest::build(&input)?;
+    let bytes = match key {
+        None => manifest.to_json()?.into_bytes(),
+        Some(k) => {
+            let payload = manifest.canonical_bytes()?;
+            crate::manifest::dsse::Envelope::sign(crate::manifest::dsse::IN_TOTO_PAYLOAD_TYPE, &payload, k)
+                .to_json()
+                .map_err(miette::Report::new)?
+                .into_bytes()
+        }
+    };
+    let dest = out_dir.join(&t.manifest.file_name);
+    if std::fs::read(&dest).is_ok_and(|old| old == bytes) {
+        return Ok(Some(dest));
+    }
+    let io = |e: std::io::Error| {
+        miette::miette!(
+            code = "w4b::build::manifest",
+            help = "check that the output directory is writable",
+            "cannot write `{}`: {e}",
+            dest.display()
+        )
+    };
+    std::fs::create_dir_all(out_dir).map_err(io)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(out_dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
+    // Like every other output: readable by all (a temporary file starts private).
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(io)?;
+    tmp.persist(&dest).map_err(|e| io(e.error))?;
+    Ok(Some(dest))
 }

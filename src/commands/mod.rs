@@ -179,11 +179,14 @@ impl App {
             })
             .or_else(|| self.env.get("HOME").map(|h| PathBuf::from(h).join(".cache/w4b")))
             .unwrap_or_else(|| std::env::temp_dir().join("w4b-cache"));
-        let remote = self
-            .global
-            .remote_cache
-            .clone()
-            .or_else(|| settings.remote.clone());
+        let remote = if self.global.no_remote {
+            None
+        } else {
+            self.global
+                .remote_cache
+                .clone()
+                .or_else(|| settings.remote.clone())
+        };
         let read_only = self.global.remote_read_only || settings.remote_read_only;
         Ok(Arc::new(AppStore::open(&local, remote.as_deref(), read_only)?))
     }

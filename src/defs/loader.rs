@@ -516,6 +516,193 @@ description: "optional text"
 
     use crate::defs::target::WsPath as WsPathT;
 
+    const BASE: &str = "# defs/bases/raspios-bookworm-arm64-lite.yaml
+kind: base
+url: https://downloads.raspberrypi.com/raspios_lite_arm64/images/raspios_lite_arm64-2024-11-19/2024-11-19-raspios-bookworm-arm64-lite.img.xz
+sha256: 6AC3A10A1F144C7E9D1F8E568D75CA809288280A593EB6CA053E49B539F465A4
+arch: arm64
+";
+    const BOARD: &str = "kind: board
+arch: arm64
+config_txt: [\"dtoverlay=w1-gpio,gpiopin=4\"]
+";
+    const EDGE: &str = "kind: image
+board: //boards:pi4
+base: //bases:raspios-bookworm-arm64-lite
+layers: [//layers:motd]
+output: {compression: zstd, level: 19}   # <name>.img.zst
+";
+
+    #[test]
+    fn the_issue_spellings_of_bases_boards_and_disk_images_load() {
+        use crate::defs::{Arch, Base, Date, TableType};
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/layers/motd.yaml", MOTD),
+            ("defs/bases/raspios-bookworm-arm64-lite.yaml", BASE),
+            ("defs/boards/pi4.yaml", BOARD),
+            ("defs/images/edge.yaml", EDGE),
+            (
+                "defs/images/tarball.yaml",
+                "extends: :edge\noutput: {format: tar}\n",
+            ),
+            (
+                "defs/images/xz.yaml",
+                "extends: :edge\noutput: {compression: xz, level: 6}\npartitions: {root: {headroom: 512MiB}}\n",
+            ),
+        ]);
+        let l = loader(&dir, &[], &[]);
+        let base = l.load(&label("//bases:raspios-bookworm-arm64-lite")).unwrap();
+        let Target::Base(b) = &base.target else {
+            panic!("{base:?}")
+        };
+        assert_eq!(b.arch, Arch::Arm64);
+        assert_eq!(
+            b.sha256,
+            "6ac3a10a1f144c7e9d1f8e568d75ca809288280a593eb6ca053e49b539f465a4"
+        );
+        assert_eq!(
+            b.date,
+            Some(Date {
+                year: 2024,
+                month: 11,
+                day: 19
+            })
+        );
+        assert_eq!(b.epoch(), Some(1_731_974_400));
+        assert_eq!(b.boot_mount.as_str(), "/boot/firmware");
+
+        let board = l.load(&label("//boards:pi4")).unwrap();
+        let Target::Board(pi4) = &board.target else {
+            panic!()
+        };
+        assert_eq!(pi4.config_lines(), ["dtoverlay=w1-gpio,gpiopin=4"]);
+        assert_eq!(pi4.partition_table, TableType::Mbr);
+
+        let edge = l.load(&label("//images:edge")).unwrap();
+        let img = image(&edge);
+        assert!(
+            matches!(&img.base, Base::Image(l) if l.value == label("//bases:raspios-bookworm-arm64-lite"))
+        );
+        assert_eq!(
+            img.board.as_ref().map(|b| b.value.clone()),
+            Some(label("//boards:pi4"))
+        );
+        assert_eq!(
+            (img.output.format, img.output.compression, img.output.level),
+            (Format::Image, Compression::Zstd, 19)
+        );
+        assert_eq!(img.output.file_name("edge"), "edge.img.zst");
+        assert_eq!(img.partitions.root_headroom, None);
+
+        let tarball = l.load(&label("//images:tarball")).unwrap();
+        assert_eq!(image(&tarball).output.file_name("tarball"), "tarball.tar.zst");
+        let xz = l.load(&label("//images:xz")).unwrap();
+        assert_eq!(image(&xz).output.file_name("xz"), "xz.img.xz");
+        assert_eq!(image(&xz).output.level, 6);
+        assert_eq!(image(&xz).partitions.root_headroom, Some(512 << 20));
+    }
+
+    #[test]
+    fn bad_bases_boards_and_outputs_are_reported_where_written() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "defs/bases/b.yaml",
+                "kind: base\nurl: ftp://x/y.img\nsha256: 00\narch: arm64\n",
+                "unsupported URL",
+            ),
+            (
+                "defs/bases/b.yaml",
+                "kind: base\nurl: https://x/y.img\nsha256: 00\narch: arm64\n",
+                "64 hex",
+            ),
+            (
+                "defs/bases/b.yaml",
+                "kind: base\nurl: https://x/y.img\nsha256: 00\narch: riscv64\n",
+                "riscv64",
+            ),
+            (
+                "defs/bases/b.yaml",
+                "kind: base\nurl: https://x/y.img\nsha256: abababababababababababababababababababababababababababababababab\narch: arm64\ndate: 2024-02-30\n",
+                "not a date",
+            ),
+            (
+                "defs/boards/b.yaml",
+                "kind: board\narch: arm64\ninterfaces: {onewire: {gpio: 40}}\n",
+                "GPIO 40",
+            ),
+            (
+                "defs/boards/b.yaml",
+                "kind: board\narch: arm64\nconfig_txt: [\"a\\nb\"]\n",
+                "one non-empty line",
+            ),
+            (
+                "defs/images/b.yaml",
+                "kind: image\nbase: scratch\noutput: {format: image}\n",
+                "needs a base disk image",
+            ),
+            (
+                "defs/images/b.yaml",
+                "kind: image\nbase: raspios\n",
+                "//bases:raspios",
+            ),
+            (
+                "defs/images/b.yaml",
+                "kind: image\nbase: scratch\noutput: {compression: xz}\n",
+                "zstd or not at all",
+            ),
+            (
+                "defs/images/b.yaml",
+                "kind: image\nbase: //bases:x\noutput: {compression: xz, level: 12}\n",
+                "not in 0..=9",
+            ),
+            (
+                "defs/images/b.yaml",
+                "kind: image\nbase: //bases:x\npartitions: {root: {headroom: 5 parsecs}}\n",
+                "not a size",
+            ),
+        ];
+        for (path, text, expected) in cases {
+            let dir = workspace(&[("w4b.yaml", ""), (path, text)]);
+            let l = loader(&dir, &[], &[]);
+            let name = if path.contains("bases") {
+                "//bases:b"
+            } else if path.contains("boards") {
+                "//boards:b"
+            } else {
+                "//images:b"
+            };
+            let err = l.load(&label(name)).expect_err(text);
+            let shown = format!("{:?}", miette::Report::new(err));
+            assert!(shown.contains(expected), "{text}: {shown}");
+            assert!(shown.contains(path), "{text}: no file in {shown}");
+        }
+    }
+
+    #[test]
+    fn dates_and_sizes() {
+        use crate::defs::target::Size;
+        use crate::defs::Date;
+        assert_eq!(Date::parse("1970-01-01").map(Date::epoch), Some(0));
+        assert_eq!(Date::parse("2000-03-01").map(Date::epoch), Some(951_868_800));
+        assert_eq!(Date::parse("2024-02-29").map(Date::epoch), Some(1_709_164_800));
+        assert_eq!(Date::parse("2023-02-29"), None);
+        assert_eq!(Date::parse("1969-12-31"), None);
+        assert_eq!(Date::parse("2024-1-19"), None);
+        assert_eq!(
+            Date::in_url("https://x/y-2024/2024-11-19-raspios-bookworm-arm64-lite.img.xz")
+                .map(|d| d.to_string()),
+            Some("2024-11-19".into())
+        );
+        assert_eq!(Date::in_url("https://x/raspios.img.xz"), None);
+        assert_eq!(Size::parse("512MiB"), Some(Size(512 << 20)));
+        assert_eq!(Size::parse("2G"), Some(Size(2 << 30)));
+        assert_eq!(Size::parse("64 KiB"), Some(Size(64 << 10)));
+        assert_eq!(Size::parse("100"), Some(Size(100)));
+        assert_eq!(Size::parse("1.5G"), None);
+        assert_eq!(Size::parse("G"), None);
+    }
+
     #[test]
     fn defaults_fill_what_is_not_written() {
         let dir = workspace(&[

@@ -38,7 +38,7 @@ pub use loader::{LoadedTarget, Loader};
 pub use overrides::{EnvOverride, ENV_OVERRIDES};
 pub use span::{Location, Origin, SourceFile, Span};
 pub use target::{
-    Base, Compression, ConfigValue, FileEntry, FileOp, Format, Image, Kind, Layer, Mode, Output, Owner,
-    Target, TreePath, WsPath,
+    Arch, Base, BaseImage, Board, Compression, ConfigValue, Date, FileEntry, FileOp, Format, Image,
+    Interfaces, Kind, Layer, Mode, Output, Owner, Partitions, Size, TableType, Target, TreePath, WsPath,
 };
 pub use workspace::{CacheConfig, Workspace, WorkspaceConfig, WORKSPACE_FILE};

@@ -23,22 +23,26 @@ use super::span::Span;
 use super::suggest;
 use super::yaml::Value;
 
-/// The kinds of target. More will come (`base`, `board`, `packages`, hive data).
+/// The kinds of target. More will come (`packages`, hive data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Layer,
     Image,
+    Base,
+    Board,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Layer, Kind::Image];
-    pub const NAMES: &'static [&'static str] = &["layer", "image"];
+    pub const ALL: &'static [Kind] = &[Kind::Layer, Kind::Image, Kind::Base, Kind::Board];
+    pub const NAMES: &'static [&'static str] = &["layer", "image", "base", "board"];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Layer => "layer",
             Kind::Image => "image",
+            Kind::Base => "base",
+            Kind::Board => "board",
         }
     }
 
@@ -47,6 +51,8 @@ impl Kind {
         match self {
             Kind::Layer => struct_fields::<RawLayer>(),
             Kind::Image => struct_fields::<RawImage>(),
+            Kind::Base => struct_fields::<RawBase>(),
+            Kind::Board => struct_fields::<RawBoard>(),
         }
     }
 
@@ -71,6 +77,8 @@ impl fmt::Display for Kind {
 pub enum Target {
     Layer(Layer),
     Image(Image),
+    Base(BaseImage),
+    Board(Board),
 }
 
 impl Target {
@@ -78,6 +86,8 @@ impl Target {
         match self {
             Target::Layer(_) => Kind::Layer,
             Target::Image(_) => Kind::Image,
+            Target::Base(_) => Kind::Base,
+            Target::Board(_) => Kind::Board,
         }
     }
 }
@@ -93,6 +103,10 @@ pub struct Layer {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Image {
     pub base: Base,
+    /// The board the image is for; required when `base` is a disk image.
+    pub board: Option<Spanned<Label>>,
+    /// How the disk's partitions are sized.
+    pub partitions: Partitions,
     /// Applied in order, each over the result of the previous.
     pub layers: Vec<Spanned<Label>>,
     /// `SOURCE_DATE_EPOCH`; `None` when neither the image nor `w4b.yaml` gives one.
@@ -104,15 +118,204 @@ pub struct Image {
 }
 
 /// Where an image's tree starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum Base {
     /// An empty tree.
     Scratch,
+    /// A vendor disk image (`kind: base`), unpacked.
+    Image(Spanned<Label>),
 }
 
-/// How the image's root filesystem is written out.
+/// Partition sizes. Both partitions keep the base's sizes unless told otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Partitions {
+    /// Free space the root filesystem must keep after the layers are applied; the root
+    /// partition grows (never shrinks) to provide it. `None`: the base's size, and a tree
+    /// that does not fit is an error.
+    pub root_headroom: Option<u64>,
+}
+
+/// A vendor disk image to start from (`kind: base`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BaseImage {
+    /// Where it is published (http, https or file).
+    pub url: String,
+    /// The publisher's sha256 of the file at `url`, lowercase hex.
+    pub sha256: String,
+    pub arch: Arch,
+    /// The OS release (`bookworm`), for messages and the boot mount point.
+    pub release: Option<String>,
+    /// The release date (`2024-11-19`): given, or read from the URL's file name.
+    pub date: Option<Date>,
+    /// Where the boot partition is mounted in the root tree: `/boot/firmware` from
+    /// bookworm on, `/boot` before.
+    pub boot_mount: TreePath,
+    pub description: Option<String>,
+}
+
+impl BaseImage {
+    /// The epoch a base implies: midnight UTC of its release date.
+    pub fn epoch(&self) -> Option<i64> {
+        self.date.map(Date::epoch)
+    }
+}
+
+/// A calendar date (proleptic Gregorian, UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Date {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    /// `YYYY-MM-DD`, a real day of a year from 1970 to 9999.
+    pub fn parse(text: &str) -> Option<Date> {
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            let s = &text[r];
+            s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+        };
+        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        (year >= 1970 && (1..=days).contains(&day)).then_some(Date {
+            year: year as i32,
+            month,
+            day,
+        })
+    }
+
+    /// The first `YYYY-MM-DD` in a URL's last path segment (`2024-11-19-raspios-….img.xz`).
+    pub fn in_url(url: &str) -> Option<Date> {
+        let name = url.rsplit('/').next().unwrap_or(url);
+        (0..name.len().saturating_sub(9))
+            .filter(|&i| name.is_char_boundary(i) && name.is_char_boundary(i + 10))
+            .find_map(|i| Date::parse(&name[i..i + 10]))
+    }
+
+    /// Seconds since 1970-01-01T00:00:00Z at the start of the day.
+    pub fn epoch(self) -> i64 {
+        // Days from civil, after Howard Hinnant's algorithm (public domain description).
+        let y = i64::from(self.year) - i64::from(self.month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(self.month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        (era * 146_097 + doe - 719_468) * 86_400
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// A CPU architecture, as Debian names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// 64-bit ARM (ARMv8-A): Pi 3, 4, 5, Zero 2 W, CM4.
+    Arm64,
+    /// 32-bit hard-float ARM as Raspberry Pi OS builds it (ARMv6 and up): every Pi.
+    Armhf,
+}
+
+impl Arch {
+    pub const NAMES: &'static [&'static str] = &["arm64", "armhf"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Armhf => "armhf",
+        }
+    }
+
+    /// Whether a board whose widest architecture is `self` runs `userland` binaries:
+    /// every 64-bit Pi also runs 32-bit Raspberry Pi OS; a 32-bit-only Pi runs only armhf.
+    pub fn runs(self, userland: Arch) -> bool {
+        self == userland || (self == Arch::Arm64 && userland == Arch::Armhf)
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A Raspberry Pi model (`kind: board`): what it runs and how it must be configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Board {
+    /// The widest architecture it runs (see [`Arch::runs`]).
+    pub arch: Arch,
+    /// The partition table its firmware boots from in this project's images.
+    pub partition_table: TableType,
+    /// Lines added to `config.txt` under `[all]`, after those the interfaces imply.
+    pub config_txt: Vec<String>,
+    pub interfaces: Interfaces,
+    /// The kernel file the firmware loads, per userland architecture; an image's base
+    /// must provide it on the boot partition.
+    pub kernel: BTreeMap<Arch, String>,
+    /// Device tree blobs the firmware needs for this model (on the boot partition).
+    pub device_trees: Vec<String>,
+    pub description: Option<String>,
+}
+
+impl Board {
+    /// The `config.txt` lines this board adds: interfaces first, then `config_txt`.
+    pub fn config_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.interfaces.i2c {
+            lines.push("dtparam=i2c_arm=on".to_owned());
+        }
+        if self.interfaces.spi {
+            lines.push("dtparam=spi=on".to_owned());
+        }
+        if self.interfaces.uart {
+            lines.push("enable_uart=1".to_owned());
+        }
+        if let Some(pin) = self.interfaces.onewire {
+            lines.push(format!("dtoverlay=w1-gpio,gpiopin={pin}"));
+        }
+        lines.extend(self.config_txt.iter().cloned());
+        lines
+    }
+}
+
+/// Sensor buses a board enables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Interfaces {
+    /// `dtparam=i2c_arm=on` and the `i2c-dev` module (for `/dev/i2c-*`).
+    pub i2c: bool,
+    /// `dtparam=spi=on`.
+    pub spi: bool,
+    /// `enable_uart=1`.
+    pub uart: bool,
+    /// 1-Wire on this GPIO pin: `dtoverlay=w1-gpio,gpiopin=N`.
+    pub onewire: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableType {
+    Mbr,
+    Gpt,
+}
+
+/// How the image is written out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Output {
     pub format: Format,
@@ -128,14 +331,25 @@ impl Output {
     /// twenty-minute step, so it is opt-in (`level: 19`) for release images.
     pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
-    /// The artifact's file name for a target called `name`: `north.tar.zst`.
+    /// zstd level 19 for disk images: they are built once and flashed many times, and
+    /// a multithreaded level 19 over a 2.5 GiB image with ~1 GiB of data is minutes, not
+    /// the tens of minutes a single-threaded rootfs tarball would take.
+    pub const DEFAULT_IMAGE_ZSTD_LEVEL: i32 = 19;
+    /// xz's own default preset.
+    pub const DEFAULT_XZ_LEVEL: i32 = 6;
+    /// gzip's own default.
+    pub const DEFAULT_GZ_LEVEL: i32 = 6;
+
+    /// The artifact's file name for a target called `name`: `north.tar.zst`,
+    /// `north.img.xz`.
     pub fn file_name(&self, name: &str) -> String {
         let ext = match self.format {
             Format::Tar => "tar",
+            Format::Image => "img",
         };
-        match self.compression {
-            Compression::None => format!("{name}.{ext}"),
-            Compression::Zstd => format!("{name}.{ext}.zst"),
+        match self.compression.extension() {
+            None => format!("{name}.{ext}"),
+            Some(c) => format!("{name}.{ext}.{c}"),
         }
     }
 }
@@ -146,6 +360,8 @@ impl Output {
 pub enum Format {
     /// A tar archive of the root filesystem.
     Tar,
+    /// A whole disk image (partition table, boot and root filesystems).
+    Image,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +369,22 @@ pub enum Format {
 pub enum Compression {
     None,
     Zstd,
+    Xz,
+    Gz,
+}
+
+impl Compression {
+    pub const NAMES: &'static [&'static str] = &["none", "zstd", "xz", "gz"];
+
+    /// The file-name extension it adds, if any.
+    pub fn extension(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Zstd => Some("zst"),
+            Compression::Xz => Some("xz"),
+            Compression::Gz => Some("gz"),
+        }
+    }
 }
 
 /// One operation on one path of the tree.
@@ -431,6 +663,10 @@ struct RawFetch {
 struct RawImage {
     base: Spanned<String>,
     #[serde(default)]
+    board: Option<Spanned<String>>,
+    #[serde(default)]
+    partitions: Option<RawPartitions>,
+    #[serde(default)]
     layers: Vec<Spanned<String>>,
     #[serde(default)]
     epoch: Option<u64>,
@@ -444,9 +680,119 @@ struct RawImage {
 
 #[derive(Deserialize)]
 struct RawOutput {
-    format: Option<Format>,
-    compression: Option<Compression>,
+    format: Option<Spanned<Format>>,
+    compression: Option<Spanned<Compression>>,
     level: Option<Spanned<i32>>,
+}
+
+#[derive(Deserialize)]
+struct RawPartitions {
+    root: Option<RawPartition>,
+}
+
+#[derive(Deserialize)]
+struct RawPartition {
+    headroom: Option<Spanned<Size>>,
+}
+
+#[derive(Deserialize)]
+struct RawBase {
+    url: Spanned<String>,
+    sha256: Spanned<String>,
+    arch: Arch,
+    #[serde(default)]
+    release: Option<String>,
+    #[serde(default)]
+    date: Option<Spanned<String>>,
+    #[serde(default)]
+    boot_mount: Option<Spanned<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBoard {
+    arch: Arch,
+    #[serde(default)]
+    partition_table: Option<TableType>,
+    #[serde(default)]
+    config_txt: Vec<Spanned<String>>,
+    #[serde(default)]
+    interfaces: Option<RawInterfaces>,
+    #[serde(default)]
+    kernel: BTreeMap<Arch, String>,
+    #[serde(default)]
+    device_trees: Vec<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawInterfaces {
+    #[serde(default)]
+    i2c: bool,
+    #[serde(default)]
+    spi: bool,
+    #[serde(default)]
+    uart: bool,
+    #[serde(default)]
+    onewire: Option<RawOneWire>,
+}
+
+#[derive(Deserialize)]
+struct RawOneWire {
+    gpio: Spanned<u8>,
+}
+
+/// A byte count written as a number or with a unit: `1073741824`, `512MiB`, `1G`, `64 KiB`.
+/// Units are binary (`K`, `KiB` = 1024; `M`, `MiB` = 1024²; `G`, `GiB` = 1024³).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn parse(text: &str) -> Option<Size> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let shift = match unit.trim() {
+            "" | "B" => 0,
+            "K" | "KiB" => 10,
+            "M" | "MiB" => 20,
+            "G" | "GiB" => 30,
+            "T" | "TiB" => 40,
+            _ => return None,
+        };
+        n.checked_mul(1u64 << shift).map(Size)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as `512MiB`, `2G` or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not a size; write bytes or a number with K, M, G (KiB, MiB, GiB)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// What conversion needs to know about the target being loaded.
@@ -497,11 +843,20 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
             let raw: RawImage = from_value(doc)?;
             let base = match raw.base.value.as_str() {
                 "scratch" => Base::Scratch,
+                other if other.contains(':') => {
+                    let (package, _) = ctx.origin_of(&raw.base.span);
+                    match Label::parse(other, Some(&package)) {
+                        Ok(label) => Base::Image(Spanned::new(label, raw.base.span.clone())),
+                        Err(e) => return Err(e.into_defs(Some(&raw.base.span))),
+                    }
+                }
                 other => {
                     return Err(raw.base.span.invalid_value(
                         format!("unknown base `{other}`"),
                         "not a base",
-                        Some(suggest::help_for(other, &["scratch"], "bases")),
+                        Some(format!(
+                            "write `scratch` for an empty tree, or the label of a `kind: base` target such as `//bases:{other}`"
+                        )),
                     ))
                 }
             };
@@ -516,41 +871,191 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
                     }
                 })
                 .collect::<Result<_, _>>()?;
+            let label_of = |text: &Spanned<String>| -> Result<Spanned<Label>, DefsError> {
+                let (package, _) = ctx.origin_of(&text.span);
+                match Label::parse(&text.value, Some(&package)) {
+                    Ok(label) => Ok(Spanned::new(label, text.span.clone())),
+                    Err(e) => Err(e.into_defs(Some(&text.span))),
+                }
+            };
+            let board = raw.board.as_ref().map(label_of).transpose()?;
+            let format_default = match base {
+                Base::Scratch => Format::Tar,
+                Base::Image(_) => Format::Image,
+            };
+            let output = convert_output(raw.output, format_default)?;
+            if let (Base::Scratch, Format::Image) = (&base, output.format) {
+                return Err(raw.base.span.invalid_value(
+                    "a disk image needs a base disk image, not `scratch`",
+                    "no partitions to start from",
+                    Some("name a base (`base: //bases:raspios-bookworm-arm64-lite`), or set `output.format: tar`".into()),
+                ));
+            }
+            let partitions = Partitions {
+                root_headroom: raw
+                    .partitions
+                    .and_then(|p| p.root)
+                    .and_then(|r| r.headroom)
+                    .map(|h| h.value.0),
+            };
             Ok(Target::Image(Image {
                 base,
+                board,
+                partitions,
                 layers,
                 epoch: raw.epoch,
-                output: convert_output(raw.output)?,
+                output,
                 config: raw.config,
                 description: raw.description,
             }))
         }
+        Kind::Base => convert_base(from_value(doc)?),
+        Kind::Board => convert_board(from_value(doc)?),
     }
 }
 
-fn convert_output(raw: Option<RawOutput>) -> Result<Output, DefsError> {
+fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
+    let url = raw.url.value.clone();
+    if !["http://", "https://", "file://"]
+        .iter()
+        .any(|s| url.starts_with(s))
+    {
+        return Err(raw.url.span.invalid_value(
+            format!("unsupported URL `{url}`"),
+            "not an http, https or file URL",
+            Some("download from `https://…`, `http://…`, or use a local file as `file:///path/to/image.img.xz`".into()),
+        ));
+    }
+    let sha256 = raw.sha256.value.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(raw.sha256.span.invalid_value(
+            "`sha256` must be 64 hex characters",
+            "not a SHA-256 digest",
+            Some("copy the digest the publisher lists next to the image (the `.sha256` file), or compute it with `sha256sum <file>`".into()),
+        ));
+    }
+    let date = match &raw.date {
+        Some(text) => Some(Date::parse(&text.value).ok_or_else(|| {
+            text.span.invalid_value(
+                format!("`{}` is not a date", text.value),
+                "not YYYY-MM-DD",
+                Some("write the release date as `2024-11-19`".into()),
+            )
+        })?),
+        None => Date::in_url(&url),
+    };
+    let boot_mount = match &raw.boot_mount {
+        Some(text) => TreePath::parse(&text.value).map_err(|reason| {
+            text.span.bad_path(
+                &text.value,
+                reason,
+                Some("the boot partition's mount point, such as `/boot/firmware`".into()),
+            )
+        })?,
+        None => {
+            // Raspberry Pi OS moved the boot partition from /boot to /boot/firmware in
+            // bookworm (Debian 12); older releases mount it at /boot.
+            let old = matches!(raw.release.as_deref(), Some("buster" | "bullseye" | "stretch"));
+            TreePath::parse(if old { "/boot" } else { "/boot/firmware" })
+                .map_err(|reason| raw.url.span.bad_path("/boot/firmware", reason, None))?
+        }
+    };
+    if boot_mount.as_str() == "/" {
+        if let Some(text) = &raw.boot_mount {
+            return Err(text.span.bad_path(
+                &text.value,
+                "is the root directory",
+                Some("the boot partition is mounted below `/`, such as `/boot/firmware`".into()),
+            ));
+        }
+    }
+    Ok(Target::Base(BaseImage {
+        url,
+        sha256,
+        arch: raw.arch,
+        release: raw.release,
+        date,
+        boot_mount,
+        description: raw.description,
+    }))
+}
+
+fn convert_board(raw: RawBoard) -> Result<Target, DefsError> {
+    let mut config_txt = Vec::new();
+    for line in raw.config_txt {
+        if line.value.contains('\n') || line.value.contains('\r') || line.value.trim().is_empty() {
+            return Err(line.span.invalid_value(
+                "a `config_txt` entry must be one non-empty line",
+                "not one line",
+                Some("write one list item per line of `config.txt`".into()),
+            ));
+        }
+        config_txt.push(line.value);
+    }
+    let interfaces = match raw.interfaces {
+        None => Interfaces::default(),
+        Some(i) => Interfaces {
+            i2c: i.i2c,
+            spi: i.spi,
+            uart: i.uart,
+            onewire: match i.onewire {
+                None => None,
+                Some(w) if w.gpio.value <= 27 => Some(w.gpio.value),
+                Some(w) => {
+                    return Err(w.gpio.span.invalid_value(
+                        format!("GPIO {} does not exist on the 40-pin header", w.gpio.value),
+                        "not in 0..=27",
+                        Some("1-Wire sensors are usually wired to GPIO 4 (pin 7)".into()),
+                    ))
+                }
+            },
+        },
+    };
+    Ok(Target::Board(Board {
+        arch: raw.arch,
+        partition_table: raw.partition_table.unwrap_or(TableType::Mbr),
+        config_txt,
+        interfaces,
+        kernel: raw.kernel,
+        device_trees: raw.device_trees,
+        description: raw.description,
+    }))
+}
+
+fn convert_output(raw: Option<RawOutput>, format_default: Format) -> Result<Output, DefsError> {
+    let default_level = |format: Format, c: Compression| match (format, c) {
+        (_, Compression::None) => 0,
+        (Format::Tar, Compression::Zstd) => Output::DEFAULT_ZSTD_LEVEL,
+        (Format::Image, Compression::Zstd) => Output::DEFAULT_IMAGE_ZSTD_LEVEL,
+        (_, Compression::Xz) => Output::DEFAULT_XZ_LEVEL,
+        (_, Compression::Gz) => Output::DEFAULT_GZ_LEVEL,
+    };
     let Some(raw) = raw else {
         return Ok(Output {
-            format: Format::Tar,
+            format: format_default,
             compression: Compression::Zstd,
-            level: Output::DEFAULT_ZSTD_LEVEL,
+            level: default_level(format_default, Compression::Zstd),
         });
     };
-    let compression = raw.compression.unwrap_or(Compression::Zstd);
-    let level = match (compression, raw.level) {
-        (Compression::Zstd, None) => Output::DEFAULT_ZSTD_LEVEL,
-        (Compression::Zstd, Some(level)) if (1..=22).contains(&level.value) => level.value,
-        (Compression::Zstd, Some(level)) => {
-            return Err(level.span.invalid_value(
-                format!("zstd level {} is out of range", level.value),
-                "not in 1..=22",
-                Some(format!(
-                    "use a level from 1 (fastest) to 22 (smallest); the default is {}",
-                    Output::DEFAULT_ZSTD_LEVEL
-                )),
-            ))
+    let format = raw.format.as_ref().map_or(format_default, |f| f.value);
+    let compression = raw.compression.as_ref().map_or(Compression::Zstd, |c| c.value);
+    if let (Format::Tar, Some(c)) = (format, &raw.compression) {
+        if matches!(c.value, Compression::Xz | Compression::Gz) {
+            return Err(c.span.invalid_value(
+                "a tar output is compressed with zstd or not at all",
+                "not available for `format: tar`",
+                Some("use `compression: zstd` (or `none`)".into()),
+            ));
         }
-        (Compression::None, None) => 0,
+    }
+    let range = |c: Compression| match c {
+        Compression::Zstd => 1..=22,
+        Compression::Xz => 0..=9,
+        Compression::Gz => 1..=9,
+        Compression::None => 0..=0,
+    };
+    let level = match (compression, raw.level) {
+        (c, None) => default_level(format, c),
         (Compression::None, Some(level)) => {
             return Err(level.span.invalid_value(
                 "`level` is set but `compression` is `none`",
@@ -558,9 +1063,23 @@ fn convert_output(raw: Option<RawOutput>) -> Result<Output, DefsError> {
                 Some("remove `level`, or set `compression: zstd`".into()),
             ))
         }
+        (c, Some(level)) if range(c).contains(&level.value) => level.value,
+        (c, Some(level)) => {
+            let r = range(c);
+            return Err(level.span.invalid_value(
+                format!("{c:?} level {} is out of range", level.value).to_lowercase(),
+                format!("not in {}..={}", r.start(), r.end()),
+                Some(format!(
+                    "use a level from {} (fastest) to {} (smallest); the default is {}",
+                    r.start(),
+                    r.end(),
+                    default_level(format, c)
+                )),
+            ));
+        }
     };
     Ok(Output {
-        format: raw.format.unwrap_or(Format::Tar),
+        format,
         compression,
         level,
     })
