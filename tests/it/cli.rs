@@ -184,24 +184,3 @@ fn wrong_digest_fails_and_caches_nothing() {
         .iter()
         .any(|e| e["event"] == "step-started" && e["kind"] == "fetch"));
 }
-
-#[test]
-fn the_embedded_workspace_builds_north_in_a_fresh_cache() {
-    // Regression: the scratch base once named an empty listing it never stored, so the
-    // README's first command failed on a fresh machine.
-    let env = TestEnv::new();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out_dir = env.root.path().join("out");
-    let out = env
-        .command()
-        .args(["--workspace"])
-        .arg(repo)
-        .args(["build", "//hives:north", "--out"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let listing = tar_listing(&out_dir.join("north.tar.zst"));
-    assert!(listing.contains("./etc/hostname"), "{listing}");
-    assert!(listing.contains("./var/lib/w4b/"), "{listing}");
-}

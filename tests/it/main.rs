@@ -6,11 +6,13 @@ mod fixture;
 /// The local test HTTP server (127.0.0.1 only), shared by the download tests.
 #[path = "../support/http.rs"]
 mod http;
+mod testbase;
 
 mod cache;
 mod cli;
 mod determinism;
 mod freshness;
+mod image_build;
 mod inspect;
 mod kernel;
 mod robustness;

@@ -1,0 +1,293 @@
+//! Whole disk images through the real binary: a Raspberry-Pi-OS-like base served over HTTP
+//! on 127.0.0.1 → fetch, unpack, the board's and the image's layers, FAT and ext4 written
+//! in-process, the disk assembled, validated, compressed, with checksum, bmap and
+//! manifest. Judged by the real tools (sfdisk, fsck.fat, e2fsck, debugfs, mtools,
+//! sha256sum, bmaptool) and by `w4b verify`.
+
+#![allow(clippy::disallowed_methods)] // Tests run the image tools and the binary.
+
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::env::TestEnv;
+use crate::http::TestServer;
+use crate::testbase::{images, sh};
+
+/// blake3 of `edge.img.zst` built from the test base with [`edge_workspace`]. Pinned so
+/// that any change to what reaches the image's bytes is a deliberate one.
+const EDGE_IMG_ZST_BLAKE3: &str = "PIN";
+
+const LAYER: &str = r##"kind: layer
+files:
+  - {path: /etc/w4b/hive.conf, content: "hive=edge\n", mode: "0640", owner: "0:0"}
+  - {path: /boot/firmware/w4b.txt, content: "on the boot partition\n"}
+  - {path: /opt/w4b, dir: true, owner: "1000:1000"}
+  - {path: /usr/local/bin/w4b-hello, content: "#!/bin/sh\necho hi\n", mode: "0755"}
+"##;
+
+/// A workspace with the repository's boards, a base served by `server`, and
+/// `//images:edge` (pi4, the test base, one layer, zstd level 3 to keep tests quick).
+fn edge_workspace(server: &TestServer) -> Option<TestEnv> {
+    let imgs = images()?;
+    let bytes = std::fs::read(&imgs.xz).unwrap();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    server.serve("/base.img.xz", bytes);
+    let env = TestEnv::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate::env::copy_dir(&repo.join("defs/boards"), &env.ws.join("defs/boards"));
+    env.write(
+        "defs/bases/test.yaml",
+        &format!(
+            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            server.url("/base.img.xz")
+        ),
+    );
+    env.write("defs/layers/hive.yaml", LAYER);
+    env.write(
+        "defs/images/edge.yaml",
+        "kind: image\nboard: //boards:pi4\nbase: //bases:test\nlayers: [//layers:hive]\noutput: {compression: zstd, level: 3}\n",
+    );
+    Some(env)
+}
+
+fn decompress(env: &TestEnv, name: &str) -> std::path::PathBuf {
+    let img = env.root.path().join(format!("{name}.img"));
+    sh(&format!(
+        "zstd -q -d -f -o '{}' '{}'",
+        img.display(),
+        env.path(&format!("out/{name}.img.zst")).display()
+    ));
+    img
+}
+
+#[test]
+fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    for f in [
+        "edge.img.zst",
+        "edge.img.zst.sha256",
+        "edge.bmap",
+        "edge.manifest.json",
+    ] {
+        assert!(env.path(&format!("out/{f}")).exists(), "{f} missing");
+    }
+    // sha256sum format, checked by sha256sum itself.
+    sh(&format!(
+        "cd '{}' && sha256sum -c edge.img.zst.sha256",
+        env.path("out").display()
+    ));
+
+    let img = decompress(&env, "edge");
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk --json '{}'", img.display()))).unwrap();
+    let pt = &table["partitiontable"];
+    assert_eq!(pt["label"], "dos");
+    assert_eq!(pt["id"], "0x1a2b3c4d", "the base's disk signature is kept");
+    assert_eq!(pt["partitions"][0]["start"], 8192);
+    assert_eq!(pt["partitions"][0]["type"], "c");
+    assert_eq!(pt["partitions"][1]["type"], "83");
+
+    let part = |i: usize| -> std::path::PathBuf {
+        let p = &pt["partitions"][i];
+        let out = env.root.path().join(format!("p{i}"));
+        sh(&format!(
+            "dd if='{}' of='{}' bs=512 skip={} count={} status=none",
+            img.display(),
+            out.display(),
+            p["start"],
+            p["size"]
+        ));
+        out
+    };
+    let (boot, root) = (part(0), part(1));
+    sh(&format!("fsck.fat -n '{}'", boot.display()));
+    sh(&format!("e2fsck -fn '{}'", root.display()));
+    let mtype = |f: &str| {
+        sh(&format!(
+            "MTOOLS_SKIP_CHECK=1 mtype -i '{}' ::{f}",
+            boot.display()
+        ))
+    };
+    assert_eq!(mtype("w4b.txt"), "on the boot partition\n");
+    let config = mtype("config.txt");
+    assert!(
+        config.contains(
+            "# Added by w4b for //boards:pi4\n[all]\ndtparam=i2c_arm=on\ndtoverlay=w1-gpio,gpiopin=4\n"
+        ),
+        "{config}"
+    );
+    let debugfs = |req: &str| sh(&format!("debugfs -R '{req}' '{}' 2>/dev/null", root.display()));
+    assert_eq!(debugfs("cat /etc/w4b/hive.conf"), "hive=edge\n");
+    assert_eq!(
+        debugfs("cat /etc/modules-load.d/w4b-i2c.conf").lines().last(),
+        Some("i2c-dev")
+    );
+    let stat = debugfs("stat /usr/local/bin/w4b-hello");
+    assert!(stat.contains("Mode:  0755"), "{stat}");
+    // The layer's boot file is on the boot partition only; the mount point stays empty.
+    assert!(!debugfs("ls -l /boot/firmware").contains("w4b.txt"));
+    // The base's own files are all still there (fstab, the setuid binary).
+    assert!(debugfs("cat /etc/fstab").contains("PARTUUID=1a2b3c4d-02"));
+
+    // The manifest verifies against the artifacts.
+    let out = env.run(&[
+        "verify",
+        "out/edge.manifest.json",
+        "--artifact",
+        "out/edge.img.zst",
+        "--artifact",
+        "out/edge.bmap",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let manifest = String::from_utf8(env.read("out/edge.manifest.json")).unwrap();
+    assert!(
+        manifest.contains(&server.url("/base.img.xz")),
+        "the base is a resolved dependency"
+    );
+    for step in [
+        "#fetch",
+        "#unpack",
+        "#graft",
+        "#board",
+        "#hive",
+        "#rootfs",
+        "#split",
+        "#disk",
+        "#compress",
+    ] {
+        assert!(manifest.contains(step), "manifest lacks {step}");
+    }
+
+    // bmaptool writes the image back from the bmap and the compressed file.
+    if crate::testbase::have("bmaptool") {
+        let copy = env.root.path().join("copy.img");
+        sh(&format!(
+            "bmaptool copy --bmap '{}' '{}' '{}'",
+            env.path("out/edge.bmap").display(),
+            env.path("out/edge.img.zst").display(),
+            copy.display()
+        ));
+        assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&img).unwrap());
+    }
+
+    // Nothing changed: nothing runs, nothing is rewritten.
+    let again = env.build(&["//images:edge"]);
+    assert!(again.ok(), "{}", again.stderr());
+    assert_eq!(again.finished()["ran"], 0, "{:?}", again.ran());
+}
+
+#[test]
+fn the_image_is_byte_identical_across_caches_directories_and_conditions() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    let first = env.build(&["//images:edge", "-j", "1"]);
+    assert!(first.ok(), "{}", first.stderr());
+    let a = env.read("out/edge.img.zst");
+
+    // Another cache, working directory, TZ, locale, umask and thread count.
+    let elsewhere = env.root.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let line = format!(
+        "umask 077 && exec '{}' --workspace '{}' build //images:edge -j 2 --out '{}'",
+        env!("CARGO_BIN_EXE_w4b"),
+        env.ws.display(),
+        elsewhere.join("out").display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .current_dir(&elsewhere)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &elsewhere)
+        .env("TZ", "Pacific/Chatham")
+        .env("LC_ALL", "C.UTF-8")
+        .env("W4B_CACHE_DIR", elsewhere.join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let b = std::fs::read(elsewhere.join("out/edge.img.zst")).unwrap();
+    assert!(a == b, "the image differs between the two builds");
+    assert_eq!(
+        blake3::hash(&a).to_hex().to_string(),
+        EDGE_IMG_ZST_BLAKE3,
+        "the pinned image digest changed"
+    );
+
+    // `--check` does the same by itself and agrees.
+    let out = env.run(&["build", "--check", "//images:edge"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("every output identical"), "{stderr}");
+}
+
+#[test]
+fn an_arm64_base_for_a_32_bit_board_is_an_error_naming_both() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    env.write("defs/images/zero.yaml", "extends: :edge\nboard: //boards:zero\n");
+    let out = env.run(&["build", "//images:zero"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("w4b::compile::arch_mismatch"), "{stderr}");
+    assert!(
+        stderr.contains("//boards:zero") && stderr.contains("//bases:test"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("defs/images/zero.yaml:2"), "{stderr}");
+    assert!(
+        server.requests().is_empty(),
+        "nothing is downloaded for a plan that cannot work"
+    );
+}
+
+#[test]
+fn the_embedded_north_hive_builds_on_a_local_copy_of_its_base() {
+    // The repository's workspace as shipped, with only the base's URL and checksum pointed
+    // at the test base: `//hives:north` itself is unchanged.
+    let server = TestServer::start();
+    let Some(imgs) = images() else { return };
+    let bytes = std::fs::read(&imgs.xz).unwrap();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    server.serve("/raspios.img.xz", bytes);
+    let env = TestEnv::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate::env::copy_dir(&repo.join("defs"), &env.ws.join("defs"));
+    std::fs::copy(repo.join("w4b.yaml"), env.path("w4b.yaml")).unwrap();
+    env.write(
+        "defs/bases/raspios-bookworm-arm64-lite.yaml",
+        &format!(
+            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\nrelease: bookworm\ndate: 2024-11-19\n",
+            server.url("/raspios.img.xz")
+        ),
+    );
+    let b = env.build(&["//hives:north", "--set", "output.level=3"]);
+    assert!(b.ok(), "{}", b.stderr());
+    let img = decompress(&env, "north");
+    let root_start: u64 = {
+        let t: serde_json::Value =
+            serde_json::from_str(&sh(&format!("sfdisk --json '{}'", img.display()))).unwrap();
+        t["partitiontable"]["partitions"][1]["start"].as_u64().unwrap()
+    };
+    let root = env.root.path().join("root.ext4");
+    sh(&format!(
+        "dd if='{}' of='{}' bs=512 skip={root_start} status=none",
+        img.display(),
+        root.display()
+    ));
+    let hostname = sh(&format!(
+        "debugfs -R 'cat /etc/hostname' '{}' 2>/dev/null",
+        root.display()
+    ));
+    assert_eq!(hostname.trim(), "hive-north");
+    sh(&format!("e2fsck -fn '{}'", root.display()));
+}

@@ -1,0 +1,76 @@
+//! The Raspberry-Pi-OS-like test base (`tests/support/make-test-base.sh`), built once per
+//! test process with the standard tools, raw and compressed (xz, zstd).
+
+#![allow(clippy::disallowed_methods)] // Tests run the image tools and read `CI`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub struct Images {
+    pub raw: PathBuf,
+    pub xz: PathBuf,
+    pub zst: PathBuf,
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `sh -c cmd` and asserts success.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test base, built once per test process into Cargo's per-target temp directory, or
+/// `None` (with a message) when the tools are missing outside CI. In CI they must exist.
+pub fn images() -> Option<&'static Images> {
+    static IMAGES: OnceLock<Option<Images>> = OnceLock::new();
+    IMAGES
+        .get_or_init(|| {
+            let missing: Vec<_> = ["sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "debugfs", "xz", "zstd"]
+                .into_iter()
+                .filter(|t| !have(t))
+                .collect();
+            if !missing.is_empty() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must have the image tools; missing: {missing:?}"
+                );
+                eprintln!("skipping: the image tools are missing: {missing:?}");
+                return None;
+            }
+            let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            // One directory per test process; those of finished runs are removed.
+            for old in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+                let name = old.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("test-base-") {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(old.path());
+                    }
+                }
+            }
+            let dir = tmp.join(format!("test-base-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let raw = dir.join("base.img");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-test-base.sh");
+            let st = Command::new("bash").arg(&script).arg(&raw).status().unwrap();
+            assert!(st.success(), "make-test-base.sh failed");
+            let xz = dir.join("base.img.xz");
+            let zst = dir.join("base.img.zst");
+            sh(&format!("xz -T1 -1 -c '{}' > '{}'", raw.display(), xz.display()));
+            sh(&format!("zstd -q -f -o '{}' '{}'", zst.display(), raw.display()));
+            Some(Images { raw, xz, zst })
+        })
+        .as_ref()
+}
