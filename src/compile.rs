@@ -14,7 +14,10 @@ use w4b_graph::{Graph, NodeId, Step};
 
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, FetchStep, Fetcher};
+use crate::steps::compress::{CompressStep, ImageCodec};
+use crate::steps::disk::DiskStep;
 use crate::steps::graft::{GraftStep, SplitStep};
+use crate::steps::mkfs::{MkfsExt4Step, MkfsFatStep, RootSize};
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
 use crate::steps::overlay::OverlayStep;
 use crate::steps::scratch::ScratchStep;
@@ -740,6 +743,8 @@ pub fn compile(
 }
 
 impl Compiler<'_> {
+    /// `split` → `mkfs-fat` + `mkfs-ext4` → `disk` → `validate` → `compress`: the tree
+    /// back into the base's two partitions, checked, and written out.
     #[allow(clippy::too_many_arguments)]
     fn disk(
         &mut self,
@@ -753,22 +758,94 @@ impl Compiler<'_> {
         out_name: &str,
         level_location: Option<String>,
     ) -> miette::Result<(Vec<NodeId>, Vec<Export>)> {
-        let _ = (
-            t,
-            image,
-            v,
-            unpack,
-            tree,
+        let label = t.label.to_string();
+        let step_name = |s: &str| format!("{label}#{s}");
+        let mount = v.base.boot_mount.to_string();
+        let mount_location = loc(&v.base_target, "boot_mount").or_else(|| loc(&v.base_target, "release"));
+
+        let split = Arc::new(SplitStep {
+            store: self.store.clone(),
+            boot_mount: Some(mount.clone()),
+            boot_mount_location: mount_location,
+        });
+        let split = self.add(step_name("split"), format!("split {mount}").as_bytes(), split, vec![tree, unpack]);
+
+        let fat = Arc::new(MkfsFatStep {
+            store: self.store.clone(),
+            size: None,
+            size_location: None,
+            label: None,
+            label_location: None,
+            volume_id: None,
+            volume_id_location: None,
+        });
+        let fat = self.add(step_name("bootfs"), b"mkfs-fat", fat, vec![split, unpack]);
+
+        let size = match image.partitions.root_headroom {
+            None => RootSize::Base,
+            Some(headroom) => RootSize::Grow { headroom },
+        };
+        let ext4 = Arc::new(MkfsExt4Step {
+            store: self.store.clone(),
             epoch,
             epoch_location,
-            out_name,
-            level_location,
-        );
-        let _ = SplitStep {
+            size,
+            size_location: loc(t, "partitions.root.headroom"),
+        });
+        let def = format!("mkfs-ext4 epoch={epoch} size={}", size.key());
+        let ext4 = self.add(step_name("rootfs.ext4"), def.as_bytes(), ext4, vec![split, unpack]);
+
+        let disk = Arc::new(DiskStep {
             store: self.store.clone(),
-            boot_mount: None,
-            boot_mount_location: None,
+        });
+        let disk = self.add(step_name("disk"), b"disk", disk, vec![unpack, fat, ext4]);
+
+        let codec = match image.output.compression {
+            defs::Compression::Zstd => ImageCodec::Zstd {
+                level: image.output.level,
+            },
+            defs::Compression::Xz => ImageCodec::Xz {
+                level: u32::try_from(image.output.level).unwrap_or(6),
+            },
+            defs::Compression::Gz => ImageCodec::Gzip {
+                level: u32::try_from(image.output.level).unwrap_or(6),
+            },
+            defs::Compression::None => ImageCodec::None,
         };
-        Err(miette::miette!("WIP"))
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let compress = Arc::new(CompressStep {
+            store: self.store.clone(),
+            codec,
+            codec_location: level_location,
+            threads,
+            file_name: out_name.to_owned(),
+            file_name_location: Some(t.label.to_string()),
+        });
+        let def = format!("compress {} {out_name}", codec.key());
+        let compress = self.add(step_name("compress"), def.as_bytes(), compress, vec![disk]);
+        let exports = vec![
+            Export {
+                node: compress,
+                output: "image".into(),
+                file_name: out_name.to_owned(),
+                subject: true,
+                sha256_output: Some("sha256".into()),
+            },
+            Export {
+                node: compress,
+                output: "sha256".into(),
+                file_name: format!("{out_name}.sha256"),
+                subject: false,
+                sha256_output: None,
+            },
+            Export {
+                node: compress,
+                output: "bmap".into(),
+                file_name: format!("{}.bmap", t.label.name),
+                subject: true,
+                sha256_output: None,
+            },
+        ];
+        Ok((vec![compress], exports))
     }
 }
