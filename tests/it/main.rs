@@ -16,4 +16,5 @@ mod kernel;
 mod robustness;
 mod roundtrip;
 mod unpack;
+mod validate;
 mod verify;
