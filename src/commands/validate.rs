@@ -51,7 +51,10 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
             let files = board_check(name, &args.arch).ok_or_else(|| {
                 miette::miette!(
                     code = "w4b::validate::unknown_board",
-                    help = format!("known boards: {}; architectures: arm64, armhf", validate::BOARDS.join(", ")),
+                    help = format!(
+                        "known boards: {}; architectures: arm64, armhf",
+                        validate::BOARDS.join(", ")
+                    ),
                     "no boot file table for board `{name}` with architecture `{}`",
                     args.arch
                 )
@@ -75,8 +78,13 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
         size: opened.size,
     };
     let size = opened.size;
-    let mut v = validate::inspect_disk(&mut opened.file, size, board.as_ref().map(|b| &b.files), args.mount)
-        .map_err(|e| miette::Report::new(e).wrap_err(format!("cannot validate `{shown}`")))?;
+    let mut v = validate::inspect_disk(
+        &mut opened.file,
+        size,
+        board.as_ref().map(|b| &b.files),
+        args.mount,
+    )
+    .map_err(|e| miette::Report::new(e).wrap_err(format!("cannot validate `{shown}`")))?;
     let tool_path = tool_path(&opened);
     if args.oracles {
         oracle::run_oracles(&tool_path, &v.layout, &mut v.report);
@@ -118,14 +126,24 @@ fn tool_path(opened: &OpenedImage) -> PathBuf {
     if opened.compression == Compression::None {
         opened.path.clone()
     } else {
-        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), opened.file.as_raw_fd()))
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            opened.file.as_raw_fd()
+        ))
     }
 }
 
 /// One line per check, then a summary.
 pub fn render_text(image: &ImageInfo, board: Option<&BoardInfo>, report: &Report) -> String {
     let mut s = String::new();
-    let _ = write!(s, "`{}` ({}, {})", image.path, image.compression, crate::ui::bytes(image.size));
+    let _ = write!(
+        s,
+        "`{}` ({}, {})",
+        image.path,
+        image.compression,
+        crate::ui::bytes(image.size)
+    );
     if let Some(b) = board {
         let _ = write!(s, ", board {} {}", b.name, b.arch);
     }

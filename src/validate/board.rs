@@ -46,8 +46,14 @@ pub fn board_check(board: &str, arch: &str) -> Option<BoardCheck> {
         _ => return None,
     };
     Some(match (board, arm64) {
-        ("pi3", true) => BoardCheck::new(&["kernel8.img"], &["bcm2710-rpi-3-b.dtb", "bcm2710-rpi-3-b-plus.dtb"]),
-        ("pi3", false) => BoardCheck::new(&["kernel7.img"], &["bcm2710-rpi-3-b.dtb", "bcm2710-rpi-3-b-plus.dtb"]),
+        ("pi3", true) => BoardCheck::new(
+            &["kernel8.img"],
+            &["bcm2710-rpi-3-b.dtb", "bcm2710-rpi-3-b-plus.dtb"],
+        ),
+        ("pi3", false) => BoardCheck::new(
+            &["kernel7.img"],
+            &["bcm2710-rpi-3-b.dtb", "bcm2710-rpi-3-b-plus.dtb"],
+        ),
         ("zero2w", true) => BoardCheck::new(&["kernel8.img"], &["bcm2710-rpi-zero-2-w.dtb"]),
         ("zero2w", false) => BoardCheck::new(&["kernel7.img"], &["bcm2710-rpi-zero-2-w.dtb"]),
         ("pi4", true) => BoardCheck::new(&["kernel8.img"], &["bcm2711-rpi-4-b.dtb"]),
@@ -72,12 +78,18 @@ mod tests {
         assert_eq!(pi4.device_trees, ["bcm2711-rpi-4-b.dtb"]);
         assert_eq!(board_check("pi4", "armhf").unwrap().kernels, ["kernel7l.img"]);
         assert_eq!(board_check("pi3", "armhf").unwrap().kernels, ["kernel7.img"]);
-        assert_eq!(board_check("//boards:pi5", "aarch64").unwrap().kernels, ["kernel_2712.img"]);
+        assert_eq!(
+            board_check("//boards:pi5", "aarch64").unwrap().kernels,
+            ["kernel_2712.img"]
+        );
         assert_eq!(
             board_check("zero2w", "arm64").unwrap().device_trees,
             ["bcm2710-rpi-zero-2-w.dtb"]
         );
-        assert_eq!(board_check("cm4", "arm64").unwrap().device_trees, ["bcm2711-rpi-cm4.dtb"]);
+        assert_eq!(
+            board_check("cm4", "arm64").unwrap().device_trees,
+            ["bcm2711-rpi-cm4.dtb"]
+        );
         for b in BOARDS {
             assert!(board_check(b, "arm64").is_some(), "{b}");
             assert!(board_check(b, "armhf").is_some(), "{b}");

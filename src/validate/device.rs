@@ -18,7 +18,10 @@ pub enum DeviceRef {
     /// A filesystem UUID (ext4: `xxxxxxxx-...`, FAT: `XXXX-XXXX`).
     Uuid(String),
     /// A kernel device name, with the partition number it ends in (if any).
-    Node { path: String, index: Option<u32> },
+    Node {
+        path: String,
+        index: Option<u32>,
+    },
     /// Anything else: `proc`, `tmpfs`, a network share.
     Other(String),
 }
@@ -29,7 +32,8 @@ impl DeviceRef {
     pub fn parse(spec: &str) -> DeviceRef {
         let tag = |prefix: &str| {
             let (head, rest) = spec.split_at_checked(prefix.len())?;
-            head.eq_ignore_ascii_case(prefix).then(|| unquote(rest).to_string())
+            head.eq_ignore_ascii_case(prefix)
+                .then(|| unquote(rest).to_string())
         };
         if let Some(v) = tag("PARTUUID=") {
             return DeviceRef::PartUuid(v);
@@ -44,7 +48,10 @@ impl DeviceRef {
             return DeviceRef::Uuid(v);
         }
         for (dir, make) in [
-            ("/dev/disk/by-partuuid/", DeviceRef::PartUuid as fn(String) -> DeviceRef),
+            (
+                "/dev/disk/by-partuuid/",
+                DeviceRef::PartUuid as fn(String) -> DeviceRef,
+            ),
             ("/dev/disk/by-partlabel/", DeviceRef::PartLabel),
             ("/dev/disk/by-label/", DeviceRef::Label),
             ("/dev/disk/by-uuid/", DeviceRef::Uuid),
@@ -91,9 +98,10 @@ fn node_partition(path: &str) -> Option<u32> {
         before.ends_with(|c: char| c.is_ascii_digit())
     } else {
         // sdX, vdX, hdX, xvdX: letters only before the number.
-        ["sd", "vd", "hd", "xvd"]
-            .iter()
-            .any(|p| stem.strip_prefix(p).is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_lowercase())))
+        ["sd", "vd", "hd", "xvd"].iter().any(|p| {
+            stem.strip_prefix(p)
+                .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_lowercase()))
+        })
     };
     if partitioned {
         digits.parse().ok()
@@ -134,7 +142,9 @@ pub fn resolve(dev: &DeviceRef, parts: &[PartInfo]) -> Resolved {
         None => Resolved::Missing,
     };
     match dev {
-        DeviceRef::PartUuid(u) => found(&|p| p.partuuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
+        DeviceRef::PartUuid(u) => {
+            found(&|p| p.partuuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u)))
+        }
         DeviceRef::PartLabel(l) => found(&|p| !p.name.is_empty() && p.name == *l),
         DeviceRef::Label(l) => found(&|p| p.fs_label.as_deref() == Some(l.as_str())),
         DeviceRef::Uuid(u) => found(&|p| p.fs_uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
@@ -171,12 +181,27 @@ mod tests {
 
     #[test]
     fn spellings_parse() {
-        assert_eq!(DeviceRef::parse("PARTUUID=1a2b3c4d-02"), DeviceRef::PartUuid("1a2b3c4d-02".into()));
+        assert_eq!(
+            DeviceRef::parse("PARTUUID=1a2b3c4d-02"),
+            DeviceRef::PartUuid("1a2b3c4d-02".into())
+        );
         assert_eq!(DeviceRef::parse("partuuid=x"), DeviceRef::PartUuid("x".into()));
-        assert_eq!(DeviceRef::parse("LABEL=\"my root\""), DeviceRef::Label("my root".into()));
-        assert_eq!(DeviceRef::parse("UUID='1A2B-3C4D'"), DeviceRef::Uuid("1A2B-3C4D".into()));
-        assert_eq!(DeviceRef::parse("PARTLABEL=root"), DeviceRef::PartLabel("root".into()));
-        assert_eq!(DeviceRef::parse("/dev/disk/by-label/rootfs"), DeviceRef::Label("rootfs".into()));
+        assert_eq!(
+            DeviceRef::parse("LABEL=\"my root\""),
+            DeviceRef::Label("my root".into())
+        );
+        assert_eq!(
+            DeviceRef::parse("UUID='1A2B-3C4D'"),
+            DeviceRef::Uuid("1A2B-3C4D".into())
+        );
+        assert_eq!(
+            DeviceRef::parse("PARTLABEL=root"),
+            DeviceRef::PartLabel("root".into())
+        );
+        assert_eq!(
+            DeviceRef::parse("/dev/disk/by-label/rootfs"),
+            DeviceRef::Label("rootfs".into())
+        );
         assert_eq!(
             DeviceRef::parse("/dev/disk/by-partuuid/1a2b3c4d-01"),
             DeviceRef::PartUuid("1a2b3c4d-01".into())
@@ -211,7 +236,10 @@ mod tests {
         assert_eq!(r("LABEL=bootfs"), Resolved::Partition(1));
         assert_eq!(r("LABEL=BOOTFS"), Resolved::Missing);
         assert_eq!(r("UUID=1a2b-3c4d"), Resolved::Partition(1));
-        assert_eq!(r("UUID=0B0E0E0F-1A2B-4C3D-8E4F-5A6B7C8D9E0F"), Resolved::Partition(2));
+        assert_eq!(
+            r("UUID=0B0E0E0F-1A2B-4C3D-8E4F-5A6B7C8D9E0F"),
+            Resolved::Partition(2)
+        );
         assert_eq!(r("PARTLABEL=root"), Resolved::Partition(2));
         assert_eq!(r("/dev/mmcblk0p2"), Resolved::Partition(2));
         assert_eq!(r("/dev/mmcblk0p3"), Resolved::Missing);

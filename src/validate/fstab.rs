@@ -47,14 +47,20 @@ pub fn parse(text: &str) -> (Vec<FstabEntry>, Vec<FstabProblem>) {
         let (Some(device), Some(mount_point), Some(fs_type)) = (field(0), field(1), field(2)) else {
             problems.push(FstabProblem {
                 line,
-                reason: format!("has {} field(s); an entry needs at least the device, the mount point and the type", fields.len()),
+                reason: format!(
+                    "has {} field(s); an entry needs at least the device, the mount point and the type",
+                    fields.len()
+                ),
             });
             continue;
         };
         if fields.len() > 6 {
             problems.push(FstabProblem {
                 line,
-                reason: format!("has {} fields, at most 6 are allowed (a space in a path must be written `\\040`)", fields.len()),
+                reason: format!(
+                    "has {} fields, at most 6 are allowed (a space in a path must be written `\\040`)",
+                    fields.len()
+                ),
             });
             continue;
         }
@@ -71,7 +77,8 @@ pub fn parse(text: &str) -> (Vec<FstabEntry>, Vec<FstabProblem>) {
                 }
             },
         };
-        let (Some(freq), Some(passno)) = (number(4, "dump", &mut problems), number(5, "pass", &mut problems)) else {
+        let (Some(freq), Some(passno)) = (number(4, "dump", &mut problems), number(5, "pass", &mut problems))
+        else {
             continue;
         };
         entries.push(FstabEntry {
@@ -156,7 +163,8 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_reported_with_their_number() {
-        let (e, p) = parse("/dev/sda1 /mnt\n/dev/sda2 /x ext4 defaults x 0\n/dev/sda3 /y ext4 a b c d e\n# ok\n");
+        let (e, p) =
+            parse("/dev/sda1 /mnt\n/dev/sda2 /x ext4 defaults x 0\n/dev/sda3 /y ext4 a b c d e\n# ok\n");
         assert!(e.is_empty());
         let lines: Vec<_> = p.iter().map(|p| p.line).collect();
         assert_eq!(lines, [1, 2, 3]);

@@ -147,7 +147,14 @@ impl Report {
         self.push(name, Status::Fail, file, detail.into(), Some(help.into()));
     }
 
-    fn push(&mut self, name: &str, status: Status, file: Option<String>, detail: String, help: Option<String>) {
+    fn push(
+        &mut self,
+        name: &str,
+        status: Status,
+        file: Option<String>,
+        detail: String,
+        help: Option<String>,
+    ) {
         self.checks.push(Check {
             name: name.to_string(),
             status,
@@ -301,7 +308,16 @@ pub fn inspect_disk<R: Read + Seek>(
 ) -> Result<Validation, ValidateError> {
     let mut v = Validation::default();
     let Some(table) = check_table(disk, size, &mut v.report) else {
-        for rule in ["filesystems", "boot_fs", "root_fs", "cmdline", "fstab", "config_txt", "kernel", "device_tree"] {
+        for rule in [
+            "filesystems",
+            "boot_fs",
+            "root_fs",
+            "cmdline",
+            "fstab",
+            "config_txt",
+            "kernel",
+            "device_tree",
+        ] {
             v.report.skip(rule, None, "no readable partition table");
         }
         return Ok(v);
@@ -416,7 +432,11 @@ fn check_table<R: Read + Seek>(disk: &mut R, size: u64, report: &mut Report) -> 
         TableKind::Gpt { disk_guid, .. } => format!("GPT, disk GUID {disk_guid}"),
     };
     if problems.is_empty() {
-        report.pass("partition_table", None, format!("{kind}, {} partition(s)", real.len()));
+        report.pass(
+            "partition_table",
+            None,
+            format!("{kind}, {} partition(s)", real.len()),
+        );
     } else {
         report.fail(
             "partition_table",
@@ -431,12 +451,19 @@ fn check_table<R: Read + Seek>(disk: &mut R, size: u64, report: &mut Report) -> 
         .map(|p| format!("partition {} starts at sector {}", p.index, p.start_lba))
         .collect();
     if misaligned.is_empty() {
-        report.pass("partition_alignment", None, "every partition starts on a 1 MiB boundary");
+        report.pass(
+            "partition_alignment",
+            None,
+            "every partition starts on a 1 MiB boundary",
+        );
     } else {
         report.fail(
             "partition_alignment",
             None,
-            format!("{}, not a multiple of {ALIGNMENT_LBA} (1 MiB)", misaligned.join(", ")),
+            format!(
+                "{}, not a multiple of {ALIGNMENT_LBA} (1 MiB)",
+                misaligned.join(", ")
+            ),
             "start partitions on 1 MiB (2048-sector) boundaries; Raspberry Pi OS uses 4 MiB (8192)",
         );
     }
@@ -498,7 +525,10 @@ fn check_filesystems(v: &mut Validation) {
         if v.is_empty() {
             "none".to_string()
         } else {
-            v.iter().map(|i| format!("partition {i}")).collect::<Vec<_>>().join(", ")
+            v.iter()
+                .map(|i| format!("partition {i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
     if fat.len() == 1 && ext4.len() == 1 {
@@ -607,12 +637,16 @@ fn read_all(
                 files.insert(n.path.as_str(), kind.clone());
                 kind
             }
-            NodeKind::HardLink { target } => files
-                .get(target.as_str())
-                .cloned()
-                .ok_or_else(|| format!("`{}` is a hard link to `{target}`, which is not an earlier regular file", n.path))?,
+            NodeKind::HardLink { target } => files.get(target.as_str()).cloned().ok_or_else(|| {
+                format!(
+                    "`{}` is a hard link to `{target}`, which is not an earlier regular file",
+                    n.path
+                )
+            })?,
             NodeKind::Dir => EntryKind::Dir,
-            NodeKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
+            NodeKind::Symlink { target } => EntryKind::Symlink {
+                target: target.clone(),
+            },
             NodeKind::CharDev { major, minor } => EntryKind::CharDev {
                 major: *major,
                 minor: *minor,
@@ -658,12 +692,16 @@ fn read_boot<R: Read + Seek>(
     let fat = read_fat(disk, p.offset, p.len).map_err(|e| chain(&e))?;
     let info = fat.info();
     out.label = info.label.clone();
-    out.uuid = info.volume_id.map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF));
+    out.uuid = info
+        .volume_id
+        .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF));
     let nodes = fat.nodes();
     out.entries = nodes.len();
     let tree = read_all(nodes, &fat, keep, &mut out.bytes)?;
     for n in nodes {
-        let Some(name) = n.path.strip_prefix('/') else { continue };
+        let Some(name) = n.path.strip_prefix('/') else {
+            continue;
+        };
         if matches!(n.kind, NodeKind::File { .. }) && !name.is_empty() && !name.contains('/') {
             out.top.insert(name.to_ascii_lowercase(), name.to_string());
         }
@@ -719,7 +757,9 @@ fn read_root<R: Read + Seek>(
     // /etc/fstab, following one symlink (some images link it elsewhere).
     let mut path = "/etc/fstab".to_string();
     for _ in 0..2 {
-        let Some(n) = nodes.iter().find(|n| n.path == path) else { break };
+        let Some(n) = nodes.iter().find(|n| n.path == path) else {
+            break;
+        };
         match &n.kind {
             NodeKind::Symlink { target } => {
                 path = if target.starts_with('/') {
@@ -775,7 +815,12 @@ fn check_cmdline(report: &mut Report, boot: &BootFiles, parts: &[PartInfo], root
             return;
         }
         Some(Err(e)) => {
-            report.fail(RULE, file, format!("cannot read it: {e}"), "write `cmdline.txt` as one line of UTF-8 text");
+            report.fail(
+                RULE,
+                file,
+                format!("cannot read it: {e}"),
+                "write `cmdline.txt` as one line of UTF-8 text",
+            );
             return;
         }
         Some(Ok(t)) => t,
@@ -804,10 +849,18 @@ fn check_cmdline(report: &mut Report, boot: &BootFiles, parts: &[PartInfo], root
     let dev = DeviceRef::parse(spec);
     match device::resolve(&dev, parts) {
         Resolved::Partition(i) if Some(i) == root => {
-            report.pass(RULE, file, format!("`root={spec}` is partition {i}, the ext4 root filesystem"));
+            report.pass(
+                RULE,
+                file,
+                format!("`root={spec}` is partition {i}, the ext4 root filesystem"),
+            );
         }
         Resolved::Partition(i) => {
-            let what = parts.iter().find(|p| p.index == i).map(|p| fs_name(p.fs)).unwrap_or("?");
+            let what = parts
+                .iter()
+                .find(|p| p.index == i)
+                .map(|p| fs_name(p.fs))
+                .unwrap_or("?");
             report.fail(
                 RULE,
                 file,
@@ -866,7 +919,12 @@ fn check_fstab(report: &mut Report, root: &RootFiles, parts: &[PartInfo], layout
     let failed_before = report.failures().count();
     let (entries, problems) = fstab::parse(text);
     for p in problems {
-        report.fail(RULE, at(p.line), format!("line {} {}", p.line, p.reason), "see fstab(5): `DEVICE MOUNTPOINT TYPE OPTIONS DUMP PASS`");
+        report.fail(
+            RULE,
+            at(p.line),
+            format!("line {} {}", p.line, p.reason),
+            "see fstab(5): `DEVICE MOUNTPOINT TYPE OPTIONS DUMP PASS`",
+        );
     }
     let mut saw_root = false;
     let mut saw_boot = false;
@@ -882,7 +940,10 @@ fn check_fstab(report: &mut Report, root: &RootFiles, parts: &[PartInfo], layout
                     report.fail(
                         RULE,
                         at(e.line),
-                        format!("`{}` is mounted from `{}`, which is not a partition", e.mount_point, e.device),
+                        format!(
+                            "`{}` is mounted from `{}`, which is not a partition",
+                            e.mount_point, e.device
+                        ),
                         "mount `/` from the ext4 partition and the boot mount point from the FAT partition",
                     );
                 }
@@ -902,7 +963,11 @@ fn check_fstab(report: &mut Report, root: &RootFiles, parts: &[PartInfo], layout
             }
             Resolved::Partition(i) => i,
         };
-        let fs = parts.iter().find(|p| p.index == target).map(|p| p.fs).unwrap_or(FsKind::Unknown);
+        let fs = parts
+            .iter()
+            .find(|p| p.index == target)
+            .map(|p| p.fs)
+            .unwrap_or(FsKind::Unknown);
         let type_ok = match fs {
             FsKind::Fat => matches!(e.fs_type.as_str(), "vfat" | "msdos" | "fat" | "auto"),
             FsKind::Ext4 => matches!(e.fs_type.as_str(), "ext4" | "auto"),
@@ -933,7 +998,10 @@ fn check_fstab(report: &mut Report, root: &RootFiles, parts: &[PartInfo], layout
             report.fail(
                 RULE,
                 at(e.line),
-                format!("`{}` is mounted from partition {target}, not the FAT boot partition", e.mount_point),
+                format!(
+                    "`{}` is mounted from partition {target}, not the FAT boot partition",
+                    e.mount_point
+                ),
                 "mount the FAT boot partition at `/boot/firmware`",
             );
         }
@@ -958,7 +1026,10 @@ fn check_fstab(report: &mut Report, root: &RootFiles, parts: &[PartInfo], layout
         report.pass(
             RULE,
             Some("rootfs:/etc/fstab".into()),
-            format!("{} entries; `/` and the boot mount point name the right partitions", entries.len()),
+            format!(
+                "{} entries; `/` and the boot mount point name the right partitions",
+                entries.len()
+            ),
         );
     }
 }
@@ -982,7 +1053,10 @@ fn check_boot_files(report: &mut Report, boot: &BootFiles, board: Option<&BoardC
     let top = || boot.top.values();
     match board {
         Some(b) => {
-            for (rule, names, what) in [("kernel", &b.kernels, "kernel"), ("device_tree", &b.device_trees, "device tree")] {
+            for (rule, names, what) in [
+                ("kernel", &b.kernels, "kernel"),
+                ("device_tree", &b.device_trees, "device tree"),
+            ] {
                 for name in names {
                     match boot.find(name) {
                         Some(n) => report.pass(rule, Some(format!("bootfs:/{n}")), "present"),
@@ -1003,7 +1077,9 @@ fn check_boot_files(report: &mut Report, boot: &BootFiles, board: Option<&BoardC
                     l.starts_with("kernel") && l.ends_with(".img")
                 })
                 .collect();
-            let dtbs: Vec<&String> = top().filter(|n| n.to_ascii_lowercase().ends_with(".dtb")).collect();
+            let dtbs: Vec<&String> = top()
+                .filter(|n| n.to_ascii_lowercase().ends_with(".dtb"))
+                .collect();
             match kernels.as_slice() {
                 [] => report.fail(
                     "kernel",

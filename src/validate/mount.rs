@@ -27,7 +27,9 @@ pub enum MountError {
     #[error("`--mount` needs root: it attaches loop devices and mounts the image's filesystems")]
     #[diagnostic(
         code(w4b::validate::mount_not_root),
-        help("run `sudo w4b validate IMAGE --mount`, or drop `--mount`: the other checks need no privileges")
+        help(
+            "run `sudo w4b validate IMAGE --mount`, or drop `--mount`: the other checks need no privileges"
+        )
     )]
     NotRoot,
 
@@ -158,7 +160,11 @@ pub fn compare_with_kernel(
         ("mount_bootfs", layout.boot, boot_tree, "vfat", "", false),
     ] {
         let (Some(p), Some(tree)) = (index.and_then(|i| layout.part(i)).filter(|p| p.inside), tree) else {
-            report.skip(rule, None, "the filesystem was not read, so there is nothing to compare");
+            report.skip(
+                rule,
+                None,
+                "the filesystem was not read, so there is nothing to compare",
+            );
             continue;
         };
         let file = Some(format!("partition {}", p.info.index));
@@ -186,13 +192,21 @@ pub fn compare_with_kernel(
         let kernel = match walk(mounted.dir.path(), full) {
             Ok(k) => k,
             Err(e) => {
-                report.fail(rule, file, format!("reading the mounted filesystem failed: {e}"), "`dmesg` shows the kernel's reason");
+                report.fail(
+                    rule,
+                    file,
+                    format!("reading the mounted filesystem failed: {e}"),
+                    "`dmesg` shows the kernel's reason",
+                );
                 continue;
             }
         };
         drop(mounted);
         drop(lo);
-        let ours: Vec<TreeEntry> = tree.iter().map(|e| if full { e.clone() } else { without_owner(e) }).collect();
+        let ours: Vec<TreeEntry> = tree
+            .iter()
+            .map(|e| if full { e.clone() } else { without_owner(e) })
+            .collect();
         let diffs = differences(&ours, &kernel);
         if diffs.is_empty() {
             report.pass(
@@ -206,7 +220,10 @@ pub fn compare_with_kernel(
             );
         } else {
             const SHOWN: usize = 12;
-            let mut detail = format!("{} difference(s) between our reader and the kernel: ", diffs.len());
+            let mut detail = format!(
+                "{} difference(s) between our reader and the kernel: ",
+                diffs.len()
+            );
             detail.push_str(&diffs.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; "));
             if diffs.len() > SHOWN {
                 detail.push_str("; ...");
@@ -247,7 +264,11 @@ pub fn walk(root: &Path, full: bool) -> io::Result<Vec<TreeEntry>> {
                 .collect::<io::Result<_>>()?;
             children.sort();
             for (child, child_path) in children.into_iter().rev() {
-                let child_name = if name == "/" { format!("/{child}") } else { format!("{name}/{child}") };
+                let child_name = if name == "/" {
+                    format!("/{child}")
+                } else {
+                    format!("{name}/{child}")
+                };
                 stack.push((child_path, child_name));
             }
             EntryKind::Dir
@@ -323,7 +344,9 @@ pub fn differences(ours: &[TreeEntry], kernel: &[TreeEntry]) -> Vec<String> {
         match (a.get(p), b.get(p)) {
             (Some(_), None) => out.push(format!("`{p}` only in our reader's view")),
             (None, Some(_)) => out.push(format!("`{p}` only in the kernel's view")),
-            (Some(x), Some(y)) if x != y => out.push(format!("`{p}`: ours {} vs kernel {}", describe(x), describe(y))),
+            (Some(x), Some(y)) if x != y => {
+                out.push(format!("`{p}`: ours {} vs kernel {}", describe(x), describe(y)))
+            }
             _ => {}
         }
     }
@@ -333,7 +356,10 @@ pub fn differences(ours: &[TreeEntry], kernel: &[TreeEntry]) -> Vec<String> {
 fn describe(e: &TreeEntry) -> String {
     let kind = match &e.kind {
         EntryKind::File { size, blake3 } => {
-            format!("file {size} bytes blake3 {}", hex::encode(blake3.get(..6).unwrap_or(&[])))
+            format!(
+                "file {size} bytes blake3 {}",
+                hex::encode(blake3.get(..6).unwrap_or(&[]))
+            )
         }
         EntryKind::Dir => "dir".to_string(),
         EntryKind::Symlink { target } => format!("symlink -> {target}"),
@@ -352,7 +378,10 @@ mod tests {
     fn file(path: &str, size: u64, d: u8) -> TreeEntry {
         TreeEntry {
             path: path.into(),
-            kind: EntryKind::File { size, blake3: [d; 32] },
+            kind: EntryKind::File {
+                size,
+                blake3: [d; 32],
+            },
             mode: 0o644,
             uid: 0,
             gid: 0,
@@ -374,10 +403,13 @@ mod tests {
 
     #[test]
     fn device_numbers_follow_glibc() {
-        // makedev(1, 3) and makedev(259, 65536).
-        assert_eq!(dev_numbers(0x103), (1, 3));
-        let rdev: u64 = ((259u64 & 0xfff) << 8) | ((259u64 & !0xfff) << 32) | (65536u64 & 0xff) | ((65536u64 & !0xff) << 12);
-        assert_eq!(dev_numbers(rdev), (259, 65536));
+        // glibc's makedev().
+        fn makedev(major: u64, minor: u64) -> u64 {
+            ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
+        }
+        assert_eq!(dev_numbers(makedev(1, 3)), (1, 3));
+        assert_eq!(dev_numbers(makedev(259, 65536)), (259, 65536));
+        assert_eq!(dev_numbers(makedev(7, 0)), (7, 0));
     }
 
     #[test]
@@ -397,6 +429,11 @@ mod tests {
                 blake3: *blake3::hash(b"hello").as_bytes()
             }
         );
-        assert_eq!(w[2].kind, EntryKind::Symlink { target: "sub/x".into() });
+        assert_eq!(
+            w[2].kind,
+            EntryKind::Symlink {
+                target: "sub/x".into()
+            }
+        );
     }
 }

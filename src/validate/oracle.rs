@@ -76,8 +76,15 @@ pub fn run_oracles(image: &Path, layout: &Layout, report: &mut Report) {
             dev.push(format!("?offset={}", p.offset));
             match run("e2fsck", &["-f".as_ref(), "-n".as_ref(), dev.as_os_str()]) {
                 None => report.skip("oracle_e2fsck", file, "`e2fsck` is not installed (e2fsprogs)"),
-                Some(Err(e)) => report.fail("oracle_e2fsck", file, format!("`e2fsck` did not run: {e}"), "check the e2fsprogs installation"),
-                Some(Ok(out)) if out.status.success() => report.pass("oracle_e2fsck", file, "`e2fsck -fn` found nothing to fix"),
+                Some(Err(e)) => report.fail(
+                    "oracle_e2fsck",
+                    file,
+                    format!("`e2fsck` did not run: {e}"),
+                    "check the e2fsprogs installation",
+                ),
+                Some(Ok(out)) if out.status.success() => {
+                    report.pass("oracle_e2fsck", file, "`e2fsck -fn` found nothing to fix")
+                }
                 Some(Ok(out)) => report.fail(
                     "oracle_e2fsck",
                     file,

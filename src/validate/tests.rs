@@ -19,7 +19,11 @@ fn node(path: &str, kind: NodeKind) -> Node {
     Node {
         path: path.into(),
         kind,
-        mode: if path == "/" || !path.contains('.') { 0o755 } else { 0o644 },
+        mode: if path == "/" || !path.contains('.') {
+            0o755
+        } else {
+            0o644
+        },
         uid: 0,
         gid: 0,
         mtime: 1_700_000_000,
@@ -32,7 +36,14 @@ fn tree(files: &[(&str, &[u8])], contents: &mut MemContents) -> Vec<Node> {
     let mut map: BTreeMap<String, Option<&[u8]>> = BTreeMap::new();
     for (path, bytes) in files {
         let mut at = String::new();
-        for part in path.trim_start_matches('/').split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+        for part in path
+            .trim_start_matches('/')
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .unwrap()
+            .1
+        {
             at.push('/');
             at.push_str(part);
             map.entry(at.clone()).or_insert(None);
@@ -146,7 +157,10 @@ fn cmdline_root_on_a_missing_partition_fails() {
     let bad = CMDLINE.replace("-02", "-03");
     replace(&mut s.boot, "/cmdline.txt", Some(bad.as_bytes()));
     let r = validate(&s, None);
-    assert_eq!(failed(&r), [("cmdline".to_string(), Some("bootfs:/cmdline.txt".to_string()))]);
+    assert_eq!(
+        failed(&r),
+        [("cmdline".to_string(), Some("bootfs:/cmdline.txt".to_string()))]
+    );
     let c = r.named("cmdline").next().unwrap();
     assert!(c.detail.contains("root=PARTUUID=1a2b3c4d-03"), "{}", c.detail);
     assert!(c.help.as_deref().unwrap().contains("PARTUUID=1a2b3c4d-02"));
@@ -167,7 +181,11 @@ fn cmdline_root_on_the_boot_partition_fails() {
 #[test]
 fn cmdline_on_two_lines_or_missing_fails() {
     let mut s = good();
-    replace(&mut s.boot, "/cmdline.txt", Some(b"console=tty1\nroot=PARTUUID=1a2b3c4d-02\n"));
+    replace(
+        &mut s.boot,
+        "/cmdline.txt",
+        Some(b"console=tty1\nroot=PARTUUID=1a2b3c4d-02\n"),
+    );
     let r = validate(&s, None);
     let details: Vec<&str> = r.named("cmdline").map(|c| c.detail.as_str()).collect();
     assert_eq!(details.len(), 2, "{details:?}");
@@ -176,7 +194,10 @@ fn cmdline_on_two_lines_or_missing_fails() {
     let mut s = good();
     replace(&mut s.boot, "/cmdline.txt", None);
     let r = validate(&s, None);
-    assert_eq!(failed(&r), [("cmdline".to_string(), Some("bootfs:/cmdline.txt".to_string()))]);
+    assert_eq!(
+        failed(&r),
+        [("cmdline".to_string(), Some("bootfs:/cmdline.txt".to_string()))]
+    );
 }
 
 #[test]
@@ -185,7 +206,10 @@ fn fstab_naming_a_missing_partuuid_fails_with_its_line() {
     let bad = FSTAB.replace("1a2b3c4d-01", "1a2b3c4d-05");
     replace(&mut s.root, "/etc/fstab", Some(bad.as_bytes()));
     let r = validate(&s, None);
-    assert_eq!(failed(&r), [("fstab".to_string(), Some("rootfs:/etc/fstab:2".to_string()))]);
+    assert_eq!(
+        failed(&r),
+        [("fstab".to_string(), Some("rootfs:/etc/fstab:2".to_string()))]
+    );
     // `nofail` makes a missing device harmless.
     let mut s = good();
     let ok = format!("{FSTAB}UUID=dead-beef /mnt/usb vfat defaults,nofail 0 0\n");
@@ -199,7 +223,10 @@ fn fstab_types_and_mount_points_must_match_the_partitions() {
     let bad = FSTAB.replace("vfat", "ext4");
     replace(&mut s.root, "/etc/fstab", Some(bad.as_bytes()));
     let r = validate(&s, None);
-    assert_eq!(failed(&r), [("fstab".to_string(), Some("rootfs:/etc/fstab:2".to_string()))]);
+    assert_eq!(
+        failed(&r),
+        [("fstab".to_string(), Some("rootfs:/etc/fstab:2".to_string()))]
+    );
     // `/` from the boot partition, by label: wrong partition and wrong type.
     let mut s = good();
     let bad = "LABEL=bootfs / ext4 defaults 0 1\nLABEL=bootfs /boot/firmware vfat defaults 0 2\n";
@@ -207,7 +234,9 @@ fn fstab_types_and_mount_points_must_match_the_partitions() {
     let r = validate(&s, None);
     let f = failed(&r);
     assert_eq!(f.len(), 2, "{f:?}");
-    assert!(f.iter().all(|(n, file)| n == "fstab" && file.as_deref() == Some("rootfs:/etc/fstab:1")));
+    assert!(f
+        .iter()
+        .all(|(n, file)| n == "fstab" && file.as_deref() == Some("rootfs:/etc/fstab:1")));
     // By filesystem label and UUID it resolves too.
     let mut s = good();
     let ok = "LABEL=rootfs / ext4 defaults 0 1\nUUID=1A2B-3C4D /boot/firmware vfat defaults 0 2\n";
@@ -228,11 +257,20 @@ fn a_missing_board_kernel_fails() {
     let mut s = good();
     replace(&mut s.boot, "/kernel_2712.img", None);
     let r = validate(&s, board_check("pi5", "arm64").as_ref());
-    assert_eq!(failed(&r), [("kernel".to_string(), Some("bootfs:/kernel_2712.img".to_string()))]);
+    assert_eq!(
+        failed(&r),
+        [("kernel".to_string(), Some("bootfs:/kernel_2712.img".to_string()))]
+    );
     // The pi4 needs only kernel8.img.
     assert!(validate(&s, board_check("pi4", "arm64").as_ref()).passed());
     let r = validate(&s, board_check("cm4", "arm64").as_ref());
-    assert_eq!(failed(&r), [("device_tree".to_string(), Some("bootfs:/bcm2711-rpi-cm4.dtb".to_string()))]);
+    assert_eq!(
+        failed(&r),
+        [(
+            "device_tree".to_string(),
+            Some("bootfs:/bcm2711-rpi-cm4.dtb".to_string())
+        )]
+    );
 }
 
 #[test]
@@ -253,7 +291,10 @@ fn a_truncated_disk_fails_the_partition_table() {
     f.set_len(cut).unwrap();
     let r = validate_disk(&mut f, cut, None).unwrap();
     assert!(!r.passed());
-    assert!(r.named("partition_table").all(|c| c.status == Status::Fail), "{r:#?}");
+    assert!(
+        r.named("partition_table").all(|c| c.status == Status::Fail),
+        "{r:#?}"
+    );
     let err = r.into_result().unwrap_err();
     assert!(err.failures.iter().any(|f| f.rule == "partition_table"));
     let text = format!("{:?}", miette::Report::new(err));
@@ -309,7 +350,11 @@ fn trees_carry_digests_and_resolve_hard_links() {
     assert_eq!(v.layout.boot, Some(1));
     assert_eq!(v.layout.root, Some(2));
     assert_eq!(v.layout.part(1).unwrap().info.fs_label.as_deref(), Some("bootfs"));
-    assert!(v.boot_tree.unwrap().iter().any(|e| e.path == "/overlays/w1-gpio.dtbo"));
+    assert!(v
+        .boot_tree
+        .unwrap()
+        .iter()
+        .any(|e| e.path == "/overlays/w1-gpio.dtbo"));
 }
 
 #[test]

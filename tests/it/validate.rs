@@ -75,9 +75,11 @@ fn put_boot_file(img: &Path, name: &str, text: Option<&str>) {
                 .arg(&src)
                 .arg(format!("::{name}")));
         }
-        None => sh(Command::new("mdel")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-i", &fat, &format!("::{name}")])),
+        None => {
+            sh(Command::new("mdel")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .args(["-i", &fat, &format!("::{name}")]))
+        }
     }
 }
 
@@ -109,19 +111,33 @@ fn the_test_base_passes_for_every_board() {
     let out = env.run(&["validate", img.zst.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    for rule in ["partition_table", "boot_fs", "root_fs", "cmdline", "fstab", "config_txt", "kernel", "device_tree"] {
+    for rule in [
+        "partition_table",
+        "boot_fs",
+        "root_fs",
+        "cmdline",
+        "fstab",
+        "config_txt",
+        "kernel",
+        "device_tree",
+    ] {
         assert!(
             text.lines().any(|l| l.starts_with("pass") && l.contains(rule)),
             "{rule}: {text}"
         );
     }
-    assert!(text.ends_with("10 checks: 10 passed, 0 failed, 0 skipped\n"), "{text}");
+    assert!(
+        text.ends_with("10 checks: 10 passed, 0 failed, 0 skipped\n"),
+        "{text}"
+    );
 }
 
 #[test]
 fn cmdline_root_on_partition_3_fails_the_cmdline_check() {
     let env = TestEnv::new();
-    let Some(img) = copy_of_base(&env, "root3.img") else { return };
+    let Some(img) = copy_of_base(&env, "root3.img") else {
+        return;
+    };
     put_boot_file(
         &img,
         "cmdline.txt",
@@ -129,7 +145,10 @@ fn cmdline_root_on_partition_3_fails_the_cmdline_check() {
     );
     let (code, report, err) = validate(&env, &img, &[]);
     assert_eq!(code, 1, "{report:#}");
-    assert_eq!(failures(&report), [("cmdline".into(), Some("bootfs:/cmdline.txt".into()))]);
+    assert_eq!(
+        failures(&report),
+        [("cmdline".into(), Some("bootfs:/cmdline.txt".into()))]
+    );
     // The diagnostic names the rule, the file and the fix.
     assert!(err.contains("w4b::validate::cmdline"), "{err}");
     assert!(err.contains("root=PARTUUID=1a2b3c4d-03"), "{err}");
@@ -139,7 +158,9 @@ fn cmdline_root_on_partition_3_fails_the_cmdline_check() {
 #[test]
 fn fstab_naming_a_missing_partuuid_fails_the_fstab_check() {
     let env = TestEnv::new();
-    let Some(img) = copy_of_base(&env, "fstab.img") else { return };
+    let Some(img) = copy_of_base(&env, "fstab.img") else {
+        return;
+    };
     put_fstab(
         &img,
         "proc /proc proc defaults 0 0\n\
@@ -148,7 +169,10 @@ fn fstab_naming_a_missing_partuuid_fails_the_fstab_check() {
     );
     let (code, report, err) = validate(&env, &img, &[]);
     assert_eq!(code, 1, "{report:#}");
-    assert_eq!(failures(&report), [("fstab".into(), Some("rootfs:/etc/fstab:2".into()))]);
+    assert_eq!(
+        failures(&report),
+        [("fstab".into(), Some("rootfs:/etc/fstab:2".into()))]
+    );
     assert!(err.contains("w4b::validate::fstab"), "{err}");
     assert!(err.contains("PARTUUID=1a2b3c4d-07"), "{err}");
 }
@@ -156,11 +180,16 @@ fn fstab_naming_a_missing_partuuid_fails_the_fstab_check() {
 #[test]
 fn a_missing_pi5_kernel_fails_the_kernel_check() {
     let env = TestEnv::new();
-    let Some(img) = copy_of_base(&env, "nokernel.img") else { return };
+    let Some(img) = copy_of_base(&env, "nokernel.img") else {
+        return;
+    };
     put_boot_file(&img, "kernel_2712.img", None);
     let (code, report, _) = validate(&env, &img, &["--board", "pi5"]);
     assert_eq!(code, 1);
-    assert_eq!(failures(&report), [("kernel".into(), Some("bootfs:/kernel_2712.img".into()))]);
+    assert_eq!(
+        failures(&report),
+        [("kernel".into(), Some("bootfs:/kernel_2712.img".into()))]
+    );
     // A Pi 4 boots kernel8.img, which is still there.
     let (code, _, _) = validate(&env, &img, &["--board", "pi4"]);
     assert_eq!(code, 0);
@@ -169,21 +198,29 @@ fn a_missing_pi5_kernel_fails_the_kernel_check() {
 #[test]
 fn a_truncated_image_fails_the_partition_table_check() {
     let env = TestEnv::new();
-    let Some(img) = copy_of_base(&env, "cut.img") else { return };
+    let Some(img) = copy_of_base(&env, "cut.img") else {
+        return;
+    };
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     f.set_len(200 << 20).unwrap();
     drop(f);
     let (code, report, err) = validate(&env, &img, &[]);
     assert_eq!(code, 1);
     let names: Vec<String> = failures(&report).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names.first().map(String::as_str), Some("partition_table"), "{report:#}");
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("partition_table"),
+        "{report:#}"
+    );
     assert!(err.contains("w4b::validate::partition_table"), "{err}");
 }
 
 #[test]
 fn a_corrupt_ext4_superblock_fails_the_root_fs_check() {
     let env = TestEnv::new();
-    let Some(img) = copy_of_base(&env, "sb.img") else { return };
+    let Some(img) = copy_of_base(&env, "sb.img") else {
+        return;
+    };
     let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     // `s_inodes_count`, covered by the superblock checksum; the magic stays.
     f.seek(SeekFrom::Start(ROOT_OFFSET + 1024)).unwrap();
@@ -191,7 +228,10 @@ fn a_corrupt_ext4_superblock_fails_the_root_fs_check() {
     drop(f);
     let (code, report, _) = validate(&env, &img, &[]);
     assert_eq!(code, 1);
-    assert_eq!(failures(&report), [("root_fs".into(), Some("partition 2".into()))]);
+    assert_eq!(
+        failures(&report),
+        [("root_fs".into(), Some("partition 2".into()))]
+    );
     // The oracle agrees, when installed.
     if Command::new("e2fsck").arg("-V").output().is_ok() {
         let (_, report, _) = validate(&env, &img, &["--oracles"]);
