@@ -29,6 +29,7 @@ pub mod oracle;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -40,7 +41,7 @@ use crate::formats::ext4::Ext4;
 use crate::formats::fat::read_fat;
 use crate::formats::fs::{Contents, Node, NodeKind};
 use crate::formats::partition::{PartitionTable, TableKind};
-use crate::image::{detect_fs, FsKind, ImageError, DETECT_BYTES};
+use crate::image::{detect_fs, open_image, FsKind, ImageError, DETECT_BYTES};
 
 /// The JSON schema name of `w4b validate --format json`.
 pub const SCHEMA: &str = "w4b.validate/1";
@@ -135,19 +136,29 @@ impl Report {
         }
     }
 
-    fn pass(&mut self, name: &str, file: Option<String>, detail: impl Into<String>) {
+    /// Adds a passed check.
+    pub fn pass(&mut self, name: &str, file: Option<String>, detail: impl Into<String>) {
         self.push(name, Status::Pass, file, detail.into(), None);
     }
 
-    fn skip(&mut self, name: &str, file: Option<String>, detail: impl Into<String>) {
+    /// Adds a skipped check (`detail` says why).
+    pub fn skip(&mut self, name: &str, file: Option<String>, detail: impl Into<String>) {
         self.push(name, Status::Skip, file, detail.into(), None);
     }
 
-    fn fail(&mut self, name: &str, file: Option<String>, detail: impl Into<String>, help: impl Into<String>) {
+    /// Adds a failed check with the fix in `help`.
+    pub fn fail(
+        &mut self,
+        name: &str,
+        file: Option<String>,
+        detail: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         self.push(name, Status::Fail, file, detail.into(), Some(help.into()));
     }
 
-    fn push(
+    /// Adds a check.
+    pub fn push(
         &mut self,
         name: &str,
         status: Status,
@@ -296,6 +307,14 @@ pub fn validate_disk<R: Read + Seek>(
     board: Option<&BoardCheck>,
 ) -> Result<Report, ValidateError> {
     Ok(inspect_disk(disk, size, board, false)?.report)
+}
+
+/// [`validate_disk`] on the image file at `path`, decompressed first when it is `.xz`,
+/// `.zst` or `.gz` ([`crate::image::open_image`]).
+pub fn validate_image(path: &Path, board: Option<&BoardCheck>) -> Result<Report, ValidateError> {
+    let mut opened = open_image(path)?;
+    let size = opened.size;
+    validate_disk(&mut opened.file, size, board)
 }
 
 /// [`validate_disk`], also returning the partitions and, with `trees`, both filesystems'

@@ -375,3 +375,25 @@ fn the_json_report_is_stable() {
     assert_eq!(first["file"], serde_json::Value::Null);
     assert!(first.get("help").is_none());
 }
+
+#[test]
+fn validate_image_opens_compressed_files() {
+    let (mut f, _) = disk(&good());
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.img");
+    let mut out = File::create(&raw).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    std::io::copy(&mut f, &mut out).unwrap();
+    drop(out);
+    assert!(validate_image(&raw, None).unwrap().passed());
+    let zst = dir.path().join("disk.img.zst");
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::write(&zst, zstd::stream::encode_all(&bytes[..], 1).unwrap()).unwrap();
+    let r = validate_image(&zst, board_check("pi4", "arm64").as_ref()).unwrap();
+    assert!(r.passed(), "{r:#?}");
+    let missing = dir.path().join("nope.img");
+    assert!(matches!(
+        validate_image(&missing, None),
+        Err(ValidateError::Image(_))
+    ));
+}
