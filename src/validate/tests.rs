@@ -397,3 +397,63 @@ fn validate_image_opens_compressed_files() {
         Err(ValidateError::Image(_))
     ));
 }
+
+#[test]
+fn a_gpt_disk_resolves_partuuids_and_partlabels() {
+    use crate::formats::gpt::{Guid, LINUX_FILESYSTEM, MICROSOFT_BASIC_DATA};
+    use crate::formats::partition::Partition;
+    let root_guid = Guid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+    let cmdline = format!("root=PARTUUID={root_guid} rootwait\n");
+    let fstab = format!(
+        "PARTLABEL=boot /boot/firmware vfat defaults 0 2\nPARTUUID={root_guid} / ext4 defaults 0 1\n"
+    );
+    let mut s = good();
+    replace(&mut s.boot, "/cmdline.txt", Some(cmdline.as_bytes()));
+    replace(&mut s.root, "/etc/fstab", Some(fstab.as_bytes()));
+    let mut contents = MemContents::default();
+    let boot = tree(&s.boot, &mut contents);
+    let root = tree(&s.root, &mut contents);
+    let size = 80u64 << 20;
+    let mut t = PartitionTable::new_gpt(Guid::from_u128(0xfeed));
+    t.partitions.push(Partition::gpt(
+        1,
+        2048,
+        36 << 11,
+        MICROSOFT_BASIC_DATA,
+        Guid::from_u128(0xb007),
+        "boot",
+    ));
+    t.partitions.push(Partition::gpt(
+        2,
+        38 << 11,
+        40 << 11,
+        LINUX_FILESYSTEM,
+        root_guid,
+        "root",
+    ));
+    let mut f = tempfile::tempfile().unwrap();
+    f.set_len(size).unwrap();
+    t.write(&mut f, size).unwrap();
+    let opts = FatOptions::new(36 << 20, 0x1234_5678, "bootfs");
+    write_fat32(&mut t.open(&mut f, 1).unwrap(), &boot, &contents, &opts).unwrap();
+    let o = Ext4Options::new(Size::Fixed(40 << 20), [7; 16], [9; 16], 1_700_000_000);
+    write_ext4(&mut t.open(&mut f, 2).unwrap(), &root, &contents, &o).unwrap();
+    let r = validate_disk(&mut f, size, None).unwrap();
+    assert!(r.passed(), "{r:#?}");
+    assert!(r
+        .named("partition_table")
+        .next()
+        .unwrap()
+        .detail
+        .starts_with("GPT"));
+    // A partition GUID of no partition fails.
+    let mut s2 = good();
+    let bad = "root=PARTUUID=00000000-0000-0000-0000-000000000001\n";
+    replace(&mut s2.boot, "/cmdline.txt", Some(bad.as_bytes()));
+    let mut contents = MemContents::default();
+    let boot = tree(&s2.boot, &mut contents);
+    write_fat32(&mut t.open(&mut f, 1).unwrap(), &boot, &contents, &opts).unwrap();
+    let r = validate_disk(&mut f, size, None).unwrap();
+    let names: Vec<String> = failed(&r).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["cmdline"], "{r:#?}");
+}
