@@ -457,3 +457,40 @@ fn a_gpt_disk_resolves_partuuids_and_partlabels() {
     let names: Vec<String> = failed(&r).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["cmdline"], "{r:#?}");
 }
+
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+        /// Damage anywhere in the tables, the boot sector and FATs, or the ext4
+        /// metadata gives failed checks, never a panic or an `Err`.
+        #[test]
+        fn damaged_disks_give_reports_not_panics(
+            edits in proptest::collection::vec((0u8..3, 0u64..256 * 1024, any::<u8>()), 1..32),
+        ) {
+            let (mut f, size) = disk(&good());
+            for (region, at, v) in edits {
+                let base = match region {
+                    0 => 0,
+                    1 => 4u64 << 20,
+                    _ => 40u64 << 20,
+                };
+                f.seek(SeekFrom::Start(base + at)).unwrap();
+                f.write_all(&[v]).unwrap();
+            }
+            let r = validate_disk(&mut f, size, None);
+            prop_assert!(r.is_ok(), "{r:?}");
+        }
+
+        #[test]
+        fn text_parsers_never_panic(text in "\\PC{0,200}") {
+            let _ = cmdline::parse(&text);
+            let _ = fstab::parse(&text);
+            let _ = device::DeviceRef::parse(&text);
+        }
+    }
+}
