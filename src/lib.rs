@@ -6,7 +6,9 @@
 //!   [`steps`] (fetch, layer, overlay, tar, …) with a key built from its typed inputs.
 //! - [`tree`] is the content-addressed filesystem tree those steps exchange; [`formats`]
 //!   reads and writes on-disk formats (tar today) as pure bytes-in, bytes-out code;
-//!   [`image`] opens (decompresses) disk images and reads them through those formats.
+//!   [`image`] opens (decompresses) disk images and reads them through those formats;
+//!   [`validate`] checks that an image is structurally bootable (table, filesystems,
+//!   `cmdline.txt`, `fstab`, kernels and device trees).
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
 //!   [`inputs`] hashes input files with a stat cache.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
@@ -24,3 +26,4 @@ pub mod steps;
 pub mod store;
 pub mod tree;
 pub mod ui;
+pub mod validate;

@@ -77,6 +77,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Create an ed25519 key pair for signing manifests: `PREFIX.key` and `PREFIX.pub`.
     Keygen(KeygenArgs),
+    /// Check that a disk image is structurally bootable: partition table, both
+    /// filesystems read completely, `cmdline.txt`, `fstab`, kernels and device trees.
+    /// Exit status 0 when every check passes, 1 otherwise.
+    Validate(ValidateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +226,30 @@ pub struct KeygenArgs {
     /// Writes `PREFIX.key` (secret, mode 0600) and `PREFIX.pub`; refuses to overwrite.
     #[arg(long, value_name = "PREFIX")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// A disk image: `.img`, `.img.xz`, `.img.zst`, `.img.gz`.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Also require this board's kernel and device trees (without it: any `kernel*.img`
+    /// and any `*.dtb`).
+    #[arg(long, value_name = "BOARD", value_parser = clap::builder::PossibleValuesParser::new(crate::validate::BOARDS))]
+    pub board: Option<String>,
+    /// The image's architecture, which picks the board's kernel.
+    #[arg(long, value_name = "ARCH", default_value = "arm64", value_parser = ["arm64", "armhf"])]
+    pub arch: String,
+    /// Also run the reference tools: `fsck.fat -n` and `e2fsck -fn` (skipped when missing).
+    #[arg(long)]
+    pub oracles: bool,
+    /// As root: mount each filesystem read-only through a loop device and compare the
+    /// kernel's view with w4b's reader (names, types, sizes, modes, owners, contents).
+    #[arg(long)]
+    pub mount: bool,
+    /// `text` for people, `json` (`w4b.validate/1`) for tools.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,7 @@ pub mod graph;
 pub mod inspect;
 pub mod keygen;
 pub mod ls;
+pub mod validate;
 pub mod verify;
 pub mod why;
 
@@ -69,6 +70,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Diff(a) => diff::run(&app, a),
         Command::Verify(a) => verify::run(&app, a),
         Command::Keygen(a) => keygen::run(&app, a),
+        Command::Validate(a) => validate::run(&app, a),
     };
     // `diff` follows diff(1): 1 means "different", so its failures exit with 2.
     // `verify` exits with a bit mask, in which 4 is "other error".

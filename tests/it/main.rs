@@ -18,4 +18,5 @@ mod kernel;
 mod robustness;
 mod roundtrip;
 mod unpack;
+mod validate;
 mod verify;

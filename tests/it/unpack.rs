@@ -24,10 +24,10 @@ use crate::http;
 const BOOT_OFFSET: u64 = 8192 * 512;
 const ROOT_OFFSET: u64 = (8192 + 131_072) * 512;
 
-struct Images {
-    raw: PathBuf,
-    xz: PathBuf,
-    zst: PathBuf,
+pub(crate) struct Images {
+    pub raw: PathBuf,
+    pub xz: PathBuf,
+    pub zst: PathBuf,
 }
 
 fn have(tool: &str) -> bool {
@@ -39,7 +39,7 @@ fn have(tool: &str) -> bool {
 
 /// The test base, built once per test run into Cargo's per-target temp directory, or
 /// `None` (with a message) when the tools are missing outside CI. In CI they must exist.
-fn images() -> Option<&'static Images> {
+pub(crate) fn images() -> Option<&'static Images> {
     static IMAGES: OnceLock<Option<Images>> = OnceLock::new();
     IMAGES
         .get_or_init(|| {

@@ -88,11 +88,27 @@ arm_boost=1
 [all]
 EOF
 printf 'console=serial0,115200 console=tty1 root=PARTUUID=%s-02 rootfstype=ext4 fsck.repair=yes rootwait\n' "$SIG" >"$boot/cmdline.txt"
+# The boot files a Raspberry Pi OS bookworm image carries (`w4b validate --board` looks
+# for the kernel and device tree of each board), with small fake contents: every kernel
+# the firmware may pick (kernel.img: Pi 1/Zero; kernel7.img: Pi 2/3/Zero 2 W 32-bit;
+# kernel7l.img: Pi 4 32-bit; kernel8.img: 64-bit; kernel_2712.img: Pi 5), the device
+# trees of the boards w4b knows, the Pi 4 firmware and the Pi 1-3 bootloader.
 pseudo_random kernel8 $((2 << 20)) >"$boot/kernel8.img"
-pseudo_random bcm2711-rpi-4-b 4096 >"$boot/bcm2711-rpi-4-b.dtb"
-pseudo_random bcm2712-rpi-5-b 4096 >"$boot/bcm2712-rpi-5-b.dtb"
+pseudo_random kernel_2712 8192 >"$boot/kernel_2712.img"
+pseudo_random kernel7l 8192 >"$boot/kernel7l.img"
+pseudo_random kernel7 8192 >"$boot/kernel7.img"
+pseudo_random kernel 8192 >"$boot/kernel.img"
+for dtb in bcm2711-rpi-4-b bcm2712-rpi-5-b bcm2710-rpi-3-b bcm2710-rpi-3-b-plus \
+    bcm2710-rpi-zero-2-w bcm2711-rpi-cm4; do
+    pseudo_random "$dtb" 4096 >"$boot/$dtb.dtb"
+done
+pseudo_random start4 4096 >"$boot/start4.elf"
+pseudo_random fixup4 1024 >"$boot/fixup4.dat"
+pseudo_random bootcode 1024 >"$boot/bootcode.bin"
 pseudo_random w1-gpio 1024 >"$boot/overlays/w1-gpio.dtbo"
 pseudo_random i2c-gpio 1024 >"$boot/overlays/i2c-gpio.dtbo"
+printf 'Overlays are device tree fragments applied by `dtoverlay=` lines in config.txt.\n' >"$boot/overlays/README"
+printf 'Raspberry Pi reference 2024-11-19\nGenerated using pi-gen, https://github.com/RPi-Distro/pi-gen, stage2\n' >"$boot/issue.txt"
 find "$boot" -exec touch -h -d "@$EPOCH" {} +
 
 bootimg="$work/boot.img"
