@@ -23,6 +23,8 @@ use crate::steps::overlay::OverlayStep;
 use crate::steps::scratch::ScratchStep;
 use crate::steps::tar::TarStep;
 use crate::steps::unpack::UnpackStep;
+use crate::steps::validate::ValidateStep;
+use crate::validate::BoardCheck;
 use crate::store::AppStore;
 use crate::tree::TreePath;
 
@@ -800,6 +802,20 @@ impl Compiler<'_> {
         });
         let disk = self.add(step_name("disk"), b"disk", disk, vec![unpack, fat, ext4]);
 
+        let board = BoardCheck {
+            kernels: v.board.kernel.get(&v.base.arch).cloned().into_iter().collect(),
+            device_trees: v.board.device_trees.clone(),
+        };
+        let def = format!("validate {board:?}");
+        let validate = Arc::new(ValidateStep {
+            store: self.store.clone(),
+            board,
+            board_location: loc(&v.board_target, &format!("kernel.{}", v.base.arch))
+                .or_else(|| loc(&v.board_target, "device_trees[0]"))
+                .or_else(|| Some(v.board_label.to_string())),
+        });
+        let validate = self.add(step_name("validate"), def.as_bytes(), validate, vec![disk]);
+
         let codec = match image.output.compression {
             defs::Compression::Zstd => ImageCodec::Zstd {
                 level: image.output.level,
@@ -822,7 +838,8 @@ impl Compiler<'_> {
             file_name_location: Some(t.label.to_string()),
         });
         let def = format!("compress {} {out_name}", codec.key());
-        let compress = self.add(step_name("compress"), def.as_bytes(), compress, vec![disk]);
+        // `validate` is an input so that nothing unchecked is ever compressed or exported.
+        let compress = self.add(step_name("compress"), def.as_bytes(), compress, vec![disk, validate]);
         let exports = vec![
             Export {
                 node: compress,

@@ -1,0 +1,109 @@
+//! `validate`: the structural checks of [`crate::validate`] on the assembled disk, before
+//! anything is compressed or written out. A disk that fails stops the build with one
+//! diagnostic naming every failed rule and the file it concerns; one that passes yields a
+//! small `report` (the `w4b.validate/1` JSON), which `compress` takes as an input so that
+//! it cannot run on an unchecked disk.
+//!
+//! Keyed: the board's boot files (kernel and device trees), which decide what is checked.
+//! The disk is keyed as an upstream output, so a passed disk is never checked twice.
+//!
+//! The readers seek, so the disk blob is opened in place, unverified; a failure is only
+//! reported after the blob's digest has been checked (a corrupt cache entry is a missing
+//! input that the engine repairs, not a broken image), and a pass needs no check of its
+//! own because `compress` streams the same blob through a verifying reader.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufReader, Read};
+use std::sync::Arc;
+
+use w4b_cache::{CacheError, OutputRef};
+use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
+
+use crate::store::AppStore;
+use crate::tree::Blobs;
+use crate::validate::{validate_disk, BoardCheck, SCHEMA};
+
+pub struct ValidateStep {
+    pub store: Arc<AppStore>,
+    pub board: BoardCheck,
+    /// Where the board's kernel and device trees are declared, for `why`.
+    pub board_location: Option<String>,
+}
+
+impl ValidateStep {
+    /// Whether the blob still has the digest it is stored under (reads it once).
+    fn intact(&self, disk: OutputRef) -> Result<bool, StepError> {
+        let mut r = match self.store.inner().reader(&disk.digest) {
+            Ok(r) => r,
+            Err(_) => return Ok(false),
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) => {
+                    return match crate::steps::unavailable_blob(&e) {
+                        Some(_) => Ok(false),
+                        None => Err(StepError::msg(format!("reading the disk back failed: {e}"))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Step for ValidateStep {
+    fn kind(&self) -> &'static str {
+        "validate"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        Ok(vec![
+            Component::param("board.kernels", self.board.kernels.join(",")).at(self.board_location.clone()),
+            Component::param("board.device_trees", self.board.device_trees.join(","))
+                .at(self.board_location.clone()),
+        ])
+    }
+
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        let disk = cx.input(0, "disk")?;
+        let file = self.store.inner().open_unverified(&disk.digest).map_err(|e| match e {
+            CacheError::Missing { .. } | CacheError::Corrupt { .. } => StepError::InputUnavailable(disk.digest),
+            other => StepError::diag(other),
+        })?;
+        cx.check_cancel()?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let report = match validate_disk(&mut reader, disk.size, Some(&self.board)) {
+            Ok(report) => report,
+            Err(e) => {
+                if !self.intact(disk)? {
+                    return Err(StepError::InputUnavailable(disk.digest));
+                }
+                return Err(StepError::diag(e));
+            }
+        };
+        cx.check_cancel()?;
+        if !report.passed() && !self.intact(disk)? {
+            return Err(StepError::InputUnavailable(disk.digest));
+        }
+        let report = report.into_result().map_err(StepError::diag)?;
+        let json = serde_json::json!({"schema": SCHEMA, "checks": report.checks});
+        let bytes = serde_json::to_vec(&json).map_err(|e| StepError::msg(e.to_string()))?;
+        let digest = self.store.put(&bytes).map_err(crate::steps::tree_error)?;
+        let mut out = Outputs::new();
+        out.insert(
+            "report".into(),
+            OutputRef {
+                digest,
+                size: bytes.len() as u64,
+            },
+        );
+        Ok(out)
+    }
+}
