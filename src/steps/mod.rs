@@ -10,9 +10,11 @@
 //! | `tar`     | a tree, epoch, compression level        | `archive`: `.tar.zst`    |
 //! | `unpack`  | a `fetch`ed disk image                  | `bootfs`, `rootfs`, `table` |
 
+pub mod disk;
 pub mod fetch;
 pub mod graft;
 pub mod layer;
+pub mod mkfs;
 pub mod overlay;
 pub mod scratch;
 pub mod tar;
