@@ -10,6 +10,7 @@
 //! | `tar`     | a tree, epoch, compression level        | `archive`: `.tar.zst`    |
 //! | `unpack`  | a `fetch`ed disk image                  | `bootfs`, `rootfs`, `table` |
 
+pub mod compress;
 pub mod disk;
 pub mod fetch;
 pub mod graft;

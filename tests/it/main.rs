@@ -13,6 +13,7 @@ mod determinism;
 mod freshness;
 mod inspect;
 mod kernel;
+mod pipeline;
 mod robustness;
 mod roundtrip;
 mod unpack;
