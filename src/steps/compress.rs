@@ -247,3 +247,123 @@ impl Step for CompressStep {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Arc<AppStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        (dir, store)
+    }
+
+    fn step(store: &Arc<AppStore>, codec: ImageCodec, threads: u32) -> CompressStep {
+        CompressStep {
+            store: store.clone(),
+            codec,
+            codec_location: None,
+            threads,
+            file_name: "north.img.zst".into(),
+            file_name_location: None,
+        }
+    }
+
+    /// A 3 MiB "disk": data, a zero run, data.
+    fn disk(store: &AppStore) -> Outputs {
+        let mut bytes = vec![0u8; 3 << 20];
+        for (i, b) in bytes[..1 << 20].iter_mut().enumerate() {
+            *b = (i * 7 % 251) as u8;
+        }
+        bytes[(3 << 20) - 1] = 1;
+        let digest = Blobs::put(store, &bytes).unwrap();
+        let mut o = Outputs::new();
+        o.insert(
+            "disk".into(),
+            OutputRef {
+                digest,
+                size: bytes.len() as u64,
+            },
+        );
+        o
+    }
+
+    fn run(s: &CompressStep, inputs: &[Outputs], cancelled: bool) -> Result<Outputs, StepError> {
+        let cancel = AtomicBool::new(cancelled);
+        let last = std::sync::Mutex::new(None);
+        let progress = |d: u64, t: Option<u64>| *last.lock().unwrap() = Some((d, t));
+        let cx = RunContext {
+            name: "//hives:t#compress",
+            inputs,
+            cache: s.store.as_ref(),
+            cancel: &cancel,
+            progress: &progress,
+        };
+        let out = s.run(&cx);
+        if out.is_ok() {
+            let total = 2 * inputs[0]["disk"].size;
+            assert_eq!(*last.lock().unwrap(), Some((total, Some(total))));
+        }
+        out
+    }
+
+    #[test]
+    fn the_image_is_the_same_for_any_thread_count_and_threads_are_not_keyed() {
+        let (_d, store) = store();
+        let ins = [disk(&store)];
+        for codec in [ImageCodec::Zstd { level: 3 }, ImageCodec::Xz { level: 1 }] {
+            let one = run(&step(&store, codec, 1), &ins, false).unwrap();
+            let three = run(&step(&store, codec, 3), &ins, false).unwrap();
+            assert_eq!(one, three, "{codec:?}");
+        }
+        let cx = PlanContext { name: "t" };
+        let c1 = step(&store, ImageCodec::Zstd { level: 19 }, 1).components(&cx).unwrap();
+        let c8 = step(&store, ImageCodec::Zstd { level: 19 }, 8).components(&cx).unwrap();
+        assert_eq!(c1, c8);
+        let values: Vec<_> = c1.iter().map(|c| format!("{}={}", c.name, c.value)).collect();
+        assert_eq!(values, ["output.compression=zstd:19", "output.file_name=north.img.zst"]);
+    }
+
+    #[test]
+    fn outputs_are_the_image_its_sha256_line_and_a_bmap_and_none_copies_nothing() {
+        let (_d, store) = store();
+        let ins = [disk(&store)];
+        let out = run(&step(&store, ImageCodec::Gzip { level: 6 }, 1), &ins, false).unwrap();
+        let image = Blobs::get(store.as_ref(), &out["image"].digest).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&image[..]).read_to_end(&mut raw).unwrap();
+        assert_eq!(raw, Blobs::get(store.as_ref(), &ins[0]["disk"].digest).unwrap());
+        let line = String::from_utf8(Blobs::get(store.as_ref(), &out["sha256"].digest).unwrap()).unwrap();
+        let sha = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&image))
+        };
+        assert_eq!(line, format!("{sha}  north.img.zst\n"));
+        let bmap = String::from_utf8(Blobs::get(store.as_ref(), &out["bmap"].digest).unwrap()).unwrap();
+        assert!(bmap.contains("<ImageSize> 3145728 </ImageSize>"), "{bmap}");
+        // 256 data blocks, then the last block: two ranges.
+        assert!(bmap.contains("> 0-255 </Range>") && bmap.contains("> 767 </Range>"), "{bmap}");
+
+        let none = run(&step(&store, ImageCodec::None, 1), &ins, false).unwrap();
+        assert_eq!(none["image"], ins[0]["disk"]);
+        assert_eq!(none["bmap"], out["bmap"]);
+        assert_ne!(none["sha256"], out["sha256"]);
+    }
+
+    #[test]
+    fn a_cancelled_or_missing_disk_is_reported_as_such() {
+        let (_d, store) = store();
+        let ins = [disk(&store)];
+        assert!(matches!(
+            run(&step(&store, ImageCodec::Zstd { level: 1 }, 1), &ins, true),
+            Err(StepError::Cancelled)
+        ));
+        let mut gone = ins[0].clone();
+        let missing = w4b_cache::Digest::of(b"not stored");
+        gone.insert("disk".into(), OutputRef { digest: missing, size: 10 });
+        match run(&step(&store, ImageCodec::Zstd { level: 1 }, 1), &[gone], false) {
+            Err(StepError::InputUnavailable(d)) => assert_eq!(d, missing),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -495,3 +495,200 @@ impl Step for MkfsExt4Step {
         publish(&self.store, image, &fs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::steps::unpack::{Ext4Json, FatJson, TABLE_SCHEMA};
+    use crate::tree::{Entry, TreeBuilder, TreePath};
+
+    const MIB: u64 = 1 << 20;
+
+    fn store() -> (tempfile::TempDir, Arc<AppStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        (dir, store)
+    }
+
+    /// A table with a FAT partition of `boot_mib` and an ext4 one of `root_mib`.
+    fn table(boot_mib: u64, root_mib: u64) -> TableJson {
+        let part = |index, start: u64, mib: u64, fs| PartitionJson {
+            attributes: None,
+            bootable: false,
+            ext4: (fs == FsKind::Ext4).then(|| Ext4Json {
+                block_size: 4096,
+                blocks: mib * MIB / 4096,
+                hash_seed: "5a6b7c8d-0b0e-4e0f-9a2b-1c3d4e5f6a7b".into(),
+                inode_count: 0,
+                inode_ratio: 16384,
+                journal_blocks: Some(1024),
+                label: "rootfs".into(),
+                reserved_blocks: 0,
+                reserved_percent: 5,
+                uuid: "0b0e0e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f".into(),
+            }),
+            fat: (fs == FsKind::Fat).then(|| FatJson {
+                cluster_size: 512,
+                fat_type: "FAT32".into(),
+                hidden_sectors: 8192,
+                label: Some("bootfs".into()),
+                oem_name: "mkfs.fat".into(),
+                volume_id: Some("1a2b3c4d".into()),
+            }),
+            filesystem: fs,
+            index,
+            name: None,
+            partuuid: Some(format!("1a2b3c4d-0{index}")),
+            size: mib * MIB / 512,
+            start,
+            type_id: if fs == FsKind::Fat { "c".into() } else { "83".into() },
+        };
+        let root_start = 8192 + boot_mib * MIB / 512;
+        TableJson {
+            boot_code: None,
+            boot_mount: "/boot/firmware".into(),
+            disk_id: "1a2b3c4d".into(),
+            disk_size: (root_start * 512) + root_mib * MIB,
+            gpt: None,
+            kind: "mbr".into(),
+            partitions: vec![part(1, 8192, boot_mib, FsKind::Fat), part(2, root_start, root_mib, FsKind::Ext4)],
+            schema: TABLE_SCHEMA,
+            sector_size: 512,
+        }
+    }
+
+    /// Upstream outputs: the tree (as `name`) with one file of `bytes` zeros, and `table`.
+    fn inputs(store: &AppStore, name: &str, bytes: usize, t: &TableJson) -> [Outputs; 2] {
+        let d = Blobs::put(store, &vec![0x5a; bytes]).unwrap();
+        let mut b = TreeBuilder::new();
+        b.insert(TreePath::parse("/big").unwrap(), Entry::file(d, bytes as u64, 0o644))
+            .unwrap();
+        let tree = b.finish(store).unwrap();
+        let json = serde_json::to_vec(t).unwrap();
+        let td = Blobs::put(store, &json).unwrap();
+        let mut a = Outputs::new();
+        a.insert(name.into(), OutputRef { digest: tree, size: 0 });
+        let mut b = Outputs::new();
+        b.insert("table".into(), OutputRef { digest: td, size: json.len() as u64 });
+        [a, b]
+    }
+
+    fn run(step: &dyn Step, store: &AppStore, inputs: &[Outputs], cancelled: bool) -> Result<Outputs, StepError> {
+        let cancel = AtomicBool::new(cancelled);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let progress = |done: u64, total: Option<u64>| seen.lock().unwrap().push((done, total));
+        let cx = RunContext {
+            name: "//hives:t#mkfs",
+            inputs,
+            cache: store,
+            cancel: &cancel,
+            progress: &progress,
+        };
+        let out = step.run(&cx);
+        if out.is_ok() {
+            let seen = seen.lock().unwrap();
+            let last = seen.last().copied();
+            assert!(matches!(last, Some((d, Some(t))) if d == t && t > 0), "progress: {last:?}");
+        }
+        out
+    }
+
+    fn code(e: &StepError) -> String {
+        match e {
+            StepError::Diagnostic(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn fat_step(store: &Arc<AppStore>, size: Option<u64>) -> MkfsFatStep {
+        MkfsFatStep {
+            store: store.clone(),
+            size,
+            size_location: None,
+            label: None,
+            label_location: None,
+            volume_id: None,
+            volume_id_location: None,
+        }
+    }
+
+    fn ext4_step(store: &Arc<AppStore>, size: RootSize) -> MkfsExt4Step {
+        MkfsExt4Step {
+            store: store.clone(),
+            epoch: 1_700_000_000,
+            epoch_location: None,
+            size,
+            size_location: None,
+        }
+    }
+
+    #[test]
+    fn the_fat_keeps_the_base_identity_and_a_full_boot_partition_says_how_to_grow_it() {
+        let (_d, store) = store();
+        let t = table(40, 16);
+        let opts = fat_step(&store, None).options(&t).unwrap();
+        assert_eq!(
+            (opts.size_bytes, opts.volume_id, opts.label.as_str(), opts.hidden_sectors),
+            (40 * MIB, 0x1a2b_3c4d, "bootfs", 8192)
+        );
+        assert_eq!((opts.oem_name.as_str(), opts.sectors_per_cluster), ("mkfs.fat", Some(1)));
+        let ins = inputs(&store, "bootfs", MIB as usize, &t);
+        let out = run(&fat_step(&store, None), &store, &ins, false).unwrap();
+        assert_eq!(out["fs"].size, 40 * MIB);
+        let r: FsReport = serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
+        assert_eq!((r.kind.as_str(), r.grown, r.bytes), ("fat", false, 40 * MIB));
+
+        let ins = inputs(&store, "bootfs", (45 * MIB) as usize, &t);
+        let e = run(&fat_step(&store, None), &store, &ins, false).unwrap_err();
+        assert_eq!(code(&e), "w4b::mkfs::boot_too_small");
+        let StepError::Diagnostic(d) = &e else { unreachable!() };
+        let help = d.help().unwrap().to_string();
+        assert!(help.contains("`boot.size`"), "{help}");
+        // Following the advice works.
+        let mib: u64 = help.split_whitespace().rev().nth(1).unwrap().parse().unwrap();
+        let out = run(&fat_step(&store, Some(mib * MIB)), &store, &ins, false).unwrap();
+        assert_eq!(out["fs"].size, mib * MIB);
+    }
+
+    #[test]
+    fn a_root_that_does_not_fit_the_base_size_grows_only_when_allowed() {
+        let (_d, store) = store();
+        let t = table(40, 16);
+        let ins = inputs(&store, "rootfs", (20 * MIB) as usize, &t);
+        let e = run(&ext4_step(&store, RootSize::Base), &store, &ins, false).unwrap_err();
+        assert_eq!(code(&e), "w4b::mkfs::root_too_small");
+        let out = run(&ext4_step(&store, RootSize::Grow { headroom: 8 * MIB }), &store, &ins, false).unwrap();
+        let r: FsReport = serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
+        assert!(r.grown && r.bytes > 16 * MIB && r.free_bytes >= 8 * MIB, "{r:?}");
+        assert_eq!(out["fs"].size, r.bytes);
+        // Small content: the base's size, even when growing is allowed.
+        let ins = inputs(&store, "rootfs", 4096, &t);
+        let out = run(&ext4_step(&store, RootSize::Grow { headroom: MIB }), &store, &ins, false).unwrap();
+        assert_eq!(out["fs"].size, 16 * MIB);
+        let same = run(&ext4_step(&store, RootSize::Base), &store, &ins, false).unwrap();
+        assert_eq!(same["fs"], out["fs"]);
+    }
+
+    #[test]
+    fn keys_name_the_size_and_epoch_and_a_cancelled_mkfs_stops() {
+        let (_d, store) = store();
+        let cx = PlanContext { name: "t" };
+        let names = |c: Vec<Component>| c.into_iter().map(|c| format!("{}={}", c.name, c.value)).collect::<Vec<_>>();
+        assert_eq!(
+            names(ext4_step(&store, RootSize::Grow { headroom: 5 }).components(&cx).unwrap()),
+            ["epoch=1700000000", "rootfs.size=grow:5"]
+        );
+        assert!(fat_step(&store, None).components(&cx).unwrap().is_empty());
+        assert_eq!(names(fat_step(&store, Some(64 * MIB)).components(&cx).unwrap()), ["boot.size=67108864"]);
+        let t = table(40, 16);
+        let ins = inputs(&store, "rootfs", 4096, &t);
+        assert!(matches!(
+            run(&ext4_step(&store, RootSize::Base), &store, &ins, true),
+            Err(StepError::Cancelled)
+        ));
+        let ins = inputs(&store, "bootfs", 4096, &t);
+        assert!(matches!(run(&fat_step(&store, None), &store, &ins, true), Err(StepError::Cancelled)));
+    }
+}
