@@ -147,7 +147,12 @@ pub struct CompressStep {
 }
 
 impl CompressStep {
-    fn feed<'a>(&self, cx: &'a RunContext<'a>, disk: OutputRef, base: u64) -> Result<Feed<'a, impl Read>, StepError> {
+    fn feed<'a>(
+        &self,
+        cx: &'a RunContext<'a>,
+        disk: OutputRef,
+        base: u64,
+    ) -> Result<Feed<'a, impl Read>, StepError> {
         let reader = self
             .store
             .inner()
@@ -317,11 +322,18 @@ mod tests {
             assert_eq!(one, three, "{codec:?}");
         }
         let cx = PlanContext { name: "t" };
-        let c1 = step(&store, ImageCodec::Zstd { level: 19 }, 1).components(&cx).unwrap();
-        let c8 = step(&store, ImageCodec::Zstd { level: 19 }, 8).components(&cx).unwrap();
+        let c1 = step(&store, ImageCodec::Zstd { level: 19 }, 1)
+            .components(&cx)
+            .unwrap();
+        let c8 = step(&store, ImageCodec::Zstd { level: 19 }, 8)
+            .components(&cx)
+            .unwrap();
         assert_eq!(c1, c8);
         let values: Vec<_> = c1.iter().map(|c| format!("{}={}", c.name, c.value)).collect();
-        assert_eq!(values, ["output.compression=zstd:19", "output.file_name=north.img.zst"]);
+        assert_eq!(
+            values,
+            ["output.compression=zstd:19", "output.file_name=north.img.zst"]
+        );
     }
 
     #[test]
@@ -331,7 +343,9 @@ mod tests {
         let out = run(&step(&store, ImageCodec::Gzip { level: 6 }, 1), &ins, false).unwrap();
         let image = Blobs::get(store.as_ref(), &out["image"].digest).unwrap();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&image[..]).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(&image[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         assert_eq!(raw, Blobs::get(store.as_ref(), &ins[0]["disk"].digest).unwrap());
         let line = String::from_utf8(Blobs::get(store.as_ref(), &out["sha256"].digest).unwrap()).unwrap();
         let sha = {
@@ -342,7 +356,10 @@ mod tests {
         let bmap = String::from_utf8(Blobs::get(store.as_ref(), &out["bmap"].digest).unwrap()).unwrap();
         assert!(bmap.contains("<ImageSize> 3145728 </ImageSize>"), "{bmap}");
         // 256 data blocks, then the last block: two ranges.
-        assert!(bmap.contains("> 0-255 </Range>") && bmap.contains("> 767 </Range>"), "{bmap}");
+        assert!(
+            bmap.contains("> 0-255 </Range>") && bmap.contains("> 767 </Range>"),
+            "{bmap}"
+        );
 
         let none = run(&step(&store, ImageCodec::None, 1), &ins, false).unwrap();
         assert_eq!(none["image"], ins[0]["disk"]);
@@ -360,7 +377,13 @@ mod tests {
         ));
         let mut gone = ins[0].clone();
         let missing = w4b_cache::Digest::of(b"not stored");
-        gone.insert("disk".into(), OutputRef { digest: missing, size: 10 });
+        gone.insert(
+            "disk".into(),
+            OutputRef {
+                digest: missing,
+                size: 10,
+            },
+        );
         match run(&step(&store, ImageCodec::Zstd { level: 1 }, 1), &[gone], false) {
             Err(StepError::InputUnavailable(d)) => assert_eq!(d, missing),
             other => panic!("{other:?}"),

@@ -39,8 +39,8 @@ use super::unavailable_blob;
 use super::unpack::{load_table, TableJson};
 use crate::formats::gpt::Guid;
 use crate::formats::partition::{
-    align_up, Partition, PartitionError, PartitionTable, TableKind, BOOT_CODE_LEN,
-    RPI_ALIGNMENT_LBA, SECTOR_SIZE,
+    align_up, Partition, PartitionError, PartitionTable, TableKind, BOOT_CODE_LEN, RPI_ALIGNMENT_LBA,
+    SECTOR_SIZE,
 };
 use crate::image::{copy_sparse, FsKind, SparseError};
 use crate::store::AppStore;
@@ -115,17 +115,21 @@ pub fn layout(base: &TableJson, boot_bytes: u64, root_bytes: u64) -> Result<Layo
     let sector = u64::from(SECTOR_SIZE);
     let mut table = match base.kind.as_str() {
         "mbr" => {
-            let sig = u32::from_str_radix(&base.disk_id, 16).map_err(|_| unsupported("disk id", &base.disk_id))?;
+            let sig =
+                u32::from_str_radix(&base.disk_id, 16).map_err(|_| unsupported("disk id", &base.disk_id))?;
             PartitionTable::new_mbr(sig)
         }
         "gpt" => {
             let guid = Guid::from_str(&base.disk_id).map_err(|_| unsupported("disk GUID", &base.disk_id))?;
             let mut t = PartitionTable::new_gpt(guid);
-            if let (Some(g), TableKind::Gpt {
-                entry_count,
-                first_usable_lba,
-                ..
-            }) = (&base.gpt, &mut t.kind)
+            if let (
+                Some(g),
+                TableKind::Gpt {
+                    entry_count,
+                    first_usable_lba,
+                    ..
+                },
+            ) = (&base.gpt, &mut t.kind)
             {
                 *entry_count = g.entry_count;
                 *first_usable_lba = g.first_usable_lba;
@@ -141,7 +145,11 @@ pub fn layout(base: &TableJson, boot_bytes: u64, root_bytes: u64) -> Result<Layo
     }
     let mut parts: Vec<_> = base.partitions.iter().collect();
     parts.sort_by_key(|p| p.start);
-    let base_end = parts.iter().map(|p| p.start.saturating_add(p.size)).max().unwrap_or(0);
+    let base_end = parts
+        .iter()
+        .map(|p| p.start.saturating_add(p.size))
+        .max()
+        .unwrap_or(0);
     let mut prev_end = 0u64;
     let mut placements = Vec::new();
     for p in parts {
@@ -164,7 +172,8 @@ pub fn layout(base: &TableJson, boot_bytes: u64, root_bytes: u64) -> Result<Layo
         prev_end = start.saturating_add(size);
         let partition = match &table.kind {
             TableKind::Mbr { .. } => {
-                let t = u8::from_str_radix(&p.type_id, 16).map_err(|_| unsupported("partition type", &p.type_id))?;
+                let t = u8::from_str_radix(&p.type_id, 16)
+                    .map_err(|_| unsupported("partition type", &p.type_id))?;
                 if crate::formats::mbr::is_extended_type(t) {
                     return Err(unsupported("extended partition", p.index));
                 }
@@ -174,7 +183,14 @@ pub fn layout(base: &TableJson, boot_bytes: u64, root_bytes: u64) -> Result<Layo
                 let t = Guid::from_str(&p.type_id).map_err(|_| unsupported("partition type", &p.type_id))?;
                 let id = p.partuuid.as_deref().unwrap_or_default();
                 let guid = Guid::from_str(id).map_err(|_| unsupported("partition GUID", id))?;
-                let mut q = Partition::gpt(p.index, start, size, t, guid, p.name.as_deref().unwrap_or_default());
+                let mut q = Partition::gpt(
+                    p.index,
+                    start,
+                    size,
+                    t,
+                    guid,
+                    p.name.as_deref().unwrap_or_default(),
+                );
                 q.bootable = p.bootable;
                 q.attributes = p.attributes.unwrap_or(0);
                 q
@@ -363,7 +379,12 @@ mod tests {
         assert_eq!(l.disk_size, 256 << 20);
         let p2 = l.table.partition(2).unwrap();
         assert_eq!((p2.start_lba, p2.size_lba), (139_264, 385_024));
-        assert_eq!(l.table.kind, TableKind::Mbr { disk_signature: 0x1a2b_3c4d });
+        assert_eq!(
+            l.table.kind,
+            TableKind::Mbr {
+                disk_signature: 0x1a2b_3c4d
+            }
+        );
         assert_eq!(l.placements, vec![(1, 8192 * 512), (2, 139_264 * 512)]);
     }
 

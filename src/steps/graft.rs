@@ -94,7 +94,9 @@ pub enum GraftError {
     )]
     MountPointMissing { mount: String },
 
-    #[error("the hard link `{path}` points to `{target}`, across the boot partition's mount point `{mount}`")]
+    #[error(
+        "the hard link `{path}` points to `{target}`, across the boot partition's mount point `{mount}`"
+    )]
     #[diagnostic(
         code(w4b::split::cross_mount_link),
         help("the boot and root partitions are separate filesystems and cannot share a file; copy it instead of hard-linking it")
@@ -121,7 +123,9 @@ impl GraftError {
 
 /// The mount point as a tree path: absolute, not `/`.
 pub fn mount_path(text: &str) -> Result<TreePath, GraftError> {
-    let bad = || GraftError::BadMountPoint { path: text.to_owned() };
+    let bad = || GraftError::BadMountPoint {
+        path: text.to_owned(),
+    };
     if !text.starts_with('/') {
         return Err(bad());
     }
@@ -142,7 +146,12 @@ impl Spine {
     /// Reads the directories above `mount` in the tree `root`. Missing directories are
     /// created (`0755 root:root`, mtime 0) when `create` is set; otherwise the spine
     /// stops short and `mount_entry` reports the mount point missing.
-    fn read(blobs: &dyn Blobs, root: Digest, mount: &TreePath, create: bool) -> Result<Option<Spine>, GraftError> {
+    fn read(
+        blobs: &dyn Blobs,
+        root: Digest,
+        mount: &TreePath,
+        create: bool,
+    ) -> Result<Option<Spine>, GraftError> {
         let names = mount.components();
         let mut entry = load_root(blobs, &root)?;
         let mut levels = Vec::with_capacity(names.len());
@@ -333,7 +342,9 @@ pub fn split(
                 target: target.to_string(),
             });
         }
-        Ok(TreePath::from_components(&target.components()[mount.components().len()..])?)
+        Ok(TreePath::from_components(
+            &target.components()[mount.components().len()..],
+        )?)
     };
     let Some(listing) = relink(blobs, listing, &TreePath::root(), &strip, cancel)? else {
         return Ok(None);
@@ -466,10 +477,13 @@ mod tests {
     /// A FAT-like boot tree and a root tree with an empty `/boot/firmware 0700 1:2`.
     fn trees(blobs: &dyn Blobs) -> (Digest, Digest) {
         let mut b = TreeBuilder::new();
-        b.insert(TreePath::root(), fat_root_entry(empty_dir_digest())).unwrap();
-        b.insert(p("/config.txt"), file(blobs, "arm_64bit=1\n", 0o644)).unwrap();
+        b.insert(TreePath::root(), fat_root_entry(empty_dir_digest()))
+            .unwrap();
+        b.insert(p("/config.txt"), file(blobs, "arm_64bit=1\n", 0o644))
+            .unwrap();
         b.insert(p("/overlays"), Entry::dir(0o755)).unwrap();
-        b.insert(p("/overlays/w1.dtbo"), file(blobs, "dtbo", 0o644)).unwrap();
+        b.insert(p("/overlays/w1.dtbo"), file(blobs, "dtbo", 0o644))
+            .unwrap();
         let boot = b.finish(blobs).unwrap();
         let mut r = TreeBuilder::new();
         r.insert(p("/etc"), Entry::dir(0o755)).unwrap();
@@ -481,8 +495,11 @@ mod tests {
         mp.mtime = 42;
         r.insert(p("/boot/firmware"), mp).unwrap();
         for i in 0..50 {
-            r.insert(p(&format!("/usr/share/doc/pkg{i}/README")), file(blobs, &format!("{i}"), 0o644))
-                .unwrap();
+            r.insert(
+                p(&format!("/usr/share/doc/pkg{i}/README")),
+                file(blobs, &format!("{i}"), 0o644),
+            )
+            .unwrap();
         }
         let root = r.finish(blobs).unwrap();
         (boot, root)
@@ -494,11 +511,16 @@ mod tests {
         let (boot, root) = trees(&blobs);
         let mount = p("/boot/firmware");
         let tree = graft(&blobs, root, boot, &mount, &never).unwrap().unwrap();
-        let cfg = lookup(&blobs, tree, &p("/boot/firmware/config.txt")).unwrap().unwrap();
+        let cfg = lookup(&blobs, tree, &p("/boot/firmware/config.txt"))
+            .unwrap()
+            .unwrap();
         assert!(matches!(cfg.kind, Kind::File { size: 12, .. }));
         let mp = lookup(&blobs, tree, &mount).unwrap().unwrap();
         assert_eq!((mp.mode, mp.uid, mp.gid, mp.mtime), (0o700, 1, 2, 42));
-        assert_eq!(split(&blobs, tree, &mount, &never).unwrap().unwrap(), (boot, root));
+        assert_eq!(
+            split(&blobs, tree, &mount, &never).unwrap().unwrap(),
+            (boot, root)
+        );
     }
 
     #[test]
@@ -542,9 +564,7 @@ mod tests {
         let mount = p("/boot/firmware");
         let tree = graft(&blobs, root, boot, &mount, &never).unwrap().unwrap();
         let set = crate::tree::layer::Changeset::new(vec![
-            crate::tree::layer::Op::Remove {
-                path: mount.clone(),
-            },
+            crate::tree::layer::Op::Remove { path: mount.clone() },
             crate::tree::layer::Op::Put {
                 path: mount.clone(),
                 entry: Entry::symlink("/mnt"),
@@ -552,7 +572,10 @@ mod tests {
         ]);
         let changed = crate::tree::layer::apply(&blobs, tree, &[set], 0).unwrap();
         let e = split(&blobs, changed, &mount, &never).unwrap_err();
-        assert!(matches!(e, GraftError::MountPointReplaced { kind: "symlink", .. }), "{e:?}");
+        assert!(
+            matches!(e, GraftError::MountPointReplaced { kind: "symlink", .. }),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("`/boot/firmware` is a symlink"), "{e}");
     }
 
@@ -562,7 +585,8 @@ mod tests {
         let (boot, root) = trees(&blobs);
         // A boot tree with a link: its target gains the mount point and loses it again.
         let mut b = TreeBuilder::new();
-        b.insert(TreePath::root(), fat_root_entry(empty_dir_digest())).unwrap();
+        b.insert(TreePath::root(), fat_root_entry(empty_dir_digest()))
+            .unwrap();
         b.insert(p("/a"), file(&blobs, "x", 0o644)).unwrap();
         b.insert(p("/b"), Entry::new(Kind::HardLink { target: p("/a") }, 0o644))
             .unwrap();
@@ -576,7 +600,10 @@ mod tests {
                 target: p("/boot/firmware/a")
             }
         );
-        assert_eq!(split(&blobs, tree, &mount, &never).unwrap().unwrap(), (linked, root));
+        assert_eq!(
+            split(&blobs, tree, &mount, &never).unwrap().unwrap(),
+            (linked, root)
+        );
         // A link from the boot partition to the root filesystem cannot be split.
         let tree = graft(&blobs, root, boot, &mount, &never).unwrap().unwrap();
         let set = crate::tree::layer::Changeset::new(vec![crate::tree::layer::Op::Put {
@@ -598,20 +625,36 @@ mod tests {
         let blobs = MemBlobs::new();
         let (boot, root) = trees(&blobs);
         let e = graft(&blobs, root, boot, &p("/etc"), &never).unwrap_err();
-        assert!(matches!(e, GraftError::MountPointNotEmpty { ref first, .. } if first == "hostname"), "{e:?}");
+        assert!(
+            matches!(e, GraftError::MountPointNotEmpty { ref first, .. } if first == "hostname"),
+            "{e:?}"
+        );
         let e = graft(&blobs, root, boot, &p("/etc/hostname/x"), &never).unwrap_err();
         assert!(matches!(e, GraftError::NotADirectory { .. }), "{e:?}");
-        let tree = graft(&blobs, root, boot, &p("/mnt/boot"), &never).unwrap().unwrap();
-        assert!(lookup(&blobs, tree, &p("/mnt/boot/config.txt")).unwrap().is_some());
+        let tree = graft(&blobs, root, boot, &p("/mnt/boot"), &never)
+            .unwrap()
+            .unwrap();
+        assert!(lookup(&blobs, tree, &p("/mnt/boot/config.txt"))
+            .unwrap()
+            .is_some());
         assert!(matches!(mount_path("/"), Err(GraftError::BadMountPoint { .. })));
-        assert!(matches!(mount_path("boot"), Err(GraftError::BadMountPoint { .. })));
-        assert!(matches!(mount_path("/a/../b"), Err(GraftError::BadMountPoint { .. })));
+        assert!(matches!(
+            mount_path("boot"),
+            Err(GraftError::BadMountPoint { .. })
+        ));
+        assert!(matches!(
+            mount_path("/a/../b"),
+            Err(GraftError::BadMountPoint { .. })
+        ));
     }
 
     #[test]
     fn a_cancelled_graft_stops() {
         let blobs = MemBlobs::new();
         let (boot, root) = trees(&blobs);
-        assert_eq!(graft(&blobs, root, boot, &p("/boot/firmware"), &|| true).unwrap(), None);
+        assert_eq!(
+            graft(&blobs, root, boot, &p("/boot/firmware"), &|| true).unwrap(),
+            None
+        );
     }
 }

@@ -70,7 +70,9 @@ pub enum MkfsError {
     )]
     NoPartition { kind: FsKind },
 
-    #[error("the boot files need {needed} bytes, but the {size}-byte boot partition has room for {available}")]
+    #[error(
+        "the boot files need {needed} bytes, but the {size}-byte boot partition has room for {available}"
+    )]
     #[diagnostic(
         code(w4b::mkfs::boot_too_small),
         help("grow the boot partition: set `boot.size` to at least {suggest_mib} MiB")
@@ -192,7 +194,8 @@ fn publish(store: &AppStore, image: NamedTempFile, report: &FsReport) -> Result<
         .local()
         .adopt(image)
         .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
-    let json = serde_json::to_vec(report).map_err(|e| StepError::msg(format!("cannot serialise the report: {e}")))?;
+    let json = serde_json::to_vec(report)
+        .map_err(|e| StepError::msg(format!("cannot serialise the report: {e}")))?;
     let report_digest: Digest = Blobs::put(store, &json).map_err(tree_error)?;
     let mut out = Outputs::new();
     out.insert("fs".into(), OutputRef { digest, size });
@@ -270,7 +273,9 @@ impl MkfsFatStep {
             // The base's cluster size fits the base's size; a resized volume takes the
             // writer's choice for its size.
             if f.fat_type == "FAT32" && size == base_bytes {
-                opts.sectors_per_cluster = u8::try_from(f.cluster_size / 512).ok().filter(|s| s.is_power_of_two());
+                opts.sectors_per_cluster = u8::try_from(f.cluster_size / 512)
+                    .ok()
+                    .filter(|s| s.is_power_of_two());
             }
         }
         Ok(opts)
@@ -293,7 +298,9 @@ impl Step for MkfsFatStep {
             c.push(Component::param("boot.label", l).at(self.label_location.clone()));
         }
         if let Some(v) = self.volume_id {
-            c.push(Component::param("boot.volume_id", format!("{v:08x}")).at(self.volume_id_location.clone()));
+            c.push(
+                Component::param("boot.volume_id", format!("{v:08x}")).at(self.volume_id_location.clone()),
+            );
         }
         Ok(c)
     }
@@ -327,7 +334,8 @@ impl Step for MkfsFatStep {
                 } => {
                     // Room for the clusters, the FATs and the reserved sectors, with
                     // a margin, in whole MiB.
-                    let suggest = (size.saturating_add(needed.saturating_sub(available)) * 5 / 4).div_ceil(1 << 20);
+                    let suggest =
+                        (size.saturating_add(needed.saturating_sub(available)) * 5 / 4).div_ceil(1 << 20);
                     StepError::diag(MkfsError::BootTooSmall {
                         needed,
                         available,
@@ -429,11 +437,9 @@ impl MkfsExt4Step {
         match write_ext4(&mut f, nodes, &contents, opts) {
             Ok(r) => Ok(Some((image, r))),
             Err(Ext4WriteError::TooSmall { .. }) if matches!(self.size, RootSize::Grow { .. }) => Ok(None),
-            Err(Ext4WriteError::TooSmall { bytes, needed, free }) => Err(StepError::diag(MkfsError::RootTooSmall {
-                bytes,
-                needed,
-                free,
-            })),
+            Err(Ext4WriteError::TooSmall { bytes, needed, free }) => {
+                Err(StepError::diag(MkfsError::RootTooSmall { bytes, needed, free }))
+            }
             Err(e) => Err(interrupted(cx, &e).unwrap_or_else(|| StepError::diag(MkfsError::Ext4(e)))),
         }
     }
@@ -448,7 +454,8 @@ impl Step for MkfsExt4Step {
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string()).at(self.epoch_location.clone()),
+            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
+                .at(self.epoch_location.clone()),
             Component::param("rootfs.size", self.size.key()).at(self.size_location.clone()),
         ])
     }
@@ -462,7 +469,10 @@ impl Step for MkfsExt4Step {
         // is all it takes.
         let mut written = self.write(cx, &nodes, &opts)?;
         if let (RootSize::Grow { headroom }, Some((_, r))) = (self.size, &written) {
-            let spare = r.free_blocks.saturating_sub(r.reserved_blocks).saturating_mul(u64::from(r.block_size));
+            let spare = r
+                .free_blocks
+                .saturating_sub(r.reserved_blocks)
+                .saturating_mul(u64::from(r.block_size));
             if spare < headroom {
                 written = None;
             }
@@ -543,7 +553,11 @@ mod tests {
             partuuid: Some(format!("1a2b3c4d-0{index}")),
             size: mib * MIB / 512,
             start,
-            type_id: if fs == FsKind::Fat { "c".into() } else { "83".into() },
+            type_id: if fs == FsKind::Fat {
+                "c".into()
+            } else {
+                "83".into()
+            },
         };
         let root_start = 8192 + boot_mib * MIB / 512;
         TableJson {
@@ -553,7 +567,10 @@ mod tests {
             disk_size: (root_start * 512) + root_mib * MIB,
             gpt: None,
             kind: "mbr".into(),
-            partitions: vec![part(1, 8192, boot_mib, FsKind::Fat), part(2, root_start, root_mib, FsKind::Ext4)],
+            partitions: vec![
+                part(1, 8192, boot_mib, FsKind::Fat),
+                part(2, root_start, root_mib, FsKind::Ext4),
+            ],
             schema: TABLE_SCHEMA,
             sector_size: 512,
         }
@@ -563,19 +580,39 @@ mod tests {
     fn inputs(store: &AppStore, name: &str, bytes: usize, t: &TableJson) -> [Outputs; 2] {
         let d = Blobs::put(store, &vec![0x5a; bytes]).unwrap();
         let mut b = TreeBuilder::new();
-        b.insert(TreePath::parse("/big").unwrap(), Entry::file(d, bytes as u64, 0o644))
-            .unwrap();
+        b.insert(
+            TreePath::parse("/big").unwrap(),
+            Entry::file(d, bytes as u64, 0o644),
+        )
+        .unwrap();
         let tree = b.finish(store).unwrap();
         let json = serde_json::to_vec(t).unwrap();
         let td = Blobs::put(store, &json).unwrap();
         let mut a = Outputs::new();
-        a.insert(name.into(), OutputRef { digest: tree, size: 0 });
+        a.insert(
+            name.into(),
+            OutputRef {
+                digest: tree,
+                size: 0,
+            },
+        );
         let mut b = Outputs::new();
-        b.insert("table".into(), OutputRef { digest: td, size: json.len() as u64 });
+        b.insert(
+            "table".into(),
+            OutputRef {
+                digest: td,
+                size: json.len() as u64,
+            },
+        );
         [a, b]
     }
 
-    fn run(step: &dyn Step, store: &AppStore, inputs: &[Outputs], cancelled: bool) -> Result<Outputs, StepError> {
+    fn run(
+        step: &dyn Step,
+        store: &AppStore,
+        inputs: &[Outputs],
+        cancelled: bool,
+    ) -> Result<Outputs, StepError> {
         let cancel = AtomicBool::new(cancelled);
         let seen = std::sync::Mutex::new(Vec::new());
         let progress = |done: u64, total: Option<u64>| seen.lock().unwrap().push((done, total));
@@ -590,7 +627,10 @@ mod tests {
         if out.is_ok() {
             let seen = seen.lock().unwrap();
             let last = seen.last().copied();
-            assert!(matches!(last, Some((d, Some(t))) if d == t && t > 0), "progress: {last:?}");
+            assert!(
+                matches!(last, Some((d, Some(t))) if d == t && t > 0),
+                "progress: {last:?}"
+            );
         }
         out
     }
@@ -630,20 +670,31 @@ mod tests {
         let t = table(40, 16);
         let opts = fat_step(&store, None).options(&t).unwrap();
         assert_eq!(
-            (opts.size_bytes, opts.volume_id, opts.label.as_str(), opts.hidden_sectors),
+            (
+                opts.size_bytes,
+                opts.volume_id,
+                opts.label.as_str(),
+                opts.hidden_sectors
+            ),
             (40 * MIB, 0x1a2b_3c4d, "bootfs", 8192)
         );
-        assert_eq!((opts.oem_name.as_str(), opts.sectors_per_cluster), ("mkfs.fat", Some(1)));
+        assert_eq!(
+            (opts.oem_name.as_str(), opts.sectors_per_cluster),
+            ("mkfs.fat", Some(1))
+        );
         let ins = inputs(&store, "bootfs", MIB as usize, &t);
         let out = run(&fat_step(&store, None), &store, &ins, false).unwrap();
         assert_eq!(out["fs"].size, 40 * MIB);
-        let r: FsReport = serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
+        let r: FsReport =
+            serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
         assert_eq!((r.kind.as_str(), r.grown, r.bytes), ("fat", false, 40 * MIB));
 
         let ins = inputs(&store, "bootfs", (45 * MIB) as usize, &t);
         let e = run(&fat_step(&store, None), &store, &ins, false).unwrap_err();
         assert_eq!(code(&e), "w4b::mkfs::boot_too_small");
-        let StepError::Diagnostic(d) = &e else { unreachable!() };
+        let StepError::Diagnostic(d) = &e else {
+            unreachable!()
+        };
         let help = d.help().unwrap().to_string();
         assert!(help.contains("`boot.size`"), "{help}");
         // Following the advice works.
@@ -659,13 +710,26 @@ mod tests {
         let ins = inputs(&store, "rootfs", (20 * MIB) as usize, &t);
         let e = run(&ext4_step(&store, RootSize::Base), &store, &ins, false).unwrap_err();
         assert_eq!(code(&e), "w4b::mkfs::root_too_small");
-        let out = run(&ext4_step(&store, RootSize::Grow { headroom: 8 * MIB }), &store, &ins, false).unwrap();
-        let r: FsReport = serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
+        let out = run(
+            &ext4_step(&store, RootSize::Grow { headroom: 8 * MIB }),
+            &store,
+            &ins,
+            false,
+        )
+        .unwrap();
+        let r: FsReport =
+            serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
         assert!(r.grown && r.bytes > 16 * MIB && r.free_bytes >= 8 * MIB, "{r:?}");
         assert_eq!(out["fs"].size, r.bytes);
         // Small content: the base's size, even when growing is allowed.
         let ins = inputs(&store, "rootfs", 4096, &t);
-        let out = run(&ext4_step(&store, RootSize::Grow { headroom: MIB }), &store, &ins, false).unwrap();
+        let out = run(
+            &ext4_step(&store, RootSize::Grow { headroom: MIB }),
+            &store,
+            &ins,
+            false,
+        )
+        .unwrap();
         assert_eq!(out["fs"].size, 16 * MIB);
         let same = run(&ext4_step(&store, RootSize::Base), &store, &ins, false).unwrap();
         assert_eq!(same["fs"], out["fs"]);
@@ -675,13 +739,24 @@ mod tests {
     fn keys_name_the_size_and_epoch_and_a_cancelled_mkfs_stops() {
         let (_d, store) = store();
         let cx = PlanContext { name: "t" };
-        let names = |c: Vec<Component>| c.into_iter().map(|c| format!("{}={}", c.name, c.value)).collect::<Vec<_>>();
+        let names = |c: Vec<Component>| {
+            c.into_iter()
+                .map(|c| format!("{}={}", c.name, c.value))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            names(ext4_step(&store, RootSize::Grow { headroom: 5 }).components(&cx).unwrap()),
+            names(
+                ext4_step(&store, RootSize::Grow { headroom: 5 })
+                    .components(&cx)
+                    .unwrap()
+            ),
             ["epoch=1700000000", "rootfs.size=grow:5"]
         );
         assert!(fat_step(&store, None).components(&cx).unwrap().is_empty());
-        assert_eq!(names(fat_step(&store, Some(64 * MIB)).components(&cx).unwrap()), ["boot.size=67108864"]);
+        assert_eq!(
+            names(fat_step(&store, Some(64 * MIB)).components(&cx).unwrap()),
+            ["boot.size=67108864"]
+        );
         let t = table(40, 16);
         let ins = inputs(&store, "rootfs", 4096, &t);
         assert!(matches!(
@@ -689,6 +764,9 @@ mod tests {
             Err(StepError::Cancelled)
         ));
         let ins = inputs(&store, "bootfs", 4096, &t);
-        assert!(matches!(run(&fat_step(&store, None), &store, &ins, true), Err(StepError::Cancelled)));
+        assert!(matches!(
+            run(&fat_step(&store, None), &store, &ins, true),
+            Err(StepError::Cancelled)
+        ));
     }
 }

@@ -27,8 +27,8 @@ use w4b_cache::OutputRef;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
 use super::{tree_error, unavailable_blob};
-use crate::formats::ext4::Ext4;
 use crate::formats::ext4::spec::compat;
+use crate::formats::ext4::Ext4;
 use crate::formats::fat::{read_fat, FatType};
 use crate::formats::fs::{ContentId, Contents};
 use crate::formats::partition::{PartitionTable, TableKind};
@@ -255,7 +255,8 @@ pub struct Ext4Json {
 impl TableJson {
     /// Parses a `table` blob, rejecting other schemas.
     pub fn parse(bytes: &[u8]) -> Result<TableJson, String> {
-        let t: TableJson = serde_json::from_slice(bytes).map_err(|e| format!("it is not a partition table: {e}"))?;
+        let t: TableJson =
+            serde_json::from_slice(bytes).map_err(|e| format!("it is not a partition table: {e}"))?;
         if t.schema != TABLE_SCHEMA {
             return Err(format!(
                 "its schema is {}, this w4b reads schema {TABLE_SCHEMA}",
@@ -355,7 +356,11 @@ pub fn table_json(table: &PartitionTable, filesystems: &[FsView]) -> TableJson {
         })
         .collect();
     TableJson {
-        boot_code: table.boot_code.iter().any(|b| *b != 0).then(|| hex::encode(table.boot_code)),
+        boot_code: table
+            .boot_code
+            .iter()
+            .any(|b| *b != 0)
+            .then(|| hex::encode(table.boot_code)),
         boot_mount: DEFAULT_BOOT_MOUNT.to_owned(),
         disk_id,
         disk_size: 0,
@@ -750,11 +755,16 @@ impl Step for UnpackStep {
                 p.ext4 = Some(ext4_id.clone());
             }
         }
-        let boot = fat.partition.and_then(|i| json.partitions.iter().find(|p| p.index == i));
+        let boot = fat
+            .partition
+            .and_then(|i| json.partitions.iter().find(|p| p.index == i));
         let device = BootDevice {
             partuuid: boot.and_then(|p| p.partuuid.as_deref()),
             label: fat_id.label.as_deref(),
-            volume_id: fat_id.volume_id.as_deref().and_then(|v| u32::from_str_radix(v, 16).ok()),
+            volume_id: fat_id
+                .volume_id
+                .as_deref()
+                .and_then(|v| u32::from_str_radix(v, 16).ok()),
             index: boot.map_or(1, |p| p.index),
         };
         json.boot_mount = self
@@ -904,7 +914,10 @@ mod tests {
             text.starts_with(r#"{"boot_mount":"/boot/firmware","disk_id":"1a2b3c4d","disk_size":83886080,"kind":"mbr","partitions":[{"bootable":false,"fat":{"cluster_size":512,"fat_type":"FAT32","hidden_sectors":8192,"label":"bootfs","oem_name":"MSWIN4.1","volume_id":"1234abcd"},"filesystem":"fat","index":1,"partuuid":"1a2b3c4d-01","size":69632,"start":8192,"type":"c"}"#),
             "{text}"
         );
-        assert!(text.ends_with(r#""type":"83"}],"schema":2,"sector_size":512}"#), "{text}");
+        assert!(
+            text.ends_with(r#""type":"83"}],"schema":2,"sector_size":512}"#),
+            "{text}"
+        );
         // Canonical: serde_json's `Value` sorts keys; re-serialising changes nothing.
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(serde_json::to_vec(&v).unwrap(), json);
@@ -927,8 +940,12 @@ mod tests {
             index: 1,
         };
         let bookworm = "proc /proc proc defaults 0 0\nPARTUUID=1a2b3c4d-01  /boot/firmware  vfat defaults 0 2\nPARTUUID=1a2b3c4d-02 / ext4 defaults 0 1\n";
-        assert_eq!(boot_mount_point(bookworm, &dev).as_deref(), Some("/boot/firmware"));
-        let bullseye = "# a comment naming PARTUUID=1a2b3c4d-01 /nope\nPARTUUID=1A2B3C4D-01 /boot vfat defaults 0 2\n";
+        assert_eq!(
+            boot_mount_point(bookworm, &dev).as_deref(),
+            Some("/boot/firmware")
+        );
+        let bullseye =
+            "# a comment naming PARTUUID=1a2b3c4d-01 /nope\nPARTUUID=1A2B3C4D-01 /boot vfat defaults 0 2\n";
         assert_eq!(boot_mount_point(bullseye, &dev).as_deref(), Some("/boot"));
         assert_eq!(
             boot_mount_point("LABEL=BOOTFS /boot/efi vfat defaults 0 2", &dev).as_deref(),
@@ -943,7 +960,10 @@ mod tests {
             Some("/boot")
         );
         // Another partition's line, and none at all.
-        assert_eq!(boot_mount_point("PARTUUID=1a2b3c4d-02 / ext4 defaults 0 1\n", &dev), None);
+        assert_eq!(
+            boot_mount_point("PARTUUID=1a2b3c4d-02 / ext4 defaults 0 1\n", &dev),
+            None
+        );
         assert_eq!(boot_mount_point("", &dev), None);
     }
 

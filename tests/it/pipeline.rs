@@ -43,8 +43,17 @@ fn base() -> Option<&'static PathBuf> {
     static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
     BASE.get_or_init(|| {
         let tools = [
-            "sfdisk", "mkfs.vfat", "mcopy", "mtype", "mke2fs", "debugfs", "e2fsck", "fsck.fat", "zstd",
-            "sha256sum", "bmaptool",
+            "sfdisk",
+            "mkfs.vfat",
+            "mcopy",
+            "mtype",
+            "mke2fs",
+            "debugfs",
+            "e2fsck",
+            "fsck.fat",
+            "zstd",
+            "sha256sum",
+            "bmaptool",
         ];
         let missing: Vec<_> = tools.into_iter().filter(|t| !have(t)).collect();
         if !missing.is_empty() {
@@ -157,7 +166,12 @@ fn build(store: &Arc<AppStore>, raw: &Path, changes: Option<Changeset>, size: Ro
         boot_mount: None,
         boot_mount_location: None,
     };
-    let split = run(&split_step, store, &[tree_outputs("tree", tree), unpacked.clone()]).unwrap();
+    let split = run(
+        &split_step,
+        store,
+        &[tree_outputs("tree", tree), unpacked.clone()],
+    )
+    .unwrap();
     let fat_step = MkfsFatStep {
         store: store.clone(),
         size: None,
@@ -258,13 +272,19 @@ fn an_unchanged_base_round_trips_through_the_pipeline_and_the_tools_agree() {
     let mut r = &f;
     let fat = read_fat(&mut r, 0, b.fat["fs"].size).unwrap();
     let reread = from_nodes(store.as_ref(), fat.nodes(), &fat).unwrap();
-    assert_eq!(reread, b.unpacked["bootfs"].digest, "the FAT re-reads to the base's boot tree");
+    assert_eq!(
+        reread, b.unpacked["bootfs"].digest,
+        "the FAT re-reads to the base's boot tree"
+    );
     let ext4_path = dir.path().join("root.ext4");
     export(&store, b.ext4["fs"].digest, &ext4_path);
     let f = std::fs::File::open(&ext4_path).unwrap();
     let ext4 = Ext4::open(&f, 0, b.ext4["fs"].size).unwrap();
     let reread = from_nodes(store.as_ref(), &ext4.nodes().unwrap(), &ext4).unwrap();
-    assert_eq!(reread, b.unpacked["rootfs"].digest, "the ext4 re-reads to the base's root tree");
+    assert_eq!(
+        reread, b.unpacked["rootfs"].digest,
+        "the ext4 re-reads to the base's root tree"
+    );
     let r = report(&store, &b.ext4);
     assert!(!r.grown, "{r:?}");
     assert_eq!(r.bytes, r.base_bytes);
@@ -300,23 +320,44 @@ fn an_unchanged_base_round_trips_through_the_pipeline_and_the_tools_agree() {
     let stats = tool(&["debugfs", "-R", "stats", p2.to_str().unwrap()]);
     assert!(stats.contains("Filesystem volume name:   rootfs"), "{stats}");
     assert!(stats.contains("0b0e0e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"), "{stats}");
-    assert!(tool(&["mtype", "-i", p1.to_str().unwrap(), "::cmdline.txt"]).contains("root=PARTUUID=1a2b3c4d-02"));
+    assert!(
+        tool(&["mtype", "-i", p1.to_str().unwrap(), "::cmdline.txt"]).contains("root=PARTUUID=1a2b3c4d-02")
+    );
 
     // The disk is sparse in the store: far fewer bytes allocated than its size.
     let allocated = {
         use std::os::unix::fs::MetadataExt;
-        let blob = dir.path().join("cache/v1/blobs").join(&b.disk.digest.to_string()[..2]).join(b.disk.digest.to_string());
+        let blob = dir
+            .path()
+            .join("cache/v1/blobs")
+            .join(&b.disk.digest.to_string()[..2])
+            .join(b.disk.digest.to_string());
         std::fs::metadata(blob).unwrap().blocks() * 512
     };
-    assert!(allocated < b.disk.size / 4, "{allocated} of {} bytes allocated", b.disk.size);
+    assert!(
+        allocated < b.disk.size / 4,
+        "{allocated} of {} bytes allocated",
+        b.disk.size
+    );
 
     // The image decompresses to the disk; the sha256 line names it; the bmap copies it.
     let img = dir.path().join("test.img.zst");
     export(&store, b.compressed["image"].digest, &img);
     let raw_again = dir.path().join("again.img");
-    tool(&["zstd", "-q", "-d", "-o", raw_again.to_str().unwrap(), img.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&raw_again).unwrap(), std::fs::read(&disk_path).unwrap());
-    let line = String::from_utf8(Blobs::get(store.as_ref(), &b.compressed["sha256"].digest).unwrap()).unwrap();
+    tool(&[
+        "zstd",
+        "-q",
+        "-d",
+        "-o",
+        raw_again.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&raw_again).unwrap(),
+        std::fs::read(&disk_path).unwrap()
+    );
+    let line =
+        String::from_utf8(Blobs::get(store.as_ref(), &b.compressed["sha256"].digest).unwrap()).unwrap();
     let sums = dir.path().join("test.img.zst.sha256");
     std::fs::write(&sums, &line).unwrap();
     let check = Command::new("sha256sum")
@@ -324,7 +365,11 @@ fn an_unchanged_base_round_trips_through_the_pipeline_and_the_tools_agree() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(check.status.success(), "{line}: {}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let bmap = dir.path().join("test.bmap");
     export(&store, b.compressed["bmap"].digest, &bmap);
     let copy = dir.path().join("copied.img");
@@ -378,7 +423,10 @@ fn files_a_layer_adds_land_on_their_partition_and_a_grown_root_stays_clean() {
         &theirs["partitiontable"]["partitions"][1],
     );
     assert_eq!(o2["start"], t2["start"]);
-    assert!(o2["size"].as_u64().unwrap() > t2["size"].as_u64().unwrap(), "{o2} vs {t2}");
+    assert!(
+        o2["size"].as_u64().unwrap() > t2["size"].as_u64().unwrap(),
+        "{o2} vs {t2}"
+    );
     assert!(o2["size"].as_u64().unwrap() * 512 >= r.bytes);
     for field in ["start", "size", "type"] {
         assert_eq!(
