@@ -9,10 +9,22 @@
 //! | `overlay` | a base tree and changesets, in order    | `tree`                   |
 //! | `tar`     | a tree, epoch, compression level        | `archive`: `.tar.zst`    |
 //! | `unpack`  | a `fetch`ed disk image                  | `bootfs`, `rootfs`, `table` |
+//! | `graft`   | `unpack`: both trees, the table's mount point | `tree`             |
+//! | `split`   | a combined tree, the `table`            | `bootfs`, `rootfs`       |
+//! | `mkfs-fat` | `bootfs`, the `table` (size, ids)      | `fs`, `report`           |
+//! | `mkfs-ext4` | `rootfs`, the `table`, epoch, size    | `fs`, `report`           |
+//! | `disk`    | the `table`, both `fs` images           | `disk`: the raw image    |
+//! | `compress` | `disk`, codec and level, file name     | `image`, `bmap`, `sha256` |
+//!
+//! The disk pipeline (`unpack` → `graft` → `overlay` → `split` → `mkfs-*` → `disk` →
+//! `compress`) is described in `docs/architecture.md`.
 
+pub mod compress;
+pub mod disk;
 pub mod fetch;
 pub mod graft;
 pub mod layer;
+pub mod mkfs;
 pub mod overlay;
 pub mod scratch;
 pub mod tar;

@@ -15,6 +15,7 @@ mod freshness;
 mod image_build;
 mod inspect;
 mod kernel;
+mod pipeline;
 mod robustness;
 mod roundtrip;
 mod unpack;

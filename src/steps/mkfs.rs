@@ -1,0 +1,772 @@
+//! `mkfs-fat` and `mkfs-ext4`: a tree into a partition image (`fs`), with the base's
+//! identity — volume id, UUID, hash seed, labels, geometry — taken from `unpack`'s
+//! `table`, so `cmdline.txt`, `/etc/fstab` and anything else that names the filesystems
+//! by `UUID=` or `LABEL=` keeps working.
+//!
+//! The image is written by the in-process writers ([`crate::formats::fat`],
+//! [`crate::formats::ext4::write`]) into a temporary file in the store's own filesystem,
+//! seeking over zero runs, and published by hashing it in place (`StoreDir::adopt`): a
+//! mostly empty 2 GiB root filesystem costs its data on disk, not 2 GiB of writes. File
+//! contents stream from the store; progress counts content bytes read, and every read
+//! checks for Ctrl-C.
+//!
+//! Each step also writes `report`, a small JSON blob ([`FsReport`]) with the numbers a
+//! build summary shows (size, base size, free space, whether the root grew).
+//!
+//! | step | keyed (besides inputs and version) | deliberately not keyed |
+//! |---|---|---|
+//! | `mkfs-fat` | `boot.size`, `boot.label`, `boot.volume_id` when given | the table's values (an upstream output) |
+//! | `mkfs-ext4` | the epoch (superblock times), `rootfs.size` (`base` or `grow:<headroom>`) | thread counts, paths |
+
+#![forbid(unsafe_code)]
+
+use std::cell::Cell;
+use std::io::{self, Read};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tempfile::NamedTempFile;
+use w4b_cache::{Digest, OutputRef};
+use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
+
+use super::unpack::{load_table, uuid_bytes, PartitionJson, TableJson};
+use super::{tree_error, unavailable_blob};
+use crate::formats::ext4::write::{write_ext4, Ext4Options, Ext4WriteError, Size};
+use crate::formats::fat::{write_fat32, FatError, FatOptions};
+use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
+use crate::image::FsKind;
+use crate::store::AppStore;
+use crate::tree::fs::{to_nodes, BlobContents};
+use crate::tree::Blobs;
+
+/// `blake3::derive_key` context for a FAT volume id when the base has none (derived from
+/// the base's disk id, so it is stable across builds of the same base).
+const VOLUME_ID_CONTEXT: &str = "w4b 2026-01 mkfs-fat volume id";
+
+/// What a `mkfs` step made, as the `report` blob holds it (canonical JSON: fields in
+/// alphabetical order).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FsReport {
+    /// The base partition's size in bytes.
+    pub base_bytes: u64,
+    /// The image's size in bytes.
+    pub bytes: u64,
+    /// Bytes free for files (ext4: excluding root-reserved blocks).
+    pub free_bytes: u64,
+    /// Whether the image is larger than the base partition.
+    pub grown: bool,
+    /// `fat` or `ext4`.
+    pub kind: String,
+}
+
+/// Why a partition image could not be made.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum MkfsError {
+    #[error("the base image's table has no {kind} partition")]
+    #[diagnostic(
+        code(w4b::mkfs::no_partition),
+        help("the table comes from `unpack`; this is a bug in how the graph was compiled")
+    )]
+    NoPartition { kind: FsKind },
+
+    #[error(
+        "the boot files need {needed} bytes, but the {size}-byte boot partition has room for {available}"
+    )]
+    #[diagnostic(
+        code(w4b::mkfs::boot_too_small),
+        help("grow the boot partition: set `boot.size` to at least {suggest_mib} MiB")
+    )]
+    BootTooSmall {
+        needed: u64,
+        available: u64,
+        size: u64,
+        suggest_mib: u64,
+    },
+
+    #[error("the root files need {needed} blocks of 4 KiB, but the base's {bytes}-byte root partition has {free} free")]
+    #[diagnostic(
+        code(w4b::mkfs::root_too_small),
+        help("let the root partition grow: give it headroom (`rootfs.headroom`) instead of the base's size")
+    )]
+    RootTooSmall { bytes: u64, needed: u64, free: u64 },
+
+    #[error("cannot write the boot filesystem")]
+    #[diagnostic(code(w4b::mkfs::fat))]
+    Fat(
+        #[source]
+        #[diagnostic_source]
+        FatError,
+    ),
+
+    #[error("cannot write the root filesystem")]
+    #[diagnostic(code(w4b::mkfs::ext4))]
+    Ext4(
+        #[source]
+        #[diagnostic_source]
+        Ext4WriteError,
+    ),
+
+    #[error("the table's {field} `{value}` is not valid")]
+    #[diagnostic(
+        code(w4b::mkfs::table_value),
+        help("the table comes from `unpack`; rebuild it with this w4b version")
+    )]
+    TableValue { field: &'static str, value: String },
+
+    #[error("cannot write the partition image into the cache")]
+    #[diagnostic(
+        code(w4b::mkfs::store),
+        help("partition images are written next to the cache; make room on its filesystem")
+    )]
+    Store(#[source] w4b_cache::CacheError),
+}
+
+/// The store's contents for the writers, reporting bytes read and stopping on Ctrl-C.
+struct Watched<'a> {
+    inner: BlobContents<'a>,
+    cx: &'a RunContext<'a>,
+    done: Cell<u64>,
+    total: u64,
+}
+
+struct WatchedRead<'w, 'a> {
+    inner: Box<dyn Read + 'w>,
+    owner: &'w Watched<'a>,
+}
+
+impl Contents for Watched<'_> {
+    fn open(&self, id: &ContentId) -> io::Result<Box<dyn Read + '_>> {
+        if self.cx.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the build was interrupted"));
+        }
+        Ok(Box::new(WatchedRead {
+            inner: self.inner.open(id)?,
+            owner: self,
+        }))
+    }
+}
+
+impl Read for WatchedRead<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.owner.cx.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the build was interrupted"));
+        }
+        let n = self.inner.read(buf)?;
+        let done = self.owner.done.get().saturating_add(n as u64);
+        self.owner.done.set(done);
+        self.owner.cx.progress(done, Some(self.owner.total));
+        Ok(n)
+    }
+}
+
+/// Bytes of file content in `nodes`: the progress total.
+fn content_bytes(nodes: &[Node]) -> u64 {
+    nodes
+        .iter()
+        .map(|n| match n.kind {
+            NodeKind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A writer error that is not the format's own: Ctrl-C, or a missing blob (which the
+/// engine repairs by re-running its producer).
+fn interrupted(cx: &RunContext<'_>, e: &(dyn std::error::Error + 'static)) -> Option<StepError> {
+    if cx.cancel.load(Ordering::Relaxed) {
+        Some(StepError::Cancelled)
+    } else {
+        unavailable_blob(e).map(StepError::InputUnavailable)
+    }
+}
+
+fn scratch(store: &AppStore) -> Result<NamedTempFile, StepError> {
+    store
+        .local()
+        .scratch_file()
+        .map_err(|e| StepError::diag(MkfsError::Store(e)))
+}
+
+/// Publishes the image and the report.
+fn publish(store: &AppStore, image: NamedTempFile, report: &FsReport) -> Result<Outputs, StepError> {
+    let (digest, size) = store
+        .local()
+        .adopt(image)
+        .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
+    let json = serde_json::to_vec(report)
+        .map_err(|e| StepError::msg(format!("cannot serialise the report: {e}")))?;
+    let report_digest: Digest = Blobs::put(store, &json).map_err(tree_error)?;
+    let mut out = Outputs::new();
+    out.insert("fs".into(), OutputRef { digest, size });
+    out.insert(
+        "report".into(),
+        OutputRef {
+            digest: report_digest,
+            size: json.len() as u64,
+        },
+    );
+    Ok(out)
+}
+
+fn partition(table: &TableJson, kind: FsKind) -> Result<&PartitionJson, StepError> {
+    table
+        .partition_of(kind)
+        .ok_or_else(|| StepError::diag(MkfsError::NoPartition { kind }))
+}
+
+/// `mkfs-fat`: input 0 provides `bootfs` (from `split`), input 1 `table` (from `unpack`);
+/// outputs `fs` (the FAT32 partition image) and `report` ([`FsReport`]).
+///
+/// The volume is FAT32 of the base partition's size, volume id, label and OEM name, with
+/// `BPB_HiddSec` = the partition's first sector and — when the size is the base's and the
+/// base was FAT32 — its cluster size. Each `Option` overrides the table; only given
+/// overrides are keyed.
+pub struct MkfsFatStep {
+    pub store: Arc<AppStore>,
+    /// Partition size in bytes (a multiple of 512).
+    pub size: Option<u64>,
+    pub size_location: Option<String>,
+    pub label: Option<String>,
+    pub label_location: Option<String>,
+    pub volume_id: Option<u32>,
+    pub volume_id_location: Option<String>,
+}
+
+impl MkfsFatStep {
+    /// The writer's options for `table`.
+    pub fn options(&self, table: &TableJson) -> Result<FatOptions, StepError> {
+        let p = partition(table, FsKind::Fat)?;
+        let base_bytes = p.size.saturating_mul(u64::from(table.sector_size));
+        let fat = p.fat.clone();
+        let volume_id = match (self.volume_id, fat.as_ref().and_then(|f| f.volume_id.as_deref())) {
+            (Some(v), _) => v,
+            (None, Some(text)) => u32::from_str_radix(text, 16).map_err(|_| {
+                StepError::diag(MkfsError::TableValue {
+                    field: "volume_id",
+                    value: text.to_owned(),
+                })
+            })?,
+            (None, None) => {
+                let k = blake3::derive_key(VOLUME_ID_CONTEXT, table.disk_id.as_bytes());
+                u32::from_le_bytes([k[0], k[1], k[2], k[3]])
+            }
+        };
+        let label = self
+            .label
+            .clone()
+            .or_else(|| fat.as_ref().and_then(|f| f.label.clone()))
+            .unwrap_or_default();
+        let size = self.size.unwrap_or(base_bytes);
+        let mut opts = FatOptions::new(size, volume_id, label);
+        opts.hidden_sectors = u32::try_from(p.start).map_err(|_| {
+            StepError::diag(MkfsError::TableValue {
+                field: "start",
+                value: p.start.to_string(),
+            })
+        })?;
+        if let Some(f) = &fat {
+            let printable = f.oem_name.len() <= 8 && f.oem_name.bytes().all(|b| (0x20..0x7f).contains(&b));
+            if printable && !f.oem_name.is_empty() {
+                opts.oem_name = f.oem_name.clone();
+            }
+            // The base's cluster size fits the base's size; a resized volume takes the
+            // writer's choice for its size.
+            if f.fat_type == "FAT32" && size == base_bytes {
+                opts.sectors_per_cluster = u8::try_from(f.cluster_size / 512)
+                    .ok()
+                    .filter(|s| s.is_power_of_two());
+            }
+        }
+        Ok(opts)
+    }
+}
+
+impl Step for MkfsFatStep {
+    fn kind(&self) -> &'static str {
+        "mkfs-fat"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        let mut c = Vec::new();
+        if let Some(s) = self.size {
+            c.push(Component::param("boot.size", s.to_string()).at(self.size_location.clone()));
+        }
+        if let Some(l) = &self.label {
+            c.push(Component::param("boot.label", l).at(self.label_location.clone()));
+        }
+        if let Some(v) = self.volume_id {
+            c.push(
+                Component::param("boot.volume_id", format!("{v:08x}")).at(self.volume_id_location.clone()),
+            );
+        }
+        Ok(c)
+    }
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        let tree = cx.input(0, "bootfs")?;
+        let table = load_table(&self.store, cx.input(1, "table")?)?;
+        let opts = self.options(&table)?;
+        let base_bytes = partition(&table, FsKind::Fat)?
+            .size
+            .saturating_mul(u64::from(table.sector_size));
+        let blobs: &dyn Blobs = self.store.as_ref();
+        let nodes = to_nodes(blobs, tree.digest).map_err(tree_error)?;
+        cx.check_cancel()?;
+        let contents = Watched {
+            inner: BlobContents(blobs),
+            cx,
+            done: Cell::new(0),
+            total: content_bytes(&nodes),
+        };
+        let image = scratch(&self.store)?;
+        let mut f = image.as_file();
+        let report = write_fat32(&mut f, &nodes, &contents, &opts).map_err(|e| {
+            if let Some(i) = interrupted(cx, &e) {
+                return i;
+            }
+            match e {
+                FatError::NoSpace {
+                    needed,
+                    available,
+                    size,
+                } => {
+                    // Room for the clusters, the FATs and the reserved sectors, with
+                    // a margin, in whole MiB.
+                    let suggest =
+                        (size.saturating_add(needed.saturating_sub(available)) * 5 / 4).div_ceil(1 << 20);
+                    StepError::diag(MkfsError::BootTooSmall {
+                        needed,
+                        available,
+                        size,
+                        suggest_mib: suggest,
+                    })
+                }
+                other => StepError::diag(MkfsError::Fat(other)),
+            }
+        })?;
+        cx.check_cancel()?;
+        let fs = FsReport {
+            base_bytes,
+            bytes: opts.size_bytes,
+            free_bytes: u64::from(report.free_clusters) * u64::from(report.cluster_size),
+            grown: opts.size_bytes > base_bytes,
+            kind: "fat".into(),
+        };
+        publish(&self.store, image, &fs)
+    }
+}
+
+/// How large the root filesystem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootSize {
+    /// The base's root filesystem size; an error when the files do not fit.
+    Base,
+    /// The base's size, or larger when the files plus `headroom` bytes of free space
+    /// (beyond the root-reserved blocks) need more: `max(base, fit + headroom)`.
+    Grow { headroom: u64 },
+}
+
+impl RootSize {
+    /// The key component's value: `base` or `grow:<headroom bytes>`.
+    pub fn key(&self) -> String {
+        match self {
+            RootSize::Base => "base".into(),
+            RootSize::Grow { headroom } => format!("grow:{headroom}"),
+        }
+    }
+}
+
+/// `mkfs-ext4`: input 0 provides `rootfs` (from `split`), input 1 `table` (from
+/// `unpack`); outputs `fs` (the ext4 partition image) and `report` ([`FsReport`]).
+///
+/// The filesystem keeps the base's UUID, hash seed, label, inode ratio, reserved
+/// percentage and journal size; its size follows [`RootSize`]. The epoch is every
+/// superblock time.
+pub struct MkfsExt4Step {
+    pub store: Arc<AppStore>,
+    pub epoch: i64,
+    pub epoch_location: Option<String>,
+    pub size: RootSize,
+    pub size_location: Option<String>,
+}
+
+impl MkfsExt4Step {
+    /// The writer's options for `table` at the base's size, and that size in bytes.
+    pub fn options(&self, table: &TableJson) -> Result<(Ext4Options, u64), StepError> {
+        let p = partition(table, FsKind::Ext4)?;
+        let part_bytes = p.size.saturating_mul(u64::from(table.sector_size));
+        let bad = |field: &'static str, value: &str| {
+            StepError::diag(MkfsError::TableValue {
+                field,
+                value: value.to_owned(),
+            })
+        };
+        let Some(e) = &p.ext4 else {
+            return Err(bad("ext4", "absent"));
+        };
+        let uuid = uuid_bytes(&e.uuid).ok_or_else(|| bad("uuid", &e.uuid))?;
+        let seed = uuid_bytes(&e.hash_seed).ok_or_else(|| bad("hash_seed", &e.hash_seed))?;
+        // The base filesystem's own size (it may be smaller than its partition).
+        let base = e.blocks.saturating_mul(e.block_size).min(part_bytes);
+        let mut opts = Ext4Options::new(Size::Fixed(base), uuid, seed, self.epoch);
+        opts.label = e.label.clone();
+        opts.inode_ratio = e.inode_ratio;
+        opts.reserved_percent = e.reserved_percent;
+        opts.journal_blocks = e.journal_blocks;
+        Ok((opts, base))
+    }
+
+    /// Writes one image; `Ok(None)` when it does not fit.
+    fn write(
+        &self,
+        cx: &RunContext<'_>,
+        nodes: &[Node],
+        opts: &Ext4Options,
+    ) -> Result<Option<(NamedTempFile, crate::formats::ext4::write::Ext4Report)>, StepError> {
+        let blobs: &dyn Blobs = self.store.as_ref();
+        let contents = Watched {
+            inner: BlobContents(blobs),
+            cx,
+            done: Cell::new(0),
+            total: content_bytes(nodes),
+        };
+        let image = scratch(&self.store)?;
+        let mut f = image.as_file();
+        match write_ext4(&mut f, nodes, &contents, opts) {
+            Ok(r) => Ok(Some((image, r))),
+            Err(Ext4WriteError::TooSmall { .. }) if matches!(self.size, RootSize::Grow { .. }) => Ok(None),
+            Err(Ext4WriteError::TooSmall { bytes, needed, free }) => {
+                Err(StepError::diag(MkfsError::RootTooSmall { bytes, needed, free }))
+            }
+            Err(e) => Err(interrupted(cx, &e).unwrap_or_else(|| StepError::diag(MkfsError::Ext4(e)))),
+        }
+    }
+}
+
+impl Step for MkfsExt4Step {
+    fn kind(&self) -> &'static str {
+        "mkfs-ext4"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        Ok(vec![
+            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
+                .at(self.epoch_location.clone()),
+            Component::param("rootfs.size", self.size.key()).at(self.size_location.clone()),
+        ])
+    }
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        let tree = cx.input(0, "rootfs")?;
+        let table = load_table(&self.store, cx.input(1, "table")?)?;
+        let (mut opts, base) = self.options(&table)?;
+        let nodes = to_nodes(self.store.as_ref(), tree.digest).map_err(tree_error)?;
+        cx.check_cancel()?;
+        // At the base's size first: usually it fits with room to spare, and one write
+        // is all it takes.
+        let mut written = self.write(cx, &nodes, &opts)?;
+        if let (RootSize::Grow { headroom }, Some((_, r))) = (self.size, &written) {
+            let spare = r
+                .free_blocks
+                .saturating_sub(r.reserved_blocks)
+                .saturating_mul(u64::from(r.block_size));
+            if spare < headroom {
+                written = None;
+            }
+        }
+        let (image, report) = match (written, self.size) {
+            (Some(w), _) => w,
+            (None, RootSize::Grow { headroom }) => {
+                cx.check_cancel()?;
+                opts.size = Size::Fit {
+                    headroom_bytes: headroom,
+                    headroom_percent: 0,
+                };
+                self.write(cx, &nodes, &opts)?
+                    .ok_or_else(|| StepError::msg("the root filesystem does not fit at its fitting size"))?
+            }
+            // `write` fails with `RootTooSmall` for `Base`.
+            (None, RootSize::Base) => return Err(StepError::msg("the root filesystem does not fit")),
+        };
+        cx.check_cancel()?;
+        let fs = FsReport {
+            base_bytes: base,
+            bytes: report.image_bytes,
+            free_bytes: report
+                .free_blocks
+                .saturating_sub(report.reserved_blocks)
+                .saturating_mul(u64::from(report.block_size)),
+            grown: report.image_bytes > base,
+            kind: "ext4".into(),
+        };
+        publish(&self.store, image, &fs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::steps::unpack::{Ext4Json, FatJson, TABLE_SCHEMA};
+    use crate::tree::{Entry, TreeBuilder, TreePath};
+
+    const MIB: u64 = 1 << 20;
+
+    fn store() -> (tempfile::TempDir, Arc<AppStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        (dir, store)
+    }
+
+    /// A table with a FAT partition of `boot_mib` and an ext4 one of `root_mib`.
+    fn table(boot_mib: u64, root_mib: u64) -> TableJson {
+        let part = |index, start: u64, mib: u64, fs| PartitionJson {
+            attributes: None,
+            bootable: false,
+            ext4: (fs == FsKind::Ext4).then(|| Ext4Json {
+                block_size: 4096,
+                blocks: mib * MIB / 4096,
+                hash_seed: "5a6b7c8d-0b0e-4e0f-9a2b-1c3d4e5f6a7b".into(),
+                inode_count: 0,
+                inode_ratio: 16384,
+                journal_blocks: Some(1024),
+                label: "rootfs".into(),
+                reserved_blocks: 0,
+                reserved_percent: 5,
+                uuid: "0b0e0e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f".into(),
+            }),
+            fat: (fs == FsKind::Fat).then(|| FatJson {
+                cluster_size: 512,
+                fat_type: "FAT32".into(),
+                hidden_sectors: 8192,
+                label: Some("bootfs".into()),
+                oem_name: "mkfs.fat".into(),
+                volume_id: Some("1a2b3c4d".into()),
+            }),
+            filesystem: fs,
+            index,
+            name: None,
+            partuuid: Some(format!("1a2b3c4d-0{index}")),
+            size: mib * MIB / 512,
+            start,
+            type_id: if fs == FsKind::Fat {
+                "c".into()
+            } else {
+                "83".into()
+            },
+        };
+        let root_start = 8192 + boot_mib * MIB / 512;
+        TableJson {
+            boot_code: None,
+            boot_mount: "/boot/firmware".into(),
+            disk_id: "1a2b3c4d".into(),
+            disk_size: (root_start * 512) + root_mib * MIB,
+            gpt: None,
+            kind: "mbr".into(),
+            partitions: vec![
+                part(1, 8192, boot_mib, FsKind::Fat),
+                part(2, root_start, root_mib, FsKind::Ext4),
+            ],
+            schema: TABLE_SCHEMA,
+            sector_size: 512,
+        }
+    }
+
+    /// Upstream outputs: the tree (as `name`) with one file of `bytes` zeros, and `table`.
+    fn inputs(store: &AppStore, name: &str, bytes: usize, t: &TableJson) -> [Outputs; 2] {
+        let d = Blobs::put(store, &vec![0x5a; bytes]).unwrap();
+        let mut b = TreeBuilder::new();
+        b.insert(
+            TreePath::parse("/big").unwrap(),
+            Entry::file(d, bytes as u64, 0o644),
+        )
+        .unwrap();
+        let tree = b.finish(store).unwrap();
+        let json = serde_json::to_vec(t).unwrap();
+        let td = Blobs::put(store, &json).unwrap();
+        let mut a = Outputs::new();
+        a.insert(
+            name.into(),
+            OutputRef {
+                digest: tree,
+                size: 0,
+            },
+        );
+        let mut b = Outputs::new();
+        b.insert(
+            "table".into(),
+            OutputRef {
+                digest: td,
+                size: json.len() as u64,
+            },
+        );
+        [a, b]
+    }
+
+    fn run(
+        step: &dyn Step,
+        store: &AppStore,
+        inputs: &[Outputs],
+        cancelled: bool,
+    ) -> Result<Outputs, StepError> {
+        let cancel = AtomicBool::new(cancelled);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let progress = |done: u64, total: Option<u64>| seen.lock().unwrap().push((done, total));
+        let cx = RunContext {
+            name: "//hives:t#mkfs",
+            inputs,
+            cache: store,
+            cancel: &cancel,
+            progress: &progress,
+        };
+        let out = step.run(&cx);
+        if out.is_ok() {
+            let seen = seen.lock().unwrap();
+            let last = seen.last().copied();
+            assert!(
+                matches!(last, Some((d, Some(t))) if d == t && t > 0),
+                "progress: {last:?}"
+            );
+        }
+        out
+    }
+
+    fn code(e: &StepError) -> String {
+        match e {
+            StepError::Diagnostic(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn fat_step(store: &Arc<AppStore>, size: Option<u64>) -> MkfsFatStep {
+        MkfsFatStep {
+            store: store.clone(),
+            size,
+            size_location: None,
+            label: None,
+            label_location: None,
+            volume_id: None,
+            volume_id_location: None,
+        }
+    }
+
+    fn ext4_step(store: &Arc<AppStore>, size: RootSize) -> MkfsExt4Step {
+        MkfsExt4Step {
+            store: store.clone(),
+            epoch: 1_700_000_000,
+            epoch_location: None,
+            size,
+            size_location: None,
+        }
+    }
+
+    #[test]
+    fn the_fat_keeps_the_base_identity_and_a_full_boot_partition_says_how_to_grow_it() {
+        let (_d, store) = store();
+        let t = table(40, 16);
+        let opts = fat_step(&store, None).options(&t).unwrap();
+        assert_eq!(
+            (
+                opts.size_bytes,
+                opts.volume_id,
+                opts.label.as_str(),
+                opts.hidden_sectors
+            ),
+            (40 * MIB, 0x1a2b_3c4d, "bootfs", 8192)
+        );
+        assert_eq!(
+            (opts.oem_name.as_str(), opts.sectors_per_cluster),
+            ("mkfs.fat", Some(1))
+        );
+        let ins = inputs(&store, "bootfs", MIB as usize, &t);
+        let out = run(&fat_step(&store, None), &store, &ins, false).unwrap();
+        assert_eq!(out["fs"].size, 40 * MIB);
+        let r: FsReport =
+            serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
+        assert_eq!((r.kind.as_str(), r.grown, r.bytes), ("fat", false, 40 * MIB));
+
+        let ins = inputs(&store, "bootfs", (45 * MIB) as usize, &t);
+        let e = run(&fat_step(&store, None), &store, &ins, false).unwrap_err();
+        assert_eq!(code(&e), "w4b::mkfs::boot_too_small");
+        let StepError::Diagnostic(d) = &e else {
+            unreachable!()
+        };
+        let help = d.help().unwrap().to_string();
+        assert!(help.contains("`boot.size`"), "{help}");
+        // Following the advice works.
+        let mib: u64 = help.split_whitespace().rev().nth(1).unwrap().parse().unwrap();
+        let out = run(&fat_step(&store, Some(mib * MIB)), &store, &ins, false).unwrap();
+        assert_eq!(out["fs"].size, mib * MIB);
+    }
+
+    #[test]
+    fn a_root_that_does_not_fit_the_base_size_grows_only_when_allowed() {
+        let (_d, store) = store();
+        let t = table(40, 16);
+        let ins = inputs(&store, "rootfs", (20 * MIB) as usize, &t);
+        let e = run(&ext4_step(&store, RootSize::Base), &store, &ins, false).unwrap_err();
+        assert_eq!(code(&e), "w4b::mkfs::root_too_small");
+        let out = run(
+            &ext4_step(&store, RootSize::Grow { headroom: 8 * MIB }),
+            &store,
+            &ins,
+            false,
+        )
+        .unwrap();
+        let r: FsReport =
+            serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
+        assert!(r.grown && r.bytes > 16 * MIB && r.free_bytes >= 8 * MIB, "{r:?}");
+        assert_eq!(out["fs"].size, r.bytes);
+        // Small content: the base's size, even when growing is allowed.
+        let ins = inputs(&store, "rootfs", 4096, &t);
+        let out = run(
+            &ext4_step(&store, RootSize::Grow { headroom: MIB }),
+            &store,
+            &ins,
+            false,
+        )
+        .unwrap();
+        assert_eq!(out["fs"].size, 16 * MIB);
+        let same = run(&ext4_step(&store, RootSize::Base), &store, &ins, false).unwrap();
+        assert_eq!(same["fs"], out["fs"]);
+    }
+
+    #[test]
+    fn keys_name_the_size_and_epoch_and_a_cancelled_mkfs_stops() {
+        let (_d, store) = store();
+        let cx = PlanContext { name: "t" };
+        let names = |c: Vec<Component>| {
+            c.into_iter()
+                .map(|c| format!("{}={}", c.name, c.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(
+                ext4_step(&store, RootSize::Grow { headroom: 5 })
+                    .components(&cx)
+                    .unwrap()
+            ),
+            ["epoch=1700000000", "rootfs.size=grow:5"]
+        );
+        assert!(fat_step(&store, None).components(&cx).unwrap().is_empty());
+        assert_eq!(
+            names(fat_step(&store, Some(64 * MIB)).components(&cx).unwrap()),
+            ["boot.size=67108864"]
+        );
+        let t = table(40, 16);
+        let ins = inputs(&store, "rootfs", 4096, &t);
+        assert!(matches!(
+            run(&ext4_step(&store, RootSize::Base), &store, &ins, true),
+            Err(StepError::Cancelled)
+        ));
+        let ins = inputs(&store, "bootfs", 4096, &t);
+        assert!(matches!(
+            run(&fat_step(&store, None), &store, &ins, true),
+            Err(StepError::Cancelled)
+        ));
+    }
+}
