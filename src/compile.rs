@@ -13,20 +13,20 @@ use w4b_graph::graph::identity;
 use w4b_graph::{Graph, NodeId, Step};
 
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
-use crate::steps::fetch::{FetchConfig, FetchStep, Fetcher};
 use crate::steps::compress::{CompressStep, ImageCodec};
 use crate::steps::disk::DiskStep;
+use crate::steps::fetch::{FetchConfig, FetchStep, Fetcher};
 use crate::steps::graft::{GraftStep, SplitStep};
-use crate::steps::mkfs::{MkfsExt4Step, MkfsFatStep, RootSize};
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
+use crate::steps::mkfs::{MkfsExt4Step, MkfsFatStep, RootSize};
 use crate::steps::overlay::OverlayStep;
 use crate::steps::scratch::ScratchStep;
 use crate::steps::tar::TarStep;
 use crate::steps::unpack::UnpackStep;
 use crate::steps::validate::ValidateStep;
-use crate::validate::BoardCheck;
 use crate::store::AppStore;
 use crate::tree::TreePath;
+use crate::validate::BoardCheck;
 
 pub struct Plan {
     pub graph: Graph,
@@ -770,7 +770,12 @@ impl Compiler<'_> {
             boot_mount: Some(mount.clone()),
             boot_mount_location: mount_location,
         });
-        let split = self.add(step_name("split"), format!("split {mount}").as_bytes(), split, vec![tree, unpack]);
+        let split = self.add(
+            step_name("split"),
+            format!("split {mount}").as_bytes(),
+            split,
+            vec![tree, unpack],
+        );
 
         let fat = Arc::new(MkfsFatStep {
             store: self.store.clone(),
@@ -795,7 +800,12 @@ impl Compiler<'_> {
             size_location: loc(t, "partitions.root.headroom"),
         });
         let def = format!("mkfs-ext4 epoch={epoch} size={}", size.key());
-        let ext4 = self.add(step_name("rootfs.ext4"), def.as_bytes(), ext4, vec![split, unpack]);
+        let ext4 = self.add(
+            step_name("rootfs.ext4"),
+            def.as_bytes(),
+            ext4,
+            vec![split, unpack],
+        );
 
         let disk = Arc::new(DiskStep {
             store: self.store.clone(),
@@ -839,7 +849,12 @@ impl Compiler<'_> {
         });
         let def = format!("compress {} {out_name}", codec.key());
         // `validate` is an input so that nothing unchecked is ever compressed or exported.
-        let compress = self.add(step_name("compress"), def.as_bytes(), compress, vec![disk, validate]);
+        let compress = self.add(
+            step_name("compress"),
+            def.as_bytes(),
+            compress,
+            vec![disk, validate],
+        );
         let exports = vec![
             Export {
                 node: compress,

@@ -72,8 +72,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Compare two disk images entry by entry; exit status 0 identical, 1 different, 2 trouble.
     Diff(DiffArgs),
-    /// Check a build manifest: signature, artifact digests, step graph. Exit status is a
-    /// bit mask: 1 digest mismatch, 2 bad or missing signature, 4 other error.
+    /// Check a build manifest: signature, artifact digests, step graph, and with
+    /// `--rebuild` reproducibility. Exit status is a bit mask: 1 digest mismatch, 2 bad or
+    /// missing signature, 4 other error, 8 not reproducible.
     Verify(VerifyArgs),
     /// Create an ed25519 key pair for signing manifests: `PREFIX.key` and `PREFIX.pub`.
     Keygen(KeygenArgs),
@@ -216,6 +217,11 @@ pub struct VerifyArgs {
     /// A public key (`w4b keygen`'s `.pub`): the manifest must carry a signature by it.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
+    /// Rebuild the manifest's target from nothing in this workspace (an empty cache, no
+    /// remote, other TZ, locale, umask, `-j`) and compare every step's outputs with the
+    /// manifest's; a difference sets bit 8.
+    #[arg(long)]
+    pub rebuild: bool,
     /// `text` for people, `json` (`w4b.verify/1`) for tools.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,

@@ -10,7 +10,7 @@ use w4b_cache::{CacheError, Digest};
 use w4b_graph::exec::{BuildOptions, BuildReport, Engine, Observer, StepStatus};
 use w4b_graph::{history, MissReason, NodeId};
 
-use super::App;
+use super::{rebuild, App};
 use crate::cli::BuildArgs;
 use crate::compile::Plan;
 use crate::store::AppStore;
@@ -192,12 +192,8 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     Ok(0)
 }
 
-/// One side of a `--check`: each step's outputs by step name.
-type StepOutputs = BTreeMap<String, BTreeMap<String, Digest>>;
-
 /// `--check`: builds the same targets again in a child process that shares nothing with
-/// this one — an empty cache, no remote, another working directory, another TZ, locale,
-/// umask and `-j` — and compares every step's outputs with this build's, in graph order.
+/// this one and compares every step's outputs with this build's, in graph order.
 fn check(
     app: &App,
     ws: &crate::defs::Workspace,
@@ -206,113 +202,9 @@ fn check(
     report: &BuildReport,
     jobs: usize,
 ) -> miette::Result<()> {
-    let io = |what: &str, e: std::io::Error| {
-        miette::miette!(code = "w4b::build::check", "--check: cannot {what}: {e}")
-    };
-    // Beside the cache: the check build needs as much room as the first one did, and the
-    // system temporary directory is often a small tmpfs.
-    let parent = store
-        .inner()
-        .local()
-        .root()
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let dir = tempfile::Builder::new()
-        .prefix("w4b-check-")
-        .tempdir_in(&parent)
-        .map_err(|e| io("create a scratch directory", e))?;
-    let cwd = dir.path().join("cwd");
-    std::fs::create_dir_all(&cwd).map_err(|e| io("create a scratch directory", e))?;
-    let exe = std::env::current_exe().map_err(|e| io("find the w4b executable", e))?;
-
-    let tz = if app.env.get("TZ").is_some_and(|t| t.contains("Chatham")) {
-        "UTC"
-    } else {
-        "Pacific/Chatham"
-    };
-    let locale = if app.env.get("LC_ALL").is_some_and(|l| l.starts_with("tr_")) {
-        "C.UTF-8"
-    } else {
-        "tr_TR.UTF-8"
-    };
-    let child_jobs = if jobs > 1 { 1 } else { 2 };
-    let umask = "0077";
-    let conditions = format!(
-        "TZ={tz}, LC_ALL={locale}, umask {umask}, -j {child_jobs}, an empty cache, no remote, working directory {}",
-        dir.path().display()
-    );
-    if !app.style.quiet && !app.style.json {
-        eprintln!("check: building again from nothing ({conditions})");
-    }
-
-    let mut argv: Vec<std::ffi::OsString> = vec![
-        "-c".into(),
-        "umask \"$1\" && cd \"$2\" && shift 2 && exec \"$@\"".into(),
-        "w4b-check".into(),
-        umask.into(),
-        cwd.clone().into(),
-        exe.into(),
-        "--workspace".into(),
-        ws.root().into(),
-        "--cache-dir".into(),
-        dir.path().join("cache").into(),
-        "--no-remote".into(),
-        "--message-format".into(),
-        "json".into(),
-    ];
-    for s in &app.global.set {
-        argv.push("--set".into());
-        argv.push(s.into());
-    }
-    argv.push("build".into());
-    argv.extend(plan.targets.iter().map(|t| t.label.to_string().into()));
-    argv.extend([
-        "--out".into(),
-        dir.path().join("out").into(),
-        "-j".into(),
-        child_jobs.to_string().into(),
-    ]);
-
-    #[allow(clippy::disallowed_methods)] // The check runs w4b itself, not a tool inside a step.
-    let mut cmd = std::process::Command::new("/bin/sh");
-    cmd.args(&argv)
-        .env("TZ", tz)
-        .env("LC_ALL", locale)
-        .env("LANG", locale)
-        .env_remove("W4B_REMOTE_CACHE")
-        .env_remove("W4B_CACHE_DIR")
-        .stdin(std::process::Stdio::null());
-    let out = cmd.output().map_err(|e| io("start the check build", e))?;
-
-    let mut theirs: StepOutputs = BTreeMap::new();
-    let mut their_failure = None;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        match v["event"].as_str() {
-            Some("step-finished") => {
-                let outputs = v["outputs"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .filter_map(|(name, r)| Some((name.clone(), r["digest"].as_str()?.parse().ok()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                theirs.insert(v["step"].as_str().unwrap_or_default().to_owned(), outputs);
-            }
-            Some("step-failed") if their_failure.is_none() => {
-                their_failure = Some((
-                    v["step"].as_str().unwrap_or_default().to_owned(),
-                    v["error"].as_str().unwrap_or_default().to_owned(),
-                ));
-            }
-            _ => {}
-        }
-    }
-    let ours: StepOutputs = report
+    let labels: Vec<String> = plan.targets.iter().map(|t| t.label.to_string()).collect();
+    let again = rebuild::rebuild_elsewhere(app, ws, store, &labels, jobs)?;
+    let ours: rebuild::StepOutputs = report
         .results
         .values()
         .map(|r| {
@@ -333,80 +225,26 @@ fn check(
         .into_iter()
         .map(|id| plan.graph.node(id).name.clone())
         .collect();
-    match first_difference(&order, &ours, &theirs) {
-        None if out.status.success() => {
+    match rebuild::first_difference(&order, &ours, &again.steps) {
+        None if again.success => {
             if !app.style.quiet && !app.style.json {
                 eprintln!("check: {} steps rebuilt, every output identical", order.len());
             }
             Ok(())
         }
-        None => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let why = their_failure
-                .map(|(step, e)| format!("`{step}` failed: {e}"))
-                .unwrap_or_else(|| stderr.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
-            Err(miette::miette!(
-                code = "w4b::build::check_failed",
-                help = "the same build succeeded here; something the definitions do not declare differs between the two runs (network, files outside the workspace)",
-                "--check: the second build did not finish: {why}"
-            ))
-        }
+        None => Err(miette::miette!(
+            code = "w4b::build::check_failed",
+            help = "the same build succeeded here; something the definitions do not declare differs between the two runs (network, files outside the workspace)",
+            "--check: the second build did not finish: {}",
+            again.why_failed()
+        )),
         Some(d) => Err(miette::miette!(
             code = "w4b::build::not_reproducible",
-            help = "everything upstream of this step was identical, so the step itself depends on something it does not declare (time, order, environment); `w4b diff` compares two images, and the check's outputs are in the scratch directory while it runs",
-            "not reproducible: {d} (the second build ran under {conditions})"
+            help = "everything upstream of this step was identical, so the step itself depends on something it does not declare (time, order, environment)",
+            "not reproducible: {d} (the second build ran under {})",
+            again.conditions
         )),
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_difference_is_found_in_graph_order() {
-        let d = |b: u8| Digest::of(&[b]);
-        let side = |x: u8| -> StepOutputs {
-            [
-                ("a".to_owned(), [("tree".to_owned(), d(1))].into()),
-                ("b".to_owned(), [("tree".to_owned(), d(x))].into()),
-                ("c".to_owned(), [("archive".to_owned(), d(x))].into()),
-            ]
-            .into()
-        };
-        let order = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        assert_eq!(first_difference(&order, &side(2), &side(2)), None);
-        let diff = first_difference(&order, &side(2), &side(3)).unwrap();
-        assert!(diff.starts_with("`b` output `tree`"), "{diff}");
-        let mut missing = side(2);
-        missing.get_mut("a").unwrap().clear();
-        assert!(first_difference(&order, &side(2), &missing)
-            .unwrap()
-            .contains("no output `tree`"));
-    }
-}
-
-/// The first step, in graph order, whose outputs differ between two builds.
-fn first_difference(order: &[String], ours: &StepOutputs, theirs: &StepOutputs) -> Option<String> {
-    for step in order {
-        let (Some(a), Some(b)) = (ours.get(step), theirs.get(step)) else {
-            continue;
-        };
-        for (name, da) in a {
-            match b.get(name) {
-                Some(db) if db == da => {}
-                Some(db) => {
-                    return Some(format!(
-                        "`{step}` output `{name}` is {} here and {} in the check build",
-                        da.short(16),
-                        db.short(16)
-                    ))
-                }
-                None => return Some(format!("`{step}` has no output `{name}` in the check build")),
-            }
-        }
-    }
-    None
 }
 
 struct Exported {

@@ -8,6 +8,7 @@ pub mod graph;
 pub mod inspect;
 pub mod keygen;
 pub mod ls;
+pub mod rebuild;
 pub mod validate;
 pub mod verify;
 pub mod why;

@@ -12,7 +12,8 @@ use super::App;
 use crate::cli::{ReportFormat, VerifyArgs};
 use crate::manifest::dsse::PublicKey;
 use crate::manifest::verify::{
-    self, ArtifactDigest, Finding, SignatureStatus, Verification, BAD_SIGNATURE, DIGEST_MISMATCH, OTHER_ERROR,
+    self, ArtifactDigest, Finding, SignatureStatus, Verification, BAD_SIGNATURE, DIGEST_MISMATCH,
+    NOT_REPRODUCIBLE, OTHER_ERROR,
 };
 
 pub fn run(app: &App, args: &VerifyArgs) -> miette::Result<i32> {
@@ -68,6 +69,9 @@ pub fn run(app: &App, args: &VerifyArgs) -> miette::Result<i32> {
     };
     if key_failed {
         v.signature = SignatureStatus::Invalid;
+    }
+    if args.rebuild {
+        rebuild(app, args, &mut early)?;
     }
     for f in early.into_iter().rev() {
         v.exit |= f.bit;
@@ -126,6 +130,7 @@ fn render_text(manifest: &str, v: &Verification) -> String {
             (DIGEST_MISMATCH, "digest mismatch"),
             (BAD_SIGNATURE, "bad or missing signature"),
             (OTHER_ERROR, "other error"),
+            (NOT_REPRODUCIBLE, "not reproducible"),
         ] {
             if v.exit & bit != 0 {
                 what.push(name);
@@ -134,4 +139,109 @@ fn render_text(manifest: &str, v: &Verification) -> String {
         let _ = writeln!(s, "NOT verified (exit {}: {})", v.exit, what.join(", "));
     }
     s
+}
+
+/// `--rebuild`: builds the manifest's target again from nothing in the current workspace
+/// and compares every step's outputs with the manifest's, in the manifest's order (the
+/// build's graph order). A difference, or a rebuild that fails, sets bit 8.
+fn rebuild(app: &App, args: &VerifyArgs, early: &mut Vec<Finding>) -> miette::Result<()> {
+    let Some(statement) = std::fs::read(app.cwd.join(&args.manifest))
+        .ok()
+        .and_then(|doc| verify::statement_of(&doc))
+    else {
+        early.push(Finding {
+            bit: OTHER_ERROR | NOT_REPRODUCIBLE,
+            code: "w4b::verify::rebuild",
+            message: "cannot rebuild: the manifest's statement could not be read".into(),
+        });
+        return Ok(());
+    };
+    let target = statement
+        .predicate
+        .build_definition
+        .external_parameters
+        .target
+        .clone();
+    let ws = app.workspace()?;
+    let store = app.store(&ws)?;
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !app.style.quiet {
+        eprintln!("rebuilding `{target}` from nothing to compare with the manifest …");
+    }
+    let again = super::rebuild::rebuild_elsewhere(app, &ws, &store, std::slice::from_ref(&target), jobs)?;
+    let steps = &statement.predicate.run_details.byproducts;
+    let order = dependency_order(steps);
+    let mut theirs = super::rebuild::StepOutputs::new();
+    for step in steps {
+        let outputs = step
+            .annotations
+            .outputs
+            .iter()
+            .filter_map(|(name, o)| Some((name.clone(), o.blake3.parse().ok()?)))
+            .collect();
+        theirs.insert(step.name.clone(), outputs);
+    }
+    match super::rebuild::first_difference(&order, &theirs, &again.steps) {
+        Some(d) => early.push(Finding {
+            bit: NOT_REPRODUCIBLE,
+            code: "w4b::verify::not_reproducible",
+            message: format!(
+                "rebuilt under {}: {}",
+                again.conditions,
+                d.replace("in the first build", "in the manifest")
+            ),
+        }),
+        None if !again.success => early.push(Finding {
+            bit: NOT_REPRODUCIBLE | OTHER_ERROR,
+            code: "w4b::verify::rebuild_failed",
+            message: format!("the rebuild did not finish: {}", again.why_failed()),
+        }),
+        None => {
+            let missing: Vec<&String> = order.iter().filter(|s| !again.steps.contains_key(*s)).collect();
+            if let Some(first) = missing.first() {
+                early.push(Finding {
+                    bit: NOT_REPRODUCIBLE,
+                    code: "w4b::verify::rebuild_differs",
+                    message: format!(
+                        "the rebuild has no step `{first}` ({} of the manifest's steps are missing): the workspace's definitions are not the ones the manifest was built from",
+                        missing.len()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The manifest's steps (listed by name) in dependency order, ties by name, so the first
+/// difference reported is the most upstream one.
+fn dependency_order(steps: &[crate::manifest::statement::StepDescriptor]) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut order = Vec::new();
+    while order.len() < steps.len() {
+        let before = order.len();
+        for s in steps {
+            if !done.contains(s.name.as_str())
+                && s.annotations
+                    .inputs
+                    .iter()
+                    .all(|i| done.contains(i.as_str()) || !steps.iter().any(|t| &t.name == i))
+            {
+                done.insert(&s.name);
+                order.push(s.name.clone());
+            }
+        }
+        if order.len() == before {
+            // A cycle (which `verify` already reports): keep the rest in name order.
+            order.extend(
+                steps
+                    .iter()
+                    .filter(|s| !done.contains(s.name.as_str()))
+                    .map(|s| s.name.clone()),
+            );
+            break;
+        }
+    }
+    order
 }

@@ -189,6 +189,21 @@ pub fn verify(document: &[u8], artifacts: &[ArtifactDigest], key: Option<&Public
     v
 }
 
+/// The statement inside a manifest (bare, or the payload of a DSSE envelope), without
+/// checking any signature: for `--rebuild`, after [`verify`] has judged the document.
+pub fn statement_of(document: &[u8]) -> Option<Statement> {
+    let value: serde_json::Value = serde_json::from_slice(document).ok()?;
+    let payload = if value.get("payloadType").is_some() {
+        serde_json::from_value::<Envelope>(value)
+            .ok()?
+            .payload_bytes()
+            .ok()?
+    } else {
+        document.to_vec()
+    };
+    serde_json::from_slice(&payload).ok()
+}
+
 fn open_envelope(value: serde_json::Value, key: Option<&PublicKey>, v: &mut Verification) -> Option<Vec<u8>> {
     let bad_sig = |v: &mut Verification, status: SignatureStatus, message: String| {
         if key.is_some() {

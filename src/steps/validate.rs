@@ -73,10 +73,16 @@ impl Step for ValidateStep {
 
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let disk = cx.input(0, "disk")?;
-        let file = self.store.inner().open_unverified(&disk.digest).map_err(|e| match e {
-            CacheError::Missing { .. } | CacheError::Corrupt { .. } => StepError::InputUnavailable(disk.digest),
-            other => StepError::diag(other),
-        })?;
+        let file = self
+            .store
+            .inner()
+            .open_unverified(&disk.digest)
+            .map_err(|e| match e {
+                CacheError::Missing { .. } | CacheError::Corrupt { .. } => {
+                    StepError::InputUnavailable(disk.digest)
+                }
+                other => StepError::diag(other),
+            })?;
         cx.check_cancel()?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let report = match validate_disk(&mut reader, disk.size, Some(&self.board)) {

@@ -6,10 +6,10 @@
 
 #![allow(clippy::disallowed_methods)] // Tests run the image tools and read `CI`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use w4b::steps::fetch::{FetchConfig, FetchStep, Fetcher};
@@ -20,69 +20,10 @@ use w4b_cache::{Digest, OutputRef};
 use w4b_graph::{Outputs, RunContext, Step, StepError};
 
 use crate::http;
+use crate::testbase::images;
 
 const BOOT_OFFSET: u64 = 8192 * 512;
 const ROOT_OFFSET: u64 = (8192 + 131_072) * 512;
-
-pub(crate) struct Images {
-    pub raw: PathBuf,
-    pub xz: PathBuf,
-    pub zst: PathBuf,
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The test base, built once per test run into Cargo's per-target temp directory, or
-/// `None` (with a message) when the tools are missing outside CI. In CI they must exist.
-pub(crate) fn images() -> Option<&'static Images> {
-    static IMAGES: OnceLock<Option<Images>> = OnceLock::new();
-    IMAGES
-        .get_or_init(|| {
-            let missing: Vec<_> = ["sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "debugfs", "xz", "zstd"]
-                .into_iter()
-                .filter(|t| !have(t))
-                .collect();
-            if !missing.is_empty() {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI must have the image tools; missing: {missing:?}"
-                );
-                eprintln!("skipping: the image tools are missing: {missing:?}");
-                return None;
-            }
-            let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-            // One directory per test process; those of finished runs are removed.
-            for old in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
-                let name = old.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name.strip_prefix("unpack-base-") {
-                    if !Path::new("/proc").join(pid).exists() {
-                        let _ = std::fs::remove_dir_all(old.path());
-                    }
-                }
-            }
-            let dir = tmp.join(format!("unpack-base-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let raw = dir.join("base.img");
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-test-base.sh");
-            let st = Command::new("bash").arg(&script).arg(&raw).status().unwrap();
-            assert!(st.success(), "make-test-base.sh failed");
-            let xz = dir.join("base.img.xz");
-            let zst = dir.join("base.img.zst");
-            let sh = |cmd: String| {
-                let st = Command::new("sh").args(["-c", &cmd]).status().unwrap();
-                assert!(st.success(), "{cmd}");
-            };
-            sh(format!("xz -T1 -1 -c '{}' > '{}'", raw.display(), xz.display()));
-            sh(format!("zstd -q -f -o '{}' '{}'", zst.display(), raw.display()));
-            Some(Images { raw, xz, zst })
-        })
-        .as_ref()
-}
 
 fn new_store() -> (tempfile::TempDir, Arc<AppStore>) {
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::env::TestEnv;
 use crate::kernel::require_root;
-use crate::unpack::images;
+use crate::testbase::images;
 
 const BOOT_OFFSET: u64 = 8192 * 512;
 const ROOT_OFFSET: u64 = (8192 + 131_072) * 512;
