@@ -816,10 +816,12 @@ impl Compiler<'_> {
             kernels: v.board.kernel.get(&v.base.arch).cloned().into_iter().collect(),
             device_trees: v.board.device_trees.clone(),
         };
-        let def = format!("validate {board:?}");
+        let def = format!("validate {board:?} {:?}", v.board.partition_table);
         let validate = Arc::new(ValidateStep {
             store: self.store.clone(),
             board,
+            partition_table: v.board.partition_table,
+            board_label: v.board_label.to_string(),
             board_location: loc(&v.board_target, &format!("kernel.{}", v.base.arch))
                 .or_else(|| loc(&v.board_target, "device_trees[0]"))
                 .or_else(|| Some(v.board_label.to_string())),

@@ -14,12 +14,14 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use w4b_cache::{CacheError, OutputRef};
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use crate::defs::TableType;
+use crate::formats::partition::{PartitionTable, TableKind};
 use crate::store::AppStore;
 use crate::tree::Blobs;
 use crate::validate::{validate_disk, BoardCheck, SCHEMA};
@@ -27,11 +29,35 @@ use crate::validate::{validate_disk, BoardCheck, SCHEMA};
 pub struct ValidateStep {
     pub store: Arc<AppStore>,
     pub board: BoardCheck,
+    /// The partition table the board boots from; a disk with the other kind fails.
+    pub partition_table: TableType,
+    /// The board's label, for messages.
+    pub board_label: String,
     /// Where the board's kernel and device trees are declared, for `why`.
     pub board_location: Option<String>,
 }
 
+/// The disk's partition table is not the kind the board boots from.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("the disk has an {found} partition table, but `{board}` is set up to boot from {wanted}")]
+#[diagnostic(
+    code(w4b::validate::partition_table_kind),
+    help("set `partition_table: {found}` in the board (Raspberry Pi OS images use MBR), or use a base with a {wanted} table; w4b does not convert between the two")
+)]
+pub struct WrongTableKind {
+    pub found: &'static str,
+    pub wanted: &'static str,
+    pub board: String,
+}
+
 impl ValidateStep {
+    fn table_name(&self) -> &'static str {
+        match self.partition_table {
+            TableType::Mbr => "mbr",
+            TableType::Gpt => "gpt",
+        }
+    }
+
     /// Whether the blob still has the digest it is stored under (reads it once).
     fn intact(&self, disk: OutputRef) -> Result<bool, StepError> {
         let mut r = match self.store.inner().reader(&disk.digest) {
@@ -68,6 +94,7 @@ impl Step for ValidateStep {
             Component::param("board.kernels", self.board.kernels.join(",")).at(self.board_location.clone()),
             Component::param("board.device_trees", self.board.device_trees.join(","))
                 .at(self.board_location.clone()),
+            Component::param("board.partition_table", self.table_name()).at(self.board_location.clone()),
         ])
     }
 
@@ -99,6 +126,24 @@ impl Step for ValidateStep {
             return Err(StepError::InputUnavailable(disk.digest));
         }
         let report = report.into_result().map_err(StepError::diag)?;
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| StepError::msg(e.to_string()))?;
+        let found = match PartitionTable::read(&mut reader, disk.size) {
+            Ok(t) => match t.table.kind {
+                TableKind::Mbr { .. } => "mbr",
+                TableKind::Gpt { .. } => "gpt",
+            },
+            // The checks above read the same table; a failure now is a changed blob.
+            Err(_) => return Err(StepError::InputUnavailable(disk.digest)),
+        };
+        if found != self.table_name() {
+            return Err(StepError::diag(WrongTableKind {
+                found,
+                wanted: self.table_name(),
+                board: self.board_label.clone(),
+            }));
+        }
         let json = serde_json::json!({"schema": SCHEMA, "checks": report.checks});
         let bytes = serde_json::to_vec(&json).map_err(|e| StepError::msg(e.to_string()))?;
         let digest = self.store.put(&bytes).map_err(crate::steps::tree_error)?;

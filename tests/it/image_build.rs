@@ -164,6 +164,39 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
         assert!(manifest.contains(step), "manifest lacks {step}");
     }
 
+    // Signed: the same build, nothing runs, the manifest becomes a DSSE envelope.
+    let out = env.run(&["keygen", "--out", "release"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let signed = env.build(&["//images:edge", "--sign-key", "release.key"]);
+    assert!(signed.ok(), "{}", signed.stderr());
+    assert_eq!(signed.finished()["ran"], 0);
+    let out = env.run(&[
+        "verify",
+        "out/edge.manifest.json",
+        "--artifact",
+        "out/edge.img.zst",
+        "--key",
+        "release.pub",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // `--rebuild`: the same definitions rebuild to the manifest's outputs; a changed layer
+    // does not, and the first differing step is named (exit bit 8).
+    let out = env.run(&["verify", "out/edge.manifest.json", "--rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    env.write(
+        "defs/layers/hive.yaml",
+        &LAYER.replace("hive=edge", "hive=changed"),
+    );
+    let out = env.run(&["verify", "out/edge.manifest.json", "--rebuild"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(8), "{stdout}");
+    assert!(
+        stdout.contains("`//images:edge#hive` output `changeset`"),
+        "{stdout}"
+    );
+    env.write("defs/layers/hive.yaml", LAYER);
+
     // bmaptool writes the image back from the bmap and the compressed file.
     if crate::testbase::have("bmaptool") {
         let copy = env.root.path().join("copy.img");
@@ -248,6 +281,22 @@ fn an_arm64_base_for_a_32_bit_board_is_an_error_naming_both() {
         server.requests().is_empty(),
         "nothing is downloaded for a plan that cannot work"
     );
+}
+
+#[test]
+fn a_board_that_boots_gpt_refuses_an_mbr_disk_and_exports_nothing() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    env.write("defs/boards/pi4gpt.yaml", "extends: :pi4\npartition_table: gpt\n");
+    env.write("defs/images/gpt.yaml", "extends: :edge\nboard: //boards:pi4gpt\n");
+    let b = env.build(&["//images:gpt"]);
+    assert!(!b.ok());
+    let stderr = b.stderr();
+    assert!(stderr.contains("w4b::validate::partition_table_kind"), "{stderr}");
+    assert!(stderr.contains("partition_table: mbr"), "{stderr}");
+    assert!(!env.path("out/gpt.img.zst").exists());
 }
 
 #[test]
