@@ -765,17 +765,24 @@ impl Compiler<'_> {
         let mount = v.base.boot_mount.to_string();
         let mount_location = loc(&v.base_target, "boot_mount").or_else(|| loc(&v.base_target, "release"));
 
-        let split = Arc::new(SplitStep {
-            store: self.store.clone(),
-            boot_mount: Some(mount.clone()),
-            boot_mount_location: mount_location,
-        });
-        let split = self.add(
-            step_name("split"),
-            format!("split {mount}").as_bytes(),
-            split,
-            vec![tree, unpack],
-        );
+        // One split per partition (see `SplitStep::part`): a change on one side leaves the
+        // other side's filesystem step cached.
+        let mut split_for = |part: &'static str| {
+            let step = Arc::new(SplitStep {
+                store: self.store.clone(),
+                boot_mount: Some(mount.clone()),
+                boot_mount_location: mount_location.clone(),
+                part: Some(part),
+            });
+            self.add(
+                step_name(&format!("split.{part}")),
+                format!("split {mount} {part}").as_bytes(),
+                step,
+                vec![tree, unpack],
+            )
+        };
+        let split_boot = split_for("bootfs");
+        let split_root = split_for("rootfs");
 
         let fat = Arc::new(MkfsFatStep {
             store: self.store.clone(),
@@ -786,7 +793,7 @@ impl Compiler<'_> {
             volume_id: None,
             volume_id_location: None,
         });
-        let fat = self.add(step_name("bootfs"), b"mkfs-fat", fat, vec![split, unpack]);
+        let fat = self.add(step_name("bootfs"), b"mkfs-fat", fat, vec![split_boot, unpack]);
 
         let size = match image.partitions.root_headroom {
             None => RootSize::Base,
@@ -804,7 +811,7 @@ impl Compiler<'_> {
             step_name("rootfs.ext4"),
             def.as_bytes(),
             ext4,
-            vec![split, unpack],
+            vec![split_root, unpack],
         );
 
         let disk = Arc::new(DiskStep {

@@ -418,12 +418,19 @@ impl Step for GraftStep {
 /// `split`: input 0 is the combined tree (`tree`, from `overlay`), input 1 is `unpack`
 /// (`table`); outputs `bootfs` and `rootfs`.
 ///
-/// Keyed: the explicit mount point, when given.
+/// Keyed: the explicit mount point, when given, and which part is kept.
+///
+/// With `part` set, only that output is produced. The compiler plans one split per
+/// partition so that each filesystem step consumes exactly the tree it writes: a change
+/// that lands on the root partition then leaves the boot side's output, and so `mkfs-fat`,
+/// untouched (the engine keys a step on all outputs of the steps it consumes).
 pub struct SplitStep {
     pub store: Arc<AppStore>,
     /// Where the boot partition mounts; `None` takes the table's `boot_mount`.
     pub boot_mount: Option<String>,
     pub boot_mount_location: Option<String>,
+    /// `Some("bootfs")` or `Some("rootfs")`: produce only that output.
+    pub part: Option<&'static str>,
 }
 
 impl Step for SplitStep {
@@ -434,11 +441,15 @@ impl Step for SplitStep {
         1
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        Ok(self
+        let mut c: Vec<Component> = self
             .boot_mount
             .iter()
             .map(|m| Component::param("boot.mount", m).at(self.boot_mount_location.clone()))
-            .collect())
+            .collect();
+        if let Some(part) = self.part {
+            c.push(Component::param("part", part));
+        }
+        Ok(c)
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let tree = cx.input(0, "tree")?;
@@ -449,8 +460,12 @@ impl Step for SplitStep {
             .ok_or(StepError::Cancelled)?;
         cx.check_cancel()?;
         let mut out = Outputs::new();
-        out.insert("bootfs".into(), tree_out(bootfs));
-        out.insert("rootfs".into(), tree_out(rootfs));
+        if self.part != Some("rootfs") {
+            out.insert("bootfs".into(), tree_out(bootfs));
+        }
+        if self.part != Some("bootfs") {
+            out.insert("rootfs".into(), tree_out(rootfs));
+        }
         Ok(out)
     }
 }

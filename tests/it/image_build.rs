@@ -213,6 +213,26 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
     let again = env.build(&["//images:edge"]);
     assert!(again.ok(), "{}", again.stderr());
     assert_eq!(again.finished()["ran"], 0, "{:?}", again.ran());
+
+    // One file on the root partition changes: the download, the unpacked base and the boot
+    // filesystem are not touched.
+    env.write("defs/layers/hive.yaml", &LAYER.replace("hive=edge", "hive=edge2"));
+    let one = env.build(&["//images:edge"]);
+    assert!(one.ok(), "{}", one.stderr());
+    let ran: Vec<String> = one.ran().iter().map(|s| s.replace("//images:edge", "")).collect();
+    assert_eq!(
+        ran,
+        [
+            "#compress",
+            "#disk",
+            "#hive",
+            "#rootfs",
+            "#rootfs.ext4",
+            "#split.bootfs",
+            "#split.rootfs",
+            "#validate"
+        ],
+    );
 }
 
 #[test]

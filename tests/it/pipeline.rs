@@ -165,6 +165,7 @@ fn build(store: &Arc<AppStore>, raw: &Path, changes: Option<Changeset>, size: Ro
         store: store.clone(),
         boot_mount: None,
         boot_mount_location: None,
+        part: None,
     };
     let split = run(
         &split_step,
