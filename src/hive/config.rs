@@ -1,0 +1,448 @@
+//! A hive, as the W4B hive configuration manager writes it (`hives/<hive_id>.yaml`), plus
+//! the image-level settings of the old image generator (`system`, `security`, `services`,
+//! `software` at an image target's top level). These are the typed values every W4B
+//! module reads; [`crate::hive`] loads and validates them from YAML with file:line
+//! diagnostics.
+//!
+//! Secret values (passwords, private keys, a full `wg0.conf`) are [`Secret`]s: they
+//! print, serialise and compare for keys only as their name plus a keyed digest, never as
+//! their text. A module that needs the text calls [`Secret::expose`] — and is then a
+//! secret-consuming step (DESIGN §8).
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A secret value with the dotted path it was found at (`security.database.password`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// Where it came from in the hive file (its key path), used as its name in step keys.
+    pub name: String,
+    value: String,
+}
+
+impl Secret {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Secret {
+        Secret {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// The secret text. Only module code that writes it into the image calls this.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({}: ***)", self.name)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Serialises as `"***"`: `w4b hive show` and any JSON of a configuration are safe to print.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// One hive: the manager's file, validated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hive {
+    /// `hive_` + 8 of `[A-Za-z0-9_-]`.
+    pub hive_id: String,
+    /// `major.minor.patch`.
+    pub version: String,
+    pub metadata: Metadata,
+    pub network: Network,
+    /// At least one.
+    pub administrators: Vec<Administrator>,
+    pub collector: Collector,
+    pub sensors: Vec<Sensor>,
+    pub maintenance: Maintenance,
+    pub security: Option<HiveSecurity>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Metadata {
+    pub name: String,
+    pub location: Location,
+    pub notes: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Location {
+    pub address: Option<String>,
+    /// −90..=90.
+    pub latitude: f64,
+    /// −180..=180.
+    pub longitude: f64,
+    /// An IANA time zone (`Europe/Berlin`).
+    pub timezone: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Primary {
+    Wifi,
+    Lan,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Network {
+    pub primary: Primary,
+    pub wifi: Vec<Wifi>,
+    pub lan: Option<Lan>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Wifi {
+    pub ssid: String,
+    pub password: Secret,
+    /// ≥ 1; higher is preferred (NetworkManager `autoconnect-priority`).
+    pub priority: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Lan {
+    pub dhcp: bool,
+    /// Required (with `ip` and `gateway`) when `dhcp` is false.
+    pub static_ip: Option<StaticIp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StaticIp {
+    /// An IPv4 address, optionally with a prefix (`192.168.1.100/24`; default /24).
+    pub ip: String,
+    pub gateway: String,
+    pub dns: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    HiveAdmin,
+    HiveViewer,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Administrator {
+    pub name: String,
+    pub email: String,
+    pub username: String,
+    pub phone: Option<String>,
+    pub role: Role,
+    /// OpenSSH public keys of this person (optional extension of the manager's format).
+    pub ssh_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Collector {
+    /// Seconds, ≥ 1.
+    pub interval: u64,
+    /// ≥ 1.
+    pub batch_size: u64,
+    pub retry_attempts: u64,
+    /// Seconds.
+    pub retry_delay: u64,
+    /// ≥ 1.
+    pub buffer_size: u64,
+    pub logging: CollectorLogging,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CollectorLogging {
+    /// `DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`.
+    pub level: String,
+    /// `100M`.
+    pub max_size: String,
+    /// Days.
+    pub retention: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sensor {
+    /// Unique, `^[\w_-]+$`.
+    pub id: String,
+    /// `ds18b20`, `dht22`, `hx711`, `bme280`, …
+    pub kind: String,
+    pub name: String,
+    pub enabled: bool,
+    pub location: Option<String>,
+    pub interface: Interface,
+    pub collection: Collection,
+    pub calibration: Calibration,
+    pub alerts: Vec<Alert>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    Gpio,
+    I2c,
+    Spi,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Interface {
+    pub bus: Bus,
+    /// GPIO pin (gpio sensors such as ds18b20 and dht22).
+    pub pin: Option<u8>,
+    /// hx711: data and clock pins.
+    pub data_pin: Option<u8>,
+    pub clock_pin: Option<u8>,
+    /// i2c: 7-bit address (`0x76`) and bus number (default 1).
+    pub address: Option<u8>,
+    pub bus_number: Option<u8>,
+    /// spi: chip select.
+    pub chip_select: Option<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Collection {
+    /// Seconds; defaults to the collector's interval.
+    pub interval: u64,
+    pub retries: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Calibration {
+    pub offset: f64,
+    pub scale: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    pub metric: String,
+    /// `min < max` when both are given.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Seconds.
+    pub threshold_duration: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Maintenance {
+    pub backup: Backup,
+    pub updates: Updates,
+    pub monitoring: MaintenanceMonitoring,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Backup {
+    pub enabled: bool,
+    /// Seconds.
+    pub interval: u64,
+    /// Days.
+    pub retention: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Updates {
+    pub auto_update: bool,
+    /// 0..=23, local time.
+    pub update_hour: u8,
+    /// `Monday`…`Sunday`; empty means every day.
+    pub allowed_days: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MaintenanceMonitoring {
+    /// Days.
+    pub metrics_retention: u64,
+    pub enable_detailed_logging: bool,
+}
+
+/// The hive file's `security`: all four parts, or none.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HiveSecurity {
+    pub ssh: HiveSsh,
+    pub wireguard: WireGuard,
+    pub database: Database,
+    pub local_access: LocalAccess,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HiveSsh {
+    /// The hive's own key pair (`hive-<id>` comment); the public half is authorised for
+    /// the admin user.
+    pub public_key: String,
+    pub private_key: Secret,
+    pub enable_password_auth: bool,
+    pub allow_root: bool,
+    /// 1..=65535.
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WireGuard {
+    pub private_key: Secret,
+    /// The hive's public key (for the hub's records; not needed in `wg0.conf`).
+    pub public_key: String,
+    /// The hub's public key (the `[Peer]`); required unless `config` is given.
+    pub peer_public_key: Option<String>,
+    /// `10.10.0.N/32`.
+    pub client_ip: String,
+    /// `host:port` of the hub.
+    pub endpoint: String,
+    /// A complete `wg0.conf`, used verbatim when present.
+    pub config: Option<Secret>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Database {
+    pub username: String,
+    pub password: Secret,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LocalAccess {
+    pub username: String,
+    pub password: Secret,
+    pub sudo_without_password: bool,
+}
+
+/// The image-level settings (the old image generator's keys, at an image target's top
+/// level), with their defaults filled in. Hive values win where both say something.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ImageSettings {
+    pub system: SystemSettings,
+    pub firewall: FirewallSettings,
+    pub vpn_enabled: bool,
+    pub sensor_manager: SensorManagerSettings,
+    pub monitoring: MonitoringSettings,
+    pub database: DatabaseSettings,
+    pub software: SoftwareSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SystemSettings {
+    /// `w4b` → hostname `w4b-<hive id without the prefix, lower-cased>`.
+    pub hostname_prefix: String,
+    /// Default when the hive gives none: `UTC`.
+    pub timezone: String,
+    /// `en_GB.UTF-8`.
+    pub locale: String,
+    /// `gb`.
+    pub keyboard: String,
+    pub ssh_enabled: bool,
+    /// Overridden by the hive's `security.ssh.enable_password_auth`.
+    pub ssh_password_auth: bool,
+    /// Overridden by the hive's `security.ssh.port`.
+    pub ssh_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FirewallSettings {
+    pub enabled: bool,
+    /// TCP ports open to everyone (default 22; the SSH port is always included), besides
+    /// the VPN's UDP port and anything from the VPN subnet.
+    pub allow_ports: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SensorManagerSettings {
+    pub enabled: bool,
+    pub auto_start: bool,
+    pub source: Option<SourceSpec>,
+    /// Prometheus port of the sensor manager (default 9101; never 9100).
+    pub metrics_port: u16,
+}
+
+/// Where the sensor manager's code comes from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum SourceSpec {
+    /// A tarball pinned by sha256.
+    Url { url: String, sha256: String },
+    /// A directory in the workspace (already resolved against the YAML's directory).
+    Path { path: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MonitoringSettings {
+    pub enabled: bool,
+    /// Node exporter (default 9100).
+    pub node_exporter_port: u16,
+    /// journald `SystemMaxUse`, e.g. `200M`.
+    pub journal_max_use: String,
+    /// Health-check period in seconds (default 300).
+    pub health_interval: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DatabaseSettings {
+    /// Days of raw readings kept (default 30).
+    pub retention_days: u64,
+    /// Days before chunks are compressed (default 7).
+    pub compress_after_days: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SoftwareSettings {
+    /// Debian packages installed on first boot.
+    pub packages: Vec<String>,
+    /// Python packages for the sensor manager's venv (`name==version`).
+    pub python_packages: Vec<String>,
+}
+
+/// Everything the modules read: the hive and the image's settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HiveImage {
+    pub hive: Hive,
+    pub settings: ImageSettings,
+}
+
+impl HiveImage {
+    /// The hostname: `<prefix>-<id>` made a valid DNS label (lower case, `_` → `-`,
+    /// at most 63 characters), e.g. `hive_AbCd1234` → `w4b-abcd1234`.
+    pub fn hostname(&self) -> String {
+        let id = self.hive.hive_id.strip_prefix("hive_").unwrap_or(&self.hive.hive_id);
+        let raw = format!("{}-{}", self.settings.system.hostname_prefix, id);
+        let mut h: String = raw
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect();
+        while h.contains("--") {
+            h = h.replace("--", "-");
+        }
+        let h = h.trim_matches('-');
+        h.chars().take(63).collect::<String>().trim_end_matches('-').to_owned()
+    }
+
+    /// The time zone: the hive's location's, else the image's default.
+    pub fn timezone(&self) -> &str {
+        let tz = self.hive.metadata.location.timezone.as_str();
+        if tz.is_empty() {
+            &self.settings.system.timezone
+        } else {
+            tz
+        }
+    }
+
+    /// Every secret in the configuration, in a fixed order (for step keys and the
+    /// secrets test).
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut v: Vec<&Secret> = self.hive.network.wifi.iter().map(|w| &w.password).collect();
+        if let Some(s) = &self.hive.security {
+            v.push(&s.ssh.private_key);
+            v.push(&s.wireguard.private_key);
+            if let Some(c) = &s.wireguard.config {
+                v.push(c);
+            }
+            v.push(&s.database.password);
+            v.push(&s.local_access.password);
+        }
+        v
+    }
+}
