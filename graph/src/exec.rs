@@ -564,7 +564,7 @@ impl Engine<'_> {
             producer: self.options.producer.clone(),
         };
         self.cache
-            .publish(&record, node.step.shareable())
+            .publish(&record, self.graph.shareable(id))
             .map_err(|e| StepError::msg(format!("storing the result of `{}` failed: {e}", node.name)))?;
         self.observer.event(&Event::StepFinished {
             step: &node.name,

@@ -128,6 +128,20 @@ impl Graph {
         self.g.node_indices().filter(|n| seen[n.index()]).collect()
     }
 
+    /// Whether `id`'s results may go to the remote cache: its step says so and so does
+    /// every step upstream of it. Anything derived from a secret is not shareable, and
+    /// neither is anything derived from that (DESIGN §8).
+    pub fn shareable(&self, id: NodeId) -> bool {
+        let rev = Reversed(&self.g);
+        let mut dfs = Dfs::new(rev, id);
+        while let Some(n) = dfs.next(rev) {
+            if !self.g[n].step.shareable() {
+                return false;
+            }
+        }
+        true
+    }
+
     pub fn petgraph(&self) -> &DiGraph<Node, usize, u32> {
         &self.g
     }

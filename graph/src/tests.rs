@@ -483,3 +483,55 @@ fn a_panicking_step_fails_the_build_without_hanging_it() {
         assert_eq!(got, (1, StepStatus::Failed));
     });
 }
+
+/// A step that is not shareable (derived from a secret), wrapping a `Concat`.
+struct Secretive(Concat);
+
+impl Step for Secretive {
+    fn kind(&self) -> &'static str {
+        "secretive"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn components(&self, cx: &PlanContext) -> Result<Vec<Component>, StepError> {
+        self.0.components(cx)
+    }
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        self.0.run(cx)
+    }
+    fn shareable(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn what_is_derived_from_an_unshareable_step_is_unshareable() {
+    let mut graph = Graph::new();
+    let concat = |p: &str| Concat {
+        param: p.into(),
+        lossy: false,
+        fail: false,
+        runs: Arc::new(AtomicUsize::new(0)),
+    };
+    let a = graph.add("//t:x#a", identity("concat", b"a", &[]), Arc::new(concat("a")), vec![]);
+    let s = graph.add(
+        "//t:x#s",
+        identity("secretive", b"s", &[]),
+        Arc::new(Secretive(concat("s"))),
+        vec![],
+    );
+    let ids = [a, s];
+    let nodes: Vec<_> = ids.iter().map(|d| graph.node(*d)).collect();
+    let both = graph.add("//t:x#both", identity("concat", b"both", &nodes), Arc::new(concat("both")), vec![a, s]);
+    let after = graph.add(
+        "//t:x#after",
+        identity("concat", b"after", &[graph.node(both)]),
+        Arc::new(concat("after")),
+        vec![both],
+    );
+    assert!(graph.shareable(a));
+    assert!(!graph.shareable(s));
+    assert!(!graph.shareable(both));
+    assert!(!graph.shareable(after));
+}
