@@ -14,6 +14,8 @@
 //! | `mkfs-fat` | `bootfs`, the `table` (size, ids)      | `fs`, `report`           |
 //! | `mkfs-ext4` | `rootfs`, the `table`, epoch, size    | `fs`, `report`           |
 //! | `disk`    | the `table`, both `fs` images           | `disk`: the raw image    |
+//! | `module`  | a W4B module, the hive config it reads, secret digests | `changeset`, `firstboot` |
+//! | `firstboot` | the modules' `firstboot` sections      | `changeset`              |
 //! | `validate` | `disk`, the board's kernel and device trees | `report`       |
 //! | `compress` | `disk`, codec and level, file name     | `image`, `bmap`, `sha256` |
 //!
@@ -23,9 +25,11 @@
 pub mod compress;
 pub mod disk;
 pub mod fetch;
+pub mod firstboot;
 pub mod graft;
 pub mod layer;
 pub mod mkfs;
+pub mod module;
 pub mod overlay;
 pub mod scratch;
 pub mod tar;
