@@ -514,7 +514,12 @@ fn what_is_derived_from_an_unshareable_step_is_unshareable() {
         fail: false,
         runs: Arc::new(AtomicUsize::new(0)),
     };
-    let a = graph.add("//t:x#a", identity("concat", b"a", &[]), Arc::new(concat("a")), vec![]);
+    let a = graph.add(
+        "//t:x#a",
+        identity("concat", b"a", &[]),
+        Arc::new(concat("a")),
+        vec![],
+    );
     let s = graph.add(
         "//t:x#s",
         identity("secretive", b"s", &[]),
@@ -523,7 +528,12 @@ fn what_is_derived_from_an_unshareable_step_is_unshareable() {
     );
     let ids = [a, s];
     let nodes: Vec<_> = ids.iter().map(|d| graph.node(*d)).collect();
-    let both = graph.add("//t:x#both", identity("concat", b"both", &nodes), Arc::new(concat("both")), vec![a, s]);
+    let both = graph.add(
+        "//t:x#both",
+        identity("concat", b"both", &nodes),
+        Arc::new(concat("both")),
+        vec![a, s],
+    );
     let after = graph.add(
         "//t:x#after",
         identity("concat", b"after", &[graph.node(both)]),

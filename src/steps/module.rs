@@ -101,14 +101,19 @@ impl Step for ModuleStep {
             Component::param("module", self.module.name()),
             Component::param("module.version", self.module.version().to_string()),
             Component::param("config", json.to_string()).at(self.location.clone()),
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string()).at(self.epoch_location.clone()),
+            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
+                .at(self.epoch_location.clone()),
         ];
         let mut seen = BTreeSet::new();
         for s in secrets {
             if seen.insert(s.name.clone()) {
                 c.push(
-                    Component::new(ComponentKind::Secret, s.name.clone(), self.secret_digest(s.expose()))
-                        .at(self.location.clone()),
+                    Component::new(
+                        ComponentKind::Secret,
+                        s.name.clone(),
+                        self.secret_digest(s.expose()),
+                    )
+                    .at(self.location.clone()),
                 );
             }
         }
