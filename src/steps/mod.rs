@@ -16,6 +16,7 @@
 //! | `disk`    | the `table`, both `fs` images           | `disk`: the raw image    |
 //! | `module`  | a W4B module, the hive config it reads, secret digests | `changeset`, `firstboot` |
 //! | `firstboot` | the modules' `firstboot` sections      | `changeset`              |
+//! | `hive-check` | a hive image's combined tree           | `report`                 |
 //! | `validate` | `disk`, the board's kernel and device trees | `report`       |
 //! | `compress` | `disk`, codec and level, file name     | `image`, `bmap`, `sha256` |
 //!
@@ -27,6 +28,7 @@ pub mod disk;
 pub mod fetch;
 pub mod firstboot;
 pub mod graft;
+pub mod hive_check;
 pub mod layer;
 pub mod mkfs;
 pub mod module;

@@ -23,6 +23,7 @@ pub mod board;
 pub mod cmdline;
 pub mod device;
 pub mod fstab;
+pub mod hive;
 pub mod mount;
 pub mod oracle;
 

@@ -1,0 +1,777 @@
+//! The hive checklist (issue 5 item 10): rules a configured W4B hive's root filesystem must
+//! satisfy, run on every built hive image (the `hive-check` step, before the disk is
+//! written) and by `w4b validate --hive`. Each failure names the file and the rule.
+//!
+//! | rule | checks |
+//! |---|---|
+//! | `hostname` | `/etc/hostname` is a valid DNS name and `/etc/hosts` maps it |
+//! | `units` | every `*.wants/` link names an existing unit file whose `[Install]` wants it there; every `w4b-*` unit with `WantedBy=` is linked |
+//! | `sshd` | drop-ins in `/etc/ssh/sshd_config.d/` use known keywords with one value each |
+//! | `wireguard` | `/etc/wireguard/*.conf`: `[Interface]` with a 32-byte base64 `PrivateKey` and an `Address`; each `[Peer]` has `PublicKey`, `AllowedIPs` |
+//! | `networkmanager` | keyfiles parse, have `[connection]` `id` and `type`; Wi-Fi ones an `ssid`, and a PSK of 8–63 characters |
+//! | `nftables` | `/etc/nftables.conf` balances its braces and its `input` chain has `policy drop` |
+//! | `secret_modes` | files holding secrets (WireGuard, NetworkManager, `/etc/w4b/secrets/*`) are readable by their owner only |
+//! | `host_keys` | no `/etc/ssh/ssh_host_*` keys; `/etc/machine-id` empty or absent |
+//! | `ports` | the SSH port, node exporter and the sensor manager's metrics port differ |
+//!
+//! The checks read files through [`Files`], implemented for stored trees ([`TreeFiles`]);
+//! no rule depends on the host.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use w4b_cache::Digest;
+
+use super::Report;
+use crate::tree::{lookup, load_dir, Blobs, Entry, Kind, TreePath};
+
+/// What a checklist needs to know about a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub is_dir: bool,
+    pub is_file: bool,
+    /// The link target of a symlink.
+    pub symlink: Option<String>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Read access to a root filesystem.
+pub trait Files {
+    fn meta(&self, path: &str) -> Option<Meta>;
+    fn read(&self, path: &str) -> Option<Vec<u8>>;
+    /// Names of a directory's children, sorted; empty when it is not a directory.
+    fn list(&self, dir: &str) -> Vec<String>;
+}
+
+/// A stored tree as [`Files`].
+pub struct TreeFiles<'a> {
+    pub blobs: &'a dyn Blobs,
+    pub root: Digest,
+}
+
+impl TreeFiles<'_> {
+    fn entry(&self, path: &str) -> Option<Entry> {
+        let p = TreePath::parse(path).ok()?;
+        lookup(self.blobs, self.root, &p).ok().flatten()
+    }
+}
+
+impl Files for TreeFiles<'_> {
+    fn meta(&self, path: &str) -> Option<Meta> {
+        let e = self.entry(path)?;
+        Some(Meta {
+            is_dir: e.is_dir(),
+            is_file: matches!(e.kind, Kind::File { .. }),
+            symlink: match &e.kind {
+                Kind::Symlink { target } => Some(target.clone()),
+                _ => None,
+            },
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+        })
+    }
+
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        match self.entry(path)?.kind {
+            Kind::File { digest, .. } => self.blobs.get(&digest).ok(),
+            _ => None,
+        }
+    }
+
+    fn list(&self, dir: &str) -> Vec<String> {
+        let Some(listing) = self.entry(dir).and_then(|e| e.dir_digest()) else {
+            return Vec::new();
+        };
+        load_dir(self.blobs, &listing)
+            .map(|v| v.into_iter().map(|(n, _)| n).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs every rule on `fs`.
+pub fn check(fs: &dyn Files) -> Report {
+    let mut r = Report::default();
+    hostname(fs, &mut r);
+    units(fs, &mut r);
+    sshd(fs, &mut r);
+    wireguard(fs, &mut r);
+    networkmanager(fs, &mut r);
+    nftables(fs, &mut r);
+    secret_modes(fs, &mut r);
+    host_keys(fs, &mut r);
+    ports(fs, &mut r);
+    r
+}
+
+fn text(fs: &dyn Files, path: &str) -> Option<String> {
+    fs.read(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// A hostname as RFC 1123 allows: labels of 1–63 of `[a-z0-9-]`, not starting or ending
+/// with `-`, 253 characters at most.
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn hostname(fs: &dyn Files, r: &mut Report) {
+    let file = Some("/etc/hostname".to_owned());
+    let Some(h) = text(fs, "/etc/hostname") else {
+        r.fail("hostname", file, "missing", "the system module writes /etc/hostname");
+        return;
+    };
+    let h = h.trim();
+    if !valid_hostname(h) {
+        r.fail(
+            "hostname",
+            file,
+            format!("`{h}` is not a valid DNS name"),
+            "hostnames use letters, digits and `-` only (no `_`), at most 63 per label",
+        );
+        return;
+    }
+    let hosts = text(fs, "/etc/hosts").unwrap_or_default();
+    let mapped = hosts.lines().any(|l| {
+        let l = l.split('#').next().unwrap_or("");
+        let mut w = l.split_whitespace();
+        w.next().is_some() && w.any(|n| n == h)
+    });
+    if mapped {
+        r.pass("hostname", file, format!("`{h}`, mapped in /etc/hosts"));
+    } else {
+        r.fail(
+            "hostname",
+            Some("/etc/hosts".into()),
+            format!("`{h}` has no line in /etc/hosts"),
+            "add `127.0.1.1 <hostname>` so sudo and local tools resolve the name",
+        );
+    }
+}
+
+const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"];
+
+fn find_unit(fs: &dyn Files, name: &str) -> Option<String> {
+    // A template instance (`wg-quick@wg0.service`) is provided by `wg-quick@.service`.
+    let template = name
+        .split_once('@')
+        .and_then(|(a, b)| b.rsplit_once('.').map(|(_, ext)| format!("{a}@.{ext}")));
+    for d in UNIT_DIRS {
+        for n in std::iter::once(name.to_owned()).chain(template.clone()) {
+            let p = format!("{d}/{n}");
+            if fs.meta(&p).is_some() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// `WantedBy=` and `RequiredBy=` targets of a unit file's `[Install]` section.
+pub fn install_targets(unit: &str) -> BTreeSet<String> {
+    let mut section = String::new();
+    let mut out = BTreeSet::new();
+    for line in unit.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            section = l.to_owned();
+        } else if section == "[Install]" {
+            if let Some((k, v)) = l.split_once('=') {
+                if matches!(k.trim(), "WantedBy" | "RequiredBy" | "Also") {
+                    out.extend(v.split_whitespace().map(str::to_owned));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn units(fs: &dyn Files, r: &mut Report) {
+    let base = "/etc/systemd/system";
+    let mut bad = 0;
+    let mut linked: BTreeSet<String> = BTreeSet::new();
+    for dir in fs.list(base) {
+        let Some(target) = dir.strip_suffix(".wants") else { continue };
+        for unit in fs.list(&format!("{base}/{dir}")) {
+            let link = format!("{base}/{dir}/{unit}");
+            linked.insert(unit.clone());
+            let Some(file) = find_unit(fs, &unit) else {
+                bad += 1;
+                r.fail(
+                    "units",
+                    Some(link),
+                    format!("`{unit}` is enabled for {target} but no unit file exists"),
+                    "install the package that ships it (first boot), or remove the link",
+                );
+                continue;
+            };
+            // Packaged units are installed on first boot; their files may not exist yet,
+            // but those from this image must say where they belong.
+            if let Some(t) = text(fs, &file) {
+                let wanted = install_targets(&t);
+                if !wanted.is_empty() && !wanted.contains(target) {
+                    bad += 1;
+                    r.fail(
+                        "units",
+                        Some(link),
+                        format!("`{unit}` is linked into {target}.wants but its [Install] says {wanted:?}"),
+                        "link it where its WantedBy= says, as `systemctl enable` would",
+                    );
+                }
+            }
+        }
+    }
+    for unit in fs.list(base) {
+        if !unit.starts_with("w4b-") || !(unit.ends_with(".service") || unit.ends_with(".timer")) {
+            continue;
+        }
+        let Some(t) = text(fs, &format!("{base}/{unit}")) else { continue };
+        for target in install_targets(&t) {
+            if fs.meta(&format!("{base}/{target}.wants/{unit}")).is_none() {
+                bad += 1;
+                r.fail(
+                    "units",
+                    Some(format!("{base}/{unit}")),
+                    format!("`{unit}` wants {target} but is not enabled there"),
+                    format!("add the link {base}/{target}.wants/{unit}"),
+                );
+            }
+        }
+    }
+    if bad == 0 {
+        r.pass("units", Some(base.into()), format!("{} enabled unit(s), all present", linked.len()));
+    }
+}
+
+/// sshd keywords w4b or an administrator may reasonably set (sshd_config(5), OpenSSH 9).
+const SSHD_KEYWORDS: &[&str] = &[
+    "acceptenv", "addressfamily", "allowagentforwarding", "allowgroups", "allowstreamlocalforwarding",
+    "allowtcpforwarding", "allowusers", "authenticationmethods", "authorizedkeyscommand",
+    "authorizedkeyscommanduser", "authorizedkeysfile", "authorizedprincipalsfile", "banner",
+    "chrootdirectory", "ciphers", "clientalivecountmax", "clientaliveinterval", "compression",
+    "denygroups", "denyusers", "disableforwarding", "gatewayports", "hostbasedauthentication",
+    "hostkey", "hostkeyalgorithms", "ignorerhosts", "include", "kbdinteractiveauthentication",
+    "kexalgorithms", "listenaddress", "logingracetime", "loglevel", "macs", "match", "maxauthtries",
+    "maxsessions", "maxstartups", "passwordauthentication", "permitemptypasswords", "permitopen",
+    "permitrootlogin", "permittty", "permittunnel", "permituserenvironment", "port", "printlastlog",
+    "printmotd", "pubkeyacceptedalgorithms", "pubkeyauthentication", "rekeylimit", "subsystem",
+    "syslogfacility", "tcpkeepalive", "usedns", "usepam", "x11displayoffset", "x11forwarding",
+    "x11uselocalhost",
+];
+
+fn sshd(fs: &dyn Files, r: &mut Report) {
+    let dir = "/etc/ssh/sshd_config.d";
+    let mut bad = 0;
+    let files = fs.list(dir);
+    for f in files.iter().filter(|f| f.ends_with(".conf")) {
+        let path = format!("{dir}/{f}");
+        let t = text(fs, &path).unwrap_or_default();
+        for (i, line) in t.lines().enumerate() {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            let mut w = l.split_whitespace();
+            let key = w.next().unwrap_or_default().to_ascii_lowercase();
+            let key = key.split('=').next().unwrap_or_default().to_owned();
+            if !SSHD_KEYWORDS.contains(&key.as_str()) {
+                bad += 1;
+                r.fail(
+                    "sshd",
+                    Some(format!("{path}:{}", i + 1)),
+                    format!("unknown sshd keyword `{key}`"),
+                    "see sshd_config(5); a typo here makes sshd refuse to start",
+                );
+            } else if w.next().is_none() && !l.contains('=') {
+                bad += 1;
+                r.fail("sshd", Some(format!("{path}:{}", i + 1)), format!("`{key}` has no value"), "give it a value");
+            }
+        }
+    }
+    if bad == 0 {
+        r.pass("sshd", Some(dir.into()), format!("{} drop-in(s)", files.len()));
+    }
+}
+
+/// `[Section]` → key → values, of an INI-like file; `Err(line)` for a line that is neither.
+pub fn ini(t: &str) -> Result<Vec<(String, Vec<(String, String)>)>, usize> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for (i, line) in t.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = l.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+            out.push((name.to_owned(), Vec::new()));
+        } else if let Some((k, v)) = l.split_once('=') {
+            let Some(last) = out.last_mut() else { return Err(i + 1) };
+            last.1.push((k.trim().to_owned(), v.trim().to_owned()));
+        } else {
+            return Err(i + 1);
+        }
+    }
+    Ok(out)
+}
+
+fn get<'a>(s: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    s.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn wg_key(v: &str) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .is_ok_and(|b| b.len() == 32)
+}
+
+fn wireguard(fs: &dyn Files, r: &mut Report) {
+    let dir = "/etc/wireguard";
+    let confs: Vec<String> = fs.list(dir).into_iter().filter(|f| f.ends_with(".conf")).collect();
+    if confs.is_empty() {
+        r.skip("wireguard", None, "no WireGuard configuration (a VPN-less image)");
+        return;
+    }
+    let mut bad = 0;
+    for f in &confs {
+        let path = format!("{dir}/{f}");
+        let t = text(fs, &path).unwrap_or_default();
+        let mut fail = |detail: String| {
+            bad += 1;
+            r.fail(
+                "wireguard",
+                Some(path.clone()),
+                detail,
+                "see wg(8) and wg-quick(8); w4b writes [Interface] PrivateKey/Address and one [Peer]",
+            );
+        };
+        match ini(&t) {
+            Err(line) => fail(format!("line {line} is neither `[Section]` nor `Key = value`")),
+            Ok(sections) => {
+                let iface: Vec<_> = sections.iter().filter(|(n, _)| n == "Interface").collect();
+                if iface.len() != 1 {
+                    fail(format!("{} [Interface] sections (need exactly one)", iface.len()));
+                } else {
+                    let s = &iface[0].1;
+                    if !get(s, "PrivateKey").is_some_and(wg_key) {
+                        fail("[Interface] PrivateKey is missing or not 32 bytes of base64".into());
+                    }
+                    if get(s, "Address").is_none() {
+                        fail("[Interface] has no Address".into());
+                    }
+                }
+                for (_, s) in sections.iter().filter(|(n, _)| n == "Peer") {
+                    if !get(s, "PublicKey").is_some_and(wg_key) {
+                        fail("a [Peer] PublicKey is missing or not 32 bytes of base64".into());
+                    }
+                    if get(s, "AllowedIPs").is_none() {
+                        fail("a [Peer] has no AllowedIPs".into());
+                    }
+                }
+                if let Some((n, _)) = sections.iter().find(|(n, _)| n != "Interface" && n != "Peer") {
+                    fail(format!("unknown section [{n}]"));
+                }
+            }
+        }
+    }
+    if bad == 0 {
+        r.pass("wireguard", Some(dir.into()), format!("{} interface(s)", confs.len()));
+    }
+}
+
+fn networkmanager(fs: &dyn Files, r: &mut Report) {
+    let dir = "/etc/NetworkManager/system-connections";
+    let files = fs.list(dir);
+    if files.is_empty() {
+        r.skip("networkmanager", None, "no NetworkManager connections");
+        return;
+    }
+    let mut bad = 0;
+    for f in &files {
+        let path = format!("{dir}/{f}");
+        let t = text(fs, &path).unwrap_or_default();
+        let mut fail = |detail: String| {
+            bad += 1;
+            r.fail(
+                "networkmanager",
+                Some(path.clone()),
+                detail,
+                "see nm-settings-keyfile(5)",
+            );
+        };
+        if !f.ends_with(".nmconnection") {
+            fail("NetworkManager ignores keyfiles not named `*.nmconnection`".into());
+            continue;
+        }
+        let Ok(sections) = ini(&t) else {
+            fail("not a keyfile (a line outside `[section]` / `key=value`)".into());
+            continue;
+        };
+        let sec = |name: &str| sections.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice());
+        let Some(conn) = sec("connection") else {
+            fail("no [connection] section".into());
+            continue;
+        };
+        if get(conn, "id").is_none() || get(conn, "type").is_none() {
+            fail("[connection] needs `id` and `type`".into());
+        }
+        if get(conn, "type") == Some("wifi") {
+            if sec("wifi").and_then(|s| get(s, "ssid")).is_none() {
+                fail("a Wi-Fi connection without [wifi] ssid".into());
+            }
+            if let Some(psk) = sec("wifi-security").and_then(|s| get(s, "psk")) {
+                if !(8..=63).contains(&psk.chars().count()) {
+                    fail("the Wi-Fi passphrase is not 8–63 characters (WPA2-PSK)".into());
+                }
+            }
+        }
+    }
+    if bad == 0 {
+        r.pass("networkmanager", Some(dir.into()), format!("{} connection(s)", files.len()));
+    }
+}
+
+fn nftables(fs: &dyn Files, r: &mut Report) {
+    let path = "/etc/nftables.conf";
+    let Some(t) = text(fs, path) else {
+        r.fail("nftables", Some(path.into()), "no firewall ruleset", "the security module writes a default-deny ruleset");
+        return;
+    };
+    let mut depth: i64 = 0;
+    for c in t.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            break;
+        }
+    }
+    if depth != 0 {
+        r.fail("nftables", Some(path.into()), "unbalanced braces", "check the ruleset with `nft -c -f /etc/nftables.conf`");
+        return;
+    }
+    // The `input` chain (hook input) must drop by default.
+    let mut in_input = false;
+    let mut default_deny = false;
+    for l in t.lines().map(str::trim) {
+        if l.starts_with("chain ") {
+            in_input = false;
+        }
+        if l.contains("hook input") {
+            in_input = true;
+        }
+        if in_input && l.contains("policy drop") {
+            default_deny = true;
+        }
+    }
+    if default_deny {
+        r.pass("nftables", Some(path.into()), "input policy drop");
+    } else {
+        r.fail(
+            "nftables",
+            Some(path.into()),
+            "the input chain does not drop by default",
+            "add `policy drop;` to the chain with `hook input`",
+        );
+    }
+}
+
+fn secret_modes(fs: &dyn Files, r: &mut Report) {
+    let mut paths = Vec::new();
+    for (dir, suffix) in [
+        ("/etc/wireguard", ".conf"),
+        ("/etc/NetworkManager/system-connections", ""),
+        ("/etc/w4b/secrets", ""),
+    ] {
+        for f in fs.list(dir) {
+            if f.ends_with(suffix) {
+                paths.push(format!("{dir}/{f}"));
+            }
+        }
+    }
+    let mut bad = 0;
+    for p in &paths {
+        if let Some(m) = fs.meta(p) {
+            if m.is_file && m.mode & 0o077 != 0 {
+                bad += 1;
+                r.fail(
+                    "secret_modes",
+                    Some(p.clone()),
+                    format!("holds a secret but has mode {:04o}", m.mode),
+                    "secrets are mode 0600 (0640 only for a service's own group)",
+                );
+            }
+        }
+    }
+    if bad == 0 {
+        r.pass("secret_modes", None, format!("{} secret file(s), all private", paths.len()));
+    }
+}
+
+fn host_keys(fs: &dyn Files, r: &mut Report) {
+    let keys: Vec<String> = fs
+        .list("/etc/ssh")
+        .into_iter()
+        .filter(|f| f.starts_with("ssh_host_"))
+        .collect();
+    let machine_id = fs.read("/etc/machine-id").unwrap_or_default();
+    if !keys.is_empty() {
+        r.fail(
+            "host_keys",
+            Some(format!("/etc/ssh/{}", keys[0])),
+            format!("{} SSH host key file(s) in the image: every flashed hive would share them", keys.len()),
+            "remove them; the first boot generates them (`ssh-keygen -A`)",
+        );
+    } else if machine_id.iter().any(|b| !b.is_ascii_whitespace()) {
+        r.fail(
+            "host_keys",
+            Some("/etc/machine-id".into()),
+            "a machine-id is set: every flashed hive would share it",
+            "leave /etc/machine-id empty; systemd generates it on first boot",
+        );
+    } else {
+        r.pass("host_keys", None, "no SSH host keys, no machine-id");
+    }
+}
+
+fn ports(fs: &dyn Files, r: &mut Report) {
+    let mut used: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    let mut ssh_port = None;
+    for f in fs.list("/etc/ssh/sshd_config.d") {
+        let t = text(fs, &format!("/etc/ssh/sshd_config.d/{f}")).unwrap_or_default();
+        for l in t.lines() {
+            let mut w = l.split_whitespace();
+            if w.next().is_some_and(|k| k.eq_ignore_ascii_case("port")) {
+                ssh_port = ssh_port.or(w.next().and_then(|p| p.parse::<u16>().ok()));
+            }
+        }
+    }
+    used.entry(ssh_port.unwrap_or(22)).or_default().push("sshd".into());
+    if let Some(t) = text(fs, "/etc/default/prometheus-node-exporter") {
+        let port = t
+            .split("--web.listen-address=")
+            .nth(1)
+            .and_then(|rest| rest.split(['"', ' ', '\n']).next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(9100);
+        used.entry(port).or_default().push("node exporter".into());
+    }
+    if let Some(t) = text(fs, "/etc/w4b/env") {
+        if let Some(p) = t.lines().find_map(|l| {
+            l.strip_prefix("METRICS_PORT=")
+                .map(|v| v.trim_matches(['\'', '"']).to_owned())
+        }) {
+            if let Ok(p) = p.parse::<u16>() {
+                used.entry(p).or_default().push("sensor manager metrics".into());
+            }
+        }
+    }
+    let clashes: Vec<_> = used.iter().filter(|(_, v)| v.len() > 1).collect();
+    if let Some((port, who)) = clashes.first() {
+        r.fail(
+            "ports",
+            None,
+            format!("port {port} is used by {}", who.join(" and ")),
+            "give each service its own port (node exporter 9100, the sensor manager 9101 by default)",
+        );
+    } else {
+        let list: Vec<String> = used.iter().map(|(p, w)| format!("{} {p}", w.join("/"))).collect();
+        r.pass("ports", None, list.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::MemBlobs;
+
+    /// A minimal in-memory [`Files`].
+    #[derive(Default)]
+    struct Mem(BTreeMap<String, (Meta, Vec<u8>)>);
+
+    impl Mem {
+        fn file(mut self, p: &str, text: &str, mode: u32) -> Mem {
+            self.0.insert(
+                p.into(),
+                (
+                    Meta {
+                        is_dir: false,
+                        is_file: true,
+                        symlink: None,
+                        mode,
+                        uid: 0,
+                        gid: 0,
+                    },
+                    text.as_bytes().to_vec(),
+                ),
+            );
+            self
+        }
+        fn link(mut self, p: &str, target: &str) -> Mem {
+            self.0.insert(
+                p.into(),
+                (
+                    Meta {
+                        is_dir: false,
+                        is_file: false,
+                        symlink: Some(target.into()),
+                        mode: 0o777,
+                        uid: 0,
+                        gid: 0,
+                    },
+                    Vec::new(),
+                ),
+            );
+            self
+        }
+    }
+
+    impl Files for Mem {
+        fn meta(&self, path: &str) -> Option<Meta> {
+            if let Some((m, _)) = self.0.get(path) {
+                return Some(m.clone());
+            }
+            let prefix = format!("{path}/");
+            self.0.keys().any(|k| k.starts_with(&prefix)).then_some(Meta {
+                is_dir: true,
+                is_file: false,
+                symlink: None,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            })
+        }
+        fn read(&self, path: &str) -> Option<Vec<u8>> {
+            self.0.get(path).filter(|(m, _)| m.is_file).map(|(_, b)| b.clone())
+        }
+        fn list(&self, dir: &str) -> Vec<String> {
+            let prefix = format!("{dir}/");
+            let mut v: Vec<String> = self
+                .0
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
+                .collect();
+            v.dedup();
+            v
+        }
+    }
+
+    const KEY: &str = "YW55IGNhcm5hbCBwbGVhc3VyZS4uLi4uLi4uLi4uLi4=";
+
+    fn good() -> Mem {
+        Mem::default()
+            .file("/etc/hostname", "w4b-abcd1234\n", 0o644)
+            .file("/etc/hosts", "127.0.0.1 localhost\n127.0.1.1 w4b-abcd1234\n", 0o644)
+            .file(
+                "/etc/systemd/system/w4b-firstboot.service",
+                "[Unit]\nDescription=x\n[Service]\nExecStart=/x\n[Install]\nWantedBy=multi-user.target\n",
+                0o644,
+            )
+            .link(
+                "/etc/systemd/system/multi-user.target.wants/w4b-firstboot.service",
+                "/etc/systemd/system/w4b-firstboot.service",
+            )
+            .file("/lib/systemd/system/wg-quick@.service", "[Install]\nWantedBy=multi-user.target\n", 0o644)
+            .link(
+                "/etc/systemd/system/multi-user.target.wants/wg-quick@wg0.service",
+                "/lib/systemd/system/wg-quick@.service",
+            )
+            .file("/etc/ssh/sshd_config.d/10-w4b.conf", "Port 22\nPasswordAuthentication no\n", 0o644)
+            .file(
+                "/etc/wireguard/wg0.conf",
+                &format!("[Interface]\nPrivateKey = {KEY}\nAddress = 10.10.0.2/32\n\n[Peer]\nPublicKey = {KEY}\nAllowedIPs = 10.10.0.0/24\n"),
+                0o600,
+            )
+            .file(
+                "/etc/NetworkManager/system-connections/w4b-wifi-0.nmconnection",
+                "[connection]\nid=Apiary\ntype=wifi\n[wifi]\nssid=Apiary\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=secret-passphrase\n",
+                0o600,
+            )
+            .file(
+                "/etc/nftables.conf",
+                "table inet filter {\n  chain input {\n    type filter hook input priority 0; policy drop;\n  }\n}\n",
+                0o644,
+            )
+            .file("/etc/default/prometheus-node-exporter", "ARGS=\"--web.listen-address=:9100\"\n", 0o644)
+            .file("/etc/w4b/env", "METRICS_PORT='9101'\n", 0o640)
+            .file("/etc/machine-id", "", 0o444)
+    }
+
+    fn failed(r: &Report) -> Vec<String> {
+        r.failures().map(|c| format!("{} {}", c.name, c.file.clone().unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn a_good_tree_passes_every_rule() {
+        let r = check(&good());
+        assert!(r.passed(), "{:?}", failed(&r));
+        assert_eq!(r.checks.len(), 9);
+    }
+
+    #[test]
+    fn each_rule_names_the_file_it_failed_on() {
+        let cases: Vec<(Mem, &str)> = vec![
+            (good().file("/etc/hostname", "hive_ab\n", 0o644), "hostname /etc/hostname"),
+            (good().file("/etc/hosts", "127.0.0.1 localhost\n", 0o644), "hostname /etc/hosts"),
+            (
+                good().link("/etc/systemd/system/multi-user.target.wants/ghost.service", "/x"),
+                "units /etc/systemd/system/multi-user.target.wants/ghost.service",
+            ),
+            (
+                good().file("/etc/systemd/system/w4b-health.timer", "[Install]\nWantedBy=timers.target\n", 0o644),
+                "units /etc/systemd/system/w4b-health.timer",
+            ),
+            (good().file("/etc/ssh/sshd_config.d/10-w4b.conf", "Prot 22\n", 0o644), "sshd /etc/ssh/sshd_config.d/10-w4b.conf:1"),
+            (good().file("/etc/wireguard/wg0.conf", "[Interface]\nAddress = x\n", 0o600), "wireguard /etc/wireguard/wg0.conf"),
+            (
+                good().file(
+                    "/etc/NetworkManager/system-connections/w4b-wifi-0.nmconnection",
+                    "[connection]\nid=a\ntype=wifi\n[wifi]\nssid=a\n[wifi-security]\npsk=short\n",
+                    0o600,
+                ),
+                "networkmanager /etc/NetworkManager/system-connections/w4b-wifi-0.nmconnection",
+            ),
+            (
+                good().file("/etc/nftables.conf", "table inet filter {\n chain input {\n type filter hook input priority 0; policy accept;\n }\n}\n", 0o644),
+                "nftables /etc/nftables.conf",
+            ),
+            (good().file("/etc/w4b/secrets/db_password", "x", 0o644), "secret_modes /etc/w4b/secrets/db_password"),
+            (good().file("/etc/ssh/ssh_host_ed25519_key", "k", 0o600), "host_keys /etc/ssh/ssh_host_ed25519_key"),
+            (good().file("/etc/machine-id", "0123456789abcdef\n", 0o444), "host_keys /etc/machine-id"),
+            (good().file("/etc/w4b/env", "METRICS_PORT=9100\n", 0o640), "ports "),
+        ];
+        for (fs, expected) in cases {
+            let r = check(&fs);
+            assert_eq!(failed(&r), [expected.to_owned()], "expected only `{expected}`");
+        }
+    }
+
+    #[test]
+    fn stored_trees_are_readable_as_files() {
+        use crate::tree::TreeBuilder;
+        let blobs = MemBlobs::default();
+        let mut b = TreeBuilder::new();
+        let d = blobs.put(b"w4b-x\n").unwrap();
+        b.insert(TreePath::parse("/etc/hostname").unwrap(), Entry::file(d, 6, 0o644)).unwrap();
+        let root = b.finish(&blobs).unwrap();
+        let fs = TreeFiles { blobs: &blobs, root };
+        assert_eq!(fs.read("/etc/hostname").unwrap(), b"w4b-x\n");
+        assert_eq!(fs.list("/etc"), ["hostname"]);
+        assert!(fs.meta("/etc").unwrap().is_dir);
+        assert!(fs.meta("/nope").is_none());
+        assert!(valid_hostname("w4b-abcd1234"));
+        assert!(!valid_hostname("hive_abcd"));
+        assert!(!valid_hostname("-x"));
+    }
+}
