@@ -683,3 +683,333 @@ fn wifi_country(tz: &str, g: &mut Generated) {
         "/etc/systemd/system/w4b-wifi-country.service",
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+    use crate::modules::testing::{lan_hive, render, wifi_hive};
+
+    fn find<'a>(g: &'a Generated, path: &str) -> &'a GenFile {
+        g.files
+            .iter()
+            .find(|f| f.path.to_string() == path)
+            .unwrap_or_else(|| panic!("no {path} in\n{}", render(g)))
+    }
+
+    fn text(f: &GenFile) -> String {
+        match &f.body {
+            Body::File(b) => String::from_utf8(b.clone()).expect("utf-8"),
+            other => panic!("{} is {other:?}", f.path),
+        }
+    }
+
+    #[test]
+    fn snapshot_wifi_hive() {
+        let g = System.generate(&wifi_hive()).expect("generates");
+        insta::assert_snapshot!("system_wifi", render(&g));
+    }
+
+    #[test]
+    fn snapshot_lan_hive() {
+        let g = System.generate(&lan_hive()).expect("generates");
+        insta::assert_snapshot!("system_lan", render(&g));
+    }
+
+    #[test]
+    fn hostname_and_hosts_agree() {
+        let cfg = wifi_hive();
+        let g = System.generate(&cfg).expect("generates");
+        assert_eq!(text(find(&g, "/etc/hostname")), "w4b-abcd1234\n");
+        let hosts = text(find(&g, "/etc/hosts"));
+        let line = hosts.lines().find(|l| l.starts_with("127.0.1.1")).expect("127.0.1.1 line");
+        assert_eq!(line.split_whitespace().nth(1), Some("w4b-abcd1234"));
+        assert_eq!(hosts.matches("127.0.1.1").count(), 1);
+        assert_eq!(find(&g, "/etc/localtime").body, Body::Symlink("/usr/share/zoneinfo/Europe/Berlin".into()));
+        assert_eq!(text(find(&g, "/etc/machine-id")), "");
+    }
+
+    #[test]
+    fn secrets_and_owners_have_the_right_modes() {
+        let g = System.generate(&wifi_hive()).expect("generates");
+        for f in &g.files {
+            let p = f.path.to_string();
+            if p.ends_with(".nmconnection") || p.starts_with("/etc/w4b/secrets/") {
+                assert_eq!((f.mode, f.uid, f.gid), (0o600, 0, 0), "{p}");
+            }
+        }
+        let keys = find(&g, "/home/hiveadmin/.ssh/authorized_keys");
+        assert_eq!((keys.mode, keys.uid, keys.gid), (0o600, ADMIN_UID, ADMIN_UID));
+        let dir = find(&g, "/home/hiveadmin/.ssh");
+        assert_eq!((dir.mode, dir.uid, dir.gid, &dir.body), (0o700, ADMIN_UID, ADMIN_UID, &Body::Dir));
+        let sudo = find(&g, "/etc/sudoers.d/010-w4b-hiveadmin");
+        assert_eq!((sudo.mode, sudo.uid), (0o440, 0));
+        assert_eq!(find(&g, "/etc/sudoers.d/010_pi-nopasswd").body, Body::Remove);
+    }
+
+    #[test]
+    fn authorized_keys_hold_admins_and_the_hive_key_but_not_viewers() {
+        let mut cfg = wifi_hive();
+        let mut viewer = cfg.hive.administrators[0].clone();
+        viewer.role = Role::HiveViewer;
+        viewer.ssh_keys = vec!["ssh-ed25519 AAAAViewerViewer viewer@example.com".into()];
+        cfg.hive.administrators.push(viewer);
+        let g = System.generate(&cfg).expect("generates");
+        let keys = text(find(&g, "/home/hiveadmin/.ssh/authorized_keys"));
+        assert!(keys.contains("jo@example.com"));
+        assert!(keys.contains("hive-hive_AbCd1234"));
+        assert!(!keys.contains("viewer@example.com"));
+        // Root gets no keys unless the hive allows root logins.
+        assert!(!g.files.iter().any(|f| f.path.to_string().starts_with("/root")));
+    }
+
+    #[test]
+    fn a_key_with_options_or_a_second_line_is_refused() {
+        for bad in [
+            "command=\"/bin/sh\" ssh-ed25519 AAAA x",
+            "ssh-ed25519 AAAA x\nssh-rsa AAAA y",
+            "not a key",
+        ] {
+            let mut cfg = wifi_hive();
+            cfg.hive.administrators[0].ssh_keys = vec![bad.into()];
+            let err = System.generate(&cfg).expect_err(bad);
+            assert!(err.message.contains("not an OpenSSH public key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn sudo_rule_follows_sudo_without_password() {
+        let mut cfg = wifi_hive();
+        let g = System.generate(&cfg).expect("generates");
+        let rule = text(find(&g, "/etc/sudoers.d/010-w4b-hiveadmin"));
+        assert!(rule.contains("hiveadmin ALL=(ALL:ALL) ALL\n") && !rule.contains("NOPASSWD"), "{rule}");
+        if let Some(s) = cfg.hive.security.as_mut() {
+            s.local_access.sudo_without_password = true;
+        }
+        let g = System.generate(&cfg).expect("generates");
+        let rule = text(find(&g, "/etc/sudoers.d/010-w4b-hiveadmin"));
+        assert!(rule.contains("hiveadmin ALL=(ALL:ALL) NOPASSWD: ALL\n"), "{rule}");
+    }
+
+    #[test]
+    fn password_hash_is_sha512_crypt_deterministic_and_checked_by_crypt() {
+        let pw = Secret::new("p", "SECRET-admin-pw-16");
+        let a = sha512_crypt("hive_AbCd1234", "hiveadmin", &pw).expect("hash");
+        let b = sha512_crypt("hive_AbCd1234", "hiveadmin", &pw).expect("hash");
+        let other_hive = sha512_crypt("hive_LanX0001", "hiveadmin", &pw).expect("hash");
+        assert_eq!(a, b);
+        assert_ne!(a, other_hive, "the salt depends on the hive");
+        assert!(a.starts_with("$6$rounds=100000$"), "{a}");
+        assert!(!a.contains("SECRET"));
+        // The oracle: the C library's crypt(3), through Python.
+        let script = "import crypt,sys\nh=sys.argv[1]\nprint('ok' if crypt.crypt(sys.argv[2], h) == h else 'bad')";
+        match Command::new("python3").args(["-W", "ignore", "-c", script, &a, pw.expose()]).output() {
+            Ok(out) if out.status.success() => {
+                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+                let wrong = Command::new("python3")
+                    .args(["-W", "ignore", "-c", script, &a, "wrong"])
+                    .output()
+                    .expect("python3 ran before");
+                assert_eq!(String::from_utf8_lossy(&wrong.stdout).trim(), "bad");
+            }
+            _ => eprintln!("skipped: python3 with the `crypt` module is not available"),
+        }
+    }
+
+    #[test]
+    fn the_hash_file_holds_the_hash_and_no_section_holds_a_secret() {
+        let cfg = wifi_hive();
+        let g = System.generate(&cfg).expect("generates");
+        let hash = text(find(&g, ADMIN_HASH_FILE));
+        assert!(hash.starts_with("$6$"));
+        for secret in cfg.secrets() {
+            for s in &g.sections {
+                assert!(!s.script.contains(secret.expose()), "{} in {}", secret.name, s.name);
+            }
+            let shown = serde_json::to_string(&System.inputs(&cfg).0).expect("json");
+            assert!(!shown.contains(secret.expose()), "{} in inputs", secret.name);
+        }
+        // Section text does not depend on the hive: values come from files.
+        let other = System.generate(&lan_hive()).expect("generates");
+        assert_eq!(g.sections, other.sections);
+    }
+
+    #[test]
+    fn inputs_ignore_unrelated_fields_and_follow_related_ones() {
+        let cfg = wifi_hive();
+        let (before, secrets) = System.inputs(&cfg);
+        let names = crate::modules::secret_names(&secrets);
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["network.wifi[0].password", "network.wifi[1].password", "security.local_access.password"]
+        );
+        let mut changed = cfg.clone();
+        changed.hive.sensors[0].interface.pin = Some(17);
+        changed.hive.collector.interval = 120;
+        changed.hive.maintenance.backup.retention = 3;
+        changed.settings.software.packages.push("vim".into());
+        if let Some(s) = changed.hive.security.as_mut() {
+            s.database.port = 5433;
+        }
+        assert_eq!(System.inputs(&changed).0, before);
+        let mut related = cfg.clone();
+        related.hive.network.wifi[0].priority = 9;
+        assert_ne!(System.inputs(&related).0, before);
+        let mut related = cfg;
+        related.settings.system.keyboard = "de".into();
+        assert_ne!(System.inputs(&related).0, before);
+    }
+
+    /// Python's configparser reads the keyfiles as GKeyFile would (no interpolation).
+    fn parse_keyfile(text: &str) -> Option<serde_json::Value> {
+        let script = "import configparser,json,sys\nc=configparser.ConfigParser(interpolation=None)\nc.optionxform=str\nc.read_string(sys.stdin.read())\nprint(json.dumps({s: dict(c[s]) for s in c.sections()}))";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        use std::io::Write as _;
+        child.stdin.take()?.write_all(text.as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        assert!(out.status.success(), "configparser rejected:\n{text}");
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    #[test]
+    fn wifi_keyfiles_parse_and_carry_priorities() {
+        let g = System.generate(&wifi_hive()).expect("generates");
+        let f1 = text(find(&g, "/etc/NetworkManager/system-connections/w4b-wifi-1.nmconnection"));
+        let f2 = text(find(&g, "/etc/NetworkManager/system-connections/w4b-wifi-2.nmconnection"));
+        let Some(k1) = parse_keyfile(&f1) else {
+            eprintln!("skipped: python3 is not available");
+            return;
+        };
+        let k2 = parse_keyfile(&f2).expect("python3 ran before");
+        assert_eq!(k1["connection"]["autoconnect-priority"], "2");
+        assert_eq!(k1["wifi"]["ssid"], "Apiary");
+        assert_eq!(k1["wifi-security"]["psk"], "SECRET-wifi-apiary");
+        assert_eq!(k2["wifi"]["ssid"], "Farmhouse 2.4");
+        assert_eq!(k2["connection"]["autoconnect-priority"], "1");
+        assert_ne!(k1["connection"]["uuid"], k2["connection"]["uuid"]);
+        assert!(find(&g, "/etc/systemd/system/w4b-wifi-country.service").path.to_string().contains("country"));
+        assert!(text(find(&g, "/etc/systemd/system/w4b-wifi-country.service")).contains("iw reg set DE"));
+    }
+
+    #[test]
+    fn static_lan_keyfile_parses() {
+        let g = System.generate(&lan_hive()).expect("generates");
+        let f = text(find(&g, "/etc/NetworkManager/system-connections/w4b-lan.nmconnection"));
+        assert!(!g.files.iter().any(|f| f.path.to_string().contains("wifi")), "no Wi-Fi on a LAN hive");
+        let Some(k) = parse_keyfile(&f) else {
+            eprintln!("skipped: python3 is not available");
+            return;
+        };
+        assert_eq!(k["ipv4"]["method"], "manual");
+        assert_eq!(k["ipv4"]["address1"], "192.168.1.100/24,192.168.1.1");
+        assert_eq!(k["ipv4"]["dns"], "1.1.1.1;9.9.9.9;");
+        assert_eq!(k["connection"]["type"], "ethernet");
+    }
+
+    #[test]
+    fn dhcp_lan_is_method_auto() {
+        let mut cfg = lan_hive();
+        if let Some(lan) = cfg.hive.network.lan.as_mut() {
+            lan.dhcp = true;
+        }
+        let g = System.generate(&cfg).expect("generates");
+        let f = text(find(&g, "/etc/NetworkManager/system-connections/w4b-lan.nmconnection"));
+        assert!(f.contains("[ipv4]\nmethod=auto\n") && !f.contains("address1"), "{f}");
+    }
+
+    #[test]
+    fn awkward_ssids_are_written_as_bytes() {
+        assert_eq!(keyfile_ssid("Apiary").ok(), Some("Apiary".into()));
+        assert_eq!(keyfile_ssid("a;b").ok(), Some("97;59;98;".into()));
+        assert_eq!(keyfile_ssid("123").ok(), Some("49;50;51;".into()));
+        assert_eq!(keyfile_ssid(" lead").ok(), Some("32;108;101;97;100;".into()));
+        assert!(keyfile_ssid("").is_err());
+        assert_eq!(keyfile_value(" a\\b").as_deref(), Some("\\sa\\\\b"));
+        assert_eq!(keyfile_value("a\nb"), None);
+    }
+
+    #[test]
+    fn configuration_errors_name_the_problem_but_never_a_secret() {
+        let mut cfg = wifi_hive();
+        cfg.hive.network.wifi[0].password = Secret::new("network.wifi[0].password", "short");
+        let err = System.generate(&cfg).expect_err("short psk");
+        let shown = format!("{err} {:?}", err.help);
+        assert!(shown.contains("network.wifi[0].password") && !shown.contains("short\""), "{shown}");
+        assert!(!shown.contains(": short"), "{shown}");
+
+        let mut cfg = wifi_hive();
+        cfg.hive.network.wifi[1].ssid = "Apiary".into();
+        assert!(System.generate(&cfg).expect_err("dup").message.contains("listed twice"));
+
+        let mut cfg = lan_hive();
+        if let Some(st) = cfg.hive.network.lan.as_mut().and_then(|l| l.static_ip.as_mut()) {
+            st.gateway = "10.0.0.1".into();
+        }
+        assert!(System.generate(&cfg).expect_err("gw").message.contains("outside"));
+
+        let mut cfg = wifi_hive();
+        if let Some(s) = cfg.hive.security.as_mut() {
+            s.local_access.username = "Bad.Name".into();
+        }
+        assert!(System.generate(&cfg).expect_err("user").message.contains("account name"));
+
+        let mut cfg = wifi_hive();
+        cfg.hive.metadata.location.timezone = "../../etc/passwd".into();
+        assert!(System.generate(&cfg).expect_err("tz").message.contains("IANA"));
+
+        let mut cfg = wifi_hive();
+        cfg.settings.system.locale = "C; rm -rf /".into();
+        assert!(System.generate(&cfg).expect_err("locale").message.contains("locale"));
+    }
+
+    #[test]
+    fn without_security_the_admin_is_key_only() {
+        let mut cfg = wifi_hive();
+        cfg.hive.security = None;
+        let g = System.generate(&cfg).expect("generates");
+        assert!(!g.files.iter().any(|f| f.path.to_string() == ADMIN_HASH_FILE));
+        assert_eq!(text(find(&g, ADMIN_USER_FILE)), format!("{DEFAULT_ADMIN}\n"));
+        let keys = text(find(&g, "/home/hiveadmin/.ssh/authorized_keys"));
+        assert!(keys.contains("jo@example.com"));
+    }
+
+    #[test]
+    fn first_user_wizard_is_disabled() {
+        let g = System.generate(&wifi_hive()).expect("generates");
+        assert_eq!(find(&g, "/etc/systemd/system/userconfig.service").body, Body::Symlink("/dev/null".into()));
+        assert_eq!(
+            find(&g, "/etc/systemd/system/multi-user.target.wants/userconfig.service").body,
+            Body::Remove
+        );
+        assert_eq!(find(&g, "/etc/ssh/sshd_config.d/rename_user.conf").body, Body::Remove);
+    }
+
+    #[test]
+    fn country_table_is_sorted_for_binary_search() {
+        assert_eq!(country_of_timezone("Europe/Berlin"), Some("DE"));
+        assert_eq!(country_of_timezone("Pacific/Auckland"), Some("NZ"));
+        assert_eq!(country_of_timezone("America/Chicago"), Some("US"));
+        assert_eq!(country_of_timezone("UTC"), None);
+        let mut cfg = wifi_hive();
+        cfg.hive.metadata.location.timezone = "UTC".into();
+        let g = System.generate(&cfg).expect("generates");
+        assert!(!g.files.iter().any(|f| f.path.to_string().contains("wifi-country")));
+    }
+
+    #[test]
+    fn sections_are_valid_posix_sh() {
+        let g = System.generate(&wifi_hive()).expect("generates");
+        for s in &g.sections {
+            match Command::new("sh").args(["-n", "-c", &s.script]).status() {
+                Ok(st) => assert!(st.success(), "{} does not parse", s.name),
+                Err(_) => eprintln!("skipped: no sh"),
+            }
+        }
+    }
+}
