@@ -130,7 +130,10 @@ pub trait Module: Send + Sync {
 
 /// Every module, in the order their layers apply.
 pub fn all() -> Vec<std::sync::Arc<dyn Module>> {
-    vec![std::sync::Arc::new(system::System), std::sync::Arc::new(security::Security)]
+    vec![
+        std::sync::Arc::new(system::System),
+        std::sync::Arc::new(security::Security),
+    ]
 }
 
 /// The secret names in a list, sorted and unique, for keys and checks.
