@@ -113,6 +113,7 @@ impl Module for Security {
     fn generate(&self, cfg: &HiveImage) -> Result<Generated, ModuleError> {
         let p = plan(cfg);
         let mut g = Generated::default();
+        check_ports(&p)?;
         ssh(&p, &mut g)?;
         if let Some(wg) = p.vpn {
             wireguard(wg, &mut g)?;
@@ -317,8 +318,8 @@ fn wireguard(wg: &WireGuard, g: &mut Generated) -> Result<(), ModuleError> {
     Ok(())
 }
 
-/// The ruleset, after checking that no two services share a port.
-fn nftables(p: &Plan<'_>) -> Result<String, ModuleError> {
+/// No two services on one port, whether or not the firewall is on.
+fn check_ports(p: &Plan<'_>) -> Result<(), ModuleError> {
     let mut owners: BTreeMap<u16, &str> = BTreeMap::new();
     let mut claim = |port: u16, who: &'static str| -> Result<(), ModuleError> {
         match owners.insert(port, who) {
@@ -335,6 +336,11 @@ fn nftables(p: &Plan<'_>) -> Result<String, ModuleError> {
     for &(port, who) in &p.services {
         claim(port, who)?;
     }
+    Ok(())
+}
+
+/// The ruleset.
+fn nftables(p: &Plan<'_>) -> Result<String, ModuleError> {
     if let Some(bad) = p.allow_ports.iter().find(|&&x| x == 0) {
         return Err(error(
             format!("`firewall.allow_ports` lists port {bad}"),
@@ -715,6 +721,9 @@ mod tests {
         );
         let mut cfg = wifi_hive();
         cfg.settings.sensor_manager.metrics_port = 9100;
+        assert!(Security.generate(&cfg).is_err());
+        // Refused with the firewall off too: the clash is the services', not the rules'.
+        cfg.settings.firewall.enabled = false;
         assert!(Security.generate(&cfg).is_err());
         // A disabled service claims nothing.
         cfg.settings.sensor_manager.enabled = false;
