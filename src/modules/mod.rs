@@ -19,6 +19,8 @@ use serde::Serialize;
 use crate::hive::config::{HiveImage, Secret};
 use crate::tree::TreePath;
 
+pub mod security;
+pub mod system;
 #[cfg(test)]
 pub mod testing;
 
@@ -128,7 +130,10 @@ pub trait Module: Send + Sync {
 
 /// Every module, in the order their layers apply.
 pub fn all() -> Vec<std::sync::Arc<dyn Module>> {
-    Vec::new()
+    vec![
+        std::sync::Arc::new(system::System),
+        std::sync::Arc::new(security::Security),
+    ]
 }
 
 /// The secret names in a list, sorted and unique, for keys and checks.
