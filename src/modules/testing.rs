@@ -61,9 +61,9 @@ fn security(id: &str, client_ip: &str) -> HiveSecurity {
             port: 22,
         },
         wireguard: WireGuard {
-            private_key: Secret::new("security.wireguard.private_key", "SECRETwgPrivateKeyFixture0000000000000000000="),
-            public_key: "hivePublicKeyFixture000000000000000000000000=".into(),
-            peer_public_key: Some("hubPublicKeyFixture0000000000000000000000000=".into()),
+            private_key: Secret::new("security.wireguard.private_key", "SECRETwgPrivateKeyFixture000000000000000000="),
+            public_key: "hivePublicKeyFixture00000000000000000000000=".into(),
+            peer_public_key: Some("hubPublicKeyFixture000000000000000000000000=".into()),
             client_ip: client_ip.into(),
             endpoint: "hub.example.org:51820".into(),
             config: None,

@@ -23,7 +23,7 @@ use base64::Engine as _;
 use w4b_cache::Digest;
 
 use super::Report;
-use crate::tree::{lookup, load_dir, Blobs, Entry, Kind, TreePath};
+use crate::tree::{load_dir, lookup, Blobs, Entry, Kind, TreePath};
 
 /// What a checklist needs to know about a path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,7 +127,12 @@ pub fn valid_hostname(h: &str) -> bool {
 fn hostname(fs: &dyn Files, r: &mut Report) {
     let file = Some("/etc/hostname".to_owned());
     let Some(h) = text(fs, "/etc/hostname") else {
-        r.fail("hostname", file, "missing", "the system module writes /etc/hostname");
+        r.fail(
+            "hostname",
+            file,
+            "missing",
+            "the system module writes /etc/hostname",
+        );
         return;
     };
     let h = h.trim();
@@ -158,7 +163,11 @@ fn hostname(fs: &dyn Files, r: &mut Report) {
     }
 }
 
-const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"];
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
 
 fn find_unit(fs: &dyn Files, name: &str) -> Option<String> {
     // A template instance (`wg-quick@wg0.service`) is provided by `wg-quick@.service`.
@@ -200,7 +209,9 @@ fn units(fs: &dyn Files, r: &mut Report) {
     let mut bad = 0;
     let mut linked: BTreeSet<String> = BTreeSet::new();
     for dir in fs.list(base) {
-        let Some(target) = dir.strip_suffix(".wants") else { continue };
+        let Some(target) = dir.strip_suffix(".wants") else {
+            continue;
+        };
         for unit in fs.list(&format!("{base}/{dir}")) {
             let link = format!("{base}/{dir}/{unit}");
             linked.insert(unit.clone());
@@ -234,7 +245,9 @@ fn units(fs: &dyn Files, r: &mut Report) {
         if !unit.starts_with("w4b-") || !(unit.ends_with(".service") || unit.ends_with(".timer")) {
             continue;
         }
-        let Some(t) = text(fs, &format!("{base}/{unit}")) else { continue };
+        let Some(t) = text(fs, &format!("{base}/{unit}")) else {
+            continue;
+        };
         for target in install_targets(&t) {
             if fs.meta(&format!("{base}/{target}.wants/{unit}")).is_none() {
                 bad += 1;
@@ -248,23 +261,73 @@ fn units(fs: &dyn Files, r: &mut Report) {
         }
     }
     if bad == 0 {
-        r.pass("units", Some(base.into()), format!("{} enabled unit(s), all present", linked.len()));
+        r.pass(
+            "units",
+            Some(base.into()),
+            format!("{} enabled unit(s), all present", linked.len()),
+        );
     }
 }
 
 /// sshd keywords w4b or an administrator may reasonably set (sshd_config(5), OpenSSH 9).
 const SSHD_KEYWORDS: &[&str] = &[
-    "acceptenv", "addressfamily", "allowagentforwarding", "allowgroups", "allowstreamlocalforwarding",
-    "allowtcpforwarding", "allowusers", "authenticationmethods", "authorizedkeyscommand",
-    "authorizedkeyscommanduser", "authorizedkeysfile", "authorizedprincipalsfile", "banner",
-    "chrootdirectory", "ciphers", "clientalivecountmax", "clientaliveinterval", "compression",
-    "denygroups", "denyusers", "disableforwarding", "gatewayports", "hostbasedauthentication",
-    "hostkey", "hostkeyalgorithms", "ignorerhosts", "include", "kbdinteractiveauthentication",
-    "kexalgorithms", "listenaddress", "logingracetime", "loglevel", "macs", "match", "maxauthtries",
-    "maxsessions", "maxstartups", "passwordauthentication", "permitemptypasswords", "permitopen",
-    "permitrootlogin", "permittty", "permittunnel", "permituserenvironment", "port", "printlastlog",
-    "printmotd", "pubkeyacceptedalgorithms", "pubkeyauthentication", "rekeylimit", "subsystem",
-    "syslogfacility", "tcpkeepalive", "usedns", "usepam", "x11displayoffset", "x11forwarding",
+    "acceptenv",
+    "addressfamily",
+    "allowagentforwarding",
+    "allowgroups",
+    "allowstreamlocalforwarding",
+    "allowtcpforwarding",
+    "allowusers",
+    "authenticationmethods",
+    "authorizedkeyscommand",
+    "authorizedkeyscommanduser",
+    "authorizedkeysfile",
+    "authorizedprincipalsfile",
+    "banner",
+    "chrootdirectory",
+    "ciphers",
+    "clientalivecountmax",
+    "clientaliveinterval",
+    "compression",
+    "denygroups",
+    "denyusers",
+    "disableforwarding",
+    "gatewayports",
+    "hostbasedauthentication",
+    "hostkey",
+    "hostkeyalgorithms",
+    "ignorerhosts",
+    "include",
+    "kbdinteractiveauthentication",
+    "kexalgorithms",
+    "listenaddress",
+    "logingracetime",
+    "loglevel",
+    "macs",
+    "match",
+    "maxauthtries",
+    "maxsessions",
+    "maxstartups",
+    "passwordauthentication",
+    "permitemptypasswords",
+    "permitopen",
+    "permitrootlogin",
+    "permittty",
+    "permittunnel",
+    "permituserenvironment",
+    "port",
+    "printlastlog",
+    "printmotd",
+    "pubkeyacceptedalgorithms",
+    "pubkeyauthentication",
+    "rekeylimit",
+    "subsystem",
+    "syslogfacility",
+    "tcpkeepalive",
+    "usedns",
+    "usepam",
+    "x11displayoffset",
+    "x11forwarding",
     "x11uselocalhost",
 ];
 
@@ -293,7 +356,12 @@ fn sshd(fs: &dyn Files, r: &mut Report) {
                 );
             } else if w.next().is_none() && !l.contains('=') {
                 bad += 1;
-                r.fail("sshd", Some(format!("{path}:{}", i + 1)), format!("`{key}` has no value"), "give it a value");
+                r.fail(
+                    "sshd",
+                    Some(format!("{path}:{}", i + 1)),
+                    format!("`{key}` has no value"),
+                    "give it a value",
+                );
             }
         }
     }
@@ -313,7 +381,9 @@ pub fn ini(t: &str) -> Result<Vec<(String, Vec<(String, String)>)>, usize> {
         if let Some(name) = l.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
             out.push((name.to_owned(), Vec::new()));
         } else if let Some((k, v)) = l.split_once('=') {
-            let Some(last) = out.last_mut() else { return Err(i + 1) };
+            let Some(last) = out.last_mut() else {
+                return Err(i + 1);
+            };
             last.1.push((k.trim().to_owned(), v.trim().to_owned()));
         } else {
             return Err(i + 1);
@@ -334,7 +404,11 @@ fn wg_key(v: &str) -> bool {
 
 fn wireguard(fs: &dyn Files, r: &mut Report) {
     let dir = "/etc/wireguard";
-    let confs: Vec<String> = fs.list(dir).into_iter().filter(|f| f.ends_with(".conf")).collect();
+    let confs: Vec<String> = fs
+        .list(dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".conf"))
+        .collect();
     if confs.is_empty() {
         r.skip("wireguard", None, "no WireGuard configuration (a VPN-less image)");
         return;
@@ -382,7 +456,11 @@ fn wireguard(fs: &dyn Files, r: &mut Report) {
         }
     }
     if bad == 0 {
-        r.pass("wireguard", Some(dir.into()), format!("{} interface(s)", confs.len()));
+        r.pass(
+            "wireguard",
+            Some(dir.into()),
+            format!("{} interface(s)", confs.len()),
+        );
     }
 }
 
@@ -414,7 +492,12 @@ fn networkmanager(fs: &dyn Files, r: &mut Report) {
             fail("not a keyfile (a line outside `[section]` / `key=value`)".into());
             continue;
         };
-        let sec = |name: &str| sections.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice());
+        let sec = |name: &str| {
+            sections
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.as_slice())
+        };
         let Some(conn) = sec("connection") else {
             fail("no [connection] section".into());
             continue;
@@ -434,14 +517,23 @@ fn networkmanager(fs: &dyn Files, r: &mut Report) {
         }
     }
     if bad == 0 {
-        r.pass("networkmanager", Some(dir.into()), format!("{} connection(s)", files.len()));
+        r.pass(
+            "networkmanager",
+            Some(dir.into()),
+            format!("{} connection(s)", files.len()),
+        );
     }
 }
 
 fn nftables(fs: &dyn Files, r: &mut Report) {
     let path = "/etc/nftables.conf";
     let Some(t) = text(fs, path) else {
-        r.fail("nftables", Some(path.into()), "no firewall ruleset", "the security module writes a default-deny ruleset");
+        r.fail(
+            "nftables",
+            Some(path.into()),
+            "no firewall ruleset",
+            "the security module writes a default-deny ruleset",
+        );
         return;
     };
     let mut depth: i64 = 0;
@@ -456,7 +548,12 @@ fn nftables(fs: &dyn Files, r: &mut Report) {
         }
     }
     if depth != 0 {
-        r.fail("nftables", Some(path.into()), "unbalanced braces", "check the ruleset with `nft -c -f /etc/nftables.conf`");
+        r.fail(
+            "nftables",
+            Some(path.into()),
+            "unbalanced braces",
+            "check the ruleset with `nft -c -f /etc/nftables.conf`",
+        );
         return;
     }
     // The `input` chain (hook input) must drop by default.
@@ -513,7 +610,11 @@ fn secret_modes(fs: &dyn Files, r: &mut Report) {
         }
     }
     if bad == 0 {
-        r.pass("secret_modes", None, format!("{} secret file(s), all private", paths.len()));
+        r.pass(
+            "secret_modes",
+            None,
+            format!("{} secret file(s), all private", paths.len()),
+        );
     }
 }
 
@@ -528,7 +629,10 @@ fn host_keys(fs: &dyn Files, r: &mut Report) {
         r.fail(
             "host_keys",
             Some(format!("/etc/ssh/{}", keys[0])),
-            format!("{} SSH host key file(s) in the image: every flashed hive would share them", keys.len()),
+            format!(
+                "{} SSH host key file(s) in the image: every flashed hive would share them",
+                keys.len()
+            ),
             "remove them; the first boot generates them (`ssh-keygen -A`)",
         );
     } else if machine_id.iter().any(|b| !b.is_ascii_whitespace()) {
@@ -555,7 +659,9 @@ fn ports(fs: &dyn Files, r: &mut Report) {
             }
         }
     }
-    used.entry(ssh_port.unwrap_or(22)).or_default().push("sshd".into());
+    used.entry(ssh_port.unwrap_or(22))
+        .or_default()
+        .push("sshd".into());
     if let Some(t) = text(fs, "/etc/default/prometheus-node-exporter") {
         let port = t
             .split("--web.listen-address=")
@@ -652,7 +758,10 @@ mod tests {
             })
         }
         fn read(&self, path: &str) -> Option<Vec<u8>> {
-            self.0.get(path).filter(|(m, _)| m.is_file).map(|(_, b)| b.clone())
+            self.0
+                .get(path)
+                .filter(|(m, _)| m.is_file)
+                .map(|(_, b)| b.clone())
         }
         fn list(&self, dir: &str) -> Vec<String> {
             let prefix = format!("{dir}/");
@@ -709,7 +818,9 @@ mod tests {
     }
 
     fn failed(r: &Report) -> Vec<String> {
-        r.failures().map(|c| format!("{} {}", c.name, c.file.clone().unwrap_or_default())).collect()
+        r.failures()
+            .map(|c| format!("{} {}", c.name, c.file.clone().unwrap_or_default()))
+            .collect()
     }
 
     #[test]
@@ -763,7 +874,11 @@ mod tests {
         let blobs = MemBlobs::default();
         let mut b = TreeBuilder::new();
         let d = blobs.put(b"w4b-x\n").unwrap();
-        b.insert(TreePath::parse("/etc/hostname").unwrap(), Entry::file(d, 6, 0o644)).unwrap();
+        b.insert(
+            TreePath::parse("/etc/hostname").unwrap(),
+            Entry::file(d, 6, 0o644),
+        )
+        .unwrap();
         let root = b.finish(&blobs).unwrap();
         let fs = TreeFiles { blobs: &blobs, root };
         assert_eq!(fs.read("/etc/hostname").unwrap(), b"w4b-x\n");
