@@ -19,6 +19,10 @@ use serde::Serialize;
 use crate::hive::config::{HiveImage, Secret};
 use crate::tree::TreePath;
 
+pub mod database;
+pub mod monitoring;
+pub mod sensor_manager;
+pub mod software;
 #[cfg(test)]
 pub mod testing;
 
@@ -128,7 +132,13 @@ pub trait Module: Send + Sync {
 
 /// Every module, in the order their layers apply.
 pub fn all() -> Vec<std::sync::Arc<dyn Module>> {
-    Vec::new()
+    vec![
+        // (system and security come first)
+        std::sync::Arc::new(software::Software),
+        std::sync::Arc::new(database::Database),
+        std::sync::Arc::new(sensor_manager::SensorManager),
+        std::sync::Arc::new(monitoring::Monitoring),
+    ]
 }
 
 /// The secret names in a list, sorted and unique, for keys and checks.
