@@ -130,7 +130,10 @@ fn check(p: &Plan<'_>) -> Result<(), ModuleError> {
         ));
     }
     if p.port == 0 {
-        return Err(error("the database port is 0", "set `security.database.port` (default 5432)"));
+        return Err(error(
+            "the database port is 0",
+            "set `security.database.port` (default 5432)",
+        ));
     }
     if p.password.expose().is_empty() {
         return Err(error(
@@ -170,8 +173,8 @@ fn schema_sql(p: &Plan<'_>) -> String {
 \set ON_ERROR_STOP on
 \if :{{?pw}}
 \else
-\echo 'schema.sql: the psql variable pw (the role password) is not set'
-\quit 3
+-- (`\quit` would end psql with status 0: fail with an error instead.)
+DO $$ BEGIN RAISE EXCEPTION 'schema.sql: set the psql variable pw (the role password)'; END $$;
 \endif
 \set w4b_user '{user}'
 \set w4b_db '{db}'
@@ -388,7 +391,11 @@ mod tests {
         let secret = "SECRET-db-pass-1234567";
         for f in g.files.iter().filter(|f| f.path.to_string() != PASSWORD_FILE) {
             if let Body::File(b) = &f.body {
-                assert!(!String::from_utf8_lossy(b).contains(secret), "{} has the password", f.path);
+                assert!(
+                    !String::from_utf8_lossy(b).contains(secret),
+                    "{} has the password",
+                    f.path
+                );
             }
         }
         for s in &g.sections {
@@ -421,7 +428,10 @@ mod tests {
         assert!(sql.contains("create_hypertable('sensor_readings', 'time', if_not_exists => TRUE)"));
         // Nothing may sit under the cluster's directory in the image (pg_createcluster
         // would refuse to create it).
-        assert!(g.files.iter().all(|f| !f.path.to_string().starts_with("/etc/postgresql")));
+        assert!(g
+            .files
+            .iter()
+            .all(|f| !f.path.to_string().starts_with("/etc/postgresql")));
     }
 
     #[test]
@@ -431,7 +441,9 @@ mod tests {
         let s = &g.sections[0];
         assert_eq!((s.order, s.name.as_str()), (SECTION_ORDER, "database/schema"));
         assert!(s.script.contains(r"-c '\getenv pw W4B_DB_PASSWORD'"));
-        assert!(s.script.contains(&format!("W4B_DB_PASSWORD=\"$(cat {PASSWORD_FILE})\"")));
+        assert!(s
+            .script
+            .contains(&format!("W4B_DB_PASSWORD=\"$(cat {PASSWORD_FILE})\"")));
         assert!(!s.script.contains("-v pw="), "the password must not reach argv");
     }
 
@@ -512,6 +524,76 @@ mod tests {
         assert_ne!(Database.inputs(&related).0, json);
     }
 
+    /// The real oracle, where PostgreSQL 15 is installed: a scratch cluster runs the part
+    /// of the script before TimescaleDB (which these machines lack) twice, with a password
+    /// full of quotes, passed the way the first-boot section passes it; the role can then
+    /// log in over TCP with exactly that password.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // reads the uid, runs the oracle
+    fn the_schema_runs_on_a_scratch_postgres() {
+        let bin = std::path::Path::new("/usr/lib/postgresql/15/bin");
+        if !bin.join("initdb").exists() || !oracles::have("psql") {
+            eprintln!("skipped: no PostgreSQL 15 to run the schema");
+            return;
+        }
+        let sql = schema_sql(&match plan(&wifi_hive()) {
+            Some(p) => p,
+            None => panic!("no plan"),
+        });
+        let Some(cut) = sql.find("CREATE EXTENSION") else {
+            panic!("no CREATE EXTENSION")
+        };
+        let prefix = format!("{}SELECT 'connected to ' || current_database();\n", &sql[..cut]);
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let d = dir.path();
+        let password = "it's a \"pass\\word\"'; DROP ROLE hiveuser; -- :'pw' $HOME `id`";
+        for (name, body) in [("schema.sql", prefix.as_str()), ("pw", password)] {
+            if let Err(e) = std::fs::write(d.join(name), body) {
+                panic!("{e}");
+            }
+        }
+        // PostgreSQL refuses to run as root: the cluster belongs to `nobody` then.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let as_user = if root {
+            if let Err(e) = std::os::unix::fs::chown(d, Some(65534), Some(65534)) {
+                panic!("{e}");
+            }
+            "setpriv --reuid=65534 --regid=65534 --clear-groups"
+        } else {
+            ""
+        };
+        let port = 40000 + std::process::id() % 20000;
+        let script = format!(
+            r#"set -e
+cd '{d}'
+export PATH={bin}:$PATH
+{as_user} initdb --no-sync -D data -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+{as_user} pg_ctl -s -D data -l log -w -o "-k {d} -p {port} -c listen_addresses=127.0.0.1" start
+trap '{as_user} pg_ctl -s -D data -m immediate stop' EXIT
+for run in 1 2; do
+    W4B_DB_PASSWORD="$(cat pw)" {as_user} psql -X -q -A -t -v ON_ERROR_STOP=1 -h '{d}' -p {port} -U postgres -d postgres \
+        -c '\getenv pw W4B_DB_PASSWORD' -f schema.sql
+done
+# Without the password the script stops before touching anything.
+if {as_user} psql -X -q -h '{d}' -p {port} -U postgres -d postgres -f schema.sql >/dev/null 2>&1; then
+    echo "ran without pw"
+fi
+PGPASSWORD="$(cat pw)" {as_user} psql -X -A -t -h 127.0.0.1 -p {port} -U hiveuser -d hivedb \
+    -c "SELECT current_user || '@' || current_database()"
+"#,
+            d = d.display(),
+            bin = bin.display(),
+        );
+        let out = oracles::run_sh(&script);
+        assert_eq!(out, "connected to hivedb\nconnected to hivedb\nhiveuser@hivedb\n");
+    }
+
     /// psql itself would be the real oracle; without a server, check the script's
     /// structure: every `\if` closed, and every statement either a meta-command or ended.
     #[test]
@@ -543,7 +625,11 @@ pub(crate) mod oracles {
     }
 
     fn run(cmd: &mut Command, stdin: &str) -> (bool, String) {
-        let child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) => panic!("cannot run {cmd:?}: {e}"),
@@ -554,7 +640,11 @@ pub(crate) mod oracles {
         match child.wait_with_output() {
             Ok(o) => (
                 o.status.success(),
-                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
             ),
             Err(e) => panic!("{cmd:?}: {e}"),
         }
@@ -639,7 +729,10 @@ pub(crate) mod oracles {
             eprintln!("skipped: no `python3`");
             return;
         }
-        let (has_module, _) = run(Command::new("python3").args(["-c", &format!("import {module}")]), "");
+        let (has_module, _) = run(
+            Command::new("python3").args(["-c", &format!("import {module}")]),
+            "",
+        );
         if !has_module {
             eprintln!("skipped: python3 has no `{module}` module");
             return;

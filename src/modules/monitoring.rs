@@ -137,7 +137,10 @@ fn check_size(size: &str) -> Result<(), ModuleError> {
 
 fn check(p: &Plan<'_>) -> Result<(), ModuleError> {
     if p.node_exporter_port == 0 {
-        return Err(error("the node exporter port is 0", "set `monitoring.node_exporter_port` (default 9100)"));
+        return Err(error(
+            "the node exporter port is 0",
+            "set `monitoring.node_exporter_port` (default 9100)",
+        ));
     }
     if p.sensor_metrics_port == Some(p.node_exporter_port) {
         return Err(error(
@@ -151,7 +154,10 @@ fn check(p: &Plan<'_>) -> Result<(), ModuleError> {
     check_size(p.journal_max_use)?;
     if p.health_interval < 10 {
         return Err(error(
-            format!("a health check every {} s would keep the Pi busy", p.health_interval),
+            format!(
+                "a health check every {} s would keep the Pi busy",
+                p.health_interval
+            ),
             "set `monitoring.health_interval` to at least 10 seconds (default 300)",
         ));
     }
@@ -337,7 +343,10 @@ impl Module for Monitoring {
     }
 
     fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
-        (serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null), Vec::new())
+        (
+            serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null),
+            Vec::new(),
+        )
     }
 
     fn enabled(&self, cfg: &HiveImage) -> bool {
@@ -359,7 +368,10 @@ impl Module for Monitoring {
             database: p.database,
         };
         let mut health_json = serde_json::to_string_pretty(&health_config).map_err(|e| {
-            error(format!("cannot serialise the health-check configuration: {e}"), "report this as a w4b bug")
+            error(
+                format!("cannot serialise the health-check configuration: {e}"),
+                "report this as a w4b bug",
+            )
         })?;
         health_json.push('\n');
         let sd = |unit: &str| format!("/etc/systemd/system/{unit}");
@@ -398,7 +410,10 @@ impl Module for Monitoring {
             files.extend([
                 GenFile::file(&sd(UPDATE_SERVICE), update_service(), 0o644),
                 GenFile::file(&sd(UPDATE_TIMER), update_timer(&p, &days), 0o644),
-                GenFile::symlink(&sd(&format!("timers.target.wants/{UPDATE_TIMER}")), &sd(UPDATE_TIMER)),
+                GenFile::symlink(
+                    &sd(&format!("timers.target.wants/{UPDATE_TIMER}")),
+                    &sd(UPDATE_TIMER),
+                ),
             ]);
         }
         Ok(Generated {
@@ -471,7 +486,8 @@ mod tests {
     fn timers_follow_the_configuration() {
         let g = generate(&wifi_hive());
         assert!(text(&g, &format!("/etc/systemd/system/{HEALTH_TIMER}")).contains("OnUnitActiveSec=300\n"));
-        assert!(text(&g, &format!("/etc/systemd/system/{UPDATE_TIMER}")).contains("OnCalendar=Sun *-*-* 03:00:00\n"));
+        assert!(text(&g, &format!("/etc/systemd/system/{UPDATE_TIMER}"))
+            .contains("OnCalendar=Sun *-*-* 03:00:00\n"));
         let mut cfg = wifi_hive();
         cfg.hive.maintenance.updates.allowed_days = vec!["Friday".into(), "monday".into(), "Mon".into()];
         let timer = text(&generate(&cfg), &format!("/etc/systemd/system/{UPDATE_TIMER}"));
@@ -487,9 +503,15 @@ mod tests {
     #[test]
     fn bad_settings_are_errors() {
         let cases: [(&str, fn(&mut HiveImage)); 5] = [
-            ("both listen on port 9101", |c| c.settings.monitoring.node_exporter_port = 9101),
-            ("not a journald size", |c| c.settings.monitoring.journal_max_use = "200 MB".into()),
-            ("not a day of the week", |c| c.hive.maintenance.updates.allowed_days = vec!["Sonntag".into()]),
+            ("both listen on port 9101", |c| {
+                c.settings.monitoring.node_exporter_port = 9101
+            }),
+            ("not a journald size", |c| {
+                c.settings.monitoring.journal_max_use = "200 MB".into()
+            }),
+            ("not a day of the week", |c| {
+                c.hive.maintenance.updates.allowed_days = vec!["Sonntag".into()]
+            }),
             ("update_hour", |c| c.hive.maintenance.updates.update_hour = 24),
             ("keep the Pi busy", |c| c.settings.monitoring.health_interval = 1),
         ];
@@ -532,19 +554,35 @@ mod tests {
     fn units_verify_and_files_parse() {
         let g = generate(&wifi_hive());
         let unit = |u: &str| text(&g, &format!("/etc/systemd/system/{u}"));
-        let (hs, ht, us, ut) = (unit(HEALTH_SERVICE), unit(HEALTH_TIMER), unit(UPDATE_SERVICE), unit(UPDATE_TIMER));
-        oracles::systemd_verify(&[(HEALTH_SERVICE, &hs), (HEALTH_TIMER, &ht), (UPDATE_SERVICE, &us), (UPDATE_TIMER, &ut)]);
+        let (hs, ht, us, ut) = (
+            unit(HEALTH_SERVICE),
+            unit(HEALTH_TIMER),
+            unit(UPDATE_SERVICE),
+            unit(UPDATE_TIMER),
+        );
+        oracles::systemd_verify(&[
+            (HEALTH_SERVICE, &hs),
+            (HEALTH_TIMER, &ht),
+            (UPDATE_SERVICE, &us),
+            (UPDATE_TIMER, &ut),
+        ]);
         if oracles::have("systemd-analyze") {
-            let out = oracles::run_sh("systemd-analyze calendar 'Sun *-*-* 03:00:00' >/dev/null && echo ok\n");
+            let out =
+                oracles::run_sh("systemd-analyze calendar 'Sun *-*-* 03:00:00' >/dev/null && echo ok\n");
             assert_eq!(out.trim(), "ok");
         }
         // journald's drop-in and the units are INI to configparser.
-        let ini = "import configparser, sys\np = configparser.ConfigParser(strict=True, interpolation=None)\n\
+        let ini =
+            "import configparser, sys\np = configparser.ConfigParser(strict=True, interpolation=None)\n\
                    p.optionxform = str\np.read_string(sys.stdin.read())\nprint('ok')";
         oracles::python(ini, &text(&g, JOURNALD_DROPIN), "configparser");
         oracles::python(ini, &ht, "configparser");
         // The health check compiles, and runs against a scratch status file.
-        oracles::python("import sys; compile(sys.stdin.read(), 'health-check', 'exec')", HEALTH_PY, "json");
+        oracles::python(
+            "import sys; compile(sys.stdin.read(), 'health-check', 'exec')",
+            HEALTH_PY,
+            "json",
+        );
     }
 
     #[test]
@@ -566,7 +604,9 @@ mod tests {
             "disk_paths": ["/"],
             "temperature_file": dir.path().join("no-such-file"),
         });
-        if let Err(e) = std::fs::write(&script, HEALTH_PY).and_then(|()| std::fs::write(&config, cfg.to_string())) {
+        if let Err(e) =
+            std::fs::write(&script, HEALTH_PY).and_then(|()| std::fs::write(&config, cfg.to_string()))
+        {
             panic!("{e}");
         }
         oracles::run_sh(&format!(
@@ -574,12 +614,16 @@ mod tests {
             script.display(),
             config.display()
         ));
-        let report: serde_json::Value = match std::fs::read_to_string(&status).map(|t| serde_json::from_str(&t)) {
-            Ok(Ok(v)) => v,
-            other => panic!("{other:?}"),
-        };
+        let report: serde_json::Value =
+            match std::fs::read_to_string(&status).map(|t| serde_json::from_str(&t)) {
+                Ok(Ok(v)) => v,
+                other => panic!("{other:?}"),
+            };
         assert_eq!(report["healthy"], true);
-        assert!(report["disk"]["/"]["total_bytes"].as_u64().is_some_and(|b| b > 0), "{report}");
+        assert!(
+            report["disk"]["/"]["total_bytes"].as_u64().is_some_and(|b| b > 0),
+            "{report}"
+        );
         assert!(report["temperature_celsius"].is_null());
     }
 

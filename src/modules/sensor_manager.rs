@@ -87,7 +87,11 @@ fn plan(cfg: &HiveImage) -> Plan<'_> {
     if s.monitoring.enabled {
         taken.insert(s.monitoring.node_exporter_port, "the Prometheus node exporter");
     }
-    let ssh_port = cfg.hive.security.as_ref().map_or(s.system.ssh_port, |sec| sec.ssh.port);
+    let ssh_port = cfg
+        .hive
+        .security
+        .as_ref()
+        .map_or(s.system.ssh_port, |sec| sec.ssh.port);
     if s.system.ssh_enabled {
         taken.insert(ssh_port, "SSH");
     }
@@ -130,7 +134,10 @@ fn check(p: &Plan<'_>) -> Result<(), ModuleError> {
     }
     if let Some(owner) = p.taken.get(&p.metrics_port) {
         return Err(error(
-            format!("the sensor manager's metrics port {} is already used by {owner}", p.metrics_port),
+            format!(
+                "the sensor manager's metrics port {} is already used by {owner}",
+                p.metrics_port
+            ),
             "set `services.sensor_manager.metrics_port` to a free port (default 9101)",
         ));
     }
@@ -143,7 +150,11 @@ fn check(p: &Plan<'_>) -> Result<(), ModuleError> {
         };
         if !complete {
             return Err(error(
-                format!("sensor `{}`: its {} interface names no pin or address", s.id, bus_name(i.bus)),
+                format!(
+                    "sensor `{}`: its {} interface names no pin or address",
+                    s.id,
+                    bus_name(i.bus)
+                ),
                 "give gpio sensors `pin` (or `data_pin` and `clock_pin`), i2c sensors `address`",
             ));
         }
@@ -288,15 +299,21 @@ fn config_yaml(p: &Plan<'_>) -> Result<String, ModuleError> {
             .collect(),
     };
     let json = serde_json::to_value(&file).map_err(|e| {
-        error(format!("cannot serialise the sensor configuration: {e}"), "report this as a w4b bug")
+        error(
+            format!("cannot serialise the sensor configuration: {e}"),
+            "report this as a w4b bug",
+        )
     })?;
     let mut out = String::from(
         "# w4b sensor manager configuration, generated from the hive file (do not edit:\n\
          # rebuild the image). Keys are sorted.\n",
     );
-    YamlEmitter::new(&mut out)
-        .dump(&to_yaml(&json))
-        .map_err(|e| error(format!("cannot write the sensor configuration as YAML: {e}"), "report this as a w4b bug"))?;
+    YamlEmitter::new(&mut out).dump(&to_yaml(&json)).map_err(|e| {
+        error(
+            format!("cannot write the sensor configuration as YAML: {e}"),
+            "report this as a w4b bug",
+        )
+    })?;
     out.push('\n');
     Ok(out)
 }
@@ -468,7 +485,10 @@ impl Module for SensorManager {
     }
 
     fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
-        (serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null), Vec::new())
+        (
+            serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null),
+            Vec::new(),
+        )
     }
 
     fn enabled(&self, cfg: &HiveImage) -> bool {
@@ -584,10 +604,16 @@ mod tests {
         assert!(env.contains("HIVE_ID='hive_AbCd1234'\n"), "{env}");
         assert!(env.contains("METRICS_PORT='9101'\n"));
         assert!(env.contains("DB_NAME='hivedb'\n"));
-        assert!(env.contains(&format!("DB_PASSWORD_FILE='/run/credentials/{UNIT}/db_password'\n")));
+        assert!(env.contains(&format!(
+            "DB_PASSWORD_FILE='/run/credentials/{UNIT}/db_password'\n"
+        )));
         for f in &g.files {
             if let Body::File(b) = &f.body {
-                assert!(!String::from_utf8_lossy(b).contains("SECRET"), "{} has a secret", f.path);
+                assert!(
+                    !String::from_utf8_lossy(b).contains("SECRET"),
+                    "{} has a secret",
+                    f.path
+                );
             }
         }
         let unit = text(&g, &format!("/etc/systemd/system/{UNIT}"));
@@ -638,8 +664,14 @@ mod tests {
         assert_eq!(doc["metrics"]["port"].as_integer(), Some(9101));
         assert_eq!(doc["sensors"][0]["type"].as_str(), Some("ds18b20"));
         assert_eq!(doc["sensors"][0]["interface"]["pin"].as_integer(), Some(4));
-        assert_eq!(doc["sensors"][0]["calibration"]["offset"].as_floating_point(), Some(-0.5));
-        assert_eq!(doc["sensors"][0]["alerts"][0]["max"].as_floating_point(), Some(40.0));
+        assert_eq!(
+            doc["sensors"][0]["calibration"]["offset"].as_floating_point(),
+            Some(-0.5)
+        );
+        assert_eq!(
+            doc["sensors"][0]["alerts"][0]["max"].as_floating_point(),
+            Some(40.0)
+        );
         assert_eq!(doc["sensors"][1]["interface"]["data_pin"].as_integer(), Some(5));
         // And so does PyYAML, where installed.
         let check = "import sys, yaml\nd = yaml.safe_load(sys.stdin)\n\
@@ -662,7 +694,9 @@ mod tests {
     fn port_clashes_are_errors() {
         let cases: [(u16, &str, fn(&mut HiveImage)); 4] = [
             (9100, "node exporter", |_| {}),
-            (9200, "node exporter", |c| c.settings.monitoring.node_exporter_port = 9200),
+            (9200, "node exporter", |c| {
+                c.settings.monitoring.node_exporter_port = 9200
+            }),
             (5432, "PostgreSQL", |_| {}),
             (22, "SSH", |_| {}),
         ];

@@ -137,7 +137,9 @@ fn check_python(req: &str) -> Result<(), ModuleError> {
     };
     let name_ok = bare.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bare.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && bare.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     let extras_ok = extras
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ','));
@@ -189,7 +191,8 @@ const RETRY_FN: &str = r#"w4b_retry() {
 /// apt options for an unattended first boot: wait for a boot-time apt run instead of
 /// failing on its lock, and keep the configuration files the image already carries
 /// (`/etc/default/prometheus-node-exporter`) instead of asking.
-const APT_OPTS: &str = "-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+const APT_OPTS: &str =
+    "-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
 
 fn packages_section(p: &Plan<'_>) -> Section {
     let mut s = String::from("# Install the image's Debian packages (list: ");
@@ -287,7 +290,10 @@ impl Module for Software {
     }
 
     fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
-        (serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null), Vec::new())
+        (
+            serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null),
+            Vec::new(),
+        )
     }
 
     fn enabled(&self, cfg: &HiveImage) -> bool {
@@ -363,7 +369,12 @@ mod tests {
     }
 
     fn text(g: &Generated, path: &str) -> String {
-        match g.files.iter().find(|f| f.path.to_string() == path).map(|f| &f.body) {
+        match g
+            .files
+            .iter()
+            .find(|f| f.path.to_string() == path)
+            .map(|f| &f.body)
+        {
             Some(Body::File(b)) => String::from_utf8_lossy(b).into_owned(),
             other => panic!("{path}: {other:?}"),
         }
@@ -421,32 +432,66 @@ mod tests {
         let g = generate(&cfg);
         assert!(g.files.iter().all(|f| f.path.to_string() != TIMESCALE_LIST));
         let list = text(&g, PACKAGES_FILE);
-        assert!(!list.contains("timescaledb") && !list.contains("wireguard"), "{list}");
+        assert!(
+            !list.contains("timescaledb") && !list.contains("wireguard"),
+            "{list}"
+        );
         assert!(!g.sections[0].script.contains("gpgkey"));
     }
 
     #[test]
     fn requirements_are_pinned_and_the_venv_is_made_once() {
         let g = generate(&wifi_hive());
-        assert!(text(&g, REQUIREMENTS).lines().any(|l| l == "w1thermsensor==2.3.0"));
+        assert!(text(&g, REQUIREMENTS)
+            .lines()
+            .any(|l| l == "w1thermsensor==2.3.0"));
         let venv = &g.sections[1];
-        assert_eq!((venv.order, venv.name.as_str()), (VENV_ORDER, "software/python-venv"));
+        assert_eq!(
+            (venv.order, venv.name.as_str()),
+            (VENV_ORDER, "software/python-venv")
+        );
         assert!(venv.script.contains(&format!("if [ ! -x {VENV}/bin/pip ]")));
         assert!(venv.script.contains(&format!("-r {REQUIREMENTS}")));
     }
 
     #[test]
     fn bad_names_are_errors() {
-        for bad in ["Vim", "x", "a;rm -rf /", "foo bar", "$(reboot)", "i2c-tools=", "-o"] {
+        for bad in [
+            "Vim",
+            "x",
+            "a;rm -rf /",
+            "foo bar",
+            "$(reboot)",
+            "i2c-tools=",
+            "-o",
+        ] {
             assert!(check_package(bad).is_err(), "accepted package `{bad}`");
         }
-        for good in ["i2c-tools", "python3-smbus", "libstdc++6", "vim=2:9.0.1378-2", "gcc:arm64"] {
+        for good in [
+            "i2c-tools",
+            "python3-smbus",
+            "libstdc++6",
+            "vim=2:9.0.1378-2",
+            "gcc:arm64",
+        ] {
             assert!(check_package(good).is_ok(), "refused package `{good}`");
         }
-        for bad in ["requests", "requests>=2", "x==", "==1", "a==1;rm", "a[b==1", "-e==1"] {
+        for bad in [
+            "requests",
+            "requests>=2",
+            "x==",
+            "==1",
+            "a==1;rm",
+            "a[b==1",
+            "-e==1",
+        ] {
             assert!(check_python(bad).is_err(), "accepted requirement `{bad}`");
         }
-        for good in ["w1thermsensor==2.3.0", "adafruit-circuitpython-dht==4.0.4", "psycopg[binary]==3.2.3"] {
+        for good in [
+            "w1thermsensor==2.3.0",
+            "adafruit-circuitpython-dht==4.0.4",
+            "psycopg[binary]==3.2.3",
+        ] {
             assert!(check_python(good).is_ok(), "refused requirement `{good}`");
         }
         let mut cfg = wifi_hive();
