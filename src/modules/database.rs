@@ -471,7 +471,8 @@ mod tests {
 
     #[test]
     fn bad_names_and_retention_are_errors() {
-        let cases: [(&str, fn(&mut HiveImage)); 5] = [
+        type Case = (&'static str, fn(&mut HiveImage));
+        let cases: [Case; 5] = [
             ("not a plain PostgreSQL name", |c| {
                 if let Some(s) = c.hive.security.as_mut() {
                     s.database.username = "hive'user".into();

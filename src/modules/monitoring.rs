@@ -502,7 +502,8 @@ mod tests {
 
     #[test]
     fn bad_settings_are_errors() {
-        let cases: [(&str, fn(&mut HiveImage)); 5] = [
+        type Case = (&'static str, fn(&mut HiveImage));
+        let cases: [Case; 5] = [
             ("both listen on port 9101", |c| {
                 c.settings.monitoring.node_exporter_port = 9101
             }),

@@ -692,7 +692,8 @@ mod tests {
 
     #[test]
     fn port_clashes_are_errors() {
-        let cases: [(u16, &str, fn(&mut HiveImage)); 4] = [
+        type Case = (u16, &'static str, fn(&mut HiveImage));
+        let cases: [Case; 4] = [
             (9100, "node exporter", |_| {}),
             (9200, "node exporter", |c| {
                 c.settings.monitoring.node_exporter_port = 9200

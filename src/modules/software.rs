@@ -111,7 +111,7 @@ fn check_package(name: &str) -> Result<(), ModuleError> {
     let suffix_ok = suffix
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '~' | ':'));
-    if base_ok && suffix_ok && (suffix.is_empty() == !name.contains(['=', ':'])) {
+    if base_ok && suffix_ok && (suffix.is_empty() != name.contains(['=', ':'])) {
         Ok(())
     } else {
         Err(error(
