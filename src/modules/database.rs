@@ -178,6 +178,8 @@ DO $$ BEGIN RAISE EXCEPTION 'schema.sql: set the psql variable pw (the role pass
 \endif
 \set w4b_user '{user}'
 \set w4b_db '{db}'
+-- The "already exists, skipping" notices of a re-run are not news.
+SET client_min_messages = warning;
 
 -- The role: created once, its password (re)set from the secret every run.
 SELECT format('CREATE ROLE %I LOGIN', :'w4b_user')
@@ -190,6 +192,7 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'w4b_db', :'w4b_user')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'w4b_db') \gexec
 
 \connect :"w4b_db"
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 
 CREATE TABLE IF NOT EXISTS sensor_readings (
@@ -525,10 +528,11 @@ mod tests {
         assert_ne!(Database.inputs(&related).0, json);
     }
 
-    /// The real oracle, where PostgreSQL 15 is installed: a scratch cluster runs the part
-    /// of the script before TimescaleDB (which these machines lack) twice, with a password
-    /// full of quotes, passed the way the first-boot section passes it; the role can then
-    /// log in over TCP with exactly that password.
+    /// The real oracle, where PostgreSQL 15 is installed: a scratch cluster runs the whole
+    /// script twice (TimescaleDB, which these machines lack, replaced by stand-ins with its
+    /// functions' signatures), with a password full of quotes passed the way the first-boot
+    /// section passes it; the role can then log in over TCP with exactly that password and
+    /// write a reading, and the policies hold the configured intervals once each.
     #[test]
     #[allow(clippy::disallowed_methods)] // reads the uid, runs the oracle
     fn the_schema_runs_on_a_scratch_postgres() {
@@ -541,10 +545,29 @@ mod tests {
             Some(p) => p,
             None => panic!("no plan"),
         });
-        let Some(cut) = sql.find("CREATE EXTENSION") else {
-            panic!("no CREATE EXTENSION")
-        };
-        let prefix = format!("{}SELECT 'connected to ' || current_database();\n", &sql[..cut]);
+        // TimescaleDB stand-ins with its functions' names and parameters: each policy
+        // lands in a table, whose primary key fails a second `add` without a `remove`.
+        let stubs = r#"CREATE SCHEMA IF NOT EXISTS timescaledb_information;
+CREATE OR REPLACE VIEW timescaledb_information.hypertables AS
+    SELECT 'public'::name AS hypertable_schema, 'sensor_readings'::name AS hypertable_name,
+           true AS compression_enabled;
+CREATE TABLE IF NOT EXISTS stub_policies (kind text PRIMARY KEY, after interval);
+CREATE OR REPLACE FUNCTION create_hypertable(relation regclass, time_column_name name,
+    if_not_exists boolean DEFAULT false) RETURNS text LANGUAGE sql AS $$ SELECT relation::text $$;
+CREATE OR REPLACE FUNCTION add_compression_policy(hypertable regclass, compress_after anyelement,
+    if_not_exists boolean DEFAULT false) RETURNS int LANGUAGE sql
+    AS $$ INSERT INTO stub_policies VALUES ('compress', compress_after) RETURNING 1 $$;
+CREATE OR REPLACE FUNCTION remove_compression_policy(hypertable regclass, if_exists boolean DEFAULT false)
+    RETURNS boolean LANGUAGE sql AS $$ DELETE FROM stub_policies WHERE kind = 'compress' RETURNING true $$;
+CREATE OR REPLACE FUNCTION add_retention_policy(relation regclass, drop_after anyelement,
+    if_not_exists boolean DEFAULT false) RETURNS int LANGUAGE sql
+    AS $$ INSERT INTO stub_policies VALUES ('retention', drop_after) RETURNING 1 $$;
+CREATE OR REPLACE FUNCTION remove_retention_policy(relation regclass, if_exists boolean DEFAULT false)
+    RETURNS boolean LANGUAGE sql AS $$ DELETE FROM stub_policies WHERE kind = 'retention' RETURNING true $$;
+"#;
+        let extension = "CREATE EXTENSION IF NOT EXISTS timescaledb;\n";
+        assert!(sql.contains(extension));
+        let prefix = sql.replace(extension, stubs);
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => panic!("{e}"),
@@ -579,20 +602,27 @@ export PATH={bin}:$PATH
 trap '{as_user} pg_ctl -s -D data -m immediate stop' EXIT
 for run in 1 2; do
     W4B_DB_PASSWORD="$(cat pw)" {as_user} psql -X -q -A -t -v ON_ERROR_STOP=1 -h '{d}' -p {port} -U postgres -d postgres \
-        -c '\getenv pw W4B_DB_PASSWORD' -f schema.sql
+        -c '\getenv pw W4B_DB_PASSWORD' -f schema.sql >/dev/null
 done
 # Without the password the script stops before touching anything.
 if {as_user} psql -X -q -h '{d}' -p {port} -U postgres -d postgres -f schema.sql >/dev/null 2>&1; then
     echo "ran without pw"
 fi
 PGPASSWORD="$(cat pw)" {as_user} psql -X -A -t -h 127.0.0.1 -p {port} -U hiveuser -d hivedb \
-    -c "SELECT current_user || '@' || current_database()"
+    -c "INSERT INTO sensor_readings VALUES (now(), 'h', 's', 'temperature', 21.5, 'C', 'ok', '{{}}')" \
+    -c "SELECT current_user || '@' || current_database() || ' ' || count(*) FROM sensor_readings"
+{as_user} psql -X -A -t -h '{d}' -p {port} -U postgres -d hivedb \
+    -c "SELECT kind || ' ' || after FROM stub_policies ORDER BY kind" \
+    -c "SELECT count(*) || ' indexes' FROM pg_indexes WHERE tablename = 'sensor_readings'"
 "#,
             d = d.display(),
             bin = bin.display(),
         );
         let out = oracles::run_sh(&script);
-        assert_eq!(out, "connected to hivedb\nconnected to hivedb\nhiveuser@hivedb\n");
+        assert_eq!(
+            out,
+            "INSERT 0 1\nhiveuser@hivedb 1\ncompress 7 days\nretention 30 days\n3 indexes\n"
+        );
     }
 
     /// psql itself would be the real oracle; without a server, check the script's
