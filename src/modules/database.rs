@@ -625,6 +625,57 @@ PGPASSWORD="$(cat pw)" {as_user} psql -X -A -t -h 127.0.0.1 -p {port} -U hiveuse
         );
     }
 
+    #[test]
+    fn the_section_parses_as_posix_sh() {
+        for s in generate(&wifi_hive()).sections {
+            oracles::sh_syntax_ok(&s.name, &s.script);
+        }
+    }
+
+    /// Across the four service modules and both fixtures: no secret text in a section, in
+    /// `inputs()`, or in any file but a mode-0600 one.
+    #[test]
+    fn service_modules_keep_secrets_in_0600_files() {
+        use crate::modules::{monitoring::Monitoring, sensor_manager::SensorManager, software::Software};
+        let modules: [&dyn Module; 4] = [&Software, &Database, &SensorManager, &Monitoring];
+        for cfg in [wifi_hive(), lan_hive()] {
+            let secrets: Vec<String> = cfg.secrets().iter().map(|s| s.expose().to_owned()).collect();
+            assert!(secrets.len() >= 4, "the fixture lost its secrets");
+            for m in modules {
+                let g = match m.generate(&cfg) {
+                    Ok(g) => g,
+                    Err(e) => panic!("{}: {e}", m.name()),
+                };
+                let inputs = m.inputs(&cfg).0.to_string();
+                for secret in &secrets {
+                    assert!(
+                        !inputs.contains(secret.as_str()),
+                        "{}: inputs hold a secret",
+                        m.name()
+                    );
+                    for s in &g.sections {
+                        assert!(
+                            !s.script.contains(secret.as_str()),
+                            "section {} holds a secret",
+                            s.name
+                        );
+                    }
+                    for f in g.files.iter().filter(|f| f.mode & 0o077 != 0) {
+                        if let Body::File(b) | Body::Append(b) = &f.body {
+                            let text = String::from_utf8_lossy(b);
+                            assert!(
+                                !text.contains(secret.as_str()),
+                                "{} ({:o}) holds a secret",
+                                f.path,
+                                f.mode
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// psql itself would be the real oracle; without a server, check the script's
     /// structure: every `\if` closed, and every statement either a meta-command or ended.
     #[test]
