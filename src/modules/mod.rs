@@ -21,6 +21,8 @@ use crate::tree::TreePath;
 
 pub mod database;
 pub mod monitoring;
+#[cfg(test)]
+pub mod oracles;
 pub mod sensor_manager;
 pub mod software;
 #[cfg(test)]

@@ -426,7 +426,7 @@ impl Module for Monitoring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::database::oracles;
+    use crate::modules::oracles;
     use crate::modules::testing::{lan_hive, render, wifi_hive};
     use crate::modules::Body;
 

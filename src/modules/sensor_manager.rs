@@ -527,7 +527,7 @@ impl Module for SensorManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::database::oracles;
+    use crate::modules::oracles;
     use crate::modules::testing::{lan_hive, render, wifi_hive};
 
     fn generate(cfg: &HiveImage) -> Generated {

@@ -527,7 +527,7 @@ mod tests {
     fn sections_parse_as_posix_sh() {
         let g = generate(&wifi_hive());
         for s in &g.sections {
-            crate::modules::database::oracles::sh_syntax_ok(&s.name, &s.script);
+            crate::modules::oracles::sh_syntax_ok(&s.name, &s.script);
         }
     }
 }
