@@ -19,7 +19,13 @@ use serde::Serialize;
 use crate::hive::config::{HiveImage, Secret};
 use crate::tree::TreePath;
 
+pub mod database;
+pub mod monitoring;
+#[cfg(test)]
+pub mod oracles;
 pub mod security;
+pub mod sensor_manager;
+pub mod software;
 pub mod system;
 #[cfg(test)]
 pub mod testing;
@@ -133,6 +139,10 @@ pub fn all() -> Vec<std::sync::Arc<dyn Module>> {
     vec![
         std::sync::Arc::new(system::System),
         std::sync::Arc::new(security::Security),
+        std::sync::Arc::new(software::Software),
+        std::sync::Arc::new(database::Database),
+        std::sync::Arc::new(sensor_manager::SensorManager),
+        std::sync::Arc::new(monitoring::Monitoring),
     ]
 }
 
