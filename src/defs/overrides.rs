@@ -24,6 +24,9 @@ pub struct EnvOverride {
     pub var: &'static str,
     /// The key path it sets, in `--set` syntax.
     pub path: &'static str,
+    /// How the variable's value is written at `path`: `{}` stands for the value
+    /// (`//boards:{}` turns `W4B_PI_MODEL=pi4` into the label `//boards:pi4`).
+    pub value: &'static str,
     pub description: &'static str,
 }
 
@@ -33,12 +36,45 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
     EnvOverride {
         var: "W4B_EPOCH",
         path: "epoch",
+        value: "{}",
         description: "SOURCE_DATE_EPOCH of every image, in seconds since 1970-01-01 UTC",
     },
     EnvOverride {
         var: "W4B_OUTPUT_FORMAT",
         path: "output.format",
+        value: "{}",
         description: "output format of every image",
+    },
+    // The old image generator's variables (REFERENCE §2) that still mean something.
+    EnvOverride {
+        var: "W4B_HIVE_ID",
+        path: "hive_id",
+        value: "{}",
+        description: "`hive_id` of every hive target (not of an image's `hive_file`)",
+    },
+    EnvOverride {
+        var: "W4B_TIMEZONE",
+        path: "system.timezone",
+        value: "{}",
+        description: "default time zone of every image (a hive's own `metadata.location.timezone` wins)",
+    },
+    EnvOverride {
+        var: "W4B_HOSTNAME_PREFIX",
+        path: "system.hostname_prefix",
+        value: "{}",
+        description: "host name prefix of every image (`w4b` → `w4b-<id>`)",
+    },
+    EnvOverride {
+        var: "W4B_PI_MODEL",
+        path: "board",
+        value: "//boards:{}",
+        description: "board of every image: `pi4` means `//boards:pi4`",
+    },
+    EnvOverride {
+        var: "W4B_VPN_SERVER",
+        path: "security.vpn.server",
+        value: "{}",
+        description: "the VPN hub's host, replacing the host of every hive's WireGuard endpoint",
     },
 ];
 
@@ -86,7 +122,7 @@ impl Overrides {
                 Origin::Env {
                     var: known.var.to_owned(),
                 },
-                format!("{}={value}", known.var),
+                format!("{}={}", known.var, known.value.replace("{}", value)),
             );
             let var_span = Span {
                 file: Arc::clone(&file),

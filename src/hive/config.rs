@@ -407,17 +407,31 @@ impl HiveImage {
     /// The hostname: `<prefix>-<id>` made a valid DNS label (lower case, `_` → `-`,
     /// at most 63 characters), e.g. `hive_AbCd1234` → `w4b-abcd1234`.
     pub fn hostname(&self) -> String {
-        let id = self.hive.hive_id.strip_prefix("hive_").unwrap_or(&self.hive.hive_id);
+        let id = self
+            .hive
+            .hive_id
+            .strip_prefix("hive_")
+            .unwrap_or(&self.hive.hive_id);
         let raw = format!("{}-{}", self.settings.system.hostname_prefix, id);
         let mut h: String = raw
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         while h.contains("--") {
             h = h.replace("--", "-");
         }
         let h = h.trim_matches('-');
-        h.chars().take(63).collect::<String>().trim_end_matches('-').to_owned()
+        h.chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_owned()
     }
 
     /// The time zone: the hive's location's, else the image's default.
