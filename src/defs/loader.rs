@@ -167,7 +167,7 @@ impl Loader {
                 }
             }
         }
-        self.overrides.apply(&mut doc, keys)?;
+        self.overrides.apply_for(&mut doc, kind.value)?;
         Ok((kind, doc, files))
     }
 

@@ -195,6 +195,7 @@ pub fn check_file(
         dir: parent(&shown).to_owned(),
     };
     let mut secret_files = Vec::new();
+    let doc = super::secrets::redacted(&doc);
     let mut c = Checker::new(&sources, &mut secret_files);
     let hive = c.hive(&doc, true);
     c.into_result(&shown, hive)
@@ -210,8 +211,9 @@ fn finish(
     locations: BTreeMap<String, Location>,
 ) -> Result<ResolvedHive, DefsError> {
     let mut secret_files = Vec::new();
+    let hive_doc = super::secrets::redacted(hive_doc);
     let mut c = Checker::new(sources, &mut secret_files);
-    let hive = c.hive(hive_doc, true);
+    let hive = c.hive(&hive_doc, true);
     let mut hive = c.into_result(&label.to_string(), hive)?;
     let mut settings = image.settings.clone();
     if let Some(sec) = &mut hive.security {
@@ -1892,3 +1894,7 @@ fn is_wg_key(k: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

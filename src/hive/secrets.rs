@@ -203,3 +203,99 @@ fn problem(span: &Span, key: &str, message: &str, label: &str, help: &str) -> De
     }
     .into()
 }
+
+/// The key paths of secret positions in a hive document (`[]` = any list index).
+const SECRET_PATHS: &[&[&str]] = &[
+    &["network", "wifi", "[]", "password"],
+    &["security", "ssh", "private_key"],
+    &["security", "wireguard", "private_key"],
+    &["security", "wireguard", "config"],
+    &["security", "database", "password"],
+    &["security", "local_access", "password"],
+];
+
+/// A copy of a hive document whose spans point into copies of their source texts with the
+/// text of every literal at a secret position replaced by `*`: a diagnostic about a
+/// neighbouring value shows the lines around it, and those must not show a password.
+/// Offsets, lines and columns are unchanged (each character becomes as many `*` as its
+/// UTF-8 length; line breaks are kept).
+pub fn redacted(doc: &Value) -> Value {
+    use std::sync::Arc;
+
+    let mut ranges: Vec<Span> = Vec::new();
+    for path in SECRET_PATHS {
+        collect(doc, path, &mut ranges);
+    }
+    let mut texts: Vec<(Arc<crate::defs::SourceFile>, Vec<u8>)> = Vec::new();
+    for span in &ranges {
+        let i = match texts.iter().position(|(f, _)| Arc::ptr_eq(f, &span.file)) {
+            Some(i) => i,
+            None => {
+                texts.push((Arc::clone(&span.file), span.file.text().as_bytes().to_vec()));
+                texts.len() - 1
+            }
+        };
+        let bytes = &mut texts[i].1;
+        let end = span.end.min(bytes.len());
+        for b in &mut bytes[span.start.min(end)..end] {
+            if *b != b'\n' && *b != b'\r' {
+                *b = b'*';
+            }
+        }
+    }
+    let replaced: Vec<(Arc<crate::defs::SourceFile>, Arc<crate::defs::SourceFile>)> = texts
+        .into_iter()
+        .map(|(file, bytes)| {
+            // Only ASCII `*` replaced whole characters' bytes, so this stays UTF-8.
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let copy = crate::defs::SourceFile::new(file.origin().clone(), text);
+            (file, copy)
+        })
+        .collect();
+    let mut out = doc.clone();
+    repoint(&mut out, &replaced);
+    out
+}
+
+fn collect(v: &Value, path: &[&str], out: &mut Vec<Span>) {
+    let Some((first, rest)) = path.split_first() else {
+        // Only the text of a literal is secret; `{file: …}` and `${env:…}` are not.
+        if matches!(&v.node, Node::Scalar(_)) {
+            out.push(v.span.clone());
+        }
+        return;
+    };
+    match (&v.node, *first) {
+        (Node::Seq(items), "[]") => items.iter().for_each(|i| collect(i, rest, out)),
+        (Node::Map(_), key) => {
+            if let Some(e) = v.get(key) {
+                collect(&e.value, rest, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+type Replacements = [(
+    std::sync::Arc<crate::defs::SourceFile>,
+    std::sync::Arc<crate::defs::SourceFile>,
+)];
+
+fn repoint(v: &mut Value, files: &Replacements) {
+    let swap = |span: &mut Span| {
+        if let Some((_, copy)) = files.iter().find(|(f, _)| std::sync::Arc::ptr_eq(f, &span.file)) {
+            span.file = std::sync::Arc::clone(copy);
+        }
+    };
+    swap(&mut v.span);
+    match &mut v.node {
+        Node::Scalar(_) => {}
+        Node::Seq(items) => items.iter_mut().for_each(|i| repoint(i, files)),
+        Node::Map(entries) => {
+            for e in entries {
+                swap(&mut e.key.span);
+                repoint(&mut e.value, files);
+            }
+        }
+    }
+}
