@@ -259,7 +259,8 @@ pub fn redacted(doc: &Value) -> Value {
 
 fn collect(v: &Value, path: &[&str], out: &mut Vec<Span>) {
     let Some((first, rest)) = path.split_first() else {
-        // Only the text of a literal is secret; `{file: …}` and `${env:…}` are not.
+        // Scalars only: a `{file: …}` path is not secret. A `${env:…}` reference is blanked
+        // too (the diagnostic names the variable in its message).
         if matches!(&v.node, Node::Scalar(_)) {
             out.push(v.span.clone());
         }
