@@ -20,7 +20,9 @@ pub fn run(app: &App, cmd: &HiveCommand) -> miette::Result<i32> {
 }
 
 fn validate(app: &App, target: &str) -> miette::Result<i32> {
-    let is_file = target.ends_with(".yaml") || target.ends_with(".yml") || (!target.contains(':') && Path::new(target).is_file());
+    let is_file = target.ends_with(".yaml")
+        || target.ends_with(".yml")
+        || (!target.contains(':') && Path::new(target).is_file());
     let result = if is_file {
         let ws = app.workspace().ok();
         let path = app.cwd.join(target);
@@ -182,7 +184,12 @@ mod tests {
         assert!(yaml_text.contains("password: \"***\""), "{yaml_text}");
         // The YAML is the JSON, written differently.
         let j: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let file = crate::defs::SourceFile::new(crate::defs::Origin::File { path: "show.yaml".into() }, yaml_text.clone());
+        let file = crate::defs::SourceFile::new(
+            crate::defs::Origin::File {
+                path: "show.yaml".into(),
+            },
+            yaml_text.clone(),
+        );
         let doc = crate::defs::yaml::parse(&file).unwrap();
         let back: crate::defs::ConfigValue = crate::defs::de::from_value(&doc).unwrap();
         assert_eq!(serde_json::to_value(back).unwrap(), j);

@@ -47,6 +47,9 @@ impl LoadedTarget {
     }
 }
 
+/// A target's kind, merged document and files, before typing.
+type Prepared = (Spanned<Kind>, Value, Vec<(String, Digest)>);
+
 /// A target's merged document: see [`Loader::document`].
 pub(crate) struct Document {
     pub doc: Value,
@@ -150,11 +153,7 @@ impl Loader {
         })
     }
 
-    fn prepare(
-        &self,
-        label: &Label,
-        at: Option<&Span>,
-    ) -> Result<(Spanned<Kind>, Value, Vec<(String, Digest)>), DefsError> {
+    fn prepare(&self, label: &Label, at: Option<&Span>) -> Result<Prepared, DefsError> {
         let Resolved { mut doc, mut files } = self.resolve(label, &mut vec![label.clone()], at)?;
         let kind = kind_of(label, &doc)?;
         doc.remove("kind");

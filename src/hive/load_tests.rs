@@ -125,7 +125,13 @@ fn the_fixture_hives_in_the_managers_format_load_to_the_typed_fixtures() {
     // A `hive:` section in the image is the same hive.
     let indented: String = FIXTURE_LAN
         .lines()
-        .map(|l| if l.is_empty() { "\n".to_owned() } else { format!("  {l}\n") })
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("  {l}\n")
+            }
+        })
         .collect();
     let dir2 = workspace(&[
         ("w4b.yaml", ""),
@@ -145,14 +151,23 @@ fn hives_are_listed_as_hives_and_built_on_their_image() {
         .iter()
         .map(|(l, k)| format!("{l} {k}"))
         .collect();
-    assert_eq!(listed, ["//hives:north hive", "//images:edge image", "//images:lan image"]);
+    assert_eq!(
+        listed,
+        ["//hives:north hive", "//images:edge image", "//images:lan image"]
+    );
 
     // `image:` in the hive file wins over `w4b.yaml`.
-    let own = FIXTURE_WIFI.replace("hive_id: hive_AbCd1234", "image: //images:other\nhive_id: hive_AbCd1234");
+    let own = FIXTURE_WIFI.replace(
+        "hive_id: hive_AbCd1234",
+        "image: //images:other\nhive_id: hive_AbCd1234",
+    );
     let dir = workspace(&[
         ("w4b.yaml", "hives: {image: //images:edge}\n"),
         ("defs/images/edge.yaml", EDGE),
-        ("defs/images/other.yaml", "kind: image\nbase: scratch\nsystem: {timezone: Europe/Paris}\n"),
+        (
+            "defs/images/other.yaml",
+            "kind: image\nbase: scratch\nsystem: {timezone: Europe/Paris}\n",
+        ),
         ("defs/hives/north.yaml", &own),
     ]);
     let r = resolve(&loader(&dir, &[], &[]), &label("//hives:north")).unwrap();
@@ -176,13 +191,20 @@ fn hives_do_not_extend_and_are_not_extended() {
         ("w4b.yaml", "hives: {image: //images:edge}\n"),
         ("defs/images/edge.yaml", EDGE),
         ("defs/hives/north.yaml", FIXTURE_WIFI),
-        ("defs/hives/south.yaml", &format!("extends: :north\n{FIXTURE_WIFI}")),
+        (
+            "defs/hives/south.yaml",
+            &format!("extends: :north\n{FIXTURE_WIFI}"),
+        ),
         ("defs/hives/west.yaml", "extends: :north\nversion: \"2.0.0\"\n"),
     ]);
     let l = loader(&dir, &[], &[]);
     for name in ["//hives:south", "//hives:west"] {
         let err = l.load(&label(name)).unwrap_err();
-        assert!(render(&err).contains("hives cannot use `extends`"), "{name}: {}", render(&err));
+        assert!(
+            render(&err).contains("hives cannot use `extends`"),
+            "{name}: {}",
+            render(&err)
+        );
     }
 }
 
@@ -191,7 +213,11 @@ fn image_settings_have_the_documented_defaults_and_read_the_old_keys() {
     let d = settings::defaults();
     assert_eq!(d.system.hostname_prefix, "w4b");
     assert_eq!(
-        (d.system.timezone.as_str(), d.system.locale.as_str(), d.system.keyboard.as_str()),
+        (
+            d.system.timezone.as_str(),
+            d.system.locale.as_str(),
+            d.system.keyboard.as_str()
+        ),
         ("UTC", "en_GB.UTF-8", "gb")
     );
     assert!(d.system.ssh_enabled && !d.system.ssh_password_auth && d.system.ssh_port == 22);
@@ -199,8 +225,17 @@ fn image_settings_have_the_documented_defaults_and_read_the_old_keys() {
     assert!(d.sensor_manager.enabled && d.sensor_manager.auto_start && d.sensor_manager.metrics_port == 9101);
     assert_eq!(d.sensor_manager.source, None);
     assert!(d.monitoring.enabled && d.monitoring.node_exporter_port == 9100);
-    assert_eq!((d.monitoring.journal_max_use.as_str(), d.monitoring.health_interval), ("200M", 300));
-    assert_eq!((d.database.retention_days, d.database.compress_after_days), (30, 7));
+    assert_eq!(
+        (
+            d.monitoring.journal_max_use.as_str(),
+            d.monitoring.health_interval
+        ),
+        ("200M", 300)
+    );
+    assert_eq!(
+        (d.database.retention_days, d.database.compress_after_days),
+        (30, 7)
+    );
     assert!(d.software.packages.is_empty() && d.software.python_packages.is_empty());
 
     let old = "kind: image
@@ -240,28 +275,52 @@ software: {packages: [vim], python_packages: [requests==2.31.0]}
             sha256: "ab".repeat(32)
         })
     );
-    assert_eq!((s.sensor_manager.metrics_port, s.monitoring.node_exporter_port), (9200, 9300));
-    assert_eq!((s.database.retention_days, s.database.compress_after_days), (90, 3));
+    assert_eq!(
+        (s.sensor_manager.metrics_port, s.monitoring.node_exporter_port),
+        (9200, 9300)
+    );
+    assert_eq!(
+        (s.database.retention_days, s.database.compress_after_days),
+        (90, 3)
+    );
     assert_eq!(s.software.packages, ["vim"]);
 
     for (text, expected) in [
-        ("system: {timezone: Europe/Berlim}", "did you mean `Europe/Berlin`?"),
+        (
+            "system: {timezone: Europe/Berlim}",
+            "did you mean `Europe/Berlin`?",
+        ),
         ("system: {timzone: UTC}", "did you mean `timezone`?"),
-        ("services: {sensor_manager: {metrics_port: 9100}}", "node exporter"),
-        ("services: {sensor_manager: {source: {path: ../../../x}}}", "inside the workspace"),
-        ("services: {sensor_manager: {source: {url: https://x/y.tgz}}}", "either `{url, sha256}`"),
+        (
+            "services: {sensor_manager: {metrics_port: 9100}}",
+            "node exporter",
+        ),
+        (
+            "services: {sensor_manager: {source: {path: ../../../x}}}",
+            "inside the workspace",
+        ),
+        (
+            "services: {sensor_manager: {source: {url: https://x/y.tgz}}}",
+            "either `{url, sha256}`",
+        ),
         ("services: {database: {password: x}}", "unknown key `password`"),
         ("security: {vpn: {type: openvpn}}", "unsupported VPN type"),
         ("system: {hostname_prefix: Bee_1}", "cannot start a host name"),
     ] {
         let dir = workspace(&[
             ("w4b.yaml", ""),
-            ("defs/images/bad.yaml", &format!("kind: image\nbase: scratch\n{text}\n")),
+            (
+                "defs/images/bad.yaml",
+                &format!("kind: image\nbase: scratch\n{text}\n"),
+            ),
         ]);
         let err = loader(&dir, &[], &[]).load(&label("//images:bad")).unwrap_err();
         let shown = render(&err);
         assert!(shown.contains(expected), "{text}: {shown}");
-        assert!(shown.contains("defs/images/bad.yaml:3:"), "{text}: no location in {shown}");
+        assert!(
+            shown.contains("defs/images/bad.yaml:3:"),
+            "{text}: no location in {shown}"
+        );
     }
 }
 
@@ -289,22 +348,43 @@ fn w4b_environment_variables_map_to_the_old_keys() {
     assert_eq!(r.config.hostname(), "bee-override");
     let wg = &r.config.hive.security.as_ref().unwrap().wireguard;
     assert_eq!(wg.endpoint, "vpn.example.net:51820");
-    assert_eq!(r.locations["image.system.timezone"].to_string(), "env W4B_TIMEZONE");
+    assert_eq!(
+        r.locations["image.system.timezone"].to_string(),
+        "env W4B_TIMEZONE"
+    );
     assert_eq!(r.locations["hive.hive_id"].to_string(), "env W4B_HIVE_ID");
     let edge = l.load(&label("//images:edge")).unwrap();
-    let Target::Image(img) = &edge.target else { panic!() };
-    assert_eq!(img.board.as_ref().map(|b| b.value.to_string()).as_deref(), Some("//boards:pi5"));
+    let Target::Image(img) = &edge.target else {
+        panic!()
+    };
+    assert_eq!(
+        img.board.as_ref().map(|b| b.value.to_string()).as_deref(),
+        Some("//boards:pi5")
+    );
 
-    let err = resolve(&loader(&dir, &[("W4B_TIMEZONE", "Mars/Olympus")], &[]), &label("//hives:north")).unwrap_err();
+    let err = resolve(
+        &loader(&dir, &[("W4B_TIMEZONE", "Mars/Olympus")], &[]),
+        &label("//hives:north"),
+    )
+    .unwrap_err();
     let shown = render(&err);
-    assert!(shown.contains("env W4B_TIMEZONE") && shown.contains("not an IANA time zone"), "{shown}");
+    assert!(
+        shown.contains("env W4B_TIMEZONE") && shown.contains("not an IANA time zone"),
+        "{shown}"
+    );
 }
 
 #[test]
 fn secrets_come_from_the_environment_map_and_files_inside_the_workspace() {
     let hive = FIXTURE_WIFI
-        .replace("password: \"SECRET-wifi-apiary\"", "password: \"${env:WIFI_APIARY}\"")
-        .replace("password: \"SECRET-wifi-farm\"", "password: {file: secrets/farm.txt}")
+        .replace(
+            "password: \"SECRET-wifi-apiary\"",
+            "password: \"${env:WIFI_APIARY}\"",
+        )
+        .replace(
+            "password: \"SECRET-wifi-farm\"",
+            "password: {file: secrets/farm.txt}",
+        )
         .replace("password: \"SECRET-db-pass-1234567\"", "password: \"${DB_PASS}\"");
     let dir = workspace(&[
         ("w4b.yaml", "hives: {image: //images:edge}\n"),
@@ -312,11 +392,18 @@ fn secrets_come_from_the_environment_map_and_files_inside_the_workspace() {
         ("defs/hives/north.yaml", &hive),
         ("defs/hives/secrets/farm.txt", "SECRET-wifi-farm\n"),
     ]);
-    let env = [("WIFI_APIARY", "SECRET-wifi-apiary"), ("DB_PASS", "SECRET-db-pass-1234567")];
+    let env = [
+        ("WIFI_APIARY", "SECRET-wifi-apiary"),
+        ("DB_PASS", "SECRET-db-pass-1234567"),
+    ];
     let r = resolve(&loader(&dir, &env, &[]), &label("//hives:north")).unwrap();
     assert_eq!(r.config, with_real_key_lengths(testing::wifi_hive()));
     assert_eq!(r.secret_files, ["defs/hives/secrets/farm.txt"]);
-    assert!(r.files.iter().all(|(p, _)| !p.contains("secrets")), "{:?}", r.files);
+    assert!(
+        r.files.iter().all(|(p, _)| !p.contains("secrets")),
+        "{:?}",
+        r.files
+    );
 
     // A missing variable names the key and the variable, never a value.
     let err = resolve(&loader(&dir, &env[1..], &[]), &label("//hives:north")).unwrap_err();
@@ -328,7 +415,11 @@ fn secrets_come_from_the_environment_map_and_files_inside_the_workspace() {
     // Files must stay inside the workspace, also through symbolic links.
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("pw"), "SECRET-outside").unwrap();
-    for written in ["{file: ../../../../../etc/passwd}", "{file: /etc/passwd}", "{file: secrets/link}"] {
+    for written in [
+        "{file: ../../../../../etc/passwd}",
+        "{file: /etc/passwd}",
+        "{file: secrets/link}",
+    ] {
         let hive = FIXTURE_WIFI.replace("password: \"SECRET-wifi-farm\"", &format!("password: {written}"));
         let dir = workspace(&[
             ("w4b.yaml", "hives: {image: //images:edge}\n"),
@@ -336,7 +427,11 @@ fn secrets_come_from_the_environment_map_and_files_inside_the_workspace() {
             ("defs/hives/north.yaml", &hive),
         ]);
         std::fs::create_dir_all(dir.path().join("defs/hives/secrets")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("pw"), dir.path().join("defs/hives/secrets/link")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("pw"),
+            dir.path().join("defs/hives/secrets/link"),
+        )
+        .unwrap();
         let err = resolve(&loader(&dir, &[], &[]), &label("//hives:north")).unwrap_err();
         let shown = render(&err);
         assert!(shown.contains("outside the workspace"), "{written}: {shown}");
@@ -346,9 +441,14 @@ fn secrets_come_from_the_environment_map_and_files_inside_the_workspace() {
     // `${env:…}` outside a secret position is not substituted, and is then just text.
     let dir = workspace(&[
         ("w4b.yaml", ""),
-        ("defs/images/e.yaml", "kind: image\nbase: scratch\ndescription: ${env:X}\n"),
+        (
+            "defs/images/e.yaml",
+            "kind: image\nbase: scratch\ndescription: ${env:X}\n",
+        ),
     ]);
-    let t = loader(&dir, &[("X", "x")], &[]).load(&label("//images:e")).unwrap();
+    let t = loader(&dir, &[("X", "x")], &[])
+        .load(&label("//images:e"))
+        .unwrap();
     let Target::Image(img) = &t.target else { panic!() };
     assert_eq!(img.description.as_deref(), Some("${env:X}"));
 }
@@ -459,7 +559,10 @@ fn every_bad_hive_is_diagnosed_with_location_and_help() {
             DefsErrorKind::HiveInvalid { count, .. } => *count,
             _ => 1,
         };
-        assert_eq!(locations, problems, "{name}: a problem without file:line:col in\n{rendered}");
+        assert_eq!(
+            locations, problems,
+            "{name}: a problem without file:line:col in\n{rendered}"
+        );
         assert!(!rendered.contains("SECRET"), "{name}: a secret in\n{rendered}");
         insta::assert_snapshot!(format!("hive_corpus_{name}"), rendered);
     }

@@ -47,7 +47,7 @@ impl SecretSources<'_> {
             Node::Scalar(s) if !s.is_null() => {
                 let text = s.text.as_str();
                 if let Some(name) = text.strip_prefix("${env:").and_then(|r| r.strip_suffix('}')) {
-                    return self.from_env(name, &value.span, key);
+                    return self.env_secret(name, &value.span, key);
                 }
                 if text.contains("${env:") {
                     return Err(problem(
@@ -72,7 +72,7 @@ impl SecretSources<'_> {
             Node::Map(entries) if entries.len() == 1 && entries[0].key.name == "file" => {
                 let path = &entries[0].value;
                 match path.as_scalar().filter(|s| !s.is_null()) {
-                    Some(p) => self.from_file(&p.text, &path.span, key, files),
+                    Some(p) => self.file_secret(&p.text, &path.span, key, files),
                     None => Err(problem(
                         &path.span,
                         key,
@@ -95,7 +95,7 @@ impl SecretSources<'_> {
         }
     }
 
-    fn from_env(&self, name: &str, span: &Span, key: &str) -> Result<Secret, DefsError> {
+    fn env_secret(&self, name: &str, span: &Span, key: &str) -> Result<Secret, DefsError> {
         let valid = name
             .chars()
             .next()
@@ -122,7 +122,7 @@ impl SecretSources<'_> {
         }
     }
 
-    fn from_file(
+    fn file_secret(
         &self,
         written: &str,
         span: &Span,
