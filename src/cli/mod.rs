@@ -82,6 +82,41 @@ pub enum Command {
     /// filesystems read completely, `cmdline.txt`, `fstab`, kernels and device trees.
     /// Exit status 0 when every check passes, 1 otherwise.
     Validate(ValidateArgs),
+    /// Check and show hives: `w4b hive validate //hives:north`, `w4b hive show //hives:north`.
+    #[command(subcommand)]
+    Hive(HiveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HiveCommand {
+    /// Check a hive by the hive configuration manager's rules and list every problem.
+    /// Exit status 0 when it is valid, 1 otherwise.
+    Validate(HiveValidateArgs),
+    /// Print the resolved configuration of a hive (secrets masked as `***`).
+    Show(HiveShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HiveValidateArgs {
+    /// A hive file (`hives/hive_AbCd1234.yaml`; any path ending in `.yaml`/`.yml`), or the
+    /// label of a hive target or of an image carrying a hive (`//hives:north`).
+    #[arg(value_name = "FILE|LABEL")]
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HiveShowArgs {
+    /// A hive target, or an image carrying a hive.
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[arg(long, value_enum, default_value_t = ShowFormat::Yaml)]
+    pub format: ShowFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(Debug, Args)]

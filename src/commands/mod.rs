@@ -5,6 +5,7 @@ pub mod build;
 pub mod cache;
 pub mod diff;
 pub mod graph;
+pub mod hive;
 pub mod inspect;
 pub mod keygen;
 pub mod ls;
@@ -72,6 +73,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Verify(a) => verify::run(&app, a),
         Command::Keygen(a) => keygen::run(&app, a),
         Command::Validate(a) => validate::run(&app, a),
+        Command::Hive(a) => hive::run(&app, a),
     };
     // `diff` follows diff(1): 1 means "different", so its failures exit with 2.
     // `verify` exits with a bit mask, in which 4 is "other error".

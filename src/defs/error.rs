@@ -367,6 +367,47 @@ pub enum DefsErrorKind {
     )]
     NoMatch { pattern: String, dir: String },
 
+    #[error("hive `{label}` has {count} problem(s)")]
+    #[diagnostic(
+        code(w4b::defs::hive_invalid),
+        help("fix each problem listed below; `w4b hive validate {label}` lists them all")
+    )]
+    HiveInvalid {
+        label: String,
+        count: usize,
+        #[related]
+        problems: Vec<DefsError>,
+    },
+
+    #[error("secret `{key}`: {message}")]
+    #[diagnostic(code(w4b::defs::secret_source))]
+    SecretSource {
+        #[source_code]
+        src: Src,
+        #[label("{label}")]
+        span: SourceSpan,
+        /// The secret's key path; never its value.
+        key: String,
+        message: String,
+        label: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("no image for hive `{label}`")]
+    #[diagnostic(
+        code(w4b::defs::no_hive_image),
+        help("add `image: //images:<name>` to the hive file, or `hives: {{image: //images:<name>}}` to `w4b.yaml`")
+    )]
+    NoHiveImage { label: String },
+
+    #[error("`{label}` is a `{kind}`, not a hive")]
+    #[diagnostic(
+        code(w4b::defs::not_a_hive),
+        help("name a hive file (with `hive_id` and `metadata`), or an image with `hive_file:` or a `hive:` section")
+    )]
+    NotAHive { label: String, kind: String },
+
     #[error("invalid override: {message}")]
     #[diagnostic(code(w4b::defs::bad_override))]
     BadOverride {

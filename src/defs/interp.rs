@@ -5,6 +5,8 @@
 //! sees. Only scalar values are substituted, never keys, so the shape of a document cannot
 //! depend on the environment. `$${` writes a literal `${`; a `$` not followed by `{` is kept.
 //! As in the shell, `:-` uses the default when the variable is unset *or empty*.
+//! `${env:NAME}` is left as written: it is a secret reference, resolved only at a hive's
+//! secret positions (see [`crate::hive::load`]).
 
 use std::collections::BTreeMap;
 
@@ -65,6 +67,15 @@ pub fn substitute(
             ));
         };
         let inner = &after[2..close];
+        if inner.starts_with("env:") {
+            // `${env:NAME}` names a secret in the environment: it is resolved where a hive
+            // secret is read (`crate::hive::load`), so the secret's text never enters the
+            // document, its locations or any diagnostic about it.
+            out.push_str(&after[..=close]);
+            rest = &after[close + 1..];
+            consumed += dollar + close + 1;
+            continue;
+        }
         let (name, default) = match inner.split_once(":-") {
             Some((name, default)) => (name, Some(default)),
             None => (inner, None),

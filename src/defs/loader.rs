@@ -47,6 +47,16 @@ impl LoadedTarget {
     }
 }
 
+/// A target's kind, merged document and files, before typing.
+type Prepared = (Spanned<Kind>, Value, Vec<(String, Digest)>);
+
+/// A target's merged document: see [`Loader::document`].
+pub(crate) struct Document {
+    pub doc: Value,
+    pub files: Vec<(String, Digest)>,
+    pub locations: BTreeMap<String, Location>,
+}
+
 struct ParsedFile {
     /// After `${VAR}` substitution.
     value: Value,
@@ -127,16 +137,27 @@ impl Loader {
             .collect()
     }
 
-    fn load_referenced(&self, label: &Label, at: Option<&Span>) -> Result<LoadedTarget, DefsError> {
-        if let Some(done) = lock(&self.targets).get(label) {
-            return Ok(done.clone());
-        }
+    /// The merged document of a target after defaults and overrides, without `kind`, with
+    /// the files it came from (sorted) and the location of every value: what
+    /// [`crate::hive::load`] reads a hive from.
+    pub(crate) fn document(&self, label: &Label) -> Result<Document, DefsError> {
+        let (_, doc, mut files) = self.prepare(label, None)?;
+        let mut locations = BTreeMap::new();
+        record_locations(&doc, "", &mut locations);
+        files.sort();
+        files.dedup();
+        Ok(Document {
+            doc,
+            files,
+            locations,
+        })
+    }
+
+    fn prepare(&self, label: &Label, at: Option<&Span>) -> Result<Prepared, DefsError> {
         let Resolved { mut doc, mut files } = self.resolve(label, &mut vec![label.clone()], at)?;
         let kind = kind_of(label, &doc)?;
-        let kind_span = doc.remove("kind").map(|e| e.value.span);
+        doc.remove("kind");
         let keys = kind.value.keys();
-
-        // Workspace defaults sit below everything the target's files say.
         if let Some(epoch) = self.workspace.epoch_entry() {
             if keys.contains(&"epoch") && doc.get("epoch").is_none() {
                 if let Node::Map(entries) = &mut doc.node {
@@ -145,8 +166,22 @@ impl Loader {
                 }
             }
         }
-        self.overrides.apply(&mut doc, keys)?;
+        self.overrides.apply_for(&mut doc, kind.value)?;
+        Ok((kind, doc, files))
+    }
 
+    /// The environment this loader substitutes from (also the source of `${env:…}`
+    /// secrets).
+    pub(crate) fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    fn load_referenced(&self, label: &Label, at: Option<&Span>) -> Result<LoadedTarget, DefsError> {
+        if let Some(done) = lock(&self.targets).get(label) {
+            return Ok(done.clone());
+        }
+        let (kind, doc, mut files) = self.prepare(label, at)?;
+        let kind_span = (kind.value != Kind::Hive).then(|| kind.span.clone());
         let mut locations = BTreeMap::new();
         if let Some(span) = kind_span {
             locations.insert("kind".to_owned(), span.location());
@@ -200,6 +235,9 @@ impl Loader {
         let mut files = vec![(self.workspace.target_file(label), parsed.digest)];
         let base = match doc.remove("extends") {
             None => Value::empty_map(doc.span.clone()),
+            Some(extends) if is_hive_doc(&doc) => {
+                return Err(hive_extends(&extends.key.span));
+            }
             Some(extends) => {
                 let span = extends.value.span.clone();
                 let text = match extends.value.as_scalar() {
@@ -234,6 +272,9 @@ impl Loader {
                 stack.push(parent.clone());
                 let resolved = self.resolve(&parent, stack, Some(&span))?;
                 stack.pop();
+                if is_hive_doc(&resolved.doc) {
+                    return Err(hive_extends(&span));
+                }
                 let kind_text = |v: &Value| {
                     v.get("kind")
                         .and_then(|e| e.value.as_scalar())
@@ -311,21 +352,40 @@ impl Loader {
     }
 }
 
+/// Hives do not inherit: a hive file is the manager's, complete and unchanged, and its
+/// values are what the hive's image is built from.
+fn hive_extends(span: &Span) -> DefsError {
+    span.invalid_value(
+        "hives cannot use `extends`",
+        "not for hives",
+        Some("write the hive file complete; share image settings through the image it builds on (`image:` or `hives.image` in `w4b.yaml`)".into()),
+    )
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The caches only ever gain complete entries, so a panic elsewhere cannot leave them
     // inconsistent; keep using them.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether a document without `kind` is a hive file in the manager's format: it has
+/// `hive_id` and `metadata`.
+pub(crate) fn is_hive_doc(doc: &Value) -> bool {
+    doc.get("kind").is_none() && doc.get("hive_id").is_some() && doc.get("metadata").is_some()
+}
+
 /// The `kind` of a merged document.
 fn kind_of(label: &Label, doc: &Value) -> Result<Spanned<Kind>, DefsError> {
+    if is_hive_doc(doc) {
+        return Ok(Spanned::new(Kind::Hive, doc.span.clone()));
+    }
     let Some(entry) = doc.get("kind") else {
         return Err(DefsErrorKind::MissingKind {
             src: doc.span.src(),
             span: doc.span.ss(),
             label: label.to_string(),
             help: format!(
-                "add `kind: <kind>` (one of {}) or `extends:` a target that has one",
+                "add `kind: <kind>` (one of {}) or `extends:` a target that has one; a hive file needs `hive_id` and `metadata`",
                 suggest::backticked(Kind::NAMES)
             ),
         }
@@ -336,7 +396,10 @@ fn kind_of(label: &Label, doc: &Value) -> Result<Spanned<Kind>, DefsError> {
         .as_scalar()
         .map(|s| s.text.as_str())
         .unwrap_or_default();
-    match Kind::ALL.iter().find(|k| k.name() == text) {
+    match Kind::ALL
+        .iter()
+        .find(|k| k.name() == text && Kind::NAMES.contains(&text))
+    {
         Some(kind) => Ok(Spanned::new(*kind, entry.value.span.clone())),
         None => Err(DefsErrorKind::UnknownKind {
             src: entry.value.span.src(),
@@ -349,7 +412,7 @@ fn kind_of(label: &Label, doc: &Value) -> Result<Spanned<Kind>, DefsError> {
 }
 
 /// Records the location of every leaf under `value`, keyed by its path.
-fn record_locations(value: &Value, path: &str, out: &mut BTreeMap<String, Location>) {
+pub(crate) fn record_locations(value: &Value, path: &str, out: &mut BTreeMap<String, Location>) {
     match &value.node {
         Node::Map(entries) if !entries.is_empty() => {
             for entry in entries {

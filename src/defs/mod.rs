@@ -38,7 +38,8 @@ pub use loader::{LoadedTarget, Loader};
 pub use overrides::{EnvOverride, ENV_OVERRIDES};
 pub use span::{Location, Origin, SourceFile, Span};
 pub use target::{
-    Arch, Base, BaseImage, Board, Compression, ConfigValue, Date, FileEntry, FileOp, Format, Image,
-    Interfaces, Kind, Layer, Mode, Output, Owner, Partitions, Size, TableType, Target, TreePath, WsPath,
+    Arch, Base, BaseImage, Board, Compression, ConfigValue, Date, FileEntry, FileOp, Format, HiveTarget,
+    Image, ImageHive, Interfaces, Kind, Layer, Mode, Output, Owner, Partitions, Size, TableType, Target,
+    TreePath, WsPath,
 };
 pub use workspace::{CacheConfig, Workspace, WorkspaceConfig, WORKSPACE_FILE};

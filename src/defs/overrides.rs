@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::error::{DefsError, DefsErrorKind};
 use super::span::{Origin, SourceFile, Span};
 use super::suggest;
+use super::target::Kind;
 use super::yaml::{self, Entry, Key, Node, Style, Value};
 
 /// An environment variable that overrides a definition key.
@@ -24,6 +25,11 @@ pub struct EnvOverride {
     pub var: &'static str,
     /// The key path it sets, in `--set` syntax.
     pub path: &'static str,
+    /// How the variable's value is written at `path`: `{}` stands for the value
+    /// (`//boards:{}` turns `W4B_PI_MODEL=pi4` into the label `//boards:pi4`).
+    pub value: &'static str,
+    /// The kind of target it applies to; `None`: every kind that has the path's first key.
+    pub kind: Option<Kind>,
     pub description: &'static str,
 }
 
@@ -33,12 +39,52 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
     EnvOverride {
         var: "W4B_EPOCH",
         path: "epoch",
+        value: "{}",
+        kind: None,
         description: "SOURCE_DATE_EPOCH of every image, in seconds since 1970-01-01 UTC",
     },
     EnvOverride {
         var: "W4B_OUTPUT_FORMAT",
         path: "output.format",
+        value: "{}",
+        kind: None,
         description: "output format of every image",
+    },
+    // The old image generator's variables (REFERENCE §2) that still mean something.
+    EnvOverride {
+        var: "W4B_HIVE_ID",
+        path: "hive_id",
+        value: "{}",
+        kind: Some(Kind::Hive),
+        description: "`hive_id` of every hive target (not of an image's `hive_file`)",
+    },
+    EnvOverride {
+        var: "W4B_TIMEZONE",
+        path: "system.timezone",
+        value: "{}",
+        kind: Some(Kind::Image),
+        description: "default time zone of every image (a hive's own `metadata.location.timezone` wins)",
+    },
+    EnvOverride {
+        var: "W4B_HOSTNAME_PREFIX",
+        path: "system.hostname_prefix",
+        value: "{}",
+        kind: Some(Kind::Image),
+        description: "host name prefix of every image (`w4b` → `w4b-<id>`)",
+    },
+    EnvOverride {
+        var: "W4B_PI_MODEL",
+        path: "board",
+        value: "//boards:{}",
+        kind: Some(Kind::Image),
+        description: "board of every image: `pi4` means `//boards:pi4`",
+    },
+    EnvOverride {
+        var: "W4B_VPN_SERVER",
+        path: "security.vpn.server",
+        value: "{}",
+        kind: Some(Kind::Image),
+        description: "the VPN hub's host, replacing the host of every hive's WireGuard endpoint",
     },
 ];
 
@@ -52,6 +98,7 @@ pub struct Overrides {
 struct Override {
     path: Vec<Segment>,
     value: Value,
+    kind: Option<Kind>,
 }
 
 #[derive(Clone, Debug)]
@@ -86,7 +133,7 @@ impl Overrides {
                 Origin::Env {
                     var: known.var.to_owned(),
                 },
-                format!("{}={value}", known.var),
+                format!("{}={}", known.var, known.value.replace("{}", value)),
             );
             let var_span = Span {
                 file: Arc::clone(&file),
@@ -106,7 +153,11 @@ impl Overrides {
                 })
                 .collect();
             let value = parse_value(&file, known.var.len() + 1)?;
-            items.push(Override { path, value });
+            items.push(Override {
+                path,
+                value,
+                kind: known.kind,
+            });
         }
         for arg in sets {
             items.push(parse_set(arg, known_keys)?);
@@ -118,13 +169,28 @@ impl Overrides {
         self.items.is_empty()
     }
 
-    /// Applies the overrides whose first key is in `keys` (the top-level keys of `doc`'s kind).
+    /// Applies the overrides whose first key is one of `kind`'s top-level keys and whose
+    /// kind, if they name one, is `kind`: `W4B_VPN_SERVER` sets an image's
+    /// `security.vpn.server`, never a hive's `security`.
+    pub fn apply_for(&self, doc: &mut Value, kind: Kind) -> Result<(), DefsError> {
+        self.apply_where(doc, kind.keys(), Some(kind))
+    }
+
+    /// Applies the overrides whose first key is in `keys`, whatever kind they name.
     pub fn apply(&self, doc: &mut Value, keys: &[&str]) -> Result<(), DefsError> {
+        self.apply_where(doc, keys, None)
+    }
+
+    fn apply_where(&self, doc: &mut Value, keys: &[&str], kind: Option<Kind>) -> Result<(), DefsError> {
         for item in &self.items {
             let Some(Segment::Key(first)) = item.path.first() else {
                 continue;
             };
-            if keys.contains(&first.name.as_str()) {
+            let for_kind = match (item.kind, kind) {
+                (Some(wanted), Some(kind)) => wanted == kind,
+                _ => true,
+            };
+            if for_kind && keys.contains(&first.name.as_str()) {
                 set(doc, &item.path, item.value.clone())?;
             }
         }
@@ -190,7 +256,11 @@ fn parse_set(arg: &str, known_keys: &[&str]) -> Result<Override, DefsError> {
         }
     }
     let value = parse_value(&file, eq + 1)?;
-    Ok(Override { path, value })
+    Ok(Override {
+        path,
+        value,
+        kind: None,
+    })
 }
 
 /// Parses `a.b[1].c` with a span per segment.

@@ -23,7 +23,7 @@ use super::span::Span;
 use super::suggest;
 use super::yaml::Value;
 
-/// The kinds of target. More will come (`packages`, hive data).
+/// The kinds of target. More will come (`packages`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -31,10 +31,14 @@ pub enum Kind {
     Image,
     Base,
     Board,
+    /// A hive file in the hive configuration manager's format: no `kind`, but `hive_id`
+    /// and `metadata` (see [`crate::hive`]).
+    Hive,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Layer, Kind::Image, Kind::Base, Kind::Board];
+    pub const ALL: &'static [Kind] = &[Kind::Layer, Kind::Image, Kind::Base, Kind::Board, Kind::Hive];
+    /// The kinds a `kind:` key may name (a hive is recognised by its keys instead).
     pub const NAMES: &'static [&'static str] = &["layer", "image", "base", "board"];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Kind {
             Kind::Image => "image",
             Kind::Base => "base",
             Kind::Board => "board",
+            Kind::Hive => "hive",
         }
     }
 
@@ -53,6 +58,7 @@ impl Kind {
             Kind::Image => struct_fields::<RawImage>(),
             Kind::Base => struct_fields::<RawBase>(),
             Kind::Board => struct_fields::<RawBoard>(),
+            Kind::Hive => struct_fields::<RawHiveKeys>(),
         }
     }
 
@@ -72,6 +78,9 @@ impl fmt::Display for Kind {
 }
 
 /// A loaded, validated target.
+// An image's settings make it the largest variant by far; targets are loaded once per
+// label and cached, so boxing would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Target {
@@ -79,6 +88,7 @@ pub enum Target {
     Image(Image),
     Base(BaseImage),
     Board(Board),
+    Hive(HiveTarget),
 }
 
 impl Target {
@@ -88,6 +98,7 @@ impl Target {
             Target::Image(_) => Kind::Image,
             Target::Base(_) => Kind::Base,
             Target::Board(_) => Kind::Board,
+            Target::Hive(_) => Kind::Hive,
         }
     }
 }
@@ -115,6 +126,33 @@ pub struct Image {
     /// Free-form template context, available to templates as `config`.
     pub config: BTreeMap<String, ConfigValue>,
     pub description: Option<String>,
+    /// The hive this image is configured for (`hive_file:` or a `hive:` section).
+    pub hive: Option<ImageHive>,
+    /// The old image generator's `system`, `security`, `services` and `software` keys,
+    /// with defaults.
+    pub settings: crate::hive::config::ImageSettings,
+    /// `security.vpn.server`: the hub's host, replacing the host of the hive's WireGuard
+    /// endpoint.
+    pub vpn_server: crate::hive::settings::VpnServer,
+}
+
+/// Where an image target's hive is written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageHive {
+    /// `hive_file: path`, relative to the image's YAML; a workspace path.
+    File(Spanned<WsPath>),
+    /// A `hive:` section in the image's own document.
+    Section,
+}
+
+/// A hive target (a hive file under `defs/`). Only the image it builds on is typed here;
+/// [`crate::hive::load::resolve`] reads, validates and types the hive itself, because it
+/// reports every problem at once and resolves secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HiveTarget {
+    /// `image:` in the hive file; `None` means `hives.image` of `w4b.yaml`.
+    pub image: Option<Spanned<Label>>,
 }
 
 /// Where an image's tree starts.
@@ -676,6 +714,44 @@ struct RawImage {
     config: BTreeMap<String, ConfigValue>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    hive_file: Option<Spanned<String>>,
+    /// Validated by [`crate::hive::load`], which reports all of its problems at once.
+    #[serde(default)]
+    hive: Option<Spanned<de::IgnoredAny>>,
+    #[serde(default)]
+    system: Option<crate::hive::settings::RawSystem>,
+    #[serde(default)]
+    security: Option<crate::hive::settings::RawSecurity>,
+    #[serde(default)]
+    services: Option<crate::hive::settings::RawServices>,
+    #[serde(default)]
+    software: Option<crate::hive::settings::RawSoftware>,
+}
+
+/// The top-level keys of a hive file (the manager's, plus `image`). Only `image` is read
+/// here; the hive loader reads the rest.
+#[derive(Deserialize)]
+#[allow(dead_code)] // The fields exist for their names (`Kind::keys`) and type checks.
+struct RawHiveKeys {
+    #[serde(default)]
+    image: Option<Spanned<String>>,
+    hive_id: de::IgnoredAny,
+    #[serde(default)]
+    version: Option<de::IgnoredAny>,
+    metadata: de::IgnoredAny,
+    #[serde(default)]
+    network: Option<de::IgnoredAny>,
+    #[serde(default)]
+    administrators: Option<de::IgnoredAny>,
+    #[serde(default)]
+    collector: Option<de::IgnoredAny>,
+    #[serde(default)]
+    sensors: Option<de::IgnoredAny>,
+    #[serde(default)]
+    maintenance: Option<de::IgnoredAny>,
+    #[serde(default)]
+    security: Option<de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -898,6 +974,36 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
                     .and_then(|r| r.headroom)
                     .map(|h| h.value.0),
             };
+            let hive = match (raw.hive_file, raw.hive) {
+                (Some(file), Some(section)) => {
+                    return Err(section.span.invalid_value(
+                        "an image has either `hive_file` or a `hive` section, not both",
+                        "second hive",
+                        Some(format!(
+                            "remove this section, or the `hive_file: {}` line",
+                            file.value
+                        )),
+                    ))
+                }
+                (Some(file), None) => Some(ImageHive::File(Spanned::new(
+                    ws_path_of(&file, ctx, "a hive file")?,
+                    file.span,
+                ))),
+                (None, Some(_)) => Some(ImageHive::Section),
+                (None, None) => None,
+            };
+            let source_path = |p: &Spanned<String>| -> Result<String, DefsError> {
+                ws_path_of(p, ctx, "the sensor manager's source").map(|w| w.as_str().to_owned())
+            };
+            let (settings, vpn_server) = crate::hive::settings::convert(
+                crate::hive::settings::RawSettings {
+                    system: raw.system,
+                    security: raw.security,
+                    services: raw.services,
+                    software: raw.software,
+                },
+                &source_path,
+            )?;
             Ok(Target::Image(Image {
                 base,
                 board,
@@ -907,11 +1013,43 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
                 output,
                 config: raw.config,
                 description: raw.description,
+                hive,
+                settings,
+                vpn_server,
             }))
         }
         Kind::Base => convert_base(from_value(doc)?),
         Kind::Board => convert_board(from_value(doc)?),
+        Kind::Hive => {
+            let raw: RawHiveKeys = from_value(doc)?;
+            let image = match raw.image {
+                None => None,
+                Some(text) => {
+                    let (package, _) = ctx.origin_of(&text.span);
+                    match Label::parse(&text.value, Some(&package)) {
+                        Ok(label) => Some(Spanned::new(label, text.span)),
+                        Err(e) => return Err(e.into_defs(Some(&text.span))),
+                    }
+                }
+            };
+            Ok(Target::Hive(HiveTarget { image }))
+        }
     }
+}
+
+/// A path written in a definition, relative to the file it was written in, as a workspace
+/// path; it must stay inside the workspace.
+fn ws_path_of(text: &Spanned<String>, ctx: &Context<'_>, what: &str) -> Result<WsPath, DefsError> {
+    let (_, dir) = ctx.origin_of(&text.span);
+    WsPath::join(&dir, &text.value)
+        .filter(|_| !text.value.starts_with('/'))
+        .ok_or_else(|| {
+            text.span.bad_path(
+                &text.value,
+                format!("{what} must be inside the workspace"),
+                Some("write a path relative to this file that stays inside the workspace".into()),
+            )
+        })
 }
 
 fn convert_base(raw: RawBase) -> Result<Target, DefsError> {

@@ -40,6 +40,8 @@ pub struct WorkspaceConfig {
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// `SOURCE_DATE_EPOCH` for images that set none.
     pub epoch: Option<u64>,
+    /// `hives: {image: …}`: the image a hive file builds on when it names none.
+    pub hive_image: Option<Spanned<Label>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +62,12 @@ struct RawConfig {
     #[serde(default)]
     mirrors: BTreeMap<String, Vec<Spanned<String>>>,
     epoch: Option<u64>,
+    hives: Option<RawHives>,
+}
+
+#[derive(Deserialize)]
+struct RawHives {
+    image: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +176,13 @@ impl Workspace {
             remote_read_only: c.remote_read_only,
         });
         let epoch_entry = doc.get("epoch").filter(|e| !e.value.is_null()).cloned();
+        let hive_image = match raw.hives.and_then(|h| h.image) {
+            None => None,
+            Some(text) => match Label::parse(&text.value, None) {
+                Ok(label) => Some(Spanned::new(label, text.span)),
+                Err(e) => return Err(e.into_defs(Some(&text.span))),
+            },
+        };
         Ok(Workspace {
             root: root.to_path_buf(),
             config: WorkspaceConfig {
@@ -175,6 +190,7 @@ impl Workspace {
                 cache,
                 mirrors,
                 epoch: raw.epoch,
+                hive_image,
             },
             config_digest,
             epoch_entry,

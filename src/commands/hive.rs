@@ -1,0 +1,200 @@
+//! `w4b hive validate FILE|LABEL` and `w4b hive show LABEL`: a hive checked by the hive
+//! configuration manager's rules (every problem listed), and its resolved configuration
+//! with secrets masked.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::App;
+use crate::cli::{HiveCommand, ShowFormat};
+use crate::defs::Loader;
+use crate::hive::load::{self, ResolvedHive};
+
+pub fn run(app: &App, cmd: &HiveCommand) -> miette::Result<i32> {
+    match cmd {
+        HiveCommand::Validate(a) => validate(app, &a.target),
+        HiveCommand::Show(a) => show(app, &a.label, a.format),
+    }
+}
+
+fn validate(app: &App, target: &str) -> miette::Result<i32> {
+    let is_file = target.ends_with(".yaml")
+        || target.ends_with(".yml")
+        || (!target.contains(':') && Path::new(target).is_file());
+    let result = if is_file {
+        let ws = app.workspace().ok();
+        let path = app.cwd.join(target);
+        load::check_file(ws.as_ref(), &app.env, &path).map(|h| (h.hive_id, None))
+    } else {
+        let ws = app.workspace()?;
+        let label = app.resolve_one(&ws, target)?;
+        let loader = Loader::new(ws, app.env.clone(), &app.global.set)?;
+        load::resolve(&loader, &label).map(|r| (r.config.hive.hive_id, Some(r.image)))
+    };
+    match result {
+        Ok((id, image)) => {
+            match image {
+                Some(image) => println!("`{target}`: hive `{id}` is valid (built on `{image}`)"),
+                None => println!("`{target}`: hive `{id}` is valid"),
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{:?}", miette::Report::new(e));
+            Ok(1)
+        }
+    }
+}
+
+fn show(app: &App, label: &str, format: ShowFormat) -> miette::Result<i32> {
+    let ws = app.workspace()?;
+    let label = app.resolve_one(&ws, label)?;
+    let loader = Loader::new(ws, app.env.clone(), &app.global.set)?;
+    let resolved = load::resolve(&loader, &label)?;
+    print!("{}", render(&resolved, format));
+    Ok(0)
+}
+
+/// What `hive show` prints: the target, its image, the files read and the configuration.
+/// Secrets serialise as `***` ([`crate::hive::config::Secret`]).
+#[derive(Serialize)]
+struct Shown<'a> {
+    label: String,
+    image: String,
+    hostname: String,
+    files: Vec<&'a str>,
+    secret_files: &'a [String],
+    config: &'a crate::hive::config::HiveImage,
+}
+
+pub fn render(r: &ResolvedHive, format: ShowFormat) -> String {
+    let shown = Shown {
+        label: r.label.to_string(),
+        image: r.image.to_string(),
+        hostname: r.config.hostname(),
+        files: r.files.iter().map(|(p, _)| p.as_str()).collect(),
+        secret_files: &r.secret_files,
+        config: &r.config,
+    };
+    let value = serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null);
+    match format {
+        ShowFormat::Json => format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()),
+        ShowFormat::Yaml => {
+            let mut out = String::new();
+            yaml(&value, 0, &mut out);
+            out
+        }
+    }
+}
+
+/// A small YAML writer for JSON values: block style, strings double-quoted with JSON
+/// escapes (valid YAML), empty collections in flow style.
+fn yaml(v: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let pad = " ".repeat(indent);
+    match v {
+        J::Object(map) => {
+            for (k, item) in map {
+                let _ = write!(out, "{pad}{k}:");
+                scalar_or_nested(item, indent, out);
+            }
+        }
+        J::Array(items) => {
+            for item in items {
+                let _ = write!(out, "{pad}-");
+                match item {
+                    J::Object(m) if !m.is_empty() => {
+                        // The first key on the dash's line, the rest aligned under it.
+                        let mut first = String::new();
+                        yaml(item, indent + 2, &mut first);
+                        let _ = write!(out, " {}", first.trim_start());
+                    }
+                    _ => scalar_or_nested(item, indent, out),
+                }
+            }
+        }
+        other => {
+            let _ = writeln!(out, "{pad}{}", scalar(other));
+        }
+    }
+}
+
+fn scalar_or_nested(item: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value as J;
+    match item {
+        J::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            yaml(item, indent + 2, out);
+        }
+        J::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            yaml(item, indent + 2, out);
+        }
+        other => {
+            let _ = writeln!(out, " {}", scalar(other));
+        }
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match v {
+        J::Null => "null".into(),
+        J::Object(_) => "{}".into(),
+        J::Array(_) => "[]".into(),
+        J::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defs::{Label, Workspace};
+
+    #[test]
+    fn show_masks_secrets_and_writes_yaml_that_parses_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("w4b.yaml", "hives: {image: //images:edge}\n".to_owned()),
+            ("defs/images/edge.yaml", "kind: image\nbase: scratch\n".to_owned()),
+            (
+                "defs/hives/north.yaml",
+                include_str!("../../tests/hives/hive_AbCd1234.yaml").to_owned(),
+            ),
+        ];
+        for (p, t) in &files {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        }
+        let env = Default::default();
+        let ws = Workspace::open(dir.path(), &env).unwrap();
+        let loader = Loader::new(ws, env, &[]).unwrap();
+        let r = load::resolve(&loader, &Label::parse("//hives:north", None).unwrap()).unwrap();
+        let json = render(&r, ShowFormat::Json);
+        let yaml_text = render(&r, ShowFormat::Yaml);
+        for secret in r.config.secrets() {
+            for line in secret.expose().lines() {
+                assert!(!json.contains(line) && !yaml_text.contains(line), "{line}");
+            }
+        }
+        assert!(yaml_text.contains("password: \"***\""), "{yaml_text}");
+        // The YAML is the JSON, written differently.
+        let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let file = crate::defs::SourceFile::new(
+            crate::defs::Origin::File {
+                path: "show.yaml".into(),
+            },
+            yaml_text.clone(),
+        );
+        let doc = crate::defs::yaml::parse(&file).unwrap();
+        let back: crate::defs::ConfigValue = crate::defs::de::from_value(&doc).unwrap();
+        assert_eq!(serde_json::to_value(back).unwrap(), j);
+        assert_eq!(j["hostname"], "w4b-abcd1234");
+        assert_eq!(j["config"]["hive"]["sensors"][1]["interface"]["data_pin"], 5);
+        assert!(yaml_text.contains("\n        id: \"temp_01\"\n"), "{yaml_text}");
+    }
+}
