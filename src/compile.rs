@@ -13,12 +13,17 @@ use w4b_graph::graph::identity;
 use w4b_graph::{Graph, NodeId, Step};
 
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
+use crate::hive::load::ResolvedHive;
 use crate::steps::compress::{CompressStep, ImageCodec};
 use crate::steps::disk::DiskStep;
+use crate::steps::extract::ExtractStep;
 use crate::steps::fetch::{FetchConfig, FetchStep, Fetcher};
+use crate::steps::firstboot::FirstbootStep;
 use crate::steps::graft::{GraftStep, SplitStep};
+use crate::steps::hive_check::HiveCheckStep;
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
 use crate::steps::mkfs::{MkfsExt4Step, MkfsFatStep, RootSize};
+use crate::steps::module::ModuleStep;
 use crate::steps::overlay::OverlayStep;
 use crate::steps::scratch::ScratchStep;
 use crate::steps::tar::TarStep;
@@ -204,10 +209,16 @@ impl Compiler<'_> {
         loader: &Loader,
         t: &LoadedTarget,
         image: &defs::Image,
+        hive: Option<&ResolvedHive>,
     ) -> miette::Result<PlannedTarget> {
-        let label = t.label.to_string();
+        // A hive builds on its image under its own name: `//hives:north#rootfs`.
+        let target_label = hive.map_or_else(|| t.label.clone(), |h| h.label.clone());
+        let label = target_label.to_string();
         let step_name = |s: &str| format!("{label}#{s}");
         let mut definitions: BTreeMap<String, w4b_cache::Digest> = t.files.iter().cloned().collect();
+        if let Some(h) = hive {
+            definitions.extend(h.files.iter().cloned());
+        }
         let mut dependencies = Vec::new();
 
         // The base and the board, loaded and checked against each other before anything
@@ -300,6 +311,11 @@ impl Compiler<'_> {
             own_layers.push(l.to_string());
         }
         layer_labels.extend(own_layers);
+        if let Some(h) = hive {
+            let nodes = self.hive_layers(h, epoch, epoch_loc.clone(), &label, &mut dependencies)?;
+            deps.extend(nodes);
+            layer_labels.push(format!("{label}#modules"));
+        }
 
         let overlay = Arc::new(OverlayStep {
             store: self.store.clone(),
@@ -315,7 +331,14 @@ impl Compiler<'_> {
             deps,
         );
 
-        let out_name = image.output.file_name(&t.label.name);
+        let mut gates = Vec::new();
+        if hive.is_some() {
+            let check = Arc::new(HiveCheckStep {
+                store: self.store.clone(),
+            });
+            gates.push(self.add(step_name("hive-check"), b"hive-check", check, vec![rootfs]));
+        }
+        let out_name = image.output.file_name(&target_label.name);
         let level_location = loc(t, "output.level").or_else(|| loc(t, "output.compression"));
         let (roots, exports) = match image.output.format {
             defs::Format::Tar => {
@@ -331,7 +354,9 @@ impl Compiler<'_> {
                     level_location,
                 });
                 let def = format!("tar epoch={epoch} level={level:?}");
-                let node = self.add(step_name("tar"), def.as_bytes(), step, vec![rootfs]);
+                let mut tar_deps = vec![rootfs];
+                tar_deps.extend(gates.iter().copied());
+                let node = self.add(step_name("tar"), def.as_bytes(), step, tar_deps);
                 (
                     vec![node],
                     vec![Export {
@@ -352,6 +377,7 @@ impl Compiler<'_> {
                     .into());
                 };
                 self.disk(
+                    &label,
                     t,
                     image,
                     v,
@@ -361,15 +387,16 @@ impl Compiler<'_> {
                     epoch_loc.clone(),
                     &out_name,
                     level_location,
+                    gates,
                 )?
             }
         };
         Ok(PlannedTarget {
-            label: t.label.clone(),
+            label: target_label.clone(),
             roots,
             exports,
             manifest: ManifestPlan {
-                file_name: format!("{}.manifest.json", t.label.name),
+                file_name: format!("{}.manifest.json", target_label.name),
                 epoch,
                 definitions,
                 dependencies,
@@ -714,7 +741,24 @@ pub fn compile(
         match &t.target {
             Target::Image(image) => {
                 let image = image.clone();
-                targets.push(c.image(&loader, &t, &image)?);
+                let hive = match image.hive {
+                    Some(_) => Some(crate::hive::load::resolve(&loader, label)?),
+                    None => None,
+                };
+                targets.push(c.image(&loader, &t, &image, hive.as_ref())?);
+            }
+            Target::Hive(_) => {
+                let hive = crate::hive::load::resolve(&loader, label)?;
+                let it = loader.load(&hive.image)?;
+                let Target::Image(image) = &it.target else {
+                    return Err(CompileError::NotBuildable {
+                        label: hive.image.to_string(),
+                        kind: it.target.kind().to_string(),
+                    }
+                    .into());
+                };
+                let image = image.clone();
+                targets.push(c.image(&loader, &it, &image, Some(&hive))?);
             }
             other if explicit.contains(label) => {
                 return Err(CompileError::NotBuildable {
@@ -750,6 +794,7 @@ impl Compiler<'_> {
     #[allow(clippy::too_many_arguments)]
     fn disk(
         &mut self,
+        label: &str,
         t: &LoadedTarget,
         image: &defs::Image,
         v: &Vendor,
@@ -759,8 +804,8 @@ impl Compiler<'_> {
         epoch_location: Option<String>,
         out_name: &str,
         level_location: Option<String>,
+        gates: Vec<NodeId>,
     ) -> miette::Result<(Vec<NodeId>, Vec<Export>)> {
-        let label = t.label.to_string();
         let step_name = |s: &str| format!("{label}#{s}");
         let mount = v.base.boot_mount.to_string();
         let mount_location = loc(&v.base_target, "boot_mount").or_else(|| loc(&v.base_target, "release"));
@@ -858,12 +903,9 @@ impl Compiler<'_> {
         });
         let def = format!("compress {} {out_name}", codec.key());
         // `validate` is an input so that nothing unchecked is ever compressed or exported.
-        let compress = self.add(
-            step_name("compress"),
-            def.as_bytes(),
-            compress,
-            vec![disk, validate],
-        );
+        let mut compress_deps = vec![disk, validate];
+        compress_deps.extend(gates);
+        let compress = self.add(step_name("compress"), def.as_bytes(), compress, compress_deps);
         let exports = vec![
             Export {
                 node: compress,
@@ -882,7 +924,7 @@ impl Compiler<'_> {
             Export {
                 node: compress,
                 output: "bmap".into(),
-                file_name: format!("{}.bmap", t.label.name),
+                file_name: format!("{}.bmap", label.rsplit(':').next().unwrap_or(label)),
                 subject: true,
                 sha256_output: None,
             },
@@ -890,3 +932,148 @@ impl Compiler<'_> {
         Ok((vec![compress], exports))
     }
 }
+
+impl Compiler<'_> {
+    /// A hive's own layers, after the image's: the sensor manager's code (from its pinned
+    /// source), one `module` step per enabled W4B module, and `firstboot` assembling their
+    /// sections.
+    fn hive_layers(
+        &mut self,
+        h: &ResolvedHive,
+        epoch: i64,
+        epoch_location: Option<String>,
+        label: &str,
+        dependencies: &mut Vec<(String, String, Option<String>)>,
+    ) -> miette::Result<Vec<NodeId>> {
+        let cfg = Arc::new(h.config.clone());
+        let location = h
+            .locations
+            .get("hive.hive_id")
+            .or_else(|| h.locations.values().next())
+            .map(|l| l.to_string());
+        let mut nodes = Vec::new();
+
+        let sm = &cfg.settings.sensor_manager;
+        if sm.enabled {
+            match &sm.source {
+                Some(crate::hive::config::SourceSpec::Path { path }) => {
+                    let host = self.ws.root().join(path);
+                    let files = vec![LayerFile {
+                        path: TreePath::parse(SENSOR_MANAGER_DIR).expect("a valid path"),
+                        op: FileOp::Source(host.clone()),
+                        mode: None,
+                        uid: 0,
+                        gid: 0,
+                    }];
+                    let def = format!("sensor-manager source {}", host.display());
+                    let step = Arc::new(LayerStep {
+                        store: self.store.clone(),
+                        files,
+                        locations: BTreeMap::new(),
+                        epoch,
+                        epoch_location: epoch_location.clone(),
+                        template_context: None,
+                        display: [(0, path.clone())].into(),
+                        planned: Default::default(),
+                    });
+                    nodes.push(self.add(format!("{label}#sensor-manager"), def.as_bytes(), step, vec![]));
+                }
+                Some(crate::hive::config::SourceSpec::Url { url, sha256 }) => {
+                    dependencies.push((url.clone(), sha256.clone(), Some("sensor_manager".into())));
+                    let sha = crate::steps::fetch::parse_sha256(sha256).map_err(miette::Report::new)?;
+                    let mirrors: Vec<(String, Vec<String>)> = self
+                        .ws
+                        .config()
+                        .mirrors
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let fetch = Arc::new(FetchStep {
+                        store: self.store.clone(),
+                        fetcher: self.fetcher()?,
+                        url: url.clone(),
+                        sha256: sha,
+                        mirrors,
+                        declared_in: location.clone().unwrap_or_else(|| label.to_owned()),
+                    });
+                    let fetch = self.add(
+                        format!("{label}#fetch:sensor-manager"),
+                        sha256.as_bytes(),
+                        fetch,
+                        vec![],
+                    );
+                    let extract = Arc::new(ExtractStep {
+                        store: self.store.clone(),
+                        dest: SENSOR_MANAGER_DIR.into(),
+                        epoch,
+                        source: url.clone(),
+                    });
+                    let def = format!("extract {SENSOR_MANAGER_DIR} epoch={epoch}");
+                    nodes.push(self.add(
+                        format!("{label}#sensor-manager"),
+                        def.as_bytes(),
+                        extract,
+                        vec![fetch],
+                    ));
+                }
+                None => {}
+            }
+        }
+
+        let mut secret_key = None;
+        let mut module_nodes = Vec::new();
+        for m in crate::modules::all() {
+            if !m.enabled(&cfg) {
+                continue;
+            }
+            let (json, secrets) = m.inputs(&cfg);
+            let key = match secret_key {
+                Some(k) => k,
+                None => {
+                    let k = crate::steps::module::secret_key(self.store).map_err(miette::Report::new)?;
+                    secret_key = Some(k);
+                    k
+                }
+            };
+            // The node's identity sees the secrets only through a keyed digest.
+            let mut def = format!("module {} v{} {json} epoch={epoch}", m.name(), m.version());
+            for s in secrets {
+                def.push_str(&format!(
+                    " {}={}",
+                    s.name,
+                    blake3::keyed_hash(&key, s.expose().as_bytes())
+                ));
+            }
+            let name = m.name();
+            let step = Arc::new(ModuleStep {
+                store: self.store.clone(),
+                module: m,
+                config: cfg.clone(),
+                epoch,
+                epoch_location: epoch_location.clone(),
+                secret_key: key,
+                location: location.clone(),
+            });
+            module_nodes.push(self.add(format!("{label}#module:{name}"), def.as_bytes(), step, vec![]));
+        }
+        let firstboot = Arc::new(FirstbootStep {
+            store: self.store.clone(),
+            epoch,
+            epoch_location,
+            hive_id: cfg.hive.hive_id.clone(),
+        });
+        let def = format!("firstboot {} epoch={epoch}", cfg.hive.hive_id);
+        let fb = self.add(
+            format!("{label}#firstboot"),
+            def.as_bytes(),
+            firstboot,
+            module_nodes.clone(),
+        );
+        nodes.extend(module_nodes);
+        nodes.push(fb);
+        Ok(nodes)
+    }
+}
+
+/// Where the sensor manager's code goes (the `sensor_manager` module's unit runs it there).
+const SENSOR_MANAGER_DIR: &str = "/opt/w4b/sensor-manager";

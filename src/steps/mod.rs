@@ -17,6 +17,7 @@
 //! | `module`  | a W4B module, the hive config it reads, secret digests | `changeset`, `firstboot` |
 //! | `firstboot` | the modules' `firstboot` sections      | `changeset`              |
 //! | `hive-check` | a hive image's combined tree           | `report`                 |
+//! | `extract` | a fetched source archive, a destination  | `changeset`              |
 //! | `validate` | `disk`, the board's kernel and device trees | `report`       |
 //! | `compress` | `disk`, codec and level, file name     | `image`, `bmap`, `sha256` |
 //!
@@ -25,6 +26,7 @@
 
 pub mod compress;
 pub mod disk;
+pub mod extract;
 pub mod fetch;
 pub mod firstboot;
 pub mod graft;

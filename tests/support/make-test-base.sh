@@ -158,6 +158,12 @@ pseudo_random sudo 30000 >"$root/usr/bin/sudo"
 pseudo_random busybox 50000 >"$root/usr/bin/busybox"
 ln "$root/usr/bin/busybox" "$root/usr/bin/sh.busybox"
 pseudo_random libc 100000 >"$root/usr/lib/libc.so.6"
+# The unit that `systemctl enable ssh` links, as openssh-server ships it (bookworm keeps
+# units in /usr/lib/systemd/system; /lib is the merged-/usr path to the same place).
+mkdir -p "$root/usr/lib/systemd/system" "$root/etc/systemd/system/multi-user.target.wants"
+printf '[Unit]\nDescription=OpenBSD Secure Shell server\nAfter=network.target auditd.service\n\n[Service]\nExecStartPre=/usr/sbin/sshd -t\nExecStart=/usr/sbin/sshd -D $SSHD_OPTS\nType=notify\nRestart=on-failure\n\n[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n' >"$root/usr/lib/systemd/system/ssh.service"
+printf '[Unit]\nDescription=Getty on %%I\n\n[Service]\nExecStart=-/sbin/agetty -o "-p -- \\\\u" --noclear - $TERM\nType=idle\n\n[Install]\nWantedBy=getty.target\n' >"$root/usr/lib/systemd/system/getty@.service"
+chmod 0644 "$root/usr/lib/systemd/system/ssh.service" "$root/usr/lib/systemd/system/getty@.service"
 ln -s ../usr/bin/busybox "$root/bin/sh"
 ln -s usr/lib "$root/lib64"
 ln -s /proc/self/mounts "$root/etc/mtab"
