@@ -12,6 +12,7 @@ mod cache;
 mod cli;
 mod determinism;
 mod freshness;
+mod hive_build;
 mod image_build;
 mod inspect;
 mod kernel;

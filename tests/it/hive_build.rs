@@ -1,0 +1,318 @@
+//! Hive images end to end: the two fixture hives of the hive configuration manager's format
+//! (`tests/hives/`: one on Wi-Fi, one on a static LAN) build on a Raspberry-Pi-OS-like base
+//! into images whose filesystems, read back with the real tools, hold exactly the files,
+//! owners and modes the modules promise; one hive value changed rebuilds only what reads
+//! it; and no secret value reaches a manifest, a record, a log, `why`, or the remote cache.
+
+#![allow(clippy::disallowed_methods)] // Tests run the image tools and the binary.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::env::TestEnv;
+use crate::http::TestServer;
+use crate::testbase::{images, sh};
+
+const WIFI: &str = "hive_AbCd1234";
+const LAN: &str = "hive_LanX0001";
+
+/// Every secret value in the fixture hives.
+const SECRETS: &[&str] = &[
+    "SECRET-wifi-apiary",
+    "SECRET-wifi-farm",
+    "SECRET-SSH-PRIVATE-KEY-FIXTURE",
+    "SECRETwgPrivateKeyFixture000000000000000000=",
+    "SECRET-db-pass-1234567",
+    "SECRET-admin-pw-16",
+];
+
+fn workspace(server: &TestServer) -> Option<TestEnv> {
+    let imgs = images()?;
+    let bytes = std::fs::read(&imgs.xz).unwrap();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    server.serve("/base.img.xz", bytes);
+    let env = TestEnv::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate::env::copy_dir(&repo.join("defs/boards"), &env.ws.join("defs/boards"));
+    env.write("w4b.yaml", "hives: {image: //images:edge}\n");
+    env.write(
+        "defs/bases/test.yaml",
+        &format!(
+            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            server.url("/base.img.xz")
+        ),
+    );
+    env.write(
+        "defs/images/edge.yaml",
+        "kind: image\nboard: //boards:pi4\nbase: //bases:test\noutput: {compression: zstd, level: 3}\nservices:\n  sensor_manager:\n    source: {path: sensor-manager}\n",
+    );
+    env.write(
+        "defs/images/sensor-manager/sensor_manager/__main__.py",
+        "print('w4b sensor manager')\n",
+    );
+    for id in [WIFI, LAN] {
+        let text = std::fs::read_to_string(repo.join(format!("tests/hives/{id}.yaml"))).unwrap();
+        env.write(&format!("defs/hives/{id}.yaml"), &text);
+    }
+    Some(env)
+}
+
+/// The root partition of `out/<name>.img.zst`, extracted to a file.
+fn root_partition(env: &TestEnv, name: &str) -> PathBuf {
+    let img = env.root.path().join(format!("{name}.img"));
+    sh(&format!(
+        "zstd -q -d -f -o '{}' '{}'",
+        img.display(),
+        env.path(&format!("out/{name}.img.zst")).display()
+    ));
+    let t: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk --json '{}'", img.display()))).unwrap();
+    let p = &t["partitiontable"]["partitions"][1];
+    let root = env.root.path().join(format!("{name}.root"));
+    sh(&format!(
+        "dd if='{}' of='{}' bs=512 skip={} count={} status=none",
+        img.display(),
+        root.display(),
+        p["start"],
+        p["size"]
+    ));
+    sh(&format!("e2fsck -fn '{}'", root.display()));
+    root
+}
+
+/// `debugfs` on an ext4 image.
+fn debugfs(root: &Path, request: &str) -> String {
+    sh(&format!(
+        "debugfs -R '{request}' '{}' 2>/dev/null",
+        root.display()
+    ))
+}
+
+/// (mode, uid, gid) of a path, from `debugfs stat`.
+fn stat(root: &Path, path: &str) -> (u32, u32, u32) {
+    let s = debugfs(root, &format!("stat {path}"));
+    let field = |name: &str| -> String {
+        s.split(name)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{path}: no `{name}` in {s}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let mode = u32::from_str_radix(&field("Mode:"), 8).unwrap();
+    (
+        mode & 0o7777,
+        field("User:").parse().unwrap(),
+        field("Group:").parse().unwrap(),
+    )
+}
+
+#[test]
+fn both_fixture_hives_build_into_images_with_the_promised_files() {
+    let server = TestServer::start();
+    let Some(env) = workspace(&server) else { return };
+    let b = env.build(&[&format!("//hives:{WIFI}"), &format!("//hives:{LAN}")]);
+    assert!(b.ok(), "{}", b.stderr());
+
+    for (id, host) in [(WIFI, "w4b-abcd1234"), (LAN, "w4b-lanx0001")] {
+        let root = root_partition(&env, id);
+        assert_eq!(debugfs(&root, "cat /etc/hostname").trim(), host);
+        assert!(debugfs(&root, "cat /etc/hosts").contains(host));
+        assert_eq!(stat(&root, "/etc/wireguard/wg0.conf"), (0o600, 0, 0));
+        assert!(debugfs(&root, "cat /etc/wireguard/wg0.conf").contains("AllowedIPs = 10.10.0.0/24"));
+        assert_eq!(
+            stat(&root, "/home/hiveadmin/.ssh/authorized_keys"),
+            (0o600, 1000, 1000)
+        );
+        assert_eq!(stat(&root, "/home/hiveadmin/.ssh").0, 0o700);
+        assert!(debugfs(&root, "cat /home/hiveadmin/.ssh/authorized_keys").contains("jo@example.com"));
+        assert_eq!(stat(&root, "/usr/local/lib/w4b/firstboot").0, 0o755);
+        assert!(debugfs(
+            &root,
+            "stat /etc/systemd/system/multi-user.target.wants/w4b-firstboot.service"
+        )
+        .contains("Type: symlink"));
+        assert!(debugfs(&root, "ls /usr/local/lib/w4b/firstboot.d").contains("security-ssh-host-keys"));
+        assert!(
+            debugfs(&root, "cat /opt/w4b/sensor-manager/sensor_manager/__main__.py")
+                .contains("sensor manager")
+        );
+        let sensors = debugfs(&root, "cat /etc/w4b/sensor_config.yaml");
+        assert!(
+            sensors.contains("temp_01") && sensors.contains("weight_01"),
+            "{sensors}"
+        );
+        assert!(
+            !debugfs(&root, "ls /etc/ssh").contains("ssh_host_"),
+            "no host keys in the image"
+        );
+        assert_eq!(stat(&root, "/etc/nftables.conf").1, 0);
+        let ssh = debugfs(&root, "cat /etc/ssh/sshd_config.d/10-w4b.conf");
+        assert!(ssh.contains("PasswordAuthentication no"), "{ssh}");
+    }
+    let wifi = root_partition(&env, WIFI);
+    let conns = debugfs(&wifi, "ls /etc/NetworkManager/system-connections");
+    assert!(conns.matches(".nmconnection").count() >= 2, "{conns}");
+    let lan = root_partition(&env, LAN);
+    let conns = debugfs(&lan, "ls -l /etc/NetworkManager/system-connections");
+    let file = conns
+        .split_whitespace()
+        .find(|w| w.ends_with(".nmconnection"))
+        .unwrap_or_else(|| panic!("{conns}"))
+        .to_owned();
+    let keyfile = debugfs(
+        &lan,
+        &format!("cat /etc/NetworkManager/system-connections/{file}"),
+    );
+    assert!(keyfile.contains("192.168.1.100/24"), "{keyfile}");
+    assert_eq!(
+        stat(&lan, &format!("/etc/NetworkManager/system-connections/{file}")).0,
+        0o600
+    );
+
+    // The generic validation and the hive checklist accept both images.
+    for id in [WIFI, LAN] {
+        let out = env.run(&["validate", &format!("out/{id}.img.zst"), "--board", "pi4"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn one_hive_value_rebuilds_only_the_modules_that_read_it() {
+    let server = TestServer::start();
+    let Some(env) = workspace(&server) else { return };
+    let labels = [format!("//hives:{WIFI}"), format!("//hives:{LAN}")];
+    let args: Vec<&str> = labels.iter().map(String::as_str).collect();
+    assert!(env.build(&args).ok());
+
+    // The collector interval is read by the sensor manager module only.
+    let path = format!("defs/hives/{WIFI}.yaml");
+    let text = String::from_utf8(env.read(&path)).unwrap();
+    env.write(&path, &text.replacen("interval: 60", "interval: 30", 1));
+    let again = env.build(&args);
+    assert!(again.ok(), "{}", again.stderr());
+    let ran = again.ran();
+    let prefix = format!("//hives:{WIFI}#");
+    assert!(ran.contains(&format!("{prefix}module:sensor_manager")), "{ran:?}");
+    for untouched in [
+        "module:system",
+        "module:security",
+        "module:software",
+        "module:database",
+        "module:monitoring",
+    ] {
+        assert!(
+            !ran.contains(&format!("{prefix}{untouched}")),
+            "{untouched} ran: {ran:?}"
+        );
+    }
+    assert!(
+        ran.iter().all(|s| !s.contains(LAN)),
+        "the other hive's image rebuilt: {ran:?}"
+    );
+    let why = env.why(&labels[0]);
+    let text = why.to_string();
+    assert!(text.contains("module:sensor_manager"), "{text}");
+    assert!(
+        text.contains("\"interval\":30") || text.contains("interval"),
+        "{text}"
+    );
+}
+
+/// Every file below `dir`, recursively.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_secret_value_reaches_a_manifest_a_record_a_log_why_or_the_remote_cache() {
+    let server = TestServer::start();
+    let Some(env) = workspace(&server) else { return };
+    let remote = env.root.path().join("remote");
+    let label = format!("//hives:{WIFI}");
+    let mut logs = Vec::new();
+    let b = env.build(&[&label, "--remote-cache", remote.to_str().unwrap()]);
+    assert!(b.ok(), "{}", b.stderr());
+    logs.push(String::from_utf8_lossy(&b.output.stdout).into_owned());
+    logs.push(b.stderr());
+    // A second build after a change, so `why` has something to explain.
+    let path = format!("defs/hives/{WIFI}.yaml");
+    let text = String::from_utf8(env.read(&path)).unwrap();
+    env.write(&path, &text.replace("SECRET-wifi-farm", "SECRET-wifi-farm2"));
+    let b = env.build(&[&label, "--remote-cache", remote.to_str().unwrap()]);
+    assert!(b.ok(), "{}", b.stderr());
+    logs.push(String::from_utf8_lossy(&b.output.stdout).into_owned());
+    logs.push(b.stderr());
+    for format in ["text", "json"] {
+        let out = env.run(&["why", &label, "--format", format]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("module:system"),
+            "why names the changed module"
+        );
+        logs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        logs.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let show = env.run(&["hive", "show", &label]);
+    logs.push(String::from_utf8_lossy(&show.stdout).into_owned());
+    // An error message: a broken hive whose secrets are nearby.
+    env.write(&path, &text.replace("priority: 2", "priority: 0"));
+    let bad = env.run(&["build", &label]);
+    assert!(!bad.status.success());
+    logs.push(String::from_utf8_lossy(&bad.stderr).into_owned());
+    env.write(&path, &text);
+
+    let secrets: Vec<String> = SECRETS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["SECRET-wifi-farm2".into()])
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        for s in &secrets {
+            assert!(!log.contains(s.as_str()), "log {i} shows `{s}`:\n{log}");
+        }
+    }
+    // The manifest, every record in the local cache, and everything in the remote.
+    let mut files = vec![env.path(&format!("out/{WIFI}.manifest.json"))];
+    let records = files_below(&env.cache.join("v1/records"));
+    assert!(
+        records.len() > 10,
+        "the local records are where the test looks: {records:?}"
+    );
+    files.extend(records);
+    // Build histories (what `why` reads) too.
+    files.extend(files_below(&env.cache.join("v1/meta")).into_iter().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("history"))
+    }));
+    let remote_files = files_below(&remote);
+    assert!(
+        !remote_files.is_empty(),
+        "the remote cache holds the shareable steps"
+    );
+    files.extend(remote_files);
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "`{s}` found in {}",
+                f.display()
+            );
+        }
+    }
+}
