@@ -218,7 +218,7 @@ impl w4b_graph::Cache for AppStore {
                 None => {
                     #[allow(clippy::disallowed_methods)] // LRU stamp for GC only.
                     let _ = self.store.touch_record(&r, SystemTime::now());
-                    return Ok(Lookup::Hit(r));
+                    return Ok(Lookup::Hit(r.outputs));
                 }
                 Some((name, o)) => {
                     reason = MissReason::OutputMissing {

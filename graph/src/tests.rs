@@ -36,7 +36,7 @@ impl Cache for MemCache {
                 }));
             }
         }
-        Ok(Lookup::Hit(r.clone()))
+        Ok(Lookup::Hit(r.outputs.clone()))
     }
     fn publish(&self, record: &Record, _: bool) -> CacheResult<()> {
         let mut recs = self.records.lock().unwrap();

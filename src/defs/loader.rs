@@ -7,7 +7,7 @@
 //! read each file once. It is `Sync`: the build engine may load from several threads.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
@@ -268,10 +268,9 @@ impl Loader {
             return Ok(Arc::clone(parsed));
         }
         let path = self.workspace.root().join(&shown);
-        if !path.is_file() {
+        let Some(bytes) = read_definition(&path, &shown)? else {
             return Err(self.not_found(label, &shown, at));
-        }
-        let bytes = workspace::read(&path, &shown)?;
+        };
         let digest = Digest::of(&bytes);
         let text = workspace::into_text(bytes, &shown)?;
         let file = SourceFile::new(Origin::File { path: shown.clone() }, text);
@@ -309,6 +308,35 @@ impl Loader {
         }
         .into()
     }
+}
+
+/// A definition file's bytes, or `None` when no regular file is there. One path look-up
+/// (the `open`) and a `stat` of the open file: on a no-op rebuild of 1,000 definitions a
+/// separate `is_file` check and `fs::read`'s own size probe were a third of the reading.
+fn read_definition(path: &Path, shown: &str) -> Result<Option<Vec<u8>>, DefsError> {
+    use std::io::{ErrorKind, Read};
+    let io = |source| -> DefsError {
+        DefsErrorKind::Io {
+            path: shown.to_owned(),
+            source,
+        }
+        .into()
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(64 << 20) + 1);
+    // `take` keeps `read_to_end` from asking the kernel for the size a second time.
+    Read::take(&mut file, u64::MAX)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    Ok(Some(bytes))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
