@@ -95,6 +95,7 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
         b.finish();
     }
     store.save_statcache();
+    store.save_parse_cache();
 
     for t in &plan.targets {
         let complete = t.roots.iter().all(|r| {

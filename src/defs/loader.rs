@@ -19,6 +19,7 @@ use super::interp;
 use super::label::{Label, Pattern};
 use super::merge;
 use super::overrides::Overrides;
+use super::parse_cache::{self, ParseCache};
 use super::span::{Location, Origin, SourceFile, Span};
 use super::suggest;
 use super::target::{self, Context, Kind, Target};
@@ -66,6 +67,8 @@ pub struct Loader {
     overrides: Overrides,
     files: Mutex<BTreeMap<String, Arc<ParsedFile>>>,
     targets: Mutex<BTreeMap<Label, LoadedTarget>>,
+    /// Parsed files kept between builds (see [`parse_cache`]); `None` reads every file.
+    parse_cache: Option<Arc<ParseCache>>,
 }
 
 impl Loader {
@@ -83,7 +86,15 @@ impl Loader {
             overrides,
             files: Mutex::new(BTreeMap::new()),
             targets: Mutex::new(BTreeMap::new()),
+            parse_cache: None,
         })
+    }
+
+    /// Reads definition files through `cache`, which keeps their parsed trees between
+    /// builds. Substitution, overrides and typing still run on every load.
+    pub fn with_parse_cache(mut self, cache: Arc<ParseCache>) -> Loader {
+        self.parse_cache = Some(cache);
+        self
     }
 
     pub fn workspace(&self) -> &Workspace {
@@ -268,13 +279,27 @@ impl Loader {
             return Ok(Arc::clone(parsed));
         }
         let path = self.workspace.root().join(&shown);
-        let Some(bytes) = read_definition(&path, &shown)? else {
+        let parse = |bytes: Vec<u8>| -> Result<parse_cache::Parsed, DefsError> {
+            let digest = Digest::of(&bytes);
+            let text = workspace::into_text(bytes, &shown)?;
+            let file = SourceFile::new(Origin::File { path: shown.clone() }, text);
+            let value = yaml::parse(&file)?;
+            Ok(parse_cache::Parsed { file, digest, value })
+        };
+        let found = match &self.parse_cache {
+            Some(cache) => {
+                parse_cache::read_through(cache, &path, &shown, || read_definition(&path, &shown), parse)?
+            }
+            None => read_definition(&path, &shown)?
+                .map(|(bytes, _)| parse(bytes))
+                .transpose()?,
+        };
+        let Some(parse_cache::Parsed {
+            digest, mut value, ..
+        }) = found
+        else {
             return Err(self.not_found(label, &shown, at));
         };
-        let digest = Digest::of(&bytes);
-        let text = workspace::into_text(bytes, &shown)?;
-        let file = SourceFile::new(Origin::File { path: shown.clone() }, text);
-        let mut value = yaml::parse(&file)?;
         interp::interpolate(&mut value, &self.env)?;
         let parsed = Arc::new(ParsedFile { value, digest });
         lock(&self.files).insert(shown, Arc::clone(&parsed));
@@ -310,10 +335,11 @@ impl Loader {
     }
 }
 
-/// A definition file's bytes, or `None` when no regular file is there. One path look-up
+/// A definition file's bytes and metadata (taken before reading), or `None` when no
+/// regular file is there. One path look-up
 /// (the `open`) and a `stat` of the open file: on a no-op rebuild of 1,000 definitions a
 /// separate `is_file` check and `fs::read`'s own size probe were a third of the reading.
-fn read_definition(path: &Path, shown: &str) -> Result<Option<Vec<u8>>, DefsError> {
+fn read_definition(path: &Path, shown: &str) -> Result<Option<(Vec<u8>, std::fs::Metadata)>, DefsError> {
     use std::io::{ErrorKind, Read};
     let io = |source| -> DefsError {
         DefsErrorKind::Io {
@@ -336,7 +362,7 @@ fn read_definition(path: &Path, shown: &str) -> Result<Option<Vec<u8>>, DefsErro
     Read::take(&mut file, u64::MAX)
         .read_to_end(&mut bytes)
         .map_err(io)?;
-    Ok(Some(bytes))
+    Ok(Some((bytes, meta)))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
