@@ -428,11 +428,14 @@ pub fn read_through(
     read: impl FnOnce() -> Result<Option<(Vec<u8>, fs::Metadata)>, super::DefsError>,
     parse: impl FnOnce(Vec<u8>) -> Result<Parsed, super::DefsError>,
 ) -> Result<Option<Parsed>, super::DefsError> {
-    let key = path.to_string_lossy();
-    if let Ok(m) = fs::metadata(path) {
-        if m.is_file() {
-            if let Some(hit) = cache.get(&key, shown, &Stamp::of(&m)) {
-                return Ok(Some(hit));
+    // Paths that are not UTF-8 are read every time rather than keyed by a lossy name.
+    let key = path.to_str();
+    if let Some(key) = key {
+        if let Ok(m) = fs::metadata(path) {
+            if m.is_file() {
+                if let Some(hit) = cache.get(key, shown, &Stamp::of(&m)) {
+                    return Ok(Some(hit));
+                }
             }
         }
     }
@@ -440,7 +443,9 @@ pub fn read_through(
         return Ok(None);
     };
     let parsed = parse(bytes)?;
-    cache.insert(&key, Stamp::of(&meta), &parsed);
+    if let Some(key) = key {
+        cache.insert(key, Stamp::of(&meta), &parsed);
+    }
     Ok(Some(parsed))
 }
 
