@@ -322,11 +322,13 @@ fn encode_len(n: usize, out: &mut Vec<u8>) -> Option<()> {
 }
 
 fn encode_node(value: &Value, file: &Arc<SourceFile>, out: &mut Vec<u8>) -> Option<()> {
+    // Exhaustive on purpose: a new node kind or scalar style in `yaml.rs` must fail to
+    // compile here rather than be stored as something else.
     let tag = match &value.node {
-        Node::Scalar(Scalar {
-            style: Style::Plain, ..
-        }) => 0,
-        Node::Scalar(_) => 1,
+        Node::Scalar(s) => match s.style {
+            Style::Plain => 0,
+            Style::Quoted => 1,
+        },
         Node::Seq(_) => 2,
         Node::Map(_) => 3,
     };
