@@ -727,7 +727,7 @@ pub fn compile(
     env: &BTreeMap<String, String>,
     sets: &[String],
 ) -> miette::Result<Plan> {
-    let loader = Loader::new(ws.clone(), env.clone(), sets)?;
+    let loader = Loader::new(ws.clone(), env.clone(), sets)?.with_parse_cache(store.parse_cache());
     prefetch(&loader, labels);
     let mut c = Compiler {
         ws,

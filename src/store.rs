@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use w4b_cache::{BlobRefs, CacheError, Digest, GcPolicy, Lease, Record, Store, StoreDir};
 use w4b_graph::{CacheResult, Lookup, MissReason};
 
+use crate::defs::parse_cache::{self, ParseCache};
 use crate::inputs::StatCache;
 use crate::tree::{Blobs, TreeError};
 
@@ -28,6 +29,8 @@ impl BlobRefs for TreeRefs {
 pub struct AppStore {
     store: Store,
     pub stats: StatCache,
+    /// Parsed definition files, loaded on first use (only commands that load targets).
+    parse_cache: std::sync::OnceLock<std::sync::Arc<ParseCache>>,
     /// Problems that did not fail the build (remote publication), for the summary.
     pub warnings: std::sync::Mutex<Vec<String>>,
 }
@@ -46,6 +49,7 @@ impl AppStore {
         Ok(AppStore {
             store: Store::new(local, remote),
             stats,
+            parse_cache: Default::default(),
             warnings: Default::default(),
         })
     }
@@ -75,10 +79,19 @@ impl AppStore {
         if !self.stats.is_dirty() {
             return;
         }
-        let probe = self.scratch_path(&format!("statcache-clock-{}", std::process::id()));
-        if std::fs::write(&probe, b"").is_err() {
+        let Some(now_ns) = self.fs_now_ns("statcache") else {
             return;
-        }
+        };
+        let _ = self
+            .store
+            .local()
+            .write_meta_unsynced(STATCACHE, &self.stats.to_bytes(now_ns));
+    }
+
+    /// "Now" by the filesystem's clock: the ctime of a file written for the purpose.
+    fn fs_now_ns(&self, what: &str) -> Option<i64> {
+        let probe = self.scratch_path(&format!("{what}-clock-{}", std::process::id()));
+        std::fs::write(&probe, b"").ok()?;
         let now_ns = std::fs::metadata(&probe)
             .map(|m| {
                 use std::os::unix::fs::MetadataExt;
@@ -88,10 +101,37 @@ impl AppStore {
             })
             .unwrap_or(0);
         let _ = std::fs::remove_file(&probe);
+        Some(now_ns)
+    }
+
+    /// The cache of parsed definition files, read from the store on first use. It is
+    /// private to this binary: another build of w4b starts from an empty one.
+    pub fn parse_cache(&self) -> std::sync::Arc<ParseCache> {
+        self.parse_cache
+            .get_or_init(|| {
+                let bytes = self
+                    .store
+                    .local()
+                    .read_meta(parse_cache::META_NAME)
+                    .ok()
+                    .flatten();
+                std::sync::Arc::new(ParseCache::from_bytes(ParseCache::binary_identity(), bytes))
+            })
+            .clone()
+    }
+
+    /// Persists the parse cache when this process parsed a file it did not know.
+    pub fn save_parse_cache(&self) {
+        let Some(cache) = self.parse_cache.get().filter(|c| c.is_dirty()) else {
+            return;
+        };
+        let Some(now_ns) = self.fs_now_ns("defs") else {
+            return;
+        };
         let _ = self
             .store
             .local()
-            .write_meta_unsynced(STATCACHE, &self.stats.to_bytes(now_ns));
+            .write_meta_unsynced(parse_cache::META_NAME, &cache.to_bytes(now_ns));
     }
 
     /// Copies an output into place atomically, verifying it on the way. Skips the copy
@@ -218,7 +258,7 @@ impl w4b_graph::Cache for AppStore {
                 None => {
                     #[allow(clippy::disallowed_methods)] // LRU stamp for GC only.
                     let _ = self.store.touch_record(&r, SystemTime::now());
-                    return Ok(Lookup::Hit(r));
+                    return Ok(Lookup::Hit(r.outputs));
                 }
                 Some((name, o)) => {
                     reason = MissReason::OutputMissing {

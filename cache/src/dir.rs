@@ -18,7 +18,7 @@ use tempfile::NamedTempFile;
 
 use crate::blob::{BlobWriter, VerifyingReader};
 use crate::error::{io_err, CacheError};
-use crate::record::{Parsed, Record};
+use crate::record::{Parsed, Record, RecordHead};
 use crate::Digest;
 
 const SUBDIRS: [&str; 5] = ["blobs", "records", "meta", "tmp", "corrupt"];
@@ -140,8 +140,11 @@ impl StoreDir {
     }
 
     pub(crate) fn record_path(&self, r: &Record) -> PathBuf {
-        self.record_dir(&r.key)
-            .join(format!("{}.json", r.outputs_digest()))
+        self.record_file(&r.key, &r.outputs_digest())
+    }
+
+    fn record_file(&self, key: &Digest, outputs: &Digest) -> PathBuf {
+        self.record_dir(key).join(format!("{outputs}.json"))
     }
 
     pub(crate) fn writable(&self) -> Result<(), CacheError> {
@@ -388,6 +391,31 @@ impl StoreDir {
         Ok(out)
     }
 
+    /// The outputs of every valid record for `key`, sorted by outputs digest: what a cache
+    /// hit needs, without decoding preimages (see [`RecordHead`]). Invalid files are
+    /// quarantined and skipped, as by [`records`](Self::records).
+    pub fn heads(&self, key: &Digest) -> Result<Vec<RecordHead>, CacheError> {
+        let mut out = Vec::new();
+        for path in sorted_dir(&self.record_dir(key))? {
+            let Some((bytes, used)) = read_record_file(&path)? else {
+                continue;
+            };
+            let parsed = match outputs_name(&path) {
+                Some(outputs) => Record::parse_head(&bytes, key, &outputs),
+                None => Parsed::Invalid,
+            };
+            match parsed {
+                Parsed::Valid(mut head) => {
+                    head.used = used;
+                    out.push(head);
+                }
+                Parsed::Foreign => {}
+                Parsed::Invalid => self.quarantine_record(key, &path, &bytes),
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads and checks the record file at `path` (filed under `key`); an invalid one is
     /// quarantined. `None` if it vanished meanwhile.
     pub(crate) fn load_record(
@@ -395,35 +423,47 @@ impl StoreDir {
         key: &Digest,
         path: &Path,
     ) -> Result<Option<(Parsed, Vec<u8>)>, CacheError> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", path)(e)),
+        let Some((bytes, _)) = read_record_file(path)? else {
+            return Ok(None);
         };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let name = name.unwrap_or_default();
-        let parsed = match name.strip_suffix(".json").map(str::parse) {
-            Some(Ok(outputs)) => Record::parse(&bytes, key, &outputs),
-            _ => Parsed::Invalid,
+        let parsed = match outputs_name(path) {
+            Some(outputs) => Record::parse(&bytes, key, &outputs),
+            None => Parsed::Invalid,
         };
         if let Parsed::Invalid = parsed {
-            let evidence = format!("{key}-{name}.{}", Digest::of(&bytes));
-            self.quarantine(path, &evidence, None);
+            self.quarantine_record(key, path, &bytes);
         }
         Ok(Some((parsed, bytes)))
     }
 
-    /// Marks `r` as used at `now`, for GC's least-recently-used order. A no-op on a
+    fn quarantine_record(&self, key: &Digest, path: &Path, bytes: &[u8]) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        let evidence = format!("{key}-{name}.{}", Digest::of(bytes));
+        self.quarantine(path, &evidence, None);
+    }
+
+    /// Marks `r` as used at `now` (its mtime is the LRU clock of GC). A no-op on a
     /// read-only directory.
-    /// Marks a record as used now (its mtime is the LRU clock of GC).
     pub fn touch_record(&self, r: &Record, now: SystemTime) -> Result<(), CacheError> {
+        self.touch(&RecordHead::from(r), now)
+    }
+
+    /// [`touch_record`](Self::touch_record) for a record found by [`heads`](Self::heads),
+    /// which already knows the file's mtime.
+    pub fn touch(&self, r: &RecordHead, now: SystemTime) -> Result<(), CacheError> {
         if self.read_only {
             return Ok(());
         }
-        let path = self.record_path(r);
+        let path = self.record_file(&r.key, &r.outputs_digest());
         // LRU needs hours, not nanoseconds: a record used within the last hour is not
-        // touched again, so a no-op rebuild costs one `stat` per step, not a write.
-        if let Ok(modified) = fs::metadata(&path).and_then(|m| m.modified()) {
+        // touched again, so a no-op rebuild costs no write (and, with the mtime read
+        // along with the record, no `stat` either).
+        let modified = match r.used {
+            Some(t) => Some(t),
+            None => fs::metadata(&path).and_then(|m| m.modified()).ok(),
+        };
+        if let Some(modified) = modified {
             if now
                 .duration_since(modified)
                 .is_ok_and(|age| age < TOUCH_GRANULARITY)
@@ -552,6 +592,32 @@ impl StoreDir {
 }
 
 /// Entries of `dir` in name order; a missing directory is empty (GC may remove it).
+/// A record file's bytes and its mtime, when the filesystem reports one.
+type RecordFile = (Vec<u8>, Option<SystemTime>);
+
+/// A record file's bytes and mtime (from the open file: no second path look-up); `None`
+/// if it vanished meanwhile (GC, or a concurrent quarantine).
+fn read_record_file(path: &Path) -> Result<Option<RecordFile>, CacheError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    let meta = file.metadata().map_err(io_err("read", path))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(1 << 20) + 1);
+    // Through `take`: `File::read_to_end` would ask the kernel for the size (and the
+    // position) again, one `statx` and one `lseek` per record on a no-op rebuild.
+    Read::take(&mut file, u64::MAX)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    Ok(Some((bytes, meta.modified().ok())))
+}
+
+/// The outputs digest a record file's name claims (`<64 hex>.json`).
+fn outputs_name(path: &Path) -> Option<Digest> {
+    path.file_name()?.to_str()?.strip_suffix(".json")?.parse().ok()
+}
+
 pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -729,6 +795,73 @@ pub(crate) mod tests {
         assert_eq!(dir.records(&r1.key).unwrap(), both);
         assert!(!bad.exists());
         assert_eq!(corrupt_count(&dir), 1);
+    }
+
+    #[test]
+    fn heads_agree_with_records_and_quarantine_the_same_files() {
+        let (_t, dir) = store();
+        let a = dir.put_bytes(b"a").unwrap();
+        let b = dir.put_bytes(b"b").unwrap();
+        let r1 = record("k", &[("out", a, 1)]);
+        let r2 = record("k", &[("out", b, 1), ("log", a, 1)]);
+        assert!(dir.heads(&r1.key).unwrap().is_empty());
+        dir.put_record(&r1).unwrap();
+        dir.put_record(&r2).unwrap();
+        let heads = dir.heads(&r1.key).unwrap();
+        let records = dir.records(&r1.key).unwrap();
+        assert_eq!(heads.len(), 2);
+        for (h, r) in heads.iter().zip(&records) {
+            assert_eq!((h.key, &h.outputs), (r.key, &r.outputs));
+            assert!(h.used.is_some(), "the mtime comes along with the bytes");
+        }
+
+        // Valid JSON whose outputs do not match the file name, and a truncated file: both
+        // are quarantined by a head look-up as they would be by a full one.
+        let liar = dir
+            .record_dir(&r1.key)
+            .join(format!("{}.json", Digest::of(b"zz")));
+        fs::write(&liar, r1.to_json()).unwrap();
+        let cut = dir
+            .record_dir(&r1.key)
+            .join(format!("{}.json", Digest::of(b"yy")));
+        let json = r2.to_json();
+        fs::write(&cut, &json[..json.len() / 2]).unwrap();
+        assert_eq!(dir.heads(&r1.key).unwrap(), heads);
+        assert!(!liar.exists() && !cut.exists());
+        assert_eq!(corrupt_count(&dir), 2);
+
+        // Another schema is skipped and kept.
+        let foreign = dir
+            .record_dir(&r1.key)
+            .join(format!("{}.json", Digest::of(b"xx")));
+        fs::write(&foreign, br#"{"schema":"w4b.record/9","outputs":[1,2]}"#).unwrap();
+        assert_eq!(dir.heads(&r1.key).unwrap(), heads);
+        assert!(foreign.exists());
+    }
+
+    #[test]
+    fn touch_through_a_head_uses_the_mtime_it_read() {
+        let (_t, dir) = store();
+        let a = dir.put_bytes(b"a").unwrap();
+        let r = record("k", &[("out", a, 1)]);
+        dir.put_record(&r).unwrap();
+        let path = dir.record_path(&r);
+        let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        File::open(&path).unwrap().set_modified(old).unwrap();
+        let head = dir.heads(&r.key).unwrap().remove(0);
+        assert_eq!(head.used, Some(old));
+
+        // Within the granularity of the mtime read: nothing is written.
+        dir.touch(&head, old + TOUCH_GRANULARITY / 2).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), old);
+        // Stale: the file is touched.
+        let now = old + TOUCH_GRANULARITY * 2;
+        dir.touch(&head, now).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), now);
+        // A head that knows no mtime (copied from a remote) stats the file instead.
+        let later = now + TOUCH_GRANULARITY / 2;
+        dir.touch(&RecordHead::from(&r), later).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), now);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use digest::{Digest, ParseDigestError};
 pub use dir::{Lease, StoreDir};
 pub use error::CacheError;
 pub use gc::{GcPolicy, GcReport};
-pub use record::{OutputRef, PreimageEntry, Producer, Record, RECORD_SCHEMA};
+pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
 pub use store::{Store, Uploaded};
 pub use verify::{Stats, VerifyReport};

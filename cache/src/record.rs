@@ -5,9 +5,16 @@
 //! file name, see [`Record::outputs_digest`]). Naming the file after the outputs, not the
 //! whole record, is what lets identical results dedupe while different results for one
 //! key sit side by side as evidence of non-determinism.
+//!
+//! A cache hit needs only the outputs, so look-ups read a [`RecordHead`]: the same file,
+//! checked the same way (schema, key, outputs against the file name), with the preimage
+//! and the other fields syntax-checked by the JSON parser but not decoded. `why`,
+//! `verify` and GC read whole [`Record`]s.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::Digest;
@@ -56,13 +63,65 @@ pub struct Producer {
     pub host: Option<String>,
 }
 
-/// What a record file turned out to hold.
-pub(crate) enum Parsed {
-    Valid(Box<Record>),
+/// What a cache hit needs from a record: the key it is filed under and its outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordHead {
+    pub key: Digest,
+    pub outputs: BTreeMap<String, OutputRef>,
+    /// The record file's mtime (GC's LRU clock) when it was read, so that marking a hit
+    /// as used costs no second `stat`; `None` when unknown.
+    pub(crate) used: Option<SystemTime>,
+}
+
+impl RecordHead {
+    /// The record's file name digest; see [`Record::outputs_digest`].
+    pub fn outputs_digest(&self) -> Digest {
+        outputs_digest(&self.outputs)
+    }
+}
+
+impl From<&Record> for RecordHead {
+    fn from(r: &Record) -> RecordHead {
+        RecordHead {
+            key: r.key,
+            outputs: r.outputs.clone(),
+            used: None,
+        }
+    }
+}
+
+/// What a record file turned out to hold (a whole [`Record`], or a [`RecordHead`]).
+pub(crate) enum Parsed<T = Box<Record>> {
+    Valid(T),
     /// Well-formed, but another schema (a newer w4b sharing the directory): skip, keep.
     Foreign,
     /// Not a record, or not the record its path claims: quarantine.
     Invalid,
+}
+
+/// BLAKE3 (derive-key [`OUTPUTS_CONTEXT`]) over the outputs in name order; see
+/// [`Record::outputs_digest`].
+fn outputs_digest(outputs: &BTreeMap<String, OutputRef>) -> Digest {
+    let mut h = blake3::Hasher::new_derive_key(OUTPUTS_CONTEXT);
+    for (name, out) in outputs {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(out.digest.as_bytes());
+        h.update(&out.size.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+/// A record file that failed to decode: another schema is kept, anything else is invalid.
+fn classify_failure<T>(bytes: &[u8]) -> Parsed<T> {
+    #[derive(Deserialize)]
+    struct Probe {
+        schema: String,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(p) if p.schema != RECORD_SCHEMA => Parsed::Foreign,
+        _ => Parsed::Invalid,
+    }
 }
 
 impl Record {
@@ -83,14 +142,7 @@ impl Record {
     /// BLAKE3 (derive-key [`OUTPUTS_CONTEXT`]) over the outputs in name order, each as
     /// `u64le(name length) ‖ name ‖ digest (32 bytes) ‖ u64le(size)`; the record's file name.
     pub fn outputs_digest(&self) -> Digest {
-        let mut h = blake3::Hasher::new_derive_key(OUTPUTS_CONTEXT);
-        for (name, out) in &self.outputs {
-            h.update(&(name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            h.update(out.digest.as_bytes());
-            h.update(&out.size.to_le_bytes());
-        }
-        h.finalize().into()
+        outputs_digest(&self.outputs)
     }
 
     /// Pretty JSON with a trailing newline; field order is the struct's, maps are sorted.
@@ -103,19 +155,43 @@ impl Record {
 
     /// Checks that `bytes` is a record of this schema for `key` whose outputs hash to
     /// `name` (the file name's digest).
+    /// One pass over the bytes when they hold a record of this schema; the schema probe
+    /// runs only on failure.
     pub(crate) fn parse(bytes: &[u8], key: &Digest, name: &Digest) -> Parsed {
-        #[derive(Deserialize)]
-        struct Probe {
-            schema: String,
-        }
-        match serde_json::from_slice::<Probe>(bytes) {
-            Ok(p) if p.schema != RECORD_SCHEMA => return Parsed::Foreign,
-            Ok(_) => {}
-            Err(_) => return Parsed::Invalid,
-        }
         match serde_json::from_slice::<Record>(bytes) {
+            Ok(r) if r.schema != RECORD_SCHEMA => Parsed::Foreign,
             Ok(r) if r.key == *key && r.outputs_digest() == *name => Parsed::Valid(Box::new(r)),
-            _ => Parsed::Invalid,
+            Ok(_) => Parsed::Invalid,
+            Err(_) => classify_failure(bytes),
+        }
+    }
+
+    /// [`parse`](Self::parse) for a cache hit: the same checks of schema, key and outputs,
+    /// and every field must be present and the whole file well-formed JSON, but the
+    /// preimage, step, kind, duration and producer are skipped, not decoded (on a no-op
+    /// rebuild of 1,000 steps, decoding preimages was most of the record look-ups' CPU).
+    pub(crate) fn parse_head(bytes: &[u8], key: &Digest, name: &Digest) -> Parsed<RecordHead> {
+        #[derive(Deserialize)]
+        #[allow(dead_code)] // Fields that must be present, read only by `Record`.
+        struct Head {
+            schema: String,
+            key: Digest,
+            step: IgnoredAny,
+            kind: IgnoredAny,
+            preimage: IgnoredAny,
+            outputs: BTreeMap<String, OutputRef>,
+            duration_ms: IgnoredAny,
+            producer: IgnoredAny,
+        }
+        match serde_json::from_slice::<Head>(bytes) {
+            Ok(h) if h.schema != RECORD_SCHEMA => Parsed::Foreign,
+            Ok(h) if h.key == *key && outputs_digest(&h.outputs) == *name => Parsed::Valid(RecordHead {
+                key: h.key,
+                outputs: h.outputs,
+                used: None,
+            }),
+            Ok(_) => Parsed::Invalid,
+            Err(_) => classify_failure(bytes),
         }
     }
 }
@@ -180,6 +256,50 @@ pub(crate) mod tests {
         ));
         assert!(matches!(
             Record::parse(b"\x00garbage", &r.key, &name),
+            Parsed::Invalid
+        ));
+    }
+
+    #[test]
+    fn head_checks_what_parse_checks_but_skips_the_preimage() {
+        let r = record("a", &[("out", Digest::of(b"x"), 1)]);
+        let bytes = r.to_json();
+        let name = r.outputs_digest();
+        match Record::parse_head(&bytes, &r.key, &name) {
+            Parsed::Valid(h) => {
+                assert_eq!(h, RecordHead::from(&r));
+                assert_eq!(h.outputs_digest(), name);
+            }
+            _ => panic!("a valid record is a valid head"),
+        }
+        let invalid = |b: &[u8]| matches!(Record::parse_head(b, &r.key, &name), Parsed::Invalid);
+        assert!(matches!(
+            Record::parse_head(&bytes, &Digest::of(b"other"), &name),
+            Parsed::Invalid
+        ));
+        assert!(matches!(
+            Record::parse_head(&bytes, &r.key, &Digest::of(b"n")),
+            Parsed::Invalid
+        ));
+        assert!(matches!(
+            Record::parse_head(b"{\"schema\":\"w4b.record/9\"}", &r.key, &name),
+            Parsed::Foreign
+        ));
+        assert!(invalid(b"\x00garbage"));
+        // Skipped fields must still be there, and the whole file well-formed.
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(invalid(text.replace("\"producer\"", "\"produce\"").as_bytes()));
+        assert!(invalid(
+            text.replace("\"preimage\": [", "\"preimage\": [[").as_bytes()
+        ));
+        // A preimage of the wrong shape is only caught by the full parse (`why`).
+        let odd = text.replacen("\"component\": \"param\"", "\"component\": 7", 1);
+        assert!(matches!(
+            Record::parse_head(odd.as_bytes(), &r.key, &name),
+            Parsed::Valid(_)
+        ));
+        assert!(matches!(
+            Record::parse(odd.as_bytes(), &r.key, &name),
             Parsed::Invalid
         ));
     }

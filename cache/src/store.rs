@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use crate::blob::VerifyingReader;
 use crate::dir::StoreDir;
 use crate::error::CacheError;
-use crate::record::Record;
+use crate::record::{Record, RecordHead};
 use crate::refs::BlobRefs;
 use crate::Digest;
 
@@ -45,10 +45,10 @@ impl Store {
         self.remote.as_ref()
     }
 
-    /// Records for `key`: the local ones, or else the remote ones, copied into the local
-    /// directory (their blobs are fetched when first read).
-    pub fn lookup(&self, key: &Digest) -> Result<Vec<Record>, CacheError> {
-        let local = self.local.records(key)?;
+    /// Records for `key`, as a cache hit needs them: the local ones, or else the remote
+    /// ones, copied into the local directory (their blobs are fetched when first read).
+    pub fn lookup(&self, key: &Digest) -> Result<Vec<RecordHead>, CacheError> {
+        let local = self.local.heads(key)?;
         let Some(remote) = self.remote.as_ref().filter(|_| local.is_empty()) else {
             return Ok(local);
         };
@@ -56,18 +56,23 @@ impl Store {
         for r in &found {
             self.local.write_record(r)?;
         }
-        Ok(found)
+        Ok(found.iter().map(RecordHead::from).collect())
     }
 
     /// Marks a record used as a hit (GC evicts least recently used records first), here
     /// and in a writable remote, whose GC would otherwise see only upload times.
-    pub fn touch_record(&self, r: &Record, now: SystemTime) -> Result<(), CacheError> {
+    pub fn touch_record(&self, r: &RecordHead, now: SystemTime) -> Result<(), CacheError> {
         if let Some(remote) = &self.remote {
             // Best effort: the remote copy may be gone or owned by another CI user, and a
-            // stale use time only makes GC evict that record a little early.
-            let _ = remote.touch_record(r, now);
+            // stale use time only makes GC evict that record a little early. The mtime a
+            // lookup read belongs to the local copy, so the remote one is stat'ed.
+            let remote_head = RecordHead {
+                used: None,
+                ..r.clone()
+            };
+            let _ = remote.touch(&remote_head, now);
         }
-        self.local.touch_record(r, now)
+        self.local.touch(r, now)
     }
 
     /// Imports blob `d` from the remote into the local directory, verified.
@@ -212,7 +217,7 @@ mod tests {
             Some(remote.clone()),
         );
         assert!(!reader.local().contains(&leaf));
-        assert_eq!(reader.lookup(&r.key).unwrap(), vec![r.clone()]);
+        assert_eq!(reader.lookup(&r.key).unwrap(), vec![RecordHead::from(&r)]);
         assert_eq!(
             reader.local().records(&r.key).unwrap(),
             vec![r.clone()],
@@ -221,7 +226,7 @@ mod tests {
         assert_eq!(reader.read(&leaf).unwrap(), b"leaf");
         assert!(reader.local().contains(&leaf));
         let used = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 31);
-        reader.touch_record(&r, used).unwrap();
+        reader.touch_record(&RecordHead::from(&r), used).unwrap();
         for dir in [reader.local(), &remote] {
             let m = std::fs::metadata(dir.record_path(&r)).unwrap();
             assert_eq!(m.modified().unwrap(), used);

@@ -3,6 +3,8 @@
 
 use w4b_cache::{Digest, Record};
 
+use crate::step::Outputs;
+
 /// Why a key that has been seen before still had to run.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
@@ -52,7 +54,9 @@ impl std::fmt::Display for MissReason {
 }
 
 pub enum Lookup {
-    Hit(Record),
+    /// The outputs of a record for the key, all present. Only the outputs: decoding the
+    /// record's preimage is left to `why`, which reads [`Cache::records`].
+    Hit(Outputs),
     Miss(MissReason),
 }
 

@@ -478,14 +478,14 @@ impl Engine<'_> {
             MissReason::Forced
         } else {
             match self.cache.lookup(key) {
-                Ok(Lookup::Hit(record)) => {
+                Ok(Lookup::Hit(outputs)) => {
                     self.observer.event(&Event::StepFinished {
                         step: &node.name,
                         kind,
                         status: StepStatus::Cached,
                         key: key.to_hex(),
                         duration_ms: 0,
-                        outputs: &record.outputs,
+                        outputs: &outputs,
                         miss: None,
                     });
                     return Ok(StepResult {
@@ -493,7 +493,7 @@ impl Engine<'_> {
                         kind: kind.to_string(),
                         status: StepStatus::Cached,
                         key: Some(*key),
-                        outputs: record.outputs,
+                        outputs,
                         miss: None,
                         duration_ms: 0,
                     });

@@ -63,14 +63,47 @@ fn meta_name(target: &str) -> String {
 }
 
 pub fn load(cache: &dyn Cache, target: &str) -> CacheResult<Option<TargetHistory>> {
-    let Some(bytes) = cache.read_meta(&meta_name(target))? else {
-        return Ok(None);
-    };
-    match serde_json::from_slice::<TargetHistory>(&bytes) {
-        Ok(h) if h.schema == HISTORY_SCHEMA && h.target == target => Ok(Some(h)),
+    Ok(cache
+        .read_meta(&meta_name(target))?
+        .and_then(|bytes| parse(&bytes, target)))
+}
+
+fn parse(bytes: &[u8], target: &str) -> Option<TargetHistory> {
+    match serde_json::from_slice::<TargetHistory>(bytes) {
+        Ok(h) if h.schema == HISTORY_SCHEMA && h.target == target => Some(h),
         // An unreadable history is no history: `why` then says there is nothing to compare.
-        _ => Ok(None),
+        _ => None,
     }
+}
+
+/// Whether `bytes` is a history of `target` whose newest build is `entry`, judged by
+/// bytes: the file is compact JSON written by [`record`] from the struct, so a repeat of
+/// the newest build is the same text after `"builds":[`. Decoding two builds of every
+/// target only to find that nothing changed was most of the history's cost on a no-op
+/// rebuild. Anything else (another writer's formatting, damage) is decoded as before.
+fn starts_with_build(bytes: &[u8], target: &str, entry: &BuildEntry) -> bool {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        schema: &'a str,
+        target: &'a str,
+    }
+    let (Ok(head), Ok(entry)) = (
+        serde_json::to_vec(&Head {
+            schema: HISTORY_SCHEMA,
+            target,
+        }),
+        serde_json::to_vec(entry),
+    ) else {
+        return false;
+    };
+    // `{"schema":…,"target":…` then `,"builds":[` then the entry, then `,` or `]`.
+    let Some(open) = head.strip_suffix(b"}") else {
+        return false;
+    };
+    let mut expected = open.to_vec();
+    expected.extend_from_slice(b",\"builds\":[");
+    expected.extend_from_slice(&entry);
+    bytes.starts_with(&expected) && matches!(bytes.get(expected.len()), Some(b',' | b']'))
 }
 
 /// Appends this build of `target` (whose final steps are `roots`) to its history, if every
@@ -101,15 +134,25 @@ pub fn record(
             miss: r.miss.clone(),
         });
     }
-    let mut history = load(cache, target)?.unwrap_or_else(|| TargetHistory {
-        schema: HISTORY_SCHEMA.into(),
-        target: target.into(),
-        builds: Vec::new(),
-    });
     let entry = BuildEntry { steps };
-    if history.builds.first() == Some(&entry) {
+    let name = meta_name(target);
+    let old = cache.read_meta(&name)?;
+    if old
+        .as_deref()
+        .is_some_and(|bytes| starts_with_build(bytes, target, &entry))
+    {
         // A repeat of the newest build (a no-op after a no-op): `why` would say the same
         // either way, so the file is left as it is.
+        return Ok(true);
+    }
+    let mut history = old
+        .and_then(|bytes| parse(&bytes, target))
+        .unwrap_or_else(|| TargetHistory {
+            schema: HISTORY_SCHEMA.into(),
+            target: target.into(),
+            builds: Vec::new(),
+        });
+    if history.builds.first() == Some(&entry) {
         return Ok(true);
     }
     history.builds.insert(0, entry);
@@ -117,4 +160,48 @@ pub fn record(
     let bytes = serde_json::to_vec(&history)?;
     cache.write_meta(&meta_name(target), &bytes)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &[u8], status: StepStatus) -> BuildEntry {
+        BuildEntry {
+            steps: vec![StepEntry {
+                name: "//t:x#a".into(),
+                kind: "k".into(),
+                key: Digest::of(key),
+                status,
+                outputs: BTreeMap::from([("out".to_string(), Digest::of(b"o"))]),
+                deps: vec![],
+                miss: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn newest_build_is_matched_by_bytes_exactly() {
+        let (a, b) = (entry(b"a", StepStatus::Cached), entry(b"b", StepStatus::Cached));
+        let h = TargetHistory {
+            schema: HISTORY_SCHEMA.into(),
+            target: "//t:x".into(),
+            builds: vec![a.clone(), b.clone()],
+        };
+        let bytes = serde_json::to_vec(&h).unwrap();
+        assert!(starts_with_build(&bytes, "//t:x", &a));
+        assert!(!starts_with_build(&bytes, "//t:x", &b), "only the newest");
+        assert!(!starts_with_build(&bytes, "//t:y", &a), "another target");
+        assert!(!starts_with_build(&bytes, "//t:x", &entry(b"a", StepStatus::Ran)));
+        let one = TargetHistory {
+            builds: vec![a.clone()],
+            ..h.clone()
+        };
+        assert!(starts_with_build(&serde_json::to_vec(&one).unwrap(), "//t:x", &a));
+        // The entry must end where the file says it does.
+        let cut = &bytes[..bytes.len() - 1 - serde_json::to_vec(&b).unwrap().len() - 2];
+        assert!(!starts_with_build(cut, "//t:x", &a));
+        let pretty = serde_json::to_vec_pretty(&h).unwrap();
+        assert!(!starts_with_build(&pretty, "//t:x", &a), "decoded instead");
+    }
 }

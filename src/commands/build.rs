@@ -104,6 +104,7 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
             exported.manifests.push(path);
         }
     }
+    store.save_parse_cache();
 
     for t in &plan.targets {
         let complete = t.roots.iter().all(|r| {

@@ -4,7 +4,8 @@
 //! Workspace::discover ─ w4b.yaml ─┐
 //! Label ("//layers:motd") ────────┤
 //!                                 ▼
-//! Loader::load: read file → yaml::parse (spans, duplicate keys) → interp (${VAR})
+//! Loader::load: read file → yaml::parse (spans, duplicate keys; kept between builds by
+//!               parse_cache, keyed by file stamps) → interp (${VAR})
 //!             → extends chain → merge (maps by key, `key+` appends) → w4b.yaml defaults
 //!             → overrides (W4B_* env, then --set) → location table → de + target (typed,
 //!               unknown keys and bad values diagnosed at their spans)
@@ -22,6 +23,7 @@ pub mod label;
 pub mod loader;
 pub mod merge;
 pub mod overrides;
+pub mod parse_cache;
 pub mod span;
 pub mod suggest;
 pub mod target;

@@ -456,3 +456,65 @@ fn history_does_not_depend_on_what_else_was_built() {
     let why = env.why("//images:demo");
     assert_eq!(why["steps"].as_array().unwrap().len(), 0, "{why:#}");
 }
+
+/// The cache of parsed definitions (`src/defs/parse_cache.rs`) only trusts files old enough
+/// to be outside the racy window, so the other tests here, which edit files seconds apart,
+/// never hit it. This one ages every definition first: the second build must take them all
+/// from the cache (the cache file is left as it is), and an edit that keeps the size and
+/// the mtime (only the ctime tells), a changed environment variable and a new `--set` must
+/// all still be seen.
+#[test]
+fn cached_definitions_still_see_edits_env_and_set() {
+    use std::time::{Duration, SystemTime};
+    let mut env = demo();
+    env.write(
+        "defs/layers/extra.yaml",
+        &crate::fixture::EXTRA.replace("x\\n", "${GREETING:-x}\\n"),
+    );
+    let age = |env: &crate::env::TestEnv, rel: &str| {
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(env.path(rel))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
+    for rel in [
+        "defs/layers/motd.yaml",
+        "defs/layers/extra.yaml",
+        "defs/images/demo.yaml",
+    ] {
+        age(&env, rel);
+    }
+    assert!(env.build(&["//images:demo"]).ok());
+    let cache_file = env.cache.join("v1/meta/defs-parse");
+    let saved = std::fs::read(&cache_file).expect("the build saved its parses");
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().is_empty(), "{:?}", b.ran());
+    assert_eq!(std::fs::read(&cache_file).unwrap(), saved, "every file was a hit");
+
+    // Same size, same mtime: only the ctime differs.
+    env.write(
+        "defs/layers/motd.yaml",
+        &crate::fixture::MOTD.replace("hello", "HELLO"),
+    );
+    age(&env, "defs/layers/motd.yaml");
+    let b = env.build(&["//images:demo"]);
+    assert_eq!(b.ran(), steps(&MOTD_CHAIN), "{}", b.stderr());
+    let why = env.why("//images:demo");
+    assert_eq!(root_changes(&why)[0].1, "files[0].content");
+
+    env.extra_env.insert("GREETING".into(), "bonjour".into());
+    let b = env.build(&["//images:demo"]);
+    assert_eq!(
+        b.ran(),
+        steps(&["//images:demo#extra", "//images:demo#rootfs", "//images:demo#tar"]),
+        "{}",
+        b.stderr()
+    );
+
+    let b = env.build(&["//images:demo", "--set", "output.level=4"]);
+    assert_eq!(b.ran(), steps(&["//images:demo#tar"]), "{}", b.stderr());
+}
