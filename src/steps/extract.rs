@@ -62,7 +62,7 @@ impl ExtractStep {
                 .map_err(|e| self.bad(format!("has a bad member name: {e}")))?;
             let name = raw.to_string_lossy().into_owned();
             let clean: Vec<&str> = name.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-            if clean.iter().any(|c| *c == "..") {
+            if clean.contains(&"..") {
                 return Err(self.bad(format!("has a member `{name}` that leaves its directory")));
             }
             if clean.is_empty() {

@@ -408,9 +408,12 @@ fn sshd(fs: &dyn Files, r: &mut Report) {
     }
 }
 
-/// `[Section]` → key → values, of an INI-like file; `Err(line)` for a line that is neither.
-pub fn ini(t: &str) -> Result<Vec<(String, Vec<(String, String)>)>, usize> {
-    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+/// An INI file: sections in order, each with its `key = value` pairs in order.
+pub type Ini = Vec<(String, Vec<(String, String)>)>;
+
+/// Parses an INI-like file; `Err(line)` for a line that is neither `[section]` nor `key=value`.
+pub fn ini(t: &str) -> Result<Ini, usize> {
+    let mut out: Ini = Vec::new();
     for (i, line) in t.lines().enumerate() {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
