@@ -357,6 +357,11 @@ fn the_embedded_north_hive_builds_on_a_local_copy_of_its_base() {
         "debugfs -R 'cat /etc/hostname' '{}' 2>/dev/null",
         root.display()
     ));
-    assert_eq!(hostname.trim(), "hive-north");
+    assert_eq!(hostname.trim(), "w4b-north001");
+    let firstboot = sh(&format!(
+        "debugfs -R 'ls /usr/local/lib/w4b/firstboot.d' '{}' 2>/dev/null",
+        root.display()
+    ));
+    assert!(firstboot.contains("system-admin-user"), "{firstboot}");
     sh(&format!("e2fsck -fn '{}'", root.display()));
 }
