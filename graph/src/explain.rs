@@ -282,16 +282,92 @@ pub fn diff(old: &[PreimageEntry], new: &[PreimageEntry]) -> Vec<Change> {
         if a.map(|e| &e.value) == b.map(|e| &e.value) {
             continue;
         }
+        let location = b
+            .and_then(|e| e.location.clone())
+            .or_else(|| a.and_then(|e| e.location.clone()));
+        // A structured parameter (a module's configuration, a template's context) is
+        // explained leaf by leaf: `config.updates.update_hour: 3 → 4`, not two long JSONs.
+        if let (Some(x), Some(y)) = (a, b) {
+            if let (Ok(jx), Ok(jy)) = (
+                serde_json::from_str::<serde_json::Value>(&x.value),
+                serde_json::from_str::<serde_json::Value>(&y.value),
+            ) {
+                if jx.is_object() && jy.is_object() {
+                    let mut leaves = Vec::new();
+                    json_leaves(&k.1, Some(&jx), Some(&jy), &mut leaves);
+                    for (name, old, new) in leaves {
+                        out.push(Change {
+                            component: k.0.clone(),
+                            name,
+                            old,
+                            new,
+                            location: location.clone(),
+                        });
+                    }
+                    continue;
+                }
+            }
+        }
         out.push(Change {
             component: k.0.clone(),
             name: k.1.clone(),
             old: a.map(|e| e.value.clone()),
             new: b.map(|e| e.value.clone()),
-            location: b
-                .and_then(|e| e.location.clone())
-                .or_else(|| a.and_then(|e| e.location.clone())),
+            location,
         });
     }
     out.sort_by_key(|c| c.component == "upstream");
     out
+}
+
+/// The leaves that differ between two JSON values, as `(path, old, new)`; objects are
+/// walked by key, anything else (arrays included) compared whole.
+fn json_leaves(
+    path: &str,
+    a: Option<&serde_json::Value>,
+    b: Option<&serde_json::Value>,
+    out: &mut Vec<(String, Option<String>, Option<String>)>,
+) {
+    match (a, b) {
+        (Some(serde_json::Value::Object(x)), Some(serde_json::Value::Object(y))) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                json_leaves(&format!("{path}.{k}"), x.get(k), y.get(k), out);
+            }
+        }
+        (x, y) if x != y => out.push((path.to_owned(), x.map(|v| v.to_string()), y.map(|v| v.to_string()))),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod json_diff_tests {
+    use super::*;
+
+    fn entry(value: &str) -> PreimageEntry {
+        PreimageEntry {
+            component: "param".into(),
+            name: "config".into(),
+            value: value.into(),
+            location: Some("defs/hives/north.yaml:3:1".into()),
+        }
+    }
+
+    #[test]
+    fn structured_parameters_are_explained_leaf_by_leaf() {
+        let old = [entry(r#"{"updates":{"hour":3,"days":["Sun"]},"port":22}"#)];
+        let new = [entry(r#"{"updates":{"hour":4,"days":["Sun"]},"port":22,"extra":true}"#)];
+        let changes = diff(&old, &new);
+        let shown: Vec<(String, Option<String>, Option<String>)> = changes
+            .iter()
+            .map(|c| (c.name.clone(), c.old.clone(), c.new.clone()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("config.extra".to_owned(), None, Some("true".to_owned())),
+                ("config.updates.hour".to_owned(), Some("3".to_owned()), Some("4".to_owned())),
+            ]
+        );
+    }
 }
