@@ -951,6 +951,11 @@ impl Compiler<'_> {
             .get("hive.hive_id")
             .or_else(|| h.locations.values().next())
             .map(|l| l.to_string());
+        let locations: BTreeMap<String, String> = h
+            .locations
+            .iter()
+            .map(|(k, l)| (k.clone(), l.to_string()))
+            .collect();
         let mut nodes = Vec::new();
 
         let sm = &cfg.settings.sensor_manager;
@@ -1053,6 +1058,7 @@ impl Compiler<'_> {
                 epoch_location: epoch_location.clone(),
                 secret_key: key,
                 location: location.clone(),
+                locations: locations.clone(),
             });
             module_nodes.push(self.add(format!("{label}#module:{name}"), def.as_bytes(), step, vec![]));
         }

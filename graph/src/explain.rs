@@ -335,7 +335,11 @@ fn json_leaves(
                 json_leaves(&format!("{path}.{k}"), x.get(k), y.get(k), out);
             }
         }
-        (x, y) if x != y => out.push((path.to_owned(), x.map(|v| v.to_string()), y.map(|v| v.to_string()))),
+        (x, y) if x != y => out.push((
+            path.to_owned(),
+            x.map(|v| v.to_string()),
+            y.map(|v| v.to_string()),
+        )),
         _ => {}
     }
 }
@@ -356,7 +360,9 @@ mod json_diff_tests {
     #[test]
     fn structured_parameters_are_explained_leaf_by_leaf() {
         let old = [entry(r#"{"updates":{"hour":3,"days":["Sun"]},"port":22}"#)];
-        let new = [entry(r#"{"updates":{"hour":4,"days":["Sun"]},"port":22,"extra":true}"#)];
+        let new = [entry(
+            r#"{"updates":{"hour":4,"days":["Sun"]},"port":22,"extra":true}"#,
+        )];
         let changes = diff(&old, &new);
         let shown: Vec<(String, Option<String>, Option<String>)> = changes
             .iter()
@@ -366,7 +372,11 @@ mod json_diff_tests {
             shown,
             [
                 ("config.extra".to_owned(), None, Some("true".to_owned())),
-                ("config.updates.hour".to_owned(), Some("3".to_owned()), Some("4".to_owned())),
+                (
+                    "config.updates.hour".to_owned(),
+                    Some("3".to_owned()),
+                    Some("4".to_owned())
+                ),
             ]
         );
     }

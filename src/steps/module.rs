@@ -39,6 +39,9 @@ pub struct ModuleStep {
     pub secret_key: [u8; 32],
     /// Where the hive was defined, for `why`.
     pub location: Option<String>,
+    /// Where each hive value was written (`hive.maintenance.updates.update_hour` →
+    /// `defs/hives/north.yaml:47:14`), to point `why` at the value a module read.
+    pub locations: std::collections::BTreeMap<String, String>,
 }
 
 /// A module leaked secret text into a first-boot section.
@@ -80,6 +83,19 @@ pub fn secret_key(store: &AppStore) -> Result<[u8; 32], w4b_cache::CacheError> {
 }
 
 impl ModuleStep {
+    /// The location of the configuration value a module input named `key` most likely
+    /// came from: the first written key path that ends in it or passes through it.
+    fn location_for(&self, key: &str) -> Option<String> {
+        let end = format!(".{key}");
+        let through = format!(".{key}.");
+        let indexed = format!(".{key}[");
+        self.locations
+            .iter()
+            .find(|(k, _)| k.ends_with(&end) || k.contains(&through) || k.contains(&indexed))
+            .map(|(_, l)| l.clone())
+            .or_else(|| self.location.clone())
+    }
+
     fn secret_digest(&self, value: &str) -> String {
         let key = blake3::derive_key(SECRET_DIGEST_CONTEXT, &self.secret_key);
         blake3::keyed_hash(&key, value.as_bytes()).to_hex().to_string()
@@ -100,10 +116,19 @@ impl Step for ModuleStep {
         let mut c = vec![
             Component::param("module", self.module.name()),
             Component::param("module.version", self.module.version().to_string()),
-            Component::param("config", json.to_string()).at(self.location.clone()),
             Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
                 .at(self.epoch_location.clone()),
         ];
+        // One component per top-level part of what the module reads, each pointing at
+        // where that part was written, so `why` names the hive value that changed.
+        match &json {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    c.push(Component::param(format!("config.{k}"), v.to_string()).at(self.location_for(k)));
+                }
+            }
+            other => c.push(Component::param("config", other.to_string()).at(self.location.clone())),
+        }
         let mut seen = BTreeSet::new();
         for s in secrets {
             if seen.insert(s.name.clone()) {
