@@ -85,6 +85,24 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
         args.mount,
     )
     .map_err(|e| miette::Report::new(e).wrap_err(format!("cannot validate `{shown}`")))?;
+    // A hive's root filesystem also gets the hive checklist (the same rules the build
+    // applies before writing a hive image).
+    if let Some(root) = v
+        .layout
+        .root
+        .and_then(|i| v.layout.parts.iter().find(|p| p.info.index == i))
+    {
+        if root.inside {
+            let file = opened.file.try_clone().into_diagnostic()?;
+            let reader = std::io::BufReader::with_capacity(1 << 20, file);
+            if let Ok(files) = validate::hive::Ext4Files::open(reader, root.offset, root.len) {
+                if validate::hive::is_hive(&files) {
+                    let hive = validate::hive::check(&files);
+                    v.report.checks.extend(hive.checks);
+                }
+            }
+        }
+    }
     let tool_path = tool_path(&opened);
     if args.oracles {
         oracle::run_oracles(&tool_path, &v.layout, &mut v.report);

@@ -91,6 +91,79 @@ impl Files for TreeFiles<'_> {
     }
 }
 
+/// An ext4 filesystem (the root partition of an image) as [`Files`], read with our reader.
+pub struct Ext4Files<R: std::io::Read + std::io::Seek> {
+    fs: crate::formats::ext4::Ext4<R>,
+    nodes: BTreeMap<String, Meta>,
+}
+
+impl<R: std::io::Read + std::io::Seek> Ext4Files<R> {
+    /// Reads the partition at `offset`, `len` bytes long, and indexes every path.
+    pub fn open(disk: R, offset: u64, len: u64) -> Result<Self, crate::formats::ext4::Ext4Error> {
+        use crate::formats::fs::NodeKind;
+        let fs = crate::formats::ext4::Ext4::open(disk, offset, len)?;
+        let nodes = fs
+            .walk()?
+            .into_iter()
+            .map(|w| {
+                let n = w.node;
+                let meta = Meta {
+                    is_dir: matches!(n.kind, NodeKind::Dir),
+                    is_file: matches!(n.kind, NodeKind::File { .. } | NodeKind::HardLink { .. }),
+                    symlink: match &n.kind {
+                        NodeKind::Symlink { target } => Some(target.clone()),
+                        _ => None,
+                    },
+                    mode: n.mode,
+                    uid: n.uid,
+                    gid: n.gid,
+                };
+                (n.path, meta)
+            })
+            .collect();
+        Ok(Ext4Files { fs, nodes })
+    }
+}
+
+impl<R: std::io::Read + std::io::Seek> Files for Ext4Files<R> {
+    fn meta(&self, path: &str) -> Option<Meta> {
+        self.nodes.get(path).cloned()
+    }
+
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        use std::io::Read as _;
+        if !self.nodes.get(path)?.is_file {
+            return None;
+        }
+        let mut r = self.fs.open_file(path).ok()?;
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).ok()?;
+        Some(out)
+    }
+
+    fn list(&self, dir: &str) -> Vec<String> {
+        let prefix = if dir == "/" {
+            "/".to_owned()
+        } else {
+            format!("{dir}/")
+        };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| {
+                let rest = &k[prefix.len()..];
+                (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
+            })
+            .collect()
+    }
+}
+
+/// Whether a root filesystem is a W4B hive's (it has the first-boot program), so that
+/// `w4b validate` runs the checklist on it.
+pub fn is_hive(fs: &dyn Files) -> bool {
+    fs.meta("/usr/local/lib/w4b/firstboot").is_some()
+}
+
 /// Runs every rule on `fs`.
 pub fn check(fs: &dyn Files) -> Report {
     let mut r = Report::default();

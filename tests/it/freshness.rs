@@ -160,7 +160,7 @@ fn template_config_change() {
     });
     assert_eq!(ran, steps(&MOTD_CHAIN));
     let roots = root_changes(&why);
-    assert_eq!(roots[0].1, "config");
+    assert_eq!(roots[0].1, "config.greeting");
     assert!(tar_listing(&env.path("out/demo.tar.zst")).contains("./etc/app.conf"));
 }
 

@@ -175,7 +175,37 @@ fn both_fixture_hives_build_into_images_with_the_promised_files() {
     // The generic validation and the hive checklist accept both images.
     for id in [WIFI, LAN] {
         let out = env.run(&["validate", &format!("out/{id}.img.zst"), "--board", "pi4"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        for rule in [
+            "hostname",
+            "units",
+            "sshd",
+            "wireguard",
+            "networkmanager",
+            "nftables",
+            "secret_modes",
+            "host_keys",
+            "ports",
+        ] {
+            assert!(
+                stdout.contains(&format!("pass  {rule}")),
+                "{rule} not passed: {stdout}"
+            );
+        }
+        // The kernel's own view of the root filesystem agrees with our reader's (root only).
+        if crate::kernel::is_root() && Path::new("/dev/loop-control").exists() {
+            let out = env.run(&[
+                "validate",
+                &format!("out/{id}.img.zst"),
+                "--board",
+                "pi4",
+                "--mount",
+            ]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        } else {
+            eprintln!("skipping the kernel mount of {id}: needs root and loop devices");
+        }
     }
 }
 
