@@ -195,6 +195,16 @@ impl Compiler<'_> {
         self.graph.add(name, id, step, deps)
     }
 
+    /// `mirrors:` of `w4b.yaml`, for a fetch step.
+    fn mirrors(&self) -> Vec<(String, Vec<String>)> {
+        self.ws
+            .config()
+            .mirrors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     fn fetcher(&mut self) -> miette::Result<Arc<Fetcher>> {
         if let Some(f) = &self.fetcher {
             return Ok(f.clone());
@@ -482,13 +492,7 @@ impl Compiler<'_> {
     fn base_tree(&mut self, v: &Vendor) -> miette::Result<(NodeId, NodeId)> {
         let sha = crate::steps::fetch::parse_sha256(&v.base.sha256).map_err(miette::Report::new)?;
         let declared_in = loc(&v.base_target, "sha256").unwrap_or_else(|| v.base_label.to_string());
-        let mirrors: Vec<(String, Vec<String>)> = self
-            .ws
-            .config()
-            .mirrors
-            .iter()
-            .map(|(k, val)| (k.clone(), val.clone()))
-            .collect();
+        let mirrors = self.mirrors();
         let fetch = Arc::new(FetchStep {
             store: self.store.clone(),
             fetcher: self.fetcher()?,
@@ -618,13 +622,7 @@ impl Compiler<'_> {
                     let declared_in = loc(lt, &format!("files[{i}].fetch.sha256"))
                         .or_else(|| loc(lt, &format!("files[{i}].sha256")))
                         .unwrap_or_else(|| lt.label.to_string());
-                    let mirrors: Vec<(String, Vec<String>)> = self
-                        .ws
-                        .config()
-                        .mirrors
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
+                    let mirrors = self.mirrors();
                     let step = Arc::new(FetchStep {
                         store: self.store.clone(),
                         fetcher: self.fetcher()?,
@@ -986,13 +984,7 @@ impl Compiler<'_> {
                 Some(crate::hive::config::SourceSpec::Url { url, sha256 }) => {
                     dependencies.push((url.clone(), sha256.clone(), Some("sensor_manager".into())));
                     let sha = crate::steps::fetch::parse_sha256(sha256).map_err(miette::Report::new)?;
-                    let mirrors: Vec<(String, Vec<String>)> = self
-                        .ws
-                        .config()
-                        .mirrors
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
+                    let mirrors = self.mirrors();
                     let fetch = Arc::new(FetchStep {
                         store: self.store.clone(),
                         fetcher: self.fetcher()?,

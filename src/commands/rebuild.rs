@@ -122,33 +122,6 @@ pub fn rebuild_elsewhere(
         .stdin(std::process::Stdio::null());
     let out = cmd.output().map_err(|e| io("start the check build", e))?;
 
-    let mut theirs: StepOutputs = BTreeMap::new();
-    let mut their_failure = None;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        match v["event"].as_str() {
-            Some("step-finished") => {
-                let outputs = v["outputs"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .filter_map(|(name, r)| Some((name.clone(), r["digest"].as_str()?.parse().ok()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                theirs.insert(v["step"].as_str().unwrap_or_default().to_owned(), outputs);
-            }
-            Some("step-failed") if their_failure.is_none() => {
-                their_failure = Some((
-                    v["step"].as_str().unwrap_or_default().to_owned(),
-                    v["error"].as_str().unwrap_or_default().to_owned(),
-                ));
-            }
-            _ => {}
-        }
-    }
     let mut steps: StepOutputs = BTreeMap::new();
     let mut failure = None;
     for line in String::from_utf8_lossy(&out.stdout).lines() {

@@ -8,11 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::env::TestEnv;
 use crate::http::TestServer;
-use crate::testbase::{images, sh};
+use crate::testbase::sh;
 
 const WIFI: &str = "hive_AbCd1234";
 const LAN: &str = "hive_LanX0001";
@@ -28,21 +26,8 @@ const SECRETS: &[&str] = &[
 ];
 
 fn workspace(server: &TestServer) -> Option<TestEnv> {
-    let imgs = images()?;
-    let bytes = std::fs::read(&imgs.xz).unwrap();
-    let sha = hex::encode(Sha256::digest(&bytes));
-    server.serve("/base.img.xz", bytes);
-    let env = TestEnv::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate::env::copy_dir(&repo.join("defs/boards"), &env.ws.join("defs/boards"));
+    let env = crate::testbase::workspace_with_served_base(server)?;
     env.write("w4b.yaml", "hives: {image: //images:edge}\n");
-    env.write(
-        "defs/bases/test.yaml",
-        &format!(
-            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
-            server.url("/base.img.xz")
-        ),
-    );
     env.write(
         "defs/images/edge.yaml",
         "kind: image\nboard: //boards:pi4\nbase: //bases:test\noutput: {compression: zstd, level: 3}\nservices:\n  sensor_manager:\n    source: {path: sensor-manager}\n",
@@ -52,6 +37,7 @@ fn workspace(server: &TestServer) -> Option<TestEnv> {
         "print('w4b sensor manager')\n",
     );
     for id in [WIFI, LAN] {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(repo.join(format!("tests/hives/{id}.yaml"))).unwrap();
         env.write(&format!("defs/hives/{id}.yaml"), &text);
     }

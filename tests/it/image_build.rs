@@ -29,20 +29,7 @@ files:
 /// A workspace with the repository's boards, a base served by `server`, and
 /// `//images:edge` (pi4, the test base, one layer, zstd level 3 to keep tests quick).
 fn edge_workspace(server: &TestServer) -> Option<TestEnv> {
-    let imgs = images()?;
-    let bytes = std::fs::read(&imgs.xz).unwrap();
-    let sha = hex::encode(Sha256::digest(&bytes));
-    server.serve("/base.img.xz", bytes);
-    let env = TestEnv::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate::env::copy_dir(&repo.join("defs/boards"), &env.ws.join("defs/boards"));
-    env.write(
-        "defs/bases/test.yaml",
-        &format!(
-            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
-            server.url("/base.img.xz")
-        ),
-    );
+    let env = crate::testbase::workspace_with_served_base(server)?;
     env.write("defs/layers/hive.yaml", LAYER);
     env.write(
         "defs/images/edge.yaml",

@@ -8,10 +8,10 @@
 
 #![allow(clippy::disallowed_methods)] // Tests run the image tools and read `CI`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use w4b::formats::ext4::Ext4;
 use w4b::formats::fat::read_fat;
@@ -29,60 +29,6 @@ use w4b_graph::{Outputs, RunContext, Step, StepError};
 
 const EPOCH: i64 = 1_700_000_000;
 const MIB: u64 = 1 << 20;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The test base, built once per test process, or `None` (with a message) when the tools
-/// are missing outside CI.
-fn base() -> Option<&'static PathBuf> {
-    static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let tools = [
-            "sfdisk",
-            "mkfs.vfat",
-            "mcopy",
-            "mtype",
-            "mke2fs",
-            "debugfs",
-            "e2fsck",
-            "fsck.fat",
-            "zstd",
-            "sha256sum",
-            "bmaptool",
-        ];
-        let missing: Vec<_> = tools.into_iter().filter(|t| !have(t)).collect();
-        if !missing.is_empty() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have the image tools; missing: {missing:?}"
-            );
-            eprintln!("skipping: the image tools are missing: {missing:?}");
-            return None;
-        }
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        for old in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
-            let name = old.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix("pipeline-base-") {
-                if !Path::new("/proc").join(pid).exists() {
-                    let _ = std::fs::remove_dir_all(old.path());
-                }
-            }
-        }
-        let dir = tmp.join(format!("pipeline-base-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let raw = dir.join("base.img");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-test-base.sh");
-        let st = Command::new("bash").arg(&script).arg(&raw).status().unwrap();
-        assert!(st.success(), "make-test-base.sh failed");
-        Some(raw)
-    })
-    .as_ref()
-}
 
 fn new_store() -> (tempfile::TempDir, Arc<AppStore>) {
     let dir = tempfile::tempdir().unwrap();
@@ -245,7 +191,10 @@ fn report(store: &AppStore, out: &Outputs) -> FsReport {
 
 #[test]
 fn an_unchanged_base_round_trips_through_the_pipeline_and_the_tools_agree() {
-    let Some(raw) = base() else { return };
+    let Some(imgs) = crate::testbase::images() else {
+        return;
+    };
+    let raw = &imgs.raw;
     let (dir, store) = new_store();
     let b = build(&store, raw, None, RootSize::Base);
 
@@ -393,7 +342,10 @@ fn an_unchanged_base_round_trips_through_the_pipeline_and_the_tools_agree() {
 
 #[test]
 fn files_a_layer_adds_land_on_their_partition_and_a_grown_root_stays_clean() {
-    let Some(raw) = base() else { return };
+    let Some(imgs) = crate::testbase::images() else {
+        return;
+    };
+    let raw = &imgs.raw;
     let (dir, store) = new_store();
     let put = |path: &str, text: &str| {
         let digest = Blobs::put(store.as_ref(), text.as_bytes()).unwrap();

@@ -74,3 +74,25 @@ pub fn images() -> Option<&'static Images> {
         })
         .as_ref()
 }
+
+/// A workspace holding the repository's boards and `//bases:test`: the test base served by
+/// `server` over HTTP, pinned by its sha256 like a real base. `None` when the tools are
+/// missing (outside CI).
+pub fn workspace_with_served_base(server: &crate::http::TestServer) -> Option<crate::env::TestEnv> {
+    use sha2::{Digest as _, Sha256};
+    let imgs = images()?;
+    let bytes = std::fs::read(&imgs.xz).unwrap();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    server.serve("/base.img.xz", bytes);
+    let env = crate::env::TestEnv::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate::env::copy_dir(&repo.join("defs/boards"), &env.ws.join("defs/boards"));
+    env.write(
+        "defs/bases/test.yaml",
+        &format!(
+            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            server.url("/base.img.xz")
+        ),
+    );
+    Some(env)
+}
