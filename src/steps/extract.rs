@@ -184,3 +184,131 @@ impl Step for ExtractStep {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::tree::layer::apply;
+    use crate::tree::{lookup, Kind, TreeBuilder};
+
+    /// A `.tar.gz` of `members` (path, Some(content) for a file / None for a directory)
+    /// plus one symlink, as a release tarball lays it out.
+    fn tarball(members: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, content) in members {
+            let mut h = tar::Header::new_gnu();
+            match content {
+                Some(text) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(text.len() as u64);
+                    h.set_mode(0o755);
+                    b.append_data(&mut h, path, text.as_bytes()).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    h.set_mode(0o700);
+                    b.append_data(&mut h, path, std::io::empty()).unwrap();
+                }
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "sm-1.0/current", "sensor_manager").unwrap();
+        let raw = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&raw).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn extract(bytes: &[u8]) -> (tempfile::TempDir, Arc<AppStore>, Result<Outputs, StepError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        let digest = store.put(bytes).unwrap();
+        let mut fetched = Outputs::new();
+        fetched.insert(
+            "file".into(),
+            OutputRef {
+                digest,
+                size: bytes.len() as u64,
+            },
+        );
+        let step = ExtractStep {
+            store: store.clone(),
+            dest: "/opt/w4b/sensor-manager".into(),
+            epoch: 1_700_000_000,
+            source: "https://example.org/sm-1.0.tar.gz".into(),
+        };
+        let cancel = AtomicBool::new(false);
+        let progress = |_: u64, _: Option<u64>| {};
+        let inputs = [fetched];
+        let cx = RunContext {
+            name: "//hives:t#sensor-manager",
+            inputs: &inputs,
+            cache: store.as_ref(),
+            cancel: &cancel,
+            progress: &progress,
+        };
+        let out = step.run(&cx);
+        (dir, store, out)
+    }
+
+    #[test]
+    fn a_release_tarball_lands_under_its_destination_without_its_top_directory() {
+        let bytes = tarball(&[
+            ("sm-1.0/", None),
+            ("sm-1.0/sensor_manager/", None),
+            ("sm-1.0/sensor_manager/__main__.py", Some("print('hi')\n")),
+            ("sm-1.0/README", Some("read me\n")),
+        ]);
+        let (_dir, store, out) = extract(&bytes);
+        let out = out.unwrap();
+        let set = Changeset::load(store.as_ref(), &out["changeset"].digest).unwrap();
+        let empty = TreeBuilder::new().finish(store.as_ref()).unwrap();
+        let root = apply(store.as_ref(), empty, &[set], 1_700_000_000).unwrap();
+        let at = |p: &str| lookup(store.as_ref(), root, &TreePath::parse(p).unwrap()).unwrap();
+        let main = at("/opt/w4b/sensor-manager/sensor_manager/__main__.py").expect("the file");
+        assert!(matches!(main.kind, Kind::File { size: 12, .. }));
+        assert_eq!(main.mode & 0o7777, 0o755);
+        assert_eq!((main.uid, main.gid, main.mtime), (0, 0, 1_700_000_000));
+        assert!(at("/opt/w4b/sensor-manager/README").is_some());
+        assert!(matches!(
+            at("/opt/w4b/sensor-manager/current").map(|e| e.kind),
+            Some(Kind::Symlink { target }) if target == "sensor_manager"
+        ));
+        assert!(
+            at("/opt/w4b/sensor-manager/sm-1.0").is_none(),
+            "the top directory is stripped"
+        );
+        assert_eq!(
+            at("/opt/w4b/sensor-manager/sensor_manager").unwrap().mode & 0o7777,
+            0o755
+        );
+    }
+
+    #[test]
+    fn members_leaving_the_destination_and_garbage_are_errors() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        // `append_data` refuses `..`; write the name into the header directly.
+        h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let raw = b.into_inner().unwrap();
+        let (_d, _s, out) = extract(&raw);
+        let Err(e) = out else {
+            panic!("accepted `../escape`")
+        };
+        assert!(e.to_string().contains("leaves its directory"), "{e}");
+
+        let (_d, _s, out) = extract(b"this is not an archive at all, just text that goes on");
+        assert!(out.is_err());
+    }
+}
