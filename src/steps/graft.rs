@@ -157,6 +157,9 @@ impl Spine {
         let mut levels = Vec::with_capacity(names.len());
         for (depth, name) in names.iter().enumerate() {
             let children: BTreeMap<String, Entry> = match entry.dir_digest() {
+                // A directory created above has the empty listing, which need not be
+                // in the store yet.
+                Some(listing) if listing == empty_dir_digest() => BTreeMap::new(),
                 Some(listing) => load_dir(blobs, &listing)?.into_iter().collect(),
                 None => {
                     return Err(GraftError::NotADirectory {
@@ -646,6 +649,33 @@ mod tests {
             mount_path("/a/../b"),
             Err(GraftError::BadMountPoint { .. })
         ));
+    }
+
+    #[test]
+    fn a_missing_mount_point_chain_is_created_in_a_store_without_empty_listings() {
+        let blobs = MemBlobs::new();
+        let mut b = TreeBuilder::new();
+        b.insert(TreePath::root(), fat_root_entry(empty_dir_digest()))
+            .unwrap();
+        b.insert(p("/config.txt"), file(&blobs, "x", 0o644)).unwrap();
+        let boot = b.finish(&blobs).unwrap();
+        let mut r = TreeBuilder::new();
+        r.insert(p("/etc/hostname"), file(&blobs, "pi\n", 0o644)).unwrap();
+        let root = r.finish(&blobs).unwrap();
+        assert!(
+            blobs.get(&empty_dir_digest()).is_err(),
+            "the empty listing is not stored"
+        );
+        let tree = graft(&blobs, root, boot, &p("/boot/firmware"), &never)
+            .unwrap()
+            .unwrap();
+        let (b2, r2) = split(&blobs, tree, &p("/boot/firmware"), &never)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b2, boot);
+        let mp = lookup(&blobs, r2, &p("/boot/firmware")).unwrap().unwrap();
+        assert_eq!(mp.dir_digest(), Some(empty_dir_digest()));
+        assert!(crate::tree::walk(&blobs, r2).all(|i| i.is_ok()));
     }
 
     #[test]

@@ -221,7 +221,9 @@ fn partition(table: &TableJson, kind: FsKind) -> Result<&PartitionJson, StepErro
 /// The volume is FAT32 of the base partition's size, volume id, label and OEM name, with
 /// `BPB_HiddSec` = the partition's first sector and — when the size is the base's and the
 /// base was FAT32 — its cluster size. Each `Option` overrides the table; only given
-/// overrides are keyed.
+/// overrides are keyed. `BPB_HiddSec` is the base's start: `disk` moves a partition only
+/// when a grown partition before it forces it, and the boot partition comes first on
+/// every Raspberry Pi image (the firmware does not read the field either way).
 pub struct MkfsFatStep {
     pub store: Arc<AppStore>,
     /// Partition size in bytes (a multiple of 512).

@@ -14,10 +14,11 @@
 //! | `mkfs-fat` | `bootfs`, the `table` (size, ids)      | `fs`, `report`           |
 //! | `mkfs-ext4` | `rootfs`, the `table`, epoch, size    | `fs`, `report`           |
 //! | `disk`    | the `table`, both `fs` images           | `disk`: the raw image    |
+//! | `validate` | `disk`, the board's kernel and device trees | `report`       |
 //! | `compress` | `disk`, codec and level, file name     | `image`, `bmap`, `sha256` |
 //!
 //! The disk pipeline (`unpack` → `graft` → `overlay` → `split` → `mkfs-*` → `disk` →
-//! `compress`) is described in `docs/architecture.md`.
+//! `validate` → `compress`) is described in `docs/architecture.md`.
 
 pub mod compress;
 pub mod disk;
@@ -29,6 +30,7 @@ pub mod overlay;
 pub mod scratch;
 pub mod tar;
 pub mod unpack;
+pub mod validate;
 
 use w4b_graph::StepError;
 

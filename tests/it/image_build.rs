@@ -16,7 +16,7 @@ use crate::testbase::{images, sh};
 
 /// blake3 of `edge.img.zst` built from the test base with [`edge_workspace`]. Pinned so
 /// that any change to what reaches the image's bytes is a deliberate one.
-const EDGE_IMG_ZST_BLAKE3: &str = "PIN";
+const EDGE_IMG_ZST_BLAKE3: &str = "fbbf0952f9637107d42d1221bc7dbc2a08c688182267ec542e23d3a7b1a1a96f";
 
 const LAYER: &str = r##"kind: layer
 files:
