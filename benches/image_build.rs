@@ -78,6 +78,9 @@ struct Run {
     ran: Vec<String>,
     cached: Vec<String>,
     steps: u64,
+    /// Steps that ran, by the name after `#`, with their own `duration_ms` (steps run in
+    /// parallel, so these add up to more than the wall time) and their miss reason.
+    timings: Vec<(String, u64, String)>,
 }
 
 impl Bench {
@@ -174,14 +177,23 @@ impl Bench {
             .ok()
             .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no max RSS from /usr/bin/time in {}", rss.display()));
-        let (mut ran, mut cached, mut steps) = (Vec::new(), Vec::new(), None);
+        let (mut ran, mut cached, mut steps, mut timings) = (Vec::new(), Vec::new(), None, Vec::new());
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
             let step = || v["step"].as_str().unwrap_or_default().to_string();
             match (v["event"].as_str(), v["status"].as_str()) {
-                (Some("step-finished"), Some("ran")) => ran.push(step()),
+                (Some("step-finished"), Some("ran")) => {
+                    let name = step();
+                    let short = name.rsplit_once('#').map_or(name.as_str(), |(_, s)| s).to_string();
+                    let miss = v["miss"]["reason"]
+                        .as_str()
+                        .or(v["miss"].as_str())
+                        .map_or_else(|| v["miss"].to_string(), str::to_string);
+                    timings.push((short, v["duration_ms"].as_u64().unwrap_or(0), miss));
+                    ran.push(name);
+                }
                 (Some("step-finished"), Some("cached")) => cached.push(step()),
                 (Some("finished"), _) => steps = v["steps"].as_u64(),
                 _ => {}
@@ -200,8 +212,57 @@ impl Bench {
             ran,
             cached,
             steps,
+            timings,
         }
     }
+}
+
+/// Per-step medians over the rounds' [`Run::timings`], in the order the steps finished.
+fn step_table(title: &str, runs: &[Vec<(String, u64, String)>]) {
+    let mut names: Vec<String> = Vec::new();
+    for r in runs {
+        for (n, _, _) in r {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let mut table = Table::new(&[title, "runs", "median s", "min s", "max s", "why it ran (last round)"]);
+    for n in &names {
+        let mut s = Samples::default();
+        let mut why = String::new();
+        for r in runs {
+            for (m, ms, miss) in r {
+                if m == n {
+                    s.push(Duration::from_millis(*ms));
+                    why.clone_from(miss);
+                }
+            }
+        }
+        let mut why: String = why.chars().take(60).collect();
+        if why == "null" {
+            why.clear();
+        }
+        table.row(vec![
+            format!("#{n}"),
+            s.len().to_string(),
+            format!("{:.2}", secs(s.median())),
+            format!("{:.2}", secs(s.min())),
+            format!("{:.2}", secs(s.max())),
+            why,
+        ]);
+    }
+    table.print();
+}
+
+/// Bytes below `dir` (allocated), by `du`.
+fn du(dir: &Path) -> u64 {
+    let out = disk::run(Command::new("du").arg("-sb").arg(dir));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn ran_step(run: &Run, suffix: &str) -> bool {
@@ -340,6 +401,18 @@ fn copy_all(src: &Path, dst: &Path) -> u64 {
     at
 }
 
+/// A table row: median, min, max, and the median's ratio to `base`.
+fn row(table: &mut Table, name: &str, s: &Samples, base: Duration) {
+    table.row(vec![
+        name.to_string(),
+        s.len().to_string(),
+        format!("{:.2}", secs(s.median())),
+        format!("{:.2}", secs(s.min())),
+        format!("{:.2}", secs(s.max())),
+        format!("{:.2}", secs(s.median()) / secs(base)),
+    ]);
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -407,35 +480,108 @@ fn main() {
     let mut results = Vec::new();
     let image_mib = base.disk_bytes() as f64 / MIB as f64;
 
-    if do_a {
-        let cache = bench.scratch("cache-a");
-        let (cold, warm) = {
-            let cold = bench.build(&cache);
-            let again = bench.build(&cache);
-            (cold, again)
-        };
-        assert!(
-            warm.ran.is_empty(),
-            "a second build with nothing changed ran {:?}",
-            warm.ran
-        );
+    // (b) first: the cache of its last cold build is (a)'s warm cache, which saves one
+    // cold build (the longest thing here).
+    let mut warm_cache: Option<PathBuf> = None;
+    if do_b {
+        let mut w4b = Samples::default();
+        let mut rss = Vec::new();
+        let mut timings = Vec::new();
+        let mut floor_t = Floor::default();
+        let mut raw_bytes = 0;
+        // One untimed warm-up of the floor puts the base in the page cache for both sides.
+        floor(&bench, &base, &mut Floor::default());
+        for round in 0..runs_b {
+            let cache = bench.scratch(&format!("cache-b{round}"));
+            let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
+                let out = bench.out();
+                if out.exists() {
+                    fs::remove_dir_all(&out).unwrap_or_else(|e| panic!("remove {}: {e}", out.display()));
+                }
+                let run = bench.build(&cache);
+                assert!(
+                    ran_step(&run, "#fetch") && ran_step(&run, "#unpack") && ran_step(&run, "#compress"),
+                    "a cold build must run fetch, unpack and compress: {:?}",
+                    run.ran
+                );
+                assert!(run.cached.is_empty(), "a cold build found {:?} cached", run.cached);
+                w4b.push(run.took);
+                rss.push(run.max_rss_kib);
+                timings.push(run.timings);
+            };
+            if round % 2 == 0 {
+                ours(&mut w4b, &mut rss, &mut timings);
+                raw_bytes = floor(&bench, &base, &mut floor_t);
+            } else {
+                raw_bytes = floor(&bench, &base, &mut floor_t);
+                ours(&mut w4b, &mut rss, &mut timings);
+            }
+            if let Some(old) = warm_cache.replace(cache) {
+                fs::remove_dir_all(&old).unwrap_or_else(|e| panic!("remove {}: {e}", old.display()));
+            }
+        }
+        for f in ["floor.img", "floor-copy.img", "floor.img.zst"] {
+            disk::remove(&bench.scratch(f));
+        }
+        assert_eq!(raw_bytes, base.disk_bytes(), "the floor read the whole disk");
+        let b = floor_t.total.median();
+        let mut table = Table::new(&["(b) cold build", "runs", "median s", "min s", "max s", "× floor"]);
+        row(&mut table, "w4b build, empty cache", &w4b, b);
+        row(&mut table, "floor, total", &floor_t.total, b);
+        row(&mut table, "  zstd -d", &floor_t.decompress, b);
+        row(&mut table, "  read + write copy", &floor_t.copy, b);
+        row(&mut table, &format!("  zstd -{LEVEL} -T{threads} + fsync"), &floor_t.compress, b);
+        table.print();
+        step_table("(b) w4b steps, own time", &timings);
+        let cache_bytes = warm_cache.as_deref().map_or(0, du);
         println!(
-            "   (a) warm-up: cold build {:.1} s ({} steps, peak RSS {:.0} MiB), no-op {:.2} s",
-            secs(cold.took),
-            cold.steps,
-            mib(cold.max_rss_kib),
-            secs(warm.took)
+            "   (c) peak RSS of w4b, cold builds: {} MiB; image {image_mib:.0} MiB raw; cache after one cold build: {} MiB",
+            rss_cell(&rss),
+            thousands(cache_bytes / MIB)
         );
+        println!();
+        let ratio = secs(w4b.median()) / secs(b);
+        results.push(format!(
+            "cold build {:.2} s (ratio {ratio:.2}× floor {:.2} s, peak RSS {} MiB)",
+            secs(w4b.median()),
+            secs(b),
+            rss_cell(&rss)
+        ));
+        if !do_a {
+            if let Some(c) = warm_cache.take() {
+                fs::remove_dir_all(&c).unwrap_or_else(|e| panic!("remove {}: {e}", c.display()));
+            }
+        }
+    }
+
+    if do_a {
+        let cache = match warm_cache.take() {
+            Some(c) => c,
+            None => {
+                let c = bench.scratch("cache-a");
+                let cold = bench.build(&c);
+                println!(
+                    "   (a) warm-up: cold build {:.1} s ({} steps, peak RSS {:.0} MiB)",
+                    secs(cold.took),
+                    cold.steps,
+                    mib(cold.max_rss_kib),
+                );
+                c
+            }
+        };
+        let noop = bench.build(&cache);
+        assert!(noop.ran.is_empty(), "a build with nothing changed ran {:?}", noop.ran);
+        println!("   (a) warm cache: no-op build {:.2} s, {} steps cached", secs(noop.took), noop.cached.len());
 
         let mut w4b = Samples::default();
         let mut rss = Vec::new();
+        let mut timings = Vec::new();
         let mut classic_t = Classic::default();
         let mut last_image: Option<Vec<u8>> = None;
-        let mut ran_list = Vec::new();
+        let src = bench.ws.join("defs/layers/files/bench.conf");
         for round in 0..runs_a {
             let contents = format!("round={round}\nthe one file the (a) rounds change\n");
-            let src = bench.ws.join("defs/layers/files/bench.conf");
-            let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, ran_list: &mut Vec<String>| {
+            let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
                 fs::write(&src, &contents).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
                 let run = bench.build(&cache);
                 for must in ["#bench", "#compress"] {
@@ -450,14 +596,14 @@ fn main() {
                 }
                 w4b.push(run.took);
                 rss.push(run.max_rss_kib);
-                *ran_list = run.ran;
+                timings.push(run.timings);
             };
             if round % 2 == 0 {
-                ours(&mut w4b, &mut rss, &mut ran_list);
+                ours(&mut w4b, &mut rss, &mut timings);
                 classic(&bench, &base, &contents, root, &mut classic_t);
             } else {
                 classic(&bench, &base, &contents, root, &mut classic_t);
-                ours(&mut w4b, &mut rss, &mut ran_list);
+                ours(&mut w4b, &mut rss, &mut timings);
             }
             let image = fs::read(bench.image()).unwrap_or_else(|e| panic!("read image: {e}"));
             assert!(
@@ -466,7 +612,6 @@ fn main() {
             );
             last_image = Some(image);
         }
-        println!("   (a) steps run per round: {}", ran_list.join(" "));
         println!(
             "   (a) w4b image {} MiB, classic image {} MiB (zstd -{LEVEL})",
             thousands(last_image.as_ref().map_or(0, |i| i.len() as u64) / MIB),
@@ -477,119 +622,36 @@ fn main() {
                     / MIB
             )
         );
+        println!();
         let b = classic_t.total.median();
         let mut table = Table::new(&["(a) one-file rebuild", "runs", "median s", "min s", "max s", "× classic"]);
-        let row = |table: &mut Table, name: &str, s: &Samples| {
-            table.row(vec![
-                name.to_string(),
-                s.len().to_string(),
-                format!("{:.2}", secs(s.median())),
-                format!("{:.2}", secs(s.min())),
-                format!("{:.2}", secs(s.max())),
-                format!("{:.2}", secs(s.median()) / secs(b)),
-            ]);
+        row(&mut table, "w4b build (spawn to exit)", &w4b, b);
+        row(&mut table, "classic flow, total", &classic_t.total, b);
+        row(&mut table, "  cp --sparse=always", &classic_t.copy, b);
+        let edit = if root {
+            "  mount, write, umount"
+        } else {
+            "  debugfs -w write"
         };
-        row(&mut table, "w4b build (spawn to exit)", &w4b);
-        row(&mut table, "classic flow, total", &classic_t.total);
-        row(&mut table, "  cp --sparse=always", &classic_t.copy);
-        row(
-            &mut table,
-            if root {
-                "  mount, write, umount"
-            } else {
-                "  debugfs -w write"
-            },
-            &classic_t.edit,
-        );
-        row(&mut table, &format!("  zstd -{LEVEL} -T{threads} + fsync"), &classic_t.compress);
+        row(&mut table, edit, &classic_t.edit, b);
+        row(&mut table, &format!("  zstd -{LEVEL} -T{threads} + fsync"), &classic_t.compress, b);
         table.print();
-        let ratio = secs(w4b.median()) / secs(b);
+        step_table("(a) w4b steps, own time", &timings);
         println!(
-            "   (c) peak RSS of w4b, one-file rebuilds: {} MiB (cold warm-up build: {:.0} MiB); image {:.0} MiB raw",
+            "   (c) peak RSS of w4b, one-file rebuilds: {} MiB; image {image_mib:.0} MiB raw; cache now {} MiB",
             rss_cell(&rss),
-            mib(cold.max_rss_kib),
-            image_mib
+            thousands(du(&cache) / MIB)
         );
         println!();
+        let ratio = secs(w4b.median()) / secs(b);
         results.push(format!(
             "one-file rebuild {:.2} s (ratio {ratio:.2}× classic flow {:.2} s, peak RSS {} MiB)",
             secs(w4b.median()),
             secs(b),
             rss_cell(&rss)
         ));
-        // The (a) cache is 10+ GiB; (b) needs the room.
         fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
         for f in ["classic.img", "classic.img.zst"] {
-            disk::remove(&bench.scratch(f));
-        }
-    }
-
-    if do_b {
-        let mut w4b = Samples::default();
-        let mut rss = Vec::new();
-        let mut floor_t = Floor::default();
-        let mut raw_bytes = 0;
-        // One untimed warm-up of the floor puts the base in the page cache for both sides.
-        floor(&bench, &base, &mut Floor::default());
-        for round in 0..runs_b {
-            let cache = bench.scratch(&format!("cache-b{round}"));
-            let ours = |w4b: &mut Samples, rss: &mut Vec<u64>| {
-                let out = bench.out();
-                if out.exists() {
-                    fs::remove_dir_all(&out).unwrap_or_else(|e| panic!("remove {}: {e}", out.display()));
-                }
-                let run = bench.build(&cache);
-                assert!(
-                    ran_step(&run, "#fetch") && ran_step(&run, "#unpack") && ran_step(&run, "#compress"),
-                    "a cold build must run fetch, unpack and compress: {:?}",
-                    run.ran
-                );
-                assert!(run.cached.is_empty(), "a cold build found {:?} cached", run.cached);
-                w4b.push(run.took);
-                rss.push(run.max_rss_kib);
-            };
-            if round % 2 == 0 {
-                ours(&mut w4b, &mut rss);
-                raw_bytes = floor(&bench, &base, &mut floor_t);
-            } else {
-                raw_bytes = floor(&bench, &base, &mut floor_t);
-                ours(&mut w4b, &mut rss);
-            }
-            fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
-        }
-        assert_eq!(raw_bytes, base.disk_bytes(), "the floor read the whole disk");
-        let b = floor_t.total.median();
-        let mut table = Table::new(&["(b) cold build", "runs", "median s", "min s", "max s", "× floor"]);
-        let row = |table: &mut Table, name: &str, s: &Samples| {
-            table.row(vec![
-                name.to_string(),
-                s.len().to_string(),
-                format!("{:.2}", secs(s.median())),
-                format!("{:.2}", secs(s.min())),
-                format!("{:.2}", secs(s.max())),
-                format!("{:.2}", secs(s.median()) / secs(b)),
-            ]);
-        };
-        row(&mut table, "w4b build, empty cache", &w4b);
-        row(&mut table, "floor, total", &floor_t.total);
-        row(&mut table, "  zstd -d", &floor_t.decompress);
-        row(&mut table, "  read + write copy", &floor_t.copy);
-        row(&mut table, &format!("  zstd -{LEVEL} -T{threads} + fsync"), &floor_t.compress);
-        table.print();
-        println!(
-            "   (c) peak RSS of w4b, cold builds: {} MiB; image {:.0} MiB raw",
-            rss_cell(&rss),
-            image_mib
-        );
-        println!();
-        let ratio = secs(w4b.median()) / secs(b);
-        results.push(format!(
-            "cold build {:.2} s (ratio {ratio:.2}× floor {:.2} s, peak RSS {} MiB)",
-            secs(w4b.median()),
-            secs(b),
-            rss_cell(&rss)
-        ));
-        for f in ["floor.img", "floor-copy.img", "floor.img.zst"] {
             disk::remove(&bench.scratch(f));
         }
     }
