@@ -25,14 +25,21 @@
 //! (c) **Peak memory** of every timed w4b process: `/usr/bin/time -f %M` (max RSS from
 //!     `wait4`'s rusage) wraps it, reported in MiB next to the image size.
 //!
+//! (b) runs first and the cache of its last cold build is (a)'s warm cache (one cold build
+//! fewer: the longest thing here); `--only a` makes its own. Checks outside the timing:
+//! the steps that ran (from `--message-format json`, whose per-step times and miss
+//! reasons are printed too), the new file read back with `debugfs` from both sides'
+//! images, the floor's byte count.
+//!
 //! Rounds interleave w4b and its baseline, alternating which goes first. The outputs of
 //! both sides are written to the same file system, and both end with the output written
 //! by a process that exited (neither side `fsync`s what the other does not: w4b's store
 //! `fsync`s its records and blobs, the baselines `fsync` their final `.img.zst`).
 //!
-//! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b] [--keep]`: default 3
-//! rounds for (a) and 2 for (b) (`--runs N` sets both); needs ~15 GiB of scratch disk in
-//! `$TMPDIR` and ~3 GiB under `target/tmp` for the base.
+//! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b] [--no-mount] [--keep]`:
+//! default 3 rounds for (a) and 2 for (b) (`--runs N` sets both); `--no-mount` takes the
+//! non-root `debugfs` path as root too. Needs scratch disk in `$TMPDIR` for two caches of
+//! the image (printed), and ~2.5 GiB under `target/tmp` for the base.
 
 #![allow(clippy::disallowed_methods)] // A bench spawns tools and reads the clock.
 
@@ -255,6 +262,18 @@ fn step_table(title: &str, runs: &[Vec<(String, u64, String)>]) {
     table.print();
 }
 
+/// A copy of the warm cache at `dst` made of hard links (`cp -al`, untimed): every (a)
+/// round starts from the same warm state, and what it adds is deleted after it, so the
+/// rounds cost no disk beyond one rebuild. Blobs and records are never rewritten in place
+/// (temp file + rename), so sharing their inodes is safe; only their times are shared.
+fn fresh_copy(warm: &Path, dst: &Path) -> PathBuf {
+    if dst.exists() {
+        fs::remove_dir_all(dst).unwrap_or_else(|e| panic!("remove {}: {e}", dst.display()));
+    }
+    disk::run(Command::new("cp").arg("-al").arg(warm).arg(dst));
+    dst.to_path_buf()
+}
+
 /// Bytes below `dir` (allocated), by `du`.
 fn du(dir: &Path) -> u64 {
     let out = disk::run(Command::new("du").arg("-sb").arg(dir));
@@ -272,6 +291,8 @@ fn ran_step(run: &Run, suffix: &str) -> bool {
 /// Times of the classic flow's parts, and the total.
 #[derive(Default)]
 struct Classic {
+    /// Size of the last round's `.img.zst`.
+    image_bytes: u64,
     copy: Samples,
     edit: Samples,
     compress: Samples,
@@ -309,9 +330,11 @@ fn classic(bench: &Bench, base: &PiBase, contents: &str, mount: bool, into: &mut
         disk::run(Command::new("umount").arg(&mnt));
         wrote.unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
     } else {
-        // `rm` fails harmlessly when the file is not there yet; debugfs goes on.
+        // `rm` fails harmlessly when the file is not there yet; debugfs goes on. (debugfs
+        // exits 0 whatever its requests do, hence the check below.)
+        let (dir, name) = TARGET.rsplit_once('/').unwrap_or(("/", TARGET));
         let cmds = bench.scratch("classic.debugfs");
-        fs::write(&cmds, format!("rm {TARGET}\nwrite {} {TARGET}\n", src.display()))
+        fs::write(&cmds, format!("cd {dir}\nrm {name}\nwrite {} {name}\n", src.display()))
             .unwrap_or_else(|e| panic!("write {}: {e}", cmds.display()));
         disk::run(
             Command::new("debugfs")
@@ -331,6 +354,22 @@ fn classic(bench: &Bench, base: &PiBase, contents: &str, mount: bool, into: &mut
     );
     disk::sync_path(&out);
     let done = Instant::now();
+    // Outside the timing: the file really is in the image the flow compressed.
+    let cat = disk::run(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {TARGET}"))
+            .arg(format!("{}?offset={offset}", work.display())),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&cat.stdout),
+        contents,
+        "the classic flow did not write {TARGET}"
+    );
+    into.image_bytes = fs::metadata(&out).map_or(0, |m| m.len());
+    // Two gigabytes of scratch per round; the machine's disk is shared.
+    disk::remove(&work);
+    disk::remove(&out);
     into.copy.push(copied - start);
     into.edit.push(edited - copied);
     into.compress.push(done - edited);
@@ -373,6 +412,9 @@ fn floor(bench: &Bench, base: &PiBase, into: &mut Floor) -> u64 {
     into.copy.push(copied - decompressed);
     into.compress.push(done - copied);
     into.total.push(done - start);
+    for p in [&raw, &copy, &out] {
+        disk::remove(p);
+    }
     bytes
 }
 
@@ -399,6 +441,26 @@ fn copy_all(src: &Path, dst: &Path) -> u64 {
     w.set_len(at)
         .unwrap_or_else(|e| panic!("truncate {}: {e}", dst.display()));
     at
+}
+
+/// [`TARGET`] as found in the root partition (the second) of a compressed disk image.
+fn read_back(bench: &Bench, image: &Path) -> String {
+    let raw = bench.scratch("readback.img");
+    disk::run(Command::new("zstd").args(["-q", "-d", "-f"]).arg(image).arg("-o").arg(&raw));
+    let table = disk::run(Command::new("sfdisk").arg("--json").arg(&raw));
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout)
+        .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}", raw.display()));
+    let start = table["partitiontable"]["partitions"][1]["start"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no second partition in {}", image.display()));
+    let cat = disk::run(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {TARGET}"))
+            .arg(format!("{}?offset={}", raw.display(), start * 512)),
+    );
+    disk::remove(&raw);
+    String::from_utf8_lossy(&cat.stdout).into_owned()
 }
 
 /// A table row: median, min, max, and the median's ratio to `base`.
@@ -441,7 +503,8 @@ fn main() {
     } else {
         (3, 2)
     };
-    let root = disk::is_root();
+    // `--no-mount`: the non-root path (debugfs instead of a loop mount), as root too.
+    let root = disk::is_root() && !support::flag("--no-mount");
     disk::require(&["zstd", "cp", "debugfs", "mount", "umount"]);
     assert!(
         Path::new("/usr/bin/time").exists(),
@@ -492,6 +555,11 @@ fn main() {
         // One untimed warm-up of the floor puts the base in the page cache for both sides.
         floor(&bench, &base, &mut Floor::default());
         for round in 0..runs_b {
+            // Only the last round's cache is kept (for (a)); a cold build's cache is
+            // several GiB.
+            if let Some(old) = warm_cache.take() {
+                fs::remove_dir_all(&old).unwrap_or_else(|e| panic!("remove {}: {e}", old.display()));
+            }
             let cache = bench.scratch(&format!("cache-b{round}"));
             let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
                 let out = bench.out();
@@ -516,12 +584,7 @@ fn main() {
                 raw_bytes = floor(&bench, &base, &mut floor_t);
                 ours(&mut w4b, &mut rss, &mut timings);
             }
-            if let Some(old) = warm_cache.replace(cache) {
-                fs::remove_dir_all(&old).unwrap_or_else(|e| panic!("remove {}: {e}", old.display()));
-            }
-        }
-        for f in ["floor.img", "floor-copy.img", "floor.img.zst"] {
-            disk::remove(&bench.scratch(f));
+            warm_cache = Some(cache);
         }
         assert_eq!(raw_bytes, base.disk_bytes(), "the floor read the whole disk");
         let b = floor_t.total.median();
@@ -555,7 +618,7 @@ fn main() {
     }
 
     if do_a {
-        let cache = match warm_cache.take() {
+        let warm = match warm_cache.take() {
             Some(c) => c,
             None => {
                 let c = bench.scratch("cache-a");
@@ -569,7 +632,7 @@ fn main() {
                 c
             }
         };
-        let noop = bench.build(&cache);
+        let noop = bench.build(&warm);
         assert!(noop.ran.is_empty(), "a build with nothing changed ran {:?}", noop.ran);
         println!("   (a) warm cache: no-op build {:.2} s, {} steps cached", secs(noop.took), noop.cached.len());
 
@@ -579,11 +642,17 @@ fn main() {
         let mut classic_t = Classic::default();
         let mut last_image: Option<Vec<u8>> = None;
         let src = bench.ws.join("defs/layers/files/bench.conf");
+        let warm_bytes = du(&warm);
+        let round_bytes = std::cell::Cell::new(0);
         for round in 0..runs_a {
             let contents = format!("round={round}\nthe one file the (a) rounds change\n");
             let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
                 fs::write(&src, &contents).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
+                let cache = fresh_copy(&warm, &bench.scratch("cache-a"));
                 let run = bench.build(&cache);
+                // What this round added (GiB) goes; the warm cache stays as it was.
+                round_bytes.set(du(&cache));
+                fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
                 for must in ["#bench", "#compress"] {
                     assert!(ran_step(&run, must), "round {round}: no step {must} ran: {:?}", run.ran);
                 }
@@ -612,14 +681,14 @@ fn main() {
             );
             last_image = Some(image);
         }
+        // Outside the timing: the last round's contents are in w4b's image.
+        let last = format!("round={}\nthe one file the (a) rounds change\n", runs_a - 1);
+        assert_eq!(read_back(&bench, &bench.image()), last, "w4b's image lacks the change");
         println!(
-            "   (a) w4b image {} MiB, classic image {} MiB (zstd -{LEVEL})",
+            "   (a) w4b image {} MiB, classic image {} MiB (zstd -{LEVEL}); both checked to hold the new {TARGET}",
             thousands(last_image.as_ref().map_or(0, |i| i.len() as u64) / MIB),
             thousands(
-                fs::metadata(bench.scratch("classic.img.zst"))
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-                    / MIB
+classic_t.image_bytes / MIB
             )
         );
         println!();
@@ -638,9 +707,10 @@ fn main() {
         table.print();
         step_table("(a) w4b steps, own time", &timings);
         println!(
-            "   (c) peak RSS of w4b, one-file rebuilds: {} MiB; image {image_mib:.0} MiB raw; cache now {} MiB",
+            "   (c) peak RSS of w4b, one-file rebuilds: {} MiB; image {image_mib:.0} MiB raw; cache {} MiB warm, {} MiB after a rebuild",
             rss_cell(&rss),
-            thousands(du(&cache) / MIB)
+            thousands(warm_bytes / MIB),
+            thousands(round_bytes.get() / MIB)
         );
         println!();
         let ratio = secs(w4b.median()) / secs(b);
@@ -650,10 +720,7 @@ fn main() {
             secs(b),
             rss_cell(&rss)
         ));
-        fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
-        for f in ["classic.img", "classic.img.zst"] {
-            disk::remove(&bench.scratch(f));
-        }
+        fs::remove_dir_all(&warm).unwrap_or_else(|e| panic!("remove {}: {e}", warm.display()));
     }
 
     if support::flag("--keep") {
