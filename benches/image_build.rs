@@ -122,7 +122,9 @@ impl Bench {
         );
         write(
             "defs/layers/bench.yaml",
-            &format!("kind: layer\nfiles:\n  - {{path: {TARGET}, source: files/bench.conf, mode: \"0644\"}}\n"),
+            &format!(
+                "kind: layer\nfiles:\n  - {{path: {TARGET}, source: files/bench.conf, mode: \"0644\"}}\n"
+            ),
         );
         write("defs/layers/files/bench.conf", "round=warm-up\n");
         write(
@@ -193,7 +195,10 @@ impl Bench {
             match (v["event"].as_str(), v["status"].as_str()) {
                 (Some("step-finished"), Some("ran")) => {
                     let name = step();
-                    let short = name.rsplit_once('#').map_or(name.as_str(), |(_, s)| s).to_string();
+                    let short = name
+                        .rsplit_once('#')
+                        .map_or(name.as_str(), |(_, s)| s)
+                        .to_string();
                     let miss = v["miss"]["reason"]
                         .as_str()
                         .or(v["miss"].as_str())
@@ -234,7 +239,14 @@ fn step_table(title: &str, runs: &[Vec<(String, u64, String)>]) {
             }
         }
     }
-    let mut table = Table::new(&[title, "runs", "median s", "min s", "max s", "why it ran (last round)"]);
+    let mut table = Table::new(&[
+        title,
+        "runs",
+        "median s",
+        "min s",
+        "max s",
+        "why it ran (last round)",
+    ]);
     for n in &names {
         let mut s = Samples::default();
         let mut why = String::new();
@@ -274,9 +286,10 @@ fn fresh_copy(warm: &Path, dst: &Path) -> PathBuf {
     dst.to_path_buf()
 }
 
-/// Bytes below `dir` (allocated), by `du`.
+/// Bytes below `dir` as allocated on disk (holes of sparse files do not count; hard
+/// links count once), by `du`.
 fn du(dir: &Path) -> u64 {
-    let out = disk::run(Command::new("du").arg("-sb").arg(dir));
+    let out = disk::run(Command::new("du").args(["-s", "--block-size=1"]).arg(dir));
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -315,7 +328,12 @@ fn classic(bench: &Bench, base: &PiBase, contents: &str, mount: bool, into: &mut
     let limit = base.root_sectors * 512;
 
     let start = Instant::now();
-    disk::run(Command::new("cp").arg("--sparse=always").arg(&base.raw).arg(&work));
+    disk::run(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&base.raw)
+            .arg(&work),
+    );
     let copied = Instant::now();
     if mount {
         disk::run(
@@ -334,8 +352,11 @@ fn classic(bench: &Bench, base: &PiBase, contents: &str, mount: bool, into: &mut
         // exits 0 whatever its requests do, hence the check below.)
         let (dir, name) = TARGET.rsplit_once('/').unwrap_or(("/", TARGET));
         let cmds = bench.scratch("classic.debugfs");
-        fs::write(&cmds, format!("cd {dir}\nrm {name}\nwrite {} {name}\n", src.display()))
-            .unwrap_or_else(|e| panic!("write {}: {e}", cmds.display()));
+        fs::write(
+            &cmds,
+            format!("cd {dir}\nrm {name}\nwrite {} {name}\n", src.display()),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", cmds.display()));
         disk::run(
             Command::new("debugfs")
                 .arg("-w")
@@ -395,7 +416,13 @@ fn floor(bench: &Bench, base: &PiBase, into: &mut Floor) -> u64 {
         disk::remove(p);
     }
     let start = Instant::now();
-    disk::run(Command::new("zstd").args(["-q", "-d", "-f"]).arg(&base.zst).arg("-o").arg(&raw));
+    disk::run(
+        Command::new("zstd")
+            .args(["-q", "-d", "-f"])
+            .arg(&base.zst)
+            .arg("-o")
+            .arg(&raw),
+    );
     let decompressed = Instant::now();
     let bytes = copy_all(&raw, &copy);
     let copied = Instant::now();
@@ -446,7 +473,13 @@ fn copy_all(src: &Path, dst: &Path) -> u64 {
 /// [`TARGET`] as found in the root partition (the second) of a compressed disk image.
 fn read_back(bench: &Bench, image: &Path) -> String {
     let raw = bench.scratch("readback.img");
-    disk::run(Command::new("zstd").args(["-q", "-d", "-f"]).arg(image).arg("-o").arg(&raw));
+    disk::run(
+        Command::new("zstd")
+            .args(["-q", "-d", "-f"])
+            .arg(image)
+            .arg("-o")
+            .arg(&raw),
+    );
     let table = disk::run(Command::new("sfdisk").arg("--json").arg(&raw));
     let table: serde_json::Value = serde_json::from_slice(&table.stdout)
         .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}", raw.display()));
@@ -572,7 +605,11 @@ fn main() {
                     "a cold build must run fetch, unpack and compress: {:?}",
                     run.ran
                 );
-                assert!(run.cached.is_empty(), "a cold build found {:?} cached", run.cached);
+                assert!(
+                    run.cached.is_empty(),
+                    "a cold build found {:?} cached",
+                    run.cached
+                );
                 w4b.push(run.took);
                 rss.push(run.max_rss_kib);
                 timings.push(run.timings);
@@ -593,7 +630,12 @@ fn main() {
         row(&mut table, "floor, total", &floor_t.total, b);
         row(&mut table, "  zstd -d", &floor_t.decompress, b);
         row(&mut table, "  read + write copy", &floor_t.copy, b);
-        row(&mut table, &format!("  zstd -{LEVEL} -T{threads} + fsync"), &floor_t.compress, b);
+        row(
+            &mut table,
+            &format!("  zstd -{LEVEL} -T{threads} + fsync"),
+            &floor_t.compress,
+            b,
+        );
         table.print();
         step_table("(b) w4b steps, own time", &timings);
         let cache_bytes = warm_cache.as_deref().map_or(0, du);
@@ -633,8 +675,16 @@ fn main() {
             }
         };
         let noop = bench.build(&warm);
-        assert!(noop.ran.is_empty(), "a build with nothing changed ran {:?}", noop.ran);
-        println!("   (a) warm cache: no-op build {:.2} s, {} steps cached", secs(noop.took), noop.cached.len());
+        assert!(
+            noop.ran.is_empty(),
+            "a build with nothing changed ran {:?}",
+            noop.ran
+        );
+        println!(
+            "   (a) warm cache: no-op build {:.2} s, {} steps cached",
+            secs(noop.took),
+            noop.cached.len()
+        );
 
         let mut w4b = Samples::default();
         let mut rss = Vec::new();
@@ -654,7 +704,11 @@ fn main() {
                 round_bytes.set(du(&cache));
                 fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
                 for must in ["#bench", "#compress"] {
-                    assert!(ran_step(&run, must), "round {round}: no step {must} ran: {:?}", run.ran);
+                    assert!(
+                        ran_step(&run, must),
+                        "round {round}: no step {must} ran: {:?}",
+                        run.ran
+                    );
                 }
                 for mustnt in ["#fetch", "#unpack"] {
                     assert!(
@@ -683,7 +737,11 @@ fn main() {
         }
         // Outside the timing: the last round's contents are in w4b's image.
         let last = format!("round={}\nthe one file the (a) rounds change\n", runs_a - 1);
-        assert_eq!(read_back(&bench, &bench.image()), last, "w4b's image lacks the change");
+        assert_eq!(
+            read_back(&bench, &bench.image()),
+            last,
+            "w4b's image lacks the change"
+        );
         println!(
             "   (a) w4b image {} MiB, classic image {} MiB (zstd -{LEVEL}); both checked to hold the new {TARGET}",
             thousands(last_image.as_ref().map_or(0, |i| i.len() as u64) / MIB),
@@ -693,7 +751,14 @@ classic_t.image_bytes / MIB
         );
         println!();
         let b = classic_t.total.median();
-        let mut table = Table::new(&["(a) one-file rebuild", "runs", "median s", "min s", "max s", "× classic"]);
+        let mut table = Table::new(&[
+            "(a) one-file rebuild",
+            "runs",
+            "median s",
+            "min s",
+            "max s",
+            "× classic",
+        ]);
         row(&mut table, "w4b build (spawn to exit)", &w4b, b);
         row(&mut table, "classic flow, total", &classic_t.total, b);
         row(&mut table, "  cp --sparse=always", &classic_t.copy, b);
@@ -703,7 +768,12 @@ classic_t.image_bytes / MIB
             "  debugfs -w write"
         };
         row(&mut table, edit, &classic_t.edit, b);
-        row(&mut table, &format!("  zstd -{LEVEL} -T{threads} + fsync"), &classic_t.compress, b);
+        row(
+            &mut table,
+            &format!("  zstd -{LEVEL} -T{threads} + fsync"),
+            &classic_t.compress,
+            b,
+        );
         table.print();
         step_table("(a) w4b steps, own time", &timings);
         println!(

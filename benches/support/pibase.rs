@@ -130,7 +130,10 @@ fn select(budget: u64) -> (Vec<Entry>, u64) {
             continue;
         };
         if meta.is_dir() {
-            out.push(Entry { rel: rel.clone(), meta });
+            out.push(Entry {
+                rel: rel.clone(),
+                meta,
+            });
             select_dir(&rel, budget, &mut bytes, &mut seen, &mut out);
         }
     }
@@ -162,7 +165,10 @@ fn select_dir(
             if fs::read_dir(Path::new("/").join(&child)).is_err() {
                 continue;
             }
-            out.push(Entry { rel: child.clone(), meta });
+            out.push(Entry {
+                rel: child.clone(),
+                meta,
+            });
             select_dir(&child, budget, bytes, seen, out);
         } else if t.is_symlink() {
             out.push(Entry { rel: child, meta });
@@ -319,8 +325,7 @@ fn build(dir: &Path, entries: &[Entry]) -> PiBase {
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
         .unwrap_or_else(|e| panic!("chmod tmp: {e}"));
     for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")] {
-        std::os::unix::fs::symlink(target, root.join(link))
-            .unwrap_or_else(|e| panic!("symlink {link}: {e}"));
+        std::os::unix::fs::symlink(target, root.join(link)).unwrap_or_else(|e| panic!("symlink {link}: {e}"));
     }
     let sig = DISK_SIGNATURE;
     write_file(
@@ -383,13 +388,22 @@ fn build(dir: &Path, entries: &[Entry]) -> PiBase {
         boot_files += 1;
         boot_bytes += bytes.len() as u64;
     }
-    disk::run(
-        Command::new("find")
-            .arg(boot)
-            .args(["-exec", "touch", "-h", "-d", &format!("@{}", super::EPOCH), "{}", "+"]),
-    );
+    disk::run(Command::new("find").arg(boot).args([
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        &format!("@{}", super::EPOCH),
+        "{}",
+        "+",
+    ]));
     let boot_img = stage.join("boot.img");
-    disk::run(Command::new("truncate").arg("-s").arg((BOOT_SECTORS * SECTOR).to_string()).arg(&boot_img));
+    disk::run(
+        Command::new("truncate")
+            .arg("-s")
+            .arg((BOOT_SECTORS * SECTOR).to_string())
+            .arg(&boot_img),
+    );
     disk::run(
         tool("mkfs.vfat")
             .args(["--invariant", "-F", "32", "-n", "bootfs", "-i", "1A2B3C4D", "-h"])
@@ -400,7 +414,10 @@ fn build(dir: &Path, entries: &[Entry]) -> PiBase {
     mcopy.args(["-s", "-m", "-i"]).arg(&boot_img);
     let mut top: Vec<PathBuf> = fs::read_dir(boot)
         .unwrap_or_else(|e| panic!("read {}: {e}", boot.display()))
-        .map(|e| e.unwrap_or_else(|e| panic!("read {}: {e}", boot.display())).path())
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("read {}: {e}", boot.display()))
+                .path()
+        })
         .collect();
     top.sort();
     mcopy.args(&top).arg("::/");
@@ -414,7 +431,10 @@ fn build(dir: &Path, entries: &[Entry]) -> PiBase {
         tool("mke2fs")
             .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs"])
             .args(["-U", "0b0e0e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"])
-            .args(["-E", "hash_seed=5a6b7c8d-0b0e-4e0f-9a2b-1c3d4e5f6a7b,root_owner=0:0"])
+            .args([
+                "-E",
+                "hash_seed=5a6b7c8d-0b0e-4e0f-9a2b-1c3d4e5f6a7b,root_owner=0:0",
+            ])
             .arg("-d")
             .arg(&root)
             .arg(&root_img)
@@ -452,7 +472,13 @@ fn build(dir: &Path, entries: &[Entry]) -> PiBase {
     copy_sparse(&boot_img, &raw, BOOT_START * SECTOR);
     copy_sparse(&root_img, &raw, ROOT_START * SECTOR);
     let zst = dir.join("base.img.zst");
-    disk::run(tool("zstd").args(["-q", "-f", "-T0", "-3"]).arg(&raw).arg("-o").arg(&zst));
+    disk::run(
+        tool("zstd")
+            .args(["-q", "-f", "-T0", "-3"])
+            .arg(&raw)
+            .arg("-o")
+            .arg(&zst),
+    );
     fs::remove_dir_all(&stage).unwrap_or_else(|e| panic!("remove {}: {e}", stage.display()));
 
     PiBase {
