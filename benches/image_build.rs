@@ -38,8 +38,9 @@
 //!
 //! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b] [--no-mount] [--keep]`:
 //! default 3 rounds for (a) and 2 for (b) (`--runs N` sets both); `--no-mount` takes the
-//! non-root `debugfs` path as root too. Needs scratch disk in `$TMPDIR` for two caches of
-//! the image (printed), and ~2.5 GiB under `target/tmp` for the base.
+//! non-root `debugfs` path as root too. Needs ~2.5 GiB under `target/tmp` for the base
+//! (kept between runs) and up to ~10 GiB of scratch in `$TMPDIR` at the peak of (a): the
+//! warm cache, one rebuild's additions, a baseline's copy of the disk (sizes printed).
 
 #![allow(clippy::disallowed_methods)] // A bench spawns tools and reads the clock.
 
