@@ -21,8 +21,8 @@
 //!
 //! The cache key is BLAKE3 over a version string, the budget, and every selected entry's
 //! path, mode, size, mtime and link target: a package upgrade on the host changes the
-//! key and the base is rebuilt (70–140 s on the 2-core machine); otherwise reruns reuse it. Older bases are
-//! removed when a new one is made, so `target/` holds one.
+//! key and the base is rebuilt (70–140 s on the 2-core machine); otherwise reruns reuse
+//! it. Older bases are removed when a new one is made, so `target/` holds one.
 
 use std::fmt::Write as _;
 use std::fs;
