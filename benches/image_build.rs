@@ -664,7 +664,7 @@ fn main() {
         let warm = match warm_cache.take() {
             Some(c) => c,
             None => {
-                let c = bench.scratch("cache-a");
+                let c = bench.scratch("cache-warm");
                 let cold = bench.build(&c);
                 println!(
                     "   (a) warm-up: cold build {:.1} s ({} steps, peak RSS {:.0} MiB)",
@@ -699,7 +699,7 @@ fn main() {
             let contents = format!("round={round}\nthe one file the (a) rounds change\n");
             let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
                 fs::write(&src, &contents).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
-                let cache = fresh_copy(&warm, &bench.scratch("cache-a"));
+                let cache = fresh_copy(&warm, &bench.scratch("cache-round"));
                 let run = bench.build(&cache);
                 // What this round added (GiB) goes; the warm cache stays as it was.
                 round_bytes.set(du(&cache));
