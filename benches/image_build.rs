@@ -549,14 +549,14 @@ fn main() {
         "image_build: w4b disk images on a realistic base vs the classic flow and the floor",
         &format!(
             "image: //boards:pi4, a file:// base (cached download), one layer with one source file, zstd -{LEVEL}\n\
-             (a) one-file rebuild, warm cache, {runs_a} rounds: vs cp --sparse + {} + write + umount + zstd -{LEVEL} -T{threads}\n\
+             (a) one-file rebuild, warm cache, {runs_a} rounds: vs cp --sparse + {} + zstd -{LEVEL} -T{threads}\n\
              (b) cold build, empty cache, {runs_b} rounds: vs zstd -d + read/write copy + zstd -{LEVEL} -T{threads}\n\
              (c) peak RSS of every timed w4b process (/usr/bin/time -f %M)\n\
              rounds interleave w4b and its baseline, alternating which goes first",
             if root {
-                "mount -o loop,offset"
+                "mount -o loop,offset + write + umount"
             } else {
-                "debugfs -w (not root: no loop mount)"
+                "debugfs -w write (no loop mount: not root, or --no-mount)"
             }
         ),
     );
