@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod pibase;
 
 use std::fmt::Write as _;
 use std::fs;

@@ -1,0 +1,805 @@
+//! Whole Raspberry Pi disk images on a realistic base: what `w4b build` costs against
+//! what the same job costs done by hand, in the same run.
+//!
+//! The base is [`support::pibase`]: ~1 GiB of the host's real Debian `/usr` in an MBR
+//! disk laid out like Raspberry Pi OS (FAT32 `bootfs` at sector 8192, ext4 `rootfs` ~60 %
+//! full), compressed with `zstd -3`, cached under `target/tmp` keyed by its inputs. The
+//! image built from it names `//boards:pi4` (copied from the repository), the base by a
+//! `file://` URL (so the "download" is a local copy plus its sha256 check: a cached
+//! download, without a network), one layer installing `/etc/w4b/bench.conf` from a source
+//! file, and `output: {compression: zstd, level: 3}` (level 3 keeps the bench quick; the
+//! baselines use the same level and w4b's thread count).
+//!
+//! (a) **One-file rebuild vs the classic flow.** w4b is warmed by an untimed cold build;
+//!     each round then writes new contents to the layer's source file (unique per round,
+//!     so every round really rebuilds) and times `w4b build` from spawn to exit, asserting
+//!     that the layer and the image steps ran and the base's fetch and unpack did not.
+//!     Baseline, same rounds: `cp --sparse=always` of the decompressed base, `mount -o
+//!     loop,offset=…` of the root partition, write the file, `umount`, `zstd -3 -T<n>`
+//!     (as root; otherwise `debugfs -w` on the image at the partition's offset replaces
+//!     the mount, and the bench says so).
+//! (b) **Cold build vs the floor.** w4b with an empty cache (only the `file://` base on
+//!     disk), the whole build timed. Floor: `zstd -d` of the base to a file, one pass
+//!     reading every byte of it and writing a copy (all-zero 1 MiB blocks skipped, so the
+//!     copy is as sparse as w4b's), `zstd -3 -T<n>` of the copy.
+//! (c) **Peak memory** of every timed w4b process: `/usr/bin/time -f %M` (max RSS from
+//!     `wait4`'s rusage) wraps it, reported in MiB next to the image size.
+//!
+//! (b) runs first and the cache of its last cold build is (a)'s warm cache (one cold build
+//! fewer: the longest thing here); `--only a` makes its own. Checks outside the timing:
+//! the steps that ran (from `--message-format json`, whose per-step times and miss
+//! reasons are printed too), the new file read back with `debugfs` from both sides'
+//! images, the floor's byte count.
+//!
+//! Rounds interleave w4b and its baseline, alternating which goes first. The outputs of
+//! both sides are written to the same file system, and both end with the output written
+//! by a process that exited (neither side `fsync`s what the other does not: w4b's store
+//! `fsync`s its records and blobs, the baselines `fsync` their final `.img.zst`).
+//!
+//! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b] [--no-mount] [--keep]`:
+//! default 3 rounds for (a) and 2 for (b) (`--runs N` sets both); `--no-mount` takes the
+//! non-root `debugfs` path as root too. Needs ~2.5 GiB under `target/tmp` for the base
+//! (kept between runs) and up to ~10 GiB of scratch in `$TMPDIR` at the peak of (a): the
+//! warm cache, one rebuild's additions, a baseline's copy of the disk (sizes printed).
+
+#![allow(clippy::disallowed_methods)] // A bench spawns tools and reads the clock.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::disk;
+use support::pibase::{self, PiBase, ROOT_START};
+use support::{thousands, Samples, Table};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Root-tree file data of the base.
+const BASE_BUDGET: u64 = GIB;
+/// The image's zstd level, for w4b and the baselines alike.
+const LEVEL: u32 = 3;
+/// The file every (a) round changes, inside the image.
+const TARGET: &str = "/etc/w4b/bench.conf";
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The generated workspace and its scratch space.
+struct Bench {
+    /// Holds everything below; removed on drop unless `--keep`.
+    root: tempfile::TempDir,
+    ws: PathBuf,
+    home: PathBuf,
+    /// zstd's worker threads on the baselines' side: w4b's own count
+    /// (`available_parallelism`, see `src/compile.rs`).
+    threads: usize,
+}
+
+/// One w4b process: wall time, peak RSS, and what ran.
+struct Run {
+    took: Duration,
+    max_rss_kib: u64,
+    ran: Vec<String>,
+    cached: Vec<String>,
+    steps: u64,
+    /// Steps that ran, by the name after `#`, with their own `duration_ms` (steps run in
+    /// parallel, so these add up to more than the wall time) and their miss reason.
+    timings: Vec<(String, u64, String)>,
+}
+
+impl Bench {
+    fn new(base: &PiBase, threads: usize) -> Bench {
+        let root = tempfile::Builder::new()
+            .prefix("w4b-bench-image-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let ws = root.path().join("ws");
+        let home = root.path().join("home");
+        fs::create_dir_all(&home).unwrap_or_else(|e| panic!("create {}: {e}", home.display()));
+        let write = |rel: &str, body: &str| {
+            let p = ws.join(rel);
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+            }
+            fs::write(&p, body).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        };
+        write("w4b.yaml", "");
+        let board = Path::new(env!("CARGO_MANIFEST_DIR")).join("defs/boards/pi4.yaml");
+        write(
+            "defs/boards/pi4.yaml",
+            &fs::read_to_string(&board).unwrap_or_else(|e| panic!("read {}: {e}", board.display())),
+        );
+        write(
+            "defs/bases/bench.yaml",
+            &format!(
+                "kind: base\nurl: file://{}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2024-11-19\n",
+                base.zst.display(),
+                base.zst_sha256
+            ),
+        );
+        write(
+            "defs/layers/bench.yaml",
+            &format!(
+                "kind: layer\nfiles:\n  - {{path: {TARGET}, source: files/bench.conf, mode: \"0644\"}}\n"
+            ),
+        );
+        write("defs/layers/files/bench.conf", "round=warm-up\n");
+        write(
+            "defs/images/bench.yaml",
+            &format!(
+                "kind: image\nboard: //boards:pi4\nbase: //bases:bench\nlayers: [//layers:bench]\n\
+                 output: {{compression: zstd, level: {LEVEL}}}\n"
+            ),
+        );
+        Bench {
+            root,
+            ws,
+            home,
+            threads,
+        }
+    }
+
+    fn scratch(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn out(&self) -> PathBuf {
+        self.ws.join("out")
+    }
+
+    fn image(&self) -> PathBuf {
+        self.out().join("bench.img.zst")
+    }
+
+    /// `w4b build //images:bench` with `cache` as its cache directory, in the pinned
+    /// environment of the other benches, under `/usr/bin/time -f %M`.
+    fn build(&self, cache: &Path) -> Run {
+        let rss = self.scratch("maxrss");
+        disk::remove(&rss);
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.args(["-f", "%M", "-o"])
+            .arg(&rss)
+            .arg(env!("CARGO_BIN_EXE_w4b"))
+            .args(["build", "//images:bench", "--message-format", "json"])
+            .current_dir(&self.ws)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("TZ", "UTC")
+            .env("LC_ALL", "C")
+            .env("NO_COLOR", "1")
+            .env("W4B_CACHE_DIR", cache)
+            .stdin(Stdio::null());
+        let start = Instant::now();
+        let out = cmd.output().unwrap_or_else(|e| panic!("spawn w4b: {e}"));
+        let took = start.elapsed();
+        assert!(
+            out.status.success(),
+            "w4b build failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let max_rss_kib = fs::read_to_string(&rss)
+            .ok()
+            .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no max RSS from /usr/bin/time in {}", rss.display()));
+        let (mut ran, mut cached, mut steps, mut timings) = (Vec::new(), Vec::new(), None, Vec::new());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let step = || v["step"].as_str().unwrap_or_default().to_string();
+            match (v["event"].as_str(), v["status"].as_str()) {
+                (Some("step-finished"), Some("ran")) => {
+                    let name = step();
+                    let short = name
+                        .rsplit_once('#')
+                        .map_or(name.as_str(), |(_, s)| s)
+                        .to_string();
+                    let miss = v["miss"]["reason"]
+                        .as_str()
+                        .or(v["miss"].as_str())
+                        .map_or_else(|| v["miss"].to_string(), str::to_string);
+                    timings.push((short, v["duration_ms"].as_u64().unwrap_or(0), miss));
+                    ran.push(name);
+                }
+                (Some("step-finished"), Some("cached")) => cached.push(step()),
+                (Some("finished"), _) => steps = v["steps"].as_u64(),
+                _ => {}
+            }
+        }
+        let steps = steps.unwrap_or_else(|| {
+            panic!(
+                "no `finished` event in w4b's output:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert!(self.image().exists(), "w4b wrote no {}", self.image().display());
+        Run {
+            took,
+            max_rss_kib,
+            ran,
+            cached,
+            steps,
+            timings,
+        }
+    }
+}
+
+/// Per-step medians over the rounds' [`Run::timings`], in the order the steps finished.
+fn step_table(title: &str, runs: &[Vec<(String, u64, String)>]) {
+    let mut names: Vec<String> = Vec::new();
+    for r in runs {
+        for (n, _, _) in r {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let mut table = Table::new(&[
+        title,
+        "runs",
+        "median s",
+        "min s",
+        "max s",
+        "why it ran (last round)",
+    ]);
+    for n in &names {
+        let mut s = Samples::default();
+        let mut why = String::new();
+        for r in runs {
+            for (m, ms, miss) in r {
+                if m == n {
+                    s.push(Duration::from_millis(*ms));
+                    why.clone_from(miss);
+                }
+            }
+        }
+        let mut why: String = why.chars().take(60).collect();
+        if why == "null" {
+            why.clear();
+        }
+        table.row(vec![
+            format!("#{n}"),
+            s.len().to_string(),
+            format!("{:.2}", secs(s.median())),
+            format!("{:.2}", secs(s.min())),
+            format!("{:.2}", secs(s.max())),
+            why,
+        ]);
+    }
+    table.print();
+}
+
+/// A copy of the warm cache at `dst` made of hard links (`cp -al`, untimed): every (a)
+/// round starts from the same warm state, and what it adds is deleted after it, so the
+/// rounds cost no disk beyond one rebuild. Blobs and records are never rewritten in place
+/// (temp file + rename), so sharing their inodes is safe; only their times are shared.
+fn fresh_copy(warm: &Path, dst: &Path) -> PathBuf {
+    if dst.exists() {
+        fs::remove_dir_all(dst).unwrap_or_else(|e| panic!("remove {}: {e}", dst.display()));
+    }
+    disk::run(Command::new("cp").arg("-al").arg(warm).arg(dst));
+    dst.to_path_buf()
+}
+
+/// Bytes below `dir` as allocated on disk (holes of sparse files do not count; hard
+/// links count once), by `du`.
+fn du(dir: &Path) -> u64 {
+    let out = disk::run(Command::new("du").args(["-s", "--block-size=1"]).arg(dir));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ran_step(run: &Run, suffix: &str) -> bool {
+    run.ran.iter().any(|s| s.ends_with(suffix))
+}
+
+/// Times of the classic flow's parts, and the total.
+#[derive(Default)]
+struct Classic {
+    /// Size of the last round's `.img.zst`.
+    image_bytes: u64,
+    copy: Samples,
+    edit: Samples,
+    compress: Samples,
+    total: Samples,
+}
+
+/// `cp --sparse=always` base → work, loop-mount its root partition, write the file,
+/// `umount`, `zstd -3 -T<n>`, `fsync` the result. Without root, `debugfs -w` on
+/// `work.img?offset=…` does the edit.
+fn classic(bench: &Bench, base: &PiBase, contents: &str, mount: bool, into: &mut Classic) {
+    let work = bench.scratch("classic.img");
+    let out = bench.scratch("classic.img.zst");
+    let mnt = bench.scratch("classic.mnt");
+    let src = bench.scratch("classic.conf");
+    disk::remove(&work);
+    disk::remove(&out);
+    fs::create_dir_all(&mnt).unwrap_or_else(|e| panic!("create {}: {e}", mnt.display()));
+    fs::write(&src, contents).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
+    let offset = ROOT_START * 512;
+    let limit = base.root_sectors * 512;
+
+    let start = Instant::now();
+    disk::run(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&base.raw)
+            .arg(&work),
+    );
+    let copied = Instant::now();
+    if mount {
+        disk::run(
+            Command::new("mount")
+                .args(["-t", "ext4", "-o"])
+                .arg(format!("loop,offset={offset},sizelimit={limit}"))
+                .arg(&work)
+                .arg(&mnt),
+        );
+        let dest = mnt.join(TARGET.trim_start_matches('/'));
+        let wrote = fs::write(&dest, contents);
+        disk::run(Command::new("umount").arg(&mnt));
+        wrote.unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
+    } else {
+        // `rm` fails harmlessly when the file is not there yet; debugfs goes on. (debugfs
+        // exits 0 whatever its requests do, hence the check below.)
+        let (dir, name) = TARGET.rsplit_once('/').unwrap_or(("/", TARGET));
+        let cmds = bench.scratch("classic.debugfs");
+        fs::write(
+            &cmds,
+            format!("cd {dir}\nrm {name}\nwrite {} {name}\n", src.display()),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", cmds.display()));
+        disk::run(
+            Command::new("debugfs")
+                .arg("-w")
+                .arg("-f")
+                .arg(&cmds)
+                .arg(format!("{}?offset={offset}", work.display())),
+        );
+    }
+    let edited = Instant::now();
+    disk::run(
+        Command::new("zstd")
+            .args(["-q", "-f", &format!("-{LEVEL}"), &format!("-T{}", bench.threads)])
+            .arg(&work)
+            .arg("-o")
+            .arg(&out),
+    );
+    disk::sync_path(&out);
+    let done = Instant::now();
+    // Outside the timing: the file really is in the image the flow compressed.
+    let cat = disk::run(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {TARGET}"))
+            .arg(format!("{}?offset={offset}", work.display())),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&cat.stdout),
+        contents,
+        "the classic flow did not write {TARGET}"
+    );
+    into.image_bytes = fs::metadata(&out).map_or(0, |m| m.len());
+    // Two gigabytes of scratch per round; the machine's disk is shared.
+    disk::remove(&work);
+    disk::remove(&out);
+    into.copy.push(copied - start);
+    into.edit.push(edited - copied);
+    into.compress.push(done - edited);
+    into.total.push(done - start);
+}
+
+/// Times of the floor's parts, and the total.
+#[derive(Default)]
+struct Floor {
+    decompress: Samples,
+    copy: Samples,
+    compress: Samples,
+    total: Samples,
+}
+
+/// `zstd -d` the base to a file, read it all while writing a sparse copy, `zstd -3
+/// -T<n>` the copy, `fsync` the result.
+fn floor(bench: &Bench, base: &PiBase, into: &mut Floor) -> u64 {
+    let raw = bench.scratch("floor.img");
+    let copy = bench.scratch("floor-copy.img");
+    let out = bench.scratch("floor.img.zst");
+    for p in [&raw, &copy, &out] {
+        disk::remove(p);
+    }
+    let start = Instant::now();
+    disk::run(
+        Command::new("zstd")
+            .args(["-q", "-d", "-f"])
+            .arg(&base.zst)
+            .arg("-o")
+            .arg(&raw),
+    );
+    let decompressed = Instant::now();
+    let bytes = copy_all(&raw, &copy);
+    let copied = Instant::now();
+    disk::run(
+        Command::new("zstd")
+            .args(["-q", "-f", &format!("-{LEVEL}"), &format!("-T{}", bench.threads)])
+            .arg(&copy)
+            .arg("-o")
+            .arg(&out),
+    );
+    disk::sync_path(&out);
+    let done = Instant::now();
+    into.decompress.push(decompressed - start);
+    into.copy.push(copied - decompressed);
+    into.compress.push(done - copied);
+    into.total.push(done - start);
+    for p in [&raw, &copy, &out] {
+        disk::remove(p);
+    }
+    bytes
+}
+
+/// Reads every byte of `src` once and writes a copy at `dst`, seeking over all-zero
+/// 1 MiB blocks. Returns the bytes read.
+fn copy_all(src: &Path, dst: &Path) -> u64 {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut r = fs::File::open(src).unwrap_or_else(|e| panic!("open {}: {e}", src.display()));
+    let mut w = fs::File::create(dst).unwrap_or_else(|e| panic!("create {}: {e}", dst.display()));
+    let mut buf = vec![0u8; MIB as usize];
+    let mut at = 0u64;
+    loop {
+        let n = pibase::read_full(&mut r, &mut buf).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            w.seek(SeekFrom::Start(at))
+                .and_then(|_| w.write_all(&buf[..n]))
+                .unwrap_or_else(|e| panic!("write {}: {e}", dst.display()));
+        }
+        at += n as u64;
+    }
+    w.set_len(at)
+        .unwrap_or_else(|e| panic!("truncate {}: {e}", dst.display()));
+    at
+}
+
+/// [`TARGET`] as found in the root partition (the second) of a compressed disk image.
+fn read_back(bench: &Bench, image: &Path) -> String {
+    let raw = bench.scratch("readback.img");
+    disk::run(
+        Command::new("zstd")
+            .args(["-q", "-d", "-f"])
+            .arg(image)
+            .arg("-o")
+            .arg(&raw),
+    );
+    let table = disk::run(Command::new("sfdisk").arg("--json").arg(&raw));
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout)
+        .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}", raw.display()));
+    let start = table["partitiontable"]["partitions"][1]["start"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no second partition in {}", image.display()));
+    let cat = disk::run(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {TARGET}"))
+            .arg(format!("{}?offset={}", raw.display(), start * 512)),
+    );
+    disk::remove(&raw);
+    String::from_utf8_lossy(&cat.stdout).into_owned()
+}
+
+/// A table row: median, min, max, and the median's ratio to `base`.
+fn row(table: &mut Table, name: &str, s: &Samples, base: Duration) {
+    table.row(vec![
+        name.to_string(),
+        s.len().to_string(),
+        format!("{:.2}", secs(s.median())),
+        format!("{:.2}", secs(s.min())),
+        format!("{:.2}", secs(s.max())),
+        format!("{:.2}", secs(s.median()) / secs(base)),
+    ]);
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn rss_cell(rss: &[u64]) -> String {
+    let max = rss.iter().copied().max().unwrap_or(0);
+    let min = rss.iter().copied().min().unwrap_or(0);
+    if min == max {
+        format!("{:.0}", mib(max))
+    } else {
+        format!("{:.0}–{:.0}", mib(min), mib(max))
+    }
+}
+
+fn main() {
+    let only = std::env::args()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "--only")
+        .map(|w| w[1].clone());
+    let do_a = only.as_deref().is_none_or(|o| o == "a");
+    let do_b = only.as_deref().is_none_or(|o| o == "b");
+    let explicit = std::env::args().any(|a| a == "--runs");
+    let (runs_a, runs_b) = if explicit {
+        (support::runs(3), support::runs(2))
+    } else {
+        (3, 2)
+    };
+    // `--no-mount`: the non-root path (debugfs instead of a loop mount), as root too.
+    let root = disk::is_root() && !support::flag("--no-mount");
+    disk::require(&["zstd", "cp", "debugfs", "mount", "umount"]);
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time (GNU time) measures the peak memory; install `time`"
+    );
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    support::header(
+        "image_build: w4b disk images on a realistic base vs the classic flow and the floor",
+        &format!(
+            "image: //boards:pi4, a file:// base (cached download), one layer with one source file, zstd -{LEVEL}\n\
+             (a) one-file rebuild, warm cache, {runs_a} rounds: vs cp --sparse + {} + zstd -{LEVEL} -T{threads}\n\
+             (b) cold build, empty cache, {runs_b} rounds: vs zstd -d + read/write copy + zstd -{LEVEL} -T{threads}\n\
+             (c) peak RSS of every timed w4b process (/usr/bin/time -f %M)\n\
+             rounds interleave w4b and its baseline, alternating which goes first",
+            if root {
+                "mount -o loop,offset + write + umount"
+            } else {
+                "debugfs -w write (no loop mount: not root, or --no-mount)"
+            }
+        ),
+    );
+
+    let cache_root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let (t_base, base) = support::time(|| pibase::realistic(&cache_root, BASE_BUDGET));
+    println!(
+        "   base: {}\n   {} in {:.1} s: {}",
+        base.describe(),
+        if base.built { "built" } else { "cached" },
+        secs(t_base),
+        base.dir.display()
+    );
+    let bench = Bench::new(&base, threads);
+    println!("   workspace: {}", bench.ws.display());
+    println!();
+
+    let mut results = Vec::new();
+    let image_mib = base.disk_bytes() as f64 / MIB as f64;
+
+    // (b) first: the cache of its last cold build is (a)'s warm cache, which saves one
+    // cold build (the longest thing here).
+    let mut warm_cache: Option<PathBuf> = None;
+    if do_b {
+        let mut w4b = Samples::default();
+        let mut rss = Vec::new();
+        let mut timings = Vec::new();
+        let mut floor_t = Floor::default();
+        let mut raw_bytes = 0;
+        // One untimed warm-up of the floor puts the base in the page cache for both sides.
+        floor(&bench, &base, &mut Floor::default());
+        for round in 0..runs_b {
+            // Only the last round's cache is kept (for (a)); a cold build's cache is
+            // several GiB.
+            if let Some(old) = warm_cache.take() {
+                fs::remove_dir_all(&old).unwrap_or_else(|e| panic!("remove {}: {e}", old.display()));
+            }
+            let cache = bench.scratch(&format!("cache-b{round}"));
+            let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
+                let out = bench.out();
+                if out.exists() {
+                    fs::remove_dir_all(&out).unwrap_or_else(|e| panic!("remove {}: {e}", out.display()));
+                }
+                let run = bench.build(&cache);
+                assert!(
+                    ran_step(&run, "#fetch") && ran_step(&run, "#unpack") && ran_step(&run, "#compress"),
+                    "a cold build must run fetch, unpack and compress: {:?}",
+                    run.ran
+                );
+                assert!(
+                    run.cached.is_empty(),
+                    "a cold build found {:?} cached",
+                    run.cached
+                );
+                w4b.push(run.took);
+                rss.push(run.max_rss_kib);
+                timings.push(run.timings);
+            };
+            if round % 2 == 0 {
+                ours(&mut w4b, &mut rss, &mut timings);
+                raw_bytes = floor(&bench, &base, &mut floor_t);
+            } else {
+                raw_bytes = floor(&bench, &base, &mut floor_t);
+                ours(&mut w4b, &mut rss, &mut timings);
+            }
+            warm_cache = Some(cache);
+        }
+        assert_eq!(raw_bytes, base.disk_bytes(), "the floor read the whole disk");
+        let b = floor_t.total.median();
+        let mut table = Table::new(&["(b) cold build", "runs", "median s", "min s", "max s", "× floor"]);
+        row(&mut table, "w4b build, empty cache", &w4b, b);
+        row(&mut table, "floor, total", &floor_t.total, b);
+        row(&mut table, "  zstd -d", &floor_t.decompress, b);
+        row(&mut table, "  read + write copy", &floor_t.copy, b);
+        row(
+            &mut table,
+            &format!("  zstd -{LEVEL} -T{threads} + fsync"),
+            &floor_t.compress,
+            b,
+        );
+        table.print();
+        step_table("(b) w4b steps, own time", &timings);
+        let cache_bytes = warm_cache.as_deref().map_or(0, du);
+        println!(
+            "   (c) peak RSS of w4b, cold builds: {} MiB; image {image_mib:.0} MiB raw; cache after one cold build: {} MiB",
+            rss_cell(&rss),
+            thousands(cache_bytes / MIB)
+        );
+        println!();
+        let ratio = secs(w4b.median()) / secs(b);
+        results.push(format!(
+            "cold build {:.2} s (ratio {ratio:.2}× floor {:.2} s, peak RSS {} MiB)",
+            secs(w4b.median()),
+            secs(b),
+            rss_cell(&rss)
+        ));
+        if !do_a {
+            if let Some(c) = warm_cache.take() {
+                fs::remove_dir_all(&c).unwrap_or_else(|e| panic!("remove {}: {e}", c.display()));
+            }
+        }
+    }
+
+    if do_a {
+        let warm = match warm_cache.take() {
+            Some(c) => c,
+            None => {
+                let c = bench.scratch("cache-warm");
+                let cold = bench.build(&c);
+                println!(
+                    "   (a) warm-up: cold build {:.1} s ({} steps, peak RSS {:.0} MiB)",
+                    secs(cold.took),
+                    cold.steps,
+                    mib(cold.max_rss_kib),
+                );
+                c
+            }
+        };
+        let noop = bench.build(&warm);
+        assert!(
+            noop.ran.is_empty(),
+            "a build with nothing changed ran {:?}",
+            noop.ran
+        );
+        println!(
+            "   (a) warm cache: no-op build {:.2} s, {} steps cached",
+            secs(noop.took),
+            noop.cached.len()
+        );
+
+        let mut w4b = Samples::default();
+        let mut rss = Vec::new();
+        let mut timings = Vec::new();
+        let mut classic_t = Classic::default();
+        let mut last_image: Option<Vec<u8>> = None;
+        let src = bench.ws.join("defs/layers/files/bench.conf");
+        let warm_bytes = du(&warm);
+        let round_bytes = std::cell::Cell::new(0);
+        for round in 0..runs_a {
+            let contents = format!("round={round}\nthe one file the (a) rounds change\n");
+            let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
+                fs::write(&src, &contents).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
+                let cache = fresh_copy(&warm, &bench.scratch("cache-round"));
+                let run = bench.build(&cache);
+                // What this round added (GiB) goes; the warm cache stays as it was.
+                round_bytes.set(du(&cache));
+                fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
+                for must in ["#bench", "#compress"] {
+                    assert!(
+                        ran_step(&run, must),
+                        "round {round}: no step {must} ran: {:?}",
+                        run.ran
+                    );
+                }
+                for mustnt in ["#fetch", "#unpack"] {
+                    assert!(
+                        !ran_step(&run, mustnt),
+                        "round {round}: {mustnt} ran again: {:?}",
+                        run.ran
+                    );
+                }
+                w4b.push(run.took);
+                rss.push(run.max_rss_kib);
+                timings.push(run.timings);
+            };
+            if round % 2 == 0 {
+                ours(&mut w4b, &mut rss, &mut timings);
+                classic(&bench, &base, &contents, root, &mut classic_t);
+            } else {
+                classic(&bench, &base, &contents, root, &mut classic_t);
+                ours(&mut w4b, &mut rss, &mut timings);
+            }
+            let image = fs::read(bench.image()).unwrap_or_else(|e| panic!("read image: {e}"));
+            assert!(
+                last_image.as_ref() != Some(&image),
+                "round {round}: the image did not change"
+            );
+            last_image = Some(image);
+        }
+        // Outside the timing: the last round's contents are in w4b's image.
+        let last = format!("round={}\nthe one file the (a) rounds change\n", runs_a - 1);
+        assert_eq!(
+            read_back(&bench, &bench.image()),
+            last,
+            "w4b's image lacks the change"
+        );
+        println!(
+            "   (a) w4b image {} MiB, classic image {} MiB (zstd -{LEVEL}); both checked to hold the new {TARGET}",
+            thousands(last_image.as_ref().map_or(0, |i| i.len() as u64) / MIB),
+            thousands(
+classic_t.image_bytes / MIB
+            )
+        );
+        println!();
+        let b = classic_t.total.median();
+        let mut table = Table::new(&[
+            "(a) one-file rebuild",
+            "runs",
+            "median s",
+            "min s",
+            "max s",
+            "× classic",
+        ]);
+        row(&mut table, "w4b build (spawn to exit)", &w4b, b);
+        row(&mut table, "classic flow, total", &classic_t.total, b);
+        row(&mut table, "  cp --sparse=always", &classic_t.copy, b);
+        let edit = if root {
+            "  mount, write, umount"
+        } else {
+            "  debugfs -w write"
+        };
+        row(&mut table, edit, &classic_t.edit, b);
+        row(
+            &mut table,
+            &format!("  zstd -{LEVEL} -T{threads} + fsync"),
+            &classic_t.compress,
+            b,
+        );
+        table.print();
+        step_table("(a) w4b steps, own time", &timings);
+        println!(
+            "   (c) peak RSS of w4b, one-file rebuilds: {} MiB; image {image_mib:.0} MiB raw; cache {} MiB warm, {} MiB after a rebuild",
+            rss_cell(&rss),
+            thousands(warm_bytes / MIB),
+            thousands(round_bytes.get() / MIB)
+        );
+        println!();
+        let ratio = secs(w4b.median()) / secs(b);
+        results.push(format!(
+            "one-file rebuild {:.2} s (ratio {ratio:.2}× classic flow {:.2} s, peak RSS {} MiB)",
+            secs(w4b.median()),
+            secs(b),
+            rss_cell(&rss)
+        ));
+        fs::remove_dir_all(&warm).unwrap_or_else(|e| panic!("remove {}: {e}", warm.display()));
+    }
+
+    if support::flag("--keep") {
+        println!("   kept: {}", bench.root.keep().display());
+    }
+    println!(
+        "RESULT image_build ({:.0} MiB image): {}",
+        image_mib,
+        results.join("; ")
+    );
+}
