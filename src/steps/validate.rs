@@ -7,6 +7,11 @@
 //! Keyed: the board's boot files (kernel and device trees), which decide what is checked.
 //! The disk is keyed as an upstream output, so a passed disk is never checked twice.
 //!
+//! File contents are not read back (`validate_disk_structure`): the filesystems were just
+//! written from trees whose every blob the store verified, and reading a 2 GB image's
+//! data again cost more than writing it; the table, both filesystems' metadata and the
+//! files the rules read are checked. `w4b validate` on a finished image reads everything.
+//!
 //! The readers seek, so the disk blob is opened in place, unverified; a failure is only
 //! reported after the blob's digest has been checked (a corrupt cache entry is a missing
 //! input that the engine repairs, not a broken image), and a pass needs no check of its
@@ -24,7 +29,7 @@ use crate::defs::TableType;
 use crate::formats::partition::{PartitionTable, TableKind};
 use crate::store::AppStore;
 use crate::tree::Blobs;
-use crate::validate::{validate_disk, BoardCheck, SCHEMA};
+use crate::validate::{validate_disk_structure, BoardCheck, SCHEMA};
 
 pub struct ValidateStep {
     pub store: Arc<AppStore>,
@@ -86,7 +91,8 @@ impl Step for ValidateStep {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the structure is checked without reading file contents back.
+        2
     }
 
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
@@ -112,7 +118,7 @@ impl Step for ValidateStep {
             })?;
         cx.check_cancel()?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let report = match validate_disk(&mut reader, disk.size, Some(&self.board)) {
+        let report = match validate_disk_structure(&mut reader, disk.size, Some(&self.board)) {
             Ok(report) => report,
             Err(e) => {
                 if !self.intact(disk)? {

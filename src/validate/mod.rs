@@ -310,6 +310,19 @@ pub fn validate_disk<R: Read + Seek>(
     Ok(inspect_disk(disk, size, board, false)?.report)
 }
 
+/// [`validate_disk`] without reading file contents: the partition table, both
+/// filesystems' metadata (superblocks, every directory and inode), and the files the rules
+/// read (`cmdline.txt`, `config.txt`, `/etc/fstab`). For disks this process has just
+/// written from verified trees, where reading 2 GB of file data back would check the
+/// store again, not the image; `w4b validate` on a finished image reads everything.
+pub fn validate_disk_structure<R: Read + Seek>(
+    disk: &mut R,
+    size: u64,
+    board: Option<&BoardCheck>,
+) -> Result<Report, ValidateError> {
+    Ok(inspect(disk, size, board, false, false)?.report)
+}
+
 /// [`validate_disk`] on the image file at `path`, decompressed first when it is `.xz`,
 /// `.zst` or `.gz` ([`crate::image::open_image`]).
 pub fn validate_image(path: &Path, board: Option<&BoardCheck>) -> Result<Report, ValidateError> {
@@ -325,6 +338,16 @@ pub fn inspect_disk<R: Read + Seek>(
     size: u64,
     board: Option<&BoardCheck>,
     trees: bool,
+) -> Result<Validation, ValidateError> {
+    inspect(disk, size, board, trees, true)
+}
+
+fn inspect<R: Read + Seek>(
+    disk: &mut R,
+    size: u64,
+    board: Option<&BoardCheck>,
+    trees: bool,
+    contents: bool,
 ) -> Result<Validation, ValidateError> {
     let mut v = Validation::default();
     let Some(table) = check_table(disk, size, &mut v.report) else {
@@ -348,12 +371,16 @@ pub fn inspect_disk<R: Read + Seek>(
     // The boot partition: walk, read every file, keep the few files the rules read.
     let mut boot = BootFiles::default();
     match v.layout.boot.and_then(|i| v.layout.part(i)).cloned() {
-        Some(p) => match read_boot(disk, &p, trees, &mut boot) {
+        Some(p) => match read_boot(disk, &p, trees, contents, &mut boot) {
             Ok(tree) => {
                 v.report.pass(
                     "boot_fs",
                     Some(format!("partition {}", p.info.index)),
-                    format!("FAT read completely: {} entries, {} bytes of file data", boot.entries, boot.bytes),
+                    if contents {
+                        format!("FAT read completely: {} entries, {} bytes of file data", boot.entries, boot.bytes)
+                    } else {
+                        format!("FAT structure read: {} entries, {} bytes of file data (contents not read)", boot.entries, boot.bytes)
+                    },
                 );
                 v.boot_tree = tree;
                 set_fs_ids(&mut v.layout, p.info.index, boot.label.clone(), boot.uuid.clone());
@@ -370,12 +397,16 @@ pub fn inspect_disk<R: Read + Seek>(
 
     let mut root = RootFiles::default();
     match v.layout.root.and_then(|i| v.layout.part(i)).cloned() {
-        Some(p) => match read_root(disk, &p, trees, &mut root) {
+        Some(p) => match read_root(disk, &p, trees, contents, &mut root) {
             Ok(tree) => {
                 v.report.pass(
                     "root_fs",
                     Some(format!("partition {}", p.info.index)),
-                    format!("ext4 read completely: {} entries, {} bytes of file data", root.entries, root.bytes),
+                    if contents {
+                        format!("ext4 read completely: {} entries, {} bytes of file data", root.entries, root.bytes)
+                    } else {
+                        format!("ext4 structure read: {} entries, {} bytes of file data (contents not read)", root.entries, root.bytes)
+                    },
                 );
                 v.root_tree = tree;
                 set_fs_ids(&mut v.layout, p.info.index, root.label.clone(), root.uuid.clone());
@@ -618,6 +649,7 @@ fn read_all(
     nodes: &[Node],
     contents: &dyn Contents,
     keep: bool,
+    read_contents: bool,
     bytes: &mut u64,
 ) -> Result<Option<Vec<TreeEntry>>, String> {
     let mut buf = vec![0u8; 1 << 20];
@@ -625,6 +657,15 @@ fn read_all(
     let mut tree = Vec::new();
     for n in nodes {
         let kind = match &n.kind {
+            NodeKind::File { size, .. } if !read_contents && !keep => {
+                *bytes = bytes.saturating_add(*size);
+                let kind = EntryKind::File {
+                    size: *size,
+                    blake3: [0; 32],
+                };
+                files.insert(n.path.as_str(), kind.clone());
+                kind
+            }
             NodeKind::File { size, content } => {
                 let mut r = contents
                     .open(content)
@@ -707,6 +748,7 @@ fn read_boot<R: Read + Seek>(
     disk: &mut R,
     p: &PartView,
     keep: bool,
+    read_contents: bool,
     out: &mut BootFiles,
 ) -> Result<Option<Vec<TreeEntry>>, String> {
     let fat = read_fat(disk, p.offset, p.len).map_err(|e| chain(&e))?;
@@ -717,7 +759,7 @@ fn read_boot<R: Read + Seek>(
         .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF));
     let nodes = fat.nodes();
     out.entries = nodes.len();
-    let tree = read_all(nodes, &fat, keep, &mut out.bytes)?;
+    let tree = read_all(nodes, &fat, keep, read_contents, &mut out.bytes)?;
     for n in nodes {
         let Some(name) = n.path.strip_prefix('/') else {
             continue;
@@ -749,6 +791,7 @@ fn read_root<R: Read + Seek>(
     disk: &mut R,
     p: &PartView,
     keep: bool,
+    read_contents: bool,
     out: &mut RootFiles,
 ) -> Result<Option<Vec<TreeEntry>>, String> {
     let fs = Ext4::open(&mut *disk, p.offset, p.len).map_err(|e| chain(&e))?;
@@ -773,7 +816,7 @@ fn read_root<R: Read + Seek>(
     ));
     let nodes = fs.nodes().map_err(|e| chain(&e))?;
     out.entries = nodes.len();
-    let tree = read_all(&nodes, &fs, keep, &mut out.bytes)?;
+    let tree = read_all(&nodes, &fs, keep, read_contents, &mut out.bytes)?;
     // /etc/fstab, following one symlink (some images link it elsewhere).
     let mut path = "/etc/fstab".to_string();
     for _ in 0..2 {
