@@ -572,7 +572,13 @@ impl UnpackStep {
                     inner: &ext4,
                     cancel: cx.cancel,
                 };
-                from_nodes(blobs, &nodes, &contents)
+                // Tens of thousands of small blobs: one filesystem flush at the end
+                // instead of an fsync each (see `StoreDir::with_deferred_sync`).
+                self.store
+                    .inner()
+                    .local()
+                    .with_deferred_sync(|| from_nodes(blobs, &nodes, &contents))
+                    .map_err(StepError::diag)?
             }
             // `pick` only hands out FAT and ext4 views.
             FsKind::Fat | FsKind::Unknown => {
@@ -587,7 +593,13 @@ impl UnpackStep {
                     inner: &fat,
                     cancel: cx.cancel,
                 };
-                from_nodes(blobs, fat.nodes(), &contents)
+                // Tens of thousands of small blobs: one filesystem flush at the end
+                // instead of an fsync each (see `StoreDir::with_deferred_sync`).
+                self.store
+                    .inner()
+                    .local()
+                    .with_deferred_sync(|| from_nodes(blobs, fat.nodes(), &contents))
+                    .map_err(StepError::diag)?
             }
         };
         cx.check_cancel()?;
