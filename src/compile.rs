@@ -182,6 +182,9 @@ struct Compiler<'a> {
     store: &'a Arc<AppStore>,
     graph: Graph,
     fetcher: Option<Arc<Fetcher>>,
+    /// The old image generator's `W4B_DOWNLOAD_SERVER`: a mirror of the Raspberry Pi
+    /// download servers, tried before them.
+    download_server: Option<String>,
 }
 
 fn loc(t: &LoadedTarget, key: &str) -> Option<String> {
@@ -196,13 +199,19 @@ impl Compiler<'_> {
     }
 
     /// `mirrors:` of `w4b.yaml`, for a fetch step.
+    /// With `W4B_DOWNLOAD_SERVER`, that server comes first for the Raspberry Pi download
+    /// hosts (`https://downloads.raspberrypi.com/…` → `<server>/…`).
     fn mirrors(&self) -> Vec<(String, Vec<String>)> {
-        self.ws
-            .config()
-            .mirrors
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        let mut m: BTreeMap<String, Vec<String>> = self.ws.config().mirrors.clone();
+        if let Some(server) = &self.download_server {
+            for host in [
+                "https://downloads.raspberrypi.com/",
+                "https://downloads.raspberrypi.org/",
+            ] {
+                m.entry(host.to_owned()).or_default().insert(0, server.clone());
+            }
+        }
+        m.into_iter().collect()
     }
 
     fn fetcher(&mut self) -> miette::Result<Arc<Fetcher>> {
@@ -732,6 +741,13 @@ pub fn compile(
         store,
         graph: Graph::new(),
         fetcher: None,
+        download_server: env.get("W4B_DOWNLOAD_SERVER").filter(|v| !v.is_empty()).map(|v| {
+            if v.ends_with('/') {
+                v.clone()
+            } else {
+                format!("{v}/")
+            }
+        }),
     };
     let mut targets = Vec::new();
     for label in labels {

@@ -220,9 +220,16 @@ impl App {
         }
     }
 
+    /// `--out`, else the old image generator's `W4B_IMAGE_OUTPUT_DIR`, else `out/` in the
+    /// workspace.
     pub fn out_dir(&self, ws: &Workspace, explicit: Option<&Path>) -> PathBuf {
-        match explicit {
-            Some(p) if p.is_absolute() => p.to_path_buf(),
+        let from_env = self
+            .env
+            .get("W4B_IMAGE_OUTPUT_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match explicit.map(Path::to_path_buf).or(from_env) {
+            Some(p) if p.is_absolute() => p,
             Some(p) => self.cwd.join(p),
             None => ws.root().join("out"),
         }

@@ -352,3 +352,28 @@ fn the_embedded_north_hive_builds_on_a_local_copy_of_its_base() {
     assert!(firstboot.contains("system-admin-user"), "{firstboot}");
     sh(&format!("e2fsck -fn '{}'", root.display()));
 }
+
+#[test]
+fn the_old_generators_download_server_and_output_dir_variables_are_honoured() {
+    let server = TestServer::start();
+    let Some(mut env) = edge_workspace(&server) else {
+        return;
+    };
+    // The base names the real download host; `W4B_DOWNLOAD_SERVER` serves the same path.
+    let base = String::from_utf8(env.read("defs/bases/test.yaml")).unwrap();
+    let url = server.url("/base.img.xz");
+    env.write(
+        "defs/bases/test.yaml",
+        &base.replace(&url, "https://downloads.raspberrypi.com/base.img.xz"),
+    );
+    let out_dir = env.root.path().join("images-out");
+    env.extra_env
+        .insert("W4B_DOWNLOAD_SERVER".into(), server.url("/"));
+    env.extra_env
+        .insert("W4B_IMAGE_OUTPUT_DIR".into(), out_dir.display().to_string());
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(out_dir.join("edge.img.zst").is_file());
+    assert!(!env.path("out/edge.img.zst").exists());
+    assert_eq!(server.requests_for("/base.img.xz").len(), 1);
+}
