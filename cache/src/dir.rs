@@ -197,7 +197,6 @@ impl StoreDir {
         Ok((digest, size))
     }
 
-    /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.
     /// Runs `f` with this thread's blob publications unsynced, then makes them all durable
     /// with one `syncfs(2)` of the store's filesystem before returning. For a step that
     /// stores tens of thousands of small files (unpacking an image): one flush instead of
@@ -223,6 +222,7 @@ impl StoreDir {
         Ok(out)
     }
 
+    /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.
     pub(crate) fn publish(&self, tmp: NamedTempFile, dest: &Path) -> Result<(), CacheError> {
         if !DEFER_SYNC.with(|d| d.get()) {
             tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
