@@ -351,26 +351,12 @@ impl Module for Database {
 mod tests {
     use super::*;
     use crate::modules::oracles;
-    use crate::modules::testing::{lan_hive, render, wifi_hive};
+    use crate::modules::testing::{file_text as text, find, lan_hive, render, wifi_hive};
 
     fn generate(cfg: &HiveImage) -> Generated {
         match Database.generate(cfg) {
             Ok(g) => g,
             Err(e) => panic!("generate: {e}"),
-        }
-    }
-
-    fn find<'a>(g: &'a Generated, path: &str) -> &'a GenFile {
-        g.files
-            .iter()
-            .find(|f| f.path.to_string() == path)
-            .unwrap_or_else(|| panic!("no {path}"))
-    }
-
-    fn text(f: &GenFile) -> String {
-        match &f.body {
-            Body::File(b) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("{}: not a file: {other:?}", f.path),
         }
     }
 

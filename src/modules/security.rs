@@ -502,18 +502,7 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-    use crate::modules::testing::{lan_hive, render, wifi_hive};
-
-    fn find<'a>(g: &'a Generated, path: &str) -> Option<&'a GenFile> {
-        g.files.iter().find(|f| f.path.to_string() == path)
-    }
-
-    fn text(g: &Generated, path: &str) -> String {
-        match find(g, path).map(|f| &f.body) {
-            Some(Body::File(b)) => String::from_utf8(b.clone()).expect("utf-8"),
-            other => panic!("{path}: {other:?} in\n{}", render(g)),
-        }
-    }
+    use crate::modules::testing::{lan_hive, lookup as find, render, text, wifi_hive};
 
     fn no_vpn(mut cfg: HiveImage) -> HiveImage {
         cfg.settings.vpn_enabled = false;

@@ -528,26 +528,12 @@ impl Module for SensorManager {
 mod tests {
     use super::*;
     use crate::modules::oracles;
-    use crate::modules::testing::{lan_hive, render, wifi_hive};
+    use crate::modules::testing::{find, lan_hive, render, text, wifi_hive};
 
     fn generate(cfg: &HiveImage) -> Generated {
         match SensorManager.generate(cfg) {
             Ok(g) => g,
             Err(e) => panic!("generate: {e}"),
-        }
-    }
-
-    fn find<'a>(g: &'a Generated, path: &str) -> &'a GenFile {
-        g.files
-            .iter()
-            .find(|f| f.path.to_string() == path)
-            .unwrap_or_else(|| panic!("no {path}"))
-    }
-
-    fn text(g: &Generated, path: &str) -> String {
-        match &find(g, path).body {
-            Body::File(b) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("{path}: {other:?}"),
         }
     }
 

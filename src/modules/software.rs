@@ -358,25 +358,12 @@ impl Module for Software {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{lan_hive, render, wifi_hive};
-    use crate::modules::Body;
+    use crate::modules::testing::{lan_hive, render, text, wifi_hive};
 
     fn generate(cfg: &HiveImage) -> Generated {
         match Software.generate(cfg) {
             Ok(g) => g,
             Err(e) => panic!("generate: {e}"),
-        }
-    }
-
-    fn text(g: &Generated, path: &str) -> String {
-        match g
-            .files
-            .iter()
-            .find(|f| f.path.to_string() == path)
-            .map(|f| &f.body)
-        {
-            Some(Body::File(b)) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("{path}: {other:?}"),
         }
     }
 

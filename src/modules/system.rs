@@ -747,21 +747,7 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-    use crate::modules::testing::{lan_hive, render, wifi_hive};
-
-    fn find<'a>(g: &'a Generated, path: &str) -> &'a GenFile {
-        g.files
-            .iter()
-            .find(|f| f.path.to_string() == path)
-            .unwrap_or_else(|| panic!("no {path} in\n{}", render(g)))
-    }
-
-    fn text(f: &GenFile) -> String {
-        match &f.body {
-            Body::File(b) => String::from_utf8(b.clone()).expect("utf-8"),
-            other => panic!("{} is {other:?}", f.path),
-        }
-    }
+    use crate::modules::testing::{file_text as text, find, lan_hive, render, wifi_hive};
 
     #[test]
     fn snapshot_wifi_hive() {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Body, Generated};
+use super::{Body, GenFile, Generated};
 use crate::hive::config::*;
 
 fn base_settings() -> ImageSettings {
@@ -265,4 +265,27 @@ pub fn render(g: &Generated) -> String {
         }
     }
     s
+}
+
+/// The generated entry at `path`, if any.
+pub fn lookup<'a>(g: &'a Generated, path: &str) -> Option<&'a GenFile> {
+    g.files.iter().find(|f| f.path.to_string() == path)
+}
+
+/// The generated entry at `path`; panics (showing everything generated) when absent.
+pub fn find<'a>(g: &'a Generated, path: &str) -> &'a GenFile {
+    lookup(g, path).unwrap_or_else(|| panic!("no {path} in\n{}", render(g)))
+}
+
+/// The text of a generated regular file; panics for anything else.
+pub fn file_text(f: &GenFile) -> String {
+    match &f.body {
+        Body::File(b) => String::from_utf8(b.clone()).expect("utf-8"),
+        other => panic!("{} is not a file: {other:?}", f.path),
+    }
+}
+
+/// The text of the generated regular file at `path`.
+pub fn text(g: &Generated, path: &str) -> String {
+    file_text(find(g, path))
 }
