@@ -1050,11 +1050,12 @@ impl Compiler<'_> {
             };
             // The node's identity sees the secrets only through a keyed digest.
             let mut def = format!("module {} v{} {json} epoch={epoch}", m.name(), m.version());
+            let reads_secrets = !secrets.is_empty();
             for s in secrets {
                 def.push_str(&format!(
                     " {}={}",
                     s.name,
-                    blake3::keyed_hash(&key, s.expose().as_bytes())
+                    crate::steps::module::secret_digest(&key, s.expose())
                 ));
             }
             let name = m.name();
@@ -1067,6 +1068,7 @@ impl Compiler<'_> {
                 secret_key: key,
                 location: location.clone(),
                 locations: locations.clone(),
+                reads_secrets,
             });
             module_nodes.push(self.add(format!("{label}#module:{name}"), def.as_bytes(), step, vec![]));
         }

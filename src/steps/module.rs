@@ -42,6 +42,9 @@ pub struct ModuleStep {
     /// Where each hive value was written (`hive.maintenance.updates.update_hour` →
     /// `defs/hives/north.yaml:47:14`), to point `why` at the value a module read.
     pub locations: std::collections::BTreeMap<String, String>,
+    /// Whether `module.inputs(config)` names any secret: decided once by the compiler
+    /// (the engine asks every upstream step on each publication).
+    pub reads_secrets: bool,
 }
 
 /// A module leaked secret text into a first-boot section.
@@ -82,6 +85,13 @@ pub fn secret_key(store: &AppStore) -> Result<[u8; 32], w4b_cache::CacheError> {
     }
 }
 
+/// The digest standing for a secret's value in keys and node identities: BLAKE3 keyed
+/// with a key derived from the cache's [`secret_key`].
+pub fn secret_digest(secret_key: &[u8; 32], value: &str) -> String {
+    let key = blake3::derive_key(SECRET_DIGEST_CONTEXT, secret_key);
+    blake3::keyed_hash(&key, value.as_bytes()).to_hex().to_string()
+}
+
 impl ModuleStep {
     /// The location of the configuration value a module input named `key` most likely
     /// came from: the first written key path that ends in it or passes through it.
@@ -97,8 +107,7 @@ impl ModuleStep {
     }
 
     fn secret_digest(&self, value: &str) -> String {
-        let key = blake3::derive_key(SECRET_DIGEST_CONTEXT, &self.secret_key);
-        blake3::keyed_hash(&key, value.as_bytes()).to_hex().to_string()
+        secret_digest(&self.secret_key, value)
     }
 }
 
@@ -216,6 +225,6 @@ impl Step for ModuleStep {
     }
 
     fn shareable(&self) -> bool {
-        self.module.inputs(&self.config).1.is_empty()
+        !self.reads_secrets
     }
 }
