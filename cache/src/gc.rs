@@ -1,4 +1,5 @@
-//! Garbage collection: records are the roots, blobs live while a kept record reaches them.
+//! Garbage collection: records are the roots, blobs live while a kept record reaches them
+//! (through its outputs, or a tree its preimage names for `why`).
 //!
 //! GC must never delete what a running build may still need. In a local directory builds
 //! hold a shared [`Lease`](crate::Lease) and GC takes the exclusive lock without waiting,
@@ -72,6 +73,30 @@ struct OutputProbe {
     digest: Digest,
 }
 
+/// The trees a record of another schema names in its preimage, if it has that shape;
+/// probed separately so a preimage of another shape never costs the outputs their root.
+#[derive(Deserialize)]
+struct TreesProbe {
+    preimage: Vec<TreeProbe>,
+}
+
+#[derive(Deserialize)]
+struct TreeProbe {
+    #[serde(default)]
+    tree: Option<Digest>,
+}
+
+/// The roots of a record of another schema: its outputs, then the trees of its preimage.
+fn foreign_roots(bytes: &[u8]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = serde_json::from_slice::<RootsProbe>(bytes)
+        .map(|p| p.outputs.values().map(|o| o.digest).collect())
+        .unwrap_or_default();
+    if let Ok(p) = serde_json::from_slice::<TreesProbe>(bytes) {
+        out.extend(p.preimage.iter().filter_map(|e| e.tree));
+    }
+    out
+}
+
 struct Root {
     path: std::path::PathBuf,
     size: u64,
@@ -103,10 +128,8 @@ impl StoreDir {
         let mut roots = Vec::new();
         for e in self.record_entries()? {
             let outputs = match self.load_record(&e.digest, &e.path)? {
-                Some((Parsed::Valid(r), _)) => r.outputs.values().map(|o| o.digest).collect(),
-                Some((Parsed::Foreign, bytes)) => serde_json::from_slice::<RootsProbe>(&bytes)
-                    .map(|p| p.outputs.values().map(|o| o.digest).collect())
-                    .unwrap_or_default(),
+                Some((Parsed::Valid(r), _)) => r.roots(),
+                Some((Parsed::Foreign, bytes)) => foreign_roots(&bytes),
                 Some((Parsed::Invalid, _)) | None => continue,
             };
             roots.push(Root {
@@ -254,6 +277,39 @@ mod tests {
         // Without the hook the listing's children are unreachable.
         assert_eq!(dir.gc(&later, &NoRefs).unwrap().blobs_removed, 2);
         assert!(dir.contains(&top) && !dir.contains(&leaf));
+    }
+
+    #[test]
+    fn a_tree_named_by_a_preimage_lives_as_long_as_its_record() {
+        let (_t, dir) = store();
+        let leaf = dir.put_bytes(b"old file").unwrap();
+        let tree = dir.put_bytes(&listing(&[leaf])).unwrap();
+        let out = dir.put_bytes(b"output").unwrap();
+        let mut r = record("k", &[("out", out, 6)]);
+        r.preimage[0].tree = Some(tree);
+        dir.put_record(&r).unwrap();
+        let later = GcPolicy::new(SystemTime::now() + 2 * DAY);
+        let rep = dir.gc(&later, &ListRefs).unwrap();
+        assert_eq!((rep.blobs_removed, rep.blobs_kept), (0, 3));
+        assert!([leaf, tree, out].iter().all(|d| dir.contains(d)));
+
+        // A record of another schema keeps its preimage's trees too.
+        let text = String::from_utf8(r.to_json())
+            .unwrap()
+            .replace("w4b.record/1", "w4b.record/9");
+        let path = dir.record_path(&r);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(dir.gc(&later, &ListRefs).unwrap().blobs_removed, 0);
+        assert!(dir.contains(&leaf));
+
+        // Once the record goes, so does its tree.
+        let evict = GcPolicy {
+            max_age: Some(DAY),
+            ..GcPolicy::new(SystemTime::now() + 3 * DAY)
+        };
+        let rep = dir.gc(&evict, &ListRefs).unwrap();
+        assert_eq!((rep.records_removed, rep.blobs_removed), (1, 3));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub struct Record {
     pub producer: Producer,
 }
 
-/// One named component of a step key's preimage; opaque to the store.
+/// One named component of a step key's preimage; opaque to the store, except for `tree`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreimageEntry {
     pub component: String,
@@ -47,6 +47,12 @@ pub struct PreimageEntry {
     pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// For a value that stands for a whole tree of files (a directory's digest, an
+    /// archive's): a blob in the store that spells the tree out (for w4b, a tree root),
+    /// so `why` can name the files that differ. Recorded, never part of the key. The
+    /// store keeps it, and every blob it references, as long as the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<Digest>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +151,18 @@ impl Record {
         outputs_digest(&self.outputs)
     }
 
+    /// The blobs this record keeps alive: its outputs, then the trees its preimage names
+    /// (see [`PreimageEntry::tree`]), in that order, without repeats.
+    pub fn roots(&self) -> Vec<Digest> {
+        let mut out: Vec<Digest> = self.outputs.values().map(|o| o.digest).collect();
+        for t in self.preimage.iter().filter_map(|e| e.tree) {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
     /// Pretty JSON with a trailing newline; field order is the struct's, maps are sorted.
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising plain structs and string-keyed maps into memory cannot fail.
@@ -216,6 +234,7 @@ pub(crate) mod tests {
             name: "key".into(),
             value: key.into(),
             location: Some("t.yaml:1:1".into()),
+            tree: None,
         });
         for (name, digest, size) in outputs {
             r.outputs.insert(

@@ -127,7 +127,8 @@ impl Store {
     }
 
     /// Stores `r` locally, then (unless the remote is absent or read-only) uploads its
-    /// outputs' closure and the record. Returns what was uploaded.
+    /// outputs' closure, the closure of the trees its preimage names, and the record.
+    /// Returns what was uploaded.
     pub fn publish(&self, r: &Record, refs: &dyn BlobRefs) -> Result<Uploaded, CacheError> {
         self.local.put_record(r)?;
         let mut up = Uploaded::default();
@@ -137,6 +138,13 @@ impl Store {
         let mut seen = BTreeSet::new();
         for out in r.outputs.values() {
             self.upload(remote, &out.digest, refs, &mut seen, &mut up)?;
+        }
+        // The trees `why` reads, so a reader of the record can explain it too. They only
+        // explain: one that is not here (a damaged local store) is left out, not an error.
+        for d in r.roots().into_iter().skip(r.outputs.len()) {
+            if self.local.contains(&d) {
+                self.upload(remote, &d, refs, &mut seen, &mut up)?;
+            }
         }
         remote.put_record(r)?;
         Ok(up)
@@ -251,6 +259,28 @@ mod tests {
         assert_eq!(remote.verify(&ListRefs).unwrap().incomplete_listings, vec![tree]);
         assert_eq!(writer.publish(&r, &ListRefs).unwrap().blobs, 2);
         assert_eq!(third.read(&leaf).unwrap(), b"leaf");
+    }
+
+    #[test]
+    fn publish_uploads_the_trees_a_preimage_names() {
+        let (_t, local, remote) = dirs();
+        let writer = Store::new(local, Some(remote.clone()));
+        let leaf = writer.local().put_bytes(b"a source file").unwrap();
+        let tree = writer.local().put_bytes(&listing(&[leaf])).unwrap();
+        let out = writer.local().put_bytes(b"output").unwrap();
+        let mut r = record("k", &[("out", out, 6)]);
+        r.preimage[0].tree = Some(tree);
+        assert_eq!(writer.publish(&r, &ListRefs).unwrap().blobs, 3);
+        assert!([leaf, tree, out].iter().all(|d| remote.contains(d)));
+        assert_eq!(remote.records(&r.key).unwrap(), vec![r.clone()]);
+
+        // A tree the local store lost only explains: the record is still published.
+        let (_t2, local, remote) = dirs();
+        let writer = Store::new(local, Some(remote.clone()));
+        writer.local().put_bytes(b"output").unwrap();
+        r.preimage[0].tree = Some(Digest::of(b"gone"));
+        assert_eq!(writer.publish(&r, &ListRefs).unwrap().blobs, 1);
+        assert_eq!(remote.records(&r.key).unwrap(), vec![r]);
     }
 
     #[test]
