@@ -16,8 +16,8 @@ use w4b_cache::{Digest, PreimageEntry, Producer, Record, RECORD_SCHEMA};
 
 use crate::cache::{Cache, Lookup, MissReason};
 use crate::graph::{Graph, NodeId};
-use crate::key::{Component, ComponentKind, Preimage, KEY_SCHEMA};
-use crate::step::{Outputs, PlanContext, RunContext, StepError};
+use crate::key::{upstream_name, Component, ComponentKind, Preimage, KEY_SCHEMA};
+use crate::step::{InputTrees, Outputs, PlanContext, RunContext, StepError};
 
 /// How a step ended in this build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,12 +318,8 @@ impl Engine<'_> {
             let from = self.graph.node(node.deps[i]).name.clone();
             for (name, r) in outs {
                 comps.push(
-                    Component::new(
-                        ComponentKind::Upstream,
-                        format!("in{i}.{name}"),
-                        r.digest.to_hex(),
-                    )
-                    .at(Some(from.clone())),
+                    Component::new(ComponentKind::Upstream, upstream_name(i, name), r.digest.to_hex())
+                        .at(Some(from.clone())),
                 );
             }
         }
@@ -516,12 +512,14 @@ impl Engine<'_> {
                 total,
             })
         };
+        let trees = InputTrees::default();
         let cx = RunContext {
             name: &node.name,
             inputs,
             cache: self.cache,
             cancel: self.cancel,
             progress: &progress,
+            trees: &trees,
         };
         // A panicking step must not take the engine down with it (a worker that never
         // returns would leave the others waiting forever).
@@ -557,6 +555,7 @@ impl Engine<'_> {
                     name: c.name.clone(),
                     value: c.value.clone(),
                     location: c.location.clone(),
+                    tree: trees.get(c.kind, &c.name),
                 })
                 .collect(),
             outputs: outputs.clone(),

@@ -13,6 +13,15 @@
 //!
 //! Steps whose key did not change and that were served from the cache are `unchanged` and
 //! only counted.
+//!
+//! A changed component whose value stands for a tree of files (a host directory, an
+//! unpacked archive) carries the root of that tree in both records (see [`crate::key`]).
+//! Its change then lists the paths inside that differ ([`PathChange`]), found by a
+//! [`TreeDiff`] the application supplies (the engine knows no tree format): it walks the
+//! two trees side by side and descends only into subtrees whose digests differ, so the
+//! cost follows the number of changed paths, not the size of the tree. The old tree is
+//! read from the cache, never from disk, so the previous build is explained even after
+//! the directory has changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,6 +53,85 @@ pub struct Change {
     pub old: Option<String>,
     pub new: Option<String>,
     pub location: Option<String>,
+    /// For a tree-valued component: the paths inside the tree that differ, in sorted
+    /// depth-first order. Omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathChange>,
+    /// Why the paths inside a tree-valued component could not be listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Change {
+    fn new(
+        component: String,
+        name: String,
+        old: Option<String>,
+        new: Option<String>,
+        location: Option<String>,
+    ) -> Change {
+        Change {
+            component,
+            name,
+            old,
+            new,
+            location,
+            paths: Vec::new(),
+            note: None,
+        }
+    }
+}
+
+/// How a path inside a tree-valued input differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathStatus {
+    Changed,
+    Added,
+    Removed,
+}
+
+impl PathStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathStatus::Changed => "changed",
+            PathStatus::Added => "added",
+            PathStatus::Removed => "removed",
+        }
+    }
+}
+
+/// One path inside a tree-valued input that differs between the two builds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PathChange {
+    /// Relative to the tree's root (`conf/app.conf`).
+    pub path: String,
+    pub change: PathStatus,
+    /// What the path held: a file's content digest (BLAKE3, 64 hex), `symlink:<target>`,
+    /// `dir`, or the kind of another object; `None` when the path did not exist.
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// Permission bits (`0755`), only when both sides have the path and they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_mode: Option<String>,
+}
+
+/// Lists the paths that differ between two trees in the store, named by their roots, in
+/// sorted depth-first order. Implemented by the application, which owns the tree format.
+pub trait TreeDiff {
+    /// An error is a message saying why the trees cannot be read (evicted, corrupt).
+    fn diff(&self, old: &Digest, new: &Digest) -> Result<Vec<PathChange>, String>;
+}
+
+/// For callers with no tree format: changes are listed without their paths.
+pub struct NoTrees;
+
+impl TreeDiff for NoTrees {
+    fn diff(&self, _: &Digest, _: &Digest) -> Result<Vec<PathChange>, String> {
+        Err("no tree format is known here".into())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -92,8 +180,9 @@ pub struct Why {
     pub steps: Vec<WhyStep>,
 }
 
-/// Explains the newest build in `history` against the one before it.
-pub fn explain(cache: &dyn Cache, history: &TargetHistory) -> Why {
+/// Explains the newest build in `history` against the one before it; `trees` lists the
+/// paths inside tree-valued inputs.
+pub fn explain(cache: &dyn Cache, trees: &dyn TreeDiff, history: &TargetHistory) -> Why {
     let Some(cur) = history.builds.first() else {
         return Why {
             schema: WHY_SCHEMA,
@@ -104,14 +193,20 @@ pub fn explain(cache: &dyn Cache, history: &TargetHistory) -> Why {
         };
     };
     let prev = history.builds.get(1);
-    explain_pair(cache, &history.target, prev, cur)
+    explain_pair(cache, trees, &history.target, prev, cur)
 }
 
 fn preimage_of(cache: &dyn Cache, key: &Digest) -> Option<Vec<PreimageEntry>> {
     cache.records(key).ok()?.into_iter().next().map(|r| r.preimage)
 }
 
-pub fn explain_pair(cache: &dyn Cache, target: &str, prev: Option<&BuildEntry>, cur: &BuildEntry) -> Why {
+pub fn explain_pair(
+    cache: &dyn Cache,
+    trees: &dyn TreeDiff,
+    target: &str,
+    prev: Option<&BuildEntry>,
+    cur: &BuildEntry,
+) -> Why {
     let prev_by_name: BTreeMap<&str, &StepEntry> = prev
         .map(|p| p.steps.iter().map(|s| (s.name.as_str(), s)).collect())
         .unwrap_or_default();
@@ -196,7 +291,8 @@ pub fn explain_pair(cache: &dyn Cache, target: &str, prev: Option<&BuildEntry>, 
             let new = preimage_of(cache, &s.key);
             match (old, new) {
                 (Some(old), Some(new)) => {
-                    let changes = diff(&old, &new);
+                    let mut changes = diff(&old, &new);
+                    inside_trees(trees, &old, &new, &mut changes);
                     let own = changes.iter().any(|c| c.component != "upstream");
                     step.status = if own {
                         WhyStatus::Root
@@ -296,28 +392,51 @@ pub fn diff(old: &[PreimageEntry], new: &[PreimageEntry]) -> Vec<Change> {
                     let mut leaves = Vec::new();
                     json_leaves(&k.1, Some(&jx), Some(&jy), &mut leaves);
                     for (name, old, new) in leaves {
-                        out.push(Change {
-                            component: k.0.clone(),
-                            name,
-                            old,
-                            new,
-                            location: location.clone(),
-                        });
+                        out.push(Change::new(k.0.clone(), name, old, new, location.clone()));
                     }
                     continue;
                 }
             }
         }
-        out.push(Change {
-            component: k.0.clone(),
-            name: k.1.clone(),
-            old: a.map(|e| e.value.clone()),
-            new: b.map(|e| e.value.clone()),
+        out.push(Change::new(
+            k.0.clone(),
+            k.1.clone(),
+            a.map(|e| e.value.clone()),
+            b.map(|e| e.value.clone()),
             location,
-        });
+        ));
     }
     out.sort_by_key(|c| c.component == "upstream");
     out
+}
+
+/// Fills in the paths of every change whose component both records name a tree for.
+fn inside_trees(trees: &dyn TreeDiff, old: &[PreimageEntry], new: &[PreimageEntry], changes: &mut [Change]) {
+    let tree_of = |entries: &[PreimageEntry], c: &Change| {
+        entries
+            .iter()
+            .find(|e| e.component == c.component && e.name == c.name)
+            .map(|e| e.tree)
+    };
+    for c in changes {
+        let (Some(a), Some(b)) = (tree_of(old, c), tree_of(new, c)) else {
+            // Added or removed components, and the leaves of structured parameters.
+            continue;
+        };
+        match (a, b) {
+            (Some(a), Some(b)) if a != b => match trees.diff(&a, &b) {
+                Ok(paths) => c.paths = paths,
+                Err(e) => c.note = Some(format!("the files inside cannot be listed: {e}")),
+            },
+            (Some(_), None) | (None, Some(_)) => {
+                let which = if a.is_some() { "earlier" } else { "newer" };
+                c.note = Some(format!(
+                    "only the {which} build recorded the files behind this value; there is nothing to compare them with"
+                ));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The leaves that differ between two JSON values, as `(path, old, new)`; objects are
@@ -354,6 +473,7 @@ mod json_diff_tests {
             name: "config".into(),
             value: value.into(),
             location: Some("defs/hives/north.yaml:3:1".into()),
+            tree: None,
         }
     }
 

@@ -18,6 +18,15 @@
 //! | `secret`   | a secret's *name* plus a local keyed digest of its value        | the secret's value                     |
 //! | `platform` | only for kinds whose output depends on the host (none today)    | host name, user, umask, TZ, locale, cwd, thread count |
 //!
+//! Two things are *recorded* with a component in the step's record but never hashed:
+//!
+//! | recorded   | what                                                                      |
+//! |------------|---------------------------------------------------------------------------|
+//! | `location` | where the value came from (`defs/…yaml:3:5`, `env W4B_EPOCH`, `--set …`), set when planning |
+//! | `tree`     | for a value that stands for a whole tree of files (an `input` digest of a host directory, an `upstream` archive a step unpacks): the root of a tree in the store with the same content, reported by the step as it runs ([`crate::RunContext::input_tree`]). `why` walks the old and new trees side by side, descending only where listing digests differ, to name the files that changed |
+//!
+//! Upstream components are named `in<position>.<output>` ([`upstream_name`]).
+//!
 //! ## Encoding (schema 1)
 //!
 //! ```text
@@ -109,6 +118,12 @@ impl fmt::Display for ComponentKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The name of the `upstream` component for output `output` of the step's `index`-th
+/// input: `in0.file`.
+pub fn upstream_name(index: usize, output: &str) -> String {
+    format!("in{index}.{output}")
 }
 
 /// One named input to a step key. `location` says where a value came from (a definition

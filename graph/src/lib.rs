@@ -24,6 +24,6 @@ pub use cache::{Cache, CacheResult, Lookup, MissReason};
 pub use exec::{BuildOptions, BuildReport, Engine, Event, Observer, Silent, StepResult, StepStatus};
 pub use graph::{Graph, Node, NodeId};
 pub use key::{Component, ComponentKind, Preimage};
-pub use step::{Outputs, PlanContext, RunContext, Step, StepError};
+pub use step::{InputTrees, Outputs, PlanContext, RunContext, Step, StepError};
 #[cfg(test)]
 mod tests;

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use w4b_cache::{Digest, OutputRef};
 
 use crate::cache::Cache;
-use crate::key::Component;
+use crate::key::{upstream_name, Component, ComponentKind};
 
 /// Named outputs of a step, each a blob in the store.
 pub type Outputs = BTreeMap<String, OutputRef>;
@@ -43,13 +44,37 @@ pub struct PlanContext<'a> {
 }
 
 /// What a running step gets: its upstream outputs (in dependency order), the store,
-/// cancellation and progress.
+/// cancellation and progress, and where to report the trees behind its inputs.
 pub struct RunContext<'a> {
     pub name: &'a str,
     pub inputs: &'a [Outputs],
     pub cache: &'a dyn Cache,
     pub cancel: &'a AtomicBool,
     pub progress: &'a (dyn Fn(u64, Option<u64>) + Sync),
+    pub trees: &'a InputTrees,
+}
+
+/// The trees a running step reported for its tree-valued key components (see
+/// [`RunContext::input_tree`]); the engine records each next to its component.
+#[derive(Debug, Default)]
+pub struct InputTrees(Mutex<BTreeMap<(ComponentKind, String), Digest>>);
+
+impl InputTrees {
+    /// The tree reported for the component `(kind, name)`, if any.
+    pub fn get(&self, kind: ComponentKind, name: &str) -> Option<Digest> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(kind, name.to_owned()))
+            .copied()
+    }
+
+    fn insert(&self, kind: ComponentKind, name: String, root: Digest) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((kind, name), root);
+    }
 }
 
 impl RunContext<'_> {
@@ -77,6 +102,21 @@ impl RunContext<'_> {
     /// Reports progress in the step's own unit (usually bytes).
     pub fn progress(&self, done: u64, total: Option<u64>) {
         (self.progress)(done, total)
+    }
+
+    /// Says that the key component `(kind, name)`, a digest standing for a whole tree of
+    /// files (a host directory), has the content of the tree `root`, stored in the cache.
+    /// The record keeps `root` next to the component (never hashed), so `why` can name the
+    /// files that differ between two builds by walking only the subtrees that differ.
+    pub fn input_tree(&self, kind: ComponentKind, name: &str, root: Digest) {
+        self.trees.insert(kind, name.to_owned(), root);
+    }
+
+    /// [`input_tree`](Self::input_tree) for the output `output` of upstream `index` (an
+    /// archive the step unpacked): `root` is the tree of what the archive holds.
+    pub fn upstream_tree(&self, index: usize, output: &str, root: Digest) {
+        self.trees
+            .insert(ComponentKind::Upstream, upstream_name(index, output), root);
     }
 }
 

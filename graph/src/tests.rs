@@ -8,10 +8,10 @@ use w4b_cache::{Digest, OutputRef, Producer, Record};
 
 use crate::cache::{Cache, CacheResult, Lookup, MissReason};
 use crate::exec::{BuildOptions, Engine, Silent, StepStatus};
-use crate::explain::{explain, WhyStatus};
+use crate::explain::{explain, NoTrees, PathChange, PathStatus, TreeDiff, WhyStatus};
 use crate::graph::{identity, Graph, NodeId};
 use crate::history;
-use crate::key::Component;
+use crate::key::{Component, ComponentKind};
 use crate::step::{Outputs, PlanContext, RunContext, Step, StepError};
 
 #[derive(Default)]
@@ -206,7 +206,7 @@ fn change_propagates_and_why_names_it() {
     let r = build(&f2, &cache);
     assert_eq!(r.count(StepStatus::Ran), 3);
     let h = history::load(&cache, "//t:x").unwrap().unwrap();
-    let why = explain(&cache, &h);
+    let why = explain(&cache, &NoTrees, &h);
     assert_eq!(why.steps.len(), 3);
     assert_eq!(why.steps[0].status, WhyStatus::Root);
     assert_eq!(why.steps[0].label, "//t:x#a");
@@ -230,7 +230,11 @@ fn identical_output_cuts_off() {
     let r = build(&f2, &cache);
     assert_eq!(runs(&f2), vec![1, 0, 0]);
     assert_eq!(r.count(StepStatus::Cached), 2);
-    let why = explain(&cache, &history::load(&cache, "//t:x").unwrap().unwrap());
+    let why = explain(
+        &cache,
+        &NoTrees,
+        &history::load(&cache, "//t:x").unwrap().unwrap(),
+    );
     assert_eq!(why.steps[0].status, WhyStatus::Root);
     assert_eq!(why.steps[0].output_changed, Some(false));
     assert_eq!(why.steps[1].status, WhyStatus::Cutoff);
@@ -303,7 +307,11 @@ fn evicted_input_is_repaired() {
     assert!(r.ok());
     // b re-ran once (lookup saw its missing output) and c ran.
     assert_eq!(runs(&f), vec![1, 2, 2]);
-    let why = explain(&cache, &history::load(&cache, "//t:x").unwrap().unwrap());
+    let why = explain(
+        &cache,
+        &NoTrees,
+        &history::load(&cache, "//t:x").unwrap().unwrap(),
+    );
     assert!(why.steps.iter().all(|s| s.status == WhyStatus::Miss));
     assert_eq!(why.steps.len(), 2);
 }
@@ -585,4 +593,184 @@ fn history_repeat_is_recognised_by_bytes_and_by_value() {
     let h2 = history::load(&cache, "//t:x").unwrap().unwrap();
     assert_eq!(h2.builds[1], h.builds[0], "the pretty file was read");
     assert_ne!(h2.builds[0], h2.builds[1]);
+}
+
+/// A host directory as a key component: its value is a digest of `files`, and running it
+/// reports the tree `tree:<files>` for that component. With `unpack`, it is instead an
+/// archive's unpacker: it reports a tree for its upstream output.
+struct TreeInput {
+    files: String,
+    unpack: bool,
+}
+
+impl Step for TreeInput {
+    fn kind(&self) -> &'static str {
+        "tree-input"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        if self.unpack {
+            return Ok(vec![]);
+        }
+        Ok(vec![Component::input("dir", &Digest::of(self.files.as_bytes()))])
+    }
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        let bytes = if self.unpack {
+            let o = cx.input(0, "out")?;
+            let b = cx
+                .cache
+                .get(&o.digest)
+                .map_err(|_| StepError::InputUnavailable(o.digest))?;
+            cx.upstream_tree(0, "out", fake_tree(&b));
+            b
+        } else {
+            cx.input_tree(ComponentKind::Input, "dir", fake_tree(self.files.as_bytes()));
+            self.files.clone().into_bytes()
+        };
+        let d = cx.cache.put(&bytes).map_err(|e| StepError::msg(e.to_string()))?;
+        let mut out = Outputs::new();
+        out.insert(
+            "out".into(),
+            OutputRef {
+                digest: d,
+                size: bytes.len() as u64,
+            },
+        );
+        Ok(out)
+    }
+}
+
+fn fake_tree(content: &[u8]) -> Digest {
+    Digest::of(&[b"tree:", content].concat())
+}
+
+/// Answers every diff with one changed path named after the two roots, and counts calls.
+#[derive(Default)]
+struct FakeTrees(Mutex<Vec<(Digest, Digest)>>);
+
+impl TreeDiff for FakeTrees {
+    fn diff(&self, old: &Digest, new: &Digest) -> Result<Vec<PathChange>, String> {
+        self.0.lock().unwrap().push((*old, *new));
+        Ok(vec![PathChange {
+            path: "etc/f".into(),
+            change: PathStatus::Changed,
+            old: Some(old.to_hex()),
+            new: Some(new.to_hex()),
+            old_mode: None,
+            new_mode: None,
+        }])
+    }
+}
+
+/// dir (a host directory) -> unpack (its output read as an archive).
+fn tree_graph(files: &str) -> Fixture {
+    let mut graph = Graph::new();
+    let dir = graph.add(
+        "//t:x#dir",
+        identity("tree-input", files.as_bytes(), &[]),
+        Arc::new(TreeInput {
+            files: files.into(),
+            unpack: false,
+        }),
+        vec![],
+    );
+    let unpack = graph.add(
+        "//t:x#unpack",
+        identity("tree-input", b"unpack", &[graph.node(dir)]),
+        Arc::new(TreeInput {
+            files: String::new(),
+            unpack: true,
+        }),
+        vec![dir],
+    );
+    Fixture {
+        graph,
+        runs: vec![],
+        ids: vec![dir, unpack],
+    }
+}
+
+#[test]
+fn trees_reported_while_running_are_recorded_and_why_lists_their_paths() {
+    let cache = MemCache::default();
+    let f = tree_graph("one");
+    let first = build(&f, &cache);
+    let dir_key = first.results[&f.ids[0]].key.unwrap();
+    let rec = &cache.records(&dir_key).unwrap()[0];
+    let dir = rec.preimage.iter().find(|e| e.name == "dir").unwrap();
+    assert_eq!(
+        dir.tree,
+        Some(fake_tree(b"one")),
+        "recorded next to its component"
+    );
+    assert!(rec
+        .preimage
+        .iter()
+        .filter(|e| e.name != "dir")
+        .all(|e| e.tree.is_none()));
+
+    build(&tree_graph("two"), &cache);
+    let trees = FakeTrees::default();
+    let why = explain(&cache, &trees, &history::load(&cache, "//t:x").unwrap().unwrap());
+    assert_eq!(
+        *trees.0.lock().unwrap(),
+        vec![
+            (fake_tree(b"one"), fake_tree(b"two")),
+            (fake_tree(b"one"), fake_tree(b"two"))
+        ],
+        "the old trees come from the records, one diff per tree-valued change"
+    );
+    let root = &why.steps[0];
+    assert_eq!((root.label.as_str(), root.status), ("//t:x#dir", WhyStatus::Root));
+    assert_eq!(root.changes[0].paths[0].path, "etc/f");
+    assert_eq!(root.changes[0].paths[0].old, Some(fake_tree(b"one").to_hex()));
+    let unpack = &why.steps[1];
+    assert_eq!(unpack.status, WhyStatus::Propagated);
+    assert_eq!(unpack.changes[0].name, "in0.out");
+    assert_eq!(unpack.changes[0].paths.len(), 1);
+    let json = serde_json::to_value(&why).unwrap();
+    assert_eq!(json["steps"][0]["changes"][0]["paths"][0]["change"], "changed");
+
+    // Without a tree format the change is still there, with a note instead of paths.
+    let why = explain(
+        &cache,
+        &NoTrees,
+        &history::load(&cache, "//t:x").unwrap().unwrap(),
+    );
+    assert!(why.steps[0].changes[0].paths.is_empty());
+    assert!(why.steps[0].changes[0]
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("cannot be listed"));
+}
+
+#[test]
+fn a_tree_recorded_on_one_side_only_is_a_note_not_a_diff() {
+    let cache = MemCache::default();
+    build(&tree_graph("one"), &cache);
+    // As if the earlier build had been made by a w4b that recorded no trees.
+    for recs in cache.records.lock().unwrap().values_mut() {
+        for r in recs {
+            for e in &mut r.preimage {
+                e.tree = None;
+            }
+        }
+    }
+    build(&tree_graph("two"), &cache);
+    let trees = FakeTrees::default();
+    let why = explain(&cache, &trees, &history::load(&cache, "//t:x").unwrap().unwrap());
+    assert!(trees.0.lock().unwrap().is_empty());
+    let c = &why.steps[0].changes[0];
+    assert!(c.paths.is_empty());
+    assert!(
+        c.note.as_deref().unwrap().contains("only the newer build"),
+        "{c:?}"
+    );
+    // Unchanged trees are never walked, and components without one get no note.
+    build(&tree_graph("two"), &cache);
+    let why = explain(&cache, &trees, &history::load(&cache, "//t:x").unwrap().unwrap());
+    assert!(why.steps.is_empty() && trees.0.lock().unwrap().is_empty());
 }
