@@ -4,11 +4,18 @@
 use std::fmt::Write as _;
 
 use miette::IntoDiagnostic;
-use w4b_graph::explain::{explain, Why, WhyStatus};
+use w4b_cache::Digest;
+use w4b_graph::explain::{explain, Change, PathChange, PathStatus, TreeDiff, Why, WhyStatus};
 use w4b_graph::history;
 
 use super::App;
 use crate::cli::{WhyArgs, WhyFormat};
+use crate::store::AppStore;
+use crate::tree::diff::PathDiff;
+use crate::tree::{Entry, Kind};
+
+/// How many paths inside one input the text lists; JSON lists them all.
+const TEXT_PATHS: usize = 50;
 
 pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
     let ws = app.workspace()?;
@@ -35,7 +42,7 @@ pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
             "`{target}` has not been built with this cache"
         ));
     };
-    let mut why = explain(store.as_ref(), &h);
+    let mut why = explain(store.as_ref(), &StoreTrees(store.as_ref()), &h);
     current_locations(app, &ws, &store, &args.label, &mut why);
     match args.format {
         WhyFormat::Json => {
@@ -44,6 +51,52 @@ pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
         WhyFormat::Text => print!("{}", render_text(&why)),
     }
     Ok(0)
+}
+
+/// The paths inside tree-valued inputs, from the trees the records name (read from the
+/// cache, so the earlier build is explained even after its files changed on disk).
+struct StoreTrees<'a>(&'a AppStore);
+
+impl TreeDiff for StoreTrees<'_> {
+    fn diff(&self, old: &Digest, new: &Digest) -> Result<Vec<PathChange>, String> {
+        let diffs = crate::tree::diff::diff(self.0, *old, *new).map_err(|e| e.to_string())?;
+        Ok(diffs.into_iter().map(path_change).collect())
+    }
+}
+
+/// What an entry holds, as `why` shows it: a file's content digest, `symlink:<target>`,
+/// `dir`, `hardlink:<path>`, or the kind of anything else.
+fn describe(e: &Entry) -> String {
+    match &e.kind {
+        Kind::File { digest, .. } => digest.to_hex(),
+        Kind::Dir { .. } => "dir".into(),
+        Kind::Symlink { target } => format!("symlink:{target}"),
+        Kind::HardLink { target } => format!("hardlink:{target}"),
+        other => other.name().into(),
+    }
+}
+
+fn path_change(d: PathDiff) -> PathChange {
+    let change = match (&d.old, &d.new) {
+        (None, _) => PathStatus::Added,
+        (_, None) => PathStatus::Removed,
+        _ => PathStatus::Changed,
+    };
+    let (old_mode, new_mode) = match (&d.old, &d.new) {
+        (Some(a), Some(b)) if a.mode != b.mode => {
+            (Some(format!("{:04o}", a.mode)), Some(format!("{:04o}", b.mode)))
+        }
+        _ => (None, None),
+    };
+    let path = d.path.to_string();
+    PathChange {
+        path: path.strip_prefix('/').unwrap_or(&path).to_owned(),
+        change,
+        old: d.old.as_ref().map(describe),
+        new: d.new.as_ref().map(describe),
+        old_mode,
+        new_mode,
+    }
 }
 
 /// Records keep the locations of the build that first produced a key, which may be an
@@ -94,6 +147,43 @@ fn short(v: &Option<String>) -> String {
     }
 }
 
+/// An entry's description for people: a digest's first 12 hex digits.
+fn short_entry(v: &Option<String>) -> String {
+    match v.as_deref() {
+        None => "(absent)".into(),
+        Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => s[..12].to_owned(),
+        Some(s) => s.to_owned(),
+    }
+}
+
+/// The paths inside a tree-valued change (or why they cannot be listed), at `indent`.
+fn render_paths(o: &mut String, c: &Change, indent: &str) {
+    for p in c.paths.iter().take(TEXT_PATHS) {
+        let mode = match (&p.old_mode, &p.new_mode) {
+            (Some(a), Some(b)) => format!(" (mode {a} → {b})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "{indent}{:<8} {}: {} → {}{mode}",
+            p.change.as_str(),
+            p.path,
+            short_entry(&p.old),
+            short_entry(&p.new)
+        );
+    }
+    if c.paths.len() > TEXT_PATHS {
+        let _ = writeln!(
+            o,
+            "{indent}… and {} more (`--format json` lists them all)",
+            c.paths.len() - TEXT_PATHS
+        );
+    }
+    if let Some(n) = &c.note {
+        let _ = writeln!(o, "{indent}note: {n}");
+    }
+}
+
 /// The people's rendering: root causes with old → new and where, then what followed.
 pub fn render_text(why: &Why) -> String {
     let mut o = String::new();
@@ -132,6 +222,17 @@ pub fn render_text(why: &Why) -> String {
                     if let Some(l) = &c.location {
                         let _ = writeln!(o, "    at {l}");
                     }
+                    render_paths(&mut o, c, "    ");
+                }
+                // An unpacked archive that changed along with the step's own inputs.
+                for c in step
+                    .changes
+                    .iter()
+                    .filter(|c| c.component == "upstream" && !c.paths.is_empty())
+                {
+                    let from = c.location.as_deref().unwrap_or("an input step");
+                    let _ = writeln!(o, "  inside {} (from {from}):", c.name);
+                    render_paths(&mut o, c, "    ");
                 }
                 if step.output_changed == Some(false) {
                     let _ = writeln!(o, "  output unchanged: the rebuild stopped here");
@@ -170,6 +271,15 @@ pub fn render_text(why: &Why) -> String {
             };
             let cached = if st.ran { "" } else { " (served from the cache)" };
             let _ = writeln!(o, "  {}{cut}{cached} ← {}", st.label, st.because_of.join(", "));
+            // What changed inside an archive the step unpacks.
+            for c in st
+                .changes
+                .iter()
+                .filter(|c| !c.paths.is_empty() || c.note.is_some())
+            {
+                let _ = writeln!(o, "    inside {}:", c.name);
+                render_paths(&mut o, c, "      ");
+            }
         }
     }
     if s.cutoff > 0 {
@@ -188,4 +298,115 @@ pub fn render_text(why: &Why) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use w4b_graph::explain::{WhyStep, WhySummary, WHY_SCHEMA};
+
+    use super::*;
+
+    fn hex(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    fn path(p: &str, change: PathStatus, old: Option<String>, new: Option<String>) -> PathChange {
+        PathChange {
+            path: p.into(),
+            change,
+            old,
+            new,
+            old_mode: None,
+            new_mode: None,
+        }
+    }
+
+    fn step(label: &str, status: WhyStatus, changes: Vec<Change>) -> WhyStep {
+        WhyStep {
+            label: label.into(),
+            kind: "layer".into(),
+            status,
+            ran: true,
+            output_changed: Some(true),
+            changes,
+            because_of: if status == WhyStatus::Propagated {
+                vec!["//hives:h#fetch:sensor-manager".into()]
+            } else {
+                vec![]
+            },
+            miss: None,
+            note: None,
+        }
+    }
+
+    fn change(component: &str, name: &str, paths: Vec<PathChange>) -> Change {
+        Change {
+            component: component.into(),
+            name: name.into(),
+            old: Some(hex('a')),
+            new: Some(hex('b')),
+            location: Some("defs/layers/app.yaml:4:5".into()),
+            paths,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn text_lists_the_paths_inside_a_tree_with_short_digests() {
+        let mut mode = path("bin/run", PathStatus::Changed, Some(hex('1')), Some(hex('1')));
+        mode.old_mode = Some("0644".into());
+        mode.new_mode = Some("0755".into());
+        let own = change(
+            "input",
+            "files[1].source",
+            vec![
+                path(
+                    "conf/app.conf",
+                    PathStatus::Changed,
+                    Some(hex('c')),
+                    Some(hex('d')),
+                ),
+                mode,
+                path("new.txt", PathStatus::Added, None, Some(hex('e'))),
+                path("old", PathStatus::Removed, Some("symlink:x".into()), None),
+            ],
+        );
+        let many = (0..52)
+            .map(|n| path(&format!("f{n:02}"), PathStatus::Added, None, Some(hex('f'))))
+            .collect();
+        let why = Why {
+            schema: WHY_SCHEMA,
+            target: "//hives:h".into(),
+            compared: true,
+            summary: WhySummary {
+                steps: 2,
+                ran: 2,
+                root: 1,
+                propagated: 1,
+                ..WhySummary::default()
+            },
+            steps: vec![
+                step("//hives:h#app", WhyStatus::Root, vec![own]),
+                step(
+                    "//hives:h#sensor-manager",
+                    WhyStatus::Propagated,
+                    vec![change("upstream", "in0.file", many)],
+                ),
+            ],
+        };
+        let text = render_text(&why);
+        for line in [
+            "  input files[1].source: `",
+            "    at defs/layers/app.yaml:4:5\n    changed  conf/app.conf: cccccccccccc → dddddddddddd\n",
+            "    changed  bin/run: 111111111111 → 111111111111 (mode 0644 → 0755)\n",
+            "    added    new.txt: (absent) → eeeeeeeeeeee\n",
+            "    removed  old: symlink:x → (absent)\n",
+            "  //hives:h#sensor-manager ← //hives:h#fetch:sensor-manager\n    inside in0.file:\n      added    f00: (absent) → ffffffffffff\n",
+            "      added    f49: (absent)",
+            "      … and 2 more (`--format json` lists them all)\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+        assert!(!text.contains("f50"), "{text}");
+    }
 }

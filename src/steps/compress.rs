@@ -303,6 +303,7 @@ mod tests {
             cache: s.store.as_ref(),
             cancel: &cancel,
             progress: &progress,
+            trees: &Default::default(),
         };
         let out = s.run(&cx);
         if out.is_ok() {

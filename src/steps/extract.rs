@@ -8,7 +8,9 @@
 //! error naming the member. When every member sits under one top-level directory
 //! (`project-1.2.3/…`, as release tarballs do), that directory is stripped.
 //!
-//! Keyed: the destination and the epoch; the archive is an upstream output.
+//! Keyed: the destination and the epoch; the archive is an upstream output. That
+//! upstream component is recorded with a tree of the archive's members (as placed, relative
+//! to the destination), so `why` names the files that differ between two archives.
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use super::tree_error;
 use crate::image::{decoder, Compression};
 use crate::store::AppStore;
 use crate::tree::layer::{Changeset, Op};
-use crate::tree::{Blobs, Entry, TreePath};
+use crate::tree::{Blobs, Entry, TreeBuilder, TreePath};
 
 pub struct ExtractStep {
     pub store: Arc<AppStore>,
@@ -163,6 +165,11 @@ impl Step for ExtractStep {
                 ..Entry::dir(0o755)
             },
         }];
+        // The same members as a tree of their own (paths relative to the destination, times
+        // left at 0): recorded with the archive's digest so `why` names the files that
+        // differ between two archives.
+        let mut tree = TreeBuilder::new();
+        let mut tree_ok = true;
         for m in members {
             cx.check_cancel()?;
             let path = TreePath::parse(&format!("{}/{}", self.dest, m.path))
@@ -175,10 +182,22 @@ impl Step for ExtractStep {
                 MemberKind::Dir => Entry::dir(0o755),
                 MemberKind::Symlink(t) => Entry::symlink(t),
             };
+            // The tree describes the archive, not this build: no epoch in it.
+            match TreePath::parse(&format!("/{}", m.path)) {
+                Ok(rel) => tree.replace(rel, entry.clone()),
+                Err(_) => tree_ok = false,
+            }
             entry.mtime = self.epoch;
             ops.push(Op::Put { path, entry });
         }
         let digest = Changeset::new(ops).store(blobs).map_err(tree_error)?;
+        // The tree only explains; an archive the changeset accepts but a tree cannot hold
+        // (a member below a file) is recorded without one, and `why` says so.
+        if tree_ok {
+            if let Ok(root) = tree.finish(blobs) {
+                cx.upstream_tree(0, "file", root);
+            }
+        }
         let mut out = Outputs::new();
         out.insert("changeset".into(), OutputRef { digest, size: 0 });
         Ok(out)
@@ -192,7 +211,7 @@ mod tests {
 
     use super::*;
     use crate::tree::layer::apply;
-    use crate::tree::{lookup, Kind, TreeBuilder};
+    use crate::tree::{lookup, Kind, MemBlobs, TreeBuilder};
 
     /// A `.tar.gz` of `members` (path, Some(content) for a file / None for a directory)
     /// plus one symlink, as a release tarball lays it out.
@@ -226,6 +245,19 @@ mod tests {
     }
 
     fn extract(bytes: &[u8]) -> (tempfile::TempDir, Arc<AppStore>, Result<Outputs, StepError>) {
+        let (dir, store, out, _) = extract_with_tree(bytes);
+        (dir, store, out)
+    }
+
+    /// [`extract`], with the tree the step reported for the archive.
+    fn extract_with_tree(
+        bytes: &[u8],
+    ) -> (
+        tempfile::TempDir,
+        Arc<AppStore>,
+        Result<Outputs, StepError>,
+        Option<w4b_cache::Digest>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
         let digest = store.put(bytes).unwrap();
@@ -245,6 +277,7 @@ mod tests {
         };
         let cancel = AtomicBool::new(false);
         let progress = |_: u64, _: Option<u64>| {};
+        let trees = w4b_graph::InputTrees::default();
         let inputs = [fetched];
         let cx = RunContext {
             name: "//hives:t#sensor-manager",
@@ -252,9 +285,11 @@ mod tests {
             cache: store.as_ref(),
             cancel: &cancel,
             progress: &progress,
+            trees: &trees,
         };
         let out = step.run(&cx);
-        (dir, store, out)
+        let tree = trees.get(ComponentKind::Upstream, "in0.file");
+        (dir, store, out, tree)
     }
 
     #[test]
@@ -287,6 +322,48 @@ mod tests {
         assert_eq!(
             at("/opt/w4b/sensor-manager/sensor_manager").unwrap().mode & 0o7777,
             0o755
+        );
+    }
+
+    #[test]
+    fn the_archive_is_recorded_as_a_tree_of_its_members_and_two_archives_diff_by_file() {
+        let one = tarball(&[
+            ("sm-1.0/", None),
+            ("sm-1.0/sensor_manager/__main__.py", Some("print('hi')\n")),
+            ("sm-1.0/README", Some("read me\n")),
+        ]);
+        let two = tarball(&[
+            ("sm-1.0/", None),
+            ("sm-1.0/sensor_manager/__main__.py", Some("print('ho')\n")),
+            ("sm-1.0/NEWS", Some("new\n")),
+        ]);
+        let (_d1, s1, _, t1) = extract_with_tree(&one);
+        let (_d2, s2, _, t2) = extract_with_tree(&two);
+        let (t1, t2) = (t1.expect("a tree for the archive"), t2.unwrap());
+        // Same blobs in one store, as in a real cache.
+        let blobs = MemBlobs::new();
+        for (store, root) in [(&s1, t1), (&s2, t2)] {
+            for item in crate::tree::walk(store.as_ref(), root) {
+                let (_, e) = item.unwrap();
+                if let Some(d) = e.dir_digest() {
+                    blobs.put(&Blobs::get(store.as_ref(), &d).unwrap()).unwrap();
+                }
+            }
+            blobs.put(&Blobs::get(store.as_ref(), &root).unwrap()).unwrap();
+        }
+        let diff = crate::tree::diff::diff(&blobs, t1, t2).unwrap();
+        let shown: Vec<(String, bool, bool)> = diff
+            .iter()
+            .map(|d| (d.path.to_string(), d.old.is_some(), d.new.is_some()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("/NEWS".to_owned(), false, true),
+                ("/README".to_owned(), true, false),
+                ("/sensor_manager/__main__.py".to_owned(), true, true),
+            ],
+            "relative to the destination, the top directory stripped, no epoch"
         );
     }
 

@@ -7,6 +7,9 @@
 //! inputs the *digest* of the source tree or template (`input files[i].source`), never
 //! its path. Templates add the `config` and `target` they are rendered with; the epoch is
 //! keyed because every entry's mtime is the epoch.
+//!
+//! A source directory's component is recorded with the tree it was imported as (the same
+//! files the keyed digest covers), so `why` names the files inside that changed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -309,19 +312,25 @@ impl Step for LayerStep {
                                 .unwrap_or_else(|| p.display().to_string())
                         ))
                     })?;
-                    let op = if meta.is_dir() {
+                    let (op, tree) = if meta.is_dir() {
                         let root = import_dir(blobs, p, &opts).map_err(tree_error)?;
-                        Op::PutTree {
+                        let op = Op::PutTree {
                             path: f.path.clone(),
                             root,
-                        }
+                        };
+                        (op, Some(root))
                     } else {
-                        put(import_file(blobs, p, &opts).map_err(tree_error)?)
+                        (put(import_file(blobs, p, &opts).map_err(tree_error)?), None)
                     };
                     // Checked after the import: a write during it changed the files' ctime,
                     // so the stat cache re-hashes them and the digest differs.
                     let now = self.store.stats.tree(p).map_err(StepError::diag)?;
                     self.check_unchanged(i, p, now)?;
+                    // The imported tree is what the keyed digest stands for: recorded with
+                    // it, `why` names the files inside that changed.
+                    if let Some(root) = tree {
+                        cx.input_tree(ComponentKind::Input, &format!("files[{i}].source"), root);
+                    }
                     op
                 }
                 FileOp::Symlink(t) => put(own(Entry::symlink(t.clone()))),
@@ -386,8 +395,66 @@ mod tests {
             cache: step.store.as_ref(),
             cancel: &cancel,
             progress: &progress,
+            trees: &Default::default(),
         };
         step.run(&cx)
+    }
+
+    #[test]
+    fn a_source_directory_is_recorded_with_the_tree_it_was_imported_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/f"), "one").unwrap();
+        std::fs::write(dir.path().join("single"), "file").unwrap();
+        let file = |op| LayerFile {
+            path: TreePath::parse("/opt/x").unwrap(),
+            op,
+            mode: None,
+            uid: 0,
+            gid: 0,
+        };
+        let s = step(
+            store.clone(),
+            vec![
+                file(FileOp::Source(src.clone())),
+                file(FileOp::Source(dir.path().join("single"))),
+            ],
+        );
+        s.components(&PlanContext { name: "t" }).unwrap();
+        let trees = w4b_graph::InputTrees::default();
+        let cancel = AtomicBool::new(false);
+        let progress = |_: u64, _: Option<u64>| {};
+        let cx = RunContext {
+            name: "//images:t#l",
+            inputs: &[],
+            cache: store.as_ref(),
+            cancel: &cancel,
+            progress: &progress,
+            trees: &trees,
+        };
+        let out = s.run(&cx).unwrap();
+        let root = trees
+            .get(ComponentKind::Input, "files[0].source")
+            .expect("the directory's tree");
+        let set = Changeset::load(store.as_ref(), &out["changeset"].digest).unwrap();
+        assert!(set.refs().contains(&root), "the very tree the layer puts");
+        let f = crate::tree::lookup(store.as_ref(), root, &TreePath::parse("/sub/f").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.kind,
+            Kind::File {
+                digest: w4b_cache::Digest::of(b"one"),
+                size: 3
+            }
+        );
+        assert_eq!(
+            trees.get(ComponentKind::Input, "files[1].source"),
+            None,
+            "a file is no tree"
+        );
     }
 
     #[test]

@@ -624,6 +624,7 @@ mod tests {
             cache: store,
             cancel: &cancel,
             progress: &progress,
+            trees: &Default::default(),
         };
         let out = step.run(&cx);
         if out.is_ok() {

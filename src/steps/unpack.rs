@@ -889,6 +889,7 @@ mod tests {
             cache: store.as_ref(),
             cancel: &cancel,
             progress: &progress,
+            trees: &Default::default(),
         };
         step.run(&cx)
     }

@@ -10,13 +10,15 @@
 //!
 //! Trees are built from entries ([`TreeBuilder`]), host directories and tar archives
 //! ([`import`]), changed by layer changesets ([`layer`]), read back in sorted depth-first
-//! order ([`walk`], [`lookup`]) and written out as normalised tar ([`export`]). Storage is
+//! order ([`walk`], [`lookup`]), compared path by path reading only what differs
+//! ([`diff`]), and written out as normalised tar ([`export`]). Storage is
 //! abstracted by [`Blobs`], so this module does not depend on the cache's store API.
 
 #![forbid(unsafe_code)]
 
 mod blobs;
 mod builder;
+pub mod diff;
 mod entry;
 mod error;
 pub mod export;

@@ -45,6 +45,7 @@ fn run(step: &dyn Step, store: &AppStore, inputs: &[Outputs]) -> Result<Outputs,
         cache: store,
         cancel: &cancel,
         progress: &progress,
+        trees: &Default::default(),
     };
     step.run(&cx)
 }
