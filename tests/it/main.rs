@@ -22,3 +22,4 @@ mod roundtrip;
 mod unpack;
 mod validate;
 mod verify;
+mod why_trees;
