@@ -64,10 +64,7 @@ fn a_file_edited_added_or_removed_inside_a_source_directory_is_named() {
         json!([{"path": "README", "change": "changed", "old": old, "new": new}])
     );
     let text = why_text(&env, label);
-    assert!(
-        text.contains(&format!("    at defs/layers/motd.yaml:4:")),
-        "{text}"
-    );
+    assert!(text.contains("    at defs/layers/motd.yaml:4:"), "{text}");
     assert!(
         text.contains(&format!("    changed  README: {} → {}\n", &old[..12], &new[..12])),
         "{text}"
