@@ -1,0 +1,161 @@
+//! The disk stage: the finished tree split back into the base's partitions, each
+//! written as a filesystem, assembled into a disk, validated and compressed.
+
+use std::sync::Arc;
+
+use w4b_graph::NodeId;
+
+use super::vendor::Vendor;
+use super::{loc, Compiler, Export};
+use crate::defs::{self, LoadedTarget};
+use crate::steps::compress::{CompressStep, ImageCodec};
+use crate::steps::disk::DiskStep;
+use crate::steps::graft::SplitStep;
+use crate::steps::mkfs::{MkfsExt4Step, MkfsFatStep, RootSize};
+use crate::steps::validate::ValidateStep;
+use crate::validate::BoardCheck;
+
+impl Compiler<'_> {
+    /// `split` → `mkfs-fat` + `mkfs-ext4` → `disk` → `validate` → `compress`: the tree
+    /// back into the base's two partitions, checked, and written out.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn disk(
+        &mut self,
+        label: &str,
+        t: &LoadedTarget,
+        image: &defs::Image,
+        v: &Vendor,
+        unpack: NodeId,
+        tree: NodeId,
+        epoch: i64,
+        epoch_location: Option<String>,
+        out_name: &str,
+        level_location: Option<String>,
+        gates: Vec<NodeId>,
+    ) -> miette::Result<(Vec<NodeId>, Vec<Export>)> {
+        let step_name = |s: &str| format!("{label}#{s}");
+        let mount = v.base.boot_mount.to_string();
+        let mount_location = loc(&v.base_target, "boot_mount").or_else(|| loc(&v.base_target, "release"));
+
+        // One split per partition (see `SplitStep::part`): a change on one side leaves the
+        // other side's filesystem step cached.
+        let mut split_for = |part: &'static str| {
+            let step = Arc::new(SplitStep {
+                store: self.store.clone(),
+                boot_mount: Some(mount.clone()),
+                boot_mount_location: mount_location.clone(),
+                part: Some(part),
+            });
+            self.add(
+                step_name(&format!("split.{part}")),
+                format!("split {mount} {part}").as_bytes(),
+                step,
+                vec![tree, unpack],
+            )
+        };
+        let split_boot = split_for("bootfs");
+        let split_root = split_for("rootfs");
+
+        let fat = Arc::new(MkfsFatStep {
+            store: self.store.clone(),
+            size: None,
+            size_location: None,
+            label: None,
+            label_location: None,
+            volume_id: None,
+            volume_id_location: None,
+        });
+        let fat = self.add(step_name("bootfs"), b"mkfs-fat", fat, vec![split_boot, unpack]);
+
+        let size = match image.partitions.root_headroom {
+            None => RootSize::Base,
+            Some(headroom) => RootSize::Grow { headroom },
+        };
+        let ext4 = Arc::new(MkfsExt4Step {
+            store: self.store.clone(),
+            epoch,
+            epoch_location,
+            size,
+            size_location: loc(t, "partitions.root.headroom"),
+        });
+        let def = format!("mkfs-ext4 epoch={epoch} size={}", size.key());
+        let ext4 = self.add(
+            step_name("rootfs.ext4"),
+            def.as_bytes(),
+            ext4,
+            vec![split_root, unpack],
+        );
+
+        let disk = Arc::new(DiskStep {
+            store: self.store.clone(),
+        });
+        let disk = self.add(step_name("disk"), b"disk", disk, vec![unpack, fat, ext4]);
+
+        let board = BoardCheck {
+            kernels: v.board.kernel.get(&v.base.arch).cloned().into_iter().collect(),
+            device_trees: v.board.device_trees.clone(),
+        };
+        let def = format!("validate {board:?} {:?}", v.board.partition_table);
+        let validate = Arc::new(ValidateStep {
+            store: self.store.clone(),
+            board,
+            partition_table: v.board.partition_table,
+            board_label: v.board_label.to_string(),
+            board_location: loc(&v.board_target, &format!("kernel.{}", v.base.arch))
+                .or_else(|| loc(&v.board_target, "device_trees[0]"))
+                .or_else(|| Some(v.board_label.to_string())),
+        });
+        let validate = self.add(step_name("validate"), def.as_bytes(), validate, vec![disk]);
+
+        let codec = match image.output.compression {
+            defs::Compression::Zstd => ImageCodec::Zstd {
+                level: image.output.level,
+            },
+            defs::Compression::Xz => ImageCodec::Xz {
+                level: u32::try_from(image.output.level).unwrap_or(6),
+            },
+            defs::Compression::Gz => ImageCodec::Gzip {
+                level: u32::try_from(image.output.level).unwrap_or(6),
+            },
+            defs::Compression::None => ImageCodec::None,
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let compress = Arc::new(CompressStep {
+            store: self.store.clone(),
+            codec,
+            codec_location: level_location,
+            threads,
+            file_name: out_name.to_owned(),
+            file_name_location: Some(t.label.to_string()),
+        });
+        let def = format!("compress {} {out_name}", codec.key());
+        // `validate` is an input so that nothing unchecked is ever compressed or exported.
+        let mut compress_deps = vec![disk, validate];
+        compress_deps.extend(gates);
+        let compress = self.add(step_name("compress"), def.as_bytes(), compress, compress_deps);
+        let exports = vec![
+            Export {
+                node: compress,
+                output: "image".into(),
+                file_name: out_name.to_owned(),
+                subject: true,
+                sha256_output: Some("sha256".into()),
+            },
+            Export {
+                node: compress,
+                output: "sha256".into(),
+                file_name: format!("{out_name}.sha256"),
+                subject: false,
+                sha256_output: None,
+            },
+            Export {
+                node: compress,
+                output: "bmap".into(),
+                file_name: format!("{}.bmap", label.rsplit(':').next().unwrap_or(label)),
+                subject: true,
+                sha256_output: None,
+            },
+        ];
+        Ok((vec![compress], exports))
+    }
+}

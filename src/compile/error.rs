@@ -1,0 +1,103 @@
+//! What can go wrong while compiling targets into a graph: wrong kinds, missing boards,
+//! architectures that do not match, images with no epoch.
+
+use crate::defs;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum CompileError {
+    #[error("`{label}` is a {kind} target; only images can be built")]
+    #[diagnostic(
+        code(w4b::compile::not_buildable),
+        help(
+            "build an image that uses it, e.g. `w4b build //images/...`; `w4b ls` shows every target's kind"
+        )
+    )]
+    NotBuildable { label: String, kind: String },
+
+    #[error("nothing to build: no image among {labels}")]
+    #[diagnostic(
+        code(w4b::compile::nothing_to_build),
+        help("`w4b ls` shows every target's kind; images are buildable")
+    )]
+    NothingToBuild { labels: String },
+
+    #[error("`{label}` has no epoch")]
+    #[diagnostic(
+        code(w4b::compile::no_epoch),
+        help("add `epoch: <seconds since 1970>` to the image (or to `w4b.yaml` for every target); it is the only time the build sees")
+    )]
+    NoEpoch { label: String },
+
+    #[error("layer `{layer}` appears twice in `{image}`")]
+    #[diagnostic(
+        code(w4b::compile::duplicate_layer),
+        help("list each layer once; order matters")
+    )]
+    DuplicateLayer {
+        image: String,
+        layer: String,
+        at: String,
+    },
+
+    #[error("`{layer}` (used by `{image}` at {at}) is a {kind} target, not a layer")]
+    #[diagnostic(
+        code(w4b::compile::not_a_layer),
+        help("`layers:` lists labels of `kind: layer` targets")
+    )]
+    NotALayer {
+        image: String,
+        layer: String,
+        kind: String,
+        at: String,
+    },
+
+    #[error("`{target}` (the `{key}` of `{image}` at {at}) is a {kind} target, not a {wanted}")]
+    #[diagnostic(
+        code(w4b::compile::wrong_kind),
+        help("`base:` names a `kind: base` target (or `scratch`), `board:` a `kind: board` target; `w4b ls` shows every target's kind")
+    )]
+    WrongKind {
+        image: String,
+        key: &'static str,
+        target: String,
+        kind: String,
+        wanted: &'static str,
+        at: String,
+    },
+
+    #[error("`{image}` starts from the disk image `{base}` but names no board (at {at})")]
+    #[diagnostic(
+        code(w4b::compile::no_board),
+        help("add `board: //boards:pi4` (or pi3, pi5, zero2w, cm4): the board decides config.txt, the kernel and the checks")
+    )]
+    NoBoard { image: String, base: String, at: String },
+
+    #[error("`{board}` cannot run `{base}`: the base is {base_arch}, the board runs only {board_arch} (in `{image}` at {at})")]
+    #[diagnostic(
+        code(w4b::compile::arch_mismatch),
+        help("use a {board_arch} base (e.g. `//bases:raspios-bookworm-armhf-lite`), or a board that runs {base_arch} (pi3, pi4, pi5, zero2w, cm4)")
+    )]
+    ArchMismatch {
+        image: String,
+        base: String,
+        base_arch: defs::Arch,
+        board: String,
+        board_arch: defs::Arch,
+        at: String,
+    },
+
+    #[error("`{board}` names no kernel for {arch} (at {at})")]
+    #[diagnostic(
+        code(w4b::compile::no_kernel),
+        help("add the kernel file its firmware loads, e.g. `kernel: {{arm64: kernel8.img, armhf: kernel7l.img}}`")
+    )]
+    NoKernel {
+        board: String,
+        arch: defs::Arch,
+        at: String,
+    },
+
+    #[error("cannot start the downloader")]
+    #[diagnostic(code(w4b::compile::downloader))]
+    Fetcher(#[source] crate::steps::fetch::FetchError),
+}

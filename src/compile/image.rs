@@ -1,0 +1,215 @@
+//! The image stage: an image's base, board, layers and hive layers overlaid into
+//! `#rootfs`, gated by the hive checklist, then written as a tar or a disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{loc, CompileError, Compiler, Export, ManifestPlan, PlannedTarget};
+use crate::defs::{self, Kind, LoadedTarget, Loader, Target};
+use crate::hive::load::ResolvedHive;
+use crate::steps::hive_check::HiveCheckStep;
+use crate::steps::overlay::OverlayStep;
+use crate::steps::scratch::ScratchStep;
+use crate::steps::tar::TarStep;
+
+impl Compiler<'_> {
+    pub(super) fn image(
+        &mut self,
+        loader: &Loader,
+        t: &LoadedTarget,
+        image: &defs::Image,
+        hive: Option<&ResolvedHive>,
+    ) -> miette::Result<PlannedTarget> {
+        // A hive builds on its image under its own name: `//hives:north#rootfs`.
+        let target_label = hive.map_or_else(|| t.label.clone(), |h| h.label.clone());
+        let label = target_label.to_string();
+        let step_name = |s: &str| format!("{label}#{s}");
+        let mut definitions: BTreeMap<String, w4b_cache::Digest> = t.files.iter().cloned().collect();
+        if let Some(h) = hive {
+            definitions.extend(h.files.iter().cloned());
+        }
+        let mut dependencies = Vec::new();
+
+        // The base and the board, loaded and checked against each other before anything
+        // is planned: an arm64 image for a 32-bit-only Pi is an error now, not at boot.
+        let vendor = match &image.base {
+            defs::Base::Scratch => None,
+            defs::Base::Image(base_label) => {
+                Some(self.vendor(loader, t, image, base_label, &mut definitions)?)
+            }
+        };
+        let epoch_loc = loc(t, "epoch").or_else(|| {
+            vendor
+                .as_ref()
+                .and_then(|v| loc(&v.base_target, "date").or_else(|| loc(&v.base_target, "url")))
+        });
+        let epoch = match (image.epoch, vendor.as_ref().and_then(|v| v.base.epoch())) {
+            (Some(e), _) => i64::try_from(e).map_err(|_| CompileError::NoEpoch { label: label.clone() })?,
+            (None, Some(e)) => e,
+            (None, None) => return Err(CompileError::NoEpoch { label: label.clone() }.into()),
+        };
+
+        let mut deps = Vec::new();
+        let mut layer_labels = Vec::new();
+        let mut unpack_node = None;
+        match &vendor {
+            None => {
+                let step = Arc::new(ScratchStep {
+                    store: self.store.clone(),
+                    epoch,
+                    epoch_location: epoch_loc.clone(),
+                });
+                deps.push(self.add(
+                    step_name("base"),
+                    format!("scratch epoch={epoch}").as_bytes(),
+                    step,
+                    vec![],
+                ));
+            }
+            Some(v) => {
+                dependencies.push((v.base.url.clone(), v.base.sha256.clone(), Some("base".to_owned())));
+                let (unpack, tree) = self.base_tree(v)?;
+                unpack_node = Some(unpack);
+                deps.push(tree);
+                let board_layer = self.board_layer(v, epoch, epoch_loc.clone(), &step_name("board"));
+                deps.push(board_layer);
+                layer_labels.push(v.board_label.to_string());
+            }
+        }
+
+        let mut names_used: BTreeMap<String, usize> = BTreeMap::new();
+        for l in &image.layers {
+            *names_used.entry(l.value.name.clone()).or_default() += 1;
+        }
+        let mut own_layers = Vec::new();
+        for (i, spanned) in image.layers.iter().enumerate() {
+            let l = &spanned.value;
+            let at = loc(t, &format!("layers[{i}]")).unwrap_or_default();
+            if own_layers.contains(&l.to_string()) {
+                return Err(CompileError::DuplicateLayer {
+                    image: label.clone(),
+                    layer: l.to_string(),
+                    at,
+                }
+                .into());
+            }
+            let lt = loader.load_expecting(spanned, Kind::Layer)?;
+            let Target::Layer(layer) = &lt.target else {
+                return Err(CompileError::NotALayer {
+                    image: label.clone(),
+                    layer: l.to_string(),
+                    kind: lt.target.kind().to_string(),
+                    at,
+                }
+                .into());
+            };
+            definitions.extend(lt.files.iter().cloned());
+            for f in &layer.files {
+                if let defs::FileOp::Fetch { url, sha256, .. } = &f.value.op {
+                    dependencies.push((url.clone(), sha256.clone(), Some(f.value.path.to_string())));
+                }
+            }
+            // `#motd`, or `#pkg/motd` when two packages contribute layers named alike.
+            let short = if names_used[&l.name] > 1 {
+                format!("{}/{}", l.package, l.name)
+            } else {
+                l.name.clone()
+            };
+            let node = self.layer(&lt, layer, t, image, epoch, epoch_loc.clone(), &step_name(&short))?;
+            deps.push(node);
+            own_layers.push(l.to_string());
+        }
+        layer_labels.extend(own_layers);
+        if let Some(h) = hive {
+            let nodes = self.hive_layers(h, epoch, epoch_loc.clone(), &label, &mut dependencies)?;
+            deps.extend(nodes);
+            layer_labels.push(format!("{label}#modules"));
+        }
+
+        let overlay = Arc::new(OverlayStep {
+            store: self.store.clone(),
+            layers: layer_labels.join(","),
+            layers_location: loc(t, "layers").or_else(|| loc(t, "layers[0]")),
+            epoch,
+            epoch_location: epoch_loc.clone(),
+        });
+        let rootfs = self.add(
+            step_name("rootfs"),
+            layer_labels.join(",").as_bytes(),
+            overlay,
+            deps,
+        );
+
+        let mut gates = Vec::new();
+        if hive.is_some() {
+            let check = Arc::new(HiveCheckStep {
+                store: self.store.clone(),
+            });
+            gates.push(self.add(step_name("hive-check"), b"hive-check", check, vec![rootfs]));
+        }
+        let out_name = image.output.file_name(&target_label.name);
+        let level_location = loc(t, "output.level").or_else(|| loc(t, "output.compression"));
+        let (roots, exports) = match image.output.format {
+            defs::Format::Tar => {
+                let level = match image.output.compression {
+                    defs::Compression::None => None,
+                    _ => Some(image.output.level),
+                };
+                let step = Arc::new(TarStep {
+                    store: self.store.clone(),
+                    epoch,
+                    epoch_location: epoch_loc.clone(),
+                    level,
+                    level_location,
+                });
+                let def = format!("tar epoch={epoch} level={level:?}");
+                let mut tar_deps = vec![rootfs];
+                tar_deps.extend(gates.iter().copied());
+                let node = self.add(step_name("tar"), def.as_bytes(), step, tar_deps);
+                (
+                    vec![node],
+                    vec![Export {
+                        node,
+                        output: "archive".into(),
+                        file_name: out_name,
+                        subject: true,
+                        sha256_output: None,
+                    }],
+                )
+            }
+            defs::Format::Image => {
+                let (Some(v), Some(unpack)) = (&vendor, unpack_node) else {
+                    // The loader rejects `format: image` on `scratch`.
+                    return Err(CompileError::NothingToBuild {
+                        labels: label.clone(),
+                    }
+                    .into());
+                };
+                self.disk(
+                    &label,
+                    t,
+                    image,
+                    v,
+                    unpack,
+                    rootfs,
+                    epoch,
+                    epoch_loc.clone(),
+                    &out_name,
+                    level_location,
+                    gates,
+                )?
+            }
+        };
+        Ok(PlannedTarget {
+            label: target_label.clone(),
+            roots,
+            exports,
+            manifest: ManifestPlan {
+                file_name: format!("{}.manifest.json", target_label.name),
+                epoch,
+                definitions,
+                dependencies,
+            },
+        })
+    }
+}
