@@ -7,7 +7,7 @@ use std::path::Path;
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
 use super::*;
-use crate::defs::{DefsErrorKind, Label, Loader, Pattern, Workspace};
+use crate::defs::{DefsError, DefsErrorKind, Label, Loader, Pattern, Target, Workspace};
 use crate::modules::testing;
 
 const FIXTURE_WIFI: &str = include_str!("../../tests/hives/hive_AbCd1234.yaml");
@@ -210,7 +210,7 @@ fn hives_do_not_extend_and_are_not_extended() {
 
 #[test]
 fn image_settings_have_the_documented_defaults_and_read_the_old_keys() {
-    let d = settings::defaults();
+    let d = crate::defs::image_settings::defaults();
     assert_eq!(d.system.hostname_prefix, "w4b");
     assert_eq!(
         (
