@@ -996,6 +996,52 @@ mod tests {
         );
     }
 
+    #[derive(Debug, Deserialize)]
+    struct Lenient {
+        #[serde(default)]
+        size: Option<Checked<Spanned<u32>>>,
+        #[serde(default)]
+        items: Option<Vec<Checked<Spanned<Entry>>>>,
+        #[serde(default)]
+        secret: Option<Verbatim>,
+        #[serde(default)]
+        flag: Option<Checked<bool>>,
+    }
+
+    #[test]
+    fn reading_on_collects_every_problem_and_keeps_what_was_readable() {
+        let v = doc("sise: 1\nsize: [1]\nitems:\n  - {path: /a, mdoe: x}\n  - {path: /b, size: no}\n  - {path: /c}\nsecret: 007\nflag: maybe\nextra: 1\n");
+        let (value, problems) = from_value_collecting::<Lenient>(&v);
+        let value = value.expect("the top level reads");
+        assert_eq!(value.size, Some(Checked::Invalid));
+        let items = value.items.unwrap();
+        assert!(matches!(&items[0], Checked::Valid(e) if e.path.value == "/a"));
+        assert_eq!(items[1], Checked::Invalid);
+        assert!(matches!(&items[2], Checked::Valid(e) if e.path.value == "/c"));
+        // A verbatim node keeps its text as written.
+        let secret = value.secret.unwrap();
+        assert_eq!(secret.0.as_scalar().map(|s| s.text.as_str()), Some("007"));
+        assert_eq!(value.flag, Some(Checked::Invalid));
+        let found: Vec<String> = problems
+            .iter()
+            .map(|(span, e)| format!("{} {e}", span.location()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "t.yaml:1:1 unknown key `sise`",
+                "t.yaml:9:1 unknown key `extra`",
+                "t.yaml:2:7 invalid type: expected a whole number (0 or more), found a list",
+                "t.yaml:4:16 unknown key `mdoe`",
+                "t.yaml:5:22 invalid type: expected a whole number (0 or more), found string \"no\"",
+                "t.yaml:8:7 invalid type: expected `true` or `false`, found string \"maybe\"",
+            ]
+        );
+        // The same reader stops at the first problem with `from_value`.
+        let err = from_value::<Lenient>(&v).unwrap_err();
+        assert!(matches!(err.kind(), DefsErrorKind::UnknownKey { key, .. } if key == "sise"));
+    }
+
     #[test]
     fn spanned_outside_definitions_is_an_error_not_a_panic() {
         let r: Result<Spanned<String>, _> = serde_json::from_str("\"x\"");
