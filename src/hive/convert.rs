@@ -67,8 +67,7 @@ pub fn read(
     });
     let mut problems = r.problems;
     // Stable: problems at one place keep the order they were found in.
-    problems
-        .sort_by(|(a, _), (b, _)| (a.file.display_name(), a.start).cmp(&(b.file.display_name(), b.start)));
+    problems.sort_by_key(|(span, _)| (span.file.display_name(), span.start));
     Read {
         hive,
         image,
