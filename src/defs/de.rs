@@ -9,6 +9,13 @@
 //! Scalars are converted on demand: a string field takes any scalar's text as written, an
 //! integer field parses a plain scalar, and `deserialize_any` (free-form maps such as
 //! `config`) uses the YAML 1.2 core schema.
+//!
+//! [`from_value`] stops at the first problem, which suits targets. [`from_value_collecting`]
+//! reads on past problems, so a reader can report every one at once (as `w4b hive validate`
+//! does): every unknown key of a map is reported and skipped, and a [`Checked`] field whose
+//! value fails records the failure and reads as [`Checked::Invalid`], leaving its siblings
+//! to be read. [`Verbatim`] hands a reader the node as written, for values whose meaning
+//! serde cannot decide (a secret that is text, `${env:NAME}` or `{file: path}`).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -21,9 +28,124 @@ use super::span::Span;
 use super::suggest;
 use super::yaml::{Entry, Node, Resolved, Scalar, Style, Value};
 
-/// Deserialises `T` from `value`, turning every failure into a spanned diagnostic.
+/// Deserialises `T` from `value`, turning the first failure into a spanned diagnostic.
 pub fn from_value<'de, T: Deserialize<'de>>(value: &'de Value) -> Result<T, DefsError> {
-    T::deserialize(ValueDeserializer { value }).map_err(|e| e.into_defs(&value.span))
+    T::deserialize(ValueDeserializer { value, sink: None }).map_err(|e| e.into_defs(&value.span))
+}
+
+/// Problems recorded while reading on: see [`from_value_collecting`].
+type Sink = RefCell<Vec<DeError>>;
+
+/// Deserialises `T` from `value`, reading on past problems: every unknown key is reported
+/// (and skipped), and a failure inside a [`Checked`] field is recorded while the field
+/// reads as [`Checked::Invalid`]. Returns the value (`None` when a failure reached the top
+/// outside any `Checked`) and every problem with the span it is about, in the order met.
+pub fn from_value_collecting<'de, T: Deserialize<'de>>(
+    value: &'de Value,
+) -> (Option<T>, Vec<(Span, DefsError)>) {
+    let sink = Sink::default();
+    let result = T::deserialize(ValueDeserializer {
+        value,
+        sink: Some(&sink),
+    });
+    let mut problems = sink.into_inner();
+    let value_out = match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(e.at(&value.span));
+            None
+        }
+    };
+    let problems = problems
+        .into_iter()
+        .map(|e| {
+            let span = e.span.clone().unwrap_or_else(|| value.span.clone());
+            (span.clone(), e.into_defs(&span))
+        })
+        .collect();
+    (value_out, problems)
+}
+
+/// A field that may fail without failing the map it is in (with [`from_value_collecting`];
+/// with [`from_value`] a failure is an error as usual).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Checked<T> {
+    Valid(T),
+    /// The value was there but wrong; the problem has been recorded.
+    Invalid,
+}
+
+impl<T> Checked<T> {
+    pub fn valid(&self) -> Option<&T> {
+        match self {
+            Checked::Valid(v) => Some(v),
+            Checked::Invalid => None,
+        }
+    }
+
+    pub fn into_valid(self) -> Option<T> {
+        match self {
+            Checked::Valid(v) => Some(v),
+            Checked::Invalid => None,
+        }
+    }
+}
+
+/// The struct name by which [`Checked`] asks this deserializer to catch its failures.
+const CHECKED_NAME: &str = "$__w4b_defs_Checked";
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CheckedVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for CheckedVisitor<T> {
+            type Value = Checked<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            // The deserializer offers the value as a one-element sequence; an element that
+            // failed (and was recorded) comes back as the end of the sequence.
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                Ok(match seq.next_element::<T>()? {
+                    Some(v) => Checked::Valid(v),
+                    None => Checked::Invalid,
+                })
+            }
+        }
+        d.deserialize_struct(CHECKED_NAME, &[], CheckedVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A node exactly as written: its scalar text and style (so `007` stays `007`), nested
+/// nodes and spans. Equality looks at the whole node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verbatim(pub Value);
+
+/// The struct name by which [`Verbatim`] asks this deserializer for the node.
+const VERBATIM_NAME: &str = "$__w4b_defs_Verbatim";
+
+thread_local! {
+    // The node handed from `deserialize_struct(VERBATIM_NAME)` to `Verbatim`'s visitor,
+    // filled and emptied as `SPAN_SLOT` is.
+    static NODE_SLOT: RefCell<Option<Value>> = const { RefCell::new(None) };
+}
+
+impl<'de> Deserialize<'de> for Verbatim {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct VerbatimVisitor;
+        impl<'de> Visitor<'de> for VerbatimVisitor {
+            type Value = Verbatim;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node of a w4b definition")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Verbatim, E> {
+                NODE_SLOT
+                    .with(|slot| slot.borrow_mut().take())
+                    .map(Verbatim)
+                    .ok_or_else(|| E::custom("`Verbatim` can only be read from w4b definitions"))
+            }
+        }
+        d.deserialize_struct(VERBATIM_NAME, &[], VerbatimVisitor)
+    }
 }
 
 /// A value together with the span it was written at.
@@ -290,13 +412,14 @@ fn describe_unexpected(unexp: &de::Unexpected<'_>) -> String {
     }
 }
 
-/// Deserialises one node.
+/// Deserialises one node; with a sink, reads on past problems (see [`from_value_collecting`]).
 #[derive(Clone, Copy)]
-struct ValueDeserializer<'de> {
+struct ValueDeserializer<'de, 's> {
     value: &'de Value,
+    sink: Option<&'s Sink>,
 }
 
-impl<'de> ValueDeserializer<'de> {
+impl<'de> ValueDeserializer<'de, '_> {
     fn invalid<V: Visitor<'de>>(&self, visitor: &V) -> DeError {
         DeError::new(DeErrorKind::InvalidType {
             found: self.value.describe(),
@@ -340,7 +463,7 @@ macro_rules! deserialize_integer {
     )*};
 }
 
-impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
+impl<'de> Deserializer<'de> for ValueDeserializer<'de, '_> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -353,10 +476,15 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
                 Resolved::Float(f) => visitor.visit_f64(f),
                 Resolved::Str(_) => visitor.visit_borrowed_str(&s.text),
             },
-            Node::Seq(items) => visitor.visit_seq(SeqAccess { items: items.iter() }),
+            Node::Seq(items) => visitor.visit_seq(SeqAccess {
+                items: items.iter(),
+                sink: self.sink,
+            }),
             Node::Map(entries) => visitor.visit_map(MapAccess {
                 entries: entries.iter(),
                 pending: None,
+                sink: self.sink,
+                known: None,
             }),
         };
         result.map_err(|e| e.at(self.span()))
@@ -449,7 +577,10 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.value.node {
-            Node::Seq(items) => visitor.visit_seq(SeqAccess { items: items.iter() }),
+            Node::Seq(items) => visitor.visit_seq(SeqAccess {
+                items: items.iter(),
+                sink: self.sink,
+            }),
             _ => Err(self.invalid(&visitor)),
         }
         .map_err(|e| e.at(self.span()))
@@ -473,6 +604,8 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
             Node::Map(entries) => visitor.visit_map(MapAccess {
                 entries: entries.iter(),
                 pending: None,
+                sink: self.sink,
+                known: None,
             }),
             _ => Err(self.invalid(&visitor)),
         }
@@ -491,21 +624,55 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
             SPAN_SLOT.with(|slot| slot.borrow_mut().take());
             return result;
         }
+        if name == CHECKED_NAME {
+            return visitor.visit_seq(CheckedAccess {
+                value: Some(self.value),
+                sink: self.sink,
+            });
+        }
+        if name == VERBATIM_NAME {
+            NODE_SLOT.with(|slot| *slot.borrow_mut() = Some(self.value.clone()));
+            let result = visitor.visit_unit();
+            NODE_SLOT.with(|slot| slot.borrow_mut().take());
+            return result;
+        }
         let Node::Map(entries) = &self.value.node else {
             return Err(self.invalid(&visitor));
         };
-        // Reject unknown keys here, with the key's own span, before serde sees them.
-        if let Some(unknown) = entries.iter().find(|e| !fields.contains(&e.key.name.as_str())) {
-            return Err(DeError::new(DeErrorKind::UnknownKey {
-                key: unknown.key.name.clone(),
-                expected: fields,
-            })
-            .at(&unknown.key.span));
-        }
+        // Reject unknown keys here, with the key's own span, before serde sees them: the
+        // first as the error, or, reading on, every one as a problem while the map's known
+        // keys are read.
+        let unknown = |e: &&Entry| !fields.contains(&e.key.name.as_str());
+        let known = match self.sink {
+            None => {
+                if let Some(unknown) = entries.iter().find(unknown) {
+                    return Err(DeError::new(DeErrorKind::UnknownKey {
+                        key: unknown.key.name.clone(),
+                        expected: fields,
+                    })
+                    .at(&unknown.key.span));
+                }
+                None
+            }
+            Some(sink) => {
+                for e in entries.iter().filter(unknown) {
+                    sink.borrow_mut().push(
+                        DeError::new(DeErrorKind::UnknownKey {
+                            key: e.key.name.clone(),
+                            expected: fields,
+                        })
+                        .at(&e.key.span),
+                    );
+                }
+                Some(fields)
+            }
+        };
         visitor
             .visit_map(MapAccess {
                 entries: entries.iter(),
                 pending: None,
+                sink: self.sink,
+                known,
             })
             .map_err(|e| e.at(self.span()))
     }
@@ -521,11 +688,13 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
                 variant: &s.text,
                 variant_span: &self.value.span,
                 content: None,
+                sink: self.sink,
             }),
             Node::Map(entries) if entries.len() == 1 => visitor.visit_enum(EnumAccess {
                 variant: &entries[0].key.name,
                 variant_span: &entries[0].key.span,
                 content: Some(&entries[0].value),
+                sink: self.sink,
             }),
             _ => Err(self.invalid(&visitor)),
         }
@@ -541,17 +710,51 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
     }
 }
 
-struct SeqAccess<'de> {
-    items: std::slice::Iter<'de, Value>,
+/// A [`Checked`] value, offered as a sequence of one element that ends early when the
+/// element failed and the failure was recorded.
+struct CheckedAccess<'de, 's> {
+    value: Option<&'de Value>,
+    sink: Option<&'s Sink>,
 }
 
-impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
+impl<'de> de::SeqAccess<'de> for CheckedAccess<'de, '_> {
+    type Error = DeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+        let Some(value) = self.value.take() else {
+            return Ok(None);
+        };
+        match seed.deserialize(ValueDeserializer {
+            value,
+            sink: self.sink,
+        }) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => match self.sink {
+                Some(sink) => {
+                    sink.borrow_mut().push(e.at(&value.span));
+                    Ok(None)
+                }
+                None => Err(e.at(&value.span)),
+            },
+        }
+    }
+}
+
+struct SeqAccess<'de, 's> {
+    items: std::slice::Iter<'de, Value>,
+    sink: Option<&'s Sink>,
+}
+
+impl<'de> de::SeqAccess<'de> for SeqAccess<'de, '_> {
     type Error = DeError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             Some(value) => seed
-                .deserialize(ValueDeserializer { value })
+                .deserialize(ValueDeserializer {
+                    value,
+                    sink: self.sink,
+                })
                 .map(Some)
                 .map_err(|e| e.at(&value.span)),
             None => Ok(None),
@@ -563,16 +766,23 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
     }
 }
 
-struct MapAccess<'de> {
+struct MapAccess<'de, 's> {
     entries: std::slice::Iter<'de, Entry>,
     pending: Option<&'de Entry>,
+    sink: Option<&'s Sink>,
+    /// Reading on: the keys to read (the others were reported as unknown).
+    known: Option<&'static [&'static str]>,
 }
 
-impl<'de> de::MapAccess<'de> for MapAccess<'de> {
+impl<'de> de::MapAccess<'de> for MapAccess<'de, '_> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some(entry) = self.entries.next() else {
+        let known = self.known;
+        let Some(entry) = self
+            .entries
+            .find(|e| known.is_none_or(|k| k.contains(&e.key.name.as_str())))
+        else {
             return Ok(None);
         };
         self.pending = Some(entry);
@@ -585,8 +795,11 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
             .pending
             .take()
             .ok_or_else(|| de::Error::custom("map value requested before its key"))?;
-        seed.deserialize(ValueDeserializer { value: &entry.value })
-            .map_err(|e| e.at(&entry.value.span))
+        seed.deserialize(ValueDeserializer {
+            value: &entry.value,
+            sink: self.sink,
+        })
+        .map_err(|e| e.at(&entry.value.span))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -594,20 +807,21 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     }
 }
 
-struct EnumAccess<'de> {
+struct EnumAccess<'de, 's> {
     variant: &'de str,
     variant_span: &'de Span,
     content: Option<&'de Value>,
+    sink: Option<&'s Sink>,
 }
 
-impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
+impl<'de, 's> de::EnumAccess<'de> for EnumAccess<'de, 's> {
     type Error = DeError;
-    type Variant = VariantAccess<'de>;
+    type Variant = VariantAccess<'de, 's>;
 
     fn variant_seed<V: DeserializeSeed<'de>>(
         self,
         seed: V,
-    ) -> Result<(V::Value, VariantAccess<'de>), DeError> {
+    ) -> Result<(V::Value, VariantAccess<'de, 's>), DeError> {
         let name = de::value::BorrowedStrDeserializer::<DeError>::new(self.variant);
         let variant = seed.deserialize(name).map_err(|e| e.at(self.variant_span))?;
         Ok((
@@ -615,17 +829,19 @@ impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
             VariantAccess {
                 content: self.content,
                 span: self.variant_span,
+                sink: self.sink,
             },
         ))
     }
 }
 
-struct VariantAccess<'de> {
+struct VariantAccess<'de, 's> {
     content: Option<&'de Value>,
     span: &'de Span,
+    sink: Option<&'s Sink>,
 }
 
-impl<'de> VariantAccess<'de> {
+impl<'de> VariantAccess<'de, '_> {
     fn content(&self, expected: &str) -> Result<&'de Value, DeError> {
         self.content.ok_or_else(|| {
             DeError::new(DeErrorKind::InvalidType {
@@ -637,7 +853,7 @@ impl<'de> VariantAccess<'de> {
     }
 }
 
-impl<'de> de::VariantAccess<'de> for VariantAccess<'de> {
+impl<'de> de::VariantAccess<'de> for VariantAccess<'de, '_> {
     type Error = DeError;
 
     fn unit_variant(self) -> Result<(), DeError> {
@@ -654,12 +870,19 @@ impl<'de> de::VariantAccess<'de> for VariantAccess<'de> {
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
         let value = self.content("a map with one key")?;
-        seed.deserialize(ValueDeserializer { value })
+        seed.deserialize(ValueDeserializer {
+            value,
+            sink: self.sink,
+        })
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _: usize, visitor: V) -> Result<V::Value, DeError> {
         let value = self.content("a map with one key holding a list")?;
-        ValueDeserializer { value }.deserialize_seq(visitor)
+        ValueDeserializer {
+            value,
+            sink: self.sink,
+        }
+        .deserialize_seq(visitor)
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -668,7 +891,11 @@ impl<'de> de::VariantAccess<'de> for VariantAccess<'de> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let value = self.content("a map with one key holding a map")?;
-        ValueDeserializer { value }.deserialize_struct("", fields, visitor)
+        ValueDeserializer {
+            value,
+            sink: self.sink,
+        }
+        .deserialize_struct("", fields, visitor)
     }
 }
 
@@ -767,6 +994,52 @@ mod tests {
             struct_fields::<Entry>(),
             ["path", "mode", "size", "tags", "extra"]
         );
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Lenient {
+        #[serde(default)]
+        size: Option<Checked<Spanned<u32>>>,
+        #[serde(default)]
+        items: Option<Vec<Checked<Spanned<Entry>>>>,
+        #[serde(default)]
+        secret: Option<Verbatim>,
+        #[serde(default)]
+        flag: Option<Checked<bool>>,
+    }
+
+    #[test]
+    fn reading_on_collects_every_problem_and_keeps_what_was_readable() {
+        let v = doc("sise: 1\nsize: [1]\nitems:\n  - {path: /a, mdoe: x}\n  - {path: /b, size: no}\n  - {path: /c}\nsecret: 007\nflag: maybe\nextra: 1\n");
+        let (value, problems) = from_value_collecting::<Lenient>(&v);
+        let value = value.expect("the top level reads");
+        assert_eq!(value.size, Some(Checked::Invalid));
+        let items = value.items.unwrap();
+        assert!(matches!(&items[0], Checked::Valid(e) if e.path.value == "/a"));
+        assert_eq!(items[1], Checked::Invalid);
+        assert!(matches!(&items[2], Checked::Valid(e) if e.path.value == "/c"));
+        // A verbatim node keeps its text as written.
+        let secret = value.secret.unwrap();
+        assert_eq!(secret.0.as_scalar().map(|s| s.text.as_str()), Some("007"));
+        assert_eq!(value.flag, Some(Checked::Invalid));
+        let found: Vec<String> = problems
+            .iter()
+            .map(|(span, e)| format!("{} {e}", span.location()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "t.yaml:1:1 unknown key `sise`",
+                "t.yaml:9:1 unknown key `extra`",
+                "t.yaml:2:7 invalid type: expected a whole number (0 or more), found a list",
+                "t.yaml:4:16 unknown key `mdoe`",
+                "t.yaml:5:22 invalid type: expected a whole number (0 or more), found string \"no\"",
+                "t.yaml:8:7 invalid type: expected `true` or `false`, found string \"maybe\"",
+            ]
+        );
+        // The same reader stops at the first problem with `from_value`.
+        let err = from_value::<Lenient>(&v).unwrap_err();
+        assert!(matches!(err.kind(), DefsErrorKind::UnknownKey { key, .. } if key == "sise"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! depend on the environment. `$${` writes a literal `${`; a `$` not followed by `{` is kept.
 //! As in the shell, `:-` uses the default when the variable is unset *or empty*.
 //! `${env:NAME}` is left as written: it is a secret reference, resolved only at a hive's
-//! secret positions (see [`crate::hive::load`]).
+//! secret positions, by the hive reader that types the document.
 
 use std::collections::BTreeMap;
 
@@ -69,7 +69,7 @@ pub fn substitute(
         let inner = &after[2..close];
         if inner.starts_with("env:") {
             // `${env:NAME}` names a secret in the environment: it is resolved where a hive
-            // secret is read (`crate::hive::load`), so the secret's text never enters the
+            // secret is read (by the hive reader), so the secret's text never enters the
             // document, its locations or any diagnostic about it.
             out.push_str(&after[..=close]);
             rest = &after[close + 1..];

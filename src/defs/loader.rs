@@ -53,6 +53,7 @@ type Prepared = (Spanned<Kind>, Value, Vec<(String, Digest)>);
 
 /// A target's merged document: see [`Loader::document`].
 pub(crate) struct Document {
+    pub kind: Kind,
     pub doc: Value,
     pub files: Vec<(String, Digest)>,
     pub locations: BTreeMap<String, Location>,
@@ -149,15 +150,17 @@ impl Loader {
     }
 
     /// The merged document of a target after defaults and overrides, without `kind`, with
-    /// the files it came from (sorted) and the location of every value: what
-    /// [`crate::hive::load`] reads a hive from.
+    /// the files it came from (sorted) and the location of every value: what the hive
+    /// reader types a hive target from (it reports every problem at once, which a typed
+    /// [`Target`] cannot).
     pub(crate) fn document(&self, label: &Label) -> Result<Document, DefsError> {
-        let (_, doc, mut files) = self.prepare(label, None)?;
+        let (kind, doc, mut files) = self.prepare(label, None)?;
         let mut locations = BTreeMap::new();
         record_locations(&doc, "", &mut locations);
         files.sort();
         files.dedup();
         Ok(Document {
+            kind: kind.value,
             doc,
             files,
             locations,
@@ -168,6 +171,12 @@ impl Loader {
         let Resolved { mut doc, mut files } = self.resolve(label, &mut vec![label.clone()], at)?;
         let kind = kind_of(label, &doc)?;
         doc.remove("kind");
+        if kind.value == Kind::Hive {
+            if let Some(defaults) = self.workspace.hive_defaults() {
+                doc = merge::merge(defaults.clone(), doc)?;
+                files.push((WORKSPACE_FILE.to_owned(), self.workspace.config_digest()));
+            }
+        }
         let keys = kind.value.keys();
         if let Some(epoch) = self.workspace.epoch_entry() {
             if keys.contains(&"epoch") && doc.get("epoch").is_none() {

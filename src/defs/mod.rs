@@ -18,6 +18,7 @@
 
 pub mod de;
 pub mod error;
+pub mod image_settings;
 pub mod interp;
 pub mod label;
 pub mod loader;
@@ -27,6 +28,7 @@ pub mod parse_cache;
 pub mod span;
 pub mod suggest;
 pub mod target;
+pub mod timezones;
 pub mod workspace;
 pub mod yaml;
 

@@ -32,7 +32,7 @@ pub enum Kind {
     Base,
     Board,
     /// A hive file in the hive configuration manager's format: no `kind`, but `hive_id`
-    /// and `metadata` (see [`crate::hive`]).
+    /// and `metadata` (the application's hive reader types the rest).
     Hive,
 }
 
@@ -130,10 +130,10 @@ pub struct Image {
     pub hive: Option<ImageHive>,
     /// The old image generator's `system`, `security`, `services` and `software` keys,
     /// with defaults.
-    pub settings: crate::hive::config::ImageSettings,
+    pub settings: super::image_settings::ImageSettings,
     /// `security.vpn.server`: the hub's host, replacing the host of the hive's WireGuard
     /// endpoint.
-    pub vpn_server: crate::hive::settings::VpnServer,
+    pub vpn_server: super::image_settings::VpnServer,
 }
 
 /// Where an image target's hive is written.
@@ -147,8 +147,8 @@ pub enum ImageHive {
 }
 
 /// A hive target (a hive file under `defs/`). Only the image it builds on is typed here;
-/// [`crate::hive::load::resolve`] reads, validates and types the hive itself, because it
-/// reports every problem at once and resolves secrets.
+/// the application's hive reader types the hive itself from [`super::de::from_value_collecting`],
+/// because it reports every problem at once and resolves secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HiveTarget {
     /// `image:` in the hive file; `None` means `hives.image` of `w4b.yaml`.
@@ -716,17 +716,17 @@ struct RawImage {
     description: Option<String>,
     #[serde(default)]
     hive_file: Option<Spanned<String>>,
-    /// Validated by [`crate::hive::load`], which reports all of its problems at once.
+    /// Typed by the hive reader, which reports all of its problems at once.
     #[serde(default)]
     hive: Option<Spanned<de::IgnoredAny>>,
     #[serde(default)]
-    system: Option<crate::hive::settings::RawSystem>,
+    system: Option<super::image_settings::RawSystem>,
     #[serde(default)]
-    security: Option<crate::hive::settings::RawSecurity>,
+    security: Option<super::image_settings::RawSecurity>,
     #[serde(default)]
-    services: Option<crate::hive::settings::RawServices>,
+    services: Option<super::image_settings::RawServices>,
     #[serde(default)]
-    software: Option<crate::hive::settings::RawSoftware>,
+    software: Option<super::image_settings::RawSoftware>,
 }
 
 /// The top-level keys of a hive file (the manager's, plus `image`). Only `image` is read
@@ -995,8 +995,8 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
             let source_path = |p: &Spanned<String>| -> Result<String, DefsError> {
                 ws_path_of(p, ctx, "the sensor manager's source").map(|w| w.as_str().to_owned())
             };
-            let (settings, vpn_server) = crate::hive::settings::convert(
-                crate::hive::settings::RawSettings {
+            let (settings, vpn_server) = super::image_settings::convert(
+                super::image_settings::RawSettings {
                     system: raw.system,
                     security: raw.security,
                     services: raw.services,
@@ -1021,10 +1021,12 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
         Kind::Base => convert_base(from_value(doc)?),
         Kind::Board => convert_board(from_value(doc)?),
         Kind::Hive => {
-            let raw: RawHiveKeys = from_value(doc)?;
-            let image = match raw.image {
+            // Only `image` is read here; the hive reader reads (and diagnoses) the rest, all
+            // at once.
+            let image = match doc.get("image").filter(|e| !e.value.is_null()) {
                 None => None,
-                Some(text) => {
+                Some(entry) => {
+                    let text: Spanned<String> = from_value(&entry.value)?;
                     let (package, _) = ctx.origin_of(&text.span);
                     match Label::parse(&text.value, Some(&package)) {
                         Ok(label) => Some(Spanned::new(label, text.span)),

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use w4b_cache::Digest;
 
-use super::de::{from_value, Spanned};
+use super::de::{from_value, Spanned, Verbatim};
 use super::error::{DefsError, DefsErrorKind};
 use super::interp;
 use super::label::{Label, Pattern};
 use super::span::{Origin, SourceFile};
-use super::yaml::{self, Entry};
+use super::yaml::{self, Entry, Value};
 
 /// The name of the workspace settings file.
 pub const WORKSPACE_FILE: &str = "w4b.yaml";
@@ -68,6 +68,9 @@ struct RawConfig {
 #[derive(Deserialize)]
 struct RawHives {
     image: Option<Spanned<String>>,
+    /// Merged under every hive file; its keys are the hive file's, checked where a hive
+    /// is read.
+    defaults: Option<Verbatim>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +90,8 @@ pub struct Workspace {
     config_digest: Digest,
     /// The `epoch:` entry of `w4b.yaml`, merged into images as a default with its span.
     epoch_entry: Option<Entry>,
+    /// `hives.defaults`: a map merged under every hive file, with its spans in `w4b.yaml`.
+    hive_defaults: Option<Value>,
 }
 
 impl Workspace {
@@ -176,7 +181,24 @@ impl Workspace {
             remote_read_only: c.remote_read_only,
         });
         let epoch_entry = doc.get("epoch").filter(|e| !e.value.is_null()).cloned();
-        let hive_image = match raw.hives.and_then(|h| h.image) {
+        let (hive_image, hive_defaults) = match raw.hives {
+            None => (None, None),
+            Some(h) => (h.image, h.defaults.map(|d| d.0).filter(|d| !d.is_null())),
+        };
+        if let Some(d) = hive_defaults.as_ref().filter(|d| d.as_map().is_none()) {
+            return Err(DefsErrorKind::InvalidType {
+                src: d.span.src(),
+                span: d.span.ss(),
+                expected: "a map".into(),
+                found: d.describe(),
+                help: Some(
+                    "`hives.defaults` holds keys of a hive file, such as `security: {wireguard: {peer_public_key: …}}`"
+                        .into(),
+                ),
+            }
+            .into());
+        }
+        let hive_image = match hive_image {
             None => None,
             Some(text) => match Label::parse(&text.value, None) {
                 Ok(label) => Some(Spanned::new(label, text.span)),
@@ -194,6 +216,7 @@ impl Workspace {
             },
             config_digest,
             epoch_entry,
+            hive_defaults,
         })
     }
 
@@ -221,6 +244,12 @@ impl Workspace {
 
     pub(crate) fn epoch_entry(&self) -> Option<&Entry> {
         self.epoch_entry.as_ref()
+    }
+
+    /// `hives.defaults` of `w4b.yaml`: a map of hive-file keys merged under every hive
+    /// file (the hive file wins; maps merge key by key).
+    pub fn hive_defaults(&self) -> Option<&Value> {
+        self.hive_defaults.as_ref()
     }
 
     /// The labels a pattern names, sorted. `//pkg/...` lists every `*.yaml` below

@@ -1,8 +1,8 @@
 //! A hive, as the W4B hive configuration manager writes it (`hives/<hive_id>.yaml`), plus
 //! the image-level settings of the old image generator (`system`, `security`, `services`,
-//! `software` at an image target's top level). These are the typed values every W4B
-//! module reads; [`crate::hive`] loads and validates them from YAML with file:line
-//! diagnostics.
+//! `software` at an image target's top level, typed in [`crate::defs::image_settings`] and
+//! re-exported here). These are the typed values every W4B module reads; [`crate::hive`]
+//! loads and validates them from YAML with file:line diagnostics.
 //!
 //! Secret values (passwords, private keys, a full `wg0.conf`) are [`Secret`]s: they
 //! print, serialise and compare for keys only as their name plus a keyed digest, never as
@@ -12,6 +12,11 @@
 use std::fmt;
 
 use serde::Serialize;
+
+pub use crate::defs::image_settings::{
+    DatabaseSettings, FirewallSettings, ImageSettings, MonitoringSettings, SensorManagerSettings,
+    SoftwareSettings, SourceSpec, SystemSettings,
+};
 
 /// A secret value with the dotted path it was found at (`security.database.password`).
 #[derive(Clone, PartialEq, Eq)]
@@ -275,7 +280,9 @@ pub struct HiveSsh {
     /// The hive's own key pair (`hive-<id>` comment); the public half is authorised for
     /// the admin user.
     pub public_key: String,
-    pub private_key: Secret,
+    /// Optional: many hive files hold only the public half. No module writes it into the
+    /// image (the device makes its own host keys).
+    pub private_key: Option<Secret>,
     pub enable_password_auth: bool,
     pub allow_root: bool,
     /// 1..=65535.
@@ -311,89 +318,6 @@ pub struct LocalAccess {
     pub username: String,
     pub password: Secret,
     pub sudo_without_password: bool,
-}
-
-/// The image-level settings (the old image generator's keys, at an image target's top
-/// level), with their defaults filled in. Hive values win where both say something.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ImageSettings {
-    pub system: SystemSettings,
-    pub firewall: FirewallSettings,
-    pub vpn_enabled: bool,
-    pub sensor_manager: SensorManagerSettings,
-    pub monitoring: MonitoringSettings,
-    pub database: DatabaseSettings,
-    pub software: SoftwareSettings,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SystemSettings {
-    /// `w4b` → hostname `w4b-<hive id without the prefix, lower-cased>`.
-    pub hostname_prefix: String,
-    /// Default when the hive gives none: `UTC`.
-    pub timezone: String,
-    /// `en_GB.UTF-8`.
-    pub locale: String,
-    /// `gb`.
-    pub keyboard: String,
-    pub ssh_enabled: bool,
-    /// Overridden by the hive's `security.ssh.enable_password_auth`.
-    pub ssh_password_auth: bool,
-    /// Overridden by the hive's `security.ssh.port`.
-    pub ssh_port: u16,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FirewallSettings {
-    pub enabled: bool,
-    /// TCP ports open to everyone (default 22; the SSH port is always included), besides
-    /// the VPN's UDP port and anything from the VPN subnet.
-    pub allow_ports: Vec<u16>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SensorManagerSettings {
-    pub enabled: bool,
-    pub auto_start: bool,
-    pub source: Option<SourceSpec>,
-    /// Prometheus port of the sensor manager (default 9101; never 9100).
-    pub metrics_port: u16,
-}
-
-/// Where the sensor manager's code comes from.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub enum SourceSpec {
-    /// A tarball pinned by sha256.
-    Url { url: String, sha256: String },
-    /// A directory in the workspace (already resolved against the YAML's directory).
-    Path { path: String },
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MonitoringSettings {
-    pub enabled: bool,
-    /// Node exporter (default 9100).
-    pub node_exporter_port: u16,
-    /// journald `SystemMaxUse`, e.g. `200M`.
-    pub journal_max_use: String,
-    /// Health-check period in seconds (default 300).
-    pub health_interval: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DatabaseSettings {
-    /// Days of raw readings kept (default 30).
-    pub retention_days: u64,
-    /// Days before chunks are compressed (default 7).
-    pub compress_after_days: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SoftwareSettings {
-    /// Debian packages installed on first boot.
-    pub packages: Vec<String>,
-    /// Python packages for the sensor manager's venv (`name==version`).
-    pub python_packages: Vec<String>,
 }
 
 /// Everything the modules read: the hive and the image's settings.
@@ -449,7 +373,9 @@ impl HiveImage {
     pub fn secrets(&self) -> Vec<&Secret> {
         let mut v: Vec<&Secret> = self.hive.network.wifi.iter().map(|w| &w.password).collect();
         if let Some(s) = &self.hive.security {
-            v.push(&s.ssh.private_key);
+            if let Some(k) = &s.ssh.private_key {
+                v.push(k);
+            }
             v.push(&s.wireguard.private_key);
             if let Some(c) = &s.wireguard.config {
                 v.push(c);

@@ -7,7 +7,7 @@ use std::path::Path;
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
 use super::*;
-use crate::defs::{DefsErrorKind, Label, Loader, Pattern, Workspace};
+use crate::defs::{DefsError, DefsErrorKind, Label, Loader, Pattern, Target, Workspace};
 use crate::modules::testing;
 
 const FIXTURE_WIFI: &str = include_str!("../../tests/hives/hive_AbCd1234.yaml");
@@ -210,7 +210,7 @@ fn hives_do_not_extend_and_are_not_extended() {
 
 #[test]
 fn image_settings_have_the_documented_defaults_and_read_the_old_keys() {
-    let d = settings::defaults();
+    let d = crate::defs::image_settings::defaults();
     assert_eq!(d.system.hostname_prefix, "w4b");
     assert_eq!(
         (
@@ -566,4 +566,211 @@ fn every_bad_hive_is_diagnosed_with_location_and_help() {
         assert!(!rendered.contains("SECRET"), "{name}: a secret in\n{rendered}");
         insta::assert_snapshot!(format!("hive_corpus_{name}"), rendered);
     }
+}
+
+/// The Wi-Fi fixture as many hive files are: the SSH public key only, and no hub key.
+fn without_private_and_peer_keys() -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in FIXTURE_WIFI.lines() {
+        if line.starts_with("    private_key: |") {
+            skip = true;
+            continue;
+        }
+        if skip && line.starts_with("      ") {
+            continue;
+        }
+        skip = false;
+        if line.contains("peer_public_key") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(
+        !out.contains("SECRET-SSH") && !out.contains("peer_public_key"),
+        "{out}"
+    );
+    out
+}
+
+const HUB_KEY: &str = "hubDefaultKeyFromW4bYaml0000000000000000000=";
+
+fn defaults_yaml(extra: &str) -> String {
+    format!(
+        "hives:\n  image: //images:edge\n  defaults:\n    security:\n      wireguard: {{peer_public_key: \"{HUB_KEY}\"}}\n{extra}"
+    )
+}
+
+#[test]
+fn hives_defaults_are_merged_under_every_hive_file_and_the_hive_file_wins() {
+    let own_key = "ownHubKeyWrittenInTheHiveFile00000000000000=";
+    let south = FIXTURE_WIFI
+        .replace("hive_AbCd1234", "hive_South001")
+        .replace("hubPublicKeyFixture000000000000000000000000=", own_key);
+    let w4b = defaults_yaml("    metadata: {notes: \"one fleet\"}\n    collector: {interval: 999}\n");
+    let dir = workspace(&[
+        ("w4b.yaml", &w4b),
+        ("defs/images/edge.yaml", EDGE),
+        ("defs/hives/north.yaml", &without_private_and_peer_keys()),
+        ("defs/hives/south.yaml", &south),
+        (
+            "defs/images/lan.yaml",
+            &format!("{EDGE}hive_file: ../../hives/hive_LanX0001.yaml\n"),
+        ),
+        (
+            "hives/hive_LanX0001.yaml",
+            &FIXTURE_LAN.replace(
+                "    peer_public_key: \"hubPublicKeyFixture000000000000000000000000=\"\n",
+                "",
+            ),
+        ),
+    ]);
+    let l = loader(&dir, &[], &[]);
+
+    // A defaulted value: its value and its location are `w4b.yaml`'s.
+    let north = resolve(&l, &label("//hives:north")).unwrap();
+    let sec = north.config.hive.security.as_ref().unwrap();
+    assert_eq!(sec.ssh.private_key, None, "the private key is optional");
+    assert_eq!(sec.wireguard.peer_public_key.as_deref(), Some(HUB_KEY));
+    assert_eq!(
+        north.locations["hive.security.wireguard.peer_public_key"].to_string(),
+        "w4b.yaml:5:36"
+    );
+    assert_eq!(north.config.hive.metadata.notes.as_deref(), Some("one fleet"));
+    assert_eq!(
+        north.locations["hive.metadata.notes"].to_string(),
+        "w4b.yaml:6:23"
+    );
+    // Maps merge key by key, and what the hive file says wins.
+    assert_eq!(north.config.hive.collector.interval, 60);
+    assert_eq!(
+        north.locations["hive.collector.interval"].to_string(),
+        "defs/hives/north.yaml:20:13"
+    );
+    assert_eq!(
+        north.locations["hive.security.wireguard.client_ip"].to_string(),
+        "defs/hives/north.yaml:57:16"
+    );
+    let files: Vec<&str> = north.files.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        files,
+        ["defs/hives/north.yaml", "defs/images/edge.yaml", "w4b.yaml"]
+    );
+    // No secret among the secrets any more for the absent private key.
+    assert!(north
+        .config
+        .secrets()
+        .iter()
+        .all(|s| s.name != "security.ssh.private_key"));
+
+    // An overridden value: the hive file's key and location.
+    let south = resolve(&l, &label("//hives:south")).unwrap();
+    let wg = &south.config.hive.security.as_ref().unwrap().wireguard;
+    assert_eq!(wg.peer_public_key.as_deref(), Some(own_key));
+    assert!(
+        south.locations["hive.security.wireguard.peer_public_key"]
+            .to_string()
+            .starts_with("defs/hives/south.yaml:"),
+        "{:?}",
+        south.locations["hive.security.wireguard.peer_public_key"]
+    );
+
+    // A hive file named by an image gets the defaults too, and so does `hive validate`.
+    let lan = resolve(&l, &label("//images:lan")).unwrap();
+    let wg = &lan.config.hive.security.as_ref().unwrap().wireguard;
+    assert_eq!(wg.peer_public_key.as_deref(), Some(HUB_KEY));
+    assert!(lan.files.iter().any(|(p, _)| p == "w4b.yaml"));
+    let ws = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+    let checked = check_file(
+        Some(&ws),
+        &BTreeMap::new(),
+        &dir.path().join("defs/hives/north.yaml"),
+    )
+    .unwrap();
+    assert_eq!(checked, north.config.hive);
+    // Without the workspace's defaults the same file lacks the hub's key.
+    let err = check_file(None, &BTreeMap::new(), &dir.path().join("defs/hives/north.yaml")).unwrap_err();
+    assert!(
+        render(&err).contains("hives.defaults.security.wireguard"),
+        "{}",
+        render(&err)
+    );
+}
+
+#[test]
+fn a_bad_key_in_hives_defaults_is_reported_at_its_line_of_w4b_yaml_with_the_hives_own_problems() {
+    let w4b = "hives:\n  image: //images:edge\n  defaults:\n    security:\n      wireguard: {peer_pubkey: \"x\"}\n    collector: {interval: [1]}\n";
+    let hive = without_private_and_peer_keys().replace("version: \"1.0.0\"", "version: \"1.0\"");
+    let dir = workspace(&[
+        ("w4b.yaml", w4b),
+        ("defs/images/edge.yaml", EDGE),
+        ("defs/hives/north.yaml", &hive),
+    ]);
+    let err = resolve(&loader(&dir, &[], &[]), &label("//hives:north")).unwrap_err();
+    let shown = render(&err);
+    let DefsErrorKind::HiveInvalid { count, .. } = err.kind() else {
+        panic!("{shown}")
+    };
+    // The hive's bad version, the unknown key in the defaults, and the hub's key that is
+    // then missing. (The collector's interval is the hive file's: the default's bad value
+    // is overridden, so it is no problem.)
+    assert_eq!(*count, 3, "{shown}");
+    assert!(
+        shown.contains("unknown key `peer_pubkey` in `security.wireguard`"),
+        "{shown}"
+    );
+    assert!(shown.contains("╭─[w4b.yaml:5:19]"), "{shown}");
+    assert!(shown.contains("did you mean `peer_public_key`?"), "{shown}");
+    assert!(shown.contains("╭─[defs/hives/north.yaml:4:10]"), "{shown}");
+
+    // Not a map at all: reported when the workspace is opened.
+    let dir = workspace(&[("w4b.yaml", "hives: {defaults: [a]}\n")]);
+    let err = Workspace::open(dir.path(), &BTreeMap::new()).unwrap_err();
+    assert!(render(&err).contains("w4b.yaml:1:19"), "{}", render(&err));
+}
+
+#[test]
+fn secrets_in_hives_defaults_are_secrets_read_relative_to_w4b_yaml() {
+    let hive = without_private_and_peer_keys().replace("password: \"SECRET-db-pass-1234567\", ", "");
+    assert!(!hive.contains("SECRET-db-pass"), "{hive}");
+    let w4b = defaults_yaml("      database: {password: {file: fleet/db.txt}}\n");
+    let dir = workspace(&[
+        ("w4b.yaml", &w4b),
+        ("fleet/db.txt", "SECRET-fleet-db\n"),
+        ("defs/images/edge.yaml", EDGE),
+        ("defs/hives/north.yaml", &hive),
+    ]);
+    let r = resolve(&loader(&dir, &[], &[]), &label("//hives:north")).unwrap();
+    let db = &r.config.hive.security.as_ref().unwrap().database;
+    assert_eq!(db.password.expose(), "SECRET-fleet-db");
+    assert_eq!(db.password.name, "security.database.password");
+    assert_eq!(r.secret_files, ["fleet/db.txt"]);
+    assert!(
+        !format!("{:?} {}", r.config, serde_json::to_string(&r.config).unwrap()).contains("SECRET-fleet")
+    );
+
+    // A literal secret in the defaults is blanked in diagnostics like one in a hive file.
+    let w4b = defaults_yaml("      database: {password: \"SECRET-fleet-literal\", pasword: x}\n");
+    let dir = workspace(&[
+        ("w4b.yaml", &w4b),
+        ("defs/images/edge.yaml", EDGE),
+        ("defs/hives/north.yaml", &hive),
+    ]);
+    let err = resolve(&loader(&dir, &[], &[]), &label("//hives:north")).unwrap_err();
+    let shown = format!("{}\n{err:?}", render(&err));
+    assert!(
+        shown.contains("unknown key `pasword` in `security.database`"),
+        "{shown}"
+    );
+    assert!(shown.contains("w4b.yaml:6:"), "{shown}");
+    assert!(!shown.contains("SECRET-fleet-literal"), "{shown}");
+}
+
+#[test]
+fn the_raw_hive_keys_are_the_keys_defs_accepts_for_a_hive() {
+    assert_eq!(
+        crate::defs::de::struct_fields::<super::super::raw::RawHive>(),
+        crate::defs::Kind::Hive.keys()
+    );
 }

@@ -7,7 +7,7 @@
 //! |-------------------------|------------------------------------------------------------|
 //! | `password: "text"`      | the text (after the loader's `${VAR}` substitution)        |
 //! | `password: ${env:NAME}` | the value of `NAME` in the injected environment map        |
-//! | `password: {file: p}`   | the file's text, `p` relative to the hive file, inside the workspace; one trailing newline of a one-line file is dropped |
+//! | `password: {file: p}`   | the file's text, `p` relative to the file it is written in (the hive file, or `w4b.yaml` for a `hives.defaults` value), inside the workspace; one trailing newline of a one-line file is dropped |
 //!
 //! Every failure names the secret by its key path and never shows its value: diagnostics
 //! point at what was *written* (`${env:NAME}`, the file name), which is not secret. Files
@@ -27,7 +27,8 @@ pub struct SecretSources<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// The absolute root that `{file:}` paths may not leave (the workspace).
     pub root: PathBuf,
-    /// The hive file's directory, relative to `root`.
+    /// The hive file's directory, relative to `root`: where `{file:}` paths start when
+    /// the text they are written in is not a workspace file.
     pub dir: String,
 }
 
@@ -141,7 +142,13 @@ impl SecretSources<'_> {
         if written.starts_with('/') {
             return Err(outside());
         }
-        let Some(rel) = WsPath::join(&self.dir, written) else {
+        // Relative to the file the reference is written in: the hive file, or `w4b.yaml`
+        // for a `hives.defaults` value.
+        let dir = span
+            .file
+            .path()
+            .map_or(self.dir.as_str(), |p| p.rsplit_once('/').map_or("", |(d, _)| d));
+        let Some(rel) = WsPath::join(dir, written) else {
             return Err(outside());
         };
         let path = self.root.join(rel.as_str());

@@ -52,10 +52,10 @@ fn security(id: &str, client_ip: &str) -> HiveSecurity {
     HiveSecurity {
         ssh: HiveSsh {
             public_key: format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureFixtureFixtureFixtureFixtureFixture0 hive-{id}"),
-            private_key: Secret::new(
+            private_key: Some(Secret::new(
                 "security.ssh.private_key",
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-SSH-PRIVATE-KEY-FIXTURE\n-----END OPENSSH PRIVATE KEY-----\n",
-            ),
+            )),
             enable_password_auth: false,
             allow_root: false,
             port: 22,

@@ -92,20 +92,50 @@ pub fn secret_digest(secret_key: &[u8; 32], value: &str) -> String {
     blake3::keyed_hash(&key, value.as_bytes()).to_hex().to_string()
 }
 
-impl ModuleStep {
-    /// The location of the configuration value a module input named `key` most likely
-    /// came from: the first written key path that ends in it or passes through it.
-    fn location_for(&self, key: &str) -> Option<String> {
-        let end = format!(".{key}");
-        let through = format!(".{key}.");
-        let indexed = format!(".{key}[");
-        self.locations
-            .iter()
-            .find(|(k, _)| k.ends_with(&end) || k.contains(&through) || k.contains(&indexed))
-            .map(|(_, l)| l.clone())
-            .or_else(|| self.location.clone())
-    }
+/// The location of the configuration value a module input at `path` (`vpn.peer_public_key`)
+/// most likely came from: the first written key path that ends in, or passes through,
+/// the longest tail of `path` found (`peer_public_key` →
+/// `hive.security.wireguard.peer_public_key`, which is `w4b.yaml`'s line when the value
+/// is a `hives.defaults` one), else where the hive was defined.
+fn location_for(
+    locations: &std::collections::BTreeMap<String, String>,
+    fallback: Option<&String>,
+    path: &str,
+) -> Option<String> {
+    let segments: Vec<&str> = path.split('.').collect();
+    (0..segments.len())
+        .find_map(|i| {
+            let key = segments[i..].join(".");
+            let end = format!(".{key}");
+            let through = format!(".{key}.");
+            let indexed = format!(".{key}[");
+            locations
+                .iter()
+                .find(|(k, _)| k.ends_with(&end) || k.contains(&through) || k.contains(&indexed))
+                .map(|(_, l)| l.clone())
+        })
+        .or_else(|| fallback.cloned())
+}
 
+/// The leaves of a module's inputs by dotted path, in the map's (sorted) order; an empty
+/// object is a leaf of its own so that it still shows in the key.
+fn config_leaves(path: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, child) in map {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                config_leaves(&p, child, out);
+            }
+        }
+        other => out.push((path.to_owned(), other.to_string())),
+    }
+}
+
+impl ModuleStep {
     fn secret_digest(&self, value: &str) -> String {
         secret_digest(&self.secret_key, value)
     }
@@ -117,7 +147,8 @@ impl Step for ModuleStep {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: one key component per leaf of the module's inputs (was: per top-level part).
+        2
     }
 
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
@@ -128,15 +159,24 @@ impl Step for ModuleStep {
             Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
                 .at(self.epoch_location.clone()),
         ];
-        // One component per top-level part of what the module reads, each pointing at
-        // where that part was written, so `why` names the hive value that changed.
-        match &json {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    c.push(Component::param(format!("config.{k}"), v.to_string()).at(self.location_for(k)));
-                }
-            }
-            other => c.push(Component::param("config", other.to_string()).at(self.location.clone())),
+        // One component per leaf of what the module reads (objects are walked, lists and
+        // scalars are leaves), each pointing at where that value was written, so `why`
+        // names the hive value that changed and its file:line — the hive file's, or
+        // `w4b.yaml`'s for a `hives.defaults` value.
+        let mut leaves = Vec::new();
+        config_leaves("", &json, &mut leaves);
+        for (path, value) in leaves {
+            let at = if path.is_empty() {
+                self.location.clone()
+            } else {
+                location_for(&self.locations, self.location.as_ref(), &path)
+            };
+            let name = if path.is_empty() {
+                "config".to_owned()
+            } else {
+                format!("config.{path}")
+            };
+            c.push(Component::param(name, value).at(at));
         }
         let mut seen = BTreeSet::new();
         for s in secrets {
@@ -226,5 +266,52 @@ impl Step for ModuleStep {
 
     fn shareable(&self) -> bool {
         !self.reads_secrets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_input_leaf_points_at_the_value_it_came_from() {
+        let json = serde_json::json!({
+            "ssh": {"port": 22, "enabled": true},
+            "vpn": {"peer_public_key": "k", "endpoint": "h:1"},
+            "services": [[9100, "node exporter"]],
+            "empty": {},
+        });
+        let mut leaves = Vec::new();
+        config_leaves("", &json, &mut leaves);
+        let paths: Vec<&str> = leaves.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "empty",
+                "services",
+                "ssh.enabled",
+                "ssh.port",
+                "vpn.endpoint",
+                "vpn.peer_public_key"
+            ]
+        );
+        let locations: std::collections::BTreeMap<String, String> = [
+            ("hive.hive_id", "defs/hives/north.yaml:1:10"),
+            ("hive.security.ssh.port", "defs/hives/north.yaml:9:11"),
+            ("hive.security.wireguard.endpoint", "defs/hives/north.yaml:12:15"),
+            ("hive.security.wireguard.peer_public_key", "w4b.yaml:5:41"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let fallback = "defs/hives/north.yaml:1:10".to_owned();
+        let at = |p: &str| location_for(&locations, Some(&fallback), p);
+        assert_eq!(at("vpn.peer_public_key").as_deref(), Some("w4b.yaml:5:41"));
+        assert_eq!(at("vpn.endpoint").as_deref(), Some("defs/hives/north.yaml:12:15"));
+        assert_eq!(at("ssh.port").as_deref(), Some("defs/hives/north.yaml:9:11"));
+        assert_eq!(
+            at("bluetooth_needed").as_deref(),
+            Some("defs/hives/north.yaml:1:10")
+        );
     }
 }

@@ -297,33 +297,44 @@ fn no_secret_value_reaches_a_manifest_a_record_a_log_why_or_the_remote_cache() {
         .map(|s| s.to_string())
         .chain(["SECRET-wifi-farm2".into()])
         .collect();
+    let remote_files = files_below(&remote);
+    assert!(
+        !remote_files.is_empty(),
+        "the remote cache holds the shareable steps"
+    );
+    assert_no_secret(&env, WIFI, &logs, remote_files, &secrets);
+}
+
+/// No secret in any log, nor in the manifest and the other files of `out/` beside the
+/// image, the local cache's records and build histories (what `why` reads), or `extra`
+/// files (a remote cache). The image itself, and the local cache's blobs of it, carry
+/// secrets by design.
+fn assert_no_secret(env: &TestEnv, id: &str, logs: &[String], extra: Vec<PathBuf>, secrets: &[String]) {
     for (i, log) in logs.iter().enumerate() {
-        for s in &secrets {
+        for s in secrets {
             assert!(!log.contains(s.as_str()), "log {i} shows `{s}`:\n{log}");
         }
     }
-    // The manifest, every record in the local cache, and everything in the remote.
-    let mut files = vec![env.path(&format!("out/{WIFI}.manifest.json"))];
+    let manifest = env.path(&format!("out/{id}.manifest.json"));
+    assert!(manifest.is_file(), "no manifest at {}", manifest.display());
+    let mut files: Vec<PathBuf> = files_below(&env.path("out"))
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".img.zst"))
+        .collect();
     let records = files_below(&env.cache.join("v1/records"));
     assert!(
         records.len() > 10,
         "the local records are where the test looks: {records:?}"
     );
     files.extend(records);
-    // Build histories (what `why` reads) too.
     files.extend(files_below(&env.cache.join("v1/meta")).into_iter().filter(|p| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("history"))
     }));
-    let remote_files = files_below(&remote);
-    assert!(
-        !remote_files.is_empty(),
-        "the remote cache holds the shareable steps"
-    );
-    files.extend(remote_files);
+    files.extend(extra);
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        for s in &secrets {
+        for s in secrets {
             assert!(
                 !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
                 "`{s}` found in {}",
@@ -331,4 +342,97 @@ fn no_secret_value_reaches_a_manifest_a_record_a_log_why_or_the_remote_cache() {
             );
         }
     }
+}
+
+/// The Wi-Fi fixture hive as many hive files are: the SSH public key only (no private
+/// key), and no hub key (`peer_public_key`): that comes from `hives.defaults`.
+fn public_key_only_hive() -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join(format!("tests/hives/{WIFI}.yaml"))).unwrap();
+    let mut out = String::new();
+    let mut in_private_key = false;
+    for line in text.lines() {
+        if line.starts_with("    private_key: |") {
+            in_private_key = true;
+            continue;
+        }
+        if in_private_key && line.starts_with("      ") {
+            continue;
+        }
+        in_private_key = false;
+        if !line.contains("peer_public_key") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!out.contains("SECRET-SSH-PRIVATE") && !out.contains("peer_public_key"));
+    out
+}
+
+const HUB: &str = "hubKeyFromTheFleetDefaults00000000000000000=";
+const HUB2: &str = "hubKeyAfterTheHubWasReplaced000000000000000=";
+
+fn fleet_defaults(hub: &str) -> String {
+    format!(
+        "hives:\n  image: //images:edge\n  defaults:\n    security:\n      wireguard: {{peer_public_key: \"{hub}\"}}\n"
+    )
+}
+
+#[test]
+fn a_hive_with_only_the_ssh_public_key_gets_the_hubs_key_from_hives_defaults() {
+    let server = TestServer::start();
+    let Some(env) = workspace(&server) else { return };
+    env.write("w4b.yaml", &fleet_defaults(HUB));
+    env.write(&format!("defs/hives/{WIFI}.yaml"), &public_key_only_hive());
+    let label = format!("//hives:{WIFI}");
+    let mut logs = Vec::new();
+    let b = env.build(&[&label]);
+    assert!(b.ok(), "{}", b.stderr());
+    logs.push(String::from_utf8_lossy(&b.output.stdout).into_owned());
+    logs.push(b.stderr());
+
+    let root = root_partition(&env, WIFI);
+    assert_eq!(stat(&root, "/etc/wireguard/wg0.conf"), (0o600, 0, 0));
+    let wg = debugfs(&root, "cat /etc/wireguard/wg0.conf");
+    assert!(wg.contains(&format!("PublicKey = {HUB}")), "{wg}");
+    assert!(
+        debugfs(&root, "cat /home/hiveadmin/.ssh/authorized_keys").contains("jo@example.com"),
+        "the public keys still reach the admin"
+    );
+    // The manifest names `w4b.yaml` among the definition files.
+    let manifest = String::from_utf8(env.read(&format!("out/{WIFI}.manifest.json"))).unwrap();
+    assert!(manifest.contains("w4b.yaml"), "{manifest}");
+
+    // The fleet's hub key changes: only what reads it rebuilds, and `why` names the line
+    // of `w4b.yaml` it came from.
+    env.write("w4b.yaml", &fleet_defaults(HUB2));
+    let again = env.build(&[&label]);
+    assert!(again.ok(), "{}", again.stderr());
+    logs.push(String::from_utf8_lossy(&again.output.stdout).into_owned());
+    logs.push(again.stderr());
+    let ran = again.ran();
+    assert!(ran.contains(&format!("{label}#module:security")), "{ran:?}");
+    assert!(!ran.contains(&format!("{label}#module:system")), "{ran:?}");
+    let root = root_partition(&env, WIFI);
+    assert!(debugfs(&root, "cat /etc/wireguard/wg0.conf").contains(&format!("PublicKey = {HUB2}")));
+    let why = env.run(&["why", &label]);
+    assert!(why.status.success(), "{}", String::from_utf8_lossy(&why.stderr));
+    let text = String::from_utf8_lossy(&why.stdout).into_owned();
+    assert!(text.contains("module:security"), "{text}");
+    assert!(
+        text.contains("w4b.yaml:5:36"),
+        "why names the default's line: {text}"
+    );
+    assert!(text.contains(HUB2), "{text}");
+    logs.push(text);
+    let json = env.why(&label).to_string();
+    assert!(json.contains("w4b.yaml:5:36"), "{json}");
+    logs.push(json);
+
+    let secrets: Vec<String> = SECRETS
+        .iter()
+        .filter(|s| !s.contains("SSH-PRIVATE"))
+        .map(|s| s.to_string())
+        .collect();
+    assert_no_secret(&env, WIFI, &logs, Vec::new(), &secrets);
 }

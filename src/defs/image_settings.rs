@@ -8,13 +8,94 @@
 //! with a pointer to their replacement: `services.database.username`/`password` live in the
 //! hive file's `security.database`, the VPN's keys and address in `security.wireguard`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::config::{
-    DatabaseSettings, FirewallSettings, ImageSettings, MonitoringSettings, SensorManagerSettings,
-    SoftwareSettings, SourceSpec, SystemSettings,
-};
-use crate::defs::{DefsError, Spanned};
+use super::de::Spanned;
+use super::error::DefsError;
+use super::timezones;
+
+/// The image-level settings (the old image generator's keys, at an image target's top
+/// level), with their defaults filled in. Hive values win where both say something.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ImageSettings {
+    pub system: SystemSettings,
+    pub firewall: FirewallSettings,
+    pub vpn_enabled: bool,
+    pub sensor_manager: SensorManagerSettings,
+    pub monitoring: MonitoringSettings,
+    pub database: DatabaseSettings,
+    pub software: SoftwareSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SystemSettings {
+    /// `w4b` → hostname `w4b-<hive id without the prefix, lower-cased>`.
+    pub hostname_prefix: String,
+    /// Default when the hive gives none: `UTC`.
+    pub timezone: String,
+    /// `en_GB.UTF-8`.
+    pub locale: String,
+    /// `gb`.
+    pub keyboard: String,
+    pub ssh_enabled: bool,
+    /// Overridden by the hive's `security.ssh.enable_password_auth`.
+    pub ssh_password_auth: bool,
+    /// Overridden by the hive's `security.ssh.port`.
+    pub ssh_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FirewallSettings {
+    pub enabled: bool,
+    /// TCP ports open to everyone (default 22; the SSH port is always included), besides
+    /// the VPN's UDP port and anything from the VPN subnet.
+    pub allow_ports: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SensorManagerSettings {
+    pub enabled: bool,
+    pub auto_start: bool,
+    pub source: Option<SourceSpec>,
+    /// Prometheus port of the sensor manager (default 9101; never 9100).
+    pub metrics_port: u16,
+}
+
+/// Where the sensor manager's code comes from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum SourceSpec {
+    /// A tarball pinned by sha256.
+    Url { url: String, sha256: String },
+    /// A directory in the workspace (already resolved against the YAML's directory).
+    Path { path: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MonitoringSettings {
+    pub enabled: bool,
+    /// Node exporter (default 9100).
+    pub node_exporter_port: u16,
+    /// journald `SystemMaxUse`, e.g. `200M`.
+    pub journal_max_use: String,
+    /// Health-check period in seconds (default 300).
+    pub health_interval: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DatabaseSettings {
+    /// Days of raw readings kept (default 30).
+    pub retention_days: u64,
+    /// Days before chunks are compressed (default 7).
+    pub compress_after_days: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SoftwareSettings {
+    /// Debian packages installed on first boot.
+    pub packages: Vec<String>,
+    /// Python packages for the sensor manager's venv (`name==version`).
+    pub python_packages: Vec<String>,
+}
 
 /// `system:`.
 #[derive(Deserialize)]
@@ -145,11 +226,11 @@ pub(crate) fn convert(
     let timezone = match system.timezone {
         None => "UTC".to_owned(),
         Some(tz) => {
-            if !super::timezones::is_known(&tz.value) {
+            if !timezones::is_known(&tz.value) {
                 return Err(tz.span.invalid_value(
                     format!("`{}` is not an IANA time zone", tz.value),
                     "unknown time zone",
-                    Some(super::timezones::help(&tz.value)),
+                    Some(timezones::help(&tz.value)),
                 ));
             }
             tz.value
