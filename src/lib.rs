@@ -32,3 +32,8 @@ pub mod store;
 pub mod tree;
 pub mod ui;
 pub mod validate;
+
+/// The oracle-test policy, shared with the integration tests (`tests/support/oracle.rs`).
+#[cfg(test)]
+#[path = "../tests/support/oracle.rs"]
+mod oracle;

@@ -185,7 +185,7 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
     env.write("defs/layers/hive.yaml", LAYER);
 
     // bmaptool writes the image back from the bmap and the compressed file.
-    if crate::testbase::have("bmaptool") {
+    if crate::oracle::have("bmaptool") {
         let copy = env.root.path().join("copy.img");
         sh(&format!(
             "bmaptool copy --bmap '{}' '{}' '{}'",
