@@ -9,6 +9,8 @@
 //!   [`image`] opens (decompresses) disk images and reads them through those formats;
 //!   [`validate`] checks that an image is structurally bootable (table, filesystems,
 //!   `cmdline.txt`, `fstab`, kernels and device trees).
+//! - [`download`] gets a file by URL and pinned sha256 (mirrors, retries, resume) for the
+//!   `fetch` step.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
 //!   [`inputs`] hashes input files with a stat cache.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod commands;
 pub mod compile;
 pub mod defs;
+pub mod download;
 pub mod formats;
 pub mod hive;
 pub mod image;
@@ -29,3 +32,8 @@ pub mod store;
 pub mod tree;
 pub mod ui;
 pub mod validate;
+
+/// The oracle-test policy, shared with the integration tests (`tests/support/oracle.rs`).
+#[cfg(test)]
+#[path = "../tests/support/oracle.rs"]
+mod oracle;

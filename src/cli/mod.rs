@@ -7,10 +7,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 
+/// `w4b --version`: the crate version and the commit it was built from (`build.rs`), or
+/// `unknown commit` when the source was not a git checkout.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("W4B_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "w4b",
-    version,
+    version = VERSION,
     about = "Build reproducible Raspberry Pi images for W4B hives from a graph of cached steps",
     propagate_version = true,
     max_term_width = 100
@@ -85,6 +89,25 @@ pub enum Command {
     /// Check and show hives: `w4b hive validate //hives:north`, `w4b hive show //hives:north`.
     #[command(subcommand)]
     Hive(HiveCommand),
+    /// Print a shell completion script: `w4b completions bash > ~/.local/share/bash-completion/completions/w4b`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command with `--dir`.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `w4b.1` and a page per subcommand (`w4b-build.1`, …) into this directory
+    /// instead of printing `w4b.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,3 +341,8 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     commands::run(cli)
 }
+
+/// The build script's commit lookup, tested here (a build script has no tests of its own).
+#[cfg(test)]
+#[path = "../../build/commit.rs"]
+mod build_commit;

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod completions;
 pub mod diff;
 pub mod graph;
 pub mod hive;
@@ -74,6 +75,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Keygen(a) => keygen::run(&app, a),
         Command::Validate(a) => validate::run(&app, a),
         Command::Hive(a) => hive::run(&app, a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(&app, a),
     };
     // `diff` follows diff(1): 1 means "different", so its failures exit with 2.
     // `verify` exits with a bit mask, in which 4 is "other error".

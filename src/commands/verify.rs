@@ -143,7 +143,9 @@ fn render_text(manifest: &str, v: &Verification) -> String {
 
 /// `--rebuild`: builds the manifest's target again from nothing in the current workspace
 /// and compares every step's outputs with the manifest's, in the manifest's order (the
-/// build's graph order). A difference, or a rebuild that fails, sets bit 8.
+/// build's graph order). A difference, or a rebuild that fails, sets bit 8 — unless
+/// definition files changed since the manifest: then the finding names each file with its
+/// digest in the manifest and now, and sets bit 4 (the check could not be made).
 fn rebuild(app: &App, args: &VerifyArgs, early: &mut Vec<Finding>) -> miette::Result<()> {
     let Some(statement) = std::fs::read(app.cwd.join(&args.manifest))
         .ok()
@@ -181,7 +183,39 @@ fn rebuild(app: &App, args: &VerifyArgs, early: &mut Vec<Finding>) -> miette::Re
             .collect();
         theirs.insert(step.name.clone(), outputs);
     }
-    match super::rebuild::first_difference(&order, &theirs, &again.steps) {
+    // A rebuild from other definitions proves nothing about reproducibility: say which
+    // files changed rather than "not reproducible".
+    let changed = verify::changed_definitions(&statement, ws.root());
+    let difference = super::rebuild::first_difference(&order, &theirs, &again.steps);
+    let missing_step = order.iter().any(|s| !again.steps.contains_key(s));
+    if !changed.is_empty() && (difference.is_some() || missing_step) {
+        let mut message = String::from(
+            "the rebuild differs because definition files changed since the manifest was made \
+             (build from the revision the manifest records to check reproducibility):",
+        );
+        for c in &changed {
+            let now = c.now.as_deref().unwrap_or("missing");
+            let _ = write!(
+                message,
+                "\n    `{}`: blake3 {} in the manifest, {now} now",
+                c.path, c.recorded
+            );
+        }
+        if let Some(d) = &difference {
+            let _ = write!(
+                message,
+                "\n  first difference: {}",
+                d.replace("in the first build", "in the manifest")
+            );
+        }
+        early.push(Finding {
+            bit: OTHER_ERROR,
+            code: "w4b::verify::definitions_changed",
+            message,
+        });
+        return Ok(());
+    }
+    match difference {
         Some(d) => early.push(Finding {
             bit: NOT_REPRODUCIBLE,
             code: "w4b::verify::not_reproducible",

@@ -277,22 +277,12 @@ mod tests {
         assert_eq!(report.image_size, img.len() as u64);
     }
 
-    fn bmaptool() -> Option<std::path::PathBuf> {
-        ["/usr/bin/bmaptool", "/usr/local/bin/bmaptool"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.exists())
-    }
-
     /// The real `bmaptool copy` accepts the map (including its self-checksum and every
-    /// range checksum) and reproduces the image. Skipped, visibly, when bmap-tools is
-    /// absent; it is not yet among the CI oracles (`.ci/run`), so it does not fail there.
+    /// range checksum) and reproduces the image (bmap-tools, one of CI's oracles).
     #[test]
     fn bmaptool_copies_the_image_with_our_map() {
-        let Some(tool) = bmaptool() else {
-            eprintln!("bmaptool not installed; skipping");
-            return;
-        };
+        crate::oracle::require!("bmaptool");
+        let tool = "bmaptool";
         let dir = tempfile::tempdir().expect("tempdir");
         // Spans several read chunks, with runs crossing chunk boundaries.
         let mut img = vec![0u8; 3 * CHUNK + 5 * B + 17];
@@ -310,7 +300,7 @@ mod tests {
         write_bmap(&mut std::fs::File::open(&image).expect("open"), &mut out).expect("bmap");
         std::fs::write(&map, &out).expect("write");
         let run = |map: &std::path::Path| {
-            Command::new(&tool)
+            Command::new(tool)
                 .arg("copy")
                 .arg("--bmap")
                 .arg(map)

@@ -290,18 +290,7 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
-    /// Whether `tool` runs; under `CI` a missing tool is a failure, elsewhere a visible skip.
-    fn have(tool: &str) -> bool {
-        let found = Command::new(tool).arg("--version").output().is_ok();
-        if !found {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "oracle `{tool}` is missing in CI"
-            );
-            eprintln!("skipping: oracle `{tool}` is not installed");
-        }
-        found
-    }
+    use crate::oracle::have;
 
     /// 8 MiB that compress to something but not to nothing: a xorshift stream over a
     /// small alphabet, with a zeroed stretch like the free space of an image.

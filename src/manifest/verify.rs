@@ -11,13 +11,18 @@
 //!   `predicateType`, `buildType`), a digest or key is not 64 lowercase hex, subject or
 //!   step names repeat, a step input names no step, the step graph has a cycle, or the
 //!   invocation id is not the one the statement's content gives.
-//! - bit 8 ([`NOT_REPRODUCIBLE`]): reserved for `--rebuild`.
+//! - bit 8 ([`NOT_REPRODUCIBLE`]): reserved for `--rebuild`: the same definitions rebuilt
+//!   to other outputs. When the rebuild differs and definition files changed since the
+//!   manifest ([`changed_definitions`]), the rebuild did not start from the manifest's
+//!   inputs, so nothing was learnt about reproducibility: that is bit 4, naming each file
+//!   and its digest in the manifest and now.
 //!
 //! Subjects are not required to equal a step output (a compressed image is made after
 //! the graph); when one does, the summary names the step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::path::{Component, Path};
 
 use serde::Serialize;
 use sha2::Digest as _;
@@ -29,6 +34,48 @@ pub const DIGEST_MISMATCH: u8 = 1;
 pub const BAD_SIGNATURE: u8 = 2;
 pub const OTHER_ERROR: u8 = 4;
 pub const NOT_REPRODUCIBLE: u8 = 8;
+
+/// A definition file the manifest lists (`file:` dependency) whose bytes in the workspace
+/// are not the ones the manifest recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefinitionChange {
+    /// The path relative to the workspace root, as the manifest gives it.
+    pub path: String,
+    /// The blake3 the manifest recorded.
+    pub recorded: String,
+    /// The blake3 of the file now, or `None` when it is gone (or not a path inside the
+    /// workspace: a manifest is untrusted input, and `..` or an absolute path is never read).
+    pub now: Option<String>,
+}
+
+/// The manifest's definition files that differ in the workspace at `root`, in the
+/// manifest's order (sorted by path).
+pub fn changed_definitions(statement: &Statement, root: &Path) -> Vec<DefinitionChange> {
+    let mut out = Vec::new();
+    for dep in &statement.predicate.build_definition.resolved_dependencies {
+        let (Some(path), Some(recorded)) = (dep.uri.strip_prefix("file:"), dep.digest.get("blake3")) else {
+            continue;
+        };
+        let inside = Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let now = if inside {
+            std::fs::read(root.join(path))
+                .ok()
+                .map(|bytes| blake3::hash(&bytes).to_hex().to_string())
+        } else {
+            None
+        };
+        if now.as_deref() != Some(recorded.as_str()) {
+            out.push(DefinitionChange {
+                path: path.to_owned(),
+                recorded: recorded.clone(),
+                now,
+            });
+        }
+    }
+    out
+}
 
 /// The digests of a file on disk, named by its file name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -503,6 +550,54 @@ mod tests {
 
     fn artifact(name: &str, bytes: &[u8]) -> ArtifactDigest {
         ArtifactDigest::of_reader(name, bytes).unwrap()
+    }
+
+    #[test]
+    fn changed_definitions_names_each_file_with_both_digests() {
+        let statement = statement_of(&bare()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("defs/images")).unwrap();
+        // The sample manifest's digests are those of these exact bytes.
+        std::fs::write(dir.path().join("defs/images/demo.yaml"), "demo.yaml").unwrap();
+        std::fs::write(dir.path().join("w4b.yaml"), "w4b.yaml").unwrap();
+        assert_eq!(changed_definitions(&statement, dir.path()), vec![]);
+
+        std::fs::write(dir.path().join("defs/images/demo.yaml"), "edited").unwrap();
+        std::fs::remove_file(dir.path().join("w4b.yaml")).unwrap();
+        assert_eq!(
+            changed_definitions(&statement, dir.path()),
+            vec![
+                DefinitionChange {
+                    path: "defs/images/demo.yaml".into(),
+                    recorded: hex_of("demo.yaml"),
+                    now: Some(hex_of("edited")),
+                },
+                DefinitionChange {
+                    path: "w4b.yaml".into(),
+                    recorded: hex_of("w4b.yaml"),
+                    now: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn changed_definitions_never_reads_outside_the_workspace() {
+        let mut statement = statement_of(&bare()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(dir.path().join("secret"), "demo.yaml").unwrap();
+        let deps = &mut statement.predicate.build_definition.resolved_dependencies;
+        deps.retain(|d| d.uri.starts_with("file:"));
+        deps.truncate(1);
+        deps[0].uri = "file:../secret".into();
+        let changes = changed_definitions(&statement, &ws);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].now, None,
+            "`..` is not followed even though the bytes match"
+        );
     }
 
     #[test]

@@ -515,7 +515,9 @@ mod tests {
         assert_ne!(Database.inputs(&related).0, json);
     }
 
-    /// The real oracle, where PostgreSQL 15 is installed: a scratch cluster runs the whole
+    /// The real oracle, PostgreSQL as Debian's `postgresql` package installs it (the server
+    /// binaries under `/usr/lib/postgresql/<major>/bin`, the newest major taken; 15 on
+    /// bookworm, as on the hive): a scratch cluster runs the whole
     /// script twice (TimescaleDB, which these machines lack, replaced by stand-ins with its
     /// functions' signatures), with a password full of quotes passed the way the first-boot
     /// section passes it; the role can then log in over TCP with exactly that password and
@@ -523,11 +525,21 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // reads the uid, runs the oracle
     fn the_schema_runs_on_a_scratch_postgres() {
-        let bin = std::path::Path::new("/usr/lib/postgresql/15/bin");
-        if !bin.join("initdb").exists() || !oracles::have("psql") {
-            eprintln!("skipped: no PostgreSQL 15 to run the schema");
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
+            .filter(|(_, dir)| dir.join("bin/initdb").exists())
+            .max()
+            .map(|(_, dir)| dir.join("bin"));
+        let Some(bin) = bin else {
+            crate::oracle::unavailable(
+                "no PostgreSQL server under `/usr/lib/postgresql/*/bin` (Debian's `postgresql`)",
+            );
             return;
-        }
+        };
+        crate::oracle::require!("psql", "setpriv");
         let sql = schema_sql(&match plan(&wifi_hive()) {
             Some(p) => p,
             None => panic!("no plan"),

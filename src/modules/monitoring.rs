@@ -574,10 +574,7 @@ mod tests {
 
     #[test]
     fn the_health_check_writes_a_report() {
-        if !oracles::have("python3") {
-            eprintln!("skipped: no python3");
-            return;
-        }
+        crate::oracle::require!("python3");
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => panic!("{e}"),

@@ -1,18 +1,13 @@
 //! Checks of generated files by the real tools (`sh -n`, `systemd-analyze verify`,
-//! Python's parsers), for the modules' tests. A missing tool skips the check with a
-//! message, never fails it (the common brief's rule); a present one that complains fails
-//! the test.
+//! Python's parsers), for the modules' tests. A missing tool follows the one oracle
+//! policy (`crate::oracle`: fails under CI, skips visibly elsewhere); a present one that
+//! complains fails the test.
 #![allow(clippy::disallowed_methods)] // tests run the oracle tools
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", "command -v \"$1\" >/dev/null", "sh", tool])
-        .status()
-        .is_ok_and(|s| s.success())
-}
+pub use crate::oracle::have;
 
 fn run(cmd: &mut Command, stdin: &str) -> (bool, String) {
     let child = cmd
@@ -51,7 +46,6 @@ pub fn run_sh(script: &str) -> String {
 /// `set -eu` header the assembler adds.
 pub fn sh_syntax_ok(name: &str, script: &str) {
     if !have("sh") {
-        eprintln!("skipped: no `sh` to parse section {name}");
         return;
     }
     let (ok, out) = run(Command::new("sh").arg("-n"), &format!("set -eu\n{script}"));
@@ -59,8 +53,9 @@ pub fn sh_syntax_ok(name: &str, script: &str) {
 }
 
 /// `systemd-analyze verify` on units written to a temporary directory: its complaints,
-/// or `None` without the tool. Complaints about what exists only on the hive (the
-/// service's executables) are not errors of the unit file and are left out.
+/// or `None` without the tool (reported by the oracle policy). Complaints about what
+/// exists only on the hive (the service's executables) are not errors of the unit file
+/// and are left out.
 pub fn systemd_complaints(units: &[(&str, &str)]) -> Option<Vec<String>> {
     if !have("systemd-analyze") {
         return None;
@@ -95,9 +90,8 @@ pub fn systemd_complaints(units: &[(&str, &str)]) -> Option<Vec<String>> {
 
 /// Fails the test on any complaint of `systemd-analyze verify`; skips without it.
 pub fn systemd_verify(units: &[(&str, &str)]) {
-    match systemd_complaints(units) {
-        None => eprintln!("skipped: no `systemd-analyze` to verify the units"),
-        Some(c) => assert!(c.is_empty(), "systemd-analyze verify:\n{}", c.join("\n")),
+    if let Some(c) = systemd_complaints(units) {
+        assert!(c.is_empty(), "systemd-analyze verify:\n{}", c.join("\n"));
     }
 }
 
@@ -116,7 +110,6 @@ fn the_systemd_oracle_reports_bad_units() {
 /// Runs Python code with `stdin`, when python3 and the module it needs exist.
 pub fn python(code: &str, stdin: &str, module: &str) {
     if !have("python3") {
-        eprintln!("skipped: no `python3`");
         return;
     }
     let (has_module, _) = run(
@@ -124,7 +117,7 @@ pub fn python(code: &str, stdin: &str, module: &str) {
         "",
     );
     if !has_module {
-        eprintln!("skipped: python3 has no `{module}` module");
+        crate::oracle::unavailable(&format!("python3 has no `{module}` module"));
         return;
     }
     let (ok, out) = run(Command::new("python3").args(["-c", code]), stdin);

@@ -606,7 +606,7 @@ mod tests {
         assert!(unit.contains(&format!("LoadCredential=db_password:{}", database::PASSWORD_FILE)));
         assert!(env_quote("X", "it's").is_err());
         assert!(env_quote("X", "a\nb").is_err());
-        if oracles::have("sh") {
+        if crate::oracle::have("sh") {
             // sh reads back exactly the values written.
             let script = format!("set -eu\n. /dev/stdin <<'EOF'\n{env}EOF\nprintf '%s|%s' \"$HIVE_ID\" \"$DB_PASSWORD_FILE\"\n");
             let out = oracles::run_sh(&script);

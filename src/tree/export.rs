@@ -188,7 +188,7 @@ mod tests {
             .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("GNU tar"))
             .unwrap_or(false);
         if !ok {
-            eprintln!("skipping: GNU `tar` is not installed (CI installs it)");
+            crate::oracle::unavailable("GNU `tar` is not installed");
         }
         ok
     }
@@ -321,7 +321,7 @@ mod tests {
             .output()
             .unwrap();
         if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("zstd") {
-            eprintln!("skipping: `zstd` is not installed for GNU tar --zstd");
+            crate::oracle::unavailable("`zstd` is not installed for GNU tar --zstd");
             return;
         }
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

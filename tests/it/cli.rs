@@ -184,3 +184,88 @@ fn wrong_digest_fails_and_caches_nothing() {
         .iter()
         .any(|e| e["event"] == "step-started" && e["kind"] == "fetch"));
 }
+
+#[test]
+fn completions_are_generated_for_every_shell_and_name_every_subcommand() {
+    let env = TestEnv::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = env.run(&["completions", shell]);
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["build", "verify", "completions", "remote-cache"] {
+            assert!(script.contains(word), "{shell} completions lack `{word}`");
+        }
+    }
+    // bash itself parses the bash script.
+    if crate::oracle::have("bash") {
+        let script = env.path("w4b.bash");
+        std::fs::write(&script, env.run(&["completions", "bash"]).stdout).unwrap();
+        #[allow(clippy::disallowed_methods)] // bash is the oracle
+        let status = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success(), "bash -n rejects the completion script");
+    }
+    let out = env.run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn man_prints_a_page_and_writes_one_per_subcommand() {
+    let env = TestEnv::new();
+    let out = env.run(&["man"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH w4b 1"), "{page}");
+    for word in ["build", "verify", "completions"] {
+        assert!(page.contains(word), "the page lacks `{word}`");
+    }
+    let out = env.run(&["man", "--dir", "man"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for page in ["w4b.1", "w4b-build.1", "w4b-verify.1", "w4b-hive-validate.1"] {
+        let text = String::from_utf8(env.read(&format!("man/{page}"))).unwrap();
+        assert!(text.starts_with(".ie"), "{page}: {text}");
+    }
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let env = TestEnv::new();
+    let out = env.run(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let expected_start = format!("w4b {} (", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected_start) && text.ends_with(')'), "{text}");
+    // Built from this checkout (CI builds a fresh clone): the commit is git's.
+    #[allow(clippy::disallowed_methods)] // git is the oracle for the commit
+    let head = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match head {
+        Some(head) => {
+            let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+            assert!(text.contains(&format!("({head}")), "{text} does not name {head}");
+        }
+        None => assert!(text.ends_with("(unknown commit)"), "{text}"),
+    }
+    // Subcommands report the same version.
+    let sub = env.run(&["build", "--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&sub.stdout).trim(),
+        text.replace("w4b ", "w4b-build ")
+    );
+}

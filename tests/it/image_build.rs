@@ -167,17 +167,25 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
-    // `--rebuild`: the same definitions rebuild to the manifest's outputs; a changed layer
-    // does not, and the first differing step is named (exit bit 8).
+    // `--rebuild`: the same definitions rebuild to the manifest's outputs.
     let out = env.run(&["verify", "out/edge.manifest.json", "--rebuild"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    env.write(
-        "defs/layers/hive.yaml",
-        &LAYER.replace("hive=edge", "hive=changed"),
-    );
+    // Regression: a layer edited since the manifest was reported as "not reproducible".
+    // The rebuild differs because the definition changed, and the report says exactly
+    // that: the file, its digest in the manifest and now (bit 4, not 8).
+    let changed = LAYER.replace("hive=edge", "hive=changed");
+    env.write("defs/layers/hive.yaml", &changed);
     let out = env.run(&["verify", "out/edge.manifest.json", "--rebuild"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(8), "{stdout}");
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("w4b::verify::definitions_changed"), "{stdout}");
+    let line = format!(
+        "`defs/layers/hive.yaml`: blake3 {} in the manifest, {} now",
+        blake3::hash(LAYER.as_bytes()).to_hex(),
+        blake3::hash(changed.as_bytes()).to_hex()
+    );
+    assert!(stdout.contains(&line), "{line} missing from {stdout}");
+    assert!(!stdout.contains("not reproducible"), "{stdout}");
     assert!(
         stdout.contains("`//images:edge#hive` output `changeset`"),
         "{stdout}"
@@ -185,7 +193,7 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
     env.write("defs/layers/hive.yaml", LAYER);
 
     // bmaptool writes the image back from the bmap and the compressed file.
-    if crate::testbase::have("bmaptool") {
+    if crate::oracle::have("bmaptool") {
         let copy = env.root.path().join("copy.img");
         sh(&format!(
             "bmaptool copy --bmap '{}' '{}' '{}'",

@@ -6,6 +6,9 @@ mod fixture;
 /// The local test HTTP server (127.0.0.1 only), shared by the download tests.
 #[path = "../support/http.rs"]
 mod http;
+/// The oracle-test policy: a missing tool fails under CI, skips visibly elsewhere.
+#[path = "../support/oracle.rs"]
+mod oracle;
 mod testbase;
 
 mod cache;

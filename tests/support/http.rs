@@ -1,9 +1,9 @@
 //! A small HTTP/1.1 server on `127.0.0.1` for tests of anything that downloads.
 //!
 //! It serves in-memory files and misbehaves on request: it can fail the first requests with a
-//! status (503 by default, optionally with `Retry-After`), answer a fixed status forever (404,
-//! 403, 500), cut the connection after a number of body bytes, honour `Range` or ignore it, and
-//! stall before the headers or between body chunks. Every request it reads is recorded (method,
+//! status (503 by default, optionally with `Retry-After`), answer a fixed status forever (401,
+//! 403, 404, 410, 500), cut the connection after a number of body bytes, honour `Range` or
+//! ignore it, and stall before the headers or between body chunks. Every request it reads is recorded (method,
 //! path, `Range`, `User-Agent`) so a test can assert that a resume really sent a range.
 //!
 //! It is built on std sockets and threads rather than a server crate because the faults we need
@@ -248,8 +248,10 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         206 => "Partial Content",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        410 => "Gone",
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         500 => "Internal Server Error",

@@ -21,18 +21,7 @@ use crate::formats::fs::{Contents, Node, NodeKind};
 const UUID: &str = "11111111-2222-3333-4444-555555555555";
 const HASH_SEED: &str = "01234567-89ab-cdef-0123-456789abcdef";
 
-/// Whether `tool` runs; a missing tool fails in CI and skips locally.
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool).arg("-V").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`{tool}` is required in CI (e2fsprogs)"
-        );
-        eprintln!("skipping: `{tool}` is not installed");
-    }
-    ok
-}
+use crate::oracle::have;
 
 fn is_root() -> bool {
     fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)

@@ -13,18 +13,7 @@ use std::process::{Command, Output};
 use super::*;
 use crate::formats::fs::{MemContents, Node, NodeKind};
 
-/// Whether `tool` runs; under `CI` a missing tool is a failure.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool).arg("--help").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "oracle `{tool}` is missing in CI"
-        );
-        eprintln!("skipping: oracle `{tool}` is not installed");
-    }
-    found
-}
+use crate::oracle::have;
 
 fn run(cmd: &mut Command) -> Output {
     cmd.env("TZ", "UTC")

@@ -173,17 +173,7 @@ impl Tree {
     }
 }
 
-fn tool(name: &str) -> bool {
-    let found = Command::new(name).arg("-V").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`{name}` is missing; CI installs e2fsprogs"
-        );
-        eprintln!("skipping: `{name}` is not installed");
-    }
-    found
-}
+use crate::oracle::have as tool;
 
 fn opts(size: Size) -> Ext4Options {
     let mut o = Ext4Options::new(size, [0x42; 16], [0x17; 16], 1_700_000_000);
