@@ -14,6 +14,7 @@ use w4b_graph::{Graph, NodeId, Step};
 
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::hive::load::ResolvedHive;
+use crate::steps::accounts::AccountsStep;
 use crate::steps::compress::{CompressStep, ImageCodec};
 use crate::steps::disk::DiskStep;
 use crate::steps::extract::ExtractStep;
@@ -349,6 +350,12 @@ impl Compiler<'_> {
             overlay,
             deps,
         );
+
+        // A hive's administrator is made in the combined tree's own account files.
+        let rootfs = match hive {
+            Some(h) => self.accounts(h, rootfs, epoch, epoch_loc.clone(), &label)?,
+            None => rootfs,
+        };
 
         let mut gates = Vec::new();
         if hive.is_some() {
@@ -1088,6 +1095,34 @@ impl Compiler<'_> {
         nodes.extend(module_nodes);
         nodes.push(fb);
         Ok(nodes)
+    }
+}
+
+impl Compiler<'_> {
+    /// `accounts` on the combined tree `rootfs` (see [`crate::steps::accounts`]).
+    fn accounts(
+        &mut self,
+        h: &ResolvedHive,
+        rootfs: NodeId,
+        epoch: i64,
+        epoch_location: Option<String>,
+        label: &str,
+    ) -> miette::Result<NodeId> {
+        let account = crate::modules::system::admin_account(&h.config).map_err(miette::Report::new)?;
+        let location = ["hive.security.local_access.username", "hive.security.local_access", "hive.hive_id"]
+            .iter()
+            .find_map(|k| h.locations.get(*k))
+            .map(|l| l.to_string());
+        let step = AccountsStep {
+            store: self.store.clone(),
+            account,
+            epoch,
+            epoch_location,
+            secret_key: crate::steps::module::secret_key(self.store).map_err(miette::Report::new)?,
+            location,
+        };
+        let def = step.definition();
+        Ok(self.add(format!("{label}#accounts"), def.as_bytes(), Arc::new(step), vec![rootfs]))
     }
 }
 

@@ -69,8 +69,10 @@ impl Module for System {
         "system"
     }
 
+    /// 2: the account moved to the `accounts` step (no hash file, no home, no
+    /// first-boot section; the account record instead).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {

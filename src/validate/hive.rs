@@ -1075,6 +1075,30 @@ mod tests {
             );
             self
         }
+        fn owned(mut self, p: &str, text: &str, mode: u32, uid: u32, gid: u32) -> Mem {
+            self = self.file(p, text, mode);
+            if let Some((m, _)) = self.0.get_mut(p) {
+                (m.uid, m.gid) = (uid, gid);
+            }
+            self
+        }
+        fn dir(mut self, p: &str, mode: u32, uid: u32, gid: u32) -> Mem {
+            self.0.insert(
+                p.into(),
+                (
+                    Meta {
+                        is_dir: true,
+                        is_file: false,
+                        symlink: None,
+                        mode,
+                        uid,
+                        gid,
+                    },
+                    Vec::new(),
+                ),
+            );
+            self
+        }
         fn link(mut self, p: &str, target: &str) -> Mem {
             self.0.insert(
                 p.into(),
@@ -1167,6 +1191,31 @@ mod tests {
             .file("/etc/default/prometheus-node-exporter", "ARGS=\"--web.listen-address=:9100\"\n", 0o644)
             .file("/etc/w4b/env", "METRICS_PORT='9101'\n", 0o640)
             .file("/etc/machine-id", "", 0o444)
+            .file(ADMIN_RECORD, &record().render(), 0o644)
+            .file("/etc/passwd", PASSWD, 0o644)
+            .file("/etc/group", GROUP, 0o644)
+            .owned("/etc/shadow", &shadow(HASH), 0o640, 0, 42)
+            .dir("/home/hiveadmin", 0o700, 1000, 1000)
+            .dir("/home/hiveadmin/.ssh", 0o700, 1000, 1000)
+            .owned("/home/hiveadmin/.ssh/authorized_keys", &format!("# keys\n{SSH_KEY}\n"), 0o600, 1000, 1000)
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nhiveadmin:x:1000:1000:,,,:/home/hiveadmin:/bin/bash\n";
+    const GROUP: &str = "root:x:0:\nshadow:x:42:\nsudo:x:27:hiveadmin\nhiveadmin:x:1000:\n";
+    const HASH: &str = "$6$rounds=100000$abcdefghijklmnop$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ./01234567890";
+    const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJo jo@example.com";
+
+    fn record() -> AdminRecord {
+        AdminRecord {
+            user: "hiveadmin".into(),
+            password: true,
+            groups: vec!["sudo".into()],
+            keys: vec![SSH_KEY.into()],
+        }
+    }
+
+    fn shadow(field: &str) -> String {
+        format!("root:*:19000:0:99999:7:::\nhiveadmin:{field}:19675:0:99999:7:::\n")
     }
 
     fn failed(r: &Report) -> Vec<String> {
@@ -1179,7 +1228,7 @@ mod tests {
     fn a_good_tree_passes_every_rule() {
         let r = check(&good());
         assert!(r.passed(), "{:?}", failed(&r));
-        assert_eq!(r.checks.len(), 9);
+        assert_eq!(r.checks.len(), 10);
     }
 
     #[test]
@@ -1218,6 +1267,86 @@ mod tests {
             let r = check(&fs);
             assert_eq!(failed(&r), [expected.to_owned()], "expected only `{expected}`");
         }
+    }
+
+    /// Each way the administrator's account can be wrong, and the one file it is reported on.
+    #[test]
+    fn each_account_rule_fails_on_its_own() {
+        let home = "/home/hiveadmin";
+        let keys = "/home/hiveadmin/.ssh/authorized_keys";
+        let no_password = AdminRecord {
+            password: false,
+            ..record()
+        };
+        let cases: Vec<(Mem, &str)> = vec![
+            (good().file("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n", 0o644), "/etc/passwd no account `hiveadmin`"),
+            (
+                good().file("/etc/passwd", &PASSWD.replace(":1000:1000:", ":1001:1000:"), 0o644),
+                "/etc/passwd `hiveadmin` has uid 1001, not 1000",
+            ),
+            (
+                good().file("/etc/passwd", &PASSWD.replace("/bin/bash\n", "/usr/sbin/nologin\n").replacen("/usr/sbin/nologin", "/bin/bash", 1), 0o644),
+                "/etc/passwd `hiveadmin` has no login shell (`/usr/sbin/nologin`)",
+            ),
+            (
+                good().file("/etc/passwd", &format!("{PASSWD}pi:x:1000:1000:,,,:/home/pi:/bin/bash\n"), 0o644),
+                "/etc/passwd `pi` also has uid 1000",
+            ),
+            (good().owned("/etc/shadow", &shadow("SECRET-admin-pw-16"), 0o640, 0, 42), "/etc/shadow the password of `hiveadmin` is not a crypt hash"),
+            (good().owned("/etc/shadow", &shadow(""), 0o640, 0, 42), "/etc/shadow the password of `hiveadmin` is empty"),
+            (good().owned("/etc/shadow", &shadow("$6$salt$short"), 0o640, 0, 42), "/etc/shadow the password of `hiveadmin` is not a crypt hash"),
+            (
+                good().file(ADMIN_RECORD, &no_password.render(), 0o644),
+                "/etc/shadow `hiveadmin` has no configured password but its field is not locked",
+            ),
+            (good().owned("/etc/shadow", &shadow(HASH), 0o644, 0, 42), "/etc/shadow mode 0644, owner 0:42"),
+            (good().owned("/etc/shadow", &shadow(HASH), 0o640, 0, 0), "/etc/shadow mode 0640, owner 0:0"),
+            (good().owned("/etc/shadow", "root:*:1::::::\n", 0o640, 0, 42), "/etc/shadow no line for `hiveadmin`"),
+            (
+                good().file("/etc/group", &GROUP.replace("sudo:x:27:hiveadmin", "sudo:x:27:"), 0o644),
+                "/etc/group `hiveadmin` is not in the group `sudo`",
+            ),
+            (good().dir(home, 0o755, 0, 0), "/home/hiveadmin a directory with mode 0755, owner 0:0"),
+            (good().dir(home, 0o777, 1000, 1000), "/home/hiveadmin a directory with mode 0777, owner 1000:1000"),
+            (good().dir("/home/hiveadmin/.ssh", 0o755, 1000, 1000), "/home/hiveadmin/.ssh mode 0755, owner 1000:1000"),
+            (good().owned(keys, SSH_KEY, 0o644, 1000, 1000), "/home/hiveadmin/.ssh/authorized_keys mode 0644, owner 1000:1000"),
+            (good().owned(keys, SSH_KEY, 0o600, 0, 0), "/home/hiveadmin/.ssh/authorized_keys mode 0600, owner 0:0"),
+            (
+                good().owned(keys, "ssh-ed25519 AAAAother other\n", 0o600, 1000, 1000),
+                "/home/hiveadmin/.ssh/authorized_keys 1 of the 1 recorded key(s) missing",
+            ),
+            (good().file(ADMIN_RECORD, "user=hiveadmin\n", 0o644), "/etc/w4b/system/admin `user`, `password` and `groups` are all required"),
+        ];
+        for (fs, expected) in cases {
+            let r = check(&fs);
+            let got: Vec<String> = r
+                .failures()
+                .map(|c| format!("{} {}", c.file.clone().unwrap_or_default(), c.detail))
+                .collect();
+            assert_eq!(got, [expected.to_owned()], "expected only `{expected}`");
+            assert!(r.failures().all(|c| c.name == "account"));
+        }
+        // A locked field passes when no password is configured; a hash is fine too.
+        let fs = good()
+            .file(ADMIN_RECORD, &no_password.render(), 0o644)
+            .owned("/etc/shadow", &shadow("*"), 0o600, 0, 0);
+        assert!(check(&fs).passed(), "{:?}", failed(&check(&fs)));
+        let gone = Mem(good().0.into_iter().filter(|(k, _)| !k.starts_with(home)).collect());
+        assert_eq!(failed(&check(&gone)), ["account /home/hiveadmin", "account /home/hiveadmin/.ssh", "account /home/hiveadmin/.ssh/authorized_keys"]);
+        let gone = Mem(good().0.into_iter().filter(|(k, _)| k != ADMIN_RECORD).collect());
+        assert_eq!(failed(&check(&gone)), ["account /etc/w4b/system/admin"]);
+    }
+
+    #[test]
+    fn crypt_hashes_are_told_from_plaintext() {
+        assert!(is_crypt_hash(HASH));
+        assert!(is_crypt_hash("$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"));
+        for bad in ["", "*", "!", "password", "$6$", "$6$salt$", "$9$salt$0123456789abcdefghijklmn", "$6$salt$has spaces in it 0123456789"] {
+            assert!(!is_crypt_hash(bad), "{bad}");
+        }
+        let r = record();
+        assert_eq!(AdminRecord::parse(&r.render()), Ok(r));
+        assert!(AdminRecord::parse("user=x\npassword=maybe\ngroups=\n").is_err());
     }
 
     #[test]
