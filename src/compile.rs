@@ -1109,10 +1109,14 @@ impl Compiler<'_> {
         label: &str,
     ) -> miette::Result<NodeId> {
         let account = crate::modules::system::admin_account(&h.config).map_err(miette::Report::new)?;
-        let location = ["hive.security.local_access.username", "hive.security.local_access", "hive.hive_id"]
-            .iter()
-            .find_map(|k| h.locations.get(*k))
-            .map(|l| l.to_string());
+        let location = [
+            "hive.security.local_access.username",
+            "hive.security.local_access",
+            "hive.hive_id",
+        ]
+        .iter()
+        .find_map(|k| h.locations.get(*k))
+        .map(|l| l.to_string());
         let step = AccountsStep {
             store: self.store.clone(),
             account,
@@ -1122,7 +1126,12 @@ impl Compiler<'_> {
             location,
         };
         let def = step.definition();
-        Ok(self.add(format!("{label}#accounts"), def.as_bytes(), Arc::new(step), vec![rootfs]))
+        Ok(self.add(
+            format!("{label}#accounts"),
+            def.as_bytes(),
+            Arc::new(step),
+            vec![rootfs],
+        ))
     }
 }
 

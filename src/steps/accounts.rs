@@ -286,7 +286,12 @@ impl Lines {
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| self.corrupt(i, format!("the {what} `{}` is not a number", String::from_utf8_lossy(&f[n]))))
+            .ok_or_else(|| {
+                self.corrupt(
+                    i,
+                    format!("the {what} `{}` is not a number", String::from_utf8_lossy(&f[n])),
+                )
+            })
     }
 
     /// Checks that every record has `n` fields.
@@ -687,13 +692,19 @@ fn home_ops(
         .filter(|p| p != &home && p.components().len() == 2 && p.components()[0] == "home");
     let mut source = None;
     if let Some(old) = old {
-        if let Some(e) = lookup(blobs, root, &old).map_err(tree_error)?.filter(Entry::is_dir) {
+        if let Some(e) = lookup(blobs, root, &old)
+            .map_err(tree_error)?
+            .filter(Entry::is_dir)
+        {
             source = Some((old, e, true));
         }
     }
     if source.is_none() && !home_exists {
         let skel = path("/etc/skel")?;
-        if let Some(e) = lookup(blobs, root, &skel).map_err(tree_error)?.filter(Entry::is_dir) {
+        if let Some(e) = lookup(blobs, root, &skel)
+            .map_err(tree_error)?
+            .filter(Entry::is_dir)
+        {
             source = Some((skel, e, false));
         }
     }
@@ -791,28 +802,37 @@ pub fn make_account(
     let mut ops = Vec::new();
     // Each file keeps its metadata when it changed (a new one gets the usual mode);
     // `/etc/shadow` is always written, `0640 root:shadow`.
-    let mut put = |p: &str, old: Option<&(Entry, Vec<u8>)>, bytes: &[u8], fresh: (u32, u32)| -> Result<(), StepError> {
-        if old.is_some_and(|(_, b)| b == bytes) && p != "/etc/shadow" {
-            return Ok(());
-        }
-        let d = blobs.put(bytes).map_err(tree_error)?;
-        let mut e = Entry::file(d, bytes.len() as u64, fresh.0);
-        e.gid = fresh.1;
-        if let Some((o, _)) = old {
-            e.mode = o.mode;
-            e.uid = o.uid;
-            e.gid = o.gid;
-            e.xattrs = o.xattrs.clone();
-        }
-        e.mtime = epoch;
-        ops.push(Op::Put { path: path(p)?, entry: e });
-        Ok(())
-    };
+    let mut put =
+        |p: &str, old: Option<&(Entry, Vec<u8>)>, bytes: &[u8], fresh: (u32, u32)| -> Result<(), StepError> {
+            if old.is_some_and(|(_, b)| b == bytes) && p != "/etc/shadow" {
+                return Ok(());
+            }
+            let d = blobs.put(bytes).map_err(tree_error)?;
+            let mut e = Entry::file(d, bytes.len() as u64, fresh.0);
+            e.gid = fresh.1;
+            if let Some((o, _)) = old {
+                e.mode = o.mode;
+                e.uid = o.uid;
+                e.gid = o.gid;
+                e.xattrs = o.xattrs.clone();
+            }
+            e.mtime = epoch;
+            ops.push(Op::Put {
+                path: path(p)?,
+                entry: e,
+            });
+            Ok(())
+        };
     let shadow_group = edited.shadow_gid;
     put("/etc/passwd", Some(&passwd), &edited.files.passwd, (0o644, 0))?;
     put("/etc/group", group.as_ref(), &edited.files.group, (0o644, 0))?;
     if let Some(g) = &edited.files.gshadow {
-        put("/etc/gshadow", gshadow.as_ref(), g, (0o640, shadow_group.unwrap_or(0)))?;
+        put(
+            "/etc/gshadow",
+            gshadow.as_ref(),
+            g,
+            (0o640, shadow_group.unwrap_or(0)),
+        )?;
     }
     if let Some(s) = &edited.files.subuid {
         put("/etc/subuid", subuid.as_ref(), s, (0o644, 0))?;
@@ -836,7 +856,14 @@ pub fn make_account(
         entry: e,
     });
 
-    home_ops(blobs, root, &edited, account.authorized_keys().as_bytes(), epoch, &mut ops)?;
+    home_ops(
+        blobs,
+        root,
+        &edited,
+        account.authorized_keys().as_bytes(),
+        epoch,
+        &mut ops,
+    )?;
     apply(blobs, root, &[Changeset::new(ops)], epoch).map_err(tree_error)
 }
 
@@ -882,10 +909,19 @@ impl Step for AccountsStep {
             None => NO_PASSWORD.to_owned(),
         };
         cx.check_cancel()?;
-        let at = self.location.clone().unwrap_or_else(|| "the hive file".to_owned());
+        let at = self
+            .location
+            .clone()
+            .unwrap_or_else(|| "the hive file".to_owned());
         let root = make_account(self.store.as_ref(), tree.digest, a, &field, self.epoch, &at)?;
         let mut out = Outputs::new();
-        out.insert("tree".into(), OutputRef { digest: root, size: 0 });
+        out.insert(
+            "tree".into(),
+            OutputRef {
+                digest: root,
+                size: 0,
+            },
+        );
         Ok(out)
     }
 

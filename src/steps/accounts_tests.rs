@@ -95,7 +95,12 @@ fn lines_kept(before: &str, after: &[u8], changed: &[(usize, &str)], added: &[&s
 fn renaming_pi_changes_only_its_lines() {
     let e = edit(&raspios(), &want("hiveadmin", HASH)).unwrap();
     let f = &e.files;
-    lines_kept(PASSWD, &f.passwd, &[(4, "hiveadmin:x:1000:1000:,,,:/home/hiveadmin:/bin/bash")], &[]);
+    lines_kept(
+        PASSWD,
+        &f.passwd,
+        &[(4, "hiveadmin:x:1000:1000:,,,:/home/hiveadmin:/bin/bash")],
+        &[],
+    );
     lines_kept(
         GROUP,
         &f.group,
@@ -142,7 +147,8 @@ fn renaming_pi_changes_only_its_lines() {
 
 #[test]
 fn a_base_without_uid_1000_gets_a_new_user_with_its_own_group() {
-    let passwd = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+    let passwd =
+        "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
     let group = "root:x:0:\nshadow:x:42:\nsudo:x:27:\nspi:x:999:\nnogroup:x:65534:\n";
     let files = AccountFiles {
         passwd: passwd.into(),
@@ -154,7 +160,12 @@ fn a_base_without_uid_1000_gets_a_new_user_with_its_own_group() {
     };
     let e = edit(&files, &want("beekeeper", NO_PASSWORD)).unwrap();
     let f = &e.files;
-    lines_kept(passwd, &f.passwd, &[], &["beekeeper:x:1000:1000::/home/beekeeper:/bin/bash"]);
+    lines_kept(
+        passwd,
+        &f.passwd,
+        &[],
+        &["beekeeper:x:1000:1000::/home/beekeeper:/bin/bash"],
+    );
     // `adm` takes Debian's gid 4; gpio and i2c the highest free system gids (999 is spi's).
     lines_kept(
         group,
@@ -169,7 +180,11 @@ fn a_base_without_uid_1000_gets_a_new_user_with_its_own_group() {
     );
     assert_eq!(
         e.created_groups,
-        [("adm".to_owned(), 4), ("gpio".to_owned(), 998), ("i2c".to_owned(), 997)]
+        [
+            ("adm".to_owned(), 4),
+            ("gpio".to_owned(), 998),
+            ("i2c".to_owned(), 997)
+        ]
     );
     assert_eq!(
         text(f.gshadow.as_deref().unwrap()),
@@ -213,7 +228,13 @@ fn a_missing_final_newline_is_kept_and_lines_are_appended_after_one() {
     let e = edit(&files, &want("hiveadmin", HASH)).unwrap();
     let passwd = text(&e.files.passwd);
     assert!(!passwd.ends_with('\n'), "untouched ending kept");
-    assert_eq!(passwd, PASSWD.trim_end().replace("pi:x:1000:1000:,,,:/home/pi", "hiveadmin:x:1000:1000:,,,:/home/hiveadmin"));
+    assert_eq!(
+        passwd,
+        PASSWD.trim_end().replace(
+            "pi:x:1000:1000:,,,:/home/pi",
+            "hiveadmin:x:1000:1000:,,,:/home/hiveadmin"
+        )
+    );
 
     let files = AccountFiles {
         passwd: b"root:x:0:0:root:/root:/bin/bash".to_vec(),
@@ -230,7 +251,9 @@ fn a_missing_final_newline_is_kept_and_lines_are_appended_after_one() {
 #[test]
 fn the_administrator_named_like_the_first_user_is_kept_and_fixed() {
     let mut files = raspios();
-    files.passwd = PASSWD.replace("/home/pi:/bin/bash", "/home/pi:/usr/sbin/nologin").into();
+    files.passwd = PASSWD
+        .replace("/home/pi:/bin/bash", "/home/pi:/usr/sbin/nologin")
+        .into();
     let e = edit(&files, &want("pi", HASH)).unwrap();
     assert!(text(&e.files.passwd).contains("\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n"));
     assert_eq!(e.renamed_from, None);
@@ -270,7 +293,10 @@ fn clashes_and_damage_are_refused_with_their_own_codes() {
     let mut f = raspios();
     f.passwd = PASSWD.replace("daemon:x:1:1:", "daemon:x:one:1:").into();
     let err = edit(&f, &want("hiveadmin", HASH)).expect_err("corrupt");
-    assert_eq!(err.to_string(), "`/etc/passwd` line 2 of the image: the uid `one` is not a number");
+    assert_eq!(
+        err.to_string(),
+        "`/etc/passwd` line 2 of the image: the uid `one` is not a number"
+    );
 
     let mut f = raspios();
     f.group = format!("{GROUP}broken:x\n").into();
@@ -320,7 +346,14 @@ fn raspios_tree(blobs: &MemBlobs, with_pi: bool) -> Digest {
         file(&mut b, blobs, "/etc/gshadow", GSHADOW, 0o640, (0, 42));
         dir(&mut b, "/home", 0o755, (0, 0));
         dir(&mut b, "/home/pi", 0o700, (1000, 1000));
-        file(&mut b, blobs, "/home/pi/.bashrc", "# pi's bashrc\n", 0o644, (1000, 1000));
+        file(
+            &mut b,
+            blobs,
+            "/home/pi/.bashrc",
+            "# pi's bashrc\n",
+            0o644,
+            (1000, 1000),
+        );
         let mut link = Entry::new(
             Kind::HardLink {
                 target: TreePath::parse("/home/pi/.bashrc").unwrap(),
@@ -328,14 +361,36 @@ fn raspios_tree(blobs: &MemBlobs, with_pi: bool) -> Digest {
             0o644,
         );
         (link.uid, link.gid) = (1000, 1000);
-        b.insert(TreePath::parse("/home/pi/.bashrc.link").unwrap(), link).unwrap();
+        b.insert(TreePath::parse("/home/pi/.bashrc.link").unwrap(), link)
+            .unwrap();
     } else {
-        file(&mut b, blobs, "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n", 0o644, (0, 0));
-        file(&mut b, blobs, "/etc/group", "root:x:0:\nshadow:x:42:\n", 0o644, (0, 0));
+        file(
+            &mut b,
+            blobs,
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\n",
+            0o644,
+            (0, 0),
+        );
+        file(
+            &mut b,
+            blobs,
+            "/etc/group",
+            "root:x:0:\nshadow:x:42:\n",
+            0o644,
+            (0, 0),
+        );
     }
     file(&mut b, blobs, "/etc/shadow", SHADOW, 0o640, (0, 42));
     dir(&mut b, "/etc/skel", 0o755, (0, 0));
-    file(&mut b, blobs, "/etc/skel/.profile", "# skel profile\n", 0o644, (0, 0));
+    file(
+        &mut b,
+        blobs,
+        "/etc/skel/.profile",
+        "# skel profile\n",
+        0o644,
+        (0, 0),
+    );
     b.finish(blobs).unwrap()
 }
 
@@ -397,30 +452,51 @@ fn the_tree_edit_moves_pi_home_and_passes_the_account_rule() {
 
     assert!(entry(&blobs, root, "/home/pi").is_none(), "the old home is moved");
     assert_eq!(owner_mode(&blobs, root, "/home/hiveadmin"), (0o700, 1000, 1000));
-    assert_eq!(owner_mode(&blobs, root, "/home/hiveadmin/.bashrc"), (0o644, 1000, 1000));
-    assert_eq!(content(&blobs, root, "/home/hiveadmin/.bashrc"), "# pi's bashrc\n");
+    assert_eq!(
+        owner_mode(&blobs, root, "/home/hiveadmin/.bashrc"),
+        (0o644, 1000, 1000)
+    );
+    assert_eq!(
+        content(&blobs, root, "/home/hiveadmin/.bashrc"),
+        "# pi's bashrc\n"
+    );
     assert_eq!(
         entry(&blobs, root, "/home/hiveadmin/.bashrc.link").map(|e| e.kind),
         Some(Kind::HardLink {
             target: TreePath::parse("/home/hiveadmin/.bashrc").unwrap()
         })
     );
-    assert!(entry(&blobs, root, "/home/hiveadmin/.profile").is_none(), "no skel over a moved home");
-    assert_eq!(owner_mode(&blobs, root, "/home/hiveadmin/.ssh"), (0o700, 1000, 1000));
+    assert!(
+        entry(&blobs, root, "/home/hiveadmin/.profile").is_none(),
+        "no skel over a moved home"
+    );
+    assert_eq!(
+        owner_mode(&blobs, root, "/home/hiveadmin/.ssh"),
+        (0o700, 1000, 1000)
+    );
     assert_eq!(
         owner_mode(&blobs, root, "/home/hiveadmin/.ssh/authorized_keys"),
         (0o600, 1000, 1000)
     );
-    assert_eq!(content(&blobs, root, "/home/hiveadmin/.ssh/authorized_keys"), a.authorized_keys());
+    assert_eq!(
+        content(&blobs, root, "/home/hiveadmin/.ssh/authorized_keys"),
+        a.authorized_keys()
+    );
     assert_eq!(owner_mode(&blobs, root, "/etc/shadow"), (0o640, 0, 42));
     assert_eq!(owner_mode(&blobs, root, "/etc/gshadow"), (0o640, 0, 42));
     let shadow = content(&blobs, root, "/etc/shadow");
-    assert!(shadow.contains(&format!("\nhiveadmin:{hash}:19675:0:99999:7:::\n")), "{shadow}");
+    assert!(
+        shadow.contains(&format!("\nhiveadmin:{hash}:19675:0:99999:7:::\n")),
+        "{shadow}"
+    );
     assert!(hash.starts_with("$6$"));
     assert!(!shadow.contains("SECRET"));
     assert_eq!(account_failures(&blobs, root), Vec::<String>::new());
     // The same inputs, the same tree.
-    assert_eq!(make_account(&blobs, base, &a, &hash, 1_700_000_000, "here").unwrap(), root);
+    assert_eq!(
+        make_account(&blobs, base, &a, &hash, 1_700_000_000, "here").unwrap(),
+        root
+    );
 }
 
 #[test]
@@ -430,8 +506,14 @@ fn the_tree_edit_makes_a_home_from_skel_for_a_new_user_and_locks_a_passwordless_
     let base = with_record(&blobs, raspios_tree(&blobs, false), &a);
     let root = make_account(&blobs, base, &a, NO_PASSWORD, 1_700_000_000, "here").unwrap();
     assert_eq!(owner_mode(&blobs, root, "/home/hiveadmin"), (0o700, 1000, 1000));
-    assert_eq!(owner_mode(&blobs, root, "/home/hiveadmin/.profile"), (0o644, 1000, 1000));
-    assert_eq!(content(&blobs, root, "/home/hiveadmin/.profile"), "# skel profile\n");
+    assert_eq!(
+        owner_mode(&blobs, root, "/home/hiveadmin/.profile"),
+        (0o644, 1000, 1000)
+    );
+    assert_eq!(
+        content(&blobs, root, "/home/hiveadmin/.profile"),
+        "# skel profile\n"
+    );
     assert!(content(&blobs, root, "/etc/shadow").contains("\nhiveadmin:*:19675:"));
     assert!(content(&blobs, root, "/etc/group").contains("\nhiveadmin:x:1000:\n"));
     assert!(entry(&blobs, root, "/etc/gshadow").is_none());
@@ -450,7 +532,10 @@ fn files_a_layer_put_in_the_new_home_win_over_the_moved_ones() {
     };
     let base = apply(&blobs, base, &[Changeset::new(vec![op])], 0).unwrap();
     let root = make_account(&blobs, base, &a, NO_PASSWORD, 1_700_000_000, "here").unwrap();
-    assert_eq!(content(&blobs, root, "/home/hiveadmin/.bashrc"), "# the layer's bashrc\n");
+    assert_eq!(
+        content(&blobs, root, "/home/hiveadmin/.bashrc"),
+        "# the layer's bashrc\n"
+    );
     assert!(entry(&blobs, root, "/home/hiveadmin/.bashrc.link").is_some());
     assert!(entry(&blobs, root, "/home/pi").is_none());
 }
@@ -459,8 +544,11 @@ fn files_a_layer_put_in_the_new_home_win_over_the_moved_ones() {
 fn an_account_file_that_is_not_a_regular_file_is_refused() {
     let blobs = MemBlobs::default();
     let mut b = TreeBuilder::new();
-    b.insert(TreePath::parse("/etc/passwd").unwrap(), Entry::symlink("/elsewhere"))
-        .unwrap();
+    b.insert(
+        TreePath::parse("/etc/passwd").unwrap(),
+        Entry::symlink("/elsewhere"),
+    )
+    .unwrap();
     let root = b.finish(&blobs).unwrap();
     let err = make_account(&blobs, root, &account(None), NO_PASSWORD, 0, "here").expect_err("refused");
     assert!(err.to_string().contains("symlink"), "{err}");
@@ -488,7 +576,11 @@ fn the_key_holds_the_password_only_as_a_keyed_digest_and_a_password_makes_it_uns
     assert!(shown.contains("security.local_access.password"), "{shown}");
     assert!(!with.shareable());
     let other = step(Some("SECRET-admin-pw-17"));
-    assert_ne!(with.definition(), other.definition(), "the password is in the identity");
+    assert_ne!(
+        with.definition(),
+        other.definition(),
+        "the password is in the identity"
+    );
     let without = step(None);
     assert!(without.shareable());
     assert!(without.definition().contains("password=none"));

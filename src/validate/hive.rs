@@ -890,9 +890,11 @@ pub fn is_crypt_hash(field: &str) -> bool {
         && parts[0].is_empty()
         && IDS.contains(&parts[1])
         && parts[2..].iter().all(|p| !p.is_empty())
-        && parts
-            .last()
-            .is_some_and(|h| h.len() >= 22 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/'))
+        && parts.last().is_some_and(|h| {
+            h.len() >= 22
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+        })
 }
 
 /// The records of a colon-separated account file named `name`.
@@ -917,13 +919,19 @@ fn account(fs: &dyn Files, r: &mut Report) {
     let rec = match AdminRecord::parse(&rec) {
         Ok(rec) => rec,
         Err(e) => {
-            r.fail(RULE, Some(ADMIN_RECORD.into()), e, "the system module writes it; rebuild the image");
+            r.fail(
+                RULE,
+                Some(ADMIN_RECORD.into()),
+                e,
+                "the system module writes it; rebuild the image",
+            );
             return;
         }
     };
     let user = rec.user.as_str();
     let mut failures: Vec<(String, String, &str)> = Vec::new();
-    let mut fail = |file: &str, detail: String, help: &'static str| failures.push((file.to_owned(), detail, help));
+    let mut fail =
+        |file: &str, detail: String, help: &'static str| failures.push((file.to_owned(), detail, help));
 
     let passwd = text(fs, "/etc/passwd").unwrap_or_default();
     let lines = account_lines(&passwd, user);
@@ -931,18 +939,38 @@ fn account(fs: &dyn Files, r: &mut Report) {
     match lines.as_slice() {
         [f] if f.len() == 7 => {
             if f[2] != "1000" {
-                fail("/etc/passwd", format!("`{user}` has uid {}, not 1000", f[2]), "the administrator is the first user (uid 1000)");
+                fail(
+                    "/etc/passwd",
+                    format!("`{user}` has uid {}, not 1000", f[2]),
+                    "the administrator is the first user (uid 1000)",
+                );
             }
             let shell = f[6];
             if !shell.starts_with('/') || shell.ends_with("/nologin") || shell.ends_with("/false") {
-                fail("/etc/passwd", format!("`{user}` has no login shell (`{shell}`)"), "the administrator logs in with /bin/bash");
+                fail(
+                    "/etc/passwd",
+                    format!("`{user}` has no login shell (`{shell}`)"),
+                    "the administrator logs in with /bin/bash",
+                );
             }
             gid = f[3].parse::<u32>().ok();
             home = Some(f[5].to_owned());
         }
-        [_] => fail("/etc/passwd", format!("the line of `{user}` does not have 7 fields"), "see passwd(5)"),
-        [] => fail("/etc/passwd", format!("no account `{user}`"), "the accounts step makes the administrator; rebuild the image"),
-        more => fail("/etc/passwd", format!("{} lines for `{user}`", more.len()), "one line per account"),
+        [_] => fail(
+            "/etc/passwd",
+            format!("the line of `{user}` does not have 7 fields"),
+            "see passwd(5)",
+        ),
+        [] => fail(
+            "/etc/passwd",
+            format!("no account `{user}`"),
+            "the accounts step makes the administrator; rebuild the image",
+        ),
+        more => fail(
+            "/etc/passwd",
+            format!("{} lines for `{user}`", more.len()),
+            "one line per account",
+        ),
     }
     let others: Vec<&str> = passwd
         .lines()
@@ -951,7 +979,11 @@ fn account(fs: &dyn Files, r: &mut Report) {
         .map(|f| f[0])
         .collect();
     if let Some(o) = others.first() {
-        fail("/etc/passwd", format!("`{o}` also has uid 1000"), "the base's first user is renamed to the administrator, not kept beside it");
+        fail(
+            "/etc/passwd",
+            format!("`{o}` also has uid 1000"),
+            "the base's first user is renamed to the administrator, not kept beside it",
+        );
     }
 
     let groups = text(fs, "/etc/group").unwrap_or_default();
@@ -970,16 +1002,28 @@ fn account(fs: &dyn Files, r: &mut Report) {
                 );
             }
         }
-        _ => fail("/etc/shadow", "missing".into(), "the accounts step writes /etc/shadow; rebuild the image"),
+        _ => fail(
+            "/etc/shadow",
+            "missing".into(),
+            "the accounts step writes /etc/shadow; rebuild the image",
+        ),
     }
     let shadow = text(fs, "/etc/shadow").unwrap_or_default();
     match account_lines(&shadow, user).as_slice() {
         [f] if f.len() >= 2 => {
             let pw = f[1];
             if rec.password && !is_crypt_hash(pw) {
-                let what = if pw.is_empty() { "empty" } else { "not a crypt hash" };
-                fail("/etc/shadow", format!("the password of `{user}` is {what}"), "passwords are stored hashed (`$6$…`); never in clear");
-            } else if !rec.password && !(pw.starts_with('*') || pw.starts_with('!')) {
+                let what = if pw.is_empty() {
+                    "empty"
+                } else {
+                    "not a crypt hash"
+                };
+                fail(
+                    "/etc/shadow",
+                    format!("the password of `{user}` is {what}"),
+                    "passwords are stored hashed (`$6$…`); never in clear",
+                );
+            } else if !rec.password && !pw.starts_with(['*', '!']) {
                 fail(
                     "/etc/shadow",
                     format!("`{user}` has no configured password but its field is not locked"),
@@ -987,8 +1031,16 @@ fn account(fs: &dyn Files, r: &mut Report) {
                 );
             }
         }
-        [] => fail("/etc/shadow", format!("no line for `{user}`"), "the accounts step writes it; rebuild the image"),
-        _ => fail("/etc/shadow", format!("more than one line (or a short line) for `{user}`"), "one line per account, see shadow(5)"),
+        [] => fail(
+            "/etc/shadow",
+            format!("no line for `{user}`"),
+            "the accounts step writes it; rebuild the image",
+        ),
+        _ => fail(
+            "/etc/shadow",
+            format!("more than one line (or a short line) for `{user}`"),
+            "one line per account, see shadow(5)",
+        ),
     }
 
     for g in &rec.groups {
@@ -996,7 +1048,11 @@ fn account(fs: &dyn Files, r: &mut Report) {
             f.len() == 4 && (f[3].split(',').any(|m| m == user) || f[2].parse::<u32>().ok() == gid)
         });
         if !member {
-            fail("/etc/group", format!("`{user}` is not in the group `{g}`"), "the accounts step adds the administrator to its groups");
+            fail(
+                "/etc/group",
+                format!("`{user}` is not in the group `{g}`"),
+                "the accounts step adds the administrator to its groups",
+            );
         }
     }
 
@@ -1006,28 +1062,62 @@ fn account(fs: &dyn Files, r: &mut Report) {
             Some(m) if m.is_dir && own(&m) && m.mode & 0o022 == 0 => {}
             Some(m) => fail(
                 &home,
-                format!("a {} with mode {:04o}, owner {}:{}", if m.is_dir { "directory" } else { "non-directory" }, m.mode, m.uid, m.gid),
+                format!(
+                    "a {} with mode {:04o}, owner {}:{}",
+                    if m.is_dir { "directory" } else { "non-directory" },
+                    m.mode,
+                    m.uid,
+                    m.gid
+                ),
                 "the home is the administrator's own directory, writable by it only",
             ),
-            None => fail(&home, "missing".into(), "the accounts step makes the home; rebuild the image"),
+            None => fail(
+                &home,
+                "missing".into(),
+                "the accounts step makes the home; rebuild the image",
+            ),
         }
         let ssh = format!("{home}/.ssh");
         match fs.meta(&ssh) {
             Some(m) if m.is_dir && own(&m) && m.mode == 0o700 => {}
-            Some(m) => fail(&ssh, format!("mode {:04o}, owner {}:{}", m.mode, m.uid, m.gid), "~/.ssh is 0700 and the administrator's (sshd's StrictModes)"),
-            None => fail(&ssh, "missing".into(), "the accounts step makes it; rebuild the image"),
+            Some(m) => fail(
+                &ssh,
+                format!("mode {:04o}, owner {}:{}", m.mode, m.uid, m.gid),
+                "~/.ssh is 0700 and the administrator's (sshd's StrictModes)",
+            ),
+            None => fail(
+                &ssh,
+                "missing".into(),
+                "the accounts step makes it; rebuild the image",
+            ),
         }
         let keys_path = format!("{ssh}/authorized_keys");
         match fs.meta(&keys_path) {
             Some(m) if m.is_file && own(&m) && m.mode == 0o600 => {
                 let keys = text(fs, &keys_path).unwrap_or_default();
-                let missing = rec.keys.iter().filter(|k| !keys.lines().any(|l| l.trim() == k.trim())).count();
+                let missing = rec
+                    .keys
+                    .iter()
+                    .filter(|k| !keys.lines().any(|l| l.trim() == k.trim()))
+                    .count();
                 if missing > 0 {
-                    fail(&keys_path, format!("{missing} of the {} recorded key(s) missing", rec.keys.len()), "the file holds the administrators' keys and the hive's own");
+                    fail(
+                        &keys_path,
+                        format!("{missing} of the {} recorded key(s) missing", rec.keys.len()),
+                        "the file holds the administrators' keys and the hive's own",
+                    );
                 }
             }
-            Some(m) => fail(&keys_path, format!("mode {:04o}, owner {}:{}", m.mode, m.uid, m.gid), "authorized_keys is 0600 and the administrator's (sshd's StrictModes)"),
-            None => fail(&keys_path, "missing".into(), "the accounts step writes it; rebuild the image"),
+            Some(m) => fail(
+                &keys_path,
+                format!("mode {:04o}, owner {}:{}", m.mode, m.uid, m.gid),
+                "authorized_keys is 0600 and the administrator's (sshd's StrictModes)",
+            ),
+            None => fail(
+                &keys_path,
+                "missing".into(),
+                "the accounts step writes it; rebuild the image",
+            ),
         }
     }
 
@@ -1200,7 +1290,8 @@ mod tests {
             .owned("/home/hiveadmin/.ssh/authorized_keys", &format!("# keys\n{SSH_KEY}\n"), 0o600, 1000, 1000)
     }
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nhiveadmin:x:1000:1000:,,,:/home/hiveadmin:/bin/bash\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/bash\nhiveadmin:x:1000:1000:,,,:/home/hiveadmin:/bin/bash\n";
     const GROUP: &str = "root:x:0:\nshadow:x:42:\nsudo:x:27:hiveadmin\nhiveadmin:x:1000:\n";
     const HASH: &str = "$6$rounds=100000$abcdefghijklmnop$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ./01234567890";
     const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJo jo@example.com";
@@ -1279,43 +1370,102 @@ mod tests {
             ..record()
         };
         let cases: Vec<(Mem, &str)> = vec![
-            (good().file("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n", 0o644), "/etc/passwd no account `hiveadmin`"),
             (
-                good().file("/etc/passwd", &PASSWD.replace(":1000:1000:", ":1001:1000:"), 0o644),
+                good().file("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n", 0o644),
+                "/etc/passwd no account `hiveadmin`",
+            ),
+            (
+                good().file(
+                    "/etc/passwd",
+                    &PASSWD.replace(":1000:1000:", ":1001:1000:"),
+                    0o644,
+                ),
                 "/etc/passwd `hiveadmin` has uid 1001, not 1000",
             ),
             (
-                good().file("/etc/passwd", &PASSWD.replace("/bin/bash\n", "/usr/sbin/nologin\n").replacen("/usr/sbin/nologin", "/bin/bash", 1), 0o644),
+                good().file(
+                    "/etc/passwd",
+                    &PASSWD.replace("/bin/bash\n", "/usr/sbin/nologin\n").replacen(
+                        "/usr/sbin/nologin",
+                        "/bin/bash",
+                        1,
+                    ),
+                    0o644,
+                ),
                 "/etc/passwd `hiveadmin` has no login shell (`/usr/sbin/nologin`)",
             ),
             (
-                good().file("/etc/passwd", &format!("{PASSWD}pi:x:1000:1000:,,,:/home/pi:/bin/bash\n"), 0o644),
+                good().file(
+                    "/etc/passwd",
+                    &format!("{PASSWD}pi:x:1000:1000:,,,:/home/pi:/bin/bash\n"),
+                    0o644,
+                ),
                 "/etc/passwd `pi` also has uid 1000",
             ),
-            (good().owned("/etc/shadow", &shadow("SECRET-admin-pw-16"), 0o640, 0, 42), "/etc/shadow the password of `hiveadmin` is not a crypt hash"),
-            (good().owned("/etc/shadow", &shadow(""), 0o640, 0, 42), "/etc/shadow the password of `hiveadmin` is empty"),
-            (good().owned("/etc/shadow", &shadow("$6$salt$short"), 0o640, 0, 42), "/etc/shadow the password of `hiveadmin` is not a crypt hash"),
+            (
+                good().owned("/etc/shadow", &shadow("SECRET-admin-pw-16"), 0o640, 0, 42),
+                "/etc/shadow the password of `hiveadmin` is not a crypt hash",
+            ),
+            (
+                good().owned("/etc/shadow", &shadow(""), 0o640, 0, 42),
+                "/etc/shadow the password of `hiveadmin` is empty",
+            ),
+            (
+                good().owned("/etc/shadow", &shadow("$6$salt$short"), 0o640, 0, 42),
+                "/etc/shadow the password of `hiveadmin` is not a crypt hash",
+            ),
             (
                 good().file(ADMIN_RECORD, &no_password.render(), 0o644),
                 "/etc/shadow `hiveadmin` has no configured password but its field is not locked",
             ),
-            (good().owned("/etc/shadow", &shadow(HASH), 0o644, 0, 42), "/etc/shadow mode 0644, owner 0:42"),
-            (good().owned("/etc/shadow", &shadow(HASH), 0o640, 0, 0), "/etc/shadow mode 0640, owner 0:0"),
-            (good().owned("/etc/shadow", "root:*:1::::::\n", 0o640, 0, 42), "/etc/shadow no line for `hiveadmin`"),
             (
-                good().file("/etc/group", &GROUP.replace("sudo:x:27:hiveadmin", "sudo:x:27:"), 0o644),
+                good().owned("/etc/shadow", &shadow(HASH), 0o644, 0, 42),
+                "/etc/shadow mode 0644, owner 0:42",
+            ),
+            (
+                good().owned("/etc/shadow", &shadow(HASH), 0o640, 0, 0),
+                "/etc/shadow mode 0640, owner 0:0",
+            ),
+            (
+                good().owned("/etc/shadow", "root:*:1::::::\n", 0o640, 0, 42),
+                "/etc/shadow no line for `hiveadmin`",
+            ),
+            (
+                good().file(
+                    "/etc/group",
+                    &GROUP.replace("sudo:x:27:hiveadmin", "sudo:x:27:"),
+                    0o644,
+                ),
                 "/etc/group `hiveadmin` is not in the group `sudo`",
             ),
-            (good().dir(home, 0o755, 0, 0), "/home/hiveadmin a directory with mode 0755, owner 0:0"),
-            (good().dir(home, 0o777, 1000, 1000), "/home/hiveadmin a directory with mode 0777, owner 1000:1000"),
-            (good().dir("/home/hiveadmin/.ssh", 0o755, 1000, 1000), "/home/hiveadmin/.ssh mode 0755, owner 1000:1000"),
-            (good().owned(keys, SSH_KEY, 0o644, 1000, 1000), "/home/hiveadmin/.ssh/authorized_keys mode 0644, owner 1000:1000"),
-            (good().owned(keys, SSH_KEY, 0o600, 0, 0), "/home/hiveadmin/.ssh/authorized_keys mode 0600, owner 0:0"),
+            (
+                good().dir(home, 0o755, 0, 0),
+                "/home/hiveadmin a directory with mode 0755, owner 0:0",
+            ),
+            (
+                good().dir(home, 0o777, 1000, 1000),
+                "/home/hiveadmin a directory with mode 0777, owner 1000:1000",
+            ),
+            (
+                good().dir("/home/hiveadmin/.ssh", 0o755, 1000, 1000),
+                "/home/hiveadmin/.ssh mode 0755, owner 1000:1000",
+            ),
+            (
+                good().owned(keys, SSH_KEY, 0o644, 1000, 1000),
+                "/home/hiveadmin/.ssh/authorized_keys mode 0644, owner 1000:1000",
+            ),
+            (
+                good().owned(keys, SSH_KEY, 0o600, 0, 0),
+                "/home/hiveadmin/.ssh/authorized_keys mode 0600, owner 0:0",
+            ),
             (
                 good().owned(keys, "ssh-ed25519 AAAAother other\n", 0o600, 1000, 1000),
                 "/home/hiveadmin/.ssh/authorized_keys 1 of the 1 recorded key(s) missing",
             ),
-            (good().file(ADMIN_RECORD, "user=hiveadmin\n", 0o644), "/etc/w4b/system/admin `user`, `password` and `groups` are all required"),
+            (
+                good().file(ADMIN_RECORD, "user=hiveadmin\n", 0o644),
+                "/etc/w4b/system/admin `user`, `password` and `groups` are all required",
+            ),
         ];
         for (fs, expected) in cases {
             let r = check(&fs);
@@ -1327,12 +1477,27 @@ mod tests {
             assert!(r.failures().all(|c| c.name == "account"));
         }
         // A locked field passes when no password is configured; a hash is fine too.
-        let fs = good()
-            .file(ADMIN_RECORD, &no_password.render(), 0o644)
-            .owned("/etc/shadow", &shadow("*"), 0o600, 0, 0);
+        let fs = good().file(ADMIN_RECORD, &no_password.render(), 0o644).owned(
+            "/etc/shadow",
+            &shadow("*"),
+            0o600,
+            0,
+            0,
+        );
         assert!(check(&fs).passed(), "{:?}", failed(&check(&fs)));
-        let gone = Mem(good().0.into_iter().filter(|(k, _)| !k.starts_with(home)).collect());
-        assert_eq!(failed(&check(&gone)), ["account /home/hiveadmin", "account /home/hiveadmin/.ssh", "account /home/hiveadmin/.ssh/authorized_keys"]);
+        let gone = Mem(good()
+            .0
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(home))
+            .collect());
+        assert_eq!(
+            failed(&check(&gone)),
+            [
+                "account /home/hiveadmin",
+                "account /home/hiveadmin/.ssh",
+                "account /home/hiveadmin/.ssh/authorized_keys"
+            ]
+        );
         let gone = Mem(good().0.into_iter().filter(|(k, _)| k != ADMIN_RECORD).collect());
         assert_eq!(failed(&check(&gone)), ["account /etc/w4b/system/admin"]);
     }
@@ -1340,8 +1505,19 @@ mod tests {
     #[test]
     fn crypt_hashes_are_told_from_plaintext() {
         assert!(is_crypt_hash(HASH));
-        assert!(is_crypt_hash("$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"));
-        for bad in ["", "*", "!", "password", "$6$", "$6$salt$", "$9$salt$0123456789abcdefghijklmn", "$6$salt$has spaces in it 0123456789"] {
+        assert!(is_crypt_hash(
+            "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"
+        ));
+        for bad in [
+            "",
+            "*",
+            "!",
+            "password",
+            "$6$",
+            "$6$salt$",
+            "$9$salt$0123456789abcdefghijklmn",
+            "$6$salt$has spaces in it 0123456789",
+        ] {
             assert!(!is_crypt_hash(bad), "{bad}");
         }
         let r = record();

@@ -121,7 +121,10 @@ fn both_fixture_hives_build_into_images_with_the_promised_files() {
             passwd.contains("\nhiveadmin:x:1000:1000:,,,:/home/hiveadmin:/bin/bash\n"),
             "{passwd}"
         );
-        assert!(passwd.starts_with("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:"), "{passwd}");
+        assert!(
+            passwd.starts_with("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:"),
+            "{passwd}"
+        );
         assert!(!passwd.contains("\npi:"), "{passwd}");
         let shadow = debugfs(&root, "cat /etc/shadow");
         let line = shadow
@@ -130,7 +133,10 @@ fn both_fixture_hives_build_into_images_with_the_promised_files() {
             .unwrap_or_else(|| panic!("{shadow}"));
         let fields: Vec<&str> = line.split(':').collect();
         assert!(fields[1].starts_with("$6$rounds=100000$"), "{line}");
-        assert_eq!(fields[2], "19675", "the last change is the epoch's day (2023-11-14)");
+        assert_eq!(
+            fields[2], "19675",
+            "the last change is the epoch's day (2023-11-14)"
+        );
         assert!(!shadow.contains("SECRET"), "{shadow}");
         assert!(shadow.starts_with("root:*:19000:0:99999:7:::\n"), "{shadow}");
         assert_eq!(stat(&root, "/etc/shadow"), (0o640, 0, 42));
@@ -142,7 +148,9 @@ fn both_fixture_hives_build_into_images_with_the_promised_files() {
         assert!(group.lines().any(|l| l == "adm:x:4:hiveadmin"), "{group}");
         for g in ["gpio", "i2c", "spi"] {
             assert!(
-                group.lines().any(|l| l.starts_with(&format!("{g}:x:")) && l.ends_with(":hiveadmin")),
+                group
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{g}:x:")) && l.ends_with(":hiveadmin")),
                 "{g} in {group}"
             );
         }
@@ -159,7 +167,10 @@ fn both_fixture_hives_build_into_images_with_the_promised_files() {
             "no password hash outside /etc/shadow"
         );
         let firstboot = debugfs(&root, "ls /usr/local/lib/w4b/firstboot.d");
-        assert!(!firstboot.contains("admin"), "no account on first boot: {firstboot}");
+        assert!(
+            !firstboot.contains("admin"),
+            "no account on first boot: {firstboot}"
+        );
         assert_eq!(stat(&root, "/usr/local/lib/w4b/firstboot").0, 0o755);
         assert!(debugfs(
             &root,
