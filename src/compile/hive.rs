@@ -8,6 +8,7 @@ use w4b_graph::NodeId;
 
 use super::Compiler;
 use crate::hive::load::ResolvedHive;
+use crate::steps::accounts::AccountsStep;
 use crate::steps::extract::ExtractStep;
 use crate::steps::fetch::FetchStep;
 use crate::steps::firstboot::FirstbootStep;
@@ -156,6 +157,43 @@ impl Compiler<'_> {
         nodes.extend(module_nodes);
         nodes.push(fb);
         Ok(nodes)
+    }
+}
+
+impl Compiler<'_> {
+    /// `accounts` on the combined tree `rootfs` (see [`crate::steps::accounts`]).
+    pub(super) fn accounts(
+        &mut self,
+        h: &ResolvedHive,
+        rootfs: NodeId,
+        epoch: i64,
+        epoch_location: Option<String>,
+        label: &str,
+    ) -> miette::Result<NodeId> {
+        let account = crate::modules::system::admin_account(&h.config).map_err(miette::Report::new)?;
+        let location = [
+            "hive.security.local_access.username",
+            "hive.security.local_access",
+            "hive.hive_id",
+        ]
+        .iter()
+        .find_map(|k| h.locations.get(*k))
+        .map(|l| l.to_string());
+        let step = AccountsStep {
+            store: self.store.clone(),
+            account,
+            epoch,
+            epoch_location,
+            secret_key: crate::steps::module::secret_key(self.store).map_err(miette::Report::new)?,
+            location,
+        };
+        let def = step.definition();
+        Ok(self.add(
+            format!("{label}#accounts"),
+            def.as_bytes(),
+            Arc::new(step),
+            vec![rootfs],
+        ))
     }
 }
 

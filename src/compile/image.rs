@@ -140,6 +140,12 @@ impl Compiler<'_> {
             deps,
         );
 
+        // A hive's administrator is made in the combined tree's own account files.
+        let rootfs = match hive {
+            Some(h) => self.accounts(h, rootfs, epoch, epoch_loc.clone(), &label)?,
+            None => rootfs,
+        };
+
         let mut gates = Vec::new();
         if hive.is_some() {
             let check = Arc::new(HiveCheckStep {

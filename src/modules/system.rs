@@ -10,22 +10,24 @@
 //! `getty@tty1` disabled until the wizard ends, and an sshd banner drop-in
 //! (`rename_user.conf`). Once a user exists the vendor's `cancel-rename` undoes these.
 //! We do the same at build time: mask `userconfig.service`, re-enable `getty@tty1`, and
-//! remove the banner and the `pi` NOPASSWD sudoers file. The administrator is then made
-//! on first boot by renaming the uid-1000 placeholder exactly as `userconf` would (or
-//! creating uid 1000 when there is none), so the account keeps the uid every Raspberry
-//! Pi tool assumes for "the first user" (`getent passwd 1000`) — and that is what lets
-//! this module write `~/.ssh/authorized_keys` owned by the user (1000:1000) into the
-//! image. Writing `/etc/passwd`/`/etc/shadow` lines directly was rejected: a module sees
-//! only the configuration, not the base image's account files, so it could not avoid a
-//! clash with the placeholder user and could not edit the existing `/etc/group` lines
-//! for `sudo`, `gpio`, …
+//! remove the banner and the `pi` NOPASSWD sudoers file.
 //!
-//! **The password.** `local_access.password` is stored as SHA-512 crypt (`$6$`) in a
-//! mode-0600 file (`/etc/w4b/secrets/admin-password.hash`) that the first-boot section
-//! pipes to `chpasswd -e` and deletes. The salt is derived from the hive id, the user
-//! name and the password with a BLAKE3 key-derivation context, so the same
-//! configuration gives byte-identical images (a random salt would make every build
-//! differ) while two hives, or two users, with the same password get different hashes.
+//! **The administrator** is made at build time too, but not here: a module sees only the
+//! configuration, while renaming the base's uid-1000 placeholder, editing the existing
+//! `/etc/group` lines for `sudo`, `gpio`, … and moving `/home/pi` need the base's account
+//! files. That is the `accounts` step ([`crate::steps::accounts`]), which runs on the
+//! combined tree after every module. This module decides *what* the account is
+//! ([`admin_account`]: the name, checked; the `authorized_keys` lines, checked; the
+//! password), writes the sudo rule, root's keys when root may log in, and the account
+//! record ([`crate::validate::hive::ADMIN_RECORD`]) that the hive checklist and
+//! `w4b validate` compare the image's accounts against. Nothing about the account is left
+//! to the first boot, and no password or hash is written by this module.
+//!
+//! **The password.** `local_access.password` is stored in `/etc/shadow` as SHA-512 crypt
+//! (`$6$`, [`sha512_crypt`]). The salt is derived from the hive id, the user name and the
+//! password with a BLAKE3 key-derivation context, so the same configuration gives
+//! byte-identical images (a random salt would make every build differ) while two hives,
+//! or two users, with the same password get different hashes.
 //!
 //! First-boot sections read every configured value from files this module writes, so
 //! their text is the same for every hive and no user value is ever parsed by a shell.
@@ -37,6 +39,7 @@ use serde_json::json;
 
 use super::{Body, GenFile, Generated, Module, ModuleError, Section};
 use crate::hive::config::{HiveImage, Lan, Primary, Role, Secret, Wifi};
+use crate::validate::hive::{AdminRecord, ADMIN_RECORD};
 
 /// The uid and gid of the administrator: Raspberry Pi OS's "first user".
 pub const ADMIN_UID: u32 = 1000;
@@ -45,7 +48,8 @@ pub const ADMIN_UID: u32 = 1000;
 /// the manager's secrets): key-only login for the administrators, no password.
 pub const DEFAULT_ADMIN: &str = "hiveadmin";
 
-/// Supplementary groups of the administrator (each only if the image has it).
+/// Supplementary groups of the administrator (the `accounts` step creates those the base
+/// lacks).
 pub const ADMIN_GROUPS: [&str; 5] = ["sudo", "adm", "gpio", "i2c", "spi"];
 
 /// SHA-512 crypt rounds for the administrator's password: about 50 ms on a Pi 4 per
@@ -56,8 +60,6 @@ const SALT_CONTEXT: &str = "w4b 2026-11 system admin password salt v1";
 const UUID_CONTEXT: &str = "w4b 2026-11 system NetworkManager connection uuid v1";
 
 const NM_DIR: &str = "/etc/NetworkManager/system-connections";
-const ADMIN_USER_FILE: &str = "/etc/w4b/system/admin-user";
-const ADMIN_HASH_FILE: &str = "/etc/w4b/secrets/admin-password.hash";
 
 /// Hostname, locale, time zone, keyboard, the administrator and the network.
 pub struct System;
@@ -67,8 +69,10 @@ impl Module for System {
         "system"
     }
 
+    /// 2: the account moved to the `accounts` step (no hash file, no home, no
+    /// first-boot section; the account record instead).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
@@ -87,10 +91,8 @@ impl Module for System {
             "allow_root": ssh.map(|s| s.allow_root),
             "network": hive.network,
         });
-        let mut secrets: Vec<&Secret> = hive.network.wifi.iter().map(|w| &w.password).collect();
-        if let Some(l) = local {
-            secrets.push(&l.password);
-        }
+        // The administrator's password is read by the `accounts` step, not here.
+        let secrets: Vec<&Secret> = hive.network.wifi.iter().map(|w| &w.password).collect();
         (value, secrets)
     }
 
@@ -304,8 +306,45 @@ fn valid_username(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// The administrator: account (first boot), password hash, sudo rule, SSH keys.
-fn admin(cfg: &HiveImage, g: &mut Generated) -> Result<(), ModuleError> {
+/// The administrator as the `accounts` step makes it: what the configuration says,
+/// checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminAccount {
+    pub user: String,
+    /// `security.local_access.password`; `None` for a key-only administrator.
+    pub password: Option<Secret>,
+    /// The hive id: an input of the password's salt.
+    pub hive_id: String,
+    /// The `authorized_keys` lines, deduplicated in order.
+    pub keys: Vec<String>,
+}
+
+impl AdminAccount {
+    /// The text of `~/.ssh/authorized_keys`.
+    pub fn authorized_keys(&self) -> String {
+        let mut text =
+            String::from("# Generated by w4b: the hive's administrators and the hive's own key.\n");
+        for key in &self.keys {
+            text.push_str(key);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// What the image's account record says about this account.
+    pub fn record(&self) -> AdminRecord {
+        AdminRecord {
+            user: self.user.clone(),
+            password: self.password.is_some(),
+            groups: ADMIN_GROUPS.iter().map(|g| (*g).to_owned()).collect(),
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+/// The administrator of a hive: `security.local_access` (or [`DEFAULT_ADMIN`], key-only),
+/// with the name and every key checked.
+pub fn admin_account(cfg: &HiveImage) -> Result<AdminAccount, ModuleError> {
     let local = cfg.hive.security.as_ref().map(|s| &s.local_access);
     let user = local.map_or(DEFAULT_ADMIN, |l| l.username.as_str());
     if !valid_username(user) || user == "root" {
@@ -316,13 +355,26 @@ fn admin(cfg: &HiveImage, g: &mut Generated) -> Result<(), ModuleError> {
             ),
         ));
     }
-    g.files
-        .push(GenFile::file(ADMIN_USER_FILE, format!("{user}\n"), 0o644));
-    if let Some(l) = local {
-        let hash = sha512_crypt(&cfg.hive.hive_id, user, &l.password)?;
-        g.files
-            .push(GenFile::file(ADMIN_HASH_FILE, format!("{hash}\n"), 0o600));
+    let keys = admin_keys(cfg);
+    for key in &keys {
+        check_key(key)?;
     }
+    Ok(AdminAccount {
+        user: user.to_owned(),
+        password: local.map(|l| l.password.clone()),
+        hive_id: cfg.hive.hive_id.clone(),
+        keys,
+    })
+}
+
+/// The administrator's part of this module: the account record, the sudo rule, root's
+/// keys. The account itself is the `accounts` step's.
+fn admin(cfg: &HiveImage, g: &mut Generated) -> Result<(), ModuleError> {
+    let account = admin_account(cfg)?;
+    let user = account.user.as_str();
+    let local = cfg.hive.security.as_ref().map(|s| &s.local_access);
+    g.files
+        .push(GenFile::file(ADMIN_RECORD, account.record().render(), 0o644));
 
     // sudo reads drop-ins in lexical order and the last match wins: `010-` sorts after
     // the vendor's `010_pi-nopasswd`, which is removed anyway.
@@ -344,97 +396,18 @@ fn admin(cfg: &HiveImage, g: &mut Generated) -> Result<(), ModuleError> {
         0,
     ));
 
-    let keys = admin_keys(cfg);
-    for key in &keys {
-        check_key(key)?;
-    }
-    let mut text = String::from("# Generated by w4b: the hive's administrators and the hive's own key.\n");
-    for key in &keys {
-        text.push_str(key);
-        text.push('\n');
-    }
-    let home = format!("/home/{user}");
-    g.files
-        .push(GenFile::owned(&home, Body::Dir, 0o750, ADMIN_UID, ADMIN_UID));
-    g.files.push(GenFile::owned(
-        &format!("{home}/.ssh"),
-        Body::Dir,
-        0o700,
-        ADMIN_UID,
-        ADMIN_UID,
-    ));
-    g.files.push(GenFile::owned(
-        &format!("{home}/.ssh/authorized_keys"),
-        Body::File(text.clone().into_bytes()),
-        0o600,
-        ADMIN_UID,
-        ADMIN_UID,
-    ));
     // Root gets the same keys only when the hive allows root logins at all (sshd then
     // says `prohibit-password`: keys only).
     if cfg.hive.security.as_ref().is_some_and(|s| s.ssh.allow_root) {
         g.files.push(GenFile::dir("/root/.ssh", 0o700));
-        g.files
-            .push(GenFile::file("/root/.ssh/authorized_keys", text, 0o600));
+        g.files.push(GenFile::file(
+            "/root/.ssh/authorized_keys",
+            account.authorized_keys(),
+            0o600,
+        ));
     }
-
-    g.sections.push(Section {
-        order: 11,
-        name: "system/admin-user".into(),
-        script: ADMIN_SCRIPT.into(),
-    });
     Ok(())
 }
-
-/// Creates (or adopts) the administrator. Idempotent: every step checks first. The
-/// password hash goes to `chpasswd -e` on stdin through the `printf` builtin, so it is
-/// never in a process's arguments.
-const ADMIN_SCRIPT: &str = r#"user=$(cat /etc/w4b/system/admin-user)
-home="/home/$user"
-if ! getent passwd "$user" >/dev/null; then
-    first=$(getent passwd 1000 | cut -d: -f1)
-    if [ -n "$first" ]; then
-        # Raspberry Pi OS's placeholder first user: renamed as userconf-pi does, so
-        # the administrator keeps uid 1000.
-        oldhome=$(getent passwd 1000 | cut -d: -f6)
-        echo "renaming the first user $first to $user"
-        usermod -l "$user" -d "$home" "$first"
-        if [ -n "$oldhome" ] && [ "$oldhome" != "$home" ] && [ -d "$oldhome" ]; then
-            cp -Rn "$oldhome/." "$home/"
-            rm -rf "$oldhome"
-        fi
-    else
-        echo "creating $user (uid 1000)"
-        if ! getent group 1000 >/dev/null; then
-            groupadd -g 1000 "$user"
-        fi
-        useradd -u 1000 -g 1000 -d "$home" -s /bin/bash "$user"
-    fi
-fi
-group=$(id -gn "$user")
-if [ "$group" != "$user" ] && ! getent group "$user" >/dev/null; then
-    groupmod -n "$user" "$group"
-    group="$user"
-fi
-usermod -s /bin/bash "$user"
-for g in sudo adm gpio i2c spi; do
-    if getent group "$g" >/dev/null; then
-        usermod -aG "$g" "$user"
-    fi
-done
-if [ ! -e "$home/.profile" ]; then
-    cp -Rn /etc/skel/. "$home/"
-fi
-chown -R "$user:$group" "$home"
-chmod 0750 "$home"
-chmod 0700 "$home/.ssh"
-chmod 0600 "$home/.ssh/authorized_keys"
-if [ -f /etc/w4b/secrets/admin-password.hash ]; then
-    printf '%s:%s\n' "$user" "$(cat /etc/w4b/secrets/admin-password.hash)" | chpasswd -e
-    rm -f /etc/w4b/secrets/admin-password.hash
-    echo "password of $user set"
-fi
-"#;
 
 /// `$6$rounds=N$salt$hash` with a salt derived from the hive, the user and the password.
 pub fn sha512_crypt(hive_id: &str, user: &str, password: &Secret) -> Result<String, ModuleError> {
@@ -789,12 +762,10 @@ mod tests {
                 assert_eq!((f.mode, f.uid, f.gid), (0o600, 0, 0), "{p}");
             }
         }
-        let keys = find(&g, "/home/hiveadmin/.ssh/authorized_keys");
-        assert_eq!((keys.mode, keys.uid, keys.gid), (0o600, ADMIN_UID, ADMIN_UID));
-        let dir = find(&g, "/home/hiveadmin/.ssh");
-        assert_eq!(
-            (dir.mode, dir.uid, dir.gid, &dir.body),
-            (0o700, ADMIN_UID, ADMIN_UID, &Body::Dir)
+        // The home and the account files are the `accounts` step's, not this module's.
+        assert!(
+            !g.files.iter().any(|f| f.path.to_string().starts_with("/home")),
+            "no home from the module"
         );
         let sudo = find(&g, "/etc/sudoers.d/010-w4b-hiveadmin");
         assert_eq!((sudo.mode, sudo.uid), (0o440, 0));
@@ -809,7 +780,12 @@ mod tests {
         viewer.ssh_keys = vec!["ssh-ed25519 AAAAViewerViewer viewer@example.com".into()];
         cfg.hive.administrators.push(viewer);
         let g = System.generate(&cfg).expect("generates");
-        let keys = text(find(&g, "/home/hiveadmin/.ssh/authorized_keys"));
+        let keys = admin_account(&cfg).expect("account").authorized_keys();
+        let record = text(find(&g, ADMIN_RECORD));
+        assert!(
+            record.contains("key=ssh-ed25519") && record.contains("jo@example.com"),
+            "{record}"
+        );
         assert!(keys.contains("jo@example.com"));
         assert!(keys.contains("hive-hive_AbCd1234"));
         assert!(!keys.contains("viewer@example.com"));
@@ -886,11 +862,32 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_file_holds_the_hash_and_no_section_holds_a_secret() {
+    fn no_file_and_no_section_holds_the_password_or_its_hash() {
         let cfg = wifi_hive();
         let g = System.generate(&cfg).expect("generates");
-        let hash = text(find(&g, ADMIN_HASH_FILE));
-        assert!(hash.starts_with("$6$"));
+        let password = cfg
+            .hive
+            .security
+            .as_ref()
+            .expect("security")
+            .local_access
+            .password
+            .clone();
+        let hash = sha512_crypt(&cfg.hive.hive_id, "hiveadmin", &password).expect("hash");
+        for f in &g.files {
+            if let Body::File(bytes) | Body::Append(bytes) = &f.body {
+                let t = String::from_utf8_lossy(bytes);
+                assert!(!t.contains(password.expose()) && !t.contains(&hash), "{}", f.path);
+            }
+        }
+        assert!(!g
+            .files
+            .iter()
+            .any(|f| f.path.to_string().starts_with("/etc/w4b/secrets/admin")));
+        assert!(
+            !g.sections.iter().any(|s| s.name.contains("admin")),
+            "no account on first boot"
+        );
         for secret in cfg.secrets() {
             for s in &g.sections {
                 assert!(
@@ -915,11 +912,8 @@ mod tests {
         let names = crate::modules::secret_names(&secrets);
         assert_eq!(
             names.into_iter().collect::<Vec<_>>(),
-            [
-                "network.wifi[0].password",
-                "network.wifi[1].password",
-                "security.local_access.password"
-            ]
+            ["network.wifi[0].password", "network.wifi[1].password"],
+            "the administrator's password is the `accounts` step's secret"
         );
         let mut changed = cfg.clone();
         changed.hive.sensors[0].interface.pin = Some(17);
@@ -1082,10 +1076,13 @@ mod tests {
         let mut cfg = wifi_hive();
         cfg.hive.security = None;
         let g = System.generate(&cfg).expect("generates");
-        assert!(!g.files.iter().any(|f| f.path.to_string() == ADMIN_HASH_FILE));
-        assert_eq!(text(find(&g, ADMIN_USER_FILE)), format!("{DEFAULT_ADMIN}\n"));
-        let keys = text(find(&g, "/home/hiveadmin/.ssh/authorized_keys"));
-        assert!(keys.contains("jo@example.com"));
+        let record = AdminRecord::parse(&text(find(&g, ADMIN_RECORD))).expect("record");
+        assert_eq!(record.user, DEFAULT_ADMIN);
+        assert!(!record.password, "key-only");
+        assert_eq!(record.groups, ADMIN_GROUPS);
+        let account = admin_account(&cfg).expect("account");
+        assert_eq!(account.password, None);
+        assert!(account.authorized_keys().contains("jo@example.com"));
     }
 
     #[test]

@@ -16,14 +16,17 @@
 //! | `disk`    | the `table`, both `fs` images           | `disk`: the raw image    |
 //! | `module`  | a W4B module, the hive config it reads, secret digests | `changeset`, `firstboot` |
 //! | `firstboot` | the modules' `firstboot` sections      | `changeset`              |
+//! | `accounts` | a hive image's combined tree, the administrator, the password's secret digest | `tree` |
 //! | `hive-check` | a hive image's combined tree           | `report`                 |
 //! | `extract` | a fetched source archive, a destination  | `changeset`              |
 //! | `validate` | `disk`, the board's kernel and device trees | `report`       |
 //! | `compress` | `disk`, codec and level, file name     | `image`, `bmap`, `sha256` |
 //!
 //! The disk pipeline (`unpack` → `graft` → `overlay` → `split` → `mkfs-*` → `disk` →
-//! `validate` → `compress`) is described in `docs/architecture.md`.
+//! `validate` → `compress`) is described in `docs/architecture.md`; a hive image puts
+//! `accounts` and `hive-check` between `overlay` and `split`.
 
+pub mod accounts;
 pub mod compress;
 pub mod disk;
 pub mod extract;

@@ -114,6 +114,63 @@ fn both_fixture_hives_build_into_images_with_the_promised_files() {
         );
         assert_eq!(stat(&root, "/home/hiveadmin/.ssh").0, 0o700);
         assert!(debugfs(&root, "cat /home/hiveadmin/.ssh/authorized_keys").contains("jo@example.com"));
+        // The administrator, made at build time: `pi` (uid 1000) renamed, every other
+        // line of the base's account files kept.
+        let passwd = debugfs(&root, "cat /etc/passwd");
+        assert!(
+            passwd.contains("\nhiveadmin:x:1000:1000:,,,:/home/hiveadmin:/bin/bash\n"),
+            "{passwd}"
+        );
+        assert!(
+            passwd.starts_with("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:"),
+            "{passwd}"
+        );
+        assert!(!passwd.contains("\npi:"), "{passwd}");
+        let shadow = debugfs(&root, "cat /etc/shadow");
+        let line = shadow
+            .lines()
+            .find(|l| l.starts_with("hiveadmin:"))
+            .unwrap_or_else(|| panic!("{shadow}"));
+        let fields: Vec<&str> = line.split(':').collect();
+        assert!(fields[1].starts_with("$6$rounds=100000$"), "{line}");
+        assert_eq!(
+            fields[2], "19675",
+            "the last change is the epoch's day (2023-11-14)"
+        );
+        assert!(!shadow.contains("SECRET"), "{shadow}");
+        assert!(shadow.starts_with("root:*:19000:0:99999:7:::\n"), "{shadow}");
+        assert_eq!(stat(&root, "/etc/shadow"), (0o640, 0, 42));
+        let group = debugfs(&root, "cat /etc/group");
+        for line in ["sudo:x:27:hiveadmin", "hiveadmin:x:1000:", "shadow:x:42:"] {
+            assert!(group.lines().any(|l| l == line), "{line} in {group}");
+        }
+        // The groups the test base lacks are created (adm with Debian's gid).
+        assert!(group.lines().any(|l| l == "adm:x:4:hiveadmin"), "{group}");
+        for g in ["gpio", "i2c", "spi"] {
+            assert!(
+                group
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{g}:x:")) && l.ends_with(":hiveadmin")),
+                "{g} in {group}"
+            );
+        }
+        assert_eq!(stat(&root, "/home/hiveadmin"), (0o700, 1000, 1000));
+        assert_eq!(stat(&root, "/home/hiveadmin/.ssh"), (0o700, 1000, 1000));
+        assert_eq!(
+            debugfs(&root, "cat /home/hiveadmin/.bashrc"),
+            "# ~/.bashrc\nalias ll=\"ls -l\"\n",
+            "the base's home moved with the user"
+        );
+        assert!(!debugfs(&root, "ls /home").contains("pi"), "the old home is gone");
+        assert!(
+            debugfs(&root, "stat /etc/w4b/secrets/admin-password.hash").is_empty(),
+            "no password hash outside /etc/shadow"
+        );
+        let firstboot = debugfs(&root, "ls /usr/local/lib/w4b/firstboot.d");
+        assert!(
+            !firstboot.contains("admin"),
+            "no account on first boot: {firstboot}"
+        );
         assert_eq!(stat(&root, "/usr/local/lib/w4b/firstboot").0, 0o755);
         assert!(debugfs(
             &root,
@@ -173,6 +230,7 @@ fn both_fixture_hives_build_into_images_with_the_promised_files() {
             "secret_modes",
             "host_keys",
             "ports",
+            "account",
         ] {
             assert!(
                 stdout.contains(&format!("pass  {rule}")),
@@ -265,6 +323,17 @@ fn no_secret_value_reaches_a_manifest_a_record_a_log_why_or_the_remote_cache() {
     assert!(b.ok(), "{}", b.stderr());
     logs.push(String::from_utf8_lossy(&b.output.stdout).into_owned());
     logs.push(b.stderr());
+    // The administrator's password hash, read from the image: derived from a secret, it
+    // may be in the image's /etc/shadow and nowhere else.
+    let root = root_partition(&env, WIFI);
+    let shadow = debugfs(&root, "cat /etc/shadow");
+    let hash = shadow
+        .lines()
+        .find_map(|l| l.strip_prefix("hiveadmin:"))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("{shadow}"))
+        .to_owned();
+    assert!(hash.starts_with("$6$"), "{hash}");
     // A second build after a change, so `why` has something to explain.
     let path = format!("defs/hives/{WIFI}.yaml");
     let text = String::from_utf8(env.read(&path)).unwrap();
@@ -295,7 +364,9 @@ fn no_secret_value_reaches_a_manifest_a_record_a_log_why_or_the_remote_cache() {
     let secrets: Vec<String> = SECRETS
         .iter()
         .map(|s| s.to_string())
-        .chain(["SECRET-wifi-farm2".into()])
+        .chain(["SECRET-wifi-farm2".into(), hash.clone()])
+        // The hash's digest part alone, in case something cut the `$6$…$` prefix off.
+        .chain(hash.rsplit('$').next().map(str::to_owned))
         .collect();
     let remote_files = files_below(&remote);
     assert!(

@@ -357,7 +357,17 @@ fn the_embedded_north_hive_builds_on_a_local_copy_of_its_base() {
         "debugfs -R 'ls /usr/local/lib/w4b/firstboot.d' '{}' 2>/dev/null",
         root.display()
     ));
-    assert!(firstboot.contains("system-admin-user"), "{firstboot}");
+    assert!(firstboot.contains("system-locale"), "{firstboot}");
+    assert!(
+        !firstboot.contains("admin"),
+        "the account is made at build time: {firstboot}"
+    );
+    // No `security:` in north: the default administrator, key-only (`*` in /etc/shadow).
+    let shadow = sh(&format!(
+        "debugfs -R 'cat /etc/shadow' '{}' 2>/dev/null",
+        root.display()
+    ));
+    assert!(shadow.contains("\nhiveadmin:*:"), "{shadow}");
     sh(&format!("e2fsck -fn '{}'", root.display()));
 }
 
