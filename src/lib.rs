@@ -1,14 +1,20 @@
 //! w4b builds Raspberry Pi disk images for the W4B beehive network from YAML definitions.
 //!
 //! Architecture (see `docs/architecture.md`):
-//! - [`defs`] reads the workspace: labels, YAML with spans, `extends`, overrides, typed targets.
-//! - [`compile`] turns targets into a graph of steps ([`w4b_graph`]), each step a kind in
-//!   [`steps`] (fetch, layer, overlay, tar, …) with a key built from its typed inputs.
+//! - [`defs`] reads the workspace: labels, YAML with spans, `extends`, overrides, typed
+//!   targets, and the image settings images embed; it depends on no other w4b module.
+//! - [`hive`] reads hive files (the configuration manager's format) through `defs`, merges
+//!   `hives.defaults` under them and types them for [`modules`], the W4B layer generators.
+//! - [`compile`] turns targets into a graph of steps ([`w4b_graph`]), one file per stage
+//!   (image, base and board, layers, hive, disk), each step a kind in [`steps`] (fetch,
+//!   unpack, layer, module, accounts, overlay, mkfs, disk, compress, …) with a key built
+//!   from its typed inputs.
 //! - [`tree`] is the content-addressed filesystem tree those steps exchange; [`formats`]
-//!   reads and writes on-disk formats (tar today) as pure bytes-in, bytes-out code;
-//!   [`image`] opens (decompresses) disk images and reads them through those formats;
-//!   [`validate`] checks that an image is structurally bootable (table, filesystems,
-//!   `cmdline.txt`, `fstab`, kernels and device trees).
+//!   reads and writes on-disk formats (MBR, GPT, FAT32, ext4, tar, zstd/xz/gz, bmap) as
+//!   pure bytes-in, bytes-out code; [`image`] opens (decompresses) disk images and reads
+//!   them through those formats; [`validate`] checks that an image is structurally
+//!   bootable (table, filesystems, `cmdline.txt`, `fstab`, kernels and device trees) and
+//!   runs the hive checklist; [`manifest`] writes and verifies in-toto manifests.
 //! - [`download`] gets a file by URL and pinned sha256 (mirrors, retries, resume) for the
 //!   `fetch` step.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
