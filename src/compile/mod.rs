@@ -1,11 +1,11 @@
 //! Compiles loaded targets into one step graph, stage by stage.
 //!
 //! An image becomes its base tree (`#base` for `scratch`, or the base image's `fetch` →
-//! `unpack` → `graft`, see [`vendor`]), the board's layer, one step per layer
-//! (`#<layer name>`, see [`layers`]), a hive's module layers and first boot ([`hive`]),
-//! `#rootfs` (the overlay of all of them on the base, in order, see [`image`]), and an
+//! `unpack` → `graft`, see `vendor`), the board's layer, one step per layer
+//! (`#<layer name>`, see `layers`), a hive's module layers and first boot (`hive`),
+//! `#rootfs` (the overlay of all of them on the base, in order, see `image`), and an
 //! output: `#tar`, or the disk chain `split` → `mkfs` → `disk` → `validate` → `compress`
-//! ([`disk`]). Node identities are digests of each step's typed definition and its
+//! (`disk`). Node identities are digests of each step's typed definition and its
 //! inputs' identities, so a layer used unchanged by several images is one shared step.
 
 mod disk;
