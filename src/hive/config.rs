@@ -327,6 +327,25 @@ pub struct HiveImage {
     pub settings: ImageSettings,
 }
 
+/// `text` as a DNS label's characters: ASCII letters and digits lower-cased, anything else
+/// `-`, runs of `-` collapsed, none at either end (the length is the caller's).
+pub(crate) fn dns_label(text: &str) -> String {
+    let mut h: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while h.contains("--") {
+        h = h.replace("--", "-");
+    }
+    h.trim_matches('-').to_owned()
+}
+
 impl HiveImage {
     /// The hostname: `<prefix>-<id>` made a valid DNS label (lower case, `_` → `-`,
     /// at most 63 characters), e.g. `hive_AbCd1234` → `w4b-abcd1234`.
@@ -336,21 +355,7 @@ impl HiveImage {
             .hive_id
             .strip_prefix("hive_")
             .unwrap_or(&self.hive.hive_id);
-        let raw = format!("{}-{}", self.settings.system.hostname_prefix, id);
-        let mut h: String = raw
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        while h.contains("--") {
-            h = h.replace("--", "-");
-        }
-        let h = h.trim_matches('-');
+        let h = dns_label(&format!("{}-{}", self.settings.system.hostname_prefix, id));
         h.chars()
             .take(63)
             .collect::<String>()

@@ -1488,21 +1488,7 @@ type Location_ = super::config::Location;
 
 /// The id part of the host name, as [`HiveImage::hostname`] derives it.
 fn host_label(id: &str) -> String {
-    let rest = id.strip_prefix("hive_").unwrap_or(id);
-    let mut h: String = rest
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    while h.contains("--") {
-        h = h.replace("--", "-");
-    }
-    h.trim_matches('-').to_owned()
+    super::config::dns_label(id.strip_prefix("hive_").unwrap_or(id))
 }
 
 fn is_email(e: &str) -> bool {
