@@ -102,21 +102,13 @@ impl Compiler<'_> {
             }
         }
 
-        let mut secret_key = None;
         let mut module_nodes = Vec::new();
         for m in crate::modules::all() {
             if !m.enabled(&cfg) {
                 continue;
             }
             let (json, secrets) = m.inputs(&cfg);
-            let key = match secret_key {
-                Some(k) => k,
-                None => {
-                    let k = crate::steps::module::secret_key(self.store).map_err(miette::Report::new)?;
-                    secret_key = Some(k);
-                    k
-                }
-            };
+            let key = self.secret_key()?;
             // The node's identity sees the secrets only through a keyed digest.
             let mut def = format!("module {} v{} {json} epoch={epoch}", m.name(), m.version());
             let reads_secrets = !secrets.is_empty();
@@ -161,6 +153,16 @@ impl Compiler<'_> {
 }
 
 impl Compiler<'_> {
+    /// The local cache's key for digests of secrets, read (or made) once per compile.
+    fn secret_key(&mut self) -> miette::Result<[u8; 32]> {
+        if let Some(k) = self.secret_key {
+            return Ok(k);
+        }
+        let k = crate::steps::module::secret_key(self.store).map_err(miette::Report::new)?;
+        self.secret_key = Some(k);
+        Ok(k)
+    }
+
     /// `accounts` on the combined tree `rootfs` (see [`crate::steps::accounts`]).
     pub(super) fn accounts(
         &mut self,
@@ -184,7 +186,7 @@ impl Compiler<'_> {
             account,
             epoch,
             epoch_location,
-            secret_key: crate::steps::module::secret_key(self.store).map_err(miette::Report::new)?,
+            secret_key: self.secret_key()?,
             location,
         };
         let def = step.definition();

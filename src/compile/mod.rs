@@ -69,6 +69,8 @@ pub(super) struct Compiler<'a> {
     /// The old image generator's `W4B_DOWNLOAD_SERVER`: a mirror of the Raspberry Pi
     /// download servers, tried before them.
     download_server: Option<String>,
+    /// The key for digests of secrets (see `hive`), read on first use.
+    secret_key: Option<[u8; 32]>,
 }
 
 pub(super) fn loc(t: &LoadedTarget, key: &str) -> Option<String> {
@@ -144,6 +146,7 @@ pub fn compile(
         store,
         graph: Graph::new(),
         fetcher: None,
+        secret_key: None,
         download_server: env.get("W4B_DOWNLOAD_SERVER").filter(|v| !v.is_empty()).map(|v| {
             if v.ends_with('/') {
                 v.clone()
