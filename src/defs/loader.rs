@@ -667,6 +667,11 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
             ("defs/layers/motd.yaml", MOTD),
             ("defs/bases/raspios-bookworm-arm64-lite.yaml", BASE),
             ("defs/boards/pi4.yaml", BOARD),
+            ("defs/boards/zero.yaml", "kind: board\narch: armhf\n"),
+            (
+                "defs/boards/own.yaml",
+                "kind: board\narch: arm64\nkernel: {arm64: kernel_2712.img}\n",
+            ),
             ("defs/images/edge.yaml", EDGE),
             (
                 "defs/images/tarball.yaml",
@@ -704,6 +709,23 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
         };
         assert_eq!(pi4.config_lines(), ["dtoverlay=w1-gpio,gpiopin=4"]);
         assert_eq!(pi4.partition_table, TableType::Mbr);
+        // No `kernel:`: the Raspberry Pi OS kernels of every architecture the board runs.
+        assert_eq!(
+            pi4.kernel,
+            [
+                (Arch::Arm64, "kernel8.img".to_owned()),
+                (Arch::Armhf, "kernel7l.img".to_owned())
+            ]
+            .into()
+        );
+        let zero = l.load(&label("//boards:zero")).unwrap();
+        let Target::Board(zero) = &zero.target else {
+            panic!()
+        };
+        assert_eq!(zero.kernel, [(Arch::Armhf, "kernel7l.img".to_owned())].into());
+        let own = l.load(&label("//boards:own")).unwrap();
+        let Target::Board(own) = &own.target else { panic!() };
+        assert_eq!(own.kernel, [(Arch::Arm64, "kernel_2712.img".to_owned())].into());
 
         let edge = l.load(&label("//images:edge")).unwrap();
         let img = image(&edge);

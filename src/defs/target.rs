@@ -313,6 +313,17 @@ pub struct Board {
 }
 
 impl Board {
+    /// The kernels a board without `kernel:` boots: Raspberry Pi OS's 64-bit kernel
+    /// (`kernel8.img`) for arm64 userlands and its ARMv7 LPAE kernel (`kernel7l.img`) for
+    /// armhf, for every architecture the board runs.
+    pub fn default_kernels(arch: Arch) -> BTreeMap<Arch, String> {
+        [(Arch::Arm64, "kernel8.img"), (Arch::Armhf, "kernel7l.img")]
+            .into_iter()
+            .filter(|(userland, _)| arch.runs(*userland))
+            .map(|(userland, file)| (userland, file.to_owned()))
+            .collect()
+    }
+
     /// The `config.txt` lines this board adds: interfaces first, then `config_txt`.
     pub fn config_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -796,7 +807,7 @@ struct RawBoard {
     #[serde(default)]
     interfaces: Option<RawInterfaces>,
     #[serde(default)]
-    kernel: BTreeMap<Arch, String>,
+    kernel: Option<BTreeMap<Arch, String>>,
     #[serde(default)]
     device_trees: Vec<String>,
     #[serde(default)]
@@ -1156,7 +1167,7 @@ fn convert_board(raw: RawBoard) -> Result<Target, DefsError> {
         partition_table: raw.partition_table.unwrap_or(TableType::Mbr),
         config_txt,
         interfaces,
-        kernel: raw.kernel,
+        kernel: raw.kernel.unwrap_or_else(|| Board::default_kernels(raw.arch)),
         device_trees: raw.device_trees,
         description: raw.description,
     }))
