@@ -292,14 +292,27 @@ pub struct KeygenArgs {
     pub out: PathBuf,
 }
 
+/// `--board`: a known model, or a label (anything with a `:`), resolved in the workspace.
+fn board_name(s: &str) -> Result<String, String> {
+    if s.contains(':') || crate::validate::BOARDS.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "not a known board (possible values: {}) nor a `//boards:<name>` label",
+            crate::validate::BOARDS.join(", ")
+        ))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// A disk image: `.img`, `.img.xz`, `.img.zst`, `.img.gz`.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
     /// Also require this board's kernel and device trees (without it: any `kernel*.img`
-    /// and any `*.dtb`).
-    #[arg(long, value_name = "BOARD", value_parser = clap::builder::PossibleValuesParser::new(crate::validate::BOARDS))]
+    /// and any `*.dtb`): a known model (pi3, pi4, pi5, zero2w, cm4) or, in a workspace, a
+    /// `kind: board` label such as `//boards:pi4`.
+    #[arg(long, value_name = "BOARD", value_parser = board_name)]
     pub board: Option<String>,
     /// The image's architecture, which picks the board's kernel.
     #[arg(long, value_name = "ARCH", default_value = "arm64", value_parser = ["arm64", "armhf"])]

@@ -392,6 +392,16 @@ fn write_manifest(
             size: out.size,
         });
     }
+    // A base's epoch is an output of its `base-epoch` step.
+    let epoch = match &t.manifest.epoch {
+        crate::compile::PlanEpoch::Fixed { seconds, .. } => *seconds,
+        crate::compile::PlanEpoch::FromBase { node, step } => {
+            let Some(out) = report.results.get(node).and_then(|r| r.outputs.get("epoch")) else {
+                return Ok(None);
+            };
+            crate::steps::epoch::read(store, out).map_err(|e| miette::miette!("`{step}`: {e}"))?
+        }
+    };
     let mut steps = Vec::new();
     for id in plan.graph.closure(&t.roots) {
         let node = plan.graph.node(id);
@@ -420,7 +430,8 @@ fn write_manifest(
     let input = ManifestInput {
         target: t.label.to_string(),
         subjects,
-        epoch: t.manifest.epoch,
+        epoch,
+        epoch_source: t.manifest.epoch_source.clone(),
         w4b_version: env!("CARGO_PKG_VERSION").to_owned(),
         definitions: t
             .manifest

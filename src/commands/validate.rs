@@ -36,6 +36,43 @@ pub struct Output<'a> {
     pub checks: &'a [Check],
 }
 
+/// The boot files a workspace's `kind: board` needs for `arch`: its kernel for that
+/// architecture (Raspberry Pi OS's by default) and its device trees.
+fn workspace_board(app: &App, name: &str, arch: &str) -> miette::Result<BoardInfo> {
+    use crate::defs::{Arch, Loader, Target};
+    let ws = app.workspace()?;
+    let label = app.resolve_one(&ws, name)?;
+    let loader = Loader::new(ws, app.env.clone(), &app.global.set)?;
+    let t = loader.load(&label)?;
+    let Target::Board(board) = &t.target else {
+        return Err(miette::miette!(
+            code = "w4b::validate::not_a_board",
+            help = "`--board` takes a `kind: board` label (`//boards:pi4`) or a known model",
+            "`{label}` is a {}, not a board",
+            t.target.kind()
+        ));
+    };
+    let userland = match arch {
+        "armhf" => Arch::Armhf,
+        _ => Arch::Arm64,
+    };
+    let kernel = board.kernel.get(&userland).ok_or_else(|| {
+        miette::miette!(
+            code = "w4b::validate::no_kernel",
+            help = format!("add `kernel: {{{userland}: <file>}}` to `{label}`, or pass the board's `--arch`"),
+            "`{label}` names no kernel for {userland}"
+        )
+    })?;
+    Ok(BoardInfo {
+        name: label.to_string(),
+        arch: arch.to_owned(),
+        files: BoardCheck {
+            kernels: vec![kernel.clone()],
+            device_trees: board.device_trees.clone(),
+        },
+    })
+}
+
 pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
     // Refuse early: `--mount` without root would otherwise fail after reading everything.
     if args.mount {
@@ -47,6 +84,7 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
         }
     }
     let board = match &args.board {
+        Some(name) if name.contains(':') => Some(workspace_board(app, name, &args.arch)?),
         Some(name) => {
             let files = board_check(name, &args.arch).ok_or_else(|| {
                 miette::miette!(

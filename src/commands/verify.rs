@@ -94,6 +94,19 @@ fn render_text(manifest: &str, v: &Verification) -> String {
             v.epoch.unwrap_or_default(),
             v.w4b_version.as_deref().unwrap_or("?")
         );
+        if let Some(source) = &v.epoch_source {
+            use crate::manifest::EpochSource;
+            let from = match source {
+                EpochSource::Definition { at } => format!("written at {at}"),
+                EpochSource::BaseReleaseDate { base, date, at } => {
+                    format!("the release date {date} of `{base}` ({at})")
+                }
+                EpochSource::BaseContent { base } => {
+                    format!("the newest modification time in `{base}`'s root filesystem")
+                }
+            };
+            let _ = writeln!(s, "epoch from {from}");
+        }
         let _ = writeln!(s, "contents   {} subject(s), {} step(s)", v.subjects, v.steps);
     }
     let sig = match &v.signature {

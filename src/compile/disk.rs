@@ -6,7 +6,7 @@ use std::sync::Arc;
 use w4b_graph::NodeId;
 
 use super::vendor::Vendor;
-use super::{loc, Compiler, Export};
+use super::{loc, Compiler, Export, PlanEpoch};
 use crate::defs::{self, LoadedTarget};
 use crate::steps::compress::{CompressStep, ImageCodec};
 use crate::steps::disk::DiskStep;
@@ -27,8 +27,7 @@ impl Compiler<'_> {
         v: &Vendor,
         unpack: NodeId,
         tree: NodeId,
-        epoch: i64,
-        epoch_location: Option<String>,
+        epoch: &PlanEpoch,
         out_name: &str,
         level_location: Option<String>,
         gates: Vec<NodeId>,
@@ -71,20 +70,15 @@ impl Compiler<'_> {
             None => RootSize::Base,
             Some(headroom) => RootSize::Grow { headroom },
         };
+        let mut ext4_deps = vec![split_root, unpack];
         let ext4 = Arc::new(MkfsExt4Step {
             store: self.store.clone(),
-            epoch,
-            epoch_location,
+            epoch: epoch.for_step(&mut ext4_deps),
             size,
             size_location: loc(t, "partitions.root.headroom"),
         });
         let def = format!("mkfs-ext4 epoch={epoch} size={}", size.key());
-        let ext4 = self.add(
-            step_name("rootfs.ext4"),
-            def.as_bytes(),
-            ext4,
-            vec![split_root, unpack],
-        );
+        let ext4 = self.add(step_name("rootfs.ext4"), def.as_bytes(), ext4, ext4_deps);
 
         let disk = Arc::new(DiskStep {
             store: self.store.clone(),

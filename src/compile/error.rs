@@ -24,7 +24,7 @@ pub enum CompileError {
     #[error("`{label}` has no epoch")]
     #[diagnostic(
         code(w4b::compile::no_epoch),
-        help("add `epoch: <seconds since 1970>` to the image (or to `w4b.yaml` for every target); it is the only time the build sees")
+        help("an image on `scratch` has no base to take a time from: add `epoch: <seconds since 1970>` to the image (or to `w4b.yaml` for every target); it is the only time the build sees")
     )]
     NoEpoch { label: String },
 
@@ -89,7 +89,7 @@ pub enum CompileError {
     #[error("`{board}` names no kernel for {arch} (at {at})")]
     #[diagnostic(
         code(w4b::compile::no_kernel),
-        help("add the kernel file its firmware loads, e.g. `kernel: {{arm64: kernel8.img, armhf: kernel7l.img}}`")
+        help("the board's `kernel:` map names no kernel for this architecture: add it (e.g. `kernel: {{arm64: kernel8.img, armhf: kernel7l.img}}`), or leave `kernel:` out for Raspberry Pi OS's kernels")
     )]
     NoKernel {
         board: String,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use w4b_graph::NodeId;
 
-use super::Compiler;
+use super::{Compiler, PlanEpoch};
 use crate::hive::load::ResolvedHive;
 use crate::steps::accounts::AccountsStep;
 use crate::steps::extract::ExtractStep;
@@ -23,8 +23,7 @@ impl Compiler<'_> {
     pub(super) fn hive_layers(
         &mut self,
         h: &ResolvedHive,
-        epoch: i64,
-        epoch_location: Option<String>,
+        epoch: &PlanEpoch,
         label: &str,
         dependencies: &mut Vec<(String, String, Option<String>)>,
     ) -> miette::Result<Vec<NodeId>> {
@@ -53,18 +52,18 @@ impl Compiler<'_> {
                         uid: 0,
                         gid: 0,
                     }];
-                    let def = format!("sensor-manager source {}", host.display());
+                    let def = format!("sensor-manager source {} epoch={epoch}", host.display());
+                    let mut deps = Vec::new();
                     let step = Arc::new(LayerStep {
                         store: self.store.clone(),
                         files,
                         locations: BTreeMap::new(),
-                        epoch,
-                        epoch_location: epoch_location.clone(),
+                        epoch: epoch.for_step(&mut deps),
                         template_context: None,
                         display: [(0, path.clone())].into(),
                         planned: Default::default(),
                     });
-                    nodes.push(self.add(format!("{label}#sensor-manager"), def.as_bytes(), step, vec![]));
+                    nodes.push(self.add(format!("{label}#sensor-manager"), def.as_bytes(), step, deps));
                 }
                 Some(crate::hive::config::SourceSpec::Url { url, sha256 }) => {
                     dependencies.push((url.clone(), sha256.clone(), Some("sensor_manager".into())));
@@ -84,19 +83,15 @@ impl Compiler<'_> {
                         fetch,
                         vec![],
                     );
+                    let mut deps = vec![fetch];
                     let extract = Arc::new(ExtractStep {
                         store: self.store.clone(),
                         dest: SENSOR_MANAGER_DIR.into(),
-                        epoch,
+                        epoch: epoch.for_step(&mut deps),
                         source: url.clone(),
                     });
                     let def = format!("extract {SENSOR_MANAGER_DIR} epoch={epoch}");
-                    nodes.push(self.add(
-                        format!("{label}#sensor-manager"),
-                        def.as_bytes(),
-                        extract,
-                        vec![fetch],
-                    ));
+                    nodes.push(self.add(format!("{label}#sensor-manager"), def.as_bytes(), extract, deps));
                 }
                 None => {}
             }
@@ -120,32 +115,27 @@ impl Compiler<'_> {
                 ));
             }
             let name = m.name();
+            let mut deps = Vec::new();
             let step = Arc::new(ModuleStep {
                 store: self.store.clone(),
                 module: m,
                 config: cfg.clone(),
-                epoch,
-                epoch_location: epoch_location.clone(),
+                epoch: epoch.for_step(&mut deps),
                 secret_key: key,
                 location: location.clone(),
                 locations: locations.clone(),
                 reads_secrets,
             });
-            module_nodes.push(self.add(format!("{label}#module:{name}"), def.as_bytes(), step, vec![]));
+            module_nodes.push(self.add(format!("{label}#module:{name}"), def.as_bytes(), step, deps));
         }
+        let mut fb_deps = module_nodes.clone();
         let firstboot = Arc::new(FirstbootStep {
             store: self.store.clone(),
-            epoch,
-            epoch_location,
+            epoch: epoch.for_step(&mut fb_deps),
             hive_id: cfg.hive.hive_id.clone(),
         });
         let def = format!("firstboot {} epoch={epoch}", cfg.hive.hive_id);
-        let fb = self.add(
-            format!("{label}#firstboot"),
-            def.as_bytes(),
-            firstboot,
-            module_nodes.clone(),
-        );
+        let fb = self.add(format!("{label}#firstboot"), def.as_bytes(), firstboot, fb_deps);
         nodes.extend(module_nodes);
         nodes.push(fb);
         Ok(nodes)
@@ -168,8 +158,7 @@ impl Compiler<'_> {
         &mut self,
         h: &ResolvedHive,
         rootfs: NodeId,
-        epoch: i64,
-        epoch_location: Option<String>,
+        epoch: &PlanEpoch,
         label: &str,
     ) -> miette::Result<NodeId> {
         let account = crate::modules::system::admin_account(&h.config).map_err(miette::Report::new)?;
@@ -181,21 +170,16 @@ impl Compiler<'_> {
         .iter()
         .find_map(|k| h.locations.get(*k))
         .map(|l| l.to_string());
+        let mut deps = vec![rootfs];
         let step = AccountsStep {
             store: self.store.clone(),
             account,
-            epoch,
-            epoch_location,
+            epoch: epoch.for_step(&mut deps),
             secret_key: self.secret_key()?,
             location,
         };
         let def = step.definition();
-        Ok(self.add(
-            format!("{label}#accounts"),
-            def.as_bytes(),
-            Arc::new(step),
-            vec![rootfs],
-        ))
+        Ok(self.add(format!("{label}#accounts"), def.as_bytes(), Arc::new(step), deps))
     }
 }
 

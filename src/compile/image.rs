@@ -38,26 +38,27 @@ impl Compiler<'_> {
                 Some(self.vendor(loader, t, image, base_label, &mut definitions)?)
             }
         };
-        let epoch_loc = loc(t, "epoch").or_else(|| {
-            vendor
-                .as_ref()
-                .and_then(|v| loc(&v.base_target, "date").or_else(|| loc(&v.base_target, "url")))
-        });
-        let epoch = match (image.epoch, vendor.as_ref().and_then(|v| v.base.epoch())) {
-            (Some(e), _) => i64::try_from(e).map_err(|_| CompileError::NoEpoch { label: label.clone() })?,
-            (None, Some(e)) => e,
-            (None, None) => return Err(CompileError::NoEpoch { label: label.clone() }.into()),
+        // The base's own tree first: a base without a release date gives the image its
+        // epoch from what it holds.
+        let base_tree = match &vendor {
+            None => None,
+            Some(v) => Some(self.base_tree(v)?),
         };
+        let (epoch, epoch_source) = self.epoch(
+            &label,
+            t,
+            image,
+            vendor.as_ref().zip(base_tree.map(|(unpack, _)| unpack)),
+        )?;
 
         let mut deps = Vec::new();
         let mut layer_labels = Vec::new();
         let mut unpack_node = None;
-        match &vendor {
-            None => {
+        match (&vendor, base_tree) {
+            (None, _) | (_, None) => {
                 let step = Arc::new(ScratchStep {
                     store: self.store.clone(),
-                    epoch,
-                    epoch_location: epoch_loc.clone(),
+                    epoch: epoch.for_step(&mut Vec::new()),
                 });
                 deps.push(self.add(
                     step_name("base"),
@@ -66,12 +67,11 @@ impl Compiler<'_> {
                     vec![],
                 ));
             }
-            Some(v) => {
+            (Some(v), Some((unpack, tree))) => {
                 dependencies.push((v.base.url.clone(), v.base.sha256.clone(), Some("base".to_owned())));
-                let (unpack, tree) = self.base_tree(v)?;
                 unpack_node = Some(unpack);
                 deps.push(tree);
-                let board_layer = self.board_layer(v, epoch, epoch_loc.clone(), &step_name("board"));
+                let board_layer = self.board_layer(v, &epoch, &step_name("board"));
                 deps.push(board_layer);
                 layer_labels.push(v.board_label.to_string());
             }
@@ -115,13 +115,13 @@ impl Compiler<'_> {
             } else {
                 l.name.clone()
             };
-            let node = self.layer(&lt, layer, t, image, epoch, epoch_loc.clone(), &step_name(&short))?;
+            let node = self.layer(&lt, layer, t, image, &epoch, &step_name(&short))?;
             deps.push(node);
             own_layers.push(l.to_string());
         }
         layer_labels.extend(own_layers);
         if let Some(h) = hive {
-            let nodes = self.hive_layers(h, epoch, epoch_loc.clone(), &label, &mut dependencies)?;
+            let nodes = self.hive_layers(h, &epoch, &label, &mut dependencies)?;
             deps.extend(nodes);
             layer_labels.push(format!("{label}#modules"));
         }
@@ -130,8 +130,7 @@ impl Compiler<'_> {
             store: self.store.clone(),
             layers: layer_labels.join(","),
             layers_location: loc(t, "layers").or_else(|| loc(t, "layers[0]")),
-            epoch,
-            epoch_location: epoch_loc.clone(),
+            epoch: epoch.for_step(&mut deps),
         });
         let rootfs = self.add(
             step_name("rootfs"),
@@ -142,7 +141,7 @@ impl Compiler<'_> {
 
         // A hive's administrator is made in the combined tree's own account files.
         let rootfs = match hive {
-            Some(h) => self.accounts(h, rootfs, epoch, epoch_loc.clone(), &label)?,
+            Some(h) => self.accounts(h, rootfs, &epoch, &label)?,
             None => rootfs,
         };
 
@@ -161,16 +160,15 @@ impl Compiler<'_> {
                     defs::Compression::None => None,
                     _ => Some(image.output.level),
                 };
+                let mut tar_deps = vec![rootfs];
+                tar_deps.extend(gates.iter().copied());
                 let step = Arc::new(TarStep {
                     store: self.store.clone(),
-                    epoch,
-                    epoch_location: epoch_loc.clone(),
+                    epoch: epoch.for_step(&mut tar_deps),
                     level,
                     level_location,
                 });
                 let def = format!("tar epoch={epoch} level={level:?}");
-                let mut tar_deps = vec![rootfs];
-                tar_deps.extend(gates.iter().copied());
                 let node = self.add(step_name("tar"), def.as_bytes(), step, tar_deps);
                 (
                     vec![node],
@@ -198,8 +196,7 @@ impl Compiler<'_> {
                     v,
                     unpack,
                     rootfs,
-                    epoch,
-                    epoch_loc.clone(),
+                    &epoch,
                     &out_name,
                     level_location,
                     gates,
@@ -213,6 +210,7 @@ impl Compiler<'_> {
             manifest: ManifestPlan {
                 file_name: format!("{}.manifest.json", target_label.name),
                 epoch,
+                epoch_source,
                 definitions,
                 dependencies,
             },

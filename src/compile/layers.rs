@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use w4b_graph::NodeId;
 
-use super::{loc, Compiler};
+use super::{loc, Compiler, PlanEpoch};
 use crate::defs::{self, LoadedTarget};
 use crate::steps::fetch::FetchStep;
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
@@ -20,8 +20,7 @@ impl Compiler<'_> {
         layer: &defs::Layer,
         img: &LoadedTarget,
         image: &defs::Image,
-        epoch: i64,
-        epoch_location: Option<String>,
+        epoch: &PlanEpoch,
         name: &str,
     ) -> miette::Result<NodeId> {
         let mut files = Vec::new();
@@ -122,8 +121,7 @@ impl Compiler<'_> {
             store: self.store.clone(),
             files,
             locations,
-            epoch,
-            epoch_location,
+            epoch: epoch.for_step(&mut deps),
             template_context,
             display,
             planned: Default::default(),

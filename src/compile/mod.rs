@@ -9,6 +9,7 @@
 //! inputs' identities, so a layer used unchanged by several images is one shared step.
 
 mod disk;
+mod epoch;
 mod error;
 mod hive;
 mod image;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use w4b_graph::graph::identity;
 use w4b_graph::{Graph, NodeId, Step};
 
+pub use self::epoch::PlanEpoch;
 pub use self::error::CompileError;
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, Fetcher};
@@ -54,7 +56,9 @@ pub struct Export {
 /// What the build needs, besides the results, to write `<name>.manifest.json`.
 pub struct ManifestPlan {
     pub file_name: String,
-    pub epoch: i64,
+    /// The epoch: known when planned, or read by a `base-epoch` step of the graph.
+    pub epoch: PlanEpoch,
+    pub epoch_source: crate::manifest::EpochSource,
     /// Every definition file that contributed (workspace-relative path, BLAKE3), sorted.
     pub definitions: BTreeMap<String, w4b_cache::Digest>,
     /// The base image and fetched sources: (URI, sha256 hex, name).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use w4b_graph::NodeId;
 
-use super::{loc, CompileError, Compiler};
+use super::{loc, CompileError, Compiler, PlanEpoch};
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target};
 use crate::steps::fetch::FetchStep;
 use crate::steps::graft::GraftStep;
@@ -141,13 +141,7 @@ impl Compiler<'_> {
 
     /// The board's own layer: its `config.txt` lines on the boot partition, and the
     /// `i2c-dev` module when I2C is on (so `/dev/i2c-1` exists for sensor code).
-    pub(super) fn board_layer(
-        &mut self,
-        v: &Vendor,
-        epoch: i64,
-        epoch_location: Option<String>,
-        name: &str,
-    ) -> NodeId {
+    pub(super) fn board_layer(&mut self, v: &Vendor, epoch: &PlanEpoch, name: &str) -> NodeId {
         let mut files = Vec::new();
         let lines = v.board.config_lines();
         if !lines.is_empty() {
@@ -182,16 +176,16 @@ impl Compiler<'_> {
             .map(|(k, val)| (k.clone(), val.to_string()))
             .collect();
         let def = format!("{files:?}|epoch={epoch}");
+        let mut deps = Vec::new();
         let step = Arc::new(LayerStep {
             store: self.store.clone(),
             files,
             locations,
-            epoch,
-            epoch_location,
+            epoch: epoch.for_step(&mut deps),
             template_context: None,
             display: BTreeMap::new(),
             planned: Default::default(),
         });
-        self.add(name.to_owned(), def.as_bytes(), step, vec![])
+        self.add(name.to_owned(), def.as_bytes(), step, deps)
     }
 }

@@ -17,6 +17,8 @@ pub mod dsse;
 pub mod statement;
 pub mod verify;
 
+pub use statement::EpochSource;
+
 use std::collections::BTreeMap;
 
 use statement::{
@@ -37,6 +39,8 @@ pub struct ManifestInput {
     pub subjects: Vec<Subject>,
     /// The target's `SOURCE_DATE_EPOCH`, seconds.
     pub epoch: i64,
+    /// Where the epoch came from.
+    pub epoch_source: EpochSource,
     pub w4b_version: String,
     /// Definition files: path relative to the workspace root (with `/`), BLAKE3 hex.
     pub definitions: Vec<Definition>,
@@ -179,6 +183,7 @@ impl Manifest {
                     external_parameters: ExternalParameters {
                         target: input.target.clone(),
                         epoch: input.epoch,
+                        epoch_source: Some(input.epoch_source.clone()),
                     },
                     internal_parameters: InternalParameters {
                         w4b_version: input.w4b_version.clone(),
@@ -243,6 +248,9 @@ pub(crate) mod tests {
                 size: image.len() as u64,
             }],
             epoch: 1_700_000_000,
+            epoch_source: EpochSource::Definition {
+                at: "defs/images/demo.yaml:3:8".into(),
+            },
             w4b_version: "0.1.0".into(),
             definitions: vec![
                 Definition {
@@ -305,10 +313,10 @@ pub(crate) mod tests {
         let m = Manifest::build(&sample_input(b"disk image bytes")).unwrap();
         let bytes = m.canonical_bytes().unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with(r#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"buildDefinition":{"buildType":"https://w4b.dev/build/v1","externalParameters":{"epoch":1700000000,"target":"//images:demo"}"#), "{text}");
+        assert!(text.starts_with(r#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"buildDefinition":{"buildType":"https://w4b.dev/build/v1","externalParameters":{"epoch":1700000000,"epochSource":{"at":"defs/images/demo.yaml:3:8","kind":"definition"},"target":"//images:demo"}"#), "{text}");
         assert_eq!(
             blake3::hash(&bytes).to_hex().to_string(),
-            "f3a785c2b01e73b3ec466f200133bd76d520444af83d3e515d846bc24d4f581d",
+            "082c1a1bda51561413ae430fd3ccba054ce29650a600a6bc21ae807997412456",
             "{text}"
         );
     }

@@ -70,11 +70,29 @@ pub struct BuildDefinition {
     pub resolved_dependencies: Vec<DependencyDescriptor>,
 }
 
-/// What the user chose: the target and its epoch (the only time in a manifest).
+/// What the user chose: the target and its epoch (the only time in a manifest), with
+/// where that epoch came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExternalParameters {
     pub target: String,
     pub epoch: i64,
+    /// Absent in manifests written before the source was recorded.
+    #[serde(rename = "epochSource", default, skip_serializing_if = "Option::is_none")]
+    pub epoch_source: Option<EpochSource>,
+}
+
+/// Where an image's epoch came from. Never the clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EpochSource {
+    /// An `epoch` the user wrote: in the image or `w4b.yaml` (`at` is `file:line:column`),
+    /// `W4B_EPOCH` (`env W4B_EPOCH`) or `--set` (`--set epoch=…`).
+    Definition { at: String },
+    /// Midnight UTC of the base's release date: its `date:`, or the date in its URL's
+    /// file name (`at` says which).
+    BaseReleaseDate { base: String, date: String, at: String },
+    /// The newest modification time in the base image's root filesystem.
+    BaseContent { base: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,6 +149,9 @@ pub struct Verification {
     pub schema: &'static str,
     pub target: Option<String>,
     pub epoch: Option<i64>,
+    /// Where the epoch came from, when the manifest says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_source: Option<super::EpochSource>,
     pub w4b_version: Option<String>,
     pub signature: SignatureStatus,
     pub subjects: usize,
@@ -165,6 +168,7 @@ impl Verification {
             schema: "w4b.verify/1",
             target: None,
             epoch: None,
+            epoch_source: None,
             w4b_version: None,
             signature: SignatureStatus::Unsigned,
             subjects: 0,
@@ -320,6 +324,7 @@ fn check_statement(s: &Statement, v: &mut Verification) {
     let rd = &s.predicate.run_details;
     v.target = Some(bd.external_parameters.target.clone());
     v.epoch = Some(bd.external_parameters.epoch);
+    v.epoch_source = bd.external_parameters.epoch_source.clone();
     v.w4b_version = Some(bd.internal_parameters.w4b_version.clone());
     v.subjects = s.subject.len();
     v.steps = rd.byproducts.len();

@@ -52,6 +52,7 @@ use w4b_cache::{Digest, OutputRef};
 use w4b_graph::key::ComponentKind;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::module::secret_digest;
 use super::tree_error;
 use crate::modules::system::{sha512_crypt, AdminAccount, ADMIN_GROUPS, ADMIN_UID};
@@ -604,8 +605,7 @@ pub fn edit(files: &AccountFiles, want: &Wanted<'_>) -> Result<Edited, AccountEr
 pub struct AccountsStep {
     pub store: Arc<AppStore>,
     pub account: AdminAccount,
-    pub epoch: i64,
-    pub epoch_location: Option<String>,
+    pub epoch: Epoch,
     /// [`crate::steps::module::secret_key`] of the local cache.
     pub secret_key: [u8; 32],
     /// Where the account was configured (`security.local_access`), for `why` and errors.
@@ -884,8 +884,7 @@ impl Step for AccountsStep {
             Component::param("groups", ADMIN_GROUPS.join(",")),
             Component::param("authorized_keys", a.keys.join("\n")).at(self.location.clone()),
             Component::param("hive_id", &a.hive_id).at(self.location.clone()),
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
-                .at(self.epoch_location.clone()),
+            self.epoch.component(),
         ];
         match &a.password {
             Some(p) => c.push(
@@ -913,7 +912,8 @@ impl Step for AccountsStep {
             .location
             .clone()
             .unwrap_or_else(|| "the hive file".to_owned());
-        let root = make_account(self.store.as_ref(), tree.digest, a, &field, self.epoch, &at)?;
+        let epoch = self.epoch.resolve(self.store.as_ref(), cx)?;
+        let root = make_account(self.store.as_ref(), tree.digest, a, &field, epoch, &at)?;
         let mut out = Outputs::new();
         out.insert(
             "tree".into(),

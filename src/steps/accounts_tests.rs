@@ -564,8 +564,7 @@ fn the_key_holds_the_password_only_as_a_keyed_digest_and_a_password_makes_it_uns
     let step = |password: Option<&str>| AccountsStep {
         store: store.clone(),
         account: account(password),
-        epoch: 1_700_000_000,
-        epoch_location: None,
+        epoch: crate::steps::epoch::Epoch::fixed(1_700_000_000),
         secret_key: [7; 32],
         location: Some("defs/hives/x.yaml:40:5".into()),
     };

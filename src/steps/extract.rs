@@ -16,9 +16,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
-use w4b_graph::key::ComponentKind;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::tree_error;
 use crate::image::{decoder, Compression};
 use crate::store::AppStore;
@@ -29,7 +29,7 @@ pub struct ExtractStep {
     pub store: Arc<AppStore>,
     /// Where the archive's contents go (`/opt/w4b/sensor-manager`).
     pub dest: String,
-    pub epoch: i64,
+    pub epoch: Epoch,
     /// The archive's URL, for messages.
     pub source: String,
 }
@@ -115,10 +115,7 @@ impl Step for ExtractStep {
     }
 
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        Ok(vec![
-            Component::param("dest", &self.dest),
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string()),
-        ])
+        Ok(vec![Component::param("dest", &self.dest), self.epoch.component()])
     }
 
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
@@ -157,11 +154,12 @@ impl Step for ExtractStep {
         }
         members.sort_by(|a, b| a.path.cmp(&b.path));
         let blobs = self.store.as_ref();
+        let epoch = self.epoch.resolve(blobs, cx)?;
         let dest = TreePath::parse(&self.dest).map_err(|e| StepError::msg(format!("{}: {e}", self.dest)))?;
         let mut ops = vec![Op::Put {
             path: dest.clone(),
             entry: Entry {
-                mtime: self.epoch,
+                mtime: epoch,
                 ..Entry::dir(0o755)
             },
         }];
@@ -187,7 +185,7 @@ impl Step for ExtractStep {
                 Ok(rel) => tree.replace(rel, entry.clone()),
                 Err(_) => tree_ok = false,
             }
-            entry.mtime = self.epoch;
+            entry.mtime = epoch;
             ops.push(Op::Put { path, entry });
         }
         let digest = Changeset::new(ops).store(blobs).map_err(tree_error)?;
@@ -272,7 +270,7 @@ mod tests {
         let step = ExtractStep {
             store: store.clone(),
             dest: "/opt/w4b/sensor-manager".into(),
-            epoch: 1_700_000_000,
+            epoch: Epoch::fixed(1_700_000_000),
             source: "https://example.org/sm-1.0.tar.gz".into(),
         };
         let cancel = AtomicBool::new(false);
@@ -288,7 +286,7 @@ mod tests {
             trees: &trees,
         };
         let out = step.run(&cx);
-        let tree = trees.get(ComponentKind::Upstream, "in0.file");
+        let tree = trees.get(w4b_graph::ComponentKind::Upstream, "in0.file");
         (dir, store, out, tree)
     }
 

@@ -16,9 +16,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
-use w4b_graph::key::ComponentKind;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::tree_error;
 use crate::modules::Section;
 use crate::store::AppStore;
@@ -33,8 +33,7 @@ pub const DONE: &str = "/var/lib/w4b/firstboot.done";
 
 pub struct FirstbootStep {
     pub store: Arc<AppStore>,
-    pub epoch: i64,
-    pub epoch_location: Option<String>,
+    pub epoch: Epoch,
     /// Shown in the script's header.
     pub hive_id: String,
 }
@@ -89,15 +88,15 @@ impl Step for FirstbootStep {
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
             Component::param("hive_id", &self.hive_id),
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
-                .at(self.epoch_location.clone()),
+            self.epoch.component(),
         ])
     }
 
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let blobs = self.store.as_ref();
+        let epoch = self.epoch.resolve(blobs, cx)?;
         let mut sections: Vec<Section> = Vec::new();
-        for i in 0..cx.inputs.len() {
+        for i in (0..cx.inputs.len()).filter(|i| Some(*i) != self.epoch.input()) {
             let o = cx.input(i, "firstboot")?;
             let bytes = blobs.get(&o.digest).map_err(tree_error)?;
             let mut s: Vec<Section> = serde_json::from_slice(&bytes)
@@ -117,7 +116,7 @@ impl Step for FirstbootStep {
         let file = |path: &str, text: &str, mode: u32| -> Result<Op, StepError> {
             let d = blobs.put(text.as_bytes()).map_err(tree_error)?;
             let mut e = Entry::file(d, text.len() as u64, mode);
-            e.mtime = self.epoch;
+            e.mtime = epoch;
             Ok(Op::Put {
                 path: TreePath::parse(path).map_err(|e| StepError::msg(format!("{path}: {e}")))?,
                 entry: e,
@@ -125,7 +124,7 @@ impl Step for FirstbootStep {
         };
         let dir = |path: &str, mode: u32| -> Result<Op, StepError> {
             let mut e = Entry::dir(mode);
-            e.mtime = self.epoch;
+            e.mtime = epoch;
             Ok(Op::Put {
                 path: TreePath::parse(path).map_err(|e| StepError::msg(format!("{path}: {e}")))?,
                 entry: e,
@@ -149,7 +148,7 @@ impl Step for FirstbootStep {
         ops.push(file(&format!("/etc/systemd/system/{UNIT}"), &unit(), 0o644)?);
         ops.push(dir("/etc/systemd/system/multi-user.target.wants", 0o755)?);
         let mut link = Entry::symlink(format!("/etc/systemd/system/{UNIT}"));
-        link.mtime = self.epoch;
+        link.mtime = epoch;
         ops.push(Op::Put {
             path: TreePath::parse(&format!("/etc/systemd/system/multi-user.target.wants/{UNIT}"))
                 .map_err(|e| StepError::msg(e.to_string()))?,

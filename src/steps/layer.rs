@@ -18,6 +18,7 @@ use std::sync::Arc;
 use w4b_cache::OutputRef;
 use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::tree_error;
 use crate::store::AppStore;
 use crate::tree::import::{import_dir, import_file, ImportOptions};
@@ -73,8 +74,7 @@ pub struct LayerStep {
     pub files: Vec<LayerFile>,
     /// Workspace-relative locations of each key path (`files[0].content` → `defs/…:3:5`).
     pub locations: BTreeMap<String, String>,
-    pub epoch: i64,
-    pub epoch_location: Option<String>,
+    pub epoch: Epoch,
     /// Template context: the image's `config` and its label; `None` when no template.
     pub template_context: Option<(serde_json::Value, String)>,
     /// Workspace-relative display names of host inputs, for error messages.
@@ -154,7 +154,7 @@ impl LayerStep {
         }
     }
 
-    fn render(&self, i: usize, path: &std::path::Path) -> Result<Vec<u8>, StepError> {
+    fn render(&self, i: usize, path: &std::path::Path, epoch: i64) -> Result<Vec<u8>, StepError> {
         let shown = self
             .display
             .get(&i)
@@ -173,7 +173,7 @@ impl LayerStep {
         let ctx = minijinja::context! {
             config => minijinja::Value::from_serialize(&config),
             target => minijinja::context! { label => target.clone(), name => target.rsplit(':').next().unwrap_or("") },
-            epoch => self.epoch,
+            epoch => epoch,
         };
         env.render_str(&text, ctx).map(String::into_bytes).map_err(|e| {
             let (line, snippet) = match e.line() {
@@ -207,10 +207,7 @@ impl Step for LayerStep {
     }
 
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        let mut c = vec![
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
-                .at(self.epoch_location.clone()),
-        ];
+        let mut c = vec![self.epoch.component()];
         for (i, f) in self.files.iter().enumerate() {
             let k = |s: &str| format!("files[{i}].{s}");
             c.push(Component::param(k("op"), f.op.name()).at(self.loc(&format!("files[{i}]"))));
@@ -270,13 +267,14 @@ impl Step for LayerStep {
 
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let blobs = self.store.as_ref();
+        let epoch = self.epoch.resolve(blobs, cx)?;
         let mut ops = Vec::with_capacity(self.files.len());
         for (i, f) in self.files.iter().enumerate() {
             cx.check_cancel()?;
             let own = |mut e: Entry| {
                 e.uid = f.uid;
                 e.gid = f.gid;
-                e.mtime = self.epoch;
+                e.mtime = epoch;
                 e
             };
             let mode = f.mode.or(self.default_mode(&f.op)).unwrap_or(0o644);
@@ -290,7 +288,7 @@ impl Step for LayerStep {
                     put(own(Entry::file(d, s.len() as u64, mode)))
                 }
                 FileOp::Template(p) => {
-                    let bytes = self.render(i, p)?;
+                    let bytes = self.render(i, p, epoch)?;
                     let d = crate::tree::Blobs::put(blobs, &bytes).map_err(tree_error)?;
                     put(own(Entry::file(d, bytes.len() as u64, mode)))
                 }
@@ -301,7 +299,7 @@ impl Step for LayerStep {
                         // `mode` sets the files' mode; directories of a source tree are 0755.
                         file_mode: f.mode,
                         dir_mode: 0o755,
-                        mtime: self.epoch,
+                        mtime: epoch,
                     };
                     let meta = std::fs::metadata(p).map_err(|e| {
                         StepError::msg(format!(
@@ -378,8 +376,7 @@ mod tests {
             store,
             files,
             locations: BTreeMap::new(),
-            epoch: 1,
-            epoch_location: None,
+            epoch: Epoch::fixed(1),
             template_context: Some((serde_json::json!({"x": 1}), "//images:t".into())),
             display: BTreeMap::new(),
             planned: Default::default(),

@@ -28,8 +28,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
 use w4b_cache::{Digest, OutputRef};
-use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
+use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::unpack::{load_table, uuid_bytes, PartitionJson, TableJson};
 use super::{tree_error, unavailable_blob};
 use crate::formats::ext4::write::{write_ext4, Ext4Options, Ext4WriteError, Size};
@@ -388,15 +389,14 @@ impl RootSize {
 /// superblock time.
 pub struct MkfsExt4Step {
     pub store: Arc<AppStore>,
-    pub epoch: i64,
-    pub epoch_location: Option<String>,
+    pub epoch: Epoch,
     pub size: RootSize,
     pub size_location: Option<String>,
 }
 
 impl MkfsExt4Step {
     /// The writer's options for `table` at the base's size, and that size in bytes.
-    pub fn options(&self, table: &TableJson) -> Result<(Ext4Options, u64), StepError> {
+    pub fn options(&self, table: &TableJson, epoch: i64) -> Result<(Ext4Options, u64), StepError> {
         let p = partition(table, FsKind::Ext4)?;
         let part_bytes = p.size.saturating_mul(u64::from(table.sector_size));
         let bad = |field: &'static str, value: &str| {
@@ -412,7 +412,7 @@ impl MkfsExt4Step {
         let seed = uuid_bytes(&e.hash_seed).ok_or_else(|| bad("hash_seed", &e.hash_seed))?;
         // The base filesystem's own size (it may be smaller than its partition).
         let base = e.blocks.saturating_mul(e.block_size).min(part_bytes);
-        let mut opts = Ext4Options::new(Size::Fixed(base), uuid, seed, self.epoch);
+        let mut opts = Ext4Options::new(Size::Fixed(base), uuid, seed, epoch);
         opts.label = e.label.clone();
         opts.inode_ratio = e.inode_ratio;
         opts.reserved_percent = e.reserved_percent;
@@ -456,15 +456,15 @@ impl Step for MkfsExt4Step {
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
-                .at(self.epoch_location.clone()),
+            self.epoch.component(),
             Component::param("rootfs.size", self.size.key()).at(self.size_location.clone()),
         ])
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let tree = cx.input(0, "rootfs")?;
         let table = load_table(&self.store, cx.input(1, "table")?)?;
-        let (mut opts, base) = self.options(&table)?;
+        let epoch = self.epoch.resolve(self.store.as_ref(), cx)?;
+        let (mut opts, base) = self.options(&table, epoch)?;
         let nodes = to_nodes(self.store.as_ref(), tree.digest).map_err(tree_error)?;
         cx.check_cancel()?;
         // At the base's size first: usually it fits with room to spare, and one write
@@ -660,8 +660,7 @@ mod tests {
     fn ext4_step(store: &Arc<AppStore>, size: RootSize) -> MkfsExt4Step {
         MkfsExt4Step {
             store: store.clone(),
-            epoch: 1_700_000_000,
-            epoch_location: None,
+            epoch: Epoch::fixed(1_700_000_000),
             size,
             size_location: None,
         }

@@ -9,6 +9,7 @@
 //! | `overlay` | a base tree and changesets, in order    | `tree`                   |
 //! | `tar`     | a tree, epoch, compression level        | `archive`: `.tar.zst`    |
 //! | `unpack`  | a `fetch`ed disk image                  | `bootfs`, `rootfs`, `table` |
+//! | `base-epoch` | `unpack`'s `rootfs`: its newest mtime, for images with no other epoch | `epoch` |
 //! | `graft`   | `unpack`: both trees, the table's mount point | `tree`             |
 //! | `split`   | a combined tree, the `table`            | `bootfs`, `rootfs`       |
 //! | `mkfs-fat` | `bootfs`, the `table` (size, ids)      | `fs`, `report`           |
@@ -29,6 +30,7 @@
 pub mod accounts;
 pub mod compress;
 pub mod disk;
+pub mod epoch;
 pub mod extract;
 pub mod fetch;
 pub mod firstboot;

@@ -18,6 +18,7 @@ use w4b_cache::OutputRef;
 use w4b_graph::key::ComponentKind;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::tree_error;
 use crate::hive::config::HiveImage;
 use crate::modules::{Body, Module, Section};
@@ -33,8 +34,7 @@ pub struct ModuleStep {
     pub store: Arc<AppStore>,
     pub module: Arc<dyn Module>,
     pub config: Arc<HiveImage>,
-    pub epoch: i64,
-    pub epoch_location: Option<String>,
+    pub epoch: Epoch,
     /// [`secret_key`] of the local cache.
     pub secret_key: [u8; 32],
     /// Where the hive was defined, for `why`.
@@ -156,8 +156,7 @@ impl Step for ModuleStep {
         let mut c = vec![
             Component::param("module", self.module.name()),
             Component::param("module.version", self.module.version().to_string()),
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
-                .at(self.epoch_location.clone()),
+            self.epoch.component(),
         ];
         // One component per leaf of what the module reads (objects are walked, lists and
         // scalars are leaves), each pointing at where that value was written, so `why`
@@ -209,13 +208,14 @@ impl Step for ModuleStep {
             }
         }
         let blobs = self.store.as_ref();
+        let epoch = self.epoch.resolve(blobs, cx)?;
         let mut ops = Vec::with_capacity(generated.files.len());
         for f in &generated.files {
             cx.check_cancel()?;
             let own = |mut e: Entry| {
                 e.uid = f.uid;
                 e.gid = f.gid;
-                e.mtime = self.epoch;
+                e.mtime = epoch;
                 e
             };
             let op = match &f.body {

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
-use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
+use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::tree_error;
 use crate::store::AppStore;
 use crate::tree::layer::{apply, Changeset};
 
-/// Input 0 is the base (`tree`), inputs 1.. are layers (`changeset`), in order.
+/// Input 0 is the base (`tree`), inputs 1.. are layers (`changeset`), in order, and the
+/// base's epoch when it is read from the base (see [`Epoch::FromBase`]).
 pub struct OverlayStep {
     pub store: Arc<AppStore>,
     /// The layers' labels in order. Keyed so that reordering is a root cause `why` can
@@ -18,8 +20,7 @@ pub struct OverlayStep {
     pub layers: String,
     pub layers_location: Option<String>,
     /// The mtime of directories the layers' paths create.
-    pub epoch: i64,
-    pub epoch_location: Option<String>,
+    pub epoch: Epoch,
 }
 
 impl Step for OverlayStep {
@@ -32,20 +33,20 @@ impl Step for OverlayStep {
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
             Component::param("layers", &self.layers).at(self.layers_location.clone()),
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
-                .at(self.epoch_location.clone()),
+            self.epoch.component(),
         ])
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let blobs = self.store.as_ref();
         let base = cx.input(0, "tree")?;
         let mut sets = Vec::new();
-        for i in 1..cx.inputs.len() {
+        let epoch = self.epoch.resolve(blobs, cx)?;
+        for i in (1..cx.inputs.len()).filter(|i| Some(*i) != self.epoch.input()) {
             let c = cx.input(i, "changeset")?;
             sets.push(Changeset::load(blobs, &c.digest).map_err(tree_error)?);
         }
         cx.check_cancel()?;
-        let root = apply(blobs, base.digest, &sets, self.epoch).map_err(tree_error)?;
+        let root = apply(blobs, base.digest, &sets, epoch).map_err(tree_error)?;
         let mut out = Outputs::new();
         out.insert(
             "tree".into(),

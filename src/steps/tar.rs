@@ -5,8 +5,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
-use w4b_graph::{Component, ComponentKind, Outputs, PlanContext, RunContext, Step, StepError};
+use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::epoch::Epoch;
 use super::tree_error;
 use crate::store::AppStore;
 use crate::tree::export::{export_tar, export_tar_zst};
@@ -14,8 +15,7 @@ use crate::tree::{Blobs, TreeError};
 
 pub struct TarStep {
     pub store: Arc<AppStore>,
-    pub epoch: i64,
-    pub epoch_location: Option<String>,
+    pub epoch: Epoch,
     /// zstd level, or `None` for an uncompressed archive.
     pub level: Option<i32>,
     pub level_location: Option<String>,
@@ -93,8 +93,7 @@ impl Step for TarStep {
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
-            Component::new(ComponentKind::Epoch, "epoch", self.epoch.to_string())
-                .at(self.epoch_location.clone()),
+            self.epoch.component(),
             match self.level {
                 Some(l) => Component::param("output.level", l.to_string()).at(self.level_location.clone()),
                 None => Component::param("output.compression", "none").at(self.level_location.clone()),
@@ -103,6 +102,12 @@ impl Step for TarStep {
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let tree = cx.input(0, "tree")?;
+        let seconds = self.epoch.resolve(self.store.as_ref(), cx)?;
+        let epoch = u64::try_from(seconds).map_err(|_| {
+            StepError::msg(format!(
+                "the epoch {seconds} is before 1970; a tar header cannot hold it"
+            ))
+        })?;
         let writer = self
             .store
             .local()
@@ -113,7 +118,6 @@ impl Step for TarStep {
             n: 0,
             cx,
         };
-        let epoch = u64::try_from(self.epoch).unwrap_or(0);
         let blobs = &Cancellable {
             store: self.store.as_ref(),
             cancel: cx.cancel,

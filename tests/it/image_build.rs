@@ -137,6 +137,11 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
         manifest.contains(&server.url("/base.img.xz")),
         "the base is a resolved dependency"
     );
+    let parsed: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(
+        parsed["predicate"]["buildDefinition"]["externalParameters"]["epochSource"],
+        serde_json::json!({"kind": "base-release-date", "base": "//bases:test", "date": "2023-11-14", "at": "defs/bases/test.yaml:6:7"})
+    );
     for step in [
         "#fetch",
         "#unpack",
@@ -394,4 +399,163 @@ fn the_old_generators_download_server_and_output_dir_variables_are_honoured() {
     assert!(out_dir.join("edge.img.zst").is_file());
     assert!(!env.path("out/edge.img.zst").exists());
     assert_eq!(server.requests_for("/base.img.xz").len(), 1);
+}
+
+/// The newest mtime given to one file of the undated base below: the epoch the image
+/// must take from the base's bytes.
+const BASE_NEWEST: i64 = 1_712_345_678;
+
+/// Issue 9's promised spellings, exactly: a board with only `kind`, `arch` and
+/// `config_txt` (no `kernel:`), a base with neither `date:` nor a date in its URL, and no
+/// `epoch` anywhere. The image boots Raspberry Pi OS's `kernel8.img`, takes its epoch from
+/// the newest mtime in the base's root filesystem (the manifest says so), is accepted by
+/// the real tools, the kernel and `w4b validate`, and `--check` proves it reproducible.
+#[test]
+fn the_promised_spellings_build_a_checked_reproducible_image() {
+    use sha2::{Digest as _, Sha256};
+    let server = TestServer::start();
+    let Some(imgs) = images() else { return };
+    let env = crate::env::TestEnv::new();
+
+    // The test base with one file made newer than the rest, in the root partition's bytes.
+    let raw = env.root.path().join("undated.img");
+    std::fs::copy(&imgs.raw, &raw).unwrap();
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk --json '{}'", raw.display()))).unwrap();
+    let root_part = &table["partitiontable"]["partitions"][1];
+    let part = env.root.path().join("undated.p2");
+    sh(&format!(
+        "dd if='{0}' of='{1}' bs=512 skip={2} count={3} status=none && \
+         debugfs -w -R 'sif /etc/hostname mtime @{BASE_NEWEST}' '{1}' 2>/dev/null && \
+         dd if='{1}' of='{0}' bs=512 seek={2} conv=notrunc status=none && \
+         xz -T1 -1 -f '{0}'",
+        raw.display(),
+        part.display(),
+        root_part["start"],
+        root_part["size"]
+    ));
+    let bytes = std::fs::read(env.root.path().join("undated.img.xz")).unwrap();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    server.serve("/images/raspios-lite-arm64.img.xz", bytes);
+
+    env.write(
+        "defs/bases/plain.yaml",
+        &format!(
+            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\n",
+            server.url("/images/raspios-lite-arm64.img.xz")
+        ),
+    );
+    env.write(
+        "defs/boards/plain.yaml",
+        "kind: board\narch: arm64\nconfig_txt: [\"dtoverlay=w1-gpio,gpiopin=4\"]\n",
+    );
+    env.write("defs/layers/hive.yaml", LAYER);
+    env.write(
+        "defs/images/edge.yaml",
+        "kind: image\nboard: //boards:plain\nbase: //bases:plain\nlayers: [//layers:hive]\noutput: {compression: zstd, level: 3}\n",
+    );
+
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(
+        b.ran().iter().any(|s| s == "//bases:plain#epoch"),
+        "{:?}",
+        b.ran()
+    );
+
+    // The manifest names the epoch and where it came from.
+    let manifest: serde_json::Value = serde_json::from_slice(&env.read("out/edge.manifest.json")).unwrap();
+    let params = &manifest["predicate"]["buildDefinition"]["externalParameters"];
+    assert_eq!(params["epoch"], BASE_NEWEST, "{params}");
+    assert_eq!(
+        params["epochSource"],
+        serde_json::json!({"kind": "base-content", "base": "//bases:plain"})
+    );
+
+    // The real tools accept both filesystems; the layer's files carry the base's epoch.
+    let img = decompress(&env, "edge");
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk --json '{}'", img.display()))).unwrap();
+    let pt = &table["partitiontable"]["partitions"];
+    let extract = |i: usize| {
+        let out = env.root.path().join(format!("edge.p{i}"));
+        sh(&format!(
+            "dd if='{}' of='{}' bs=512 skip={} count={} status=none",
+            img.display(),
+            out.display(),
+            pt[i]["start"],
+            pt[i]["size"]
+        ));
+        out
+    };
+    let (boot, root) = (extract(0), extract(1));
+    sh(&format!("fsck.fat -n '{}'", boot.display()));
+    sh(&format!("e2fsck -fn '{}'", root.display()));
+    let stat = sh(&format!(
+        "debugfs -R 'stat /etc/w4b/hive.conf' '{}' 2>/dev/null",
+        root.display()
+    ));
+    assert!(
+        stat.contains(&format!("mtime: {BASE_NEWEST:#010x}")),
+        "the layer's file has the base's epoch: {stat}"
+    );
+    let config = sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mtype -i '{}' ::config.txt",
+        boot.display()
+    ));
+    assert!(
+        config.contains("# Added by w4b for //boards:plain\n[all]\ndtoverlay=w1-gpio,gpiopin=4\n"),
+        "{config}"
+    );
+
+    // `w4b validate` with the workspace's board: its default kernel is on the boot partition.
+    let out = env.run(&["validate", "out/edge.img.zst", "--board", "//boards:plain"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("kernel8.img"), "{stdout}");
+    // The kernel's own view agrees with w4b's reader (root and loop devices only).
+    if crate::kernel::is_root() && Path::new("/dev/loop-control").exists() {
+        let out = env.run(&[
+            "validate",
+            "out/edge.img.zst",
+            "--board",
+            "//boards:plain",
+            "--mount",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    } else {
+        crate::oracle::unavailable(
+            "the kernel mount of the promised-spellings image needs root and loop devices",
+        );
+    }
+
+    let out = env.run(&[
+        "verify",
+        "out/edge.manifest.json",
+        "--artifact",
+        "out/edge.img.zst",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("epoch from the newest modification time in `//bases:plain`'s root filesystem"),
+        "{stdout}"
+    );
+
+    // Reproducible: `--check` rebuilds everything in a scratch cache and compares.
+    let out = env.run(&["build", "--check", "//images:edge"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("every output identical"), "{stderr}");
+
+    // `w4b graph` plans without downloading: the epoch is a step of the graph.
+    let requests = server.requests().len();
+    let out = env.run(&["graph", "//images:edge"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("//bases:plain#epoch"));
+    assert_eq!(server.requests().len(), requests);
 }

@@ -132,8 +132,7 @@ fn build(store: &Arc<AppStore>, raw: &Path, changes: Option<Changeset>, size: Ro
     let fat = run(&fat_step, store, &[split.clone(), unpacked.clone()]).unwrap();
     let ext4_step = MkfsExt4Step {
         store: store.clone(),
-        epoch: EPOCH,
-        epoch_location: None,
+        epoch: w4b::steps::epoch::Epoch::fixed(EPOCH),
         size,
         size_location: None,
     };

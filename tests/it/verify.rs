@@ -27,6 +27,9 @@ fn input() -> ManifestInput {
             size: IMAGE.len() as u64,
         }],
         epoch: 1_700_000_000,
+        epoch_source: w4b::manifest::EpochSource::BaseContent {
+            base: "//bases:pi".into(),
+        },
         w4b_version: "0.1.0".into(),
         definitions: vec![Definition {
             path: "defs/images/demo.yaml".into(),
