@@ -180,7 +180,15 @@ impl Changeset {
     }
 
     /// Stores the changeset; returns its digest.
+    ///
+    /// Every blob the changeset names must be in the store for it to be published (the
+    /// remote cache takes an output only with everything it references). Directories made
+    /// by [`Entry::dir`] name the empty listing, which nobody else may have stored, so it
+    /// is stored here.
     pub fn store(&self, blobs: &dyn Blobs) -> Result<Digest, TreeError> {
+        if self.refs().contains(&empty_dir_digest()) {
+            blobs.put(&encode_dir(&BTreeMap::new()))?;
+        }
         blobs.put(&self.encode())
     }
 
@@ -1009,5 +1017,21 @@ mod tests {
         }]);
         apply(&blobs, root, &[layer], 0).unwrap();
         assert_eq!(blobs.reads(), 4, "reads");
+    }
+
+    /// Regression: a module's changeset of new directories named the empty listing without
+    /// storing it, so publishing it to the remote cache failed on every hive build.
+    #[test]
+    fn a_stored_changeset_has_every_blob_it_names() {
+        let blobs = MemBlobs::new();
+        let set = Changeset::new(vec![Op::Put {
+            path: p("/var/lib/w4b"),
+            entry: Entry::dir(0o755),
+        }]);
+        let d = set.store(&blobs).unwrap();
+        let loaded = Changeset::load(&blobs, &d).unwrap();
+        for r in loaded.refs() {
+            assert!(blobs.get(&r).is_ok(), "{r} is named but not stored");
+        }
     }
 }
