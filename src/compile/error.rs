@@ -21,6 +21,22 @@ pub enum CompileError {
     )]
     NothingToBuild { labels: String },
 
+    #[error("`{path}` leads outside the workspace through a symlink (at {at})")]
+    #[diagnostic(
+        code(w4b::compile::escapes_workspace),
+        help("w4b reads only files inside the workspace: copy the file in, or point the symlink at a path inside the workspace")
+    )]
+    EscapesWorkspace { path: String, at: String },
+
+    #[error("cannot resolve `{path}` (at {at}): {source}")]
+    #[diagnostic(code(w4b::compile::unresolvable))]
+    Unresolvable {
+        path: String,
+        at: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("`{label}` has no epoch")]
     #[diagnostic(
         code(w4b::compile::no_epoch),

@@ -44,7 +44,14 @@ impl Compiler<'_> {
         if sm.enabled {
             match &sm.source {
                 Some(crate::hive::config::SourceSpec::Path { path }) => {
-                    let host = self.ws.root().join(path);
+                    let host = super::host_path(self.ws, path, || {
+                        h.locations
+                            .iter()
+                            .find(|(k, _)| k.ends_with("sensor_manager.source.path"))
+                            .map(|(_, l)| l.to_string())
+                            .or_else(|| location.clone())
+                            .unwrap_or_else(|| label.to_owned())
+                    })?;
                     let files = vec![LayerFile {
                         path: TreePath::parse(SENSOR_MANAGER_DIR).expect("a valid path"),
                         op: FileOp::Source(host.clone()),

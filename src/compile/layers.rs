@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use w4b_graph::NodeId;
 
-use super::{loc, Compiler, PlanEpoch};
+use super::{host_path, loc, Compiler, PlanEpoch};
 use crate::defs::{self, LoadedTarget};
 use crate::steps::fetch::FetchStep;
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
@@ -36,17 +36,21 @@ impl Compiler<'_> {
                     loc(lt, &format!("files[{i}].path")).unwrap_or_default()
                 )
             })?;
-            let host = |p: &defs::WsPath| self.ws.root().join(p.as_str());
+            let host = |p: &defs::WsPath, key: &str| {
+                host_path(self.ws, p.as_str(), || {
+                    loc(lt, &format!("files[{i}].{key}")).unwrap_or_else(|| lt.label.to_string())
+                })
+            };
             let (op, mode) = match &f.op {
                 defs::FileOp::Content { content, mode } => (FileOp::Content(content.clone()), Some(mode.0)),
                 defs::FileOp::Source { source, mode } => {
                     display.insert(i, source.to_string());
-                    (FileOp::Source(host(source)), mode.map(|m| m.0))
+                    (FileOp::Source(host(source, "source")?), mode.map(|m| m.0))
                 }
                 defs::FileOp::Template { template, mode } => {
                     has_template = true;
                     display.insert(i, template.to_string());
-                    (FileOp::Template(host(template)), Some(mode.0))
+                    (FileOp::Template(host(template, "template")?), Some(mode.0))
                 }
                 defs::FileOp::Symlink { target } => (FileOp::Symlink(target.clone()), None),
                 defs::FileOp::Dir { mode } => (FileOp::Dir, Some(mode.0)),

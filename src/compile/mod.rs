@@ -77,6 +77,27 @@ pub(super) struct Compiler<'a> {
     secret_key: Option<[u8; 32]>,
 }
 
+/// The real path of the workspace path `rel`, which must not lead out of the workspace
+/// (see [`crate::defs::beneath`]); `at` is where the definition names it.
+pub(super) fn host_path(
+    ws: &Workspace,
+    rel: &str,
+    at: impl FnOnce() -> String,
+) -> miette::Result<std::path::PathBuf> {
+    use crate::defs::beneath::{resolve, BeneathError};
+    resolve(ws.root(), rel).map_err(|e| {
+        match e {
+            BeneathError::Escapes { path } => CompileError::EscapesWorkspace { path, at: at() },
+            BeneathError::Io { path, source } => CompileError::Unresolvable {
+                path,
+                at: at(),
+                source,
+            },
+        }
+        .into()
+    })
+}
+
 pub(super) fn loc(t: &LoadedTarget, key: &str) -> Option<String> {
     t.locations.get(key).map(|l| l.to_string())
 }

@@ -90,6 +90,13 @@ pub enum DefsErrorKind {
         source: std::io::Error,
     },
 
+    #[error("`{path}` leads outside the workspace through a symlink")]
+    #[diagnostic(
+        code(w4b::defs::escapes_workspace),
+        help("definitions are read only from inside the workspace: copy the file or package in, or point the symlink inside the workspace")
+    )]
+    EscapesWorkspace { path: String },
+
     #[error("no `w4b.yaml` found in `{start}` or any parent directory")]
     #[diagnostic(
         code(w4b::defs::no_workspace),

@@ -328,7 +328,15 @@ impl Loader {
         if let Some(parsed) = lock(&self.files).get(&shown) {
             return Ok(Arc::clone(parsed));
         }
-        let path = self.workspace.root().join(&shown);
+        let path = match super::beneath::resolve(self.workspace.root(), &shown) {
+            Ok(path) => path,
+            Err(super::beneath::BeneathError::Escapes { path }) => {
+                return Err(DefsErrorKind::EscapesWorkspace { path }.into())
+            }
+            Err(super::beneath::BeneathError::Io { path, source }) => {
+                return Err(DefsErrorKind::Io { path, source }.into())
+            }
+        };
         let parse = |bytes: Vec<u8>| -> Result<parse_cache::Parsed, DefsError> {
             let digest = Digest::of(&bytes);
             let text = workspace::into_text(bytes, &shown)?;

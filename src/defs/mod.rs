@@ -16,6 +16,7 @@
 //! `w4b::defs::*` code, the offending span and a `help:` line. Only the typed values (never
 //! comments, formatting, key order or spans) are meant to feed step keys.
 
+pub mod beneath;
 pub mod de;
 pub mod error;
 pub mod image_settings;

@@ -146,7 +146,16 @@ fn resolve_image(loader: &Loader, label: &Label) -> Result<ResolvedHive, DefsErr
     let (hive_doc, dir) = match &image.hive {
         Some(ImageHive::File(path)) => {
             let rel = path.value.as_str();
-            let abs = ws.root().join(rel);
+            let abs = match crate::defs::beneath::resolve(ws.root(), rel) {
+                Ok(abs) => abs,
+                Err(e) => {
+                    return Err(path.span.bad_path(
+                        rel,
+                        "leads outside the workspace",
+                        Some(format!("{e}: w4b reads only files inside the workspace")),
+                    ))
+                }
+            };
             if !abs.is_file() {
                 return Err(path.span.bad_path(
                     rel,

@@ -59,9 +59,11 @@ pub fn changed_definitions(statement: &Statement, root: &Path) -> Vec<Definition
         let inside = Path::new(path)
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        // Read only inside the workspace, as the build does (a symlink out reads as changed).
         let now = if inside {
-            std::fs::read(root.join(path))
+            crate::defs::beneath::resolve(root, path)
                 .ok()
+                .and_then(|p| std::fs::read(p).ok())
                 .map(|bytes| blake3::hash(&bytes).to_hex().to_string())
         } else {
             None

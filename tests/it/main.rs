@@ -16,6 +16,7 @@ mod cli;
 mod determinism;
 mod freshness;
 mod hive_build;
+mod hostile;
 mod image_build;
 mod inspect;
 mod kernel;
