@@ -32,7 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::formats::ext4::spec::{compat, incompat, ro_compat};
 use crate::formats::ext4::{Ext4, Ext4Error};
-use crate::formats::fat::{read_fat, FatError, FatType};
+use crate::formats::fat::{read_fat, volume_id_text, FatError, FatType};
 use crate::formats::fs::{Contents, Node, NodeKind};
 use crate::formats::partition::{PartitionError, PartitionTable, ReadWarning};
 
@@ -574,9 +574,7 @@ fn view(
                 u64::from(info.bytes_per_sector).saturating_mul(u64::from(info.sectors_per_cluster));
             FsSummary {
                 label: info.label.clone(),
-                uuid: info
-                    .volume_id
-                    .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF)),
+                uuid: info.volume_id.map(volume_id_text),
                 variant: Some(
                     match info.fat_type {
                         FatType::Fat12 => "FAT12",

@@ -8,7 +8,8 @@
 //! - [`compile`] turns targets into a graph of steps ([`w4b_graph`]), one file per stage
 //!   (image, base and board, layers, hive, disk), each step a kind in [`steps`] (fetch,
 //!   unpack, layer, module, accounts, overlay, mkfs, disk, compress, …) with a key built
-//!   from its typed inputs.
+//!   from its typed inputs; the disk pipeline's steps share the partition-table JSON of
+//!   [`steps::table`].
 //! - [`tree`] is the content-addressed filesystem tree those steps exchange; [`formats`]
 //!   reads and writes on-disk formats (MBR, GPT, FAT32, ext4, tar, zstd/xz/gz, bmap) as
 //!   pure bytes-in, bytes-out code; [`image`] opens (decompresses) disk images and reads

@@ -39,7 +39,7 @@ use device::{DeviceRef, PartInfo, Resolved};
 
 use crate::formats::ext4::spec::incompat;
 use crate::formats::ext4::Ext4;
-use crate::formats::fat::read_fat;
+use crate::formats::fat::{read_fat, volume_id_text};
 use crate::formats::fs::{Contents, Node, NodeKind};
 use crate::formats::partition::{PartitionTable, TableKind};
 use crate::image::{detect_fs, open_image, FsKind, ImageError, DETECT_BYTES};
@@ -754,9 +754,7 @@ fn read_boot<R: Read + Seek>(
     let fat = read_fat(disk, p.offset, p.len).map_err(|e| chain(&e))?;
     let info = fat.info();
     out.label = info.label.clone();
-    out.uuid = info
-        .volume_id
-        .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF));
+    out.uuid = info.volume_id.map(volume_id_text);
     let nodes = fat.nodes();
     out.entries = nodes.len();
     let tree = read_all(nodes, &fat, keep, read_contents, &mut out.bytes)?;
