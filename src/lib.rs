@@ -2,7 +2,8 @@
 //!
 //! Architecture (see `docs/architecture.md`):
 //! - [`defs`] reads the workspace: labels, YAML with spans, `extends`, overrides, typed
-//!   targets, and the image settings images embed; it depends on no other w4b module.
+//!   targets, and the image settings images embed; it depends on no other w4b module
+//!   but the leaf [`stamp`].
 //! - [`hive`] reads hive files (the configuration manager's format) through `defs`, merges
 //!   `hives.defaults` under them and types them for [`modules`], the W4B layer generators.
 //! - [`compile`] turns targets into a graph of steps ([`w4b_graph`]), one file per stage
@@ -19,7 +20,8 @@
 //! - [`download`] gets a file by URL and pinned sha256 (mirrors, retries, resume) for the
 //!   `fetch` step.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
-//!   [`inputs`] hashes input files with a stat cache.
+//!   [`inputs`] hashes input files with a stat cache; [`stamp`] is the file stamp and
+//!   the racily-clean rule that cache and the cache of parsed definitions share.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
 //!   progress and diagnostics. Only they print or read the environment.
 
@@ -34,6 +36,7 @@ pub mod image;
 pub mod inputs;
 pub mod manifest;
 pub mod modules;
+pub mod stamp;
 pub mod steps;
 pub mod store;
 pub mod tree;
