@@ -455,7 +455,8 @@ fn copy_all(src: &Path, dst: &Path) -> u64 {
     let mut buf = vec![0u8; MIB as usize];
     let mut at = 0u64;
     loop {
-        let n = pibase::read_full(&mut r, &mut buf).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+        let n = w4b::formats::io::read_full(&mut r, &mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
         if n == 0 {
             break;
         }

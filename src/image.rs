@@ -32,8 +32,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::formats::ext4::spec::{compat, incompat, ro_compat};
 use crate::formats::ext4::{Ext4, Ext4Error};
-use crate::formats::fat::{read_fat, FatError, FatType};
+use crate::formats::fat::{read_fat, volume_id_text, FatError, FatType};
 use crate::formats::fs::{Contents, Node, NodeKind};
+use crate::formats::io::read_full;
 use crate::formats::partition::{PartitionError, PartitionTable, ReadWarning};
 
 /// Zero runs this long (and aligned to it) become holes in a decompressed image. 64 KiB
@@ -334,23 +335,6 @@ pub fn copy_sparse<R: Read, W: Write + Seek>(mut input: R, out: &mut W) -> Resul
     Ok(copied)
 }
 
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buf.get_mut(filled..) {
-        if rest.is_empty() {
-            break;
-        }
-        match input.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 /// What a filesystem's first bytes say it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -529,11 +513,11 @@ pub fn read_disk(file: File) -> Result<Disk, ImageError> {
     })
 }
 
-/// The first [`DETECT_BYTES`] (or fewer, if the range is shorter) at `offset`.
-fn read_head(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+/// The first [`DETECT_BYTES`] (or fewer, if the range of `len` bytes is shorter, or the
+/// image ends sooner) at `offset`: what [`detect_fs`] looks at.
+pub fn read_head<R: Read + Seek>(mut r: R, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     let n = usize::try_from(len.min(DETECT_BYTES as u64)).unwrap_or(DETECT_BYTES);
     let mut buf = vec![0u8; n];
-    let mut r = file;
     r.seek(SeekFrom::Start(offset))?;
     let got = read_full(&mut r, &mut buf)?;
     buf.truncate(got);
@@ -574,9 +558,7 @@ fn view(
                 u64::from(info.bytes_per_sector).saturating_mul(u64::from(info.sectors_per_cluster));
             FsSummary {
                 label: info.label.clone(),
-                uuid: info
-                    .volume_id
-                    .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF)),
+                uuid: info.volume_id.map(volume_id_text),
                 variant: Some(
                     match info.fat_type {
                         FatType::Fat12 => "FAT12",

@@ -1,10 +1,11 @@
 //! Digests of input files and directories (layer sources, templates), with a stat cache
 //! so a no-op rebuild re-hashes nothing.
 //!
-//! The cache maps an absolute path to `(size, mtime, ctime, inode) → BLAKE3`. An entry is
-//! trusted only while all four match, and never when the file changed less than
-//! [`RACY_WINDOW_NS`] before the cache was written (a write in the same timestamp tick
-//! could otherwise go unnoticed — git calls this "racily clean"). Paths live only in this
+//! The cache maps an absolute path to the file's [`Stamp`] (`size, mtime, ctime, inode`)
+//! and its BLAKE3. An entry is trusted only while the stamp matches and the file did not
+//! change within [`RACY_WINDOW_NS`](crate::stamp::RACY_WINDOW_NS) before the cache was
+//! written (a write in the same timestamp tick could otherwise go unnoticed — git calls
+//! this "racily clean"; the rule is [`crate::stamp`]'s). Paths live only in this
 //! local cache, never in keys: keys see the digest.
 
 #[allow(clippy::disallowed_types)] // See `Entries`.
@@ -12,40 +13,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use w4b_cache::Digest;
 
-/// Files modified within this window before the cache was saved are re-hashed next time.
-pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    ino: u64,
-}
-
-impl Stamp {
-    fn of(m: &fs::Metadata) -> Stamp {
-        Stamp {
-            size: m.len(),
-            mtime_ns: m
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(m.mtime_nsec()),
-            ctime_ns: m
-                .ctime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(m.ctime_nsec()),
-            ino: m.ino(),
-        }
-    }
-}
+use crate::stamp::Stamp;
 
 /// Path bytes → stamp and digest. A hash map on purpose: it is only looked up, never
 /// iterated into an output (saving sorts), and a no-op rebuild does one lookup per input
@@ -128,12 +103,7 @@ impl Saved {
     fn entry_at(&self, at: usize) -> (&[u8], Stamp, Digest) {
         let path = self.path_at(at);
         let mut c = Cursor(&self.buf[at + 4 + path.len()..]);
-        let stamp = Stamp {
-            size: c.u64().unwrap_or(0),
-            mtime_ns: c.i64().unwrap_or(0),
-            ctime_ns: c.i64().unwrap_or(0),
-            ino: c.u64().unwrap_or(0),
-        };
+        let stamp = c.take(Stamp::LEN).and_then(Stamp::from_bytes).unwrap_or_default();
         let digest = Digest(c.take(32).and_then(|d| d.try_into().ok()).unwrap_or([0; 32]));
         (path, stamp, digest)
     }
@@ -238,10 +208,7 @@ impl StatCache {
         for (path, st, d) in all {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path);
-            out.extend_from_slice(&st.size.to_le_bytes());
-            out.extend_from_slice(&st.mtime_ns.to_le_bytes());
-            out.extend_from_slice(&st.ctime_ns.to_le_bytes());
-            out.extend_from_slice(&st.ino.to_le_bytes());
+            out.extend_from_slice(&st.to_bytes());
             out.extend_from_slice(d.as_bytes());
         }
         let check = blake3::hash(&out);
@@ -268,7 +235,7 @@ impl StatCache {
         let stamp = Stamp::of(meta);
         let key = path.as_os_str().as_bytes();
         if let Some((s, d)) = self.old.get(key, hint) {
-            if s == stamp && stamp.mtime_ns < self.saved_at_ns.saturating_sub(RACY_WINDOW_NS) {
+            if stamp.vouched_by(&s, self.saved_at_ns) {
                 return Ok(d);
             }
         }

@@ -2,13 +2,15 @@
 //!
 //! Architecture (see `docs/architecture.md`):
 //! - [`defs`] reads the workspace: labels, YAML with spans, `extends`, overrides, typed
-//!   targets, and the image settings images embed; it depends on no other w4b module.
+//!   targets, and the image settings images embed; it depends on no other w4b module
+//!   but the leaf [`stamp`].
 //! - [`hive`] reads hive files (the configuration manager's format) through `defs`, merges
 //!   `hives.defaults` under them and types them for [`modules`], the W4B layer generators.
 //! - [`compile`] turns targets into a graph of steps ([`w4b_graph`]), one file per stage
 //!   (image, base and board, layers, hive, disk), each step a kind in [`steps`] (fetch,
 //!   unpack, layer, module, accounts, overlay, mkfs, disk, compress, …) with a key built
-//!   from its typed inputs.
+//!   from its typed inputs; the disk pipeline's steps share the partition-table JSON of
+//!   [`steps::table`].
 //! - [`tree`] is the content-addressed filesystem tree those steps exchange; [`formats`]
 //!   reads and writes on-disk formats (MBR, GPT, FAT32, ext4, tar, zstd/xz/gz, bmap) as
 //!   pure bytes-in, bytes-out code; [`image`] opens (decompresses) disk images and reads
@@ -18,7 +20,8 @@
 //! - [`download`] gets a file by URL and pinned sha256 (mirrors, retries, resume) for the
 //!   `fetch` step.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
-//!   [`inputs`] hashes input files with a stat cache.
+//!   [`inputs`] hashes input files with a stat cache; [`stamp`] is the file stamp and
+//!   the racily-clean rule that cache and the cache of parsed definitions share.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
 //!   progress and diagnostics. Only they print or read the environment.
 
@@ -33,6 +36,7 @@ pub mod image;
 pub mod inputs;
 pub mod manifest;
 pub mod modules;
+pub mod stamp;
 pub mod steps;
 pub mod store;
 pub mod tree;

@@ -2,12 +2,17 @@
 //! directory, optionally backed by a shared remote one) adapted to what the engine
 //! ([`w4b_graph::Cache`]) and the trees ([`crate::tree::Blobs`]) need, plus the stat cache
 //! of input files that lives beside it.
+//!
+//! It returns data and typed errors; what a person reads of them (the `cache gc` and
+//! `cache verify` summaries, the build's warnings) is rendered by the commands.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use w4b_cache::{BlobRefs, CacheError, Digest, GcPolicy, Lease, Record, Store, StoreDir};
+use w4b_cache::{
+    BlobRefs, CacheError, Digest, GcPolicy, GcReport, Lease, Record, Store, StoreDir, VerifyReport,
+};
 use w4b_graph::{CacheResult, Lookup, MissReason};
 
 use crate::defs::parse_cache::{self, ParseCache};
@@ -32,7 +37,31 @@ pub struct AppStore {
     /// Parsed definition files, loaded on first use (only commands that load targets).
     parse_cache: std::sync::OnceLock<std::sync::Arc<ParseCache>>,
     /// Problems that did not fail the build (remote publication), for the summary.
-    pub warnings: std::sync::Mutex<Vec<String>>,
+    pub warnings: std::sync::Mutex<Vec<PublishFailed>>,
+}
+
+/// Why a store command could not run.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StoreError {
+    #[error("no remote cache is configured")]
+    #[diagnostic(
+        code(w4b::cache::no_remote),
+        help("pass `--remote-cache DIR`, set `W4B_REMOTE_CACHE`, or `cache: {{remote: DIR}}` in `w4b.yaml`")
+    )]
+    NoRemote,
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// A step's result that reached the local cache but not the remote one: the build goes
+/// on, and reports these at the end.
+#[derive(Debug, thiserror::Error)]
+#[error("publishing `{step}` to the remote cache failed: {source}")]
+pub struct PublishFailed {
+    pub step: String,
+    pub source: CacheError,
 }
 
 const STATCACHE: &str = "statcache";
@@ -159,26 +188,22 @@ impl AppStore {
         v
     }
 
-    fn dir(&self, remote: bool) -> miette::Result<&StoreDir> {
+    fn dir(&self, remote: bool) -> Result<&StoreDir, StoreError> {
         if remote {
-            self.store.remote().ok_or_else(|| {
-                miette::miette!(
-                    code = "w4b::cache::no_remote",
-                    help = "pass `--remote-cache DIR`, set `W4B_REMOTE_CACHE`, or `cache: {{remote: DIR}}` in `w4b.yaml`",
-                    "no remote cache is configured"
-                )
-            })
+            self.store.remote().ok_or(StoreError::NoRemote)
         } else {
             Ok(self.store.local())
         }
     }
 
+    /// Collects garbage in the local cache, or the remote one with `remote`, keeping
+    /// entries within `max_bytes` and younger than `max_age`.
     pub fn gc(
         &self,
         remote: bool,
         max_bytes: Option<u64>,
         max_age: Option<Duration>,
-    ) -> miette::Result<String> {
+    ) -> Result<GcReport, StoreError> {
         let dir = self.dir(remote)?;
         #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
         let now = SystemTime::now();
@@ -190,54 +215,14 @@ impl AppStore {
             // interrupted writes of processes that died.
             policy.grace = Duration::from_secs(15 * 60);
         }
-        let r = dir.gc(&policy, &TreeRefs)?;
-        Ok(format!(
-            "removed {} record(s), {} blob(s), {} temp file(s): {} freed; kept {} record(s), {} blob(s), {}",
-            r.records_removed,
-            r.blobs_removed,
-            r.tmp_removed,
-            crate::ui::bytes(r.bytes_freed),
-            r.records_kept,
-            r.blobs_kept,
-            crate::ui::bytes(r.bytes_kept)
-        ))
+        Ok(dir.gc(&policy, &TreeRefs)?)
     }
 
-    pub fn verify(&self, remote: bool) -> miette::Result<(bool, String)> {
+    /// Reads every blob and record of the local cache, or the remote one with `remote`,
+    /// quarantining what is damaged.
+    pub fn verify(&self, remote: bool) -> Result<VerifyReport, StoreError> {
         let dir = self.dir(remote)?;
-        let r = dir.verify(&TreeRefs)?;
-        let mut lines = vec![format!(
-            "checked {} blob(s) ({}), {} record(s)",
-            r.blobs_checked,
-            crate::ui::bytes(r.bytes_checked),
-            r.records_checked
-        )];
-        for d in &r.corrupt_blobs {
-            lines.push(format!(
-                "corrupt blob `{d}` (quarantined; the next build that needs it rebuilds it)"
-            ));
-        }
-        for p in &r.invalid_records {
-            lines.push(format!("unreadable record `{}` (quarantined)", p.display()));
-        }
-        for d in &r.incomplete_listings {
-            lines.push(format!("listing `{d}` names blobs that are missing"));
-        }
-        for (k, d) in &r.dangling_records {
-            lines.push(format!("record for key `{k}` names missing output `{d}`"));
-        }
-        for k in &r.divergent_keys {
-            lines.push(format!(
-                "key `{k}` has records with different outputs: the step is not deterministic"
-            ));
-        }
-        let ok = r.corrupt_blobs.is_empty()
-            && r.invalid_records.is_empty()
-            && r.incomplete_listings.is_empty()
-            && r.dangling_records.is_empty()
-            && r.divergent_keys.is_empty();
-        lines.push(if ok { "ok".into() } else { "problems found".into() });
-        Ok((ok, lines.join("\n")))
+        Ok(dir.verify(&TreeRefs)?)
     }
 
     fn present(&self, d: &Digest) -> bool {
@@ -276,12 +261,12 @@ impl w4b_graph::Cache for AppStore {
         if shareable && self.store.remote().is_some_and(|r| !r.is_read_only()) {
             // The step succeeded and is cached locally; a flaky shared mount must not
             // fail the build. The build reports these at the end.
-            if let Err(e) = self.store.publish(record, &TreeRefs) {
+            if let Err(source) = self.store.publish(record, &TreeRefs) {
                 if let Ok(mut w) = self.warnings.lock() {
-                    w.push(format!(
-                        "publishing `{}` to the remote cache failed: {e}",
-                        record.step
-                    ));
+                    w.push(PublishFailed {
+                        step: record.step.clone(),
+                        source,
+                    });
                 }
             }
         }

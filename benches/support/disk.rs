@@ -483,22 +483,15 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// Whether `tool` runs at all (`--version`/`-V` style probes differ, so spawning is the
-/// test, not the exit status).
-pub fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// Panics with a clear message when a baseline's tool is missing: a bench without its
 /// baseline has no ratio to report.
 pub fn require(tools: &[&str]) {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    // Tools are found as the tests' oracle policy finds them; a bench has no "skip".
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| super::oracle::find(t).is_none())
+        .collect();
     assert!(
         missing.is_empty(),
         "missing baseline tools {missing:?}: install e2fsprogs, dosfstools, mtools"

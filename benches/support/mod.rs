@@ -14,6 +14,10 @@
 #![allow(dead_code)]
 
 pub mod disk;
+/// The tests' oracle policy (`tests/support/oracle.rs`); the benches use its `find` to
+/// look tools up, and panic on a missing one (see [`disk::require`]).
+#[path = "../../tests/support/oracle.rs"]
+pub mod oracle;
 pub mod pibase;
 
 use std::fmt::Write as _;

@@ -26,13 +26,14 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use sha2::{Digest as _, Sha256};
+use w4b::formats::io::read_full;
 
 use super::disk::{self, HostTree};
 
@@ -543,20 +544,6 @@ pub fn copy_sparse(src: &Path, dst: &Path, offset: u64) {
         }
         at += n as u64;
     }
-}
-
-/// Reads until `buf` is full or the end of `r`.
-pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// sha256 of a file, hex.

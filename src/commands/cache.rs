@@ -1,6 +1,7 @@
 //! `w4b cache stats|gc|verify`.
 
 use miette::IntoDiagnostic;
+use w4b_cache::{GcReport, VerifyReport};
 
 use super::App;
 use crate::cli::{CacheArgs, CacheCommand};
@@ -81,15 +82,73 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
             remote,
         } => {
             let report = store.gc(*remote, *max_size, *max_age)?;
-            println!("{report}");
+            println!("{}", gc_summary(&report));
             Ok(0)
         }
         CacheCommand::Verify { remote } => {
-            let (ok, text) = store.verify(*remote)?;
-            println!("{text}");
-            Ok(if ok { 0 } else { 1 })
+            let report = store.verify(*remote)?;
+            println!("{}", verify_summary(&report));
+            Ok(if verify_clean(&report) { 0 } else { 1 })
         }
     }
+}
+
+/// One line: what `cache gc` removed and what it kept.
+fn gc_summary(r: &GcReport) -> String {
+    format!(
+        "removed {} record(s), {} blob(s), {} temp file(s): {} freed; kept {} record(s), {} blob(s), {}",
+        r.records_removed,
+        r.blobs_removed,
+        r.tmp_removed,
+        bytes(r.bytes_freed),
+        r.records_kept,
+        r.blobs_kept,
+        bytes(r.bytes_kept)
+    )
+}
+
+/// Whether `cache verify` found nothing wrong.
+fn verify_clean(r: &VerifyReport) -> bool {
+    r.corrupt_blobs.is_empty()
+        && r.invalid_records.is_empty()
+        && r.incomplete_listings.is_empty()
+        && r.dangling_records.is_empty()
+        && r.divergent_keys.is_empty()
+}
+
+/// What `cache verify` checked, one line per problem, and the verdict.
+fn verify_summary(r: &VerifyReport) -> String {
+    let mut lines = vec![format!(
+        "checked {} blob(s) ({}), {} record(s)",
+        r.blobs_checked,
+        bytes(r.bytes_checked),
+        r.records_checked
+    )];
+    for d in &r.corrupt_blobs {
+        lines.push(format!(
+            "corrupt blob `{d}` (quarantined; the next build that needs it rebuilds it)"
+        ));
+    }
+    for p in &r.invalid_records {
+        lines.push(format!("unreadable record `{}` (quarantined)", p.display()));
+    }
+    for d in &r.incomplete_listings {
+        lines.push(format!("listing `{d}` names blobs that are missing"));
+    }
+    for (k, d) in &r.dangling_records {
+        lines.push(format!("record for key `{k}` names missing output `{d}`"));
+    }
+    for k in &r.divergent_keys {
+        lines.push(format!(
+            "key `{k}` has records with different outputs: the step is not deterministic"
+        ));
+    }
+    lines.push(if verify_clean(r) {
+        "ok".into()
+    } else {
+        "problems found".into()
+    });
+    lines.join("\n")
 }
 
 #[cfg(test)]
@@ -113,5 +172,37 @@ mod tests {
         assert_eq!(parse_age("3é"), None);
         assert_eq!(parse_size("5BB"), None);
         assert_eq!(parse_size("é"), None);
+    }
+
+    #[test]
+    fn gc_and_verify_summaries() {
+        let gc = GcReport {
+            records_removed: 2,
+            blobs_removed: 5,
+            tmp_removed: 1,
+            bytes_freed: 1536,
+            records_kept: 3,
+            blobs_kept: 7,
+            bytes_kept: 10,
+        };
+        assert_eq!(
+            gc_summary(&gc),
+            "removed 2 record(s), 5 blob(s), 1 temp file(s): 1.5 KiB freed; kept 3 record(s), 7 blob(s), 10 B"
+        );
+        let mut r = VerifyReport {
+            blobs_checked: 4,
+            bytes_checked: 2048,
+            records_checked: 2,
+            ..VerifyReport::default()
+        };
+        assert!(verify_clean(&r));
+        assert_eq!(verify_summary(&r), "checked 4 blob(s) (2.0 KiB), 2 record(s)\nok");
+        r.divergent_keys.push(w4b_cache::Digest([1; 32]));
+        assert!(!verify_clean(&r));
+        let text = verify_summary(&r);
+        assert!(
+            text.ends_with("the step is not deterministic\nproblems found"),
+            "{text}"
+        );
     }
 }

@@ -9,8 +9,9 @@
 //! `target.rs` never meet a stale cached shape.
 //!
 //! An entry is trusted only while the file's stamp (size, mtime, ctime, inode) is the one
-//! recorded, and never when the file changed less than [`RACY_WINDOW_NS`] before the cache
-//! was saved (the racily-clean rule of [`crate::inputs`]). The whole cache is ignored when
+//! recorded, and never when the file changed less than
+//! [`RACY_WINDOW_NS`](crate::stamp::RACY_WINDOW_NS) before the cache was saved (the
+//! racily-clean rule of [`crate::stamp`], which the stat cache of input files follows too). The whole cache is ignored when
 //! it was written by another w4b binary (identified by the executable's own stamp): a new
 //! binary may parse YAML differently. Damage is caught by a trailing BLAKE3 and makes the
 //! cache empty, never wrong.
@@ -26,7 +27,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,33 +35,12 @@ use w4b_cache::Digest;
 
 use super::span::{Origin, SourceFile, Span};
 use super::yaml::{self, Entry, Key, Node, Scalar, Style, Value};
-use crate::inputs::RACY_WINDOW_NS;
+use crate::stamp::Stamp;
 
 const MAGIC: &[u8; 10] = b"w4b-defs\x00\x01";
 
 /// The name of the cache in the store's `meta/` directory.
 pub const META_NAME: &str = "defs-parse";
-
-/// What identifies a file's contents without reading them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    ino: u64,
-}
-
-impl Stamp {
-    pub fn of(m: &fs::Metadata) -> Stamp {
-        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
-        Stamp {
-            size: m.len(),
-            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-            ino: m.ino(),
-        }
-    }
-}
 
 /// A definition file as the loader needs it: its text, digest and tree before substitution.
 pub struct Parsed {
@@ -136,9 +115,10 @@ impl ParseCache {
         if self.identity.is_empty() {
             return None;
         }
-        let from_old = self.old.get(path).filter(|s| {
-            s.stamp == *stamp && s.stamp.mtime_ns < self.saved_at_ns.saturating_sub(RACY_WINDOW_NS)
-        });
+        let from_old = self
+            .old
+            .get(path)
+            .filter(|s| stamp.vouched_by(&s.stamp, self.saved_at_ns));
         let rebuild = |s: &Saved| {
             let file = SourceFile::new(
                 Origin::File {
@@ -197,10 +177,7 @@ impl ParseCache {
         put_u32(&mut out, all.len());
         for (path, s) in all {
             put_bytes(&mut out, path.as_bytes());
-            out.extend_from_slice(&s.stamp.size.to_le_bytes());
-            out.extend_from_slice(&s.stamp.mtime_ns.to_le_bytes());
-            out.extend_from_slice(&s.stamp.ctime_ns.to_le_bytes());
-            out.extend_from_slice(&s.stamp.ino.to_le_bytes());
+            out.extend_from_slice(&s.stamp.to_bytes());
             out.extend_from_slice(s.digest.as_bytes());
             put_bytes(&mut out, s.text.as_bytes());
             put_bytes(&mut out, &s.tree);
@@ -239,9 +216,6 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
@@ -271,12 +245,7 @@ fn decode(bytes: &[u8], identity: &str) -> Option<Loaded> {
     let mut entries = BTreeMap::new();
     for _ in 0..count {
         let path = c.str()?.to_owned();
-        let stamp = Stamp {
-            size: c.u64()?,
-            mtime_ns: c.i64()?,
-            ctime_ns: c.i64()?,
-            ino: c.u64()?,
-        };
+        let stamp = Stamp::from_bytes(c.take(Stamp::LEN)?)?;
         let digest = Digest(c.take(32)?.try_into().ok()?);
         let text = Arc::from(c.str()?);
         let tree = c.bytes()?.to_vec();
@@ -454,6 +423,7 @@ pub fn read_through(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stamp::RACY_WINDOW_NS;
 
     fn parsed(text: &str) -> Parsed {
         let file = SourceFile::new(

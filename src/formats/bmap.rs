@@ -28,6 +28,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use sha2::{Digest as _, Sha256};
 
+use super::io::read_full;
+
 /// The block size of every bmap w4b writes.
 pub const BMAP_BLOCK_SIZE: u64 = 4096;
 
@@ -143,20 +145,6 @@ fn is_zero(block: &[u8]) -> bool {
     // Word-wise compare; the tail (a short last block) byte-wise.
     let mut words = block.chunks_exact(8);
     words.all(|w| w == [0u8; 8]) && words.remainder().iter().all(|&b| b == 0)
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Renders the bmap file and fills in `report.file_sha256`.

@@ -13,6 +13,7 @@ pub mod ext4;
 pub mod fat;
 pub mod fs;
 pub mod gpt;
+pub mod io;
 pub mod mbr;
 pub mod partition;
 pub mod tar;

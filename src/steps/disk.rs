@@ -35,8 +35,8 @@ use std::sync::Arc;
 use w4b_cache::OutputRef;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::table::{load_table, TableJson};
 use super::unavailable_blob;
-use super::unpack::{load_table, TableJson};
 use crate::formats::gpt::Guid;
 use crate::formats::partition::{
     align_up, Partition, PartitionError, PartitionTable, TableKind, BOOT_CODE_LEN, RPI_ALIGNMENT_LBA,
@@ -338,7 +338,7 @@ impl Step for DiskStep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::unpack::{GptJson, PartitionJson, TABLE_SCHEMA};
+    use crate::steps::table::{GptJson, PartitionJson, TABLE_SCHEMA};
 
     fn part(index: u32, start: u64, size: u64, fs: FsKind, type_id: &str, partuuid: &str) -> PartitionJson {
         PartitionJson {

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use w4b_cache::{Digest, OutputRef};
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::table::load_table;
 use super::tree_error;
-use super::unpack::load_table;
 use crate::store::AppStore;
 use crate::tree::format::empty_dir_digest;
 use crate::tree::{load_dir, load_root, store_dir, store_root, Blobs, Entry, Kind, TreeError, TreePath};

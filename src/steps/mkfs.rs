@@ -31,7 +31,7 @@ use w4b_cache::{Digest, OutputRef};
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
 use super::epoch::Epoch;
-use super::unpack::{load_table, uuid_bytes, PartitionJson, TableJson};
+use super::table::{load_table, uuid_bytes, PartitionJson, TableJson};
 use super::{tree_error, unavailable_blob};
 use crate::formats::ext4::write::{write_ext4, Ext4Options, Ext4WriteError, Size};
 use crate::formats::fat::{write_fat32, FatError, FatOptions};
@@ -513,7 +513,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::steps::unpack::{Ext4Json, FatJson, TABLE_SCHEMA};
+    use crate::steps::table::{Ext4Json, FatJson, TABLE_SCHEMA};
     use crate::tree::{Entry, TreeBuilder, TreePath};
 
     const MIB: u64 = 1 << 20;

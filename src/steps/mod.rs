@@ -26,6 +26,9 @@
 //! The disk pipeline (`unpack` → `graft` → `overlay` → `split` → `mkfs-*` → `disk` →
 //! `validate` → `compress`) is described in `docs/architecture.md`; a hive image puts
 //! `accounts` and `hive-check` between `overlay` and `split`.
+//!
+//! [`table`] is no step: it is the partition-table JSON (`unpack`'s `table` output) that
+//! the disk pipeline's steps share.
 
 pub mod accounts;
 pub mod compress;
@@ -41,6 +44,7 @@ pub mod mkfs;
 pub mod module;
 pub mod overlay;
 pub mod scratch;
+pub mod table;
 pub mod tar;
 pub mod unpack;
 pub mod validate;

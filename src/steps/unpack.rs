@@ -22,22 +22,20 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use w4b_cache::OutputRef;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::table::{uuid_text, Ext4Json, FatJson, TableJson, DEFAULT_BOOT_MOUNT};
 use super::{tree_error, unavailable_blob};
 use crate::formats::ext4::spec::compat;
 use crate::formats::ext4::Ext4;
-use crate::formats::fat::{read_fat, FatType};
+use crate::formats::fat::{read_fat, volume_id_text, FatType};
 use crate::formats::fs::{ContentId, Contents};
-use crate::formats::partition::{PartitionTable, TableKind};
 use crate::image::{self, copy_sparse, Compression, Disk, FsKind, FsView, ImageError, SparseError};
 use crate::store::AppStore;
 use crate::tree::{fs::from_nodes, Blobs};
-
-/// Version of the `table` JSON; bump it (and the step version) when its shape changes.
-pub const TABLE_SCHEMA: u32 = 2;
+use crate::validate::device::PartInfo;
+use crate::validate::fstab;
 
 pub struct UnpackStep {
     pub store: Arc<AppStore>,
@@ -137,298 +135,6 @@ impl Contents for CancellableContents<'_> {
         }
         self.inner.open(id)
     }
-}
-
-/// The partition table as the `table` output holds it, with what the writers need to
-/// rebuild the disk with the base's identity (IDs, labels, sizes, geometry) and where the
-/// boot partition is mounted. Fields are declared in alphabetical order (here and in the
-/// nested types) so the compact serialisation is canonical (sorted keys, no whitespace)
-/// without a second pass. Schema [`TABLE_SCHEMA`]; downstream steps reject other schemas.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TableJson {
-    /// Bytes 0..440 of LBA 0 (MBR boot code) as hex, only when not all zeros.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_code: Option<String>,
-    /// Where the root filesystem mounts the FAT partition, from the `/etc/fstab` line
-    /// whose device names it (`/boot/firmware` on bookworm, `/boot` on bullseye);
-    /// `/boot/firmware` when no line does. See [`boot_mount_point`].
-    pub boot_mount: String,
-    /// The MBR disk signature as 8 lowercase hex digits, or the GPT disk GUID.
-    pub disk_id: String,
-    /// Bytes of the whole (decompressed) image.
-    pub disk_size: u64,
-    /// GPT header fields; absent for MBR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpt: Option<GptJson>,
-    /// `mbr` or `gpt`.
-    pub kind: String,
-    pub partitions: Vec<PartitionJson>,
-    pub schema: u32,
-    pub sector_size: u32,
-}
-
-/// The GPT header fields a rebuilt table keeps.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct GptJson {
-    pub entry_count: u32,
-    pub first_usable_lba: u64,
-    /// Absent when it is the standard value for the disk size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_usable_lba: Option<u64>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PartitionJson {
-    /// GPT attributes other than bit 2 (that is `bootable`); absent when 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attributes: Option<u64>,
-    pub bootable: bool,
-    /// The ext4 filesystem's identity, when the partition holds the root filesystem.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ext4: Option<Ext4Json>,
-    /// The FAT filesystem's identity, when the partition holds the boot filesystem.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fat: Option<FatJson>,
-    /// What the partition holds, by its magic: `ext4`, `fat`, `unknown`.
-    pub filesystem: FsKind,
-    pub index: u32,
-    /// GPT partition name; absent for MBR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// What Linux calls `PARTUUID` (`1a2b3c4d-02`, or the GPT partition GUID).
-    pub partuuid: Option<String>,
-    /// Sectors of [`TableJson::sector_size`] bytes.
-    pub size: u64,
-    /// First sector.
-    pub start: u64,
-    /// MBR type byte in hex (`c`, `83`) or GPT type GUID, as `sfdisk` spells them.
-    #[serde(rename = "type")]
-    pub type_id: String,
-}
-
-/// What `mkfs-fat` keeps of the base's boot filesystem (fatgen103 field names).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FatJson {
-    /// Bytes per cluster (`BPB_BytsPerSec` × `BPB_SecPerClus`).
-    pub cluster_size: u32,
-    /// `FAT12`, `FAT16` or `FAT32` (w4b writes FAT32 and keeps the cluster size only
-    /// from a FAT32 base).
-    pub fat_type: String,
-    /// `BPB_HiddSec`.
-    pub hidden_sectors: u32,
-    /// The volume label, trailing spaces removed; absent when there is none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// `BS_OEMName`, trailing spaces removed.
-    pub oem_name: String,
-    /// `BS_VolID` as 8 lowercase hex digits; absent when the boot sector has none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_id: Option<String>,
-}
-
-/// What `mkfs-ext4` keeps of the base's root filesystem (kernel field names).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Ext4Json {
-    pub block_size: u64,
-    /// `s_blocks_count`.
-    pub blocks: u64,
-    /// `s_hash_seed` as a UUID (`mke2fs -E hash_seed=`).
-    pub hash_seed: String,
-    /// `s_inodes_count`.
-    pub inode_count: u64,
-    /// Bytes of filesystem per inode (`mke2fs -i`): the size divided by the inode count,
-    /// rounded down, so that the same size gives at least as many inodes.
-    pub inode_ratio: u32,
-    /// The journal's size in blocks; absent without `has_journal`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub journal_blocks: Option<u32>,
-    /// `s_volume_name`.
-    pub label: String,
-    /// `s_r_blocks_count`.
-    pub reserved_blocks: u64,
-    /// `s_r_blocks_count` as the nearest whole percentage of `s_blocks_count`.
-    pub reserved_percent: u8,
-    /// `s_uuid` (`8-4-4-4-12`).
-    pub uuid: String,
-}
-
-impl TableJson {
-    /// Parses a `table` blob, rejecting other schemas.
-    pub fn parse(bytes: &[u8]) -> Result<TableJson, String> {
-        let t: TableJson =
-            serde_json::from_slice(bytes).map_err(|e| format!("it is not a partition table: {e}"))?;
-        if t.schema != TABLE_SCHEMA {
-            return Err(format!(
-                "its schema is {}, this w4b reads schema {TABLE_SCHEMA}",
-                t.schema
-            ));
-        }
-        Ok(t)
-    }
-
-    /// The one partition holding `kind`.
-    pub fn partition_of(&self, kind: FsKind) -> Option<&PartitionJson> {
-        self.partitions.iter().find(|p| p.filesystem == kind)
-    }
-}
-
-/// Why a `table` blob could not be used.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("the partition table `{digest}` from `unpack` cannot be read: {reason}")]
-#[diagnostic(
-    code(w4b::unpack::table),
-    help("the table was written by another w4b version; run the build again so `unpack` rewrites it")
-)]
-pub struct TableError {
-    pub digest: w4b_cache::Digest,
-    pub reason: String,
-}
-
-/// Reads and parses the `table` output of `unpack`.
-pub fn load_table(store: &AppStore, table: OutputRef) -> Result<TableJson, StepError> {
-    let bytes = Blobs::get(store, &table.digest).map_err(tree_error)?;
-    TableJson::parse(&bytes).map_err(|reason| {
-        StepError::diag(TableError {
-            digest: table.digest,
-            reason,
-        })
-    })
-}
-
-/// 16 bytes as a UUID, `8-4-4-4-12` lowercase hex.
-pub fn uuid_text(b: &[u8; 16]) -> String {
-    format!(
-        "{}-{}-{}-{}-{}",
-        hex::encode(&b[..4]),
-        hex::encode(&b[4..6]),
-        hex::encode(&b[6..8]),
-        hex::encode(&b[8..10]),
-        hex::encode(&b[10..])
-    )
-}
-
-/// The 16 bytes of a UUID written as by [`uuid_text`] (dashes optional).
-pub fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    let v = hex::decode(hex).ok()?;
-    v.try_into().ok()
-}
-
-/// The canonical JSON of `table`, with the filesystem each partition was found to hold.
-/// Identities and the boot mount point are filled in by the step; here they are empty
-/// and `/boot/firmware`.
-pub fn table_json(table: &PartitionTable, filesystems: &[FsView]) -> TableJson {
-    let (kind, disk_id, gpt) = match &table.kind {
-        TableKind::Mbr { disk_signature } => ("mbr", format!("{disk_signature:08x}"), None),
-        TableKind::Gpt {
-            disk_guid,
-            entry_count,
-            first_usable_lba,
-            last_usable_lba,
-        } => (
-            "gpt",
-            disk_guid.to_string(),
-            Some(GptJson {
-                entry_count: *entry_count,
-                first_usable_lba: *first_usable_lba,
-                last_usable_lba: *last_usable_lba,
-            }),
-        ),
-    };
-    let partitions = table
-        .partitions
-        .iter()
-        .map(|p| PartitionJson {
-            attributes: (p.attributes != 0).then_some(p.attributes),
-            bootable: p.bootable,
-            ext4: None,
-            fat: None,
-            filesystem: filesystems
-                .iter()
-                .find(|f| f.partition == Some(p.index))
-                .map_or(FsKind::Unknown, |f| f.kind),
-            index: p.index,
-            name: matches!(table.kind, TableKind::Gpt { .. }).then(|| p.name.clone()),
-            partuuid: table.partuuid(p.index),
-            size: p.size_lba,
-            start: p.start_lba,
-            type_id: p.partition_type.to_string(),
-        })
-        .collect();
-    TableJson {
-        boot_code: table
-            .boot_code
-            .iter()
-            .any(|b| *b != 0)
-            .then(|| hex::encode(table.boot_code)),
-        boot_mount: DEFAULT_BOOT_MOUNT.to_owned(),
-        disk_id,
-        disk_size: 0,
-        gpt,
-        kind: kind.to_owned(),
-        partitions,
-        schema: TABLE_SCHEMA,
-        sector_size: table.sector_size,
-    }
-}
-
-/// Where Raspberry Pi OS (bookworm and later) mounts its boot partition.
-pub const DEFAULT_BOOT_MOUNT: &str = "/boot/firmware";
-
-/// How `/etc/fstab` may name the FAT partition.
-pub struct BootDevice<'a> {
-    /// `1a2b3c4d-01` or the GPT partition GUID.
-    pub partuuid: Option<&'a str>,
-    pub label: Option<&'a str>,
-    pub volume_id: Option<u32>,
-    pub index: u32,
-}
-
-/// The mount point of the fstab line whose device is the boot partition: `PARTUUID=`,
-/// `LABEL=`, `UUID=` (the volume id as `XXXX-XXXX`), the `/dev/disk/by-*` spellings of
-/// those, or the partition's device node on an SD card (`/dev/mmcblk0p1`). Comments and
-/// malformed lines are skipped; `None` when no line matches.
-pub fn boot_mount_point(fstab: &str, dev: &BootDevice<'_>) -> Option<String> {
-    let uuid = dev
-        .volume_id
-        .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF));
-    let node = format!("/dev/mmcblk0p{}", dev.index);
-    let eq = |a: &str, b: Option<&str>| b.is_some_and(|b| a.eq_ignore_ascii_case(b));
-    for line in fstab.lines() {
-        let line = line.trim();
-        if line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let (Some(device), Some(mount)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let device = device.trim_matches('"');
-        let matches = if let Some(v) = device
-            .strip_prefix("PARTUUID=")
-            .or_else(|| device.strip_prefix("/dev/disk/by-partuuid/"))
-        {
-            eq(v.trim_matches('"'), dev.partuuid)
-        } else if let Some(v) = device
-            .strip_prefix("LABEL=")
-            .or_else(|| device.strip_prefix("/dev/disk/by-label/"))
-        {
-            // FAT labels are case-insensitive.
-            eq(v.trim_matches('"'), dev.label)
-        } else if let Some(v) = device
-            .strip_prefix("UUID=")
-            .or_else(|| device.strip_prefix("/dev/disk/by-uuid/"))
-        {
-            eq(v.trim_matches('"'), uuid.as_deref())
-        } else {
-            device == node
-        };
-        if matches && mount.starts_with('/') {
-            // fstab escapes spaces and tabs as octal.
-            return Some(mount.replace("\\040", " ").replace("\\011", "\t"));
-        }
-    }
-    None
 }
 
 impl UnpackStep {
@@ -724,7 +430,9 @@ impl Step for UnpackStep {
     }
     fn version(&self) -> u32 {
         // 2: table schema 2 (filesystem identities, disk size, boot mount point).
-        2
+        // 3: the boot mount point from the validator's fstab device rule (exact labels,
+        //    `PARTLABEL=`, kernel names), which may read unusual fstabs differently.
+        3
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         // The image is the upstream `file` output, which the engine keys on already; the
@@ -754,7 +462,7 @@ impl Step for UnpackStep {
         };
         let fat = self.pick(&disk, FsKind::Fat)?;
         let ext4 = self.pick(&disk, FsKind::Ext4)?;
-        let mut json = table_json(table, &disk.filesystems);
+        let mut json = TableJson::from_table(table, &disk.filesystems);
         json.disk_size = disk.size;
         let fat_id = self.fat_identity(&disk, fat)?;
         let ext4_id = self.ext4_identity(&disk, ext4)?;
@@ -770,18 +478,22 @@ impl Step for UnpackStep {
         let boot = fat
             .partition
             .and_then(|i| json.partitions.iter().find(|p| p.index == i));
-        let device = BootDevice {
-            partuuid: boot.and_then(|p| p.partuuid.as_deref()),
-            label: fat_id.label.as_deref(),
-            volume_id: fat_id
+        // The boot partition as `/etc/fstab` may name it, matched by the validator's rules.
+        let device = PartInfo {
+            index: boot.map_or(1, |p| p.index),
+            partuuid: boot.and_then(|p| p.partuuid.clone()),
+            name: boot.and_then(|p| p.name.clone()).unwrap_or_default(),
+            fs: FsKind::Fat,
+            fs_label: fat_id.label.clone(),
+            fs_uuid: fat_id
                 .volume_id
                 .as_deref()
-                .and_then(|v| u32::from_str_radix(v, 16).ok()),
-            index: boot.map_or(1, |p| p.index),
+                .and_then(|v| u32::from_str_radix(v, 16).ok())
+                .map(volume_id_text),
         };
         json.boot_mount = self
             .fstab(rootfs.digest)?
-            .and_then(|text| boot_mount_point(&text, &device))
+            .and_then(|text| fstab::mount_point(&text, &device))
             .unwrap_or_else(|| DEFAULT_BOOT_MOUNT.to_owned());
         let json = serde_json::to_vec(&json)
             .map_err(|e| StepError::msg(format!("cannot serialise the partition table: {e}")))?;
@@ -809,8 +521,7 @@ mod tests {
     use crate::formats::ext4::write::{write_ext4, Ext4Options, Size};
     use crate::formats::fat::{write_fat32, FatOptions};
     use crate::formats::fs::{MemContents, Node, NodeKind};
-    use crate::formats::gpt::{Guid, LINUX_FILESYSTEM};
-    use crate::formats::partition::Partition;
+    use crate::formats::partition::PartitionTable;
 
     fn node(path: &str, kind: NodeKind) -> Node {
         Node {
@@ -945,42 +656,6 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_mount_point_comes_from_the_fstab_line_naming_the_fat_partition() {
-        let dev = BootDevice {
-            partuuid: Some("1a2b3c4d-01"),
-            label: Some("bootfs"),
-            volume_id: Some(0x1a2b_3c4d),
-            index: 1,
-        };
-        let bookworm = "proc /proc proc defaults 0 0\nPARTUUID=1a2b3c4d-01  /boot/firmware  vfat defaults 0 2\nPARTUUID=1a2b3c4d-02 / ext4 defaults 0 1\n";
-        assert_eq!(
-            boot_mount_point(bookworm, &dev).as_deref(),
-            Some("/boot/firmware")
-        );
-        let bullseye =
-            "# a comment naming PARTUUID=1a2b3c4d-01 /nope\nPARTUUID=1A2B3C4D-01 /boot vfat defaults 0 2\n";
-        assert_eq!(boot_mount_point(bullseye, &dev).as_deref(), Some("/boot"));
-        assert_eq!(
-            boot_mount_point("LABEL=BOOTFS /boot/efi vfat defaults 0 2", &dev).as_deref(),
-            Some("/boot/efi")
-        );
-        assert_eq!(
-            boot_mount_point("UUID=1A2B-3C4D /mnt/my\\040boot vfat defaults 0 2", &dev).as_deref(),
-            Some("/mnt/my boot")
-        );
-        assert_eq!(
-            boot_mount_point("/dev/mmcblk0p1 /boot vfat defaults 0 2", &dev).as_deref(),
-            Some("/boot")
-        );
-        // Another partition's line, and none at all.
-        assert_eq!(
-            boot_mount_point("PARTUUID=1a2b3c4d-02 / ext4 defaults 0 1\n", &dev),
-            None
-        );
-        assert_eq!(boot_mount_point("", &dev), None);
-    }
-
-    #[test]
     fn two_fat_partitions_are_ambiguous() {
         let (_dir, store) = store();
         let e = run(&store, &disk(true), false).unwrap_err();
@@ -1059,25 +734,5 @@ mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn gpt_tables_carry_guids_and_names() {
-        let mut t = PartitionTable::new_gpt(Guid::from_u128(0xfeed));
-        t.partitions.push(Partition::gpt(
-            1,
-            2048,
-            4096,
-            LINUX_FILESYSTEM,
-            Guid::from_u128(0xbeef),
-            "root",
-        ));
-        let json = serde_json::to_value(table_json(&t, &[])).unwrap();
-        assert_eq!(json["kind"], "gpt");
-        assert_eq!(json["disk_id"], "00000000-0000-0000-0000-00000000feed");
-        let p = &json["partitions"][0];
-        assert_eq!(p["name"], "root");
-        assert_eq!(p["partuuid"], "00000000-0000-0000-0000-00000000beef");
-        assert_eq!(p["filesystem"], "unknown");
     }
 }

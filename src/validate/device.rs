@@ -133,24 +133,33 @@ pub enum Resolved {
     NotADevice,
 }
 
-/// Resolves `dev` against the partitions of the disk. Comparisons of UUIDs ignore case
-/// (Linux lowercases PARTUUIDs, FAT volume IDs are shown in upper case); labels compare
-/// exactly, as udev's `by-label` links do.
+impl DeviceRef {
+    /// Whether this name means partition `part` — the one rule by which `cmdline.txt`'s
+    /// `root=`, the validator's fstab check and `unpack`'s boot mount point match a
+    /// device to a partition. UUIDs compare ignoring case (Linux lowercases PARTUUIDs, FAT
+    /// volume IDs are shown in upper case); labels compare exactly, as udev's `by-label`
+    /// links and libmount do; a kernel device name matches by its partition number.
+    pub fn names(&self, part: &PartInfo) -> bool {
+        let same_uuid = |want: &str, have: Option<&str>| have.is_some_and(|h| h.eq_ignore_ascii_case(want));
+        match self {
+            DeviceRef::PartUuid(u) => same_uuid(u, part.partuuid.as_deref()),
+            DeviceRef::PartLabel(l) => !part.name.is_empty() && part.name == *l,
+            DeviceRef::Label(l) => part.fs_label.as_deref() == Some(l.as_str()),
+            DeviceRef::Uuid(u) => same_uuid(u, part.fs_uuid.as_deref()),
+            DeviceRef::Node { index, .. } => *index == Some(part.index),
+            DeviceRef::Other(_) => false,
+        }
+    }
+}
+
+/// Resolves `dev` against the partitions of the disk (by [`DeviceRef::names`]).
 pub fn resolve(dev: &DeviceRef, parts: &[PartInfo]) -> Resolved {
-    let found = |pred: &dyn Fn(&PartInfo) -> bool| match parts.iter().find(|p| pred(p)) {
+    if !dev.is_block_device() {
+        return Resolved::NotADevice;
+    }
+    match parts.iter().find(|p| dev.names(p)) {
         Some(p) => Resolved::Partition(p.index),
         None => Resolved::Missing,
-    };
-    match dev {
-        DeviceRef::PartUuid(u) => {
-            found(&|p| p.partuuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u)))
-        }
-        DeviceRef::PartLabel(l) => found(&|p| !p.name.is_empty() && p.name == *l),
-        DeviceRef::Label(l) => found(&|p| p.fs_label.as_deref() == Some(l.as_str())),
-        DeviceRef::Uuid(u) => found(&|p| p.fs_uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
-        DeviceRef::Node { index: Some(i), .. } => found(&|p| p.index == *i),
-        DeviceRef::Node { index: None, .. } => Resolved::Missing,
-        DeviceRef::Other(_) => Resolved::NotADevice,
     }
 }
 
@@ -244,5 +253,21 @@ mod tests {
         assert_eq!(r("/dev/mmcblk0p2"), Resolved::Partition(2));
         assert_eq!(r("/dev/mmcblk0p3"), Resolved::Missing);
         assert_eq!(r("proc"), Resolved::NotADevice);
+    }
+
+    #[test]
+    fn a_name_means_one_partition_by_one_rule() {
+        let [boot, root] = <[PartInfo; 2]>::try_from(parts()).unwrap();
+        let names = |s: &str, p: &PartInfo| DeviceRef::parse(s).names(p);
+        assert!(names("PARTUUID=1A2B3C4D-01", &boot));
+        assert!(!names("PARTUUID=1a2b3c4d-01", &root));
+        assert!(names("/dev/disk/by-uuid/1a2b-3c4d", &boot));
+        assert!(names("LABEL=\"rootfs\"", &root));
+        assert!(!names("LABEL=ROOTFS", &root));
+        assert!(names("/dev/sda2", &root));
+        assert!(!names("/dev/mmcblk0", &boot));
+        // A partition without a GPT name is never named by `PARTLABEL=`.
+        assert!(!names("PARTLABEL=", &boot));
+        assert!(!names("tmpfs", &boot));
     }
 }

@@ -4,6 +4,8 @@
 //! inside a field are written as octal escapes (`\040`, `\011`), which are decoded here.
 //! Missing options default to `defaults`, missing numbers to 0.
 
+use super::device::{DeviceRef, PartInfo};
+
 /// One entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FstabEntry {
@@ -99,6 +101,19 @@ pub fn parse(text: &str) -> (Vec<FstabEntry>, Vec<FstabProblem>) {
     (entries, problems)
 }
 
+/// The mount point of the first entry whose device is `part` (by
+/// [`DeviceRef::names`]: `PARTUUID=`, `PARTLABEL=`, `LABEL=`, `UUID=`, their
+/// `/dev/disk/by-*` spellings, or a kernel device name such as `/dev/mmcblk0p1`), with
+/// escapes decoded. Comments and lines that are not valid entries are skipped; `None` when
+/// no entry names the partition. `unpack` finds the boot partition's mount point with it.
+pub fn mount_point(text: &str, part: &PartInfo) -> Option<String> {
+    let (entries, _) = parse(text);
+    entries
+        .into_iter()
+        .find(|e| e.mount_point.starts_with('/') && DeviceRef::parse(&e.device).names(part))
+        .map(|e| e.mount_point)
+}
+
 /// Decodes `\NNN` octal escapes (three digits, as `getmntent` does); anything else is
 /// kept as written.
 fn unescape(field: &str) -> String {
@@ -177,5 +192,45 @@ mod tests {
         assert_eq!(unescape("a\\011b\\134"), "a\tb\\");
         assert_eq!(unescape("a\\9"), "a\\9");
         assert_eq!(unescape("\\777"), "\\777");
+    }
+
+    #[test]
+    fn the_mount_point_comes_from_the_entry_naming_the_partition() {
+        let boot = PartInfo {
+            index: 1,
+            partuuid: Some("1a2b3c4d-01".into()),
+            name: String::new(),
+            fs: crate::image::FsKind::Fat,
+            fs_label: Some("bootfs".into()),
+            fs_uuid: Some("1A2B-3C4D".into()),
+        };
+        let at = |text: &str| mount_point(text, &boot);
+        let bookworm = "proc /proc proc defaults 0 0\nPARTUUID=1a2b3c4d-01  /boot/firmware  vfat defaults 0 2\nPARTUUID=1a2b3c4d-02 / ext4 defaults 0 1\n";
+        assert_eq!(at(bookworm).as_deref(), Some("/boot/firmware"));
+        let bullseye =
+            "# a comment naming PARTUUID=1a2b3c4d-01 /nope\nPARTUUID=1A2B3C4D-01 /boot vfat defaults 0 2\n";
+        assert_eq!(at(bullseye).as_deref(), Some("/boot"));
+        assert_eq!(
+            at("LABEL=bootfs /boot/efi vfat defaults 0 2").as_deref(),
+            Some("/boot/efi")
+        );
+        assert_eq!(
+            at("/dev/disk/by-label/bootfs /boot/efi vfat defaults 0 2").as_deref(),
+            Some("/boot/efi")
+        );
+        assert_eq!(
+            at("UUID=1a2b-3c4d /mnt/my\\040boot vfat defaults 0 2").as_deref(),
+            Some("/mnt/my boot")
+        );
+        assert_eq!(
+            at("/dev/mmcblk0p1 /boot vfat defaults 0 2").as_deref(),
+            Some("/boot")
+        );
+        // Labels compare exactly, as the kernel's mount would: this line names nothing.
+        assert_eq!(at("LABEL=BOOTFS /boot/efi vfat defaults 0 2"), None);
+        // Another partition's line, a line that is not an entry, and nothing at all.
+        assert_eq!(at("PARTUUID=1a2b3c4d-02 / ext4 defaults 0 1\n"), None);
+        assert_eq!(at("PARTUUID=1a2b3c4d-01 /boot\n"), None);
+        assert_eq!(at(""), None);
     }
 }

@@ -29,7 +29,7 @@ pub mod oracle;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use serde::Serialize;
@@ -39,10 +39,10 @@ use device::{DeviceRef, PartInfo, Resolved};
 
 use crate::formats::ext4::spec::incompat;
 use crate::formats::ext4::Ext4;
-use crate::formats::fat::read_fat;
+use crate::formats::fat::{read_fat, volume_id_text};
 use crate::formats::fs::{Contents, Node, NodeKind};
 use crate::formats::partition::{PartitionTable, TableKind};
-use crate::image::{detect_fs, open_image, FsKind, ImageError, DETECT_BYTES};
+use crate::image::{detect_fs, open_image, read_head, FsKind, ImageError};
 
 /// The JSON schema name of `w4b validate --format json`.
 pub const SCHEMA: &str = "w4b.validate/1";
@@ -529,10 +529,7 @@ fn partitions<R: Read + Seek>(disk: &mut R, table: &PartitionTable, size: u64) -
         let len = range.end.saturating_sub(range.start);
         let inside = range.end <= size;
         let fs = if inside {
-            let mut head = vec![0u8; usize::try_from(len.min(DETECT_BYTES as u64)).unwrap_or(DETECT_BYTES)];
-            disk.seek(SeekFrom::Start(range.start))?;
-            disk.read_exact(&mut head)?;
-            detect_fs(&head)
+            detect_fs(&read_head(&mut *disk, range.start, len)?)
         } else {
             FsKind::Unknown
         };
@@ -754,9 +751,7 @@ fn read_boot<R: Read + Seek>(
     let fat = read_fat(disk, p.offset, p.len).map_err(|e| chain(&e))?;
     let info = fat.info();
     out.label = info.label.clone();
-    out.uuid = info
-        .volume_id
-        .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF));
+    out.uuid = info.volume_id.map(volume_id_text);
     let nodes = fat.nodes();
     out.entries = nodes.len();
     let tree = read_all(nodes, &fat, keep, read_contents, &mut out.bytes)?;

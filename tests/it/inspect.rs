@@ -17,6 +17,7 @@ use w4b::formats::fs::{MemContents, Node, NodeKind};
 use w4b::formats::partition::PartitionTable;
 
 use crate::env::TestEnv;
+use crate::oracle;
 
 const EPOCH: i64 = 1_700_000_000;
 const DISK_SIZE: u64 = 80 << 20;
@@ -146,11 +147,6 @@ fn json(env: &TestEnv, image: &Path) -> Value {
     let out = env.run(&["inspect", "--format", "json", image.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).expect("inspect json")
-}
-
-/// Whether `tool` runs (the oracle policy: fails under CI, skips visibly elsewhere).
-fn have(tool: &str, _test: &str) -> bool {
-    crate::oracle::have(tool)
 }
 
 /// Compresses `img` with a command-line tool; returns the compressed file.
@@ -305,7 +301,6 @@ fn inspect_json_lists_every_entry_with_its_sha256() {
 
 #[test]
 fn compressed_images_inspect_identically() {
-    let test = "inspect::compressed_images_inspect_identically";
     let env = TestEnv::new();
     let img = env.root.path().join("disk.img");
     pi_disk(&img, &NORTH);
@@ -317,7 +312,7 @@ fn compressed_images_inspect_identically() {
     let raw_text = stdout(&env.run(&["inspect", "--tree", img.to_str().unwrap()]));
     let body = |t: &str| t.lines().skip(1).collect::<Vec<_>>().join("\n");
     for (tool, name) in [("zstd", "zstd"), ("xz", "xz"), ("gzip", "gzip")] {
-        if !have(tool, test) {
+        if !oracle::have(tool) {
             continue;
         }
         let packed = compress(&img, tool);
@@ -396,7 +391,6 @@ fn diff_reports_exactly_a_content_and_a_mode_change() {
 
 #[test]
 fn diff_of_identical_images_exits_0() {
-    let test = "inspect::diff_of_identical_images_exits_0";
     let env = TestEnv::new();
     let a = env.root.path().join("a.img");
     let b = env.root.path().join("b.img");
@@ -406,7 +400,7 @@ fn diff_of_identical_images_exits_0() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("are identical"), "{}", stderr(&out));
-    if have("zstd", test) {
+    if oracle::have("zstd") {
         let packed = compress(&b, "zstd");
         let out = env.run(&[
             "diff",
@@ -423,7 +417,6 @@ fn diff_of_identical_images_exits_0() {
 
 #[test]
 fn damaged_images_give_clear_errors_not_panics() {
-    let test = "inspect::damaged_images_give_clear_errors_not_panics";
     let env = TestEnv::new();
     let good = env.root.path().join("good.img");
     pi_disk(&good, &NORTH);
@@ -473,7 +466,7 @@ fn damaged_images_give_clear_errors_not_panics() {
     check(&env.root.path().join("missing.img"), "cannot open");
 
     // A truncated download.
-    if have("zstd", test) {
+    if oracle::have("zstd") {
         let packed = compress(&good, "zstd");
         let bytes = std::fs::read(&packed).unwrap();
         let cut = env.root.path().join("cut.img.zst");
@@ -509,8 +502,7 @@ fn a_bare_filesystem_image_and_usage_errors() {
 /// labels and UUIDs, `dumpe2fs -h` for the ext4 features and counts.
 #[test]
 fn inspect_agrees_with_sfdisk_blkid_and_dumpe2fs() {
-    let test = "inspect::inspect_agrees_with_sfdisk_blkid_and_dumpe2fs";
-    if !(have("sfdisk", test) && have("blkid", test) && have("dumpe2fs", test)) {
+    if !(oracle::have("sfdisk") && oracle::have("blkid") && oracle::have("dumpe2fs")) {
         return;
     }
     let env = TestEnv::new();

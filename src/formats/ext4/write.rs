@@ -48,9 +48,10 @@ mod layout;
 mod xattr;
 
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 
 use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
+use crate::formats::io::read_full;
 
 use super::csum;
 use super::group::{GroupDesc, EXT4_BG_INODE_ZEROED};
@@ -1108,19 +1109,6 @@ fn copy_file<W: Write + Seek>(
         });
     }
     Ok(())
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The 256 bytes of inode `ino`.

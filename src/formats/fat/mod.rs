@@ -57,6 +57,12 @@ pub use bpb::FatType;
 pub use read::{read_fat, FatFile, FatFs, FatInfo};
 pub use write::{write_fat32, FatOptions, FatReport};
 
+/// `BS_VolID` as Linux spells it (`blkid`, `/dev/disk/by-uuid/`, fstab's `UUID=`):
+/// `XXXX-XXXX`, upper-case hex, high half first.
+pub fn volume_id_text(volume_id: u32) -> String {
+    format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xFFFF)
+}
+
 /// Why a FAT image could not be written or read.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum FatError {
@@ -147,4 +153,13 @@ pub enum FatError {
     #[error("no file `{path}` in the FAT filesystem")]
     #[diagnostic(code(w4b::fat::not_found))]
     NotFound { path: String },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn volume_ids_are_spelled_as_blkid_does() {
+        assert_eq!(super::volume_id_text(0x1a2b_3c4d), "1A2B-3C4D");
+        assert_eq!(super::volume_id_text(0x0000_00ff), "0000-00FF");
+    }
 }

@@ -9,6 +9,7 @@ use super::bpb::{self, BootFields, Geometry, SECTOR};
 use super::dir::{self, ShortEntry, ENTRY};
 use super::{name, time, FatError};
 use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
+use crate::formats::io::read_full;
 
 /// How to lay out the volume. Everything that reaches the image is here or in the nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -639,20 +640,6 @@ fn copy_file<W: Write + Seek>(
         });
     }
     Ok(())
-}
-
-/// Reads until `buf` is full or the reader ends; returns the bytes read.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Positioned writes relative to where the output stood when writing began, seeking only
