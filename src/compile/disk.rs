@@ -108,7 +108,8 @@ impl Compiler<'_> {
         });
         let validate = self.add(step_name("validate"), def.as_bytes(), validate, vec![disk]);
 
-        let codec = image_codec(&image.output, &t.label.to_string(), level_location.as_deref())?;
+        let codec = image_codec(&image.output, &t.label.to_string(), level_location.as_deref())
+            .map_err(|e| miette::Report::new(*e))?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let compress = Arc::new(CompressStep {
             store: self.store.clone(),
@@ -154,16 +155,22 @@ impl Compiler<'_> {
 /// compression; a level outside the codec's range here (an `Output` built some other way)
 /// is an error naming `output.level`, never a quietly substituted default, because the
 /// level is part of the `compress` step's key.
-fn image_codec(output: &defs::Output, label: &str, at: Option<&str>) -> Result<ImageCodec, CompileError> {
-    let bad = |codec, range| CompileError::BadLevel {
-        label: label.to_owned(),
-        codec,
-        level: output.level,
-        range,
-        at: at.map_or_else(
-            || "`output.level`".to_owned(),
-            |a| format!("`output.level` at {a}"),
-        ),
+fn image_codec(
+    output: &defs::Output,
+    label: &str,
+    at: Option<&str>,
+) -> Result<ImageCodec, Box<CompileError>> {
+    let bad = |codec, range| {
+        Box::new(CompileError::BadLevel {
+            label: label.to_owned(),
+            codec,
+            level: output.level,
+            range,
+            at: at.map_or_else(
+                || "`output.level`".to_owned(),
+                |a| format!("`output.level` at {a}"),
+            ),
+        })
     };
     let in_range = |range: std::ops::RangeInclusive<u32>, codec, text| {
         u32::try_from(output.level)
@@ -232,10 +239,10 @@ mod tests {
             )
             .expect_err("out of range");
             assert!(
-                matches!(err, CompileError::BadLevel { level: l, .. } if l == level),
+                matches!(*err, CompileError::BadLevel { level: l, .. } if l == level),
                 "{err:?}"
             );
-            let help = miette::Diagnostic::help(&err)
+            let help = miette::Diagnostic::help(&*err)
                 .map(|h| h.to_string())
                 .unwrap_or_default();
             assert!(
