@@ -53,7 +53,7 @@ fn show(app: &App, label: &str, format: ShowFormat) -> miette::Result<i32> {
     let label = app.resolve_one(&ws, label)?;
     let loader = Loader::new(ws, app.env.clone(), &app.global.set)?;
     let resolved = load::resolve(&loader, &label)?;
-    print!("{}", render(&resolved, format));
+    print!("{}", render(&resolved, format)?);
     Ok(0)
 }
 
@@ -69,7 +69,9 @@ struct Shown<'a> {
     config: &'a crate::hive::config::HiveImage,
 }
 
-pub fn render(r: &ResolvedHive, format: ShowFormat) -> String {
+/// Fails only if the configuration cannot be serialised, which is reported rather than
+/// printed as `null`.
+pub fn render(r: &ResolvedHive, format: ShowFormat) -> miette::Result<String> {
     let shown = Shown {
         label: r.label.to_string(),
         image: r.image.to_string(),
@@ -78,15 +80,23 @@ pub fn render(r: &ResolvedHive, format: ShowFormat) -> String {
         secret_files: &r.secret_files,
         config: &r.config,
     };
-    let value = serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null);
-    match format {
-        ShowFormat::Json => format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()),
+    let not_json = |e: serde_json::Error| {
+        miette::miette!(
+            code = "w4b::hive::show",
+            help = "report this as a w4b bug, with the hive file",
+            "cannot show the configuration of `{}`: {e}",
+            r.label
+        )
+    };
+    let value = serde_json::to_value(&shown).map_err(not_json)?;
+    Ok(match format {
+        ShowFormat::Json => format!("{}\n", serde_json::to_string_pretty(&value).map_err(not_json)?),
         ShowFormat::Yaml => {
             let mut out = String::new();
             yaml(&value, 0, &mut out);
             out
         }
-    }
+    })
 }
 
 /// A small YAML writer for JSON values: block style, strings double-quoted with JSON
@@ -144,7 +154,7 @@ fn scalar(v: &serde_json::Value) -> String {
         J::Null => "null".into(),
         J::Object(_) => "{}".into(),
         J::Array(_) => "[]".into(),
-        J::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        // Strings as JSON strings (quoted, escaped): valid YAML.
         other => other.to_string(),
     }
 }
@@ -174,8 +184,8 @@ mod tests {
         let ws = Workspace::open(dir.path(), &env).unwrap();
         let loader = Loader::new(ws, env, &[]).unwrap();
         let r = load::resolve(&loader, &Label::parse("//hives:north", None).unwrap()).unwrap();
-        let json = render(&r, ShowFormat::Json);
-        let yaml_text = render(&r, ShowFormat::Yaml);
+        let json = render(&r, ShowFormat::Json).unwrap();
+        let yaml_text = render(&r, ShowFormat::Yaml).unwrap();
         for secret in r.config.secrets() {
             for line in secret.expose().lines() {
                 assert!(!json.contains(line) && !yaml_text.contains(line), "{line}");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use w4b_graph::NodeId;
 
+use super::error::CompileError;
 use super::vendor::Vendor;
 use super::{loc, Compiler, Export, PlanEpoch};
 use crate::defs::{self, LoadedTarget};
@@ -101,18 +102,8 @@ impl Compiler<'_> {
         });
         let validate = self.add(step_name("validate"), def.as_bytes(), validate, vec![disk]);
 
-        let codec = match image.output.compression {
-            defs::Compression::Zstd => ImageCodec::Zstd {
-                level: image.output.level,
-            },
-            defs::Compression::Xz => ImageCodec::Xz {
-                level: u32::try_from(image.output.level).unwrap_or(6),
-            },
-            defs::Compression::Gz => ImageCodec::Gzip {
-                level: u32::try_from(image.output.level).unwrap_or(6),
-            },
-            defs::Compression::None => ImageCodec::None,
-        };
+        let codec = image_codec(&image.output, &t.label.to_string(), level_location.as_deref())
+            .map_err(|e| miette::Report::new(*e))?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let compress = Arc::new(CompressStep {
             store: self.store.clone(),
@@ -151,5 +142,108 @@ impl Compiler<'_> {
             },
         ];
         Ok((vec![compress], exports))
+    }
+}
+
+/// The codec of an image's `output`. The loader already bounds `output.level` per
+/// compression; a level outside the codec's range here (an `Output` built some other way)
+/// is an error naming `output.level`, never a quietly substituted default, because the
+/// level is part of the `compress` step's key.
+fn image_codec(
+    output: &defs::Output,
+    label: &str,
+    at: Option<&str>,
+) -> Result<ImageCodec, Box<CompileError>> {
+    let bad = |codec, range| {
+        Box::new(CompileError::BadLevel {
+            label: label.to_owned(),
+            codec,
+            level: output.level,
+            range,
+            at: at.map_or_else(
+                || "`output.level`".to_owned(),
+                |a| format!("`output.level` at {a}"),
+            ),
+        })
+    };
+    let in_range = |range: std::ops::RangeInclusive<u32>, codec, text| {
+        u32::try_from(output.level)
+            .ok()
+            .filter(|l| range.contains(l))
+            .ok_or_else(|| bad(codec, text))
+    };
+    Ok(match output.compression {
+        defs::Compression::Zstd if (1..=22).contains(&output.level) => {
+            ImageCodec::Zstd { level: output.level }
+        }
+        defs::Compression::Zstd => return Err(bad("zstd", "1 to 22")),
+        defs::Compression::Xz => ImageCodec::Xz {
+            level: in_range(0..=9, "xz", "0 to 9")?,
+        },
+        defs::Compression::Gz => ImageCodec::Gzip {
+            level: in_range(1..=9, "gz", "1 to 9")?,
+        },
+        defs::Compression::None => ImageCodec::None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(compression: defs::Compression, level: i32) -> defs::Output {
+        defs::Output {
+            format: defs::Format::Image,
+            compression,
+            level,
+        }
+    }
+
+    #[test]
+    fn levels_in_range_become_codecs() {
+        use defs::Compression::{Gz, Xz, Zstd};
+        assert_eq!(
+            image_codec(&output(Xz, 0), "//i:a", None).unwrap(),
+            ImageCodec::Xz { level: 0 }
+        );
+        assert_eq!(
+            image_codec(&output(Gz, 9), "//i:a", None).unwrap(),
+            ImageCodec::Gzip { level: 9 }
+        );
+        assert_eq!(
+            image_codec(&output(Zstd, 19), "//i:a", None).unwrap(),
+            ImageCodec::Zstd { level: 19 }
+        );
+        assert_eq!(
+            image_codec(&output(defs::Compression::None, 0), "//i:a", None).unwrap(),
+            ImageCodec::None
+        );
+    }
+
+    /// Regression: an xz or gz level that did not fit a `u32` used to become 6 silently,
+    /// so two different definitions shared a `compress` key.
+    #[test]
+    fn out_of_range_levels_are_errors_naming_output_level() {
+        use defs::Compression::{Gz, Xz, Zstd};
+        for (c, level) in [(Xz, -1), (Xz, 10), (Gz, 0), (Gz, i32::MIN), (Zstd, 0), (Zstd, 23)] {
+            let err = image_codec(
+                &output(c, level),
+                "//images:edge",
+                Some("defs/images/edge.yaml:4:10"),
+            )
+            .expect_err("out of range");
+            assert!(
+                matches!(*err, CompileError::BadLevel { level: l, .. } if l == level),
+                "{err:?}"
+            );
+            let help = miette::Diagnostic::help(&*err)
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("`output.level` at defs/images/edge.yaml:4:10"),
+                "{help}"
+            );
+            assert!(err.to_string().contains("//images:edge"), "{err}");
+        }
     }
 }

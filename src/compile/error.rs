@@ -113,6 +113,19 @@ pub enum CompileError {
         at: String,
     },
 
+    #[error("`{label}`: {codec} level {level} is out of range ({range})")]
+    #[diagnostic(
+        code(w4b::compile::bad_level),
+        help("set `output.level` ({at}) to a level from {range}")
+    )]
+    BadLevel {
+        label: String,
+        codec: &'static str,
+        level: i32,
+        range: &'static str,
+        at: String,
+    },
+
     #[error("cannot start the downloader")]
     #[diagnostic(code(w4b::compile::downloader))]
     Fetcher(#[source] crate::steps::fetch::FetchError),

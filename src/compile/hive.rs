@@ -109,7 +109,7 @@ impl Compiler<'_> {
             if !m.enabled(&cfg) {
                 continue;
             }
-            let (json, secrets) = m.inputs(&cfg);
+            let (json, secrets) = m.inputs(&cfg)?;
             let key = self.secret_key()?;
             // The node's identity sees the secrets only through a keyed digest.
             let mut def = format!("module {} v{} {json} epoch={epoch}", m.name(), m.version());

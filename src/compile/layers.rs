@@ -109,7 +109,7 @@ impl Compiler<'_> {
             locations.insert("config".into(), l.to_string());
         }
         let image_label = img.label.to_string();
-        let config = serde_json::to_value(&image.config).unwrap_or(serde_json::Value::Null);
+        let config = config_json(&image.config, img)?;
         let template_context = has_template.then(|| (config, image_label.clone()));
         // Identity: the layer's typed definition, what its templates see, and the epoch.
         let mut def = format!("{:?}|epoch={epoch}", files);
@@ -131,5 +131,107 @@ impl Compiler<'_> {
             planned: Default::default(),
         });
         Ok(self.add(name.to_string(), def.as_bytes(), step, deps))
+    }
+}
+
+/// The image's `config` as the JSON templates see (and the layer's key holds). JSON has no
+/// NaN or infinity, and serde would write either as `null`, so such a value is an error
+/// naming where it was written rather than a `null` that keys like a real one.
+fn config_json(
+    config: &BTreeMap<String, defs::ConfigValue>,
+    img: &LoadedTarget,
+) -> miette::Result<serde_json::Value> {
+    fn check(path: &str, v: &defs::ConfigValue) -> Result<(), String> {
+        match v {
+            defs::ConfigValue::Float(f) if !f.is_finite() => Err(path.to_owned()),
+            defs::ConfigValue::List(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, item)| check(&format!("{path}[{i}]"), item)),
+            defs::ConfigValue::Map(m) => m
+                .iter()
+                .try_for_each(|(k, item)| check(&format!("{path}.{k}"), item)),
+            _ => Ok(()),
+        }
+    }
+    for (k, v) in config {
+        check(&format!("config.{k}"), v).map_err(|path| {
+            let at = loc(img, &path).unwrap_or_else(|| img.label.to_string());
+            miette::miette!(
+                code = "w4b::defs::config_not_json",
+                help = "template values must be JSON numbers: write a finite number, or quote it as a string",
+                "`{path}` is not a finite number (at {at})"
+            )
+        })?;
+    }
+    serde_json::to_value(config).map_err(|e| {
+        miette::miette!(
+            code = "w4b::defs::config_not_json",
+            help = "report this as a w4b bug, with the image definition",
+            "the image's `config` of `{}` cannot be serialised: {e}",
+            img.label
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(config_yaml: &str) -> (LoadedTarget, BTreeMap<String, defs::ConfigValue>) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("w4b.yaml", String::new()),
+            (
+                "defs/images/edge.yaml",
+                format!("kind: image\nbase: scratch\nconfig:\n{config_yaml}"),
+            ),
+        ];
+        for (p, t) in &files {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        }
+        let env = Default::default();
+        let ws = defs::Workspace::open(dir.path(), &env).unwrap();
+        let loader = defs::Loader::new(ws, env, &[]).unwrap();
+        let t = loader
+            .load(&defs::Label::parse("//images:edge", None).unwrap())
+            .unwrap();
+        let config = match &t.target {
+            defs::Target::Image(i) => i.config.clone(),
+            other => panic!("{other:?}"),
+        };
+        (t, config)
+    }
+
+    #[test]
+    fn config_becomes_json() {
+        let (t, config) = target("  motd: hello\n  n: 1.5\n  list: [1, two]\n");
+        let json = config_json(&config, &t).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"motd": "hello", "n": 1.5, "list": [1, "two"]})
+        );
+    }
+
+    /// Regression: `.inf`, `.nan` and `null` all became `null`, so images whose configs
+    /// differ shared a layer key and their templates saw the same value.
+    #[test]
+    fn non_finite_numbers_are_errors_naming_where_they_are() {
+        for (yaml, path) in [
+            ("  n: .inf\n", "config.n"),
+            ("  deep: {list: [1, -.inf]}\n", "config.deep.list[1]"),
+            ("  x: .nan\n", "config.x"),
+        ] {
+            let (t, config) = target(yaml);
+            let err = config_json(&config, &t).expect_err(yaml);
+            let text = format!("{err:?}");
+            assert!(
+                text.contains(&format!("`{path}` is not a finite number")),
+                "{text}"
+            );
+            assert!(text.contains("edge.yaml"), "{text}");
+        }
     }
 }

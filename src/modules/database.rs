@@ -296,14 +296,12 @@ impl Module for Database {
         1
     }
 
-    fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
-        match plan(cfg) {
-            Some(p) => (
-                serde_json::to_value(&p).unwrap_or(serde_json::Value::Null),
-                vec![p.password],
-            ),
+    fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
+        Ok(match plan(cfg) {
+            Some(p) => (crate::modules::inputs_json(self.name(), &p)?, vec![p.password]),
+            // Disabled: no step is planned, and nothing is read.
             None => (serde_json::Value::Null, Vec::new()),
-        }
+        })
     }
 
     /// Without the hive's `security.database` there are no credentials to set up.
@@ -455,7 +453,7 @@ mod tests {
         let mut cfg = wifi_hive();
         cfg.hive.security = None;
         assert!(!Database.enabled(&cfg));
-        assert_eq!(Database.inputs(&cfg).0, serde_json::Value::Null);
+        assert_eq!(Database.inputs(&cfg).expect("inputs").0, serde_json::Value::Null);
         assert_eq!(generate(&cfg), Generated::default());
     }
 
@@ -497,7 +495,7 @@ mod tests {
     #[test]
     fn inputs_ignore_unrelated_fields_and_follow_related_ones() {
         let base = wifi_hive();
-        let (json, secrets) = Database.inputs(&base);
+        let (json, secrets) = Database.inputs(&base).expect("inputs");
         assert_eq!(secrets.len(), 1);
         assert_eq!(secrets[0].name, "security.database.password");
         assert!(!json.to_string().contains("SECRET"), "{json}");
@@ -508,11 +506,11 @@ mod tests {
         unrelated.hive.network.wifi.clear();
         unrelated.settings.monitoring.health_interval = 60;
         unrelated.settings.software.packages.push("vim".into());
-        assert_eq!(Database.inputs(&unrelated).0, json);
+        assert_eq!(Database.inputs(&unrelated).expect("inputs").0, json);
 
         let mut related = base.clone();
         related.settings.database.retention_days = 60;
-        assert_ne!(Database.inputs(&related).0, json);
+        assert_ne!(Database.inputs(&related).expect("inputs").0, json);
     }
 
     /// The real oracle, PostgreSQL as Debian's `postgresql` package installs it (the server
@@ -645,7 +643,7 @@ PGPASSWORD="$(cat pw)" {as_user} psql -X -A -t -h 127.0.0.1 -p {port} -U hiveuse
                     Ok(g) => g,
                     Err(e) => panic!("{}: {e}", m.name()),
                 };
-                let inputs = m.inputs(&cfg).0.to_string();
+                let inputs = m.inputs(&cfg).expect("inputs").0.to_string();
                 for secret in &secrets {
                     assert!(
                         !inputs.contains(secret.as_str()),

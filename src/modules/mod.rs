@@ -112,6 +112,20 @@ pub struct ModuleError {
     pub help: Option<String>,
 }
 
+/// What a module reads: the configuration as JSON and the secrets whose text it reads.
+pub type Inputs<'a> = (serde_json::Value, Vec<&'a Secret>);
+
+/// `value` as the JSON of [`Module::inputs`]. Serialisation failing is an error naming
+/// the module: a fallback such as `null` would give differently configured images the
+/// same step key.
+pub fn inputs_json(module: &'static str, value: impl Serialize) -> Result<serde_json::Value, ModuleError> {
+    serde_json::to_value(value).map_err(|e| ModuleError {
+        module,
+        message: format!("cannot serialise the configuration the module reads: {e}"),
+        help: Some("report this as a w4b bug, with the hive file".into()),
+    })
+}
+
 /// A layer generator.
 pub trait Module: Send + Sync {
     /// `system`, `security`, …: the step is `#module:<name>`.
@@ -122,8 +136,9 @@ pub trait Module: Send + Sync {
 
     /// Exactly the configuration this module reads, as JSON (secrets serialise as
     /// `***`), and the secrets whose text it reads. Nothing else may influence
-    /// [`Module::generate`].
-    fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>);
+    /// [`Module::generate`]. The JSON is the step's key, so a value that cannot be
+    /// serialised is an error ([`inputs_json`]), never a `null` standing in for it.
+    fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<Inputs<'a>, ModuleError>;
 
     /// Whether this module contributes anything for this configuration (a disabled
     /// service adds no step at all).
@@ -149,4 +164,23 @@ pub fn all() -> Vec<std::sync::Arc<dyn Module>> {
 /// The secret names in a list, sorted and unique, for keys and checks.
 pub fn secret_names(secrets: &[&Secret]) -> BTreeSet<String> {
     secrets.iter().map(|s| s.name.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a module reads must serialise, or the step has no key: an error naming the
+    /// module, not a `null` shared by every configuration that fails the same way.
+    #[test]
+    fn inputs_that_cannot_serialise_are_an_error() {
+        let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let err = inputs_json("system", &bad).expect_err("tuple keys are not JSON");
+        assert_eq!(err.module, "system");
+        assert!(err.message.contains("cannot serialise"), "{}", err.message);
+        assert_eq!(
+            inputs_json("system", serde_json::json!({"a": 1})).unwrap(),
+            serde_json::json!({"a": 1})
+        );
+    }
 }

@@ -19,7 +19,7 @@
 use serde::Serialize;
 
 use super::{database, GenFile, Generated, Module, ModuleError};
-use crate::hive::config::{HiveImage, Secret, Updates};
+use crate::hive::config::{HiveImage, Updates};
 
 pub const NODE_EXPORTER_DEFAULTS: &str = "/etc/default/prometheus-node-exporter";
 pub const JOURNALD_DROPIN: &str = "/etc/systemd/journald.conf.d/w4b.conf";
@@ -342,11 +342,8 @@ impl Module for Monitoring {
         1
     }
 
-    fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
-        (
-            serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null),
-            Vec::new(),
-        )
+    fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
+        Ok((crate::modules::inputs_json(self.name(), plan(cfg))?, Vec::new()))
     }
 
     fn enabled(&self, cfg: &HiveImage) -> bool {
@@ -426,6 +423,7 @@ impl Module for Monitoring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hive::config::Secret;
     use crate::modules::oracles;
     use crate::modules::testing::{find, lan_hive, render, text, wifi_hive};
     use crate::modules::Body;
@@ -614,7 +612,7 @@ mod tests {
     #[test]
     fn inputs_ignore_unrelated_fields_and_follow_related_ones() {
         let base = wifi_hive();
-        let (json, secrets) = Monitoring.inputs(&base);
+        let (json, secrets) = Monitoring.inputs(&base).expect("inputs");
         assert!(secrets.is_empty());
         let mut unrelated = base.clone();
         unrelated.hive.sensors.clear();
@@ -624,9 +622,9 @@ mod tests {
         if let Some(s) = unrelated.hive.security.as_mut() {
             s.database.password = Secret::new("security.database.password", "changed");
         }
-        assert_eq!(Monitoring.inputs(&unrelated).0, json);
+        assert_eq!(Monitoring.inputs(&unrelated).expect("inputs").0, json);
         let mut related = base.clone();
         related.hive.maintenance.updates.update_hour = 4;
-        assert_ne!(Monitoring.inputs(&related).0, json);
+        assert_ne!(Monitoring.inputs(&related).expect("inputs").0, json);
     }
 }

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 use serde_json::json;
 
 use super::{Body, GenFile, Generated, Module, ModuleError, Section};
-use crate::hive::config::{HiveImage, Secret, WireGuard};
+use crate::hive::config::{HiveImage, WireGuard};
 
 /// The hive network's VPN subnet, hub and port (REFERENCE §1).
 pub const VPN_SUBNET: &str = "10.10.0.0/24";
@@ -89,7 +89,7 @@ impl Module for Security {
         1
     }
 
-    fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
+    fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
         let p = plan(cfg);
         let value = json!({
             "ssh": {"enabled": p.ssh_enabled, "port": p.ssh_port,
@@ -107,7 +107,7 @@ impl Module for Security {
                 None => secrets.push(&wg.private_key),
             }
         }
-        (value, secrets)
+        Ok((value, secrets))
     }
 
     fn generate(&self, cfg: &HiveImage) -> Result<Generated, ModuleError> {
@@ -500,6 +500,8 @@ fi
 mod tests {
     use std::process::Command;
 
+    use crate::hive::config::Secret;
+
     use super::*;
     use crate::modules::testing::{lan_hive, lookup as find, render, text, wifi_hive};
 
@@ -556,7 +558,7 @@ mod tests {
         }
         let g = Security.generate(&cfg).expect("generates");
         assert_eq!(text(&g, WG_CONF), format!("{full}\n"));
-        let names = crate::modules::secret_names(&Security.inputs(&cfg).1);
+        let names = crate::modules::secret_names(&Security.inputs(&cfg).expect("inputs").1);
         assert_eq!(
             names.into_iter().collect::<Vec<_>>(),
             ["security.wireguard.config"]
@@ -579,7 +581,10 @@ mod tests {
             );
             let rules = text(&g, "/etc/nftables.conf");
             assert!(!rules.contains("wg0") && !rules.contains("51820"), "{rules}");
-            assert!(Security.inputs(&cfg).1.is_empty(), "no secret is read");
+            assert!(
+                Security.inputs(&cfg).expect("inputs").1.is_empty(),
+                "no secret is read"
+            );
         }
     }
 
@@ -803,7 +808,7 @@ mod tests {
     #[test]
     fn inputs_ignore_unrelated_fields() {
         let cfg = wifi_hive();
-        let (before, _) = Security.inputs(&cfg);
+        let (before, _) = Security.inputs(&cfg).expect("inputs");
         let mut changed = cfg.clone();
         changed.hive.sensors[0].interface.pin = Some(17);
         changed.hive.sensors[1].name = "Scale 2".into();
@@ -811,20 +816,20 @@ mod tests {
         changed.hive.network.wifi[0].priority = 7;
         changed.settings.system.locale = "de_DE.UTF-8".into();
         changed.settings.software.python_packages.clear();
-        assert_eq!(Security.inputs(&changed).0, before);
+        assert_eq!(Security.inputs(&changed).expect("inputs").0, before);
         let mut related = cfg.clone();
         related.settings.firewall.allow_ports.push(443);
-        assert_ne!(Security.inputs(&related).0, before);
+        assert_ne!(Security.inputs(&related).expect("inputs").0, before);
         let mut related = cfg;
         related.hive.sensors[0].kind = "ble_scale".into();
-        assert_ne!(Security.inputs(&related).0, before);
+        assert_ne!(Security.inputs(&related).expect("inputs").0, before);
     }
 
     #[test]
     fn no_secret_reaches_inputs_or_sections() {
         let cfg = wifi_hive();
         let g = Security.generate(&cfg).expect("generates");
-        let shown = serde_json::to_string(&Security.inputs(&cfg).0).expect("json");
+        let shown = serde_json::to_string(&Security.inputs(&cfg).expect("inputs").0).expect("json");
         for secret in cfg.secrets() {
             assert!(!shown.contains(secret.expose()), "{}", secret.name);
             for s in &g.sections {

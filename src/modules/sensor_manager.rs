@@ -25,7 +25,7 @@ use saphyr::{Mapping, Scalar, Yaml, YamlEmitter};
 use serde::Serialize;
 
 use super::{database, Body, GenFile, Generated, Module, ModuleError, Section};
-use crate::hive::config::{Bus, Collector, HiveImage, Secret, Sensor};
+use crate::hive::config::{Bus, Collector, HiveImage, Sensor};
 
 /// The system user (and group) the sensor manager runs as.
 pub const USER: &str = "w4b-sensors";
@@ -308,7 +308,13 @@ fn config_yaml(p: &Plan<'_>) -> Result<String, ModuleError> {
         "# w4b sensor manager configuration, generated from the hive file (do not edit:\n\
          # rebuild the image). Keys are sorted.\n",
     );
-    YamlEmitter::new(&mut out).dump(&to_yaml(&json)).map_err(|e| {
+    let yaml = to_yaml(&json).ok_or_else(|| {
+        error(
+            "the sensor configuration holds a number YAML cannot carry exactly (an integer above 2^63)",
+            "report this as a w4b bug, with the hive file",
+        )
+    })?;
+    YamlEmitter::new(&mut out).dump(&yaml).map_err(|e| {
         error(
             format!("cannot write the sensor configuration as YAML: {e}"),
             "report this as a w4b bug",
@@ -319,26 +325,26 @@ fn config_yaml(p: &Plan<'_>) -> Result<String, ModuleError> {
 }
 
 /// JSON (keys sorted: `serde_json`'s map is ordered) to a YAML tree for the emitter, so
-/// the YAML has a deterministic key order and the emitter's quoting.
-fn to_yaml(v: &serde_json::Value) -> Yaml<'static> {
+/// the YAML has a deterministic key order and the emitter's quoting. `None` for a number
+/// the emitter cannot write exactly (an integer above `i64::MAX`), rather than a rounded
+/// float.
+fn to_yaml(v: &serde_json::Value) -> Option<Yaml<'static>> {
     use serde_json::Value as J;
-    match v {
+    Some(match v {
         J::Null => Yaml::Value(Scalar::Null),
         J::Bool(b) => Yaml::Value(Scalar::Boolean(*b)),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => Yaml::Value(Scalar::Integer(i)),
-            None => Yaml::Value(Scalar::FloatingPoint(n.as_f64().unwrap_or(f64::NAN).into())),
-        },
+        J::Number(n) if n.is_f64() => Yaml::Value(Scalar::FloatingPoint(n.as_f64()?.into())),
+        J::Number(n) => Yaml::Value(Scalar::Integer(n.as_i64()?)),
         J::String(s) => Yaml::Value(Scalar::String(s.clone().into())),
-        J::Array(a) => Yaml::Sequence(a.iter().map(to_yaml).collect()),
+        J::Array(a) => Yaml::Sequence(a.iter().map(to_yaml).collect::<Option<_>>()?),
         J::Object(o) => {
             let mut m = Mapping::new();
             for (k, v) in o {
-                m.insert(Yaml::Value(Scalar::String(k.clone().into())), to_yaml(v));
+                m.insert(Yaml::Value(Scalar::String(k.clone().into())), to_yaml(v)?);
             }
             Yaml::Mapping(m)
         }
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -484,11 +490,8 @@ impl Module for SensorManager {
         1
     }
 
-    fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
-        (
-            serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null),
-            Vec::new(),
-        )
+    fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
+        Ok((crate::modules::inputs_json(self.name(), plan(cfg))?, Vec::new()))
     }
 
     fn enabled(&self, cfg: &HiveImage) -> bool {
@@ -527,6 +530,7 @@ impl Module for SensorManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hive::config::Secret;
     use crate::modules::oracles;
     use crate::modules::testing::{find, lan_hive, render, text, wifi_hive};
 
@@ -704,7 +708,7 @@ mod tests {
     #[test]
     fn inputs_ignore_unrelated_fields_and_follow_related_ones() {
         let base = wifi_hive();
-        let (json, secrets) = SensorManager.inputs(&base);
+        let (json, secrets) = SensorManager.inputs(&base).expect("inputs");
         assert!(secrets.is_empty());
         let mut unrelated = base.clone();
         unrelated.hive.network.wifi.clear();
@@ -714,10 +718,17 @@ mod tests {
         if let Some(s) = unrelated.hive.security.as_mut() {
             s.database.password = Secret::new("security.database.password", "changed");
         }
-        assert_eq!(SensorManager.inputs(&unrelated).0, json);
+        assert_eq!(SensorManager.inputs(&unrelated).expect("inputs").0, json);
         let mut related = base.clone();
         related.hive.sensors[0].calibration.offset = 0.25;
-        assert_ne!(SensorManager.inputs(&related).0, json);
+        assert_ne!(SensorManager.inputs(&related).expect("inputs").0, json);
+    }
+
+    /// Regression: an integer above `i64::MAX` became a rounded float in the YAML.
+    #[test]
+    fn numbers_yaml_cannot_carry_exactly_are_refused() {
+        assert!(to_yaml(&serde_json::json!({"a": [u64::MAX]})).is_none());
+        assert!(to_yaml(&serde_json::json!({"a": [i64::MAX, 1.5, -3]})).is_some());
     }
 
     #[test]

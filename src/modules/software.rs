@@ -29,7 +29,7 @@
 use serde::Serialize;
 
 use super::{database, GenFile, Generated, Module, ModuleError, Section};
-use crate::hive::config::{HiveImage, Secret};
+use crate::hive::config::HiveImage;
 
 /// The package list the first-boot section installs, one name a line.
 pub const PACKAGES_FILE: &str = "/usr/local/lib/w4b/software/packages.txt";
@@ -289,11 +289,8 @@ impl Module for Software {
         1
     }
 
-    fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
-        (
-            serde_json::to_value(plan(cfg)).unwrap_or(serde_json::Value::Null),
-            Vec::new(),
-        )
+    fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
+        Ok((crate::modules::inputs_json(self.name(), plan(cfg))?, Vec::new()))
     }
 
     fn enabled(&self, cfg: &HiveImage) -> bool {
@@ -358,6 +355,7 @@ impl Module for Software {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hive::config::Secret;
     use crate::modules::testing::{lan_hive, render, text, wifi_hive};
 
     fn generate(cfg: &HiveImage) -> Generated {
@@ -492,7 +490,7 @@ mod tests {
     #[test]
     fn inputs_ignore_unrelated_fields_and_follow_related_ones() {
         let base = wifi_hive();
-        let (json, secrets) = Software.inputs(&base);
+        let (json, secrets) = Software.inputs(&base).expect("inputs");
         assert!(secrets.is_empty());
         let mut unrelated = base.clone();
         unrelated.hive.sensors.clear();
@@ -503,10 +501,10 @@ mod tests {
             s.database.password = Secret::new("security.database.password", "other");
             s.database.username = "other".into();
         }
-        assert_eq!(Software.inputs(&unrelated).0, json);
+        assert_eq!(Software.inputs(&unrelated).expect("inputs").0, json);
         let mut related = base.clone();
         related.settings.monitoring.enabled = false;
-        assert_ne!(Software.inputs(&related).0, json);
+        assert_ne!(Software.inputs(&related).expect("inputs").0, json);
     }
 
     /// The sections are POSIX sh: `sh -n` (dash on Debian) parses them, where present.

@@ -75,7 +75,7 @@ impl Module for System {
         2
     }
 
-    fn inputs<'a>(&self, cfg: &'a HiveImage) -> (serde_json::Value, Vec<&'a Secret>) {
+    fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
         let hive = &cfg.hive;
         let local = hive.security.as_ref().map(|s| &s.local_access);
         let ssh = hive.security.as_ref().map(|s| &s.ssh);
@@ -93,7 +93,7 @@ impl Module for System {
         });
         // The administrator's password is read by the `accounts` step, not here.
         let secrets: Vec<&Secret> = hive.network.wifi.iter().map(|w| &w.password).collect();
-        (value, secrets)
+        Ok((value, secrets))
     }
 
     fn generate(&self, cfg: &HiveImage) -> Result<Generated, ModuleError> {
@@ -897,7 +897,7 @@ mod tests {
                     s.name
                 );
             }
-            let shown = serde_json::to_string(&System.inputs(&cfg).0).expect("json");
+            let shown = serde_json::to_string(&System.inputs(&cfg).expect("inputs").0).expect("json");
             assert!(!shown.contains(secret.expose()), "{} in inputs", secret.name);
         }
         // Section text does not depend on the hive: values come from files.
@@ -908,7 +908,7 @@ mod tests {
     #[test]
     fn inputs_ignore_unrelated_fields_and_follow_related_ones() {
         let cfg = wifi_hive();
-        let (before, secrets) = System.inputs(&cfg);
+        let (before, secrets) = System.inputs(&cfg).expect("inputs");
         let names = crate::modules::secret_names(&secrets);
         assert_eq!(
             names.into_iter().collect::<Vec<_>>(),
@@ -923,13 +923,13 @@ mod tests {
         if let Some(s) = changed.hive.security.as_mut() {
             s.database.port = 5433;
         }
-        assert_eq!(System.inputs(&changed).0, before);
+        assert_eq!(System.inputs(&changed).expect("inputs").0, before);
         let mut related = cfg.clone();
         related.hive.network.wifi[0].priority = 9;
-        assert_ne!(System.inputs(&related).0, before);
+        assert_ne!(System.inputs(&related).expect("inputs").0, before);
         let mut related = cfg;
         related.settings.system.keyboard = "de".into();
-        assert_ne!(System.inputs(&related).0, before);
+        assert_ne!(System.inputs(&related).expect("inputs").0, before);
     }
 
     /// Python's configparser reads the keyfiles as GKeyFile would (no interpolation).

@@ -257,8 +257,8 @@ impl Step for LayerStep {
         }
         if let Some((config, target)) = &self.template_context {
             c.push(
-                Component::param("config", serde_json::to_string(config).unwrap_or_default())
-                    .at(self.loc("config")),
+                // `Value`'s `Display` is its compact JSON, and cannot fail.
+                Component::param("config", config.to_string()).at(self.loc("config")),
             );
             c.push(Component::param("target", target));
         }

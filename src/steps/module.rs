@@ -152,7 +152,7 @@ impl Step for ModuleStep {
     }
 
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        let (json, secrets) = self.module.inputs(&self.config);
+        let (json, secrets) = self.module.inputs(&self.config).map_err(StepError::diag)?;
         let mut c = vec![
             Component::param("module", self.module.name()),
             Component::param("module.version", self.module.version().to_string()),
@@ -195,7 +195,7 @@ impl Step for ModuleStep {
 
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let generated = self.module.generate(&self.config).map_err(StepError::diag)?;
-        let (_, secrets) = self.module.inputs(&self.config);
+        let (_, secrets) = self.module.inputs(&self.config).map_err(StepError::diag)?;
         for sec in &generated.sections {
             for s in &secrets {
                 if !s.expose().is_empty() && sec.script.contains(s.expose()) {

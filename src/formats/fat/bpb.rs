@@ -17,7 +17,13 @@
 //! `FSI_Free_Count`, 492 `FSI_Nxt_Free`, 508 `FSI_TrailSig` 0xAA550000.
 //!
 //! Every size here is widened from a u8/u16/u32 field before it is multiplied, and no
-//! product of such fields exceeds 2^61, so offsets are computed in `u64` without overflow.
+//! product of such fields exceeds 2^61, so offsets are computed in `u64` without overflow;
+//! the geometry methods still saturate rather than wrap, so no mistake in that bound can
+//! panic or alias another offset (a saturated offset lies past the partition and reads
+//! fail there).
+
+// Reading parses untrusted bytes: no unchecked arithmetic (STYLE, disk formats).
+#![deny(clippy::arithmetic_side_effects)]
 
 use super::FatError;
 
@@ -28,6 +34,9 @@ pub(crate) const RESERVED_SECTORS: u32 = 32;
 pub(crate) const NUM_FATS: u32 = 2;
 pub(crate) const FSINFO_SECTOR: u32 = 1;
 pub(crate) const BACKUP_BOOT_SECTOR: u32 = 6;
+/// The backups of sectors 1 and 2 follow the backup boot sector.
+pub(crate) const BACKUP_FSINFO_SECTOR: u32 = 7;
+pub(crate) const BACKUP_THIRD_SECTOR: u32 = 8;
 /// `BPB_Media` for fixed disks; also the low byte of FAT entry 0.
 pub(crate) const MEDIA_FIXED: u8 = 0xF8;
 /// Fewer clusters than this make a volume FAT16 (§3.5).
@@ -84,20 +93,23 @@ pub(crate) struct Geometry {
 
 impl Geometry {
     pub(crate) fn cluster_size(&self) -> u64 {
-        u64::from(self.bytes_per_sector) * u64::from(self.sectors_per_cluster)
+        u64::from(self.bytes_per_sector).saturating_mul(u64::from(self.sectors_per_cluster))
     }
 
     pub(crate) fn fat_offset(&self, index: u32) -> u64 {
-        (u64::from(self.reserved_sectors) + u64::from(index) * u64::from(self.fat_sectors))
-            * u64::from(self.bytes_per_sector)
+        u64::from(index)
+            .saturating_mul(u64::from(self.fat_sectors))
+            .saturating_add(u64::from(self.reserved_sectors))
+            .saturating_mul(u64::from(self.bytes_per_sector))
     }
 
     pub(crate) fn fat_bytes(&self) -> u64 {
-        u64::from(self.fat_sectors) * u64::from(self.bytes_per_sector)
+        u64::from(self.fat_sectors).saturating_mul(u64::from(self.bytes_per_sector))
     }
 
     fn root_dir_sectors(&self) -> u64 {
-        (u64::from(self.root_entries) * 32).div_ceil(u64::from(self.bytes_per_sector))
+        // `bytes_per_sector` is never 0 (512..=4096 when read, 512 when written).
+        (u64::from(self.root_entries).saturating_mul(32)).div_ceil(u64::from(self.bytes_per_sector).max(1))
     }
 
     /// Offset of the fixed FAT12/16 root directory.
@@ -106,44 +118,52 @@ impl Geometry {
     }
 
     fn first_data_sector(&self) -> u64 {
-        u64::from(self.reserved_sectors)
-            + u64::from(self.num_fats) * u64::from(self.fat_sectors)
-            + self.root_dir_sectors()
+        u64::from(self.num_fats)
+            .saturating_mul(u64::from(self.fat_sectors))
+            .saturating_add(u64::from(self.reserved_sectors))
+            .saturating_add(self.root_dir_sectors())
     }
 
     /// Offset of cluster `c` (2 ≤ c ≤ clusters + 1; callers check).
     pub(crate) fn cluster_offset(&self, c: u32) -> u64 {
-        (self.first_data_sector() + u64::from(c.saturating_sub(2)) * u64::from(self.sectors_per_cluster))
-            * u64::from(self.bytes_per_sector)
+        u64::from(c.saturating_sub(2))
+            .saturating_mul(u64::from(self.sectors_per_cluster))
+            .saturating_add(self.first_data_sector())
+            .saturating_mul(u64::from(self.bytes_per_sector))
     }
 
     /// Whether `c` names a data cluster.
     pub(crate) fn is_data_cluster(&self, c: u32) -> bool {
-        c >= 2 && u64::from(c) <= u64::from(self.clusters) + 1
+        c >= 2 && u64::from(c) <= u64::from(self.clusters).saturating_add(1)
     }
 
     /// The FAT32 geometry for a partition of `total_sectors` 512-byte sectors: 32 reserved
     /// sectors, 2 FATs each just large enough for the clusters that remain (the smallest
     /// `BPB_FATSz32` with `FATSz32 * 128 ≥ clusters + 2`, found by bisection because the
     /// cluster count shrinks as the FATs grow).
-    pub(crate) fn fat32(total_sectors: u32, sectors_per_cluster: u32) -> Geometry {
+    pub(crate) fn fat32(total_sectors: u32, sectors_per_cluster: std::num::NonZeroU32) -> Geometry {
+        // `fat` ≤ total_sectors < 2^32 below, so none of these saturate.
+        let spc = std::num::NonZeroU64::from(sectors_per_cluster);
         let clusters_for = |fat: u64| -> u64 {
-            let meta = u64::from(RESERVED_SECTORS) + u64::from(NUM_FATS) * fat;
-            u64::from(total_sectors).saturating_sub(meta) / u64::from(sectors_per_cluster)
+            let meta = u64::from(NUM_FATS)
+                .saturating_mul(fat)
+                .saturating_add(u64::from(RESERVED_SECTORS));
+            u64::from(total_sectors).saturating_sub(meta) / spc
         };
-        let fits = |fat: u64| fat * (SECTOR as u64 / 4) >= clusters_for(fat) + 2;
+        let fits = |fat: u64| fat.saturating_mul(SECTOR as u64 / 4) >= clusters_for(fat).saturating_add(2);
         let (mut lo, mut hi) = (1u64, u64::from(total_sectors).max(1));
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
+            // lo < hi, so neither the difference nor the midpoint can overflow.
+            let mid = lo.saturating_add(hi.saturating_sub(lo) / 2);
             if fits(mid) {
                 hi = mid;
             } else {
-                lo = mid + 1;
+                lo = mid.saturating_add(1);
             }
         }
         Geometry {
             bytes_per_sector: SECTOR as u32,
-            sectors_per_cluster,
+            sectors_per_cluster: sectors_per_cluster.get(),
             reserved_sectors: RESERVED_SECTORS,
             num_fats: NUM_FATS,
             // Both fit u32: lo ≤ total_sectors, and clusters ≤ total_sectors.
@@ -247,19 +267,22 @@ pub(crate) struct ParsedBoot {
     pub label: Option<[u8; 11]>,
 }
 
-fn u16_at(s: &[u8; SECTOR], at: usize) -> u16 {
-    u16::from_le_bytes([s[at], s[at + 1]])
+// Offsets are constants of the layout above, inside the sector.
+fn u16_at(s: &[u8], at: usize) -> u16 {
+    let b = &s[at..];
+    u16::from_le_bytes([b[0], b[1]])
 }
 
-fn u32_at(s: &[u8; SECTOR], at: usize) -> u32 {
-    u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
+fn u32_at(s: &[u8], at: usize) -> u32 {
+    let b = &s[at..];
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// Parses and validates the boot sector `s` found at image offset `base` of a partition
 /// of `len` bytes. Every error names the field and its image offset.
 pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result<ParsedBoot, FatError> {
     let corrupt = |at: u64, field: &'static str, reason: String| FatError::Corrupt {
-        offset: base + at,
+        offset: base.saturating_add(at),
         field,
         reason,
     };
@@ -312,7 +335,8 @@ pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result
     if total_sectors == 0 {
         return Err(corrupt(32, "BPB_TotSec32", "0 sectors".into()));
     }
-    let volume = u64::from(total_sectors) * u64::from(bytes_per_sector);
+    // < 2^32 · 2^13: no overflow.
+    let volume = u64::from(total_sectors).saturating_mul(u64::from(bytes_per_sector));
     if volume > len {
         return Err(corrupt(
             32,
@@ -350,8 +374,18 @@ pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result
                 ),
             )
         })?;
-    // ≤ total_sectors, so it fits u32.
-    geo.clusters = (data_sectors / u64::from(sectors_per_cluster)) as u32;
+    // `sectors_per_cluster` is a power of two (never 0), and the quotient is at most
+    // `total_sectors`, so it fits u32.
+    let clusters = data_sectors
+        .checked_div(u64::from(sectors_per_cluster))
+        .and_then(|c| u32::try_from(c).ok());
+    geo.clusters = clusters.ok_or_else(|| {
+        corrupt(
+            13,
+            "BPB_SecPerClus",
+            format!("{sectors_per_cluster} sectors per cluster"),
+        )
+    })?;
     geo.fat_type = if geo.clusters < MIN_FAT16_CLUSTERS {
         FatType::Fat12
     } else if geo.clusters < MIN_FAT32_CLUSTERS {
@@ -366,13 +400,13 @@ pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result
             "the volume has no data cluster".into(),
         ));
     }
-    let entry_bits: u64 = match geo.fat_type {
-        FatType::Fat12 => 12,
-        FatType::Fat16 => 16,
-        FatType::Fat32 => 32,
+    // Entries of 12, 16 or 32 bits.
+    let fat_capacity = match geo.fat_type {
+        FatType::Fat12 => geo.fat_bytes().saturating_mul(2) / 3,
+        FatType::Fat16 => geo.fat_bytes() / 2,
+        FatType::Fat32 => geo.fat_bytes() / 4,
     };
-    let fat_capacity = geo.fat_bytes() * 8 / entry_bits;
-    if fat_capacity < u64::from(geo.clusters) + 2 {
+    if fat_capacity < u64::from(geo.clusters).saturating_add(2) {
         return Err(corrupt(
             if fat16 != 0 { 22 } else { 36 },
             "BPB_FATSz",
@@ -401,7 +435,7 @@ pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result
         let version = u16_at(s, 42);
         if version != 0 {
             return Err(FatError::Unsupported {
-                offset: base + 42,
+                offset: base.saturating_add(42),
                 field: "BPB_FSVer",
                 reason: format!("version {}.{}; only 0.0 exists", version >> 8, version & 0xFF),
             });
@@ -449,10 +483,13 @@ pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result
     }
     let mut oem_name = [0u8; 8];
     oem_name.copy_from_slice(&s[3..11]);
-    let (volume_id, label) = if s[ext_off + 2] == 0x29 {
+    // The extended boot signature block: `BS_DrvNum`, `BS_Reserved1`, `BS_BootSig`,
+    // `BS_VolID` at +3, `BS_VolLab` at +7..+18.
+    let ext = &s[ext_off..];
+    let (volume_id, label) = if ext[2] == 0x29 {
         let mut label = [0u8; 11];
-        label.copy_from_slice(&s[ext_off + 7..ext_off + 18]);
-        (Some(u32_at(s, ext_off + 3)), Some(label))
+        label.copy_from_slice(&ext[7..18]);
+        (Some(u32_at(ext, 3)), Some(label))
     } else {
         (None, None)
     };
@@ -466,6 +503,7 @@ pub(crate) fn parse_boot_sector(s: &[u8; SECTOR], base: u64, len: u64) -> Result
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // tests compute their own fixtures
 mod tests {
     use super::*;
 
@@ -481,7 +519,7 @@ mod tests {
     #[test]
     fn fat_size_is_minimal() {
         for (sectors, spc) in [(131_072u32, 1u32), (1_048_576, 8), (66_601, 1), (4_000_000, 8)] {
-            let g = Geometry::fat32(sectors, spc);
+            let g = Geometry::fat32(sectors, std::num::NonZeroU32::new(spc).unwrap());
             assert!(u64::from(g.fat_sectors) * 128 >= u64::from(g.clusters) + 2);
             // One sector less would not hold the clusters that would then exist.
             let meta = 32 + 2 * u64::from(g.fat_sectors - 1);
@@ -496,7 +534,7 @@ mod tests {
 
     #[test]
     fn boot_sector_round_trips() {
-        let geo = Geometry::fat32(1_048_576, 8);
+        let geo = Geometry::fat32(1_048_576, std::num::NonZeroU32::new(8).unwrap());
         let s = encode_boot_sector(&geo, &fields());
         let p = parse_boot_sector(&s, 0, 512 << 20).unwrap();
         assert_eq!(p.geo, geo);
@@ -508,7 +546,7 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let geo = Geometry::fat32(131_072, 1);
+        let geo = Geometry::fat32(131_072, std::num::NonZeroU32::MIN);
         let good = encode_boot_sector(&geo, &fields());
         let field_of = |edit: &dyn Fn(&mut [u8; SECTOR]), len: u64| {
             let mut s = good;

@@ -10,6 +10,9 @@
 //! `LDIR_Type` 12 (= 0), `LDIR_Chksum` 13, `LDIR_Name2` 14..26 (6 units),
 //! `LDIR_FstClusLO` 26..28 (= 0), `LDIR_Name3` 28..32 (2 units).
 
+// Reading parses untrusted bytes: no unchecked arithmetic (STYLE, disk formats).
+#![deny(clippy::arithmetic_side_effects)]
+
 use super::name::{MAX_LONG_UNITS, UNITS_PER_ENTRY};
 
 /// Size of one directory entry.
@@ -47,8 +50,10 @@ pub(crate) struct ShortEntry {
     pub file_size: u32,
 }
 
+/// The u16 at `at`, a constant offset of the entry layout.
 fn le16(b: &[u8; ENTRY], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    let b = &b[at..];
+    u16::from_le_bytes([b[0], b[1]])
 }
 
 impl ShortEntry {
@@ -95,22 +100,23 @@ const UNIT_OFFSETS: [usize; UNITS_PER_ENTRY] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 2
 /// flagged [`LAST_LONG_ENTRY`], first). The name is terminated by 0x0000 when it does not
 /// fill the last entry, and the rest padded with 0xFFFF (fatgen103 §7).
 pub(crate) fn long_entries(units: &[u16], chksum: u8) -> Vec<[u8; ENTRY]> {
-    let count = units.len().div_ceil(UNITS_PER_ENTRY);
+    let chunks: Vec<&[u16]> = units.chunks(UNITS_PER_ENTRY).collect();
+    let count = chunks.len();
     let mut out = Vec::with_capacity(count);
-    for ord in (1..=count).rev() {
+    // Entry k (0-based) holds ordinal k + 1 and units 13k..13k + 13.
+    for (ord, chunk) in (1..=count).rev().zip(chunks.iter().rev()) {
         let mut e = [0u8; ENTRY];
         // count ≤ 20 (255 units / 13), so the ordinal fits with its flag.
         e[0] = ord as u8 | if ord == count { LAST_LONG_ENTRY } else { 0 };
         e[11] = ATTR_LONG_NAME;
         e[13] = chksum;
         for (slot, &at) in UNIT_OFFSETS.iter().enumerate() {
-            let i = (ord - 1) * UNITS_PER_ENTRY + slot;
-            let unit = match i.cmp(&units.len()) {
-                std::cmp::Ordering::Less => units[i],
+            let unit = match slot.cmp(&chunk.len()) {
+                std::cmp::Ordering::Less => chunk[slot],
                 std::cmp::Ordering::Equal => 0x0000,
                 std::cmp::Ordering::Greater => 0xFFFF,
             };
-            e[at..at + 2].copy_from_slice(&unit.to_le_bytes());
+            e[at..][..2].copy_from_slice(&unit.to_le_bytes());
         }
         out.push(e);
     }
@@ -145,17 +151,25 @@ impl LongNameCollector {
         let max_ord = MAX_LONG_UNITS.div_ceil(UNITS_PER_ENTRY) as u8;
         if ord & LAST_LONG_ENTRY != 0 {
             let n = ord & !LAST_LONG_ENTRY;
-            if n == 0 || n > max_ord {
+            // Ordinals count from 1: the entry with ordinal `n` goes to `parts[n - 1]`.
+            let Some(prev) = n.checked_sub(1).filter(|_| n <= max_ord) else {
                 self.reset();
                 return;
-            }
+            };
             self.parts = vec![[0xFFFF; UNITS_PER_ENTRY]; usize::from(n)];
-            self.parts[usize::from(n) - 1] = units;
+            self.parts[usize::from(prev)] = units;
             self.chksum = e[13];
-            self.next = n - 1;
+            self.next = prev;
         } else if self.next != 0 && ord == self.next && e[13] == self.chksum {
-            self.parts[usize::from(ord) - 1] = units;
-            self.next = ord - 1;
+            // 1 ≤ ord = next < n = parts.len().
+            let prev = ord.saturating_sub(1);
+            match self.parts.get_mut(usize::from(prev)) {
+                Some(slot) => {
+                    *slot = units;
+                    self.next = prev;
+                }
+                None => self.reset(),
+            }
         } else {
             self.reset();
         }
@@ -188,6 +202,7 @@ impl LongNameCollector {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // tests compute their own fixtures
 mod tests {
     use super::*;
     use crate::formats::fat::name::checksum;

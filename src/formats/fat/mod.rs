@@ -150,6 +150,13 @@ pub enum FatError {
         reason: String,
     },
 
+    #[error("computing {what} overflowed")]
+    #[diagnostic(
+        code(w4b::fat::overflow),
+        help("the tree or the options describe a volume beyond what FAT32 can address; this is a w4b bug if the partition is under 2 TiB")
+    )]
+    Overflow { what: &'static str },
+
     #[error("no file `{path}` in the FAT filesystem")]
     #[diagnostic(code(w4b::fat::not_found))]
     NotFound { path: String },

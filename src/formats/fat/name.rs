@@ -16,6 +16,9 @@
 //! short name so that a reader can tell a long name that belongs to its short entry from
 //! an orphan.
 
+// Reading parses untrusted bytes: no unchecked arithmetic (STYLE, disk formats).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::BTreeSet;
 
 /// Bytes besides `A–Z` and `0–9` allowed in a short name.
@@ -37,10 +40,9 @@ fn short_char_ok(b: u8) -> bool {
 
 /// `DIR_Name` for `name` if it already is a valid upper-case 8.3 name.
 pub(crate) fn exact_short(name: &str) -> Option<[u8; 11]> {
-    let bytes = name.as_bytes();
-    let (base, ext) = match name.rfind('.') {
-        Some(dot) => (&bytes[..dot], &bytes[dot + 1..]),
-        None => (bytes, &[][..]),
+    let (base, ext) = match name.rsplit_once('.') {
+        Some((base, ext)) => (base.as_bytes(), ext.as_bytes()),
+        None => (name.as_bytes(), &[][..]),
     };
     if base.is_empty() || base.len() > 8 || ext.len() > 3 || (name.contains('.') && ext.is_empty()) {
         return None;
@@ -50,7 +52,7 @@ pub(crate) fn exact_short(name: &str) -> Option<[u8; 11]> {
     }
     let mut out = [b' '; 11];
     out[..base.len()].copy_from_slice(base);
-    out[8..8 + ext.len()].copy_from_slice(ext);
+    out[8..][..ext.len()].copy_from_slice(ext);
     Some(out)
 }
 
@@ -87,10 +89,7 @@ fn basis(name: &str) -> (Vec<u8>, Vec<u8>, bool) {
     let mut lossy = false;
     let trimmed = name.trim_start_matches('.');
     lossy |= trimmed.len() != name.len();
-    let (base, ext) = match trimmed.rfind('.') {
-        Some(dot) => (&trimmed[..dot], &trimmed[dot + 1..]),
-        None => (trimmed, ""),
-    };
+    let (base, ext) = trimmed.rsplit_once('.').unwrap_or((trimmed, ""));
     let mut convert = |part: &str, max: usize| -> (Vec<u8>, bool) {
         let mut out = Vec::new();
         for c in part.chars() {
@@ -124,11 +123,12 @@ fn basis(name: &str) -> (Vec<u8>, Vec<u8>, bool) {
 
 /// Packs a name part, optional numeric tail and extension into `DIR_Name`.
 fn pack(base: &[u8], tail: &[u8], ext: &[u8]) -> [u8; 11] {
-    let keep = base.len().min(8 - tail.len());
+    // A tail is `~1`..`~999999`: at most 7 bytes.
+    let keep = base.len().min(8usize.saturating_sub(tail.len()));
     let mut out = [b' '; 11];
     out[..keep].copy_from_slice(&base[..keep]);
-    out[keep..keep + tail.len()].copy_from_slice(tail);
-    out[8..8 + ext.len()].copy_from_slice(ext);
+    out[keep..][..tail.len()].copy_from_slice(tail);
+    out[8..][..ext.len()].copy_from_slice(ext);
     out
 }
 
@@ -177,8 +177,10 @@ pub(crate) fn short_to_string(raw: &[u8; 11], nt_res: u8) -> Result<String, &'st
         return Err("a short name contains a path separator");
     }
     let trim = |part: &[u8]| {
-        let end = part.iter().rposition(|&b| b != b' ').map_or(0, |p| p + 1);
-        part[..end].to_vec()
+        part.iter()
+            .rposition(|&b| b != b' ')
+            .map_or(&[][..], |last| &part[..=last])
+            .to_vec()
     };
     let mut base = trim(&name[..8]);
     let mut ext = trim(&name[8..]);
@@ -200,6 +202,7 @@ pub(crate) fn short_to_string(raw: &[u8; 11], nt_res: u8) -> Result<String, &'st
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // tests compute their own fixtures
 mod tests {
     use super::*;
 

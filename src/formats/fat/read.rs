@@ -8,6 +8,9 @@
 //! are ignored in favour of the short name, as drivers do. `ATTR_HIDDEN`, `ATTR_SYSTEM`
 //! and `ATTR_ARCHIVE` are not represented in [`Node`] and are dropped.
 
+// Reading parses untrusted bytes: no unchecked arithmetic (STYLE, disk formats).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -132,8 +135,8 @@ pub fn read_fat<R: Read + Seek>(
     // Errors about the root directory's chain point at `BPB_RootClus` (FAT32) or the
     // fixed root directory (FAT12/16).
     let root_origin = match root {
-        DirLoc::FixedRoot => partition_offset + geo.root_dir_offset(),
-        DirLoc::Chain(_) => partition_offset + 44,
+        DirLoc::FixedRoot => partition_offset.saturating_add(geo.root_dir_offset()),
+        DirLoc::Chain(_) => partition_offset.saturating_add(44),
     };
     walker.walk("", root, root_origin, 0)?;
     let Walker {
@@ -176,36 +179,57 @@ fn content_id(e: Extent) -> ContentId {
 
 /// Reads the active FAT's entries for clusters 0 ..= clusters + 1.
 fn load_fat<R: Read + Seek>(img: &mut R, base: u64, geo: &Geometry) -> Result<Vec<u32>, FatError> {
-    let count = u64::from(geo.clusters) + 2;
+    // clusters ≤ 0x0FFF_FFF5 (FAT32) or < 65 525: no overflow in u64.
+    let count = u64::from(geo.clusters).saturating_add(2);
     let bytes = match geo.fat_type {
-        FatType::Fat12 => (count * 3).div_ceil(2),
-        FatType::Fat16 => count * 2,
-        FatType::Fat32 => count * 4,
+        FatType::Fat12 => count.saturating_mul(3).div_ceil(2),
+        FatType::Fat16 => count.saturating_mul(2),
+        FatType::Fat32 => count.saturating_mul(4),
     };
     // The boot sector check guarantees the FAT holds `count` entries and lies in the
     // partition, which lies in the image: the allocation is bounded by the image size.
-    let mut raw = vec![0u8; bytes as usize];
-    img.seek(SeekFrom::Start(base + geo.fat_offset(geo.active_fat)))?;
-    img.read_exact(&mut raw)?;
-    let entry = |c: usize| -> u32 {
-        match geo.fat_type {
-            FatType::Fat12 => {
-                let at = c + c / 2;
-                let pair = u16::from_le_bytes([raw[at], raw.get(at + 1).copied().unwrap_or(0)]);
-                u32::from(if c.is_multiple_of(2) {
-                    pair & 0x0FFF
-                } else {
-                    pair >> 4
-                })
-            }
-            FatType::Fat16 => u32::from(u16::from_le_bytes([raw[2 * c], raw[2 * c + 1]])),
-            FatType::Fat32 => {
-                u32::from_le_bytes([raw[4 * c], raw[4 * c + 1], raw[4 * c + 2], raw[4 * c + 3]])
-                    & bpb::FAT32_MASK
-            }
-        }
+    let too_large = || FatError::Unsupported {
+        offset: base.saturating_add(geo.fat_offset(geo.active_fat)),
+        field: "BPB_FATSz32",
+        reason: format!("a FAT of {bytes} bytes does not fit this machine's memory"),
     };
-    Ok((0..count as usize).map(entry).collect())
+    let mut raw = vec![0u8; usize::try_from(bytes).map_err(|_| too_large())?];
+    img.seek(SeekFrom::Start(
+        base.saturating_add(geo.fat_offset(geo.active_fat)),
+    ))?;
+    img.read_exact(&mut raw)?;
+    let entries: Vec<u32> = match geo.fat_type {
+        // Two 12-bit entries in three bytes: entry 2k is the low 12 bits of bytes
+        // 3k..3k+2, entry 2k + 1 the high 12 bits of bytes 3k+1..3k+3.
+        FatType::Fat12 => raw
+            .chunks(3)
+            .flat_map(|t| {
+                let (b0, b1, b2) = (t[0], t.get(1).copied(), t.get(2).copied());
+                let even = b1.map(|b1| u32::from(u16::from_le_bytes([b0, b1]) & 0x0FFF));
+                let odd = b1
+                    .zip(b2)
+                    .map(|(b1, b2)| u32::from(u16::from_le_bytes([b1, b2]) >> 4));
+                even.into_iter().chain(odd)
+            })
+            .collect(),
+        FatType::Fat16 => raw
+            .chunks_exact(2)
+            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        FatType::Fat32 => raw
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & bpb::FAT32_MASK)
+            .collect(),
+    };
+    let count = usize::try_from(count).map_err(|_| too_large())?;
+    match entries.get(..count) {
+        Some(e) => Ok(e.to_vec()),
+        None => Err(FatError::Corrupt {
+            offset: base.saturating_add(geo.fat_offset(geo.active_fat)),
+            field: "BPB_FATSz",
+            reason: format!("the FAT holds {} entries, not {count}", entries.len()),
+        }),
+    }
 }
 
 enum DirLoc {
@@ -237,19 +261,21 @@ struct Walker<'w, R: Read + Seek> {
 
 impl<R: Read + Seek> Walker<'_, R> {
     fn fat_entry_offset(&self, c: u32) -> u64 {
+        // For error messages only; `c` < 2^28, so nothing saturates.
         let c = u64::from(c);
+        let within = match self.geo.fat_type {
+            FatType::Fat12 => c.saturating_add(c / 2),
+            FatType::Fat16 => c.saturating_mul(2),
+            FatType::Fat32 => c.saturating_mul(4),
+        };
         self.base
-            + self.geo.fat_offset(self.geo.active_fat)
-            + match self.geo.fat_type {
-                FatType::Fat12 => c + c / 2,
-                FatType::Fat16 => 2 * c,
-                FatType::Fat32 => 4 * c,
-            }
+            .saturating_add(self.geo.fat_offset(self.geo.active_fat))
+            .saturating_add(within)
     }
 
     /// Marks cluster `c` as used; `false` if it already was.
     fn claim(&mut self, c: u32) -> bool {
-        let (word, bit) = (c as usize / 64, c % 64);
+        let (word, bit) = ((c / 64) as usize, c % 64);
         match self.claimed.get_mut(word) {
             Some(w) if *w & (1 << bit) == 0 => {
                 *w |= 1 << bit;
@@ -275,7 +301,7 @@ impl<R: Read + Seek> Walker<'_, R> {
                         "cluster {c:#x} is {} inside a chain",
                         if c == 0 {
                             "free"
-                        } else if c == eoc - 1 {
+                        } else if c == eoc.saturating_sub(1) {
                             "marked bad"
                         } else {
                             "out of range"
@@ -294,7 +320,14 @@ impl<R: Read + Seek> Walker<'_, R> {
             if out.len() as u64 >= limit {
                 return Ok((out, false));
             }
-            let next = self.fat[c as usize];
+            // A data cluster: c ≤ clusters + 1 < fat.len().
+            let Some(&next) = self.fat.get(c as usize) else {
+                return Err(FatError::Corrupt {
+                    offset: from,
+                    field,
+                    reason: format!("cluster {c} has no FAT entry"),
+                });
+            };
             if next >= eoc {
                 return Ok((out, true));
             }
@@ -307,15 +340,16 @@ impl<R: Read + Seek> Walker<'_, R> {
         let cs = self.geo.cluster_size();
         match *loc {
             DirLoc::FixedRoot => {
-                let off = self.base + self.geo.root_dir_offset();
-                let mut bytes = vec![0u8; self.geo.root_entries as usize * ENTRY];
+                let off = self.base.saturating_add(self.geo.root_dir_offset());
+                // At most 65 535 entries of 32 bytes.
+                let mut bytes = vec![0u8; (self.geo.root_entries as usize).saturating_mul(ENTRY)];
                 self.img.seek(SeekFrom::Start(off))?;
                 self.img.read_exact(&mut bytes)?;
                 Ok((bytes, vec![off]))
             }
             DirLoc::Chain(first) => {
                 let limit = MAX_DIR_BYTES.div_ceil(cs);
-                let (clusters, ended) = self.chain(first, origin, limit + 1)?;
+                let (clusters, ended) = self.chain(first, origin, limit.saturating_add(1))?;
                 if !ended {
                     return Err(FatError::Corrupt {
                         offset: origin,
@@ -323,13 +357,15 @@ impl<R: Read + Seek> Walker<'_, R> {
                         reason: format!("the directory's chain is longer than {MAX_DIR_BYTES} bytes"),
                     });
                 }
-                let mut bytes = vec![0u8; clusters.len() * cs as usize];
+                // At most MAX_DIR_BYTES plus one cluster (≤ 256 KiB): 2.3 MiB.
+                // A cluster is at most 4096 · 128 bytes.
+                let cs = cs as usize;
+                let mut bytes = vec![0u8; clusters.len().saturating_mul(cs)];
                 let mut offsets = Vec::with_capacity(clusters.len());
-                for (i, &c) in clusters.iter().enumerate() {
-                    let off = self.base + self.geo.cluster_offset(c);
+                for (&c, buf) in clusters.iter().zip(bytes.chunks_exact_mut(cs)) {
+                    let off = self.base.saturating_add(self.geo.cluster_offset(c));
                     self.img.seek(SeekFrom::Start(off))?;
-                    self.img
-                        .read_exact(&mut bytes[i * cs as usize..(i + 1) * cs as usize])?;
+                    self.img.read_exact(buf)?;
                     offsets.push(off);
                 }
                 Ok((bytes, offsets))
@@ -341,16 +377,21 @@ impl<R: Read + Seek> Walker<'_, R> {
     fn entries(&mut self, loc: &DirLoc, origin: u64, is_root: bool) -> Result<Vec<Found>, FatError> {
         let (bytes, offsets) = self.dir_bytes(loc, origin)?;
         let per_cluster = match loc {
-            DirLoc::FixedRoot => bytes.len().max(1),
+            DirLoc::FixedRoot => bytes.len(),
             DirLoc::Chain(_) => self.geo.cluster_size() as usize,
         };
+        // Each entry's image offset: the offset of its cluster (or of the fixed root)
+        // plus its place in it.
+        let entry_offsets = offsets.iter().flat_map(|&start| {
+            (0..per_cluster)
+                .step_by(ENTRY)
+                .map(move |within| start.saturating_add(within as u64))
+        });
         let mut found = Vec::new();
         let mut long = LongNameCollector::default();
-        for (i, chunk) in bytes.chunks_exact(ENTRY).enumerate() {
+        for (chunk, offset) in bytes.chunks_exact(ENTRY).zip(entry_offsets) {
             let mut e = [0u8; ENTRY];
             e.copy_from_slice(chunk);
-            let at = i * ENTRY;
-            let offset = offsets.get(at / per_cluster).copied().unwrap_or(0) + (at % per_cluster) as u64;
             match e[0] {
                 dir::END_MARK => break,
                 dir::DELETED_MARK => {
@@ -461,7 +502,7 @@ impl<R: Read + Seek> Walker<'_, R> {
             if is_dir {
                 if e.first_cluster == 0 {
                     return Err(FatError::Corrupt {
-                        offset: found.offset + 26,
+                        offset: found.offset.saturating_add(26),
                         field: "DIR_FstClusLO",
                         reason: format!("subdirectory `{child}` has no cluster"),
                     });
@@ -469,8 +510,8 @@ impl<R: Read + Seek> Walker<'_, R> {
                 self.walk(
                     &child,
                     DirLoc::Chain(e.first_cluster),
-                    found.offset + 26,
-                    depth + 1,
+                    found.offset.saturating_add(26),
+                    depth.saturating_add(1),
                 )?;
             }
         }
@@ -484,11 +525,11 @@ impl<R: Read + Seek> Walker<'_, R> {
         if need == 0 {
             return Ok(());
         }
-        let origin = entry_offset + 26;
+        let origin = entry_offset.saturating_add(26);
         let (clusters, _) = self.chain(extent.first, origin, need)?;
         if (clusters.len() as u64) < need {
             return Err(FatError::Corrupt {
-                offset: entry_offset + 28,
+                offset: entry_offset.saturating_add(28),
                 field: "DIR_FileSize",
                 reason: format!(
                     "{} bytes need {need} clusters, but the chain has {}",
@@ -557,21 +598,25 @@ impl<R: Read + Seek> Read for FatFile<'_, '_, R> {
         }
         let geo = &self.fs.geo;
         let fat = &self.fs.fat;
-        let cs = geo.cluster_size();
+        // The geometry was validated: a cluster is 512 B ..= 512 KiB, so never 0.
+        let cs = std::num::NonZeroU64::new(geo.cluster_size())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "FAT clusters of 0 bytes"))?;
         let in_cluster = self.pos % cs;
-        let want = (buf.len() as u64).min(self.size - self.pos);
+        // pos < size (checked above).
+        let want = (buf.len() as u64).min(self.size.saturating_sub(self.pos));
         // Read physically consecutive clusters of the chain in one go.
-        let mut avail = cs - in_cluster;
+        let mut avail = cs.get().saturating_sub(in_cluster);
         let mut last = self.cluster;
         while avail < want {
             match fat.get(last as usize) {
-                Some(&next) if next == last + 1 && geo.is_data_cluster(next) => {
+                Some(&next) if Some(next) == last.checked_add(1) && geo.is_data_cluster(next) => {
                     last = next;
-                    avail += cs;
+                    avail = avail.saturating_add(cs.get());
                 }
                 _ => break,
             }
         }
+        // ≤ buf.len().
         let n = want.min(avail) as usize;
         if !geo.is_data_cluster(self.cluster) {
             return Err(io::Error::new(
@@ -586,12 +631,16 @@ impl<R: Read + Seek> Read for FatFile<'_, '_, R> {
                 .try_borrow_mut()
                 .map_err(|_| io::Error::other("the FAT image is busy"))?;
             img.seek(SeekFrom::Start(
-                self.fs.base + geo.cluster_offset(self.cluster) + in_cluster,
+                self.fs
+                    .base
+                    .saturating_add(geo.cluster_offset(self.cluster))
+                    .saturating_add(in_cluster),
             ))?;
             img.read_exact(&mut buf[..n])?;
         }
-        self.pos += n as u64;
-        let crossed = (in_cluster + n as u64) / cs;
+        // pos + n ≤ size.
+        self.pos = self.pos.saturating_add(n as u64);
+        let crossed = in_cluster.saturating_add(n as u64) / cs;
         for _ in 0..crossed {
             if self.pos >= self.size {
                 break;
@@ -603,6 +652,7 @@ impl<R: Read + Seek> Read for FatFile<'_, '_, R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // tests compute their own fixtures
 mod tests {
     use super::*;
     use crate::formats::fat::oracle::{noise, tree};
@@ -770,6 +820,135 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn patched(edits: &[(u64, &[u8])]) -> Patched {
+        let mut patches = BTreeMap::new();
+        for &(at, bytes) in edits {
+            for (i, &b) in bytes.iter().enumerate() {
+                patches.insert(at + i as u64, b);
+            }
+        }
+        Patched {
+            base: &base().0,
+            patches,
+            pos: 0,
+        }
+    }
+
+    /// BPB fields at the ends of their ranges: each is an error naming the field, never a
+    /// panic, an overflow or a volume read with a wrong geometry.
+    #[test]
+    fn extreme_bpb_fields_are_corrupt() {
+        let cases: &[(&str, u64, &[u8], &str)] = &[
+            ("huge FAT", 36, &u32::MAX.to_le_bytes(), "BPB_FATSz"),
+            // 65 535 reserved sectors leave too few clusters for FAT32: read as FAT12,
+            // which needs a fixed root directory.
+            (
+                "all sectors reserved",
+                14,
+                &u16::MAX.to_le_bytes(),
+                "BPB_RootEntCnt",
+            ),
+            ("255 FATs", 16, &[255], "BPB_FATSz"),
+            ("no FAT", 16, &[0], "BPB_NumFATs"),
+            ("4 GiB sectors", 32, &u32::MAX.to_le_bytes(), "BPB_TotSec32"),
+            ("4 KiB sectors", 11, &4096u16.to_le_bytes(), "BPB_TotSec32"),
+            ("128 sectors per cluster", 13, &[128], "BPB_RootEntCnt"),
+            ("0 sectors per cluster", 13, &[0], "BPB_SecPerClus"),
+            (
+                "root cluster past the end",
+                44,
+                &u32::MAX.to_le_bytes(),
+                "BPB_RootClus",
+            ),
+            ("root cluster 0", 44, &0u32.to_le_bytes(), "BPB_RootClus"),
+            ("active FAT 15 of 2", 40, &0x008Fu16.to_le_bytes(), "BPB_ExtFlags"),
+        ];
+        for &(what, at, bytes, field) in cases {
+            let mut img = patched(&[(at, bytes)]);
+            match read_fat(&mut img, 0, SIZE) {
+                Err(FatError::Corrupt { field: f, .. }) => assert_eq!(f, field, "{what}"),
+                Err(other) => panic!("{what}: {other}"),
+                Ok(_) => panic!("{what}: read as valid"),
+            }
+        }
+    }
+
+    /// Directory entries with extreme values: a 4 GiB - 1 file in a small volume, first
+    /// clusters that are reserved or past the end, a subdirectory at 0x0FFFFFFF or 0.
+    #[test]
+    fn extreme_directory_entries_are_corrupt() {
+        let (bytes, data) = base();
+        // The root directory is cluster 2, at the start of the data region.
+        let root = &bytes[*data as usize..*data as usize + 4096];
+        let entry_of = |short: &[u8; 11]| {
+            let i = root
+                .chunks_exact(ENTRY)
+                .position(|e| &e[..11] == short)
+                .expect("entry");
+            data + (i * ENTRY) as u64
+        };
+        let kernel = entry_of(b"KERNEL8 IMG");
+        let overlays = entry_of(b"OVERLAYS   ");
+        let cases: &[(&str, u64, &[u8], &str)] = &[
+            (
+                "4 GiB - 1 bytes",
+                kernel + 28,
+                &u32::MAX.to_le_bytes(),
+                "DIR_FileSize",
+            ),
+            (
+                "reserved cluster 1",
+                kernel + 26,
+                &1u16.to_le_bytes(),
+                "DIR_FstClusLO",
+            ),
+            (
+                "cluster past the end (high)",
+                kernel + 20,
+                &0x0FFFu16.to_le_bytes(),
+                "DIR_FstClusLO",
+            ),
+            (
+                "directory at 0x0FFFFFFF",
+                overlays + 20,
+                &0x0FFFu16.to_le_bytes(),
+                "DIR_FstClusLO",
+            ),
+            (
+                "directory at cluster 0",
+                overlays + 26,
+                &0u16.to_le_bytes(),
+                "DIR_FstClusLO",
+            ),
+        ];
+        for &(what, at, patch, field) in cases {
+            let mut img = patched(&[(at, patch)]);
+            match read_fat(&mut img, 0, SIZE) {
+                Err(FatError::Corrupt { field: f, .. }) => assert_eq!(f, field, "{what}"),
+                Err(other) => panic!("{what}: {other}"),
+                Ok(_) => panic!("{what}: read as valid"),
+            }
+        }
+    }
+
+    /// A partition offset near `u64::MAX` cannot wrap around to the start of the image.
+    #[test]
+    fn partition_offsets_near_the_end_of_u64_are_corrupt() {
+        let mut img = patched(&[]);
+        for (offset, len) in [(u64::MAX, 1), (u64::MAX - 511, 512), (1, u64::MAX)] {
+            assert!(
+                matches!(
+                    read_fat(&mut img, offset, len),
+                    Err(FatError::Corrupt {
+                        field: "partition",
+                        ..
+                    })
+                ),
+                "{offset} + {len}"
+            );
+        }
     }
 
     fn region() -> impl Strategy<Value = u64> {

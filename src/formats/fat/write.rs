@@ -2,6 +2,9 @@
 //! cluster runs), then writes it front to back — boot region, both FATs, then directories
 //! and files in walk order — streaming file contents from [`Contents`].
 
+// Sizes come from trees and options: no unchecked arithmetic (STYLE, disk formats).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -84,43 +87,50 @@ pub fn write_fat32<W: Write + Seek>(
     let cs = geo.cluster_size();
 
     // Allocation: one contiguous run per directory and non-empty file, in walk order.
-    let mut first_cluster = vec![0u32; tree.items.len()];
-    let mut runs: Vec<(u32, u64)> = Vec::new();
-    let mut next: u64 = u64::from(geo.root_cluster);
-    for (i, item) in tree.items.iter().enumerate() {
-        let bytes = match &item.kind {
-            Kind::Dir { entries, .. } => (*entries * ENTRY as u64).max(1),
-            Kind::File { size, .. } => *size,
-        };
-        let count = bytes.div_ceil(cs);
-        if count > 0 {
-            // Checked against the cluster count below, so it fits u32 when used.
-            first_cluster[i] = u32::try_from(next).unwrap_or(u32::MAX);
-            runs.push((first_cluster[i], count));
-            next += count;
-        }
-    }
-    let used = next - u64::from(geo.root_cluster);
+    // Clusters needed by each item, then their sum: entries ≤ 65 536 and sizes < 4 GiB
+    // (checked in `Tree::build`), so only the sum of many files can grow large, and
+    // it saturates rather than wraps, which `NoSpace` then reports.
+    let counts: Vec<u64> = tree
+        .items
+        .iter()
+        .map(|item| match &item.kind {
+            Kind::Dir { entries, .. } => entries.saturating_mul(ENTRY as u64).max(1).div_ceil(cs),
+            Kind::File { size, .. } => size.div_ceil(cs),
+        })
+        .collect();
+    let used = counts.iter().fold(0u64, |sum, &c| sum.saturating_add(c));
     if used > u64::from(geo.clusters) {
         return Err(FatError::NoSpace {
-            needed: used * cs,
-            available: u64::from(geo.clusters) * cs,
+            needed: used.saturating_mul(cs),
+            available: u64::from(geo.clusters).saturating_mul(cs),
             size: opts.size_bytes,
         });
     }
-    // used ≤ clusters < 2^28.
-    let used = used as u32;
-    let free = geo.clusters - used;
-    let next_free = if free == 0 {
-        u32::MAX
-    } else {
-        geo.root_cluster + used
+    // used ≤ clusters < 2^28, so every cluster number below fits u32 without overflow.
+    let overflow = || FatError::Overflow {
+        what: "the cluster allocation",
     };
+    let used = u32::try_from(used).map_err(|_| overflow())?;
+    let mut first_cluster = vec![0u32; tree.items.len()];
+    let mut runs: Vec<(u32, u64)> = Vec::new();
+    let mut next = geo.root_cluster;
+    for (first, &count) in first_cluster.iter_mut().zip(&counts) {
+        if count > 0 {
+            *first = next;
+            runs.push((next, count));
+            next = u32::try_from(count)
+                .ok()
+                .and_then(|c| next.checked_add(c))
+                .ok_or_else(overflow)?;
+        }
+    }
+    let free = geo.clusters.checked_sub(used).ok_or_else(overflow)?;
+    let next_free = if free == 0 { u32::MAX } else { next };
 
     let mut sink = Sink::new(out)?;
 
     // Boot region: written in full so that no stale bytes survive in reserved sectors.
-    let mut reserved = vec![0u8; geo.reserved_sectors as usize * SECTOR];
+    let mut reserved = vec![0u8; RESERVED_BYTES];
     let boot = bpb::encode_boot_sector(&geo, &fields);
     let fsinfo = bpb::encode_fsinfo(free, next_free);
     let third = bpb::encode_boot_sector_2();
@@ -129,11 +139,16 @@ pub fn write_fat32<W: Write + Seek>(
         (bpb::FSINFO_SECTOR, &fsinfo),
         (2, &third),
         (bpb::BACKUP_BOOT_SECTOR, &boot),
-        (bpb::BACKUP_BOOT_SECTOR + 1, &fsinfo),
-        (bpb::BACKUP_BOOT_SECTOR + 2, &third),
+        (bpb::BACKUP_FSINFO_SECTOR, &fsinfo),
+        (bpb::BACKUP_THIRD_SECTOR, &third),
     ] {
-        let at = at as usize * SECTOR;
-        reserved[at..at + SECTOR].copy_from_slice(sector);
+        reserved
+            .chunks_exact_mut(SECTOR)
+            .nth(at as usize)
+            .ok_or(FatError::Overflow {
+                what: "the boot region",
+            })?
+            .copy_from_slice(sector);
     }
     sink.write_at(0, &reserved)?;
 
@@ -146,7 +161,7 @@ pub fn write_fat32<W: Write + Seek>(
         let off = geo.cluster_offset(first_cluster[i]);
         match &item.kind {
             Kind::Dir { children, entries } => {
-                let bytes = encode_dir(&tree, i, children, *entries, &first_cluster, &fields, cs);
+                let bytes = encode_dir(&tree, i, children, *entries, &first_cluster, &fields, cs)?;
                 sink.write_at(off, &bytes)?;
             }
             Kind::File { size, content } if *size > 0 => {
@@ -158,15 +173,25 @@ pub fn write_fat32<W: Write + Seek>(
     }
 
     // Give the output its full length even when the last clusters are free.
-    if sink.end < opts.size_bytes {
-        sink.write_at(opts.size_bytes - 1, &[0])?;
+    if let Some(last) = opts
+        .size_bytes
+        .checked_sub(1)
+        .filter(|_| sink.end < opts.size_bytes)
+    {
+        sink.write_at(last, &[0])?;
     }
     sink.out.flush()?;
 
-    let (directories, files) = tree.items.iter().fold((0, 0), |(d, f), item| match item.kind {
-        Kind::Dir { .. } => (d + 1, f),
-        Kind::File { .. } => (d, f + 1),
-    });
+    let directories = tree
+        .items
+        .iter()
+        .filter(|i| matches!(i.kind, Kind::Dir { .. }))
+        .count() as u64;
+    let files = tree
+        .items
+        .iter()
+        .filter(|i| matches!(i.kind, Kind::File { .. }))
+        .count() as u64;
     Ok(FatReport {
         sectors_per_cluster: geo.sectors_per_cluster as u8,
         cluster_size: cs as u32,
@@ -185,6 +210,8 @@ const NO_LABEL: [u8; 11] = *b"NO NAME    ";
 
 /// Bytes read from `Contents` at a time; a multiple of every cluster size.
 const COPY_CHUNK: usize = 1 << 20;
+/// The boot region: `BPB_RsvdSecCnt` sectors (the geometry always uses the constant).
+const RESERVED_BYTES: usize = bpb::RESERVED_SECTORS as usize * SECTOR;
 /// Granularity of the all-zero test that turns writes into seeks.
 const ZERO_BLOCK: usize = 4096;
 
@@ -197,7 +224,7 @@ fn plan_volume(opts: &FatOptions) -> Result<(Geometry, BootFields), FatError> {
             format!("{} is not a multiple of 512", opts.size_bytes),
         ));
     }
-    let total = u32::try_from(opts.size_bytes / SECTOR as u64).map_err(|_| {
+    let total = u32::try_from(opts.size_bytes / 512).map_err(|_| {
         invalid(
             "size_bytes",
             format!("{} bytes is more than FAT32's 2 TiB", opts.size_bytes),
@@ -221,6 +248,9 @@ fn plan_volume(opts: &FatOptions) -> Result<(Geometry, BootFields), FatError> {
             )
         })?,
     };
+    // Both arms give a power of two, so never 0.
+    let spc = std::num::NonZeroU32::new(spc)
+        .ok_or_else(|| invalid("sectors_per_cluster", "0 is not a power of two".into()))?;
     let geo = Geometry::fat32(total, spc);
     if geo.clusters < bpb::MIN_FAT32_CLUSTERS || geo.clusters > bpb::MAX_FAT32_CLUSTERS {
         return Err(invalid(
@@ -436,9 +466,11 @@ impl<'a> Tree<'a> {
                         (short, Some(units))
                     }
                 };
-                entries += 1 + long
+                // A long name is at most 255 units: 20 entries, plus the short one.
+                let long_entries = long
                     .as_ref()
                     .map_or(0, |u| u.len().div_ceil(name::UNITS_PER_ENTRY) as u64);
+                entries = entries.saturating_add(long_entries).saturating_add(1);
                 children.push(Child {
                     item: *item,
                     short,
@@ -474,9 +506,17 @@ fn attributes(node: &Node, base: u8) -> u8 {
     }
 }
 
-fn short_entry(name: [u8; 11], attr: u8, first_cluster: u32, size: u32, mtime: i64) -> ShortEntry {
-    let (date, time) = time::to_fat(mtime);
-    ShortEntry {
+fn short_entry(
+    name: [u8; 11],
+    attr: u8,
+    first_cluster: u32,
+    size: u32,
+    mtime: i64,
+) -> Result<ShortEntry, FatError> {
+    let (date, time) = time::to_fat(mtime).ok_or(FatError::Overflow {
+        what: "a FAT timestamp",
+    })?;
+    Ok(ShortEntry {
         name,
         attr,
         nt_res: 0,
@@ -488,7 +528,7 @@ fn short_entry(name: [u8; 11], attr: u8, first_cluster: u32, size: u32, mtime: i
         wrt_time: time,
         wrt_date: date,
         file_size: size,
-    }
+    })
 }
 
 /// The full clusters of directory `i`: label or dot entries, then the children.
@@ -500,25 +540,30 @@ fn encode_dir(
     first_cluster: &[u32],
     fields: &BootFields,
     cs: u64,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, FatError> {
+    let overflow = || FatError::Overflow {
+        what: "a directory's size",
+    };
     let item = &tree.items[i];
-    let mut out: Vec<u8> =
-        Vec::with_capacity((entries * ENTRY as u64).div_ceil(cs).max(1) as usize * cs as usize);
+    // `entries` ≤ 65536 (checked in `Tree::build`), so this is at most 2 MiB.
+    let bytes = entries.checked_mul(ENTRY as u64).ok_or_else(overflow)?;
+    let capacity = bytes.div_ceil(cs).max(1).checked_mul(cs).ok_or_else(overflow)?;
+    let mut out: Vec<u8> = Vec::with_capacity(usize::try_from(capacity).map_err(|_| overflow())?);
     let mtime = item.node.mtime;
     if i == 0 {
         if fields.label != NO_LABEL {
-            out.extend_from_slice(&short_entry(fields.label, dir::ATTR_VOLUME_ID, 0, 0, mtime).encode());
+            out.extend_from_slice(&short_entry(fields.label, dir::ATTR_VOLUME_ID, 0, 0, mtime)?.encode());
         }
     } else {
         let attr = attributes(item.node, dir::ATTR_DIRECTORY);
-        out.extend_from_slice(&short_entry(*b".          ", attr, first_cluster[i], 0, mtime).encode());
+        out.extend_from_slice(&short_entry(*b".          ", attr, first_cluster[i], 0, mtime)?.encode());
         // `..` names the root as cluster 0 (fatgen103 §6.7).
         let parent = if item.parent == 0 {
             0
         } else {
             first_cluster[item.parent]
         };
-        out.extend_from_slice(&short_entry(*b"..         ", attr, parent, 0, mtime).encode());
+        out.extend_from_slice(&short_entry(*b"..         ", attr, parent, 0, mtime)?.encode());
     }
     for child in children {
         if let Some(units) = &child.long {
@@ -534,21 +579,28 @@ fn encode_dir(
                 first_cluster[child.item],
                 0,
                 c.node.mtime,
-            ),
+            )?,
             // Checked ≤ u32::MAX in `Tree::build`.
             Kind::File { size, .. } => short_entry(
                 child.short,
                 attributes(c.node, dir::ATTR_ARCHIVE),
                 first_cluster[child.item],
-                size as u32,
+                u32::try_from(size).map_err(|_| FatError::FileTooLarge {
+                    path: c.node.path.clone(),
+                    size,
+                })?,
                 c.node.mtime,
-            ),
+            )?,
         };
         out.extend_from_slice(&entry.encode());
     }
-    let full = (out.len() as u64).div_ceil(cs).max(1) * cs;
-    out.resize(full as usize, 0);
-    out
+    let full = (out.len() as u64)
+        .div_ceil(cs)
+        .max(1)
+        .checked_mul(cs)
+        .ok_or_else(overflow)?;
+    out.resize(usize::try_from(full).map_err(|_| overflow())?, 0);
+    Ok(out)
 }
 
 /// Writes FAT number `index`: entries 0 and 1 (media byte, clean-shutdown bits), the
@@ -559,34 +611,51 @@ fn write_fat<W: Write + Seek>(
     geo: &Geometry,
     index: u32,
     runs: &[(u32, u64)],
-) -> io::Result<()> {
+) -> Result<(), FatError> {
     const EOC: u32 = 0x0FFF_FFFF;
+    let overflow = || FatError::Overflow { what: "a FAT" };
     let start = geo.fat_offset(index);
     let total = geo.fat_bytes();
+    // Bytes of this FAT written so far; ≤ its size, so start + written stays in the volume.
     let mut written = 0u64;
+    let flush = |sink: &mut Sink<'_, W>, written: &mut u64, bytes: &[u8]| -> Result<(), FatError> {
+        sink.write_at(start.checked_add(*written).ok_or_else(overflow)?, bytes)?;
+        *written = written.checked_add(bytes.len() as u64).ok_or_else(overflow)?;
+        Ok(())
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK);
     buf.extend_from_slice(&(0x0FFF_FF00 | u32::from(bpb::MEDIA_FIXED)).to_le_bytes());
     buf.extend_from_slice(&EOC.to_le_bytes());
     for &(first, count) in runs {
         // Runs fit the volume, so first + count ≤ clusters + 2 < 2^28.
-        let last = first + count as u32 - 1;
+        let last = u32::try_from(count)
+            .ok()
+            .and_then(|n| first.checked_add(n))
+            .and_then(|end| end.checked_sub(1))
+            .ok_or_else(overflow)?;
         for c in first..=last {
-            let value = if c == last { EOC } else { c + 1 };
+            let value = if c == last {
+                EOC
+            } else {
+                c.checked_add(1).ok_or_else(overflow)?
+            };
             buf.extend_from_slice(&value.to_le_bytes());
             if buf.len() >= COPY_CHUNK {
-                sink.write_at(start + written, &buf)?;
-                written += buf.len() as u64;
+                flush(sink, &mut written, &buf)?;
                 buf.clear();
             }
         }
     }
-    sink.write_at(start + written, &buf)?;
-    written += buf.len() as u64;
+    flush(sink, &mut written, &buf)?;
     let zeros = vec![0u8; COPY_CHUNK];
-    while written < total {
-        let n = (total - written).min(COPY_CHUNK as u64) as usize;
-        sink.write_at(start + written, &zeros[..n])?;
-        written += n as u64;
+    loop {
+        let left = total.saturating_sub(written);
+        if left == 0 {
+            break;
+        }
+        // ≤ COPY_CHUNK.
+        let n = left.min(COPY_CHUNK as u64) as usize;
+        flush(sink, &mut written, &zeros[..n])?;
     }
     Ok(())
 }
@@ -600,37 +669,46 @@ fn copy_file<W: Write + Seek>(
     reader: &mut dyn Read,
     buf: &mut [u8],
 ) -> Result<(), FatError> {
+    let overflow = || FatError::Overflow {
+        what: "a file's offset",
+    };
+    // Bytes copied so far: `done` ≤ `size` < 4 GiB.
     let mut done = 0u64;
-    while done < size {
-        let want = (size - done).min(buf.len() as u64) as usize;
+    loop {
+        let left = size.saturating_sub(done);
+        if left == 0 {
+            break;
+        }
+        // ≤ buf.len().
+        let want = left.min(buf.len() as u64) as usize;
         let n = read_full(reader, &mut buf[..want])?;
         if n < want {
             return Err(FatError::ContentTooShort {
                 path: path.to_owned(),
                 expected: size,
-                actual: done + n as u64,
+                actual: done.saturating_add(n as u64),
             });
         }
-        let chunk = &buf[..n];
-        let mut i = 0;
-        while i < n {
-            let block_end = (i + ZERO_BLOCK).min(n);
-            if chunk[i..block_end].iter().all(|&b| b == 0) {
-                i = block_end;
-                continue;
-            }
-            let mut j = block_end;
-            while j < n {
-                let e = (j + ZERO_BLOCK).min(n);
-                if chunk[j..e].iter().all(|&b| b == 0) {
-                    break;
+        let at = off.checked_add(done).ok_or_else(overflow)?;
+        // Write the runs of `ZERO_BLOCK`-sized blocks that are not all zero; seek over
+        // the others.
+        let mut run: Option<(usize, usize)> = None;
+        let mut within = 0usize;
+        for block in buf[..n].chunks(ZERO_BLOCK) {
+            let end = within.saturating_add(block.len());
+            if block.iter().all(|&b| b == 0) {
+                if let Some((from, to)) = run.take() {
+                    sink.write_at(at.saturating_add(from as u64), &buf[from..to])?;
                 }
-                j = e;
+            } else {
+                run = Some((run.map_or(within, |(from, _)| from), end));
             }
-            sink.write_at(off + done + i as u64, &chunk[i..j])?;
-            i = j;
+            within = end;
         }
-        done += n as u64;
+        if let Some((from, to)) = run {
+            sink.write_at(at.saturating_add(from as u64), &buf[from..to])?;
+        }
+        done = done.saturating_add(n as u64);
     }
     let mut extra = [0u8; 1];
     if read_full(reader, &mut extra)? > 0 {
@@ -667,17 +745,21 @@ impl<'w, W: Write + Seek> Sink<'w, W> {
         if bytes.is_empty() {
             return Ok(());
         }
+        let overflow = || io::Error::new(io::ErrorKind::InvalidInput, "a FAT write offset overflows");
+        let end = off.checked_add(bytes.len() as u64).ok_or_else(overflow)?;
         if off != self.pos {
-            self.out.seek(SeekFrom::Start(self.base + off))?;
+            self.out
+                .seek(SeekFrom::Start(self.base.checked_add(off).ok_or_else(overflow)?))?;
         }
         self.out.write_all(bytes)?;
-        self.pos = off + bytes.len() as u64;
+        self.pos = end;
         self.end = self.end.max(self.pos);
         Ok(())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // tests compute their own fixtures
 mod tests {
     use super::*;
     use crate::formats::fat::oracle::{noise, tree};
