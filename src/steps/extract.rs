@@ -70,9 +70,14 @@ impl ExtractStep {
             if clean.is_empty() {
                 continue;
             }
-            let mode = e.header().mode().unwrap_or(0o644) & 0o7777;
+            // Only a regular file's mode is used (its executable bits): read it there.
+            let mut mode = 0;
+            let header_mode = e.header().mode();
             let kind = match e.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    mode = header_mode.map_err(|err| {
+                        self.bad(format!("has a member `{name}` with an unreadable mode: {err}"))
+                    })? & 0o7777;
                     let mut bytes = Vec::new();
                     e.read_to_end(&mut bytes)
                         .map_err(|err| self.bad(format!("is damaged at `{name}`: {err}")))?;
@@ -82,10 +87,12 @@ impl ExtractStep {
                 tar::EntryType::Symlink => {
                     let target = e
                         .link_name()
-                        .ok()
-                        .flatten()
+                        .map_err(|err| {
+                            self.bad(format!("has a symlink `{name}` with an unreadable target: {err}"))
+                        })?
                         .map(|t| t.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(|| self.bad(format!("has a symlink `{name}` without a target")))?;
                     MemberKind::Symlink(target)
                 }
                 tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
@@ -385,5 +392,35 @@ mod tests {
 
         let (_d, _s, out) = extract(b"this is not an archive at all, just text that goes on");
         assert!(out.is_err());
+    }
+
+    /// A header's damaged mode or an empty symlink target used to become `0644` or an
+    /// empty link silently; both are errors naming the member.
+    #[test]
+    fn damaged_modes_and_empty_symlink_targets_are_errors() {
+        let archive = |edit: &dyn Fn(&mut tar::Header)| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_path("app/file").unwrap();
+            edit(&mut h);
+            h.set_cksum();
+            b.append(&h, &b"x"[..]).unwrap();
+            b.into_inner().unwrap()
+        };
+        let raw = archive(&|h| h.as_old_mut().mode.copy_from_slice(b"zz\0\0\0\0\0\0"));
+        let (_d, _s, out) = extract(&raw);
+        let e = out.err().expect("a damaged mode is an error");
+        assert!(e.to_string().contains("unreadable mode"), "{e}");
+
+        let raw = archive(&|h| {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+        });
+        let (_d, _s, out) = extract(&raw);
+        let e = out.err().expect("a symlink without a target is an error");
+        assert!(e.to_string().contains("without a target"), "{e}");
     }
 }
