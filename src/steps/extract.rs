@@ -412,7 +412,7 @@ mod tests {
         };
         let raw = archive(&|h| h.as_old_mut().mode.copy_from_slice(b"zz\0\0\0\0\0\0"));
         let (_d, _s, out) = extract(&raw);
-        let e = out.err().expect("a damaged mode is an error");
+        let e = out.expect_err("a damaged mode is an error");
         assert!(e.to_string().contains("unreadable mode"), "{e}");
 
         let raw = archive(&|h| {
@@ -420,7 +420,7 @@ mod tests {
             h.set_size(0);
         });
         let (_d, _s, out) = extract(&raw);
-        let e = out.err().expect("a symlink without a target is an error");
+        let e = out.expect_err("a symlink without a target is an error");
         assert!(e.to_string().contains("without a target"), "{e}");
     }
 }
