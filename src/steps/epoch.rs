@@ -217,6 +217,19 @@ mod tests {
         apply(blobs, empty, &[Changeset::new(ops)], 0).unwrap()
     }
 
+    /// `unpack`'s outputs as far as `base-epoch` reads them.
+    fn unpacked(rootfs: w4b_cache::Digest) -> Outputs {
+        let mut out = Outputs::new();
+        out.insert(
+            "rootfs".into(),
+            w4b_cache::OutputRef {
+                digest: rootfs,
+                size: 0,
+            },
+        );
+        out
+    }
+
     #[test]
     fn reads_the_newest_mtime_and_a_step_resolves_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -225,15 +238,7 @@ mod tests {
             &store,
             &[("/etc", 1_700_000_000), ("/usr", 1_731_974_399), ("/var", 5)],
         );
-        let mut unpack = Outputs::new();
-        unpack.insert(
-            "rootfs".into(),
-            w4b_cache::OutputRef {
-                digest: root,
-                size: 0,
-            },
-        );
-        let out = run(&store, &[unpack]).unwrap();
+        let out = run(&store, &[unpacked(root)]).unwrap();
         let bytes = Blobs::get(store.as_ref(), &out["epoch"].digest).unwrap();
         assert_eq!(bytes, b"1731974399\n");
 
@@ -264,15 +269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
         let root = tree_with(&store, &[("/etc", 0)]);
-        let mut unpack = Outputs::new();
-        unpack.insert(
-            "rootfs".into(),
-            w4b_cache::OutputRef {
-                digest: root,
-                size: 0,
-            },
-        );
-        let err = run(&store, &[unpack]).unwrap_err();
+        let err = run(&store, &[unpacked(root)]).unwrap_err();
         assert!(
             err.to_string().contains("`//bases:b` has no modification time"),
             "{err}"
