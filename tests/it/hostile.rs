@@ -11,7 +11,7 @@ use crate::env::TestEnv;
 
 const MARKER: &str = "HOST-SECRET-MARKER";
 
-/// Copies `from` into `to`, symlinks as symlinks.
+/// Copies `from` into `to` (the corpus holds no symlinks; `case.json` makes them).
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     let mut entries: Vec<_> = std::fs::read_dir(from).unwrap().map(|e| e.unwrap()).collect();
@@ -84,7 +84,16 @@ fn run_case(dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret.txt"), format!("{MARKER}\n")).unwrap();
-    copy_tree(&dir.join("ws"), &env.ws);
+    if dir.join("ws").is_dir() {
+        copy_tree(&dir.join("ws"), &env.ws);
+    }
+    // Symlinks are made here rather than kept in git: links to `/etc` or `/proc` inside
+    // the repository would lead every tool that walks it out of it.
+    for (at, target) in case["symlinks"].as_object().into_iter().flatten() {
+        let at = env.root.path().join(at);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target.as_str().unwrap(), &at).unwrap();
+    }
 
     let args: Vec<&str> = case["args"]
         .as_array()
