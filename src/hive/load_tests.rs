@@ -528,6 +528,21 @@ fn check_file_validates_a_file_by_path() {
     assert_eq!(*count, 8, "{}", render(&err));
 }
 
+#[test]
+fn a_hive_file_past_the_size_limit_is_refused_unread() {
+    let dir = workspace(&[("big.yaml", "")]);
+    let limit = crate::defs::workspace::MAX_DEFINITION_BYTES;
+    std::fs::File::create(dir.path().join("big.yaml"))
+        .unwrap()
+        .set_len(limit + 1)
+        .unwrap();
+    let err = check_file(None, &BTreeMap::new(), &dir.path().join("big.yaml")).unwrap_err();
+    assert!(
+        matches!(err.kind(), DefsErrorKind::TooLarge { path, size, .. } if path == "big.yaml" && *size == limit + 1),
+        "{err:?}"
+    );
+}
+
 /// The corpus of bad hive files under `tests/hive-corpus/`: each must fail, every
 /// problem must carry a location, a `w4b::defs::` code and a `help:`, and the rendering
 /// is pinned.
