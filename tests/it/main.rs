@@ -19,6 +19,7 @@ mod hive_build;
 mod image_build;
 mod inspect;
 mod kernel;
+mod limits;
 mod pipeline;
 mod robustness;
 mod roundtrip;
