@@ -5,6 +5,13 @@
 //! with neither — the newest modification time in the base's root filesystem, read by a
 //! `base-epoch` step (`//bases:<name>#epoch`) that every epoch-using step takes as an
 //! input. Never the clock; an image on `scratch` without an `epoch` is an error.
+//!
+//! The epoch stamps every file, so it must be a time every filesystem the image is written
+//! to can hold ([`EpochRange`]): ext4's range for every image, FAT's for a disk image
+//! (`format: image`, whose boot partition is FAT) and for an epoch taken from a base's
+//! release date (a base is such a disk image; `base-epoch` checks the same for the
+//! base's files). Out of range is an error naming the range and where the value was
+//! written, never a time the writers would wrap or clamp.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use super::vendor::Vendor;
 use super::{loc, CompileError, Compiler};
 use crate::defs::{self, LoadedTarget};
 use crate::manifest::EpochSource;
-use crate::steps::epoch::{BaseEpochStep, Epoch};
+use crate::steps::epoch::{BaseEpochStep, Epoch, EpochRange};
 
 /// An image's epoch as planned.
 #[derive(Clone, Debug)]
@@ -67,10 +74,32 @@ impl Compiler<'_> {
         vendor: Option<(&Vendor, NodeId)>,
     ) -> miette::Result<(PlanEpoch, EpochSource)> {
         if let Some(e) = image.epoch {
-            let seconds = i64::try_from(e).map_err(|_| CompileError::NoEpoch {
-                label: label.to_owned(),
-            })?;
             let location = loc(t, "epoch");
+            let range = match image.output.format {
+                defs::Format::Image => EpochRange::Fat,
+                defs::Format::Tar => EpochRange::Ext4,
+            };
+            let seconds = i64::try_from(e)
+                .ok()
+                .filter(|s| range.contains(*s))
+                .ok_or_else(|| CompileError::EpochOutOfRange {
+                    label: label.to_owned(),
+                    value: e.to_string(),
+                    origin: format!(
+                        "written at `{}`",
+                        location.clone().unwrap_or_else(|| t.label.to_string())
+                    ),
+                    range: range.describe(),
+                    help: format!(
+                        "write `epoch:` as seconds since 1970-01-01T00:00:00Z in that range (1700000000 is \
+                         2023-11-14T22:13:20Z){}",
+                        match range {
+                            EpochRange::Fat =>
+                                "; a disk image's boot partition is FAT, which holds no other times",
+                            EpochRange::Ext4 => "",
+                        }
+                    ),
+                })?;
             return Ok((
                 PlanEpoch::Fixed {
                     seconds,
@@ -90,6 +119,21 @@ impl Compiler<'_> {
         let base = v.base_label.to_string();
         if let (Some(seconds), Some(date)) = (v.base.epoch(), v.base.date) {
             let location = loc(&v.base_target, "date").or_else(|| loc(&v.base_target, "url"));
+            if !EpochRange::Fat.contains(seconds) {
+                return Err(CompileError::EpochOutOfRange {
+                    label: label.to_owned(),
+                    value: date.to_string(),
+                    origin: format!(
+                        "the release date of `{base}` at `{}`",
+                        location.unwrap_or_else(|| base.clone())
+                    ),
+                    range: EpochRange::Fat.describe(),
+                    help:
+                        "correct the base's `date:` (or the date in its URL), or give the image an `epoch:`"
+                            .into(),
+                }
+                .into());
+            }
             return Ok((
                 PlanEpoch::Fixed {
                     seconds,

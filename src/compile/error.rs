@@ -1,5 +1,5 @@
 //! What can go wrong while compiling targets into a graph: wrong kinds, missing boards,
-//! architectures that do not match, images with no epoch.
+//! architectures that do not match, images with no epoch or one out of range.
 
 use crate::defs;
 
@@ -43,6 +43,19 @@ pub enum CompileError {
         help("an image on `scratch` has no base to take a time from: add `epoch: <seconds since 1970>` to the image (or to `w4b.yaml` for every target); it is the only time the build sees")
     )]
     NoEpoch { label: String },
+
+    #[error("the epoch of `{label}` is out of range: {value}, {origin}, does not lie {range}")]
+    #[diagnostic(code(w4b::compile::epoch_out_of_range))]
+    EpochOutOfRange {
+        label: String,
+        /// The value as written: seconds, or a base's release date.
+        value: String,
+        /// `written at defs/…:4:8`, or `the release date of //bases:… at …`.
+        origin: String,
+        range: String,
+        #[help]
+        help: String,
+    },
 
     #[error("layer `{layer}` appears twice in `{image}`")]
     #[diagnostic(

@@ -144,6 +144,28 @@ pub enum DefsErrorKind {
         key: String,
     },
 
+    #[error("`{file}` holds more than {limit} values")]
+    #[diagnostic(
+        code(w4b::defs::too_many_values),
+        help("an alias (`*name`) copies every value of its anchor each time it is used, so aliases of aliases multiply; write the values out, or split the definition into several files")
+    )]
+    TooManyValues {
+        #[source_code]
+        src: Src,
+        #[label("{label}")]
+        span: SourceSpan,
+        file: String,
+        limit: usize,
+        label: String,
+    },
+
+    #[error("`{path}` is {size} bytes; a definition file may hold at most {} MiB", limit >> 20)]
+    #[diagnostic(
+        code(w4b::defs::too_large),
+        help("definitions hold configuration, not data: split it into several files (`extends` shares their common part), and name large contents with `source:` or `fetch:`")
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
+
     #[error("unknown key `{key}`{context}")]
     #[diagnostic(code(w4b::defs::unknown_key))]
     UnknownKey {

@@ -408,7 +408,7 @@ fn hive_extends(span: &Span) -> DefsError {
 /// (the `open`) and a `stat` of the open file: on a no-op rebuild of 1,000 definitions a
 /// separate `is_file` check and `fs::read`'s own size probe were a third of the reading.
 fn read_definition(path: &Path, shown: &str) -> Result<Option<(Vec<u8>, std::fs::Metadata)>, DefsError> {
-    use std::io::{ErrorKind, Read};
+    use std::io::ErrorKind;
     let io = |source| -> DefsError {
         DefsErrorKind::Io {
             path: shown.to_owned(),
@@ -425,11 +425,7 @@ fn read_definition(path: &Path, shown: &str) -> Result<Option<(Vec<u8>, std::fs:
     if !meta.is_file() {
         return Ok(None);
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(64 << 20) + 1);
-    // `take` keeps `read_to_end` from asking the kernel for the size a second time.
-    Read::take(&mut file, u64::MAX)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
+    let bytes = workspace::read_open(&mut file, meta.len(), shown)?;
     Ok(Some((bytes, meta)))
 }
 
@@ -1078,6 +1074,71 @@ kind: image
         };
         assert_eq!(path, "defs/layers/mtod.yaml");
         assert_eq!(help.as_deref(), Some("did you mean `//layers:motd`?"));
+    }
+
+    /// Makes `path` a sparse file one byte past the definition size limit.
+    fn oversize(dir: &tempfile::TempDir, path: &str) {
+        let f = std::fs::File::create(dir.path().join(path)).unwrap();
+        f.set_len(workspace::MAX_DEFINITION_BYTES + 1).unwrap();
+    }
+
+    #[test]
+    fn definitions_past_the_size_limit_are_refused_by_name() {
+        let limit = workspace::MAX_DEFINITION_BYTES;
+        let dir = workspace(&[("w4b.yaml", ""), ("defs/images/big.yaml", "")]);
+        oversize(&dir, "defs/images/big.yaml");
+        let err = loader(&dir, &[], &[]).load(&label("//images:big")).unwrap_err();
+        let DefsErrorKind::TooLarge { path, size, limit: l } = err.kind() else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (path.as_str(), *size, *l),
+            ("defs/images/big.yaml", limit + 1, limit)
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`defs/images/big.yaml` is {} bytes; a definition file may hold at most 16 MiB",
+                limit + 1
+            )
+        );
+
+        oversize(&dir, "w4b.yaml");
+        let err = Workspace::open(dir.path(), &BTreeMap::new()).unwrap_err();
+        assert!(
+            matches!(err.kind(), DefsErrorKind::TooLarge { path, .. } if path == "w4b.yaml"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_definition_that_extends_one_with_many_keys_merges_them_all() {
+        // Every map of every target is merged (over its parent, or over nothing): with a
+        // scan per key this took seconds; it is now O(n log n).
+        let n = 40_000;
+        let parent: String = (0..n).map(|i| format!("  k{i}: {i}\n")).collect();
+        let child: String = (0..n).step_by(2).map(|i| format!("  k{i}: child\n")).collect();
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            (
+                "defs/images/parent.yaml",
+                &format!("kind: image\nbase: scratch\nepoch: 1\nconfig:\n{parent}"),
+            ),
+            (
+                "defs/images/child.yaml",
+                &format!("kind: image\nextends: //images:parent\nconfig:\n{child}  new: 1\n"),
+            ),
+        ]);
+        let t = loader(&dir, &[], &[]).load(&label("//images:child")).unwrap();
+        let config = &image(&t).config;
+        assert_eq!(config.len(), n + 1);
+        assert_eq!(config["k0"], crate::defs::ConfigValue::String("child".into()));
+        assert_eq!(config["k1"], crate::defs::ConfigValue::Int(1));
+        assert_eq!(t.locations["config.k2"].to_string(), "defs/images/child.yaml:5:7");
+        assert_eq!(
+            t.locations["config.k3"].to_string(),
+            "defs/images/parent.yaml:8:7"
+        );
     }
 
     #[test]

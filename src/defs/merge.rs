@@ -5,6 +5,12 @@
 //! explicit: a key written `layers+:` appends its list to the inherited `layers`. A `+` key
 //! with nothing to append to simply sets the list. Every node keeps the span of the file
 //! that wrote it, which is what lets the location table name the right file per value.
+//!
+//! Every map of every target passes through here (a target with nothing to extend is merged
+//! over an empty map), so keys are found through an index: merging `n` keys costs
+//! O(n log n). A scan of the keys merged so far made a 40,000-key map take 13 s.
+
+use std::collections::BTreeMap;
 
 use super::error::{DefsError, DefsErrorKind};
 use super::yaml::{Entry, Key, Node, Value};
@@ -14,8 +20,12 @@ pub fn merge(base: Value, overlay: Value) -> Result<Value, DefsError> {
     match (base.node, overlay.node) {
         (Node::Map(mut merged), Node::Map(entries)) => {
             check_append_conflicts(&entries)?;
+            let mut index = BTreeMap::new();
+            for (i, e) in merged.iter().enumerate() {
+                index.entry(e.key.name.clone()).or_insert(i);
+            }
             for entry in entries {
-                merge_entry(&mut merged, entry)?;
+                merge_entry(&mut merged, &mut index, entry)?;
             }
             Ok(Value {
                 node: Node::Map(merged),
@@ -29,7 +39,12 @@ pub fn merge(base: Value, overlay: Value) -> Result<Value, DefsError> {
     }
 }
 
-fn merge_entry(merged: &mut Vec<Entry>, entry: Entry) -> Result<(), DefsError> {
+/// Merges `entry` into `merged`, whose keys `index` maps to their positions.
+fn merge_entry(
+    merged: &mut Vec<Entry>,
+    index: &mut BTreeMap<String, usize>,
+    entry: Entry,
+) -> Result<(), DefsError> {
     let (name, append) = match entry.key.name.strip_suffix('+') {
         Some(name) if !name.is_empty() => (name.to_owned(), true),
         _ => (entry.key.name.clone(), false),
@@ -38,20 +53,25 @@ fn merge_entry(merged: &mut Vec<Entry>, entry: Entry) -> Result<(), DefsError> {
         name: name.clone(),
         span: entry.key.span.clone(),
     };
-    let existing = merged.iter().position(|e| e.key.name == name);
-    let Some(i) = existing else {
+    let Some(slot) = index.get(&name).and_then(|&i| merged.get_mut(i)) else {
         if append && !matches!(entry.value.node, Node::Seq(_)) {
             return Err(bad_append(&entry.key, &name, "this value is not a list"));
         }
+        index.insert(name, merged.len());
         merged.push(Entry {
             key,
             value: normalise(entry.value)?,
         });
         return Ok(());
     };
-    let old = merged.remove(i);
+    // Take the inherited value out (leaving an empty list behind until it is replaced).
+    let placeholder = Value {
+        node: Node::Seq(Vec::new()),
+        span: slot.value.span.clone(),
+    };
+    let old = std::mem::replace(&mut slot.value, placeholder);
     let value = if append {
-        match (old.value.node, entry.value.node) {
+        match (old.node, entry.value.node) {
             (Node::Seq(mut items), Node::Seq(more)) => {
                 for item in more {
                     items.push(normalise(item)?);
@@ -64,12 +84,12 @@ fn merge_entry(merged: &mut Vec<Entry>, entry: Entry) -> Result<(), DefsError> {
             (Node::Seq(_), _) => return Err(bad_append(&entry.key, &name, "this value is not a list")),
             _ => return Err(bad_append(&entry.key, &name, "the inherited value is not a list")),
         }
-    } else if matches!(old.value.node, Node::Map(_)) && matches!(entry.value.node, Node::Map(_)) {
-        merge(old.value, entry.value)?
+    } else if matches!(old.node, Node::Map(_)) && matches!(entry.value.node, Node::Map(_)) {
+        merge(old, entry.value)?
     } else {
         normalise(entry.value)?
     };
-    merged.insert(i, Entry { key, value });
+    *slot = Entry { key, value };
     Ok(())
 }
 
@@ -99,9 +119,10 @@ pub fn normalise(value: Value) -> Result<Value, DefsError> {
 
 /// `layers:` and `layers+:` in one map would make the result depend on their order.
 fn check_append_conflicts(entries: &[Entry]) -> Result<(), DefsError> {
+    let names: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.key.name.as_str()).collect();
     for entry in entries {
         if let Some(name) = entry.key.name.strip_suffix('+') {
-            if entries.iter().any(|e| e.key.name == name) {
+            if names.contains(name) {
                 return Err(bad_append(
                     &entry.key,
                     name,

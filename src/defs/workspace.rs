@@ -327,14 +327,54 @@ fn walk(dir: &Path, package: &str, labels: &mut Vec<Label>) -> Result<(), DefsEr
     Ok(())
 }
 
+/// The most bytes one definition file (`w4b.yaml`, a target, a hive file) may hold. The
+/// largest in real use hold a few kilobytes; a bigger file is a mistake or an attack, and
+/// parsing it would cost memory in proportion (see [`yaml::MAX_NODES`]).
+pub const MAX_DEFINITION_BYTES: u64 = 16 << 20;
+
+/// Reads the definition file at `path` (shown as `shown`), refusing one larger than
+/// [`MAX_DEFINITION_BYTES`] before reading it.
 pub(crate) fn read(path: &Path, shown: &str) -> Result<Vec<u8>, DefsError> {
-    std::fs::read(path).map_err(|source| {
+    let io = |source| -> DefsError {
         DefsErrorKind::Io {
             path: shown.to_owned(),
             source,
         }
         .into()
-    })
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    read_open(&mut file, len, shown)
+}
+
+/// Reads an open definition file whose metadata says it is `len` bytes long. The size is
+/// checked before reading, and the read stops one byte past the limit, so neither a file
+/// that grows meanwhile nor a device that never ends is read further.
+pub(crate) fn read_open(file: &mut std::fs::File, len: u64, shown: &str) -> Result<Vec<u8>, DefsError> {
+    use std::io::Read;
+    let too_large = |size: u64| -> DefsError {
+        DefsErrorKind::TooLarge {
+            path: shown.to_owned(),
+            size,
+            limit: MAX_DEFINITION_BYTES,
+        }
+        .into()
+    };
+    if len > MAX_DEFINITION_BYTES {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
+    Read::take(file, MAX_DEFINITION_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| DefsErrorKind::Io {
+            path: shown.to_owned(),
+            source,
+        })?;
+    let read = bytes.len() as u64;
+    if read > MAX_DEFINITION_BYTES {
+        return Err(too_large(read));
+    }
+    Ok(bytes)
 }
 
 pub(crate) fn into_text(bytes: Vec<u8>, shown: &str) -> Result<Arc<str>, DefsError> {

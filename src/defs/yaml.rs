@@ -8,7 +8,15 @@
 //!
 //! Supported: one document per file, block and flow collections, all scalar styles, anchors
 //! and aliases, and the `!!str` tag. Rejected with a diagnostic: other tags, non-scalar keys,
-//! several documents, duplicate keys and nesting deeper than [`MAX_DEPTH`].
+//! several documents, duplicate keys, nesting deeper than [`MAX_DEPTH`] and trees of more
+//! than [`MAX_NODES`] values.
+//!
+//! An alias is a copy of its anchor's tree, so nine anchors that each alias the previous one
+//! nine times ("billion laughs") stand for 9⁹ values written in a few hundred bytes. Every
+//! node counts against [`MAX_NODES`] when it is built, an alias as the size of the tree it
+//! copies, *before* the copy is made: such a file fails after at most [`MAX_NODES`] values,
+//! never after gigabytes. Everything here is linear in the input: duplicate keys are found
+//! through a per-map index, not by scanning the keys already read.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -21,6 +29,11 @@ use super::span::{SourceFile, Span};
 
 /// How deep collections may nest; deeper input is rejected rather than risking the stack.
 pub const MAX_DEPTH: usize = 64;
+
+/// How many values (scalars, lists, maps) one document may hold, an alias counting as every
+/// value of the tree it copies. A node of the tree takes about 100 bytes, so this bounds a
+/// parsed file at about 100 MB; the largest definitions in real use hold a few thousand.
+pub const MAX_NODES: usize = 1_000_000;
 
 /// A node of the document and the span it was written at.
 #[derive(Clone, Debug, PartialEq)]
@@ -240,6 +253,8 @@ pub fn parse_at(file: &Arc<SourceFile>, offset: usize) -> Result<Value, DefsErro
         positions: Positions::new(part, offset, text.get(..offset).unwrap_or("")),
         parser: Parser::new_from_str(part),
         anchors: BTreeMap::new(),
+        nodes: 0,
+        deepest: 0,
     };
     builder.document()
 }
@@ -296,7 +311,20 @@ struct Builder<'a> {
     file: Arc<SourceFile>,
     positions: Positions,
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: BTreeMap<usize, Value>,
+    anchors: BTreeMap<usize, Anchored>,
+    /// Values built so far, aliases counted as the size of what they copy.
+    nodes: usize,
+    /// The deepest level reached inside the node being built.
+    deepest: usize,
+}
+
+/// A tree written with an anchor (`&name`), for the aliases (`*name`) that copy it.
+struct Anchored {
+    value: Value,
+    /// How many values it holds, copies included.
+    size: usize,
+    /// How many levels it nests below its root.
+    height: usize,
 }
 
 type Spanned<'a> = (Event<'a>, saphyr_parser::Span);
@@ -386,10 +414,44 @@ impl<'a> Builder<'a> {
 
     fn node(&mut self, event: Event<'a>, raw: saphyr_parser::Span, depth: usize) -> Result<Value, DefsError> {
         let at = self.span(&raw);
+        let too_deep =
+            |b: &Self| b.unsupported(&at, &format!("nesting deeper than {MAX_DEPTH} levels"), None);
         if depth > MAX_DEPTH {
-            return Err(self.unsupported(&at, &format!("nesting deeper than {MAX_DEPTH} levels"), None));
+            return Err(too_deep(self));
         }
-        let (value, anchor) = match event {
+        if let Event::Alias(id) = event {
+            let Some(anchored) = self.anchors.get(&id) else {
+                return Err(self.unsupported(&at, "alias to an unknown anchor", None));
+            };
+            // The copy lands `depth` levels down: it must fit the nesting limit as written
+            // here, or chained aliases would build trees deep enough to exhaust the stack.
+            if depth + anchored.height > MAX_DEPTH {
+                return Err(too_deep(self));
+            }
+            count(&mut self.nodes, anchored.size, &at, true)?;
+            self.deepest = self.deepest.max(depth + anchored.height);
+            return Ok(anchored.value.clone());
+        }
+        count(&mut self.nodes, 1, &at, false)?;
+        let (start, outer_deepest) = (self.nodes, self.deepest);
+        self.deepest = depth;
+        let (value, anchor) = self.build(event, at, depth)?;
+        let height = self.deepest - depth;
+        self.deepest = self.deepest.max(outer_deepest);
+        if anchor != 0 {
+            let anchored = Anchored {
+                value: value.clone(),
+                size: self.nodes - start + 1,
+                height,
+            };
+            self.anchors.insert(anchor, anchored);
+        }
+        Ok(value)
+    }
+
+    /// The value of a scalar or collection event, and the anchor it defines (0: none).
+    fn build(&mut self, event: Event<'a>, at: Span, depth: usize) -> Result<(Value, usize), DefsError> {
+        Ok(match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced = self.check_tag(tag.as_ref(), &at, true)?;
                 let style = if forced || style != ScalarStyle::Plain {
@@ -399,10 +461,6 @@ impl<'a> Builder<'a> {
                 };
                 (Value::scalar(text.into_owned(), style, at), anchor)
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(value) => (value.clone(), 0),
-                None => return Err(self.unsupported(&at, "alias to an unknown anchor", None)),
-            },
             Event::SequenceStart(anchor, tag) => {
                 self.check_tag(tag.as_ref(), &at, false)?;
                 let mut items = Vec::new();
@@ -432,6 +490,8 @@ impl<'a> Builder<'a> {
             Event::MappingStart(anchor, tag) => {
                 self.check_tag(tag.as_ref(), &at, false)?;
                 let mut entries: Vec<Entry> = Vec::new();
+                // Key → index in `entries`, for the duplicate check in O(log n).
+                let mut seen: BTreeMap<String, usize> = BTreeMap::new();
                 let mut end = at.clone();
                 loop {
                     let (event, raw) = self.next()?;
@@ -452,7 +512,7 @@ impl<'a> Builder<'a> {
                         }
                         _ => return Err(self.unsupported(&key_span, "map keys must be plain strings", None)),
                     };
-                    if let Some(first) = entries.iter().find(|e| e.key.name == name) {
+                    if let Some(first) = seen.get(&name).and_then(|&i| entries.get(i)) {
                         return Err(DefsErrorKind::DuplicateKey {
                             src: key_span.src(),
                             span: key_span.ss(),
@@ -461,6 +521,7 @@ impl<'a> Builder<'a> {
                         }
                         .into());
                     }
+                    seen.insert(name.clone(), entries.len());
                     let (event, raw) = self.next()?;
                     let value = self.node(event, raw, depth + 1)?;
                     entries.push(Entry {
@@ -478,12 +539,30 @@ impl<'a> Builder<'a> {
                 )
             }
             _ => return Err(self.unsupported(&at, "unexpected YAML event", None)),
-        };
-        if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
-        }
-        Ok(value)
+        })
     }
+}
+
+/// Counts `n` more values in `nodes`, failing at `at` once the document holds more than
+/// [`MAX_NODES`]. Called before the values are built, so a copy that would pass the limit
+/// is never made.
+fn count(nodes: &mut usize, n: usize, at: &Span, alias: bool) -> Result<(), DefsError> {
+    *nodes = nodes.saturating_add(n);
+    if *nodes <= MAX_NODES {
+        return Ok(());
+    }
+    Err(DefsErrorKind::TooManyValues {
+        src: at.src(),
+        span: at.ss(),
+        file: at.file.display_name(),
+        limit: MAX_NODES,
+        label: if alias {
+            format!("this alias copies {n} values")
+        } else {
+            "the limit is passed here".to_owned()
+        },
+    }
+    .into())
 }
 
 /// The span from the start of `a` to the end of `b`.
@@ -582,6 +661,89 @@ mod tests {
         }
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert!(parse_str(&deep).is_err());
+    }
+
+    /// Nine anchors, each a list aliasing the previous one nine times: 9⁹ values.
+    fn alias_bomb() -> String {
+        let mut s = String::from("a0: &a0 [lol]\n");
+        for level in 1..=9 {
+            let items = vec![format!("*a{}", level - 1); 9].join(", ");
+            s.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_is_expanded() {
+        let text = alias_bomb();
+        let err = parse_str(&text).unwrap_err();
+        let DefsErrorKind::TooManyValues {
+            span, file, limit, ..
+        } = err.kind()
+        else {
+            panic!("unexpected {err:?}")
+        };
+        assert_eq!((file.as_str(), *limit), ("t.yaml", MAX_NODES));
+        // It points at the alias that would pass the limit: level 6 lists nine copies of
+        // level 5's 125,479 values, and the seventh passes 10⁶.
+        let at = &text[span.offset()..span.offset() + span.len()];
+        assert_eq!(at, "*a5");
+        let line = text[..span.offset()].matches('\n').count() + 1;
+        assert_eq!(line, 7, "{at:?} on line {line}");
+    }
+
+    #[test]
+    fn aliases_count_as_the_values_they_copy() {
+        // The map, the anchored list (1 + 3 items) and two copies of it.
+        let text = "x: &a [1, 2, 3]\ny: *a\nz: *a\n";
+        let mut b = Builder {
+            file: file(text),
+            positions: Positions::new(text, 0, ""),
+            parser: Parser::new_from_str(text),
+            anchors: BTreeMap::new(),
+            nodes: 0,
+            deepest: 0,
+        };
+        b.document().unwrap();
+        assert_eq!(b.nodes, 1 + 4 * 3);
+    }
+
+    #[test]
+    fn chained_aliases_cannot_nest_deeper_than_the_limit() {
+        // Each anchor is a list 40 levels deep holding the previous anchor: written, no
+        // level is deeper than 41, but the copies would nest 120 deep.
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(40), "]".repeat(40));
+        let text = format!(
+            "a: &a {}\nb: &b {}\nc: &c {}\n",
+            deep("1"),
+            deep("*a"),
+            deep("*b")
+        );
+        let err = parse_str(&text).unwrap_err();
+        assert!(err.to_string().contains("nesting deeper than 64 levels"), "{err}");
+        assert!(parse_str(&format!("a: &a {}\nb: {}\n", deep("1"), "[*a]")).is_ok());
+    }
+
+    #[test]
+    fn a_large_map_is_read_whole_and_its_duplicate_key_found() {
+        let n = 40_000;
+        let mut text: String = (0..n).map(|i| format!("k{i}: {i}\n")).collect();
+        let v = parse_str(&text).unwrap();
+        let entries = v.as_map().unwrap();
+        assert_eq!(entries.len(), n);
+        assert_eq!(entries[n - 1].key.name, format!("k{}", n - 1));
+        assert_eq!(v.get("k12345").unwrap().value.as_scalar().unwrap().text, "12345");
+        text.push_str("k7: again\n");
+        match parse_str(&text).unwrap_err().kind() {
+            DefsErrorKind::DuplicateKey { key, first, .. } => {
+                assert_eq!(key, "k7");
+                assert_eq!(
+                    first.offset(),
+                    "k0: 0\nk1: 1\nk2: 2\nk3: 3\nk4: 4\nk5: 5\nk6: 6\n".len()
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

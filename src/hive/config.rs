@@ -111,9 +111,23 @@ pub struct Network {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Wifi {
     pub ssid: String,
+    /// A WPA2-PSK: see [`wpa_psk_is_valid`].
     pub password: Secret,
     /// ≥ 1; higher is preferred (NetworkManager `autoconnect-priority`).
     pub priority: u32,
+}
+
+/// What a Wi-Fi password may be, as the rule's messages say it.
+pub const WPA_PSK_RULE: &str = "8 to 63 printable ASCII characters, or 64 hexadecimal digits";
+
+/// Whether `psk` is a WPA2 pre-shared key NetworkManager and wpa_supplicant accept: a
+/// passphrase of 8 to 63 printable ASCII characters (IEEE 802.11i, annex H.4), or the
+/// 256-bit key itself as 64 hexadecimal digits. The one rule for `w4b hive validate`, the
+/// module that writes the connection and the image check that reads it back.
+pub fn wpa_psk_is_valid(psk: &str) -> bool {
+    let hex64 = psk.len() == 64 && psk.chars().all(|c| c.is_ascii_hexdigit());
+    let passphrase = (8..=63).contains(&psk.len()) && psk.chars().all(|c| (' '..='~').contains(&c));
+    hex64 || passphrase
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

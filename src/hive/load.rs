@@ -320,10 +320,7 @@ fn parent(path: &str) -> &str {
 
 /// Reads, parses and `${VAR}`-substitutes a YAML file that is not a target.
 fn read_yaml(abs: &Path, shown: &str, env: &BTreeMap<String, String>) -> Result<(Value, Digest), DefsError> {
-    let bytes = std::fs::read(abs).map_err(|source| DefsErrorKind::Io {
-        path: shown.to_owned(),
-        source,
-    })?;
+    let bytes = crate::defs::workspace::read(abs, shown)?;
     let digest = Digest::of(&bytes);
     let text = String::from_utf8(bytes).map_err(|e| DefsErrorKind::Io {
         path: shown.to_owned(),

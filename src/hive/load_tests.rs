@@ -528,6 +528,60 @@ fn check_file_validates_a_file_by_path() {
     assert_eq!(*count, 8, "{}", render(&err));
 }
 
+#[test]
+fn a_hive_file_past_the_size_limit_is_refused_unread() {
+    let dir = workspace(&[("big.yaml", "")]);
+    let limit = crate::defs::workspace::MAX_DEFINITION_BYTES;
+    std::fs::File::create(dir.path().join("big.yaml"))
+        .unwrap()
+        .set_len(limit + 1)
+        .unwrap();
+    let err = check_file(None, &BTreeMap::new(), &dir.path().join("big.yaml")).unwrap_err();
+    assert!(
+        matches!(err.kind(), DefsErrorKind::TooLarge { path, size, .. } if path == "big.yaml" && *size == limit + 1),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn hive_validation_and_the_build_apply_one_wifi_password_rule() {
+    use crate::modules::Module as _;
+    // `hive validate` accepted a 3-character password that the build then refused.
+    let hex64 = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+    let long = "x".repeat(63);
+    let too_long = "x".repeat(64);
+    let cases: &[(&str, bool)] = &[
+        ("abc", false),
+        ("seven77", false),
+        ("eight888", true),
+        (&long, true),
+        (&too_long, false),
+        (hex64, true),
+        (&hex64[..63], true),
+        ("caf\u{e9} au lait", false),
+        ("with spaces inside", true),
+    ];
+    let dir = workspace(&[]);
+    for (password, valid) in cases {
+        let file = dir.path().join("hive_AbCd1234.yaml");
+        let text = FIXTURE_WIFI.replace("\"SECRET-wifi-farm\"", &format!("\"{password}\""));
+        std::fs::write(&file, text).unwrap();
+        let validated = check_file(None, &BTreeMap::new(), &file);
+        let mut cfg = testing::wifi_hive();
+        for w in &mut cfg.hive.network.wifi {
+            w.password = Secret::new(w.password.name.clone(), *password);
+        }
+        let built = crate::modules::system::System.generate(&cfg);
+        assert_eq!(validated.is_ok(), *valid, "{password:?}: {:?}", validated.err());
+        assert_eq!(built.is_ok(), *valid, "{password:?}: {:?}", built.err());
+        if let Err(e) = validated {
+            let shown = render(&e);
+            assert!(shown.contains("is not a WPA password"), "{shown}");
+            assert!(shown.contains("hive_AbCd1234.yaml:12:"), "{shown}");
+        }
+    }
+}
+
 /// The corpus of bad hive files under `tests/hive-corpus/`: each must fail, every
 /// problem must carry a location, a `w4b::defs::` code and a `help:`, and the rendering
 /// is pinned.

@@ -557,14 +557,14 @@ fn keyfile_ssid(ssid: &str) -> Result<String, ModuleError> {
 
 fn wifi_keyfile(hive_id: &str, name: &str, wifi: &Wifi) -> Result<String, ModuleError> {
     let psk = wifi.password.expose();
-    let hex64 = psk.len() == 64 && psk.chars().all(|c| c.is_ascii_hexdigit());
-    let passphrase = (8..=63).contains(&psk.len()) && psk.chars().all(|c| (' '..='~').contains(&c));
-    if !hex64 && !passphrase {
-        // Never the value itself: only where it came from.
+    if !crate::hive::config::wpa_psk_is_valid(psk) {
+        // Never the value itself: only where it came from. `hive validate` applies the same
+        // rule, so only a hive that skipped it gets here.
         return Err(error(
             format!(
-                "`{}` is not a WPA passphrase (8 to 63 printable ASCII characters)",
-                wifi.password.name
+                "`{}` is not a WPA password ({})",
+                wifi.password.name,
+                crate::hive::config::WPA_PSK_RULE
             ),
             Some(format!("correct the password of Wi-Fi network `{}`", wifi.ssid)),
         ));

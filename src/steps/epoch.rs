@@ -9,6 +9,11 @@
 //! ([`Epoch::FromBase`]). The graph stays complete at plan time (nothing is downloaded to
 //! plan), the value is a pure function of the base's bytes, and `why` names the base when
 //! it changes. Never the clock.
+//!
+//! An epoch must be a time the filesystems written can hold ([`EpochRange`]): ext4's inode
+//! times end in 2446 and FAT's directory entries hold 1980 to 2107, and the writers would
+//! otherwise wrap (ext4) or clamp (FAT) it without a word. The compiler checks a planned
+//! epoch; `base-epoch` checks the one it reads.
 
 #![forbid(unsafe_code)]
 
@@ -82,6 +87,46 @@ impl std::fmt::Display for Epoch {
     }
 }
 
+/// The times an epoch may take: what every filesystem an image is written to can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochRange {
+    /// ext4, as w4b writes it (256-byte inodes, so every time has two extra epoch bits):
+    /// 1970-01-01T00:00:00Z to 2446-05-10T22:38:55Z. The signed base field reaches back
+    /// to 1901, but the superblock's times are unsigned. Every image's epoch is here.
+    Ext4,
+    /// FAT directory entries: 1980-01-01T00:00:00Z to 2107-12-31T23:59:58Z (fatgen103
+    /// "Date and Time Formats"). For a disk image, whose boot partition is FAT, and for
+    /// an epoch read from a base, which is such a disk image.
+    Fat,
+}
+
+impl EpochRange {
+    /// The first and last second the range holds.
+    pub fn bounds(self) -> (i64, i64) {
+        match self {
+            // 2^34 - 2^31 - 1: the largest time the base field and two epoch bits encode.
+            EpochRange::Ext4 => (0, 15_032_385_535),
+            EpochRange::Fat => (315_532_800, 4_354_819_198),
+        }
+    }
+
+    pub fn contains(self, seconds: i64) -> bool {
+        let (first, last) = self.bounds();
+        (first..=last).contains(&seconds)
+    }
+
+    /// `between 1980-01-01T00:00:00Z and … (315532800..=4354819198), the range of FAT's
+    /// timestamps`.
+    pub fn describe(self) -> String {
+        let (first, last) = self.bounds();
+        let (from, to, what) = match self {
+            EpochRange::Ext4 => ("1970-01-01T00:00:00Z", "2446-05-10T22:38:55Z", "ext4's"),
+            EpochRange::Fat => ("1980-01-01T00:00:00Z", "2107-12-31T23:59:58Z", "FAT's"),
+        };
+        format!("between {from} and {to} ({first}..={last} seconds), the range of {what} timestamps")
+    }
+}
+
 /// The epoch stored in a `base-epoch` step's output `out`.
 pub fn read(blobs: &dyn Blobs, out: &w4b_cache::OutputRef) -> Result<i64, StepError> {
     let bytes = blobs.get(&out.digest).map_err(tree_error)?;
@@ -111,6 +156,17 @@ pub enum BaseEpochError {
         help("give the image an `epoch:` (seconds since 1970), or the base its release `date:`")
     )]
     NoTime { base: String },
+
+    #[error("`{base}`'s newest modification time, {seconds}, is out of range: an epoch must lie {range}")]
+    #[diagnostic(
+        code(w4b::epoch::base_out_of_range),
+        help("a file in the base has a time its filesystems cannot hold, so the base implies no epoch: give the image an `epoch:` (seconds since 1970), or the base its release `date:`")
+    )]
+    OutOfRange {
+        base: String,
+        seconds: i64,
+        range: String,
+    },
 }
 
 /// `base-epoch`: the newest modification time in a base image's root filesystem.
@@ -125,8 +181,10 @@ impl Step for BaseEpochStep {
     fn kind(&self) -> &'static str {
         "base-epoch"
     }
+    /// 2: the epoch read is range-checked, so an out-of-range one recorded by version 1
+    /// is not reused.
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![Component::param("read", "newest mtime in rootfs")])
@@ -140,6 +198,15 @@ impl Step for BaseEpochStep {
                 base: self.base.clone(),
             })
         })?;
+        // A base is a disk image with a FAT boot partition, so its times must fit FAT
+        // (which also keeps them inside ext4's range).
+        if !EpochRange::Fat.contains(seconds) {
+            return Err(StepError::diag(BaseEpochError::OutOfRange {
+                base: self.base.clone(),
+                seconds,
+                range: EpochRange::Fat.describe(),
+            }));
+        }
         let bytes = encode(seconds);
         let digest = blobs.put(&bytes).map_err(tree_error)?;
         let mut outputs = Outputs::new();
@@ -274,6 +341,81 @@ mod tests {
             err.to_string().contains("`//bases:b` has no modification time"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_base_time_past_fats_range_is_an_error_naming_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        let mut unpack = Outputs::new();
+        // 2200-01-01: ext4 holds it, FAT does not; the last FAT time is fine.
+        for (newest, ok) in [
+            (7_258_118_400, false),
+            (4_354_819_198, true),
+            (4_354_819_199, false),
+        ] {
+            let root = tree_with(&store, &[("/etc", 1_700_000_000), ("/usr", newest)]);
+            unpack.insert(
+                "rootfs".into(),
+                w4b_cache::OutputRef {
+                    digest: root,
+                    size: 0,
+                },
+            );
+            let result = run(&store, std::slice::from_ref(&unpack));
+            if ok {
+                assert!(result.is_ok(), "{newest}: {:?}", result.err());
+                continue;
+            }
+            let err = result.unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "`//bases:b`'s newest modification time, {newest}, is out of range: an epoch must lie \
+                     between 1980-01-01T00:00:00Z and 2107-12-31T23:59:58Z (315532800..=4354819198 seconds), \
+                     the range of FAT's timestamps"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_ranges_are_the_filesystems_limits() {
+        // ext4: the largest time whose two epoch bits and signed base field encode it.
+        let (_, ext4_last) = EpochRange::Ext4.bounds();
+        assert_eq!(ext4_last, (1 << 34) - (1 << 31) - 1);
+        assert_eq!(
+            crate::formats::ext4::inode::Timestamp {
+                secs: ext4_last,
+                nanos: 0
+            }
+            .encode()
+            .1 & 3,
+            3
+        );
+        // FAT: years 1980 to 2107 (7 bits), even seconds; the dates are those days' starts.
+        let (fat_first, fat_last) = EpochRange::Fat.bounds();
+        assert_eq!(
+            fat_first,
+            crate::defs::Date {
+                year: 1980,
+                month: 1,
+                day: 1
+            }
+            .epoch()
+        );
+        assert_eq!(
+            fat_last,
+            crate::defs::Date {
+                year: 2108,
+                month: 1,
+                day: 1
+            }
+            .epoch()
+                - 2
+        );
+        assert!(EpochRange::Ext4.contains(0) && !EpochRange::Ext4.contains(ext4_last + 1));
+        assert!(!EpochRange::Fat.contains(fat_first - 1) && EpochRange::Fat.contains(fat_last));
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //!
 //! A source directory's component is recorded with the tree it was imported as (the same
 //! files the keyed digest covers), so `why` names the files inside that changed.
+//!
+//! Templates come from definitions, which may come from a pull request, so rendering one is
+//! bounded: at most [`TEMPLATE_FUEL`] template instructions (minijinja's fuel; a loop
+//! iteration costs a few) and [`MAX_TEMPLATE_OUTPUT`] bytes of output, checked as it is
+//! written. Past either, the step fails with [`TemplateLimit`], naming the template and the
+//! limit. The templates under `defs/` use a few dozen instructions each.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,6 +88,63 @@ pub struct LayerStep {
     /// The digests of host inputs as planned (keyed); `run` checks that what it read is
     /// the same, so a file edited during the build can never be cached under the old key.
     pub planned: std::sync::Mutex<BTreeMap<usize, w4b_cache::Digest>>,
+}
+
+/// The minijinja instructions one template may execute. A loop over a 10,000-entry list in
+/// `config` with a few expressions per entry takes about 100,000; an endless loop fails
+/// after about half a second instead of running for minutes.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// The bytes one template may render: a configuration file, not a disk image. Large
+/// contents belong in `source:` or `fetch:`.
+pub const MAX_TEMPLATE_OUTPUT: usize = 16 << 20;
+
+/// A template went past one of the limits on rendering.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum TemplateLimit {
+    #[error("template `{template}`{at} ran out of fuel: it executed more than {limit} instructions")]
+    #[diagnostic(
+        code(w4b::layer::template_fuel),
+        help("a template renders a configuration file: look for a loop over `range(…)` or a large list, nested loops or recursive macros; compute large contents outside w4b and add them with `source:`")
+    )]
+    Fuel {
+        template: String,
+        /// ` (named at defs/…:3:5)`, or empty.
+        at: String,
+        limit: u64,
+    },
+    #[error("template `{template}`{at} rendered more than {limit} bytes")]
+    #[diagnostic(
+        code(w4b::layer::template_output),
+        help("a template renders a configuration file of at most 16 MiB: look for a loop that repeats its output, or `*` on a string; add large contents with `source:` or `fetch:`")
+    )]
+    Output {
+        template: String,
+        at: String,
+        limit: usize,
+    },
+}
+
+/// Collects a template's output, refusing to grow past `limit` bytes.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the template output limit was reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn mode_str(m: u32) -> String {
@@ -170,30 +233,59 @@ impl LayerStep {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         let ctx = minijinja::context! {
             config => minijinja::Value::from_serialize(&config),
             target => minijinja::context! { label => target.clone(), name => target.rsplit(':').next().unwrap_or("") },
             epoch => epoch,
         };
-        env.render_str(&text, ctx).map(String::into_bytes).map_err(|e| {
-            let (line, snippet) = match e.line() {
-                Some(l) => (
-                    format!(":{l}"),
-                    text.lines()
-                        .nth(l.saturating_sub(1))
-                        .map(|t| format!("\n    {}", t.trim()))
-                        .unwrap_or_default(),
-                ),
-                None => (String::new(), String::new()),
-            };
-            let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
-            StepError::Failed {
-                message: format!("template `{shown}{line}`: {}{detail}{snippet}", e.kind()),
-                help: Some(
-                    "templates see `config` (the image's `config:` map), `target.label`, `target.name` and `epoch`"
-                        .into(),
-                ),
-            }
+        let mut out = CappedOutput {
+            bytes: Vec::new(),
+            limit: MAX_TEMPLATE_OUTPUT,
+            overflowed: false,
+        };
+        let rendered = env
+            .template_from_named_str(&shown, &text)
+            .and_then(|t| t.render_captured_to(ctx, &mut out).map(drop));
+        let e = match rendered {
+            Ok(()) => return Ok(out.bytes),
+            Err(e) => e,
+        };
+        let at = || {
+            self.loc(&format!("files[{i}].template"))
+                .map(|l| format!(" (named at {l})"))
+                .unwrap_or_default()
+        };
+        if out.overflowed {
+            return Err(StepError::diag(TemplateLimit::Output {
+                template: shown,
+                at: at(),
+                limit: MAX_TEMPLATE_OUTPUT,
+            }));
+        }
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            return Err(StepError::diag(TemplateLimit::Fuel {
+                template: shown,
+                at: at(),
+                limit: TEMPLATE_FUEL,
+            }));
+        }
+        let (line, snippet) = match e.line() {
+            Some(l) => (
+                format!(":{l}"),
+                text.lines()
+                    .nth(l.saturating_sub(1))
+                    .map(|t| format!("\n    {}", t.trim()))
+                    .unwrap_or_default(),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+        Err(StepError::Failed {
+            message: format!("template `{shown}{line}`: {}{detail}{snippet}", e.kind()),
+            help: Some(
+                "templates see `config` (the image's `config:` map), `target.label`, `target.name` and `epoch`".into(),
+            ),
         })
     }
 }
@@ -451,6 +543,92 @@ mod tests {
             trees.get(ComponentKind::Input, "files[1].source"),
             None,
             "a file is no tree"
+        );
+    }
+
+    /// Plans and runs a layer of one template with `text`, named `files/t.j2` at
+    /// `defs/layers/t.yaml:3:5`; returns its output or the error's rendering with its code.
+    fn render_template(text: &str) -> Result<Vec<u8>, (String, Option<String>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        let tpl = dir.path().join("t.j2");
+        std::fs::write(&tpl, text).unwrap();
+        let mut s = step(
+            store.clone(),
+            vec![LayerFile {
+                path: TreePath::parse("/etc/t").unwrap(),
+                op: FileOp::Template(tpl),
+                mode: None,
+                uid: 0,
+                gid: 0,
+            }],
+        );
+        s.display.insert(0, "defs/layers/files/t.j2".into());
+        s.locations
+            .insert("files[0].template".into(), "defs/layers/t.yaml:3:5".into());
+        s.components(&PlanContext { name: "t" }).unwrap();
+        let out = run(&s).map_err(|e| {
+            let code = match &e {
+                StepError::Diagnostic(d) => d.code().map(|c| c.to_string()),
+                _ => None,
+            };
+            (e.to_string(), code)
+        })?;
+        let set = Changeset::load(store.as_ref(), &out["changeset"].digest).unwrap();
+        let root = apply(store.as_ref(), &set);
+        let entry = crate::tree::lookup(store.as_ref(), root, &TreePath::parse("/etc/t").unwrap())
+            .unwrap()
+            .unwrap();
+        let Kind::File { digest, .. } = entry.kind else {
+            panic!("not a file")
+        };
+        Ok(crate::tree::Blobs::get(store.as_ref(), &digest).unwrap())
+    }
+
+    fn apply(store: &AppStore, set: &Changeset) -> w4b_cache::Digest {
+        let blobs: &dyn crate::tree::Blobs = store;
+        let empty = crate::tree::Tree::empty(blobs).unwrap().root();
+        crate::tree::layer::apply(blobs, empty, std::slice::from_ref(set), 0).unwrap()
+    }
+
+    #[test]
+    fn templates_render_within_their_limits() {
+        let out =
+            render_template("x={{ config.x }}\n{% for i in range(1000) %}{{ i }},{% endfor %}\n").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("x=1\n0,1,2,"), "{text}");
+        assert!(text.ends_with("998,999,\n"), "{text}");
+    }
+
+    #[test]
+    fn a_template_that_loops_without_end_runs_out_of_fuel_quickly() {
+        // Ten billion iterations: this ran for minutes and took gigabytes before fuel.
+        let (message, code) = render_template(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+        )
+        .unwrap_err();
+        assert_eq!(code.as_deref(), Some("w4b::layer::template_fuel"));
+        assert_eq!(
+            message,
+            format!(
+                "template `defs/layers/files/t.j2` (named at defs/layers/t.yaml:3:5) ran out of fuel: \
+                 it executed more than {TEMPLATE_FUEL} instructions"
+            )
+        );
+    }
+
+    #[test]
+    fn a_template_whose_output_passes_the_limit_fails_naming_it() {
+        // 100 MB of output in few instructions: the cap stops it at 16 MiB.
+        let (message, code) =
+            render_template("{% for i in range(100) %}{{ \"x\" * 1000000 }}{% endfor %}").unwrap_err();
+        assert_eq!(code.as_deref(), Some("w4b::layer::template_output"));
+        assert_eq!(
+            message,
+            format!(
+                "template `defs/layers/files/t.j2` (named at defs/layers/t.yaml:3:5) rendered more than \
+                 {MAX_TEMPLATE_OUTPUT} bytes"
+            )
         );
     }
 

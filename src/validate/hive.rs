@@ -8,7 +8,7 @@
 //! | `units` | every `*.wants/` link names an existing unit file whose `[Install]` wants it there; every `w4b-*` unit with `WantedBy=` is linked |
 //! | `sshd` | drop-ins in `/etc/ssh/sshd_config.d/` use known keywords with one value each |
 //! | `wireguard` | `/etc/wireguard/*.conf`: `[Interface]` with a 32-byte base64 `PrivateKey` and an `Address`; each `[Peer]` has `PublicKey`, `AllowedIPs` |
-//! | `networkmanager` | keyfiles parse, have `[connection]` `id` and `type`; Wi-Fi ones an `ssid`, and a PSK of 8–63 characters |
+//! | `networkmanager` | keyfiles parse, have `[connection]` `id` and `type`; Wi-Fi ones an `ssid`, and a PSK the hive rule accepts (8–63 printable characters or 64 hex digits) |
 //! | `nftables` | `/etc/nftables.conf` balances its braces and its `input` chain has `policy drop` |
 //! | `secret_modes` | files holding secrets (WireGuard, NetworkManager, `/etc/w4b/secrets/*`) are readable by their owner only |
 //! | `host_keys` | no `/etc/ssh/ssh_host_*` keys; `/etc/machine-id` empty or absent |
@@ -626,8 +626,11 @@ fn networkmanager(fs: &dyn Files, r: &mut Report) {
                 fail("a Wi-Fi connection without [wifi] ssid".into());
             }
             if let Some(psk) = sec("wifi-security").and_then(|s| get(s, "psk")) {
-                if !(8..=63).contains(&psk.chars().count()) {
-                    fail("the Wi-Fi passphrase is not 8–63 characters (WPA2-PSK)".into());
+                if !crate::hive::config::wpa_psk_is_valid(&keyfile_unescape(psk)) {
+                    fail(format!(
+                        "the Wi-Fi password is not a WPA2 key ({})",
+                        crate::hive::config::WPA_PSK_RULE
+                    ));
                 }
             }
         }
@@ -1138,6 +1141,28 @@ fn account(fs: &dyn Files, r: &mut Report) {
     }
 }
 
+/// A keyfile value as NetworkManager reads it (GLib's escapes: `\s`, `\n`, `\t`, `\r`,
+/// `\\`), so the password rule sees the password, not its spelling.
+fn keyfile_unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('s') => out.push(' '),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1320,6 +1345,30 @@ mod tests {
         let r = check(&good());
         assert!(r.passed(), "{:?}", failed(&r));
         assert_eq!(r.checks.len(), 10);
+    }
+
+    #[test]
+    fn a_wifi_key_passes_when_the_hive_rule_accepts_it() {
+        // The keyfile holds what the build wrote for a password `hive validate` accepted: a
+        // 64-digit hex key (this check once refused it), or a passphrase with keyfile
+        // escapes, which count as the characters they stand for.
+        let nm = "/etc/NetworkManager/system-connections/w4b-wifi-0.nmconnection";
+        let keyfile = |psk: &str| {
+            format!("[connection]\nid=a\ntype=wifi\n[wifi]\nssid=a\n[wifi-security]\npsk={psk}\n")
+        };
+        let hex64 = "0123456789abcdef".repeat(4);
+        for (psk, ok) in [
+            (hex64.as_str(), true),
+            ("\\sseven77", true),
+            // Seven characters, ten as written: the build never writes it.
+            ("a\\\\b\\\\c\\\\d", false),
+            ("a\\\\b\\\\c\\\\d\\\\e", true),
+            ("short", false),
+        ] {
+            let r = check(&good().file(nm, &keyfile(psk), 0o600));
+            assert_eq!(r.passed(), ok, "{psk:?}: {:?}", failed(&r));
+        }
+        assert_eq!(keyfile_unescape("\\sa\\\\b\\t"), " a\\b\t");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod hostile;
 mod image_build;
 mod inspect;
 mod kernel;
+mod limits;
 mod pipeline;
 mod robustness;
 mod roundtrip;
