@@ -15,7 +15,21 @@
 //! - sha256 and BLAKE3 (the store's digest) are computed in the same pass as the bytes are
 //!   written, and a file whose sha256 is wrong is deleted, so it is never cached or resumed.
 //!   A source that delivers wrong bytes is a digest mismatch (the pin or that source is
-//!   wrong), never "unavailable", even when another source also failed.
+//!   wrong), never "unavailable", even when another source also failed;
+//! - nothing is unbounded: a download stops with an error as soon as more bytes arrive than
+//!   the declared `size` or [`FetchConfig::max_size`] allow (a `Content-Length` that is too
+//!   large is refused before the body), `file://` reads only regular files (never a device
+//!   or a FIFO), a transfer that stalls for [`FetchConfig::read_timeout`] or trickles slower
+//!   than [`MIN_BYTES_PER_WINDOW`] per `read_timeout` fails and is retried with resume, and a
+//!   cancelled build stops the transfer at the next chunk;
+//! - credentials never leave the request: userinfo in a URL (`https://user:token@host/…`)
+//!   is sent but shown everywhere as `***` ([`redact_url`], the one way every URL reaches a
+//!   message, a progress line, a manifest or a record), and a [`Netrc`] file supplies
+//!   credentials by host so definitions need none;
+//! - the partial file is the caller's path (named after the sha256, so a build killed
+//!   mid-download resumes), held under an exclusive lock for the whole fetch so concurrent
+//!   builders on one cache wait for each other instead of writing the same file, and deleted
+//!   when the fetch fails or its [`FetchOutcome`] is dropped.
 //!
 //! It prints nothing and reads no environment (except reqwest's standard proxy variables when
 //! [`FetchConfig::system_proxy`] asks for them); the application renders progress through
@@ -23,10 +37,11 @@
 
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, RANGE, RETRY_AFTER};
@@ -45,6 +60,19 @@ const CHUNK: usize = 256 * 1024;
 /// range, or a resumed file turned out wrong). Each restart drops the `Range` header, so one
 /// is enough for an honest server; the cap only stops a broken one from looping.
 const MAX_RESTARTS_PER_SOURCE: u32 = 2;
+
+/// The fewest bytes a transfer must deliver in every [`FetchConfig::read_timeout`] window; a
+/// slower one (a server trickling a byte a second, which no read timeout catches) fails and is
+/// retried. 64 KiB per the default 60 s is about 1 KiB/s: slower than that, a base image
+/// would take weeks.
+pub const MIN_BYTES_PER_WINDOW: u64 = 64 * 1024;
+
+/// The default of [`FetchConfig::max_size`]: 16 GiB, four times the largest Raspberry Pi OS
+/// image (the full desktop image is about 3 GiB compressed).
+pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
+
+/// How often a wait (a retry's backoff, another builder's lock) looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// A sha256 digest as the publisher gives it.
 pub type Sha256Digest = [u8; 32];
@@ -72,16 +100,211 @@ pub struct FetchConfig {
     /// Honour `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` as reqwest reads them. Tests turn it off
     /// so nothing they do can leave `127.0.0.1`.
     pub system_proxy: bool,
+    /// The most bytes any one download may have, declared `size` or not.
+    pub max_size: u64,
+    /// Credentials by host, for URLs that carry none.
+    pub netrc: Netrc,
 }
 
 impl Default for FetchConfig {
     fn default() -> FetchConfig {
         FetchConfig {
-            connect_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             system_proxy: true,
+            max_size: DEFAULT_MAX_SIZE,
+            netrc: Netrc::default(),
         }
     }
+}
+
+/// `url` fit for display and records: the userinfo (`user:password@`) of a URL replaced by
+/// `***`, everything else unchanged. Every path by which a URL leaves the download engine or
+/// the compiler (errors, progress, manifests, step displays) goes through it, so a token
+/// written into a URL is sent to the server and nowhere else.
+///
+/// A URL the `url` crate cannot parse is redacted by text, conservatively: everything between
+/// `://` and the last `@` before the query is hidden.
+pub fn redact_url(url: &str) -> Cow<'_, str> {
+    if let Ok(mut parsed) = Url::parse(url) {
+        if parsed.username().is_empty() && parsed.password().is_none() {
+            return Cow::Borrowed(url);
+        }
+        if parsed.set_password(None).is_ok() && parsed.set_username("***").is_ok() {
+            return Cow::Owned(parsed.into());
+        }
+    }
+    let Some(scheme_end) = url.find("://") else {
+        return Cow::Borrowed(url);
+    };
+    let start = scheme_end + 3;
+    let head_end = url[start..].find(['?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..head_end].rfind('@') {
+        None => Cow::Borrowed(url),
+        Some(at) => Cow::Owned(format!("{}***{}", &url[..start], &url[start + at..])),
+    }
+}
+
+/// Credentials by host, in the format of `~/.netrc` (`machine HOST login USER password
+/// SECRET`, optionally `default login USER password SECRET` for every other host; `account`
+/// and `macdef` are read and ignored; `#` starts a comment line; a token may be
+/// double-quoted). Applied as HTTP basic authentication to a source whose URL carries no
+/// userinfo, so definitions name clean URLs. `Debug` shows hosts, never secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Netrc {
+    machines: Vec<(String, Login)>,
+    default: Option<Login>,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Login {
+    login: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Netrc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netrc")
+            .field(
+                "machines",
+                &self.machines.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+            )
+            .field("default", &self.default.is_some())
+            .finish()
+    }
+}
+
+impl Netrc {
+    /// Reads a netrc file. A missing file is no credentials when `required` is false (the
+    /// default `~/.netrc`) and an error when it is true (a file named by `W4B_NETRC`).
+    pub fn load(path: &Path, required: bool) -> Result<Netrc, FetchError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !required => return Ok(Netrc::default()),
+            Err(source) => {
+                return Err(FetchError::NetrcIo {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Netrc::parse(&text).map_err(|reason| FetchError::NetrcSyntax {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses the text of a netrc file; the error says what is wrong, never a secret.
+    pub fn parse(text: &str) -> Result<Netrc, String> {
+        let mut tokens = tokens(text)?.into_iter();
+        let mut netrc = Netrc::default();
+        // The entry being read: `Some(host)` for `machine`, `None` for `default`.
+        let mut current: Option<(Option<String>, Login)> = None;
+        let finish = |netrc: &mut Netrc, entry: Option<(Option<String>, Login)>| match entry {
+            Some((Some(host), login)) => netrc.machines.push((host.to_ascii_lowercase(), login)),
+            Some((None, login)) => netrc.default = Some(login),
+            None => {}
+        };
+        while let Some(token) = tokens.next() {
+            let mut value = |what: &str| {
+                tokens
+                    .next()
+                    .ok_or_else(|| format!("`{token}` at the end of the file has no {what}"))
+            };
+            match token.as_str() {
+                "machine" => {
+                    let host = value("host name")?;
+                    finish(&mut netrc, current.take());
+                    current = Some((Some(host), Login::default()));
+                }
+                "default" => {
+                    finish(&mut netrc, current.take());
+                    current = Some((None, Login::default()));
+                }
+                "login" | "password" | "account" => {
+                    let v = value("value")?;
+                    let Some((_, login)) = current.as_mut() else {
+                        return Err(format!("`{token}` comes before any `machine` or `default`"));
+                    };
+                    match token.as_str() {
+                        "login" => login.login = v,
+                        "password" => login.password = v,
+                        _ => {}
+                    }
+                }
+                "macdef" => {
+                    // A macro runs to the next empty line; `tokens` already dropped it.
+                    value("name")?;
+                }
+                other => {
+                    let shown: String = other.chars().take(20).collect();
+                    return Err(format!(
+                        "unexpected `{shown}`: expected `machine`, `default`, `login`, `password`, `account` or `macdef`"
+                    ));
+                }
+            }
+        }
+        finish(&mut netrc, current);
+        Ok(netrc)
+    }
+
+    /// The login and password for `host`: its `machine` entry (the first one, as curl and
+    /// ftp read it), else the `default` entry.
+    fn for_host(&self, host: &str) -> Option<&Login> {
+        let host = host.to_ascii_lowercase();
+        self.machines
+            .iter()
+            .find(|(m, _)| *m == host)
+            .map(|(_, l)| l)
+            .or(self.default.as_ref())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.machines.is_empty() && self.default.is_none()
+    }
+}
+
+/// The tokens of a netrc file: whitespace-separated, `"…"` quoting with `\` escapes, `#`
+/// comment lines, and `macdef` bodies (up to an empty line) dropped.
+fn tokens(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut in_macro = false;
+    for line in text.lines() {
+        if in_macro {
+            in_macro = !line.trim().is_empty();
+            continue;
+        }
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut chars = line.chars().peekable();
+        loop {
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            let Some(&first) = chars.peek() else { break };
+            let mut token = String::new();
+            if first == '"' {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        None => return Err("a quoted token is not closed on its line".to_owned()),
+                        Some('"') => break,
+                        Some('\\') => token.extend(chars.next()),
+                        Some(c) => token.push(c),
+                    }
+                }
+            } else {
+                while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                    token.push(c);
+                }
+            }
+            out.push(token);
+        }
+        // `macdef NAME` as the line's last two tokens starts a macro on the next line.
+        if out.len() >= 2 && out[out.len() - 2] == "macdef" {
+            in_macro = true;
+        }
+    }
+    Ok(out)
 }
 
 /// One file to download.
@@ -101,6 +324,9 @@ pub struct FetchRequest<'a> {
     pub backoff: Duration,
     /// Upper bound of any delay, including one asked for by `Retry-After`.
     pub max_backoff: Duration,
+    /// The size the file must have, when the definition declares one: a source that sends
+    /// more is cut off at once. Never above [`FetchConfig::max_size`].
+    pub size: Option<u64>,
 }
 
 impl<'a> FetchRequest<'a> {
@@ -115,6 +341,7 @@ impl<'a> FetchRequest<'a> {
             retries: 5,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            size: None,
         }
     }
 }
@@ -133,6 +360,13 @@ pub trait FetchProgress: Sync {
     fn retrying(&self, _url: &str, _attempt: u32, _error: &str) {}
     /// `url` is given up on with `error`; the next source (if any) follows.
     fn source_failed(&self, _url: &str, _error: &str) {}
+    /// Another fetch of the same file (another builder on this cache) holds the partial
+    /// file; this one waits for it.
+    fn waiting(&self) {}
+    /// Whether the build was cancelled: the transfer stops at the next chunk or wait.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Progress that goes nowhere.
@@ -141,27 +375,41 @@ pub struct NoProgress;
 
 impl FetchProgress for NoProgress {}
 
-/// A verified download.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A verified download, still in its partial file. The value holds the file open and
+/// locked: read it with [`FetchOutcome::file`] and import it; dropping the value deletes the
+/// file and lets the next builder waiting for the same path go on.
+#[derive(Debug)]
 pub struct FetchOutcome {
-    /// The file holding the bytes: the `partial` path given to [`Fetcher::fetch_to`], now
-    /// complete and verified. The caller imports it into the store.
+    /// The `partial` path given to [`Fetcher::fetch_to`], now complete and verified.
     pub path: PathBuf,
     pub size: u64,
     pub sha256: Sha256Digest,
     /// The store's digest of the same bytes, computed in the same pass.
     pub blake3: Digest,
-    /// The URL that served the bytes (a mirror's, or the requested one).
+    /// The URL that served the bytes (a mirror's, or the requested one), redacted.
     pub source: String,
     /// Whether `source` is a mirror rather than the requested URL.
     pub from_mirror: bool,
     /// Attempts made on `source`, from 1.
     pub attempts: u32,
+    partial: Partial,
+}
+
+impl FetchOutcome {
+    /// The verified bytes, positioned at their start.
+    pub fn file(&mut self) -> Result<&mut File, FetchError> {
+        self.partial
+            .file
+            .seek(SeekFrom::Start(0))
+            .map_err(|source| io_error(&self.path, source))?;
+        Ok(&mut self.partial.file)
+    }
 }
 
 /// Why one source was given up on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceFailure {
+    /// The source's URL, redacted.
     pub url: String,
     pub attempts: u32,
     pub error: String,
@@ -240,8 +488,73 @@ pub enum FetchError {
         failures: Vec<SourceFailure>,
     },
 
+    /// A source sent more bytes than allowed. Reported like a digest mismatch: the source
+    /// serves something else (or something endless), and retrying will not change it.
+    #[error(
+        "`{url}` sent more than {limit} bytes, the {why}; the download was stopped and discarded{}",
+        list_others(.others)
+    )]
+    #[diagnostic(
+        code(w4b::fetch::too_large),
+        help("if the file really is this large, raise {raise}; otherwise the URL serves another file")
+    )]
+    TooLarge {
+        url: String,
+        limit: u64,
+        /// What set the limit (`size declared in …`, `downloads.max_size of w4b.yaml`).
+        why: String,
+        /// What to raise (`` `size:` in … ``).
+        raise: String,
+        others: Vec<SourceFailure>,
+    },
+
+    #[error(
+        "the `size` declared in {declared_in} ({size} bytes) is above the download limit of {max} bytes"
+    )]
+    #[diagnostic(
+        code(w4b::fetch::size_over_limit),
+        help("raise `downloads: {{max_size: …}}` in `w4b.yaml` if this file really is that large")
+    )]
+    SizeOverLimit {
+        size: u64,
+        max: u64,
+        declared_in: String,
+    },
+
+    #[error("cannot fetch `{url}`: `{}` is not a regular file", path.display())]
+    #[diagnostic(
+        code(w4b::fetch::not_a_file),
+        help("a `file://` URL must name a regular file; devices, FIFOs, sockets and directories are refused so nothing can be read without end")
+    )]
+    NotRegularFile { url: String, path: PathBuf },
+
+    #[error("cannot read the credentials file `{}`", path.display())]
+    #[diagnostic(
+        code(w4b::fetch::netrc),
+        help("`W4B_NETRC` names a netrc file (default `~/.netrc`, which may be absent); unset it or point it at a readable file")
+    )]
+    NetrcIo {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the credentials file `{}` is not a netrc file: {reason}", path.display())]
+    #[diagnostic(
+        code(w4b::fetch::netrc_syntax),
+        help("write one entry per host: `machine downloads.example.org login ci password <token>`")
+    )]
+    NetrcSyntax { path: PathBuf, reason: String },
+
+    #[error("the download was interrupted")]
+    #[diagnostic(code(w4b::fetch::cancelled))]
+    Cancelled,
+
     #[error("cannot write the download to `{}`", path.display())]
-    #[diagnostic(code(w4b::fetch::io))]
+    #[diagnostic(
+        code(w4b::fetch::io),
+        help("the download is written in the cache's `tmp` folder: check its free space and permissions")
+    )]
     Io {
         path: PathBuf,
         #[source]
@@ -312,7 +625,7 @@ enum Source {
 
 fn parse_source(url: &str) -> Result<Source, FetchError> {
     let parsed = Url::parse(url).map_err(|e| FetchError::InvalidUrl {
-        url: url.to_owned(),
+        url: redact_url(url).into_owned(),
         reason: e.to_string(),
     })?;
     match parsed.scheme() {
@@ -321,11 +634,11 @@ fn parse_source(url: &str) -> Result<Source, FetchError> {
             .to_file_path()
             .map(Source::File)
             .map_err(|()| FetchError::InvalidUrl {
-                url: url.to_owned(),
+                url: redact_url(url).into_owned(),
                 reason: "a `file://` URL must name an absolute local path".to_owned(),
             }),
         other => Err(FetchError::UnsupportedScheme {
-            url: url.to_owned(),
+            url: redact_url(url).into_owned(),
             scheme: other.to_owned(),
         }),
     }
@@ -398,8 +711,10 @@ enum AttemptError {
     },
     /// Permanent for this source: move on to the next without retrying.
     GiveUp(String),
-    /// The bytes are complete but their sha256 is `actual`; the partial file is deleted.
+    /// The bytes are complete but their sha256 is `actual`; the partial file is emptied.
     Mismatch { actual: Sha256Digest },
+    /// The source sent (or announced) more than the limit; the partial file is emptied.
+    TooLarge,
     /// The partial file was truncated; start again from 0 without counting an attempt.
     Restart,
     /// Our own side failed (disk full, permissions): stop everything.
@@ -437,29 +752,69 @@ impl Hashers {
     }
 }
 
-/// The partial file of one fetch, with the path for error messages.
-struct Partial<'p> {
-    path: &'p Path,
+/// The partial file of one fetch: open, locked exclusively for the whole fetch, and deleted
+/// when dropped (a failed fetch leaves nothing behind; a verified one is deleted once the
+/// caller has imported it). Only a process killed outright leaves it, and the next fetch of
+/// the same file resumes from it.
+#[derive(Debug)]
+struct Partial {
+    path: PathBuf,
     file: File,
 }
 
-impl<'p> Partial<'p> {
-    fn open(path: &'p Path) -> Result<Partial<'p>, FetchError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|source| io_error(path, source))?;
-        Ok(Partial { path, file })
+impl Partial {
+    /// Opens (or creates) `path` and takes its lock, waiting while another fetch holds it.
+    ///
+    /// The holder deletes the file before it unlocks, so a waiter can end up holding the lock
+    /// of a deleted file: it checks that the path still names the file it locked (device and
+    /// inode), and opens the path again if not.
+    fn acquire(path: &Path, progress: &dyn FetchProgress) -> Result<Partial, FetchError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut told = false;
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|source| io_error(path, source))?;
+            loop {
+                match file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        if !told {
+                            progress.waiting();
+                            told = true;
+                        }
+                        if progress.cancelled() {
+                            return Err(FetchError::Cancelled);
+                        }
+                        std::thread::sleep(CANCEL_POLL);
+                    }
+                    Err(std::fs::TryLockError::Error(source)) => return Err(io_error(path, source)),
+                }
+            }
+            let locked = file.metadata().map_err(|source| io_error(path, source))?;
+            match std::fs::metadata(path) {
+                Ok(now) if now.dev() == locked.dev() && now.ino() == locked.ino() => {
+                    return Ok(Partial {
+                        path: path.to_owned(),
+                        file,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io_error(path, source)),
+            }
+        }
     }
 
     fn len(&self) -> Result<u64, FetchError> {
         self.file
             .metadata()
             .map(|m| m.len())
-            .map_err(|source| io_error(self.path, source))
+            .map_err(|source| io_error(&self.path, source))
     }
 
     /// Empties the file and positions at 0.
@@ -467,12 +822,12 @@ impl<'p> Partial<'p> {
         self.file
             .set_len(0)
             .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(|_| ()))
-            .map_err(|source| io_error(self.path, source))
+            .map_err(|source| io_error(&self.path, source))
     }
 
     /// Feeds the existing bytes to `hashers` and leaves the position at the end.
     fn hash_existing(&mut self, hashers: &mut Hashers) -> Result<(), FetchError> {
-        let path = self.path;
+        let path = &self.path;
         self.file
             .seek(SeekFrom::Start(0))
             .map_err(|source| io_error(path, source))?;
@@ -491,11 +846,21 @@ impl<'p> Partial<'p> {
     fn append(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
         self.file
             .write_all(bytes)
-            .map_err(|source| io_error(self.path, source))
+            .map_err(|source| io_error(&self.path, source))
     }
 
     fn sync(&mut self) -> Result<(), FetchError> {
-        self.file.sync_all().map_err(|source| io_error(self.path, source))
+        self.file
+            .sync_all()
+            .map_err(|source| io_error(&self.path, source))
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // Deleted while still locked: a waiter then finds the path gone or new (see
+        // `acquire`), never a file being deleted under it.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -506,11 +871,35 @@ fn io_error(path: &Path, source: io::Error) -> FetchError {
     }
 }
 
-fn remove_partial(path: &Path) -> Result<(), FetchError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(path, e)),
-        _ => Ok(()),
+/// The most bytes one fetch may receive, and where that number comes from.
+struct Limit {
+    bytes: u64,
+    /// Whether it is the definition's `size` (else the workspace's maximum).
+    declared: bool,
+}
+
+impl Limit {
+    fn check(&self, size: u64) -> Result<(), AttemptError> {
+        if size > self.bytes {
+            Err(AttemptError::TooLarge)
+        } else {
+            Ok(())
+        }
     }
+}
+
+/// Sleeps `delay`, waking to look at the cancel flag.
+fn sleep_unless_cancelled(delay: Duration, progress: &dyn FetchProgress) -> Result<(), FetchError> {
+    let mut left = delay;
+    while !left.is_zero() {
+        if progress.cancelled() {
+            return Err(FetchError::Cancelled);
+        }
+        let step = left.min(CANCEL_POLL);
+        std::thread::sleep(step);
+        left -= step;
+    }
+    Ok(())
 }
 
 /// Parses `bytes START-END/TOTAL` (TOTAL may be `*`) into `(START, TOTAL)`.
@@ -535,6 +924,9 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 #[derive(Clone, Debug)]
 pub struct Fetcher {
     client: Client,
+    read_timeout: Duration,
+    max_size: u64,
+    netrc: Netrc,
 }
 
 impl Fetcher {
@@ -543,29 +935,54 @@ impl Fetcher {
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
             // In the blocking client this bounds the wait for the response head and each
-            // body read separately: a read timeout, not a limit on the whole transfer.
+            // body read separately: a read timeout, not a limit on the whole transfer. A
+            // body that trickles is caught by `MIN_BYTES_PER_WINDOW` in `copy_body`.
             .timeout(config.read_timeout);
         if !config.system_proxy {
             builder = builder.no_proxy();
         }
         let client = builder.build().map_err(|source| FetchError::Client { source })?;
-        Ok(Fetcher { client })
+        Ok(Fetcher {
+            client,
+            read_timeout: config.read_timeout,
+            max_size: config.max_size,
+            netrc: config.netrc.clone(),
+        })
     }
 
     /// Downloads `req.url` (or a mirror of it) into `partial` and verifies its sha256.
     ///
     /// `partial` may hold the beginning of the same file from an interrupted run; it is
-    /// resumed. On success it holds exactly the verified bytes. On a sha256 mismatch it is
-    /// deleted. On any other failure it is left for a later resume (or removed if empty).
+    /// resumed. It is locked for the whole fetch: another fetch of the same path (another
+    /// builder on the same cache) waits until this one's outcome is dropped. On success the
+    /// outcome holds exactly the verified bytes; on any failure, and when the outcome is
+    /// dropped, the file is deleted.
     ///
-    /// The caller owns `partial`: its directory must exist, and no other fetch may use the
-    /// same path at the same time (name it after the sha256 and hold the store's lock).
+    /// `partial`'s directory must exist; name the file after the sha256, so that only
+    /// fetches of the same bytes share it.
     pub fn fetch_to(
         &self,
         req: &FetchRequest<'_>,
         partial: &Path,
         progress: &dyn FetchProgress,
     ) -> Result<FetchOutcome, FetchError> {
+        let limit = match req.size {
+            Some(size) if size > self.max_size => {
+                return Err(FetchError::SizeOverLimit {
+                    size,
+                    max: self.max_size,
+                    declared_in: req.declared_in.to_owned(),
+                })
+            }
+            Some(size) => Limit {
+                bytes: size,
+                declared: true,
+            },
+            None => Limit {
+                bytes: self.max_size,
+                declared: false,
+            },
+        };
         let urls = sources(req.url, req.mirrors);
         // Every source is checked before the first byte moves: a misconfigured mirror is a
         // configuration error, not something to skip silently on every build.
@@ -574,14 +991,26 @@ impl Fetcher {
             .map(|u| parse_source(u))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let mut partial = Partial::acquire(partial, progress)?;
         let mut failures = Vec::new();
         // The first source that delivered wrong bytes: its index in `failures` and digest.
         let mut mismatch: Option<(usize, Sha256Digest)> = None;
+        // The first source that sent too much: its index in `failures`.
+        let mut too_large: Option<usize> = None;
         for (url, source) in urls.iter().zip(&parsed) {
-            match self.fetch_from(req, url, source, partial, progress)? {
-                Ok(mut outcome) => {
-                    outcome.from_mirror = url != req.url;
-                    return Ok(outcome);
+            let shown = redact_url(url);
+            match self.fetch_from(req, &limit, &shown, source, &mut partial, progress)? {
+                Ok((sha256, blake3, size, attempts)) => {
+                    return Ok(FetchOutcome {
+                        path: partial.path.clone(),
+                        size,
+                        sha256,
+                        blake3,
+                        source: shown.into_owned(),
+                        from_mirror: url != req.url,
+                        attempts,
+                        partial,
+                    });
                 }
                 Err((attempts, failure)) => {
                     let (error, permanent) = match failure {
@@ -592,10 +1021,16 @@ impl Fetcher {
                             }
                             (format!("sha256 mismatch (got {})", hex::encode(actual)), true)
                         }
+                        SourceEnd::TooLarge => {
+                            if too_large.is_none() {
+                                too_large = Some(failures.len());
+                            }
+                            (format!("more than {} bytes", limit.bytes), true)
+                        }
                     };
-                    progress.source_failed(url, &error);
+                    progress.source_failed(&shown, &error);
                     failures.push(SourceFailure {
-                        url: url.clone(),
+                        url: shown.into_owned(),
                         attempts,
                         error,
                         permanent,
@@ -603,11 +1038,8 @@ impl Fetcher {
                 }
             }
         }
+        drop(partial);
 
-        // An empty partial file from sources that never sent a byte helps no later resume.
-        if std::fs::metadata(partial).is_ok_and(|m| m.len() == 0) {
-            remove_partial(partial)?;
-        }
         // Wrong bytes outrank every other failure: the pin or that source is wrong, and
         // "unavailable, add a mirror" would send the reader the wrong way.
         if let Some((index, actual)) = mismatch {
@@ -620,54 +1052,72 @@ impl Fetcher {
                 others: failures,
             });
         }
+        if let Some(index) = too_large {
+            let culprit = failures.remove(index);
+            let (why, raise) = if limit.declared {
+                (
+                    format!("`size` declared in {}", req.declared_in),
+                    format!("`size:` in {}", req.declared_in),
+                )
+            } else {
+                (
+                    "download limit (`downloads.max_size`)".to_owned(),
+                    "`downloads: {max_size: …}` in `w4b.yaml`, or declare the file's `size:`".to_owned(),
+                )
+            };
+            return Err(FetchError::TooLarge {
+                url: culprit.url,
+                limit: limit.bytes,
+                why,
+                raise,
+                others: failures,
+            });
+        }
         if failures.iter().all(|f| f.permanent) {
             return Err(FetchError::NotFound {
-                url: req.url.to_owned(),
+                url: redact_url(req.url).into_owned(),
                 declared_in: req.declared_in.to_owned(),
                 failures,
             });
         }
         Err(FetchError::Unavailable {
-            url: req.url.to_owned(),
+            url: redact_url(req.url).into_owned(),
             failures,
         })
     }
 
     /// Tries one source with retries. The outer `Result` is a local failure that stops the
-    /// whole fetch; the inner one is this source's verdict (with the attempts made).
+    /// whole fetch; the inner one is this source's verdict: the digests, size and attempts
+    /// made, or how it ended.
+    #[allow(clippy::type_complexity)]
     fn fetch_from(
         &self,
         req: &FetchRequest<'_>,
-        url: &str,
+        limit: &Limit,
+        shown: &str,
         source: &Source,
-        partial: &Path,
+        partial: &mut Partial,
         progress: &dyn FetchProgress,
-    ) -> Result<Result<FetchOutcome, (u32, SourceEnd)>, FetchError> {
+    ) -> Result<Result<(Sha256Digest, Digest, u64, u32), (u32, SourceEnd)>, FetchError> {
         let mut attempt = 0u32;
         let mut restarts = 0u32;
         let mut delay = req.backoff;
         loop {
             attempt += 1;
             let result = match source {
-                Source::Http(parsed) => self.attempt_http(req, url, parsed, partial, progress),
-                Source::File(path) => attempt_file(req, url, path, partial, progress),
+                Source::Http(parsed) => self.attempt_http(req, limit, shown, parsed, partial, progress),
+                Source::File(path) => attempt_file(req, limit, shown, path, partial, progress),
             };
             match result {
-                Ok((sha256, blake3, size)) => {
-                    return Ok(Ok(FetchOutcome {
-                        path: partial.to_owned(),
-                        size,
-                        sha256,
-                        blake3,
-                        source: url.to_owned(),
-                        from_mirror: false,
-                        attempts: attempt,
-                    }));
-                }
+                Ok((sha256, blake3, size)) => return Ok(Ok((sha256, blake3, size, attempt))),
                 Err(AttemptError::Local(e)) => return Err(e),
                 Err(AttemptError::Mismatch { actual }) => {
-                    remove_partial(partial)?;
+                    partial.truncate()?;
                     return Ok(Err((attempt, SourceEnd::Mismatch(actual))));
+                }
+                Err(AttemptError::TooLarge) => {
+                    partial.truncate()?;
+                    return Ok(Err((attempt, SourceEnd::TooLarge)));
                 }
                 Err(AttemptError::GiveUp(error)) => {
                     let end = SourceEnd::Failed {
@@ -698,8 +1148,8 @@ impl Fetcher {
                         };
                         return Ok(Err((attempt, end)));
                     }
-                    progress.retrying(url, attempt, &error);
-                    std::thread::sleep(retry_delay(delay, retry_after, req.max_backoff));
+                    progress.retrying(shown, attempt, &error);
+                    sleep_unless_cancelled(retry_delay(delay, retry_after, req.max_backoff), progress)?;
                     delay = delay.saturating_mul(2).min(req.max_backoff);
                 }
             }
@@ -710,16 +1160,28 @@ impl Fetcher {
     fn attempt_http(
         &self,
         req: &FetchRequest<'_>,
+        limit: &Limit,
         label: &str,
         url: &Url,
-        path: &Path,
+        partial: &mut Partial,
         progress: &dyn FetchProgress,
     ) -> Result<(Sha256Digest, Digest, u64), AttemptError> {
-        let mut partial = Partial::open(path).map_err(AttemptError::Local)?;
-        let offset = partial.len().map_err(AttemptError::Local)?;
+        let mut offset = partial.len().map_err(AttemptError::Local)?;
+        if offset > limit.bytes {
+            // A leftover from before the limit was lowered (or another file): start over.
+            partial.truncate().map_err(AttemptError::Local)?;
+            offset = 0;
+        }
         let mut request = self.client.get(url.clone());
         if offset > 0 {
             request = request.header(RANGE, format!("bytes={offset}-"));
+        }
+        // reqwest sends a URL's own userinfo as basic authentication; the netrc is for the
+        // URLs that carry none. Redirects to another host drop the header (reqwest's policy).
+        if url.username().is_empty() && url.password().is_none() {
+            if let Some(login) = url.host_str().and_then(|h| self.netrc.for_host(h)) {
+                request = request.basic_auth(&login.login, Some(&login.password));
+            }
         }
         let response = request.send().map_err(send_error)?;
         let status = response.status();
@@ -739,7 +1201,7 @@ impl Fetcher {
                 match range {
                     Some((start, total)) if start == offset => {
                         partial.hash_existing(&mut hashers).map_err(AttemptError::Local)?;
-                        total.or_else(|| response.content_length().map(|n| n + offset))
+                        total.or_else(|| response.content_length().map(|n| n.saturating_add(offset)))
                     }
                     _ if offset > 0 => {
                         partial.truncate().map_err(AttemptError::Local)?;
@@ -780,12 +1242,16 @@ impl Fetcher {
             }
             s => return Err(AttemptError::GiveUp(format!("HTTP {s}"))),
         };
+        // A length announced above the limit is refused before a byte of the body is read.
+        if let Some(total) = total {
+            limit.check(total)?;
+        }
         let resumed_from = hashers.size;
         progress.started(label, total);
         if resumed_from > 0 {
             progress.advanced(resumed_from);
         }
-        copy_body(response, &mut partial, &mut hashers, progress)?;
+        self.copy_body(response, limit, partial, &mut hashers, progress)?;
         if let Some(total) = total {
             if hashers.size < total {
                 return Err(AttemptError::Retry {
@@ -795,7 +1261,56 @@ impl Fetcher {
             }
         }
         partial.sync().map_err(AttemptError::Local)?;
-        verify(req, hashers, resumed_from, &mut partial)
+        verify(req, hashers, resumed_from, partial)
+    }
+
+    /// Streams the response body into the partial file, stopping as soon as the limit is
+    /// passed, the transfer is slower than [`MIN_BYTES_PER_WINDOW`] per read timeout, or the
+    /// build is cancelled. A read error leaves what arrived on disk, for the retry to resume.
+    fn copy_body(
+        &self,
+        mut response: Response,
+        limit: &Limit,
+        partial: &mut Partial,
+        hashers: &mut Hashers,
+        progress: &dyn FetchProgress,
+    ) -> Result<(), AttemptError> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut window = (Instant::now(), hashers.size);
+        loop {
+            if progress.cancelled() {
+                return Err(AttemptError::Local(FetchError::Cancelled));
+            }
+            let n = match response.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(AttemptError::Retry {
+                        error: format!("the connection broke after {} bytes: {}", hashers.size, chain(&e)),
+                        retry_after: None,
+                    });
+                }
+            };
+            limit.check(hashers.size.saturating_add(n as u64))?;
+            partial.append(&buf[..n]).map_err(AttemptError::Local)?;
+            hashers.update(&buf[..n]);
+            progress.advanced(n as u64);
+            let elapsed = window.0.elapsed();
+            if elapsed >= self.read_timeout {
+                let moved = hashers.size - window.1;
+                if moved < MIN_BYTES_PER_WINDOW {
+                    return Err(AttemptError::Retry {
+                        error: format!(
+                            "the transfer is too slow: {moved} bytes in the last {:.1} s (at least {MIN_BYTES_PER_WINDOW} are needed per read timeout)",
+                            elapsed.as_secs_f64()
+                        ),
+                        retry_after: None,
+                    });
+                }
+                window = (Instant::now(), hashers.size);
+            }
+        }
     }
 }
 
@@ -803,6 +1318,7 @@ impl Fetcher {
 enum SourceEnd {
     Failed { error: String, permanent: bool },
     Mismatch(Sha256Digest),
+    TooLarge,
 }
 
 /// Checks the finished digest. A wrong file that was resumed from an earlier prefix gets one
@@ -812,7 +1328,7 @@ fn verify(
     req: &FetchRequest<'_>,
     hashers: Hashers,
     resumed_from: u64,
-    partial: &mut Partial<'_>,
+    partial: &mut Partial,
 ) -> Result<(Sha256Digest, Digest, u64), AttemptError> {
     let (sha256, blake3, size) = hashers.finish();
     if sha256 == req.sha256 {
@@ -825,51 +1341,52 @@ fn verify(
     Err(AttemptError::Mismatch { actual: sha256 })
 }
 
-/// Streams the response body into the partial file. A read error leaves what arrived on
-/// disk, for the retry to resume.
-fn copy_body(
-    mut response: Response,
-    partial: &mut Partial<'_>,
-    hashers: &mut Hashers,
-    progress: &dyn FetchProgress,
-) -> Result<(), AttemptError> {
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match response.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(AttemptError::Retry {
-                    error: format!("the connection broke after {} bytes: {}", hashers.size, chain(&e)),
-                    retry_after: None,
-                });
-            }
-        };
-        partial.append(&buf[..n]).map_err(AttemptError::Local)?;
-        hashers.update(&buf[..n]);
-        progress.advanced(n as u64);
-    }
-}
-
 /// Copies a local file. Reading a local file is as fast as re-reading the partial one, so
-/// this always starts from 0 rather than resuming.
+/// this always starts from 0 rather than resuming. Only a regular file is read: a device
+/// (`/dev/zero`), a FIFO or a socket could be read without end, or block forever.
 fn attempt_file(
     req: &FetchRequest<'_>,
+    limit: &Limit,
     label: &str,
     source: &Path,
-    path: &Path,
+    partial: &mut Partial,
     progress: &dyn FetchProgress,
 ) -> Result<(Sha256Digest, Digest, u64), AttemptError> {
+    let not_regular = || {
+        AttemptError::Local(FetchError::NotRegularFile {
+            url: label.to_owned(),
+            path: source.to_owned(),
+        })
+    };
+    // Checked before opening: opening a FIFO waits for a writer.
+    match std::fs::metadata(source) {
+        Ok(m) if !m.is_file() => return Err(not_regular()),
+        Ok(_) => {}
+        Err(e) => {
+            return Err(AttemptError::GiveUp(format!(
+                "cannot open `{}`: {e}",
+                source.display()
+            )))
+        }
+    }
     let mut input = File::open(source)
         .map_err(|e| AttemptError::GiveUp(format!("cannot open `{}`: {e}", source.display())))?;
-    let total = input.metadata().ok().map(|m| m.len());
-    let mut partial = Partial::open(path).map_err(AttemptError::Local)?;
+    // And again on what was opened, in case the path changed in between.
+    let meta = input
+        .metadata()
+        .map_err(|e| AttemptError::GiveUp(format!("cannot read `{}`: {e}", source.display())))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    limit.check(meta.len())?;
     partial.truncate().map_err(AttemptError::Local)?;
-    progress.started(label, total);
+    progress.started(label, Some(meta.len()));
     let mut hashers = Hashers::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
+        if progress.cancelled() {
+            return Err(AttemptError::Local(FetchError::Cancelled));
+        }
         let n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -881,12 +1398,14 @@ fn attempt_file(
                 )));
             }
         };
+        // A file that grows while it is read is bounded too.
+        limit.check(hashers.size.saturating_add(n as u64))?;
         partial.append(&buf[..n]).map_err(AttemptError::Local)?;
         hashers.update(&buf[..n]);
         progress.advanced(n as u64);
     }
     partial.sync().map_err(AttemptError::Local)?;
-    verify(req, hashers, 0, &mut partial)
+    verify(req, hashers, 0, partial)
 }
 
 #[cfg(test)]
@@ -917,6 +1436,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(2),
             system_proxy: false,
+            ..FetchConfig::default()
         })
         .expect("client")
     }
@@ -1541,6 +2061,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_millis(150),
             system_proxy: false,
+            ..FetchConfig::default()
         })
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -1656,5 +2177,532 @@ mod tests {
             Err(FetchError::InvalidSha256 { .. })
         ));
         assert!(parse_sha256(&"zz".repeat(32)).is_err());
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {token}")
+    }
+
+    /// Every file left in `dir`, for the "nothing left behind" checks.
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn redact_url_hides_userinfo_and_nothing_else() {
+        assert_eq!(
+            redact_url("https://ci:s3cret@example.org/a/b.img?x=1"),
+            "https://***@example.org/a/b.img?x=1"
+        );
+        assert_eq!(
+            redact_url("http://token@127.0.0.1:8080/x"),
+            "http://***@127.0.0.1:8080/x"
+        );
+        assert_eq!(
+            redact_url("https://example.org/pkg@1.2/x"),
+            "https://example.org/pkg@1.2/x"
+        );
+        assert_eq!(redact_url("file:///srv/mirror/x.img"), "file:///srv/mirror/x.img");
+        assert!(matches!(redact_url("https://example.org/x"), Cow::Borrowed(_)));
+        // Unparseable: everything up to the last `@` of the authority goes.
+        let shown = redact_url("http://u:pa/ss@host:99999/x");
+        assert!(!shown.contains("pa") && !shown.contains("ss@"), "{shown}");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_sent_but_never_shown() {
+        let server = TestServer::start();
+        let body = content("private", 20_000);
+        server.serve_with(
+            "/private.img",
+            body.clone(),
+            Faults {
+                require_auth: Some(basic("ci", "s3cret-token")),
+                ..Faults::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let url = server
+            .url("/private.img")
+            .replace("http://", "http://ci:s3cret-token@");
+        let progress = Recorder::default();
+
+        let outcome = fetcher()
+            .fetch_to(&request(&url, sha(&body)), &dir.path().join("p.part"), &progress)
+            .unwrap();
+        assert_outcome(&outcome, &body);
+        assert_eq!(
+            outcome.source,
+            server.url("/private.img").replace("http://", "http://***@")
+        );
+        assert!(!format!("{outcome:?} {:?}", progress.events()).contains("s3cret"));
+        drop(outcome);
+
+        // Every failure names the URL; none names the token.
+        server.fail_always("/gone.img", 404);
+        server.fail_always("/down.img", 503);
+        for path in ["/gone.img", "/down.img"] {
+            let url = server.url(path).replace("http://", "http://ci:s3cret-token@");
+            let mirrors = vec![(url.clone(), vec![format!("{url}.mirror")])];
+            let req = FetchRequest {
+                mirrors: &mirrors,
+                retries: 0,
+                ..request(&url, sha(&body))
+            };
+            let err = fetcher()
+                .fetch_to(&req, &dir.path().join("p.part"), &progress)
+                .unwrap_err();
+            let plain = format!("{err}\n{err:?}");
+            let shown = format!("{plain}\n{:?}", miette::Report::new(err));
+            assert!(shown.contains("***@127.0.0.1"), "{shown}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        let err = fetcher()
+            .fetch_to(
+                &request("ftp://ci:s3cret-token@example.org/x", [0; 32]),
+                &dir.path().join("p.part"),
+                &NoProgress,
+            )
+            .unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    }
+
+    #[test]
+    fn netrc_credentials_are_applied_by_host_to_clean_urls() {
+        let server = TestServer::start();
+        let body = content("netrc", 10_000);
+        server.serve_with(
+            "/n.img",
+            body.clone(),
+            Faults {
+                require_auth: Some(basic("ci", "from netrc")),
+                ..Faults::default()
+            },
+        );
+        let netrc = Netrc::parse(
+            "# CI credentials\nmachine other.example login x password y\n\
+             machine 127.0.0.1\n  login ci\n  password \"from netrc\"\n\
+             macdef init\ncd /pub\n\ndefault login anonymous password guest\n",
+        )
+        .unwrap();
+        assert!(!format!("{netrc:?}").contains("netrc\""), "{netrc:?}");
+        let fetcher = Fetcher::new(&FetchConfig {
+            system_proxy: false,
+            netrc,
+            ..FetchConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = server.url("/n.img");
+
+        let outcome = fetcher
+            .fetch_to(
+                &request(&url, sha(&body)),
+                &dir.path().join("n.part"),
+                &NoProgress,
+            )
+            .unwrap();
+
+        assert_outcome(&outcome, &body);
+        assert_eq!(
+            server.requests()[0].authorization.as_deref(),
+            Some(basic("ci", "from netrc").as_str())
+        );
+        // Without a netrc the server refuses, and that is final.
+        let err = fetcher_with(|_| {})
+            .fetch_to(
+                &request(&url, sha(&body)),
+                &dir.path().join("m.part"),
+                &NoProgress,
+            )
+            .unwrap_err();
+        assert!(matches!(err, FetchError::NotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn netrc_syntax_errors_name_the_problem_and_no_secret() {
+        for (text, needle) in [
+            ("login ci password x", "before any `machine`"),
+            ("machine", "no host name"),
+            ("machine h login ci password \"open", "not closed"),
+            ("machine h pasword s3cret", "unexpected `pasword`"),
+        ] {
+            let err = Netrc::parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Netrc::load(&dir.path().join("absent"), false).unwrap(),
+            Netrc::default()
+        );
+        assert!(matches!(
+            Netrc::load(&dir.path().join("absent"), true),
+            Err(FetchError::NetrcIo { .. })
+        ));
+    }
+
+    fn fetcher_with(change: impl FnOnce(&mut FetchConfig)) -> Fetcher {
+        let mut config = FetchConfig {
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(2),
+            system_proxy: false,
+            ..FetchConfig::default()
+        };
+        change(&mut config);
+        Fetcher::new(&config).unwrap()
+    }
+
+    #[test]
+    fn an_endless_body_stops_at_the_limit_and_leaves_nothing_behind() {
+        let server = TestServer::start();
+        server.serve_with(
+            "/zero",
+            vec![0u8; 64 * 1024],
+            Faults {
+                endless: true,
+                ..Faults::default()
+            },
+        );
+        let fetcher = fetcher_with(|c| c.max_size = 1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let url = server.url("/zero");
+
+        let err = fetcher
+            .fetch_to(&request(&url, [0; 32]), &dir.path().join("z.part"), &NoProgress)
+            .unwrap_err();
+
+        let FetchError::TooLarge {
+            url: culprit, limit, ..
+        } = &err
+        else {
+            panic!("expected too large, got {err:?}");
+        };
+        assert_eq!((culprit.as_str(), *limit), (url.as_str(), 1 << 20));
+        assert!(err.to_string().contains("downloads.max_size"), "{err}");
+        let help = miette::Diagnostic::help(&err).unwrap().to_string();
+        assert!(help.contains("max_size"), "{help}");
+        assert_eq!(server.requests().len(), 1, "an oversized answer is not retried");
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_declared_size_cuts_off_a_longer_body_and_refuses_a_longer_length() {
+        let server = TestServer::start();
+        let body = content("long", 300_000);
+        server.serve("/announced.img", body.clone());
+        server.serve_with(
+            "/endless.img",
+            body.clone(),
+            Faults {
+                endless: true,
+                ..Faults::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Recorder::default();
+        for path in ["/announced.img", "/endless.img"] {
+            let url = server.url(path);
+            let req = FetchRequest {
+                size: Some(100_000),
+                ..request(&url, sha(&body))
+            };
+            let err = fetcher()
+                .fetch_to(&req, &dir.path().join("a.part"), &progress)
+                .unwrap_err();
+            let FetchError::TooLarge {
+                limit, why, raise, ..
+            } = &err
+            else {
+                panic!("{path}: expected too large, got {err:?}");
+            };
+            assert_eq!(*limit, 100_000);
+            assert!(why.contains("defs/bases/test.yaml"), "{why}");
+            assert!(raise.contains("`size:`"), "{raise}");
+            assert_eq!(files_in(dir.path()), Vec::<String>::new());
+        }
+        // The announced length was refused before a byte of the body was read.
+        assert!(progress
+            .events()
+            .iter()
+            .all(|e| !matches!(e, Event::Started(u, _) if u.ends_with("/announced.img"))));
+        assert!(*progress.bytes.lock().unwrap() <= 100_000);
+
+        // The right size passes.
+        let url = server.url("/announced.img");
+        let req = FetchRequest {
+            size: Some(300_000),
+            ..request(&url, sha(&body))
+        };
+        assert_outcome(
+            &fetcher()
+                .fetch_to(&req, &dir.path().join("a.part"), &NoProgress)
+                .unwrap(),
+            &body,
+        );
+    }
+
+    #[test]
+    fn a_declared_size_above_the_maximum_is_refused_before_any_request() {
+        let server = TestServer::start();
+        let url = server.url("/big.img");
+        let req = FetchRequest {
+            size: Some(2 << 20),
+            ..request(&url, [0; 32])
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetcher_with(|c| c.max_size = 1 << 20)
+            .fetch_to(&req, &dir.path().join("b.part"), &NoProgress)
+            .unwrap_err();
+        assert!(
+            matches!(err, FetchError::SizeOverLimit { size, max, .. } if size == 2 << 20 && max == 1 << 20),
+            "{err:?}"
+        );
+        assert!(server.requests().is_empty());
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn file_urls_read_only_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        for path in [Path::new("/dev/zero"), dir.path()] {
+            let url = String::from(Url::from_file_path(path).unwrap());
+            let err = fetcher()
+                .fetch_to(&request(&url, [0; 32]), &work.path().join("f.part"), &NoProgress)
+                .unwrap_err();
+            let FetchError::NotRegularFile { path: named, .. } = &err else {
+                panic!("{}: expected not a regular file, got {err:?}", path.display());
+            };
+            assert_eq!(named, path);
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+            assert_eq!(files_in(work.path()), Vec::<String>::new());
+        }
+        // A regular file over the limit is refused from its size, unread.
+        let big = dir.path().join("big.img");
+        std::fs::write(&big, content("big", 4096)).unwrap();
+        let url = String::from(Url::from_file_path(&big).unwrap());
+        let req = FetchRequest {
+            size: Some(1000),
+            ..request(&url, [0; 32])
+        };
+        let progress = Recorder::default();
+        let err = fetcher()
+            .fetch_to(&req, &work.path().join("f.part"), &progress)
+            .unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { limit: 1000, .. }), "{err:?}");
+        assert_eq!(*progress.bytes.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_stalled_body_times_out_and_the_next_source_delivers() {
+        let stalling = TestServer::start();
+        let origin = TestServer::start();
+        let body = content("stall", 200_000);
+        stalling.serve_with(
+            "/s.img",
+            body.clone(),
+            Faults {
+                stall_after: Some(50_000),
+                stall_for: Duration::from_secs(3),
+                ..Faults::default()
+            },
+        );
+        origin.serve("/s.img", body.clone());
+        let mirrors = vec![(origin.url("/"), vec![stalling.url("/")])];
+        let url = origin.url("/s.img");
+        let req = FetchRequest {
+            mirrors: &mirrors,
+            retries: 0,
+            ..request(&url, sha(&body))
+        };
+        let progress = Recorder::default();
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+
+        let outcome = fetcher_with(|c| c.read_timeout = Duration::from_millis(500))
+            .fetch_to(&req, &dir.path().join("s.part"), &progress)
+            .unwrap();
+
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_outcome(&outcome, &body);
+        assert_eq!(outcome.source, url);
+        assert_eq!(progress.events()[1], Event::SourceFailed(stalling.url("/s.img")));
+        // The mirror's bytes were kept: the origin resumed after them.
+        assert!(origin.requests()[0].range.is_some(), "{:?}", origin.requests());
+    }
+
+    #[test]
+    fn a_trickling_body_fails_as_too_slow_and_is_retried() {
+        let server = TestServer::start();
+        let body = content("trickle", 5_000);
+        server.serve_with(
+            "/t.img",
+            body.clone(),
+            Faults {
+                chunk_size: Some(1),
+                chunk_delay: Duration::from_millis(10),
+                ..Faults::default()
+            },
+        );
+        let url = server.url("/t.img");
+        let req = FetchRequest {
+            retries: 1,
+            ..request(&url, sha(&body))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Recorder::default();
+        let started = Instant::now();
+
+        let err = fetcher_with(|c| c.read_timeout = Duration::from_millis(400))
+            .fetch_to(&req, &dir.path().join("t.part"), &progress)
+            .unwrap_err();
+
+        // 50 bytes a second would take 50 s; two windows of 0.4 s each and a backoff.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let FetchError::Unavailable { failures, .. } = &err else {
+            panic!("expected unavailable, got {err:?}");
+        };
+        assert_eq!(failures[0].attempts, 2);
+        assert!(failures[0].error.contains("too slow"), "{}", failures[0].error);
+        assert_eq!(progress.retries(), 1);
+        // The retry resumed what the first attempt got.
+        assert!(server.requests()[1].range.is_some());
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_failed_download_leaves_no_partial_file() {
+        let server = TestServer::start();
+        let body = content("cut", 100_000);
+        server.serve_with(
+            "/c.img",
+            body.clone(),
+            Faults {
+                drop_after: Some(40_000),
+                drop_times: 10,
+                ..Faults::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let url = server.url("/c.img");
+        let req = FetchRequest {
+            retries: 1,
+            ..request(&url, sha(&body))
+        };
+        let err = fetcher()
+            .fetch_to(&req, &dir.path().join("c.part"), &NoProgress)
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Unavailable { .. }), "{err:?}");
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    }
+
+    /// Progress that cancels the fetch once `after` bytes arrived.
+    struct CancelAfter {
+        after: u64,
+        seen: Mutex<u64>,
+    }
+
+    impl FetchProgress for CancelAfter {
+        fn advanced(&self, bytes: u64) {
+            *self.seen.lock().unwrap() += bytes;
+        }
+        fn cancelled(&self) -> bool {
+            *self.seen.lock().unwrap() >= self.after
+        }
+    }
+
+    #[test]
+    fn a_cancelled_download_stops_and_leaves_no_partial_file() {
+        let server = TestServer::start();
+        server.serve_with(
+            "/long.img",
+            vec![7u8; 64 * 1024],
+            Faults {
+                endless: true,
+                ..Faults::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let url = server.url("/long.img");
+        let progress = CancelAfter {
+            after: 1 << 20,
+            seen: Mutex::new(0),
+        };
+        let err = fetcher()
+            .fetch_to(&request(&url, [0; 32]), &dir.path().join("l.part"), &progress)
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Cancelled), "{err:?}");
+        assert!(*progress.seen.lock().unwrap() < 2 << 20);
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn local_write_errors_keep_their_os_cause() {
+        // `/dev/full` answers every write with ENOSPC, like a full cache disk.
+        if !Path::new("/dev/full").exists() {
+            return;
+        }
+        let mut partial = Partial {
+            path: PathBuf::from("/dev/full"),
+            file: OpenOptions::new().write(true).open("/dev/full").unwrap(),
+        };
+        let err = partial.append(&[0; 4096]).unwrap_err();
+        // Not deleted on drop: the path is not ours.
+        std::mem::forget(partial);
+        let report = format!("{:?}", miette::Report::new(err));
+        assert!(report.contains("No space left on device"), "{report}");
+    }
+
+    #[test]
+    fn concurrent_fetches_of_one_file_take_turns_and_all_succeed() {
+        let server = TestServer::start();
+        let body = content("shared", 2_000_000);
+        server.serve_with(
+            "/shared.img",
+            body.clone(),
+            Faults {
+                chunk_delay: Duration::from_millis(1),
+                ..Faults::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("fetch-shared.part");
+        let url = server.url("/shared.img");
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        // Each thread its own client, like separate builder processes.
+                        let mut got = fetcher()
+                            .fetch_to(&request(&url, sha(&body)), &partial, &NoProgress)
+                            .unwrap();
+                        let mut bytes = Vec::new();
+                        got.file().unwrap().read_to_end(&mut bytes).unwrap();
+                        assert_eq!(Digest::of(&bytes), Digest::of(&body));
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+        });
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
     }
 }

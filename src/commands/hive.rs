@@ -88,7 +88,8 @@ pub fn render(r: &ResolvedHive, format: ShowFormat) -> miette::Result<String> {
             r.label
         )
     };
-    let value = serde_json::to_value(&shown).map_err(not_json)?;
+    let mut value = serde_json::to_value(&shown).map_err(not_json)?;
+    redact_urls(&mut value);
     Ok(match format {
         ShowFormat::Json => format!("{}\n", serde_json::to_string_pretty(&value).map_err(not_json)?),
         ShowFormat::Yaml => {
@@ -97,6 +98,19 @@ pub fn render(r: &ResolvedHive, format: ShowFormat) -> miette::Result<String> {
             out
         }
     })
+}
+
+/// Hides the credentials of every URL in the shown configuration (the sensor manager's
+/// `source.url` may be `https://ci:token@host/…`), as every other display of a URL does.
+fn redact_urls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.contains("://") => {
+            *s = crate::download::redact_url(s).into_owned();
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_urls),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_urls),
+        _ => {}
+    }
 }
 
 /// A small YAML writer for JSON values: block style, strings double-quoted with JSON
@@ -206,5 +220,18 @@ mod tests {
         assert_eq!(j["hostname"], "w4b-abcd1234");
         assert_eq!(j["config"]["hive"]["sensors"][1]["interface"]["data_pin"], 5);
         assert!(yaml_text.contains("\n        id: \"temp_01\"\n"), "{yaml_text}");
+    }
+
+    #[test]
+    fn show_redacts_credentials_in_urls() {
+        let mut v = serde_json::json!({
+            "source": {"url": "https://ci:tok3n@example.org/sm.tar.gz"},
+            "list": ["http://u@h/x", "plain text", "https://example.org/a@b"],
+        });
+        redact_urls(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains("tok3n") && !text.contains("u@h"), "{text}");
+        assert!(text.contains("https://***@example.org/sm.tar.gz"), "{text}");
+        assert!(text.contains("https://example.org/a@b"), "{text}");
     }
 }

@@ -10,7 +10,7 @@ use super::{Compiler, PlanEpoch};
 use crate::hive::load::ResolvedHive;
 use crate::steps::accounts::AccountsStep;
 use crate::steps::extract::ExtractStep;
-use crate::steps::fetch::FetchStep;
+use crate::steps::fetch::{redact_url, FetchStep};
 use crate::steps::firstboot::FirstbootStep;
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
 use crate::steps::module::ModuleStep;
@@ -81,6 +81,7 @@ impl Compiler<'_> {
                         fetcher: self.fetcher()?,
                         url: url.clone(),
                         sha256: sha,
+                        size: None,
                         mirrors,
                         declared_in: location.clone().unwrap_or_else(|| label.to_owned()),
                     });
@@ -95,7 +96,7 @@ impl Compiler<'_> {
                         store: self.store.clone(),
                         dest: SENSOR_MANAGER_DIR.into(),
                         epoch: epoch.for_step(&mut deps),
-                        source: url.clone(),
+                        source: redact_url(url).into_owned(),
                     });
                     let def = format!("extract {SENSOR_MANAGER_DIR} epoch={epoch}");
                     nodes.push(self.add(format!("{label}#sensor-manager"), def.as_bytes(), extract, deps));

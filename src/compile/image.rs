@@ -212,7 +212,11 @@ impl Compiler<'_> {
                 epoch,
                 epoch_source,
                 definitions,
-                dependencies,
+                // A URL may carry credentials; the manifest records it without them.
+                dependencies: dependencies
+                    .into_iter()
+                    .map(|(url, sha, name)| (crate::steps::fetch::redact_url(&url).into_owned(), sha, name))
+                    .collect(),
             },
         })
     }

@@ -56,7 +56,12 @@ impl Compiler<'_> {
                 defs::FileOp::Dir { mode } => (FileOp::Dir, Some(mode.0)),
                 defs::FileOp::Remove => (FileOp::Remove, None),
                 defs::FileOp::Append { content } => (FileOp::Append(content.clone()), None),
-                defs::FileOp::Fetch { url, sha256, mode } => {
+                defs::FileOp::Fetch {
+                    url,
+                    sha256,
+                    size,
+                    mode,
+                } => {
                     let sha = crate::steps::fetch::parse_sha256(sha256).map_err(miette::Report::new)?;
                     let declared_in = loc(lt, &format!("files[{i}].fetch.sha256"))
                         .or_else(|| loc(lt, &format!("files[{i}].sha256")))
@@ -67,6 +72,7 @@ impl Compiler<'_> {
                         fetcher: self.fetcher()?,
                         url: url.clone(),
                         sha256: sha,
+                        size: *size,
                         mirrors,
                         declared_in,
                     });

@@ -25,7 +25,7 @@ use w4b_graph::{Graph, NodeId, Step};
 pub use self::epoch::PlanEpoch;
 pub use self::error::CompileError;
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
-use crate::steps::fetch::{FetchConfig, Fetcher};
+use crate::steps::fetch::{FetchConfig, Fetcher, Netrc};
 use crate::store::AppStore;
 
 pub struct Plan {
@@ -61,7 +61,8 @@ pub struct ManifestPlan {
     pub epoch_source: crate::manifest::EpochSource,
     /// Every definition file that contributed (workspace-relative path, BLAKE3), sorted.
     pub definitions: BTreeMap<String, w4b_cache::Digest>,
-    /// The base image and fetched sources: (URI, sha256 hex, name).
+    /// The base image and fetched sources: (URI with any credentials redacted, sha256 hex,
+    /// name).
     pub dependencies: Vec<(String, String, Option<String>)>,
 }
 
@@ -75,6 +76,9 @@ pub(super) struct Compiler<'a> {
     download_server: Option<String>,
     /// The key for digests of secrets (see `hive`), read on first use.
     secret_key: Option<[u8; 32]>,
+    /// The netrc file with download credentials, and whether it must exist: `W4B_NETRC`
+    /// must, the default `$HOME/.netrc` may be absent. Read with the first fetch step.
+    netrc: Option<(std::path::PathBuf, bool)>,
 }
 
 /// The real path of the workspace path `rel`, which must not lead out of the workspace
@@ -129,7 +133,20 @@ impl Compiler<'_> {
         if let Some(f) = &self.fetcher {
             return Ok(f.clone());
         }
-        let f = Arc::new(Fetcher::new(&FetchConfig::default()).map_err(CompileError::Fetcher)?);
+        let defaults = FetchConfig::default();
+        let downloads = &self.ws.config().downloads;
+        let netrc = match &self.netrc {
+            Some((path, required)) => Netrc::load(path, *required).map_err(miette::Report::new)?,
+            None => Netrc::default(),
+        };
+        let config = FetchConfig {
+            connect_timeout: downloads.connect_timeout.unwrap_or(defaults.connect_timeout),
+            read_timeout: downloads.read_timeout.unwrap_or(defaults.read_timeout),
+            max_size: downloads.max_size.unwrap_or(defaults.max_size),
+            netrc,
+            ..defaults
+        };
+        let f = Arc::new(Fetcher::new(&config).map_err(CompileError::Fetcher)?);
         self.fetcher = Some(f.clone());
         Ok(f)
     }
@@ -172,6 +189,13 @@ pub fn compile(
         graph: Graph::new(),
         fetcher: None,
         secret_key: None,
+        netrc: match env.get("W4B_NETRC").filter(|v| !v.is_empty()) {
+            Some(path) => Some((path.into(), true)),
+            None => env
+                .get("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| (std::path::Path::new(home).join(".netrc"), false)),
+        },
         download_server: env.get("W4B_DOWNLOAD_SERVER").filter(|v| !v.is_empty()).map(|v| {
             if v.ends_with('/') {
                 v.clone()

@@ -9,7 +9,7 @@ use w4b_graph::NodeId;
 
 use super::{loc, CompileError, Compiler, PlanEpoch};
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target};
-use crate::steps::fetch::FetchStep;
+use crate::steps::fetch::{redact_url, FetchStep};
 use crate::steps::graft::GraftStep;
 use crate::steps::layer::{FileOp, LayerFile, LayerStep};
 use crate::steps::unpack::UnpackStep;
@@ -110,6 +110,7 @@ impl Compiler<'_> {
             fetcher: self.fetcher()?,
             url: v.base.url.clone(),
             sha256: sha,
+            size: v.base.size,
             mirrors,
             declared_in,
         });
@@ -121,7 +122,7 @@ impl Compiler<'_> {
         );
         let unpack = Arc::new(UnpackStep {
             store: self.store.clone(),
-            image: v.base.url.clone(),
+            image: redact_url(&v.base.url).into_owned(),
         });
         let unpack = self.add(format!("{}#unpack", v.base_label), b"unpack", unpack, vec![fetch]);
         let graft = Arc::new(GraftStep {

@@ -322,7 +322,10 @@ pub(crate) fn convert(
             (Some(url), Some(sha), None) => {
                 if !(url.value.starts_with("https://") || url.value.starts_with("http://")) {
                     return Err(url.span.invalid_value(
-                        format!("`{}` is not an http(s) URL", url.value),
+                        format!(
+                            "the URL scheme `{}` is not http or https",
+                            super::target::url_scheme(&url.value)
+                        ),
                         "unsupported URL",
                         Some("write an `https://` URL of a tarball".into()),
                     ));

@@ -610,6 +610,7 @@ description: "optional text"
                 &FileOp::Fetch {
                     url: "http://127.0.0.1:8000/blob.bin".into(),
                     sha256: "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789".into(),
+                    size: None,
                     mode: Mode(0o644)
                 },
             ]

@@ -181,6 +181,8 @@ pub struct BaseImage {
     pub url: String,
     /// The publisher's sha256 of the file at `url`, lowercase hex.
     pub sha256: String,
+    /// The file's size in bytes, if declared: the download stops beyond it.
+    pub size: Option<u64>,
     pub arch: Arch,
     /// The OS release (`bookworm`), for messages and the boot mount point.
     pub release: Option<String>,
@@ -466,8 +468,14 @@ pub enum FileOp {
     Remove,
     /// Appends text to an existing file, or creates it (mode 0644) if absent.
     Append { content: String },
-    /// A file downloaded from `url` and verified against `sha256` before use.
-    Fetch { url: String, sha256: String, mode: Mode },
+    /// A file downloaded from `url` and verified against `sha256` (and `size`, if given)
+    /// before use.
+    Fetch {
+        url: String,
+        sha256: String,
+        size: Option<u64>,
+        mode: Mode,
+    },
 }
 
 impl FileOp {
@@ -706,6 +714,8 @@ struct RawFile {
 struct RawFetch {
     url: Spanned<String>,
     sha256: Spanned<String>,
+    #[serde(default)]
+    size: Option<Size>,
 }
 
 #[derive(Deserialize)]
@@ -786,6 +796,8 @@ struct RawPartition {
 struct RawBase {
     url: Spanned<String>,
     sha256: Spanned<String>,
+    #[serde(default)]
+    size: Option<Size>,
     arch: Arch,
     #[serde(default)]
     release: Option<String>,
@@ -1065,6 +1077,22 @@ fn ws_path_of(text: &Spanned<String>, ctx: &Context<'_>, what: &str) -> Result<W
         })
 }
 
+/// The scheme of a URL for a message, never the rest: a URL may carry credentials
+/// (`https://user:token@host/…`), and only the scheme is wrong here.
+pub(crate) fn url_scheme(url: &str) -> &str {
+    match url.split_once(':') {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            scheme
+        }
+        _ => "(none)",
+    }
+}
+
 fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
     let url = raw.url.value.clone();
     if !["http://", "https://", "file://"]
@@ -1072,7 +1100,7 @@ fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
         .any(|s| url.starts_with(s))
     {
         return Err(raw.url.span.invalid_value(
-            format!("unsupported URL `{url}`"),
+            format!("unsupported URL scheme `{}`", url_scheme(&url)),
             "not an http, https or file URL",
             Some("download from `https://…`, `http://…`, or use a local file as `file:///path/to/image.img.xz`".into()),
         ));
@@ -1123,6 +1151,7 @@ fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
     Ok(Target::Base(BaseImage {
         url,
         sha256,
+        size: raw.size.map(|s| s.0),
         arch: raw.arch,
         release: raw.release,
         date,
@@ -1406,13 +1435,13 @@ fn convert_file(raw: Spanned<RawFile>, ctx: &Context<'_>) -> Result<Spanned<File
             content: append.value,
         }
     } else if let Some(fetch) = raw.fetch {
-        let RawFetch { url, sha256 } = fetch.value;
+        let RawFetch { url, sha256, size } = fetch.value;
         if !["http://", "https://", "file://"]
             .iter()
             .any(|scheme| url.value.starts_with(scheme))
         {
             return Err(url.span.invalid_value(
-                format!("unsupported URL `{}`", url.value),
+                format!("unsupported URL scheme `{}`", url_scheme(&url.value)),
                 "not an http, https or file URL",
                 Some("fetch from `https://…`, `http://…` or `file:///…`".into()),
             ));
@@ -1428,6 +1457,7 @@ fn convert_file(raw: Spanned<RawFile>, ctx: &Context<'_>) -> Result<Spanned<File
         FileOp::Fetch {
             url: url.value,
             sha256: digest,
+            size: size.map(|s| s.0),
             mode: mode.unwrap_or(Mode::FILE),
         }
     } else {

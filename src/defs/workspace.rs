@@ -42,6 +42,19 @@ pub struct WorkspaceConfig {
     pub epoch: Option<u64>,
     /// `hives: {image: …}`: the image a hive file builds on when it names none.
     pub hive_image: Option<Spanned<Label>>,
+    /// `downloads:`: limits of every download; `None` leaves the engine's default.
+    pub downloads: DownloadsConfig,
+}
+
+/// `downloads: {max_size: 8GiB, connect_timeout: 30s, read_timeout: 60s}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DownloadsConfig {
+    /// The most bytes one download may have.
+    pub max_size: Option<u64>,
+    /// The limit on establishing a connection.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// How long a transfer may go without a byte (and the window of the minimum speed).
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,6 +76,63 @@ struct RawConfig {
     mirrors: BTreeMap<String, Vec<Spanned<String>>>,
     epoch: Option<u64>,
     hives: Option<RawHives>,
+    downloads: Option<RawDownloads>,
+}
+
+#[derive(Deserialize)]
+struct RawDownloads {
+    max_size: Option<Spanned<super::target::Size>>,
+    connect_timeout: Option<Spanned<Timeout>>,
+    read_timeout: Option<Spanned<Timeout>>,
+}
+
+/// A timeout: a number of seconds, or a number with `ms`, `s` or `m` (`500ms`, `30s`, `2m`).
+struct Timeout(std::time::Duration);
+
+impl Timeout {
+    fn parse(text: &str) -> Option<Timeout> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let ms = match unit.trim() {
+            "ms" => n,
+            "" | "s" => n.checked_mul(1000)?,
+            "m" | "min" => n.checked_mul(60_000)?,
+            _ => return None,
+        };
+        Some(Timeout(std::time::Duration::from_millis(ms)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Timeout, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Timeout;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as `30s`, `500ms`, `2m` or a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timeout, E> {
+                v.checked_mul(1000)
+                    .map(|ms| Timeout(std::time::Duration::from_millis(ms)))
+                    .ok_or_else(|| E::custom("the duration is too long"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timeout, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timeout, E> {
+                Timeout::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not a duration; write seconds or a number with ms, s or m"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -180,6 +250,33 @@ impl Workspace {
             remote: absolute(c.remote),
             remote_read_only: c.remote_read_only,
         });
+        let downloads = match raw.downloads {
+            None => DownloadsConfig::default(),
+            Some(d) => {
+                let positive = |t: Option<Spanned<Timeout>>| {
+                    match t {
+                    Some(t) if t.value.0.is_zero() => Err(t.span.invalid_value(
+                        "a download timeout must be longer than zero",
+                        "zero",
+                        Some("write a duration such as `30s`; a stalled download then fails after it and is retried".into()),
+                    )),
+                    t => Ok(t.map(|t| t.value.0)),
+                }
+                };
+                if let Some(size) = d.max_size.as_ref().filter(|s| s.value.0 == 0) {
+                    return Err(size.span.invalid_value(
+                        "`max_size` must be more than zero bytes",
+                        "zero",
+                        Some("write the largest download to allow, such as `16GiB`".into()),
+                    ));
+                }
+                DownloadsConfig {
+                    max_size: d.max_size.map(|s| s.value.0),
+                    connect_timeout: positive(d.connect_timeout)?,
+                    read_timeout: positive(d.read_timeout)?,
+                }
+            }
+        };
         let epoch_entry = doc.get("epoch").filter(|e| !e.value.is_null()).cloned();
         let (hive_image, hive_defaults) = match raw.hives {
             None => (None, None),
@@ -213,6 +310,7 @@ impl Workspace {
                 mirrors,
                 epoch: raw.epoch,
                 hive_image,
+                downloads,
             },
             config_digest,
             epoch_entry,
@@ -429,6 +527,37 @@ mod tests {
         assert!(c.cache.remote_read_only);
         assert_eq!(c.mirrors["https://downloads.example.org/"].len(), 2);
         assert_eq!(c.epoch, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn download_limits_are_read_and_zero_is_refused() {
+        let dir = ws(&[(
+            "w4b.yaml",
+            "downloads: {max_size: 8GiB, connect_timeout: 10, read_timeout: 500ms}\n",
+        )]);
+        let d = Workspace::open(dir.path(), &BTreeMap::new())
+            .unwrap()
+            .config()
+            .downloads
+            .clone();
+        assert_eq!(d.max_size, Some(8 << 30));
+        assert_eq!(d.connect_timeout, Some(std::time::Duration::from_secs(10)));
+        assert_eq!(d.read_timeout, Some(std::time::Duration::from_millis(500)));
+        let dir = ws(&[("w4b.yaml", "")]);
+        let w = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+        assert_eq!(w.config().downloads, DownloadsConfig::default());
+        for (text, needle) in [
+            ("downloads: {read_timeout: 0s}\n", "longer than zero"),
+            ("downloads: {max_size: 0}\n", "more than zero"),
+            ("downloads: {connect_timeout: soon}\n", "not a duration"),
+            ("downloads: {max_bytes: 1}\n", "max_size"),
+        ] {
+            let dir = ws(&[("w4b.yaml", text)]);
+            let err = Workspace::open(dir.path(), &BTreeMap::new()).unwrap_err();
+            let shown = format!("{:?}", miette::Report::new(err));
+            assert!(shown.contains(needle), "{text}: {shown}");
+            assert!(shown.contains("w4b.yaml:1"), "{text}: {shown}");
+        }
     }
 
     #[test]

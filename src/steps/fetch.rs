@@ -4,13 +4,14 @@
 //! download to another host or adding a mirror never rebuilds anything. Getting the bytes
 //! (sources and mirrors, retries, resume, verification) is the download engine's job, in
 //! [`crate::download`]; this module wires it to the graph: the key, the progress of the
-//! running step, and the import of the verified file into the store.
-
-use std::fs::File;
+//! running step, its cancellation, and the import of the verified file into the store.
+//!
+//! The URL is not keyed and never recorded: it may carry credentials (`https://ci:token@…`),
+//! which reach the server and nothing else (the engine redacts every URL it shows).
 
 // The engine's types a caller needs to build a `FetchStep`, re-exported so the step kind
 // is usable from one path.
-pub use crate::download::{parse_sha256, FetchConfig, FetchError, Fetcher, Sha256Digest};
+pub use crate::download::{parse_sha256, redact_url, FetchConfig, FetchError, Fetcher, Netrc, Sha256Digest};
 use crate::download::{FetchProgress, FetchRequest};
 
 /// The `fetch` step: a download keyed by its declared sha256 alone, so a moved URL or a
@@ -18,8 +19,11 @@ use crate::download::{FetchProgress, FetchRequest};
 pub struct FetchStep {
     pub store: std::sync::Arc<crate::store::AppStore>,
     pub fetcher: std::sync::Arc<Fetcher>,
+    /// The URL as written, possibly with credentials: used for the request only.
     pub url: String,
     pub sha256: Sha256Digest,
+    /// The size declared with the digest, if any: the download stops beyond it.
+    pub size: Option<u64>,
     pub mirrors: Vec<(String, Vec<String>)>,
     /// Where the sha256 was declared (`defs/layers/app.yaml:7:12`), for keys and errors.
     pub declared_in: String,
@@ -43,6 +47,9 @@ impl FetchProgress for StepProgress<'_, '_> {
             self.cx.progress(t.0, t.1);
         }
     }
+    fn cancelled(&self) -> bool {
+        self.cx.check_cancel().is_err()
+    }
 }
 
 impl w4b_graph::Step for FetchStep {
@@ -65,9 +72,12 @@ impl w4b_graph::Step for FetchStep {
     fn run(&self, cx: &w4b_graph::RunContext<'_>) -> Result<w4b_graph::Outputs, w4b_graph::StepError> {
         let req = FetchRequest {
             mirrors: &self.mirrors,
+            size: self.size,
             ..FetchRequest::new(&self.url, self.sha256, &self.declared_in)
         };
-        // Named after the digest so an interrupted download resumes on the next build.
+        // Named after the digest so a download killed mid-way resumes on the next build; the
+        // engine locks it, so concurrent builders on one cache take turns instead of writing
+        // the same file, and deletes it when `got` is dropped, after the import.
         let partial = self
             .store
             .scratch_path(&format!("fetch-{}.part", hex::encode(self.sha256)));
@@ -75,30 +85,22 @@ impl w4b_graph::Step for FetchStep {
             cx,
             total: std::sync::Mutex::new((0, None)),
         };
-        let got = self
-            .fetcher
-            .fetch_to(&req, &partial, &progress)
-            .map_err(w4b_graph::StepError::diag)?;
-        let mut file = File::open(&got.path).map_err(|e| {
-            w4b_graph::StepError::msg(format!(
-                "cannot reopen the download `{}`: {e}",
-                got.path.display()
-            ))
-        })?;
+        let mut got = match self.fetcher.fetch_to(&req, &partial, &progress) {
+            Ok(got) => got,
+            Err(FetchError::Cancelled) => return Err(w4b_graph::StepError::Cancelled),
+            Err(e) => return Err(w4b_graph::StepError::diag(e)),
+        };
+        let blake3 = got.blake3;
+        let file = got.file().map_err(w4b_graph::StepError::diag)?;
+        // The cache's error keeps its OS cause (`No space left on device`) as its source.
         let size = self
             .store
             .local()
-            .import_blob(&got.blake3, &mut file)
-            .map_err(|e| w4b_graph::StepError::msg(format!("cannot store the download: {e}")))?;
-        let _ = std::fs::remove_file(&got.path);
+            .import_blob(&blake3, file)
+            .map_err(w4b_graph::StepError::diag)?;
+        drop(got);
         let mut out = w4b_graph::Outputs::new();
-        out.insert(
-            "file".into(),
-            w4b_cache::OutputRef {
-                digest: got.blake3,
-                size,
-            },
-        );
+        out.insert("file".into(), w4b_cache::OutputRef { digest: blake3, size });
         Ok(out)
     }
 }

@@ -14,6 +14,7 @@ mod testbase;
 mod cache;
 mod cli;
 mod determinism;
+mod download;
 mod freshness;
 mod hive_build;
 mod hostile;

@@ -400,6 +400,7 @@ fn a_fetched_image_unpacks_like_a_local_one() {
         fetcher: Arc::new(fetcher),
         url: server.url("/images/rpios.img.zst"),
         sha256: sha,
+        size: None,
         mirrors: Vec::new(),
         declared_in: "defs/bases/rpios.yaml:3:9".into(),
     };

@@ -3,8 +3,10 @@
 //! It serves in-memory files and misbehaves on request: it can fail the first requests with a
 //! status (503 by default, optionally with `Retry-After`), answer a fixed status forever (401,
 //! 403, 404, 410, 500), cut the connection after a number of body bytes, honour `Range` or
-//! ignore it, and stall before the headers or between body chunks. Every request it reads is recorded (method,
-//! path, `Range`, `User-Agent`) so a test can assert that a resume really sent a range.
+//! ignore it, stall before the headers, between body chunks or in the middle of the body,
+//! trickle the body a few bytes at a time, send an endless body, and demand credentials.
+//! Every request it reads is recorded (method, path, `Range`, `User-Agent`, `Authorization`)
+//! so a test can assert that a resume really sent a range.
 //!
 //! It is built on std sockets and threads rather than a server crate because the faults we need
 //! (dropping a connection mid-body, a `Content-Range` that does not match) are exactly the
@@ -46,6 +48,16 @@ pub struct Faults {
     pub header_delay: Duration,
     /// Wait this long before each body chunk.
     pub chunk_delay: Duration,
+    /// Bytes per body chunk (16 KiB unless changed); with `chunk_delay`, a trickle.
+    pub chunk_size: Option<usize>,
+    /// After this many body bytes, go silent for `stall_for`, then close the connection.
+    pub stall_after: Option<usize>,
+    /// How long `stall_after` stays silent.
+    pub stall_for: Duration,
+    /// Send the body over and over without `Content-Length`, until the client hangs up.
+    pub endless: bool,
+    /// Answer 401 unless the request's `Authorization` header is exactly this.
+    pub require_auth: Option<String>,
 }
 
 impl Default for Faults {
@@ -60,6 +72,11 @@ impl Default for Faults {
             ignore_range: false,
             header_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
+            chunk_size: None,
+            stall_after: None,
+            stall_for: Duration::ZERO,
+            endless: false,
+            require_auth: None,
         }
     }
 }
@@ -71,6 +88,7 @@ pub struct RecordedRequest {
     pub path: String,
     pub range: Option<String>,
     pub user_agent: Option<String>,
+    pub authorization: Option<String>,
 }
 
 struct Route {
@@ -226,12 +244,14 @@ fn parse_request(head: &str) -> RecordedRequest {
     let path = first.next().unwrap_or("").to_owned();
     let mut range = None;
     let mut user_agent = None;
+    let mut authorization = None;
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
             let value = value.trim().to_owned();
             match name.trim().to_ascii_lowercase().as_str() {
                 "range" => range = Some(value),
                 "user-agent" => user_agent = Some(value),
+                "authorization" => authorization = Some(value),
                 _ => {}
             }
         }
@@ -241,6 +261,7 @@ fn parse_request(head: &str) -> RecordedRequest {
         path,
         range,
         user_agent,
+        authorization,
     }
 }
 
@@ -269,7 +290,8 @@ struct Plan {
     end: usize,
     drop_after: Option<usize>,
     header_delay: Duration,
-    chunk_delay: Duration,
+    /// The route's faults, for the body's pacing (chunks, stall, endless).
+    faults: Faults,
 }
 
 fn plan(state: &Mutex<State>, request: &RecordedRequest) -> Plan {
@@ -284,7 +306,7 @@ fn plan(state: &Mutex<State>, request: &RecordedRequest) -> Plan {
         end: 0,
         drop_after: None,
         header_delay: delay,
-        chunk_delay: Duration::ZERO,
+        faults: Faults::default(),
     };
     let Some(route) = state.routes.get_mut(&request.path) else {
         return status_only(404, Vec::new(), Duration::ZERO);
@@ -292,6 +314,10 @@ fn plan(state: &Mutex<State>, request: &RecordedRequest) -> Plan {
     let faults = route.faults.clone();
     if let Some(status) = faults.always_status {
         return status_only(status, Vec::new(), faults.header_delay);
+    }
+    if faults.require_auth.is_some() && faults.require_auth != request.authorization {
+        let headers = vec![("WWW-Authenticate".to_owned(), "Basic realm=\"test\"".to_owned())];
+        return status_only(401, headers, faults.header_delay);
     }
     if route.failures_sent < faults.fail_first {
         route.failures_sent += 1;
@@ -343,7 +369,7 @@ fn plan(state: &Mutex<State>, request: &RecordedRequest) -> Plan {
         end: len,
         drop_after,
         header_delay: faults.header_delay,
-        chunk_delay: faults.chunk_delay,
+        faults,
     }
 }
 
@@ -355,7 +381,9 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let plan = plan(state, &request);
     std::thread::sleep(plan.header_delay);
     let mut out = format!("HTTP/1.1 {} {}\r\n", plan.status, reason(plan.status));
-    out.push_str(&format!("Content-Length: {}\r\n", plan.end - plan.start));
+    if !plan.faults.endless {
+        out.push_str(&format!("Content-Length: {}\r\n", plan.end - plan.start));
+    }
     out.push_str("Connection: close\r\n");
     for (name, value) in &plan.headers {
         out.push_str(&format!("{name}: {value}\r\n"));
@@ -366,10 +394,28 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         return stream.flush();
     }
     let body = &plan.body[plan.start..plan.end];
+    let chunk_size = plan.faults.chunk_size.unwrap_or(CHUNK).max(1);
+    if plan.faults.endless && plan.status == 200 && !body.is_empty() {
+        // Until the client hangs up (the write fails) or the socket timeout fires.
+        loop {
+            for chunk in body.chunks(chunk_size) {
+                std::thread::sleep(plan.faults.chunk_delay);
+                stream.write_all(chunk)?;
+            }
+        }
+    }
     let limit = plan.drop_after.map_or(body.len(), |k| k.min(body.len()));
-    for chunk in body[..limit].chunks(CHUNK) {
-        std::thread::sleep(plan.chunk_delay);
+    let mut sent = 0usize;
+    for chunk in body[..limit].chunks(chunk_size) {
+        if plan.faults.stall_after.is_some_and(|at| sent >= at) {
+            stream.flush()?;
+            std::thread::sleep(plan.faults.stall_for);
+            let _ = stream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        std::thread::sleep(plan.faults.chunk_delay);
         stream.write_all(chunk)?;
+        sent += chunk.len();
     }
     stream.flush()?;
     if plan.drop_after.is_some() {
