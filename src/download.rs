@@ -41,6 +41,7 @@ use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
@@ -1269,22 +1270,32 @@ impl Fetcher {
     /// build is cancelled. A read error leaves what arrived on disk, for the retry to resume.
     fn copy_body(
         &self,
-        mut response: Response,
+        response: Response,
         limit: &Limit,
         partial: &mut Partial,
         hashers: &mut Hashers,
         progress: &dyn FetchProgress,
     ) -> Result<(), AttemptError> {
-        let mut buf = vec![0u8; CHUNK];
+        // The body is read on a thread of its own, so that a read blocked on a silent server
+        // (for up to the read timeout) never keeps a cancelled build waiting: this loop
+        // looks at the cancel flag every `CANCEL_POLL` while chunks arrive over a channel.
+        // A cancelled transfer's reader ends with its connection (the read timeout, or the
+        // process exiting).
+        let chunks = spawn_reader(response);
         let mut window = (Instant::now(), hashers.size);
         loop {
             if progress.cancelled() {
                 return Err(AttemptError::Local(FetchError::Cancelled));
             }
-            let n = match response.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            let chunk = match chunks.recv_timeout(CANCEL_POLL) {
+                Ok(chunk) => chunk,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                // The reader ended without a last message: it cannot, but treat it as the end.
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            let buf = match chunk {
+                Ok(buf) if buf.is_empty() => return Ok(()),
+                Ok(buf) => buf,
                 Err(e) => {
                     return Err(AttemptError::Retry {
                         error: format!("the connection broke after {} bytes: {}", hashers.size, chain(&e)),
@@ -1292,9 +1303,10 @@ impl Fetcher {
                     });
                 }
             };
+            let n = buf.len();
             limit.check(hashers.size.saturating_add(n as u64))?;
-            partial.append(&buf[..n]).map_err(AttemptError::Local)?;
-            hashers.update(&buf[..n]);
+            partial.append(&buf).map_err(AttemptError::Local)?;
+            hashers.update(&buf);
             progress.advanced(n as u64);
             let elapsed = window.0.elapsed();
             if elapsed >= self.read_timeout {
@@ -1312,6 +1324,32 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// Reads `response` on its own thread into chunks of at most [`CHUNK`] bytes; an empty
+/// chunk is the end of the body, an error the end of the connection. At most a few chunks
+/// wait in the channel, so a slow consumer slows the reader rather than filling memory.
+fn spawn_reader(mut response: Response) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::sync_channel(4);
+    std::thread::spawn(move || loop {
+        let mut buf = vec![0u8; CHUNK];
+        let item = loop {
+            match response.read(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    break Ok(buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        let last = !matches!(&item, Ok(b) if !b.is_empty());
+        // The consumer gone (cancelled, failed) ends the reader too.
+        if tx.send(item).is_err() || last {
+            return;
+        }
+    });
+    rx
 }
 
 /// How a source ended when it did not deliver.

@@ -315,3 +315,71 @@ fn concurrent_cold_builds_on_one_cache_all_succeed() {
         Vec::<PathBuf>::new()
     );
 }
+
+/// SIGTERM, or one Ctrl-C, stops a build whose download is blocked on a silent server:
+/// the transfer waits on a thread of its own and the step looks at the cancel flag every
+/// 100 ms. The server stays silent for 12 s; the build must be gone long before, with a
+/// failure status and no partial file.
+#[test]
+fn sigterm_and_one_sigint_stop_a_stalled_download_at_once() {
+    for signal in ["-TERM", "-INT"] {
+        let server = TestServer::start();
+        let body = body();
+        server.serve_with(
+            "/blob.bin",
+            body.clone(),
+            Faults {
+                stall_after: Some(100_000),
+                stall_for: std::time::Duration::from_secs(12),
+                ..Faults::default()
+            },
+        );
+        let sha = hex::encode(Sha256::digest(&body));
+        let env = fetch_env(&format!(
+            "{{url: \"{}\", sha256: \"{sha}\"}}",
+            server.url("/blob.bin")
+        ));
+        let mut child = env
+            .command()
+            .args(["build", "//images:dl"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let waited = std::time::Instant::now();
+        while server.requests().is_empty() && waited.elapsed() < std::time::Duration::from_secs(20) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Let the first 100 kB arrive and the transfer block on the silence.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let sent = std::time::Instant::now();
+        let st = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if sent.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("{signal}: the build still ran 10 s after the signal");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let took = sent.elapsed();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{signal}: {stderr}");
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{signal}: stopped after {took:?}"
+        );
+        assert_eq!(
+            files_below(&env.cache.join("v1/tmp")),
+            Vec::<PathBuf>::new(),
+            "{signal}: {stderr}"
+        );
+    }
+}
