@@ -108,7 +108,7 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
     let full = app.cwd.join(&args.image);
     let shown = app.display_path(&full);
     let context = |e: image::ImageError| miette::Report::new(e).wrap_err(format!("cannot read `{shown}`"));
-    let mut opened = image::open_image(&full).map_err(context)?;
+    let mut opened = image::open_image(&full, args.max_image_size).map_err(context)?;
     let info = ImageInfo {
         path: shown.clone(),
         compression: opened.compression,
