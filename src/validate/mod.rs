@@ -430,7 +430,7 @@ fn inspect<R: Read + Seek>(
 }
 
 /// The whole `Error` chain of `e`, joined with `: `.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
