@@ -18,6 +18,16 @@
 //!
 //! This module reads untrusted bytes only through [`crate::formats`], whose readers
 //! return errors on damaged images; here every size is checked before it is used.
+//!
+//! Every read is bounded by what the image really is. [`open_image`] reads regular files
+//! and block devices only (a block device's size is where it ends, found by seeking):
+//! a FIFO would block the open until some writer came, and a character device such as
+//! `/dev/zero` never ends, so both are refused, before the open when the path says so
+//! and again on the open descriptor, which is opened non-blocking so a path swapped for
+//! a FIFO in between cannot hang it either. A compressed image decompresses to at most
+//! [`DEFAULT_MAX_IMAGE_SIZE`] (or the caller's limit): a few kilobytes of xz can expand
+//! to terabytes of zeros, which cost nothing on disk (they become holes) but hours of
+//! decompression.
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +53,12 @@ pub const SPARSE_CHUNK: usize = 64 * 1024;
 
 /// How much of a filesystem's start [`detect_fs`] needs: the ext4 magic ends at 1082.
 pub const DETECT_BYTES: usize = 4096;
+
+/// The most bytes a compressed image may decompress to unless the caller says otherwise
+/// (`--max-image-size`, `W4B_MAX_IMAGE_SIZE`): 64 GiB, twice the largest SD card image
+/// a Raspberry Pi OS release ships uncompressed today, and a minute or two of
+/// decompressing zeros at the speeds xz and zstd reach.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 64 << 30;
 
 /// The compression of an image file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +129,24 @@ pub enum ImageError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+
+    #[error("`{path}` is {kind}, not an image file")]
+    #[diagnostic(
+        code(w4b::image::not_a_file),
+        help("give the path of an image file or of a block device such as `/dev/sdb`; to read an image from a pipe, save it to a file first")
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+
+    #[error("`{path}` ({compression}) decompresses to more than {limit} bytes")]
+    #[diagnostic(
+        code(w4b::image::too_large),
+        help("a small compressed file that expands without end is a decompression bomb; if the image is genuine, raise the limit with `--max-image-size` (or `W4B_MAX_IMAGE_SIZE`)")
+    )]
+    TooLarge {
+        path: PathBuf,
+        compression: Compression,
+        limit: u64,
     },
 
     #[error(
@@ -216,14 +250,77 @@ pub enum ImageError {
     },
 }
 
-/// Opens the image at `path`, decompressing it if its magic bytes say it is compressed.
-pub fn open_image(path: &Path) -> Result<OpenedImage, ImageError> {
+/// What a file type is called in [`ImageError::NotAFile`], or None for the types
+/// [`open_image`] reads: regular files and block devices.
+fn unreadable_kind(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_file() || t.is_block_device() {
+        None
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Bytes in `file`: the end of a regular file or of a block device (whose metadata says 0).
+pub fn file_len(mut file: &File) -> io::Result<u64> {
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let end = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(end)
+}
+
+/// Opens `path` for reading if it is a regular file or a block device, without ever
+/// blocking: the path's type is checked first, then the descriptor's, which is opened
+/// `O_NONBLOCK` (and then made blocking again) in case the path changed in between.
+fn open_readable(path: &Path) -> Result<File, ImageError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let open_err = |source| ImageError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(open_err)?;
-    let stored_size = file.metadata().map_err(open_err)?.len();
+    let not_a_file = |kind| ImageError::NotAFile {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let meta = std::fs::metadata(path).map_err(open_err)?;
+    if let Some(kind) = unreadable_kind(meta.file_type()) {
+        return Err(not_a_file(kind));
+    }
+    let nonblock = rustix::fs::OFlags::NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nonblock.bits() as i32)
+        .open(path)
+        .map_err(open_err)?;
+    if let Some(kind) = unreadable_kind(file.metadata().map_err(open_err)?.file_type()) {
+        return Err(not_a_file(kind));
+    }
+    let flags = rustix::fs::fcntl_getfl(&file).map_err(|e| open_err(e.into()))?;
+    rustix::fs::fcntl_setfl(&file, flags.difference(nonblock)).map_err(|e| open_err(e.into()))?;
+    Ok(file)
+}
+
+/// Opens the image at `path`, decompressing it if its magic bytes say it is compressed,
+/// to at most `max_size` bytes ([`DEFAULT_MAX_IMAGE_SIZE`] unless the user chose).
+/// Refuses anything but a regular file or a block device ([`ImageError::NotAFile`]).
+pub fn open_image(path: &Path, max_size: u64) -> Result<OpenedImage, ImageError> {
+    let open_err = |source| ImageError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = open_readable(path)?;
+    let stored_size = file_len(&file).map_err(open_err)?;
     let mut head = [0u8; 6];
     let n = read_full(&mut file, &mut head).map_err(open_err)?;
     let by_magic = Compression::from_magic(head.get(..n).unwrap_or(&[]));
@@ -247,7 +344,8 @@ pub fn open_image(path: &Path) -> Result<OpenedImage, ImageError> {
     let input = io::BufReader::with_capacity(1 << 20, file);
     let decoder = decoder(input, by_magic).map_err(open_err)?;
     let mut out = tempfile::tempfile().map_err(ImageError::Temp)?;
-    let size = copy_sparse(decoder, &mut out).map_err(|e| match e {
+    // One byte past the limit tells an image of exactly `max_size` bytes from a larger one.
+    let size = copy_sparse(decoder.take(max_size.saturating_add(1)), &mut out).map_err(|e| match e {
         SparseError::Read { offset, source } => ImageError::Decompress {
             path: path.to_path_buf(),
             compression: by_magic,
@@ -256,6 +354,13 @@ pub fn open_image(path: &Path) -> Result<OpenedImage, ImageError> {
         },
         SparseError::Write(e) => ImageError::Temp(e),
     })?;
+    if size > max_size {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+            compression: by_magic,
+            limit: max_size,
+        });
+    }
     out.seek(SeekFrom::Start(0)).map_err(ImageError::Temp)?;
     Ok(OpenedImage {
         path: path.to_path_buf(),
@@ -463,7 +568,7 @@ impl Entry {
 
 /// Reads the partition table and recognises every filesystem of the image in `file`.
 pub fn read_disk(file: File) -> Result<Disk, ImageError> {
-    let size = file.metadata()?.len();
+    let size = file_len(&file)?;
     let head = read_head(&file, 0, size)?;
     let bare = detect_fs(&head);
     if bare != FsKind::Unknown {
@@ -1009,7 +1114,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("raspios.img.xz");
         std::fs::write(&p, b"<html>404</html>").unwrap();
-        let err = open_image(&p).unwrap_err();
+        let err = open_image(&p, DEFAULT_MAX_IMAGE_SIZE).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1020,6 +1125,59 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn fifos_character_devices_and_directories_are_not_images() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.img");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        // Hold the FIFO open for writing, with bytes in it, so that a regression (an
+        // open or read that waits for a writer) returns instead of hanging the test.
+        let mut writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        writer.write_all(&[0u8; 4096]).unwrap();
+        for (path, kind) in [
+            (fifo.as_path(), "a FIFO (named pipe)"),
+            (Path::new("/dev/zero"), "a character device"),
+            (dir.path(), "a directory"),
+        ] {
+            match open_image(path, DEFAULT_MAX_IMAGE_SIZE) {
+                Err(ImageError::NotAFile { kind: k, .. }) => assert_eq!(k, kind, "{path:?}"),
+                other => panic!("{path:?}: {other:?}"),
+            }
+        }
+        let err = open_image(&fifo, DEFAULT_MAX_IMAGE_SIZE).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("`{}` is a FIFO (named pipe), not an image file", fifo.display())
+        );
+        drop(writer);
+    }
+
+    #[test]
+    fn a_decompression_bomb_stops_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 4u64 << 20;
+        let zst = zstd::stream::encode_all(&vec![0u8; size as usize][..], 19).unwrap();
+        assert!(zst.len() < 4096, "{} bytes", zst.len());
+        let p = dir.path().join("bomb.img.zst");
+        std::fs::write(&p, &zst).unwrap();
+        match open_image(&p, size - 1) {
+            Err(ImageError::TooLarge {
+                limit,
+                compression: Compression::Zstd,
+                ..
+            }) => assert_eq!(limit, size - 1),
+            other => panic!("{other:?}"),
+        }
+        // Exactly at the limit is fine.
+        assert_eq!(open_image(&p, size).unwrap().size, size);
     }
 
     #[test]
@@ -1048,7 +1206,7 @@ mod tests {
         ] {
             let p = dir.path().join(name);
             std::fs::write(&p, bytes).unwrap();
-            let mut img = open_image(&p).unwrap();
+            let mut img = open_image(&p, DEFAULT_MAX_IMAGE_SIZE).unwrap();
             assert_eq!(img.compression, kind, "{name}");
             assert_eq!(img.size, data.len() as u64);
             let mut back = Vec::new();
@@ -1057,7 +1215,7 @@ mod tests {
             // Truncated: an error, not a short image.
             let p = dir.path().join(format!("cut-{name}"));
             std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-            let err = open_image(&p).unwrap_err();
+            let err = open_image(&p, DEFAULT_MAX_IMAGE_SIZE).unwrap_err();
             assert!(matches!(err, ImageError::Decompress { .. }), "{name}: {err:?}");
         }
     }

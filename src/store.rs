@@ -58,10 +58,23 @@ pub enum StoreError {
 /// A step's result that reached the local cache but not the remote one: the build goes
 /// on, and reports these at the end.
 #[derive(Debug, thiserror::Error)]
-#[error("publishing `{step}` to the remote cache failed: {source}")]
+#[error("publishing `{step}` to the remote cache failed: {}", causes(source))]
 pub struct PublishFailed {
     pub step: String,
     pub source: CacheError,
+}
+
+/// `e` and every cause below it, joined with `: ` — printed on one line, so the OS
+/// error under a `could not import …` (a full disk) is not lost.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
 }
 
 const STATCACHE: &str = "statcache";
@@ -89,6 +102,16 @@ impl AppStore {
 
     pub fn local(&self) -> &StoreDir {
         self.store.local()
+    }
+
+    /// Entries the local and the remote directory moved to `v1/corrupt/` since the last
+    /// call (local first), for the build to say what it quarantined and why.
+    pub fn take_quarantined(&self) -> Vec<w4b_cache::Quarantined> {
+        let mut q = self.store.local().take_quarantined();
+        if let Some(r) = self.store.remote() {
+            q.extend(r.take_quarantined());
+        }
+        q
     }
 
     /// Held by builds: local GC waits until no build runs.
@@ -332,5 +355,27 @@ impl Blobs for AppStore {
             source,
         })?;
         w.commit().map_err(tree_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_failure_shows_the_os_error_under_it() {
+        let e = PublishFailed {
+            step: "//images:x#disk".into(),
+            source: CacheError::Io {
+                action: "import",
+                path: "/remote/v1/tmp/x".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            },
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("publishing `//images:x#disk` to the remote cache failed: could not import `/remote/v1/tmp/x`: No space left on device"),
+            "{text}"
+        );
     }
 }

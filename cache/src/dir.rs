@@ -39,6 +39,17 @@ pub struct StoreDir {
     /// Shared between hosts (NFS): no locks, GC relies on the grace period alone.
     shared: bool,
     read_only: bool,
+    /// Entries this process moved to `v1/corrupt/`, shared by every clone, for the
+    /// application to report ([`StoreDir::take_quarantined`]); the store prints nothing.
+    quarantined: std::sync::Arc<std::sync::Mutex<Vec<Quarantined>>>,
+}
+
+/// An entry moved to `v1/corrupt/`: where it was, why, and where it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    pub path: PathBuf,
+    pub reason: String,
+    pub evidence: PathBuf,
 }
 
 /// Held by a build for as long as it may still read or write the store; local GC
@@ -99,7 +110,15 @@ impl StoreDir {
             v1: root.join("v1"),
             shared,
             read_only,
+            quarantined: Default::default(),
         }
+    }
+
+    /// The entries this directory (through any clone) moved to `v1/corrupt/` since the
+    /// last call, oldest first.
+    pub fn take_quarantined(&self) -> Vec<Quarantined> {
+        let mut q = self.quarantined.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *q)
     }
 
     fn create(root: &Path, shared: bool) -> Result<StoreDir, CacheError> {
@@ -258,7 +277,13 @@ impl StoreDir {
     /// Moves a bad entry to `v1/corrupt/<evidence>` unless the directory is read-only or
     /// the path no longer names the file we found bad (someone already repaired it).
     /// Best effort: if the move fails the entry is simply found bad again next time.
-    pub(crate) fn quarantine(&self, path: &Path, evidence: &str, seen: Option<&File>) -> PathBuf {
+    pub(crate) fn quarantine(
+        &self,
+        path: &Path,
+        evidence: &str,
+        seen: Option<&File>,
+        reason: &str,
+    ) -> PathBuf {
         let dest = self.sub("corrupt").join(evidence);
         if self.read_only {
             return path.to_owned();
@@ -272,7 +297,16 @@ impl StoreDir {
                 return dest;
             }
         }
-        let _ = fs::rename(path, &dest);
+        if fs::rename(path, &dest).is_ok() {
+            self.quarantined
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Quarantined {
+                    path: path.to_owned(),
+                    reason: reason.to_owned(),
+                    evidence: dest.clone(),
+                });
+        }
         dest
     }
 
@@ -349,6 +383,7 @@ impl StoreDir {
             &self.blob_path(expected),
             &format!("{expected}.{actual}"),
             Some(seen),
+            &format!("blob `{expected}` is corrupt: its bytes hash to `{actual}`"),
         );
         CacheError::Corrupt {
             expected: *expected,
@@ -472,7 +507,12 @@ impl StoreDir {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_default();
         let evidence = format!("{key}-{name}.{}", Digest::of(bytes));
-        self.quarantine(path, &evidence, None);
+        self.quarantine(
+            path,
+            &evidence,
+            None,
+            &format!("record for key `{key}` is not a valid record of that key and outputs"),
+        );
     }
 
     /// Marks `r` as used at `now` (its mtime is the LRU clock of GC). A no-op on a
@@ -789,6 +829,33 @@ pub(crate) mod tests {
             2,
             "no temp file left beside dest"
         );
+    }
+
+    #[test]
+    fn quarantines_are_reported_with_path_and_reason() {
+        let (_t, dir) = store();
+        let d = dir.put_bytes(b"precious bytes").unwrap();
+        let path = dir.blob_path(&d);
+        flip_byte(&path);
+        let Err(CacheError::Corrupt { actual, evidence, .. }) = dir.clone().read(&d) else {
+            panic!("not corrupt");
+        };
+        let r = record("k", &[("out", d, 1)]);
+        let liar = dir.record_dir(&r.key).join(format!("{}.json", Digest::of(b"zz")));
+        fs::create_dir_all(liar.parent().unwrap()).unwrap();
+        fs::write(&liar, b"{").unwrap();
+        assert!(dir.heads(&r.key).unwrap().is_empty());
+        let q = dir.take_quarantined();
+        assert_eq!(q.len(), 2, "{q:?}");
+        assert_eq!((&q[0].path, &q[0].evidence), (&path, &evidence));
+        assert_eq!(
+            q[0].reason,
+            format!("blob `{d}` is corrupt: its bytes hash to `{actual}`")
+        );
+        assert_eq!(q[1].path, liar);
+        assert!(q[1].reason.contains("is not a valid record"), "{}", q[1].reason);
+        assert!(q[1].evidence.exists());
+        assert!(dir.take_quarantined().is_empty(), "each is reported once");
     }
 
     #[test]

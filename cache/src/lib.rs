@@ -37,7 +37,7 @@ mod verify;
 
 pub use blob::{BlobWriter, VerifyingReader};
 pub use digest::{Digest, ParseDigestError};
-pub use dir::{Lease, StoreDir};
+pub use dir::{Lease, Quarantined, StoreDir};
 pub use error::CacheError;
 pub use gc::{GcPolicy, GcReport};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RECORD_SCHEMA};

@@ -119,7 +119,12 @@ impl StoreDir {
                 complete.remove(&d);
                 rep.incomplete_listings.push(d);
                 if self.is_shared() {
-                    self.quarantine(&self.blob_path(&d), &format!("{d}.incomplete"), None);
+                    self.quarantine(
+                        &self.blob_path(&d),
+                        &format!("{d}.incomplete"),
+                        None,
+                        &format!("listing `{d}` names a blob that is not in the store"),
+                    );
                 }
             }
         }

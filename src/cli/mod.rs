@@ -246,6 +246,11 @@ pub struct InspectArgs {
     /// `text` for people, `json` (`w4b.inspect/1`, always with every entry) for tools.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Refuse a compressed image that decompresses to more than SIZE (`64G`, `500M`):
+    /// the bound on a decompression bomb.
+    #[arg(long, value_name = "SIZE", env = "W4B_MAX_IMAGE_SIZE", default_value = "64G",
+          value_parser = crate::commands::cache::parse_size_arg)]
+    pub max_image_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +267,11 @@ pub struct DiffArgs {
     /// Leave a field out of the comparison (repeatable).
     #[arg(long, value_enum, value_name = "FIELD")]
     pub ignore: Vec<DiffField>,
+    /// Refuse a compressed image that decompresses to more than SIZE (`64G`, `500M`):
+    /// the bound on a decompression bomb.
+    #[arg(long, value_name = "SIZE", env = "W4B_MAX_IMAGE_SIZE", default_value = "64G",
+          value_parser = crate::commands::cache::parse_size_arg)]
+    pub max_image_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -327,6 +337,11 @@ pub struct ValidateArgs {
     /// `text` for people, `json` (`w4b.validate/1`) for tools.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Refuse a compressed image that decompresses to more than SIZE (`64G`, `500M`):
+    /// the bound on a decompression bomb.
+    #[arg(long, value_name = "SIZE", env = "W4B_MAX_IMAGE_SIZE", default_value = "64G",
+          value_parser = crate::commands::cache::parse_size_arg)]
+    pub max_image_size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

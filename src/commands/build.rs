@@ -161,6 +161,14 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
         }
         eprintln!("{summary}");
     }
+    for q in store.take_quarantined() {
+        eprintln!(
+            "warning: quarantined `{}`: {}; moved to `{}`",
+            q.path.display(),
+            q.reason,
+            q.evidence.display()
+        );
+    }
     if let Ok(w) = store.warnings.lock() {
         if let Some(first) = w.first() {
             eprintln!("warning: {first}");

@@ -97,8 +97,8 @@ pub struct EntryDiff {
 }
 
 pub fn run(app: &App, args: &DiffArgs) -> miette::Result<i32> {
-    let a = inspect::load(app, &args.a)?;
-    let b = inspect::load(app, &args.b)?;
+    let a = inspect::load(app, &args.a, args.max_image_size)?;
+    let b = inspect::load(app, &args.b, args.max_image_size)?;
     let ignore: BTreeSet<DiffField> = args.ignore.iter().copied().collect();
     let report = diff(&a, &b, &ignore)?;
     match args.format {

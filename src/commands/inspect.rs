@@ -36,12 +36,13 @@ pub struct ImageInfo {
     pub size: u64,
 }
 
-/// Opens, decompresses and reads the image at `path` (relative to the current directory).
-pub fn load(app: &App, path: &Path) -> miette::Result<Loaded> {
+/// Opens, decompresses (to at most `max_size` bytes) and reads the image at `path`
+/// (relative to the current directory).
+pub fn load(app: &App, path: &Path, max_size: u64) -> miette::Result<Loaded> {
     let full = app.cwd.join(path);
     let shown = app.display_path(&full);
     let context = |e: image::ImageError| miette::Report::new(e).wrap_err(format!("cannot read `{shown}`"));
-    let opened = image::open_image(&full).map_err(context)?;
+    let opened = image::open_image(&full, max_size).map_err(context)?;
     let info = ImageInfo {
         path: shown.clone(),
         compression: opened.compression,
@@ -135,7 +136,7 @@ pub struct EntryInfo {
 }
 
 pub fn run(app: &App, args: &InspectArgs) -> miette::Result<i32> {
-    let loaded = load(app, &args.image)?;
+    let loaded = load(app, &args.image, args.max_image_size)?;
     let with_entries = args.tree || args.format == ReportFormat::Json;
     let report = build_report(&loaded, with_entries)?;
     match args.format {

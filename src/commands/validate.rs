@@ -108,7 +108,7 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
     let full = app.cwd.join(&args.image);
     let shown = app.display_path(&full);
     let context = |e: image::ImageError| miette::Report::new(e).wrap_err(format!("cannot read `{shown}`"));
-    let mut opened = image::open_image(&full).map_err(context)?;
+    let mut opened = image::open_image(&full, args.max_image_size).map_err(context)?;
     let info = ImageInfo {
         path: shown.clone(),
         compression: opened.compression,
@@ -135,8 +135,17 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
             let reader = std::io::BufReader::with_capacity(1 << 20, file);
             if let Ok(files) = validate::hive::Ext4Files::open(reader, root.offset, root.len) {
                 if validate::hive::is_hive(&files) {
-                    let hive = validate::hive::check(&files);
-                    v.report.checks.extend(hive.checks);
+                    match validate::hive::check(&files) {
+                        Ok(hive) => v.report.checks.extend(hive.checks),
+                        // A file the checklist could not read: a failed check, not a
+                        // checklist that judged it absent.
+                        Err(e) => v.report.fail(
+                            "hive",
+                            Some(format!("partition {}", root.info.index)),
+                            format!("the hive checklist cannot run: {}", crate::validate::chain(&e)),
+                            "the root filesystem is damaged; check it with `e2fsck -fn` (or `w4b validate --oracles`) and rebuild the image",
+                        ),
+                    }
                 }
             }
         }

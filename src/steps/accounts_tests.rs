@@ -434,7 +434,7 @@ fn with_record(blobs: &MemBlobs, root: Digest, a: &AdminAccount) -> Digest {
 }
 
 fn account_failures(blobs: &MemBlobs, root: Digest) -> Vec<String> {
-    let r = check(&TreeFiles { blobs, root });
+    let r = check(&TreeFiles::new(blobs, root)).expect("the tree reads");
     assert!(r.named("account").next().is_some(), "the account rule ran");
     r.named("account")
         .filter(|c| c.status == crate::validate::Status::Fail)

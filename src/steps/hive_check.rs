@@ -13,7 +13,7 @@ use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 use super::tree_error;
 use crate::store::AppStore;
 use crate::tree::Blobs;
-use crate::validate::hive::{check, TreeFiles};
+use crate::validate::hive::{check, FilesError, TreeFiles};
 use crate::validate::SCHEMA;
 
 pub struct HiveCheckStep {
@@ -38,11 +38,15 @@ impl Step for HiveCheckStep {
         // Make sure the tree is readable before judging it: a missing listing is an
         // unavailable input, not a failed rule.
         crate::tree::load_root(self.store.as_ref(), &tree.digest).map_err(tree_error)?;
-        let files = TreeFiles {
-            blobs: self.store.as_ref(),
-            root: tree.digest,
+        let files = TreeFiles::new(self.store.as_ref(), tree.digest);
+        // A blob the rules could not read is an unavailable input (the engine re-runs its
+        // producer), never a file the report calls absent.
+        let report = match check(&files) {
+            Ok(report) => report,
+            Err(FilesError::Tree { source, .. }) => return Err(tree_error(source)),
+            Err(other) => return Err(StepError::diag(other)),
         };
-        let report = check(&files).into_result().map_err(StepError::diag)?;
+        let report = report.into_result().map_err(StepError::diag)?;
         let json = serde_json::json!({"schema": SCHEMA, "checklist": "hive", "checks": report.checks});
         let bytes = serde_json::to_vec(&json).map_err(|e| StepError::msg(e.to_string()))?;
         let digest = self.store.put(&bytes).map_err(tree_error)?;

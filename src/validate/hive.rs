@@ -15,8 +15,12 @@
 //! | `ports` | the SSH port, node exporter and the sensor manager's metrics port differ |
 //! | `account` | the administrator of the account record ([`ADMIN_RECORD`]) is in `/etc/passwd` with uid 1000 and a login shell; its `/etc/shadow` field is a crypt hash when a password is configured, locked (`*`/`!`) when not; `/etc/shadow` is `0640 root:shadow` or `0600 root`; it is in each recorded group; its home, `~/.ssh` (`0700`) and `~/.ssh/authorized_keys` (`0600`, every recorded key) are its own |
 //!
-//! The checks read files through [`Files`], implemented for stored trees ([`TreeFiles`]);
-//! no rule depends on the host.
+//! The checks read files through [`Files`], implemented for stored trees ([`TreeFiles`])
+//! and ext4 filesystems ([`Ext4Files`]); no rule depends on the host. A path the rules
+//! cannot read — a missing or corrupt blob, a damaged inode — is not an absent file: the
+//! implementation keeps the first such failure and [`check`] returns it instead of a
+//! report built on a partial view (the `hive-check` step turns a blob's into an
+//! unavailable input, which the engine repairs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,7 +28,7 @@ use base64::Engine as _;
 use w4b_cache::Digest;
 
 use super::Report;
-use crate::tree::{load_dir, lookup, Blobs, Entry, Kind, TreePath};
+use crate::tree::{load_dir, lookup, Blobs, Entry, Kind, TreeError, TreePath};
 
 /// What a checklist needs to know about a path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,24 +42,103 @@ pub struct Meta {
     pub gid: u32,
 }
 
-/// Read access to a root filesystem.
+/// Read access to a root filesystem. `None` and empty lists mean "not there"; a path
+/// that is there but cannot be read is remembered for [`Files::take_error`] (and looks
+/// absent to the rule that asked, whose verdict [`check`] then discards).
 pub trait Files {
     fn meta(&self, path: &str) -> Option<Meta>;
     fn read(&self, path: &str) -> Option<Vec<u8>>;
     /// Names of a directory's children, sorted; empty when it is not a directory.
     fn list(&self, dir: &str) -> Vec<String>;
+    /// The first read that failed rather than found nothing, once.
+    fn take_error(&self) -> Option<FilesError>;
+}
+
+/// Why the checklist could not read the filesystem it was given.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum FilesError {
+    /// A blob of the stored tree is missing or corrupt (or the store failed).
+    #[error("cannot read `{path}` of the tree")]
+    #[diagnostic(code(w4b::hive_check::unreadable))]
+    Tree {
+        path: String,
+        #[source]
+        #[diagnostic_source]
+        source: TreeError,
+    },
+    /// The ext4 filesystem is damaged at this path.
+    #[error("cannot read `{path}` of the root filesystem")]
+    #[diagnostic(
+        code(w4b::validate::hive_unreadable),
+        help("the root filesystem is damaged; check it with `e2fsck -fn`")
+    )]
+    Ext4 {
+        path: String,
+        #[source]
+        #[diagnostic_source]
+        source: crate::formats::ext4::Ext4Error,
+    },
+    /// Reading a file's bytes from the ext4 filesystem failed.
+    #[error("cannot read `{path}` of the root filesystem")]
+    #[diagnostic(
+        code(w4b::validate::hive_unreadable),
+        help("the root filesystem is damaged; check it with `e2fsck -fn`")
+    )]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Keeps the first error of a [`Files`] implementation.
+#[derive(Debug, Default)]
+struct FirstError(std::cell::RefCell<Option<FilesError>>);
+
+impl FirstError {
+    fn keep(&self, e: FilesError) {
+        let mut slot = self.0.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn take(&self) -> Option<FilesError> {
+        self.0.borrow_mut().take()
+    }
 }
 
 /// A stored tree as [`Files`].
 pub struct TreeFiles<'a> {
-    pub blobs: &'a dyn Blobs,
-    pub root: Digest,
+    blobs: &'a dyn Blobs,
+    root: Digest,
+    error: FirstError,
 }
 
-impl TreeFiles<'_> {
+impl<'a> TreeFiles<'a> {
+    pub fn new(blobs: &'a dyn Blobs, root: Digest) -> Self {
+        TreeFiles {
+            blobs,
+            root,
+            error: FirstError::default(),
+        }
+    }
+
+    fn keep<T>(&self, path: &str, r: Result<T, TreeError>) -> Option<T> {
+        r.map_err(|source| {
+            self.error.keep(FilesError::Tree {
+                path: path.to_owned(),
+                source,
+            })
+        })
+        .ok()
+    }
+
     fn entry(&self, path: &str) -> Option<Entry> {
+        // The rules ask only for absolute, normalised paths: one that does not parse
+        // names nothing in the tree.
         let p = TreePath::parse(path).ok()?;
-        lookup(self.blobs, self.root, &p).ok().flatten()
+        self.keep(path, lookup(self.blobs, self.root, &p)).flatten()
     }
 }
 
@@ -77,7 +160,7 @@ impl Files for TreeFiles<'_> {
 
     fn read(&self, path: &str) -> Option<Vec<u8>> {
         match self.entry(path)?.kind {
-            Kind::File { digest, .. } => self.blobs.get(&digest).ok(),
+            Kind::File { digest, .. } => self.keep(path, self.blobs.get(&digest)),
             _ => None,
         }
     }
@@ -86,9 +169,13 @@ impl Files for TreeFiles<'_> {
         let Some(listing) = self.entry(dir).and_then(|e| e.dir_digest()) else {
             return Vec::new();
         };
-        load_dir(self.blobs, &listing)
+        self.keep(dir, load_dir(self.blobs, &listing))
             .map(|v| v.into_iter().map(|(n, _)| n).collect())
             .unwrap_or_default()
+    }
+
+    fn take_error(&self) -> Option<FilesError> {
+        self.error.take()
     }
 }
 
@@ -96,6 +183,7 @@ impl Files for TreeFiles<'_> {
 pub struct Ext4Files<R: std::io::Read + std::io::Seek> {
     fs: crate::formats::ext4::Ext4<R>,
     nodes: BTreeMap<String, Meta>,
+    error: FirstError,
 }
 
 impl<R: std::io::Read + std::io::Seek> Ext4Files<R> {
@@ -122,7 +210,11 @@ impl<R: std::io::Read + std::io::Seek> Ext4Files<R> {
                 (n.path, meta)
             })
             .collect();
-        Ok(Ext4Files { fs, nodes })
+        Ok(Ext4Files {
+            fs,
+            nodes,
+            error: FirstError::default(),
+        })
     }
 }
 
@@ -136,10 +228,24 @@ impl<R: std::io::Read + std::io::Seek> Files for Ext4Files<R> {
         if !self.nodes.get(path)?.is_file {
             return None;
         }
-        let mut r = self.fs.open_file(path).ok()?;
+        let path = path.to_owned();
+        let mut r = match self.fs.open_file(path.as_str()) {
+            Ok(r) => r,
+            Err(source) => {
+                self.error.keep(FilesError::Ext4 { path, source });
+                return None;
+            }
+        };
         let mut out = Vec::new();
-        r.read_to_end(&mut out).ok()?;
+        if let Err(source) = r.read_to_end(&mut out) {
+            self.error.keep(FilesError::Read { path, source });
+            return None;
+        }
         Some(out)
+    }
+
+    fn take_error(&self) -> Option<FilesError> {
+        self.error.take()
     }
 
     fn list(&self, dir: &str) -> Vec<String> {
@@ -165,8 +271,9 @@ pub fn is_hive(fs: &dyn Files) -> bool {
     fs.meta("/usr/local/lib/w4b/firstboot").is_some()
 }
 
-/// Runs every rule on `fs`.
-pub fn check(fs: &dyn Files) -> Report {
+/// Runs every rule on `fs`; an error when some path could not be read (the rules would
+/// have judged it absent).
+pub fn check(fs: &dyn Files) -> Result<Report, FilesError> {
     let mut r = Report::default();
     hostname(fs, &mut r);
     units(fs, &mut r);
@@ -178,7 +285,10 @@ pub fn check(fs: &dyn Files) -> Report {
     host_keys(fs, &mut r);
     ports(fs, &mut r);
     account(fs, &mut r);
-    r
+    match fs.take_error() {
+        Some(e) => Err(e),
+        None => Ok(r),
+    }
 }
 
 fn text(fs: &dyn Files, path: &str) -> Option<String> {
@@ -1254,6 +1364,9 @@ mod tests {
                 .filter(|(m, _)| m.is_file)
                 .map(|(_, b)| b.clone())
         }
+        fn take_error(&self) -> Option<FilesError> {
+            None
+        }
         fn list(&self, dir: &str) -> Vec<String> {
             let prefix = format!("{dir}/");
             let mut v: Vec<String> = self
@@ -1342,7 +1455,7 @@ mod tests {
 
     #[test]
     fn a_good_tree_passes_every_rule() {
-        let r = check(&good());
+        let r = check(&good()).unwrap();
         assert!(r.passed(), "{:?}", failed(&r));
         assert_eq!(r.checks.len(), 10);
     }
@@ -1404,7 +1517,7 @@ mod tests {
             (good().file("/etc/w4b/env", "METRICS_PORT=9100\n", 0o640), "ports "),
         ];
         for (fs, expected) in cases {
-            let r = check(&fs);
+            let r = check(&fs).unwrap();
             assert_eq!(failed(&r), [expected.to_owned()], "expected only `{expected}`");
         }
     }
@@ -1517,7 +1630,7 @@ mod tests {
             ),
         ];
         for (fs, expected) in cases {
-            let r = check(&fs);
+            let r = check(&fs).unwrap();
             let got: Vec<String> = r
                 .failures()
                 .map(|c| format!("{} {}", c.file.clone().unwrap_or_default(), c.detail))
@@ -1533,14 +1646,14 @@ mod tests {
             0,
             0,
         );
-        assert!(check(&fs).passed(), "{:?}", failed(&check(&fs)));
+        assert!(check(&fs).unwrap().passed(), "{:?}", failed(&check(&fs).unwrap()));
         let gone = Mem(good()
             .0
             .into_iter()
             .filter(|(k, _)| !k.starts_with(home))
             .collect());
         assert_eq!(
-            failed(&check(&gone)),
+            failed(&check(&gone).unwrap()),
             [
                 "account /home/hiveadmin",
                 "account /home/hiveadmin/.ssh",
@@ -1548,7 +1661,7 @@ mod tests {
             ]
         );
         let gone = Mem(good().0.into_iter().filter(|(k, _)| k != ADMIN_RECORD).collect());
-        assert_eq!(failed(&check(&gone)), ["account /etc/w4b/system/admin"]);
+        assert_eq!(failed(&check(&gone).unwrap()), ["account /etc/w4b/system/admin"]);
     }
 
     #[test]
@@ -1581,11 +1694,53 @@ mod tests {
             "/lib/systemd/system/nftables.service",
         );
         assert_eq!(
-            failed(&check(&fs)),
+            failed(&check(&fs).unwrap()),
             ["units /etc/systemd/system/multi-user.target.wants/nftables.service"]
         );
         let fs = fs.file(FIRSTBOOT_PACKAGES, "i2c-tools nftables\n", 0o644);
-        assert!(check(&fs).passed(), "{:?}", failed(&check(&fs)));
+        assert!(check(&fs).unwrap().passed(), "{:?}", failed(&check(&fs).unwrap()));
+    }
+
+    #[test]
+    fn a_missing_or_corrupt_blob_is_an_unavailable_input_not_an_absent_file() {
+        use crate::tree::TreeBuilder;
+        use w4b_graph::StepError;
+        let blobs = MemBlobs::default();
+        let mut b = TreeBuilder::new();
+        let host = blobs.put(b"w4b-x\n").unwrap();
+        b.insert(
+            TreePath::parse("/etc/hostname").unwrap(),
+            Entry::file(host, 6, 0o644),
+        )
+        .unwrap();
+        let root = b.finish(&blobs).unwrap();
+        let etc = TreeFiles::new(&blobs, root)
+            .entry("/etc")
+            .and_then(|e| e.dir_digest())
+            .unwrap();
+        let good = blobs.get(&etc).unwrap();
+        for (broken, path) in [(host, "/etc/hostname"), (etc, "/etc")] {
+            blobs.corrupt(&broken, b"not it".to_vec());
+            let err = check(&TreeFiles::new(&blobs, root)).expect_err("not a report");
+            let FilesError::Tree { path: p, source } = err else {
+                panic!("{err:?}");
+            };
+            assert!(p.starts_with(path), "{p} for {path}");
+            match crate::steps::tree_error(source) {
+                StepError::InputUnavailable(d) => assert_eq!(d, broken),
+                other => panic!("{other:?}"),
+            }
+            blobs.corrupt(
+                &broken,
+                if broken == host {
+                    b"w4b-x\n".to_vec()
+                } else {
+                    good.clone()
+                },
+            );
+        }
+        // Repaired, the rules run (and judge the tree, which is no hive).
+        assert!(check(&TreeFiles::new(&blobs, root)).is_ok());
     }
 
     #[test]
@@ -1600,7 +1755,7 @@ mod tests {
         )
         .unwrap();
         let root = b.finish(&blobs).unwrap();
-        let fs = TreeFiles { blobs: &blobs, root };
+        let fs = TreeFiles::new(&blobs, root);
         assert_eq!(fs.read("/etc/hostname").unwrap(), b"w4b-x\n");
         assert_eq!(fs.list("/etc"), ["hostname"]);
         assert!(fs.meta("/etc").unwrap().is_dir);

@@ -324,9 +324,10 @@ pub fn validate_disk_structure<R: Read + Seek>(
 }
 
 /// [`validate_disk`] on the image file at `path`, decompressed first when it is `.xz`,
-/// `.zst` or `.gz` ([`crate::image::open_image`]).
+/// `.zst` or `.gz` ([`crate::image::open_image`], to at most
+/// [`crate::image::DEFAULT_MAX_IMAGE_SIZE`]).
 pub fn validate_image(path: &Path, board: Option<&BoardCheck>) -> Result<Report, ValidateError> {
-    let mut opened = open_image(path)?;
+    let mut opened = open_image(path, crate::image::DEFAULT_MAX_IMAGE_SIZE)?;
     let size = opened.size;
     validate_disk(&mut opened.file, size, board)
 }
@@ -429,7 +430,7 @@ fn inspect<R: Read + Seek>(
 }
 
 /// The whole `Error` chain of `e`, joined with `: `.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -583,3 +583,101 @@ fn inspect_agrees_with_sfdisk_blkid_and_dumpe2fs() {
     let free_blocks: u64 = field("Free blocks").parse().unwrap();
     assert_eq!(ext4["free"].as_u64().unwrap(), free_blocks * bs);
 }
+
+/// Runs `w4b ARGS` and waits at most `secs` for it: a command that hangs on a hostile
+/// input fails the test instead of hanging it.
+fn run_bounded(env: &TestEnv, args: &[&str], secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = env
+        .command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn w4b");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "`w4b {}` still ran after {secs} s: {}",
+                args.join(" "),
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_not_waited_on() {
+    let env = TestEnv::new();
+    let fifo = env.root.path().join("disk.img");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let img = env.root.path().join("good.img");
+    pi_disk(&img, &NORTH);
+    let (f, g) = (fifo.to_str().unwrap(), img.to_str().unwrap());
+    for args in [vec!["inspect", f], vec!["validate", f], vec!["diff", g, f]] {
+        let out = run_bounded(&env, &args, 60);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        for want in [
+            "w4b::image::not_a_file",
+            "is a FIFO (named pipe), not an image file",
+            "save it to a file",
+        ] {
+            assert!(err.contains(want), "{args:?}: missing {want:?} in {err}");
+        }
+    }
+}
+
+#[test]
+fn a_terabyte_inode_in_a_small_image_fails_fast() {
+    crate::oracle::require!("debugfs");
+    let env = TestEnv::new();
+    let img = env.root.path().join("disk.img");
+    pi_disk(&img, &NORTH);
+    // Cut the root filesystem out, give `/etc/motd` an `i_size` of 1 TiB, put it back.
+    let v = json(&env, &img);
+    let ext4 = &v["filesystems"][1];
+    let start = ext4["offset"].as_u64().unwrap();
+    let len = ext4["size"].as_u64().unwrap() as usize;
+    let mut bytes = std::fs::read(&img).unwrap();
+    let part = env.root.path().join("rootfs.img");
+    std::fs::write(&part, &bytes[start as usize..start as usize + len]).unwrap();
+    let out = Command::new("debugfs")
+        .args(["-w", "-R", "sif /etc/motd size 1099511627776"])
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    bytes[start as usize..start as usize + len].copy_from_slice(&std::fs::read(&part).unwrap());
+    std::fs::write(&img, &bytes).unwrap();
+    let (i, good) = (img.to_str().unwrap(), env.root.path().join("good.img"));
+    pi_disk(&good, &NORTH);
+    let want = "(`/etc/motd`) is 1099511627776 bytes, more than the";
+    for args in [
+        vec!["inspect", "--tree", i],
+        vec!["diff", good.to_str().unwrap(), i],
+    ] {
+        let out = run_bounded(&env, &args, 120);
+        assert!(!out.status.success(), "{args:?}");
+        // miette wraps long lines: compare with single spaces.
+        let err = stderr(&out).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            err.contains("w4b::image::ext4") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    let out = run_bounded(&env, &["validate", i], 120);
+    assert!(!out.status.success());
+    let text = stdout(&out).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("the ext4 filesystem cannot be read") && text.contains(want),
+        "{text}"
+    );
+}

@@ -48,6 +48,32 @@ fn flipped_byte_in_the_output_blob_is_detected_and_rebuilt() {
 }
 
 #[test]
+fn a_quarantined_blob_is_named_with_its_reason_in_the_build_output() {
+    let env = demo();
+    assert!(env.build(&["//images:demo"]).ok());
+    let good = env.read("out/demo.tar.zst");
+    let digest = blake3::hash(&good).to_hex().to_string();
+    let blob = env.cache.join("v1/blobs").join(&digest[..2]).join(&digest);
+    flip_byte(&blob);
+    std::fs::remove_file(env.path("out/demo.tar.zst")).unwrap();
+    let b = env.build(&["//images:demo"]);
+    assert!(b.ok(), "{}", b.stderr());
+    let err = b.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("warning: quarantined"))
+        .unwrap_or_else(|| panic!("no quarantine warning in\n{err}"));
+    for want in [
+        blob.display().to_string(),
+        format!("blob `{digest}` is corrupt: its bytes hash to `"),
+        "moved to `".to_string(),
+        "v1/corrupt/".to_string(),
+    ] {
+        assert!(line.contains(&want), "missing {want:?} in {line}");
+    }
+}
+
+#[test]
 fn flipped_byte_in_an_input_blob_is_repaired_when_read() {
     let env = demo();
     assert!(env.build(&["//images:demo"]).ok());

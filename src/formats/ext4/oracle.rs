@@ -479,6 +479,105 @@ fn a_partition_offset_and_a_truncated_image() {
     assert!(r.is_err(), "a truncated image is an error");
 }
 
+/// An 8 MiB ext4 image made by `mke2fs -d` from `files` (name, bytes), then changed by
+/// each `debugfs -w` request of `edits`; None (after reporting) without the tools.
+fn edited_image(dir: &Path, files: &[(&str, &[u8])], edits: &[&str]) -> Option<std::path::PathBuf> {
+    if !have("mke2fs") || !have("debugfs") {
+        return None;
+    }
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("d")).expect("mkdir");
+    for (name, bytes) in files {
+        write(&src.join(name), bytes);
+    }
+    let img = dir.join("img");
+    mkfs(&src, &img, EXT4_ARGS, "8M");
+    for edit in edits {
+        run(Command::new("debugfs").arg("-w").arg("-R").arg(edit).arg(&img));
+    }
+    Some(img)
+}
+
+/// The bytes a file reader gives before it stops, at most `cap`: a bound on the work a
+/// regression could do, so it fails instead of reading a terabyte of holes.
+fn bytes_readable(fs: &Ext4<fs::File>, ino: u32, cap: u64) -> Result<u64, Ext4Error> {
+    let r = fs.open_file(ino)?;
+    std::io::copy(&mut r.take(cap), &mut std::io::sink()).map_err(|e| Ext4Error::Io { offset: 0, source: e })
+}
+
+#[test]
+fn a_terabyte_i_size_in_a_small_image_is_a_corrupt_inode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(img) = edited_image(dir.path(), &[("big", b"data")], &["sif /big size 1099511627776"]) else {
+        return;
+    };
+    let file = fs::File::open(&img).expect("open");
+    let len = file.metadata().expect("stat").len();
+    let ext4 = Ext4::open(file, 0, len).expect("the superblock is fine");
+    let err = ext4.walk().expect_err("the walk refuses the inode");
+    let text = err.to_string();
+    assert!(err.is_corrupt(), "{text}");
+    for want in [
+        "i_size_lo",
+        "(`/big`)",
+        "1099511627776 bytes",
+        "more than the 8388608 bytes",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in {text}");
+    }
+    // Opened directly, by path or by inode number, the reader refuses it too.
+    let by_path = ext4.open_file("/big").err().expect("by path");
+    assert!(by_path.to_string().contains("(`/big`)"), "{by_path}");
+    let ino = ext4.lookup("/big").expect("lookup");
+    let by_ino = bytes_readable(&ext4, ino, 64 << 20).expect_err("by inode");
+    assert!(
+        by_ino.to_string().contains(&format!("inode {ino} is")),
+        "{by_ino}"
+    );
+}
+
+#[test]
+fn a_directory_larger_than_its_filesystem_is_a_corrupt_inode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(img) = edited_image(dir.path(), &[], &["sif /d size 0x10000000000"]) else {
+        return;
+    };
+    let file = fs::File::open(&img).expect("open");
+    let len = file.metadata().expect("stat").len();
+    let ext4 = Ext4::open(file, 0, len).expect("open");
+    let err = ext4.walk().expect_err("refused");
+    assert!(err.to_string().contains("(`/d`)"), "{err}");
+    let ino = ext4.lookup("/d").expect("lookup");
+    assert!(ext4.read_dir(ino).expect_err("read_dir").is_corrupt());
+}
+
+#[test]
+fn files_claiming_more_than_twice_the_filesystem_are_refused_together() {
+    // Each 7 MiB file fits the 8 MiB filesystem; together, as holes, they cannot.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files: &[(&str, &[u8])] = &[("a", b"a"), ("b", b"b"), ("c", b"c")];
+    let edits = [
+        "sif /a size 7340032",
+        "sif /b size 7340032",
+        "sif /c size 7340032",
+    ];
+    let Some(img) = edited_image(dir.path(), files, &edits) else {
+        return;
+    };
+    let file = fs::File::open(&img).expect("open");
+    let len = file.metadata().expect("stat").len();
+    let ext4 = Ext4::open(file, 0, len).expect("open");
+    let err = ext4.walk().expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("(`/c`)") && text.contains("more than twice the filesystem's 8388608 bytes"),
+        "{text}"
+    );
+    // One such file alone reads, holes and all.
+    let ino = ext4.lookup("/a").expect("lookup");
+    assert_eq!(bytes_readable(&ext4, ino, u64::MAX).expect("reads"), 7_340_032);
+}
+
 /// Small images for the mutation test: one with metadata_csum (mutations mostly hit a
 /// checksum), one without (mutations reach the parsers).
 fn fuzz_images() -> &'static Option<[Vec<u8>; 2]> {
@@ -522,14 +621,15 @@ fn fuzz_images() -> &'static Option<[Vec<u8>; 2]> {
     })
 }
 
-/// Opens, walks and reads everything (files capped at 64 MiB, since a mutated size of
-/// holes is legitimate but slow); any error is fine.
+/// Opens, walks and reads everything, uncapped: the reader bounds every size by the
+/// filesystem's, so a mutated `i_size` cannot make this read gigabytes of holes; any
+/// error is fine.
 fn exercise(img: &[u8]) -> Result<(), Ext4Error> {
     let fs = Ext4::open(Cursor::new(img), 0, img.len() as u64)?;
     for e in fs.walk()? {
         if let NodeKind::File { .. } = e.node.kind {
-            let r = fs.open_file(e.ino)?;
-            std::io::copy(&mut r.take(64 << 20), &mut std::io::sink())
+            let mut r = fs.open_file(e.ino)?;
+            std::io::copy(&mut r, &mut std::io::sink())
                 .map_err(|e| Ext4Error::Io { offset: 0, source: e })?;
         }
         let _ = fs.xattrs(e.ino);

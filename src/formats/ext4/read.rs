@@ -7,6 +7,15 @@
 //! read from the image and every block a directory or mapping uses is read at most once
 //! per walk, so damaged or hostile images give an [`Ext4Error`], never a hang or panic.
 //!
+//! Sizes are bounded by the filesystem too, because a file's holes cost no I/O to read
+//! but still cost time to hash: an inode whose `i_size` is larger than the filesystem
+//! (`s_blocks_count × block size`) or than its mapping can address is corrupt, and the
+//! regular files of one walk may together claim at most twice the filesystem's bytes
+//! (each data block belongs to one file, so that leaves as much again for holes). A
+//! legal ext4 file can be sparse beyond its filesystem's size; such files are refused,
+//! a trade measured against a 1 TiB `i_size` in an 8 MiB image keeping `w4b inspect`
+//! hashing zeros for hours.
+//!
 //! File identity: readers have no content store, so a file's [`ContentId`] is its inode
 //! number in a fixed encoding ([`content_id`]: the bytes `ext4`, the inode number as
 //! little-endian u32, then 24 zero bytes) and [`Ext4`] implements [`Contents`] for those
@@ -380,8 +389,49 @@ impl<R: Read + Seek> Ext4<R> {
             .then(|| csum::inode_seed(self.csum_seed, li.ino, li.inode.i_generation))
     }
 
+    /// Bytes of the filesystem: `s_blocks_count × block size` (checked against the
+    /// partition by [`Ext4::open`]).
+    fn fs_bytes(&self) -> u64 {
+        self.sb.blocks_count().saturating_mul(self.block_size)
+    }
+
+    /// Refuses an inode whose `i_size` is larger than the filesystem or than its mapping
+    /// can address (12 direct blocks and three levels of indirect blocks for a block map,
+    /// 2³² blocks for extents), naming the inode and, when known, its path. Reading such
+    /// a file would produce holes (zeros) far past anything the image stores.
+    fn check_size(&self, li: &Loaded, path: Option<&str>) -> Result<(), Ext4Error> {
+        let size = li.inode.size();
+        let fs_bytes = self.fs_bytes();
+        let addressable_blocks = if li.inode.has_flag(inode_flags::EXT4_EXTENTS_FL) {
+            1u64 << 32
+        } else {
+            let per = self.block_size / 4;
+            [1u32, 2, 3]
+                .iter()
+                .fold(12u64, |n, &l| n.saturating_add(per.saturating_pow(l)))
+        };
+        let addressable = addressable_blocks.saturating_mul(self.block_size);
+        let (limit, what) = if addressable < fs_bytes {
+            (addressable, "its block map can address")
+        } else {
+            (fs_bytes, "the filesystem holds")
+        };
+        if size <= limit {
+            return Ok(());
+        }
+        let ino = li.ino;
+        let at = path.map(|p| format!(" (`{p}`)")).unwrap_or_default();
+        Err(Ext4Error::corrupt(
+            "inode",
+            li.offset,
+            "i_size_lo",
+            format!("of inode {ino}{at} is {size} bytes, more than the {limit} bytes {what}"),
+        ))
+    }
+
     /// The block runs of a non-inline inode, up to its size.
     fn runs(&self, li: &Loaded) -> Result<Vec<Run>, Ext4Error> {
+        self.check_size(li, None)?;
         let max_logical = li.inode.size().div_ceil(self.block_size);
         let mut load = |b: u64| self.read_block(b, "file mapping block");
         let mut ctx = MapContext {
@@ -787,7 +837,8 @@ impl<R: Read + Seek> Ext4<R> {
     /// A reader of a regular file's bytes: holes and uninitialised extents read as zeros,
     /// the length is exactly `i_size`.
     pub fn open_file<'a>(&self, file: impl Into<FileRef<'a>>) -> Result<FileReader<'_, R>, Ext4Error> {
-        let (ino, name) = match file.into() {
+        let file = file.into();
+        let (ino, name) = match file {
             FileRef::Inode(ino) => (ino, format!("<inode {ino}>")),
             FileRef::Path(p) => (self.lookup(p)?, p.to_string()),
         };
@@ -797,6 +848,9 @@ impl<R: Read + Seek> Ext4<R> {
                 path: name,
                 expected: "regular file",
             });
+        }
+        if let FileRef::Path(p) = file {
+            self.check_size(&li, Some(p))?;
         }
         self.data_reader(&li)
     }
@@ -854,6 +908,9 @@ impl<R: Read + Seek> Ext4<R> {
         first_paths: &mut BTreeMap<u32, String>,
     ) -> Result<Node, Ext4Error> {
         let inode = &li.inode;
+        if matches!(inode.file_type(), Some(FileType::Regular | FileType::Directory)) {
+            self.check_size(li, Some(path))?;
+        }
         let kind = match inode.file_type() {
             Some(FileType::Regular) => match first_paths.get(&li.ino) {
                 Some(first) => NodeKind::HardLink {
@@ -917,9 +974,27 @@ impl<R: Read + Seek> Ext4<R> {
         let mut dirs_seen: BTreeMap<u32, String> = BTreeMap::new();
         let mut dir_blocks = BTreeSet::new();
         let mut stack = vec![("/".to_string(), EXT4_ROOT_INO)];
+        // Bytes the regular files claim, each inode once: what reading them all costs.
+        let budget = self.fs_bytes().saturating_mul(2);
+        let mut claimed: u64 = 0;
         while let Some((path, ino)) = stack.pop() {
             let li = self.load(ino)?;
             let node = self.node(&li, &path, &mut first_paths)?;
+            if let NodeKind::File { size, .. } = node.kind {
+                claimed = claimed.saturating_add(size);
+                if claimed > budget {
+                    return Err(Ext4Error::corrupt(
+                        "inode",
+                        li.offset,
+                        "i_size_lo",
+                        format!(
+                            "of inode {ino} (`{path}`) brings the regular files to {claimed} bytes, \
+                             more than twice the filesystem's {} bytes (its data plus as much in holes)",
+                            self.fs_bytes()
+                        ),
+                    ));
+                }
+            }
             let is_dir = node.kind == NodeKind::Dir;
             if ino == EXT4_ROOT_INO && !is_dir {
                 return Err(Ext4Error::corrupt(
