@@ -21,6 +21,7 @@ mod image_build;
 mod inspect;
 mod kernel;
 mod pipeline;
+mod remote_trust;
 mod robustness;
 mod roundtrip;
 mod unpack;
