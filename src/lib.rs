@@ -21,7 +21,8 @@
 //!   `fetch` step.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
 //!   [`inputs`] hashes input files with a stat cache; [`stamp`] is the file stamp and
-//!   the racily-clean rule that cache and the cache of parsed definitions share.
+//!   the racily-clean rule that cache and the cache of parsed definitions share;
+//!   [`trust`] decides which signed records of a shared remote cache a build may use.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
 //!   progress and diagnostics. Only they print or read the environment.
 
@@ -40,6 +41,7 @@ pub mod stamp;
 pub mod steps;
 pub mod store;
 pub mod tree;
+pub mod trust;
 pub mod ui;
 pub mod validate;
 

@@ -5,6 +5,11 @@
 //!
 //! It returns data and typed errors; what a person reads of them (the `cache gc` and
 //! `cache verify` summaries, the build's warnings) is rendered by the commands.
+//!
+//! The remote is trusted per record ([`crate::trust`]): a look-up uses a remote record
+//! only when it is signed by a trusted key and no trusted signer disagrees, and a result
+//! is published only signed. What was ignored, and what could not be published, is
+//! collected in [`AppStore::trust_log`] for the build's summary.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,7 @@ use w4b_graph::{CacheResult, Lookup, MissReason};
 use crate::defs::parse_cache::{self, ParseCache};
 use crate::inputs::StatCache;
 use crate::tree::{Blobs, TreeError};
+use crate::trust::{Ignored, RemoteTrust, Vouched};
 
 /// Tree listings and changesets name other blobs: GC and remote upload follow them.
 pub struct TreeRefs;
@@ -38,6 +44,33 @@ pub struct AppStore {
     parse_cache: std::sync::OnceLock<std::sync::Arc<ParseCache>>,
     /// Problems that did not fail the build (remote publication), for the summary.
     pub warnings: std::sync::Mutex<Vec<PublishFailed>>,
+    /// Whom this builder trusts in the remote cache, and the key it signs with.
+    trust: RemoteTrust,
+    /// Remote records ignored and results left unpublished, for the summary.
+    pub trust_log: std::sync::Mutex<TrustLog>,
+}
+
+/// What the trust rules kept out of (or back from) the remote cache during one command.
+#[derive(Debug, Default)]
+pub struct TrustLog {
+    /// Remote records a look-up did not use: the step, and the record with the reason.
+    pub ignored: Vec<(String, Ignored)>,
+    /// Steps whose trusted remote records disagree: the step, its key, every such record.
+    pub conflicts: Vec<(String, Digest, Vec<Vouched>)>,
+    /// Shareable results not published to a writable remote because no signing key is set.
+    pub unsigned: Vec<String>,
+}
+
+/// The remote cache's records as this builder's trust rules see them: what
+/// `cache verify --remote` lists.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TrustReport {
+    /// Keys whose trusted records name different outputs, with those records.
+    pub conflicts: Vec<(Digest, Vec<Vouched>)>,
+    /// Records no build uses: unsigned, or signed by a key not trusted, or tampered with.
+    pub untrusted: Vec<(Digest, Ignored)>,
+    /// Whether any key is trusted at all.
+    pub trusts_anyone: bool,
 }
 
 /// Why a store command could not run.
@@ -93,7 +126,39 @@ impl AppStore {
             stats,
             parse_cache: Default::default(),
             warnings: Default::default(),
+            trust: RemoteTrust::default(),
+            trust_log: Default::default(),
         })
+    }
+
+    /// Sets whom the store trusts in the remote cache and the key it signs with. Without
+    /// this, no remote record is used and nothing is published.
+    pub fn with_trust(mut self, trust: RemoteTrust) -> AppStore {
+        self.trust = trust;
+        self
+    }
+
+    pub fn trust(&self) -> &RemoteTrust {
+        &self.trust
+    }
+
+    /// Every remote key's records judged by the trust rules: conflicts between trusted
+    /// signers, and records no build would use.
+    pub fn remote_trust(&self) -> Result<TrustReport, StoreError> {
+        let remote = self.dir(true)?;
+        let mut rep = TrustReport {
+            trusts_anyone: self.trust.trusts_anyone(),
+            ..Default::default()
+        };
+        for key in remote.record_keys()? {
+            let verdict = self.trust.judge(remote.records(&key)?);
+            if !verdict.conflict.is_empty() {
+                rep.conflicts.push((key, verdict.conflict));
+            }
+            rep.untrusted
+                .extend(verdict.ignored.into_iter().map(|i| (key, i)));
+        }
+        Ok(rep)
     }
 
     pub fn inner(&self) -> &Store {
@@ -258,9 +323,28 @@ fn boxed(e: CacheError) -> Box<dyn std::error::Error + Send + Sync> {
 }
 
 impl w4b_graph::Cache for AppStore {
-    fn lookup(&self, key: &Digest) -> CacheResult<Lookup> {
-        let records = self.store.lookup(key).map_err(boxed)?;
-        let mut reason = MissReason::NoRecord;
+    fn lookup(&self, step: &str, key: &Digest) -> CacheResult<Lookup> {
+        let mut untrusted = None;
+        let records = self
+            .store
+            .lookup(key, |candidates| {
+                let verdict = self.trust.judge(candidates);
+                untrusted = verdict.reason();
+                if let Ok(mut log) = self.trust_log.lock() {
+                    for i in verdict.ignored {
+                        log.ignored.push((step.to_owned(), i));
+                    }
+                    if !verdict.conflict.is_empty() {
+                        log.conflicts.push((step.to_owned(), *key, verdict.conflict));
+                    }
+                }
+                verdict.accepted
+            })
+            .map_err(boxed)?;
+        let mut reason = match untrusted {
+            Some(why) => MissReason::RemoteUntrusted { why },
+            None => MissReason::NoRecord,
+        };
         for r in records {
             match r.outputs.iter().find(|(_, o)| !self.present(&o.digest)) {
                 None => {
@@ -282,9 +366,17 @@ impl w4b_graph::Cache for AppStore {
     fn publish(&self, record: &Record, shareable: bool) -> CacheResult<()> {
         self.store.local().put_record(record).map_err(boxed)?;
         if shareable && self.store.remote().is_some_and(|r| !r.is_read_only()) {
+            // Unsigned records are not published at all: no reader uses them, and an
+            // older w4b would use them without any check.
+            let Some(signed) = self.trust.sign(record) else {
+                if let Ok(mut log) = self.trust_log.lock() {
+                    log.unsigned.push(record.step.clone());
+                }
+                return Ok(());
+            };
             // The step succeeded and is cached locally; a flaky shared mount must not
             // fail the build. The build reports these at the end.
-            if let Err(source) = self.store.publish(record, &TreeRefs) {
+            if let Err(source) = self.store.publish(&signed, &TreeRefs) {
                 if let Ok(mut w) = self.warnings.lock() {
                     w.push(PublishFailed {
                         step: record.step.clone(),

@@ -18,7 +18,7 @@ use tempfile::NamedTempFile;
 
 use crate::blob::{BlobWriter, VerifyingReader};
 use crate::error::{io_err, CacheError};
-use crate::record::{Parsed, Record, RecordHead};
+use crate::record::{Parsed, Record, RecordHead, RecordName};
 use crate::Digest;
 
 const SUBDIRS: [&str; 5] = ["blobs", "records", "meta", "tmp", "corrupt"];
@@ -163,12 +163,17 @@ impl StoreDir {
         self.v1.join("records").join(&hex[..2]).join(hex)
     }
 
+    /// Where `r` is filed: `<outputs>.json`, or `<outputs>.<keyid>.json` when signed.
     pub(crate) fn record_path(&self, r: &Record) -> PathBuf {
-        self.record_file(&r.key, &r.outputs_digest())
+        self.record_dir(&r.key).join(r.name().file_name())
     }
 
     fn record_file(&self, key: &Digest, outputs: &Digest) -> PathBuf {
-        self.record_dir(key).join(format!("{outputs}.json"))
+        let name = RecordName {
+            outputs: *outputs,
+            keyid: None,
+        };
+        self.record_dir(key).join(name.file_name())
     }
 
     pub(crate) fn writable(&self) -> Result<(), CacheError> {
@@ -467,8 +472,8 @@ impl StoreDir {
             let Some((bytes, used)) = read_record_file(&path)? else {
                 continue;
             };
-            let parsed = match outputs_name(&path) {
-                Some(outputs) => Record::parse_head(&bytes, key, &outputs),
+            let parsed = match record_name(&path) {
+                Some(name) => Record::parse_head(&bytes, key, &name),
                 None => Parsed::Invalid,
             };
             match parsed {
@@ -493,8 +498,8 @@ impl StoreDir {
         let Some((bytes, _)) = read_record_file(path)? else {
             return Ok(None);
         };
-        let parsed = match outputs_name(path) {
-            Some(outputs) => Record::parse(&bytes, key, &outputs),
+        let parsed = match record_name(path) {
+            Some(name) => Record::parse(&bytes, key, &name),
             None => Parsed::Invalid,
         };
         if let Parsed::Invalid = parsed {
@@ -545,6 +550,28 @@ impl StoreDir {
         }
         let file = File::open(&path).map_err(io_err("open", &path))?;
         file.set_modified(now).map_err(io_err("touch", path))
+    }
+
+    /// Marks every record file of `key` with these outputs as used, whoever signed it:
+    /// for a shared directory, where the copy a hit came from is one of several. A no-op
+    /// on a read-only directory.
+    pub fn touch_outputs(&self, key: &Digest, outputs: &Digest, now: SystemTime) -> Result<(), CacheError> {
+        if self.read_only {
+            return Ok(());
+        }
+        for path in sorted_dir(&self.record_dir(key))? {
+            if record_name(&path).is_none_or(|n| n.outputs != *outputs) {
+                continue;
+            }
+            let fresh = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age < TOUCH_GRANULARITY));
+            if !fresh {
+                let file = File::open(&path).map_err(io_err("open", &path))?;
+                file.set_modified(now).map_err(io_err("touch", path))?;
+            }
+        }
+        Ok(())
     }
 
     // ---- meta ----
@@ -642,6 +669,13 @@ impl StoreDir {
         Ok(out)
     }
 
+    /// Every key with a record directory, sorted.
+    pub fn record_keys(&self) -> Result<Vec<Digest>, CacheError> {
+        let mut keys: Vec<Digest> = self.record_entries()?.into_iter().map(|e| e.digest).collect();
+        keys.dedup();
+        Ok(keys)
+    }
+
     /// Every record file, as an entry whose digest is the key it is filed under.
     pub(crate) fn record_entries(&self) -> Result<Vec<Entry>, CacheError> {
         let mut out = Vec::new();
@@ -685,9 +719,9 @@ fn read_record_file(path: &Path) -> Result<Option<RecordFile>, CacheError> {
     Ok(Some((bytes, meta.modified().ok())))
 }
 
-/// The outputs digest a record file's name claims (`<64 hex>.json`).
-fn outputs_name(path: &Path) -> Option<Digest> {
-    path.file_name()?.to_str()?.strip_suffix(".json")?.parse().ok()
+/// What a record file's name claims (`<64 hex>.json` or `<64 hex>.<keyid>.json`).
+pub(crate) fn record_name(path: &Path) -> Option<RecordName> {
+    RecordName::parse(path.file_name()?.to_str()?)
 }
 
 pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {

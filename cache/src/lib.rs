@@ -7,6 +7,7 @@
 //! ```text
 //! <root>/v1/blobs/<2 hex>/<64 hex digest>                          blob bytes
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.json     step records
+//! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.<keyid>.json  signed ones
 //! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
 //! <root>/v1/tmp/             temp files, same filesystem, for atomic publish
 //! <root>/v1/corrupt/         quarantined entries, kept as evidence
@@ -16,7 +17,8 @@
 //! - [`StoreDir`] is one directory: write to `tmp/`, fsync, publish by hard link
 //!   (create-if-absent, also on NFS); never overwrite, never append; verify every read.
 //! - [`Store`] layers a local directory over an optional remote one: read-through with
-//!   verification, and publish that uploads blobs before the record.
+//!   verification, and publish that uploads blobs before the record. Remote records may
+//!   carry a [`RecordSignature`]; the caller of a look-up picks the one it trusts.
 //! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,
 //!   so GC and upload follow them.
 //! - `stats`, `verify` and `gc` on [`StoreDir`] back `w4b cache stats|verify|gc`.
@@ -40,7 +42,7 @@ pub use digest::{Digest, ParseDigestError};
 pub use dir::{Lease, Quarantined, StoreDir};
 pub use error::CacheError;
 pub use gc::{GcPolicy, GcReport};
-pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RECORD_SCHEMA};
+pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
 pub use store::{Store, Uploaded};
 pub use verify::{Stats, VerifyReport};

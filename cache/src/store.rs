@@ -6,6 +6,12 @@
 //! reference, children before parents, and the record last: a remote reader that finds a
 //! record finds its blobs. Steps whose outputs derive from secrets must not be published
 //! here; write them with `store.local().put_record` instead.
+//!
+//! The remote is shared, so its records are not taken on faith: a look-up hands every
+//! remote record for the key (signatures included) to the caller, which picks the one it
+//! trusts, if any; only that one is copied into the local directory, without its
+//! signature (the local directory is the builder's own). Blobs need no such choice: their
+//! names are their BLAKE3, checked whenever one is imported.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -45,32 +51,41 @@ impl Store {
         self.remote.as_ref()
     }
 
-    /// Records for `key`, as a cache hit needs them: the local ones, or else the remote
-    /// ones, copied into the local directory (their blobs are fetched when first read).
-    pub fn lookup(&self, key: &Digest) -> Result<Vec<RecordHead>, CacheError> {
+    /// Records for `key`, as a cache hit needs them: the local ones or, when there are
+    /// none, the remote one `select` picks from every valid remote record for the key
+    /// (sorted by file name, signatures included), copied into the local directory without
+    /// its signature (its blobs are fetched when first read). `select` is not called when
+    /// the remote has no record for the key.
+    pub fn lookup(
+        &self,
+        key: &Digest,
+        select: impl FnOnce(Vec<Record>) -> Option<Record>,
+    ) -> Result<Vec<RecordHead>, CacheError> {
         let local = self.local.heads(key)?;
         let Some(remote) = self.remote.as_ref().filter(|_| local.is_empty()) else {
             return Ok(local);
         };
         let found = remote.records(key)?;
-        for r in &found {
-            self.local.write_record(r)?;
+        if found.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(found.iter().map(RecordHead::from).collect())
+        let Some(chosen) = select(found) else {
+            return Ok(Vec::new());
+        };
+        let chosen = chosen.unsigned();
+        self.local.write_record(&chosen)?;
+        Ok(vec![RecordHead::from(&chosen)])
     }
 
     /// Marks a record used as a hit (GC evicts least recently used records first), here
     /// and in a writable remote, whose GC would otherwise see only upload times.
     pub fn touch_record(&self, r: &RecordHead, now: SystemTime) -> Result<(), CacheError> {
         if let Some(remote) = &self.remote {
-            // Best effort: the remote copy may be gone or owned by another CI user, and a
+            // Best effort: the remote copies may be gone or owned by another CI user, and a
             // stale use time only makes GC evict that record a little early. The mtime a
-            // lookup read belongs to the local copy, so the remote one is stat'ed.
-            let remote_head = RecordHead {
-                used: None,
-                ..r.clone()
-            };
-            let _ = remote.touch(&remote_head, now);
+            // lookup read belongs to the local copy, so the remote ones are stat'ed; every
+            // signer's copy of these outputs counts as used.
+            let _ = remote.touch_outputs(&r.key, &r.outputs_digest(), now);
         }
         self.local.touch(r, now)
     }
@@ -126,11 +141,12 @@ impl Store {
         self.read_through(d, |dir| dir.copy_to(d, dest))
     }
 
-    /// Stores `r` locally, then (unless the remote is absent or read-only) uploads its
-    /// outputs' closure, the closure of the trees its preimage names, and the record.
+    /// Stores `r` locally (without a signature), then (unless the remote is absent or
+    /// read-only) uploads its outputs' closure, the closure of the trees its preimage
+    /// names, and the record as given: signed, it is filed under its signer.
     /// Returns what was uploaded.
     pub fn publish(&self, r: &Record, refs: &dyn BlobRefs) -> Result<Uploaded, CacheError> {
-        self.local.put_record(r)?;
+        self.local.put_record(&r.unsigned())?;
         let mut up = Uploaded::default();
         let Some(remote) = self.remote.as_ref().filter(|d| !d.is_read_only()) else {
             return Ok(up);
@@ -225,7 +241,10 @@ mod tests {
             Some(remote.clone()),
         );
         assert!(!reader.local().contains(&leaf));
-        assert_eq!(reader.lookup(&r.key).unwrap(), vec![RecordHead::from(&r)]);
+        assert_eq!(
+            reader.lookup(&r.key, |v| v.into_iter().next()).unwrap(),
+            vec![RecordHead::from(&r)]
+        );
         assert_eq!(
             reader.local().records(&r.key).unwrap(),
             vec![r.clone()],
@@ -259,6 +278,83 @@ mod tests {
         assert_eq!(remote.verify(&ListRefs).unwrap().incomplete_listings, vec![tree]);
         assert_eq!(writer.publish(&r, &ListRefs).unwrap().blobs, 2);
         assert_eq!(third.read(&leaf).unwrap(), b"leaf");
+    }
+
+    #[test]
+    fn a_lookup_copies_only_the_chosen_remote_record_unsigned() {
+        let (t, local, remote) = dirs();
+        let writer = Store::new(local, Some(remote.clone()));
+        let sign = |r: &Record, keyid: &str| Record {
+            signature: Some(crate::RecordSignature {
+                keyid: keyid.into(),
+                sig: "s".into(),
+            }),
+            ..r.clone()
+        };
+        let a = writer.local().put_bytes(b"genuine").unwrap();
+        let b = writer.local().put_bytes(b"forged").unwrap();
+        let genuine = record("k", &[("o", a, 7)]);
+        let forged = record("k", &[("o", b, 6)]);
+        writer.publish(&sign(&genuine, "aa"), &ListRefs).unwrap();
+        writer.publish(&sign(&genuine, "bb"), &ListRefs).unwrap();
+        writer.publish(&forged, &ListRefs).unwrap();
+        assert_eq!(
+            writer.local().records(&genuine.key).unwrap().len(),
+            2,
+            "locally unsigned, one per outputs"
+        );
+        assert!(writer
+            .local()
+            .records(&genuine.key)
+            .unwrap()
+            .iter()
+            .all(|r| r.signature.is_none()));
+
+        let reader = Store::new(
+            StoreDir::open(&t.path().join("other")).unwrap(),
+            Some(remote.clone()),
+        );
+        let mut seen = Vec::new();
+        let heads = reader
+            .lookup(&genuine.key, |v| {
+                seen = v
+                    .iter()
+                    .map(|r| r.signature.as_ref().map(|s| s.keyid.clone()))
+                    .collect();
+                v.into_iter()
+                    .find(|r| r.signature.as_ref().is_some_and(|s| s.keyid == "bb"))
+            })
+            .unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.contains(&None) && seen.contains(&Some("aa".into())));
+        assert_eq!(heads, vec![RecordHead::from(&genuine)]);
+        assert_eq!(
+            reader.local().records(&genuine.key).unwrap(),
+            vec![genuine.clone()]
+        );
+
+        // Nothing chosen: nothing copied, a miss.
+        let third = Store::new(
+            StoreDir::open(&t.path().join("third")).unwrap(),
+            Some(remote.clone()),
+        );
+        assert!(third.lookup(&genuine.key, |_| None).unwrap().is_empty());
+        assert!(third.local().records(&genuine.key).unwrap().is_empty());
+        // No remote record: `select` is not asked.
+        assert!(third
+            .lookup(&Digest::of(b"none"), |_| panic!("asked"))
+            .unwrap()
+            .is_empty());
+
+        // A hit marks every signer's copy of those outputs used in the remote.
+        let used = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 31);
+        reader.touch_record(&RecordHead::from(&genuine), used).unwrap();
+        for keyid in ["aa", "bb"] {
+            let m = std::fs::metadata(remote.record_path(&sign(&genuine, keyid))).unwrap();
+            assert_eq!(m.modified().unwrap(), used);
+        }
+        let m = std::fs::metadata(remote.record_path(&forged)).unwrap();
+        assert_ne!(m.modified().unwrap(), used);
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub struct Stats {
     pub blob_bytes: u64,
     pub records: u64,
     pub keys: u64,
-    /// Keys with more than one record, i.e. with different outputs: non-determinism.
+    /// Keys with records of different outputs: non-determinism (or, in a shared
+    /// directory, a record someone forged). Records of one outputs by several signers
+    /// are not divergent.
     pub divergent_keys: Vec<Digest>,
     /// Temp files left by interrupted writers (GC removes them after the grace period).
     pub tmp_files: u64,
@@ -54,17 +56,14 @@ impl StoreDir {
             s.blobs += 1;
             s.blob_bytes += b.size;
         }
-        let mut per_key = BTreeMap::<Digest, u64>::new();
+        let mut per_key = BTreeMap::<Digest, BTreeSet<Option<Digest>>>::new();
         for e in self.record_entries()? {
             s.records += 1;
-            *per_key.entry(e.digest).or_default() += 1;
+            let outputs = crate::dir::record_name(&e.path).map(|n| n.outputs);
+            per_key.entry(e.digest).or_default().insert(outputs);
         }
         s.keys = per_key.len() as u64;
-        s.divergent_keys = per_key
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(k, _)| k)
-            .collect();
+        s.divergent_keys = divergent(per_key);
         for path in crate::dir::sorted_dir(&self.sub("tmp"))? {
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 s.tmp_files += 1;
@@ -130,12 +129,12 @@ impl StoreDir {
         }
         rep.incomplete_listings.sort();
 
-        let mut per_key = BTreeMap::<Digest, u64>::new();
+        let mut per_key = BTreeMap::<Digest, BTreeSet<Option<Digest>>>::new();
         for e in self.record_entries()? {
             rep.records_checked += 1;
             match self.load_record(&e.digest, &e.path)? {
                 Some((Parsed::Valid(r), _)) => {
-                    *per_key.entry(r.key).or_default() += 1;
+                    per_key.entry(r.key).or_default().insert(Some(r.outputs_digest()));
                     if r.outputs.values().any(|o| !complete.contains(&o.digest)) {
                         rep.dangling_records.push((r.key, r.outputs_digest()));
                     }
@@ -144,13 +143,18 @@ impl StoreDir {
                 Some((Parsed::Foreign, _)) | None => {}
             }
         }
-        rep.divergent_keys = per_key
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(k, _)| k)
-            .collect();
+        rep.divergent_keys = divergent(per_key);
         Ok(rep)
     }
+}
+
+/// The keys with more than one distinct outputs digest among their records.
+fn divergent<T>(per_key: BTreeMap<Digest, BTreeSet<T>>) -> Vec<Digest> {
+    per_key
+        .into_iter()
+        .filter(|(_, outputs)| outputs.len() > 1)
+        .map(|(k, _)| k)
+        .collect()
 }
 
 #[cfg(test)]
@@ -200,6 +204,32 @@ mod tests {
             assert_eq!(stats.corrupt_entries, 1 + shared as u64);
             assert_eq!((stats.records, stats.keys), (3, 2));
         }
+    }
+
+    #[test]
+    fn one_result_signed_twice_is_not_divergent() {
+        let (_t, dir) = store();
+        let d = dir.put_bytes(b"x").unwrap();
+        let r = record("k", &[("o", d, 1)]);
+        for keyid in ["aa", "bb"] {
+            let mut s = r.clone();
+            s.signature = Some(crate::RecordSignature {
+                keyid: keyid.into(),
+                sig: "x".into(),
+            });
+            dir.put_record(&s).unwrap();
+        }
+        dir.put_record(&r).unwrap();
+        let rep = dir.verify(&ListRefs).unwrap();
+        assert_eq!(rep.records_checked, 3);
+        assert!(
+            rep.divergent_keys.is_empty() && rep.invalid_records.is_empty(),
+            "{rep:?}"
+        );
+        let stats = dir.stats().unwrap();
+        assert_eq!((stats.records, stats.keys), (3, 1));
+        assert!(stats.divergent_keys.is_empty());
+        assert_eq!(dir.records(&r.key).unwrap().len(), 3);
     }
 
     #[test]

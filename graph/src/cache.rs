@@ -19,6 +19,9 @@ pub enum MissReason {
     Repair { digest: Digest },
     /// The user asked for a rebuild without caches.
     Forced,
+    /// The remote cache had records for the key, but none the builder may use (unsigned,
+    /// signed by a key it does not trust, a bad signature, or trusted signers disagreeing).
+    RemoteUntrusted { why: String },
 }
 
 impl std::fmt::Display for MissReason {
@@ -49,6 +52,9 @@ impl std::fmt::Display for MissReason {
                 )
             }
             MissReason::Forced => f.write_str("caches were bypassed on request"),
+            MissReason::RemoteUntrusted { why } => {
+                write!(f, "the remote cache's record was not used: {why}")
+            }
         }
     }
 }
@@ -65,8 +71,9 @@ pub type CacheResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// The store as the engine sees it.
 pub trait Cache: Sync {
     /// A record for `key` whose outputs are all present (existence, not content: content is
-    /// verified whenever a blob is read).
-    fn lookup(&self, key: &Digest) -> CacheResult<Lookup>;
+    /// verified whenever a blob is read). `step` names the step being looked up, for the
+    /// store's warnings.
+    fn lookup(&self, step: &str, key: &Digest) -> CacheResult<Lookup>;
     /// Stores a record after its step succeeded (and, for shareable steps, publishes it
     /// to a remote cache).
     fn publish(&self, record: &Record, shareable: bool) -> CacheResult<()>;

@@ -473,7 +473,7 @@ impl Engine<'_> {
         } else if self.options.force {
             MissReason::Forced
         } else {
-            match self.cache.lookup(key) {
+            match self.cache.lookup(&node.name, key) {
                 Ok(Lookup::Hit(outputs)) => {
                     self.observer.event(&Event::StepFinished {
                         step: &node.name,
@@ -561,6 +561,7 @@ impl Engine<'_> {
             outputs: outputs.clone(),
             duration_ms,
             producer: self.options.producer.clone(),
+            signature: None,
         };
         self.cache
             .publish(&record, self.graph.shareable(id))

@@ -22,7 +22,7 @@ struct MemCache {
 }
 
 impl Cache for MemCache {
-    fn lookup(&self, key: &Digest) -> CacheResult<Lookup> {
+    fn lookup(&self, _step: &str, key: &Digest) -> CacheResult<Lookup> {
         let recs = self.records.lock().unwrap();
         let Some(r) = recs.get(key).and_then(|v| v.first()) else {
             return Ok(Lookup::Miss(MissReason::NoRecord));

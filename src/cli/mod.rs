@@ -43,6 +43,20 @@ pub struct Global {
     /// Ignore the remote cache, even one configured in `w4b.yaml`.
     #[arg(long, global = true)]
     pub no_remote: bool,
+    /// Secret key (`PREFIX.key` of `w4b keygen`) that signs what is published to the remote
+    /// cache; without one nothing is published [`cache.signing_key`].
+    #[arg(long, global = true, env = "W4B_REMOTE_SIGN_KEY", value_name = "FILE")]
+    pub remote_sign_key: Option<PathBuf>,
+    /// A public key whose signed remote records are used: a `.pub` file or its text; repeat
+    /// (or separate with `,`) for several. Replaces `cache.trusted_keys`.
+    #[arg(
+        long = "remote-trusted-key",
+        global = true,
+        env = "W4B_REMOTE_TRUSTED_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub remote_trusted_keys: Vec<String>,
     /// Set a definition value: `--set epoch=1700000000`, `--set output.level=3`.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -80,7 +94,8 @@ pub enum Command {
     /// `--rebuild` reproducibility. Exit status is a bit mask: 1 digest mismatch, 2 bad or
     /// missing signature, 4 other error, 8 not reproducible.
     Verify(VerifyArgs),
-    /// Create an ed25519 key pair for signing manifests: `PREFIX.key` and `PREFIX.pub`.
+    /// Create an ed25519 key pair for signing manifests and remote cache records:
+    /// `PREFIX.key` and `PREFIX.pub`.
     Keygen(KeygenArgs),
     /// Check that a disk image is structurally bootable: partition table, both
     /// filesystems read completely, `cmdline.txt`, `fstab`, kernels and device trees.

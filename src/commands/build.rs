@@ -161,24 +161,8 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
         }
         eprintln!("{summary}");
     }
-    for q in store.take_quarantined() {
-        eprintln!(
-            "warning: quarantined `{}`: {}; moved to `{}`",
-            q.path.display(),
-            q.reason,
-            q.evidence.display()
-        );
-    }
-    if let Ok(w) = store.warnings.lock() {
-        if let Some(first) = w.first() {
-            eprintln!("warning: {first}");
-            if w.len() > 1 {
-                eprintln!(
-                    "warning: … and {} more remote publication failure(s)",
-                    w.len() - 1
-                );
-            }
-        }
+    for line in super::cache::store_warnings(&store) {
+        eprintln!("{line}");
     }
     if report.cancelled {
         eprintln!("interrupted: finished steps are cached; run the same command to continue");

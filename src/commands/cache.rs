@@ -5,7 +5,11 @@ use w4b_cache::{GcReport, VerifyReport};
 
 use super::App;
 use crate::cli::{CacheArgs, CacheCommand};
+use crate::store::{AppStore, TrustReport};
 use crate::ui::bytes;
+
+/// How many ignored remote records a build lists before it only counts the rest.
+const IGNORED_SHOWN: usize = 10;
 
 /// Parses whole numbers with an optional unit: `1024` (bytes), `500M`, `20G`, `1TiB`;
 /// K, M, G and T are powers of 1024.
@@ -88,7 +92,13 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
         CacheCommand::Verify { remote } => {
             let report = store.verify(*remote)?;
             println!("{}", verify_summary(&report));
-            Ok(if verify_clean(&report) { 0 } else { 1 })
+            let mut clean = verify_clean(&report);
+            if *remote {
+                let trust = store.remote_trust()?;
+                println!("{}", trust_summary(&trust));
+                clean &= trust.conflicts.is_empty();
+            }
+            Ok(if clean { 0 } else { 1 })
         }
     }
 }
@@ -149,6 +159,107 @@ fn verify_summary(r: &VerifyReport) -> String {
         "problems found".into()
     });
     lines.join("\n")
+}
+
+/// What `cache verify --remote` found about trust: conflicts between trusted signers
+/// (a problem) and records no build uses (listed; they are ignored, not deleted).
+fn trust_summary(t: &TrustReport) -> String {
+    let mut lines = Vec::new();
+    if !t.trusts_anyone {
+        lines.push(
+            "no key is trusted: builds use no remote record (set `cache.trusted_keys` or `--remote-trusted-key`)"
+                .to_owned(),
+        );
+    }
+    for (key, vouched) in &t.conflicts {
+        let who: Vec<String> = vouched
+            .iter()
+            .map(|v| format!("key `{}` signed outputs `{}`", v.keyid, v.outputs))
+            .collect();
+        lines.push(format!(
+            "key `{key}` has trusted records that disagree: {}; builds use neither",
+            who.join(", ")
+        ));
+    }
+    for (key, i) in &t.untrusted {
+        lines.push(format!(
+            "record for key `{key}` with outputs `{}` is ignored by builds: {}",
+            i.outputs, i.why
+        ));
+    }
+    lines.push(format!(
+        "trust: {} conflict(s), {} record(s) not signed by a trusted key",
+        t.conflicts.len(),
+        t.untrusted.len()
+    ));
+    lines.join("\n")
+}
+
+/// The warnings a build prints at the end about the store: remote publication that
+/// failed or was skipped, remote records that were ignored, trusted signers that
+/// disagree. Each line is whole (`warning: …` or `  help: …`).
+pub fn store_warnings(store: &AppStore) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in store.take_quarantined() {
+        out.push(format!(
+            "warning: quarantined `{}`: {}; moved to `{}`",
+            q.path.display(),
+            q.reason,
+            q.evidence.display()
+        ));
+    }
+    if let Ok(w) = store.warnings.lock() {
+        if let Some(first) = w.first() {
+            out.push(format!("warning: {first}"));
+            if w.len() > 1 {
+                out.push(format!(
+                    "warning: … and {} more remote publication failure(s)",
+                    w.len() - 1
+                ));
+            }
+        }
+    }
+    let Ok(log) = store.trust_log.lock() else {
+        return out;
+    };
+    for (step, key, vouched) in &log.conflicts {
+        let who: Vec<String> = vouched
+            .iter()
+            .map(|v| format!("key `{}` signed outputs `{}`", v.keyid, v.outputs))
+            .collect();
+        out.push(format!(
+            "warning: trusted signers disagree on `{step}` (key `{key}`): {}; neither was used, the step ran here",
+            who.join(", ")
+        ));
+    }
+    if !log.conflicts.is_empty() {
+        out.push("  help: the step is not deterministic, or a signing key is compromised; `w4b cache verify --remote` lists every such key".into());
+    }
+    for (step, i) in log.ignored.iter().take(IGNORED_SHOWN) {
+        out.push(format!(
+            "warning: ignored a remote cache record for `{step}` (outputs `{}`): {}",
+            i.outputs.short(16),
+            i.why
+        ));
+    }
+    if log.ignored.len() > IGNORED_SHOWN {
+        out.push(format!(
+            "warning: … and {} more ignored remote cache record(s)",
+            log.ignored.len() - IGNORED_SHOWN
+        ));
+    }
+    if !log.ignored.is_empty() && !store.trust().trusts_anyone() {
+        out.push("  help: no key is trusted, so no remote record is used: list the fleet's `PREFIX.pub` in `cache.trusted_keys` (or pass `--remote-trusted-key`)".into());
+    }
+    if let Some(first) = log.unsigned.first() {
+        out.push(format!(
+            "warning: {} result(s) (`{first}`{}) were not published to the remote cache: no signing key is set",
+            log.unsigned.len(),
+            if log.unsigned.len() > 1 { ", …" } else { "" }
+        ));
+        out.push("  help: create a key with `w4b keygen --out ci-cache`, then set `cache.signing_key: ci-cache.key` in `w4b.yaml` (or `--remote-sign-key`, `W4B_REMOTE_SIGN_KEY`); builds that should only read pass `--remote-read-only`".into());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `w4b keygen --out PREFIX`: a new ed25519 key pair for signing manifests. The secret
+//! `w4b keygen --out PREFIX`: a new ed25519 key pair for signing manifests and the
+//! records published to a shared remote cache. The secret
 //! key goes to `PREFIX.key` (created with mode 0600), the public key to `PREFIX.pub`.
 //! Existing files are never overwritten: losing a signing key silently is worse than an
 //! error.
@@ -36,11 +37,11 @@ pub fn run(app: &App, args: &KeygenArgs) -> miette::Result<i32> {
     write_new(&public_path, key.public().to_text().as_bytes(), 0o644)?;
     if !app.global.quiet {
         println!(
-            "secret key  {}  (keep it private; sign with `--sign-key`)",
+            "secret key  {}  (keep it private; sign manifests with `--sign-key`, remote cache records with `cache.signing_key`)",
             secret_path.display()
         );
         println!(
-            "public key  {}  (give it to verifiers: `w4b verify --key`)",
+            "public key  {}  (give it to verifiers: `w4b verify --key`, `cache.trusted_keys`)",
             public_path.display()
         );
         println!("key id      {}", key.public().keyid());

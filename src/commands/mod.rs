@@ -24,8 +24,10 @@ use w4b_graph::StepError;
 
 use crate::cli::{Cli, Command, Global, MessageFormat};
 use crate::compile::{self, Plan};
+use crate::defs::workspace::KeyRef;
 use crate::defs::{Label, Pattern, Workspace};
 use crate::store::AppStore;
+use crate::trust::RemoteTrust;
 use crate::ui::Style;
 
 /// What every command gets: parsed arguments, a snapshot of the environment (the only
@@ -167,7 +169,8 @@ impl App {
     }
 
     /// Cache directory: `--cache-dir`/`W4B_CACHE_DIR` > `w4b.yaml cache.dir` > XDG.
-    /// Remote: `--remote-cache`/`W4B_REMOTE_CACHE` > `w4b.yaml cache.remote`.
+    /// Remote: `--remote-cache`/`W4B_REMOTE_CACHE` > `w4b.yaml cache.remote`, with the
+    /// keys that sign and are trusted there.
     pub fn store_for(&self, ws: Option<&Workspace>) -> miette::Result<Arc<AppStore>> {
         let settings = ws.map(|w| w.config().cache.clone()).unwrap_or_default();
         let local = self
@@ -196,7 +199,33 @@ impl App {
                 .or_else(|| settings.remote.clone())
         };
         let read_only = self.global.remote_read_only || settings.remote_read_only;
-        Ok(Arc::new(AppStore::open(&local, remote.as_deref(), read_only)?))
+        let store = AppStore::open(&local, remote.as_deref(), read_only)?;
+        if remote.is_none() {
+            return Ok(Arc::new(store));
+        }
+        // Keys: `--remote-sign-key`/`W4B_REMOTE_SIGN_KEY` > `cache.signing_key` (only for a
+        // writable remote); `--remote-trusted-key`/`W4B_REMOTE_TRUSTED_KEYS` replace
+        // `cache.trusted_keys`. Paths on the command line are relative to the current
+        // directory, those in `w4b.yaml` to the workspace.
+        let signing_key = match read_only {
+            true => None,
+            false => self
+                .global
+                .remote_sign_key
+                .as_ref()
+                .map(|p| self.cwd.join(p))
+                .or(settings.signing_key),
+        };
+        let trusted: Vec<KeyRef> = match self.global.remote_trusted_keys.as_slice() {
+            [] => settings.trusted_keys,
+            given => given
+                .iter()
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| KeyRef::parse(k, &self.cwd))
+                .collect(),
+        };
+        let trust = RemoteTrust::load(signing_key.as_deref(), &trusted)?;
+        Ok(Arc::new(store.with_trust(trust)))
     }
 
     pub fn compile(

@@ -66,6 +66,32 @@ pub struct CacheConfig {
     pub remote: Option<PathBuf>,
     /// Read from the remote cache but never publish to it.
     pub remote_read_only: bool,
+    /// `cache.signing_key`: the secret key (`PREFIX.key` of `w4b keygen`) that signs the
+    /// records this builder publishes to the remote cache.
+    pub signing_key: Option<PathBuf>,
+    /// `cache.trusted_keys`: the public keys whose signed remote records this builder uses.
+    pub trusted_keys: Vec<KeyRef>,
+}
+
+/// A public key given in configuration: the text of a `.pub` file, or a path to one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRef {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl KeyRef {
+    /// The tag a public key's text starts with (`w4b keygen`'s `.pub` files).
+    pub const PUBLIC_TAG: &'static str = "w4b-ed25519-public-v1";
+
+    /// Inline key text when `text` starts with the public key tag, else a path below `base`.
+    pub fn parse(text: &str, base: &Path) -> KeyRef {
+        if text.trim_start().starts_with(KeyRef::PUBLIC_TAG) {
+            KeyRef::Inline(text.trim().to_owned())
+        } else {
+            KeyRef::File(base.join(text))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -149,6 +175,9 @@ struct RawCache {
     remote: Option<String>,
     #[serde(default)]
     remote_read_only: bool,
+    signing_key: Option<String>,
+    #[serde(default)]
+    trusted_keys: Vec<String>,
 }
 
 /// An opened workspace.
@@ -249,6 +278,8 @@ impl Workspace {
             dir: absolute(c.dir),
             remote: absolute(c.remote),
             remote_read_only: c.remote_read_only,
+            signing_key: absolute(c.signing_key),
+            trusted_keys: c.trusted_keys.iter().map(|k| KeyRef::parse(k, root)).collect(),
         });
         let downloads = match raw.downloads {
             None => DownloadsConfig::default(),
@@ -527,6 +558,27 @@ mod tests {
         assert!(c.cache.remote_read_only);
         assert_eq!(c.mirrors["https://downloads.example.org/"].len(), 2);
         assert_eq!(c.epoch, Some(1_700_000_000));
+        assert_eq!(c.cache.signing_key, None);
+        assert!(c.cache.trusted_keys.is_empty());
+    }
+
+    #[test]
+    fn remote_cache_keys() {
+        let dir = ws(&[(
+            "w4b.yaml",
+            "cache:\n  signing_key: keys/ci.key\n  trusted_keys:\n    - keys/ci.pub\n    - /etc/w4b/fleet.pub\n    - \"w4b-ed25519-public-v1 AAAA\"\n",
+        )]);
+        let w = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+        let c = &w.config().cache;
+        assert_eq!(c.signing_key, Some(dir.path().join("keys/ci.key")));
+        assert_eq!(
+            c.trusted_keys,
+            vec![
+                KeyRef::File(dir.path().join("keys/ci.pub")),
+                KeyRef::File("/etc/w4b/fleet.pub".into()),
+                KeyRef::Inline("w4b-ed25519-public-v1 AAAA".into()),
+            ]
+        );
     }
 
     #[test]

@@ -126,6 +126,14 @@ impl TestEnv {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.ws.join(rel)
     }
+
+    /// `w4b keygen --out <root>/keys/NAME`: the paths of `NAME.key` and `NAME.pub`.
+    pub fn keygen(&self, name: &str) -> (PathBuf, PathBuf) {
+        let prefix = self.root.path().join("keys").join(name);
+        let out = self.run(&["keygen", "--out", prefix.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (prefix.with_extension("key"), prefix.with_extension("pub"))
+    }
 }
 
 /// Lists a `.tar.zst` with GNU tar: `mode owner size mtime path -> target`.

@@ -317,9 +317,17 @@ fn no_secret_value_reaches_a_manifest_a_record_a_log_why_or_the_remote_cache() {
     let server = TestServer::start();
     let Some(env) = workspace(&server) else { return };
     let remote = env.root.path().join("remote");
+    let (key, _) = env.keygen("ci");
+    let key = key.to_str().unwrap();
     let label = format!("//hives:{WIFI}");
     let mut logs = Vec::new();
-    let b = env.build(&[&label, "--remote-cache", remote.to_str().unwrap()]);
+    let b = env.build(&[
+        &label,
+        "--remote-cache",
+        remote.to_str().unwrap(),
+        "--remote-sign-key",
+        key,
+    ]);
     assert!(b.ok(), "{}", b.stderr());
     // Regression: secret-free modules named the empty directory listing without storing
     // it, and every build warned that publishing them failed.
@@ -341,7 +349,13 @@ fn no_secret_value_reaches_a_manifest_a_record_a_log_why_or_the_remote_cache() {
     let path = format!("defs/hives/{WIFI}.yaml");
     let text = String::from_utf8(env.read(&path)).unwrap();
     env.write(&path, &text.replace("SECRET-wifi-farm", "SECRET-wifi-farm2"));
-    let b = env.build(&[&label, "--remote-cache", remote.to_str().unwrap()]);
+    let b = env.build(&[
+        &label,
+        "--remote-cache",
+        remote.to_str().unwrap(),
+        "--remote-sign-key",
+        key,
+    ]);
     assert!(b.ok(), "{}", b.stderr());
     logs.push(String::from_utf8_lossy(&b.output.stdout).into_owned());
     logs.push(b.stderr());

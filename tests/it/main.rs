@@ -23,6 +23,7 @@ mod inspect;
 mod kernel;
 mod limits;
 mod pipeline;
+mod remote_trust;
 mod robustness;
 mod roundtrip;
 mod unpack;

@@ -100,6 +100,7 @@ fn flipped_byte_in_an_input_blob_is_repaired_when_read() {
 fn two_concurrent_builds_share_local_and_remote_caches() {
     let env = demo();
     let remote = env.root.path().join("remote");
+    let (key, _) = env.keygen("ci");
     let spawn = || {
         env.command()
             .args([
@@ -107,8 +108,10 @@ fn two_concurrent_builds_share_local_and_remote_caches() {
                 "--message-format",
                 "json",
                 "//images:demo",
-                "--remote-cache",
+                "--remote-sign-key",
             ])
+            .arg(&key)
+            .arg("--remote-cache")
             .arg(&remote)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -126,7 +129,13 @@ fn two_concurrent_builds_share_local_and_remote_caches() {
     std::fs::remove_dir_all(&env2.ws).unwrap();
     crate::env::copy_dir(&env.ws, &env2.ws);
     std::fs::remove_dir_all(env2.ws.join("out")).unwrap();
-    let c = env2.build(&["//images:demo", "--remote-cache", remote.to_str().unwrap()]);
+    let c = env2.build(&[
+        "//images:demo",
+        "--remote-cache",
+        remote.to_str().unwrap(),
+        "--remote-sign-key",
+        key.to_str().unwrap(),
+    ]);
     assert!(c.ok(), "{}", c.stderr());
     assert_eq!(c.ran(), Vec::<String>::new());
     assert_eq!(c.cached(), steps(&ALL_STEPS));
@@ -138,7 +147,16 @@ fn read_only_remote_is_never_written() {
     let env = demo();
     let remote = env.root.path().join("remote");
     let r = remote.to_str().unwrap();
-    assert!(env.build(&["//images:demo", "--remote-cache", r]).ok());
+    let (key, _) = env.keygen("ci");
+    assert!(env
+        .build(&[
+            "//images:demo",
+            "--remote-cache",
+            r,
+            "--remote-sign-key",
+            key.to_str().unwrap()
+        ])
+        .ok());
     let count = || walk_count(&remote);
     let before = count();
     env.write(
