@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Regenerates the seed corpus in fuzz/seeds/<target>/ with the reference tools:
+# sfdisk (MBR, GPT), mkfs.vfat + mtools (FAT12/16/32), mke2fs -d (ext4, ext2-style block
+# maps, inline data, htree), GNU tar (ustar, pax with xattrs, GNU long names; gzip, xz and
+# zstd), and the repository's own definitions for the loader.
+#
+# Filesystem images are cut after their last non-zero byte: the fat and ext4 targets read
+# an input as the start of a partition whose remaining bytes are zero, so the cut images
+# are the same filesystems at a fraction of the size.
+#
+# Times, owners and names are fixed, but mkfs tools write their own UUIDs and tar/gzip
+# their own headers, so regenerated seeds differ in bytes from the committed ones; what
+# matters is that they are valid.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+seeds="$here/seeds"
+for tool in sfdisk mkfs.vfat mcopy mmd mke2fs e2fsck tar gzip xz zstd setfattr python3; do
+    command -v "$tool" >/dev/null || { echo "make-seeds.sh: \`$tool\` is missing" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export TZ=UTC SOURCE_DATE_EPOCH=1700000000
+stamp=@1700000000
+
+rm -rf "$seeds"
+mkdir -p "$seeds"/{defs,mbr,gpt,fat,ext4,tar}
+
+# Drops the trailing zero bytes of a file (keeps at least one byte).
+trim() {
+    python3 - "$1" <<'EOF'
+import sys
+p = sys.argv[1]
+b = open(p, 'rb').read()
+open(p, 'wb').write(b[:max(len(b.rstrip(b'\0')), 1)])
+EOF
+}
+
+# A small tree: nested directories, a long name, an empty file, a multi-block file, a
+# fast (short) and a slow (long) symlink.
+tree="$work/tree"
+mkdir -p "$tree/etc/ssh" "$tree/boot/overlays" "$tree/usr/share/doc/w4b"
+printf 'north\n' >"$tree/etc/hostname"
+printf 'PermitRootLogin no\n' >"$tree/etc/ssh/sshd_config"
+printf 'console=serial0,115200 root=PARTUUID=1a2b3c4d-02 rootwait\n' >"$tree/boot/cmdline.txt"
+printf '[all]\narm_64bit=1\n' >"$tree/boot/config.txt"
+: >"$tree/boot/overlays/README"
+head -c 3000 /dev/zero | tr '\0' 'w' >"$tree/usr/share/doc/w4b/A Long File Name For VFAT.txt"
+ln -s ../usr/share/doc/w4b "$tree/etc/w4b-doc"
+ln -s "/usr/share/doc/w4b/$(printf 'x%.0s' $(seq 1 80))" "$tree/etc/long-link"
+find "$tree" -exec touch -h -d "$stamp" {} +
+
+# --- MBR -------------------------------------------------------------------------------
+# 64 KiB disks of 128 sectors; partitions placed by hand (no 1 MiB alignment).
+mbr() {
+    local name=$1
+    truncate -s 64K "$work/$name"
+    sfdisk --quiet --no-reread --no-tell-kernel "$work/$name" >/dev/null
+    cp "$work/$name" "$seeds/mbr/$name"
+}
+mbr raspberry-pi.img <<'EOF'
+label: dos
+label-id: 0x1a2b3c4d
+unit: sectors
+start=8, size=40, type=c, bootable
+start=48, size=80, type=83
+EOF
+mbr four-primaries.img <<'EOF'
+label: dos
+label-id: 0x00c0ffee
+unit: sectors
+start=2, size=20, type=e
+start=22, size=20, type=b
+start=42, size=20, type=7
+start=62, size=66, type=83
+EOF
+mbr extended-logicals.img <<'EOF'
+label: dos
+label-id: 0x0badcafe
+unit: sectors
+start=4, size=20, type=c, bootable
+start=24, size=100, type=5
+start=26, size=20, type=83
+start=48, size=30, type=82
+start=80, size=40, type=83
+EOF
+
+# --- GPT -------------------------------------------------------------------------------
+gpt() {
+    local name=$1
+    truncate -s 64K "$work/$name"
+    sfdisk --quiet --no-reread --no-tell-kernel "$work/$name" >/dev/null
+    cp "$work/$name" "$seeds/gpt/$name"
+}
+gpt two-partitions.img <<'EOF'
+label: gpt
+label-id: 5C6D7E8F-1A2B-4C3D-8E9F-0A1B2C3D4E5F
+unit: sectors
+first-lba: 34
+start=34, size=20, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="boot", uuid=11111111-2222-4333-8444-555555555555
+start=54, size=40, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="rootfs", attrs="LegacyBIOSBootable"
+EOF
+gpt short-table.img <<'EOF'
+label: gpt
+label-id: 0F0E0D0C-0B0A-4908-8706-050403020100
+unit: sectors
+table-length: 4
+first-lba: 3
+start=3, size=50, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name="data"
+start=60, size=60, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, attrs="RequiredPartition GUID:63"
+EOF
+
+# --- FAT -------------------------------------------------------------------------------
+fat() {
+    local name=$1 size_k=$2
+    shift 2
+    mkfs.vfat -C -i 1a2b3c4d -n BOOT "$@" "$work/$name" "$size_k" >/dev/null
+    MTOOLS_SKIP_CHECK=1 mcopy -s -p -m -i "$work/$name" "$tree/boot" "$tree/usr" ::/
+    MTOOLS_SKIP_CHECK=1 mmd -i "$work/$name" ::/empty
+    trim "$work/$name"
+    cp "$work/$name" "$seeds/fat/$name"
+}
+fat fat12.img 256 -F 12 -s 1
+fat fat16.img 4096 -F 16 -s 1 -r 64
+# The smallest FAT32 volume: 65 525 clusters of 512 bytes; one FAT keeps the data region
+# (and so the cut image) near the start.
+fat fat32.img 34000 -F 32 -s 1 -f 1 -R 8
+
+# --- ext4 ------------------------------------------------------------------------------
+ext4() {
+    local name=$1 source=$2 size_k=$3 inodes=$4
+    shift 4
+    mke2fs -q -F -E root_owner=0:0 -U 0f1e2d3c-4b5a-4968-8776-655443322110 -L root \
+        -b 1024 -N "$inodes" -m 0 -d "$source" "$@" "$work/$name" "$size_k" >/dev/null
+    # `mke2fs -d` writes linear directories; `e2fsck -D` indexes them (exit 1: "fixed").
+    if [ "${index:-0}" = 1 ]; then
+        e2fsck -fyD "$work/$name" >/dev/null 2>&1 || [ $? -eq 1 ]
+    fi
+    e2fsck -fn "$work/$name" >/dev/null
+    trim "$work/$name"
+    cp "$work/$name" "$seeds/ext4/$name"
+}
+xtree="$work/xtree"
+cp -a "$tree" "$xtree"
+setfattr -n user.w4b.note -v "a small value" "$xtree/etc/hostname" 2>/dev/null || true
+setfattr -n user.w4b.big -v "$(head -c 300 /dev/zero | tr '\0' 'v')" "$xtree/etc/ssh/sshd_config" 2>/dev/null || true
+ext4 ext4.img "$xtree" 512 32 -t ext4 -O ^has_journal
+ext4 ext4-inline.img "$tree" 512 32 -t ext4 -O ^has_journal,inline_data
+ext4 ext2-blockmap.img "$tree" 512 32 -t ext2
+# A directory of more than one block gets an htree index.
+htree="$work/htree"
+mkdir -p "$htree/many"
+for i in $(seq 1 60); do printf '%s\n' "$i" >"$htree/many/a-file-with-a-rather-long-name-$i"; done
+find "$htree" -exec touch -h -d "$stamp" {} +
+index=1 ext4 ext4-htree.img "$htree" 512 96 -t ext4 -O ^has_journal,dir_index
+
+# --- tar -------------------------------------------------------------------------------
+ttree="$work/ttree"
+mkdir -p "$ttree/sm-1.0/sensor_manager"
+printf "print('hi')\n" >"$ttree/sm-1.0/sensor_manager/__main__.py"
+printf 'read me\n' >"$ttree/sm-1.0/README"
+ln -s sensor_manager "$ttree/sm-1.0/current"
+ln "$ttree/sm-1.0/README" "$ttree/sm-1.0/README.hardlink"
+mkdir -p "$ttree/sm-1.0/$(printf 'd%.0s' $(seq 1 70))/$(printf 'e%.0s' $(seq 1 70))"
+printf 'deep\n' >"$ttree/sm-1.0/$(printf 'd%.0s' $(seq 1 70))/$(printf 'e%.0s' $(seq 1 70))/file"
+setfattr -n user.w4b.note -v note "$ttree/sm-1.0/README" 2>/dev/null || true
+find "$ttree" -exec touch -h -d "$stamp" {} +
+tarc() {
+    local name=$1 format=$2
+    shift 2
+    tar -C "$ttree" --format="$format" --sort=name --owner=0 --group=0 --numeric-owner \
+        --mtime="$stamp" -b 1 "$@" -cf "$seeds/tar/$name" sm-1.0
+}
+tarc ustar.tar ustar --exclude='dddd*'
+tarc gnu.tar gnu
+tarc pax.tar pax --xattrs --pax-option=delete=atime,delete=ctime
+tar -C "$ttree" --format=ustar --exclude='dddd*' --owner=0 --group=0 --mtime="$stamp" -b 1 \
+    -cf - sm-1.0 | gzip -9n >"$seeds/tar/release.tar.gz"
+tar -C "$ttree" --format=ustar --exclude='dddd*' --owner=0 --group=0 --mtime="$stamp" -b 1 \
+    -cf - sm-1.0 | xz -9 >"$seeds/tar/release.tar.xz"
+tar -C "$ttree" --format=ustar --exclude='dddd*' --owner=0 --group=0 --mtime="$stamp" -b 1 \
+    -cf - sm-1.0 | zstd -19 -q >"$seeds/tar/release.tar.zst"
+
+# --- definitions -----------------------------------------------------------------------
+# The shipped workspace's definitions, the hostile-definition and hive corpora of the
+# integration tests (one file each), and `w4b.yaml`.
+cp "$repo/w4b.yaml" "$seeds/defs/w4b.yaml"
+find "$repo/defs" -name '*.yaml' | sort | while read -r f; do
+    rel=${f#"$repo/defs/"}
+    cp "$f" "$seeds/defs/${rel//\//-}"
+done
+find "$repo/tests/defs-corpus" -name '*.yaml' | sort | while read -r f; do
+    rel=${f#"$repo/tests/defs-corpus/"}
+    cp "$f" "$seeds/defs/corpus-${rel//\//-}"
+done
+for f in "$repo"/tests/hive-corpus/*.yaml; do
+    cp "$f" "$seeds/defs/hive-$(basename "$f")"
+done
+
+du -sh "$seeds"/* | sed 's|'"$seeds"'/||'
