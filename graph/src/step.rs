@@ -145,4 +145,17 @@ impl StepError {
     pub fn diag(d: impl miette::Diagnostic + Send + Sync + 'static) -> StepError {
         StepError::Diagnostic(Box::new(d))
     }
+
+    /// `context: error: cause: …` — the whole chain of `error`'s sources, so a wrapped
+    /// operating-system error (`No space left on device`) is never lost to a summary.
+    pub fn context(context: impl std::fmt::Display, error: &(dyn std::error::Error + 'static)) -> StepError {
+        let mut message = format!("{context}: {error}");
+        let mut src = error.source();
+        while let Some(inner) = src {
+            message.push_str(": ");
+            message.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        StepError::msg(message)
+    }
 }

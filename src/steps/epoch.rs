@@ -71,7 +71,7 @@ impl Epoch {
             Epoch::Fixed { seconds, .. } => Ok(*seconds),
             Epoch::FromBase { input, step } => {
                 let out = cx.input(*input, "epoch")?;
-                read(blobs, &out).map_err(|e| StepError::msg(format!("`{step}`: {e}")))
+                read(blobs, &out).map_err(|e| StepError::context(format_args!("`{step}`"), &e))
             }
         }
     }

@@ -51,17 +51,23 @@ impl ExtractStep {
         StepError::msg(format!("the source archive `{}` {what}", self.source))
     }
 
+    /// [`Self::bad`] with the error's whole cause chain (the tar crate wraps the
+    /// operating system's or the decoder's error as a source).
+    fn bad_because(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> StepError {
+        StepError::context(format_args!("the source archive `{}` {what}", self.source), e)
+    }
+
     fn members(&self, r: impl Read) -> Result<Vec<Member>, StepError> {
         let mut archive = tar::Archive::new(r);
         let mut out = Vec::new();
         let entries = archive
             .entries()
-            .map_err(|e| self.bad(format!("is not a tar archive: {e}")))?;
+            .map_err(|e| self.bad_because("is not a tar archive", &e))?;
         for entry in entries {
-            let mut e = entry.map_err(|e| self.bad(format!("is damaged: {e}")))?;
+            let mut e = entry.map_err(|e| self.bad_because("is damaged", &e))?;
             let raw = e
                 .path()
-                .map_err(|e| self.bad(format!("has a bad member name: {e}")))?;
+                .map_err(|e| self.bad_because("has a bad member name", &e))?;
             let name = raw.to_string_lossy().into_owned();
             let clean: Vec<&str> = name.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
             if clean.contains(&"..") {
@@ -135,9 +141,9 @@ impl Step for ExtractStep {
         let mut buffered = BufReader::with_capacity(1 << 16, reader);
         let head = buffered
             .fill_buf()
-            .map_err(|e| self.bad(format!("cannot be read: {e}")))?;
+            .map_err(|e| self.bad_because("cannot be read", &e))?;
         let compression = Compression::from_magic(head);
-        let decoded = decoder(buffered, compression).map_err(|e| self.bad(format!("cannot be read: {e}")))?;
+        let decoded = decoder(buffered, compression).map_err(|e| self.bad_because("cannot be read", &e))?;
         let mut members = self.members(decoded)?;
         // Strip one common top-level directory.
         let top: Option<String> = members

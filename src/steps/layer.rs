@@ -224,7 +224,7 @@ impl LayerStep {
             .cloned()
             .unwrap_or_else(|| path.display().to_string());
         let text = std::fs::read_to_string(path)
-            .map_err(|e| StepError::msg(format!("cannot read template `{shown}`: {e}")))?;
+            .map_err(|e| StepError::context(format_args!("cannot read template `{shown}`"), &e))?;
         self.check_unchanged(i, path, w4b_cache::Digest::of(text.as_bytes()))?;
         let (config, target) = self
             .template_context

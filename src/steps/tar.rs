@@ -112,7 +112,7 @@ impl Step for TarStep {
             .store
             .local()
             .writer()
-            .map_err(|e| StepError::msg(format!("cannot write to the cache: {e}")))?;
+            .map_err(|e| StepError::context("cannot write to the cache", &e))?;
         let counting = Counting {
             inner: writer,
             n: 0,
@@ -136,7 +136,7 @@ impl Step for TarStep {
         let (digest, size) = counting
             .inner
             .commit()
-            .map_err(|e| StepError::msg(format!("cannot store the archive: {e}")))?;
+            .map_err(|e| StepError::context("cannot store the archive", &e))?;
         let mut out = Outputs::new();
         out.insert("archive".into(), OutputRef { digest, size });
         Ok(out)

@@ -77,7 +77,7 @@ impl ValidateStep {
                 Err(e) => {
                     return match crate::steps::unavailable_blob(&e) {
                         Some(_) => Ok(false),
-                        None => Err(StepError::msg(format!("reading the disk back failed: {e}"))),
+                        None => Err(StepError::context("reading the disk back failed", &e)),
                     }
                 }
             }

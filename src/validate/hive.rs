@@ -1478,7 +1478,7 @@ mod tests {
             ("a\\\\b\\\\c\\\\d\\\\e", true),
             ("short", false),
         ] {
-            let r = check(&good().file(nm, &keyfile(psk), 0o600));
+            let r = check(&good().file(nm, &keyfile(psk), 0o600)).expect("the files read");
             assert_eq!(r.passed(), ok, "{psk:?}: {:?}", failed(&r));
         }
         assert_eq!(keyfile_unescape("\\sa\\\\b\\t"), " a\\b\t");
