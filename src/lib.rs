@@ -35,6 +35,7 @@ pub mod formats;
 pub mod hive;
 pub mod image;
 pub mod inputs;
+pub mod lockfile;
 pub mod manifest;
 pub mod modules;
 pub mod stamp;

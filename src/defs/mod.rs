@@ -25,6 +25,7 @@ pub mod label;
 pub mod loader;
 pub mod merge;
 pub mod overrides;
+pub mod packages;
 pub mod parse_cache;
 pub mod span;
 pub mod suggest;
@@ -41,6 +42,7 @@ pub use error::{DefsError, DefsErrorKind};
 pub use label::{Label, LabelError, Pattern, StepLabel};
 pub use loader::{LoadedTarget, Loader};
 pub use overrides::{EnvOverride, ENV_OVERRIDES};
+pub use packages::PackageSet;
 pub use span::{Location, Origin, SourceFile, Span};
 pub use target::{
     Arch, Base, BaseImage, Board, Compression, ConfigValue, Date, FileEntry, FileOp, Format, HiveTarget,

@@ -23,7 +23,7 @@ use super::span::Span;
 use super::suggest;
 use super::yaml::Value;
 
-/// The kinds of target. More will come (`packages`).
+/// The kinds of target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -31,15 +31,24 @@ pub enum Kind {
     Image,
     Base,
     Board,
+    /// A package set (`kind: packages`).
+    Packages,
     /// A hive file in the hive configuration manager's format: no `kind`, but `hive_id`
     /// and `metadata` (the application's hive reader types the rest).
     Hive,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Layer, Kind::Image, Kind::Base, Kind::Board, Kind::Hive];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Layer,
+        Kind::Image,
+        Kind::Base,
+        Kind::Board,
+        Kind::Packages,
+        Kind::Hive,
+    ];
     /// The kinds a `kind:` key may name (a hive is recognised by its keys instead).
-    pub const NAMES: &'static [&'static str] = &["layer", "image", "base", "board"];
+    pub const NAMES: &'static [&'static str] = &["layer", "image", "base", "board", "packages"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +56,7 @@ impl Kind {
             Kind::Image => "image",
             Kind::Base => "base",
             Kind::Board => "board",
+            Kind::Packages => "packages",
             Kind::Hive => "hive",
         }
     }
@@ -58,6 +68,7 @@ impl Kind {
             Kind::Image => struct_fields::<RawImage>(),
             Kind::Base => struct_fields::<RawBase>(),
             Kind::Board => struct_fields::<RawBoard>(),
+            Kind::Packages => struct_fields::<super::packages::RawPackageSet>(),
             Kind::Hive => struct_fields::<RawHiveKeys>(),
         }
     }
@@ -88,6 +99,7 @@ pub enum Target {
     Image(Image),
     Base(BaseImage),
     Board(Board),
+    Packages(super::packages::PackageSet),
     Hive(HiveTarget),
 }
 
@@ -98,6 +110,7 @@ impl Target {
             Target::Image(_) => Kind::Image,
             Target::Base(_) => Kind::Base,
             Target::Board(_) => Kind::Board,
+            Target::Packages(_) => Kind::Packages,
             Target::Hive(_) => Kind::Hive,
         }
     }
@@ -120,6 +133,9 @@ pub struct Image {
     pub partitions: Partitions,
     /// Applied in order, each over the result of the previous.
     pub layers: Vec<Spanned<Label>>,
+    /// Package sets (`kind: packages`) installed onto the base before the layers, as
+    /// `w4b.lock` pins them.
+    pub packages: Vec<Spanned<Label>>,
     /// `SOURCE_DATE_EPOCH`; `None` when neither the image nor `w4b.yaml` gives one.
     pub epoch: Option<u64>,
     pub output: Output,
@@ -728,6 +744,8 @@ struct RawImage {
     #[serde(default)]
     layers: Vec<Spanned<String>>,
     #[serde(default)]
+    packages: Vec<Spanned<String>>,
+    #[serde(default)]
     epoch: Option<u64>,
     #[serde(default)]
     output: Option<RawOutput>,
@@ -978,6 +996,21 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
                 }
             };
             let board = raw.board.as_ref().map(label_of).transpose()?;
+            let mut packages: Vec<Spanned<Label>> = Vec::new();
+            for text in &raw.packages {
+                let label = label_of(text)?;
+                if let Some(first) = packages.iter().find(|p| p.value == label.value) {
+                    return Err(text.span.invalid_value(
+                        format!("package set `{}` is listed twice", label.value),
+                        "second entry",
+                        Some(format!(
+                            "list it once (the first is at `{}`)",
+                            first.span.location()
+                        )),
+                    ));
+                }
+                packages.push(label);
+            }
             let format_default = match base {
                 Base::Scratch => Format::Tar,
                 Base::Image(_) => Format::Image,
@@ -1032,6 +1065,7 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
                 board,
                 partitions,
                 layers,
+                packages,
                 epoch: raw.epoch,
                 output,
                 config: raw.config,
@@ -1043,6 +1077,11 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
         }
         Kind::Base => convert_base(from_value(doc)?),
         Kind::Board => convert_board(from_value(doc)?),
+        Kind::Packages => {
+            let raw: super::packages::RawPackageSet = from_value(doc)?;
+            let ws = |text: &Spanned<String>, what: &str| ws_path_of(text, ctx, what);
+            Ok(Target::Packages(super::packages::convert(raw, &ws)?))
+        }
         Kind::Hive => {
             // Only `image` is read here; the hive reader reads (and diagnoses) the rest, all
             // at once.
