@@ -163,21 +163,21 @@ impl Lockfile {
     }
 
     /// Parses the text of `path` (for messages).
-    pub fn parse(path: &str, text: &str) -> Result<Lockfile, LockError> {
+    pub fn parse(path: &str, text: &str) -> Result<Lockfile, Box<LockError>> {
         let lock: Lockfile = serde_json::from_str(text).map_err(|e| {
             let at = offset_of(text, e.line(), e.column()).map(|o| SourceSpan::from((o, 0)));
-            LockError::Unreadable {
+            Box::new(LockError::Unreadable {
                 path: path.to_owned(),
                 message: e.to_string(),
                 src: NamedSource::new(path, text.to_owned()),
                 at,
-            }
+            })
         })?;
         if lock.version != LOCK_VERSION {
-            return Err(LockError::Version {
+            return Err(Box::new(LockError::Version {
                 path: path.to_owned(),
                 found: lock.version,
-            });
+            }));
         }
         Ok(lock)
     }
@@ -372,7 +372,7 @@ mod tests {
     fn a_damaged_lockfile_is_an_error_at_its_line() {
         let text = sample().render().replace("\"size\":1000", "\"size\":\"big\"");
         let e = Lockfile::parse("w4b.lock", &text).unwrap_err();
-        let LockError::Unreadable { at: Some(at), .. } = &e else {
+        let LockError::Unreadable { at: Some(at), .. } = &*e else {
             panic!("{e:?}")
         };
         let line = text[..at.offset()].matches('\n').count() + 1;
@@ -385,7 +385,7 @@ mod tests {
             &sample().render().replace("\"version\": 1", "\"version\": 7"),
         )
         .unwrap_err();
-        assert!(matches!(e, LockError::Version { found: 7, .. }), "{e:?}");
+        assert!(matches!(*e, LockError::Version { found: 7, .. }), "{e:?}");
         let e = Lockfile::parse("w4b.lock", "{\"version\":1,\"entries\":{},\"extra\":1}").unwrap_err();
         assert!(e.to_string().contains("extra"), "{e}");
     }

@@ -171,12 +171,12 @@ fn is_token(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"+-._~".contains(&c))
 }
 
+/// Turns a path written in a definition into a workspace path (`what` names it in errors).
+pub(crate) type WsPathOf<'a> = dyn Fn(&Spanned<String>, &str) -> Result<WsPath, DefsError> + 'a;
+
 /// Converts a `kind: packages` document; `ws_path` turns a path written in the file into a
 /// workspace path (relative to the file, never leaving the workspace).
-pub(crate) fn convert(
-    raw: RawPackageSet,
-    ws_path: &dyn Fn(&Spanned<String>, &str) -> Result<WsPath, DefsError>,
-) -> Result<PackageSet, DefsError> {
+pub(crate) fn convert(raw: RawPackageSet, ws_path: &WsPathOf<'_>) -> Result<PackageSet, DefsError> {
     let mut repositories: Vec<Spanned<Repository>> = Vec::new();
     for repo in raw.repositories {
         let span = repo.span.clone();
@@ -287,10 +287,7 @@ fn parse_request(text: &Spanned<String>) -> Result<Request, DefsError> {
     })
 }
 
-fn convert_repository(
-    raw: RawRepository,
-    ws_path: &dyn Fn(&Spanned<String>, &str) -> Result<WsPath, DefsError>,
-) -> Result<Repository, DefsError> {
+fn convert_repository(raw: RawRepository, ws_path: &WsPathOf<'_>) -> Result<Repository, DefsError> {
     let url = raw.url.value.trim_end_matches('/').to_owned();
     if !["http://", "https://", "file://"]
         .iter()
