@@ -9,6 +9,7 @@
 pub mod bmap;
 pub mod compress;
 pub mod crc;
+pub mod deb;
 pub mod ext4;
 pub mod fat;
 pub mod fs;

@@ -1,0 +1,3 @@
+//! Debian package sets: resolving requested packages against repository indices.
+
+pub mod resolve;
