@@ -26,6 +26,7 @@
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
 //!   progress and diagnostics. Only they print or read the environment.
 
+pub mod apt;
 pub mod cli;
 pub mod commands;
 pub mod compile;
