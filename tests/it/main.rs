@@ -1,6 +1,9 @@
 //! The integration test binary: the real `w4b` binary against temporary workspaces,
 //! caches and a local HTTP server (127.0.0.1 only).
 
+/// A signed Debian repository built by `dpkg-deb`, `apt-ftparchive` and `gpg`.
+#[path = "../support/aptrepo.rs"]
+mod aptrepo;
 mod env;
 mod fixture;
 /// The local test HTTP server (127.0.0.1 only), shared by the download tests.
@@ -11,6 +14,7 @@ mod http;
 mod oracle;
 mod testbase;
 
+mod apt_repo;
 mod cache;
 mod cli;
 mod determinism;
