@@ -17,6 +17,8 @@
 //!   them through those formats; [`validate`] checks that an image is structurally
 //!   bootable (table, filesystems, `cmdline.txt`, `fstab`, kernels and device trees) and
 //!   runs the hive checklist; [`manifest`] writes and verifies in-toto manifests.
+//! - [`install`] installs Debian packages into a tree for a foreign architecture (dpkg
+//!   in a chroot under qemu-user) and returns the normalised changeset.
 //! - [`download`] gets a file by URL and pinned sha256 (mirrors, retries, resume) for the
 //!   `fetch` step.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
@@ -37,6 +39,7 @@ pub mod hive;
 pub mod image;
 pub mod inputs;
 pub mod lockfile;
+pub mod install;
 pub mod manifest;
 pub mod modules;
 pub mod stamp;

@@ -24,6 +24,7 @@ mod error;
 pub mod export;
 pub mod format;
 pub mod fs;
+pub mod host;
 pub mod import;
 pub mod layer;
 mod path;

@@ -24,6 +24,7 @@ mod hive_build;
 mod hostile;
 mod image_build;
 mod inspect;
+mod install;
 mod kernel;
 mod limits;
 mod pipeline;
