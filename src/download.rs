@@ -624,6 +624,13 @@ enum Source {
     File(PathBuf),
 }
 
+/// How one unpinned GET ended, when it did not deliver.
+enum GetError {
+    TooLarge,
+    Permanent(String),
+    Transient(String),
+}
+
 fn parse_source(url: &str) -> Result<Source, FetchError> {
     let parsed = Url::parse(url).map_err(|e| FetchError::InvalidUrl {
         url: redact_url(url).into_owned(),
@@ -949,6 +956,118 @@ impl Fetcher {
             max_size: config.max_size,
             netrc: config.netrc.clone(),
         })
+    }
+
+    /// Downloads a small file whose digest nothing pins yet (a repository's `InRelease`,
+    /// which its signature vouches for), from the first of `url`'s sources that answers:
+    /// mirrors first, each retried twice on transient failures, at most `max` bytes.
+    /// Credentials come from the URL or the netrc file, as for pinned downloads; `file://`
+    /// reads only regular files.
+    pub fn get_unpinned(
+        &self,
+        url: &str,
+        mirrors: &[(String, Vec<String>)],
+        max: u64,
+    ) -> Result<Vec<u8>, FetchError> {
+        let urls = sources(url, mirrors);
+        let parsed = urls
+            .iter()
+            .map(|u| parse_source(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut failures = Vec::new();
+        for (u, source) in urls.iter().zip(&parsed) {
+            let shown = redact_url(u).into_owned();
+            let mut attempts = 0u32;
+            let mut delay = Duration::from_millis(250);
+            let failure = loop {
+                attempts += 1;
+                let (error, permanent) = match self.get_once(source, max) {
+                    Ok(bytes) => return Ok(bytes),
+                    Err(GetError::TooLarge) => {
+                        return Err(FetchError::TooLarge {
+                            url: shown,
+                            limit: max,
+                            why: "limit for repository metadata".to_owned(),
+                            raise: "nothing: a real `InRelease` is far smaller; check the URL".to_owned(),
+                            others: failures,
+                        })
+                    }
+                    Err(GetError::Permanent(e)) => (e, true),
+                    Err(GetError::Transient(e)) => (e, false),
+                };
+                if permanent || attempts > 2 {
+                    break SourceFailure {
+                        url: shown.clone(),
+                        attempts,
+                        error,
+                        permanent,
+                    };
+                }
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+            };
+            failures.push(failure);
+        }
+        if failures.iter().all(|f| f.permanent) {
+            return Err(FetchError::NotFound {
+                url: redact_url(url).into_owned(),
+                declared_in: "the package set's repository".to_owned(),
+                failures,
+            });
+        }
+        Err(FetchError::Unavailable {
+            url: redact_url(url).into_owned(),
+            failures,
+        })
+    }
+
+    fn get_once(&self, source: &Source, max: u64) -> Result<Vec<u8>, GetError> {
+        let mut body = Vec::new();
+        match source {
+            Source::File(path) => {
+                let meta = std::fs::metadata(path).map_err(|e| GetError::Permanent(e.to_string()))?;
+                if !meta.is_file() {
+                    return Err(GetError::Permanent("not a regular file".to_owned()));
+                }
+                let file = File::open(path).map_err(|e| GetError::Permanent(e.to_string()))?;
+                file.take(max.saturating_add(1))
+                    .read_to_end(&mut body)
+                    .map_err(|e| GetError::Transient(e.to_string()))?;
+            }
+            Source::Http(url) => {
+                let mut request = self.client.get(url.clone());
+                if url.username().is_empty() && url.password().is_none() {
+                    if let Some(login) = url.host_str().and_then(|h| self.netrc.for_host(h)) {
+                        request = request.basic_auth(&login.login, Some(&login.password));
+                    }
+                }
+                let response = request.send().map_err(|e| match send_error(e) {
+                    AttemptError::GiveUp(text) => GetError::Permanent(text),
+                    AttemptError::Retry { error, .. } => GetError::Transient(error),
+                    _ => GetError::Transient("request failed".to_owned()),
+                })?;
+                let status = response.status();
+                if !status.is_success() {
+                    let text = format!("HTTP {status}");
+                    return Err(if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                        GetError::Transient(text)
+                    } else {
+                        GetError::Permanent(text)
+                    });
+                }
+                if response.content_length().is_some_and(|n| n > max) {
+                    return Err(GetError::TooLarge);
+                }
+                response
+                    .take(max.saturating_add(1))
+                    .read_to_end(&mut body)
+                    .map_err(|e| GetError::Transient(chain(&e)))?;
+            }
+        }
+        if body.len() as u64 > max {
+            return Err(GetError::TooLarge);
+        }
+        Ok(body)
     }
 
     /// Downloads `req.url` (or a mirror of it) into `partial` and verifies its sha256.

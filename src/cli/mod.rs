@@ -78,6 +78,9 @@ pub enum MessageFormat {
 pub enum Command {
     /// Build targets: `w4b build //hives:north`, `w4b build //hives/...`.
     Build(BuildArgs),
+    /// Resolve the package sets of images and hives into `w4b.lock`: `w4b lock`,
+    /// `w4b lock --update postgresql-15`, `w4b lock --check` in CI.
+    Lock(LockArgs),
     /// Explain why the last build of a target ran what it ran.
     Why(WhyArgs),
     /// Print the step graph of targets.
@@ -108,6 +111,23 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command with `--dir`.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Images or hives whose package sets to lock [default: `//...`, every target; entries
+    /// no target uses any more are then dropped].
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Resolve again to the newest versions: every package, or only the ones named (and
+    /// what their new versions need). Without it, only missing or stale entries are
+    /// resolved, and locked versions that still fit are kept.
+    #[arg(long, value_name = "PKG", num_args = 0..)]
+    pub update: Option<Vec<String>>,
+    /// Change nothing and read no network: exit 1 when `w4b.lock` does not match the
+    /// definitions (a missing, stale or unused entry).
+    #[arg(long, conflicts_with = "update")]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod graph;
 pub mod hive;
 pub mod inspect;
 pub mod keygen;
+pub mod lock;
 pub mod ls;
 pub mod rebuild;
 pub mod validate;
@@ -67,6 +68,7 @@ pub fn run(cli: Cli) -> i32 {
     };
     let result = match &cli.command {
         Command::Build(a) => build::run(&app, a),
+        Command::Lock(a) => lock::run(&app, a),
         Command::Why(a) => why::run(&app, a),
         Command::Graph(a) => graph::run(&app, a),
         Command::Ls(a) => ls::run(&app, a),

@@ -38,6 +38,8 @@ impl Compiler<'_> {
                 Some(self.vendor(loader, t, image, base_label, &mut definitions)?)
             }
         };
+        let lock_request =
+            self.lock_request(loader, t, &label, image, vendor.as_ref(), &mut definitions)?;
         // The base's own tree first: a base without a release date gives the image its
         // epoch from what it holds.
         let base_tree = match &vendor {
@@ -71,6 +73,13 @@ impl Compiler<'_> {
                 dependencies.push((v.base.url.clone(), v.base.sha256.clone(), Some("base".to_owned())));
                 unpack_node = Some(unpack);
                 deps.push(tree);
+                // Packages first: the board's and the image's layers override what the
+                // packages install (their configuration files above all).
+                if let Some(req) = &lock_request {
+                    let node = self.packages(req, tree, &epoch, &step_name("packages"))?;
+                    deps.push(node);
+                    layer_labels.push(format!("packages({})", req.entry));
+                }
                 let board_layer = self.board_layer(v, &epoch, &step_name("board"));
                 deps.push(board_layer);
                 layer_labels.push(v.board_label.to_string());

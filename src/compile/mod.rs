@@ -14,6 +14,7 @@ mod error;
 mod hive;
 mod image;
 mod layers;
+mod packages;
 mod vendor;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use w4b_graph::{Graph, NodeId, Step};
 
 pub use self::epoch::PlanEpoch;
 pub use self::error::CompileError;
+pub use self::packages::LockRequest;
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, Fetcher, Netrc};
 use crate::store::AppStore;
@@ -79,6 +81,8 @@ pub(super) struct Compiler<'a> {
     /// The netrc file with download credentials, and whether it must exist: `W4B_NETRC`
     /// must, the default `$HOME/.netrc` may be absent. Read with the first fetch step.
     netrc: Option<(std::path::PathBuf, bool)>,
+    /// `w4b.lock`, read with the first image that installs packages.
+    lockfile: Option<Arc<crate::lockfile::Lockfile>>,
 }
 
 /// The real path of the workspace path `rel`, which must not lead out of the workspace
@@ -116,7 +120,7 @@ impl Compiler<'_> {
     /// `mirrors:` of `w4b.yaml`, for a fetch step.
     /// With `W4B_DOWNLOAD_SERVER`, that server comes first for the Raspberry Pi download
     /// hosts (`https://downloads.raspberrypi.com/…` → `<server>/…`).
-    fn mirrors(&self) -> Vec<(String, Vec<String>)> {
+    pub(crate) fn mirrors(&self) -> Vec<(String, Vec<String>)> {
         let mut m: BTreeMap<String, Vec<String>> = self.ws.config().mirrors.clone();
         if let Some(server) = &self.download_server {
             for host in [
@@ -189,20 +193,9 @@ pub fn compile(
         graph: Graph::new(),
         fetcher: None,
         secret_key: None,
-        netrc: match env.get("W4B_NETRC").filter(|v| !v.is_empty()) {
-            Some(path) => Some((path.into(), true)),
-            None => env
-                .get("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|home| (std::path::Path::new(home).join(".netrc"), false)),
-        },
-        download_server: env.get("W4B_DOWNLOAD_SERVER").filter(|v| !v.is_empty()).map(|v| {
-            if v.ends_with('/') {
-                v.clone()
-            } else {
-                format!("{v}/")
-            }
-        }),
+        lockfile: None,
+        netrc: netrc_of(env),
+        download_server: download_server_of(env),
     };
     let mut targets = Vec::new();
     for label in labels {
@@ -254,5 +247,105 @@ pub fn compile(
     Ok(Plan {
         graph: c.graph,
         targets,
+    })
+}
+
+/// What `w4b lock` needs: every lock request of the targets (one per entry name, the
+/// first target that asks names it), and a graph whose `tree` nodes are the bases' root
+/// trees, so their dpkg databases can be read.
+pub struct LockPlan {
+    pub graph: Graph,
+    /// Each request with its base's root tree node.
+    pub requests: Vec<(LockRequest, NodeId)>,
+    /// The workspace's downloader (timeouts, limits, netrc) and `mirrors:`, for the
+    /// repositories' indices.
+    pub fetcher: Arc<Fetcher>,
+    pub mirrors: Vec<(String, Vec<String>)>,
+}
+
+/// Loads every label (images and hives; other kinds are skipped) and plans what locking
+/// their package sets needs. Downloads nothing.
+pub fn lock_plan(
+    ws: &Workspace,
+    store: &Arc<AppStore>,
+    labels: &[Label],
+    env: &BTreeMap<String, String>,
+    sets: &[String],
+) -> miette::Result<LockPlan> {
+    let loader = Loader::new(ws.clone(), env.clone(), sets)?.with_parse_cache(store.parse_cache());
+    prefetch(&loader, labels);
+    let mut c = Compiler {
+        ws,
+        store,
+        graph: Graph::new(),
+        fetcher: None,
+        secret_key: None,
+        lockfile: None,
+        netrc: netrc_of(env),
+        download_server: download_server_of(env),
+    };
+    let mut requests: Vec<(LockRequest, NodeId)> = Vec::new();
+    for label in labels {
+        let t = loader.load(label)?;
+        let (image_target, image, name) = match &t.target {
+            Target::Image(image) => (t.clone(), image.clone(), label.to_string()),
+            Target::Hive(_) => {
+                let hive = crate::hive::load::resolve(&loader, label)?;
+                let it = loader.load(&hive.image)?;
+                let Target::Image(image) = &it.target else {
+                    continue;
+                };
+                (it.clone(), image.clone(), label.to_string())
+            }
+            _ => continue,
+        };
+        if image.packages.is_empty() {
+            continue;
+        }
+        let mut definitions = BTreeMap::new();
+        let vendor = match &image.base {
+            defs::Base::Scratch => None,
+            defs::Base::Image(base_label) => {
+                Some(c.vendor(&loader, &image_target, &image, base_label, &mut definitions)?)
+            }
+        };
+        let Some(req) = c.lock_request(&loader, &image_target, &name, &image, vendor.as_ref(), &mut definitions)?
+        else {
+            continue;
+        };
+        if requests.iter().any(|(r, _)| r.entry == req.entry) {
+            continue;
+        }
+        let Some(v) = &vendor else { continue };
+        let (_, tree) = c.base_tree(v)?;
+        requests.push((req, tree));
+    }
+    let fetcher = c.fetcher()?;
+    let mirrors = c.mirrors();
+    Ok(LockPlan {
+        graph: c.graph,
+        requests,
+        fetcher,
+        mirrors,
+    })
+}
+
+fn netrc_of(env: &BTreeMap<String, String>) -> Option<(std::path::PathBuf, bool)> {
+    match env.get("W4B_NETRC").filter(|v| !v.is_empty()) {
+        Some(path) => Some((path.into(), true)),
+        None => env
+            .get("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|home| (std::path::Path::new(home).join(".netrc"), false)),
+    }
+}
+
+fn download_server_of(env: &BTreeMap<String, String>) -> Option<String> {
+    env.get("W4B_DOWNLOAD_SERVER").filter(|v| !v.is_empty()).map(|v| {
+        if v.ends_with('/') {
+            v.clone()
+        } else {
+            format!("{v}/")
+        }
     })
 }

@@ -39,6 +39,7 @@ pub mod fetch;
 pub mod firstboot;
 pub mod graft;
 pub mod hive_check;
+pub mod install;
 pub mod layer;
 pub mod mkfs;
 pub mod module;

@@ -1,0 +1,382 @@
+//! `w4b lock`'s resolution of one lock entry: repositories read through their signed
+//! chain, the base's dpkg database, the resolver, and the entry written down.
+//!
+//! The chain of trust, per repository (see `docs/security.md`, "Package repositories"):
+//!
+//! 1. `dists/<suite>/InRelease` is downloaded (it is the only unpinned download) and its
+//!    OpenPGP signature checked against the key the package set pins
+//!    ([`super::signature`]); a `trusted: true` repository's `Release` is taken unsigned.
+//! 2. The verified `Release` lists each index's sha256 and size; the indices are fetch
+//!    steps keyed by that sha256 (cached, mirrors apply) and checked again, decompressed,
+//!    against it ([`super::release::verify_index`]).
+//! 3. Each index paragraph gives a `.deb`'s sha256, which goes into the lock; a build
+//!    fetches the `.deb` by it.
+//!
+//! Resolution itself is [`super::resolve`]; what the base already has comes from its own
+//! `/var/lib/dpkg/status`, so it is neither reinstalled nor contradicted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use super::release::{IndexRef, Release};
+use super::resolve::{self, Candidate, Installed, Options};
+use super::signature::{verify_clearsigned, Fingerprint, Keyring};
+use crate::defs::packages::{PackageSet, Repository, Trust};
+use crate::download::{redact_url, Fetcher};
+use crate::lockfile::{Entry, LockedPackage, LockedRepository};
+
+/// The largest `InRelease` w4b reads (Debian's is about 150 KiB).
+const MAX_RELEASE: u64 = 16 << 20;
+/// The largest index w4b decompresses (Debian bookworm's arm64 `Packages` is about 45 MiB).
+pub const MAX_INDEX: u64 = 1 << 30;
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum LockError {
+    #[error("cannot read the release file of repository `{repo}` (`{url}`)")]
+    #[diagnostic(
+        code(w4b::lock::release_unavailable),
+        help("check the repository's `url` and `suite` in `{defined_in}`; `{url}` must exist")
+    )]
+    ReleaseUnavailable {
+        repo: String,
+        url: String,
+        defined_in: String,
+        #[source]
+        #[diagnostic_source]
+        source: crate::download::FetchError,
+    },
+
+    #[error("the signature of repository `{repo}` (`{url}`) does not verify against its pinned key")]
+    #[diagnostic(
+        code(w4b::lock::bad_signature),
+        help("the repository's `InRelease` must be signed by the key pinned in `{defined_in}`; if the archive rotated its key, pin the new one after checking its fingerprint out of band")
+    )]
+    BadSignature {
+        repo: String,
+        url: String,
+        defined_in: String,
+        #[source]
+        #[diagnostic_source]
+        source: super::signature::SignatureError,
+    },
+
+    #[error("cannot read the pinned key `{path}` of repository `{repo}`")]
+    #[diagnostic(
+        code(w4b::lock::bad_key),
+        help("`key:` names an OpenPGP public key or keyring file (armored `.asc` or binary `.gpg`) inside the workspace")
+    )]
+    BadKey {
+        repo: String,
+        path: String,
+        #[source]
+        #[diagnostic_source]
+        source: Box<dyn Diagnostic + Send + Sync>,
+    },
+
+    #[error("the release file of repository `{repo}` (`{url}`) is not usable")]
+    #[diagnostic(code(w4b::lock::bad_release))]
+    BadRelease {
+        repo: String,
+        url: String,
+        #[source]
+        #[diagnostic_source]
+        source: super::release::ReleaseError,
+    },
+
+    #[error("the index `{path}` of repository `{repo}` does not match its signed release file")]
+    #[diagnostic(
+        code(w4b::lock::bad_index),
+        help("a mirror served an index that differs from the one `InRelease` lists (a mirror in the middle of an update, or tampering); run `w4b lock` again later, or use another mirror")
+    )]
+    BadIndex {
+        repo: String,
+        path: String,
+        #[source]
+        #[diagnostic_source]
+        source: super::release::ReleaseError,
+    },
+
+    #[error("the index `{path}` of repository `{repo}` is malformed")]
+    #[diagnostic(code(w4b::lock::bad_index))]
+    MalformedIndex {
+        repo: String,
+        path: String,
+        #[source]
+        #[diagnostic_source]
+        source: resolve::PackageError,
+    },
+
+    #[error("the base `{base}` has no dpkg database (`/var/lib/dpkg/status`)")]
+    #[diagnostic(
+        code(w4b::lock::base_without_dpkg),
+        help("package sets are installed with the base's own dpkg: use a Debian-based base such as Raspberry Pi OS")
+    )]
+    BaseWithoutDpkg { base: String },
+
+    #[error("the dpkg database of the base `{base}` is malformed")]
+    #[diagnostic(code(w4b::lock::bad_status))]
+    BadStatus {
+        base: String,
+        #[source]
+        #[diagnostic_source]
+        source: resolve::PackageError,
+    },
+
+    #[error("`{entry}` cannot be resolved (for `{target}`, at {at})")]
+    #[diagnostic(code(w4b::lock::unresolvable))]
+    Unresolvable {
+        entry: String,
+        target: String,
+        at: String,
+        #[source]
+        #[diagnostic_source]
+        source: resolve::ResolveError,
+    },
+}
+
+/// A repository's verified release, read for one architecture.
+pub struct RepoRelease {
+    pub repo: Repository,
+    /// Where the package set that defines it is (for messages).
+    pub defined_in: String,
+    pub release: Release,
+    pub locked: LockedRepository,
+    /// The indices to fetch: `(path below dists/<suite>/, what it must be)`.
+    pub indices: Vec<IndexRef>,
+}
+
+impl RepoRelease {
+    /// The URL of an index, by hash when the repository offers it (immune to a mirror
+    /// updating between the release file and the index).
+    pub fn index_url(&self, index: &IndexRef) -> String {
+        let path = if self.release.acquire_by_hash {
+            index.by_hash_path()
+        } else {
+            index.path.clone()
+        };
+        format!("{}/dists/{}/{path}", self.repo.url, self.repo.suite)
+    }
+}
+
+/// Downloads and verifies `repo`'s release file; `key_bytes` is the pinned key file's
+/// content (`None` for `trusted: true`).
+pub fn read_release(
+    fetcher: &Fetcher,
+    mirrors: &[(String, Vec<String>)],
+    repo: &Repository,
+    key_bytes: Option<&[u8]>,
+    arch: &str,
+    defined_in: &str,
+) -> Result<RepoRelease, LockError> {
+    let dists = format!("{}/dists/{}", repo.url, repo.suite);
+    let (file, signed) = match &repo.trust {
+        Trust::Key { .. } => ("InRelease", true),
+        Trust::Unsigned => ("Release", false),
+    };
+    let url = format!("{dists}/{file}");
+    let shown = redact_url(&url).into_owned();
+    let bytes = fetcher
+        .get_unpinned(&url, mirrors, MAX_RELEASE)
+        .map_err(|source| LockError::ReleaseUnavailable {
+            repo: repo.name.clone(),
+            url: shown.clone(),
+            defined_in: defined_in.to_owned(),
+            source,
+        })?;
+    let (payload, signed_by): (Vec<u8>, Option<Fingerprint>) = match (&repo.trust, signed) {
+        (Trust::Key { file, fingerprint }, true) => {
+            let key_bytes = key_bytes.unwrap_or_default();
+            let bad_key = |e: super::signature::SignatureError| LockError::BadKey {
+                repo: repo.name.clone(),
+                path: file.to_string(),
+                source: Box::new(e),
+            };
+            let mut keys = Keyring::from_bytes(key_bytes).map_err(bad_key)?;
+            if let Some(f) = fingerprint {
+                let f: Fingerprint = f.parse().map_err(bad_key)?;
+                keys = keys.select(&f).map_err(bad_key)?;
+            }
+            let verified = verify_clearsigned(&bytes, &keys).map_err(|source| LockError::BadSignature {
+                repo: repo.name.clone(),
+                url: shown.clone(),
+                defined_in: defined_in.to_owned(),
+                source,
+            })?;
+            let signer = verified.signer().primary.clone();
+            (verified.payload, Some(signer))
+        }
+        _ => (bytes.clone(), None),
+    };
+    let release = Release::parse_for_suite(&payload, &repo.suite).map_err(|source| LockError::BadRelease {
+        repo: repo.name.clone(),
+        url: shown.clone(),
+        source,
+    })?;
+    let mut indices = Vec::new();
+    for component in &repo.components {
+        let index = release
+            .index(&format!("{component}/binary-{arch}/Packages"))
+            .map_err(|source| LockError::BadRelease {
+                repo: repo.name.clone(),
+                url: shown.clone(),
+                source,
+            })?;
+        indices.push(index);
+        // Archives that keep `Architecture: all` packages apart list them separately.
+        if let Ok(all) = release.index(&format!("{component}/binary-all/Packages")) {
+            indices.push(all);
+        }
+    }
+    use sha2::Digest as _;
+    let locked = LockedRepository {
+        name: repo.name.clone(),
+        url: redact_url(&repo.url).into_owned(),
+        suite: repo.suite.clone(),
+        signed_by: signed_by.map(|f| f.as_str().to_owned()),
+        date: release.date.as_ref().map(|(text, _)| text.clone()),
+        release_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+    };
+    Ok(RepoRelease {
+        repo: repo.clone(),
+        defined_in: defined_in.to_owned(),
+        release,
+        locked,
+        indices,
+    })
+}
+
+/// Checks a downloaded index against its release entry and reads its packages, marked
+/// as coming from repository number `position`.
+pub fn read_index(
+    repo: &RepoRelease,
+    index: &IndexRef,
+    bytes: &[u8],
+    position: usize,
+) -> Result<Vec<Candidate>, LockError> {
+    let text = super::release::verify_index(bytes, index, MAX_INDEX).map_err(|source| LockError::BadIndex {
+        repo: repo.repo.name.clone(),
+        path: index.path.clone(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    Candidate::read_index(&text, position).map_err(|source| LockError::MalformedIndex {
+        repo: repo.repo.name.clone(),
+        path: index.path.clone(),
+        source,
+    })
+}
+
+/// Reads a base's `/var/lib/dpkg/status` (its text, or `None` when absent).
+pub fn read_base(base: &str, status: Option<&[u8]>) -> Result<Vec<Installed>, LockError> {
+    let Some(status) = status else {
+        return Err(LockError::BaseWithoutDpkg { base: base.to_owned() });
+    };
+    let text = String::from_utf8_lossy(status);
+    resolve::read_status(&text).map_err(|source| LockError::BadStatus {
+        base: base.to_owned(),
+        source,
+    })
+}
+
+/// What one entry is resolved from.
+pub struct EntryInputs<'a> {
+    /// The entry's name, the target that asked and where, for messages.
+    pub entry: &'a str,
+    pub target: &'a str,
+    pub at: &'a str,
+    pub inputs: &'a str,
+    pub arch: &'a str,
+    pub sets: &'a [(crate::defs::Label, PackageSet)],
+    /// The entry's repositories in order, each with its candidates.
+    pub repositories: &'a [(&'a RepoRelease, &'a [Candidate])],
+    pub base: &'a [Installed],
+    /// Versions to keep when they still satisfy everything (from the previous lock).
+    pub prefer: &'a BTreeMap<String, String>,
+}
+
+/// Resolves one entry.
+pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
+    let mut universe: Vec<Candidate> = Vec::new();
+    for (_, candidates) in e.repositories {
+        universe.extend(candidates.iter().cloned());
+    }
+    // A preferred version is kept by dropping the other versions of that name, when the
+    // preferred one is still offered; the resolver then picks it as the only candidate.
+    if !e.prefer.is_empty() {
+        let offered: BTreeSet<(&str, String)> = universe
+            .iter()
+            .map(|c| (c.name.as_str(), c.version.to_string()))
+            .collect();
+        let keep: BTreeMap<&str, &str> = e
+            .prefer
+            .iter()
+            .filter(|(n, v)| offered.contains(&(n.as_str(), (*v).clone())))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        universe.retain(|c| match keep.get(c.name.as_str()) {
+            Some(v) => c.version.to_string() == *v,
+            None => true,
+        });
+    }
+    let mut requests = Vec::new();
+    let mut options = Options::new(e.arch);
+    for (_, set) in e.sets {
+        for p in &set.packages {
+            let r = resolve::Request::parse(&p.value.to_string()).map_err(|source| LockError::Unresolvable {
+                entry: e.entry.to_owned(),
+                target: e.target.to_owned(),
+                at: e.at.to_owned(),
+                source,
+            })?;
+            if !requests.iter().any(|q: &resolve::Request| q.name == r.name) {
+                requests.push(r);
+            }
+        }
+        options.exclude.extend(set.exclude.iter().map(|x| x.value.clone()));
+        options.recommends |= set.recommends;
+    }
+    let resolution =
+        resolve::resolve(&universe, e.base, &requests, &options).map_err(|source| LockError::Unresolvable {
+            entry: e.entry.to_owned(),
+            target: e.target.to_owned(),
+            at: e.at.to_owned(),
+            source,
+        })?;
+    let mut packages: Vec<LockedPackage> = resolution
+        .install
+        .iter()
+        .map(|c| {
+            let cand = c.candidate;
+            LockedPackage {
+                name: cand.name.clone(),
+                version: cand.version.to_string(),
+                architecture: cand.architecture.clone(),
+                size: cand.size,
+                sha256: cand.sha256.clone(),
+                repository: e
+                    .repositories
+                    .get(cand.repository)
+                    .map(|(r, _)| r.repo.name.clone())
+                    .unwrap_or_default(),
+                filename: cand.filename.clone(),
+            }
+        })
+        .collect();
+    packages.sort();
+    let mut base_packages: Vec<String> = resolution
+        .from_base
+        .iter()
+        .map(|b| format!("{}={}", b.name, b.version))
+        .collect();
+    base_packages.sort();
+    base_packages.dedup();
+    Ok(Entry {
+        inputs: e.inputs.to_owned(),
+        architecture: e.arch.to_owned(),
+        repositories: e.repositories.iter().map(|(r, _)| r.locked.clone()).collect(),
+        base_packages,
+        packages,
+    })
+}

@@ -1,0 +1,203 @@
+//! The package stage: an image's package sets, as `w4b.lock` pins them, become one `fetch`
+//! step per `.deb` (keyed by its sha256, shared by every image that installs it) and one
+//! `install` step that runs them into the base's tree and yields a changeset, overlaid
+//! before the board's and the image's layers.
+//!
+//! A build never resolves: the image's sets, architecture and base name a lock entry
+//! ([`lockfile::entry_name`]), whose `inputs` digest must equal the digest of what the
+//! definitions say now ([`lockfile::inputs_digest`]). A missing or stale entry is an error
+//! that says to run `w4b lock`; nothing is fetched before it is fixed.
+
+use std::sync::Arc;
+
+use w4b_graph::NodeId;
+
+use super::vendor::Vendor;
+use super::{loc, CompileError, Compiler, PlanEpoch};
+use crate::defs::{self, Kind, Label, LoadedTarget, Loader, PackageSet, Target};
+use crate::lockfile::{self, Lockfile, LOCK_FILE};
+use crate::steps::fetch::{parse_sha256, FetchStep};
+use crate::steps::install::{InstallStep, LockedDeb};
+
+/// What an image asks of `w4b.lock`: the entry it needs and what makes that entry current.
+#[derive(Clone, Debug)]
+pub struct LockRequest {
+    /// The image (or hive) that asks, for messages.
+    pub target: String,
+    /// Where the image lists its sets (`defs/images/edge.yaml:7:11`).
+    pub at: String,
+    /// [`lockfile::entry_name`].
+    pub entry: String,
+    /// [`lockfile::inputs_digest`].
+    pub inputs: String,
+    /// The sets, loaded, in the image's order.
+    pub sets: Vec<(Label, PackageSet)>,
+    pub arch: defs::Arch,
+    /// The base and its pinned sha256 (`None`: an empty tree).
+    pub base: Option<(Label, String)>,
+}
+
+impl Compiler<'_> {
+    /// The image's lock request, or `None` when it lists no package sets. Loads the sets
+    /// and adds their files to `definitions`.
+    pub(super) fn lock_request(
+        &mut self,
+        loader: &Loader,
+        t: &LoadedTarget,
+        target_label: &str,
+        image: &defs::Image,
+        vendor: Option<&Vendor>,
+        definitions: &mut std::collections::BTreeMap<String, w4b_cache::Digest>,
+    ) -> miette::Result<Option<LockRequest>> {
+        if image.packages.is_empty() {
+            return Ok(None);
+        }
+        let at = loc(t, "packages").or_else(|| loc(t, "packages[0]")).unwrap_or_default();
+        let Some(v) = vendor else {
+            return Err(CompileError::PackagesWithoutBase {
+                image: target_label.to_owned(),
+                at,
+            }
+            .into());
+        };
+        let mut sets = Vec::new();
+        for (i, spanned) in image.packages.iter().enumerate() {
+            let st = loader.load_expecting(spanned, Kind::Packages)?;
+            let Target::Packages(set) = &st.target else {
+                return Err(CompileError::WrongKind {
+                    image: target_label.to_owned(),
+                    key: "packages",
+                    target: spanned.value.to_string(),
+                    kind: st.target.kind().to_string(),
+                    wanted: "packages",
+                    at: loc(t, &format!("packages[{i}]")).unwrap_or_else(|| at.clone()),
+                }
+                .into());
+            };
+            definitions.extend(st.files.iter().cloned());
+            sets.push((spanned.value.clone(), set.clone()));
+        }
+        let labels: Vec<Label> = sets.iter().map(|(l, _)| l.clone()).collect();
+        let arch = v.base.arch;
+        let entry = lockfile::entry_name(&labels, arch, Some(&v.base_label));
+        let refs: Vec<(&Label, &PackageSet)> = sets.iter().map(|(l, s)| (l, s)).collect();
+        let inputs = lockfile::inputs_digest(&refs, arch, Some(&v.base.sha256));
+        Ok(Some(LockRequest {
+            target: target_label.to_owned(),
+            at,
+            entry,
+            inputs,
+            sets,
+            arch,
+            base: Some((v.base_label.clone(), v.base.sha256.clone())),
+        }))
+    }
+
+    /// `w4b.lock`, read once per compile; an absent file is an empty lock.
+    fn lockfile(&mut self) -> miette::Result<Arc<Lockfile>> {
+        if let Some(l) = &self.lockfile {
+            return Ok(l.clone());
+        }
+        let path = self.ws.root().join(LOCK_FILE);
+        let lock = match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lockfile::new(),
+            _ => {
+                let real = super::host_path(self.ws, LOCK_FILE, || LOCK_FILE.to_owned())?;
+                let bytes = crate::defs::workspace::read(&real, LOCK_FILE)?;
+                let text = String::from_utf8(bytes).map_err(|_| CompileError::LockNotText)?;
+                Lockfile::parse(LOCK_FILE, &text).map_err(|e| miette::Report::new(*e))?
+            }
+        };
+        let lock = Arc::new(lock);
+        self.lockfile = Some(lock.clone());
+        Ok(lock)
+    }
+
+    /// The image's locked packages as steps: one `fetch` per `.deb` and the `install` step
+    /// over `base_tree`; returns the install step (its output is a `changeset`).
+    pub(super) fn packages(
+        &mut self,
+        req: &LockRequest,
+        base_tree: NodeId,
+        epoch: &PlanEpoch,
+        step_name: &str,
+    ) -> miette::Result<NodeId> {
+        let lock = self.lockfile()?;
+        let Some(entry) = lock.entries.get(&req.entry) else {
+            return Err(CompileError::NotLocked {
+                image: req.target.clone(),
+                entry: req.entry.clone(),
+                at: req.at.clone(),
+            }
+            .into());
+        };
+        if entry.inputs != req.inputs {
+            return Err(CompileError::StaleLock {
+                image: req.target.clone(),
+                entry: req.entry.clone(),
+                at: req.at.clone(),
+            }
+            .into());
+        }
+        let mirrors = self.mirrors();
+        let fetcher = self.fetcher()?;
+        let mut deps = vec![base_tree];
+        let mut debs = Vec::new();
+        for p in &entry.packages {
+            // The URL comes from the definitions, never from the lock: the lock's copy is
+            // redacted and only says where the package was found.
+            let repo = req
+                .sets
+                .iter()
+                .flat_map(|(_, s)| s.repositories.iter())
+                .find(|r| r.value.name == p.repository)
+                .ok_or_else(|| CompileError::StaleLock {
+                    image: req.target.clone(),
+                    entry: req.entry.clone(),
+                    at: req.at.clone(),
+                })?;
+            let url = format!("{}/{}", repo.value.url, p.filename);
+            let sha256 = parse_sha256(&p.sha256).map_err(miette::Report::new)?;
+            let fetch = Arc::new(FetchStep {
+                store: self.store.clone(),
+                fetcher: fetcher.clone(),
+                url,
+                sha256,
+                size: Some(p.size),
+                mirrors: mirrors.clone(),
+                declared_in: format!("{LOCK_FILE} ({})", p.spec()),
+            });
+            let node = self.add(
+                format!("//packages#{}_{}_{}.deb", p.name, p.version, p.architecture),
+                p.sha256.as_bytes(),
+                fetch,
+                vec![],
+            );
+            deps.push(node);
+            debs.push(LockedDeb {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                architecture: p.architecture.clone(),
+                sha256: p.sha256.clone(),
+            });
+        }
+        let step = Arc::new(InstallStep {
+            store: self.store.clone(),
+            entry: req.entry.clone(),
+            arch: req.arch,
+            debs,
+            epoch: epoch.for_step(&mut deps),
+        });
+        let def = format!(
+            "install {} epoch={epoch} {}",
+            req.entry,
+            entry
+                .packages
+                .iter()
+                .map(|p| p.sha256.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        Ok(self.add(step_name.to_owned(), def.as_bytes(), step, deps))
+    }
+}

@@ -1,0 +1,120 @@
+//! `install`: a lock entry's `.deb`s installed into the base's root tree at build time, for
+//! the image's architecture, by the engine in [`crate::install`] (dpkg in a chroot under
+//! qemu-user, maintainer scripts included), normalised into a `changeset` that the
+//! `overlay` step applies before the board's and the image's layers.
+//!
+//! | keyed (besides the version) | deliberately not keyed |
+//! |---|---|
+//! | the lock entry's name, each package's `name=version` and sha256 (params) | repository URLs and mirrors (the bytes are pinned) |
+//! | the base tree and every `.deb` (inputs: their BLAKE3) | the scratch directory, thread counts, host paths |
+//! | the architecture, the epoch (`SOURCE_DATE_EPOCH` of the scripts, mtimes) | the host's qemu and dpkg versions (the target's own dpkg runs) |
+//!
+//! Besides `changeset`, the step writes `packages`: the dpkg status of what it installed
+//! (name, version, architecture), a small JSON blob the manifest and `w4b why` read.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use w4b_cache::OutputRef;
+use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
+
+use super::epoch::Epoch;
+use crate::defs::Arch;
+use crate::install::{self, Deb, InstallError, Request};
+use crate::store::AppStore;
+use crate::tree::Blobs;
+
+/// One locked package, as the step is keyed by it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedDeb {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+}
+
+/// Input 0 is the base `tree`, inputs 1..=n the `.deb` files in lock order (each a fetch
+/// step's `file`), then the base's epoch when it is read from the base.
+pub struct InstallStep {
+    pub store: Arc<AppStore>,
+    /// The lock entry (`//packages:hive for arm64 on //bases:…`).
+    pub entry: String,
+    pub arch: Arch,
+    pub debs: Vec<LockedDeb>,
+    pub epoch: Epoch,
+}
+
+impl Step for InstallStep {
+    fn kind(&self) -> &'static str {
+        "install"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
+        let mut c = vec![
+            Component::param("entry", &self.entry),
+            Component::param("arch", self.arch.name()),
+            self.epoch.component(),
+        ];
+        // One component per package, so `w4b why` names the package that moved.
+        for d in &self.debs {
+            c.push(Component::param(
+                &format!("deb:{}", d.name),
+                &format!("{} {} {}", d.version, d.architecture, d.sha256),
+            ));
+        }
+        Ok(c)
+    }
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        let blobs: &dyn Blobs = self.store.as_ref();
+        let base = cx.input(0, "tree")?;
+        let mut debs = Vec::with_capacity(self.debs.len());
+        for i in 0..self.debs.len() {
+            debs.push(Deb::Blob(cx.input(i + 1, "file")?.digest));
+        }
+        let epoch = self.epoch.resolve(blobs, cx)?;
+        let arch = match self.arch {
+            Arch::Arm64 => install::Arch::Arm64,
+            Arch::Armhf => install::Arch::Armhf,
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("install-")
+            .tempdir_in(self.store.scratch_path(""))
+            .map_err(|e| StepError::context("cannot make a scratch directory in the cache", &e))?;
+        let root = scratch.path().join("root");
+        let req = Request {
+            base: base.digest,
+            debs: &debs,
+            arch,
+            epoch,
+            scratch: &root,
+        };
+        let installed = match install::install(blobs, &req, cx.cancel) {
+            Ok(i) => i,
+            Err(InstallError::Cancelled) => return Err(StepError::Cancelled),
+            Err(e) => return Err(StepError::diag(e)),
+        };
+        let report = serde_json::to_vec(&installed.packages)
+            .map_err(|e| StepError::msg(format!("cannot serialise the package list: {e}")))?;
+        let report_digest = blobs
+            .put(&report)
+            .map_err(super::tree_error)?;
+        let mut out = Outputs::new();
+        out.insert(
+            "changeset".into(),
+            OutputRef {
+                digest: installed.changeset_digest,
+                size: 0,
+            },
+        );
+        out.insert(
+            "packages".into(),
+            OutputRef {
+                digest: report_digest,
+                size: report.len() as u64,
+            },
+        );
+        Ok(out)
+    }
+}
