@@ -40,6 +40,9 @@
 //! 7. A base package too old for a versioned dependency is upgraded: its best candidate
 //!    meeting the constraint enters the closure. When an upgrade leaves a base package's
 //!    own `Depends` unmet (`foo (= old)`), that package is upgraded too, or it is an error.
+//!    And like apt (`APT::Get::Upgrade-By-Source-Package`), when a package enters the
+//!    closure, installed binaries of the same source package are upgraded to the
+//!    candidate built from the same source version, when there is one.
 //! 8. Once a name is chosen its version is fixed; a later relation the chosen version
 //!    does not meet is an error naming both chains.
 //! 9. `Conflicts` and `Breaks` between chosen packages, or between a chosen package and
@@ -110,6 +113,10 @@ pub struct Relationships {
 pub struct Candidate {
     pub name: String,
     pub version: Version,
+    /// The source package and its version (`Source: name (version)`; both default to
+    /// the binary's).
+    pub source: String,
+    pub source_version: Version,
     pub architecture: String,
     pub multi_arch: MultiArch,
     pub essential: bool,
@@ -130,6 +137,8 @@ pub struct Candidate {
 pub struct Installed {
     pub name: String,
     pub version: Version,
+    pub source: String,
+    pub source_version: Version,
     pub architecture: String,
     pub multi_arch: MultiArch,
     pub relations: Relationships,
@@ -179,6 +188,8 @@ pub enum PackageError {
 struct Common {
     name: String,
     version: Version,
+    source: String,
+    source_version: Version,
     architecture: String,
     multi_arch: MultiArch,
     relations: Relationships,
@@ -201,6 +212,21 @@ fn common(p: &Paragraph<'_>) -> Result<Common, PackageError> {
         line,
         source,
     })?;
+    let (source, source_version) = match p.get("Source").map(str::trim) {
+        None | Some("") => (name.clone(), version.clone()),
+        Some(text) => match text.split_once('(') {
+            None => (text.to_owned(), version.clone()),
+            Some((src, rest)) => {
+                let v = rest.strip_suffix(')').unwrap_or(rest);
+                let v = Version::parse(v).map_err(|source| PackageError::Version {
+                    package: name.clone(),
+                    line,
+                    source,
+                })?;
+                (src.trim().to_owned(), v)
+            }
+        },
+    };
     let architecture = required("Architecture")?.trim().to_owned();
     let multi_arch = match p.get("Multi-Arch").map(str::trim) {
         None | Some("no") => MultiArch::No,
@@ -238,6 +264,8 @@ fn common(p: &Paragraph<'_>) -> Result<Common, PackageError> {
     Ok(Common {
         name,
         version,
+        source,
+        source_version,
         architecture,
         multi_arch,
         relations,
@@ -271,6 +299,8 @@ impl Candidate {
             priority: Priority::parse(p.get("Priority")),
             name: c.name,
             version: c.version,
+            source: c.source,
+            source_version: c.source_version,
             architecture: c.architecture,
             multi_arch: c.multi_arch,
             relations: c.relations,
@@ -304,6 +334,8 @@ impl Installed {
         Ok(Some(Installed {
             name: c.name,
             version: c.version,
+            source: c.source,
+            source_version: c.source_version,
             architecture: c.architecture,
             multi_arch: c.multi_arch,
             relations: c.relations,
@@ -420,6 +452,8 @@ pub enum Reason {
     },
     /// A base package upgraded because the upgrade of `upgraded` broke its `relation`.
     Upgrade { upgraded: String, relation: String },
+    /// A base package upgraded along with `of`, a binary of the same source package.
+    SameSource { of: String, source: String },
 }
 
 impl fmt::Display for Reason {
@@ -431,6 +465,9 @@ impl fmt::Display for Reason {
             }
             Reason::Upgrade { upgraded, relation } => {
                 write!(f, "upgrading `{upgraded}` breaks the base's `{relation}`")
+            }
+            Reason::SameSource { of, source } => {
+                write!(f, "upgraded with `{of}` (both from source `{source}`)")
             }
         }
     }
@@ -547,6 +584,8 @@ struct Solver<'u> {
     /// Providers by virtual name: (candidate, provided version).
     providers: BTreeMap<&'u str, Vec<(usize, Option<&'u Version>)>>,
     base: BTreeMap<&'u str, &'u Installed>,
+    /// Base packages by source package name.
+    base_by_source: BTreeMap<&'u str, Vec<&'u Installed>>,
     base_providers: BTreeMap<&'u str, Vec<(&'u Installed, Option<&'u Version>)>>,
     chosen: BTreeMap<&'u str, (usize, Vec<Reason>)>,
     from_base: BTreeMap<&'u str, Vec<Reason>>,
@@ -615,12 +654,17 @@ pub fn resolve<'u>(
         }
     }
 
+    let mut base_by_source: BTreeMap<&str, Vec<&Installed>> = BTreeMap::new();
+    for i in base_map.values() {
+        base_by_source.entry(&i.source).or_default().push(i);
+    }
     let mut s = Solver {
         universe,
         options,
         by_name,
         providers,
         base: base_map,
+        base_by_source,
         base_providers,
         chosen: BTreeMap::new(),
         from_base: BTreeMap::new(),
@@ -791,6 +835,34 @@ impl<'u> Solver<'u> {
                 self.queue.push_back((&c.name, DepField::Recommends, g));
             }
         }
+        // Rule 7, third part (apt's `APT::Get::Upgrade-By-Source-Package`): installed
+        // binaries of the same source follow to the same source version, so a library
+        // and its `-dev` or client package never straddle two builds.
+        let siblings: Vec<usize> = self
+            .base_by_source
+            .get(c.source.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|b| b.name != c.name && !self.chosen.contains_key(b.name.as_str()))
+            .filter(|b| !self.options.exclude.contains(&b.name))
+            .filter_map(|b| {
+                self.by_name.get(b.name.as_str())?.iter().copied().find(|&j| {
+                    let s = &universe[j];
+                    s.source == c.source && s.source_version == c.source_version && s.version > b.version
+                })
+            })
+            .collect();
+        for j in siblings {
+            if !self.chosen.contains_key(universe[j].name.as_str()) {
+                self.add(
+                    j,
+                    Reason::SameSource {
+                        of: c.name.clone(),
+                        source: c.source.clone(),
+                    },
+                );
+            }
+        }
     }
 
     fn note(&mut self, met: Met, reason: Reason, rel_name: &str) {
@@ -890,6 +962,7 @@ impl<'u> Solver<'u> {
             let next = match self.chosen.get(at.as_str()).and_then(|(_, r)| r.first()) {
                 Some(Reason::Dependency { of, .. }) => of.clone(),
                 Some(Reason::Upgrade { upgraded, .. }) => upgraded.clone(),
+                Some(Reason::SameSource { of, .. }) => of.clone(),
                 _ => break,
             };
             names.push(next.clone());
