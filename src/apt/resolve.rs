@@ -57,8 +57,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use crate::formats::deb::{
-    Alternatives, ArchQualifier, Constraint, Paragraph, Relation, RelationError, Relations, Syntax,
-    Version, VersionError,
+    Alternatives, ArchQualifier, Constraint, Paragraph, Relation, RelationError, Relations, Syntax, Version,
+    VersionError,
 };
 
 /// `Multi-Arch` (the multiarch spec): only `allowed` matters with one architecture.
@@ -148,7 +148,10 @@ pub struct Installed {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PackageError {
     #[error("the paragraph on line {line} has no `{field}` field")]
-    #[diagnostic(code(w4b::apt::missing_field), help("the index is corrupt or not a `Packages`/`status` file"))]
+    #[diagnostic(
+        code(w4b::apt::missing_field),
+        help("the index is corrupt or not a `Packages`/`status` file")
+    )]
     MissingField { line: usize, field: &'static str },
 
     #[error("package `{package}` (line {line}) has an invalid `{field}`: `{value}`")]
@@ -180,7 +183,10 @@ pub enum PackageError {
     },
 
     #[error("the index is not valid control data (deb822)")]
-    #[diagnostic(code(w4b::apt::bad_index), help("the `Packages` or `status` file is corrupt or truncated"))]
+    #[diagnostic(
+        code(w4b::apt::bad_index),
+        help("the `Packages` or `status` file is corrupt or truncated")
+    )]
     Syntax(#[source] crate::formats::deb::ControlError),
 }
 
@@ -376,7 +382,9 @@ impl Request {
                     name: r.name.clone(),
                     constraint: r.constraint.clone(),
                 }),
-                [_] => Err(bad(String::from("qualifiers and restrictions have no meaning here"))),
+                [_] => Err(bad(String::from(
+                    "qualifiers and restrictions have no meaning here",
+                ))),
                 _ => Err(bad(String::from("alternatives (`|`) cannot be requested"))),
             },
             _ => Err(bad(String::from("one package per request"))),
@@ -534,7 +542,9 @@ pub enum ResolveError {
     )]
     Excluded { chain: String, name: String },
 
-    #[error("`{chain}`: `{name}` {version} is already chosen (for `{chosen_for}`) and does not satisfy this")]
+    #[error(
+        "`{chain}`: `{name}` {version} is already chosen (for `{chosen_for}`) and does not satisfy this"
+    )]
     #[diagnostic(
         code(w4b::apt::version_clash),
         help("the resolver does not backtrack: request the version that satisfies both explicitly (`{name} (= ...)`)")
@@ -546,21 +556,9 @@ pub enum ResolveError {
         chosen_for: String,
     },
 
-    #[error("`{a}` {a_version} {field} `{relation}`, which `{b}` {b_version} matches")]
-    #[diagnostic(
-        code(w4b::apt::conflict),
-        help("`{a}` is here for `{a_chain}`, `{b}` for `{b_chain}`; exclude one, or pick an alternative that avoids it")
-    )]
-    Conflict {
-        a: String,
-        a_version: String,
-        a_chain: String,
-        field: &'static str,
-        relation: String,
-        b: String,
-        b_version: String,
-        b_chain: String,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Conflict(Box<ConflictError>),
 
     #[error("upgrading `{upgraded}` breaks the base's `{package}` (`{relation}`), and no candidate of `{package}` fixes it")]
     #[diagnostic(
@@ -573,6 +571,24 @@ pub enum ResolveError {
         relation: String,
         chain: String,
     },
+}
+
+/// Two packages that cannot be installed together (rule 9).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("`{a}` {a_version} {field} `{relation}`, which `{b}` {b_version} matches")]
+#[diagnostic(
+    code(w4b::apt::conflict),
+    help("`{a}` is here for `{a_chain}`, `{b}` for `{b_chain}`; exclude one, or pick an alternative that avoids it")
+)]
+pub struct ConflictError {
+    pub a: String,
+    pub a_version: String,
+    pub a_chain: String,
+    pub field: &'static str,
+    pub relation: String,
+    pub b: String,
+    pub b_version: String,
+    pub b_chain: String,
 }
 
 /// One resolution in progress; see the module doc for the rules.
@@ -622,7 +638,10 @@ pub fn resolve<'u>(
         }
         by_name.entry(&c.name).or_default().push(i);
         for p in &c.relations.provides {
-            providers.entry(&p.name).or_default().push((i, provided_version(p)));
+            providers
+                .entry(&p.name)
+                .or_default()
+                .push((i, provided_version(p)));
         }
     }
     let preference = |&a: &usize, &b: &usize| {
@@ -650,7 +669,10 @@ pub fn resolve<'u>(
     let mut base_providers: BTreeMap<&str, Vec<(&Installed, Option<&Version>)>> = BTreeMap::new();
     for i in base_map.values() {
         for p in &i.relations.provides {
-            base_providers.entry(&p.name).or_default().push((i, provided_version(p)));
+            base_providers
+                .entry(&p.name)
+                .or_default()
+                .push((i, provided_version(p)));
         }
     }
 
@@ -757,7 +779,9 @@ impl<'u> Solver<'u> {
             }
         }
         for &(b, v) in self.base_providers.get(rel.name.as_str()).into_iter().flatten() {
-            if !self.chosen.contains_key(b.name.as_str()) && provides_meets(rel, v) && self.qualifier_ok(rel, b.multi_arch)
+            if !self.chosen.contains_key(b.name.as_str())
+                && provides_meets(rel, v)
+                && self.qualifier_ok(rel, b.multi_arch)
             {
                 return Some(Met::Base(b.name.clone()));
             }
@@ -807,7 +831,10 @@ impl<'u> Solver<'u> {
         }
         match self.by_name.get(rel.name.as_str()) {
             Some(list) => {
-                let mut versions: Vec<String> = list.iter().map(|&i| format!("`{}`", self.universe[i].version)).collect();
+                let mut versions: Vec<String> = list
+                    .iter()
+                    .map(|&i| format!("`{}`", self.universe[i].version))
+                    .collect();
                 versions.dedup();
                 Err(Miss::NoVersion(versions.join(", ")))
             }
@@ -871,10 +898,15 @@ impl<'u> Solver<'u> {
                 // The name satisfying it: the package itself or the chosen provider.
                 let name = match self.chosen.get(rel_name) {
                     Some(_) => Some(rel_name.to_owned()),
-                    None => self.providers.get(rel_name).into_iter().flatten().find_map(|&(i, _)| {
-                        let n = self.universe[i].name.as_str();
-                        (self.chosen.get(n).map(|&(j, _)| j) == Some(i)).then(|| n.to_owned())
-                    }),
+                    None => self
+                        .providers
+                        .get(rel_name)
+                        .into_iter()
+                        .flatten()
+                        .find_map(|&(i, _)| {
+                            let n = self.universe[i].name.as_str();
+                            (self.chosen.get(n).map(|&(j, _)| j) == Some(i)).then(|| n.to_owned())
+                        }),
                 };
                 if let Some((_, reasons)) = name.and_then(|n| self.chosen.get_mut(n.as_str())) {
                     if !reasons.contains(&reason) {
@@ -1037,7 +1069,9 @@ impl<'u> Solver<'u> {
                     .get(name)
                     .and_then(|l| l.first())
                     .copied()
-                    .filter(|&i| self.universe[i].version > b.version && !self.options.exclude.contains(&b.name));
+                    .filter(|&i| {
+                        self.universe[i].version > b.version && !self.options.exclude.contains(&b.name)
+                    });
                 match fix {
                     Some(i) => {
                         fixes.push((
@@ -1081,7 +1115,10 @@ impl<'u> Solver<'u> {
         let mut provided: BTreeMap<&str, Vec<(&str, Option<&Version>)>> = BTreeMap::new();
         for (name, (_, rels, _)) in &present {
             for p in &rels.provides {
-                provided.entry(&p.name).or_default().push((name, provided_version(p)));
+                provided
+                    .entry(&p.name)
+                    .or_default()
+                    .push((name, provided_version(p)));
             }
         }
         for (a, (a_version, rels, a_chosen)) in &present {
@@ -1112,7 +1149,7 @@ impl<'u> Solver<'u> {
                                 String::from("the base")
                             }
                         };
-                        return Err(ResolveError::Conflict {
+                        return Err(ResolveError::Conflict(Box::new(ConflictError {
                             a: (*a).to_owned(),
                             a_version: a_version.to_string(),
                             a_chain: chain_of(a),
@@ -1121,7 +1158,7 @@ impl<'u> Solver<'u> {
                             b: b.to_owned(),
                             b_version: b_version.to_string(),
                             b_chain: chain_of(b),
-                        });
+                        })));
                     }
                 }
             }
@@ -1157,7 +1194,9 @@ mod tests {
     }
 
     fn installed(name: &str, version: &str, fields: &[(&str, &str)]) -> Installed {
-        let mut text = format!("Package: {name}\nStatus: install ok installed\nVersion: {version}\nArchitecture: arm64\n");
+        let mut text = format!(
+            "Package: {name}\nStatus: install ok installed\nVersion: {version}\nArchitecture: arm64\n"
+        );
         for (f, v) in fields {
             text.push_str(&format!("{f}: {v}\n"));
         }
@@ -1180,7 +1219,11 @@ mod tests {
             .collect()
     }
 
-    fn run(universe: &[Candidate], base: &[Installed], requests: &[&str]) -> Result<Vec<String>, ResolveError> {
+    fn run(
+        universe: &[Candidate],
+        base: &[Installed],
+        requests: &[&str],
+    ) -> Result<Vec<String>, ResolveError> {
         let o = opts();
         resolve(universe, base, &req(requests), &o).map(|r| names(&r))
     }
@@ -1188,7 +1231,14 @@ mod tests {
     #[test]
     fn follows_depends_and_pre_depends_and_records_reasons() {
         let u = vec![
-            cand("app", "1.0", &[("Depends", "libfoo (>= 1.0), tool"), ("Pre-Depends", "init-system-helpers")]),
+            cand(
+                "app",
+                "1.0",
+                &[
+                    ("Depends", "libfoo (>= 1.0), tool"),
+                    ("Pre-Depends", "init-system-helpers"),
+                ],
+            ),
             cand("libfoo", "1.2", &[("Depends", "libc6")]),
             cand("tool", "2", &[]),
             cand("libc6", "2.36", &[]),
@@ -1197,7 +1247,16 @@ mod tests {
         ];
         let o = opts();
         let r = resolve(&u, &[], &req(&["app"]), &o).unwrap();
-        assert_eq!(names(&r), ["app=1.0", "init-system-helpers=1.65", "libc6=2.36", "libfoo=1.2", "tool=2"]);
+        assert_eq!(
+            names(&r),
+            [
+                "app=1.0",
+                "init-system-helpers=1.65",
+                "libc6=2.36",
+                "libfoo=1.2",
+                "tool=2"
+            ]
+        );
         let reason = |n: &str| r.install.iter().find(|c| c.candidate.name == n).unwrap().reasons[0].clone();
         assert_eq!(reason("app"), Reason::Requested);
         assert_eq!(
@@ -1234,30 +1293,51 @@ mod tests {
 
     #[test]
     fn equal_versions_go_to_the_first_repository() {
-        let u = vec![cand_in(1, "libfoo", "1.0", &[]), cand_in(0, "libfoo", "1.0", &[]), cand_in(2, "libfoo", "0.9", &[])];
+        let u = vec![
+            cand_in(1, "libfoo", "1.0", &[]),
+            cand_in(0, "libfoo", "1.0", &[]),
+            cand_in(2, "libfoo", "0.9", &[]),
+        ];
         let o = opts();
         let r = resolve(&u, &[], &req(&["libfoo"]), &o).unwrap();
         assert_eq!(r.install[0].candidate.repository, 0);
         let u = vec![cand_in(0, "libfoo", "1.0", &[]), cand_in(1, "libfoo", "1.1", &[])];
         let r = resolve(&u, &[], &req(&["libfoo"]), &o).unwrap();
-        assert_eq!(r.install[0].candidate.repository, 1, "a higher version beats repository order");
+        assert_eq!(
+            r.install[0].candidate.repository, 1,
+            "a higher version beats repository order"
+        );
     }
 
     #[test]
     fn alternatives_prefer_what_is_already_there_then_the_first_installable() {
         let u = vec![
-            cand("app", "1", &[("Depends", "default-mta | mail-transport-agent, awk-a | awk-b")]),
+            cand(
+                "app",
+                "1",
+                &[("Depends", "default-mta | mail-transport-agent, awk-a | awk-b")],
+            ),
             cand("default-mta", "1", &[("Provides", "mail-transport-agent")]),
             cand("postfix", "1", &[("Provides", "mail-transport-agent")]),
             cand("awk-b", "1", &[]),
             cand("other", "1", &[("Depends", "postfix")]),
         ];
         // Nothing there: the first alternative with a candidate, skipping `awk-a`.
-        assert_eq!(run(&u, &[], &["app"]).unwrap(), ["app=1", "awk-b=1", "default-mta=1"]);
+        assert_eq!(
+            run(&u, &[], &["app"]).unwrap(),
+            ["app=1", "awk-b=1", "default-mta=1"]
+        );
         // A provider already chosen satisfies the second alternative.
-        assert_eq!(run(&u, &[], &["other", "app"]).unwrap(), ["app=1", "awk-b=1", "other=1", "postfix=1"]);
+        assert_eq!(
+            run(&u, &[], &["other", "app"]).unwrap(),
+            ["app=1", "awk-b=1", "other=1", "postfix=1"]
+        );
         // A provider in the base does too, and is listed as used from the base.
-        let base = [installed("exim4", "4.96", &[("Provides", "mail-transport-agent")])];
+        let base = [installed(
+            "exim4",
+            "4.96",
+            &[("Provides", "mail-transport-agent")],
+        )];
         let o = opts();
         let r = resolve(&u, &base, &req(&["app"]), &o).unwrap();
         assert_eq!(names(&r), ["app=1", "awk-b=1"]);
@@ -1275,11 +1355,17 @@ mod tests {
         };
         // A real package of the name beats providers.
         assert_eq!(
-            with(vec![cand("virt", "1", &[]), cand("aaa", "1", &[("Provides", "virt")])]),
+            with(vec![
+                cand("virt", "1", &[]),
+                cand("aaa", "1", &[("Provides", "virt")])
+            ]),
             ["app=1", "virt=1"]
         );
         // The single provider.
-        assert_eq!(with(vec![cand("zzz", "1", &[("Provides", "virt")])]), ["app=1", "zzz=1"]);
+        assert_eq!(
+            with(vec![cand("zzz", "1", &[("Provides", "virt")])]),
+            ["app=1", "zzz=1"]
+        );
         // Priority first, then the name.
         assert_eq!(
             with(vec![
@@ -1312,12 +1398,18 @@ mod tests {
             cand("libssl3", "3.0.13-1", &[]),
             cand("libc6", "2.36-9+deb12u4", &[]),
         ];
-        let base = [installed("libssl3", "3.0.9-1", &[]), installed("libc6", "2.36-9", &[])];
+        let base = [
+            installed("libssl3", "3.0.9-1", &[]),
+            installed("libc6", "2.36-9", &[]),
+        ];
         let o = opts();
         let r = resolve(&u, &base, &req(&["app"]), &o).unwrap();
         assert_eq!(names(&r), ["app=1", "libssl3=3.0.13-1"]);
         assert_eq!(r.install[1].upgrades, Some(Version::parse("3.0.9-1").unwrap()));
-        assert_eq!(r.from_base.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["libc6"]);
+        assert_eq!(
+            r.from_base.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+            ["libc6"]
+        );
         // Requesting a base package installs its newer candidate, like `apt-get install`.
         let r = resolve(&u, &base, &req(&["libc6"]), &o).unwrap();
         assert_eq!(names(&r), ["libc6=2.36-9+deb12u4"]);
@@ -1345,7 +1437,10 @@ mod tests {
         assert!(matches!(&r.install[1].reasons[0], Reason::Upgrade { upgraded, .. } if upgraded == "libpq5"));
         // Without a newer libpq-dev, it is an error.
         let err = resolve(&u[..2], &base, &req(&["app"]), &o).unwrap_err();
-        assert!(matches!(&err, ResolveError::BrokenBase { package, .. } if package == "libpq-dev"), "{err}");
+        assert!(
+            matches!(&err, ResolveError::BrokenBase { package, .. } if package == "libpq-dev"),
+            "{err}"
+        );
         assert_eq!(
             err.to_string(),
             "upgrading `libpq5` breaks the base's `libpq-dev` (`libpq5 (= 15.8-0)`), and no candidate of `libpq-dev` fixes it"
@@ -1355,7 +1450,11 @@ mod tests {
     #[test]
     fn errors_name_the_chain() {
         let u = vec![
-            cand("postgresql-15", "15.8-0+deb12u1", &[("Depends", "libpq5 (>= 15.10)")]),
+            cand(
+                "postgresql-15",
+                "15.8-0+deb12u1",
+                &[("Depends", "libpq5 (>= 15.10)")],
+            ),
             cand("libpq5", "15.8-0+deb12u1", &[]),
             cand("app", "1", &[("Depends", "postgresql-15, missing-lib")]),
         ];
@@ -1366,11 +1465,17 @@ mod tests {
         );
         let u2 = vec![cand("libpq5", "15.10", &[]), u[0].clone(), u[2].clone()];
         let err = run(&u2, &[], &["app"]).unwrap_err();
-        assert_eq!(err.to_string(), "`app → missing-lib`: no package `missing-lib` in the repositories for `arm64`");
+        assert_eq!(
+            err.to_string(),
+            "`app → missing-lib`: no package `missing-lib` in the repositories for `arm64`"
+        );
         let err = run(&u2, &[], &["nope"]).unwrap_err();
         assert!(matches!(err, ResolveError::Unknown { .. }));
         let err = run(&u2, &[], &["libpq5 (>= 16)"]).unwrap_err();
-        assert_eq!(err.to_string(), "`libpq5 (>= 16)` → no candidate; the repositories have `15.10`");
+        assert_eq!(
+            err.to_string(),
+            "`libpq5 (>= 16)` → no candidate; the repositories have `15.10`"
+        );
     }
 
     #[test]
@@ -1400,21 +1505,37 @@ mod tests {
             cand("c1", "1", &[]),
             cand("d1", "2", &[("Breaks", "e1 (<< 2)")]),
             cand("e1", "1", &[]),
-            cand("mta", "1", &[("Provides", "mail-transport-agent"), ("Conflicts", "mail-transport-agent")]),
+            cand(
+                "mta",
+                "1",
+                &[
+                    ("Provides", "mail-transport-agent"),
+                    ("Conflicts", "mail-transport-agent"),
+                ],
+            ),
         ];
         let err = run(&u, &[], &["a1", "c1"]).unwrap_err();
-        let ResolveError::Conflict { a, b, field, a_chain, .. } = &err else {
+        let ResolveError::Conflict(c) = &err else {
             panic!("{err}")
         };
-        assert_eq!((a.as_str(), b.as_str(), *field, a_chain.as_str()), ("b1", "c1", "Conflicts", "a1 → b1"));
+        let ConflictError {
+            a, b, field, a_chain, ..
+        } = &**c;
+        assert_eq!(
+            (a.as_str(), b.as_str(), *field, a_chain.as_str()),
+            ("b1", "c1", "Conflicts", "a1 → b1")
+        );
         assert_eq!(err.to_string(), "`b1` 1 Conflicts `c1`, which `c1` 1 matches");
-        assert!(matches!(run(&u, &[], &["d1", "e1"]), Err(ResolveError::Conflict { .. })));
+        assert!(matches!(
+            run(&u, &[], &["d1", "e1"]),
+            Err(ResolveError::Conflict(_))
+        ));
         // With the base: a chosen package that breaks an installed one.
         let base = [installed("e1", "1", &[])];
-        assert!(matches!(run(&u, &base, &["d1"]), Err(ResolveError::Conflict { .. })));
+        assert!(matches!(run(&u, &base, &["d1"]), Err(ResolveError::Conflict(_))));
         // An installed package that conflicts with a chosen one.
         let base = [installed("old", "1", &[("Conflicts", "c1")])];
-        assert!(matches!(run(&u, &base, &["c1"]), Err(ResolveError::Conflict { .. })));
+        assert!(matches!(run(&u, &base, &["c1"]), Err(ResolveError::Conflict(_))));
         // Provides + Conflicts of the same virtual name is fine.
         assert_eq!(run(&u, &[], &["mta"]).unwrap(), ["mta=1"]);
     }
@@ -1433,13 +1554,20 @@ mod tests {
             "`a1 → b1 → lib1 (<< 2)`: `lib1` 2 is already chosen (for `a1 → lib1`) and does not satisfy this"
         );
         // Requesting the version that satisfies both works.
-        assert_eq!(run(&u, &[], &["lib1 (<< 2)", "a1"]).unwrap(), ["a1=1", "b1=1", "lib1=1"]);
+        assert_eq!(
+            run(&u, &[], &["lib1 (<< 2)", "a1"]).unwrap(),
+            ["a1=1", "b1=1", "lib1=1"]
+        );
     }
 
     #[test]
     fn architectures_and_multi_arch() {
         let u = vec![
-            cand("app", "1", &[("Depends", "python3:any, data, libx:arm64, liby:native")]),
+            cand(
+                "app",
+                "1",
+                &[("Depends", "python3:any, data, libx:arm64, liby:native")],
+            ),
             cand("python3", "3.11", &[("Multi-Arch", "allowed")]),
             cand("data", "1", &[("Architecture", "all")]),
             cand("data", "2", &[("Architecture", "amd64")]),
@@ -1447,12 +1575,24 @@ mod tests {
             cand("liby", "1", &[]),
             cand("only-amd64", "1", &[("Architecture", "amd64")]),
         ];
-        assert_eq!(run(&u, &[], &["app"]).unwrap(), ["app=1", "data=1", "libx=1", "liby=1", "python3=3.11"]);
-        assert!(matches!(run(&u, &[], &["only-amd64"]), Err(ResolveError::Unknown { .. })));
+        assert_eq!(
+            run(&u, &[], &["app"]).unwrap(),
+            ["app=1", "data=1", "libx=1", "liby=1", "python3=3.11"]
+        );
+        assert!(matches!(
+            run(&u, &[], &["only-amd64"]),
+            Err(ResolveError::Unknown { .. })
+        ));
         let mut u2 = u.clone();
         u2[1] = cand("python3", "3.11", &[]);
-        assert!(matches!(run(&u2, &[], &["app"]), Err(ResolveError::NoCandidate { .. })));
-        let u3 = vec![cand("app", "1", &[("Depends", "libz:amd64")]), cand("libz", "1", &[])];
+        assert!(matches!(
+            run(&u2, &[], &["app"]),
+            Err(ResolveError::NoCandidate { .. })
+        ));
+        let u3 = vec![
+            cand("app", "1", &[("Depends", "libz:amd64")]),
+            cand("libz", "1", &[]),
+        ];
         assert!(run(&u3, &[], &["app"]).is_err());
     }
 
@@ -1512,7 +1652,10 @@ mod tests {
         let r = Request::parse(" nftables (>= 1.0) ").unwrap();
         assert_eq!(r.constraint.unwrap().to_string(), ">= 1.0");
         for bad in ["a | b", "a, b", "python3:any", "Bad", ""] {
-            assert!(matches!(Request::parse(bad), Err(ResolveError::BadRequest { .. })), "{bad}");
+            assert!(
+                matches!(Request::parse(bad), Err(ResolveError::BadRequest { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -1523,7 +1666,10 @@ mod tests {
                     Package: c1\nStatus: hold ok installed\nVersion: 1\nArchitecture: all\n\n\
                     Package: d1\nStatus: install reinstreq half-installed\nVersion: 1\nArchitecture: arm64\n";
         let s = read_status(text).unwrap();
-        assert_eq!(s.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["a1", "c1"]);
+        assert_eq!(
+            s.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            ["a1", "c1"]
+        );
         assert_eq!(s[0].relations.provides[0].to_string(), "v1 (= 2)");
     }
 

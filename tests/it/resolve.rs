@@ -46,21 +46,36 @@ fn cat(path: &Path) -> String {
         .arg(path)
         .output()
         .unwrap_or_else(|e| panic!("running apt-helper: {e}"));
-    assert!(out.status.success(), "apt-helper cat-file {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "apt-helper cat-file {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("lists are UTF-8")
 }
 
 /// The names apt would install (`Inst name ...` lines) with `status` as dpkg's status file.
 fn apt_inst(status: &Path) -> BTreeSet<String> {
     let out = Command::new("apt-get")
-        .args(["install", "--simulate", "--no-install-recommends", "-o", "Debug::NoLocking=1"])
+        .args([
+            "install",
+            "--simulate",
+            "--no-install-recommends",
+            "-o",
+            "Debug::NoLocking=1",
+        ])
         .arg(format!("-o=Dir::State::status={}", status.display()))
         .args(REQUESTS)
         .env("LC_ALL", "C")
         .output()
         .unwrap_or_else(|e| panic!("running apt-get: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "apt-get --simulate: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "apt-get --simulate: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     text.lines()
         .filter_map(|l| l.strip_prefix("Inst "))
         .filter_map(|l| l.split_whitespace().next())
