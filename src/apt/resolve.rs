@@ -50,8 +50,10 @@
 //!    conflicts with a virtual name it provides itself is the usual idiom and is fine).
 //!
 //! Complexity: indexing is O(n log n) in the universe; each requested or pulled-in
-//! package costs a few map lookups per relation, so ~300 packages over a 63 000-paragraph
-//! index resolve in milliseconds once the index is parsed.
+//! package costs a few map lookups per relation. Measured (tests/it/resolve.rs, debug
+//! build): indexing 66 579 bookworm candidates and resolving the 113-package closure of
+//! `postgresql-15 openssh-server nftables wireguard-tools` takes about 1 s, nearly all of
+//! it the index.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;

@@ -10,8 +10,9 @@
 //!
 //! The parser is zero-copy: a [`Paragraph`] borrows names and values from the text, and
 //! [`Paragraphs`] is a streaming iterator, so a whole `Packages` index is never held twice.
-//! A Debian 12 `main/binary-arm64/Packages` (41 MB, 63 000 paragraphs) parses in about
-//! 0.1 s in a release build. Errors carry the 1-based line number.
+//! A bookworm amd64 `main` `Packages` (50 MB, 63 440 paragraphs) parses in 0.23 s in a
+//! release build on a loaded 2-core machine, 2–2.5 times what splitting it into lines
+//! alone takes there. Errors carry the 1-based line number.
 
 // Parses untrusted bytes: no unchecked arithmetic or indexing (STYLE, disk formats).
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
