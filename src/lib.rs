@@ -14,7 +14,8 @@
 //! - [`tree`] is the content-addressed filesystem tree those steps exchange; [`formats`]
 //!   reads and writes on-disk formats (MBR, GPT, FAT32, ext4, tar, zstd/xz/gz, bmap) as
 //!   pure bytes-in, bytes-out code; [`image`] opens (decompresses) disk images and reads
-//!   them through those formats; [`validate`] checks that an image is structurally
+//!   them through those formats ([`formats::deb`] reads Debian packages and indices, and
+//!   [`apt`] resolves package sets over them); [`validate`] checks that an image is structurally
 //!   bootable (table, filesystems, `cmdline.txt`, `fstab`, kernels and device trees) and
 //!   runs the hive checklist; [`manifest`] writes and verifies in-toto manifests.
 //! - [`install`] installs Debian packages into a tree for a foreign architecture (dpkg

@@ -29,6 +29,7 @@ mod kernel;
 mod limits;
 mod pipeline;
 mod remote_trust;
+mod resolve;
 mod robustness;
 mod roundtrip;
 mod unpack;

@@ -88,7 +88,10 @@ pub enum DebError {
     },
 
     #[error("the package format `{version}` (in `debian-binary`) is not supported")]
-    #[diagnostic(code(w4b::deb::unsupported_format), help("w4b reads format 2.x packages, as dpkg builds them"))]
+    #[diagnostic(
+        code(w4b::deb::unsupported_format),
+        help("w4b reads format 2.x packages, as dpkg builds them")
+    )]
     UnsupportedFormat { version: String },
 
     #[error("the member at byte {offset} is `{found}`, but `{expected}` must come next")]
@@ -114,7 +117,10 @@ pub enum DebError {
     UnsupportedCompression { member: String },
 
     #[error("the control member `{member}` is larger than {limit} bytes")]
-    #[diagnostic(code(w4b::deb::control_too_large), help("a control member holds only metadata; this package is hostile or corrupt"))]
+    #[diagnostic(
+        code(w4b::deb::control_too_large),
+        help("a control member holds only metadata; this package is hostile or corrupt")
+    )]
     ControlTooLarge { member: String, limit: u64 },
 
     #[error("the control member `{member}` is not a valid compressed tar archive")]
@@ -130,7 +136,10 @@ pub enum DebError {
     NoControlFile,
 
     #[error("the package's `{file}` is not UTF-8 text")]
-    #[diagnostic(code(w4b::deb::not_utf8), help("control files are UTF-8 (Debian Policy §5.1)"))]
+    #[diagnostic(
+        code(w4b::deb::not_utf8),
+        help("control files are UTF-8 (Debian Policy §5.1)")
+    )]
     NotUtf8 { file: &'static str },
 
     #[error("the package's `control` file is invalid")]
@@ -138,7 +147,10 @@ pub enum DebError {
     Control(#[source] ControlError),
 
     #[error("the package's `control` file holds no paragraph, or more than one")]
-    #[diagnostic(code(w4b::deb::control_paragraphs), help("a binary package's `control` is one paragraph"))]
+    #[diagnostic(
+        code(w4b::deb::control_paragraphs),
+        help("a binary package's `control` is one paragraph")
+    )]
     ControlParagraphs,
 
     #[error("line {line} of the package's `md5sums` is not `<32 hex digits>  <path>`")]
@@ -305,13 +317,12 @@ impl<R: Read> Deb<R> {
         let control = read_control_tar(&compressed, compression, &control_member.name)?;
 
         let data_member = ar.next_required("data.tar")?;
-        let data_compression = member_compression(&data_member.name, "data.tar")?.ok_or_else(|| {
-            DebError::UnexpectedMember {
+        let data_compression =
+            member_compression(&data_member.name, "data.tar")?.ok_or_else(|| DebError::UnexpectedMember {
                 offset: data_member.header_offset,
                 found: data_member.name.clone(),
                 expected: "data.tar",
-            }
-        })?;
+            })?;
         let raw = MemberReader {
             input: ar.input,
             remaining: data_member.size,
@@ -364,7 +375,11 @@ fn member_compression(name: &str, base: &str) -> Result<Option<Compression>, Deb
 }
 
 /// Decompresses and unpacks the control member, with both sizes bounded.
-fn read_control_tar(compressed: &[u8], compression: Compression, member: &str) -> Result<ControlFiles, DebError> {
+fn read_control_tar(
+    compressed: &[u8],
+    compression: Compression,
+    member: &str,
+) -> Result<ControlFiles, DebError> {
     let bad = |source: io::Error| DebError::BadControlTar {
         member: member.to_owned(),
         source,
@@ -405,7 +420,8 @@ fn read_control_tar(compressed: &[u8], compression: Compression, member: &str) -
         files.insert(name, content);
     }
     let control_bytes = files.get("control").ok_or(DebError::NoControlFile)?;
-    let control = String::from_utf8(control_bytes.clone()).map_err(|_| DebError::NotUtf8 { file: "control" })?;
+    let control =
+        String::from_utf8(control_bytes.clone()).map_err(|_| DebError::NotUtf8 { file: "control" })?;
     match control::parse_single(&control, Syntax::Strict) {
         Ok(Some(_)) => {}
         Ok(None) => return Err(DebError::ControlParagraphs),
@@ -507,7 +523,9 @@ impl<R: Read> ArReader<R> {
     /// The next member that is not an optional `_…` member; it must be `<base>*`.
     fn next_required(&mut self, base: &'static str) -> Result<Member, DebError> {
         loop {
-            let member = self.next_member()?.ok_or(DebError::MissingMember { expected: base })?;
+            let member = self
+                .next_member()?
+                .ok_or(DebError::MissingMember { expected: base })?;
             if member.name.starts_with('_') {
                 self.skip_member(&member)?;
                 continue;
@@ -571,7 +589,9 @@ impl<R: Read> Read for MemberReader<R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = self.input.read(buf.get_mut(..want).unwrap_or(&mut []))?;
         if n == 0 {
             return Err(io::Error::new(

@@ -10,8 +10,9 @@
 //!
 //! The parser is zero-copy: a [`Paragraph`] borrows names and values from the text, and
 //! [`Paragraphs`] is a streaming iterator, so a whole `Packages` index is never held twice.
-//! A Debian 12 `main/binary-arm64/Packages` (41 MB, 63 000 paragraphs) parses in about
-//! 0.1 s in a release build. Errors carry the 1-based line number.
+//! A bookworm amd64 `main` `Packages` (50 MB, 63 440 paragraphs) parses in 0.23 s in a
+//! release build on a loaded 2-core machine, 2–2.5 times what splitting it into lines
+//! alone takes there. Errors carry the 1-based line number.
 
 // Parses untrusted bytes: no unchecked arithmetic or indexing (STYLE, disk formats).
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
@@ -334,6 +335,7 @@ impl<'a> Iterator for Paragraphs<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests index their own fixtures
 mod tests {
     use super::*;
 
@@ -380,7 +382,11 @@ version: 1.0.6-2+deb12u2
 
     #[test]
     fn multiline_field_starting_on_the_next_line() {
-        let ps = parse("Origin: Debian\nSHA256:\n abc 12 main/Packages\n def 34 main/Packages.xz\n", Syntax::Strict).unwrap();
+        let ps = parse(
+            "Origin: Debian\nSHA256:\n abc 12 main/Packages\n def 34 main/Packages.xz\n",
+            Syntax::Strict,
+        )
+        .unwrap();
         let f = ps[0].field("sha256").unwrap();
         assert_eq!(f.first_line(), "");
         assert_eq!(
@@ -395,7 +401,10 @@ version: 1.0.6-2+deb12u2
         assert!(parse("\n\n  \n", Syntax::Strict).unwrap().is_empty());
         let ps = parse("A: 1", Syntax::Strict).unwrap();
         assert_eq!(ps[0].get("a"), Some("1"));
-        assert_eq!(parse("\u{feff}A: b\n", Syntax::Strict).unwrap()[0].get("A"), Some("b"));
+        assert_eq!(
+            parse("\u{feff}A: b\n", Syntax::Strict).unwrap()[0].get("A"),
+            Some("b")
+        );
         // An empty value is allowed (and common in `status`: `Config-Version:` is not, but
         // `Depends:` with a folded value on the next line is).
         assert_eq!(parse("A:\n", Syntax::Strict).unwrap()[0].get("A"), Some(""));
@@ -404,14 +413,45 @@ version: 1.0.6-2+deb12u2
     #[test]
     fn errors_name_the_line() {
         let cases = [
-            ("A: 1\nB 2\n", ControlError::NoColon { line: 2, text: "B 2".into() }),
+            (
+                "A: 1\nB 2\n",
+                ControlError::NoColon {
+                    line: 2,
+                    text: "B 2".into(),
+                },
+            ),
             (" x\nA: 1\n", ControlError::OrphanContinuation { line: 1 }),
             ("A: 1\n\n x\n", ControlError::OrphanContinuation { line: 3 }),
-            ("A: 1\nB: 2\na: 3\n", ControlError::DuplicateField { line: 3, first: 1, name: "a".into() }),
+            (
+                "A: 1\nB: 2\na: 3\n",
+                ControlError::DuplicateField {
+                    line: 3,
+                    first: 1,
+                    name: "a".into(),
+                },
+            ),
             ("A: 1\n# no\n", ControlError::Comment { line: 2 }),
-            ("-A: 1\n", ControlError::BadFieldName { line: 1, name: "-A".into() }),
-            ("A B: 1\n", ControlError::BadFieldName { line: 1, name: "A B".into() }),
-            (": 1\n", ControlError::BadFieldName { line: 1, name: "".into() }),
+            (
+                "-A: 1\n",
+                ControlError::BadFieldName {
+                    line: 1,
+                    name: "-A".into(),
+                },
+            ),
+            (
+                "A B: 1\n",
+                ControlError::BadFieldName {
+                    line: 1,
+                    name: "A B".into(),
+                },
+            ),
+            (
+                ": 1\n",
+                ControlError::BadFieldName {
+                    line: 1,
+                    name: "".into(),
+                },
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(parse(text, Syntax::Strict).unwrap_err(), want, "{text:?}");

@@ -42,10 +42,16 @@ fn package_tree(root: &Path) {
     w("DEBIAN/control", CONTROL.as_bytes(), 0o644);
     w("DEBIAN/postinst", POSTINST.as_bytes(), 0o755);
     w("DEBIAN/conffiles", b"/etc/w4b-test.conf\n", 0o644);
-    w("DEBIAN/md5sums", b"0123456789abcdef0123456789abcdef  usr/bin/w4b-test\n", 0o644);
+    w(
+        "DEBIAN/md5sums",
+        b"0123456789abcdef0123456789abcdef  usr/bin/w4b-test\n",
+        0o644,
+    );
     w("etc/w4b-test.conf", b"key = value\n", 0o644);
     w("usr/bin/w4b-test", b"#!/bin/sh\nexit 0\n", 0o755);
-    let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     w("usr/share/w4b-test/data.bin", &big, 0o644);
     std::os::unix::fs::symlink("w4b-test", root.join("usr/bin/w4b-link")).unwrap();
 }
@@ -56,7 +62,11 @@ fn dpkg_deb(args: &[&str]) -> Vec<u8> {
         .env("LC_ALL", "C.UTF-8")
         .output()
         .unwrap_or_else(|e| panic!("running dpkg-deb: {e}"));
-    assert!(out.status.success(), "dpkg-deb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dpkg-deb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -67,7 +77,12 @@ fn files_in_tar(reader: impl Read) -> BTreeMap<String, u64> {
     for e in archive.entries().unwrap() {
         let e = e.unwrap();
         if e.header().entry_type().is_file() {
-            let p = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_owned();
+            let p = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
             out.insert(p, e.header().size().unwrap());
         }
     }
@@ -114,10 +129,15 @@ fn reads_packages_dpkg_deb_builds_with_every_compression() {
         // Control fields: the same names and values as `dpkg-deb -f` prints.
         let ctl = pkg.control();
         let theirs_text = String::from_utf8(dpkg_deb(&["-f", deb.to_str().unwrap()])).unwrap();
-        let theirs = control::parse_single(&theirs_text, Syntax::Strict).unwrap().unwrap();
+        let theirs = control::parse_single(&theirs_text, Syntax::Strict)
+            .unwrap()
+            .unwrap();
         let ours = ctl.paragraph();
         let fields = |p: &control::Paragraph<'_>| {
-            p.fields().iter().map(|f| (f.name().to_owned(), f.value().to_owned())).collect::<Vec<_>>()
+            p.fields()
+                .iter()
+                .map(|f| (f.name().to_owned(), f.value().to_owned()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(fields(&ours), fields(&theirs), "{z}");
         assert_eq!(ours.get("version"), Some("1:2.0~rc1-3+deb12u1"));
@@ -130,7 +150,10 @@ fn reads_packages_dpkg_deb_builds_with_every_compression() {
         assert_eq!(sums.len(), 1);
         assert_eq!(sums[0].path, "usr/bin/w4b-test");
         assert_eq!(hex::encode(sums[0].md5), "0123456789abcdef0123456789abcdef");
-        assert_eq!(ctl.names().collect::<Vec<_>>(), ["conffiles", "control", "md5sums", "postinst"]);
+        assert_eq!(
+            ctl.names().collect::<Vec<_>>(),
+            ["conffiles", "control", "md5sums", "postinst"]
+        );
 
         // Data: the decompressed tar lists what `dpkg-deb -c` lists, and the contents are
         // the files that went in.
@@ -142,7 +165,12 @@ fn reads_packages_dpkg_deb_builds_with_every_compression() {
         for e in archive.entries().unwrap() {
             let mut e = e.unwrap();
             if e.header().entry_type().is_file() {
-                let p = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_owned();
+                let p = e
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_start_matches("./")
+                    .to_owned();
                 let mut content = Vec::new();
                 e.read_to_end(&mut content).unwrap();
                 assert_eq!(content, fs::read(root.join(&p)).unwrap(), "{z}: {p}");
@@ -159,7 +187,16 @@ fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = b"!<arch>\n".to_vec();
     for (name, data) in members {
         out.extend_from_slice(
-            format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", format!("{name}/"), 0, 0, 0, 100644, data.len()).as_bytes(),
+            format!(
+                "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                format!("{name}/"),
+                0,
+                0,
+                0,
+                100644,
+                data.len()
+            )
+            .as_bytes(),
         );
         out.extend_from_slice(data);
         if data.len() % 2 == 1 {
@@ -207,49 +244,91 @@ fn hand_made_package_with_optional_members_and_uncompressed_tars() {
     ]);
     let pkg = open(bytes).unwrap();
     assert_eq!(pkg.control().paragraph().get("Package"), Some("x1"));
-    assert_eq!(files_in_tar(pkg.into_data()), BTreeMap::from([("etc/x".to_owned(), 5)]));
+    assert_eq!(
+        files_in_tar(pkg.into_data()),
+        BTreeMap::from([("etc/x".to_owned(), 5)])
+    );
 }
 
 #[test]
 fn corrupt_and_unsupported_packages_are_told_apart() {
     let ctl = control_tar("Package: x1\nVersion: 1\n");
     let data = data_tar();
-    let good = ar(&[("debian-binary", b"2.0\n"), ("control.tar", &ctl), ("data.tar", &data)]);
+    let good = ar(&[
+        ("debian-binary", b"2.0\n"),
+        ("control.tar", &ctl),
+        ("data.tar", &data),
+    ]);
     assert!(open(good.clone()).is_ok());
 
-    assert!(matches!(open(b"PK\x03\x04 not a deb".to_vec()), Err(DebError::NotAr)));
-    assert!(matches!(open(b"!<ar".to_vec()), Err(DebError::Truncated { offset: 4, .. })));
+    assert!(matches!(
+        open(b"PK\x03\x04 not a deb".to_vec()),
+        Err(DebError::NotAr)
+    ));
+    assert!(matches!(
+        open(b"!<ar".to_vec()),
+        Err(DebError::Truncated { offset: 4, .. })
+    ));
     assert!(matches!(
         open(ar(&[("debian-binary", b"3.0\n"), ("control.tar", &ctl), ("data.tar", &data)])),
         Err(DebError::UnsupportedFormat { version }) if version == "3.0"
     ));
     assert!(matches!(
         open(ar(&[("control.tar", &ctl), ("debian-binary", b"2.0\n")])),
-        Err(DebError::UnexpectedMember { offset: 8, expected: "debian-binary", .. })
+        Err(DebError::UnexpectedMember {
+            offset: 8,
+            expected: "debian-binary",
+            ..
+        })
     ));
     assert!(matches!(
-        open(ar(&[("debian-binary", b"2.0\n"), ("data.tar", &data), ("control.tar", &ctl)])),
-        Err(DebError::UnexpectedMember { expected: "control.tar", .. })
+        open(ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("data.tar", &data),
+            ("control.tar", &ctl)
+        ])),
+        Err(DebError::UnexpectedMember {
+            expected: "control.tar",
+            ..
+        })
     ));
     assert!(matches!(
         open(ar(&[("debian-binary", b"2.0\n"), ("control.tar", &ctl)])),
         Err(DebError::MissingMember { expected: "data.tar" })
     ));
     for unsupported in ["data.tar.bz2", "data.tar.lzma"] {
-        let err = open(ar(&[("debian-binary", b"2.0\n"), ("control.tar", &ctl), (unsupported, &data)])).unwrap_err();
+        let err = open(ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar", &ctl),
+            (unsupported, &data),
+        ]))
+        .unwrap_err();
         assert!(
             matches!(&err, DebError::UnsupportedCompression { member } if member == unsupported),
             "{err:?}"
         );
     }
     assert!(matches!(
-        open(ar(&[("debian-binary", b"2.0\n"), ("control.tar.bz2", &ctl), ("data.tar", &data)])),
+        open(ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.bz2", &ctl),
+            ("data.tar", &data)
+        ])),
         Err(DebError::UnsupportedCompression { .. })
     ));
     // A control member claiming more than the limit is refused before it is read.
     let mut huge = ar(&[("debian-binary", b"2.0\n")]);
     huge.extend_from_slice(
-        format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", "control.tar/", 0, 0, 0, 100644, CONTROL_LIMIT + 1).as_bytes(),
+        format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            "control.tar/",
+            0,
+            0,
+            0,
+            100644,
+            CONTROL_LIMIT + 1
+        )
+        .as_bytes(),
     );
     assert!(matches!(open(huge), Err(DebError::ControlTooLarge { .. })));
     // Header damage names the field and the offset.
@@ -257,26 +336,49 @@ fn corrupt_and_unsupported_packages_are_told_apart() {
     bad_size[8 + 48] = b'x';
     assert!(matches!(
         open(bad_size),
-        Err(DebError::BadMemberHeader { offset: 8, field: "ar_size", .. })
+        Err(DebError::BadMemberHeader {
+            offset: 8,
+            field: "ar_size",
+            ..
+        })
     ));
     let mut bad_fmag = good.clone();
     bad_fmag[8 + 58] = b'!';
-    assert!(matches!(open(bad_fmag), Err(DebError::BadMemberHeader { field: "ar_fmag", .. })));
+    assert!(matches!(
+        open(bad_fmag),
+        Err(DebError::BadMemberHeader { field: "ar_fmag", .. })
+    ));
     // A control member that is not a tar, or lacks `control`, or holds two paragraphs.
     assert!(matches!(
-        open(ar(&[("debian-binary", b"2.0\n"), ("control.tar.gz", b"nonsense"), ("data.tar", &data)])),
+        open(ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.gz", b"nonsense"),
+            ("data.tar", &data)
+        ])),
         Err(DebError::BadControlTar { .. })
     ));
     assert!(matches!(
-        open(ar(&[("debian-binary", b"2.0\n"), ("control.tar", &data), ("data.tar", &data)])),
+        open(ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar", &data),
+            ("data.tar", &data)
+        ])),
         Err(DebError::NoControlFile)
     ));
     assert!(matches!(
-        open(ar(&[("debian-binary", b"2.0\n"), ("control.tar", &control_tar("A: 1\n\nB: 2\n")), ("data.tar", &data)])),
+        open(ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar", &control_tar("A: 1\n\nB: 2\n")),
+            ("data.tar", &data)
+        ])),
         Err(DebError::ControlParagraphs)
     ));
     assert!(matches!(
-        open(ar(&[("debian-binary", b"2.0\n"), ("control.tar", &control_tar("A 1\n")), ("data.tar", &data)])),
+        open(ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar", &control_tar("A 1\n")),
+            ("data.tar", &data)
+        ])),
         Err(DebError::Control(_))
     ));
 }
@@ -285,7 +387,11 @@ fn corrupt_and_unsupported_packages_are_told_apart() {
 fn a_truncated_data_member_is_an_error_not_a_short_archive() {
     let ctl = control_tar("Package: x1\nVersion: 1\n");
     let data = data_tar();
-    let good = ar(&[("debian-binary", b"2.0\n"), ("control.tar", &ctl), ("data.tar", &data)]);
+    let good = ar(&[
+        ("debian-binary", b"2.0\n"),
+        ("control.tar", &ctl),
+        ("data.tar", &data),
+    ]);
     let cut = good[..good.len() - 700].to_vec();
     let mut reader = open(cut).unwrap().into_data();
     let mut sink = Vec::new();

@@ -247,12 +247,11 @@ impl Relations {
             self.0
                 .iter()
                 .filter_map(|g| {
-                    let kept: Vec<Relation> = g
-                        .0
-                        .iter()
-                        .filter(|r| r.applies_to_arch(arch) && r.applies_to_profiles(active))
-                        .cloned()
-                        .collect();
+                    let kept: Vec<Relation> =
+                        g.0.iter()
+                            .filter(|r| r.applies_to_arch(arch) && r.applies_to_profiles(active))
+                            .cloned()
+                            .collect();
                     (!kept.is_empty()).then_some(Alternatives(kept))
                 })
                 .collect(),
@@ -311,9 +310,9 @@ impl RelationError {
 pub fn valid_package_name(name: &str) -> bool {
     let b = name.as_bytes();
     b.len() >= 2
-        && b.first().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && b
-            .iter()
+        && b.first()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.'))
 }
 
@@ -376,7 +375,10 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
             "any" => ArchQualifier::Any,
             "native" => ArchQualifier::Native,
             "" => return Err(format!("`{name}:` has an empty architecture qualifier")),
-            a if a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => {
+            a if a
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
                 ArchQualifier::Arch(a.to_owned())
             }
             a => return Err(format!("`{a}` is not an architecture qualifier")),
@@ -403,8 +405,8 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
         .into_iter()
         .find_map(|(p, op)| inside.strip_prefix(p).map(|r| (op, r)))
         .ok_or_else(|| format!("`({inside})` has no operator (`<<`, `<=`, `=`, `>=`, `>>`)"))?;
-        let version = Version::parse(rest)
-            .map_err(|e: VersionError| format!("`{name}` has a bad version: {e}"))?;
+        let version =
+            Version::parse(rest).map_err(|e: VersionError| format!("`{name}` has a bad version: {e}"))?;
         constraint = Some(Constraint { op, version });
         c.skip_ws();
     }
@@ -479,6 +481,7 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests index their own fixtures
 mod tests {
     use super::*;
 
@@ -536,10 +539,16 @@ mod tests {
         assert_eq!(r.0[0].0[0].archs.len(), 2);
         assert_eq!(r.0[2].0[0].profiles.len(), 2);
         let names = |rs: &Relations| rs.0.iter().map(|g| g.0[0].name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&r.restrict("arm64", &[])), ["libfoo", "libbar", "libqux", "gcc-arm"]);
+        assert_eq!(
+            names(&r.restrict("arm64", &[])),
+            ["libfoo", "libbar", "libqux", "gcc-arm"]
+        );
         assert_eq!(names(&r.restrict("armhf", &["nocheck"])), ["libqux"]);
         assert_eq!(names(&r.restrict("armhf", &["stage1"])), Vec::<String>::new());
-        assert_eq!(names(&r.restrict("amd64", &["stage1", "cross"])), ["libfoo", "libbar", "libqux"]);
+        assert_eq!(
+            names(&r.restrict("amd64", &["stage1", "cross"])),
+            ["libfoo", "libbar", "libqux"]
+        );
         assert_eq!(names(&r.restrict("armel", &["stage1"])), Vec::<String>::new());
     }
 

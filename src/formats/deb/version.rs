@@ -35,7 +35,10 @@ pub struct Version {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 pub enum VersionError {
     #[error("the version is empty")]
-    #[diagnostic(code(w4b::deb::version::empty), help("a Debian version looks like `1:2.36-9+deb12u4`"))]
+    #[diagnostic(
+        code(w4b::deb::version::empty),
+        help("a Debian version looks like `1:2.36-9+deb12u4`")
+    )]
     Empty,
 
     #[error("the version `{version}` contains white space")]
@@ -56,7 +59,9 @@ pub enum VersionError {
     #[error("the version `{version}` has the character `{ch}` in its {part}")]
     #[diagnostic(
         code(w4b::deb::version::bad_char),
-        help("upstream versions may hold `A-Za-z0-9.+~-:`, revisions `A-Za-z0-9.+~` (Debian Policy §5.6.12)")
+        help(
+            "upstream versions may hold `A-Za-z0-9.+~-:`, revisions `A-Za-z0-9.+~` (Debian Policy §5.6.12)"
+        )
     )]
     BadChar {
         version: String,
@@ -257,6 +262,7 @@ fn verrevcmp(mut a: &[u8], mut b: &[u8]) -> Ordering {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests index their own fixtures
 mod tests {
     use super::*;
 
@@ -267,7 +273,10 @@ mod tests {
     #[test]
     fn parses_the_three_parts() {
         let x = v("1:2.36-9+deb12u4");
-        assert_eq!((x.epoch(), x.upstream(), x.revision()), (1, "2.36", Some("9+deb12u4")));
+        assert_eq!(
+            (x.epoch(), x.upstream(), x.revision()),
+            (1, "2.36", Some("9+deb12u4"))
+        );
         let x = v("1.2-3-4");
         assert_eq!((x.upstream(), x.revision()), ("1.2-3", Some("4")));
         let x = v("2:1:2");
@@ -279,12 +288,27 @@ mod tests {
     #[test]
     fn rejects_malformed_versions() {
         assert_eq!(Version::parse("  "), Err(VersionError::Empty));
-        for bad in ["1 0", "a:1", ":1", "1.0-", "-1", "1:", "1.0_1", "1.0-1:2", "99999999999:1", "1.0-a-b_c"] {
+        for bad in [
+            "1 0",
+            "a:1",
+            ":1",
+            "1.0-",
+            "-1",
+            "1:",
+            "1.0_1",
+            "1.0-1:2",
+            "99999999999:1",
+            "1.0-a-b_c",
+        ] {
             assert!(Version::parse(bad).is_err(), "{bad} should be rejected");
         }
         assert!(matches!(
             Version::parse("1.0@"),
-            Err(VersionError::BadChar { ch: '@', part: "upstream version", .. })
+            Err(VersionError::BadChar {
+                ch: '@',
+                part: "upstream version",
+                ..
+            })
         ));
     }
 
@@ -334,7 +358,11 @@ mod tests {
 
 /// `dpkg --compare-versions` judges the order on generated versions.
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // spawns the oracle
+#[allow(
+    clippy::disallowed_methods,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)] // spawns the oracle
 mod oracle {
     use super::*;
     use proptest::prelude::*;
