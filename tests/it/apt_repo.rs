@@ -547,6 +547,10 @@ fn debian_bookworm_verifies_against_the_archive_keyring() {
         by_pinned.signer().primary,
         "a subkey signs"
     );
+    // Pinning that subkey alone (apt's `FPR!`) verifies with it.
+    let subkey: Fingerprint = by_pinned.signer().key.clone();
+    let by_subkey = verify_clearsigned(&inrelease, &keys.select(&subkey).unwrap()).unwrap();
+    assert_eq!(by_subkey.signer().key, subkey);
 
     // The hash chain: Packages.xz for arm64, by hash when the archive offers it.
     let index = release.index("main/binary-arm64/Packages").unwrap();
