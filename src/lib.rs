@@ -21,7 +21,8 @@
 //! - [`install`] installs Debian packages into a tree for a foreign architecture (dpkg
 //!   in a chroot under qemu-user) and returns the normalised changeset.
 //! - [`download`] gets a file by URL and pinned sha256 (mirrors, retries, resume) for the
-//!   `fetch` step.
+//!   `fetch` step; [`apt`] verifies Debian repositories (OpenPGP signatures against a
+//!   pinned key, then the hash chain from `Release` to each index) for package sets.
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
 //!   [`inputs`] hashes input files with a stat cache; [`stamp`] is the file stamp and
 //!   the racily-clean rule that cache and the cache of parsed definitions share;

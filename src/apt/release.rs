@@ -22,6 +22,8 @@
 //! climbs with `..` is corrupt, since it will be joined to a URL or a directory.
 
 #![forbid(unsafe_code)]
+// Parses bytes from the network: no unchecked arithmetic or indexing (docs/security.md).
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -326,11 +328,7 @@ impl Release {
 /// Checks downloaded index bytes against their `Release` entry, then decompresses them
 /// into at most `max_size` bytes and, when the `Release` file lists the uncompressed
 /// file too, checks that as well. Returns the uncompressed index.
-pub fn verify_index(
-    bytes: &[u8],
-    index: &IndexRef,
-    max_size: u64,
-) -> Result<Vec<u8>, ReleaseError> {
+pub fn verify_index(bytes: &[u8], index: &IndexRef, max_size: u64) -> Result<Vec<u8>, ReleaseError> {
     check_entry(
         &index.path,
         bytes,
@@ -364,12 +362,8 @@ pub fn verify_index(
             &index.path,
         )
         .map_err(|e| e.map_io(corrupt))?,
-        Compression::Gzip => read_bounded(
-            flate2::read::MultiGzDecoder::new(bytes),
-            max_size,
-            &index.path,
-        )
-        .map_err(|e| e.map_io(corrupt))?,
+        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(bytes), max_size, &index.path)
+            .map_err(|e| e.map_io(corrupt))?,
     };
     if let Some(entry) = &index.uncompressed {
         check_entry(plain_path, &plain, entry)?;
@@ -483,9 +477,7 @@ fn parse_paragraph(text: &str) -> Result<BTreeMap<String, Field>, ReleaseError> 
             return Err(malformed(format!("`{line}` is not `Field: value`")));
         };
         let valid_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b':')
+            && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
             && !name.starts_with(['#', '-']);
         if !valid_name {
             return Err(malformed(format!("`{name}` is not a field name")));
@@ -524,9 +516,7 @@ fn parse_sha256_list(field: &Field) -> Result<BTreeMap<String, FileEntry>, Relea
         let malformed = |reason: String| ReleaseError::Malformed { line, reason };
         let parts: Vec<&str> = entry.split_whitespace().collect();
         let [hash, size, path] = parts.as_slice() else {
-            return Err(malformed(format!(
-                "`{entry}` is not `<sha256> <size> <path>`"
-            )));
+            return Err(malformed(format!("`{entry}` is not `<sha256> <size> <path>`")));
         };
         let mut sha256 = [0u8; 32];
         hex::decode_to_slice(hash, &mut sha256)
@@ -534,8 +524,8 @@ fn parse_sha256_list(field: &Field) -> Result<BTreeMap<String, FileEntry>, Relea
         let size: u64 = size
             .parse()
             .map_err(|_| malformed(format!("`{size}` is not a size")))?;
-        let unsafe_path = path.starts_with('/')
-            || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        let unsafe_path =
+            path.starts_with('/') || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
         if unsafe_path {
             return Err(malformed(format!(
                 "`{path}` is not a relative path inside the suite"
@@ -554,6 +544,8 @@ fn parse_sha256_list(field: &Field) -> Result<BTreeMap<String, FileEntry>, Relea
 /// Parses apt's `Date`/`Valid-Until` format, RFC 2822 as `date -R -u` prints it:
 /// `Sat, 11 Jul 2026 10:16:37 UTC`; the day name is optional, the zone is `UTC`, `GMT`,
 /// `Z` or a numeric offset (`+0000`, `-0130`).
+// Every field is range-checked before the arithmetic (year ≤ 9999), so none overflows.
+#[allow(clippy::arithmetic_side_effects)]
 fn parse_date(text: &str) -> Option<i64> {
     let text = match text.split_once(',') {
         Some((_day, rest)) => rest,
@@ -578,7 +570,8 @@ fn parse_date(text: &str) -> Option<i64> {
         return None;
     };
     let (h, m, s): (i64, i64, i64) = (h.parse().ok()?, m.parse().ok()?, s.parse().ok()?);
-    if !(1..=31).contains(&day) || !(0..=23).contains(&h) || !(0..=59).contains(&m) || !(0..=60).contains(&s) {
+    if !(1..=31).contains(&day) || !(0..=23).contains(&h) || !(0..=59).contains(&m) || !(0..=60).contains(&s)
+    {
         return None;
     }
     if !(1970..=9999).contains(&year) {
@@ -605,6 +598,7 @@ fn parse_date(text: &str) -> Option<i64> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+#[allow(clippy::arithmetic_side_effects)] // callers pass range-checked dates
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -616,6 +610,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)] // tests index their own fixtures
 mod tests {
     use super::*;
 
@@ -698,7 +693,14 @@ SHA256:
         assert_eq!(parse_date("01 Jan 1970 00:00:00 +0100"), Some(-3600));
         assert_eq!(parse_date("Sat, 29 Feb 2020 12:00:00 GMT"), Some(1_582_977_600));
         assert_eq!(parse_date("Sat, 29 Feb 2020 12:00:00 -0130"), Some(1_582_983_000));
-        for bad in ["", "yesterday", "Sat, 11 Foo 2026 10:16:37 UTC", "11 Jul 2026 25:00:00 UTC", "11 Jul 2026 10:00:00 CEST", "11 Jul 2026 10:00 UTC"] {
+        for bad in [
+            "",
+            "yesterday",
+            "Sat, 11 Foo 2026 10:16:37 UTC",
+            "11 Jul 2026 25:00:00 UTC",
+            "11 Jul 2026 10:00:00 CEST",
+            "11 Jul 2026 10:00 UTC",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
     }
@@ -820,7 +822,10 @@ SHA256:
         let index = r.index("main/binary-arm64/Packages").unwrap();
         assert!(matches!(
             verify_index(&junk, &index, 1 << 20),
-            Err(ReleaseError::Corrupt { compression: Compression::Xz, .. })
+            Err(ReleaseError::Corrupt {
+                compression: Compression::Xz,
+                ..
+            })
         ));
     }
 

@@ -26,19 +26,18 @@
 //! It reads no clock: "now" is an explicit input ([`Keyring::at`]) the application gives.
 
 #![forbid(unsafe_code)]
+// Parses bytes from the network: no unchecked arithmetic or indexing (docs/security.md).
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use std::fmt;
 use std::io::BufRead;
 use std::str::FromStr;
 
 use pgp::composed::{
-    CleartextSignedMessage, Deserializable as _, DetachedSignature, PublicOrSecret,
-    SignedPublicKey,
+    CleartextSignedMessage, Deserializable as _, DetachedSignature, PublicOrSecret, SignedPublicKey,
 };
 use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::{
-    self, KeyFlags, RevocationCode, Signature, SignatureType, SubpacketData,
-};
+use pgp::packet::{self, KeyFlags, RevocationCode, Signature, SignatureType, SubpacketData};
 use pgp::types::{KeyDetails as _, KeyId, Tag};
 
 /// An OpenPGP key fingerprint: 40 (v4) or 64 (v6) upper-case hex digits, printed without
@@ -190,7 +189,10 @@ pub enum SignatureError {
         code(w4b::apt::key_expired),
         help("update the pinned key (a newer `debian-archive-keyring`, or the repository's current key)")
     )]
-    KeyExpired { fingerprint: Fingerprint, expired_at: u64 },
+    KeyExpired {
+        fingerprint: Fingerprint,
+        expired_at: u64,
+    },
 
     /// The signing key was revoked.
     #[error("the key `{fingerprint}` is revoked{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
@@ -314,10 +316,7 @@ impl Keyring {
 
     /// The primary fingerprints, in keyring order.
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
-        self.certs
-            .iter()
-            .map(|c| c.primary.fingerprint.clone())
-            .collect()
+        self.certs.iter().map(|c| c.primary.fingerprint.clone()).collect()
     }
 
     /// Every fingerprint that may appear as a signer: primaries and their subkeys.
@@ -385,15 +384,33 @@ pub struct Verified {
     /// the armor headers and the signature, dash-unescaped, trailing blanks of each line
     /// removed, lines ending in `\n` (the last line has no line ending, as signed).
     pub payload: Vec<u8>,
-    /// Every good signature, in file order; never empty.
-    pub signers: Vec<Signer>,
+    /// The first good signature.
+    signer: Signer,
+    /// Every good signature after the first, in file order.
+    more: Vec<Signer>,
 }
 
 impl Verified {
+    fn new(payload: Vec<u8>, mut signers: Vec<Signer>) -> Option<Verified> {
+        if signers.is_empty() {
+            return None;
+        }
+        let signer = signers.remove(0);
+        Some(Verified {
+            payload,
+            signer,
+            more: signers,
+        })
+    }
+
     /// The first good signature.
     pub fn signer(&self) -> &Signer {
-        // `signers` is never empty by construction (see `judge`).
-        &self.signers[0]
+        &self.signer
+    }
+
+    /// Every good signature, in file order (at least one).
+    pub fn signers(&self) -> impl Iterator<Item = &Signer> {
+        std::iter::once(&self.signer).chain(self.more.iter())
     }
 }
 
@@ -423,19 +440,13 @@ pub fn verify_clearsigned(text: &[u8], keys: &Keyring) -> Result<Verified, Signa
     let signed = message.signed_text();
     let payload = signed.replace("\r\n", "\n").into_bytes();
     let verdict = judge(message.signatures(), signed.as_bytes(), keys)?;
-    Ok(Verified {
-        payload,
-        signers: verdict,
-    })
+    // `judge` returns at least one signer or an error, so `None` cannot happen.
+    Verified::new(payload, verdict).ok_or(SignatureError::NotSigned)
 }
 
 /// Verifies `data` (`Release`) against a detached signature (`Release.gpg`, armored or
 /// binary) and returns `data` as the payload.
-pub fn verify_detached(
-    data: &[u8],
-    signature: &[u8],
-    keys: &Keyring,
-) -> Result<Verified, SignatureError> {
+pub fn verify_detached(data: &[u8], signature: &[u8], keys: &Keyring) -> Result<Verified, SignatureError> {
     let malformed = |e: pgp::errors::Error| SignatureError::MalformedArmor {
         reason: e.to_string(),
     };
@@ -453,10 +464,7 @@ pub fn verify_detached(
         }
     }
     let signers = judge(&sigs, data, keys)?;
-    Ok(Verified {
-        payload: data.to_vec(),
-        signers,
-    })
+    Verified::new(data.to_vec(), signers).ok_or(SignatureError::NotSigned)
 }
 
 /// Whether the bytes start (after blanks) with an armor line.
@@ -465,7 +473,9 @@ fn looks_armored(bytes: &[u8]) -> bool {
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(bytes.len());
-    bytes.get(start..).is_some_and(|rest| rest.starts_with(b"-----BEGIN PGP "))
+    bytes
+        .get(start..)
+        .is_some_and(|rest| rest.starts_with(b"-----BEGIN PGP "))
 }
 
 /// Splits armored text into its `kind` blocks (several keys exported one after another
@@ -586,8 +596,8 @@ fn cert_of(key: &SignedPublicKey) -> Result<Cert, SignatureError> {
     let mut newest: Option<&Signature> = None;
     for user in &key.details.users {
         for s in &user.signatures {
-            let ok = s.is_certification()
-                && s.verify_certification(primary_key, Tag::UserId, &user.id).is_ok();
+            let ok =
+                s.is_certification() && s.verify_certification(primary_key, Tag::UserId, &user.id).is_ok();
             if ok && newest.is_none_or(|n| created(s) >= created(n)) {
                 newest = Some(s);
             }
@@ -595,9 +605,7 @@ fn cert_of(key: &SignedPublicKey) -> Result<Cert, SignatureError> {
     }
     let mut newest_direct: Option<&Signature> = None;
     for s in &key.details.direct_signatures {
-        if s.verify_key(primary_key).is_ok()
-            && newest_direct.is_none_or(|n| created(s) >= created(n))
-        {
+        if s.verify_key(primary_key).is_ok() && newest_direct.is_none_or(|n| created(s) >= created(n)) {
             newest_direct = Some(s);
         }
     }
@@ -636,9 +644,9 @@ fn cert_of(key: &SignedPublicKey) -> Result<Cert, SignatureError> {
                     // A signing subkey must prove the primary may claim it (back-sig),
                     // else anyone could attach someone else's signing key to theirs.
                     if s.key_flags().sign() {
-                        let back = s.embedded_signature().is_some_and(|b| {
-                            b.verify_primary_key_binding(&sub.key, primary_key).is_ok()
-                        });
+                        let back = s
+                            .embedded_signature()
+                            .is_some_and(|b| b.verify_primary_key_binding(&sub.key, primary_key).is_ok());
                         if !back {
                             continue;
                         }
@@ -647,12 +655,12 @@ fn cert_of(key: &SignedPublicKey) -> Result<Cert, SignatureError> {
                         newest_binding = Some(s);
                     }
                 }
-                Some(SignatureType::SubkeyRevocation) => {
-                    if s.verify_subkey_binding(primary_key, &sub.key).is_ok() {
-                        let r = revocation(s);
-                        if revoked.as_ref().is_none_or(|o| (r.soft, r.at) < (o.soft, o.at)) {
-                            revoked = Some(r);
-                        }
+                Some(SignatureType::SubkeyRevocation)
+                    if s.verify_subkey_binding(primary_key, &sub.key).is_ok() =>
+                {
+                    let r = revocation(s);
+                    if revoked.as_ref().is_none_or(|o| (r.soft, r.at) < (o.soft, o.at)) {
+                        revoked = Some(r);
                     }
                 }
                 _ => {}
@@ -790,12 +798,10 @@ fn check_with(
     if let Err(e) = c.material.verify(sig, data) {
         use pgp::errors::Error;
         return Err(match e {
-            Error::Unsupported { .. } | Error::Unimplemented { .. } => {
-                SignatureError::UnsupportedSignature {
-                    fingerprint,
-                    reason: e.to_string(),
-                }
-            }
+            Error::Unsupported { .. } | Error::Unimplemented { .. } => SignatureError::UnsupportedSignature {
+                fingerprint,
+                reason: e.to_string(),
+            },
             _ => SignatureError::BadSignature { fingerprint },
         });
     }
@@ -851,6 +857,7 @@ fn check_with(
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)] // tests index their own fixtures
 mod tests {
     use super::*;
 
@@ -861,9 +868,17 @@ mod tests {
             .unwrap();
         assert_eq!(fp.as_str(), "4CB50190207B4758A3F73A796ED0E7B82643E131");
         assert_eq!(fp.key_id(), "6ED0E7B82643E131");
-        for bad in ["", "6ED0E7B82643E131", "4CB50190207B4758A3F73A796ED0E7B82643E13G", "4CB50190207B4758A3F73A796ED0E7B82643E1311"] {
+        for bad in [
+            "",
+            "6ED0E7B82643E131",
+            "4CB50190207B4758A3F73A796ED0E7B82643E13G",
+            "4CB50190207B4758A3F73A796ED0E7B82643E1311",
+        ] {
             assert!(
-                matches!(bad.parse::<Fingerprint>(), Err(SignatureError::InvalidFingerprint { .. })),
+                matches!(
+                    bad.parse::<Fingerprint>(),
+                    Err(SignatureError::InvalidFingerprint { .. })
+                ),
                 "{bad}"
             );
         }
@@ -878,7 +893,9 @@ mod tests {
             Err(SignatureError::EmptyKeyring | SignatureError::MalformedKeyring { .. })
         ));
         assert!(matches!(
-            Keyring::from_bytes(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot base64!\n-----END PGP PUBLIC KEY BLOCK-----\n"),
+            Keyring::from_bytes(
+                b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot base64!\n-----END PGP PUBLIC KEY BLOCK-----\n"
+            ),
             Err(SignatureError::MalformedKeyring { .. } | SignatureError::UnsupportedKey { .. })
         ));
         assert!(matches!(
@@ -901,7 +918,10 @@ mod tests {
     fn unsigned_and_malformed_clearsigned_files() {
         // A keyring is not needed to reject these; any key-less ring would do, but the
         // API wants one, so use an empty one built by hand.
-        let keys = Keyring { certs: Vec::new(), now: None };
+        let keys = Keyring {
+            certs: Vec::new(),
+            now: None,
+        };
         assert!(matches!(
             verify_clearsigned(b"Origin: Debian\nSuite: stable\n", &keys),
             Err(SignatureError::NotSigned)
@@ -921,7 +941,11 @@ mod tests {
             Err(SignatureError::MalformedArmor { .. })
         ));
         assert!(matches!(
-            verify_detached(b"data", b"-----BEGIN PGP SIGNATURE-----\n\n!!\n-----END PGP SIGNATURE-----\n", &keys),
+            verify_detached(
+                b"data",
+                b"-----BEGIN PGP SIGNATURE-----\n\n!!\n-----END PGP SIGNATURE-----\n",
+                &keys
+            ),
             Err(SignatureError::MalformedArmor { .. })
         ));
     }

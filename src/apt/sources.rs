@@ -11,6 +11,8 @@
 //! Parsing is pure (text in); [`read_host`] is the one function that touches the disk.
 
 #![forbid(unsafe_code)]
+// Parses bytes from the network: no unchecked arithmetic or indexing (docs/security.md).
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 
@@ -93,12 +95,7 @@ pub fn parse_deb822(text: &str, file: &str) -> Result<Vec<Source>, SourcesError>
 }
 
 fn stanza_source(fields: &[(String, String)], origin: &str) -> Result<Option<Source>, SourcesError> {
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let words = |name: &str| -> Vec<String> {
         get(name)
             .map(|v| v.split_whitespace().map(str::to_owned).collect())
@@ -118,10 +115,7 @@ fn stanza_source(fields: &[(String, String)], origin: &str) -> Result<Option<Sou
     if !types.iter().any(|t| t == "deb") {
         return Ok(None);
     }
-    let uri = words("uris")
-        .into_iter()
-        .next()
-        .ok_or_else(|| missing("URIs"))?;
+    let uri = words("uris").into_iter().next().ok_or_else(|| missing("URIs"))?;
     let suites = words("suites");
     if suites.is_empty() {
         return Err(missing("Suites"));
@@ -194,9 +188,9 @@ pub fn parse_one_line(text: &str, file: &str) -> Result<Vec<Source>, SourcesErro
                 reason: "expected `deb URI SUITE [COMPONENT...]`".into(),
             });
         };
-        let signed_by = options.split_whitespace().find_map(|o| {
-            o.strip_prefix("signed-by=").map(signed_by_value)
-        });
+        let signed_by = options
+            .split_whitespace()
+            .find_map(|o| o.strip_prefix("signed-by=").map(signed_by_value));
         out.push(Source {
             uri: uri.trim_end_matches('/').to_owned(),
             suites: vec![suite.to_owned()],
@@ -253,6 +247,7 @@ pub fn read_host(root: &Path) -> Result<Vec<Source>, SourcesError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)] // tests index their own fixtures
 mod tests {
     use super::*;
 
@@ -343,11 +338,23 @@ Signed-By: 0123456789ABCDEF0123456789ABCDEF01234567
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("etc/apt/sources.list.d");
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("b.sources"), "Types: deb\nURIs: http://b.invalid\nSuites: b\n").unwrap();
+        std::fs::write(
+            d.join("b.sources"),
+            "Types: deb\nURIs: http://b.invalid\nSuites: b\n",
+        )
+        .unwrap();
         std::fs::write(d.join("a.list"), "deb http://a.invalid a main\n").unwrap();
         std::fs::write(d.join("ignored.save"), "garbage").unwrap();
-        std::fs::write(dir.path().join("etc/apt/sources.list"), "deb http://c.invalid c\n").unwrap();
-        let uris: Vec<String> = read_host(dir.path()).unwrap().into_iter().map(|s| s.uri).collect();
+        std::fs::write(
+            dir.path().join("etc/apt/sources.list"),
+            "deb http://c.invalid c\n",
+        )
+        .unwrap();
+        let uris: Vec<String> = read_host(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.uri)
+            .collect();
         assert_eq!(uris, ["http://a.invalid", "http://b.invalid", "http://c.invalid"]);
         let empty = tempfile::tempdir().unwrap();
         assert!(read_host(empty.path()).unwrap().is_empty());

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 use w4b::apt::release::{verify_index, Compression, Release, ReleaseError};
-use w4b::apt::signature::{
-    verify_clearsigned, verify_detached, Fingerprint, Keyring, SignatureError,
-};
+use w4b::apt::signature::{verify_clearsigned, verify_detached, Fingerprint, Keyring, SignatureError};
 use w4b::apt::sources::{read_host, SignedBy};
 
 use crate::aptrepo::{AptRepo, Deb, Signing, Tamper, EPOCH};
@@ -120,8 +118,17 @@ fn a_signed_repository_verifies_link_by_link_over_http() {
             .unwrap();
         assert!(dearmored.success());
         let inr = write(dir.path(), "InRelease", &inrelease);
-        let status = Command::new("gpgv").arg("--keyring").arg(&ring).arg(&inr).output().unwrap();
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        let status = Command::new("gpgv")
+            .arg("--keyring")
+            .arg(&ring)
+            .arg(&inr)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
     }
 
     // Release: the suite and the codename both answer; the list has every index.
@@ -151,7 +158,10 @@ fn a_signed_repository_verifies_link_by_link_over_http() {
     assert!(text.contains("Provides: libfoo (= 2.1)"));
     // `all` packages are in every architecture's index, `arm64` ones only in arm64's.
     let armhf = verify_index(
-        &get(&client, &format!("{base}/dists/w4b-test/main/binary-armhf/Packages.xz")),
+        &get(
+            &client,
+            &format!("{base}/dists/w4b-test/main/binary-armhf/Packages.xz"),
+        ),
         &release.index("main/binary-armhf/Packages").unwrap(),
         1 << 20,
     )
@@ -170,7 +180,11 @@ fn a_signed_repository_verifies_link_by_link_over_http() {
         assert_eq!(hex::encode(Sha256::digest(&deb)), *sha256, "{name}");
         if name == "hello" {
             let path = write(dir.path(), "hello.deb", &deb);
-            let info = Command::new("dpkg-deb").arg("--info").arg(&path).output().unwrap();
+            let info = Command::new("dpkg-deb")
+                .arg("--info")
+                .arg(&path)
+                .output()
+                .unwrap();
             let info = String::from_utf8_lossy(&info.stdout);
             assert!(info.contains("postinst") && info.contains("conffiles"), "{info}");
             let conffiles = Command::new("dpkg-deb")
@@ -225,7 +239,9 @@ fn a_changed_payload_is_a_bad_signature() {
     // Trailing blanks are not covered by the signature, so they are not in the payload.
     let padded = inrelease.replacen("Suite: w4b-test\n", "Suite: w4b-test   \n", 1);
     let verified = verify_clearsigned(padded.as_bytes(), &keys).unwrap();
-    assert!(!String::from_utf8(verified.payload).unwrap().contains("w4b-test   "));
+    assert!(!String::from_utf8(verified.payload)
+        .unwrap()
+        .contains("w4b-test   "));
 }
 
 #[test]
@@ -272,8 +288,10 @@ fn a_repository_signed_by_another_key_names_that_key() {
     let inrelease = repo.dist_file("InRelease");
     match verify_clearsigned(&inrelease, &repo_keyring(&repo)) {
         Err(e @ SignatureError::UnknownKey { .. }) => {
-            let SignatureError::UnknownKey { issuers } = &e else { unreachable!() };
-            assert_eq!(issuers, &[other.clone()]);
+            let SignatureError::UnknownKey { issuers } = &e else {
+                unreachable!()
+            };
+            assert_eq!(issuers, std::slice::from_ref(&other));
             assert!(e.to_string().contains(&other), "{e}");
         }
         other => panic!("{other:?}"),
@@ -290,7 +308,11 @@ fn a_repository_signed_by_another_key_names_that_key() {
     assert_eq!(fps, expected);
     let pinned_other = ring.select(&other.parse().unwrap()).unwrap();
     assert_eq!(
-        verify_clearsigned(&inrelease, &pinned_other).unwrap().signer().primary.as_str(),
+        verify_clearsigned(&inrelease, &pinned_other)
+            .unwrap()
+            .signer()
+            .primary
+            .as_str(),
         other
     );
     let pinned_repo = ring.select(&repo.fingerprint.parse().unwrap()).unwrap();
@@ -320,7 +342,11 @@ fn a_sha1_signature_is_refused() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        verify_detached(&repo.dist_file("Release"), &repo.dist_file("Release.gpg"), &repo_keyring(&repo)),
+        verify_detached(
+            &repo.dist_file("Release"),
+            &repo.dist_file("Release.gpg"),
+            &repo_keyring(&repo)
+        ),
         Err(SignatureError::WeakDigest { .. })
     ));
 }
@@ -335,7 +361,10 @@ fn an_expired_key_is_refused_at_a_later_time() {
     verify_clearsigned(&inrelease, &repo_keyring(&repo)).unwrap();
     verify_clearsigned(&inrelease, &repo_keyring(&repo).at(EPOCH + 86_399)).unwrap();
     match verify_clearsigned(&inrelease, &repo_keyring(&repo).at(EPOCH + 2 * 86_400)) {
-        Err(SignatureError::KeyExpired { fingerprint, expired_at }) => {
+        Err(SignatureError::KeyExpired {
+            fingerprint,
+            expired_at,
+        }) => {
             assert_eq!(fingerprint.as_str(), repo.fingerprint);
             assert_eq!(expired_at, EPOCH + 86_400);
         }
@@ -358,7 +387,11 @@ fn a_revoked_key_is_refused() {
 
 #[test]
 fn a_release_for_another_suite_is_refused() {
-    let Some(repo) = AptRepo::builder().suite("stable").codename("bookworm").offline().build()
+    let Some(repo) = AptRepo::builder()
+        .suite("stable")
+        .codename("bookworm")
+        .offline()
+        .build()
     else {
         return;
     };
@@ -410,8 +443,7 @@ fn a_deb_that_does_not_match_its_packages_entry_is_refused_by_the_downloader() {
     let release = Release::parse_for_suite(&verified.payload, "w4b-test").unwrap();
     let index = release.index("main/binary-arm64/Packages").unwrap();
     let text =
-        String::from_utf8(verify_index(&repo.dist_file(&index.path), &index, 1 << 20).unwrap())
-            .unwrap();
+        String::from_utf8(verify_index(&repo.dist_file(&index.path), &index, 1 << 20).unwrap()).unwrap();
     let fetcher = w4b::download::Fetcher::new(&w4b::download::FetchConfig {
         system_proxy: false,
         ..Default::default()
@@ -424,11 +456,7 @@ fn a_deb_that_does_not_match_its_packages_entry_is_refused_by_the_downloader() {
         let mut request = w4b::download::FetchRequest::new(&url, digest, "Packages");
         request.size = Some(size);
         request.retries = 0;
-        let result = fetcher.fetch_to(
-            &request,
-            &dir.path().join(&sha256),
-            &w4b::download::NoProgress,
-        );
+        let result = fetcher.fetch_to(&request, &dir.path().join(&sha256), &w4b::download::NoProgress);
         if name == "hello" {
             assert!(
                 matches!(result, Err(w4b::download::FetchError::DigestMismatch { .. })),
@@ -451,7 +479,10 @@ fn host_bookworm() -> Option<(String, std::path::PathBuf)> {
             None => Some("/usr/share/keyrings/debian-archive-keyring.gpg".into()),
             _ => None,
         }?;
-        s.suites.iter().any(|x| x == "bookworm").then(|| (s.uri, keyring))
+        s.suites
+            .iter()
+            .any(|x| x == "bookworm")
+            .then_some((s.uri, keyring))
     })
 }
 
@@ -459,7 +490,9 @@ fn host_bookworm() -> Option<(String, std::path::PathBuf)> {
 fn debian_bookworm_verifies_against_the_archive_keyring() {
     let keyring_path = std::path::Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
     if !keyring_path.is_file() {
-        crate::oracle::unavailable("`/usr/share/keyrings/debian-archive-keyring.gpg` is missing (package `debian-archive-keyring`)");
+        crate::oracle::unavailable(
+            "`/usr/share/keyrings/debian-archive-keyring.gpg` is missing (package `debian-archive-keyring`)",
+        );
         return;
     }
     let Some((uri, signed_by)) = host_bookworm() else {
@@ -491,7 +524,11 @@ fn debian_bookworm_verifies_against_the_archive_keyring() {
     let verified = verify_clearsigned(&inrelease, &keys).expect("bookworm's InRelease verifies");
     // Debian signs with its archive keys' RSA 4096 subkeys and the release team's
     // Ed25519 key; every one of them that is in the keyring must have verified.
-    assert!(!verified.signers.is_empty());
+    let signers: Vec<&str> = verified.signers().map(|s| s.primary.as_str()).collect();
+    assert!(
+        signers.contains(&"B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8"),
+        "the bookworm archive key signed: {signers:?}"
+    );
     let release = Release::parse_for_suite(&verified.payload, "bookworm").unwrap();
     assert_eq!(release.origin.as_deref(), Some("Debian"));
     assert!(release.architectures.iter().any(|a| a == "arm64"));
@@ -505,7 +542,15 @@ fn debian_bookworm_verifies_against_the_archive_keyring() {
         by_pinned.signer().primary.as_str(),
         "B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8"
     );
-    assert_ne!(by_pinned.signer().key, by_pinned.signer().primary, "a subkey signs");
+    assert_ne!(
+        by_pinned.signer().key,
+        by_pinned.signer().primary,
+        "a subkey signs"
+    );
+    // Pinning that subkey alone (apt's `FPR!`) verifies with it.
+    let subkey: Fingerprint = by_pinned.signer().key.clone();
+    let by_subkey = verify_clearsigned(&inrelease, &keys.select(&subkey).unwrap()).unwrap();
+    assert_eq!(by_subkey.signer().key, subkey);
 
     // The hash chain: Packages.xz for arm64, by hash when the archive offers it.
     let index = release.index("main/binary-arm64/Packages").unwrap();

@@ -328,11 +328,7 @@ impl AptRepoBuilder {
 
         // Keys: the repository's, and a stranger's when the variant needs one.
         let rsa = self.rsa || self.signing == Signing::Sha1;
-        let fingerprint = gpg.generate(
-            "W4B Test Repository <repo@example.invalid>",
-            rsa,
-            &self.expire,
-        );
+        let fingerprint = gpg.generate("W4B Test Repository <repo@example.invalid>", rsa, &self.expire);
         let other = (self.signing == Signing::OtherKey)
             .then(|| gpg.generate("Somebody Else <else@example.invalid>", false, "never"));
 
@@ -410,8 +406,20 @@ impl AptRepoBuilder {
                 } else {
                     "SHA512"
                 };
-                gpg.sign(signer, digest, &dists.join("Release"), &dists.join("InRelease"), true);
-                gpg.sign(signer, digest, &dists.join("Release"), &dists.join("Release.gpg"), false);
+                gpg.sign(
+                    signer,
+                    digest,
+                    &dists.join("Release"),
+                    &dists.join("InRelease"),
+                    true,
+                );
+                gpg.sign(
+                    signer,
+                    digest,
+                    &dists.join("Release"),
+                    &dists.join("Release.gpg"),
+                    false,
+                );
             }
         }
         if self.revoked {
@@ -598,9 +606,7 @@ impl Gpg {
     /// Creates a signing-only primary key without passphrase; returns its fingerprint.
     fn generate(&self, uid: &str, rsa: bool, expire: &str) -> String {
         let algo = if rsa { "rsa3072" } else { "ed25519" };
-        run(self
-            .cmd()
-            .args(["--quick-gen-key", uid, algo, "sign", expire]));
+        run(self.cmd().args(["--quick-gen-key", uid, algo, "sign", expire]));
         let listing = output(
             self.cmd()
                 .args(["--with-colons", "--fingerprint", "--list-keys", uid]),
@@ -632,7 +638,10 @@ impl Gpg {
             .join("openpgp-revocs.d")
             .join(format!("{fingerprint}.rev"));
         let text = std::fs::read_to_string(&path).expect("gpg stored a revocation certificate");
-        let cert = text.replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----");
+        let cert = text.replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        );
         let file = self.home.join("revoke.asc");
         std::fs::write(&file, cert).expect("write revocation");
         run(self.cmd().arg("--import").arg(&file));
