@@ -121,9 +121,13 @@ pub struct Installed {
 /// never reach an output).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
+    /// Copying the packages and reading their control fields.
+    pub prepare: Duration,
     pub materialize: Duration,
     pub dpkg: Duration,
     pub capture: Duration,
+    /// Diff, normalisation, overlay and removing the scratch root.
+    pub finish: Duration,
     pub rounds: usize,
 }
 
@@ -278,6 +282,7 @@ fn packages_text(packages: &[String]) -> String {
 
 /// Installs `req.debs` into `req.base`; see the module doc. Needs root.
 pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Result<Installed, InstallError> {
+    let begun = Instant::now();
     preflight::check_host(req.arch)?;
     let scratch = Scratch::new(req.scratch)?;
     let root = req.scratch.join("root");
@@ -340,6 +345,7 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
     let changeset_digest = changeset.store(blobs)?;
     let tree = apply(blobs, req.base, std::slice::from_ref(&changeset), req.epoch)?;
     drop(scratch);
+    let finished = Instant::now();
     Ok(Installed {
         changeset,
         changeset_digest,
@@ -352,9 +358,11 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
             .collect(),
         log: log_text,
         timings: Timings {
+            prepare: started - begun,
             materialize: materialized - started,
             dpkg: dpkg_done - materialized,
             capture: captured_at - dpkg_done,
+            finish: finished - captured_at,
             rounds: rounds.len(),
         },
     })
@@ -531,7 +539,11 @@ impl Drop for Scratch<'_> {
         // removes plain files and cannot reach the host's /proc or /dev.
         if let Ok(items) = fs::read_dir(self.dir) {
             for item in items.flatten() {
-                let _ = fs::remove_dir_all(item.path());
+                let path = item.path();
+                let _ = match item.file_type() {
+                    Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                    _ => fs::remove_file(&path),
+                };
             }
         }
     }

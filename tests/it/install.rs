@@ -78,6 +78,9 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 /// The minbase root and the `.deb`s openssh-server adds to it, downloaded once.
 fn fixture() -> Result<(PathBuf, Vec<PathBuf>), String> {
+    // The tests of this file share the cache: one prepares it, the others wait.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mirror = mirror().ok_or("no `deb` source for bookworm in the host's apt configuration")?;
     let cache = Path::new(CACHE);
     let base = cache.join("base");
@@ -116,19 +119,26 @@ fn fixture() -> Result<(PathBuf, Vec<PathBuf>), String> {
         )
         .map_err(|e| e.to_string())?;
         fs::copy(base.join("var/lib/dpkg/status"), apt.join("status")).map_err(|e| e.to_string())?;
+        // Read before anything else (`APT_CONFIG`), so `Dir` moves the configuration
+        // parts too: none of the host's `/etc/apt/apt.conf.d` applies.
+        let conf = apt.join("apt.conf");
+        fs::write(
+            &conf,
+            format!(
+                "Dir \"{apt}/\";\nDir::State::status \"{apt}/status\";\n\
+                 Dir::Cache::archives \"{debs}/\";\nAPT::Architecture \"arm64\";\n\
+                 APT::Architectures {{ \"arm64\"; }};\nAPT::Install-Recommends \"false\";\n\
+                 Acquire::Languages \"none\";\n",
+                apt = apt.display(),
+                debs = debs.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
         let apt_get = |args: &[&str]| {
             let mut c = Command::new("apt-get");
             c.env_clear()
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("APT_CONFIG", "/dev/null")
-                .arg("-o")
-                .arg(format!("Dir={}/", apt.display()))
-                .arg("-o")
-                .arg(format!("Dir::State::status={}/status", apt.display()))
-                .arg("-o")
-                .arg(format!("Dir::Cache::archives={}/", debs.display()))
-                .args(["-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64"])
-                .args(["-o", "APT::Install-Recommends=false", "-o", "Debug::NoLocking=true"])
+                .env("APT_CONFIG", &conf)
                 .args(args);
             run(&mut c)
         };
@@ -208,10 +218,8 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
         started.elapsed(),
         first.timings
     );
-    assert!(
-        fs::read_dir(tmp.path().join("one")).unwrap().next().is_none(),
-        "the scratch directory is left empty"
-    );
+    let left: Vec<_> = fs::read_dir(tmp.path().join("one")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the scratch directory is not left empty: {left:?}");
     assert!(first.packages.iter().any(|(p, _, a)| p == "openssh-server" && a == "arm64"));
 
     // Another scratch path, TZ and umask: the same changeset.
@@ -246,6 +254,15 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
     assert_eq!(&sshd[18..20], &[0xb7, 0], "e_machine EM_AARCH64");
     let passwd = fs::read_to_string(out.join("etc/passwd")).unwrap();
     assert!(passwd.lines().any(|l| l.starts_with("sshd:")), "{passwd}");
+    // The password-change day of the new user is the epoch's, not today's: shadow's
+    // tools honour SOURCE_DATE_EPOCH (no normalisation rule needed).
+    let shadow = fs::read_to_string(out.join("etc/shadow")).unwrap();
+    let sshd_shadow = shadow.lines().find(|l| l.starts_with("sshd:")).unwrap();
+    let lastchg = sshd_shadow.split(':').nth(2).unwrap();
+    assert!(
+        lastchg.is_empty() || lastchg == (EPOCH / 86400).to_string(),
+        "{sshd_shadow}"
+    );
     let host_keys: Vec<_> = fs::read_dir(out.join("etc/ssh"))
         .unwrap()
         .flatten()
@@ -306,7 +323,8 @@ fn a_cancelled_install_leaves_no_mount_and_no_scratch_files() {
         install(&blobs, &req, &cancel)
     });
     assert!(matches!(result, Err(InstallError::Cancelled)), "{result:?}");
-    assert!(fs::read_dir(&scratch).unwrap().next().is_none(), "scratch emptied");
+    let left: Vec<_> = fs::read_dir(&scratch).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "scratch not emptied: {left:?}");
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&*tmp.path().to_string_lossy()),
