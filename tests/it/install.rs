@@ -48,7 +48,10 @@ fn mirror() -> Option<String> {
                     .unwrap_or_default()
             };
             let enabled = field("Enabled").first().is_none_or(|v| v != "no");
-            if enabled && field("Types").iter().any(|t| t == "deb") && field("Suites").iter().any(|s| s == SUITE) {
+            if enabled
+                && field("Types").iter().any(|t| t == "deb")
+                && field("Suites").iter().any(|s| s == SUITE)
+            {
                 if let Some(uri) = field("URIs").into_iter().next() {
                     return Some(uri);
                 }
@@ -58,7 +61,8 @@ fn mirror() -> Option<String> {
     let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
     list.lines().find_map(|l| {
         let words: Vec<&str> = l.split_whitespace().filter(|w| !w.starts_with('[')).collect();
-        (words.first() == Some(&"deb") && words.get(2) == Some(&SUITE)).then(|| words.get(1).map(|u| u.to_string()))?
+        (words.first() == Some(&"deb") && words.get(2) == Some(&SUITE))
+            .then(|| words.get(1).map(|u| u.to_string()))?
     })
 }
 
@@ -164,7 +168,14 @@ fn preconditions() -> bool {
         crate::oracle::unavailable("installing packages needs root");
         return false;
     }
-    if !crate::oracle::have_all(&["mmdebstrap", "apt-get", "dpkg", "dpkg-query", "dpkg-deb", "chroot"]) {
+    if !crate::oracle::have_all(&[
+        "mmdebstrap",
+        "apt-get",
+        "dpkg",
+        "dpkg-query",
+        "dpkg-deb",
+        "chroot",
+    ]) {
         return false;
     }
     if let Err(e) = w4b::install::preflight::check_host(Arch::Arm64) {
@@ -174,7 +185,12 @@ fn preconditions() -> bool {
     true
 }
 
-fn install_once(blobs: &dyn Blobs, base: w4b_cache::Digest, debs: &[Deb], scratch: &Path) -> w4b::install::Installed {
+fn install_once(
+    blobs: &dyn Blobs,
+    base: w4b_cache::Digest,
+    debs: &[Deb],
+    scratch: &Path,
+) -> w4b::install::Installed {
     let cancel = AtomicBool::new(false);
     let req = Request {
         base,
@@ -202,7 +218,10 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
             return;
         }
     };
-    assert!(deb_files.len() >= 5, "openssh-server adds several packages: {deb_files:?}");
+    assert!(
+        deb_files.len() >= 5,
+        "openssh-server adds several packages: {deb_files:?}"
+    );
     let debs: Vec<Deb> = deb_files.iter().cloned().map(Deb::Path).collect();
     let blobs = MemBlobs::new();
     let started = Instant::now();
@@ -218,9 +237,19 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
         started.elapsed(),
         first.timings
     );
-    let left: Vec<_> = fs::read_dir(tmp.path().join("one")).unwrap().flatten().map(|e| e.path()).collect();
-    assert!(left.is_empty(), "the scratch directory is not left empty: {left:?}");
-    assert!(first.packages.iter().any(|(p, _, a)| p == "openssh-server" && a == "arm64"));
+    let left: Vec<_> = fs::read_dir(tmp.path().join("one"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the scratch directory is not left empty: {left:?}"
+    );
+    assert!(first
+        .packages
+        .iter()
+        .any(|(p, _, a)| p == "openssh-server" && a == "arm64"));
 
     // Another scratch path, TZ and umask: the same changeset.
     let old_umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -237,7 +266,12 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
     // The result as dpkg sees it.
     let out = tmp.path().join("out");
     materialize(&blobs, first.tree, &out).unwrap();
-    let audit = Command::new("dpkg").arg("--root").arg(&out).arg("--audit").output().unwrap();
+    let audit = Command::new("dpkg")
+        .arg("--root")
+        .arg(&out)
+        .arg("--audit")
+        .output()
+        .unwrap();
     assert!(
         audit.status.success() && audit.stdout.is_empty(),
         "dpkg --audit: {}",
@@ -248,7 +282,10 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
         .args(["-W", "-f", "${Status} ${Architecture}", "openssh-server"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&status.stdout), "install ok installed arm64");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "install ok installed arm64"
+    );
     let sshd = fs::read(out.join("usr/sbin/sshd")).unwrap();
     assert_eq!(&sshd[..5], b"\x7fELF\x02", "a 64-bit ELF");
     assert_eq!(&sshd[18..20], &[0xb7, 0], "e_machine EM_AARCH64");
@@ -284,7 +321,9 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
         fs::symlink_metadata(out.join("etc/machine-id")).is_ok(),
         base_dir.join("etc/machine-id").exists()
     );
-    let mode = fs::symlink_metadata(out.join("usr/lib/openssh/ssh-keysign")).unwrap().mode();
+    let mode = fs::symlink_metadata(out.join("usr/lib/openssh/ssh-keysign"))
+        .unwrap()
+        .mode();
     assert_eq!(mode & 0o7777, 0o4755, "setuid survives capture and materialize");
 }
 
@@ -323,7 +362,11 @@ fn a_cancelled_install_leaves_no_mount_and_no_scratch_files() {
         install(&blobs, &req, &cancel)
     });
     assert!(matches!(result, Err(InstallError::Cancelled)), "{result:?}");
-    let left: Vec<_> = fs::read_dir(&scratch).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> = fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "scratch not emptied: {left:?}");
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
