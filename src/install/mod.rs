@@ -21,9 +21,9 @@
 //!
 //! dpkg runs with `--force-unsafe-io` (no fsync: the scratch root is thrown away and only
 //! the captured, content-addressed result counts), `--force-confdef --force-confold`
-//! (never a prompt). Measured on the openssh-server set (13
-//! packages onto a minbase arm64 root, 2 cores, qemu-user): see the numbers in
-//! `docs/architecture.md`.
+//! (never a prompt). Measured on the openssh-server set (23
+//! packages onto a minbase arm64 root, 2 cores, qemu-user): dpkg is 80 % of the time;
+//! the numbers are in `docs/architecture.md`.
 
 pub mod normalise;
 pub mod order;
