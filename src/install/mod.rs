@@ -21,9 +21,9 @@
 //!
 //! dpkg runs with `--force-unsafe-io` (no fsync: the scratch root is thrown away and only
 //! the captured, content-addressed result counts), `--force-confdef --force-confold`
-//! (never a prompt). Measured on the openssh-server set (13
-//! packages onto a minbase arm64 root, 2 cores, qemu-user): see the numbers in
-//! `docs/architecture.md`.
+//! (never a prompt). Measured on the openssh-server set (23
+//! packages onto a minbase arm64 root, 2 cores, qemu-user): dpkg is 80 % of the time;
+//! the numbers are in `docs/architecture.md`.
 
 pub mod normalise;
 pub mod order;
@@ -47,7 +47,8 @@ use crate::tree::{diff::diff, load_root, Blobs, TreeError};
 pub const DEB_DIR: &str = "/var/cache/w4b-debs";
 /// The policy layer that keeps maintainer scripts from starting services.
 pub const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
-const POLICY_RC_D_SCRIPT: &str = "#!/bin/sh\n# Written by w4b while installing packages: start no service.\nexit 101\n";
+const POLICY_RC_D_SCRIPT: &str =
+    "#!/bin/sh\n# Written by w4b while installing packages: start no service.\nexit 101\n";
 
 /// Lines of dpkg's output an error shows.
 const TAIL_LINES: usize = 25;
@@ -121,9 +122,13 @@ pub struct Installed {
 /// never reach an output).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
+    /// Copying the packages and reading their control fields.
+    pub prepare: Duration,
     pub materialize: Duration,
     pub dpkg: Duration,
     pub capture: Duration,
+    /// Diff, normalisation, overlay and removing the scratch root.
+    pub finish: Duration,
     pub rounds: usize,
 }
 
@@ -139,7 +144,10 @@ pub enum InstallError {
 
     #[error("`{tool}` is not installed on this host")]
     #[diagnostic(code(w4b::install::host_tool), help("install the Debian package `{package}`"))]
-    HostToolMissing { tool: &'static str, package: &'static str },
+    HostToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
 
     #[error("binfmt_misc is not mounted at `{}`", dir.display())]
     #[diagnostic(
@@ -184,11 +192,17 @@ pub enum InstallError {
     BadMountPoint { path: String },
 
     #[error("the scratch directory `{}` is not empty", path.display())]
-    #[diagnostic(code(w4b::install::scratch_not_empty), help("remove it, or pass an empty directory"))]
+    #[diagnostic(
+        code(w4b::install::scratch_not_empty),
+        help("remove it, or pass an empty directory")
+    )]
     ScratchNotEmpty { path: PathBuf },
 
     #[error("cannot read the control fields of `{deb}`: {reason}")]
-    #[diagnostic(code(w4b::install::bad_control), help("the file is not a valid Debian package"))]
+    #[diagnostic(
+        code(w4b::install::bad_control),
+        help("the file is not a valid Debian package")
+    )]
     BadControl { deb: String, reason: String },
 
     #[error("`{deb}` is a package for `{found}`, not {arch}")]
@@ -208,7 +222,10 @@ pub enum InstallError {
     },
 
     #[error("dpkg left packages half-installed: {audit}")]
-    #[diagnostic(code(w4b::install::audit), help("this is a dependency problem in the package set; run `w4b lock` again"))]
+    #[diagnostic(
+        code(w4b::install::audit),
+        help("this is a dependency problem in the package set; run `w4b lock` again")
+    )]
     Audit { audit: String },
 
     #[error("the install was cancelled")]
@@ -272,12 +289,17 @@ fn packages_text(packages: &[String]) -> String {
     match packages {
         [] => "the packages".to_owned(),
         [one] => format!("`{one}`"),
-        many => many.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
+        many => many
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
 /// Installs `req.debs` into `req.base`; see the module doc. Needs root.
 pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Result<Installed, InstallError> {
+    let begun = Instant::now();
     preflight::check_host(req.arch)?;
     let scratch = Scratch::new(req.scratch)?;
     let root = req.scratch.join("root");
@@ -340,6 +362,7 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
     let changeset_digest = changeset.store(blobs)?;
     let tree = apply(blobs, req.base, std::slice::from_ref(&changeset), req.epoch)?;
     drop(scratch);
+    let finished = Instant::now();
     Ok(Installed {
         changeset,
         changeset_digest,
@@ -352,9 +375,11 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
             .collect(),
         log: log_text,
         timings: Timings {
+            prepare: started - begun,
             materialize: materialized - started,
             dpkg: dpkg_done - materialized,
             capture: captured_at - dpkg_done,
+            finish: finished - captured_at,
             rounds: rounds.len(),
         },
     })
@@ -366,15 +391,25 @@ fn control(file: &Path, deb: &Deb, arch: Arch) -> Result<order::Control, Install
         Deb::Path(p) => p.display().to_string(),
         Deb::Blob(d) => format!("blob {d}"),
     };
-    let fields = ["Package", "Version", "Architecture", "Pre-Depends", "Depends", "Provides"];
+    let fields = [
+        "Package",
+        "Version",
+        "Architecture",
+        "Pre-Depends",
+        "Depends",
+        "Provides",
+    ];
     let mut args: Vec<&std::ffi::OsStr> = vec!["--field".as_ref(), file.as_os_str()];
     args.extend(fields.iter().map(std::ffi::OsStr::new));
     let out = run::host_output("dpkg-deb", &args).map_err(|e| InstallError::BadControl {
         deb: name.clone(),
         reason: e.to_string(),
     })?;
-    let c = order::Control::parse(&String::from_utf8_lossy(&out))
-        .map_err(|reason| InstallError::BadControl { deb: name.clone(), reason })?;
+    let c =
+        order::Control::parse(&String::from_utf8_lossy(&out)).map_err(|reason| InstallError::BadControl {
+            deb: name.clone(),
+            reason,
+        })?;
     if c.architecture != arch.debian() && c.architecture != "all" {
         return Err(InstallError::WrongArch {
             deb: name,
@@ -447,8 +482,13 @@ fn run_dpkg(
         dpkg("configure", &["--configure", "--pending"], packages)?;
     }
     // Pending triggers of packages outside the set (man-db, libc-bin) run here.
-    dpkg("run the triggers of", &["--triggers-only", "--pending"], Vec::new())?;
-    let audit_log = tempfile::tempfile().map_err(io("cannot create a temporary file in", Path::new("/tmp")))?;
+    dpkg(
+        "run the triggers of",
+        &["--triggers-only", "--pending"],
+        Vec::new(),
+    )?;
+    let audit_log =
+        tempfile::tempfile().map_err(io("cannot create a temporary file in", Path::new("/tmp")))?;
     run::in_root(root, &["dpkg", "--audit"], epoch, &audit_log, cancel)?;
     let audit = read_all(&audit_log);
     if !audit.trim().is_empty() {
@@ -498,7 +538,13 @@ fn failed_packages(log: &File) -> Vec<String> {
         let Some(rest) = rest else { continue };
         let name = rest.split(' ').next().unwrap_or("");
         let name = name.rsplit('/').next().unwrap_or(name);
-        let name = name.split('_').next().unwrap_or(name).split(':').next().unwrap_or(name);
+        let name = name
+            .split('_')
+            .next()
+            .unwrap_or(name)
+            .split(':')
+            .next()
+            .unwrap_or(name);
         if !name.is_empty() && !out.iter().any(|n| n == name) {
             out.push(name.to_owned());
         }
@@ -531,7 +577,11 @@ impl Drop for Scratch<'_> {
         // removes plain files and cannot reach the host's /proc or /dev.
         if let Ok(items) = fs::read_dir(self.dir) {
             for item in items.flatten() {
-                let _ = fs::remove_dir_all(item.path());
+                let path = item.path();
+                let _ = match item.file_type() {
+                    Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                    _ => fs::remove_file(&path),
+                };
             }
         }
     }

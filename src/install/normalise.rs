@@ -121,7 +121,9 @@ pub fn changeset(
     let mut ops = Vec::new();
     if let Some((old, new)) = root {
         let new = clamp(new.clone());
-        if (old.mode, old.uid, old.gid, old.mtime, &old.xattrs) != (new.mode, new.uid, new.gid, new.mtime, &new.xattrs) {
+        if (old.mode, old.uid, old.gid, old.mtime, &old.xattrs)
+            != (new.mode, new.uid, new.gid, new.mtime, &new.xattrs)
+        {
             ops.push(Op::Put {
                 path: TreePath::root(),
                 entry: metadata_only(new),
@@ -265,7 +267,7 @@ mod tests {
         let epoch = 1_000;
         let empty = blobs.put(b"").unwrap();
         let cs = changeset(&diff(&blobs, base, captured).unwrap(), None, epoch, empty);
-        let result = apply(&blobs, base, &[cs.clone()], epoch).unwrap();
+        let result = apply(&blobs, base, std::slice::from_ref(&cs), epoch).unwrap();
         let mut clamped_log = log_dir;
         clamped_log.mtime = epoch;
         let mut machine_id = Entry::file(empty, 0, 0o444);

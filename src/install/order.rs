@@ -165,10 +165,12 @@ mod tests {
 
     #[test]
     fn parses_relations_with_versions_alternatives_and_continuations() {
-        let x = c("Package: openssh-server\nVersion: 1:9.2p1-2+deb12u5\nArchitecture: arm64\n\
+        let x = c(
+            "Package: openssh-server\nVersion: 1:9.2p1-2+deb12u5\nArchitecture: arm64\n\
                    Pre-Depends: init-system-helpers (>= 1.54~)\n\
                    Depends: adduser, libc6 (>= 2.36) | libc6.1,\n libssl3:any [arm64],\n\tucf\n\
-                   Provides: ssh-server\n");
+                   Provides: ssh-server\n",
+        );
         assert_eq!(x.package, "openssh-server");
         assert_eq!(x.version, "1:9.2p1-2+deb12u5");
         assert_eq!(x.architecture, "arm64");
@@ -221,7 +223,10 @@ mod tests {
 
     #[test]
     fn a_pre_dependency_cycle_is_one_round() {
-        let set = [c("Package: a\nPre-Depends: b\n"), c("Package: b\nPre-Depends: a\n")];
+        let set = [
+            c("Package: a\nPre-Depends: b\n"),
+            c("Package: b\nPre-Depends: a\n"),
+        ];
         assert_eq!(rounds(&set), [vec![0, 1]]);
     }
 }

@@ -190,7 +190,11 @@ mod tests {
         assert!(arm.matches(&elf_header(Arch::Armhf)));
         assert!(!arm.matches(&elf_header(Arch::Arm64)));
         assert!(!arm.matches(&[0x7f]), "a short header matches nothing");
-        assert!(Handler::parse("python3", "enabled\ninterpreter /usr/bin/python3\nflags: \nextension .py\n").is_none());
+        assert!(Handler::parse(
+            "python3",
+            "enabled\ninterpreter /usr/bin/python3\nflags: \nextension .py\n"
+        )
+        .is_none());
     }
 
     #[test]

@@ -80,7 +80,10 @@ pub fn in_root(
 
 /// Runs the host tool `tool` with `args` in the fixed environment; returns its stdout.
 pub fn host_output(tool: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, InstallError> {
-    let path = find_tool(tool).ok_or(InstallError::HostToolMissing { tool, package: "dpkg" })?;
+    let path = find_tool(tool).ok_or(InstallError::HostToolMissing {
+        tool,
+        package: "dpkg",
+    })?;
     let out = Command::new(path)
         .args(args)
         .env_clear()
@@ -101,14 +104,25 @@ pub fn host_output(tool: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<
 
 /// Spawns `cmd` in its own process group with output to `log` and waits, killing the
 /// group when `cancel` is set.
-fn wait(mut cmd: Command, tool: &'static str, log: &File, cancel: &AtomicBool) -> Result<ExitStatus, InstallError> {
-    let out = log.try_clone().map_err(|source| InstallError::Spawn { tool, source })?;
-    let err = log.try_clone().map_err(|source| InstallError::Spawn { tool, source })?;
+fn wait(
+    mut cmd: Command,
+    tool: &'static str,
+    log: &File,
+    cancel: &AtomicBool,
+) -> Result<ExitStatus, InstallError> {
+    let out = log
+        .try_clone()
+        .map_err(|source| InstallError::Spawn { tool, source })?;
+    let err = log
+        .try_clone()
+        .map_err(|source| InstallError::Spawn { tool, source })?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|source| InstallError::Spawn { tool, source })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| InstallError::Spawn { tool, source })?;
     let group = rustix::process::Pid::from_child(&child);
     loop {
         if cancel.load(Ordering::Relaxed) {

@@ -40,7 +40,9 @@ pub fn in_private_namespace<T: Send>(
                 .map_err(|e| InstallError::Namespace { source: e.into() })?;
             f()
         });
-        handle.join().unwrap_or_else(|_| Err(InstallError::SessionPanicked))
+        handle
+            .join()
+            .unwrap_or_else(|_| Err(InstallError::SessionPanicked))
     })
 }
 
@@ -82,16 +84,28 @@ impl Mounts {
         let safe = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
         m.mount(root, "proc", "proc", safe, "")?;
         m.mount(root, "sys", "sysfs", safe | MountFlags::RDONLY, "")?;
-        m.mount(root, "dev", "tmpfs", MountFlags::NOSUID | MountFlags::NOEXEC, "mode=0755,size=4m")?;
+        m.mount(
+            root,
+            "dev",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            "mode=0755,size=4m",
+        )?;
         let dev = root.join("dev");
         for (name, major, minor) in DEVICES {
             let p = dev.join(name);
-            rfs::mknodat(CWD, &p, FileType::CharacterDevice, Mode::from_raw_mode(0o666), rfs::makedev(major, minor))
-                .map_err(|e| InstallError::Mount {
-                    what: "cannot create the device node",
-                    path: p.clone(),
-                    source: e.into(),
-                })?;
+            rfs::mknodat(
+                CWD,
+                &p,
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o666),
+                rfs::makedev(major, minor),
+            )
+            .map_err(|e| InstallError::Mount {
+                what: "cannot create the device node",
+                path: p.clone(),
+                source: e.into(),
+            })?;
             // mknod applied the umask.
             rfs::chmodat(CWD, &p, Mode::from_raw_mode(0o666), rfs::AtFlags::empty()).map_err(|e| {
                 InstallError::Mount {
@@ -109,10 +123,28 @@ impl Mounts {
                 source,
             })?;
         }
-        m.mount(root, "dev/pts", "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, "newinstance,ptmxmode=0666,mode=0620")?;
+        m.mount(
+            root,
+            "dev/pts",
+            "devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620",
+        )?;
         m.mount(root, "dev/shm", "tmpfs", safe, "mode=1777")?;
-        m.mount(root, "tmp", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, "mode=1777")?;
-        m.mount(root, "run", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, "mode=0755")?;
+        m.mount(
+            root,
+            "tmp",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=1777",
+        )?;
+        m.mount(
+            root,
+            "run",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=0755",
+        )?;
         let lock = root.join("run/lock");
         fs::create_dir(&lock)
             .and_then(|()| fs::set_permissions(&lock, std::os::unix::fs::PermissionsExt::from_mode(0o1777)))
@@ -127,7 +159,14 @@ impl Mounts {
     /// Mounts `fstype` on `root/rel`, creating the mount point if the tree has none.
     /// A mount point that is not a real directory (a symlink in an untrusted base could
     /// point anywhere on the host) is refused.
-    fn mount(&mut self, root: &Path, rel: &str, fstype: &str, flags: MountFlags, data: &str) -> Result<(), InstallError> {
+    fn mount(
+        &mut self,
+        root: &Path,
+        rel: &str,
+        fstype: &str,
+        flags: MountFlags,
+        data: &str,
+    ) -> Result<(), InstallError> {
         let target = root.join(rel);
         match fs::symlink_metadata(&target) {
             Ok(meta) if meta.is_dir() => {}
@@ -150,10 +189,12 @@ impl Mounts {
             path: target.clone(),
             source: std::io::ErrorKind::InvalidInput.into(),
         })?;
-        mount::mount(fstype, &target, fstype, flags, Some(data.as_c_str())).map_err(|e| InstallError::Mount {
-            what: "cannot mount",
-            path: target.clone(),
-            source: e.into(),
+        mount::mount(fstype, &target, fstype, flags, Some(data.as_c_str())).map_err(|e| {
+            InstallError::Mount {
+                what: "cannot mount",
+                path: target.clone(),
+                source: e.into(),
+            }
         })?;
         self.mounted.push(target);
         Ok(())

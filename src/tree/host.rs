@@ -75,7 +75,8 @@ pub fn materialize(blobs: &dyn Blobs, root: Digest, dir: &Path) -> Result<Materi
     for (path, entry) in &entries {
         if entry.is_dir() && !path.is_root() {
             let h = host(path);
-            rfs::mkdirat(CWD, &h, Mode::from_raw_mode(0o700)).map_err(errno("cannot create directory", &h))?;
+            rfs::mkdirat(CWD, &h, Mode::from_raw_mode(0o700))
+                .map_err(errno("cannot create directory", &h))?;
         }
     }
     // Everything that is not a directory or a hard link, in parallel: the contents are
@@ -140,8 +141,12 @@ fn create_leaf(blobs: &dyn Blobs, h: &Path, entry: &Entry) -> Result<u64, TreeEr
             rfs::symlinkat(target.as_str(), CWD, h).map_err(errno("cannot create symlink", h))?;
             Ok(0)
         }
-        Kind::CharDev { major, minor } => node(FileType::CharacterDevice, rfs::makedev(*major, *minor)).map(|()| 0),
-        Kind::BlockDev { major, minor } => node(FileType::BlockDevice, rfs::makedev(*major, *minor)).map(|()| 0),
+        Kind::CharDev { major, minor } => {
+            node(FileType::CharacterDevice, rfs::makedev(*major, *minor)).map(|()| 0)
+        }
+        Kind::BlockDev { major, minor } => {
+            node(FileType::BlockDevice, rfs::makedev(*major, *minor)).map(|()| 0)
+        }
         Kind::Fifo => node(FileType::Fifo, 0).map(|()| 0),
         Kind::Socket => node(FileType::Socket, 0).map(|()| 0),
         Kind::Dir { .. } | Kind::HardLink { .. } => Ok(0),
@@ -413,8 +418,10 @@ mod tests {
         root.mtime = 1_700_000_000;
         b.insert(TreePath::root(), root).unwrap();
         let mut ping = f(b"\x7fELF ping", 0o755);
-        ping.xattrs
-            .insert("security.capability".into(), vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        ping.xattrs.insert(
+            "security.capability".into(),
+            vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
         ping.mtime = 1_600_000_000;
         b.insert(p("/usr/bin/ping"), ping).unwrap();
         let mut su = f(b"su", 0o4755);
@@ -442,14 +449,31 @@ mod tests {
         link.uid = 3;
         link.mtime = 99;
         b.insert(p("/etc/alt-ping"), link).unwrap();
-        b.insert(p("/etc/dangling"), Entry::symlink("/nowhere/at/all")).unwrap();
-        b.insert(p("/dev/null"), Entry::new(Kind::CharDev { major: 1, minor: 3 }, 0o666))
+        b.insert(p("/etc/dangling"), Entry::symlink("/nowhere/at/all"))
             .unwrap();
-        b.insert(p("/dev/loop9"), Entry::new(Kind::BlockDev { major: 7, minor: 9 }, 0o660))
+        b.insert(
+            p("/dev/null"),
+            Entry::new(Kind::CharDev { major: 1, minor: 3 }, 0o666),
+        )
+        .unwrap();
+        b.insert(
+            p("/dev/loop9"),
+            Entry::new(Kind::BlockDev { major: 7, minor: 9 }, 0o660),
+        )
+        .unwrap();
+        b.insert(
+            p("/dev/big"),
+            Entry::new(
+                Kind::CharDev {
+                    major: 300,
+                    minor: 70000,
+                },
+                0o600,
+            ),
+        )
+        .unwrap();
+        b.insert(p("/run/initctl"), Entry::new(Kind::Fifo, 0o600))
             .unwrap();
-        b.insert(p("/dev/big"), Entry::new(Kind::CharDev { major: 300, minor: 70000 }, 0o600))
-            .unwrap();
-        b.insert(p("/run/initctl"), Entry::new(Kind::Fifo, 0o600)).unwrap();
         b.insert(p("/run/sock"), Entry::new(Kind::Socket, 0o755)).unwrap();
         let hard = |t: &str| Entry::new(Kind::HardLink { target: p(t) }, 0o755);
         b.insert(p("/usr/bin/a-ping"), hard("/usr/bin/ping")).unwrap();
@@ -475,7 +499,10 @@ mod tests {
         let m = fs::symlink_metadata(dir.join("usr/bin/su")).unwrap();
         assert_eq!((m.mode() & 0o7777, m.gid()), (0o4755, 42));
         let m = fs::symlink_metadata(dir.join("sbin/ping2")).unwrap();
-        assert_eq!(m.ino(), fs::symlink_metadata(dir.join("usr/bin/ping")).unwrap().ino());
+        assert_eq!(
+            m.ino(),
+            fs::symlink_metadata(dir.join("usr/bin/ping")).unwrap().ino()
+        );
         assert_eq!(m.nlink(), 3);
         let m = fs::symlink_metadata(dir.join("dev/big")).unwrap();
         assert!(m.file_type().is_char_device());
@@ -486,7 +513,11 @@ mod tests {
         assert_eq!(cap["security.capability"].len(), 20, "capability survived chown");
 
         let blobs2 = MemBlobs::new();
-        assert_eq!(capture(&blobs2, &dir).unwrap(), root, "capture(materialize(t)) == t");
+        assert_eq!(
+            capture(&blobs2, &dir).unwrap(),
+            root,
+            "capture(materialize(t)) == t"
+        );
         // Materializing into a non-empty directory is refused.
         assert!(matches!(
             materialize(&blobs, root, &dir),
@@ -506,7 +537,10 @@ mod tests {
         let blobs = MemBlobs::new();
         let root = capture(&blobs, d).unwrap();
         let t = crate::tree::Tree::open(&blobs, root);
-        assert!(matches!(t.lookup(&p("/a")).unwrap().unwrap().kind, Kind::File { .. }));
+        assert!(matches!(
+            t.lookup(&p("/a")).unwrap().unwrap().kind,
+            Kind::File { .. }
+        ));
         for l in ["/b/y", "/z"] {
             assert_eq!(
                 t.lookup(&p(l)).unwrap().unwrap().kind,
@@ -515,7 +549,10 @@ mod tests {
             );
         }
         // Equal contents in another inode are a separate file, not a link.
-        assert!(matches!(t.lookup(&p("/c")).unwrap().unwrap().kind, Kind::File { .. }));
+        assert!(matches!(
+            t.lookup(&p("/c")).unwrap().unwrap().kind,
+            Kind::File { .. }
+        ));
         // Stable: the same directory captures to the same digest.
         assert_eq!(capture(&blobs, d).unwrap(), root);
     }
@@ -528,9 +565,20 @@ mod tests {
         let blobs = MemBlobs::new();
         assert!(capture(&blobs, &f).is_err());
         rfs::chmodat(CWD, &f, Mode::from_raw_mode(0o640), AtFlags::empty()).unwrap();
-        let t = Timespec { tv_sec: 86400, tv_nsec: 5 };
-        rfs::utimensat(CWD, &f, &Timestamps { last_access: t, last_modification: t }, AtFlags::empty())
-            .unwrap();
+        let t = Timespec {
+            tv_sec: 86400,
+            tv_nsec: 5,
+        };
+        rfs::utimensat(
+            CWD,
+            &f,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            AtFlags::empty(),
+        )
+        .unwrap();
         let root = capture(&blobs, tmp.path()).unwrap();
         let e = crate::tree::lookup(&blobs, root, &p("/f")).unwrap().unwrap();
         assert_eq!((e.mode, e.mtime), (0o640, 86400));

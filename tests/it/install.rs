@@ -48,7 +48,10 @@ fn mirror() -> Option<String> {
                     .unwrap_or_default()
             };
             let enabled = field("Enabled").first().is_none_or(|v| v != "no");
-            if enabled && field("Types").iter().any(|t| t == "deb") && field("Suites").iter().any(|s| s == SUITE) {
+            if enabled
+                && field("Types").iter().any(|t| t == "deb")
+                && field("Suites").iter().any(|s| s == SUITE)
+            {
                 if let Some(uri) = field("URIs").into_iter().next() {
                     return Some(uri);
                 }
@@ -58,7 +61,8 @@ fn mirror() -> Option<String> {
     let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
     list.lines().find_map(|l| {
         let words: Vec<&str> = l.split_whitespace().filter(|w| !w.starts_with('[')).collect();
-        (words.first() == Some(&"deb") && words.get(2) == Some(&SUITE)).then(|| words.get(1).map(|u| u.to_string()))?
+        (words.first() == Some(&"deb") && words.get(2) == Some(&SUITE))
+            .then(|| words.get(1).map(|u| u.to_string()))?
     })
 }
 
@@ -78,6 +82,9 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 /// The minbase root and the `.deb`s openssh-server adds to it, downloaded once.
 fn fixture() -> Result<(PathBuf, Vec<PathBuf>), String> {
+    // The tests of this file share the cache: one prepares it, the others wait.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mirror = mirror().ok_or("no `deb` source for bookworm in the host's apt configuration")?;
     let cache = Path::new(CACHE);
     let base = cache.join("base");
@@ -116,19 +123,26 @@ fn fixture() -> Result<(PathBuf, Vec<PathBuf>), String> {
         )
         .map_err(|e| e.to_string())?;
         fs::copy(base.join("var/lib/dpkg/status"), apt.join("status")).map_err(|e| e.to_string())?;
+        // Read before anything else (`APT_CONFIG`), so `Dir` moves the configuration
+        // parts too: none of the host's `/etc/apt/apt.conf.d` applies.
+        let conf = apt.join("apt.conf");
+        fs::write(
+            &conf,
+            format!(
+                "Dir \"{apt}/\";\nDir::State::status \"{apt}/status\";\n\
+                 Dir::Cache::archives \"{debs}/\";\nAPT::Architecture \"arm64\";\n\
+                 APT::Architectures {{ \"arm64\"; }};\nAPT::Install-Recommends \"false\";\n\
+                 Acquire::Languages \"none\";\n",
+                apt = apt.display(),
+                debs = debs.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
         let apt_get = |args: &[&str]| {
             let mut c = Command::new("apt-get");
             c.env_clear()
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("APT_CONFIG", "/dev/null")
-                .arg("-o")
-                .arg(format!("Dir={}/", apt.display()))
-                .arg("-o")
-                .arg(format!("Dir::State::status={}/status", apt.display()))
-                .arg("-o")
-                .arg(format!("Dir::Cache::archives={}/", debs.display()))
-                .args(["-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64"])
-                .args(["-o", "APT::Install-Recommends=false", "-o", "Debug::NoLocking=true"])
+                .env("APT_CONFIG", &conf)
                 .args(args);
             run(&mut c)
         };
@@ -154,7 +168,14 @@ fn preconditions() -> bool {
         crate::oracle::unavailable("installing packages needs root");
         return false;
     }
-    if !crate::oracle::have_all(&["mmdebstrap", "apt-get", "dpkg", "dpkg-query", "dpkg-deb", "chroot"]) {
+    if !crate::oracle::have_all(&[
+        "mmdebstrap",
+        "apt-get",
+        "dpkg",
+        "dpkg-query",
+        "dpkg-deb",
+        "chroot",
+    ]) {
         return false;
     }
     if let Err(e) = w4b::install::preflight::check_host(Arch::Arm64) {
@@ -164,7 +185,12 @@ fn preconditions() -> bool {
     true
 }
 
-fn install_once(blobs: &dyn Blobs, base: w4b_cache::Digest, debs: &[Deb], scratch: &Path) -> w4b::install::Installed {
+fn install_once(
+    blobs: &dyn Blobs,
+    base: w4b_cache::Digest,
+    debs: &[Deb],
+    scratch: &Path,
+) -> w4b::install::Installed {
     let cancel = AtomicBool::new(false);
     let req = Request {
         base,
@@ -192,7 +218,10 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
             return;
         }
     };
-    assert!(deb_files.len() >= 5, "openssh-server adds several packages: {deb_files:?}");
+    assert!(
+        deb_files.len() >= 5,
+        "openssh-server adds several packages: {deb_files:?}"
+    );
     let debs: Vec<Deb> = deb_files.iter().cloned().map(Deb::Path).collect();
     let blobs = MemBlobs::new();
     let started = Instant::now();
@@ -208,11 +237,19 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
         started.elapsed(),
         first.timings
     );
+    let left: Vec<_> = fs::read_dir(tmp.path().join("one"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(
-        fs::read_dir(tmp.path().join("one")).unwrap().next().is_none(),
-        "the scratch directory is left empty"
+        left.is_empty(),
+        "the scratch directory is not left empty: {left:?}"
     );
-    assert!(first.packages.iter().any(|(p, _, a)| p == "openssh-server" && a == "arm64"));
+    assert!(first
+        .packages
+        .iter()
+        .any(|(p, _, a)| p == "openssh-server" && a == "arm64"));
 
     // Another scratch path, TZ and umask: the same changeset.
     let old_umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -229,7 +266,12 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
     // The result as dpkg sees it.
     let out = tmp.path().join("out");
     materialize(&blobs, first.tree, &out).unwrap();
-    let audit = Command::new("dpkg").arg("--root").arg(&out).arg("--audit").output().unwrap();
+    let audit = Command::new("dpkg")
+        .arg("--root")
+        .arg(&out)
+        .arg("--audit")
+        .output()
+        .unwrap();
     assert!(
         audit.status.success() && audit.stdout.is_empty(),
         "dpkg --audit: {}",
@@ -240,12 +282,24 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
         .args(["-W", "-f", "${Status} ${Architecture}", "openssh-server"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&status.stdout), "install ok installed arm64");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "install ok installed arm64"
+    );
     let sshd = fs::read(out.join("usr/sbin/sshd")).unwrap();
     assert_eq!(&sshd[..5], b"\x7fELF\x02", "a 64-bit ELF");
     assert_eq!(&sshd[18..20], &[0xb7, 0], "e_machine EM_AARCH64");
     let passwd = fs::read_to_string(out.join("etc/passwd")).unwrap();
     assert!(passwd.lines().any(|l| l.starts_with("sshd:")), "{passwd}");
+    // The password-change day of the new user is the epoch's, not today's: shadow's
+    // tools honour SOURCE_DATE_EPOCH (no normalisation rule needed).
+    let shadow = fs::read_to_string(out.join("etc/shadow")).unwrap();
+    let sshd_shadow = shadow.lines().find(|l| l.starts_with("sshd:")).unwrap();
+    let lastchg = sshd_shadow.split(':').nth(2).unwrap();
+    assert!(
+        lastchg.is_empty() || lastchg == (EPOCH / 86400).to_string(),
+        "{sshd_shadow}"
+    );
     let host_keys: Vec<_> = fs::read_dir(out.join("etc/ssh"))
         .unwrap()
         .flatten()
@@ -267,7 +321,9 @@ fn openssh_server_installs_into_an_arm64_root_reproducibly() {
         fs::symlink_metadata(out.join("etc/machine-id")).is_ok(),
         base_dir.join("etc/machine-id").exists()
     );
-    let mode = fs::symlink_metadata(out.join("usr/lib/openssh/ssh-keysign")).unwrap().mode();
+    let mode = fs::symlink_metadata(out.join("usr/lib/openssh/ssh-keysign"))
+        .unwrap()
+        .mode();
     assert_eq!(mode & 0o7777, 0o4755, "setuid survives capture and materialize");
 }
 
@@ -306,7 +362,12 @@ fn a_cancelled_install_leaves_no_mount_and_no_scratch_files() {
         install(&blobs, &req, &cancel)
     });
     assert!(matches!(result, Err(InstallError::Cancelled)), "{result:?}");
-    assert!(fs::read_dir(&scratch).unwrap().next().is_none(), "scratch emptied");
+    let left: Vec<_> = fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "scratch not emptied: {left:?}");
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&*tmp.path().to_string_lossy()),
