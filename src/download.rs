@@ -1049,11 +1049,13 @@ impl Fetcher {
                 let status = response.status();
                 if !status.is_success() {
                     let text = format!("HTTP {status}");
-                    return Err(if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                        GetError::Transient(text)
-                    } else {
-                        GetError::Permanent(text)
-                    });
+                    return Err(
+                        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                            GetError::Transient(text)
+                        } else {
+                            GetError::Permanent(text)
+                        },
+                    );
                 }
                 if response.content_length().is_some_and(|n| n > max) {
                     return Err(GetError::TooLarge);

@@ -209,11 +209,12 @@ pub fn read_release(
         }
         _ => (bytes.clone(), None),
     };
-    let release = Release::parse_for_suite(&payload, &repo.suite).map_err(|source| LockError::BadRelease {
-        repo: repo.name.clone(),
-        url: shown.clone(),
-        source,
-    })?;
+    let release =
+        Release::parse_for_suite(&payload, &repo.suite).map_err(|source| LockError::BadRelease {
+            repo: repo.name.clone(),
+            url: shown.clone(),
+            source,
+        })?;
     let mut indices = Vec::new();
     for component in &repo.components {
         let index = release
@@ -255,11 +256,12 @@ pub fn read_index(
     bytes: &[u8],
     position: usize,
 ) -> Result<Vec<Candidate>, LockError> {
-    let text = super::release::verify_index(bytes, index, MAX_INDEX).map_err(|source| LockError::BadIndex {
-        repo: repo.repo.name.clone(),
-        path: index.path.clone(),
-        source,
-    })?;
+    let text =
+        super::release::verify_index(bytes, index, MAX_INDEX).map_err(|source| LockError::BadIndex {
+            repo: repo.repo.name.clone(),
+            path: index.path.clone(),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&text);
     Candidate::read_index(&text, position).map_err(|source| LockError::MalformedIndex {
         repo: repo.repo.name.clone(),
@@ -271,7 +273,9 @@ pub fn read_index(
 /// Reads a base's `/var/lib/dpkg/status` (its text, or `None` when absent).
 pub fn read_base(base: &str, status: Option<&[u8]>) -> Result<Vec<Installed>, LockError> {
     let Some(status) = status else {
-        return Err(LockError::BaseWithoutDpkg { base: base.to_owned() });
+        return Err(LockError::BaseWithoutDpkg {
+            base: base.to_owned(),
+        });
     };
     let text = String::from_utf8_lossy(status);
     resolve::read_status(&text).map_err(|source| LockError::BadStatus {
@@ -324,26 +328,30 @@ pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
     let mut options = Options::new(e.arch);
     for (_, set) in e.sets {
         for p in &set.packages {
-            let r = resolve::Request::parse(&p.value.to_string()).map_err(|source| LockError::Unresolvable {
-                entry: e.entry.to_owned(),
-                target: e.target.to_owned(),
-                at: e.at.to_owned(),
-                source,
-            })?;
+            let r =
+                resolve::Request::parse(&p.value.to_string()).map_err(|source| LockError::Unresolvable {
+                    entry: e.entry.to_owned(),
+                    target: e.target.to_owned(),
+                    at: e.at.to_owned(),
+                    source,
+                })?;
             if !requests.iter().any(|q: &resolve::Request| q.name == r.name) {
                 requests.push(r);
             }
         }
-        options.exclude.extend(set.exclude.iter().map(|x| x.value.clone()));
+        options
+            .exclude
+            .extend(set.exclude.iter().map(|x| x.value.clone()));
         options.recommends |= set.recommends;
     }
-    let resolution =
-        resolve::resolve(&universe, e.base, &requests, &options).map_err(|source| LockError::Unresolvable {
+    let resolution = resolve::resolve(&universe, e.base, &requests, &options).map_err(|source| {
+        LockError::Unresolvable {
             entry: e.entry.to_owned(),
             target: e.target.to_owned(),
             at: e.at.to_owned(),
             source,
-        })?;
+        }
+    })?;
     let mut packages: Vec<LockedPackage> = resolution
         .install
         .iter()

@@ -31,7 +31,11 @@ pub fn run(app: &App, args: &LockArgs) -> miette::Result<i32> {
     let store = app.store(&ws)?;
     let _lease = store.lease()?;
     let whole = args.labels.is_empty();
-    let patterns = if whole { vec!["//...".to_owned()] } else { args.labels.clone() };
+    let patterns = if whole {
+        vec!["//...".to_owned()]
+    } else {
+        args.labels.clone()
+    };
     let labels = app.resolve(&ws, &patterns)?;
     let mut plan = compile::lock_plan(&ws, &store, &labels, &app.env, &app.global.set)?;
     let graph = std::mem::take(&mut plan.graph);
@@ -63,7 +67,11 @@ pub fn run(app: &App, args: &LockArgs) -> miette::Result<i32> {
                 Some(_) => format!("`{}` (for `{}`) is stale", req.entry, req.target),
             });
         }
-        for name in old.entries.keys().filter(|n| whole && !new.entries.contains_key(*n)) {
+        for name in old
+            .entries
+            .keys()
+            .filter(|n| whole && !new.entries.contains_key(*n))
+        {
             if todo.iter().all(|(r, _, _)| &r.entry != name) {
                 problems.push(format!("`{name}` is locked but no target uses it"));
             }
@@ -203,7 +211,10 @@ fn repositories_of(req: &LockRequest) -> miette::Result<Vec<RepoUse>> {
 
 /// Everything that identifies a repository's release for one architecture.
 fn repo_key(r: &Repository, arch: &str) -> String {
-    format!("{} {} {} {:?} {:?} {arch}", r.name, r.url, r.suite, r.components, r.trust)
+    format!(
+        "{} {} {} {:?} {:?} {arch}",
+        r.name, r.url, r.suite, r.components, r.trust
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -227,7 +238,11 @@ fn resolve(
             let key = repo_key(&u.repo, arch);
             if !releases.contains_key(&key) {
                 if !app.style.quiet {
-                    eprintln!("reading `{}/dists/{}` for {arch}", crate::download::redact_url(&u.repo.url), u.repo.suite);
+                    eprintln!(
+                        "reading `{}/dists/{}` for {arch}",
+                        crate::download::redact_url(&u.repo.url),
+                        u.repo.suite
+                    );
                 }
                 let key_bytes = match &u.repo.trust {
                     Trust::Key { file, .. } => {

@@ -60,7 +60,9 @@ pub enum CompileError {
     #[error("`{image}` installs package sets but starts from `scratch` (at {at})")]
     #[diagnostic(
         code(w4b::compile::packages_without_base),
-        help("package sets are installed with the base's own `dpkg`: name a `base:` (a `kind: base` target)")
+        help(
+            "package sets are installed with the base's own `dpkg`: name a `base:` (a `kind: base` target)"
+        )
     )]
     PackagesWithoutBase { image: String, at: String },
 
@@ -69,14 +71,22 @@ pub enum CompileError {
         code(w4b::lock::missing),
         help("run `w4b lock` to resolve `{entry}` into `w4b.lock`, and commit it; a build never resolves packages itself")
     )]
-    NotLocked { image: String, entry: String, at: String },
+    NotLocked {
+        image: String,
+        entry: String,
+        at: String,
+    },
 
     #[error("the package sets of `{image}` changed since `w4b.lock` was written (at {at})")]
     #[diagnostic(
         code(w4b::lock::stale),
         help("run `w4b lock` to resolve `{entry}` again (it keeps the locked versions that still fit), and commit `w4b.lock`")
     )]
-    StaleLock { image: String, entry: String, at: String },
+    StaleLock {
+        image: String,
+        entry: String,
+        at: String,
+    },
 
     #[error("`w4b.lock` is not UTF-8 text")]
     #[diagnostic(

@@ -309,7 +309,14 @@ pub fn lock_plan(
                 Some(c.vendor(&loader, &image_target, &image, base_label, &mut definitions)?)
             }
         };
-        let Some(req) = c.lock_request(&loader, &image_target, &name, &image, vendor.as_ref(), &mut definitions)?
+        let Some(req) = c.lock_request(
+            &loader,
+            &image_target,
+            &name,
+            &image,
+            vendor.as_ref(),
+            &mut definitions,
+        )?
         else {
             continue;
         };

@@ -52,7 +52,9 @@ impl Compiler<'_> {
         if image.packages.is_empty() {
             return Ok(None);
         }
-        let at = loc(t, "packages").or_else(|| loc(t, "packages[0]")).unwrap_or_default();
+        let at = loc(t, "packages")
+            .or_else(|| loc(t, "packages[0]"))
+            .unwrap_or_default();
         let Some(v) = vendor else {
             return Err(CompileError::PackagesWithoutBase {
                 image: target_label.to_owned(),

@@ -97,9 +97,7 @@ impl Step for InstallStep {
         };
         let report = serde_json::to_vec(&installed.packages)
             .map_err(|e| StepError::msg(format!("cannot serialise the package list: {e}")))?;
-        let report_digest = blobs
-            .put(&report)
-            .map_err(super::tree_error)?;
+        let report_digest = blobs.put(&report).map_err(super::tree_error)?;
         let mut out = Outputs::new();
         out.insert(
             "changeset".into(),

@@ -81,7 +81,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// The minbase root and the `.deb`s openssh-server adds to it, downloaded once.
-fn fixture() -> Result<(PathBuf, Vec<PathBuf>), String> {
+pub(crate) fn fixture() -> Result<(PathBuf, Vec<PathBuf>), String> {
     // The tests of this file share the cache: one prepares it, the others wait.
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -163,7 +163,7 @@ fn fixture() -> Result<(PathBuf, Vec<PathBuf>), String> {
     Ok((base, files))
 }
 
-fn preconditions() -> bool {
+pub(crate) fn preconditions() -> bool {
     if !crate::kernel::is_root() {
         crate::oracle::unavailable("installing packages needs root");
         return false;

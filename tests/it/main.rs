@@ -27,6 +27,7 @@ mod inspect;
 mod install;
 mod kernel;
 mod limits;
+mod packages;
 mod pipeline;
 mod remote_trust;
 mod resolve;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make-test-base.sh OUT.img [SIZE_MIB]
+# make-test-base.sh OUT.img [SIZE_MIB]   (ROOT_DIR=dir: that root filesystem instead of the fake one)
 #
 # Builds a small disk image shaped like Raspberry Pi OS, with the standard tools, for the
 # tests of `unpack` and of anything that starts from a vendor image: an MBR with disk
@@ -124,6 +124,20 @@ mcopy -s -m -i "$bootimg" "$boot"/* ::/
 
 # --- root partition ----------------------------------------------------------------
 root="$work/root"
+if [[ -n "${ROOT_DIR:-}" ]]; then
+# A real root filesystem (a Debian root from `mmdebstrap`, for the package tests):
+# copied with its owners (run as root), given the Raspberry Pi OS fstab and the boot
+# mount point, every time set to the epoch.
+mkdir -p "$root"
+cp -a "$ROOT_DIR/." "$root/"
+mkdir -p "$root/boot/firmware"
+cat >"$root/etc/fstab" <<EOF
+proc            /proc           proc    defaults          0       0
+PARTUUID=$SIG-01  /boot/firmware  vfat    defaults          0       2
+PARTUUID=$SIG-02  /               ext4    defaults,noatime  0       1
+EOF
+find "$root" -exec touch -h -d "@$EPOCH" {} +
+else
 mkdir -p "$root"/{etc,home/pi,usr/bin,usr/lib,boot/firmware,dev,bin,lib,tmp,var/log}
 cat >"$root/etc/fstab" <<EOF
 proc            /proc           proc    defaults          0       0
@@ -176,6 +190,8 @@ chmod 0644 "$root/etc/fstab" "$root/etc/passwd" "$root/etc/group" "$root/etc/hos
     "$root/etc/issue" "$root/home/pi/.bashrc"
 find "$root" -exec touch -h -d "@$EPOCH" {} +
 
+fi
+
 rootimg="$work/root.img"
 truncate -s $((ROOT_SECTORS * 512)) "$rootimg"
 mke2fs -q -F -t ext4 -b 4096 -L rootfs \
@@ -183,6 +199,7 @@ mke2fs -q -F -t ext4 -b 4096 -L rootfs \
     -E hash_seed=5a6b7c8d-0b0e-4e0f-9a2b-1c3d4e5f6a7b,root_owner=0:0 \
     -d "$root" "$rootimg"
 
+if [[ -z "${ROOT_DIR:-}" ]]; then
 # Owners, times, the capability and the device node, written into the image directly.
 cmds="$work/debugfs.cmds"
 {
@@ -212,6 +229,8 @@ debugfs -w -f "$cmds" "$rootimg" >"$work/debugfs.log" 2>&1
 if grep -E -i 'error|not found|invalid|usage' "$work/debugfs.log" | grep -v '^debugfs ' >&2; then
     echo "$0: debugfs reported errors (above)" >&2
     exit 1
+fi
+
 fi
 
 # --- the disk ----------------------------------------------------------------------

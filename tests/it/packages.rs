@@ -1,0 +1,266 @@
+//! Package sets end to end, through the CLI: a signed repository of real `.deb`s served on
+//! 127.0.0.1 (dpkg-deb, apt-ftparchive, a throw-away GnuPG key), a Raspberry-Pi-shaped base
+//! whose root filesystem is a real Debian arm64 root (mmdebstrap), `w4b lock` resolving the
+//! set against the signed index and the base's own dpkg database, and `w4b build`
+//! installing the locked packages at build time with their maintainer scripts running
+//! under qemu-user — judged by dpkg itself (`--audit`, the status database) on the image's
+//! root filesystem as `debugfs` reads it back.
+
+#![allow(clippy::disallowed_methods)] // Runs make-test-base.sh, zstd, sfdisk, debugfs, dpkg.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::aptrepo::{AptRepo, Deb};
+use crate::env::TestEnv;
+use crate::testbase::sh;
+
+const HELLO_POSTINST: &str = "#!/bin/sh\nset -e\nmkdir -p /var/lib/w4b-hello\n\
+    dpkg --print-architecture > /var/lib/w4b-hello/arch\n";
+
+fn repository() -> Option<AptRepo> {
+    AptRepo::builder()
+        .package(
+            Deb::new("w4b-hello", "1.0-1", "arm64")
+                .depends("w4b-lib (>= 1.0) | w4b-missing, libc6 (>= 2.17)")
+                .postinst(HELLO_POSTINST)
+                .file("/usr/share/w4b-hello/README", b"hello from a package\n"),
+        )
+        .package(Deb::new("w4b-lib", "1.0-1", "all").file("/usr/lib/w4b/lib.txt", b"1.0\n"))
+        .package(
+            Deb::new("w4b-lib", "1.1-1", "all")
+                .provides("w4b-virtual")
+                .file("/usr/lib/w4b/lib.txt", b"1.1\n"),
+        )
+        .package(
+            Deb::new("w4b-tool", "2.0-1", "arm64")
+                .pre_depends("w4b-lib")
+                .depends("w4b-virtual")
+                .conffile("/etc/w4b-tool.conf", b"level = 1\n"),
+        )
+        .package(Deb::new("w4b-unwanted", "1.0-1", "arm64").file("/usr/share/w4b-unwanted", b"no\n"))
+        .build()
+}
+
+/// The base: the test base's partitions around a real Debian arm64 root.
+fn debian_base(root_dir: &Path, dir: &Path) -> Vec<u8> {
+    let raw = dir.join("debian-base.img");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-test-base.sh");
+    let st = Command::new("bash")
+        .arg(&script)
+        .arg(&raw)
+        .arg("768")
+        .env("ROOT_DIR", root_dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "make-test-base.sh failed");
+    let zst = dir.join("debian-base.img.zst");
+    sh(&format!(
+        "zstd -q -1 -T0 -f -o '{}' '{}'",
+        zst.display(),
+        raw.display()
+    ));
+    std::fs::remove_file(&raw).unwrap();
+    std::fs::read(&zst).unwrap()
+}
+
+/// The root partition of a built `.img.zst`, as a file of its own.
+fn root_partition(image: &Path, dir: &Path) -> std::path::PathBuf {
+    let raw = dir.join("built.img");
+    sh(&format!(
+        "zstd -q -d -f -o '{}' '{}'",
+        raw.display(),
+        image.display()
+    ));
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk --json '{}'", raw.display()))).unwrap();
+    let p = &table["partitiontable"]["partitions"][1];
+    let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+    let rootfs = dir.join("rootfs.img");
+    sh(&format!(
+        "dd if='{}' of='{}' bs=512 skip={start} count={size} conv=sparse status=none",
+        raw.display(),
+        rootfs.display()
+    ));
+    std::fs::remove_file(&raw).unwrap();
+    rootfs
+}
+
+fn debugfs_cat(fs: &Path, path: &str) -> String {
+    sh(&format!("debugfs -R 'cat {path}' '{}' 2>/dev/null", fs.display()))
+}
+
+#[test]
+fn package_sets_are_locked_then_installed_at_build_time_with_their_scripts() {
+    if !crate::install::preconditions() || !crate::oracle::have_all(&["zstd", "sfdisk", "debugfs", "dpkg"]) {
+        return;
+    }
+    let (root_dir, _) = match crate::install::fixture() {
+        Ok(f) => f,
+        Err(e) => {
+            crate::oracle::skipped(&format!("the Debian mirror is unreachable or failed: {e}"));
+            return;
+        }
+    };
+    let Some(repo) = repository() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = debian_base(&root_dir, tmp.path());
+    let base_sha = {
+        use sha2::{Digest as _, Sha256};
+        hex::encode(Sha256::digest(&base))
+    };
+    repo.server().serve("/debian-base.img.zst", base);
+
+    let env = TestEnv::new();
+    let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("defs/boards");
+    crate::env::copy_dir(&defs, &env.ws.join("defs/boards"));
+    std::fs::create_dir_all(env.ws.join("keys")).unwrap();
+    std::fs::write(env.ws.join("keys/w4b-test.asc"), &repo.key).unwrap();
+    env.write(
+        "defs/bases/debian.yaml",
+        &format!(
+            "kind: base\nurl: {}\nsha256: {base_sha}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            repo.server().url("/debian-base.img.zst")
+        ),
+    );
+    let set = format!(
+        "kind: packages\nrepositories:\n  - {{url: \"{}\", suite: w4b-test, key: ../../keys/w4b-test.asc, fingerprint: \"{}\"}}\npackages: [w4b-hello, w4b-tool]\nexclude: [w4b-unwanted]\n",
+        repo.url(),
+        repo.fingerprint
+    );
+    env.write("defs/packages/hive.yaml", &set);
+    env.write(
+        "defs/images/edge.yaml",
+        "kind: image\nbase: //bases:debian\nboard: //boards:pi4\npackages: [//packages:hive]\noutput: {level: 3}\n",
+    );
+
+    // A build never resolves: without a lock it says what to run.
+    let b = env.build(&["//images:edge"]);
+    assert!(!b.ok());
+    let err = b.stderr();
+    assert!(
+        err.contains("w4b::lock::missing") && err.contains("w4b lock"),
+        "{err}"
+    );
+    let out = env.run(&["lock", "--check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `w4b lock`: the closure, newest versions, what the base already has recorded.
+    let out = env.run(&["lock"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(env.read("w4b.lock")).unwrap();
+    let lock: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = &lock["entries"]["//packages:hive for arm64 on //bases:debian"];
+    let names: Vec<String> = entry["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}={}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["w4b-hello=1.0-1", "w4b-lib=1.1-1", "w4b-tool=2.0-1"],
+        "{text}"
+    );
+    assert_eq!(entry["repositories"][0]["signed_by"], repo.fingerprint.as_str());
+    let base_packages: Vec<&str> = entry["base_packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(base_packages.iter().any(|p| p.starts_with("libc6=")), "{text}");
+    // One package a line: a version bump is a one-line diff.
+    assert_eq!(text.lines().filter(|l| l.contains("\"sha256\"")).count(), 3);
+    let out = env.run(&["lock", "--check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = env.run(&["lock"]);
+    assert!(again.status.success());
+    assert_eq!(
+        env.read("w4b.lock"),
+        text.as_bytes(),
+        "locking again changes nothing"
+    );
+
+    // The build installs the locked packages into the base's tree.
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(
+        b.ran().contains(&"//images:edge#packages".to_owned()),
+        "{:?}",
+        b.ran()
+    );
+    let rootfs = root_partition(&env.path("out/edge.img.zst"), tmp.path());
+    assert_eq!(
+        debugfs_cat(&rootfs, "/var/lib/w4b-hello/arch"),
+        "arm64\n",
+        "postinst ran for arm64"
+    );
+    assert_eq!(debugfs_cat(&rootfs, "/usr/lib/w4b/lib.txt"), "1.1\n");
+    assert_eq!(debugfs_cat(&rootfs, "/etc/w4b-tool.conf"), "level = 1\n");
+    assert_eq!(debugfs_cat(&rootfs, "/usr/share/w4b-unwanted"), "");
+    // dpkg's own verdict on the image's database.
+    let admin = tmp.path().join("dpkg");
+    sh(&format!(
+        "debugfs -R 'rdump /var/lib/dpkg {}' '{}' 2>/dev/null",
+        tmp.path().display(),
+        rootfs.display()
+    ));
+    let status = std::fs::read_to_string(admin.join("status")).unwrap();
+    for name in ["w4b-hello", "w4b-lib", "w4b-tool"] {
+        let para = status
+            .split("\n\n")
+            .find(|p| p.starts_with(&format!("Package: {name}\n")))
+            .unwrap_or_else(|| panic!("{name} is not in the image's dpkg status"));
+        assert!(para.contains("Status: install ok installed"), "{para}");
+    }
+    let audit = Command::new("dpkg")
+        .arg(format!("--admindir={}", admin.display()))
+        .arg("--audit")
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success() && audit.stdout.is_empty(),
+        "dpkg --audit: {}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    // No apt lists, logs or host keys of the install reach the image.
+    assert_eq!(debugfs_cat(&rootfs, "/var/log/dpkg.log"), "");
+
+    // Unchanged: nothing runs, the install is not repeated.
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().is_empty(), "{:?}", b.ran());
+
+    // A changed set makes the lock stale: the build says so before fetching anything.
+    env.write(
+        "defs/packages/hive.yaml",
+        &set.replace("w4b-tool]", "w4b-tool, w4b-lib]"),
+    );
+    let b = env.build(&["//images:edge"]);
+    assert!(!b.ok());
+    assert!(b.stderr().contains("w4b::lock::stale"), "{}", b.stderr());
+    // Locking again keeps the versions that still fit: the closure is the same, so the
+    // install is a cache hit.
+    let out = env.run(&["lock"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(
+        !b.ran().contains(&"//images:edge#packages".to_owned()),
+        "{:?}",
+        b.ran()
+    );
+}
