@@ -45,7 +45,7 @@ pub enum LockError {
         defined_in: String,
         #[source]
         #[diagnostic_source]
-        source: crate::download::FetchError,
+        source: Box<dyn Diagnostic + Send + Sync>,
     },
 
     #[error("the signature of repository `{repo}` (`{url}`) does not verify against its pinned key")]
@@ -59,7 +59,7 @@ pub enum LockError {
         defined_in: String,
         #[source]
         #[diagnostic_source]
-        source: super::signature::SignatureError,
+        source: Box<dyn Diagnostic + Send + Sync>,
     },
 
     #[error("cannot read the pinned key `{path}` of repository `{repo}`")]
@@ -82,7 +82,7 @@ pub enum LockError {
         url: String,
         #[source]
         #[diagnostic_source]
-        source: super::release::ReleaseError,
+        source: Box<dyn Diagnostic + Send + Sync>,
     },
 
     #[error("the index `{path}` of repository `{repo}` does not match its signed release file")]
@@ -95,7 +95,7 @@ pub enum LockError {
         path: String,
         #[source]
         #[diagnostic_source]
-        source: super::release::ReleaseError,
+        source: Box<dyn Diagnostic + Send + Sync>,
     },
 
     #[error("the index `{path}` of repository `{repo}` is malformed")]
@@ -105,7 +105,7 @@ pub enum LockError {
         path: String,
         #[source]
         #[diagnostic_source]
-        source: resolve::PackageError,
+        source: Box<dyn Diagnostic + Send + Sync>,
     },
 
     #[error("the base `{base}` has no dpkg database (`/var/lib/dpkg/status`)")]
@@ -121,7 +121,7 @@ pub enum LockError {
         base: String,
         #[source]
         #[diagnostic_source]
-        source: resolve::PackageError,
+        source: Box<dyn Diagnostic + Send + Sync>,
     },
 
     #[error("`{entry}` cannot be resolved (for `{target}`, at {at})")]
@@ -132,7 +132,7 @@ pub enum LockError {
         at: String,
         #[source]
         #[diagnostic_source]
-        source: resolve::ResolveError,
+        source: Box<dyn Diagnostic + Send + Sync>,
     },
 }
 
@@ -183,7 +183,7 @@ pub fn read_release(
             repo: repo.name.clone(),
             url: shown.clone(),
             defined_in: defined_in.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     let (payload, signed_by): (Vec<u8>, Option<Fingerprint>) = match (&repo.trust, signed) {
         (Trust::Key { file, fingerprint }, true) => {
@@ -202,7 +202,7 @@ pub fn read_release(
                 repo: repo.name.clone(),
                 url: shown.clone(),
                 defined_in: defined_in.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
             let signer = verified.signer().primary.clone();
             (verified.payload, Some(signer))
@@ -213,7 +213,7 @@ pub fn read_release(
         Release::parse_for_suite(&payload, &repo.suite).map_err(|source| LockError::BadRelease {
             repo: repo.name.clone(),
             url: shown.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let mut indices = Vec::new();
     for component in &repo.components {
@@ -222,7 +222,7 @@ pub fn read_release(
             .map_err(|source| LockError::BadRelease {
                 repo: repo.name.clone(),
                 url: shown.clone(),
-                source,
+                source: Box::new(source),
             })?;
         indices.push(index);
         // Archives that keep `Architecture: all` packages apart list them separately.
@@ -260,13 +260,13 @@ pub fn read_index(
         super::release::verify_index(bytes, index, MAX_INDEX).map_err(|source| LockError::BadIndex {
             repo: repo.repo.name.clone(),
             path: index.path.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let text = String::from_utf8_lossy(&text);
     Candidate::read_index(&text, position).map_err(|source| LockError::MalformedIndex {
         repo: repo.repo.name.clone(),
         path: index.path.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -280,7 +280,7 @@ pub fn read_base(base: &str, status: Option<&[u8]>) -> Result<Vec<Installed>, Lo
     let text = String::from_utf8_lossy(status);
     resolve::read_status(&text).map_err(|source| LockError::BadStatus {
         base: base.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -333,7 +333,7 @@ pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
                     entry: e.entry.to_owned(),
                     target: e.target.to_owned(),
                     at: e.at.to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?;
             if !requests.iter().any(|q: &resolve::Request| q.name == r.name) {
                 requests.push(r);
@@ -349,7 +349,7 @@ pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
             entry: e.entry.to_owned(),
             target: e.target.to_owned(),
             at: e.at.to_owned(),
-            source,
+            source: Box::new(source),
         }
     })?;
     let mut packages: Vec<LockedPackage> = resolution

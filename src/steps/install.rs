@@ -60,8 +60,8 @@ impl Step for InstallStep {
         // One component per package, so `w4b why` names the package that moved.
         for d in &self.debs {
             c.push(Component::param(
-                &format!("deb:{}", d.name),
-                &format!("{} {} {}", d.version, d.architecture, d.sha256),
+                format!("deb:{}", d.name),
+                format!("{} {} {}", d.version, d.architecture, d.sha256),
             ));
         }
         Ok(c)
