@@ -82,7 +82,7 @@ pub(super) struct Compiler<'a> {
     /// must, the default `$HOME/.netrc` may be absent. Read with the first fetch step.
     netrc: Option<(std::path::PathBuf, bool)>,
     /// `w4b.lock`, read with the first image that installs packages.
-    lockfile: Option<Arc<crate::lockfile::Lockfile>>,
+    lockfile: Option<Arc<(crate::lockfile::Lockfile, String)>>,
 }
 
 /// The real path of the workspace path `rel`, which must not lead out of the workspace

@@ -95,19 +95,20 @@ impl Compiler<'_> {
         }))
     }
 
-    /// `w4b.lock`, read once per compile; an absent file is an empty lock.
-    fn lockfile(&mut self) -> miette::Result<Arc<Lockfile>> {
+    /// `w4b.lock` and its text, read once per compile; an absent file is an empty lock.
+    fn lockfile(&mut self) -> miette::Result<Arc<(Lockfile, String)>> {
         if let Some(l) = &self.lockfile {
             return Ok(l.clone());
         }
         let path = self.ws.root().join(LOCK_FILE);
         let lock = match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lockfile::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Lockfile::new(), String::new()),
             _ => {
                 let real = super::host_path(self.ws, LOCK_FILE, || LOCK_FILE.to_owned())?;
                 let bytes = crate::defs::workspace::read(&real, LOCK_FILE)?;
                 let text = String::from_utf8(bytes).map_err(|_| CompileError::LockNotText)?;
-                Lockfile::parse(LOCK_FILE, &text).map_err(|e| miette::Report::new(*e))?
+                let lock = Lockfile::parse(LOCK_FILE, &text).map_err(|e| miette::Report::new(*e))?;
+                (lock, text)
             }
         };
         let lock = Arc::new(lock);
@@ -124,7 +125,8 @@ impl Compiler<'_> {
         epoch: &PlanEpoch,
         step_name: &str,
     ) -> miette::Result<NodeId> {
-        let lock = self.lockfile()?;
+        let lock_and_text = self.lockfile()?;
+        let (lock, text) = (&lock_and_text.0, &lock_and_text.1);
         let Some(entry) = lock.entries.get(&req.entry) else {
             return Err(CompileError::NotLocked {
                 image: req.target.clone(),
@@ -181,6 +183,7 @@ impl Compiler<'_> {
                 version: p.version.clone(),
                 architecture: p.architecture.clone(),
                 sha256: p.sha256.clone(),
+                location: lock_line(text, &req.entry, &p.name),
             });
         }
         let step = Arc::new(InstallStep {
@@ -201,5 +204,64 @@ impl Compiler<'_> {
                 .join(",")
         );
         Ok(self.add(step_name.to_owned(), def.as_bytes(), step, deps))
+    }
+}
+
+/// `w4b.lock:LINE` of package `name` in entry `entry`, for `w4b why` to point at: the file
+/// is written one package a line (see [`Lockfile::render`]).
+fn lock_line(text: &str, entry: &str, name: &str) -> Option<String> {
+    let header = format!("    {}: {{", serde_json::to_string(entry).ok()?);
+    let needle = format!("{{\"name\":{},", serde_json::to_string(name).ok()?);
+    let mut in_entry = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("    \"") {
+            in_entry = line == header;
+        } else if in_entry && line.trim_start().starts_with(&needle) {
+            return Some(format!("{LOCK_FILE}:{}:9", i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lockfile::{Entry, LockedPackage};
+
+    #[test]
+    fn lock_line_points_at_the_package_in_its_entry() {
+        let pkg = |name: &str| LockedPackage {
+            name: name.into(),
+            version: "1".into(),
+            architecture: "arm64".into(),
+            size: 1,
+            sha256: "00".repeat(32),
+            repository: "r".into(),
+            filename: format!("pool/{name}.deb"),
+        };
+        let entry = |names: &[&str]| Entry {
+            inputs: String::new(),
+            architecture: "arm64".into(),
+            repositories: vec![],
+            base_packages: vec![],
+            packages: names.iter().map(|n| pkg(n)).collect(),
+        };
+        let mut lock = Lockfile::new();
+        lock.entries
+            .insert("a for arm64 on //bases:x".into(), entry(&["nftables", "w4b-lib"]));
+        lock.entries
+            .insert("b for arm64 on //bases:x".into(), entry(&["w4b-lib"]));
+        let text = lock.render();
+        let at = |entry: &str, name: &str| {
+            let loc = lock_line(&text, entry, name)?;
+            let line: usize = loc.split(':').nth(1)?.parse().ok()?;
+            Some(text.lines().nth(line - 1)?.to_owned())
+        };
+        let line = at("b for arm64 on //bases:x", "w4b-lib").unwrap();
+        assert!(line.contains("\"name\":\"w4b-lib\""), "{line}");
+        let a = lock_line(&text, "a for arm64 on //bases:x", "w4b-lib").unwrap();
+        let b = lock_line(&text, "b for arm64 on //bases:x", "w4b-lib").unwrap();
+        assert_ne!(a, b, "each entry's own line");
+        assert_eq!(lock_line(&text, "a for arm64 on //bases:x", "nft"), None);
     }
 }

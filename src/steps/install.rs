@@ -31,6 +31,9 @@ pub struct LockedDeb {
     pub version: String,
     pub architecture: String,
     pub sha256: String,
+    /// Where the lock pins it (`w4b.lock:12:9`), for `w4b why`; not keyed.
+    #[serde(skip)]
+    pub location: Option<String>,
 }
 
 /// Input 0 is the base `tree`, inputs 1..=n the `.deb` files in lock order (each a fetch
@@ -59,10 +62,13 @@ impl Step for InstallStep {
         ];
         // One component per package, so `w4b why` names the package that moved.
         for d in &self.debs {
-            c.push(Component::param(
-                format!("deb:{}", d.name),
-                format!("{} {} {}", d.version, d.architecture, d.sha256),
-            ));
+            c.push(
+                Component::param(
+                    format!("deb:{}", d.name),
+                    format!("{} {} {}", d.version, d.architecture, d.sha256),
+                )
+                .at(d.location.clone()),
+            );
         }
         Ok(c)
     }
