@@ -427,7 +427,7 @@ mod tests {
             ),
             (
                 Codec::Gzip { level: 6 },
-                "0c98f28875fd6ab2e116991838d8c2267000099b10a6246d33b2a5c9893c663f",
+                "9f833104546e284b61a9a9869270ee595f0d7dc056ec974cf67efd1a191f7bd0",
             ),
             (
                 Codec::None,

@@ -32,6 +32,9 @@ use crate::formats::compress::{compress, sha256_line, Codec, CompressError};
 use crate::store::AppStore;
 use crate::tree::Blobs;
 
+/// The deflate implementation behind `.gz` output (see `components`).
+pub const GZIP_DEFLATE: &str = "zlib-rs";
+
 /// The image's compression, as keyed (threads are a separate, unkeyed setting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageCodec {
@@ -186,10 +189,17 @@ impl Step for CompressStep {
         1
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
-        Ok(vec![
+        let mut c = vec![
             Component::param("output.compression", self.codec.key()).at(self.codec_location.clone()),
             Component::param("output.file_name", &self.file_name).at(self.file_name_location.clone()),
-        ])
+        ];
+        // gzip's bytes depend on the deflate implementation: flate2 runs zlib-rs since the
+        // OpenPGP crate enabled it (it was miniz_oxide before), so a cached `.gz` made by
+        // the other one must not be reused. zstd and xz are pinned by their own crates.
+        if let ImageCodec::Gzip { .. } = self.codec {
+            c.push(Component::param("gzip.deflate", GZIP_DEFLATE));
+        }
+        Ok(c)
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let disk = cx.input(0, "disk")?;
