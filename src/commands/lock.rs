@@ -15,7 +15,7 @@ use w4b_graph::graph::identity;
 use w4b_graph::NodeId;
 
 use super::App;
-use crate::apt::lock::{self as resolve_lock, EntryInputs, RepoRelease};
+use crate::apt::lock::{self as resolve_lock, DefinedAt, EntryInputs, RepoRelease};
 use crate::apt::resolve::{Candidate, Installed};
 use crate::cli::LockArgs;
 use crate::compile::{self, LockRequest};
@@ -169,7 +169,7 @@ fn write_lock(ws: &Workspace, text: &str) -> miette::Result<()> {
 /// A repository as an entry uses it: the typed definition, and where it was defined.
 struct RepoUse {
     repo: Repository,
-    defined_in: String,
+    defined_in: DefinedAt,
 }
 
 /// The entry's repositories, in the sets' order, each once by name. Two sets that
@@ -183,16 +183,20 @@ fn repositories_of(req: &LockRequest) -> miette::Result<Vec<RepoUse>> {
                     return Err(miette::miette!(
                         code = "w4b::lock::repository_conflict",
                         help = "give one of them another `name:`, or define the repository once in a set the others extend",
-                        "repository `{}` is defined differently in `{}` and `{label}` (both used by `{}`)",
+                        "repository `{}` is defined differently in {} and `{label}` ({}) (both used by `{}`)",
                         r.value.name,
-                        u.defined_in,
+                        u.defined_in.text(),
+                        r.span.location(),
                         req.target
                     ))
                 }
                 Some(_) => {}
                 None => out.push(RepoUse {
                     repo: r.value.clone(),
-                    defined_in: label.to_string(),
+                    defined_in: DefinedAt {
+                        set: label.to_string(),
+                        span: r.span.clone(),
+                    },
                 }),
             }
         }
@@ -249,8 +253,9 @@ fn resolve(
                         let real = crate::defs::beneath::resolve(ws.root(), file.as_str()).map_err(|e| {
                             miette::miette!(
                                 code = "w4b::lock::bad_key",
-                                "cannot read the key `{file}` of repository `{}`: {e}",
-                                u.repo.name
+                                "cannot read the key `{file}` of repository `{}`, defined in {}: {e}",
+                                u.repo.name,
+                                u.defined_in.text()
                             )
                         })?;
                         Some(crate::defs::workspace::read(&real, file.as_str())?)
