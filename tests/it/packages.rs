@@ -76,7 +76,9 @@ pub(crate) struct DebianBase {
 pub(crate) fn shared_debian_base() -> Option<&'static DebianBase> {
     static BASE: std::sync::OnceLock<Option<DebianBase>> = std::sync::OnceLock::new();
     BASE.get_or_init(|| {
-        if !crate::install::preconditions() || !crate::oracle::have_all(&["zstd", "sfdisk", "debugfs", "dpkg"]) {
+        if !crate::install::preconditions()
+            || !crate::oracle::have_all(&["zstd", "sfdisk", "debugfs", "dpkg"])
+        {
             return None;
         }
         let (root_dir, _) = match crate::install::fixture() {

@@ -42,7 +42,8 @@ fn set(url: &str, trust: &Trust<'_>, packages: &[&str]) -> String {
         Trust::Unpinned => String::new(),
         Trust::Trusted => "    trusted: true\n".to_owned(),
     };
-    let mut text = format!("kind: packages\nrepositories:\n  - url: \"{url}\"\n    suite: w4b-test\n{trust}packages:\n");
+    let mut text =
+        format!("kind: packages\nrepositories:\n  - url: \"{url}\"\n    suite: w4b-test\n{trust}packages:\n");
     for p in packages {
         text.push_str(&format!("  - \"{p}\"\n"));
     }
@@ -67,11 +68,7 @@ fn line_of(text: &str, needle: &str) -> String {
 /// Whether `err` says `needle`, whatever the report's line wrapping (miette wraps at 100
 /// columns and marks continuation lines with `|`).
 fn says(err: &str, needle: &str) -> bool {
-    let flat = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !c.is_whitespace() && *c != '|')
-            .collect()
-    };
+    let flat = |s: &str| -> String { s.chars().filter(|c| !c.is_whitespace() && *c != '|').collect() };
     flat(err).contains(&flat(needle))
 }
 
@@ -86,7 +83,11 @@ fn fails_keeping_the_lock(env: &TestEnv, args: &[&str], lock: Option<&[u8]>) -> 
     let out = env.run(args);
     let err = stderr(&out);
     eprintln!("w4b {}:\n{err}", args.join(" "));
-    assert!(!out.status.success(), "`w4b {}` succeeded:\n{err}", args.join(" "));
+    assert!(
+        !out.status.success(),
+        "`w4b {}` succeeded:\n{err}",
+        args.join(" ")
+    );
     match lock {
         Some(bytes) => assert_eq!(
             env.read("w4b.lock"),
@@ -117,14 +118,26 @@ fn locked(env: &TestEnv) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{}={}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{}={}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
 /// The lock's only entry's repositories.
 fn locked_repositories(env: &TestEnv) -> serde_json::Value {
     let lock: serde_json::Value = serde_json::from_slice(&env.read("w4b.lock")).unwrap();
-    let entry = lock["entries"].as_object().unwrap().values().next().unwrap().clone();
+    let entry = lock["entries"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
     entry["repositories"].clone()
 }
 
@@ -155,7 +168,8 @@ fn lock_errors_name_the_package_the_repository_and_the_line_and_keep_the_lock() 
         .package(tool("1.0-1"))
         .package(Deb::new("w4b-needs-gone", "1.0-1", "arm64").depends("w4b-gone"))
         .package(Deb::new("w4b-chain", "1.0-1", "all").depends("w4b-needs-gone (>= 1.0)"))
-        .package(Deb::new("w4b-needs-new", "1.0-1", "all").depends("w4b-lib (>= 2.0)"))
+        .package(Deb::new("w4b-extra", "1.0-1", "all"))
+        .package(Deb::new("w4b-needs-new", "1.0-1", "all").depends("w4b-extra (>= 2.0)"))
         .build()
     else {
         return;
@@ -165,7 +179,10 @@ fn lock_errors_name_the_package_the_repository_and_the_line_and_keep_the_lock() 
     env.write(SET, &good);
     succeeds(&env, &["lock"]);
     let lock = env.read("w4b.lock");
-    assert_eq!(locked(&env), ["w4b-hello=1.0-1", "w4b-lib=1.0-1", "w4b-tool=1.0-1"]);
+    assert_eq!(
+        locked(&env),
+        ["w4b-hello=1.0-1", "w4b-lib=1.0-1", "w4b-tool=1.0-1"]
+    );
 
     // 1. An unknown name: named with its line, the repository searched, a close name.
     let text = good.replace("\"w4b-tool\"", "\"w4b-tol\"");
@@ -192,7 +209,7 @@ fn lock_errors_name_the_package_the_repository_and_the_line_and_keep_the_lock() 
     env.write(SET, &text);
     let err = fails_keeping_the_lock(&env, &["lock"], Some(&lock));
     assert!(says(&err, "w4b::apt::no_candidate"), "{err}");
-    assert!(says(&err, "w4b-needs-new → w4b-lib (>= 2.0)"), "{err}");
+    assert!(says(&err, "w4b-needs-new → w4b-extra (>= 2.0)"), "{err}");
     assert!(says(&err, "1.0-1"), "the versions on offer: {err}");
     assert!(says(&err, &line_of(&text, "w4b-needs-new")), "{err}");
 
@@ -236,11 +253,17 @@ fn lock_errors_name_the_package_the_repository_and_the_line_and_keep_the_lock() 
     else {
         return;
     };
-    env.write(SET, &signed_set(&env, &newer, "newer.asc", &["w4b-hello", "w4b-tool"]));
+    env.write(
+        SET,
+        &signed_set(&env, &newer, "newer.asc", &["w4b-hello", "w4b-tool"]),
+    );
     let err = succeeds(&env, &["lock", "--update", "w4b-lib"]);
     assert!(says(&err, "w4b-lib: 1.0-1 → 1.1-1"), "{err}");
     assert!(!says(&err, "w4b-tool:"), "{err}");
-    assert_eq!(locked(&env), ["w4b-hello=1.0-1", "w4b-lib=1.1-1", "w4b-tool=1.0-1"]);
+    assert_eq!(
+        locked(&env),
+        ["w4b-hello=1.0-1", "w4b-lib=1.1-1", "w4b-tool=1.0-1"]
+    );
     succeeds(&env, &["lock", "--check"]);
 }
 
@@ -324,7 +347,10 @@ fn assert_clean_cache(env: &TestEnv, cache: &Path, bad: Option<&[u8]>) {
         String::from_utf8_lossy(&verify.stdout),
         stderr(&verify)
     );
-    assert_eq!(files_below(&cache.join("v1/tmp")), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        files_below(&cache.join("v1/tmp")),
+        Vec::<std::path::PathBuf>::new()
+    );
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let cache_text = cache.to_string_lossy();
     assert!(
@@ -334,7 +360,11 @@ fn assert_clean_cache(env: &TestEnv, cache: &Path, bad: Option<&[u8]>) {
     if let Some(bad) = bad {
         let digest = blake3::hash(bad).to_hex().to_string();
         let blob = cache.join("v1/blobs").join(&digest[..2]).join(&digest);
-        assert!(!blob.exists(), "the bad bytes were cached at `{}`", blob.display());
+        assert!(
+            !blob.exists(),
+            "the bad bytes were cached at `{}`",
+            blob.display()
+        );
     }
 }
 
@@ -389,14 +419,20 @@ fn a_failed_install_names_the_package_caches_nothing_and_keeps_the_last_image() 
     repo.server().serve(&pool, good_bytes);
 
     // 7. A package whose postinst fails.
-    env.write(SET, &signed_set(&env, &repo, "w4b-test.asc", &["w4b-hello", "w4b-broken"]));
+    env.write(
+        SET,
+        &signed_set(&env, &repo, "w4b-test.asc", &["w4b-hello", "w4b-broken"]),
+    );
     succeeds(&env, &["lock"]);
     let b = env.build(&["//images:edge"]);
     assert!(!b.ok());
     let err = b.stderr();
     assert!(says(&err, "w4b::install::"), "{err}");
     assert!(says(&err, "w4b-broken"), "{err}");
-    assert!(says(&err, "the hive scale is not calibrated"), "dpkg's output: {err}");
+    assert!(
+        says(&err, "the hive scale is not calibrated"),
+        "dpkg's output: {err}"
+    );
     assert!(says(&err, "//images:edge#packages"), "{err}");
     assert_eq!(env.read("out/edge.img.zst"), image, "the last image is intact");
     assert_clean_cache(&env, &cache, None);
@@ -416,7 +452,10 @@ fn a_failed_install_names_the_package_caches_nothing_and_keeps_the_last_image() 
     else {
         return;
     };
-    env.write(SET, &signed_set(&env, &fixed, "fixed.asc", &["w4b-hello", "w4b-broken"]));
+    env.write(
+        SET,
+        &signed_set(&env, &fixed, "fixed.asc", &["w4b-hello", "w4b-broken"]),
+    );
     let err = succeeds(&env, &["lock", "--update", "w4b-broken"]);
     assert!(says(&err, "w4b-broken: 1.0-1 → 1.1-1"), "{err}");
     assert_eq!(
