@@ -252,7 +252,7 @@ pub fn read_release(
     key_bytes: Option<&[u8]>,
     arch: &str,
     defined_in: &DefinedAt,
-) -> Result<RepoRelease, LockError> {
+) -> Result<RepoRelease, Box<LockError>> {
     let dists = format!("{}/dists/{}", repo.url, repo.suite);
     let (file, signed) = match &repo.trust {
         Trust::Key { .. } => ("InRelease", true),
@@ -275,7 +275,7 @@ pub fn read_release(
                 };
                 if exists("Release") {
                     let repo_url = redact_url(&repo.url).into_owned();
-                    return Err(if exists("Release.gpg") {
+                    return Err(Box::new(if exists("Release.gpg") {
                         LockError::DetachedSignature {
                             repo: repo.name.clone(),
                             url: repo_url,
@@ -291,17 +291,17 @@ pub fn read_release(
                             src: defined_in.src(),
                             span: defined_in.source_span(),
                         }
-                    });
+                    }));
                 }
             }
-            return Err(LockError::ReleaseUnavailable {
+            return Err(Box::new(LockError::ReleaseUnavailable {
                 repo: repo.name.clone(),
                 url: shown,
                 defined_in: at,
                 src: defined_in.src(),
                 span: defined_in.source_span(),
                 source: Box::new(source),
-            });
+            }));
         }
     };
     let (payload, signed_by): (Vec<u8>, Option<Fingerprint>) = match (&repo.trust, signed) {
@@ -378,7 +378,7 @@ pub fn read_index(
     index: &IndexRef,
     bytes: &[u8],
     position: usize,
-) -> Result<Vec<Candidate>, LockError> {
+) -> Result<Vec<Candidate>, Box<LockError>> {
     let text =
         super::release::verify_index(bytes, index, MAX_INDEX).map_err(|source| LockError::BadIndex {
             repo: repo.repo.name.clone(),
@@ -386,24 +386,28 @@ pub fn read_index(
             source: Box::new(source),
         })?;
     let text = String::from_utf8_lossy(&text);
-    Candidate::read_index(&text, position).map_err(|source| LockError::MalformedIndex {
-        repo: repo.repo.name.clone(),
-        path: index.path.clone(),
-        source: Box::new(source),
+    Candidate::read_index(&text, position).map_err(|source| {
+        Box::new(LockError::MalformedIndex {
+            repo: repo.repo.name.clone(),
+            path: index.path.clone(),
+            source: Box::new(source),
+        })
     })
 }
 
 /// Reads a base's `/var/lib/dpkg/status` (its text, or `None` when absent).
-pub fn read_base(base: &str, status: Option<&[u8]>) -> Result<Vec<Installed>, LockError> {
+pub fn read_base(base: &str, status: Option<&[u8]>) -> Result<Vec<Installed>, Box<LockError>> {
     let Some(status) = status else {
-        return Err(LockError::BaseWithoutDpkg {
+        return Err(Box::new(LockError::BaseWithoutDpkg {
             base: base.to_owned(),
-        });
+        }));
     };
     let text = String::from_utf8_lossy(status);
-    resolve::read_status(&text).map_err(|source| LockError::BadStatus {
-        base: base.to_owned(),
-        source: Box::new(source),
+    resolve::read_status(&text).map_err(|source| {
+        Box::new(LockError::BadStatus {
+            base: base.to_owned(),
+            source: Box::new(source),
+        })
     })
 }
 
@@ -424,7 +428,7 @@ pub struct EntryInputs<'a> {
 }
 
 /// Resolves one entry.
-pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
+pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, Box<LockError>> {
     let mut universe: Vec<Candidate> = Vec::new();
     for (_, candidates) in e.repositories {
         universe.extend(candidates.iter().cloned());

@@ -269,7 +269,8 @@ fn resolve(
                     key_bytes.as_deref(),
                     arch,
                     &u.defined_in,
-                )?;
+                )
+                .map_err(|e| miette::Report::new(*e))?;
                 releases.insert(key.clone(), rel);
             }
             keys.push(key);
@@ -343,7 +344,7 @@ fn resolve(
             let digest = output(index_nodes[&(key.clone(), i)], "file")?;
             let bytes = blobs.get(&digest).map_err(miette::Report::new)?;
             // The position is fixed per entry below; 0 here.
-            all.extend(resolve_lock::read_index(rel, index, &bytes, 0)?);
+            all.extend(resolve_lock::read_index(rel, index, &bytes, 0).map_err(|e| miette::Report::new(*e))?);
         }
         candidates.insert(key.clone(), all);
     }
@@ -364,7 +365,8 @@ fn resolve(
             .base
             .as_ref()
             .map_or_else(|| "scratch".to_owned(), |(l, _)| l.to_string());
-        let base: Vec<Installed> = resolve_lock::read_base(&base_name, status.as_deref())?;
+        let base: Vec<Installed> =
+            resolve_lock::read_base(&base_name, status.as_deref()).map_err(|e| miette::Report::new(*e))?;
         let per_repo: Vec<Vec<Candidate>> = keys
             .iter()
             .enumerate()
@@ -401,7 +403,8 @@ fn resolve(
             repositories: &repositories,
             base: &base,
             prefer: &prefer,
-        })?;
+        })
+        .map_err(|e| miette::Report::new(*e))?;
         out.insert(req.entry.clone(), entry);
     }
     Ok(out)
