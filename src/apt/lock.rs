@@ -16,14 +16,16 @@
 //! `/var/lib/dpkg/status`, so it is neither reinstalled nor contradicted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use miette::Diagnostic;
+use miette::{Diagnostic, NamedSource, SourceSpan};
 use thiserror::Error;
 
 use super::release::{IndexRef, Release};
 use super::resolve::{self, Candidate, Installed, Options};
 use super::signature::{verify_clearsigned, Fingerprint, Keyring};
 use crate::defs::packages::{PackageSet, Repository, Trust};
+use crate::defs::Span;
 use crate::download::{redact_url, Fetcher};
 use crate::lockfile::{Entry, LockedPackage, LockedRepository};
 
@@ -32,37 +34,98 @@ const MAX_RELEASE: u64 = 16 << 20;
 /// The largest index w4b decompresses (Debian bookworm's arm64 `Packages` is about 45 MiB).
 pub const MAX_INDEX: u64 = 1 << 30;
 
+/// Where a repository or a request is written, for messages: the package set's label and
+/// the span of the value in its file (a printable `file:line:col` and a snippet).
+#[derive(Clone, Debug)]
+pub struct DefinedAt {
+    pub set: String,
+    pub span: Span,
+}
+
+impl DefinedAt {
+    /// `` `//packages:hive` (defs/packages/hive.yaml:3:5) ``
+    pub fn text(&self) -> String {
+        format!("`{}` ({})", self.set, self.span.location())
+    }
+
+    fn src(&self) -> NamedSource<Arc<str>> {
+        self.span.named_source()
+    }
+
+    fn source_span(&self) -> SourceSpan {
+        self.span.source_span()
+    }
+}
+
 #[derive(Debug, Error, Diagnostic)]
 pub enum LockError {
-    #[error("cannot read the release file of repository `{repo}` (`{url}`)")]
+    #[error("cannot read the release file of repository `{repo}` (`{url}`), defined in {defined_in}")]
     #[diagnostic(
         code(w4b::lock::release_unavailable),
-        help("check the repository's `url` and `suite` in `{defined_in}`; `{url}` must exist")
+        help("check the repository's `url` and `suite`; `{url}` must exist")
     )]
     ReleaseUnavailable {
         repo: String,
         url: String,
         defined_in: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("this repository")]
+        span: SourceSpan,
         #[source]
         #[diagnostic_source]
         source: Box<dyn Diagnostic + Send + Sync>,
     },
 
-    #[error("the signature of repository `{repo}` (`{url}`) does not verify against its pinned key")]
+    #[error("repository `{repo}` (`{url}`) is not signed, but {defined_in} pins a key for it")]
+    #[diagnostic(
+        code(w4b::lock::unsigned),
+        help("the repository publishes a `Release` file without `InRelease` or `Release.gpg`, so nothing vouches for its packages; if you trust it by other means (a repository of your own on a network you control), replace `key:` by `trusted: true`; otherwise it is not the repository you expect")
+    )]
+    Unsigned {
+        repo: String,
+        url: String,
+        defined_in: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("pins a key")]
+        span: SourceSpan,
+    },
+
+    #[error("repository `{repo}` (`{url}`) is signed only by a detached `Release.gpg`, which w4b does not read (defined in {defined_in})")]
+    #[diagnostic(
+        code(w4b::lock::detached_signature),
+        help("w4b verifies the inline-signed `InRelease` that every current Debian archive publishes; ask the archive to publish `InRelease` (`apt-ftparchive release` and `gpg --clearsign`), or use a mirror that does")
+    )]
+    DetachedSignature {
+        repo: String,
+        url: String,
+        defined_in: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("this repository")]
+        span: SourceSpan,
+    },
+
+    #[error("the signature of repository `{repo}` (`{url}`) does not verify against the key pinned in {defined_in}")]
     #[diagnostic(
         code(w4b::lock::bad_signature),
-        help("the repository's `InRelease` must be signed by the key pinned in `{defined_in}`; if the archive rotated its key, pin the new one after checking its fingerprint out of band")
+        help("the repository's `InRelease` must be signed by the pinned key; if the archive rotated its key, pin the new one after checking its fingerprint out of band")
     )]
     BadSignature {
         repo: String,
         url: String,
         defined_in: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("pins the key")]
+        span: SourceSpan,
         #[source]
         #[diagnostic_source]
         source: Box<dyn Diagnostic + Send + Sync>,
     },
 
-    #[error("cannot read the pinned key `{path}` of repository `{repo}`")]
+    #[error("cannot read the pinned key `{path}` of repository `{repo}`, defined in {defined_in}")]
     #[diagnostic(
         code(w4b::lock::bad_key),
         help("`key:` names an OpenPGP public key or keyring file (armored `.asc` or binary `.gpg`) inside the workspace")
@@ -70,16 +133,26 @@ pub enum LockError {
     BadKey {
         repo: String,
         path: String,
+        defined_in: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("pins this key")]
+        span: SourceSpan,
         #[source]
         #[diagnostic_source]
         source: Box<dyn Diagnostic + Send + Sync>,
     },
 
-    #[error("the release file of repository `{repo}` (`{url}`) is not usable")]
+    #[error("the release file of repository `{repo}` (`{url}`) is not usable (defined in {defined_in})")]
     #[diagnostic(code(w4b::lock::bad_release))]
     BadRelease {
         repo: String,
         url: String,
+        defined_in: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("this repository")]
+        span: SourceSpan,
         #[source]
         #[diagnostic_source]
         source: Box<dyn Diagnostic + Send + Sync>,
@@ -124,12 +197,22 @@ pub enum LockError {
         source: Box<dyn Diagnostic + Send + Sync>,
     },
 
-    #[error("`{entry}` cannot be resolved (for `{target}`, at {at})")]
+    #[error("`{entry}` cannot be resolved against {repositories} (for `{target}`, at {at})")]
     #[diagnostic(code(w4b::lock::unresolvable))]
     Unresolvable {
         entry: String,
+        /// The repositories searched, backticked.
+        repositories: String,
         target: String,
         at: String,
+        /// "did you mean …?" for an unknown name.
+        #[help]
+        help: Option<String>,
+        /// The request the failure goes back to, in its set.
+        #[source_code]
+        src: Option<NamedSource<Arc<str>>>,
+        #[label("requested here")]
+        span: Option<SourceSpan>,
         #[source]
         #[diagnostic_source]
         source: Box<dyn Diagnostic + Send + Sync>,
@@ -140,7 +223,7 @@ pub enum LockError {
 pub struct RepoRelease {
     pub repo: Repository,
     /// Where the package set that defines it is (for messages).
-    pub defined_in: String,
+    pub defined_in: DefinedAt,
     pub release: Release,
     pub locked: LockedRepository,
     /// The indices to fetch: `(path below dists/<suite>/, what it must be)`.
@@ -168,8 +251,8 @@ pub fn read_release(
     repo: &Repository,
     key_bytes: Option<&[u8]>,
     arch: &str,
-    defined_in: &str,
-) -> Result<RepoRelease, LockError> {
+    defined_in: &DefinedAt,
+) -> Result<RepoRelease, Box<LockError>> {
     let dists = format!("{}/dists/{}", repo.url, repo.suite);
     let (file, signed) = match &repo.trust {
         Trust::Key { .. } => ("InRelease", true),
@@ -177,20 +260,59 @@ pub fn read_release(
     };
     let url = format!("{dists}/{file}");
     let shown = redact_url(&url).into_owned();
-    let bytes = fetcher
-        .get_unpinned(&url, mirrors, MAX_RELEASE)
-        .map_err(|source| LockError::ReleaseUnavailable {
-            repo: repo.name.clone(),
-            url: shown.clone(),
-            defined_in: defined_in.to_owned(),
-            source: Box::new(source),
-        })?;
+    let at = defined_in.text();
+    let bytes = match fetcher.get_unpinned(&url, mirrors, MAX_RELEASE) {
+        Ok(bytes) => bytes,
+        Err(source) => {
+            // No `InRelease` where a key is pinned: say whether the repository is unsigned
+            // (a trust decision for the user) or signed in a form w4b does not read, rather
+            // than only that a download failed.
+            if signed {
+                let exists = |name: &str| {
+                    fetcher
+                        .get_unpinned(&format!("{dists}/{name}"), mirrors, MAX_RELEASE)
+                        .is_ok()
+                };
+                if exists("Release") {
+                    let repo_url = redact_url(&repo.url).into_owned();
+                    return Err(Box::new(if exists("Release.gpg") {
+                        LockError::DetachedSignature {
+                            repo: repo.name.clone(),
+                            url: repo_url,
+                            defined_in: at,
+                            src: defined_in.src(),
+                            span: defined_in.source_span(),
+                        }
+                    } else {
+                        LockError::Unsigned {
+                            repo: repo.name.clone(),
+                            url: repo_url,
+                            defined_in: at,
+                            src: defined_in.src(),
+                            span: defined_in.source_span(),
+                        }
+                    }));
+                }
+            }
+            return Err(Box::new(LockError::ReleaseUnavailable {
+                repo: repo.name.clone(),
+                url: shown,
+                defined_in: at,
+                src: defined_in.src(),
+                span: defined_in.source_span(),
+                source: Box::new(source),
+            }));
+        }
+    };
     let (payload, signed_by): (Vec<u8>, Option<Fingerprint>) = match (&repo.trust, signed) {
         (Trust::Key { file, fingerprint }, true) => {
             let key_bytes = key_bytes.unwrap_or_default();
             let bad_key = |e: super::signature::SignatureError| LockError::BadKey {
                 repo: repo.name.clone(),
                 path: file.to_string(),
+                defined_in: at.clone(),
+                src: defined_in.src(),
+                span: defined_in.source_span(),
                 source: Box::new(e),
             };
             let mut keys = Keyring::from_bytes(key_bytes).map_err(bad_key)?;
@@ -201,7 +323,9 @@ pub fn read_release(
             let verified = verify_clearsigned(&bytes, &keys).map_err(|source| LockError::BadSignature {
                 repo: repo.name.clone(),
                 url: shown.clone(),
-                defined_in: defined_in.to_owned(),
+                defined_in: at.clone(),
+                src: defined_in.src(),
+                span: defined_in.source_span(),
                 source: Box::new(source),
             })?;
             let signer = verified.signer().primary.clone();
@@ -209,21 +333,20 @@ pub fn read_release(
         }
         _ => (bytes.clone(), None),
     };
-    let release =
-        Release::parse_for_suite(&payload, &repo.suite).map_err(|source| LockError::BadRelease {
-            repo: repo.name.clone(),
-            url: shown.clone(),
-            source: Box::new(source),
-        })?;
+    let bad_release = |source: super::release::ReleaseError| LockError::BadRelease {
+        repo: repo.name.clone(),
+        url: shown.clone(),
+        defined_in: at.clone(),
+        src: defined_in.src(),
+        span: defined_in.source_span(),
+        source: Box::new(source),
+    };
+    let release = Release::parse_for_suite(&payload, &repo.suite).map_err(bad_release)?;
     let mut indices = Vec::new();
     for component in &repo.components {
         let index = release
             .index(&format!("{component}/binary-{arch}/Packages"))
-            .map_err(|source| LockError::BadRelease {
-                repo: repo.name.clone(),
-                url: shown.clone(),
-                source: Box::new(source),
-            })?;
+            .map_err(bad_release)?;
         indices.push(index);
         // Archives that keep `Architecture: all` packages apart list them separately.
         if let Ok(all) = release.index(&format!("{component}/binary-all/Packages")) {
@@ -241,7 +364,7 @@ pub fn read_release(
     };
     Ok(RepoRelease {
         repo: repo.clone(),
-        defined_in: defined_in.to_owned(),
+        defined_in: defined_in.clone(),
         release,
         locked,
         indices,
@@ -255,7 +378,7 @@ pub fn read_index(
     index: &IndexRef,
     bytes: &[u8],
     position: usize,
-) -> Result<Vec<Candidate>, LockError> {
+) -> Result<Vec<Candidate>, Box<LockError>> {
     let text =
         super::release::verify_index(bytes, index, MAX_INDEX).map_err(|source| LockError::BadIndex {
             repo: repo.repo.name.clone(),
@@ -263,24 +386,28 @@ pub fn read_index(
             source: Box::new(source),
         })?;
     let text = String::from_utf8_lossy(&text);
-    Candidate::read_index(&text, position).map_err(|source| LockError::MalformedIndex {
-        repo: repo.repo.name.clone(),
-        path: index.path.clone(),
-        source: Box::new(source),
+    Candidate::read_index(&text, position).map_err(|source| {
+        Box::new(LockError::MalformedIndex {
+            repo: repo.repo.name.clone(),
+            path: index.path.clone(),
+            source: Box::new(source),
+        })
     })
 }
 
 /// Reads a base's `/var/lib/dpkg/status` (its text, or `None` when absent).
-pub fn read_base(base: &str, status: Option<&[u8]>) -> Result<Vec<Installed>, LockError> {
+pub fn read_base(base: &str, status: Option<&[u8]>) -> Result<Vec<Installed>, Box<LockError>> {
     let Some(status) = status else {
-        return Err(LockError::BaseWithoutDpkg {
+        return Err(Box::new(LockError::BaseWithoutDpkg {
             base: base.to_owned(),
-        });
+        }));
     };
     let text = String::from_utf8_lossy(status);
-    resolve::read_status(&text).map_err(|source| LockError::BadStatus {
-        base: base.to_owned(),
-        source: Box::new(source),
+    resolve::read_status(&text).map_err(|source| {
+        Box::new(LockError::BadStatus {
+            base: base.to_owned(),
+            source: Box::new(source),
+        })
     })
 }
 
@@ -301,7 +428,7 @@ pub struct EntryInputs<'a> {
 }
 
 /// Resolves one entry.
-pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
+pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, Box<LockError>> {
     let mut universe: Vec<Candidate> = Vec::new();
     for (_, candidates) in e.repositories {
         universe.extend(candidates.iter().cloned());
@@ -328,13 +455,8 @@ pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
     let mut options = Options::new(e.arch);
     for (_, set) in e.sets {
         for p in &set.packages {
-            let r =
-                resolve::Request::parse(&p.value.to_string()).map_err(|source| LockError::Unresolvable {
-                    entry: e.entry.to_owned(),
-                    target: e.target.to_owned(),
-                    at: e.at.to_owned(),
-                    source: Box::new(source),
-                })?;
+            let r = resolve::Request::parse(&p.value.to_string())
+                .map_err(|source| unresolvable(e, &universe, source))?;
             if !requests.iter().any(|q: &resolve::Request| q.name == r.name) {
                 requests.push(r);
             }
@@ -344,14 +466,8 @@ pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
             .extend(set.exclude.iter().map(|x| x.value.clone()));
         options.recommends |= set.recommends;
     }
-    let resolution = resolve::resolve(&universe, e.base, &requests, &options).map_err(|source| {
-        LockError::Unresolvable {
-            entry: e.entry.to_owned(),
-            target: e.target.to_owned(),
-            at: e.at.to_owned(),
-            source: Box::new(source),
-        }
-    })?;
+    let resolution = resolve::resolve(&universe, e.base, &requests, &options)
+        .map_err(|source| unresolvable(e, &universe, source))?;
     let mut packages: Vec<LockedPackage> = resolution
         .install
         .iter()
@@ -387,4 +503,58 @@ pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, LockError> {
         base_packages,
         packages,
     })
+}
+
+/// The lock error for a resolver failure: the repositories searched, the request the
+/// failure goes back to (its line in its set) and, for an unknown name, a close one.
+fn unresolvable(e: &EntryInputs<'_>, universe: &[Candidate], source: resolve::ResolveError) -> LockError {
+    use resolve::ResolveError as R;
+    // Every chain starts at the requested package: `request → dependency → …`.
+    let chain = match &source {
+        R::BadRequest { request, .. } => request.as_str(),
+        R::Unknown { chain, .. }
+        | R::NoCandidate { chain, .. }
+        | R::Excluded { chain, .. }
+        | R::VersionClash { chain, .. }
+        | R::BrokenBase { chain, .. } => chain.as_str(),
+        R::Conflict(c) => c.a_chain.as_str(),
+    };
+    let root = chain.split_whitespace().next().unwrap_or_default();
+    let requested = e.sets.iter().find_map(|(label, set)| {
+        set.packages
+            .iter()
+            .find(|p| p.value.name == root)
+            .map(|p| DefinedAt {
+                set: label.to_string(),
+                span: p.span.clone(),
+            })
+    });
+    let help = match &source {
+        R::Unknown { name, .. } => {
+            let names: BTreeSet<&str> = universe.iter().map(|c| c.name.as_str()).collect();
+            crate::defs::suggest::did_you_mean(name, names.iter().copied())
+                .map(|near| format!("did you mean `{near}`?"))
+        }
+        _ => None,
+    };
+    let repositories = e
+        .repositories
+        .iter()
+        .map(|(r, _)| format!("`{}`", r.repo.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    LockError::Unresolvable {
+        entry: e.entry.to_owned(),
+        repositories: if repositories.is_empty() {
+            "no repository".to_owned()
+        } else {
+            format!("repositories {repositories}")
+        },
+        target: e.target.to_owned(),
+        at: e.at.to_owned(),
+        help,
+        src: requested.as_ref().map(DefinedAt::src),
+        span: requested.as_ref().map(DefinedAt::source_span),
+        source: Box::new(source),
+    }
 }

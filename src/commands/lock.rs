@@ -15,7 +15,7 @@ use w4b_graph::graph::identity;
 use w4b_graph::NodeId;
 
 use super::App;
-use crate::apt::lock::{self as resolve_lock, EntryInputs, RepoRelease};
+use crate::apt::lock::{self as resolve_lock, DefinedAt, EntryInputs, RepoRelease};
 use crate::apt::resolve::{Candidate, Installed};
 use crate::cli::LockArgs;
 use crate::compile::{self, LockRequest};
@@ -169,7 +169,7 @@ fn write_lock(ws: &Workspace, text: &str) -> miette::Result<()> {
 /// A repository as an entry uses it: the typed definition, and where it was defined.
 struct RepoUse {
     repo: Repository,
-    defined_in: String,
+    defined_in: DefinedAt,
 }
 
 /// The entry's repositories, in the sets' order, each once by name. Two sets that
@@ -183,16 +183,20 @@ fn repositories_of(req: &LockRequest) -> miette::Result<Vec<RepoUse>> {
                     return Err(miette::miette!(
                         code = "w4b::lock::repository_conflict",
                         help = "give one of them another `name:`, or define the repository once in a set the others extend",
-                        "repository `{}` is defined differently in `{}` and `{label}` (both used by `{}`)",
+                        "repository `{}` is defined differently in {} and `{label}` ({}) (both used by `{}`)",
                         r.value.name,
-                        u.defined_in,
+                        u.defined_in.text(),
+                        r.span.location(),
                         req.target
                     ))
                 }
                 Some(_) => {}
                 None => out.push(RepoUse {
                     repo: r.value.clone(),
-                    defined_in: label.to_string(),
+                    defined_in: DefinedAt {
+                        set: label.to_string(),
+                        span: r.span.clone(),
+                    },
                 }),
             }
         }
@@ -249,8 +253,9 @@ fn resolve(
                         let real = crate::defs::beneath::resolve(ws.root(), file.as_str()).map_err(|e| {
                             miette::miette!(
                                 code = "w4b::lock::bad_key",
-                                "cannot read the key `{file}` of repository `{}`: {e}",
-                                u.repo.name
+                                "cannot read the key `{file}` of repository `{}`, defined in {}: {e}",
+                                u.repo.name,
+                                u.defined_in.text()
                             )
                         })?;
                         Some(crate::defs::workspace::read(&real, file.as_str())?)
@@ -264,7 +269,8 @@ fn resolve(
                     key_bytes.as_deref(),
                     arch,
                     &u.defined_in,
-                )?;
+                )
+                .map_err(|e| miette::Report::new(*e))?;
                 releases.insert(key.clone(), rel);
             }
             keys.push(key);
@@ -338,7 +344,7 @@ fn resolve(
             let digest = output(index_nodes[&(key.clone(), i)], "file")?;
             let bytes = blobs.get(&digest).map_err(miette::Report::new)?;
             // The position is fixed per entry below; 0 here.
-            all.extend(resolve_lock::read_index(rel, index, &bytes, 0)?);
+            all.extend(resolve_lock::read_index(rel, index, &bytes, 0).map_err(|e| miette::Report::new(*e))?);
         }
         candidates.insert(key.clone(), all);
     }
@@ -359,7 +365,8 @@ fn resolve(
             .base
             .as_ref()
             .map_or_else(|| "scratch".to_owned(), |(l, _)| l.to_string());
-        let base: Vec<Installed> = resolve_lock::read_base(&base_name, status.as_deref())?;
+        let base: Vec<Installed> =
+            resolve_lock::read_base(&base_name, status.as_deref()).map_err(|e| miette::Report::new(*e))?;
         let per_repo: Vec<Vec<Candidate>> = keys
             .iter()
             .enumerate()
@@ -396,7 +403,8 @@ fn resolve(
             repositories: &repositories,
             base: &base,
             prefer: &prefer,
-        })?;
+        })
+        .map_err(|e| miette::Report::new(*e))?;
         out.insert(req.entry.clone(), entry);
     }
     Ok(out)

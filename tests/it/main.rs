@@ -28,6 +28,7 @@ mod install;
 mod kernel;
 mod limits;
 mod packages;
+mod packages_errors;
 mod pipeline;
 mod remote_trust;
 mod resolve;

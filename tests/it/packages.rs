@@ -64,6 +64,64 @@ fn debian_base(root_dir: &Path, dir: &Path) -> Vec<u8> {
     std::fs::read(&zst).unwrap()
 }
 
+/// The Debian arm64 base as a `.img.zst` and its sha256.
+pub(crate) struct DebianBase {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+/// The Debian base, built once per test process (about 20 s) and shared by the tests that
+/// lock or install package sets; `None` when installs cannot run here (no root, no
+/// qemu-user, no Debian mirror: the oracle policy has spoken).
+pub(crate) fn shared_debian_base() -> Option<&'static DebianBase> {
+    static BASE: std::sync::OnceLock<Option<DebianBase>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        if !crate::install::preconditions()
+            || !crate::oracle::have_all(&["zstd", "sfdisk", "debugfs", "dpkg"])
+        {
+            return None;
+        }
+        let (root_dir, _) = match crate::install::fixture() {
+            Ok(f) => f,
+            Err(e) => {
+                crate::oracle::skipped(&format!("the Debian mirror is unreachable or failed: {e}"));
+                return None;
+            }
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = debian_base(&root_dir, tmp.path());
+        let sha256 = {
+            use sha2::{Digest as _, Sha256};
+            hex::encode(Sha256::digest(&bytes))
+        };
+        Some(DebianBase { bytes, sha256 })
+    })
+    .as_ref()
+}
+
+/// A workspace with the repository's boards, `//bases:debian` (the shared base, served by
+/// `server` and pinned by its sha256) and `//images:edge` installing `//packages:hive`,
+/// whose file the caller writes.
+pub(crate) fn workspace(base: &DebianBase, server: &crate::http::TestServer) -> TestEnv {
+    server.serve("/debian-base.img.zst", base.bytes.clone());
+    let env = TestEnv::new();
+    let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("defs/boards");
+    crate::env::copy_dir(&defs, &env.ws.join("defs/boards"));
+    env.write(
+        "defs/bases/debian.yaml",
+        &format!(
+            "kind: base\nurl: {}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            server.url("/debian-base.img.zst"),
+            base.sha256
+        ),
+    );
+    env.write(
+        "defs/images/edge.yaml",
+        "kind: image\nbase: //bases:debian\nboard: //boards:pi4\npackages: [//packages:hive]\noutput: {level: 3}\n",
+    );
+    env
+}
+
 /// The root partition of a built `.img.zst`, as a file of its own.
 fn root_partition(image: &Path, dir: &Path) -> std::path::PathBuf {
     let raw = dir.join("built.img");
@@ -92,47 +150,18 @@ fn debugfs_cat(fs: &Path, path: &str) -> String {
 
 #[test]
 fn package_sets_are_locked_then_installed_at_build_time_with_their_scripts() {
-    if !crate::install::preconditions() || !crate::oracle::have_all(&["zstd", "sfdisk", "debugfs", "dpkg"]) {
-        return;
-    }
-    let (root_dir, _) = match crate::install::fixture() {
-        Ok(f) => f,
-        Err(e) => {
-            crate::oracle::skipped(&format!("the Debian mirror is unreachable or failed: {e}"));
-            return;
-        }
-    };
+    let Some(base) = shared_debian_base() else { return };
     let Some(repo) = repository() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let base = debian_base(&root_dir, tmp.path());
-    let base_sha = {
-        use sha2::{Digest as _, Sha256};
-        hex::encode(Sha256::digest(&base))
-    };
-    repo.server().serve("/debian-base.img.zst", base);
-
-    let env = TestEnv::new();
-    let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("defs/boards");
-    crate::env::copy_dir(&defs, &env.ws.join("defs/boards"));
+    let env = workspace(base, repo.server());
     std::fs::create_dir_all(env.ws.join("keys")).unwrap();
     std::fs::write(env.ws.join("keys/w4b-test.asc"), &repo.key).unwrap();
-    env.write(
-        "defs/bases/debian.yaml",
-        &format!(
-            "kind: base\nurl: {}\nsha256: {base_sha}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
-            repo.server().url("/debian-base.img.zst")
-        ),
-    );
     let set = format!(
         "kind: packages\nrepositories:\n  - {{url: \"{}\", suite: w4b-test, key: ../../keys/w4b-test.asc, fingerprint: \"{}\"}}\npackages: [w4b-hello, w4b-tool]\nexclude: [w4b-unwanted]\n",
         repo.url(),
         repo.fingerprint
     );
     env.write("defs/packages/hive.yaml", &set);
-    env.write(
-        "defs/images/edge.yaml",
-        "kind: image\nbase: //bases:debian\nboard: //boards:pi4\npackages: [//packages:hive]\noutput: {level: 3}\n",
-    );
 
     // A build never resolves: without a lock it says what to run.
     let b = env.build(&["//images:edge"]);
