@@ -208,17 +208,50 @@ impl SpdxIds {
     }
 }
 
-/// A `downloadLocation`: the URL when it is one an SPDX reader accepts, else `NOASSERTION`.
+/// A `downloadLocation`: the URL when the SPDX grammar admits it, else `NOASSERTION`.
+/// SPDX 2.3 (§7.7 and its URL pattern, which spdx-tools enforces) wants a host name with
+/// a top-level domain: an address (`127.0.0.1`, `[::1]`) or `localhost` is not one, and
+/// such a package says where it came from in its comment instead.
 fn download_location(url: Option<&str>) -> String {
     match url {
-        Some(u)
-            if (u.starts_with("https://") || u.starts_with("http://") || u.starts_with("ftp://"))
-                && !u.contains(char::is_whitespace) =>
-        {
-            u.to_owned()
-        }
+        Some(u) if spdx_url(u) => u.to_owned(),
         _ => "NOASSERTION".to_owned(),
     }
+}
+
+/// `scheme://[userinfo@]host.tld[:port][/path]` with the schemes w4b fetches from.
+fn spdx_url(u: &str) -> bool {
+    let Some(rest) = ["https://", "http://", "ftp://"]
+        .iter()
+        .find_map(|scheme| u.strip_prefix(scheme))
+    else {
+        return false;
+    };
+    if u.contains(char::is_whitespace) {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (host_port, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let Some((tld, names)) = labels.split_last() else {
+        return false;
+    };
+    (2..=5).contains(&tld.len())
+        && tld.bytes().all(|b| b.is_ascii_alphabetic())
+        && !names.is_empty()
+        && names.iter().all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 fn spdx(m: &Model<'_>) -> Value {
@@ -272,7 +305,7 @@ fn spdx(m: &Model<'_>) -> Value {
             "filesAnalyzed": false,
             "primaryPackagePurpose": "OPERATING-SYSTEM",
             "checksums": sha256_checksum(base),
-            "comment": "the base image the image was built on",
+            "comment": format!("the base image the image was built on, from {}", base.uri),
         }));
         for img in &image_ids {
             relationships.push(rel(img, "DESCENDANT_OF", &id));
@@ -288,7 +321,7 @@ fn spdx(m: &Model<'_>) -> Value {
             "filesAnalyzed": false,
             "primaryPackagePurpose": "FILE",
             "checksums": sha256_checksum(f),
-            "comment": "a file a layer fetched into the image",
+            "comment": format!("a file a layer fetched into the image, from {}", f.uri),
         }));
         relationships.push(rel(&image, "CONTAINS", &id));
     }
@@ -364,7 +397,7 @@ fn cyclonedx(m: &Model<'_>) -> Value {
             "name": name,
             "hashes": cdx_hashes(d),
         });
-        if download_location(Some(&d.uri)) != "NOASSERTION" {
+        if d.uri.contains("://") {
             c["externalReferences"] = json!([{"type": "distribution", "url": d.uri}]);
         }
         c
@@ -412,8 +445,7 @@ fn cyclonedx(m: &Model<'_>) -> Value {
                 {"name": "w4b:suite", "value": a.suite},
             ],
         });
-        let dl = download_location(p.descriptor.download_location.as_deref());
-        if dl != "NOASSERTION" {
+        if let Some(dl) = &p.descriptor.download_location {
             c["externalReferences"] = json!([{"type": "distribution", "url": dl}]);
         }
         components.push(c);
@@ -475,6 +507,30 @@ mod tests {
             uuid_v5_url("https://w4b.dev/spdx/images-edge-0123"),
             "6c7241e1-e2b7-5b0d-986c-2b4e3a4b4477"
         );
+    }
+
+    #[test]
+    fn download_locations_follow_the_spdx_url_grammar() {
+        for ok in [
+            "https://deb.debian.org/debian/pool/main/c/curl/curl_7.88.1-10_arm64.deb",
+            "http://archive.raspberrypi.com:8080/debian",
+            "https://***@mirror.example.org/x.img.xz?token=1",
+            "ftp://ftp.de.debian.org/debian/",
+        ] {
+            assert_eq!(download_location(Some(ok)), ok);
+        }
+        for no in [
+            "http://127.0.0.1:43349/debian/pool/x.deb",
+            "http://localhost/x.deb",
+            "http://[::1]:80/x.deb",
+            "file:/srv/x.deb",
+            "https://example.org:123456/x",
+            "https://-bad.example.org/x",
+            "https://example.org/a b",
+        ] {
+            assert_eq!(download_location(Some(no)), "NOASSERTION", "{no}");
+        }
+        assert_eq!(download_location(None), "NOASSERTION");
     }
 
     #[test]
