@@ -56,3 +56,8 @@ pub mod validate;
 #[cfg(test)]
 #[path = "../tests/support/oracle.rs"]
 mod oracle;
+/// The SBOM oracles (`spdx-tools`, `cyclonedx-python-lib`), shared with the integration
+/// tests (`tests/support/sbom_oracle.rs`).
+#[cfg(test)]
+#[path = "../tests/support/sbom_oracle.rs"]
+mod sbom_oracle;

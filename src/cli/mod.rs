@@ -97,6 +97,9 @@ pub enum Command {
     /// `--rebuild` reproducibility. Exit status is a bit mask: 1 digest mismatch, 2 bad or
     /// missing signature, 4 other error, 8 not reproducible.
     Verify(VerifyArgs),
+    /// Write a software bill of materials of a built image: every installed package,
+    /// pinned by sha256, as SPDX 2.3 or CycloneDX 1.5 JSON, from its build manifest.
+    Sbom(SbomArgs),
     /// Create an ed25519 key pair for signing manifests and remote cache records:
     /// `PREFIX.key` and `PREFIX.pub`.
     Keygen(KeygenArgs),
@@ -278,6 +281,10 @@ pub struct InspectArgs {
     /// List every entry: mode, owner, size, path, symlink target, xattr names, SHA-256.
     #[arg(long)]
     pub tree: bool,
+    /// List the Debian packages of the image's root filesystem instead (its
+    /// `/var/lib/dpkg/status`): name, version, architecture, status.
+    #[arg(long, conflicts_with = "tree")]
+    pub packages: bool,
     /// `text` for people, `json` (`w4b.inspect/1`, always with every entry) for tools.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -328,6 +335,27 @@ pub struct VerifyArgs {
     /// `text` for people, `json` (`w4b.verify/1`) for tools.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// A `.manifest.json` (bare or signed), or an image `w4b build` wrote: its
+    /// `<name>.manifest.json` beside it is read.
+    #[arg(value_name = "IMAGE_OR_MANIFEST")]
+    pub input: PathBuf,
+    /// `spdx` (SPDX 2.3 JSON) or `cyclonedx` (CycloneDX 1.5 JSON).
+    #[arg(long, value_enum, default_value_t = SbomFormatArg::Spdx)]
+    pub format: SbomFormatArg,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormatArg {
+    Spdx,
+    #[value(name = "cyclonedx")]
+    CycloneDx,
 }
 
 #[derive(Debug, Args)]

@@ -444,6 +444,7 @@ fn write_manifest(
                 name: name.clone(),
             })
             .collect(),
+        packages: t.manifest.packages.clone(),
         steps,
         builder_id: "https://w4b.dev/builder/local".to_owned(),
     };

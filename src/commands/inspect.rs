@@ -6,6 +6,7 @@
 //! this file only shapes and renders the report. [`load`] is shared with `diff`.
 
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::Path;
 
 use miette::IntoDiagnostic;
@@ -137,6 +138,15 @@ pub struct EntryInfo {
 
 pub fn run(app: &App, args: &InspectArgs) -> miette::Result<i32> {
     let loaded = load(app, &args.image, args.max_image_size)?;
+    if args.packages {
+        let report = packages_report(&loaded)?;
+        if args.format == ReportFormat::Json || app.style.json {
+            println!("{}", serde_json::to_string_pretty(&report).into_diagnostic()?);
+        } else {
+            print!("{}", render_packages(&report));
+        }
+        return Ok(0);
+    }
     let with_entries = args.tree || args.format == ReportFormat::Json;
     let report = build_report(&loaded, with_entries)?;
     match args.format {
@@ -144,6 +154,185 @@ pub fn run(app: &App, args: &InspectArgs) -> miette::Result<i32> {
         ReportFormat::Text => print!("{}", render_text(&report)),
     }
     Ok(0)
+}
+
+/// The JSON schema of `--packages`.
+pub const PACKAGES_SCHEMA: &str = "w4b.inspect.packages/1";
+
+/// Where dpkg keeps its database of packages.
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+
+/// A status file larger than this is not one dpkg wrote (Raspberry Pi OS with a desktop
+/// has about 3 MB); reading stops there rather than filling memory.
+const MAX_STATUS: u64 = 256 << 20;
+
+/// `w4b inspect --packages`: the image's dpkg database.
+#[derive(Debug, Serialize)]
+pub struct PackagesReport {
+    pub schema: &'static str,
+    pub image: ImageInfo,
+    /// The partition holding the database; `null` for a bare filesystem image.
+    pub partition: Option<u32>,
+    /// The file read, [`DPKG_STATUS`].
+    pub database: &'static str,
+    /// Every package dpkg knows, sorted by name and architecture.
+    pub packages: Vec<DpkgPackage>,
+}
+
+/// One paragraph of dpkg's status file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct DpkgPackage {
+    pub name: String,
+    /// Empty for a package dpkg only remembers (`Architecture` absent).
+    pub architecture: String,
+    /// Empty for a purged package dpkg still lists (`Version` absent).
+    pub version: String,
+    /// `Status` as dpkg writes it: want, error flag, state (`install ok installed`).
+    pub status: String,
+}
+
+impl DpkgPackage {
+    /// Whether dpkg considers it installed: its state is `installed`.
+    pub fn installed(&self) -> bool {
+        self.status.split_whitespace().nth(2) == Some("installed")
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PackagesError {
+    #[error("`{image}` has no dpkg database: no filesystem holds `{DPKG_STATUS}`")]
+    #[diagnostic(
+        code(w4b::inspect::no_dpkg),
+        help("`--packages` reads a Debian-based root filesystem (Raspberry Pi OS, Debian, or a w4b image on one); this image's has no package database, or the image has no ext4 root filesystem")
+    )]
+    NoDatabase { image: String },
+
+    #[error("`{DPKG_STATUS}` in {place} of `{image}` is larger than {MAX_STATUS} bytes")]
+    #[diagnostic(code(w4b::inspect::dpkg_status_size), help("the image is damaged or not what it claims to be"))]
+    TooLarge { image: String, place: String },
+
+    #[error("`{DPKG_STATUS}` in {place} of `{image}` is corrupt: {message}")]
+    #[diagnostic(code(w4b::inspect::dpkg_status), help("check the image with `dpkg --admindir=… --audit` on a copy of its `/var/lib/dpkg`"))]
+    Corrupt {
+        image: String,
+        place: String,
+        message: String,
+    },
+}
+
+/// Finds `/var/lib/dpkg/status` on the image's ext4 filesystems (the first that has one)
+/// and lists its packages.
+pub fn packages_report(loaded: &Loaded) -> miette::Result<PackagesReport> {
+    let shown = &loaded.image.path;
+    let context = |e: image::ImageError| miette::Report::new(e).wrap_err(format!("cannot read `{shown}`"));
+    for fs in &loaded.disk.filesystems {
+        if fs.kind != FsKind::Ext4 {
+            continue;
+        }
+        let ext4_err = |source| image::ImageError::Ext4 {
+            place: fs.place(),
+            source,
+        };
+        let ext4 = crate::formats::ext4::Ext4::open(&loaded.disk.file, fs.offset, fs.len)
+            .map_err(|e| context(ext4_err(e)))?;
+        use crate::formats::ext4::Ext4Error;
+        let ino = match ext4.lookup(DPKG_STATUS) {
+            Ok(ino) => ino,
+            // Absent, or a path component that is not a directory: no database here.
+            Err(Ext4Error::NotFound { .. } | Ext4Error::WrongType { .. }) => continue,
+            Err(e) => return Err(context(ext4_err(e))),
+        };
+        let reader = ext4.open_file(ino).map_err(|e| context(ext4_err(e)))?;
+        let mut bytes = Vec::new();
+        reader
+            .take(MAX_STATUS.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                context(image::ImageError::File {
+                    place: fs.place(),
+                    path: DPKG_STATUS.to_owned(),
+                    source: e,
+                })
+            })?;
+        if bytes.len() as u64 > MAX_STATUS {
+            return Err(PackagesError::TooLarge {
+                image: shown.clone(),
+                place: fs.place(),
+            }
+            .into());
+        }
+        // Descriptions may hold any bytes; names, versions and states are ASCII.
+        let text = String::from_utf8_lossy(&bytes);
+        let packages = parse_dpkg_status(&text).map_err(|message| PackagesError::Corrupt {
+            image: shown.clone(),
+            place: fs.place(),
+            message,
+        })?;
+        return Ok(PackagesReport {
+            schema: PACKAGES_SCHEMA,
+            image: loaded.image.clone(),
+            partition: fs.partition,
+            database: DPKG_STATUS,
+            packages,
+        });
+    }
+    Err(PackagesError::NoDatabase { image: shown.clone() }.into())
+}
+
+/// Every paragraph of a dpkg status file, sorted; an error names the line.
+pub fn parse_dpkg_status(text: &str) -> Result<Vec<DpkgPackage>, String> {
+    use crate::formats::deb::{Paragraphs, Syntax};
+    let mut out = Vec::new();
+    for p in Paragraphs::new(text, Syntax::Strict) {
+        let p = p.map_err(|e| e.to_string())?;
+        let field = |name: &'static str| p.get(name).map(|v| v.trim().to_owned());
+        let Some(name) = field("Package").filter(|n| !n.is_empty()) else {
+            return Err(format!("the paragraph on line {} has no `Package`", p.line()));
+        };
+        let Some(status) = field("Status") else {
+            return Err(format!(
+                "package `{name}` (line {}) has no `Status`",
+                p.line()
+            ));
+        };
+        out.push(DpkgPackage {
+            name,
+            architecture: field("Architecture").unwrap_or_default(),
+            version: field("Version").unwrap_or_default(),
+            status,
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The people's rendering of `--packages`: a header line, then one aligned row a package.
+pub fn render_packages(r: &PackagesReport) -> String {
+    let mut o = String::new();
+    let installed = r.packages.iter().filter(|p| p.installed()).count();
+    let place = r.partition.map_or("the image".to_owned(), |i| format!("partition {i}"));
+    let _ = writeln!(
+        o,
+        "`{}` in {place} of `{}`: {} package(s), {installed} installed",
+        r.database,
+        r.image.path,
+        r.packages.len()
+    );
+    let w = |f: &dyn Fn(&DpkgPackage) -> usize, title: &str| {
+        r.packages.iter().map(f).max().unwrap_or(0).max(title.len())
+    };
+    let nw = w(&|p| p.name.len(), "name");
+    let vw = w(&|p| p.version.len(), "version");
+    let aw = w(&|p| p.architecture.len(), "architecture");
+    let _ = writeln!(o, "{:nw$}  {:vw$}  {:aw$}  status", "name", "version", "architecture");
+    for p in &r.packages {
+        let _ = writeln!(
+            o,
+            "{:nw$}  {:vw$}  {:aw$}  {}",
+            p.name, p.version, p.architecture, p.status
+        );
+    }
+    o
 }
 
 /// Builds the report; reads and hashes every file when `with_entries`.
@@ -313,24 +502,7 @@ pub fn mode_string(kind: &str, mode: u32) -> String {
 
 /// `2023-11-14T22:13:20Z`: seconds since the epoch as a UTC date and time.
 pub fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from a day count (proleptic Gregorian), by 400-year eras.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    crate::manifest::sbom::rfc3339(secs)
 }
 
 fn fs_name(partition: Option<u32>) -> String {
@@ -554,6 +726,72 @@ mod tests {
              -rwsr-xr-x 0:1000 1234 /usr/bin/sudo [security.capability]  sha256:0123456789ab\n\
              crw-rw-rw-    0:0  1,3 /dev/null\n"
         );
+    }
+
+    const STATUS: &str = "Package: zlib1g\nStatus: install ok installed\nPriority: optional\n\
+        Architecture: arm64\nMulti-Arch: same\nVersion: 1:1.2.13.dfsg-1\n\
+        Description: compression library - runtime\n zlib is a library.\n\n\
+        Package: bash\nEssential: yes\nStatus: install ok installed\nArchitecture: arm64\n\
+        Version: 5.2.15-2+b2\n\n\
+        Package: old-conf\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 1.0\n\n\
+        Package: gone\nStatus: purge ok not-installed\n";
+
+    #[test]
+    fn dpkg_status_lists_every_package_sorted_with_its_state() {
+        let p = parse_dpkg_status(STATUS).unwrap();
+        let rows: Vec<(&str, &str, &str, &str, bool)> = p
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.version.as_str(),
+                    p.architecture.as_str(),
+                    p.status.as_str(),
+                    p.installed(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("bash", "5.2.15-2+b2", "arm64", "install ok installed", true),
+                ("gone", "", "", "purge ok not-installed", false),
+                ("old-conf", "1.0", "all", "deinstall ok config-files", false),
+                ("zlib1g", "1:1.2.13.dfsg-1", "arm64", "install ok installed", true),
+            ]
+        );
+        let report = PackagesReport {
+            schema: PACKAGES_SCHEMA,
+            image: ImageInfo {
+                path: "edge.img".into(),
+                compression: Compression::None,
+                stored_size: 1,
+                size: 1,
+            },
+            partition: Some(2),
+            database: DPKG_STATUS,
+            packages: p,
+        };
+        let text = render_packages(&report);
+        assert_eq!(
+            text.lines().take(3).collect::<Vec<_>>(),
+            [
+                "`/var/lib/dpkg/status` in partition 2 of `edge.img`: 4 package(s), 2 installed",
+                "name      version          architecture  status",
+                "bash      5.2.15-2+b2      arm64         install ok installed",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_damaged_dpkg_status_is_an_error_naming_the_line() {
+        let e = parse_dpkg_status("Package: a\nStatus: install ok installed\n\nVersion: 1\n").unwrap_err();
+        assert!(e.contains("line 4") && e.contains("`Package`"), "{e}");
+        let e = parse_dpkg_status("Package: a\nVersion: 1\n").unwrap_err();
+        assert!(e.contains("`a`") && e.contains("`Status`"), "{e}");
+        let e = parse_dpkg_status("Package: a\n# comment\n").unwrap_err();
+        assert!(!e.is_empty());
+        assert_eq!(parse_dpkg_status("").unwrap(), vec![]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod keygen;
 pub mod lock;
 pub mod ls;
 pub mod rebuild;
+pub mod sbom;
 pub mod validate;
 pub mod verify;
 pub mod why;
@@ -76,6 +77,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Inspect(a) => inspect::run(&app, a),
         Command::Diff(a) => diff::run(&app, a),
         Command::Verify(a) => verify::run(&app, a),
+        Command::Sbom(a) => sbom::run(&app, a),
         Command::Keygen(a) => keygen::run(&app, a),
         Command::Validate(a) => validate::run(&app, a),
         Command::Hive(a) => hive::run(&app, a),

@@ -107,7 +107,11 @@ fn render_text(manifest: &str, v: &Verification) -> String {
             };
             let _ = writeln!(s, "epoch from {from}");
         }
-        let _ = writeln!(s, "contents   {} subject(s), {} step(s)", v.subjects, v.steps);
+        let _ = writeln!(
+            s,
+            "contents   {} subject(s), {} step(s), {} installed package(s)",
+            v.subjects, v.steps, v.packages
+        );
     }
     let sig = match &v.signature {
         SignatureStatus::Valid { keyid } => format!("valid (key `{keyid}`)"),

@@ -29,6 +29,7 @@ impl Compiler<'_> {
             definitions.extend(h.files.iter().cloned());
         }
         let mut dependencies = Vec::new();
+        let mut packages = Vec::new();
 
         // The base and the board, loaded and checked against each other before anything
         // is planned: an arm64 image for a 32-bit-only Pi is an error now, not at boot.
@@ -75,7 +76,8 @@ impl Compiler<'_> {
                 // Packages first: the board's and the image's layers override what the
                 // packages install (their configuration files above all).
                 if let Some(req) = &lock_request {
-                    let node = self.packages(req, tree, &epoch, &step_name("packages"))?;
+                    let (node, installed) = self.packages(req, tree, &epoch, &step_name("packages"))?;
+                    packages = installed;
                     deps.push(node);
                     layer_labels.push(format!("packages({})", req.entry));
                 }
@@ -225,6 +227,7 @@ impl Compiler<'_> {
                     .into_iter()
                     .map(|(url, sha, name)| (crate::steps::fetch::redact_url(&url).into_owned(), sha, name))
                     .collect(),
+                packages,
             },
         })
     }

@@ -66,6 +66,9 @@ pub struct ManifestPlan {
     /// The base image and fetched sources: (URI with any credentials redacted, sha256 hex,
     /// name).
     pub dependencies: Vec<(String, String, Option<String>)>,
+    /// The Debian packages the image installs, as its lock entry pins them (repository
+    /// URLs redacted).
+    pub packages: Vec<crate::manifest::Package>,
 }
 
 pub(super) struct Compiler<'a> {

@@ -117,14 +117,15 @@ impl Compiler<'_> {
     }
 
     /// The image's locked packages as steps: one `fetch` per `.deb` and the `install` step
-    /// over `base_tree`; returns the install step (its output is a `changeset`).
+    /// over `base_tree`; returns the install step (its output is a `changeset`) and the
+    /// packages as the manifest records them.
     pub(super) fn packages(
         &mut self,
         req: &LockRequest,
         base_tree: NodeId,
         epoch: &PlanEpoch,
         step_name: &str,
-    ) -> miette::Result<NodeId> {
+    ) -> miette::Result<(NodeId, Vec<crate::manifest::Package>)> {
         let lock_and_text = self.lockfile()?;
         let (lock, text) = (&lock_and_text.0, &lock_and_text.1);
         let Some(entry) = lock.entries.get(&req.entry) else {
@@ -147,6 +148,7 @@ impl Compiler<'_> {
         let fetcher = self.fetcher()?;
         let mut deps = vec![base_tree];
         let mut debs = Vec::new();
+        let mut recorded = Vec::new();
         for p in &entry.packages {
             // The URL comes from the definitions, never from the lock: the lock's copy is
             // redacted and only says where the package was found.
@@ -178,6 +180,31 @@ impl Compiler<'_> {
                 vec![],
             );
             deps.push(node);
+            // The lock's copy of the repository: redacted, with the signer it was
+            // resolved against.
+            let locked = entry
+                .repositories
+                .iter()
+                .find(|r| r.name == p.repository)
+                .ok_or_else(|| CompileError::StaleLock {
+                    image: req.target.clone(),
+                    entry: req.entry.clone(),
+                    at: req.at.clone(),
+                })?;
+            recorded.push(crate::manifest::Package {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                architecture: p.architecture.clone(),
+                sha256: p.sha256.clone(),
+                size: p.size,
+                filename: p.filename.clone(),
+                repository: crate::manifest::Repository {
+                    name: locked.name.clone(),
+                    url: crate::steps::fetch::redact_url(&locked.url).into_owned(),
+                    suite: locked.suite.clone(),
+                    signed_by: locked.signed_by.clone(),
+                },
+            });
             debs.push(LockedDeb {
                 name: p.name.clone(),
                 version: p.version.clone(),
@@ -203,7 +230,7 @@ impl Compiler<'_> {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        Ok(self.add(step_name.to_owned(), def.as_bytes(), step, deps))
+        Ok((self.add(step_name.to_owned(), def.as_bytes(), step, deps), recorded))
     }
 }
 

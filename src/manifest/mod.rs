@@ -14,9 +14,12 @@
 #![forbid(unsafe_code)]
 
 pub mod dsse;
+pub mod packages;
+pub mod sbom;
 pub mod statement;
 pub mod verify;
 
+pub use packages::{Package, Repository};
 pub use statement::EpochSource;
 
 use std::collections::BTreeMap;
@@ -44,8 +47,10 @@ pub struct ManifestInput {
     pub w4b_version: String,
     /// Definition files: path relative to the workspace root (with `/`), BLAKE3 hex.
     pub definitions: Vec<Definition>,
-    /// Base image, packages, fetched sources.
+    /// Base image and fetched sources.
     pub dependencies: Vec<ResolvedDependency>,
+    /// The Debian packages the image installs, from its lock entry.
+    pub packages: Vec<Package>,
     pub steps: Vec<StepInfo>,
     /// `runDetails.builder.id`, e.g. `https://w4b.dev/builder/local`.
     pub builder_id: String,
@@ -124,6 +129,8 @@ impl Manifest {
                 uri: format!("file:{}", d.path.trim_start_matches("./")),
                 name: None,
                 digest: BTreeMap::from([("blake3".to_string(), d.blake3.clone())]),
+                download_location: None,
+                annotations: None,
             })
             .collect();
         definitions.sort_by(|a, b| a.uri.cmp(&b.uri));
@@ -134,9 +141,15 @@ impl Manifest {
                 uri: d.uri.clone(),
                 name: d.name.clone(),
                 digest: BTreeMap::from([("sha256".to_string(), d.sha256.clone())]),
+                download_location: None,
+                annotations: None,
             })
+            .chain(input.packages.iter().map(Package::descriptor))
             .collect();
+        // Packages sort among the fetched files by their purl (`pkg:deb/…`); a package
+        // locked twice (two sets naming it) is one descriptor.
         fetched.sort_by(|a, b| (&a.uri, &a.name).cmp(&(&b.uri, &b.name)));
+        fetched.dedup();
         // Definitions first, then what was fetched: both sorted, so the order is stable.
         let resolved_dependencies = definitions.into_iter().chain(fetched).collect();
 
@@ -267,6 +280,7 @@ pub(crate) mod tests {
                 sha256: hex::encode(sha2::Sha256::digest(b"base")),
                 name: Some("base".into()),
             }],
+            packages: vec![],
             steps: vec![
                 StepInfo {
                     name: "//images:demo#image".into(),
@@ -338,6 +352,36 @@ pub(crate) mod tests {
             other.statement.predicate.run_details.metadata.invocation_id,
             Some(id)
         );
+    }
+
+    #[test]
+    fn packages_follow_the_fetched_files_sorted_by_purl_and_once() {
+        use super::packages::tests::package;
+        let mut input = sample_input(b"x");
+        let tool = package("w4b-tool", "2.0-1", "arm64", Some("ABCD"));
+        input.packages = vec![
+            tool.clone(),
+            package("timescaledb", "2.14.2", "arm64", None),
+            tool,
+        ];
+        let m = Manifest::build(&input).unwrap();
+        let deps = &m.statement.predicate.build_definition.resolved_dependencies;
+        let uris: Vec<&str> = deps.iter().map(|d| d.uri.as_str()).collect();
+        assert_eq!(
+            uris,
+            [
+                "file:defs/images/demo.yaml",
+                "file:w4b.yaml",
+                "https://downloads.example.org/raspios.img.xz",
+                "pkg:deb/debian/timescaledb@2.14.2?arch=arm64",
+                "pkg:deb/debian/w4b-tool@2.0-1?arch=arm64",
+            ]
+        );
+        let json = m.to_json().unwrap();
+        assert!(json.contains(r#""signedBy": "unsigned (trusted: true)""#), "{json}");
+        assert!(json.contains(r#""signedBy": "ABCD""#), "{json}");
+        // Descriptors without packages keep their encoding: the pinned digest above holds.
+        assert!(!deps[0..3].iter().any(|d| d.annotations.is_some() || d.download_location.is_some()));
     }
 
     #[test]

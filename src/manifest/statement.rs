@@ -109,6 +109,34 @@ pub struct DependencyDescriptor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub digest: BTreeMap<String, String>,
+    /// Where the bytes were fetched from, when `uri` names the thing rather than the
+    /// place: an installed package's `.deb` in its repository (credentials redacted).
+    #[serde(rename = "downloadLocation", default, skip_serializing_if = "Option::is_none")]
+    pub download_location: Option<String>,
+    /// What a Debian package descriptor says besides its purl (see
+    /// [`super::packages`]); absent on every other descriptor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<PackageAnnotations>,
+}
+
+/// The `annotations` of an installed package's descriptor: the package as `w4b.lock`
+/// pinned it and the repository it came from, with the key that signed that
+/// repository's index, or [`super::packages::UNSIGNED`] for a `trusted: true` one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageAnnotations {
+    pub version: String,
+    pub architecture: String,
+    /// Bytes of the `.deb`.
+    pub size: u64,
+    /// The repository's name in the package set.
+    pub repository: String,
+    /// The repository's URL, credentials redacted.
+    pub repository_url: String,
+    pub suite: String,
+    /// The fingerprint of the key that signed the repository's `InRelease`, or
+    /// `unsigned (trusted: true)`.
+    pub signed_by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

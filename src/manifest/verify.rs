@@ -158,6 +158,8 @@ pub struct Verification {
     pub signature: SignatureStatus,
     pub subjects: usize,
     pub steps: usize,
+    /// Installed Debian packages the manifest lists (`pkg:deb/` dependencies).
+    pub packages: usize,
     pub artifacts: Vec<ArtifactCheck>,
     pub findings: Vec<Finding>,
     pub exit: u8,
@@ -175,6 +177,7 @@ impl Verification {
             signature: SignatureStatus::Unsigned,
             subjects: 0,
             steps: 0,
+            packages: 0,
             artifacts: Vec::new(),
             findings: Vec::new(),
             exit: 0,
@@ -379,6 +382,7 @@ fn check_statement(s: &Statement, v: &mut Verification) {
             }
         }
     }
+    check_packages(s, v);
     // The step graph.
     let mut steps: BTreeMap<&str, &Vec<String>> = BTreeMap::new();
     for st in &rd.byproducts {
@@ -443,6 +447,48 @@ fn check_statement(s: &Statement, v: &mut Verification) {
                 got.as_deref().map_or("missing".to_string(), |g| format!("`{g}`"))
             ),
         ),
+    }
+}
+
+/// Every `pkg:deb/` dependency is a package descriptor whose purl is the one its name,
+/// version and architecture give, with a sha256 and a signer (or the unsigned mark).
+fn check_packages(s: &Statement, v: &mut Verification) {
+    let mut purls = BTreeSet::new();
+    for dep in &s.predicate.build_definition.resolved_dependencies {
+        if !dep.uri.starts_with("pkg:deb/") {
+            continue;
+        }
+        v.packages = v.packages.saturating_add(1);
+        let problem = match (&dep.name, &dep.annotations) {
+            (None, _) => Some("has no `name`".to_owned()),
+            (_, None) => Some("has no package `annotations`".to_owned()),
+            (Some(name), Some(a)) => {
+                let want = super::packages::deb_purl(name, &a.version, &a.architecture);
+                if dep.uri != want {
+                    Some(format!("is not the purl of its name, version and architecture (`{want}`)"))
+                } else if !dep.digest.contains_key("sha256") {
+                    Some("has no sha256 digest".to_owned())
+                } else if a.signed_by.is_empty() {
+                    Some("names no signer (`signedBy`)".to_owned())
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(p) = problem {
+            v.add(
+                OTHER_ERROR,
+                "w4b::verify::package",
+                format!("package `{}` {p}", dep.uri),
+            );
+        }
+        if !purls.insert(dep.uri.as_str()) {
+            v.add(
+                OTHER_ERROR,
+                "w4b::verify::duplicate",
+                format!("package `{}` appears twice", dep.uri),
+            );
+        }
     }
 }
 
@@ -605,6 +651,62 @@ mod tests {
             changes[0].now, None,
             "`..` is not followed even though the bytes match"
         );
+    }
+
+    fn with_packages() -> Statement {
+        use super::super::packages::tests::package;
+        let mut input = sample_input(IMAGE);
+        input.packages = vec![
+            package("nftables", "1.0.6-2+deb12u2", "arm64", Some("ABCD")),
+            package("timescaledb", "2.14.2", "arm64", None),
+        ];
+        Manifest::build(&input).unwrap().statement
+    }
+
+    /// `statement` with its invocation id made to match again after an edit, so only the
+    /// package rules can object.
+    fn reseal(mut statement: Statement) -> Vec<u8> {
+        statement.predicate.run_details.metadata.invocation_id =
+            Some(super::super::invocation_id(&statement).unwrap());
+        super::super::statement::canonical_json(&statement, true)
+            .unwrap()
+            .into_bytes()
+    }
+
+    #[test]
+    fn packages_are_counted_and_their_purls_checked() {
+        let s = with_packages();
+        let v = verify(&reseal(s.clone()), &[], None);
+        assert_eq!((v.exit, v.packages), (0, 2), "{:?}", v.findings);
+
+        // A purl that says another version than the annotations.
+        let mut edited = s.clone();
+        let dep = edited
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter_mut()
+            .find(|d| d.name.as_deref() == Some("nftables"))
+            .unwrap();
+        dep.uri = dep.uri.replace("1.0.6", "1.0.9");
+        let v = verify(&reseal(edited), &[], None);
+        assert_eq!(v.exit, OTHER_ERROR);
+        assert!(
+            v.findings
+                .iter()
+                .any(|f| f.code == "w4b::verify::package" && f.message.contains("1.0.9")),
+            "{:?}",
+            v.findings
+        );
+
+        // A package descriptor stripped of its annotations.
+        let mut edited = s;
+        for d in &mut edited.predicate.build_definition.resolved_dependencies {
+            d.annotations = None;
+        }
+        let v = verify(&reseal(edited), &[], None);
+        assert_eq!(v.exit, OTHER_ERROR);
+        assert_eq!(v.packages, 2);
     }
 
     #[test]

@@ -12,6 +12,9 @@ mod http;
 /// The oracle-test policy: a missing tool fails under CI, skips visibly elsewhere.
 #[path = "../support/oracle.rs"]
 mod oracle;
+/// The SBOM validators (`spdx-tools`, `cyclonedx-python-lib`) in their venv.
+#[path = "../support/sbom_oracle.rs"]
+mod sbom_oracle;
 mod testbase;
 
 mod apt_repo;
@@ -34,6 +37,7 @@ mod remote_trust;
 mod resolve;
 mod robustness;
 mod roundtrip;
+mod sbom;
 mod unpack;
 mod validate;
 mod verify;

@@ -18,7 +18,7 @@ use crate::testbase::sh;
 const HELLO_POSTINST: &str = "#!/bin/sh\nset -e\nmkdir -p /var/lib/w4b-hello\n\
     dpkg --print-architecture > /var/lib/w4b-hello/arch\n";
 
-fn repository() -> Option<AptRepo> {
+pub(crate) fn repository() -> Option<AptRepo> {
     AptRepo::builder()
         .package(
             Deb::new("w4b-hello", "1.0-1", "arm64")
@@ -43,7 +43,7 @@ fn repository() -> Option<AptRepo> {
 }
 
 /// The base: the test base's partitions around a real Debian arm64 root.
-fn debian_base(root_dir: &Path, dir: &Path) -> Vec<u8> {
+pub(crate) fn debian_base(root_dir: &Path, dir: &Path) -> Vec<u8> {
     let raw = dir.join("debian-base.img");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-test-base.sh");
     let st = Command::new("bash")
@@ -123,7 +123,7 @@ pub(crate) fn workspace(base: &DebianBase, server: &crate::http::TestServer) -> 
 }
 
 /// The root partition of a built `.img.zst`, as a file of its own.
-fn root_partition(image: &Path, dir: &Path) -> std::path::PathBuf {
+pub(crate) fn root_partition(image: &Path, dir: &Path) -> std::path::PathBuf {
     let raw = dir.join("built.img");
     sh(&format!(
         "zstd -q -d -f -o '{}' '{}'",
@@ -144,7 +144,7 @@ fn root_partition(image: &Path, dir: &Path) -> std::path::PathBuf {
     rootfs
 }
 
-fn debugfs_cat(fs: &Path, path: &str) -> String {
+pub(crate) fn debugfs_cat(fs: &Path, path: &str) -> String {
     sh(&format!("debugfs -R 'cat {path}' '{}' 2>/dev/null", fs.display()))
 }
 

@@ -40,6 +40,7 @@ fn input() -> ManifestInput {
             sha256: hex::encode(sha2::Sha256::digest(b"base")),
             name: Some("base".into()),
         }],
+        packages: vec![],
         steps: vec![
             StepInfo {
                 name: "//images:demo#fetch".into(),
