@@ -208,11 +208,17 @@ pub enum PackagesError {
     NoDatabase { image: String },
 
     #[error("`{DPKG_STATUS}` in {place} of `{image}` is larger than {MAX_STATUS} bytes")]
-    #[diagnostic(code(w4b::inspect::dpkg_status_size), help("the image is damaged or not what it claims to be"))]
+    #[diagnostic(
+        code(w4b::inspect::dpkg_status_size),
+        help("the image is damaged or not what it claims to be")
+    )]
     TooLarge { image: String, place: String },
 
     #[error("`{DPKG_STATUS}` in {place} of `{image}` is corrupt: {message}")]
-    #[diagnostic(code(w4b::inspect::dpkg_status), help("check the image with `dpkg --admindir=… --audit` on a copy of its `/var/lib/dpkg`"))]
+    #[diagnostic(
+        code(w4b::inspect::dpkg_status),
+        help("check the image with `dpkg --admindir=… --audit` on a copy of its `/var/lib/dpkg`")
+    )]
     Corrupt {
         image: String,
         place: String,
@@ -290,10 +296,7 @@ pub fn parse_dpkg_status(text: &str) -> Result<Vec<DpkgPackage>, String> {
             return Err(format!("the paragraph on line {} has no `Package`", p.line()));
         };
         let Some(status) = field("Status") else {
-            return Err(format!(
-                "package `{name}` (line {}) has no `Status`",
-                p.line()
-            ));
+            return Err(format!("package `{name}` (line {}) has no `Status`", p.line()));
         };
         out.push(DpkgPackage {
             name,
@@ -310,7 +313,9 @@ pub fn parse_dpkg_status(text: &str) -> Result<Vec<DpkgPackage>, String> {
 pub fn render_packages(r: &PackagesReport) -> String {
     let mut o = String::new();
     let installed = r.packages.iter().filter(|p| p.installed()).count();
-    let place = r.partition.map_or("the image".to_owned(), |i| format!("partition {i}"));
+    let place = r
+        .partition
+        .map_or("the image".to_owned(), |i| format!("partition {i}"));
     let _ = writeln!(
         o,
         "`{}` in {place} of `{}`: {} package(s), {installed} installed",
@@ -324,7 +329,11 @@ pub fn render_packages(r: &PackagesReport) -> String {
     let nw = w(&|p| p.name.len(), "name");
     let vw = w(&|p| p.version.len(), "version");
     let aw = w(&|p| p.architecture.len(), "architecture");
-    let _ = writeln!(o, "{:nw$}  {:vw$}  {:aw$}  status", "name", "version", "architecture");
+    let _ = writeln!(
+        o,
+        "{:nw$}  {:vw$}  {:aw$}  status",
+        "name", "version", "architecture"
+    );
     for p in &r.packages {
         let _ = writeln!(
             o,

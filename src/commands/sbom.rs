@@ -38,13 +38,18 @@ pub enum SbomCommandError {
     },
 
     #[error("`{path}` is larger than {MAX_MANIFEST} bytes: not a build manifest")]
-    #[diagnostic(code(w4b::sbom::too_large), help("pass the `.manifest.json` that `w4b build` wrote"))]
+    #[diagnostic(
+        code(w4b::sbom::too_large),
+        help("pass the `.manifest.json` that `w4b build` wrote")
+    )]
     TooLarge { path: String },
 
     #[error("`{path}` is not a w4b build manifest:\n{findings}")]
     #[diagnostic(
         code(w4b::sbom::bad_manifest),
-        help("run `w4b verify {path}` for the details; an SBOM is only written from a manifest that verifies")
+        help(
+            "run `w4b verify {path}` for the details; an SBOM is only written from a manifest that verifies"
+        )
     )]
     BadManifest { path: String, findings: String },
 
@@ -60,7 +65,10 @@ pub enum SbomCommandError {
     },
 
     #[error("cannot write `{path}`: {source}")]
-    #[diagnostic(code(w4b::sbom::write), help("check that the directory exists and is writable"))]
+    #[diagnostic(
+        code(w4b::sbom::write),
+        help("check that the directory exists and is writable")
+    )]
     Write {
         path: String,
         #[source]

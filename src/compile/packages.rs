@@ -230,7 +230,10 @@ impl Compiler<'_> {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        Ok((self.add(step_name.to_owned(), def.as_bytes(), step, deps), recorded))
+        Ok((
+            self.add(step_name.to_owned(), def.as_bytes(), step, deps),
+            recorded,
+        ))
     }
 }
 

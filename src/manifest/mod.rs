@@ -378,10 +378,15 @@ pub(crate) mod tests {
             ]
         );
         let json = m.to_json().unwrap();
-        assert!(json.contains(r#""signedBy": "unsigned (trusted: true)""#), "{json}");
+        assert!(
+            json.contains(r#""signedBy": "unsigned (trusted: true)""#),
+            "{json}"
+        );
         assert!(json.contains(r#""signedBy": "ABCD""#), "{json}");
         // Descriptors without packages keep their encoding: the pinned digest above holds.
-        assert!(!deps[0..3].iter().any(|d| d.annotations.is_some() || d.download_location.is_some()));
+        assert!(!deps[0..3]
+            .iter()
+            .any(|d| d.annotations.is_some() || d.download_location.is_some()));
     }
 
     #[test]

@@ -184,7 +184,10 @@ pub(crate) mod tests {
             deb_purl("libstdc++6", "12.2.0-14", "armhf"),
             "pkg:deb/debian/libstdc%2B%2B6@12.2.0-14?arch=armhf"
         );
-        assert_eq!(deb_purl("w4b-lib", "1.1~rc1", "all"), "pkg:deb/debian/w4b-lib@1.1~rc1?arch=all");
+        assert_eq!(
+            deb_purl("w4b-lib", "1.1~rc1", "all"),
+            "pkg:deb/debian/w4b-lib@1.1~rc1?arch=all"
+        );
     }
 
     #[test]
@@ -197,7 +200,10 @@ pub(crate) mod tests {
             Some("https://deb.example.org/debian/pool/main/nftables_1.0.6-2+deb12u2_arm64.deb")
         );
         let a = d.annotations.unwrap();
-        assert_eq!((a.version.as_str(), a.architecture.as_str()), ("1.0.6-2+deb12u2", "arm64"));
+        assert_eq!(
+            (a.version.as_str(), a.architecture.as_str()),
+            ("1.0.6-2+deb12u2", "arm64")
+        );
         assert_eq!(a.signed_by, "ABCD");
         let u = package("timescaledb", "2.14.2", "arm64", None).descriptor();
         assert_eq!(u.annotations.unwrap().signed_by, UNSIGNED);

@@ -42,7 +42,9 @@ const UUID_NAMESPACE_URL: [u8; 16] = [
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SbomError {
-    #[error("the manifest of `{target}` names no image among its subjects, so an SBOM has nothing to describe")]
+    #[error(
+        "the manifest of `{target}` names no image among its subjects, so an SBOM has nothing to describe"
+    )]
     #[diagnostic(
         code(w4b::sbom::no_image),
         help("pass the `.manifest.json` that `w4b build` wrote beside the image")
@@ -104,7 +106,14 @@ pub fn uuid_v5_url(name: &str) -> String {
     u[6] = (u[6] & 0x0f) | 0x50;
     u[8] = (u[8] & 0x3f) | 0x80;
     let x = hex::encode(u);
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 /// What an SBOM says, gathered from the statement once for both formats.
@@ -163,7 +172,13 @@ impl<'a> Model<'a> {
 fn slug(label: &str) -> String {
     let s: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     s.trim_matches('-').to_owned()
 }
@@ -195,7 +210,13 @@ impl SpdxIds {
     fn make(&mut self, kind: &str, name: &str) -> String {
         let clean: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         let base = format!("SPDXRef-{kind}-{clean}");
         let mut id = base.clone();
@@ -493,8 +514,18 @@ mod tests {
             size: 10,
         });
         input.packages = vec![
-            package("w4b-tool", "2.0-1+b1", "arm64", Some("0123456789ABCDEF0123456789ABCDEF01234567")),
-            package("libstdc++6", "12.2.0-14", "arm64", Some("0123456789ABCDEF0123456789ABCDEF01234567")),
+            package(
+                "w4b-tool",
+                "2.0-1+b1",
+                "arm64",
+                Some("0123456789ABCDEF0123456789ABCDEF01234567"),
+            ),
+            package(
+                "libstdc++6",
+                "12.2.0-14",
+                "arm64",
+                Some("0123456789ABCDEF0123456789ABCDEF01234567"),
+            ),
             package("timescaledb", "2.14.2~debian12", "arm64", None),
         ];
         Manifest::build(&input).unwrap().statement
@@ -556,10 +587,7 @@ mod tests {
             format!("https://w4b.dev/spdx/images-demo-{digest}")
         );
         let packages = v["packages"].as_array().unwrap();
-        let debs: Vec<&Value> = packages
-            .iter()
-            .filter(|p| p["externalRefs"].is_array())
-            .collect();
+        let debs: Vec<&Value> = packages.iter().filter(|p| p["externalRefs"].is_array()).collect();
         let purls: Vec<&str> = debs
             .iter()
             .map(|p| p["externalRefs"][0]["referenceLocator"].as_str().unwrap())
@@ -594,10 +622,22 @@ mod tests {
             .collect();
         let image = "SPDXRef-Image-demo.img".to_owned();
         assert!(rels.contains(&("SPDXRef-DOCUMENT".into(), "DESCRIBES".into(), image.clone())));
-        assert!(rels.contains(&("SPDXRef-File-demo.bmap".into(), "METAFILE_OF".into(), image.clone())));
-        assert!(rels.contains(&(image.clone(), "DESCENDANT_OF".into(), "SPDXRef-Base-raspios.img.xz".into())));
+        assert!(rels.contains(&(
+            "SPDXRef-File-demo.bmap".into(),
+            "METAFILE_OF".into(),
+            image.clone()
+        )));
+        assert!(rels.contains(&(
+            image.clone(),
+            "DESCENDANT_OF".into(),
+            "SPDXRef-Base-raspios.img.xz".into()
+        )));
         for d in &debs {
-            assert!(rels.contains(&(image.clone(), "CONTAINS".into(), d["SPDXID"].as_str().unwrap().into())));
+            assert!(rels.contains(&(
+                image.clone(),
+                "CONTAINS".into(),
+                d["SPDXID"].as_str().unwrap().into()
+            )));
         }
     }
 
@@ -645,7 +685,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spdx = dir.path().join("demo.spdx.json");
         std::fs::write(&spdx, render(&s, SbomFormat::Spdx).unwrap()).unwrap();
-        let out = crate::sbom_oracle::check_spdx(&python, &spdx).unwrap_or_else(|e| panic!("spdx-tools: {e}"));
+        let out =
+            crate::sbom_oracle::check_spdx(&python, &spdx).unwrap_or_else(|e| panic!("spdx-tools: {e}"));
         // Image, block map, base and three packages.
         assert!(out.contains("6 packages"), "{out}");
         let cdx = dir.path().join("demo.cdx.json");

@@ -465,7 +465,9 @@ fn check_packages(s: &Statement, v: &mut Verification) {
             (Some(name), Some(a)) => {
                 let want = super::packages::deb_purl(name, &a.version, &a.architecture);
                 if dep.uri != want {
-                    Some(format!("is not the purl of its name, version and architecture (`{want}`)"))
+                    Some(format!(
+                        "is not the purl of its name, version and architecture (`{want}`)"
+                    ))
                 } else if !dep.digest.contains_key("sha256") {
                     Some("has no sha256 digest".to_owned())
                 } else if a.signed_by.is_empty() {

@@ -56,7 +56,13 @@ fn dpkg_query(admindir: &Path) -> Vec<(String, String, String, String)> {
 
 /// `w4b inspect --packages --format json`'s rows.
 fn inspected(env: &TestEnv, image: &Path) -> (Value, Vec<(String, String, String, String)>) {
-    let out = env.run(&["inspect", "--packages", "--format", "json", image.to_str().unwrap()]);
+    let out = env.run(&[
+        "inspect",
+        "--packages",
+        "--format",
+        "json",
+        image.to_str().unwrap(),
+    ]);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let rows = v["packages"]
         .as_array()
@@ -190,7 +196,10 @@ fn the_manifest_sbom_and_inspect_list_the_installed_packages() {
     // The image, its block map, the base and the three packages.
     assert!(verdict.contains("6 packages"), "{verdict}");
     let spdx: Value = serde_json::from_str(&spdx_text).unwrap();
-    assert_eq!(spdx["creationInfo"]["created"], "2023-11-14T00:00:00Z", "the epoch");
+    assert_eq!(
+        spdx["creationInfo"]["created"], "2023-11-14T00:00:00Z",
+        "the epoch"
+    );
     let spdx_purls: Vec<&str> = spdx["packages"]
         .as_array()
         .unwrap()
@@ -238,7 +247,11 @@ fn the_manifest_sbom_and_inspect_list_the_installed_packages() {
     assert_eq!(hashes, locked);
 
     // An image that is not its manifest's subject gives no SBOM.
-    std::fs::copy(env.path("out/edge.manifest.json"), tmp.path().join("edge.manifest.json")).unwrap();
+    std::fs::copy(
+        env.path("out/edge.manifest.json"),
+        tmp.path().join("edge.manifest.json"),
+    )
+    .unwrap();
     std::fs::write(tmp.path().join("edge.img.zst"), b"another image").unwrap();
     let out = env.run(&["sbom", tmp.path().join("edge.img.zst").to_str().unwrap()]);
     assert!(!out.status.success());
@@ -260,19 +273,25 @@ fn the_manifest_sbom_and_inspect_list_the_installed_packages() {
     assert_eq!(rows, dpkg_query(&tmp.path().join("dpkg")));
     for name in ["w4b-hello", "w4b-lib", "w4b-tool"] {
         assert!(
-            rows.iter()
-                .any(|r| r.0 == name && r.3 == "install ok installed"),
+            rows.iter().any(|r| r.0 == name && r.3 == "install ok installed"),
             "{name}: {rows:?}"
         );
     }
     let text = stdout(&env.run(&["inspect", "--packages", "out/edge.img.zst"]));
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("w4b-tool ") && l.contains("2.0-1") && l.ends_with("install ok installed")),
+        text.lines().any(|l| l.starts_with("w4b-tool ")
+            && l.contains("2.0-1")
+            && l.ends_with("install ok installed")),
         "{text}"
     );
     // `--message-format json` asks for JSON too.
-    let out = env.run(&["--message-format", "json", "inspect", "--packages", "out/edge.img.zst"]);
+    let out = env.run(&[
+        "--message-format",
+        "json",
+        "inspect",
+        "--packages",
+        "out/edge.img.zst",
+    ]);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["packages"].as_array().unwrap().len(), rows.len());
 
