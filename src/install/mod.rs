@@ -12,18 +12,21 @@
 //!    `/usr/sbin/policy-rc.d` (exit 101, so `invoke-rc.d` and `deb-systemd-invoke` start
 //!    no service; as mmdebstrap, no `start-stop-daemon` diversion), the `.deb`s copied to
 //!    `/var/cache/w4b-debs`, then dpkg in the rounds [`order`] computes:
-//!    `dpkg --unpack` then `dpkg --configure --pending` per round, in a fixed
+//!    `dpkg --no-triggers --unpack` then `dpkg --no-triggers --configure --pending` per
+//!    round, and the deferred triggers once at the end (as apt), in a fixed
 //!    environment ([`run`]). A failing maintainer script is an error naming the package
 //!    with the end of dpkg's output; the cancel flag kills dpkg's process group.
 //! 4. Everything mounted is unmounted, the scaffolding removed, the root captured
 //!    ([`crate::tree::host::capture`]), and the difference to the input turned into a
-//!    normalised changeset ([`normalise`]: volatile paths reverted, mtimes clamped).
+//!    normalised changeset ([`normalise`]: volatile paths reverted, mtimes clamped);
+//!    the scratch root is removed from many threads at once ([`scratch`]: on a
+//!    filesystem with online discard, one thread took longer than everything but dpkg).
 //!
 //! dpkg runs with `--force-unsafe-io` (no fsync: the scratch root is thrown away and only
 //! the captured, content-addressed result counts), `--force-confdef --force-confold`
 //! (never a prompt). Measured on the openssh-server set (23
-//! packages onto a minbase arm64 root, 2 cores, qemu-user): dpkg is 80 % of the time;
-//! the numbers are in `docs/architecture.md`.
+//! packages onto a minbase arm64 root, 2 cores, qemu-user): dpkg is 90 % of the time;
+//! the numbers are in `docs/performance.md` ("Package sets").
 
 pub mod normalise;
 pub mod order;
