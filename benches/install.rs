@@ -60,7 +60,10 @@ const TARGET: f64 = 1.2;
 
 fn main() {
     println!("install: a locked package set installed by w4b vs mmdebstrap's share of the same install");
-    println!("   set: closure of `{}` onto minbase {SUITE} arm64", SET.join(" "));
+    println!(
+        "   set: closure of `{}` onto minbase {SUITE} arm64",
+        SET.join(" ")
+    );
     println!("   load before: {}", loadavg());
     if let Err(why) = preconditions() {
         println!("   skipped: {why}");
@@ -187,7 +190,11 @@ fn main() {
         let report = engine.build(&[install]).expect("cannot plan");
         let took = started.elapsed();
         if let Some(f) = report.failures.first() {
-            panic!("{what}: `{}` failed: {}", f.step, w4b_graph::exec::render_error(&f.error));
+            panic!(
+                "{what}: `{}` failed: {}",
+                f.step,
+                w4b_graph::exec::render_error(&f.error)
+            );
         }
         let status = report.results.get(&install).map(|r| r.status);
         (took, status)
@@ -216,7 +223,11 @@ fn main() {
         format!("w4b install step, {} packages, cold", locked.len()),
         secs(cold)
     );
-    println!("   {:<44} {:>9.3}", "w4b rebuild, install step cached", secs(warm));
+    println!(
+        "   {:<44} {:>9.3}",
+        "w4b rebuild, install step cached",
+        secs(warm)
+    );
     println!(
         "   ratio w4b / mmdebstrap: {ratio:.2} (target <= {TARGET}) {}",
         if ratio <= TARGET { "ok" } else { "MISS" }
@@ -239,10 +250,16 @@ fn mmdebstrap(mirror: &str, include: &[&str], out: &Path) -> Result<Mm, String> 
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--quiet", "--mode=root", "--variant=minbase", "--arch=arm64"])
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
-        .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives", archives.display()))
+        .arg(format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives",
+            archives.display()
+        ))
         .arg(format!("--essential-hook=date +%s.%N > {}", ess.display()))
         .arg(format!("--customize-hook=date +%s.%N > {}", cust.display()))
-        .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", archives.display()));
+        .arg(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {}",
+            archives.display()
+        ));
     if !include.is_empty() {
         cmd.arg(format!("--include={}", include.join(",")));
     }
@@ -394,7 +411,12 @@ impl Step for Given {
     }
 }
 
-fn given(graph: &mut Graph, name: &str, output: &'static str, digest: w4b_cache::Digest) -> w4b_graph::NodeId {
+fn given(
+    graph: &mut Graph,
+    name: &str,
+    output: &'static str,
+    digest: w4b_cache::Digest,
+) -> w4b_graph::NodeId {
     let id = identity("given", digest.to_hex().as_bytes(), &[]);
     graph.add(name, id, Arc::new(Given { output, digest }), Vec::new())
 }

@@ -109,8 +109,16 @@ fn main() {
     let (w, a, x) = (median(&mut w4b), median(&mut apt_times), median(&mut xz_times));
     println!();
     println!("   {:<52} {:>9}", "median of the rounds", "ms");
-    println!("   {:<52} {:>9.1}", format!("w4b: verify, parse, resolve ({closure} packages locked)"), ms(w));
-    println!("   {:<52} {:>9.1}", "apt-get --simulate install (same index and status)", ms(a));
+    println!(
+        "   {:<52} {:>9.1}",
+        format!("w4b: verify, parse, resolve ({closure} packages locked)"),
+        ms(w)
+    );
+    println!(
+        "   {:<52} {:>9.1}",
+        "apt-get --simulate install (same index and status)",
+        ms(a)
+    );
     println!("   {:<52} {:>9.1}", "xz -dc of the index (floor)", ms(x));
     println!(
         "   w4b / apt: {:.2}; target <= {} ms: {}",
@@ -126,7 +134,9 @@ fn lock_once(repo: &Repo) -> usize {
     let keys = Keyring::from_bytes(&repo.key).expect("the key");
     let verified = verify_clearsigned(&repo.in_release, &keys).expect("a good signature");
     let release = Release::parse_for_suite(&verified.payload, SUITE).expect("a release");
-    let index = release.index("main/binary-arm64/Packages").expect("the index entry");
+    let index = release
+        .index("main/binary-arm64/Packages")
+        .expect("the index entry");
     let text = verify_index(&repo.index_xz, &index, 1 << 30).expect("the index verifies");
     let universe = Candidate::read_index(&String::from_utf8_lossy(&text), 0).expect("the index parses");
     let base = resolve::read_status(&repo.status).expect("the status parses");
@@ -264,12 +274,20 @@ impl Repo {
         fs::create_dir_all(&bin).unwrap();
         let plain = bin.join("Packages");
         fs::write(&plain, &packages).unwrap();
-        let st = Command::new("xz").args(["-k", "-6"]).arg(&plain).status().unwrap();
+        let st = Command::new("xz")
+            .args(["-k", "-6"])
+            .arg(&plain)
+            .status()
+            .unwrap();
         assert!(st.success(), "xz failed");
         let index_path = bin.join("Packages.xz");
         let index_xz = fs::read(&index_path).unwrap();
         let entry = |bytes: &[u8], path: &str| {
-            format!(" {} {} {path}\n", hex::encode(sha2::Sha256::digest(bytes)), bytes.len())
+            format!(
+                " {} {} {path}\n",
+                hex::encode(sha2::Sha256::digest(bytes)),
+                bytes.len()
+            )
         };
         let release = format!(
             "Origin: Bench\nLabel: Bench\nSuite: {SUITE}\nCodename: {SUITE}\n\
@@ -286,11 +304,22 @@ impl Repo {
         let gpg = |args: &[&str]| {
             let out = Command::new("gpg")
                 .env("GNUPGHOME", &gnupg)
-                .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+                .args([
+                    "--batch",
+                    "--quiet",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    "",
+                ])
                 .args(args)
                 .output()
                 .expect("cannot run gpg");
-            assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             out.stdout
         };
         let uid = "W4B Bench Repository <bench@example.invalid>";
@@ -343,7 +372,10 @@ impl PrivateApt {
         // (`trusted=yes`) so its time is resolving, not gpgv.
         fs::write(
             apt.join("etc/apt/sources.list"),
-            format!("deb [trusted=yes arch=arm64] file:{} {SUITE} main\n", repo.dir.display()),
+            format!(
+                "deb [trusted=yes arch=arm64] file:{} {SUITE} main\n",
+                repo.dir.display()
+            ),
         )
         .unwrap();
         let conf = apt.join("apt.conf");
@@ -359,7 +391,11 @@ impl PrivateApt {
         .unwrap();
         let p = PrivateApt { conf };
         let out = p.apt_get(&["-qq", "update"]);
-        assert!(out.status.success(), "apt-get update: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apt-get update: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         p
     }
 
@@ -378,7 +414,11 @@ impl PrivateApt {
         let mut args = vec!["--simulate", "-qq", "install"];
         args.extend(requests.iter().map(String::as_str));
         let out = self.apt_get(&args);
-        assert!(out.status.success(), "apt-get --simulate: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apt-get --simulate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.starts_with("Inst "))

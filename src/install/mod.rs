@@ -491,7 +491,11 @@ fn run_dpkg(
             }
         }
         dpkg("unpack", &args, packages.clone())?;
-        dpkg("configure", &["--no-triggers", "--configure", "--pending"], packages)?;
+        dpkg(
+            "configure",
+            &["--no-triggers", "--configure", "--pending"],
+            packages,
+        )?;
     }
     // Everything still pending: the deferred triggers, also those of packages outside
     // the set (libc-bin's ldconfig), once.
