@@ -12,23 +12,27 @@
 //!    `/usr/sbin/policy-rc.d` (exit 101, so `invoke-rc.d` and `deb-systemd-invoke` start
 //!    no service; as mmdebstrap, no `start-stop-daemon` diversion), the `.deb`s copied to
 //!    `/var/cache/w4b-debs`, then dpkg in the rounds [`order`] computes:
-//!    `dpkg --unpack` then `dpkg --configure --pending` per round, in a fixed
+//!    `dpkg --no-triggers --unpack` then `dpkg --no-triggers --configure --pending` per
+//!    round, and the deferred triggers once at the end (as apt), in a fixed
 //!    environment ([`run`]). A failing maintainer script is an error naming the package
 //!    with the end of dpkg's output; the cancel flag kills dpkg's process group.
 //! 4. Everything mounted is unmounted, the scaffolding removed, the root captured
 //!    ([`crate::tree::host::capture`]), and the difference to the input turned into a
-//!    normalised changeset ([`normalise`]: volatile paths reverted, mtimes clamped).
+//!    normalised changeset ([`normalise`]: volatile paths reverted, mtimes clamped);
+//!    the scratch root is removed from many threads at once ([`scratch`]: on a
+//!    filesystem with online discard, one thread took longer than everything but dpkg).
 //!
 //! dpkg runs with `--force-unsafe-io` (no fsync: the scratch root is thrown away and only
 //! the captured, content-addressed result counts), `--force-confdef --force-confold`
 //! (never a prompt). Measured on the openssh-server set (23
-//! packages onto a minbase arm64 root, 2 cores, qemu-user): dpkg is 80 % of the time;
-//! the numbers are in `docs/architecture.md`.
+//! packages onto a minbase arm64 root, 2 cores, qemu-user): dpkg is 90 % of the time;
+//! the numbers are in `docs/performance.md` ("Package sets").
 
 pub mod normalise;
 pub mod order;
 pub mod preflight;
 pub mod run;
+pub mod scratch;
 pub mod session;
 
 use std::fs::{self, File};
@@ -42,6 +46,8 @@ use w4b_cache::Digest;
 use crate::tree::host::{capture, materialize};
 use crate::tree::layer::{apply, Changeset};
 use crate::tree::{diff::diff, load_root, Blobs, TreeError};
+
+use scratch::Scratch;
 
 /// Where the engine puts the packages inside the root while dpkg runs.
 pub const DEB_DIR: &str = "/var/cache/w4b-debs";
@@ -469,8 +475,14 @@ fn run_dpkg(
             tail: tail(log),
         })
     };
+    // Triggers are deferred to one run at the end, as apt does: each trigger run
+    // (ldconfig, byte-compilation, man-db…) is emulated programs, and without
+    // `--no-triggers` every `--unpack` and `--configure` runs the triggers its packages
+    // activated again. A package left `triggers-pending` or `triggers-awaited` satisfies
+    // the pre-dependencies of the next round (dpkg counts both as installed enough).
+    let all: Vec<String> = controls.iter().map(|c| c.package.clone()).collect();
     for round in rounds {
-        let mut args = vec!["--unpack"];
+        let mut args = vec!["--no-triggers", "--unpack"];
         let mut packages = Vec::new();
         for &i in round {
             if let (Some(n), Some(c)) = (names.get(i), controls.get(i)) {
@@ -479,14 +491,16 @@ fn run_dpkg(
             }
         }
         dpkg("unpack", &args, packages.clone())?;
-        dpkg("configure", &["--configure", "--pending"], packages)?;
+        dpkg(
+            "configure",
+            &["--no-triggers", "--configure", "--pending"],
+            packages,
+        )?;
     }
-    // Pending triggers of packages outside the set (man-db, libc-bin) run here.
-    dpkg(
-        "run the triggers of",
-        &["--triggers-only", "--pending"],
-        Vec::new(),
-    )?;
+    // Everything still pending: the deferred triggers, also those of packages outside
+    // the set (libc-bin's ldconfig), once.
+    dpkg("configure", &["--configure", "--pending"], all.clone())?;
+    dpkg("run the triggers of", &["--triggers-only", "--pending"], all)?;
     let audit_log =
         tempfile::tempfile().map_err(io("cannot create a temporary file in", Path::new("/tmp")))?;
     run::in_root(root, &["dpkg", "--audit"], epoch, &audit_log, cancel)?;
@@ -550,41 +564,6 @@ fn failed_packages(log: &File) -> Vec<String> {
         }
     }
     out
-}
-
-/// The scratch directory, emptied on every way out.
-struct Scratch<'a> {
-    dir: &'a Path,
-}
-
-impl<'a> Scratch<'a> {
-    fn new(dir: &'a Path) -> Result<Scratch<'a>, InstallError> {
-        match fs::read_dir(dir) {
-            Ok(mut items) => {
-                if items.next().is_some() {
-                    return Err(InstallError::ScratchNotEmpty { path: dir.to_owned() });
-                }
-            }
-            Err(_) => fs::create_dir_all(dir).map_err(io("cannot create", dir))?,
-        }
-        Ok(Scratch { dir })
-    }
-}
-
-impl Drop for Scratch<'_> {
-    fn drop(&mut self) {
-        // The session's mounts exist only in its namespace, which has ended: this
-        // removes plain files and cannot reach the host's /proc or /dev.
-        if let Ok(items) = fs::read_dir(self.dir) {
-            for item in items.flatten() {
-                let path = item.path();
-                let _ = match item.file_type() {
-                    Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-                    _ => fs::remove_file(&path),
-                };
-            }
-        }
-    }
 }
 
 fn io<'p>(what: &'static str, path: &'p Path) -> impl Fn(std::io::Error) -> InstallError + 'p {
