@@ -378,6 +378,7 @@ fn locked(path: &Path) -> LockedDeb {
         version: version.into(),
         architecture: architecture.into(),
         sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+        location: None,
     }
 }
 
