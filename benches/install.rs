@@ -436,43 +436,14 @@ fn preconditions() -> Result<(), String> {
         .map_err(|e| format!("the host cannot run arm64 programs: {e}"))
 }
 
-/// The host's Debian mirror: the first `deb` source for [`SUITE`] in
-/// `/etc/apt/sources.list.d/*.sources` (deb822) or `/etc/apt/sources.list`.
+/// The host's Debian mirror: the first `deb` source for [`SUITE`] in the host's apt
+/// configuration (`w4b::apt::sources::read_host`, both formats), never a hard-coded host.
 fn mirror() -> Option<String> {
-    let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
+    w4b::apt::sources::read_host(std::path::Path::new("/"))
+        .ok()?
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sources"))
-        .collect();
-    files.sort();
-    for f in files {
-        let text = fs::read_to_string(&f).unwrap_or_default();
-        for para in text.split("\n\n") {
-            let field = |name: &str| {
-                para.lines()
-                    .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
-                    .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            };
-            let enabled = field("Enabled").first().is_none_or(|v| v != "no");
-            if enabled
-                && field("Types").iter().any(|t| t == "deb")
-                && field("Suites").iter().any(|s| s == SUITE)
-            {
-                if let Some(uri) = field("URIs").into_iter().next() {
-                    return Some(uri);
-                }
-            }
-        }
-    }
-    let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    list.lines().find_map(|l| {
-        let words: Vec<&str> = l.split_whitespace().filter(|w| !w.starts_with('[')).collect();
-        (words.first() == Some(&"deb") && words.get(2) == Some(&SUITE))
-            .then(|| words.get(1).map(|u| u.to_string()))?
-    })
+        .find(|s| s.suites.iter().any(|x| x == SUITE))
+        .map(|s| s.uri)
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

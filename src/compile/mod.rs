@@ -113,7 +113,31 @@ pub(super) fn loc(t: &LoadedTarget, key: &str) -> Option<String> {
     t.locations.get(key).map(|l| l.to_string())
 }
 
-impl Compiler<'_> {
+impl<'a> Compiler<'a> {
+    /// A compiler over `ws` and the loader of `labels`, whose targets (and their layers)
+    /// are parsed in parallel first.
+    fn start(
+        ws: &'a Workspace,
+        store: &'a Arc<AppStore>,
+        labels: &[Label],
+        env: &BTreeMap<String, String>,
+        sets: &[String],
+    ) -> miette::Result<(Loader, Compiler<'a>)> {
+        let loader = Loader::new(ws.clone(), env.clone(), sets)?.with_parse_cache(store.parse_cache());
+        prefetch(&loader, labels);
+        let c = Compiler {
+            ws,
+            store,
+            graph: Graph::new(),
+            fetcher: None,
+            secret_key: None,
+            lockfile: None,
+            netrc: netrc_of(env),
+            download_server: download_server_of(env),
+        };
+        Ok((loader, c))
+    }
+
     fn add(&mut self, name: String, definition: &[u8], step: Arc<dyn Step>, deps: Vec<NodeId>) -> NodeId {
         let dep_nodes: Vec<_> = deps.iter().map(|d| self.graph.node(*d)).collect();
         let id = identity(step.kind(), definition, &dep_nodes);
@@ -188,18 +212,7 @@ pub fn compile(
     env: &BTreeMap<String, String>,
     sets: &[String],
 ) -> miette::Result<Plan> {
-    let loader = Loader::new(ws.clone(), env.clone(), sets)?.with_parse_cache(store.parse_cache());
-    prefetch(&loader, labels);
-    let mut c = Compiler {
-        ws,
-        store,
-        graph: Graph::new(),
-        fetcher: None,
-        secret_key: None,
-        lockfile: None,
-        netrc: netrc_of(env),
-        download_server: download_server_of(env),
-    };
+    let (loader, mut c) = Compiler::start(ws, store, labels, env, sets)?;
     let mut targets = Vec::new();
     for label in labels {
         let t = loader.load(label)?;
@@ -275,18 +288,7 @@ pub fn lock_plan(
     env: &BTreeMap<String, String>,
     sets: &[String],
 ) -> miette::Result<LockPlan> {
-    let loader = Loader::new(ws.clone(), env.clone(), sets)?.with_parse_cache(store.parse_cache());
-    prefetch(&loader, labels);
-    let mut c = Compiler {
-        ws,
-        store,
-        graph: Graph::new(),
-        fetcher: None,
-        secret_key: None,
-        lockfile: None,
-        netrc: netrc_of(env),
-        download_server: download_server_of(env),
-    };
+    let (loader, mut c) = Compiler::start(ws, store, labels, env, sets)?;
     let mut requests: Vec<(LockRequest, NodeId)> = Vec::new();
     for label in labels {
         let t = loader.load(label)?;

@@ -165,7 +165,7 @@ impl Deb {
         let root = scratch.join(format!("{}-{}-{}", self.name, self.version, self.arch));
         let debian = root.join("DEBIAN");
         std::fs::create_dir_all(&debian).expect("mkdir DEBIAN");
-        std::fs::write(debian.join("control"), self.control()).expect("control");
+        write_mode(&debian.join("control"), self.control().as_bytes(), 0o644);
         for (name, script) in [("postinst", &self.postinst), ("preinst", &self.preinst)] {
             if let Some(script) = script {
                 let body = if script.starts_with("#!") {
@@ -187,14 +187,30 @@ impl Deb {
             }
         }
         if !conffiles.is_empty() {
-            std::fs::write(debian.join("conffiles"), conffiles).expect("conffiles");
+            write_mode(&debian.join("conffiles"), conffiles.as_bytes(), 0o644);
         }
+        // The tree's directories go into the package with their modes, and
+        // dpkg-deb refuses a control directory that is not 0755: set them
+        // whatever the umask (CI runs with 077).
+        chmod_dirs(&root);
         std::fs::create_dir_all(out.parent().expect("pool dir")).expect("mkdir pool");
         run(Command::new("dpkg-deb")
             .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
             .args(["--root-owner-group", "-Zxz", "--build"])
             .arg(&root)
             .arg(out));
+    }
+}
+
+/// Sets every directory at and under `dir` to 0755.
+fn chmod_dirs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        if entry.file_type().expect("file type").is_dir() {
+            chmod_dirs(&entry.path());
+        }
     }
 }
 
