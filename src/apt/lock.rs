@@ -241,6 +241,21 @@ impl RepoRelease {
         };
         format!("{}/dists/{}/{path}", self.repo.url, self.repo.suite)
     }
+
+    /// The mirrors to fetch an index with: the workspace's, and — when the index is fetched
+    /// by hash — its plain path after them (apt's fallback: some mirrors do not keep every
+    /// `by-hash` file; the sha256 decides either way).
+    pub fn index_mirrors(&self, index: &IndexRef, mirrors: &[(String, Vec<String>)]) -> Vec<(String, Vec<String>)> {
+        let mut out = mirrors.to_vec();
+        if self.release.acquire_by_hash {
+            let by_hash = self.index_url(index);
+            let plain = format!("{}/dists/{}/{}", self.repo.url, self.repo.suite, index.path);
+            let mut tried = crate::download::sources(&by_hash, mirrors);
+            tried.extend(crate::download::sources(&plain, mirrors));
+            out.push((by_hash, tried));
+        }
+        out
+    }
 }
 
 /// Downloads and verifies `repo`'s release file; `key_bytes` is the pinned key file's
@@ -305,7 +320,7 @@ pub fn read_release(
         }
     };
     let (payload, signed_by): (Vec<u8>, Option<Fingerprint>) = match (&repo.trust, signed) {
-        (Trust::Key { file, fingerprint }, true) => {
+        (Trust::Key { file, fingerprints, .. }, true) => {
             let key_bytes = key_bytes.unwrap_or_default();
             let bad_key = |e: super::signature::SignatureError| LockError::BadKey {
                 repo: repo.name.clone(),
@@ -316,9 +331,13 @@ pub fn read_release(
                 source: Box::new(e),
             };
             let mut keys = Keyring::from_bytes(key_bytes).map_err(bad_key)?;
-            if let Some(f) = fingerprint {
-                let f: Fingerprint = f.parse().map_err(bad_key)?;
-                keys = keys.select(&f).map_err(bad_key)?;
+            if !fingerprints.is_empty() {
+                let wanted = fingerprints
+                    .iter()
+                    .map(|f| f.parse::<Fingerprint>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad_key)?;
+                keys = keys.select_all(&wanted).map_err(bad_key)?;
             }
             let verified = verify_clearsigned(&bytes, &keys).map_err(|source| LockError::BadSignature {
                 repo: repo.name.clone(),

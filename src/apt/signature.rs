@@ -327,6 +327,16 @@ impl Keyring {
             .collect()
     }
 
+    /// The keys with any of these fingerprints ([`Keyring::select`] each; every one must
+    /// be in the keyring).
+    pub fn select_all(&self, fingerprints: &[Fingerprint]) -> Result<Keyring, SignatureError> {
+        let mut certs = Vec::new();
+        for f in fingerprints {
+            certs.extend(self.select(f)?.certs);
+        }
+        Ok(Keyring { certs, now: self.now })
+    }
+
     /// The keyring reduced to one pinned key. A primary fingerprint keeps that certificate
     /// with its subkeys; a subkey's fingerprint keeps only that subkey (apt's `FPR!`).
     pub fn select(&self, fingerprint: &Fingerprint) -> Result<Keyring, SignatureError> {

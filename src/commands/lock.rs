@@ -213,6 +213,104 @@ fn repositories_of(req: &LockRequest) -> miette::Result<Vec<RepoUse>> {
     Ok(out)
 }
 
+/// The repository's pinned key file's bytes (`None` for `trusted: true`). A key file that
+/// does not exist yet is fetched from the repository's `key_url`, kept only if its primary
+/// keys are exactly among the pinned fingerprints, and written into the workspace.
+fn repository_key(
+    app: &App,
+    ws: &Workspace,
+    plan: &compile::LockPlan,
+    u: &RepoUse,
+) -> miette::Result<Option<Vec<u8>>> {
+    let Trust::Key {
+        file,
+        fingerprints,
+        url,
+    } = &u.repo.trust
+    else {
+        return Ok(None);
+    };
+    let unreadable = |e: &dyn std::fmt::Display| {
+        miette::miette!(
+            code = "w4b::lock::bad_key",
+            help = "the key file is a workspace path, written relative to the package set's file",
+            "cannot read the key `{file}` of repository `{}`, defined in {}: {e}",
+            u.repo.name,
+            u.defined_in.text()
+        )
+    };
+    let missing = matches!(
+        std::fs::symlink_metadata(ws.root().join(file.as_str())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    );
+    let Some(url) = url.as_ref().filter(|_| missing) else {
+        let real = crate::defs::beneath::resolve(ws.root(), file.as_str()).map_err(|e| unreadable(&e))?;
+        return Ok(Some(crate::defs::workspace::read(&real, file.as_str())?));
+    };
+    let shown = crate::download::redact_url(url).into_owned();
+    if !app.style.quiet {
+        eprintln!("fetching the key of repository `{}` from {shown}", u.repo.name);
+    }
+    let bytes = plan
+        .fetcher
+        .get_unpinned(url, &plan.mirrors, 1 << 20)
+        .map_err(|e| {
+            miette::miette!(
+                code = "w4b::lock::key_unavailable",
+                help = "check the URL and the network, or put the key into the workspace file yourself",
+                "cannot fetch the key of repository `{}` from {shown} (defined in {}): {e}",
+                u.repo.name,
+                u.defined_in.text()
+            )
+        })?;
+    let keys = crate::apt::signature::Keyring::from_bytes(&bytes).map_err(|e| {
+        miette::miette!(
+            code = "w4b::lock::bad_key",
+            help = "the URL should serve the archive's OpenPGP public key",
+            "{shown} did not serve an OpenPGP key for repository `{}`: {e}",
+            u.repo.name
+        )
+    })?;
+    let found: Vec<String> = keys.fingerprints().iter().map(|f| f.to_string()).collect();
+    if found.is_empty() || found.iter().any(|f| !fingerprints.contains(f)) {
+        return Err(miette::miette!(
+            code = "w4b::lock::key_fingerprint",
+            help = "the key was not written; if the archive rotated its key, check the new fingerprint out of band and pin it in `fingerprint:`",
+            "the key served at {shown} for repository `{}` has the primary key(s) {}, not the pinned {} (defined in {})",
+            u.repo.name,
+            if found.is_empty() { "(none)".to_owned() } else { found.join(", ") },
+            fingerprints.join(", "),
+            u.defined_in.text()
+        ));
+    }
+    let io = |e: std::io::Error| {
+        miette::miette!(code = "w4b::lock::write", "cannot write the key `{file}`: {e}")
+    };
+    // Written into the key's directory as found beneath the workspace root (a symlink
+    // out of the workspace is refused); the directory must exist.
+    let (dir, name) = file.as_str().rsplit_once('/').unwrap_or(("", file.as_str()));
+    let parent = if dir.is_empty() {
+        ws.root().to_path_buf()
+    } else {
+        crate::defs::beneath::resolve(ws.root(), dir).map_err(|e| unreadable(&e))?
+    };
+    let dest = parent.join(name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".w4b-key.")
+        .tempfile_in(parent)
+        .map_err(io)?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist_noclobber(&dest).map_err(|e| io(e.error))?;
+    if !app.style.quiet {
+        eprintln!(
+            "wrote `{file}` (fingerprint {}); commit it with `{LOCK_FILE}`",
+            found.join(", ")
+        );
+    }
+    Ok(Some(bytes))
+}
+
 /// Everything that identifies a repository's release for one architecture.
 fn repo_key(r: &Repository, arch: &str) -> String {
     format!(
@@ -248,20 +346,7 @@ fn resolve(
                         u.repo.suite
                     );
                 }
-                let key_bytes = match &u.repo.trust {
-                    Trust::Key { file, .. } => {
-                        let real = crate::defs::beneath::resolve(ws.root(), file.as_str()).map_err(|e| {
-                            miette::miette!(
-                                code = "w4b::lock::bad_key",
-                                "cannot read the key `{file}` of repository `{}`, defined in {}: {e}",
-                                u.repo.name,
-                                u.defined_in.text()
-                            )
-                        })?;
-                        Some(crate::defs::workspace::read(&real, file.as_str())?)
-                    }
-                    Trust::Unsigned => None,
-                };
+                let key_bytes = repository_key(app, ws, plan, &u)?;
                 let rel = resolve_lock::read_release(
                     &plan.fetcher,
                     &plan.mirrors,
@@ -290,7 +375,7 @@ fn resolve(
                 url,
                 sha256: index.sha256,
                 size: Some(index.size),
-                mirrors: plan.mirrors.clone(),
+                mirrors: rel.index_mirrors(index, &plan.mirrors),
                 declared_in: format!("the release file of repository `{}`", rel.repo.name),
             });
             let def = hex::encode(index.sha256);

@@ -66,6 +66,26 @@ pub enum CompileError {
     )]
     PackagesWithoutBase { image: String, at: String },
 
+    #[error("the {module} module of `{hive}` needs the package set `{set}`, which the workspace does not have ({problem})")]
+    #[diagnostic(
+        code(w4b::hive::package_set),
+        help("the W4B modules install their Debian packages from package sets with these names; copy `defs/packages/{name}.yaml` (and its keys) from the workspace shipped with w4b, or write a `kind: packages` set of that name (docs/hives.md, \"Packages\")")
+    )]
+    ModuleSetMissing {
+        module: &'static str,
+        hive: String,
+        set: String,
+        name: String,
+        problem: String,
+    },
+
+    #[error("the key `{key}` of repository `{repo}` is missing (at {at})")]
+    #[diagnostic(
+        code(w4b::lock::key_missing),
+        help("the repository is an `apt_source` of the image, so its key goes into the image; run `w4b lock` (it fetches a key with a `key_url`), or put the archive's key at `{key}`")
+    )]
+    AptSourceKeyMissing { repo: String, key: String, at: String },
+
     #[error("`w4b.lock` has no entry for the package sets of `{image}` (at {at})")]
     #[diagnostic(
         code(w4b::lock::missing),

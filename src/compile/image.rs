@@ -39,7 +39,7 @@ impl Compiler<'_> {
                 Some(self.vendor(loader, t, image, base_label, &mut definitions)?)
             }
         };
-        let lock_request = self.lock_request(loader, t, &label, image, vendor.as_ref(), &mut definitions)?;
+        let lock_request = self.lock_request(loader, t, &label, image, hive, vendor.as_ref(), &mut definitions)?;
         // The base's own tree first: a base without a release date gives the image its
         // epoch from what it holds.
         let base_tree = match &vendor {
@@ -80,6 +80,10 @@ impl Compiler<'_> {
                     packages = installed;
                     deps.push(node);
                     layer_labels.push(format!("packages({})", req.entry));
+                    if let Some(node) = self.apt_sources_layer(req, &epoch, &step_name("apt-sources"))? {
+                        deps.push(node);
+                        layer_labels.push("apt-sources".to_owned());
+                    }
                 }
                 let board_layer = self.board_layer(v, &epoch, &step_name("board"));
                 deps.push(board_layer);

@@ -292,21 +292,21 @@ pub fn lock_plan(
     let mut requests: Vec<(LockRequest, NodeId)> = Vec::new();
     for label in labels {
         let t = loader.load(label)?;
-        let (image_target, image, name) = match &t.target {
-            Target::Image(image) => (t.clone(), image.clone(), label.to_string()),
-            Target::Hive(_) => {
+        // A hive (or an image carrying one) adds its modules' package sets.
+        let (image_target, image, hive) = match &t.target {
+            Target::Image(image) if image.hive.is_none() => (t.clone(), image.clone(), None),
+            Target::Image(_) | Target::Hive(_) => {
                 let hive = crate::hive::load::resolve(&loader, label)?;
-                let it = loader.load(&hive.image)?;
+                let it = if hive.image == *label { t.clone() } else { loader.load(&hive.image)? };
                 let Target::Image(image) = &it.target else {
                     continue;
                 };
-                (it.clone(), image.clone(), label.to_string())
+                let image = image.clone();
+                (it, image, Some(hive))
             }
             _ => continue,
         };
-        if image.packages.is_empty() {
-            continue;
-        }
+        let name = label.to_string();
         let mut definitions = BTreeMap::new();
         let vendor = match &image.base {
             defs::Base::Scratch => None,
@@ -319,6 +319,7 @@ pub fn lock_plan(
             &image_target,
             &name,
             &image,
+            hive.as_ref(),
             vendor.as_ref(),
             &mut definitions,
         )?

@@ -15,6 +15,7 @@ use w4b_graph::NodeId;
 use super::vendor::Vendor;
 use super::{loc, CompileError, Compiler, PlanEpoch};
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, PackageSet, Target};
+use crate::hive::load::ResolvedHive;
 use crate::lockfile::{self, Lockfile, LOCK_FILE};
 use crate::steps::fetch::{parse_sha256, FetchStep};
 use crate::steps::install::{InstallStep, LockedDeb};
@@ -46,23 +47,20 @@ impl Compiler<'_> {
         t: &LoadedTarget,
         target_label: &str,
         image: &defs::Image,
+        hive: Option<&ResolvedHive>,
         vendor: Option<&Vendor>,
         definitions: &mut std::collections::BTreeMap<String, w4b_cache::Digest>,
     ) -> miette::Result<Option<LockRequest>> {
-        if image.packages.is_empty() {
+        let module_sets = hive.map(|h| crate::modules::software::package_sets(&h.config));
+        let extras = hive.map_or(&[][..], |h| &h.config.settings.software.packages[..]);
+        if image.packages.is_empty() && module_sets.as_ref().is_none_or(|m| m.is_empty()) {
             return Ok(None);
         }
         let at = loc(t, "packages")
             .or_else(|| loc(t, "packages[0]"))
+            .or_else(|| hive.and_then(|h| h.locations.get("hive.hive_id")).map(|l| l.to_string()))
             .unwrap_or_default();
-        let Some(v) = vendor else {
-            return Err(CompileError::PackagesWithoutBase {
-                image: target_label.to_owned(),
-                at,
-            }
-            .into());
-        };
-        let mut sets = Vec::new();
+        let mut sets: Vec<(Label, PackageSet)> = Vec::new();
         for (i, spanned) in image.packages.iter().enumerate() {
             let st = loader.load_expecting(spanned, Kind::Packages)?;
             let Target::Packages(set) = &st.target else {
@@ -79,6 +77,63 @@ impl Compiler<'_> {
             definitions.extend(st.files.iter().cloned());
             sets.push((spanned.value.clone(), set.clone()));
         }
+        // The W4B modules' sets (`//packages:w4b-<need>`), after the image's own.
+        for name in module_sets.unwrap_or_default() {
+            let label = Label::new("packages", name).expect("a valid label");
+            if sets.iter().any(|(l, _)| l == &label) {
+                continue;
+            }
+            let missing = |problem: String| CompileError::ModuleSetMissing {
+                module: "software",
+                hive: target_label.to_owned(),
+                set: label.to_string(),
+                name: name.to_owned(),
+                problem,
+            };
+            let st = loader.load(&label).map_err(|e| missing(e.to_string()))?;
+            let Target::Packages(set) = &st.target else {
+                return Err(missing(format!("it is a `{}` target", st.target.kind())).into());
+            };
+            definitions.extend(st.files.iter().cloned());
+            sets.push((label, set.clone()));
+        }
+        // The image's `software.packages`, resolved against the sets' repositories: a
+        // set of their own, named after the image that lists them.
+        if !extras.is_empty() {
+            let packages = extras
+                .iter()
+                .map(|p| {
+                    defs::de::Spanned::new(
+                        defs::packages::Request {
+                            name: p.value.clone(),
+                            constraint: None,
+                        },
+                        p.span.clone(),
+                    )
+                })
+                .collect();
+            sets.push((
+                t.label.clone(),
+                PackageSet {
+                    repositories: Vec::new(),
+                    packages,
+                    exclude: Vec::new(),
+                    recommends: false,
+                    description: Some("software.packages".into()),
+                },
+            ));
+        }
+        // Sets that ask for nothing install nothing: no lock entry, no install step.
+        if sets.iter().all(|(_, s)| s.packages.is_empty()) {
+            return Ok(None);
+        }
+        let Some(v) = vendor else {
+            return Err(CompileError::PackagesWithoutBase {
+                image: target_label.to_owned(),
+                at,
+            }
+            .into());
+        };
         let labels: Vec<Label> = sets.iter().map(|(l, _)| l.clone()).collect();
         let arch = v.base.arch;
         let entry = lockfile::entry_name(&labels, arch, Some(&v.base_label));
@@ -293,5 +348,101 @@ mod tests {
         let b = lock_line(&text, "b for arm64 on //bases:x", "w4b-lib").unwrap();
         assert_ne!(a, b, "each entry's own line");
         assert_eq!(lock_line(&text, "a for arm64 on //bases:x", "nft"), None);
+    }
+}
+
+impl Compiler<'_> {
+    /// A layer with an apt source (deb822) and the pinned key of every repository of the
+    /// request marked `apt_source: true`, so the installed system updates from it; `None`
+    /// when no repository is.
+    pub(super) fn apt_sources_layer(
+        &mut self,
+        req: &LockRequest,
+        epoch: &PlanEpoch,
+        step_name: &str,
+    ) -> miette::Result<Option<NodeId>> {
+        use std::collections::BTreeMap;
+
+        use crate::steps::layer::{FileOp, LayerFile, LayerStep};
+        use crate::tree::TreePath;
+
+        let mut files = Vec::new();
+        let mut display = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (label, set) in &req.sets {
+            for r in &set.repositories {
+                let repo = &r.value;
+                if !repo.apt_source || !seen.insert(repo.name.clone()) {
+                    continue;
+                }
+                let defs::packages::Trust::Key { file, .. } = &repo.trust else {
+                    continue;
+                };
+                let at = r.span.location().to_string();
+                let host = super::host_path(self.ws, file.as_str(), || at.clone()).map_err(|_| {
+                    CompileError::AptSourceKeyMissing {
+                        repo: repo.name.clone(),
+                        key: file.to_string(),
+                        at: at.clone(),
+                    }
+                })?;
+                let head = crate::defs::workspace::read(&host, file.as_str())?;
+                let armored = head.starts_with(b"-----BEGIN PGP");
+                let keyring = format!(
+                    "/etc/apt/keyrings/w4b-{}.{}",
+                    repo.name,
+                    if armored { "asc" } else { "gpg" }
+                );
+                let sources = format!(
+                    "# Added by w4b: the repository `{}` of the package set {label}, which the\n\
+                     # image's packages were installed from.\n\
+                     Types: deb\nURIs: {}\nSuites: {}\nComponents: {}\nSigned-By: {keyring}\n",
+                    repo.name,
+                    crate::download::redact_url(&repo.url),
+                    repo.suite,
+                    repo.components.join(" "),
+                );
+                let path = |p: &str| TreePath::parse(p).expect("a valid path");
+                if files.is_empty() {
+                    files.push(LayerFile {
+                        path: path("/etc/apt/keyrings"),
+                        op: FileOp::Dir,
+                        mode: Some(0o755),
+                        uid: 0,
+                        gid: 0,
+                    });
+                }
+                display.insert(files.len() + 1, file.to_string());
+                files.push(LayerFile {
+                    path: path(&format!("/etc/apt/sources.list.d/w4b-{}.sources", repo.name)),
+                    op: FileOp::Content(sources),
+                    mode: Some(0o644),
+                    uid: 0,
+                    gid: 0,
+                });
+                files.push(LayerFile {
+                    path: path(&keyring),
+                    op: FileOp::Source(host),
+                    mode: Some(0o644),
+                    uid: 0,
+                    gid: 0,
+                });
+            }
+        }
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let def = format!("apt sources {files:?} epoch={epoch}");
+        let mut deps = Vec::new();
+        let step = Arc::new(LayerStep {
+            store: self.store.clone(),
+            files,
+            locations: BTreeMap::new(),
+            epoch: epoch.for_step(&mut deps),
+            template_context: None,
+            display,
+            planned: Default::default(),
+        });
+        Ok(Some(self.add(step_name.to_owned(), def.as_bytes(), step, deps)))
     }
 }

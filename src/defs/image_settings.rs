@@ -91,8 +91,10 @@ pub struct DatabaseSettings {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SoftwareSettings {
-    /// Debian packages installed on first boot.
-    pub packages: Vec<String>,
+    /// Debian packages the image installs besides its package sets' (resolved against
+    /// their repositories; see `compile::packages`). Where each was written is kept for
+    /// the lock's messages.
+    pub packages: Vec<super::de::Spanned<String>>,
     /// Python packages for the sensor manager's venv (`name==version`).
     pub python_packages: Vec<String>,
 }
@@ -427,7 +429,7 @@ pub(crate) fn convert(
                 Some("package names are lower-case letters, digits and `+-.`, such as `i2c-tools`".into()),
             ));
         }
-        packages.push(p.value);
+        packages.push(p);
     }
     let mut python_packages = Vec::new();
     for p in software.python_packages {

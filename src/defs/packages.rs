@@ -50,17 +50,26 @@ pub struct Repository {
     pub components: Vec<String>,
     /// How the repository's `InRelease` is checked.
     pub trust: Trust,
+    /// `apt_source: true`: the image gets an apt source for this repository
+    /// (`/etc/apt/sources.list.d/<name>.sources`, its key beside it), so the installed
+    /// system can update from it. Off by default: a base usually lists its own archive.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub apt_source: bool,
 }
 
 /// What vouches for a repository's indices.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trust {
-    /// An OpenPGP key (or keyring) file in the workspace, optionally narrowed to one key
-    /// by its fingerprint (40 hex digits, upper case).
+    /// An OpenPGP key (or keyring) file in the workspace, optionally narrowed to the keys
+    /// with these fingerprints (40 hex digits, upper case; sorted).
     Key {
         file: WsPath,
-        fingerprint: Option<String>,
+        fingerprints: Vec<String>,
+        /// `key_url:` where `w4b lock` fetches the key when `file` does not exist yet; the
+        /// fetched key is kept only if its primary keys are among `fingerprints`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
     },
     /// `trusted: true`: an unsigned repository, accepted as is and marked so in the
     /// manifest.
@@ -146,9 +155,21 @@ pub(crate) struct RawRepository {
     #[serde(default)]
     key: Option<Spanned<String>>,
     #[serde(default)]
-    fingerprint: Option<Spanned<String>>,
+    fingerprint: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    key_url: Option<Spanned<String>>,
     #[serde(default)]
     trusted: Option<Spanned<bool>>,
+    #[serde(default)]
+    apt_source: bool,
+}
+
+/// `fingerprint: X` or `fingerprint: [X, Y]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Debian Policy §5.6.1: lower-case letters, digits, `+`, `-` and `.`, starting with a
@@ -338,25 +359,63 @@ fn convert_repository(raw: RawRepository, ws_path: &WsPathOf<'_>) -> Result<Repo
         }
     };
     let trusted = raw.trusted.as_ref().is_some_and(|t| t.value);
+    let fingerprints = match &raw.fingerprint {
+        None => Vec::new(),
+        Some(f) => {
+            let list = match &f.value {
+                OneOrMany::One(one) => vec![one.clone()],
+                OneOrMany::Many(many) => many.clone(),
+            };
+            if list.is_empty() {
+                return Err(f.span.invalid_value(
+                    "`fingerprint` is an empty list",
+                    "no fingerprint",
+                    Some("list the 40-hex-digit fingerprints of the keys that sign the archive, or leave `fingerprint` out".into()),
+                ));
+            }
+            let mut out = Vec::new();
+            for text in list {
+                let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(f.span.invalid_value(
+                        format!("`{text}` is not a key fingerprint (40 hex digits)"),
+                        "not a fingerprint",
+                        Some("copy it from `gpg --show-keys --with-fingerprint <key file>` (spaces are allowed)".into()),
+                    ));
+                }
+                out.push(hex.to_ascii_uppercase());
+            }
+            out.sort();
+            out.dedup();
+            out
+        }
+    };
     let trust = match (raw.key, trusted) {
         (Some(key), false) => {
-            let fingerprint = match raw.fingerprint {
+            let url = match raw.key_url {
                 None => None,
-                Some(f) => {
-                    let hex: String = f.value.chars().filter(|c| !c.is_whitespace()).collect();
-                    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(f.span.invalid_value(
-                            "a key fingerprint is 40 hex digits",
-                            "not a fingerprint",
-                            Some("copy it from `gpg --show-keys --with-fingerprint <key file>` (spaces are allowed)".into()),
+                Some(u) => {
+                    if !u.value.starts_with("https://") && !u.value.starts_with("http://") {
+                        return Err(u.span.invalid_value(
+                            format!("unsupported URL scheme `{}`", url_scheme(&u.value)),
+                            "not an http or https URL",
+                            Some("the URL the archive publishes its key at, such as `https://packagecloud.io/timescale/timescaledb/gpgkey`".into()),
                         ));
                     }
-                    Some(hex.to_ascii_uppercase())
+                    if fingerprints.is_empty() {
+                        return Err(u.span.invalid_value(
+                            "a key fetched from a URL must be pinned by its fingerprint",
+                            "no `fingerprint`",
+                            Some("add `fingerprint:` with the key's fingerprint, checked out of band (the archive's documentation)".into()),
+                        ));
+                    }
+                    Some(u.value)
                 }
             };
             Trust::Key {
                 file: ws_path(&key, "a repository key")?,
-                fingerprint,
+                fingerprints,
+                url,
             }
         }
         (Some(key), true) => {
@@ -374,9 +433,23 @@ fn convert_repository(raw: RawRepository, ws_path: &WsPathOf<'_>) -> Result<Repo
                     Some("add `key: keys/<archive>.asc` and drop `trusted: true`".into()),
                 ));
             }
+            if raw.apt_source {
+                return Err(raw.url.span.invalid_value(
+                    "an unsigned repository cannot be an apt source of the image",
+                    "`trusted: true` with `apt_source: true`",
+                    Some("pin the archive's key (`key:`), or drop `apt_source: true`".into()),
+                ));
+            }
             Trust::Unsigned
         }
         (None, false) => {
+            if let Some(u) = raw.key_url {
+                return Err(u.span.invalid_value(
+                    "`key_url` needs `key:`, the workspace file `w4b lock` keeps the fetched key in",
+                    "no `key`",
+                    Some("add `key: keys/<archive>.asc` (it need not exist yet: `w4b lock` fetches it, checks its fingerprint and writes it there)".into()),
+                ));
+            }
             return Err(raw.url.span.invalid_value(
                 "this repository's signing key is not pinned",
                 "no `key`",
@@ -420,6 +493,7 @@ fn convert_repository(raw: RawRepository, ws_path: &WsPathOf<'_>) -> Result<Repo
         suite: raw.suite.value,
         components,
         trust,
+        apt_source: raw.apt_source,
     })
 }
 
@@ -479,15 +553,77 @@ exclude: [exim4-base, exim4-base]
             debian.trust,
             Trust::Key {
                 file: WsPath::join("", "keys/debian.asc").unwrap(),
-                fingerprint: Some("4D64FEC119C2029067D6E791F8D2585B8783D481".into()),
+                fingerprints: vec!["4D64FEC119C2029067D6E791F8D2585B8783D481".into()],
+                url: None,
             }
         );
+        assert!(!debian.apt_source);
         assert_eq!(set.repositories[1].value.name, "timescale");
         assert_eq!(set.repositories[1].value.trust, Trust::Unsigned);
         let wanted: Vec<String> = set.packages.iter().map(|p| p.value.to_string()).collect();
         assert_eq!(wanted, ["nftables", "postgresql-15 (>= 15.8)", "wireguard-tools"]);
         assert_eq!(set.exclude.len(), 1);
         assert!(set.recommends);
+    }
+
+    fn load_err(set: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("defs/packages/x.yaml");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, set).unwrap();
+        std::fs::write(dir.path().join("w4b.yaml"), "").unwrap();
+        let ws = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+        let loader = Loader::new(ws, BTreeMap::new(), &[]).unwrap();
+        match loader.load(&Label::parse("//packages:x", None).unwrap()) {
+            Ok(_) => panic!("accepted:\n{set}"),
+            Err(e) => {
+                let help = miette::Diagnostic::help(&e).map(|h| h.to_string()).unwrap_or_default();
+                format!("{e} / {help}")
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_from_a_url_is_pinned_by_fingerprints_and_may_be_an_apt_source() {
+        let set = r#"kind: packages
+repositories:
+  - name: timescale
+    url: https://packagecloud.io/timescale/timescaledb/debian
+    suite: bookworm
+    key: keys/timescale.asc
+    key_url: https://packagecloud.io/timescale/timescaledb/gpgkey
+    fingerprint: ["0641 009A 8366 FDE4 444A  7B62 E739 1C94 0804 29FF", 1005FB68604CE9B8F6879CF759F18EDF47F24417]
+    apt_source: true
+"#;
+        let Target::Packages(set) = load(&[("w4b.yaml", ""), ("defs/packages/t.yaml", set)], "//packages:t") else {
+            panic!("not a package set")
+        };
+        let r = &set.repositories[0].value;
+        assert!(r.apt_source);
+        assert_eq!(
+            r.trust,
+            Trust::Key {
+                file: WsPath::join("", "defs/packages/keys/timescale.asc").unwrap(),
+                fingerprints: vec![
+                    "0641009A8366FDE4444A7B62E7391C94080429FF".into(),
+                    "1005FB68604CE9B8F6879CF759F18EDF47F24417".into()
+                ],
+                url: Some("https://packagecloud.io/timescale/timescaledb/gpgkey".into()),
+            }
+        );
+        let repo = |extra: &str| format!("kind: packages\nrepositories:\n  - {{url: \"http://x/debian\", suite: bookworm, {extra}}}\n");
+        let e = load_err(&repo("key: k.asc, key_url: \"https://x/key\""));
+        assert!(e.contains("pinned by its fingerprint") && e.contains("fingerprint:"), "{e}");
+        let e = load_err(&repo("key_url: \"https://x/key\", fingerprint: 1005FB68604CE9B8F6879CF759F18EDF47F24417"));
+        assert!(e.contains("`key_url` needs `key:`"), "{e}");
+        let e = load_err(&repo("key: k.asc, key_url: \"ftp://x/key\", fingerprint: 1005FB68604CE9B8F6879CF759F18EDF47F24417"));
+        assert!(e.contains("unsupported URL scheme `ftp`"), "{e}");
+        let e = load_err(&repo("trusted: true, apt_source: true"));
+        assert!(e.contains("cannot be an apt source"), "{e}");
+        let e = load_err(&repo("key: k.asc, fingerprint: []"));
+        assert!(e.contains("empty list"), "{e}");
+        let e = load_err(&repo("key: k.asc, fingerprint: [1005FB, 1005FB68604CE9B8F6879CF759F18EDF47F24417]"));
+        assert!(e.contains("`1005FB` is not a key fingerprint"), "{e}");
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub const CONF_SOURCE: &str = "/usr/local/lib/w4b/db/postgresql.conf";
 pub const CONF_TARGET: &str = "/etc/postgresql/15/main/conf.d/w4b.conf";
 /// The systemd unit of the cluster (Debian's `postgresql.service` is only an umbrella).
 pub const CLUSTER_UNIT: &str = "postgresql@15-main.service";
-/// First-boot order of the schema section: after `software/packages` (30) installed
-/// PostgreSQL and TimescaleDB, before the sensor manager starts.
+/// First-boot order of the schema section: PostgreSQL and TimescaleDB are installed at
+/// build time (`//packages:w4b-database`); before the sensor manager starts.
 pub const SECTION_ORDER: u32 = 50;
 
 const DONE_MARKER: &str = "/var/lib/w4b/db-schema.done";
@@ -245,12 +245,12 @@ SELECT add_retention_policy('sensor_readings', INTERVAL '{retention} days');
 
 fn section(p: &Plan<'_>) -> Section {
     let script = format!(
-        r#"# Apply the TimescaleDB settings and schema (the packages came from software/packages).
+        r#"# Apply the TimescaleDB settings and schema (installed at build time from //packages:w4b-database).
 if [ -e {DONE_MARKER} ]; then
     echo "database: schema already applied ({DONE_MARKER})"
 else
     if [ ! -d /etc/postgresql/15/main/conf.d ]; then
-        echo "database: the PostgreSQL 15 cluster is missing; did software/packages install postgresql-15?" >&2
+        echo "database: the PostgreSQL 15 cluster is missing; is postgresql-15 in the image (//packages:w4b-database)?" >&2
         exit 1
     fi
     if ! cmp -s {CONF_SOURCE} {CONF_TARGET}; then
@@ -293,7 +293,7 @@ impl Module for Database {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
@@ -505,7 +505,7 @@ mod tests {
         unrelated.hive.collector.interval = 5;
         unrelated.hive.network.wifi.clear();
         unrelated.settings.monitoring.health_interval = 60;
-        unrelated.settings.software.packages.push("vim".into());
+        unrelated.settings.software.packages.push(crate::modules::testing::spanned("vim"));
         assert_eq!(Database.inputs(&unrelated).expect("inputs").0, json);
 
         let mut related = base.clone();
@@ -573,6 +573,11 @@ CREATE OR REPLACE FUNCTION remove_retention_policy(relation regclass, if_exists 
         let password = "it's a \"pass\\word\"'; DROP ROLE hiveuser; -- :'pw' $HOME `id`";
         for (name, body) in [("schema.sql", prefix.as_str()), ("pw", password)] {
             if let Err(e) = std::fs::write(d.join(name), body) {
+                panic!("{e}");
+            }
+            // Readable by the cluster's user whatever the umask.
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Err(e) = std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(0o644)) {
                 panic!("{e}");
             }
         }

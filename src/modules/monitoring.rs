@@ -2,10 +2,11 @@
 //! in — the Prometheus node exporter, bounded journald storage, a periodic health check
 //! writing `/var/lib/w4b/health.json`, and the daily update timer.
 //!
-//! The node exporter is Debian's `prometheus-node-exporter` (installed by the `software`
-//! module on first boot); its listen address comes from the image's
-//! `/etc/default/prometheus-node-exporter`, which dpkg keeps because the packages are
-//! installed with `--force-confold`. Its wants-symlink points at the packaged unit.
+//! The node exporter is Debian's `prometheus-node-exporter` (the package set
+//! `//packages:w4b-monitoring`, installed at build time before the layers); its listen
+//! address comes from the image's `/etc/default/prometheus-node-exporter`, which the
+//! module's layer writes over the package's and unattended upgrades keep
+//! (`--force-confold`). Its wants-symlink points at the packaged unit.
 //!
 //! The health check is a small Python program (python3 is part of Raspberry Pi OS Lite)
 //! that reads its configuration from `/etc/w4b/health-check.json` — the units to watch,

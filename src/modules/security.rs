@@ -8,11 +8,11 @@
 //! services configured on one port are refused ([`ModuleError`]) rather than discovered
 //! on a hive in a field.
 //!
-//! Packages this module configures but does not install (the software module installs
-//! them on first boot): `nftables`, `wireguard-tools`, `unattended-upgrades`,
-//! `libpam-pwquality`. Their units are enabled here by symlink, so they start on every
-//! boot after the one that installed them; the `security/activate` section starts them
-//! on that first boot.
+//! Packages this module configures but does not install: `nftables` and `wireguard-tools`
+//! come from the package sets `//packages:w4b-firewall` and `//packages:w4b-vpn`,
+//! installed at build time (see the software module). Their units are enabled here by
+//! symlink; the `security/activate` section starts them on the first boot once their
+//! configuration is in place (a no-op when systemd already has).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -86,7 +86,7 @@ impl Module for Security {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn inputs<'a>(&self, cfg: &'a HiveImage) -> Result<crate::modules::Inputs<'a>, ModuleError> {
@@ -121,7 +121,7 @@ impl Module for Security {
         if p.firewall {
             let rules = nftables(&p)?;
             g.files.push(GenFile::file("/etc/nftables.conf", rules, 0o755));
-            enable(&mut g, "multi-user.target", "nftables.service", true);
+            enable(&mut g, "sysinit.target", "nftables.service", true);
         }
         hardening(&p, &mut g);
         g.sections.push(Section {
@@ -481,9 +481,8 @@ fn hardening(p: &Plan<'_>, g: &mut Generated) {
     }
 }
 
-/// Starts what the first boot's package installation brought (their units were enabled
-/// by symlink, but systemd only acts on that at the next boot). Idempotent: each start
-/// is a no-op when already running.
+/// Starts the firewall and the tunnel on the first boot, after the sections that complete
+/// their configuration. Idempotent: each start is a no-op when already running.
 const ACTIVATE_SCRIPT: &str = r#"systemctl daemon-reload
 if [ -f /etc/nftables.conf ] && command -v nft >/dev/null; then
     systemctl start nftables.service
@@ -600,7 +599,7 @@ mod tests {
         assert!(rules.contains("tcp dport { 22, 8080 } accept"), "{rules}");
         assert!(rules.contains("iifname \"wg0\" ip saddr 10.10.0.0/24 accept"));
         assert!(rules.contains("udp dport 51820 accept"));
-        assert!(find(&g, "/etc/systemd/system/multi-user.target.wants/nftables.service").is_some());
+        assert!(find(&g, "/etc/systemd/system/sysinit.target.wants/nftables.service").is_some());
     }
 
     #[test]

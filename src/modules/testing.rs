@@ -42,7 +42,7 @@ fn base_settings() -> ImageSettings {
             compress_after_days: 7,
         },
         software: SoftwareSettings {
-            packages: vec!["i2c-tools".into()],
+            packages: vec![spanned("i2c-tools")],
             python_packages: vec!["w1thermsensor==2.3.0".into()],
         },
     }
@@ -288,4 +288,13 @@ pub fn file_text(f: &GenFile) -> String {
 /// The text of the generated regular file at `path`.
 pub fn text(g: &Generated, path: &str) -> String {
     file_text(find(g, path))
+}
+
+/// A value as if written in a definition (a synthetic one-line source).
+pub fn spanned(text: &str) -> crate::defs::de::Spanned<String> {
+    let file = crate::defs::span::SourceFile::new(
+        crate::defs::span::Origin::Cli { arg: format!("software.packages={text}") },
+        text,
+    );
+    crate::defs::de::Spanned::new(text.to_owned(), crate::defs::span::Span::start_of(&file))
 }

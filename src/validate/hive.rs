@@ -389,39 +389,9 @@ pub fn install_targets(unit: &str) -> BTreeSet<String> {
     out
 }
 
-/// The package list the first boot installs (one name per whitespace-separated word).
-pub const FIRSTBOOT_PACKAGES: &str = "/usr/local/lib/w4b/software/packages.txt";
-
-/// Units whose files come with a package rather than with the image, and that package.
-const PACKAGED_UNITS: &[(&str, &str)] = &[
-    ("nftables.service", "nftables"),
-    ("postgresql.service", "postgresql"),
-    ("prometheus-node-exporter.service", "prometheus-node-exporter"),
-    ("wg-quick@.service", "wireguard-tools"),
-    ("ssh.service", "openssh-server"),
-    ("unattended-upgrades.service", "unattended-upgrades"),
-];
-
-/// The package that provides `unit` when it is in the first-boot list.
-fn installed_on_first_boot(fs: &dyn Files, unit: &str) -> Option<&'static str> {
-    let list = text(fs, FIRSTBOOT_PACKAGES)?;
-    let template = unit
-        .split_once('@')
-        .and_then(|(a, b)| b.rsplit_once('.').map(|(_, ext)| format!("{a}@.{ext}")));
-    PACKAGED_UNITS
-        .iter()
-        .find(|(u, _)| *u == unit || Some(u.to_string()) == template)
-        .map(|(_, p)| *p)
-        .filter(|p| {
-            list.split_whitespace()
-                .any(|w| w == *p || w.starts_with(&format!("{p}-")))
-        })
-}
-
 fn units(fs: &dyn Files, r: &mut Report) {
     let base = "/etc/systemd/system";
     let mut bad = 0;
-    let mut later = 0;
     let mut linked: BTreeSet<String> = BTreeSet::new();
     for dir in fs.list(base) {
         let Some(target) = dir.strip_suffix(".wants") else {
@@ -431,21 +401,16 @@ fn units(fs: &dyn Files, r: &mut Report) {
             let link = format!("{base}/{dir}/{unit}");
             linked.insert(unit.clone());
             let Some(file) = find_unit(fs, &unit) else {
-                if installed_on_first_boot(fs, &unit).is_some() {
-                    later += 1;
-                    continue;
-                }
                 bad += 1;
                 r.fail(
                     "units",
                     Some(link),
                     format!("`{unit}` is enabled for {target} but no unit file exists"),
-                    "install the package that ships it (first boot), or remove the link",
+                    "install the package that ships it (a package set of the image: packages are installed at build time), or remove the link",
                 );
                 continue;
             };
-            // Packaged units are installed on first boot; their files may not exist yet,
-            // but those from this image must say where they belong.
+            // A unit linked by hand must say where it belongs.
             if let Some(t) = text(fs, &file) {
                 let wanted = install_targets(&t);
                 if !wanted.is_empty() && !wanted.contains(target) {
@@ -483,11 +448,7 @@ fn units(fs: &dyn Files, r: &mut Report) {
         r.pass(
             "units",
             Some(base.into()),
-            format!(
-                "{} enabled unit(s): {} in the image, {later} from packages the first boot installs",
-                linked.len(),
-                linked.len() - later
-            ),
+            format!("{} enabled unit(s), each with its unit file", linked.len()),
         );
     }
 }
@@ -1688,7 +1649,7 @@ mod tests {
     }
 
     #[test]
-    fn units_from_first_boot_packages_may_be_linked_before_they_exist() {
+    fn a_linked_unit_needs_its_file_in_the_image() {
         let fs = good().link(
             "/etc/systemd/system/multi-user.target.wants/nftables.service",
             "/lib/systemd/system/nftables.service",
@@ -1697,8 +1658,24 @@ mod tests {
             failed(&check(&fs).unwrap()),
             ["units /etc/systemd/system/multi-user.target.wants/nftables.service"]
         );
-        let fs = fs.file(FIRSTBOOT_PACKAGES, "i2c-tools nftables\n", 0o644);
-        assert!(check(&fs).unwrap().passed(), "{:?}", failed(&check(&fs).unwrap()));
+        // A package list for a later boot does not count: packages come in at build time.
+        let listed = good()
+            .link(
+                "/etc/systemd/system/multi-user.target.wants/nftables.service",
+                "/lib/systemd/system/nftables.service",
+            )
+            .file("/usr/local/lib/w4b/software/packages.txt", "nftables\n", 0o644);
+        assert!(!check(&listed).unwrap().passed());
+        let fs = fs.file(
+            "/lib/systemd/system/nftables.service",
+            "[Service]\nExecStart=/usr/sbin/nft -f /etc/nftables.conf\n\n[Install]\nWantedBy=sysinit.target\n",
+            0o644,
+        );
+        assert_eq!(
+            failed(&check(&fs).unwrap()),
+            ["units /etc/systemd/system/multi-user.target.wants/nftables.service"],
+            "linked where its [Install] does not say"
+        );
     }
 
     #[test]

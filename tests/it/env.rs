@@ -55,6 +55,7 @@ impl Build {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
+        normal_umask();
         let root = tempfile::tempdir().expect("tempdir");
         let ws = root.path().join("ws");
         let cache = root.path().join("cache");
@@ -167,4 +168,11 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(e.path(), &t).unwrap();
         }
     }
+}
+
+/// The fixtures (workspace files, test bases, package trees) are written with the modes a
+/// developer's shell gives them: umask 022, whatever the test runner's umask (some CI
+/// runners use 077). w4b itself is tested under other umasks by the determinism tests.
+pub fn normal_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
 }

@@ -28,9 +28,10 @@ const SECRETS: &[&str] = &[
 fn workspace(server: &TestServer) -> Option<TestEnv> {
     let env = crate::testbase::workspace_with_served_base(server)?;
     env.write("w4b.yaml", "hives: {image: //images:edge}\n");
+    crate::testbase::stand_in_module_packages(&env);
     env.write(
         "defs/images/edge.yaml",
-        "kind: image\nboard: //boards:pi4\nbase: //bases:test\noutput: {compression: zstd, level: 3}\nservices:\n  sensor_manager:\n    source: {path: sensor-manager}\n",
+        "kind: image\nboard: //boards:pi4\nbase: //bases:test\nlayers: [//layers:packaged-units]\noutput: {compression: zstd, level: 3}\nservices:\n  sensor_manager:\n    source: {path: sensor-manager}\n",
     );
     env.write(
         "defs/images/sensor-manager/sensor_manager/__main__.py",
@@ -259,7 +260,8 @@ fn one_hive_value_rebuilds_only_the_modules_that_read_it() {
     let Some(env) = workspace(&server) else { return };
     let labels = [format!("//hives:{WIFI}"), format!("//hives:{LAN}")];
     let args: Vec<&str> = labels.iter().map(String::as_str).collect();
-    assert!(env.build(&args).ok());
+    let b = env.build(&args);
+    assert!(b.ok(), "{}", b.stderr());
 
     // The collector interval is read by the sensor manager module only.
     let path = format!("defs/hives/{WIFI}.yaml");

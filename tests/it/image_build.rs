@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use sha2::{Digest as _, Sha256};
 
 use crate::env::TestEnv;
 use crate::http::TestServer;
@@ -319,61 +318,103 @@ fn a_board_that_boots_gpt_refuses_an_mbr_disk_and_exports_nothing() {
     assert!(!env.path("out/gpt.img.zst").exists());
 }
 
+/// The host's apt mirror for a Debian suite (`w4b::apt::sources::read_host`), if any.
+fn host_mirror(suite: &str) -> Option<String> {
+    w4b::apt::sources::read_host(Path::new("/"))
+        .ok()?
+        .into_iter()
+        .find(|s| s.suites.iter().any(|x| x == suite))
+        .map(|s| s.uri)
+}
+
 #[test]
-fn the_embedded_north_hive_builds_on_a_local_copy_of_its_base() {
-    // The repository's workspace as shipped, with only the base's URL and checksum pointed
-    // at the test base: `//hives:north` itself is unchanged.
+fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time() {
+    // The repository's workspace as shipped — its hive, image and the modules' package
+    // sets with their pinned Debian keys — with the base pointed at a Raspberry-Pi-shaped
+    // disk around a real Debian arm64 root, and Debian's URLs mapped to the host's apt
+    // mirror. A Debian minbase lacks what Raspberry Pi OS Lite brings (sshd, sudo): the
+    // image's `software.packages` add them, through the `w4b-software` set.
+    let Some(base) = crate::packages::shared_debian_base() else { return };
+    let (Some(debian), Some(security)) = (host_mirror("bookworm"), host_mirror("bookworm-security")) else {
+        crate::oracle::skipped("the host's apt sources name no bookworm and bookworm-security mirror");
+        return;
+    };
     let server = TestServer::start();
-    let Some(imgs) = images() else { return };
-    let bytes = std::fs::read(&imgs.xz).unwrap();
-    let sha = hex::encode(Sha256::digest(&bytes));
-    server.serve("/raspios.img.xz", bytes);
+    server.serve("/raspios.img.zst", base.bytes.clone());
     let env = TestEnv::new();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     crate::env::copy_dir(&repo.join("defs"), &env.ws.join("defs"));
-    std::fs::copy(repo.join("w4b.yaml"), env.path("w4b.yaml")).unwrap();
+    let w4b_yaml = std::fs::read_to_string(repo.join("w4b.yaml")).unwrap();
+    env.write(
+        "w4b.yaml",
+        &format!(
+            "{w4b_yaml}mirrors:\n  \"http://deb.debian.org/debian/\": [\"{debian}/\"]\n  \"http://deb.debian.org/debian-security/\": [\"{security}/\"]\n"
+        ),
+    );
     env.write(
         "defs/bases/raspios-bookworm-arm64-lite.yaml",
         &format!(
-            "kind: base\nurl: {}\nsha256: {sha}\narch: arm64\nrelease: bookworm\ndate: 2024-11-19\n",
-            server.url("/raspios.img.xz")
+            "kind: base\nurl: {}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2024-11-19\n",
+            server.url("/raspios.img.zst"),
+            base.sha256
         ),
     );
+    let image = std::fs::read_to_string(env.path("defs/images/w4b-edge.yaml")).unwrap();
+    env.write(
+        "defs/images/w4b-edge.yaml",
+        &format!("{image}software: {{packages: [openssh-server, sudo]}}\n"),
+    );
+
+    // No lock yet: the build says what to run, and fetches nothing.
+    let b = env.build(&["//hives:north", "--set", "output.level=3"]);
+    assert!(!b.ok());
+    assert!(b.stderr().contains("w4b::lock::missing"), "{}", b.stderr());
+    let out = env.run(&["lock", "//hives:north"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lock = std::fs::read_to_string(env.path("w4b.lock")).unwrap();
+    let entry = "//packages:w4b-monitoring + //packages:w4b-firewall + //packages:w4b-software + //images:w4b-edge for arm64 on //bases:raspios-bookworm-arm64-lite";
+    assert!(lock.contains(entry), "{lock}");
+    for name in ["\"nftables\"", "\"prometheus-node-exporter\"", "\"openssh-server\""] {
+        assert!(lock.contains(name), "{name} not locked:\n{lock}");
+    }
+
     let b = env.build(&["//hives:north", "--set", "output.level=3"]);
     assert!(b.ok(), "{}", b.stderr());
-    let img = decompress(&env, "north");
-    let root_start: u64 = {
-        let t: serde_json::Value =
-            serde_json::from_str(&sh(&format!("sfdisk --json '{}'", img.display()))).unwrap();
-        t["partitiontable"]["partitions"][1]["start"].as_u64().unwrap()
-    };
-    let root = env.root.path().join("root.ext4");
-    sh(&format!(
-        "dd if='{}' of='{}' bs=512 skip={root_start} status=none",
-        img.display(),
-        root.display()
-    ));
-    let hostname = sh(&format!(
-        "debugfs -R 'cat /etc/hostname' '{}' 2>/dev/null",
-        root.display()
-    ));
-    assert_eq!(hostname.trim(), "w4b-north001");
-    let firstboot = sh(&format!(
-        "debugfs -R 'ls /usr/local/lib/w4b/firstboot.d' '{}' 2>/dev/null",
-        root.display()
-    ));
-    assert!(firstboot.contains("system-locale"), "{firstboot}");
-    assert!(
-        !firstboot.contains("admin"),
-        "the account is made at build time: {firstboot}"
-    );
-    // No `security:` in north: the default administrator, key-only (`*` in /etc/shadow).
-    let shadow = sh(&format!(
-        "debugfs -R 'cat /etc/shadow' '{}' 2>/dev/null",
-        root.display()
-    ));
-    assert!(shadow.contains("\nhiveadmin:*:"), "{shadow}");
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::packages::root_partition(&env.path("out/north.img.zst"), dir.path());
     sh(&format!("e2fsck -fn '{}'", root.display()));
+    let cat = |p: &str| crate::packages::debugfs_cat(&root, p);
+    assert_eq!(cat("/etc/hostname").trim(), "w4b-north001");
+    // The packages are installed, by dpkg's own account, with their unit files.
+    let status = cat("/var/lib/dpkg/status");
+    for name in ["nftables", "prometheus-node-exporter", "openssh-server", "sudo"] {
+        let stanza = status
+            .split("\n\n")
+            .find(|s| s.starts_with(&format!("Package: {name}\n")))
+            .unwrap_or_else(|| panic!("{name} is not in the dpkg status"));
+        assert!(stanza.contains("Status: install ok installed"), "{stanza}");
+    }
+    for unit in ["nftables.service", "prometheus-node-exporter.service", "ssh.service"] {
+        assert!(
+            !cat(&format!("/usr/lib/systemd/system/{unit}")).is_empty(),
+            "{unit} missing"
+        );
+    }
+    // The first boot installs nothing.
+    let sections = sh(&format!(
+        "debugfs -R 'ls -l /usr/local/lib/w4b/firstboot.d' '{}' 2>/dev/null",
+        root.display()
+    ));
+    for name in sections.split_whitespace().filter(|w| w.ends_with(".sh")) {
+        let script = cat(&format!("/usr/local/lib/w4b/firstboot.d/{name}"));
+        assert!(!script.contains("apt-get") && !script.contains("dpkg -i"), "{name}:\n{script}");
+    }
+    assert!(sections.contains("system-locale"), "{sections}");
+    // No `security:` in north: the default administrator, key-only (`*` in /etc/shadow).
+    assert!(cat("/etc/shadow").contains("\nhiveadmin:*:"));
+    // The manifest lists the installed packages.
+    let manifest = std::fs::read_to_string(env.path("out/north.manifest.json")).unwrap();
+    assert!(manifest.contains("pkg:deb/debian/nftables@"), "{manifest}");
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub fn sh(cmd: &str) -> String {
 /// `None` when the tools are missing (the oracle policy: a failure under CI, a visible
 /// skip elsewhere).
 pub fn images() -> Option<&'static Images> {
+    crate::env::normal_umask();
     static IMAGES: OnceLock<Option<Images>> = OnceLock::new();
     IMAGES
         .get_or_init(|| {
@@ -81,4 +82,37 @@ pub fn workspace_with_served_base(server: &crate::http::TestServer) -> Option<cr
         ),
     );
     Some(env)
+}
+
+/// For hive images on the Pi-OS-like test base, which has no dpkg: the W4B modules'
+/// package sets asking for nothing (so no lock and no install), and a layer
+/// `//layers:packaged-units` standing in for the unit files those packages ship, which the
+/// hive checklist requires. The modules' real sets are installed by
+/// `image_build::the_embedded_north_hive_*` on a Debian base.
+pub fn stand_in_module_packages(env: &crate::env::TestEnv) {
+    for name in [
+        "w4b-database",
+        "w4b-monitoring",
+        "w4b-vpn",
+        "w4b-firewall",
+        "w4b-python",
+        "w4b-software",
+    ] {
+        env.write(
+            &format!("defs/packages/{name}.yaml"),
+            "kind: packages\ndescription: empty for the tests on a base without dpkg\n",
+        );
+    }
+    let mut layer = String::from("kind: layer\ndescription: unit files as the modules' packages ship them\nfiles:\n");
+    for (unit, exec, wanted_by) in [
+        ("nftables.service", "/usr/sbin/nft -f /etc/nftables.conf", "sysinit.target"),
+        ("postgresql.service", "/bin/true", "multi-user.target"),
+        ("prometheus-node-exporter.service", "/usr/bin/prometheus-node-exporter", "multi-user.target"),
+        ("wg-quick@.service", "/usr/bin/wg-quick up %i", "multi-user.target"),
+    ] {
+        layer.push_str(&format!(
+            "  - {{path: /usr/lib/systemd/system/{unit}, content: \"[Service]\\nExecStart={exec}\\n\\n[Install]\\nWantedBy={wanted_by}\\n\"}}\n"
+        ));
+    }
+    env.write("defs/layers/packaged-units.yaml", &layer);
 }

@@ -150,6 +150,7 @@ fn a_file_changed_inside_a_fetched_archive_is_named() {
     let hive = std::fs::read_to_string(repo.join(format!("tests/hives/{HIVE}.yaml"))).unwrap();
     env.write(&format!("defs/hives/{HIVE}.yaml"), &hive);
     env.write("w4b.yaml", "hives: {image: //images:edge}\n");
+    crate::testbase::stand_in_module_packages(&env);
     let publish = |files: &[(&str, &str)]| {
         let bytes = tarball(files);
         let sha = sha256(&bytes);
@@ -157,7 +158,7 @@ fn a_file_changed_inside_a_fetched_archive_is_named() {
         env.write(
             "defs/images/edge.yaml",
             &format!(
-                "kind: image\nboard: //boards:pi4\nbase: //bases:test\noutput: {{compression: zstd, level: 1}}\nservices:\n  sensor_manager:\n    source: {{url: {}, sha256: {sha}}}\n",
+                "kind: image\nboard: //boards:pi4\nbase: //bases:test\nlayers: [//layers:packaged-units]\noutput: {{compression: zstd, level: 1}}\nservices:\n  sensor_manager:\n    source: {{url: {}, sha256: {sha}}}\n",
                 server.url("/sm.tar.gz")
             ),
         );

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Cursor, Read};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::Command;
 
@@ -35,7 +35,17 @@ const POSTINST: &str = "#!/bin/sh\nset -e\necho configured\n";
 fn package_tree(root: &Path) {
     let w = |p: &str, data: &[u8], mode: u32| {
         let path = root.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // 0755 whatever the umask: dpkg-deb checks the control directory's mode.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path.parent().unwrap())
+            .unwrap();
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+            dir = d.parent();
+        }
         fs::write(&path, data).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
     };
