@@ -1,11 +1,17 @@
 //! `w4b why LABEL`: what changed between the last two builds of a target, and what it
 //! caused. Text for people, `w4b.why/1` JSON for tools.
+//!
+//! An `install` step's key holds one component per locked package
+//! ([`crate::steps::install::deb_component`]); its changes are read back as package
+//! changes (`postgresql-15: 15.8-0+deb12u1 → 15.10-0+deb12u1`, added, removed, each at its
+//! `w4b.lock` line), in the text and as the step's `packages` in JSON.
 
 use std::fmt::Write as _;
 
 use miette::IntoDiagnostic;
+use serde::Serialize;
 use w4b_cache::Digest;
-use w4b_graph::explain::{explain, Change, PathChange, PathStatus, TreeDiff, Why, WhyStatus};
+use w4b_graph::explain::{explain, Change, PathChange, PathStatus, TreeDiff, Why, WhyStatus, WhyStep};
 use w4b_graph::history;
 
 use super::App;
@@ -46,7 +52,10 @@ pub fn run(app: &App, args: &WhyArgs) -> miette::Result<i32> {
     current_locations(app, &ws, &store, &args.label, &mut why);
     match args.format {
         WhyFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&why).into_diagnostic()?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&to_json(&why)?).into_diagnostic()?
+            );
         }
         WhyFormat::Text => print!("{}", render_text(&why)),
     }
@@ -132,6 +141,139 @@ fn current_locations(
     }
 }
 
+/// How a locked package differs between the two builds of an `install` step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageStatus {
+    Changed,
+    Added,
+    Removed,
+}
+
+/// One side of a package change: what the lock pinned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PackageVersion {
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+}
+
+/// A package an `install` step installs that moved: `old` is `None` for an added package,
+/// `new` for a removed one; `at` is its `w4b.lock` line (for a removed package, the line
+/// in the lock of the earlier build, when that build recorded it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PackageChange {
+    pub name: String,
+    pub change: PackageStatus,
+    pub old: Option<PackageVersion>,
+    pub new: Option<PackageVersion>,
+    pub at: Option<String>,
+}
+
+/// The change's package, when it is one of an `install` step's package components.
+fn package_change(c: &Change) -> Option<PackageChange> {
+    let side = |v: &Option<String>| -> Option<Option<(String, PackageVersion)>> {
+        match v {
+            None => Some(None),
+            Some(v) => {
+                let d = crate::steps::install::parse_deb_component(&c.component, &c.name, v)?;
+                Some(Some((
+                    d.name,
+                    PackageVersion {
+                        version: d.version,
+                        architecture: d.architecture,
+                        sha256: d.sha256,
+                    },
+                )))
+            }
+        }
+    };
+    let (old, new) = (side(&c.old)?, side(&c.new)?);
+    let (name, change) = match (&old, &new) {
+        (Some((n, _)), Some(_)) => (n.clone(), PackageStatus::Changed),
+        (None, Some((n, _))) => (n.clone(), PackageStatus::Added),
+        (Some((n, _)), None) => (n.clone(), PackageStatus::Removed),
+        (None, None) => return None,
+    };
+    Some(PackageChange {
+        name,
+        change,
+        old: old.map(|(_, v)| v),
+        new: new.map(|(_, v)| v),
+        at: c.location.clone(),
+    })
+}
+
+/// The package changes among an `install` step's changes, in the order of the changes
+/// (by package name).
+pub fn package_changes(step: &WhyStep) -> Vec<PackageChange> {
+    if step.kind != "install" {
+        return Vec::new();
+    }
+    step.changes.iter().filter_map(package_change).collect()
+}
+
+/// `w4b.why/1` as JSON: the engine's explanation, each `install` step with its package
+/// changes added as `packages` (absent when none moved).
+fn to_json(why: &Why) -> miette::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(why).into_diagnostic()?;
+    if let Some(steps) = v.get_mut("steps").and_then(|s| s.as_array_mut()) {
+        for (json, step) in steps.iter_mut().zip(&why.steps) {
+            let packages = package_changes(step);
+            if let (false, Some(obj)) = (packages.is_empty(), json.as_object_mut()) {
+                obj.insert(
+                    "packages".into(),
+                    serde_json::to_value(packages).into_diagnostic()?,
+                );
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// A package change for people: `name: old → new`, `added   name version (arch)`,
+/// `removed name version`, then where the lock pins it.
+fn render_package(o: &mut String, p: &PackageChange) {
+    match (&p.old, &p.new) {
+        // Same version, other bytes: the repository rebuilt the package (as `w4b lock`
+        // says it).
+        (Some(a), Some(b)) if a.version == b.version && a.architecture == b.architecture => {
+            let cut = |h: &str| h.chars().take(12).collect::<String>();
+            let _ = writeln!(
+                o,
+                "  {}: {} rebuilt (sha256 {} → {})",
+                p.name,
+                b.version,
+                cut(&a.sha256),
+                cut(&b.sha256)
+            );
+        }
+        (Some(a), Some(b)) => {
+            let (arch_a, arch_b) = if a.architecture == b.architecture {
+                (String::new(), String::new())
+            } else {
+                (format!(" ({})", a.architecture), format!(" ({})", b.architecture))
+            };
+            let _ = writeln!(o, "  {}: {}{arch_a} → {}{arch_b}", p.name, a.version, b.version);
+        }
+        (None, Some(b)) => {
+            let _ = writeln!(o, "  added   {} {} ({})", p.name, b.version, b.architecture);
+        }
+        (Some(a), None) => {
+            let _ = writeln!(o, "  removed {} {}", p.name, a.version);
+        }
+        (None, None) => return,
+    }
+    if let Some(at) = &p.at {
+        let was = if p.change == PackageStatus::Removed {
+            "was "
+        } else {
+            ""
+        };
+        let _ = writeln!(o, "    {was}at {at}");
+    }
+}
+
 fn short(v: &Option<String>) -> String {
     match v {
         None => "(absent)".into(),
@@ -210,7 +352,12 @@ pub fn render_text(why: &Why) -> String {
             WhyStatus::Root => {
                 let cached = if step.ran { "" } else { ", served from the cache" };
                 let _ = writeln!(o, "\nroot cause  {} ({}{cached})", step.label, step.kind);
+                let is_install = step.kind == "install";
                 for c in step.changes.iter().filter(|c| c.component != "upstream") {
+                    if let Some(p) = is_install.then(|| package_change(c)).flatten() {
+                        render_package(&mut o, &p);
+                        continue;
+                    }
                     let _ = writeln!(
                         o,
                         "  {} {}: {} → {}",
@@ -302,7 +449,7 @@ pub fn render_text(why: &Why) -> String {
 
 #[cfg(test)]
 mod tests {
-    use w4b_graph::explain::{WhyStep, WhySummary, WHY_SCHEMA};
+    use w4b_graph::explain::{WhySummary, WHY_SCHEMA};
 
     use super::*;
 
@@ -408,5 +555,150 @@ mod tests {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
         assert!(!text.contains("f50"), "{text}");
+    }
+
+    fn deb(version: &str, arch: &str, sha: char) -> Option<String> {
+        Some(format!(
+            "{version} {arch} {}",
+            std::iter::repeat_n(sha, 64).collect::<String>()
+        ))
+    }
+
+    fn deb_change(name: &str, old: Option<String>, new: Option<String>, at: Option<&str>) -> Change {
+        Change {
+            component: "param".into(),
+            name: format!("deb:{name}"),
+            old,
+            new,
+            location: at.map(Into::into),
+            paths: vec![],
+            note: None,
+        }
+    }
+
+    /// An install step whose lock moved: one bump, one package added, one removed, one
+    /// rebuilt under the same version, besides its other inputs.
+    fn install_why() -> Why {
+        let mut install = step(
+            "//images:edge#packages",
+            WhyStatus::Root,
+            vec![
+                deb_change(
+                    "exim4-base",
+                    deb("4.96-15", "arm64", '1'),
+                    None,
+                    Some("w4b.lock:9:9"),
+                ),
+                deb_change(
+                    "libpq5",
+                    deb("15.8-0+deb12u1", "arm64", '2'),
+                    deb("15.8-0+deb12u1", "arm64", '3'),
+                    Some("w4b.lock:10:9"),
+                ),
+                deb_change(
+                    "postgresql-15",
+                    deb("15.8-0+deb12u1", "arm64", '4'),
+                    deb("15.10-0+deb12u1", "arm64", '5'),
+                    Some("w4b.lock:11:9"),
+                ),
+                deb_change(
+                    "wireguard-tools",
+                    None,
+                    deb("1.0.20210914-1.1", "arm64", '6'),
+                    Some("w4b.lock:13:9"),
+                ),
+                Change {
+                    location: None,
+                    ..change("upstream", "in3.file", vec![])
+                },
+            ],
+        );
+        install.kind = "install".into();
+        Why {
+            schema: WHY_SCHEMA,
+            target: "//images:edge".into(),
+            compared: true,
+            summary: WhySummary {
+                steps: 1,
+                ran: 1,
+                root: 1,
+                ..WhySummary::default()
+            },
+            steps: vec![install],
+        }
+    }
+
+    #[test]
+    fn an_install_step_names_its_package_changes_at_their_lock_lines() {
+        let text = render_text(&install_why());
+        let expected = "\nroot cause  //images:edge#packages (install)\n\
+            \x20 removed exim4-base 4.96-15\n\
+            \x20   was at w4b.lock:9:9\n\
+            \x20 libpq5: 15.8-0+deb12u1 rebuilt (sha256 222222222222 → 333333333333)\n\
+            \x20   at w4b.lock:10:9\n\
+            \x20 postgresql-15: 15.8-0+deb12u1 → 15.10-0+deb12u1\n\
+            \x20   at w4b.lock:11:9\n\
+            \x20 added   wireguard-tools 1.0.20210914-1.1 (arm64)\n\
+            \x20   at w4b.lock:13:9\n";
+        assert!(text.ends_with(expected), "{text}");
+        assert!(!text.contains("deb:"), "no raw digests: {text}");
+    }
+
+    #[test]
+    fn an_architecture_change_shows_both_architectures() {
+        let mut why = install_why();
+        why.steps[0].changes = vec![deb_change(
+            "w4b-lib",
+            deb("1.0-1", "all", 'a'),
+            deb("1.1-1", "arm64", 'b'),
+            None,
+        )];
+        let text = render_text(&why);
+        assert!(
+            text.contains("\n  w4b-lib: 1.0-1 (all) → 1.1-1 (arm64)\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("    at"),
+            "no location recorded, none shown: {text}"
+        );
+    }
+
+    #[test]
+    fn only_install_steps_read_their_params_as_packages() {
+        let mut why = install_why();
+        why.steps[0].kind = "layer".into();
+        let text = render_text(&why);
+        assert!(
+            text.contains("  param deb:postgresql-15: 15.8-0+deb12u1 arm64 "),
+            "{text}"
+        );
+        assert!(package_changes(&why.steps[0]).is_empty());
+        let json = to_json(&why).unwrap();
+        assert!(json["steps"][0].get("packages").is_none(), "{json}");
+    }
+
+    #[test]
+    fn json_carries_the_package_changes_of_an_install_step() {
+        let json = to_json(&install_why()).unwrap();
+        let packages = &json["steps"][0]["packages"];
+        assert_eq!(packages.as_array().map(Vec::len), Some(4), "{json}");
+        assert_eq!(
+            packages[2],
+            serde_json::json!({
+                "name": "postgresql-15",
+                "change": "changed",
+                "old": {"version": "15.8-0+deb12u1", "architecture": "arm64", "sha256": "4".repeat(64)},
+                "new": {"version": "15.10-0+deb12u1", "architecture": "arm64", "sha256": "5".repeat(64)},
+                "at": "w4b.lock:11:9",
+            })
+        );
+        assert_eq!(packages[0]["change"], "removed");
+        assert_eq!(packages[0]["new"], serde_json::Value::Null);
+        assert_eq!(packages[3]["change"], "added");
+        assert_eq!(packages[3]["old"], serde_json::Value::Null);
+        // The engine's own changes stay as they were.
+        assert_eq!(json["steps"][0]["changes"][2]["name"], "deb:postgresql-15");
+        assert_eq!(json["schema"], WHY_SCHEMA);
     }
 }

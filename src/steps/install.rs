@@ -5,7 +5,7 @@
 //!
 //! | keyed (besides the version) | deliberately not keyed |
 //! |---|---|
-//! | the lock entry's name, each package's `name=version` and sha256 (params) | repository URLs and mirrors (the bytes are pinned) |
+//! | the lock entry's name; per package a `deb:NAME` param `VERSION ARCH SHA256` ([`deb_component`]) | repository URLs and mirrors (the bytes are pinned) |
 //! | the base tree and every `.deb` (inputs: their BLAKE3) | the scratch directory, thread counts, host paths |
 //! | the architecture, the epoch (`SOURCE_DATE_EPOCH` of the scripts, mtimes) | the host's qemu and dpkg versions (the target's own dpkg runs) |
 //!
@@ -36,6 +36,47 @@ pub struct LockedDeb {
     pub location: Option<String>,
 }
 
+/// The prefix of a package's component name: `deb:postgresql-15`.
+const DEB_PREFIX: &str = "deb:";
+
+/// A package as the step's key holds it: the param `deb:NAME` with the value
+/// `VERSION ARCH SHA256` (Debian names, versions and architectures hold no spaces), at its
+/// line in `w4b.lock`. Keyed by the name, so a version bump is one changed component that
+/// `w4b why` reads back with [`parse_deb_component`].
+pub fn deb_component(d: &LockedDeb) -> Component {
+    Component::param(
+        format!("{DEB_PREFIX}{}", d.name),
+        format!("{} {} {}", d.version, d.architecture, d.sha256),
+    )
+    .at(d.location.clone())
+}
+
+/// The package a key component names, if it is one [`deb_component`] wrote (its
+/// `location` is left empty: the caller has the record's).
+pub fn parse_deb_component(kind: &str, name: &str, value: &str) -> Option<LockedDeb> {
+    if kind != "param" {
+        return None;
+    }
+    let name = name.strip_prefix(DEB_PREFIX)?;
+    let mut fields = value.split(' ');
+    let (version, architecture, sha256) = (fields.next()?, fields.next()?, fields.next()?);
+    if name.is_empty()
+        || version.is_empty()
+        || architecture.is_empty()
+        || sha256.is_empty()
+        || fields.next().is_some()
+    {
+        return None;
+    }
+    Some(LockedDeb {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        architecture: architecture.to_owned(),
+        sha256: sha256.to_owned(),
+        location: None,
+    })
+}
+
 /// Input 0 is the base `tree`, inputs 1..=n the `.deb` files in lock order (each a fetch
 /// step's `file`), then the base's epoch when it is read from the base.
 pub struct InstallStep {
@@ -61,15 +102,7 @@ impl Step for InstallStep {
             self.epoch.component(),
         ];
         // One component per package, so `w4b why` names the package that moved.
-        for d in &self.debs {
-            c.push(
-                Component::param(
-                    format!("deb:{}", d.name),
-                    format!("{} {} {}", d.version, d.architecture, d.sha256),
-                )
-                .at(d.location.clone()),
-            );
-        }
+        c.extend(self.debs.iter().map(deb_component));
         Ok(c)
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
@@ -120,5 +153,42 @@ impl Step for InstallStep {
             },
         );
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_component_reads_back_as_the_package() {
+        let deb = LockedDeb {
+            name: "postgresql-15".into(),
+            version: "15.10-0+deb12u1".into(),
+            architecture: "arm64".into(),
+            sha256: "ab".repeat(32),
+            location: Some("w4b.lock:12:9".into()),
+        };
+        let c = deb_component(&deb);
+        assert_eq!(c.name, "deb:postgresql-15");
+        assert_eq!(c.location.as_deref(), Some("w4b.lock:12:9"));
+        let back = parse_deb_component(c.kind.as_str(), &c.name, &c.value).unwrap();
+        assert_eq!(
+            back,
+            LockedDeb {
+                location: None,
+                ..deb
+            }
+        );
+        for (kind, name, value) in [
+            ("input", "deb:x", "1 all 00"),
+            ("param", "entry", "1 all 00"),
+            ("param", "deb:", "1 all 00"),
+            ("param", "deb:x", "1 all"),
+            ("param", "deb:x", "1 all 00 extra"),
+            ("param", "deb:x", "1  all 00"),
+        ] {
+            assert_eq!(parse_deb_component(kind, name, value), None, "{name} = {value:?}");
+        }
     }
 }

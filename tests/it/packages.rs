@@ -293,3 +293,117 @@ fn package_sets_are_locked_then_installed_at_build_time_with_their_scripts() {
         b.ran()
     );
 }
+
+/// A package that moves in the repository: `w4b lock --update` pins the new version, the
+/// rebuild downloads that one `.deb` and installs again, and `w4b why` names the package,
+/// its old and new versions and its line in `w4b.lock`.
+#[test]
+fn a_package_bump_refetches_one_deb_and_why_names_it_at_its_lock_line() {
+    let Some(base) = shared_debian_base() else { return };
+    let Some(mut repo) = AptRepo::builder()
+        .package(
+            Deb::new("w4b-hello", "1.0-1", "arm64")
+                .depends("w4b-lib")
+                .file("/usr/share/w4b-hello/README", b"hello\n"),
+        )
+        .package(Deb::new("w4b-lib", "1.0-1", "all").file("/usr/lib/w4b/lib.txt", b"1.0\n"))
+        .build()
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let env = workspace(base, repo.server());
+    std::fs::create_dir_all(env.ws.join("keys")).unwrap();
+    std::fs::write(env.ws.join("keys/w4b-test.asc"), &repo.key).unwrap();
+    env.write(
+        "defs/packages/hive.yaml",
+        &format!(
+            "kind: packages\nrepositories:\n  - {{url: \"{}\", suite: w4b-test, key: ../../keys/w4b-test.asc, fingerprint: \"{}\"}}\npackages: [w4b-hello]\n",
+            repo.url(),
+            repo.fingerprint
+        ),
+    );
+    let out = env.run(&["lock"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+
+    // The archive publishes w4b-lib 1.1-1 in place of 1.0-1.
+    repo.replace(Deb::new("w4b-lib", "1.1-1", "all").file("/usr/lib/w4b/lib.txt", b"1.1\n"));
+    let out = env.run(&["lock", "--update"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("w4b-lib: 1.0-1 → 1.1-1"), "{said}");
+    let lock = String::from_utf8(env.read("w4b.lock")).unwrap();
+    let line = lock
+        .lines()
+        .position(|l| l.contains("{\"name\":\"w4b-lib\","))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("w4b-lib is not in\n{lock}"));
+    let at = format!("w4b.lock:{line}:9");
+
+    // The rebuild downloads exactly the new `.deb`, and installs again.
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    let ran = b.ran();
+    let fetched: Vec<&String> = ran.iter().filter(|s| s.starts_with("//packages#")).collect();
+    assert_eq!(fetched, ["//packages#w4b-lib_1.1-1_all.deb"], "{ran:?}");
+    assert!(ran.contains(&"//images:edge#packages".to_owned()), "{ran:?}");
+    let rootfs = root_partition(&env.path("out/edge.img.zst"), tmp.path());
+    assert_eq!(debugfs_cat(&rootfs, "/usr/lib/w4b/lib.txt"), "1.1\n");
+
+    // `why` names the package, not the digests behind it.
+    let out = env.run(&["why", "//images:edge"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let cause =
+        format!("root cause  //images:edge#packages (install)\n  w4b-lib: 1.0-1 → 1.1-1\n    at {at}\n");
+    assert!(text.contains(&cause), "{cause:?} missing from\n{text}");
+    assert!(!text.contains("deb:w4b-lib"), "{text}");
+    assert!(
+        text.contains("new //packages#w4b-lib_1.1-1_all.deb (fetch)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("removed //packages#w4b-lib_1.0-1_all.deb (fetch)"),
+        "{text}"
+    );
+    let why = env.why("//images:edge");
+    let install = why["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "//images:edge#packages")
+        .unwrap_or_else(|| panic!("{why:#}"));
+    assert_eq!(install["status"], "root", "{install:#}");
+    let packages = install["packages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{install:#}"));
+    assert_eq!(packages.len(), 1, "{install:#}");
+    let p = &packages[0];
+    assert_eq!(
+        (
+            &p["name"],
+            &p["change"],
+            &p["old"]["version"],
+            &p["new"]["version"],
+            &p["at"]
+        ),
+        (
+            &serde_json::json!("w4b-lib"),
+            &serde_json::json!("changed"),
+            &serde_json::json!("1.0-1"),
+            &serde_json::json!("1.1-1"),
+            &serde_json::json!(at),
+        ),
+        "{install:#}"
+    );
+    assert_eq!(p["new"]["architecture"], "all");
+    let sha = lock
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split("\"sha256\":\"").nth(1))
+        .and_then(|r| r.get(..64))
+        .unwrap();
+    assert_eq!(p["new"]["sha256"], sha, "{install:#}");
+}

@@ -322,36 +322,8 @@ impl AptRepoBuilder {
         self
     }
 
-    /// Builds the repository, or `None` when a tool is missing (see the module doc).
-    pub fn build(self) -> Option<AptRepo> {
-        if !crate::oracle::have_all(&TOOLS) {
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("repo");
-        let scratch = dir.path().join("scratch");
-        let gnupg = dir.path().join("gnupg");
-        std::fs::create_dir_all(&root).expect("mkdir repo");
-        std::fs::create_dir_all(&scratch).expect("mkdir scratch");
-        {
-            use std::os::unix::fs::DirBuilderExt as _;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&gnupg)
-                .expect("GNUPGHOME");
-        }
-        let gpg = Gpg { home: gnupg };
-
-        // Keys: the repository's, and a stranger's when the variant needs one.
-        let rsa = self.rsa || self.signing == Signing::Sha1;
-        let fingerprint = gpg.generate("W4B Test Repository <repo@example.invalid>", rsa, &self.expire);
-        let other = (self.signing == Signing::OtherKey)
-            .then(|| gpg.generate("Somebody Else <else@example.invalid>", false, "never"));
-
-        // Packages, then one index per component and architecture.
-        for deb in &self.packages {
-            deb.build(&scratch, &root.join(deb.pool_path()));
-        }
+    /// Writes the indices of what the pool holds, the `Release` file, and signs it.
+    fn index_and_sign(&self, root: &Path, gpg: &Gpg, fingerprint: &str, other: Option<&str>) {
         let dists = root.join("dists").join(&self.suite);
         for component in &self.components {
             for arch in &self.architectures {
@@ -361,7 +333,7 @@ impl AptRepoBuilder {
                 let packages = if root.join(&pool).is_dir() {
                     output(
                         Command::new("apt-ftparchive")
-                            .current_dir(&root)
+                            .current_dir(root)
                             .args(["--arch", arch, "packages", &pool]),
                     )
                 } else {
@@ -416,7 +388,7 @@ impl AptRepoBuilder {
         match self.signing {
             Signing::Unsigned => {}
             Signing::Good | Signing::OtherKey | Signing::Sha1 => {
-                let signer = other.as_deref().unwrap_or(&fingerprint);
+                let signer = other.unwrap_or(fingerprint);
                 let digest = if self.signing == Signing::Sha1 {
                     "SHA1"
                 } else {
@@ -438,6 +410,39 @@ impl AptRepoBuilder {
                 );
             }
         }
+    }
+
+    /// Builds the repository, or `None` when a tool is missing (see the module doc).
+    pub fn build(self) -> Option<AptRepo> {
+        if !crate::oracle::have_all(&TOOLS) {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("repo");
+        let scratch = dir.path().join("scratch");
+        let gnupg = dir.path().join("gnupg");
+        std::fs::create_dir_all(&root).expect("mkdir repo");
+        std::fs::create_dir_all(&scratch).expect("mkdir scratch");
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&gnupg)
+                .expect("GNUPGHOME");
+        }
+        let gpg = Gpg { home: gnupg };
+
+        // Keys: the repository's, and a stranger's when the variant needs one.
+        let rsa = self.rsa || self.signing == Signing::Sha1;
+        let fingerprint = gpg.generate("W4B Test Repository <repo@example.invalid>", rsa, &self.expire);
+        let other = (self.signing == Signing::OtherKey)
+            .then(|| gpg.generate("Somebody Else <else@example.invalid>", false, "never"));
+
+        // Packages, then one index per component and architecture.
+        for deb in &self.packages {
+            deb.build(&scratch, &root.join(deb.pool_path()));
+        }
+        self.index_and_sign(&root, &gpg, &fingerprint, other.as_deref());
         if self.revoked {
             gpg.revoke(&fingerprint);
         }
@@ -475,14 +480,17 @@ impl AptRepoBuilder {
         Some(AptRepo {
             _dir: dir,
             root,
-            suite: self.suite,
-            codename: self.codename,
+            scratch,
+            gpg,
+            suite: self.suite.clone(),
+            codename: self.codename.clone(),
             fingerprint,
             other_fingerprint: other,
             key,
             other_key,
-            packages: self.packages,
+            packages: self.packages.clone(),
             server,
+            spec: self,
         })
     }
 }
@@ -503,6 +511,10 @@ pub struct AptRepo {
     pub other_key: Option<Vec<u8>>,
     pub packages: Vec<Deb>,
     server: Option<TestServer>,
+    scratch: PathBuf,
+    gpg: Gpg,
+    /// What it was built from, to publish again.
+    spec: AptRepoBuilder,
 }
 
 impl AptRepo {
@@ -553,6 +565,42 @@ impl AptRepo {
     /// `dists/<suite>/<name>`.
     pub fn dist_file(&self, name: &str) -> Vec<u8> {
         self.file(&format!("dists/{}/{name}", self.suite))
+    }
+
+    /// Uploads `deb` in place of the package of its name and architecture, as an archive
+    /// publishes a new version: the old `.deb` leaves the pool and the indices, the
+    /// indices and `Release` are written again and signed by the same key, and the server
+    /// serves the new files. Only for a good repository (no tampering, not revoked).
+    pub fn replace(&mut self, deb: Deb) {
+        assert!(
+            self.spec.tampers.is_empty() && !self.spec.revoked,
+            "only a good repository is published again"
+        );
+        for old in self
+            .packages
+            .iter()
+            .filter(|d| d.name == deb.name && d.arch == deb.arch)
+        {
+            std::fs::remove_file(self.root.join(old.pool_path())).expect("remove the old .deb");
+        }
+        self.packages
+            .retain(|d| !(d.name == deb.name && d.arch == deb.arch));
+        deb.build(&self.scratch, &self.root.join(deb.pool_path()));
+        self.packages.push(deb);
+        self.spec.packages = self.packages.clone();
+        self.spec.index_and_sign(
+            &self.root,
+            &self.gpg,
+            &self.fingerprint,
+            self.other_fingerprint.as_deref(),
+        );
+        self.gpg.stop_agent();
+        if let Some(server) = &self.server {
+            for (rel, _) in walk(&self.root) {
+                let bytes = std::fs::read(self.root.join(&rel)).expect("read repo file");
+                server.serve(&format!("/debian/{rel}"), bytes);
+            }
+        }
     }
 }
 
