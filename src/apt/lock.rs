@@ -367,9 +367,14 @@ pub fn read_release(
             .index(&format!("{component}/binary-{arch}/Packages"))
             .map_err(bad_release)?;
         indices.push(index);
-        // Archives that keep `Architecture: all` packages apart list them separately.
-        if let Ok(all) = release.index(&format!("{component}/binary-all/Packages")) {
-            indices.push(all);
+        // Archives that keep `Architecture: all` packages apart list them separately;
+        // Debian's put them in every architecture's index too and say so.
+        // apt reads `binary-all` only when `Architectures` lists `all` (or is absent).
+        let lists_all = release.architectures.is_empty() || release.architectures.iter().any(|a| a == "all");
+        if lists_all && !release.all_in_arch_indices {
+            if let Ok(all) = release.index(&format!("{component}/binary-all/Packages")) {
+                indices.push(all);
+            }
         }
     }
     use sha2::Digest as _;
@@ -575,5 +580,74 @@ fn unresolvable(e: &EntryInputs<'_>, universe: &[Candidate], source: resolve::Re
         src: requested.as_ref().map(DefinedAt::src),
         span: requested.as_ref().map(DefinedAt::source_span),
         source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defs::span::{Origin, SourceFile};
+
+    fn release(by_hash: bool) -> RepoRelease {
+        let text = format!(
+            "Suite: bookworm\nAcquire-By-Hash: {}\nSHA256:\n e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 0 main/binary-arm64/Packages.xz\n",
+            if by_hash { "yes" } else { "no" }
+        );
+        let release = Release::parse(text.as_bytes()).expect("a release");
+        let index = release.index("main/binary-arm64/Packages").expect("an index");
+        let file = SourceFile::new(Origin::Cli { arg: "x".into() }, "x");
+        RepoRelease {
+            repo: Repository {
+                name: "debian".into(),
+                url: "http://deb.debian.org/debian".into(),
+                suite: "bookworm".into(),
+                components: vec!["main".into()],
+                trust: Trust::Unsigned,
+                apt_source: false,
+            },
+            defined_in: DefinedAt {
+                set: "//packages:x".into(),
+                span: crate::defs::span::Span::start_of(&file),
+            },
+            release,
+            locked: LockedRepository {
+                name: "debian".into(),
+                url: "http://deb.debian.org/debian".into(),
+                suite: "bookworm".into(),
+                signed_by: None,
+                date: None,
+                release_sha256: String::new(),
+            },
+            indices: vec![index],
+        }
+    }
+
+    #[test]
+    fn an_index_by_hash_falls_back_to_its_path_through_the_mirrors() {
+        let mirrors = vec![(
+            "http://deb.debian.org/debian/".to_owned(),
+            vec!["http://mirror.example/debian/".to_owned()],
+        )];
+        let r = release(true);
+        let index = &r.indices[0];
+        let url = r.index_url(index);
+        let hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            url,
+            format!("http://deb.debian.org/debian/dists/bookworm/main/binary-arm64/by-hash/SHA256/{hash}")
+        );
+        let m = r.index_mirrors(index, &mirrors);
+        assert_eq!(
+            crate::download::sources(&url, &m),
+            [
+                format!("http://mirror.example/debian/dists/bookworm/main/binary-arm64/by-hash/SHA256/{hash}"),
+                url.clone(),
+                "http://mirror.example/debian/dists/bookworm/main/binary-arm64/Packages.xz".to_owned(),
+                "http://deb.debian.org/debian/dists/bookworm/main/binary-arm64/Packages.xz".to_owned(),
+            ]
+        );
+        // Without by-hash, the workspace's mirrors as they are.
+        let r = release(false);
+        assert_eq!(r.index_mirrors(&r.indices[0], &mirrors), mirrors);
     }
 }

@@ -214,6 +214,9 @@ pub struct Release {
     pub architectures: Vec<String>,
     pub components: Vec<String>,
     pub acquire_by_hash: bool,
+    /// `No-Support-for-Architecture-all: Packages`: the `Architecture: all` packages are in
+    /// every architecture's index, and a `binary-all` index is not for apt (Debian's).
+    pub all_in_arch_indices: bool,
     /// The `SHA256:` list by path.
     pub sha256: BTreeMap<String, FileEntry>,
 }
@@ -258,6 +261,8 @@ impl Release {
             architectures: words("architectures"),
             components: words("components"),
             acquire_by_hash: get("acquire-by-hash").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+            all_in_arch_indices: get("no-support-for-architecture-all")
+                .is_some_and(|v| v.split_whitespace().any(|w| w == "Packages")),
             sha256,
         };
         if release.suite.is_none() && release.codename.is_none() {
@@ -624,6 +629,7 @@ Valid-Until: Sat, 18 Jul 2026 10:16:37 UTC
 Acquire-By-Hash: yes
 Architectures: all amd64 arm64 armhf
 Components: main contrib
+No-Support-for-Architecture-all: Packages
 Description: Debian 12.15 Released 11 July 2026
 MD5Sum:
  0ed6d4c8891eb86358b94bb35d9e4da4  1484322 contrib/Contents-all
@@ -641,6 +647,10 @@ SHA256:
         assert_eq!(r.codename.as_deref(), Some("bookworm"));
         assert_eq!(r.version.as_deref(), Some("12.15"));
         assert!(r.acquire_by_hash);
+        assert!(r.all_in_arch_indices);
+        assert!(!Release::parse(SAMPLE.replace("No-Support-for-Architecture-all: Packages\n", "").as_bytes())
+            .unwrap()
+            .all_in_arch_indices);
         assert_eq!(r.architectures, ["all", "amd64", "arm64", "armhf"]);
         assert_eq!(r.components, ["main", "contrib"]);
         // `date -u -d '2026-07-11 10:16:37' +%s`
