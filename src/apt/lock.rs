@@ -245,7 +245,11 @@ impl RepoRelease {
     /// The mirrors to fetch an index with: the workspace's, and — when the index is fetched
     /// by hash — its plain path after them (apt's fallback: some mirrors do not keep every
     /// `by-hash` file; the sha256 decides either way).
-    pub fn index_mirrors(&self, index: &IndexRef, mirrors: &[(String, Vec<String>)]) -> Vec<(String, Vec<String>)> {
+    pub fn index_mirrors(
+        &self,
+        index: &IndexRef,
+        mirrors: &[(String, Vec<String>)],
+    ) -> Vec<(String, Vec<String>)> {
         let mut out = mirrors.to_vec();
         if self.release.acquire_by_hash {
             let by_hash = self.index_url(index);
@@ -320,7 +324,12 @@ pub fn read_release(
         }
     };
     let (payload, signed_by): (Vec<u8>, Option<Fingerprint>) = match (&repo.trust, signed) {
-        (Trust::Key { file, fingerprints, .. }, true) => {
+        (
+            Trust::Key {
+                file, fingerprints, ..
+            },
+            true,
+        ) => {
             let key_bytes = key_bytes.unwrap_or_default();
             let bad_key = |e: super::signature::SignatureError| LockError::BadKey {
                 repo: repo.name.clone(),
@@ -640,7 +649,9 @@ mod tests {
         assert_eq!(
             crate::download::sources(&url, &m),
             [
-                format!("http://mirror.example/debian/dists/bookworm/main/binary-arm64/by-hash/SHA256/{hash}"),
+                format!(
+                    "http://mirror.example/debian/dists/bookworm/main/binary-arm64/by-hash/SHA256/{hash}"
+                ),
                 url.clone(),
                 "http://mirror.example/debian/dists/bookworm/main/binary-arm64/Packages.xz".to_owned(),
                 "http://deb.debian.org/debian/dists/bookworm/main/binary-arm64/Packages.xz".to_owned(),

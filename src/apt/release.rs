@@ -648,9 +648,15 @@ SHA256:
         assert_eq!(r.version.as_deref(), Some("12.15"));
         assert!(r.acquire_by_hash);
         assert!(r.all_in_arch_indices);
-        assert!(!Release::parse(SAMPLE.replace("No-Support-for-Architecture-all: Packages\n", "").as_bytes())
+        assert!(
+            !Release::parse(
+                SAMPLE
+                    .replace("No-Support-for-Architecture-all: Packages\n", "")
+                    .as_bytes()
+            )
             .unwrap()
-            .all_in_arch_indices);
+            .all_in_arch_indices
+        );
         assert_eq!(r.architectures, ["all", "amd64", "arm64", "armhf"]);
         assert_eq!(r.components, ["main", "contrib"]);
         // `date -u -d '2026-07-11 10:16:37' +%s`

@@ -283,9 +283,8 @@ fn repository_key(
             u.defined_in.text()
         ));
     }
-    let io = |e: std::io::Error| {
-        miette::miette!(code = "w4b::lock::write", "cannot write the key `{file}`: {e}")
-    };
+    let io =
+        |e: std::io::Error| miette::miette!(code = "w4b::lock::write", "cannot write the key `{file}`: {e}");
     // Written into the key's directory as found beneath the workspace root (a symlink
     // out of the workspace is refused); the directory must exist.
     let (dir, name) = file.as_str().rsplit_once('/').unwrap_or(("", file.as_str()));

@@ -39,7 +39,8 @@ impl Compiler<'_> {
                 Some(self.vendor(loader, t, image, base_label, &mut definitions)?)
             }
         };
-        let lock_request = self.lock_request(loader, t, &label, image, hive, vendor.as_ref(), &mut definitions)?;
+        let lock_request =
+            self.lock_request(loader, t, &label, image, hive, vendor.as_ref(), &mut definitions)?;
         // The base's own tree first: a base without a release date gives the image its
         // epoch from what it holds.
         let base_tree = match &vendor {

@@ -297,7 +297,11 @@ pub fn lock_plan(
             Target::Image(image) if image.hive.is_none() => (t.clone(), image.clone(), None),
             Target::Image(_) | Target::Hive(_) => {
                 let hive = crate::hive::load::resolve(&loader, label)?;
-                let it = if hive.image == *label { t.clone() } else { loader.load(&hive.image)? };
+                let it = if hive.image == *label {
+                    t.clone()
+                } else {
+                    loader.load(&hive.image)?
+                };
                 let Target::Image(image) = &it.target else {
                     continue;
                 };

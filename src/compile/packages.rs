@@ -58,7 +58,10 @@ impl Compiler<'_> {
         }
         let at = loc(t, "packages")
             .or_else(|| loc(t, "packages[0]"))
-            .or_else(|| hive.and_then(|h| h.locations.get("hive.hive_id")).map(|l| l.to_string()))
+            .or_else(|| {
+                hive.and_then(|h| h.locations.get("hive.hive_id"))
+                    .map(|l| l.to_string())
+            })
             .unwrap_or_default();
         let mut sets: Vec<(Label, PackageSet)> = Vec::new();
         for (i, spanned) in image.packages.iter().enumerate() {

@@ -457,7 +457,7 @@ fn convert_repository(raw: RawRepository, ws_path: &WsPathOf<'_>) -> Result<Repo
                     "add `key: keys/<archive>.asc` (the archive's public key, in the workspace), or `trusted: true` for an unsigned repository you trust by other means"
                         .into(),
                 ),
-            ))
+            ));
         }
     };
     let name = match raw.name {
@@ -577,7 +577,9 @@ exclude: [exim4-base, exim4-base]
         match loader.load(&Label::parse("//packages:x", None).unwrap()) {
             Ok(_) => panic!("accepted:\n{set}"),
             Err(e) => {
-                let help = miette::Diagnostic::help(&e).map(|h| h.to_string()).unwrap_or_default();
+                let help = miette::Diagnostic::help(&e)
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
                 format!("{e} / {help}")
             }
         }
@@ -595,7 +597,8 @@ repositories:
     fingerprint: ["0641 009A 8366 FDE4 444A  7B62 E739 1C94 0804 29FF", 1005FB68604CE9B8F6879CF759F18EDF47F24417]
     apt_source: true
 "#;
-        let Target::Packages(set) = load(&[("w4b.yaml", ""), ("defs/packages/t.yaml", set)], "//packages:t") else {
+        let Target::Packages(set) = load(&[("w4b.yaml", ""), ("defs/packages/t.yaml", set)], "//packages:t")
+        else {
             panic!("not a package set")
         };
         let r = &set.repositories[0].value;
@@ -611,18 +614,31 @@ repositories:
                 url: Some("https://packagecloud.io/timescale/timescaledb/gpgkey".into()),
             }
         );
-        let repo = |extra: &str| format!("kind: packages\nrepositories:\n  - {{url: \"http://x/debian\", suite: bookworm, {extra}}}\n");
+        let repo = |extra: &str| {
+            format!(
+                "kind: packages\nrepositories:\n  - {{url: \"http://x/debian\", suite: bookworm, {extra}}}\n"
+            )
+        };
         let e = load_err(&repo("key: k.asc, key_url: \"https://x/key\""));
-        assert!(e.contains("pinned by its fingerprint") && e.contains("fingerprint:"), "{e}");
-        let e = load_err(&repo("key_url: \"https://x/key\", fingerprint: 1005FB68604CE9B8F6879CF759F18EDF47F24417"));
+        assert!(
+            e.contains("pinned by its fingerprint") && e.contains("fingerprint:"),
+            "{e}"
+        );
+        let e = load_err(&repo(
+            "key_url: \"https://x/key\", fingerprint: 1005FB68604CE9B8F6879CF759F18EDF47F24417",
+        ));
         assert!(e.contains("`key_url` needs `key:`"), "{e}");
-        let e = load_err(&repo("key: k.asc, key_url: \"ftp://x/key\", fingerprint: 1005FB68604CE9B8F6879CF759F18EDF47F24417"));
+        let e = load_err(&repo(
+            "key: k.asc, key_url: \"ftp://x/key\", fingerprint: 1005FB68604CE9B8F6879CF759F18EDF47F24417",
+        ));
         assert!(e.contains("unsupported URL scheme `ftp`"), "{e}");
         let e = load_err(&repo("trusted: true, apt_source: true"));
         assert!(e.contains("cannot be an apt source"), "{e}");
         let e = load_err(&repo("key: k.asc, fingerprint: []"));
         assert!(e.contains("empty list"), "{e}");
-        let e = load_err(&repo("key: k.asc, fingerprint: [1005FB, 1005FB68604CE9B8F6879CF759F18EDF47F24417]"));
+        let e = load_err(&repo(
+            "key: k.asc, fingerprint: [1005FB, 1005FB68604CE9B8F6879CF759F18EDF47F24417]",
+        ));
         assert!(e.contains("`1005FB` is not a key fingerprint"), "{e}");
     }
 

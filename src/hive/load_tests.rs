@@ -283,7 +283,14 @@ software: {packages: [vim], python_packages: [requests==2.31.0]}
         (s.database.retention_days, s.database.compress_after_days),
         (90, 3)
     );
-    assert_eq!(s.software.packages.iter().map(|p| p.value.as_str()).collect::<Vec<_>>(), ["vim"]);
+    assert_eq!(
+        s.software
+            .packages
+            .iter()
+            .map(|p| p.value.as_str())
+            .collect::<Vec<_>>(),
+        ["vim"]
+    );
 
     for (text, expected) in [
         (

@@ -505,7 +505,11 @@ mod tests {
         unrelated.hive.collector.interval = 5;
         unrelated.hive.network.wifi.clear();
         unrelated.settings.monitoring.health_interval = 60;
-        unrelated.settings.software.packages.push(crate::modules::testing::spanned("vim"));
+        unrelated
+            .settings
+            .software
+            .packages
+            .push(crate::modules::testing::spanned("vim"));
         assert_eq!(Database.inputs(&unrelated).expect("inputs").0, json);
 
         let mut related = base.clone();

@@ -713,7 +713,11 @@ mod tests {
         let mut unrelated = base.clone();
         unrelated.hive.network.wifi.clear();
         unrelated.hive.metadata.name = "Renamed".into();
-        unrelated.settings.software.packages.push(crate::modules::testing::spanned("vim"));
+        unrelated
+            .settings
+            .software
+            .packages
+            .push(crate::modules::testing::spanned("vim"));
         unrelated.settings.database.retention_days = 90;
         if let Some(s) = unrelated.hive.security.as_mut() {
             s.database.password = Secret::new("security.database.password", "changed");

@@ -225,7 +225,14 @@ mod tests {
     fn the_sets_are_what_the_modules_need() {
         assert_eq!(
             package_sets(&wifi_hive()),
-            ["w4b-database", "w4b-monitoring", "w4b-vpn", "w4b-firewall", "w4b-python", "w4b-software"]
+            [
+                "w4b-database",
+                "w4b-monitoring",
+                "w4b-vpn",
+                "w4b-firewall",
+                "w4b-python",
+                "w4b-software"
+            ]
         );
         // Without a VPN, with a remote database, without extra packages or Python.
         let mut cfg = lan_hive();
@@ -241,16 +248,26 @@ mod tests {
         let mut cfg = wifi_hive();
         cfg.hive.security = None;
         let sets = package_sets(&cfg);
-        assert!(!sets.contains(&"w4b-database") && !sets.contains(&"w4b-vpn"), "{sets:?}");
+        assert!(
+            !sets.contains(&"w4b-database") && !sets.contains(&"w4b-vpn"),
+            "{sets:?}"
+        );
     }
 
     #[test]
     fn first_boot_installs_no_debian_package() {
         let g = generate(&wifi_hive());
         for s in &g.sections {
-            assert!(!s.script.contains("apt-get") && !s.script.contains("dpkg"), "{}", s.script);
+            assert!(
+                !s.script.contains("apt-get") && !s.script.contains("dpkg"),
+                "{}",
+                s.script
+            );
         }
-        assert!(g.files.iter().all(|f| !f.path.to_string().starts_with("/etc/apt")));
+        assert!(g
+            .files
+            .iter()
+            .all(|f| !f.path.to_string().starts_with("/etc/apt")));
     }
 
     #[test]
@@ -323,7 +340,11 @@ mod tests {
         }
         assert_eq!(Software.inputs(&unrelated).expect("inputs").0, json);
         let mut related = base.clone();
-        related.settings.software.python_packages.push("smbus2==0.5.1".into());
+        related
+            .settings
+            .software
+            .python_packages
+            .push("smbus2==0.5.1".into());
         assert_ne!(Software.inputs(&related).expect("inputs").0, json);
     }
 

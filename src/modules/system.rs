@@ -919,7 +919,11 @@ mod tests {
         changed.hive.sensors[0].interface.pin = Some(17);
         changed.hive.collector.interval = 120;
         changed.hive.maintenance.backup.retention = 3;
-        changed.settings.software.packages.push(crate::modules::testing::spanned("vim"));
+        changed
+            .settings
+            .software
+            .packages
+            .push(crate::modules::testing::spanned("vim"));
         if let Some(s) = changed.hive.security.as_mut() {
             s.database.port = 5433;
         }

@@ -293,7 +293,9 @@ pub fn text(g: &Generated, path: &str) -> String {
 /// A value as if written in a definition (a synthetic one-line source).
 pub fn spanned(text: &str) -> crate::defs::de::Spanned<String> {
     let file = crate::defs::span::SourceFile::new(
-        crate::defs::span::Origin::Cli { arg: format!("software.packages={text}") },
+        crate::defs::span::Origin::Cli {
+            arg: format!("software.packages={text}"),
+        },
         text,
     );
     crate::defs::de::Spanned::new(text.to_owned(), crate::defs::span::Span::start_of(&file))

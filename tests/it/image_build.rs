@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-
 use crate::env::TestEnv;
 use crate::http::TestServer;
 use crate::testbase::{images, sh};
@@ -332,9 +331,11 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
     // The repository's workspace as shipped — its hive, image and the modules' package
     // sets with their pinned Debian keys — with the base pointed at a Raspberry-Pi-shaped
     // disk around a real Debian arm64 root, and Debian's URLs mapped to the host's apt
-    // mirror. A Debian minbase lacks what Raspberry Pi OS Lite brings (sshd, sudo): the
+    // mirror. A Debian minbase lacks what Raspberry Pi OS Lite brings (systemd, sshd, sudo): the
     // image's `software.packages` add them, through the `w4b-software` set.
-    let Some(base) = crate::packages::shared_debian_base() else { return };
+    let Some(base) = crate::packages::shared_debian_base() else {
+        return;
+    };
     let (Some(debian), Some(security)) = (host_mirror("bookworm"), host_mirror("bookworm-security")) else {
         crate::oracle::skipped("the host's apt sources name no bookworm and bookworm-security mirror");
         return;
@@ -362,7 +363,7 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
     let image = std::fs::read_to_string(env.path("defs/images/w4b-edge.yaml")).unwrap();
     env.write(
         "defs/images/w4b-edge.yaml",
-        &format!("{image}software: {{packages: [openssh-server, sudo]}}\n"),
+        &format!("{image}software: {{packages: [systemd, openssh-server, sudo]}}\n"),
     );
 
     // No lock yet: the build says what to run, and fetches nothing.
@@ -374,7 +375,11 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
     let lock = std::fs::read_to_string(env.path("w4b.lock")).unwrap();
     let entry = "//packages:w4b-monitoring + //packages:w4b-firewall + //packages:w4b-software + //images:w4b-edge for arm64 on //bases:raspios-bookworm-arm64-lite";
     assert!(lock.contains(entry), "{lock}");
-    for name in ["\"nftables\"", "\"prometheus-node-exporter\"", "\"openssh-server\""] {
+    for name in [
+        "\"nftables\"",
+        "\"prometheus-node-exporter\"",
+        "\"openssh-server\"",
+    ] {
         assert!(lock.contains(name), "{name} not locked:\n{lock}");
     }
 
@@ -394,7 +399,11 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
             .unwrap_or_else(|| panic!("{name} is not in the dpkg status"));
         assert!(stanza.contains("Status: install ok installed"), "{stanza}");
     }
-    for unit in ["nftables.service", "prometheus-node-exporter.service", "ssh.service"] {
+    for unit in [
+        "nftables.service",
+        "prometheus-node-exporter.service",
+        "ssh.service",
+    ] {
         assert!(
             !cat(&format!("/usr/lib/systemd/system/{unit}")).is_empty(),
             "{unit} missing"
@@ -407,7 +416,10 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
     ));
     for name in sections.split_whitespace().filter(|w| w.ends_with(".sh")) {
         let script = cat(&format!("/usr/local/lib/w4b/firstboot.d/{name}"));
-        assert!(!script.contains("apt-get") && !script.contains("dpkg -i"), "{name}:\n{script}");
+        assert!(
+            !script.contains("apt-get") && !script.contains("dpkg -i"),
+            "{name}:\n{script}"
+        );
     }
     assert!(sections.contains("system-locale"), "{sections}");
     // No `security:` in north: the default administrator, key-only (`*` in /etc/shadow).

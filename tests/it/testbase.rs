@@ -103,12 +103,25 @@ pub fn stand_in_module_packages(env: &crate::env::TestEnv) {
             "kind: packages\ndescription: empty for the tests on a base without dpkg\n",
         );
     }
-    let mut layer = String::from("kind: layer\ndescription: unit files as the modules' packages ship them\nfiles:\n");
+    let mut layer =
+        String::from("kind: layer\ndescription: unit files as the modules' packages ship them\nfiles:\n");
     for (unit, exec, wanted_by) in [
-        ("nftables.service", "/usr/sbin/nft -f /etc/nftables.conf", "sysinit.target"),
+        (
+            "nftables.service",
+            "/usr/sbin/nft -f /etc/nftables.conf",
+            "sysinit.target",
+        ),
         ("postgresql.service", "/bin/true", "multi-user.target"),
-        ("prometheus-node-exporter.service", "/usr/bin/prometheus-node-exporter", "multi-user.target"),
-        ("wg-quick@.service", "/usr/bin/wg-quick up %i", "multi-user.target"),
+        (
+            "prometheus-node-exporter.service",
+            "/usr/bin/prometheus-node-exporter",
+            "multi-user.target",
+        ),
+        (
+            "wg-quick@.service",
+            "/usr/bin/wg-quick up %i",
+            "multi-user.target",
+        ),
     ] {
         layer.push_str(&format!(
             "  - {{path: /usr/lib/systemd/system/{unit}, content: \"[Service]\\nExecStart={exec}\\n\\n[Install]\\nWantedBy={wanted_by}\\n\"}}\n"
