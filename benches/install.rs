@@ -1,6 +1,7 @@
 //! Installing a package set: w4b's `install` step against `mmdebstrap`, side by side on
-//! the same machine in the same run, for the closure of `postgresql-15 openssh-server
-//! nftables python3` (well over 100 arm64 packages) onto a minbase bookworm arm64 root.
+//! the same machine in the same run, for the closure of a hive's packages (PostgreSQL,
+//! sshd, nftables, WireGuard, the node exporter, Python's venv, systemd, NetworkManager,
+//! sudo, curl: well over 100 arm64 packages) onto a minbase bookworm arm64 root.
 //!
 //! Baseline: mmdebstrap's share of the same install. Two mmdebstrap runs,
 //! `--variant=minbase` with and without `--include=<the four>`, each with an
@@ -54,7 +55,18 @@ use w4b_graph::{Component, Graph, Outputs, PlanContext, RunContext, Step, StepEr
 
 const CACHE: &str = "/tmp/w4b-bench-install-arm64";
 const SUITE: &str = "bookworm";
-const SET: [&str; 4] = ["postgresql-15", "openssh-server", "nftables", "python3"];
+const SET: [&str; 10] = [
+    "postgresql-15",
+    "openssh-server",
+    "nftables",
+    "wireguard-tools",
+    "prometheus-node-exporter",
+    "python3-venv",
+    "systemd",
+    "network-manager",
+    "sudo",
+    "curl",
+];
 const EPOCH: i64 = 1_700_000_000;
 const TARGET: f64 = 1.2;
 
@@ -105,7 +117,10 @@ fn main() {
 
     // 2. mmdebstrap, minbase + the set.
     let include_out = cache.join("mm-include");
-    let _ = fs::remove_dir_all(&include_out);
+    if let Err(e) = clear(&include_out) {
+        println!("   skipped: cannot clear {}: {e}", include_out.display());
+        return;
+    }
     let include = match mmdebstrap(&mirror, &SET, &include_out) {
         Ok(m) => m,
         Err(e) => {
@@ -299,7 +314,9 @@ fn installed(root: &Path) -> BTreeSet<String> {
 fn download(mirror: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
     let cache = Path::new(CACHE);
     let debs = cache.join("debs");
-    if !cache.join("debs.done").exists() {
+    // The marker names the set, so a changed SET downloads again.
+    let done = cache.join(format!("debs.done.{}", SET.join(",")));
+    if !done.exists() {
         let apt = cache.join("apt");
         let _ = fs::remove_dir_all(&apt);
         let _ = fs::remove_dir_all(&debs);
@@ -349,7 +366,7 @@ fn download(mirror: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
         apt_get(&args)?;
         let _ = fs::remove_dir_all(&apt);
         let _ = fs::remove_dir_all(debs.join("partial"));
-        fs::write(cache.join("debs.done"), b"").map_err(|e| e.to_string())?;
+        fs::write(&done, b"").map_err(|e| e.to_string())?;
     }
     let mut files: Vec<PathBuf> = fs::read_dir(&debs)
         .map_err(|e| e.to_string())?
@@ -462,6 +479,33 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 /// Removes a root tree mmdebstrap or the store left, with the engine's parallel remover
 /// (a root tree on a `discard` filesystem takes minutes one file at a time).
+/// Removes `dir` after unmounting whatever an interrupted mmdebstrap run left mounted below
+/// it (innermost first); an error when it cannot be removed.
+fn clear(dir: &Path) -> Result<(), String> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let prefix = format!("{}/", dir.display());
+    let mut below: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    below.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in below {
+        let st = Command::new("umount")
+            .arg("--lazy")
+            .arg(m)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !st.success() {
+            return Err(format!("umount {m} failed"));
+        }
+    }
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 fn remove(dir: &Path) {
     w4b::install::scratch::remove_contents(dir);
     let _ = fs::remove_dir(dir);

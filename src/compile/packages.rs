@@ -41,6 +41,7 @@ pub struct LockRequest {
 impl Compiler<'_> {
     /// The image's lock request, or `None` when it lists no package sets. Loads the sets
     /// and adds their files to `definitions`.
+    #[allow(clippy::too_many_arguments)] // the image and what it builds on, as the caller has them
     pub(super) fn lock_request(
         &mut self,
         loader: &Loader,
@@ -311,49 +312,6 @@ fn lock_line(text: &str, entry: &str, name: &str) -> Option<String> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lockfile::{Entry, LockedPackage};
-
-    #[test]
-    fn lock_line_points_at_the_package_in_its_entry() {
-        let pkg = |name: &str| LockedPackage {
-            name: name.into(),
-            version: "1".into(),
-            architecture: "arm64".into(),
-            size: 1,
-            sha256: "00".repeat(32),
-            repository: "r".into(),
-            filename: format!("pool/{name}.deb"),
-        };
-        let entry = |names: &[&str]| Entry {
-            inputs: String::new(),
-            architecture: "arm64".into(),
-            repositories: vec![],
-            base_packages: vec![],
-            packages: names.iter().map(|n| pkg(n)).collect(),
-        };
-        let mut lock = Lockfile::new();
-        lock.entries
-            .insert("a for arm64 on //bases:x".into(), entry(&["nftables", "w4b-lib"]));
-        lock.entries
-            .insert("b for arm64 on //bases:x".into(), entry(&["w4b-lib"]));
-        let text = lock.render();
-        let at = |entry: &str, name: &str| {
-            let loc = lock_line(&text, entry, name)?;
-            let line: usize = loc.split(':').nth(1)?.parse().ok()?;
-            Some(text.lines().nth(line - 1)?.to_owned())
-        };
-        let line = at("b for arm64 on //bases:x", "w4b-lib").unwrap();
-        assert!(line.contains("\"name\":\"w4b-lib\""), "{line}");
-        let a = lock_line(&text, "a for arm64 on //bases:x", "w4b-lib").unwrap();
-        let b = lock_line(&text, "b for arm64 on //bases:x", "w4b-lib").unwrap();
-        assert_ne!(a, b, "each entry's own line");
-        assert_eq!(lock_line(&text, "a for arm64 on //bases:x", "nft"), None);
-    }
-}
-
 impl Compiler<'_> {
     /// A layer with an apt source (deb822) and the pinned key of every repository of the
     /// request marked `apt_source: true`, so the installed system updates from it; `None`
@@ -447,5 +405,48 @@ impl Compiler<'_> {
             planned: Default::default(),
         });
         Ok(Some(self.add(step_name.to_owned(), def.as_bytes(), step, deps)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lockfile::{Entry, LockedPackage};
+
+    #[test]
+    fn lock_line_points_at_the_package_in_its_entry() {
+        let pkg = |name: &str| LockedPackage {
+            name: name.into(),
+            version: "1".into(),
+            architecture: "arm64".into(),
+            size: 1,
+            sha256: "00".repeat(32),
+            repository: "r".into(),
+            filename: format!("pool/{name}.deb"),
+        };
+        let entry = |names: &[&str]| Entry {
+            inputs: String::new(),
+            architecture: "arm64".into(),
+            repositories: vec![],
+            base_packages: vec![],
+            packages: names.iter().map(|n| pkg(n)).collect(),
+        };
+        let mut lock = Lockfile::new();
+        lock.entries
+            .insert("a for arm64 on //bases:x".into(), entry(&["nftables", "w4b-lib"]));
+        lock.entries
+            .insert("b for arm64 on //bases:x".into(), entry(&["w4b-lib"]));
+        let text = lock.render();
+        let at = |entry: &str, name: &str| {
+            let loc = lock_line(&text, entry, name)?;
+            let line: usize = loc.split(':').nth(1)?.parse().ok()?;
+            Some(text.lines().nth(line - 1)?.to_owned())
+        };
+        let line = at("b for arm64 on //bases:x", "w4b-lib").unwrap();
+        assert!(line.contains("\"name\":\"w4b-lib\""), "{line}");
+        let a = lock_line(&text, "a for arm64 on //bases:x", "w4b-lib").unwrap();
+        let b = lock_line(&text, "b for arm64 on //bases:x", "w4b-lib").unwrap();
+        assert_ne!(a, b, "each entry's own line");
+        assert_eq!(lock_line(&text, "a for arm64 on //bases:x", "nft"), None);
     }
 }
