@@ -12,7 +12,7 @@ use crate::steps::accounts::AccountsStep;
 use crate::steps::extract::ExtractStep;
 use crate::steps::fetch::{redact_url, FetchStep};
 use crate::steps::firstboot::FirstbootStep;
-use crate::steps::layer::{FileOp, LayerFile, LayerStep};
+use crate::steps::layer::{FileOp, LayerFile};
 use crate::steps::module::ModuleStep;
 use crate::tree::TreePath;
 
@@ -60,17 +60,14 @@ impl Compiler<'_> {
                         gid: 0,
                     }];
                     let def = format!("sensor-manager source {} epoch={epoch}", host.display());
-                    let mut deps = Vec::new();
-                    let step = Arc::new(LayerStep {
-                        store: self.store.clone(),
+                    nodes.push(self.plain_layer(
+                        format!("{label}#sensor-manager"),
+                        &def,
                         files,
-                        locations: BTreeMap::new(),
-                        epoch: epoch.for_step(&mut deps),
-                        template_context: None,
-                        display: [(0, path.clone())].into(),
-                        planned: Default::default(),
-                    });
-                    nodes.push(self.add(format!("{label}#sensor-manager"), def.as_bytes(), step, deps));
+                        BTreeMap::new(),
+                        [(0, path.clone())].into(),
+                        epoch,
+                    ));
                 }
                 Some(crate::hive::config::SourceSpec::Url { url, sha256 }) => {
                     dependencies.push((url.clone(), sha256.clone(), Some("sensor_manager".into())));

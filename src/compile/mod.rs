@@ -144,6 +144,30 @@ impl<'a> Compiler<'a> {
         self.graph.add(name, id, step, deps)
     }
 
+    /// An untemplated `layer` step of generated `files` (no inputs but the epoch); `display`
+    /// names host inputs by file index for messages.
+    fn plain_layer(
+        &mut self,
+        name: String,
+        definition: &str,
+        files: Vec<crate::steps::layer::LayerFile>,
+        locations: BTreeMap<String, String>,
+        display: BTreeMap<usize, String>,
+        epoch: &PlanEpoch,
+    ) -> NodeId {
+        let mut deps = Vec::new();
+        let step = Arc::new(crate::steps::layer::LayerStep {
+            store: self.store.clone(),
+            files,
+            locations,
+            epoch: epoch.for_step(&mut deps),
+            template_context: None,
+            display,
+            planned: Default::default(),
+        });
+        self.add(name, definition.as_bytes(), step, deps)
+    }
+
     /// `mirrors:` of `w4b.yaml`, for a fetch step.
     /// With `W4B_DOWNLOAD_SERVER`, that server comes first for the Raspberry Pi download
     /// hosts (`https://downloads.raspberrypi.com/…` → `<server>/…`).

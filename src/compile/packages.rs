@@ -324,7 +324,7 @@ impl Compiler<'_> {
     ) -> miette::Result<Option<NodeId>> {
         use std::collections::BTreeMap;
 
-        use crate::steps::layer::{FileOp, LayerFile, LayerStep};
+        use crate::steps::layer::{FileOp, LayerFile};
         use crate::tree::TreePath;
 
         let mut files = Vec::new();
@@ -394,17 +394,14 @@ impl Compiler<'_> {
             return Ok(None);
         }
         let def = format!("apt sources {files:?} epoch={epoch}");
-        let mut deps = Vec::new();
-        let step = Arc::new(LayerStep {
-            store: self.store.clone(),
+        Ok(Some(self.plain_layer(
+            step_name.to_owned(),
+            &def,
             files,
-            locations: BTreeMap::new(),
-            epoch: epoch.for_step(&mut deps),
-            template_context: None,
+            BTreeMap::new(),
             display,
-            planned: Default::default(),
-        });
-        Ok(Some(self.add(step_name.to_owned(), def.as_bytes(), step, deps)))
+            epoch,
+        )))
     }
 }
 

@@ -11,7 +11,7 @@ use super::{loc, CompileError, Compiler, PlanEpoch};
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target};
 use crate::steps::fetch::{redact_url, FetchStep};
 use crate::steps::graft::GraftStep;
-use crate::steps::layer::{FileOp, LayerFile, LayerStep};
+use crate::steps::layer::{FileOp, LayerFile};
 use crate::steps::unpack::UnpackStep;
 use crate::tree::TreePath;
 
@@ -177,16 +177,6 @@ impl Compiler<'_> {
             .map(|(k, val)| (k.clone(), val.to_string()))
             .collect();
         let def = format!("{files:?}|epoch={epoch}");
-        let mut deps = Vec::new();
-        let step = Arc::new(LayerStep {
-            store: self.store.clone(),
-            files,
-            locations,
-            epoch: epoch.for_step(&mut deps),
-            template_context: None,
-            display: BTreeMap::new(),
-            planned: Default::default(),
-        });
-        self.add(name.to_owned(), def.as_bytes(), step, deps)
+        self.plain_layer(name.to_owned(), &def, files, locations, BTreeMap::new(), epoch)
     }
 }

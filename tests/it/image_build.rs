@@ -317,15 +317,6 @@ fn a_board_that_boots_gpt_refuses_an_mbr_disk_and_exports_nothing() {
     assert!(!env.path("out/gpt.img.zst").exists());
 }
 
-/// The host's apt mirror for a Debian suite (`w4b::apt::sources::read_host`), if any.
-fn host_mirror(suite: &str) -> Option<String> {
-    w4b::apt::sources::read_host(Path::new("/"))
-        .ok()?
-        .into_iter()
-        .find(|s| s.suites.iter().any(|x| x == suite))
-        .map(|s| s.uri)
-}
-
 #[test]
 fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time() {
     // The repository's workspace as shipped — its hive, image and the modules' package
@@ -336,7 +327,10 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
     let Some(base) = crate::packages::shared_debian_base() else {
         return;
     };
-    let (Some(debian), Some(security)) = (host_mirror("bookworm"), host_mirror("bookworm-security")) else {
+    let (Some(debian), Some(security)) = (
+        crate::testbase::host_mirror("bookworm"),
+        crate::testbase::host_mirror("bookworm-security"),
+    ) else {
         crate::oracle::skipped("the host's apt sources name no bookworm and bookworm-security mirror");
         return;
     };

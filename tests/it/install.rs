@@ -27,14 +27,9 @@ const CACHE: &str = "/tmp/w4b-test-debian-arm64";
 const SUITE: &str = "bookworm";
 const EPOCH: i64 = 1_700_000_000;
 
-/// The host's Debian mirror: the first `deb` source for [`SUITE`] in the host's apt
-/// configuration (`w4b::apt::sources::read_host`, both formats), never a hard-coded host.
+/// The host's Debian mirror for [`SUITE`].
 fn mirror() -> Option<String> {
-    w4b::apt::sources::read_host(std::path::Path::new("/"))
-        .ok()?
-        .into_iter()
-        .find(|s| s.suites.iter().any(|x| x == SUITE))
-        .map(|s| s.uri)
+    crate::testbase::host_mirror(SUITE)
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

@@ -129,3 +129,14 @@ pub fn stand_in_module_packages(env: &crate::env::TestEnv) {
     }
     env.write("defs/layers/packaged-units.yaml", &layer);
 }
+
+/// The host's apt mirror for a Debian suite: the first `deb` source listing it in the
+/// host's apt configuration (`w4b::apt::sources::read_host`, both formats), never a
+/// hard-coded host.
+pub fn host_mirror(suite: &str) -> Option<String> {
+    w4b::apt::sources::read_host(Path::new("/"))
+        .ok()?
+        .into_iter()
+        .find(|s| s.suites.iter().any(|x| x == suite))
+        .map(|s| s.uri)
+}
