@@ -439,6 +439,10 @@ impl Blobs for AppStore {
         Ok(Box::new(self.store.reader(d).map_err(tree_err)?))
     }
 
+    fn contains(&self, d: &Digest) -> bool {
+        self.store.local().contains(d)
+    }
+
     fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), TreeError> {
         let mut w = self.store.local().writer().map_err(tree_err)?;
         std::io::copy(reader, &mut w).map_err(|source| TreeError::Io {

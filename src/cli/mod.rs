@@ -107,6 +107,10 @@ pub enum Command {
     /// filesystems read completely, `cmdline.txt`, `fstab`, kernels and device trees.
     /// Exit status 0 when every check passes, 1 otherwise.
     Validate(ValidateArgs),
+    /// Install `.deb`s into a tree with the install engine and print the digests
+    /// (for tests: the result as root and through a user namespace must match).
+    #[command(hide = true)]
+    InstallDebs(InstallDebsArgs),
     /// Check and show hives: `w4b hive validate //hives:north`, `w4b hive show //hives:north`.
     #[command(subcommand)]
     Hive(HiveCommand),
@@ -359,6 +363,27 @@ pub enum SbomFormatArg {
 }
 
 #[derive(Debug, Args)]
+pub struct InstallDebsArgs {
+    /// The base tree, by digest, in the cache.
+    #[arg(long, value_name = "DIGEST", conflicts_with = "base_tree")]
+    pub base: Option<String>,
+    /// The base tree, captured from a host directory into the cache first.
+    #[arg(long, value_name = "DIR")]
+    pub base_tree: Option<PathBuf>,
+    /// `arm64` or `armhf`.
+    #[arg(long, default_value = "arm64")]
+    pub arch: String,
+    /// `SOURCE_DATE_EPOCH` of the install.
+    #[arg(long)]
+    pub epoch: i64,
+    /// Only capture `--base-tree` and print its digest.
+    #[arg(long)]
+    pub capture_only: bool,
+    /// The packages.
+    pub debs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// Writes `PREFIX.key` (secret, mode 0600) and `PREFIX.pub`; refuses to overwrite.
     #[arg(long, value_name = "PREFIX")]
@@ -429,6 +454,14 @@ pub enum DiffField {
 /// Parses arguments, runs the command, maps errors to exit codes (0 ok, 1 failure,
 /// 2 usage; clap exits with 2 on its own).
 pub fn main() -> i32 {
+    // An unprivileged install's session (src/install/userns.rs): it must create a user
+    // namespace while it still has a single thread, so it is told apart before clap.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((first, rest)) = args.split_first() {
+        if first == crate::install::userns::SESSION_ARG {
+            return crate::install::userns::main(rest);
+        }
+    }
     let cli = Cli::parse();
     commands::run(cli)
 }

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod graph;
 pub mod hive;
 pub mod inspect;
+pub mod install_debs;
 pub mod keygen;
 pub mod lock;
 pub mod ls;
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Sbom(a) => sbom::run(&app, a),
         Command::Keygen(a) => keygen::run(&app, a),
         Command::Validate(a) => validate::run(&app, a),
+        Command::InstallDebs(a) => install_debs::run(&app, a),
         Command::Hive(a) => hive::run(&app, a),
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(&app, a),

@@ -31,9 +31,11 @@
 pub mod normalise;
 pub mod order;
 pub mod preflight;
+pub mod protocol;
 pub mod run;
 pub mod scratch;
 pub mod session;
+pub mod userns;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -141,12 +143,59 @@ pub struct Timings {
 /// Why an install failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum InstallError {
-    #[error("installing packages needs root")]
+    #[error("installing packages needs root, or a user namespace this host does not give w4b")]
     #[diagnostic(
         code(w4b::install::not_root),
-        help("run w4b as root (e.g. with `sudo`); unprivileged installs through a user namespace are not supported yet")
+        help("fix the cause below so w4b can install through a user namespace (as `mmdebstrap --mode=unshare`), or run w4b as root")
     )]
-    NotRoot,
+    NotRoot {
+        #[source]
+        #[diagnostic_source]
+        reason: Box<dyn miette::Diagnostic + Send + Sync>,
+    },
+
+    #[error("unprivileged user namespaces are disabled: `{sysctl}` is {value}")]
+    #[diagnostic(
+        code(w4b::install::userns_disabled),
+        help("allow them (as root): `{fix}`; make it permanent in `/etc/sysctl.d/`")
+    )]
+    UserNamespacesDisabled {
+        sysctl: &'static str,
+        value: &'static str,
+        fix: &'static str,
+    },
+
+    #[error("the kernel refused a user namespace: {reason}")]
+    #[diagnostic(
+        code(w4b::install::userns_denied),
+        help("check `kernel.unprivileged_userns_clone` (Debian before 11), `user.max_user_namespaces` (must not be 0) and AppArmor's `kernel.apparmor_restrict_unprivileged_userns` (Ubuntu 24.04: set it to 0 or give w4b a profile with `userns,`); in a container, seccomp may forbid `unshare`")
+    )]
+    UserNamespaceDenied { reason: String },
+
+    #[error("`{user}` has no subordinate ids in `{file}`")]
+    #[diagnostic(
+        code(w4b::install::no_subids),
+        help("give the user 65,536 of them (as root): `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`, with a range no other user has")
+    )]
+    NoSubordinateIds { file: &'static str, user: String },
+
+    #[error("`{user}` has only {count} subordinate ids in `{file}`; an install maps 65,536")]
+    #[diagnostic(
+        code(w4b::install::subids_too_few),
+        help("add a range of 65,536 (as root): `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`, with a range no other user has")
+    )]
+    SubordinateIdsTooFew {
+        file: &'static str,
+        user: String,
+        count: u64,
+    },
+
+    #[error("the unprivileged install session failed: {message}")]
+    #[diagnostic(
+        code(w4b::install::session),
+        help("the session runs dpkg in a user namespace; running w4b as root takes the other path and may tell the causes apart")
+    )]
+    Session { message: String },
 
     #[error("`{tool}` is not installed on this host")]
     #[diagnostic(code(w4b::install::host_tool), help("install the Debian package `{package}`"))]
@@ -306,7 +355,7 @@ fn packages_text(packages: &[String]) -> String {
 /// Installs `req.debs` into `req.base`; see the module doc. Needs root.
 pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Result<Installed, InstallError> {
     let begun = Instant::now();
-    preflight::check_host(req.arch)?;
+    let (privilege, _) = preflight::check_host(req.arch)?;
     let scratch = Scratch::new(req.scratch)?;
     let root = req.scratch.join("root");
     let debs_dir = req.scratch.join("debs");
@@ -335,25 +384,46 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
     let rounds = order::rounds(&controls);
 
     let started = Instant::now();
-    materialize(blobs, req.base, &root)?;
-    let materialized = Instant::now();
-    if fs::symlink_metadata(root.join("usr/bin/dpkg")).is_err() {
-        return Err(InstallError::NoDpkg);
-    }
-
     let log_path = req.scratch.join("dpkg.log");
     let log = File::create_new(&log_path).map_err(io("cannot create", &log_path))?;
-    let session = session::in_private_namespace(|| {
-        let mounts = session::Mounts::setup(&root)?;
-        let result = run_dpkg(&root, &files, &controls, &rounds, req.epoch, &log, cancel);
-        mounts.teardown()?;
-        result
-    });
+    let (captured, [materialize_time, dpkg_time, capture_time]) = match privilege {
+        preflight::Privilege::Root => {
+            materialize(blobs, req.base, &root)?;
+            let materialized = Instant::now();
+            if fs::symlink_metadata(root.join("usr/bin/dpkg")).is_err() {
+                return Err(InstallError::NoDpkg);
+            }
+            session::in_private_namespace(|| {
+                let mounts = session::Mounts::setup(&root, session::Devices::Create)?;
+                let result = run_dpkg(&root, &files, &controls, &rounds, req.epoch, &log, cancel);
+                mounts.teardown()?;
+                result
+            })?;
+            let dpkg_done = Instant::now();
+            let captured = capture(blobs, &root)?;
+            (
+                captured,
+                [
+                    materialized - started,
+                    dpkg_done - materialized,
+                    dpkg_done.elapsed(),
+                ],
+            )
+        }
+        preflight::Privilege::UserNamespace(maps) => {
+            let job = userns::Job {
+                base: req.base,
+                root: root.clone(),
+                files: files.clone(),
+                controls: controls.clone(),
+                rounds: rounds.clone(),
+                epoch: req.epoch,
+                log: log_path.clone(),
+            };
+            userns::run_session(blobs, maps, &job, cancel)?
+        }
+    };
     let log_text = fs::read_to_string(&log_path).unwrap_or_default();
-    session?;
-    let dpkg_done = Instant::now();
-
-    let captured = capture(blobs, &root)?;
     let captured_at = Instant::now();
     let base_root = load_root(blobs, &req.base)?;
     let new_root = load_root(blobs, &captured)?;
@@ -382,9 +452,9 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
         log: log_text,
         timings: Timings {
             prepare: started - begun,
-            materialize: materialized - started,
-            dpkg: dpkg_done - materialized,
-            capture: captured_at - dpkg_done,
+            materialize: materialize_time,
+            dpkg: dpkg_time,
+            capture: capture_time,
             finish: finished - captured_at,
             rounds: rounds.len(),
         },

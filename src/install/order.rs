@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The fields of a package's control file that decide the install order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Control {
     pub package: String,
     pub version: String,

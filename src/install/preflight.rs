@@ -2,8 +2,10 @@
 //! missing piece is one clear error naming the Debian package that provides it, not a
 //! maintainer script dying with `Exec format error` halfway through.
 //!
-//! - root: mounts, `chroot`, `chown` and `mknod` need it (an unprivileged install through
-//!   a user namespace, as `mmdebstrap --mode=unshare` does, is not implemented);
+//! - root, or else what an install through a user namespace needs ([`super::userns`]):
+//!   unprivileged user namespaces allowed by the kernel's sysctls, `newuidmap` and
+//!   `newgidmap` (Debian package `uidmap`), and 65,536 subordinate uids and gids for the
+//!   user; without them, [`InstallError::NotRoot`] names the reason;
 //! - a binfmt_misc handler for the target architecture, enabled and registered with the
 //!   `F` (fix binary) flag, so the kernel opens the emulator at registration and it
 //!   works inside a chroot that does not contain it (what `qemu-user-static` and
@@ -98,12 +100,32 @@ fn native(arch: Arch) -> bool {
     )
 }
 
-/// Checks everything the host must provide for installing `arch` packages; returns
-/// the binfmt handler that will run them (`None` on a native host).
-pub fn check_host(arch: Arch) -> Result<Option<Handler>, InstallError> {
-    if !rustix::process::geteuid().is_root() {
-        return Err(InstallError::NotRoot);
-    }
+/// How the install gets the privileges dpkg needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// w4b runs as root: a private mount namespace on a thread is enough.
+    Root,
+    /// A user namespace with these id maps.
+    UserNamespace(super::userns::IdMaps),
+}
+
+/// Checks everything the host must provide for installing `arch` packages; returns how
+/// the install runs privileged and the binfmt handler that will run the packages'
+/// programs (`None` on a native host).
+pub fn check_host(arch: Arch) -> Result<(Privilege, Option<Handler>), InstallError> {
+    let privilege = if rustix::process::geteuid().is_root() {
+        Privilege::Root
+    } else {
+        let maps = super::userns::check_host().map_err(|reason| InstallError::NotRoot {
+            reason: Box::new(reason),
+        })?;
+        Privilege::UserNamespace(maps)
+    };
+    Ok((privilege, check_tools(arch)?))
+}
+
+/// The host tools and the binfmt handler.
+fn check_tools(arch: Arch) -> Result<Option<Handler>, InstallError> {
     if super::run::find_tool("dpkg-deb").is_none() {
         return Err(InstallError::HostToolMissing {
             tool: "dpkg-deb",

@@ -14,6 +14,12 @@
 //! | `/proc` | proc | dpkg, `update-alternatives`, `systemctl` read it |
 //! | `/sys` | sysfs, read-only | scripts probe it; nothing may change the host |
 //! | `/dev` | tmpfs with `null zero full random urandom tty`, `fd`, `ptmx`… | never the host's devices |
+//!
+//! In a user namespace ([`super::userns`], [`Devices::BindHost`]) two rows differ, as in
+//! `mmdebstrap --mode=unshare`: the kernel refuses `mknod` of devices there, so the six
+//! device nodes are the host's, bind-mounted onto empty files; and a new sysfs needs a
+//! network namespace of its own, so `/sys` is the host's, bind-mounted recursively and
+//! remounted read-only (the namespace's root has no rights over the host's sysfs anyway).
 //! | `/dev/pts` | a new devpts instance | `script`/`expect`-style scripts open ptys |
 //! | `/dev/shm`, `/tmp`, `/run` | tmpfs | what scripts leave there must not leak into the tree |
 
@@ -73,17 +79,29 @@ const DEV_LINKS: [(&str, &str); 6] = [
     ("core", "/proc/kcore"),
 ];
 
+/// How the private `/dev` gets its device nodes, and `/sys` its sysfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Devices {
+    /// `mknod` and a new sysfs: as root.
+    Create,
+    /// The host's nodes and sysfs bind-mounted: in a user namespace.
+    BindHost,
+}
+
 impl Mounts {
     /// Mounts everything in the table of the module doc below `root`. Must run inside
-    /// [`in_private_namespace`].
-    pub fn setup(root: &Path) -> Result<Mounts, InstallError> {
+    /// [`in_private_namespace`] (as root) or in the user namespace's own mount namespace.
+    pub fn setup(root: &Path, devices: Devices) -> Result<Mounts, InstallError> {
         let mut m = Mounts {
             mounted: Vec::new(),
             created: Vec::new(),
         };
         let safe = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
         m.mount(root, "proc", "proc", safe, "")?;
-        m.mount(root, "sys", "sysfs", safe | MountFlags::RDONLY, "")?;
+        match devices {
+            Devices::Create => m.mount(root, "sys", "sysfs", safe | MountFlags::RDONLY, "")?,
+            Devices::BindHost => m.bind_sys(root)?,
+        }
         m.mount(
             root,
             "dev",
@@ -94,6 +112,10 @@ impl Mounts {
         let dev = root.join("dev");
         for (name, major, minor) in DEVICES {
             let p = dev.join(name);
+            if devices == Devices::BindHost {
+                m.bind_device(&p, name)?;
+                continue;
+            }
             rfs::mknodat(
                 CWD,
                 &p,
@@ -168,22 +190,7 @@ impl Mounts {
         data: &str,
     ) -> Result<(), InstallError> {
         let target = root.join(rel);
-        match fs::symlink_metadata(&target) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(InstallError::BadMountPoint {
-                    path: format!("/{rel}"),
-                })
-            }
-            Err(_) => {
-                fs::create_dir(&target).map_err(|source| InstallError::Mount {
-                    what: "cannot create the mount point",
-                    path: target.clone(),
-                    source,
-                })?;
-                self.created.push(target.clone());
-            }
-        }
+        self.mount_point(root, rel)?;
         let data = std::ffi::CString::new(data).map_err(|_| InstallError::Mount {
             what: "invalid mount options for",
             path: target.clone(),
@@ -198,6 +205,70 @@ impl Mounts {
         })?;
         self.mounted.push(target);
         Ok(())
+    }
+
+    /// The host's `/sys` on `root/sys`, recursively, read-only where the kernel lets
+    /// the namespace remount it.
+    fn bind_sys(&mut self, root: &Path) -> Result<(), InstallError> {
+        let target = root.join("sys");
+        self.mount_point(root, "sys")?;
+        mount::mount_bind_recursive("/sys", &target).map_err(|e| InstallError::Mount {
+            what: "cannot bind-mount the host's `/sys` on",
+            path: target.clone(),
+            source: e.into(),
+        })?;
+        self.mounted.push(target.clone());
+        // A bind mount's flags are locked in a user namespace: a remount must keep the
+        // ones it inherited, and may add these. If the host's mount has flags it cannot
+        // restate (`noatime`…), it stays writable, which gives the namespace's root
+        // nothing: the host's sysfs files belong to the host's root.
+        let _ = mount::mount_remount(
+            &target,
+            MountFlags::BIND
+                | MountFlags::RDONLY
+                | MountFlags::NOSUID
+                | MountFlags::NODEV
+                | MountFlags::NOEXEC,
+            c"",
+        );
+        Ok(())
+    }
+
+    /// The host's `/dev/NAME` on an empty file at `p`.
+    fn bind_device(&mut self, p: &Path, name: &str) -> Result<(), InstallError> {
+        fs::File::create_new(p).map_err(|source| InstallError::Mount {
+            what: "cannot create the mount point",
+            path: p.to_owned(),
+            source,
+        })?;
+        let host = Path::new("/dev").join(name);
+        mount::mount_bind(&host, p).map_err(|e| InstallError::Mount {
+            what: "cannot bind-mount the host's device on",
+            path: p.to_owned(),
+            source: e.into(),
+        })?;
+        self.mounted.push(p.to_owned());
+        Ok(())
+    }
+
+    /// Checks or creates the directory `root/rel` to mount on.
+    fn mount_point(&mut self, root: &Path, rel: &str) -> Result<(), InstallError> {
+        let target = root.join(rel);
+        match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(InstallError::BadMountPoint {
+                path: format!("/{rel}"),
+            }),
+            Err(_) => {
+                fs::create_dir(&target).map_err(|source| InstallError::Mount {
+                    what: "cannot create the mount point",
+                    path: target.clone(),
+                    source,
+                })?;
+                self.created.push(target);
+                Ok(())
+            }
+        }
     }
 
     /// Unmounts everything now; errors are reported, not ignored.

@@ -28,6 +28,11 @@ pub trait Blobs: Sync {
     fn get(&self, d: &Digest) -> Result<Vec<u8>, TreeError>;
     /// A stream of a blob's bytes, for contents too big to hold in memory.
     fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>, TreeError>;
+    /// Whether the blob is stored, so a caller across a process boundary sends only
+    /// what is missing. The default opens it; stores with an index override this.
+    fn contains(&self, d: &Digest) -> bool {
+        self.open(d).is_ok()
+    }
     /// Stores everything `reader` yields. The default buffers it; stores that can
     /// stream (the application's) override this so disk images never sit in memory.
     fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), TreeError> {
@@ -112,6 +117,10 @@ impl Blobs for MemBlobs {
 
     fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>, TreeError> {
         Ok(Box::new(io::Cursor::new(ArcBytes(self.fetch(d)?))))
+    }
+
+    fn contains(&self, d: &Digest) -> bool {
+        self.map().contains_key(d)
     }
 }
 

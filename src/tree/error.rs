@@ -80,6 +80,13 @@ pub enum TreeError {
     )]
     InvalidPath { path: String, reason: &'static str },
 
+    #[error("`{path}` is owned by id {id}, outside the ids the user namespace maps (0 to {max})")]
+    #[diagnostic(
+        code(w4b::tree::unmapped_id),
+        help("an unprivileged install maps only 0 to {max}; run w4b as root to install into a tree with higher uids or gids")
+    )]
+    UnmappedId { path: String, id: u32, max: u32 },
+
     #[error("invalid entry at `{path}`: {reason}")]
     #[diagnostic(code(w4b::tree::invalid_entry))]
     InvalidEntry { path: String, reason: String },

@@ -52,6 +52,54 @@ pub struct MaterializeStats {
 /// to `dir` itself. Needs the privileges to `chown` and `mknod`. On error `dir` holds a
 /// partial tree and must be discarded by the caller.
 pub fn materialize(blobs: &dyn Blobs, root: Digest, dir: &Path) -> Result<MaterializeStats, TreeError> {
+    materialize_with(blobs, root, dir, None).map(|(stats, _)| stats)
+}
+
+/// Device nodes that [`materialize_without_devices`] wrote as empty regular files, by
+/// the placeholder's `(dev, ino)`, with the tree's entry for each.
+#[derive(Debug, Clone, Default)]
+pub struct Placeholders(BTreeMap<(u64, u64), Entry>);
+
+impl Placeholders {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The device a placeholder file stands for.
+    fn device(&self, meta: &fs::Metadata) -> Option<&Entry> {
+        if !meta.is_file() || meta.len() != 0 {
+            return None;
+        }
+        self.0.get(&(meta.dev(), meta.ino()))
+    }
+}
+
+/// [`materialize`] without the privileges a user namespace lacks: every owner must be
+/// at most `max_id` (the ids the namespace maps; any other is
+/// [`TreeError::UnmappedId`], naming the path), and character and block devices, which
+/// only the host's root may create, become empty regular files with the device's
+/// owner, mode and mtime. [`capture_with_placeholders`] turns the placeholders that are
+/// still there back into the devices, so `capture(materialize(t)) == t` holds here too.
+pub fn materialize_without_devices(
+    blobs: &dyn Blobs,
+    root: Digest,
+    dir: &Path,
+    max_id: u32,
+) -> Result<(MaterializeStats, Placeholders), TreeError> {
+    materialize_with(blobs, root, dir, Some(max_id))
+}
+
+/// [`materialize`], or with `max_id` [`materialize_without_devices`].
+fn materialize_with(
+    blobs: &dyn Blobs,
+    root: Digest,
+    dir: &Path,
+    max_id: Option<u32>,
+) -> Result<(MaterializeStats, Placeholders), TreeError> {
     match fs::read_dir(dir) {
         Ok(mut items) => {
             if items.next().is_some() {
@@ -69,6 +117,18 @@ pub fn materialize(blobs: &dyn Blobs, root: Digest, dir: &Path) -> Result<Materi
     }
     let entries: Vec<(TreePath, Entry)> = walk(blobs, root).collect::<Result<_, _>>()?;
     let host = |p: &TreePath| host_path(dir, p);
+    let unprivileged = max_id.is_some();
+    if let Some(max) = max_id {
+        for (path, entry) in &entries {
+            if let Some(id) = [entry.uid, entry.gid].into_iter().find(|&id| id > max) {
+                return Err(TreeError::UnmappedId {
+                    path: path.to_string(),
+                    id,
+                    max,
+                });
+            }
+        }
+    }
 
     // Directories first, in walk order (parents before children), private until their
     // metadata is applied at the end.
@@ -84,7 +144,7 @@ pub fn materialize(blobs: &dyn Blobs, root: Digest, dir: &Path) -> Result<Materi
     let bytes: u64 = entries
         .par_iter()
         .filter(|(_, e)| !e.is_dir() && !matches!(e.kind, Kind::HardLink { .. }))
-        .map(|(path, entry)| create_leaf(blobs, &host(path), entry))
+        .map(|(path, entry)| create_leaf(blobs, &host(path), entry, unprivileged))
         .try_reduce(|| 0, |a, b| Ok(a.saturating_add(b)))?;
     // Metadata of the leaves before their hard links exist: a link shares the inode, so
     // setting it once is enough, and linking cannot disturb it.
@@ -98,16 +158,29 @@ pub fn materialize(blobs: &dyn Blobs, root: Digest, dir: &Path) -> Result<Materi
             rfs::linkat(CWD, &t, CWD, &h, AtFlags::empty()).map_err(errno("cannot create hard link", &h))?;
         }
     }
+    let mut placeholders = Placeholders::default();
+    if unprivileged {
+        for (path, entry) in &entries {
+            if matches!(entry.kind, Kind::CharDev { .. } | Kind::BlockDev { .. }) {
+                let h = host(path);
+                let meta = fs::symlink_metadata(&h).map_err(io_error("cannot read", &h))?;
+                placeholders.0.insert((meta.dev(), meta.ino()), entry.clone());
+            }
+        }
+    }
     // Directories last and deepest first, so no later creation touches their mtime.
     for (path, entry) in entries.iter().rev() {
         if entry.is_dir() {
             apply_metadata(&host(path), entry)?;
         }
     }
-    Ok(MaterializeStats {
-        entries: entries.len() as u64,
-        bytes,
-    })
+    Ok((
+        MaterializeStats {
+            entries: entries.len() as u64,
+            bytes,
+        },
+        placeholders,
+    ))
 }
 
 /// The host path of `path` below `dir`.
@@ -120,7 +193,17 @@ fn host_path(dir: &Path, path: &TreePath) -> PathBuf {
 }
 
 /// Creates a non-directory, non-hard-link entry; returns the content bytes written.
-fn create_leaf(blobs: &dyn Blobs, h: &Path, entry: &Entry) -> Result<u64, TreeError> {
+/// `placeholder_devices`: a device becomes an empty regular file.
+fn create_leaf(
+    blobs: &dyn Blobs,
+    h: &Path,
+    entry: &Entry,
+    placeholder_devices: bool,
+) -> Result<u64, TreeError> {
+    if placeholder_devices && matches!(entry.kind, Kind::CharDev { .. } | Kind::BlockDev { .. }) {
+        File::create_new(h).map_err(io_error("cannot create", h))?;
+        return Ok(0);
+    }
     let node = |file_type, dev| {
         rfs::mknodat(CWD, h, file_type, Mode::from_raw_mode(0o600), dev).map_err(errno("cannot create", h))
     };
@@ -199,6 +282,18 @@ struct Scanned {
 /// [`Kind::HardLink`]s to it. The result depends only on what is on disk, never on
 /// directory order or thread scheduling.
 pub fn capture(blobs: &dyn Blobs, dir: &Path) -> Result<Digest, TreeError> {
+    capture_with_placeholders(blobs, dir, &Placeholders::default())
+}
+
+/// [`capture`] of a directory [`materialize_without_devices`] wrote: an empty regular
+/// file that is one of `placeholders` (the same inode, so neither replaced nor written)
+/// is captured as the device it stands for, with the owner, mode and mtime it has now.
+/// A placeholder that was removed stays removed.
+pub fn capture_with_placeholders(
+    blobs: &dyn Blobs,
+    dir: &Path,
+    placeholders: &Placeholders,
+) -> Result<Digest, TreeError> {
     let top = fs::symlink_metadata(dir).map_err(io_error("cannot read", dir))?;
     if !top.is_dir() {
         return Err(TreeError::Io {
@@ -219,7 +314,7 @@ pub fn capture(blobs: &dyn Blobs, dir: &Path) -> Result<Digest, TreeError> {
     let mut leaders: BTreeMap<(u64, u64), TreePath> = BTreeMap::new();
     let mut link_to: Vec<Option<TreePath>> = Vec::with_capacity(scanned.len());
     for s in &scanned {
-        let is_linked_file = s.meta.is_file() && s.meta.nlink() > 1;
+        let is_linked_file = s.meta.is_file() && s.meta.nlink() > 1 && placeholders.device(&s.meta).is_none();
         let target = if is_linked_file {
             match leaders.entry((s.meta.dev(), s.meta.ino())) {
                 std::collections::btree_map::Entry::Occupied(o) => Some(o.get().clone()),
@@ -237,7 +332,7 @@ pub fn capture(blobs: &dyn Blobs, dir: &Path) -> Result<Digest, TreeError> {
     let entries: Vec<Entry> = scanned
         .par_iter()
         .zip(link_to.par_iter())
-        .map(|(s, link)| captured_entry(blobs, s, link.as_ref()))
+        .map(|(s, link)| captured_entry(blobs, s, link.as_ref(), placeholders))
         .collect::<Result<_, _>>()?;
     let mut b = TreeBuilder::new();
     for (s, e) in scanned.into_iter().zip(entries) {
@@ -284,11 +379,18 @@ fn scan(dir: &Path, at: &TreePath, depth: usize, out: &mut Vec<Scanned>) -> Resu
 }
 
 /// The entry for one scanned object; regular files are stored (or linked to `link`).
-fn captured_entry(blobs: &dyn Blobs, s: &Scanned, link: Option<&TreePath>) -> Result<Entry, TreeError> {
+fn captured_entry(
+    blobs: &dyn Blobs,
+    s: &Scanned,
+    link: Option<&TreePath>,
+    placeholders: &Placeholders,
+) -> Result<Entry, TreeError> {
     let ft = s.meta.file_type();
     let rdev = s.meta.rdev();
     let (major, minor) = (rfs::major(rdev), rfs::minor(rdev));
-    let kind = if let Some(target) = link {
+    let kind = if let Some(device) = placeholders.device(&s.meta) {
+        device.kind.clone()
+    } else if let Some(target) = link {
         Kind::HardLink {
             target: target.clone(),
         }
