@@ -4,7 +4,8 @@
 //! The lockfile fixes which `.deb`s a package set needs; this engine turns them plus a
 //! root tree into a [`Changeset`] the caller overlays like a layer:
 //!
-//! 1. [`preflight`]: root, a binfmt_misc handler with the `F` flag for the architecture
+//! 1. [`preflight`]: root (or, for an ordinary user, what [`userns`] needs to run steps
+//!    2–4 in a user namespace of a re-executed w4b), a binfmt_misc handler with the `F` flag for the architecture
 //!    (qemu-user), the host tools; errors name the Debian packages to install.
 //! 2. The input tree is materialized ([`crate::tree::host::materialize`]) into a scratch
 //!    directory the caller owns; `/usr/bin/dpkg` must be in it.

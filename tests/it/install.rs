@@ -340,3 +340,225 @@ fn a_cancelled_install_leaves_no_mount_and_no_scratch_files() {
         "a mount survived: {mounts}"
     );
 }
+
+/// A throwaway user with 65,536 subordinate ids, removed (with its processes) on drop.
+struct ThrowawayUser {
+    name: String,
+    home: PathBuf,
+}
+
+impl ThrowawayUser {
+    fn create(name: &str, subids: &str) -> Result<ThrowawayUser, String> {
+        let _ = Command::new("userdel").arg(name).output();
+        let home = PathBuf::from(format!("/tmp/{name}-home"));
+        let _ = fs::remove_dir_all(&home);
+        run(Command::new("useradd").args(["-M", "-s", "/bin/sh", name]))?;
+        let user = ThrowawayUser {
+            name: name.to_owned(),
+            home,
+        };
+        run(Command::new("usermod")
+            .args(["--add-subuids", subids, "--add-subgids", subids])
+            .arg(name))?;
+        fs::create_dir_all(&user.home).map_err(|e| e.to_string())?;
+        Ok(user)
+    }
+
+    /// `w4b ARGS` as the user, in its home, with an empty environment.
+    fn w4b(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", &self.name, "--regid", &self.name, "--init-groups"])
+            .arg("env")
+            .arg("-i")
+            .arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+            .arg(format!("HOME={}", self.home.display()))
+            .arg(self.home.join("w4b"))
+            .args(args)
+            .current_dir(&self.home);
+        c
+    }
+
+    fn chown_home(&self) {
+        let _ = run(Command::new("chown").arg("-R").arg(&self.name).arg(&self.home));
+    }
+
+    fn processes(&self) -> String {
+        Command::new("pgrep")
+            .args(["-a", "-u", &self.name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).output();
+        let _ = Command::new("userdel").arg(&self.name).output();
+        let _ = fs::remove_dir_all(&self.home);
+    }
+}
+
+/// A dependency-closed subset of the openssh-server set, with maintainer scripts (`ucf`).
+const SUBSET: [&str; 6] = [
+    "libbsd0",
+    "libcbor0.8",
+    "libedit2",
+    "libssl3",
+    "ucf",
+    "sensible-utils",
+];
+
+fn unprivileged_preconditions() -> bool {
+    if !preconditions() {
+        return false;
+    }
+    crate::oracle::have_all(&[
+        "useradd",
+        "usermod",
+        "userdel",
+        "setpriv",
+        "newuidmap",
+        "newgidmap",
+        "pgrep",
+    ])
+}
+
+/// Root runs `install-debs` on the subset; the same, as a throwaway user through a user
+/// namespace, must give the same changeset and tree. The user gets a cache holding only
+/// the base, so every new blob crosses the session's pipe.
+#[test]
+fn an_unprivileged_install_gives_the_changeset_of_a_root_install() {
+    if !unprivileged_preconditions() {
+        return;
+    }
+    let Ok((base_dir, deb_files)) = fixture() else {
+        crate::oracle::skipped("the Debian mirror is unreachable");
+        return;
+    };
+    let user = ThrowawayUser::create("w4b-it-userns", "400000-465535").unwrap();
+    let debs_dir = user.home.join("debs");
+    fs::create_dir_all(&debs_dir).unwrap();
+    let mut debs = Vec::new();
+    for f in &deb_files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if SUBSET.iter().any(|p| name.starts_with(&format!("{p}_"))) {
+            fs::copy(f, debs_dir.join(&name)).unwrap();
+            debs.push(format!("debs/{name}"));
+        }
+    }
+    assert_eq!(debs.len(), SUBSET.len(), "{deb_files:?}");
+    fs::copy(env!("CARGO_BIN_EXE_w4b"), user.home.join("w4b")).unwrap();
+    let root_cache = tempfile::tempdir().unwrap();
+    let w4b_root = |cache: &Path, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_w4b"))
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(["install-debs", "--epoch", &EPOCH.to_string(), "--base-tree"])
+            .arg(&base_dir)
+            .args(extra)
+            .current_dir(&user.home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let deb_args: Vec<&str> = debs.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let as_root = w4b_root(root_cache.path(), &deb_args);
+    eprintln!("as root: {:?} {as_root}", started.elapsed());
+    let user_cache = user.home.join("cache");
+    let base = w4b_root(&user_cache, &["--capture-only"]);
+    assert_eq!(base["base"], as_root["base"]);
+    user.chown_home();
+
+    let base_hex = base["base"].as_str().unwrap().to_owned();
+    let mut args = vec!["--cache-dir", "cache", "install-debs", "--base", &base_hex];
+    let epoch = EPOCH.to_string();
+    args.extend(["--epoch", &epoch]);
+    args.extend(&deb_args);
+    let started = Instant::now();
+    let out = user.w4b(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let unprivileged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("unprivileged: {:?} {unprivileged}", started.elapsed());
+    assert_eq!(unprivileged["changeset"], as_root["changeset"]);
+    assert_eq!(unprivileged["tree"], as_root["tree"]);
+    assert_eq!(user.processes(), "", "the session left processes");
+    let tmp: Vec<_> = fs::read_dir(user_cache.join("v1/tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(tmp.is_empty(), "scratch left behind: {tmp:?}");
+}
+
+/// SIGTERM to an unprivileged install while dpkg runs: it reports the cancel, and no
+/// process, mount or scratch file of the session survives.
+#[test]
+fn a_cancelled_unprivileged_install_leaves_no_process_behind() {
+    if !unprivileged_preconditions() {
+        return;
+    }
+    let Ok((base_dir, deb_files)) = fixture() else {
+        crate::oracle::skipped("the Debian mirror is unreachable");
+        return;
+    };
+    let user = ThrowawayUser::create("w4b-it-cancel", "500000-565535").unwrap();
+    let debs_dir = user.home.join("debs");
+    fs::create_dir_all(&debs_dir).unwrap();
+    let mut args: Vec<String> = ["--cache-dir", "cache", "install-debs", "--epoch", "1700000000"]
+        .map(String::from)
+        .to_vec();
+    for f in &deb_files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        fs::copy(f, debs_dir.join(&name)).unwrap();
+        args.push(format!("debs/{name}"));
+    }
+    fs::copy(env!("CARGO_BIN_EXE_w4b"), user.home.join("w4b")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_w4b"))
+        .arg("--cache-dir")
+        .arg(user.home.join("cache"))
+        .args(["install-debs", "--epoch", "0", "--capture-only", "--base-tree"])
+        .arg(&base_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let base: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    user.chown_home();
+    args.push("--base".into());
+    args.push(base["base"].as_str().unwrap().to_owned());
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = user
+        .w4b(&arg_refs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the scratch root has dpkg's log, then a little longer: dpkg runs.
+    let tmp = user.home.join("cache/v1/tmp");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !fs::read_dir(&tmp)
+        .map(|d| d.flatten().any(|e| e.path().join("root/dpkg.log").exists()))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "dpkg never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(3000));
+    // setpriv and env exec: the child's pid is w4b's.
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(user.processes(), "", "the cancelled session left processes");
+    let left: Vec<_> = fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*user.home.to_string_lossy()), "{mounts}");
+}
