@@ -383,7 +383,7 @@ pub fn decoder<'a, R: io::BufRead + 'a>(
         // streams are valid and decompress to the concatenation, as the command-line
         // tools do. The zstd decoder reads every frame by default.
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+        Compression::Xz => Box::new(crate::formats::xz::buf_decoder(input)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
         Compression::None => Box::new(input),
     })

@@ -361,12 +361,8 @@ pub fn verify_index(bytes: &[u8], index: &IndexRef, max_size: u64) -> Result<Vec
             }
             bytes.to_vec()
         }
-        Compression::Xz => read_bounded(
-            liblzma::read::XzDecoder::new_multi_decoder(bytes),
-            max_size,
-            &index.path,
-        )
-        .map_err(|e| e.map_io(corrupt))?,
+        Compression::Xz => read_bounded(crate::formats::xz::decoder(bytes), max_size, &index.path)
+            .map_err(|e| e.map_io(corrupt))?,
         Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(bytes), max_size, &index.path)
             .map_err(|e| e.map_io(corrupt))?,
     };

@@ -18,3 +18,4 @@ pub mod io;
 pub mod mbr;
 pub mod partition;
 pub mod tar;
+pub mod xz;

@@ -388,7 +388,7 @@ fn read_control_tar(
     let mut decoder: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(compressed),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(compressed)),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(compressed)),
+        Compression::Xz => Box::new(crate::formats::xz::decoder(compressed)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(compressed).map_err(bad)?),
     };
     decoder
@@ -609,7 +609,7 @@ impl<R: Read> Read for MemberReader<R> {
 pub enum DataReader<R: Read> {
     None(MemberReader<R>),
     Gzip(flate2::read::MultiGzDecoder<MemberReader<R>>),
-    Xz(liblzma::read::XzDecoder<MemberReader<R>>),
+    Xz(crate::formats::xz::XzReader<BufReader<MemberReader<R>>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<MemberReader<R>>>),
 }
 
@@ -618,7 +618,7 @@ impl<R: Read> DataReader<R> {
         Ok(match compression {
             Compression::None => DataReader::None(raw),
             Compression::Gzip => DataReader::Gzip(flate2::read::MultiGzDecoder::new(raw)),
-            Compression::Xz => DataReader::Xz(liblzma::read::XzDecoder::new_multi_decoder(raw)),
+            Compression::Xz => DataReader::Xz(crate::formats::xz::decoder(raw)),
             Compression::Zstd => DataReader::Zstd(zstd::stream::read::Decoder::new(raw)?),
         })
     }

@@ -161,9 +161,11 @@ impl FromStr for Version {
 }
 
 impl fmt::Display for Version {
-    /// The version as written, without a zero epoch that was implicit.
+    /// The version as written, without a zero epoch that was implicit. A zero epoch is
+    /// kept when the upstream version holds a `:`, which would otherwise be read back as
+    /// the epoch separator (`0:1:2` is not `1:2`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.epoch != 0 {
+        if self.epoch != 0 || self.upstream.contains(':') {
             write!(f, "{}:", self.epoch)?;
         }
         f.write_str(&self.upstream)?;
@@ -268,6 +270,21 @@ mod tests {
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn printing_keeps_a_zero_epoch_that_a_colon_in_upstream_needs() {
+        for text in ["0:1:2", "0:1:2-3", "2:1:2", "1.0", "0:1.0-1", "3:a:b:c-d"] {
+            let parsed = v(text);
+            let printed = parsed.to_string();
+            let again = v(&printed);
+            assert_eq!(again, parsed, "{text} printed as {printed}");
+            assert_eq!(again.cmp(&parsed), Ordering::Equal);
+            assert_eq!(again.epoch, parsed.epoch);
+            assert_eq!(again.upstream, parsed.upstream);
+        }
+        assert_eq!(v("0:1:2").to_string(), "0:1:2");
+        assert_eq!(v("0:1.0-1").to_string(), "1.0-1");
     }
 
     #[test]
