@@ -26,7 +26,7 @@ export TZ=UTC SOURCE_DATE_EPOCH=1700000000
 stamp=@1700000000
 
 rm -rf "$seeds"
-mkdir -p "$seeds"/{defs,mbr,gpt,fat,ext4,tar}
+mkdir -p "$seeds"/{defs,mbr,gpt,fat,ext4,tar,placement}
 
 # Drops the trailing zero bytes of a file (keeps at least one byte).
 trim() {
@@ -198,5 +198,15 @@ done
 for f in "$repo"/tests/hive-corpus/*.yaml; do
     cp "$f" "$seeds/defs/hive-$(basename "$f")"
 done
+
+# --- placement -------------------------------------------------------------------------
+# Structured (`arbitrary`) inputs: any bytes decode to bins and items, so the seeds are a
+# few fixed pseudo-random byte strings of growing length (SHA-256 in counter mode).
+python3 - "$seeds/placement" <<'EOF'
+import hashlib, sys
+for n in (64, 512, 2048, 8192):
+    out = b''.join(hashlib.sha256(b'w4b placement seed %d %d' % (n, i)).digest() for i in range(n // 32))
+    open('%s/random-%d' % (sys.argv[1], n), 'wb').write(out)
+EOF
 
 du -sh "$seeds"/* | sed 's|'"$seeds"'/||'

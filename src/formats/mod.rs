@@ -17,5 +17,6 @@ pub mod gpt;
 pub mod io;
 pub mod mbr;
 pub mod partition;
+pub mod placement;
 pub mod tar;
 pub mod xz;
