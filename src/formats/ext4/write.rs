@@ -15,6 +15,9 @@
 //! - **Superblock** at byte 1024, copies at the start of groups 1, 3ⁿ, 5ⁿ, 7ⁿ
 //!   (`s_block_group_nr` set), each followed by the group descriptor table (64-byte
 //!   descriptors) and `s_reserved_gdt_blocks` reserved blocks ([`layout`]).
+//!   The copies are those of the *empty* filesystem of the same geometry (`/`,
+//!   `lost+found`, the journal and the resize inode), as `mke2fs` leaves them and the
+//!   kernel never updates them: their free counts and checksums depend on the size alone.
 //! - **Checksums**: `s_checksum_type = 1` (crc32c), seed `crc32c(~0, s_uuid)`; superblock
 //!   (`crc32c(~0, bytes 0..0x3FC)`), group descriptors (`crc32c(seed, le32 group,
 //!   descriptor with bg_checksum = 0) & 0xFFFF`), block and inode bitmaps (in the
@@ -688,7 +691,39 @@ fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<La
     if journal_blocks < 1024 {
         return Ok(None);
     }
-    let mut alloc = Allocator::new(&geometry);
+    let Some(a) = allocate(plan, &geometry, journal_blocks)? else {
+        return Ok(None);
+    };
+    let reserved_blocks = blocks * u64::from(opts.reserved_percent) / 100;
+    Ok(Some(Layout {
+        free: a.free,
+        geometry,
+        journal_blocks,
+        resize_dind: a.resize_dind,
+        journal: a.journal,
+        placements: a.placements,
+        reserved_blocks,
+    }))
+}
+
+/// The blocks handed out after the metadata, in order.
+struct Allocated {
+    resize_dind: Option<u64>,
+    journal: Placement,
+    placements: Vec<Placement>,
+    /// Free blocks left.
+    free: u64,
+}
+
+/// Hands out blocks strictly in order: the resize inode's double-indirect block, the
+/// journal, then each inode's data, extent leaves and xattr block. `Ok(None)` when the
+/// content does not fit.
+fn allocate(
+    plan: &Plan,
+    geometry: &Geometry,
+    journal_blocks: u32,
+) -> Result<Option<Allocated>, Ext4WriteError> {
+    let mut alloc = Allocator::new(geometry);
     let resize_dind = if geometry.reserved_gdt > 0 {
         match alloc.take(1) {
             Some(r) => Some(r[0].start),
@@ -711,15 +746,11 @@ fn lay_out(plan: &Plan, opts: &Ext4Options, mut blocks: u64) -> Result<Option<La
         }
         placements.push(pl);
     }
-    let reserved_blocks = blocks * u64::from(opts.reserved_percent) / 100;
-    Ok(Some(Layout {
-        free: alloc.remaining(),
-        geometry,
-        journal_blocks,
+    Ok(Some(Allocated {
         resize_dind,
         journal,
         placements,
-        reserved_blocks,
+        free: alloc.remaining(),
     }))
 }
 
@@ -851,11 +882,7 @@ fn emit<W: Write + Seek>(
     let bs = BLOCK_SIZE as usize;
 
     // Used blocks: metadata, then everything the allocator handed out.
-    let mut used: Bitset = g.used.clone();
-    let mut alloc = Allocator::new(g);
-    let handed = g.free_runs.iter().map(|r| r.1 - r.0).sum::<u64>() - layout.free;
-    let _ = alloc.take(handed);
-    alloc.mark_used(&mut used);
+    let used = used_blocks(g, layout.free);
 
     // Inodes in use: 1..=last (reserved ones count as used, as mke2fs marks them).
     let last_ino = u64::from(plan.last_ino());
@@ -867,45 +894,13 @@ fn emit<W: Write + Seek>(
         .collect();
 
     // Bitmaps and descriptors.
-    let ipg = g.inodes_per_group;
-    let mut gdt = vec![0u8; (g.desc_blocks * BLOCK_SIZE) as usize];
-    let mut totals = (0u64, 0u64);
-    for grp in 0..g.groups {
-        let first = grp * BLOCKS_PER_GROUP;
-        let n = g.group_blocks(grp);
-        let mut bb = vec![0u8; bs];
-        let mut used_blocks = 0;
-        for i in 0..BLOCKS_PER_GROUP {
-            if i >= n || used.get(first + i) {
-                bb[(i / 8) as usize] |= 1 << (i % 8);
-                used_blocks += u64::from(i < n);
-            }
-        }
-        let used_inodes = last_ino.saturating_sub(grp * ipg).min(ipg);
-        let mut ib = vec![0u8; bs];
-        for i in 0..(bs as u64 * 8) {
-            if i < used_inodes || i >= ipg {
-                ib[(i / 8) as usize] |= 1 << (i % 8);
-            }
-        }
-        let counts = GroupCounts {
-            free_blocks: n - used_blocks,
-            free_inodes: ipg - used_inodes,
-            used_dirs: dirs.iter().filter(|&&d| (u64::from(d) - 1) / ipg == grp).count() as u64,
-            itable_unused: ipg - used_inodes,
-        };
-        totals.0 += counts.free_blocks;
-        totals.1 += counts.free_inodes;
-        let meta = &g.group_meta[grp as usize];
-        sink.block(meta.block_bitmap, &bb)?;
-        sink.block(meta.inode_bitmap, &ib)?;
-        let bb_csum = csum::bitmap(seed, &bb);
-        let ib_csum = csum::bitmap(seed, &ib[..(ipg / 8) as usize]);
-        let d = descriptor(grp, meta, &counts, bb_csum, ib_csum, seed);
-        gdt[(grp * DESC_SIZE) as usize..((grp + 1) * DESC_SIZE) as usize].copy_from_slice(&d);
-    }
+    let (gdt, totals) = group_tables(g, &used, last_ino, &dirs, seed, |meta, bb, ib| {
+        sink.block(meta.block_bitmap, bb)?;
+        sink.block(meta.inode_bitmap, ib)
+    })?;
 
-    // Superblock and its copies, each followed by the GDT.
+    // Superblock and its copies, each followed by the GDT. The copies are the empty
+    // filesystem's, as `mke2fs` leaves them (see `empty_tables`).
     let journal_iblock = {
         let (ib, _) = inode::extent_tree(&layout.journal.extents, &layout.journal.leaves, 0);
         ib
@@ -919,11 +914,17 @@ fn emit<W: Write + Seek>(
     block0[1024..2048].copy_from_slice(&superblock(layout, opts, &sb, 0));
     sink.block(0, &block0)?;
     sink.block(1, &gdt)?;
+    let (empty_gdt, empty_totals) = empty_tables(layout, opts, seed)?;
+    let empty_sb = SuperFields {
+        free_blocks: empty_totals.0,
+        free_inodes: empty_totals.1,
+        journal_iblock,
+    };
     for grp in g.backup_groups() {
         let mut b = vec![0u8; bs];
-        b[..1024].copy_from_slice(&superblock(layout, opts, &sb, grp));
+        b[..1024].copy_from_slice(&superblock(layout, opts, &empty_sb, grp));
         sink.block(grp * BLOCKS_PER_GROUP, &b)?;
-        sink.block(grp * BLOCKS_PER_GROUP + 1, &gdt)?;
+        sink.block(grp * BLOCKS_PER_GROUP + 1, &empty_gdt)?;
     }
 
     // The resize inode's double-indirect block and the primary reserved GDT blocks, each
@@ -966,6 +967,7 @@ fn emit<W: Write + Seek>(
     }
 
     // Inode table.
+    let ipg = g.inodes_per_group;
     let mut table: Vec<u8> = Vec::new();
     let mut table_block: Option<u64> = None;
     for ino in 1..=last_ino as u32 {
@@ -1038,6 +1040,111 @@ fn emit<W: Write + Seek>(
         journal_blocks: layout.journal_blocks,
         reserved_gdt_blocks: g.reserved_gdt,
     })
+}
+
+/// The metadata blocks and the first `handed` free blocks: allocation is strictly in
+/// order, so this is the set the allocator gave out when `free` blocks are left.
+fn used_blocks(g: &Geometry, free: u64) -> Bitset {
+    let mut used: Bitset = g.used.clone();
+    let mut alloc = Allocator::new(g);
+    let handed = g.free_runs.iter().map(|r| r.1 - r.0).sum::<u64>() - free;
+    let _ = alloc.take(handed);
+    alloc.mark_used(&mut used);
+    used
+}
+
+/// The group descriptor table and the (free blocks, free inodes) totals of a filesystem
+/// whose used blocks are `used` and whose inodes `1..=last_ino` are in use, `dirs` of them
+/// directories. `bitmaps` receives each group's block and inode bitmap.
+fn group_tables(
+    g: &Geometry,
+    used: &Bitset,
+    last_ino: u64,
+    dirs: &[u32],
+    seed: u32,
+    mut bitmaps: impl FnMut(&layout::GroupMeta, &[u8], &[u8]) -> io::Result<()>,
+) -> io::Result<(Vec<u8>, (u64, u64))> {
+    let bs = BLOCK_SIZE as usize;
+    let ipg = g.inodes_per_group;
+    let mut gdt = vec![0u8; (g.desc_blocks * BLOCK_SIZE) as usize];
+    let mut totals = (0u64, 0u64);
+    for grp in 0..g.groups {
+        let first = grp * BLOCKS_PER_GROUP;
+        let n = g.group_blocks(grp);
+        let mut bb = vec![0u8; bs];
+        let mut used_blocks = 0;
+        for i in 0..BLOCKS_PER_GROUP {
+            if i >= n || used.get(first + i) {
+                bb[(i / 8) as usize] |= 1 << (i % 8);
+                used_blocks += u64::from(i < n);
+            }
+        }
+        let used_inodes = last_ino.saturating_sub(grp * ipg).min(ipg);
+        let mut ib = vec![0u8; bs];
+        for i in 0..(bs as u64 * 8) {
+            if i < used_inodes || i >= ipg {
+                ib[(i / 8) as usize] |= 1 << (i % 8);
+            }
+        }
+        let counts = GroupCounts {
+            free_blocks: n - used_blocks,
+            free_inodes: ipg - used_inodes,
+            used_dirs: dirs.iter().filter(|&&d| (u64::from(d) - 1) / ipg == grp).count() as u64,
+            itable_unused: ipg - used_inodes,
+        };
+        totals.0 += counts.free_blocks;
+        totals.1 += counts.free_inodes;
+        let meta = &g.group_meta[grp as usize];
+        bitmaps(meta, &bb, &ib)?;
+        let bb_csum = csum::bitmap(seed, &bb);
+        let ib_csum = csum::bitmap(seed, &ib[..(ipg / 8) as usize]);
+        let d = descriptor(grp, meta, &counts, bb_csum, ib_csum, seed);
+        gdt[(grp * DESC_SIZE) as usize..((grp + 1) * DESC_SIZE) as usize].copy_from_slice(&d);
+    }
+    Ok((gdt, totals))
+}
+
+/// The descriptor table and totals of the *empty* filesystem of this geometry: `/` and
+/// `lost+found` only, the journal and the resize inode where this image has them. The
+/// superblock and GDT copies carry these, as `mke2fs` leaves them and the kernel never
+/// updates them (Raspberry Pi OS images carry such mkfs-time copies too), so the copies
+/// depend on the size alone and a changed file does not change the blocks that hold them.
+/// `e2fsck -b` finds the real counts from the primary bitmaps and inodes, as it does for
+/// any filesystem filled after `mke2fs`.
+fn empty_tables(
+    layout: &Layout,
+    opts: &Ext4Options,
+    seed: u32,
+) -> Result<(Vec<u8>, (u64, u64)), Ext4WriteError> {
+    let root = Node {
+        path: "/".into(),
+        kind: NodeKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: opts.epoch,
+        xattrs: BTreeMap::new(),
+    };
+    let empty = plan(std::slice::from_ref(&root), opts.epoch)?;
+    let g = &layout.geometry;
+    let free = allocate(&empty, g, layout.journal_blocks)?
+        .ok_or(Ext4WriteError::TooSmall {
+            bytes: g.blocks * BLOCK_SIZE,
+            needed: 0,
+            free: 0,
+        })?
+        .free;
+    let dirs: Vec<u32> = empty
+        .inodes
+        .iter()
+        .filter(|p| matches!(p.body, Body::Dir { .. }))
+        .map(|p| p.ino)
+        .collect();
+    let used = used_blocks(g, free);
+    let tables = group_tables(g, &used, u64::from(empty.last_ino()), &dirs, seed, |_, _, _| {
+        Ok(())
+    })?;
+    Ok(tables)
 }
 
 /// Streams one file's content into its extents, skipping all-zero blocks.

@@ -476,6 +476,106 @@ fn resize2fs_grows_a_written_image() {
     assert_eq!(debugfs(&img, "cat /etc/hostname"), "beehive\n");
 }
 
+/// The free counts `dumpe2fs -h` prints for the superblock at `superblock` (0: primary).
+fn dumpe2fs_free(img: &Path, superblock: u64) -> (String, String) {
+    let mut cmd = Command::new("dumpe2fs");
+    cmd.arg("-h");
+    if superblock != 0 {
+        cmd.args(["-o", &format!("superblock={superblock}"), "-o", "blocksize=4096"]);
+    }
+    let out = cmd.arg(img).output().unwrap();
+    assert!(
+        out.status.success(),
+        "dumpe2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no `{name}` in dumpe2fs -h:\n{text}"))
+    };
+    (field("Free blocks:"), field("Free inodes:"))
+}
+
+/// Superblock and GDT copies are the empty filesystem's, as `mke2fs` leaves them: the same
+/// bytes whatever the tree, so they depend on the size alone. `e2fsck -b` still recovers
+/// the filesystem from them, as it does one filled after `mke2fs`.
+#[test]
+fn backups_are_the_empty_filesystems() {
+    if !tool("e2fsck") || !tool("dumpe2fs") || !tool("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (full, empty) = (dir.path().join("full"), dir.path().join("empty"));
+    // 512 MiB: four groups, copies in groups 1 and 3.
+    let o = opts(Size::Fixed(512 << 20));
+    write_image(&small_tree(), &o, &full);
+    write_image(&Tree::new().sorted(), &o, &empty);
+    fsck_clean(&full);
+    fsck_clean(&empty);
+
+    let (a, b) = (std::fs::read(&full).unwrap(), std::fs::read(&empty).unwrap());
+    for grp in [1u64, 3] {
+        // The superblock copy and the descriptor block after it.
+        let at = (grp * BLOCKS_PER_GROUP * BLOCK_SIZE) as usize;
+        let end = at + 2 * BLOCK_SIZE as usize;
+        assert!(
+            a[at..end] == b[at..end],
+            "copy in group {grp} depends on the tree"
+        );
+    }
+    assert!(
+        a[1024..2048] != b[1024..2048],
+        "the primary must carry the real counts"
+    );
+    assert_eq!(dumpe2fs_free(&full, 32768), dumpe2fs_free(&empty, 0));
+    assert_ne!(dumpe2fs_free(&full, 0), dumpe2fs_free(&empty, 0));
+
+    // From the copy in group 1, `e2fsck -n` sees only what `mke2fs` followed by a mount
+    // leaves: summary counts and bitmap checksums that differ from the copy's.
+    let out = Command::new("e2fsck")
+        .args(["-fn", "-b", "32768", "-B", "4096"])
+        .arg(&full)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "e2fsck -fn -b 32768:\n{stdout}");
+    let allowed = [
+        "Pass ",
+        "Free blocks count wrong",
+        "Free inodes count wrong",
+        "Directories count wrong",
+        "Fix? no",
+        "Inode bitmap differences:",
+        "Block bitmap differences:",
+        "IGNORED.",
+        "WARNING: Filesystem still has errors",
+        "e2fsck ",
+    ];
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let ok = allowed.iter().any(|a| line.contains(a))
+            || line.ends_with("bitmap does not match checksum.")
+            || line.contains(" files (") && line.ends_with(" blocks");
+        assert!(ok, "e2fsck -fn -b 32768: unexpected `{line}`\n{stdout}");
+    }
+    // Repaired from the copy, the filesystem is clean and whole.
+    let out = Command::new("e2fsck")
+        .args(["-fy", "-b", "32768", "-B", "4096"])
+        .arg(&full)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "e2fsck -fy -b 32768: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fsck_clean(&full);
+    assert_eq!(debugfs(&full, "cat /etc/hostname"), "beehive\n");
+}
+
 #[test]
 fn fit_holds_content_plus_headroom() {
     if !tool("e2fsck") {
