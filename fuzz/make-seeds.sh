@@ -26,7 +26,7 @@ export TZ=UTC SOURCE_DATE_EPOCH=1700000000
 stamp=@1700000000
 
 rm -rf "$seeds"
-mkdir -p "$seeds"/{defs,mbr,gpt,fat,ext4,tar}
+mkdir -p "$seeds"/{defs,mbr,gpt,fat,ext4,tar,chunks}
 
 # Drops the trailing zero bytes of a file (keeps at least one byte).
 trim() {
@@ -198,5 +198,29 @@ done
 for f in "$repo"/tests/hive-corpus/*.yaml; do
     cp "$f" "$seeds/defs/hive-$(basename "$f")"
 done
+
+# --- chunk indexes ---------------------------------------------------------------------
+# Written from the format in docs/cache-format.md (the digests need not name real chunks:
+# the decoder checks structure, the store checks names): a fixed-size index with a short
+# last chunk and a flat BLAKE3, a variable-length frame list with a trailer and both flat
+# digests, and an empty output.
+python3 - "$seeds/chunks" <<'EOF'
+import struct, sys
+out = sys.argv[1]
+def index(flags, chunk_size, lens, flats=()):
+    b = b"W4BIDX\0\x01" + struct.pack("<IIQQ", flags, chunk_size, sum(lens), len(lens))
+    for f in flats:
+        b += f
+    for i, n in enumerate(lens):
+        b += bytes([i + 1]) * 32 + struct.pack("<I", n)
+    return b
+seeds = {
+    "fixed.idx": index(1, 1 << 20, [1 << 20, 1 << 20, 4096], [b"\xaa" * 32]),
+    "frames.idx": index(7, 0, [4000, 123, 9000, 77], [b"\xbb" * 32, b"\xcc" * 32]),
+    "empty.idx": index(0, 1 << 20, []),
+}
+for name, b in seeds.items():
+    open(f"{out}/{name}", "wb").write(b)
+EOF
 
 du -sh "$seeds"/* | sed 's|'"$seeds"'/||'

@@ -1,5 +1,7 @@
 //! Garbage collection: records are the roots, blobs live while a kept record reaches them
-//! (through its outputs, or a tree its preimage names for `why`).
+//! (through its outputs, or a tree its preimage names for `why`). A chunk index is an
+//! output like a blob and keeps its chunks alive; an evicted one frees the chunks no kept
+//! index shares.
 //!
 //! GC must never delete what a running build may still need. In a local directory builds
 //! hold a shared [`Lease`](crate::Lease) and GC takes the exclusive lock without waiting,
@@ -54,8 +56,11 @@ impl GcPolicy {
 pub struct GcReport {
     pub records_removed: u64,
     pub records_kept: u64,
+    /// Blobs, chunks included.
     pub blobs_removed: u64,
     pub blobs_kept: u64,
+    pub indexes_removed: u64,
+    pub indexes_kept: u64,
     pub bytes_freed: u64,
     pub bytes_kept: u64,
     pub tmp_removed: u64,
@@ -148,6 +153,8 @@ impl StoreDir {
             }
         }
 
+        // Indexes are sized, kept and removed like blobs; their digests never collide.
+        let indexes = self.index_entries()?;
         let blobs = self.blob_entries()?;
         let mut memo = BTreeMap::new();
         let mut closures = Vec::with_capacity(roots.len());
@@ -155,8 +162,11 @@ impl StoreDir {
             closures.push(self.closure(r.outputs.iter().copied(), refs, &mut memo)?);
         }
         if let Some(max_bytes) = policy.max_bytes {
-            let size: BTreeMap<Digest, (u64, bool)> =
-                blobs.iter().map(|b| (b.digest, (b.size, old(b.mtime)))).collect();
+            let size: BTreeMap<Digest, (u64, bool)> = blobs
+                .iter()
+                .chain(&indexes)
+                .map(|b| (b.digest, (b.size, old(b.mtime))))
+                .collect();
             let mut count = BTreeMap::<Digest, u64>::new();
             for (c, _) in closures.iter().zip(&evict).filter(|(_, e)| !**e) {
                 for d in c {
@@ -172,6 +182,7 @@ impl StoreDir {
                 .sum();
             total += blobs
                 .iter()
+                .chain(&indexes)
                 .filter(|b| count.contains_key(&b.digest) || !old(b.mtime))
                 .map(|b| b.size)
                 .sum::<u64>();
@@ -210,12 +221,20 @@ impl StoreDir {
                 let _ = fs::remove_dir(key_dir);
             }
         }
-        for b in blobs {
+        for (b, is_index) in blobs
+            .iter()
+            .map(|b| (b, false))
+            .chain(indexes.iter().map(|b| (b, true)))
+        {
+            let (kept, removed) = match is_index {
+                true => (&mut rep.indexes_kept, &mut rep.indexes_removed),
+                false => (&mut rep.blobs_kept, &mut rep.blobs_removed),
+            };
             if reachable.contains(&b.digest) || !old(b.mtime) {
-                rep.blobs_kept += 1;
+                *kept += 1;
                 rep.bytes_kept += b.size;
             } else if remove(&b.path)? {
-                rep.blobs_removed += 1;
+                *removed += 1;
                 rep.bytes_freed += b.size;
             }
         }
