@@ -78,6 +78,20 @@ pub enum CacheError {
         position: u64,
     },
 
+    #[error("`{name}` is not a valid memo kind")]
+    #[diagnostic(
+        code(w4b::cache::memo_kind),
+        help("a memo kind is 1 to 32 characters of `a-z`, `0-9` and `-`, such as `frame-zstd`")
+    )]
+    MemoKind { name: String },
+
+    #[error("a memo's extra bytes are {len} bytes, more than the 64 KiB a memo may carry")]
+    #[diagnostic(
+        code(w4b::cache::memo_too_large),
+        help("store large results as a blob and memoise its digest instead")
+    )]
+    MemoTooLarge { len: u64 },
+
     #[error("a chunk of {len} bytes is larger than a chunk index can describe (4 GiB)")]
     #[diagnostic(
         code(w4b::cache::chunk_too_large),

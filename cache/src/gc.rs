@@ -1,7 +1,7 @@
 //! Garbage collection: records are the roots, blobs live while a kept record reaches them
 //! (through its outputs, or a tree its preimage names for `why`). A chunk index is an
 //! output like a blob and keeps its chunks alive; an evicted one frees the chunks no kept
-//! index shares.
+//! index shares. Memos keep nothing alive: they are deleted once their value is gone.
 //!
 //! GC must never delete what a running build may still need. In a local directory builds
 //! hold a shared [`Lease`](crate::Lease) and GC takes the exclusive lock without waiting,
@@ -61,6 +61,9 @@ pub struct GcReport {
     pub blobs_kept: u64,
     pub indexes_removed: u64,
     pub indexes_kept: u64,
+    /// Memos whose value is gone (they never keep one alive).
+    pub memos_removed: u64,
+    pub memos_kept: u64,
     pub bytes_freed: u64,
     pub bytes_kept: u64,
     pub tmp_removed: u64,
@@ -238,6 +241,10 @@ impl StoreDir {
                 rep.bytes_freed += b.size;
             }
         }
+        // After the blobs: a memo whose value was just removed goes too.
+        let (kept, removed) = self.prune_memos(None)?;
+        rep.memos_kept = kept.len() as u64;
+        rep.memos_removed = removed.len() as u64;
         for path in crate::dir::sorted_dir(&self.sub("tmp"))? {
             let Ok(m) = fs::symlink_metadata(&path) else {
                 continue;

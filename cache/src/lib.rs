@@ -8,6 +8,7 @@
 //! ```text
 //! <root>/v1/blobs/<2 hex>/<64 hex digest>                          blob bytes (chunks too)
 //! <root>/v1/indexes/<2 hex>/<64 hex keyed digest>                  chunk indexes
+//! <root>/v1/memo/<kind>/<2 hex>/<64 hex key>                      memos (local only)
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.json     step records
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.<keyid>.json  signed ones
 //! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
@@ -23,6 +24,8 @@
 //!   carry a [`RecordSignature`]; the caller of a look-up picks the one it trusts.
 //! - Chunked outputs: [`StoreDir::chunked_writer`] stores a stream as 1 MiB chunks and an
 //!   index; [`OutputReader`] reads any output with verified random access.
+//! - [`Memo`]s remember sub-step results (the chunk a recipe renders to); a memo hits
+//!   only while its value is present and keeps nothing alive.
 //! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,
 //!   so GC and upload follow them.
 //! - `stats`, `verify` and `gc` on [`StoreDir`] back `w4b cache stats|verify|gc`.
@@ -37,6 +40,7 @@ mod digest;
 mod dir;
 mod error;
 mod gc;
+mod memo;
 mod output;
 mod record;
 mod refs;
@@ -49,6 +53,7 @@ pub use digest::{Digest, ParseDigestError};
 pub use dir::{Lease, Quarantined, StoreDir};
 pub use error::{CacheError, ChunkAt};
 pub use gc::{GcPolicy, GcReport};
+pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
 pub use output::{ChunkedWriter, OutputReader};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};

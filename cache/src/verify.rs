@@ -42,6 +42,8 @@ pub struct Stats {
     pub tmp_files: u64,
     pub tmp_bytes: u64,
     pub corrupt_entries: u64,
+    /// Memo files (local only).
+    pub memos: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub struct VerifyReport {
     pub corrupt_indexes: Vec<Digest>,
     /// Indexes with a chunk missing or corrupt (quarantined in shared directories).
     pub incomplete_indexes: Vec<Digest>,
+    /// Memos (kind, key) whose value is gone or corrupt; deleted (a memo is only a hint).
+    pub memos_without_value: Vec<(String, Digest)>,
     /// Valid records (key, outputs digest) whose outputs are not all present and complete.
     pub dangling_records: Vec<(Digest, Digest)>,
     pub divergent_keys: Vec<Digest>,
@@ -100,6 +104,7 @@ impl StoreDir {
             }
         }
         s.corrupt_entries = crate::dir::sorted_dir(&self.sub("corrupt"))?.len() as u64;
+        s.memos = self.memo_files()?.len() as u64;
         Ok(s)
     }
 
@@ -208,6 +213,9 @@ impl StoreDir {
             }
         }
         rep.divergent_keys = divergent(per_key);
+        // Against the blobs just verified: a memo of a quarantined value is gone too.
+        let (_, removed) = self.prune_memos(Some(&blobs_present))?;
+        rep.memos_without_value = removed.into_iter().map(|m| (m.kind, m.key)).collect();
         Ok(rep)
     }
 }

@@ -73,6 +73,12 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
                     );
                 }
                 println!("  records  {:>8}", s.records);
+                if s.memos > 0 {
+                    println!(
+                        "  memos    {:>8}  local hints, kept while their value is",
+                        s.memos
+                    );
+                }
                 if !s.divergent_keys.is_empty() {
                     println!(
                         "  warning: {} key(s) have records with different outputs: a step is not deterministic (see `w4b cache verify`)",
@@ -118,8 +124,12 @@ fn gc_summary(r: &GcReport) -> String {
         0 => String::new(),
         _ => format!(", {n} chunk index(es)"),
     };
+    let memos = match r.memos_removed {
+        0 => String::new(),
+        n => format!("; removed {n} memo(s) whose value was gone"),
+    };
     format!(
-        "removed {} record(s), {} blob(s){}, {} temp file(s): {} freed; kept {} record(s), {} blob(s){}, {}",
+        "removed {} record(s), {} blob(s){}, {} temp file(s): {} freed; kept {} record(s), {} blob(s){}, {}{memos}",
         r.records_removed,
         r.blobs_removed,
         indexes(r.indexes_removed),
@@ -169,6 +179,10 @@ fn verify_summary(r: &VerifyReport) -> String {
     }
     for d in &r.incomplete_indexes {
         lines.push(format!("chunk index `{d}` names chunks that are missing"));
+    }
+    // Memos are hints: one without its value is removed, not a problem.
+    for (kind, key) in &r.memos_without_value {
+        lines.push(format!("removed `{kind}` memo `{key}`: its value is gone"));
     }
     for (k, d) in &r.dangling_records {
         lines.push(format!("record for key `{k}` names missing output `{d}`"));
@@ -335,6 +349,11 @@ mod tests {
             gc_summary(&chunked),
             "removed 2 record(s), 5 blob(s), 1 chunk index(es), 1 temp file(s): 1.5 KiB freed; kept 3 record(s), 7 blob(s), 2 chunk index(es), 10 B"
         );
+        let memos = GcReport {
+            memos_removed: 4,
+            ..gc.clone()
+        };
+        assert!(gc_summary(&memos).ends_with("10 B; removed 4 memo(s) whose value was gone"));
         let mut r = VerifyReport {
             blobs_checked: 4,
             bytes_checked: 2048,
@@ -350,6 +369,14 @@ mod tests {
             "02".repeat(32)
         )));
         r.incomplete_indexes.clear();
+        r.memos_without_value
+            .push(("frame-zstd".into(), w4b_cache::Digest([3; 32])));
+        assert!(verify_clean(&r), "a memo is a hint");
+        assert!(verify_summary(&r).contains(&format!(
+            "removed `frame-zstd` memo `{}`: its value is gone",
+            "03".repeat(32)
+        )));
+        r.memos_without_value.clear();
         r.divergent_keys.push(w4b_cache::Digest([1; 32]));
         assert!(!verify_clean(&r));
         let text = verify_summary(&r);
