@@ -783,6 +783,15 @@ mod tests {
         let dest = t.path().join("copy");
         reader.copy_to(&d, &dest).unwrap();
         assert_eq!(fs::read(dest).unwrap(), bytes);
+
+        // A rotten local index is quarantined and read again from the remote.
+        flip_byte(&reader.local().index_path(&d));
+        assert_eq!(reader.index(&d).unwrap(), Some(idx));
+        assert_eq!(reader.local().take_quarantined().len(), 1);
+        assert!(reader.local().index(&d).unwrap().is_some());
+        // A plain blob's flat BLAKE3 is its name.
+        let plain = writer.local().put_bytes(b"plain").unwrap();
+        assert_eq!(writer.flat_digests(&plain).unwrap().blake3, Some(plain.0));
     }
 
     /// Publish skips an index the remote has; verify on the shared directory finds it
