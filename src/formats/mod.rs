@@ -19,3 +19,4 @@ pub mod mbr;
 pub mod partition;
 pub mod tar;
 pub mod xz;
+pub mod zstd_frames;
