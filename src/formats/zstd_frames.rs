@@ -783,4 +783,4 @@ fn unsupported(offset: u64, field: &'static str, detail: impl Into<String>) -> Z
 
 #[cfg(test)]
 #[path = "zstd_frames_tests.rs"]
-mod tests;
+pub(crate) mod tests;
