@@ -62,7 +62,10 @@ pub struct XzBlock {
 
 impl std::fmt::Debug for XzBlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XzBlock").field("len", &self.bytes.len()).field("record", &self.record).finish()
+        f.debug_struct("XzBlock")
+            .field("len", &self.bytes.len())
+            .field("record", &self.record)
+            .finish()
     }
 }
 
@@ -126,14 +129,24 @@ impl XzBlock {
 /// Checks the Block Header at the start of `bytes` (§3.1) against `record`; returns the
 /// header's size. `at` is where `bytes` start in the stream, for errors.
 fn check_block_header(bytes: &[u8], at: u64, record: &IndexRecord) -> Result<u64, XzBlocksError> {
-    let size_byte = *bytes.first().ok_or_else(|| corrupt(at, "Block Header Size", "missing"))?;
+    let size_byte = *bytes
+        .first()
+        .ok_or_else(|| corrupt(at, "Block Header Size", "missing"))?;
     if size_byte == 0 {
-        return Err(corrupt(at, "Block Header Size", "0 is the Index Indicator, not a block"));
+        return Err(corrupt(
+            at,
+            "Block Header Size",
+            "0 is the Index Indicator, not a block",
+        ));
     }
     let header_size = (usize::from(size_byte).saturating_add(1)).saturating_mul(4);
-    let header = bytes
-        .get(..header_size)
-        .ok_or_else(|| corrupt(at, "Block Header Size", format!("{header_size} bytes, beyond the block")))?;
+    let header = bytes.get(..header_size).ok_or_else(|| {
+        corrupt(
+            at,
+            "Block Header Size",
+            format!("{header_size} bytes, beyond the block"),
+        )
+    })?;
     let (body, sum) = header.split_at(header_size.saturating_sub(4));
     let stored = u32::from_le_bytes(sum.try_into().unwrap_or([0; 4]));
     if crc32(body) != stored {
@@ -145,14 +158,21 @@ fn check_block_header(bytes: &[u8], at: u64, record: &IndexRecord) -> Result<u64
     }
     let flags = *body.get(1).unwrap_or(&0);
     if flags & 0x3C != 0 {
-        return Err(unsupported(at.saturating_add(1), "Block Flags", "reserved bits set"));
+        return Err(unsupported(
+            at.saturating_add(1),
+            "Block Flags",
+            "reserved bits set",
+        ));
     }
     let mut pos = 2usize;
     let header_u64 = header_size as u64;
     if flags & 0x40 != 0 {
         let (compressed, n) = read_vli(body, pos, at)?;
         pos = pos.saturating_add(n);
-        let want = record.unpadded_size.saturating_sub(header_u64).saturating_sub(CHECK_SIZE);
+        let want = record
+            .unpadded_size
+            .saturating_sub(header_u64)
+            .saturating_sub(CHECK_SIZE);
         if compressed != want {
             return Err(corrupt(
                 at.saturating_add(2),
@@ -223,7 +243,10 @@ pub fn block_of_single_block_stream(stream: &[u8]) -> Result<XzBlock, XzBlocksEr
 pub fn stream_header() -> [u8; HEADER_SIZE as usize] {
     let mut h = [0u8; HEADER_SIZE as usize];
     let crc = crc32(&STREAM_FLAGS).to_le_bytes();
-    for (dst, src) in h.iter_mut().zip(HEADER_MAGIC.iter().chain(&STREAM_FLAGS).chain(&crc)) {
+    for (dst, src) in h
+        .iter_mut()
+        .zip(HEADER_MAGIC.iter().chain(&STREAM_FLAGS).chain(&crc))
+    {
         *dst = *src;
     }
     h
@@ -243,8 +266,10 @@ pub fn index_and_footer(records: &[IndexRecord]) -> Result<Vec<u8>, XzBlocksErro
     }
     let crc = crc32(&index);
     index.extend_from_slice(&crc.to_le_bytes());
-    let backward = u32::try_from((index.len() / 4).saturating_sub(1))
-        .map_err(|_| XzBlocksError::TooManyBlocks { count: records.len() as u64 })?;
+    let backward =
+        u32::try_from((index.len() / 4).saturating_sub(1)).map_err(|_| XzBlocksError::TooManyBlocks {
+            count: records.len() as u64,
+        })?;
     let mut tail = backward.to_le_bytes().to_vec();
     tail.extend_from_slice(&STREAM_FLAGS);
     let footer_crc = crc32(&tail);
@@ -306,7 +331,11 @@ pub fn read_index<R: Read + Seek>(file: &mut R) -> Result<StreamIndex, XzBlocksE
     let len = file.seek(SeekFrom::End(0)).map_err(XzBlocksError::Read)?;
     // Header, footer, and the smallest index (indicator, count, CRC32).
     if len < HEADER_SIZE.saturating_mul(2).saturating_add(8) {
-        return Err(corrupt(0, "Stream Header", format!("{len} bytes is too short for an xz stream")));
+        return Err(corrupt(
+            0,
+            "Stream Header",
+            format!("{len} bytes is too short for an xz stream"),
+        ));
     }
     let mut header = [0u8; HEADER_SIZE as usize];
     read_exact_at(file, 0, &mut header)?;
@@ -316,7 +345,11 @@ pub fn read_index<R: Read + Seek>(file: &mut R) -> Result<StreamIndex, XzBlocksE
     }
     let (flags, sum) = rest.split_at(2);
     if crc32(flags) != u32::from_le_bytes(sum.try_into().unwrap_or([0; 4])) {
-        return Err(corrupt(8, "Stream Header CRC32", "does not match the stream flags"));
+        return Err(corrupt(
+            8,
+            "Stream Header CRC32",
+            "does not match the stream flags",
+        ));
     }
     if flags != STREAM_FLAGS {
         return Err(unsupported(
@@ -331,14 +364,26 @@ pub fn read_index<R: Read + Seek>(file: &mut R) -> Result<StreamIndex, XzBlocksE
     if footer.get(10..) != Some(&FOOTER_MAGIC[..]) {
         // Stream Padding (§2.2) is zero bytes in fours after a stream.
         if footer.get(8..) == Some(&[0u8; 4][..]) {
-            return Err(unsupported(footer_at, "Stream Padding", "only a single unpadded stream is read"));
+            return Err(unsupported(
+                footer_at,
+                "Stream Padding",
+                "only a single unpadded stream is read",
+            ));
         }
-        return Err(corrupt(footer_at.saturating_add(10), "Footer Magic Bytes", "not an xz stream footer"));
+        return Err(corrupt(
+            footer_at.saturating_add(10),
+            "Footer Magic Bytes",
+            "not an xz stream footer",
+        ));
     }
     let (sum, covered) = footer.split_at(4);
     let covered = covered.get(..6).unwrap_or(&[]);
     if crc32(covered) != u32::from_le_bytes(sum.try_into().unwrap_or([0; 4])) {
-        return Err(corrupt(footer_at, "Stream Footer CRC32", "does not match the footer"));
+        return Err(corrupt(
+            footer_at,
+            "Stream Footer CRC32",
+            "does not match the footer",
+        ));
     }
     if covered.get(4..) != Some(flags) {
         return Err(corrupt(
@@ -384,9 +429,16 @@ pub fn read_index<R: Read + Seek>(file: &mut R) -> Result<StreamIndex, XzBlocksE
         read_exact_at(file, at, head)?;
         check_block_header(head, at, r)?;
         at = next;
-        data = data.checked_add(r.uncompressed_size).filter(|&d| d <= VLI_MAX).ok_or_else(|| {
-            corrupt(index_offset, "Uncompressed Size", "the blocks add up to more than 2^63 − 1")
-        })?;
+        data = data
+            .checked_add(r.uncompressed_size)
+            .filter(|&d| d <= VLI_MAX)
+            .ok_or_else(|| {
+                corrupt(
+                    index_offset,
+                    "Uncompressed Size",
+                    "the blocks add up to more than 2^63 − 1",
+                )
+            })?;
     }
     if at != index_offset {
         return Err(corrupt(
@@ -413,7 +465,11 @@ fn parse_index(index: &[u8], at: u64) -> Result<Vec<IndexRecord>, XzBlocksError>
     }
     let (body, sum) = index.split_at(index.len().saturating_sub(4));
     if crc32(body) != u32::from_le_bytes(sum.try_into().unwrap_or([0; 4])) {
-        return Err(corrupt(off(body.len()), "Index CRC32", "does not match the index"));
+        return Err(corrupt(
+            off(body.len()),
+            "Index CRC32",
+            "does not match the index",
+        ));
     }
     let (count, mut pos) = read_vli(body, 1, at)?;
     // Each record takes at least two bytes: bound the count before allocating.
@@ -443,7 +499,11 @@ fn parse_index(index: &[u8], at: u64) -> Result<Vec<IndexRecord>, XzBlocksError>
     }
     let padding = body.get(pos..).unwrap_or(&[]);
     if padding.len() > 3 || padding.iter().any(|&b| b != 0) || round4(pos as u64) != body.len() as u64 {
-        return Err(corrupt(off(pos), "Index Padding", "not 0–3 zero bytes up to the CRC32"));
+        return Err(corrupt(
+            off(pos),
+            "Index Padding",
+            "not 0–3 zero bytes up to the CRC32",
+        ));
     }
     Ok(records)
 }
@@ -471,12 +531,13 @@ fn check_record(r: &IndexRecord, i: u64) -> Result<(), XzBlocksError> {
 fn read_vli(bytes: &[u8], pos: usize, at: u64) -> Result<(u64, usize), XzBlocksError> {
     let here = at.saturating_add(pos as u64);
     let mut value = 0u64;
-    for i in 0..9usize {
+    for (i, shift) in (0..9usize).zip((0..63u32).step_by(7)) {
         let b = *pos
             .checked_add(i)
             .and_then(|p| bytes.get(p))
             .ok_or_else(|| corrupt(here, "VLI", "truncated"))?;
-        value |= u64::from(b & 0x7F) << (7 * i as u32);
+        // Nine 7-bit groups: bits 0..=62, so a VLI never exceeds 2^63 − 1.
+        value |= u64::from(b & 0x7F).checked_shl(shift).unwrap_or(0);
         if b & 0x80 == 0 {
             if b == 0 && i > 0 {
                 return Err(corrupt(here, "VLI", "not minimally encoded"));
@@ -536,7 +597,10 @@ pub enum XzBlocksError {
     Encode(#[source] io::Error),
 
     #[error("writing the xz stream failed")]
-    #[diagnostic(code(w4b::xz_blocks::write), help("check the free space where the output goes"))]
+    #[diagnostic(
+        code(w4b::xz_blocks::write),
+        help("check the free space where the output goes")
+    )]
     Write(#[source] io::Error),
 
     #[error("reading the xz file failed")]

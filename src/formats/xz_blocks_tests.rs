@@ -19,7 +19,10 @@ use crate::formats::zstd_frames::tests::sample;
 use crate::oracle::have;
 
 fn assemble(data: &[u8], span: usize, preset: u32) -> (Vec<u8>, usize) {
-    let blocks: Vec<XzBlock> = data.chunks(span).map(|s| encode_block(s, preset).unwrap()).collect();
+    let blocks: Vec<XzBlock> = data
+        .chunks(span)
+        .map(|s| encode_block(s, preset).unwrap())
+        .collect();
     let mut out = Vec::new();
     let n = write_stream(&mut out, &blocks).unwrap();
     assert_eq!(n, out.len() as u64);
@@ -61,7 +64,10 @@ fn the_real_tools_read_assembled_blocks() {
             .unwrap_or_else(|| panic!("xz -l: {text}"))
             .split('\t')
             .collect();
-        assert_eq!(&totals[1..5], ["1", "4", &file.len().to_string(), &data.len().to_string()]);
+        assert_eq!(
+            &totals[1..5],
+            ["1", "4", &file.len().to_string(), &data.len().to_string()]
+        );
         assert_eq!(totals[6], "CRC64");
         let out = run(Command::new("xz").arg("-dc").arg(&path));
         assert!(out.stdout == data, "xz -d round trip");
@@ -82,7 +88,8 @@ fn one_block_reassembled_is_byte_for_byte_what_liblzma_wrote() {
     // The header, index and footer written here are liblzma's for a one-block stream.
     for (len, preset) in [(1usize, 0u32), (1000, 6), (300_000, 1)] {
         let data = sample(len, len as u64);
-        let stream = liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::Crc64).unwrap();
+        let stream =
+            liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::Crc64).unwrap();
         let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
         enc.write_all(&data).unwrap();
         let theirs = enc.finish().unwrap();
@@ -95,12 +102,17 @@ fn one_block_reassembled_is_byte_for_byte_what_liblzma_wrote() {
 #[test]
 fn the_stream_header_and_an_empty_stream_are_as_the_spec_says() {
     // CRC32 of the flags `00 04` is 0x46B4D6E6.
-    assert_eq!(stream_header(), [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0, 0, 4, 0xE6, 0xD6, 0xB4, 0x46]);
+    assert_eq!(
+        stream_header(),
+        [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0, 0, 4, 0xE6, 0xD6, 0xB4, 0x46]
+    );
     let mut empty = Vec::new();
     write_stream(&mut empty, []).unwrap();
     // liblzma's empty stream (what `xz` writes for an empty file) is the same 32 bytes.
     let stream = liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc64).unwrap();
-    let theirs = liblzma::write::XzEncoder::new_stream(Vec::new(), stream).finish().unwrap();
+    let theirs = liblzma::write::XzEncoder::new_stream(Vec::new(), stream)
+        .finish()
+        .unwrap();
     assert_eq!(empty, theirs);
     assert!(decode(&empty).is_empty());
 }
@@ -108,8 +120,14 @@ fn the_stream_header_and_an_empty_stream_are_as_the_spec_says() {
 #[test]
 fn blocks_are_deterministic_across_calls_and_threads() {
     let data = sample(2 << 20, 5);
-    let once: Vec<XzBlock> = data.chunks(1 << 20).map(|s| encode_block(s, 6).unwrap()).collect();
-    let again: Vec<XzBlock> = data.chunks(1 << 20).map(|s| encode_block(s, 6).unwrap()).collect();
+    let once: Vec<XzBlock> = data
+        .chunks(1 << 20)
+        .map(|s| encode_block(s, 6).unwrap())
+        .collect();
+    let again: Vec<XzBlock> = data
+        .chunks(1 << 20)
+        .map(|s| encode_block(s, 6).unwrap())
+        .collect();
     assert_eq!(once, again);
     let threaded: Vec<XzBlock> = std::thread::scope(|scope| {
         let handles: Vec<_> = data
@@ -146,7 +164,11 @@ fn liblzma_multithreaded_streams_with_sizes_in_block_headers_are_read() {
     )
     .unwrap();
     let index = read_index(&mut Cursor::new(&out)).unwrap();
-    assert_eq!(index.records().len(), 3, "1 MiB blocks at preset 0 (3 × 256 KiB, at least 1 MiB)");
+    assert_eq!(
+        index.records().len(),
+        3,
+        "1 MiB blocks at preset 0 (3 × 256 KiB, at least 1 MiB)"
+    );
     let first = index.records()[0];
     let block = XzBlock::new(out[12..12 + first.total_size() as usize].to_vec(), first).unwrap();
     // Its header's declared sizes are checked against the record.
@@ -155,7 +177,16 @@ fn liblzma_multithreaded_streams_with_sizes_in_block_headers_are_read() {
         ..first
     };
     let e = XzBlock::new(block.bytes().to_vec(), wrong).unwrap_err();
-    assert!(matches!(e, XzBlocksError::Corrupt { field: "Uncompressed Size", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            XzBlocksError::Corrupt {
+                field: "Uncompressed Size",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 fn field_of(e: &XzBlocksError) -> (&'static str, &'static str) {
@@ -166,13 +197,28 @@ fn field_of(e: &XzBlocksError) -> (&'static str, &'static str) {
     }
 }
 
+/// A damage case: what it is, how to do it, and the (kind, field) it must be reported as.
+type Damage<'a> = (
+    &'static str,
+    Box<dyn Fn(&mut Vec<u8>) + 'a>,
+    (&'static str, &'static str),
+);
+
 #[test]
 fn damage_is_reported_with_its_field() {
     let (good, _) = assemble(&sample(200_000, 3), 100_000, 1);
     let n = good.len();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, (&str, &str))> = vec![
-        ("magic", Box::new(|f| f[1] ^= 1), ("corrupt", "Header Magic Bytes")),
-        ("header flags", Box::new(|f| f[7] ^= 1), ("corrupt", "Stream Header CRC32")),
+    let cases: Vec<Damage<'_>> = vec![
+        (
+            "magic",
+            Box::new(|f| f[1] ^= 1),
+            ("corrupt", "Header Magic Bytes"),
+        ),
+        (
+            "header flags",
+            Box::new(|f| f[7] ^= 1),
+            ("corrupt", "Stream Header CRC32"),
+        ),
         (
             "a CRC32 stream",
             Box::new(|f| {
@@ -182,11 +228,31 @@ fn damage_is_reported_with_its_field() {
             }),
             ("unsupported", "Stream Flags"),
         ),
-        ("footer magic", Box::new(|f| f[n - 1] ^= 1), ("corrupt", "Footer Magic Bytes")),
-        ("footer crc", Box::new(|f| f[n - 12] ^= 1), ("corrupt", "Stream Footer CRC32")),
-        ("stream padding", Box::new(|f| f.extend([0; 4])), ("unsupported", "Stream Padding")),
-        ("block header", Box::new(|f| f[13] ^= 1), ("corrupt", "Block Header CRC32")),
-        ("index record", Box::new(|f| f.truncate(0)), ("corrupt", "Stream Header")),
+        (
+            "footer magic",
+            Box::new(|f| f[n - 1] ^= 1),
+            ("corrupt", "Footer Magic Bytes"),
+        ),
+        (
+            "footer crc",
+            Box::new(|f| f[n - 12] ^= 1),
+            ("corrupt", "Stream Footer CRC32"),
+        ),
+        (
+            "stream padding",
+            Box::new(|f| f.extend([0; 4])),
+            ("unsupported", "Stream Padding"),
+        ),
+        (
+            "block header",
+            Box::new(|f| f[13] ^= 1),
+            ("corrupt", "Block Header CRC32"),
+        ),
+        (
+            "index record",
+            Box::new(|f| f.truncate(0)),
+            ("corrupt", "Stream Header"),
+        ),
     ];
     for (what, damage, want) in cases {
         let mut bad = good.clone();
@@ -195,7 +261,10 @@ fn damage_is_reported_with_its_field() {
         assert_eq!(field_of(&e), want, "{what}: {e}");
     }
     // An index whose CRC32 is right but whose sizes do not match the blocks.
-    let blocks: Vec<XzBlock> = [&b"one"[..], b"two"].iter().map(|s| encode_block(s, 0).unwrap()).collect();
+    let blocks: Vec<XzBlock> = [&b"one"[..], b"two"]
+        .iter()
+        .map(|s| encode_block(s, 0).unwrap())
+        .collect();
     let mut records: Vec<IndexRecord> = blocks.iter().map(XzBlock::record).collect();
     records[1].unpadded_size += 4;
     let mut bad = stream_header().to_vec();
@@ -208,7 +277,10 @@ fn damage_is_reported_with_its_field() {
 #[test]
 fn blocks_that_cannot_be_made_or_placed_are_refused() {
     assert!(matches!(encode_block(b"", 6), Err(XzBlocksError::EmptySpan)));
-    assert!(matches!(encode_block(b"x", 10), Err(XzBlocksError::InvalidLevel { level: 10 })));
+    assert!(matches!(
+        encode_block(b"x", 10),
+        Err(XzBlocksError::InvalidLevel { level: 10 })
+    ));
     let block = encode_block(b"hello hello hello", 6).unwrap();
     let r = block.record();
     let longer = IndexRecord {
@@ -218,7 +290,10 @@ fn blocks_that_cannot_be_made_or_placed_are_refused() {
     assert!(XzBlock::new(block.bytes().to_vec(), longer).is_err());
     let mut bytes = block.bytes().to_vec();
     bytes[0] = 0;
-    assert_eq!(field_of(&XzBlock::new(bytes, r).unwrap_err()), ("corrupt", "Block Header Size"));
+    assert_eq!(
+        field_of(&XzBlock::new(bytes, r).unwrap_err()),
+        ("corrupt", "Block Header Size")
+    );
     // A two-block stream is not a single block.
     let (two, _) = assemble(b"0123456789", 5, 0);
     assert_eq!(

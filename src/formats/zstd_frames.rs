@@ -117,6 +117,13 @@ impl Frame {
                 format!("{} bytes follow the frame", bytes.len().saturating_sub(size)),
             ));
         }
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(unsupported(
+                0,
+                "Compressed_Size",
+                format!("a frame of {} bytes does not fit a seek-table entry", bytes.len()),
+            ));
+        }
         let content = match zstd_safe::get_frame_content_size(&bytes) {
             Ok(Some(n)) => n,
             Ok(None) => {
@@ -175,7 +182,7 @@ impl Frame {
     /// The frame's seek-table entry.
     pub fn entry(&self) -> SeekEntry {
         SeekEntry {
-            // At most `ZSTD_compressBound(1 GiB)`, which fits: `parse` bounds the content.
+            // `parse` checked that the size fits.
             compressed_size: u32::try_from(self.bytes.len()).unwrap_or(u32::MAX),
             decompressed_size: self.decompressed_size,
             checksum: self.checksum,
@@ -254,12 +261,16 @@ pub fn seek_table(entries: &[SeekEntry]) -> Result<Vec<u8>, ZstdFramesError> {
     let count = u32::try_from(entries.len())
         .ok()
         .filter(|&n| n <= MAX_FRAMES)
-        .ok_or(ZstdFramesError::TooManyFrames { count: entries.len() as u64 })?;
+        .ok_or(ZstdFramesError::TooManyFrames {
+            count: entries.len() as u64,
+        })?;
     // At most 12 · 2^27 + 9 bytes: fits in `Frame_Size`.
     let frame_size = count
         .checked_mul(12)
         .and_then(|n| n.checked_add(FOOTER_SIZE as u32))
-        .ok_or(ZstdFramesError::TooManyFrames { count: u64::from(count) })?;
+        .ok_or(ZstdFramesError::TooManyFrames {
+            count: u64::from(count),
+        })?;
     let mut out = Vec::with_capacity(entries.len().saturating_mul(12).saturating_add(17));
     out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
     out.extend_from_slice(&frame_size.to_le_bytes());
@@ -296,9 +307,16 @@ impl SeekTable {
     fn parse_at(bytes: &[u8], base: u64) -> Result<SeekTable, ZstdFramesError> {
         let at = |o: usize| base.saturating_add(o as u64);
         let len = bytes.len();
-        let footer_at = len.checked_sub(FOOTER_SIZE).filter(|&f| f >= SKIPPABLE_HEADER_SIZE).ok_or_else(|| {
-            corrupt(at(0), "Seek_Table_Footer", format!("{len} bytes is shorter than a seek table (17)"))
-        })?;
+        let footer_at = len
+            .checked_sub(FOOTER_SIZE)
+            .filter(|&f| f >= SKIPPABLE_HEADER_SIZE)
+            .ok_or_else(|| {
+                corrupt(
+                    at(0),
+                    "Seek_Table_Footer",
+                    format!("{len} bytes is shorter than a seek table (17)"),
+                )
+            })?;
         let (count, entry_size, checksums) = parse_footer(bytes, footer_at, base)?;
         let magic = le32(bytes, 0).unwrap_or(0);
         if magic != SKIPPABLE_MAGIC {
@@ -345,11 +363,18 @@ impl SeekTable {
                 return Err(unsupported(
                     entry_at.saturating_add(4),
                     "Decompressed_Size",
-                    format!("frame {i} decodes to {} bytes, more than 1 GiB", e.decompressed_size),
+                    format!(
+                        "frame {i} decodes to {} bytes, more than 1 GiB",
+                        e.decompressed_size
+                    ),
                 ));
             }
             if e.compressed_size == 0 {
-                return Err(corrupt(entry_at, "Compressed_Size", format!("frame {i} is empty")));
+                return Err(corrupt(
+                    entry_at,
+                    "Compressed_Size",
+                    format!("frame {i} is empty"),
+                ));
             }
             // No overflow: at most 2^27 entries of at most 2^32 each.
             c = c.saturating_add(u64::from(e.compressed_size));
@@ -518,7 +543,9 @@ impl<R: Read + Seek> SeekableReader<R> {
         let mut done = 0usize;
         while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
             let at = offset.saturating_add(done as u64);
-            let Some(index) = self.table.frame_at(at) else { break };
+            let Some(index) = self.table.frame_at(at) else {
+                break;
+            };
             let (_, start) = self.table.frame_start(index).unwrap_or((0, 0));
             let data = self.frame(index)?;
             let within = usize::try_from(at.saturating_sub(start)).unwrap_or(usize::MAX);
@@ -565,8 +592,13 @@ impl<R: Read + Seek> SeekableReader<R> {
         }
         let mut comp = vec![0u8; csize];
         read_exact_at(&mut self.inner, c_start, &mut comp)?;
-        let found = zstd_safe::find_frame_compressed_size(&comp)
-            .map_err(|code| corrupt(c_start, "Frame", format!("frame {index}: {}", zstd_safe::get_error_name(code))))?;
+        let found = zstd_safe::find_frame_compressed_size(&comp).map_err(|code| {
+            corrupt(
+                c_start,
+                "Frame",
+                format!("frame {index}: {}", zstd_safe::get_error_name(code)),
+            )
+        })?;
         if found != csize {
             return Err(corrupt(
                 c_start,
@@ -582,7 +614,10 @@ impl<R: Read + Seek> SeekableReader<R> {
             return Err(corrupt(
                 c_start,
                 "Decompressed_Size",
-                format!("frame {index} decodes to {} bytes, its entry says {dsize}", data.len()),
+                format!(
+                    "frame {index} decodes to {} bytes, its entry says {dsize}",
+                    data.len()
+                ),
             ));
         }
         if self.table.checksums {
@@ -591,7 +626,10 @@ impl<R: Read + Seek> SeekableReader<R> {
                 return Err(corrupt(
                     c_start,
                     "Checksum",
-                    format!("frame {index}: the data's checksum is {sum:#010x}, its entry says {:#010x}", entry.checksum),
+                    format!(
+                        "frame {index}: the data's checksum is {sum:#010x}, its entry says {:#010x}",
+                        entry.checksum
+                    ),
                 ));
             }
         }
@@ -644,7 +682,9 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     const P4: u64 = 0x85EB_CA77_C2B2_AE63;
     const P5: u64 = 0x27D4_EB2F_1656_67C5;
     fn round(acc: u64, lane: u64) -> u64 {
-        acc.wrapping_add(lane.wrapping_mul(P2)).rotate_left(31).wrapping_mul(P1)
+        acc.wrapping_add(lane.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1)
     }
     fn merge(acc: u64, v: u64) -> u64 {
         (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4)
@@ -687,15 +727,23 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     let words = tail.chunks_exact(8);
     let rest = words.remainder();
     for word in words {
-        h = (h ^ round(0, lane(word))).rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+        h = (h ^ round(0, lane(word)))
+            .rotate_left(27)
+            .wrapping_mul(P1)
+            .wrapping_add(P4);
     }
     let quads = rest.chunks_exact(4);
     let bytes = quads.remainder();
     for quad in quads {
-        h = (h ^ lane(quad).wrapping_mul(P1)).rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+        h = (h ^ lane(quad).wrapping_mul(P1))
+            .rotate_left(23)
+            .wrapping_mul(P2)
+            .wrapping_add(P3);
     }
     for &b in bytes {
-        h = (h ^ u64::from(b).wrapping_mul(P5)).rotate_left(11).wrapping_mul(P1);
+        h = (h ^ u64::from(b).wrapping_mul(P5))
+            .rotate_left(11)
+            .wrapping_mul(P1);
     }
     h ^= h >> 33;
     h = h.wrapping_mul(P2);

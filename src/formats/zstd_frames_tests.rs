@@ -224,7 +224,9 @@ fn err_of(file: &[u8]) -> ZstdFramesError {
         Ok(r) => r,
     };
     let mut sink = Vec::new();
-    let e = r.read_to_end(&mut sink).expect_err("a damaged file must not read cleanly");
+    let e = r
+        .read_to_end(&mut sink)
+        .expect_err("a damaged file must not read cleanly");
     *e.into_inner().unwrap().downcast::<ZstdFramesError>().unwrap()
 }
 
@@ -236,15 +238,30 @@ fn field_of(e: &ZstdFramesError) -> (&'static str, &'static str) {
     }
 }
 
+/// A damage case: what it is, how to do it, and the (kind, field) it must be reported as.
+type Damage<'a> = (
+    &'static str,
+    Box<dyn Fn(&mut Vec<u8>) + 'a>,
+    (&'static str, &'static str),
+);
+
 #[test]
 fn damage_is_reported_with_its_field() {
     let data = sample(2 << 20, 5);
     let (good, _) = seekable(&data, 1 << 20, 3);
     let n = good.len();
     let table_at = n - (8 + 2 * 12 + 9);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, (&str, &str))> = vec![
-        ("no seek table", Box::new(|f| f[n - 1] ^= 1), ("corrupt", "Seekable_Magic_Number")),
-        ("reserved bit", Box::new(|f| f[n - 5] |= 0x04), ("unsupported", "Seek_Table_Descriptor")),
+    let cases: Vec<Damage<'_>> = vec![
+        (
+            "no seek table",
+            Box::new(|f| f[n - 1] ^= 1),
+            ("corrupt", "Seekable_Magic_Number"),
+        ),
+        (
+            "reserved bit",
+            Box::new(|f| f[n - 5] |= 0x04),
+            ("unsupported", "Seek_Table_Descriptor"),
+        ),
         (
             "too many frames for the file",
             Box::new(|f| f[n - 9..n - 6].fill(0xFF)),
@@ -255,7 +272,11 @@ fn damage_is_reported_with_its_field() {
             Box::new(|f| f[n - 6] = 0x10),
             ("unsupported", "Number_Of_Frames"),
         ),
-        ("frame size", Box::new(move |f| f[table_at + 4] ^= 1), ("corrupt", "Frame_Size")),
+        (
+            "frame size",
+            Box::new(move |f| f[table_at + 4] ^= 1),
+            ("corrupt", "Frame_Size"),
+        ),
         (
             "skippable magic",
             Box::new(move |f| f[table_at] ^= 1),
@@ -274,9 +295,17 @@ fn damage_is_reported_with_its_field() {
             }),
             ("corrupt", "Decompressed_Size"),
         ),
-        ("checksum", Box::new(move |f| f[table_at + 16] ^= 1), ("corrupt", "Checksum")),
+        (
+            "checksum",
+            Box::new(move |f| f[table_at + 16] ^= 1),
+            ("corrupt", "Checksum"),
+        ),
         ("frame data", Box::new(|f| f[100] ^= 0x55), ("corrupt", "Frame")),
-        ("truncated", Box::new(|f| f.truncate(f.len() - 1)), ("corrupt", "Seekable_Magic_Number")),
+        (
+            "truncated",
+            Box::new(|f| f.truncate(f.len() - 1)),
+            ("corrupt", "Seekable_Magic_Number"),
+        ),
     ];
     for (what, damage, want) in cases {
         let mut bad = good.clone();
@@ -290,12 +319,27 @@ fn damage_is_reported_with_its_field() {
 fn frames_that_cannot_go_in_a_seek_table_are_refused() {
     // No checksum (the bulk API's default), two frames, not a frame.
     let plain = zstd::bulk::compress(b"hello", 3).unwrap();
-    assert_eq!(field_of(&Frame::parse(plain.clone()).unwrap_err()).1, "Content_Checksum_flag");
+    assert_eq!(
+        field_of(&Frame::parse(plain.clone()).unwrap_err()).1,
+        "Content_Checksum_flag"
+    );
     let one = compress_frame(b"hello", 3).unwrap().into_bytes();
-    assert_eq!(field_of(&Frame::parse([one.clone(), one].concat()).unwrap_err()).1, "Frame");
-    assert_eq!(field_of(&Frame::parse(vec![1, 2, 3]).unwrap_err()).1, "Magic_Number");
-    assert!(matches!(FrameCompressor::new(0), Err(ZstdFramesError::InvalidLevel { level: 0 })));
-    assert!(matches!(FrameCompressor::new(23), Err(ZstdFramesError::InvalidLevel { .. })));
+    assert_eq!(
+        field_of(&Frame::parse([one.clone(), one].concat()).unwrap_err()).1,
+        "Frame"
+    );
+    assert_eq!(
+        field_of(&Frame::parse(vec![1, 2, 3]).unwrap_err()).1,
+        "Magic_Number"
+    );
+    assert!(matches!(
+        FrameCompressor::new(0),
+        Err(ZstdFramesError::InvalidLevel { level: 0 })
+    ));
+    assert!(matches!(
+        FrameCompressor::new(23),
+        Err(ZstdFramesError::InvalidLevel { .. })
+    ));
 }
 
 proptest! {
