@@ -19,3 +19,5 @@ pub mod mbr;
 pub mod partition;
 pub mod tar;
 pub mod xz;
+pub mod xz_blocks;
+pub mod zstd_frames;
