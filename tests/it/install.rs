@@ -34,7 +34,8 @@ fn mirror() -> Option<String> {
     crate::testbase::host_mirror(SUITE)
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
+/// Runs `cmd`; its output in the error when it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if out.status.success() {
         Ok(())

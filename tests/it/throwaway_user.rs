@@ -10,24 +10,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::install::run;
+
 /// A throwaway user with 65,536 subordinate ids, removed (with its processes) on drop.
 pub(crate) struct ThrowawayUser {
     pub(crate) name: String,
     pub(crate) home: PathBuf,
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }
 
 impl ThrowawayUser {
