@@ -16,7 +16,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 seeds="$here/seeds"
-for tool in sfdisk mkfs.vfat mcopy mmd mke2fs e2fsck tar gzip xz zstd setfattr python3; do
+for tool in sfdisk mkfs.vfat mcopy mmd mke2fs e2fsck tar gzip xz zstd setfattr python3 dpkg-deb; do
     command -v "$tool" >/dev/null || { echo "make-seeds.sh: \`$tool\` is missing" >&2; exit 1; }
 done
 
@@ -26,7 +26,7 @@ export TZ=UTC SOURCE_DATE_EPOCH=1700000000
 stamp=@1700000000
 
 rm -rf "$seeds"
-mkdir -p "$seeds"/{defs,mbr,gpt,fat,ext4,tar,placement}
+mkdir -p "$seeds"/{defs,mbr,gpt,fat,ext4,tar,deb,apt,chunks,placement}
 
 # Drops the trailing zero bytes of a file (keeps at least one byte).
 trim() {
@@ -183,6 +183,93 @@ tar -C "$ttree" --format=ustar --exclude='dddd*' --owner=0 --group=0 --mtime="$s
 tar -C "$ttree" --format=ustar --exclude='dddd*' --owner=0 --group=0 --mtime="$stamp" -b 1 \
     -cf - sm-1.0 | zstd -19 -q >"$seeds/tar/release.tar.zst"
 
+# --- deb -------------------------------------------------------------------------------
+# A small package with maintainer scripts, conffiles and md5sums, in each compression
+# dpkg-deb writes; then versions and relationship fields, one per line.
+pkg="$work/pkg"
+mkdir -p "$pkg/DEBIAN" "$pkg/etc/w4b" "$pkg/usr/share/doc/w4b-seed"
+printf 'threshold = 3\n' >"$pkg/etc/w4b/seed.conf"
+printf 'seed\n' >"$pkg/usr/share/doc/w4b-seed/README"
+cat >"$pkg/DEBIAN/control" <<'EOF'
+Package: w4b-seed
+Version: 1:2.3~rc1-0+deb12u1
+Architecture: arm64
+Maintainer: W4B <w4b@example.org>
+Depends: libc6 (>= 2.36), adduser | passwd, python3:any
+Pre-Depends: init-system-helpers (>= 1.54~)
+Description: a seed package
+ with a continuation line
+ .
+ and a paragraph break.
+EOF
+printf '/etc/w4b/seed.conf\n' >"$pkg/DEBIAN/conffiles"
+printf '#!/bin/sh\nset -e\nexit 0\n' >"$pkg/DEBIAN/postinst"
+chmod 0755 "$pkg/DEBIAN/postinst"
+(cd "$pkg" && find etc usr -type f | sort | xargs md5sum >DEBIAN/md5sums)
+find "$pkg" -exec touch -h -d "$stamp" {} +
+for z in xz gzip zstd none; do
+    dpkg-deb --root-owner-group -Z"$z" --build "$pkg" "$seeds/deb/seed-$z.deb" >/dev/null
+done
+cat >"$seeds/deb/versions.txt" <<'EOF'
+1:2.36-9+deb12u4
+0:1:2-3
+2.0~rc1
+1.0+dfsg-1~bpo12+1
+libc6 (>= 2.36), adduser | passwd, python3:any
+foo [amd64 !arm64] <!nocheck>, bar (<< 2:1.0-1) | baz:native
+EOF
+
+# --- apt -------------------------------------------------------------------------------
+# A Release payload, and a Packages index (plain, xz and gzip) whose packages depend on
+# each other through versions, alternatives and a virtual package.
+cat >"$seeds/apt/Packages" <<'EOF'
+Package: w4b-hive
+Version: 1.0-1
+Architecture: arm64
+Depends: libw4b (>= 1.0), mail-transport-agent | w4b-mta
+Pre-Depends: w4b-base
+Filename: pool/main/w/w4b-hive/w4b-hive_1.0-1_arm64.deb
+Size: 1000
+SHA256: 0000000000000000000000000000000000000000000000000000000000000001
+
+Package: libw4b
+Version: 1.2-1
+Architecture: arm64
+Multi-Arch: same
+Source: w4b (1.2-1)
+Filename: pool/main/w/w4b/libw4b_1.2-1_arm64.deb
+Size: 500
+SHA256: 0000000000000000000000000000000000000000000000000000000000000002
+
+Package: w4b-mta
+Version: 3
+Architecture: all
+Provides: mail-transport-agent
+Filename: pool/main/w/w4b-mta/w4b-mta_3_all.deb
+Size: 300
+SHA256: 0000000000000000000000000000000000000000000000000000000000000003
+
+Package: w4b-base
+Version: 2:0.1
+Architecture: arm64
+Essential: yes
+Priority: required
+Filename: pool/main/w/w4b-base/w4b-base_0.1_arm64.deb
+Size: 200
+SHA256: 0000000000000000000000000000000000000000000000000000000000000004
+EOF
+xz -9 <"$seeds/apt/Packages" >"$seeds/apt/Packages.xz"
+gzip -9n <"$seeds/apt/Packages" >"$seeds/apt/Packages.gz"
+{
+    printf 'Origin: W4B\nSuite: bookworm\nCodename: bookworm\nDate: Sat, 10 Jun 2023 00:00:00 UTC\n'
+    printf 'Valid-Until: Sat, 17 Jun 2023 00:00:00 UTC\nArchitectures: arm64 all\nComponents: main\n'
+    printf 'Acquire-By-Hash: yes\nSHA256:\n'
+    for f in Packages Packages.xz Packages.gz; do
+        printf ' %s %s main/binary-arm64/%s\n' "$(sha256sum <"$seeds/apt/$f" | cut -d' ' -f1)" \
+            "$(stat -c %s "$seeds/apt/$f")" "$f"
+    done
+} >"$seeds/apt/Release"
+
 # --- definitions -----------------------------------------------------------------------
 # The shipped workspace's definitions, the hostile-definition and hive corpora of the
 # integration tests (one file each), and `w4b.yaml`.
@@ -198,6 +285,30 @@ done
 for f in "$repo"/tests/hive-corpus/*.yaml; do
     cp "$f" "$seeds/defs/hive-$(basename "$f")"
 done
+
+# --- chunk indexes ---------------------------------------------------------------------
+# Written from the format in docs/cache-format.md (the digests need not name real chunks:
+# the decoder checks structure, the store checks names): a fixed-size index with a short
+# last chunk and a flat BLAKE3, a variable-length frame list with a trailer and both flat
+# digests, and an empty output.
+python3 - "$seeds/chunks" <<'EOF'
+import struct, sys
+out = sys.argv[1]
+def index(flags, chunk_size, lens, flats=()):
+    b = b"W4BIDX\0\x01" + struct.pack("<IIQQ", flags, chunk_size, sum(lens), len(lens))
+    for f in flats:
+        b += f
+    for i, n in enumerate(lens):
+        b += bytes([i + 1]) * 32 + struct.pack("<I", n)
+    return b
+seeds = {
+    "fixed.idx": index(1, 1 << 20, [1 << 20, 1 << 20, 4096], [b"\xaa" * 32]),
+    "frames.idx": index(7, 0, [4000, 123, 9000, 77], [b"\xbb" * 32, b"\xcc" * 32]),
+    "empty.idx": index(0, 1 << 20, []),
+}
+for name, b in seeds.items():
+    open(f"{out}/{name}", "wb").write(b)
+EOF
 
 # --- placement -------------------------------------------------------------------------
 # Structured (`arbitrary`) inputs: any bytes decode to bins and items, so the seeds are a

@@ -21,7 +21,7 @@ runs=${1:-1000000}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(defs mbr gpt fat ext4 tar placement)
+    targets=(defs mbr gpt fat ext4 tar deb apt chunks placement)
 fi
 
 cargo +nightly fuzz build

@@ -314,7 +314,7 @@ impl AppStore {
     }
 
     fn present(&self, d: &Digest) -> bool {
-        self.store.local().contains(d) || self.store.remote().is_some_and(|r| r.contains(d))
+        self.store.local().contains_output(d) || self.store.remote().is_some_and(|r| r.contains_output(d))
     }
 }
 

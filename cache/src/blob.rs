@@ -112,6 +112,7 @@ impl VerifyingReader {
                 expected: self.digest,
                 actual,
                 evidence,
+                chunk: None,
             },
         )
     }

@@ -21,7 +21,7 @@ use crate::error::{io_err, CacheError};
 use crate::record::{Parsed, Record, RecordHead, RecordName};
 use crate::Digest;
 
-const SUBDIRS: [&str; 5] = ["blobs", "records", "meta", "tmp", "corrupt"];
+const SUBDIRS: [&str; 7] = ["blobs", "indexes", "memo", "records", "meta", "tmp", "corrupt"];
 
 /// A store directory. Cheap to clone; holds no open files.
 /// How stale a record's use-time may get before a hit refreshes it.
@@ -156,6 +156,13 @@ impl StoreDir {
     pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
         let hex = d.to_hex();
         self.v1.join("blobs").join(&hex[..2]).join(hex)
+    }
+
+    /// Where chunk index `d` lives (`crate::chunks`): its own namespace, so an index and
+    /// a blob can never be taken for one another.
+    pub(crate) fn index_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_hex();
+        self.v1.join("indexes").join(&hex[..2]).join(hex)
     }
 
     fn record_dir(&self, key: &Digest) -> PathBuf {
@@ -365,6 +372,7 @@ impl StoreDir {
             ErrorKind::NotFound => CacheError::Missing {
                 digest: *d,
                 root: self.root.clone(),
+                chunk: None,
             },
             _ => io_err("open", path)(e),
         })
@@ -394,6 +402,7 @@ impl StoreDir {
             expected: *expected,
             actual,
             evidence,
+            chunk: None,
         }
     }
 
@@ -404,7 +413,12 @@ impl StoreDir {
 
     /// Writes the blob to `dest` through a temp file beside it, renamed into place only
     /// once the bytes are verified.
+    /// A chunked output (an index) is assembled, every chunk verified, its zero chunks
+    /// left as holes.
     pub fn copy_to(&self, d: &Digest, dest: &Path) -> Result<(), CacheError> {
+        if self.contains_index(d) {
+            return crate::output::copy_output_to(self.open_output(d)?, dest);
+        }
         let mut src = self.reader(d)?;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -428,11 +442,11 @@ impl StoreDir {
 
     // ---- records ----
 
-    /// Stores `r` unless a record with the same key and outputs exists. Every output blob
-    /// must already be in this directory.
+    /// Stores `r` unless a record with the same key and outputs exists. Every output
+    /// (blob or chunk index) must already be in this directory.
     pub fn put_record(&self, r: &Record) -> Result<(), CacheError> {
         for (name, out) in &r.outputs {
-            if !self.contains(&out.digest) {
+            if !self.contains_output(&out.digest) {
                 return Err(CacheError::IncompleteRecord {
                     key: r.key,
                     output: name.clone(),
@@ -656,8 +670,17 @@ impl StoreDir {
 
     /// Every file under `blobs/` named by a digest.
     pub(crate) fn blob_entries(&self) -> Result<Vec<Entry>, CacheError> {
+        self.digest_entries("blobs")
+    }
+
+    /// Every file under `indexes/` named by a digest.
+    pub(crate) fn index_entries(&self) -> Result<Vec<Entry>, CacheError> {
+        self.digest_entries("indexes")
+    }
+
+    fn digest_entries(&self, top: &str) -> Result<Vec<Entry>, CacheError> {
         let mut out = Vec::new();
-        for (path, m) in self.walk2("blobs")? {
+        for (path, m) in self.walk2(top)? {
             let digest = path
                 .file_name()
                 .and_then(|n| n.to_str())

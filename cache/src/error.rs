@@ -21,11 +21,19 @@ pub enum CacheError {
         source: io::Error,
     },
 
-    #[error("blob `{digest}` is not in the store at `{}`", root.display())]
+    /// `digest` is the blob or index asked for; `chunk` names the chunk of that index
+    /// that is missing, when it is one.
+    #[error("{} `{digest}` is not in the store at `{}`{}", noun(chunk), root.display(), in_chunk(chunk))]
     #[diagnostic(code(w4b::cache::missing))]
-    Missing { digest: Digest, root: PathBuf },
+    Missing {
+        digest: Digest,
+        root: PathBuf,
+        chunk: Option<Box<ChunkAt>>,
+    },
 
-    #[error("blob `{expected}` is corrupt: its bytes hash to `{actual}`")]
+    /// `expected` is the blob or index asked for; for a bad chunk of an index, `chunk`
+    /// names it and `actual` is what the chunk's bytes hash to.
+    #[error("{}", corrupt_message(expected, actual, chunk))]
     #[diagnostic(
         code(w4b::cache::corrupt),
         help("the entry was moved to `{}` as evidence; it counts as a miss and the next publish repairs it", evidence.display())
@@ -34,7 +42,62 @@ pub enum CacheError {
         expected: Digest,
         actual: Digest,
         evidence: PathBuf,
+        chunk: Option<Box<ChunkAt>>,
     },
+
+    #[error("chunk index at byte {offset} (`{field}`) is malformed: {problem}")]
+    #[diagnostic(
+        code(w4b::cache::index_corrupt),
+        help("the index does not follow `docs/cache-format.md`; it is a miss, and the step that produced it runs again")
+    )]
+    IndexFormat {
+        offset: u64,
+        field: &'static str,
+        problem: String,
+    },
+
+    #[error("chunk index at byte {offset} (`{field}`) has value {value}, which this w4b does not know")]
+    #[diagnostic(
+        code(w4b::cache::index_unsupported),
+        help("a newer w4b wrote this index; upgrade w4b, or use a cache directory of this version only")
+    )]
+    IndexUnsupported {
+        offset: u64,
+        field: &'static str,
+        value: u64,
+    },
+
+    #[error("chunk index `{index}` names chunk {position} (`{chunk}`), which is not in the store")]
+    #[diagnostic(
+        code(w4b::cache::incomplete_index),
+        help("store every chunk (`put_chunk`) before the index that lists it")
+    )]
+    IncompleteIndex {
+        index: Digest,
+        chunk: Digest,
+        position: u64,
+    },
+
+    #[error("`{name}` is not a valid memo kind")]
+    #[diagnostic(
+        code(w4b::cache::memo_kind),
+        help("a memo kind is 1 to 32 characters of `a-z`, `0-9` and `-`, such as `frame-zstd`")
+    )]
+    MemoKind { name: String },
+
+    #[error("a memo's extra bytes are {len} bytes, more than the 64 KiB a memo may carry")]
+    #[diagnostic(
+        code(w4b::cache::memo_too_large),
+        help("store large results as a blob and memoise its digest instead")
+    )]
+    MemoTooLarge { len: u64 },
+
+    #[error("a chunk of {len} bytes is larger than a chunk index can describe (4 GiB)")]
+    #[diagnostic(
+        code(w4b::cache::chunk_too_large),
+        help("cut the output into chunks of `CHUNK_SIZE` bytes, as `chunked_writer` does")
+    )]
+    ChunkTooLarge { len: u64 },
 
     #[error("the bytes offered as blob `{expected}` hash to `{actual}`; nothing was stored")]
     #[diagnostic(code(w4b::cache::mismatch))]
@@ -75,6 +138,44 @@ pub enum CacheError {
         help("use a plain file name: no `/`, not empty, not `.` or `..`")
     )]
     MetaName { name: String },
+}
+
+/// The chunk of an index a [`CacheError::Missing`] or [`CacheError::Corrupt`] is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkAt {
+    /// The chunk blob.
+    pub chunk: Digest,
+    /// Its entry number in the index.
+    pub position: u64,
+    /// The logical offset of its first byte in the output.
+    pub offset: u64,
+}
+
+fn noun(chunk: &Option<Box<ChunkAt>>) -> &'static str {
+    match chunk {
+        Some(_) => "output",
+        None => "blob",
+    }
+}
+
+fn in_chunk(chunk: &Option<Box<ChunkAt>>) -> String {
+    match chunk {
+        Some(c) => format!(
+            ": its chunk {} (`{}`, at byte {}) is gone",
+            c.position, c.chunk, c.offset
+        ),
+        None => String::new(),
+    }
+}
+
+fn corrupt_message(expected: &Digest, actual: &Digest, chunk: &Option<Box<ChunkAt>>) -> String {
+    match chunk {
+        Some(c) => format!(
+            "output `{expected}` is corrupt: its chunk {} (`{}`, at byte {}) hashes to `{actual}`",
+            c.position, c.chunk, c.offset
+        ),
+        None => format!("blob `{expected}` is corrupt: its bytes hash to `{actual}`"),
+    }
 }
 
 /// Shorthand for mapping an `io::Error` to [`CacheError::Io`].

@@ -1,5 +1,7 @@
 //! Garbage collection: records are the roots, blobs live while a kept record reaches them
-//! (through its outputs, or a tree its preimage names for `why`).
+//! (through its outputs, or a tree its preimage names for `why`). A chunk index is an
+//! output like a blob and keeps its chunks alive; an evicted one frees the chunks no kept
+//! index shares. Memos keep nothing alive: they are deleted once their value is gone.
 //!
 //! GC must never delete what a running build may still need. In a local directory builds
 //! hold a shared [`Lease`](crate::Lease) and GC takes the exclusive lock without waiting,
@@ -54,8 +56,14 @@ impl GcPolicy {
 pub struct GcReport {
     pub records_removed: u64,
     pub records_kept: u64,
+    /// Blobs, chunks included.
     pub blobs_removed: u64,
     pub blobs_kept: u64,
+    pub indexes_removed: u64,
+    pub indexes_kept: u64,
+    /// Memos whose value is gone (they never keep one alive).
+    pub memos_removed: u64,
+    pub memos_kept: u64,
     pub bytes_freed: u64,
     pub bytes_kept: u64,
     pub tmp_removed: u64,
@@ -148,6 +156,8 @@ impl StoreDir {
             }
         }
 
+        // Indexes are sized, kept and removed like blobs; their digests never collide.
+        let indexes = self.index_entries()?;
         let blobs = self.blob_entries()?;
         let mut memo = BTreeMap::new();
         let mut closures = Vec::with_capacity(roots.len());
@@ -155,8 +165,11 @@ impl StoreDir {
             closures.push(self.closure(r.outputs.iter().copied(), refs, &mut memo)?);
         }
         if let Some(max_bytes) = policy.max_bytes {
-            let size: BTreeMap<Digest, (u64, bool)> =
-                blobs.iter().map(|b| (b.digest, (b.size, old(b.mtime)))).collect();
+            let size: BTreeMap<Digest, (u64, bool)> = blobs
+                .iter()
+                .chain(&indexes)
+                .map(|b| (b.digest, (b.size, old(b.mtime))))
+                .collect();
             let mut count = BTreeMap::<Digest, u64>::new();
             for (c, _) in closures.iter().zip(&evict).filter(|(_, e)| !**e) {
                 for d in c {
@@ -172,6 +185,7 @@ impl StoreDir {
                 .sum();
             total += blobs
                 .iter()
+                .chain(&indexes)
                 .filter(|b| count.contains_key(&b.digest) || !old(b.mtime))
                 .map(|b| b.size)
                 .sum::<u64>();
@@ -210,15 +224,27 @@ impl StoreDir {
                 let _ = fs::remove_dir(key_dir);
             }
         }
-        for b in blobs {
+        for (b, is_index) in blobs
+            .iter()
+            .map(|b| (b, false))
+            .chain(indexes.iter().map(|b| (b, true)))
+        {
+            let (kept, removed) = match is_index {
+                true => (&mut rep.indexes_kept, &mut rep.indexes_removed),
+                false => (&mut rep.blobs_kept, &mut rep.blobs_removed),
+            };
             if reachable.contains(&b.digest) || !old(b.mtime) {
-                rep.blobs_kept += 1;
+                *kept += 1;
                 rep.bytes_kept += b.size;
             } else if remove(&b.path)? {
-                rep.blobs_removed += 1;
+                *removed += 1;
                 rep.bytes_freed += b.size;
             }
         }
+        // After the blobs: a memo whose value was just removed goes too.
+        let (kept, removed) = self.prune_memos(None)?;
+        rep.memos_kept = kept.len() as u64;
+        rep.memos_removed = removed.len() as u64;
         for path in crate::dir::sorted_dir(&self.sub("tmp"))? {
             let Ok(m) = fs::symlink_metadata(&path) else {
                 continue;

@@ -1,11 +1,14 @@
 //! w4b-cache: the content-addressed store behind every w4b build.
 //!
-//! It knows blobs (immutable bytes named by their BLAKE3 [`Digest`]) and step
-//! [`Record`]s (a step key, its preimage, its outputs). Nothing about images, YAML or
-//! terminals. The layout, identical for the local cache and a shared remote directory:
+//! It knows blobs (immutable bytes named by their BLAKE3 [`Digest`]), chunk indexes (a
+//! large output as a list of chunk blobs, [`ChunkIndex`]) and step [`Record`]s (a step
+//! key, its preimage, its outputs). Nothing about images, YAML or terminals. The layout,
+//! identical for the local cache and a shared remote directory:
 //!
 //! ```text
-//! <root>/v1/blobs/<2 hex>/<64 hex digest>                          blob bytes
+//! <root>/v1/blobs/<2 hex>/<64 hex digest>                          blob bytes (chunks too)
+//! <root>/v1/indexes/<2 hex>/<64 hex keyed digest>                  chunk indexes
+//! <root>/v1/memo/<kind>/<2 hex>/<64 hex key>                      memos (local only)
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.json     step records
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.<keyid>.json  signed ones
 //! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
@@ -19,6 +22,10 @@
 //! - [`Store`] layers a local directory over an optional remote one: read-through with
 //!   verification, and publish that uploads blobs before the record. Remote records may
 //!   carry a [`RecordSignature`]; the caller of a look-up picks the one it trusts.
+//! - Chunked outputs: [`StoreDir::chunked_writer`] stores a stream as 1 MiB chunks and an
+//!   index; [`OutputReader`] reads any output with verified random access.
+//! - [`Memo`]s remember sub-step results (the chunk a recipe renders to); a memo hits
+//!   only while its value is present and keeps nothing alive.
 //! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,
 //!   so GC and upload follow them.
 //! - `stats`, `verify` and `gc` on [`StoreDir`] back `w4b cache stats|verify|gc`.
@@ -28,20 +35,26 @@
 #![forbid(unsafe_code)]
 
 mod blob;
+mod chunks;
 mod digest;
 mod dir;
 mod error;
 mod gc;
+mod memo;
+mod output;
 mod record;
 mod refs;
 mod store;
 mod verify;
 
 pub use blob::{BlobWriter, VerifyingReader};
+pub use chunks::{zero_digest, ChunkIndex, ChunkRef, FlatDigests, CHUNK_SIZE, INDEX_CONTEXT, INDEX_MAGIC};
 pub use digest::{Digest, ParseDigestError};
 pub use dir::{Lease, Quarantined, StoreDir};
-pub use error::CacheError;
+pub use error::{CacheError, ChunkAt};
 pub use gc::{GcPolicy, GcReport};
+pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
+pub use output::{ChunkedWriter, OutputReader};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
 pub use store::{Store, Uploaded};

@@ -35,9 +35,22 @@ impl BlobRefs for NoRefs {
 }
 
 impl StoreDir {
-    /// The digests `d` references; empty for leaves. Reads only the magic's length
-    /// unless the blob is a listing, which is then read whole and verified.
+    /// The digests `d` references; empty for leaves. A chunk index references its
+    /// stored chunks (every one but the zero chunks), natively, before the hook is asked.
+    /// Reads only the magic's length unless the blob is a listing, which is then read
+    /// whole and verified.
     pub(crate) fn children(&self, d: &Digest, refs: &dyn BlobRefs) -> Result<Vec<Digest>, CacheError> {
+        if let Some(idx) = self.index(d)? {
+            let mut kids: Vec<Digest> = idx
+                .chunks
+                .iter()
+                .filter(|c| !c.is_zero())
+                .map(|c| c.digest)
+                .collect();
+            kids.sort();
+            kids.dedup();
+            return Ok(kids);
+        }
         let magic = refs.magic();
         if magic.is_empty() {
             return Ok(Vec::new());

@@ -18,8 +18,10 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::blob::VerifyingReader;
+use crate::chunks::{ChunkIndex, FlatDigests};
 use crate::dir::StoreDir;
 use crate::error::CacheError;
+use crate::output::OutputReader;
 use crate::record::{Record, RecordHead};
 use crate::refs::BlobRefs;
 use crate::Digest;
@@ -32,7 +34,10 @@ pub struct Store {
 /// What [`Store::publish`] sent to the remote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Uploaded {
+    /// Blobs uploaded, chunks included.
     pub blobs: u64,
+    /// Chunk indexes uploaded.
+    pub indexes: u64,
     pub bytes: u64,
 }
 
@@ -96,12 +101,43 @@ impl Store {
             return Err(CacheError::Missing {
                 digest: *d,
                 root: self.local.root().to_owned(),
+                chunk: None,
             });
         };
-        let mut file = remote.open_raw(d)?;
-        match self.local.import_blob(d, &mut file) {
-            Err(CacheError::Mismatch { actual, .. }) => Err(remote.corrupt_blob(d, actual, &file)),
-            other => other,
+        fetch_into(&self.local, remote, d)
+    }
+
+    /// Chunk index `d`: the local one or, when it is absent or corrupt there, the
+    /// remote's, checked against its name and copied locally (its chunks are fetched when
+    /// first read). `None` when `d` is no index (it may be a blob).
+    pub fn index(&self, d: &Digest) -> Result<Option<ChunkIndex>, CacheError> {
+        match (self.local.index(d), &self.remote) {
+            (Ok(None) | Err(CacheError::Corrupt { .. }), Some(remote)) => match remote.index(d)? {
+                Some(idx) => {
+                    self.local.write_index_bytes(d, &idx.encode())?;
+                    Ok(Some(idx))
+                }
+                None => Ok(None),
+            },
+            (other, _) => other,
+        }
+    }
+
+    /// Output `d` (a chunked output or a plain blob) for verified random access, read
+    /// through to the remote chunk by chunk; see [`OutputReader`].
+    pub fn open_output(&self, d: &Digest) -> Result<OutputReader, CacheError> {
+        OutputReader::open(self.local.clone(), self.remote.clone(), d)
+    }
+
+    /// The flat digests of output `d`: those its index carries, or for a plain blob its
+    /// BLAKE3, which is its name.
+    pub fn flat_digests(&self, d: &Digest) -> Result<FlatDigests, CacheError> {
+        match self.index(d)? {
+            Some(idx) => Ok(idx.flat),
+            None => Ok(FlatDigests {
+                blake3: Some(*d.as_bytes()),
+                sha256: None,
+            }),
         }
     }
 
@@ -137,7 +173,11 @@ impl Store {
         self.read_through(d, |dir| dir.open_raw(d))
     }
 
+    /// Copies output `d` to `dest`, verified; a chunked output is assembled.
     pub fn copy_to(&self, d: &Digest, dest: &Path) -> Result<(), CacheError> {
+        if self.index(d)?.is_some() {
+            return crate::output::copy_output_to(self.open_output(d)?, dest);
+        }
         self.read_through(d, |dir| dir.copy_to(d, dest))
     }
 
@@ -166,8 +206,10 @@ impl Store {
         Ok(up)
     }
 
-    /// Uploads `d` after its children. A blob already in the remote is taken to have its
-    /// children there too (they were uploaded first); `verify` repairs it when not.
+    /// Uploads `d` after its children: a listing's blobs, an index's chunks (those the
+    /// remote lacks; zero chunks are never stored). A blob or index already in the remote
+    /// is taken to have its children there too (they were uploaded first); `verify`
+    /// quarantines it when not, and the next publish uploads it again.
     fn upload(
         &self,
         remote: &StoreDir,
@@ -176,15 +218,30 @@ impl Store {
         seen: &mut BTreeSet<Digest>,
         up: &mut Uploaded,
     ) -> Result<(), CacheError> {
-        if !seen.insert(*d) || remote.contains(d) {
+        if !seen.insert(*d) || remote.contains_output(d) {
             return Ok(());
         }
         for child in self.local.children(d, refs)? {
             self.upload(remote, &child, refs, seen, up)?;
         }
+        if let Some(bytes) = self.local.index_bytes(d)? {
+            up.bytes += remote.write_index_bytes(d, &bytes)?;
+            up.indexes += 1;
+            return Ok(());
+        }
         up.bytes += remote.import_blob(d, &mut self.local.reader(d)?)?;
         up.blobs += 1;
         Ok(())
+    }
+}
+
+/// Imports blob `d` from `remote` into `local`, verified while copying; a remote copy
+/// that does not match is quarantined there.
+pub(crate) fn fetch_into(local: &StoreDir, remote: &StoreDir, d: &Digest) -> Result<u64, CacheError> {
+    let mut file = remote.open_raw(d)?;
+    match local.import_blob(d, &mut file) {
+        Err(CacheError::Mismatch { actual, .. }) => Err(remote.corrupt_blob(d, actual, &file)),
+        other => other,
     }
 }
 
@@ -230,6 +287,7 @@ mod tests {
             up,
             Uploaded {
                 blobs: 2,
+                indexes: 0,
                 bytes: 4 + 36
             }
         );

@@ -1,11 +1,12 @@
 //! `w4b cache stats` and `w4b cache verify`: what is in a store directory, and whether
 //! all of it is sound.
 //!
-//! Stats only lists directories. Verify rehashes every blob, parses every record and
-//! checks that each record's outputs, with everything their listings reference, are
-//! present. In a shared directory it also quarantines listings whose children are gone:
-//! uploads skip a subtree whose root is present, so such a hole would otherwise never
-//! be refilled.
+//! Stats lists directories and decodes chunk indexes (small: 36 bytes a chunk). Verify
+//! rehashes every blob, checks every index against its keyed name, parses every record
+//! and checks that each record's outputs, with everything their listings and indexes
+//! reference, are present. In a shared directory it also quarantines listings and indexes
+//! whose children are gone: uploads skip a subtree whose root is present, so such a hole
+//! would otherwise never be refilled.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -19,8 +20,18 @@ use crate::Digest;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Blob files (chunks included) and their bytes.
     pub blobs: u64,
     pub blob_bytes: u64,
+    /// Chunk index files and their bytes.
+    pub indexes: u64,
+    pub index_bytes: u64,
+    /// What the chunked outputs would take flat: the sum of the indexes' lengths.
+    pub logical_bytes: u64,
+    /// What they take here: their index files plus the distinct chunks they name that
+    /// are present (zero chunks take nothing). `logical_bytes / physical_bytes` is the
+    /// deduplication ratio.
+    pub physical_bytes: u64,
     pub records: u64,
     pub keys: u64,
     /// Keys with records of different outputs: non-determinism (or, in a shared
@@ -31,6 +42,8 @@ pub struct Stats {
     pub tmp_files: u64,
     pub tmp_bytes: u64,
     pub corrupt_entries: u64,
+    /// Memo files (local only).
+    pub memos: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,6 +57,13 @@ pub struct VerifyReport {
     pub invalid_records: Vec<PathBuf>,
     /// Listings with a child missing (quarantined in shared directories).
     pub incomplete_listings: Vec<Digest>,
+    pub indexes_checked: u64,
+    /// Indexes whose bytes do not give their name, or that do not decode; quarantined.
+    pub corrupt_indexes: Vec<Digest>,
+    /// Indexes with a chunk missing or corrupt (quarantined in shared directories).
+    pub incomplete_indexes: Vec<Digest>,
+    /// Memos (kind, key) whose value is gone or corrupt; deleted (a memo is only a hint).
+    pub memos_without_value: Vec<(String, Digest)>,
     /// Valid records (key, outputs digest) whose outputs are not all present and complete.
     pub dangling_records: Vec<(Digest, Digest)>,
     pub divergent_keys: Vec<Digest>,
@@ -52,10 +72,23 @@ pub struct VerifyReport {
 impl StoreDir {
     pub fn stats(&self) -> Result<Stats, CacheError> {
         let mut s = Stats::default();
+        let mut sizes = BTreeMap::new();
         for b in self.blob_entries()? {
             s.blobs += 1;
             s.blob_bytes += b.size;
+            sizes.insert(b.digest, b.size);
         }
+        let mut chunks = BTreeSet::new();
+        for e in self.index_entries()? {
+            s.indexes += 1;
+            s.index_bytes += e.size;
+            // A bad index is verify's business (and quarantined by this read).
+            if let Ok(Some(idx)) = self.index(&e.digest) {
+                s.logical_bytes += idx.total_len();
+                chunks.extend(idx.chunks.iter().map(|c| c.digest));
+            }
+        }
+        s.physical_bytes = s.index_bytes + chunks.iter().filter_map(|d| sizes.get(d)).sum::<u64>();
         let mut per_key = BTreeMap::<Digest, BTreeSet<Option<Digest>>>::new();
         for e in self.record_entries()? {
             s.records += 1;
@@ -71,6 +104,7 @@ impl StoreDir {
             }
         }
         s.corrupt_entries = crate::dir::sorted_dir(&self.sub("corrupt"))?.len() as u64;
+        s.memos = self.memo_files()?.len() as u64;
         Ok(s)
     }
 
@@ -96,9 +130,44 @@ impl StoreDir {
             }
         }
 
+        // An index is complete when all its stored chunks are present and sound.
+        let blobs_present = present.clone();
+        for e in self.index_entries()? {
+            rep.indexes_checked += 1;
+            let idx = match self.index(&e.digest) {
+                Ok(Some(idx)) => idx,
+                Ok(None) | Err(CacheError::IndexUnsupported { .. }) => continue,
+                Err(CacheError::Corrupt { .. } | CacheError::IndexFormat { .. }) => {
+                    rep.corrupt_indexes.push(e.digest);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            if idx
+                .chunks
+                .iter()
+                .all(|c| c.is_zero() || blobs_present.contains(&c.digest))
+            {
+                present.insert(e.digest);
+                continue;
+            }
+            rep.incomplete_indexes.push(e.digest);
+            if self.is_shared() {
+                self.quarantine(
+                    &e.path,
+                    &format!("{}.incomplete.index", e.digest),
+                    None,
+                    &format!(
+                        "chunk index `{}` names a chunk that is not in the store",
+                        e.digest
+                    ),
+                );
+            }
+        }
+
         // A listing is complete when all its children are present and complete.
         let mut listings = BTreeMap::new();
-        for d in &present {
+        for d in &blobs_present {
             let kids = self.children(d, refs)?;
             if !kids.is_empty() {
                 listings.insert(*d, kids);
@@ -144,6 +213,9 @@ impl StoreDir {
             }
         }
         rep.divergent_keys = divergent(per_key);
+        // Against the blobs just verified: a memo of a quarantined value is gone too.
+        let (_, removed) = self.prune_memos(Some(&blobs_present))?;
+        rep.memos_without_value = removed.into_iter().map(|m| (m.kind, m.key)).collect();
         Ok(rep)
     }
 }

@@ -64,7 +64,21 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
                 let s = dir.stats().into_diagnostic()?;
                 println!("{name} cache `{}`", dir.root().display());
                 println!("  blobs    {:>8}  {}", s.blobs, bytes(s.blob_bytes));
+                if s.indexes > 0 {
+                    println!(
+                        "  indexes  {:>8}  chunked outputs: {} logical in {} stored",
+                        s.indexes,
+                        bytes(s.logical_bytes),
+                        bytes(s.physical_bytes)
+                    );
+                }
                 println!("  records  {:>8}", s.records);
+                if s.memos > 0 {
+                    println!(
+                        "  memos    {:>8}  local hints, kept while their value is",
+                        s.memos
+                    );
+                }
                 if !s.divergent_keys.is_empty() {
                     println!(
                         "  warning: {} key(s) have records with different outputs: a step is not deterministic (see `w4b cache verify`)",
@@ -105,14 +119,25 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
 
 /// One line: what `cache gc` removed and what it kept.
 fn gc_summary(r: &GcReport) -> String {
+    // Chunk indexes are named only in stores that have some.
+    let indexes = |n: u64| match r.indexes_removed + r.indexes_kept {
+        0 => String::new(),
+        _ => format!(", {n} chunk index(es)"),
+    };
+    let memos = match r.memos_removed {
+        0 => String::new(),
+        n => format!("; removed {n} memo(s) whose value was gone"),
+    };
     format!(
-        "removed {} record(s), {} blob(s), {} temp file(s): {} freed; kept {} record(s), {} blob(s), {}",
+        "removed {} record(s), {} blob(s){}, {} temp file(s): {} freed; kept {} record(s), {} blob(s){}, {}{memos}",
         r.records_removed,
         r.blobs_removed,
+        indexes(r.indexes_removed),
         r.tmp_removed,
         bytes(r.bytes_freed),
         r.records_kept,
         r.blobs_kept,
+        indexes(r.indexes_kept),
         bytes(r.bytes_kept)
     )
 }
@@ -122,6 +147,8 @@ fn verify_clean(r: &VerifyReport) -> bool {
     r.corrupt_blobs.is_empty()
         && r.invalid_records.is_empty()
         && r.incomplete_listings.is_empty()
+        && r.corrupt_indexes.is_empty()
+        && r.incomplete_indexes.is_empty()
         && r.dangling_records.is_empty()
         && r.divergent_keys.is_empty()
 }
@@ -144,6 +171,18 @@ fn verify_summary(r: &VerifyReport) -> String {
     }
     for d in &r.incomplete_listings {
         lines.push(format!("listing `{d}` names blobs that are missing"));
+    }
+    for d in &r.corrupt_indexes {
+        lines.push(format!(
+            "corrupt chunk index `{d}` (quarantined; the next build that needs it rebuilds it)"
+        ));
+    }
+    for d in &r.incomplete_indexes {
+        lines.push(format!("chunk index `{d}` names chunks that are missing"));
+    }
+    // Memos are hints: one without its value is removed, not a problem.
+    for (kind, key) in &r.memos_without_value {
+        lines.push(format!("removed `{kind}` memo `{key}`: its value is gone"));
     }
     for (k, d) in &r.dangling_records {
         lines.push(format!("record for key `{k}` names missing output `{d}`"));
@@ -295,11 +334,26 @@ mod tests {
             records_kept: 3,
             blobs_kept: 7,
             bytes_kept: 10,
+            ..GcReport::default()
         };
         assert_eq!(
             gc_summary(&gc),
             "removed 2 record(s), 5 blob(s), 1 temp file(s): 1.5 KiB freed; kept 3 record(s), 7 blob(s), 10 B"
         );
+        let chunked = GcReport {
+            indexes_removed: 1,
+            indexes_kept: 2,
+            ..gc.clone()
+        };
+        assert_eq!(
+            gc_summary(&chunked),
+            "removed 2 record(s), 5 blob(s), 1 chunk index(es), 1 temp file(s): 1.5 KiB freed; kept 3 record(s), 7 blob(s), 2 chunk index(es), 10 B"
+        );
+        let memos = GcReport {
+            memos_removed: 4,
+            ..gc.clone()
+        };
+        assert!(gc_summary(&memos).ends_with("10 B; removed 4 memo(s) whose value was gone"));
         let mut r = VerifyReport {
             blobs_checked: 4,
             bytes_checked: 2048,
@@ -308,6 +362,21 @@ mod tests {
         };
         assert!(verify_clean(&r));
         assert_eq!(verify_summary(&r), "checked 4 blob(s) (2.0 KiB), 2 record(s)\nok");
+        r.incomplete_indexes.push(w4b_cache::Digest([2; 32]));
+        assert!(!verify_clean(&r));
+        assert!(verify_summary(&r).contains(&format!(
+            "chunk index `{}` names chunks that are missing",
+            "02".repeat(32)
+        )));
+        r.incomplete_indexes.clear();
+        r.memos_without_value
+            .push(("frame-zstd".into(), w4b_cache::Digest([3; 32])));
+        assert!(verify_clean(&r), "a memo is a hint");
+        assert!(verify_summary(&r).contains(&format!(
+            "removed `frame-zstd` memo `{}`: its value is gone",
+            "03".repeat(32)
+        )));
+        r.memos_without_value.clear();
         r.divergent_keys.push(w4b_cache::Digest([1; 32]));
         assert!(!verify_clean(&r));
         let text = verify_summary(&r);

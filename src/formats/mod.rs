@@ -20,3 +20,5 @@ pub mod partition;
 pub mod placement;
 pub mod tar;
 pub mod xz;
+pub mod xz_blocks;
+pub mod zstd_frames;

@@ -478,7 +478,7 @@ fn control(file: &Path, deb: &Deb, arch: Arch) -> Result<order::Control, Install
     ];
     let mut args: Vec<&std::ffi::OsStr> = vec!["--field".as_ref(), file.as_os_str()];
     args.extend(fields.iter().map(std::ffi::OsStr::new));
-    let out = run::host_output("dpkg-deb", &args).map_err(|e| InstallError::BadControl {
+    let out = run::host_output("dpkg-deb", "dpkg", &args).map_err(|e| InstallError::BadControl {
         deb: name.clone(),
         reason: e.to_string(),
     })?;

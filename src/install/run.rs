@@ -78,12 +78,14 @@ pub fn in_root(
     wait(cmd, "chroot", log, cancel)
 }
 
-/// Runs the host tool `tool` with `args` in the fixed environment; returns its stdout.
-pub fn host_output(tool: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, InstallError> {
-    let path = find_tool(tool).ok_or(InstallError::HostToolMissing {
-        tool,
-        package: "dpkg",
-    })?;
+/// Runs the host tool `tool` (from the Debian package `package`) with `args` in the fixed
+/// environment; returns its stdout.
+pub fn host_output(
+    tool: &'static str,
+    package: &'static str,
+    args: &[&std::ffi::OsStr],
+) -> Result<Vec<u8>, InstallError> {
+    let path = find_tool(tool).ok_or(InstallError::HostToolMissing { tool, package })?;
     let out = Command::new(path)
         .args(args)
         .env_clear()

@@ -463,26 +463,10 @@ fn write_maps(maps: IdMaps, pid: Pid) -> Result<(), InstallError> {
         ("newuidmap", maps.uid, maps.sub_uid),
         ("newgidmap", maps.gid, maps.sub_gid),
     ] {
-        let path = run::find_tool(tool).ok_or(InstallError::HostToolMissing {
-            tool,
-            package: "uidmap",
-        })?;
-        let out = Command::new(path)
-            .arg(&pid)
-            .args(["0", &own.to_string(), "1"])
-            .args(["1", &sub.to_string(), &MAPPED.to_string()])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| InstallError::Spawn { tool, source })?;
-        if !out.status.success() {
-            return Err(InstallError::HostTool {
-                tool,
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
+        let (own, sub, mapped) = (own.to_string(), sub.to_string(), MAPPED.to_string());
+        let argv = [pid.as_str(), "0", &own, "1", "1", &sub, &mapped];
+        let args: Vec<&std::ffi::OsStr> = argv.iter().map(std::ffi::OsStr::new).collect();
+        run::host_output(tool, "uidmap", &args)?;
     }
     Ok(())
 }

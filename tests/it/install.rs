@@ -22,6 +22,8 @@ use w4b::install::{install, Arch, Deb, InstallError, Request};
 use w4b::tree::host::{capture, materialize};
 use w4b::tree::{Blobs, MemBlobs};
 
+use crate::throwaway_user::ThrowawayUser;
+
 /// The cached minbase root, packages and private apt state.
 const CACHE: &str = "/tmp/w4b-test-debian-arm64";
 const SUITE: &str = "bookworm";
@@ -32,7 +34,8 @@ fn mirror() -> Option<String> {
     crate::testbase::host_mirror(SUITE)
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
+/// Runs `cmd`; its output in the error when it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if out.status.success() {
         Ok(())
@@ -341,64 +344,6 @@ fn a_cancelled_install_leaves_no_mount_and_no_scratch_files() {
     );
 }
 
-/// A throwaway user with 65,536 subordinate ids, removed (with its processes) on drop.
-struct ThrowawayUser {
-    name: String,
-    home: PathBuf,
-}
-
-impl ThrowawayUser {
-    fn create(name: &str, subids: &str) -> Result<ThrowawayUser, String> {
-        let _ = Command::new("userdel").arg(name).output();
-        let home = PathBuf::from(format!("/tmp/{name}-home"));
-        let _ = fs::remove_dir_all(&home);
-        run(Command::new("useradd").args(["-M", "-s", "/bin/sh", name]))?;
-        let user = ThrowawayUser {
-            name: name.to_owned(),
-            home,
-        };
-        run(Command::new("usermod")
-            .args(["--add-subuids", subids, "--add-subgids", subids])
-            .arg(name))?;
-        fs::create_dir_all(&user.home).map_err(|e| e.to_string())?;
-        Ok(user)
-    }
-
-    /// `w4b ARGS` as the user, in its home, with an empty environment.
-    fn w4b(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", &self.name, "--regid", &self.name, "--init-groups"])
-            .arg("env")
-            .arg("-i")
-            .arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin")
-            .arg(format!("HOME={}", self.home.display()))
-            .arg(self.home.join("w4b"))
-            .args(args)
-            .current_dir(&self.home);
-        c
-    }
-
-    fn chown_home(&self) {
-        let _ = run(Command::new("chown").arg("-R").arg(&self.name).arg(&self.home));
-    }
-
-    fn processes(&self) -> String {
-        Command::new("pgrep")
-            .args(["-a", "-u", &self.name])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for ThrowawayUser {
-    fn drop(&mut self) {
-        let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).output();
-        let _ = Command::new("userdel").arg(&self.name).output();
-        let _ = fs::remove_dir_all(&self.home);
-    }
-}
-
 /// A dependency-closed subset of the openssh-server set, with maintainer scripts (`ucf`).
 const SUBSET: [&str; 6] = [
     "libbsd0",
@@ -409,7 +354,7 @@ const SUBSET: [&str; 6] = [
     "sensible-utils",
 ];
 
-fn unprivileged_preconditions() -> bool {
+pub(crate) fn unprivileged_preconditions() -> bool {
     if !preconditions() {
         return false;
     }
@@ -448,7 +393,7 @@ fn an_unprivileged_install_gives_the_changeset_of_a_root_install() {
         }
     }
     assert_eq!(debs.len(), SUBSET.len(), "{deb_files:?}");
-    fs::copy(env!("CARGO_BIN_EXE_w4b"), user.home.join("w4b")).unwrap();
+    user.copy_w4b();
     let root_cache = tempfile::tempdir().unwrap();
     let w4b_root = |cache: &Path, extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_w4b"))
@@ -515,7 +460,7 @@ fn a_cancelled_unprivileged_install_leaves_no_process_behind() {
         fs::copy(f, debs_dir.join(&name)).unwrap();
         args.push(format!("debs/{name}"));
     }
-    fs::copy(env!("CARGO_BIN_EXE_w4b"), user.home.join("w4b")).unwrap();
+    user.copy_w4b();
     let out = Command::new(env!("CARGO_BIN_EXE_w4b"))
         .arg("--cache-dir")
         .arg(user.home.join("cache"))

@@ -16,6 +16,7 @@ mod oracle;
 #[path = "../support/sbom_oracle.rs"]
 mod sbom_oracle;
 mod testbase;
+mod throwaway_user;
 
 mod apt_repo;
 mod cache;

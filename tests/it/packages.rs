@@ -4,7 +4,9 @@
 //! set against the signed index and the base's own dpkg database, and `w4b build`
 //! installing the locked packages at build time with their maintainer scripts running
 //! under qemu-user — judged by dpkg itself (`--audit`, the status database) on the image's
-//! root filesystem as `debugfs` reads it back.
+//! root filesystem as `debugfs` reads it back. As an ordinary user (a throwaway one with
+//! subordinate ids) the same lock and build install through a user namespace, and must
+//! write the image root writes, byte for byte, with the owners the packages give.
 
 #![allow(clippy::disallowed_methods)] // Runs make-test-base.sh, zstd, sfdisk, debugfs, dpkg.
 
@@ -14,6 +16,7 @@ use std::process::Command;
 use crate::aptrepo::{AptRepo, Deb};
 use crate::env::TestEnv;
 use crate::testbase::sh;
+use crate::throwaway_user::ThrowawayUser;
 
 const HELLO_POSTINST: &str = "#!/bin/sh\nset -e\nmkdir -p /var/lib/w4b-hello\n\
     dpkg --print-architecture > /var/lib/w4b-hello/arch\n";
@@ -146,6 +149,28 @@ pub(crate) fn root_partition(image: &Path, dir: &Path) -> std::path::PathBuf {
 
 pub(crate) fn debugfs_cat(fs: &Path, path: &str) -> String {
     sh(&format!("debugfs -R 'cat {path}' '{}' 2>/dev/null", fs.display()))
+}
+
+/// The mode (octal, as `debugfs` prints it), uid and gid of `path` in an ext4 image, from
+/// `debugfs -R stat`: `Mode:  04755`, `User:     0   Group:     0`.
+fn debugfs_stat(fs: &Path, path: &str) -> (String, u32, u32) {
+    let stat = sh(&format!(
+        "debugfs -R 'stat {path}' '{}' 2>/dev/null",
+        fs.display()
+    ));
+    let after = |label: &str| {
+        stat.split_whitespace()
+            .skip_while(|w| *w != label)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {label} in the stat of {path}:\n{stat}"))
+            .to_owned()
+    };
+    let id = |label: &str| {
+        after(label)
+            .parse()
+            .unwrap_or_else(|e| panic!("{label} of {path}: {e}\n{stat}"))
+    };
+    (after("Mode:"), id("User:"), id("Group:"))
 }
 
 #[test]
@@ -406,4 +431,176 @@ fn a_package_bump_refetches_one_deb_and_why_names_it_at_its_lock_line() {
         .and_then(|r| r.get(..64))
         .unwrap();
     assert_eq!(p["new"]["sha256"], sha, "{install:#}");
+}
+
+/// Gives files to users other than root, as packages' scripts do: a system user made by
+/// `useradd` owns a setgid directory, and a file belongs to `_apt:nogroup` (42:65534, near
+/// the top of the ids a user namespace maps).
+const OWNED_POSTINST: &str = "#!/bin/sh\nset -e\n\
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin w4b-owned\n\
+    install -d -o w4b-owned -g w4b-owned -m 2750 /var/lib/w4b-owned\n\
+    echo spool > /var/lib/w4b-owned/spool\n\
+    chown w4b-owned:w4b-owned /var/lib/w4b-owned/spool\n\
+    echo apt > /var/lib/w4b-owned/apt\n\
+    chown _apt:nogroup /var/lib/w4b-owned/apt\n";
+
+/// `w4b lock` and `w4b build` as an ordinary user with subordinate ids, from definitions
+/// to the `.img.zst`: the install runs in a user namespace, yet the image's files belong to
+/// root, or to the users the maintainer scripts gave them, and dpkg lists the packages.
+/// Root building the same definitions in a fresh cache writes the same bytes.
+#[test]
+fn an_unprivileged_build_writes_the_image_a_root_build_writes() {
+    if !crate::install::unprivileged_preconditions() {
+        return;
+    }
+    let Some(base) = shared_debian_base() else { return };
+    let Some(repo) = AptRepo::builder()
+        .package(
+            Deb::new("w4b-owned", "1.0-1", "arm64")
+                .depends("w4b-lib, passwd")
+                .postinst(OWNED_POSTINST)
+                .executable("/usr/bin/w4b-owned", b"#!/bin/sh\necho owned\n"),
+        )
+        .package(Deb::new("w4b-lib", "1.0-1", "all").file("/usr/lib/w4b/lib.txt", b"1.0\n"))
+        .build()
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let user = ThrowawayUser::create("w4b-it-build", "600000-665535").unwrap();
+    user.copy_w4b();
+    user.chown_home();
+    let env = workspace(base, repo.server());
+    std::fs::create_dir_all(env.ws.join("keys")).unwrap();
+    std::fs::write(env.ws.join("keys/w4b-test.asc"), &repo.key).unwrap();
+    env.write(
+        "defs/packages/hive.yaml",
+        &format!(
+            "kind: packages\nrepositories:\n  - {{url: \"{}\", suite: w4b-test, key: ../../keys/w4b-test.asc, fingerprint: \"{}\"}}\npackages: [w4b-owned]\n",
+            repo.url(),
+            repo.fingerprint
+        ),
+    );
+    // The user owns the workspace and the cache (`env.cache` is beneath `env.root`); the
+    // test's own temporary directories are root's, mode 0700 under CI's umask.
+    user.chown(env.root.path());
+    let as_user = |args: &[&str]| {
+        let vars = [
+            ("W4B_CACHE_DIR", env.cache.as_os_str()),
+            ("TZ", "UTC".as_ref()),
+            ("LC_ALL", "C".as_ref()),
+            ("NO_COLOR", "1".as_ref()),
+        ];
+        user.w4b_in(&env.ws, &vars, args).output().unwrap()
+    };
+
+    let out = as_user(&["lock"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = std::time::Instant::now();
+    let out = as_user(&["build", "--message-format", "json", "//images:edge"]);
+    eprintln!("unprivileged build: {:?}", started.elapsed());
+    let b = crate::env::Build {
+        events: String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        output: out,
+    };
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(
+        b.ran().contains(&"//images:edge#packages".to_owned()),
+        "{:?}",
+        b.ran()
+    );
+    assert_eq!(user.processes(), "", "the build left processes");
+    let scratch: Vec<_> = std::fs::read_dir(env.cache.join("v1/tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(scratch.is_empty(), "scratch left behind: {scratch:?}");
+    let image = env.path("out/edge.img.zst");
+    let owner = std::fs::metadata(&image).unwrap();
+    let uid = sh(&format!("id -u {}", user.name));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&owner).to_string(),
+        uid.trim(),
+        "the image is the user's"
+    );
+
+    // Owners as the image records them: root for what the packages ship, the scripts'
+    // users for what they gave away — container ids, not the subordinate ids behind them.
+    let rootfs = root_partition(&image, tmp.path());
+    assert_eq!(debugfs_cat(&rootfs, "/usr/lib/w4b/lib.txt"), "1.0\n");
+    assert_eq!(
+        debugfs_stat(&rootfs, "/usr/bin/w4b-owned"),
+        ("0755".to_owned(), 0, 0)
+    );
+    assert_eq!(
+        debugfs_stat(&rootfs, "/usr/lib/w4b/lib.txt"),
+        ("0644".to_owned(), 0, 0)
+    );
+    let passwd = debugfs_cat(&rootfs, "/etc/passwd");
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("w4b-owned:"))
+        .unwrap_or_else(|| panic!("postinst's user is not in\n{passwd}"));
+    let ids: Vec<u32> = line
+        .split(':')
+        .skip(2)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert!((100..1000).contains(&ids[0]), "a system user: {line}");
+    assert_eq!(
+        debugfs_stat(&rootfs, "/var/lib/w4b-owned"),
+        ("02750".to_owned(), ids[0], ids[1])
+    );
+    assert_eq!(
+        debugfs_stat(&rootfs, "/var/lib/w4b-owned/spool"),
+        ("0644".to_owned(), ids[0], ids[1])
+    );
+    assert_eq!(
+        debugfs_stat(&rootfs, "/var/lib/w4b-owned/apt"),
+        ("0644".to_owned(), 42, 65534)
+    );
+    sh(&format!(
+        "debugfs -R 'rdump /var/lib/dpkg {}' '{}' 2>/dev/null",
+        tmp.path().display(),
+        rootfs.display()
+    ));
+    let status = std::fs::read_to_string(tmp.path().join("dpkg/status")).unwrap();
+    for name in ["w4b-owned", "w4b-lib"] {
+        let para = status
+            .split("\n\n")
+            .find(|p| p.starts_with(&format!("Package: {name}\n")))
+            .unwrap_or_else(|| panic!("{name} is not in the image's dpkg status"));
+        assert!(para.contains("Status: install ok installed"), "{para}");
+    }
+
+    // Root, the same definitions and lock, a fresh cache: the same image, byte for byte.
+    let root_env = TestEnv::new();
+    for rel in ["w4b.yaml", "w4b.lock"] {
+        std::fs::copy(env.path(rel), root_env.path(rel)).unwrap();
+    }
+    crate::env::copy_dir(&env.path("defs"), &root_env.path("defs"));
+    crate::env::copy_dir(&env.path("keys"), &root_env.path("keys"));
+    let b = root_env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(
+        b.ran().contains(&"//images:edge#packages".to_owned()),
+        "{:?}",
+        b.ran()
+    );
+    let as_root = std::fs::read(root_env.path("out/edge.img.zst")).unwrap();
+    let unprivileged = std::fs::read(&image).unwrap();
+    if as_root != unprivileged {
+        let digest = |b: &[u8]| {
+            use sha2::{Digest as _, Sha256};
+            hex::encode(Sha256::digest(b))
+        };
+        panic!(
+            "root's image differs from the user's: {} vs {}",
+            digest(&as_root),
+            digest(&unprivileged)
+        );
+    }
 }

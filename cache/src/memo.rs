@@ -1,0 +1,436 @@
+//! Memos: sub-step results a producer may reuse, such as "the chunk this recipe renders
+//! to" or "the frame this chunk compresses to".
+//!
+//! A memo maps a key (the caller's `derive_key` of a canonical recipe, with a versioned
+//! context per kind) to a value blob, its length and a few kind-specific bytes. It lives at
+//! `v1/memo/<kind>/<2 hex>/<64 hex key>` and is
+//!
+//! - **a hint, never a root:** [`StoreDir::memo_get`] is a hit only while the value blob is
+//!   present (a zero chunk always is); GC never keeps a value because a memo names it, and
+//!   deletes memos whose value is gone; `verify` reports and deletes them too;
+//! - **local only:** a memo cannot be checked without redoing the work, so it is never
+//!   published to a shared directory;
+//! - **replaceable:** unlike blobs it is not named by its content, so a newer memo for a
+//!   key replaces the older one (temp file + `rename(2)`); a reader sees one or the other.
+//!   It is not fsynced: a torn memo fails its checksum and is a miss.
+//!
+//! The bytes (little-endian; `docs/cache-format.md`, "Memos"):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | `magic` = `W4BMEMO\x01` (the last byte is the version) |
+//! | 8 | 32 | `key` (must equal the file name) |
+//! | 40 | 32 | `value` digest (BLAKE3 of the value blob) |
+//! | 72 | 4 | `len`, the value's length |
+//! | 76 | 4 | `extra_len` (≤ [`MEMO_EXTRA_MAX`]) |
+//! | 80 | `extra_len` | `extra`, kind-specific |
+//! | 80 + `extra_len` | 32 | `check`: BLAKE3 `derive_key("w4b-cache memo v1", bytes 0 .. 80 + extra_len)` |
+
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::chunks::ChunkRef;
+use crate::dir::{sorted_dir, StoreDir};
+use crate::error::{io_err, CacheError};
+use crate::Digest;
+
+pub const MEMO_MAGIC: [u8; 8] = *b"W4BMEMO\x01";
+/// The `derive_key` context of a memo's trailing checksum.
+pub const MEMO_CONTEXT: &str = "w4b-cache memo v1";
+/// The most kind-specific bytes a memo carries (a bmap range list, a SHA-256 state).
+pub const MEMO_EXTRA_MAX: u32 = 64 * 1024;
+const HEADER_LEN: usize = 80;
+
+/// The kind of a memo: a directory name under `v1/memo/`, chosen by the application
+/// (w4b: `ext4-chunk`, `fat-chunk`, `disk-edge`, `frame-zstd`, `frame-xz`, `bmap`,
+/// `sha256-state`). 1 to 32 characters of `a-z`, `0-9` and `-`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemoKind(&'static str);
+
+impl MemoKind {
+    pub const fn new(name: &'static str) -> MemoKind {
+        MemoKind(name)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn check(&self) -> Result<&'static str, CacheError> {
+        let ok = (1..=32).contains(&self.0.len())
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        match ok {
+            true => Ok(self.0),
+            false => Err(CacheError::MemoKind { name: self.0.into() }),
+        }
+    }
+}
+
+/// What a memo remembers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memo {
+    pub value: ChunkRef,
+    pub extra: Vec<u8>,
+}
+
+impl Memo {
+    /// The memo's bytes for `key`.
+    fn encode(&self, key: &Digest) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN.saturating_add(self.extra.len()).saturating_add(32));
+        out.extend_from_slice(&MEMO_MAGIC);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(self.value.digest.as_bytes());
+        out.extend_from_slice(&self.value.len.to_le_bytes());
+        out.extend_from_slice(&(self.extra.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.extra);
+        let check = blake3::derive_key(MEMO_CONTEXT, &out);
+        out.extend_from_slice(&check);
+        out
+    }
+
+    /// Parses memo bytes filed under `key`; `None` for anything malformed (torn, flipped,
+    /// filed under another key, another version).
+    fn decode(bytes: &[u8], key: &Digest) -> Option<Memo> {
+        let body_len = bytes.len().checked_sub(32)?;
+        let (body, check) = bytes.split_at_checked(body_len)?;
+        if blake3::derive_key(MEMO_CONTEXT, body) != *check {
+            return None;
+        }
+        let magic = body.get(0..8)?;
+        let k = body.get(8..40)?;
+        let value: [u8; 32] = body.get(40..72)?.try_into().ok()?;
+        let len = u32::from_le_bytes(body.get(72..76)?.try_into().ok()?);
+        let extra_len = u32::from_le_bytes(body.get(76..80)?.try_into().ok()?);
+        let extra = body.get(HEADER_LEN..)?;
+        if magic != MEMO_MAGIC
+            || k != key.as_bytes()
+            || extra.len() != extra_len as usize
+            || extra_len > MEMO_EXTRA_MAX
+        {
+            return None;
+        }
+        Some(Memo {
+            value: ChunkRef {
+                digest: Digest(value),
+                len,
+            },
+            extra: extra.to_vec(),
+        })
+    }
+}
+
+/// A memo file found by a walk.
+pub(crate) struct MemoFile {
+    pub kind: String,
+    pub key: Digest,
+    pub path: PathBuf,
+}
+
+impl StoreDir {
+    fn memo_path(&self, kind: MemoKind, key: &Digest) -> Result<PathBuf, CacheError> {
+        let hex = key.to_hex();
+        Ok(self
+            .sub("memo")
+            .join(kind.check()?)
+            .join(hex.get(..2).unwrap_or_default())
+            .join(hex))
+    }
+
+    /// Whether `value` is here with its length: what makes a memo naming it a hit.
+    fn memo_value_present(&self, value: &ChunkRef) -> bool {
+        value.is_zero()
+            || fs::metadata(self.blob_path(&value.digest)).is_ok_and(|m| m.len() == u64::from(value.len))
+    }
+
+    /// Remembers that `key` (of `kind`) gives `value`, replacing an older memo for it.
+    /// The value must be stored first (or be a zero chunk).
+    pub fn memo_put(
+        &self,
+        kind: MemoKind,
+        key: &Digest,
+        value: &ChunkRef,
+        extra: &[u8],
+    ) -> Result<(), CacheError> {
+        let path = self.memo_path(kind, key)?;
+        if extra.len() > MEMO_EXTRA_MAX as usize {
+            return Err(CacheError::MemoTooLarge {
+                len: extra.len() as u64,
+            });
+        }
+        if !self.memo_value_present(value) {
+            return Err(CacheError::Missing {
+                digest: value.digest,
+                root: self.root().to_owned(),
+                chunk: None,
+            });
+        }
+        let memo = Memo {
+            value: *value,
+            extra: extra.to_vec(),
+        };
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(&memo.encode(key))
+            .map_err(io_err("write", tmp.path()))?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        }
+        tmp.persist(&path)
+            .map(drop)
+            .map_err(|e| io_err("replace", &path)(e.error))
+    }
+
+    /// The memo for `key` of `kind`, if there is one **and** its value is present. A
+    /// malformed memo is quarantined and a miss.
+    pub fn memo_get(&self, kind: MemoKind, key: &Digest) -> Result<Option<Memo>, CacheError> {
+        let path = self.memo_path(kind, key)?;
+        let Some(memo) = self.load_memo(&path, key)? else {
+            return Ok(None);
+        };
+        Ok(Some(memo).filter(|m| self.memo_value_present(&m.value)))
+    }
+
+    /// Reads and checks one memo file; a malformed one is quarantined. `None` when absent
+    /// or malformed.
+    fn load_memo(&self, path: &Path, key: &Digest) -> Result<Option<Memo>, CacheError> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", path)(e)),
+        };
+        let mut bytes = Vec::new();
+        Read::take(&mut file, u64::from(MEMO_EXTRA_MAX).saturating_add(1024))
+            .read_to_end(&mut bytes)
+            .map_err(io_err("read", path))?;
+        match Memo::decode(&bytes, key) {
+            Some(m) => Ok(Some(m)),
+            None => {
+                self.quarantine(
+                    path,
+                    &format!("memo-{key}.{}", Digest::of(&bytes)),
+                    Some(&file),
+                    &format!("memo `{key}` is malformed"),
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Every memo file, by kind then key.
+    pub(crate) fn memo_files(&self) -> Result<Vec<MemoFile>, CacheError> {
+        let mut out = Vec::new();
+        for kind_dir in sorted_dir(&self.sub("memo"))? {
+            let Some(kind) = kind_dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            for shard in sorted_dir(&kind_dir)? {
+                for path in sorted_dir(&shard)? {
+                    let key = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.parse().ok());
+                    if let Some(key) = key {
+                        out.push(MemoFile {
+                            kind: kind.clone(),
+                            key,
+                            path,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes memos that are malformed or whose value is not in `present` (or, with
+    /// `None`, not in the store); returns (kept, removed).
+    pub(crate) fn prune_memos(
+        &self,
+        present: Option<&std::collections::BTreeSet<Digest>>,
+    ) -> Result<(Vec<MemoFile>, Vec<MemoFile>), CacheError> {
+        let (mut kept, mut removed) = (Vec::new(), Vec::new());
+        for m in self.memo_files()? {
+            let live = match self.load_memo(&m.path, &m.key)? {
+                Some(memo) => match present {
+                    Some(p) => memo.value.is_zero() || p.contains(&memo.value.digest),
+                    None => self.memo_value_present(&memo.value),
+                },
+                // Malformed: already quarantined.
+                None => {
+                    continue;
+                }
+            };
+            if live {
+                kept.push(m);
+                continue;
+            }
+            match fs::remove_file(&m.path) {
+                Ok(()) => removed.push(m),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &m.path)(e)),
+            }
+        }
+        Ok((kept, removed))
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+    use crate::dir::tests::{flip_byte, store};
+    use crate::{GcPolicy, NoRefs};
+    use std::time::{Duration, SystemTime};
+
+    const FRAME: MemoKind = MemoKind::new("frame-zstd");
+
+    /// Pins the layout (`docs/cache-format.md` quotes it).
+    #[test]
+    fn golden_vector() {
+        let memo = Memo {
+            value: ChunkRef {
+                digest: Digest::of(b"abcd"),
+                len: 4,
+            },
+            extra: b"xy".to_vec(),
+        };
+        let key = Digest::of(b"recipe");
+        let bytes = memo.encode(&key);
+        assert_eq!(bytes.len(), 80 + 2 + 32);
+        assert_eq!(&bytes[..8], b"W4BMEMO\x01");
+        assert_eq!(&bytes[8..40], key.as_bytes());
+        assert_eq!(&bytes[40..72], Digest::of(b"abcd").as_bytes());
+        assert_eq!(hex::encode(&bytes[72..82]), "04000000020000007879");
+        assert_eq!(
+            hex::encode(&bytes[82..]),
+            "c9b45e2336466cace0db1c611b85c0c922896be968b2749486de9d727d6dd3ed",
+            "the checksum is pinned"
+        );
+        assert_eq!(Memo::decode(&bytes, &key), Some(memo.clone()));
+        assert_eq!(
+            Memo::decode(&bytes, &Digest::of(b"other")),
+            None,
+            "filed under another key"
+        );
+        for n in 0..bytes.len() {
+            assert_eq!(Memo::decode(&bytes[..n], &key), None);
+        }
+        for at in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[at] ^= 1;
+            assert_eq!(Memo::decode(&b, &key), None, "flip at {at}");
+        }
+    }
+
+    #[test]
+    fn a_memo_hits_only_while_its_value_is_present() {
+        let (_t, dir) = store();
+        let key = Digest::of(b"chunk 7 at level 3");
+        assert_eq!(dir.memo_get(FRAME, &key).unwrap(), None);
+        let absent = ChunkRef {
+            digest: Digest::of(b"frame"),
+            len: 5,
+        };
+        assert!(matches!(
+            dir.memo_put(FRAME, &key, &absent, b""),
+            Err(CacheError::Missing { .. })
+        ));
+        let v = dir.put_chunk(b"frame").unwrap();
+        dir.memo_put(FRAME, &key, &v, b"seek").unwrap();
+        let hit = dir.memo_get(FRAME, &key).unwrap().unwrap();
+        assert_eq!((hit.value, &hit.extra[..]), (v, &b"seek"[..]));
+        assert_eq!(
+            dir.memo_get(MemoKind::new("frame-xz"), &key).unwrap(),
+            None,
+            "kinds are separate"
+        );
+        // A newer memo replaces the old one.
+        let w = dir.put_chunk(b"frame 2").unwrap();
+        dir.memo_put(FRAME, &key, &w, b"").unwrap();
+        assert_eq!(dir.memo_get(FRAME, &key).unwrap().unwrap().value, w);
+
+        // The value gone: a miss, though the memo file is still there.
+        fs::remove_file(dir.blob_path(&w.digest)).unwrap();
+        assert_eq!(dir.memo_get(FRAME, &key).unwrap(), None);
+        // A zero chunk is always present.
+        let zero = dir.put_chunk(&[0; 4096]).unwrap();
+        dir.memo_put(FRAME, &key, &zero, b"").unwrap();
+        assert_eq!(dir.memo_get(FRAME, &key).unwrap().unwrap().value, zero);
+
+        assert!(matches!(
+            dir.memo_put(MemoKind::new("../x"), &key, &zero, b""),
+            Err(CacheError::MemoKind { .. })
+        ));
+        assert!(matches!(
+            dir.memo_put(FRAME, &key, &zero, &vec![0; MEMO_EXTRA_MAX as usize + 1]),
+            Err(CacheError::MemoTooLarge { .. })
+        ));
+        assert_eq!(dir.stats().unwrap().memos, 1);
+    }
+
+    #[test]
+    fn a_malformed_memo_is_a_quarantined_miss() {
+        let (_t, dir) = store();
+        let key = Digest::of(b"k");
+        let v = dir.put_chunk(b"value").unwrap();
+        dir.memo_put(FRAME, &key, &v, b"").unwrap();
+        let path = dir.memo_path(FRAME, &key).unwrap();
+        flip_byte(&path);
+        assert_eq!(dir.memo_get(FRAME, &key).unwrap(), None);
+        assert!(!path.exists());
+        assert_eq!(dir.take_quarantined().len(), 1);
+    }
+
+    /// A value that rots is quarantined on read; its memo then misses, and GC (which
+    /// never keeps a value for a memo) deletes the memo.
+    #[test]
+    fn gc_prunes_memos_whose_value_is_gone_and_keeps_no_value_alive() {
+        let (_t, dir) = store();
+        let (k1, k2) = (Digest::of(b"one"), Digest::of(b"two"));
+        let rotten = dir.put_chunk(b"rotten frame").unwrap();
+        let orphan = dir.put_chunk(b"orphan frame").unwrap();
+        dir.memo_put(FRAME, &k1, &rotten, b"").unwrap();
+        dir.memo_put(FRAME, &k2, &orphan, b"").unwrap();
+        flip_byte(&dir.blob_path(&rotten.digest));
+        assert!(matches!(
+            dir.read(&rotten.digest),
+            Err(CacheError::Corrupt { .. })
+        ));
+        assert_eq!(dir.memo_get(FRAME, &k1).unwrap(), None);
+
+        let now = SystemTime::now();
+        let rep = dir.gc(&GcPolicy::new(now), &NoRefs).unwrap();
+        assert_eq!((rep.memos_removed, rep.memos_kept), (1, 1));
+        assert!(dir.memo_get(FRAME, &k2).unwrap().is_some(), "its value is young");
+        // Past the grace period the unreferenced value goes, memo or not, then its memo.
+        let rep = dir
+            .gc(&GcPolicy::new(now + Duration::from_secs(2 * 86_400)), &NoRefs)
+            .unwrap();
+        assert_eq!((rep.blobs_removed, rep.memos_removed, rep.memos_kept), (1, 1, 0));
+        assert!(!dir.contains(&orphan.digest));
+        assert!(dir.memo_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn verify_reports_and_removes_memos_whose_value_is_gone() {
+        let (_t, dir) = store();
+        let key = Digest::of(b"k");
+        let v = dir.put_chunk(b"value").unwrap();
+        dir.memo_put(FRAME, &key, &v, b"").unwrap();
+        assert!(dir.verify(&NoRefs).unwrap().memos_without_value.is_empty());
+        flip_byte(&dir.blob_path(&v.digest));
+        let rep = dir.verify(&NoRefs).unwrap();
+        assert_eq!(rep.corrupt_blobs, vec![v.digest]);
+        assert_eq!(rep.memos_without_value, vec![("frame-zstd".to_owned(), key)]);
+        assert!(dir.memo_files().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,905 @@
+//! Chunked outputs in a store directory: storing chunks and indexes, writing a stream as
+//! chunks, and reading any output (plain blob or index) with verified random access.
+//!
+//! The format lives in [`crate::chunks`]; this module owns the files. Indexes are
+//! published like blobs (temp file, `link(2)`, never overwritten) under
+//! `v1/indexes/<2 hex>/<64 hex>`, and every read checks the keyed name, so a flipped bit in
+//! an index is a quarantined miss exactly as in a blob. An index is only stored once all
+//! its chunks are ([`StoreDir::put_index`]), so a local index is complete unless a chunk
+//! rotted or was deleted behind the store's back; [`OutputReader`] then reports the output
+//! as missing or corrupt, naming the chunk, and the producing step runs again.
+
+use std::fs::{self, File};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use crate::chunks::{name_of, ChunkIndex, ChunkRef, FlatDigests, CHUNK_SIZE};
+use crate::dir::StoreDir;
+use crate::error::{io_err, CacheError, ChunkAt};
+use crate::Digest;
+
+/// Decoded chunks an [`OutputReader`] keeps: enough for a filesystem reader that hops
+/// between a superblock, a group table and the block it is reading.
+const CACHED_CHUNKS: usize = 4;
+
+impl StoreDir {
+    /// Whether index `d` exists; says nothing about its bytes or its chunks.
+    pub fn contains_index(&self, d: &Digest) -> bool {
+        self.index_path(d).is_file()
+    }
+
+    /// Whether `d` names a blob or an index here.
+    pub fn contains_output(&self, d: &Digest) -> bool {
+        self.contains(d) || self.contains_index(d)
+    }
+
+    /// Stores one chunk as a blob, unless it is all zeros: zero chunks are never written
+    /// (readers produce them), only named by [`zero_digest`](crate::zero_digest).
+    pub fn put_chunk(&self, bytes: &[u8]) -> Result<ChunkRef, CacheError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| CacheError::ChunkTooLarge {
+            len: bytes.len() as u64,
+        })?;
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(ChunkRef {
+                digest: crate::zero_digest(len),
+                len,
+            });
+        }
+        Ok(ChunkRef {
+            digest: self.put_bytes(bytes)?,
+            len,
+        })
+    }
+
+    /// Stores `idx` and returns its name. Refuses ([`CacheError::IncompleteIndex`]) while
+    /// any chunk but a zero one is missing, so a local index is complete when stored, and
+    /// refuses an index that breaks the format's rules.
+    pub fn put_index(&self, idx: &ChunkIndex) -> Result<Digest, CacheError> {
+        let bytes = idx.encode();
+        // The same checks a reader applies: nothing stored here fails to decode.
+        ChunkIndex::decode(&bytes)?;
+        let name = name_of(&bytes);
+        for (position, c) in idx.chunks.iter().enumerate() {
+            if !c.is_zero() && !self.contains(&c.digest) {
+                return Err(CacheError::IncompleteIndex {
+                    index: name,
+                    chunk: c.digest,
+                    position: position as u64,
+                });
+            }
+        }
+        self.write_index_bytes(&name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Publishes index bytes under `name` without checking its chunks: for an index
+    /// copied from a remote (its chunks are fetched when read) or uploaded after them.
+    pub(crate) fn write_index_bytes(&self, name: &Digest, bytes: &[u8]) -> Result<u64, CacheError> {
+        let dest = self.index_path(name);
+        if dest.is_file() {
+            return Ok(bytes.len() as u64);
+        }
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        self.publish(tmp, &dest)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// The bytes of index `d`, checked against its keyed name; `None` if absent. A
+    /// mismatch quarantines the file and is [`CacheError::Corrupt`].
+    pub(crate) fn index_bytes(&self, d: &Digest) -> Result<Option<Vec<u8>>, CacheError> {
+        let path = self.index_path(d);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err("read", &path))?;
+        let actual = name_of(&bytes);
+        if actual != *d {
+            let evidence = self.quarantine(
+                &path,
+                &format!("{d}.{actual}.index"),
+                Some(&file),
+                &format!("chunk index `{d}` is corrupt: its bytes name `{actual}`"),
+            );
+            return Err(CacheError::Corrupt {
+                expected: *d,
+                actual,
+                evidence,
+                chunk: None,
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Index `d`, verified (its bytes must produce its keyed name) and decoded; `None` if
+    /// there is no such index (it may still be a blob). A well-named index that does not
+    /// decode is quarantined unless it is merely of a newer version.
+    pub fn index(&self, d: &Digest) -> Result<Option<ChunkIndex>, CacheError> {
+        let Some(bytes) = self.index_bytes(d)? else {
+            return Ok(None);
+        };
+        match ChunkIndex::decode(&bytes) {
+            Ok(idx) => Ok(Some(idx)),
+            Err(e @ CacheError::IndexUnsupported { .. }) => Err(e),
+            Err(e) => {
+                self.quarantine(
+                    &self.index_path(d),
+                    &format!("{d}.malformed.index"),
+                    None,
+                    &format!("chunk index `{d}` is malformed: {e}"),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// A writer that cuts what it is given into [`CHUNK_SIZE`] chunks and stores them;
+    /// [`ChunkedWriter::commit`] stores the index.
+    pub fn chunked_writer(&self) -> Result<ChunkedWriter, CacheError> {
+        self.writable()?;
+        Ok(ChunkedWriter {
+            dir: self.clone(),
+            buf: Vec::with_capacity(CHUNK_SIZE as usize),
+            chunks: Vec::new(),
+            flat: None,
+        })
+    }
+
+    /// Opens output `d`, an index or a plain blob, for verified random access.
+    pub fn open_output(&self, d: &Digest) -> Result<OutputReader, CacheError> {
+        OutputReader::open(self.clone(), None, d)
+    }
+}
+
+/// Streams an output into the store as chunks of [`CHUNK_SIZE`], aligned to its start.
+/// Dropped without [`commit`](Self::commit), the chunks it stored are unreferenced (GC
+/// removes them after the grace period).
+pub struct ChunkedWriter {
+    dir: StoreDir,
+    buf: Vec<u8>,
+    chunks: Vec<ChunkRef>,
+    flat: Option<blake3::Hasher>,
+}
+
+impl ChunkedWriter {
+    /// Also computes the BLAKE3 of the whole stream and records it in the index (one more
+    /// hash pass over every byte: only for outputs someone reads it of).
+    pub fn with_flat_blake3(mut self) -> ChunkedWriter {
+        self.flat = Some(blake3::Hasher::new());
+        self
+    }
+
+    fn cut(&mut self) -> Result<(), CacheError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let c = self.dir.put_chunk(&self.buf)?;
+        self.chunks.push(c);
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Stores the last chunk and the index; returns the index's name and the logical
+    /// length.
+    pub fn commit(mut self) -> Result<(Digest, u64), CacheError> {
+        self.cut()?;
+        let idx = ChunkIndex {
+            chunk_size: CHUNK_SIZE,
+            chunks: std::mem::take(&mut self.chunks),
+            trailer: false,
+            flat: FlatDigests {
+                blake3: self.flat.take().map(|h| *h.finalize().as_bytes()),
+                sha256: None,
+            },
+        };
+        let name = self.dir.put_index(&idx)?;
+        Ok((name, idx.total_len()))
+    }
+}
+
+impl Write for ChunkedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = (CHUNK_SIZE as usize).saturating_sub(self.buf.len());
+        let n = data.len().min(room);
+        let part = &data[..n];
+        self.buf.extend_from_slice(part);
+        if let Some(h) = &mut self.flat {
+            h.update(part);
+        }
+        if self.buf.len() == CHUNK_SIZE as usize {
+            self.cut()
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Read + Seek over an output, whatever its form. Every byte it returns was verified
+/// first: a plain blob is hashed whole when opened, an index's chunks are each hashed
+/// when loaded (the last [`CACHED_CHUNKS`] are kept), and zero chunks cost no I/O.
+///
+/// A chunk that is missing or corrupt (quarantined) fails the read with an `io::Error`
+/// of kind [`ErrorKind::InvalidData`] wrapping [`CacheError::Missing`] or
+/// [`CacheError::Corrupt`] for the **index** digest, with the chunk in `chunk`; recover it
+/// with [`OutputReader::cache_error`]. Callers treat it as the output being unavailable.
+pub struct OutputReader {
+    digest: Digest,
+    local: StoreDir,
+    remote: Option<StoreDir>,
+    len: u64,
+    pos: u64,
+    kind: Kind,
+}
+
+enum Kind {
+    Blob(File),
+    Index {
+        idx: ChunkIndex,
+        starts: Vec<u64>,
+        /// Most recently used first.
+        cache: Vec<(usize, Vec<u8>)>,
+    },
+}
+
+impl OutputReader {
+    /// Opens `d` in `local`, reading through to `remote` (if any) for what is missing or
+    /// corrupt there: the index when it is first opened, each chunk when first read.
+    pub(crate) fn open(
+        local: StoreDir,
+        remote: Option<StoreDir>,
+        d: &Digest,
+    ) -> Result<OutputReader, CacheError> {
+        let idx = match (local.index(d), &remote) {
+            (Ok(Some(idx)), _) => Some(idx),
+            (Ok(None) | Err(CacheError::Corrupt { .. }), Some(r)) => match r.index(d)? {
+                Some(idx) => {
+                    local.write_index_bytes(d, &idx.encode())?;
+                    Some(idx)
+                }
+                None => None,
+            },
+            (Ok(None), None) => None,
+            (Err(e), _) => return Err(e),
+        };
+        let (len, kind) = match idx {
+            Some(idx) => (
+                idx.total_len(),
+                Kind::Index {
+                    starts: idx.starts(),
+                    idx,
+                    cache: Vec::with_capacity(CACHED_CHUNKS),
+                },
+            ),
+            None => {
+                let (file, len) = open_verified_blob(&local, remote.as_ref(), d)?;
+                (len, Kind::Blob(file))
+            }
+        };
+        Ok(OutputReader {
+            digest: *d,
+            local,
+            remote,
+            len,
+            pos: 0,
+            kind,
+        })
+    }
+
+    /// The output's digest (the index name for a chunked output).
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The logical length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The index, for a chunked output.
+    pub fn index(&self) -> Option<&ChunkIndex> {
+        match &self.kind {
+            Kind::Index { idx, .. } => Some(idx),
+            Kind::Blob(_) => None,
+        }
+    }
+
+    /// The [`CacheError`] a failed read wrapped, or the `io::Error` itself when it is not
+    /// one (a failing disk).
+    pub fn cache_error(e: io::Error) -> Result<CacheError, io::Error> {
+        crate::blob::unwrap_corrupt(e)
+    }
+
+    /// Reads up to `buf.len()` bytes at the current position from chunk `i`, loading and
+    /// verifying it if it is not cached.
+    fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, CacheError> {
+        let digest = self.digest;
+        let (local, remote, pos) = (&self.local, self.remote.as_ref(), self.pos);
+        let Kind::Index { idx, starts, cache } = &mut self.kind else {
+            return Ok(0);
+        };
+        let i = starts.partition_point(|&s| s <= pos).saturating_sub(1);
+        let (Some(c), Some(&start)) = (idx.chunks.get(i).copied(), starts.get(i)) else {
+            return Ok(0);
+        };
+        let within = (pos - start) as usize;
+        let n = buf.len().min(c.len as usize - within);
+        if c.is_zero() {
+            buf[..n].fill(0);
+            return Ok(n);
+        }
+        let slot = match cache.iter().position(|(j, _)| *j == i) {
+            Some(slot) => slot,
+            None => {
+                let at = ChunkAt {
+                    chunk: c.digest,
+                    position: i as u64,
+                    offset: start,
+                };
+                let bytes = load_chunk(local, remote, &digest, &c, at)?;
+                cache.insert(0, (i, bytes));
+                cache.truncate(CACHED_CHUNKS);
+                0
+            }
+        };
+        let entry = cache.remove(slot);
+        buf[..n].copy_from_slice(&entry.1[within..within + n]);
+        cache.insert(0, entry);
+        Ok(n)
+    }
+}
+
+impl Read for OutputReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let left = usize::try_from(self.len - self.pos).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        let n = match &self.kind {
+            Kind::Blob(file) => file.read_at(&mut buf[..want], self.pos)?,
+            Kind::Index { .. } => self
+                .read_chunk(&mut buf[..want])
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?,
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for OutputReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let Some(target) = target else {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            ));
+        };
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+/// Opens blob `d` and hashes it whole, so that a seeking reader returns only verified
+/// bytes. A missing or corrupt local copy is fetched from `remote` (verified) once.
+fn open_verified_blob(
+    local: &StoreDir,
+    remote: Option<&StoreDir>,
+    d: &Digest,
+) -> Result<(File, u64), CacheError> {
+    let first = hash_blob(local, d);
+    match (first, remote) {
+        (Err(CacheError::Missing { .. } | CacheError::Corrupt { .. }), Some(r)) => {
+            crate::store::fetch_into(local, r, d)?;
+            hash_blob(local, d)
+        }
+        (other, _) => other,
+    }
+}
+
+fn hash_blob(dir: &StoreDir, d: &Digest) -> Result<(File, u64), CacheError> {
+    let mut file = dir.open_raw(d)?;
+    let mut hasher = blake3::Hasher::new();
+    let len = io::copy(&mut io::BufReader::with_capacity(1 << 20, &file), &mut hasher)
+        .map_err(io_err("read", dir.blob_path(d)))?;
+    let actual: Digest = hasher.finalize().into();
+    if actual != *d {
+        return Err(dir.corrupt_blob(d, actual, &file));
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("read", dir.blob_path(d)))?;
+    Ok((file, len))
+}
+
+/// The verified bytes of chunk `c` of index `index`, fetched from `remote` when the local
+/// copy is missing or corrupt. Failures name the index and the chunk.
+fn load_chunk(
+    local: &StoreDir,
+    remote: Option<&StoreDir>,
+    index: &Digest,
+    c: &ChunkRef,
+    at: ChunkAt,
+) -> Result<Vec<u8>, CacheError> {
+    let mut result = local.read(&c.digest);
+    if let (Err(CacheError::Missing { .. } | CacheError::Corrupt { .. }), Some(r)) = (&result, remote) {
+        result = crate::store::fetch_into(local, r, &c.digest).and_then(|_| local.read(&c.digest));
+    }
+    match result {
+        Ok(bytes) if bytes.len() == c.len as usize => Ok(bytes),
+        Ok(bytes) => Err(CacheError::IndexFormat {
+            offset: 0,
+            field: "len",
+            problem: format!(
+                "index `{index}` gives chunk {} a length of {}, but its blob `{}` has {} bytes",
+                at.position,
+                c.len,
+                c.digest,
+                bytes.len()
+            ),
+        }),
+        Err(CacheError::Missing { root, .. }) => Err(CacheError::Missing {
+            digest: *index,
+            root,
+            chunk: Some(Box::new(at)),
+        }),
+        Err(CacheError::Corrupt { actual, evidence, .. }) => Err(CacheError::Corrupt {
+            expected: *index,
+            actual,
+            evidence,
+            chunk: Some(Box::new(at)),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies output `reader` to `dest` through a temp file beside it, renamed into place
+/// once every byte was read (and so verified). Zero chunks become holes.
+pub(crate) fn copy_output_to(mut reader: OutputReader, dest: &std::path::Path) -> Result<(), CacheError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".w4b-")
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(io_err("create a temp file in", dir))?;
+    let zero_runs: Vec<(u64, u64)> = match reader.index() {
+        Some(idx) => idx
+            .chunks
+            .iter()
+            .zip(idx.starts())
+            .filter(|(c, _)| c.is_zero())
+            .map(|(c, s)| (s, u64::from(c.len)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let len = reader.len();
+    let mut at = 0u64;
+    let copy = |reader: &mut OutputReader, file: &mut File, n: u64| -> Result<(), CacheError> {
+        let copied = io::copy(&mut Read::take(&mut *reader, n), file);
+        match copied {
+            Ok(m) if m == n => Ok(()),
+            Ok(_) => Err(io_err("copy to", dest)(ErrorKind::UnexpectedEof.into())),
+            Err(e) => Err(OutputReader::cache_error(e).unwrap_or_else(|e| io_err("copy to", dest)(e))),
+        }
+    };
+    for (start, n) in zero_runs {
+        copy(&mut reader, tmp.as_file_mut(), start - at)?;
+        reader
+            .seek(SeekFrom::Start(start + n))
+            .map_err(io_err("copy to", dest))?;
+        tmp.as_file_mut()
+            .seek(SeekFrom::Start(start + n))
+            .map_err(io_err("write", tmp.path()))?;
+        at = start + n;
+    }
+    copy(&mut reader, tmp.as_file_mut(), len - at)?;
+    tmp.as_file().set_len(len).map_err(io_err("write", tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
+    tmp.persist(dest)
+        .map(drop)
+        .map_err(|e| io_err("replace", dest)(e.error))
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
+mod tests {
+    use super::*;
+    use crate::dir::tests::{flip_byte, store};
+    use crate::record::tests::record;
+    use crate::{GcPolicy, NoRefs, Store, Uploaded};
+    use proptest::prelude::*;
+    use std::time::{Duration, SystemTime};
+
+    const MIB: usize = CHUNK_SIZE as usize;
+
+    /// 3.5 MiB: a patterned chunk, a zero chunk, another patterned chunk, a half tail.
+    fn sample() -> Vec<u8> {
+        let mut v: Vec<u8> = (0..MIB * 7 / 2)
+            .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
+            .collect();
+        v[MIB..2 * MIB].fill(0);
+        v
+    }
+
+    fn put_chunked(dir: &StoreDir, bytes: &[u8]) -> Digest {
+        let mut w = dir.chunked_writer().unwrap().with_flat_blake3();
+        // Odd write sizes: the cuts must not depend on them.
+        for part in bytes.chunks(300_007) {
+            w.write_all(part).unwrap();
+        }
+        let (d, len) = w.commit().unwrap();
+        assert_eq!(len, bytes.len() as u64);
+        d
+    }
+
+    fn read_all(r: &mut OutputReader) -> Result<Vec<u8>, CacheError> {
+        let mut out = Vec::new();
+        match r.read_to_end(&mut out) {
+            Ok(_) => Ok(out),
+            Err(e) => Err(OutputReader::cache_error(e).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_stream_round_trips_as_chunks_with_zero_chunks_unstored() {
+        let (t, dir) = store();
+        let bytes = sample();
+        let d = put_chunked(&dir, &bytes);
+        let idx = dir.index(&d).unwrap().unwrap();
+        assert_eq!(idx.chunks.len(), 4);
+        assert_eq!(
+            idx.chunks.iter().map(|c| c.len).collect::<Vec<_>>(),
+            [CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE / 2]
+        );
+        assert!(idx.chunks[1].is_zero());
+        assert_eq!(idx.flat.blake3, Some(*Digest::of(&bytes).as_bytes()));
+        assert!(
+            !dir.contains(&idx.chunks[1].digest),
+            "zero chunks are never written"
+        );
+        assert_eq!(dir.stats().unwrap().blobs, 3);
+        assert!(!dir.contains(&d) && dir.contains_index(&d) && dir.contains_output(&d));
+        assert_eq!(d, idx.name());
+        assert_ne!(d, Digest::of(&bytes));
+
+        let mut r = dir.open_output(&d).unwrap();
+        assert_eq!(r.len(), bytes.len() as u64);
+        assert_eq!(read_all(&mut r).unwrap(), bytes);
+        // Same bytes again: the same name, nothing new stored.
+        assert_eq!(put_chunked(&dir, &bytes), d);
+        assert_eq!(dir.stats().unwrap().blobs, 3);
+
+        let dest = t.path().join("out.img");
+        dir.copy_to(&d, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        let store = Store::new(dir.clone(), None);
+        assert_eq!(
+            store.flat_digests(&d).unwrap().blake3,
+            Some(*Digest::of(&bytes).as_bytes())
+        );
+
+        // An empty stream is an empty index.
+        let (e, len) = dir.chunked_writer().unwrap().commit().unwrap();
+        assert_eq!(len, 0);
+        assert!(read_all(&mut dir.open_output(&e).unwrap()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn put_index_refuses_missing_chunks_and_malformed_indexes() {
+        let (_t, dir) = store();
+        let a = dir.put_chunk(&[1u8; MIB]).unwrap();
+        let absent = ChunkRef {
+            digest: Digest::of(b"absent"),
+            len: 6,
+        };
+        let zero = dir.put_chunk(&[0u8; 6]).unwrap();
+        assert!(zero.is_zero() && !dir.contains(&zero.digest));
+        let idx = ChunkIndex::fixed(vec![a, absent]);
+        match dir.put_index(&idx) {
+            Err(CacheError::IncompleteIndex {
+                index,
+                chunk,
+                position,
+            }) => {
+                assert_eq!((index, chunk, position), (idx.name(), absent.digest, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.contains_index(&idx.name()));
+        // Zero chunks need not be present.
+        let ok = ChunkIndex::fixed(vec![a, zero]);
+        assert_eq!(dir.put_index(&ok).unwrap(), ok.name());
+        // A short chunk before the last breaks the format.
+        let bad = ChunkIndex::fixed(vec![zero, a]);
+        assert!(matches!(dir.put_index(&bad), Err(CacheError::IndexFormat { .. })));
+    }
+
+    #[test]
+    fn a_flipped_index_is_a_quarantined_miss() {
+        let (_t, dir) = store();
+        let d = put_chunked(&dir, &sample());
+        flip_byte(&dir.index_path(&d));
+        assert!(matches!(dir.index(&d), Err(CacheError::Corrupt { expected, .. }) if expected == d));
+        assert!(!dir.contains_index(&d));
+        assert_eq!(dir.take_quarantined().len(), 1);
+        assert!(matches!(dir.open_output(&d), Err(CacheError::Missing { .. })));
+    }
+
+    /// A flipped, truncated or deleted chunk fails the read with the index's digest and
+    /// the chunk's, and is quarantined; putting the output again repairs it.
+    #[test]
+    fn a_bad_chunk_is_reported_for_the_index_and_quarantined() {
+        for damage in ["flip", "truncate", "delete"] {
+            let (_t, dir) = store();
+            let bytes = sample();
+            let d = put_chunked(&dir, &bytes);
+            let idx = dir.index(&d).unwrap().unwrap();
+            let bad = idx.chunks[2];
+            let path = dir.blob_path(&bad.digest);
+            match damage {
+                "flip" => flip_byte(&path),
+                "truncate" => {
+                    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+                    File::options()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(1000)
+                        .unwrap();
+                }
+                _ => fs::remove_file(&path).unwrap(),
+            }
+            let mut r = dir.open_output(&d).unwrap();
+            // The chunks before the bad one read fine.
+            let mut head = vec![0u8; 2 * MIB];
+            r.read_exact(&mut head).unwrap();
+            assert_eq!(head, bytes[..2 * MIB]);
+            let err = read_all(&mut r).unwrap_err();
+            let at = ChunkAt {
+                chunk: bad.digest,
+                position: 2,
+                offset: 2 * MIB as u64,
+            };
+            match (&err, damage) {
+                (CacheError::Corrupt { expected, chunk, .. }, "flip" | "truncate") => {
+                    assert_eq!((expected, chunk.as_deref()), (&d, Some(&at)));
+                }
+                (CacheError::Missing { digest, chunk, .. }, "delete") => {
+                    assert_eq!((digest, chunk.as_deref()), (&d, Some(&at)));
+                }
+                _ => panic!("{damage}: {err:?}"),
+            }
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&d.to_hex()) && msg.contains(&bad.digest.to_hex()),
+                "{msg}"
+            );
+            assert!(msg.contains("chunk 2"), "{msg}");
+            assert!(!dir.contains(&bad.digest));
+            assert_eq!(
+                dir.take_quarantined().len(),
+                usize::from(damage != "delete"),
+                "{damage}"
+            );
+            // A seek past the bad chunk still reads verified bytes.
+            r.seek(SeekFrom::Start(3 * MIB as u64 + 5)).unwrap();
+            let mut tail = Vec::new();
+            r.read_to_end(&mut tail).unwrap();
+            assert_eq!(tail, bytes[3 * MIB + 5..]);
+            // Verify names the index incomplete, the record that names it dangling.
+            let rep = dir.verify(&NoRefs).unwrap();
+            assert_eq!(rep.incomplete_indexes, vec![d]);
+            assert!(
+                dir.contains_index(&d),
+                "a local index is kept: its producer repairs it"
+            );
+            // Running the producer again repairs the store.
+            assert_eq!(put_chunked(&dir, &bytes), d);
+            assert_eq!(read_all(&mut dir.open_output(&d).unwrap()).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_plain_blob_reads_and_seeks_verified() {
+        let (_t, dir) = store();
+        let bytes = sample();
+        let d = dir.put_bytes(&bytes).unwrap();
+        let mut r = dir.open_output(&d).unwrap();
+        assert!(r.index().is_none());
+        r.seek(SeekFrom::End(-10)).unwrap();
+        let mut tail = Vec::new();
+        r.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, bytes[bytes.len() - 10..]);
+        assert!(r.seek(SeekFrom::Current(-(bytes.len() as i64) - 1)).is_err());
+        flip_byte(&dir.blob_path(&d));
+        assert!(matches!(dir.open_output(&d), Err(CacheError::Corrupt { .. })));
+        assert!(matches!(dir.open_output(&d), Err(CacheError::Missing { .. })));
+    }
+
+    #[test]
+    fn a_remote_index_is_imported_and_its_chunks_fetched_on_first_read() {
+        let t = tempfile::tempdir().unwrap();
+        let writer = Store::new(
+            StoreDir::open(&t.path().join("a")).unwrap(),
+            Some(StoreDir::open_shared(&t.path().join("remote")).unwrap()),
+        );
+        let bytes = sample();
+        let d = put_chunked(writer.local(), &bytes);
+        let r = record("k", &[("disk", d, bytes.len() as u64)]);
+        let up = writer.publish(&r, &NoRefs).unwrap();
+        let idx_len = fs::metadata(writer.local().index_path(&d)).unwrap().len();
+        assert_eq!(
+            up,
+            Uploaded {
+                blobs: 3,
+                indexes: 1,
+                bytes: 5 * MIB as u64 / 2 + idx_len,
+            }
+        );
+        assert_eq!(writer.publish(&r, &NoRefs).unwrap(), Uploaded::default());
+
+        let reader = Store::new(
+            StoreDir::open(&t.path().join("b")).unwrap(),
+            writer.remote().cloned(),
+        );
+        assert_eq!(reader.lookup(&r.key, |v| v.into_iter().next()).unwrap().len(), 1);
+        let mut out = reader.open_output(&d).unwrap();
+        assert!(reader.local().contains_index(&d));
+        out.seek(SeekFrom::Start(3 * MIB as u64)).unwrap();
+        let mut tail = Vec::new();
+        out.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, bytes[3 * MIB..]);
+        let idx = reader.index(&d).unwrap().unwrap();
+        let fetched: Vec<bool> = idx
+            .chunks
+            .iter()
+            .map(|c| reader.local().contains(&c.digest))
+            .collect();
+        assert_eq!(
+            fetched,
+            [false, false, false, true],
+            "only the chunk read was fetched"
+        );
+        out.seek(SeekFrom::Start(0)).unwrap();
+        assert_eq!(read_all(&mut out).unwrap(), bytes);
+        let dest = t.path().join("copy");
+        reader.copy_to(&d, &dest).unwrap();
+        assert_eq!(fs::read(dest).unwrap(), bytes);
+
+        // A rotten local index is quarantined and read again from the remote.
+        flip_byte(&reader.local().index_path(&d));
+        assert_eq!(reader.index(&d).unwrap(), Some(idx));
+        assert_eq!(reader.local().take_quarantined().len(), 1);
+        assert!(reader.local().index(&d).unwrap().is_some());
+        // A plain blob's flat BLAKE3 is its name.
+        let plain = writer.local().put_bytes(b"plain").unwrap();
+        assert_eq!(writer.flat_digests(&plain).unwrap().blake3, Some(plain.0));
+    }
+
+    /// Publish skips an index the remote has; verify on the shared directory finds it
+    /// incomplete once a chunk is gone there and quarantines it, so the next publish
+    /// uploads the chunk and the index again.
+    #[test]
+    fn an_incomplete_remote_index_is_dropped_by_verify_and_republished() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = StoreDir::open_shared(&t.path().join("remote")).unwrap();
+        let writer = Store::new(StoreDir::open(&t.path().join("a")).unwrap(), Some(remote.clone()));
+        let bytes = sample();
+        let d = put_chunked(writer.local(), &bytes);
+        let r = record("k", &[("disk", d, bytes.len() as u64)]);
+        writer.publish(&r, &NoRefs).unwrap();
+        let idx = remote.index(&d).unwrap().unwrap();
+        fs::remove_file(remote.blob_path(&idx.chunks[3].digest)).unwrap();
+        assert_eq!(
+            writer.publish(&r, &NoRefs).unwrap(),
+            Uploaded::default(),
+            "the index hides the hole"
+        );
+
+        let reader = Store::new(StoreDir::open(&t.path().join("b")).unwrap(), Some(remote.clone()));
+        let mut out = reader.open_output(&d).unwrap();
+        assert!(
+            matches!(read_all(&mut out), Err(CacheError::Missing { digest, chunk: Some(_), .. }) if digest == d)
+        );
+
+        let rep = remote.verify(&NoRefs).unwrap();
+        assert_eq!(rep.incomplete_indexes, vec![d]);
+        assert_eq!(rep.dangling_records, vec![(r.key, r.outputs_digest())]);
+        assert!(!remote.contains_index(&d), "quarantined in a shared directory");
+        let up = writer.publish(&r, &NoRefs).unwrap();
+        assert_eq!((up.blobs, up.indexes), (1, 1));
+        let rep = remote.verify(&NoRefs).unwrap();
+        assert!(
+            rep.incomplete_indexes.is_empty() && rep.dangling_records.is_empty(),
+            "{rep:?}"
+        );
+        assert_eq!(read_all(&mut reader.open_output(&d).unwrap()).unwrap(), bytes);
+    }
+
+    #[test]
+    fn gc_keeps_the_chunks_of_a_kept_index_and_drops_an_evicted_ones() {
+        let (_t, dir) = store();
+        let old = sample();
+        let mut new = old.clone();
+        new[3 * MIB + 1] ^= 1;
+        let a = put_chunked(&dir, &old);
+        let b = put_chunked(&dir, &new);
+        let ra = record("a", &[("disk", a, old.len() as u64)]);
+        let rb = record("b", &[("disk", b, new.len() as u64)]);
+        dir.put_record(&ra).unwrap();
+        dir.put_record(&rb).unwrap();
+        let (ia, ib) = (dir.index(&a).unwrap().unwrap(), dir.index(&b).unwrap().unwrap());
+        let stats = dir.stats().unwrap();
+        assert_eq!((stats.blobs, stats.indexes), (4, 2), "three chunks shared");
+        assert_eq!(stats.logical_bytes, 2 * old.len() as u64);
+        assert_eq!(
+            stats.physical_bytes,
+            2 * MIB as u64 + 2 * (MIB as u64 / 2) + stats.index_bytes
+        );
+
+        let t0 = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        dir.touch_record(&ra, t0).unwrap();
+        dir.touch_record(&rb, t0 + day).unwrap();
+        let rep = dir.gc(&GcPolicy::new(t0 + 3 * day), &NoRefs).unwrap();
+        assert_eq!(
+            (rep.blobs_removed, rep.indexes_removed, rep.indexes_kept),
+            (0, 0, 2)
+        );
+        let evict_a = GcPolicy {
+            max_age: Some(2 * day + day / 2),
+            ..GcPolicy::new(t0 + 3 * day)
+        };
+        let rep = dir.gc(&evict_a, &NoRefs).unwrap();
+        assert_eq!(
+            (rep.records_removed, rep.indexes_removed, rep.blobs_removed),
+            (1, 1, 1)
+        );
+        assert!(!dir.contains_index(&a) && dir.contains_index(&b));
+        assert!(
+            !dir.contains(&ia.chunks[3].digest),
+            "the evicted index's own chunk is gone"
+        );
+        assert!(ib.chunks.iter().all(|c| c.is_zero() || dir.contains(&c.digest)));
+        assert_eq!(read_all(&mut dir.open_output(&b).unwrap()).unwrap(), new);
+        assert!(dir.verify(&NoRefs).unwrap().incomplete_indexes.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// Random seeks and reads over a chunked output return the flat bytes.
+        #[test]
+        fn random_access_matches_the_flat_bytes(len in 0usize..(3 * MIB), probes in proptest::collection::vec((any::<u32>(), 0usize..(2 * MIB)), 1..8)) {
+            let (_t, dir) = store();
+            let bytes: Vec<u8> = (0..len).map(|i| ((i * 7) % 256) as u8 & if i / MIB == 1 { 0 } else { 0xff }).collect();
+            let d = put_chunked(&dir, &bytes);
+            let mut r = dir.open_output(&d).unwrap();
+            for (at, n) in probes {
+                let at = if len == 0 { 0 } else { at as usize % len };
+                r.seek(SeekFrom::Start(at as u64)).unwrap();
+                let mut got = Vec::new();
+                Read::take(&mut r, n as u64).read_to_end(&mut got).unwrap();
+                prop_assert_eq!(&got[..], &bytes[at..(at + n).min(len)]);
+            }
+        }
+    }
+}
