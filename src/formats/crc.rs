@@ -1,5 +1,5 @@
 //! Table-driven reflected CRCs, the one building block of the checksums the formats use:
-//! CRC-32 (IEEE, GPT headers), CRC-32C (Castagnoli, ext4 `metadata_csum`) and CRC-16/ARC
+//! CRC-32 (IEEE: GPT headers, xz streams), CRC-32C (Castagnoli, ext4 `metadata_csum`) and CRC-16/ARC
 //! (ext4 `gdt_csum`). Each is a reflected polynomial; the tables are built at compile time.
 
 /// The byte-at-a-time lookup table for the reflected polynomial `poly`. A 16-bit CRC uses
@@ -33,6 +33,14 @@ pub fn update32(table: &[u32; 256], mut crc: u32, bytes: &[u8]) -> u32 {
         crc = table.get(idx).copied().unwrap_or(0) ^ (crc >> 8);
     }
     crc
+}
+
+const IEEE_TABLE: [u32; 256] = reflected_table(0xEDB8_8320);
+
+/// CRC-32 (IEEE, reflected, inverted in and out) of `bytes`: GPT headers and entry arrays,
+/// xz stream headers, footers and indexes.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    !update32(&IEEE_TABLE, !0, bytes)
 }
 
 #[cfg(test)]

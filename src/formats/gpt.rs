@@ -190,12 +190,7 @@ impl FromStr for Guid {
     }
 }
 
-const CRC32_TABLE: [u32; 256] = crate::formats::crc::reflected_table(0xEDB8_8320);
-
-/// CRC32 (IEEE, reflected) of `bytes`.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    !crate::formats::crc::update32(&CRC32_TABLE, !0, bytes)
-}
+pub use crate::formats::crc::crc32;
 
 /// Sectors taken by an array of `entries` 128-byte entries.
 pub fn entry_array_sectors(entries: u32) -> u64 {

@@ -28,7 +28,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use super::crc;
+use super::crc::crc32;
 
 /// Header Magic Bytes (§2.1.1.1).
 pub const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
@@ -46,12 +46,6 @@ const VLI_MAX: u64 = i64::MAX as u64;
 const UNPADDED_SIZE_MAX: u64 = VLI_MAX & !3;
 /// The smallest Unpadded Size: an 8-byte block header, one byte of data, the check.
 const UNPADDED_SIZE_MIN: u64 = 5;
-
-const CRC32_TABLE: [u32; 256] = crc::reflected_table(0xEDB8_8320);
-
-fn crc32(bytes: &[u8]) -> u32 {
-    !crc::update32(&CRC32_TABLE, !0, bytes)
-}
 
 /// One xz block ready to be placed in a stream.
 #[derive(Clone, PartialEq, Eq)]
