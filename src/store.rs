@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use w4b_cache::{
-    BlobRefs, CacheError, Digest, GcPolicy, GcReport, Lease, Record, Store, StoreDir, VerifyReport,
+    BlobRefs, CacheError, Digest, GcPolicy, GcReport, Lease, Record, Remote, Stats, Store, StoreDir,
+    VerifyReport,
 };
 use w4b_graph::{CacheResult, Lookup, MissReason};
 
@@ -145,7 +146,7 @@ impl AppStore {
     /// Every remote key's records judged by the trust rules: conflicts between trusted
     /// signers, and records no build would use.
     pub fn remote_trust(&self) -> Result<TrustReport, StoreError> {
-        let remote = self.dir(true)?;
+        let remote = self.remote()?;
         let mut rep = TrustReport {
             trusts_anyone: self.trust.trusts_anyone(),
             ..Default::default()
@@ -268,20 +269,19 @@ impl AppStore {
         self.store.copy_to(digest, dest)
     }
 
-    pub fn dirs(&self) -> Vec<(&'static str, &StoreDir)> {
-        let mut v = vec![("local", self.store.local())];
+    /// The statistics of the local cache and of the remote one, if any: which, where,
+    /// and what it holds.
+    pub fn stats(&self) -> Result<Vec<(&'static str, String, Stats)>, StoreError> {
+        let local = self.store.local();
+        let mut v = vec![("local", local.root().display().to_string(), local.stats()?)];
         if let Some(r) = self.store.remote() {
-            v.push(("remote", r));
+            v.push(("remote", r.describe(), r.stats()?));
         }
-        v
+        Ok(v)
     }
 
-    fn dir(&self, remote: bool) -> Result<&StoreDir, StoreError> {
-        if remote {
-            self.store.remote().ok_or(StoreError::NoRemote)
-        } else {
-            Ok(self.store.local())
-        }
+    fn remote(&self) -> Result<&dyn Remote, StoreError> {
+        self.store.remote().map(|r| &**r).ok_or(StoreError::NoRemote)
     }
 
     /// Collects garbage in the local cache, or the remote one with `remote`, keeping
@@ -292,29 +292,32 @@ impl AppStore {
         max_bytes: Option<u64>,
         max_age: Option<Duration>,
     ) -> Result<GcReport, StoreError> {
-        let dir = self.dir(remote)?;
         #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
         let now = SystemTime::now();
         let mut policy = GcPolicy::new(now);
         policy.max_bytes = max_bytes;
         policy.max_age = max_age;
-        if !remote {
-            // Locally a lease protects running builds; a short grace only covers
-            // interrupted writes of processes that died.
-            policy.grace = Duration::from_secs(15 * 60);
+        if remote {
+            return Ok(self.remote()?.gc(&policy, &TreeRefs)?);
         }
-        Ok(dir.gc(&policy, &TreeRefs)?)
+        // Locally a lease protects running builds; a short grace only covers
+        // interrupted writes of processes that died.
+        policy.grace = Duration::from_secs(15 * 60);
+        Ok(self.store.local().gc(&policy, &TreeRefs)?)
     }
 
     /// Reads every blob and record of the local cache, or the remote one with `remote`,
     /// quarantining what is damaged.
     pub fn verify(&self, remote: bool) -> Result<VerifyReport, StoreError> {
-        let dir = self.dir(remote)?;
-        Ok(dir.verify(&TreeRefs)?)
+        if remote {
+            return Ok(self.remote()?.verify(&TreeRefs)?);
+        }
+        Ok(self.store.local().verify(&TreeRefs)?)
     }
 
     fn present(&self, d: &Digest) -> bool {
-        self.store.local().contains_output(d) || self.store.remote().is_some_and(|r| r.contains_output(d))
+        // A remote that cannot be asked counts as not having it: a miss, rebuilt.
+        self.store.contains_output(d).unwrap_or(false)
     }
 }
 

@@ -44,6 +44,7 @@ mod memo;
 mod output;
 mod record;
 mod refs;
+mod remote;
 mod store;
 mod verify;
 
@@ -57,5 +58,6 @@ pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
 pub use output::{ChunkedWriter, OutputReader};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
+pub use remote::Remote;
 pub use store::{Store, Uploaded};
 pub use verify::{Stats, VerifyReport};

@@ -16,7 +16,9 @@ use std::os::unix::fs::FileExt;
 use crate::chunks::{name_of, ChunkIndex, ChunkRef, FlatDigests, CHUNK_SIZE};
 use crate::dir::StoreDir;
 use crate::error::{io_err, CacheError, ChunkAt};
+use crate::remote::Remote;
 use crate::Digest;
+use std::sync::Arc;
 
 /// Decoded chunks an [`OutputReader`] keeps: enough for a filesystem reader that hops
 /// between a superblock, a group table and the block it is reading.
@@ -232,7 +234,7 @@ impl Write for ChunkedWriter {
 pub struct OutputReader {
     digest: Digest,
     local: StoreDir,
-    remote: Option<StoreDir>,
+    remote: Option<Arc<dyn Remote>>,
     len: u64,
     pos: u64,
     kind: Kind,
@@ -253,7 +255,7 @@ impl OutputReader {
     /// corrupt there: the index when it is first opened, each chunk when first read.
     pub(crate) fn open(
         local: StoreDir,
-        remote: Option<StoreDir>,
+        remote: Option<Arc<dyn Remote>>,
         d: &Digest,
     ) -> Result<OutputReader, CacheError> {
         let idx = match (local.index(d), &remote) {
@@ -278,7 +280,7 @@ impl OutputReader {
                 },
             ),
             None => {
-                let (file, len) = open_verified_blob(&local, remote.as_ref(), d)?;
+                let (file, len) = open_verified_blob(&local, remote.as_deref(), d)?;
                 (len, Kind::Blob(file))
             }
         };
@@ -324,7 +326,7 @@ impl OutputReader {
     /// verifying it if it is not cached.
     fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, CacheError> {
         let digest = self.digest;
-        let (local, remote, pos) = (&self.local, self.remote.as_ref(), self.pos);
+        let (local, remote, pos) = (&self.local, self.remote.as_deref(), self.pos);
         let Kind::Index { idx, starts, cache } = &mut self.kind else {
             return Ok(0);
         };
@@ -399,13 +401,13 @@ impl Seek for OutputReader {
 /// bytes. A missing or corrupt local copy is fetched from `remote` (verified) once.
 fn open_verified_blob(
     local: &StoreDir,
-    remote: Option<&StoreDir>,
+    remote: Option<&dyn Remote>,
     d: &Digest,
 ) -> Result<(File, u64), CacheError> {
     let first = hash_blob(local, d);
     match (first, remote) {
         (Err(CacheError::Missing { .. } | CacheError::Corrupt { .. }), Some(r)) => {
-            crate::store::fetch_into(local, r, d)?;
+            r.fetch_blob(d, local)?;
             hash_blob(local, d)
         }
         (other, _) => other,
@@ -430,14 +432,14 @@ fn hash_blob(dir: &StoreDir, d: &Digest) -> Result<(File, u64), CacheError> {
 /// copy is missing or corrupt. Failures name the index and the chunk.
 fn load_chunk(
     local: &StoreDir,
-    remote: Option<&StoreDir>,
+    remote: Option<&dyn Remote>,
     index: &Digest,
     c: &ChunkRef,
     at: ChunkAt,
 ) -> Result<Vec<u8>, CacheError> {
     let mut result = local.read(&c.digest);
     if let (Err(CacheError::Missing { .. } | CacheError::Corrupt { .. }), Some(r)) = (&result, remote) {
-        result = crate::store::fetch_into(local, r, &c.digest).and_then(|_| local.read(&c.digest));
+        result = r.fetch_blob(&c.digest, local).and_then(|_| local.read(&c.digest));
     }
     match result {
         Ok(bytes) if bytes.len() == c.len as usize => Ok(bytes),
@@ -756,7 +758,7 @@ mod tests {
         );
         assert_eq!(writer.publish(&r, &NoRefs).unwrap(), Uploaded::default());
 
-        let reader = Store::new(
+        let reader = Store::with_remote(
             StoreDir::open(&t.path().join("b")).unwrap(),
             writer.remote().cloned(),
         );

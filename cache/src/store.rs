@@ -15,6 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::blob::VerifyingReader;
@@ -24,11 +25,12 @@ use crate::error::CacheError;
 use crate::output::OutputReader;
 use crate::record::{Record, RecordHead};
 use crate::refs::BlobRefs;
+use crate::remote::Remote;
 use crate::Digest;
 
 pub struct Store {
     local: StoreDir,
-    remote: Option<StoreDir>,
+    remote: Option<Arc<dyn Remote>>,
 }
 
 /// What [`Store::publish`] sent to the remote.
@@ -45,6 +47,11 @@ impl Store {
     /// `remote` is typically [`StoreDir::open_shared`] or, for untrusted builds,
     /// [`StoreDir::open_shared_read_only`].
     pub fn new(local: StoreDir, remote: Option<StoreDir>) -> Store {
+        Store::with_remote(local, remote.map(|r| Arc::new(r) as Arc<dyn Remote>))
+    }
+
+    /// A store over any [`Remote`] (a shared directory, an object store).
+    pub fn with_remote(local: StoreDir, remote: Option<Arc<dyn Remote>>) -> Store {
         Store { local, remote }
     }
 
@@ -52,7 +59,7 @@ impl Store {
         &self.local
     }
 
-    pub fn remote(&self) -> Option<&StoreDir> {
+    pub fn remote(&self) -> Option<&Arc<dyn Remote>> {
         self.remote.as_ref()
     }
 
@@ -85,7 +92,7 @@ impl Store {
     /// Marks a record used as a hit (GC evicts least recently used records first), here
     /// and in a writable remote, whose GC would otherwise see only upload times.
     pub fn touch_record(&self, r: &RecordHead, now: SystemTime) -> Result<(), CacheError> {
-        if let Some(remote) = &self.remote {
+        if let Some(remote) = self.remote.as_ref().filter(|r| !r.is_read_only()) {
             // Best effort: the remote copies may be gone or owned by another CI user, and a
             // stale use time only makes GC evict that record a little early. The mtime a
             // lookup read belongs to the local copy, so the remote ones are stat'ed; every
@@ -93,6 +100,17 @@ impl Store {
             let _ = remote.touch_outputs(&r.key, &r.outputs_digest(), now);
         }
         self.local.touch(r, now)
+    }
+
+    /// Whether `d` (a blob or an index) is in the local directory or the remote.
+    pub fn contains_output(&self, d: &Digest) -> Result<bool, CacheError> {
+        if self.local.contains_output(d) {
+            return Ok(true);
+        }
+        match &self.remote {
+            Some(r) => Ok(r.has_many(&[*d])?.first().copied().unwrap_or(false)),
+            None => Ok(false),
+        }
     }
 
     /// Imports blob `d` from the remote into the local directory, verified.
@@ -104,7 +122,7 @@ impl Store {
                 chunk: None,
             });
         };
-        fetch_into(&self.local, remote, d)
+        remote.fetch_blob(d, &self.local)
     }
 
     /// Chunk index `d`: the local one or, when it is absent or corrupt there, the
@@ -188,60 +206,59 @@ impl Store {
     pub fn publish(&self, r: &Record, refs: &dyn BlobRefs) -> Result<Uploaded, CacheError> {
         self.local.put_record(&r.unsigned())?;
         let mut up = Uploaded::default();
-        let Some(remote) = self.remote.as_ref().filter(|d| !d.is_read_only()) else {
+        let Some(remote) = self.remote.as_deref().filter(|d| !d.is_read_only()) else {
             return Ok(up);
         };
         let mut seen = BTreeSet::new();
-        for out in r.outputs.values() {
-            self.upload(remote, &out.digest, refs, &mut seen, &mut up)?;
-        }
+        let mut roots: Vec<Digest> = r.outputs.values().map(|o| o.digest).collect();
         // The trees `why` reads, so a reader of the record can explain it too. They only
         // explain: one that is not here (a damaged local store) is left out, not an error.
-        for d in r.roots().into_iter().skip(r.outputs.len()) {
-            if self.local.contains(&d) {
-                self.upload(remote, &d, refs, &mut seen, &mut up)?;
-            }
-        }
+        roots.extend(
+            r.roots()
+                .into_iter()
+                .skip(r.outputs.len())
+                .filter(|d| self.local.contains(d)),
+        );
+        self.upload_all(remote, &roots, refs, &mut seen, &mut up)?;
         remote.put_record(r)?;
         Ok(up)
     }
 
-    /// Uploads `d` after its children: a listing's blobs, an index's chunks (those the
-    /// remote lacks; zero chunks are never stored). A blob or index already in the remote
-    /// is taken to have its children there too (they were uploaded first); `verify`
-    /// quarantines it when not, and the next publish uploads it again.
-    fn upload(
+    /// Uploads those of `ds` the remote lacks (asked in one batch), each after its
+    /// children: a listing's blobs, an index's chunks (zero chunks are never stored). A
+    /// blob or index already in the remote is taken to have its children there too (they
+    /// were uploaded first); `verify` quarantines it when not, and the next publish
+    /// uploads it again.
+    fn upload_all(
         &self,
-        remote: &StoreDir,
-        d: &Digest,
+        remote: &dyn Remote,
+        ds: &[Digest],
         refs: &dyn BlobRefs,
         seen: &mut BTreeSet<Digest>,
         up: &mut Uploaded,
     ) -> Result<(), CacheError> {
-        if !seen.insert(*d) || remote.contains_output(d) {
+        let fresh: Vec<Digest> = ds.iter().copied().filter(|d| seen.insert(*d)).collect();
+        if fresh.is_empty() {
             return Ok(());
         }
-        for child in self.local.children(d, refs)? {
-            self.upload(remote, &child, refs, seen, up)?;
+        let present = remote.has_many(&fresh)?;
+        for (d, there) in fresh.iter().zip(present) {
+            if there {
+                continue;
+            }
+            let children = self.local.children(d, refs)?;
+            self.upload_all(remote, &children, refs, seen, up)?;
+            if let Some(bytes) = self.local.index_bytes(d)? {
+                up.bytes += remote.put_index(d, &bytes)?;
+                up.indexes += 1;
+                continue;
+            }
+            let mut reader = self.local.reader(d)?;
+            let len = std::fs::metadata(self.local.blob_path(d)).map_or(0, |m| m.len());
+            up.bytes += remote.put_blob(d, &mut reader, len)?;
+            up.blobs += 1;
         }
-        if let Some(bytes) = self.local.index_bytes(d)? {
-            up.bytes += remote.write_index_bytes(d, &bytes)?;
-            up.indexes += 1;
-            return Ok(());
-        }
-        up.bytes += remote.import_blob(d, &mut self.local.reader(d)?)?;
-        up.blobs += 1;
         Ok(())
-    }
-}
-
-/// Imports blob `d` from `remote` into `local`, verified while copying; a remote copy
-/// that does not match is quarantined there.
-pub(crate) fn fetch_into(local: &StoreDir, remote: &StoreDir, d: &Digest) -> Result<u64, CacheError> {
-    let mut file = remote.open_raw(d)?;
-    match local.import_blob(d, &mut file) {
-        Err(CacheError::Mismatch { actual, .. }) => Err(remote.corrupt_blob(d, actual, &file)),
-        other => other,
     }
 }
 

@@ -1,6 +1,5 @@
 //! `w4b cache stats|gc|verify`.
 
-use miette::IntoDiagnostic;
 use w4b_cache::{GcReport, VerifyReport};
 
 use super::App;
@@ -60,9 +59,8 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
     let store = app.store_for(ws.as_ref())?;
     match &args.command {
         CacheCommand::Stats => {
-            for (name, dir) in store.dirs() {
-                let s = dir.stats().into_diagnostic()?;
-                println!("{name} cache `{}`", dir.root().display());
+            for (name, location, s) in store.stats()? {
+                println!("{name} cache `{location}`");
                 println!("  blobs    {:>8}  {}", s.blobs, bytes(s.blob_bytes));
                 if s.indexes > 0 {
                     println!(
