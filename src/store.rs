@@ -13,6 +13,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use w4b_cache::{
@@ -80,7 +81,7 @@ pub enum StoreError {
     #[error("no remote cache is configured")]
     #[diagnostic(
         code(w4b::cache::no_remote),
-        help("pass `--remote-cache DIR`, set `W4B_REMOTE_CACHE`, or `cache: {{remote: DIR}}` in `w4b.yaml`")
+        help("pass `--remote-cache DIR` (or `s3://BUCKET/PREFIX`), set `W4B_REMOTE_CACHE`, or `cache: {{remote: DIR}}` in `w4b.yaml`")
     )]
     NoRemote,
 
@@ -113,17 +114,61 @@ fn causes(e: &dyn std::error::Error) -> String {
 
 const STATCACHE: &str = "statcache";
 
+fn open_dir_remote(root: &Path, read_only: bool) -> Result<Arc<dyn Remote>, CacheError> {
+    Ok(Arc::new(match read_only {
+        true => StoreDir::open_shared_read_only(root)?,
+        false => StoreDir::open_shared(root)?,
+    }))
+}
+
+/// Opens the remote cache at `location`: an `s3://bucket/prefix` URL (reached as
+/// `cache.s3` says, with the credentials of the standard `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` in `env`; `AWS_ENDPOINT_URL` and
+/// `AWS_REGION`/`AWS_DEFAULT_REGION` and `AWS_ALLOW_HTTP=true` when `cache.s3` gives
+/// none) or a shared directory.
+pub fn open_remote(
+    location: &str,
+    read_only: bool,
+    s3: &crate::defs::S3Config,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<Arc<dyn Remote>, CacheError> {
+    if !location.starts_with("s3://") {
+        return open_dir_remote(Path::new(location), read_only);
+    }
+    let var = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    let opts = w4b_cache::S3Options {
+        url: location.to_owned(),
+        endpoint: s3.endpoint.clone().or_else(|| var("AWS_ENDPOINT_URL")),
+        region: s3
+            .region
+            .clone()
+            .or_else(|| var("AWS_REGION"))
+            .or_else(|| var("AWS_DEFAULT_REGION")),
+        allow_http: s3.allow_http || var("AWS_ALLOW_HTTP").is_some_and(|v| v == "true"),
+        virtual_hosted: s3.virtual_hosted,
+        access_key_id: var("AWS_ACCESS_KEY_ID"),
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+        session_token: var("AWS_SESSION_TOKEN"),
+        read_only,
+    };
+    Ok(Arc::new(w4b_cache::S3Remote::open(&opts)?))
+}
+
 impl AppStore {
     pub fn open(local: &Path, remote: Option<&Path>, remote_read_only: bool) -> Result<AppStore, CacheError> {
-        let local = StoreDir::open(local)?;
         let remote = match remote {
             None => None,
-            Some(r) if remote_read_only => Some(StoreDir::open_shared_read_only(r)?),
-            Some(r) => Some(StoreDir::open_shared(r)?),
+            Some(r) => Some(open_dir_remote(r, remote_read_only)?),
         };
+        AppStore::open_with(local, remote)
+    }
+
+    /// The local cache at `local` over any remote ([`open_remote`]).
+    pub fn open_with(local: &Path, remote: Option<Arc<dyn Remote>>) -> Result<AppStore, CacheError> {
+        let local = StoreDir::open(local)?;
         let stats = StatCache::from_bytes(local.read_meta(STATCACHE)?);
         Ok(AppStore {
-            store: Store::new(local, remote),
+            store: Store::with_remote(local, remote),
             stats,
             parse_cache: Default::default(),
             warnings: Default::default(),

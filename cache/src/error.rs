@@ -132,6 +132,35 @@ pub enum CacheError {
     )]
     NotAStore { root: PathBuf },
 
+    /// A request to a remote object store failed (network, permissions, the server).
+    #[error("could not {action} `{url}` in the remote cache")]
+    #[diagnostic(
+        code(w4b::cache::remote_io),
+        help("check the endpoint, the bucket and the credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`); see the troubleshooting guide")
+    )]
+    RemoteIo {
+        action: &'static str,
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The object store accepted a second create-if-absent write of one key: it ignores
+    /// conditional writes, and concurrent publishers could overwrite each other.
+    #[error("the object store at `{url}` ignores conditional writes (`If-None-Match: *`): a second create-if-absent PUT of `{probe}` succeeded")]
+    #[diagnostic(
+        code(w4b::cache::s3_no_conditional_put),
+        help("use it with `--remote-read-only`, or a store that supports conditional writes (AWS S3, MinIO, Cloudflare R2, Ceph RGW 18+, Garage 1.0+)")
+    )]
+    S3NoConditionalPut { url: String, probe: String },
+
+    #[error("`{url}` is not a remote cache location: {problem}")]
+    #[diagnostic(
+        code(w4b::cache::remote_url),
+        help("give a directory, or `s3://BUCKET/PREFIX` for an S3-compatible object store")
+    )]
+    RemoteUrl { url: String, problem: String },
+
     #[error("`{name}` is not a valid meta file name")]
     #[diagnostic(
         code(w4b::cache::meta_name),

@@ -95,7 +95,7 @@ struct TreeProbe {
 }
 
 /// The roots of a record of another schema: its outputs, then the trees of its preimage.
-fn foreign_roots(bytes: &[u8]) -> Vec<Digest> {
+pub(crate) fn foreign_roots(bytes: &[u8]) -> Vec<Digest> {
     let mut out: Vec<Digest> = serde_json::from_slice::<RootsProbe>(bytes)
         .map(|p| p.outputs.values().map(|o| o.digest).collect())
         .unwrap_or_default();

@@ -58,6 +58,8 @@ pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
 pub use output::{ChunkedWriter, OutputReader};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
+#[cfg(feature = "s3")]
+pub use remote::s3::{parse_url as parse_s3_url, S3Options, S3Remote, MULTIPART_OVER};
 pub use remote::Remote;
 pub use store::{Store, Uploaded};
 pub use verify::{Stats, VerifyReport};

@@ -27,6 +27,9 @@ use crate::refs::BlobRefs;
 use crate::verify::{Stats, VerifyReport};
 use crate::Digest;
 
+#[cfg(feature = "s3")]
+pub mod s3;
+
 /// A cache shared between builders. Every method may block on the network.
 pub trait Remote: Send + Sync {
     /// Where it is, for people: a directory path or an `s3://bucket/prefix` URL.

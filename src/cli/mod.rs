@@ -34,9 +34,15 @@ pub struct Global {
     /// Local cache directory [default: the XDG cache dir, `~/.cache/w4b`].
     #[arg(long, global = true, env = "W4B_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Shared cache directory (NFS, mounted bucket): read through, published to after success.
-    #[arg(long, global = true, env = "W4B_REMOTE_CACHE", value_name = "DIR")]
-    pub remote_cache: Option<PathBuf>,
+    /// Remote cache: a shared directory (NFS) or `s3://BUCKET/PREFIX` (an S3-compatible
+    /// object store; see `cache.s3`): read through, published to after success.
+    #[arg(
+        long,
+        global = true,
+        env = "W4B_REMOTE_CACHE",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
+    pub remote_cache: Option<String>,
     /// Only read from the remote cache, never publish to it.
     #[arg(long, global = true)]
     pub remote_read_only: bool,

@@ -201,11 +201,19 @@ impl App {
         } else {
             self.global
                 .remote_cache
-                .clone()
+                .as_ref()
+                .map(|r| match r.starts_with("s3://") {
+                    true => r.clone(),
+                    false => self.cwd.join(r).display().to_string(),
+                })
                 .or_else(|| settings.remote.clone())
         };
         let read_only = self.global.remote_read_only || settings.remote_read_only;
-        let store = AppStore::open(&local, remote.as_deref(), read_only)?;
+        let remote_store = match &remote {
+            None => None,
+            Some(r) => Some(crate::store::open_remote(r, read_only, &settings.s3, &self.env)?),
+        };
+        let store = AppStore::open_with(&local, remote_store)?;
         if remote.is_none() {
             return Ok(Arc::new(store));
         }

@@ -49,4 +49,4 @@ pub use target::{
     Image, ImageHive, Interfaces, Kind, Layer, Mode, Output, Owner, Partitions, Size, TableType, Target,
     TreePath, WsPath,
 };
-pub use workspace::{CacheConfig, Workspace, WorkspaceConfig, WORKSPACE_FILE};
+pub use workspace::{CacheConfig, S3Config, Workspace, WorkspaceConfig, WORKSPACE_FILE};

@@ -62,8 +62,10 @@ pub struct CacheConfig {
     /// Local store; `None` means the default (`$W4B_CACHE_DIR` or the XDG cache dir, decided
     /// by the application).
     pub dir: Option<PathBuf>,
-    /// Shared remote cache directory.
-    pub remote: Option<PathBuf>,
+    /// The remote cache: a shared directory (made absolute) or an `s3://bucket/prefix` URL.
+    pub remote: Option<String>,
+    /// `cache.s3`: how to reach an `s3://` remote cache.
+    pub s3: S3Config,
     /// Read from the remote cache but never publish to it.
     pub remote_read_only: bool,
     /// `cache.signing_key`: the secret key (`PREFIX.key` of `w4b keygen`) that signs the
@@ -71,6 +73,19 @@ pub struct CacheConfig {
     pub signing_key: Option<PathBuf>,
     /// `cache.trusted_keys`: the public keys whose signed remote records this builder uses.
     pub trusted_keys: Vec<KeyRef>,
+}
+
+/// `cache.s3`: the S3-compatible endpoint of an `s3://` remote cache. Credentials are
+/// not here: they come from the standard `AWS_*` environment variables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Config {
+    /// `http(s)://host:port` of a non-AWS store (MinIO, Ceph, Garage, R2).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
+    /// Address the bucket as `bucket.host` instead of `host/bucket`.
+    pub virtual_hosted: bool,
 }
 
 /// A public key given in configuration: the text of a `.pub` file, or a path to one.
@@ -178,6 +193,17 @@ struct RawCache {
     signing_key: Option<String>,
     #[serde(default)]
     trusted_keys: Vec<String>,
+    s3: Option<RawS3>,
+}
+
+#[derive(Deserialize)]
+struct RawS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    allow_http: bool,
+    #[serde(default)]
+    virtual_hosted: bool,
 }
 
 /// An opened workspace.
@@ -276,7 +302,16 @@ impl Workspace {
         let absolute = |p: Option<String>| p.map(|p| root.join(p));
         let cache = raw.cache.map_or_else(CacheConfig::default, |c| CacheConfig {
             dir: absolute(c.dir),
-            remote: absolute(c.remote),
+            remote: c.remote.map(|r| match r.starts_with("s3://") {
+                true => r,
+                false => root.join(r).display().to_string(),
+            }),
+            s3: c.s3.map_or_else(S3Config::default, |s| S3Config {
+                endpoint: s.endpoint,
+                region: s.region,
+                allow_http: s.allow_http,
+                virtual_hosted: s.virtual_hosted,
+            }),
             remote_read_only: c.remote_read_only,
             signing_key: absolute(c.signing_key),
             trusted_keys: c.trusted_keys.iter().map(|k| KeyRef::parse(k, root)).collect(),
@@ -554,12 +589,41 @@ mod tests {
         let c = w.config();
         assert_eq!(c.defs, "my-defs");
         assert_eq!(c.cache.dir.as_deref(), Some(dir.path().join(".cache").as_path()));
-        assert_eq!(c.cache.remote.as_deref(), Some(Path::new("/mnt/w4b-cache")));
+        assert_eq!(c.cache.remote.as_deref(), Some("/mnt/w4b-cache"));
         assert!(c.cache.remote_read_only);
         assert_eq!(c.mirrors["https://downloads.example.org/"].len(), 2);
         assert_eq!(c.epoch, Some(1_700_000_000));
         assert_eq!(c.cache.signing_key, None);
         assert!(c.cache.trusted_keys.is_empty());
+    }
+
+    #[test]
+    fn an_s3_remote_cache_and_its_endpoint() {
+        let dir = ws(&[(
+            "w4b.yaml",
+            "cache:\n  remote: s3://ci-cache/main\n  s3: {endpoint: \"http://127.0.0.1:9000\", region: eu-west-1, allow_http: true}\n",
+        )]);
+        let c = Workspace::open(dir.path(), &BTreeMap::new())
+            .unwrap()
+            .config()
+            .cache
+            .clone();
+        assert_eq!(c.remote.as_deref(), Some("s3://ci-cache/main"));
+        assert_eq!(
+            c.s3,
+            S3Config {
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("eu-west-1".into()),
+                allow_http: true,
+                virtual_hosted: false,
+            }
+        );
+        let dir = ws(&[("w4b.yaml", "cache: {s3: {endpiont: x}}\n")]);
+        let err = Workspace::open(dir.path(), &BTreeMap::new()).unwrap_err();
+        let DefsErrorKind::UnknownKey { help, .. } = err.kind() else {
+            panic!("{err:?}")
+        };
+        assert_eq!(help, "did you mean `endpoint`?");
     }
 
     #[test]

@@ -12,6 +12,9 @@ mod http;
 /// The oracle-test policy: a missing tool fails under CI, skips visibly elsewhere.
 #[path = "../support/oracle.rs"]
 mod oracle;
+/// The S3-compatible test server (moto) for the remote cache on object storage.
+#[path = "../support/s3.rs"]
+mod s3;
 /// The SBOM validators (`spdx-tools`, `cyclonedx-python-lib`) in their venv.
 #[path = "../support/sbom_oracle.rs"]
 mod sbom_oracle;
@@ -34,6 +37,7 @@ mod limits;
 mod packages;
 mod packages_errors;
 mod pipeline;
+mod remote_s3;
 mod remote_trust;
 mod resolve;
 mod robustness;
