@@ -534,6 +534,10 @@ impl S3Remote {
     }
 }
 
+/// A blob `verify` read back: its name and, unless it vanished meanwhile, what its bytes
+/// hash to, its length and the blobs it lists.
+type Rehashed = (Digest, Option<(Digest, u64, Vec<Digest>)>);
+
 #[derive(Default)]
 struct Inventory {
     blobs: BTreeMap<Digest, ObjectMeta>,
@@ -795,11 +799,15 @@ impl Remote for S3Remote {
                         continue;
                     }
                     fresh.push(d);
-                    if !kids.contains_key(&d) {
-                        let c = self.children(&d, &inv, refs).await?;
-                        kids.insert(d, c);
-                    }
-                    stack.extend(kids.get(&d).into_iter().flatten().copied());
+                    let children = match kids.get(&d) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = self.children(&d, &inv, refs).await?;
+                            kids.insert(d, c.clone());
+                            c
+                        }
+                    };
+                    stack.extend(children);
                 }
                 let add: u64 = fresh.iter().map(size_of).sum::<u64>() + meta.size;
                 if policy.max_bytes.is_some_and(|m| kept_bytes + add > m) && !young {
@@ -852,7 +860,7 @@ impl Remote for S3Remote {
             let inv = self.inventory().await?;
             let mut rep = VerifyReport::default();
             // Blobs: re-hash each.
-            let checked: Vec<(Digest, Option<(Digest, u64, Vec<Digest>)>)> = stream::iter(inv.blobs.keys())
+            let checked: Vec<Rehashed> = stream::iter(inv.blobs.keys())
                 .map(|d| async move {
                     let key = self.blob_key(d);
                     let Some(bytes) = self.get(&key).await? else {
