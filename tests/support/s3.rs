@@ -34,9 +34,10 @@ static SERVER: OnceLock<Option<S3Server>> = OnceLock::new();
 pub fn server() -> Option<&'static S3Server> {
     let s = SERVER.get_or_init(start).as_ref();
     if s.is_none() {
-        crate::oracle::unavailable(
-            "no S3 test server: `moto_server` is not installed (run `.ci/install-deps`) and `W4B_TEST_S3` is not set",
-        );
+        crate::oracle::unavailable(match std::env::var_os("W4B_TEST_S3") {
+            Some(_) => "no S3 test server: the one `W4B_TEST_S3` names does not answer `GET /moto-api/`",
+            None => "no S3 test server: `moto_server` is not installed (run `.ci/install-deps`) and `W4B_TEST_S3` is not set",
+        });
     }
     s
 }
