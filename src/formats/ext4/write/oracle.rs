@@ -443,7 +443,7 @@ fn same_input_same_bytes() {
     // Pinned: any change to the on-disk result must be deliberate.
     assert_eq!(
         digest,
-        "ff13386a784a80004abd2a1ce9502a0ea7e43786e8a840177ce92928edc694f9"
+        "72e43092c7fa7424f399f54660cf32c1b47b586de13eaf1e42c10f43aec84c35"
     );
 }
 
