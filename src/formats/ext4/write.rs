@@ -629,6 +629,8 @@ fn plan(nodes: &[Node], epoch: i64) -> Result<Plan, Ext4WriteError> {
         } = &mut p.body
         {
             *e = entries.remove(&p.ino).unwrap_or_default();
+            // By name, whatever order the nodes came in (walk order already is).
+            e.sort_by(|a, b| a.name.cmp(&b.name));
             let blocks = dir::pack(e, BLOCK_SIZE as usize, *min_blocks).len() as u64;
             p.data_blocks = blocks;
             p.size = blocks * BLOCK_SIZE;
@@ -1066,7 +1068,13 @@ fn emit<W: Write + Seek>(
         .enumerate()
         .map(|(i, pl)| {
             let first = pl.extents.first().map(|e| e.start);
-            (first.or(pl.leaves.first().copied()).or(pl.xattr_block).unwrap_or(0), i)
+            (
+                first
+                    .or(pl.leaves.first().copied())
+                    .or(pl.xattr_block)
+                    .unwrap_or(0),
+                i,
+            )
         })
         .collect();
     order.sort_unstable();
