@@ -23,15 +23,16 @@
 //!   descriptor with bg_checksum = 0) & 0xFFFF`), block and inode bitmaps (in the
 //!   descriptor), inodes, extent leaves, directory blocks and xattr blocks.
 //! - **Inodes**: 2 is `/`, 7 the resize inode, 8 the journal, 11 `lost+found` (created
-//!   with 16 KiB of empty entries if the tree lacks it), then one inode per node from 12 in
-//!   walk order; a hard link reuses its target's inode. Reserved inodes 1, 3–6, 9, 10 are
+//!   with 16 KiB of empty entries if the tree lacks it), then one inode per node from 12,
+//!   numbered by hashed homes ([`stable`]); a hard link reuses its target's inode. Reserved inodes 1, 3–6, 9, 10 are
 //!   zero. Every inode time is the node's `mtime`; the superblock's `s_mkfs_time`,
 //!   `s_wtime` and `s_lastcheck` are [`Ext4Options::epoch`] and `s_mtime` is 0 (never
 //!   mounted).
-//! - **Blocks** after the metadata are handed out strictly in order: the resize inode's
-//!   double-indirect block, the journal, then each inode's data in inode order, its extent
-//!   leaves (files of more than four extents) and its xattr block. A file's data is one
-//!   extent per 32768 blocks unless metadata interrupts it.
+//! - **Blocks** after the metadata: the resize inode's double-indirect block and the
+//!   journal first, in order (they depend on the size alone); then every inode's data,
+//!   extent leaves (files of more than four extents) and xattr block go to 1 MiB bins by
+//!   hashed homes ([`stable`]), so that one changed file changes only the chunks near it.
+//!   A file breaks into a new extent at most once per MiB.
 //! - **Resize room** (`resize_inode`): the reserved GDT blocks let `resize2fs` (offline,
 //!   or the kernel online, as the Pi's first boot does) grow the filesystem up to 1024
 //!   times, to at most 2³² blocks, without moving anything.
@@ -318,10 +319,6 @@ impl Plan {
                 parent,
                 fixed_ino: (p.ino <= FIRST_INO).then_some(p.ino),
                 is_dir: matches!(p.body, Body::Dir { .. }),
-                entries: match &p.body {
-                    Body::Dir { entries, .. } => entries.len() as u64,
-                    _ => 0,
-                },
                 file_bytes: match &p.body {
                     Body::File { .. } | Body::SlowSymlink(_) => p.data_blocks * BLOCK_SIZE,
                     _ => 0,
@@ -789,7 +786,7 @@ fn allocate(
         leaves: leaf_runs.iter().flat_map(|r| r.start..r.start + r.len).collect(),
         xattr_block: None,
     };
-    let Some(inos) = homes.number(geometry.inodes()) else {
+    let Some(inos) = homes.number(geometry.inodes(), geometry.blocks) else {
         return Ok(None);
     };
     let free = alloc.rest();
