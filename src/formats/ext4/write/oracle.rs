@@ -835,6 +835,9 @@ fn realistic_tree(edit: impl FnOnce(&mut Tree)) -> Tree {
     t.sorted()
 }
 
+/// One change of the locality test: what, how, and the most chunks it may touch.
+type Change<'a> = (&'static str, Box<dyn FnOnce(&mut Tree) + 'a>, Option<usize>);
+
 /// The image size of the locality test.
 const LOCALITY_MIB: u64 = 256;
 
@@ -885,7 +888,7 @@ fn one_change_touches_few_chunks() {
         let n = t.nodes.iter_mut().find(|n| n.path == path).unwrap();
         n.kind = NodeKind::File { size, content };
     };
-    let changes: Vec<(&str, Box<dyn FnOnce(&mut Tree)>, Option<usize>)> = vec![
+    let changes: Vec<Change<'_>> = vec![
         (
             "/etc/motd: new content, same size",
             Box::new(|t| set(t, "/etc/motd", b"Welcome to the hornets.\n")),
