@@ -608,6 +608,21 @@ impl StoreDir {
         file.set_modified(now).map_err(io_err("touch", path))
     }
 
+    /// Marks `r` used at `now` however recently it was: before a GC, so the records the
+    /// build that triggers it just used rank as the most recently used ones (a hit
+    /// refreshes a record's mtime only hourly). A record gone meanwhile is no error.
+    pub fn mark_used(&self, r: &RecordHead, now: SystemTime) -> Result<(), CacheError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let path = self.record_file(&r.key, &r.outputs_digest());
+        match File::open(&path) {
+            Ok(file) => file.set_modified(now).map_err(io_err("touch", path)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("open", path)(e)),
+        }
+    }
+
     /// Marks every record file of `key` with these outputs as used, whoever signed it:
     /// for a shared directory, where the copy a hit came from is one of several. A no-op
     /// on a read-only directory.

@@ -13,14 +13,53 @@ use w4b_graph::{history, MissReason, NodeId};
 use super::{rebuild, App};
 use crate::cli::BuildArgs;
 use crate::compile::Plan;
-use crate::store::AppStore;
+use crate::store::{AppStore, AutoGc};
 use crate::ui::progress::{Bars, JsonLines, Lines};
 
 pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     let ws = app.workspace()?;
     let store = app.store(&ws)?;
-    let _lease = store.lease()?;
-    let plan = app.compile(&ws, &store, &args.labels)?;
+    let result = build(app, args, &ws, &store);
+    // After every build, successful or not: the cache stays within its limit.
+    if let Some(line) = enforce_limit(app, &ws, &store) {
+        if !app.style.quiet {
+            eprintln!("{line}");
+        }
+    }
+    result
+}
+
+/// Ends the build's lease and applies the cache size limit; the line to print when a GC
+/// ran or could not.
+fn enforce_limit(app: &App, ws: &crate::defs::Workspace, store: &AppStore) -> Option<String> {
+    let ended = store.end_lease();
+    let limit = app.cache_limit(Some(ws))?;
+    let outcome = ended.and_then(|()| store.enforce_limit(limit));
+    let bytes = crate::ui::bytes;
+    match outcome {
+        Ok(None) => None,
+        Ok(Some(AutoGc::Ran { report, limit })) => Some(format!(
+            "cache: over its {} limit: removed {} record(s), freed {}; now {} of {}",
+            bytes(limit),
+            report.records_removed,
+            bytes(report.bytes_freed),
+            bytes(report.bytes_total),
+            bytes(limit)
+        )),
+        Ok(Some(AutoGc::Busy { estimate, limit })) => Some(format!(
+            "warning: the cache holds about {} of its {} limit, but another GC or a build of an older w4b holds it; the next build tries again\n  help: `w4b cache gc` collects now; it waits for nothing",
+            bytes(estimate),
+            bytes(limit)
+        )),
+        Err(e) => Some(format!(
+            "warning: could not apply the cache size limit: {e}\n  help: run `w4b cache gc`; `w4b cache stats` shows the limit and the estimate"
+        )),
+    }
+}
+
+fn build(app: &App, args: &BuildArgs, ws: &crate::defs::Workspace, store: &Arc<AppStore>) -> miette::Result<i32> {
+    let (ws, store) = (ws, store.clone());
+    let plan = app.compile(ws, &store, &args.labels)?;
     let roots: Vec<_> = plan
         .targets
         .iter()
