@@ -115,9 +115,7 @@ impl StoreDir {
         }
     }
 
-    pub(crate) fn lease_slot(
-        &self,
-    ) -> &std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>> {
+    pub(crate) fn lease_slot(&self) -> &std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>> {
         &self.lease
     }
 
@@ -316,8 +314,7 @@ impl StoreDir {
                         return Ok(());
                     }
                     let len = tmp.as_file().metadata().map_or(0, |m| m.len());
-                    tmp.persist(dest)
-                        .map_err(|e| io_err("publish", dest)(e.error))?;
+                    tmp.persist(dest).map_err(|e| io_err("publish", dest)(e.error))?;
                     self.count_published(len);
                     return Ok(());
                 }

@@ -310,7 +310,10 @@ impl StoreDir {
             .collect();
         for (list, is_index) in [(&indexes, true), (&blobs, false)] {
             for (i, b) in list.iter().enumerate() {
-                if !reachable.contains(&b.digest) && !protected(b.mtime, &prot) && !prot.reach.contains(&b.digest) {
+                if !reachable.contains(&b.digest)
+                    && !protected(b.mtime, &prot)
+                    && !prot.reach.contains(&b.digest)
+                {
                     victims.push(Victim::Entry(i, is_index));
                 }
             }
@@ -570,7 +573,9 @@ mod tests {
         let lease = dir.lease().unwrap();
         // The build's look-up: pin, then check.
         let (hit, hit_out) = (&recs[0].0, recs[0].1);
-        assert!(dir.pinned(&[hit.key, hit_out], || dir.contains(&hit_out)).unwrap());
+        assert!(dir
+            .pinned(&[hit.key, hit_out], || dir.contains(&hit_out))
+            .unwrap());
         // …and an output it is writing, not yet recorded.
         let fresh = dir.put_bytes(b"being written").unwrap();
 
@@ -580,7 +585,10 @@ mod tests {
             ..GcPolicy::new(now)
         };
         let rep = dir.gc(&tight, &NoRefs).unwrap();
-        assert_eq!((rep.records_removed, rep.records_kept, rep.records_pinned), (1, 1, 1));
+        assert_eq!(
+            (rep.records_removed, rep.records_kept, rep.records_pinned),
+            (1, 1, 1)
+        );
         assert_eq!((rep.leases_live, rep.leases_stale_removed), (1, 0));
         assert!(dir.contains(&hit_out) && dir.contains(&fresh));
         assert!(!dir.records(&hit.key).unwrap().is_empty());

@@ -96,7 +96,10 @@ impl Lease {
             return Ok(());
         };
         self.dir.set_active_lease(None);
-        let delta = self.dir.published_bytes().saturating_sub(active.published_at_start);
+        let delta = self
+            .dir
+            .published_bytes()
+            .saturating_sub(active.published_at_start);
         let written = self.dir.write_usage_delta(&active.id, delta);
         // The delta first: a GC between the two sees the bytes counted, never lost.
         let removed = fs::remove_file(&active.path);

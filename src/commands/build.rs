@@ -57,8 +57,13 @@ fn enforce_limit(app: &App, ws: &crate::defs::Workspace, store: &AppStore) -> Op
     }
 }
 
-fn build(app: &App, args: &BuildArgs, ws: &crate::defs::Workspace, store: &Arc<AppStore>) -> miette::Result<i32> {
-    let (ws, store) = (ws, store.clone());
+fn build(
+    app: &App,
+    args: &BuildArgs,
+    ws: &crate::defs::Workspace,
+    store: &Arc<AppStore>,
+) -> miette::Result<i32> {
+    let store = store.clone();
     let plan = app.compile(ws, &store, &args.labels)?;
     let roots: Vec<_> = plan
         .targets
@@ -108,7 +113,7 @@ fn build(app: &App, args: &BuildArgs, ws: &crate::defs::Workspace, store: &Arc<A
     };
     let mut report = engine(options.clone()).build(&roots).map_err(plan_err)?;
 
-    let out_dir = app.out_dir(&ws, args.out.as_deref());
+    let out_dir = app.out_dir(ws, args.out.as_deref());
     let mut exported = export(&store, &plan, &report, &out_dir)?;
     if !exported.repair.is_empty() {
         // An output that was a cache hit turned out corrupt (or gone) when copied out: run
@@ -219,7 +224,7 @@ fn build(app: &App, args: &BuildArgs, ws: &crate::defs::Workspace, store: &Arc<A
         return Err(super::step_error(&f.step, f.error));
     }
     if args.check {
-        check(app, &ws, &store, &plan, &report, jobs)?;
+        check(app, ws, &store, &plan, &report, jobs)?;
     }
     Ok(0)
 }

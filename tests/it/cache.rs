@@ -117,7 +117,10 @@ fn the_size_limit_evicts_least_recently_used_builds_after_each_build() {
     // Room for two variants, not three.
     let per_build = s1 - s0;
     let limit = s1 + per_build / 2;
-    assert!(s0 < 4 * per_build, "the shared part is small: {s0} vs {per_build}");
+    assert!(
+        s0 < 4 * per_build,
+        "the shared part is small: {s0} vs {per_build}"
+    );
     let limit_arg = limit.to_string();
 
     let mut outputs = vec![first, second];
@@ -170,7 +173,10 @@ fn a_noop_build_writes_no_usage_file_and_counts_nothing() {
         std::fs::metadata(usage.join("base")).unwrap().modified().unwrap(),
         base.modified().unwrap()
     );
-    assert!(file_names(&env.cache.join("v1/leases")).is_empty(), "the lease ended");
+    assert!(
+        file_names(&env.cache.join("v1/leases")).is_empty(),
+        "the lease ended"
+    );
     // A build that publishes writes exactly one delta.
     env.write("defs/layers/files/app/README", "read me again\n");
     assert!(env.build(&["//images:demo"]).ok());
@@ -244,7 +250,10 @@ fn gc_beside_a_running_build_takes_nothing_it_uses() {
         std::io::Read::read_to_string(build.stderr.as_mut().unwrap(), &mut err).unwrap();
         assert!(status.success(), "round {round}: {err}");
         assert!(gcs > 0, "no GC ran beside the build");
-        assert!(round > 0 || evicted, "the GCs beside the first build evicted nothing");
+        assert!(
+            round > 0 || evicted,
+            "the GCs beside the first build evicted nothing"
+        );
         assert_eq!(env.read("out/demo.tar.zst"), expected, "round {round}");
     }
     let verify = env.run(&["cache", "verify"]);
