@@ -265,8 +265,12 @@ fn export(
                 continue;
             };
             let dest = out_dir.join(&e.file_name);
-            match store.export(&out.digest, &dest) {
-                Ok(()) => ex.files.push((dest, out.digest, out.size)),
+            // The file's own BLAKE3, not a chunked output's index name.
+            match store
+                .export(&out.digest, &dest)
+                .and_then(|()| store.flat_blake3(&out.digest))
+            {
+                Ok(flat) => ex.files.push((dest, flat, out.size)),
                 Err(CacheError::Corrupt { expected, .. }) => {
                     ex.repair.insert(
                         e.node,
@@ -370,17 +374,23 @@ fn write_manifest(
         let sha256 = match from_step {
             Some(hex) => hex,
             None => {
-                let mut r = store.inner().reader(&out.digest).map_err(miette::Report::new)?;
+                let mut r = store
+                    .inner()
+                    .open_output(&out.digest)
+                    .map_err(miette::Report::new)?;
                 let mut h = sha2::Sha256::default();
                 std::io::copy(&mut r, &mut h)
                     .map_err(|err| miette::miette!("cannot read `{}` from the cache: {err}", e.file_name))?;
                 hex::encode(sha2::Digest::finalize(h))
             }
         };
+        // Subjects name the file's bytes: a chunked output's flat digest, which its index
+        // carries, rather than the index's name.
+        let blake3 = store.flat_blake3(&out.digest).map_err(miette::Report::new)?;
         subjects.push(Subject {
             name: e.file_name.clone(),
             sha256,
-            blake3: out.digest.to_string(),
+            blake3: blake3.to_string(),
             size: out.size,
         });
     }

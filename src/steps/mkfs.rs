@@ -625,6 +625,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
             trees: &Default::default(),
+            note: &|_| {},
         };
         let out = step.run(&cx);
         if out.is_ok() {
