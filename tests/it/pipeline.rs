@@ -148,6 +148,7 @@ fn build(store: &Arc<AppStore>, raw: &Path, changes: Option<Changeset>, size: Ro
         codec: ImageCodec::Zstd { level: 3 },
         codec_location: None,
         threads: 2,
+        span_chunks: ImageCodec::Zstd { level: 3 }.default_span_chunks(),
         file_name: "test.img.zst".into(),
         file_name_location: None,
     };
