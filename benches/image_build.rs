@@ -211,7 +211,11 @@ impl Bench {
                     ran.push(name);
                 }
                 (Some("step-finished"), Some("cached")) => cached.push(step()),
-                (Some("step-note"), _) => notes.push(format!("{}: {}", step(), v["message"].as_str().unwrap_or_default())),
+                (Some("step-note"), _) => notes.push(format!(
+                    "{}: {}",
+                    step(),
+                    v["message"].as_str().unwrap_or_default()
+                )),
                 (Some("finished"), _) => steps = v["steps"].as_u64(),
                 _ => {}
             }

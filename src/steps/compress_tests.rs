@@ -226,7 +226,7 @@ fn zstd_and_xz_images_are_framed_and_every_tool_reads_them() {
     for ins in [blob_disk(&store, &bytes), chunked_disk(&store, &bytes)] {
         let zst = run(
             &step(&store, ImageCodec::Zstd { level: 3 }, 2),
-            &[ins.clone()],
+            std::slice::from_ref(&ins),
             false,
         )
         .unwrap();

@@ -385,7 +385,7 @@ pub fn run(disk: &mut OutputReader, local: &StoreDir, job: &Job<'_>) -> Result<F
 
         // 2. In parallel: hash what was read, compress what no memo had, read back the
         // frames memos had (verified).
-        let results: Vec<Result<(Span, Option<Done>, u64, u64), FramesError>> = pool.install(|| {
+        let results: Vec<Result<Finished, FramesError>> = pool.install(|| {
             batch
                 .into_par_iter()
                 .map(|span| finish_span(local, job.codec, span))
@@ -394,7 +394,12 @@ pub fn run(disk: &mut OutputReader, local: &StoreDir, job: &Job<'_>) -> Result<F
 
         // 3. In order: the image's entries, its flat digests, the block map.
         for r in results {
-            let (span, done, scanned, reused) = r?;
+            let Finished {
+                span,
+                done,
+                scanned,
+                reused,
+            } = r?;
             report.bmap_scanned = report.bmap_scanned.saturating_add(scanned);
             report.bmap_reused = report.bmap_reused.saturating_add(reused);
             let base_block = span.offset / BMAP_BLOCK_SIZE;
@@ -529,14 +534,19 @@ fn hash_chunks(bytes: &[u8]) -> Vec<ChunkRef> {
         .collect()
 }
 
-/// Completes one span on a worker: returns it with its runs filled in, its frame, and how
-/// many chunks' runs were computed and reused.
-#[allow(clippy::type_complexity)]
-fn finish_span(
-    local: &StoreDir,
-    codec: Option<FrameCodec>,
-    mut span: Span,
-) -> Result<(Span, Option<Done>, u64, u64), FramesError> {
+/// A span after [`finish_span`].
+struct Finished {
+    /// With its runs filled in.
+    span: Span,
+    /// Its frame (with a codec).
+    done: Option<Done>,
+    /// Chunks whose runs were computed, and reused from memos.
+    scanned: u64,
+    reused: u64,
+}
+
+/// Completes one span on a worker: its runs, its frame.
+fn finish_span(local: &StoreDir, codec: Option<FrameCodec>, mut span: Span) -> Result<Finished, FramesError> {
     if span.chunks.is_none() {
         if let Some(bytes) = &span.bytes {
             span.chunks = Some(hash_chunks(bytes));
@@ -602,7 +612,12 @@ fn finish_span(
     }
     let reused = data_chunks.saturating_sub(scanned);
     span.bytes = None;
-    Ok((span, done, scanned, reused))
+    Ok(Finished {
+        span,
+        done,
+        scanned,
+        reused,
+    })
 }
 
 /// A memoised frame's bytes, verified; `None` when the blob is missing or corrupt (it is
