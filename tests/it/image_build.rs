@@ -14,7 +14,7 @@ use crate::testbase::{images, sh};
 
 /// blake3 of `edge.img.zst` built from the test base with [`edge_workspace`]. Pinned so
 /// that any change to what reaches the image's bytes is a deliberate one.
-const EDGE_IMG_ZST_BLAKE3: &str = "3a2748cc2856aeb7b862afda6cd9a23f6436077f122299ea806c8908729dfdc2";
+const EDGE_IMG_ZST_BLAKE3: &str = "b7fcdf9e532dff0766afb3c39055536a7ec50a1bb2254d260560caf08db9afb9";
 
 const LAYER: &str = r##"kind: layer
 files:
