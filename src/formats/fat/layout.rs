@@ -217,8 +217,13 @@ fn bins(geo: &Geometry, after_root: u32) -> Result<(Bins, u64), FatError> {
     // Cluster `c` covers `data + (c − 2)·cs ..` ; the first cluster starting at or after
     // `at`, and the first cluster ending after `at` (so the ones before it end by `at`).
     let starting_from = |at: u64| -> u64 { at.saturating_sub(data).div_ceil(cs).saturating_add(2) };
-    let ending_by = |at: u64| -> u64 { (at.saturating_sub(data) / cs).saturating_add(2) };
-    let first_bin = data / BIN_BYTES;
+    let ending_by = |at: u64| -> u64 {
+        at.saturating_sub(data)
+            .checked_div(cs)
+            .unwrap_or(0)
+            .saturating_add(2)
+    };
+    let first_bin = data.checked_div(BIN_BYTES).unwrap_or(0);
     let last_bin = volume_end.div_ceil(BIN_BYTES);
     let mut runs = Vec::new();
     for b in first_bin..last_bin {
@@ -233,7 +238,7 @@ fn bins(geo: &Geometry, after_root: u32) -> Result<(Bins, u64), FatError> {
     }
     // A full bin: 1 MiB of clusters, less the one that straddles its start when the data
     // region is not aligned to the cluster size.
-    let per_bin = BIN_BYTES / cs;
+    let per_bin = BIN_BYTES.checked_div(cs).unwrap_or(1);
     let full = if data.is_multiple_of(cs) {
         per_bin
     } else {
@@ -277,7 +282,7 @@ mod tests {
                 .filter(|at| at / BIN_BYTES != (at + cs - 1) / BIN_BYTES)
                 .count() as u64;
             assert_eq!(seen, u64::from(g.clusters) - 1 - straddling);
-            let aligned = g.cluster_offset(2) % cs == 0;
+            let aligned = g.cluster_offset(2).is_multiple_of(cs);
             assert_eq!(full, BIN_BYTES / cs - u64::from(!aligned));
         }
     }

@@ -207,7 +207,10 @@ fn with(
 }
 
 /// The chunks each change touches, for a volume of `size` bytes in the default clusters.
-fn changes(size: u64) -> (FatReport, [(&'static str, BTreeSet<u64>); 4], BTreeSet<u64>) {
+/// Each change with the chunks it touched.
+type Touched = [(&'static str, BTreeSet<u64>); 4];
+
+fn changes(size: u64) -> (FatReport, Touched, BTreeSet<u64>) {
     let opts = FatOptions::new(size, 0x1A2B_3C4D, "bootfs");
     let base = pi_os_bootfs();
     let (a, report) = image(&base, &opts);

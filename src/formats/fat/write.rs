@@ -663,7 +663,6 @@ fn write_fat<W: Write + Seek>(
         }
         at = end;
     }
-    drop(push);
     sink.write_at(start.checked_add(written).ok_or_else(overflow)?, &buf)?;
     written = written.checked_add(buf.len() as u64).ok_or_else(overflow)?;
     let zeros = vec![0u8; COPY_CHUNK];
