@@ -222,7 +222,7 @@ fn changes(size: u64) -> (FatReport, Touched, BTreeSet<u64>) {
     let diff = |entries: &[(String, Option<Vec<u8>>)]| image(entries, &opts).0.differing(&a);
     let touched = [
         ("config.txt edited, same size", diff(&same_size)),
-        ("config.txt grown by 2 clusters", diff(&resized)),
+        ("config.txt grown from 1,500 to 9,000 bytes", diff(&resized)),
         ("an overlay added", diff(&added)),
         ("kernel8.img replaced, same size", diff(&kernel)),
     ];
