@@ -290,7 +290,8 @@ impl Step for MkfsFatStep {
         "mkfs-fat"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the stable layout (clusters placed by path hash in 1 MiB bins).
+        2
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         let mut c = Vec::new();

@@ -14,7 +14,7 @@ use crate::testbase::{images, sh};
 
 /// blake3 of `edge.img.zst` built from the test base with [`edge_workspace`]. Pinned so
 /// that any change to what reaches the image's bytes is a deliberate one.
-const EDGE_IMG_ZST_BLAKE3: &str = "469cbd6abfa1a68399b39b03821cf5753c3df1b722a1c84da5f31722ba5e0b0a";
+const EDGE_IMG_ZST_BLAKE3: &str = "b7fcdf9e532dff0766afb3c39055536a7ec50a1bb2254d260560caf08db9afb9";
 
 const LAYER: &str = r##"kind: layer
 files:
