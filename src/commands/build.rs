@@ -342,7 +342,9 @@ fn write_manifest(
     out_dir: &std::path::Path,
     key: Option<&crate::manifest::dsse::SecretKey>,
 ) -> miette::Result<Option<PathBuf>> {
-    use crate::manifest::{Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, Subject};
+    use crate::manifest::{
+        Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, StepOutput, Subject,
+    };
     use std::io::Read;
 
     let mut subjects = Vec::new();
@@ -420,8 +422,16 @@ fn write_manifest(
             outputs: r
                 .outputs
                 .iter()
-                .map(|(name, o)| (name.clone(), (o.digest.to_string(), o.size)))
-                .collect(),
+                .map(|(name, o)| {
+                    let index = store.inner().index(&o.digest).map_err(miette::Report::new)?;
+                    let output = StepOutput {
+                        digest: o.digest.to_string(),
+                        size: o.size,
+                        flat_blake3: index.and_then(|i| i.flat.blake3).map(hex::encode),
+                    };
+                    Ok((name.clone(), output))
+                })
+                .collect::<miette::Result<_>>()?,
             inputs: node
                 .deps
                 .iter()
