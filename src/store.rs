@@ -324,10 +324,32 @@ impl AppStore {
             })?;
         }
         // Through the stat cache: an untouched output is recognised without reading it.
-        if dest.exists() && self.stats.file(dest).is_ok_and(|d| d == *digest) {
+        // The file holds the flat bytes, so it is compared with their BLAKE3 (a chunked
+        // output's name is its index's, not the file's).
+        let flat = self.store.flat_digests(digest)?.blake3.map(Digest);
+        if dest.exists() && flat.is_some_and(|f| self.stats.file(dest).is_ok_and(|d| d == f)) {
             return Ok(());
         }
         self.store.copy_to(digest, dest)
+    }
+
+    /// The BLAKE3 of output `d`'s flat bytes, the digest the manifest names a file by: its
+    /// name for a plain blob, the digest its index carries for a chunked output, or (an
+    /// index without one) hashed by reading the output, verified.
+    pub fn flat_blake3(&self, d: &Digest) -> Result<Digest, CacheError> {
+        if let Some(b) = self.store.flat_digests(d)?.blake3 {
+            return Ok(Digest(b));
+        }
+        let mut r = self.store.open_output(d)?;
+        let mut h = blake3::Hasher::new();
+        std::io::copy(&mut r, &mut h).map_err(|e| {
+            w4b_cache::OutputReader::cache_error(e).unwrap_or_else(|source| CacheError::Io {
+                action: "read",
+                path: self.store.local().root().to_path_buf(),
+                source,
+            })
+        })?;
+        Ok(h.finalize().into())
     }
 
     pub fn dirs(&self) -> Vec<(&'static str, &StoreDir)> {

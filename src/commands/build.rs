@@ -309,8 +309,12 @@ fn export(
                 continue;
             };
             let dest = out_dir.join(&e.file_name);
-            match store.export(&out.digest, &dest) {
-                Ok(()) => ex.files.push((dest, out.digest, out.size)),
+            // The file's own BLAKE3, not a chunked output's index name.
+            match store
+                .export(&out.digest, &dest)
+                .and_then(|()| store.flat_blake3(&out.digest))
+            {
+                Ok(flat) => ex.files.push((dest, flat, out.size)),
                 Err(CacheError::Corrupt { expected, .. }) => {
                     ex.repair.insert(
                         e.node,
@@ -382,7 +386,9 @@ fn write_manifest(
     out_dir: &std::path::Path,
     key: Option<&crate::manifest::dsse::SecretKey>,
 ) -> miette::Result<Option<PathBuf>> {
-    use crate::manifest::{Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, Subject};
+    use crate::manifest::{
+        Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, StepOutput, Subject,
+    };
     use std::io::Read;
 
     let mut subjects = Vec::new();
@@ -414,17 +420,23 @@ fn write_manifest(
         let sha256 = match from_step {
             Some(hex) => hex,
             None => {
-                let mut r = store.inner().reader(&out.digest).map_err(miette::Report::new)?;
+                let mut r = store
+                    .inner()
+                    .open_output(&out.digest)
+                    .map_err(miette::Report::new)?;
                 let mut h = sha2::Sha256::default();
                 std::io::copy(&mut r, &mut h)
                     .map_err(|err| miette::miette!("cannot read `{}` from the cache: {err}", e.file_name))?;
                 hex::encode(sha2::Digest::finalize(h))
             }
         };
+        // Subjects name the file's bytes: a chunked output's flat digest, which its index
+        // carries, rather than the index's name.
+        let blake3 = store.flat_blake3(&out.digest).map_err(miette::Report::new)?;
         subjects.push(Subject {
             name: e.file_name.clone(),
             sha256,
-            blake3: out.digest.to_string(),
+            blake3: blake3.to_string(),
             size: out.size,
         });
     }
@@ -454,8 +466,16 @@ fn write_manifest(
             outputs: r
                 .outputs
                 .iter()
-                .map(|(name, o)| (name.clone(), (o.digest.to_string(), o.size)))
-                .collect(),
+                .map(|(name, o)| {
+                    let index = store.inner().index(&o.digest).map_err(miette::Report::new)?;
+                    let output = StepOutput {
+                        digest: o.digest.to_string(),
+                        size: o.size,
+                        flat_blake3: index.and_then(|i| i.flat.blake3).map(hex::encode),
+                    };
+                    Ok((name.clone(), output))
+                })
+                .collect::<miette::Result<_>>()?,
             inputs: node
                 .deps
                 .iter()
