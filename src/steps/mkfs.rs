@@ -294,7 +294,8 @@ impl Step for MkfsFatStep {
         "mkfs-fat"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the stable layout (clusters placed by path hash in 1 MiB bins).
+        2
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         let mut c = Vec::new();
@@ -632,6 +633,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
             trees: &Default::default(),
+            note: &|_| {},
         };
         let out = step.run(&cx);
         if out.is_ok() {
