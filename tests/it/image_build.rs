@@ -14,7 +14,7 @@ use crate::testbase::{images, sh};
 
 /// blake3 of `edge.img.zst` built from the test base with [`edge_workspace`]. Pinned so
 /// that any change to what reaches the image's bytes is a deliberate one.
-const EDGE_IMG_ZST_BLAKE3: &str = "0a86eb2d8604b2ce9f7e0084c6cfc94058620c3f9a888d3f3fbf0aaefaf655b6";
+const EDGE_IMG_ZST_BLAKE3: &str = "41bba9015e858cc0bf2f5ab4003985dae8197086baf22336da1a00655d5522e8";
 
 const LAYER: &str = r##"kind: layer
 files:
