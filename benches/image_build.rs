@@ -89,6 +89,8 @@ struct Run {
     /// Steps that ran, by the name after `#`, with their own `duration_ms` (steps run in
     /// parallel, so these add up to more than the wall time) and their miss reason.
     timings: Vec<(String, u64, String)>,
+    /// The steps' `step-note` lines (`#compress`: frames compressed and reused).
+    notes: Vec<String>,
 }
 
 impl Bench {
@@ -188,6 +190,7 @@ impl Bench {
             .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no max RSS from /usr/bin/time in {}", rss.display()));
         let (mut ran, mut cached, mut steps, mut timings) = (Vec::new(), Vec::new(), None, Vec::new());
+        let mut notes = Vec::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
@@ -208,6 +211,11 @@ impl Bench {
                     ran.push(name);
                 }
                 (Some("step-finished"), Some("cached")) => cached.push(step()),
+                (Some("step-note"), _) => notes.push(format!(
+                    "{}: {}",
+                    step(),
+                    v["message"].as_str().unwrap_or_default()
+                )),
                 (Some("finished"), _) => steps = v["steps"].as_u64(),
                 _ => {}
             }
@@ -226,6 +234,7 @@ impl Bench {
             cached,
             steps,
             timings,
+            notes,
         }
     }
 }
@@ -719,6 +728,13 @@ fn main() {
                         run.ran
                     );
                 }
+                for n in &run.notes {
+                    println!("   (a) round {round}: {n}");
+                }
+                println!(
+                    "   (a) round {round}: cache grew {} MiB",
+                    thousands(round_bytes.get().saturating_sub(warm_bytes) / MIB)
+                );
                 w4b.push(run.took);
                 rss.push(run.max_rss_kib);
                 timings.push(run.timings);

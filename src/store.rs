@@ -20,6 +20,10 @@ use w4b_cache::{
     BlobRefs, CacheError, Digest, GcPolicy, GcReport, Lease, Record, Remote, Stats, Store, StoreDir,
     VerifyReport,
 };
+
+/// How long a local GC leaves temp files alone: an interrupted write's leftovers, never
+/// a live writer's (no write takes that long between two blocks).
+const TMP_GRACE: Duration = Duration::from_secs(15 * 60);
 use w4b_graph::{CacheResult, Lookup, MissReason};
 
 use crate::defs::parse_cache::{self, ParseCache};
@@ -50,6 +54,25 @@ pub struct AppStore {
     trust: RemoteTrust,
     /// Remote records ignored and results left unpublished, for the summary.
     pub trust_log: std::sync::Mutex<TrustLog>,
+    /// This command's build lease on the local cache, while it has one.
+    lease: std::sync::Mutex<Option<Lease>>,
+    /// The records this command's look-ups hit, marked most recently used before a GC.
+    hits: std::sync::Mutex<Vec<w4b_cache::RecordHead>>,
+}
+
+/// What the size limit did after a build: nothing (under the limit), a GC, or a GC that
+/// could not run.
+#[derive(Debug)]
+pub enum AutoGc {
+    Ran {
+        report: GcReport,
+        limit: u64,
+    },
+    /// Another GC, or a build of an older w4b, holds the store; the next build tries again.
+    Busy {
+        estimate: u64,
+        limit: u64,
+    },
 }
 
 /// What the trust rules kept out of (or back from) the remote cache during one command.
@@ -174,6 +197,8 @@ impl AppStore {
             warnings: Default::default(),
             trust: RemoteTrust::default(),
             trust_log: Default::default(),
+            lease: Default::default(),
+            hits: Default::default(),
         })
     }
 
@@ -225,9 +250,46 @@ impl AppStore {
         q
     }
 
-    /// Held by builds: local GC waits until no build runs.
-    pub fn lease(&self) -> Result<Lease, CacheError> {
-        self.store.local().lease()
+    /// Begins this command's lease on the local cache: from here until
+    /// [`end_lease`](Self::end_lease) (or the store is dropped), what it looks up and
+    /// writes is pinned, so a GC beside it keeps that.
+    pub fn begin_lease(&self) -> Result<(), CacheError> {
+        let lease = self.store.local().lease()?;
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
+        Ok(())
+    }
+
+    /// Ends the lease, adding what this command published to the usage counters.
+    pub fn end_lease(&self) -> Result<(), CacheError> {
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lease.map_or(Ok(()), Lease::finish)
+    }
+
+    /// Enforces the size limit after a build (`docs/cache-format.md`, "Usage"): when
+    /// the usage estimate is above `limit`, a GC evicts least recently used records down
+    /// to 90 % of it. Cheap otherwise: the estimate is read from the counters (a store
+    /// without any is counted once).
+    pub fn enforce_limit(&self, limit: u64) -> Result<Option<AutoGc>, CacheError> {
+        let local = self.store.local();
+        let estimate = match local.usage()?.estimate() {
+            Some(e) => e,
+            None => local.count_usage()?,
+        };
+        if estimate <= limit {
+            return Ok(None);
+        }
+        let mut policy = local_policy();
+        let hits = std::mem::take(&mut *self.hits.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in &hits {
+            local.mark_used(h, policy.now)?;
+        }
+        // ccache's cleanup threshold: room for a few builds before the next GC.
+        policy.max_bytes = Some(limit / 10 * 9);
+        match local.gc(&policy, &TreeRefs) {
+            Ok(report) => Ok(Some(AutoGc::Ran { report, limit })),
+            Err(CacheError::Busy { .. }) => Ok(Some(AutoGc::Busy { estimate, limit })),
+            Err(e) => Err(e),
+        }
     }
 
     /// A scratch path in the store's own filesystem (for downloads being resumed).
@@ -308,10 +370,32 @@ impl AppStore {
             })?;
         }
         // Through the stat cache: an untouched output is recognised without reading it.
-        if dest.exists() && self.stats.file(dest).is_ok_and(|d| d == *digest) {
+        // The file holds the flat bytes, so it is compared with their BLAKE3 (a chunked
+        // output's name is its index's, not the file's).
+        let flat = self.store.flat_digests(digest)?.blake3.map(Digest);
+        if dest.exists() && flat.is_some_and(|f| self.stats.file(dest).is_ok_and(|d| d == f)) {
             return Ok(());
         }
         self.store.copy_to(digest, dest)
+    }
+
+    /// The BLAKE3 of output `d`'s flat bytes, the digest the manifest names a file by: its
+    /// name for a plain blob, the digest its index carries for a chunked output, or (an
+    /// index without one) hashed by reading the output, verified.
+    pub fn flat_blake3(&self, d: &Digest) -> Result<Digest, CacheError> {
+        if let Some(b) = self.store.flat_digests(d)?.blake3 {
+            return Ok(Digest(b));
+        }
+        let mut r = self.store.open_output(d)?;
+        let mut h = blake3::Hasher::new();
+        std::io::copy(&mut r, &mut h).map_err(|e| {
+            w4b_cache::OutputReader::cache_error(e).unwrap_or_else(|source| CacheError::Io {
+                action: "read",
+                path: self.store.local().root().to_path_buf(),
+                source,
+            })
+        })?;
+        Ok(h.finalize().into())
     }
 
     /// The statistics of the local cache and of the remote one, if any: which, where,
@@ -337,17 +421,16 @@ impl AppStore {
         max_bytes: Option<u64>,
         max_age: Option<Duration>,
     ) -> Result<GcReport, StoreError> {
-        #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
-        let now = SystemTime::now();
-        let mut policy = GcPolicy::new(now);
-        policy.max_bytes = max_bytes;
-        policy.max_age = max_age;
         if remote {
+            #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
+            let mut policy = GcPolicy::new(SystemTime::now());
+            policy.max_bytes = max_bytes;
+            policy.max_age = max_age;
             return Ok(self.remote()?.gc(&policy, &TreeRefs)?);
         }
-        // Locally a lease protects running builds; a short grace only covers
-        // interrupted writes of processes that died.
-        policy.grace = Duration::from_secs(15 * 60);
+        let mut policy = local_policy();
+        policy.max_bytes = max_bytes;
+        policy.max_age = max_age;
         Ok(self.store.local().gc(&policy, &TreeRefs)?)
     }
 
@@ -364,6 +447,16 @@ impl AppStore {
         // A remote that cannot be asked counts as not having it: a miss, rebuilt.
         self.store.contains_output(d).unwrap_or(false)
     }
+}
+
+/// GC of the local cache: running builds are protected by their leases and pins, not by
+/// age, so nothing needs a grace period but temp files.
+fn local_policy() -> GcPolicy {
+    #[allow(clippy::disallowed_methods)] // GC ages entries; no output depends on it.
+    let mut policy = GcPolicy::new(SystemTime::now());
+    policy.grace = Duration::ZERO;
+    policy.tmp_grace = TMP_GRACE;
+    policy
 }
 
 fn boxed(e: CacheError) -> Box<dyn std::error::Error + Send + Sync> {
@@ -394,18 +487,30 @@ impl w4b_graph::Cache for AppStore {
             None => MissReason::NoRecord,
         };
         for r in records {
-            match r.outputs.iter().find(|(_, o)| !self.present(&o.digest)) {
+            // Pin, then check: a GC beside this build either sees the pin and keeps the
+            // record and its outputs, or has already removed them and this is a miss.
+            let mut pins = vec![*key];
+            pins.extend(r.outputs.values().map(|o| o.digest));
+            let missing = self
+                .store
+                .local()
+                .pinned(&pins, || {
+                    r.outputs
+                        .iter()
+                        .find(|(_, o)| !self.present(&o.digest))
+                        .map(|(n, o)| (n.clone(), o.digest))
+                })
+                .map_err(boxed)?;
+            match missing {
                 None => {
                     #[allow(clippy::disallowed_methods)] // LRU stamp for GC only.
                     let _ = self.store.touch_record(&r, SystemTime::now());
+                    if let Ok(mut hits) = self.hits.lock() {
+                        hits.push(r.clone());
+                    }
                     return Ok(Lookup::Hit(r.outputs));
                 }
-                Some((name, o)) => {
-                    reason = MissReason::OutputMissing {
-                        output: name.clone(),
-                        digest: o.digest,
-                    }
-                }
+                Some((output, digest)) => reason = MissReason::OutputMissing { output, digest },
             }
         }
         Ok(Lookup::Miss(reason))
@@ -487,8 +592,10 @@ impl Blobs for AppStore {
         Ok(Box::new(self.store.reader(d).map_err(tree_err)?))
     }
 
+    /// Asked by writers that skip what is stored: a present blob is pinned first.
     fn contains(&self, d: &Digest) -> bool {
-        self.store.local().contains(d)
+        let local = self.store.local();
+        local.contains(d) && local.pinned(&[*d], || local.contains(d)).unwrap_or(false)
     }
 
     fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), TreeError> {

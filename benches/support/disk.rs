@@ -399,7 +399,24 @@ fn scan_dir(
             };
             nodes.push(node(path, kind, &m));
         } else {
-            panic!("{}: the generated trees hold no special files", host.display());
+            // Device nodes, FIFOs and sockets: a real root (the Debian base's `/dev`) has
+            // a few.
+            use std::os::unix::fs::FileTypeExt;
+            let rdev = m.rdev();
+            let major = (((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff)) as u32;
+            let minor = ((rdev & 0xff) | ((rdev >> 12) & !0xff)) as u32;
+            let kind = if t.is_char_device() {
+                NodeKind::CharDev { major, minor }
+            } else if t.is_block_device() {
+                NodeKind::BlockDev { major, minor }
+            } else if t.is_fifo() {
+                NodeKind::Fifo
+            } else if t.is_socket() {
+                NodeKind::Socket
+            } else {
+                panic!("{}: unknown file type", host.display());
+            };
+            nodes.push(node(path, kind, &m));
         }
     }
 }

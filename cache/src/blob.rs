@@ -50,7 +50,7 @@ impl BlobWriter {
             .into_inner()
             .map_err(|e| io_err("write", self.dir.sub("tmp"))(e.into_error()))?;
         let dest = self.dir.blob_path(&digest);
-        if !dest.is_file() {
+        if !self.dir.present_pinned(&digest, &dest)? {
             self.dir.publish(tmp, &dest)?;
         }
         Ok((digest, self.size))

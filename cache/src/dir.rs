@@ -21,7 +21,9 @@ use crate::error::{io_err, CacheError};
 use crate::record::{Parsed, Record, RecordHead, RecordName};
 use crate::Digest;
 
-const SUBDIRS: [&str; 7] = ["blobs", "indexes", "memo", "records", "meta", "tmp", "corrupt"];
+const SUBDIRS: [&str; 9] = [
+    "blobs", "indexes", "memo", "records", "meta", "tmp", "corrupt", "leases", "usage",
+];
 
 /// A store directory. Cheap to clone; holds no open files.
 /// How stale a record's use-time may get before a hit refreshes it.
@@ -42,6 +44,10 @@ pub struct StoreDir {
     /// Entries this process moved to `v1/corrupt/`, shared by every clone, for the
     /// application to report ([`StoreDir::take_quarantined`]); the store prints nothing.
     quarantined: std::sync::Arc<std::sync::Mutex<Vec<Quarantined>>>,
+    /// This process's build lease, shared by every clone (`crate::lease`).
+    lease: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>>>,
+    /// Bytes published through any clone (`crate::usage`).
+    published: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An entry moved to `v1/corrupt/`: where it was, why, and where it is now.
@@ -50,13 +56,6 @@ pub struct Quarantined {
     pub path: PathBuf,
     pub reason: String,
     pub evidence: PathBuf,
-}
-
-/// Held by a build for as long as it may still read or write the store; local GC
-/// cannot start while any lease exists. Released on drop.
-#[derive(Debug)]
-pub struct Lease {
-    _lock: Option<File>,
 }
 
 /// A file found while walking the store.
@@ -111,7 +110,28 @@ impl StoreDir {
             shared,
             read_only,
             quarantined: Default::default(),
+            lease: Default::default(),
+            published: Default::default(),
         }
+    }
+
+    pub(crate) fn lease_slot(&self) -> &std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>> {
+        &self.lease
+    }
+
+    pub(crate) fn published_counter(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.published
+    }
+
+    /// Whether `path`, the file of entry `d`, exists; when it does and a build lease is
+    /// live, `d` is pinned first and the answer is checked again under the lease's lock
+    /// (`crate::lease`). For writers that skip what is already stored: GC must not take
+    /// away an entry a build is about to name.
+    pub(crate) fn present_pinned(&self, d: &Digest, path: &Path) -> Result<bool, CacheError> {
+        if !path.is_file() {
+            return Ok(false);
+        }
+        self.pinned(&[*d], || path.is_file())
     }
 
     /// The entries this directory (through any clone) moved to `v1/corrupt/` since the
@@ -222,7 +242,7 @@ impl StoreDir {
             .map_err(io_err("read", tmp.path()))?;
         let digest: Digest = hasher.finalize().into();
         let dest = self.blob_path(&digest);
-        if !dest.is_file() {
+        if !self.present_pinned(&digest, &dest)? {
             self.publish(tmp, &dest)?;
         }
         Ok((digest, size))
@@ -266,8 +286,25 @@ impl StoreDir {
             attempts += 1;
             fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
             match fs::hard_link(tmp.path(), dest) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+                Ok(()) => {
+                    self.count_published(tmp.as_file().metadata().map_or(0, |m| m.len()));
+                    return Ok(());
+                }
+                // Named by a digest (a blob, an index): the caller will rely on it, so it is
+                // pinned; if a GC took it since the link failed, link again.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let Some(d) = dest
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.parse::<Digest>().ok())
+                    else {
+                        return Ok(());
+                    };
+                    if self.pinned(&[d], || dest.is_file())? || attempts >= 3 {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => continue,
                 // Filesystems without hard links (some FUSE bucket mounts) get
                 // check-then-rename: a race there replaces an entry with identical
@@ -276,10 +313,10 @@ impl StoreDir {
                     if dest.exists() {
                         return Ok(());
                     }
-                    return tmp
-                        .persist(dest)
-                        .map(drop)
-                        .map_err(|e| io_err("publish", dest)(e.error));
+                    let len = tmp.as_file().metadata().map_or(0, |m| m.len());
+                    tmp.persist(dest).map_err(|e| io_err("publish", dest)(e.error))?;
+                    self.count_published(len);
+                    return Ok(());
                 }
                 Err(e) => return Err(io_err("publish", dest)(e)),
             }
@@ -326,7 +363,7 @@ impl StoreDir {
 
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
         let d = Digest::of(bytes);
-        if self.contains(&d) {
+        if self.present_pinned(&d, &self.blob_path(&d))? {
             return Ok(d);
         }
         let mut w = self.writer()?;
@@ -352,7 +389,9 @@ impl StoreDir {
     pub fn import_blob(&self, expected: &Digest, from: &mut dyn Read) -> Result<u64, CacheError> {
         let path = self.blob_path(expected);
         if let Ok(m) = fs::metadata(&path) {
-            return Ok(m.len());
+            if self.present_pinned(expected, &path)? {
+                return Ok(m.len());
+            }
         }
         let mut w = self.writer()?;
         if let Err(e) = io::copy(from, &mut w) {
@@ -566,6 +605,21 @@ impl StoreDir {
         file.set_modified(now).map_err(io_err("touch", path))
     }
 
+    /// Marks `r` used at `now` however recently it was: before a GC, so the records the
+    /// build that triggers it just used rank as the most recently used ones (a hit
+    /// refreshes a record's mtime only hourly). A record gone meanwhile is no error.
+    pub fn mark_used(&self, r: &RecordHead, now: SystemTime) -> Result<(), CacheError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let path = self.record_file(&r.key, &r.outputs_digest());
+        match File::open(&path) {
+            Ok(file) => file.set_modified(now).map_err(io_err("touch", path)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("open", path)(e)),
+        }
+    }
+
     /// Marks every record file of `key` with these outputs as used, whoever signed it:
     /// for a shared directory, where the copy a hit came from is one of several. A no-op
     /// on a read-only directory.
@@ -633,17 +687,6 @@ impl StoreDir {
     }
 
     // ---- locking ----
-
-    /// Takes the shared build lock (waiting while a GC runs). Shared directories have no
-    /// reliable locks; their lease is empty and GC relies on the grace period.
-    pub fn lease(&self) -> Result<Lease, CacheError> {
-        if self.shared {
-            return Ok(Lease { _lock: None });
-        }
-        let lock = self.lock_file()?;
-        lock.lock_shared().map_err(io_err("lock", self.sub("lock")))?;
-        Ok(Lease { _lock: Some(lock) })
-    }
 
     pub(crate) fn lock_file(&self) -> Result<File, CacheError> {
         let path = self.sub("lock");

@@ -118,10 +118,10 @@ pub enum CacheError {
     #[diagnostic(code(w4b::cache::read_only))]
     ReadOnly { root: PathBuf },
 
-    #[error("cannot collect garbage in `{}`: a build is running", root.display())]
+    #[error("cannot collect garbage in `{}`: another GC, or a build of an older w4b, holds it", root.display())]
     #[diagnostic(
         code(w4b::cache::busy),
-        help("builds hold a shared lock on the store; retry when they have finished")
+        help("builds of older w4b versions lock the store for their whole run, and one GC runs at a time; retry when they have finished")
     )]
     Busy { root: PathBuf },
 

@@ -2,26 +2,47 @@
 //! (through its outputs, or a tree its preimage names for `why`). A chunk index is an
 //! output like a blob and keeps its chunks alive; an evicted one frees the chunks no kept
 //! index shares. Memos keep nothing alive: they are deleted once their value is gone.
+//! The unit of least-recently-used eviction is the record (its mtime is its last use),
+//! whose eviction frees only what no kept record, index or pin reaches.
 //!
-//! GC must never delete what a running build may still need. In a local directory builds
-//! hold a shared [`Lease`](crate::Lease) and GC takes the exclusive lock without waiting,
-//! failing with [`CacheError::Busy`]. A shared directory has no reliable locks, so there
-//! nothing younger than the grace period (by mtime) is deleted: a build's uploads are
-//! fresh until it publishes the record that makes them reachable. The clock is the
-//! caller's `now`; file times come from the filesystem.
+//! GC must never delete what a running build may still need. In a local directory
+//! (`crate::lease`) the protocol is:
+//!
+//! 1. take `v1/gc.lock` exclusive without waiting (one GC at a time; busy → [`CacheError::Busy`]);
+//! 2. scan without locks: records, their closures, blobs, indexes;
+//! 3. take `v1/lock` exclusive, waiting at most [`GcPolicy::lock_wait`] (builds of older
+//!    w4b versions hold it shared for their whole run, so GC never runs beside them);
+//!    read the live leases' pins and the oldest start, removing stale leases;
+//! 4. plan: never evict a record whose key is pinned; keep what kept records and pinned
+//!    digests reach, and everything with an mtime at or after the oldest live lease's
+//!    start minus [`LEASE_SLACK`](crate::lease::LEASE_SLACK);
+//! 5. delete in batches of [`GC_BATCH`] files (records first), letting go of `v1/lock`
+//!    between batches and reading the pins again, so a build waits at most one batch.
+//!
+//! A shared directory has no reliable locks, so there nothing younger than the grace
+//! period (by mtime) is deleted: a build's uploads are fresh until it publishes the
+//! record that makes them reachable. The clock is the caller's `now`; file times come
+//! from the filesystem. A local GC also rewrites the usage base (`crate::usage`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, TryLockError};
+use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use crate::dir::StoreDir;
 use crate::error::{io_err, CacheError};
+use crate::lease::{LeaseScan, LEASE_SLACK};
 use crate::record::Parsed;
 use crate::refs::BlobRefs;
+use crate::usage::{unix_secs, LastGc};
 use crate::Digest;
+
+/// Files deleted per hold of `v1/lock`: about 2,000 unlinks, a few milliseconds, the
+/// longest a pinning build waits for a GC.
+pub const GC_BATCH: usize = 2000;
 
 #[derive(Clone, Debug)]
 pub struct GcPolicy {
@@ -31,11 +52,16 @@ pub struct GcPolicy {
     pub max_age: Option<Duration>,
     /// Nothing younger than this is ever deleted.
     pub grace: Duration,
+    /// Temp files younger than this are left alone (a writer may still be filling them).
+    pub tmp_grace: Duration,
+    /// How long a local GC waits for `v1/lock` before it gives up as busy.
+    pub lock_wait: Duration,
     pub now: SystemTime,
 }
 
 impl GcPolicy {
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+    pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
 
     /// Only unreachable blobs and temp files older than a day are removed.
     pub fn new(now: SystemTime) -> GcPolicy {
@@ -43,6 +69,8 @@ impl GcPolicy {
             max_bytes: None,
             max_age: None,
             grace: GcPolicy::DEFAULT_GRACE,
+            tmp_grace: GcPolicy::DEFAULT_GRACE,
+            lock_wait: GcPolicy::DEFAULT_LOCK_WAIT,
             now,
         }
     }
@@ -65,8 +93,16 @@ pub struct GcReport {
     pub memos_removed: u64,
     pub memos_kept: u64,
     pub bytes_freed: u64,
+    /// Blobs and indexes kept.
     pub bytes_kept: u64,
+    /// Everything the store holds afterwards: records, blobs, indexes, memos.
+    pub bytes_total: u64,
     pub tmp_removed: u64,
+    /// Records kept only because a running build pinned them.
+    pub records_pinned: u64,
+    /// Builds running beside this GC, and leases of dead ones removed.
+    pub leases_live: u64,
+    pub leases_stale_removed: u64,
 }
 
 /// Just enough of any record schema to find its roots, so GC keeps the outputs of
@@ -106,29 +142,56 @@ pub(crate) fn foreign_roots(bytes: &[u8]) -> Vec<Digest> {
 }
 
 struct Root {
-    path: std::path::PathBuf,
+    key: Digest,
+    path: PathBuf,
     size: u64,
     mtime: SystemTime,
     outputs: Vec<Digest>,
 }
 
+/// One planned deletion.
+#[derive(Clone, Copy)]
+enum Victim {
+    Record(usize),
+    /// A blob or (`true`) an index, by position in its list.
+    Entry(usize, bool),
+}
+
+/// What running builds protect, as GC last read it.
+struct Protection {
+    scan: LeaseScan,
+    /// Everything pinned digests reach.
+    reach: BTreeSet<Digest>,
+}
+
+impl Protection {
+    fn none() -> Protection {
+        Protection {
+            scan: LeaseScan::default(),
+            reach: BTreeSet::new(),
+        }
+    }
+
+    /// An entry written since just before the oldest running build began.
+    fn fresh(&self, mtime: SystemTime) -> bool {
+        self.scan
+            .oldest_start
+            .is_some_and(|s| mtime >= s.checked_sub(LEASE_SLACK).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+}
+
 impl StoreDir {
     pub fn gc(&self, policy: &GcPolicy, refs: &dyn BlobRefs) -> Result<GcReport, CacheError> {
         self.writable()?;
-        let _lock = match self.is_shared() {
-            true => None,
-            false => {
-                let lock = self.lock_file()?;
-                match lock.try_lock() {
-                    Ok(()) => Some(lock),
-                    Err(TryLockError::WouldBlock) => {
-                        return Err(CacheError::Busy {
-                            root: self.root().to_owned(),
-                        })
-                    }
-                    Err(TryLockError::Error(e)) => return Err(io_err("lock", self.sub("lock"))(e)),
-                }
-            }
+        let local = !self.is_shared();
+        let _gc_lock = match local {
+            true => Some(self.gc_lock()?),
+            false => None,
+        };
+        // The deltas this GC will have counted: any written later stay.
+        let counted = match local {
+            true => self.usage_deltas()?,
+            false => Vec::new(),
         };
         let mut rep = GcReport::default();
         let old = |mtime| policy.age(mtime) > policy.grace;
@@ -141,6 +204,7 @@ impl StoreDir {
                 Some((Parsed::Invalid, _)) | None => continue,
             };
             roots.push(Root {
+                key: e.digest,
                 path: e.path,
                 size: e.size,
                 mtime: e.mtime,
@@ -149,12 +213,6 @@ impl StoreDir {
         }
         // Least recently used first; the path breaks ties so runs are reproducible.
         roots.sort_by(|a, b| (a.mtime, &a.path).cmp(&(b.mtime, &b.path)));
-        let mut evict = vec![false; roots.len()];
-        if let Some(max_age) = policy.max_age {
-            for (i, r) in roots.iter().enumerate() {
-                evict[i] = old(r.mtime) && policy.age(r.mtime) > max_age;
-            }
-        }
 
         // Indexes are sized, kept and removed like blobs; their digests never collide.
         let indexes = self.index_entries()?;
@@ -164,11 +222,33 @@ impl StoreDir {
         for r in &roots {
             closures.push(self.closure(r.outputs.iter().copied(), refs, &mut memo)?);
         }
+
+        // From here on, what running builds pinned counts.
+        let mut lock = match local {
+            true => Some(self.lock_exclusive(policy.lock_wait)?),
+            false => None,
+        };
+        let mut prot = match local {
+            true => self.protection(refs, &mut memo, &mut rep, None)?,
+            false => Protection::none(),
+        };
+        let protected = |mtime: SystemTime, prot: &Protection| !old(mtime) || prot.fresh(mtime);
+
+        let mut evict = vec![false; roots.len()];
+        let pinned_key = |i: usize, prot: &Protection| prot.scan.pins.contains(&roots[i].key);
+        if let Some(max_age) = policy.max_age {
+            for (i, r) in roots.iter().enumerate() {
+                evict[i] = !protected(r.mtime, &prot) && policy.age(r.mtime) > max_age;
+            }
+        }
         if let Some(max_bytes) = policy.max_bytes {
             let size: BTreeMap<Digest, (u64, bool)> = blobs
                 .iter()
                 .chain(&indexes)
-                .map(|b| (b.digest, (b.size, old(b.mtime))))
+                .map(|b| {
+                    let removable = !protected(b.mtime, &prot) && !prot.reach.contains(&b.digest);
+                    (b.digest, (b.size, removable))
+                })
                 .collect();
             let mut count = BTreeMap::<Digest, u64>::new();
             for (c, _) in closures.iter().zip(&evict).filter(|(_, e)| !**e) {
@@ -176,7 +256,7 @@ impl StoreDir {
                     *count.entry(*d).or_default() += 1;
                 }
             }
-            // What would remain: kept records, blobs they reach, and young blobs.
+            // What would remain: kept records, blobs they reach, and protected blobs.
             let mut total: u64 = roots
                 .iter()
                 .zip(&evict)
@@ -186,14 +266,18 @@ impl StoreDir {
             total += blobs
                 .iter()
                 .chain(&indexes)
-                .filter(|b| count.contains_key(&b.digest) || !old(b.mtime))
+                .filter(|b| count.contains_key(&b.digest) || !size.get(&b.digest).is_some_and(|s| s.1))
                 .map(|b| b.size)
                 .sum::<u64>();
             for i in 0..roots.len() {
                 if total <= max_bytes {
                     break;
                 }
-                if evict[i] || !old(roots[i].mtime) {
+                if evict[i] || protected(roots[i].mtime, &prot) {
+                    continue;
+                }
+                if pinned_key(i, &prot) {
+                    rep.records_pinned += 1;
                     continue;
                 }
                 evict[i] = true;
@@ -207,53 +291,182 @@ impl StoreDir {
                 }
             }
         }
-
-        let mut reachable = BTreeSet::new();
-        for (i, r) in roots.iter().enumerate() {
-            if !evict[i] {
-                rep.records_kept += 1;
-                reachable.extend(closures[i].iter().copied());
-                continue;
-            }
-            if remove(&r.path)? {
-                rep.records_removed += 1;
-            }
-            // Keep the index from growing with empty key directories; fails harmlessly
-            // if another record is still there (publish retries if we win a race).
-            if let Some(key_dir) = r.path.parent() {
-                let _ = fs::remove_dir(key_dir);
+        for (i, e) in evict.iter_mut().enumerate() {
+            if *e && pinned_key(i, &prot) {
+                *e = false;
             }
         }
-        for (b, is_index) in blobs
-            .iter()
-            .map(|b| (b, false))
-            .chain(indexes.iter().map(|b| (b, true)))
-        {
-            let (kept, removed) = match is_index {
+
+        let mut reachable = BTreeSet::new();
+        for (i, c) in closures.iter().enumerate() {
+            if !evict[i] {
+                reachable.extend(c.iter().copied());
+            }
+        }
+        // Records first, so a record a late pin rescues still has its blobs.
+        let mut victims: Vec<Victim> = (0..roots.len())
+            .filter(|i| evict[*i])
+            .map(Victim::Record)
+            .collect();
+        for (list, is_index) in [(&indexes, true), (&blobs, false)] {
+            for (i, b) in list.iter().enumerate() {
+                if !reachable.contains(&b.digest)
+                    && !protected(b.mtime, &prot)
+                    && !prot.reach.contains(&b.digest)
+                {
+                    victims.push(Victim::Entry(i, is_index));
+                }
+            }
+        }
+
+        let mut removed_records = vec![false; roots.len()];
+        let mut removed = [vec![false; blobs.len()], vec![false; indexes.len()]];
+        for (n, batch) in victims.chunks(GC_BATCH).enumerate() {
+            if n > 0 && local {
+                drop(lock.take());
+                // Builds pin between batches; a GC that cannot get back in stops here.
+                match self.lock_exclusive(policy.lock_wait) {
+                    Ok(l) => lock = Some(l),
+                    Err(CacheError::Busy { .. }) => break,
+                    Err(e) => return Err(e),
+                }
+                prot = self.protection(refs, &mut memo, &mut rep, Some(prot))?;
+                // A record pinned since keeps what it reaches.
+                for (i, r) in roots.iter().enumerate() {
+                    if evict[i] && !removed_records[i] && prot.scan.pins.contains(&r.key) {
+                        evict[i] = false;
+                        reachable.extend(closures[i].iter().copied());
+                    }
+                }
+            }
+            for v in batch {
+                match *v {
+                    Victim::Record(i) => {
+                        if !evict[i] {
+                            continue;
+                        }
+                        let path = &roots[i].path;
+                        if remove(path)? {
+                            removed_records[i] = true;
+                        }
+                        // Keep the index from growing with empty key directories; fails
+                        // harmlessly if another record is still there (publish retries if
+                        // we win a race).
+                        if let Some(key_dir) = path.parent() {
+                            let _ = fs::remove_dir(key_dir);
+                        }
+                    }
+                    Victim::Entry(i, is_index) => {
+                        let b = if is_index { &indexes[i] } else { &blobs[i] };
+                        if reachable.contains(&b.digest) || prot.reach.contains(&b.digest) {
+                            continue;
+                        }
+                        if remove(&b.path)? {
+                            removed[usize::from(is_index)][i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        drop(lock);
+
+        for (i, r) in roots.iter().enumerate() {
+            if removed_records[i] {
+                rep.records_removed += 1;
+                rep.bytes_freed += r.size;
+            } else {
+                rep.records_kept += 1;
+                rep.bytes_total += r.size;
+            }
+        }
+        for (list, is_index) in [(&blobs, false), (&indexes, true)] {
+            let (kept, gone) = match is_index {
                 true => (&mut rep.indexes_kept, &mut rep.indexes_removed),
                 false => (&mut rep.blobs_kept, &mut rep.blobs_removed),
             };
-            if reachable.contains(&b.digest) || !old(b.mtime) {
-                *kept += 1;
-                rep.bytes_kept += b.size;
-            } else if remove(&b.path)? {
-                *removed += 1;
-                rep.bytes_freed += b.size;
+            for (i, b) in list.iter().enumerate() {
+                if removed[usize::from(is_index)][i] {
+                    *gone += 1;
+                    rep.bytes_freed += b.size;
+                } else {
+                    *kept += 1;
+                    rep.bytes_kept += b.size;
+                }
             }
         }
+        rep.bytes_total += rep.bytes_kept;
         // After the blobs: a memo whose value was just removed goes too.
-        let (kept, removed) = self.prune_memos(None)?;
+        let (kept, removed_memos) = self.prune_memos(None)?;
         rep.memos_kept = kept.len() as u64;
-        rep.memos_removed = removed.len() as u64;
+        rep.memos_removed = removed_memos.len() as u64;
+        rep.bytes_total += kept
+            .iter()
+            .filter_map(|m| fs::metadata(&m.path).ok())
+            .map(|m| m.len())
+            .sum::<u64>();
         for path in crate::dir::sorted_dir(&self.sub("tmp"))? {
             let Ok(m) = fs::symlink_metadata(&path) else {
                 continue;
             };
-            if m.is_file() && old(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) && remove(&path)? {
+            let mtime = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if m.is_file() && policy.age(mtime) > policy.tmp_grace && remove(&path)? {
                 rep.tmp_removed += 1;
             }
         }
+        if local {
+            let note = LastGc {
+                at: unix_secs(policy.now),
+                bytes_freed: rep.bytes_freed,
+                records_removed: rep.records_removed,
+            };
+            self.write_usage_base(rep.bytes_total, Some(note), &counted)?;
+        }
         Ok(rep)
+    }
+
+    /// `v1/gc.lock`, taken exclusive without waiting: one GC at a time.
+    fn gc_lock(&self) -> Result<File, CacheError> {
+        let path = self.sub("gc.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        crate::lease::try_lock_for(&file, &path, Duration::ZERO, self.root())?;
+        Ok(file)
+    }
+
+    /// Reads the leases (removing stale ones) and extends what their pins reach; called
+    /// with `v1/lock` held exclusive.
+    fn protection(
+        &self,
+        refs: &dyn BlobRefs,
+        memo: &mut BTreeMap<Digest, Vec<Digest>>,
+        rep: &mut GcReport,
+        before: Option<Protection>,
+    ) -> Result<Protection, CacheError> {
+        let scan = self.scan_leases(true)?;
+        rep.leases_stale_removed += scan.stale;
+        rep.leases_live = rep.leases_live.max(scan.live);
+        let mut prot = before.unwrap_or_else(Protection::none);
+        let new: Vec<Digest> = scan.pins.difference(&prot.scan.pins).copied().collect();
+        prot.reach.extend(self.closure(new, refs, memo)?);
+        // Pins only grow; the oldest start only matters while its build runs, but keeping
+        // the earliest seen is the safe side.
+        let oldest = match (prot.scan.oldest_start, scan.oldest_start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut pins = std::mem::take(&mut prot.scan.pins);
+        pins.extend(scan.pins.iter().copied());
+        prot.scan = LeaseScan {
+            live: scan.live,
+            stale: scan.stale,
+            oldest_start: oldest,
+            pins,
+        };
+        Ok(prot)
     }
 }
 
@@ -338,19 +551,105 @@ mod tests {
         assert_eq!((rep.records_removed, rep.blobs_removed), (1, 3));
     }
 
+    /// Sets an entry's mtime (its age, and for a record its last use).
+    fn age_file(path: &std::path::Path, t: SystemTime) {
+        File::open(path).unwrap().set_modified(t).unwrap();
+    }
+
     #[test]
-    fn a_lease_blocks_local_gc_but_not_shared_gc() {
+    fn a_running_build_keeps_what_it_pinned_and_what_it_wrote() {
         let (_t, dir) = store();
-        let policy = GcPolicy::new(SystemTime::now());
+        let now = SystemTime::now();
+        let long_ago = now - 2 * DAY;
+        let mut recs = Vec::new();
+        for name in ["hit", "other"] {
+            let d = dir.put_bytes(name.as_bytes()).unwrap();
+            let r = record(name, &[("o", d, 3)]);
+            dir.put_record(&r).unwrap();
+            age_file(&dir.blob_path(&d), long_ago);
+            age_file(&dir.record_path(&r), long_ago);
+            recs.push((r, d));
+        }
         let lease = dir.lease().unwrap();
+        // The build's look-up: pin, then check.
+        let (hit, hit_out) = (&recs[0].0, recs[0].1);
+        assert!(dir
+            .pinned(&[hit.key, hit_out], || dir.contains(&hit_out))
+            .unwrap());
+        // …and an output it is writing, not yet recorded.
+        let fresh = dir.put_bytes(b"being written").unwrap();
+
+        let tight = GcPolicy {
+            max_bytes: Some(0),
+            grace: Duration::ZERO,
+            ..GcPolicy::new(now)
+        };
+        let rep = dir.gc(&tight, &NoRefs).unwrap();
+        assert_eq!(
+            (rep.records_removed, rep.records_kept, rep.records_pinned),
+            (1, 1, 1)
+        );
+        assert_eq!((rep.leases_live, rep.leases_stale_removed), (1, 0));
+        assert!(dir.contains(&hit_out) && dir.contains(&fresh));
+        assert!(!dir.records(&hit.key).unwrap().is_empty());
+        assert!(!dir.contains(&recs[1].1) && dir.records(&recs[1].0.key).unwrap().is_empty());
+        let usage = dir.usage().unwrap();
+        assert_eq!(usage.estimate(), Some(rep.bytes_total));
+        assert_eq!(usage.base.unwrap().last_gc.unwrap().records_removed, 1);
+
+        // The build ends: its delta is counted, nothing is protected any more.
+        drop(lease);
+        assert!(dir.usage().unwrap().deltas > 0);
+        let later = GcPolicy {
+            now: SystemTime::now() + Duration::from_secs(1),
+            ..tight
+        };
+        let rep = dir.gc(&later, &NoRefs).unwrap();
+        assert_eq!((rep.records_removed, rep.blobs_kept, rep.bytes_total), (1, 0, 0));
+        assert!(!dir.contains(&fresh));
+        let usage = dir.usage().unwrap();
+        assert_eq!((usage.estimate(), usage.delta_files), (Some(0), 0));
+    }
+
+    #[test]
+    fn a_dedup_write_pins_what_it_found() {
+        let (_t, dir) = store();
+        let now = SystemTime::now();
+        let d = dir.put_bytes(b"already here").unwrap();
+        age_file(&dir.blob_path(&d), now - 2 * DAY);
+        let _lease = dir.lease().unwrap();
+        // A step produces bytes the store already has: nothing is written, so the old
+        // mtime stays, and only the pin keeps GC off it until the record names it.
+        assert_eq!(dir.put_bytes(b"already here").unwrap(), d);
+        let gc = GcPolicy {
+            grace: Duration::ZERO,
+            ..GcPolicy::new(now)
+        };
+        dir.gc(&gc, &NoRefs).unwrap();
+        assert!(dir.contains(&d));
+        dir.put_record(&record("k", &[("o", d, 12)])).unwrap();
+    }
+
+    #[test]
+    fn an_old_build_or_another_gc_makes_gc_busy_and_the_shared_one_uses_grace() {
+        let (_t, dir) = store();
+        let policy = GcPolicy {
+            lock_wait: Duration::from_millis(50),
+            ..GcPolicy::new(SystemTime::now())
+        };
+        // A build of an older w4b holds `v1/lock` shared for its whole run.
+        let old_build = dir.lock_file().unwrap();
+        old_build.lock_shared().unwrap();
         assert!(matches!(dir.gc(&policy, &NoRefs), Err(CacheError::Busy { .. })));
-        let second = dir.lease().unwrap();
-        drop((lease, second));
+        drop(old_build);
+        let other_gc = dir.gc_lock().unwrap();
+        assert!(matches!(dir.gc(&policy, &NoRefs), Err(CacheError::Busy { .. })));
+        drop(other_gc);
+        // A lease of this version does not block GC.
+        let _lease = dir.lease().unwrap();
         dir.gc(&policy, &NoRefs).unwrap();
 
         let shared = StoreDir::open_shared(dir.root()).unwrap();
-        let _lease = shared.lease().unwrap();
-        let _local_lease = dir.lease().unwrap();
         let orphan = shared.put_bytes(b"fresh upload").unwrap();
         shared.gc(&policy, &NoRefs).unwrap();
         assert!(shared.contains(&orphan), "younger than grace");
@@ -358,6 +657,19 @@ mod tests {
             .gc(&GcPolicy::new(SystemTime::now() + 2 * DAY), &NoRefs)
             .unwrap();
         assert!(!shared.contains(&orphan));
+    }
+
+    #[test]
+    fn a_gc_of_more_than_one_batch_removes_everything_unreachable() {
+        let (_t, dir) = store();
+        let n = GC_BATCH + 5;
+        for i in 0..n {
+            dir.put_bytes(format!("orphan {i}").as_bytes()).unwrap();
+        }
+        let rep = dir
+            .gc(&GcPolicy::new(SystemTime::now() + 2 * DAY), &NoRefs)
+            .unwrap();
+        assert_eq!((rep.blobs_removed, rep.blobs_kept), (n as u64, 0));
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
 //! <root>/v1/tmp/             temp files, same filesystem, for atomic publish
 //! <root>/v1/corrupt/         quarantined entries, kept as evidence
-//! <root>/v1/lock             shared by builds, exclusive for local GC
+//! <root>/v1/leases/<pid>.<nonce>  one per running build: start time and pins (local)
+//! <root>/v1/usage/           usage counters: `base` and one delta per build (local)
+//! <root>/v1/lock             shared around each pin; exclusive while local GC deletes
+//! <root>/v1/gc.lock          exclusive while a local GC runs
 //! ```
 //!
 //! - [`StoreDir`] is one directory: write to `tmp/`, fsync, publish by hard link
@@ -28,7 +31,9 @@
 //!   only while its value is present and keeps nothing alive.
 //! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,
 //!   so GC and upload follow them.
-//! - `stats`, `verify` and `gc` on [`StoreDir`] back `w4b cache stats|verify|gc`.
+//! - `stats`, `verify` and `gc` on [`StoreDir`] back `w4b cache stats|verify|gc`. A
+//!   build's [`Lease`] pins what it uses so a GC beside it keeps that, and the usage
+//!   counters ([`Usage`]) tell cheaply when the store is over its size limit.
 //!
 //! `docs/cache-format.md` describes the format for other implementations.
 
@@ -40,20 +45,23 @@ mod digest;
 mod dir;
 mod error;
 mod gc;
+mod lease;
 mod memo;
 mod output;
 mod record;
 mod refs;
 mod remote;
 mod store;
+mod usage;
 mod verify;
 
 pub use blob::{BlobWriter, VerifyingReader};
 pub use chunks::{zero_digest, ChunkIndex, ChunkRef, FlatDigests, CHUNK_SIZE, INDEX_CONTEXT, INDEX_MAGIC};
 pub use digest::{Digest, ParseDigestError};
-pub use dir::{Lease, Quarantined, StoreDir};
+pub use dir::{Quarantined, StoreDir};
 pub use error::{CacheError, ChunkAt};
-pub use gc::{GcPolicy, GcReport};
+pub use gc::{GcPolicy, GcReport, GC_BATCH};
+pub use lease::{Lease, LeaseScan, LEASE_MAGIC, LEASE_SLACK};
 pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
 pub use output::{ChunkedWriter, OutputReader};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
@@ -62,4 +70,5 @@ pub use refs::{BlobRefs, NoRefs};
 pub use remote::s3::{parse_url as parse_s3_url, S3Options, S3Remote, MULTIPART_OVER};
 pub use remote::Remote;
 pub use store::{Store, Uploaded};
+pub use usage::{LastGc, Usage, UsageBase};
 pub use verify::{Stats, VerifyReport};

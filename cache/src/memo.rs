@@ -175,8 +175,9 @@ impl StoreDir {
             extra: extra.to_vec(),
         };
         let mut tmp = self.tmp_file()?;
-        tmp.write_all(&memo.encode(key))
-            .map_err(io_err("write", tmp.path()))?;
+        let bytes = memo.encode(key);
+        tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
+        self.count_published(bytes.len() as u64);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         }
@@ -192,7 +193,11 @@ impl StoreDir {
         let Some(memo) = self.load_memo(&path, key)? else {
             return Ok(None);
         };
-        Ok(Some(memo).filter(|m| self.memo_value_present(&m.value)))
+        // A hit is used at once: its value is pinned, then checked (`crate::lease`).
+        let value = memo.value;
+        let present = self.memo_value_present(&value)
+            && (value.is_zero() || self.pinned(&[value.digest], || self.memo_value_present(&value))?);
+        Ok(Some(memo).filter(|_| present))
     }
 
     /// Reads and checks one memo file; a malformed one is quarantined. `None` when absent

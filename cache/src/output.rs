@@ -78,7 +78,7 @@ impl StoreDir {
     /// copied from a remote (its chunks are fetched when read) or uploaded after them.
     pub(crate) fn write_index_bytes(&self, name: &Digest, bytes: &[u8]) -> Result<u64, CacheError> {
         let dest = self.index_path(name);
-        if dest.is_file() {
+        if self.present_pinned(name, &dest)? {
             return Ok(bytes.len() as u64);
         }
         let mut tmp = self.tmp_file()?;

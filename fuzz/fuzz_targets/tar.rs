@@ -80,6 +80,7 @@ fn extract(store: &Arc<AppStore>, data: &[u8]) {
         cancel: &cancel,
         progress: &progress,
         trees: &trees,
+        note: &|_| {},
     };
     let out = match step.run(&cx) {
         Ok(out) => out,

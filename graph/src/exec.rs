@@ -62,6 +62,11 @@ pub enum Event<'a> {
         kind: &'a str,
         error: String,
     },
+    /// A running step's line for people about what it did ([`RunContext::note`]).
+    StepNote {
+        step: &'a str,
+        message: &'a str,
+    },
     /// A started step found an input missing or corrupt; its producer is re-run and the
     /// step starts again.
     StepRetrying {
@@ -512,6 +517,12 @@ impl Engine<'_> {
                 total,
             })
         };
+        let note = |message: &str| {
+            self.observer.event(&Event::StepNote {
+                step: &node.name,
+                message,
+            })
+        };
         let trees = InputTrees::default();
         let cx = RunContext {
             name: &node.name,
@@ -520,6 +531,7 @@ impl Engine<'_> {
             cancel: self.cancel,
             progress: &progress,
             trees: &trees,
+            note: &note,
         };
         // A panicking step must not take the engine down with it (a worker that never
         // returns would leave the others waiting forever).

@@ -44,7 +44,8 @@ pub struct PlanContext<'a> {
 }
 
 /// What a running step gets: its upstream outputs (in dependency order), the store,
-/// cancellation and progress, and where to report the trees behind its inputs.
+/// cancellation and progress, where to report the trees behind its inputs, and a line
+/// for people about what it did.
 pub struct RunContext<'a> {
     pub name: &'a str,
     pub inputs: &'a [Outputs],
@@ -52,6 +53,8 @@ pub struct RunContext<'a> {
     pub cancel: &'a AtomicBool,
     pub progress: &'a (dyn Fn(u64, Option<u64>) + Sync),
     pub trees: &'a InputTrees,
+    /// Receives [`RunContext::note`]s; the engine shows them as `note` events.
+    pub note: &'a (dyn Fn(&str) + Sync),
 }
 
 /// The trees a running step reported for its tree-valued key components (see
@@ -102,6 +105,12 @@ impl RunContext<'_> {
     /// Reports progress in the step's own unit (usually bytes).
     pub fn progress(&self, done: u64, total: Option<u64>) {
         (self.progress)(done, total)
+    }
+
+    /// Tells the user, in one line, what the step did beyond producing its outputs (how
+    /// much it reused, say). Shown with the step's result; never part of any output.
+    pub fn note(&self, message: &str) {
+        (self.note)(message)
     }
 
     /// Says that the key component `(kind, name)`, a digest standing for a whole tree of

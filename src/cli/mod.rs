@@ -34,6 +34,11 @@ pub struct Global {
     /// Local cache directory [default: the XDG cache dir, `~/.cache/w4b`].
     #[arg(long, global = true, env = "W4B_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Size limit of the local cache, enforced after every build by evicting least recently
+    /// used entries: `20GiB`, `500MiB`, or `none` [default: `cache.max_size`, else 20GiB].
+    #[arg(long, global = true, env = "W4B_CACHE_MAX_SIZE", value_name = "SIZE",
+          value_parser = crate::commands::cache::parse_limit_arg)]
+    pub cache_max_size: Option<crate::defs::workspace::CacheLimit>,
     /// Remote cache: a shared directory (NFS) or `s3://BUCKET/PREFIX` (an S3-compatible
     /// object store; see `cache.s3`): read through, published to after success.
     #[arg(
@@ -265,7 +270,9 @@ pub enum CacheCommand {
     Stats,
     /// Delete records not used within `--max-age` and what only they referenced.
     Gc {
-        /// Keep at most this much: `20G`, `500M`.
+        /// Keep at most this much: `20G`, `500M` [default for the local cache: its size
+        /// limit, `--cache-max-size`]. Least recently used records go first; what running
+        /// builds use stays.
         #[arg(long, value_name = "SIZE", value_parser = crate::commands::cache::parse_size_arg)]
         max_size: Option<u64>,
         /// Drop records unused for longer than this: `30d`, `12h`.

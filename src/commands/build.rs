@@ -13,14 +13,58 @@ use w4b_graph::{history, MissReason, NodeId};
 use super::{rebuild, App};
 use crate::cli::BuildArgs;
 use crate::compile::Plan;
-use crate::store::AppStore;
+use crate::store::{AppStore, AutoGc};
 use crate::ui::progress::{Bars, JsonLines, Lines};
 
 pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     let ws = app.workspace()?;
     let store = app.store(&ws)?;
-    let _lease = store.lease()?;
-    let plan = app.compile(&ws, &store, &args.labels)?;
+    let result = build(app, args, &ws, &store);
+    // After every build, successful or not: the cache stays within its limit.
+    if let Some(line) = enforce_limit(app, &ws, &store) {
+        if !app.style.quiet {
+            eprintln!("{line}");
+        }
+    }
+    result
+}
+
+/// Ends the build's lease and applies the cache size limit; the line to print when a GC
+/// ran or could not.
+fn enforce_limit(app: &App, ws: &crate::defs::Workspace, store: &AppStore) -> Option<String> {
+    let ended = store.end_lease();
+    let limit = app.cache_limit(Some(ws))?;
+    let outcome = ended.and_then(|()| store.enforce_limit(limit));
+    let bytes = crate::ui::bytes;
+    match outcome {
+        Ok(None) => None,
+        Ok(Some(AutoGc::Ran { report, limit })) => Some(format!(
+            "cache: over its {} limit: removed {} record(s), freed {}; now {} of {}",
+            bytes(limit),
+            report.records_removed,
+            bytes(report.bytes_freed),
+            bytes(report.bytes_total),
+            bytes(limit)
+        )),
+        Ok(Some(AutoGc::Busy { estimate, limit })) => Some(format!(
+            "warning: the cache holds about {} of its {} limit, but another GC or a build of an older w4b holds it; the next build tries again\n  help: `w4b cache gc` collects now; it waits for nothing",
+            bytes(estimate),
+            bytes(limit)
+        )),
+        Err(e) => Some(format!(
+            "warning: could not apply the cache size limit: {e}\n  help: run `w4b cache gc`; `w4b cache stats` shows the limit and the estimate"
+        )),
+    }
+}
+
+fn build(
+    app: &App,
+    args: &BuildArgs,
+    ws: &crate::defs::Workspace,
+    store: &Arc<AppStore>,
+) -> miette::Result<i32> {
+    let store = store.clone();
+    let plan = app.compile(ws, &store, &args.labels)?;
     let roots: Vec<_> = plan
         .targets
         .iter()
@@ -69,7 +113,7 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
     };
     let mut report = engine(options.clone()).build(&roots).map_err(plan_err)?;
 
-    let out_dir = app.out_dir(&ws, args.out.as_deref());
+    let out_dir = app.out_dir(ws, args.out.as_deref());
     let mut exported = export(&store, &plan, &report, &out_dir)?;
     if !exported.repair.is_empty() {
         // An output that was a cache hit turned out corrupt (or gone) when copied out: run
@@ -180,7 +224,7 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
         return Err(super::step_error(&f.step, f.error));
     }
     if args.check {
-        check(app, &ws, &store, &plan, &report, jobs)?;
+        check(app, ws, &store, &plan, &report, jobs)?;
     }
     Ok(0)
 }
@@ -265,8 +309,12 @@ fn export(
                 continue;
             };
             let dest = out_dir.join(&e.file_name);
-            match store.export(&out.digest, &dest) {
-                Ok(()) => ex.files.push((dest, out.digest, out.size)),
+            // The file's own BLAKE3, not a chunked output's index name.
+            match store
+                .export(&out.digest, &dest)
+                .and_then(|()| store.flat_blake3(&out.digest))
+            {
+                Ok(flat) => ex.files.push((dest, flat, out.size)),
                 Err(CacheError::Corrupt { expected, .. }) => {
                     ex.repair.insert(
                         e.node,
@@ -338,7 +386,9 @@ fn write_manifest(
     out_dir: &std::path::Path,
     key: Option<&crate::manifest::dsse::SecretKey>,
 ) -> miette::Result<Option<PathBuf>> {
-    use crate::manifest::{Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, Subject};
+    use crate::manifest::{
+        Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, StepOutput, Subject,
+    };
     use std::io::Read;
 
     let mut subjects = Vec::new();
@@ -370,17 +420,23 @@ fn write_manifest(
         let sha256 = match from_step {
             Some(hex) => hex,
             None => {
-                let mut r = store.inner().reader(&out.digest).map_err(miette::Report::new)?;
+                let mut r = store
+                    .inner()
+                    .open_output(&out.digest)
+                    .map_err(miette::Report::new)?;
                 let mut h = sha2::Sha256::default();
                 std::io::copy(&mut r, &mut h)
                     .map_err(|err| miette::miette!("cannot read `{}` from the cache: {err}", e.file_name))?;
                 hex::encode(sha2::Digest::finalize(h))
             }
         };
+        // Subjects name the file's bytes: a chunked output's flat digest, which its index
+        // carries, rather than the index's name.
+        let blake3 = store.flat_blake3(&out.digest).map_err(miette::Report::new)?;
         subjects.push(Subject {
             name: e.file_name.clone(),
             sha256,
-            blake3: out.digest.to_string(),
+            blake3: blake3.to_string(),
             size: out.size,
         });
     }
@@ -410,8 +466,16 @@ fn write_manifest(
             outputs: r
                 .outputs
                 .iter()
-                .map(|(name, o)| (name.clone(), (o.digest.to_string(), o.size)))
-                .collect(),
+                .map(|(name, o)| {
+                    let index = store.inner().index(&o.digest).map_err(miette::Report::new)?;
+                    let output = StepOutput {
+                        digest: o.digest.to_string(),
+                        size: o.size,
+                        flat_blake3: index.and_then(|i| i.flat.blake3).map(hex::encode),
+                    };
+                    Ok((name.clone(), output))
+                })
+                .collect::<miette::Result<_>>()?,
             inputs: node
                 .deps
                 .iter()

@@ -1,9 +1,11 @@
 //! `w4b cache stats|gc|verify`.
 
-use w4b_cache::{GcReport, VerifyReport};
+use miette::IntoDiagnostic;
+use w4b_cache::{GcReport, LeaseScan, Usage, VerifyReport};
 
 use super::App;
 use crate::cli::{CacheArgs, CacheCommand};
+use crate::defs::workspace::CacheLimit;
 use crate::store::{AppStore, TrustReport};
 use crate::ui::bytes;
 
@@ -49,6 +51,11 @@ pub fn parse_size_arg(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size; use a number with an optional unit: `500M`, `20G`"))
 }
 
+/// clap value parser for `--cache-max-size` and `W4B_CACHE_MAX_SIZE`.
+pub fn parse_limit_arg(s: &str) -> Result<CacheLimit, String> {
+    CacheLimit::parse(s).map_err(|e| format!("`{s}` {e}; {}", CacheLimit::HELP))
+}
+
 /// clap value parser for `--max-age`.
 pub fn parse_age_arg(s: &str) -> Result<std::time::Duration, String> {
     parse_age(s).ok_or_else(|| format!("`{s}` is not an age; use a number with a unit: `30d`, `12h`, `45m`"))
@@ -89,6 +96,15 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
                         s.tmp_files
                     );
                 }
+                if name == "local" {
+                    for line in limit_lines(
+                        &store.local().usage().into_diagnostic()?,
+                        &store.local().scan_leases(false).into_diagnostic()?,
+                        app.cache_limit(ws.as_ref()),
+                    ) {
+                        println!("  {line}");
+                    }
+                }
             }
             Ok(0)
         }
@@ -97,8 +113,20 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
             max_age,
             remote,
         } => {
-            let report = store.gc(*remote, *max_size, *max_age)?;
+            // Locally, without `--max-size`, the configured limit applies.
+            let max_size = match (max_size, remote) {
+                (Some(m), _) => Some(*m),
+                (None, false) => app.cache_limit(ws.as_ref()),
+                (None, true) => None,
+            };
+            let report = store.gc(*remote, max_size, *max_age)?;
             println!("{}", gc_summary(&report));
+            if report.leases_live > 0 {
+                println!(
+                    "kept what {} running build(s) use ({} record(s) pinned)",
+                    report.leases_live, report.records_pinned
+                );
+            }
             Ok(0)
         }
         CacheCommand::Verify { remote } => {
@@ -113,6 +141,42 @@ pub fn run(app: &App, args: &CacheArgs) -> miette::Result<i32> {
             Ok(if clean { 0 } else { 1 })
         }
     }
+}
+
+/// The local cache's size limit, its usage estimate, the last GC and the builds holding
+/// leases, for `cache stats`.
+fn limit_lines(usage: &Usage, leases: &LeaseScan, limit: Option<u64>) -> Vec<String> {
+    let mut out = vec![match limit {
+        Some(l) => format!(
+            "limit    {:>8}  least recently used entries are evicted after a build that exceeds it",
+            bytes(l)
+        ),
+        None => "limit        none  (`cache.max_size: none`): nothing is evicted unless `w4b cache gc` is asked to".into(),
+    }];
+    out.push(match usage.estimate() {
+        Some(e) => format!(
+            "usage   ~{:>8}  counted at the last GC, plus what {} build(s) published since",
+            bytes(e),
+            usage.delta_files
+        ),
+        None => "usage    unknown  (counted after the next build, or by `w4b cache gc`)".into(),
+    });
+    out.push(match usage.base.as_ref().and_then(|b| b.last_gc.as_ref()) {
+        Some(g) => format!(
+            "last gc  {}  removed {} record(s), freed {}",
+            super::inspect::utc(i64::try_from(g.at).unwrap_or(i64::MAX)),
+            g.records_removed,
+            bytes(g.bytes_freed)
+        ),
+        None => "last gc  never".into(),
+    });
+    if leases.live + leases.stale > 0 {
+        out.push(format!(
+            "leases   {:>8}  running build(s) pinning what they use; {} stale (removed by the next GC)",
+            leases.live, leases.stale
+        ));
+    }
+    out
 }
 
 /// One line: what `cache gc` removed and what it kept.

@@ -14,6 +14,7 @@ use crate::tree::Blobs;
 
 pub fn run(app: &App, args: &InstallDebsArgs) -> miette::Result<i32> {
     let store = app.store_for(None)?;
+    store.begin_lease()?;
     let blobs: &dyn Blobs = store.as_ref();
     let base = match (&args.base, &args.base_tree) {
         (Some(d), _) => d.parse().map_err(|e| miette::miette!("`--base`: {e}"))?,

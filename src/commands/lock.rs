@@ -29,7 +29,6 @@ use crate::ui::progress::Lines;
 pub fn run(app: &App, args: &LockArgs) -> miette::Result<i32> {
     let ws = app.workspace()?;
     let store = app.store(&ws)?;
-    let _lease = store.lease()?;
     let whole = args.labels.is_empty();
     let patterns = if whole {
         vec!["//...".to_owned()]

@@ -170,8 +170,22 @@ impl App {
         Ok(v.remove(0))
     }
 
+    /// The store of a command that reads or writes entries: it holds a build lease
+    /// (`w4b_cache::Lease`) until the store is dropped, so a GC beside it keeps what it uses.
     pub fn store(&self, ws: &Workspace) -> miette::Result<Arc<AppStore>> {
-        self.store_for(Some(ws))
+        let store = self.store_for(Some(ws))?;
+        store.begin_lease()?;
+        Ok(store)
+    }
+
+    /// The local cache's size limit: `--cache-max-size`/`W4B_CACHE_MAX_SIZE` >
+    /// `w4b.yaml cache.max_size` > 20 GiB; `None` when it is `none`.
+    pub fn cache_limit(&self, ws: Option<&Workspace>) -> Option<u64> {
+        self.global
+            .cache_max_size
+            .or_else(|| ws.and_then(|w| w.config().cache.max_size))
+            .unwrap_or(crate::defs::workspace::CacheLimit::DEFAULT)
+            .0
     }
 
     /// Cache directory: `--cache-dir`/`W4B_CACHE_DIR` > `w4b.yaml cache.dir` > XDG.

@@ -110,6 +110,7 @@ impl Compiler<'_> {
             codec,
             codec_location: level_location,
             threads,
+            span_chunks: codec.default_span_chunks(),
             file_name: out_name.to_owned(),
             file_name_location: Some(t.label.to_string()),
         });

@@ -73,6 +73,50 @@ pub struct CacheConfig {
     pub signing_key: Option<PathBuf>,
     /// `cache.trusted_keys`: the public keys whose signed remote records this builder uses.
     pub trusted_keys: Vec<KeyRef>,
+    /// `cache.max_size`: the local cache's size limit; `None` leaves it to the flag, the
+    /// environment or the default.
+    pub max_size: Option<CacheLimit>,
+}
+
+/// A size limit of the local cache: `20GiB`, `500MiB`, or `none` (the inner `None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheLimit(pub Option<u64>);
+
+/// Why a text is no cache size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheLimitError {
+    NotASize,
+    Zero,
+}
+
+impl CacheLimit {
+    /// 20 GiB: a few dozen image builds, and far below the disks CI runners have.
+    pub const DEFAULT: CacheLimit = CacheLimit(Some(20 << 30));
+
+    /// `none`, or a size as in definitions (`20GiB`, `500M`, a number of bytes).
+    pub fn parse(text: &str) -> Result<CacheLimit, CacheLimitError> {
+        if text.trim() == "none" {
+            return Ok(CacheLimit(None));
+        }
+        match super::target::Size::parse(text) {
+            Some(super::target::Size(0)) => Err(CacheLimitError::Zero),
+            Some(super::target::Size(n)) => Ok(CacheLimit(Some(n))),
+            None => Err(CacheLimitError::NotASize),
+        }
+    }
+
+    /// The help line for a bad value.
+    pub const HELP: &'static str =
+        "write a size such as `20GiB` or `500MiB`, or `none` for no limit (GC then runs only when asked: `w4b cache gc`)";
+}
+
+impl std::fmt::Display for CacheLimitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CacheLimitError::NotASize => "is not a size",
+            CacheLimitError::Zero => "must be more than zero bytes",
+        })
+    }
 }
 
 /// `cache.s3`: the S3-compatible endpoint of an `s3://` remote cache. Credentials are
@@ -194,6 +238,7 @@ struct RawCache {
     #[serde(default)]
     trusted_keys: Vec<String>,
     s3: Option<RawS3>,
+    max_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -300,22 +345,38 @@ impl Workspace {
             mirrors.insert(prefix, list);
         }
         let absolute = |p: Option<String>| p.map(|p| root.join(p));
-        let cache = raw.cache.map_or_else(CacheConfig::default, |c| CacheConfig {
-            dir: absolute(c.dir),
-            remote: c.remote.map(|r| match r.starts_with("s3://") {
-                true => r,
-                false => root.join(r).display().to_string(),
-            }),
-            s3: c.s3.map_or_else(S3Config::default, |s| S3Config {
-                endpoint: s.endpoint,
-                region: s.region,
-                allow_http: s.allow_http,
-                virtual_hosted: s.virtual_hosted,
-            }),
-            remote_read_only: c.remote_read_only,
-            signing_key: absolute(c.signing_key),
-            trusted_keys: c.trusted_keys.iter().map(|k| KeyRef::parse(k, root)).collect(),
-        });
+        let cache = match raw.cache {
+            None => CacheConfig::default(),
+            Some(c) => {
+                let max_size = match c.max_size {
+                    None => None,
+                    Some(m) => Some(CacheLimit::parse(&m.value).map_err(|e| {
+                        m.span.invalid_value(
+                            format!("`cache.max_size` `{}` {e}", m.value),
+                            "not a size limit",
+                            Some(CacheLimit::HELP.into()),
+                        )
+                    })?),
+                };
+                CacheConfig {
+                    dir: absolute(c.dir),
+                    remote: c.remote.map(|r| match r.starts_with("s3://") {
+                        true => r,
+                        false => root.join(r).display().to_string(),
+                    }),
+                    s3: c.s3.map_or_else(S3Config::default, |s| S3Config {
+                        endpoint: s.endpoint,
+                        region: s.region,
+                        allow_http: s.allow_http,
+                        virtual_hosted: s.virtual_hosted,
+                    }),
+                    remote_read_only: c.remote_read_only,
+                    signing_key: absolute(c.signing_key),
+                    trusted_keys: c.trusted_keys.iter().map(|k| KeyRef::parse(k, root)).collect(),
+                    max_size,
+                }
+            }
+        };
         let downloads = match raw.downloads {
             None => DownloadsConfig::default(),
             Some(d) => {
@@ -673,6 +734,33 @@ mod tests {
             let shown = format!("{:?}", miette::Report::new(err));
             assert!(shown.contains(needle), "{text}: {shown}");
             assert!(shown.contains("w4b.yaml:1"), "{text}: {shown}");
+        }
+    }
+
+    #[test]
+    fn cache_max_size_takes_sizes_and_none_and_diagnoses_the_rest() {
+        for (text, want) in [
+            ("cache: {max_size: 20GiB}\n", Some(CacheLimit(Some(20 << 30)))),
+            ("cache: {max_size: 500MiB}\n", Some(CacheLimit(Some(500 << 20)))),
+            ("cache: {max_size: 4096}\n", Some(CacheLimit(Some(4096)))),
+            ("cache: {max_size: none}\n", Some(CacheLimit(None))),
+            ("cache: {dir: .c}\n", None),
+        ] {
+            let dir = ws(&[("w4b.yaml", text)]);
+            let w = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+            assert_eq!(w.config().cache.max_size, want, "{text}");
+        }
+        for (text, needle) in [
+            ("cache: {max_size: 20 gigs}\n", "is not a size"),
+            ("cache: {max_size: 0}\n", "more than zero"),
+            ("cache: {max_size: off}\n", "is not a size"),
+        ] {
+            let dir = ws(&[("w4b.yaml", text)]);
+            let err = Workspace::open(dir.path(), &BTreeMap::new()).unwrap_err();
+            let shown = format!("{:?}", miette::Report::new(err));
+            assert!(shown.contains(needle), "{text}: {shown}");
+            assert!(shown.contains("w4b.yaml:1"), "{text}: {shown}");
+            assert!(shown.contains("`none` for no limit"), "{text}: {shown}");
         }
     }
 

@@ -94,6 +94,50 @@ pub fn write_bmap<R: Read + Seek, W: Write>(image: &mut R, out: &mut W) -> Resul
     Ok(report)
 }
 
+/// The runs of non-zero blocks in one chunk of an image, numbered from the chunk's first
+/// block. A chunk starts on a block boundary (chunks are a whole number of blocks); only
+/// the image's last chunk may end in a short block. Empty for an all-zero chunk.
+///
+/// A bmap assembled from per-chunk runs ([`write_bmap_ranges`]) has its ranges split at
+/// chunk boundaries; bmaptool takes any ordered, non-overlapping range list, so the runs of
+/// a chunk can be computed once and reused for every image that holds the chunk.
+pub fn chunk_ranges(chunk: &[u8]) -> Vec<BmapRange> {
+    if chunk.is_empty() {
+        return Vec::new();
+    }
+    match scan(&mut io::Cursor::new(chunk)) {
+        Ok((_, ranges)) => ranges,
+        // A cursor over memory neither fails to read nor is empty here.
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Writes the bmap of an image of `image_size` bytes whose non-zero blocks are `ranges`
+/// (absolute block numbers, ascending, not overlapping), as [`write_bmap`] would after
+/// reading the image, except that runs may be split (at chunk boundaries).
+pub fn write_bmap_ranges<W: Write>(
+    image_size: u64,
+    ranges: Vec<BmapRange>,
+    out: &mut W,
+) -> Result<BmapReport, BmapError> {
+    if image_size == 0 {
+        return Err(BmapError::EmptyImage);
+    }
+    let blocks = image_size.div_ceil(BMAP_BLOCK_SIZE);
+    let mapped_blocks = ranges.iter().map(|r| r.last - r.first + 1).sum();
+    let mut report = BmapReport {
+        image_size,
+        blocks,
+        mapped_blocks,
+        ranges,
+        file_sha256: [0; 32],
+    };
+    let text = render(&mut report);
+    out.write_all(text.as_bytes()).map_err(BmapError::Write)?;
+    out.flush().map_err(BmapError::Write)?;
+    Ok(report)
+}
+
 /// Reads the whole image once, returning its size and its runs of non-zero blocks.
 fn scan<R: Read + Seek>(image: &mut R) -> Result<(u64, Vec<BmapRange>), BmapError> {
     image.seek(SeekFrom::Start(0)).map_err(BmapError::Read)?;

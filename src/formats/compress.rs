@@ -229,8 +229,9 @@ fn codec_name(codec: Codec) -> &'static str {
 
 /// The xz block size for preset `level`: three times the preset's LZMA2 dictionary, at
 /// least 1 MiB. Pinned here rather than left to liblzma so the block layout is part of
-/// w4b's definition of the output.
-fn xz_block_size(level: u32) -> u64 {
+/// w4b's definition of the output. The framed `.img.xz` uses it as its span, which keeps
+/// the ratio of this layout (docs/performance.md, "Compressed frames").
+pub fn xz_block_size(level: u32) -> u64 {
     const KIB: u64 = 1024;
     const MIB: u64 = 1024 * KIB;
     let dict = match level {

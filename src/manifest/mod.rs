@@ -86,10 +86,33 @@ pub struct StepInfo {
     pub kind: String,
     /// The step's cache key, BLAKE3 hex.
     pub key: String,
-    /// Output name → its BLAKE3 hex and size.
-    pub outputs: BTreeMap<String, (String, u64)>,
+    /// Output name → what the cache names it, with its size.
+    pub outputs: BTreeMap<String, StepOutput>,
     /// Names of upstream steps.
     pub inputs: Vec<String>,
+}
+
+/// One output of a step as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutput {
+    /// The cache's name for it, hex: the BLAKE3 of its bytes, or for a chunked output (an
+    /// image kept as frames) the name of its chunk index.
+    pub digest: String,
+    pub size: u64,
+    /// For a chunked output, the BLAKE3 of its bytes as one file (hex), when its index
+    /// carries it: what a subject's `blake3` is compared with.
+    pub flat_blake3: Option<String>,
+}
+
+impl StepOutput {
+    /// An output stored as one blob, named by the BLAKE3 of its bytes.
+    pub fn blob(digest: String, size: u64) -> StepOutput {
+        StepOutput {
+            digest,
+            size,
+            flat_blake3: None,
+        }
+    }
 }
 
 /// A built statement. Serialise with [`Manifest::to_json`]; sign with [`dsse::Envelope::sign`].
@@ -170,12 +193,13 @@ impl Manifest {
                         outputs: s
                             .outputs
                             .iter()
-                            .map(|(k, (d, size))| {
+                            .map(|(k, o)| {
                                 (
                                     k.clone(),
                                     OutputDigest {
-                                        blake3: d.clone(),
-                                        size: *size,
+                                        blake3: o.digest.clone(),
+                                        size: o.size,
+                                        flat_blake3: o.flat_blake3.clone(),
                                     },
                                 )
                             })
@@ -286,21 +310,24 @@ pub(crate) mod tests {
                     name: "//images:demo#image".into(),
                     kind: "image".into(),
                     key: hex_of("key-image"),
-                    outputs: BTreeMap::from([("image".into(), (image_b3, image.len() as u64))]),
+                    outputs: BTreeMap::from([(
+                        "image".into(),
+                        StepOutput::blob(image_b3, image.len() as u64),
+                    )]),
                     inputs: vec!["//images:demo#layer".into()],
                 },
                 StepInfo {
                     name: "//images:demo#fetch".into(),
                     kind: "fetch".into(),
                     key: hex_of("key-fetch"),
-                    outputs: BTreeMap::from([("file".into(), (hex_of("base"), 4))]),
+                    outputs: BTreeMap::from([("file".into(), StepOutput::blob(hex_of("base"), 4))]),
                     inputs: vec![],
                 },
                 StepInfo {
                     name: "//images:demo#layer".into(),
                     kind: "layer".into(),
                     key: hex_of("key-layer"),
-                    outputs: BTreeMap::from([("tree".into(), (hex_of("tree"), 120))]),
+                    outputs: BTreeMap::from([("tree".into(), StepOutput::blob(hex_of("tree"), 120))]),
                     inputs: vec!["//images:demo#fetch".into()],
                 },
             ],

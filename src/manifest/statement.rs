@@ -183,8 +183,13 @@ pub struct StepAnnotations {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputDigest {
+    /// The cache's name for the output: the BLAKE3 of its bytes or, for a chunked output,
+    /// of its chunk index (keyed; see `docs/cache-format.md`).
     pub blake3: String,
     pub size: u64,
+    /// For a chunked output, the BLAKE3 of its bytes as one file, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_blake3: Option<String>,
 }
 
 /// Canonical JSON of any serialisable value: sorted keys, no whitespace when `pretty` is

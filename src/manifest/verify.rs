@@ -538,7 +538,8 @@ fn check_artifacts(s: &Statement, artifacts: &[ArtifactDigest], v: &mut Verifica
             st.annotations
                 .outputs
                 .values()
-                .map(move |o| (o.blake3.as_str(), st.name.as_str()))
+                .flat_map(|o| std::iter::once(&o.blake3).chain(&o.flat_blake3))
+                .map(move |d| (d.as_str(), st.name.as_str()))
         })
         .collect();
     for a in artifacts {
@@ -725,6 +726,32 @@ mod tests {
         assert_eq!(v.artifacts[0].produced_by.as_deref(), Some("//images:demo#image"));
         assert_eq!(v.target.as_deref(), Some("//images:demo"));
         assert_eq!(v.steps, 3);
+    }
+
+    #[test]
+    fn a_chunked_image_is_traced_to_its_step_by_its_flat_digest() {
+        // The cache keeps the image as frames: the step's output is named by its chunk
+        // index, and the subject by the BLAKE3 of the file's bytes.
+        let mut input = sample_input(IMAGE);
+        let index_name = hex_of("chunk index");
+        let flat = blake3::hash(IMAGE).to_hex().to_string();
+        let step = input.steps.iter_mut().find(|s| s.kind == "image").unwrap();
+        let out = step.outputs.get_mut("image").unwrap();
+        out.digest = index_name.clone();
+        out.flat_blake3 = Some(flat.clone());
+        let doc = Manifest::build(&input).unwrap().to_json().unwrap();
+        assert!(doc.contains(&format!("\"flat_blake3\": \"{flat}\"")), "{doc}");
+        let v = verify(doc.as_bytes(), &[artifact("demo.img", IMAGE)], None);
+        assert_eq!(v.exit, 0, "{:?}", v.findings);
+        assert_eq!(v.artifacts[0].produced_by.as_deref(), Some("//images:demo#image"));
+
+        // Without the flat digest nothing names the image's bytes: no producer, no error.
+        let step = input.steps.iter_mut().find(|s| s.kind == "image").unwrap();
+        step.outputs.get_mut("image").unwrap().flat_blake3 = None;
+        let doc = Manifest::build(&input).unwrap().to_json().unwrap();
+        let v = verify(doc.as_bytes(), &[artifact("demo.img", IMAGE)], None);
+        assert_eq!(v.exit, 0, "{:?}", v.findings);
+        assert_eq!(v.artifacts[0].produced_by, None);
     }
 
     #[test]

@@ -3,32 +3,44 @@
 //! raw disk, so `bmaptool copy` writes only the blocks that hold data) and `sha256`, the
 //! `sha256sum` line for the image under its file name.
 //!
-//! The compressed bytes depend only on the disk, the codec and the level
-//! ([`crate::formats::compress`] pins zstd's and xz's block layout), so the thread count
-//! is a run-time choice, deliberately not keyed; the image is byte-identical whatever it
-//! is. An uncompressed image is the disk blob itself: nothing is copied.
+//! zstd and xz images are **chunked outputs assembled from memoised frames**
+//! ([`super::frames`]): the disk is cut into spans of `k` 1 MiB chunks, each span is one
+//! independent zstd frame (then zstd's seek table) or xz block (in one xz stream), and a
+//! rebuild compresses only the spans whose chunks changed. The block map is made from
+//! per-chunk runs, memoised by chunk digest, so it costs what changed too. gzip is one
+//! stream over the whole disk as before, and `none` is the disk itself; both still read
+//! the disk a second time (hashing it for the `sha256` line, and deflating it).
 //!
-//! Progress counts bytes read from the disk over both passes (block map, then
-//! compression), out of twice the disk's size; every read checks for Ctrl-C.
+//! The bytes depend only on the disk, the codec, its level and the span, never on the
+//! thread count or on which frames came from memos. The span per level was chosen by
+//! measurement (`docs/decisions.md`, "Frame spans"; [`ImageCodec::default_span_chunks`]).
+//!
+//! Progress counts disk bytes: one pass for zstd and xz (spans done, read or reused), two
+//! for gzip and `none` (the block map, then the image). After a run the step notes how
+//! many frames it compressed and reused.
 //!
 //! | keyed | why |
 //! |---|---|
 //! | `output.compression` (`zstd:19`, `xz:6`, `gz:9`, `none`) | the image's bytes |
 //! | `output.file_name` | it is written into the `sha256` line |
+//! | `compress.frame_span` (zstd and xz: `16MiB`) | where frames start: the image's bytes |
+//! | `gzip.deflate` (gzip only) | the deflate implementation |
 //! | not keyed: `threads` | the output is the same for any thread count |
+//! | not keyed: libzstd and liblzma versions | pinned by `Cargo.lock`; they key the frame memos |
 
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use w4b_cache::OutputRef;
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
+use super::frames::{self, FrameCodec, FrameReport, FramesError};
 use super::{tree_error, unavailable_blob};
-use crate::formats::bmap::{write_bmap, BmapError};
-use crate::formats::compress::{compress, sha256_line, Codec, CompressError};
+use crate::formats::bmap::{write_bmap_ranges, BmapError};
+use crate::formats::compress::{compress, sha256_line, xz_block_size, Codec, CompressError};
 use crate::store::AppStore;
 use crate::tree::Blobs;
 
@@ -62,6 +74,31 @@ impl ImageCodec {
     /// The file name suffix after `.img`, with its dot (empty for `None`).
     pub fn extension(&self) -> &'static str {
         self.codec(1).extension()
+    }
+
+    /// The frame span's length in 1 MiB chunks for this codec and level (0 for gzip and
+    /// `none`, which are not framed). Measured on the bench root (docs/performance.md,
+    /// "Compressed frames"; decision in docs/decisions.md, "Frame spans"): zstd -3 loses
+    /// 2.1 % at 4 MiB and 0.2 % at 8 MiB against one frame, zstd -19 3.2–3.7 % at 8 MiB
+    /// and 1.2 % at 16 MiB; xz keeps its blocks of 3 × the dictionary (−0.0 % against
+    /// today's output). Levels up to 12 use windows of at most 4 MiB, as -3's 2 MiB; 13–19
+    /// use 8 MiB, as -19; 20–22 (32–128 MiB windows) take 32 MiB, unmeasured.
+    pub fn default_span_chunks(&self) -> u32 {
+        match *self {
+            ImageCodec::Zstd { level } if level <= 12 => 8,
+            ImageCodec::Zstd { level } if level <= 19 => 16,
+            ImageCodec::Zstd { .. } => 32,
+            ImageCodec::Xz { level } => (xz_block_size(level) >> 20) as u32,
+            ImageCodec::Gzip { .. } | ImageCodec::None => 0,
+        }
+    }
+
+    fn framed(&self) -> Option<FrameCodec> {
+        match *self {
+            ImageCodec::Zstd { level } => Some(FrameCodec::Zstd { level }),
+            ImageCodec::Xz { level } => Some(FrameCodec::Xz { level }),
+            ImageCodec::Gzip { .. } | ImageCodec::None => None,
+        }
     }
 
     fn codec(&self, threads: u32) -> Codec {
@@ -99,10 +136,27 @@ pub enum CompressStepError {
         help("the compressed image is written into the cache; make room on its filesystem")
     )]
     Store(#[source] w4b_cache::CacheError),
+
+    #[error("cannot assemble the image from frames")]
+    #[diagnostic(code(w4b::compress::frames))]
+    Frames(
+        #[source]
+        #[diagnostic_source]
+        FramesError,
+    ),
+
+    #[error("a frame span of {chunks} chunks is out of range")]
+    #[diagnostic(
+        code(w4b::compress::frame_span),
+        help("a span is 1 to 1024 chunks of 1 MiB (zstd's seekable format caps a frame at 1 GiB)")
+    )]
+    FrameSpan { chunks: u32 },
 }
 
-/// A blob stream that reports progress, stops on Ctrl-C, and can "seek" to where it is
-/// (all [`write_bmap`] asks of it: a rewind to the start it is already at).
+/// The most chunks a span may hold: a seekable zstd frame is at most 1 GiB.
+pub const MAX_SPAN_CHUNKS: u32 = 1024;
+
+/// The disk as a stream that reports progress and stops on Ctrl-C.
 struct Feed<'a, R> {
     inner: R,
     pos: u64,
@@ -124,19 +178,6 @@ impl<R: Read> Read for Feed<'_, R> {
     }
 }
 
-impl<R: Read> Seek for Feed<'_, R> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        match to {
-            SeekFrom::Start(p) if p == self.pos => Ok(p),
-            SeekFrom::Current(0) => Ok(self.pos),
-            _ => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a blob stream reads forward only",
-            )),
-        }
-    }
-}
-
 /// `compress`: input 0 is `disk` (`disk`); outputs `image`, `bmap` and `sha256`.
 pub struct CompressStep {
     pub store: Arc<AppStore>,
@@ -144,30 +185,39 @@ pub struct CompressStep {
     pub codec_location: Option<String>,
     /// Worker threads for zstd and xz (at least 1); not keyed.
     pub threads: u32,
+    /// Chunks (1 MiB) per zstd frame or xz block; [`ImageCodec::default_span_chunks`]
+    /// unless a test says otherwise. Ignored for gzip and `none`.
+    pub span_chunks: u32,
     /// The image's file name in `--out` (`north.img.zst`), for the `sha256` line.
     pub file_name: String,
     pub file_name_location: Option<String>,
 }
 
 impl CompressStep {
-    fn feed<'a>(
-        &self,
+    fn feed<'a, R: Read>(
         cx: &'a RunContext<'a>,
         disk: OutputRef,
         base: u64,
-    ) -> Result<Feed<'a, impl Read>, StepError> {
-        let reader = self
-            .store
-            .inner()
-            .reader(&disk.digest)
-            .map_err(|_| StepError::InputUnavailable(disk.digest))?;
-        Ok(Feed {
+        reader: R,
+    ) -> Feed<'a, impl Read> {
+        Feed {
             inner: io::BufReader::with_capacity(1 << 20, reader),
             pos: 0,
             base,
             total: disk.size.saturating_mul(2),
             cancel: cx.cancel,
             progress: cx.progress,
+        }
+    }
+
+    /// The disk (a blob or a chunked output), verified as it is read.
+    fn open_disk(&self, disk: OutputRef) -> Result<w4b_cache::OutputReader, StepError> {
+        use w4b_cache::CacheError;
+        self.store.inner().open_output(&disk.digest).map_err(|e| match e {
+            CacheError::Missing { .. } | CacheError::Corrupt { .. } => {
+                StepError::InputUnavailable(disk.digest)
+            }
+            other => StepError::diag(CompressStepError::Store(other)),
         })
     }
 
@@ -181,12 +231,79 @@ impl CompressStep {
     }
 }
 
+impl CompressStep {
+    /// gzip and `none`: one stream over the whole disk (the second pass), as a plain blob
+    /// (gzip) or the disk itself (`none`, hashed for the `sha256` line).
+    fn stream_image(
+        &self,
+        cx: &RunContext<'_>,
+        disk: OutputRef,
+        mut reader: w4b_cache::OutputReader,
+    ) -> Result<(OutputRef, [u8; 32]), StepError> {
+        use std::io::Seek as _;
+        reader
+            .seek(io::SeekFrom::Start(0))
+            .map_err(|e| Self::read_error(cx, disk, &e))?;
+        let mut feed = Self::feed(cx, disk, disk.size, reader);
+        let codec = self.codec.codec(self.threads.max(1));
+        let map_err = |e: CompressError| match e {
+            CompressError::Read(io) => Self::read_error(cx, disk, &io),
+            other => StepError::diag(CompressStepError::Compress(other)),
+        };
+        if self.codec == ImageCodec::None {
+            let report = compress(&mut feed, &mut io::sink(), codec, &mut |_| {}).map_err(map_err)?;
+            return Ok((disk, report.sha256));
+        }
+        let mut w = self
+            .store
+            .local()
+            .writer()
+            .map_err(|e| StepError::diag(CompressStepError::Store(e)))?;
+        let report = compress(&mut feed, &mut w, codec, &mut |_| {}).map_err(map_err)?;
+        cx.check_cancel()?;
+        let (digest, size) = w
+            .commit()
+            .map_err(|e| StepError::diag(CompressStepError::Store(e)))?;
+        Ok((OutputRef { digest, size }, report.sha256))
+    }
+}
+
+/// The step's line for people: what it compressed and what it reused.
+fn note(codec: &ImageCodec, r: &FrameReport) -> String {
+    let bmap = format!(
+        "block map: {} chunks scanned, {} reused",
+        r.bmap_scanned, r.bmap_reused
+    );
+    let read = crate::ui::bytes(r.disk_read);
+    match codec.framed() {
+        Some(_) => {
+            let mut s = format!(
+                "{}: {} of {} frames compressed, {} reused",
+                codec.key(),
+                r.compressed,
+                r.spans,
+                r.reused
+            );
+            if r.repaired > 0 {
+                s.push_str(&format!(
+                    " ({} remade: their cached copy was damaged)",
+                    r.repaired
+                ));
+            }
+            format!("{s}; {bmap}; {read} of disk read")
+        }
+        None => format!("{}: one stream over the disk; {bmap}", codec.key()),
+    }
+}
+
 impl Step for CompressStep {
     fn kind(&self) -> &'static str {
         "compress"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: zstd and xz images are frames (seekable zstd, multi-block xz) in a chunked
+        // output; the block map's ranges are split at chunk boundaries.
+        2
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         let mut c = vec![
@@ -199,48 +316,56 @@ impl Step for CompressStep {
         if let ImageCodec::Gzip { .. } = self.codec {
             c.push(Component::param("gzip.deflate", GZIP_DEFLATE));
         }
+        if self.codec.framed().is_some() {
+            c.push(Component::param(
+                "compress.frame_span",
+                format!("{}MiB", self.span_chunks),
+            ));
+        }
         Ok(c)
     }
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let disk = cx.input(0, "disk")?;
         let blobs: &dyn Blobs = self.store.as_ref();
+        let framed = self.codec.framed();
+        if framed.is_some() && !(1..=MAX_SPAN_CHUNKS).contains(&self.span_chunks) {
+            return Err(StepError::diag(CompressStepError::FrameSpan {
+                chunks: self.span_chunks,
+            }));
+        }
 
-        // The block map, over the raw disk.
-        let mut bmap = Vec::new();
-        let mut feed = self.feed(cx, disk, 0)?;
-        write_bmap(&mut feed, &mut bmap).map_err(|e| match e {
-            BmapError::Read(io) => Self::read_error(cx, disk, &io),
-            other => StepError::diag(CompressStepError::Bmap(other)),
+        // One pass over the disk's spans: the block map and, for zstd and xz, the image.
+        let total = match framed {
+            Some(_) => disk.size,
+            None => disk.size.saturating_mul(2),
+        };
+        let progress = |done: u64| (cx.progress)(done, Some(total));
+        let job = frames::Job {
+            codec: framed,
+            span_chunks: self.span_chunks,
+            threads: self.threads.max(1) as usize,
+            cancel: cx.cancel,
+            progress: &progress,
+        };
+        let mut reader = self.open_disk(disk)?;
+        let pass = frames::run(&mut reader, self.store.local(), &job).map_err(|e| match e {
+            FramesError::Read(io) => Self::read_error(cx, disk, &io),
+            FramesError::Cancelled => StepError::Cancelled,
+            other => StepError::diag(CompressStepError::Frames(other)),
         })?;
         cx.check_cancel()?;
+        cx.note(&note(&self.codec, &pass.report));
+        let mut bmap = Vec::new();
+        write_bmap_ranges(disk.size, pass.ranges, &mut bmap)
+            .map_err(|e| StepError::diag(CompressStepError::Bmap(e)))?;
         let bmap_digest = blobs.put(&bmap).map_err(tree_error)?;
 
-        // The image.
-        let mut feed = self.feed(cx, disk, disk.size)?;
-        let codec = self.codec.codec(self.threads.max(1));
-        let map_err = |e: CompressError| match e {
-            CompressError::Read(io) => Self::read_error(cx, disk, &io),
-            other => StepError::diag(CompressStepError::Compress(other)),
-        };
-        let (image, report) = if self.codec == ImageCodec::None {
-            // The image is the disk: hash it for the sha256 line, copy nothing.
-            let report = compress(&mut feed, &mut io::sink(), codec, &mut |_| {}).map_err(map_err)?;
-            (disk, report)
-        } else {
-            let mut w = self
-                .store
-                .local()
-                .writer()
-                .map_err(|e| StepError::diag(CompressStepError::Store(e)))?;
-            let report = compress(&mut feed, &mut w, codec, &mut |_| {}).map_err(map_err)?;
-            cx.check_cancel()?;
-            let (digest, size) = w
-                .commit()
-                .map_err(|e| StepError::diag(CompressStepError::Store(e)))?;
-            (OutputRef { digest, size }, report)
+        let (image, sha256) = match (pass.image, pass.flat.sha256) {
+            (Some((digest, size)), Some(sha256)) => (OutputRef { digest, size }, sha256),
+            _ => self.stream_image(cx, disk, reader)?,
         };
         cx.check_cancel()?;
-        let line = sha256_line(&report.sha256, &self.file_name);
+        let line = sha256_line(&sha256, &self.file_name);
         let sha_digest = blobs.put(line.as_bytes()).map_err(tree_error)?;
 
         let mut out = Outputs::new();
@@ -264,140 +389,5 @@ impl Step for CompressStep {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, Arc<AppStore>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
-        (dir, store)
-    }
-
-    fn step(store: &Arc<AppStore>, codec: ImageCodec, threads: u32) -> CompressStep {
-        CompressStep {
-            store: store.clone(),
-            codec,
-            codec_location: None,
-            threads,
-            file_name: "north.img.zst".into(),
-            file_name_location: None,
-        }
-    }
-
-    /// A 3 MiB "disk": data, a zero run, data.
-    fn disk(store: &AppStore) -> Outputs {
-        let mut bytes = vec![0u8; 3 << 20];
-        for (i, b) in bytes[..1 << 20].iter_mut().enumerate() {
-            *b = (i * 7 % 251) as u8;
-        }
-        bytes[(3 << 20) - 1] = 1;
-        let digest = Blobs::put(store, &bytes).unwrap();
-        let mut o = Outputs::new();
-        o.insert(
-            "disk".into(),
-            OutputRef {
-                digest,
-                size: bytes.len() as u64,
-            },
-        );
-        o
-    }
-
-    fn run(s: &CompressStep, inputs: &[Outputs], cancelled: bool) -> Result<Outputs, StepError> {
-        let cancel = AtomicBool::new(cancelled);
-        let last = std::sync::Mutex::new(None);
-        let progress = |d: u64, t: Option<u64>| *last.lock().unwrap() = Some((d, t));
-        let cx = RunContext {
-            name: "//hives:t#compress",
-            inputs,
-            cache: s.store.as_ref(),
-            cancel: &cancel,
-            progress: &progress,
-            trees: &Default::default(),
-        };
-        let out = s.run(&cx);
-        if out.is_ok() {
-            let total = 2 * inputs[0]["disk"].size;
-            assert_eq!(*last.lock().unwrap(), Some((total, Some(total))));
-        }
-        out
-    }
-
-    #[test]
-    fn the_image_is_the_same_for_any_thread_count_and_threads_are_not_keyed() {
-        let (_d, store) = store();
-        let ins = [disk(&store)];
-        for codec in [ImageCodec::Zstd { level: 3 }, ImageCodec::Xz { level: 1 }] {
-            let one = run(&step(&store, codec, 1), &ins, false).unwrap();
-            let three = run(&step(&store, codec, 3), &ins, false).unwrap();
-            assert_eq!(one, three, "{codec:?}");
-        }
-        let cx = PlanContext { name: "t" };
-        let c1 = step(&store, ImageCodec::Zstd { level: 19 }, 1)
-            .components(&cx)
-            .unwrap();
-        let c8 = step(&store, ImageCodec::Zstd { level: 19 }, 8)
-            .components(&cx)
-            .unwrap();
-        assert_eq!(c1, c8);
-        let values: Vec<_> = c1.iter().map(|c| format!("{}={}", c.name, c.value)).collect();
-        assert_eq!(
-            values,
-            ["output.compression=zstd:19", "output.file_name=north.img.zst"]
-        );
-    }
-
-    #[test]
-    fn outputs_are_the_image_its_sha256_line_and_a_bmap_and_none_copies_nothing() {
-        let (_d, store) = store();
-        let ins = [disk(&store)];
-        let out = run(&step(&store, ImageCodec::Gzip { level: 6 }, 1), &ins, false).unwrap();
-        let image = Blobs::get(store.as_ref(), &out["image"].digest).unwrap();
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&image[..])
-            .read_to_end(&mut raw)
-            .unwrap();
-        assert_eq!(raw, Blobs::get(store.as_ref(), &ins[0]["disk"].digest).unwrap());
-        let line = String::from_utf8(Blobs::get(store.as_ref(), &out["sha256"].digest).unwrap()).unwrap();
-        let sha = {
-            use sha2::Digest as _;
-            hex::encode(sha2::Sha256::digest(&image))
-        };
-        assert_eq!(line, format!("{sha}  north.img.zst\n"));
-        let bmap = String::from_utf8(Blobs::get(store.as_ref(), &out["bmap"].digest).unwrap()).unwrap();
-        assert!(bmap.contains("<ImageSize> 3145728 </ImageSize>"), "{bmap}");
-        // 256 data blocks, then the last block: two ranges.
-        assert!(
-            bmap.contains("> 0-255 </Range>") && bmap.contains("> 767 </Range>"),
-            "{bmap}"
-        );
-
-        let none = run(&step(&store, ImageCodec::None, 1), &ins, false).unwrap();
-        assert_eq!(none["image"], ins[0]["disk"]);
-        assert_eq!(none["bmap"], out["bmap"]);
-        assert_ne!(none["sha256"], out["sha256"]);
-    }
-
-    #[test]
-    fn a_cancelled_or_missing_disk_is_reported_as_such() {
-        let (_d, store) = store();
-        let ins = [disk(&store)];
-        assert!(matches!(
-            run(&step(&store, ImageCodec::Zstd { level: 1 }, 1), &ins, true),
-            Err(StepError::Cancelled)
-        ));
-        let mut gone = ins[0].clone();
-        let missing = w4b_cache::Digest::of(b"not stored");
-        gone.insert(
-            "disk".into(),
-            OutputRef {
-                digest: missing,
-                size: 10,
-            },
-        );
-        match run(&step(&store, ImageCodec::Zstd { level: 1 }, 1), &[gone], false) {
-            Err(StepError::InputUnavailable(d)) => assert_eq!(d, missing),
-            other => panic!("{other:?}"),
-        }
-    }
-}
+#[path = "compress_tests.rs"]
+mod tests;

@@ -259,6 +259,7 @@ mod tests {
             cancel: &cancel,
             progress: &|_, _| {},
             trees: &trees,
+            note: &|_| {},
         };
         BaseEpochStep {
             store: store.clone(),
@@ -319,6 +320,7 @@ mod tests {
             cancel: &cancel,
             progress: &|_, _| {},
             trees: &trees,
+            note: &|_| {},
         };
         let e = Epoch::FromBase {
             input: 1,

@@ -297,6 +297,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
             trees: &trees,
+            note: &|_| {},
         };
         let out = step.run(&cx);
         let tree = trees.get(w4b_graph::ComponentKind::Upstream, "in0.file");

@@ -485,6 +485,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
             trees: &Default::default(),
+            note: &|_| {},
         };
         step.run(&cx)
     }
@@ -522,6 +523,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
             trees: &trees,
+            note: &|_| {},
         };
         let out = s.run(&cx).unwrap();
         let root = trees

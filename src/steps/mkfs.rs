@@ -59,6 +59,10 @@ pub struct FsReport {
     pub grown: bool,
     /// `fat` or `ext4`.
     pub kind: String,
+    /// ext4: how full the 1 MiB data bins of the stable layout are, in percent. Above
+    /// about 70 one changed file moves more chunks (`docs/formats.md`, "Stable layout").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_load_percent: Option<u64>,
 }
 
 /// Why a partition image could not be made.
@@ -290,7 +294,8 @@ impl Step for MkfsFatStep {
         "mkfs-fat"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the stable layout (clusters placed by path hash in 1 MiB bins).
+        2
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         let mut c = Vec::new();
@@ -356,6 +361,7 @@ impl Step for MkfsFatStep {
             free_bytes: u64::from(report.free_clusters) * u64::from(report.cluster_size),
             grown: opts.size_bytes > base_bytes,
             kind: "fat".into(),
+            data_load_percent: None,
         };
         publish(&self.store, image, &fs)
     }
@@ -451,8 +457,9 @@ impl Step for MkfsExt4Step {
     fn kind(&self) -> &'static str {
         "mkfs-ext4"
     }
+    /// 2: the stable layout (hashed inode numbers and 1 MiB bins).
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
@@ -503,6 +510,7 @@ impl Step for MkfsExt4Step {
                 .saturating_mul(u64::from(report.block_size)),
             grown: report.image_bytes > base,
             kind: "ext4".into(),
+            data_load_percent: Some(report.data_load_percent()),
         };
         publish(&self.store, image, &fs)
     }
@@ -625,6 +633,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
             trees: &Default::default(),
+            note: &|_| {},
         };
         let out = step.run(&cx);
         if out.is_ok() {

@@ -37,6 +37,7 @@ pub mod epoch;
 pub mod extract;
 pub mod fetch;
 pub mod firstboot;
+pub mod frames;
 pub mod graft;
 pub mod hive_check;
 pub mod install;

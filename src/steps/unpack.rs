@@ -601,6 +601,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
             trees: &Default::default(),
+            note: &|_| {},
         };
         step.run(&cx)
     }

@@ -83,6 +83,7 @@ impl Observer for Lines {
             } => eprintln!("ran     {step} in {}", duration_ms(*ms)),
             Event::StepFailed { step, error, .. } => eprintln!("failed  {step}: {error}"),
             Event::StepRetrying { step, reason } => eprintln!("retry   {step}: {reason}"),
+            Event::StepNote { step, message } => eprintln!("note    {step}: {message}"),
             _ => {}
         }
     }
@@ -184,6 +185,9 @@ impl Observer for Bars {
                         .println(format!("     ran {step} in {}", duration_ms(*ms)));
                 }
                 self.total.inc(1);
+            }
+            Event::StepNote { step, message } => {
+                let _ = self.multi.println(format!("    note {step}: {message}"));
             }
             Event::StepRetrying { step, reason } => {
                 if let Some(bar) = running.remove(*step) {

@@ -47,6 +47,7 @@ fn run(step: &dyn Step, store: &AppStore, inputs: &[Outputs]) -> Result<Outputs,
         cancel: &cancel,
         progress: &progress,
         trees: &Default::default(),
+        note: &|_| {},
     };
     step.run(&cx)
 }
@@ -147,6 +148,7 @@ fn build(store: &Arc<AppStore>, raw: &Path, changes: Option<Changeset>, size: Ro
         codec: ImageCodec::Zstd { level: 3 },
         codec_location: None,
         threads: 2,
+        span_chunks: ImageCodec::Zstd { level: 3 }.default_span_chunks(),
         file_name: "test.img.zst".into(),
         file_name_location: None,
     };

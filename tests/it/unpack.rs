@@ -41,6 +41,7 @@ fn run(step: &dyn Step, store: &AppStore, inputs: &[Outputs]) -> Result<Outputs,
         cancel: &cancel,
         progress: &progress,
         trees: &Default::default(),
+        note: &|_| {},
     };
     step.run(&cx)
 }

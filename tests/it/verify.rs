@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sha2::Digest as _;
 use w4b::manifest::dsse::{Envelope, SecretKey, IN_TOTO_PAYLOAD_TYPE};
-use w4b::manifest::{Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, Subject};
+use w4b::manifest::{Definition, Manifest, ManifestInput, ResolvedDependency, StepInfo, StepOutput, Subject};
 
 use crate::env::TestEnv;
 
@@ -46,14 +46,14 @@ fn input() -> ManifestInput {
                 name: "//images:demo#fetch".into(),
                 kind: "fetch".into(),
                 key: b3(b"k1"),
-                outputs: BTreeMap::from([("file".into(), (b3(b"base"), 4))]),
+                outputs: BTreeMap::from([("file".into(), StepOutput::blob(b3(b"base"), 4))]),
                 inputs: vec![],
             },
             StepInfo {
                 name: "//images:demo#image".into(),
                 kind: "image".into(),
                 key: b3(b"k2"),
-                outputs: BTreeMap::from([("image".into(), (b3(IMAGE), IMAGE.len() as u64))]),
+                outputs: BTreeMap::from([("image".into(), StepOutput::blob(b3(IMAGE), IMAGE.len() as u64))]),
                 inputs: vec!["//images:demo#fetch".into()],
             },
         ],

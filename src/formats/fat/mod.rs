@@ -16,10 +16,11 @@
 //! | 2 | zeros + 0x55AA (third boot-record sector) |
 //! | 6, 7, 8 | backups of sectors 0, 1, 2 |
 //! | 32 .. | FAT #1, then FAT #2 (identical, mirrored) |
-//! | data | cluster 2 = root directory, then every directory and file in walk order |
+//! | data | cluster 2 = root directory; every other chain where [`layout`] puts it |
 //!
-//! - Allocation is contiguous: each directory and file gets one run of clusters, in walk
-//!   order, root first. The image is a pure function of the nodes and the options.
+//! - Allocation is the stable layout of [`layout`]: clusters placed in 1 MiB bins by a
+//!   hash of each path, so a changed file changes its own chunks, not every one after it.
+//!   The image is a pure function of the *set* of nodes and the options.
 //! - Directory entries appear in name-byte order; the root starts with the volume label
 //!   entry; every subdirectory starts with `.` and `..` (`..` → cluster 0 for children of
 //!   the root). Names that are not already valid upper-case 8.3 names get VFAT long-name
@@ -43,11 +44,14 @@
 
 mod bpb;
 mod dir;
+mod layout;
 mod name;
 mod read;
 mod time;
 mod write;
 
+#[cfg(test)]
+mod locality_tests;
 #[cfg(test)]
 mod oracle;
 
@@ -115,6 +119,12 @@ pub enum FatError {
     )]
     #[diagnostic(code(w4b::fat::no_space), help("make the boot partition larger"))]
     NoSpace { needed: u64, available: u64, size: u64 },
+
+    /// The clusters do not fit around each other in their 1 MiB bins, although their
+    /// sum fits the volume: the stable layout needs some slack.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Placement(#[from] crate::formats::placement::PlaceError),
 
     #[error("content of `{path}` ended after {actual} bytes, but its size is {expected}")]
     #[diagnostic(

@@ -757,13 +757,21 @@ mod tests {
 
     #[test]
     fn loops_and_cross_links_are_corrupt() {
-        let (bytes, _) = base();
+        let (bytes, data) = base();
         let fat = 32 * 512u64;
-        // kernel8.img starts at cluster 3 (root is 2) and spans 40 clusters; point its
-        // second cluster back at the first.
+        // kernel8.img spans 40 clusters from the first cluster its root entry names (the
+        // root directory is cluster 2); point its second cluster back at the first.
+        let root = &bytes[*data as usize..*data as usize + 512];
+        let entry = root
+            .chunks_exact(32)
+            .find(|e| &e[..11] == b"KERNEL8 IMG")
+            .unwrap();
+        let first = u32::from(u16::from_le_bytes([entry[20], entry[21]])) << 16
+            | u32::from(u16::from_le_bytes([entry[26], entry[27]]));
+        let second = u64::from(first + 1);
         let mut patches = BTreeMap::new();
-        for (i, b) in 3u32.to_le_bytes().iter().enumerate() {
-            patches.insert(fat + 4 * 4 + i as u64, *b);
+        for (i, b) in first.to_le_bytes().iter().enumerate() {
+            patches.insert(fat + 4 * second + i as u64, *b);
         }
         let mut img = Patched {
             base: bytes,
@@ -781,7 +789,7 @@ mod tests {
         // A chain pointing past the last cluster.
         let mut patches = BTreeMap::new();
         for (i, b) in 0x0FFF_FFF0u32.to_le_bytes().iter().enumerate() {
-            patches.insert(fat + 4 * 4 + i as u64, *b);
+            patches.insert(fat + 4 * second + i as u64, *b);
         }
         let mut img = Patched {
             base: bytes,

@@ -1,6 +1,6 @@
 //! The FAT32 writer: plans the whole volume from the node list (names, entry counts,
-//! cluster runs), then writes it front to back — boot region, both FATs, then directories
-//! and files in walk order — streaming file contents from [`Contents`].
+//! cluster chains placed by [`layout`]), then writes it — boot region, both FATs, then
+//! each directory and file into its chain — streaming file contents from [`Contents`].
 
 // Sizes come from trees and options: no unchecked arithmetic (STYLE, disk formats).
 #![deny(clippy::arithmetic_side_effects)]
@@ -10,6 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use super::bpb::{self, BootFields, Geometry, SECTOR};
 use super::dir::{self, ShortEntry, ENTRY};
+use super::layout::{self, FatRun};
 use super::{name, time, FatError};
 use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
 use crate::formats::io::read_full;
@@ -86,7 +87,6 @@ pub fn write_fat32<W: Write + Seek>(
     let tree = Tree::build(nodes, fields.label != NO_LABEL)?;
     let cs = geo.cluster_size();
 
-    // Allocation: one contiguous run per directory and non-empty file, in walk order.
     // Clusters needed by each item, then their sum: entries ≤ 65 536 and sizes < 4 GiB
     // (checked in `Tree::build`), so only the sum of many files can grow large, and
     // it saturates rather than wraps, which `NoSpace` then reports.
@@ -111,21 +111,22 @@ pub fn write_fat32<W: Write + Seek>(
         what: "the cluster allocation",
     };
     let used = u32::try_from(used).map_err(|_| overflow())?;
-    let mut first_cluster = vec![0u32; tree.items.len()];
-    let mut runs: Vec<(u32, u64)> = Vec::new();
-    let mut next = geo.root_cluster;
-    for (first, &count) in first_cluster.iter_mut().zip(&counts) {
-        if count > 0 {
-            *first = next;
-            runs.push((next, count));
-            next = u32::try_from(count)
-                .ok()
-                .and_then(|c| next.checked_add(c))
-                .ok_or_else(overflow)?;
-        }
-    }
+    // The stable layout: where each chain goes depends on the set of paths and sizes.
+    let wants: Vec<layout::Want<'_>> = tree
+        .items
+        .iter()
+        .zip(&counts)
+        .map(|(item, &clusters)| layout::Want {
+            path: &item.node.path,
+            clusters,
+            dir: matches!(item.kind, Kind::Dir { .. }),
+        })
+        .collect();
+    let chains = layout::allocate(&geo, &wants)?;
+    let first_cluster: Vec<u32> = chains.iter().map(|c| c.first().map_or(0, |e| e.first)).collect();
+    let runs = layout::fat_runs(&chains, EOC);
     let free = geo.clusters.checked_sub(used).ok_or_else(overflow)?;
-    let next_free = if free == 0 { u32::MAX } else { next };
+    let next_free = layout::first_free(&runs, &geo).unwrap_or(u32::MAX);
 
     let mut sink = Sink::new(out)?;
 
@@ -158,15 +159,27 @@ pub fn write_fat32<W: Write + Seek>(
 
     let mut buf = vec![0u8; COPY_CHUNK];
     for (i, item) in tree.items.iter().enumerate() {
-        let off = geo.cluster_offset(first_cluster[i]);
+        let spans = chains[i]
+            .iter()
+            .map(|e| {
+                let len = u64::from(e.count).checked_mul(cs).ok_or_else(overflow)?;
+                Ok((geo.cluster_offset(e.first), len))
+            })
+            .collect::<Result<Vec<(u64, u64)>, FatError>>()?;
         match &item.kind {
             Kind::Dir { children, entries } => {
                 let bytes = encode_dir(&tree, i, children, *entries, &first_cluster, &fields, cs)?;
-                sink.write_at(off, &bytes)?;
+                let mut rest: &[u8] = &bytes;
+                for &(off, len) in &spans {
+                    let n = usize::try_from(len).map_err(|_| overflow())?.min(rest.len());
+                    let (now, later) = rest.split_at(n);
+                    sink.write_at(off, now)?;
+                    rest = later;
+                }
             }
             Kind::File { size, content } if *size > 0 => {
                 let mut reader = contents.open(content)?;
-                copy_file(&mut sink, off, &item.node.path, *size, &mut reader, &mut buf)?;
+                copy_file(&mut sink, &spans, &item.node.path, *size, &mut reader, &mut buf)?;
             }
             Kind::File { .. } => {}
         }
@@ -204,6 +217,9 @@ pub fn write_fat32<W: Write + Seek>(
         files,
     })
 }
+
+/// The FAT32 end-of-chain mark the writer uses.
+const EOC: u32 = 0x0FFF_FFFF;
 
 /// `BS_VolLab` of a volume without a label; it gets no label entry.
 const NO_LABEL: [u8; 11] = *b"NO NAME    ";
@@ -604,49 +620,51 @@ fn encode_dir(
 }
 
 /// Writes FAT number `index`: entries 0 and 1 (media byte, clean-shutdown bits), the
-/// chains of `runs` (each cluster points at the next, the last holds end-of-chain), then
-/// free (0) entries to the end of the FAT's sectors.
+/// chains of `runs` (sorted by cluster; each cluster points at the next, the last of a run
+/// at the run's `next`), and free (0) entries everywhere else, to the end of the FAT's
+/// sectors.
 fn write_fat<W: Write + Seek>(
     sink: &mut Sink<'_, W>,
     geo: &Geometry,
     index: u32,
-    runs: &[(u32, u64)],
+    runs: &[FatRun],
 ) -> Result<(), FatError> {
-    const EOC: u32 = 0x0FFF_FFFF;
     let overflow = || FatError::Overflow { what: "a FAT" };
     let start = geo.fat_offset(index);
     let total = geo.fat_bytes();
     // Bytes of this FAT written so far; ≤ its size, so start + written stays in the volume.
     let mut written = 0u64;
-    let flush = |sink: &mut Sink<'_, W>, written: &mut u64, bytes: &[u8]| -> Result<(), FatError> {
-        sink.write_at(start.checked_add(*written).ok_or_else(overflow)?, bytes)?;
-        *written = written.checked_add(bytes.len() as u64).ok_or_else(overflow)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK);
+    let mut push = |sink: &mut Sink<'_, W>, value: u32| -> Result<(), FatError> {
+        buf.extend_from_slice(&value.to_le_bytes());
+        if buf.len() >= COPY_CHUNK {
+            sink.write_at(start.checked_add(written).ok_or_else(overflow)?, &buf)?;
+            written = written.checked_add(buf.len() as u64).ok_or_else(overflow)?;
+            buf.clear();
+        }
         Ok(())
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK);
-    buf.extend_from_slice(&(0x0FFF_FF00 | u32::from(bpb::MEDIA_FIXED)).to_le_bytes());
-    buf.extend_from_slice(&EOC.to_le_bytes());
-    for &(first, count) in runs {
-        // Runs fit the volume, so first + count ≤ clusters + 2 < 2^28.
-        let last = u32::try_from(count)
-            .ok()
-            .and_then(|n| first.checked_add(n))
-            .and_then(|end| end.checked_sub(1))
-            .ok_or_else(overflow)?;
-        for c in first..=last {
-            let value = if c == last {
-                EOC
-            } else {
-                c.checked_add(1).ok_or_else(overflow)?
-            };
-            buf.extend_from_slice(&value.to_le_bytes());
-            if buf.len() >= COPY_CHUNK {
-                flush(sink, &mut written, &buf)?;
-                buf.clear();
-            }
+    push(sink, 0x0FFF_FF00 | u32::from(bpb::MEDIA_FIXED))?;
+    push(sink, EOC)?;
+    // The next cluster whose entry is due.
+    let mut at = 2u32;
+    for run in runs {
+        // Runs fit the volume and do not overlap, so first + count ≤ clusters + 2 < 2^28.
+        let end = run.first.checked_add(run.count).ok_or_else(overflow)?;
+        if run.first < at || run.count == 0 {
+            return Err(overflow());
         }
+        for _ in at..run.first {
+            push(sink, 0)?;
+        }
+        for c in run.first..end {
+            let next = c.checked_add(1).ok_or_else(overflow)?;
+            push(sink, if next == end { run.next } else { next })?;
+        }
+        at = end;
     }
-    flush(sink, &mut written, &buf)?;
+    sink.write_at(start.checked_add(written).ok_or_else(overflow)?, &buf)?;
+    written = written.checked_add(buf.len() as u64).ok_or_else(overflow)?;
     let zeros = vec![0u8; COPY_CHUNK];
     loop {
         let left = total.saturating_sub(written);
@@ -655,15 +673,17 @@ fn write_fat<W: Write + Seek>(
         }
         // ≤ COPY_CHUNK.
         let n = left.min(COPY_CHUNK as u64) as usize;
-        flush(sink, &mut written, &zeros[..n])?;
+        sink.write_at(start.checked_add(written).ok_or_else(overflow)?, &zeros[..n])?;
+        written = written.checked_add(n as u64).ok_or_else(overflow)?;
     }
     Ok(())
 }
 
-/// Copies exactly `size` bytes of a file to `off`, seeking over all-zero blocks.
+/// Copies exactly `size` bytes of a file into `spans` (offset, length) in order, seeking
+/// over all-zero blocks.
 fn copy_file<W: Write + Seek>(
     sink: &mut Sink<'_, W>,
-    off: u64,
+    spans: &[(u64, u64)],
     path: &str,
     size: u64,
     reader: &mut dyn Read,
@@ -674,41 +694,49 @@ fn copy_file<W: Write + Seek>(
     };
     // Bytes copied so far: `done` ≤ `size` < 4 GiB.
     let mut done = 0u64;
-    loop {
-        let left = size.saturating_sub(done);
-        if left == 0 {
-            break;
-        }
-        // ≤ buf.len().
-        let want = left.min(buf.len() as u64) as usize;
-        let n = read_full(reader, &mut buf[..want])?;
-        if n < want {
-            return Err(FatError::ContentTooShort {
-                path: path.to_owned(),
-                expected: size,
-                actual: done.saturating_add(n as u64),
-            });
-        }
-        let at = off.checked_add(done).ok_or_else(overflow)?;
-        // Write the runs of `ZERO_BLOCK`-sized blocks that are not all zero; seek over
-        // the others.
-        let mut run: Option<(usize, usize)> = None;
-        let mut within = 0usize;
-        for block in buf[..n].chunks(ZERO_BLOCK) {
-            let end = within.saturating_add(block.len());
-            if block.iter().all(|&b| b == 0) {
-                if let Some((from, to)) = run.take() {
-                    sink.write_at(at.saturating_add(from as u64), &buf[from..to])?;
-                }
-            } else {
-                run = Some((run.map_or(within, |(from, _)| from), end));
+    for &(off, len) in spans {
+        // Bytes of this span copied so far.
+        let mut within_span = 0u64;
+        loop {
+            let left = size.saturating_sub(done).min(len.saturating_sub(within_span));
+            if left == 0 {
+                break;
             }
-            within = end;
+            // ≤ buf.len().
+            let want = left.min(buf.len() as u64) as usize;
+            let n = read_full(reader, &mut buf[..want])?;
+            if n < want {
+                return Err(FatError::ContentTooShort {
+                    path: path.to_owned(),
+                    expected: size,
+                    actual: done.saturating_add(n as u64),
+                });
+            }
+            let at = off.checked_add(within_span).ok_or_else(overflow)?;
+            // Write the runs of `ZERO_BLOCK`-sized blocks that are not all zero; seek over
+            // the others.
+            let mut run: Option<(usize, usize)> = None;
+            let mut within = 0usize;
+            for block in buf[..n].chunks(ZERO_BLOCK) {
+                let end = within.saturating_add(block.len());
+                if block.iter().all(|&b| b == 0) {
+                    if let Some((from, to)) = run.take() {
+                        sink.write_at(at.saturating_add(from as u64), &buf[from..to])?;
+                    }
+                } else {
+                    run = Some((run.map_or(within, |(from, _)| from), end));
+                }
+                within = end;
+            }
+            if let Some((from, to)) = run {
+                sink.write_at(at.saturating_add(from as u64), &buf[from..to])?;
+            }
+            done = done.saturating_add(n as u64);
+            within_span = within_span.saturating_add(n as u64);
         }
-        if let Some((from, to)) = run {
-            sink.write_at(at.saturating_add(from as u64), &buf[from..to])?;
-        }
-        done = done.saturating_add(n as u64);
+    }
+    if done < size {
+        return Err(overflow());
     }
     let mut extra = [0u8; 1];
     if read_full(reader, &mut extra)? > 0 {
@@ -960,30 +988,31 @@ mod tests {
         assert_eq!(&bytes[root..root + 11], b"BOOT       ");
         assert_eq!(bytes[root + 11], dir::ATTR_VOLUME_ID);
         assert_eq!(&bytes[root + 32..root + 43], b"SUB        ");
-        // /SUB is cluster 3, /SUB/INNER cluster 4.
-        let sub = root + 512;
+        let cluster_at = |entry: usize| {
+            u32::from(u16::from_le_bytes([bytes[entry + 20], bytes[entry + 21]])) << 16
+                | u32::from(u16::from_le_bytes([bytes[entry + 26], bytes[entry + 27]]))
+        };
+        // 512-byte clusters; the layout puts /SUB and /SUB/INNER where it likes.
+        let at = |c: u32| root + (c as usize - 2) * 512;
+        let sub_cluster = cluster_at(root + 32);
+        let sub = at(sub_cluster);
         assert_eq!(&bytes[sub..sub + 11], b".          ");
-        assert_eq!(&bytes[sub + 26..sub + 28], &[3, 0]);
+        assert_eq!(cluster_at(sub), sub_cluster);
         assert_eq!(&bytes[sub + 32..sub + 43], b"..         ");
-        assert_eq!(
-            &bytes[sub + 58..sub + 60],
-            &[0, 0],
-            "`..` of a root child is cluster 0"
-        );
-        let inner = root + 1024;
-        assert_eq!(
-            &bytes[inner + 58..inner + 60],
-            &[3, 0],
-            "`..` of /SUB/INNER is /SUB"
-        );
-        // FSInfo: 3 clusters used.
+        assert_eq!(cluster_at(sub + 32), 0, "`..` of a root child is cluster 0");
+        assert_eq!(&bytes[sub + 64..sub + 75], b"INNER      ");
+        let inner = at(cluster_at(sub + 64));
+        assert_eq!(cluster_at(inner + 32), sub_cluster, "`..` of /SUB/INNER is /SUB");
+        // FSInfo: 3 clusters used, and the next free one is the lowest with a 0 entry.
         assert_eq!(
             u32::from_le_bytes(bytes[512 + 488..512 + 492].try_into().unwrap()),
             report.total_clusters - 3
         );
+        let fat = |c: usize| u32::from_le_bytes(bytes[32 * 512 + 4 * c..][..4].try_into().unwrap());
+        let lowest_free = (2..).find(|&c| fat(c) == 0).unwrap() as u32;
         assert_eq!(
             u32::from_le_bytes(bytes[512 + 492..512 + 496].try_into().unwrap()),
-            5
+            lowest_free
         );
         // The backup boot sector equals the boot sector.
         assert_eq!(bytes[..512], bytes[6 * 512..7 * 512]);

@@ -1,5 +1,5 @@
-//! Where the metadata of a new ext4 filesystem goes, and the forward-only allocator that
-//! places everything else.
+//! Where the metadata of a new ext4 filesystem goes, and the forward-only allocator for
+//! the blocks that depend on the size alone (the resize inode's block and the journal).
 //!
 //! Geometry follows what `mke2fs -t ext4` makes for 4 KiB blocks (kernel documentation,
 //! "ext4 Data Structures and Algorithms", §"Layout", §"Flexible Block Groups"):
@@ -13,10 +13,10 @@
 //! - Reserved GDT blocks: `mke2fs`'s rule — room for descriptors of a filesystem 1024 times
 //!   larger (capped at 2³² blocks and at 1024 blocks of reservation).
 //!
-//! After the metadata is placed the free space is a sorted list of runs, and every later
-//! allocation (journal, directories, files, extent leaves, xattr blocks) takes the next
-//! blocks in order. Allocation is therefore a pure function of the tree, and the set of used
-//! blocks is "metadata, plus every free block before the cursor".
+//! After the metadata is placed the free space is a sorted list of runs. The resize
+//! inode's block and the journal take the first free blocks in order, so they depend on
+//! the size alone; what is left is cut into 1 MiB bins for the tree's blocks
+//! (`stable.rs`).
 
 /// Block size in bytes (the writer supports only 4 KiB blocks).
 pub const BLOCK_SIZE: u64 = 4096;
@@ -319,28 +319,16 @@ impl Allocator {
         Some(out)
     }
 
-    /// Free blocks not yet handed out.
-    pub fn remaining(&self) -> u64 {
-        let mut n = 0;
+    /// The free runs `[start, end)` not yet handed out, ascending.
+    pub fn rest(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
         for (i, &(s, e)) in self.runs.iter().enumerate().skip(self.run) {
-            n += if i == self.run {
-                e - self.next.max(s)
-            } else {
-                e - s
-            };
-        }
-        n
-    }
-
-    /// Marks every block handed out so far in `used`.
-    pub fn mark_used(&self, used: &mut Bitset) {
-        for (i, &(s, e)) in self.runs.iter().enumerate() {
-            if i < self.run {
-                used.set_range(s, e);
-            } else if i == self.run {
-                used.set_range(s, self.next.min(e));
+            let s = if i == self.run { self.next.max(s) } else { s };
+            if s < e {
+                out.push((s, e));
             }
         }
+        out
     }
 }
 
@@ -392,7 +380,7 @@ mod tests {
         let g = Geometry::new(65536, 8192).unwrap();
         let mut a = Allocator::new(&g);
         let first = g.free_runs[0];
-        let total = a.remaining();
+        let total: u64 = a.rest().iter().map(|r| r.1 - r.0).sum();
         let runs = a.take(first.1 - first.0 + 10).unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(
@@ -403,7 +391,8 @@ mod tests {
             }
         );
         assert_eq!(runs[1].start, 32768 + 1 + 1 + 31);
-        assert_eq!(a.remaining(), total - (first.1 - first.0 + 10));
+        let left: u64 = a.rest().iter().map(|r| r.1 - r.0).sum();
+        assert_eq!(left, total - (first.1 - first.0 + 10));
         assert!(a.take(total).is_none());
     }
 }
