@@ -79,19 +79,7 @@ pub enum BmapError {
 /// Scans `image` from its start and writes its bmap to `out`.
 pub fn write_bmap<R: Read + Seek, W: Write>(image: &mut R, out: &mut W) -> Result<BmapReport, BmapError> {
     let (image_size, ranges) = scan(image)?;
-    let blocks = image_size.div_ceil(BMAP_BLOCK_SIZE);
-    let mapped_blocks = ranges.iter().map(|r| r.last - r.first + 1).sum();
-    let mut report = BmapReport {
-        image_size,
-        blocks,
-        mapped_blocks,
-        ranges,
-        file_sha256: [0; 32],
-    };
-    let text = render(&mut report);
-    out.write_all(text.as_bytes()).map_err(BmapError::Write)?;
-    out.flush().map_err(BmapError::Write)?;
-    Ok(report)
+    write_bmap_ranges(image_size, ranges, out)
 }
 
 /// The runs of non-zero blocks in one chunk of an image, numbered from the chunk's first

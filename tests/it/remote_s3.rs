@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use w4b_cache::{CacheError, Digest, NoRefs, Remote, S3Options, S3Remote, Store, StoreDir, CHUNK_SIZE};
 
-use crate::env::{copy_dir, TestEnv};
+use crate::env::{copy_dir, Build, TestEnv};
 use crate::fixture::{demo, steps, ALL_STEPS, MOTD};
 use crate::s3::{server, S3Server};
 
@@ -38,6 +38,18 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `env` builds the demo image through the remote cache at `url`, publishing records
+/// signed by `key`.
+fn publish(env: &TestEnv, url: &str, key: &Path) -> Build {
+    env.build(&[
+        "//images:demo",
+        "--remote-cache",
+        url,
+        "--remote-sign-key",
+        s(key),
+    ])
+}
+
 #[test]
 fn a_build_published_to_s3_serves_a_clean_cache_every_step() {
     let Some(s3) = server() else { return };
@@ -45,13 +57,7 @@ fn a_build_published_to_s3_serves_a_clean_cache_every_step() {
     let url = format!("s3://{bucket}/main");
     let env = with_s3(demo(), s3);
     let (key, _) = env.keygen("ci");
-    let b = env.build(&[
-        "//images:demo",
-        "--remote-cache",
-        &url,
-        "--remote-sign-key",
-        s(&key),
-    ]);
+    let b = publish(&env, &url, &key);
     assert!(b.ok(), "{}", b.stderr());
     assert!(!b.stderr().contains("warning"), "{}", b.stderr());
     let out = env.read(OUT);
@@ -64,13 +70,7 @@ fn a_build_published_to_s3_serves_a_clean_cache_every_step() {
     );
 
     let other = fresh(&env, "cache2");
-    let c = other.build(&[
-        "//images:demo",
-        "--remote-cache",
-        &url,
-        "--remote-sign-key",
-        s(&key),
-    ]);
+    let c = publish(&other, &url, &key);
     assert!(c.ok(), "{}", c.stderr());
     assert_eq!(c.ran(), Vec::<String>::new());
     assert_eq!(c.cached(), steps(&ALL_STEPS));
@@ -95,15 +95,7 @@ fn a_read_only_s3_remote_is_read_and_never_written() {
     let url = format!("s3://{bucket}/main");
     let env = with_s3(demo(), s3);
     let (key, public) = env.keygen("ci");
-    assert!(env
-        .build(&[
-            "//images:demo",
-            "--remote-cache",
-            &url,
-            "--remote-sign-key",
-            s(&key)
-        ])
-        .ok());
+    assert!(publish(&env, &url, &key).ok());
     let before = s3.keys(&bucket, "");
 
     // A hit (which would stamp `.used`) and a change (which would publish).
@@ -135,26 +127,12 @@ fn trust_namespaces_are_prefixes_and_signatures_still_decide() {
     let pr = format!("s3://{bucket}/pr");
     let env = with_s3(demo(), s3);
     let (ci, _) = env.keygen("ci");
-    assert!(env
-        .build(&[
-            "//images:demo",
-            "--remote-cache",
-            &main,
-            "--remote-sign-key",
-            s(&ci)
-        ])
-        .ok());
+    assert!(publish(&env, &main, &ci).ok());
 
     // Another prefix is another cache: nothing there.
     let pr_builder = fresh(&env, "cache-pr");
     let (pr_key, pr_public) = pr_builder.keygen("pr");
-    let b = pr_builder.build(&[
-        "//images:demo",
-        "--remote-cache",
-        &pr,
-        "--remote-sign-key",
-        s(&pr_key),
-    ]);
+    let b = publish(&pr_builder, &pr, &pr_key);
     assert!(b.ok(), "{}", b.stderr());
     assert_eq!(b.ran(), steps(&ALL_STEPS));
     assert!(s3
@@ -185,15 +163,7 @@ fn flipped_truncated_and_deleted_objects_are_quarantined_and_rebuilt() {
     let url = format!("s3://{bucket}/main");
     let env = with_s3(demo(), s3);
     let (key, _) = env.keygen("ci");
-    assert!(env
-        .build(&[
-            "//images:demo",
-            "--remote-cache",
-            &url,
-            "--remote-sign-key",
-            s(&key)
-        ])
-        .ok());
+    assert!(publish(&env, &url, &key).ok());
     let good = env.read(OUT);
 
     // Damage every blob the remote has: flip, truncate, delete in turn.
@@ -213,13 +183,7 @@ fn flipped_truncated_and_deleted_objects_are_quarantined_and_rebuilt() {
     }
 
     let other = fresh(&env, "cache2");
-    let b = other.build(&[
-        "//images:demo",
-        "--remote-cache",
-        &url,
-        "--remote-sign-key",
-        s(&key),
-    ]);
+    let b = publish(&other, &url, &key);
     assert!(b.ok(), "{}", b.stderr());
     assert_eq!(other.read(OUT), good, "never different bytes");
     assert!(!b.ran().is_empty(), "damaged outputs are rebuilt");
@@ -228,13 +192,7 @@ fn flipped_truncated_and_deleted_objects_are_quarantined_and_rebuilt() {
     // is clean and a third builder gets identical bytes.
     let _ = other.run(&["cache", "verify", "--remote", "--remote-cache", &url]);
     let third = fresh(&env, "cache3");
-    let c = third.build(&[
-        "//images:demo",
-        "--remote-cache",
-        &url,
-        "--remote-sign-key",
-        s(&key),
-    ]);
+    let c = publish(&third, &url, &key);
     assert!(c.ok(), "{}", c.stderr());
     assert_eq!(third.read(OUT), good);
     let v = third.run(&["cache", "verify", "--remote", "--remote-cache", &url]);
