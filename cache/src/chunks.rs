@@ -33,7 +33,8 @@
 
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::CacheError;
 use crate::Digest;
@@ -91,13 +92,26 @@ pub struct ChunkIndex {
     pub flat: FlatDigests,
 }
 
-/// The BLAKE3 of `len` zero bytes. The full-size one is computed once per process.
+/// The BLAKE3 of `len` zero bytes, computed once per length and process: readers ask it
+/// of every entry they serve, and a frame list has entries of many lengths.
 pub fn zero_digest(len: u32) -> Digest {
     static FULL: OnceLock<Digest> = OnceLock::new();
+    static OTHERS: Mutex<BTreeMap<u32, Digest>> = Mutex::new(BTreeMap::new());
     if len == CHUNK_SIZE {
         return *FULL.get_or_init(|| hash_zeros(CHUNK_SIZE));
     }
-    hash_zeros(len)
+    if let Some(d) = OTHERS.lock().ok().and_then(|m| m.get(&len).copied()) {
+        return d;
+    }
+    let d = hash_zeros(len);
+    if let Ok(mut m) = OTHERS.lock() {
+        // Bounded: an index has at most a few thousand distinct lengths.
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(len, d);
+    }
+    d
 }
 
 fn hash_zeros(len: u32) -> Digest {

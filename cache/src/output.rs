@@ -336,12 +336,12 @@ impl OutputReader {
         };
         let within = (pos - start) as usize;
         let n = buf.len().min(c.len as usize - within);
-        if c.is_zero() {
-            buf[..n].fill(0);
-            return Ok(n);
-        }
         let slot = match cache.iter().position(|(j, _)| *j == i) {
             Some(slot) => slot,
+            None if c.is_zero() => {
+                buf[..n].fill(0);
+                return Ok(n);
+            }
             None => {
                 let at = ChunkAt {
                     chunk: c.digest,
