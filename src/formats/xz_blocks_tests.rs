@@ -35,15 +35,7 @@ fn decode(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::oracle::run_ok as run;
 
 #[test]
 fn the_real_tools_read_assembled_blocks() {

@@ -48,15 +48,7 @@ fn seekable(data: &[u8], span: usize, level: i32) -> (Vec<u8>, usize) {
     (out, entries.len())
 }
 
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::oracle::run_ok as run;
 
 /// `zstd -l`'s frame and skippable-frame counts for `path`.
 fn zstd_list(path: &Path) -> (u64, u64) {

@@ -125,15 +125,7 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-fn sh(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::oracle::run_ok as sh;
 
 /// Writes the outputs as `--out` would and runs every oracle that applies to `ext`.
 fn judge(store: &AppStore, ran: &Outputs, disk: &[u8], ext: &str, frames: usize) {

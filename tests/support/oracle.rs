@@ -91,6 +91,18 @@ pub fn skipped(reason: &str) {
 }
 
 /// Returns from the calling test (or function returning `()`) when the tool is missing.
+/// Runs an oracle command and returns its output, failing the test (with the tool's
+/// standard error) when it does not start or exits unsuccessfully.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[allow(unused_macros)] // not every includer uses it
 macro_rules! require {
     ($($tool:expr),+ $(,)?) => {
