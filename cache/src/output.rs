@@ -247,6 +247,8 @@ enum Kind {
         starts: Vec<u64>,
         /// Most recently used first.
         cache: Vec<(usize, Vec<u8>)>,
+        /// With [`OutputReader::rereading_verified`]: which chunks were hashed once already.
+        verified: Option<Vec<bool>>,
     },
 }
 
@@ -277,6 +279,7 @@ impl OutputReader {
                     starts: idx.starts(),
                     idx,
                     cache: Vec::with_capacity(CACHED_CHUNKS),
+                    verified: None,
                 },
             ),
             None => {
@@ -292,6 +295,23 @@ impl OutputReader {
             pos: 0,
             kind,
         })
+    }
+
+    /// For readers that hop across far more chunks than the reader keeps (a filesystem
+    /// walk): each chunk is still hashed in full the first time it is loaded, but when it is
+    /// needed again after being evicted, only the bytes asked for are read from its file,
+    /// without hashing it again. What this gives up is noticing a chunk file that changes
+    /// *during* this reader's life; store files are content-addressed, read-only and never
+    /// rewritten, and a consumer that publishes the bytes reads them again verified.
+    ///
+    /// Measured on a 2 GiB disk (`validate`'s walk of both filesystems' metadata): 1,376
+    /// distinct chunks, loaded 10,629 times with the [`CACHED_CHUNKS`] kept; hashing each
+    /// load was most of the step's time.
+    pub fn rereading_verified(mut self) -> OutputReader {
+        if let Kind::Index { idx, verified, .. } = &mut self.kind {
+            *verified = Some(vec![false; idx.chunks.len()]);
+        }
+        self
     }
 
     /// The output's digest (the index name for a chunked output).
@@ -327,7 +347,13 @@ impl OutputReader {
     fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, CacheError> {
         let digest = self.digest;
         let (local, remote, pos) = (&self.local, self.remote.as_deref(), self.pos);
-        let Kind::Index { idx, starts, cache } = &mut self.kind else {
+        let Kind::Index {
+            idx,
+            starts,
+            cache,
+            verified,
+        } = &mut self.kind
+        else {
             return Ok(0);
         };
         let i = starts.partition_point(|&s| s <= pos).saturating_sub(1);
@@ -348,7 +374,14 @@ impl OutputReader {
                     position: i as u64,
                     offset: start,
                 };
+                if verified.as_ref().and_then(|v| v.get(i)) == Some(&true) {
+                    reread_chunk(local, &digest, &c, at, within as u64, &mut buf[..n])?;
+                    return Ok(n);
+                }
                 let bytes = load_chunk(local, remote, &digest, &c, at)?;
+                if let Some(flag) = verified.as_mut().and_then(|v| v.get_mut(i)) {
+                    *flag = true;
+                }
                 cache.insert(0, (i, bytes));
                 cache.truncate(CACHED_CHUNKS);
                 0
@@ -467,6 +500,30 @@ fn load_chunk(
         }),
         Err(e) => Err(e),
     }
+}
+
+/// Reads `buf.len()` bytes at `within` of chunk `c` (of index `index`), hashed whole by
+/// this reader before, from its local file without hashing it again; see
+/// [`OutputReader::rereading_verified`]. A file gone since (quarantined by another reader)
+/// is the output missing, as in [`load_chunk`].
+fn reread_chunk(
+    local: &StoreDir,
+    index: &Digest,
+    c: &ChunkRef,
+    at: ChunkAt,
+    within: u64,
+    buf: &mut [u8],
+) -> Result<(), CacheError> {
+    let file = local.open_raw(&c.digest).map_err(|e| match e {
+        CacheError::Missing { root, .. } => CacheError::Missing {
+            digest: *index,
+            root,
+            chunk: Some(Box::new(at)),
+        },
+        other => other,
+    })?;
+    file.read_exact_at(buf, within)
+        .map_err(io_err("read", local.blob_path(&c.digest)))
 }
 
 /// Copies output `reader` to `dest` through a temp file beside it, renamed into place
@@ -632,6 +689,48 @@ mod tests {
         // A short chunk before the last breaks the format.
         let bad = ChunkIndex::fixed(vec![zero, a]);
         assert!(matches!(dir.put_index(&bad), Err(CacheError::IndexFormat { .. })));
+    }
+
+    #[test]
+    fn a_rereading_reader_hashes_each_chunk_once_and_reads_only_what_is_asked_after() {
+        let (_t, dir) = store();
+        // Ten patterned chunks: more than the reader keeps.
+        let bytes: Vec<u8> = (0..10 * MIB)
+            .map(|i| (i % 253) as u8 ^ (i >> 20) as u8 | 1)
+            .collect();
+        let d = put_chunked(&dir, &bytes);
+        let idx = dir.index(&d).unwrap().unwrap();
+        let mut r = dir.open_output(&d).unwrap().rereading_verified();
+        let mut buf = [0u8; 100];
+        // Hop over every chunk twice: the second round re-reads evicted, verified chunks.
+        for round in 0..2 {
+            for k in (0..10).rev() {
+                let at = (k * MIB + 1000 * (round + 1)) as u64;
+                r.seek(SeekFrom::Start(at)).unwrap();
+                r.read_exact(&mut buf).unwrap();
+                assert_eq!(&buf[..], &bytes[at as usize..at as usize + 100]);
+            }
+        }
+        // What it gives up: a chunk file changed after its first hash is not noticed by
+        // this reader (chunk 9 was evicted long ago) ...
+        let victim = dir.blob_path(&idx.chunks[9].digest);
+        let mut changed = fs::read(&victim).unwrap();
+        changed[5] ^= 0x40;
+        let _ = fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        fs::write(&victim, &changed).unwrap();
+        r.seek(SeekFrom::Start(9 * MIB as u64)).unwrap();
+        r.read_exact(&mut buf[..10]).unwrap();
+        assert_eq!(buf[..10], changed[..10]);
+        // ... while a new reader hashes it and reports the output corrupt, naming the chunk.
+        let mut fresh = dir.open_output(&d).unwrap().rereading_verified();
+        fresh.seek(SeekFrom::Start(9 * MIB as u64)).unwrap();
+        let e = OutputReader::cache_error(fresh.read_exact(&mut buf).unwrap_err()).unwrap();
+        assert!(matches!(e, CacheError::Corrupt { expected, chunk: Some(_), .. } if expected == d));
+        // A verified chunk whose file is gone since is the output missing.
+        fs::remove_file(dir.blob_path(&idx.chunks[8].digest)).unwrap();
+        r.seek(SeekFrom::Start(8 * MIB as u64)).unwrap();
+        let e = OutputReader::cache_error(r.read_exact(&mut buf).unwrap_err()).unwrap();
+        assert!(matches!(e, CacheError::Missing { digest, chunk: Some(_), .. } if digest == d));
     }
 
     #[test]
