@@ -183,14 +183,6 @@ impl Store {
         self.read_through(d, |dir| dir.reader(d))
     }
 
-    /// Opens blob `d` for random access (filesystem readers seek), fetching it from the
-    /// remote first when it is not local. The bytes are **not** verified: a caller whose
-    /// result depends on them must check the digest itself before trusting a failure or
-    /// publishing a success (a full streaming read through [`Store::reader`] does).
-    pub fn open_unverified(&self, d: &Digest) -> Result<std::fs::File, CacheError> {
-        self.read_through(d, |dir| dir.open_raw(d))
-    }
-
     /// Copies output `d` to `dest`, verified; a chunked output is assembled.
     pub fn copy_to(&self, d: &Digest, dest: &Path) -> Result<(), CacheError> {
         if self.index(d)?.is_some() {
