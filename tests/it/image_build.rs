@@ -283,6 +283,71 @@ fn the_image_is_byte_identical_across_caches_directories_and_conditions() {
     assert!(stderr.contains("every output identical"), "{stderr}");
 }
 
+/// Regression for the disk read unverified by `validate`: a damaged chunk of the disk met
+/// while validating is the cache's fault, not the image's. The engine re-runs `disk`
+/// (and through it whatever wrote the chunk) and the image comes out byte-identical.
+#[test]
+fn a_corrupt_disk_chunk_met_by_validate_is_rebuilt_to_the_same_image() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    let first = env.build(&["//images:edge"]);
+    assert!(first.ok(), "{}", first.stderr());
+    let good = env.read("out/edge.img.zst");
+    let finished = |b: &crate::env::Build, step: &str| -> serde_json::Value {
+        b.events
+            .iter()
+            .find(|e| e["event"] == "step-finished" && e["step"] == format!("//images:edge#{step}"))
+            .unwrap_or_else(|| panic!("no #{step} in the events"))
+            .clone()
+    };
+    let disk = finished(&first, "disk")["outputs"]["disk"].clone();
+    let hex = disk["digest"].as_str().unwrap().to_owned();
+    let index = std::fs::read(env.cache.join("v1/indexes").join(&hex[..2]).join(&hex)).unwrap();
+    let chunks = w4b_cache::ChunkIndex::decode(&index).unwrap().chunks;
+
+    // Damage the chunk holding the partition table and the one holding the root
+    // filesystem's superblock: both are read by the checks.
+    let img = decompress(&env, "edge");
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk --json '{}'", img.display()))).unwrap();
+    let root_start = table["partitiontable"]["partitions"][1]["start"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    for position in [0, root_start / (1 << 20)] {
+        let chunk = chunks[position as usize].digest.to_string();
+        let path = env.cache.join("v1/blobs").join(&chunk[..2]).join(&chunk);
+        crate::robustness::flip_byte(&path);
+    }
+    // `validate` forgets its result (its record is gone), so it reads the disk again.
+    let key = finished(&first, "validate")["key"].as_str().unwrap().to_owned();
+    std::fs::remove_dir_all(env.cache.join("v1/records").join(&key[..2]).join(&key)).unwrap();
+    std::fs::remove_file(env.path("out/edge.img.zst")).unwrap();
+
+    let again = env.build(&["//images:edge"]);
+    assert!(again.ok(), "{}", again.stderr());
+    let ran = again.ran();
+    assert!(ran.contains(&"//images:edge#validate".to_owned()), "{ran:?}");
+    assert!(ran.contains(&"//images:edge#disk".to_owned()), "{ran:?}");
+    assert!(
+        again
+            .events
+            .iter()
+            .any(|e| e["event"] == "step-retrying" && e["step"] == "//images:edge#validate"),
+        "validate did not ask for its input to be repaired"
+    );
+    assert_eq!(finished(&again, "disk")["outputs"]["disk"], disk);
+    assert!(
+        env.read("out/edge.img.zst") == good,
+        "the repaired build's image differs"
+    );
+    // The repaired chunks are whole again: the store verifies clean.
+    let out = env.run(&["cache", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[test]
 fn an_arm64_base_for_a_32_bit_board_is_an_error_naming_both() {
     let server = TestServer::start();

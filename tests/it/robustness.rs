@@ -19,7 +19,7 @@ fn blobs(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-fn flip_byte(path: &std::path::Path) {
+pub(crate) fn flip_byte(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     let mut bytes = std::fs::read(path).unwrap();
     let mid = bytes.len() / 2;
