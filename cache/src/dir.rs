@@ -225,7 +225,8 @@ impl StoreDir {
 
     /// A temp file in the store's own filesystem for an output written with seeks (a
     /// sparse disk or filesystem image, whose zero runs stay holes), to be published with
-    /// [`adopt`](Self::adopt). Dropped unpublished, it is deleted.
+    /// [`adopt`](Self::adopt) (one blob) or [`adopt_chunked`](Self::adopt_chunked) (chunks
+    /// and an index). Dropped unpublished, it is deleted.
     pub fn scratch_file(&self) -> Result<NamedTempFile, CacheError> {
         self.tmp_file()
     }
