@@ -167,33 +167,53 @@ impl StoreDir {
     ///   [`ADOPT_BATCH`] chunks, so memory stays bounded whatever the file's size;
     /// - only chunks the store lacks are written (a present one is pinned, as by
     ///   [`put_chunk`](Self::put_chunk)), without an `fsync` each: one `syncfs(2)` makes
-    ///   them all durable before the index is published (fsynced, as every entry is).
+    ///   them all durable before the index is published (fsynced, as every entry is), and
+    ///   none is needed when every chunk was already stored.
     ///
-    /// The scratch file itself is never synced, only deleted.
+    /// The scratch file itself is never synced: it is deleted before the `syncfs`, so its
+    /// dirty pages (the whole image, on a fast rebuild still in the page cache) are dropped
+    /// rather than written back.
+    ///
+    /// Measured (release, a 1,773 MiB file holding 400 MiB of random data in 400 chunks,
+    /// 2 busy cores): with 4 chunks changed since the last adopt, 0.18–0.32 s against
+    /// 1.8–4.7 s for [`adopt`](Self::adopt); 0.8–1.6 s while the scratch file was still
+    /// linked during the `syncfs`. Cold, 0.9–2.6 s against 3.1–3.9 s.
     pub fn adopt_chunked(&self, tmp: NamedTempFile) -> Result<(Digest, u64), CacheError> {
         self.writable()?;
-        let file = tmp.as_file();
-        let len = file.metadata().map_err(io_err("read", tmp.path()))?.len();
-        let data = data_extents(file, len).map_err(io_err("read", tmp.path()))?;
-        let spans = chunk_spans(len, &data);
-        let chunks = self.with_deferred_sync(|| -> Result<Vec<ChunkRef>, CacheError> {
-            let mut chunks = Vec::with_capacity(spans.len());
-            for batch in spans.chunks(ADOPT_BATCH) {
-                chunks.extend(self.adopt_batch(file, tmp.path(), batch)?);
-            }
-            Ok(chunks)
-        })??;
+        let (len, chunks, written) = {
+            let (file, path) = (tmp.as_file(), tmp.path());
+            let len = file.metadata().map_err(io_err("read", path))?.len();
+            let data = data_extents(file, len).map_err(io_err("read", path))?;
+            let spans = chunk_spans(len, &data);
+            let (stored, outermost) = crate::dir::unsynced(|| -> Result<_, CacheError> {
+                let mut chunks = Vec::with_capacity(spans.len());
+                let mut written = 0usize;
+                for batch in spans.chunks(ADOPT_BATCH) {
+                    let (refs, n) = self.adopt_batch(file, path, batch)?;
+                    chunks.extend(refs);
+                    written += n;
+                }
+                Ok((chunks, written))
+            });
+            let (chunks, written) = stored?;
+            (len, chunks, written > 0 && outermost)
+        };
+        drop(tmp);
+        if written {
+            self.sync_filesystem()?;
+        }
         let name = self.put_index(&ChunkIndex::fixed(chunks))?;
         Ok((name, len))
     }
 
-    /// Hashes one batch of chunks in parallel and stores those the store lacks.
+    /// Hashes one batch of chunks in parallel and stores those the store lacks; returns
+    /// the batch's entries and how many chunks it wrote.
     fn adopt_batch(
         &self,
         file: &File,
         path: &Path,
         batch: &[ChunkSpan],
-    ) -> Result<Vec<ChunkRef>, CacheError> {
+    ) -> Result<(Vec<ChunkRef>, usize), CacheError> {
         use rayon::prelude::*;
         let hashed: Vec<(ChunkRef, Option<Vec<u8>>)> = batch
             .par_iter()
@@ -232,15 +252,17 @@ impl StoreDir {
             })?,
         };
         let mut out = Vec::with_capacity(hashed.len());
+        let mut written = 0;
         for (c, bytes) in hashed {
             if let Some(bytes) = bytes.filter(|_| !kept.contains(&c.digest)) {
                 let mut tmp = self.tmp_file()?;
                 tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
                 self.publish(tmp, &self.blob_path(&c.digest))?;
+                written += 1;
             }
             out.push(c);
         }
-        Ok(out)
+        Ok((out, written))
     }
 
     /// Opens output `d`, an index or a plain blob, for verified random access.
