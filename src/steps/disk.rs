@@ -301,7 +301,7 @@ impl Step for DiskStep {
             let reader = self
                 .store
                 .inner()
-                .reader(&blob.digest)
+                .open_output(&blob.digest)
                 .map_err(|_| StepError::InputUnavailable(blob.digest))?;
             f.seek(SeekFrom::Start(*offset)).map_err(write_err)?;
             let feed = Feed {

@@ -237,6 +237,53 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
     );
 }
 
+/// Freshness of the partition images as chunks: one file changed on the root partition
+/// makes `#rootfs.ext4` run and store only the few 1 MiB chunks the stable layout touched
+/// (its `fs` is a chunk index), while `#bootfs` (`mkfs-fat`) is cut off.
+#[test]
+fn a_one_file_change_stores_a_few_new_root_chunks_and_leaves_the_boot_fs_cached() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    let (root, boot) = ("//images:edge#rootfs.ext4", "//images:edge#bootfs");
+    let first = env.build(&["//images:edge"]);
+    assert!(first.ok(), "{}", first.stderr());
+    let store = w4b_cache::StoreDir::open(&env.cache).unwrap();
+    let index = |b: &crate::env::Build, step: &str| {
+        let d: w4b_cache::Digest = b.output(step, "fs").unwrap().parse().unwrap();
+        let idx = store.index(&d).unwrap();
+        idx.unwrap_or_else(|| panic!("`fs` of {step} is not a chunk index"))
+    };
+    let (old_root, old_boot) = (index(&first, root), index(&first, boot));
+    assert!(old_root.chunks.len() >= 16, "{} chunks", old_root.chunks.len());
+
+    env.write(
+        "defs/layers/hive.yaml",
+        &LAYER.replace("hive=edge", "hive=edge, changed"),
+    );
+    let one = env.build(&["//images:edge"]);
+    assert!(one.ok(), "{}", one.stderr());
+    assert!(one.ran().iter().any(|s| s == root), "{:?}", one.ran());
+    assert!(one.cached().iter().any(|s| s == boot), "{:?}", one.ran());
+    assert_eq!(index(&one, boot), old_boot);
+    let new_root = index(&one, root);
+    assert_eq!(new_root.chunks.len(), old_root.chunks.len());
+    let changed: Vec<usize> = (0..new_root.chunks.len())
+        .filter(|&i| new_root.chunks[i] != old_root.chunks[i])
+        .collect();
+    assert!(
+        (1..=6).contains(&changed.len()),
+        "a one-file change rewrote chunks {changed:?} of `#rootfs.ext4`"
+    );
+    // Every chunk but those is shared with the first build's image, and the new ones are
+    // stored (zero chunks never are).
+    for &i in &changed {
+        let c = new_root.chunks[i];
+        assert!(c.is_zero() || store.contains(&c.digest), "chunk {i}");
+    }
+}
+
 #[test]
 fn the_image_is_byte_identical_across_caches_directories_and_conditions() {
     let server = TestServer::start();
