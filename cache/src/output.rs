@@ -164,11 +164,13 @@ impl StoreDir {
     /// - holes (found with `SEEK_DATA`/`SEEK_HOLE`) become zero chunks without being read,
     ///   and a chunk read as all zeros is a zero chunk too; neither is ever stored;
     /// - the other chunks are read with `pread` and hashed on every core, in batches of
-    ///   [`ADOPT_BATCH`] chunks, so memory stays bounded whatever the file's size;
+    ///   `ADOPT_BATCH` (32) chunks, so memory stays bounded whatever the file's size;
     /// - only chunks the store lacks are written (a present one is pinned, as by
     ///   [`put_chunk`](Self::put_chunk)), without an `fsync` each: one `syncfs(2)` makes
     ///   them all durable before the index is published (fsynced, as every entry is), and
-    ///   none is needed when every chunk was already stored.
+    ///   none is needed when every chunk was already stored. Inside
+    ///   [`with_deferred_sync`](Self::with_deferred_sync) the chunks and the index are
+    ///   both left to that call's `syncfs`.
     ///
     /// The scratch file itself is never synced: it is deleted before the `syncfs`, so its
     /// dirty pages (the whole image, on a fast rebuild still in the page cache) are dropped
@@ -180,7 +182,7 @@ impl StoreDir {
     /// still linked during the `syncfs`. Cold, 0.8–2.6 s against 1.6–3.9 s.
     pub fn adopt_chunked(&self, tmp: NamedTempFile) -> Result<(Digest, u64), CacheError> {
         self.writable()?;
-        let (len, chunks, written) = {
+        let (len, chunks, must_sync) = {
             let (file, path) = (tmp.as_file(), tmp.path());
             let len = file.metadata().map_err(io_err("read", path))?.len();
             let data = data_extents(file, len).map_err(io_err("read", path))?;
@@ -199,7 +201,7 @@ impl StoreDir {
             (len, chunks, written > 0 && outermost)
         };
         drop(tmp);
-        if written {
+        if must_sync {
             self.sync_filesystem()?;
         }
         let name = self.put_index(&ChunkIndex::fixed(chunks))?;
