@@ -208,7 +208,7 @@ fn fstab_naming_a_missing_partuuid_fails_with_its_line() {
     let r = validate(&s, None);
     assert_eq!(
         failed(&r),
-        [("fstab".to_string(), Some("rootfs:/etc/fstab:3".to_string()))]
+        [("fstab".to_string(), Some("rootfs:/etc/fstab:2".to_string()))]
     );
     // `nofail` makes a missing device harmless.
     let mut s = good();
@@ -225,7 +225,7 @@ fn fstab_types_and_mount_points_must_match_the_partitions() {
     let r = validate(&s, None);
     assert_eq!(
         failed(&r),
-        [("fstab".to_string(), Some("rootfs:/etc/fstab:3".to_string()))]
+        [("fstab".to_string(), Some("rootfs:/etc/fstab:2".to_string()))]
     );
     // `/` from the boot partition, by label: wrong partition and wrong type.
     let mut s = good();
