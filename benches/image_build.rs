@@ -25,8 +25,19 @@
 //! (c) **Peak memory** of every timed w4b process: `/usr/bin/time -f %M` (max RSS from
 //!     `wait4`'s rusage) wraps it, reported in MiB next to the image size.
 //!
+//! (d) **The release level, and the remote.** `//images:bench19` is the same image at
+//!     `zstd -19`. Its warm-up builds it on a copy of (a)'s warm cache (only the compression
+//!     runs) publishing to an empty remote directory cache (`--remote-cache`, a key from
+//!     `w4b keygen`); each round changes the one file and rebuilds on fresh copies of both
+//!     caches. Baseline: `zstd -19 -T0` of the same disk, whole (decompressed untimed).
+//!     Reported: the ratio, the bytes published to the remote and the local cache growth
+//!     per rebuild as a share of the compressed image, and what the framing costs against
+//!     the one-frame `zstd -19`.
+//! (e) **Peak memory of a large image**: a cold build of `//images:bench4g` (the root
+//!     partition given 3 GiB of headroom, so the disk is above 4 GiB).
+//!
 //! (b) runs first and the cache of its last cold build is (a)'s warm cache (one cold build
-//! fewer: the longest thing here); `--only a` makes its own. Checks outside the timing:
+//! fewer: the longest thing here), then (d)'s; `--only a` makes its own. Checks outside the timing:
 //! the steps that ran (from `--message-format json`, whose per-step times and miss
 //! reasons are printed too), the new file read back with `debugfs` from both sides'
 //! images, the floor's byte count.
@@ -36,8 +47,8 @@
 //! by a process that exited (neither side `fsync`s what the other does not: w4b's store
 //! `fsync`s its records and blobs, the baselines `fsync` their final `.img.zst`).
 //!
-//! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b] [--no-mount] [--keep]`:
-//! default 3 rounds for (a) and 2 for (b) (`--runs N` sets both); `--no-mount` takes the
+//! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b|d|e[,…]] [--no-mount] [--keep]`:
+//! default 3 rounds for (a), 2 for (b), 1 for (d) (`--runs N` sets all three); `--no-mount` takes the
 //! non-root `debugfs` path as root too. Needs ~2.5 GiB under `target/tmp` for the base
 //! (kept between runs) and up to ~10 GiB of scratch in `$TMPDIR` at the peak of (a): the
 //! warm cache, one rebuild's additions, a baseline's copy of the disk (sizes printed).
@@ -61,6 +72,10 @@ const GIB: u64 = 1 << 30;
 const BASE_BUDGET: u64 = GIB;
 /// The image's zstd level, for w4b and the baselines alike.
 const LEVEL: u32 = 3;
+/// The release level of (d), for w4b and its baseline alike.
+const RELEASE_LEVEL: u32 = 19;
+/// (e)'s root headroom: with the base's ~1 GiB of files the disk ends above 4 GiB.
+const BIG_HEADROOM: &str = "3GiB";
 /// The file every (a) round changes, inside the image.
 const TARGET: &str = "/etc/w4b/bench.conf";
 
@@ -137,6 +152,24 @@ impl Bench {
                  output: {{compression: zstd, level: {LEVEL}}}\n"
             ),
         );
+        // (d): the same image at the release level.
+        write(
+            "defs/images/bench19.yaml",
+            &format!(
+                "kind: image\nboard: //boards:pi4\nbase: //bases:bench\nlayers: [//layers:bench]\n\
+                 output: {{compression: zstd, level: {RELEASE_LEVEL}}}\n"
+            ),
+        );
+        // (e): the root partition grown until the disk is at least 4 GiB.
+        write(
+            "defs/images/bench4g.yaml",
+            &format!(
+                "kind: image\nboard: //boards:pi4\nbase: //bases:bench\nlayers: [//layers:bench]\n\
+                 partitions: {{root: {{headroom: {}}}}}\n\
+                 output: {{compression: zstd, level: {LEVEL}}}\n",
+                BIG_HEADROOM
+            ),
+        );
         Bench {
             root,
             ws,
@@ -154,19 +187,31 @@ impl Bench {
     }
 
     fn image(&self) -> PathBuf {
-        self.out().join("bench.img.zst")
+        self.image_of("bench")
+    }
+
+    fn image_of(&self, name: &str) -> PathBuf {
+        self.out().join(format!("{name}.img.zst"))
     }
 
     /// `w4b build //images:bench` with `cache` as its cache directory, in the pinned
     /// environment of the other benches, under `/usr/bin/time -f %M`.
     fn build(&self, cache: &Path) -> Run {
+        self.build_with(cache, "bench", &[])
+    }
+
+    /// `w4b build //images:<name> <extra…>`, as [`Bench::build`].
+    fn build_with(&self, cache: &Path, name: &str, extra: &[&std::ffi::OsStr]) -> Run {
         let rss = self.scratch("maxrss");
         disk::remove(&rss);
         let mut cmd = Command::new("/usr/bin/time");
         cmd.args(["-f", "%M", "-o"])
             .arg(&rss)
             .arg(env!("CARGO_BIN_EXE_w4b"))
-            .args(["build", "//images:bench", "--message-format", "json"])
+            .arg("build")
+            .arg(format!("//images:{name}"))
+            .args(["--message-format", "json"])
+            .args(extra)
             .current_dir(&self.ws)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -226,7 +271,8 @@ impl Bench {
                 String::from_utf8_lossy(&out.stdout)
             )
         });
-        assert!(self.image().exists(), "w4b wrote no {}", self.image().display());
+        let image = self.image_of(name);
+        assert!(image.exists(), "w4b wrote no {}", image.display());
         Run {
             took,
             max_rss_kib,
@@ -519,6 +565,163 @@ fn row(table: &mut Table, name: &str, s: &Samples, base: Duration) {
     ]);
 }
 
+fn median_f64(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The decompressed size of a `.zst`, from its frame headers (`zstd -l`'s "Decompressed").
+fn raw_size(bench: &Bench, image: &Path) -> u64 {
+    let raw = bench.scratch("size.img");
+    disk::run(
+        Command::new("zstd")
+            .args(["-q", "-d", "-f"])
+            .arg(image)
+            .arg("-o")
+            .arg(&raw),
+    );
+    let n = fs::metadata(&raw).map_or(0, |m| m.len());
+    disk::remove(&raw);
+    n
+}
+
+/// (d): the image at the release level, with a remote directory cache. The warm-up builds
+/// `//images:bench19` on a copy of `warm` (only the compression runs: everything before it
+/// is the same as `//images:bench`'s) publishing to an empty remote; each round changes
+/// the one file, rebuilds on fresh copies of both caches, and is timed against a full
+/// `zstd -19 -T0` of the disk w4b built (decompressed outside the timing).
+fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
+    let key_base = bench.scratch("remote-key");
+    let out = disk::run(
+        Command::new(env!("CARGO_BIN_EXE_w4b"))
+            .arg("keygen")
+            .arg("--out")
+            .arg(&key_base)
+            .env("HOME", &bench.home),
+    );
+    assert!(out.status.success(), "w4b keygen failed");
+    let key = key_base.with_extension("key");
+    let remote = bench.scratch("remote-warm");
+    fs::create_dir_all(&remote).unwrap_or_else(|e| panic!("create {}: {e}", remote.display()));
+    let args = |remote: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "--remote-cache".into(),
+            remote.as_os_str().to_owned(),
+            "--remote-sign-key".into(),
+            key.as_os_str().to_owned(),
+        ]
+    };
+    let local = fresh_copy(warm, &bench.scratch("cache-d-warm"));
+    let a = args(&remote);
+    let refs: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let first = bench.build_with(&local, "bench19", &refs);
+    let remote_bytes = du(&remote);
+    println!(
+        "   (d) warm-up at zstd -{RELEASE_LEVEL}: {:.1} s ({} steps ran); remote holds {} MiB",
+        secs(first.took),
+        first.ran.len(),
+        thousands(remote_bytes / MIB)
+    );
+    let local_bytes = du(&local);
+    let src = bench.ws.join("defs/layers/files/bench.conf");
+    let raw = bench.scratch("d-disk.img");
+    let mut ours = Samples::default();
+    let mut theirs = Samples::default();
+    let (mut published, mut grown, mut image_bytes, mut full_bytes) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let mut timings = Vec::new();
+    for round in 0..runs {
+        let contents = format!("round=d{round}\nthe one file the (d) rounds change\n");
+        fs::write(&src, &contents).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
+        let cache = fresh_copy(&local, &bench.scratch("cache-d-round"));
+        let rem = fresh_copy(&remote, &bench.scratch("remote-round"));
+        let a = args(&rem);
+        let refs: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+        let run = bench.build_with(&cache, "bench19", &refs);
+        assert!(
+            ran_step(&run, "#compress") && !ran_step(&run, "#unpack"),
+            "(d) round {round}: {:?}",
+            run.ran
+        );
+        ours.push(run.took);
+        timings.push(run.timings.clone());
+        for n in &run.notes {
+            println!("   (d) round {round}: {n}");
+        }
+        let image = bench.image_of("bench19");
+        image_bytes = fs::metadata(&image).map_or(1, |m| m.len().max(1));
+        published.push(du(&rem).saturating_sub(remote_bytes));
+        grown.push(du(&cache).saturating_sub(local_bytes));
+        fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
+        fs::remove_dir_all(&rem).unwrap_or_else(|e| panic!("remove {}: {e}", rem.display()));
+        // The baseline: the same disk, compressed whole.
+        disk::run(
+            Command::new("zstd")
+                .args(["-q", "-d", "-f"])
+                .arg(&image)
+                .arg("-o")
+                .arg(&raw),
+        );
+        let full = bench.scratch("d-full.img.zst");
+        let start = Instant::now();
+        disk::run(
+            Command::new("zstd")
+                .args(["-q", "-f", &format!("-{RELEASE_LEVEL}"), "-T0"])
+                .arg(&raw)
+                .arg("-o")
+                .arg(&full),
+        );
+        disk::sync_path(&full);
+        theirs.push(start.elapsed());
+        full_bytes = fs::metadata(&full).map_or(0, |m| m.len());
+        disk::remove(&full);
+        disk::remove(&raw);
+    }
+    fs::remove_dir_all(&local).unwrap_or_else(|e| panic!("remove {}: {e}", local.display()));
+    fs::remove_dir_all(&remote).unwrap_or_else(|e| panic!("remove {}: {e}", remote.display()));
+    let b = theirs.median();
+    let mut table = Table::new(&[
+        "(d) one-file rebuild, release level",
+        "runs",
+        "median s",
+        "min s",
+        "max s",
+        "× full",
+    ]);
+    row(&mut table, &format!("w4b build, zstd -{RELEASE_LEVEL}"), &ours, b);
+    row(
+        &mut table,
+        &format!("zstd -{RELEASE_LEVEL} -T0, whole disk"),
+        &theirs,
+        b,
+    );
+    table.print();
+    step_table("(d) w4b steps, own time", &timings);
+    let pct = |v: &[u64]| {
+        let f: Vec<f64> = v.iter().map(|&x| x as f64 / image_bytes as f64).collect();
+        100.0 * median_f64(&f)
+    };
+    println!(
+        "   (d) image {} MiB (one zstd -{RELEASE_LEVEL} frame: {} MiB, framing costs {:.2} %); published to the remote per rebuild: {} MiB = {:.2} % of the image; local cache growth {} MiB = {:.2} %",
+        thousands(image_bytes / MIB),
+        thousands(full_bytes / MIB),
+        100.0 * (image_bytes as f64 / full_bytes.max(1) as f64 - 1.0),
+        thousands(published.iter().copied().max().unwrap_or(0) / MIB),
+        pct(&published),
+        thousands(grown.iter().copied().max().unwrap_or(0) / MIB),
+        pct(&grown)
+    );
+    println!();
+    format!(
+        "zstd -{RELEASE_LEVEL} one-file rebuild {:.2} s (ratio {:.3}× zstd -{RELEASE_LEVEL} -T0 {:.2} s; published {:.2} %, growth {:.2} % of the image)",
+        secs(ours.median()),
+        secs(ours.median()) / secs(b),
+        secs(b),
+        pct(&published),
+        pct(&grown)
+    )
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -539,13 +742,13 @@ fn main() {
         .windows(2)
         .find(|w| w[0] == "--only")
         .map(|w| w[1].clone());
-    let do_a = only.as_deref().is_none_or(|o| o == "a");
-    let do_b = only.as_deref().is_none_or(|o| o == "b");
+    let wants = |part: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == part));
+    let (do_a, do_b, do_d, do_e) = (wants("a"), wants("b"), wants("d"), wants("e"));
     let explicit = std::env::args().any(|a| a == "--runs");
-    let (runs_a, runs_b) = if explicit {
-        (support::runs(3), support::runs(2))
+    let (runs_a, runs_b, runs_d) = if explicit {
+        (support::runs(3), support::runs(2), support::runs(1))
     } else {
-        (3, 2)
+        (3, 2, 1)
     };
     // `--no-mount`: the non-root path (debugfs instead of a loop mount), as root too.
     let root = disk::is_root() && !support::flag("--no-mount");
@@ -562,6 +765,9 @@ fn main() {
              (a) one-file rebuild, warm cache, {runs_a} rounds: vs cp --sparse + {} + zstd -{LEVEL} -T{threads}\n\
              (b) cold build, empty cache, {runs_b} rounds: vs zstd -d + read/write copy + zstd -{LEVEL} -T{threads}\n\
              (c) peak RSS of every timed w4b process (/usr/bin/time -f %M)\n\
+             (d) one-file rebuild at zstd -{RELEASE_LEVEL}, warm cache and a remote directory cache, {runs_d} rounds:\n    \
+             vs zstd -{RELEASE_LEVEL} -T0 of the same disk; bytes published to the remote and cache growth vs the image\n\
+             (e) peak RSS of a cold build of a >= 4 GiB image (root headroom {BIG_HEADROOM})\n\
              rounds interleave w4b and its baseline, alternating which goes first",
             if root {
                 "mount -o loop,offset + write + umount"
@@ -663,7 +869,7 @@ fn main() {
             secs(b),
             rss_cell(&rss)
         ));
-        if !do_a {
+        if !do_a && !do_d {
             if let Some(c) = warm_cache.take() {
                 fs::remove_dir_all(&c).unwrap_or_else(|e| panic!("remove {}: {e}", c.display()));
             }
@@ -705,6 +911,7 @@ fn main() {
         let src = bench.ws.join("defs/layers/files/bench.conf");
         let warm_bytes = du(&warm);
         let round_bytes = std::cell::Cell::new(0);
+        let growth = std::cell::RefCell::new(Vec::new());
         for round in 0..runs_a {
             let contents = format!("round={round}\nthe one file the (a) rounds change\n");
             let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
@@ -731,9 +938,14 @@ fn main() {
                 for n in &run.notes {
                     println!("   (a) round {round}: {n}");
                 }
+                let grew = round_bytes.get().saturating_sub(warm_bytes);
+                let image = fs::metadata(bench.image()).map_or(1, |m| m.len().max(1));
+                growth.borrow_mut().push(grew as f64 / image as f64);
                 println!(
-                    "   (a) round {round}: cache grew {} MiB",
-                    thousands(round_bytes.get().saturating_sub(warm_bytes) / MIB)
+                    "   (a) round {round}: cache grew {} MiB = {:.1} % of the {} MiB image",
+                    thousands(grew / MIB),
+                    100.0 * grew as f64 / image as f64,
+                    thousands(image / MIB)
                 );
                 w4b.push(run.took);
                 rss.push(run.max_rss_kib);
@@ -803,12 +1015,56 @@ classic_t.image_bytes / MIB
         println!();
         let ratio = secs(w4b.median()) / secs(b);
         results.push(format!(
-            "one-file rebuild {:.2} s (ratio {ratio:.2}× classic flow {:.2} s, peak RSS {} MiB)",
+            "one-file rebuild {:.2} s (ratio {ratio:.2}× classic flow {:.2} s, peak RSS {} MiB, cache growth {:.1} % of the image)",
             secs(w4b.median()),
             secs(b),
-            rss_cell(&rss)
+            rss_cell(&rss),
+            100.0 * median_f64(&growth.borrow())
         ));
+        if do_d {
+            warm_cache = Some(warm);
+        } else {
+            fs::remove_dir_all(&warm).unwrap_or_else(|e| panic!("remove {}: {e}", warm.display()));
+        }
+    }
+
+    if do_d {
+        let warm = warm_cache.take().unwrap_or_else(|| {
+            let c = bench.scratch("cache-warm");
+            let cold = bench.build(&c);
+            println!(
+                "   (d) warm-up: cold build {:.1} s ({} steps)",
+                secs(cold.took),
+                cold.steps
+            );
+            c
+        });
+        results.push(release_level(&bench, &warm, runs_d));
         fs::remove_dir_all(&warm).unwrap_or_else(|e| panic!("remove {}: {e}", warm.display()));
+    }
+
+    if do_e {
+        let cache = bench.scratch("cache-e");
+        let run = bench.build_with(&cache, "bench4g", &[]);
+        let image = bench.image_of("bench4g");
+        let raw = raw_size(&bench, &image);
+        assert!(raw >= 4 * GIB, "(e) built a {raw}-byte disk, not >= 4 GiB");
+        println!(
+            "   (e) cold build of a {} MiB disk ({} MiB as zstd -{LEVEL}): {:.1} s, peak RSS {:.0} MiB",
+            thousands(raw / MIB),
+            thousands(fs::metadata(&image).map_or(0, |m| m.len()) / MIB),
+            secs(run.took),
+            mib(run.max_rss_kib)
+        );
+        step_table("(e) w4b steps, own time", std::slice::from_ref(&run.timings));
+        println!();
+        results.push(format!(
+            "peak RSS {:.0} MiB building a {:.1} GiB image",
+            mib(run.max_rss_kib),
+            raw as f64 / GIB as f64
+        ));
+        fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
+        disk::remove(&image);
     }
 
     if support::flag("--keep") {

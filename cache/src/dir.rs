@@ -34,6 +34,21 @@ thread_local! {
     static DEFER_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Runs `f` with this thread's publications unsynced; also says whether this was the
+/// outermost such call, whose caller owes the [`StoreDir::sync_filesystem`] (an inner
+/// one leaves it to the outer).
+pub(crate) fn unsynced<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEFER_SYNC.with(|d| d.set(self.0));
+        }
+    }
+    let previous = DEFER_SYNC.with(|d| d.replace(true));
+    let _reset = Reset(previous);
+    (f(), !previous)
+}
+
 #[derive(Clone, Debug)]
 pub struct StoreDir {
     root: PathBuf,
@@ -225,7 +240,8 @@ impl StoreDir {
 
     /// A temp file in the store's own filesystem for an output written with seeks (a
     /// sparse disk or filesystem image, whose zero runs stay holes), to be published with
-    /// [`adopt`](Self::adopt). Dropped unpublished, it is deleted.
+    /// [`adopt`](Self::adopt) (one blob) or [`adopt_chunked`](Self::adopt_chunked) (chunks
+    /// and an index). Dropped unpublished, it is deleted.
     pub fn scratch_file(&self) -> Result<NamedTempFile, CacheError> {
         self.tmp_file()
     }
@@ -254,23 +270,19 @@ impl StoreDir {
     /// one `fsync` per blob. The guarantee is the same — every blob is durable before the
     /// step returns, so before any record can name it — and a failure to sync is an error.
     pub fn with_deferred_sync<T>(&self, f: impl FnOnce() -> T) -> Result<T, CacheError> {
-        struct Reset(bool);
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                DEFER_SYNC.with(|d| d.set(self.0));
-            }
-        }
-        let previous = DEFER_SYNC.with(|d| d.replace(true));
-        let out = {
-            let _reset = Reset(previous);
-            f()
-        };
-        if !previous {
-            let blobs = self.sub("blobs");
-            let dir = fs::File::open(&blobs).map_err(io_err("open", &blobs))?;
-            rustix::fs::syncfs(&dir).map_err(|e| io_err("sync the filesystem of", &blobs)(e.into()))?;
+        let (out, outermost) = unsynced(f);
+        if outermost {
+            self.sync_filesystem()?;
         }
         Ok(out)
+    }
+
+    /// `syncfs(2)` of the store's filesystem: every entry published unsynced (see
+    /// [`unsynced`]) is durable when it returns.
+    pub(crate) fn sync_filesystem(&self) -> Result<(), CacheError> {
+        let blobs = self.sub("blobs");
+        let dir = fs::File::open(&blobs).map_err(io_err("open", &blobs))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io_err("sync the filesystem of", &blobs)(e.into()))
     }
 
     /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.

@@ -26,7 +26,8 @@
 //!   verification, and publish that uploads blobs before the record. Remote records may
 //!   carry a [`RecordSignature`]; the caller of a look-up picks the one it trusts.
 //! - Chunked outputs: [`StoreDir::chunked_writer`] stores a stream as 1 MiB chunks and an
-//!   index; [`OutputReader`] reads any output with verified random access.
+//!   index, [`StoreDir::adopt_chunked`] a finished sparse file (a filesystem image);
+//!   [`OutputReader`] reads any output with verified random access.
 //! - [`Memo`]s remember sub-step results (the chunk a recipe renders to); a memo hits
 //!   only while its value is present and keeps nothing alive.
 //! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,

@@ -1,5 +1,6 @@
-//! Chunked outputs in a store directory: storing chunks and indexes, writing a stream as
-//! chunks, and reading any output (plain blob or index) with verified random access.
+//! Chunked outputs in a store directory: storing chunks and indexes, writing a stream or
+//! adopting a finished sparse scratch file as chunks, and reading any output (plain blob
+//! or index) with verified random access.
 //!
 //! The format lives in [`crate::chunks`]; this module owns the files. Indexes are
 //! published like blobs (temp file, `link(2)`, never overwritten) under
@@ -12,6 +13,9 @@
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use tempfile::NamedTempFile;
 
 use crate::chunks::{name_of, ChunkIndex, ChunkRef, FlatDigests, CHUNK_SIZE};
 use crate::dir::StoreDir;
@@ -150,10 +154,191 @@ impl StoreDir {
         })
     }
 
+    /// Publishes a finished scratch file ([`scratch_file`](Self::scratch_file)), possibly
+    /// sparse, as a chunked output: cut into [`CHUNK_SIZE`] chunks aligned to its start,
+    /// stored as chunk blobs and an index. Returns the index's name and the logical length
+    /// — the same name [`chunked_writer`](Self::chunked_writer) gives the same bytes.
+    ///
+    /// For a filesystem image whose layout keeps a change local, a rebuild then costs the
+    /// chunks that changed, not the image:
+    /// - holes (found with `SEEK_DATA`/`SEEK_HOLE`) become zero chunks without being read,
+    ///   and a chunk read as all zeros is a zero chunk too; neither is ever stored;
+    /// - the other chunks are read with `pread` and hashed on every core, in batches of
+    ///   `ADOPT_BATCH` (32) chunks, so memory stays bounded whatever the file's size;
+    /// - only chunks the store lacks are written (a present one is pinned, as by
+    ///   [`put_chunk`](Self::put_chunk)), without an `fsync` each: one `syncfs(2)` makes
+    ///   them all durable before the index is published (fsynced, as every entry is), and
+    ///   none is needed when every chunk was already stored. Inside
+    ///   [`with_deferred_sync`](Self::with_deferred_sync) the chunks and the index are
+    ///   both left to that call's `syncfs`.
+    ///
+    /// The scratch file itself is never synced: it is deleted before the `syncfs`, so its
+    /// dirty pages (the whole image, on a fast rebuild still in the page cache) are dropped
+    /// rather than written back.
+    ///
+    /// Measured (release, a 1,773 MiB file holding 400 MiB of random data in 400 chunks,
+    /// 2 busy cores, 5 rounds): with 4 chunks changed since the last adopt, 0.18–0.38 s
+    /// against 1.5–4.7 s for [`adopt`](Self::adopt); 0.8–1.6 s while the scratch file was
+    /// still linked during the `syncfs`. Cold, 0.8–2.6 s against 1.6–3.9 s.
+    pub fn adopt_chunked(&self, tmp: NamedTempFile) -> Result<(Digest, u64), CacheError> {
+        self.writable()?;
+        let (len, chunks, must_sync) = {
+            let (file, path) = (tmp.as_file(), tmp.path());
+            let len = file.metadata().map_err(io_err("read", path))?.len();
+            let data = data_extents(file, len).map_err(io_err("read", path))?;
+            let spans = chunk_spans(len, &data);
+            let (stored, outermost) = crate::dir::unsynced(|| -> Result<_, CacheError> {
+                let mut chunks = Vec::with_capacity(spans.len());
+                let mut written = 0usize;
+                for batch in spans.chunks(ADOPT_BATCH) {
+                    let (refs, n) = self.adopt_batch(file, path, batch)?;
+                    chunks.extend(refs);
+                    written += n;
+                }
+                Ok((chunks, written))
+            });
+            let (chunks, written) = stored?;
+            (len, chunks, written > 0 && outermost)
+        };
+        drop(tmp);
+        if must_sync {
+            self.sync_filesystem()?;
+        }
+        let name = self.put_index(&ChunkIndex::fixed(chunks))?;
+        Ok((name, len))
+    }
+
+    /// Hashes one batch of chunks in parallel and stores those the store lacks; returns
+    /// the batch's entries and how many chunks it wrote.
+    fn adopt_batch(
+        &self,
+        file: &File,
+        path: &Path,
+        batch: &[ChunkSpan],
+    ) -> Result<(Vec<ChunkRef>, usize), CacheError> {
+        use rayon::prelude::*;
+        let hashed: Vec<(ChunkRef, Option<Vec<u8>>)> = batch
+            .par_iter()
+            .map(|span| -> io::Result<(ChunkRef, Option<Vec<u8>>)> {
+                let zero = ChunkRef {
+                    digest: crate::zero_digest(span.len),
+                    len: span.len,
+                };
+                if !span.data {
+                    return Ok((zero, None));
+                }
+                let mut buf = vec![0u8; span.len as usize];
+                file.read_exact_at(&mut buf, span.start)?;
+                let c = ChunkRef {
+                    digest: Digest::of(&buf),
+                    len: span.len,
+                };
+                // Written zeros: named by their digest, as a hole is (comparing digests
+                // costs nothing more, where a byte scan is slow in unoptimised builds).
+                match c == zero {
+                    true => Ok((zero, None)),
+                    false => Ok((c, Some(buf))),
+                }
+            })
+            .collect::<io::Result<_>>()
+            .map_err(io_err("read", path))?;
+        // One pin (and one lock) for every chunk of the batch that is already stored.
+        let stored: Vec<Digest> = hashed
+            .iter()
+            .filter(|(_, bytes)| bytes.is_some())
+            .map(|(c, _)| c.digest)
+            .filter(|d| self.contains(d))
+            .collect();
+        let kept: Vec<Digest> = match stored.is_empty() {
+            true => Vec::new(),
+            false => self.pinned(&stored, || {
+                stored.iter().copied().filter(|d| self.contains(d)).collect()
+            })?,
+        };
+        let mut out = Vec::with_capacity(hashed.len());
+        let mut written = 0;
+        for (c, bytes) in hashed {
+            if let Some(bytes) = bytes.filter(|_| !kept.contains(&c.digest)) {
+                let mut tmp = self.tmp_file()?;
+                tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
+                self.publish(tmp, &self.blob_path(&c.digest))?;
+                written += 1;
+            }
+            out.push(c);
+        }
+        Ok((out, written))
+    }
+
     /// Opens output `d`, an index or a plain blob, for verified random access.
     pub fn open_output(&self, d: &Digest) -> Result<OutputReader, CacheError> {
         OutputReader::open(self.clone(), None, d)
     }
+}
+
+/// Chunks [`StoreDir::adopt_chunked`] reads, hashes and holds at once: 32 MiB of buffers at
+/// most, whatever the file's size, and enough work per batch for every core.
+const ADOPT_BATCH: usize = 32;
+
+/// One chunk of a scratch file: where it starts, its length, and whether any of it is
+/// data rather than a hole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkSpan {
+    start: u64,
+    len: u32,
+    data: bool,
+}
+
+/// The data extents of `file` (`[start, end)`, ascending), found with `SEEK_DATA` and
+/// `SEEK_HOLE`. A filesystem that cannot tell holes from data is all data.
+fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom as At};
+    use rustix::io::Errno;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let start = match seek(file, At::Data(at)) {
+            Ok(s) => s,
+            // Only holes from `at` to the end.
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL | Errno::OPNOTSUPP) if at == 0 => return Ok(vec![(0, len)]),
+            Err(e) => return Err(e.into()),
+        };
+        if start >= len {
+            break;
+        }
+        let end = seek(file, At::Hole(start))?.min(len);
+        if end <= start {
+            // Not a hole after all: read the rest rather than loop.
+            out.push((start, len));
+            break;
+        }
+        out.push((start, end));
+        at = end;
+    }
+    Ok(out)
+}
+
+/// A file of `len` bytes cut into [`CHUNK_SIZE`] spans from offset 0, each marked by
+/// whether it overlaps one of the ascending `data` extents.
+fn chunk_spans(len: u64, data: &[(u64, u64)]) -> Vec<ChunkSpan> {
+    let size = u64::from(CHUNK_SIZE);
+    let mut spans = Vec::with_capacity(usize::try_from(len.div_ceil(size)).unwrap_or(0));
+    let mut next = 0;
+    let mut start = 0;
+    while start < len {
+        let end = start.saturating_add(size).min(len);
+        while data.get(next).is_some_and(|&(_, e)| e <= start) {
+            next += 1;
+        }
+        spans.push(ChunkSpan {
+            start,
+            // At most `CHUNK_SIZE`, a `u32`.
+            len: (end - start) as u32,
+            data: data.get(next).is_some_and(|&(s, _)| s < end),
+        });
+        start = end;
+    }
+    spans
 }
 
 /// Streams an output into the store as chunks of [`CHUNK_SIZE`], aligned to its start.
@@ -659,6 +844,133 @@ mod tests {
         let (e, len) = dir.chunked_writer().unwrap().commit().unwrap();
         assert_eq!(len, 0);
         assert!(read_all(&mut dir.open_output(&e).unwrap()).unwrap().is_empty());
+    }
+
+    /// 8 MiB + 12,345 bytes as a mkfs writer leaves it: data, a hole, written zeros, a
+    /// chunk half hole and half data, three chunks of hole, data, and a short data tail.
+    /// Returns the scratch file and its flat bytes.
+    fn sparse_scratch(dir: &StoreDir) -> (NamedTempFile, Vec<u8>) {
+        let len = 8 * MIB + 12_345;
+        let mut flat = vec![0u8; len];
+        let pattern =
+            |at: usize, n: usize| -> Vec<u8> { (at..at + n).map(|i| (i % 251) as u8 | 1).collect() };
+        let tmp = dir.scratch_file().unwrap();
+        let f = tmp.as_file();
+        f.set_len(len as u64).unwrap();
+        for (at, n) in [
+            (0, MIB),
+            (3 * MIB + MIB / 2, MIB / 2),
+            (7 * MIB, MIB),
+            (8 * MIB, 12_345),
+        ] {
+            let bytes = pattern(at, n);
+            f.write_all_at(&bytes, at as u64).unwrap();
+            flat[at..at + n].copy_from_slice(&bytes);
+        }
+        f.write_all_at(&vec![0u8; MIB], 2 * MIB as u64).unwrap();
+        (tmp, flat)
+    }
+
+    #[test]
+    fn an_adopted_sparse_file_round_trips_as_chunks_with_zero_chunks_unstored() {
+        let (_t, dir) = store();
+        let (tmp, flat) = sparse_scratch(&dir);
+        let data = data_extents(tmp.as_file(), flat.len() as u64).unwrap();
+        // Every data byte lies in an extent (holes are an optimisation the filesystem may
+        // decline, never a loss).
+        for (i, _) in flat.iter().enumerate().filter(|(_, b)| **b != 0).step_by(4099) {
+            assert!(
+                data.iter().any(|&(s, e)| s <= i as u64 && (i as u64) < e),
+                "{i}: {data:?}"
+            );
+        }
+        // Holes are found (every filesystem a store lives on reports them), so the hole
+        // chunks are never read.
+        let (hole_start, hole_end) = (4 * MIB as u64, 7 * MIB as u64);
+        assert!(
+            data.iter().all(|&(s, e)| e <= hole_start || s >= hole_end),
+            "{data:?}"
+        );
+        let scratch_path = tmp.path().to_owned();
+
+        let before = dir.published_bytes();
+        let (d, len) = dir.adopt_chunked(tmp).unwrap();
+        assert_eq!(len, flat.len() as u64);
+        assert!(!scratch_path.exists(), "the scratch file is deleted");
+        let idx = dir.index(&d).unwrap().unwrap();
+        let zeros: Vec<bool> = idx.chunks.iter().map(ChunkRef::is_zero).collect();
+        assert_eq!(zeros, [false, true, true, false, true, true, true, false, false]);
+        assert_eq!(idx.chunks[8].len, 12_345, "a short tail");
+        assert!(idx
+            .chunks
+            .iter()
+            .filter(|c| c.is_zero())
+            .all(|c| !dir.contains(&c.digest)));
+        assert_eq!(dir.stats().unwrap().blobs, 4, "only the data chunks are stored");
+        let idx_len = fs::metadata(dir.index_path(&d)).unwrap().len();
+        assert_eq!(
+            dir.published_bytes() - before,
+            (3 * MIB + 12_345) as u64 + idx_len,
+            "counted for the usage counters"
+        );
+        assert_eq!(read_all(&mut dir.open_output(&d).unwrap()).unwrap(), flat);
+
+        // The same bytes as a stream: the same name.
+        let mut w = dir.chunked_writer().unwrap();
+        w.write_all(&flat).unwrap();
+        assert_eq!(w.commit().unwrap(), (d, flat.len() as u64));
+
+        // Adopted again under a build's lease: nothing new is stored or counted, and the
+        // chunks it names were pinned before being relied on.
+        let lease = dir.lease().unwrap();
+        let before = dir.published_bytes();
+        let (tmp, _) = sparse_scratch(&dir);
+        assert_eq!(dir.adopt_chunked(tmp).unwrap(), (d, flat.len() as u64));
+        assert_eq!(dir.published_bytes(), before);
+        assert_eq!(dir.stats().unwrap().blobs, 4);
+        let pins = dir.scan_leases(false).unwrap().pins;
+        assert!(
+            idx.chunks
+                .iter()
+                .filter(|c| !c.is_zero())
+                .all(|c| pins.contains(&c.digest)),
+            "{pins:?}"
+        );
+        lease.finish().unwrap();
+        assert!(
+            fs::read_dir(dir.sub("tmp")).unwrap().next().is_none(),
+            "no temp files left"
+        );
+    }
+
+    #[test]
+    fn an_adopted_empty_file_is_the_empty_index() {
+        let (_t, dir) = store();
+        let (d, len) = dir.adopt_chunked(dir.scratch_file().unwrap()).unwrap();
+        assert_eq!(len, 0);
+        assert_eq!(dir.chunked_writer().unwrap().commit().unwrap(), (d, 0));
+        assert!(read_all(&mut dir.open_output(&d).unwrap()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn chunk_spans_mark_what_overlaps_data() {
+        let m = u64::from(CHUNK_SIZE);
+        let spans = chunk_spans(
+            3 * m + 1,
+            &[(m - 1, m), (2 * m + 5, 2 * m + 6), (3 * m, 3 * m + 1)],
+        );
+        let got: Vec<(u64, u32, bool)> = spans.iter().map(|s| (s.start, s.len, s.data)).collect();
+        assert_eq!(
+            got,
+            [
+                (0, CHUNK_SIZE, true),
+                (m, CHUNK_SIZE, false),
+                (2 * m, CHUNK_SIZE, true),
+                (3 * m, 1, true)
+            ]
+        );
+        assert!(chunk_spans(0, &[]).is_empty());
+        assert!(chunk_spans(m, &[]).iter().all(|s| !s.data));
     }
 
     #[test]

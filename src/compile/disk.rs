@@ -113,6 +113,7 @@ impl Compiler<'_> {
             span_chunks: codec.default_span_chunks(),
             file_name: out_name.to_owned(),
             file_name_location: Some(t.label.to_string()),
+            verify_memos: self.verify_memos,
         });
         let def = format!("compress {} {out_name}", codec.key());
         // `validate` is an input so that nothing unchecked is ever compressed or exported.

@@ -86,6 +86,8 @@ pub(super) struct Compiler<'a> {
     netrc: Option<(std::path::PathBuf, bool)>,
     /// `w4b.lock`, read with the first image that installs packages.
     lockfile: Option<Arc<(crate::lockfile::Lockfile, String)>>,
+    /// `W4B_VERIFY_MEMOS`: steps re-render their memo hits and fail on a difference.
+    verify_memos: bool,
 }
 
 /// The real path of the workspace path `rel`, which must not lead out of the workspace
@@ -134,6 +136,9 @@ impl<'a> Compiler<'a> {
             lockfile: None,
             netrc: netrc_of(env),
             download_server: download_server_of(env),
+            verify_memos: env
+                .get("W4B_VERIFY_MEMOS")
+                .is_some_and(|v| !v.is_empty() && v != "0"),
         };
         Ok((loader, c))
     }

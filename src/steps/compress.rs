@@ -191,6 +191,9 @@ pub struct CompressStep {
     /// The image's file name in `--out` (`north.img.zst`), for the `sha256` line.
     pub file_name: String,
     pub file_name_location: Option<String>,
+    /// `W4B_VERIFY_MEMOS`: re-render every frame and block-map memo hit and fail on a
+    /// difference (see [`frames::Job::verify_memos`]); not keyed (it never changes bytes).
+    pub verify_memos: bool,
 }
 
 impl CompressStep {
@@ -346,6 +349,7 @@ impl Step for CompressStep {
             threads: self.threads.max(1) as usize,
             cancel: cx.cancel,
             progress: &progress,
+            verify_memos: self.verify_memos,
         };
         let mut reader = self.open_disk(disk)?;
         let pass = frames::run(&mut reader, self.store.local(), &job).map_err(|e| match e {

@@ -30,6 +30,7 @@ fn step(store: &Arc<AppStore>, codec: ImageCodec, threads: u32) -> CompressStep 
         span_chunks: 2,
         file_name: "north.img.zst".into(),
         file_name_location: None,
+        verify_memos: false,
     }
 }
 
@@ -444,4 +445,55 @@ fn frame_spans_are_bounded() {
     assert_eq!(ImageCodec::Xz { level: 6 }.default_span_chunks(), 24);
     assert_eq!(ImageCodec::Xz { level: 0 }.default_span_chunks(), 1);
     assert_eq!(CHUNK_SIZE as usize, MIB);
+}
+
+#[test]
+fn verify_memos_passes_on_good_memos_and_catches_a_memo_whose_key_lies() {
+    let (_d, store) = open_store();
+    let bytes = disk_bytes(8, 5, 0);
+    let ins = [chunked_disk(&store, &bytes)];
+    let plain = step(&store, ImageCodec::Zstd { level: 3 }, 2);
+    let good = run(&plain, &ins, false).unwrap();
+    let mut verifying = step(&store, ImageCodec::Zstd { level: 3 }, 2);
+    verifying.verify_memos = true;
+    // Every memo hit re-rendered and equal: the same image.
+    let checked = run(&verifying, &ins, false).unwrap();
+    assert_eq!(checked.out, good.out);
+    assert!(
+        checked.notes[0].contains(": 0 of 4 frames compressed, 4 reused"),
+        "{:?}",
+        checked.notes
+    );
+
+    // A memo that names the wrong frame for span 0 (span 1's: a valid blob, wrong bytes),
+    // as a key that missed an input would.
+    let frames = frames_of(&store, &good.out["image"]);
+    let idx = store.inner().index(&ins[0]["disk"].digest).unwrap().unwrap();
+    let codec = frames::FrameCodec::Zstd { level: 3 };
+    let key = codec.frame_key(&idx.chunks[..2]);
+    let memo = store.local().memo_get(frames::FRAME_ZSTD, &key).unwrap().unwrap();
+    assert_eq!(memo.value, frames[0]);
+    let hex = key.to_hex();
+    let path = store
+        .local()
+        .root()
+        .join("v1/memo/frame-zstd")
+        .join(&hex[..2])
+        .join(&hex);
+    std::fs::remove_file(&path).unwrap();
+    store
+        .local()
+        .memo_put(frames::FRAME_ZSTD, &key, &frames[1], &memo.extra)
+        .unwrap();
+    // Trusted, the lie reaches the image; verified, it is an error naming the span.
+    let lied = run(&plain, &ins, false).unwrap();
+    assert_ne!(lied.out, good.out);
+    let err = run(&verifying, &ins, false)
+        .err()
+        .expect("the lying memo is caught");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("MemoMismatch") && text.contains("offset: 0"),
+        "{text}"
+    );
 }

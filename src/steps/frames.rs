@@ -271,6 +271,13 @@ pub enum FramesError {
     #[error("the build was interrupted")]
     #[diagnostic(code(w4b::compress::cancelled))]
     Cancelled,
+
+    #[error("the memoised {what} for the span at byte {offset} differs from the span rendered again")]
+    #[diagnostic(
+        code(w4b::compress::memo_mismatch),
+        help("a memo's key misses something its value depends on: this is a bug in w4b, please report it; `w4b cache gc --max-size 1` empties the cache, and building without `W4B_VERIFY_MEMOS` uses them unchecked")
+    )]
+    MemoMismatch { what: &'static str, offset: u64 },
 }
 
 /// What [`run`] is asked to do.
@@ -284,6 +291,10 @@ pub struct Job<'a> {
     pub cancel: &'a AtomicBool,
     /// Disk bytes done so far (spans processed, read or not).
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Re-render every memo hit (read the span, compress it, compute its block-map runs)
+    /// and fail on a difference: `W4B_VERIFY_MEMOS=1`, a check that a memo's key names
+    /// everything its value depends on. Costs a full compression.
+    pub verify_memos: bool,
 }
 
 /// One span on its way through a batch.
@@ -374,7 +385,8 @@ pub fn run(disk: &mut OutputReader, local: &StoreDir, job: &Job<'_>) -> Result<F
             }
             let complete = span.chunks.is_some()
                 && (job.codec.is_none() || span.frame.is_some())
-                && span.ranges.iter().all(Option::is_some);
+                && span.ranges.iter().all(Option::is_some)
+                && !job.verify_memos;
             if !complete {
                 span.bytes = Some(read_span(disk, offset, span_len)?);
                 report.disk_read = report.disk_read.saturating_add(span_len);
@@ -388,7 +400,7 @@ pub fn run(disk: &mut OutputReader, local: &StoreDir, job: &Job<'_>) -> Result<F
         let results: Vec<Result<Finished, FramesError>> = pool.install(|| {
             batch
                 .into_par_iter()
-                .map(|span| finish_span(local, job.codec, span))
+                .map(|span| finish_span(local, job.codec, span, job.verify_memos))
                 .collect()
         });
 
@@ -546,7 +558,12 @@ struct Finished {
 }
 
 /// Completes one span on a worker: its runs, its frame.
-fn finish_span(local: &StoreDir, codec: Option<FrameCodec>, mut span: Span) -> Result<Finished, FramesError> {
+fn finish_span(
+    local: &StoreDir,
+    codec: Option<FrameCodec>,
+    mut span: Span,
+    verify: bool,
+) -> Result<Finished, FramesError> {
     if span.chunks.is_none() {
         if let Some(bytes) = &span.bytes {
             span.chunks = Some(hash_chunks(bytes));
@@ -560,12 +577,24 @@ fn finish_span(local: &StoreDir, codec: Option<FrameCodec>, mut span: Span) -> R
     let done = match codec {
         None => None,
         Some(codec) => Some(match span.frame {
-            Some((value, meta)) => Done {
-                value,
-                meta,
-                bytes: read_frame(local, &value)?,
-                compressed: false,
-            },
+            Some((value, meta)) => {
+                let bytes = read_frame(local, &value)?;
+                if let (true, Some(frame), Some(raw)) = (verify, &bytes, &span.bytes) {
+                    let (again, again_meta) = codec.compress(raw)?;
+                    if &again != frame || again_meta != meta {
+                        return Err(FramesError::MemoMismatch {
+                            what: "frame",
+                            offset: span.offset,
+                        });
+                    }
+                }
+                Done {
+                    value,
+                    meta,
+                    bytes,
+                    compressed: false,
+                }
+            }
             None => {
                 let bytes = span.bytes.as_deref().unwrap_or_default();
                 let (frame, meta) = codec.compress(bytes)?;
@@ -599,7 +628,13 @@ fn finish_span(local: &StoreDir, codec: Option<FrameCodec>, mut span: Span) -> R
             .zip(span.ranges.iter_mut())
             .zip(bytes.chunks(CHUNK_SIZE as usize))
         {
-            if slot.is_some() {
+            if let Some(known) = slot {
+                if verify && *known != chunk_ranges(piece) {
+                    return Err(FramesError::MemoMismatch {
+                        what: "block-map runs",
+                        offset: span.offset,
+                    });
+                }
                 continue;
             }
             let runs = chunk_ranges(piece);

@@ -5,10 +5,13 @@
 //!
 //! The image is written by the in-process writers ([`crate::formats::fat`],
 //! [`crate::formats::ext4::write`]) into a temporary file in the store's own filesystem,
-//! seeking over zero runs, and published by hashing it in place (`StoreDir::adopt`): a
-//! mostly empty 2 GiB root filesystem costs its data on disk, not 2 GiB of writes. File
-//! contents stream from the store; progress counts content bytes read, and every read
-//! checks for Ctrl-C.
+//! seeking over zero runs, and published as a chunk index (`StoreDir::adopt_chunked`): its
+//! holes are never read, its 1 MiB chunks are hashed in parallel, and only the chunks the
+//! store lacks are written, so a mostly empty 2 GiB root filesystem costs its data, and a
+//! rebuild after a one-file change — which the stable layouts keep to a few chunks — costs
+//! those chunks, not the image. Consumers read `fs` with `open_output` (verified random
+//! access). File contents stream from the store; progress counts content bytes read, and
+//! every read checks for Ctrl-C.
 //!
 //! Each step also writes `report`, a small JSON blob ([`FsReport`]) with the numbers a
 //! build summary shows (size, base size, free space, whether the root grew).
@@ -193,11 +196,11 @@ fn scratch(store: &AppStore) -> Result<NamedTempFile, StepError> {
         .map_err(|e| StepError::diag(MkfsError::Store(e)))
 }
 
-/// Publishes the image and the report.
+/// Publishes the image (as a chunk index) and the report.
 fn publish(store: &AppStore, image: NamedTempFile, report: &FsReport) -> Result<Outputs, StepError> {
     let (digest, size) = store
         .local()
-        .adopt(image)
+        .adopt_chunked(image)
         .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
     let json = serde_json::to_vec(report)
         .map_err(|e| StepError::msg(format!("cannot serialise the report: {e}")))?;
@@ -295,7 +298,10 @@ impl Step for MkfsFatStep {
     }
     fn version(&self) -> u32 {
         // 2: the stable layout (clusters placed by path hash in 1 MiB bins).
-        2
+        // 3: `fs` is stored as a chunk index, not a plain blob: the same bytes under
+        // another digest, so a key names one output digest (`build --check` and
+        // `verify --rebuild` compare digests) and version 2's blobs are not reused.
+        3
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         let mut c = Vec::new();
@@ -458,8 +464,11 @@ impl Step for MkfsExt4Step {
         "mkfs-ext4"
     }
     /// 2: the stable layout (hashed inode numbers and 1 MiB bins).
+    /// 3: `fs` is stored as a chunk index, not a plain blob: the same bytes under another
+    /// digest, so a key names one output digest (`build --check` and `verify --rebuild`
+    /// compare digests) and version 2's blobs are not reused.
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         Ok(vec![
@@ -696,6 +705,10 @@ mod tests {
         let ins = inputs(&store, "bootfs", MIB as usize, &t);
         let out = run(&fat_step(&store, None), &store, &ins, false).unwrap();
         assert_eq!(out["fs"].size, 40 * MIB);
+        assert!(
+            store.local().contains_index(&out["fs"].digest),
+            "`fs` is a chunk index"
+        );
         let r: FsReport =
             serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
         assert_eq!((r.kind.as_str(), r.grown, r.bytes), ("fat", false, 40 * MIB));
@@ -732,6 +745,10 @@ mod tests {
             serde_json::from_slice(&Blobs::get(store.as_ref(), &out["report"].digest).unwrap()).unwrap();
         assert!(r.grown && r.bytes > 16 * MIB && r.free_bytes >= 8 * MIB, "{r:?}");
         assert_eq!(out["fs"].size, r.bytes);
+        assert!(
+            store.local().contains_index(&out["fs"].digest),
+            "`fs` is a chunk index"
+        );
         // Small content: the base's size, even when growing is allowed.
         let ins = inputs(&store, "rootfs", 4096, &t);
         let out = run(

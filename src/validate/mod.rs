@@ -320,7 +320,63 @@ pub fn validate_disk_structure<R: Read + Seek>(
     size: u64,
     board: Option<&BoardCheck>,
 ) -> Result<Report, ValidateError> {
-    Ok(inspect(disk, size, board, false, false)?.report)
+    Ok(inspect(disk, size, board, false, false, None)?.report)
+}
+
+/// A cache of what reading one filesystem's structure found, for
+/// [`validate_disk_structure_cached`]: a build validates a new disk whose unchanged
+/// partition it has read before, and the caller can name a partition's bytes without
+/// reading them (a chunked disk's chunk digests).
+pub trait FsSummaries {
+    /// A name for the disk's bytes `[offset, offset + len)` read as a `kind` filesystem
+    /// (`fat`, `ext4`), or `None` when the caller cannot name them cheaply. It must change
+    /// whenever those bytes do, and name this module's reading (see [`FS_SUMMARY_VERSION`]).
+    fn key(&self, kind: &str, offset: u64, len: u64) -> Option<[u8; 32]>;
+    /// The summary stored under `key`, if any.
+    fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>>;
+    /// Stores a summary (best effort).
+    fn put(&self, key: &[u8; 32], summary: &[u8]);
+}
+
+/// Changes whenever what a filesystem summary holds, or how it is read, changes: callers
+/// put it in their [`FsSummaries::key`].
+pub const FS_SUMMARY_VERSION: u32 = 1;
+
+/// [`validate_disk_structure`], taking each filesystem's summary from `cache` when it has
+/// one for the partition's bytes, and storing the summaries of filesystems it read
+/// without error. The report is the same as without the cache.
+pub fn validate_disk_structure_cached<R: Read + Seek>(
+    disk: &mut R,
+    size: u64,
+    board: Option<&BoardCheck>,
+    cache: &dyn FsSummaries,
+) -> Result<Report, ValidateError> {
+    Ok(inspect(disk, size, board, false, false, Some(cache))?.report)
+}
+
+/// Reads one filesystem's summary through `cache` (a structure-only walk: no trees, no
+/// contents): a hit is decoded, a miss is read by `read` and, when it succeeded, stored.
+fn cached_summary<T: Serialize + serde::de::DeserializeOwned + Default>(
+    cache: Option<&dyn FsSummaries>,
+    kind: &str,
+    p: &PartView,
+    read: impl FnOnce(&mut T) -> Result<Option<Vec<TreeEntry>>, String>,
+    out: &mut T,
+) -> Result<Option<Vec<TreeEntry>>, String> {
+    let key = cache.and_then(|c| c.key(kind, p.offset, p.len));
+    if let (Some(c), Some(k)) = (cache, &key) {
+        if let Some(hit) = c.get(k).and_then(|b| serde_json::from_slice::<T>(&b).ok()) {
+            *out = hit;
+            return Ok(None);
+        }
+    }
+    let tree = read(out)?;
+    if let (Some(c), Some(k)) = (cache, &key) {
+        if let Ok(bytes) = serde_json::to_vec(&*out) {
+            c.put(k, &bytes);
+        }
+    }
+    Ok(tree)
 }
 
 /// [`validate_disk`] on the image file at `path`, decompressed first when it is `.xz`,
@@ -340,7 +396,7 @@ pub fn inspect_disk<R: Read + Seek>(
     board: Option<&BoardCheck>,
     trees: bool,
 ) -> Result<Validation, ValidateError> {
-    inspect(disk, size, board, trees, true)
+    inspect(disk, size, board, trees, true, None)
 }
 
 fn inspect<R: Read + Seek>(
@@ -349,7 +405,10 @@ fn inspect<R: Read + Seek>(
     board: Option<&BoardCheck>,
     trees: bool,
     contents: bool,
+    cache: Option<&dyn FsSummaries>,
 ) -> Result<Validation, ValidateError> {
+    // Summaries hold no trees and no contents: only a structure-only walk uses them.
+    let cache = cache.filter(|_| !trees && !contents);
     let mut v = Validation::default();
     let Some(table) = check_table(disk, size, &mut v.report) else {
         for rule in [
@@ -372,7 +431,13 @@ fn inspect<R: Read + Seek>(
     // The boot partition: walk, read every file, keep the few files the rules read.
     let mut boot = BootFiles::default();
     match v.layout.boot.and_then(|i| v.layout.part(i)).cloned() {
-        Some(p) => match read_boot(disk, &p, trees, contents, &mut boot) {
+        Some(p) => match cached_summary(
+            cache,
+            "fat",
+            &p,
+            |out| read_boot(disk, &p, trees, contents, out),
+            &mut boot,
+        ) {
             Ok(tree) => {
                 v.report.pass(
                     "boot_fs",
@@ -398,7 +463,13 @@ fn inspect<R: Read + Seek>(
 
     let mut root = RootFiles::default();
     match v.layout.root.and_then(|i| v.layout.part(i)).cloned() {
-        Some(p) => match read_root(disk, &p, trees, contents, &mut root) {
+        Some(p) => match cached_summary(
+            cache,
+            "ext4",
+            &p,
+            |out| read_root(disk, &p, trees, contents, out),
+            &mut root,
+        ) {
             Ok(tree) => {
                 v.report.pass(
                     "root_fs",
@@ -612,7 +683,9 @@ fn check_filesystems(v: &mut Validation) {
 }
 
 /// What the boot partition walk kept.
-#[derive(Default)]
+#[derive(Default, serde::Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Serialize)]
 struct BootFiles {
     read: bool,
     entries: usize,
@@ -631,7 +704,8 @@ impl BootFiles {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, serde::Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct RootFiles {
     read: bool,
     entries: usize,

@@ -494,3 +494,94 @@ mod proptests {
         }
     }
 }
+
+/// A summary cache over a file: keys are the BLAKE3 of the partition's bytes (a test may
+/// read them; a build names them by chunk digests), with counts of hits and stores.
+struct FileSummaries {
+    disk: std::cell::RefCell<File>,
+    stored: std::cell::RefCell<BTreeMap<[u8; 32], Vec<u8>>>,
+    hits: std::cell::Cell<usize>,
+    puts: std::cell::Cell<usize>,
+}
+
+impl FileSummaries {
+    fn new(f: &File) -> FileSummaries {
+        FileSummaries {
+            disk: std::cell::RefCell::new(f.try_clone().unwrap()),
+            stored: Default::default(),
+            hits: Default::default(),
+            puts: Default::default(),
+        }
+    }
+}
+
+impl FsSummaries for FileSummaries {
+    fn key(&self, kind: &str, offset: u64, len: u64) -> Option<[u8; 32]> {
+        let mut f = self.disk.borrow_mut();
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        let mut h = blake3::Hasher::new();
+        h.update(kind.as_bytes());
+        std::io::copy(&mut std::io::Read::take(&mut *f, len), &mut h).unwrap();
+        Some(*h.finalize().as_bytes())
+    }
+    fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        let hit = self.stored.borrow().get(key).cloned();
+        if hit.is_some() {
+            self.hits.set(self.hits.get() + 1);
+        }
+        hit
+    }
+    fn put(&self, key: &[u8; 32], summary: &[u8]) {
+        self.puts.set(self.puts.get() + 1);
+        self.stored.borrow_mut().insert(*key, summary.to_vec());
+    }
+}
+
+#[test]
+fn filesystem_summaries_are_reused_for_unchanged_partitions_and_give_the_same_report() {
+    let board = board_check("pi4", "arm64");
+    let (mut f, size) = disk(&good());
+    let plain = validate_disk_structure(&mut f, size, board.as_ref()).unwrap();
+    let cache = FileSummaries::new(&f);
+    let cold = validate_disk_structure_cached(&mut f, size, board.as_ref(), &cache).unwrap();
+    assert_eq!((cache.hits.get(), cache.puts.get()), (0, 2));
+    let warm = validate_disk_structure_cached(&mut f, size, board.as_ref(), &cache).unwrap();
+    assert_eq!((cache.hits.get(), cache.puts.get()), (2, 2));
+    let json = |r: &Report| serde_json::to_string(&r.checks).unwrap();
+    assert_eq!(json(&cold), json(&plain));
+    assert_eq!(json(&warm), json(&plain));
+
+    // Another root filesystem (fstab names a missing partition): the boot summary is
+    // reused, the root one is read, and the report finds the bad line.
+    let mut spec = good();
+    let bad = FSTAB.replace("1a2b3c4d-02", "1a2b3c4d-07");
+    replace(&mut spec.root, "/etc/fstab", Some(bad.as_bytes()));
+    let (mut g, size) = disk(&spec);
+    let cache2 = FileSummaries::new(&g);
+    *cache2.stored.borrow_mut() = cache.stored.borrow().clone();
+    let r = validate_disk_structure_cached(&mut g, size, board.as_ref(), &cache2).unwrap();
+    assert_eq!((cache2.hits.get(), cache2.puts.get()), (1, 1));
+    assert_eq!(
+        failed(&r),
+        [("fstab".to_string(), Some("rootfs:/etc/fstab:3".to_string()))],
+        "{r:#?}"
+    );
+
+    // A damaged filesystem is never stored: its failure is read again each time.
+    let (mut h, size) = disk(&good());
+    h.seek(SeekFrom::Start((4u64 << 20) + 32 * 512 + 8)).unwrap();
+    h.write_all(&2u32.to_le_bytes()).unwrap();
+    let cache3 = FileSummaries::new(&h);
+    for _ in 0..2 {
+        let r = validate_disk_structure_cached(&mut h, size, None, &cache3).unwrap();
+        assert_eq!(
+            failed(&r).into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["boot_fs"]
+        );
+    }
+    assert_eq!(
+        (cache3.hits.get(), cache3.puts.get()),
+        (1, 1),
+        "only the root's summary is stored and reused"
+    );
+}

@@ -45,6 +45,15 @@ impl Build {
         v.sort();
         v
     }
+    /// The digest of output `name` of step `step` (a full label), whether it ran or was
+    /// cached.
+    pub fn output(&self, step: &str, name: &str) -> Option<String> {
+        self.events
+            .iter()
+            .find(|e| e["event"] == "step-finished" && e["step"] == step)
+            .and_then(|e| e["outputs"][name]["digest"].as_str())
+            .map(str::to_owned)
+    }
     pub fn finished(&self) -> &Value {
         self.events.last().expect("no events")
     }

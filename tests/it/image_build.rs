@@ -237,6 +237,106 @@ fn a_disk_image_builds_from_a_served_base_and_the_tools_accept_it() {
     );
 }
 
+/// Freshness of the partition images as chunks: one file changed on the root partition
+/// makes `#rootfs.ext4` run and store only the few 1 MiB chunks the stable layout touched
+/// (its `fs` is a chunk index), while `#bootfs` (`mkfs-fat`) is cut off.
+#[test]
+fn a_one_file_change_stores_a_few_new_root_chunks_and_leaves_the_boot_fs_cached() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    let (root, boot) = ("//images:edge#rootfs.ext4", "//images:edge#bootfs");
+    let first = env.build(&["//images:edge"]);
+    assert!(first.ok(), "{}", first.stderr());
+    let store = w4b_cache::StoreDir::open(&env.cache).unwrap();
+    let index = |b: &crate::env::Build, step: &str| {
+        let d: w4b_cache::Digest = b.output(step, "fs").unwrap().parse().unwrap();
+        let idx = store.index(&d).unwrap();
+        idx.unwrap_or_else(|| panic!("`fs` of {step} is not a chunk index"))
+    };
+    let (old_root, old_boot) = (index(&first, root), index(&first, boot));
+    assert!(old_root.chunks.len() >= 16, "{} chunks", old_root.chunks.len());
+
+    env.write(
+        "defs/layers/hive.yaml",
+        &LAYER.replace("hive=edge", "hive=edge, changed"),
+    );
+    let one = env.build(&["//images:edge"]);
+    assert!(one.ok(), "{}", one.stderr());
+    assert!(one.ran().iter().any(|s| s == root), "{:?}", one.ran());
+    assert!(one.cached().iter().any(|s| s == boot), "{:?}", one.ran());
+    assert_eq!(index(&one, boot), old_boot);
+    let new_root = index(&one, root);
+    assert_eq!(new_root.chunks.len(), old_root.chunks.len());
+    let changed: Vec<usize> = (0..new_root.chunks.len())
+        .filter(|&i| new_root.chunks[i] != old_root.chunks[i])
+        .collect();
+    assert!(
+        (1..=6).contains(&changed.len()),
+        "a one-file change rewrote chunks {changed:?} of `#rootfs.ext4`"
+    );
+    // Every chunk but those is shared with the first build's image, and the new ones are
+    // stored (zero chunks never are).
+    for &i in &changed {
+        let c = new_root.chunks[i];
+        assert!(c.is_zero() || store.contains(&c.digest), "chunk {i}");
+    }
+}
+
+/// `disk` reads the partition images through verified random access: a chunk of
+/// `#rootfs.ext4`'s index lost from the store makes `disk` give the input up as
+/// unavailable, the engine runs `mkfs-ext4` again (which stores the chunk again), and the
+/// image comes out the same.
+#[test]
+fn a_lost_chunk_of_the_root_image_is_repaired_when_disk_reads_it() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    let first = env.build(&["//images:edge"]);
+    assert!(first.ok(), "{}", first.stderr());
+    let image = env.read("out/edge.img.zst");
+    let store = w4b_cache::StoreDir::open(&env.cache).unwrap();
+    let digest =
+        |step: &str, name: &str| -> w4b_cache::Digest { first.output(step, name).unwrap().parse().unwrap() };
+    let fs = digest("//images:edge#rootfs.ext4", "fs");
+    let idx = store.index(&fs).unwrap().unwrap();
+    let lost = idx.chunks.iter().find(|c| !c.is_zero()).unwrap().digest;
+    let blob = |d: &w4b_cache::Digest| {
+        let hex = d.to_hex();
+        env.cache.join("v1/blobs").join(&hex[..2]).join(&hex)
+    };
+    std::fs::remove_file(blob(&lost)).unwrap();
+    // `disk` must run to read it: its own output is gone too.
+    std::fs::remove_file(blob(&digest("//images:edge#disk", "disk"))).unwrap();
+    std::fs::remove_file(env.path("out/edge.img.zst")).unwrap();
+
+    let again = env.build(&["//images:edge"]);
+    assert!(again.ok(), "{}", again.stderr());
+    let retried: Vec<&str> = again
+        .events
+        .iter()
+        .filter(|e| e["event"] == "step-retrying")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(retried, ["//images:edge#disk"], "{:?}", again.events);
+    assert!(
+        again.ran().iter().any(|s| s == "//images:edge#rootfs.ext4"),
+        "{:?}",
+        again.ran()
+    );
+    assert!(store.contains(&lost), "the chunk is stored again");
+    assert_eq!(
+        again.output("//images:edge#rootfs.ext4", "fs"),
+        first.output("//images:edge#rootfs.ext4", "fs")
+    );
+    assert!(
+        env.read("out/edge.img.zst") == image,
+        "the repaired image differs"
+    );
+}
+
 #[test]
 fn the_image_is_byte_identical_across_caches_directories_and_conditions() {
     let server = TestServer::start();

@@ -151,6 +151,7 @@ fn build(store: &Arc<AppStore>, raw: &Path, changes: Option<Changeset>, size: Ro
         span_chunks: ImageCodec::Zstd { level: 3 }.default_span_chunks(),
         file_name: "test.img.zst".into(),
         file_name_location: None,
+        verify_memos: false,
     };
     let compressed = run(&compress, store, &[outs]).unwrap();
     Built {
