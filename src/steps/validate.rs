@@ -20,20 +20,88 @@
 //! a broken image; a failed rule on intact chunks is the validation diagnostic. This
 //! replaced (`validate` version 3) opening the disk blob unverified and re-reading all of
 //! it to tell a corrupt cache entry from a broken image whenever a check failed.
+//!
+//! What reading one filesystem's structure found (entries, sizes, label and UUID, the few
+//! files the rules read) is remembered as a memo (`validate-fs`) keyed by the disk chunks
+//! that hold the partition ([`crate::validate::FsSummaries`]): in a rebuild that changed
+//! only the root filesystem, the boot filesystem is not read again, and its summary gives
+//! the same checks as reading it. Only filesystems read without an error are remembered.
+//! The step's note says how many summaries were reused.
 
 #![forbid(unsafe_code)]
 
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use w4b_cache::{CacheError, OutputReader, OutputRef};
+use w4b_cache::{CacheError, ChunkIndex, ChunkRef, MemoKind, OutputReader, OutputRef, StoreDir, CHUNK_SIZE};
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
 use crate::defs::TableType;
 use crate::formats::partition::{PartitionTable, TableKind};
 use crate::store::AppStore;
 use crate::tree::Blobs;
-use crate::validate::{validate_disk_structure, BoardCheck, SCHEMA};
+use crate::validate::{validate_disk_structure_cached, BoardCheck, FsSummaries, FS_SUMMARY_VERSION, SCHEMA};
+
+/// Memos of what reading one filesystem's structure found (`crate::validate::FsSummaries`),
+/// keyed by the chunks that hold it: an unchanged partition is not read again.
+pub const FS_SUMMARY: MemoKind = MemoKind::new("validate-fs");
+
+/// `blake3::derive_key` context of a summary's key.
+const SUMMARY_CONTEXT: &str = "w4b 2026-12 validate filesystem summary";
+
+/// Filesystem summaries in the local store's memos, keyed by the disk index's chunks.
+struct ChunkSummaries<'a> {
+    local: &'a StoreDir,
+    /// The disk's chunks, when it is an index of fixed 1 MiB chunks.
+    chunks: Option<&'a [ChunkRef]>,
+    /// Summaries reused, and filesystems read.
+    reused: std::cell::Cell<u32>,
+    read: std::cell::Cell<u32>,
+}
+
+impl FsSummaries for ChunkSummaries<'_> {
+    fn key(&self, kind: &str, offset: u64, len: u64) -> Option<[u8; 32]> {
+        let size = u64::from(CHUNK_SIZE);
+        let chunks = self.chunks?;
+        if offset % size != 0 || len == 0 {
+            return None;
+        }
+        let first = usize::try_from(offset / size).ok()?;
+        let end = usize::try_from(offset.checked_add(len)?.div_ceil(size)).ok()?;
+        let covering = chunks.get(first..end)?;
+        let mut h = blake3::Hasher::new_derive_key(SUMMARY_CONTEXT);
+        h.update(&FS_SUMMARY_VERSION.to_le_bytes());
+        h.update(&(kind.len() as u64).to_le_bytes());
+        h.update(kind.as_bytes());
+        h.update(&len.to_le_bytes());
+        for c in covering {
+            h.update(c.digest.as_bytes());
+            h.update(&c.len.to_le_bytes());
+        }
+        Some(*h.finalize().as_bytes())
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        let memo = self.local.memo_get(FS_SUMMARY, &w4b_cache::Digest(*key)).ok()??;
+        let bytes = self.local.read(&memo.value.digest).ok()?;
+        self.reused.set(self.reused.get() + 1);
+        Some(bytes)
+    }
+
+    fn put(&self, key: &[u8; 32], summary: &[u8]) {
+        self.read.set(self.read.get() + 1);
+        // Best effort: without the memo the next build reads the filesystem again.
+        if let Ok(digest) = self.local.put_bytes(summary) {
+            let value = ChunkRef {
+                digest,
+                len: summary.len() as u32,
+            };
+            let _ = self
+                .local
+                .memo_put(FS_SUMMARY, &w4b_cache::Digest(*key), &value, b"");
+        }
+    }
+}
 
 pub struct ValidateStep {
     pub store: Arc<AppStore>,
@@ -138,7 +206,19 @@ impl Step for ValidateStep {
             },
         );
         let damaged = |r: &BufReader<DiskReader>| r.get_ref().damaged;
-        let checked = validate_disk_structure(&mut reader, disk.size, Some(&self.board));
+        let index: Option<ChunkIndex> = reader
+            .get_ref()
+            .inner
+            .index()
+            .filter(|i| i.chunk_size == CHUNK_SIZE && !i.trailer)
+            .cloned();
+        let summaries = ChunkSummaries {
+            local: self.store.local(),
+            chunks: index.as_ref().map(|i| i.chunks.as_slice()),
+            reused: Default::default(),
+            read: Default::default(),
+        };
+        let checked = validate_disk_structure_cached(&mut reader, disk.size, Some(&self.board), &summaries);
         if damaged(&reader) {
             return Err(StepError::InputUnavailable(disk.digest));
         }
@@ -165,6 +245,11 @@ impl Step for ValidateStep {
                 board: self.board_label.clone(),
             }));
         }
+        cx.note(&format!(
+            "filesystems: {} unchanged since a checked disk (summary reused), {} read",
+            summaries.reused.get(),
+            summaries.read.get()
+        ));
         let json = serde_json::json!({"schema": SCHEMA, "checks": report.checks});
         let bytes = serde_json::to_vec(&json).map_err(|e| StepError::msg(e.to_string()))?;
         let digest = self.store.put(&bytes).map_err(crate::steps::tree_error)?;

@@ -282,6 +282,26 @@ fn a_one_file_change_stores_a_few_new_root_chunks_and_leaves_the_boot_fs_cached(
         let c = new_root.chunks[i];
         assert!(c.is_zero() || store.contains(&c.digest), "chunk {i}");
     }
+    // `#validate` ran on the new disk but read only the root filesystem again: the boot
+    // filesystem's chunks are the first build's, and so is its summary.
+    let note = |b: &crate::env::Build| -> String {
+        b.events
+            .iter()
+            .filter(|e| e["event"] == "step-note" && e["step"] == "//images:edge#validate")
+            .filter_map(|e| e["message"].as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    assert!(
+        note(&first).contains("0 unchanged since a checked disk (summary reused), 2 read"),
+        "{}",
+        note(&first)
+    );
+    assert!(
+        note(&one).contains("1 unchanged since a checked disk (summary reused), 1 read"),
+        "{}",
+        note(&one)
+    );
 }
 
 /// `disk` lists the partition images' chunks after checking they are here: a chunk of
