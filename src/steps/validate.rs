@@ -63,7 +63,7 @@ impl FsSummaries for ChunkSummaries<'_> {
     fn key(&self, kind: &str, offset: u64, len: u64) -> Option<[u8; 32]> {
         let size = u64::from(CHUNK_SIZE);
         let chunks = self.chunks?;
-        if offset % size != 0 || len == 0 {
+        if !offset.is_multiple_of(size) || len == 0 {
             return None;
         }
         let first = usize::try_from(offset / size).ok()?;
