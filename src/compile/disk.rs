@@ -77,6 +77,7 @@ impl Compiler<'_> {
             epoch: epoch.for_step(&mut ext4_deps),
             size,
             size_location: loc(t, "partitions.root.headroom"),
+            verify_memos: self.verify_memos,
         });
         let def = format!("mkfs-ext4 epoch={epoch} size={}", size.key());
         let ext4 = self.add(step_name("rootfs.ext4"), def.as_bytes(), ext4, ext4_deps);

@@ -30,19 +30,25 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
-use w4b_cache::{Digest, OutputRef};
+use w4b_cache::{ChunkRef, Digest, MemoKind, OutputRef, CHUNK_SIZE};
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
 use super::epoch::Epoch;
 use super::table::{load_table, uuid_bytes, PartitionJson, TableJson};
 use super::{tree_error, unavailable_blob};
-use crate::formats::ext4::write::{write_ext4, Ext4Options, Ext4WriteError, Size};
+use crate::formats::ext4::write::{
+    write_ext4_reusing, DataChunks, Ext4Options, Ext4Report, Ext4WriteError, Size,
+};
 use crate::formats::fat::{write_fat32, FatError, FatOptions};
 use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
 use crate::image::FsKind;
 use crate::store::AppStore;
 use crate::tree::fs::{to_nodes, BlobContents};
 use crate::tree::Blobs;
+
+/// Memos of `mkfs-ext4`: a pure-data chunk's recipe ([`DataChunks`]) → the chunk it
+/// rendered to, so a rebuild neither reads nor writes the files of unchanged chunks.
+pub const EXT4_CHUNK: MemoKind = MemoKind::new("ext4-chunk");
 
 /// `blake3::derive_key` context for a FAT volume id when the base has none (derived from
 /// the base's disk id, so it is stable across builds of the same base).
@@ -121,6 +127,13 @@ pub enum MkfsError {
         help("the table comes from `unpack`; rebuild it with this w4b version")
     )]
     TableValue { field: &'static str, value: String },
+
+    #[error("the memoised chunk {chunk} of the root filesystem differs from the chunk rendered again")]
+    #[diagnostic(
+        code(w4b::mkfs::memo_mismatch),
+        help("a memo's recipe misses something its chunk depends on: this is a bug in w4b, please report it; `w4b cache gc --max-size 1` empties the cache, and building without `W4B_VERIFY_MEMOS` uses memos unchecked")
+    )]
+    MemoMismatch { chunk: u64 },
 
     #[error("cannot write the partition image into the cache")]
     #[diagnostic(
@@ -202,6 +215,11 @@ fn publish(store: &AppStore, image: NamedTempFile, report: &FsReport) -> Result<
         .local()
         .adopt_chunked(image)
         .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
+    outputs(store, digest, size, report)
+}
+
+/// The outputs: the image already stored as `digest`, and the report.
+fn outputs(store: &AppStore, digest: Digest, size: u64, report: &FsReport) -> Result<Outputs, StepError> {
     let json = serde_json::to_vec(report)
         .map_err(|e| StepError::msg(format!("cannot serialise the report: {e}")))?;
     let report_digest: Digest = Blobs::put(store, &json).map_err(tree_error)?;
@@ -404,6 +422,18 @@ pub struct MkfsExt4Step {
     pub epoch: Epoch,
     pub size: RootSize,
     pub size_location: Option<String>,
+    /// `W4B_VERIFY_MEMOS`: render every chunk an `ext4-chunk` memo knows and fail on a
+    /// difference; not keyed (it never changes bytes).
+    pub verify_memos: bool,
+}
+
+/// A written root image before it is stored.
+struct Written {
+    image: NamedTempFile,
+    report: Ext4Report,
+    data: DataChunks,
+    /// Recipe key → the chunk its memo names (reused, or, verifying, to compare with).
+    memos: std::collections::BTreeMap<[u8; 32], ChunkRef>,
 }
 
 impl MkfsExt4Step {
@@ -438,18 +468,46 @@ impl MkfsExt4Step {
         cx: &RunContext<'_>,
         nodes: &[Node],
         opts: &Ext4Options,
-    ) -> Result<Option<(NamedTempFile, crate::formats::ext4::write::Ext4Report)>, StepError> {
+    ) -> Result<Option<Written>, StepError> {
         let blobs: &dyn Blobs = self.store.as_ref();
+        let total = content_bytes(nodes);
         let contents = Watched {
             inner: BlobContents(blobs),
             cx,
             done: Cell::new(0),
-            total: content_bytes(nodes),
+            total,
         };
         let image = scratch(&self.store)?;
         let mut f = image.as_file();
-        match write_ext4(&mut f, nodes, &contents, opts) {
-            Ok(r) => Ok(Some((image, r))),
+        let local = self.store.local();
+        let memos = std::cell::RefCell::new(std::collections::BTreeMap::new());
+        let mut reuse = |key: &[u8; 32]| -> bool {
+            match local.memo_get(EXT4_CHUNK, &Digest(*key)) {
+                Ok(Some(m)) => {
+                    memos.borrow_mut().insert(*key, m.value);
+                    !self.verify_memos
+                }
+                _ => false,
+            }
+        };
+        let written = write_ext4_reusing(
+            &mut f,
+            nodes,
+            &contents,
+            opts,
+            Some((u64::from(CHUNK_SIZE), &mut reuse)),
+        );
+        match written {
+            Ok((report, data)) => {
+                // Files in reused chunks are not read: the progress ends at its total.
+                cx.progress(total, Some(total));
+                Ok(Some(Written {
+                    image,
+                    report,
+                    data,
+                    memos: memos.into_inner(),
+                }))
+            }
             Err(Ext4WriteError::TooSmall { .. }) if matches!(self.size, RootSize::Grow { .. }) => Ok(None),
             Err(Ext4WriteError::TooSmall { bytes, needed, free }) => {
                 Err(StepError::diag(MkfsError::RootTooSmall { bytes, needed, free }))
@@ -486,7 +544,7 @@ impl Step for MkfsExt4Step {
         // At the base's size first: usually it fits with room to spare, and one write
         // is all it takes.
         let mut written = self.write(cx, &nodes, &opts)?;
-        if let (RootSize::Grow { headroom }, Some((_, r))) = (self.size, &written) {
+        if let (RootSize::Grow { headroom }, Some(Written { report: r, .. })) = (self.size, &written) {
             let spare = r
                 .free_blocks
                 .saturating_sub(r.reserved_blocks)
@@ -495,7 +553,12 @@ impl Step for MkfsExt4Step {
                 written = None;
             }
         }
-        let (image, report) = match (written, self.size) {
+        let Written {
+            image,
+            report,
+            data,
+            memos,
+        } = match (written, self.size) {
             (Some(w), _) => w,
             (None, RootSize::Grow { headroom }) => {
                 cx.check_cancel()?;
@@ -521,7 +584,49 @@ impl Step for MkfsExt4Step {
             kind: "ext4".into(),
             data_load_percent: Some(report.data_load_percent()),
         };
-        publish(&self.store, image, &fs)
+        let local = self.store.local();
+        let given: std::collections::BTreeMap<u64, ChunkRef> = data
+            .reused
+            .iter()
+            .filter_map(|c| Some((*c, *memos.get(data.recipes.get(c)?)?)))
+            .collect();
+        let (digest, size) = local
+            .adopt_chunked_with(image, &given)
+            .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
+        let index = local
+            .index(&digest)
+            .map_err(|e| StepError::diag(MkfsError::Store(e)))?
+            .ok_or_else(|| StepError::msg("the root image's index is not in the cache"))?;
+        // Remember what every pure-data chunk rendered to; verifying, compare.
+        let mut remembered = 0u64;
+        for (c, key) in &data.recipes {
+            if data.reused.contains(c) {
+                continue;
+            }
+            let Some(chunk) = usize::try_from(*c).ok().and_then(|i| index.chunks.get(i)) else {
+                continue;
+            };
+            match memos.get(key) {
+                Some(known) if known != chunk => {
+                    return Err(StepError::diag(MkfsError::MemoMismatch { chunk: *c }));
+                }
+                Some(_) => {}
+                None => {
+                    local
+                        .memo_put(EXT4_CHUNK, &Digest(*key), chunk, b"")
+                        .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
+                    remembered += 1;
+                }
+            }
+        }
+        cx.note(&format!(
+            "{} of {} chunks hold only file data: {} reused from memos (their files not read), {} rendered",
+            data.recipes.len(),
+            index.chunks.len(),
+            data.reused.len(),
+            remembered
+        ));
+        outputs(&self.store, digest, size, &fs)
     }
 }
 
@@ -681,6 +786,7 @@ mod tests {
             epoch: Epoch::fixed(1_700_000_000),
             size,
             size_location: None,
+            verify_memos: false,
         }
     }
 
@@ -796,5 +902,119 @@ mod tests {
             run(&fat_step(&store, None), &store, &ins, true),
             Err(StepError::Cancelled)
         ));
+    }
+    /// A root tree of 48 files of 200 KiB (distinct bytes) and `/etc/motd` = `motd`.
+    fn many_files(store: &AppStore, motd: &str, t: &TableJson) -> [Outputs; 2] {
+        let mut b = TreeBuilder::new();
+        for i in 0..48u32 {
+            let bytes: Vec<u8> = (0..200 * 1024u32)
+                .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i * 97) >> 13) as u8)
+                .collect();
+            let d = Blobs::put(store, &bytes).unwrap();
+            b.insert(
+                TreePath::parse(&format!("/usr/lib/f{i:02}")).unwrap(),
+                Entry::file(d, bytes.len() as u64, 0o644),
+            )
+            .unwrap();
+        }
+        let m = Blobs::put(store, motd.as_bytes()).unwrap();
+        b.insert(
+            TreePath::parse("/etc/motd").unwrap(),
+            Entry::file(m, motd.len() as u64, 0o644),
+        )
+        .unwrap();
+        let tree = b.finish(store).unwrap();
+        let [_, table] = inputs(store, "rootfs", 1, t);
+        let mut a = Outputs::new();
+        a.insert(
+            "rootfs".into(),
+            OutputRef {
+                digest: tree,
+                size: 0,
+            },
+        );
+        [a, table]
+    }
+
+    /// Runs `step`, returning its outputs and notes.
+    fn run_noted(
+        step: &dyn Step,
+        store: &AppStore,
+        inputs: &[Outputs],
+    ) -> Result<(Outputs, Vec<String>), StepError> {
+        let cancel = AtomicBool::new(false);
+        let notes = std::sync::Mutex::new(Vec::new());
+        let note = |m: &str| notes.lock().unwrap().push(m.to_owned());
+        let cx = RunContext {
+            name: "//hives:t#mkfs",
+            inputs,
+            cache: store,
+            cancel: &cancel,
+            progress: &|_, _| {},
+            trees: &Default::default(),
+            note: &note,
+        };
+        let out = step.run(&cx)?;
+        Ok((out, notes.into_inner().unwrap()))
+    }
+
+    #[test]
+    fn unchanged_data_chunks_come_from_memos_and_the_image_is_a_cold_builds() {
+        let t = table(4, 64);
+        let (_d, store) = self::store();
+        let step = ext4_step(&store, RootSize::Base);
+        let (_, notes) = run_noted(&step, &store, &many_files(&store, "one\n", &t)).unwrap();
+        assert!(
+            notes[0].contains(" reused from memos (their files not read), "),
+            "{notes:?}"
+        );
+        assert!(notes[0].contains(": 0 reused"), "{notes:?}");
+        let changed = many_files(&store, "two, longer\n", &t);
+        let (warm, notes) = run_noted(&step, &store, &changed).unwrap();
+        let reused: u64 = notes[0]
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{notes:?}"));
+        assert!(reused >= 8, "{notes:?}");
+
+        let (_d2, fresh) = self::store();
+        let cold_in = many_files(&fresh, "two, longer\n", &t);
+        let (cold, _) = run_noted(&ext4_step(&fresh, RootSize::Base), &fresh, &cold_in).unwrap();
+        assert_eq!(warm["fs"], cold["fs"], "the same index, so the same bytes");
+
+        // A memo that lies (names another chunk of the same length): trusted, it reaches
+        // the image; with W4B_VERIFY_MEMOS the step fails naming the chunk.
+        let dir = store.local().root().join("v1/memo/ext4-chunk");
+        let mut memos: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|e| e.unwrap().path())
+            .collect();
+        memos.sort();
+        let keys: Vec<Digest> = memos
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().parse().unwrap())
+            .collect();
+        let values: Vec<ChunkRef> = keys
+            .iter()
+            .map(|k| store.local().memo_get(EXT4_CHUNK, k).unwrap().unwrap().value)
+            .collect();
+        let (a, b) = (0..values.len())
+            .flat_map(|a| (0..values.len()).map(move |b| (a, b)))
+            .find(|&(a, b)| values[a].len == values[b].len && values[a] != values[b])
+            .expect("two different memoised chunks");
+        std::fs::remove_file(&memos[a]).unwrap();
+        store
+            .local()
+            .memo_put(EXT4_CHUNK, &keys[a], &values[b], b"")
+            .unwrap();
+        let (lied, _) = run_noted(&step, &store, &changed).unwrap();
+        assert_ne!(lied["fs"], cold["fs"]);
+        let mut verifying = ext4_step(&store, RootSize::Base);
+        verifying.verify_memos = true;
+        let err = run_noted(&verifying, &store, &changed).unwrap_err();
+        assert_eq!(code(&err), "w4b::mkfs::memo_mismatch", "{err:?}");
     }
 }

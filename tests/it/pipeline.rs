@@ -137,6 +137,7 @@ fn build(store: &Arc<AppStore>, raw: &Path, changes: Option<Changeset>, size: Ro
         epoch: w4b::steps::epoch::Epoch::fixed(EPOCH),
         size,
         size_location: None,
+        verify_memos: false,
     };
     let ext4 = run(&ext4_step, store, &[split.clone(), unpacked.clone()]).unwrap();
     let disk_step = DiskStep { store: store.clone() };

@@ -892,6 +892,45 @@ pub fn write_ext4(
     contents: &dyn Contents,
     opts: &Ext4Options,
 ) -> Result<Ext4Report, Ext4WriteError> {
+    write_ext4_reusing(out, nodes, contents, opts, None).map(|(report, _)| report)
+}
+
+/// `blake3::derive_key` context of a data chunk's recipe ([`DataChunks`]).
+pub const DATA_CHUNK_CONTEXT: &str = "w4b 2026-12 ext4 data chunk v1";
+
+/// The image's chunks that hold nothing but regular files' data (and unused, zero,
+/// blocks), each named by its *recipe*: the chunk's length and, for every run of file
+/// blocks in it, where the run starts in the chunk, the file's content digest and size,
+/// and which of its blocks. The bytes of such a chunk are a function of its recipe alone
+/// (a file block is its content's bytes, zero-padded past the end; every other block of
+/// the chunk is unused and zero), so a chunk rendered once under a recipe can be reused
+/// whenever the recipe recurs (`mkfs-ext4`'s `ext4-chunk` memos).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataChunks {
+    /// The chunk size the recipes were cut at (a multiple of the 4 KiB block).
+    pub chunk_size: u64,
+    /// Chunk number → recipe key, for every pure-data chunk.
+    pub recipes: std::collections::BTreeMap<u64, [u8; 32]>,
+    /// The chunks the writer skipped because `reuse` said their bytes are known: they are
+    /// left unwritten (holes) in `out`.
+    pub reused: std::collections::BTreeSet<u64>,
+}
+
+/// Asked by [`write_ext4_reusing`] for each pure-data chunk's recipe key: `true` when the
+/// caller already has that chunk's bytes, so the writer need not read or write them.
+pub type Reuse<'a> = &'a mut dyn FnMut(&[u8; 32]) -> bool;
+
+/// [`write_ext4`], cutting the image into `chunk_size` chunks (with `Some`) and naming
+/// every chunk that holds only file data by its recipe ([`DataChunks`]): the chunks whose
+/// recipe `reuse` knows are not written (nor their files read, when a file lies wholly in
+/// such chunks). The metadata is always written.
+pub fn write_ext4_reusing(
+    out: &mut (impl Write + Seek),
+    nodes: &[Node],
+    contents: &dyn Contents,
+    opts: &Ext4Options,
+    chunks: Option<(u64, Reuse<'_>)>,
+) -> Result<(Ext4Report, DataChunks), Ext4WriteError> {
     if opts.label.len() > 16 {
         return Err(Ext4WriteError::InvalidOption {
             field: "label",
@@ -919,14 +958,88 @@ pub fn write_ext4(
         end: 0,
     };
     sink.out.seek(SeekFrom::Start(0))?;
-    let report = emit(&mut sink, &plan, &layout, nodes, contents, opts)?;
+    let mut data = DataChunks::default();
+    if let Some((chunk_size, reuse)) = chunks {
+        data = data_chunks(&plan, &layout, chunk_size, reuse)?;
+    }
+    let report = emit(&mut sink, &plan, &layout, nodes, contents, opts, &data)?;
     let image = layout.geometry.blocks * BLOCK_SIZE;
     if sink.end < image {
         // Give the (sparse) image its full length.
         sink.write_at(image - 1, &[0])?;
     }
     sink.out.flush()?;
-    Ok(report)
+    Ok((report, data))
+}
+
+/// The pure-data chunks of the laid-out image and their recipes; asks `reuse` about each.
+fn data_chunks(
+    plan: &Plan,
+    layout: &Layout,
+    chunk_size: u64,
+    reuse: Reuse<'_>,
+) -> Result<DataChunks, Ext4WriteError> {
+    if chunk_size == 0 || !chunk_size.is_multiple_of(BLOCK_SIZE) {
+        return Err(Ext4WriteError::InvalidOption {
+            field: "chunk_size",
+            reason: "not a positive multiple of the 4 KiB block".into(),
+        });
+    }
+    let per = chunk_size / BLOCK_SIZE;
+    let image_blocks = layout.geometry.blocks;
+    // Per chunk: the file runs in it (block in chunk, content, size, first file block,
+    // blocks), and how many of its blocks are file data.
+    type Run = (u64, [u8; 32], u64, u64, u64);
+    let mut runs: std::collections::BTreeMap<u64, Vec<Run>> = std::collections::BTreeMap::new();
+    let mut file_blocks: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for (p, pl) in plan.inodes.iter().zip(&layout.placements) {
+        let Body::File { content, .. } = &p.body else {
+            continue;
+        };
+        let mut fb = 0u64;
+        for e in &pl.extents {
+            let (mut at, end) = (e.start, e.start + u64::from(e.len));
+            while at < end {
+                let chunk = at / per;
+                let stop = end.min((chunk + 1) * per);
+                runs.entry(chunk)
+                    .or_default()
+                    .push((at - chunk * per, content.0, p.size, fb, stop - at));
+                *file_blocks.entry(chunk).or_default() += stop - at;
+                fb += stop - at;
+                at = stop;
+            }
+        }
+    }
+    let used = used_blocks(layout);
+    let mut out = DataChunks {
+        chunk_size,
+        ..DataChunks::default()
+    };
+    for (chunk, mut rs) in runs {
+        let first = chunk * per;
+        let last = image_blocks.min(first + per);
+        let used_here = (first..last).filter(|&b| used.get(b)).count() as u64;
+        if used_here != file_blocks.get(&chunk).copied().unwrap_or(0) {
+            continue; // metadata shares the chunk: always written
+        }
+        rs.sort_unstable();
+        let mut h = blake3::Hasher::new_derive_key(DATA_CHUNK_CONTEXT);
+        h.update(&((last - first) * BLOCK_SIZE).to_le_bytes());
+        for (at, content, size, fb, n) in &rs {
+            h.update(&at.to_le_bytes());
+            h.update(content);
+            h.update(&size.to_le_bytes());
+            h.update(&fb.to_le_bytes());
+            h.update(&n.to_le_bytes());
+        }
+        let key = *h.finalize().as_bytes();
+        if reuse(&key) {
+            out.reused.insert(chunk);
+        }
+        out.recipes.insert(chunk, key);
+    }
+    Ok(out)
 }
 
 /// Per-group counts for the descriptors.
@@ -944,6 +1057,7 @@ fn emit<W: Write + Seek>(
     nodes: &[Node],
     contents: &dyn Contents,
     opts: &Ext4Options,
+    data: &DataChunks,
 ) -> Result<Ext4Report, Ext4WriteError> {
     let g = &layout.geometry;
     let seed = csum::crc32c(!0, &opts.uuid);
@@ -1117,7 +1231,7 @@ fn emit<W: Write + Seek>(
             }
             Body::File { content, node } => {
                 let path = nodes.get(*node).map_or("", |n| n.path.as_str());
-                copy_file(sink, contents, content, p.size, pl, path)?;
+                copy_file(sink, contents, content, p.size, pl, path, data)?;
             }
             _ => {}
         }
@@ -1281,7 +1395,19 @@ fn copy_file<W: Write + Seek>(
     size: u64,
     pl: &Placement,
     path: &str,
+    data: &DataChunks,
 ) -> Result<(), Ext4WriteError> {
+    let per = (data.chunk_size / BLOCK_SIZE).max(1);
+    let skipped = |block: u64| !data.reused.is_empty() && data.reused.contains(&(block / per));
+    // Every block in reused chunks: the file is not even read.
+    if !data.reused.is_empty()
+        && pl
+            .extents
+            .iter()
+            .all(|e| (e.start..e.start + u64::from(e.len)).all(skipped))
+    {
+        return Ok(());
+    }
     let mut reader = contents.open(id).map_err(|source| Ext4WriteError::ContentOpen {
         path: path.to_string(),
         source,
@@ -1317,11 +1443,17 @@ fn copy_file<W: Write + Seek>(
                     i += 1;
                     continue;
                 }
+                let skip = skipped(phys + i as u64);
                 let mut j = i + 1;
-                while j < n as usize && chunk[j * bs..(j + 1) * bs] != zero[..] {
+                while j < n as usize
+                    && chunk[j * bs..(j + 1) * bs] != zero[..]
+                    && skipped(phys + j as u64) == skip
+                {
                     j += 1;
                 }
-                sink.block(phys + i as u64, &chunk[i * bs..j * bs])?;
+                if !skip {
+                    sink.block(phys + i as u64, &chunk[i * bs..j * bs])?;
+                }
                 i = j;
             }
             done += want as u64;
