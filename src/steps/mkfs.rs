@@ -46,8 +46,8 @@ use crate::store::AppStore;
 use crate::tree::fs::{to_nodes, BlobContents};
 use crate::tree::Blobs;
 
-/// Memos of `mkfs-ext4`: a pure-data chunk's recipe ([`DataChunks`]) → the chunk it
-/// rendered to, so a rebuild neither reads nor writes the files of unchanged chunks.
+/// Memos of `mkfs-ext4`: a chunk's recipe ([`DataChunks`]) → the chunk it rendered to, so
+/// a rebuild neither writes unchanged chunks nor reads the files only they hold.
 pub const EXT4_CHUNK: MemoKind = MemoKind::new("ext4-chunk");
 
 /// `blake3::derive_key` context for a FAT volume id when the base has none (derived from
@@ -597,7 +597,7 @@ impl Step for MkfsExt4Step {
             .index(&digest)
             .map_err(|e| StepError::diag(MkfsError::Store(e)))?
             .ok_or_else(|| StepError::msg("the root image's index is not in the cache"))?;
-        // Remember what every pure-data chunk rendered to; verifying, compare.
+        // Remember what every chunk rendered to; verifying, compare.
         let mut remembered = 0u64;
         for (c, key) in &data.recipes {
             if data.reused.contains(c) {
@@ -620,7 +620,7 @@ impl Step for MkfsExt4Step {
             }
         }
         cx.note(&format!(
-            "{} of {} chunks hold only file data: {} reused from memos (their files not read), {} rendered",
+            "{} of {} chunks hold data: {} reused from memos (their files not read), {} rendered",
             data.recipes.len(),
             index.chunks.len(),
             data.reused.len(),

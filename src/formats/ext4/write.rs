@@ -861,6 +861,20 @@ fn size_layout(plan: &Plan, homes: &Homes<'_>, opts: &Ext4Options) -> Result<Lay
     }
 }
 
+/// The metadata blocks `emit` renders, in the order it renders them; written out after
+/// the chunks' recipes are known, so a reused chunk's metadata is not written either.
+#[derive(Default)]
+struct Recorder {
+    writes: Vec<(u64, Vec<u8>)>,
+}
+
+impl Recorder {
+    fn block(&mut self, block: u64, bytes: &[u8]) -> io::Result<()> {
+        self.writes.push((block, bytes.to_vec()));
+        Ok(())
+    }
+}
+
 /// Seeks only when the next write does not follow the last one.
 struct Sink<'a, W: Write + Seek> {
     out: BufWriter<&'a mut W>,
@@ -896,34 +910,36 @@ pub fn write_ext4(
 }
 
 /// `blake3::derive_key` context of a data chunk's recipe ([`DataChunks`]).
-pub const DATA_CHUNK_CONTEXT: &str = "w4b 2026-12 ext4 data chunk v1";
+pub const DATA_CHUNK_CONTEXT: &str = "w4b 2026-12 ext4 chunk v2";
 
-/// The image's chunks that hold nothing but regular files' data (and unused, zero,
-/// blocks), each named by its *recipe*: the chunk's length and, for every run of file
-/// blocks in it, where the run starts in the chunk, the file's content digest and size,
-/// and which of its blocks. The bytes of such a chunk are a function of its recipe alone
-/// (a file block is its content's bytes, zero-padded past the end; every other block of
-/// the chunk is unused and zero), so a chunk rendered once under a recipe can be reused
-/// whenever the recipe recurs (`mkfs-ext4`'s `ext4-chunk` memos).
+/// The image's chunks that hold anything, each named by its *recipe*: the chunk's length,
+/// for every run of regular-file blocks in it where the run starts in the chunk, the
+/// file's content digest and size and which of its blocks, and for every metadata block
+/// rendered into it (inode table, bitmaps, directories, extent leaves, xattr blocks,
+/// superblocks and descriptors, the journal's superblock) its place and the BLAKE3 of its
+/// bytes. Every other block is zero. The bytes of a chunk are a function of its recipe
+/// alone (a file block is its content's bytes, zero-padded past the end), so a chunk
+/// rendered once under a recipe can be reused whenever the recipe recurs (`mkfs-ext4`'s
+/// `ext4-chunk` memos). The metadata is rendered in memory every time (it is what the
+/// recipes name); file contents are read only for chunks that are not reused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataChunks {
     /// The chunk size the recipes were cut at (a multiple of the 4 KiB block).
     pub chunk_size: u64,
-    /// Chunk number → recipe key, for every pure-data chunk.
+    /// Chunk number → recipe key, for every chunk that holds anything.
     pub recipes: std::collections::BTreeMap<u64, [u8; 32]>,
     /// The chunks the writer skipped because `reuse` said their bytes are known: they are
     /// left unwritten (holes) in `out`.
     pub reused: std::collections::BTreeSet<u64>,
 }
 
-/// Asked by [`write_ext4_reusing`] for each pure-data chunk's recipe key: `true` when the
+/// Asked by [`write_ext4_reusing`] for each chunk's recipe key: `true` when the
 /// caller already has that chunk's bytes, so the writer need not read or write them.
 pub type Reuse<'a> = &'a mut dyn FnMut(&[u8; 32]) -> bool;
 
 /// [`write_ext4`], cutting the image into `chunk_size` chunks (with `Some`) and naming
-/// every chunk that holds only file data by its recipe ([`DataChunks`]): the chunks whose
-/// recipe `reuse` knows are not written (nor their files read, when a file lies wholly in
-/// such chunks). The metadata is always written.
+/// every chunk by its recipe ([`DataChunks`]): the chunks whose recipe `reuse` knows are
+/// not written (nor their files read, when a file lies wholly in such chunks).
 pub fn write_ext4_reusing(
     out: &mut (impl Write + Seek),
     nodes: &[Node],
@@ -958,11 +974,34 @@ pub fn write_ext4_reusing(
         end: 0,
     };
     sink.out.seek(SeekFrom::Start(0))?;
+    let mut meta = Recorder::default();
+    let mut files = Vec::new();
+    let report = emit(&mut meta, &plan, &layout, opts, &mut files)?;
     let mut data = DataChunks::default();
     if let Some((chunk_size, reuse)) = chunks {
-        data = data_chunks(&plan, &layout, chunk_size, reuse)?;
+        data = data_chunks(&plan, &layout, &meta, chunk_size, reuse)?;
     }
-    let report = emit(&mut sink, &plan, &layout, nodes, contents, opts, &data)?;
+    let per = (data.chunk_size / BLOCK_SIZE).max(1);
+    for (block, bytes) in &meta.writes {
+        if data.reused.is_empty() {
+            sink.block(*block, bytes)?;
+            continue;
+        }
+        for (k, one) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
+            let b = block + k as u64;
+            if !data.reused.contains(&(b / per)) {
+                sink.block(b, one)?;
+            }
+        }
+    }
+    drop(meta);
+    for i in files {
+        let (p, pl) = (&plan.inodes[i], &layout.placements[i]);
+        if let Body::File { content, node } = &p.body {
+            let path = nodes.get(*node).map_or("", |n| n.path.as_str());
+            copy_file(&mut sink, contents, content, p.size, pl, path, &data)?;
+        }
+    }
     let image = layout.geometry.blocks * BLOCK_SIZE;
     if sink.end < image {
         // Give the (sparse) image its full length.
@@ -972,10 +1011,11 @@ pub fn write_ext4_reusing(
     Ok((report, data))
 }
 
-/// The pure-data chunks of the laid-out image and their recipes; asks `reuse` about each.
+/// The recipes of the laid-out image's chunks; asks `reuse` about each.
 fn data_chunks(
     plan: &Plan,
     layout: &Layout,
+    meta: &Recorder,
     chunk_size: u64,
     reuse: Reuse<'_>,
 ) -> Result<DataChunks, Ext4WriteError> {
@@ -991,7 +1031,6 @@ fn data_chunks(
     // blocks), and how many of its blocks are file data.
     type Run = (u64, [u8; 32], u64, u64, u64);
     let mut runs: std::collections::BTreeMap<u64, Vec<Run>> = std::collections::BTreeMap::new();
-    let mut file_blocks: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     for (p, pl) in plan.inodes.iter().zip(&layout.placements) {
         let Body::File { content, .. } = &p.body else {
             continue;
@@ -1005,33 +1044,49 @@ fn data_chunks(
                 runs.entry(chunk)
                     .or_default()
                     .push((at - chunk * per, content.0, p.size, fb, stop - at));
-                *file_blocks.entry(chunk).or_default() += stop - at;
                 fb += stop - at;
                 at = stop;
             }
         }
     }
-    let used = used_blocks(layout);
+    // Per chunk: the metadata blocks rendered into it (block in chunk, BLAKE3 of its bytes).
+    let mut blocks: std::collections::BTreeMap<u64, Vec<(u64, [u8; 32])>> = std::collections::BTreeMap::new();
+    for (block, bytes) in &meta.writes {
+        for (k, one) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
+            let b = block + k as u64;
+            let chunk = b / per;
+            blocks
+                .entry(chunk)
+                .or_default()
+                .push((b - chunk * per, *blake3::hash(one).as_bytes()));
+        }
+    }
     let mut out = DataChunks {
         chunk_size,
         ..DataChunks::default()
     };
-    for (chunk, mut rs) in runs {
+    let chunks: std::collections::BTreeSet<u64> = runs.keys().chain(blocks.keys()).copied().collect();
+    for chunk in chunks {
         let first = chunk * per;
         let last = image_blocks.min(first + per);
-        let used_here = (first..last).filter(|&b| used.get(b)).count() as u64;
-        if used_here != file_blocks.get(&chunk).copied().unwrap_or(0) {
-            continue; // metadata shares the chunk: always written
-        }
+        let mut rs = runs.remove(&chunk).unwrap_or_default();
+        let mut ms = blocks.remove(&chunk).unwrap_or_default();
         rs.sort_unstable();
+        ms.sort_unstable();
         let mut h = blake3::Hasher::new_derive_key(DATA_CHUNK_CONTEXT);
         h.update(&((last - first) * BLOCK_SIZE).to_le_bytes());
+        h.update(&(rs.len() as u64).to_le_bytes());
         for (at, content, size, fb, n) in &rs {
             h.update(&at.to_le_bytes());
             h.update(content);
             h.update(&size.to_le_bytes());
             h.update(&fb.to_le_bytes());
             h.update(&n.to_le_bytes());
+        }
+        h.update(&(ms.len() as u64).to_le_bytes());
+        for (at, digest) in &ms {
+            h.update(&at.to_le_bytes());
+            h.update(digest);
         }
         let key = *h.finalize().as_bytes();
         if reuse(&key) {
@@ -1050,14 +1105,14 @@ struct GroupCounts {
     itable_unused: u64,
 }
 
-fn emit<W: Write + Seek>(
-    sink: &mut Sink<'_, W>,
+/// Renders every metadata block into `sink` and lists the plan positions of the regular
+/// files, in the order their data should be written.
+fn emit(
+    sink: &mut Recorder,
     plan: &Plan,
     layout: &Layout,
-    nodes: &[Node],
-    contents: &dyn Contents,
     opts: &Ext4Options,
-    data: &DataChunks,
+    files: &mut Vec<usize>,
 ) -> Result<Ext4Report, Ext4WriteError> {
     let g = &layout.geometry;
     let seed = csum::crc32c(!0, &opts.uuid);
@@ -1229,10 +1284,7 @@ fn emit<W: Write + Seek>(
                     sink.block(at, &b)?;
                 }
             }
-            Body::File { content, node } => {
-                let path = nodes.get(*node).map_or("", |n| n.path.as_str());
-                copy_file(sink, contents, content, p.size, pl, path, data)?;
-            }
+            Body::File { .. } => files.push(i),
             _ => {}
         }
     }
