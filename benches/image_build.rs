@@ -527,9 +527,9 @@ fn copy_all(src: &Path, dst: &Path) -> u64 {
     at
 }
 
-/// [`TARGET`] as found in the root partition (the second) of a compressed disk image.
-fn read_back(bench: &Bench, image: &Path) -> String {
-    let raw = bench.scratch("readback.img");
+/// `zstd -d` of `image` into the scratch file `name`, returned.
+fn decompress(bench: &Bench, image: &Path, name: &str) -> PathBuf {
+    let raw = bench.scratch(name);
     disk::run(
         Command::new("zstd")
             .args(["-q", "-d", "-f"])
@@ -537,6 +537,12 @@ fn read_back(bench: &Bench, image: &Path) -> String {
             .arg("-o")
             .arg(&raw),
     );
+    raw
+}
+
+/// [`TARGET`] as found in the root partition (the second) of a compressed disk image.
+fn read_back(bench: &Bench, image: &Path) -> String {
+    let raw = decompress(bench, image, "readback.img");
     let table = disk::run(Command::new("sfdisk").arg("--json").arg(&raw));
     let table: serde_json::Value = serde_json::from_slice(&table.stdout)
         .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}", raw.display()));
@@ -573,14 +579,7 @@ fn median_f64(v: &[f64]) -> f64 {
 
 /// The decompressed size of a `.zst`, from its frame headers (`zstd -l`'s "Decompressed").
 fn raw_size(bench: &Bench, image: &Path) -> u64 {
-    let raw = bench.scratch("size.img");
-    disk::run(
-        Command::new("zstd")
-            .args(["-q", "-d", "-f"])
-            .arg(image)
-            .arg("-o")
-            .arg(&raw),
-    );
+    let raw = decompress(bench, image, "size.img");
     let n = fs::metadata(&raw).map_or(0, |m| m.len());
     disk::remove(&raw);
     n
@@ -625,7 +624,6 @@ fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
     );
     let local_bytes = du(&local);
     let src = bench.ws.join("defs/layers/files/bench.conf");
-    let raw = bench.scratch("d-disk.img");
     let mut ours = Samples::default();
     let mut theirs = Samples::default();
     let (mut published, mut grown, mut image_bytes, mut full_bytes) = (Vec::new(), Vec::new(), 0u64, 0u64);
@@ -655,13 +653,7 @@ fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
         fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
         fs::remove_dir_all(&rem).unwrap_or_else(|e| panic!("remove {}: {e}", rem.display()));
         // The baseline: the same disk, compressed whole.
-        disk::run(
-            Command::new("zstd")
-                .args(["-q", "-d", "-f"])
-                .arg(&image)
-                .arg("-o")
-                .arg(&raw),
-        );
+        let raw = decompress(bench, &image, "d-disk.img");
         let full = bench.scratch("d-full.img.zst");
         let start = Instant::now();
         disk::run(

@@ -667,19 +667,11 @@ mod tests {
     use super::*;
     use crate::steps::table::{GptJson, PartitionJson, TABLE_SCHEMA};
 
+    /// [`super::assembly_tests::part`], not bootable.
     fn part(index: u32, start: u64, size: u64, fs: FsKind, type_id: &str, partuuid: &str) -> PartitionJson {
         PartitionJson {
-            attributes: None,
             bootable: false,
-            ext4: None,
-            fat: None,
-            filesystem: fs,
-            index,
-            name: None,
-            partuuid: Some(partuuid.into()),
-            size,
-            start,
-            type_id: type_id.into(),
+            ..super::assembly_tests::part(index, start, size, fs, type_id, partuuid)
         }
     }
 

@@ -24,7 +24,15 @@ fn open_store() -> (tempfile::TempDir, Arc<AppStore>) {
     (dir, store)
 }
 
-fn part(index: u32, start: u64, size: u64, fs: FsKind, type_id: &str, partuuid: &str) -> PartitionJson {
+/// Partition `index` of `size` sectors at `start`, bootable when it is the first.
+pub(super) fn part(
+    index: u32,
+    start: u64,
+    size: u64,
+    fs: FsKind,
+    type_id: &str,
+    partuuid: &str,
+) -> PartitionJson {
     PartitionJson {
         attributes: None,
         bootable: index == 1,
