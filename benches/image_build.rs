@@ -26,8 +26,8 @@
 //!     `wait4`'s rusage) wraps it, reported in MiB next to the image size.
 //!
 //! (d) **The release level, and the remote.** `//images:bench19` is the same image at
-//!     `zstd -19`. Its warm-up builds it on a copy of (a)'s warm cache (only the compression
-//!     runs) publishing to an empty remote directory cache (`--remote-cache`, a key from
+//!     `zstd -19`. Its warm-up builds it, with new contents in the one file, on a copy of
+//!     (a)'s warm cache, publishing to an empty remote directory cache (`--remote-cache`, a key from
 //!     `w4b keygen`); each round changes the one file and rebuilds on fresh copies of both
 //!     caches. Baseline: `zstd -19 -T0` of the same disk, whole (decompressed untimed).
 //!     Reported: the ratio, the bytes published to the remote and the local cache growth
@@ -586,8 +586,8 @@ fn raw_size(bench: &Bench, image: &Path) -> u64 {
 }
 
 /// (d): the image at the release level, with a remote directory cache. The warm-up builds
-/// `//images:bench19` on a copy of `warm` (only the compression runs: everything before it
-/// is the same as `//images:bench`'s) publishing to an empty remote; each round changes
+/// `//images:bench19` with new contents in the one file on a copy of `warm`, publishing
+/// every step from the layer on (and the trees their records name) to an empty remote; each round changes
 /// the one file, rebuilds on fresh copies of both caches, and is timed against a full
 /// `zstd -19 -T0` of the disk w4b built (decompressed outside the timing).
 fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
@@ -612,6 +612,11 @@ fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
         ]
     };
     let local = fresh_copy(warm, &bench.scratch("cache-d-warm"));
+    // New contents for the warm-up, so every step from the layer on runs and publishes
+    // (with the trees its record names): the remote is then as warm as the local cache,
+    // and a round publishes only what the change made.
+    let src = bench.ws.join("defs/layers/files/bench.conf");
+    fs::write(&src, "round=d-warm-up\n").unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
     let a = args(&remote);
     let refs: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let first = bench.build_with(&local, "bench19", &refs);
@@ -623,7 +628,6 @@ fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
         thousands(remote_bytes / MIB)
     );
     let local_bytes = du(&local);
-    let src = bench.ws.join("defs/layers/files/bench.conf");
     let mut ours = Samples::default();
     let mut theirs = Samples::default();
     let (mut published, mut grown, mut image_bytes, mut full_bytes) = (Vec::new(), Vec::new(), 0u64, 0u64);
