@@ -394,4 +394,4 @@ impl Step for CompressStep {
 
 #[cfg(test)]
 #[path = "compress_tests.rs"]
-mod tests;
+pub(crate) mod tests;

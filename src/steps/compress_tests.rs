@@ -113,7 +113,8 @@ fn run(s: &CompressStep, inputs: &[Outputs], cancelled: bool) -> Result<Ran, Ste
     })
 }
 
-fn output_bytes(store: &AppStore, o: &OutputRef) -> Vec<u8> {
+/// The flat bytes of output `o`, checked against its size.
+pub(crate) fn output_bytes(store: &AppStore, o: &OutputRef) -> Vec<u8> {
     let mut r = store.inner().open_output(&o.digest).unwrap();
     let mut v = Vec::new();
     r.read_to_end(&mut v).unwrap();

@@ -7,7 +7,7 @@
 
 #![allow(clippy::disallowed_methods)] // spawns `sfdisk`, the oracle
 
-use std::io::{Cursor, Read as _};
+use std::io::Cursor;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
@@ -172,13 +172,7 @@ fn run(store: &Arc<AppStore>, ins: &[Outputs], cancelled: bool) -> Result<Ran, S
     })
 }
 
-fn flat(store: &AppStore, o: &OutputRef) -> Vec<u8> {
-    let mut r = store.inner().open_output(&o.digest).unwrap();
-    let mut v = Vec::new();
-    r.read_to_end(&mut v).unwrap();
-    assert_eq!(v.len() as u64, o.size);
-    v
-}
+use crate::steps::compress::tests::output_bytes as flat;
 
 /// The disk as the copy-based assembler (`disk` version 1) wrote it: the table into a
 /// zeroed disk, then each image copied sparsely (zero runs seeked over) to its offset.
