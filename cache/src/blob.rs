@@ -50,8 +50,8 @@ impl BlobWriter {
             .into_inner()
             .map_err(|e| io_err("write", self.dir.sub("tmp"))(e.into_error()))?;
         let dest = self.dir.blob_path(&digest);
-        if !self.dir.present_pinned(&digest, &dest)? {
-            self.dir.publish(tmp, &dest)?;
+        if !self.dir.present_pinned(&digest, &dest)? && self.dir.publish(tmp, &dest)? {
+            self.dir.note_hashed(&digest);
         }
         Ok((digest, self.size))
     }

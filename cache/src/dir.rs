@@ -63,6 +63,30 @@ pub struct StoreDir {
     lease: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>>>,
     /// Bytes published through any clone (`crate::usage`).
     published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Blobs whose bytes this process hashed, shared by every clone: see [`Hashed`].
+    hashed: std::sync::Arc<Hashed>,
+}
+
+/// The blobs of one store directory whose bytes this process has hashed: those it wrote
+/// (the digest was computed from the bytes it published) and those it read and verified.
+/// A later read of such a blob in the same process returns the file's bytes without
+/// hashing them again, so a chunk is hashed at most once per process however many steps
+/// read it (`validate`, `compress` and the export all read the disk or the image).
+///
+/// The trust rule (`docs/decisions.md`, "Hash once per process"): a blob file is
+/// content-addressed, published read-only by `link(2)` and never rewritten or appended by
+/// any w4b process, so the bytes this process hashed are the bytes the file still holds,
+/// unless something outside w4b wrote into the store **during this process's life** (the
+/// check is made again by the next process). A blob this process quarantines, or finds
+/// missing, is forgotten, so whatever is published in its place is hashed again. Only
+/// blobs are remembered, never indexes, records or memos; about 40 bytes each.
+#[derive(Debug, Default)]
+pub(crate) struct Hashed(std::sync::Mutex<std::collections::BTreeSet<Digest>>);
+
+impl Hashed {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<Digest>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// An entry moved to `v1/corrupt/`: where it was, why, and where it is now.
@@ -127,7 +151,30 @@ impl StoreDir {
             quarantined: Default::default(),
             lease: Default::default(),
             published: Default::default(),
+            hashed: Default::default(),
         }
+    }
+
+    /// Remembers that this process hashed blob `d`'s bytes (see [`Hashed`]).
+    pub(crate) fn note_hashed(&self, d: &Digest) {
+        self.hashed.set().insert(*d);
+    }
+
+    /// Whether this process hashed blob `d`'s bytes already (see [`Hashed`]).
+    pub(crate) fn was_hashed(&self, d: &Digest) -> bool {
+        self.hashed.set().contains(d)
+    }
+
+    /// Forgets blob `d`: it was found missing or corrupt, so the next copy is hashed.
+    pub(crate) fn forget_hashed(&self, d: &Digest) {
+        self.hashed.set().remove(d);
+    }
+
+    /// Forgets every blob hashed so far: for tests that damage the store, which stands
+    /// for damage done before a later process reads it.
+    #[cfg(test)]
+    pub(crate) fn forget_all_hashed(&self) {
+        self.hashed.set().clear();
     }
 
     pub(crate) fn lease_slot(&self) -> &std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>> {
@@ -258,8 +305,8 @@ impl StoreDir {
             .map_err(io_err("read", tmp.path()))?;
         let digest: Digest = hasher.finalize().into();
         let dest = self.blob_path(&digest);
-        if !self.present_pinned(&digest, &dest)? {
-            self.publish(tmp, &dest)?;
+        if !self.present_pinned(&digest, &dest)? && self.publish(tmp, &dest)? {
+            self.note_hashed(&digest);
         }
         Ok((digest, size))
     }
@@ -286,7 +333,8 @@ impl StoreDir {
     }
 
     /// Publishes a finished temp file at `dest` if nothing is there yet; see module docs.
-    pub(crate) fn publish(&self, tmp: NamedTempFile, dest: &Path) -> Result<(), CacheError> {
+    /// Returns whether `tmp` became the entry (false: someone published that name first).
+    pub(crate) fn publish(&self, tmp: NamedTempFile, dest: &Path) -> Result<bool, CacheError> {
         if !DEFER_SYNC.with(|d| d.get()) {
             tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
         }
@@ -300,7 +348,7 @@ impl StoreDir {
             match fs::hard_link(tmp.path(), dest) {
                 Ok(()) => {
                     self.count_published(tmp.as_file().metadata().map_or(0, |m| m.len()));
-                    return Ok(());
+                    return Ok(true);
                 }
                 // Named by a digest (a blob, an index): the caller will rely on it, so it is
                 // pinned; if a GC took it since the link failed, link again.
@@ -310,10 +358,10 @@ impl StoreDir {
                         .and_then(|n| n.to_str())
                         .and_then(|n| n.parse::<Digest>().ok())
                     else {
-                        return Ok(());
+                        return Ok(false);
                     };
                     if self.pinned(&[d], || dest.is_file())? || attempts >= 3 {
-                        return Ok(());
+                        return Ok(false);
                     }
                     continue;
                 }
@@ -323,12 +371,12 @@ impl StoreDir {
                 // content, which readers cannot tell from the original.
                 Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
                     if dest.exists() {
-                        return Ok(());
+                        return Ok(false);
                     }
                     let len = tmp.as_file().metadata().map_or(0, |m| m.len());
                     tmp.persist(dest).map_err(|e| io_err("publish", dest)(e.error))?;
                     self.count_published(len);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) => return Err(io_err("publish", dest)(e)),
             }
@@ -375,12 +423,18 @@ impl StoreDir {
 
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
         let d = Digest::of(bytes);
-        if self.present_pinned(&d, &self.blob_path(&d))? {
+        let dest = self.blob_path(&d);
+        if self.present_pinned(&d, &dest)? {
             return Ok(d);
         }
-        let mut w = self.writer()?;
-        w.write_all(bytes).map_err(io_err("write", self.sub("tmp")))?;
-        Ok(w.commit()?.0)
+        // Straight to the temp file: the digest is already known, so the bytes are not
+        // hashed a second time on the way in (a `BlobWriter` would).
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        if self.publish(tmp, &dest)? {
+            self.note_hashed(&d);
+        }
+        Ok(d)
     }
 
     /// A writer that streams to a temp file while hashing; `commit` publishes it.
@@ -420,29 +474,47 @@ impl StoreDir {
     pub(crate) fn open_raw(&self, d: &Digest) -> Result<File, CacheError> {
         let path = self.blob_path(d);
         File::open(&path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => CacheError::Missing {
-                digest: *d,
-                root: self.root.clone(),
-                chunk: None,
-            },
+            ErrorKind::NotFound => {
+                self.forget_hashed(d);
+                CacheError::Missing {
+                    digest: *d,
+                    root: self.root.clone(),
+                    chunk: None,
+                }
+            }
             _ => io_err("open", path)(e),
         })
     }
 
-    /// The blob's bytes, verified.
+    /// The blob's bytes, verified: hashed, unless this process hashed them before
+    /// ([`Hashed`]).
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
         let mut file = self.open_raw(d)?;
-        let mut bytes = Vec::new();
+        // Sized from the file: one allocation, no growth copies for a 1 MiB chunk.
+        let size = file.metadata().map_or(0, |m| m.len());
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
         file.read_to_end(&mut bytes)
             .map_err(io_err("read", self.blob_path(d)))?;
-        let actual = Digest::of(&bytes);
-        if actual != *d {
-            return Err(self.corrupt_blob(d, actual, &file));
-        }
+        self.check_read(d, &bytes, &file)?;
         Ok(bytes)
     }
 
+    /// Checks bytes just read from blob `d`'s `file`: hashes them unless this process did
+    /// before, quarantines the file on a mismatch, and remembers a match.
+    pub(crate) fn check_read(&self, d: &Digest, bytes: &[u8], file: &File) -> Result<(), CacheError> {
+        if self.was_hashed(d) {
+            return Ok(());
+        }
+        let actual = Digest::of(bytes);
+        if actual != *d {
+            return Err(self.corrupt_blob(d, actual, file));
+        }
+        self.note_hashed(d);
+        Ok(())
+    }
+
     pub(crate) fn corrupt_blob(&self, expected: &Digest, actual: Digest, seen: &File) -> CacheError {
+        self.forget_hashed(expected);
         let evidence = self.quarantine(
             &self.blob_path(expected),
             &format!("{expected}.{actual}"),
@@ -513,7 +585,7 @@ impl StoreDir {
     pub(crate) fn write_record(&self, r: &Record) -> Result<(), CacheError> {
         let mut tmp = self.tmp_file()?;
         tmp.write_all(&r.to_json()).map_err(io_err("write", tmp.path()))?;
-        self.publish(tmp, &self.record_path(r))
+        self.publish(tmp, &self.record_path(r)).map(drop)
     }
 
     /// Every valid record for `key`, sorted by outputs digest. Invalid files are
@@ -838,6 +910,14 @@ pub(crate) mod tests {
         fs::write(path, bytes).unwrap();
     }
 
+    /// Bit rot in blob `path` of `dir` as a later process meets it: the byte flipped, and
+    /// nothing remembered as hashed (within one process a blob is hashed once; see
+    /// `Hashed`).
+    pub(crate) fn rot(dir: &StoreDir, path: &Path) {
+        flip_byte(path);
+        dir.forget_all_hashed();
+    }
+
     fn corrupt_count(dir: &StoreDir) -> usize {
         sorted_dir(&dir.sub("corrupt")).unwrap().len()
     }
@@ -912,14 +992,14 @@ pub(crate) mod tests {
         let (t, dir) = store();
         let d = dir.put_bytes(b"precious bytes").unwrap();
 
-        flip_byte(&dir.blob_path(&d));
+        rot(&dir, &dir.blob_path(&d));
         assert!(matches!(dir.read(&d), Err(CacheError::Corrupt { .. })));
         assert!(!dir.contains(&d));
         assert_eq!(corrupt_count(&dir), 1);
         dir.put_bytes(b"precious bytes").unwrap();
         assert_eq!(dir.read(&d).unwrap(), b"precious bytes");
 
-        flip_byte(&dir.blob_path(&d));
+        rot(&dir, &dir.blob_path(&d));
         let mut r = dir.reader(&d).unwrap();
         let err = io::copy(&mut r, &mut io::sink()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
@@ -930,7 +1010,7 @@ pub(crate) mod tests {
         assert!(!dir.contains(&d));
         dir.put_bytes(b"precious bytes").unwrap();
 
-        flip_byte(&dir.blob_path(&d));
+        rot(&dir, &dir.blob_path(&d));
         let dest = t.path().join("dest");
         fs::write(&dest, b"old").unwrap();
         assert!(matches!(dir.copy_to(&d, &dest), Err(CacheError::Corrupt { .. })));
@@ -943,12 +1023,35 @@ pub(crate) mod tests {
         );
     }
 
+    /// The trust rule of `Hashed`: a blob this process wrote or verified is read again
+    /// without hashing (what it gives up: damage done meanwhile, seen only by a later
+    /// process); one it did not hash (another process published it) is hashed on its first
+    /// read; one found bad is forgotten, and its repaired copy remembered again.
+    #[test]
+    fn a_blob_is_hashed_once_per_process_and_again_by_a_later_one() {
+        let (t, dir) = store();
+        let d = dir.put_bytes(b"precious bytes").unwrap();
+        assert!(dir.was_hashed(&d), "written here");
+        let later = StoreDir::open(t.path()).unwrap();
+        assert!(!later.was_hashed(&d), "published by another process");
+        flip_byte(&dir.blob_path(&d));
+        assert_eq!(dir.read(&d).unwrap(), b"Precious bytes", "not hashed again");
+        assert!(matches!(later.read(&d), Err(CacheError::Corrupt { .. })));
+        assert!(!later.was_hashed(&d));
+        // Quarantined by the other: here it is missing now, and forgotten.
+        assert!(matches!(dir.read(&d), Err(CacheError::Missing { .. })));
+        assert!(!dir.was_hashed(&d));
+        later.put_bytes(b"precious bytes").unwrap();
+        assert_eq!(dir.read(&d).unwrap(), b"precious bytes");
+        assert!(dir.was_hashed(&d), "verified by this read");
+    }
+
     #[test]
     fn quarantines_are_reported_with_path_and_reason() {
         let (_t, dir) = store();
         let d = dir.put_bytes(b"precious bytes").unwrap();
         let path = dir.blob_path(&d);
-        flip_byte(&path);
+        rot(&dir, &path);
         let Err(CacheError::Corrupt { actual, evidence, .. }) = dir.clone().read(&d) else {
             panic!("not corrupt");
         };

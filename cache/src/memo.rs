@@ -405,7 +405,7 @@ mod tests {
         let orphan = dir.put_chunk(b"orphan frame").unwrap();
         dir.memo_put(FRAME, &k1, &rotten, b"").unwrap();
         dir.memo_put(FRAME, &k2, &orphan, b"").unwrap();
-        flip_byte(&dir.blob_path(&rotten.digest));
+        crate::dir::tests::rot(&dir, &dir.blob_path(&rotten.digest));
         assert!(matches!(
             dir.read(&rotten.digest),
             Err(CacheError::Corrupt { .. })

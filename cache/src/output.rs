@@ -286,7 +286,9 @@ impl StoreDir {
             if let Some(bytes) = bytes.filter(|_| !kept.contains(&c.digest)) {
                 let mut tmp = self.tmp_file()?;
                 tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
-                self.publish(tmp, &self.blob_path(&c.digest))?;
+                if self.publish(tmp, &self.blob_path(&c.digest))? {
+                    self.note_hashed(&c.digest);
+                }
                 written += 1;
             }
             out.push(c);
@@ -588,6 +590,14 @@ impl OutputReader {
                     reread_chunk(local, &digest, &c, at, within as u64, &mut buf[..n])?;
                     return Ok(n);
                 }
+                // The whole chunk asked for (a sequential reader with a large buffer): read
+                // it straight into the caller's buffer, neither allocated nor copied again.
+                if within == 0 && n == c.len as usize && read_chunk_into(local, &c, &mut buf[..n]) {
+                    if let Some(flag) = verified.as_mut().and_then(|v| v.get_mut(i)) {
+                        *flag = true;
+                    }
+                    return Ok(n);
+                }
                 let bytes = load_chunk(local, remote, &digest, &c, at)?;
                 if let Some(flag) = verified.as_mut().and_then(|v| v.get_mut(i)) {
                     *flag = true;
@@ -659,6 +669,10 @@ fn open_verified_blob(
 
 fn hash_blob(dir: &StoreDir, d: &Digest) -> Result<(File, u64), CacheError> {
     let mut file = dir.open_raw(d)?;
+    if dir.was_hashed(d) {
+        let len = file.metadata().map_err(io_err("read", dir.blob_path(d)))?.len();
+        return Ok((file, len));
+    }
     let mut hasher = blake3::Hasher::new();
     let len = io::copy(&mut io::BufReader::with_capacity(1 << 20, &file), &mut hasher)
         .map_err(io_err("read", dir.blob_path(d)))?;
@@ -666,6 +680,7 @@ fn hash_blob(dir: &StoreDir, d: &Digest) -> Result<(File, u64), CacheError> {
     if actual != *d {
         return Err(dir.corrupt_blob(d, actual, &file));
     }
+    dir.note_hashed(d);
     file.seek(SeekFrom::Start(0))
         .map_err(io_err("read", dir.blob_path(d)))?;
     Ok((file, len))
@@ -712,6 +727,27 @@ fn load_chunk(
     }
 }
 
+/// Reads chunk `c` whole into `buf` (`c.len` bytes) from its local file, verified (hashed
+/// unless this process hashed it before). `false` when that fails in any way — missing,
+/// another length, other bytes, a read error: the caller then goes through [`load_chunk`],
+/// which reads it again and reports, quarantines or fetches it as usual.
+fn read_chunk_into(local: &StoreDir, c: &ChunkRef, buf: &mut [u8]) -> bool {
+    let Ok(file) = local.open_raw(&c.digest) else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.len() == u64::from(c.len)) || file.read_exact_at(buf, 0).is_err() {
+        return false;
+    }
+    if local.was_hashed(&c.digest) {
+        return true;
+    }
+    if Digest::of(buf) != c.digest {
+        return false;
+    }
+    local.note_hashed(&c.digest);
+    true
+}
+
 /// Reads `buf.len()` bytes at `within` of chunk `c` (of index `index`), hashed whole by
 /// this reader before, from its local file without hashing it again; see
 /// [`OutputReader::rereading_verified`]. A file gone since (quarantined by another reader)
@@ -738,48 +774,81 @@ fn reread_chunk(
 
 /// Copies output `reader` to `dest` through a temp file beside it, renamed into place
 /// once every byte was read (and so verified). Zero chunks become holes.
+/// Copies blob `d` (`n` bytes, hashed by this process already) to `out` at `at` with
+/// `copy_file_range(2)`: no read into memory, and a filesystem that shares extents shares
+/// them. `false` when that fails (another length, a filesystem or kernel without it): the
+/// caller then reads the chunk through the verified reader, which reports what is wrong.
+fn copy_hashed_chunk(local: &StoreDir, d: &Digest, n: u64, out: &File, at: u64) -> bool {
+    let Ok(file) = local.open_raw(d) else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.len() == n) {
+        return false;
+    }
+    let (mut from, mut to) = (0u64, at);
+    while from < n {
+        let want = usize::try_from(n - from).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(&file, Some(&mut from), out, Some(&mut to), want) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+    true
+}
+
+/// The most [`copy_output_to`] reads at once: a whole chunk or frame (up to 16 MiB), or
+/// a plain blob in pieces of this size.
+const COPY_PIECE: u64 = 16 << 20;
+
 pub(crate) fn copy_output_to(mut reader: OutputReader, dest: &std::path::Path) -> Result<(), CacheError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(".w4b-")
         .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(io_err("create a temp file in", dir))?;
-    let zero_runs: Vec<(u64, u64)> = match reader.index() {
+    let len = reader.len();
+    // Chunk by chunk, each read whole into one reused buffer (the reader then fills it
+    // straight from the chunk's file) and written at its offset; zero chunks are skipped,
+    // so they stay holes. A plain blob is one piece. A chunk this process hashed already
+    // (the frames `compress` just stored) is copied by the kernel from its file instead.
+    let pieces: Vec<(u64, u64, Option<Digest>)> = match reader.index() {
         Some(idx) => idx
             .chunks
             .iter()
             .zip(idx.starts())
-            .filter(|(c, _)| c.is_zero())
-            .map(|(c, s)| (s, u64::from(c.len)))
+            .filter(|(c, _)| !c.is_zero())
+            .map(|(c, s)| (s, u64::from(c.len), Some(c.digest)))
             .collect(),
-        None => Vec::new(),
+        None => vec![(0, len, None)],
     };
-    let len = reader.len();
-    let mut at = 0u64;
-    let copy = |reader: &mut OutputReader, file: &mut File, n: u64| -> Result<(), CacheError> {
-        let copied = io::copy(&mut Read::take(&mut *reader, n), file);
-        match copied {
-            Ok(m) if m == n => Ok(()),
-            Ok(_) => Err(io_err("copy to", dest)(ErrorKind::UnexpectedEof.into())),
-            Err(e) => Err(OutputReader::cache_error(e).unwrap_or_else(|e| io_err("copy to", dest)(e))),
+    let mut buf = Vec::new();
+    for (start, n, digest) in pieces {
+        if let Some(d) = digest.filter(|d| reader.local.was_hashed(d)) {
+            if copy_hashed_chunk(&reader.local, &d, n, tmp.as_file(), start) {
+                continue;
+            }
         }
-    };
-    for (start, n) in zero_runs {
-        copy(&mut reader, tmp.as_file_mut(), start - at)?;
         reader
-            .seek(SeekFrom::Start(start + n))
+            .seek(SeekFrom::Start(start))
             .map_err(io_err("copy to", dest))?;
-        tmp.as_file_mut()
-            .seek(SeekFrom::Start(start + n))
-            .map_err(io_err("write", tmp.path()))?;
-        at = start + n;
+        let mut done = 0u64;
+        while done < n {
+            let want = usize::try_from((n - done).min(COPY_PIECE)).unwrap_or(usize::MAX);
+            buf.resize(want, 0);
+            reader
+                .read_exact(&mut buf)
+                .map_err(|e| OutputReader::cache_error(e).unwrap_or_else(|e| io_err("copy to", dest)(e)))?;
+            tmp.as_file()
+                .write_all_at(&buf, start + done)
+                .map_err(io_err("write", tmp.path()))?;
+            done += want as u64;
+        }
     }
-    copy(&mut reader, tmp.as_file_mut(), len - at)?;
     tmp.as_file().set_len(len).map_err(io_err("write", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
     tmp.persist(dest)
@@ -791,7 +860,7 @@ pub(crate) fn copy_output_to(mut reader: OutputReader, dest: &std::path::Path) -
 #[allow(clippy::disallowed_methods)] // Tests use the clock, the environment and child processes.
 mod tests {
     use super::*;
-    use crate::dir::tests::{flip_byte, store};
+    use crate::dir::tests::{flip_byte, rot, store};
     use crate::record::tests::record;
     use crate::{GcPolicy, NoRefs, Store, Uploaded};
     use proptest::prelude::*;
@@ -1058,7 +1127,13 @@ mod tests {
         r.seek(SeekFrom::Start(9 * MIB as u64)).unwrap();
         r.read_exact(&mut buf[..10]).unwrap();
         assert_eq!(buf[..10], changed[..10]);
-        // ... while a new reader hashes it and reports the output corrupt, naming the chunk.
+        // ... nor by any reader in this process, which hashed it once already; a later
+        // process's reader hashes it and reports the output corrupt, naming the chunk.
+        let mut same = dir.open_output(&d).unwrap();
+        same.seek(SeekFrom::Start(9 * MIB as u64)).unwrap();
+        same.read_exact(&mut buf[..10]).unwrap();
+        assert_eq!(buf[..10], changed[..10]);
+        dir.forget_all_hashed();
         let mut fresh = dir.open_output(&d).unwrap().rereading_verified();
         fresh.seek(SeekFrom::Start(9 * MIB as u64)).unwrap();
         let e = OutputReader::cache_error(fresh.read_exact(&mut buf).unwrap_err()).unwrap();
@@ -1105,6 +1180,8 @@ mod tests {
                 }
                 _ => fs::remove_file(&path).unwrap(),
             }
+            // Damage found by a later process (this one hashed the chunks as it put them).
+            dir.forget_all_hashed();
             let mut r = dir.open_output(&d).unwrap();
             // The chunks before the bad one read fine.
             let mut head = vec![0u8; 2 * MIB];
@@ -1155,6 +1232,36 @@ mod tests {
         }
     }
 
+    /// Whole chunks go straight into the caller's buffer, verified: a damaged one is
+    /// still reported for the index and the chunk, and the chunks before it read fine.
+    #[test]
+    fn whole_chunk_reads_fill_the_callers_buffer_verified() {
+        let (_t, dir) = store();
+        let bytes = sample();
+        let d = put_chunked(&dir, &bytes);
+        let idx = dir.index(&d).unwrap().unwrap();
+        let mut buf = vec![0u8; MIB];
+        for fresh in [false, true] {
+            if fresh {
+                dir.forget_all_hashed();
+            }
+            let mut r = dir.open_output(&d).unwrap();
+            for (i, want) in bytes.chunks(MIB).enumerate() {
+                r.read_exact(&mut buf[..want.len()]).unwrap();
+                assert!(buf[..want.len()] == *want, "chunk {i}");
+            }
+        }
+        rot(&dir, &dir.blob_path(&idx.chunks[2].digest));
+        let mut r = dir.open_output(&d).unwrap();
+        r.read_exact(&mut buf).unwrap();
+        r.read_exact(&mut buf).unwrap();
+        let e = OutputReader::cache_error(r.read_exact(&mut buf).unwrap_err()).unwrap();
+        assert!(
+            matches!(&e, CacheError::Corrupt { expected, chunk: Some(at), .. } if *expected == d && at.position == 2),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn a_plain_blob_reads_and_seeks_verified() {
         let (_t, dir) = store();
@@ -1167,7 +1274,7 @@ mod tests {
         r.read_to_end(&mut tail).unwrap();
         assert_eq!(tail, bytes[bytes.len() - 10..]);
         assert!(r.seek(SeekFrom::Current(-(bytes.len() as i64) - 1)).is_err());
-        flip_byte(&dir.blob_path(&d));
+        rot(&dir, &dir.blob_path(&d));
         assert!(matches!(dir.open_output(&d), Err(CacheError::Corrupt { .. })));
         assert!(matches!(dir.open_output(&d), Err(CacheError::Missing { .. })));
     }

@@ -327,7 +327,7 @@ mod tests {
         }
 
         // A corrupt local copy is repaired from the remote.
-        flip_byte(&reader.local().blob_path(&leaf));
+        crate::dir::tests::rot(reader.local(), &reader.local().blob_path(&leaf));
         assert_eq!(reader.read(&leaf).unwrap(), b"leaf");
         let dest = t.path().join("tree.bin");
         reader.copy_to(&tree, &dest).unwrap();
