@@ -466,6 +466,32 @@ impl StoreDir {
         Ok(w.commit_expecting(Some(expected))?.1)
     }
 
+    /// Publishes `tmp` as blob `expected` by linking it: no copy, no second hash. For a
+    /// finished, durable file on this store's filesystem whose bytes the caller hashed as
+    /// it wrote them (a verified download), exactly as a [`BlobWriter`] publishes what it
+    /// hashed on the way in; the caller vouches that `expected` is that hash. The file is
+    /// made read-only first, and dropping `tmp` removes its own name once it is linked.
+    /// Returns the blob's length.
+    pub fn adopt_hashed(&self, expected: &Digest, tmp: NamedTempFile) -> Result<u64, CacheError> {
+        self.writable()?;
+        let len = tmp
+            .as_file()
+            .metadata()
+            .map_err(io_err("read", tmp.path()))?
+            .len();
+        let dest = self.blob_path(expected);
+        if self.present_pinned(expected, &dest)? {
+            return Ok(len);
+        }
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(io_err("write", tmp.path()))?;
+        if self.publish(tmp, &dest)? {
+            self.note_hashed(expected);
+        }
+        Ok(len)
+    }
+
     /// Whether the blob exists; says nothing about its bytes.
     pub fn contains(&self, d: &Digest) -> bool {
         self.blob_path(d).is_file()
@@ -1044,6 +1070,29 @@ pub(crate) mod tests {
         later.put_bytes(b"precious bytes").unwrap();
         assert_eq!(dir.read(&d).unwrap(), b"precious bytes");
         assert!(dir.was_hashed(&d), "verified by this read");
+    }
+
+    #[test]
+    fn an_adopted_hashed_file_is_linked_not_copied() {
+        let (_t, dir) = store();
+        let bytes = b"a verified download".repeat(1000);
+        let d = Digest::of(&bytes);
+        let mut tmp = dir.scratch_file().unwrap();
+        tmp.write_all(&bytes).unwrap();
+        let (ino, tmp_path) = (tmp.as_file().metadata().unwrap().ino(), tmp.path().to_owned());
+        assert_eq!(dir.adopt_hashed(&d, tmp).unwrap(), bytes.len() as u64);
+        let m = fs::metadata(dir.blob_path(&d)).unwrap();
+        assert_eq!((m.ino(), m.nlink(), m.mode() & 0o777), (ino, 1, 0o444));
+        assert!(!tmp_path.exists(), "its own name is removed");
+        assert!(dir.was_hashed(&d));
+        assert_eq!(dir.read(&d).unwrap(), bytes);
+        // Already stored: the blob stays, the new file goes.
+        let mut again = dir.scratch_file().unwrap();
+        again.write_all(&bytes).unwrap();
+        let again_path = again.path().to_owned();
+        assert_eq!(dir.adopt_hashed(&d, again).unwrap(), bytes.len() as u64);
+        assert_eq!(fs::metadata(dir.blob_path(&d)).unwrap().ino(), ino);
+        assert!(!again_path.exists());
     }
 
     #[test]

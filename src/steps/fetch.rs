@@ -4,7 +4,9 @@
 //! download to another host or adding a mirror never rebuilds anything. Getting the bytes
 //! (sources and mirrors, retries, resume, verification) is the download engine's job, in
 //! [`crate::download`]; this module wires it to the graph: the key, the progress of the
-//! running step, its cancellation, and the import of the verified file into the store.
+//! running step, its cancellation, and the import of the verified file into the store,
+//! which links the download's file (written in the store's `tmp/`, hashed with BLAKE3 as
+//! it was written) instead of copying it.
 //!
 //! The URL is not keyed and never recorded: it may carry credentials (`https://ci:token@…`),
 //! which reach the server and nothing else (the engine redacts every URL it shows).
@@ -85,20 +87,22 @@ impl w4b_graph::Step for FetchStep {
             cx,
             total: std::sync::Mutex::new((0, None)),
         };
-        let mut got = match self.fetcher.fetch_to(&req, &partial, &progress) {
+        let got = match self.fetcher.fetch_to(&req, &partial, &progress) {
             Ok(got) => got,
             Err(FetchError::Cancelled) => return Err(w4b_graph::StepError::Cancelled),
             Err(e) => return Err(w4b_graph::StepError::diag(e)),
         };
         let blake3 = got.blake3;
-        let file = got.file().map_err(w4b_graph::StepError::diag)?;
+        // The partial file is in the store's own `tmp/`, durable, and its BLAKE3 was
+        // computed as it was written: linked into the store, not copied (a copy cost a
+        // second write, read and hash of the whole download, and a second fsync).
+        let tmp = got.into_temp_file().map_err(w4b_graph::StepError::diag)?;
         // The cache's error keeps its OS cause (`No space left on device`) as its source.
         let size = self
             .store
             .local()
-            .import_blob(&blake3, file)
+            .adopt_hashed(&blake3, tmp)
             .map_err(w4b_graph::StepError::diag)?;
-        drop(got);
         let mut out = w4b_graph::Outputs::new();
         out.insert("file".into(), w4b_cache::OutputRef { digest: blake3, size });
         Ok(out)
