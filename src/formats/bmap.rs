@@ -90,13 +90,46 @@ pub fn write_bmap<R: Read + Seek, W: Write>(image: &mut R, out: &mut W) -> Resul
 /// chunk boundaries; bmaptool takes any ordered, non-overlapping range list, so the runs of
 /// a chunk can be computed once and reused for every image that holds the chunk.
 pub fn chunk_ranges(chunk: &[u8]) -> Vec<BmapRange> {
-    if chunk.is_empty() {
-        return Vec::new();
+    // Scanned in place: no read buffer, no copy of the chunk.
+    let mut runs = Runs::default();
+    runs.feed(chunk);
+    runs.finish()
+}
+
+/// Runs of non-zero blocks found in bytes fed in order, block-aligned except for the end.
+#[derive(Default)]
+struct Runs {
+    ranges: Vec<BmapRange>,
+    /// The run being hashed: its first block and the hash so far.
+    open: Option<(u64, Sha256)>,
+    /// The next block's number.
+    block: u64,
+}
+
+impl Runs {
+    /// Feeds the next bytes: whole blocks, except at the very end.
+    fn feed(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(BMAP_BLOCK_SIZE as usize) {
+            if is_zero(chunk) {
+                if let Some((first, hasher)) = self.open.take() {
+                    self.ranges.push(close(first, self.block - 1, hasher));
+                }
+            } else {
+                let block = self.block;
+                self.open
+                    .get_or_insert_with(|| (block, Sha256::new()))
+                    .1
+                    .update(chunk);
+            }
+            self.block += 1;
+        }
     }
-    match scan(&mut io::Cursor::new(chunk)) {
-        Ok((_, ranges)) => ranges,
-        // A cursor over memory neither fails to read nor is empty here.
-        Err(_) => Vec::new(),
+
+    fn finish(mut self) -> Vec<BmapRange> {
+        if let Some((first, hasher)) = self.open.take() {
+            self.ranges.push(close(first, self.block - 1, hasher));
+        }
+        self.ranges
     }
 }
 
@@ -130,39 +163,24 @@ pub fn write_bmap_ranges<W: Write>(
 fn scan<R: Read + Seek>(image: &mut R) -> Result<(u64, Vec<BmapRange>), BmapError> {
     image.seek(SeekFrom::Start(0)).map_err(BmapError::Read)?;
     let mut buf = vec![0u8; CHUNK];
-    let mut ranges = Vec::new();
-    // The run being hashed: its first block and the hash so far.
-    let mut open: Option<(u64, Sha256)> = None;
+    let mut runs = Runs::default();
     let mut size = 0u64;
-    let mut block = 0u64;
     loop {
         let n = read_full(image, &mut buf).map_err(BmapError::Read)?;
         if n == 0 {
             break;
         }
         size += n as u64;
-        for chunk in buf[..n].chunks(BMAP_BLOCK_SIZE as usize) {
-            if is_zero(chunk) {
-                if let Some((first, hasher)) = open.take() {
-                    ranges.push(close(first, block - 1, hasher));
-                }
-            } else {
-                open.get_or_insert_with(|| (block, Sha256::new())).1.update(chunk);
-            }
-            block += 1;
-        }
+        runs.feed(&buf[..n]);
         if n < buf.len() {
             // Short only at the end: `read_full` fills the buffer otherwise.
             break;
         }
     }
-    if let Some((first, hasher)) = open.take() {
-        ranges.push(close(first, block - 1, hasher));
-    }
     if size == 0 {
         return Err(BmapError::EmptyImage);
     }
-    Ok((size, ranges))
+    Ok((size, runs.finish()))
 }
 
 fn close(first: u64, last: u64, hasher: Sha256) -> BmapRange {

@@ -190,10 +190,14 @@ impl Frame {
     }
 }
 
-/// Compresses spans into independent frames, reusing one compression context.
+/// Compresses spans into independent frames, reusing one compression context and one
+/// output buffer (a fresh context and a `compress_bound`-sized buffer per frame cost page
+/// faults and `memset`s on every frame).
 pub struct FrameCompressor {
     inner: zstd::bulk::Compressor<'static>,
     level: i32,
+    /// Where frames are compressed to before they are copied out at their own size.
+    out: Vec<u8>,
 }
 
 impl FrameCompressor {
@@ -213,7 +217,11 @@ impl FrameCompressor {
             Ok(c)
         };
         let inner = setup().map_err(ZstdFramesError::Compress)?;
-        Ok(FrameCompressor { inner, level })
+        Ok(FrameCompressor {
+            inner,
+            level,
+            out: Vec::new(),
+        })
     }
 
     /// The level this compressor uses.
@@ -228,8 +236,12 @@ impl FrameCompressor {
         if len > u64::from(MAX_FRAME_DECOMPRESSED) {
             return Err(ZstdFramesError::SpanTooLarge { len });
         }
-        let bytes = self.inner.compress(span).map_err(ZstdFramesError::Compress)?;
-        let frame = Frame::parse(bytes)?;
+        self.out.clear();
+        self.out.reserve(zstd_safe::compress_bound(span.len()));
+        self.inner
+            .compress_to_buffer(span, &mut self.out)
+            .map_err(ZstdFramesError::Compress)?;
+        let frame = Frame::parse(self.out.clone())?;
         if u64::from(frame.decompressed_size) != len {
             return Err(ZstdFramesError::Compress(io::Error::other(format!(
                 "libzstd recorded {} bytes for a span of {len}",

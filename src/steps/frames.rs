@@ -32,10 +32,12 @@
 //! BLAKE3 is its name), and one found missing or corrupt is compressed again from the disk
 //! and its memo replaced, so a damaged cache costs time, never bytes.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 use w4b_cache::{
     zero_digest, CacheError, ChunkIndex, ChunkRef, Digest, FlatDigests, MemoKind, OutputReader, StoreDir,
@@ -44,7 +46,14 @@ use w4b_cache::{
 
 use crate::formats::bmap::{chunk_ranges, BmapRange, BMAP_BLOCK_SIZE};
 use crate::formats::xz_blocks::{self, IndexRecord, XzBlocksError};
-use crate::formats::zstd_frames::{self, SeekEntry, ZstdFramesError};
+use crate::formats::zstd_frames::{self, FrameCompressor, SeekEntry, ZstdFramesError};
+
+thread_local! {
+    /// This thread's zstd context, kept from frame to frame (a fresh one per frame cost
+    /// its tables' allocation and page faults every time). A frame does not depend on
+    /// which context made it ([`FrameCompressor::compress`]).
+    static ZSTD: RefCell<Option<FrameCompressor>> = const { RefCell::new(None) };
+}
 
 /// Memo kind of a span's zstd frame.
 pub const FRAME_ZSTD: MemoKind = MemoKind::new("frame-zstd");
@@ -60,10 +69,6 @@ const BMAP_CONTEXT: &str = "w4b compress bmap v1";
 /// The liblzma behind `.xz` frames: the `liblzma-sys` crate vendors and statically links
 /// it, so its crate version names the encoder. A test checks it against `Cargo.lock`.
 pub const LIBLZMA: &str = "liblzma-sys 0.4.9";
-
-/// How much disk one batch reads at most (besides one span per worker): spans are read
-/// in order, then compressed in parallel.
-const BATCH_BYTES: u64 = 64 << 20;
 
 /// The codec of a framed image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +114,18 @@ impl FrameCodec {
     fn compress(&self, span: &[u8]) -> Result<(Vec<u8>, FrameMeta), FramesError> {
         match *self {
             FrameCodec::Zstd { level } => {
-                let frame = zstd_frames::compress_frame(span, level).map_err(FramesError::Zstd)?;
+                let frame = ZSTD
+                    .with(|slot| {
+                        let mut slot = slot.borrow_mut();
+                        let mut c = match slot.take() {
+                            Some(c) if c.level() == level => c,
+                            _ => FrameCompressor::new(level)?,
+                        };
+                        let frame = c.compress(span);
+                        *slot = Some(c);
+                        frame
+                    })
+                    .map_err(FramesError::Zstd)?;
                 let meta = FrameMeta::Zstd {
                     checksum: frame.checksum(),
                 };
@@ -320,8 +336,197 @@ struct Done {
     compressed: bool,
 }
 
+/// Disk read ahead of the span being assembled (at least two spans per worker): enough
+/// that a worker seldom waits behind one slow span, little enough to bound memory, since
+/// each span read ahead holds its bytes (the batches this replaced read as much).
+const AHEAD_BYTES: u64 = 64 << 20;
+
+/// Span buffers handed back after use: a fresh zeroed 8 MiB buffer per span cost a
+/// `memset` and a page fault per 4 KiB on every span (about 6 % of the step).
+#[derive(Default)]
+struct SpanBuffers(Mutex<Vec<Vec<u8>>>);
+
+impl SpanBuffers {
+    /// A buffer of `len` bytes; its contents are whatever it held (the caller fills it).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
+    fn give(&self, v: Vec<u8>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+    }
+}
+
+/// The image and block map as spans are added in order.
+struct Assembly {
+    codec: Option<FrameCodec>,
+    report: FrameReport,
+    ranges: Vec<BmapRange>,
+    image: Vec<ChunkRef>,
+    zstd_entries: Vec<SeekEntry>,
+    xz_records: Vec<IndexRecord>,
+    blake: blake3::Hasher,
+    sha: Sha256,
+}
+
+impl Assembly {
+    fn new(codec: Option<FrameCodec>, local: &StoreDir) -> Result<Assembly, FramesError> {
+        let mut a = Assembly {
+            codec,
+            report: FrameReport::default(),
+            ranges: Vec::new(),
+            image: Vec::new(),
+            zstd_entries: Vec::new(),
+            xz_records: Vec::new(),
+            blake: blake3::Hasher::new(),
+            sha: Sha256::new(),
+        };
+        if let Some(FrameCodec::Xz { .. }) = codec {
+            let header = xz_blocks::stream_header();
+            let c = local.put_chunk(&header).map_err(FramesError::Store)?;
+            a.put_flat(&header, c);
+        }
+        Ok(a)
+    }
+
+    fn put_flat(&mut self, bytes: &[u8], value: ChunkRef) {
+        self.blake.update(bytes);
+        self.sha.update(bytes);
+        self.image.push(value);
+    }
+
+    /// The next span in order: its block-map runs, then (with a codec) its frame, made
+    /// again from the disk when its memoised blob turned out damaged.
+    fn add(
+        &mut self,
+        finished: Finished,
+        disk: &mut OutputReader,
+        local: &StoreDir,
+        buffers: &SpanBuffers,
+        job: &Job<'_>,
+    ) -> Result<(), FramesError> {
+        let chunk = u64::from(CHUNK_SIZE);
+        let Finished {
+            span,
+            done,
+            scanned,
+            reused,
+        } = finished;
+        self.report.bmap_scanned = self.report.bmap_scanned.saturating_add(scanned);
+        self.report.bmap_reused = self.report.bmap_reused.saturating_add(reused);
+        let base_block = span.offset / BMAP_BLOCK_SIZE;
+        for (i, rs) in span.ranges.iter().enumerate() {
+            let chunk_block = (i as u64).saturating_mul(chunk / BMAP_BLOCK_SIZE);
+            for r in rs.iter().flatten() {
+                self.ranges.push(BmapRange {
+                    first: base_block + chunk_block + r.first,
+                    last: base_block + chunk_block + r.last,
+                    sha256: r.sha256,
+                });
+            }
+        }
+        let (Some(codec), Some(mut done)) = (self.codec, done) else {
+            (job.progress)(span.offset.saturating_add(span.len));
+            return Ok(());
+        };
+        self.report.spans = self.report.spans.saturating_add(1);
+        if done.bytes.is_none() {
+            // The memo's frame is gone or damaged: make it again from the disk.
+            let bytes = read_span(disk, span.offset, span.len, buffers)?;
+            self.report.disk_read = self.report.disk_read.saturating_add(span.len);
+            let chunks = match span.chunks {
+                Some(c) => c,
+                None => hash_chunks(&bytes),
+            };
+            let made = codec.compress(&bytes);
+            buffers.give(bytes);
+            let (frame, meta) = made?;
+            let value = local.put_chunk(&frame).map_err(FramesError::Store)?;
+            local
+                .memo_put(codec.kind(), &codec.frame_key(&chunks), &value, &meta.encode())
+                .map_err(FramesError::Store)?;
+            done = Done {
+                value,
+                meta,
+                bytes: Some(frame),
+                compressed: true,
+            };
+            self.report.repaired = self.report.repaired.saturating_add(1);
+        }
+        if done.compressed {
+            self.report.compressed = self.report.compressed.saturating_add(1);
+        } else {
+            self.report.reused = self.report.reused.saturating_add(1);
+        }
+        match done.meta {
+            FrameMeta::Zstd { checksum } => self.zstd_entries.push(SeekEntry {
+                compressed_size: done.value.len,
+                // At most the span (≤ 1 GiB, checked when the span size is chosen).
+                decompressed_size: span.len as u32,
+                checksum,
+            }),
+            FrameMeta::Xz(record) => self.xz_records.push(record),
+        }
+        self.put_flat(done.bytes.as_deref().unwrap_or_default(), done.value);
+        (job.progress)(span.offset.saturating_add(span.len));
+        Ok(())
+    }
+
+    /// The trailer and the index (with a codec).
+    fn finish(mut self, local: &StoreDir) -> Result<Framed, FramesError> {
+        let Some(codec) = self.codec else {
+            return Ok(Framed {
+                image: None,
+                flat: FlatDigests::default(),
+                ranges: self.ranges,
+                report: self.report,
+            });
+        };
+        let trailer = match codec {
+            FrameCodec::Zstd { .. } => {
+                zstd_frames::seek_table(&self.zstd_entries).map_err(FramesError::Zstd)?
+            }
+            FrameCodec::Xz { .. } => {
+                xz_blocks::index_and_footer(&self.xz_records).map_err(FramesError::Xz)?
+            }
+        };
+        let c = local.put_chunk(&trailer).map_err(FramesError::Store)?;
+        self.put_flat(&trailer, c);
+        let idx = ChunkIndex {
+            chunk_size: 0,
+            chunks: self.image,
+            trailer: true,
+            flat: FlatDigests {
+                blake3: Some(*self.blake.finalize().as_bytes()),
+                sha256: Some(self.sha.finalize().into()),
+            },
+        };
+        let name = local.put_index(&idx).map_err(FramesError::Store)?;
+        Ok(Framed {
+            image: Some((name, idx.total_len())),
+            flat: idx.flat,
+            ranges: self.ranges,
+            report: self.report,
+        })
+    }
+}
+
 /// Reads `disk` span by span, reusing memoised frames and block-map runs, compressing the
 /// rest, and (with a codec) stores the image as a chunked output in `local`.
+///
+/// A pipeline: this thread reads spans in order (looking their memos up first, so a
+/// span whose frame and runs are all memoised is not read), `threads` workers hash,
+/// compress and store them, and this thread assembles the finished spans in order (the
+/// image's flat BLAKE3 and SHA-256, the seek table, the block map) between reads. The
+/// reading, the flat hashes and the compression overlap; the batches this replaced left
+/// the workers idle while a batch was read and assembled, and at each batch's tail.
 pub fn run(disk: &mut OutputReader, local: &StoreDir, job: &Job<'_>) -> Result<Framed, FramesError> {
     let len = disk.len();
     let chunk = u64::from(CHUNK_SIZE);
@@ -332,175 +537,107 @@ pub fn run(disk: &mut OutputReader, local: &StoreDir, job: &Job<'_>) -> Result<F
         .filter(|i| i.chunk_size == CHUNK_SIZE && !i.trailer && i.total_len() == len)
         .map(|i| i.chunks.clone());
     let threads = job.threads.max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("w4b-compress-{i}"))
-        .build()
-        .map_err(|e| FramesError::Read(io::Error::other(e)))?;
-    let per_batch = (BATCH_BYTES / span_bytes).max(threads as u64).max(1);
+    let spans = len.div_ceil(span_bytes);
+    let ahead = (AHEAD_BYTES / span_bytes).max(2 * threads as u64);
+    let buffers = SpanBuffers::default();
+    let mut asm = Assembly::new(job.codec, local)?;
 
-    let mut report = FrameReport::default();
-    let mut ranges = Vec::new();
-    let mut image: Vec<ChunkRef> = Vec::new();
-    let mut zstd_entries: Vec<SeekEntry> = Vec::new();
-    let mut xz_records: Vec<IndexRecord> = Vec::new();
-    let mut blake = blake3::Hasher::new();
-    let mut sha = Sha256::new();
-    let mut put_flat = |bytes: &[u8], image: &mut Vec<ChunkRef>, value: ChunkRef| {
-        blake.update(bytes);
-        sha.update(bytes);
-        image.push(value);
-    };
-    if let Some(FrameCodec::Xz { .. }) = job.codec {
-        let header = xz_blocks::stream_header();
-        let c = local.put_chunk(&header).map_err(FramesError::Store)?;
-        put_flat(&header, &mut image, c);
-    }
-
-    let mut offset = 0u64;
-    while offset < len {
-        if job.cancel.load(Ordering::Relaxed) {
-            return Err(FramesError::Cancelled);
+    type Outcome = std::thread::Result<Result<Finished, FramesError>>;
+    let stopped = || FramesError::Read(io::Error::other("the compression workers stopped"));
+    let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Span)>(threads);
+    let work_rx = Mutex::new(work_rx);
+    std::thread::scope(|scope| -> Result<(), FramesError> {
+        // Owned here, so the workers see the channel close whenever this returns.
+        let work_tx = work_tx;
+        let (done_tx, done_rx) = mpsc::channel::<(u64, Outcome)>();
+        for i in 0..threads {
+            let (work_rx, done_tx, buffers) = (&work_rx, done_tx.clone(), &buffers);
+            std::thread::Builder::new()
+                .name(format!("w4b-compress-{i}"))
+                .spawn_scoped(scope, move || loop {
+                    let next = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((at, span)) = next else {
+                        return;
+                    };
+                    // A panic is handed to the reader, which would otherwise wait for
+                    // this span forever.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        finish_span(local, job.codec, span, job.verify_memos, buffers)
+                    }));
+                    if done_tx.send((at, outcome)).is_err() {
+                        return;
+                    }
+                })
+                .map_err(FramesError::Read)?;
         }
-        // 1. In order: what memos already say, and the bytes of spans that need reading.
-        let mut batch = Vec::new();
-        while offset < len && (batch.len() as u64) < per_batch {
-            let span_len = span_bytes.min(len - offset);
-            let first_chunk = (offset / chunk) as usize;
-            let n_chunks = span_len.div_ceil(chunk) as usize;
-            let chunks = known
-                .as_ref()
-                .and_then(|k| k.get(first_chunk..first_chunk.saturating_add(n_chunks)))
-                .map(<[ChunkRef]>::to_vec);
-            let mut span = Span {
-                offset,
-                len: span_len,
-                chunks,
-                bytes: None,
-                frame: None,
-                ranges: vec![None; n_chunks],
-            };
-            if span.chunks.is_some() {
-                lookup(local, job.codec, &mut span)?;
+        drop(done_tx);
+        let mut pending: BTreeMap<u64, Outcome> = BTreeMap::new();
+        let (mut next_read, mut next_done) = (0u64, 0u64);
+        while next_done < spans {
+            if job.cancel.load(Ordering::Relaxed) {
+                return Err(FramesError::Cancelled);
             }
-            let complete = span.chunks.is_some()
-                && (job.codec.is_none() || span.frame.is_some())
-                && span.ranges.iter().all(Option::is_some)
-                && !job.verify_memos;
-            if !complete {
-                span.bytes = Some(read_span(disk, offset, span_len)?);
-                report.disk_read = report.disk_read.saturating_add(span_len);
-            }
-            batch.push(span);
-            offset = offset.saturating_add(span_len);
-        }
-
-        // 2. In parallel: hash what was read, compress what no memo had, read back the
-        // frames memos had (verified).
-        let results: Vec<Result<Finished, FramesError>> = pool.install(|| {
-            batch
-                .into_par_iter()
-                .map(|span| finish_span(local, job.codec, span, job.verify_memos))
-                .collect()
-        });
-
-        // 3. In order: the image's entries, its flat digests, the block map.
-        for r in results {
-            let Finished {
-                span,
-                done,
-                scanned,
-                reused,
-            } = r?;
-            report.bmap_scanned = report.bmap_scanned.saturating_add(scanned);
-            report.bmap_reused = report.bmap_reused.saturating_add(reused);
-            let base_block = span.offset / BMAP_BLOCK_SIZE;
-            for r in span.ranges.iter().enumerate().flat_map(|(i, rs)| {
-                let chunk_block = (i as u64).saturating_mul(chunk / BMAP_BLOCK_SIZE);
-                rs.iter().flatten().map(move |r| (chunk_block, r))
-            }) {
-                let (chunk_block, r) = r;
-                ranges.push(BmapRange {
-                    first: base_block + chunk_block + r.first,
-                    last: base_block + chunk_block + r.last,
-                    sha256: r.sha256,
-                });
-            }
-            let (Some(codec), Some(mut done)) = (job.codec, done) else {
-                (job.progress)(span.offset.saturating_add(span.len));
-                continue;
-            };
-            report.spans = report.spans.saturating_add(1);
-            if done.bytes.is_none() {
-                // The memo's frame is gone or damaged: make it again from the disk.
-                let bytes = read_span(disk, span.offset, span.len)?;
-                report.disk_read = report.disk_read.saturating_add(span.len);
-                let chunks = match span.chunks {
-                    Some(c) => c,
-                    None => hash_chunks(&bytes),
-                };
-                let (frame, meta) = codec.compress(&bytes)?;
-                let value = local.put_chunk(&frame).map_err(FramesError::Store)?;
-                local
-                    .memo_put(codec.kind(), &codec.frame_key(&chunks), &value, &meta.encode())
-                    .map_err(FramesError::Store)?;
-                done = Done {
-                    value,
-                    meta,
-                    bytes: Some(frame),
-                    compressed: true,
-                };
-                report.repaired = report.repaired.saturating_add(1);
-            }
-            if done.compressed {
-                report.compressed = report.compressed.saturating_add(1);
+            if next_read < spans && next_read - next_done < ahead {
+                let span = prepare_span(disk, local, job, known.as_deref(), next_read, &buffers)?;
+                if span.bytes.is_some() {
+                    asm.report.disk_read = asm.report.disk_read.saturating_add(span.len);
+                }
+                work_tx.send((next_read, span)).map_err(|_| stopped())?;
+                next_read += 1;
+                pending.extend(done_rx.try_iter());
             } else {
-                report.reused = report.reused.saturating_add(1);
+                let (at, outcome) = done_rx.recv().map_err(|_| stopped())?;
+                pending.insert(at, outcome);
             }
-            match done.meta {
-                FrameMeta::Zstd { checksum } => zstd_entries.push(SeekEntry {
-                    compressed_size: done.value.len,
-                    // At most the span (≤ 1 GiB, checked when the span size is chosen).
-                    decompressed_size: span.len as u32,
-                    checksum,
-                }),
-                FrameMeta::Xz(record) => xz_records.push(record),
+            while let Some(outcome) = pending.remove(&next_done) {
+                let finished = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                asm.add(finished, disk, local, &buffers, job)?;
+                next_done += 1;
             }
-            put_flat(done.bytes.as_deref().unwrap_or_default(), &mut image, done.value);
-            (job.progress)(span.offset.saturating_add(span.len));
         }
-    }
+        Ok(())
+    })?;
+    asm.finish(local)
+}
 
-    let Some(codec) = job.codec else {
-        return Ok(Framed {
-            image: None,
-            flat: FlatDigests::default(),
-            ranges,
-            report,
-        });
+/// Span `i` as the reader hands it to a worker: what memos say about it and, unless they
+/// say everything, its bytes.
+fn prepare_span(
+    disk: &mut OutputReader,
+    local: &StoreDir,
+    job: &Job<'_>,
+    known: Option<&[ChunkRef]>,
+    i: u64,
+    buffers: &SpanBuffers,
+) -> Result<Span, FramesError> {
+    let chunk = u64::from(CHUNK_SIZE);
+    let span_bytes = u64::from(job.span_chunks.max(1)).saturating_mul(chunk);
+    let offset = i.saturating_mul(span_bytes);
+    let span_len = span_bytes.min(disk.len().saturating_sub(offset));
+    let first_chunk = (offset / chunk) as usize;
+    let n_chunks = span_len.div_ceil(chunk) as usize;
+    let chunks = known
+        .and_then(|k| k.get(first_chunk..first_chunk.saturating_add(n_chunks)))
+        .map(<[ChunkRef]>::to_vec);
+    let mut span = Span {
+        offset,
+        len: span_len,
+        chunks,
+        bytes: None,
+        frame: None,
+        ranges: vec![None; n_chunks],
     };
-    let trailer = match codec {
-        FrameCodec::Zstd { .. } => zstd_frames::seek_table(&zstd_entries).map_err(FramesError::Zstd)?,
-        FrameCodec::Xz { .. } => xz_blocks::index_and_footer(&xz_records).map_err(FramesError::Xz)?,
-    };
-    let c = local.put_chunk(&trailer).map_err(FramesError::Store)?;
-    put_flat(&trailer, &mut image, c);
-    let idx = ChunkIndex {
-        chunk_size: 0,
-        chunks: image,
-        trailer: true,
-        flat: FlatDigests {
-            blake3: Some(*blake.finalize().as_bytes()),
-            sha256: Some(sha.finalize().into()),
-        },
-    };
-    let name = local.put_index(&idx).map_err(FramesError::Store)?;
-    Ok(Framed {
-        image: Some((name, idx.total_len())),
-        flat: idx.flat,
-        ranges,
-        report,
-    })
+    if span.chunks.is_some() {
+        lookup(local, job.codec, &mut span)?;
+    }
+    let complete = span.chunks.is_some()
+        && (job.codec.is_none() || span.frame.is_some())
+        && span.ranges.iter().all(Option::is_some)
+        && !job.verify_memos;
+    if !complete {
+        span.bytes = Some(read_span(disk, offset, span_len, buffers)?);
+    }
+    Ok(span)
 }
 
 /// Fills in what memos know about a span whose chunks are known.
@@ -563,12 +700,34 @@ fn finish_span(
     codec: Option<FrameCodec>,
     mut span: Span,
     verify: bool,
+    buffers: &SpanBuffers,
 ) -> Result<Finished, FramesError> {
+    let finished = complete_span(local, codec, &mut span, verify);
+    if let Some(bytes) = span.bytes.take() {
+        buffers.give(bytes);
+    }
+    let (done, scanned, reused) = finished?;
+    Ok(Finished {
+        span,
+        done,
+        scanned,
+        reused,
+    })
+}
+
+/// [`finish_span`]'s work, leaving the span's bytes in it: its frame, and the runs and
+/// reused chunks of its block map.
+fn complete_span(
+    local: &StoreDir,
+    codec: Option<FrameCodec>,
+    span: &mut Span,
+    verify: bool,
+) -> Result<(Option<Done>, u64, u64), FramesError> {
     if span.chunks.is_none() {
         if let Some(bytes) = &span.bytes {
             span.chunks = Some(hash_chunks(bytes));
         }
-        lookup(local, codec, &mut span)?;
+        lookup(local, codec, span)?;
     }
     let chunks = span.chunks.clone().unwrap_or_default();
     let data_chunks = chunks.iter().filter(|c| !c.is_zero()).count() as u64;
@@ -646,13 +805,7 @@ fn finish_span(
         }
     }
     let reused = data_chunks.saturating_sub(scanned);
-    span.bytes = None;
-    Ok(Finished {
-        span,
-        done,
-        scanned,
-        reused,
-    })
+    Ok((done, scanned, reused))
 }
 
 /// A memoised frame's bytes, verified; `None` when the blob is missing or corrupt (it is
@@ -665,11 +818,24 @@ fn read_frame(local: &StoreDir, value: &ChunkRef) -> Result<Option<Vec<u8>>, Fra
     }
 }
 
-fn read_span(disk: &mut OutputReader, offset: u64, len: u64) -> Result<Vec<u8>, FramesError> {
-    let mut buf = vec![0u8; len as usize];
-    disk.seek(SeekFrom::Start(offset)).map_err(FramesError::Read)?;
-    disk.read_exact(&mut buf).map_err(FramesError::Read)?;
-    Ok(buf)
+/// The disk's bytes at `offset`, in a buffer from `buffers` (give it back when done).
+fn read_span(
+    disk: &mut OutputReader,
+    offset: u64,
+    len: u64,
+    buffers: &SpanBuffers,
+) -> Result<Vec<u8>, FramesError> {
+    let mut buf = buffers.take(len as usize);
+    let read = disk
+        .seek(SeekFrom::Start(offset))
+        .and_then(|_| disk.read_exact(&mut buf));
+    match read {
+        Ok(()) => Ok(buf),
+        Err(e) => {
+            buffers.give(buf);
+            Err(FramesError::Read(e))
+        }
+    }
 }
 
 #[cfg(test)]
