@@ -26,7 +26,8 @@
 //!   verification, and publish that uploads blobs before the record. Remote records may
 //!   carry a [`RecordSignature`]; the caller of a look-up picks the one it trusts.
 //! - Chunked outputs: [`StoreDir::chunked_writer`] stores a stream as 1 MiB chunks and an
-//!   index, [`StoreDir::adopt_chunked`] a finished sparse file (a filesystem image);
+//!   index, [`StoreDir::adopt_chunked`] a finished sparse file, [`ChunkSink`] an output
+//!   rendered chunk by chunk (a filesystem image, with no scratch file);
 //!   [`OutputReader`] reads any output with verified random access.
 //! - [`Memo`]s remember sub-step results (the chunk a recipe renders to); a memo hits
 //!   only while its value is present and keeps nothing alive.
@@ -52,6 +53,7 @@ mod output;
 mod record;
 mod refs;
 mod remote;
+mod sink;
 mod store;
 mod usage;
 mod verify;
@@ -70,6 +72,7 @@ pub use refs::{BlobRefs, NoRefs};
 #[cfg(feature = "s3")]
 pub use remote::s3::{parse_url as parse_s3_url, S3Options, S3Remote, MULTIPART_OVER};
 pub use remote::Remote;
+pub use sink::ChunkSink;
 pub use store::{Store, Uploaded};
 pub use usage::{LastGc, Usage, UsageBase};
 pub use verify::{Stats, VerifyReport};

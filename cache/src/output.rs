@@ -267,7 +267,17 @@ impl StoreDir {
             })
             .collect::<io::Result<_>>()
             .map_err(io_err("read", path))?;
-        // One pin (and one lock) for every chunk of the batch that is already stored.
+        let stored = self.store_hashed(hashed)?;
+        Ok((stored.refs, stored.written))
+    }
+
+    /// Stores the chunks of `hashed` that carry bytes and that the store lacks (one pin,
+    /// and one lock, for every chunk already stored), in order, unsynced when the caller
+    /// runs inside [`unsynced`](crate::dir::unsynced).
+    pub(crate) fn store_hashed(
+        &self,
+        hashed: Vec<(ChunkRef, Option<Vec<u8>>)>,
+    ) -> Result<Stored, CacheError> {
         let stored: Vec<Digest> = hashed
             .iter()
             .filter(|(_, bytes)| bytes.is_some())
@@ -281,17 +291,25 @@ impl StoreDir {
             })?,
         };
         let mut out = Vec::with_capacity(hashed.len());
+        let mut spare = Vec::new();
         let mut written = 0;
         for (c, bytes) in hashed {
-            if let Some(bytes) = bytes.filter(|_| !kept.contains(&c.digest)) {
-                let mut tmp = self.tmp_file()?;
-                tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
-                self.publish(tmp, &self.blob_path(&c.digest))?;
-                written += 1;
+            if let Some(bytes) = bytes {
+                if !kept.contains(&c.digest) {
+                    let mut tmp = self.tmp_file()?;
+                    tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
+                    self.publish(tmp, &self.blob_path(&c.digest))?;
+                    written += 1;
+                }
+                spare.push(bytes);
             }
             out.push(c);
         }
-        Ok((out, written))
+        Ok(Stored {
+            refs: out,
+            written,
+            spare,
+        })
     }
 
     /// Opens output `d`, an index or a plain blob, for verified random access.
@@ -300,9 +318,19 @@ impl StoreDir {
     }
 }
 
+/// What [`StoreDir::store_hashed`] did with a batch.
+pub(crate) struct Stored {
+    /// The batch's entries, in order.
+    pub refs: Vec<ChunkRef>,
+    /// Chunks written (the others were zero, given, or already stored).
+    pub written: usize,
+    /// The buffers of the chunks that carried bytes, for reuse.
+    pub spare: Vec<Vec<u8>>,
+}
+
 /// Chunks [`StoreDir::adopt_chunked`] reads, hashes and holds at once: 32 MiB of buffers at
 /// most, whatever the file's size, and enough work per batch for every core.
-const ADOPT_BATCH: usize = 32;
+pub(crate) const ADOPT_BATCH: usize = 32;
 
 /// One chunk of a scratch file: where it starts, its length, and whether any of it is
 /// data rather than a hole.
