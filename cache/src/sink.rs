@@ -301,6 +301,39 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_inside_deferred_sync_or_dropped_midway_leaves_a_consistent_store() {
+        let (_t, dir) = store();
+        let flat = image();
+        let plain = {
+            let (_t2, other) = store();
+            sunk(&other, &flat, &BTreeMap::new())
+        };
+        let d = dir
+            .with_deferred_sync(|| sunk(&dir, &flat, &BTreeMap::new()))
+            .unwrap();
+        assert_eq!(d, plain);
+        assert_eq!(read_all(&dir, &d), flat);
+
+        // Abandoned midway: the full batch is stored, nothing is left in `tmp/`, and no
+        // index names the partial output.
+        let (_t3, fresh) = store();
+        let mut sink = fresh.chunk_sink(flat.len() as u64).unwrap();
+        for bytes in flat.chunks(MIB).take(33) {
+            let mut buf = sink.buffer();
+            buf.copy_from_slice(bytes);
+            sink.put(buf).unwrap();
+        }
+        drop(sink);
+        assert!(std::fs::read_dir(fresh.sub("tmp")).unwrap().next().is_none());
+        assert_eq!(fresh.stats().unwrap().indexes, 0);
+        assert_eq!(
+            fresh.stats().unwrap().blobs,
+            27,
+            "the first batch (32 chunks, 5 of them zeros) was stored"
+        );
+    }
+
+    #[test]
     fn given_chunks_are_named_not_rendered() {
         let (_t, dir) = store();
         let flat = image();
