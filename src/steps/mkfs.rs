@@ -1090,6 +1090,12 @@ mod tests {
         let t = table(4, 64);
         let (_d, store) = self::store();
         let step = ext4_step(&store, RootSize::Base);
+        // An empty tree: the metadata alone.
+        let [mut empty, table] = inputs(&store, "rootfs", 1, &t);
+        empty.get_mut("rootfs").unwrap().digest = TreeBuilder::new().finish(store.as_ref()).unwrap();
+        let empty = [empty, table];
+        let old = adopted(&step, &store, &empty, &t);
+        assert_eq!(run_noted(&step, &store, &empty).unwrap().0["fs"].digest, old);
         // One file of 3 MiB and a bit (across chunk edges), cold.
         let big = inputs(&store, "rootfs", 3 * MIB as usize + 5, &t);
         let old = adopted(&step, &store, &big, &t);
