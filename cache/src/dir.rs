@@ -21,8 +21,8 @@ use crate::error::{io_err, CacheError};
 use crate::record::{Parsed, Record, RecordHead, RecordName};
 use crate::Digest;
 
-const SUBDIRS: [&str; 9] = [
-    "blobs", "indexes", "memo", "records", "meta", "tmp", "corrupt", "leases", "usage",
+const SUBDIRS: [&str; 10] = [
+    "blobs", "indexes", "packs", "memo", "records", "meta", "tmp", "corrupt", "leases", "usage",
 ];
 
 /// A store directory. Cheap to clone; holds no open files.
@@ -63,6 +63,8 @@ pub struct StoreDir {
     lease: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>>>,
     /// Bytes published through any clone (`crate::usage`).
     published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The packs as last listed (`crate::pack`), shared by every clone.
+    packs: std::sync::Arc<std::sync::Mutex<crate::pack::PackMap>>,
 }
 
 /// An entry moved to `v1/corrupt/`: where it was, why, and where it is now.
@@ -127,7 +129,12 @@ impl StoreDir {
             quarantined: Default::default(),
             lease: Default::default(),
             published: Default::default(),
+            packs: Default::default(),
         }
+    }
+
+    pub(crate) fn pack_map(&self) -> &std::sync::Mutex<crate::pack::PackMap> {
+        &self.packs
     }
 
     pub(crate) fn lease_slot(&self) -> &std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>> {
@@ -412,9 +419,22 @@ impl StoreDir {
         Ok(w.commit_expecting(Some(expected))?.1)
     }
 
-    /// Whether the blob exists; says nothing about its bytes.
+    /// Whether the blob exists, as a file or packed (`crate::pack`); says nothing about
+    /// its bytes.
     pub fn contains(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        self.blob_path(d).is_file() || self.packed(d).iter().any(|m| self.member_present(m))
+    }
+
+    /// The blob's length, as a file or packed; `None` when it is not here.
+    pub fn blob_len(&self, d: &Digest) -> Option<u64> {
+        match fs::metadata(self.blob_path(d)) {
+            Ok(m) if m.is_file() => Some(m.len()),
+            _ => self
+                .packed(d)
+                .into_iter()
+                .find(|m| self.member_present(m))
+                .map(|m| m.len),
+        }
     }
 
     pub(crate) fn open_raw(&self, d: &Digest) -> Result<File, CacheError> {
@@ -431,7 +451,10 @@ impl StoreDir {
 
     /// The blob's bytes, verified.
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
-        let mut file = self.open_raw(d)?;
+        let mut file = match self.open_raw(d) {
+            Err(e @ CacheError::Missing { .. }) => return self.read_packed(d).unwrap_or(Err(e)),
+            other => other?,
+        };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(io_err("read", self.blob_path(d)))?;
@@ -459,7 +482,15 @@ impl StoreDir {
 
     /// A streaming reader that verifies at end of file; see [`VerifyingReader`].
     pub fn reader(&self, d: &Digest) -> Result<VerifyingReader, CacheError> {
-        Ok(VerifyingReader::new(self.clone(), *d, self.open_raw(d)?))
+        match self.open_raw(d) {
+            Ok(file) => Ok(VerifyingReader::new(self.clone(), *d, file)),
+            // Packed blobs are small and verified whole before the first byte is returned.
+            Err(e @ CacheError::Missing { .. }) => match self.read_packed(d) {
+                Some(bytes) => Ok(VerifyingReader::verified(self.clone(), *d, bytes?)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes the blob to `dest` through a temp file beside it, renamed into place only
