@@ -385,9 +385,11 @@ impl StoreDir {
         if self.present_pinned(&d, &self.blob_path(&d))? {
             return Ok(d);
         }
-        let mut w = self.writer()?;
-        w.write_all(bytes).map_err(io_err("write", self.sub("tmp")))?;
-        Ok(w.commit()?.0)
+        // Hashed once, above: written straight to a temp file, not through a hashing writer.
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        self.publish(tmp, &self.blob_path(&d))?;
+        Ok(d)
     }
 
     /// A writer that streams to a temp file while hashing; `commit` publishes it.

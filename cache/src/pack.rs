@@ -4,7 +4,8 @@
 //!
 //! A pack is three kinds of entry, all ordinary ones:
 //! - the **stream**: the members' bytes one after another, stored by
-//!   [`ChunkedWriter`](crate::ChunkedWriter) as 1 MiB chunk blobs and a chunk index;
+//!   [`ChunkedWriter`](crate::ChunkedWriter) as 16 MiB chunk blobs ([`PACK_CHUNK`]) and
+//!   a chunk index;
 //! - the **table**: a blob, `PACK_MAGIC`, the stream's index name, the member count, then
 //!   per member (sorted by digest) its digest, offset in the stream and length, all
 //!   little-endian;
@@ -36,6 +37,11 @@ use crate::Digest;
 
 /// The first bytes of a pack table.
 pub const PACK_MAGIC: &[u8; 8] = b"w4bpack1";
+
+/// The length of a pack stream's chunks: 16 MiB, so unpacking a 1 GiB root filesystem
+/// creates ~70 files (on a filesystem without a journal, ext4 slows every file creation
+/// down for minutes after many deletions: it skips recently deleted inodes one by one).
+pub const PACK_CHUNK: u32 = 16 << 20;
 
 /// The largest blob [`PackWriter::add`] takes: larger ones are cheap enough as files of
 /// their own, and a member is read whole.
@@ -148,7 +154,7 @@ impl StoreDir {
         let Ok(stream) = self.stream_of(&m.pack) else {
             return false;
         };
-        let size = u64::from(CHUNK_SIZE);
+        let size = u64::from(stream.chunk_size.max(1));
         let first = m.offset / size;
         let last = (m.offset + m.len.max(1) - 1) / size;
         (first..=last).all(|i| {
@@ -227,7 +233,7 @@ impl StoreDir {
         };
         let table = table.ok_or_else(missing)?;
         let idx = self.index(&table.stream)?.ok_or_else(missing)?;
-        if idx.chunk_size != CHUNK_SIZE {
+        if idx.chunk_size == 0 {
             return Err(missing());
         }
         let idx = Arc::new(idx);
@@ -248,7 +254,7 @@ impl StoreDir {
             CacheError::Missing { .. } | CacheError::Corrupt { .. } => missing(),
             other => other,
         })?;
-        let size = u64::from(CHUNK_SIZE);
+        let size = u64::from(stream.chunk_size.max(1));
         let len = usize::try_from(m.len).map_err(|_| missing())?;
         let mut bytes = vec![0u8; len];
         let mut touched = Vec::new();
@@ -300,9 +306,14 @@ impl StoreDir {
 
     /// A writer that packs small blobs; see the module docs.
     pub fn pack_writer(&self) -> Result<PackWriter, CacheError> {
+        self.pack_writer_cut(PACK_CHUNK)
+    }
+
+    /// A pack writer cutting its stream into `chunk`-byte chunks.
+    pub(crate) fn pack_writer_cut(&self, chunk: u32) -> Result<PackWriter, CacheError> {
         Ok(PackWriter {
             dir: self.clone(),
-            stream: self.chunked_writer()?,
+            stream: self.chunked_writer()?.with_chunk_size(chunk),
             members: BTreeMap::new(),
             offset: 0,
         })
@@ -468,7 +479,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = StoreDir::open(t.path()).unwrap();
         let blobs: Vec<Vec<u8>> = (0..600u32).map(|i| blob(i, 4000)).collect();
-        let mut w = dir.pack_writer().unwrap();
+        let mut w = dir.pack_writer_cut(CHUNK_SIZE).unwrap();
         let ds: Vec<Digest> = blobs.iter().map(|b| w.add(b).unwrap()).collect();
         let pack = w.finish().unwrap().unwrap();
         let table = PackTable::decode(&dir.read(&pack).unwrap()).unwrap();
@@ -486,7 +497,7 @@ mod tests {
         assert_eq!(dir.read(&ds[599]).unwrap(), blobs[599]);
         // Packing the same blobs again (the producer re-running) stores only the lost
         // chunk's members, in a second pack; every blob reads again.
-        let mut w = dir.pack_writer().unwrap();
+        let mut w = dir.pack_writer_cut(CHUNK_SIZE).unwrap();
         for b in &blobs {
             w.add(b).unwrap();
         }
@@ -502,7 +513,7 @@ mod tests {
     /// A store holding a pack of `n` 3000-byte blobs and a listing naming the first
     /// `named` of them, with a record whose output is the listing.
     fn packed_tree(dir: &StoreDir, n: u32, named: usize) -> (Vec<Digest>, Digest, crate::Record) {
-        let mut w = dir.pack_writer().unwrap();
+        let mut w = dir.pack_writer_cut(CHUNK_SIZE).unwrap();
         let ds: Vec<Digest> = (0..n).map(|i| w.add(&blob(i, 3000)).unwrap()).collect();
         w.finish().unwrap().unwrap();
         let tree = dir.put_bytes(&listing(&ds[..named])).unwrap();
