@@ -65,6 +65,8 @@ pub struct StoreDir {
     published: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The packs as last listed (`crate::pack`), shared by every clone.
     packs: std::sync::Arc<std::sync::Mutex<crate::pack::PackMap>>,
+    /// Batches of memos by kind as last listed (`crate::memo`), shared by every clone.
+    memo_batches: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>>>,
 }
 
 /// An entry moved to `v1/corrupt/`: where it was, why, and where it is now.
@@ -130,7 +132,14 @@ impl StoreDir {
             lease: Default::default(),
             published: Default::default(),
             packs: Default::default(),
+            memo_batches: Default::default(),
         }
+    }
+
+    pub(crate) fn memo_batches(
+        &self,
+    ) -> &std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>> {
+        &self.memo_batches
     }
 
     pub(crate) fn pack_map(&self) -> &std::sync::Mutex<crate::pack::PackMap> {

@@ -10,6 +10,7 @@
 //! <root>/v1/indexes/<2 hex>/<64 hex keyed digest>                  chunk indexes
 //! <root>/v1/packs/<64 hex table digest>                            pack markers (local)
 //! <root>/v1/memo/<kind>/<2 hex>/<64 hex key>                      memos (local only)
+//! <root>/v1/memo/<kind>/batches/<64 hex>                          batches of memos (local)
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.json     step records
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.<keyid>.json  signed ones
 //! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
@@ -67,7 +68,7 @@ pub use dir::{Quarantined, StoreDir};
 pub use error::{CacheError, ChunkAt};
 pub use gc::{GcPolicy, GcReport, GC_BATCH};
 pub use lease::{Lease, LeaseScan, LEASE_MAGIC, LEASE_SLACK};
-pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
+pub use memo::{Memo, MemoKind, MEMO_BATCH_MAGIC, MEMO_BATCH_MIN, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
 pub use output::{ChunkedWriter, OutputReader};
 pub use pack::{PackWriter, PACK_MAGIC, PACK_MEMBER_MAX};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};

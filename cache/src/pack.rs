@@ -21,7 +21,7 @@
 //! chunks); a pack is kept or dropped whole. Packs are a local storage form: publishing
 //! to a remote uploads members as plain blobs, so remotes need not know packs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
@@ -116,8 +116,8 @@ pub(crate) struct PackMap {
     tables: BTreeMap<Digest, Arc<PackTable>>,
     /// Every pack holding a blob, in table-digest order (a blob repacked after one of its
     /// chunks was lost is in two).
-    members: HashMap<Digest, Vec<Member>>,
-    streams: HashMap<Digest, Arc<ChunkIndex>>,
+    members: BTreeMap<Digest, Vec<Member>>,
+    streams: BTreeMap<Digest, Arc<ChunkIndex>>,
 }
 
 impl StoreDir {
@@ -205,7 +205,7 @@ impl StoreDir {
         }
         map.streams.retain(|d, _| map.tables.contains_key(d));
         // Sorted by table digest: the first pack holding a blob is the one used.
-        let mut members: HashMap<Digest, Vec<Member>> = HashMap::new();
+        let mut members: BTreeMap<Digest, Vec<Member>> = BTreeMap::new();
         for (pack, t) in &map.tables {
             for (d, offset, len) in &t.members {
                 members.entry(*d).or_default().push(Member {
