@@ -66,7 +66,8 @@ pub struct StoreDir {
     /// The packs as last listed (`crate::pack`), shared by every clone.
     packs: std::sync::Arc<std::sync::Mutex<crate::pack::PackMap>>,
     /// Batches of memos by kind as last listed (`crate::memo`), shared by every clone.
-    memo_batches: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>>>,
+    memo_batches:
+        std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>>>,
 }
 
 /// An entry moved to `v1/corrupt/`: where it was, why, and where it is now.
@@ -433,16 +434,16 @@ impl StoreDir {
     /// Whether the blob exists, as a file or packed (`crate::pack`); says nothing about
     /// its bytes.
     pub fn contains(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file() || self.packed(d).iter().any(|m| self.member_present(m))
+        self.blob_path(d).is_file() || self.packed_present(d)
     }
 
     /// The blob's length, as a file or packed; `None` when it is not here.
     pub fn blob_len(&self, d: &Digest) -> Option<u64> {
         match fs::metadata(self.blob_path(d)) {
             Ok(m) if m.is_file() => Some(m.len()),
-            _ => self
-                .packed(d)
+            _ => [false, true]
                 .into_iter()
+                .flat_map(|relist| self.packed_in(d, relist))
                 .find(|m| self.member_present(m))
                 .map(|m| m.len),
         }

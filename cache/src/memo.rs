@@ -615,10 +615,16 @@ mod tests {
         for (key, memo) in &memos {
             assert_eq!(other.memo_get(FRAME, key).unwrap().as_ref(), Some(memo));
         }
-        assert_eq!(other.memo_get(MemoKind::new("frame-xz"), &memos[5].0).unwrap(), None);
+        assert_eq!(
+            other.memo_get(MemoKind::new("frame-xz"), &memos[5].0).unwrap(),
+            None
+        );
         // A memo file for a key wins over the batch.
         dir.memo_put(FRAME, &memos[5].0, &values[6], b"newer").unwrap();
-        assert_eq!(other.memo_get(FRAME, &memos[5].0).unwrap().unwrap().extra, b"newer");
+        assert_eq!(
+            other.memo_get(FRAME, &memos[5].0).unwrap().unwrap().extra,
+            b"newer"
+        );
 
         // One value left: the batch stays; none: GC removes it, reporting its memos.
         for v in &values[..39] {
@@ -627,7 +633,11 @@ mod tests {
         let now = SystemTime::now();
         dir.gc(&GcPolicy::new(now), &NoRefs).unwrap();
         assert_eq!(dir.memo_files().unwrap().iter().filter(|f| f.batch).count(), 1);
-        assert_eq!(other.memo_get(FRAME, &memos[0].0).unwrap(), None, "value gone: a miss");
+        assert_eq!(
+            other.memo_get(FRAME, &memos[0].0).unwrap(),
+            None,
+            "value gone: a miss"
+        );
         assert!(other.memo_get(FRAME, &memos[39].0).unwrap().is_some());
         fs::remove_file(dir.blob_path(&values[39].digest)).unwrap();
         let rep = dir.verify(&NoRefs).unwrap();

@@ -129,23 +129,36 @@ impl StoreDir {
         self.packs_dir().join(table.to_hex())
     }
 
-    /// The packs holding `d` (whether or not it is also a loose blob). Lists `v1/packs/`
-    /// again when it changed since the last look, so packs another process wrote
+    /// The packs holding `d` (whether or not it is also a loose blob), as last listed;
+    /// with `relist` (or when `d` is in none), `v1/packs/` is listed again first if it
+    /// changed since the last look, so packs another process (or a repair) wrote
     /// meanwhile are found.
-    pub(crate) fn packed(&self, d: &Digest) -> Vec<Member> {
+    pub(crate) fn packed_in(&self, d: &Digest, relist: bool) -> Vec<Member> {
         let mut map = self.pack_map().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = map.members.get(d) {
-            return m.clone();
+        if !relist {
+            if let Some(m) = map.members.get(d) {
+                return m.clone();
+            }
         }
         let changed = fs::metadata(self.packs_dir())
             .and_then(|m| m.modified())
             .ok()
             .is_some_and(|t| map.listed != Some(t));
-        if !changed {
-            return Vec::new();
+        if changed {
+            self.relist_packs(&mut map);
         }
-        self.relist_packs(&mut map);
         map.members.get(d).cloned().unwrap_or_default()
+    }
+
+    /// [`packed_in`](Self::packed_in) without forcing a new listing.
+    pub(crate) fn packed(&self, d: &Digest) -> Vec<Member> {
+        self.packed_in(d, false)
+    }
+
+    /// Whether `d` is packed in a pack whose chunks holding it are all here.
+    pub(crate) fn packed_present(&self, d: &Digest) -> bool {
+        self.packed(d).iter().any(|m| self.member_present(m))
+            || self.packed_in(d, true).iter().any(|m| self.member_present(m))
     }
 
     /// Whether packed blob `d` has its table, stream index and chunk files: like a loose
@@ -168,10 +181,13 @@ impl StoreDir {
     /// The verified bytes of packed blob `d` from the first of its packs that has them.
     pub(crate) fn read_packed(&self, d: &Digest) -> Option<Result<Vec<u8>, CacheError>> {
         let mut last = None;
-        for m in self.packed(d) {
-            match self.read_member(d, m) {
-                Err(e @ CacheError::Missing { .. }) => last = Some(Err(e)),
-                other => return Some(other),
+        // A member missing from every pack known may be in one written since (a repair).
+        for relist in [false, true] {
+            for m in self.packed_in(d, relist) {
+                match self.read_member(d, m) {
+                    Err(e @ CacheError::Missing { .. }) => last = Some(Err(e)),
+                    other => return Some(other),
+                }
             }
         }
         last
