@@ -34,6 +34,12 @@ thread_local! {
     static DEFER_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether this thread's publications are unsynced now (inside
+/// [`StoreDir::with_deferred_sync`]), for work handed to another thread.
+pub(crate) fn deferring() -> bool {
+    DEFER_SYNC.with(|d| d.get())
+}
+
 /// Runs `f` with this thread's publications unsynced; also says whether this was the
 /// outermost such call, whose caller owes the [`StoreDir::sync_filesystem`] (an inner
 /// one leaves it to the outer).

@@ -3,9 +3,9 @@
 //! 45,000.
 //!
 //! A pack is three kinds of entry, all ordinary ones:
-//! - the **stream**: the members' bytes one after another, stored by
-//!   [`ChunkedWriter`](crate::ChunkedWriter) as 16 MiB chunk blobs ([`PACK_CHUNK`]) and
-//!   a chunk index;
+//! - the **stream**: the members' bytes one after another, stored as 16 MiB chunk blobs
+//!   ([`PACK_CHUNK`], hashed and written on a thread of their own while the caller goes
+//!   on) and a chunk index;
 //! - the **table**: a blob, `PACK_MAGIC`, the stream's index name, the member count, then
 //!   per member (sorted by digest) its digest, offset in the stream and length, all
 //!   little-endian;
@@ -23,16 +23,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::chunks::{ChunkIndex, CHUNK_SIZE};
+use crate::chunks::{ChunkIndex, ChunkRef, FlatDigests, CHUNK_SIZE};
 use crate::dir::StoreDir;
 use crate::error::{io_err, CacheError};
-use crate::output::ChunkedWriter;
 use crate::Digest;
 
 /// The first bytes of a pack table.
@@ -327,9 +326,27 @@ impl StoreDir {
 
     /// A pack writer cutting its stream into `chunk`-byte chunks.
     pub(crate) fn pack_writer_cut(&self, chunk: u32) -> Result<PackWriter, CacheError> {
+        self.writable()?;
+        // The chunks are hashed and written on a thread of their own while the caller
+        // reads the next files; unsynced if the caller's writes are.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+        let dir = self.clone();
+        let deferred = crate::dir::deferring();
+        let worker = std::thread::spawn(move || {
+            let run = || -> Result<Vec<ChunkRef>, CacheError> {
+                rx.into_iter().map(|buf| dir.put_chunk(&buf)).collect()
+            };
+            match deferred {
+                true => crate::dir::unsynced(run).0,
+                false => run(),
+            }
+        });
         Ok(PackWriter {
             dir: self.clone(),
-            stream: self.chunked_writer()?.with_chunk_size(chunk),
+            chunk,
+            buf: Vec::with_capacity(chunk as usize),
+            tx: Some(tx),
+            worker: Some(worker),
             members: BTreeMap::new(),
             offset: 0,
         })
@@ -341,7 +358,12 @@ impl StoreDir {
 /// it after the grace period).
 pub struct PackWriter {
     dir: StoreDir,
-    stream: ChunkedWriter,
+    /// The stream's chunk length, and the chunk being filled.
+    chunk: u32,
+    buf: Vec<u8>,
+    /// Full chunks go to the worker, which stores them and returns their references.
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<Result<Vec<ChunkRef>, CacheError>>>,
     members: BTreeMap<Digest, (u64, u64)>,
     offset: u64,
 }
@@ -358,12 +380,43 @@ impl PackWriter {
         if self.members.contains_key(&d) || self.dir.pinned(&[d], || self.dir.contains(&d))? {
             return Ok(d);
         }
-        self.stream
-            .write_all(bytes)
-            .map_err(|e| io_err("write a pack in", self.dir.sub("blobs"))(e))?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = (self.chunk as usize).saturating_sub(self.buf.len());
+            let (now, later) = rest.split_at(rest.len().min(room));
+            self.buf.extend_from_slice(now);
+            rest = later;
+            if self.buf.len() == self.chunk as usize {
+                let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk as usize));
+                self.send(full)?;
+            }
+        }
         self.members.insert(d, (self.offset, bytes.len() as u64));
         self.offset += bytes.len() as u64;
         Ok(d)
+    }
+
+    /// Hands a chunk to the worker; if it stopped, its error.
+    fn send(&mut self, chunk: Vec<u8>) -> Result<(), CacheError> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
+        match sent {
+            true => Ok(()),
+            false => self.join().map(drop),
+        }
+    }
+
+    /// Waits for the worker: the stream's chunks, or its error.
+    fn join(&mut self) -> Result<Vec<ChunkRef>, CacheError> {
+        drop(self.tx.take());
+        let gone = || CacheError::Io {
+            action: "write a pack in",
+            path: self.dir.sub("blobs"),
+            source: std::io::Error::other("the pack's writer thread stopped"),
+        };
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(gone()),
+        }
     }
 
     /// Members added so far.
@@ -378,14 +431,27 @@ impl PackWriter {
     /// Stores the stream, then the table, then the marker that makes the members
     /// readable; returns the table's digest, or `None` (nothing stored) when no member was
     /// added.
-    pub fn finish(self) -> Result<Option<Digest>, CacheError> {
+    pub fn finish(mut self) -> Result<Option<Digest>, CacheError> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send(last)?;
+        }
+        let chunks = self.join()?;
         if self.members.is_empty() {
             return Ok(None);
         }
-        let (stream, _) = self.stream.commit()?;
+        let stream = self.dir.put_index(&ChunkIndex {
+            chunk_size: self.chunk,
+            chunks,
+            trailer: false,
+            flat: FlatDigests::default(),
+        })?;
         let table = PackTable {
             stream,
-            members: self.members.into_iter().map(|(d, (o, l))| (d, o, l)).collect(),
+            members: std::mem::take(&mut self.members)
+                .into_iter()
+                .map(|(d, (o, l))| (d, o, l))
+                .collect(),
         };
         let name = self.dir.put_bytes(&table.encode())?;
         let marker = self.dir.marker_path(&name);
