@@ -21,8 +21,8 @@ use crate::error::{io_err, CacheError};
 use crate::record::{Parsed, Record, RecordHead, RecordName};
 use crate::Digest;
 
-const SUBDIRS: [&str; 9] = [
-    "blobs", "indexes", "memo", "records", "meta", "tmp", "corrupt", "leases", "usage",
+const SUBDIRS: [&str; 10] = [
+    "blobs", "indexes", "packs", "memo", "records", "meta", "tmp", "corrupt", "leases", "usage",
 ];
 
 /// A store directory. Cheap to clone; holds no open files.
@@ -32,6 +32,12 @@ pub const TOUCH_GRANULARITY: std::time::Duration = std::time::Duration::from_sec
 thread_local! {
     /// Set while [`StoreDir::with_deferred_sync`] runs on this thread.
     static DEFER_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's publications are unsynced now (inside
+/// [`StoreDir::with_deferred_sync`]), for work handed to another thread.
+pub(crate) fn deferring() -> bool {
+    DEFER_SYNC.with(|d| d.get())
 }
 
 /// Runs `f` with this thread's publications unsynced; also says whether this was the
@@ -63,6 +69,11 @@ pub struct StoreDir {
     lease: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>>>,
     /// Bytes published through any clone (`crate::usage`).
     published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The packs as last listed (`crate::pack`), shared by every clone.
+    packs: std::sync::Arc<std::sync::Mutex<crate::pack::PackMap>>,
+    /// Batches of memos by kind as last listed (`crate::memo`), shared by every clone.
+    memo_batches:
+        std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>>>,
 }
 
 /// An entry moved to `v1/corrupt/`: where it was, why, and where it is now.
@@ -127,7 +138,19 @@ impl StoreDir {
             quarantined: Default::default(),
             lease: Default::default(),
             published: Default::default(),
+            packs: Default::default(),
+            memo_batches: Default::default(),
         }
+    }
+
+    pub(crate) fn memo_batches(
+        &self,
+    ) -> &std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>> {
+        &self.memo_batches
+    }
+
+    pub(crate) fn pack_map(&self) -> &std::sync::Mutex<crate::pack::PackMap> {
+        &self.packs
     }
 
     pub(crate) fn lease_slot(&self) -> &std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>> {
@@ -378,9 +401,11 @@ impl StoreDir {
         if self.present_pinned(&d, &self.blob_path(&d))? {
             return Ok(d);
         }
-        let mut w = self.writer()?;
-        w.write_all(bytes).map_err(io_err("write", self.sub("tmp")))?;
-        Ok(w.commit()?.0)
+        // Hashed once, above: written straight to a temp file, not through a hashing writer.
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        self.publish(tmp, &self.blob_path(&d))?;
+        Ok(d)
     }
 
     /// A writer that streams to a temp file while hashing; `commit` publishes it.
@@ -412,9 +437,22 @@ impl StoreDir {
         Ok(w.commit_expecting(Some(expected))?.1)
     }
 
-    /// Whether the blob exists; says nothing about its bytes.
+    /// Whether the blob exists, as a file or packed (`crate::pack`); says nothing about
+    /// its bytes.
     pub fn contains(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        self.blob_path(d).is_file() || self.packed_present(d)
+    }
+
+    /// The blob's length, as a file or packed; `None` when it is not here.
+    pub fn blob_len(&self, d: &Digest) -> Option<u64> {
+        match fs::metadata(self.blob_path(d)) {
+            Ok(m) if m.is_file() => Some(m.len()),
+            _ => [false, true]
+                .into_iter()
+                .flat_map(|relist| self.packed_in(d, relist))
+                .find(|m| self.member_present(m))
+                .map(|m| m.len),
+        }
     }
 
     pub(crate) fn open_raw(&self, d: &Digest) -> Result<File, CacheError> {
@@ -431,7 +469,10 @@ impl StoreDir {
 
     /// The blob's bytes, verified.
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
-        let mut file = self.open_raw(d)?;
+        let mut file = match self.open_raw(d) {
+            Err(e @ CacheError::Missing { .. }) => return self.read_packed(d).unwrap_or(Err(e)),
+            other => other?,
+        };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(io_err("read", self.blob_path(d)))?;
@@ -459,7 +500,15 @@ impl StoreDir {
 
     /// A streaming reader that verifies at end of file; see [`VerifyingReader`].
     pub fn reader(&self, d: &Digest) -> Result<VerifyingReader, CacheError> {
-        Ok(VerifyingReader::new(self.clone(), *d, self.open_raw(d)?))
+        match self.open_raw(d) {
+            Ok(file) => Ok(VerifyingReader::new(self.clone(), *d, file)),
+            // Packed blobs are small and verified whole before the first byte is returned.
+            Err(e @ CacheError::Missing { .. }) => match self.read_packed(d) {
+                Some(bytes) => Ok(VerifyingReader::verified(self.clone(), *d, bytes?)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes the blob to `dest` through a temp file beside it, renamed into place only

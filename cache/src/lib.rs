@@ -8,7 +8,9 @@
 //! ```text
 //! <root>/v1/blobs/<2 hex>/<64 hex digest>                          blob bytes (chunks too)
 //! <root>/v1/indexes/<2 hex>/<64 hex keyed digest>                  chunk indexes
+//! <root>/v1/packs/<64 hex table digest>                            pack markers (local)
 //! <root>/v1/memo/<kind>/<2 hex>/<64 hex key>                      memos (local only)
+//! <root>/v1/memo/<kind>/batches/<64 hex>                          batches of memos (local)
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.json     step records
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.<keyid>.json  signed ones
 //! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
@@ -29,6 +31,8 @@
 //!   index, [`StoreDir::adopt_chunked`] a finished sparse file, [`ChunkSink`] an output
 //!   rendered chunk by chunk (a filesystem image, with no scratch file);
 //!   [`OutputReader`] reads any output with verified random access.
+//! - Packs ([`StoreDir::pack_writer`]): many small blobs as one chunked stream and a
+//!   member table, read like any blob; a local storage form (remotes get plain blobs).
 //! - [`Memo`]s remember sub-step results (the chunk a recipe renders to); a memo hits
 //!   only while its value is present and keeps nothing alive.
 //! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,
@@ -50,6 +54,7 @@ mod gc;
 mod lease;
 mod memo;
 mod output;
+mod pack;
 mod record;
 mod refs;
 mod remote;
@@ -65,8 +70,9 @@ pub use dir::{Quarantined, StoreDir};
 pub use error::{CacheError, ChunkAt};
 pub use gc::{GcPolicy, GcReport, GC_BATCH};
 pub use lease::{Lease, LeaseScan, LEASE_MAGIC, LEASE_SLACK};
-pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
+pub use memo::{Memo, MemoKind, MEMO_BATCH_MAGIC, MEMO_BATCH_MIN, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
 pub use output::{ChunkedWriter, OutputReader};
+pub use pack::{PackWriter, PACK_MAGIC, PACK_MEMBER_MAX};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
 #[cfg(feature = "s3")]

@@ -149,6 +149,7 @@ impl StoreDir {
         Ok(ChunkedWriter {
             dir: self.clone(),
             buf: Vec::with_capacity(CHUNK_SIZE as usize),
+            size: CHUNK_SIZE,
             chunks: Vec::new(),
             flat: None,
         })
@@ -400,6 +401,8 @@ fn chunk_spans(len: u64, data: &[(u64, u64)]) -> Vec<ChunkSpan> {
 pub struct ChunkedWriter {
     dir: StoreDir,
     buf: Vec<u8>,
+    /// The chunks' length ([`CHUNK_SIZE`] unless [`with_chunk_size`](Self::with_chunk_size)).
+    size: u32,
     chunks: Vec<ChunkRef>,
     flat: Option<blake3::Hasher>,
 }
@@ -409,6 +412,14 @@ impl ChunkedWriter {
     /// hash pass over every byte: only for outputs someone reads it of).
     pub fn with_flat_blake3(mut self) -> ChunkedWriter {
         self.flat = Some(blake3::Hasher::new());
+        self
+    }
+
+    /// Cuts chunks of `size` bytes instead: fewer, larger files for a stream that is never
+    /// compared chunk by chunk with another (a pack's, `crate::pack`).
+    pub fn with_chunk_size(mut self, size: u32) -> ChunkedWriter {
+        self.size = size.max(1);
+        self.buf = Vec::with_capacity(self.size as usize);
         self
     }
 
@@ -427,7 +438,7 @@ impl ChunkedWriter {
     pub fn commit(mut self) -> Result<(Digest, u64), CacheError> {
         self.cut()?;
         let idx = ChunkIndex {
-            chunk_size: CHUNK_SIZE,
+            chunk_size: self.size,
             chunks: std::mem::take(&mut self.chunks),
             trailer: false,
             flat: FlatDigests {
@@ -442,14 +453,14 @@ impl ChunkedWriter {
 
 impl Write for ChunkedWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = (CHUNK_SIZE as usize).saturating_sub(self.buf.len());
+        let room = (self.size as usize).saturating_sub(self.buf.len());
         let n = data.len().min(room);
         let part = &data[..n];
         self.buf.extend_from_slice(part);
         if let Some(h) = &mut self.flat {
             h.update(part);
         }
-        if self.buf.len() == CHUNK_SIZE as usize {
+        if self.buf.len() == self.size as usize {
             self.cut()
                 .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         }
