@@ -609,6 +609,82 @@ impl Blobs for AppStore {
     }
 }
 
+/// A [`Blobs`] over the store that packs every blob of up to
+/// [`PACK_MEMBER_MAX`](w4b_cache::PACK_MEMBER_MAX) bytes (file contents and directory
+/// listings) into one pack ([`StoreDir::pack_writer`]) instead of a file each; larger
+/// contents are plain blobs. For steps that store tens of thousands of small files
+/// (unpacking an image): [`finish`](Self::finish) makes the packed ones readable, and
+/// until then they are not (a tree is only read once it is finished).
+pub struct PackingBlobs<'a> {
+    store: &'a AppStore,
+    pack: std::sync::Mutex<w4b_cache::PackWriter>,
+}
+
+impl AppStore {
+    pub fn packing(&self) -> Result<PackingBlobs<'_>, TreeError> {
+        Ok(PackingBlobs {
+            store: self,
+            pack: std::sync::Mutex::new(self.local().pack_writer().map_err(tree_err)?),
+        })
+    }
+}
+
+impl PackingBlobs<'_> {
+    /// Stores the pack (stream, table, marker); returns how many blobs it holds.
+    pub fn finish(self) -> Result<usize, TreeError> {
+        let pack = self.pack.into_inner().unwrap_or_else(|e| e.into_inner());
+        let n = pack.len();
+        pack.finish().map_err(tree_err)?;
+        Ok(n)
+    }
+}
+
+impl Blobs for PackingBlobs<'_> {
+    fn put(&self, bytes: &[u8]) -> Result<Digest, TreeError> {
+        if bytes.len() as u64 > w4b_cache::PACK_MEMBER_MAX {
+            return self.store.put(bytes);
+        }
+        let mut pack = self.pack.lock().unwrap_or_else(|e| e.into_inner());
+        pack.add(bytes).map_err(tree_err)
+    }
+
+    fn put_file(&self, path: &Path) -> Result<(Digest, u64), TreeError> {
+        self.store.put_file(path)
+    }
+
+    fn get(&self, d: &Digest) -> Result<Vec<u8>, TreeError> {
+        self.store.get(d)
+    }
+
+    fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>, TreeError> {
+        self.store.open(d)
+    }
+
+    fn contains(&self, d: &Digest) -> bool {
+        self.store.contains(d)
+    }
+
+    fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), TreeError> {
+        let io = |source| TreeError::Io {
+            what: "cannot copy into the store from",
+            path: "<stream>".into(),
+            source,
+        };
+        let max = w4b_cache::PACK_MEMBER_MAX;
+        let mut head = Vec::new();
+        reader.take(max + 1).read_to_end(&mut head).map_err(io)?;
+        if head.len() as u64 <= max {
+            let mut pack = self.pack.lock().unwrap_or_else(|e| e.into_inner());
+            let d = pack.add(&head).map_err(tree_err)?;
+            return Ok((d, head.len() as u64));
+        }
+        let mut w = self.store.local().writer().map_err(tree_err)?;
+        std::io::Write::write_all(&mut w, &head).map_err(io)?;
+        std::io::copy(reader, &mut w).map_err(io)?;
+        w.commit().map_err(tree_err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

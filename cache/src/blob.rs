@@ -77,15 +77,40 @@ impl Write for BlobWriter {
 pub struct VerifyingReader {
     dir: StoreDir,
     digest: Digest,
-    file: File,
+    file: Source,
     hasher: blake3::Hasher,
     size: u64,
     /// Set once the end was reached with the wrong digest; later reads fail again.
     corrupt: Option<Digest>,
 }
 
+/// Where a [`VerifyingReader`] reads from: a blob's file, or a packed blob's bytes (read
+/// and verified whole already, `crate::pack`).
+enum Source {
+    File(File),
+    Bytes(io::Cursor<Vec<u8>>),
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::File(f) => f.read(buf),
+            Source::Bytes(b) => b.read(buf),
+        }
+    }
+}
+
 impl VerifyingReader {
     pub(crate) fn new(dir: StoreDir, digest: Digest, file: File) -> VerifyingReader {
+        VerifyingReader::over(dir, digest, Source::File(file))
+    }
+
+    /// Over bytes already verified to be `digest` (not hashed again).
+    pub(crate) fn verified(dir: StoreDir, digest: Digest, bytes: Vec<u8>) -> VerifyingReader {
+        VerifyingReader::over(dir, digest, Source::Bytes(io::Cursor::new(bytes)))
+    }
+
+    fn over(dir: StoreDir, digest: Digest, file: Source) -> VerifyingReader {
         VerifyingReader {
             dir,
             digest,
@@ -124,12 +149,17 @@ impl Read for VerifyingReader {
             return Err(self.corrupt_error(actual, self.dir.sub("corrupt")));
         }
         let n = self.file.read(buf)?;
+        // Bytes of a packed blob were verified whole before the reader was made.
+        if n > 0 && matches!(self.file, Source::Bytes(_)) {
+            self.size += n as u64;
+            return Ok(n);
+        }
         if n > 0 {
             self.hasher.update(&buf[..n]);
             self.size += n as u64;
             return Ok(n);
         }
-        if buf.is_empty() {
+        if buf.is_empty() || matches!(self.file, Source::Bytes(_)) {
             return Ok(0);
         }
         let actual: Digest = self.hasher.finalize().into();
@@ -137,7 +167,10 @@ impl Read for VerifyingReader {
             return Ok(0);
         }
         self.corrupt = Some(actual);
-        match self.dir.corrupt_blob(&self.digest, actual, &self.file) {
+        let Source::File(file) = &self.file else {
+            return Err(self.corrupt_error(actual, self.dir.sub("corrupt")));
+        };
+        match self.dir.corrupt_blob(&self.digest, actual, file) {
             CacheError::Corrupt { evidence, .. } => Err(self.corrupt_error(actual, evidence)),
             other => Err(io::Error::new(ErrorKind::InvalidData, other)),
         }

@@ -21,8 +21,8 @@ use crate::error::{io_err, CacheError};
 use crate::record::{Parsed, Record, RecordHead, RecordName};
 use crate::Digest;
 
-const SUBDIRS: [&str; 9] = [
-    "blobs", "indexes", "memo", "records", "meta", "tmp", "corrupt", "leases", "usage",
+const SUBDIRS: [&str; 10] = [
+    "blobs", "indexes", "packs", "memo", "records", "meta", "tmp", "corrupt", "leases", "usage",
 ];
 
 /// A store directory. Cheap to clone; holds no open files.
@@ -32,6 +32,12 @@ pub const TOUCH_GRANULARITY: std::time::Duration = std::time::Duration::from_sec
 thread_local! {
     /// Set while [`StoreDir::with_deferred_sync`] runs on this thread.
     static DEFER_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's publications are unsynced now (inside
+/// [`StoreDir::with_deferred_sync`]), for work handed to another thread.
+pub(crate) fn deferring() -> bool {
+    DEFER_SYNC.with(|d| d.get())
 }
 
 /// Runs `f` with this thread's publications unsynced; also says whether this was the
@@ -63,8 +69,15 @@ pub struct StoreDir {
     lease: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<crate::lease::Active>>>>,
     /// Bytes published through any clone (`crate::usage`).
     published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The packs as last listed (`crate::pack`), shared by every clone.
+    packs: std::sync::Arc<std::sync::Mutex<crate::pack::PackMap>>,
+    /// Batches of memos by kind as last listed (`crate::memo`), shared by every clone.
+    memo_batches:
+        std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>>>,
     /// Blobs whose bytes this process hashed, shared by every clone: see [`Hashed`].
     hashed: std::sync::Arc<Hashed>,
+    /// Memos held back by [`StoreDir::with_memo_batch`], shared by every clone.
+    memo_held: std::sync::Arc<std::sync::Mutex<Option<crate::memo::HeldMemos>>>,
 }
 
 /// The blobs of one store directory whose bytes this process has hashed: those it wrote
@@ -152,7 +165,24 @@ impl StoreDir {
             lease: Default::default(),
             published: Default::default(),
             hashed: Default::default(),
+            packs: Default::default(),
+            memo_batches: Default::default(),
+            memo_held: Default::default(),
         }
+    }
+
+    pub(crate) fn memo_held(&self) -> &std::sync::Mutex<Option<crate::memo::HeldMemos>> {
+        &self.memo_held
+    }
+
+    pub(crate) fn memo_batches(
+        &self,
+    ) -> &std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::memo::KindBatches>> {
+        &self.memo_batches
+    }
+
+    pub(crate) fn pack_map(&self) -> &std::sync::Mutex<crate::pack::PackMap> {
+        &self.packs
     }
 
     /// Remembers that this process hashed blob `d`'s bytes (see [`Hashed`]).
@@ -492,9 +522,22 @@ impl StoreDir {
         Ok(len)
     }
 
-    /// Whether the blob exists; says nothing about its bytes.
+    /// Whether the blob exists, as a file or packed (`crate::pack`); says nothing about
+    /// its bytes.
     pub fn contains(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        self.blob_path(d).is_file() || self.packed_present(d)
+    }
+
+    /// The blob's length, as a file or packed; `None` when it is not here.
+    pub fn blob_len(&self, d: &Digest) -> Option<u64> {
+        match fs::metadata(self.blob_path(d)) {
+            Ok(m) if m.is_file() => Some(m.len()),
+            _ => [false, true]
+                .into_iter()
+                .flat_map(|relist| self.packed_in(d, relist))
+                .find(|m| self.member_present(m))
+                .map(|m| m.len),
+        }
     }
 
     pub(crate) fn open_raw(&self, d: &Digest) -> Result<File, CacheError> {
@@ -515,7 +558,10 @@ impl StoreDir {
     /// The blob's bytes, verified: hashed, unless this process hashed them before
     /// ([`Hashed`]).
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
-        let mut file = self.open_raw(d)?;
+        let mut file = match self.open_raw(d) {
+            Err(e @ CacheError::Missing { .. }) => return self.read_packed(d).unwrap_or(Err(e)),
+            other => other?,
+        };
         // Sized from the file: one allocation, no growth copies for a 1 MiB chunk.
         let size = file.metadata().map_or(0, |m| m.len());
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
@@ -557,7 +603,15 @@ impl StoreDir {
 
     /// A streaming reader that verifies at end of file; see [`VerifyingReader`].
     pub fn reader(&self, d: &Digest) -> Result<VerifyingReader, CacheError> {
-        Ok(VerifyingReader::new(self.clone(), *d, self.open_raw(d)?))
+        match self.open_raw(d) {
+            Ok(file) => Ok(VerifyingReader::new(self.clone(), *d, file)),
+            // Packed blobs are small and verified whole before the first byte is returned.
+            Err(e @ CacheError::Missing { .. }) => match self.read_packed(d) {
+                Some(bytes) => Ok(VerifyingReader::verified(self.clone(), *d, bytes?)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes the blob to `dest` through a temp file beside it, renamed into place only

@@ -99,6 +99,18 @@ pub enum CacheError {
     )]
     ChunkTooLarge { len: u64 },
 
+    #[error("a chunk of {len} bytes at byte {at} of a {output}-byte output, where the next chunk has {expected} bytes")]
+    #[diagnostic(
+        code(w4b::cache::chunk_length),
+        help("a chunk sink takes every chunk of its output in order, each of `CHUNK_SIZE` bytes but the last; this is a bug in the writer that fed it, please report it")
+    )]
+    ChunkLength {
+        at: u64,
+        output: u64,
+        len: u64,
+        expected: u64,
+    },
+
     #[error("the bytes offered as blob `{expected}` hash to `{actual}`; nothing was stored")]
     #[diagnostic(code(w4b::cache::mismatch))]
     Mismatch { expected: Digest, actual: Digest },

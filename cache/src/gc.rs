@@ -399,6 +399,8 @@ impl StoreDir {
         let (kept, removed_memos) = self.prune_memos(None)?;
         rep.memos_kept = kept.len() as u64;
         rep.memos_removed = removed_memos.len() as u64;
+        // The markers of packs whose table went (`crate::pack`).
+        self.prune_pack_markers()?;
         rep.bytes_total += kept
             .iter()
             .filter_map(|m| fs::metadata(&m.path).ok())

@@ -8,7 +8,9 @@
 //! ```text
 //! <root>/v1/blobs/<2 hex>/<64 hex digest>                          blob bytes (chunks too)
 //! <root>/v1/indexes/<2 hex>/<64 hex keyed digest>                  chunk indexes
+//! <root>/v1/packs/<64 hex table digest>                            pack markers (local)
 //! <root>/v1/memo/<kind>/<2 hex>/<64 hex key>                      memos (local only)
+//! <root>/v1/memo/<kind>/batches/<64 hex>                          batches of memos (local)
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.json     step records
 //! <root>/v1/records/<2 hex>/<64 hex key>/<64 hex outputs>.<keyid>.json  signed ones
 //! <root>/v1/meta/<name>      small mutable files (atomic replace), local use
@@ -26,8 +28,11 @@
 //!   verification, and publish that uploads blobs before the record. Remote records may
 //!   carry a [`RecordSignature`]; the caller of a look-up picks the one it trusts.
 //! - Chunked outputs: [`StoreDir::chunked_writer`] stores a stream as 1 MiB chunks and an
-//!   index, [`StoreDir::adopt_chunked`] a finished sparse file (a filesystem image);
+//!   index, [`StoreDir::adopt_chunked`] a finished sparse file, [`ChunkSink`] an output
+//!   rendered chunk by chunk (a filesystem image, with no scratch file);
 //!   [`OutputReader`] reads any output with verified random access.
+//! - Packs ([`StoreDir::pack_writer`]): many small blobs as one chunked stream and a
+//!   member table, read like any blob; a local storage form (remotes get plain blobs).
 //! - [`Memo`]s remember sub-step results (the chunk a recipe renders to); a memo hits
 //!   only while its value is present and keeps nothing alive.
 //! - [`BlobRefs`] lets the application say which blobs (tree listings) reference others,
@@ -49,9 +54,11 @@ mod gc;
 mod lease;
 mod memo;
 mod output;
+mod pack;
 mod record;
 mod refs;
 mod remote;
+mod sink;
 mod store;
 mod usage;
 mod verify;
@@ -63,13 +70,15 @@ pub use dir::{Quarantined, StoreDir};
 pub use error::{CacheError, ChunkAt};
 pub use gc::{GcPolicy, GcReport, GC_BATCH};
 pub use lease::{Lease, LeaseScan, LEASE_MAGIC, LEASE_SLACK};
-pub use memo::{Memo, MemoKind, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
+pub use memo::{Memo, MemoKind, MEMO_BATCH_MAGIC, MEMO_BATCH_MIN, MEMO_CONTEXT, MEMO_EXTRA_MAX, MEMO_MAGIC};
 pub use output::{ChunkedWriter, OutputReader};
+pub use pack::{PackWriter, PACK_MAGIC, PACK_MEMBER_MAX};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
 #[cfg(feature = "s3")]
 pub use remote::s3::{parse_url as parse_s3_url, S3Options, S3Remote, MULTIPART_OVER};
 pub use remote::Remote;
+pub use sink::ChunkSink;
 pub use store::{Store, Uploaded};
 pub use usage::{LastGc, Usage, UsageBase};
 pub use verify::{Stats, VerifyReport};

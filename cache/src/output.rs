@@ -149,6 +149,7 @@ impl StoreDir {
         Ok(ChunkedWriter {
             dir: self.clone(),
             buf: Vec::with_capacity(CHUNK_SIZE as usize),
+            size: CHUNK_SIZE,
             chunks: Vec::new(),
             flat: None,
         })
@@ -267,7 +268,17 @@ impl StoreDir {
             })
             .collect::<io::Result<_>>()
             .map_err(io_err("read", path))?;
-        // One pin (and one lock) for every chunk of the batch that is already stored.
+        let stored = self.store_hashed(hashed)?;
+        Ok((stored.refs, stored.written))
+    }
+
+    /// Stores the chunks of `hashed` that carry bytes and that the store lacks (one pin,
+    /// and one lock, for every chunk already stored), in order, unsynced when the caller
+    /// runs inside [`unsynced`](crate::dir::unsynced).
+    pub(crate) fn store_hashed(
+        &self,
+        hashed: Vec<(ChunkRef, Option<Vec<u8>>)>,
+    ) -> Result<Stored, CacheError> {
         let stored: Vec<Digest> = hashed
             .iter()
             .filter(|(_, bytes)| bytes.is_some())
@@ -281,19 +292,27 @@ impl StoreDir {
             })?,
         };
         let mut out = Vec::with_capacity(hashed.len());
+        let mut spare = Vec::new();
         let mut written = 0;
         for (c, bytes) in hashed {
-            if let Some(bytes) = bytes.filter(|_| !kept.contains(&c.digest)) {
-                let mut tmp = self.tmp_file()?;
-                tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
-                if self.publish(tmp, &self.blob_path(&c.digest))? {
-                    self.note_hashed(&c.digest);
+            if let Some(bytes) = bytes {
+                if !kept.contains(&c.digest) {
+                    let mut tmp = self.tmp_file()?;
+                    tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
+                    if self.publish(tmp, &self.blob_path(&c.digest))? {
+                        self.note_hashed(&c.digest);
+                    }
+                    written += 1;
                 }
-                written += 1;
+                spare.push(bytes);
             }
             out.push(c);
         }
-        Ok((out, written))
+        Ok(Stored {
+            refs: out,
+            written,
+            spare,
+        })
     }
 
     /// Opens output `d`, an index or a plain blob, for verified random access.
@@ -302,9 +321,19 @@ impl StoreDir {
     }
 }
 
+/// What [`StoreDir::store_hashed`] did with a batch.
+pub(crate) struct Stored {
+    /// The batch's entries, in order.
+    pub refs: Vec<ChunkRef>,
+    /// Chunks written (the others were zero, given, or already stored).
+    pub written: usize,
+    /// The buffers of the chunks that carried bytes, for reuse.
+    pub spare: Vec<Vec<u8>>,
+}
+
 /// Chunks [`StoreDir::adopt_chunked`] reads, hashes and holds at once: 32 MiB of buffers at
 /// most, whatever the file's size, and enough work per batch for every core.
-const ADOPT_BATCH: usize = 32;
+pub(crate) const ADOPT_BATCH: usize = 32;
 
 /// One chunk of a scratch file: where it starts, its length, and whether any of it is
 /// data rather than a hole.
@@ -374,6 +403,8 @@ fn chunk_spans(len: u64, data: &[(u64, u64)]) -> Vec<ChunkSpan> {
 pub struct ChunkedWriter {
     dir: StoreDir,
     buf: Vec<u8>,
+    /// The chunks' length ([`CHUNK_SIZE`] unless [`with_chunk_size`](Self::with_chunk_size)).
+    size: u32,
     chunks: Vec<ChunkRef>,
     flat: Option<blake3::Hasher>,
 }
@@ -383,6 +414,14 @@ impl ChunkedWriter {
     /// hash pass over every byte: only for outputs someone reads it of).
     pub fn with_flat_blake3(mut self) -> ChunkedWriter {
         self.flat = Some(blake3::Hasher::new());
+        self
+    }
+
+    /// Cuts chunks of `size` bytes instead: fewer, larger files for a stream that is never
+    /// compared chunk by chunk with another (a pack's, `crate::pack`).
+    pub fn with_chunk_size(mut self, size: u32) -> ChunkedWriter {
+        self.size = size.max(1);
+        self.buf = Vec::with_capacity(self.size as usize);
         self
     }
 
@@ -401,7 +440,7 @@ impl ChunkedWriter {
     pub fn commit(mut self) -> Result<(Digest, u64), CacheError> {
         self.cut()?;
         let idx = ChunkIndex {
-            chunk_size: CHUNK_SIZE,
+            chunk_size: self.size,
             chunks: std::mem::take(&mut self.chunks),
             trailer: false,
             flat: FlatDigests {
@@ -416,14 +455,14 @@ impl ChunkedWriter {
 
 impl Write for ChunkedWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = (CHUNK_SIZE as usize).saturating_sub(self.buf.len());
+        let room = (self.size as usize).saturating_sub(self.buf.len());
         let n = data.len().min(room);
         let part = &data[..n];
         self.buf.extend_from_slice(part);
         if let Some(h) = &mut self.flat {
             h.update(part);
         }
-        if self.buf.len() == CHUNK_SIZE as usize {
+        if self.buf.len() == self.size as usize {
             self.cut()
                 .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         }

@@ -10,6 +10,7 @@ use std::io::Read;
 
 use crate::dir::StoreDir;
 use crate::error::CacheError;
+use crate::pack::{PackTable, PACK_MAGIC};
 use crate::Digest;
 
 /// Application hook: which blobs reference other blobs, and which.
@@ -52,15 +53,32 @@ impl StoreDir {
             return Ok(kids);
         }
         let magic = refs.magic();
-        if magic.is_empty() {
-            return Ok(Vec::new());
+        let want = magic.len().max(PACK_MAGIC.len());
+        let head = match self.open_raw(d) {
+            Ok(file) => {
+                let mut head = Vec::with_capacity(want);
+                file.take(want as u64)
+                    .read_to_end(&mut head)
+                    .map_err(crate::error::io_err("read", self.blob_path(d)))?;
+                head
+            }
+            // A packed blob is small: read whole (and verified) at once.
+            Err(e @ CacheError::Missing { .. }) => {
+                let bytes = self.read_packed(d).unwrap_or(Err(e))?;
+                return Ok(match !magic.is_empty() && bytes.starts_with(magic) {
+                    true => refs.refs(&bytes),
+                    false => Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        // A pack's table names its stream, natively (`crate::pack`).
+        if head.starts_with(PACK_MAGIC) {
+            if let Some(t) = PackTable::decode(&self.read(d)?) {
+                return Ok(vec![t.stream]);
+            }
         }
-        let mut head = Vec::with_capacity(magic.len());
-        self.open_raw(d)?
-            .take(magic.len() as u64)
-            .read_to_end(&mut head)
-            .map_err(crate::error::io_err("read", self.blob_path(d)))?;
-        if head != magic {
+        if magic.is_empty() || !head.starts_with(magic) {
             return Ok(Vec::new());
         }
         Ok(refs.refs(&self.read(d)?))
@@ -83,7 +101,11 @@ impl StoreDir {
             let kids = match memo.get(&d) {
                 Some(k) => k.clone(),
                 None => match self.children(&d, refs) {
-                    Ok(k) => {
+                    Ok(mut k) => {
+                        // A packed blob keeps its packs (their tables, streams, chunks).
+                        if !self.blob_path(&d).is_file() {
+                            k.extend(self.packed(&d).into_iter().map(|m| m.pack));
+                        }
                         memo.insert(d, k.clone());
                         k
                     }

@@ -246,7 +246,8 @@ impl Store {
                 continue;
             }
             let mut reader = self.local.reader(d)?;
-            let len = std::fs::metadata(self.local.blob_path(d)).map_or(0, |m| m.len());
+            // Packed blobs go up as plain ones: remotes know no packs (`crate::pack`).
+            let len = self.local.blob_len(d).unwrap_or(0);
             up.bytes += remote.put_blob(d, &mut reader, len)?;
             up.blobs += 1;
         }

@@ -165,6 +165,13 @@ impl StoreDir {
             }
         }
 
+        // A packed blob is present when its pack's table and stream are (`crate::pack`).
+        for (pack, table) in self.pack_tables() {
+            if present.contains(&pack) && present.contains(&table.stream) {
+                present.extend(table.members.iter().map(|(d, _, _)| *d));
+            }
+        }
+
         // A listing is complete when all its children are present and complete.
         let mut listings = BTreeMap::new();
         for d in &blobs_present {

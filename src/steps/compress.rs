@@ -352,11 +352,17 @@ impl Step for CompressStep {
             verify_memos: self.verify_memos,
         };
         let mut reader = self.open_disk(disk)?;
-        let pass = frames::run(&mut reader, self.store.local(), &job).map_err(|e| match e {
-            FramesError::Read(io) => Self::read_error(cx, disk, &io),
-            FramesError::Cancelled => StepError::Cancelled,
-            other => StepError::diag(CompressStepError::Frames(other)),
-        })?;
+        // The workers' frame and block-map memos are written as one batch per kind at
+        // the end: a cold build remembers thousands.
+        let local = self.store.local();
+        let pass = local
+            .with_memo_batch(|| frames::run(&mut reader, local, &job))
+            .map_err(|e| StepError::diag(CompressStepError::Store(e)))?
+            .map_err(|e| match e {
+                FramesError::Read(io) => Self::read_error(cx, disk, &io),
+                FramesError::Cancelled => StepError::Cancelled,
+                other => StepError::diag(CompressStepError::Frames(other)),
+            })?;
         cx.check_cancel()?;
         cx.note(&note(&self.codec, &pass.report));
         let mut bmap = Vec::new();

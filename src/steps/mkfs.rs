@@ -3,15 +3,25 @@
 //! `table`, so `cmdline.txt`, `/etc/fstab` and anything else that names the filesystems
 //! by `UUID=` or `LABEL=` keeps working.
 //!
-//! The image is written by the in-process writers ([`crate::formats::fat`],
-//! [`crate::formats::ext4::write`]) into a temporary file in the store's own filesystem,
-//! seeking over zero runs, and published as a chunk index (`StoreDir::adopt_chunked`): its
-//! holes are never read, its 1 MiB chunks are hashed in parallel, and only the chunks the
+//! The images are written by the in-process writers ([`crate::formats::fat`],
+//! [`crate::formats::ext4::write`]) and stored as chunk indexes: their 1 MiB chunks are
+//! hashed in parallel, zero chunks are named and never written, and only the chunks the
 //! store lacks are written, so a mostly empty 2 GiB root filesystem costs its data, and a
 //! rebuild after a one-file change — which the stable layouts keep to a few chunks — costs
-//! those chunks, not the image. Consumers read `fs` with `open_output` (verified random
-//! access). File contents stream from the store; progress counts content bytes read, and
-//! every read checks for Ctrl-C.
+//! those chunks, not the image.
+//!
+//! - `mkfs-ext4` renders the image chunk by chunk, in order, straight into the store
+//!   (`PreparedExt4::write_chunks` into a `ChunkSink`): no scratch file, so each byte of
+//!   the image is copied once, into its chunk. The size is settled (a `grow` root laid out
+//!   again) before anything is read or written.
+//! - `mkfs-fat` writes into a temporary file in the store's own filesystem, seeking over
+//!   zero runs, and publishes it with `StoreDir::adopt_chunked` (holes never read). The
+//!   boot image is small (0.5 s of a cold bench build) and its writer streams the FATs,
+//!   then directories and files, not chunk by chunk.
+//!
+//! Both give the same index for the same bytes. Consumers read `fs` with `open_output`
+//! (verified random access). File contents stream from the store; progress counts
+//! content bytes read, and every read checks for Ctrl-C.
 //!
 //! Each step also writes `report`, a small JSON blob ([`FsReport`]) with the numbers a
 //! build summary shows (size, base size, free space, whether the root grew).
@@ -30,14 +40,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
-use w4b_cache::{ChunkRef, Digest, MemoKind, OutputRef, CHUNK_SIZE};
+use w4b_cache::{ChunkRef, ChunkSink, Digest, MemoKind, OutputRef, CHUNK_SIZE};
 use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 
 use super::epoch::Epoch;
 use super::table::{load_table, uuid_bytes, PartitionJson, TableJson};
 use super::{tree_error, unavailable_blob};
 use crate::formats::ext4::write::{
-    write_ext4_reusing, DataChunks, Ext4Options, Ext4Report, Ext4WriteError, Size,
+    prepare_ext4, ChunkBody, ChunkOut, Ext4Options, Ext4WriteError, PreparedExt4, Size,
 };
 use crate::formats::fat::{write_fat32, FatError, FatOptions};
 use crate::formats::fs::{ContentId, Contents, Node, NodeKind};
@@ -427,13 +437,55 @@ pub struct MkfsExt4Step {
     pub verify_memos: bool,
 }
 
-/// A written root image before it is stored.
-struct Written {
-    image: NamedTempFile,
-    report: Ext4Report,
-    data: DataChunks,
+/// A root image laid out and its metadata rendered, before any file is read.
+struct Prepared<'n> {
+    image: PreparedExt4<'n>,
     /// Recipe key → the chunk its memo names (reused, or, verifying, to compare with).
     memos: std::collections::BTreeMap<[u8; 32], ChunkRef>,
+}
+
+/// The writer's chunks into the store: rendered ones stored, zero ones named, reused ones
+/// named by their memo. A store error is kept here (the writer sees an I/O error) so the
+/// step reports it as the store's.
+struct ToStore<'m> {
+    sink: ChunkSink,
+    memos: &'m std::collections::BTreeMap<[u8; 32], ChunkRef>,
+    failed: Option<w4b_cache::CacheError>,
+}
+
+impl ChunkOut for ToStore<'_> {
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.sink.buffer();
+        // Only on a length mismatch, which `put` then reports.
+        buf.resize(len, 0);
+        buf
+    }
+
+    fn chunk(&mut self, chunk: u64, body: ChunkBody) -> io::Result<()> {
+        let stored = match body {
+            ChunkBody::Data(bytes) => self.sink.put(bytes),
+            ChunkBody::Zero { len } => {
+                let len = u32::try_from(len).unwrap_or(u32::MAX);
+                self.sink.given(ChunkRef {
+                    digest: w4b_cache::zero_digest(len),
+                    len,
+                })
+            }
+            ChunkBody::Reused { recipe, .. } => match self.memos.get(&recipe) {
+                Some(c) => self.sink.given(*c),
+                None => {
+                    return Err(io::Error::other(format!(
+                        "chunk {chunk} was reused without a memo of its recipe"
+                    )))
+                }
+            },
+        };
+        stored.map_err(|e| {
+            let message = e.to_string();
+            self.failed = Some(e);
+            io::Error::other(message)
+        })
+    }
 }
 
 impl MkfsExt4Step {
@@ -462,23 +514,9 @@ impl MkfsExt4Step {
         Ok((opts, base))
     }
 
-    /// Writes one image; `Ok(None)` when it does not fit.
-    fn write(
-        &self,
-        cx: &RunContext<'_>,
-        nodes: &[Node],
-        opts: &Ext4Options,
-    ) -> Result<Option<Written>, StepError> {
-        let blobs: &dyn Blobs = self.store.as_ref();
-        let total = content_bytes(nodes);
-        let contents = Watched {
-            inner: BlobContents(blobs),
-            cx,
-            done: Cell::new(0),
-            total,
-        };
-        let image = scratch(&self.store)?;
-        let mut f = image.as_file();
+    /// Lays out one image and asks the memos for its chunks; `Ok(None)` when it does not
+    /// fit.
+    fn prepare<'n>(&self, nodes: &'n [Node], opts: &Ext4Options) -> Result<Option<Prepared<'n>>, StepError> {
         let local = self.store.local();
         let memos = std::cell::RefCell::new(std::collections::BTreeMap::new());
         let mut reuse = |key: &[u8; 32]| -> bool {
@@ -490,29 +528,16 @@ impl MkfsExt4Step {
                 _ => false,
             }
         };
-        let written = write_ext4_reusing(
-            &mut f,
-            nodes,
-            &contents,
-            opts,
-            Some((u64::from(CHUNK_SIZE), &mut reuse)),
-        );
-        match written {
-            Ok((report, data)) => {
-                // Files in reused chunks are not read: the progress ends at its total.
-                cx.progress(total, Some(total));
-                Ok(Some(Written {
-                    image,
-                    report,
-                    data,
-                    memos: memos.into_inner(),
-                }))
-            }
+        match prepare_ext4(nodes, opts, Some((u64::from(CHUNK_SIZE), &mut reuse))) {
+            Ok(image) => Ok(Some(Prepared {
+                image,
+                memos: memos.into_inner(),
+            })),
             Err(Ext4WriteError::TooSmall { .. }) if matches!(self.size, RootSize::Grow { .. }) => Ok(None),
             Err(Ext4WriteError::TooSmall { bytes, needed, free }) => {
                 Err(StepError::diag(MkfsError::RootTooSmall { bytes, needed, free }))
             }
-            Err(e) => Err(interrupted(cx, &e).unwrap_or_else(|| StepError::diag(MkfsError::Ext4(e)))),
+            Err(e) => Err(StepError::diag(MkfsError::Ext4(e))),
         }
     }
 }
@@ -541,37 +566,61 @@ impl Step for MkfsExt4Step {
         let (mut opts, base) = self.options(&table, epoch)?;
         let nodes = to_nodes(self.store.as_ref(), tree.digest).map_err(tree_error)?;
         cx.check_cancel()?;
-        // At the base's size first: usually it fits with room to spare, and one write
-        // is all it takes.
-        let mut written = self.write(cx, &nodes, &opts)?;
-        if let (RootSize::Grow { headroom }, Some(Written { report: r, .. })) = (self.size, &written) {
+        // At the base's size first: usually it fits with room to spare, and one layout
+        // is all it takes. Nothing is read or written before the size is settled.
+        let mut prepared = self.prepare(&nodes, &opts)?;
+        if let (RootSize::Grow { headroom }, Some(p)) = (self.size, &prepared) {
+            let r = p.image.report();
             let spare = r
                 .free_blocks
                 .saturating_sub(r.reserved_blocks)
                 .saturating_mul(u64::from(r.block_size));
             if spare < headroom {
-                written = None;
+                prepared = None;
             }
         }
-        let Written {
-            image,
-            report,
-            data,
-            memos,
-        } = match (written, self.size) {
-            (Some(w), _) => w,
+        let Prepared { image, memos } = match (prepared, self.size) {
+            (Some(p), _) => p,
             (None, RootSize::Grow { headroom }) => {
                 cx.check_cancel()?;
                 opts.size = Size::Fit {
                     headroom_bytes: headroom,
                     headroom_percent: 0,
                 };
-                self.write(cx, &nodes, &opts)?
+                self.prepare(&nodes, &opts)?
                     .ok_or_else(|| StepError::msg("the root filesystem does not fit at its fitting size"))?
             }
-            // `write` fails with `RootTooSmall` for `Base`.
+            // `prepare` fails with `RootTooSmall` for `Base`.
             (None, RootSize::Base) => return Err(StepError::msg("the root filesystem does not fit")),
         };
+        cx.check_cancel()?;
+        // Rendered chunk by chunk straight into the store: no scratch image.
+        let local = self.store.local();
+        let store_err = |e| StepError::diag(MkfsError::Store(e));
+        let mut out = ToStore {
+            sink: local.chunk_sink(image.report().image_bytes).map_err(store_err)?,
+            memos: &memos,
+            failed: None,
+        };
+        let blobs: &dyn Blobs = self.store.as_ref();
+        let total = content_bytes(&nodes);
+        let contents = Watched {
+            inner: BlobContents(blobs),
+            cx,
+            done: Cell::new(0),
+            total,
+        };
+        let (report, data) = match image.write_chunks(&mut out, &contents) {
+            Ok(written) => written,
+            Err(e) => {
+                if let Some(failed) = out.failed.take() {
+                    return Err(store_err(failed));
+                }
+                return Err(interrupted(cx, &e).unwrap_or_else(|| StepError::diag(MkfsError::Ext4(e))));
+            }
+        };
+        // Files in reused chunks are not read: the progress ends at its total.
+        cx.progress(total, Some(total));
         cx.check_cancel()?;
         let fs = FsReport {
             base_bytes: base,
@@ -584,21 +633,14 @@ impl Step for MkfsExt4Step {
             kind: "ext4".into(),
             data_load_percent: Some(report.data_load_percent()),
         };
-        let local = self.store.local();
-        let given: std::collections::BTreeMap<u64, ChunkRef> = data
-            .reused
-            .iter()
-            .filter_map(|c| Some((*c, *memos.get(data.recipes.get(c)?)?)))
-            .collect();
-        let (digest, size) = local
-            .adopt_chunked_with(image, &given)
-            .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
+        let (digest, size) = out.sink.commit().map_err(store_err)?;
         let index = local
             .index(&digest)
             .map_err(|e| StepError::diag(MkfsError::Store(e)))?
             .ok_or_else(|| StepError::msg("the root image's index is not in the cache"))?;
-        // Remember what every chunk rendered to; verifying, compare.
-        let mut remembered = 0u64;
+        // Remember what every chunk rendered to (in one batch: a cold build renders
+        // thousands); verifying, compare.
+        let mut remembered = Vec::new();
         for (c, key) in &data.recipes {
             if data.reused.contains(c) {
                 continue;
@@ -611,20 +653,24 @@ impl Step for MkfsExt4Step {
                     return Err(StepError::diag(MkfsError::MemoMismatch { chunk: *c }));
                 }
                 Some(_) => {}
-                None => {
-                    local
-                        .memo_put(EXT4_CHUNK, &Digest(*key), chunk, b"")
-                        .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
-                    remembered += 1;
-                }
+                None => remembered.push((
+                    Digest(*key),
+                    w4b_cache::Memo {
+                        value: *chunk,
+                        extra: Vec::new(),
+                    },
+                )),
             }
         }
+        local
+            .memo_put_many(EXT4_CHUNK, &remembered)
+            .map_err(|e| StepError::diag(MkfsError::Store(e)))?;
         cx.note(&format!(
             "{} of {} chunks hold data: {} reused from memos (their files not read), {} rendered",
             data.recipes.len(),
             index.chunks.len(),
             data.reused.len(),
-            remembered
+            remembered.len()
         ));
         outputs(&self.store, digest, size, &fs)
     }
@@ -986,17 +1032,27 @@ mod tests {
 
         // A memo that lies (names another chunk of the same length): trusted, it reaches
         // the image; with W4B_VERIFY_MEMOS the step fails naming the chunk.
+        // The keys, from the memo files and the batches (`docs/cache-format.md`, "Memos").
         let dir = store.local().root().join("v1/memo/ext4-chunk");
-        let mut memos: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-            .map(|e| e.unwrap().path())
-            .collect();
-        memos.sort();
-        let keys: Vec<Digest> = memos
-            .iter()
-            .map(|p| p.file_name().unwrap().to_str().unwrap().parse().unwrap())
-            .collect();
+        let mut keys: Vec<Digest> = Vec::new();
+        for shard in std::fs::read_dir(&dir).unwrap() {
+            let shard = shard.unwrap().path();
+            for f in std::fs::read_dir(&shard).unwrap() {
+                let f = f.unwrap().path();
+                if !shard.ends_with("batches") {
+                    keys.push(f.file_name().unwrap().to_str().unwrap().parse().unwrap());
+                    continue;
+                }
+                let bytes = std::fs::read(&f).unwrap();
+                let mut rest = &bytes[8..];
+                while !rest.is_empty() {
+                    let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                    keys.push(Digest(rest[4 + 8..4 + 40].try_into().unwrap()));
+                    rest = &rest[4 + len..];
+                }
+            }
+        }
+        keys.sort();
         let values: Vec<ChunkRef> = keys
             .iter()
             .map(|k| store.local().memo_get(EXT4_CHUNK, k).unwrap().unwrap().value)
@@ -1005,7 +1061,7 @@ mod tests {
             .flat_map(|a| (0..values.len()).map(move |b| (a, b)))
             .find(|&(a, b)| values[a].len == values[b].len && values[a] != values[b])
             .expect("two different memoised chunks");
-        std::fs::remove_file(&memos[a]).unwrap();
+        // A memo file for a key wins over a batch.
         store
             .local()
             .memo_put(EXT4_CHUNK, &keys[a], &values[b], b"")
@@ -1016,5 +1072,88 @@ mod tests {
         verifying.verify_memos = true;
         let err = run_noted(&verifying, &store, &changed).unwrap_err();
         assert_eq!(code(&err), "w4b::mkfs::memo_mismatch", "{err:?}");
+    }
+
+    /// The `fs` the step stored before it rendered chunk by chunk: the image written to a
+    /// scratch file (the chunks the memos know left as holes) and adopted with those
+    /// chunks given. Stores no memo.
+    fn adopted(step: &MkfsExt4Step, store: &AppStore, ins: &[Outputs; 2], t: &TableJson) -> Digest {
+        let local = store.local();
+        let nodes = to_nodes(store, ins[0]["rootfs"].digest).unwrap();
+        let (opts, _) = step.options(t, 1_700_000_000).unwrap();
+        let mut memos = std::collections::BTreeMap::new();
+        let mut reuse = |key: &[u8; 32]| match local.memo_get(EXT4_CHUNK, &Digest(*key)).unwrap() {
+            Some(m) => {
+                memos.insert(*key, m.value);
+                !step.verify_memos
+            }
+            None => false,
+        };
+        let prepared = prepare_ext4(&nodes, &opts, Some((u64::from(CHUNK_SIZE), &mut reuse))).unwrap();
+        let tmp = local.scratch_file().unwrap();
+        let (_, data) = prepared.write(&mut tmp.as_file(), &BlobContents(store)).unwrap();
+        let given = data
+            .reused
+            .iter()
+            .map(|c| (*c, memos[&data.recipes[c]]))
+            .collect();
+        local.adopt_chunked_with(tmp, &given).unwrap().0
+    }
+
+    #[test]
+    fn the_root_image_is_stored_as_adopting_the_written_image_would_store_it() {
+        let t = table(4, 64);
+        let (_d, store) = self::store();
+        let step = ext4_step(&store, RootSize::Base);
+        // An empty tree: the metadata alone.
+        let [mut empty, table] = inputs(&store, "rootfs", 1, &t);
+        empty.get_mut("rootfs").unwrap().digest = TreeBuilder::new().finish(store.as_ref()).unwrap();
+        let empty = [empty, table];
+        let old = adopted(&step, &store, &empty, &t);
+        assert_eq!(run_noted(&step, &store, &empty).unwrap().0["fs"].digest, old);
+        // One file of 3 MiB and a bit (across chunk edges), cold.
+        let big = inputs(&store, "rootfs", 3 * MIB as usize + 5, &t);
+        let old = adopted(&step, &store, &big, &t);
+        assert_eq!(run(&step, &store, &big, false).unwrap()["fs"].digest, old);
+        // Many small files, cold and then with one changed (chunks from memos).
+        let one = many_files(&store, "one\n", &t);
+        let old = adopted(&step, &store, &one, &t);
+        assert_eq!(run(&step, &store, &one, false).unwrap()["fs"].digest, old);
+        let two = many_files(&store, "two, longer\n", &t);
+        let old = adopted(&step, &store, &two, &t);
+        let (warm, notes) = run_noted(&step, &store, &two).unwrap();
+        assert_eq!(warm["fs"].digest, old, "{notes:?}");
+        assert!(!notes[0].contains(": 0 reused"), "{notes:?}");
+        // Verifying the memos renders every chunk: the same image again.
+        let mut verifying = ext4_step(&store, RootSize::Base);
+        verifying.verify_memos = true;
+        assert_eq!(adopted(&verifying, &store, &two, &t), old);
+        assert_eq!(run(&verifying, &store, &two, false).unwrap()["fs"], warm["fs"]);
+        // Grown to fit: laid out twice, rendered once (only the final image's chunks and
+        // the report are new blobs).
+        let (_d2, fresh) = self::store();
+        let big = inputs(&fresh, "rootfs", 3 * MIB as usize + 5, &t);
+        let before = fresh.local().stats().unwrap().blobs;
+        let grow = ext4_step(&fresh, RootSize::Grow { headroom: 80 * MIB });
+        let grown = run(&grow, &fresh, &big, false).unwrap();
+        assert!(grown["fs"].size > 64 * MIB, "{:?}", grown["fs"]);
+        let idx = fresh.local().index(&grown["fs"].digest).unwrap().unwrap();
+        let chunks: std::collections::BTreeSet<Digest> = idx
+            .chunks
+            .iter()
+            .filter(|c| !c.is_zero())
+            .map(|c| c.digest)
+            .collect();
+        assert_eq!(
+            fresh.local().stats().unwrap().blobs,
+            before + chunks.len() as u64 + 1
+        );
+        assert!(
+            std::fs::read_dir(store.local().root().join("v1/tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "no scratch file left"
+        );
     }
 }

@@ -89,6 +89,13 @@ pub enum UnpackError {
         partitions: String,
     },
 
+    #[error("cannot make the unpacked files durable in the cache")]
+    #[diagnostic(
+        code(w4b::unpack::store),
+        help("the files are stored in the cache; check that its filesystem has room and is writable")
+    )]
+    Store(#[source] w4b_cache::CacheError),
+
     #[error("cannot write the decompressed image to `{}`", dir.display())]
     #[diagnostic(
         code(w4b::unpack::temp),
@@ -256,10 +263,16 @@ impl UnpackStep {
         }
     }
 
-    /// Streams one filesystem into the store as a tree.
-    fn tree(&self, cx: &RunContext<'_>, disk: &Disk, fs: &FsView) -> Result<OutputRef, StepError> {
+    /// Streams one filesystem into the store as a tree (its small files into `blobs`'s
+    /// pack).
+    fn tree(
+        &self,
+        cx: &RunContext<'_>,
+        blobs: &dyn Blobs,
+        disk: &Disk,
+        fs: &FsView,
+    ) -> Result<OutputRef, StepError> {
         let place = fs.place();
-        let blobs: &dyn Blobs = self.store.as_ref();
         let result = match fs.kind {
             FsKind::Ext4 => {
                 let ext4 = Ext4::open(&disk.file, fs.offset, fs.len).map_err(|source| {
@@ -278,13 +291,7 @@ impl UnpackStep {
                     inner: &ext4,
                     cancel: cx.cancel,
                 };
-                // Tens of thousands of small blobs: one filesystem flush at the end
-                // instead of an fsync each (see `StoreDir::with_deferred_sync`).
-                self.store
-                    .inner()
-                    .local()
-                    .with_deferred_sync(|| from_nodes(blobs, &nodes, &contents))
-                    .map_err(StepError::diag)?
+                from_nodes(blobs, &nodes, &contents)
             }
             // `pick` only hands out FAT and ext4 views.
             FsKind::Fat | FsKind::Unknown => {
@@ -299,13 +306,7 @@ impl UnpackStep {
                     inner: &fat,
                     cancel: cx.cancel,
                 };
-                // Tens of thousands of small blobs: one filesystem flush at the end
-                // instead of an fsync each (see `StoreDir::with_deferred_sync`).
-                self.store
-                    .inner()
-                    .local()
-                    .with_deferred_sync(|| from_nodes(blobs, fat.nodes(), &contents))
-                    .map_err(StepError::diag)?
+                from_nodes(blobs, fat.nodes(), &contents)
             }
         };
         cx.check_cancel()?;
@@ -439,7 +440,19 @@ impl Step for UnpackStep {
         // display name is deliberately not keyed (a renamed definition is the same image).
         Ok(Vec::new())
     }
+    /// Everything is stored unsynced, then made durable by one `syncfs` once the
+    /// decompressed image is deleted (so its pages are dropped, never written back): the
+    /// small files go into one pack (`w4b_cache` packs), the rest are plain blobs.
     fn run(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
+        self.store
+            .local()
+            .with_deferred_sync(|| self.unpack(cx))
+            .map_err(|e| StepError::diag(UnpackError::Store(e)))?
+    }
+}
+
+impl UnpackStep {
+    fn unpack(&self, cx: &RunContext<'_>) -> Result<Outputs, StepError> {
         let input = cx.input(0, "file")?;
         let file = self.spool(cx, input)?;
         cx.check_cancel()?;
@@ -466,8 +479,10 @@ impl Step for UnpackStep {
         json.disk_size = disk.size;
         let fat_id = self.fat_identity(&disk, fat)?;
         let ext4_id = self.ext4_identity(&disk, ext4)?;
-        let bootfs = self.tree(cx, &disk, fat)?;
-        let rootfs = self.tree(cx, &disk, ext4)?;
+        let packing = self.store.packing().map_err(tree_error)?;
+        let bootfs = self.tree(cx, &packing, &disk, fat)?;
+        let rootfs = self.tree(cx, &packing, &disk, ext4)?;
+        packing.finish().map_err(tree_error)?;
         for p in &mut json.partitions {
             if Some(p.index) == fat.partition {
                 p.fat = Some(fat_id.clone());

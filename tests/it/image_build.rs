@@ -358,6 +358,73 @@ fn a_lost_chunk_of_the_root_image_is_repaired_when_disk_reads_it() {
     );
 }
 
+/// `unpack` stores the base's small files and listings in one pack, a few files in the
+/// cache instead of one per file; a damaged chunk of that pack, met when `mkfs-ext4` reads
+/// the files again, is found by the files' own digests, quarantined, and repaired by
+/// running `unpack` again; the image comes out the same.
+#[test]
+fn the_base_is_unpacked_into_a_pack_and_a_damaged_pack_chunk_is_repaired() {
+    let server = TestServer::start();
+    let Some(env) = edge_workspace(&server) else {
+        return;
+    };
+    let first = env.build(&["//images:edge"]);
+    assert!(first.ok(), "{}", first.stderr());
+    let image = env.read("out/edge.img.zst");
+    let store = w4b_cache::StoreDir::open(&env.cache).unwrap();
+    let markers: Vec<std::path::PathBuf> = std::fs::read_dir(env.cache.join("v1/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(markers.len(), 1, "one pack: {markers:?}");
+    let table: w4b_cache::Digest = markers[0].file_name().unwrap().to_str().unwrap().parse().unwrap();
+    let bytes = store.read(&table).unwrap();
+    assert_eq!(&bytes[..8], w4b_cache::PACK_MAGIC);
+    let members = u64::from_le_bytes(bytes[40..48].try_into().unwrap());
+    assert!(members > 50, "{members} members");
+    let stream = w4b_cache::Digest(bytes[8..40].try_into().unwrap());
+    let chunk = store.index(&stream).unwrap().unwrap().chunks[0].digest;
+    // The root tree's files read back through the pack.
+    let rootfs: w4b_cache::Digest = first
+        .output("//bases:test#unpack", "rootfs")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let loose = |d: &w4b_cache::Digest| env.cache.join("v1/blobs").join(&d.to_hex()[..2]).join(d.to_hex());
+    assert!(
+        store.contains(&rootfs) && !loose(&rootfs).exists(),
+        "the root listing is packed"
+    );
+
+    crate::robustness::flip_byte(&loose(&chunk));
+    // Make `mkfs-ext4` run and read every file: its output and its chunk memos gone.
+    let fs = first.output("//images:edge#rootfs.ext4", "fs").unwrap();
+    std::fs::remove_file(env.cache.join("v1/indexes").join(&fs[..2]).join(fs)).unwrap();
+    std::fs::remove_dir_all(env.cache.join("v1/memo")).unwrap();
+    std::fs::remove_file(env.path("out/edge.img.zst")).unwrap();
+
+    let again = env.build(&["//images:edge"]);
+    assert!(again.ok(), "{}", again.stderr());
+    assert!(
+        again.ran().iter().any(|s| s == "//bases:test#unpack"),
+        "unpack repairs the pack: {:?}",
+        again.ran()
+    );
+    assert!(
+        again.stderr().contains("warning: quarantined"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(
+        again.output("//images:edge#rootfs.ext4", "fs"),
+        first.output("//images:edge#rootfs.ext4", "fs")
+    );
+    assert!(
+        env.read("out/edge.img.zst") == image,
+        "the repaired image differs"
+    );
+}
+
 #[test]
 fn the_image_is_byte_identical_across_caches_directories_and_conditions() {
     let server = TestServer::start();

@@ -45,6 +45,7 @@
 //! kernel or `e2fsck -D` indexes them); inline data; xattrs larger than one block
 //! (`ea_inode`); holes in files; files fragmented into more than 1360 extents.
 
+mod chunked;
 mod dir;
 mod inode;
 mod journal;
@@ -62,6 +63,7 @@ use super::csum;
 use super::group::{GroupDesc, EXT4_BG_INODE_ZEROED};
 use super::spec::{compat, incompat, ro_compat, EXT4_SUPER_MAGIC};
 use super::superblock::Superblock;
+pub use chunked::{ChunkBody, ChunkOut};
 use dir::{ft, Entry};
 use inode::{Extent, InodeFields, EXTENTS_FL};
 use layout::{
@@ -947,6 +949,32 @@ pub fn write_ext4_reusing(
     opts: &Ext4Options,
     chunks: Option<(u64, Reuse<'_>)>,
 ) -> Result<(Ext4Report, DataChunks), Ext4WriteError> {
+    prepare_ext4(nodes, opts, chunks)?.write(out, contents)
+}
+
+/// An image laid out, its metadata rendered in memory and its chunks named, before any
+/// file is read or any byte written: [`prepare_ext4`] makes it, [`write`](Self::write)
+/// writes it to a file, [`write_chunks`](Self::write_chunks) hands it over chunk by chunk.
+/// Holds the metadata blocks (a few MiB for a large tree), never file contents.
+pub struct PreparedExt4<'n> {
+    nodes: &'n [Node],
+    plan: Plan,
+    layout: Layout,
+    meta: Recorder,
+    /// Plan positions of the regular files, in the order [`write`](Self::write) copies them.
+    files: Vec<usize>,
+    report: Ext4Report,
+    data: DataChunks,
+}
+
+/// Lays out an ext4 filesystem holding `nodes` and renders its metadata; with `chunks`,
+/// names every chunk by its recipe and asks `reuse` about each ([`write_ext4_reusing`]).
+/// Fails as [`write_ext4`] does when the options are invalid or the tree does not fit.
+pub fn prepare_ext4<'n>(
+    nodes: &'n [Node],
+    opts: &Ext4Options,
+    chunks: Option<(u64, Reuse<'_>)>,
+) -> Result<PreparedExt4<'n>, Ext4WriteError> {
     if opts.label.len() > 16 {
         return Err(Ext4WriteError::InvalidOption {
             field: "label",
@@ -966,14 +994,10 @@ pub fn write_ext4_reusing(
         });
     }
     let plan = plan(nodes, opts.epoch)?;
-    let homes = plan.homes();
-    let layout = size_layout(&plan, &homes, opts)?;
-    let mut sink = Sink {
-        out: BufWriter::with_capacity(1 << 20, out),
-        pos: 0,
-        end: 0,
+    let layout = {
+        let homes = plan.homes();
+        size_layout(&plan, &homes, opts)?
     };
-    sink.out.seek(SeekFrom::Start(0))?;
     let mut meta = Recorder::default();
     let mut files = Vec::new();
     let report = emit(&mut meta, &plan, &layout, opts, &mut files)?;
@@ -981,34 +1005,80 @@ pub fn write_ext4_reusing(
     if let Some((chunk_size, reuse)) = chunks {
         data = data_chunks(&plan, &layout, &meta, chunk_size, reuse)?;
     }
-    let per = (data.chunk_size / BLOCK_SIZE).max(1);
-    for (block, bytes) in &meta.writes {
-        if data.reused.is_empty() {
-            sink.block(*block, bytes)?;
-            continue;
-        }
-        for (k, one) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
-            let b = block + k as u64;
-            if !data.reused.contains(&(b / per)) {
-                sink.block(b, one)?;
+    Ok(PreparedExt4 {
+        nodes,
+        plan,
+        layout,
+        meta,
+        files,
+        report,
+        data,
+    })
+}
+
+impl PreparedExt4<'_> {
+    /// What the image will be: its size, free blocks, load.
+    pub fn report(&self) -> &Ext4Report {
+        &self.report
+    }
+
+    /// The chunks' recipes and which of them `reuse` knew.
+    pub fn data_chunks(&self) -> &DataChunks {
+        &self.data
+    }
+
+    /// Writes the image to `out` (which must read as zeros where nothing is written):
+    /// the metadata, then every file in the order of its first block, seeking over zero
+    /// blocks and the chunks `reuse` knew.
+    pub fn write(
+        self,
+        out: &mut (impl Write + Seek),
+        contents: &dyn Contents,
+    ) -> Result<(Ext4Report, DataChunks), Ext4WriteError> {
+        let PreparedExt4 {
+            nodes,
+            plan,
+            layout,
+            meta,
+            files,
+            report,
+            data,
+        } = self;
+        let mut sink = Sink {
+            out: BufWriter::with_capacity(1 << 20, out),
+            pos: 0,
+            end: 0,
+        };
+        sink.out.seek(SeekFrom::Start(0))?;
+        let per = (data.chunk_size / BLOCK_SIZE).max(1);
+        for (block, bytes) in &meta.writes {
+            if data.reused.is_empty() {
+                sink.block(*block, bytes)?;
+                continue;
+            }
+            for (k, one) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
+                let b = block + k as u64;
+                if !data.reused.contains(&(b / per)) {
+                    sink.block(b, one)?;
+                }
             }
         }
-    }
-    drop(meta);
-    for i in files {
-        let (p, pl) = (&plan.inodes[i], &layout.placements[i]);
-        if let Body::File { content, node } = &p.body {
-            let path = nodes.get(*node).map_or("", |n| n.path.as_str());
-            copy_file(&mut sink, contents, content, p.size, pl, path, &data)?;
+        drop(meta);
+        for i in files {
+            let (p, pl) = (&plan.inodes[i], &layout.placements[i]);
+            if let Body::File { content, node } = &p.body {
+                let path = nodes.get(*node).map_or("", |n| n.path.as_str());
+                copy_file(&mut sink, contents, content, p.size, pl, path, &data)?;
+            }
         }
+        let image = layout.geometry.blocks * BLOCK_SIZE;
+        if sink.end < image {
+            // Give the (sparse) image its full length.
+            sink.write_at(image - 1, &[0])?;
+        }
+        sink.out.flush()?;
+        Ok((report, data))
     }
-    let image = layout.geometry.blocks * BLOCK_SIZE;
-    if sink.end < image {
-        // Give the (sparse) image its full length.
-        sink.write_at(image - 1, &[0])?;
-    }
-    sink.out.flush()?;
-    Ok((report, data))
 }
 
 /// The recipes of the laid-out image's chunks; asks `reuse` about each.
