@@ -113,7 +113,7 @@ pub enum GraftError {
 }
 
 impl GraftError {
-    fn into_step(self) -> StepError {
+    pub(crate) fn into_step(self) -> StepError {
         match self {
             GraftError::Tree(e) => tree_error(e),
             other => StepError::diag(other),

@@ -9,6 +9,7 @@
 //! | `overlay` | a base tree and changesets, in order    | `tree`                   |
 //! | `tar`     | a tree, epoch, compression level        | `archive`: `.tar.zst`    |
 //! | `unpack`  | a `fetch`ed disk image                  | `bootfs`, `rootfs`, `table` |
+//! | `raspi-layout` | a root tree bootstrapped from packages (`/boot/firmware` filled by `raspi-firmware`), sizes, epoch | `bootfs`, `rootfs`, `table`, as `unpack` |
 //! | `base-epoch` | `unpack`'s `rootfs`: its newest mtime, for images with no other epoch | `epoch` |
 //! | `graft`   | `unpack`: both trees, the table's mount point | `tree`             |
 //! | `split`   | a combined tree, the `table`            | `bootfs`, `rootfs`       |
@@ -42,6 +43,7 @@ pub mod graft;
 pub mod hive_check;
 pub mod install;
 pub mod layer;
+pub mod layout;
 pub mod mkfs;
 pub mod module;
 pub mod overlay;

@@ -172,7 +172,8 @@ impl Step for ValidateStep {
     fn version(&self) -> u32 {
         // 2: the structure is checked without reading file contents back.
         // 3: the disk is read through verified chunks; a damaged one repairs `disk`.
-        3
+        // 4: `config.txt`'s `kernel=`, `initramfs` and `upstream_kernel=1` are followed.
+        4
     }
 
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {

@@ -98,3 +98,103 @@ mod tests {
         assert_eq!(board_check("pi4", "riscv64"), None);
     }
 }
+
+/// What `config.txt` says about the files the firmware loads: the directives that apply to
+/// every board (before any section, or under `[all]`; conditional sections such as `[pi4]`
+/// are not followed). The last of each wins, as in the firmware.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FirmwareConfig {
+    /// `kernel=NAME`: the kernel file instead of the model's default name.
+    pub kernel: Option<String>,
+    /// `initramfs NAME [followkernel|ADDRESS]`.
+    pub initramfs: Option<String>,
+    /// `upstream_kernel=1`: mainline device-tree names (Debian's kernels).
+    pub upstream_kernel: bool,
+}
+
+impl FirmwareConfig {
+    pub fn parse(text: &str) -> FirmwareConfig {
+        let mut c = FirmwareConfig::default();
+        let mut applies = true;
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                applies = section.trim().eq_ignore_ascii_case("all");
+                continue;
+            }
+            if !applies {
+                continue;
+            }
+            if let Some((key, value)) = line.split_once('=') {
+                let value = value.trim();
+                match key.trim() {
+                    "kernel" if !value.is_empty() => c.kernel = Some(value.to_owned()),
+                    "upstream_kernel" => c.upstream_kernel = value == "1",
+                    _ => {}
+                }
+            } else if let Some(rest) = line.strip_prefix("initramfs") {
+                if let Some(name) = rest.split_whitespace().next() {
+                    c.initramfs = Some(name.to_owned());
+                }
+            }
+        }
+        c
+    }
+}
+
+/// The mainline Linux name of a Raspberry Pi device tree, which the firmware loads instead
+/// of the downstream name under `upstream_kernel=1` (the Pi 3 family and the Zero 2 W are
+/// `bcm2837` upstream, `bcm2710` downstream; the CM4's mainline tree is for its IO board).
+/// Names without another spelling are returned as they are.
+pub fn upstream_device_tree(name: &str) -> &str {
+    match name {
+        "bcm2710-rpi-3-b.dtb" => "bcm2837-rpi-3-b.dtb",
+        "bcm2710-rpi-3-b-plus.dtb" => "bcm2837-rpi-3-b-plus.dtb",
+        "bcm2710-rpi-3-a-plus.dtb" => "bcm2837-rpi-3-a-plus.dtb",
+        "bcm2710-rpi-zero-2-w.dtb" => "bcm2837-rpi-zero-2-w.dtb",
+        "bcm2710-rpi-cm3.dtb" => "bcm2837-rpi-cm3-io3.dtb",
+        "bcm2711-rpi-cm4.dtb" => "bcm2711-rpi-cm4-io.dtb",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod firmware_config_tests {
+    use super::*;
+
+    #[test]
+    fn debian_config_txt_names_its_kernel_and_initramfs() {
+        let text = "# Do not modify this file!\narm_64bit=1\n\nenable_uart=1\nupstream_kernel=1\n\nkernel=vmlinuz-6.1.0-50-arm64\n# For details\ninitramfs initrd.img-6.1.0-50-arm64\n";
+        let c = FirmwareConfig::parse(text);
+        assert_eq!(c.kernel.as_deref(), Some("vmlinuz-6.1.0-50-arm64"));
+        assert_eq!(c.initramfs.as_deref(), Some("initrd.img-6.1.0-50-arm64"));
+        assert!(c.upstream_kernel);
+    }
+
+    #[test]
+    fn conditional_sections_are_not_followed_and_all_resumes() {
+        let text = "[pi4]\nkernel=k4.img\n[all]\nkernel=k.img\n[pi5]\ninitramfs i5 followkernel\n";
+        let c = FirmwareConfig::parse(text);
+        assert_eq!(c.kernel.as_deref(), Some("k.img"));
+        assert_eq!(c.initramfs, None);
+        assert!(!c.upstream_kernel);
+        assert_eq!(FirmwareConfig::parse("arm_64bit=1\n"), FirmwareConfig::default());
+    }
+
+    #[test]
+    fn downstream_tree_names_map_to_mainline_ones() {
+        assert_eq!(upstream_device_tree("bcm2710-rpi-3-b.dtb"), "bcm2837-rpi-3-b.dtb");
+        assert_eq!(
+            upstream_device_tree("bcm2710-rpi-zero-2-w.dtb"),
+            "bcm2837-rpi-zero-2-w.dtb"
+        );
+        assert_eq!(upstream_device_tree("bcm2711-rpi-4-b.dtb"), "bcm2711-rpi-4-b.dtb");
+        assert_eq!(
+            upstream_device_tree("bcm2711-rpi-cm4.dtb"),
+            "bcm2711-rpi-cm4-io.dtb"
+        );
+    }
+}

@@ -340,7 +340,7 @@ pub trait FsSummaries {
 
 /// Changes whenever what a filesystem summary holds, or how it is read, changes: callers
 /// put it in their [`FsSummaries::key`].
-pub const FS_SUMMARY_VERSION: u32 = 1;
+pub const FS_SUMMARY_VERSION: u32 = 2;
 
 /// [`validate_disk_structure`], taking each filesystem's summary from `cache` when it has
 /// one for the partition's bytes, and storing the summaries of filesystems it read
@@ -695,6 +695,9 @@ struct BootFiles {
     /// Regular files at the top of the partition, by lowercased name → name as stored.
     top: BTreeMap<String, String>,
     cmdline: Option<Result<String, String>>,
+    /// `config.txt`'s text, when the partition has one.
+    #[serde(default)]
+    config: Option<Result<String, String>>,
 }
 
 impl BootFiles {
@@ -838,7 +841,7 @@ fn read_boot<R: Read + Seek>(
             out.top.insert(name.to_ascii_lowercase(), name.to_string());
         }
     }
-    if let Some(name) = out.find("cmdline.txt").map(str::to_string) {
+    let text_of = |name: &str| {
         let path = format!("/{name}");
         let size = nodes
             .iter()
@@ -848,10 +851,16 @@ fn read_boot<R: Read + Seek>(
                 _ => None,
             })
             .unwrap_or(0);
-        out.cmdline = Some(match fat.open(&path) {
+        match fat.open(&path) {
             Ok(r) => read_text(r, size),
             Err(e) => Err(chain(&e)),
-        });
+        }
+    };
+    if let Some(name) = out.find("cmdline.txt").map(str::to_string) {
+        out.cmdline = Some(text_of(&name));
+    }
+    if let Some(name) = out.find("config.txt").map(str::to_string) {
+        out.config = Some(text_of(&name));
     }
     out.read = true;
     Ok(tree)
@@ -1184,11 +1193,43 @@ fn check_boot_files(report: &mut Report, boot: &BootFiles, board: Option<&BoardC
         ),
     }
     let top = || boot.top.values();
+    let config = match &boot.config {
+        Some(Ok(text)) => board::FirmwareConfig::parse(text),
+        _ => board::FirmwareConfig::default(),
+    };
+    // What `config.txt` names itself must be there, whatever the board.
+    for (directive, name) in [("kernel=", &config.kernel), ("initramfs", &config.initramfs)] {
+        let Some(name) = name else { continue };
+        match boot.find(name) {
+            Some(n) => report.pass("kernel", Some(format!("bootfs:/{n}")), format!("named by `config.txt` (`{directive}`)")),
+            None => report.fail(
+                "kernel",
+                Some(format!("bootfs:/{name}")),
+                format!("`config.txt` names `{name}` (`{directive}`), which is not on the boot partition"),
+                "the firmware loads exactly the file `config.txt` names; install the kernel package that provides it, or correct the line",
+            ),
+        }
+    }
     match board {
         Some(b) => {
+            // A kernel named by `config.txt` replaces the board's default names; with
+            // `upstream_kernel=1` the firmware looks for the mainline names of the trees.
+            let kernels = if config.kernel.is_some() {
+                Vec::new()
+            } else {
+                b.kernels.clone()
+            };
+            let trees: Vec<String> = if config.upstream_kernel {
+                b.device_trees
+                    .iter()
+                    .map(|t| board::upstream_device_tree(t).to_owned())
+                    .collect()
+            } else {
+                b.device_trees.clone()
+            };
             for (rule, names, what) in [
-                ("kernel", &b.kernels, "kernel"),
-                ("device_tree", &b.device_trees, "device tree"),
+                ("kernel", &kernels, "kernel"),
+                ("device_tree", &trees, "device tree"),
             ] {
                 for name in names {
                     match boot.find(name) {
@@ -1214,6 +1255,8 @@ fn check_boot_files(report: &mut Report, boot: &BootFiles, board: Option<&BoardC
                 .filter(|n| n.to_ascii_lowercase().ends_with(".dtb"))
                 .collect();
             match kernels.as_slice() {
+                // Checked above, by the name `config.txt` gives.
+                [] if config.kernel.is_some() => {}
                 [] => report.fail(
                     "kernel",
                     Some("bootfs:/kernel*.img".into()),
