@@ -45,5 +45,6 @@ mod roundtrip;
 mod sbom;
 mod unpack;
 mod validate;
+mod vmtest;
 mod verify;
 mod why_trees;
