@@ -97,7 +97,12 @@ pub fn find_root(disk: &Disk, image: &Path) -> Result<Root, VmTestError> {
     })
 }
 
-fn open<'a>(disk: &'a Disk, offset: u64, len: u64, image: &Path) -> Result<Ext4<&'a std::fs::File>, VmTestError> {
+fn open<'a>(
+    disk: &'a Disk,
+    offset: u64,
+    len: u64,
+    image: &Path,
+) -> Result<Ext4<&'a std::fs::File>, VmTestError> {
     Ext4::open(&disk.file, offset, len).map_err(|source| VmTestError::RootFs {
         path: image.to_path_buf(),
         source,
@@ -105,14 +110,23 @@ fn open<'a>(disk: &'a Disk, offset: u64, len: u64, image: &Path) -> Result<Ext4<
 }
 
 /// The image's kernel and initramfs, copied into `dir` as `vmlinuz` and `initrd.img`.
-pub fn extract_kernel(disk: &Disk, root: &Root, image: &Path, dir: &Path) -> Result<(KernelSource, PathBuf, PathBuf), VmTestError> {
+pub fn extract_kernel(
+    disk: &Disk,
+    root: &Root,
+    image: &Path,
+    dir: &Path,
+) -> Result<(KernelSource, PathBuf, PathBuf), VmTestError> {
     let ext4 = open(disk, root.offset, root.len, image)?;
     let fs_err = |source| VmTestError::RootFs {
         path: image.to_path_buf(),
         source,
     };
     let (kernel, initrd, version) = match find_kernel(&ext4).map_err(fs_err)? {
-        Found::Pair { kernel, initrd, version } => (kernel, initrd, version),
+        Found::Pair {
+            kernel,
+            initrd,
+            version,
+        } => (kernel, initrd, version),
         Found::NoInitrd { kernel, initrd } => {
             return Err(VmTestError::NoInitrd {
                 path: image.to_path_buf(),
@@ -156,7 +170,9 @@ enum Found {
         initrd: String,
     },
     /// No usable kernel; `others` are the kernels that were passed over.
-    None { others: Vec<String> },
+    None {
+        others: Vec<String>,
+    },
 }
 
 /// Whether a kernel version is one of Raspberry Pi's own (`6.1.0-rpi7-rpi-v8`,
@@ -168,9 +184,18 @@ fn is_pi_kernel(version: &str) -> bool {
 fn find_kernel<R: Read + Seek>(ext4: &Ext4<R>) -> Result<Found, Ext4Error> {
     // Debian's symlinks first: they name the kernel the system boots by default.
     if let (Some(kernel), Some(initrd)) = (resolve(ext4, "/vmlinuz")?, resolve(ext4, "/initrd.img")?) {
-        let version = kernel.rsplit('/').next().and_then(|n| n.strip_prefix("vmlinuz-")).map(str::to_owned);
-        if !version.as_deref().is_some_and(is_pi_kernel) && is_file(ext4, &kernel)? && is_file(ext4, &initrd)? {
-            return Ok(Found::Pair { kernel, initrd, version });
+        let version = kernel
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+            .map(str::to_owned);
+        if !version.as_deref().is_some_and(is_pi_kernel) && is_file(ext4, &kernel)? && is_file(ext4, &initrd)?
+        {
+            return Ok(Found::Pair {
+                kernel,
+                initrd,
+                version,
+            });
         }
     }
     let Some(boot) = resolve(ext4, "/boot")? else {
@@ -227,7 +252,9 @@ fn pi_kernels(disk: &Disk) -> Vec<String> {
     let mut out = Vec::new();
     for fs in disk.filesystems.iter().filter(|f| f.kind == FsKind::Fat) {
         let mut r = &disk.file;
-        let Ok(fat) = read_fat(&mut r, fs.offset, fs.len) else { continue };
+        let Ok(fat) = read_fat(&mut r, fs.offset, fs.len) else {
+            continue;
+        };
         for n in fat.nodes() {
             let name = n.path.trim_start_matches('/');
             if matches!(n.kind, NodeKind::File { .. })
@@ -272,7 +299,12 @@ fn default_target<R: Read + Seek>(ext4: &Ext4<R>) -> Result<String, Ext4Error> {
 /// from the link's directory, `..` never above `/`), or `None` when some component does
 /// not exist.
 fn resolve<R: Read + Seek>(ext4: &Ext4<R>, path: &str) -> Result<Option<String>, Ext4Error> {
-    let mut pending: Vec<String> = path.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned).collect();
+    let mut pending: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_owned)
+        .collect();
     let mut done: Vec<String> = Vec::new();
     let mut links = 0u32;
     while let Some(comp) = pending.pop() {
@@ -284,7 +316,10 @@ fn resolve<R: Read + Seek>(ext4: &Ext4<R>, path: &str) -> Result<Option<String>,
             }
             _ => {}
         }
-        let candidate = format!("/{}", done.iter().chain([&comp]).cloned().collect::<Vec<_>>().join("/"));
+        let candidate = format!(
+            "/{}",
+            done.iter().chain([&comp]).cloned().collect::<Vec<_>>().join("/")
+        );
         match ext4.read_link(&candidate) {
             Err(Ext4Error::NotFound { .. } | Ext4Error::WrongType { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -297,7 +332,13 @@ fn resolve<R: Read + Seek>(ext4: &Ext4<R>, path: &str) -> Result<Option<String>,
                 if target.starts_with('/') {
                     done.clear();
                 }
-                pending.extend(target.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned));
+                pending.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(str::to_owned),
+                );
             }
         }
     }
@@ -377,7 +418,11 @@ mod tests {
             ("/usr/lib/systemd", None, None),
             ("/usr/lib/systemd/system", None, None),
             ("/usr/lib/systemd/system/graphical.target", Some(b""), None),
-            ("/usr/lib/systemd/system/default.target", None, Some("graphical.target")),
+            (
+                "/usr/lib/systemd/system/default.target",
+                None,
+                Some("graphical.target"),
+            ),
         ]);
         // The symlinks win over the newer version: they are what the system boots.
         assert_eq!(
@@ -390,7 +435,9 @@ mod tests {
         );
         assert_eq!(default_target(&fs).unwrap(), "graphical.target");
         assert_eq!(
-            resolve(&fs, "/lib/systemd/../systemd/system/default.target").unwrap().as_deref(),
+            resolve(&fs, "/lib/systemd/../systemd/system/default.target")
+                .unwrap()
+                .as_deref(),
             Some("/usr/lib/systemd/system/graphical.target")
         );
         assert_eq!(resolve(&fs, "/lib/nothing").unwrap(), None);
@@ -431,7 +478,10 @@ mod tests {
                 others: vec!["`/boot/vmlinuz-6.6.51+rpt-rpi-v8`".into()]
             }
         );
-        let fs = ext4(&[("/boot", None, None), ("/boot/vmlinuz-6.1.0-28-arm64", Some(b"k"), None)]);
+        let fs = ext4(&[
+            ("/boot", None, None),
+            ("/boot/vmlinuz-6.1.0-28-arm64", Some(b"k"), None),
+        ]);
         assert_eq!(
             find_kernel(&fs).unwrap(),
             Found::NoInitrd {

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn colours_and_carriage_returns_go() {
-        assert_eq!(clean("[\u{1b}[0;32m  OK  \u{1b}[0m] Started x.\r"), "[  OK  ] Started x.");
+        assert_eq!(
+            clean("[\u{1b}[0;32m  OK  \u{1b}[0m] Started x.\r"),
+            "[  OK  ] Started x."
+        );
     }
 
     #[test]

@@ -111,7 +111,9 @@ pub enum VmTestError {
     #[error("the `stdout_regex` of check `{check}` is not a valid regular expression")]
     #[diagnostic(
         code(w4b::test::bad_regex),
-        help("the syntax is Rust's `regex` crate's (https://docs.rs/regex): no look-around or back-references")
+        help(
+            "the syntax is Rust's `regex` crate's (https://docs.rs/regex): no look-around or back-references"
+        )
     )]
     BadRegex {
         check: String,

@@ -88,7 +88,10 @@ pub fn payload(spec: &TestSpec) -> std::io::Result<Payload> {
     for (i, c) in spec.commands.iter().enumerate() {
         let id = format!("cmd-{i}");
         let _ = writeln!(script, "run_command {id} {}", c.timeout.max(1));
-        files.push((format!("w4b-test/commands/{id}"), format!("{}\n", c.run).into_bytes()));
+        files.push((
+            format!("w4b-test/commands/{id}"),
+            format!("{}\n", c.run).into_bytes(),
+        ));
         probes.push((id, Probe::Command(i)));
     }
     script.push_str("finish\n");
@@ -168,7 +171,16 @@ mod tests {
         let ids: Vec<&str> = p.probes.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(
             ids,
-            ["boot", "multi-user", "analyze", "blame", "failed", "unit-0", "unit-1", "cmd-0"]
+            [
+                "boot",
+                "multi-user",
+                "analyze",
+                "blame",
+                "failed",
+                "unit-0",
+                "unit-1",
+                "cmd-0"
+            ]
         );
         let mut archive = tar::Archive::new(p.tar.as_slice());
         let mut entries = std::collections::BTreeMap::new();

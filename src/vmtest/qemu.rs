@@ -114,7 +114,16 @@ pub fn args(l: &Launch<'_>) -> Vec<OsString> {
         Accel::Tcg => "tcg",
     };
     for s in [
-        "-M", "virt", "-cpu", cpu, "-accel", accel, "-nodefaults", "-nographic", "-no-reboot", "-monitor",
+        "-M",
+        "virt",
+        "-cpu",
+        cpu,
+        "-accel",
+        accel,
+        "-nodefaults",
+        "-nographic",
+        "-no-reboot",
+        "-monitor",
         "none",
     ] {
         push(s);
@@ -156,13 +165,17 @@ pub fn args(l: &Launch<'_>) -> Vec<OsString> {
     push("-chardev");
     push(&format!("file,id=results,path={}", opt_path(l.results)));
     push("-device");
-    push(&format!("virtserialport,bus=vser.0,chardev=results,name={RESULTS_PORT}"));
+    push(&format!(
+        "virtserialport,bus=vser.0,chardev=results,name={RESULTS_PORT}"
+    ));
     // A network card with nowhere to go: units that wait for a link see one, and the
     // guest reaches neither the host nor anything beyond it.
     push("-netdev");
     push("user,id=net0,restrict=on");
     push("-device");
-    push("virtio-net-pci,netdev=net0");
+    // No option ROM: the kernel is loaded directly, and Debian installs the iPXE ROMs
+    // (`ipxe-qemu`) only as a recommendation of `qemu-system-arm`.
+    push("virtio-net-pci,netdev=net0,romfile=");
     push("-device");
     push("virtio-rng-pci");
     a
@@ -271,7 +284,8 @@ mod tests {
         };
         let a: Vec<String> = args(&l).into_iter().map(|s| s.into_string().unwrap()).collect();
         let joined = a.join(" ");
-        assert!(joined.starts_with("-M virt -cpu max,pauth-impdef=on -accel tcg -nodefaults -nographic -no-reboot"));
+        assert!(joined
+            .starts_with("-M virt -cpu max,pauth-impdef=on -accel tcg -nodefaults -nographic -no-reboot"));
         assert!(joined.contains("-drive if=none,id=image,format=raw,snapshot=on,file=/tmp/a,,b.img"));
         assert!(joined.contains("readonly=on,file=/tmp/t/harness.tar"));
         assert!(joined.contains("serial=w4b-test"));

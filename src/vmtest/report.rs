@@ -128,14 +128,25 @@ impl Report {
             "  machine  qemu-system-aarch64 -M virt, {accel}, {} CPUs, {} MiB",
             self.machine.cpus, self.machine.memory_mib
         );
-        let width = self.checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(5).max(5);
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let _ = writeln!(s, "\n  {:<width$}  result  seconds", "check");
         for c in &self.checks {
             let result = if c.passed { "pass" } else { "FAIL" };
             let _ = writeln!(s, "  {:<width$}  {result:<6}  {:>7.1}", c.name, c.seconds);
         }
         for c in self.checks.iter().filter(|c| !c.passed) {
-            let _ = writeln!(s, "\n  FAIL {}: {}", c.name, c.reason.as_deref().unwrap_or("failed"));
+            let _ = writeln!(
+                s,
+                "\n  FAIL {}: {}",
+                c.name,
+                c.reason.as_deref().unwrap_or("failed")
+            );
             for line in &c.log {
                 let _ = writeln!(s, "    | {line}");
             }
@@ -145,7 +156,11 @@ impl Report {
         }
         if let Some(t) = &self.boot_time {
             let mut phases = Vec::new();
-            for (name, v) in [("kernel", t.kernel), ("initrd", t.initrd), ("userspace", t.userspace)] {
+            for (name, v) in [
+                ("kernel", t.kernel),
+                ("initrd", t.initrd),
+                ("userspace", t.userspace),
+            ] {
                 if let Some(v) = v {
                     phases.push(format!("{v:.1} s ({name})"));
                 }
@@ -153,7 +168,10 @@ impl Report {
             let total = t.total.map(|v| format!(" = {v:.1} s")).unwrap_or_default();
             let _ = writeln!(s, "\n  boot     {}{total}", phases.join(" + "));
             if let (Some(target), Some(after)) = (&t.target, t.target_reached) {
-                let _ = writeln!(s, "           `{target}` reached {after:.1} s after the kernel started");
+                let _ = writeln!(
+                    s,
+                    "           `{target}` reached {after:.1} s after the kernel started"
+                );
             }
         }
         if !self.blame.is_empty() {

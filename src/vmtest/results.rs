@@ -103,7 +103,10 @@ mod tests {
         port.extend_from_slice(b"lt\tcmd-0\t1\t41\t42\tb29wcwo=\tZXJyCg==\ndone\n");
         assert!(r.update(&port));
         let c = r.get("cmd-0").unwrap();
-        assert_eq!((c.status, c.stdout.as_str(), c.stderr.as_str()), (1, "oops\n", "err\n"));
+        assert_eq!(
+            (c.status, c.stdout.as_str(), c.stderr.as_str()),
+            (1, "oops\n", "err\n")
+        );
         assert!(r.done);
         assert!(r.garbage.is_empty());
     }

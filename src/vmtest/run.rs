@@ -65,7 +65,10 @@ impl Default for Options {
 /// The boot log's path for `image`: `<dir>/<name>.boot.log`, the name without `.img` and
 /// a compression suffix.
 pub fn boot_log_path(image: &Path, log_dir: Option<&Path>) -> PathBuf {
-    let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut stem = name.as_str();
     for suffix in [".zst", ".zstd", ".xz", ".gz"] {
         if let Some(s) = stem.strip_suffix(suffix) {
@@ -84,7 +87,12 @@ pub fn boot_log_path(image: &Path, log_dir: Option<&Path>) -> PathBuf {
 
 /// Boots `image` and judges it by `spec`. Returns the report whether the checks pass or
 /// fail; an error means the test could not run (or was cancelled through `cancel`).
-pub fn run(image: &Path, spec: &TestSpec, opts: &Options, cancel: &AtomicBool) -> Result<Report, VmTestError> {
+pub fn run(
+    image: &Path,
+    spec: &TestSpec,
+    opts: &Options,
+    cancel: &AtomicBool,
+) -> Result<Report, VmTestError> {
     let regexes = judge::regexes(spec).map_err(|(check, source)| VmTestError::BadRegex { check, source })?;
     let qemu = qemu::find_qemu(opts.path.as_deref())?;
     let image_err = |source| VmTestError::Image {
@@ -96,7 +104,11 @@ pub fn run(image: &Path, spec: &TestSpec, opts: &Options, cancel: &AtomicBool) -
     // an unnamed temporary file, through this process's descriptor for it.
     let qemu_image = match opened.compression {
         Compression::None => std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf()),
-        _ => PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), opened.file.as_raw_fd())),
+        _ => PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            opened.file.as_raw_fd()
+        )),
     };
     let file = opened.file.try_clone().map_err(|e| image_err(e.into()))?;
     let disk = image::read_disk(file).map_err(image_err)?;
@@ -207,7 +219,9 @@ pub fn run(image: &Path, spec: &TestSpec, opts: &Options, cancel: &AtomicBool) -
         }
         let now = Instant::now();
         if now >= total_deadline {
-            break Ending::TotalTimeout { seconds: spec.timeout };
+            break Ending::TotalTimeout {
+                seconds: spec.timeout,
+            };
         }
         let booted = results.get("boot").is_some();
         if !booted && now >= boot_deadline {

@@ -45,6 +45,6 @@ mod roundtrip;
 mod sbom;
 mod unpack;
 mod validate;
-mod vmtest;
 mod verify;
+mod vmtest;
 mod why_trees;
