@@ -252,8 +252,12 @@ fn missing(name: &str, ending: &Ending, console: &[String], results: &Results, e
             log.push("unexpected lines on the results port:".to_owned());
             log.extend(results.garbage.iter().take(5).map(|g| format!("  {g}")));
         }
-        log.push(format!("console (last {} lines):", console.len()));
-        log.extend(console.iter().map(|l| format!("  {l}")));
+        if console.is_empty() {
+            log.push("console: empty; the kernel printed nothing (it did not start, or it does not write to `ttyAMA0`)".to_owned());
+        } else {
+            log.push(format!("console (last {} lines):", console.len()));
+            log.extend(console.iter().map(|l| format!("  {l}")));
+        }
         check.log = log;
         if let Some(h) = help {
             check.help = Some(h.to_owned());
