@@ -380,8 +380,11 @@ mod tests {
         }
     }
 
-    /// An ext4 image of `entries` (directories, files with their bytes, symlinks).
-    fn ext4(entries: &[(&str, Option<&[u8]>, Option<&str>)]) -> Ext4<Cursor<Vec<u8>>> {
+    /// A path with the bytes of a file, or the target of a symlink, or neither (a directory).
+    type Entry<'a> = (&'a str, Option<&'a [u8]>, Option<&'a str>);
+
+    /// An ext4 image of `entries`.
+    fn ext4(entries: &[Entry<'_>]) -> Ext4<Cursor<Vec<u8>>> {
         let mut contents = MemContents::default();
         let mut nodes = vec![node("/", NodeKind::Dir)];
         for (path, bytes, link) in entries {

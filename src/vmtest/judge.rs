@@ -203,10 +203,9 @@ fn command(name: &str, r: &Record, c: &super::spec::CommandCheck, re: Option<&Re
         Some(format!("exited with status {}, expected {}", r.status, c.exit))
     } else if let Some(want) = c.stdout_contains.as_deref().filter(|w| !r.stdout.contains(*w)) {
         Some(format!("its output does not contain `{want}`"))
-    } else if let Some(re) = re.filter(|re| !re.is_match(&r.stdout)) {
-        Some(format!("its output does not match `{}`", re.as_str()))
     } else {
-        None
+        re.filter(|re| !re.is_match(&r.stdout))
+            .map(|re| format!("its output does not match `{}`", re.as_str()))
     };
     match reason {
         None => CheckResult::pass(name, seconds),

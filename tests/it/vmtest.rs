@@ -315,7 +315,7 @@ fn failing_checks_are_reported_with_their_output_and_the_vm_is_gone() {
     assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 0);
 
     // Ctrl-C while the machine boots: QEMU is stopped and nothing is left behind.
-    let mut child = env
+    let child = env
         .command()
         .env("TMPDIR", &tmpdir)
         .args(["test", image.to_str().unwrap()])
