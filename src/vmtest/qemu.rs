@@ -4,9 +4,10 @@
 //! virtio disks and consoles that Debian's generic kernel drives. Raspberry Pi boards
 //! (`raspi3b`, `raspi4b`) are emulated too, but slowly, partially and without virtio.
 //! On an x86_64 host there is no KVM for arm64, so it is TCG; KVM is used only on an
-//! arm64 host whose `/dev/kvm` opens. Under TCG `-cpu max` spends much of its time
-//! emulating pointer authentication with the architected algorithm (QARMA);
-//! `pauth-impdef=on` swaps in QEMU's own cheap one, which the guest cannot tell apart.
+//! arm64 host whose `/dev/kvm` opens. Under TCG, `-cpu max` emulates pointer
+//! authentication with the architected algorithm (QARMA), which QEMU's documentation
+//! calls slow; `pauth-impdef=on` swaps in QEMU's own cheaper one, which the guest cannot
+//! tell apart (not measured against plain `max` here).
 //!
 //! QEMU runs in its own process group with `PR_SET_PDEATHSIG`: [`Vm`] kills the group
 //! when it is dropped (on success, on error, on a cancel), and the kernel kills QEMU if
