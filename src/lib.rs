@@ -17,7 +17,8 @@
 //!   them through those formats ([`formats::deb`] reads Debian packages and indices, and
 //!   [`apt`] resolves package sets over them); [`validate`] checks that an image is structurally
 //!   bootable (table, filesystems, `cmdline.txt`, `fstab`, kernels and device trees) and
-//!   runs the hive checklist; [`manifest`] writes and verifies in-toto manifests.
+//!   runs the hive checklist; [`manifest`] writes and verifies in-toto manifests;
+//!   [`vmtest`] boots an image in QEMU and judges the running system (`w4b test`).
 //! - [`install`] installs Debian packages into a tree for a foreign architecture (dpkg
 //!   in a chroot under qemu-user) and returns the normalised changeset.
 //! - [`download`] gets a file by URL and pinned sha256 (mirrors, retries, resume) for the
@@ -51,6 +52,7 @@ pub mod tree;
 pub mod trust;
 pub mod ui;
 pub mod validate;
+pub mod vmtest;
 
 /// The oracle-test policy, shared with the integration tests (`tests/support/oracle.rs`).
 #[cfg(test)]

@@ -118,6 +118,11 @@ pub enum Command {
     /// filesystems read completely, `cmdline.txt`, `fstab`, kernels and device trees.
     /// Exit status 0 when every check passes, 1 otherwise.
     Validate(ValidateArgs),
+    /// Boot a disk image in QEMU (`qemu-system-aarch64 -M virt`) with its own kernel and
+    /// judge the running system: boot settles, `multi-user.target` active, no failed
+    /// units, required units active, command checks. The image is never modified. Exit
+    /// status 0 when every check passes, 1 otherwise.
+    Test(TestArgs),
     /// Install `.deb`s into a tree with the install engine and print the digests
     /// (for tests: the result as root and through a user namespace must match).
     #[command(hide = true)]
@@ -440,6 +445,52 @@ pub struct ValidateArgs {
     pub format: ReportFormat,
     /// Refuse a compressed image that decompresses to more than SIZE (`64G`, `500M`):
     /// the bound on a decompression bomb.
+    #[arg(long, value_name = "SIZE", env = "W4B_MAX_IMAGE_SIZE", default_value = "64G",
+          value_parser = crate::commands::cache::parse_size_arg)]
+    pub max_image_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// A disk image: `.img`, `.img.xz`, `.img.zst`, `.img.gz`.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Boot this kernel instead of the image's own (a generic arm64 `vmlinuz`; needs
+    /// `--initrd`): for images whose kernel drives only Raspberry Pi hardware.
+    #[arg(long, value_name = "PATH", requires = "initrd")]
+    pub kernel: Option<PathBuf>,
+    /// The initramfs for `--kernel`.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Memory of the virtual machine, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 1024)]
+    pub memory: u32,
+    /// Virtual CPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub cpus: u32,
+    /// Seconds the whole test may take [default: the spec's, else 600].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Seconds the system may take to finish booting [default: the spec's, else 300].
+    #[arg(long, value_name = "SECS")]
+    pub boot_timeout: Option<u64>,
+    /// A unit that may fail without failing the test (repeatable): one that needs
+    /// Raspberry Pi hardware.
+    #[arg(long = "allow-failed", value_name = "UNIT")]
+    pub allow_failed: Vec<String>,
+    /// A unit that must be active after the boot (repeatable).
+    #[arg(long = "unit-active", value_name = "UNIT")]
+    pub unit_active: Vec<String>,
+    /// A test definition in JSON (`allow_failed_units`, `units_active`, `commands`:
+    /// `[{name, run, exit, stdout_contains, stdout_regex, timeout}]`, `timeout`,
+    /// `boot_timeout`); the options above add to it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Where the boot log (the whole serial console) goes [default: beside the image, as
+    /// `NAME.boot.log`].
+    #[arg(long, value_name = "DIR")]
+    pub log: Option<PathBuf>,
+    /// Refuse a compressed image that decompresses to more than SIZE (`64G`, `500M`).
     #[arg(long, value_name = "SIZE", env = "W4B_MAX_IMAGE_SIZE", default_value = "64G",
           value_parser = crate::commands::cache::parse_size_arg)]
     pub max_image_size: u64,

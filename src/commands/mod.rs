@@ -14,6 +14,7 @@ pub mod lock;
 pub mod ls;
 pub mod rebuild;
 pub mod sbom;
+pub mod test;
 pub mod validate;
 pub mod verify;
 pub mod why;
@@ -81,6 +82,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Sbom(a) => sbom::run(&app, a),
         Command::Keygen(a) => keygen::run(&app, a),
         Command::Validate(a) => validate::run(&app, a),
+        Command::Test(a) => test::run(&app, a),
         Command::InstallDebs(a) => install_debs::run(&app, a),
         Command::Hive(a) => hive::run(&app, a),
         Command::Completions(a) => completions::completions(a),

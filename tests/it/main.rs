@@ -46,4 +46,5 @@ mod sbom;
 mod unpack;
 mod validate;
 mod verify;
+mod vmtest;
 mod why_trees;

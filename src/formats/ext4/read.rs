@@ -855,6 +855,16 @@ impl<R: Read + Seek> Ext4<R> {
         self.data_reader(&li)
     }
 
+    /// The target of the symlink at absolute `path` (the link itself, not followed), or
+    /// `None` when `path` is not a symlink.
+    pub fn read_link(&self, path: &str) -> Result<Option<String>, Ext4Error> {
+        let li = self.load(self.lookup(path)?)?;
+        if li.inode.file_type() != Some(FileType::Symlink) {
+            return Ok(None);
+        }
+        self.symlink_target(&li).map(Some)
+    }
+
     fn symlink_target(&self, li: &Loaded) -> Result<String, Ext4Error> {
         const S: &str = "symlink";
         let inode = &li.inode;

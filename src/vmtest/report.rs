@@ -1,0 +1,195 @@
+//! The outcome of a boot test, for people and for tools.
+//!
+//! [`Report`] serialises as one JSON object (`w4b.test/1`) whose fields come in the
+//! order of the struct, checks in the order they ran: the same run always prints the
+//! same shape. [`Report::render`] is the table `w4b test` prints on standard error: a line
+//! per check, the log lines that explain each failure, the boot-time breakdown and where
+//! the boot log is.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::boot_files::KernelSource;
+use super::boot_time::BootTime;
+use super::qemu::Accel;
+
+/// The JSON schema name of `w4b test --message-format json`.
+pub const SCHEMA: &str = "w4b.test/1";
+
+/// One judged check.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    /// Seconds the check took in the guest (for the boot: seconds from the kernel's start
+    /// until the system settled).
+    pub seconds: f64,
+    /// Why it failed, in one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The log lines that explain a failure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
+    /// What to do about a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl CheckResult {
+    pub fn pass(name: impl Into<String>, seconds: f64) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            passed: true,
+            seconds,
+            reason: None,
+            log: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn fail(name: impl Into<String>, seconds: f64, reason: impl Into<String>) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            passed: false,
+            seconds,
+            reason: Some(reason.into()),
+            log: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn with_log(mut self, log: Vec<String>) -> CheckResult {
+        self.log = log;
+        self
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> CheckResult {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// The virtual machine that ran.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Machine {
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// The kernel command line, harness options included.
+    pub cmdline: String,
+}
+
+/// The whole outcome.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub image: PathBuf,
+    pub passed: bool,
+    pub kernel: KernelSource,
+    pub machine: Machine,
+    pub checks: Vec<CheckResult>,
+    /// `systemd-analyze`'s breakdown, when the guest got that far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_time: Option<BootTime>,
+    /// The ten slowest units (`systemd-analyze blame`).
+    pub blame: Vec<String>,
+    /// The serial console, from the first line of the kernel on.
+    pub boot_log: PathBuf,
+    /// Seconds for the whole test, from starting QEMU to stopping it.
+    pub seconds: f64,
+}
+
+impl Report {
+    /// The report as people read it (no colour: the words carry the meaning).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "w4b test `{}`", self.image.display());
+        let kernel = match &self.kernel {
+            KernelSource::Image {
+                kernel,
+                version: Some(v),
+                ..
+            } => format!("`{kernel}` ({v}), the image's own"),
+            KernelSource::Image { kernel, .. } => format!("`{kernel}`, the image's own"),
+            KernelSource::Override { kernel, .. } => {
+                format!("`{}`, given with `--kernel` (not the image's)", kernel.display())
+            }
+        };
+        let _ = writeln!(s, "  kernel   {kernel}");
+        let accel = match self.machine.accel {
+            Accel::Tcg => "TCG (emulated)",
+            Accel::Kvm => "KVM",
+        };
+        let _ = writeln!(
+            s,
+            "  machine  qemu-system-aarch64 -M virt, {accel}, {} CPUs, {} MiB",
+            self.machine.cpus, self.machine.memory_mib
+        );
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(s, "\n  {:<width$}  result  seconds", "check");
+        for c in &self.checks {
+            let result = if c.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(s, "  {:<width$}  {result:<6}  {:>7.1}", c.name, c.seconds);
+        }
+        for c in self.checks.iter().filter(|c| !c.passed) {
+            let _ = writeln!(
+                s,
+                "\n  FAIL {}: {}",
+                c.name,
+                c.reason.as_deref().unwrap_or("failed")
+            );
+            for line in &c.log {
+                let _ = writeln!(s, "    | {line}");
+            }
+            if let Some(h) = &c.help {
+                let _ = writeln!(s, "    help: {h}");
+            }
+        }
+        if let Some(t) = &self.boot_time {
+            let mut phases = Vec::new();
+            for (name, v) in [
+                ("kernel", t.kernel),
+                ("initrd", t.initrd),
+                ("userspace", t.userspace),
+            ] {
+                if let Some(v) = v {
+                    phases.push(format!("{v:.1} s ({name})"));
+                }
+            }
+            let total = t.total.map(|v| format!(" = {v:.1} s")).unwrap_or_default();
+            let _ = writeln!(s, "\n  boot     {}{total}", phases.join(" + "));
+            if let (Some(target), Some(after)) = (&t.target, t.target_reached) {
+                let _ = writeln!(
+                    s,
+                    "           `{target}` reached {after:.1} s after the kernel started"
+                );
+            }
+        }
+        if !self.blame.is_empty() {
+            let _ = writeln!(s, "  slowest units (`systemd-analyze blame`):");
+            for line in &self.blame {
+                let _ = writeln!(s, "    {}", line.trim());
+            }
+        }
+        let _ = writeln!(s, "  boot log `{}`", self.boot_log.display());
+        let failed = self.checks.iter().filter(|c| !c.passed).count();
+        let verdict = if self.passed { "passed" } else { "FAILED" };
+        let _ = writeln!(
+            s,
+            "\n{verdict}: {} of {} checks passed in {:.1} s",
+            self.checks.len() - failed,
+            self.checks.len(),
+            self.seconds
+        );
+        s
+    }
+}

@@ -1,0 +1,379 @@
+//! `w4b test` against a real system: a minimal Debian bookworm arm64 disk
+//! (`tests/support/make-vm-image.sh`: mmdebstrap, Debian's generic kernel and initramfs,
+//! an ext4 root named by PARTUUID) booted in `qemu-system-aarch64 -M virt` under TCG.
+//!
+//! The fixture is built once and cached, compressed (about 200 MB), in [`CACHE`]; the
+//! version in its name changes whenever the script does, and other versions are removed.
+//! VM tests hold an exclusive file lock ([`LOCK`]) while they boot: two emulated arm64
+//! machines at once on a 2-core runner would only make both miss their deadlines. Under
+//! `CI` a missing `qemu-system-aarch64` (or anything the fixture needs) fails the test;
+//! elsewhere it skips with a message.
+
+#![allow(clippy::disallowed_methods)] // runs the w4b binary, mmdebstrap and pgrep
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::env::TestEnv;
+
+/// Where the fixture is cached; the suffix is the fixture's version.
+const CACHE: &str = "/tmp/w4b-test-vm-bookworm-arm64-v1";
+const CACHE_PREFIX: &str = "w4b-test-vm-bookworm-arm64-";
+/// The lock every VM test holds while it boots (and while the fixture is built).
+const LOCK: &str = "/tmp/w4b-vmtest.lock";
+
+/// Holds [`LOCK`] until dropped.
+struct VmLock(#[allow(dead_code)] File);
+
+fn vm_lock() -> VmLock {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK)
+        .expect("open the VM test lock");
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).expect("lock");
+    VmLock(f)
+}
+
+fn have_qemu() -> bool {
+    crate::oracle::have("qemu-system-aarch64")
+}
+
+/// The compressed fixture image, built if it is not cached; `None` (a skip outside CI)
+/// when this machine cannot build it. Call with the VM lock held.
+fn fixture() -> Option<PathBuf> {
+    let image = Path::new(CACHE).join("disk.img.zst");
+    if image.exists() {
+        return Some(image);
+    }
+    if !crate::kernel::is_root() {
+        crate::oracle::unavailable("building the VM fixture needs root (mmdebstrap into a directory)");
+        return None;
+    }
+    if !crate::oracle::have_all(&["mmdebstrap", "mkfs.ext4", "sfdisk", "zstd"]) {
+        return None;
+    }
+    if let Err(e) = w4b::install::preflight::check_host(w4b::install::Arch::Arm64) {
+        crate::oracle::unavailable(&format!("the host cannot run arm64 programs: {e}"));
+        return None;
+    }
+    let Some(mirror) = crate::testbase::host_mirror("bookworm") else {
+        crate::oracle::unavailable("no `deb` source for bookworm in the host's apt configuration");
+        return None;
+    };
+    // Older versions of the fixture are dead weight.
+    for old in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+        let name = old.file_name().to_string_lossy().into_owned();
+        if name.starts_with(CACHE_PREFIX) && old.path() != Path::new(CACHE) {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
+    std::fs::create_dir_all(CACHE).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-vm-image.sh");
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&image)
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make-vm-image.sh failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("VM fixture built in {:?}", started.elapsed());
+    Some(image)
+}
+
+fn sha256(path: &Path) -> String {
+    let mut f = File::open(path).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// Processes whose command line mentions `needle` (other than this test's own).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let out = Command::new("pgrep").args(["-a", "-f", needle]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("pgrep"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `w4b test --message-format json ARGS…` with a private `TMPDIR`: the report and the
+/// process's output.
+fn w4b_test(env: &TestEnv, tmpdir: &Path, args: &[&str]) -> (Value, std::process::Output) {
+    let mut cmd = env.command();
+    cmd.env("TMPDIR", tmpdir)
+        .args(["test", "--message-format", "json"])
+        .args(args);
+    let out = cmd.output().expect("spawn w4b");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (report, out)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report:#}"))
+}
+
+#[test]
+fn the_debian_fixture_boots_and_every_check_passes() {
+    if !have_qemu() {
+        return;
+    }
+    let _lock = vm_lock();
+    let Some(image) = fixture() else { return };
+    let env = TestEnv::new();
+    let tmpdir = env.root.path().join("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    let spec = env.write(
+        "spec.json",
+        r#"{"commands": [
+              {"name": "hostname", "run": "cat /etc/hostname", "stdout_contains": "w4b-vmtest"},
+              {"name": "root is the image", "run": "findmnt -n -o SOURCE /", "stdout_regex": "^/dev/vda1\\s*$"}
+           ]}"#,
+    );
+    let logs = env.root.path().join("logs");
+    let before = sha256(&image);
+    let started = std::time::Instant::now();
+    let (report, out) = w4b_test(
+        &env,
+        &tmpdir,
+        &[
+            image.to_str().unwrap(),
+            "--spec",
+            spec.to_str().unwrap(),
+            "--unit-active",
+            "systemd-journald.service",
+            "--log",
+            logs.to_str().unwrap(),
+        ],
+    );
+    let whole = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["schema"], "w4b.test/1");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["kernel"]["source"], "image");
+    assert!(report["kernel"]["kernel"]
+        .as_str()
+        .unwrap()
+        .starts_with("/boot/vmlinuz-"));
+    for name in [
+        "boot settles",
+        "`multi-user.target` active",
+        "no failed units",
+        "unit `systemd-journald.service` active",
+        "command `hostname`",
+        "command `root is the image`",
+    ] {
+        assert_eq!(check(&report, name)["passed"], true, "{name}: {report:#}");
+    }
+    // The boot-time breakdown and the whole console were kept.
+    let reached = report["boot_time"]["target_reached"].as_f64().unwrap();
+    assert!(!report["blame"].as_array().unwrap().is_empty());
+    let log = std::fs::read_to_string(logs.join("disk.boot.log")).unwrap();
+    assert!(
+        log.contains("Linux version"),
+        "the boot log starts with the kernel"
+    );
+    assert_eq!(sha256(&image), before, "the image was modified");
+    assert_eq!(
+        std::fs::read_dir(&tmpdir).unwrap().count(),
+        0,
+        "temporary files were left"
+    );
+    eprintln!(
+        "boot to multi-user.target: {reached:.1} s (systemd-analyze); whole test: {:.1} s; {}",
+        whole.as_secs_f64(),
+        report["boot_time"]
+    );
+}
+
+#[test]
+fn failing_checks_are_reported_with_their_output_and_the_vm_is_gone() {
+    if !have_qemu() {
+        return;
+    }
+    let _lock = vm_lock();
+    let Some(compressed) = fixture() else { return };
+    let env = TestEnv::new();
+    let tmpdir = env.root.path().join("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    // A raw image: QEMU opens this very file, so this is where "never modified" matters.
+    let image = env.root.path().join("raw.img");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -q -d -c '{}' | cp --sparse=always /dev/stdin '{}'",
+            compressed.display(),
+            image.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let before = sha256(&image);
+    let spec = env.write(
+        "spec.json",
+        r#"{"commands": [
+              {"name": "says oops", "run": "echo oops; echo to-stderr >&2; exit 1"},
+              {"name": "wrong words", "run": "echo hello", "stdout_contains": "goodbye"},
+              {"name": "writes", "run": "echo scribble > /etc/w4b-scribble && sync"}
+           ]}"#,
+    );
+    let (report, out) = w4b_test(
+        &env,
+        &tmpdir,
+        &[
+            image.to_str().unwrap(),
+            "--spec",
+            spec.to_str().unwrap(),
+            "--unit-active",
+            "w4b-no-such.service",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["passed"], false);
+    assert_eq!(check(&report, "boot settles")["passed"], true);
+    let oops = check(&report, "command `says oops`");
+    assert_eq!(oops["passed"], false);
+    assert_eq!(oops["reason"], "exited with status 1, expected 0");
+    let log: Vec<&str> = oops["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(log, ["stdout:", "  oops", "stderr:", "  to-stderr"]);
+    let words = check(&report, "command `wrong words`");
+    assert_eq!(words["reason"], "its output does not contain `goodbye`");
+    let unit = check(&report, "unit `w4b-no-such.service` active");
+    assert_eq!(unit["passed"], false);
+    assert_eq!(unit["reason"], "`w4b-no-such.service` is `inactive`");
+    assert_eq!(check(&report, "command `writes`")["passed"], true);
+    // The guest wrote to its disk; the file did not change.
+    assert_eq!(sha256(&image), before, "the image was modified");
+    let boot_log = image.with_file_name("raw.boot.log");
+    assert!(boot_log.exists(), "the boot log goes beside the image");
+    assert!(
+        processes_mentioning(image.to_str().unwrap()).is_empty(),
+        "QEMU is still running"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmpdir).unwrap().count(),
+        0,
+        "temporary files were left"
+    );
+    // A kernel that does not boot: the table for people names the boot that never came,
+    // quotes the console and says what to do; nothing is left behind either.
+    let bogus = env.root.path().join("bogus-vmlinuz");
+    std::fs::write(&bogus, vec![0u8; 1 << 20]).unwrap();
+    let human = env
+        .command()
+        .env("TMPDIR", &tmpdir)
+        .args(["test", image.to_str().unwrap(), "--boot-timeout", "1"])
+        .arg("--kernel")
+        .arg(&bogus)
+        .arg("--initrd")
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&human.stderr);
+    assert_eq!(human.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "given with `--kernel` (not the image's)",
+        "FAIL boot settles: the system did not start its services within 1 s (the test harness never ran)",
+        "console: empty; the kernel printed nothing",
+        "help: read the console's last lines",
+        "FAILED: 0 of 3 checks passed",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(processes_mentioning(image.to_str().unwrap()).is_empty());
+    assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 0);
+
+    // Ctrl-C while the machine boots: QEMU is stopped and nothing is left behind.
+    let child = env
+        .command()
+        .env("TMPDIR", &tmpdir)
+        .args(["test", image.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while processes_mentioning(image.to_str().unwrap()).is_empty() {
+        assert!(waited.elapsed().as_secs() < 60, "QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("w4b::test::cancelled"), "{stderr}");
+    assert!(
+        processes_mentioning(image.to_str().unwrap()).is_empty(),
+        "QEMU outlived Ctrl-C"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmpdir).unwrap().count(),
+        0,
+        "temporary files were left"
+    );
+    assert_eq!(sha256(&image), before, "the image was modified");
+}
+
+#[test]
+fn an_image_without_a_vm_kernel_is_refused_with_what_it_has() {
+    if !have_qemu() {
+        return;
+    }
+    let Some(images) = crate::testbase::images() else {
+        return;
+    };
+    let env = TestEnv::new();
+    let out = env.run(&["test", images.xz.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("w4b::test::no_kernel"), "{stderr}");
+    assert!(stderr.contains("kernel8.img"), "{stderr}");
+    assert!(stderr.contains("--kernel PATH --initrd PATH"), "{stderr}");
+}
+
+#[test]
+fn without_qemu_the_error_names_the_package() {
+    let env = TestEnv::new();
+    let mut cmd = env.command();
+    cmd.env("PATH", "/nonexistent-w4b").args(["test", "whatever.img"]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("w4b::test::no_qemu"), "{stderr}");
+    assert!(stderr.contains("qemu-system-arm"), "{stderr}");
+}
