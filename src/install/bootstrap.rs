@@ -122,7 +122,7 @@ pub fn merged_usr_place(path: TreePath) -> Option<TreePath> {
 /// Directories the skeleton makes carry `epoch` as their mtime.
 pub fn initial_root(blobs: &dyn Blobs, extract: &[Digest], epoch: i64) -> Result<Digest, InstallError> {
     let mut b = TreeBuilder::new();
-    let path = |p: &str| TreePath::parse(p);
+    let path = |p: &str| TreePath::parse(&format!("/{p}"));
     let stamped = |mut e: Entry| {
         e.mtime = epoch;
         e
@@ -297,6 +297,8 @@ mod tests {
                 });
                 h.set_size(data.len() as u64);
                 h.set_mtime(1_600_000_000);
+                h.set_uid(0);
+                h.set_gid(0);
                 if !link.is_empty() {
                     h.set_link_name(link).unwrap();
                 }
