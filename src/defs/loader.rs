@@ -844,7 +844,9 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
             let dir = workspace(&[("w4b.yaml", ""), ("defs/bases/b.yaml", text)]);
             let l = loader(&dir, &[], &[]);
             let err = l.load(&label("//bases:b")).unwrap_err();
-            let help = miette::Diagnostic::help(&err).map(|h| h.to_string()).unwrap_or_default();
+            let help = miette::Diagnostic::help(&err)
+                .map(|h| h.to_string())
+                .unwrap_or_default();
             let message = err.to_string();
             let shown = format!("{message} help: {help} {:?}", miette::Report::new(err));
             assert!(shown.contains(at), "{text}: no `{at}` in\n{shown}");

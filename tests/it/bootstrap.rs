@@ -70,14 +70,27 @@ fn sh(cmd: &str) -> String {
 fn a_minimal_bookworm_is_bootstrapped_from_locked_packages_twice_to_the_same_root() {
     let Some(env) = workspace() else { return };
     let out = env.run(&["lock"]);
-    assert!(out.status.success(), "lock: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lock = String::from_utf8(env.read("w4b.lock")).unwrap();
     let entry = "//packages:minimal for arm64 bootstrapping //bases:minimal";
     assert!(lock.contains(entry), "{lock}");
-    for name in ["dpkg", "systemd", "raspi-firmware", "usr-is-merged", "initramfs-tools"] {
+    for name in [
+        "dpkg",
+        "systemd",
+        "raspi-firmware",
+        "usr-is-merged",
+        "initramfs-tools",
+    ] {
         assert!(lock.contains(&format!("{{\"name\":\"{name}\",")), "{name} locked");
     }
-    assert!(!lock.contains("{\"name\":\"usrmerge\","), "usr-is-merged, not usrmerge");
+    assert!(
+        !lock.contains("{\"name\":\"usrmerge\","),
+        "usr-is-merged, not usrmerge"
+    );
 
     let first = env.build(&["//images:root", "--out", "out"]);
     assert!(first.ok(), "{}", first.stderr());
@@ -120,7 +133,9 @@ fn a_minimal_bookworm_is_bootstrapped_from_locked_packages_twice_to_the_same_roo
     assert!(boot.iter().any(|n| n.starts_with("initrd.img-")), "{boot:?}");
     assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
     assert!(!root.join("var/lib/dbus/machine-id").exists());
-    assert!(std::fs::read_dir(root.join("var/log")).map_or(true, |mut d| d.all(|e| e.unwrap().path().is_dir())));
+    assert!(
+        std::fs::read_dir(root.join("var/log")).map_or(true, |mut d| d.all(|e| e.unwrap().path().is_dir()))
+    );
 
     // Again from scratch (forced), in another environment: the same root.
     let tmp = tempfile::tempdir().unwrap();
@@ -142,7 +157,11 @@ fn a_minimal_bookworm_is_bootstrapped_from_locked_packages_twice_to_the_same_roo
             ));
         c.output().unwrap()
     };
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&second.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
