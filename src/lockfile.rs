@@ -131,6 +131,45 @@ pub fn inputs_digest(sets: &[(&Label, &PackageSet)], arch: Arch, base_sha256: Op
     h.finalize().to_hex().to_string()
 }
 
+/// The name of the entry that bootstraps `base` from `sets` for `arch`:
+/// `//packages:debian-bookworm-raspi for arm64 bootstrapping //bases:debian-bookworm-arm64`.
+pub fn bootstrap_entry_name(sets: &[Label], arch: Arch, base: &Label) -> String {
+    let sets: Vec<String> = sets.iter().map(|l| l.to_string()).collect();
+    format!("{} for {} bootstrapping {base}", sets.join(" + "), arch.name())
+}
+
+/// The digest that makes a bootstrap entry current: the typed sets in order, the
+/// architecture, and what the base adds to the sets' requests (`essential`, `priority`).
+/// It also stands for the base in the `inputs` of the entries of images built on it
+/// ([`inputs_digest`]'s `base_sha256`), so an image's entry goes stale with its base's.
+pub fn bootstrap_inputs_digest(
+    sets: &[(&Label, &PackageSet)],
+    arch: Arch,
+    essential: bool,
+    priority: Option<crate::defs::BootstrapPriority>,
+) -> String {
+    #[derive(Serialize)]
+    struct Inputs<'a> {
+        sets: Vec<(String, &'a PackageSet)>,
+        architecture: &'a str,
+        essential: bool,
+        priority: Option<crate::defs::BootstrapPriority>,
+    }
+    let inputs = Inputs {
+        sets: sets.iter().map(|(l, s)| (l.to_string(), *s)).collect(),
+        architecture: arch.name(),
+        essential,
+        priority,
+    };
+    let json = serde_json::to_vec(&inputs).unwrap_or_default();
+    let mut h = blake3::Hasher::new_derive_key(BOOTSTRAP_INPUTS_CONTEXT);
+    h.update(&json);
+    h.finalize().to_hex().to_string()
+}
+
+/// BLAKE3 derive-key context of a bootstrap entry's `inputs` digest.
+const BOOTSTRAP_INPUTS_CONTEXT: &str = "w4b 2027-01-10 lock bootstrap entry inputs v1";
+
 #[derive(Debug, Error, Diagnostic)]
 pub enum LockError {
     #[error("`{path}` is not a lockfile w4b can read: {message}")]

@@ -458,6 +458,85 @@ pub struct EntryInputs<'a> {
     pub base: &'a [Installed],
     /// Versions to keep when they still satisfy everything (from the previous lock).
     pub prefer: &'a BTreeMap<String, String>,
+    /// Set for an entry that bootstraps a base: what it requests besides the sets.
+    pub bootstrap: Option<crate::compile::BootstrapLock>,
+}
+
+/// What a bootstrap requests before its sets' packages, by name, from the universe for
+/// `arch`: `usr-is-merged` when offered (so `usrmerge | usr-is-merged` is met by the
+/// package that only checks the merged `/usr` the bootstrap lays out, as mmdebstrap's
+/// `merged-usr` hook arranges), every `Essential: yes` package (with `essential`), and
+/// every package of `priority` or higher; each group sorted by name.
+pub fn bootstrap_requests(
+    universe: &[Candidate],
+    arch: &str,
+    bootstrap: crate::compile::BootstrapLock,
+) -> Vec<String> {
+    use crate::defs::BootstrapPriority as P;
+    use resolve::Priority;
+    let for_arch = |c: &&Candidate| c.architecture == arch || c.architecture == "all";
+    let mut out: Vec<String> = Vec::new();
+    if universe
+        .iter()
+        .filter(for_arch)
+        .any(|c| c.name == "usr-is-merged")
+    {
+        out.push("usr-is-merged".to_owned());
+    }
+    let mut group = |keep: &dyn Fn(&Candidate) -> bool| {
+        let names: BTreeSet<&str> = universe
+            .iter()
+            .filter(for_arch)
+            .filter(|c| keep(c))
+            .map(|c| c.name.as_str())
+            .collect();
+        for n in names {
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_owned());
+            }
+        }
+    };
+    if bootstrap.essential {
+        group(&|c| c.essential);
+    }
+    if let Some(p) = bootstrap.priority {
+        let highest = match p {
+            P::Required => Priority::Required,
+            P::Important => Priority::Important,
+            P::Standard => Priority::Standard,
+        };
+        group(&|c| c.priority <= highest);
+    }
+    out
+}
+
+/// The packages of a bootstrapped base's lock entry as the resolver sees installed ones,
+/// each found (same name, version, architecture and sha256) among `universe`, the
+/// candidates of the base's repositories. `Err(spec)` names a package no repository
+/// offers any more.
+pub fn installed_from_entry(universe: &[Candidate], entry: &Entry) -> Result<Vec<Installed>, String> {
+    let mut by_key: BTreeMap<(&str, String, &str), &Candidate> = BTreeMap::new();
+    for c in universe {
+        by_key.insert((c.name.as_str(), c.version.to_string(), c.sha256.as_str()), c);
+    }
+    entry
+        .packages
+        .iter()
+        .map(|p| {
+            let c = by_key
+                .get(&(p.name.as_str(), p.version.clone(), p.sha256.as_str()))
+                .ok_or_else(|| p.spec())?;
+            Ok(Installed {
+                name: c.name.clone(),
+                version: c.version.clone(),
+                source: c.source.clone(),
+                source_version: c.source_version.clone(),
+                architecture: c.architecture.clone(),
+                multi_arch: c.multi_arch,
+                relations: c.relations.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Resolves one entry.
@@ -486,6 +565,14 @@ pub fn resolve_entry(e: &EntryInputs<'_>) -> Result<Entry, Box<LockError>> {
     }
     let mut requests = Vec::new();
     let mut options = Options::new(e.arch);
+    if let Some(b) = e.bootstrap {
+        for name in bootstrap_requests(&universe, e.arch, b) {
+            requests.push(resolve::Request {
+                name,
+                constraint: None,
+            });
+        }
+    }
     for (_, set) in e.sets {
         for p in &set.packages {
             let r = resolve::Request::parse(&p.value.to_string())

@@ -547,7 +547,7 @@ fn parse_sha256_list(field: &Field) -> Result<BTreeMap<String, FileEntry>, Relea
 /// `Z` or a numeric offset (`+0000`, `-0130`).
 // Every field is range-checked before the arithmetic (year ≤ 9999), so none overflows.
 #[allow(clippy::arithmetic_side_effects)]
-fn parse_date(text: &str) -> Option<i64> {
+pub fn parse_date(text: &str) -> Option<i64> {
     let text = match text.split_once(',') {
         Some((_day, rest)) => rest,
         None => text,

@@ -47,7 +47,7 @@ pub fn run(app: &App, args: &LockArgs) -> miette::Result<i32> {
     if !whole {
         new.entries = old.entries.clone();
     }
-    let mut todo: Vec<(&LockRequest, NodeId, Option<&Entry>)> = Vec::new();
+    let mut todo: Vec<(&LockRequest, Option<NodeId>, Option<&Entry>)> = Vec::new();
     for (req, tree) in &plan.requests {
         let previous = old.entries.get(&req.entry);
         match previous {
@@ -90,7 +90,17 @@ pub fn run(app: &App, args: &LockArgs) -> miette::Result<i32> {
 
     let mut resolved: BTreeMap<String, Entry> = BTreeMap::new();
     if !todo.is_empty() {
-        resolved = resolve(app, &ws, &store, &plan, graph, &todo, update_all, &update_names)?;
+        resolved = resolve(
+            app,
+            &ws,
+            &store,
+            &plan,
+            graph,
+            &todo,
+            &new.entries,
+            update_all,
+            &update_names,
+        )?;
     }
     for (name, entry) in &resolved {
         new.entries.insert(name.clone(), entry.clone());
@@ -317,6 +327,15 @@ fn repo_key(r: &Repository, arch: &str) -> String {
     )
 }
 
+/// The request of the bootstrap entry `entry` among the plan's.
+fn bootstrap_of<'p>(plan: &'p compile::LockPlan, entry: &str) -> miette::Result<&'p LockRequest> {
+    plan.requests
+        .iter()
+        .map(|(r, _)| r)
+        .find(|r| r.entry == entry)
+        .ok_or_else(|| miette::miette!("the bootstrap entry `{entry}` is not planned"))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn resolve(
     app: &App,
@@ -324,17 +343,30 @@ fn resolve(
     store: &Arc<crate::store::AppStore>,
     plan: &compile::LockPlan,
     mut graph: w4b_graph::Graph,
-    todo: &[(&LockRequest, NodeId, Option<&Entry>)],
+    todo: &[(&LockRequest, Option<NodeId>, Option<&Entry>)],
+    current: &BTreeMap<String, Entry>,
     update_all: bool,
     update_names: &BTreeSet<String>,
 ) -> miette::Result<BTreeMap<String, Entry>> {
-    // 1. Every repository's signed release, once.
+    // 1. Every repository's signed release, once: the entries' own, and for an image on a
+    // bootstrapped base its base's (to read the base's packages' relations).
     let mut releases: BTreeMap<String, RepoRelease> = BTreeMap::new();
     let mut uses: Vec<Vec<String>> = Vec::new();
+    let mut base_uses: Vec<Vec<String>> = Vec::new();
     for (req, _, _) in todo {
         let arch = req.arch.name();
         let mut keys = Vec::new();
-        for u in repositories_of(req)? {
+        let mut base_keys = Vec::new();
+        let base_req = match &req.on_bootstrap {
+            Some(entry) => Some(bootstrap_of(plan, entry)?),
+            None => None,
+        };
+        let own = repositories_of(req)?.into_iter().map(|u| (u, false));
+        let base = match base_req {
+            Some(b) => repositories_of(b)?,
+            None => Vec::new(),
+        };
+        for (u, of_base) in own.chain(base.into_iter().map(|u| (u, true))) {
             let key = repo_key(&u.repo, arch);
             if !releases.contains_key(&key) {
                 if !app.style.quiet {
@@ -356,9 +388,14 @@ fn resolve(
                 .map_err(|e| miette::Report::new(*e))?;
                 releases.insert(key.clone(), rel);
             }
-            keys.push(key);
+            if of_base {
+                base_keys.push(key);
+            } else {
+                keys.push(key);
+            }
         }
         uses.push(keys);
+        base_uses.push(base_keys);
     }
 
     // 2. The indices (fetch steps keyed by their sha256) and the bases' trees, through
@@ -384,7 +421,7 @@ fn resolve(
         }
     }
     let mut roots: Vec<NodeId> = index_nodes.values().copied().collect();
-    roots.extend(todo.iter().map(|(_, tree, _)| *tree));
+    roots.extend(todo.iter().filter_map(|(_, tree, _)| *tree));
     let cancel = AtomicBool::new(false);
     let observer = Lines {
         quiet: app.style.quiet,
@@ -434,22 +471,51 @@ fn resolve(
 
     // 4. Each entry.
     let status_path = TreePath::parse("/var/lib/dpkg/status").map_err(miette::Report::new)?;
-    let mut out = BTreeMap::new();
-    for ((req, tree, previous), keys) in todo.iter().zip(&uses) {
-        let root = output(*tree, "tree")?;
-        let status = match crate::tree::lookup(blobs, root, &status_path).map_err(miette::Report::new)? {
-            Some(e) => match e.kind {
-                Kind::File { digest, .. } => Some(blobs.get(&digest).map_err(miette::Report::new)?),
-                _ => None,
-            },
-            None => None,
-        };
+    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+    for (((req, tree, previous), keys), base_keys) in todo.iter().zip(&uses).zip(&base_uses) {
         let base_name = req
             .base
             .as_ref()
             .map_or_else(|| "scratch".to_owned(), |(l, _)| l.to_string());
-        let base: Vec<Installed> =
-            resolve_lock::read_base(&base_name, status.as_deref()).map_err(|e| miette::Report::new(*e))?;
+        let base: Vec<Installed> = match (tree, &req.on_bootstrap) {
+            (Some(tree), _) => {
+                let root = output(*tree, "tree")?;
+                let status = match crate::tree::lookup(blobs, root, &status_path)
+                    .map_err(miette::Report::new)?
+                {
+                    Some(e) => match e.kind {
+                        Kind::File { digest, .. } => Some(blobs.get(&digest).map_err(miette::Report::new)?),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                resolve_lock::read_base(&base_name, status.as_deref()).map_err(|e| miette::Report::new(*e))?
+            }
+            // On a bootstrapped base: what its entry (resolved above, or current) installs.
+            (None, Some(entry)) => {
+                let locked = out.get(entry).or_else(|| current.get(entry)).ok_or_else(|| {
+                    miette::miette!(
+                        code = "w4b::lock::missing",
+                        help = "run `w4b lock` without labels, or with the base's label too",
+                        "the base `{base_name}` of `{}` is not locked (`{entry}`)",
+                        req.target
+                    )
+                })?;
+                let universe: Vec<Candidate> = base_keys
+                    .iter()
+                    .flat_map(|k| candidates[k].iter().cloned())
+                    .collect();
+                resolve_lock::installed_from_entry(&universe, locked).map_err(|spec| {
+                    miette::miette!(
+                        code = "w4b::lock::base_package_gone",
+                        help = "the base's lock pins a version its repositories no longer offer; run `w4b lock --update` to move the base and its images to current versions",
+                        "`{spec}` of the base `{base_name}` (`{entry}`) is not in its repositories any more (locking `{}`)",
+                        req.target
+                    )
+                })?
+            }
+            (None, None) => Vec::new(),
+        };
         let per_repo: Vec<Vec<Candidate>> = keys
             .iter()
             .enumerate()
@@ -486,6 +552,7 @@ fn resolve(
             repositories: &repositories,
             base: &base,
             prefer: &prefer,
+            bootstrap: req.bootstrap,
         })
         .map_err(|e| miette::Report::new(*e))?;
         out.insert(req.entry.clone(), entry);

@@ -104,6 +104,13 @@ fn render_text(manifest: &str, v: &Verification) -> String {
                 EpochSource::BaseContent { base } => {
                     format!("the newest modification time in `{base}`'s root filesystem")
                 }
+                EpochSource::BaseLock {
+                    base,
+                    repository,
+                    date,
+                } => {
+                    format!("the release file of `{repository}` ({date}) that `{base}` was locked against")
+                }
             };
             let _ = writeln!(s, "epoch from {from}");
         }

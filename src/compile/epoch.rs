@@ -71,7 +71,7 @@ impl Compiler<'_> {
         label: &str,
         t: &LoadedTarget,
         image: &defs::Image,
-        vendor: Option<(&Vendor, NodeId)>,
+        vendor: Option<(&Vendor, Option<NodeId>)>,
     ) -> miette::Result<(PlanEpoch, EpochSource)> {
         if let Some(e) = image.epoch {
             let location = loc(t, "epoch");
@@ -111,6 +111,21 @@ impl Compiler<'_> {
             ));
         }
         let Some((v, unpack)) = vendor else {
+            return Err(CompileError::NoEpoch {
+                label: label.to_owned(),
+            }
+            .into());
+        };
+        if v.bootstrap.is_some() {
+            // A bootstrapped base's epoch: its `date:`, or its lock's newest release date.
+            let (seconds, source) = self.bootstrap_epoch(v)?;
+            let location = match &source {
+                EpochSource::BaseReleaseDate { at, .. } => Some(at.clone()),
+                _ => Some(crate::lockfile::LOCK_FILE.to_owned()),
+            };
+            return Ok((PlanEpoch::Fixed { seconds, location }, source));
+        }
+        let Some(unpack) = unpack else {
             return Err(CompileError::NoEpoch {
                 label: label.to_owned(),
             }

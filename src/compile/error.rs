@@ -159,6 +159,24 @@ pub enum CompileError {
     )]
     NoBoard { image: String, base: String, at: String },
 
+    #[error("`{base}` is not bootstrapped from packages")]
+    #[diagnostic(code(w4b::compile::not_bootstrapped))]
+    NotBootstrapped { base: String },
+
+    #[error("`{base}` has no `date:`, and its lock entry `{entry}` records no release date (at {at})")]
+    #[diagnostic(
+        code(w4b::compile::bootstrap_without_date),
+        help("give the base a `date:` (YYYY-MM-DD), or lock it against repositories whose release files carry a `Date:`")
+    )]
+    BootstrapWithoutDate { base: String, entry: String, at: String },
+
+    #[error("`{image}` is a disk image (`output.format: image`) on the bootstrapped base `{base}`, whose boot partition is not laid out yet (at {at})")]
+    #[diagnostic(
+        code(w4b::compile::bootstrap_disk_image),
+        help("build it as a root filesystem archive with `output: {{format: tar}}` (or `--set output.format=tar`)")
+    )]
+    BootstrapDiskImage { image: String, base: String, at: String },
+
     #[error("`{board}` cannot run `{base}`: the base is {base_arch}, the board runs only {board_arch} (in `{image}` at {at})")]
     #[diagnostic(
         code(w4b::compile::arch_mismatch),

@@ -45,20 +45,22 @@ impl Compiler<'_> {
         // epoch from what it holds.
         let base_tree = match &vendor {
             None => None,
+            // A bootstrapped base has no disk image to unpack: its root is built below.
+            Some(v) if v.bootstrap.is_some() => None,
             Some(v) => Some(self.base_tree(v)?),
         };
         let (epoch, epoch_source) = self.epoch(
             &label,
             t,
             image,
-            vendor.as_ref().zip(base_tree.map(|(unpack, _)| unpack)),
+            vendor.as_ref().map(|v| (v, base_tree.map(|(unpack, _)| unpack))),
         )?;
 
         let mut deps = Vec::new();
         let mut layer_labels = Vec::new();
         let mut unpack_node = None;
         match (&vendor, base_tree) {
-            (None, _) | (_, None) => {
+            (None, _) => {
                 let step = Arc::new(ScratchStep {
                     store: self.store.clone(),
                     epoch: epoch.for_step(&mut Vec::new()),
@@ -70,15 +72,35 @@ impl Compiler<'_> {
                     vec![],
                 ));
             }
-            (Some(v), Some((unpack, tree))) => {
-                dependencies.push((v.base.url.clone(), v.base.sha256.clone(), Some("base".to_owned())));
-                unpack_node = Some(unpack);
+            (Some(v), base_tree) => {
+                let tree = match (base_tree, v.base.download()) {
+                    (Some((unpack, tree)), Some(d)) => {
+                        dependencies.push((d.url.clone(), d.sha256.clone(), Some("base".to_owned())));
+                        unpack_node = Some(unpack);
+                        tree
+                    }
+                    _ => {
+                        if image.output.format == defs::Format::Image {
+                            return Err(CompileError::BootstrapDiskImage {
+                                image: label.clone(),
+                                base: v.base_label.to_string(),
+                                at: loc(t, "output.format")
+                                    .or_else(|| loc(t, "base"))
+                                    .unwrap_or_default(),
+                            }
+                            .into());
+                        }
+                        let (node, base_packages) = self.bootstrap_root_and_packages(v)?;
+                        packages.extend(base_packages);
+                        node
+                    }
+                };
                 deps.push(tree);
                 // Packages first: the board's and the image's layers override what the
                 // packages install (their configuration files above all).
                 if let Some(req) = &lock_request {
                     let (node, installed) = self.packages(req, tree, &epoch, &step_name("packages"))?;
-                    packages = installed;
+                    packages.extend(installed);
                     deps.push(node);
                     layer_labels.push(format!("packages({})", req.entry));
                     if let Some(node) = self.apt_sources_layer(req, &epoch, &step_name("apt-sources"))? {

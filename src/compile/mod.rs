@@ -8,6 +8,7 @@
 //! (`disk`). Node identities are digests of each step's typed definition and its
 //! inputs' identities, so a layer used unchanged by several images is one shared step.
 
+mod bootstrap;
 mod disk;
 mod epoch;
 mod error;
@@ -25,7 +26,7 @@ use w4b_graph::{Graph, NodeId, Step};
 
 pub use self::epoch::PlanEpoch;
 pub use self::error::CompileError;
-pub use self::packages::LockRequest;
+pub use self::packages::{BootstrapLock, LockRequest};
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, Fetcher, Netrc};
 use crate::store::AppStore;
@@ -300,8 +301,11 @@ pub fn compile(
 /// trees, so their dpkg databases can be read.
 pub struct LockPlan {
     pub graph: Graph,
-    /// Each request with its base's root tree node.
-    pub requests: Vec<(LockRequest, NodeId)>,
+    /// Each request with its base's root tree node, whose dpkg database the resolution
+    /// reads (`None` for a bootstrap entry, which has no base, and for an image on a
+    /// bootstrapped base, whose base is its bootstrap entry's packages). Bootstrap entries
+    /// come first.
+    pub requests: Vec<(LockRequest, Option<NodeId>)>,
     /// The workspace's downloader (timeouts, limits, netrc) and `mirrors:`, for the
     /// repositories' indices.
     pub fetcher: Arc<Fetcher>,
@@ -318,9 +322,22 @@ pub fn lock_plan(
     sets: &[String],
 ) -> miette::Result<LockPlan> {
     let (loader, mut c) = Compiler::start(ws, store, labels, env, sets)?;
-    let mut requests: Vec<(LockRequest, NodeId)> = Vec::new();
+    let mut requests: Vec<(LockRequest, Option<NodeId>)> = Vec::new();
+    let push = |requests: &mut Vec<(LockRequest, Option<NodeId>)>, req: LockRequest, tree| {
+        if !requests.iter().any(|(r, _)| r.entry == req.entry) {
+            requests.push((req, tree));
+        }
+    };
     for label in labels {
         let t = loader.load(label)?;
+        // A bootstrapped base is locked on its own, with or without images on it.
+        if let Target::Base(base) = &t.target {
+            if let Some(b) = base.bootstrap() {
+                let req = c.bootstrap_request(&loader, &t, base, b, &mut BTreeMap::new())?;
+                push(&mut requests, req, None);
+            }
+            continue;
+        }
         // A hive (or an image carrying one) adds its modules' package sets.
         let (image_target, image, hive) = match &t.target {
             Target::Image(image) if image.hive.is_none() => (t.clone(), image.clone(), None),
@@ -347,6 +364,9 @@ pub fn lock_plan(
                 Some(c.vendor(&loader, &image_target, &image, base_label, &mut definitions)?)
             }
         };
+        if let Some(b) = vendor.as_ref().and_then(|v| v.bootstrap.clone()) {
+            push(&mut requests, b, None);
+        }
         let Some(req) = c.lock_request(
             &loader,
             &image_target,
@@ -363,9 +383,14 @@ pub fn lock_plan(
             continue;
         }
         let Some(v) = &vendor else { continue };
-        let (_, tree) = c.base_tree(v)?;
+        let tree = match v.bootstrap {
+            Some(_) => None,
+            None => Some(c.base_tree(v)?.1),
+        };
         requests.push((req, tree));
     }
+    // Bootstrap entries first: an image's entry on a bootstrapped base reads its base's.
+    requests.sort_by_key(|(r, _)| r.bootstrap.is_none());
     let fetcher = c.fetcher()?;
     let mirrors = c.mirrors();
     Ok(LockPlan {

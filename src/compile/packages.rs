@@ -34,8 +34,23 @@ pub struct LockRequest {
     /// The sets, loaded, in the image's order.
     pub sets: Vec<(Label, PackageSet)>,
     pub arch: defs::Arch,
-    /// The base and its pinned sha256 (`None`: an empty tree).
+    /// The base and its pinned sha256 (`None`: an empty tree). A bootstrapped base
+    /// has no sha256; its bootstrap entry's `inputs` stand for it.
     pub base: Option<(Label, String)>,
+    /// Set when this entry bootstraps a base: resolved with no dpkg database, with the
+    /// base's own additions to the sets' requests.
+    pub bootstrap: Option<BootstrapLock>,
+    /// The bootstrap entry of the base this entry installs onto: its packages are what
+    /// the base "already has" (no base build is needed to lock the image).
+    pub on_bootstrap: Option<String>,
+}
+
+/// What a bootstrapped base adds to its sets' requests (`bootstrap.essential`,
+/// `bootstrap.priority`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootstrapLock {
+    pub essential: bool,
+    pub priority: Option<defs::BootstrapPriority>,
 }
 
 impl Compiler<'_> {
@@ -142,7 +157,13 @@ impl Compiler<'_> {
         let arch = v.base.arch;
         let entry = lockfile::entry_name(&labels, arch, Some(&v.base_label));
         let refs: Vec<(&Label, &PackageSet)> = sets.iter().map(|(l, s)| (l, s)).collect();
-        let inputs = lockfile::inputs_digest(&refs, arch, Some(&v.base.sha256));
+        // What the base is: its image's sha256, or its bootstrap entry's inputs.
+        let (base_identity, on_bootstrap) = match (&v.bootstrap, v.base.download()) {
+            (Some(b), _) => (b.inputs.clone(), Some(b.entry.clone())),
+            (None, Some(d)) => (d.sha256.clone(), None),
+            (None, None) => (String::new(), None),
+        };
+        let inputs = lockfile::inputs_digest(&refs, arch, Some(&base_identity));
         Ok(Some(LockRequest {
             target: target_label.to_owned(),
             at,
@@ -150,7 +171,9 @@ impl Compiler<'_> {
             inputs,
             sets,
             arch,
-            base: Some((v.base_label.clone(), v.base.sha256.clone())),
+            base: Some((v.base_label.clone(), base_identity)),
+            bootstrap: None,
+            on_bootstrap,
         }))
     }
 
@@ -185,6 +208,54 @@ impl Compiler<'_> {
         epoch: &PlanEpoch,
         step_name: &str,
     ) -> miette::Result<(NodeId, Vec<crate::manifest::Package>)> {
+        let (fetches, debs, recorded, shas) = self.fetch_locked(req)?;
+        let mut deps = vec![base_tree];
+        deps.extend(fetches);
+        let step = Arc::new(InstallStep {
+            store: self.store.clone(),
+            entry: req.entry.clone(),
+            arch: req.arch,
+            debs,
+            epoch: epoch.for_step(&mut deps),
+        });
+        let def = format!("install {} epoch={epoch} {shas}", req.entry);
+        Ok((
+            self.add(step_name.to_owned(), def.as_bytes(), step, deps),
+            recorded,
+        ))
+    }
+
+    /// The lock entry of `req`, checked to be current (`w4b::lock::missing`,
+    /// `w4b::lock::stale` otherwise).
+    pub(super) fn locked_entry(&mut self, req: &LockRequest) -> miette::Result<lockfile::Entry> {
+        let lock = self.lockfile()?;
+        let Some(entry) = lock.0.entries.get(&req.entry) else {
+            return Err(CompileError::NotLocked {
+                image: req.target.clone(),
+                entry: req.entry.clone(),
+                at: req.at.clone(),
+            }
+            .into());
+        };
+        if entry.inputs != req.inputs {
+            return Err(CompileError::StaleLock {
+                image: req.target.clone(),
+                entry: req.entry.clone(),
+                at: req.at.clone(),
+            }
+            .into());
+        }
+        Ok(entry.clone())
+    }
+
+    /// One `fetch` step per package of `req`'s (current) lock entry; returns the fetch
+    /// nodes, the packages as a step keys them and as the manifest records them, and
+    /// their sha256s joined (for node definitions).
+    #[allow(clippy::type_complexity)] // four parallel views of one list
+    pub(super) fn fetch_locked(
+        &mut self,
+        req: &LockRequest,
+    ) -> miette::Result<(Vec<NodeId>, Vec<LockedDeb>, Vec<crate::manifest::Package>, String)> {
         let lock_and_text = self.lockfile()?;
         let (lock, text) = (&lock_and_text.0, &lock_and_text.1);
         let Some(entry) = lock.entries.get(&req.entry) else {
@@ -205,7 +276,7 @@ impl Compiler<'_> {
         }
         let mirrors = self.mirrors();
         let fetcher = self.fetcher()?;
-        let mut deps = vec![base_tree];
+        let mut deps = Vec::new();
         let mut debs = Vec::new();
         let mut recorded = Vec::new();
         for p in &entry.packages {
@@ -272,27 +343,13 @@ impl Compiler<'_> {
                 location: lock_line(text, &req.entry, &p.name),
             });
         }
-        let step = Arc::new(InstallStep {
-            store: self.store.clone(),
-            entry: req.entry.clone(),
-            arch: req.arch,
-            debs,
-            epoch: epoch.for_step(&mut deps),
-        });
-        let def = format!(
-            "install {} epoch={epoch} {}",
-            req.entry,
-            entry
-                .packages
-                .iter()
-                .map(|p| p.sha256.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        Ok((
-            self.add(step_name.to_owned(), def.as_bytes(), step, deps),
-            recorded,
-        ))
+        let shas = entry
+            .packages
+            .iter()
+            .map(|p| p.sha256.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok((deps, debs, recorded, shas))
     }
 }
 

@@ -23,6 +23,8 @@ pub(super) struct Vendor {
     pub(super) board: defs::Board,
     pub(super) board_label: Label,
     pub(super) board_target: LoadedTarget,
+    /// A bootstrapped base's lock request (`None`: a downloaded base).
+    pub(super) bootstrap: Option<super::LockRequest>,
 }
 
 impl Compiler<'_> {
@@ -89,7 +91,12 @@ impl Compiler<'_> {
         }
         definitions.extend(bt.files.iter().cloned());
         definitions.extend(brt.files.iter().cloned());
+        let bootstrap = match base.bootstrap() {
+            Some(b) => Some(self.bootstrap_request(loader, &bt, base, b, definitions)?),
+            None => None,
+        };
         Ok(Vendor {
+            bootstrap,
             base: base.clone(),
             base_label: base_label.value.clone(),
             base_target: bt.clone(),
@@ -101,28 +108,37 @@ impl Compiler<'_> {
 
     /// `fetch` → `unpack` → `graft`: the base's root tree with its boot partition's tree
     /// at the boot mount point, shared by every image on this base.
+    /// A bootstrapped base has no disk image: [`Self::bootstrap_root`] builds its root.
     pub(super) fn base_tree(&mut self, v: &Vendor) -> miette::Result<(NodeId, NodeId)> {
-        let sha = crate::steps::fetch::parse_sha256(&v.base.sha256).map_err(miette::Report::new)?;
+        let Some(download) = v.base.download() else {
+            return Err(CompileError::BootstrapDiskImage {
+                image: String::new(),
+                base: v.base_label.to_string(),
+                at: loc(&v.base_target, "bootstrap").unwrap_or_default(),
+            }
+            .into());
+        };
+        let sha = crate::steps::fetch::parse_sha256(&download.sha256).map_err(miette::Report::new)?;
         let declared_in = loc(&v.base_target, "sha256").unwrap_or_else(|| v.base_label.to_string());
         let mirrors = self.mirrors();
         let fetch = Arc::new(FetchStep {
             store: self.store.clone(),
             fetcher: self.fetcher()?,
-            url: v.base.url.clone(),
+            url: download.url.clone(),
             sha256: sha,
-            size: v.base.size,
+            size: download.size,
             mirrors,
             declared_in,
         });
         let fetch = self.add(
             format!("{}#fetch", v.base_label),
-            v.base.sha256.as_bytes(),
+            download.sha256.as_bytes(),
             fetch,
             vec![],
         );
         let unpack = Arc::new(UnpackStep {
             store: self.store.clone(),
-            image: redact_url(&v.base.url).into_owned(),
+            image: redact_url(&download.url).into_owned(),
         });
         let unpack = self.add(format!("{}#unpack", v.base_label), b"unpack", unpack, vec![fetch]);
         let graft = Arc::new(GraftStep {

@@ -694,9 +694,10 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
         };
         assert_eq!(b.arch, Arch::Arm64);
         assert_eq!(
-            b.sha256,
-            "6ac3a10a1f144c7e9d1f8e568d75ca809288280a593eb6ca053e49b539f465a4"
+            b.download().map(|d| d.sha256.as_str()),
+            Some("6ac3a10a1f144c7e9d1f8e568d75ca809288280a593eb6ca053e49b539f465a4")
         );
+        assert!(b.bootstrap().is_none());
         assert_eq!(
             b.date,
             Some(Date {
@@ -754,6 +755,105 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
         assert_eq!(image(&xz).output.file_name("xz"), "xz.img.xz");
         assert_eq!(image(&xz).output.level, 6);
         assert_eq!(image(&xz).partitions.root_headroom, Some(512 << 20));
+    }
+
+    #[test]
+    fn a_bootstrapped_base_loads_with_its_sets_and_defaults() {
+        use crate::defs::BootstrapPriority;
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            (
+                "defs/packages/raspi.yaml",
+                "kind: packages\npackages: [systemd]\n",
+            ),
+            (
+                "defs/bases/deb.yaml",
+                "kind: base\narch: arm64\nrelease: bookworm\nbootstrap:\n  packages: [//packages:raspi]\n",
+            ),
+            (
+                "defs/bases/minbase.yaml",
+                "extends: :deb\nbootstrap: {packages: [//packages:raspi], essential: false, priority: required}\ndate: 2025-05-20\n",
+            ),
+        ]);
+        let l = loader(&dir, &[], &[]);
+        let base = l.load(&label("//bases:deb")).unwrap();
+        let Target::Base(b) = &base.target else { panic!() };
+        let boot = b.bootstrap().unwrap();
+        assert_eq!(boot.packages.len(), 1);
+        assert_eq!(boot.packages[0].value, label("//packages:raspi"));
+        assert!(boot.essential, "essential packages by default");
+        assert_eq!(boot.priority, None);
+        assert_eq!(b.date, None, "no date: it comes from the lock");
+        assert!(b.download().is_none());
+        assert_eq!(b.boot_mount.as_str(), "/boot/firmware");
+        let minbase = l.load(&label("//bases:minbase")).unwrap();
+        let Target::Base(m) = &minbase.target else {
+            panic!()
+        };
+        let boot = m.bootstrap().unwrap();
+        assert!(!boot.essential);
+        assert_eq!(boot.priority, Some(BootstrapPriority::Required));
+        assert_eq!(m.epoch(), Some(1_747_699_200));
+    }
+
+    #[test]
+    fn a_base_downloaded_and_bootstrapped_or_neither_is_an_error_at_its_line() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "kind: base\narch: arm64\nurl: https://x/y.img\nsha256: abababababababababababababababababababababababababababababababab\nbootstrap: {packages: [//packages:p]}\n",
+                "b.yaml:3:6",
+                &["not both", "remove `url`", "b.yaml:5:"],
+            ),
+            (
+                "kind: base\narch: arm64\n",
+                "b.yaml:",
+                &["`url` and `sha256`", "`bootstrap`", "help"],
+            ),
+            (
+                "kind: base\narch: arm64\nsha256: abababababababababababababababababababababababababababababababab\nbootstrap: {packages: [//packages:p]}\n",
+                "b.yaml:3:9",
+                &["pinned by `w4b.lock`"],
+            ),
+            (
+                "kind: base\narch: arm64\nbootstrap: {packages: []}\n",
+                "b.yaml:3:12",
+                &["names no package set"],
+            ),
+            (
+                "kind: base\narch: arm64\nbootstrap: {packages: [//packages:p, //packages:p]}\n",
+                "b.yaml:3:38",
+                &["listed twice"],
+            ),
+            (
+                "kind: base\narch: arm64\nbootstrap: {packages: [//packages:p], esential: true}\n",
+                "b.yaml:3:",
+                &["esential", "essential"],
+            ),
+            (
+                "kind: base\narch: arm64\nbootstrap: {packages: [//packages:p], priority: minbase}\n",
+                "b.yaml:3:",
+                &["minbase", "required"],
+            ),
+            (
+                "kind: base\narch: arm64\nurl: https://x/y.img\n",
+                "b.yaml:3:6",
+                &["needs the `sha256`"],
+            ),
+        ];
+        for (text, at, wanted) in cases {
+            let dir = workspace(&[("w4b.yaml", ""), ("defs/bases/b.yaml", text)]);
+            let l = loader(&dir, &[], &[]);
+            let err = l.load(&label("//bases:b")).unwrap_err();
+            let help = miette::Diagnostic::help(&err)
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            let message = err.to_string();
+            let shown = format!("{message} help: {help} {:?}", miette::Report::new(err));
+            assert!(shown.contains(at), "{text}: no `{at}` in\n{shown}");
+            for w in *wanted {
+                assert!(shown.contains(w), "{text}: no `{w}` in\n{shown}");
+            }
+        }
     }
 
     #[test]

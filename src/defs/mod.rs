@@ -45,8 +45,8 @@ pub use overrides::{EnvOverride, ENV_OVERRIDES};
 pub use packages::PackageSet;
 pub use span::{Location, Origin, SourceFile, Span};
 pub use target::{
-    Arch, Base, BaseImage, Board, Compression, ConfigValue, Date, FileEntry, FileOp, Format, HiveTarget,
-    Image, ImageHive, Interfaces, Kind, Layer, Mode, Output, Owner, Partitions, Size, TableType, Target,
-    TreePath, WsPath,
+    Arch, Base, BaseImage, BaseSource, Board, Bootstrap, BootstrapPriority, Compression, ConfigValue, Date,
+    Download, FileEntry, FileOp, Format, HiveTarget, Image, ImageHive, Interfaces, Kind, Layer, Mode, Output,
+    Owner, Partitions, Size, TableType, Target, TreePath, WsPath,
 };
 pub use workspace::{CacheConfig, S3Config, Workspace, WorkspaceConfig, WORKSPACE_FILE};

@@ -190,15 +190,12 @@ pub struct Partitions {
     pub root_headroom: Option<u64>,
 }
 
-/// A vendor disk image to start from (`kind: base`).
+/// Where an image starts from (`kind: base`): a vendor disk image, or a root built from
+/// locked Debian packages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BaseImage {
-    /// Where it is published (http, https or file).
-    pub url: String,
-    /// The publisher's sha256 of the file at `url`, lowercase hex.
-    pub sha256: String,
-    /// The file's size in bytes, if declared: the download stops beyond it.
-    pub size: Option<u64>,
+    /// Downloaded (`url`, `sha256`) or bootstrapped (`bootstrap:`).
+    pub source: BaseSource,
     pub arch: Arch,
     /// The OS release (`bookworm`), for messages and the boot mount point.
     pub release: Option<String>,
@@ -214,6 +211,77 @@ impl BaseImage {
     /// The epoch a base implies: midnight UTC of its release date.
     pub fn epoch(&self) -> Option<i64> {
         self.date.map(Date::epoch)
+    }
+
+    /// The disk image to download, when the base is one.
+    pub fn download(&self) -> Option<&Download> {
+        match &self.source {
+            BaseSource::Download(d) => Some(d),
+            BaseSource::Bootstrap(_) => None,
+        }
+    }
+
+    /// The package sets to bootstrap from, when the base is built.
+    pub fn bootstrap(&self) -> Option<&Bootstrap> {
+        match &self.source {
+            BaseSource::Download(_) => None,
+            BaseSource::Bootstrap(b) => Some(b),
+        }
+    }
+}
+
+/// How a base's root comes to be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseSource {
+    /// A vendor disk image, fetched and unpacked.
+    Download(Download),
+    /// Debian packages installed into an empty root, as `w4b.lock` pins them.
+    Bootstrap(Bootstrap),
+}
+
+/// A vendor disk image (`url`, `sha256`, `size`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Download {
+    /// Where it is published (http, https or file).
+    pub url: String,
+    /// The publisher's sha256 of the file at `url`, lowercase hex.
+    pub sha256: String,
+    /// The file's size in bytes, if declared: the download stops beyond it.
+    pub size: Option<u64>,
+}
+
+/// A base built from packages (`bootstrap:`), as `mmdebstrap` builds a root: every
+/// `Essential: yes` package of the repositories (unless `essential: false`), every
+/// package of `priority` or higher if given, the sets' packages, and the closure of
+/// their dependencies, installed into an empty merged-`/usr` root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Bootstrap {
+    /// Package sets (`kind: packages`): the repositories and the packages wanted.
+    pub packages: Vec<Spanned<Label>>,
+    /// Include every `Essential: yes` package (mmdebstrap's `essential` variant).
+    pub essential: bool,
+    /// Include every package of this priority or higher (mmdebstrap's `minbase`,
+    /// `important`, `standard` variants).
+    pub priority: Option<BootstrapPriority>,
+}
+
+/// `bootstrap.priority`: Debian's priorities that name a variant of a system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootstrapPriority {
+    Required,
+    Important,
+    Standard,
+}
+
+impl BootstrapPriority {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootstrapPriority::Required => "required",
+            BootstrapPriority::Important => "important",
+            BootstrapPriority::Standard => "standard",
+        }
     }
 }
 
@@ -812,10 +880,14 @@ struct RawPartition {
 
 #[derive(Deserialize)]
 struct RawBase {
-    url: Spanned<String>,
-    sha256: Spanned<String>,
     #[serde(default)]
-    size: Option<Size>,
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    size: Option<Spanned<Size>>,
+    #[serde(default)]
+    bootstrap: Option<Spanned<RawBootstrap>>,
     arch: Arch,
     #[serde(default)]
     release: Option<String>,
@@ -825,6 +897,15 @@ struct RawBase {
     boot_mount: Option<Spanned<String>>,
     #[serde(default)]
     description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBootstrap {
+    packages: Vec<Spanned<String>>,
+    #[serde(default)]
+    essential: Option<bool>,
+    #[serde(default)]
+    priority: Option<BootstrapPriority>,
 }
 
 #[derive(Deserialize)]
@@ -1075,7 +1156,7 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
                 vpn_server,
             }))
         }
-        Kind::Base => convert_base(from_value(doc)?),
+        Kind::Base => convert_base(from_value(doc)?, doc, ctx),
         Kind::Board => convert_board(from_value(doc)?),
         Kind::Packages => {
             let raw: super::packages::RawPackageSet = from_value(doc)?;
@@ -1132,26 +1213,50 @@ pub(crate) fn url_scheme(url: &str) -> &str {
     }
 }
 
-fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
-    let url = raw.url.value.clone();
-    if !["http://", "https://", "file://"]
-        .iter()
-        .any(|s| url.starts_with(s))
-    {
-        return Err(raw.url.span.invalid_value(
-            format!("unsupported URL scheme `{}`", url_scheme(&url)),
-            "not an http, https or file URL",
-            Some("download from `https://…`, `http://…`, or use a local file as `file:///path/to/image.img.xz`".into()),
-        ));
-    }
-    let sha256 = raw.sha256.value.to_ascii_lowercase();
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(raw.sha256.span.invalid_value(
-            "`sha256` must be 64 hex characters",
-            "not a SHA-256 digest",
-            Some("copy the digest the publisher lists next to the image (the `.sha256` file), or compute it with `sha256sum <file>`".into()),
-        ));
-    }
+fn convert_base(raw: RawBase, doc: &Value, ctx: &Context<'_>) -> Result<Target, DefsError> {
+    let source = match (&raw.url, &raw.bootstrap) {
+        (Some(url), Some(bootstrap)) => {
+            return Err(url.span.invalid_value(
+                "a base is either downloaded (`url`) or bootstrapped (`bootstrap`), not both",
+                "downloaded here",
+                Some(format!(
+                    "remove `url`, `sha256` and `size` to build the base from packages, or remove \
+                     `bootstrap` (at `{}`) to download it",
+                    bootstrap.span.location()
+                )),
+            ))
+        }
+        (None, None) => {
+            return Err(doc.span.invalid_value(
+                "a base needs `url` and `sha256` (a disk image to download) or `bootstrap` (Debian packages to build it from)",
+                "this base",
+                Some(
+                    "add `url:` and `sha256:` of a Raspberry Pi OS image, or `bootstrap: {packages: \
+                     [//packages:debian-bookworm-raspi]}`"
+                        .into(),
+                ),
+            ))
+        }
+        (Some(url), None) => BaseSource::Download(convert_download(url, &raw)?),
+        (None, Some(bootstrap)) => {
+            for (key, span) in [
+                ("sha256", raw.sha256.as_ref().map(|s| &s.span)),
+                ("size", raw.size.as_ref().map(|s| &s.span)),
+            ] {
+                if let Some(span) = span {
+                    return Err(span.invalid_value(
+                        format!("`{key}` describes a downloaded image; this base is bootstrapped"),
+                        "not with `bootstrap`",
+                        Some(format!(
+                            "remove `{key}`: a bootstrapped base is pinned by `w4b.lock`"
+                        )),
+                    ));
+                }
+            }
+            BaseSource::Bootstrap(convert_bootstrap(bootstrap, ctx)?)
+        }
+    };
+    let url = raw.url.as_ref().map(|u| u.value.as_str()).unwrap_or_default();
     let date = match &raw.date {
         Some(text) => Some(Date::parse(&text.value).ok_or_else(|| {
             text.span.invalid_value(
@@ -1160,7 +1265,7 @@ fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
                 Some("write the release date as `2024-11-19`".into()),
             )
         })?),
-        None => Date::in_url(&url),
+        None => Date::in_url(url),
     };
     let boot_mount = match &raw.boot_mount {
         Some(text) => TreePath::parse(&text.value).map_err(|reason| {
@@ -1175,7 +1280,7 @@ fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
             // bookworm (Debian 12); older releases mount it at /boot.
             let old = matches!(raw.release.as_deref(), Some("buster" | "bullseye" | "stretch"));
             TreePath::parse(if old { "/boot" } else { "/boot/firmware" })
-                .map_err(|reason| raw.url.span.bad_path("/boot/firmware", reason, None))?
+                .map_err(|reason| doc.span.bad_path("/boot/firmware", reason, None))?
         }
     };
     if boot_mount.as_str() == "/" {
@@ -1188,15 +1293,84 @@ fn convert_base(raw: RawBase) -> Result<Target, DefsError> {
         }
     }
     Ok(Target::Base(BaseImage {
-        url,
-        sha256,
-        size: raw.size.map(|s| s.0),
+        source,
         arch: raw.arch,
         release: raw.release,
         date,
         boot_mount,
         description: raw.description,
     }))
+}
+
+/// `url`, `sha256` and `size` of a downloaded base.
+fn convert_download(url: &Spanned<String>, raw: &RawBase) -> Result<Download, DefsError> {
+    let text = url.value.clone();
+    if !["http://", "https://", "file://"]
+        .iter()
+        .any(|s| text.starts_with(s))
+    {
+        return Err(url.span.invalid_value(
+            format!("unsupported URL scheme `{}`", url_scheme(&text)),
+            "not an http, https or file URL",
+            Some("download from `https://…`, `http://…`, or use a local file as `file:///path/to/image.img.xz`".into()),
+        ));
+    }
+    let Some(sha) = &raw.sha256 else {
+        return Err(url.span.invalid_value(
+            "a downloaded base needs the `sha256` of the file at `url`",
+            "no `sha256` for this URL",
+            Some("copy the digest the publisher lists next to the image (the `.sha256` file), or compute it with `sha256sum <file>`".into()),
+        ));
+    };
+    let sha256 = sha.value.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(sha.span.invalid_value(
+            "`sha256` must be 64 hex characters",
+            "not a SHA-256 digest",
+            Some("copy the digest the publisher lists next to the image (the `.sha256` file), or compute it with `sha256sum <file>`".into()),
+        ));
+    }
+    Ok(Download {
+        url: text,
+        sha256,
+        size: raw.size.as_ref().map(|s| s.value.0),
+    })
+}
+
+/// `bootstrap:`: the package sets as labels (relative ones resolved against the file that
+/// wrote them), each once, at least one.
+fn convert_bootstrap(raw: &Spanned<RawBootstrap>, ctx: &Context<'_>) -> Result<Bootstrap, DefsError> {
+    let mut packages: Vec<Spanned<Label>> = Vec::new();
+    for text in &raw.value.packages {
+        let (package, _) = ctx.origin_of(&text.span);
+        let label = match Label::parse(&text.value, Some(&package)) {
+            Ok(label) => Spanned::new(label, text.span.clone()),
+            Err(e) => return Err(e.into_defs(Some(&text.span))),
+        };
+        if let Some(first) = packages.iter().find(|p| p.value == label.value) {
+            return Err(text.span.invalid_value(
+                format!("package set `{}` is listed twice", label.value),
+                "second entry",
+                Some(format!(
+                    "list it once (the first is at `{}`)",
+                    first.span.location()
+                )),
+            ));
+        }
+        packages.push(label);
+    }
+    if packages.is_empty() {
+        return Err(raw.span.invalid_value(
+            "`bootstrap.packages` names no package set",
+            "no package set",
+            Some("list the sets that give the repositories and packages, such as `packages: [//packages:debian-bookworm-raspi]`".into()),
+        ));
+    }
+    Ok(Bootstrap {
+        packages,
+        essential: raw.value.essential.unwrap_or(true),
+        priority: raw.value.priority,
+    })
 }
 
 fn convert_board(raw: RawBoard) -> Result<Target, DefsError> {

@@ -29,6 +29,7 @@
 //! packages onto a minbase arm64 root, 2 cores, qemu-user): dpkg is 90 % of the time;
 //! the numbers are in `docs/performance.md` ("Package sets").
 
+pub mod bootstrap;
 pub mod normalise;
 pub mod order;
 pub mod preflight;
@@ -355,6 +356,18 @@ fn packages_text(packages: &[String]) -> String {
 
 /// Installs `req.debs` into `req.base`; see the module doc. Needs root.
 pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Result<Installed, InstallError> {
+    install_with(blobs, req, &[], cancel)
+}
+
+/// [`install`], with the packages at the indices `first` installed before the rounds by
+/// one `dpkg --force-depends --install`, as `mmdebstrap` installs the essential set of a
+/// new root whose files it extracted beforehand ([`bootstrap`]).
+pub fn install_with(
+    blobs: &dyn Blobs,
+    req: &Request<'_>,
+    first: &[usize],
+    cancel: &AtomicBool,
+) -> Result<Installed, InstallError> {
     let begun = Instant::now();
     let (privilege, _) = preflight::check_host(req.arch)?;
     let scratch = Scratch::new(req.scratch)?;
@@ -382,7 +395,13 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
         .zip(req.debs)
         .map(|(f, deb)| control(f, deb, req.arch))
         .collect::<Result<Vec<_>, _>>()?;
-    let rounds = order::rounds(&controls);
+    let rest: Vec<usize> = (0..controls.len()).filter(|i| !first.contains(i)).collect();
+    let rest_controls: Vec<order::Control> = rest.iter().filter_map(|&i| controls.get(i).cloned()).collect();
+    let rounds: Vec<Vec<usize>> = order::rounds(&rest_controls)
+        .into_iter()
+        .map(|round| round.into_iter().filter_map(|j| rest.get(j).copied()).collect())
+        .collect();
+    let first = first.to_vec();
 
     let started = Instant::now();
     let log_path = req.scratch.join("dpkg.log");
@@ -396,7 +415,7 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
             }
             session::in_private_namespace(|| {
                 let mounts = session::Mounts::setup(&root, session::Devices::Create)?;
-                let result = run_dpkg(&root, &files, &controls, &rounds, req.epoch, &log, cancel);
+                let result = run_dpkg(&root, &files, &controls, &first, &rounds, req.epoch, &log, cancel);
                 mounts.teardown()?;
                 result
             })?;
@@ -417,6 +436,7 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
                 root: root.clone(),
                 files: files.clone(),
                 controls: controls.clone(),
+                first: first.clone(),
                 rounds: rounds.clone(),
                 epoch: req.epoch,
                 log: log_path.clone(),
@@ -444,8 +464,8 @@ pub fn install(blobs: &dyn Blobs, req: &Request<'_>, cancel: &AtomicBool) -> Res
         changeset,
         changeset_digest,
         tree,
-        packages: rounds
-            .iter()
+        packages: std::iter::once(&first)
+            .chain(&rounds)
             .flatten()
             .filter_map(|&i| controls.get(i))
             .map(|c| (c.package.clone(), c.version.clone(), c.architecture.clone()))
@@ -497,12 +517,14 @@ fn control(file: &Path, deb: &Deb, arch: Arch) -> Result<order::Control, Install
     Ok(c)
 }
 
-/// The dpkg part of the session: policy-rc.d, the packages, the rounds, the audit, and
-/// the scaffolding removed again.
+/// The dpkg part of the session: policy-rc.d, the packages, the `first` group and the
+/// rounds, the audit, and the scaffolding removed again.
+#[allow(clippy::too_many_arguments)] // the session's inputs, as the two callers hold them
 fn run_dpkg(
     root: &Path,
     files: &[PathBuf],
     controls: &[order::Control],
+    first: &[usize],
     rounds: &[Vec<usize>],
     epoch: i64,
     log: &File,
@@ -552,6 +574,20 @@ fn run_dpkg(
     // activated again. A package left `triggers-pending` or `triggers-awaited` satisfies
     // the pre-dependencies of the next round (dpkg counts both as installed enough).
     let all: Vec<String> = controls.iter().map(|c| c.package.clone()).collect();
+    if !first.is_empty() {
+        // A new root's essential set: its files are already there (extracted), but dpkg
+        // knows nothing of them, so dependencies inside the set cannot be ordered; dpkg
+        // unpacks all, then configures all, as mmdebstrap and debootstrap do.
+        let mut args = vec!["--force-depends", "--install"];
+        let mut packages = Vec::new();
+        for &i in first {
+            if let (Some(n), Some(c)) = (names.get(i), controls.get(i)) {
+                args.push(n.as_str());
+                packages.push(c.package.clone());
+            }
+        }
+        dpkg("install", &args, packages)?;
+    }
     for round in rounds {
         let mut args = vec!["--no-triggers", "--unpack"];
         let mut packages = Vec::new();

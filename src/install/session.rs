@@ -290,12 +290,17 @@ impl Mounts {
             }
         }
         while let Some(p) = self.created.pop() {
-            if let Err(source) = fs::remove_dir(&p) {
-                first_error.get_or_insert(InstallError::Mount {
-                    what: "cannot remove the mount point",
-                    path: p,
-                    source,
-                });
+            // A mount point made inside a filesystem that is unmounted now (`/dev/shm`,
+            // `/dev/pts` in the private `/dev`, when the root has no `/dev`) went with it.
+            match fs::remove_dir(&p) {
+                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                    first_error.get_or_insert(InstallError::Mount {
+                        what: "cannot remove the mount point",
+                        path: p,
+                        source,
+                    });
+                }
+                _ => {}
             }
         }
         first_error.map_or(Ok(()), Err)

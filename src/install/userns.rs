@@ -85,6 +85,9 @@ pub struct Job {
     pub root: PathBuf,
     pub files: Vec<PathBuf>,
     pub controls: Vec<order::Control>,
+    /// Installed first, by one `dpkg --force-depends --install` (a bootstrap's essential set).
+    #[serde(default)]
+    pub first: Vec<usize>,
     pub rounds: Vec<Vec<usize>>,
     pub epoch: i64,
     /// dpkg's log, created by the parent; appended to.
@@ -596,6 +599,7 @@ fn work(blobs: &Remote, job: &Job, cancel: &AtomicBool) -> Result<Outcome, Insta
             &job.root,
             &job.files,
             &job.controls,
+            &job.first,
             &job.rounds,
             job.epoch,
             &log,

@@ -93,6 +93,13 @@ pub enum EpochSource {
     BaseReleaseDate { base: String, date: String, at: String },
     /// The newest modification time in the base image's root filesystem.
     BaseContent { base: String },
+    /// A bootstrapped base without a `date:`: the newest `Date:` of the signed release
+    /// files its lock entry was resolved against (`repository` names which).
+    BaseLock {
+        base: String,
+        repository: String,
+        date: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,6 +32,7 @@
 //! the disk pipeline's steps share.
 
 pub mod accounts;
+pub mod bootstrap;
 pub mod compress;
 pub mod disk;
 pub mod epoch;

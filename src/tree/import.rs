@@ -224,8 +224,22 @@ fn io_error<'p>(what: &'static str, path: &'p Path) -> impl Fn(io::Error) -> Tre
 /// records become xattrs and pax `uid`/`gid`/`mtime` override the header. Sparse files
 /// and other exotic member types are rejected; pax global headers are ignored.
 pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeError> {
-    let mut archive = tar::Archive::new(reader);
     let mut builder = TreeBuilder::new();
+    read_tar_into(blobs, reader, &mut builder, &|p| Some(p))?;
+    builder.finish(blobs)
+}
+
+/// Reads a tar archive's members into `builder` as [`import_tar`] does, each member's
+/// path (and a hard link's target) passed through `place` first: `None` skips the member.
+/// This is how a package's `data.tar` is extracted into a merged-`/usr` root, where
+/// `bin/…` lands in `usr/bin/…` and the member `bin/` itself is the symlink's.
+pub fn read_tar_into(
+    blobs: &dyn Blobs,
+    reader: impl Read,
+    builder: &mut TreeBuilder,
+    place: &dyn Fn(TreePath) -> Option<TreePath>,
+) -> Result<(), TreeError> {
+    let mut archive = tar::Archive::new(reader);
     for member in archive.entries().map_err(TreeError::TarRead)? {
         let mut member = member.map_err(TreeError::TarRead)?;
         let raw_name = member.path_bytes().into_owned();
@@ -239,7 +253,9 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
             continue;
         }
         let text = std::str::from_utf8(&raw_name).map_err(|_| bad("the name is not UTF-8".into()))?;
-        let path = member_path(text).map_err(|reason| bad(reason.into()))?;
+        let Some(path) = place(member_path(text).map_err(|reason| bad(reason.into()))?) else {
+            continue;
+        };
 
         let header = member.header();
         let mode = header.mode().map_err(|e| bad(format!("bad mode: {e}")))? & 0o7777;
@@ -305,6 +321,8 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
                 let target = member_path(&target).map_err(|reason| {
                     bad(format!("hard link target `{}`: {reason}", target.escape_debug()))
                 })?;
+                let target =
+                    place(target).ok_or_else(|| bad("the hard link's target is not placed".into()))?;
                 Kind::HardLink { target }
             }
             tar::EntryType::Char => {
@@ -332,7 +350,7 @@ pub fn import_tar(blobs: &dyn Blobs, reader: impl Read) -> Result<Digest, TreeEr
         entry.validate(&path)?;
         builder.replace(path, entry);
     }
-    builder.finish(blobs)
+    Ok(())
 }
 
 /// Normalises a member name into a tree path.

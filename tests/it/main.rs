@@ -22,6 +22,7 @@ mod testbase;
 mod throwaway_user;
 
 mod apt_repo;
+mod bootstrap;
 mod cache;
 mod cli;
 mod determinism;
