@@ -21,6 +21,14 @@ use crate::lockfile::{self, LOCK_FILE};
 use crate::manifest::EpochSource;
 use crate::steps::bootstrap::BootstrapStep;
 use crate::steps::epoch::Epoch;
+use crate::steps::graft::GraftStep;
+use crate::steps::layout::{LayoutParams, LayoutStep};
+
+/// The boot partition of a bootstrapped base: 512 MiB, as Raspberry Pi OS bookworm's.
+const DEFAULT_BOOT_SIZE: u64 = 512 << 20;
+/// Its root partition before an image's `partitions.root.headroom` grows it and the first
+/// boot grows it to the card: room for the minimal system (~800 MiB) and a hive's packages.
+const DEFAULT_ROOT_SIZE: u64 = 2 << 30;
 
 impl Compiler<'_> {
     /// The lock request of a bootstrapped base `base` (loaded as `bt`); adds the sets'
@@ -76,13 +84,42 @@ impl Compiler<'_> {
         })
     }
 
-    /// The base's root tree, built from its locked packages: the `bootstrap` step
-    /// (`//bases:<name>#bootstrap`, output `tree`). Fails with `w4b::lock::missing` or
-    /// `stale` when the base's entry is not current. The disk layout of a bootstrapped
-    /// base (its boot partition) starts from this node.
-    #[allow(dead_code)] // used by the boot-partition layout, which lands separately
-    pub(super) fn bootstrap_root(&mut self, v: &Vendor) -> miette::Result<NodeId> {
-        self.bootstrap_root_and_packages(v).map(|(node, _)| node)
+    /// `raspi-layout` → `graft` on the bootstrapped root `root`: the base's partitions
+    /// (`bootfs`, `rootfs`, `table`, as `unpack` gives them for a downloaded base) and the
+    /// combined tree the image's layers go on, both shared by every image on the base.
+    pub(super) fn bootstrap_layout(&mut self, v: &Vendor, root: NodeId) -> miette::Result<(NodeId, NodeId)> {
+        let (epoch, _) = self.bootstrap_epoch(v)?;
+        let params = LayoutParams {
+            boot_size: DEFAULT_BOOT_SIZE,
+            root_size: DEFAULT_ROOT_SIZE,
+            epoch,
+        };
+        let def = format!("raspi-layout {params:?}");
+        let layout = Arc::new(LayoutStep {
+            store: self.store.clone(),
+            params,
+            location: loc(&v.base_target, "bootstrap"),
+        });
+        let layout = self.add(
+            format!("{}#layout", v.base_label),
+            def.as_bytes(),
+            layout,
+            vec![root],
+        );
+        let mount = v.base.boot_mount.to_string();
+        let graft = Arc::new(GraftStep {
+            store: self.store.clone(),
+            boot_mount: Some(mount.clone()),
+            boot_mount_location: loc(&v.base_target, "boot_mount").or_else(|| loc(&v.base_target, "release")),
+        });
+        let def = format!("graft mount={mount}");
+        let graft = self.add(
+            format!("{}#graft", v.base_label),
+            def.as_bytes(),
+            graft,
+            vec![layout],
+        );
+        Ok((layout, graft))
     }
 
     /// [`Self::bootstrap_root`] and the base's packages as the manifest records them.

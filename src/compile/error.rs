@@ -170,10 +170,10 @@ pub enum CompileError {
     )]
     BootstrapWithoutDate { base: String, entry: String, at: String },
 
-    #[error("`{image}` is a disk image (`output.format: image`) on the bootstrapped base `{base}`, whose boot partition is not laid out yet (at {at})")]
+    #[error("`{base}` is bootstrapped from packages: it has no disk image to download and unpack (for `{image}`, at {at})")]
     #[diagnostic(
         code(w4b::compile::bootstrap_disk_image),
-        help("build it as a root filesystem archive with `output: {{format: tar}}` (or `--set output.format=tar`)")
+        help("this is a w4b bug: a bootstrapped base's partitions come from its `raspi-layout` step; please report it with `w4b graph` of the image")
     )]
     BootstrapDiskImage { image: String, base: String, at: String },
 

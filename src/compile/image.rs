@@ -80,19 +80,17 @@ impl Compiler<'_> {
                         tree
                     }
                     _ => {
-                        if image.output.format == defs::Format::Image {
-                            return Err(CompileError::BootstrapDiskImage {
-                                image: label.clone(),
-                                base: v.base_label.to_string(),
-                                at: loc(t, "output.format")
-                                    .or_else(|| loc(t, "base"))
-                                    .unwrap_or_default(),
-                            }
-                            .into());
-                        }
                         let (node, base_packages) = self.bootstrap_root_and_packages(v)?;
                         packages.extend(base_packages);
-                        node
+                        if image.output.format == defs::Format::Image {
+                            // The disk's partitions: `raspi-layout` makes what `unpack`
+                            // makes of a downloaded base, `graft` joins them again.
+                            let (layout, tree) = self.bootstrap_layout(v, node)?;
+                            unpack_node = Some(layout);
+                            tree
+                        } else {
+                            node
+                        }
                     }
                 };
                 deps.push(tree);

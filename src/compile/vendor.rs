@@ -171,11 +171,22 @@ impl Compiler<'_> {
                 .unwrap_or_else(|_| TreePath::parse("/boot/firmware/config.txt").expect("a valid path"));
             files.push(LayerFile {
                 path,
-                op: FileOp::Append(text),
+                op: FileOp::Append(text.clone()),
                 mode: None,
                 uid: 0,
                 gid: 0,
             });
+            // On a bootstrapped base `config.txt` is `raspi-firmware`'s, rewritten at every
+            // kernel upgrade on the Pi; the lines it inserts from this file survive that.
+            if v.bootstrap.is_some() {
+                files.push(LayerFile {
+                    path: TreePath::parse("/etc/default/raspi-firmware-custom").expect("a valid path"),
+                    op: FileOp::Append(text.trim_start().to_owned()),
+                    mode: Some(0o644),
+                    uid: 0,
+                    gid: 0,
+                });
+            }
         }
         if v.board.interfaces.i2c {
             files.push(LayerFile {

@@ -117,10 +117,17 @@ pub fn merged_usr_place(path: TreePath) -> Option<TreePath> {
     }
 }
 
-/// The initial root: the merged-`/usr` skeleton, dpkg's admin directory, and the
-/// `data.tar` of each package in `extract` (blobs of `.deb`s), later ones over earlier.
+/// The initial root: the merged-`/usr` skeleton, dpkg's admin directory, the `seeds`
+/// (path relative to `/`, text: configuration that must be in place before the packages'
+/// scripts run, see [`RASPI_FIRMWARE_DEFAULTS`]), and the `data.tar` of each package in
+/// `extract` (blobs of `.deb`s), later ones over earlier.
 /// Directories the skeleton makes carry `epoch` as their mtime.
-pub fn initial_root(blobs: &dyn Blobs, extract: &[Digest], epoch: i64) -> Result<Digest, InstallError> {
+pub fn initial_root(
+    blobs: &dyn Blobs,
+    extract: &[Digest],
+    seeds: &[(&str, &str)],
+    epoch: i64,
+) -> Result<Digest, InstallError> {
     let mut b = TreeBuilder::new();
     let path = |p: &str| TreePath::parse(&format!("/{p}"));
     let stamped = |mut e: Entry| {
@@ -147,6 +154,23 @@ pub fn initial_root(blobs: &dyn Blobs, extract: &[Digest], epoch: i64) -> Result
     for file in ["var/lib/dpkg/status", "var/lib/dpkg/available"] {
         b.replace(path(file)?, stamped(Entry::file(empty, 0, 0o644)));
     }
+    for (file, text) in seeds {
+        let digest = blobs.put(text.as_bytes())?;
+        let p = path(file)?;
+        let mut parent = p.parent();
+        let mut missing = Vec::new();
+        while let Some(dir) = parent {
+            if dir.is_root() {
+                break;
+            }
+            missing.push(dir.clone());
+            parent = dir.parent();
+        }
+        for dir in missing.into_iter().rev() {
+            b.replace(dir, stamped(Entry::dir(0o755)));
+        }
+        b.replace(p, stamped(Entry::file(digest, text.len() as u64, 0o644)));
+    }
     for digest in extract {
         let bad = |reason: String| InstallError::BadControl {
             deb: format!("blob {digest}"),
@@ -157,6 +181,21 @@ pub fn initial_root(blobs: &dyn Blobs, extract: &[Digest], epoch: i64) -> Result
     }
     Ok(b.finish(blobs)?)
 }
+
+/// Where `raspi-firmware` reads its settings.
+pub const RASPI_FIRMWARE_DEFAULTS_PATH: &str = "etc/default/raspi-firmware";
+
+/// `raspi-firmware`'s settings for a bootstrapped root, in place before its scripts run
+/// (dpkg keeps a configuration file that is there already and puts the package's, all
+/// comments, beside it as `.dpkg-dist`): the root by the label `raspi-layout` gives it, as
+/// Debian's own images do, and the consoles of an arm64 Pi (HDMI and the UART at `ttyS1`).
+pub const RASPI_FIRMWARE_DEFAULTS: &str = "\
+# Written by w4b when the root was bootstrapped: the settings of raspi-firmware's
+# scripts, which write /boot/firmware/config.txt and cmdline.txt at every kernel or
+# firmware upgrade. See raspi-firmware.dpkg-dist beside this file for every setting.
+ROOTPART=LABEL=RASPIROOT
+CONSOLES=\"tty0 ttyS1,115200\"
+";
 
 /// What to bootstrap.
 #[derive(Debug, Clone)]
@@ -198,7 +237,15 @@ pub fn bootstrap(
         name(a).cmp(&name(b))
     });
     let extract: Vec<Digest> = by_name.iter().filter_map(|&i| req.debs.get(i).copied()).collect();
-    let initial = initial_root(blobs, &extract, req.epoch)?;
+    // `raspi-firmware`'s scripts write `cmdline.txt` from its defaults file; without one
+    // they ask `findmnt` for the root device and probe `/dev` for consoles: the build
+    // host's, in a chroot.
+    let seeds: Vec<(&str, &str)> = if infos.iter().any(|p| p.control.package == "raspi-firmware") {
+        vec![(RASPI_FIRMWARE_DEFAULTS_PATH, RASPI_FIRMWARE_DEFAULTS)]
+    } else {
+        Vec::new()
+    };
+    let initial = initial_root(blobs, &extract, &seeds, req.epoch)?;
     let debs: Vec<Deb> = req.debs.iter().map(|d| Deb::Blob(*d)).collect();
     let installed = install_with(
         blobs,
@@ -360,7 +407,7 @@ mod tests {
         let info = read_package(&blobs, &dash).unwrap();
         assert_eq!(info.control.package, "dash");
         assert!(info.essential);
-        let root = initial_root(&blobs, &[dash], 1_700_000_000).unwrap();
+        let root = initial_root(&blobs, &[dash], &[], 1_700_000_000).unwrap();
         let at = |p: &str| lookup(&blobs, root, &TreePath::parse(p).unwrap()).unwrap();
         for top in MERGED_USR {
             let e = at(&format!("/{top}")).unwrap();
@@ -393,6 +440,6 @@ mod tests {
         assert!(at("/var/lib/dpkg/info").unwrap().is_dir());
         assert_eq!(at("/var/lib/dpkg").unwrap().mtime, 1_700_000_000);
         // The same packages give the same root.
-        assert_eq!(initial_root(&blobs, &[dash], 1_700_000_000).unwrap(), root);
+        assert_eq!(initial_root(&blobs, &[dash], &[], 1_700_000_000).unwrap(), root);
     }
 }

@@ -66,7 +66,8 @@ impl Step for BootstrapStep {
         "bootstrap"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: raspi-firmware's defaults seeded before its scripts run.
+        2
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         let mut c = vec![
