@@ -256,24 +256,9 @@ impl Compiler<'_> {
         &mut self,
         req: &LockRequest,
     ) -> miette::Result<(Vec<NodeId>, Vec<LockedDeb>, Vec<crate::manifest::Package>, String)> {
+        let entry = self.locked_entry(req)?;
         let lock_and_text = self.lockfile()?;
-        let (lock, text) = (&lock_and_text.0, &lock_and_text.1);
-        let Some(entry) = lock.entries.get(&req.entry) else {
-            return Err(CompileError::NotLocked {
-                image: req.target.clone(),
-                entry: req.entry.clone(),
-                at: req.at.clone(),
-            }
-            .into());
-        };
-        if entry.inputs != req.inputs {
-            return Err(CompileError::StaleLock {
-                image: req.target.clone(),
-                entry: req.entry.clone(),
-                at: req.at.clone(),
-            }
-            .into());
-        }
+        let text = &lock_and_text.1;
         let mirrors = self.mirrors();
         let fetcher = self.fetcher()?;
         let mut deps = Vec::new();
