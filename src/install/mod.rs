@@ -553,10 +553,18 @@ fn run_dpkg(
         names.push(format!("{DEB_DIR}/{name}"));
     }
 
+    // A new root (the essential set `first`) gets its initramfs once, at the end. Without
+    // this the kernel's postinst builds one (`update-initramfs -c`) and the triggers of
+    // every later package with an initramfs hook (udev, kmod, zstd…) build it again: each
+    // build is minutes of emulated shell and compression. `INITRD=No` is the switch the
+    // kernel hooks of initramfs-tools and dracut read; the trigger's `update-initramfs -u`
+    // then finds no initramfs and does nothing.
+    let bootstrapping = !first.is_empty();
+    let env: &[(&str, &str)] = if bootstrapping { &[("INITRD", "No")] } else { &[] };
     let dpkg = |step: &'static str, args: &[&str], packages: Vec<String>| -> Result<(), InstallError> {
         let mut argv = vec!["dpkg", "--force-confdef", "--force-confold", "--force-unsafe-io"];
         argv.extend_from_slice(args);
-        let status = run::in_root(root, &argv, epoch, log, cancel)?;
+        let status = run::in_root_with(root, &argv, epoch, env, log, cancel)?;
         if status.success() {
             return Ok(());
         }
@@ -608,6 +616,14 @@ fn run_dpkg(
     // the set (libc-bin's ldconfig), once.
     dpkg("configure", &["--configure", "--pending"], all.clone())?;
     dpkg("run the triggers of", &["--triggers-only", "--pending"], all)?;
+    if bootstrapping {
+        let kernels = controls
+            .iter()
+            .filter(|c| c.package.starts_with("linux-image-"))
+            .map(|c| c.package.clone())
+            .collect();
+        initramfs_once(root, kernels, epoch, log, cancel)?;
+    }
     let audit_log =
         tempfile::tempfile().map_err(io("cannot create a temporary file in", Path::new("/tmp")))?;
     run::in_root(root, &["dpkg", "--audit"], epoch, &audit_log, cancel)?;
@@ -624,6 +640,37 @@ fn run_dpkg(
         fs::rename(&saved_policy, &policy).map_err(io("cannot restore", &policy))?;
     }
     Ok(())
+}
+
+/// The one initramfs build of a bootstrapped root, for every installed kernel, by the
+/// builder the root has (initramfs-tools, else dracut, else none: a root without a
+/// kernel). Its hooks run as after a kernel install (raspi-firmware's copies kernel,
+/// initramfs and device trees to `/boot/firmware`).
+fn initramfs_once(
+    root: &Path,
+    kernels: Vec<String>,
+    epoch: i64,
+    log: &File,
+    cancel: &AtomicBool,
+) -> Result<(), InstallError> {
+    let has = |p: &str| fs::symlink_metadata(root.join(p)).is_ok();
+    let argv: &[&str] = if has("usr/sbin/update-initramfs") {
+        &["update-initramfs", "-c", "-k", "all"]
+    } else if has("usr/bin/dracut") {
+        &["dracut", "--force", "--regenerate-all"]
+    } else {
+        return Ok(());
+    };
+    let status = run::in_root(root, argv, epoch, log, cancel)?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(InstallError::Dpkg {
+        step: "build the initramfs for",
+        packages: kernels,
+        status,
+        tail: tail(log),
+    })
 }
 
 /// What `log` holds so far.

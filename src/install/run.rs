@@ -64,6 +64,18 @@ pub fn in_root(
     log: &File,
     cancel: &AtomicBool,
 ) -> Result<ExitStatus, InstallError> {
+    in_root_with(root, argv, epoch, &[], log, cancel)
+}
+
+/// [`in_root`] with `extra` added to [`chroot_env`].
+pub fn in_root_with(
+    root: &Path,
+    argv: &[&str],
+    epoch: i64,
+    extra: &[(&str, &str)],
+    log: &File,
+    cancel: &AtomicBool,
+) -> Result<ExitStatus, InstallError> {
     let chroot = find_tool("chroot").ok_or(InstallError::HostToolMissing {
         tool: "chroot",
         package: "coreutils",
@@ -74,6 +86,7 @@ pub fn in_root(
         .args(argv)
         .env_clear()
         .envs(chroot_env(epoch))
+        .envs(extra.iter().copied())
         .current_dir("/");
     wait(cmd, "chroot", log, cancel)
 }

@@ -67,7 +67,8 @@ impl Step for BootstrapStep {
     }
     fn version(&self) -> u32 {
         // 2: raspi-firmware's defaults seeded before its scripts run.
-        2
+        // 3: the initramfs built once, after the triggers.
+        3
     }
     fn components(&self, _: &PlanContext) -> Result<Vec<Component>, StepError> {
         let mut c = vec![
