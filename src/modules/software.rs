@@ -9,10 +9,11 @@
 //!
 //! | set                      | packages (shipped)                          | when                                          |
 //! |--------------------------|---------------------------------------------|-----------------------------------------------|
+//! | `//packages:w4b-system`    | `locales` (`locale-gen`, run by the first boot) | always                                     |
 //! | `//packages:w4b-database`  | `postgresql-15`, `timescaledb-2-postgresql-15` | the database runs on the hive ([`database::local_database`]) |
 //! | `//packages:w4b-monitoring`| `prometheus-node-exporter`                  | `monitoring.enabled`                          |
 //! | `//packages:w4b-vpn`       | `wireguard-tools`                           | the VPN is enabled and the hive has `security` |
-//! | `//packages:w4b-firewall`  | `nftables`                                  | `firewall.enabled`                            |
+//! | `//packages:w4b-firewall`  | `nftables`, `netbase` (`/etc/protocols`)    | `firewall.enabled`                            |
 //! | `//packages:w4b-python`    | `python3-venv`                              | the sensor manager is enabled or Python packages are listed |
 //! | `//packages:w4b-software`  | none: its repositories serve `software.packages` | `software.packages` is not empty         |
 //!
@@ -74,6 +75,7 @@ pub fn package_sets(cfg: &HiveImage) -> Vec<&'static str> {
             sets.push(name);
         }
     };
+    need(true, "w4b-system");
     need(database::local_database(cfg).is_some(), "w4b-database");
     need(s.monitoring.enabled, "w4b-monitoring");
     need(s.vpn_enabled && cfg.hive.security.is_some(), "w4b-vpn");
@@ -226,6 +228,7 @@ mod tests {
         assert_eq!(
             package_sets(&wifi_hive()),
             [
+                "w4b-system",
                 "w4b-database",
                 "w4b-monitoring",
                 "w4b-vpn",
@@ -243,7 +246,10 @@ mod tests {
         if let Some(s) = cfg.hive.security.as_mut() {
             s.database.host = "db.example.org".into();
         }
-        assert_eq!(package_sets(&cfg), ["w4b-monitoring", "w4b-firewall"]);
+        assert_eq!(
+            package_sets(&cfg),
+            ["w4b-system", "w4b-monitoring", "w4b-firewall"]
+        );
         // No security section: no local database, no tunnel.
         let mut cfg = wifi_hive();
         cfg.hive.security = None;

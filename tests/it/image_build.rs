@@ -596,7 +596,12 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
     let env = TestEnv::new();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     crate::env::copy_dir(&repo.join("defs"), &env.ws.join("defs"));
-    let w4b_yaml = std::fs::read_to_string(repo.join("w4b.yaml")).unwrap();
+    // The shipped hive image on Raspberry Pi OS: the one line w4b.yaml's comment names.
+    let w4b_yaml = std::fs::read_to_string(repo.join("w4b.yaml")).unwrap().replace(
+        "hives: {image: //images:w4b-edge}",
+        "hives: {image: //images:w4b-edge-raspios}",
+    );
+    assert!(w4b_yaml.contains("w4b-edge-raspios"), "{w4b_yaml}");
     env.write(
         "w4b.yaml",
         &format!(
@@ -611,9 +616,9 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
             base.sha256
         ),
     );
-    let image = std::fs::read_to_string(env.path("defs/images/w4b-edge.yaml")).unwrap();
+    let image = std::fs::read_to_string(env.path("defs/images/w4b-edge-raspios.yaml")).unwrap();
     env.write(
-        "defs/images/w4b-edge.yaml",
+        "defs/images/w4b-edge-raspios.yaml",
         &format!("{image}software: {{packages: [systemd, openssh-server, sudo]}}\n"),
     );
 
@@ -624,7 +629,7 @@ fn the_embedded_north_hive_locks_and_installs_its_modules_packages_at_build_time
     let out = env.run(&["lock", "//hives:north"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lock = std::fs::read_to_string(env.path("w4b.lock")).unwrap();
-    let entry = "//packages:w4b-monitoring + //packages:w4b-firewall + //packages:w4b-software + //images:w4b-edge for arm64 on //bases:raspios-bookworm-arm64-lite";
+    let entry = "//packages:w4b-system + //packages:w4b-monitoring + //packages:w4b-firewall + //packages:w4b-software + //images:w4b-edge-raspios for arm64 on //bases:raspios-bookworm-arm64-lite";
     assert!(lock.contains(entry), "{lock}");
     for name in [
         "\"nftables\"",

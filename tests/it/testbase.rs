@@ -91,6 +91,7 @@ pub fn workspace_with_served_base(server: &crate::http::TestServer) -> Option<cr
 /// `image_build::the_embedded_north_hive_*` on a Debian base.
 pub fn stand_in_module_packages(env: &crate::env::TestEnv) {
     for name in [
+        "w4b-system",
         "w4b-database",
         "w4b-monitoring",
         "w4b-vpn",

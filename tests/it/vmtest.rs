@@ -27,9 +27,9 @@ const CACHE_PREFIX: &str = "w4b-test-vm-bookworm-arm64-";
 const LOCK: &str = "/tmp/w4b-vmtest.lock";
 
 /// Holds [`LOCK`] until dropped.
-struct VmLock(#[allow(dead_code)] File);
+pub(crate) struct VmLock(#[allow(dead_code)] File);
 
-fn vm_lock() -> VmLock {
+pub(crate) fn vm_lock() -> VmLock {
     let f = File::options()
         .create(true)
         .truncate(false)
@@ -40,7 +40,7 @@ fn vm_lock() -> VmLock {
     VmLock(f)
 }
 
-fn have_qemu() -> bool {
+pub(crate) fn have_qemu() -> bool {
     crate::oracle::have("qemu-system-aarch64")
 }
 
@@ -111,7 +111,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// `w4b test --message-format json ARGS…` with a private `TMPDIR`: the report and the
 /// process's output.
-fn w4b_test(env: &TestEnv, tmpdir: &Path, args: &[&str]) -> (Value, std::process::Output) {
+pub(crate) fn w4b_test(env: &TestEnv, tmpdir: &Path, args: &[&str]) -> (Value, std::process::Output) {
     let mut cmd = env.command();
     cmd.env("TMPDIR", tmpdir)
         .args(["test", "--message-format", "json"])
@@ -126,7 +126,7 @@ fn w4b_test(env: &TestEnv, tmpdir: &Path, args: &[&str]) -> (Value, std::process
     (report, out)
 }
 
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["checks"]
         .as_array()
         .unwrap()
