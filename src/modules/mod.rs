@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::hive::config::{HiveImage, Secret};
 use crate::tree::TreePath;
 
+pub mod boot_checks;
 pub mod database;
 pub mod monitoring;
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! module's layer writes over the package's and unattended upgrades keep
 //! (`--force-confold`). Its wants-symlink points at the packaged unit.
 //!
-//! The health check is a small Python program (python3 is part of Raspberry Pi OS Lite)
+//! The health check is a small Python program (python3 is part of Raspberry Pi OS Lite;
+//! the `w4b-monitoring` package set installs it on other bases)
 //! that reads its configuration from `/etc/w4b/health-check.json` — the units to watch,
 //! the database to ask for the newest reading — so no hive value is ever spliced into
 //! code. It writes the status file atomically (temporary file, then rename).

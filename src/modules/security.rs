@@ -28,6 +28,8 @@ pub const VPN_PORT: u16 = 51820;
 
 const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/10-w4b.conf";
 const WG_CONF: &str = "/etc/wireguard/wg0.conf";
+/// The tunnel's unit, an instance of `wg-quick@.service`.
+pub const WG_UNIT: &str = "wg-quick@wg0.service";
 const UNITS: &str = "/etc/systemd/system";
 
 /// Sensor kinds that talk Bluetooth LE (they keep the radio on).
@@ -314,7 +316,7 @@ fn wireguard(wg: &WireGuard, g: &mut Generated) -> Result<(), ModuleError> {
     };
     g.files.push(GenFile::dir("/etc/wireguard", 0o700));
     g.files.push(GenFile::file(WG_CONF, text, 0o600));
-    enable(g, "multi-user.target", "wg-quick@wg0.service", true);
+    enable(g, "multi-user.target", WG_UNIT, true);
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 //! |--------------------------|---------------------------------------------|-----------------------------------------------|
 //! | `//packages:w4b-system`    | `locales` (`locale-gen`, run by the first boot) | always                                     |
 //! | `//packages:w4b-database`  | `postgresql-15`, `timescaledb-2-postgresql-15` | the database runs on the hive ([`database::local_database`]) |
-//! | `//packages:w4b-monitoring`| `prometheus-node-exporter`                  | `monitoring.enabled`                          |
+//! | `//packages:w4b-monitoring`| `prometheus-node-exporter`, `python3`       | `monitoring.enabled`                          |
 //! | `//packages:w4b-vpn`       | `wireguard-tools`                           | the VPN is enabled and the hive has `security` |
 //! | `//packages:w4b-firewall`  | `nftables`, `netbase` (`/etc/protocols`)    | `firewall.enabled`                            |
 //! | `//packages:w4b-python`    | `python3-venv`                              | the sensor manager is enabled or Python packages are listed |
