@@ -83,6 +83,9 @@ pub struct TestNode {
     pub spec: TestSpec,
     /// The report of the step's run, when it ran.
     pub last: LastReport,
+    /// Where a run writes its report (`NAME.test.json`) and boot log (`NAME.boot.log`).
+    pub report_file: PathBuf,
+    pub boot_log: PathBuf,
 }
 
 /// Adds `#test` after the disk of every target that has one, in target order; targets
@@ -127,6 +130,8 @@ pub fn add_tests(plan: &mut Plan, store: &Arc<AppStore>, req: &TestRequest) -> V
             node,
             spec,
             last,
+            report_file: req.artifacts.join(format!("{}.test.json", t.label.name)),
+            boot_log: req.artifacts.join(format!("{}.boot.log", t.label.name)),
         });
     }
     nodes

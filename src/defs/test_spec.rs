@@ -205,6 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn a_definition_fills_only_what_it_does_not_give() {
+        let def: TestDef = serde_json::from_str(r#"{"boot_timeout": 30, "units_active": ["a"]}"#).unwrap();
+        assert_eq!(def.timeout, None);
+        let spec = def.spec();
+        assert_eq!((spec.timeout, spec.boot_timeout), (DEFAULT_TOTAL_TIMEOUT, 30));
+        // Merging: lists concatenated, a given timeout wins, an absent one leaves it.
+        let over = TestDef {
+            units_active: vec!["b".into()],
+            timeout: Some(10),
+            ..TestDef::default()
+        };
+        let m = def.clone().merged(over);
+        assert_eq!(m.units_active, ["a", "b"]);
+        assert_eq!((m.timeout, m.boot_timeout), (Some(10), Some(30)));
+        assert_eq!(def.clone().merged(TestDef::default()), def);
+        // The spec of an empty definition is the default spec.
+        assert_eq!(TestDef::default().spec(), TestSpec::default());
+    }
+
+    #[test]
     fn the_serialised_form_is_stable() {
         let spec = TestSpec {
             commands: vec![CommandCheck {

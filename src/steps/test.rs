@@ -236,7 +236,10 @@ fn materialize(store: &AppStore, digest: &Digest, dest: &Path) -> Result<(), Ste
 
 /// Writes `bytes` to `dest` through a temporary file beside it, readable by all.
 fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".w4b-").tempfile_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
@@ -303,8 +306,7 @@ impl Step for TestStep {
         if !report.passed {
             return Err(StepError::diag(self.failed(&report)));
         }
-        let bytes =
-            serde_json::to_vec(&Verdicts::of(&report)).map_err(|e| StepError::msg(e.to_string()))?;
+        let bytes = serde_json::to_vec(&Verdicts::of(&report)).map_err(|e| StepError::msg(e.to_string()))?;
         let digest = self.store.put(&bytes).map_err(crate::steps::tree_error)?;
         let mut out = Outputs::new();
         out.insert(
