@@ -348,6 +348,100 @@ mod tests {
         );
     }
 
+    fn step(store: &Arc<AppStore>, spec: TestSpec, vm: vmtest::Options) -> TestStep {
+        TestStep {
+            store: store.clone(),
+            spec,
+            spec_location: Some("defs/images/edge.yaml:7:3".into()),
+            vm,
+            artifacts: "/out".into(),
+            artifacts_shown: "out".into(),
+            name: "edge".into(),
+            image_file: "edge.img.zst".into(),
+            last: LastReport::default(),
+        }
+    }
+
+    fn preimage(s: &TestStep) -> Vec<w4b_cache::PreimageEntry> {
+        s.components(&PlanContext {
+            name: "//images:edge#test",
+        })
+        .unwrap()
+        .into_iter()
+        .map(|c| w4b_cache::PreimageEntry {
+            component: c.kind.as_str().to_owned(),
+            name: c.name,
+            value: c.value,
+            location: c.location,
+            tree: None,
+        })
+        .collect()
+    }
+
+    /// The key: the spec (located where it was written), the harness version and a kernel
+    /// override's digest; not the machine's size, nor where reports go. A changed spec is
+    /// what `why` names.
+    #[test]
+    fn the_key_is_the_spec_the_harness_and_a_kernel_override_and_why_names_a_spec_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(AppStore::open(&dir.path().join("cache"), None, false).unwrap());
+        let base = step(&store, TestSpec::default(), vmtest::Options::default());
+        let names: Vec<(String, String)> = preimage(&base)
+            .into_iter()
+            .map(|e| (e.component, e.name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("param".into(), "spec".into()),
+                ("param".into(), "harness".into())
+            ]
+        );
+        // The machine and the artifacts do not change the key.
+        let bigger = step(
+            &store,
+            TestSpec::default(),
+            vmtest::Options {
+                memory_mib: 4096,
+                cpus: 4,
+                path: Some("/elsewhere".into()),
+                ..vmtest::Options::default()
+            },
+        );
+        assert_eq!(preimage(&bigger), preimage(&base));
+        // A spec change is named by the field that changed (`why` reads JSON values field
+        // by field), at the `test:` that was written.
+        let spec = TestSpec {
+            units_active: vec!["ssh.service".into()],
+            ..TestSpec::default()
+        };
+        let changed = step(&store, spec, vmtest::Options::default());
+        let changes = w4b_graph::explain::diff(&preimage(&base), &preimage(&changed));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].name, "spec.units_active");
+        assert_eq!(changes[0].location.as_deref(), Some("defs/images/edge.yaml:7:3"));
+        assert!(changes[0].new.as_deref().unwrap().contains("ssh.service"));
+        // A kernel override is an input, by content.
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initrd.img");
+        std::fs::write(&kernel, b"kernel").unwrap();
+        std::fs::write(&initrd, b"initrd").unwrap();
+        let vm = vmtest::Options {
+            kernel: Some(kernel.clone()),
+            initrd: Some(initrd),
+            ..vmtest::Options::default()
+        };
+        let with_kernel = preimage(&step(&store, TestSpec::default(), vm.clone()));
+        let input = with_kernel.iter().find(|e| e.name == "kernel").unwrap();
+        assert_eq!(input.component, "input");
+        assert_eq!(input.value, Digest::of(b"kernel").to_hex());
+        std::fs::write(&kernel, b"another kernel").unwrap();
+        let changes =
+            w4b_graph::explain::diff(&with_kernel, &preimage(&step(&store, TestSpec::default(), vm)));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].name, "kernel");
+    }
+
     #[test]
     fn a_failed_check_reads_with_its_log_lines() {
         let f = FailedCheck(check("command `x`", false));

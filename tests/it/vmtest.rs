@@ -652,3 +652,73 @@ fn the_test_step_boots_once_caches_the_verdict_and_never_caches_a_failure() {
         hit.as_secs_f64()
     );
 }
+
+/// `w4b build --test` and `w4b test LABEL` add `#test` after the disk. It cannot boot here —
+/// the Pi-OS-like test base has only `kernel8.img` — so the step fails at once with the
+/// image's problem before QEMU starts: the build fails naming the step, while the image
+/// itself is built and exported. A build without `--test` has no such step. A tar target
+/// is refused by `w4b test` and left out, with a note, by `build --test`.
+#[test]
+fn build_test_and_test_label_run_the_test_step_after_the_disk() {
+    if !have_qemu() {
+        return;
+    }
+    let server = crate::http::TestServer::start();
+    let Some(env) = crate::testbase::workspace_with_served_base(&server) else {
+        return;
+    };
+    env.write(
+        "defs/images/edge.yaml",
+        "kind: image\nboard: //boards:pi4\nbase: //bases:test\noutput: {compression: zstd, level: 3}\ntest:\n  units_active: [ssh.service]\n",
+    );
+    env.write(
+        "defs/images/rootfs.yaml",
+        "kind: image\nbase: scratch\nepoch: 1700000000\n",
+    );
+
+    let b = env.build(&["//images:edge", "--test"]);
+    let stderr = b.stderr();
+    assert_eq!(b.output.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "step `//images:edge#test` failed",
+        "w4b::test::no_kernel",
+        "kernel8.img",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(b
+        .events
+        .iter()
+        .any(|e| e["event"] == "step-failed" && e["step"] == "//images:edge#test"));
+    assert!(
+        env.path("out/edge.img.zst").exists(),
+        "the image is exported anyway"
+    );
+
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().is_empty(), "{:?}", b.ran());
+    assert!(
+        !b.cached().iter().any(|s| s.ends_with("#test")),
+        "{:?}",
+        b.cached()
+    );
+
+    let out = env.run(&["test", "//images:edge"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("step `//images:edge#test` failed"), "{stderr}");
+    assert!(stderr.contains("w4b::test::no_kernel"), "{stderr}");
+
+    let out = env.run(&["test", "//images:rootfs"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("w4b::test::not_a_disk"), "{stderr}");
+    let out = env.run(&["build", "--test", "//images:rootfs"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("builds a tar archive; it is not booted"),
+        "{stderr}"
+    );
+}
