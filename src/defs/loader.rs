@@ -942,7 +942,7 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
             ),
             (
                 "defs/images/child.yaml",
-                "kind: image\nextends: //images:base\ntest:\n  timeout: 900\n  allow_failed_units: [rpi-eeprom-update.service]\n",
+                "kind: image\nextends: //images:base\ntest:\n  timeout: 900\n  allow_failed_units: [rpi-eeprom-update.service]\n  commands+: [{name: more, run: 'true'}]\n",
             ),
         ]);
         let l = loader(&dir, &[], &[]);
@@ -952,6 +952,7 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
         assert_eq!(test.allow_failed_units, ["rpi-eeprom-update.service"]);
         assert_eq!((test.timeout, test.boot_timeout), (Some(900), Some(400)));
         assert_eq!(test.commands[0].stdout_regex.as_deref(), Some("^edge$"));
+        assert_eq!(test.commands[1].name, "more", "`commands+:` appends");
         assert_eq!(
             test.commands[0].timeout,
             crate::defs::test_spec::DEFAULT_CHECK_TIMEOUT

@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn verdicts_keep_names_results_and_explanations_but_no_times() {
-        let checks = vec![check("boot settles", true), check("command `x`", false)];
+        let checks = [check("boot settles", true), check("command `x`", false)];
         let v = Verdicts {
             schema: VERDICTS_SCHEMA.into(),
             passed: false,
