@@ -158,6 +158,11 @@ impl TestStep {
         self.artifacts.join(format!("{}.test.json", self.name))
     }
 
+    /// `file` in the artifacts directory, as messages show it.
+    fn shown(&self, file: &str) -> PathBuf {
+        Path::new(&self.artifacts_shown).join(file)
+    }
+
     fn failed(&self, report: &Report) -> TestFailed {
         let checks: Vec<FailedCheck> = report
             .checks
@@ -166,13 +171,7 @@ impl TestStep {
             .cloned()
             .map(FailedCheck)
             .collect();
-        let shown = |file: String| {
-            if self.artifacts_shown.is_empty() {
-                file
-            } else {
-                format!("{}/{file}", self.artifacts_shown)
-            }
-        };
+        let shown = |file: String| self.shown(&file).display().to_string();
         TestFailed {
             failed: checks.len(),
             total: report.checks.len(),
@@ -288,7 +287,7 @@ impl Step for TestStep {
         let mut report = match result {
             Ok(r) => r,
             Err(VmTestError::Cancelled) => return Err(StepError::Cancelled),
-            Err(e) => return Err(StepError::diag(e)),
+            Err(e) => return Err(StepError::diag(e.naming(&self.shown(&self.image_file)))),
         };
         report.image = self.artifacts.join(&self.image_file);
         let json = serde_json::to_vec_pretty(&report).map_err(|e| StepError::msg(e.to_string()))?;

@@ -1,6 +1,8 @@
 //! `w4b test` against a real system: a minimal Debian bookworm arm64 disk
 //! (`tests/support/make-vm-image.sh`: mmdebstrap, Debian's generic kernel and initramfs,
 //! an ext4 root named by PARTUUID) booted in `qemu-system-aarch64 -M virt` under TCG.
+//! `w4b build --test` boots the same system rebuilt by w4b: the fixture with a FAT
+//! partition appended is a base, and an image on it has a `test:` key ([`bootable_base`]).
 //!
 //! The fixture is built once and cached, compressed (about 200 MB), in [`CACHE`]; the
 //! version in its name changes whenever the script does, and other versions are removed.
@@ -378,177 +380,102 @@ fn without_qemu_the_error_names_the_package() {
     assert!(stderr.contains("qemu-system-arm"), "{stderr}");
 }
 
-/// The fixture's disk in a store as a chunk index, as `disk` leaves a built image: the
-/// `test` step's input in [`the_test_step_boots_once_caches_the_verdict_and_never_caches_a_failure`].
-struct FixtureDisk {
-    store: std::sync::Arc<w4b::store::AppStore>,
-    image: PathBuf,
+/// A base w4b can build on, made from the fixture in seconds: its disk with a FAT partition
+/// appended (a Raspberry Pi image's boot partition, which `unpack` needs; the fixture's own
+/// root stays partition 1, so its `/etc/fstab` and the PARTUUIDs hold), compressed. Written
+/// into `dir`; `None` (a skip outside CI) without the tools.
+fn bootable_base(fixture: &Path, dir: &Path) -> Option<PathBuf> {
+    if !crate::oracle::have_all(&["zstd", "sfdisk", "mkfs.vfat", "truncate", "dd"]) {
+        return None;
+    }
+    let disk = dir.join("fx.img");
+    let fat = dir.join("fat.img");
+    let out = dir.join("fx.img.zst");
+    // 2 GiB of root from sector 2048, then 63 MiB of FAT32 at 2 GiB.
+    crate::testbase::sh(&format!(
+        "set -e
+         zstd -q -d -c '{fixture}' | cp --sparse=always /dev/stdin '{disk}'
+         truncate -s 2112M '{disk}'
+         echo 'start=4194304, size=129024, type=c' | sfdisk --append --quiet '{disk}'
+         mkfs.vfat -C -F 32 -n BOOTFS '{fat}' 64512 >/dev/null
+         dd if='{fat}' of='{disk}' bs=1M seek=2048 conv=notrunc,sparse status=none
+         zstd -q -1 -T0 -f --rm '{disk}' -o '{out}'
+         rm -f '{fat}'",
+        fixture = fixture.display(),
+        disk = disk.display(),
+        fat = fat.display(),
+        out = out.display(),
+    ));
+    Some(out)
 }
 
-impl w4b_graph::Step for FixtureDisk {
-    fn kind(&self) -> &'static str {
-        "fixture-disk"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn components(
-        &self,
-        _: &w4b_graph::PlanContext,
-    ) -> Result<Vec<w4b_graph::Component>, w4b_graph::StepError> {
-        Ok(vec![w4b_graph::Component::param("image", CACHE)])
-    }
-
-    fn run(&self, _: &w4b_graph::RunContext<'_>) -> Result<w4b_graph::Outputs, w4b_graph::StepError> {
-        use std::io::Read as _;
-        use std::os::unix::fs::FileExt as _;
-        // Decompressed straight into a scratch file of the store, zero runs left as holes.
-        let tmp = self.store.local().scratch_file().unwrap();
-        let mut z = zstd::stream::read::Decoder::new(File::open(&self.image).unwrap()).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0u64;
-        loop {
-            let mut n = 0;
-            while n < buf.len() {
-                match z.read(&mut buf[n..]).unwrap() {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            if n == 0 {
-                break;
-            }
-            if buf[..n].iter().any(|&b| b != 0) {
-                tmp.as_file().write_all_at(&buf[..n], at).unwrap();
-            }
-            at += n as u64;
-        }
-        tmp.as_file().set_len(at).unwrap();
-        let (digest, size) = self.store.local().adopt_chunked(tmp).unwrap();
-        let mut out = w4b_graph::Outputs::new();
-        out.insert("disk".into(), w4b_cache::OutputRef { digest, size });
-        Ok(out)
-    }
-}
-
-/// One `#test` over the fixture's disk with `spec`, through the engine and a real store;
-/// `path` is the `PATH` QEMU is looked up on.
-fn test_step_build(
-    store: &std::sync::Arc<w4b::store::AppStore>,
-    image: &Path,
-    out: &Path,
-    spec: w4b::vmtest::TestSpec,
-    path: &str,
-) -> (
-    w4b_graph::exec::BuildReport,
-    w4b_graph::NodeId,
-    w4b::steps::test::LastReport,
-) {
-    use std::sync::Arc;
-    use w4b_graph::graph::identity;
-    let mut graph = w4b_graph::Graph::new();
-    let disk_step = Arc::new(FixtureDisk {
-        store: store.clone(),
-        image: image.to_path_buf(),
-    });
-    let disk = graph.add(
-        "//images:fixture#disk",
-        identity("fixture-disk", b"", &[]),
-        disk_step,
-        vec![],
+/// A workspace whose `//images:fx` is the fixture rebuilt by w4b (its root filesystem
+/// written by w4b's ext4 writer) with a `test:` key. The board and the layer only satisfy
+/// `#validate`, which checks Raspberry Pi boot files: the VM boots the root's own kernel.
+fn bootable_workspace(base: &Path) -> TestEnv {
+    let env = TestEnv::new();
+    env.write(
+        "defs/bases/fixture.yaml",
+        &format!(
+            "kind: base\nurl: file://{}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            base.display(),
+            sha256(base)
+        ),
     );
-    let last = w4b::steps::test::LastReport::default();
-    let step = Arc::new(w4b::steps::test::TestStep {
-        store: store.clone(),
-        spec: spec.clone(),
-        spec_location: Some("defs/images/fixture.yaml:3:3".into()),
-        vm: w4b::vmtest::Options {
-            path: Some(path.to_owned()),
-            ..w4b::vmtest::Options::default()
-        },
-        artifacts: out.to_path_buf(),
-        artifacts_shown: "out".into(),
-        name: "fixture".into(),
-        image_file: "fixture.img.zst".into(),
-        last: last.clone(),
-    });
-    let def = serde_json::to_vec(&spec).unwrap();
-    let id = identity("test", &def, &[graph.node(disk)]);
-    let node = graph.add("//images:fixture#test", id, step, vec![disk]);
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let engine = w4b_graph::exec::Engine {
-        graph: &graph,
-        cache: store.as_ref(),
-        observer: &w4b_graph::exec::Silent,
-        cancel: &cancel,
-        options: w4b_graph::exec::BuildOptions {
-            jobs: 1,
-            force: false,
-            keep_going: false,
-            force_nodes: Default::default(),
-            producer: w4b_cache::Producer {
-                tool: "w4b tests".into(),
-                host: None,
-            },
-        },
-    };
-    let report = engine.build(&[node]).map_err(|e| e.to_string()).unwrap();
-    (report, node, last)
+    env.write(
+        "defs/boards/virt.yaml",
+        "kind: board\narch: arm64\nconfig_txt: [\"kernel=vmlinuz\"]\n",
+    );
+    env.write(
+        "defs/layers/fx.yaml",
+        "kind: layer\nfiles:\n  - {path: /etc/fstab, append: \"PARTUUID=5734b007-02  /boot/firmware  vfat  defaults,nofail  0  2\\n\"}\n  - {path: /boot/firmware/vmlinuz, content: \"the VM boots /boot/vmlinuz-*\\n\"}\n  - {path: /boot/firmware/cmdline.txt, content: \"console=ttyAMA0 root=PARTUUID=5734b007-01 rootwait\\n\"}\n",
+    );
+    env.write(
+        "defs/images/fx.yaml",
+        "kind: image\nboard: //boards:virt\nbase: //bases:fixture\nlayers: [//layers:fx]\noutput: {compression: zstd, level: 1}\ntest:\n  units_active: [systemd-journald.service]\n  commands:\n    - {name: hostname, run: cat /etc/hostname, stdout_contains: w4b-vmtest}\n    - {name: boot partition, run: findmnt -n -o FSTYPE /boot/firmware, stdout_contains: vfat}\n",
+    );
+    env
 }
 
-/// The `test` build step on a real boot: the first build boots and caches the verdicts
-/// (not the timings); an unchanged disk and spec is a cache hit that never looks for QEMU;
-/// a changed spec boots again; a failing spec fails the step with each failed check and
-/// its output, and is not cached. Two boots in all.
+/// `w4b build --test` on an image w4b built: the first build boots it and caches the
+/// verdicts (not the timings), writing the run's report and boot log beside the image; an
+/// unchanged image and test is a cache hit that never looks for QEMU; a changed test boots
+/// again (`w4b test LABEL`, options merged over the `test:` key), and a failing one fails
+/// with each failed check and its output, and is not cached. Two boots in all.
 #[test]
-fn the_test_step_boots_once_caches_the_verdict_and_never_caches_a_failure() {
-    use w4b::vmtest::{CommandCheck, TestSpec};
-    use w4b_graph::exec::StepStatus;
+fn a_built_image_is_booted_once_by_its_test_key_and_a_failure_is_never_cached() {
     if !have_qemu() {
         return;
     }
     let _lock = vm_lock();
-    let Some(image) = fixture() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        std::sync::Arc::new(w4b::store::AppStore::open(&dir.path().join("cache"), None, false).unwrap());
-    let out = dir.path().join("out");
-    let path = std::env::var("PATH").unwrap_or_default();
-    let cmd = |name: &str, run: &str, contains: Option<&str>| CommandCheck {
-        name: name.into(),
-        run: run.into(),
-        exit: 0,
-        stdout_contains: contains.map(Into::into),
-        stdout_regex: None,
-        timeout: 60,
+    let Some(fixture) = fixture() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let Some(base) = bootable_base(&fixture, work.path()) else {
+        return;
     };
-    let passing = TestSpec {
-        units_active: vec!["systemd-journald.service".into()],
-        commands: vec![cmd("hostname", "cat /etc/hostname", Some("w4b-vmtest"))],
-        ..TestSpec::default()
+    let env = bootable_workspace(&base);
+    let finished = |b: &crate::env::Build| -> Value {
+        b.events
+            .iter()
+            .find(|e| e["event"] == "test-finished")
+            .cloned()
+            .unwrap_or_else(|| panic!("no test-finished event:\n{}", b.stderr()))
     };
 
-    // 1. Boots, passes, caches the verdicts; the report and the boot log go to `out`.
+    // 1. Builds and boots; the verdicts are cached, the run's report and console written.
     let started = std::time::Instant::now();
-    let (report, node, last) = test_step_build(&store, &image, &out, passing.clone(), &path);
+    let b = env.build(&["--test", "//images:fx"]);
     let first = started.elapsed();
-    assert!(
-        report.failures.is_empty(),
-        "{:?}",
-        report
-            .failures
-            .iter()
-            .map(|f| f.error.to_string())
-            .collect::<Vec<_>>()
-    );
-    let r = &report.results[&node];
-    assert_eq!(r.status, StepStatus::Ran);
-    let key = r.key.unwrap();
-    let verdicts = w4b::steps::test::Verdicts::read(&store, &r.outputs["verdicts"]).unwrap();
-    assert!(verdicts.passed);
-    let names: Vec<&str> = verdicts.checks.iter().map(|c| c.name.as_str()).collect();
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().contains(&"//images:fx#test".to_owned()), "{:?}", b.ran());
+    let t = finished(&b);
+    assert_eq!(t["cached"], false);
+    let names: Vec<&str> = t["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
         [
@@ -556,98 +483,89 @@ fn the_test_step_boots_once_caches_the_verdict_and_never_caches_a_failure() {
             "`multi-user.target` active",
             "no failed units",
             "unit `systemd-journald.service` active",
-            "command `hostname`"
+            "command `hostname`",
+            "command `boot partition`"
         ]
     );
-    let bytes = {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(
-            &mut store.inner().reader(&r.outputs["verdicts"].digest).unwrap(),
-            &mut b,
-        )
-        .unwrap();
-        String::from_utf8(b).unwrap()
-    };
     assert!(
-        !bytes.contains("seconds"),
-        "no timings in the cached output: {bytes}"
+        !t["checks"].to_string().contains("seconds"),
+        "no timings cached: {t}"
     );
-    let json: Value = serde_json::from_slice(&std::fs::read(out.join("fixture.test.json")).unwrap()).unwrap();
-    assert_eq!(json["schema"], "w4b.test/1");
-    assert_eq!(json["passed"], true);
-    assert!(json["seconds"].as_f64().unwrap() > 0.0);
-    assert_eq!(json["image"], out.join("fixture.img.zst").to_str().unwrap());
-    assert!(std::fs::read_to_string(out.join("fixture.boot.log"))
-        .unwrap()
-        .contains("Linux version"));
-    assert!(last.lock().unwrap().as_ref().unwrap().passed);
-    let scratch = store.scratch_path("");
+    let report: Value = serde_json::from_slice(&env.read("out/fx.test.json")).unwrap();
+    assert_eq!(report["schema"], "w4b.test/1");
+    assert_eq!(report["passed"], true);
+    assert!(report["seconds"].as_f64().unwrap() > 0.0);
+    assert!(String::from_utf8_lossy(&env.read("out/fx.boot.log")).contains("Linux version"));
+    let manifest = String::from_utf8(env.read("out/fx.manifest.json")).unwrap();
+    assert!(
+        !manifest.contains("#test"),
+        "the manifest is the same with or without --test"
+    );
+    let scratch = env.cache.join("v1/tmp");
     let left: Vec<_> = std::fs::read_dir(&scratch)
-        .unwrap()
+        .into_iter()
+        .flatten()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("test-"))
         .collect();
-    assert!(left.is_empty(), "the disk copy was left in {}", scratch.display());
+    assert!(
+        left.is_empty(),
+        "the disk's copy was left in {}",
+        scratch.display()
+    );
 
-    // 2. The same disk and spec: a hit, without QEMU (there is none on this `PATH`).
+    // 2. The same image and test: cached, and QEMU is not even looked for.
     let started = std::time::Instant::now();
-    let (report, node, last) = test_step_build(&store, &image, &out, passing.clone(), "/nonexistent-w4b");
-    let r = &report.results[&node];
-    assert_eq!(
-        r.status,
-        StepStatus::Cached,
-        "{:?}",
-        report
-            .failures
-            .iter()
-            .map(|f| f.error.to_string())
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(r.key, Some(key));
-    assert!(last.lock().unwrap().is_none(), "nothing ran");
+    let mut cmd = env.command();
+    cmd.env("PATH", "/nonexistent-w4b")
+        .args(["build", "--message-format", "json", "--test", "//images:fx"]);
+    let out = cmd.output().unwrap();
     let hit = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "test-finished")
+        .expect("a test-finished event");
+    assert_eq!(t["cached"], true);
+    assert!(stdout.contains(r#""ran":0"#), "{stdout}");
 
-    // 3. A changed spec, and a failing one: boots again, fails with the failed check and
-    //    its output in the diagnostic, and writes the run's report.
-    let mut failing = passing.clone();
-    failing.commands.push(cmd("says oops", "echo oops; exit 3", None));
-    let (report, node, _) = test_step_build(&store, &image, &out, failing.clone(), &path);
-    let r = &report.results[&node];
-    assert_eq!(r.status, StepStatus::Failed);
-    assert_ne!(r.key, Some(key), "a changed spec is another key");
-    let failure = report.failures.into_iter().next().expect("the step failed");
-    let shown = format!(
-        "{:?}",
-        match failure.error {
-            w4b_graph::StepError::Diagnostic(d) => miette::Report::new_boxed(d),
-            other => panic!("not a diagnostic: {other}"),
-        }
+    // 3. A changed test that fails: boots again, and the build fails with the check and
+    //    its output.
+    let spec = env.write(
+        "fail.json",
+        r#"{"commands": [{"name": "says oops", "run": "echo oops; exit 3"}]}"#,
     );
+    let out = env.run(&["test", "//images:fx", "--spec", spec.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     for expected in [
+        "step `//images:fx#test` failed",
         "w4b::test::failed",
-        "the image failed its boot test: 1 of 6 checks failed",
+        "the image failed its boot test: 1 of 7 checks failed",
         "command `says oops`: exited with status 3, expected 0",
         "| stdout:",
         "|   oops",
-        "out/fixture.boot.log",
+        "out/fx.boot.log",
         "is not cached",
     ] {
-        assert!(shown.contains(expected), "no {expected:?} in:\n{shown}");
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
     }
-    let json: Value = serde_json::from_slice(&std::fs::read(out.join("fixture.test.json")).unwrap()).unwrap();
-    assert_eq!(json["passed"], false);
+    let report: Value = serde_json::from_slice(&env.read("out/fx.test.json")).unwrap();
+    assert_eq!(report["passed"], false);
 
-    // 4. Not cached: the same failing spec runs the step again (and, with no QEMU on the
-    //    `PATH`, fails at once instead of booting a third time).
-    let (report, node, _) = test_step_build(&store, &image, &out, failing, "/nonexistent-w4b");
-    assert_eq!(report.results[&node].status, StepStatus::Failed);
-    let e = report.failures[0].error.to_string();
-    assert!(
-        e.contains("qemu-system-aarch64") || format!("{:?}", report.failures[0].error).contains("no_qemu"),
-        "{e}"
-    );
+    // 4. Not cached: the same failing test runs again (and, without QEMU, fails at once
+    //    instead of booting a third time).
+    let mut cmd = env.command();
+    cmd.env("PATH", "/nonexistent-w4b")
+        .args(["test", "//images:fx", "--spec", spec.to_str().unwrap()]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("w4b::test::no_qemu"), "{stderr}");
     eprintln!(
-        "test step: first build (decompress + boot + judge) {:.1} s; cache hit {:.2} s",
+        "build --test: first (build + boot) {:.1} s, cached {:.1} s",
         first.as_secs_f64(),
         hit.as_secs_f64()
     );
