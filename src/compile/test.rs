@@ -153,6 +153,63 @@ mod tests {
         }
     }
 
+    /// `TestPlan::of` as the compiler calls it: the image's `test:`, then the hive's, each
+    /// located where it was written.
+    #[test]
+    fn a_plan_merges_the_hives_test_over_the_images_and_names_both_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("w4b.yaml", "hives: {image: //images:edge}\n");
+        write(
+            "defs/images/edge.yaml",
+            "kind: image\nbase: scratch\ntest:\n  units_active: [ssh.service]\n  timeout: 900\n",
+        );
+        write(
+            "defs/hives/north.yaml",
+            &format!(
+                "{}test:\n  units_active: [w4b-sensors.service]\n  boot_timeout: 500\n",
+                include_str!("../../tests/hives/hive_AbCd1234.yaml")
+            ),
+        );
+        let env = std::collections::BTreeMap::new();
+        let ws = defs::Workspace::open(dir.path(), &env).unwrap();
+        let loader = defs::Loader::new(ws, env, &[]).unwrap();
+        let north = defs::Label::parse("//hives:north", None).unwrap();
+        let hive = crate::hive::load::resolve(&loader, &north).unwrap();
+        let t = loader.load(&hive.image).unwrap();
+        let defs::Target::Image(image) = &t.target else {
+            panic!("not an image")
+        };
+        let plan = TestPlan::of(
+            image,
+            Some(&hive),
+            NodeId::new(0),
+            vec![NodeId::new(1)],
+            "north.img.zst",
+        );
+        let spec = plan.def.spec();
+        assert_eq!(spec.units_active, ["ssh.service", "w4b-sensors.service"]);
+        assert_eq!((spec.timeout, spec.boot_timeout), (900, 500));
+        assert_eq!(plan.locations.len(), 2, "{:?}", plan.locations);
+        assert!(
+            plan.locations[0].starts_with("defs/images/edge.yaml:4:"),
+            "{:?}",
+            plan.locations
+        );
+        assert!(
+            plan.locations[1].starts_with("defs/hives/north.yaml:"),
+            "{:?}",
+            plan.locations
+        );
+        // Without a hive, the image's alone.
+        let alone = TestPlan::of(image, None, NodeId::new(0), vec![], "edge.img.zst");
+        assert_eq!(alone.def.units_active, ["ssh.service"]);
+    }
+
     #[test]
     fn a_hive_merges_over_its_image_and_the_command_line_over_both() {
         let image = TestDef {
