@@ -120,8 +120,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Boot a disk image in QEMU (`qemu-system-aarch64 -M virt`) with its own kernel and
     /// judge the running system: boot settles, `multi-user.target` active, no failed
-    /// units, required units active, command checks. The image is never modified. Exit
-    /// status 0 when every check passes, 1 otherwise.
+    /// units, required units active, command checks. The image is never modified. A label
+    /// (`//hives:north`) is built first and tested by its `test:`, cached like any step.
+    /// Exit status 0 when every check passes, 1 otherwise.
     Test(TestArgs),
     /// Install `.deb`s into a tree with the install engine and print the digests
     /// (for tests: the result as root and through a user namespace must match).
@@ -226,6 +227,10 @@ pub struct BuildArgs {
     /// step whose output differs.
     #[arg(long)]
     pub check: bool,
+    /// Boot each disk image in QEMU and judge it by its `test:` (`#test`, the last step;
+    /// an image that passed the same test before is not booted again).
+    #[arg(long)]
+    pub test: bool,
 }
 
 #[derive(Debug, Args)]
@@ -452,9 +457,19 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// A disk image: `.img`, `.img.xz`, `.img.zst`, `.img.gz`.
-    #[arg(value_name = "IMAGE")]
-    pub image: PathBuf,
+    /// A disk image (`.img`, `.img.xz`, `.img.zst`, `.img.gz`), or the label of an image or
+    /// hive (`//hives:north`, `:demo`) to build and test by its `test:`.
+    #[arg(value_name = "IMAGE|LABEL")]
+    pub target: String,
+    /// With a label: where the build's outputs go [default: `out/` in the workspace].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// With a label: parallel steps [default: number of cores].
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// With a label: boot again even when this image passed this test before.
+    #[arg(long)]
+    pub retest: bool,
     /// Boot this kernel instead of the image's own (a generic arm64 `vmlinuz`; needs
     /// `--initrd`): for images whose kernel drives only Raspberry Pi hardware.
     #[arg(long, value_name = "PATH", requires = "initrd")]
@@ -487,7 +502,8 @@ pub struct TestArgs {
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
     /// Where the boot log (the whole serial console) goes [default: beside the image, as
-    /// `NAME.boot.log`].
+    /// `NAME.boot.log`; with a label, with the report `NAME.test.json` in the output
+    /// directory].
     #[arg(long, value_name = "DIR")]
     pub log: Option<PathBuf>,
     /// Refuse a compressed image that decompresses to more than SIZE (`64G`, `500M`).

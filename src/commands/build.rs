@@ -1,5 +1,7 @@
 //! `w4b build LABEL…`: compile targets into one graph, run it, export outputs, record
-//! history for `why`, print the summary.
+//! history for `why`, print the summary. With `--test` (and for `w4b test LABEL`, which
+//! builds through [`run_with`]) each disk image's `#test` step is added after its disk
+//! (`compile::add_tests`) and the tests' outcomes are printed after the outputs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,14 +14,55 @@ use w4b_graph::{history, MissReason, NodeId};
 
 use super::{rebuild, App};
 use crate::cli::BuildArgs;
-use crate::compile::Plan;
+use crate::compile::{self, Plan, TestNode, TestRequest};
+use crate::defs::test_spec::TestDef;
 use crate::store::{AppStore, AutoGc};
 use crate::ui::progress::{Bars, JsonLines, Lines};
+use crate::vmtest;
+
+/// Boot tests a build runs besides its steps (`--test`, `w4b test LABEL`).
+#[derive(Clone, Debug)]
+pub struct Tests {
+    /// Merged over each image's own `test:` (the options of `w4b test`).
+    pub over: TestDef,
+    /// How to run the machines; `log_dir`, when given, is where the reports and boot logs
+    /// go instead of the output directory.
+    pub vm: vmtest::Options,
+    /// Boot again even when a cached verdict exists.
+    pub retest: bool,
+    /// Every target must be a disk image (`w4b test LABEL`); otherwise tar archives are
+    /// left untested with a note.
+    pub required: bool,
+    /// Print a ran test's whole report as a table (`w4b test LABEL`), rather than one line.
+    pub tables: bool,
+}
+
+impl Tests {
+    /// `build --test`: each image's own test, nothing added.
+    pub fn of_build(app: &App) -> Tests {
+        Tests {
+            over: TestDef::default(),
+            vm: vmtest::Options {
+                path: app.env.get("PATH").cloned(),
+                ..vmtest::Options::default()
+            },
+            retest: false,
+            required: false,
+            tables: false,
+        }
+    }
+}
 
 pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
+    let tests = args.test.then(|| Tests::of_build(app));
+    run_with(app, args, tests.as_ref())
+}
+
+/// A build, with boot tests when `tests` is given.
+pub fn run_with(app: &App, args: &BuildArgs, tests: Option<&Tests>) -> miette::Result<i32> {
     let ws = app.workspace()?;
     let store = app.store(&ws)?;
-    let result = build(app, args, &ws, &store);
+    let result = build(app, args, &ws, &store, tests);
     // After every build, successful or not: the cache stays within its limit.
     if let Some(line) = enforce_limit(app, &ws, &store) {
         if !app.style.quiet {
@@ -62,14 +105,22 @@ fn build(
     args: &BuildArgs,
     ws: &crate::defs::Workspace,
     store: &Arc<AppStore>,
+    tests: Option<&Tests>,
 ) -> miette::Result<i32> {
     let store = store.clone();
-    let plan = app.compile(ws, &store, &args.labels)?;
-    let roots: Vec<_> = plan
-        .targets
-        .iter()
-        .flat_map(|t| t.roots.iter().copied())
-        .collect();
+    let mut plan = app.compile(ws, &store, &args.labels)?;
+    let out_dir = app.out_dir(ws, args.out.as_deref());
+    let test_nodes = match tests {
+        None => Vec::new(),
+        Some(t) => plan_tests(app, &mut plan, &store, t, &out_dir)?,
+    };
+    // Each target's steps as its history records them: its roots and its test.
+    let target_roots = |i: usize| -> Vec<NodeId> {
+        let mut r = plan.targets[i].roots.clone();
+        r.extend(test_nodes.iter().filter(|n| n.target == i).map(|n| n.node));
+        r
+    };
+    let roots: Vec<_> = (0..plan.targets.len()).flat_map(target_roots).collect();
 
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C asks running steps to stop; nothing incomplete is ever recorded. A second
@@ -98,7 +149,10 @@ fn build(
         jobs,
         force: args.force,
         keep_going: args.keep_going,
-        force_nodes: BTreeMap::new(),
+        force_nodes: match tests {
+            Some(t) if t.retest => test_nodes.iter().map(|n| (n.node, MissReason::Forced)).collect(),
+            _ => BTreeMap::new(),
+        },
         producer: app.producer(),
     };
     let engine = |options: BuildOptions| Engine {
@@ -113,11 +167,11 @@ fn build(
     };
     let mut report = engine(options.clone()).build(&roots).map_err(plan_err)?;
 
-    let out_dir = app.out_dir(ws, args.out.as_deref());
     let mut exported = export(&store, &plan, &report, &out_dir)?;
     if !exported.repair.is_empty() {
         // An output that was a cache hit turned out corrupt (or gone) when copied out: run
         // its step again and export once more.
+        // Only the repaired steps are forced this time: a test that just ran is cached.
         let again = engine(BuildOptions {
             force_nodes: exported.repair.clone(),
             ..options
@@ -150,22 +204,17 @@ fn build(
     }
     store.save_parse_cache();
 
-    for t in &plan.targets {
-        let complete = t.roots.iter().all(|r| {
+    for (i, t) in plan.targets.iter().enumerate() {
+        let roots = target_roots(i);
+        let complete = roots.iter().all(|r| {
             report
                 .results
                 .get(r)
                 .is_some_and(|x| matches!(x.status, StepStatus::Ran | StepStatus::Cached))
         });
         if complete {
-            history::record(
-                store.as_ref(),
-                &plan.graph,
-                &report,
-                &t.label.to_string(),
-                &t.roots,
-            )
-            .map_err(|e| miette::miette!("recording the build history failed: {e}"))?;
+            history::record(store.as_ref(), &plan.graph, &report, &t.label.to_string(), &roots)
+                .map_err(|e| miette::miette!("recording the build history failed: {e}"))?;
         }
     }
 
@@ -177,6 +226,9 @@ fn build(
     let steps = report.results.len();
     if app.style.json {
         json.flush();
+        for n in &test_nodes {
+            print_test(app, &store, &plan, &report, n, false);
+        }
         println!(
             "{}",
             serde_json::json!({"event": "finished", "steps": steps, "ran": ran, "cached": cached, "failed": failed})
@@ -193,6 +245,11 @@ fn build(
             }
             for m in &exported.manifests {
                 eprintln!("  manifest {}", app.display_path(m));
+            }
+        }
+        if let Some(t) = tests {
+            for n in &test_nodes {
+                print_test(app, &store, &plan, &report, n, t.tables);
             }
         }
         let mut summary = format!("{steps} steps: {ran} ran, {cached} cached");
@@ -227,6 +284,114 @@ fn build(
         check(app, ws, &store, &plan, &report, jobs)?;
     }
     Ok(0)
+}
+
+/// Adds the tests to the plan: reports and boot logs go to `--log DIR` or the output
+/// directory. A target that cannot be tested (a tar archive) is an error when the tests
+/// are required, else a note.
+fn plan_tests(
+    app: &App,
+    plan: &mut Plan,
+    store: &Arc<AppStore>,
+    t: &Tests,
+    out_dir: &std::path::Path,
+) -> miette::Result<Vec<TestNode>> {
+    for target in plan.targets.iter().filter(|x| x.test.is_none()) {
+        if t.required {
+            return Err(miette::miette!(
+                code = "w4b::test::not_a_disk",
+                help = "only disk images boot; a target with `output.format: tar` is tested by the image it goes into",
+                "`{}` builds a tar archive, not a disk image",
+                target.label
+            ));
+        }
+        if !app.style.quiet && !app.style.json {
+            eprintln!("note: `{}` builds a tar archive; it is not booted", target.label);
+        }
+    }
+    let artifacts = t.vm.log_dir.clone().unwrap_or_else(|| out_dir.to_path_buf());
+    let request = TestRequest {
+        over: t.over.clone(),
+        over_location: "`w4b test` options".into(),
+        vm: t.vm.clone(),
+        artifacts_shown: app.display_path(&artifacts),
+        artifacts,
+    };
+    Ok(compile::add_tests(plan, store, &request))
+}
+
+/// One test's outcome: a ran test's table (`tables`) or line, a cached verdict's line, or
+/// in JSON a `test-finished` event. Failures are the step's diagnostic, printed after.
+fn print_test(app: &App, store: &AppStore, plan: &Plan, report: &BuildReport, n: &TestNode, tables: bool) {
+    let label = &plan.targets[n.target].label;
+    let Some(r) = report.results.get(&n.node) else {
+        return;
+    };
+    let cached = match r.status {
+        StepStatus::Ran => false,
+        StepStatus::Cached => true,
+        StepStatus::Failed | StepStatus::Skipped => return,
+    };
+    let verdicts = r
+        .outputs
+        .get("verdicts")
+        .map(|o| crate::steps::test::Verdicts::read(store, o));
+    // A cached verdict's report is the one its run wrote, if it is still there.
+    let report_file = n.report_file.exists().then(|| app.display_path(&n.report_file));
+    let boot_log = n.boot_log.exists().then(|| app.display_path(&n.boot_log));
+    if app.style.json {
+        let checks = match &verdicts {
+            Some(Ok(v)) => serde_json::to_value(&v.checks).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "test-finished",
+                "target": label.to_string(),
+                "step": format!("{label}#test"),
+                "cached": cached,
+                "passed": true,
+                "checks": checks,
+                "report": report_file,
+                "boot_log": boot_log,
+            })
+        );
+        return;
+    }
+    if app.style.quiet {
+        return;
+    }
+    let last = n.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match (last, verdicts) {
+        (Some(mut rep), _) if !cached => {
+            if tables {
+                rep.image = app.display_path(&rep.image).into();
+                rep.boot_log = app.display_path(&rep.boot_log).into();
+                eprint!("{}", rep.render());
+            } else {
+                eprintln!(
+                    "  test {label}: {} checks passed in {:.1} s; report {}",
+                    rep.checks.len(),
+                    rep.seconds,
+                    report_file.as_deref().unwrap_or("(not written)")
+                );
+            }
+        }
+        (_, Some(Ok(v))) => {
+            eprintln!(
+                "  test {label}: {} checks passed (cached: this disk passed this test before; `w4b test {label} --retest` boots it again)",
+                v.checks.len()
+            );
+            if tables {
+                for c in &v.checks {
+                    eprintln!("    pass  {}", c.name);
+                }
+            }
+        }
+        (_, Some(Err(e))) => eprintln!("  test {label}: passed, but its cached verdicts cannot be read: {e}"),
+        (_, None) => {}
+    }
 }
 
 /// `--check`: builds the same targets again in a child process that shares nothing with

@@ -1,7 +1,15 @@
-//! `w4b test IMAGE`: boots a disk image in QEMU and judges the running system
-//! ([`crate::vmtest`]). The test definition comes from `--spec FILE` (JSON, the shape of
-//! a `test:` key) with the command-line options added; the report is a table on standard
+//! `w4b test IMAGE|LABEL`: boots a disk image in QEMU and judges the running system
+//! ([`crate::vmtest`]).
+//!
+//! With an image file, the test definition comes from `--spec FILE` (JSON, the shape of a
+//! `test:` key) with the command-line options added; the report is a table on standard
 //! error, or with `--message-format json` one `w4b.test/1` object on standard output.
+//!
+//! With a label (`//hives:north`, `:demo`), the target is built as `w4b build --test`
+//! builds it and its `#test` step runs: the definitions' `test:` with `--spec` and the
+//! options merged over it, cached like any step (`--retest` boots again anyway); the
+//! report `NAME.test.json` and the boot log `NAME.boot.log` go to the output directory.
+//!
 //! Exits 0 when every check passes, 1 otherwise. Ctrl-C stops the virtual machine.
 
 use std::sync::atomic::AtomicBool;
@@ -9,12 +17,22 @@ use std::sync::Arc;
 
 use miette::IntoDiagnostic as _;
 
+use super::build::{self, Tests};
 use super::App;
-use crate::cli::TestArgs;
-use crate::vmtest::{self, TestSpec};
+use crate::cli::{BuildArgs, TestArgs};
+use crate::vmtest::{self, TestDef};
 
-fn spec(app: &App, args: &TestArgs) -> miette::Result<TestSpec> {
-    let mut spec = match &args.spec {
+/// Whether `target` names a label rather than an image file: `//…` and `:…` always do; a
+/// word with a colon does when no file of that name exists.
+fn is_label(app: &App, target: &str) -> bool {
+    target.starts_with("//")
+        || target.starts_with(':')
+        || (target.contains(':') && !app.cwd.join(target).exists())
+}
+
+/// `--spec FILE` with the options merged over it.
+fn options_def(app: &App, args: &TestArgs) -> miette::Result<TestDef> {
+    let file = match &args.spec {
         Some(path) => {
             let full = app.cwd.join(path);
             let text = std::fs::read_to_string(&full).map_err(|e| {
@@ -25,7 +43,7 @@ fn spec(app: &App, args: &TestArgs) -> miette::Result<TestSpec> {
                     app.display_path(&full)
                 )
             })?;
-            serde_json::from_str::<TestSpec>(&text).map_err(|e| {
+            serde_json::from_str::<TestDef>(&text).map_err(|e| {
                 miette::miette!(
                     code = "w4b::test::spec",
                     help = "the keys are `allow_failed_units`, `units_active`, `commands` (`name`, `run`, `exit`, `stdout_contains`, `stdout_regex`, `timeout`), `timeout` and `boot_timeout`",
@@ -34,23 +52,19 @@ fn spec(app: &App, args: &TestArgs) -> miette::Result<TestSpec> {
                 )
             })?
         }
-        None => TestSpec::default(),
+        None => TestDef::default(),
     };
-    spec.allow_failed_units.extend(args.allow_failed.iter().cloned());
-    spec.units_active.extend(args.unit_active.iter().cloned());
-    if let Some(t) = args.timeout {
-        spec.timeout = t;
-    }
-    if let Some(t) = args.boot_timeout {
-        spec.boot_timeout = t;
-    }
-    Ok(spec)
+    Ok(file.merged(TestDef {
+        allow_failed_units: args.allow_failed.clone(),
+        units_active: args.unit_active.clone(),
+        commands: Vec::new(),
+        timeout: args.timeout,
+        boot_timeout: args.boot_timeout,
+    }))
 }
 
-pub fn run(app: &App, args: &TestArgs) -> miette::Result<i32> {
-    let spec = spec(app, args)?;
-    let image = app.cwd.join(&args.image);
-    let opts = vmtest::Options {
+fn vm_options(app: &App, args: &TestArgs) -> vmtest::Options {
+    vmtest::Options {
         kernel: args.kernel.as_ref().map(|k| app.cwd.join(k)),
         initrd: args.initrd.as_ref().map(|i| app.cwd.join(i)),
         memory_mib: args.memory,
@@ -58,7 +72,43 @@ pub fn run(app: &App, args: &TestArgs) -> miette::Result<i32> {
         log_dir: args.log.as_ref().map(|d| app.cwd.join(d)),
         max_image_size: args.max_image_size,
         path: app.env.get("PATH").cloned(),
+    }
+}
+
+pub fn run(app: &App, args: &TestArgs) -> miette::Result<i32> {
+    if is_label(app, &args.target) {
+        return run_label(app, args);
+    }
+    run_image(app, args)
+}
+
+/// A label: built, then its `#test` step.
+fn run_label(app: &App, args: &TestArgs) -> miette::Result<i32> {
+    let build_args = BuildArgs {
+        labels: vec![args.target.clone()],
+        jobs: args.jobs,
+        out: args.out.clone(),
+        force: false,
+        keep_going: false,
+        sign_key: None,
+        check: false,
+        test: true,
     };
+    let tests = Tests {
+        over: options_def(app, args)?,
+        vm: vm_options(app, args),
+        retest: args.retest,
+        required: true,
+        tables: true,
+    };
+    build::run_with(app, &build_args, Some(&tests))
+}
+
+/// An image file, as it is.
+fn run_image(app: &App, args: &TestArgs) -> miette::Result<i32> {
+    let spec = options_def(app, args)?.spec();
+    let image = app.cwd.join(&args.target);
+    let opts = vm_options(app, args);
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C stops the virtual machine and removes the temporary files; a second one
     // ends w4b at once (QEMU dies with it: it has w4b as its death signal's parent).

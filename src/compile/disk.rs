@@ -32,7 +32,7 @@ impl Compiler<'_> {
         out_name: &str,
         level_location: Option<String>,
         gates: Vec<NodeId>,
-    ) -> miette::Result<(Vec<NodeId>, Vec<Export>)> {
+    ) -> miette::Result<DiskPlan> {
         let step_name = |s: &str| format!("{label}#{s}");
         let mount = v.base.boot_mount.to_string();
         let mount_location = loc(&v.base_target, "boot_mount").or_else(|| loc(&v.base_target, "release"));
@@ -119,7 +119,7 @@ impl Compiler<'_> {
         let def = format!("compress {} {out_name}", codec.key());
         // `validate` is an input so that nothing unchecked is ever compressed or exported.
         let mut compress_deps = vec![disk, validate];
-        compress_deps.extend(gates);
+        compress_deps.extend(gates.iter().copied());
         let compress = self.add(step_name("compress"), def.as_bytes(), compress, compress_deps);
         let exports = vec![
             Export {
@@ -144,8 +144,25 @@ impl Compiler<'_> {
                 sha256_output: None,
             },
         ];
-        Ok((vec![compress], exports))
+        let mut test_gates = vec![validate];
+        test_gates.extend(gates);
+        Ok(DiskPlan {
+            roots: vec![compress],
+            exports,
+            disk,
+            gates: test_gates,
+        })
     }
+}
+
+/// The disk stage's steps as the rest of the compile needs them.
+pub(super) struct DiskPlan {
+    pub roots: Vec<NodeId>,
+    pub exports: Vec<Export>,
+    /// The raw disk (`disk`), which a boot test boots.
+    pub disk: NodeId,
+    /// What must pass before anything boots it: `validate`, and a hive's `hive-check`.
+    pub gates: Vec<NodeId>,
 }
 
 /// The codec of an image's `output`. The loader already bounds `output.level` per

@@ -1,10 +1,12 @@
 //! The image stage: an image's base, board, layers and hive layers overlaid into
-//! `#rootfs`, gated by the hive checklist, then written as a tar or a disk.
+//! `#rootfs`, gated by the hive checklist, then written as a tar or a disk; a disk's boot
+//! test is planned here ([`TestPlan`]) and added to the graph only when asked for
+//! (`super::test`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{loc, CompileError, Compiler, Export, ManifestPlan, PlannedTarget};
+use super::{loc, CompileError, Compiler, Export, ManifestPlan, PlannedTarget, TestPlan};
 use crate::defs::{self, Kind, LoadedTarget, Loader, Target};
 use crate::hive::load::ResolvedHive;
 use crate::steps::hive_check::HiveCheckStep;
@@ -189,7 +191,7 @@ impl Compiler<'_> {
         }
         let out_name = image.output.file_name(&target_label.name);
         let level_location = loc(t, "output.level").or_else(|| loc(t, "output.compression"));
-        let (roots, exports) = match image.output.format {
+        let (roots, exports, test) = match image.output.format {
             defs::Format::Tar => {
                 let level = match image.output.compression {
                     defs::Compression::None => None,
@@ -214,6 +216,8 @@ impl Compiler<'_> {
                         subject: true,
                         sha256_output: None,
                     }],
+                    // A tar archive does not boot.
+                    None,
                 )
             }
             defs::Format::Image => {
@@ -224,7 +228,7 @@ impl Compiler<'_> {
                     }
                     .into());
                 };
-                self.disk(
+                let d = self.disk(
                     &label,
                     t,
                     image,
@@ -235,13 +239,16 @@ impl Compiler<'_> {
                     &out_name,
                     level_location,
                     gates,
-                )?
+                )?;
+                let test = TestPlan::of(image, hive, d.disk, d.gates, &out_name);
+                (d.roots, d.exports, Some(test))
             }
         };
         Ok(PlannedTarget {
             label: target_label.clone(),
             roots,
             exports,
+            test,
             manifest: ManifestPlan {
                 file_name: format!("{}.manifest.json", target_label.name),
                 epoch,

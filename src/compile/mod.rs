@@ -5,7 +5,7 @@
 //! (`#<layer name>`, see `layers`), a hive's module layers and first boot (`hive`),
 //! `#rootfs` (the overlay of all of them on the base, in order, see `image`), and an
 //! output: `#tar`, or the disk chain `split` → `mkfs` → `disk` → `validate` → `compress`
-//! (`disk`). Node identities are digests of each step's typed definition and its
+//! (`disk`), and, when a test is asked for, `#test` booting the disk (`test`). Node identities are digests of each step's typed definition and its
 //! inputs' identities, so a layer used unchanged by several images is one shared step.
 
 mod bootstrap;
@@ -16,6 +16,7 @@ mod hive;
 mod image;
 mod layers;
 mod packages;
+mod test;
 mod vendor;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use w4b_graph::{Graph, NodeId, Step};
 pub use self::epoch::PlanEpoch;
 pub use self::error::CompileError;
 pub use self::packages::{BootstrapLock, LockRequest};
+pub use self::test::{add_tests, TestNode, TestPlan, TestRequest};
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, Fetcher, Netrc};
 use crate::store::AppStore;
@@ -42,6 +44,9 @@ pub struct PlannedTarget {
     pub roots: Vec<NodeId>,
     pub exports: Vec<Export>,
     pub manifest: ManifestPlan,
+    /// The boot test of a disk image, added to the graph by [`add_tests`] when asked for;
+    /// `None` for a tar archive.
+    pub test: Option<TestPlan>,
 }
 
 /// An output copied into `--out` after a successful build.

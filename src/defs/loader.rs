@@ -933,6 +933,89 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
     }
 
     #[test]
+    fn an_images_test_key_loads_typed_and_extends_merge_it_key_by_key() {
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            (
+                "defs/images/base.yaml",
+                "kind: image\nbase: scratch\ntest:\n  units_active: [ssh.service]\n  boot_timeout: 400\n  commands:\n    - {name: hostname, run: hostname, stdout_regex: '^edge$'}\n",
+            ),
+            (
+                "defs/images/child.yaml",
+                "kind: image\nextends: //images:base\ntest:\n  timeout: 900\n  allow_failed_units: [rpi-eeprom-update.service]\n  commands+: [{name: more, run: 'true'}]\n",
+            ),
+        ]);
+        let l = loader(&dir, &[], &[]);
+        let t = l.load(&label("//images:child")).unwrap();
+        let test = image(&t).test.as_ref().expect("a test");
+        assert_eq!(test.units_active, ["ssh.service"]);
+        assert_eq!(test.allow_failed_units, ["rpi-eeprom-update.service"]);
+        assert_eq!((test.timeout, test.boot_timeout), (Some(900), Some(400)));
+        assert_eq!(test.commands[0].stdout_regex.as_deref(), Some("^edge$"));
+        assert_eq!(test.commands[1].name, "more", "`commands+:` appends");
+        assert_eq!(
+            test.commands[0].timeout,
+            crate::defs::test_spec::DEFAULT_CHECK_TIMEOUT
+        );
+        assert_eq!(test.span.location().to_string(), "defs/images/child.yaml:4:3");
+        let spec = test.value.spec();
+        assert_eq!(spec.timeout, 900);
+        // Without `test:`, none.
+        let dir = workspace(&[
+            ("w4b.yaml", ""),
+            ("defs/images/demo.yaml", DEMO),
+            ("defs/layers/motd.yaml", MOTD),
+        ]);
+        let t = loader(&dir, &[], &[]).load(&label("//images:demo")).unwrap();
+        assert!(image(&t).test.is_none());
+    }
+
+    #[test]
+    fn bad_test_keys_are_reported_where_written_with_the_fix() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "test:\n  unit_active: [ssh.service]\n",
+                &["unknown key `unit_active`", "units_active", "b.yaml:4:3"],
+            ),
+            (
+                "test:\n  commands:\n    - {name: a, run: true, exits: 1}\n",
+                &["unknown key `exits`", "b.yaml:5:"],
+            ),
+            ("test:\n  timeout: soon\n", &["soon", "b.yaml:4:"]),
+            (
+                "test:\n  commands:\n    - {name: a, run: true, stdout_regex: '(unclosed'}\n",
+                &[
+                    "not a valid regular expression",
+                    "unclosed group",
+                    "b.yaml:5:",
+                    "docs.rs/regex",
+                ],
+            ),
+            (
+                "test:\n  commands:\n    - {name: a, run: 'true'}\n    - {name: a, run: 'false'}\n",
+                &[
+                    "two command checks are named `a`",
+                    "b.yaml:6:",
+                    "the first is at",
+                    "b.yaml:5:14",
+                ],
+            ),
+            ("test:\n  commands:\n    - {name: a}\n", &["run"]),
+        ];
+        for (tail, expected) in cases {
+            let text = format!("kind: image\nbase: scratch\n{tail}");
+            let dir = workspace(&[("w4b.yaml", ""), ("defs/images/b.yaml", &text)]);
+            let err = loader(&dir, &[], &[])
+                .load(&label("//images:b"))
+                .expect_err(&text);
+            let shown = format!("{:?}", miette::Report::new(err));
+            for e in *expected {
+                assert!(shown.contains(e), "{text}: no {e:?} in {shown}");
+            }
+        }
+    }
+
+    #[test]
     fn dates_and_sizes() {
         use crate::defs::target::Size;
         use crate::defs::Date;

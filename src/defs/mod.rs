@@ -30,6 +30,7 @@ pub mod parse_cache;
 pub mod span;
 pub mod suggest;
 pub mod target;
+pub mod test_spec;
 pub mod timezones;
 pub mod workspace;
 pub mod yaml;

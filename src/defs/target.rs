@@ -150,6 +150,8 @@ pub struct Image {
     /// `security.vpn.server`: the hub's host, replacing the host of the hive's WireGuard
     /// endpoint.
     pub vpn_server: super::image_settings::VpnServer,
+    /// `test:`: what `w4b build --test` and `w4b test LABEL` check in the booted image.
+    pub test: Option<Spanned<super::test_spec::TestDef>>,
 }
 
 /// Where an image target's hive is written.
@@ -834,6 +836,8 @@ struct RawImage {
     services: Option<super::image_settings::RawServices>,
     #[serde(default)]
     software: Option<super::image_settings::RawSoftware>,
+    #[serde(default)]
+    test: Option<Spanned<super::test_spec::TestDef>>,
 }
 
 /// The top-level keys of a hive file (the manager's, plus `image`). Only `image` is read
@@ -859,6 +863,9 @@ struct RawHiveKeys {
     maintenance: Option<de::IgnoredAny>,
     #[serde(default)]
     security: Option<de::IgnoredAny>,
+    /// w4b's own: the hive's boot test, merged over its image's.
+    #[serde(default)]
+    test: Option<de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -1132,6 +1139,9 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
             let source_path = |p: &Spanned<String>| -> Result<String, DefsError> {
                 ws_path_of(p, ctx, "the sensor manager's source").map(|w| w.as_str().to_owned())
             };
+            if let Some(entry) = doc.get("test") {
+                super::test_spec::check(&entry.value)?;
+            }
             let (settings, vpn_server) = super::image_settings::convert(
                 super::image_settings::RawSettings {
                     system: raw.system,
@@ -1154,6 +1164,7 @@ pub(crate) fn convert(kind: Kind, doc: &Value, ctx: &Context<'_>) -> Result<Targ
                 hive,
                 settings,
                 vpn_server,
+                test: raw.test,
             }))
         }
         Kind::Base => convert_base(from_value(doc)?, doc, ctx),

@@ -28,6 +28,8 @@ use crate::defs::{suggest, timezones, DefsError, DefsErrorKind, Span};
 pub struct Read {
     pub hive: Option<Hive>,
     pub image: Option<Spanned<String>>,
+    /// `test:`, w4b's extension: the hive's boot test.
+    pub test: Option<Spanned<crate::defs::test_spec::TestDef>>,
     pub problems: Vec<DefsError>,
 }
 
@@ -50,7 +52,14 @@ pub fn read(
         r.problems.push((span, e));
     }
     let mut image = None;
-    let hive = raw.and_then(|raw| {
+    let mut test = None;
+    let hive = raw.and_then(|mut raw| {
+        if let Some(Checked::Valid(t)) = raw.test.take() {
+            match doc.get("test").map(|e| crate::defs::test_spec::check(&e.value)) {
+                Some(Err(e)) => r.problems.push((t.span.clone(), e)),
+                _ => test = Some(t),
+            }
+        }
         if let Some(Checked::Valid(i)) = &raw.image {
             if allow_image {
                 image = Some(i.clone());
@@ -71,6 +80,7 @@ pub fn read(
     Read {
         hive,
         image,
+        test,
         problems: problems.into_iter().map(|(_, e)| e).collect(),
     }
 }

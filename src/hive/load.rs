@@ -26,6 +26,7 @@ use super::convert;
 use super::secrets::SecretSources;
 use crate::defs::loader::record_locations;
 use crate::defs::span::Origin;
+use crate::defs::test_spec::TestDef;
 use crate::defs::yaml::{self, Value};
 use crate::defs::{
     merge, DefsError, DefsErrorKind, Image, ImageHive, Kind, Label, Loader, Location, SourceFile, Spanned,
@@ -51,6 +52,9 @@ pub struct ResolvedHive {
     /// paths (`hive.network.wifi[0].ssid`, `hive.sensors[1].interface.type`), the image's
     /// settings under `image.` (`image.system.timezone`).
     pub locations: BTreeMap<String, Location>,
+    /// The hive's `test:` (w4b's extension of the manager's format), to be merged over its
+    /// image's.
+    pub test: Option<Spanned<TestDef>>,
 }
 
 /// Loads `label` — a hive target, or an image with `hive_file:` or a `hive:` section — and
@@ -83,6 +87,7 @@ pub fn resolve(loader: &Loader, label: &Label) -> Result<ResolvedHive, DefsError
                 None
             }
         });
+    let test = read.test;
     let hive = into_result(&label.to_string(), problems, read.hive)?;
     let image_label = match (own_image, &ws.config().hive_image) {
         (Some(own), _) => own,
@@ -112,7 +117,7 @@ pub fn resolve(loader: &Loader, label: &Label) -> Result<ResolvedHive, DefsError
     Ok(finish(
         label,
         &image_label.value,
-        hive,
+        Read { hive, test },
         image,
         secret_files,
         files,
@@ -194,8 +199,17 @@ fn resolve_image(loader: &Loader, label: &Label) -> Result<ResolvedHive, DefsErr
     let mut secret_files = Vec::new();
     let redacted = super::secrets::redacted(&hive_doc);
     let read = convert::read(&redacted, false, &sources, &mut secret_files);
+    let test = read.test;
     let hive = into_result(&label.to_string(), read.problems, read.hive)?;
-    Ok(finish(label, label, hive, image, secret_files, files, locations))
+    Ok(finish(
+        label,
+        label,
+        Read { hive, test },
+        image,
+        secret_files,
+        files,
+        locations,
+    ))
 }
 
 /// `hives.defaults` of `w4b.yaml` merged under a hive document that is not a target (a
@@ -268,15 +282,22 @@ fn into_result<T>(what: &str, mut problems: Vec<DefsError>, value: Option<T>) ->
     }
 }
 
+/// A hive as read: the manager's configuration and w4b's `test:`.
+struct Read {
+    hive: Hive,
+    test: Option<Spanned<TestDef>>,
+}
+
 fn finish(
     label: &Label,
     image_label: &Label,
-    mut hive: Hive,
+    read: Read,
     image: &Image,
     secret_files: Vec<super::secrets::SecretFile>,
     mut files: Vec<(String, Digest)>,
     locations: BTreeMap<String, Location>,
 ) -> ResolvedHive {
+    let Read { mut hive, test } = read;
     let mut settings = image.settings.clone();
     if let Some(sec) = &mut hive.security {
         // The hive's own SSH settings win over the image's (REFERENCE §1 over §2).
@@ -304,6 +325,7 @@ fn finish(
         files,
         secret_files,
         locations,
+        test,
     }
 }
 

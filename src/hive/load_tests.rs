@@ -835,3 +835,79 @@ fn the_raw_hive_keys_are_the_keys_defs_accepts_for_a_hive() {
         crate::defs::Kind::Hive.keys()
     );
 }
+
+#[test]
+fn a_hives_test_key_merges_over_its_images_and_is_checked_like_the_images() {
+    let edge = format!("{EDGE}test:\n  units_active: [ssh.service]\n  timeout: 900\n  boot_timeout: 400\n");
+    let north = format!(
+        "{FIXTURE_WIFI}test:\n  units_active: [w4b-sensors.service]\n  boot_timeout: 500\n  commands:\n    - {{name: sensors, run: 'ls /dev/i2c-1'}}\n"
+    );
+    let dir = workspace(&[
+        ("w4b.yaml", "hives: {image: //images:edge}\n"),
+        ("defs/images/edge.yaml", &edge),
+        ("defs/hives/north.yaml", &north),
+    ]);
+    let l = loader(&dir, &[], &[]);
+    let r = resolve(&l, &label("//hives:north")).unwrap();
+    let hive_test = r.test.as_ref().expect("the hive's test");
+    assert!(
+        hive_test
+            .span
+            .location()
+            .to_string()
+            .starts_with("defs/hives/north.yaml:"),
+        "{}",
+        hive_test.span.location()
+    );
+    let t = l.load(&label("//images:edge")).unwrap();
+    let Target::Image(image) = &t.target else { panic!() };
+    let merged = image
+        .test
+        .clone()
+        .unwrap()
+        .value
+        .merged(hive_test.value.clone())
+        .spec();
+    assert_eq!(merged.units_active, ["ssh.service", "w4b-sensors.service"]);
+    assert_eq!((merged.timeout, merged.boot_timeout), (900, 500));
+    assert_eq!(merged.commands[0].name, "sensors");
+
+    // Problems in a hive's `test:` are reported with the hive's others, at their lines.
+    let bad = format!(
+        "{FIXTURE_WIFI}test:\n  unit_active: [x.service]\n  commands:\n    - {{name: a, run: 'true', stdout_regex: '(a'}}\n"
+    );
+    let dir = workspace(&[
+        ("w4b.yaml", "hives: {image: //images:edge}\n"),
+        ("defs/images/edge.yaml", EDGE),
+        ("defs/hives/north.yaml", &bad),
+    ]);
+    let err = resolve(&loader(&dir, &[], &[]), &label("//hives:north")).unwrap_err();
+    let shown = render(&err);
+    assert!(shown.contains("unknown key `unit_active`"), "{shown}");
+    assert!(shown.contains("units_active"), "{shown}");
+    assert!(shown.contains("defs/hives/north.yaml:"), "{shown}");
+    // The regular expression is checked once the keys are right.
+    let bad =
+        format!("{FIXTURE_WIFI}test:\n  commands:\n    - {{name: a, run: 'true', stdout_regex: '(a'}}\n");
+    let dir = workspace(&[
+        ("w4b.yaml", "hives: {image: //images:edge}\n"),
+        ("defs/images/edge.yaml", EDGE),
+        ("defs/hives/north.yaml", &bad),
+    ]);
+    let err = resolve(&loader(&dir, &[], &[]), &label("//hives:north")).unwrap_err();
+    let shown = render(&err);
+    assert!(shown.contains("not a valid regular expression"), "{shown}");
+
+    // An image's `hive:` section may carry a `test:` too.
+    let lan = format!(
+        "{EDGE}hive:\n{}",
+        FIXTURE_LAN
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+            + "  test: {units_active: [lan.service]}\n"
+    );
+    let dir = workspace(&[("w4b.yaml", ""), ("defs/images/lan.yaml", &lan)]);
+    let r = resolve(&loader(&dir, &[], &[]), &label("//images:lan")).unwrap();
+    assert_eq!(r.test.unwrap().units_active, ["lan.service"]);
+}

@@ -25,8 +25,8 @@ pub type List<T> = Field<Vec<Checked<Spanned<T>>>>;
 /// An integer as written, range-checked by the conversion.
 pub type Int = i128;
 
-/// The whole file. `image` is w4b's (the image a hive target builds on); the rest is the
-/// manager's.
+/// The whole file. `image` (the image a hive target builds on) and `test` (its boot test)
+/// are w4b's; the rest is the manager's.
 #[derive(Deserialize)]
 pub struct RawHive {
     #[serde(default)]
@@ -49,6 +49,9 @@ pub struct RawHive {
     pub maintenance: Field<RawMaintenance>,
     #[serde(default)]
     pub security: Field<RawSecurity>,
+    /// w4b's own, like `image`: the boot test, merged over the image's `test:`.
+    #[serde(default)]
+    pub test: Field<crate::defs::test_spec::TestDef>,
 }
 
 #[derive(Deserialize)]

@@ -23,10 +23,12 @@
 //! | `extract` | a fetched source archive, a destination  | `changeset`              |
 //! | `validate` | `disk`, the board's kernel and device trees | `report`       |
 //! | `compress` | `disk`, codec and level, file name     | `image`, `bmap`, `sha256` |
+//! | `test`    | `disk` (and its gates), the `TestSpec`, the harness version | `verdicts` |
 //!
 //! The disk pipeline (`unpack` → `graft` → `overlay` → `split` → `mkfs-*` → `disk` →
 //! `validate` → `compress`) is described in `docs/architecture.md`; a hive image puts
-//! `accounts` and `hive-check` between `overlay` and `split`.
+//! `accounts` and `hive-check` between `overlay` and `split`. With `--test`, `test` boots
+//! the disk after `validate`.
 //!
 //! [`table`] is no step: it is the partition-table JSON (`unpack`'s `table` output) that
 //! the disk pipeline's steps share.
@@ -51,6 +53,7 @@ pub mod overlay;
 pub mod scratch;
 pub mod table;
 pub mod tar;
+pub mod test;
 pub mod unpack;
 pub mod validate;
 

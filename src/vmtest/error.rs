@@ -126,6 +126,22 @@ pub enum VmTestError {
     Cancelled,
 }
 
+impl VmTestError {
+    /// The error with the image it names called `shown`: the `test` step boots a scratch
+    /// copy of the disk, which means nothing to the user, while the image it ships does.
+    pub fn naming(mut self, shown: &std::path::Path) -> VmTestError {
+        match &mut self {
+            VmTestError::Image { path, .. }
+            | VmTestError::NoRoot { path }
+            | VmTestError::RootFs { path, .. }
+            | VmTestError::NoKernel { path, .. }
+            | VmTestError::NoInitrd { path, .. } => *path = shown.to_path_buf(),
+            _ => {}
+        }
+        self
+    }
+}
+
 fn found_note(found: &[String]) -> String {
     match found {
         [] => String::new(),

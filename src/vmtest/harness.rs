@@ -32,6 +32,12 @@ pub const RESULTS_PORT: &str = "org.w4b.test.results";
 /// The fixed part of the guest script.
 const GUEST_LIBRARY: &str = include_str!("guest.sh");
 
+/// The version of what the harness does in the guest (`guest.sh`, [`payload`],
+/// [`kernel_cmdline`]) and how the host judges its records (`super::judge`). Part of the
+/// `test` build step's key: bump it whenever a change could turn a verdict, so images
+/// that passed under the old harness are booted again.
+pub const HARNESS_VERSION: u32 = 1;
+
 /// What one record of the guest answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {

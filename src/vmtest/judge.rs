@@ -48,11 +48,7 @@ pub fn regexes(spec: &TestSpec) -> Result<Vec<Option<Regex>>, (String, regex::Er
         .iter()
         .map(|c| match &c.stdout_regex {
             None => Ok(None),
-            // Multi-line: `^` and `$` match at each line, so `^active$` matches the line
-            // `active` of an output that ends with a newline, as people expect.
-            Some(r) => regex::RegexBuilder::new(r)
-                .multi_line(true)
-                .build()
+            Some(r) => super::spec::stdout_regex(r)
                 .map(Some)
                 .map_err(|e| (c.name.clone(), e)),
         })

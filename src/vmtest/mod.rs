@@ -34,4 +34,4 @@ pub mod spec;
 pub use error::VmTestError;
 pub use report::{CheckResult, Report};
 pub use run::{run, Options};
-pub use spec::{CommandCheck, TestSpec};
+pub use spec::{CommandCheck, TestDef, TestSpec};

@@ -1,6 +1,8 @@
 //! `w4b test` against a real system: a minimal Debian bookworm arm64 disk
 //! (`tests/support/make-vm-image.sh`: mmdebstrap, Debian's generic kernel and initramfs,
 //! an ext4 root named by PARTUUID) booted in `qemu-system-aarch64 -M virt` under TCG.
+//! `w4b build --test` boots the same system rebuilt by w4b: the fixture with a FAT
+//! partition appended is a base, and an image on it has a `test:` key ([`bootable_base`]).
 //!
 //! The fixture is built once and cached, compressed (about 200 MB), in [`CACHE`]; the
 //! version in its name changes whenever the script does, and other versions are removed.
@@ -376,4 +378,265 @@ fn without_qemu_the_error_names_the_package() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("w4b::test::no_qemu"), "{stderr}");
     assert!(stderr.contains("qemu-system-arm"), "{stderr}");
+}
+
+/// A base w4b can build on, made from the fixture in seconds: its disk with a FAT partition
+/// appended (a Raspberry Pi image's boot partition, which `unpack` needs; the fixture's own
+/// root stays partition 1, so its `/etc/fstab` and the PARTUUIDs hold), compressed. Written
+/// into `dir`; `None` (a skip outside CI) without the tools.
+fn bootable_base(fixture: &Path, dir: &Path) -> Option<PathBuf> {
+    if !crate::oracle::have_all(&["zstd", "sfdisk", "mkfs.vfat", "truncate", "dd"]) {
+        return None;
+    }
+    let disk = dir.join("fx.img");
+    let fat = dir.join("fat.img");
+    let out = dir.join("fx.img.zst");
+    // 2 GiB of root from sector 2048, then 63 MiB of FAT32 at 2 GiB.
+    crate::testbase::sh(&format!(
+        "set -e
+         zstd -q -d -c '{fixture}' | cp --sparse=always /dev/stdin '{disk}'
+         truncate -s 2112M '{disk}'
+         echo 'start=4194304, size=129024, type=c' | sfdisk --append --quiet '{disk}'
+         mkfs.vfat -C -F 32 -n BOOTFS '{fat}' 64512 >/dev/null
+         dd if='{fat}' of='{disk}' bs=1M seek=2048 conv=notrunc,sparse status=none
+         zstd -q -1 -T0 -f --rm '{disk}' -o '{out}'
+         rm -f '{fat}'",
+        fixture = fixture.display(),
+        disk = disk.display(),
+        fat = fat.display(),
+        out = out.display(),
+    ));
+    Some(out)
+}
+
+/// A workspace whose `//images:fx` is the fixture rebuilt by w4b (its root filesystem
+/// written by w4b's ext4 writer) with a `test:` key. The board and the layer only satisfy
+/// `#validate`, which checks Raspberry Pi boot files: the VM boots the root's own kernel.
+fn bootable_workspace(base: &Path) -> TestEnv {
+    let env = TestEnv::new();
+    env.write(
+        "defs/bases/fixture.yaml",
+        &format!(
+            "kind: base\nurl: file://{}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            base.display(),
+            sha256(base)
+        ),
+    );
+    env.write(
+        "defs/boards/virt.yaml",
+        "kind: board\narch: arm64\nconfig_txt: [\"kernel=vmlinuz\"]\n",
+    );
+    env.write(
+        "defs/layers/fx.yaml",
+        "kind: layer\nfiles:\n  - {path: /etc/fstab, append: \"PARTUUID=5734b007-02  /boot/firmware  vfat  defaults,nofail  0  2\\n\"}\n  - {path: /boot/firmware/vmlinuz, content: \"the VM boots /boot/vmlinuz-*\\n\"}\n  - {path: /boot/firmware/cmdline.txt, content: \"console=ttyAMA0 root=PARTUUID=5734b007-01 rootwait\\n\"}\n",
+    );
+    env.write(
+        "defs/images/fx.yaml",
+        "kind: image\nboard: //boards:virt\nbase: //bases:fixture\nlayers: [//layers:fx]\noutput: {compression: zstd, level: 1}\ntest:\n  units_active: [systemd-journald.service]\n  commands:\n    - {name: hostname, run: cat /etc/hostname, stdout_contains: w4b-vmtest}\n    - {name: boot partition, run: findmnt -n -o FSTYPE /boot/firmware, stdout_contains: vfat}\n",
+    );
+    env
+}
+
+/// `w4b build --test` on an image w4b built: the first build boots it and caches the
+/// verdicts (not the timings), writing the run's report and boot log beside the image; an
+/// unchanged image and test is a cache hit that never looks for QEMU; a changed test boots
+/// again (`w4b test LABEL`, options merged over the `test:` key), and a failing one fails
+/// with each failed check and its output, and is not cached. Two boots in all.
+#[test]
+fn a_built_image_is_booted_once_by_its_test_key_and_a_failure_is_never_cached() {
+    if !have_qemu() {
+        return;
+    }
+    let _lock = vm_lock();
+    let Some(fixture) = fixture() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let Some(base) = bootable_base(&fixture, work.path()) else {
+        return;
+    };
+    let env = bootable_workspace(&base);
+    let finished = |b: &crate::env::Build| -> Value {
+        b.events
+            .iter()
+            .find(|e| e["event"] == "test-finished")
+            .cloned()
+            .unwrap_or_else(|| panic!("no test-finished event:\n{}", b.stderr()))
+    };
+
+    // 1. Builds and boots; the verdicts are cached, the run's report and console written.
+    let started = std::time::Instant::now();
+    let b = env.build(&["--test", "//images:fx"]);
+    let first = started.elapsed();
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().contains(&"//images:fx#test".to_owned()), "{:?}", b.ran());
+    let t = finished(&b);
+    assert_eq!(t["cached"], false);
+    let names: Vec<&str> = t["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "boot settles",
+            "`multi-user.target` active",
+            "no failed units",
+            "unit `systemd-journald.service` active",
+            "command `hostname`",
+            "command `boot partition`"
+        ]
+    );
+    assert!(
+        !t["checks"].to_string().contains("seconds"),
+        "no timings cached: {t}"
+    );
+    let report: Value = serde_json::from_slice(&env.read("out/fx.test.json")).unwrap();
+    assert_eq!(report["schema"], "w4b.test/1");
+    assert_eq!(report["passed"], true);
+    assert!(report["seconds"].as_f64().unwrap() > 0.0);
+    assert!(String::from_utf8_lossy(&env.read("out/fx.boot.log")).contains("Linux version"));
+    let manifest = String::from_utf8(env.read("out/fx.manifest.json")).unwrap();
+    assert!(
+        !manifest.contains("#test"),
+        "the manifest is the same with or without --test"
+    );
+    let scratch = env.cache.join("v1/tmp");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("test-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the disk's copy was left in {}",
+        scratch.display()
+    );
+
+    // 2. The same image and test: cached, and QEMU is not even looked for.
+    let started = std::time::Instant::now();
+    let mut cmd = env.command();
+    cmd.env("PATH", "/nonexistent-w4b")
+        .args(["build", "--message-format", "json", "--test", "//images:fx"]);
+    let out = cmd.output().unwrap();
+    let hit = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "test-finished")
+        .expect("a test-finished event");
+    assert_eq!(t["cached"], true);
+    assert!(stdout.contains(r#""ran":0"#), "{stdout}");
+
+    // 3. A changed test that fails: boots again, and the build fails with the check and
+    //    its output.
+    let spec = env.write(
+        "fail.json",
+        r#"{"commands": [{"name": "says oops", "run": "echo oops; exit 3"}]}"#,
+    );
+    let out = env.run(&["test", "//images:fx", "--spec", spec.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "step `//images:fx#test` failed",
+        "w4b::test::failed",
+        "the image failed its boot test: 1 of 7 checks failed",
+        "command `says oops`: exited with status 3, expected 0",
+        "| stdout:",
+        "|   oops",
+        "out/fx.boot.log",
+        "is not cached",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+    let report: Value = serde_json::from_slice(&env.read("out/fx.test.json")).unwrap();
+    assert_eq!(report["passed"], false);
+
+    // 4. Not cached: the same failing test runs again (and, without QEMU, fails at once
+    //    instead of booting a third time).
+    let mut cmd = env.command();
+    cmd.env("PATH", "/nonexistent-w4b")
+        .args(["test", "//images:fx", "--spec", spec.to_str().unwrap()]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("w4b::test::no_qemu"), "{stderr}");
+    eprintln!(
+        "build --test: first (build + boot) {:.1} s, cached {:.1} s",
+        first.as_secs_f64(),
+        hit.as_secs_f64()
+    );
+}
+
+/// `w4b build --test` and `w4b test LABEL` add `#test` after the disk. It cannot boot here —
+/// the Pi-OS-like test base has only `kernel8.img` — so the step fails at once with the
+/// image's problem before QEMU starts: the build fails naming the step, while the image
+/// itself is built and exported. A build without `--test` has no such step. A tar target
+/// is refused by `w4b test` and left out, with a note, by `build --test`.
+#[test]
+fn build_test_and_test_label_run_the_test_step_after_the_disk() {
+    if !have_qemu() {
+        return;
+    }
+    let server = crate::http::TestServer::start();
+    let Some(env) = crate::testbase::workspace_with_served_base(&server) else {
+        return;
+    };
+    env.write(
+        "defs/images/edge.yaml",
+        "kind: image\nboard: //boards:pi4\nbase: //bases:test\noutput: {compression: zstd, level: 3}\ntest:\n  units_active: [ssh.service]\n",
+    );
+    env.write(
+        "defs/images/rootfs.yaml",
+        "kind: image\nbase: scratch\nepoch: 1700000000\n",
+    );
+
+    let b = env.build(&["//images:edge", "--test"]);
+    let stderr = b.stderr();
+    assert_eq!(b.output.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "step `//images:edge#test` failed",
+        "w4b::test::no_kernel",
+        "kernel8.img",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(b
+        .events
+        .iter()
+        .any(|e| e["event"] == "step-failed" && e["step"] == "//images:edge#test"));
+    assert!(
+        env.path("out/edge.img.zst").exists(),
+        "the image is exported anyway"
+    );
+
+    let b = env.build(&["//images:edge"]);
+    assert!(b.ok(), "{}", b.stderr());
+    assert!(b.ran().is_empty(), "{:?}", b.ran());
+    assert!(
+        !b.cached().iter().any(|s| s.ends_with("#test")),
+        "{:?}",
+        b.cached()
+    );
+
+    let out = env.run(&["test", "//images:edge"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("step `//images:edge#test` failed"), "{stderr}");
+    assert!(stderr.contains("w4b::test::no_kernel"), "{stderr}");
+
+    let out = env.run(&["test", "//images:rootfs"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("w4b::test::not_a_disk"), "{stderr}");
+    let out = env.run(&["build", "--test", "//images:rootfs"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("builds a tar archive; it is not booted"),
+        "{stderr}"
+    );
 }
