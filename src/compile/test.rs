@@ -48,11 +48,15 @@ impl TestPlan {
             .iter()
             .chain(hive.and_then(|h| h.test.as_ref()))
             .collect();
+        // A hive image is first asked for what its modules run (`modules::boot_checks`).
+        let derived = hive.map(|h| crate::modules::boot_checks::boot_checks(&h.config));
+        let mut locations: Vec<String> = derived.iter().map(|_| "the hive's modules".to_owned()).collect();
+        locations.extend(layers.iter().map(|t| t.span.location().to_string()));
         TestPlan {
             def: layers
                 .iter()
-                .fold(TestDef::default(), |acc, t| acc.merged(t.value.clone())),
-            locations: layers.iter().map(|t| t.span.location().to_string()).collect(),
+                .fold(derived.unwrap_or_default(), |acc, t| acc.merged(t.value.clone())),
+            locations,
             disk,
             gates,
             image_file: image_file.to_owned(),

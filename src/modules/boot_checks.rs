@@ -13,17 +13,18 @@
 //! | sensor manager | its unit started (`active`) or, ordered after the first boot, `activating` |
 //!
 //! The checks are commands run in the guest as root with `sh -c`, judged by exit status
-//! and output ([`TestSpec`]); they use what every W4B image has (`systemctl`, `ss` from
+//! and output (a [`TestDef`], the shape of a `test:` key, which an image's and a hive's
+//! own `test:` are merged over); they use what every W4B image has (`systemctl`, `ss` from
 //! iproute2, bash's `/dev/tcp`), and their names say what failed in the report.
 
 use super::{database, monitoring, security, sensor_manager};
+use crate::defs::test_spec::{CommandCheck, TestDef, DEFAULT_CHECK_TIMEOUT};
 use crate::hive::config::HiveImage;
 use crate::steps::firstboot;
-use crate::vmtest::{CommandCheck, TestSpec};
 
 /// The checks for a booted image of `cfg`, on top of the ones every test runs (the system
 /// settles, `multi-user.target`, no failed unit).
-pub fn boot_checks(cfg: &HiveImage) -> TestSpec {
+pub fn boot_checks(cfg: &HiveImage) -> TestDef {
     let s = &cfg.settings;
     let mut units = vec![firstboot::UNIT.to_owned()];
     let mut commands = vec![
@@ -111,10 +112,10 @@ pub fn boot_checks(cfg: &HiveImage) -> TestSpec {
             )
         });
     }
-    TestSpec {
+    TestDef {
         units_active: units,
         commands,
-        ..TestSpec::default()
+        ..TestDef::default()
     }
 }
 
@@ -125,7 +126,7 @@ fn cmd(name: &str, run: &str, contains: Option<&str>) -> CommandCheck {
         exit: 0,
         stdout_contains: contains.map(str::to_owned),
         stdout_regex: None,
-        timeout: crate::vmtest::spec::DEFAULT_CHECK_TIMEOUT,
+        timeout: DEFAULT_CHECK_TIMEOUT,
     }
 }
 
@@ -134,7 +135,7 @@ mod tests {
     use super::*;
     use crate::modules::testing::{lan_hive, wifi_hive};
 
-    fn names(spec: &TestSpec) -> Vec<&str> {
+    fn names(spec: &TestDef) -> Vec<&str> {
         spec.commands.iter().map(|c| c.name.as_str()).collect()
     }
 

@@ -7,11 +7,11 @@
 //! - the base's root, written as a tar, is judged by dpkg itself (`dpkg --root … --audit`,
 //!   every package `install ok installed`) and by what a booting Pi needs (merged `/usr`,
 //!   kernel and initramfs under `/boot` and `/boot/firmware`, an empty machine id);
-//! - the base as a disk image **boots** in QEMU (`w4b test`: `multi-user.target`, no failed
-//!   unit, sshd and NetworkManager active);
+//! - the base as a disk image **boots** in QEMU (`w4b build --test` with the image's
+//!   `test:`: `multi-user.target`, no failed unit, sshd and NetworkManager active);
 //! - the north hive (the configuration manager's file, unchanged) builds on it and boots
-//!   with its services: sshd, the firewall's ruleset loaded, the node exporter, and the
-//!   W4B first boot complete;
+//!   with what its modules run (`modules::boot_checks`): the first boot complete, sshd on
+//!   its port, the firewall's table, the node exporter serving, the health check;
 //! - `w4b build --check` builds the hive again from nothing — another cache, `TZ`, locale,
 //!   umask and `-j` — bootstrap included, and finds every step's output identical.
 //!
@@ -24,20 +24,10 @@
 use std::path::Path;
 
 use crate::env::TestEnv;
-use crate::vmtest::{check, have_qemu, vm_lock, w4b_test};
+use crate::vmtest::{check, have_qemu, vm_lock};
 
 /// The w4b cache the `.deb`s, the bootstrapped root and the images are kept in between runs.
 const CACHE: &str = "/tmp/w4b-test-bootstrap-cache";
-
-/// What the north hive's image must show once booted, besides the checks every test runs.
-const NORTH_SPEC: &str = r#"{
-  "units_active": ["ssh.service", "nftables.service", "prometheus-node-exporter.service", "w4b-firstboot.service"],
-  "commands": [
-    {"name": "first boot complete", "run": "cat /var/log/w4b/firstboot.log", "stdout_contains": "== w4b first boot complete"},
-    {"name": "firewall ruleset", "run": "nft list ruleset", "stdout_contains": "table inet"},
-    {"name": "hostname", "run": "hostname", "stdout_contains": "north"}
-  ]
-}"#;
 
 fn workspace() -> Option<TestEnv> {
     if !crate::install::preconditions() || !crate::oracle::have_all(&["tar", "zstd", "dpkg"]) || !have_qemu()
@@ -73,7 +63,7 @@ fn workspace() -> Option<TestEnv> {
     );
     env.write(
         "defs/images/base-disk.yaml",
-        "kind: image\nbase: //bases:debian-bookworm-arm64\nboard: //boards:pi4\noutput: {compression: zstd, level: 1}\n",
+        "kind: image\nbase: //bases:debian-bookworm-arm64\nboard: //boards:pi4\noutput: {compression: zstd, level: 1}\ntest: {units_active: [ssh.service, NetworkManager.service]}\n",
     );
     Some(env)
 }
@@ -82,17 +72,22 @@ fn sh(cmd: &str) -> String {
     crate::testbase::sh(cmd)
 }
 
-/// Boots `image` with `args` and asserts every check passed; returns the report.
-fn boots(env: &TestEnv, image: &str, args: &[&str]) -> serde_json::Value {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut all = vec![image];
+/// `w4b build --test ARGS…` (holding the VM lock): asserts it passed and the test step ran,
+/// and returns the report it wrote, `out/NAME.test.json`.
+fn build_and_boot(env: &TestEnv, label: &str, name: &str, args: &[&str]) -> serde_json::Value {
+    let _lock = vm_lock();
+    let mut all = vec![label, "--test", "--out", "out"];
     all.extend_from_slice(args);
-    let (report, out) = w4b_test(env, tmp.path(), &all);
+    let b = env.build(&all);
+    assert!(b.ok(), "{label} failed to build or boot:\n{}", b.stderr());
     assert!(
-        out.status.success(),
-        "{image} failed its boot test:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        b.events
+            .iter()
+            .any(|e| e["event"] == "step-finished" && e["step"] == format!("{label}#test")),
+        "no test step ran for {label}"
     );
+    let report: serde_json::Value =
+        serde_json::from_slice(&env.read(&format!("out/{name}.test.json"))).unwrap();
     assert_eq!(report["passed"], true, "{report:#}");
     report
 }
@@ -189,30 +184,26 @@ fn the_shipped_hive_builds_on_the_bootstrapped_base_boots_and_rebuilds_bit_for_b
         "no host key in the image"
     );
 
-    // The base boots.
-    let disk = env.build(&["//images:base-disk", "--out", "out"]);
-    assert!(disk.ok(), "{}", disk.stderr());
-    let _lock = vm_lock();
-    let report = boots(
-        &env,
-        "out/base-disk.img.zst",
-        &[
-            "--unit-active",
-            "ssh.service",
-            "--unit-active",
-            "NetworkManager.service",
-        ],
-    );
+    // The base boots, checked as its definition's `test:` says.
+    let report = build_and_boot(&env, "//images:base-disk", "base-disk", &[]);
     assert_eq!(check(&report, "unit `ssh.service` active")["passed"], true);
+    assert_eq!(
+        check(&report, "unit `NetworkManager.service` active")["passed"],
+        true
+    );
 
-    // The north hive, as the manager wrote it, on the base: it builds and boots with its
-    // services.
-    let north = env.build(&["//hives:north", "--set", "output.level=1", "--out", "out"]);
-    assert!(north.ok(), "{}", north.stderr());
-    std::fs::write(env.path("north-test.json"), NORTH_SPEC).unwrap();
-    let report = boots(&env, "out/north.img.zst", &["--spec", "north-test.json"]);
-    assert_eq!(check(&report, "command `first boot complete`")["passed"], true);
-    drop(_lock);
+    // The north hive, as the manager wrote it, on the base: it builds and boots, asked for
+    // what its modules run.
+    let report = build_and_boot(&env, "//hives:north", "north", &["--set", "output.level=1"]);
+    for name in [
+        "command `first boot: every section done`",
+        "command `security: sshd listening on port 22`",
+        "command `security: the firewall's ruleset loaded`",
+        "command `monitoring: the node exporter serves metrics on port 9100`",
+        "command `monitoring: the health check runs`",
+    ] {
+        assert_eq!(check(&report, name)["passed"], true, "{name}");
+    }
 
     // From nothing again, elsewhere: every step's output the same, the bootstrap included.
     let again = env.build(&[
