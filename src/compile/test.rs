@@ -157,8 +157,8 @@ mod tests {
         }
     }
 
-    /// `TestPlan::of` as the compiler calls it: the image's `test:`, then the hive's, each
-    /// located where it was written.
+    /// `TestPlan::of` as the compiler calls it: the hive's modules' checks, the image's
+    /// `test:`, then the hive's, each located where it was written.
     #[test]
     fn a_plan_merges_the_hives_test_over_the_images_and_names_both_places() {
         let dir = tempfile::tempdir().unwrap();
@@ -196,16 +196,24 @@ mod tests {
             "north.img.zst",
         );
         let spec = plan.def.spec();
-        assert_eq!(spec.units_active, ["ssh.service", "w4b-sensors.service"]);
+        // What the hive's modules run first, then the image's and the hive's units; the
+        // image's `ssh.service` is the modules' already and is asked for once.
+        let derived = crate::modules::boot_checks::boot_checks(&hive.config);
+        let mut units = derived.units_active.clone();
+        units.push("w4b-sensors.service".into());
+        assert!(derived.units_active.iter().any(|u| u == "ssh.service"));
+        assert_eq!(spec.units_active, units);
+        assert_eq!(spec.commands, derived.commands);
         assert_eq!((spec.timeout, spec.boot_timeout), (900, 500));
-        assert_eq!(plan.locations.len(), 2, "{:?}", plan.locations);
+        assert_eq!(plan.locations.len(), 3, "{:?}", plan.locations);
+        assert_eq!(plan.locations[0], "the hive's modules");
         assert!(
-            plan.locations[0].starts_with("defs/images/edge.yaml:4:"),
+            plan.locations[1].starts_with("defs/images/edge.yaml:4:"),
             "{:?}",
             plan.locations
         );
         assert!(
-            plan.locations[1].starts_with("defs/hives/north.yaml:"),
+            plan.locations[2].starts_with("defs/hives/north.yaml:"),
             "{:?}",
             plan.locations
         );

@@ -104,12 +104,27 @@ pub struct TestDef {
 }
 
 impl TestDef {
-    /// `over` on top of `self`: lists concatenated (`self`'s entries first), and each
-    /// timeout `over` gives replaces `self`'s.
+    /// `over` on top of `self`: lists concatenated (`self`'s entries first; a unit named
+    /// again is kept once, and a command named again replaces the earlier one where it
+    /// stood, so a hive can relax a check its modules add), and each timeout `over` gives
+    /// replaces `self`'s.
     pub fn merged(mut self, over: TestDef) -> TestDef {
-        self.allow_failed_units.extend(over.allow_failed_units);
-        self.units_active.extend(over.units_active);
-        self.commands.extend(over.commands);
+        for (mine, theirs) in [
+            (&mut self.allow_failed_units, over.allow_failed_units),
+            (&mut self.units_active, over.units_active),
+        ] {
+            for unit in theirs {
+                if !mine.contains(&unit) {
+                    mine.push(unit);
+                }
+            }
+        }
+        for command in over.commands {
+            match self.commands.iter_mut().find(|c| c.name == command.name) {
+                Some(earlier) => *earlier = command,
+                None => self.commands.push(command),
+            }
+        }
         self.timeout = over.timeout.or(self.timeout);
         self.boot_timeout = over.boot_timeout.or(self.boot_timeout);
         self
@@ -222,6 +237,26 @@ mod tests {
         assert_eq!(def.clone().merged(TestDef::default()), def);
         // The spec of an empty definition is the default spec.
         assert_eq!(TestDef::default().spec(), TestSpec::default());
+    }
+
+    #[test]
+    fn a_unit_named_again_is_asked_once_and_a_command_named_again_replaces_the_earlier() {
+        let lower: TestDef = serde_json::from_str(
+            r#"{"units_active": ["a", "b"], "commands": [{"name": "x", "run": "true"}, {"name": "y", "run": "true"}]}"#,
+        )
+        .unwrap();
+        let upper: TestDef = serde_json::from_str(
+            r#"{"units_active": ["b", "c"], "commands": [{"name": "x", "run": "false", "exit": 1}, {"name": "z", "run": "true"}]}"#,
+        )
+        .unwrap();
+        let m = lower.merged(upper);
+        assert_eq!(m.units_active, ["a", "b", "c"]);
+        let commands: Vec<(&str, &str)> = m
+            .commands
+            .iter()
+            .map(|c| (c.name.as_str(), c.run.as_str()))
+            .collect();
+        assert_eq!(commands, [("x", "false"), ("y", "true"), ("z", "true")]);
     }
 
     #[test]
