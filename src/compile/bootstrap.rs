@@ -24,10 +24,12 @@ use crate::steps::epoch::Epoch;
 use crate::steps::graft::GraftStep;
 use crate::steps::layout::{LayoutParams, LayoutStep};
 
-/// The boot partition of a bootstrapped base: 512 MiB, as Raspberry Pi OS bookworm's.
+/// The boot partition of a bootstrapped base without `bootstrap.boot_size`: 512 MiB, as
+/// Raspberry Pi OS bookworm's.
 const DEFAULT_BOOT_SIZE: u64 = 512 << 20;
-/// Its root partition before an image's `partitions.root.headroom` grows it and the first
-/// boot grows it to the card: room for the minimal system (~800 MiB) and a hive's packages.
+/// Its root partition without `bootstrap.root_size`, before an image's
+/// `partitions.root.headroom` grows it and the first boot grows it to the card: room for
+/// the minimal system (~800 MiB) and a hive's packages.
 const DEFAULT_ROOT_SIZE: u64 = 2 << 30;
 
 impl Compiler<'_> {
@@ -89,9 +91,10 @@ impl Compiler<'_> {
     /// combined tree the image's layers go on, both shared by every image on the base.
     pub(super) fn bootstrap_layout(&mut self, v: &Vendor, root: NodeId) -> miette::Result<(NodeId, NodeId)> {
         let (epoch, _) = self.bootstrap_epoch(v)?;
+        let bootstrap = v.base.bootstrap();
         let params = LayoutParams {
-            boot_size: DEFAULT_BOOT_SIZE,
-            root_size: DEFAULT_ROOT_SIZE,
+            boot_size: bootstrap.and_then(|b| b.boot_size).unwrap_or(DEFAULT_BOOT_SIZE),
+            root_size: bootstrap.and_then(|b| b.root_size).unwrap_or(DEFAULT_ROOT_SIZE),
             epoch,
         };
         let def = format!("raspi-layout {params:?}");

@@ -772,7 +772,7 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
             ),
             (
                 "defs/bases/minbase.yaml",
-                "extends: :deb\nbootstrap: {packages: [//packages:raspi], essential: false, priority: required}\ndate: 2025-05-20\n",
+                "extends: :deb\nbootstrap: {packages: [//packages:raspi], essential: false, priority: required, boot_size: 260MiB, root_size: 4GiB}\ndate: 2025-05-20\n",
             ),
         ]);
         let l = loader(&dir, &[], &[]);
@@ -783,6 +783,7 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
         assert_eq!(boot.packages[0].value, label("//packages:raspi"));
         assert!(boot.essential, "essential packages by default");
         assert_eq!(boot.priority, None);
+        assert_eq!((boot.boot_size, boot.root_size), (None, None), "the layout's defaults");
         assert_eq!(b.date, None, "no date: it comes from the lock");
         assert!(b.download().is_none());
         assert_eq!(b.boot_mount.as_str(), "/boot/firmware");
@@ -793,6 +794,7 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
         let boot = m.bootstrap().unwrap();
         assert!(!boot.essential);
         assert_eq!(boot.priority, Some(BootstrapPriority::Required));
+        assert_eq!((boot.boot_size, boot.root_size), (Some(260 << 20), Some(4 << 30)));
         assert_eq!(m.epoch(), Some(1_747_699_200));
     }
 
@@ -838,6 +840,16 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
                 "kind: base\narch: arm64\nurl: https://x/y.img\n",
                 "b.yaml:3:6",
                 &["needs the `sha256`"],
+            ),
+            (
+                "kind: base\narch: arm64\nbootstrap:\n  packages: [//packages:p]\n  boot_size: 128MiB\n",
+                "b.yaml:5:14",
+                &["`bootstrap.boot_size`", "at least 260 MiB", "boot_size: 512MiB"],
+            ),
+            (
+                "kind: base\narch: arm64\nbootstrap:\n  packages: [//packages:p]\n  root_size: 1000000000\n",
+                "b.yaml:5:14",
+                &["`bootstrap.root_size`", "whole number of MiB", "root_size: 4GiB"],
             ),
         ];
         for (text, at, wanted) in cases {

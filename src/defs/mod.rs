@@ -46,7 +46,7 @@ pub use overrides::{EnvOverride, ENV_OVERRIDES};
 pub use packages::PackageSet;
 pub use span::{Location, Origin, SourceFile, Span};
 pub use target::{
-    Arch, Base, BaseImage, BaseSource, Board, Bootstrap, BootstrapPriority, Compression, ConfigValue, Date,
+    Arch, Base, BaseImage, BaseSource, Board, Bootstrap, BootstrapPriority, MIN_BOOTSTRAP_BOOT_SIZE, MIN_BOOTSTRAP_ROOT_SIZE, Compression, ConfigValue, Date,
     Download, FileEntry, FileOp, Format, HiveTarget, Image, ImageHive, Interfaces, Kind, Layer, Mode, Output,
     Owner, Partitions, Size, TableType, Target, TreePath, WsPath,
 };

@@ -266,7 +266,20 @@ pub struct Bootstrap {
     /// Include every package of this priority or higher (mmdebstrap's `minbase`,
     /// `important`, `standard` variants).
     pub priority: Option<BootstrapPriority>,
+    /// Bytes of the FAT boot partition of a disk image on the base (`boot_size`), when
+    /// given; a whole number of MiB, at least [`MIN_BOOTSTRAP_BOOT_SIZE`].
+    pub boot_size: Option<u64>,
+    /// Bytes of its ext4 root partition before an image's headroom (`root_size`), when
+    /// given; a whole number of MiB, at least [`MIN_BOOTSTRAP_ROOT_SIZE`].
+    pub root_size: Option<u64>,
 }
+
+/// The smallest `bootstrap.boot_size`: FAT32 needs 65,525 clusters, and the Pi's firmware
+/// reads FAT32 with 4 KiB clusters at least as well as any (260 MiB, as Windows and
+/// Debian's images use).
+pub const MIN_BOOTSTRAP_BOOT_SIZE: u64 = 260 << 20;
+/// The smallest `bootstrap.root_size`.
+pub const MIN_BOOTSTRAP_ROOT_SIZE: u64 = 64 << 20;
 
 /// `bootstrap.priority`: Debian's priorities that name a variant of a system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -913,6 +926,10 @@ struct RawBootstrap {
     essential: Option<bool>,
     #[serde(default)]
     priority: Option<BootstrapPriority>,
+    #[serde(default)]
+    boot_size: Option<Spanned<Size>>,
+    #[serde(default)]
+    root_size: Option<Spanned<Size>>,
 }
 
 #[derive(Deserialize)]
@@ -1377,10 +1394,25 @@ fn convert_bootstrap(raw: &Spanned<RawBootstrap>, ctx: &Context<'_>) -> Result<B
             Some("list the sets that give the repositories and packages, such as `packages: [//packages:debian-bookworm-raspi]`".into()),
         ));
     }
+    let size = |key: &str, given: &Option<Spanned<Size>>, min: u64, example: &str| match given {
+        Some(s) if !s.value.0.is_multiple_of(1 << 20) || s.value.0 < min => Err(s.span.invalid_value(
+            format!(
+                "`bootstrap.{key}` is {} bytes, not a whole number of MiB of at least {} MiB",
+                s.value.0,
+                min >> 20
+            ),
+            "partition size",
+            Some(format!("give a whole number of MiB or GiB, for example `{key}: {example}`")),
+        )),
+        Some(s) => Ok(Some(s.value.0)),
+        None => Ok(None),
+    };
     Ok(Bootstrap {
         packages,
         essential: raw.value.essential.unwrap_or(true),
         priority: raw.value.priority,
+        boot_size: size("boot_size", &raw.value.boot_size, MIN_BOOTSTRAP_BOOT_SIZE, "512MiB")?,
+        root_size: size("root_size", &raw.value.root_size, MIN_BOOTSTRAP_ROOT_SIZE, "4GiB")?,
     })
 }
 

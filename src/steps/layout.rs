@@ -51,7 +51,7 @@ pub const BOOT_START: u64 = 8192;
 pub const BOOT_LABEL: &str = "RASPIFIRM";
 pub const ROOT_LABEL: &str = "RASPIROOT";
 /// The smallest FAT32 boot partition with 4 KiB clusters (65,525 clusters and the FATs).
-pub const MIN_BOOT_SIZE: u64 = 260 * MIB;
+pub const MIN_BOOT_SIZE: u64 = crate::defs::MIN_BOOTSTRAP_BOOT_SIZE;
 /// The files the firmware needs on every model this layout serves, checked before anything
 /// is written: without them the card does not boot and nothing later would say why.
 const REQUIRED_BOOT_FILES: &[&str] = &[
@@ -188,7 +188,7 @@ pub fn table(root: &Digest, params: &LayoutParams) -> Result<TableJson, LayoutEr
             min: MIN_BOOT_SIZE / MIB,
         });
     }
-    if !params.root_size.is_multiple_of(MIB) || params.root_size < 64 * MIB {
+    if !params.root_size.is_multiple_of(MIB) || params.root_size < crate::defs::MIN_BOOTSTRAP_ROOT_SIZE {
         return Err(LayoutError::RootSize {
             size: params.root_size,
         });
