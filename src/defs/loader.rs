@@ -783,7 +783,11 @@ output: {compression: zstd, level: 19}   # <name>.img.zst
         assert_eq!(boot.packages[0].value, label("//packages:raspi"));
         assert!(boot.essential, "essential packages by default");
         assert_eq!(boot.priority, None);
-        assert_eq!((boot.boot_size, boot.root_size), (None, None), "the layout's defaults");
+        assert_eq!(
+            (boot.boot_size, boot.root_size),
+            (None, None),
+            "the layout's defaults"
+        );
         assert_eq!(b.date, None, "no date: it comes from the lock");
         assert!(b.download().is_none());
         assert_eq!(b.boot_mount.as_str(), "/boot/firmware");

@@ -46,8 +46,9 @@ pub use overrides::{EnvOverride, ENV_OVERRIDES};
 pub use packages::PackageSet;
 pub use span::{Location, Origin, SourceFile, Span};
 pub use target::{
-    Arch, Base, BaseImage, BaseSource, Board, Bootstrap, BootstrapPriority, MIN_BOOTSTRAP_BOOT_SIZE, MIN_BOOTSTRAP_ROOT_SIZE, Compression, ConfigValue, Date,
+    Arch, Base, BaseImage, BaseSource, Board, Bootstrap, BootstrapPriority, Compression, ConfigValue, Date,
     Download, FileEntry, FileOp, Format, HiveTarget, Image, ImageHive, Interfaces, Kind, Layer, Mode, Output,
-    Owner, Partitions, Size, TableType, Target, TreePath, WsPath,
+    Owner, Partitions, Size, TableType, Target, TreePath, WsPath, MIN_BOOTSTRAP_BOOT_SIZE,
+    MIN_BOOTSTRAP_ROOT_SIZE,
 };
 pub use workspace::{CacheConfig, S3Config, Workspace, WorkspaceConfig, WORKSPACE_FILE};

@@ -1402,7 +1402,9 @@ fn convert_bootstrap(raw: &Spanned<RawBootstrap>, ctx: &Context<'_>) -> Result<B
                 min >> 20
             ),
             "partition size",
-            Some(format!("give a whole number of MiB or GiB, for example `{key}: {example}`")),
+            Some(format!(
+                "give a whole number of MiB or GiB, for example `{key}: {example}`"
+            )),
         )),
         Some(s) => Ok(Some(s.value.0)),
         None => Ok(None),
@@ -1411,7 +1413,12 @@ fn convert_bootstrap(raw: &Spanned<RawBootstrap>, ctx: &Context<'_>) -> Result<B
         packages,
         essential: raw.value.essential.unwrap_or(true),
         priority: raw.value.priority,
-        boot_size: size("boot_size", &raw.value.boot_size, MIN_BOOTSTRAP_BOOT_SIZE, "512MiB")?,
+        boot_size: size(
+            "boot_size",
+            &raw.value.boot_size,
+            MIN_BOOTSTRAP_BOOT_SIZE,
+            "512MiB",
+        )?,
         root_size: size("root_size", &raw.value.root_size, MIN_BOOTSTRAP_ROOT_SIZE, "4GiB")?,
     })
 }
