@@ -72,6 +72,7 @@ fn vm_options(app: &App, args: &TestArgs) -> vmtest::Options {
         log_dir: args.log.as_ref().map(|d| app.cwd.join(d)),
         max_image_size: args.max_image_size,
         path: app.env.get("PATH").cloned(),
+        pinned: None,
     }
 }
 

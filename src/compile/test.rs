@@ -116,9 +116,14 @@ pub fn add_tests(plan: &mut Plan, store: &Arc<AppStore>, req: &TestRequest) -> V
             name: t.label.name.clone(),
             image_file: tp.image_file.clone(),
             last: last.clone(),
+            pinned_input: plan.test_kernel.map(|_| 1 + tp.gates.len()),
         });
         let mut deps = vec![tp.disk];
         deps.extend(tp.gates.iter().copied());
+        // The pinned kernel, for an image whose own cannot boot the virtual machine:
+        // which one boots is known only once the disk is read, so the test depends on it
+        // whenever the workspace has it.
+        deps.extend(plan.test_kernel);
         // The label keeps two targets' tests apart: each writes its own report files.
         let definition = format!(
             "test {label} {} kernel={:?} initrd={:?}",

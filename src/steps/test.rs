@@ -68,6 +68,9 @@ pub struct TestStep {
     /// The image file the build exports (`north.img.zst`), which the report names.
     pub image_file: String,
     pub last: LastReport,
+    /// The index of the input that is the pinned test kernel (`test-kernel`), when the
+    /// workspace has one.
+    pub pinned_input: Option<usize>,
 }
 
 /// The cached result: every check's verdict, nothing that depends on the run.
@@ -251,6 +254,32 @@ fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(dest).map(drop).map_err(|e| e.error)
 }
 
+impl TestStep {
+    /// The pinned test kernel's `vmlinuz` and `initrd` (input `i`) copied into `dir`.
+    fn pinned_kernel(
+        &self,
+        cx: &RunContext<'_>,
+        i: usize,
+        dir: &Path,
+    ) -> Result<vmtest::PinnedKernel, StepError> {
+        let kernel = dir.join("pinned-vmlinuz");
+        let initrd = dir.join("pinned-initrd");
+        materialize(&self.store, &cx.input(i, "vmlinuz")?.digest, &kernel)?;
+        materialize(&self.store, &cx.input(i, "initrd")?.digest, &initrd)?;
+        let meta = cx.input(i, "meta")?.digest;
+        let mut bytes = Vec::new();
+        self.store
+            .inner()
+            .reader(&meta)
+            .map_err(|_| StepError::InputUnavailable(meta))?
+            .read_to_end(&mut bytes)
+            .map_err(|_| StepError::InputUnavailable(meta))?;
+        let meta = serde_json::from_slice(&bytes)
+            .map_err(|e| StepError::msg(format!("the pinned test kernel's `meta` is unreadable: {e}")))?;
+        Ok(vmtest::PinnedKernel { kernel, initrd, meta })
+    }
+}
+
 impl Step for TestStep {
     fn kind(&self) -> &'static str {
         "test"
@@ -283,8 +312,13 @@ impl Step for TestStep {
         let image = scratch.path().join(format!("{}.img", self.name));
         materialize(&self.store, &disk.digest, &image)?;
         cx.check_cancel()?;
+        let pinned = match self.pinned_input {
+            Some(i) => Some(self.pinned_kernel(cx, i, scratch.path())?),
+            None => None,
+        };
         let opts = vmtest::Options {
             log_dir: Some(self.artifacts.clone()),
+            pinned,
             ..self.vm.clone()
         };
         let result = {
@@ -367,6 +401,7 @@ mod tests {
             name: "edge".into(),
             image_file: "edge.img.zst".into(),
             last: LastReport::default(),
+            pinned_input: None,
         }
     }
 

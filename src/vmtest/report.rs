@@ -117,6 +117,19 @@ impl Report {
             KernelSource::Override { kernel, .. } => {
                 format!("`{}`, given with `--kernel` (not the image's)", kernel.display())
             }
+            KernelSource::Pinned {
+                package,
+                version,
+                instead_of,
+                ..
+            } => {
+                let own = if instead_of.is_empty() {
+                    "the image has no kernel that".to_owned()
+                } else {
+                    format!("the image's own {}", instead_of.join(", "))
+                };
+                format!("`{package}` {version} (pinned generic kernel; {own} cannot boot the virt machine)")
+            }
         };
         let _ = writeln!(s, "  kernel   {kernel}");
         let accel = match self.machine.accel {
