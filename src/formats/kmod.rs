@@ -131,7 +131,7 @@ pub fn module_name(path: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal ELF-64 LE file with sections: null, `.modinfo`, `.shstrtab`.
@@ -150,7 +150,7 @@ mod tests {
             f.push(0);
         }
         let shoff = f.len();
-        let mut sh = |name: u32, off: usize, size: usize| {
+        let sh = |name: u32, off: usize, size: usize| {
             let mut h = [0u8; 64];
             h[..4].copy_from_slice(&name.to_le_bytes());
             h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());

@@ -468,4 +468,124 @@ mod tests {
         let (order, _) = load_order(&["a"], &modules, &BTreeSet::new());
         assert_eq!(order, ["b.ko", "a.ko"]);
     }
+
+    /// A `.deb` of `files` (path below the root, bytes), built by `dpkg-deb`.
+    fn dpkg_deb(dir: &std::path::Path, name: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            format!("Package: {name}\nVersion: 1\nArchitecture: arm64\nMaintainer: w4b <w4b@example.org>\nDescription: test\n"),
+        )
+        .unwrap();
+        for (path, bytes) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        let out = dir.join(format!("{name}.deb"));
+        #[allow(clippy::disallowed_methods)] // the fixture's tool
+        let st = std::process::Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&root)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        std::fs::read(out).unwrap()
+    }
+
+    /// Two packages shaped like Debian's give the kernel as it is and an initramfs that
+    /// `cpio` lists: busybox, `/init` for this release, the roots' modules with their
+    /// dependencies and nothing else; the same packages give the same bytes.
+    #[test]
+    fn the_packages_make_the_kernel_and_a_reproducible_initramfs() {
+        if !crate::oracle::have_all(&["dpkg-deb", "cpio"]) {
+            return;
+        }
+        use crate::formats::kmod::tests::tiny_module;
+        let dir = tempfile::tempdir().unwrap();
+        let rel = "6.1.0-9-arm64";
+        let m = |p: &str| format!("lib/modules/{rel}/kernel/{p}");
+        let ext4 = tiny_module(b"depends=jbd2,crc16\0name=ext4\0");
+        let jbd2 = tiny_module(b"depends=\0name=jbd2\0");
+        let crc16 = tiny_module(b"depends=\0name=crc16\0");
+        let blk = tiny_module(b"depends=\0name=virtio_blk\0");
+        let snd = tiny_module(b"depends=\0name=snd\0");
+        let builtin = b"kernel/drivers/virtio/virtio_pci.ko\n".to_vec();
+        let kernel_files: Vec<(String, Vec<u8>)> = vec![
+            (format!("boot/vmlinuz-{rel}"), b"the kernel".to_vec()),
+            (m("fs/ext4/ext4.ko"), ext4),
+            (m("fs/jbd2/jbd2.ko"), jbd2),
+            (m("lib/crc16.ko"), crc16),
+            (m("drivers/block/virtio_blk.ko"), blk),
+            (m("sound/core/snd.ko"), snd),
+            (format!("lib/modules/{rel}/modules.builtin"), builtin),
+        ];
+        let refs: Vec<(&str, &[u8])> = kernel_files
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .collect();
+        let kernel = dpkg_deb(dir.path(), "linux-image-6.1.0-9-arm64", &refs);
+        let busybox = dpkg_deb(dir.path(), "busybox-static", &[("bin/busybox", b"busybox!")]);
+        let make = || {
+            build(
+                ("linux-image-6.1.0-9-arm64", "6.1.99-1"),
+                || Ok(kernel.as_slice()),
+                busybox.as_slice(),
+            )
+            .unwrap()
+        };
+        let k = make();
+        assert_eq!(k.vmlinuz, b"the kernel");
+        assert_eq!(k.meta.release, rel);
+        assert_eq!(
+            k.meta.modules,
+            [
+                "kernel/drivers/block/virtio_blk.ko",
+                "kernel/fs/jbd2/jbd2.ko",
+                "kernel/lib/crc16.ko",
+                "kernel/fs/ext4/ext4.ko"
+            ]
+        );
+        assert!(k.meta.absent.contains(&"vfat".to_owned()));
+        assert!(!k.meta.absent.contains(&"virtio_pci".to_owned()), "built in");
+        assert_eq!(make().initrd, k.initrd, "the same packages, the same bytes");
+
+        let archive = dir.path().join("initrd.cpio");
+        std::fs::write(&archive, &k.initrd).unwrap();
+        let x = dir.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        #[allow(clippy::disallowed_methods)] // the oracle
+        let o = std::process::Command::new("cpio")
+            .args(["-i", "-d", "--quiet"])
+            .current_dir(&x)
+            .stdin(std::fs::File::open(&archive).unwrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(x.join("bin/busybox")).unwrap(), b"busybox!");
+        let init = std::fs::read_to_string(x.join("init")).unwrap();
+        assert!(init.contains(&format!("release={rel}\n")), "{init}");
+        assert_eq!(
+            std::fs::read_to_string(x.join("w4b-modules")).unwrap(),
+            format!("{}\n", k.meta.modules.join("\n"))
+        );
+        let mods = x.join("lib/modules").join(rel);
+        assert!(mods.join("kernel/fs/ext4/ext4.ko").exists());
+        assert!(mods.join("modules.builtin").exists());
+        assert!(
+            !mods.join("kernel/sound/core/snd.ko").exists(),
+            "only what the roots need"
+        );
+        // A package without a kernel is named.
+        let empty = dpkg_deb(dir.path(), "linux-image-empty", &[("usr/share/doc/x", b"x")]);
+        let err = build(
+            ("linux-image-empty", "1"),
+            || Ok(empty.as_slice()),
+            busybox.as_slice(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no `/boot/vmlinuz-<release>`"), "{err}");
+    }
 }
