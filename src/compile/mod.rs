@@ -30,6 +30,7 @@ pub use self::epoch::PlanEpoch;
 pub use self::error::CompileError;
 pub use self::packages::{BootstrapLock, LockRequest};
 pub use self::test::{add_tests, TestNode, TestPlan, TestRequest};
+pub use self::test_kernel::test_kernel_plan;
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, Fetcher, Netrc};
 use crate::store::AppStore;

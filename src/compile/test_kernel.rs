@@ -23,6 +23,21 @@ pub fn label() -> Label {
     Label::new("packages", TEST_KERNEL_SET).expect("a valid label")
 }
 
+/// A graph of the test kernel alone (for `w4b test IMAGE`), or `None` when the workspace has
+/// no such set or its lock entry is missing or stale.
+pub fn test_kernel_plan(
+    ws: &crate::defs::Workspace,
+    store: &Arc<crate::store::AppStore>,
+    env: &std::collections::BTreeMap<String, String>,
+    sets: &[String],
+) -> miette::Result<Option<(w4b_graph::Graph, NodeId)>> {
+    let (loader, mut c) = Compiler::start(ws, store, &[], env, sets)?;
+    let Some(node) = c.test_kernel(&loader)? else {
+        return Ok(None);
+    };
+    Ok(Some((c.graph, node)))
+}
+
 impl Compiler<'_> {
     /// The lock request of the test kernel set, or `None` when the workspace has no such
     /// file.

@@ -205,7 +205,7 @@ fn file_digest(path: &Path, what: &str) -> Result<Digest, StepError> {
 /// Writes output `digest` (a chunk index or a plain blob) to a new file at `dest`, every
 /// chunk verified; zero chunks are left as holes. A missing or corrupt chunk is the
 /// input's problem ([`StepError::InputUnavailable`]), so the engine re-runs `disk`.
-fn materialize(store: &AppStore, digest: &Digest, dest: &Path) -> Result<(), StepError> {
+pub(crate) fn materialize(store: &AppStore, digest: &Digest, dest: &Path) -> Result<(), StepError> {
     let unavailable = |e: CacheError| match e {
         CacheError::Missing { .. } | CacheError::Corrupt { .. } => StepError::InputUnavailable(*digest),
         other => StepError::diag(other),
@@ -313,7 +313,11 @@ impl Step for TestStep {
         materialize(&self.store, &disk.digest, &image)?;
         cx.check_cancel()?;
         let pinned = match self.pinned_input {
-            Some(i) => Some(self.pinned_kernel(cx, i, scratch.path())?),
+            Some(i) => Some(vmtest::PinnedSource::ready(self.pinned_kernel(
+                cx,
+                i,
+                scratch.path(),
+            )?)),
             None => None,
         };
         let opts = vmtest::Options {

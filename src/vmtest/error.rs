@@ -50,6 +50,13 @@ pub enum VmTestError {
     )]
     NoKernel { path: PathBuf, found: Vec<String> },
 
+    #[error("cannot make the pinned test kernel: {message}")]
+    #[diagnostic(
+        code(w4b::test::pinned_kernel),
+        help("the image has no kernel that boots the virtual machine, and the pinned one of `//packages:w4b-test-kernel` could not be fetched or built; `w4b lock` locks it, or give a kernel with `--kernel PATH --initrd PATH`")
+    )]
+    PinnedKernel { message: String },
+
     #[error("`{path}` has a kernel `{kernel}` but no initramfs `{initrd}` beside it")]
     #[diagnostic(
         code(w4b::test::no_initrd),

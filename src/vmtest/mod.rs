@@ -34,5 +34,5 @@ pub mod test_kernel;
 
 pub use error::VmTestError;
 pub use report::{CheckResult, Report};
-pub use run::{run, Options, PinnedKernel};
+pub use run::{run, Options, PinnedKernel, PinnedSource};
 pub use spec::{CommandCheck, TestDef, TestSpec};

@@ -12,6 +12,7 @@
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::boot_files::{self, KernelSource};
@@ -49,7 +50,26 @@ pub struct Options {
     /// The pinned generic kernel, booted when the image has no kernel of its own that
     /// boots the virtual machine (a Raspberry Pi OS image); `None`: such an image is
     /// refused (`w4b::test::no_kernel`).
-    pub pinned: Option<PinnedKernel>,
+    pub pinned: Option<PinnedSource>,
+}
+
+/// Where the pinned test kernel comes from: asked only when the image has no kernel of its
+/// own that boots the virtual machine, with a directory for its files (removed with the
+/// test's other temporary files).
+#[derive(Clone)]
+pub struct PinnedSource(pub Arc<dyn Fn(&Path) -> Result<PinnedKernel, VmTestError> + Send + Sync>);
+
+impl PinnedSource {
+    /// A kernel already on this machine.
+    pub fn ready(kernel: PinnedKernel) -> PinnedSource {
+        PinnedSource(Arc::new(move |_| Ok(kernel.clone())))
+    }
+}
+
+impl std::fmt::Debug for PinnedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinnedSource")
+    }
 }
 
 /// The pinned test kernel's files on this machine ([`super::test_kernel`]).
@@ -154,16 +174,19 @@ pub fn run(
             boot_files::extract_kernel(&disk, &root, image, tmp.path()),
             &opts.pinned,
         ) {
-            (Err(VmTestError::NoKernel { found, .. }), Some(p)) => (
-                KernelSource::Pinned {
-                    package: p.meta.package.clone(),
-                    version: p.meta.version.clone(),
-                    release: p.meta.release.clone(),
-                    instead_of: found,
-                },
-                p.kernel.clone(),
-                p.initrd.clone(),
-            ),
+            (Err(VmTestError::NoKernel { found, .. }), Some(source)) => {
+                let p = (source.0)(tmp.path())?;
+                (
+                    KernelSource::Pinned {
+                        package: p.meta.package.clone(),
+                        version: p.meta.version.clone(),
+                        release: p.meta.release.clone(),
+                        instead_of: found,
+                    },
+                    p.kernel.clone(),
+                    p.initrd.clone(),
+                )
+            }
             (found, _) => found?,
         },
         _ => return Err(VmTestError::OverridePair),

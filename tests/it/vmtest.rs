@@ -800,8 +800,33 @@ fn a_raspberry_pi_os_like_image_boots_the_pinned_generic_kernel() {
     }
     let log = String::from_utf8_lossy(&env.read("out/pi.boot.log")).into_owned();
     assert!(log.contains("w4b initramfs: switching to /dev/vda1"), "{log}");
+    let by_label = started.elapsed();
+
+    // 3. The built image as a file, tested from inside the workspace: the same pinned
+    //    kernel, from the cache (no step runs), and the same plain words.
+    let tmpdir = env.root.path().join("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    let file = env.path("out/pi.img.zst");
+    let (report, out) = w4b_test(&env, &tmpdir, &[file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["kernel"]["source"], "pinned");
+    assert_eq!(
+        report["kernel"]["instead_of"][0],
+        "`kernel8.img` on the boot partition (partition 2)"
+    );
+    assert_eq!(check(&report, "`multi-user.target` active")["passed"], true);
+    assert_eq!(
+        std::fs::read_dir(&tmpdir).unwrap().count(),
+        0,
+        "temporary files were left"
+    );
     eprintln!(
-        "pinned kernel {release} (the fixture's own: {own}): lock, build and boot in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "pinned kernel {release} (the fixture's own: {own}): lock, build and boot in {:.1} s; the file booted in {:.1} s",
+        by_label.as_secs_f64(),
+        (started.elapsed() - by_label).as_secs_f64()
     );
 }
