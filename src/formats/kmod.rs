@@ -43,12 +43,7 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// The bytes of section `index`.
-fn section<'a>(
-    elf: &'a [u8],
-    shoff: usize,
-    shentsize: usize,
-    index: usize,
-) -> Result<(u32, &'a [u8]), KmodError> {
+fn section(elf: &[u8], shoff: usize, shentsize: usize, index: usize) -> Result<(u32, &[u8]), KmodError> {
     let corrupt = KmodError::Corrupt;
     let h = index
         .checked_mul(shentsize)
@@ -146,7 +141,7 @@ pub(crate) mod tests {
         f.extend_from_slice(modinfo);
         let strtab_off = f.len();
         f.extend_from_slice(shstrtab);
-        while f.len() % 8 != 0 {
+        while !f.len().is_multiple_of(8) {
             f.push(0);
         }
         let shoff = f.len();

@@ -57,7 +57,10 @@ pub struct Options {
 /// own that boots the virtual machine, with a directory for its files (removed with the
 /// test's other temporary files).
 #[derive(Clone)]
-pub struct PinnedSource(pub Arc<dyn Fn(&Path) -> Result<PinnedKernel, VmTestError> + Send + Sync>);
+pub struct PinnedSource(pub Arc<PinnedFn>);
+
+/// What [`PinnedSource`] calls.
+pub type PinnedFn = dyn Fn(&Path) -> Result<PinnedKernel, VmTestError> + Send + Sync;
 
 impl PinnedSource {
     /// A kernel already on this machine.
