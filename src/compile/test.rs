@@ -93,7 +93,8 @@ pub struct TestNode {
 }
 
 /// Adds `#test` after the disk of every target that has one, in target order; targets
-/// that build a tar archive get none.
+/// that build a tar archive get none. Each depends on the workspace's pinned test kernel
+/// when it has one ([`Plan::test_kernel`]).
 pub fn add_tests(plan: &mut Plan, store: &Arc<AppStore>, req: &TestRequest) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for (i, t) in plan.targets.iter().enumerate() {

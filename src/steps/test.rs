@@ -11,6 +11,7 @@
 //! | param `spec` | the complete [`TestSpec`], serialised (fields in a fixed order) | what is checked; located at the `test:` keys it was merged from |
 //! | param `harness` | [`HARNESS_VERSION`] | what the guest runs and how the host judges it |
 //! | input `kernel`, `initrd` | BLAKE3 of a `--kernel`/`--initrd` override, when given | another kernel is another test |
+//! | upstream `inN.vmlinuz`, `inN.initrd`, `inN.meta` | the pinned test kernel (`test-kernel`), when the workspace has it locked | booted when the image has no kernel that boots the virtual machine; which one boots is known only once the disk is read, so it is keyed whenever it is planned |
 //! | *not keyed* | the host's QEMU version, accelerator, memory, CPUs, timings | the verdict is about the image; a test that fails for want of memory is not cached anyway |
 //!
 //! The cached output is deterministic: `verdicts` (`w4b.test-verdicts/1`), each check's name

@@ -46,7 +46,7 @@ pub enum VmTestError {
     #[error("`{path}` holds no kernel that boots in a virtual machine{}", found_note(.found))]
     #[diagnostic(
         code(w4b::test::no_kernel),
-        help("the test boots the image's own Debian kernel (`/boot/vmlinuz-<version>` with `/boot/initrd.img-<version>`, as `linux-image-arm64` installs them); a Raspberry Pi OS kernel (`kernel8.img`) drives only Raspberry Pi hardware. Such an image boots the pinned generic kernel of `//packages:w4b-test-kernel` when the workspace has that set and `w4b lock` has locked it; or give a generic arm64 kernel and its initramfs with `--kernel PATH --initrd PATH`")
+        help("the test boots the image's own Debian kernel (`/boot/vmlinuz-<version>` with `/boot/initrd.img-<version>`, as `linux-image-arm64` installs them); a Raspberry Pi OS kernel (`kernel8.img`) drives only Raspberry Pi hardware. Test the image in a workspace whose `//packages:w4b-test-kernel` is locked (`w4b lock`) to boot its pinned generic kernel, or give a generic arm64 kernel and its initramfs with `--kernel PATH --initrd PATH`")
     )]
     NoKernel { path: PathBuf, found: Vec<String> },
 

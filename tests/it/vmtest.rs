@@ -365,7 +365,17 @@ fn an_image_without_a_vm_kernel_is_refused_with_what_it_has() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("w4b::test::no_kernel"), "{stderr}");
     assert!(stderr.contains("kernel8.img"), "{stderr}");
-    assert!(stderr.contains("--kernel PATH --initrd PATH"), "{stderr}");
+    // The help, however the terminal wraps it.
+    let words: String = stderr
+        .split_whitespace()
+        .filter(|w| *w != "|")
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(words.contains("--kernel PATH --initrd PATH"), "{stderr}");
+    assert!(
+        words.contains("w4b-test-kernel` is locked (`w4b lock`)"),
+        "{stderr}"
+    );
 }
 
 #[test]
