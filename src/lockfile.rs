@@ -167,6 +167,12 @@ pub fn bootstrap_inputs_digest(
     h.finalize().to_hex().to_string()
 }
 
+/// The name of the pinned test kernel's entry (`crate::vmtest::test_kernel`), resolved on
+/// no base: `//packages:w4b-test-kernel for arm64 booting tests`.
+pub fn test_kernel_entry_name(set: &Label, arch: Arch) -> String {
+    format!("{set} for {} booting tests", arch.name())
+}
+
 /// BLAKE3 derive-key context of a bootstrap entry's `inputs` digest.
 const BOOTSTRAP_INPUTS_CONTEXT: &str = "w4b 2027-01-10 lock bootstrap entry inputs v1";
 

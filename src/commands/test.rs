@@ -72,6 +72,7 @@ fn vm_options(app: &App, args: &TestArgs) -> vmtest::Options {
         log_dir: args.log.as_ref().map(|d| app.cwd.join(d)),
         max_image_size: args.max_image_size,
         path: app.env.get("PATH").cloned(),
+        pinned: None,
     }
 }
 
@@ -104,11 +105,78 @@ fn run_label(app: &App, args: &TestArgs) -> miette::Result<i32> {
     build::run_with(app, &build_args, Some(&tests))
 }
 
+/// The workspace's pinned test kernel, built (through the cache) only if the image turns
+/// out to have no kernel that boots the virtual machine; `None` outside a workspace or
+/// when the workspace has none locked.
+fn pinned_source(app: &App) -> miette::Result<Option<vmtest::PinnedSource>> {
+    let Ok(ws) = app.workspace() else {
+        return Ok(None);
+    };
+    let store = app.store(&ws)?;
+    let Some((graph, node)) = crate::compile::test_kernel_plan(&ws, &store, &app.env, &app.global.set)?
+    else {
+        return Ok(None);
+    };
+    let producer = app.producer();
+    let quiet = app.style.quiet || app.style.json;
+    let graph = Arc::new(graph);
+    Ok(Some(vmtest::PinnedSource(Arc::new(
+        move |dir: &std::path::Path| {
+            use w4b_graph::exec::{BuildOptions, Engine, StepStatus};
+            let failed = |message: String| vmtest::VmTestError::PinnedKernel { message };
+            let cancel = AtomicBool::new(false);
+            let observer = crate::ui::progress::Lines { quiet };
+            let engine = Engine {
+                graph: &graph,
+                cache: store.as_ref(),
+                observer: &observer,
+                cancel: &cancel,
+                options: BuildOptions {
+                    jobs: 2,
+                    force: false,
+                    keep_going: false,
+                    force_nodes: std::collections::BTreeMap::new(),
+                    producer: producer.clone(),
+                },
+            };
+            let report = engine.build(&[node]).map_err(|e| failed(format!("{e:?}")))?;
+            if let Some(f) = report.failures.into_iter().next() {
+                return Err(failed(format!("step `{}` failed: {}", f.step, f.error)));
+            }
+            let outputs = report
+                .results
+                .get(&node)
+                .filter(|r| matches!(r.status, StepStatus::Ran | StepStatus::Cached))
+                .map(|r| r.outputs.clone())
+                .ok_or_else(|| failed("the `test-kernel` step did not finish".into()))?;
+            let output = |name: &str| {
+                outputs
+                    .get(name)
+                    .map(|o| o.digest)
+                    .ok_or_else(|| failed(format!("the `test-kernel` step has no `{name}` output")))
+            };
+            let kernel = dir.join("pinned-vmlinuz");
+            let initrd = dir.join("pinned-initrd");
+            for (name, path) in [("vmlinuz", &kernel), ("initrd", &initrd)] {
+                crate::steps::test::materialize(&store, &output(name)?, path)
+                    .map_err(|e| failed(format!("cannot copy `{name}` out of the cache: {e}")))?;
+            }
+            let blobs: &dyn crate::tree::Blobs = store.as_ref();
+            let meta = blobs.get(&output("meta")?).map_err(|e| failed(e.to_string()))?;
+            let meta = serde_json::from_slice(&meta).map_err(|e| failed(e.to_string()))?;
+            Ok(vmtest::PinnedKernel { kernel, initrd, meta })
+        },
+    ))))
+}
+
 /// An image file, as it is.
 fn run_image(app: &App, args: &TestArgs) -> miette::Result<i32> {
     let spec = options_def(app, args)?.spec();
     let image = app.cwd.join(&args.target);
-    let opts = vm_options(app, args);
+    let mut opts = vm_options(app, args);
+    if opts.kernel.is_none() {
+        opts.pinned = pinned_source(app)?;
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C stops the virtual machine and removes the temporary files; a second one
     // ends w4b at once (QEMU dies with it: it has w4b as its death signal's parent).

@@ -17,6 +17,7 @@ mod image;
 mod layers;
 mod packages;
 mod test;
+mod test_kernel;
 mod vendor;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use self::epoch::PlanEpoch;
 pub use self::error::CompileError;
 pub use self::packages::{BootstrapLock, LockRequest};
 pub use self::test::{add_tests, TestNode, TestPlan, TestRequest};
+pub use self::test_kernel::test_kernel_plan;
 use crate::defs::{self, Kind, Label, LoadedTarget, Loader, Target, Workspace};
 use crate::steps::fetch::{FetchConfig, Fetcher, Netrc};
 use crate::store::AppStore;
@@ -36,6 +38,9 @@ use crate::store::AppStore;
 pub struct Plan {
     pub graph: Graph,
     pub targets: Vec<PlannedTarget>,
+    /// The pinned test kernel (`//packages:w4b-test-kernel#test-kernel`), when the
+    /// workspace has the set locked; built only when a boot test depends on it.
+    pub test_kernel: Option<NodeId>,
 }
 
 pub struct PlannedTarget {
@@ -295,9 +300,11 @@ pub fn compile(
         }
         .into());
     }
+    let test_kernel = c.test_kernel(&loader)?;
     Ok(Plan {
         graph: c.graph,
         targets,
+        test_kernel,
     })
 }
 
@@ -333,11 +340,14 @@ pub fn lock_plan(
             requests.push((req, tree));
         }
     };
+    // Whether some image (or bootstrapped base) is for arm64: the test kernel is locked then.
+    let mut arm64 = false;
     for label in labels {
         let t = loader.load(label)?;
         // A bootstrapped base is locked on its own, with or without images on it.
         if let Target::Base(base) = &t.target {
             if let Some(b) = base.bootstrap() {
+                arm64 |= base.arch == defs::Arch::Arm64;
                 let req = c.bootstrap_request(&loader, &t, base, b, &mut BTreeMap::new())?;
                 push(&mut requests, req, None);
             }
@@ -369,6 +379,7 @@ pub fn lock_plan(
                 Some(c.vendor(&loader, &image_target, &image, base_label, &mut definitions)?)
             }
         };
+        arm64 |= vendor.as_ref().is_some_and(|v| v.base.arch == defs::Arch::Arm64);
         if let Some(b) = vendor.as_ref().and_then(|v| v.bootstrap.clone()) {
             push(&mut requests, b, None);
         }
@@ -393,6 +404,15 @@ pub fn lock_plan(
             None => Some(c.base_tree(v)?.1),
         };
         requests.push((req, tree));
+    }
+    // The pinned test kernel, with any arm64 image: `w4b test` boots it when an image's own
+    // kernel cannot boot the virtual machine.
+    if arm64 {
+        if let Some(req) = c.test_kernel_request(&loader)? {
+            if !requests.iter().any(|(r, _)| r.entry == req.entry) {
+                requests.push((req, None));
+            }
+        }
     }
     // Bootstrap entries first: an image's entry on a bootstrapped base reads its base's.
     requests.sort_by_key(|(r, _)| r.bootstrap.is_none());

@@ -93,7 +93,8 @@ pub struct TestNode {
 }
 
 /// Adds `#test` after the disk of every target that has one, in target order; targets
-/// that build a tar archive get none.
+/// that build a tar archive get none. Each depends on the workspace's pinned test kernel
+/// when it has one ([`Plan::test_kernel`]).
 pub fn add_tests(plan: &mut Plan, store: &Arc<AppStore>, req: &TestRequest) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for (i, t) in plan.targets.iter().enumerate() {
@@ -116,9 +117,14 @@ pub fn add_tests(plan: &mut Plan, store: &Arc<AppStore>, req: &TestRequest) -> V
             name: t.label.name.clone(),
             image_file: tp.image_file.clone(),
             last: last.clone(),
+            pinned_input: plan.test_kernel.map(|_| 1 + tp.gates.len()),
         });
         let mut deps = vec![tp.disk];
         deps.extend(tp.gates.iter().copied());
+        // The pinned kernel, for an image whose own cannot boot the virtual machine:
+        // which one boots is known only once the disk is read, so the test depends on it
+        // whenever the workspace has it.
+        deps.extend(plan.test_kernel);
         // The label keeps two targets' tests apart: each writes its own report files.
         let definition = format!(
             "test {label} {} kernel={:?} initrd={:?}",

@@ -8,6 +8,7 @@
 
 pub mod bmap;
 pub mod compress;
+pub mod cpio;
 pub mod crc;
 pub mod deb;
 pub mod ext4;
@@ -15,6 +16,7 @@ pub mod fat;
 pub mod fs;
 pub mod gpt;
 pub mod io;
+pub mod kmod;
 pub mod mbr;
 pub mod partition;
 pub mod placement;

@@ -54,6 +54,7 @@ pub mod scratch;
 pub mod table;
 pub mod tar;
 pub mod test;
+pub mod test_kernel;
 pub mod unpack;
 pub mod validate;
 

@@ -11,6 +11,7 @@
 //! | param `spec` | the complete [`TestSpec`], serialised (fields in a fixed order) | what is checked; located at the `test:` keys it was merged from |
 //! | param `harness` | [`HARNESS_VERSION`] | what the guest runs and how the host judges it |
 //! | input `kernel`, `initrd` | BLAKE3 of a `--kernel`/`--initrd` override, when given | another kernel is another test |
+//! | upstream `inN.vmlinuz`, `inN.initrd`, `inN.meta` | the pinned test kernel (`test-kernel`), when the workspace has it locked | booted when the image has no kernel that boots the virtual machine; which one boots is known only once the disk is read, so it is keyed whenever it is planned |
 //! | *not keyed* | the host's QEMU version, accelerator, memory, CPUs, timings | the verdict is about the image; a test that fails for want of memory is not cached anyway |
 //!
 //! The cached output is deterministic: `verdicts` (`w4b.test-verdicts/1`), each check's name
@@ -68,6 +69,9 @@ pub struct TestStep {
     /// The image file the build exports (`north.img.zst`), which the report names.
     pub image_file: String,
     pub last: LastReport,
+    /// The index of the input that is the pinned test kernel (`test-kernel`), when the
+    /// workspace has one.
+    pub pinned_input: Option<usize>,
 }
 
 /// The cached result: every check's verdict, nothing that depends on the run.
@@ -202,7 +206,7 @@ fn file_digest(path: &Path, what: &str) -> Result<Digest, StepError> {
 /// Writes output `digest` (a chunk index or a plain blob) to a new file at `dest`, every
 /// chunk verified; zero chunks are left as holes. A missing or corrupt chunk is the
 /// input's problem ([`StepError::InputUnavailable`]), so the engine re-runs `disk`.
-fn materialize(store: &AppStore, digest: &Digest, dest: &Path) -> Result<(), StepError> {
+pub(crate) fn materialize(store: &AppStore, digest: &Digest, dest: &Path) -> Result<(), StepError> {
     let unavailable = |e: CacheError| match e {
         CacheError::Missing { .. } | CacheError::Corrupt { .. } => StepError::InputUnavailable(*digest),
         other => StepError::diag(other),
@@ -251,6 +255,32 @@ fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(dest).map(drop).map_err(|e| e.error)
 }
 
+impl TestStep {
+    /// The pinned test kernel's `vmlinuz` and `initrd` (input `i`) copied into `dir`.
+    fn pinned_kernel(
+        &self,
+        cx: &RunContext<'_>,
+        i: usize,
+        dir: &Path,
+    ) -> Result<vmtest::PinnedKernel, StepError> {
+        let kernel = dir.join("pinned-vmlinuz");
+        let initrd = dir.join("pinned-initrd");
+        materialize(&self.store, &cx.input(i, "vmlinuz")?.digest, &kernel)?;
+        materialize(&self.store, &cx.input(i, "initrd")?.digest, &initrd)?;
+        let meta = cx.input(i, "meta")?.digest;
+        let mut bytes = Vec::new();
+        self.store
+            .inner()
+            .reader(&meta)
+            .map_err(|_| StepError::InputUnavailable(meta))?
+            .read_to_end(&mut bytes)
+            .map_err(|_| StepError::InputUnavailable(meta))?;
+        let meta = serde_json::from_slice(&bytes)
+            .map_err(|e| StepError::msg(format!("the pinned test kernel's `meta` is unreadable: {e}")))?;
+        Ok(vmtest::PinnedKernel { kernel, initrd, meta })
+    }
+}
+
 impl Step for TestStep {
     fn kind(&self) -> &'static str {
         "test"
@@ -283,8 +313,17 @@ impl Step for TestStep {
         let image = scratch.path().join(format!("{}.img", self.name));
         materialize(&self.store, &disk.digest, &image)?;
         cx.check_cancel()?;
+        let pinned = match self.pinned_input {
+            Some(i) => Some(vmtest::PinnedSource::ready(self.pinned_kernel(
+                cx,
+                i,
+                scratch.path(),
+            )?)),
+            None => None,
+        };
         let opts = vmtest::Options {
             log_dir: Some(self.artifacts.clone()),
+            pinned,
             ..self.vm.clone()
         };
         let result = {
@@ -367,6 +406,7 @@ mod tests {
             name: "edge".into(),
             image_file: "edge.img.zst".into(),
             last: LastReport::default(),
+            pinned_input: None,
         }
     }
 

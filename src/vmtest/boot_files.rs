@@ -45,6 +45,14 @@ pub enum KernelSource {
     },
     /// Files on this machine, given with `--kernel` and `--initrd`.
     Override { kernel: PathBuf, initrd: PathBuf },
+    /// The pinned generic kernel (`//packages:w4b-test-kernel`), because the image has
+    /// none that boots the virtual machine; `instead_of` names the kernels it has.
+    Pinned {
+        package: String,
+        version: String,
+        release: String,
+        instead_of: Vec<String>,
+    },
 }
 
 /// The root filesystem found: where it is and what it says about booting.

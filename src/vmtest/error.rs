@@ -46,9 +46,16 @@ pub enum VmTestError {
     #[error("`{path}` holds no kernel that boots in a virtual machine{}", found_note(.found))]
     #[diagnostic(
         code(w4b::test::no_kernel),
-        help("the test boots the image's own Debian kernel (`/boot/vmlinuz-<version>` with `/boot/initrd.img-<version>`, as `linux-image-arm64` installs them); a Raspberry Pi OS kernel (`kernel8.img`) drives only Raspberry Pi hardware. Give a generic arm64 kernel and its initramfs with `--kernel PATH --initrd PATH`")
+        help("the test boots the image's own Debian kernel (`/boot/vmlinuz-<version>` with `/boot/initrd.img-<version>`, as `linux-image-arm64` installs them); a Raspberry Pi OS kernel (`kernel8.img`) drives only Raspberry Pi hardware. Test the image in a workspace whose `//packages:w4b-test-kernel` is locked (`w4b lock`) to boot its pinned generic kernel, or give a generic arm64 kernel and its initramfs with `--kernel PATH --initrd PATH`")
     )]
     NoKernel { path: PathBuf, found: Vec<String> },
+
+    #[error("cannot make the pinned test kernel: {message}")]
+    #[diagnostic(
+        code(w4b::test::pinned_kernel),
+        help("the image has no kernel that boots the virtual machine, and the pinned one of `//packages:w4b-test-kernel` could not be fetched or built; `w4b lock` locks it, or give a kernel with `--kernel PATH --initrd PATH`")
+    )]
+    PinnedKernel { message: String },
 
     #[error("`{path}` has a kernel `{kernel}` but no initramfs `{initrd}` beside it")]
     #[diagnostic(

@@ -30,8 +30,9 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod spec;
+pub mod test_kernel;
 
 pub use error::VmTestError;
 pub use report::{CheckResult, Report};
-pub use run::{run, Options};
+pub use run::{run, Options, PinnedKernel, PinnedSource};
 pub use spec::{CommandCheck, TestDef, TestSpec};

@@ -117,6 +117,19 @@ impl Report {
             KernelSource::Override { kernel, .. } => {
                 format!("`{}`, given with `--kernel` (not the image's)", kernel.display())
             }
+            KernelSource::Pinned {
+                package,
+                version,
+                instead_of,
+                ..
+            } => {
+                let own = if instead_of.is_empty() {
+                    "the image has no kernel that".to_owned()
+                } else {
+                    format!("the image's own {}", instead_of.join(", "))
+                };
+                format!("`{package}` {version} (pinned generic kernel; {own} cannot boot the virt machine)")
+            }
         };
         let _ = writeln!(s, "  kernel   {kernel}");
         let accel = match self.machine.accel {
@@ -191,5 +204,46 @@ impl Report {
             self.seconds
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pinned kernel is named plainly, with the kernel it stands in for.
+    #[test]
+    fn the_pinned_kernel_says_why_it_booted() {
+        let report = Report {
+            schema: SCHEMA,
+            image: "out/pi.img.zst".into(),
+            passed: true,
+            kernel: KernelSource::Pinned {
+                package: "linux-image-6.1.0-28-arm64".into(),
+                version: "6.1.119-1".into(),
+                release: "6.1.0-28-arm64".into(),
+                instead_of: vec!["`kernel8.img` on the boot partition (partition 1)".into()],
+            },
+            machine: Machine {
+                qemu: "/usr/bin/qemu-system-aarch64".into(),
+                accel: Accel::Tcg,
+                cpus: 2,
+                memory_mib: 1024,
+                cmdline: String::new(),
+            },
+            checks: Vec::new(),
+            boot_time: None,
+            blame: Vec::new(),
+            boot_log: "out/pi.boot.log".into(),
+            seconds: 1.0,
+        };
+        let text = report.render();
+        assert!(
+            text.contains("  kernel   `linux-image-6.1.0-28-arm64` 6.1.119-1 (pinned generic kernel; the image's own `kernel8.img` on the boot partition (partition 1) cannot boot the virt machine)\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["kernel"]["source"], "pinned");
+        assert_eq!(json["kernel"]["release"], "6.1.0-28-arm64");
     }
 }

@@ -12,6 +12,7 @@
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::boot_files::{self, KernelSource};
@@ -46,6 +47,40 @@ pub struct Options {
     pub max_image_size: u64,
     /// `PATH` to find QEMU on (the caller's environment); the usual directories if `None`.
     pub path: Option<String>,
+    /// The pinned generic kernel, booted when the image has no kernel of its own that
+    /// boots the virtual machine (a Raspberry Pi OS image); `None`: such an image is
+    /// refused (`w4b::test::no_kernel`).
+    pub pinned: Option<PinnedSource>,
+}
+
+/// Where the pinned test kernel comes from: asked only when the image has no kernel of its
+/// own that boots the virtual machine, with a directory for its files (removed with the
+/// test's other temporary files).
+#[derive(Clone)]
+pub struct PinnedSource(pub Arc<PinnedFn>);
+
+/// What [`PinnedSource`] calls.
+pub type PinnedFn = dyn Fn(&Path) -> Result<PinnedKernel, VmTestError> + Send + Sync;
+
+impl PinnedSource {
+    /// A kernel already on this machine.
+    pub fn ready(kernel: PinnedKernel) -> PinnedSource {
+        PinnedSource(Arc::new(move |_| Ok(kernel.clone())))
+    }
+}
+
+impl std::fmt::Debug for PinnedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinnedSource")
+    }
+}
+
+/// The pinned test kernel's files on this machine ([`super::test_kernel`]).
+#[derive(Clone, Debug)]
+pub struct PinnedKernel {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub meta: super::test_kernel::Meta,
 }
 
 impl Default for Options {
@@ -58,6 +93,7 @@ impl Default for Options {
             log_dir: None,
             max_image_size: image::DEFAULT_MAX_IMAGE_SIZE,
             path: None,
+            pinned: None,
         }
     }
 }
@@ -137,7 +173,25 @@ pub fn run(
                 i,
             )
         }
-        (None, None) => boot_files::extract_kernel(&disk, &root, image, tmp.path())?,
+        (None, None) => match (
+            boot_files::extract_kernel(&disk, &root, image, tmp.path()),
+            &opts.pinned,
+        ) {
+            (Err(VmTestError::NoKernel { found, .. }), Some(source)) => {
+                let p = (source.0)(tmp.path())?;
+                (
+                    KernelSource::Pinned {
+                        package: p.meta.package.clone(),
+                        version: p.meta.version.clone(),
+                        release: p.meta.release.clone(),
+                        instead_of: found,
+                    },
+                    p.kernel.clone(),
+                    p.initrd.clone(),
+                )
+            }
+            (found, _) => found?,
+        },
         _ => return Err(VmTestError::OverridePair),
     };
     drop(disk);
@@ -157,7 +211,12 @@ pub fn run(
         std::fs::create_dir_all(dir).map_err(log_err)?;
     }
     std::fs::File::create(&boot_log).map_err(log_err)?;
-    let cmdline = harness::kernel_cmdline(&root.partuuid, &root.default_target);
+    let mut cmdline = harness::kernel_cmdline(&root.partuuid, &root.default_target);
+    if matches!(kernel_source, KernelSource::Pinned { .. }) {
+        // The pinned kernel's `/init` mounts the root by device: the image is QEMU's first
+        // disk. `root=PARTUUID=` stays for the image's own tools.
+        cmdline.push_str(&format!(" w4b.root=/dev/vda{}", root.partition));
+    }
     let accel = qemu::pick_accel();
     let launch = Launch {
         qemu: &qemu,

@@ -365,7 +365,17 @@ fn an_image_without_a_vm_kernel_is_refused_with_what_it_has() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("w4b::test::no_kernel"), "{stderr}");
     assert!(stderr.contains("kernel8.img"), "{stderr}");
-    assert!(stderr.contains("--kernel PATH --initrd PATH"), "{stderr}");
+    // The help, however the terminal wraps it.
+    let words: String = stderr
+        .split_whitespace()
+        .filter(|w| *w != "|")
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(words.contains("--kernel PATH --initrd PATH"), "{stderr}");
+    assert!(
+        words.contains("w4b-test-kernel` is locked (`w4b lock`)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -638,5 +648,195 @@ fn build_test_and_test_label_run_the_test_step_after_the_disk() {
     assert!(
         stderr.contains("builds a tar archive; it is not booted"),
         "{stderr}"
+    );
+}
+
+/// The kernel release of the fixture's own Debian kernel (`/boot/vmlinuz-<release>`).
+fn fixture_kernel_release(image: &Path) -> String {
+    let opened = w4b::image::open_image(image, w4b::image::DEFAULT_MAX_IMAGE_SIZE).unwrap();
+    let disk = w4b::image::read_disk(opened.file.try_clone().unwrap()).unwrap();
+    let root = w4b::vmtest::boot_files::find_root(&disk, image).unwrap();
+    let ext4 = w4b::formats::ext4::Ext4::open(&disk.file, root.offset, root.len).unwrap();
+    let boot = ext4.lookup("/boot").unwrap();
+    ext4.read_dir(boot)
+        .unwrap()
+        .iter()
+        .find_map(|e| {
+            String::from_utf8_lossy(&e.name)
+                .strip_prefix("vmlinuz-")
+                .map(str::to_owned)
+        })
+        .expect("the fixture has a kernel")
+}
+
+/// A Raspberry-Pi-OS-shaped image has only a Raspberry Pi kernel: the fixture rebuilt by
+/// w4b without its Debian kernel, initramfs and modules, with `kernel8.img` on its FAT boot
+/// partition and that partition in `/etc/fstab` (no `nofail`: the boot needs `vfat`).
+/// `w4b lock` locks the shipped `//packages:w4b-test-kernel` beside it (against the host's
+/// Debian mirror), and `w4b test LABEL` boots the pinned generic kernel instead, says so
+/// plainly, and reaches `multi-user.target` with the image's own systemd. One boot.
+#[test]
+fn a_raspberry_pi_os_like_image_boots_the_pinned_generic_kernel() {
+    if !have_qemu() {
+        return;
+    }
+    let (Some(debian), Some(security)) = (
+        crate::testbase::host_mirror("bookworm"),
+        crate::testbase::host_mirror("bookworm-security"),
+    ) else {
+        crate::oracle::unavailable("the host's apt sources name no bookworm and bookworm-security mirror");
+        return;
+    };
+    let _lock = vm_lock();
+    let Some(fixture) = fixture() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let Some(base) = bootable_base(&fixture, work.path()) else {
+        return;
+    };
+    let own = fixture_kernel_release(&base);
+    let env = TestEnv::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["debian-bookworm.yaml", "w4b-test-kernel.yaml"] {
+        std::fs::create_dir_all(env.ws.join("defs/packages")).unwrap();
+        std::fs::copy(
+            repo.join("defs/packages").join(f),
+            env.ws.join("defs/packages").join(f),
+        )
+        .unwrap();
+    }
+    crate::env::copy_dir(
+        &repo.join("defs/packages/keys"),
+        &env.ws.join("defs/packages/keys"),
+    );
+    env.write(
+        "w4b.yaml",
+        &format!(
+            "defs: defs\nmirrors:\n  \"http://deb.debian.org/debian/\": [\"{debian}/\"]\n  \"http://deb.debian.org/debian-security/\": [\"{security}/\"]\n"
+        ),
+    );
+    env.write(
+        "defs/bases/fixture.yaml",
+        &format!(
+            "kind: base\nurl: file://{}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2023-11-14\n",
+            base.display(),
+            sha256(&base)
+        ),
+    );
+    env.write(
+        "defs/boards/pi.yaml",
+        "kind: board\narch: arm64\nconfig_txt: [\"arm_64bit=1\"]\n",
+    );
+    env.write(
+        "defs/layers/pi.yaml",
+        &format!(
+            "kind: layer\nfiles:\n\
+             \x20 - {{path: /boot/vmlinuz-{own}, remove: true}}\n\
+             \x20 - {{path: /boot/initrd.img-{own}, remove: true}}\n\
+             \x20 - {{path: /vmlinuz, remove: true}}\n\
+             \x20 - {{path: /vmlinuz.old, remove: true}}\n\
+             \x20 - {{path: /initrd.img, remove: true}}\n\
+             \x20 - {{path: /initrd.img.old, remove: true}}\n\
+             \x20 - {{path: /usr/lib/modules/{own}, remove: true}}\n\
+             \x20 - {{path: /etc/fstab, append: \"PARTUUID=5734b007-02  /boot/firmware  vfat  defaults  0  2\\n\"}}\n\
+             \x20 - {{path: /boot/firmware/kernel8.img, content: \"a Raspberry Pi kernel\\n\"}}\n\
+             \x20 - {{path: /boot/firmware/cmdline.txt, content: \"console=serial0,115200 root=PARTUUID=5734b007-01 rootwait\\n\"}}\n"
+        ),
+    );
+    let image = |checks: &str| {
+        env.write(
+            "defs/images/pi.yaml",
+            &format!("kind: image\nboard: //boards:pi\nbase: //bases:fixture\nlayers: [//layers:pi]\noutput: {{compression: zstd, level: 1}}\n{checks}"),
+        );
+    };
+    image("");
+
+    // 1. `w4b lock` locks the test kernel beside the arm64 image, on no base.
+    let out = env.run(&["lock", "//images:pi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("locked `//packages:w4b-test-kernel for arm64 booting tests`"),
+        "{stderr}"
+    );
+    let lock: Value = serde_json::from_slice(&env.read("w4b.lock")).unwrap();
+    let packages = lock["entries"]["//packages:w4b-test-kernel for arm64 booting tests"]["packages"]
+        .as_array()
+        .unwrap();
+    let release = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .find_map(|n| {
+            n.strip_prefix("linux-image-")
+                .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .expect("a versioned kernel package")
+        .to_owned();
+    assert!(packages.iter().any(|p| p["name"] == "busybox-static"));
+
+    // 2. `w4b test` boots it with the pinned kernel: the image's own systemd, its FAT
+    //    partition mounted, the kernel's modules lent to its udev.
+    image(&format!(
+        "test:\n  units_active: [systemd-journald.service, systemd-udevd.service]\n  commands:\n\
+         \x20   - {{name: running kernel, run: uname -r, stdout_contains: \"{release}\"}}\n\
+         \x20   - {{name: boot partition, run: findmnt -n -o FSTYPE /boot/firmware, stdout_contains: vfat}}\n\
+         \x20   - {{name: modules, run: \"modprobe -n -v vfat && test -e /lib/modules/$(uname -r)/modules.dep\"}}\n"
+    ));
+    let started = std::time::Instant::now();
+    let out = env.run(&["test", "//images:pi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let expected = format!("`linux-image-{release}` ");
+    assert!(stderr.contains(&expected), "no {expected:?} in:\n{stderr}");
+    assert!(
+        stderr.contains("(pinned generic kernel; the image's own `kernel8.img` on the boot partition (partition 2) cannot boot the virt machine)"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&env.read("out/pi.test.json")).unwrap();
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["kernel"]["source"], "pinned");
+    assert_eq!(report["kernel"]["release"], release.as_str());
+    assert!(report["machine"]["cmdline"]
+        .as_str()
+        .unwrap()
+        .ends_with(" w4b.root=/dev/vda1"));
+    for name in [
+        "`multi-user.target` active",
+        "no failed units",
+        "command `running kernel`",
+        "command `boot partition`",
+        "command `modules`",
+    ] {
+        assert_eq!(check(&report, name)["passed"], true, "{name}: {report:#}");
+    }
+    let log = String::from_utf8_lossy(&env.read("out/pi.boot.log")).into_owned();
+    assert!(log.contains("w4b initramfs: switching to /dev/vda1"), "{log}");
+    let by_label = started.elapsed();
+
+    // 3. The built image as a file, tested from inside the workspace: the same pinned
+    //    kernel, from the cache (no step runs), and the same plain words.
+    let tmpdir = env.root.path().join("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    let file = env.path("out/pi.img.zst");
+    let (report, out) = w4b_test(&env, &tmpdir, &[file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["kernel"]["source"], "pinned");
+    assert_eq!(
+        report["kernel"]["instead_of"][0],
+        "`kernel8.img` on the boot partition (partition 2)"
+    );
+    assert_eq!(check(&report, "`multi-user.target` active")["passed"], true);
+    assert_eq!(
+        std::fs::read_dir(&tmpdir).unwrap().count(),
+        0,
+        "temporary files were left"
+    );
+    eprintln!(
+        "pinned kernel {release} (the fixture's own: {own}): lock, build and boot in {:.1} s; the file booted in {:.1} s",
+        by_label.as_secs_f64(),
+        (started.elapsed() - by_label).as_secs_f64()
     );
 }
