@@ -46,7 +46,7 @@ fn options_def(app: &App, args: &TestArgs) -> miette::Result<TestDef> {
             serde_json::from_str::<TestDef>(&text).map_err(|e| {
                 miette::miette!(
                     code = "w4b::test::spec",
-                    help = "the keys are `allow_failed_units`, `units_active`, `commands` (`name`, `run`, `exit`, `stdout_contains`, `stdout_regex`, `timeout`), `timeout` and `boot_timeout`",
+                    help = "the keys are `allow_failed_units`, `units_active`, `commands` (`name`, `run`, `exit`, `stdout_contains`, `stdout_regex`, `timeout`), `timeout`, `boot_timeout` and `hive_checklist`",
                     "`{}` is not a valid test definition: {e}",
                     app.display_path(&full)
                 )
@@ -60,6 +60,7 @@ fn options_def(app: &App, args: &TestArgs) -> miette::Result<TestDef> {
         commands: Vec::new(),
         timeout: args.timeout,
         boot_timeout: args.boot_timeout,
+        hive_checklist: None,
     }))
 }
 
