@@ -73,6 +73,7 @@ fn vm_options(app: &App, args: &TestArgs) -> vmtest::Options {
         log_dir: args.log.as_ref().map(|d| app.cwd.join(d)),
         max_image_size: args.max_image_size,
         path: app.env.get("PATH").cloned(),
+        detect_hive: false,
     }
 }
 
@@ -107,9 +108,14 @@ fn run_label(app: &App, args: &TestArgs) -> miette::Result<i32> {
 
 /// An image file, as it is.
 fn run_image(app: &App, args: &TestArgs) -> miette::Result<i32> {
-    let spec = options_def(app, args)?.spec();
+    let def = options_def(app, args)?;
+    let spec = def.spec();
     let image = app.cwd.join(&args.target);
-    let opts = vm_options(app, args);
+    let opts = vmtest::Options {
+        // A hive's image gets the hive checklist unless the spec says otherwise.
+        detect_hive: def.hive_checklist.is_none(),
+        ..vm_options(app, args)
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C stops the virtual machine and removes the temporary files; a second one
     // ends w4b at once (QEMU dies with it: it has w4b as its death signal's parent).

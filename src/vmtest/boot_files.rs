@@ -56,6 +56,9 @@ pub struct Root {
     pub len: u64,
     /// The image's default target (`multi-user.target` when it names none).
     pub default_target: String,
+    /// Whether it is a W4B hive's root (it has the first-boot runner): `w4b test IMAGE`
+    /// then runs the hive checklist in the guest unless told otherwise.
+    pub is_hive: bool,
 }
 
 /// The root partition of `disk` (see the module doc).
@@ -84,12 +87,14 @@ pub fn find_root(disk: &Disk, image: &Path) -> Result<Root, VmTestError> {
             path: image.to_path_buf(),
             source,
         })?;
+        let is_hive = matches!(resolve(&ext4, crate::steps::firstboot::RUNNER), Ok(Some(_)));
         return Ok(Root {
             partition: index,
             partuuid,
             offset: fs.offset,
             len: fs.len,
             default_target,
+            is_hive,
         });
     }
     Err(VmTestError::NoRoot {

@@ -46,6 +46,10 @@ pub struct Options {
     pub max_image_size: u64,
     /// `PATH` to find QEMU on (the caller's environment); the usual directories if `None`.
     pub path: Option<String>,
+    /// Run the hive checklist in the guest when the image is a hive's, though the spec
+    /// does not ask (`w4b test IMAGE` with no `hive_checklist` given: an image file says
+    /// nothing about where it came from but its contents).
+    pub detect_hive: bool,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             log_dir: None,
             max_image_size: image::DEFAULT_MAX_IMAGE_SIZE,
             path: None,
+            detect_hive: false,
         }
     }
 }
@@ -113,6 +118,16 @@ pub fn run(
     let file = opened.file.try_clone().map_err(|e| image_err(e.into()))?;
     let disk = image::read_disk(file).map_err(image_err)?;
     let root = boot_files::find_root(&disk, image)?;
+    let detected;
+    let spec = if opts.detect_hive && root.is_hive && !spec.hive_checklist {
+        detected = TestSpec {
+            hive_checklist: true,
+            ..spec.clone()
+        };
+        &detected
+    } else {
+        spec
+    };
 
     let tmp = tempfile::Builder::new()
         .prefix("w4b-test-")

@@ -11,7 +11,8 @@
 //!   `test:`: `multi-user.target`, no failed unit, sshd and NetworkManager active);
 //! - the north hive (the configuration manager's file, unchanged) builds on it and boots
 //!   with what its modules run (`modules::boot_checks`): the first boot complete, sshd on
-//!   its port, the firewall's table, the node exporter serving, the health check;
+//!   its port, the firewall's table, the node exporter serving, the health check, and the
+//!   hive checklist on the running system (the guest's files, judged on the host);
 //! - `w4b build --check` builds the hive again from nothing — another cache, `TZ`, locale,
 //!   umask and `-j` — bootstrap included, and finds every step's output identical.
 //!
@@ -201,6 +202,8 @@ fn the_shipped_hive_builds_on_the_bootstrapped_base_boots_and_rebuilds_bit_for_b
         "command `security: the firewall's ruleset loaded`",
         "command `monitoring: the node exporter serves metrics on port 9100`",
         "command `monitoring: the health check runs`",
+        // The hive checklist on the running system, from the files the guest sent back.
+        "hive checklist (in the guest)",
     ] {
         assert_eq!(check(&report, name)["passed"], true, "{name}");
     }
