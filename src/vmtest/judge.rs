@@ -521,7 +521,9 @@ mod tests {
         ] {
             let mut h = tar::Header::new_gnu();
             h.set_mode(mode);
-            (h.set_uid(0), h.set_gid(0), h.set_mtime(0));
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_size(text.len() as u64);
             b.append_data(&mut h, name, text.as_bytes()).unwrap();
         }
