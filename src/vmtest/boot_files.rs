@@ -87,7 +87,7 @@ pub fn find_root(disk: &Disk, image: &Path) -> Result<Root, VmTestError> {
             path: image.to_path_buf(),
             source,
         })?;
-        let is_hive = matches!(resolve(&ext4, crate::steps::firstboot::RUNNER), Ok(Some(_)));
+        let is_hive = is_hive(&ext4);
         return Ok(Root {
             partition: index,
             partuuid,
@@ -303,6 +303,13 @@ fn default_target<R: Read + Seek>(ext4: &Ext4<R>) -> Result<String, Ext4Error> {
 /// `path` with every symlink resolved (absolute targets from the root, relative ones
 /// from the link's directory, `..` never above `/`), or `None` when some component does
 /// not exist.
+/// Whether the root is a W4B hive's: it has the first-boot runner (as
+/// [`crate::validate::hive::is_hive`] decides for `w4b validate`). One that cannot be read
+/// is not.
+fn is_hive<R: Read + Seek>(ext4: &Ext4<R>) -> bool {
+    matches!(resolve(ext4, crate::steps::firstboot::RUNNER), Ok(Some(_)))
+}
+
 fn resolve<R: Read + Seek>(ext4: &Ext4<R>, path: &str) -> Result<Option<String>, Ext4Error> {
     let mut pending: Vec<String> = path
         .split('/')
@@ -449,6 +456,19 @@ mod tests {
             Some("/usr/lib/systemd/system/graphical.target")
         );
         assert_eq!(resolve(&fs, "/lib/nothing").unwrap(), None);
+        assert!(!is_hive(&fs), "a plain Debian root is no hive");
+    }
+
+    #[test]
+    fn a_hive_root_has_the_first_boot_runner() {
+        let fs = ext4(&[
+            ("/usr", None, None),
+            ("/usr/local", None, None),
+            ("/usr/local/lib", None, None),
+            ("/usr/local/lib/w4b", None, None),
+            ("/usr/local/lib/w4b/firstboot", Some(b"#!/bin/sh\n"), None),
+        ]);
+        assert!(is_hive(&fs));
     }
 
     #[test]
