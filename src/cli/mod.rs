@@ -498,7 +498,7 @@ pub struct TestArgs {
     pub unit_active: Vec<String>,
     /// A test definition in JSON (`allow_failed_units`, `units_active`, `commands`:
     /// `[{name, run, exit, stdout_contains, stdout_regex, timeout}]`, `timeout`,
-    /// `boot_timeout`); the options above add to it.
+    /// `boot_timeout`, `hive_checklist`); the options above add to it.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
     /// Where the boot log (the whole serial console) goes [default: beside the image, as

@@ -46,7 +46,7 @@ fn options_def(app: &App, args: &TestArgs) -> miette::Result<TestDef> {
             serde_json::from_str::<TestDef>(&text).map_err(|e| {
                 miette::miette!(
                     code = "w4b::test::spec",
-                    help = "the keys are `allow_failed_units`, `units_active`, `commands` (`name`, `run`, `exit`, `stdout_contains`, `stdout_regex`, `timeout`), `timeout` and `boot_timeout`",
+                    help = "the keys are `allow_failed_units`, `units_active`, `commands` (`name`, `run`, `exit`, `stdout_contains`, `stdout_regex`, `timeout`), `timeout`, `boot_timeout` and `hive_checklist`",
                     "`{}` is not a valid test definition: {e}",
                     app.display_path(&full)
                 )
@@ -60,6 +60,7 @@ fn options_def(app: &App, args: &TestArgs) -> miette::Result<TestDef> {
         commands: Vec::new(),
         timeout: args.timeout,
         boot_timeout: args.boot_timeout,
+        hive_checklist: None,
     }))
 }
 
@@ -73,6 +74,7 @@ fn vm_options(app: &App, args: &TestArgs) -> vmtest::Options {
         max_image_size: args.max_image_size,
         path: app.env.get("PATH").cloned(),
         pinned: None,
+        detect_hive: false,
     }
 }
 
@@ -171,9 +173,14 @@ fn pinned_source(app: &App) -> miette::Result<Option<vmtest::PinnedSource>> {
 
 /// An image file, as it is.
 fn run_image(app: &App, args: &TestArgs) -> miette::Result<i32> {
-    let spec = options_def(app, args)?.spec();
+    let def = options_def(app, args)?;
+    let spec = def.spec();
     let image = app.cwd.join(&args.target);
-    let mut opts = vm_options(app, args);
+    let mut opts = vmtest::Options {
+        // A hive's image gets the hive checklist unless the spec says otherwise.
+        detect_hive: def.hive_checklist.is_none(),
+        ..vm_options(app, args)
+    };
     if opts.kernel.is_none() {
         opts.pinned = pinned_source(app)?;
     }

@@ -135,7 +135,7 @@ pub fn run(app: &App, args: &ValidateArgs) -> miette::Result<i32> {
             let reader = std::io::BufReader::with_capacity(1 << 20, file);
             if let Ok(files) = validate::hive::Ext4Files::open(reader, root.offset, root.len) {
                 if validate::hive::is_hive(&files) {
-                    match validate::hive::check(&files) {
+                    match validate::hive::check(&files, validate::hive::Stage::Image) {
                         Ok(hive) => v.report.checks.extend(hive.checks),
                         // A file the checklist could not read: a failed check, not a
                         // checklist that judged it absent.

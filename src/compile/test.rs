@@ -48,8 +48,12 @@ impl TestPlan {
             .iter()
             .chain(hive.and_then(|h| h.test.as_ref()))
             .collect();
-        // A hive image is first asked for what its modules run (`modules::boot_checks`).
-        let derived = hive.map(|h| crate::modules::boot_checks::boot_checks(&h.config));
+        // A hive image is first asked for what its modules run (`modules::boot_checks`)
+        // and, on the running system, for the hive checklist its build passed.
+        let derived = hive.map(|h| TestDef {
+            hive_checklist: Some(true),
+            ..crate::modules::boot_checks::boot_checks(&h.config)
+        });
         let mut locations: Vec<String> = derived.iter().map(|_| "the hive's modules".to_owned()).collect();
         locations.extend(layers.iter().map(|t| t.span.location().to_string()));
         TestPlan {
@@ -211,6 +215,10 @@ mod tests {
         assert_eq!(spec.units_active, units);
         assert_eq!(spec.commands, derived.commands);
         assert_eq!((spec.timeout, spec.boot_timeout), (900, 500));
+        assert!(
+            spec.hive_checklist,
+            "a hive's image runs the checklist in the guest"
+        );
         assert_eq!(plan.locations.len(), 3, "{:?}", plan.locations);
         assert_eq!(plan.locations[0], "the hive's modules");
         assert!(
@@ -226,6 +234,7 @@ mod tests {
         // Without a hive, the image's alone.
         let alone = TestPlan::of(image, None, NodeId::new(0), vec![], "edge.img.zst");
         assert_eq!(alone.def.units_active, ["ssh.service"]);
+        assert!(!alone.def.spec().hive_checklist, "a plain image does not");
     }
 
     #[test]

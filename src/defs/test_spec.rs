@@ -49,6 +49,16 @@ pub struct TestSpec {
     pub timeout: u64,
     /// Seconds for the boot, from the start of QEMU to a settled system.
     pub boot_timeout: u64,
+    /// Whether the guest sends back the files the hive checklist reads, for the host to
+    /// run the checklist on the running system (`crate::validate::hive`, booted stage).
+    /// On for an image built from a hive; left out of the serialised form when off, so
+    /// the spec of a plain image serialises as it did before the field existed.
+    #[serde(skip_serializing_if = "is_false")]
+    pub hive_checklist: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for TestSpec {
@@ -59,6 +69,7 @@ impl Default for TestSpec {
             commands: Vec::new(),
             timeout: DEFAULT_TOTAL_TIMEOUT,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            hive_checklist: false,
         }
     }
 }
@@ -101,6 +112,10 @@ pub struct TestDef {
     pub timeout: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_timeout: Option<u64>,
+    /// Run the hive checklist in the guest; given, it wins over what is below it (a
+    /// hive's image has it on, a `test:` may turn it off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hive_checklist: Option<bool>,
 }
 
 impl TestDef {
@@ -127,6 +142,7 @@ impl TestDef {
         }
         self.timeout = over.timeout.or(self.timeout);
         self.boot_timeout = over.boot_timeout.or(self.boot_timeout);
+        self.hive_checklist = over.hive_checklist.or(self.hive_checklist);
         self
     }
 
@@ -138,6 +154,7 @@ impl TestDef {
             commands: self.commands.clone(),
             timeout: self.timeout.unwrap_or(DEFAULT_TOTAL_TIMEOUT),
             boot_timeout: self.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
+            hive_checklist: self.hive_checklist.unwrap_or(false),
         }
     }
 }
@@ -235,6 +252,18 @@ mod tests {
         assert_eq!(m.units_active, ["a", "b"]);
         assert_eq!((m.timeout, m.boot_timeout), (Some(10), Some(30)));
         assert_eq!(def.clone().merged(TestDef::default()), def);
+        // The hive checklist: a given value wins, off by default.
+        let on = TestDef {
+            hive_checklist: Some(true),
+            ..TestDef::default()
+        };
+        assert!(on.clone().merged(TestDef::default()).spec().hive_checklist);
+        let off = TestDef {
+            hive_checklist: Some(false),
+            ..TestDef::default()
+        };
+        assert!(!on.merged(off).spec().hive_checklist);
+        assert!(!def.spec().hive_checklist);
         // The spec of an empty definition is the default spec.
         assert_eq!(TestDef::default().spec(), TestSpec::default());
     }
@@ -276,5 +305,16 @@ mod tests {
             serde_json::to_string(&spec).unwrap(),
             r#"{"allow_failed_units":[],"units_active":[],"commands":[{"name":"n","run":"true","exit":0,"timeout":5}],"timeout":600,"boot_timeout":300}"#
         );
+        // The hive checklist appears only when on.
+        let hive = TestSpec {
+            hive_checklist: true,
+            ..TestSpec::default()
+        };
+        let json = serde_json::to_string(&hive).unwrap();
+        assert!(
+            json.ends_with(r#","boot_timeout":300,"hive_checklist":true}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<TestSpec>(&json).unwrap(), hive);
     }
 }

@@ -6,7 +6,7 @@
 use super::*;
 use crate::hive::config::Secret;
 use crate::tree::{MemBlobs, TreeBuilder};
-use crate::validate::hive::{check, TreeFiles, ADMIN_RECORD};
+use crate::validate::hive::{check, Stage, TreeFiles, ADMIN_RECORD};
 
 const PASSWD: &str = "\
 root:x:0:0:root:/root:/bin/bash
@@ -434,7 +434,7 @@ fn with_record(blobs: &MemBlobs, root: Digest, a: &AdminAccount) -> Digest {
 }
 
 fn account_failures(blobs: &MemBlobs, root: Digest) -> Vec<String> {
-    let r = check(&TreeFiles::new(blobs, root)).expect("the tree reads");
+    let r = check(&TreeFiles::new(blobs, root), Stage::Image).expect("the tree reads");
     assert!(r.named("account").next().is_some(), "the account rule ran");
     r.named("account")
         .filter(|c| c.status == crate::validate::Status::Fail)

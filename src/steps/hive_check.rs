@@ -13,7 +13,7 @@ use w4b_graph::{Component, Outputs, PlanContext, RunContext, Step, StepError};
 use super::tree_error;
 use crate::store::AppStore;
 use crate::tree::Blobs;
-use crate::validate::hive::{check, FilesError, TreeFiles};
+use crate::validate::hive::{check, FilesError, Stage, TreeFiles};
 use crate::validate::SCHEMA;
 
 pub struct HiveCheckStep {
@@ -41,7 +41,7 @@ impl Step for HiveCheckStep {
         let files = TreeFiles::new(self.store.as_ref(), tree.digest);
         // A blob the rules could not read is an unavailable input (the engine re-runs its
         // producer), never a file the report calls absent.
-        let report = match check(&files) {
+        let report = match check(&files, Stage::Image) {
             Ok(report) => report,
             Err(FilesError::Tree { source, .. }) => return Err(tree_error(source)),
             Err(other) => return Err(StepError::diag(other)),

@@ -11,12 +11,13 @@
 //! | `networkmanager` | keyfiles parse, have `[connection]` `id` and `type`; Wi-Fi ones an `ssid`, and a PSK the hive rule accepts (8–63 printable characters or 64 hex digits) |
 //! | `nftables` | `/etc/nftables.conf` balances its braces and its `input` chain has `policy drop` |
 //! | `secret_modes` | files holding secrets (WireGuard, NetworkManager, `/etc/w4b/secrets/*`) are readable by their owner only |
-//! | `host_keys` | no `/etc/ssh/ssh_host_*` keys; `/etc/machine-id` empty or absent |
+//! | `host_keys` | no `/etc/ssh/ssh_host_*` keys; `/etc/machine-id` empty or absent (skipped on a booted system, [`Stage::Booted`]) |
 //! | `ports` | the SSH port, node exporter and the sensor manager's metrics port differ |
 //! | `account` | the administrator of the account record ([`ADMIN_RECORD`]) is in `/etc/passwd` with uid 1000 and a login shell; its `/etc/shadow` field is a crypt hash when a password is configured, locked (`*`/`!`) when not; `/etc/shadow` is `0640 root:shadow` or `0600 root`; it is in each recorded group; its home, `~/.ssh` (`0700`) and `~/.ssh/authorized_keys` (`0600`, every recorded key) are its own |
 //!
-//! The checks read files through [`Files`], implemented for stored trees ([`TreeFiles`])
-//! and ext4 filesystems ([`Ext4Files`]); no rule depends on the host. A path the rules
+//! The checks read files through [`Files`], implemented for stored trees ([`TreeFiles`]),
+//! ext4 filesystems ([`Ext4Files`]) and the archive a booted guest sends back
+//! ([`super::archive::ArchiveFiles`], `w4b test`); no rule depends on the host. A path the rules
 //! cannot read — a missing or corrupt blob, a damaged inode — is not an absent file: the
 //! implementation keeps the first such failure and [`check`] returns it instead of a
 //! report built on a partial view (the `hive-check` step turns a blob's into an
@@ -271,9 +272,21 @@ pub fn is_hive(fs: &dyn Files) -> bool {
     fs.meta("/usr/local/lib/w4b/firstboot").is_some()
 }
 
+/// Which root filesystem the rules look at: the image as built, or a system booted from
+/// it, which legitimately has what a first boot makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The image as built and shipped: every rule.
+    Image,
+    /// A running system booted from the image (`w4b test`): the `host_keys` rule is
+    /// skipped, and says so — the first boot made the SSH host keys and filled in
+    /// `/etc/machine-id`, as it must. Every other rule applies unchanged.
+    Booted,
+}
+
 /// Runs every rule on `fs`; an error when some path could not be read (the rules would
 /// have judged it absent).
-pub fn check(fs: &dyn Files) -> Result<Report, FilesError> {
+pub fn check(fs: &dyn Files, stage: Stage) -> Result<Report, FilesError> {
     let mut r = Report::default();
     hostname(fs, &mut r);
     units(fs, &mut r);
@@ -282,7 +295,14 @@ pub fn check(fs: &dyn Files) -> Result<Report, FilesError> {
     networkmanager(fs, &mut r);
     nftables(fs, &mut r);
     secret_modes(fs, &mut r);
-    host_keys(fs, &mut r);
+    match stage {
+        Stage::Image => host_keys(fs, &mut r),
+        Stage::Booted => r.skip(
+            "host_keys",
+            None,
+            "a booted system: the first boot made its SSH host keys and machine-id",
+        ),
+    }
     ports(fs, &mut r);
     account(fs, &mut r);
     match fs.take_error() {
@@ -1416,9 +1436,41 @@ mod tests {
 
     #[test]
     fn a_good_tree_passes_every_rule() {
-        let r = check(&good()).unwrap();
+        let r = check(&good(), Stage::Image).unwrap();
         assert!(r.passed(), "{:?}", failed(&r));
         assert_eq!(r.checks.len(), 10);
+    }
+
+    /// A booted system has what its first boot made: host keys and a machine-id. The
+    /// `host_keys` rule is skipped, saying why; every other rule still judges.
+    #[test]
+    fn a_booted_system_may_have_host_keys_and_a_machine_id() {
+        let booted = good().file("/etc/ssh/ssh_host_ed25519_key", "k", 0o600).file(
+            "/etc/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+            0o444,
+        );
+        assert_eq!(
+            failed(&check(&booted, Stage::Image).unwrap()),
+            ["host_keys /etc/ssh/ssh_host_ed25519_key"]
+        );
+        let r = check(&booted, Stage::Booted).unwrap();
+        assert!(r.passed(), "{:?}", failed(&r));
+        let skipped: Vec<_> = r
+            .checks
+            .iter()
+            .filter(|c| c.status == crate::validate::Status::Skip)
+            .collect();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].name, "host_keys");
+        assert!(skipped[0].detail.contains("booted"), "{}", skipped[0].detail);
+        assert_eq!(r.checks.len(), 10, "every other rule ran");
+        // Nothing else is relaxed.
+        let bad = booted.file("/etc/w4b/secrets/db_password", "x", 0o644);
+        assert_eq!(
+            failed(&check(&bad, Stage::Booted).unwrap()),
+            ["secret_modes /etc/w4b/secrets/db_password"]
+        );
     }
 
     #[test]
@@ -1439,7 +1491,7 @@ mod tests {
             ("a\\\\b\\\\c\\\\d\\\\e", true),
             ("short", false),
         ] {
-            let r = check(&good().file(nm, &keyfile(psk), 0o600)).expect("the files read");
+            let r = check(&good().file(nm, &keyfile(psk), 0o600), Stage::Image).expect("the files read");
             assert_eq!(r.passed(), ok, "{psk:?}: {:?}", failed(&r));
         }
         assert_eq!(keyfile_unescape("\\sa\\\\b\\t"), " a\\b\t");
@@ -1478,7 +1530,7 @@ mod tests {
             (good().file("/etc/w4b/env", "METRICS_PORT=9100\n", 0o640), "ports "),
         ];
         for (fs, expected) in cases {
-            let r = check(&fs).unwrap();
+            let r = check(&fs, Stage::Image).unwrap();
             assert_eq!(failed(&r), [expected.to_owned()], "expected only `{expected}`");
         }
     }
@@ -1591,7 +1643,7 @@ mod tests {
             ),
         ];
         for (fs, expected) in cases {
-            let r = check(&fs).unwrap();
+            let r = check(&fs, Stage::Image).unwrap();
             let got: Vec<String> = r
                 .failures()
                 .map(|c| format!("{} {}", c.file.clone().unwrap_or_default(), c.detail))
@@ -1607,14 +1659,18 @@ mod tests {
             0,
             0,
         );
-        assert!(check(&fs).unwrap().passed(), "{:?}", failed(&check(&fs).unwrap()));
+        assert!(
+            check(&fs, Stage::Image).unwrap().passed(),
+            "{:?}",
+            failed(&check(&fs, Stage::Image).unwrap())
+        );
         let gone = Mem(good()
             .0
             .into_iter()
             .filter(|(k, _)| !k.starts_with(home))
             .collect());
         assert_eq!(
-            failed(&check(&gone).unwrap()),
+            failed(&check(&gone, Stage::Image).unwrap()),
             [
                 "account /home/hiveadmin",
                 "account /home/hiveadmin/.ssh",
@@ -1622,7 +1678,10 @@ mod tests {
             ]
         );
         let gone = Mem(good().0.into_iter().filter(|(k, _)| k != ADMIN_RECORD).collect());
-        assert_eq!(failed(&check(&gone).unwrap()), ["account /etc/w4b/system/admin"]);
+        assert_eq!(
+            failed(&check(&gone, Stage::Image).unwrap()),
+            ["account /etc/w4b/system/admin"]
+        );
     }
 
     #[test]
@@ -1655,7 +1714,7 @@ mod tests {
             "/lib/systemd/system/nftables.service",
         );
         assert_eq!(
-            failed(&check(&fs).unwrap()),
+            failed(&check(&fs, Stage::Image).unwrap()),
             ["units /etc/systemd/system/multi-user.target.wants/nftables.service"]
         );
         // A package list for a later boot does not count: packages come in at build time.
@@ -1665,14 +1724,14 @@ mod tests {
                 "/lib/systemd/system/nftables.service",
             )
             .file("/usr/local/lib/w4b/software/packages.txt", "nftables\n", 0o644);
-        assert!(!check(&listed).unwrap().passed());
+        assert!(!check(&listed, Stage::Image).unwrap().passed());
         let fs = fs.file(
             "/lib/systemd/system/nftables.service",
             "[Service]\nExecStart=/usr/sbin/nft -f /etc/nftables.conf\n\n[Install]\nWantedBy=sysinit.target\n",
             0o644,
         );
         assert_eq!(
-            failed(&check(&fs).unwrap()),
+            failed(&check(&fs, Stage::Image).unwrap()),
             ["units /etc/systemd/system/multi-user.target.wants/nftables.service"],
             "linked where its [Install] does not say"
         );
@@ -1698,7 +1757,7 @@ mod tests {
         let good = blobs.get(&etc).unwrap();
         for (broken, path) in [(host, "/etc/hostname"), (etc, "/etc")] {
             blobs.corrupt(&broken, b"not it".to_vec());
-            let err = check(&TreeFiles::new(&blobs, root)).expect_err("not a report");
+            let err = check(&TreeFiles::new(&blobs, root), Stage::Image).expect_err("not a report");
             let FilesError::Tree { path: p, source } = err else {
                 panic!("{err:?}");
             };
@@ -1717,7 +1776,7 @@ mod tests {
             );
         }
         // Repaired, the rules run (and judge the tree, which is no hive).
-        assert!(check(&TreeFiles::new(&blobs, root)).is_ok());
+        assert!(check(&TreeFiles::new(&blobs, root), Stage::Image).is_ok());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod board;
 pub mod cmdline;
 pub mod device;

@@ -64,6 +64,9 @@ pub struct Root {
     pub len: u64,
     /// The image's default target (`multi-user.target` when it names none).
     pub default_target: String,
+    /// Whether it is a W4B hive's root (it has the first-boot runner): `w4b test IMAGE`
+    /// then runs the hive checklist in the guest unless told otherwise.
+    pub is_hive: bool,
 }
 
 /// The root partition of `disk` (see the module doc).
@@ -92,12 +95,14 @@ pub fn find_root(disk: &Disk, image: &Path) -> Result<Root, VmTestError> {
             path: image.to_path_buf(),
             source,
         })?;
+        let is_hive = is_hive(&ext4);
         return Ok(Root {
             partition: index,
             partuuid,
             offset: fs.offset,
             len: fs.len,
             default_target,
+            is_hive,
         });
     }
     Err(VmTestError::NoRoot {
@@ -306,6 +311,13 @@ fn default_target<R: Read + Seek>(ext4: &Ext4<R>) -> Result<String, Ext4Error> {
 /// `path` with every symlink resolved (absolute targets from the root, relative ones
 /// from the link's directory, `..` never above `/`), or `None` when some component does
 /// not exist.
+/// Whether the root is a W4B hive's: it has the first-boot runner (as
+/// [`crate::validate::hive::is_hive`] decides for `w4b validate`). One that cannot be read
+/// is not.
+fn is_hive<R: Read + Seek>(ext4: &Ext4<R>) -> bool {
+    matches!(resolve(ext4, crate::steps::firstboot::RUNNER), Ok(Some(_)))
+}
+
 fn resolve<R: Read + Seek>(ext4: &Ext4<R>, path: &str) -> Result<Option<String>, Ext4Error> {
     let mut pending: Vec<String> = path
         .split('/')
@@ -452,6 +464,19 @@ mod tests {
             Some("/usr/lib/systemd/system/graphical.target")
         );
         assert_eq!(resolve(&fs, "/lib/nothing").unwrap(), None);
+        assert!(!is_hive(&fs), "a plain Debian root is no hive");
+    }
+
+    #[test]
+    fn a_hive_root_has_the_first_boot_runner() {
+        let fs = ext4(&[
+            ("/usr", None, None),
+            ("/usr/local", None, None),
+            ("/usr/local/lib", None, None),
+            ("/usr/local/lib/w4b", None, None),
+            ("/usr/local/lib/w4b/firstboot", Some(b"#!/bin/sh\n"), None),
+        ]);
+        assert!(is_hive(&fs));
     }
 
     #[test]

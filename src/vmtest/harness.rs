@@ -35,8 +35,8 @@ const GUEST_LIBRARY: &str = include_str!("guest.sh");
 /// The version of what the harness does in the guest (`guest.sh`, [`payload`],
 /// [`kernel_cmdline`]) and how the host judges its records (`super::judge`). Part of the
 /// `test` build step's key: bump it whenever a change could turn a verdict, so images
-/// that passed under the old harness are booted again.
-pub const HARNESS_VERSION: u32 = 1;
+/// that passed under the old harness are booted again. 2: the hive checklist in the guest.
+pub const HARNESS_VERSION: u32 = 2;
 
 /// What one record of the guest answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +55,8 @@ pub enum Probe {
     UnitActive(usize),
     /// `commands[i]`.
     Command(usize),
+    /// The files the hive checklist reads, as a tar archive (`hive_checklist` in the spec).
+    HiveChecklist,
 }
 
 /// The harness disk's bytes and the records the guest will send, in order, by id.
@@ -99,6 +101,11 @@ pub fn payload(spec: &TestSpec) -> std::io::Result<Payload> {
             format!("{}\n", c.run).into_bytes(),
         ));
         probes.push((id, Probe::Command(i)));
+    }
+    // Last: it reads the system as the other checks left it.
+    if spec.hive_checklist {
+        script.push_str("hive_checklist hive-checklist\n");
+        probes.push(("hive-checklist".into(), Probe::HiveChecklist));
     }
     script.push_str("finish\n");
     files.insert(0, ("w4b-test/guest.sh".into(), script.into_bytes()));
@@ -206,6 +213,17 @@ mod tests {
         ));
         // Deterministic: the same spec, the same bytes.
         assert_eq!(payload(&spec).unwrap().tar, p.tar);
+        // A hive's image: the checklist's archive comes last.
+        let hive = payload(&TestSpec {
+            hive_checklist: true,
+            ..spec
+        })
+        .unwrap();
+        assert_eq!(
+            hive.probes.last(),
+            Some(&("hive-checklist".to_owned(), Probe::HiveChecklist))
+        );
+        assert_eq!(hive.probes.len(), p.probes.len() + 1);
     }
 
     #[test]

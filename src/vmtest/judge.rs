@@ -13,11 +13,17 @@ use super::boot_time::{self, BootTime};
 use super::console::last_lines;
 use super::harness::Probe;
 use super::report::CheckResult;
-use super::results::{Record, Results};
+use super::results::{Archive, Record, Results};
 use super::spec::TestSpec;
+use crate::validate::archive::{self, ArchiveFiles};
+use crate::validate::hive::{self, Stage};
+use crate::validate::{Check, Status};
 
 /// Lines of a check's own output quoted when it fails.
 const OUTPUT_LINES: usize = 20;
+
+/// The name of the hive checklist's check in the report.
+pub const HIVE_CHECKLIST: &str = "hive checklist (in the guest)";
 
 /// Why the host stopped waiting for the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +81,19 @@ pub fn judge(
             Probe::FailedUnits => "no failed units".to_owned(),
             Probe::UnitActive(i) => format!("unit `{}` active", spec.units_active.get(*i).map_or("?", |s| s)),
             Probe::Command(i) => format!("command `{}`", spec.commands.get(*i).map_or("?", |c| &c.name)),
+            Probe::HiveChecklist => HIVE_CHECKLIST.to_owned(),
             Probe::Analyze | Probe::Blame => String::new(),
         };
+        if let Probe::HiveChecklist = probe {
+            match results.archive(id) {
+                Some(a) => checks.push(hive_checklist(&name, a)),
+                None => {
+                    checks.push(missing(&name, ending, console, results, !missing_explained));
+                    missing_explained = true;
+                }
+            }
+            continue;
+        }
         let Some(record) = results.get(id) else {
             if matches!(probe, Probe::Analyze | Probe::Blame) {
                 continue;
@@ -98,6 +115,7 @@ pub fn judge(
                     checks.push(command(&name, record, c, re));
                 }
             }
+            Probe::HiveChecklist => {}
         }
     }
     Judged {
@@ -207,6 +225,81 @@ fn command(name: &str, r: &Record, c: &super::spec::CommandCheck, re: Option<&Re
         None => CheckResult::pass(name, seconds),
         Some(reason) => CheckResult::fail(name, seconds, reason).with_log(output_log(r)),
     }
+}
+
+/// The hive checklist on the files the booted guest archived ([`Stage::Booted`]): one
+/// log line per failed rule (`rule file: what — fix`), and one per rule the booted stage
+/// skips, saying why, whether it passes or fails.
+fn hive_checklist(name: &str, a: &Archive) -> CheckResult {
+    let seconds = ((a.end - a.start).max(0.0) * 10.0).round() / 10.0;
+    let stderr = || last_lines(&a.stderr, OUTPUT_LINES);
+    // GNU tar exits with 1 when a file changed while it read it: the archive is whole.
+    if !matches!(a.status, 0 | 1) {
+        let reason = if a.status == 3 {
+            format!(
+                "the guest's archive of the hive's files is above the bound of {} bytes",
+                archive::MAX_ARCHIVE
+            )
+        } else {
+            format!(
+                "the guest could not archive the hive's files (`tar` exited with {})",
+                a.status
+            )
+        };
+        return CheckResult::fail(name, seconds, reason)
+            .with_log(stderr())
+            .with_help("the guest's `tar` error output is above");
+    }
+    let files = match a.bytes.as_ref() {
+        Ok(bytes) => ArchiveFiles::parse(bytes).map_err(|e| match std::error::Error::source(&e) {
+            Some(source) => format!("{e} ({source})"),
+            None => e.to_string(),
+        }),
+        Err(e) => Err(e.clone()),
+    };
+    let report = files.and_then(|f| hive::check(&f, Stage::Booted).map_err(|e| e.to_string()));
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            return CheckResult::fail(name, seconds, e)
+                .with_log(stderr())
+                .with_help("the archive the guest sent could not be read; its `tar` error output is above")
+        }
+    };
+    let line = |c: &Check| match &c.file {
+        Some(f) => format!("{} `{f}`: {}", c.name, c.detail),
+        None => format!("{}: {}", c.name, c.detail),
+    };
+    let mut log: Vec<String> = report
+        .failures()
+        .map(|c| match &c.help {
+            Some(h) => format!("{} — {h}", line(c)),
+            None => line(c),
+        })
+        .collect();
+    log.extend(
+        report
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Skip && c.name == "host_keys")
+            .map(|c| format!("skipped {}", line(c))),
+    );
+    let failed = report.failures().count();
+    if failed == 0 {
+        return CheckResult::pass(name, seconds).with_log(log);
+    }
+    let rules: std::collections::BTreeSet<&str> = report.failures().map(|c| c.name.as_str()).collect();
+    CheckResult::fail(
+        name,
+        seconds,
+        format!(
+            "{failed} problem(s) in {} rule(s) on the running system: {}",
+            rules.len(),
+            rules.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .with_log(log)
+    .with_help("the same rules passed on the built image (`hive-check`): something in the first boot or a service changed these files")
 }
 
 /// A check whose record never came.
@@ -383,6 +476,115 @@ mod tests {
         assert!(j.checks[0].log.iter().any(|l| l.contains("Kernel panic")));
         assert!(j.checks[0].help.is_some());
         assert!(j.checks[1].log.is_empty());
+    }
+
+    /// The archive line of the hive checklist, as the guest writes it.
+    fn archive_line(status: i32, tar: &[u8], err: &str) -> String {
+        use base64::Engine as _;
+        let b = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "archive\thive-checklist\t{status}\t50\t51\t{}\t{}\n",
+            b(tar),
+            b(err.as_bytes())
+        )
+    }
+
+    fn judge_checklist(port: &str) -> CheckResult {
+        let spec = TestSpec {
+            hive_checklist: true,
+            ..TestSpec::default()
+        };
+        let p = payload(&spec).unwrap();
+        let mut results = Results::default();
+        results.update(port.as_bytes());
+        let j = judge(
+            &spec,
+            &[],
+            &p.probes,
+            &results,
+            &Ending::Done,
+            &[],
+            "multi-user.target",
+        );
+        let c = j.checks.last().unwrap().clone();
+        assert_eq!(c.name, HIVE_CHECKLIST);
+        c
+    }
+
+    #[test]
+    fn the_hive_checklist_lists_each_failed_rule_and_the_skipped_one() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, text, mode) in [
+            ("etc/hostname", "hive_x\n", 0o644),
+            ("etc/ssh/ssh_host_ed25519_key", "k", 0o600),
+            ("etc/machine-id", "0123456789abcdef\n", 0o444),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(text.len() as u64);
+            b.append_data(&mut h, name, text.as_bytes()).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let c = judge_checklist(&archive_line(0, &tar, ""));
+        assert!(!c.passed);
+        assert!(
+            c.reason.as_deref().unwrap().contains("`hostname`"),
+            "{:?}",
+            c.reason
+        );
+        assert!(
+            c.log
+                .iter()
+                .any(|l| l.starts_with("hostname `/etc/hostname`: `hive_x` is not a valid DNS name — ")),
+            "{:#?}",
+            c.log
+        );
+        assert!(c.log.iter().any(|l| l.starts_with("nftables ")), "{:#?}", c.log);
+        // The host keys and machine-id the first boot made are no failure, and it says so.
+        assert!(!c.log.iter().any(|l| l.starts_with("host_keys")), "{:#?}", c.log);
+        assert_eq!(
+            c.log.last().map(String::as_str),
+            Some("skipped host_keys: a booted system: the first boot made its SSH host keys and machine-id")
+        );
+        assert!(c.help.is_some());
+    }
+
+    #[test]
+    fn the_hive_checklist_fails_clearly_without_its_archive() {
+        let c = judge_checklist(&archive_line(
+            3,
+            b"",
+            "the archive is 70000000 bytes, above the bound of 67108864\n",
+        ));
+        assert!(
+            c.reason.as_deref().unwrap().contains("above the bound"),
+            "{:?}",
+            c.reason
+        );
+        assert_eq!(
+            c.log,
+            ["the archive is 70000000 bytes, above the bound of 67108864"]
+        );
+        let c = judge_checklist(&archive_line(
+            2,
+            b"",
+            "tar: /etc: Cannot open: Permission denied\n",
+        ));
+        assert_eq!(
+            c.reason.as_deref(),
+            Some("the guest could not archive the hive's files (`tar` exited with 2)")
+        );
+        let c = judge_checklist(&archive_line(
+            0,
+            b"not a tar archive, but long enough to be read as a header?",
+            "",
+        ));
+        assert!(!c.passed);
+        let c = judge_checklist("");
+        assert_eq!(c.reason.as_deref(), Some("the guest sent no result for it"));
     }
 
     #[test]

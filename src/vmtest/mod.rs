@@ -8,7 +8,9 @@
 //! its script and kernel command-line options that start it ([`harness`]). The guest
 //! reports raw outcomes on a virtio-serial port, apart from the console, and the host
 //! judges them against the [`TestSpec`] ([`judge`]); the whole console is kept as the
-//! boot log.
+//! boot log. For a hive's image the guest also sends, last, a tar archive of the files the
+//! hive checklist reads, and the host runs the checklist on it
+//! ([`crate::validate::hive::Stage::Booted`]).
 //!
 //! One job per file: [`spec`] (what to check), [`boot_files`] (root, kernel, initramfs
 //! and default target of the image), [`harness`] and `guest.sh` (the guest side),

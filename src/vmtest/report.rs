@@ -167,6 +167,13 @@ impl Report {
                 let _ = writeln!(s, "    help: {h}");
             }
         }
+        // A passing check with something to say (the hive checklist's skipped rule).
+        for c in self.checks.iter().filter(|c| c.passed && !c.log.is_empty()) {
+            let _ = writeln!(s, "\n  note {}:", c.name);
+            for line in &c.log {
+                let _ = writeln!(s, "    | {line}");
+            }
+        }
         if let Some(t) = &self.boot_time {
             let mut phases = Vec::new();
             for (name, v) in [
@@ -245,5 +252,45 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["kernel"]["source"], "pinned");
         assert_eq!(json["kernel"]["release"], "6.1.0-28-arm64");
+    }
+
+    #[test]
+    fn a_passing_check_with_a_note_shows_it_and_failures_come_first() {
+        let report = Report {
+            schema: SCHEMA,
+            image: "out/north.img.zst".into(),
+            passed: false,
+            kernel: KernelSource::Image {
+                kernel: "/boot/vmlinuz".into(),
+                initrd: "/boot/initrd.img".into(),
+                version: None,
+            },
+            machine: Machine {
+                qemu: "/usr/bin/qemu-system-aarch64".into(),
+                accel: Accel::Tcg,
+                cpus: 2,
+                memory_mib: 1024,
+                cmdline: String::new(),
+            },
+            checks: vec![
+                CheckResult::fail("no failed units", 0.3, "failed: `x.service`"),
+                CheckResult::pass("hive checklist (in the guest)", 0.8)
+                    .with_log(vec!["skipped host_keys: a booted system".into()]),
+            ],
+            boot_time: None,
+            blame: Vec::new(),
+            boot_log: "out/north.boot.log".into(),
+            seconds: 120.0,
+        };
+        let text = report.render();
+        let fail = text.find("  FAIL no failed units: failed: `x.service`").unwrap();
+        let note = text
+            .find("  note hive checklist (in the guest):\n    | skipped host_keys: a booted system\n")
+            .unwrap();
+        assert!(fail < note, "{text}");
+        assert!(
+            text.ends_with("FAILED: 1 of 2 checks passed in 120.0 s\n"),
+            "{text}"
+        );
     }
 }

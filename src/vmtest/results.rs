@@ -1,12 +1,16 @@
 //! Reading what the guest sends on its results port (the protocol is written down in
-//! `src/vmtest/guest.sh`): `hello`, one `result` per check, `done`.
+//! `src/vmtest/guest.sh`): `hello`, one `result` per check, an `archive` of the hive's
+//! files when the spec asks for the hive checklist, `done`.
 //!
 //! The host reads the port's file while the guest is still writing, so only complete
 //! lines count; a line that does not parse is kept as garbage to show, never trusted.
 //! Every field is bounded by what the guest's script writes (its outputs are cut to
-//! 64 KiB before encoding).
+//! 64 KiB before encoding; an archive to [`MAX_ARCHIVE`]), and the host checks the
+//! archive's bound again before decoding it.
 
 use base64::Engine as _;
+
+use crate::validate::archive::MAX_ARCHIVE;
 
 /// One check's raw outcome in the guest.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,12 +24,26 @@ pub struct Record {
     pub stderr: String,
 }
 
+/// An archive the guest sent: its `tar` exit status and error output, and the bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Archive {
+    pub id: String,
+    /// `tar`'s exit status, or 3 when the guest found the archive above its bound.
+    pub status: i32,
+    pub start: f64,
+    pub end: f64,
+    /// The archive, or why it could not be decoded (too large, not base64).
+    pub bytes: Result<Vec<u8>, String>,
+    pub stderr: String,
+}
+
 /// Everything received so far.
 #[derive(Debug, Default)]
 pub struct Results {
     /// The guest uptime at which the harness started, once it has.
     pub hello: Option<f64>,
     pub records: Vec<Record>,
+    pub archives: Vec<Archive>,
     pub done: bool,
     /// Lines that were not part of the protocol.
     pub garbage: Vec<String>,
@@ -69,6 +87,20 @@ impl Results {
                     stderr: decode(err),
                 });
             }
+            ["archive", id, status, start, end, data, err] => {
+                let (Ok(status), Ok(start), Ok(end)) = (status.parse(), start.parse(), end.parse()) else {
+                    self.garbage.push(line.chars().take(200).collect());
+                    return;
+                };
+                self.archives.push(Archive {
+                    id: (*id).to_owned(),
+                    status,
+                    start,
+                    end,
+                    bytes: decode_archive(data),
+                    stderr: decode(err),
+                });
+            }
             [""] => {}
             _ => self.garbage.push(line.chars().take(200).collect()),
         }
@@ -77,6 +109,23 @@ impl Results {
     pub fn get(&self, id: &str) -> Option<&Record> {
         self.records.iter().find(|r| r.id == id)
     }
+
+    pub fn archive(&self, id: &str) -> Option<&Archive> {
+        self.archives.iter().find(|a| a.id == id)
+    }
+}
+
+/// An archive's bytes, refused above [`MAX_ARCHIVE`] before decoding.
+fn decode_archive(b64: &str) -> Result<Vec<u8>, String> {
+    let size = b64.len() / 4 * 3;
+    if size > MAX_ARCHIVE {
+        return Err(format!(
+            "the archive is about {size} bytes, above the bound of {MAX_ARCHIVE}"
+        ));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("the archive is not valid base64 ({e})"))
 }
 
 fn decode(b64: &str) -> String {
@@ -109,6 +158,37 @@ mod tests {
         );
         assert!(r.done);
         assert!(r.garbage.is_empty());
+    }
+
+    #[test]
+    fn an_archive_arrives_as_bytes_and_is_bounded() {
+        let mut r = Results::default();
+        r.update(b"archive\thive-checklist\t0\t50\t51.5\tAAEC/w==\tdGFyOiBvawo=\n");
+        let a = r.archive("hive-checklist").unwrap();
+        assert_eq!((a.status, a.end), (0, 51.5));
+        assert_eq!(a.bytes, Ok(vec![0, 1, 2, 255]));
+        assert_eq!(a.stderr, "tar: ok\n");
+        assert!(r.get("hive-checklist").is_none(), "not a command's record");
+        r.update(
+            b"archive\thive-checklist\t0\t50\t51.5\tAAEC/w==\tdGFyOiBvawo=\narchive\tx\t0\t1\t2\t!!!!\t\n",
+        );
+        assert!(r
+            .archive("x")
+            .unwrap()
+            .bytes
+            .as_ref()
+            .unwrap_err()
+            .contains("base64"));
+        let huge = "A".repeat(MAX_ARCHIVE / 3 * 4 + 8);
+        let mut r = Results::default();
+        r.update(format!("archive\th\t0\t1\t2\t{huge}\t\n").as_bytes());
+        assert!(r
+            .archive("h")
+            .unwrap()
+            .bytes
+            .as_ref()
+            .unwrap_err()
+            .contains("above the bound"));
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct Options {
     /// boots the virtual machine (a Raspberry Pi OS image); `None`: such an image is
     /// refused (`w4b::test::no_kernel`).
     pub pinned: Option<PinnedSource>,
+    /// Run the hive checklist in the guest when the image is a hive's, though the spec
+    /// does not ask (`w4b test IMAGE` with no `hive_checklist` given: an image file says
+    /// nothing about where it came from but its contents).
+    pub detect_hive: bool,
 }
 
 /// Where the pinned test kernel comes from: asked only when the image has no kernel of its
@@ -94,6 +98,7 @@ impl Default for Options {
             max_image_size: image::DEFAULT_MAX_IMAGE_SIZE,
             path: None,
             pinned: None,
+            detect_hive: false,
         }
     }
 }
@@ -149,6 +154,16 @@ pub fn run(
     let file = opened.file.try_clone().map_err(|e| image_err(e.into()))?;
     let disk = image::read_disk(file).map_err(image_err)?;
     let root = boot_files::find_root(&disk, image)?;
+    let detected;
+    let spec = if opts.detect_hive && root.is_hive && !spec.hive_checklist {
+        detected = TestSpec {
+            hive_checklist: true,
+            ..spec.clone()
+        };
+        &detected
+    } else {
+        spec
+    };
 
     let tmp = tempfile::Builder::new()
         .prefix("w4b-test-")

@@ -243,7 +243,8 @@ fn failing_checks_are_reported_with_their_output_and_the_vm_is_gone() {
               {"name": "says oops", "run": "echo oops; echo to-stderr >&2; exit 1"},
               {"name": "wrong words", "run": "echo hello", "stdout_contains": "goodbye"},
               {"name": "writes", "run": "echo scribble > /etc/w4b-scribble && sync"}
-           ]}"#,
+           ],
+           "hive_checklist": true}"#,
     );
     let (report, out) = w4b_test(
         &env,
@@ -275,6 +276,37 @@ fn failing_checks_are_reported_with_their_output_and_the_vm_is_gone() {
     assert_eq!(unit["passed"], false);
     assert_eq!(unit["reason"], "`w4b-no-such.service` is `inactive`");
     assert_eq!(check(&report, "command `writes`")["passed"], true);
+    // The hive checklist, forced on for an image that is no hive: each rule a plain Debian
+    // system breaks is a log line of its own, and the rest passed on what the guest sent —
+    // `units` found a unit file for every `*.wants/` link (under `/usr/lib`, `/lib` being
+    // a link), the hostname rule read the fixture's name and its `/etc/hosts`.
+    let hive = check(&report, "hive checklist (in the guest)");
+    assert_eq!(hive["passed"], false, "{hive:#}");
+    let log: Vec<&str> = hive["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("nftables `/etc/nftables.conf`: no firewall ruleset")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("account `/etc/w4b/system/admin`: no account record")),
+        "{log:#?}"
+    );
+    assert!(
+        log[0].starts_with("hostname `/etc/hosts`: `w4b-vmtest` has no line in /etc/hosts"),
+        "{log:#?}"
+    );
+    assert_eq!(log.len(), 4, "{log:#?}");
+    assert_eq!(
+        log.last().copied(),
+        Some("skipped host_keys: a booted system: the first boot made its SSH host keys and machine-id")
+    );
     // The guest wrote to its disk; the file did not change.
     assert_eq!(sha256(&image), before, "the image was modified");
     let boot_log = image.with_file_name("raw.boot.log");
