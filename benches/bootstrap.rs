@@ -122,6 +122,18 @@ fn installed(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// mmdebstrap's `--include`: the set's own names, plus `usr-is-merged` when the lock has
+/// it. `init-system-helpers` depends on `usrmerge | usr-is-merged`; w4b's lock takes
+/// `usr-is-merged` (the root is merged from the start), apt the first alternative,
+/// `usrmerge`, which pulls in perl (8 more packages, measured 2026-12-07).
+fn include(deb: &Debian) -> Vec<String> {
+    let mut names = deb.include.clone();
+    if deb.debs.iter().any(|d| d.name == "usr-is-merged") && !names.iter().any(|n| n == "usr-is-merged") {
+        names.push("usr-is-merged".to_string());
+    }
+    names
+}
+
 /// Runs mmdebstrap, timing its phases from the `I:` lines it prints as it goes.
 fn mmdebstrap(deb: &Debian, dir: &Path, scratch: &Path, plain: bool, into: &mut Baseline) {
     let setup = scratch.join("setup.sh");
@@ -177,7 +189,7 @@ fn mmdebstrap(deb: &Debian, dir: &Path, scratch: &Path, plain: bool, into: &mut 
         "--architectures=arm64",
         "--format=directory",
     ])
-    .arg(format!("--include={}", deb.include.join(",")))
+    .arg(format!("--include={}", include(deb).join(",")))
     .args(["--dpkgopt=force-confold", "--dpkgopt=force-confdef"])
     .arg(format!("--setup-hook={}", setup.display()))
     .arg(format!("--customize-hook={}", customize.display()))
