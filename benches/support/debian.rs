@@ -4,7 +4,7 @@
 //!
 //! Debian is reached through the host's apt mirror (its apt sources, both formats, as the
 //! tests' `host_mirror` reads them), never a hard-coded host. Kept between runs, under
-//! Cargo's `target/tmp/bench-debian/` (about 1.6 GiB):
+//! Cargo's `target/tmp/bench-debian/` (about 1 GiB: 840 MiB of base cache, 124 MiB of pool):
 //!
 //! - `w4b.lock`: `w4b lock` keeps the locked versions that still fit, so reruns bootstrap
 //!   the same packages (delete it to lock afresh);
