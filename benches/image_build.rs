@@ -42,12 +42,23 @@
 //! reasons are printed too), the new file read back with `debugfs` from both sides'
 //! images, the floor's byte count.
 //!
+//! **`--base debian`**: the same parts (a)–(d) on the repository's bootstrapped Debian base
+//! (`//bases:debian-bookworm-arm64`, [`support::debian`]: a 512 MiB FAT32 and a 2 GiB
+//! ext4 root ~60 % full, ~2.5 GiB of disk). Its bootstrap (~13 min on 2 cores) is kept in
+//! `target/tmp/bench-debian/base-cache`, which only the first run (or `cargo bench --bench
+//! bootstrap`) pays for. There, "cold" means after the base: every (b) round starts from a
+//! hard-linked copy of the base cache (the `.deb`s, the bootstrapped root, `raspi-layout`,
+//! `graft`: nothing of a disk), so the image's own steps all run. The baselines' disk is
+//! `//images:bench` as w4b built it after the base (untimed, decompressed): the classic
+//! flow copies and edits it, and the floor, with no download to decompress, is the
+//! read/write copy and `zstd -3` of it. (e) is not run there.
+//!
 //! Rounds interleave w4b and its baseline, alternating which goes first. The outputs of
 //! both sides are written to the same file system, and both end with the output written
 //! by a process that exited (neither side `fsync`s what the other does not: w4b's store
 //! `fsync`s its records and blobs, the baselines `fsync` their final `.img.zst`).
 //!
-//! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b|d|e[,…]] [--no-mount] [--keep]`:
+//! Run: `cargo bench --bench image_build [-- --runs N] [--only a|b|d|e[,…]] [--base pi|debian] [--no-mount] [--keep]`:
 //! default 3 rounds for (a), 2 for (b), 1 for (d) (`--runs N` sets all three); `--no-mount` takes the
 //! non-root `debugfs` path as root too. Needs ~2.5 GiB under `target/tmp` for the base
 //! (kept between runs) and up to ~10 GiB of scratch in `$TMPDIR` at the peak of (a): the
@@ -59,9 +70,11 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
+use support::build::{du, fresh_copy, median_f64, mib, row, rss_cell, secs, step_table, Run, W4b};
+use support::debian::{self, Debian};
 use support::disk;
 use support::pibase::{self, PiBase, ROOT_START};
 use support::{thousands, Samples, Table};
@@ -79,8 +92,42 @@ const BIG_HEADROOM: &str = "3GiB";
 /// The file every (a) round changes, inside the image.
 const TARGET: &str = "/etc/w4b/bench.conf";
 
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
+/// The base disk the baselines start from, whichever base the image is on.
+struct BaseDisk {
+    /// The raw disk (sparse): what the classic flow copies and the floor reads.
+    raw: PathBuf,
+    /// The same, compressed, when the floor starts by decompressing it (the Pi OS-like
+    /// base is published as `.img.zst`; the Debian base has no disk but w4b's).
+    zst: Option<PathBuf>,
+    /// The root partition, in sectors.
+    root_start: u64,
+    root_sectors: u64,
+    bytes: u64,
+}
+
+/// The base the bench images are on (`--base pi`, the default, or `--base debian`).
+enum Base {
+    /// The Raspberry Pi OS-like base of [`support::pibase`], by a `file://` URL.
+    Pi(PiBase),
+    /// The repository's bootstrapped Debian base ([`support::debian`]).
+    Debian(Debian),
+}
+
+impl Base {
+    fn label(&self) -> &'static str {
+        match self {
+            Base::Pi(_) => "//bases:bench",
+            Base::Debian(_) => debian::BASE,
+        }
+    }
+
+    /// The base's own steps: a one-file rebuild or a build after the base never runs them.
+    fn base_steps(&self) -> [&'static str; 2] {
+        match self {
+            Base::Pi(_) => ["#fetch", "#unpack"],
+            Base::Debian(_) => ["#bootstrap", "#layout"],
+        }
+    }
 }
 
 /// The generated workspace and its scratch space.
@@ -92,24 +139,12 @@ struct Bench {
     /// zstd's worker threads on the baselines' side: w4b's own count
     /// (`available_parallelism`, see `src/compile.rs`).
     threads: usize,
-}
-
-/// One w4b process: wall time, peak RSS, and what ran.
-struct Run {
-    took: Duration,
-    max_rss_kib: u64,
-    ran: Vec<String>,
-    cached: Vec<String>,
-    steps: u64,
-    /// Steps that ran, by the name after `#`, with their own `duration_ms` (steps run in
-    /// parallel, so these add up to more than the wall time) and their miss reason.
-    timings: Vec<(String, u64, String)>,
-    /// The steps' `step-note` lines (`#compress`: frames compressed and reused).
-    notes: Vec<String>,
+    base: Base,
 }
 
 impl Bench {
-    fn new(base: &PiBase, threads: usize) -> Bench {
+    /// The workspace on the Pi OS-like base, or (`pi == None`) on the Debian base.
+    fn new(pi: Option<PiBase>, threads: usize) -> Bench {
         let root = tempfile::Builder::new()
             .prefix("w4b-bench-image-")
             .tempdir()
@@ -124,20 +159,27 @@ impl Bench {
             }
             fs::write(&p, body).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
         };
-        write("w4b.yaml", "");
-        let board = Path::new(env!("CARGO_MANIFEST_DIR")).join("defs/boards/pi4.yaml");
-        write(
-            "defs/boards/pi4.yaml",
-            &fs::read_to_string(&board).unwrap_or_else(|e| panic!("read {}: {e}", board.display())),
-        );
-        write(
-            "defs/bases/bench.yaml",
-            &format!(
-                "kind: base\nurl: file://{}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2024-11-19\n",
-                base.zst.display(),
-                base.zst_sha256
-            ),
-        );
+        let base = match pi {
+            Some(base) => {
+                write("w4b.yaml", "");
+                let board = Path::new(env!("CARGO_MANIFEST_DIR")).join("defs/boards/pi4.yaml");
+                write(
+                    "defs/boards/pi4.yaml",
+                    &fs::read_to_string(&board).unwrap_or_else(|e| panic!("read {}: {e}", board.display())),
+                );
+                write(
+                    "defs/bases/bench.yaml",
+                    &format!(
+                        "kind: base\nurl: file://{}\nsha256: {}\narch: arm64\nrelease: bookworm\ndate: 2024-11-19\n",
+                        base.zst.display(),
+                        base.zst_sha256
+                    ),
+                );
+                Base::Pi(base)
+            }
+            None => Base::Debian(debian::prepare(&ws, &home)),
+        };
+        let label = base.label();
         write(
             "defs/layers/bench.yaml",
             &format!(
@@ -148,7 +190,7 @@ impl Bench {
         write(
             "defs/images/bench.yaml",
             &format!(
-                "kind: image\nboard: //boards:pi4\nbase: //bases:bench\nlayers: [//layers:bench]\n\
+                "kind: image\nboard: //boards:pi4\nbase: {label}\nlayers: [//layers:bench]\n\
                  output: {{compression: zstd, level: {LEVEL}}}\n"
             ),
         );
@@ -156,7 +198,7 @@ impl Bench {
         write(
             "defs/images/bench19.yaml",
             &format!(
-                "kind: image\nboard: //boards:pi4\nbase: //bases:bench\nlayers: [//layers:bench]\n\
+                "kind: image\nboard: //boards:pi4\nbase: {label}\nlayers: [//layers:bench]\n\
                  output: {{compression: zstd, level: {RELEASE_LEVEL}}}\n"
             ),
         );
@@ -164,7 +206,7 @@ impl Bench {
         write(
             "defs/images/bench4g.yaml",
             &format!(
-                "kind: image\nboard: //boards:pi4\nbase: //bases:bench\nlayers: [//layers:bench]\n\
+                "kind: image\nboard: //boards:pi4\nbase: {label}\nlayers: [//layers:bench]\n\
                  partitions: {{root: {{headroom: {}}}}}\n\
                  output: {{compression: zstd, level: {LEVEL}}}\n",
                 BIG_HEADROOM
@@ -175,6 +217,7 @@ impl Bench {
             ws,
             home,
             threads,
+            base,
         }
     }
 
@@ -200,161 +243,34 @@ impl Bench {
         self.build_with(cache, "bench", &[])
     }
 
-    /// `w4b build //images:<name> <extra…>`, as [`Bench::build`].
+    /// `w4b build //images:<name> <extra…>`, as [`Bench::build`]; the image must exist after.
     fn build_with(&self, cache: &Path, name: &str, extra: &[&std::ffi::OsStr]) -> Run {
         let rss = self.scratch("maxrss");
-        disk::remove(&rss);
-        let mut cmd = Command::new("/usr/bin/time");
-        cmd.args(["-f", "%M", "-o"])
-            .arg(&rss)
-            .arg(env!("CARGO_BIN_EXE_w4b"))
-            .arg("build")
-            .arg(format!("//images:{name}"))
-            .args(["--message-format", "json"])
-            .args(extra)
-            .current_dir(&self.ws)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("TZ", "UTC")
-            .env("LC_ALL", "C")
-            .env("NO_COLOR", "1")
-            .env("W4B_CACHE_DIR", cache)
-            .stdin(Stdio::null());
-        let start = Instant::now();
-        let out = cmd.output().unwrap_or_else(|e| panic!("spawn w4b: {e}"));
-        let took = start.elapsed();
-        assert!(
-            out.status.success(),
-            "w4b build failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let max_rss_kib = fs::read_to_string(&rss)
-            .ok()
-            .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("no max RSS from /usr/bin/time in {}", rss.display()));
-        let (mut ran, mut cached, mut steps, mut timings) = (Vec::new(), Vec::new(), None, Vec::new());
-        let mut notes = Vec::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let step = || v["step"].as_str().unwrap_or_default().to_string();
-            match (v["event"].as_str(), v["status"].as_str()) {
-                (Some("step-finished"), Some("ran")) => {
-                    let name = step();
-                    let short = name
-                        .rsplit_once('#')
-                        .map_or(name.as_str(), |(_, s)| s)
-                        .to_string();
-                    let miss = v["miss"]["reason"]
-                        .as_str()
-                        .or(v["miss"].as_str())
-                        .map_or_else(|| v["miss"].to_string(), str::to_string);
-                    timings.push((short, v["duration_ms"].as_u64().unwrap_or(0), miss));
-                    ran.push(name);
-                }
-                (Some("step-finished"), Some("cached")) => cached.push(step()),
-                (Some("step-note"), _) => notes.push(format!(
-                    "{}: {}",
-                    step(),
-                    v["message"].as_str().unwrap_or_default()
-                )),
-                (Some("finished"), _) => steps = v["steps"].as_u64(),
-                _ => {}
-            }
-        }
-        let steps = steps.unwrap_or_else(|| {
-            panic!(
-                "no `finished` event in w4b's output:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        });
+        let w4b = W4b {
+            ws: &self.ws,
+            home: &self.home,
+            rss_file: &rss,
+        };
+        let run = w4b.build(cache, name, extra);
         let image = self.image_of(name);
         assert!(image.exists(), "w4b wrote no {}", image.display());
-        Run {
-            took,
-            max_rss_kib,
-            ran,
-            cached,
-            steps,
-            timings,
-            notes,
-        }
+        run
     }
-}
 
-/// Per-step medians over the rounds' [`Run::timings`], in the order the steps finished.
-fn step_table(title: &str, runs: &[Vec<(String, u64, String)>]) {
-    let mut names: Vec<String> = Vec::new();
-    for r in runs {
-        for (n, _, _) in r {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
-        }
-    }
-    let mut table = Table::new(&[
-        title,
-        "runs",
-        "median s",
-        "min s",
-        "max s",
-        "why it ran (last round)",
-    ]);
-    for n in &names {
-        let mut s = Samples::default();
-        let mut why = String::new();
-        for r in runs {
-            for (m, ms, miss) in r {
-                if m == n {
-                    s.push(Duration::from_millis(*ms));
-                    why.clone_from(miss);
+    /// A cache for a cold build at `dst`: empty on the Pi OS-like base (its download is a
+    /// local file); a copy of the kept base cache on the Debian base (the bootstrapped base
+    /// cached, nothing of a disk), made sure of first.
+    fn cold_cache(&self, dst: &Path) -> PathBuf {
+        match &self.base {
+            Base::Pi(_) => {
+                if dst.exists() {
+                    fs::remove_dir_all(dst).unwrap_or_else(|e| panic!("remove {}: {e}", dst.display()));
                 }
+                dst.to_path_buf()
             }
+            Base::Debian(deb) => fresh_copy(&deb.base_cache(), dst),
         }
-        let mut why: String = why.chars().take(60).collect();
-        if why == "null" {
-            why.clear();
-        }
-        table.row(vec![
-            format!("#{n}"),
-            s.len().to_string(),
-            format!("{:.2}", secs(s.median())),
-            format!("{:.2}", secs(s.min())),
-            format!("{:.2}", secs(s.max())),
-            why,
-        ]);
     }
-    table.print();
-}
-
-/// A copy of the warm cache at `dst` made of hard links (`cp -al`, untimed): every (a)
-/// round starts from the same warm state, and what it adds is deleted after it, so the
-/// rounds cost no disk beyond one rebuild. Blobs and records are never rewritten in place
-/// (temp file + rename), so sharing their inodes is safe; only their times are shared.
-fn fresh_copy(warm: &Path, dst: &Path) -> PathBuf {
-    if dst.exists() {
-        fs::remove_dir_all(dst).unwrap_or_else(|e| panic!("remove {}: {e}", dst.display()));
-    }
-    disk::run(Command::new("cp").arg("-al").arg(warm).arg(dst));
-    dst.to_path_buf()
-}
-
-/// Bytes below `dir` as allocated on disk (holes of sparse files do not count; hard
-/// links count once), by `du`.
-fn du(dir: &Path) -> u64 {
-    let out = disk::run(Command::new("du").args(["-s", "--block-size=1"]).arg(dir));
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn ran_step(run: &Run, suffix: &str) -> bool {
-    run.ran.iter().any(|s| s.ends_with(suffix))
 }
 
 /// Times of the classic flow's parts, and the total.
@@ -371,7 +287,7 @@ struct Classic {
 /// `cp --sparse=always` base → work, loop-mount its root partition, write the file,
 /// `umount`, `zstd -3 -T<n>`, `fsync` the result. Without root, `debugfs -w` on
 /// `work.img?offset=…` does the edit.
-fn classic(bench: &Bench, base: &PiBase, contents: &str, mount: bool, into: &mut Classic) {
+fn classic(bench: &Bench, base: &BaseDisk, contents: &str, mount: bool, into: &mut Classic) {
     let work = bench.scratch("classic.img");
     let out = bench.scratch("classic.img.zst");
     let mnt = bench.scratch("classic.mnt");
@@ -380,7 +296,7 @@ fn classic(bench: &Bench, base: &PiBase, contents: &str, mount: bool, into: &mut
     disk::remove(&out);
     fs::create_dir_all(&mnt).unwrap_or_else(|e| panic!("create {}: {e}", mnt.display()));
     fs::write(&src, contents).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
-    let offset = ROOT_START * 512;
+    let offset = base.root_start * 512;
     let limit = base.root_sectors * 512;
 
     let start = Instant::now();
@@ -462,23 +378,29 @@ struct Floor {
     total: Samples,
 }
 
-/// `zstd -d` the base to a file, read it all while writing a sparse copy, `zstd -3
-/// -T<n>` the copy, `fsync` the result.
-fn floor(bench: &Bench, base: &PiBase, into: &mut Floor) -> u64 {
-    let raw = bench.scratch("floor.img");
+/// `zstd -d` the base to a file (when it is compressed), read it all while writing a
+/// sparse copy, `zstd -3 -T<n>` the copy, `fsync` the result.
+fn floor(bench: &Bench, base: &BaseDisk, into: &mut Floor) -> u64 {
+    let decompressed_to = bench.scratch("floor.img");
     let copy = bench.scratch("floor-copy.img");
     let out = bench.scratch("floor.img.zst");
-    for p in [&raw, &copy, &out] {
+    for p in [&decompressed_to, &copy, &out] {
         disk::remove(p);
     }
     let start = Instant::now();
-    disk::run(
-        Command::new("zstd")
-            .args(["-q", "-d", "-f"])
-            .arg(&base.zst)
-            .arg("-o")
-            .arg(&raw),
-    );
+    let raw = match &base.zst {
+        Some(zst) => {
+            disk::run(
+                Command::new("zstd")
+                    .args(["-q", "-d", "-f"])
+                    .arg(zst)
+                    .arg("-o")
+                    .arg(&decompressed_to),
+            );
+            decompressed_to.clone()
+        }
+        None => base.raw.clone(),
+    };
     let decompressed = Instant::now();
     let bytes = copy_all(&raw, &copy);
     let copied = Instant::now();
@@ -495,7 +417,7 @@ fn floor(bench: &Bench, base: &PiBase, into: &mut Floor) -> u64 {
     into.copy.push(copied - decompressed);
     into.compress.push(done - copied);
     into.total.push(done - start);
-    for p in [&raw, &copy, &out] {
+    for p in [&decompressed_to, &copy, &out] {
         disk::remove(p);
     }
     bytes
@@ -540,15 +462,22 @@ fn decompress(bench: &Bench, image: &Path, name: &str) -> PathBuf {
     raw
 }
 
+/// The second partition (the root) of a raw disk: start and size in sectors, by `sfdisk`.
+fn root_partition(raw: &Path) -> (u64, u64) {
+    let table = disk::run(Command::new("sfdisk").arg("--json").arg(raw));
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout)
+        .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}", raw.display()));
+    let root = &table["partitiontable"]["partitions"][1];
+    match (root["start"].as_u64(), root["size"].as_u64()) {
+        (Some(start), Some(size)) => (start, size),
+        _ => panic!("no second partition in {}", raw.display()),
+    }
+}
+
 /// [`TARGET`] as found in the root partition (the second) of a compressed disk image.
 fn read_back(bench: &Bench, image: &Path) -> String {
     let raw = decompress(bench, image, "readback.img");
-    let table = disk::run(Command::new("sfdisk").arg("--json").arg(&raw));
-    let table: serde_json::Value = serde_json::from_slice(&table.stdout)
-        .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}", raw.display()));
-    let start = table["partitiontable"]["partitions"][1]["start"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no second partition in {}", image.display()));
+    let (start, _) = root_partition(&raw);
     let cat = disk::run(
         Command::new("debugfs")
             .arg("-R")
@@ -559,22 +488,63 @@ fn read_back(bench: &Bench, image: &Path) -> String {
     String::from_utf8_lossy(&cat.stdout).into_owned()
 }
 
-/// A table row: median, min, max, and the median's ratio to `base`.
-fn row(table: &mut Table, name: &str, s: &Samples, base: Duration) {
-    table.row(vec![
-        name.to_string(),
-        s.len().to_string(),
-        format!("{:.2}", secs(s.median())),
-        format!("{:.2}", secs(s.min())),
-        format!("{:.2}", secs(s.max())),
-        format!("{:.2}", secs(s.median()) / secs(base)),
-    ]);
-}
-
-fn median_f64(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+/// The disk the baselines start from, and on the Debian base the cache that made it.
+///
+/// The Pi OS-like base is a disk already. The Debian base has no disk but the ones w4b
+/// writes, so the baselines' disk is `//images:bench` itself, built cold after the base
+/// (untimed: the page cache then holds the base's files for both sides) and decompressed;
+/// the kept base cache is made first (the whole bootstrap, the first time).
+fn base_disk(bench: &Bench) -> (BaseDisk, Option<PathBuf>) {
+    let deb = match &bench.base {
+        Base::Pi(base) => {
+            let disk = BaseDisk {
+                raw: base.raw.clone(),
+                zst: Some(base.zst.clone()),
+                root_start: ROOT_START,
+                root_sectors: base.root_sectors,
+                bytes: base.disk_bytes(),
+            };
+            return (disk, None);
+        }
+        Base::Debian(deb) => deb,
+    };
+    let rss = bench.scratch("maxrss");
+    let w4b = W4b {
+        ws: &bench.ws,
+        home: &bench.home,
+        rss_file: &rss,
+    };
+    let made = debian::ensure_base_cache(deb, &w4b);
+    println!(
+        "   base: {} .debs ({} MiB) bootstrapped, {} in {:.1} s: {} ({} MiB)",
+        deb.debs.len(),
+        thousands(deb.deb_bytes() / MIB),
+        if made.ran("#bootstrap") { "built" } else { "cached" },
+        secs(made.took),
+        deb.base_cache().display(),
+        thousands(du(&deb.base_cache()) / MIB)
+    );
+    let cache = bench.cold_cache(&bench.scratch("cache-prep"));
+    let prep = bench.build(&cache);
+    let raw = decompress(bench, &bench.image(), "debian-base.img");
+    let (root_start, root_sectors) = root_partition(&raw);
+    let bytes = fs::metadata(&raw).map_or(0, |m| m.len());
+    println!(
+        "   the baselines' disk: //images:bench built after the base ({:.1} s, untimed): {} MiB, \
+         {} MiB of it allocated, root partition {} MiB",
+        secs(prep.took),
+        thousands(bytes / MIB),
+        thousands(disk::allocated(&raw) / MIB),
+        thousands(root_sectors * 512 / MIB)
+    );
+    let disk = BaseDisk {
+        raw,
+        zst: None,
+        root_start,
+        root_sectors,
+        bytes,
+    };
+    (disk, Some(cache))
 }
 
 /// The decompressed size of a `.zst`, from its frame headers (`zstd -l`'s "Decompressed").
@@ -641,7 +611,7 @@ fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
         let refs: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
         let run = bench.build_with(&cache, "bench19", &refs);
         assert!(
-            ran_step(&run, "#compress") && !ran_step(&run, "#unpack"),
+            run.ran("#compress") && !run.ran("#unpack"),
             "(d) round {round}: {:?}",
             run.ran
         );
@@ -718,28 +688,17 @@ fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
     )
 }
 
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn rss_cell(rss: &[u64]) -> String {
-    let max = rss.iter().copied().max().unwrap_or(0);
-    let min = rss.iter().copied().min().unwrap_or(0);
-    if min == max {
-        format!("{:.0}", mib(max))
-    } else {
-        format!("{:.0}–{:.0}", mib(min), mib(max))
-    }
-}
-
 fn main() {
-    let only = std::env::args()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .find(|w| w[0] == "--only")
-        .map(|w| w[1].clone());
+    let only = support::arg("--only");
     let wants = |part: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == part));
-    let (do_a, do_b, do_d, do_e) = (wants("a"), wants("b"), wants("d"), wants("e"));
+    let on_debian = match support::arg("--base").as_deref() {
+        None | Some("pi") => false,
+        Some("debian") => true,
+        Some(other) => panic!("--base takes `pi` or `debian`, got `{other}`"),
+    };
+    let (do_a, do_b, do_d) = (wants("a"), wants("b"), wants("d"));
+    // (e) is the synthetic base's: the Debian base's root partition is sized by its layout.
+    let do_e = wants("e") && !on_debian;
     let explicit = std::env::args().any(|a| a == "--runs");
     let (runs_a, runs_b, runs_d) = if explicit {
         (support::runs(3), support::runs(2), support::runs(1))
@@ -757,41 +716,56 @@ fn main() {
     support::header(
         "image_build: w4b disk images on a realistic base vs the classic flow and the floor",
         &format!(
-            "image: //boards:pi4, a file:// base (cached download), one layer with one source file, zstd -{LEVEL}\n\
+            "image: //boards:pi4, {}, one layer with one source file, zstd -{LEVEL}\n\
              (a) one-file rebuild, warm cache, {runs_a} rounds: vs cp --sparse + {} + zstd -{LEVEL} -T{threads}\n\
-             (b) cold build, empty cache, {runs_b} rounds: vs zstd -d + read/write copy + zstd -{LEVEL} -T{threads}\n\
+             (b) cold build, {} cache, {runs_b} rounds: vs {}read/write copy + zstd -{LEVEL} -T{threads}\n\
              (c) peak RSS of every timed w4b process (/usr/bin/time -f %M)\n\
              (d) one-file rebuild at zstd -{RELEASE_LEVEL}, warm cache and a remote directory cache, {runs_d} rounds:\n    \
              vs zstd -{RELEASE_LEVEL} -T0 of the same disk; bytes published to the remote and cache growth vs the image\n\
              (e) peak RSS of a cold build of a >= 4 GiB image (root headroom {BIG_HEADROOM})\n\
              rounds interleave w4b and its baseline, alternating which goes first",
+            if on_debian {
+                "the bootstrapped //bases:debian-bookworm-arm64 (the .debs from a local pool)"
+            } else {
+                "a file:// base (cached download)"
+            },
             if root {
                 "mount -o loop,offset + write + umount"
             } else {
                 "debugfs -w write (no loop mount: not root, or --no-mount)"
-            }
+            },
+            if on_debian {
+                "the base's (bootstrap and layout cached)"
+            } else {
+                "an empty"
+            },
+            if on_debian { "" } else { "zstd -d + " },
         ),
     );
 
-    let cache_root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let (t_base, base) = support::time(|| pibase::realistic(&cache_root, BASE_BUDGET));
-    println!(
-        "   base: {}\n   {} in {:.1} s: {}",
-        base.describe(),
-        if base.built { "built" } else { "cached" },
-        secs(t_base),
-        base.dir.display()
-    );
-    let bench = Bench::new(&base, threads);
+    let bench = if on_debian {
+        Bench::new(None, threads)
+    } else {
+        let cache_root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let (t_base, base) = support::time(|| pibase::realistic(&cache_root, BASE_BUDGET));
+        println!(
+            "   base: {}\n   {} in {:.1} s: {}",
+            base.describe(),
+            if base.built { "built" } else { "cached" },
+            secs(t_base),
+            base.dir.display()
+        );
+        Bench::new(Some(base), threads)
+    };
     println!("   workspace: {}", bench.ws.display());
+    // (b) first: the cache of its last cold build is (a)'s warm cache, which saves one
+    // cold build (the longest thing here). On the Debian base, the build that makes the
+    // baselines' disk is the first such cache.
+    let (base, mut warm_cache) = base_disk(&bench);
     println!();
 
     let mut results = Vec::new();
-    let image_mib = base.disk_bytes() as f64 / MIB as f64;
-
-    // (b) first: the cache of its last cold build is (a)'s warm cache, which saves one
-    // cold build (the longest thing here).
-    let mut warm_cache: Option<PathBuf> = None;
+    let image_mib = base.bytes as f64 / MIB as f64;
     if do_b {
         let mut w4b = Samples::default();
         let mut rss = Vec::new();
@@ -806,21 +780,30 @@ fn main() {
             if let Some(old) = warm_cache.take() {
                 fs::remove_dir_all(&old).unwrap_or_else(|e| panic!("remove {}: {e}", old.display()));
             }
-            let cache = bench.scratch(&format!("cache-b{round}"));
+            let cache = bench.cold_cache(&bench.scratch(&format!("cache-b{round}")));
             let ours = |w4b: &mut Samples, rss: &mut Vec<u64>, timings: &mut Vec<_>| {
                 let out = bench.out();
                 if out.exists() {
                     fs::remove_dir_all(&out).unwrap_or_else(|e| panic!("remove {}: {e}", out.display()));
                 }
                 let run = bench.build(&cache);
+                let [own_a, own_b] = bench.base.base_steps();
+                let cold = match bench.base {
+                    Base::Pi(_) => run.ran(own_a) && run.ran(own_b) && run.cached.is_empty(),
+                    // Only the base's steps and its `.deb`s cached.
+                    Base::Debian(_) => {
+                        run.cached(own_a)
+                            && run.cached(own_b)
+                            && run
+                                .cached
+                                .iter()
+                                .all(|s| s.starts_with("//bases:") || s.starts_with("//packages#"))
+                    }
+                };
                 assert!(
-                    ran_step(&run, "#fetch") && ran_step(&run, "#unpack") && ran_step(&run, "#compress"),
-                    "a cold build must run fetch, unpack and compress: {:?}",
-                    run.ran
-                );
-                assert!(
-                    run.cached.is_empty(),
-                    "a cold build found {:?} cached",
+                    cold && run.ran("#compress"),
+                    "not a cold build: ran {:?}, cached {:?}",
+                    run.ran,
                     run.cached
                 );
                 w4b.push(run.took);
@@ -836,12 +819,14 @@ fn main() {
             }
             warm_cache = Some(cache);
         }
-        assert_eq!(raw_bytes, base.disk_bytes(), "the floor read the whole disk");
+        assert_eq!(raw_bytes, base.bytes, "the floor read the whole disk");
         let b = floor_t.total.median();
         let mut table = Table::new(&["(b) cold build", "runs", "median s", "min s", "max s", "× floor"]);
-        row(&mut table, "w4b build, empty cache", &w4b, b);
+        row(&mut table, "w4b build, cold", &w4b, b);
         row(&mut table, "floor, total", &floor_t.total, b);
-        row(&mut table, "  zstd -d", &floor_t.decompress, b);
+        if base.zst.is_some() {
+            row(&mut table, "  zstd -d", &floor_t.decompress, b);
+        }
         row(&mut table, "  read + write copy", &floor_t.copy, b);
         row(
             &mut table,
@@ -876,7 +861,7 @@ fn main() {
         let warm = match warm_cache.take() {
             Some(c) => c,
             None => {
-                let c = bench.scratch("cache-warm");
+                let c = bench.cold_cache(&bench.scratch("cache-warm"));
                 let cold = bench.build(&c);
                 println!(
                     "   (a) warm-up: cold build {:.1} s ({} steps, peak RSS {:.0} MiB)",
@@ -918,15 +903,11 @@ fn main() {
                 round_bytes.set(du(&cache));
                 fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
                 for must in ["#bench", "#compress"] {
-                    assert!(
-                        ran_step(&run, must),
-                        "round {round}: no step {must} ran: {:?}",
-                        run.ran
-                    );
+                    assert!(run.ran(must), "round {round}: no step {must} ran: {:?}", run.ran);
                 }
-                for mustnt in ["#fetch", "#unpack"] {
+                for mustnt in bench.base.base_steps() {
                     assert!(
-                        !ran_step(&run, mustnt),
+                        !run.ran(mustnt),
                         "round {round}: {mustnt} ran again: {:?}",
                         run.ran
                     );
@@ -1026,7 +1007,7 @@ classic_t.image_bytes / MIB
 
     if do_d {
         let warm = warm_cache.take().unwrap_or_else(|| {
-            let c = bench.scratch("cache-warm");
+            let c = bench.cold_cache(&bench.scratch("cache-warm"));
             let cold = bench.build(&c);
             println!(
                 "   (d) warm-up: cold build {:.1} s ({} steps)",

@@ -581,3 +581,65 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A command for an image tool with the fixed time and settings every baseline gives it
+/// (`SOURCE_DATE_EPOCH`, `E2FSPROGS_FAKE_TIME`, `TZ=UTC`, `LC_ALL=C`, mtools' geometry
+/// check off), so the image depends on its inputs only.
+pub fn tool(name: &str) -> Command {
+    let mut c = Command::new(name);
+    c.env("SOURCE_DATE_EPOCH", super::EPOCH.to_string())
+        .env("E2FSPROGS_FAKE_TIME", super::EPOCH.to_string())
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .env("MTOOLS_SKIP_CHECK", "1");
+    c
+}
+
+/// A FAT32 image of `bytes` at `img` holding the tree at `src`, with the standard tools:
+/// `truncate`, `mkfs.vfat --invariant -F 32 <args…>` (label, volume id, hidden sectors,
+/// cluster size), `mcopy -s -m` of every top-level entry in name order.
+pub fn fat_image(img: &Path, src: &Path, bytes: u64, args: &[&str]) {
+    remove(img);
+    run(Command::new("truncate").arg("-s").arg(bytes.to_string()).arg(img));
+    run(tool("mkfs.vfat")
+        .args(["--invariant", "-F", "32"])
+        .args(args)
+        .arg(img));
+    let mut top: Vec<PathBuf> = fs::read_dir(src)
+        .unwrap_or_else(|e| panic!("read {}: {e}", src.display()))
+        .map(|e| e.unwrap_or_else(|e| panic!("read {}: {e}", src.display())).path())
+        .collect();
+    top.sort();
+    if top.is_empty() {
+        return;
+    }
+    run(tool("mcopy")
+        .args(["-s", "-m", "-i"])
+        .arg(img)
+        .args(&top)
+        .arg("::/"));
+}
+
+/// Writes an MBR partition table with disk signature `signature` (hex) and the
+/// partitions `(start, size, type)` in sectors onto the disk file `raw`, by `sfdisk`.
+pub fn mbr(raw: &Path, signature: &str, parts: &[(u64, u64, &str)]) {
+    let mut script = format!("label: dos\nlabel-id: 0x{signature}\nunit: sectors\n\n");
+    for (start, size, kind) in parts {
+        script.push_str(&format!("start={start}, size={size}, type={kind}\n"));
+    }
+    let mut sfdisk = tool("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(raw)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn sfdisk: {e}"));
+    sfdisk
+        .stdin
+        .take()
+        .map(|mut s| s.write_all(script.as_bytes()))
+        .transpose()
+        .unwrap_or_else(|e| panic!("write to sfdisk: {e}"));
+    let st = sfdisk.wait().unwrap_or_else(|e| panic!("sfdisk: {e}"));
+    assert!(st.success(), "sfdisk failed: {st}");
+}

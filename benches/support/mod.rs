@@ -13,6 +13,8 @@
 // Each bench binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod build;
+pub mod debian;
 pub mod disk;
 /// The tests' oracle policy (`tests/support/oracle.rs`); the benches use its `find` to
 /// look tools up, and panic on a missing one (see [`disk::require`]).
@@ -478,4 +480,10 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// The value after `name` on the bench's command line (`--base debian`), if given.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
 }

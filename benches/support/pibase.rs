@@ -30,7 +30,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use sha2::{Digest as _, Sha256};
 use w4b::formats::io::read_full;
@@ -266,17 +266,6 @@ fn load(dir: &Path, info_path: &Path) -> Option<PiBase> {
     (base.raw.exists() && base.zst.exists()).then_some(base)
 }
 
-/// The fixed times and ids every tool is given, so the image depends on its inputs only.
-fn tool(name: &str) -> Command {
-    let mut c = Command::new(name);
-    c.env("SOURCE_DATE_EPOCH", super::EPOCH.to_string())
-        .env("E2FSPROGS_FAKE_TIME", super::EPOCH.to_string())
-        .env("TZ", "UTC")
-        .env("LC_ALL", "C")
-        .env("MTOOLS_SKIP_CHECK", "1");
-    c
-}
-
 fn write_file(path: &Path, body: &str, mode: u32) {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
@@ -399,37 +388,19 @@ fn build(dir: &Path, entries: &[Entry]) -> PiBase {
         "+",
     ]));
     let boot_img = stage.join("boot.img");
-    disk::run(
-        Command::new("truncate")
-            .arg("-s")
-            .arg((BOOT_SECTORS * SECTOR).to_string())
-            .arg(&boot_img),
+    disk::fat_image(
+        &boot_img,
+        boot,
+        BOOT_SECTORS * SECTOR,
+        &["-n", "bootfs", "-i", "1A2B3C4D", "-h", &BOOT_START.to_string()],
     );
-    disk::run(
-        tool("mkfs.vfat")
-            .args(["--invariant", "-F", "32", "-n", "bootfs", "-i", "1A2B3C4D", "-h"])
-            .arg(BOOT_START.to_string())
-            .arg(&boot_img),
-    );
-    let mut mcopy = tool("mcopy");
-    mcopy.args(["-s", "-m", "-i"]).arg(&boot_img);
-    let mut top: Vec<PathBuf> = fs::read_dir(boot)
-        .unwrap_or_else(|e| panic!("read {}: {e}", boot.display()))
-        .map(|e| {
-            e.unwrap_or_else(|e| panic!("read {}: {e}", boot.display()))
-                .path()
-        })
-        .collect();
-    top.sort();
-    mcopy.args(&top).arg("::/");
-    disk::run(&mut mcopy);
 
     // --- root partition: data fills ~60 %, whole MiB.
     let root_mib = (root_bytes * 5 / 3).div_ceil(MIB).max(256);
     let root_sectors = root_mib * MIB / SECTOR;
     let root_img = stage.join("root.img");
     disk::run(
-        tool("mke2fs")
+        disk::tool("mke2fs")
             .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs"])
             .args(["-U", "0b0e0e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"])
             .args([
@@ -451,30 +422,16 @@ fn build(dir: &Path, entries: &[Entry]) -> PiBase {
             .arg(((ROOT_START + root_sectors) * SECTOR).to_string())
             .arg(&raw),
     );
-    let table = format!(
-        "label: dos\nlabel-id: 0x{DISK_SIGNATURE}\nunit: sectors\n\n\
-         start={BOOT_START}, size={BOOT_SECTORS}, type=c\nstart={ROOT_START}, size={root_sectors}, type=83\n"
+    disk::mbr(
+        &raw,
+        DISK_SIGNATURE,
+        &[(BOOT_START, BOOT_SECTORS, "c"), (ROOT_START, root_sectors, "83")],
     );
-    let mut sfdisk = tool("sfdisk")
-        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
-        .arg(&raw)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn sfdisk: {e}"));
-    sfdisk
-        .stdin
-        .take()
-        .map(|mut s| s.write_all(table.as_bytes()))
-        .transpose()
-        .unwrap_or_else(|e| panic!("write to sfdisk: {e}"));
-    let st = sfdisk.wait().unwrap_or_else(|e| panic!("sfdisk: {e}"));
-    assert!(st.success(), "sfdisk failed: {st}");
     copy_sparse(&boot_img, &raw, BOOT_START * SECTOR);
     copy_sparse(&root_img, &raw, ROOT_START * SECTOR);
     let zst = dir.join("base.img.zst");
     disk::run(
-        tool("zstd")
+        disk::tool("zstd")
             .args(["-q", "-f", "-T0", "-3"])
             .arg(&raw)
             .arg("-o")
