@@ -473,6 +473,12 @@ mod tests {
     fn dpkg_deb(dir: &std::path::Path, name: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
         let root = dir.join(name);
         std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        // dpkg-deb wants 0755 whatever the umask (CI runs with 077).
+        std::fs::set_permissions(
+            root.join("DEBIAN"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::write(
             root.join("DEBIAN/control"),
             format!("Package: {name}\nVersion: 1\nArchitecture: arm64\nMaintainer: w4b <w4b@example.org>\nDescription: test\n"),
