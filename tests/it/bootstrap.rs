@@ -233,7 +233,7 @@ fn a_small_bootstrapped_root_is_the_same_from_nothing_under_other_conditions() {
     );
     env.write(
         "defs/images/small-root.yaml",
-        "kind: image\nbase: //bases:small\noutput: {format: tar, compression: zstd, level: 1}\n",
+        "kind: image\nbase: //bases:small\nboard: //boards:pi4\noutput: {format: tar, compression: zstd, level: 1}\n",
     );
     let out = env.run(&["lock", "//images:small-root"]);
     assert!(
