@@ -161,19 +161,7 @@ impl Files for ArchiveFiles {
     }
 
     fn list(&self, dir: &str) -> Vec<String> {
-        let prefix = if dir == "/" {
-            "/".to_owned()
-        } else {
-            format!("{dir}/")
-        };
-        self.entries
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(k, _)| {
-                let rest = &k[prefix.len()..];
-                (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
-            })
-            .collect()
+        super::hive::children(&self.entries, dir)
     }
 
     /// Everything was read when the archive was: nothing can fail later.

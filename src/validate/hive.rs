@@ -55,6 +55,23 @@ pub trait Files {
     fn take_error(&self) -> Option<FilesError>;
 }
 
+/// The names of the direct children of `dir` among the absolute paths keyed in `map`
+/// (for [`Files::list`] over an in-memory index), sorted.
+pub(super) fn children<V>(map: &BTreeMap<String, V>, dir: &str) -> Vec<String> {
+    let prefix = if dir == "/" {
+        "/".to_owned()
+    } else {
+        format!("{dir}/")
+    };
+    map.range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter_map(|(k, _)| {
+            let rest = &k[prefix.len()..];
+            (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
+        })
+        .collect()
+}
+
 /// Why the checklist could not read the filesystem it was given.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum FilesError {
@@ -250,19 +267,7 @@ impl<R: std::io::Read + std::io::Seek> Files for Ext4Files<R> {
     }
 
     fn list(&self, dir: &str) -> Vec<String> {
-        let prefix = if dir == "/" {
-            "/".to_owned()
-        } else {
-            format!("{dir}/")
-        };
-        self.nodes
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(k, _)| {
-                let rest = &k[prefix.len()..];
-                (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
-            })
-            .collect()
+        children(&self.nodes, dir)
     }
 }
 
