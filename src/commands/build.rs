@@ -224,6 +224,9 @@ fn build(
         report.count(StepStatus::Failed),
     );
     let steps = report.results.len();
+    for n in &test_nodes {
+        cached_test_report(app, &store, &report, n);
+    }
     if app.style.json {
         json.flush();
         for n in &test_nodes {
@@ -318,6 +321,39 @@ fn plan_tests(
         artifacts,
     };
     Ok(compile::add_tests(plan, store, &request))
+}
+
+/// A cached verdict's `NAME.test.json`: kept when it is the report of a run on the same
+/// disk with the same checks, else written from the verdicts (`"cached": true`), so the
+/// file beside the outputs never describes another disk. The boot log of the run whose
+/// report it replaces goes with it.
+fn cached_test_report(app: &App, store: &AppStore, report: &BuildReport, n: &TestNode) {
+    let Some(r) = report
+        .results
+        .get(&n.node)
+        .filter(|r| r.status == StepStatus::Cached)
+    else {
+        return;
+    };
+    let disk = report.results.get(&n.disk).and_then(|d| d.outputs.get("disk"));
+    let (Some(out), Some(disk)) = (r.outputs.get("verdicts"), disk) else {
+        return;
+    };
+    let written = crate::steps::test::Verdicts::read(store, out).and_then(|v| {
+        crate::steps::test::write_cached_report(&n.report_file, &n.image, &disk.digest, &v)
+            .map_err(|e| e.to_string())
+    });
+    if written == Ok(true) {
+        let _ = std::fs::remove_file(&n.boot_log);
+    }
+    if let Err(e) = written {
+        if !app.style.quiet {
+            eprintln!(
+                "warning: cannot write the cached test report `{}`: {e}",
+                app.display_path(&n.report_file)
+            );
+        }
+    }
 }
 
 /// One test's outcome: a ran test's table (`tables`) or line, a cached verdict's line, or

@@ -88,6 +88,10 @@ pub struct TestNode {
     /// Index into [`Plan::targets`].
     pub target: usize,
     pub node: NodeId,
+    /// The raw disk it boots.
+    pub disk: NodeId,
+    /// The image file the build exports, as the report names it.
+    pub image: PathBuf,
     pub spec: TestSpec,
     /// The report of the step's run, when it ran.
     pub last: LastReport,
@@ -142,6 +146,8 @@ pub fn add_tests(plan: &mut Plan, store: &Arc<AppStore>, req: &TestRequest) -> V
         nodes.push(TestNode {
             target: i,
             node,
+            disk: tp.disk,
+            image: req.artifacts.join(&tp.image_file),
             spec,
             last,
             report_file: req.artifacts.join(format!("{}.test.json", t.label.name)),

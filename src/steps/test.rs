@@ -18,7 +18,10 @@
 //! and result with its reason and log lines, nothing timed. Everything of one particular
 //! run — the `w4b.test/1` report with timings, machine and boot-time breakdown, and the whole
 //! serial console — goes beside the build's outputs as `NAME.test.json` and
-//! `NAME.boot.log` when the step runs, and stays from that run on a cache hit.
+//! `NAME.boot.log` when the step runs. On a cache hit the report stays when it is that of
+//! a run on the same disk with the same checks; otherwise (a fresh `--out`, another
+//! disk's report) the build writes one from the cached verdicts ([`write_cached_report`]),
+//! marked `"cached": true`, so `NAME.test.json` always describes the disk just built.
 //!
 //! A failed check fails the step: its diagnostic lists each failed check with the log lines
 //! that explain it, and like every failed step it is not recorded, so the next build boots
@@ -123,6 +126,55 @@ impl Verdicts {
             .map_err(|e| e.to_string())?;
         serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     }
+}
+
+/// The report a cache hit leaves when no run's report for the same disk is at hand: the
+/// cached verdicts, the image and the disk, nothing timed (`w4b.test/1` with `"cached":
+/// true`; no `kernel`, `machine` or `boot_log`, since nothing booted).
+#[derive(Debug, Serialize)]
+pub struct CachedReport<'a> {
+    pub schema: &'static str,
+    pub image: &'a Path,
+    pub disk: &'a str,
+    pub passed: bool,
+    pub cached: bool,
+    pub checks: &'a [Verdict],
+}
+
+/// After a cache hit: keeps `path` when it is the report of a run on `disk` with exactly
+/// these verdicts, else writes a [`CachedReport`] there. Returns whether it wrote.
+pub fn write_cached_report(
+    path: &Path,
+    image: &Path,
+    disk: &Digest,
+    verdicts: &Verdicts,
+) -> std::io::Result<bool> {
+    let disk = disk.to_hex();
+    if let Ok(bytes) = std::fs::read(path) {
+        if let Ok(old) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let same_checks = old["checks"].as_array().is_some_and(|checks| {
+                checks.len() == verdicts.checks.len()
+                    && checks
+                        .iter()
+                        .zip(&verdicts.checks)
+                        .all(|(c, v)| c["name"] == v.name.as_str() && c["passed"] == v.passed)
+            });
+            if old["disk"] == disk.as_str() && old["passed"] == verdicts.passed && same_checks {
+                return Ok(false);
+            }
+        }
+    }
+    let report = CachedReport {
+        schema: vmtest::report::SCHEMA,
+        image,
+        disk: &disk,
+        passed: verdicts.passed,
+        cached: true,
+        checks: &verdicts.checks,
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;
+    write_atomically(path, &json)?;
+    Ok(true)
 }
 
 /// The image failed its boot test: one related diagnostic per failed check.
@@ -338,6 +390,7 @@ impl Step for TestStep {
             Err(e) => return Err(StepError::diag(e.naming(&self.shown(&self.image_file)))),
         };
         report.image = self.artifacts.join(&self.image_file);
+        report.disk = Some(disk.digest.to_hex());
         let json = serde_json::to_vec_pretty(&report).map_err(|e| StepError::msg(e.to_string()))?;
         let path = self.report_path();
         write_atomically(&path, &json)
@@ -393,6 +446,50 @@ mod tests {
             serde_json::to_string(&v).unwrap(),
             r#"{"schema":"w4b.test-verdicts/1","passed":false,"checks":[{"name":"boot settles","passed":true},{"name":"command `x`","passed":false,"reason":"exited with status 1, expected 0","log":["stdout:","  oops"]}]}"#
         );
+    }
+
+    /// A hit keeps the report of a run on the same disk with the same checks, and replaces
+    /// anything else — another disk's report, other checks, a missing or unreadable file.
+    #[test]
+    fn a_cached_report_is_written_only_when_no_run_of_the_same_disk_left_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.test.json");
+        let image = dir.path().join("edge.img.zst");
+        let disk = Digest::of(b"disk");
+        let checks = [check("boot settles", true), check("command `x`", true)];
+        let v = Verdicts {
+            schema: VERDICTS_SCHEMA.into(),
+            passed: true,
+            checks: checks.iter().map(Verdict::of).collect(),
+        };
+        // Nothing there: written, marked cached, nothing timed.
+        assert!(write_cached_report(&path, &image, &disk, &v).unwrap());
+        let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["schema"], "w4b.test/1");
+        assert_eq!(written["cached"], true);
+        assert_eq!(written["disk"], disk.to_hex());
+        assert_eq!(written["checks"][1]["name"], "command `x`");
+        assert!(!written.to_string().contains("seconds"));
+        // Its own output, or a run's report of the same disk and checks: kept.
+        assert!(!write_cached_report(&path, &image, &disk, &v).unwrap());
+        let run = serde_json::json!({"schema": "w4b.test/1", "disk": disk.to_hex(), "passed": true,
+            "checks": [{"name": "boot settles", "passed": true, "seconds": 1.5},
+                       {"name": "command `x`", "passed": true, "seconds": 1.5}], "seconds": 30.0});
+        std::fs::write(&path, run.to_string()).unwrap();
+        assert!(!write_cached_report(&path, &image, &disk, &v).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), run.to_string());
+        // Another disk, other checks, garbage: replaced.
+        for other in [
+            run.to_string()
+                .replace(&disk.to_hex(), &Digest::of(b"other").to_hex()),
+            run.to_string().replace("command `x`", "command `y`"),
+            "{not json".to_owned(),
+        ] {
+            std::fs::write(&path, &other).unwrap();
+            assert!(write_cached_report(&path, &image, &disk, &v).unwrap(), "{other}");
+            let now: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(now["cached"], true);
+        }
     }
 
     fn step(store: &Arc<AppStore>, spec: TestSpec, vm: vmtest::Options) -> TestStep {

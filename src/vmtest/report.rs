@@ -87,6 +87,10 @@ pub struct Machine {
 pub struct Report {
     pub schema: &'static str,
     pub image: PathBuf,
+    /// BLAKE3 of the raw disk booted, when a build's `#test` step ran it (the report of a
+    /// cached verdict is kept only while it names the same disk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
     pub passed: bool,
     pub kernel: KernelSource,
     pub machine: Machine,
@@ -223,6 +227,7 @@ mod tests {
     fn the_pinned_kernel_says_why_it_booted() {
         let report = Report {
             schema: SCHEMA,
+            disk: None,
             image: "out/pi.img.zst".into(),
             passed: true,
             kernel: KernelSource::Pinned {
@@ -258,6 +263,7 @@ mod tests {
     fn a_passing_check_with_a_note_shows_it_and_failures_come_first() {
         let report = Report {
             schema: SCHEMA,
+            disk: None,
             image: "out/north.img.zst".into(),
             passed: false,
             kernel: KernelSource::Image {

@@ -329,6 +329,7 @@ pub fn run(
     drop(tmp);
     Ok(Report {
         schema: SCHEMA,
+        disk: None,
         image: image.to_path_buf(),
         passed,
         kernel: kernel_source,

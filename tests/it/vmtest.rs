@@ -572,6 +572,26 @@ fn a_built_image_is_booted_once_by_its_test_key_and_a_failure_is_never_cached() 
         .expect("a test-finished event");
     assert_eq!(t["cached"], true);
     assert!(stdout.contains(r#""ran":0"#), "{stdout}");
+    let kept: Value = serde_json::from_slice(&env.read("out/fx.test.json")).unwrap();
+    assert_eq!(kept, report, "the run's report stays on a hit for the same disk");
+    let disk = report["disk"].as_str().expect("the run's report names its disk");
+    assert_eq!(disk.len(), 64, "{report:#}");
+
+    // 2b. A hit into another output directory still leaves a report there: the verdicts,
+    //     marked cached, naming the same disk, nothing timed and no boot log.
+    let mut cmd = env.command();
+    cmd.env("PATH", "/nonexistent-w4b")
+        .args(["build", "--test", "//images:fx", "--out", "elsewhere"]);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cached: Value = serde_json::from_slice(&env.read("elsewhere/fx.test.json")).unwrap();
+    assert_eq!(cached["schema"], "w4b.test/1");
+    assert_eq!(cached["cached"], true);
+    assert_eq!(cached["passed"], true);
+    assert_eq!(cached["disk"], disk);
+    assert_eq!(cached["checks"].as_array().unwrap().len(), names.len());
+    assert!(cached.get("seconds").is_none(), "{cached:#}");
+    assert!(!env.path("elsewhere/fx.boot.log").exists());
 
     // 3. A changed test that fails: boots again, and the build fails with the check and
     //    its output.
