@@ -7,8 +7,9 @@
 //! - the base's root, written as a tar, is judged by dpkg itself (`dpkg --root … --audit`,
 //!   every package `install ok installed`) and by what a booting Pi needs (merged `/usr`,
 //!   kernel and initramfs under `/boot` and `/boot/firmware`, an empty machine id);
-//! - the base as a disk image **boots** in QEMU (`w4b build --test` with the image's
-//!   `test:`: `multi-user.target`, no failed unit, sshd and NetworkManager active);
+//! - the base as a disk image **boots** in QEMU (`w4b test LABEL --retest` with the
+//!   image's `test:`: `multi-user.target`, no failed unit, sshd and NetworkManager
+//!   active) — booted on every run, whatever verdict the kept cache holds;
 //! - the north hive (the configuration manager's file, unchanged) builds on it and boots
 //!   with what its modules run (`modules::boot_checks`): the first boot complete, sshd on
 //!   its port, the firewall's table, the node exporter serving, the health check, and the
@@ -17,7 +18,7 @@
 //!   cache, `TZ`, locale, umask and `-j` — and every step's output is identical.
 //!
 //! The packages and the roots stay in [`CACHE`] (bounded by `cache.max_size`), so a rerun
-//! with unchanged code bootstraps only in `--check`. Without root, qemu-user, QEMU or the
+//! with unchanged code bootstraps only in `--check`; the two boots always run. Without root, qemu-user, QEMU or the
 //! mirror the test skips with a message (fails under `CI`).
 
 #![allow(clippy::disallowed_methods)] // runs tar and dpkg as oracles
@@ -73,23 +74,37 @@ fn sh(cmd: &str) -> String {
     crate::testbase::sh(cmd)
 }
 
-/// `w4b build --test ARGS…` (holding the VM lock): asserts it passed and the test step ran,
-/// and returns the report it wrote, `out/NAME.test.json`.
+/// `w4b test LABEL --retest ARGS…` (holding the VM lock): builds through the kept cache
+/// and boots the image whatever verdict is cached, so every run of the suite boots it;
+/// asserts it passed and returns the report it wrote, `out/NAME.test.json`.
 fn build_and_boot(env: &TestEnv, label: &str, name: &str, args: &[&str]) -> serde_json::Value {
     let _lock = vm_lock();
-    let mut all = vec![label, "--test", "--out", "out"];
+    let mut all = vec![
+        "--message-format",
+        "json",
+        "test",
+        label,
+        "--retest",
+        "--out",
+        "out",
+    ];
     all.extend_from_slice(args);
-    let b = env.build(&all);
-    assert!(b.ok(), "{label} failed to build or boot:\n{}", b.stderr());
+    let out = env.run(&all);
     assert!(
-        b.events
-            .iter()
-            .any(|e| e["event"] == "step-finished" && e["step"] == format!("{label}#test")),
-        "no test step ran for {label}"
+        out.status.success(),
+        "{label} failed to build or boot:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let finished = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "test-finished")
+        .unwrap_or_else(|| panic!("no test-finished event for {label}"));
+    assert_eq!(finished["cached"], false, "{label} was booted: {finished}");
     let report: serde_json::Value =
         serde_json::from_slice(&env.read(&format!("out/{name}.test.json"))).unwrap();
     assert_eq!(report["passed"], true, "{report:#}");
+    assert!(report["seconds"].as_f64().is_some(), "a run's report: {report:#}");
     report
 }
 
