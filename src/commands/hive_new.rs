@@ -451,6 +451,7 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
         .unwrap_or_default();
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut files: Vec<(PathBuf, String)> = Vec::new();
+    let mut pub_files: Vec<(PathBuf, String)> = Vec::new();
     for (key, value, secret) in &changes {
         let dotted = key.join(".");
         let Some(v) = lookup(&doc, key) else {
@@ -475,7 +476,19 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
                 } else {
                     format!("{value}\n")
                 };
-                files.push((ws.root().join(target.as_str()), text));
+                let abs = ws.root().join(target.as_str());
+                // The SSH public half beside the private key (as `hive new` and
+                // `ssh-keygen` leave it) follows it.
+                if *key == ["security", "ssh", "private_key"] {
+                    let mut name = abs.file_name().unwrap_or_default().to_owned();
+                    name.push(".pub");
+                    let public = abs.with_file_name(name);
+                    let new_public = changes.iter().find(|c| *c.0 == ["security", "ssh", "public_key"]);
+                    if let (true, Some((_, p, _))) = (public.is_file(), new_public) {
+                        pub_files.push((public, format!("{p}\n")));
+                    }
+                }
+                files.push((abs, text));
             }
             (crate::defs::yaml::Node::Scalar(s), _) if s.text.starts_with("${env:") => {
                 return Err(miette::miette!(
@@ -507,6 +520,9 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
             create_private_dir(parent)?;
         }
         write_secret(p, text, true)?;
+    }
+    for (p, text) in &pub_files {
+        write_file(p, text, 0o644, true)?;
     }
     if !edits.is_empty() {
         edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
