@@ -99,7 +99,7 @@ mod tests {
         let shown = String::from_utf8(out).unwrap();
         assert_eq!(
             shown,
-            "Number: \n  `abc` is not a number\nNumber: Zone [UTC]: More: "
+            "Number:   `abc` is not a number\nNumber: Zone [UTC]: More: "
         );
     }
 }
