@@ -180,7 +180,7 @@ pub enum HiveCommand {
     /// Create a hive: `defs/hives/<hive_id>.yaml` with a new id, the next free VPN address
     /// and new credentials (SSH and WireGuard key pairs, database and admin passwords) in
     /// secret files. Asks on a terminal; `--yes` takes the flags and defaults instead.
-    New(HiveNewArgs),
+    New(Box<HiveNewArgs>),
     /// Replace a hive's generated credentials: its SSH key pair, its WireGuard key pair or
     /// its passwords. Nothing else in the hive file changes.
     Keys(HiveKeysArgs),
