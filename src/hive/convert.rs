@@ -1424,6 +1424,7 @@ impl Reader<'_, '_> {
             client_ip: client_ip?,
             endpoint: endpoint?,
             config: config?,
+            subnet: vpn.cidr(),
         })
     }
 

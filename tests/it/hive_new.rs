@@ -501,3 +501,25 @@ fn a_new_hive_builds_into_an_image_with_its_own_keys() {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rows[0]["last_build"].is_string(), "{rows}");
 }
+
+/// `hives.vpn` in `w4b.yaml` moves the fleet: new hives get addresses of its subnet, and
+/// they validate there.
+#[test]
+fn the_fleets_subnet_from_w4b_yaml_decides_the_addresses() {
+    let env = fleet_workspace();
+    env.write(
+        "w4b.yaml",
+        &W4B_YAML.replace(
+            "hives:\n",
+            "hives:\n  vpn: {subnet: 10.20.0.0/24, hub: 10.20.0.254}\n",
+        ),
+    );
+    let first = new_hive(&env, &["--name", "One"]);
+    let second = new_hive(&env, &["--name", "Two"]);
+    for (file, ip) in [(&first, "10.20.0.1/32"), (&second, "10.20.0.2/32")] {
+        let yaml = String::from_utf8(env.read(file)).unwrap();
+        assert_eq!(yaml_value(&yaml, "client_ip"), ip);
+    }
+    let out = env.run(&["hive", "validate", "//hives/..."]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}
