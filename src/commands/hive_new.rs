@@ -498,19 +498,7 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
                     s.text
                 ));
             }
-            (crate::defs::yaml::Node::Scalar(_), _) => {
-                let span = &v.span;
-                let written = original.get(span.start..span.end).unwrap_or("");
-                let single_line = !value.trim_end().contains('\n');
-                let new = if written.starts_with('\'') && single_line {
-                    format!("'{value}'")
-                } else if written.starts_with(['|', '>']) || !single_line || written.starts_with('"') {
-                    create::quote(value)
-                } else {
-                    value.clone()
-                };
-                edits.push((span.start..span.end, new));
-            }
+            (crate::defs::yaml::Node::Scalar(_), _) => edits.push(inline_edit(&original, &v.span, value)),
             _ => return Err(not_here(&rel, &dotted)),
         }
     }
@@ -548,6 +536,36 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
         eprintln!("rebuild the image to use them: `w4b build {label}`");
     }
     Ok(0)
+}
+
+/// The edit that writes `value` over the scalar at `span` in the same style: a block
+/// scalar (`|`) keeps its indicator and indentation, a single-quoted one its quotes when
+/// the value allows, anything else becomes a double-quoted string (a plain one stays plain
+/// for a one-line value).
+fn inline_edit(original: &str, span: &crate::defs::Span, value: &str) -> (std::ops::Range<usize>, String) {
+    let written = original.get(span.start..span.end).unwrap_or("");
+    let before = original.get(..span.start).unwrap_or("");
+    let header = before.trim_end().rsplit('\n').next().unwrap_or("");
+    let block = header
+        .rsplit_once(':')
+        .is_some_and(|(_, rest)| rest.trim().starts_with(['|', '>']));
+    let single_line = !value.trim_end().contains('\n');
+    if block {
+        // The span runs from the first content line's text to the next key's indentation:
+        // keep the whitespace after the last line, and indent every new line as the first.
+        let indent: String = before.rsplit('\n').next().unwrap_or("").to_owned();
+        let end = span.start + written.trim_end().len();
+        let lines: Vec<&str> = value.trim_end_matches('\n').lines().collect();
+        return (span.start..end, lines.join(&format!("\n{indent}")));
+    }
+    let new = if written.starts_with('\'') && single_line && !value.contains('\'') {
+        format!("'{value}'")
+    } else if written.starts_with('"') || !single_line {
+        create::quote(value)
+    } else {
+        value.to_owned()
+    };
+    (span.start..span.end, new)
 }
 
 fn not_here(rel: &str, dotted: &str) -> miette::Report {

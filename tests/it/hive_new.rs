@@ -523,3 +523,62 @@ fn the_fleets_subnet_from_w4b_yaml_decides_the_addresses() {
     let out = env.run(&["hive", "validate", "//hives/..."]);
     assert!(out.status.success(), "{}", text(&out).1);
 }
+
+/// Regression: an inline private key written as a `|` block (as the manager writes it)
+/// stays a block when rotated, indented as before, and is a key `ssh-keygen` reads.
+#[test]
+fn rotating_an_inline_block_key_keeps_the_block_and_the_yaml_around_it() {
+    let env = fleet_workspace();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = std::fs::read_to_string(repo.join("tests/hives/hive_AbCd1234.yaml")).unwrap();
+    env.write("defs/hives/hive_AbCd1234.yaml", &fixture);
+    let out = env.run(&["hive", "keys", "//hives:hive_AbCd1234", "--rotate", "ssh"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let after = String::from_utf8(env.read("defs/hives/hive_AbCd1234.yaml")).unwrap();
+    // Only the key lines changed; the line after the block is intact.
+    assert!(
+        after.contains("    private_key: |\n      -----BEGIN OPENSSH PRIVATE KEY-----\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains("      -----END OPENSSH PRIVATE KEY-----\n    enable_password_auth: false\n"),
+        "{after}"
+    );
+    let fixture_rest: Vec<&str> = fixture
+        .lines()
+        .filter(|l| !l.starts_with("      ") && !l.contains("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixture"))
+        .collect();
+    let after_rest: Vec<&str> = after
+        .lines()
+        .filter(|l| !l.starts_with("      ") && !l.contains("hive-hive_AbCd1234"))
+        .collect();
+    assert_eq!(fixture_rest, after_rest);
+    let out = env.run(&["hive", "validate", "//hives:hive_AbCd1234"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    crate::oracle::require!("ssh-keygen");
+    let key: String = after
+        .lines()
+        .skip_while(|l| !l.contains("BEGIN OPENSSH"))
+        .take_while(|l| !l.contains("END OPENSSH"))
+        .chain(std::iter::once("      -----END OPENSSH PRIVATE KEY-----"))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    let path = env.root.path().join("rotated_key");
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        f.write_all(key.as_bytes()).unwrap();
+    }
+    let out = crate::oracle::run_ok(Command::new("ssh-keygen").arg("-y").arg("-f").arg(&path));
+    let derived = String::from_utf8_lossy(&out.stdout);
+    let derived_key = derived.split_whitespace().nth(1).unwrap();
+    assert!(
+        after.contains(&format!("ssh-ed25519 {derived_key} hive-hive_AbCd1234")),
+        "{derived}"
+    );
+}
