@@ -48,7 +48,17 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     let loader = Loader::new(ws.clone(), app.env.clone(), &app.global.set)?;
     let all =
         ws.expand(&Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?)?;
-    let (members, _) = fleet::scan(&loader, &all);
+    let (members, unreadable) = fleet::scan(&loader, &all);
+    // A file that does not parse may hold an address: say so rather than guess silently.
+    for e in &unreadable {
+        eprintln!(
+            "warning: {} (its VPN address, if any, is not known to the allocation)",
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("a definition file cannot be read")
+        );
+    }
     let vpn = ws.config().vpn;
     let Some(client_ip) = fleet::next_free_address(&members, &vpn) else {
         return Err(miette::miette!(
@@ -63,9 +73,9 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     let values = if interactive {
         let stdin = std::io::stdin();
         let mut p = Prompter::new(stdin.lock(), std::io::stderr());
-        ask(&mut p, args, has_default(&["administrators"]))?
+        ask(&mut p, args, has_default(&["administrators"]), &ws)?
     } else {
-        from_flags(args, has_default(&["administrators"]))?
+        from_flags(args, has_default(&["administrators"]), &ws)?
     };
 
     // A new id, unlike every other (ignoring case: host names are lower case) and with
@@ -116,13 +126,25 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
         longitude: values.longitude,
         timezone: values.timezone,
         admin: values.admin,
-        image: args.image.clone(),
+        image: values.image,
         client_ip,
         hub,
     };
     let yaml = create::render(&hive, &creds);
 
     if !args.inline_secrets {
+        let secrets_root = ws.root().join("secrets");
+        if !secrets_root.exists() {
+            // A new secrets directory ignores itself in git: secrets committed by accident
+            // are hard to take back. Delete the file to commit (encrypted) secrets on purpose.
+            create_private_dir(&secrets_root)?;
+            write_file(
+                &secrets_root.join(".gitignore"),
+                "# Written by `w4b hive new`: hive credentials stay out of version control.\n*\n",
+                0o644,
+                false,
+            )?;
+        }
         create_private_dir(&secret_dir)?;
         for (file, value) in &secrets {
             write_secret(&secret_dir.join(file), value, false)?;
@@ -218,6 +240,34 @@ struct Values {
     longitude: f64,
     timezone: Option<String>,
     admin: Option<Admin>,
+    /// `image:`, when not `hives.image`.
+    image: Option<String>,
+}
+
+/// An image the hive may build on: a label of an existing `kind: image` file. `None` when
+/// it is the workspace's `hives.image` (then the file names none).
+fn check_image(ws: &crate::defs::Workspace) -> impl Fn(&str) -> Result<Option<String>, String> + '_ {
+    move |a| {
+        let default = ws.config().hive_image.as_ref().map(|l| l.value.clone());
+        let a = a.trim();
+        if a.is_empty() {
+            return match default {
+                Some(_) => Ok(None),
+                None => Err("name the image to build on, such as `//images:w4b-edge` (`w4b ls //images/...` lists them), or set `hives.image` in `w4b.yaml`".into()),
+            };
+        }
+        let label =
+            Label::parse(a, Some("images")).map_err(|e| format!("`{a}` is not a label: {}", e.reason))?;
+        if Some(&label) == default.as_ref() {
+            return Ok(None);
+        }
+        if !ws.root().join(ws.target_file(&label)).is_file() {
+            return Err(format!(
+                "there is no target `{label}` (`w4b ls //images/...` lists the images)"
+            ));
+        }
+        Ok(Some(label.to_string()))
+    }
 }
 
 fn check_name(a: &str) -> Result<String, String> {
@@ -282,6 +332,7 @@ fn ask<R: std::io::BufRead, W: std::io::Write>(
     p: &mut Prompter<R, W>,
     args: &HiveNewArgs,
     admins_from_defaults: bool,
+    ws: &crate::defs::Workspace,
 ) -> miette::Result<Values> {
     let deg = |v: Option<f64>| v.unwrap_or(0.0).to_string();
     let name = p.ask("Hive name", args.name.as_deref(), check_name)?;
@@ -295,6 +346,11 @@ fn ask<R: std::io::BufRead, W: std::io::Write>(
         args.timezone.as_deref(),
         check_timezone,
     )?;
+    let default_image = args
+        .image
+        .clone()
+        .or_else(|| ws.config().hive_image.as_ref().map(|l| l.value.to_string()));
+    let image = p.ask("Image to build on", default_image.as_deref(), check_image(ws))?;
     let admin = if admins_from_defaults {
         None
     } else {
@@ -336,11 +392,16 @@ fn ask<R: std::io::BufRead, W: std::io::Write>(
         longitude,
         timezone,
         admin,
+        image,
     })
 }
 
 /// `--yes`: the flags, checked as the questions check answers, and defaults.
-fn from_flags(args: &HiveNewArgs, admins_from_defaults: bool) -> miette::Result<Values> {
+fn from_flags(
+    args: &HiveNewArgs,
+    admins_from_defaults: bool,
+    ws: &crate::defs::Workspace,
+) -> miette::Result<Values> {
     let bad = |flag: &str, why: String| {
         miette::miette!(
             code = "w4b::hive::new_flag",
@@ -378,7 +439,9 @@ fn from_flags(args: &HiveNewArgs, admins_from_defaults: bool) -> miette::Result<
             ssh_keys,
         })
     };
+    let image = check_image(ws)(args.image.as_deref().unwrap_or("")).map_err(|w| bad("image", w))?;
     Ok(Values {
+        image,
         name,
         address: args.location.clone().filter(|a| !a.trim().is_empty()),
         latitude,

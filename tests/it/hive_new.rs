@@ -406,6 +406,8 @@ fn hive_new_on_a_terminal_asks_checks_the_answers_and_writes_them() {
     pty.answer("Longitude [0]: ", 1, "10.08");
     pty.answer("Time zone (empty: the image's): ", 1, "Europe/Nowhere");
     pty.answer("Time zone (empty: the image's): ", 2, "Europe/Berlin");
+    pty.answer("Image to build on [//images:edge]: ", 1, ":nope");
+    pty.answer("Image to build on [//images:edge]: ", 2, "");
     pty.answer("Administrator's name [W4B Operator]: ", 1, "Jo Doe");
     pty.answer(
         "Administrator's e-mail [operator@example.org]: ",
@@ -447,6 +449,10 @@ fn hive_new_on_a_terminal_asks_checks_the_answers_and_writes_them() {
         "{yaml}"
     );
     assert!(yaml.contains("jo@laptop"), "{yaml}");
+    assert!(
+        !yaml.contains("\nimage:"),
+        "the workspace's image is not repeated: {yaml}"
+    );
     let out = env.run(&["hive", "validate", &file]);
     assert!(out.status.success(), "{}", text(&out).1);
 }
