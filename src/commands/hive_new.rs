@@ -422,7 +422,11 @@ fn from_flags(
     let longitude =
         check_degrees(180.0)(&args.longitude.unwrap_or(0.0).to_string()).map_err(|w| bad("longitude", w))?;
     let timezone = check_timezone(args.timezone.as_deref().unwrap_or("")).map_err(|w| bad("timezone", w))?;
-    let admin = if admins_from_defaults && args.admin_name.is_none() {
+    let admin_flags = args.admin_name.is_some()
+        || args.admin_email.is_some()
+        || args.admin_username.is_some()
+        || !args.admin_ssh_keys.is_empty();
+    let admin = if admins_from_defaults && !admin_flags {
         None
     } else {
         let (n, e, u) = DEFAULT_ADMIN;
