@@ -128,7 +128,8 @@ pub enum Command {
     /// (for tests: the result as root and through a user namespace must match).
     #[command(hide = true)]
     InstallDebs(InstallDebsArgs),
-    /// Check and show hives: `w4b hive validate //hives:north`, `w4b hive show //hives:north`.
+    /// Create, check and list hives: `w4b hive new`, `w4b hive validate //hives/...`,
+    /// `w4b hive show //hives:north`, `w4b hive list`, `w4b hive peers`.
     #[command(subcommand)]
     Hive(HiveCommand),
     /// Print a shell completion script: `w4b completions bash > ~/.local/share/bash-completion/completions/w4b`.
@@ -176,14 +177,102 @@ pub enum HiveCommand {
     Validate(HiveValidateArgs),
     /// Print the resolved configuration of a hive (secrets masked as `***`).
     Show(HiveShowArgs),
+    /// Create a hive: `defs/hives/<hive_id>.yaml` with a new id, the next free VPN address
+    /// and new credentials (SSH and WireGuard key pairs, database and admin passwords) in
+    /// secret files. Asks on a terminal; `--yes` takes the flags and defaults instead.
+    New(Box<HiveNewArgs>),
+    /// Replace a hive's generated credentials: its SSH key pair, its WireGuard key pair or
+    /// its passwords. Nothing else in the hive file changes.
+    Keys(HiveKeysArgs),
+    /// List the hives: id, name, location, VPN address, image, last build.
+    List(HiveListArgs),
+    /// Print the hub's WireGuard `[Peer]` sections, one per hive with a key and an address.
+    Peers(HiveListArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct HiveValidateArgs {
-    /// A hive file (`hives/hive_AbCd1234.yaml`; any path ending in `.yaml`/`.yml`), or the
-    /// label of a hive target or of an image carrying a hive (`//hives:north`).
-    #[arg(value_name = "FILE|LABEL")]
+    /// A hive file (`hives/hive_AbCd1234.yaml`; any path ending in `.yaml`/`.yml`), the
+    /// label of a hive target or of an image carrying a hive (`//hives:north`), or a pattern
+    /// (`//hives/...`): every hive it names, and no hive id or VPN address used twice.
+    #[arg(value_name = "FILE|LABEL|PATTERN")]
     pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HiveNewArgs {
+    /// Ask nothing: take the flags, and defaults for what they leave out (`--name` is
+    /// required). Needed where there is no terminal.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// The hive's name (`metadata.name`): "Lindenhof Apiary".
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where it stands (`metadata.location.address`).
+    #[arg(long, value_name = "ADDRESS")]
+    pub location: Option<String>,
+    /// Latitude in degrees, −90 to 90 [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub latitude: Option<f64>,
+    /// Longitude in degrees, −180 to 180 [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub longitude: Option<f64>,
+    /// An IANA time zone (`Europe/Berlin`) [default: the image's `system.timezone`].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// The administrator's full name [default: `W4B Operator`, unless `hives.defaults`
+    /// gives `administrators`].
+    #[arg(long, value_name = "NAME")]
+    pub admin_name: Option<String>,
+    /// The administrator's e-mail address [default: `operator@example.org`].
+    #[arg(long, value_name = "EMAIL")]
+    pub admin_email: Option<String>,
+    /// The administrator's login (`[a-z_][a-z0-9_-]*`) [default: `operator`].
+    #[arg(long, value_name = "LOGIN")]
+    pub admin_username: Option<String>,
+    /// An OpenSSH public key of the administrator (repeatable): `ssh-ed25519 AAAA… jo@laptop`.
+    #[arg(long = "admin-ssh-key", value_name = "KEY")]
+    pub admin_ssh_keys: Vec<String>,
+    /// The image the hive builds on, when not `hives.image` of `w4b.yaml`.
+    #[arg(long, value_name = "LABEL")]
+    pub image: Option<String>,
+    /// The hub's `host:port`, when `hives.defaults` of `w4b.yaml` does not give
+    /// `security.wireguard.endpoint`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub hub_endpoint: Option<String>,
+    /// The hub's WireGuard public key, when `hives.defaults` does not give
+    /// `security.wireguard.peer_public_key`.
+    #[arg(long, value_name = "KEY")]
+    pub hub_public_key: Option<String>,
+    /// Write the secrets into the hive file itself instead of secret files under
+    /// `secrets/<hive_id>/`.
+    #[arg(long)]
+    pub inline_secrets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HiveKeysArgs {
+    /// The hive target (`//hives:hive_AbCd1234`).
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    /// What to replace (repeatable): `ssh` (the key pair), `wireguard` (the key pair; give
+    /// the hub the new `w4b hive peers`), `passwords` (database and local admin).
+    #[arg(long, value_enum, required = true, value_name = "WHAT")]
+    pub rotate: Vec<RotateWhat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum RotateWhat {
+    Ssh,
+    Wireguard,
+    Passwords,
+}
+
+#[derive(Debug, Args)]
+pub struct HiveListArgs {
+    /// Hives to include [default: `//...`, every hive of the workspace].
+    #[arg(value_name = "PATTERN")]
+    pub pattern: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! `w4b hive validate FILE|LABEL` and `w4b hive show LABEL`: a hive checked by the hive
 //! configuration manager's rules (every problem listed), and its resolved configuration
-//! with secrets masked.
+//! with secrets masked. The other `hive` subcommands live beside it: `new` and `keys` in
+//! [`super::hive_new`], `list`, `peers` and `validate PATTERN` in [`super::hive_fleet`].
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -14,8 +15,13 @@ use crate::hive::load::{self, ResolvedHive};
 
 pub fn run(app: &App, cmd: &HiveCommand) -> miette::Result<i32> {
     match cmd {
+        HiveCommand::Validate(a) if a.target.contains("...") => super::hive_fleet::validate(app, &a.target),
         HiveCommand::Validate(a) => validate(app, &a.target),
         HiveCommand::Show(a) => show(app, &a.label, a.format),
+        HiveCommand::New(a) => super::hive_new::new(app, a),
+        HiveCommand::Keys(a) => super::hive_new::keys(app, a),
+        HiveCommand::List(a) => super::hive_fleet::list(app, a.pattern.as_deref()),
+        HiveCommand::Peers(a) => super::hive_fleet::peers(app, a.pattern.as_deref()),
     }
 }
 

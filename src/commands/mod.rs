@@ -7,6 +7,8 @@ pub mod completions;
 pub mod diff;
 pub mod graph;
 pub mod hive;
+pub mod hive_fleet;
+pub mod hive_new;
 pub mod inspect;
 pub mod install_debs;
 pub mod keygen;

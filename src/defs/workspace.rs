@@ -42,6 +42,8 @@ pub struct WorkspaceConfig {
     pub epoch: Option<u64>,
     /// `hives: {image: …}`: the image a hive file builds on when it names none.
     pub hive_image: Option<Spanned<Label>>,
+    /// `hives.vpn`: the fleet's WireGuard subnet and its hub's address.
+    pub vpn: VpnSubnet,
     /// `downloads:`: limits of every download; `None` leaves the engine's default.
     pub downloads: DownloadsConfig,
 }
@@ -223,9 +225,138 @@ impl<'de> Deserialize<'de> for Timeout {
 #[derive(Deserialize)]
 struct RawHives {
     image: Option<Spanned<String>>,
+    vpn: Option<RawVpn>,
     /// Merged under every hive file; its keys are the hive file's, checked where a hive
     /// is read.
     defaults: Option<Verbatim>,
+}
+
+#[derive(Deserialize)]
+struct RawVpn {
+    subnet: Option<Spanned<String>>,
+    hub: Option<Spanned<String>>,
+}
+
+/// The fleet's VPN (`hives.vpn` in `w4b.yaml`): an IPv4 subnet whose hub has one address
+/// and whose hives each have another, as `/32`s. The default is the hive configuration
+/// manager's network: `10.10.0.0/24`, hub `10.10.0.1`, hives `10.10.0.2`–`10.10.0.253`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VpnSubnet {
+    /// The network address (host bits zero).
+    pub network: std::net::Ipv4Addr,
+    /// The prefix length, 8 to 30.
+    pub prefix: u8,
+    /// The hub's address, inside the subnet.
+    pub hub: std::net::Ipv4Addr,
+}
+
+impl Default for VpnSubnet {
+    fn default() -> VpnSubnet {
+        VpnSubnet {
+            network: std::net::Ipv4Addr::new(10, 10, 0, 0),
+            prefix: 24,
+            hub: std::net::Ipv4Addr::new(10, 10, 0, 1),
+        }
+    }
+}
+
+impl VpnSubnet {
+    fn mask(&self) -> u32 {
+        u32::MAX << (32 - u32::from(self.prefix))
+    }
+
+    /// `10.10.0.0/24`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.network, self.prefix)
+    }
+
+    /// Whether `addr` lies in the subnet.
+    pub fn contains(&self, addr: std::net::Ipv4Addr) -> bool {
+        u32::from(addr) & self.mask() == u32::from(self.network)
+    }
+
+    /// The addresses a hive may have, lowest first: every host address of the subnet but
+    /// the hub's and the last one (the manager kept `.254` of its /24 free).
+    pub fn clients(&self) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
+        let first = u32::from(self.network) + 1;
+        let broadcast = u32::from(self.network) | !self.mask();
+        (first..broadcast.saturating_sub(1))
+            .map(std::net::Ipv4Addr::from)
+            .filter(move |a| *a != self.hub)
+    }
+
+    /// Whether `addr` is one of [`Self::clients`].
+    pub fn is_client(&self, addr: std::net::Ipv4Addr) -> bool {
+        let broadcast = u32::from(self.network) | !self.mask();
+        self.contains(addr)
+            && addr != self.hub
+            && u32::from(addr) > u32::from(self.network)
+            && u32::from(addr) < broadcast.saturating_sub(1)
+    }
+
+    /// The range of client addresses, for messages: `10.10.0.2`–`10.10.0.253`.
+    pub fn client_range(&self) -> String {
+        let mut c = self.clients();
+        let first = c.next();
+        let last = c.last().or(first);
+        match (first, last) {
+            (Some(f), Some(l)) => format!("`{f}/32` to `{l}/32`"),
+            _ => "none".to_owned(),
+        }
+    }
+
+    /// Parses `hives.vpn`: `subnet` a CIDR with host bits zero (prefix 8–30), `hub` an
+    /// address inside it (default: the first host address).
+    fn parse(raw: RawVpn) -> Result<VpnSubnet, DefsError> {
+        let mut vpn = VpnSubnet::default();
+        if let Some(s) = raw.subnet {
+            let parsed = s.value.split_once('/').and_then(|(a, p)| {
+                let a: std::net::Ipv4Addr = a.trim().parse().ok()?;
+                let p: u8 = p.trim().parse().ok()?;
+                (8..=30).contains(&p).then_some((a, p))
+            });
+            let Some((network, prefix)) = parsed else {
+                return Err(s.span.invalid_value(
+                    format!("`hives.vpn.subnet` `{}` is not an IPv4 subnet", s.value),
+                    "not a subnet",
+                    Some("write a CIDR with a prefix from 8 to 30, such as `10.10.0.0/24`".into()),
+                ));
+            };
+            vpn = VpnSubnet {
+                network,
+                prefix,
+                hub: std::net::Ipv4Addr::from(u32::from(network) + 1),
+            };
+            if u32::from(network) & vpn.mask() != u32::from(network) {
+                let net = std::net::Ipv4Addr::from(u32::from(network) & vpn.mask());
+                return Err(s.span.invalid_value(
+                    format!("`hives.vpn.subnet` `{}` has host bits set", s.value),
+                    "not a network address",
+                    Some(format!("write the network address: `{net}/{prefix}`")),
+                ));
+            }
+        }
+        if let Some(h) = raw.hub {
+            match h.value.trim().parse::<std::net::Ipv4Addr>() {
+                Ok(hub) if vpn.contains(hub) && hub != vpn.network => vpn.hub = hub,
+                _ => {
+                    return Err(h.span.invalid_value(
+                        format!(
+                            "`hives.vpn.hub` `{}` is not an address of `{}`",
+                            h.value,
+                            vpn.cidr()
+                        ),
+                        "not in the subnet",
+                        Some(format!(
+                            "write the hub's address inside the subnet, such as `{}`",
+                            std::net::Ipv4Addr::from(u32::from(vpn.network) + 1)
+                        )),
+                    ))
+                }
+            }
+        }
+        Ok(vpn)
+    }
 }
 
 #[derive(Deserialize)]
@@ -405,9 +536,13 @@ impl Workspace {
             }
         };
         let epoch_entry = doc.get("epoch").filter(|e| !e.value.is_null()).cloned();
-        let (hive_image, hive_defaults) = match raw.hives {
-            None => (None, None),
-            Some(h) => (h.image, h.defaults.map(|d| d.0).filter(|d| !d.is_null())),
+        let (hive_image, hive_defaults, vpn) = match raw.hives {
+            None => (None, None, VpnSubnet::default()),
+            Some(h) => (
+                h.image,
+                h.defaults.map(|d| d.0).filter(|d| !d.is_null()),
+                h.vpn.map(VpnSubnet::parse).transpose()?.unwrap_or_default(),
+            ),
         };
         if let Some(d) = hive_defaults.as_ref().filter(|d| d.as_map().is_none()) {
             return Err(DefsErrorKind::InvalidType {
@@ -437,6 +572,7 @@ impl Workspace {
                 mirrors,
                 epoch: raw.epoch,
                 hive_image,
+                vpn,
                 downloads,
             },
             config_digest,

@@ -316,7 +316,20 @@ pub struct WireGuard {
     pub endpoint: String,
     /// A complete `wg0.conf`, used verbatim when present.
     pub config: Option<Secret>,
+    /// The fleet's VPN subnet (`hives.vpn.subnet` of `w4b.yaml`): what the tunnel routes
+    /// (`AllowedIPs`) and the firewall trusts on `wg0`. Left out of serialisations (and so
+    /// of step keys) when it is the default `10.10.0.0/24`, so hives on the default subnet
+    /// keep the keys they had before the subnet could be chosen.
+    #[serde(skip_serializing_if = "is_default_subnet")]
+    pub subnet: String,
 }
+
+fn is_default_subnet(s: &str) -> bool {
+    s == DEFAULT_VPN_SUBNET
+}
+
+/// The hive configuration manager's VPN subnet, the default of `hives.vpn.subnet`.
+pub const DEFAULT_VPN_SUBNET: &str = "10.10.0.0/24";
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Database {

@@ -20,6 +20,7 @@ use super::raw::*;
 use super::secrets::{SecretFile, SecretSources};
 use crate::defs::de::{from_value_collecting, Checked, Spanned, Verbatim};
 use crate::defs::image_settings::{is_dns_label, is_host};
+use crate::defs::workspace::VpnSubnet;
 use crate::defs::yaml::{Node, Value};
 use crate::defs::{suggest, timezones, DefsError, DefsErrorKind, Span};
 
@@ -34,17 +35,20 @@ pub struct Read {
 }
 
 /// Reads a hive document (already merged with `hives.defaults`, secrets blanked in its
-/// source texts). `allow_image`: the `image:` key (a hive target's) is allowed.
+/// source texts). `allow_image`: the `image:` key (a hive target's) is allowed; `vpn`: the
+/// fleet's subnet (`hives.vpn` of `w4b.yaml`), which `client_ip` must be a hive address of.
 pub fn read(
     doc: &Value,
     allow_image: bool,
     sources: &SecretSources<'_>,
     secret_files: &mut Vec<SecretFile>,
+    vpn: &VpnSubnet,
 ) -> Read {
     let (raw, found) = from_value_collecting::<RawHive>(doc);
     let mut r = Reader {
         sources,
         secret_files,
+        vpn: *vpn,
         problems: Vec::new(),
     };
     for (span, e) in found {
@@ -143,6 +147,8 @@ fn map_of_key(v: &Value, span: &Span, path: &str) -> Option<String> {
 struct Reader<'a, 'b> {
     sources: &'a SecretSources<'a>,
     secret_files: &'b mut Vec<SecretFile>,
+    /// The fleet's VPN subnet, for `client_ip`.
+    vpn: VpnSubnet,
     problems: Vec<(Span, DefsError)>,
 }
 
@@ -1346,25 +1352,29 @@ impl Reader<'_, '_> {
             Some(None) => Some(None),
             Some(Some(k)) => wg_key(self, k).map(Some),
         };
+        let vpn = self.vpn;
         let client_ip = self
             .req(
                 raw.client_ip,
                 &span,
                 "client_ip",
-                "add `client_ip: 10.10.0.N/32` (N from 2 to 253)",
+                &format!("add `client_ip:`, one of {} (`w4b hive new` picks a free one)", vpn.client_range()),
             )
             .and_then(|c| {
                 let addr = c.value.strip_suffix("/32").and_then(|a| a.parse::<Ipv4Addr>().ok());
                 match addr {
-                    Some(a) if a.octets()[..3] == [10, 10, 0] && (2..=253).contains(&a.octets()[3]) => {
-                        Some(c.value)
-                    }
+                    Some(a) if vpn.is_client(a) => Some(c.value),
                     _ => {
                         self.bad(
                             &c.span,
                             format!("`{}` is not a client address of the VPN", c.value),
-                            "not in 10.10.0.2–253/32",
-                            "VPN clients are single addresses of 10.10.0.0/24: `10.10.0.2/32` to `10.10.0.253/32` (`.1` is the hub)",
+                            &format!("not a hive address of {}", vpn.cidr()),
+                            format!(
+                                "VPN clients are single addresses of {}: {} (`{}` is the hub; `hives.vpn` in `w4b.yaml` sets the subnet)",
+                                vpn.cidr(),
+                                vpn.client_range(),
+                                vpn.hub
+                            ),
                         );
                         None
                     }
@@ -1414,6 +1424,7 @@ impl Reader<'_, '_> {
             client_ip: client_ip?,
             endpoint: endpoint?,
             config: config?,
+            subnet: vpn.cidr(),
         })
     }
 
@@ -1523,7 +1534,7 @@ fn host_label(id: &str) -> String {
     super::config::dns_label(id.strip_prefix("hive_").unwrap_or(id))
 }
 
-fn is_email(e: &str) -> bool {
+pub(crate) fn is_email(e: &str) -> bool {
     let Some((local, domain)) = e.split_once('@') else {
         return false;
     };
@@ -1538,7 +1549,7 @@ fn is_email(e: &str) -> bool {
         })
 }
 
-fn is_username(u: &str) -> bool {
+pub(crate) fn is_username(u: &str) -> bool {
     let mut chars = u.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && u.len() <= 32

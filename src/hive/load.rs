@@ -76,7 +76,7 @@ pub fn resolve(loader: &Loader, label: &Label) -> Result<ResolvedHive, DefsError
     };
     let mut secret_files = Vec::new();
     let redacted = super::secrets::redacted(&doc.doc);
-    let read = convert::read(&redacted, true, &sources, &mut secret_files);
+    let read = convert::read(&redacted, true, &sources, &mut secret_files, &ws.config().vpn);
     let mut problems = read.problems;
     let own_image = read
         .image
@@ -198,7 +198,7 @@ fn resolve_image(loader: &Loader, label: &Label) -> Result<ResolvedHive, DefsErr
     };
     let mut secret_files = Vec::new();
     let redacted = super::secrets::redacted(&hive_doc);
-    let read = convert::read(&redacted, false, &sources, &mut secret_files);
+    let read = convert::read(&redacted, false, &sources, &mut secret_files, &ws.config().vpn);
     let test = read.test;
     let hive = into_result(&label.to_string(), read.problems, read.hive)?;
     Ok(finish(
@@ -263,7 +263,8 @@ pub fn check_file(
     };
     let mut secret_files = Vec::new();
     let doc = super::secrets::redacted(&doc);
-    let read = convert::read(&doc, true, &sources, &mut secret_files);
+    let vpn = ws.map(|w| w.config().vpn).unwrap_or_default();
+    let read = convert::read(&doc, true, &sources, &mut secret_files, &vpn);
     into_result(&shown, read.problems, read.hive)
 }
 

@@ -9,10 +9,15 @@
 //! [`load`] finds the hive (a hive target, or an image's `hive_file`/`hive:`), merges
 //! `hives.defaults` of `w4b.yaml` under it and combines it with its image into a
 //! [`config::HiveImage`]; [`secrets`] resolves secret values (literals, `${env:NAME}`,
-//! `{file: path}`).
+//! `{file: path}`). For `w4b hive new` and its siblings, [`fleet`] sees every hive of the
+//! workspace at once (ids and VPN addresses that must be unique, the next free address),
+//! [`credentials`] makes keys and passwords and [`create`] writes a new hive file.
 
 pub mod config;
 pub mod convert;
+pub mod create;
+pub mod credentials;
+pub mod fleet;
 pub mod load;
 pub mod raw;
 pub mod secrets;

@@ -67,6 +67,7 @@ fn security(id: &str, client_ip: &str) -> HiveSecurity {
             client_ip: client_ip.into(),
             endpoint: "hub.example.org:51820".into(),
             config: None,
+            subnet: crate::hive::config::DEFAULT_VPN_SUBNET.into(),
         },
         database: Database {
             username: "hiveuser".into(),

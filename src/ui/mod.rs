@@ -3,6 +3,7 @@
 //! rendering of diagnostics. Data goes to stdout, everything else to stderr.
 
 pub mod progress;
+pub mod prompt;
 
 use std::io::IsTerminal;
 

@@ -46,7 +46,7 @@ fn workspace(server: &TestServer) -> Option<TestEnv> {
 }
 
 /// The root partition of `out/<name>.img.zst`, extracted to a file.
-fn root_partition(env: &TestEnv, name: &str) -> PathBuf {
+pub(crate) fn root_partition(env: &TestEnv, name: &str) -> PathBuf {
     let img = env.root.path().join(format!("{name}.img"));
     sh(&format!(
         "zstd -q -d -f -o '{}' '{}'",
@@ -69,7 +69,7 @@ fn root_partition(env: &TestEnv, name: &str) -> PathBuf {
 }
 
 /// `debugfs` on an ext4 image.
-fn debugfs(root: &Path, request: &str) -> String {
+pub(crate) fn debugfs(root: &Path, request: &str) -> String {
     sh(&format!(
         "debugfs -R '{request}' '{}' 2>/dev/null",
         root.display()

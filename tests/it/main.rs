@@ -29,6 +29,7 @@ mod determinism;
 mod download;
 mod freshness;
 mod hive_build;
+mod hive_new;
 mod hostile;
 mod image_build;
 mod inspect;

@@ -1,0 +1,322 @@
+//! The fleet: every hive target of a workspace seen together, for what no single hive file
+//! can know — that its `hive_id` and its VPN address (`security.wireguard.client_ip`) are
+//! its own, which address a new hive gets, and what the hub needs to know of every hive.
+//!
+//! [`scan`] reads each hive target's merged document (`hives.defaults` under it, as every
+//! build reads it) but types nothing: a fleet with one broken hive file still lists, and
+//! still finds a free address. The values keep their spans, so a conflict is reported at
+//! both files' lines ([`FleetProblem`]). The hive's own rules stay with
+//! [`super::convert`]; an address outside the subnet is one of them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use miette::{NamedSource, SourceSpan};
+
+use crate::defs::workspace::VpnSubnet;
+use crate::defs::yaml::Value;
+use crate::defs::{DefsError, Kind, Label, Loader, Span};
+
+/// One hive target as the fleet sees it: the values read from its merged document, each
+/// with where it was written.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub label: Label,
+    /// The hive file, workspace-relative (`defs/hives/hive_AbCd1234.yaml`).
+    pub file: String,
+    pub hive_id: Option<(String, Span)>,
+    /// `security.wireguard.client_ip` as written, and its address when it is `a.b.c.d/32`.
+    pub client_ip: Option<(String, Option<Ipv4Addr>, Span)>,
+    pub name: Option<String>,
+    /// `metadata.location.address`, else the time zone.
+    pub location: Option<String>,
+    /// The image it builds on: its `image:` or `hives.image` of `w4b.yaml`.
+    pub image: Option<String>,
+    /// `security.wireguard.public_key`.
+    pub public_key: Option<String>,
+}
+
+impl Member {
+    /// The hive id, or the label's name when the file has none.
+    pub fn id(&self) -> &str {
+        self.hive_id
+            .as_ref()
+            .map_or(&self.label.name, |(id, _)| id.as_str())
+    }
+
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        self.client_ip.as_ref().and_then(|(_, a, _)| *a)
+    }
+}
+
+/// The hive targets among `labels` (others are skipped), in label order, and the problems
+/// of the files that could not be read at all.
+pub fn scan(loader: &Loader, labels: &[Label]) -> (Vec<Member>, Vec<DefsError>) {
+    let ws = loader.workspace();
+    let default_image = ws.config().hive_image.as_ref().map(|l| l.value.to_string());
+    let mut members = Vec::new();
+    let mut problems = Vec::new();
+    for label in labels {
+        let doc = match loader.document(label) {
+            Ok(d) if d.kind == Kind::Hive => d.doc,
+            Ok(_) => continue,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let text = |path: &[&str]| scalar(&doc, path).map(|(t, _)| t);
+        let client_ip = scalar(&doc, &["security", "wireguard", "client_ip"]).map(|(t, span)| {
+            let addr = t.strip_suffix("/32").and_then(|a| a.parse().ok());
+            (t, addr, span)
+        });
+        members.push(Member {
+            label: label.clone(),
+            file: ws.target_file(label),
+            hive_id: scalar(&doc, &["hive_id"]),
+            client_ip,
+            name: text(&["metadata", "name"]),
+            location: text(&["metadata", "location", "address"])
+                .or_else(|| text(&["metadata", "location", "timezone"])),
+            image: text(&["image"]).or_else(|| default_image.clone()),
+            public_key: text(&["security", "wireguard", "public_key"]),
+        });
+    }
+    (members, problems)
+}
+
+/// The text of the scalar at `path` and its span.
+fn scalar(doc: &Value, path: &[&str]) -> Option<(String, Span)> {
+    let mut v = doc;
+    for key in path {
+        v = &v.get(key)?.value;
+    }
+    let s = v.as_scalar().filter(|s| !s.is_null())?;
+    Some((s.text.clone(), v.span.clone()))
+}
+
+/// The lowest hive address of `vpn` no member uses; `None` when the subnet is full.
+pub fn next_free_address(members: &[Member], vpn: &VpnSubnet) -> Option<Ipv4Addr> {
+    let used: std::collections::BTreeSet<Ipv4Addr> = members.iter().filter_map(Member::address).collect();
+    vpn.clients().find(|a| !used.contains(a))
+}
+
+/// Two hives sharing what must be theirs alone. Each names both files: the diagnostic
+/// points at the second use, and its related note at the first.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum FleetProblem {
+    #[error("hive id `{id}` is used by both `{first}` and `{second}`")]
+    #[diagnostic(code(w4b::hive::duplicate_id))]
+    DuplicateId {
+        id: String,
+        first: String,
+        second: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("used again here")]
+        span: SourceSpan,
+        #[related]
+        first_use: Vec<FirstUse>,
+        #[help]
+        help: String,
+    },
+    #[error("VPN address `{address}` is given to both `{first}` and `{second}`")]
+    #[diagnostic(code(w4b::hive::duplicate_address))]
+    DuplicateAddress {
+        address: String,
+        first: String,
+        second: String,
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        #[label("given again here")]
+        span: SourceSpan,
+        #[related]
+        first_use: Vec<FirstUse>,
+        #[help]
+        help: String,
+    },
+}
+
+/// Where the value a [`FleetProblem`] is about was first used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("first used in `{file}`")]
+#[diagnostic(severity(Advice))]
+pub struct FirstUse {
+    file: String,
+    #[source_code]
+    src: NamedSource<Arc<str>>,
+    #[label("first used here")]
+    span: SourceSpan,
+}
+
+impl FirstUse {
+    fn at(file: &str, span: &Span) -> Vec<FirstUse> {
+        vec![FirstUse {
+            file: file.to_owned(),
+            src: span.named_source(),
+            span: span.source_span(),
+        }]
+    }
+}
+
+/// Every hive id used twice (compared without case: the host name `w4b-<id>` is lower
+/// case, so `hive_AbCd1234` and `hive_abcd1234` would be one machine on the network) and
+/// every VPN address given twice, in label order of the second use.
+pub fn check(members: &[Member], vpn: &VpnSubnet) -> Vec<FleetProblem> {
+    let mut problems = Vec::new();
+    let mut ids: BTreeMap<String, &Member> = BTreeMap::new();
+    let mut addresses: BTreeMap<Ipv4Addr, &Member> = BTreeMap::new();
+    let next = next_free_address(members, vpn);
+    for m in members {
+        if let Some((id, span)) = &m.hive_id {
+            match ids.get(&id.to_ascii_lowercase()) {
+                Some(first) => {
+                    let (first_id, first_span) = first
+                        .hive_id
+                        .clone()
+                        .unwrap_or_else(|| (id.clone(), span.clone()));
+                    let same = if first_id == *id {
+                        String::new()
+                    } else {
+                        format!(" (`{first_id}` differs only in case, and host names are lower case)")
+                    };
+                    problems.push(FleetProblem::DuplicateId {
+                        id: id.clone(),
+                        first: first.file.clone(),
+                        second: m.file.clone(),
+                        src: span.named_source(),
+                        span: span.source_span(),
+                        first_use: FirstUse::at(&first.file, &first_span),
+                        help: format!(
+                            "every hive needs its own `hive_id`{same}: a copied hive file keeps its original's; make a new hive with `w4b hive new` or give this one another id (`hive_` and 8 letters or digits)"
+                        ),
+                    });
+                }
+                None => {
+                    ids.insert(id.to_ascii_lowercase(), m);
+                }
+            }
+        }
+        if let Some((text, Some(addr), span)) = &m.client_ip {
+            match addresses.get(addr) {
+                Some(first) => {
+                    let first_span = first
+                        .client_ip
+                        .as_ref()
+                        .map_or_else(|| span.clone(), |(_, _, s)| s.clone());
+                    let free = match next {
+                        Some(a) => format!("`{a}/32` is the lowest free one"),
+                        None => format!("`{}` has none left", vpn.cidr()),
+                    };
+                    problems.push(FleetProblem::DuplicateAddress {
+                        address: text.clone(),
+                        first: format!("{} ({})", first.file, first.id()),
+                        second: format!("{} ({})", m.file, m.id()),
+                        src: span.named_source(),
+                        span: span.source_span(),
+                        first_use: FirstUse::at(&first.file, &first_span),
+                        help: format!("give one of them another `security.wireguard.client_ip`: {free}"),
+                    });
+                }
+                None => {
+                    addresses.insert(*addr, m);
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defs::Workspace;
+
+    fn fleet(files: &[(&str, &str)]) -> (tempfile::TempDir, Workspace) {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, t) in files {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        }
+        let ws = Workspace::open(dir.path(), &Default::default()).unwrap();
+        (dir, ws)
+    }
+
+    fn hive(id: &str, ip: &str) -> String {
+        format!("hive_id: {id}\nmetadata: {{name: {id}}}\nsecurity:\n  wireguard: {{client_ip: \"{ip}\"}}\n")
+    }
+
+    #[test]
+    fn duplicates_name_both_files_and_the_next_free_address() {
+        let (_d, ws) = fleet(&[
+            ("w4b.yaml", ""),
+            ("defs/hives/a.yaml", &hive("hive_Aaaa0001", "10.10.0.2/32")),
+            ("defs/hives/b.yaml", &hive("hive_Bbbb0002", "10.10.0.2/32")),
+            ("defs/hives/c.yaml", &hive("hive_aaaa0001", "10.10.0.4/32")),
+            ("defs/images/i.yaml", "kind: image\nbase: scratch\n"),
+        ]);
+        let loader = Loader::new(ws.clone(), Default::default(), &[]).unwrap();
+        let labels = ws
+            .expand(&crate::defs::Pattern::parse("//...", None).unwrap())
+            .unwrap();
+        let (members, problems) = scan(&loader, &labels);
+        assert!(problems.is_empty());
+        assert_eq!(members.len(), 3);
+        let vpn = VpnSubnet::default();
+        assert_eq!(
+            next_free_address(&members, &vpn),
+            Some(Ipv4Addr::new(10, 10, 0, 3))
+        );
+        let found = check(&members, &vpn);
+        let text: Vec<String> = found
+            .iter()
+            .map(|p| format!("{:?}", miette::Report::msg(p.to_string())))
+            .collect();
+        assert_eq!(found.len(), 2, "{text:?}");
+        assert_eq!(
+            found[0].to_string(),
+            "VPN address `10.10.0.2/32` is given to both `defs/hives/a.yaml (hive_Aaaa0001)` and `defs/hives/b.yaml (hive_Bbbb0002)`"
+        );
+        assert_eq!(
+            found[1].to_string(),
+            "hive id `hive_aaaa0001` is used by both `defs/hives/a.yaml` and `defs/hives/c.yaml`"
+        );
+        match &found[0] {
+            FleetProblem::DuplicateAddress { help, .. } => assert!(help.contains("`10.10.0.3/32`"), "{help}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_subnet_decides_the_free_addresses() {
+        let vpn = VpnSubnet::default();
+        let clients: Vec<Ipv4Addr> = vpn.clients().collect();
+        assert_eq!(clients.first(), Some(&Ipv4Addr::new(10, 10, 0, 2)));
+        assert_eq!(clients.last(), Some(&Ipv4Addr::new(10, 10, 0, 253)));
+        assert_eq!(clients.len(), 252);
+        assert!(!vpn.is_client(Ipv4Addr::new(10, 10, 0, 1)));
+        assert!(!vpn.is_client(Ipv4Addr::new(10, 10, 1, 2)));
+        let (_d, ws) = fleet(&[(
+            "w4b.yaml",
+            "hives: {vpn: {subnet: 10.20.0.0/29, hub: 10.20.0.6}}\n",
+        )]);
+        let small = ws.config().vpn;
+        let clients: Vec<String> = small.clients().map(|a| a.to_string()).collect();
+        assert_eq!(
+            clients,
+            ["10.20.0.1", "10.20.0.2", "10.20.0.3", "10.20.0.4", "10.20.0.5"]
+        );
+        assert_eq!(small.client_range(), "`10.20.0.1/32` to `10.20.0.5/32`");
+        for bad in [
+            "hives: {vpn: {subnet: 10.20.0.1/24}}",
+            "hives: {vpn: {subnet: nope}}",
+            "hives: {vpn: {hub: 10.11.0.1}}",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("w4b.yaml"), bad).unwrap();
+            assert!(Workspace::open(dir.path(), &Default::default()).is_err(), "{bad}");
+        }
+    }
+}
