@@ -38,6 +38,7 @@ mod limits;
 mod packages;
 mod packages_errors;
 mod pipeline;
+mod publish;
 mod remote_s3;
 mod remote_trust;
 mod resolve;
