@@ -7,7 +7,6 @@
 #![allow(clippy::disallowed_methods)] // Tests run the image tools and the binary.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -211,7 +210,9 @@ impl PutServer {
                         tiny_http::Response::from_data(Vec::new()).with_status_code(201)
                     }
                     tiny_http::Method::Get | tiny_http::Method::Head => match f.lock().unwrap().get(&path) {
-                        Some(b) => tiny_http::Response::from_data(b.clone()),
+                        // `Content-Length` on every answer, `HEAD`s included, as a
+                        // file server sends it (not chunked above 32 KiB).
+                        Some(b) => tiny_http::Response::from_data(b.clone()).with_chunked_threshold(usize::MAX),
                         None => tiny_http::Response::from_data(Vec::new()).with_status_code(404),
                     },
                     _ => tiny_http::Response::from_data(Vec::new()).with_status_code(405),
