@@ -212,7 +212,9 @@ impl PutServer {
                     tiny_http::Method::Get | tiny_http::Method::Head => match f.lock().unwrap().get(&path) {
                         // `Content-Length` on every answer, `HEAD`s included, as a
                         // file server sends it (not chunked above 32 KiB).
-                        Some(b) => tiny_http::Response::from_data(b.clone()).with_chunked_threshold(usize::MAX),
+                        Some(b) => {
+                            tiny_http::Response::from_data(b.clone()).with_chunked_threshold(usize::MAX)
+                        }
                         None => tiny_http::Response::from_data(Vec::new()).with_status_code(404),
                     },
                     _ => tiny_http::Response::from_data(Vec::new()).with_status_code(405),
@@ -359,4 +361,64 @@ fn row_of(err: &str, label: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+#[test]
+fn an_image_published_to_s3_lands_under_the_prefix_once() {
+    let Some(s3) = crate::s3::server() else { return };
+    let server = TestServer::start();
+    let Some(mut env) = workspace(&server) else {
+        return;
+    };
+    env.extra_env.extend(s3.env());
+    let bucket = s3.bucket("publish");
+    let to = format!("s3://{bucket}/releases");
+    let base = "https://images.example.org/w4b";
+    let args = [
+        "publish",
+        "//images:edge",
+        "--to",
+        &to,
+        "--base-url",
+        base,
+        "--message-format",
+        "json",
+    ];
+    let out = env.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let published = |o: &std::process::Output| -> serde_json::Value {
+        stdout(o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "published")
+            .expect("a published event")
+    };
+    let first = published(&out);
+    assert_eq!(first["url"], format!("{base}/edge/edge-0.0.0-2023-11-14.img.zst"));
+    assert_eq!(first["files_sent"], 5, "{first}");
+    let keys = s3.keys(&bucket, "releases/");
+    let want: Vec<String> = [
+        "edge/edge-0.0.0-2023-11-14.bmap",
+        "edge/edge-0.0.0-2023-11-14.img.zst",
+        "edge/edge-0.0.0-2023-11-14.img.zst.sha256",
+        "edge/edge-0.0.0-2023-11-14.json",
+        "edge/edge-0.0.0-2023-11-14.manifest.json",
+        "edge/latest.json",
+        "os_list.json",
+    ]
+    .iter()
+    .map(|k| format!("releases/{k}"))
+    .collect();
+    assert_eq!(keys, want);
+    assert_eq!(
+        s3.get(&bucket, "releases/edge/edge-0.0.0-2023-11-14.img.zst")
+            .unwrap(),
+        env.read("out/edge.img.zst")
+    );
+    let index = s3.get(&bucket, "releases/os_list.json").unwrap();
+
+    let again = env.run(&args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(published(&again)["files_sent"], 0);
+    assert_eq!(s3.get(&bucket, "releases/os_list.json").unwrap(), index);
 }
