@@ -220,7 +220,8 @@ pub struct BuildArgs {
     /// Run every step even when a cached result exists.
     #[arg(long)]
     pub force: bool,
-    /// Keep building independent steps after a failure.
+    /// Keep building the other targets and independent steps after a failure, and set
+    /// aside a target whose definition does not compile; the exit status is still 1.
     #[arg(long, short)]
     pub keep_going: bool,
     /// Sign each manifest with this ed25519 key (from `w4b keygen`): the manifest becomes

@@ -241,12 +241,14 @@ fn publish_one(
             ));
         }
     }
-    let mut sent = Vec::new();
-    sent.push(dest.publish_file(&names.image, image_path, image_size, &names.sha256, &line)?);
-    sent.push(dest.publish_bytes(&names.bmap, &bmap)?);
-    sent.push(dest.publish_bytes(&names.manifest, &manifest)?);
-    sent.push(dest.publish_bytes(&names.metadata, release.metadata(&names, &url).as_bytes())?);
-    sent.push(dest.publish_bytes(&names.latest, release.latest(&names, &url).as_bytes())?);
+    // The image first (its `.sha256` right after it), the pointer to it last.
+    let sent = [
+        dest.publish_file(&names.image, image_path, image_size, &names.sha256, &line)?,
+        dest.publish_bytes(&names.bmap, &bmap)?,
+        dest.publish_bytes(&names.manifest, &manifest)?,
+        dest.publish_bytes(&names.metadata, release.metadata(&names, &url).as_bytes())?,
+        dest.publish_bytes(&names.latest, release.latest(&names, &url).as_bytes())?,
+    ];
     let mut files_sent = 0;
     let mut bytes_sent = 0;
     for s in sent {

@@ -212,6 +212,9 @@ impl Release {
             "manifest": {
                 "file": base_name(&names.manifest),
                 "sha256": self.manifest_sha256,
+                // The image's name as the manifest's subject (`w4b verify --artifact`
+                // matches by name): the name it was built under.
+                "subject": self.image_name,
             },
             "w4b_version": self.w4b_version,
         });

@@ -124,6 +124,7 @@ fn a_hive_published_to_a_directory_has_checksums_metadata_latest_and_an_imager_i
         meta["manifest"]["sha256"],
         sha256_file(&site.join(format!("{stem}.manifest.json")))
     );
+    assert_eq!(meta["manifest"]["subject"], format!("{HIVE}.img.zst"));
     assert_eq!(meta["w4b_version"], env!("CARGO_PKG_VERSION"));
     let latest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(site.join(HIVE).join("latest.json")).unwrap()).unwrap();
