@@ -165,19 +165,27 @@ impl Release {
                 "gives `{image}`, which is not a relative path of plain names"
             )));
         }
-        if image == INDEX || image.ends_with("/latest.json") {
-            return Err(bad(&format!(
-                "gives `{image}`, a name publishing keeps for itself"
-            )));
-        }
-        Ok(Names {
+        let names = Names {
             sha256: format!("{image}.sha256"),
             bmap: format!("{stem}.bmap"),
             manifest: format!("{stem}.manifest.json"),
             metadata: format!("{stem}.json"),
             latest: format!("{}/latest.json", self.id),
             image,
-        })
+        };
+        // The index and the pointers are publishing's own names.
+        for n in [
+            &names.image,
+            &names.sha256,
+            &names.bmap,
+            &names.manifest,
+            &names.metadata,
+        ] {
+            if n == INDEX || base_name(n) == "latest.json" {
+                return Err(bad(&format!("gives `{n}`, a name publishing keeps for itself")));
+            }
+        }
+        Ok(names)
     }
 
     /// The `.sha256` file: `sha256sum -c` checks it in the image's directory.
@@ -307,7 +315,8 @@ mod tests {
             "{nope}.img",
             "{hive_id",
             "a//b.img",
-            "os_list.json",
+            "os_list.img",
+            "x/latest.img",
         ] {
             assert!(release().names(t).is_err(), "{t}");
         }
