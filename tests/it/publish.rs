@@ -15,6 +15,8 @@ use crate::http::TestServer;
 use crate::testbase::sh;
 
 const HIVE: &str = "hive_LanX0001";
+/// The second fixture hive, for the fleet.
+const WIFI: &str = "hive_AbCd1234";
 
 /// The test base's workspace with `//images:edge` (pi4, zstd level 3) and the fixture hive
 /// `hive_LanX0001` built on it.
@@ -27,8 +29,10 @@ fn workspace(server: &TestServer) -> Option<TestEnv> {
         "kind: image\nboard: //boards:pi4\nbase: //bases:test\nlayers: [//layers:packaged-units]\noutput: {compression: zstd, level: 3}\n",
     );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(repo.join(format!("tests/hives/{HIVE}.yaml"))).unwrap();
-    env.write(&format!("defs/hives/{HIVE}.yaml"), &text);
+    for id in [HIVE, WIFI] {
+        let text = std::fs::read_to_string(repo.join(format!("tests/hives/{id}.yaml"))).unwrap();
+        env.write(&format!("defs/hives/{id}.yaml"), &text);
+    }
     Some(env)
 }
 
@@ -80,26 +84,53 @@ fn check_entry(entry: &serde_json::Value, root: &Path, url_to_rel: impl Fn(&str)
 }
 
 #[test]
-fn a_hive_published_to_a_directory_has_checksums_metadata_latest_and_an_imager_index() {
+fn a_fleet_published_to_a_directory_has_checksums_metadata_latest_and_an_imager_index() {
     let server = TestServer::start();
     let Some(env) = workspace(&server) else {
         return;
     };
     let site = env.root.path().join("site");
     let base = "https://images.example.org/w4b";
-    let out = env.run(&[
-        "publish",
-        &format!("//hives:{HIVE}"),
-        "--to",
-        site.to_str().unwrap(),
-        "--base-url",
-        base,
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let publish = || {
+        env.run(&[
+            "publish",
+            "//hives/...",
+            "--to",
+            site.to_str().unwrap(),
+            "--base-url",
+            base,
+        ])
+    };
+    let out = publish();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // One graph: the steps the hives share ran once.
+    for step in ["//bases:test#fetch", "//bases:test#unpack"] {
+        let lines = err
+            .lines()
+            .filter(|l| l.starts_with("ran ") && l.contains(step))
+            .count();
+        assert_eq!(lines, 1, "{step}: {err}");
+    }
+    // The fleet's summary table.
+    for id in [HIVE, WIFI] {
+        let row = row_of(&err, &format!("//hives:{id}"));
+        assert_eq!(row[1..3], ["ok".to_owned(), format!("out/{id}.img.zst")], "{err}");
+    }
+    assert!(err.contains("2 of 2 targets built"), "{err}");
     // The epoch of the test base is its `date: 2023-11-14`.
     let stem = format!("{HIVE}/{HIVE}-1.0.0-2023-11-14");
     let url = format!("{base}/{stem}.img.zst");
-    assert_eq!(stdout(&out).trim(), url, "the download URL on stdout");
+    let printed = stdout(&out);
+    let urls: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        urls,
+        [
+            format!("{base}/{WIFI}/{WIFI}-1.0.0-2023-11-14.img.zst"),
+            url.clone()
+        ],
+        "the download URLs on stdout"
+    );
     for f in [".img.zst", ".img.zst.sha256", ".bmap", ".manifest.json", ".json"] {
         assert!(site.join(format!("{stem}{f}")).is_file(), "{stem}{f} missing");
     }
@@ -134,15 +165,18 @@ fn a_hive_published_to_a_directory_has_checksums_metadata_latest_and_an_imager_i
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(site.join("os_list.json")).unwrap()).unwrap();
     let list = index["os_list"].as_array().unwrap();
-    assert_eq!(list.len(), 1, "{index}");
+    assert_eq!(list.len(), 2, "{index}");
     let prefix = format!("{base}/");
-    check_entry(
-        &list[0],
-        &site,
-        |u| u.strip_prefix(&prefix).unwrap().to_owned(),
-        env.root.path(),
-    );
-    assert_eq!(list[0]["extract_sha256"], meta["extracted"]["sha256"]);
+    for entry in list {
+        check_entry(
+            entry,
+            &site,
+            |u| u.strip_prefix(&prefix).unwrap().to_owned(),
+            env.root.path(),
+        );
+    }
+    let ours = list.iter().find(|e| e["url"] == url).expect("the hive's entry");
+    assert_eq!(ours["extract_sha256"], meta["extracted"]["sha256"]);
 
     // Again: nothing is built, nothing written.
     let mtimes = |dir: &Path| -> BTreeMap<String, std::time::SystemTime> {
@@ -165,7 +199,15 @@ fn a_hive_published_to_a_directory_has_checksums_metadata_latest_and_an_imager_i
         m
     };
     let before = mtimes(&site);
-    let again = env.run(&[
+    let again = publish();
+    let err = stderr(&again);
+    assert!(again.status.success(), "{err}");
+    assert_eq!(err.matches("already there, nothing sent").count(), 2, "{err}");
+    assert_eq!(mtimes(&site), before, "a second publish rewrote files");
+    // One hive of the fleet alone: its image is not sent again. (Its manifest is: a step
+    // the hives share is named after the first hive that planned it, so a fleet build's
+    // manifest differs from a single build's in those names.)
+    let one = env.run(&[
         "publish",
         &format!("//hives:{HIVE}"),
         "--to",
@@ -173,13 +215,18 @@ fn a_hive_published_to_a_directory_has_checksums_metadata_latest_and_an_imager_i
         "--base-url",
         base,
     ]);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert!(
-        stderr(&again).contains("already there, nothing sent"),
-        "{}",
-        stderr(&again)
-    );
-    assert_eq!(mtimes(&site), before, "a second publish rewrote files");
+    let err = stderr(&one);
+    assert!(one.status.success(), "{err}");
+    let after = mtimes(&site);
+    let changed: Vec<&String> = after
+        .keys()
+        .filter(|k| after.get(*k) != before.get(*k))
+        .filter(|k| !k.ends_with(".json"))
+        .collect();
+    assert_eq!(changed, Vec::<&String>::new(), "{err}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.join("os_list.json")).unwrap()).unwrap();
+    assert_eq!(index["os_list"].as_array().unwrap().len(), 2, "{index}");
 }
 
 /// A server on 127.0.0.1 that keeps what is `PUT` and answers `GET` and `HEAD` from it,
