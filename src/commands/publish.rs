@@ -1,8 +1,8 @@
 //! `w4b publish LABEL… --to DIR|URL`: builds the labels exactly as `w4b build` does (the
 //! same options, the same code: [`build::build`]; what is cached is not built again),
 //! then puts each disk image's release at the destination ([`crate::publish`]) and
-//! prints its download URL. With `--keep-going`, the targets that built are published
-//! and the command still fails for the others.
+//! prints its download URL. A failed build publishes nothing; with `--keep-going`, the
+//! targets that built are published and the command still fails for the others.
 
 use std::io::Read;
 use std::path::Path;
@@ -23,6 +23,18 @@ pub fn run(app: &App, args: &PublishArgs) -> miette::Result<i32> {
         let dest = open(app, ws, args)?;
         check_template(&args.name_template)?;
         let outcome = build::build(app, &args.build, ws, store, tests.as_ref())?;
+        // Without `--keep-going`, a failed fleet publishes nothing, not the part that
+        // happened to finish before the failure.
+        if outcome.error.is_some() && !args.build.keep_going {
+            return outcome.into_result();
+        }
+        if let Some(b) = outcome
+            .targets
+            .iter()
+            .find(|b| b.result == TargetResult::Ok && b.disk.is_none())
+        {
+            return Err(not_a_disk(&b.label.to_string()));
+        }
         let mut entries = Vec::new();
         let mut lines = Vec::new();
         for b in outcome.targets.iter().filter(|b| b.result == TargetResult::Ok) {

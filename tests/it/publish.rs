@@ -470,3 +470,50 @@ fn an_image_published_to_s3_lands_under_the_prefix_once() {
     assert_eq!(published(&again)["files_sent"], 0);
     assert_eq!(s3.get(&bucket, "releases/os_list.json").unwrap(), index);
 }
+
+#[test]
+fn a_failed_build_publishes_nothing_and_a_tar_archive_is_not_published() {
+    let env = crate::fixture::demo();
+    env.write(
+        "defs/layers/broken.yaml",
+        "kind: layer\nfiles:\n  - {path: /etc/broken, template: files/broken.j2}\n",
+    );
+    env.write("defs/layers/files/broken.j2", "{{ config.missing.deeper }}\n");
+    env.write(
+        "defs/images/bad.yaml",
+        "kind: image\nbase: scratch\nlayers: [//layers:broken]\nepoch: 1700000000\noutput: {format: tar}\n",
+    );
+    let site = env.root.path().join("site");
+    let out = env.run(&[
+        "publish",
+        "//images:bad",
+        "//images:demo",
+        "--to",
+        site.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!site.exists(), "a failed build published something");
+    let out = env.run(&["publish", "//images:demo", "--to", site.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("w4b::publish::not_a_disk"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!site.exists());
+    // A template that escapes the destination fails before anything is built.
+    let out = env.run(&[
+        "publish",
+        "//images:demo",
+        "--to",
+        site.to_str().unwrap(),
+        "--name",
+        "../{hive_id}.img",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("w4b::publish::template"),
+        "{}",
+        stderr(&out)
+    );
+}
