@@ -27,6 +27,8 @@
 //! - [`store`] adapts the content-addressed store ([`w4b_cache`]) for the engine and trees;
 //!   [`inputs`] hashes input files with a stat cache; [`stamp`] is the file stamp and
 //!   the racily-clean rule that cache and the cache of parsed definitions share;
+//!   [`publish`] lays out released images (names, checksums, metadata, the Raspberry Pi
+//!   Imager index) at a directory, HTTP server or bucket;
 //!   [`trust`] decides which signed records of a shared remote cache a build may use.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
 //!   progress and diagnostics. Only they print or read the environment.
@@ -45,6 +47,7 @@ pub mod install;
 pub mod lockfile;
 pub mod manifest;
 pub mod modules;
+pub mod publish;
 pub mod stamp;
 pub mod steps;
 pub mod store;

@@ -158,8 +158,21 @@ pub fn open_remote(
     if !location.starts_with("s3://") {
         return open_dir_remote(Path::new(location), read_only);
     }
+    Ok(Arc::new(w4b_cache::S3Remote::open(&s3_options(
+        location, read_only, s3, env,
+    ))?))
+}
+
+/// How to reach `s3://…`: `cache.s3` of `w4b.yaml`, else the standard `AWS_*` variables
+/// (see [`open_remote`]); `w4b publish` reaches its bucket the same way.
+pub fn s3_options(
+    location: &str,
+    read_only: bool,
+    s3: &crate::defs::S3Config,
+    env: &std::collections::BTreeMap<String, String>,
+) -> w4b_cache::S3Options {
     let var = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
-    let opts = w4b_cache::S3Options {
+    w4b_cache::S3Options {
         url: location.to_owned(),
         endpoint: s3.endpoint.clone().or_else(|| var("AWS_ENDPOINT_URL")),
         region: s3
@@ -173,8 +186,7 @@ pub fn open_remote(
         secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
         session_token: var("AWS_SESSION_TOKEN"),
         read_only,
-    };
-    Ok(Arc::new(w4b_cache::S3Remote::open(&opts)?))
+    }
 }
 
 impl AppStore {

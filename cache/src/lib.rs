@@ -76,7 +76,7 @@ pub use pack::{PackWriter, PACK_MAGIC, PACK_MEMBER_MAX};
 pub use record::{OutputRef, PreimageEntry, Producer, Record, RecordHead, RecordSignature, RECORD_SCHEMA};
 pub use refs::{BlobRefs, NoRefs};
 #[cfg(feature = "s3")]
-pub use remote::s3::{parse_url as parse_s3_url, S3Options, S3Remote, MULTIPART_OVER};
+pub use remote::s3::{parse_url as parse_s3_url, S3Bucket, S3Options, S3Remote, MULTIPART_OVER};
 pub use remote::Remote;
 pub use sink::ChunkSink;
 pub use store::{Store, Uploaded};

@@ -92,6 +92,11 @@ pub enum Command {
     /// Resolve the package sets of images and hives into `w4b.lock`: `w4b lock`,
     /// `w4b lock --update postgresql-15`, `w4b lock --check` in CI.
     Lock(LockArgs),
+    /// Build disk images and publish them for download: `w4b publish //hives/... --to
+    /// /srv/images --base-url https://images.example.org`. Per image: the image, its
+    /// `.sha256`, `.bmap`, manifest and metadata JSON, a `latest.json` per hive, and a
+    /// Raspberry Pi Imager repository JSON (`os_list.json`) for everything there.
+    Publish(PublishArgs),
     /// Explain why the last build of a target ran what it ran.
     Why(WhyArgs),
     /// Print the step graph of targets.
@@ -304,7 +309,8 @@ pub struct BuildArgs {
     /// Run every step even when a cached result exists.
     #[arg(long)]
     pub force: bool,
-    /// Keep building independent steps after a failure.
+    /// Keep building the other targets and independent steps after a failure, and set
+    /// aside a target whose definition does not compile; the exit status is still 1.
     #[arg(long, short)]
     pub keep_going: bool,
     /// Sign each manifest with this ed25519 key (from `w4b keygen`): the manifest becomes
@@ -320,6 +326,30 @@ pub struct BuildArgs {
     /// an image that passed the same test before is not booted again).
     #[arg(long)]
     pub test: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Where to publish: a directory, an `http(s)://` URL of a server that takes `PUT`
+    /// (a bearer token from `W4B_PUBLISH_TOKEN`), or `s3://BUCKET/PREFIX` (reached as the
+    /// remote cache is: `cache.s3`, `AWS_*`).
+    #[arg(long, env = "W4B_IMAGE_SERVER_BASEPATH", value_name = "DIR|URL")]
+    pub to: String,
+    /// The URL the destination is served at, for download links and the Imager index
+    /// [default: the `--to` URL itself; `file://` for a directory].
+    #[arg(long, env = "W4B_IMAGE_DOWNLOAD_URL_BASE", value_name = "URL")]
+    pub base_url: Option<String>,
+    /// The image's path below the destination: `{hive_id}` (an image without a hive: its
+    /// target name), `{version}` (the hive's; `0.0.0` without one), `{date}` (the build's
+    /// epoch, YYYY-MM-DD), `{target}`, `{board}`. The `.img…` extension is the built one.
+    #[arg(long = "name", value_name = "TEMPLATE", default_value = crate::publish::DEFAULT_TEMPLATE)]
+    pub name_template: String,
+    /// Overwrite an image published under the same name with other contents (refused
+    /// otherwise).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Args)]

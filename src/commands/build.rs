@@ -60,9 +60,18 @@ pub fn run(app: &App, args: &BuildArgs) -> miette::Result<i32> {
 
 /// A build, with boot tests when `tests` is given.
 pub fn run_with(app: &App, args: &BuildArgs, tests: Option<&Tests>) -> miette::Result<i32> {
+    with_store(app, |ws, store| build(app, args, ws, store, tests))?.into_result()
+}
+
+/// Runs `f` with the workspace and its store, then applies the cache size limit, whatever
+/// `f` returned: the shell of every command that builds (`build`, `test`, `publish`).
+pub fn with_store<T>(
+    app: &App,
+    f: impl FnOnce(&crate::defs::Workspace, &Arc<AppStore>) -> miette::Result<T>,
+) -> miette::Result<T> {
     let ws = app.workspace()?;
     let store = app.store(&ws)?;
-    let result = build(app, args, &ws, &store, tests);
+    let result = f(&ws, &store);
     // After every build, successful or not: the cache stays within its limit.
     if let Some(line) = enforce_limit(app, &ws, &store) {
         if !app.style.quiet {
@@ -70,6 +79,64 @@ pub fn run_with(app: &App, args: &BuildArgs, tests: Option<&Tests>) -> miette::R
         }
     }
     result
+}
+
+/// What a build did, target by target, and how it ends.
+pub struct Outcome {
+    /// The exit code when there is no `error`: 0, or 130 when interrupted.
+    pub code: i32,
+    /// The first failure (in graph order), or what says that some targets did not build.
+    pub error: Option<miette::Report>,
+    pub targets: Vec<Built>,
+}
+
+impl Outcome {
+    pub fn into_result(self) -> miette::Result<i32> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.code),
+        }
+    }
+}
+
+/// One target of a build.
+pub struct Built {
+    pub label: crate::defs::Label,
+    pub result: TargetResult,
+    /// The files exported into the output directory: (file name, path, size).
+    pub files: Vec<(String, PathBuf, u64)>,
+    pub manifest: Option<PathBuf>,
+    /// The target's `SOURCE_DATE_EPOCH`, once known.
+    pub epoch: Option<i64>,
+    /// Milliseconds its steps ran in this build (a step shared with other targets counts
+    /// for each); cached steps cost nothing.
+    pub ran_ms: u64,
+    pub about: crate::compile::About,
+    /// The disk image's file name (`north.img.zst`) and its uncompressed disk in the store
+    /// (digest, size); `None` for a tar archive.
+    pub disk: Option<(String, Digest, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetResult {
+    Ok,
+    /// A step of it failed (its name).
+    Failed(String),
+    /// It did not compile (`--keep-going` built the others).
+    Broken,
+    /// Not every step ran: another target failed first, or the build was interrupted.
+    NotBuilt,
+}
+
+impl TargetResult {
+    fn word(&self) -> &'static str {
+        match self {
+            TargetResult::Ok => "ok",
+            TargetResult::Failed(_) => "failed",
+            TargetResult::Broken => "broken",
+            TargetResult::NotBuilt => "not built",
+        }
+    }
 }
 
 /// Ends the build's lease and applies the cache size limit; the line to print when a GC
@@ -100,15 +167,20 @@ fn enforce_limit(app: &App, ws: &crate::defs::Workspace, store: &AppStore) -> Op
     }
 }
 
-fn build(
+/// Compiles and runs the graph of `args.labels`, exports and records what was built, and
+/// prints the outputs, the tests and (for more than one target) the summary table.
+pub fn build(
     app: &App,
     args: &BuildArgs,
     ws: &crate::defs::Workspace,
     store: &Arc<AppStore>,
     tests: Option<&Tests>,
-) -> miette::Result<i32> {
+) -> miette::Result<Outcome> {
     let store = store.clone();
-    let mut plan = app.compile(ws, &store, &args.labels)?;
+    let mut plan = app.compile_with(ws, &store, &args.labels, args.keep_going)?;
+    for (_, e) in &plan.broken {
+        eprintln!("{e:?}");
+    }
     let out_dir = app.out_dir(ws, args.out.as_deref());
     let test_nodes = match tests {
         None => Vec::new(),
@@ -197,9 +269,9 @@ fn build(
         None => None,
         Some(p) => Some(read_sign_key(&app.cwd.join(p))?),
     };
-    for t in &plan.targets {
+    for (i, t) in plan.targets.iter().enumerate() {
         if let Some(path) = write_manifest(&store, &plan, t, &report, &out_dir, sign_key.as_ref())? {
-            exported.manifests.push(path);
+            exported.manifests.push((i, path));
         }
     }
     store.save_parse_cache();
@@ -227,10 +299,25 @@ fn build(
     for n in &test_nodes {
         cached_test_report(app, &store, &report, n);
     }
+    let targets = built(&store, &plan, &report, &exported, &target_roots);
     if app.style.json {
         json.flush();
         for n in &test_nodes {
             print_test(app, &store, &plan, &report, n, false);
+        }
+        for b in &targets {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "event": "target-finished",
+                    "target": b.label.to_string(),
+                    "result": b.result.word(),
+                    "failed_step": match &b.result { TargetResult::Failed(s) => Some(s), _ => None },
+                    "image": b.files.first().map(|f| f.1.display().to_string()),
+                    "size": b.files.first().map(|f| f.2),
+                    "ran_ms": b.ran_ms,
+                })
+            );
         }
         println!(
             "{}",
@@ -238,7 +325,7 @@ fn build(
         );
     } else {
         if !app.style.quiet {
-            for (dest, digest, size) in &exported.files {
+            for (_, dest, digest, size) in &exported.files {
                 eprintln!(
                     "  output {} ({}, blake3 {})",
                     app.display_path(dest),
@@ -246,7 +333,7 @@ fn build(
                     digest.short(16)
                 );
             }
-            for m in &exported.manifests {
+            for (_, m) in &exported.manifests {
                 eprintln!("  manifest {}", app.display_path(m));
             }
         }
@@ -263,14 +350,18 @@ fn build(
         if skipped > 0 {
             summary.push_str(&format!(", {skipped} not run"));
         }
+        if targets.len() > 1 {
+            eprint!("{}", summary_table(app, &targets));
+        }
         eprintln!("{summary}");
     }
     for line in super::cache::store_warnings(&store) {
         eprintln!("{line}");
     }
+    let outcome = |code: i32, error: Option<miette::Report>| Outcome { code, error, targets };
     if report.cancelled {
         eprintln!("interrupted: finished steps are cached; run the same command to continue");
-        return Ok(130);
+        return Ok(outcome(130, None));
     }
     // The first failure in graph order, whatever order the workers finished in.
     let mut failures = std::mem::take(&mut report.failures);
@@ -281,12 +372,149 @@ fn build(
             .unwrap_or(usize::MAX)
     });
     if let Some(f) = failures.into_iter().next() {
-        return Err(super::step_error(&f.step, f.error));
+        return Ok(outcome(1, Some(super::step_error(&f.step, f.error))));
+    }
+    if !plan.broken.is_empty() {
+        let names: Vec<String> = plan.broken.iter().map(|(l, _)| format!("`{l}`")).collect();
+        let error = miette::miette!(
+            code = "w4b::build::targets_broken",
+            help = "fix the definitions named above; `--keep-going` built the other targets",
+            "{} of {} targets did not compile: {}",
+            names.len(),
+            names.len() + plan.targets.len(),
+            names.join(", ")
+        );
+        return Ok(outcome(1, Some(error)));
     }
     if args.check {
         check(app, ws, &store, &plan, &report, jobs)?;
     }
-    Ok(0)
+    Ok(outcome(0, None))
+}
+
+/// Each target's result, exported files, epoch and time; broken targets last.
+fn built(
+    store: &AppStore,
+    plan: &Plan,
+    report: &BuildReport,
+    exported: &Exported,
+    target_roots: &dyn Fn(usize) -> Vec<NodeId>,
+) -> Vec<Built> {
+    let mut all = Vec::new();
+    for (i, t) in plan.targets.iter().enumerate() {
+        let roots = target_roots(i);
+        let closure = plan.graph.closure(&roots);
+        let status = |id: &NodeId| report.results.get(id).map(|r| r.status);
+        let failed = closure
+            .iter()
+            .find(|id| status(id) == Some(StepStatus::Failed))
+            .map(|id| plan.graph.node(*id).name.clone());
+        let complete = roots
+            .iter()
+            .all(|r| matches!(status(r), Some(StepStatus::Ran | StepStatus::Cached)));
+        let result = match (failed, complete) {
+            (Some(step), _) => TargetResult::Failed(step),
+            (None, true) => TargetResult::Ok,
+            (None, false) => TargetResult::NotBuilt,
+        };
+        let ran_ms = closure
+            .iter()
+            .filter_map(|id| report.results.get(id))
+            .filter(|r| r.status == StepStatus::Ran)
+            .map(|r| r.duration_ms)
+            .sum();
+        let files = exported
+            .files
+            .iter()
+            .filter(|f| f.0 == i)
+            .map(|(_, path, _, size)| {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (name, path.clone(), *size)
+            })
+            .collect();
+        let disk = t.test.as_ref().and_then(|tp| {
+            let out = report.results.get(&tp.disk)?.outputs.get("disk")?;
+            Some((tp.image_file.clone(), out.digest, out.size))
+        });
+        all.push(Built {
+            label: t.label.clone(),
+            epoch: target_epoch(store, t, report).ok().flatten(),
+            result,
+            files,
+            manifest: exported.manifests.iter().find(|m| m.0 == i).map(|m| m.1.clone()),
+            ran_ms,
+            about: t.about.clone(),
+            disk,
+        });
+    }
+    for (label, _) in &plan.broken {
+        all.push(Built {
+            label: label.clone(),
+            result: TargetResult::Broken,
+            files: Vec::new(),
+            manifest: None,
+            epoch: None,
+            ran_ms: 0,
+            about: Default::default(),
+            disk: None,
+        });
+    }
+    all
+}
+
+/// The fleet summary: one row per target (result, image, size, time of the steps that
+/// ran), then the failed steps.
+fn summary_table(app: &App, targets: &[Built]) -> String {
+    let rows: Vec<[String; 5]> = targets
+        .iter()
+        .map(|b| {
+            let (image, size) = match b.files.first() {
+                Some((_, path, size)) if b.result == TargetResult::Ok => {
+                    (app.display_path(path), crate::ui::bytes(*size))
+                }
+                _ => ("-".to_owned(), "-".to_owned()),
+            };
+            [
+                b.label.to_string(),
+                b.result.word().to_owned(),
+                image,
+                size,
+                format!("{:.1} s", b.ran_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    let head = ["target", "result", "image", "size", "time"];
+    let mut widths = head.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut l = String::from(" ");
+        for (c, w) in cells.iter().zip(widths) {
+            l.push_str(&format!(" {c:<w$}"));
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(head);
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    let ok = targets.iter().filter(|b| b.result == TargetResult::Ok).count();
+    out.push_str(&format!("  {ok} of {} targets built\n", targets.len()));
+    for b in targets {
+        if let TargetResult::Failed(step) = &b.result {
+            out.push_str(&format!(
+                "  {}: step `{step}` failed (the error is below)\n",
+                b.label
+            ));
+        }
+    }
+    out
 }
 
 /// Adds the tests to the plan: reports and boot logs go to `--log DIR` or the output
@@ -486,8 +714,10 @@ fn check(
 }
 
 struct Exported {
-    files: Vec<(PathBuf, Digest, u64)>,
-    manifests: Vec<PathBuf>,
+    /// (target index, path, flat BLAKE3, size).
+    files: Vec<(usize, PathBuf, Digest, u64)>,
+    /// (target index, path).
+    manifests: Vec<(usize, PathBuf)>,
     /// Steps whose output could not be read back intact.
     repair: BTreeMap<NodeId, MissReason>,
 }
@@ -504,7 +734,7 @@ fn export(
         manifests: Vec::new(),
         repair: BTreeMap::new(),
     };
-    for t in &plan.targets {
+    for (i, t) in plan.targets.iter().enumerate() {
         for e in &t.exports {
             let Some(out) = report.results.get(&e.node).and_then(|r| r.outputs.get(&e.output)) else {
                 continue;
@@ -515,7 +745,7 @@ fn export(
                 .export(&out.digest, &dest)
                 .and_then(|()| store.flat_blake3(&out.digest))
             {
-                Ok(flat) => ex.files.push((dest, flat, out.size)),
+                Ok(flat) => ex.files.push((i, dest, flat, out.size)),
                 Err(CacheError::Corrupt { expected, .. }) => {
                     ex.repair.insert(
                         e.node,
@@ -574,6 +804,24 @@ fn read_sign_key(path: &std::path::Path) -> miette::Result<crate::manifest::dsse
             path.display()
         )
     })
+}
+
+/// A target's epoch: fixed when planned, or an output of its base's `base-epoch` step
+/// (`None` when that step did not finish).
+fn target_epoch(
+    store: &AppStore,
+    t: &crate::compile::PlannedTarget,
+    report: &BuildReport,
+) -> miette::Result<Option<i64>> {
+    Ok(Some(match &t.manifest.epoch {
+        crate::compile::PlanEpoch::Fixed { seconds, .. } => *seconds,
+        crate::compile::PlanEpoch::FromBase { node, step } => {
+            let Some(out) = report.results.get(node).and_then(|r| r.outputs.get("epoch")) else {
+                return Ok(None);
+            };
+            crate::steps::epoch::read(store, out).map_err(|e| miette::miette!("`{step}`: {e}"))?
+        }
+    }))
 }
 
 /// Writes `<name>.manifest.json` for a target whose outputs were all exported: subjects
@@ -641,15 +889,8 @@ fn write_manifest(
             size: out.size,
         });
     }
-    // A base's epoch is an output of its `base-epoch` step.
-    let epoch = match &t.manifest.epoch {
-        crate::compile::PlanEpoch::Fixed { seconds, .. } => *seconds,
-        crate::compile::PlanEpoch::FromBase { node, step } => {
-            let Some(out) = report.results.get(node).and_then(|r| r.outputs.get("epoch")) else {
-                return Ok(None);
-            };
-            crate::steps::epoch::read(store, out).map_err(|e| miette::miette!("`{step}`: {e}"))?
-        }
+    let Some(epoch) = target_epoch(store, t, report)? else {
+        return Ok(None);
     };
     let mut steps = Vec::new();
     for id in plan.graph.closure(&t.roots) {

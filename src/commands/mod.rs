@@ -14,6 +14,7 @@ pub mod install_debs;
 pub mod keygen;
 pub mod lock;
 pub mod ls;
+pub mod publish;
 pub mod rebuild;
 pub mod sbom;
 pub mod test;
@@ -74,6 +75,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match &cli.command {
         Command::Build(a) => build::run(&app, a),
         Command::Lock(a) => lock::run(&app, a),
+        Command::Publish(a) => publish::run(&app, a),
         Command::Why(a) => why::run(&app, a),
         Command::Graph(a) => graph::run(&app, a),
         Command::Ls(a) => ls::run(&app, a),
@@ -266,6 +268,18 @@ impl App {
         store: &Arc<AppStore>,
         patterns: &[String],
     ) -> miette::Result<Plan> {
+        self.compile_with(ws, store, patterns, false)
+    }
+
+    /// [`Self::compile`]; with `keep_going`, a target that does not compile is set aside
+    /// in [`Plan::broken`] rather than failing the others.
+    pub fn compile_with(
+        &self,
+        ws: &Workspace,
+        store: &Arc<AppStore>,
+        patterns: &[String],
+        keep_going: bool,
+    ) -> miette::Result<Plan> {
         let labels = self.resolve(ws, patterns)?;
         // Labels named one by one must be buildable; patterns pick the buildable targets.
         let mut explicit = std::collections::BTreeSet::new();
@@ -274,7 +288,15 @@ impl App {
                 explicit.insert(l);
             }
         }
-        compile::compile(ws, store, &labels, &explicit, &self.env, &self.global.set)
+        compile::compile(
+            ws,
+            store,
+            &labels,
+            &explicit,
+            &self.env,
+            &self.global.set,
+            keep_going,
+        )
     }
 
     pub fn producer(&self) -> Producer {

@@ -244,11 +244,21 @@ impl Compiler<'_> {
                 (d.roots, d.exports, Some(test))
             }
         };
+        let about = super::About {
+            hive: hive.map(|h| (h.config.hive.hive_id.clone(), h.config.hive.version.clone())),
+            title: hive
+                .map(|h| h.config.hive.metadata.name.clone())
+                .or_else(|| image.description.clone()),
+            board: vendor.as_ref().map(|v| v.board_label.clone()),
+            arch: vendor.as_ref().map(|v| v.board.arch.to_string()),
+            base: vendor.as_ref().map(|v| v.base_label.clone()),
+        };
         Ok(PlannedTarget {
             label: target_label.clone(),
             roots,
             exports,
             test,
+            about,
             manifest: ManifestPlan {
                 file_name: format!("{}.manifest.json", target_label.name),
                 epoch,

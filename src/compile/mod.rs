@@ -38,6 +38,9 @@ use crate::store::AppStore;
 pub struct Plan {
     pub graph: Graph,
     pub targets: Vec<PlannedTarget>,
+    /// Targets that did not compile, with their error, when compiled with `keep_going`
+    /// (`w4b build --keep-going`): the others are planned and built without them.
+    pub broken: Vec<(Label, miette::Report)>,
     /// The pinned test kernel (`//packages:w4b-test-kernel#test-kernel`), when the
     /// workspace has the set locked; built only when a boot test depends on it.
     pub test_kernel: Option<NodeId>,
@@ -52,6 +55,22 @@ pub struct PlannedTarget {
     /// The boot test of a disk image, added to the graph by [`add_tests`] when asked for;
     /// `None` for a tar archive.
     pub test: Option<TestPlan>,
+    /// What the target is, for `w4b publish`'s names and metadata.
+    pub about: About,
+}
+
+/// What a planned target is built from, as `w4b publish` names and describes it.
+#[derive(Clone, Debug, Default)]
+pub struct About {
+    /// The hive's `hive_id` and `version`, for a hive (or an image carrying one).
+    pub hive: Option<(String, String)>,
+    /// The hive's `metadata.name`, else the image's `description`.
+    pub title: Option<String>,
+    /// The board's label (`//boards:pi4`) and architecture; `None` on `scratch`.
+    pub board: Option<Label>,
+    pub arch: Option<String>,
+    /// The base's label (`//bases:raspios-bookworm-arm64-lite`); `None` on `scratch`.
+    pub base: Option<Label>,
 }
 
 /// An output copied into `--out` after a successful build.
@@ -251,46 +270,25 @@ pub fn compile(
     explicit: &std::collections::BTreeSet<Label>,
     env: &BTreeMap<String, String>,
     sets: &[String],
+    keep_going: bool,
 ) -> miette::Result<Plan> {
     let (loader, mut c) = Compiler::start(ws, store, labels, env, sets)?;
     let mut targets = Vec::new();
+    let mut broken = Vec::new();
     for label in labels {
-        let t = loader.load(label)?;
-        match &t.target {
-            Target::Image(image) => {
-                let image = image.clone();
-                let hive = match image.hive {
-                    Some(_) => Some(crate::hive::load::resolve(&loader, label)?),
-                    None => None,
-                };
-                targets.push(c.image(&loader, &t, &image, hive.as_ref())?);
-            }
-            Target::Hive(_) => {
-                let hive = crate::hive::load::resolve(&loader, label)?;
-                let it = loader.load(&hive.image)?;
-                let Target::Image(image) = &it.target else {
-                    return Err(CompileError::NotBuildable {
-                        label: hive.image.to_string(),
-                        kind: it.target.kind().to_string(),
-                    }
-                    .into());
-                };
-                let image = image.clone();
-                targets.push(c.image(&loader, &it, &image, Some(&hive))?);
-            }
-            other if explicit.contains(label) => {
-                return Err(CompileError::NotBuildable {
-                    label: label.to_string(),
-                    kind: other.kind().to_string(),
-                }
-                .into())
-            }
-            // A pattern like `//...` also matches layers: they are built as part of the
-            // images that use them.
-            _ => {}
+        match c.target(&loader, label, explicit) {
+            Ok(Some(t)) => targets.push(t),
+            Ok(None) => {}
+            // A target that does not compile leaves at most unrooted nodes behind, which
+            // no build runs.
+            Err(e) if keep_going => broken.push((label.clone(), e)),
+            Err(e) => return Err(e),
         }
     }
     if targets.is_empty() {
+        if let Some((_, e)) = broken.into_iter().next() {
+            return Err(e);
+        }
         return Err(CompileError::NothingToBuild {
             labels: labels
                 .iter()
@@ -304,8 +302,52 @@ pub fn compile(
     Ok(Plan {
         graph: c.graph,
         targets,
+        broken,
         test_kernel,
     })
+}
+
+impl Compiler<'_> {
+    /// One label's target; `None` for a kind a pattern matched but nothing builds alone.
+    fn target(
+        &mut self,
+        loader: &Loader,
+        label: &Label,
+        explicit: &std::collections::BTreeSet<Label>,
+    ) -> miette::Result<Option<PlannedTarget>> {
+        let t = loader.load(label)?;
+        match &t.target {
+            Target::Image(image) => {
+                let image = image.clone();
+                let hive = match image.hive {
+                    Some(_) => Some(crate::hive::load::resolve(loader, label)?),
+                    None => None,
+                };
+                Ok(Some(self.image(loader, &t, &image, hive.as_ref())?))
+            }
+            Target::Hive(_) => {
+                let hive = crate::hive::load::resolve(loader, label)?;
+                let it = loader.load(&hive.image)?;
+                let Target::Image(image) = &it.target else {
+                    return Err(CompileError::NotBuildable {
+                        label: hive.image.to_string(),
+                        kind: it.target.kind().to_string(),
+                    }
+                    .into());
+                };
+                let image = image.clone();
+                Ok(Some(self.image(loader, &it, &image, Some(&hive))?))
+            }
+            other if explicit.contains(label) => Err(CompileError::NotBuildable {
+                label: label.to_string(),
+                kind: other.kind().to_string(),
+            }
+            .into()),
+            // A pattern like `//...` also matches layers: they are built as part of the
+            // images that use them.
+            _ => Ok(None),
+        }
+    }
 }
 
 /// What `w4b lock` needs: every lock request of the targets (one per entry name, the

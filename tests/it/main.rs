@@ -39,6 +39,7 @@ mod limits;
 mod packages;
 mod packages_errors;
 mod pipeline;
+mod publish;
 mod remote_s3;
 mod remote_trust;
 mod resolve;

@@ -132,51 +132,75 @@ fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
 
+/// The connection every S3 client here shares: the runtime, the store, the `s3://` URL
+/// (for messages) and the key prefix.
+struct Connection {
+    rt: tokio::runtime::Runtime,
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    prefix: String,
+}
+
+fn connect(o: &S3Options) -> Result<Connection, CacheError> {
+    let (bucket, prefix) = parse_url(&o.url)?;
+    // reqwest 0.13 is built without a bundled TLS provider: ring is the one the rest of
+    // w4b already links. Installing fails harmlessly when one is already set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = AmazonS3Builder::new()
+        .with_bucket_name(&bucket)
+        .with_allow_http(o.allow_http)
+        .with_virtual_hosted_style_request(o.virtual_hosted)
+        .with_region(o.region.clone().unwrap_or_else(|| "us-east-1".to_owned()));
+    if let Some(e) = &o.endpoint {
+        b = b.with_endpoint(e);
+    }
+    match (&o.access_key_id, &o.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(t) = &o.session_token {
+                b = b.with_token(t);
+            }
+        }
+        // No credentials: anonymous requests (a public, read-only bucket).
+        _ => b = b.with_skip_signature(true),
+    }
+    let url = match prefix.as_str() {
+        "" => format!("s3://{bucket}"),
+        p => format!("s3://{bucket}/{p}"),
+    };
+    let store = b.build().map_err(|e| CacheError::RemoteUrl {
+        url: url.clone(),
+        problem: e.to_string(),
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("w4b-s3")
+        .enable_all()
+        .build()
+        .map_err(|source| CacheError::Io {
+            action: "start the S3 client's runtime for",
+            path: PathBuf::from(&url),
+            source,
+        })?;
+    Ok(Connection {
+        rt,
+        store: Arc::new(store),
+        url,
+        prefix,
+    })
+}
+
 impl S3Remote {
     pub fn open(o: &S3Options) -> Result<S3Remote, CacheError> {
-        let (bucket, prefix) = parse_url(&o.url)?;
-        // reqwest 0.13 is built without a bundled TLS provider: ring is the one the rest of
-        // w4b already links. Installing fails harmlessly when one is already set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&bucket)
-            .with_allow_http(o.allow_http)
-            .with_virtual_hosted_style_request(o.virtual_hosted)
-            .with_region(o.region.clone().unwrap_or_else(|| "us-east-1".to_owned()));
-        if let Some(e) = &o.endpoint {
-            b = b.with_endpoint(e);
-        }
-        match (&o.access_key_id, &o.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                b = b.with_access_key_id(id).with_secret_access_key(secret);
-                if let Some(t) = &o.session_token {
-                    b = b.with_token(t);
-                }
-            }
-            // No credentials: anonymous requests (a public, read-only bucket).
-            _ => b = b.with_skip_signature(true),
-        }
-        let url = match prefix.as_str() {
-            "" => format!("s3://{bucket}"),
-            p => format!("s3://{bucket}/{p}"),
-        };
-        let store = b.build().map_err(|e| CacheError::RemoteUrl {
-            url: url.clone(),
-            problem: e.to_string(),
-        })?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("w4b-s3")
-            .enable_all()
-            .build()
-            .map_err(|source| CacheError::Io {
-                action: "start the S3 client's runtime for",
-                path: PathBuf::from(&url),
-                source,
-            })?;
+        let Connection {
+            rt,
+            store,
+            url,
+            prefix,
+        } = connect(o)?;
         Ok(S3Remote {
             rt,
-            store: Arc::new(store),
+            store,
             url,
             prefix,
             read_only: o.read_only,
@@ -546,6 +570,115 @@ struct Inventory {
     used: BTreeMap<(Digest, Digest), ObjectMeta>,
     probes: Vec<ObjectMeta>,
     corrupt: u64,
+}
+
+/// Plain objects under an `s3://bucket/prefix`, on the same connection settings as the
+/// remote cache, for files the caller names (the application publishes releases with it).
+/// Unlike the cache's content-addressed objects, such files may be replaced (an index, a
+/// pointer to the newest), so writes overwrite; callers compare before they write.
+pub struct S3Bucket {
+    c: Connection,
+}
+
+impl S3Bucket {
+    pub fn open(o: &S3Options) -> Result<S3Bucket, CacheError> {
+        Ok(S3Bucket { c: connect(o)? })
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn url(&self) -> &str {
+        &self.c.url
+    }
+
+    fn key(&self, rel: &str) -> Key {
+        match self.c.prefix.as_str() {
+            "" => Key::from(rel),
+            p => Key::from(format!("{p}/{rel}")),
+        }
+    }
+
+    fn url_of(&self, key: &Key) -> String {
+        let bucket_url = self.c.url.split('/').take(3).collect::<Vec<_>>().join("/");
+        format!("{bucket_url}/{key}")
+    }
+
+    /// The size of the object `rel` (below the prefix); `None` when there is none.
+    pub fn size(&self, rel: &str) -> Result<Option<u64>, CacheError> {
+        let key = self.key(rel);
+        match self.c.rt.block_on(self.c.store.head(&key)) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(other("look up", &self.url_of(&key), e)),
+        }
+    }
+
+    /// The bytes of the object `rel`; `None` when there is none.
+    pub fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let key = self.key(rel);
+        let url = self.url_of(&key);
+        self.c.rt.block_on(async {
+            let got = match self.c.store.get(&key).await {
+                Ok(g) => g,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(other("read", &url, e)),
+            };
+            match got.bytes().await {
+                Ok(b) => Ok(Some(b.to_vec())),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(other("read", &url, e)),
+            }
+        })
+    }
+
+    /// Writes `len` bytes from `from` as `rel`, replacing any object there; above
+    /// [`MULTIPART_OVER`] in parts. Returns the bytes sent.
+    pub fn put(&self, rel: &str, from: &mut dyn Read, len: u64) -> Result<u64, CacheError> {
+        let key = self.key(rel);
+        let url = self.url_of(&key);
+        let read_err = |source| CacheError::Io {
+            action: "read for upload",
+            path: PathBuf::from(rel),
+            source,
+        };
+        if len <= MULTIPART_OVER {
+            let mut bytes = Vec::with_capacity(len as usize);
+            from.read_to_end(&mut bytes).map_err(read_err)?;
+            let n = bytes.len() as u64;
+            self.c
+                .rt
+                .block_on(self.c.store.put(&key, PutPayload::from(bytes)))
+                .map_err(|e| other("write", &url, e))?;
+            return Ok(n);
+        }
+        self.c.rt.block_on(async {
+            let mut up = self
+                .c
+                .store
+                .put_multipart(&key)
+                .await
+                .map_err(|e| other("start uploading", &url, e))?;
+            let mut sent = 0u64;
+            loop {
+                let mut part = Vec::with_capacity(PART);
+                if let Err(e) = (&mut *from).take(PART as u64).read_to_end(&mut part) {
+                    let _ = up.abort().await;
+                    return Err(read_err(e));
+                }
+                if part.is_empty() {
+                    break;
+                }
+                sent += part.len() as u64;
+                if let Err(e) = up.put_part(PutPayload::from(part)).await {
+                    let _ = up.abort().await;
+                    return Err(other("upload", &url, e));
+                }
+            }
+            up.complete()
+                .await
+                .map_err(|e| other("finish uploading", &url, e))?;
+            Ok(sent)
+        })
+    }
 }
 
 fn mtime(m: &ObjectMeta) -> SystemTime {
