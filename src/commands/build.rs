@@ -824,6 +824,24 @@ fn target_epoch(
     }))
 }
 
+/// The name a target's manifest gives a step shared with other targets of the build: the
+/// one the target itself planned it under (`own`: `//hives:north#`), else the smallest
+/// name no other target planned (`others`) — a definition's own name such as
+/// `//bases:…#fetch`. So a hive's manifest is the same whether it was built alone or with
+/// its fleet, although the graph names a shared step after the smallest target's label.
+fn step_name_for(node: &w4b_graph::graph::Node, own: &str, others: &[String]) -> String {
+    let names = || std::iter::once(&node.name).chain(&node.aliases);
+    names()
+        .find(|n| n.starts_with(own))
+        .or_else(|| {
+            names()
+                .filter(|n| !others.iter().any(|o| n.starts_with(o.as_str())))
+                .min()
+        })
+        .unwrap_or(&node.name)
+        .clone()
+}
+
 /// Writes `<name>.manifest.json` for a target whose outputs were all exported: subjects
 /// from the exports, the step graph from the results, the rest from the plan. Nothing in
 /// it depends on time, paths or the machine, so an unchanged build rewrites nothing.
@@ -893,6 +911,14 @@ fn write_manifest(
         return Ok(None);
     };
     let mut steps = Vec::new();
+    let own = format!("{}#", t.label);
+    let others: Vec<String> = plan
+        .targets
+        .iter()
+        .filter(|u| u.label != t.label)
+        .map(|u| format!("{}#", u.label))
+        .collect();
+    let name_of = |id| step_name_for(plan.graph.node(id), &own, &others);
     for id in plan.graph.closure(&t.roots) {
         let node = plan.graph.node(id);
         let Some(r) = report.results.get(&id) else {
@@ -902,7 +928,7 @@ fn write_manifest(
             return Ok(None);
         };
         steps.push(StepInfo {
-            name: node.name.clone(),
+            name: name_of(id),
             kind: node.step.kind().to_owned(),
             key: k.to_string(),
             outputs: r
@@ -918,11 +944,7 @@ fn write_manifest(
                     Ok((name.clone(), output))
                 })
                 .collect::<miette::Result<_>>()?,
-            inputs: node
-                .deps
-                .iter()
-                .map(|d| plan.graph.node(*d).name.clone())
-                .collect(),
+            inputs: node.deps.iter().map(|d| name_of(*d)).collect(),
         });
     }
     let input = ManifestInput {
