@@ -13,8 +13,8 @@
 //!   through `mirrors:` mapping every repository URL to `file://` in the pool: a warm
 //!   package cache, with no network in any timed build (mmdebstrap's side copies the same
 //!   files into its apt cache);
-//! - `base-cache/`: a w4b cache holding the fetched `.deb`s, the bootstrapped root, its
-//!   `raspi-layout` and `graft` — and nothing of a disk image. It is made by building
+//! - `base-cache/`: a w4b cache holding the fetched `.deb`s and the bootstrapped root —
+//!   nothing of a disk image (a tar image plans no `layout` or `graft`). It is made by building
 //!   [`BASE_ONLY`] (the base with every top-level directory removed, written as a tar of a
 //!   few bytes), which costs the whole bootstrap the first time (~13 min on 2 cores) and a
 //!   no-op after; `w4b`'s own size limit ([`BASE_CACHE_LIMIT`]) bounds it.
