@@ -790,16 +790,18 @@ fn main() {
                 let [own_a, own_b] = bench.base.base_steps();
                 let cold = match bench.base {
                     Base::Pi(_) => run.ran(own_a) && run.ran(own_b) && run.cached.is_empty(),
-                    // Only the base's steps and its `.deb`s cached: the bootstrap always,
-                    // its `layout` and `graft` not (the base-only build is a tar, which
-                    // needs neither), so they count in w4b's cold time.
+                    // Only the base's steps, its `.deb`s and the board (which the base-only
+                    // build shares) cached: the bootstrap always, its `layout` and `graft`
+                    // not (the base-only build is a tar, which needs neither), so they
+                    // count in w4b's cold time.
                     Base::Debian(_) => {
                         let _ = own_b;
                         run.cached(own_a)
-                            && run
-                                .cached
-                                .iter()
-                                .all(|s| s.starts_with("//bases:") || s.starts_with("//packages#"))
+                            && run.cached.iter().all(|s| {
+                                s.starts_with("//bases:")
+                                    || s.starts_with("//packages#")
+                                    || s.ends_with("#board")
+                            })
                     }
                 };
                 assert!(
