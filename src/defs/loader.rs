@@ -173,7 +173,7 @@ impl Loader {
         doc.remove("kind");
         if kind.value == Kind::Hive {
             if let Some(defaults) = self.workspace.hive_defaults() {
-                doc = merge::merge(defaults.clone(), doc)?;
+                doc = merge::merge_hive_defaults(defaults, doc)?;
                 files.push((WORKSPACE_FILE.to_owned(), self.workspace.config_digest()));
             }
         }

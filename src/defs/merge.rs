@@ -15,6 +15,25 @@ use std::collections::BTreeMap;
 use super::error::{DefsError, DefsErrorKind};
 use super::yaml::{Entry, Key, Node, Value};
 
+/// The top-level sections of a hive file that are all or nothing: present with every
+/// part, or absent (the manager's rules: `security` needs `ssh`, `wireguard`, `database`
+/// and `local_access` together).
+pub const HIVE_WHOLE_SECTIONS: &[&str] = &["security"];
+
+/// `hives.defaults` merged under a hive document: as [`merge`], except that a section of
+/// [`HIVE_WHOLE_SECTIONS`] the hive does not have is not added from the defaults — the
+/// fleet's hub key under `security.wireguard` completes the hives that configure their
+/// security and leaves the others without one, rather than half of one.
+pub fn merge_hive_defaults(defaults: &Value, hive: Value) -> Result<Value, DefsError> {
+    let mut base = defaults.clone();
+    for section in HIVE_WHOLE_SECTIONS {
+        if hive.get(section).is_none() {
+            base.remove(section);
+        }
+    }
+    merge(base, hive)
+}
+
 /// `overlay` merged over `base`. Both are maps in practice; anything else replaces.
 pub fn merge(base: Value, overlay: Value) -> Result<Value, DefsError> {
     match (base.node, overlay.node) {

@@ -219,7 +219,7 @@ fn with_defaults(ws: &Workspace, doc: Value, files: &mut Vec<(String, Digest)>) 
         None => Ok(doc),
         Some(defaults) => {
             files.push((WORKSPACE_FILE.to_owned(), ws.config_digest()));
-            merge::merge(defaults.clone(), doc)
+            merge::merge_hive_defaults(defaults, doc)
         }
     }
 }

@@ -759,6 +759,45 @@ fn hives_defaults_are_merged_under_every_hive_file_and_the_hive_file_wins() {
     );
 }
 
+/// `security` is all or nothing: the fleet's hub key in `hives.defaults` completes the hives
+/// that configure their security and leaves a hive without one without one, rather than
+/// giving it half a section that fails the manager's rules.
+#[test]
+fn a_hive_without_security_gets_none_from_the_fleets_hub_key() {
+    let open = FIXTURE_WIFI
+        .replace("hive_AbCd1234", "hive_Open0001")
+        .split("\nsecurity:")
+        .next()
+        .unwrap()
+        .to_owned()
+        + "\n";
+    assert!(!open.contains("security"), "{open}");
+    let dir = workspace(&[
+        ("w4b.yaml", &defaults_yaml("")),
+        ("defs/images/edge.yaml", EDGE),
+        ("defs/hives/open.yaml", &open),
+        ("defs/hives/north.yaml", &without_private_and_peer_keys()),
+    ]);
+    let l = loader(&dir, &[], &[]);
+    let hive = resolve(&l, &label("//hives:open")).unwrap_or_else(|e| panic!("{}", render(&e)));
+    assert_eq!(hive.config.hive.security, None);
+    let north = resolve(&l, &label("//hives:north")).unwrap();
+    let wg = &north.config.hive.security.as_ref().unwrap().wireguard;
+    assert_eq!(wg.peer_public_key.as_deref(), Some(HUB_KEY));
+    // `hive validate FILE` reads it the same way.
+    let ws = Workspace::open(dir.path(), &BTreeMap::new()).unwrap();
+    let checked = check_file(
+        Some(&ws),
+        &BTreeMap::new(),
+        &dir.path().join("defs/hives/open.yaml"),
+    );
+    assert!(
+        checked.is_ok(),
+        "{}",
+        checked.err().map(|e| render(&e)).unwrap_or_default()
+    );
+}
+
 #[test]
 fn a_bad_key_in_hives_defaults_is_reported_at_its_line_of_w4b_yaml_with_the_hives_own_problems() {
     let w4b = "hives:\n  image: //images:edge\n  defaults:\n    security:\n      wireguard: {peer_pubkey: \"x\"}\n    collector: {interval: [1]}\n";
