@@ -45,6 +45,7 @@ pub mod install;
 pub mod lockfile;
 pub mod manifest;
 pub mod modules;
+pub mod redact;
 pub mod stamp;
 pub mod steps;
 pub mod store;

@@ -36,6 +36,7 @@ mod inspect;
 mod install;
 mod kernel;
 mod limits;
+mod logs;
 mod packages;
 mod packages_errors;
 mod pipeline;
