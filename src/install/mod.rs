@@ -631,7 +631,7 @@ fn run_dpkg(
     let audit_log =
         tempfile::tempfile().map_err(io("cannot create a temporary file in", Path::new("/tmp")))?;
     run::in_root(root, &["dpkg", "--audit"], epoch, &audit_log, cancel)?;
-    let audit = read_all(&audit_log);
+    let audit = run::output_only(&read_all(&audit_log));
     if !audit.trim().is_empty() {
         return Err(InstallError::Audit {
             audit: audit.trim().to_owned(),

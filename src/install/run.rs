@@ -26,6 +26,18 @@ const HOST_PATH: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 /// `PATH` inside the root, Debian's default for root.
 pub const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Starts the lines w4b itself writes into a command log (the command line, the exit
+/// status), so that readers of the log can tell them from the command's output.
+pub const HEADER: &str = "[w4b] ";
+
+/// `text` of a command log without the lines w4b wrote ([`HEADER`]): the command's output.
+pub fn output_only(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with(HEADER))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// How often a running command is checked for completion and cancellation.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -145,7 +157,7 @@ fn wait(
     // which command printed what: this may run in the user-namespace worker, which has
     // no terminal of its own.
     let mut header = log;
-    let _ = writeln!(header, "{}", crate::ui::log::command_line(&cmd));
+    let _ = writeln!(header, "{HEADER}{}", crate::ui::log::command_line(&cmd));
     let mut child = cmd
         .spawn()
         .map_err(|source| InstallError::Spawn { tool, source })?;
@@ -161,7 +173,7 @@ fn wait(
             Ok(Some(status)) => {
                 // Daemons a script left behind in the group must not outlive the step.
                 let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-                let _ = writeln!(header, "{tool}: {status}");
+                let _ = writeln!(header, "{HEADER}{tool}: {status}");
                 return Ok(status);
             }
             Ok(None) => std::thread::sleep(POLL),

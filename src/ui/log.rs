@@ -265,6 +265,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // builds a command to print it, never runs it
     fn a_command_line_names_its_directory() {
         let mut cmd = Command::new("/usr/sbin/chroot");
         cmd.args(["/r", "sh", "-c", "umask 022"]).current_dir("/");

@@ -185,7 +185,7 @@ fn very_verbose_shows_the_commands_a_step_runs_and_their_output() {
     let step = "//images:edge#packages: ";
     let command = said
         .lines()
-        .find(|l| l.starts_with(step) && l.contains("| $ ") && l.contains("dpkg"))
+        .find(|l| l.starts_with(step) && l.contains("| [w4b] $ ") && l.contains("dpkg"))
         .unwrap_or_else(|| panic!("no dpkg command line:\n{said}"));
     assert!(command.contains("(in /)"), "{command}");
     assert!(
@@ -195,7 +195,7 @@ fn very_verbose_shows_the_commands_a_step_runs_and_their_output() {
     );
     assert!(
         said.lines()
-            .any(|l| l.starts_with(step) && l.contains("chroot: exit status: 0")),
+            .any(|l| l.starts_with(step) && l.contains("| [w4b] chroot: exit status: 0")),
         "the exit status:\n{said}"
     );
     let text = std::fs::read_to_string(&log).unwrap();
