@@ -25,6 +25,7 @@ mod apt_repo;
 mod bootstrap;
 mod cache;
 mod cli;
+mod container;
 mod determinism;
 mod download;
 mod freshness;
