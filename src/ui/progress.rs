@@ -256,6 +256,15 @@ impl LogObserver<'_> {
         w4b_graph::explain::diff(&old, &new)
             .iter()
             .map(|c| {
+                if c.component == "upstream" {
+                    let from = c.location.as_deref().unwrap_or("an input step");
+                    return format!(
+                        "input {} from {from} changed: {} → {}",
+                        c.name,
+                        short(c.old.as_deref()),
+                        short(c.new.as_deref())
+                    );
+                }
                 let at = c
                     .location
                     .as_deref()
@@ -273,10 +282,12 @@ impl LogObserver<'_> {
     }
 }
 
-/// A key component's value on one line, cut when long (as `w4b why` prints it).
+/// A key component's value on one line, cut when long (as `w4b why` prints it); a digest
+/// shows its first 12 hex digits.
 fn short(v: Option<&str>) -> String {
     match v {
         None => "(absent)".into(),
+        Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => s[..12].to_owned(),
         Some(s) => {
             let one_line = s.replace('\n', "\\n");
             if one_line.chars().count() > 72 {

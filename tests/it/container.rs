@@ -84,8 +84,17 @@ fn hadolint_accepts_the_containerfile() {
 fn every_package_the_containerfile_installs_exists_in_bookworm() {
     let text = containerfile();
     let names = packages(&text);
-    for needed in ["qemu-user-static", "binfmt-support", "qemu-system-arm", "uidmap", "ca-certificates"] {
-        assert!(names.iter().any(|n| n == needed), "`{needed}` missing from {names:?}");
+    for needed in [
+        "qemu-user-static",
+        "binfmt-support",
+        "qemu-system-arm",
+        "uidmap",
+        "ca-certificates",
+    ] {
+        assert!(
+            names.iter().any(|n| n == needed),
+            "`{needed}` missing from {names:?}"
+        );
     }
     if !crate::oracle::have("apt-cache") {
         return;
@@ -96,7 +105,10 @@ fn every_package_the_containerfile_installs_exists_in_bookworm() {
         return;
     }
     for name in &names {
-        let out = Command::new("apt-cache").args(["show", "--no-all-versions", name]).output().unwrap();
+        let out = Command::new("apt-cache")
+            .args(["show", "--no-all-versions", name])
+            .output()
+            .unwrap();
         assert!(
             out.status.success() && !out.stdout.is_empty(),
             "`{name}` is not a package in this host's apt lists (run `apt-get update`)"
@@ -122,7 +134,7 @@ fn the_build_stage_uses_the_workspaces_rust_version() {
         from.contains(&format!("/rust:{version}-")),
         "`{from}` does not use Rust {version}"
     );
-    let runtime = text.lines().filter(|l| l.starts_with("FROM ")).last().unwrap();
+    let runtime = text.lines().rfind(|l| l.starts_with("FROM ")).unwrap();
     assert!(runtime.contains("debian:bookworm-slim"), "{runtime}");
 }
 
