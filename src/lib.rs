@@ -32,6 +32,7 @@
 //!   [`trust`] decides which signed records of a shared remote cache a build may use.
 //! - [`cli`], [`commands`] and [`ui`] are the shell: arguments, one file per subcommand,
 //!   progress and diagnostics. Only they print or read the environment.
+//!   [`redact`] holds the secret values loaded so far, which no log line may show.
 
 pub mod apt;
 pub mod cli;
@@ -48,6 +49,7 @@ pub mod lockfile;
 pub mod manifest;
 pub mod modules;
 pub mod publish;
+pub mod redact;
 pub mod stamp;
 pub mod steps;
 pub mod store;

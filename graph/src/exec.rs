@@ -41,6 +41,9 @@ pub enum Event<'a> {
         step: &'a str,
         kind: &'a str,
         key: String,
+        /// Why the step runs instead of being served from the cache.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        miss: Option<&'a MissReason>,
     },
     StepProgress {
         step: &'a str,
@@ -508,6 +511,7 @@ impl Engine<'_> {
             step: &node.name,
             kind,
             key: key.to_hex(),
+            miss: Some(&miss),
         });
         let started = Instant::now();
         let progress = |done: u64, total: Option<u64>| {

@@ -77,6 +77,14 @@ pub struct Global {
     /// Print only errors and the summary.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// More detail on stderr: `-v` each step as it starts, why it runs, cache hits and
+    /// timings; `-vv` also the commands steps run and their output.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Also write everything `-vv` shows to this file, with times since the start and the
+    /// final error, whatever the terminal shows (mode 0600; secret values masked).
+    #[arg(long, global = true, env = "W4B_LOG_FILE", value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

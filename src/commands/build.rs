@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use w4b_cache::{CacheError, Digest};
 use w4b_graph::exec::{BuildOptions, BuildReport, Engine, Observer, StepStatus};
-use w4b_graph::{history, MissReason, NodeId};
+use w4b_graph::{history, MissReason, NodeId, Silent};
 
 use super::{rebuild, App};
 use crate::cli::BuildArgs;
 use crate::compile::{self, Plan, TestNode, TestRequest};
 use crate::defs::test_spec::TestDef;
 use crate::store::{AppStore, AutoGc};
-use crate::ui::progress::{Bars, JsonLines, Lines};
+use crate::ui::log::Level;
+use crate::ui::progress::{Bars, JsonLines, Lines, LogObserver, Tee};
 use crate::vmtest;
 
 /// Boot tests a build runs besides its steps (`--test`, `w4b test LABEL`).
@@ -167,6 +168,22 @@ fn enforce_limit(app: &App, ws: &crate::defs::Workspace, store: &AppStore) -> Op
     }
 }
 
+/// Each step's key in the last recorded build of the planned targets, for the log's
+/// "what changed" lines.
+fn previous_keys(cache: &dyn w4b_graph::Cache, plan: &Plan) -> BTreeMap<String, Digest> {
+    let mut keys = BTreeMap::new();
+    for t in &plan.targets {
+        if let Ok(Some(h)) = history::load(cache, &t.label.to_string()) {
+            if let Some(last) = h.builds.first() {
+                for s in &last.steps {
+                    keys.entry(s.name.clone()).or_insert(s.key);
+                }
+            }
+        }
+    }
+    keys
+}
+
 /// Compiles and runs the graph of `args.labels`, exports and records what was built, and
 /// prints the outputs, the tests and (for more than one target) the summary table.
 pub fn build(
@@ -202,18 +219,31 @@ pub fn build(
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
 
-    let bars = (!app.style.json && app.style.tty && !app.style.quiet).then(Bars::new);
+    // With `-v` the log's step lines replace the progress display on the terminal.
+    let verbose = crate::ui::log::terminal_shows(Level::Step);
+    let bars = (!app.style.json && app.style.tty && !app.style.quiet && !verbose).then(Bars::new);
     let json = JsonLines::new();
     let lines = Lines {
         quiet: app.style.quiet,
     };
-    let observer: &dyn Observer = if app.style.json {
+    let display: &dyn Observer = if app.style.json {
         &json
     } else if let Some(b) = &bars {
         b
+    } else if verbose {
+        &Silent
     } else {
         &lines
     };
+    let log = LogObserver {
+        cache: store.as_ref(),
+        previous: match crate::ui::log::enabled(Level::Step) {
+            true => previous_keys(store.as_ref(), &plan),
+            false => BTreeMap::new(),
+        },
+    };
+    let tee = Tee(vec![display, &log]);
+    let observer: &dyn Observer = &tee;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

@@ -66,6 +66,11 @@ pub fn run(cli: Cli) -> i32 {
         )
     }));
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let log_file = cli.global.log_file.as_ref().map(|p| cwd.join(p));
+    if let Err(e) = crate::ui::log::init(cli.global.verbose, cli.global.quiet, log_file.as_deref()) {
+        eprintln!("{:?}", miette::Report::new(e));
+        return 1;
+    }
     let app = App {
         global: cli.global,
         env,
@@ -102,10 +107,27 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(report) => {
-            eprintln!("{report:?}");
+            // Errors never show a secret value either, whatever wrapped it.
+            let rendered = format!("{report:?}");
+            eprintln!("{}", crate::redact::redact(&rendered));
+            if let Some(code) = report.code() {
+                crate::ui::log::error(&format!("[{code}] {}", plain(&report)));
+            } else {
+                crate::ui::log::error(&plain(&report));
+            }
             failure
         }
     }
+}
+
+/// A diagnostic without colour or box drawing, for the log file.
+fn plain(report: &miette::Report) -> String {
+    let mut out = String::new();
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::none()).with_width(100);
+    if handler.render_report(&mut out, report.as_ref()).is_err() {
+        out = format!("{report}");
+    }
+    out
 }
 
 /// A failed step as a diagnostic that names the step.

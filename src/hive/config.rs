@@ -27,10 +27,14 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// A secret; its value joins the process's [`crate::redact`] registry, so no log line
+    /// shows it from now on.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Secret {
+        let value = value.into();
+        crate::redact::register(&value);
         Secret {
             name: name.into(),
-            value: value.into(),
+            value,
         }
     }
 

@@ -406,8 +406,8 @@ pub fn install_with(
     let started = Instant::now();
     let log_path = req.scratch.join("dpkg.log");
     let log = File::create_new(&log_path).map_err(io("cannot create", &log_path))?;
-    let (captured, [materialize_time, dpkg_time, capture_time]) = match privilege {
-        preflight::Privilege::Root => {
+    let installed = match privilege {
+        preflight::Privilege::Root => (|| {
             materialize(blobs, req.base, &root)?;
             let materialized = Instant::now();
             if fs::symlink_metadata(root.join("usr/bin/dpkg")).is_err() {
@@ -421,15 +421,15 @@ pub fn install_with(
             })?;
             let dpkg_done = Instant::now();
             let captured = capture(blobs, &root)?;
-            (
+            Ok((
                 captured,
                 [
                     materialized - started,
                     dpkg_done - materialized,
                     dpkg_done.elapsed(),
                 ],
-            )
-        }
+            ))
+        })(),
         preflight::Privilege::UserNamespace(maps) => {
             let job = userns::Job {
                 base: req.base,
@@ -441,10 +441,14 @@ pub fn install_with(
                 epoch: req.epoch,
                 log: log_path.clone(),
             };
-            userns::run_session(blobs, maps, &job, cancel)?
+            userns::run_session(blobs, maps, &job, cancel)
         }
     };
+    // The commands dpkg ran and everything they printed, for `-vv` and the log file,
+    // whether the install succeeded or not.
     let log_text = fs::read_to_string(&log_path).unwrap_or_default();
+    crate::ui::log::output_lines(log_text.as_bytes());
+    let (captured, [materialize_time, dpkg_time, capture_time]) = installed?;
     let captured_at = Instant::now();
     let base_root = load_root(blobs, &req.base)?;
     let new_root = load_root(blobs, &captured)?;
@@ -627,7 +631,7 @@ fn run_dpkg(
     let audit_log =
         tempfile::tempfile().map_err(io("cannot create a temporary file in", Path::new("/tmp")))?;
     run::in_root(root, &["dpkg", "--audit"], epoch, &audit_log, cancel)?;
-    let audit = read_all(&audit_log);
+    let audit = run::output_only(&read_all(&audit_log));
     if !audit.trim().is_empty() {
         return Err(InstallError::Audit {
             audit: audit.trim().to_owned(),

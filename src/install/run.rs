@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods)] // the install step runs dpkg by design; its tools are recorded by the caller
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,18 @@ const HOST_PATH: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// `PATH` inside the root, Debian's default for root.
 pub const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Starts the lines w4b itself writes into a command log (the command line, the exit
+/// status), so that readers of the log can tell them from the command's output.
+pub const HEADER: &str = "[w4b] ";
+
+/// `text` of a command log without the lines w4b wrote ([`HEADER`]): the command's output.
+pub fn output_only(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with(HEADER))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// How often a running command is checked for completion and cancellation.
 const POLL: Duration = Duration::from_millis(20);
@@ -99,14 +112,18 @@ pub fn host_output(
     args: &[&std::ffi::OsStr],
 ) -> Result<Vec<u8>, InstallError> {
     let path = find_tool(tool).ok_or(InstallError::HostToolMissing { tool, package })?;
-    let out = Command::new(path)
-        .args(args)
+    let mut cmd = Command::new(path);
+    cmd.args(args)
         .env_clear()
         .env("PATH", HOST_PATH.join(":"))
         .env("LC_ALL", "C.UTF-8")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    crate::ui::log::command(&cmd);
+    let out = cmd
         .output()
         .map_err(|source| InstallError::Spawn { tool, source })?;
+    // Only stderr: stdout is the data the caller parses (a control file, say).
+    crate::ui::log::finished(cmd.get_program(), &out.status, &out.stderr);
     if !out.status.success() {
         return Err(InstallError::HostTool {
             tool,
@@ -135,6 +152,12 @@ fn wait(
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0);
+    // The command line and its exit status go into the log beside the command's output,
+    // so that the log read back by the step (`-vv`, `--log-file`, an error's tail) says
+    // which command printed what: this may run in the user-namespace worker, which has
+    // no terminal of its own.
+    let mut header = log;
+    let _ = writeln!(header, "{HEADER}{}", crate::ui::log::command_line(&cmd));
     let mut child = cmd
         .spawn()
         .map_err(|source| InstallError::Spawn { tool, source })?;
@@ -150,6 +173,7 @@ fn wait(
             Ok(Some(status)) => {
                 // Daemons a script left behind in the group must not outlive the step.
                 let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                let _ = writeln!(header, "{HEADER}{tool}: {status}");
                 return Ok(status);
             }
             Ok(None) => std::thread::sleep(POLL),

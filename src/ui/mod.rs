@@ -2,6 +2,7 @@
 //! plain lines otherwise, a JSON-lines event stream with `--message-format json`, and the
 //! rendering of diagnostics. Data goes to stdout, everything else to stderr.
 
+pub mod log;
 pub mod progress;
 pub mod prompt;
 

@@ -1,4 +1,5 @@
-//! Observers of build events: bars on a terminal, lines in logs, JSON for tools.
+//! Observers of build events: bars on a terminal, lines in logs, JSON for tools, and the
+//! `-v`/`--log-file` log ([`LogObserver`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -6,9 +7,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use w4b_cache::Digest;
 use w4b_graph::exec::{Event, Observer, StepStatus};
+use w4b_graph::Cache;
 
 use super::duration_ms;
+use super::log::{self, Level};
 
 /// Writes each event as one JSON line on stdout. Lines are buffered, and flushed at every
 /// event a reader may be waiting for (anything but a cache hit): a no-op rebuild of 1,000
@@ -201,6 +205,156 @@ impl Observer for Bars {
                 }
                 let _ = self.multi.println(format!("  failed {step}: {error}"));
                 self.total.inc(1);
+            }
+        }
+    }
+}
+
+/// Sends every event to each observer in turn (the display and the log).
+pub struct Tee<'a>(pub Vec<&'a dyn Observer>);
+
+impl Observer for Tee<'_> {
+    fn event(&self, event: &Event<'_>) {
+        for o in &self.0 {
+            o.event(event);
+        }
+    }
+}
+
+/// The build as [`super::log`] lines: each step as it starts and why, cache hits, timings,
+/// and for a step whose key changed since the target's last build, what changed, in
+/// `w4b why`'s words (component, old → new, where it is written).
+pub struct LogObserver<'a> {
+    /// Reads the records of the previous and the new key of a step that ran.
+    pub cache: &'a dyn Cache,
+    /// Each step's key in the last recorded build of the targets being built.
+    pub previous: BTreeMap<String, Digest>,
+}
+
+impl LogObserver<'_> {
+    /// What changed in a step's key since its previous build, one line per component.
+    fn changes(&self, step: &str, key: &str) -> Vec<String> {
+        let Some(prev) = self.previous.get(step) else {
+            return Vec::new();
+        };
+        if prev.to_hex() == key {
+            return Vec::new();
+        }
+        let preimage = |k: &Digest| {
+            self.cache
+                .records(k)
+                .ok()
+                .and_then(|r| r.into_iter().next())
+                .map(|r| r.preimage)
+        };
+        let (Some(old), Some(new)) = (
+            preimage(prev),
+            key.parse::<Digest>().ok().and_then(|k| preimage(&k)),
+        ) else {
+            return vec!["changed since the last build (its old record is no longer in the cache)".into()];
+        };
+        w4b_graph::explain::diff(&old, &new)
+            .iter()
+            .map(|c| {
+                if c.component == "upstream" {
+                    let from = c.location.as_deref().unwrap_or("an input step");
+                    return format!(
+                        "input {} from {from} changed: {} → {}",
+                        c.name,
+                        short(c.old.as_deref()),
+                        short(c.new.as_deref())
+                    );
+                }
+                let at = c
+                    .location
+                    .as_deref()
+                    .map(|l| format!(" at {l}"))
+                    .unwrap_or_default();
+                format!(
+                    "changed: {} {}: {} → {}{at}",
+                    c.component,
+                    c.name,
+                    short(c.old.as_deref()),
+                    short(c.new.as_deref())
+                )
+            })
+            .collect()
+    }
+}
+
+/// A key component's value on one line, cut when long (as `w4b why` prints it); a digest
+/// shows its first 12 hex digits.
+fn short(v: Option<&str>) -> String {
+    match v {
+        None => "(absent)".into(),
+        Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => s[..12].to_owned(),
+        Some(s) => {
+            let one_line = s.replace('\n', "\\n");
+            if one_line.chars().count() > 72 {
+                let cut: String = one_line.chars().take(64).collect();
+                format!("`{cut}…` ({} bytes)", s.len())
+            } else {
+                format!("`{one_line}`")
+            }
+        }
+    }
+}
+
+impl Observer for LogObserver<'_> {
+    fn event(&self, event: &Event<'_>) {
+        if !log::enabled(Level::Step) {
+            return;
+        }
+        match event {
+            Event::Planned { steps } => log::line(Level::Step, None, &format!("planned {steps} steps")),
+            Event::StepStarted {
+                step,
+                kind,
+                key,
+                miss,
+                ..
+            } => {
+                log::enter(step);
+                let changed = self.previous.get(*step).is_some_and(|p| p.to_hex() != *key);
+                let why = if changed {
+                    "its key changed since the last build".to_owned()
+                } else {
+                    miss.map(|m| m.to_string())
+                        .unwrap_or_else(|| "not in the cache".into())
+                };
+                log::line(Level::Step, Some(step), &format!("start ({kind}): {why}"));
+            }
+            Event::StepProgress { .. } => {}
+            Event::StepFinished {
+                step,
+                kind,
+                status,
+                key,
+                duration_ms: ms,
+                ..
+            } => match status {
+                StepStatus::Ran => {
+                    log::leave(step);
+                    let mut text = format!("ran ({kind}) in {}", duration_ms(*ms));
+                    for c in self.changes(step, key) {
+                        text.push_str("\n  ");
+                        text.push_str(&c);
+                    }
+                    log::line(Level::Step, Some(step), &text);
+                }
+                StepStatus::Cached => log::line(Level::Step, Some(step), &format!("cached ({kind})")),
+                _ => {}
+            },
+            Event::StepFailed { step, kind, error } => {
+                log::leave(step);
+                log::line(Level::Step, Some(step), &format!("failed ({kind}): {error}"));
+            }
+            Event::StepNote { step, message } => {
+                log::line(Level::Step, Some(step), &format!("note: {message}"))
+            }
+            Event::StepRetrying { step, reason } => {
+                log::leave(step);
+                log::line(Level::Step, Some(step), &format!("retry: {reason}"));
             }
         }
     }

@@ -222,6 +222,7 @@ impl Vm {
                     .map_err(std::io::Error::from)
             });
         }
+        crate::ui::log::command(&cmd);
         let child = cmd.spawn().map_err(spawn_err)?;
         let group = rustix::process::Pid::from_child(&child);
         Ok(Vm {

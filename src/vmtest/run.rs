@@ -314,6 +314,16 @@ pub fn run(
     vm.stop();
     let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     drop(vm);
+    // QEMU's own messages and the guest's serial console, for `-vv` and the log file.
+    if crate::ui::log::enabled(crate::ui::log::Level::Command) {
+        crate::ui::log::output_lines(&std::fs::read(&qemu_log).unwrap_or_default());
+        crate::ui::log::output_lines(&std::fs::read(&boot_log).unwrap_or_default());
+        crate::ui::log::line(
+            crate::ui::log::Level::Command,
+            None,
+            &format!("qemu: stopped after {seconds} s ({ending:?})"),
+        );
+    }
 
     let console_tail = console::tail(&boot_log, console::TAIL_LINES);
     let judged = judge::judge(

@@ -12,11 +12,11 @@ use crate::env::TestEnv;
 use crate::http::TestServer;
 use crate::testbase::sh;
 
-const WIFI: &str = "hive_AbCd1234";
+pub(crate) const WIFI: &str = "hive_AbCd1234";
 const LAN: &str = "hive_LanX0001";
 
 /// Every secret value in the fixture hives.
-const SECRETS: &[&str] = &[
+pub(crate) const SECRETS: &[&str] = &[
     "SECRET-wifi-apiary",
     "SECRET-wifi-farm",
     "SECRET-SSH-PRIVATE-KEY-FIXTURE",
@@ -25,7 +25,7 @@ const SECRETS: &[&str] = &[
     "SECRET-admin-pw-16",
 ];
 
-fn workspace(server: &TestServer) -> Option<TestEnv> {
+pub(crate) fn workspace(server: &TestServer) -> Option<TestEnv> {
     let env = crate::testbase::workspace_with_served_base(server)?;
     env.write("w4b.yaml", "hives: {image: //images:edge}\n");
     crate::testbase::stand_in_module_packages(&env);
