@@ -128,6 +128,37 @@ fn other(action: &'static str, url: &str, e: object_store::Error) -> CacheError 
     }
 }
 
+/// Sends `from` through the started multipart upload `up` in [`PART`]-sized parts and
+/// completes it; a read or upload error aborts it (`read_err` says what a read error
+/// means). Returns the bytes sent.
+async fn upload_parts(
+    up: &mut dyn object_store::MultipartUpload,
+    from: &mut dyn Read,
+    url: &str,
+    read_err: impl Fn(std::io::Error) -> CacheError,
+) -> Result<u64, CacheError> {
+    let mut sent = 0u64;
+    loop {
+        let mut part = Vec::with_capacity(PART);
+        if let Err(e) = (&mut *from).take(PART as u64).read_to_end(&mut part) {
+            let _ = up.abort().await;
+            return Err(read_err(e));
+        }
+        if part.is_empty() {
+            break;
+        }
+        sent += part.len() as u64;
+        if let Err(e) = up.put_part(PutPayload::from(part)).await {
+            let _ = up.abort().await;
+            return Err(other("upload", url, e));
+        }
+    }
+    up.complete()
+        .await
+        .map_err(|e| other("finish uploading", url, e))?;
+    Ok(sent)
+}
+
 fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
@@ -657,26 +688,7 @@ impl S3Bucket {
                 .put_multipart(&key)
                 .await
                 .map_err(|e| other("start uploading", &url, e))?;
-            let mut sent = 0u64;
-            loop {
-                let mut part = Vec::with_capacity(PART);
-                if let Err(e) = (&mut *from).take(PART as u64).read_to_end(&mut part) {
-                    let _ = up.abort().await;
-                    return Err(read_err(e));
-                }
-                if part.is_empty() {
-                    break;
-                }
-                sent += part.len() as u64;
-                if let Err(e) = up.put_part(PutPayload::from(part)).await {
-                    let _ = up.abort().await;
-                    return Err(other("upload", &url, e));
-                }
-            }
-            up.complete()
-                .await
-                .map_err(|e| other("finish uploading", &url, e))?;
-            Ok(sent)
+            upload_parts(up.as_mut(), from, &url, read_err).await
         })
     }
 }
@@ -784,27 +796,10 @@ impl Remote for S3Remote {
                 .put_multipart(&key)
                 .await
                 .map_err(|e| other("start uploading", &url, e))?;
-            let mut sent = 0u64;
-            loop {
-                let mut part = Vec::with_capacity(PART);
-                let read = (&mut *from).take(PART as u64).read_to_end(&mut part);
-                if let Err(e) = read {
-                    let _ = up.abort().await;
-                    return Err(crate::blob::unwrap_corrupt(e).unwrap_or_else(read_err));
-                }
-                if part.is_empty() {
-                    break;
-                }
-                sent += part.len() as u64;
-                if let Err(e) = up.put_part(PutPayload::from(part)).await {
-                    let _ = up.abort().await;
-                    return Err(other("upload", &url, e));
-                }
-            }
-            up.complete()
-                .await
-                .map_err(|e| other("finish uploading", &url, e))?;
-            Ok(sent)
+            upload_parts(up.as_mut(), from, &url, |e| {
+                crate::blob::unwrap_corrupt(e).unwrap_or_else(read_err)
+            })
+            .await
         })
     }
 
