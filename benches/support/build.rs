@@ -29,6 +29,15 @@ pub struct StepTime {
     pub miss: String,
 }
 
+/// A target of a build: its label, its result word (`ok`, `failed`) and the summed own
+/// time of its steps that ran.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetDone {
+    pub label: String,
+    pub result: String,
+    pub ran_ms: u64,
+}
+
 /// One w4b process: wall time, peak RSS, and what ran.
 pub struct Run {
     pub took: Duration,
@@ -41,8 +50,8 @@ pub struct Run {
     pub timings: Vec<StepTime>,
     /// The steps' `step-note` lines (`#compress`: frames compressed and reused).
     pub notes: Vec<String>,
-    /// Each built target and its result word (`ok`, `failed`), from `target-finished`.
-    pub targets: Vec<(String, String)>,
+    /// Each built target, from the `target-finished` events: the summary table's rows.
+    pub targets: Vec<TargetDone>,
 }
 
 impl Run {
@@ -154,10 +163,11 @@ impl W4b<'_> {
                     step(),
                     v["message"].as_str().unwrap_or_default()
                 )),
-                (Some("target-finished"), _) => targets.push((
-                    v["target"].as_str().unwrap_or_default().to_string(),
-                    v["result"].as_str().unwrap_or_default().to_string(),
-                )),
+                (Some("target-finished"), _) => targets.push(TargetDone {
+                    label: v["target"].as_str().unwrap_or_default().to_string(),
+                    result: v["result"].as_str().unwrap_or_default().to_string(),
+                    ran_ms: v["ran_ms"].as_u64().unwrap_or(0),
+                }),
                 (Some("finished"), _) => steps = v["steps"].as_u64(),
                 _ => {}
             }
