@@ -24,9 +24,13 @@
 //! 4. **What differs** (the floor): one value of the first hive's YAML changed
 //!    (`collector.interval`, see [`ONE_VALUE`]), `w4b build //hives:<first>` on the fleet's
 //!    cache: time and growth.
+//! 5. **One hive more**: `w4b hive new` once more and `w4b build //hives:<new>` on the
+//!    fleet's cache: the marginal hive, once the fleet's common work is cached.
 //!
 //! Reported: the ratios fleet per hive ÷ one hive alone and fleet per hive ÷ the one-value
-//! rebuild, for time and for cache growth; and from the `--message-format json` events of
+//! rebuild, for time and for cache growth (and those of the hive added); per hive, from its
+//! step notes, the ext4 chunks rendered, zstd frames compressed and filesystems validated;
+//! and from the `--message-format json` events of
 //! the fleet build, which steps ran once (shared by every hive) and which ran per hive,
 //! with their own times, so a per-hive step that costs the whole image is named.
 //!
@@ -242,6 +246,7 @@ fn per_hive_table(run: &Run, ids: &[String]) {
         "zstd frames compressed",
         "of",
         "disk read MiB",
+        "filesystems validated",
     ]);
     for t in &run.targets {
         let id = t.label.rsplit_once(':').map_or(t.label.as_str(), |(_, id)| id);
@@ -255,7 +260,7 @@ fn per_hive_table(run: &Run, ids: &[String]) {
                 .map(|n| numbers(n))
                 .unwrap_or_default()
         };
-        let (ext4, zstd) = (note("rootfs.ext4"), note("compress"));
+        let (ext4, zstd, check) = (note("rootfs.ext4"), note("compress"), note("validate"));
         let cell = |v: Option<&f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
         table.row(vec![
             t.label.clone(),
@@ -265,6 +270,7 @@ fn per_hive_table(run: &Run, ids: &[String]) {
             cell(zstd.first()),
             cell(zstd.get(1)),
             cell(zstd.last()),
+            cell(check.last()),
         ]);
     }
     table.print();
@@ -298,10 +304,11 @@ fn main() {
         &format!(
             "image: //boards:pi4, a file:// base, the W4B modules (stand-in package sets), a sensor-manager \
              service, zstd -{LEVEL}\n\
-             {hives} hives made by `w4b hive new --yes`; warm-up: `w4b build //images:edge` (untimed)\n\
-             (1) `w4b build //hives/...` on the warm cache: total, cache growth, both ÷ {hives}\n\
-             (2) baseline: one hive alone on a copy of the warm cache (time, growth)\n\
-             (3) floor: one value of one hive's YAML changed, that hive rebuilt on the fleet's cache\n\
+             {hives} hives made by `w4b hive new --yes`; 1. warm-up: `w4b build //images:edge` (untimed)\n\
+             2. baseline: one hive alone on a copy of the warm cache (time, growth)\n\
+             3. `w4b build //hives/...` on the warm cache: total, cache growth, both ÷ {hives}\n\
+             4. floor: one value of one hive's YAML changed, that hive rebuilt on the fleet's cache\n\
+             5. one hive more (`hive new`, then built alone) on the fleet's cache\n\
              steps that ran once for the fleet vs per hive, from --message-format json"
         ),
     );
@@ -336,7 +343,7 @@ fn main() {
         .cloned()
         .unwrap_or_else(|| panic!("no hive was made"));
 
-    // Warm-up: the image alone.
+    // 1. Warm-up: the image alone.
     let (warm_run, warm_out) = fleet.build(&warm, "//images:edge");
     let warm_bytes = du(&warm);
     println!(
@@ -348,7 +355,7 @@ fn main() {
     );
     println!();
 
-    // (2) One hive alone, on a copy of the warm cache (before the fleet touches it).
+    // 2. One hive alone, on a copy of the warm cache (before the fleet touches it).
     let single_cache = fresh_copy(&warm, &fleet.scratch("cache-single"));
     let single_before = du(&single_cache);
     let (single, single_out) = fleet.build(&single_cache, &format!("//hives:{first}"));
@@ -360,7 +367,7 @@ fn main() {
     );
     fs::remove_dir_all(&single_cache).unwrap_or_else(|e| panic!("remove {}: {e}", single_cache.display()));
 
-    // (1) The fleet on the warm cache.
+    // 3. The fleet on the warm cache.
     let fleet_before = du(&warm);
     let (all, fleet_out) = fleet.build(&warm, "//hives/...");
     let fleet_growth = du(&warm).saturating_sub(fleet_before);
@@ -372,7 +379,7 @@ fn main() {
         all.targets
     );
 
-    // (3) What differs: one value of the first hive, rebuilt on the fleet's cache.
+    // 4. What differs: one value of the first hive, rebuilt on the fleet's cache.
     let file = fleet.ws.join(format!("defs/hives/{first}.yaml"));
     let yaml = fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
     let changed: String = yaml
@@ -391,6 +398,18 @@ fn main() {
     let one_before = du(&warm);
     let (one, one_out) = fleet.build(&warm, &format!("//hives:{first}"));
     let one_growth = du(&warm).saturating_sub(one_before);
+
+    // 5. One hive more on the fleet's cache: what the next hive costs once the fleet's
+    // common work is cached.
+    let next = fleet.new_hive(&warm, &format!("Hive {:02}", hives + 1));
+    let next_before = du(&warm);
+    let (more, more_out) = fleet.build(&warm, &format!("//hives:{next}"));
+    let more_growth = du(&warm).saturating_sub(next_before);
+    assert!(
+        more.targets.len() == 1 && more.targets[0].result == "ok",
+        "the next hive did not build: {:?}",
+        more.targets
+    );
     assert!(
         !one.ran.is_empty(),
         "changing `{}` of {first} rebuilt nothing",
@@ -407,6 +426,7 @@ fn main() {
         ("one hive alone", &single, single_growth, single_out),
         (&*format!("fleet of {hives}"), &all, fleet_growth, fleet_out),
         ("one value of one hive changed", &one, one_growth, one_out),
+        (&*format!("hive {} added to the fleet", hives + 1), &more, more_growth, more_out),
     ] {
         table.row(vec![
             name.to_string(),
@@ -424,19 +444,33 @@ fn main() {
     let t_single = secs(single.took);
     let t_one = secs(one.took);
     let (g_single, g_one) = (single_growth as f64, one_growth as f64);
-    let mut ratios = Table::new(&["per hive in the fleet", "value", "÷ one hive alone", "÷ one-value rebuild"]);
-    ratios.row(vec![
-        "time".into(),
-        format!("{per_hive_s:.2} s"),
-        format!("{:.2}×", ratio(per_hive_s, t_single)),
-        format!("{:.2}×", ratio(per_hive_s, t_one)),
-    ]);
-    ratios.row(vec![
-        "cache growth".into(),
-        format!("{:.1} MiB", per_hive_growth / MIB as f64),
-        format!("{:.2}×", ratio(per_hive_growth, g_single)),
-        format!("{:.2}×", ratio(per_hive_growth, g_one)),
-    ]);
+    let (t_more, g_more) = (secs(more.took), more_growth as f64);
+    let mut ratios = Table::new(&["", "value", "÷ one hive alone", "÷ one-value rebuild"]);
+    for (name, value, shown, single, one) in [
+        ("fleet per hive: time", per_hive_s, format!("{per_hive_s:.2} s"), t_single, t_one),
+        (
+            "fleet per hive: cache growth",
+            per_hive_growth,
+            format!("{:.1} MiB", per_hive_growth / MIB as f64),
+            g_single,
+            g_one,
+        ),
+        ("one hive added: time", t_more, format!("{t_more:.2} s"), t_single, t_one),
+        (
+            "one hive added: cache growth",
+            g_more,
+            format!("{:.1} MiB", g_more / MIB as f64),
+            g_single,
+            g_one,
+        ),
+    ] {
+        ratios.row(vec![
+            name.to_string(),
+            shown,
+            format!("{:.2}×", ratio(value, single)),
+            format!("{:.2}×", ratio(value, one)),
+        ]);
+    }
     ratios.print();
 
     // Which steps ran once for the fleet, which per hive.
@@ -476,6 +510,9 @@ fn main() {
     for note in &one.notes {
         println!("   note (one value): {note}");
     }
+    for note in &more.notes {
+        println!("   note (hive {}): {note}", hives + 1);
+    }
     println!(
         "   scratch at the end: warm cache {} MiB",
         thousands(du(&warm) / MIB)
@@ -487,12 +524,14 @@ fn main() {
     }
     println!(
         "RESULT fleet: {hives} hives in {:.1} s, {per_hive_s:.2} s and {:.1} MiB of cache per hive \
-         (ratio {:.2}× one hive alone {t_single:.2} s / {:.1} MiB; {:.2}× a one-value rebuild {t_one:.2} s / {:.1} MiB)",
+         (ratio {:.2}× one hive alone {t_single:.2} s / {:.1} MiB; {:.2}× a one-value rebuild {t_one:.2} s / {:.1} MiB); \
+         one hive more {t_more:.2} s / {:.1} MiB",
         secs(all.took),
         per_hive_growth / MIB as f64,
         ratio(per_hive_s, t_single),
         g_single / MIB as f64,
         ratio(per_hive_s, t_one),
         g_one / MIB as f64,
+        g_more / MIB as f64,
     );
 }
