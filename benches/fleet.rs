@@ -108,7 +108,10 @@ impl Fleet {
         // a Raspberry Pi OS root ships and the base's selection of the host's `/usr` does
         // not: stand-ins, as the hive checklist wants a unit file behind every link.
         let mut units = String::from("kind: layer\nfiles:\n");
-        for (unit, exec) in [("getty@.service", "/sbin/agetty %I"), ("ssh.service", "/usr/sbin/sshd -D")] {
+        for (unit, exec) in [
+            ("getty@.service", "/sbin/agetty %I"),
+            ("ssh.service", "/usr/sbin/sshd -D"),
+        ] {
             units.push_str(&format!(
                 "  - {{path: /usr/lib/systemd/system/{unit}, content: \"[Service]\\nExecStart={exec}\\n\"}}\n"
             ));
@@ -420,13 +423,31 @@ fn main() {
     let n = hives as f64;
     let per_hive_s = secs(all.took) / n;
     let per_hive_growth = fleet_growth as f64 / n;
-    let mut table = Table::new(&["build", "wall s", "ran", "cached", "cache growth MiB", "outputs MiB", "peak RSS MiB"]);
+    let mut table = Table::new(&[
+        "build",
+        "wall s",
+        "ran",
+        "cached",
+        "cache growth MiB",
+        "outputs MiB",
+        "peak RSS MiB",
+    ]);
     for (name, run, growth, out) in [
-        ("warm-up: //images:edge (untimed)", &warm_run, warm_bytes, warm_out),
+        (
+            "warm-up: //images:edge (untimed)",
+            &warm_run,
+            warm_bytes,
+            warm_out,
+        ),
         ("one hive alone", &single, single_growth, single_out),
         (&*format!("fleet of {hives}"), &all, fleet_growth, fleet_out),
         ("one value of one hive changed", &one, one_growth, one_out),
-        (&*format!("hive {} added to the fleet", hives + 1), &more, more_growth, more_out),
+        (
+            &*format!("hive {} added to the fleet", hives + 1),
+            &more,
+            more_growth,
+            more_out,
+        ),
     ] {
         table.row(vec![
             name.to_string(),
@@ -447,7 +468,13 @@ fn main() {
     let (t_more, g_more) = (secs(more.took), more_growth as f64);
     let mut ratios = Table::new(&["", "value", "÷ one hive alone", "÷ one-value rebuild"]);
     for (name, value, shown, single, one) in [
-        ("fleet per hive: time", per_hive_s, format!("{per_hive_s:.2} s"), t_single, t_one),
+        (
+            "fleet per hive: time",
+            per_hive_s,
+            format!("{per_hive_s:.2} s"),
+            t_single,
+            t_one,
+        ),
         (
             "fleet per hive: cache growth",
             per_hive_growth,
@@ -455,7 +482,13 @@ fn main() {
             g_single,
             g_one,
         ),
-        ("one hive added: time", t_more, format!("{t_more:.2} s"), t_single, t_one),
+        (
+            "one hive added: time",
+            t_more,
+            format!("{t_more:.2} s"),
+            t_single,
+            t_one,
+        ),
         (
             "one hive added: cache growth",
             g_more,
@@ -476,7 +509,14 @@ fn main() {
     // Which steps ran once for the fleet, which per hive.
     let groups = step_groups(&all);
     let total_ms: u64 = groups.values().map(|g| g.2).sum();
-    let mut steps = Table::new(&["fleet step", "kind", "ran", "cached", "own s (sum)", "% of steps' time"]);
+    let mut steps = Table::new(&[
+        "fleet step",
+        "kind",
+        "ran",
+        "cached",
+        "own s (sum)",
+        "% of steps' time",
+    ]);
     let (mut once, mut per_hive, mut other) = (0, 0, 0);
     let mut by_time: Vec<_> = groups.iter().collect();
     by_time.sort_by(|a, b| b.1 .2.cmp(&a.1 .2).then(a.0.cmp(b.0)));
