@@ -29,6 +29,15 @@ pub struct StepTime {
     pub miss: String,
 }
 
+/// A target of a build: its label, its result word (`ok`, `failed`) and the summed own
+/// time of its steps that ran.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetDone {
+    pub label: String,
+    pub result: String,
+    pub ran_ms: u64,
+}
+
 /// One w4b process: wall time, peak RSS, and what ran.
 pub struct Run {
     pub took: Duration,
@@ -41,6 +50,8 @@ pub struct Run {
     pub timings: Vec<StepTime>,
     /// The steps' `step-note` lines (`#compress`: frames compressed and reused).
     pub notes: Vec<String>,
+    /// Each built target, from the `target-finished` events: the summary table's rows.
+    pub targets: Vec<TargetDone>,
 }
 
 impl Run {
@@ -68,6 +79,31 @@ impl W4b<'_> {
     /// cache directory, under `/usr/bin/time -f %M`. Panics when the build fails: a bench
     /// of a failed build measures nothing.
     pub fn build(&self, cache: &Path, name: &str, extra: &[&OsStr]) -> Run {
+        self.build_label(cache, &format!("//images:{name}"), extra)
+    }
+
+    /// `w4b ARGS…` in the pinned environment with `cache` as the cache directory (the
+    /// commands around a build: `w4b hive new`, `w4b hive list`).
+    pub fn command(&self, cache: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_w4b"));
+        self.pin(&mut cmd, cache);
+        cmd
+    }
+
+    fn pin(&self, cmd: &mut Command, cache: &Path) {
+        cmd.current_dir(self.ws)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home)
+            .env("TZ", "UTC")
+            .env("LC_ALL", "C")
+            .env("NO_COLOR", "1")
+            .env("W4B_CACHE_DIR", cache)
+            .stdin(Stdio::null());
+    }
+
+    /// [`W4b::build`] of any label or pattern (`//hives/...`).
+    pub fn build_label(&self, cache: &Path, label: &str, extra: &[&OsStr]) -> Run {
         assert!(
             Path::new("/usr/bin/time").exists(),
             "/usr/bin/time (GNU time) measures the peak memory; install `time`"
@@ -78,24 +114,16 @@ impl W4b<'_> {
             .arg(self.rss_file)
             .arg(env!("CARGO_BIN_EXE_w4b"))
             .arg("build")
-            .arg(format!("//images:{name}"))
+            .arg(label)
             .args(["--message-format", "json"])
-            .args(extra)
-            .current_dir(self.ws)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home)
-            .env("TZ", "UTC")
-            .env("LC_ALL", "C")
-            .env("NO_COLOR", "1")
-            .env("W4B_CACHE_DIR", cache)
-            .stdin(Stdio::null());
+            .args(extra);
+        self.pin(&mut cmd, cache);
         let start = Instant::now();
         let out = cmd.output().unwrap_or_else(|e| panic!("spawn w4b: {e}"));
         let took = start.elapsed();
         assert!(
             out.status.success(),
-            "w4b build //images:{name} failed ({}):\n{}",
+            "w4b build {label} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -104,7 +132,7 @@ impl W4b<'_> {
             .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no max RSS from /usr/bin/time in {}", self.rss_file.display()));
         let (mut ran, mut cached, mut steps, mut timings) = (Vec::new(), Vec::new(), None, Vec::new());
-        let mut notes = Vec::new();
+        let (mut notes, mut targets) = (Vec::new(), Vec::new());
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
@@ -135,6 +163,11 @@ impl W4b<'_> {
                     step(),
                     v["message"].as_str().unwrap_or_default()
                 )),
+                (Some("target-finished"), _) => targets.push(TargetDone {
+                    label: v["target"].as_str().unwrap_or_default().to_string(),
+                    result: v["result"].as_str().unwrap_or_default().to_string(),
+                    ran_ms: v["ran_ms"].as_u64().unwrap_or(0),
+                }),
                 (Some("finished"), _) => steps = v["steps"].as_u64(),
                 _ => {}
             }
@@ -153,6 +186,7 @@ impl W4b<'_> {
             steps,
             timings,
             notes,
+            targets,
         }
     }
 }

@@ -16,6 +16,10 @@
 pub mod build;
 pub mod debian;
 pub mod disk;
+/// The W4B modules' package sets and unit files stood in for on a base without dpkg
+/// (`tests/support/module_stand_ins.rs`): the fleet bench's hives build without a network.
+#[path = "../../tests/support/module_stand_ins.rs"]
+pub mod module_stand_ins;
 /// The tests' oracle policy (`tests/support/oracle.rs`); the benches use its `find` to
 /// look tools up, and panic on a missing one (see [`disk::require`]).
 #[path = "../../tests/support/oracle.rs"]

@@ -9,6 +9,9 @@ mod fixture;
 /// The local test HTTP server (127.0.0.1 only), shared by the download tests.
 #[path = "../support/http.rs"]
 mod http;
+/// The W4B modules' package sets and unit files, stood in for on a base without dpkg.
+#[path = "../support/module_stand_ins.rs"]
+mod module_stand_ins;
 /// The oracle-test policy: a missing tool fails under CI, skips visibly elsewhere.
 #[path = "../support/oracle.rs"]
 mod oracle;

@@ -90,45 +90,9 @@ pub fn workspace_with_served_base(server: &crate::http::TestServer) -> Option<cr
 /// hive checklist requires. The modules' real sets are installed by
 /// `image_build::the_embedded_north_hive_*` on a Debian base.
 pub fn stand_in_module_packages(env: &crate::env::TestEnv) {
-    for name in [
-        "w4b-system",
-        "w4b-database",
-        "w4b-monitoring",
-        "w4b-vpn",
-        "w4b-firewall",
-        "w4b-python",
-        "w4b-software",
-    ] {
-        env.write(
-            &format!("defs/packages/{name}.yaml"),
-            "kind: packages\ndescription: empty for the tests on a base without dpkg\n",
-        );
+    for (path, body) in crate::module_stand_ins::files() {
+        env.write(&path, &body);
     }
-    let mut layer =
-        String::from("kind: layer\ndescription: unit files as the modules' packages ship them\nfiles:\n");
-    for (unit, exec, wanted_by) in [
-        (
-            "nftables.service",
-            "/usr/sbin/nft -f /etc/nftables.conf",
-            "sysinit.target",
-        ),
-        ("postgresql.service", "/bin/true", "multi-user.target"),
-        (
-            "prometheus-node-exporter.service",
-            "/usr/bin/prometheus-node-exporter",
-            "multi-user.target",
-        ),
-        (
-            "wg-quick@.service",
-            "/usr/bin/wg-quick up %i",
-            "multi-user.target",
-        ),
-    ] {
-        layer.push_str(&format!(
-            "  - {{path: /usr/lib/systemd/system/{unit}, content: \"[Service]\\nExecStart={exec}\\n\\n[Install]\\nWantedBy={wanted_by}\\n\"}}\n"
-        ));
-    }
-    env.write("defs/layers/packaged-units.yaml", &layer);
 }
 
 /// The host's apt mirror for a Debian suite: the first `deb` source listing it in the
