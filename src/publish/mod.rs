@@ -76,31 +76,17 @@ pub struct TemplateError {
     pub problem: String,
 }
 
-/// `YYYY-MM-DD` of a Unix time (UTC), by the civil-from-days algorithm: no clock, no zone.
+/// `YYYY-MM-DD` of a Unix time (UTC): the date part of the manifest's RFC 3339 time; no
+/// clock, no zone.
 pub fn date_of(epoch: i64) -> String {
-    let days = epoch.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let mut t = timestamp_of(epoch);
+    t.truncate(t.find('T').unwrap_or(t.len()));
+    t
 }
 
 /// `2024-11-19T00:00:00Z` of a Unix time.
 fn timestamp_of(epoch: i64) -> String {
-    let s = epoch.rem_euclid(86_400);
-    format!(
-        "{}T{:02}:{:02}:{:02}Z",
-        date_of(epoch),
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    crate::manifest::sbom::rfc3339(epoch)
 }
 
 /// The image's extension as built: `.img.zst`, `.img.xz`, `.img.gz`, `.img`.
