@@ -66,6 +66,36 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
     Ok(0)
 }
 
+/// The fleet problems of the one hive `label` (`w4b hive validate //hives:north`): another
+/// hive target with its hive id or VPN address. Only definition files are read (untyped),
+/// nothing is built. The other hives are read as their files say, without the `W4B_*`
+/// variables and `--set`s that apply to `label`: `W4B_HIVE_ID` names the id of the one
+/// hive being worked on, so it collides with another file, not with itself copied to
+/// every hive.
+pub fn conflicts_of(
+    app: &App,
+    ws: &Workspace,
+    loader: &Loader,
+    label: &Label,
+) -> miette::Result<Vec<fleet::FleetProblem>> {
+    let (one, _) = fleet::scan(loader, std::slice::from_ref(label));
+    let Some(one) = one.into_iter().next() else {
+        // Not a hive, or unreadable: `load::resolve` says which.
+        return Ok(Vec::new());
+    };
+    let mut env = app.env.clone();
+    for o in crate::defs::ENV_OVERRIDES {
+        env.remove(o.var);
+    }
+    let plain = Loader::new(ws.clone(), env, &[])?;
+    let all = ws.expand(
+        &crate::defs::Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?,
+    )?;
+    // Files that cannot be read are their own hives' problem (`hive validate //...`).
+    let (others, _) = fleet::scan(&plain, &all);
+    Ok(fleet::check_one(&one, &others, &ws.config().vpn))
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""

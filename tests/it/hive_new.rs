@@ -276,6 +276,74 @@ fn the_next_hive_gets_the_next_address_and_duplicates_are_refused_naming_both_fi
     assert!(flat.contains("hives.vpn"), "{stderr}");
 }
 
+/// White space and miette's margins out: diagnostics wrap at 100 columns.
+fn squash(t: &str) -> String {
+    t.chars().filter(|c| !c.is_whitespace() && *c != '|').collect()
+}
+
+#[test]
+fn one_hive_is_validated_against_the_other_files_and_an_overriding_variable_is_named() {
+    let env = fleet_workspace();
+    let first = new_hive(&env, &["--name", "One"]);
+    let second = new_hive(&env, &["--name", "Two"]);
+    let (a, b) = (id_of(&first), id_of(&second));
+    let out = env.run(&["hive", "validate", &format!("//hives:{b}")]);
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // A copied file validated on its own: its id and address are the first hive's.
+    let copy = "defs/hives/copy.yaml";
+    env.write(copy, &String::from_utf8(env.read(&first)).unwrap());
+    let out = env.run(&["hive", "validate", "//hives:copy"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stdout.contains("is valid"), "{stdout}");
+    let flat = squash(&stderr);
+    assert!(
+        flat.contains(&squash(&format!(
+            "hive id `{a}` is used by both `{first}` and `{copy}`"
+        ))),
+        "{stderr}"
+    );
+    assert!(
+        flat.contains(&squash(&format!(
+            "VPN address `10.10.0.2/32` is given to both `{first} ({a})` and `{copy} ({a})`"
+        ))),
+        "{stderr}"
+    );
+    std::fs::remove_file(env.path(copy)).unwrap();
+
+    // `W4B_HIVE_ID` gives the second hive the first one's id: the variable is named.
+    let out = env
+        .command()
+        .args(["hive", "validate", &format!("//hives:{b}")])
+        .env("W4B_HIVE_ID", &a)
+        .output()
+        .unwrap();
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        squash(&stderr).contains(&squash(&format!(
+            "hive id `{a}` is used by both `{first}` and `{second}`, set for `{second}` by the environment variable `W4B_HIVE_ID`"
+        ))),
+        "{stderr}"
+    );
+    // Over the fleet it gives every hive one id: said so, with the way out.
+    let out = env
+        .command()
+        .args(["hive", "validate", "//hives/..."])
+        .env("W4B_HIVE_ID", "hive_Same0000")
+        .output()
+        .unwrap();
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let flat = squash(&stderr);
+    assert!(
+        flat.contains(&squash("both set by the environment variable `W4B_HIVE_ID`")),
+        "{stderr}"
+    );
+    assert!(flat.contains(&squash("env -u W4B_HIVE_ID")), "{stderr}");
+}
+
 #[test]
 fn hive_keys_rotate_replaces_only_the_credentials_asked_for() {
     let env = fleet_workspace();
