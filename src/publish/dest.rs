@@ -257,8 +257,14 @@ impl Destination for Http {
         crate::steps::fetch::redact_url(&self.base).into_owned()
     }
 
+    /// The download URL: the upload URL without its credentials. A person's browser or
+    /// Raspberry Pi Imager reads it; the redacted `https://***@…` of messages would have
+    /// them log in as `***`.
     fn url(&self, rel: &str) -> Option<String> {
-        Some(format!("{}{rel}", self.describe()))
+        let mut url = reqwest::Url::parse(&format!("{}{rel}", self.base)).ok()?;
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        Some(url.into())
     }
 
     fn size(&self, rel: &str) -> Result<Option<u64>, DestError> {
@@ -403,6 +409,11 @@ mod tests {
             // Why it failed, not only that sending failed.
             assert!(shown.contains("Connection refused"), "{shown}");
         }
+        // The download URL has no credentials, not even masked ones.
+        assert_eq!(
+            d.url("h/a b.img.zst").as_deref(),
+            Some("http://127.0.0.1:1/w4b/h/a%20b.img.zst")
+        );
     }
 
     #[test]
