@@ -50,12 +50,12 @@ fn validate(app: &App, target: &str) -> miette::Result<i32> {
         },
         Ok(_) => {}
         Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
+            super::show_diagnostic(&miette::Report::new(e));
             bad += 1;
         }
     }
     for p in conflicts {
-        eprintln!("{:?}", miette::Report::new(p));
+        super::show_diagnostic(&miette::Report::new(p));
     }
     Ok(i32::from(bad > 0))
 }

@@ -21,7 +21,7 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
     let (members, unreadable) = fleet::scan(&loader, &labels);
     let mut failed = 0usize;
     for e in unreadable {
-        eprintln!("{:?}", miette::Report::new(e));
+        super::show_diagnostic(&miette::Report::new(e));
         failed += 1;
     }
     for m in &members {
@@ -31,7 +31,7 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
                 m.label, r.config.hive.hive_id, r.image
             ),
             Err(e) => {
-                eprintln!("{:?}", miette::Report::new(e));
+                super::show_diagnostic(&miette::Report::new(e));
                 failed += 1;
             }
         }
@@ -39,7 +39,7 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
     let problems = fleet::check(&members, &ws.config().vpn);
     let conflicts = problems.len();
     for p in problems {
-        eprintln!("{:?}", miette::Report::new(p));
+        super::show_diagnostic(&miette::Report::new(p));
     }
     if members.is_empty() && failed == 0 {
         return Err(miette::miette!(

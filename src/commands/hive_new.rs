@@ -184,7 +184,7 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     match check {
         Ok(_) => Ok(0),
         Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
+            super::show_diagnostic(&miette::Report::new(e));
             eprintln!("the new hive file was written but does not validate: fix it (or `hives.defaults` in `w4b.yaml`), then `w4b hive validate {label}`");
             Ok(1)
         }

@@ -345,6 +345,40 @@ fn one_hive_is_validated_against_the_other_files_and_an_overriding_variable_is_n
 }
 
 #[test]
+fn an_inline_password_beside_a_duplicate_address_is_masked_in_the_diagnostic() {
+    let env = fleet_workspace();
+    let first = new_hive(&env, &["--name", "One", "--inline-secrets"]);
+    let yaml = String::from_utf8(env.read(&first)).unwrap();
+    // The database password is on the line after `client_ip`: in the snippet's context.
+    let password = yaml
+        .lines()
+        .find(|l| l.contains("database: {"))
+        .and_then(|l| l.split("password: \"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no inline database password in {yaml}"))
+        .to_owned();
+    assert!(password.len() >= 16, "{password}");
+    env.write("defs/hives/copy.yaml", &yaml);
+    for pattern in ["//hives/...", "//hives:copy"] {
+        let log = env.path(&format!("validate-{}.log", pattern.len()));
+        let out = env
+            .command()
+            .args(["--log-file", log.to_str().unwrap(), "hive", "validate", pattern])
+            .output()
+            .unwrap();
+        let stderr = text(&out).1;
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("w4b::hive::duplicate_address"), "{stderr}");
+        assert!(stderr.contains("password: \"***\""), "{stderr}");
+        assert!(!stderr.contains(&password), "{pattern}: {stderr}");
+        // The log file has the problems too, masked the same way.
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("[w4b::hive::duplicate_address]"), "{logged}");
+        assert!(!logged.contains(&password), "{logged}");
+    }
+}
+
+#[test]
 fn hive_keys_rotate_replaces_only_the_credentials_asked_for() {
     let env = fleet_workspace();
     let file = new_hive(&env, &["--name", "Rotating"]);
