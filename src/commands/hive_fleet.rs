@@ -83,17 +83,24 @@ pub fn conflicts_of(
         // Not a hive, or unreadable: `load::resolve` says which.
         return Ok(Vec::new());
     };
-    let mut env = app.env.clone();
-    for o in crate::defs::ENV_OVERRIDES {
-        env.remove(o.var);
-    }
-    let plain = Loader::new(ws.clone(), env, &[])?;
+    let plain = as_written(app, ws)?;
     let all = ws.expand(
         &crate::defs::Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?,
     )?;
     // Files that cannot be read are their own hives' problem (`hive validate //...`).
     let (others, _) = fleet::scan(&plain, &all);
     Ok(fleet::check_one(&one, &others, &ws.config().vpn))
+}
+
+/// A loader that reads hive files as they are written: `${VAR}` substitution, but none of
+/// the `W4B_*` overrides or `--set`s, which set a value of every hive a command reads and
+/// would make every other hive seem to have the one being worked on's id or address.
+pub fn as_written(app: &App, ws: &Workspace) -> miette::Result<Loader> {
+    let mut env = app.env.clone();
+    for o in crate::defs::ENV_OVERRIDES {
+        env.remove(o.var);
+    }
+    Ok(Loader::new(ws.clone(), env, &[])?)
 }
 
 fn plural(n: usize) -> &'static str {

@@ -43,7 +43,9 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     let defaults = ws.hive_defaults();
     let has_default = |path: &[&str]| defaults.is_some_and(|d| lookup(d, path).is_some());
     let hub = hub(args, &has_default)?;
-    let loader = Loader::new(ws.clone(), app.env.clone(), &app.global.set)?;
+    // The fleet as its files are written: a `--set` of `client_ip` or a `W4B_HIVE_ID` in
+    // the environment would give every hive the same address or id and hide the real ones.
+    let loader = super::hive_fleet::as_written(app, &ws)?;
     let all =
         ws.expand(&Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?)?;
     let (members, unreadable) = fleet::scan(&loader, &all);
