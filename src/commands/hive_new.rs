@@ -515,6 +515,8 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     let mut pub_files: Vec<(PathBuf, String)> = Vec::new();
+    // Whether a new secret goes into the hive file itself.
+    let mut inline_secret = false;
     for (key, value, secret) in &changes {
         let dotted = key.join(".");
         let Some(v) = lookup(&doc, key) else {
@@ -561,7 +563,10 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
                     s.text
                 ));
             }
-            (crate::defs::yaml::Node::Scalar(_), _) => edits.push(inline_edit(&original, &v.span, value)),
+            (crate::defs::yaml::Node::Scalar(_), secret) => {
+                inline_secret |= *secret;
+                edits.push(inline_edit(&original, &v.span, value));
+            }
             _ => return Err(not_here(&rel, &dotted)),
         }
     }
@@ -581,11 +586,19 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
         for (range, new) in edits {
             text.replace_range(range, &new);
         }
-        let mode = std::fs::metadata(&path).map_or(0o644, |m| {
+        let was = std::fs::metadata(&path).map_or(0o644, |m| {
             use std::os::unix::fs::PermissionsExt as _;
             m.permissions().mode() & 0o777
         });
+        // A new secret is not written where others can read it: a hive file that holds
+        // its secrets inline loses the group's and others' bits (git keeps no such bits).
+        let mode = if inline_secret { was & 0o700 } else { was };
         write_file(&path, &text, mode, true)?;
+        if mode != was && !app.global.quiet {
+            eprintln!(
+                "`{rel}` holds secrets: its mode is now {mode:04o} (was {was:04o}); keep secrets in files with `{{file: …}}` to share the hive file"
+            );
+        }
     }
     if !app.global.quiet {
         for w in &what {

@@ -652,9 +652,19 @@ fn rotating_an_inline_block_key_keeps_the_block_and_the_yaml_around_it() {
     let env = fleet_workspace();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture = std::fs::read_to_string(repo.join("tests/hives/hive_AbCd1234.yaml")).unwrap();
-    env.write("defs/hives/hive_AbCd1234.yaml", &fixture);
+    let written = env.write("defs/hives/hive_AbCd1234.yaml", &fixture);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&written, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = env.run(&["hive", "keys", "//hives:hive_AbCd1234", "--rotate", "ssh"]);
     assert!(out.status.success(), "{}", text(&out).1);
+    // A new private key inline: the file is no longer readable by others, and it says so.
+    let mode = std::fs::metadata(&written).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("its mode is now 0600 (was 0644)"),
+        "{}",
+        text(&out).1
+    );
     let after = String::from_utf8(env.read("defs/hives/hive_AbCd1234.yaml")).unwrap();
     // Only the key lines changed; the line after the block is intact.
     assert!(
