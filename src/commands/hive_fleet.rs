@@ -1,5 +1,5 @@
 //! The commands that look at every hive at once: `w4b hive validate PATTERN` (each hive by
-//! its rules, then no hive id or VPN address twice), `w4b hive list` and `w4b hive peers`
+//! its rules, then no hive id or VPN address twice; for a single label, [`conflicts_of`]), `w4b hive list` and `w4b hive peers`
 //! (the hub's side of every hive's tunnel). Output is sorted by label, so it is the same
 //! whatever order the files were found in.
 
