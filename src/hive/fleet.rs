@@ -168,21 +168,50 @@ impl FirstUse {
     }
 }
 
-/// What set a member's value, when it is not the member's own file: the environment
-/// variable, the `--set` argument or the other file (`w4b.yaml`'s `hives.defaults`, an
-/// extended file). `None` for the hive file itself.
-fn set_by(span: &Span, member_file: &str) -> Option<Origin> {
+/// What set a member's value when it is not simply written in the member's own file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    /// A `W4B_*` variable, a `--set`, or another file (`w4b.yaml`'s `hives.defaults`, an
+    /// extended file).
+    Override(Origin),
+    /// `${VAR}` in the hive file itself, substituted from the environment.
+    Substituted(String),
+}
+
+/// Where `span`'s value came from, when not the text of `member_file` itself.
+fn set_by(span: &Span, member_file: &str) -> Option<Source> {
     match span.file.origin() {
-        Origin::File { path } if path == member_file => None,
-        other => Some(other.clone()),
+        Origin::File { path } if path == member_file => substituted(span).map(Source::Substituted),
+        other => Some(Source::Override(other.clone())),
     }
 }
 
-fn describe(origin: &Origin) -> String {
-    match origin {
-        Origin::Env { var } => format!("the environment variable `{var}`"),
-        Origin::Cli { arg } => format!("`--set {arg}`"),
-        Origin::File { path } => format!("`{path}`"),
+/// The first variable of a `${VAR}`/`${VAR:-default}` in the text at `span` (not `$${`, an
+/// escaped one, nor `${env:…}`, a secret reference).
+fn substituted(span: &Span) -> Option<String> {
+    let written = span.file.text().get(span.start..span.end)?;
+    let mut rest = written;
+    while let Some(i) = rest.find("${") {
+        let escaped = i > 0 && rest[..i].ends_with('$');
+        let after = &rest[i + 2..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !escaped && !name.is_empty() && !after.starts_with("env:") {
+            return Some(name);
+        }
+        rest = after;
+    }
+    None
+}
+
+fn describe(source: &Source) -> String {
+    match source {
+        Source::Override(Origin::Env { var }) => format!("the environment variable `{var}`"),
+        Source::Override(Origin::Cli { arg }) => format!("`--set {arg}`"),
+        Source::Override(Origin::File { path }) => format!("`{path}`"),
+        Source::Substituted(var) => format!("`${{{var}}}` (the environment variable `{var}`)"),
     }
 }
 
@@ -203,18 +232,21 @@ fn provenance(
         (Some(a), None) => format!(", set for `{}` by {}", first.file, describe(a)),
         (None, Some(b)) => format!(", set for `{}` by {}", second.file, describe(b)),
     };
-    let source = b.or(a).unwrap_or(Origin::File {
+    let source = b.or(a).unwrap_or(Source::Override(Origin::File {
         path: second.file.clone(),
-    });
+    }));
     let help = match &source {
-        Origin::Env { var } => format!(
+        Source::Override(Origin::Env { var }) => format!(
             "`{var}` sets the `{key}` of every hive a command reads, so it fits one hive at a time: unset it to work on several (`env -u {var} w4b …`), or give it a value no hive file has"
         ),
-        Origin::Cli { arg } => format!(
+        Source::Override(Origin::Cli { arg }) => format!(
             "`--set {arg}` sets the `{key}` of every hive a command reads: leave it out when working on several hives, or give a value no hive file has"
         ),
-        Origin::File { path } => format!(
+        Source::Override(Origin::File { path }) => format!(
             "`{path}` gives the same `{key}` to more than one hive: write each hive's own `{key}` in its hive file instead"
+        ),
+        Source::Substituted(var) => format!(
+            "`${{{var}}}` takes the `{key}` from the environment, where `{var}` has one value for every file that names it: give each hive its own variable, or write its `{key}` itself"
         ),
     };
     (via, help)
@@ -450,6 +482,28 @@ mod tests {
                 .ends_with(", both set by `--set security.wireguard.client_ip=10.10.0.9/32`"),
             "{}",
             found[0]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_substituted_from_a_variable_names_it() {
+        let hive = |id: &str, ip: &str| {
+            format!(
+                "hive_id: \"{id}\"\nmetadata:\n  name: x\nsecurity:\n  wireguard: {{client_ip: \"{ip}\"}}\n"
+            )
+        };
+        let (_d, ws) = fleet(&[
+            ("w4b.yaml", ""),
+            ("defs/hives/a.yaml", &hive("${HIVE_ID}", "10.10.0.2/32")),
+            ("defs/hives/b.yaml", &hive("${HIVE_ID:-x}", "10.10.0.3/32")),
+            ("defs/hives/c.yaml", &hive("hive_$${HIVE_ID}", "10.10.0.4/32")),
+        ]);
+        let members = members_with(&ws, &[("HIVE_ID", "hive_Same0000")], &[]);
+        let found = check(&members, &VpnSubnet::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].to_string(),
+            "hive id `hive_Same0000` is used by both `defs/hives/a.yaml` and `defs/hives/b.yaml`, both set by `${HIVE_ID}` (the environment variable `HIVE_ID`)"
         );
     }
 
