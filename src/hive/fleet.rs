@@ -331,26 +331,74 @@ pub fn check(members: &[Member], vpn: &VpnSubnet) -> Vec<FleetProblem> {
     let mut problems = Vec::new();
     let mut ids: BTreeMap<String, &Member> = BTreeMap::new();
     let mut addresses: BTreeMap<Ipv4Addr, &Member> = BTreeMap::new();
+    // A value one override gives every hive (`W4B_HIVE_ID` over `//hives/...`) is reported
+    // once, with the number of further hives it reaches, not once per hive: (problem, more).
+    let mut shared: BTreeMap<(bool, String), (usize, usize)> = BTreeMap::new();
+    let mut report =
+        |problems: &mut Vec<FleetProblem>, key: Option<(bool, String)>, p: Option<FleetProblem>| {
+            if let Some(key) = key {
+                if let Some((_, more)) = shared.get_mut(&key) {
+                    *more += 1;
+                    return;
+                }
+                shared.insert(key, (problems.len(), 0));
+            }
+            problems.extend(p);
+        };
     let next = next_free_address(members, vpn);
     for m in members {
-        if let Some((id, _)) = &m.hive_id {
+        if let Some((id, span)) = &m.hive_id {
             match ids.get(&id.to_ascii_lowercase()) {
-                Some(first) => problems.extend(duplicate_id(first, m)),
+                Some(first) => {
+                    let key = first
+                        .hive_id
+                        .as_ref()
+                        .and_then(|(_, s)| one_override(s, span))
+                        .map(|o| (true, o));
+                    report(&mut problems, key, duplicate_id(first, m));
+                }
                 None => {
                     ids.insert(id.to_ascii_lowercase(), m);
                 }
             }
         }
-        if let Some(addr) = m.address() {
+        if let (Some(addr), Some((_, _, span))) = (m.address(), &m.client_ip) {
             match addresses.get(&addr) {
-                Some(first) => problems.extend(duplicate_address(first, m, vpn, next)),
+                Some(first) => {
+                    let key = first
+                        .client_ip
+                        .as_ref()
+                        .and_then(|(_, _, s)| one_override(s, span))
+                        .map(|o| (false, o));
+                    report(&mut problems, key, duplicate_address(first, m, vpn, next));
+                }
                 None => {
                     addresses.insert(addr, m);
                 }
             }
         }
     }
+    for (at, more) in shared.into_values() {
+        if more == 0 {
+            continue;
+        }
+        let s = if more == 1 { "" } else { "s" };
+        if let Some(FleetProblem::DuplicateId { via, .. } | FleetProblem::DuplicateAddress { via, .. }) =
+            problems.get_mut(at)
+        {
+            via.push_str(&format!(", and for {more} more hive{s} the same way"));
+        }
+    }
     problems
+}
+
+/// The `W4B_*` variable or `--set` (as its display name) that gave both values, if one did.
+fn one_override(a: &Span, b: &Span) -> Option<String> {
+    match (a.file.origin(), b.file.origin()) {
+        (Origin::File { .. }, _) => None,
+        (x, y) if x == y => Some(a.file.display_name()),
+        _ => None,
+    }
 }
 
 /// What of [`check`] concerns `one` alone: every other member (`others`, in label order;
@@ -465,6 +513,21 @@ mod tests {
             found[0].to_string(),
             "hive id `hive_Same0000` is used by both `defs/hives/a.yaml` and `defs/hives/b.yaml`, both set by the environment variable `W4B_HIVE_ID`"
         );
+        // A third hive: still one problem, which counts it.
+        std::fs::write(
+            ws.root().join("defs/hives/c.yaml"),
+            hive("hive_Cccc0003", "10.10.0.4/32"),
+        )
+        .unwrap();
+        let found = check(&members_with(&ws, &[("W4B_HIVE_ID", "hive_Same0000")], &[]), &vpn);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0]
+                .to_string()
+                .ends_with("`W4B_HIVE_ID`, and for 1 more hive the same way"),
+            "{}",
+            found[0]
+        );
         match &found[0] {
             FleetProblem::DuplicateId { help, .. } => {
                 assert!(help.contains("`env -u W4B_HIVE_ID w4b …`"), "{help}")
@@ -479,7 +542,7 @@ mod tests {
         assert!(
             found[0]
                 .to_string()
-                .ends_with(", both set by `--set security.wireguard.client_ip=10.10.0.9/32`"),
+                .ends_with(", both set by `--set security.wireguard.client_ip=10.10.0.9/32`, and for 1 more hive the same way"),
             "{}",
             found[0]
         );
