@@ -694,7 +694,7 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn reqwest_chain(error: reqwest::Error) -> String {
+pub(crate) fn reqwest_chain(error: reqwest::Error) -> String {
     // The URL is already in every message we build around this one.
     chain(&error.without_url())
 }

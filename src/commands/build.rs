@@ -196,7 +196,7 @@ pub fn build(
     let store = store.clone();
     let mut plan = app.compile_with(ws, &store, &args.labels, args.keep_going)?;
     for (_, e) in &plan.broken {
-        eprintln!("{e:?}");
+        super::show_diagnostic(e);
     }
     let out_dir = app.out_dir(ws, args.out.as_deref());
     let test_nodes = match tests {

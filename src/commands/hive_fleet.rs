@@ -1,5 +1,5 @@
 //! The commands that look at every hive at once: `w4b hive validate PATTERN` (each hive by
-//! its rules, then no hive id or VPN address twice), `w4b hive list` and `w4b hive peers`
+//! its rules, then no hive id or VPN address twice; for a single label, [`conflicts_of`]), `w4b hive list` and `w4b hive peers`
 //! (the hub's side of every hive's tunnel). Output is sorted by label, so it is the same
 //! whatever order the files were found in.
 
@@ -21,7 +21,7 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
     let (members, unreadable) = fleet::scan(&loader, &labels);
     let mut failed = 0usize;
     for e in unreadable {
-        eprintln!("{:?}", miette::Report::new(e));
+        super::show_diagnostic(&miette::Report::new(e));
         failed += 1;
     }
     for m in &members {
@@ -31,7 +31,7 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
                 m.label, r.config.hive.hive_id, r.image
             ),
             Err(e) => {
-                eprintln!("{:?}", miette::Report::new(e));
+                super::show_diagnostic(&miette::Report::new(e));
                 failed += 1;
             }
         }
@@ -39,7 +39,7 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
     let problems = fleet::check(&members, &ws.config().vpn);
     let conflicts = problems.len();
     for p in problems {
-        eprintln!("{:?}", miette::Report::new(p));
+        super::show_diagnostic(&miette::Report::new(p));
     }
     if members.is_empty() && failed == 0 {
         return Err(miette::miette!(
@@ -64,6 +64,43 @@ pub fn validate(app: &App, pattern: &str) -> miette::Result<i32> {
         plural(members.len())
     );
     Ok(0)
+}
+
+/// The fleet problems of the one hive `label` (`w4b hive validate //hives:north`): another
+/// hive target with its hive id or VPN address. Only definition files are read (untyped),
+/// nothing is built. The other hives are read as their files say, without the `W4B_*`
+/// variables and `--set`s that apply to `label`: `W4B_HIVE_ID` names the id of the one
+/// hive being worked on, so it collides with another file, not with itself copied to
+/// every hive.
+pub fn conflicts_of(
+    app: &App,
+    ws: &Workspace,
+    loader: &Loader,
+    label: &Label,
+) -> miette::Result<Vec<fleet::FleetProblem>> {
+    let (one, _) = fleet::scan(loader, std::slice::from_ref(label));
+    let Some(one) = one.into_iter().next() else {
+        // Not a hive, or unreadable: `load::resolve` says which.
+        return Ok(Vec::new());
+    };
+    let plain = as_written(app, ws)?;
+    let all = ws.expand(
+        &crate::defs::Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?,
+    )?;
+    // Files that cannot be read are their own hives' problem (`hive validate //...`).
+    let (others, _) = fleet::scan(&plain, &all);
+    Ok(fleet::check_one(&one, &others, &ws.config().vpn))
+}
+
+/// A loader that reads hive files as they are written: `${VAR}` substitution, but none of
+/// the `W4B_*` overrides or `--set`s, which set a value of every hive a command reads and
+/// would make every other hive seem to have the one being worked on's id or address.
+pub fn as_written(app: &App, ws: &Workspace) -> miette::Result<Loader> {
+    let mut env = app.env.clone();
+    for o in crate::defs::ENV_OVERRIDES {
+        env.remove(o.var);
+    }
+    Ok(Loader::new(ws.clone(), env, &[])?)
 }
 
 fn plural(n: usize) -> &'static str {

@@ -12,8 +12,6 @@
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
-use miette::IntoDiagnostic as _;
-
 use super::App;
 use crate::cli::{HiveKeysArgs, HiveNewArgs, RotateWhat};
 use crate::defs::yaml::Value;
@@ -45,7 +43,9 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     let defaults = ws.hive_defaults();
     let has_default = |path: &[&str]| defaults.is_some_and(|d| lookup(d, path).is_some());
     let hub = hub(args, &has_default)?;
-    let loader = Loader::new(ws.clone(), app.env.clone(), &app.global.set)?;
+    // The fleet as its files are written: a `--set` of `client_ip` or a `W4B_HIVE_ID` in
+    // the environment would give every hive the same address or id and hide the real ones.
+    let loader = super::hive_fleet::as_written(app, &ws)?;
     let all =
         ws.expand(&Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?)?;
     let (members, unreadable) = fleet::scan(&loader, &all);
@@ -157,9 +157,7 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
             false,
         )?;
     }
-    std::fs::create_dir_all(&hives_dir)
-        .into_diagnostic()
-        .map_err(|e| e.wrap_err(format!("cannot create `{}`", hives_dir.display())))?;
+    std::fs::create_dir_all(&hives_dir).map_err(io_error("create", &hives_dir))?;
     // The hive file holds secrets only with `--inline-secrets`; then it is private too.
     let mode = if args.inline_secrets { 0o600 } else { 0o644 };
     write_file(&hive_file, &yaml, mode, false)?;
@@ -188,7 +186,7 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     match check {
         Ok(_) => Ok(0),
         Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
+            super::show_diagnostic(&miette::Report::new(e));
             eprintln!("the new hive file was written but does not validate: fix it (or `hives.defaults` in `w4b.yaml`), then `w4b hive validate {label}`");
             Ok(1)
         }
@@ -464,9 +462,7 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
     let label = app.resolve_one(&ws, &args.label)?;
     let rel = ws.target_file(&label);
     let path = ws.root().join(&rel);
-    let original = std::fs::read_to_string(&path)
-        .into_diagnostic()
-        .map_err(|e| e.wrap_err(format!("cannot read `{rel}`")))?;
+    let original = std::fs::read_to_string(&path).map_err(io_error("read", &path))?;
     let file =
         crate::defs::SourceFile::new(crate::defs::Origin::File { path: rel.clone() }, original.clone());
     let doc = crate::defs::yaml::parse(&file)?;
@@ -519,6 +515,8 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     let mut pub_files: Vec<(PathBuf, String)> = Vec::new();
+    // Whether a new secret goes into the hive file itself.
+    let mut inline_secret = false;
     for (key, value, secret) in &changes {
         let dotted = key.join(".");
         let Some(v) = lookup(&doc, key) else {
@@ -565,7 +563,10 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
                     s.text
                 ));
             }
-            (crate::defs::yaml::Node::Scalar(_), _) => edits.push(inline_edit(&original, &v.span, value)),
+            (crate::defs::yaml::Node::Scalar(_), secret) => {
+                inline_secret |= *secret;
+                edits.push(inline_edit(&original, &v.span, value));
+            }
             _ => return Err(not_here(&rel, &dotted)),
         }
     }
@@ -585,11 +586,19 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
         for (range, new) in edits {
             text.replace_range(range, &new);
         }
-        let mode = std::fs::metadata(&path).map_or(0o644, |m| {
+        let was = std::fs::metadata(&path).map_or(0o644, |m| {
             use std::os::unix::fs::PermissionsExt as _;
             m.permissions().mode() & 0o777
         });
+        // A new secret is not written where others can read it: a hive file that holds
+        // its secrets inline loses the group's and others' bits (git keeps no such bits).
+        let mode = if inline_secret { was & 0o700 } else { was };
         write_file(&path, &text, mode, true)?;
+        if mode != was && !app.global.quiet {
+            eprintln!(
+                "`{rel}` holds secrets: its mode is now {mode:04o} (was {was:04o}); keep secrets in files with `{{file: …}}` to share the hive file"
+            );
+        }
     }
     if !app.global.quiet {
         for w in &what {
@@ -650,8 +659,8 @@ fn create_private_dir(dir: &Path) -> miette::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .into_diagnostic()
-        .map_err(|e| e.wrap_err(format!("cannot create `{}`", dir.display())))
+        .map_err(io_error("create", dir))?;
+    Ok(())
 }
 
 /// A secret file: mode 0600 from its creation on.
@@ -659,36 +668,111 @@ fn write_secret(path: &Path, text: &str, replace: bool) -> miette::Result<()> {
     write_file(path, text, 0o600, replace)
 }
 
-/// Writes `text` to `path` with `mode` from the start. A new file must not exist yet; a
-/// replaced one is written to a temporary file beside it and renamed over it, so a reader
-/// sees the old or the new content, never a mix.
+/// Writes `text` to `path` with `mode`. The text goes to a temporary file beside `path`,
+/// private (0600) from its creation, is synced, gets its mode and only then takes its
+/// name: renamed over the old file when `replace`, else linked to the new name, which
+/// fails if something has it. A crash or a full disk leaves the old file or none, never
+/// half a hive file or a truncated key (the temporary file is removed on an error).
 fn write_file(path: &Path, text: &str, mode: u32, replace: bool) -> miette::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let target = if replace {
-        let mut name = path.file_name().unwrap_or_default().to_owned();
-        name.push(".w4b-new");
-        path.with_file_name(name)
-    } else {
-        path.to_path_buf()
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    if replace {
-        let _ = std::fs::remove_file(&target);
-    }
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&target)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+        let mut tmp = tempfile::Builder::new().prefix(".w4b-new").tempfile_in(dir)?;
+        tmp.write_all(text.as_bytes())?;
+        if mode != 0o600 {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        tmp.as_file().sync_all()?;
         if replace {
-            std::fs::rename(&target, path)?;
+            tmp.persist(path).map_err(|e| e.error)?;
+        } else {
+            tmp.persist_noclobber(path).map_err(|e| e.error)?;
         }
         Ok(())
     };
-    write()
-        .into_diagnostic()
-        .map_err(|e| e.wrap_err(format!("cannot write `{}`", path.display())))
+    write().map_err(io_error("write", path))?;
+    Ok(())
+}
+
+/// A file or directory of the workspace that `hive new` or `hive keys` cannot read or
+/// write.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("cannot {action} `{path}`")]
+#[diagnostic(
+    code(w4b::hive::io),
+    help("check that its directory exists and that you may write there (`ls -ld` it); files already written stay, and a hive file is never left half-written")
+)]
+struct IoError {
+    action: &'static str,
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IoError {
+    let path = path.display().to_string();
+    move |source| IoError { action, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Only the files written, never a temporary one left beside them.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn hive_files_and_secrets_are_written_whole_under_their_name_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("db_password");
+        write_secret(&secret, "s3cret\n", false).unwrap();
+        assert_eq!(mode(&secret), 0o600);
+        let hive = d.path().join("hive.yaml");
+        write_file(&hive, "hive_id: x\n", 0o644, false).unwrap();
+        assert_eq!(mode(&hive), 0o644);
+
+        // A new file never replaces one of the same name, and leaves nothing behind.
+        let err = write_file(&hive, "other\n", 0o644, false).unwrap_err();
+        assert_eq!(std::fs::read_to_string(&hive).unwrap(), "hive_id: x\n");
+        assert_eq!(
+            err.code().map(|c| c.to_string()).as_deref(),
+            Some("w4b::hive::io")
+        );
+        assert!(err.help().is_some());
+        assert_eq!(names(d.path()), ["db_password", "hive.yaml"]);
+
+        // A replaced one is swapped whole and keeps the mode asked for.
+        write_secret(&secret, "n3w\n", true).unwrap();
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "n3w\n");
+        assert_eq!(mode(&secret), 0o600);
+        assert_eq!(names(d.path()), ["db_password", "hive.yaml"]);
+
+        // A directory that cannot be made is an error with a code, not a panic.
+        let blocked = hive.join("secrets");
+        let err = create_private_dir(&blocked).unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.to_string()).as_deref(),
+            Some("w4b::hive::io")
+        );
+        let err = write_secret(&blocked.join("key"), "k\n", false).unwrap_err();
+        assert!(err.to_string().starts_with("cannot write"), "{err}");
+    }
 }

@@ -120,6 +120,18 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// A diagnostic a command shows and goes on after (a hive that does not validate among
+/// others, a target `--keep-going` sets aside): on stderr and in the log file, as the
+/// final error is, with secret values masked — its snippet may show a line of a hive file
+/// with an inline password next to the one it is about.
+pub(crate) fn show_diagnostic(report: &miette::Report) {
+    eprintln!("{}", crate::redact::redact(&format!("{report:?}")));
+    match report.code() {
+        Some(code) => crate::ui::log::error(&format!("[{code}] {}", plain(report))),
+        None => crate::ui::log::error(&plain(report)),
+    }
+}
+
 /// A diagnostic without colour or box drawing, for the log file.
 fn plain(report: &miette::Report) -> String {
     let mut out = String::new();

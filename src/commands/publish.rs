@@ -214,7 +214,13 @@ fn publish_one(
         .open_output(disk)
         .map_err(miette::Report::new)
         .and_then(|r| {
-            sha256_of(r).map_err(|e| miette::miette!("cannot read the disk of `{label}` from the cache: {e}"))
+            sha256_of(r).map_err(|e| {
+                miette::miette!(
+                    code = "w4b::publish::read",
+                    help = "`w4b cache verify` checks the cache; build it again with `w4b build`",
+                    "cannot read the disk of `{label}` from the cache: {e}"
+                )
+            })
         })?;
     let about = &b.about;
     let release = Release {

@@ -90,11 +90,19 @@ pub fn quote(s: &str) -> String {
 /// The hive file's text.
 pub fn render(h: &NewHive, c: &Credentials) -> String {
     let mut y = String::new();
+    let inline = [&c.ssh_private, &c.wg_private, &c.db_password, &c.admin_password]
+        .iter()
+        .any(|s| matches!(s, SecretText::Inline(_)));
+    let secrets = if inline {
+        "# This file holds the hive's secrets (`--inline-secrets`): keep it private (mode 0600);"
+    } else {
+        "# Secrets are in files beside the workspace's other secrets, never in this file;"
+    };
     let _ = writeln!(
         y,
         "# Written by `w4b hive new`: the hive configuration manager's format (docs/hives.md).\n\
-         # Secrets are in files beside the workspace's other secrets, never in this file;\n\
-         # `w4b hive keys {id} --rotate ssh|wireguard|passwords` replaces them.",
+         {secrets}\n\
+         # `w4b hive keys //hives:{id} --rotate ssh|wireguard|passwords` replaces them.",
         id = h.hive_id
     );
     if let Some(image) = &h.image {
@@ -178,5 +186,55 @@ fn num(v: f64) -> String {
         s
     } else {
         format!("{s}.0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hive() -> NewHive {
+        NewHive {
+            hive_id: "hive_Test0001".into(),
+            name: "Test".into(),
+            address: None,
+            latitude: 0.0,
+            longitude: 0.0,
+            timezone: None,
+            admin: None,
+            image: None,
+            client_ip: std::net::Ipv4Addr::new(10, 10, 0, 2),
+            hub: None,
+        }
+    }
+
+    fn credentials(secret: impl Fn(&str) -> SecretText) -> Credentials {
+        Credentials {
+            ssh_public: "ssh-ed25519 AAAA hive-hive_Test0001".into(),
+            ssh_private: secret("ssh"),
+            wg_public: "pub=".into(),
+            wg_private: secret("wg"),
+            db_password: secret("db"),
+            admin_password: secret("admin"),
+        }
+    }
+
+    #[test]
+    fn the_header_says_where_the_secrets_are() {
+        let in_files = render(
+            &hive(),
+            &credentials(|f| SecretText::File(format!("../../secrets/x/{f}"))),
+        );
+        assert!(in_files.contains("never in this file"), "{in_files}");
+        assert!(
+            in_files.contains("`w4b hive keys //hives:hive_Test0001 --rotate"),
+            "{in_files}"
+        );
+        let inline = render(
+            &hive(),
+            &credentials(|f| SecretText::Inline(format!("{f}-value"))),
+        );
+        assert!(!inline.contains("never in this file"), "{inline}");
+        assert!(inline.contains("holds the hive's secrets"), "{inline}");
     }
 }

@@ -218,7 +218,7 @@ impl Http {
             .map_err(|e| DestError::Io {
                 action: "start an HTTP client for",
                 target: base.to_owned(),
-                message: e.to_string(),
+                message: reqwest_text(e),
             })?;
         Ok(Http {
             base: format!("{}/", base.trim_end_matches('/')),
@@ -245,20 +245,33 @@ impl Http {
     }
 }
 
+/// A reqwest error's text with its causes, where the reason is ("connection refused",
+/// "certificate not valid"; reqwest's own text is only "error sending request for url"),
+/// and without its URL, which every message here already names, redacted.
+fn reqwest_text(e: reqwest::Error) -> String {
+    crate::download::reqwest_chain(e)
+}
+
 impl Destination for Http {
     fn describe(&self) -> String {
         crate::steps::fetch::redact_url(&self.base).into_owned()
     }
 
+    /// The download URL: the upload URL without its credentials. A person's browser or
+    /// Raspberry Pi Imager reads it; the redacted `https://***@…` of messages would have
+    /// them log in as `***`.
     fn url(&self, rel: &str) -> Option<String> {
-        Some(format!("{}{rel}", self.describe()))
+        let mut url = reqwest::Url::parse(&format!("{}{rel}", self.base)).ok()?;
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        Some(url.into())
     }
 
     fn size(&self, rel: &str) -> Result<Option<u64>, DestError> {
         let r = self
             .request(reqwest::Method::HEAD, rel)
             .send()
-            .map_err(|e| self.fail("look up", rel, e.to_string()))?;
+            .map_err(|e| self.fail("look up", rel, reqwest_text(e)))?;
         match r.status() {
             s if s.is_success() => Ok(r
                 .headers()
@@ -273,11 +286,11 @@ impl Destination for Http {
         let r = self
             .request(reqwest::Method::GET, rel)
             .send()
-            .map_err(|e| self.fail("read", rel, e.to_string()))?;
+            .map_err(|e| self.fail("read", rel, reqwest_text(e)))?;
         match r.status() {
             s if s.is_success() => Ok(Some(
                 r.bytes()
-                    .map_err(|e| self.fail("read", rel, e.to_string()))?
+                    .map_err(|e| self.fail("read", rel, reqwest_text(e)))?
                     .to_vec(),
             )),
             reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::GONE => Ok(None),
@@ -297,7 +310,7 @@ impl Destination for Http {
             .request(reqwest::Method::PUT, rel)
             .body(payload)
             .send()
-            .map_err(|e| self.fail("upload", rel, e.to_string()))?;
+            .map_err(|e| self.fail("upload", rel, reqwest_text(e)))?;
         if !r.status().is_success() {
             return Err(self.fail("upload", rel, format!("the server answered {}", r.status())));
         }
@@ -374,6 +387,33 @@ mod tests {
             .unwrap()
             .permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o644);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named_with_the_cause_and_without_a_password() {
+        let d = open(
+            "http://ci:publish-pw-1234@127.0.0.1:1/w4b",
+            Path::new("/"),
+            || unreachable!(),
+            None,
+        )
+        .unwrap();
+        for e in [
+            d.size("a.img").unwrap_err(),
+            d.get("a.json").unwrap_err(),
+            d.put("a.json", Body::Bytes(b"{}")).unwrap_err(),
+        ] {
+            let shown = format!("{:?}", miette::Report::new(e));
+            assert!(!shown.contains("publish-pw-1234"), "{shown}");
+            assert!(shown.contains("127.0.0.1:1/w4b/a."), "{shown}");
+            // Why it failed, not only that sending failed.
+            assert!(shown.contains("Connection refused"), "{shown}");
+        }
+        // The download URL has no credentials, not even masked ones.
+        assert_eq!(
+            d.url("h/a b.img.zst").as_deref(),
+            Some("http://127.0.0.1:1/w4b/h/a%20b.img.zst")
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! over the hive's own settings.
 //!
 //! The index holds one entry per hive (`w4b_hive_id`, a key Imager ignores, says whose),
-//! the newest one published; entries of other hives and of other tools are kept. Entries
-//! are sorted by name, then URL, so the same releases always give the same bytes.
+//! the one published last (publishing an older build again rolls it back); entries of
+//! other hives and of other tools are kept. Entries are sorted by name, then URL, so the
+//! same releases always give the same bytes.
 
 use serde_json::{json, Map, Value};
 

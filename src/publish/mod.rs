@@ -4,7 +4,7 @@
 //! HTTP(S) server taking `PUT`, or an `s3://bucket/prefix`), named by a template
 //! ([`Names`]): the image, its `.sha256` (`sha256sum` format, naming the published file),
 //! its `.bmap`, its build manifest and a metadata JSON ([`Release::metadata`]). Beside them,
-//! per hive, `<hive_id>/latest.json` names the newest release, and at the top the
+//! per hive, `<hive_id>/latest.json` names the release published last, and at the top the
 //! Raspberry Pi Imager repository JSON ([`imager`]) lists every hive published there.
 //!
 //! Nothing here reads the clock: a release's date is its build's epoch, so publishing
@@ -215,7 +215,8 @@ impl Release {
         pretty(&doc)
     }
 
-    /// `<id>/latest.json`: the newest release of this hive, by path below the destination.
+    /// `<id>/latest.json`: the release of this hive published last, by path below the
+    /// destination.
     pub fn latest(&self, names: &Names, url: &str) -> String {
         pretty(&json!({
             "schema": "w4b.latest/1",

@@ -85,13 +85,18 @@ pub fn init(verbosity: u8, quiet: bool, file: Option<&Path>) -> Result<(), LogFi
                     path: path.to_path_buf(),
                     source,
                 })?;
-            // An existing file keeps its mode when opened: make it private too.
+            // An existing file keeps its mode when opened: make it private too. Only a
+            // regular file: `--log-file /dev/null` or a pipe to a collector is no file
+            // of ours, and run as root a chmod would make `/dev/null` 0600 for everyone.
             use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|source| LogFileError {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let regular = f.metadata().is_ok_and(|m| m.is_file());
+            if regular {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|source| LogFileError {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+            }
             Some(Mutex::new(f))
         }
     };

@@ -252,8 +252,21 @@ fn the_next_hive_gets_the_next_address_and_duplicates_are_refused_naming_both_fi
         flat.contains(&squash("`10.10.0.4/32` is the lowest free one")),
         "{stderr}"
     );
-    // The next new hive still gets a free address.
+    // The next new hive still gets a free address, also when a `--set` would give every
+    // hive one address (`10.10.0.3` then looked free): the files are read as written. (The
+    // `--set` also reaches the image, which has no such key, so the new hive's own check
+    // fails; the address is what this is about.)
     std::fs::remove_file(env.path(copy)).unwrap();
+    let out = env
+        .command()
+        .args(["hive", "new", "--yes", "--name", "Four"])
+        .args(["--set", "security.wireguard.client_ip=10.10.0.2/32"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(stderr.contains("at VPN address `10.10.0.4`"), "{stderr}");
+    std::fs::remove_file(env.path(stdout.trim())).unwrap();
     let third = new_hive(&env, &["--name", "Three"]);
     assert_eq!(
         yaml_value(&String::from_utf8(env.read(&third)).unwrap(), "client_ip"),
@@ -274,6 +287,108 @@ fn the_next_hive_gets_the_next_address_and_duplicates_are_refused_naming_both_fi
         "{stderr}"
     );
     assert!(flat.contains("hives.vpn"), "{stderr}");
+}
+
+/// White space and miette's margins out: diagnostics wrap at 100 columns.
+fn squash(t: &str) -> String {
+    t.chars().filter(|c| !c.is_whitespace() && *c != '|').collect()
+}
+
+#[test]
+fn one_hive_is_validated_against_the_other_files_and_an_overriding_variable_is_named() {
+    let env = fleet_workspace();
+    let first = new_hive(&env, &["--name", "One"]);
+    let second = new_hive(&env, &["--name", "Two"]);
+    let (a, b) = (id_of(&first), id_of(&second));
+    let out = env.run(&["hive", "validate", &format!("//hives:{b}")]);
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // A copied file validated on its own: its id and address are the first hive's.
+    let copy = "defs/hives/copy.yaml";
+    env.write(copy, &String::from_utf8(env.read(&first)).unwrap());
+    let out = env.run(&["hive", "validate", "//hives:copy"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stdout.contains("is valid"), "{stdout}");
+    let flat = squash(&stderr);
+    assert!(
+        flat.contains(&squash(&format!(
+            "hive id `{a}` is used by both `{first}` and `{copy}`"
+        ))),
+        "{stderr}"
+    );
+    assert!(
+        flat.contains(&squash(&format!(
+            "VPN address `10.10.0.2/32` is given to both `{first} ({a})` and `{copy} ({a})`"
+        ))),
+        "{stderr}"
+    );
+    std::fs::remove_file(env.path(copy)).unwrap();
+
+    // `W4B_HIVE_ID` gives the second hive the first one's id: the variable is named.
+    let out = env
+        .command()
+        .args(["hive", "validate", &format!("//hives:{b}")])
+        .env("W4B_HIVE_ID", &a)
+        .output()
+        .unwrap();
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        squash(&stderr).contains(&squash(&format!(
+            "hive id `{a}` is used by both `{first}` and `{second}`, set for `{second}` by the environment variable `W4B_HIVE_ID`"
+        ))),
+        "{stderr}"
+    );
+    // Over the fleet it gives every hive one id: said so, with the way out.
+    let out = env
+        .command()
+        .args(["hive", "validate", "//hives/..."])
+        .env("W4B_HIVE_ID", "hive_Same0000")
+        .output()
+        .unwrap();
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let flat = squash(&stderr);
+    assert!(
+        flat.contains(&squash("both set by the environment variable `W4B_HIVE_ID`")),
+        "{stderr}"
+    );
+    assert!(flat.contains(&squash("env -u W4B_HIVE_ID")), "{stderr}");
+}
+
+#[test]
+fn an_inline_password_beside_a_duplicate_address_is_masked_in_the_diagnostic() {
+    let env = fleet_workspace();
+    let first = new_hive(&env, &["--name", "One", "--inline-secrets"]);
+    let yaml = String::from_utf8(env.read(&first)).unwrap();
+    // The database password is on the line after `client_ip`: in the snippet's context.
+    let password = yaml
+        .lines()
+        .find(|l| l.contains("database: {"))
+        .and_then(|l| l.split("password: \"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no inline database password in {yaml}"))
+        .to_owned();
+    assert!(password.len() >= 16, "{password}");
+    env.write("defs/hives/copy.yaml", &yaml);
+    for pattern in ["//hives/...", "//hives:copy"] {
+        let log = env.path(&format!("validate-{}.log", pattern.len()));
+        let out = env
+            .command()
+            .args(["--log-file", log.to_str().unwrap(), "hive", "validate", pattern])
+            .output()
+            .unwrap();
+        let stderr = text(&out).1;
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("w4b::hive::duplicate_address"), "{stderr}");
+        assert!(stderr.contains("password: \"***\""), "{stderr}");
+        assert!(!stderr.contains(&password), "{pattern}: {stderr}");
+        // The log file has the problems too, masked the same way.
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("[w4b::hive::duplicate_address]"), "{logged}");
+        assert!(!logged.contains(&password), "{logged}");
+    }
 }
 
 #[test]
@@ -537,9 +652,19 @@ fn rotating_an_inline_block_key_keeps_the_block_and_the_yaml_around_it() {
     let env = fleet_workspace();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture = std::fs::read_to_string(repo.join("tests/hives/hive_AbCd1234.yaml")).unwrap();
-    env.write("defs/hives/hive_AbCd1234.yaml", &fixture);
+    let written = env.write("defs/hives/hive_AbCd1234.yaml", &fixture);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&written, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = env.run(&["hive", "keys", "//hives:hive_AbCd1234", "--rotate", "ssh"]);
     assert!(out.status.success(), "{}", text(&out).1);
+    // A new private key inline: the file is no longer readable by others, and it says so.
+    let mode = std::fs::metadata(&written).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("its mode is now 0600 (was 0644)"),
+        "{}",
+        text(&out).1
+    );
     let after = String::from_utf8(env.read("defs/hives/hive_AbCd1234.yaml")).unwrap();
     // Only the key lines changed; the line after the block is intact.
     assert!(

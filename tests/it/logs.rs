@@ -201,3 +201,28 @@ fn very_verbose_shows_the_commands_a_step_runs_and_their_output() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("| Setting up w4b-hello"), "{text}");
 }
+
+/// `--log-file` naming something that is not a regular file (`/dev/null`, a pipe to a log
+/// collector) writes to it and leaves its mode alone: run as root, the chmod that makes a
+/// log file private made `/dev/null` unwritable for every other user. Shown with a FIFO
+/// (safe to get wrong), read by a thread so the writer's open does not wait.
+#[test]
+fn a_log_file_that_is_a_pipe_keeps_its_mode() {
+    let env = crate::env::TestEnv::new();
+    let fifo = env.root.path().join("collector.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "0644"])
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils)");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let out = env.run(&["--log-file", fifo.to_str().unwrap(), "completions", "bash"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    reader.join().unwrap();
+    let mode = std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the FIFO's mode is its owner's business");
+}
