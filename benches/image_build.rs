@@ -73,7 +73,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use support::build::{du, fresh_copy, median_f64, mib, row, rss_cell, secs, step_table, Run, W4b};
+use support::build::{
+    du, fresh_copy, growth_by_kind, growth_line, median_f64, mib, row, rss_cell, secs, step_table, Run, W4b,
+};
 use support::debian::{self, Debian};
 use support::disk;
 use support::pibase::{self, PiBase, ROOT_START};
@@ -624,6 +626,10 @@ fn release_level(bench: &Bench, warm: &Path, runs: usize) -> String {
         image_bytes = fs::metadata(&image).map_or(1, |m| m.len().max(1));
         published.push(du(&rem).saturating_sub(remote_bytes));
         grown.push(du(&cache).saturating_sub(local_bytes));
+        println!(
+            "   (d) round {round}: local growth by kind: {}",
+            growth_line(&growth_by_kind(&cache))
+        );
         fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
         fs::remove_dir_all(&rem).unwrap_or_else(|e| panic!("remove {}: {e}", rem.display()));
         // The baseline: the same disk, compressed whole.
@@ -905,6 +911,7 @@ fn main() {
                 let run = bench.build(&cache);
                 // What this round added (GiB) goes; the warm cache stays as it was.
                 round_bytes.set(du(&cache));
+                let kinds = growth_line(&growth_by_kind(&cache));
                 fs::remove_dir_all(&cache).unwrap_or_else(|e| panic!("remove {}: {e}", cache.display()));
                 for must in ["#bench", "#compress"] {
                     assert!(run.ran(must), "round {round}: no step {must} ran: {:?}", run.ran);
@@ -928,6 +935,7 @@ fn main() {
                     100.0 * grew as f64 / image as f64,
                     thousands(image / MIB)
                 );
+                println!("   (a) round {round}: growth by kind: {kinds}");
                 w4b.push(run.took);
                 rss.push(run.max_rss_kib);
                 timings.push(run.timings);

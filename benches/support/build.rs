@@ -306,3 +306,58 @@ pub fn du(dir: &Path) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// What a round added to a hard-linked copy of a warm cache ([`fresh_copy`]), by kind:
+/// every file below `dir` with one link (new, or rewritten by rename) counted by its
+/// allocated bytes, grouped as `blobs ≥ 256 KiB` (chunks, frames), `blobs < 256 KiB`,
+/// `indexes`, `memos`, `records` and `other` (usage counters, pack tables, temp). Sorted
+/// by bytes, largest first. Directories are not counted: `du` of the round's growth minus
+/// this total is the directories' own growth.
+pub fn growth_by_kind(dir: &Path) -> Vec<(String, u64, u64)> {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+    fn walk(p: &Path, rel: &str, out: &mut BTreeMap<String, (u64, u64)>) {
+        let Ok(rd) = fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let sub = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if m.is_dir() {
+                walk(&e.path(), &sub, out);
+                continue;
+            }
+            if m.nlink() != 1 {
+                continue;
+            }
+            let kind = match sub.split('/').nth(1).unwrap_or("") {
+                "blobs" if m.len() >= 256 << 10 => "blobs ≥ 256 KiB",
+                "blobs" => "blobs < 256 KiB",
+                "indexes" => "indexes",
+                "memos" => "memos",
+                "records" => "records",
+                _ => "other",
+            };
+            let slot = out.entry(kind.to_owned()).or_default();
+            slot.0 += 1;
+            slot.1 += m.blocks() * 512;
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, "", &mut out);
+    let mut v: Vec<(String, u64, u64)> = out.into_iter().map(|(k, (n, b))| (k, n, b)).collect();
+    v.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+/// [`growth_by_kind`] as one line: `kind count×, KiB; …`.
+pub fn growth_line(kinds: &[(String, u64, u64)]) -> String {
+    kinds
+        .iter()
+        .map(|(k, n, b)| format!("{k}: {n} files, {} KiB", b / 1024))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

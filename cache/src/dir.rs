@@ -459,8 +459,8 @@ impl StoreDir {
         }
         // Straight to the temp file: the digest is already known, so the bytes are not
         // hashed a second time on the way in (a `BlobWriter` would).
-        let mut tmp = self.tmp_file()?;
-        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        let tmp = self.tmp_file()?;
+        write_sparse(tmp.as_file(), bytes).map_err(io_err("write", tmp.path()))?;
         if self.publish(tmp, &dest)? {
             self.note_hashed(&d);
         }
@@ -950,6 +950,48 @@ fn read_record_file(path: &Path) -> Result<Option<RecordFile>, CacheError> {
 }
 
 /// What a record file's name claims (`<64 hex>.json` or `<64 hex>.<keyid>.json`).
+/// The unit [`write_sparse`] leaves out: the block size of the filesystems a store lives
+/// on (ext4, XFS, btrfs and tmpfs all allocate 4 KiB pages), so a skipped block is a hole.
+const SPARSE_BLOCK: usize = 4096;
+
+/// Writes `bytes` into the empty file `file`, leaving every all-zero [`SPARSE_BLOCK`] a
+/// hole: the file reads back as exactly `bytes` (a hole reads as zeros), and costs only
+/// its non-zero blocks on disk. A rendered filesystem chunk is mostly such blocks (an
+/// inode-table chunk's free inodes, a data bin's free blocks, the tails of small files),
+/// so a rebuild that renders a few chunks stores what they hold, not 1 MiB each. Blobs
+/// shorter than two blocks are written whole.
+pub(crate) fn write_sparse(file: &File, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if bytes.len() < 2 * SPARSE_BLOCK {
+        return (&*file).write_all(bytes);
+    }
+    // OR-folded 16 bytes at a time: vectorised, and quick in unoptimised builds too.
+    let zero = |block: &[u8]| {
+        let mut words = block.chunks_exact(16);
+        let folded = words.by_ref().fold(0u128, |acc, w| {
+            acc | u128::from_ne_bytes(w.try_into().unwrap_or([1; 16]))
+        });
+        folded == 0 && words.remainder().iter().all(|&b| b == 0)
+    };
+    let mut run: Option<usize> = None;
+    for (i, block) in bytes.chunks(SPARSE_BLOCK).enumerate() {
+        let at = i * SPARSE_BLOCK;
+        match (zero(block), run) {
+            (false, None) => run = Some(at),
+            (true, Some(start)) => {
+                file.write_all_at(&bytes[start..at], start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run {
+        file.write_all_at(&bytes[start..], start as u64)?;
+    }
+    // Trailing zero blocks: the length, as a hole.
+    file.set_len(bytes.len() as u64)
+}
+
 pub(crate) fn record_name(path: &Path) -> Option<RecordName> {
     RecordName::parse(path.file_name()?.to_str()?)
 }
@@ -1024,6 +1066,56 @@ pub(crate) mod tests {
         let tmp = dir.scratch_file().unwrap();
         tmp.as_file().write_all(&bytes).unwrap();
         assert_eq!(dir.adopt(tmp).unwrap(), (d, size));
+    }
+
+    #[test]
+    fn a_chunk_s_zero_blocks_are_stored_as_holes() {
+        let (_t, dir) = store();
+        // 1 MiB as a rendered inode-table chunk looks: a few used blocks, the rest zeros;
+        // one non-zero byte in the last word of a block, and a short tail of zeros.
+        let mut bytes = vec![0u8; 1 << 20];
+        bytes[..100].fill(7);
+        bytes[40 * 4096 + 4095] = 1;
+        bytes[41 * 4096..43 * 4096].fill(9);
+        let d = dir.put_chunk(&bytes).unwrap().digest;
+        let m = fs::metadata(dir.blob_path(&d)).unwrap();
+        assert_eq!(m.len(), 1 << 20);
+        assert!(
+            m.blocks() * 512 <= 16 * 4096,
+            "{} bytes allocated",
+            m.blocks() * 512
+        );
+        assert_eq!(dir.read(&d).unwrap(), bytes);
+        // Through a later process (not hashed before), byte for byte.
+        let later = StoreDir::open(dir.root()).unwrap();
+        assert_eq!(later.read(&d).unwrap(), bytes);
+
+        // Data up to the end, an odd length, and a chunk shorter than two blocks.
+        for len in [(1 << 20) - 5, 4096 + 17, 100] {
+            let mut b = vec![0u8; len];
+            b[len - 1] = 3;
+            b[0] = 1;
+            let d = dir.put_chunk(&b).unwrap().digest;
+            assert_eq!(later.read(&d).unwrap(), b, "{len} bytes");
+        }
+
+        // The chunk sink stores its rendered chunks the same way.
+        let mut sink = dir.chunk_sink(2 << 20).unwrap();
+        let mut second = bytes.clone();
+        second[500_000] = 0xff;
+        sink.put(second.clone()).unwrap();
+        sink.put(bytes.clone()).unwrap();
+        let (idx, _) = sink.commit().unwrap();
+        let chunk = Digest::of(&second);
+        let m = fs::metadata(dir.blob_path(&chunk)).unwrap();
+        assert!(
+            m.blocks() * 512 <= 16 * 4096,
+            "{} bytes allocated",
+            m.blocks() * 512
+        );
+        let mut all = Vec::new();
+        later.open_output(&idx).unwrap().read_to_end(&mut all).unwrap();
+        assert_eq!(all, [second, bytes].concat());
     }
 
     #[test]

@@ -297,8 +297,8 @@ impl StoreDir {
         for (c, bytes) in hashed {
             if let Some(bytes) = bytes {
                 if !kept.contains(&c.digest) {
-                    let mut tmp = self.tmp_file()?;
-                    tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
+                    let tmp = self.tmp_file()?;
+                    crate::dir::write_sparse(tmp.as_file(), &bytes).map_err(io_err("write", tmp.path()))?;
                     if self.publish(tmp, &self.blob_path(&c.digest))? {
                         self.note_hashed(&c.digest);
                     }
