@@ -15,6 +15,8 @@
 //!   `hive validate`'s length rules anyway);
 //! - a multi-line value (a private key, a whole `wg0.conf`) also registers each of its lines
 //!   of at least [`MIN_LEN`] bytes, because tools print line by line;
+//! - a value with a `'` also registers the form a single-quoted shell word gives it
+//!   (`'\''` for each quote), which is how `-vv` prints command lines;
 //! - longer values are replaced first, so a value that contains another disappears whole.
 //!
 //! The registry only grows for the life of the process; it holds what the process has
@@ -43,6 +45,10 @@ pub fn register(value: &str) {
         return;
     }
     set.insert(value.to_owned());
+    // As `-vv` shows it inside a single-quoted command-line word (`ui::log::shell_words`).
+    if value.contains('\'') {
+        set.insert(value.replace('\'', "'\\''"));
+    }
     if value.contains('\n') {
         for line in value.lines().map(str::trim) {
             if line.len() >= MIN_LEN {
@@ -83,6 +89,16 @@ mod tests {
         assert_eq!(redact("pw=redact-test-password-1!"), "pw=***!");
         assert_eq!(redact("got redact-test-line-BBBB here"), "got *** here");
         assert!(matches!(redact("nothing secret"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_value_with_a_quote_is_masked_as_a_command_line_shows_it() {
+        register("redact-test-it's-secret");
+        let line = crate::ui::log::shell_words(
+            ["chpasswd", "--pw", "redact-test-it's-secret"].map(std::ffi::OsStr::new),
+        );
+        assert_eq!(redact(&line), "chpasswd --pw '***'");
+        assert_eq!(redact("pw=redact-test-it's-secret"), "pw=***");
     }
 
     #[test]

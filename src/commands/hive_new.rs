@@ -43,33 +43,8 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     let defaults = ws.hive_defaults();
     let has_default = |path: &[&str]| defaults.is_some_and(|d| lookup(d, path).is_some());
     let hub = hub(args, &has_default)?;
-    // The fleet as its files are written: a `--set` of `client_ip` or a `W4B_HIVE_ID` in
-    // the environment would give every hive the same address or id and hide the real ones.
-    let loader = super::hive_fleet::as_written(app, &ws)?;
-    let all =
-        ws.expand(&Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?)?;
-    let (members, unreadable) = fleet::scan(&loader, &all);
-    // A file that does not parse may hold an address: say so rather than guess silently.
-    for e in &unreadable {
-        eprintln!(
-            "warning: {} (its VPN address, if any, is not known to the allocation)",
-            e.to_string()
-                .lines()
-                .next()
-                .unwrap_or("a definition file cannot be read")
-        );
-    }
-    let vpn = ws.config().vpn;
-    let Some(client_ip) = fleet::next_free_address(&members, &vpn) else {
-        return Err(miette::miette!(
-            code = "w4b::hive::vpn_full",
-            help = "widen `hives.vpn.subnet` in `w4b.yaml` (a /23 holds 508 hives), or remove hives that are gone",
-            "every hive address of the VPN subnet `{}` is taken ({} hives)",
-            vpn.cidr(),
-            members.len()
-        ));
-    };
-
+    // A full subnet fails before any question is asked (taken again under the lock below).
+    allocate(app, &ws, false)?;
     let values = if interactive {
         let stdin = std::io::stdin();
         let mut p = Prompter::new(stdin.lock(), std::io::stderr());
@@ -78,9 +53,17 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
         from_flags(args, has_default(&["administrators"]), &ws)?
     };
 
+    // One `hive new` at a time per workspace, from reading the fleet to writing the file:
+    // two at once would both take the same free address. The lock is the hives
+    // directory's own (`flock(2)` on it), so nothing is left behind; prompts come first,
+    // so a person answering questions holds nobody up.
+    let hives_dir = ws.defs_dir().join("hives");
+    std::fs::create_dir_all(&hives_dir).map_err(io_error("create", &hives_dir))?;
+    let _fleet_lock = lock_fleet(&hives_dir, app.global.quiet)?;
+    let (members, client_ip) = allocate(app, &ws, true)?;
+
     // A new id, unlike every other (ignoring case: host names are lower case) and with
     // no file of that name yet.
-    let hives_dir = ws.defs_dir().join("hives");
     let hive_id = loop {
         let id = credentials::new_hive_id()?;
         let taken = members.iter().any(|m| m.id().eq_ignore_ascii_case(&id))
@@ -157,7 +140,6 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
             false,
         )?;
     }
-    std::fs::create_dir_all(&hives_dir).map_err(io_error("create", &hives_dir))?;
     // The hive file holds secrets only with `--inline-secrets`; then it is private too.
     let mode = if args.inline_secrets { 0o600 } else { 0o644 };
     write_file(&hive_file, &yaml, mode, false)?;
@@ -653,6 +635,56 @@ fn not_here(rel: &str, dotted: &str) -> miette::Report {
 }
 
 /// Creates `dir` (and parents) with mode 0700 for the directories it makes.
+/// The fleet as its files are written, and the next free VPN address in it. Read as
+/// written: a `--set` of `client_ip` or a `W4B_HIVE_ID` in the environment would give
+/// every hive the same address or id and hide the real ones. With `warn`, a file that
+/// does not parse is named (it may hold an address the allocation cannot see).
+fn allocate(
+    app: &App,
+    ws: &crate::defs::Workspace,
+    warn: bool,
+) -> miette::Result<(Vec<fleet::Member>, std::net::Ipv4Addr)> {
+    let loader = super::hive_fleet::as_written(app, ws)?;
+    let all =
+        ws.expand(&Pattern::parse("//...", None).map_err(|e| miette::Report::new(e.into_defs(None)))?)?;
+    let (members, unreadable) = fleet::scan(&loader, &all);
+    for e in unreadable.iter().filter(|_| warn) {
+        eprintln!(
+            "warning: {} (its VPN address, if any, is not known to the allocation)",
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("a definition file cannot be read")
+        );
+    }
+    let vpn = ws.config().vpn;
+    let Some(client_ip) = fleet::next_free_address(&members, &vpn) else {
+        return Err(miette::miette!(
+            code = "w4b::hive::vpn_full",
+            help = "widen `hives.vpn.subnet` in `w4b.yaml` (a /23 holds 508 hives), or remove hives that are gone",
+            "every hive address of the VPN subnet `{}` is taken ({} hives)",
+            vpn.cidr(),
+            members.len()
+        ));
+    };
+    Ok((members, client_ip))
+}
+
+/// Takes the exclusive lock on `hives_dir` that serialises `hive new`s in one workspace,
+/// waiting (and saying so) while another holds it; released when the file is dropped.
+fn lock_fleet(hives_dir: &Path, quiet: bool) -> miette::Result<std::fs::File> {
+    use rustix::fs::{flock, FlockOperation};
+    let dir = std::fs::File::open(hives_dir).map_err(io_error("open", hives_dir))?;
+    let locked = |op| flock(&dir, op).map_err(|e| io_error("lock", hives_dir)(e.into()));
+    if locked(FlockOperation::NonBlockingLockExclusive).is_err() {
+        if !quiet {
+            eprintln!("waiting for another `w4b hive new` in this workspace to finish");
+        }
+        locked(FlockOperation::LockExclusive)?;
+    }
+    Ok(dir)
+}
+
 fn create_private_dir(dir: &Path) -> miette::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()

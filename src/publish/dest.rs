@@ -193,7 +193,14 @@ impl Destination for Dir {
         // Served files are readable by all (a temporary file starts private).
         std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .map_err(io_err("write", &p))?;
+        // Durable before it has its name: after a power loss the name holds the whole
+        // file or nothing, never a zero-filled one a later publish would take as sent.
+        tmp.as_file().sync_all().map_err(io_err("write", &p))?;
         tmp.persist(&p).map_err(|e| io_err("write", &p)(e.error))?;
+        // And the name itself, so a published `latest.json` never points at a lost file.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            d.sync_all().map_err(io_err("write", &p))?;
+        }
         Ok(())
     }
 }

@@ -289,6 +289,60 @@ fn the_next_hive_gets_the_next_address_and_duplicates_are_refused_naming_both_fi
     assert!(flat.contains("hives.vpn"), "{stderr}");
 }
 
+#[test]
+fn two_hive_news_at_once_take_turns_and_never_share_an_address() {
+    let env = fleet_workspace();
+    let first = new_hive(&env, &["--name", "One"]);
+    // Another `hive new` holds the workspace: this one waits for it…
+    let hives = std::fs::File::open(env.path("defs/hives")).unwrap();
+    rustix::fs::flock(&hives, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let mut child = env
+        .command()
+        .args(["hive", "new", "--yes", "--name", "Two"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (mut pipe, seen) = (child.stderr.take().unwrap(), Arc::clone(&stderr));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stderr
+        .lock()
+        .unwrap()
+        .contains("waiting for another `w4b hive new`")
+    {
+        assert!(Instant::now() < deadline, "{}", stderr.lock().unwrap());
+        assert!(child.try_wait().unwrap().is_none(), "{}", stderr.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // …while the other one writes its hive, taking the next address, 10.10.0.3…
+    let other = String::from_utf8(env.read(&first))
+        .unwrap()
+        .replace("10.10.0.2/32", "10.10.0.3/32");
+    env.write("defs/hives/other.yaml", &other);
+    drop(hives);
+    // …and then reads the fleet again: it takes the one after.
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let stderr = stderr.lock().unwrap().clone();
+    assert!(out.status.success(), "{stderr}");
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        yaml_value(&String::from_utf8(env.read(&second)).unwrap(), "client_ip"),
+        "10.10.0.4/32",
+        "{stderr}"
+    );
+}
+
 /// White space and miette's margins out: diagnostics wrap at 100 columns.
 fn squash(t: &str) -> String {
     t.chars().filter(|c| !c.is_whitespace() && *c != '|').collect()
