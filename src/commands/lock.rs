@@ -423,9 +423,15 @@ fn resolve(
     let mut roots: Vec<NodeId> = index_nodes.values().copied().collect();
     roots.extend(todo.iter().filter_map(|(_, tree, _)| *tree));
     let cancel = AtomicBool::new(false);
-    let observer = Lines {
-        quiet: app.style.quiet,
+    // `-v` step lines (and `-vv` commands under their step), as `build` logs them.
+    let lines = Lines {
+        quiet: app.style.quiet || crate::ui::log::terminal_shows(crate::ui::log::Level::Step),
     };
+    let log = crate::ui::progress::LogObserver {
+        cache: store.as_ref(),
+        previous: BTreeMap::new(),
+    };
+    let observer = crate::ui::progress::Tee(vec![&lines, &log]);
     let engine = Engine {
         graph: &graph,
         cache: store.as_ref(),

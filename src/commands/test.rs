@@ -127,7 +127,16 @@ fn pinned_source(app: &App) -> miette::Result<Option<vmtest::PinnedSource>> {
             use w4b_graph::exec::{BuildOptions, Engine, StepStatus};
             let failed = |message: String| vmtest::VmTestError::PinnedKernel { message };
             let cancel = AtomicBool::new(false);
-            let observer = crate::ui::progress::Lines { quiet };
+            // `-v` step lines (and `-vv` commands under their step), as `build` logs them.
+            let verbose = crate::ui::log::terminal_shows(crate::ui::log::Level::Step);
+            let lines = crate::ui::progress::Lines {
+                quiet: quiet || verbose,
+            };
+            let log = crate::ui::progress::LogObserver {
+                cache: store.as_ref(),
+                previous: std::collections::BTreeMap::new(),
+            };
+            let observer = crate::ui::progress::Tee(vec![&lines, &log]);
             let engine = Engine {
                 graph: &graph,
                 cache: store.as_ref(),

@@ -170,8 +170,23 @@ fn very_verbose_shows_the_commands_a_step_runs_and_their_output() {
             repo.fingerprint
         ),
     );
-    let out = env.run(&["lock"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // `lock` logs its steps as `build` does: each start with its reason, each end.
+    let out = env.run(&["lock", "-v"]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.contains(": start (fetch): no record in the local")),
+        "no step start in `lock -v`:\n{said}"
+    );
+    assert!(
+        said.lines().any(|l| l.contains(": ran (")),
+        "no step end in `lock -v`:\n{said}"
+    );
+    assert!(
+        !said.contains("\nrunning "),
+        "progress lines as well as the log:\n{said}"
+    );
     let log = env.root.path().join("build.log");
     let out = env.run(&[
         "build",
