@@ -552,16 +552,21 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
             _ => return Err(not_here(&rel, &dotted)),
         }
     }
-    // Secret files first (each replaced atomically), then the hive file in one write.
+    // Every new file is written and synced beside its final name first; only then are
+    // they renamed into place, secret files before the hive file. A failure while writing
+    // (a full disk, a permission) leaves every old file as it was, so the public keys in
+    // the hive file never disagree with the private keys beside it.
+    let mut staged = Vec::new();
     for (p, text) in &files {
         if let Some(parent) = p.parent() {
             create_private_dir(parent)?;
         }
-        write_secret(p, text, true)?;
+        staged.push(stage_file(p, text, 0o600)?);
     }
     for (p, text) in &pub_files {
-        write_file(p, text, 0o644, true)?;
+        staged.push(stage_file(p, text, 0o644)?);
     }
+    let mut mode_change = None;
     if !edits.is_empty() {
         edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
         let mut text = original.clone();
@@ -575,12 +580,16 @@ pub fn keys(app: &App, args: &HiveKeysArgs) -> miette::Result<i32> {
         // A new secret is not written where others can read it: a hive file that holds
         // its secrets inline loses the group's and others' bits (git keeps no such bits).
         let mode = if inline_secret { was & 0o700 } else { was };
-        write_file(&path, &text, mode, true)?;
-        if mode != was && !app.global.quiet {
-            eprintln!(
-                "`{rel}` holds secrets: its mode is now {mode:04o} (was {was:04o}); keep secrets in files with `{{file: …}}` to share the hive file"
-            );
-        }
+        staged.push(stage_file(&path, &text, mode)?);
+        mode_change = (mode != was).then_some((was, mode));
+    }
+    for s in staged {
+        s.commit(true)?;
+    }
+    if let (Some((was, mode)), false) = (mode_change, app.global.quiet) {
+        eprintln!(
+            "`{rel}` holds secrets: its mode is now {mode:04o} (was {was:04o}); keep secrets in files with `{{file: …}}` to share the hive file"
+        );
     }
     if !app.global.quiet {
         for w in &what {
@@ -706,13 +715,25 @@ fn write_secret(path: &Path, text: &str, replace: bool) -> miette::Result<()> {
 /// fails if something has it. A crash or a full disk leaves the old file or none, never
 /// half a hive file or a truncated key (the temporary file is removed on an error).
 fn write_file(path: &Path, text: &str, mode: u32, replace: bool) -> miette::Result<()> {
+    stage_file(path, text, mode)?.commit(replace)
+}
+
+/// A file written and synced under a temporary name beside its final one, not yet
+/// renamed: dropped, it is deleted.
+struct Staged {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+/// Writes `text` with `mode` to a new temporary file in `path`'s directory and syncs it.
+fn stage_file(path: &Path, text: &str, mode: u32) -> miette::Result<Staged> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let write = || -> std::io::Result<()> {
+    let write = || -> std::io::Result<tempfile::NamedTempFile> {
         let mut tmp = tempfile::Builder::new().prefix(".w4b-new").tempfile_in(dir)?;
         tmp.write_all(text.as_bytes())?;
         if mode != 0o600 {
@@ -720,15 +741,27 @@ fn write_file(path: &Path, text: &str, mode: u32, replace: bool) -> miette::Resu
                 .set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
         tmp.as_file().sync_all()?;
-        if replace {
-            tmp.persist(path).map_err(|e| e.error)?;
-        } else {
-            tmp.persist_noclobber(path).map_err(|e| e.error)?;
-        }
-        Ok(())
+        Ok(tmp)
     };
-    write().map_err(io_error("write", path))?;
-    Ok(())
+    let tmp = write().map_err(io_error("write", path))?;
+    Ok(Staged {
+        tmp,
+        path: path.to_owned(),
+    })
+}
+
+impl Staged {
+    /// Renames the file into place: over an existing one with `replace`, else only where
+    /// nothing is.
+    fn commit(self, replace: bool) -> miette::Result<()> {
+        let Staged { tmp, path } = self;
+        let done = match replace {
+            true => tmp.persist(&path).map(drop),
+            false => tmp.persist_noclobber(&path).map(drop),
+        };
+        done.map_err(|e| io_error("write", &path)(e.error))?;
+        Ok(())
+    }
 }
 
 /// A file or directory of the workspace that `hive new` or `hive keys` cannot read or
@@ -806,5 +839,30 @@ mod tests {
         );
         let err = write_secret(&blocked.join("key"), "k\n", false).unwrap_err();
         assert!(err.to_string().starts_with("cannot write"), "{err}");
+    }
+
+    /// `hive keys` stages every file before it renames any: a file that cannot be written
+    /// leaves the others as they were (no new private key beside an old hive file).
+    #[test]
+    fn staged_files_take_their_names_only_together() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("wireguard.key");
+        write_secret(&secret, "old key\n", false).unwrap();
+        let staged = stage_file(&secret, "new key\n", 0o600).unwrap();
+        let blocked = d.path().join("wireguard.key").join("hive.yaml");
+        assert!(stage_file(&blocked, "public: new\n", 0o644).is_err());
+        drop(staged);
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "old key\n");
+        assert_eq!(names(d.path()), ["wireguard.key"], "a staged file left behind");
+
+        let staged = stage_file(&secret, "new key\n", 0o600).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&secret).unwrap(),
+            "old key\n",
+            "renamed early"
+        );
+        staged.commit(true).unwrap();
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "new key\n");
+        assert_eq!(mode(&secret), 0o600);
     }
 }
