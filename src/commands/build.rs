@@ -184,6 +184,43 @@ fn previous_keys(cache: &dyn w4b_graph::Cache, plan: &Plan) -> BTreeMap<String, 
     keys
 }
 
+/// Refuses a build of several hives of which two would get one hive id or one VPN
+/// address, as `w4b hive validate` reports them (a `W4B_HIVE_ID` or a `--set` meant for
+/// one hive reaching a whole fleet, or a copied hive file): images that would fight over
+/// one WireGuard address or host name. Checked before anything is compiled or built, on
+/// the values the images would get; a single hive is not checked (`hive validate` compares it with
+/// the fleet).
+fn refuse_shared_identities(
+    app: &App,
+    ws: &crate::defs::Workspace,
+    patterns: &[String],
+) -> miette::Result<()> {
+    let labels = app.resolve(ws, patterns)?;
+    if labels.len() < 2 {
+        return Ok(());
+    }
+    let loader = crate::defs::Loader::new(ws.clone(), app.env.clone(), &app.global.set)?;
+    let (members, _) = crate::hive::fleet::scan(&loader, &labels);
+    if members.len() < 2 {
+        return Ok(());
+    }
+    let problems = crate::hive::fleet::check(&members, &ws.config().vpn);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    for p in problems {
+        super::show_diagnostic(&miette::Report::new(p));
+    }
+    Err(miette::miette!(
+        code = "w4b::hive::fleet_conflict",
+        help = "give each hive its own id and address (`w4b hive validate //hives/...` lists them; a `W4B_HIVE_ID` or `--set` is for one hive: unset it for a fleet build), or build the hives one at a time",
+        "not building: {n} hive id{} or VPN address{} of this build would be shared by two hives",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "" } else { "es" }
+    ))
+}
+
 /// Compiles and runs the graph of `args.labels`, exports and records what was built, and
 /// prints the outputs, the tests and (for more than one target) the summary table.
 pub fn build(
@@ -194,6 +231,7 @@ pub fn build(
     tests: Option<&Tests>,
 ) -> miette::Result<Outcome> {
     let store = store.clone();
+    refuse_shared_identities(app, ws, &args.labels)?;
     let mut plan = app.compile_with(ws, &store, &args.labels, args.keep_going)?;
     for (_, e) in &plan.broken {
         super::show_diagnostic(e);

@@ -409,6 +409,25 @@ fn one_hive_is_validated_against_the_other_files_and_an_overriding_variable_is_n
         "{stderr}"
     );
     assert!(flat.contains(&squash("env -u W4B_HIVE_ID")), "{stderr}");
+
+    // A fleet build with it is refused before anything is built: images that would share
+    // one id (one host name on the VPN) are never made.
+    let out = env
+        .command()
+        .args(["build", "//hives/..."])
+        .env("W4B_HIVE_ID", "hive_Same0000")
+        .output()
+        .unwrap();
+    let stderr = text(&out).1;
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let flat = squash(&stderr);
+    assert!(flat.contains("w4b::hive::fleet_conflict"), "{stderr}");
+    assert!(
+        flat.contains(&squash("both set by the environment variable `W4B_HIVE_ID`")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("running "), "a step ran:\n{stderr}");
+    assert!(!env.path("out").exists(), "something was exported");
 }
 
 #[test]
