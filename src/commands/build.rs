@@ -193,13 +193,17 @@ fn previous_keys(cache: &dyn w4b_graph::Cache, plan: &Plan) -> BTreeMap<String, 
 fn refuse_shared_identities(
     app: &App,
     ws: &crate::defs::Workspace,
+    store: &AppStore,
     patterns: &[String],
 ) -> miette::Result<()> {
     let labels = app.resolve(ws, patterns)?;
     if labels.len() < 2 {
         return Ok(());
     }
-    let loader = crate::defs::Loader::new(ws.clone(), app.env.clone(), &app.global.set)?;
+    // Through the store's parse cache, as the compile after it: a no-op build of many
+    // targets reads no definition file for this.
+    let loader = crate::defs::Loader::new(ws.clone(), app.env.clone(), &app.global.set)?
+        .with_parse_cache(store.parse_cache());
     let (members, _) = crate::hive::fleet::scan(&loader, &labels);
     if members.len() < 2 {
         return Ok(());
@@ -231,7 +235,7 @@ pub fn build(
     tests: Option<&Tests>,
 ) -> miette::Result<Outcome> {
     let store = store.clone();
-    refuse_shared_identities(app, ws, &args.labels)?;
+    refuse_shared_identities(app, ws, &store, &args.labels)?;
     let mut plan = app.compile_with(ws, &store, &args.labels, args.keep_going)?;
     for (_, e) in &plan.broken {
         super::show_diagnostic(e);

@@ -44,7 +44,9 @@ pub fn new(app: &App, args: &HiveNewArgs) -> miette::Result<i32> {
     let has_default = |path: &[&str]| defaults.is_some_and(|d| lookup(d, path).is_some());
     let hub = hub(args, &has_default)?;
     // A full subnet fails before any question is asked (taken again under the lock below).
-    allocate(app, &ws, false)?;
+    if interactive {
+        allocate(app, &ws, false)?;
+    }
     let values = if interactive {
         let stdin = std::io::stdin();
         let mut p = Prompter::new(stdin.lock(), std::io::stderr());
